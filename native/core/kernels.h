@@ -1,0 +1,92 @@
+// The kernel surface: one signature per op, implemented by the CPU backend (native/cpu/<op>.cc, namespace
+// parallm::cpu, first argument `const cpu::Ctx&`) and the CUDA backend (native/cuda/<op>.cu, namespace
+// parallm::cuda, first argument `cudaStream_t`). Both compute the same function; tests hold them to it.
+//
+// Conventions: pointers are device pointers of the backend; all tensors row-major; strides are in
+// elements; `dt` is the element type of every floating tensor argument of the call (F32 or BF16; matmul
+// on CUDA also F16); index tensors are int32. Arithmetic accumulates in f32. Kernels check their
+// arguments and launches and throw parallm::Error naming the op and sizes; they never abort.
+//
+// This file is included twice by the backends' headers with PARALLM_KCTX defined to the context type.
+#ifndef PARALLM_KCTX
+#error "include native/cpu/kernels.h or native/cuda/kernels.h"
+#endif
+#include <cstdint>
+#include "dtype.h"
+
+// C[M,N] = alpha * A'[M,K] B'[K,N] + beta * C + bias[N]   (bias may be null; beta == 0 ignores C's contents)
+// A' = A (stored [M,K]) or, with transA, A^T (A stored [K,M]); B' = B (stored [K,N]) or, with transB, B^T
+// (B stored [N,K], the layout of a torch Linear weight). M <= 16 with transB takes the GEMV path.
+void matmul(PARALLM_KCTX ctx, DType dt, const void* A, const void* B, const void* bias, void* C, int64_t M,
+            int64_t N, int64_t K, bool transA, bool transB, float alpha, float beta);
+
+// Causal attention for prefill, flash-style (no score matrix in device memory on the GPU).
+// For batch b, query head h (kv head g = h / (Hq / Hkv)), query i < Tq, key j < Tk:
+//   out[b,i,h,:] = sum_j softmax_j(scale * q[b,i,h,:].k[b,j,g,:]) v[b,j,g,:]  over j <= i + (Tk - Tq)
+// q[b,i,h,d] = q[b*q_bstride + i*q_tstride + h*D + d]; k and v alike with kv_bstride, kv_tstride.
+// out is contiguous [B, Tq, Hq, D]. Tk >= Tq (the last Tq keys are the queries' own positions).
+void attention_prefill(PARALLM_KCTX ctx, DType dt, const void* q, const void* k, const void* v, void* out, int B,
+                       int Tq, int Tk, int Hq, int Hkv, int D, int64_t q_bstride, int64_t q_tstride,
+                       int64_t kv_bstride, int64_t kv_tstride, float scale);
+
+// Decode: one query per sequence over a KV cache. q[b,h,d] = q[b*q_bstride + h*D + d]; cache rows
+// k[b,j,g,d] = k[b*kv_bstride + j*kv_tstride + g*D + d] for j < lens[b] (lens: int32[B] in device memory,
+// so a captured graph replays with new lengths; 1 <= lens[b] <= max_len). out contiguous [B, Hq, D].
+void attention_decode(PARALLM_KCTX ctx, DType dt, const void* q, const void* k, const void* v,
+                      const int32_t* lens, void* out, int B, int Hq, int Hkv, int D, int64_t q_bstride,
+                      int64_t kv_bstride, int64_t kv_tstride, int max_len, float scale);
+
+// Write T new rows per sequence into a cache at positions pos[b] (int32[B], device):
+// dst[b*dst_bstride + (pos[b]+t)*dst_tstride + w] = src[b*src_bstride + t*src_tstride + w], w < W.
+void kv_write(PARALLM_KCTX ctx, DType dt, const void* src, void* dst, const int32_t* pos, int B, int T, int64_t W,
+              int64_t src_bstride, int64_t src_tstride, int64_t dst_bstride, int64_t dst_tstride);
+
+// y = (x - mean) * rstd * gamma + beta per row of C; mean/rstd (f32[R]) written when non-null.
+void layernorm(PARALLM_KCTX ctx, DType dt, const void* x, const void* gamma, const void* beta, void* y,
+               float* mean, float* rstd, int64_t R, int64_t C, float eps);
+
+// y = x * rsqrt(mean(x^2) + eps) * w per row of C; rstd (f32[R]) written when non-null.
+void rmsnorm(PARALLM_KCTX ctx, DType dt, const void* x, const void* w, void* y, float* rstd, int64_t R,
+             int64_t C, float eps);
+
+// GELU, tanh form (GPT-2): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), n elements.
+void gelu(PARALLM_KCTX ctx, DType dt, const void* x, void* y, int64_t n);
+
+// y[r,f] = silu(gate[r*in_stride + f]) * up[r*in_stride + f]; y contiguous [R, F].
+void silu_gate(PARALLM_KCTX ctx, DType dt, const void* gate, const void* up, void* y, int64_t R, int64_t F,
+               int64_t in_stride);
+
+// Rotary embedding in place, Hugging Face "rotate_half" layout, on the first rot_dim of each head:
+// for i < rot_dim/2, f = theta^(-2i/rot_dim), a = pos[r] * f, x1 = x[i], x2 = x[i + rot_dim/2]:
+//   x[i] = x1 cos a - x2 sin a;  x[i + rot_dim/2] = x2 cos a + x1 sin a.
+// Row r (token), head h starts at x[r*tstride + h*D]; pos is int32[R] in device memory.
+void rope(PARALLM_KCTX ctx, DType dt, void* x, const int32_t* pos, int64_t R, int H, int D, int64_t tstride,
+          int rot_dim, float theta);
+
+// out[n, :] = table[ids[n], :] (C columns); ids outside [0, V) give a row of zeros (the TS layer rejects
+// them earlier when it can see them).
+void embedding(PARALLM_KCTX ctx, DType dt, const int32_t* ids, const void* table, void* out, int64_t N,
+               int64_t V, int64_t C);
+
+// y[i] = a[i] + b[i % b_period], i < n (b_period == n: same shape; == C: a bias row broadcast).
+void add(PARALLM_KCTX ctx, DType dt, const void* a, const void* b, void* y, int64_t n, int64_t b_period);
+
+// Convert n elements between any two of F32, BF16, F16 (round to nearest even).
+void cast(PARALLM_KCTX ctx, DType src_dt, const void* src, DType dst_dt, void* dst, int64_t n);
+
+// y = softmax(scale * x) per row of C.
+void softmax(PARALLM_KCTX ctx, DType dt, const void* x, void* y, int64_t R, int64_t C, float scale);
+
+// out[r] = index of the largest x in row r (the first such on ties); NaN never wins over a number.
+void argmax(PARALLM_KCTX ctx, DType dt, const void* x, int32_t* out, int64_t R, int64_t C);
+
+// Seeded sampling, one token per row of V logits (same algorithm on both backends):
+//   temperature <= 0: argmax. Else p = softmax(x / temperature) in f32.
+//   top_k > 0 (and < V): keep tokens whose logit >= the k-th largest logit (ties kept).
+//   top_p < 1: among those, keep tokens with p >= tau, tau the largest value such that the kept mass
+//   >= top_p * (mass of the top-k set).
+//   u = uniform01(seed, r, offsets ? offsets[r] : 0) (native/core/rng.h); target = u * kept mass; walk
+//   the kept tokens in index order summing p; the token is the first where the sum exceeds target
+//   (the last kept token if rounding leaves none).
+void sample(PARALLM_KCTX ctx, DType dt, const void* logits, int32_t* out, int64_t R, int64_t V,
+            float temperature, int top_k, float top_p, uint64_t seed, const int32_t* offsets);
