@@ -11,8 +11,7 @@
 #ifndef PARALLM_KCTX
 #error "include native/cpu/kernels.h or native/cuda/kernels.h"
 #endif
-#include <cstdint>
-#include "dtype.h"
+// (dtype.h and <cstdint> are included by the backend header before its namespace opens.)
 
 // C[M,N] = alpha * A'[M,K] B'[K,N] + beta * C + bias[N]   (bias may be null; beta == 0 ignores C's contents)
 // A' = A (stored [M,K]) or, with transA, A^T (A stored [K,M]); B' = B (stored [K,N]) or, with transB, B^T
