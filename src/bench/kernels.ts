@@ -1,0 +1,170 @@
+// `parallm bench kernels`: what each kernel family achieves on one device, against the hardware's
+// ceilings. FLOPs and bytes are counted as the minimum the op must do (see .library METHOD): GEMM 2MNK;
+// causal attention 4*B*H*T*T*D/2; GEMV and decode attention by the bytes of weights / cache read.
+import type { DType } from '../dtype.js';
+import { defaultDevice, parseDevice, deviceInfo, emptyCache } from '../device.js';
+import * as ops from '../ops.js';
+import { rand } from '../random.js';
+import { Tensor } from '../tensor.js';
+import { timeOnDevice, type Timing } from './stats.js';
+
+export interface KernelBenchOptions {
+  device?: string;
+  /** compute dtype; default bf16 on a GPU, f32 on the CPU */
+  dtype?: DType;
+  /** smaller shapes and fewer runs */
+  quick?: boolean;
+  runs?: number;
+  /** only cases whose name contains one of these */
+  filter?: string[];
+  onResult?: (r: KernelBenchResult) => void;
+}
+
+export interface KernelBenchResult {
+  name: string;
+  shape: string;
+  dtype: DType;
+  device: string;
+  ms: number;
+  tflops?: number;
+  gbps?: number;
+}
+
+interface Case {
+  name: string;
+  shape: string;
+  flops?: number;
+  bytes?: number;
+  setup: () => { run: (i: number) => void; dispose: () => void };
+}
+
+function gemmCase(dev: string, dt: DType, M: number, N: number, K: number, transB: boolean): Case {
+  return {
+    name: M <= 16 ? 'gemv' : 'gemm',
+    shape: `${M}x${N}x${K}${transB ? ' (B^T)' : ''}`,
+    flops: 2 * M * N * K,
+    // GEMV is judged by the weight bytes it must stream; GEMM by arithmetic.
+    bytes: M <= 16 ? N * K * (dt === 'f32' ? 4 : 2) : undefined,
+    setup: () => {
+      // Rotate among copies of B when it is small enough to live in L2, so the cache is not measured.
+      const copies = N * K * 2 < 64 << 20 ? 3 : 1;
+      const a = rand([M, K], { dtype: dt, device: dev, seed: 1 });
+      const bs = Array.from({ length: copies }, (_, i) => rand(transB ? [N, K] : [K, N], { dtype: dt, device: dev, seed: 2 + i }));
+      const c = Tensor.empty([M, N], { dtype: dt, device: dev });
+      return {
+        run: (i) => void ops.matmul(a, bs[i % copies]!, { transB, out: c }),
+        dispose: () => [a, c, ...bs].forEach((t) => t.dispose()),
+      };
+    },
+  };
+}
+
+function prefillCase(dev: string, dt: DType, B: number, H: number, T: number, D: number): Case {
+  return {
+    name: 'attention-prefill',
+    shape: `B${B} H${H} T${T} D${D} causal`,
+    flops: (4 * B * H * T * T * D) / 2,
+    setup: () => {
+      const q = rand([B, T, H, D], { dtype: dt, device: dev, seed: 3 });
+      const k = rand([B, T, H, D], { dtype: dt, device: dev, seed: 4 });
+      const v = rand([B, T, H, D], { dtype: dt, device: dev, seed: 5 });
+      const out = Tensor.empty([B, T, H, D], { dtype: dt, device: dev });
+      const o = { batch: B, headsQ: H, headsKv: H, headDim: D, queries: T, out };
+      return { run: () => void ops.attentionPrefill(q, k, v, o), dispose: () => [q, k, v, out].forEach((t) => t.dispose()) };
+    },
+  };
+}
+
+function decodeCase(dev: string, dt: DType, B: number, H: number, L: number, D: number): Case {
+  const el = dt === 'f32' ? 4 : 2;
+  return {
+    name: 'attention-decode',
+    shape: `B${B} H${H} len${L} D${D}`,
+    bytes: 2 * B * L * H * D * el,
+    setup: () => {
+      const q = rand([B, H, D], { dtype: dt, device: dev, seed: 6 });
+      const k = rand([B, L, H, D], { dtype: dt, device: dev, seed: 7 });
+      const v = rand([B, L, H, D], { dtype: dt, device: dev, seed: 8 });
+      const lens = Tensor.full([B], L, { dtype: 'i32', device: dev });
+      const out = Tensor.empty([B, H, D], { dtype: dt, device: dev });
+      const o = { batch: B, headsQ: H, headsKv: H, headDim: D, maxLen: L, out };
+      return { run: () => void ops.attentionDecode(q, k, v, lens, o), dispose: () => [q, k, v, lens, out].forEach((t) => t.dispose()) };
+    },
+  };
+}
+
+function copyCase(dev: string, bytes: number): Case {
+  return {
+    name: 'copy',
+    shape: `${(bytes / 2 ** 20).toFixed(0)} MiB`,
+    bytes: 2 * bytes, // read + write
+    setup: () => {
+      const a = Tensor.empty([bytes / 4], { dtype: 'f32', device: dev }); // values do not change a copy's speed
+      const b = Tensor.empty([bytes / 4], { dtype: 'f32', device: dev });
+      return { run: () => void b.copyFrom(a), dispose: () => (a.dispose(), b.dispose()) };
+    },
+  };
+}
+
+function cases(dev: string, dt: DType, gpu: boolean, quick: boolean): Case[] {
+  if (!gpu) {
+    const n = quick ? 256 : 1024;
+    return [
+      gemmCase(dev, dt, n, n, n, false),
+      gemmCase(dev, dt, n, n, n, true),
+      gemmCase(dev, dt, 1, quick ? 1024 : 4096, quick ? 1024 : 4096, true),
+      prefillCase(dev, dt, 1, quick ? 2 : 8, quick ? 128 : 512, 64),
+      decodeCase(dev, dt, 1, 8, quick ? 256 : 1024, 64),
+      copyCase(dev, (quick ? 16 : 256) << 20),
+    ];
+  }
+  const big = quick ? 4096 : 8192;
+  return [
+    gemmCase(dev, dt, big, big, big, false),
+    gemmCase(dev, dt, big, big, big, true),
+    gemmCase(dev, dt, 16384, 3072, 768, false), // GPT-2 MLP up, training batch
+    gemmCase(dev, dt, 16384, 768, 3072, false), // GPT-2 MLP down
+    gemmCase(dev, dt, 4096, 4096, 4096, true), // LLaMA-7B attention projection, 4096 tokens
+    gemmCase(dev, dt, 4096, 11008, 4096, true), // LLaMA-7B MLP up
+    gemmCase(dev, dt, 4096, 4096, 11008, true), // LLaMA-7B MLP down
+    gemmCase(dev, dt, 1, 4096, 4096, true),
+    gemmCase(dev, dt, 1, 11008, 4096, true),
+    gemmCase(dev, dt, 16, 11008, 4096, true),
+    prefillCase(dev, dt, 1, 32, 2048, 128),
+    prefillCase(dev, dt, 4, 12, 1024, 64),
+    decodeCase(dev, dt, 1, 32, 2048, 128),
+    decodeCase(dev, dt, 16, 32, 2048, 128),
+    copyCase(dev, (quick ? 256 : 1024) << 20),
+  ];
+}
+
+export function runKernelBench(opts: KernelBenchOptions = {}): KernelBenchResult[] {
+  const dev = parseDevice(opts.device ?? defaultDevice());
+  const gpu = dev.startsWith('cuda');
+  const dt: DType = opts.dtype ?? (gpu ? 'bf16' : 'f32');
+  const runs = opts.runs ?? (opts.quick ? 5 : gpu ? 30 : 7);
+  const results: KernelBenchResult[] = [];
+  for (const c of cases(dev, dt, gpu, !!opts.quick)) {
+    if (opts.filter?.length && !opts.filter.some((f) => `${c.name} ${c.shape}`.includes(f))) continue;
+    const { run, dispose } = c.setup();
+    let t: Timing;
+    try {
+      t = timeOnDevice(dev, run, gpu ? 5 : 1, runs);
+    } finally {
+      dispose();
+    }
+    const s = t.medianMs / 1e3;
+    const r: KernelBenchResult = { name: c.name, shape: c.shape, dtype: c.name === 'copy' ? 'f32' : dt, device: dev, ms: t.medianMs };
+    if (c.flops) r.tflops = c.flops / s / 1e12;
+    if (c.bytes) r.gbps = c.bytes / s / 1e9;
+    results.push(r);
+    opts.onResult?.(r);
+  }
+  if (gpu) emptyCache(dev);
+  return results;
+}
+
+export function describeDevice(device: string): string {
+  const d = deviceInfo(device);
+  return `${d.id}: ${d.name}`;
+}

@@ -1,0 +1,25 @@
+#!/usr/bin/env node
+// The parallm command line: one module per command under commands/.
+import { Command } from 'commander';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { packageRoot } from '../native.js';
+import { register as registerDevices } from './commands/devices.js';
+import { register as registerBench } from './commands/bench.js';
+
+const pkg = JSON.parse(readFileSync(path.join(packageRoot, 'package.json'), 'utf8')) as { version: string };
+
+const program = new Command()
+  .name('parallm')
+  .description('Multi-GPU inference and training of GPT-2 and LLaMA models, measured in tokens per second')
+  .version(pkg.version);
+
+registerDevices(program);
+registerBench(program);
+
+try {
+  await program.parseAsync(process.argv);
+} catch (err) {
+  console.error(`parallm: ${err instanceof Error ? err.message : String(err)}`);
+  process.exit(1);
+}

@@ -1,0 +1,21 @@
+// parallm: multi-GPU inference and training of GPT-2 and LLaMA models from Node.js.
+export { Tensor, numelOf, type Shape, type TensorOptions } from './tensor.js';
+export { type DType, DTYPES, dtypeSize, f32ToBf16, bf16ToF32, f32ToF16, f16ToF32 } from './dtype.js';
+export {
+  devices,
+  deviceInfo,
+  defaultDevice,
+  parseDevice,
+  cudaDeviceCount,
+  buildInfo,
+  configureCpuDevices,
+  synchronize,
+  memoryStats,
+  resetPeakMemory,
+  emptyCache,
+  type DeviceInfo,
+  type MemoryStats,
+} from './device.js';
+export { DeviceEvent, DeviceStream, Graph, capture } from './runtime.js';
+export * as ops from './ops.js';
+export { runKernelBench, type KernelBenchOptions, type KernelBenchResult } from './bench/kernels.js';

@@ -1,0 +1,115 @@
+// The typed surface of the native addon (native/addon.cc), and the loader that finds its binary:
+// prebuilds/<platform>-<arch>/ first when installed from a package, build/Release when built here.
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export type DTypeName = 'f32' | 'bf16' | 'f16' | 'i32';
+
+export interface NativeTensor {
+  readonly device: string;
+  readonly dtype: DTypeName;
+  readonly shape: number[];
+  readonly nbytes: number;
+  readonly disposed: boolean;
+  dispose(): void;
+  toHost(): ArrayBuffer;
+  writeHost(data: ArrayBufferView): void;
+  copyFrom(src: NativeTensor): void;
+  view(elementOffset: number, shape: number[]): NativeTensor;
+}
+
+export interface NativeGraph {
+  readonly ops: number;
+  readonly device: string | null;
+  replay(): void;
+  dispose(): void;
+}
+
+export interface NativeEvent {
+  record(): void;
+  synchronize(): void;
+  elapsedMs(end: NativeEvent): number;
+}
+
+export interface NativeStream {
+  synchronize(): void;
+  waitEvent(e: NativeEvent): void;
+}
+
+export interface NativeDeviceInfo {
+  id: string;
+  kind: 'cpu' | 'cuda';
+  index: number;
+  name: string;
+  memoryTotal: number;
+  memoryFree: number;
+  computeCapability?: [number, number];
+  multiprocessors?: number;
+  peers?: number[];
+  threads?: number;
+}
+
+export interface NativeMemoryStats {
+  allocated: number;
+  cached: number;
+  peakAllocated: number;
+  driverAllocs: number;
+}
+
+type T = NativeTensor;
+type OptT = NativeTensor | null;
+
+export interface NativeBinding {
+  NativeTensor: abstract new () => NativeTensor;
+  empty(device: string, dtype: DTypeName, shape: number[]): NativeTensor;
+  devices(): NativeDeviceInfo[];
+  deviceInfo(device: string): NativeDeviceInfo;
+  buildInfo(): { cuda: boolean; cudaStatus: string; cudaDevices: number; cpuDevices: number };
+  configureCpuDevices(count: number): void;
+  synchronize(device: string): void;
+  memoryStats(device: string): NativeMemoryStats;
+  resetPeakMemory(device: string): void;
+  emptyCache(device: string): void;
+  captureBegin(device: string): void;
+  captureEnd(device: string): NativeGraph;
+  eventCreate(device: string): NativeEvent;
+  streamCreate(device: string): NativeStream;
+  setStream(device: string, stream: NativeStream | null): void;
+
+  matmul(c: T, a: T, b: T, bias: OptT, M: number, N: number, K: number, transA: boolean, transB: boolean, alpha: number, beta: number): void;
+  attentionPrefill(out: T, q: T, k: T, v: T, B: number, Tq: number, Tk: number, Hq: number, Hkv: number, D: number, qB: number, qT: number, kvB: number, kvT: number, scale: number): void;
+  attentionDecode(out: T, q: T, k: T, v: T, lens: T, B: number, Hq: number, Hkv: number, D: number, qB: number, kvB: number, kvT: number, maxLen: number, scale: number): void;
+  kvWrite(dst: T, src: T, pos: T, B: number, T: number, W: number, srcB: number, srcT: number, dstB: number, dstT: number, maxLen: number): void;
+  layernorm(y: T, x: T, gamma: T, beta: T, mean: OptT, rstd: OptT, R: number, C: number, eps: number): void;
+  rmsnorm(y: T, x: T, w: T, rstd: OptT, R: number, C: number, eps: number): void;
+  gelu(y: T, x: T, n: number): void;
+  siluGate(y: T, gate: T, up: T, R: number, F: number, inStride: number): void;
+  rope(x: T, pos: T, R: number, H: number, D: number, tstride: number, rotDim: number, theta: number): void;
+  embedding(out: T, ids: T, table: T, N: number, V: number, C: number): void;
+  add(y: T, a: T, b: T, n: number, bPeriod: number): void;
+  cast(y: T, x: T, n: number): void;
+  softmax(y: T, x: T, R: number, C: number, scale: number): void;
+  argmax(out: T, x: T, R: number, C: number): void;
+  sample(out: T, logits: T, offsets: OptT, R: number, V: number, temperature: number, topK: number, topP: number, seedHi: number, seedLo: number): void;
+}
+
+/** The package root: one level above src/ or dist/. */
+export const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+function load(): NativeBinding {
+  const require = createRequire(import.meta.url);
+  const gypBuild = require('node-gyp-build') as (dir: string) => unknown;
+  try {
+    return gypBuild(packageRoot) as NativeBinding;
+  } catch (err) {
+    const why = err instanceof Error ? err.message : String(err);
+    throw new Error(
+      `parallm: could not load its native addon for ${process.platform}-${process.arch} (Node ${process.version}). ` +
+        `Looked in ${path.join(packageRoot, 'prebuilds')} and ${path.join(packageRoot, 'build/Release')}. ` +
+        `Build it with 'npm run build:native' (needs cmake and a C++17 compiler; nvcc for the CUDA backend). Cause: ${why}`,
+    );
+  }
+}
+
+export const native: NativeBinding = load();

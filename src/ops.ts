@@ -1,0 +1,419 @@
+// The kernels as tensor operations. Each checks shapes, dtypes and devices before the native call (so a
+// mistake reads as what it is, not as a kernel failure), allocates its output unless `out` is given, and
+// enqueues the kernel; only reading values back waits for the device.
+import { isFloat, type DType } from './dtype.js';
+import { native } from './native.js';
+import { Tensor, numelOf } from './tensor.js';
+
+function alive(op: string, ...ts: (Tensor | undefined | null)[]): void {
+  for (const t of ts) if (t) t.assertAlive(op);
+}
+
+function sameDevice(op: string, ts: Record<string, Tensor | undefined | null>): string {
+  let dev: string | undefined;
+  let first = '';
+  for (const [name, t] of Object.entries(ts)) {
+    if (!t) continue;
+    t.assertAlive(op);
+    if (dev === undefined) (dev = t.device), (first = name);
+    else if (t.device !== dev) throw new Error(`${op}: ${name} is on ${t.device} but ${first} is on ${dev}`);
+  }
+  return dev!;
+}
+
+function sameDType(op: string, ts: Record<string, Tensor | undefined | null>, allowed: readonly DType[]): DType {
+  let dt: DType | undefined;
+  let first = '';
+  for (const [name, t] of Object.entries(ts)) {
+    if (!t) continue;
+    if (dt === undefined) {
+      dt = t.dtype;
+      first = name;
+      if (!allowed.includes(dt)) throw new Error(`${op}: ${name} is ${dt}; expected ${allowed.join(' or ')}`);
+    } else if (t.dtype !== dt) throw new Error(`${op}: ${name} is ${t.dtype} but ${first} is ${dt}`);
+  }
+  return dt!;
+}
+
+function expectShape(op: string, name: string, t: Tensor, shape: readonly number[]): void {
+  const s = t.shape;
+  if (s.length !== shape.length || s.some((d, i) => d !== shape[i]))
+    throw new Error(`${op}: ${name} has shape [${s.join(', ')}], expected [${shape.join(', ')}]`);
+}
+
+function expectNumel(op: string, name: string, t: Tensor, n: number): void {
+  if (t.numel < n) throw new Error(`${op}: ${name} has ${t.numel} elements, needs ${n}`);
+}
+
+function output(op: string, out: Tensor | undefined, shape: number[], dtype: DType, device: string): Tensor {
+  if (!out) return Tensor.empty(shape, { dtype, device });
+  out.assertAlive(op);
+  if (out.device !== device) throw new Error(`${op}: out is on ${out.device}, the inputs on ${device}`);
+  if (out.dtype !== dtype) throw new Error(`${op}: out is ${out.dtype}, expected ${dtype}`);
+  expectShape(op, 'out', out, shape);
+  return out;
+}
+
+const FLOATS: readonly DType[] = ['f32', 'bf16'];
+const MATMUL_FLOATS: readonly DType[] = ['f32', 'bf16', 'f16'];
+const positive = (op: string, what: string, v: number) => {
+  if (!Number.isInteger(v) || v < 1) throw new Error(`${op}: ${what} must be a positive integer, got ${v}`);
+};
+
+// ------------------------------------------------------------------ matmul
+
+export interface MatmulOptions {
+  bias?: Tensor | null;
+  /** a is stored [K, M] */
+  transA?: boolean;
+  /** b is stored [N, K] (a torch Linear weight) */
+  transB?: boolean;
+  alpha?: number;
+  /** out = alpha * a.b + beta * out + bias (needs `out`) */
+  beta?: number;
+  out?: Tensor;
+}
+
+/**
+ * a [..., K] x b [K, N] -> [..., N] (leading dims of a flattened into rows), f32 accumulation.
+ * With transA, a must be 2-D [K, M]; with transB, b is [N, K].
+ */
+export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
+  const op = 'matmul';
+  const { bias, transA = false, transB = false, alpha = 1, beta = 0, out } = opts;
+  const dev = sameDevice(op, { a, b, bias });
+  const dt = sameDType(op, { a, b, bias }, MATMUL_FLOATS);
+  if (b.shape.length !== 2) throw new Error(`${op}: b must be 2-D, got [${b.shape.join(', ')}]`);
+  if (a.shape.length < 1 || (transA && a.shape.length !== 2))
+    throw new Error(`${op}: a must be ${transA ? '2-D' : 'at least 1-D'}, got [${a.shape.join(', ')}]`);
+  const K = transA ? a.shape[0]! : a.shape[a.shape.length - 1]!;
+  const M = transA ? a.shape[1]! : a.numel / Math.max(K, 1);
+  const [bK, N] = transB ? [b.shape[1]!, b.shape[0]!] : [b.shape[0]!, b.shape[1]!];
+  if (bK !== K)
+    throw new Error(
+      `${op}: inner sizes differ: a [${a.shape.join(', ')}]${transA ? '^T' : ''} x b [${b.shape.join(', ')}]${transB ? '^T' : ''} (${K} vs ${bK})`,
+    );
+  if (bias) expectShape(op, 'bias', bias, [N]);
+  if (beta !== 0 && !out) throw new Error(`${op}: beta != 0 needs an out tensor to accumulate into`);
+  const outShape = transA ? [M, N] : [...a.shape.slice(0, -1), N];
+  const c = output(op, out, outShape, dt, dev);
+  native.matmul(c.native, a.native, b.native, bias?.native ?? null, M, N, K, transA, transB, alpha, beta);
+  return c;
+}
+
+/** x [..., in] . W^T + bias, with W [out, in] as stored by torch. */
+export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null, out?: Tensor): Tensor {
+  return matmul(x, weight, { transB: true, bias, out });
+}
+
+// ------------------------------------------------------------------ attention
+
+export interface AttentionShape {
+  batch: number;
+  headsQ: number;
+  headsKv: number;
+  headDim: number;
+  /** 1/sqrt(headDim) by default */
+  scale?: number;
+}
+
+export interface PrefillOptions extends AttentionShape {
+  queries: number;
+  /** keys (>= queries; the last `queries` keys are the queries' own positions); default = queries */
+  keys?: number;
+  /** element strides [batch, token] of q; default contiguous [B, Tq, Hq, D] */
+  qStrides?: [number, number];
+  /** element strides [batch, token] of k and v; default contiguous [B, Tk, Hkv, D] */
+  kvStrides?: [number, number];
+  out?: Tensor;
+}
+
+/** Causal attention over a prompt: out [B, Tq, Hq, D]. */
+export function attentionPrefill(q: Tensor, k: Tensor, v: Tensor, o: PrefillOptions): Tensor {
+  const op = 'attentionPrefill';
+  const dev = sameDevice(op, { q, k, v });
+  const dt = sameDType(op, { q, k, v }, FLOATS);
+  const { batch: B, headsQ: Hq, headsKv: Hkv, headDim: D, queries: Tq } = o;
+  const Tk = o.keys ?? Tq;
+  for (const [n, val] of Object.entries({ batch: B, headsQ: Hq, headsKv: Hkv, headDim: D, queries: Tq, keys: Tk }))
+    positive(op, n, val);
+  if (Hq % Hkv) throw new Error(`${op}: headsQ (${Hq}) must be a multiple of headsKv (${Hkv})`);
+  if (Tk < Tq) throw new Error(`${op}: keys (${Tk}) < queries (${Tq})`);
+  const [qB, qT] = o.qStrides ?? [Tq * Hq * D, Hq * D];
+  const [kB, kT] = o.kvStrides ?? [Tk * Hkv * D, Hkv * D];
+  expectNumel(op, 'q', q, (B - 1) * qB + (Tq - 1) * qT + Hq * D);
+  expectNumel(op, 'k', k, (B - 1) * kB + (Tk - 1) * kT + Hkv * D);
+  expectNumel(op, 'v', v, (B - 1) * kB + (Tk - 1) * kT + Hkv * D);
+  const out = output(op, o.out, [B, Tq, Hq, D], dt, dev);
+  native.attentionPrefill(out.native, q.native, k.native, v.native, B, Tq, Tk, Hq, Hkv, D, qB, qT, kB, kT, o.scale ?? 1 / Math.sqrt(D));
+  return out;
+}
+
+export interface DecodeOptions extends AttentionShape {
+  /** capacity of the cache in tokens */
+  maxLen: number;
+  /** element stride between q rows of consecutive sequences; default Hq * D */
+  qStride?: number;
+  /** element strides [batch, token] of the caches; default [maxLen * Hkv * D, Hkv * D] */
+  kvStrides?: [number, number];
+  out?: Tensor;
+}
+
+/** One query per sequence over a KV cache of lens[b] tokens (lens: i32 [B] on the device): out [B, Hq, D]. */
+export function attentionDecode(q: Tensor, kCache: Tensor, vCache: Tensor, lens: Tensor, o: DecodeOptions): Tensor {
+  const op = 'attentionDecode';
+  const dev = sameDevice(op, { q, kCache, vCache, lens });
+  const dt = sameDType(op, { q, kCache, vCache }, FLOATS);
+  const { batch: B, headsQ: Hq, headsKv: Hkv, headDim: D, maxLen } = o;
+  for (const [n, val] of Object.entries({ batch: B, headsQ: Hq, headsKv: Hkv, headDim: D, maxLen })) positive(op, n, val);
+  if (Hq % Hkv) throw new Error(`${op}: headsQ (${Hq}) must be a multiple of headsKv (${Hkv})`);
+  if (lens.dtype !== 'i32') throw new Error(`${op}: lens must be i32, got ${lens.dtype}`);
+  expectNumel(op, 'lens', lens, B);
+  const qS = o.qStride ?? Hq * D;
+  const [kB, kT] = o.kvStrides ?? [maxLen * Hkv * D, Hkv * D];
+  expectNumel(op, 'q', q, (B - 1) * qS + Hq * D);
+  expectNumel(op, 'kCache', kCache, (B - 1) * kB + (maxLen - 1) * kT + Hkv * D);
+  expectNumel(op, 'vCache', vCache, (B - 1) * kB + (maxLen - 1) * kT + Hkv * D);
+  const out = output(op, o.out, [B, Hq, D], dt, dev);
+  native.attentionDecode(out.native, q.native, kCache.native, vCache.native, lens.native, B, Hq, Hkv, D, qS, kB, kT, maxLen, o.scale ?? 1 / Math.sqrt(D));
+  return out;
+}
+
+export interface KvWriteOptions {
+  batch: number;
+  tokens: number;
+  /** elements per token row */
+  width: number;
+  maxLen: number;
+  srcStrides?: [number, number];
+  dstStrides?: [number, number];
+}
+
+/** dst[b, pos[b] + t, :] = src[b, t, :] for t < tokens (pos: i32 [B] on the device). */
+export function kvWrite(dst: Tensor, src: Tensor, pos: Tensor, o: KvWriteOptions): void {
+  const op = 'kvWrite';
+  sameDevice(op, { dst, src, pos });
+  sameDType(op, { dst, src }, FLOATS);
+  const { batch: B, tokens: T, width: W, maxLen } = o;
+  for (const [n, val] of Object.entries({ batch: B, tokens: T, width: W, maxLen })) positive(op, n, val);
+  if (pos.dtype !== 'i32') throw new Error(`${op}: pos must be i32, got ${pos.dtype}`);
+  const [sB, sT] = o.srcStrides ?? [T * W, W];
+  const [dB, dT] = o.dstStrides ?? [maxLen * W, W];
+  native.kvWrite(dst.native, src.native, pos.native, B, T, W, sB, sT, dB, dT, maxLen);
+}
+
+// ------------------------------------------------------------------ norms and activations
+
+function rowsCols(op: string, x: Tensor, C: number): number {
+  const last = x.shape[x.shape.length - 1];
+  if (x.shape.length < 1 || last !== C) throw new Error(`${op}: x [${x.shape.join(', ')}] must end in ${C}`);
+  return x.numel / C;
+}
+
+export interface NormOptions {
+  eps?: number;
+  out?: Tensor;
+  /** f32 [R] per-row statistics, for a backward pass */
+  mean?: Tensor;
+  rstd?: Tensor;
+}
+
+export function layernorm(x: Tensor, gamma: Tensor, beta: Tensor, o: NormOptions = {}): Tensor {
+  const op = 'layernorm';
+  const dev = sameDevice(op, { x, gamma, beta, mean: o.mean, rstd: o.rstd });
+  const dt = sameDType(op, { x, gamma, beta }, FLOATS);
+  if (gamma.shape.length !== 1) throw new Error(`${op}: gamma must be 1-D`);
+  const C = gamma.shape[0]!;
+  expectShape(op, 'beta', beta, [C]);
+  const R = rowsCols(op, x, C);
+  for (const [n, t] of Object.entries({ mean: o.mean, rstd: o.rstd }))
+    if (t) {
+      if (t.dtype !== 'f32') throw new Error(`${op}: ${n} must be f32`);
+      expectShape(op, n, t, [R]);
+    }
+  const y = output(op, o.out, x.shape, dt, dev);
+  native.layernorm(y.native, x.native, gamma.native, beta.native, o.mean?.native ?? null, o.rstd?.native ?? null, R, C, o.eps ?? 1e-5);
+  return y;
+}
+
+export function rmsnorm(x: Tensor, weight: Tensor, o: NormOptions = {}): Tensor {
+  const op = 'rmsnorm';
+  const dev = sameDevice(op, { x, weight, rstd: o.rstd });
+  const dt = sameDType(op, { x, weight }, FLOATS);
+  if (weight.shape.length !== 1) throw new Error(`${op}: weight must be 1-D`);
+  const C = weight.shape[0]!;
+  const R = rowsCols(op, x, C);
+  if (o.rstd) {
+    if (o.rstd.dtype !== 'f32') throw new Error(`${op}: rstd must be f32`);
+    expectShape(op, 'rstd', o.rstd, [R]);
+  }
+  const y = output(op, o.out, x.shape, dt, dev);
+  native.rmsnorm(y.native, x.native, weight.native, o.rstd?.native ?? null, R, C, o.eps ?? 1e-5);
+  return y;
+}
+
+/** GELU, tanh form (GPT-2). */
+export function gelu(x: Tensor, out?: Tensor): Tensor {
+  const dev = sameDevice('gelu', { x });
+  const dt = sameDType('gelu', { x }, FLOATS);
+  const y = output('gelu', out, x.shape, dt, dev);
+  native.gelu(y.native, x.native, x.numel);
+  return y;
+}
+
+export interface SiluGateOptions {
+  rows?: number;
+  cols?: number;
+  /** elements between rows of gate and of up (e.g. 2F when both halves of one [R, 2F] tensor) */
+  inStride?: number;
+  out?: Tensor;
+}
+
+/** silu(gate) * up -> [R, F]. By default gate and up are both [..., F]. */
+export function siluGate(gate: Tensor, up: Tensor, o: SiluGateOptions = {}): Tensor {
+  const op = 'siluGate';
+  const dev = sameDevice(op, { gate, up });
+  const dt = sameDType(op, { gate, up }, FLOATS);
+  const F = o.cols ?? gate.shape[gate.shape.length - 1]!;
+  const R = o.rows ?? gate.numel / F;
+  const st = o.inStride ?? F;
+  positive(op, 'cols', F);
+  if (!Number.isInteger(R) || R < 0) throw new Error(`${op}: rows must be an integer >= 0`);
+  if (st < F) throw new Error(`${op}: inStride ${st} < cols ${F}`);
+  const reach = R ? (R - 1) * st + F : 0;
+  expectNumel(op, 'gate', gate, reach);
+  expectNumel(op, 'up', up, reach);
+  const y = output(op, o.out, o.rows !== undefined || o.inStride !== undefined ? [R, F] : gate.shape, dt, dev);
+  native.siluGate(y.native, gate.native, up.native, R, F, st);
+  return y;
+}
+
+export interface RopeOptions {
+  heads: number;
+  headDim: number;
+  theta?: number;
+  rotaryDim?: number;
+  /** elements between consecutive tokens; default heads * headDim */
+  tokenStride?: number;
+  /** number of tokens; default numel(pos) */
+  tokens?: number;
+}
+
+/** Rotary embedding in place (Hugging Face rotate_half layout); pos: i32 [tokens] on the device. */
+export function rope(x: Tensor, pos: Tensor, o: RopeOptions): Tensor {
+  const op = 'rope';
+  sameDevice(op, { x, pos });
+  sameDType(op, { x }, FLOATS);
+  if (pos.dtype !== 'i32') throw new Error(`${op}: pos must be i32, got ${pos.dtype}`);
+  const R = o.tokens ?? pos.numel;
+  const st = o.tokenStride ?? o.heads * o.headDim;
+  const rot = o.rotaryDim ?? o.headDim;
+  positive(op, 'heads', o.heads);
+  positive(op, 'headDim', o.headDim);
+  if (rot % 2 || rot > o.headDim || rot < 2) throw new Error(`${op}: rotaryDim ${rot} must be even and <= headDim ${o.headDim}`);
+  expectNumel(op, 'pos', pos, R);
+  expectNumel(op, 'x', x, R ? (R - 1) * st + o.heads * o.headDim : 0);
+  native.rope(x.native, pos.native, R, o.heads, o.headDim, st, rot, o.theta ?? 10000);
+  return x;
+}
+
+/** table[ids] -> [...ids.shape, C]. Ids are i32; out-of-range ids give zero rows. */
+export function embedding(ids: Tensor, table: Tensor, out?: Tensor): Tensor {
+  const op = 'embedding';
+  const dev = sameDevice(op, { ids, table });
+  if (ids.dtype !== 'i32') throw new Error(`${op}: ids must be i32, got ${ids.dtype}`);
+  const dt = sameDType(op, { table }, FLOATS);
+  if (table.shape.length !== 2) throw new Error(`${op}: table must be 2-D [V, C]`);
+  const [V, C] = table.shape as [number, number];
+  const y = output(op, out, [...ids.shape, C], dt, dev);
+  native.embedding(y.native, ids.native, table.native, ids.numel, V, C);
+  return y;
+}
+
+/** a + b, where b has a's shape or a's last dimension (broadcast over rows). */
+export function add(a: Tensor, b: Tensor, out?: Tensor): Tensor {
+  const op = 'add';
+  const dev = sameDevice(op, { a, b });
+  const dt = sameDType(op, { a, b }, FLOATS);
+  const n = a.numel;
+  const last = a.shape[a.shape.length - 1] ?? 1;
+  const sameShape = b.numel === n && b.shape.length === a.shape.length && b.shape.every((d, i) => d === a.shape[i]);
+  const rowBroadcast = b.shape.length === 1 && b.shape[0] === last;
+  if (!sameShape && !rowBroadcast)
+    throw new Error(`${op}: b [${b.shape.join(', ')}] must have a's shape [${a.shape.join(', ')}] or be [${last}]`);
+  const y = output(op, out, a.shape, dt, dev);
+  if (n > 0) native.add(y.native, a.native, b.native, n, sameShape ? n : last);
+  return y;
+}
+
+/** Convert between f32, bf16 and f16. */
+export function cast(x: Tensor, dtype: DType, out?: Tensor): Tensor {
+  const op = 'cast';
+  alive(op, x);
+  if (!isFloat(x.dtype) || !isFloat(dtype)) throw new Error(`${op}: only between f32, bf16 and f16 (${x.dtype} -> ${dtype})`);
+  const y = output(op, out, x.shape, dtype, x.device);
+  native.cast(y.native, x.native, x.numel);
+  return y;
+}
+
+/** softmax(scale * x) over the last dimension. */
+export function softmax(x: Tensor, o: { scale?: number; out?: Tensor } = {}): Tensor {
+  const op = 'softmax';
+  const dev = sameDevice(op, { x });
+  const dt = sameDType(op, { x }, FLOATS);
+  const C = x.shape[x.shape.length - 1] ?? 0;
+  positive(op, 'last dimension', C);
+  const y = output(op, o.out, x.shape, dt, dev);
+  native.softmax(y.native, x.native, x.numel / C, C, o.scale ?? 1);
+  return y;
+}
+
+/** Index of the largest value of each row of the last dimension: i32 [...]. */
+export function argmax(x: Tensor, out?: Tensor): Tensor {
+  const op = 'argmax';
+  const dev = sameDevice(op, { x });
+  sameDType(op, { x }, FLOATS);
+  const C = x.shape[x.shape.length - 1] ?? 0;
+  positive(op, 'last dimension', C);
+  const y = output(op, out, x.shape.slice(0, -1), 'i32', dev);
+  native.argmax(y.native, x.native, x.numel / C, C);
+  return y;
+}
+
+export interface SampleOptions {
+  /** <= 0: greedy */
+  temperature?: number;
+  /** 0: no top-k cut */
+  topK?: number;
+  /** 1: no top-p cut */
+  topP?: number;
+  /** any integer below 2^53 */
+  seed?: number;
+  /** i32 [R] per-row counters mixed into the random draw (e.g. each sequence's position) */
+  offsets?: Tensor | null;
+  out?: Tensor;
+}
+
+/** One token id per row of logits [..., V], seeded: the same seed and offsets give the same tokens. */
+export function sample(logits: Tensor, o: SampleOptions = {}): Tensor {
+  const op = 'sample';
+  const dev = sameDevice(op, { logits, offsets: o.offsets });
+  sameDType(op, { logits }, FLOATS);
+  const V = logits.shape[logits.shape.length - 1] ?? 0;
+  positive(op, 'vocabulary', V);
+  const R = logits.numel / V;
+  const { temperature = 1, topK = 0, topP = 1, seed = 0 } = o;
+  if (!Number.isFinite(temperature)) throw new Error(`${op}: temperature must be a finite number`);
+  if (!Number.isInteger(topK) || topK < 0) throw new Error(`${op}: topK must be an integer >= 0, got ${topK}`);
+  if (!(topP > 0 && topP <= 1)) throw new Error(`${op}: topP must be in (0, 1], got ${topP}`);
+  if (!Number.isSafeInteger(seed) || seed < 0) throw new Error(`${op}: seed must be an integer in [0, 2^53), got ${seed}`);
+  if (o.offsets) {
+    if (o.offsets.dtype !== 'i32') throw new Error(`${op}: offsets must be i32`);
+    expectNumel(op, 'offsets', o.offsets, R);
+  }
+  const y = output(op, o.out, logits.shape.slice(0, -1), 'i32', dev);
+  native.sample(y.native, logits.native, o.offsets?.native ?? null, R, V, temperature, topK, topP, Math.floor(seed / 2 ** 32), seed % 2 ** 32);
+  return y;
+}
+
+export { numelOf };

@@ -1,0 +1,130 @@
+// Every CUDA kernel against the CPU backend and the float64 reference, on fresh random inputs, outputs
+// poisoned first. Skipped where there is no GPU (CI); run on the lent H100 through the device tool.
+import { describe, expect, it } from 'vitest';
+import { DeviceEvent, Tensor, capture, cudaDeviceCount, memoryStats, ops, synchronize } from '../../src/index.js';
+import { GPU_LARGE_CASES, KERNEL_CASES, poisoned, randT, tolerance, type KernelCase } from '../helpers/cases.js';
+import { matmulRef, relError } from '../helpers/reference.js';
+import { uniformArray } from '../../src/random.js';
+
+const gpus = cudaDeviceCount();
+const dev = 'cuda:0';
+
+function check(c: KernelCase, dt: 'f32' | 'bf16' | 'f16' | 'i32') {
+  const seed = Math.floor(Math.random() * 1e6);
+  const g = c.run(dev, dt, seed);
+  const h = c.run('cpu:0', dt, seed); // same seed, same inputs
+  if (g.exact) {
+    expect(Array.from(g.out), `seed ${seed} vs reference`).toEqual(Array.from(g.ref));
+    expect(Array.from(g.out), `seed ${seed} vs CPU`).toEqual(Array.from(h.out));
+  } else {
+    expect(relError(g.out, g.ref), `seed ${seed} vs reference`).toBeLessThanOrEqual(tolerance(dt));
+    expect(relError(g.out, h.out), `seed ${seed} vs CPU`).toBeLessThanOrEqual(2 * tolerance(dt));
+  }
+}
+
+
+describe.skipIf(gpus === 0)('CUDA kernels match the CPU backend and float64 references', () => {
+  for (const c of [...KERNEL_CASES, ...GPU_LARGE_CASES])
+    for (const dt of c.dtypes) it(`${c.name} [${dt}]`, () => check(c, dt));
+
+  for (const [M, N, K, tb] of [
+    [512, 768, 1024, true],
+    [1000, 1000, 1000, false],
+    [257, 4096, 4096, true],
+    [4, 11008, 4096, true],
+    [16, 4096, 4096, true],
+    [8192, 64, 128, false],
+  ] as const)
+    it(`bf16 tensor-core matmul ${M}x${N}x${K}${tb ? ' B^T' : ''} vs float64 (sampled rows)`, () => {
+      const a = randT([M, K], 'bf16', dev, 1);
+      const b = randT(tb ? [N, K] : [K, N], 'bf16', dev, 2);
+      const out = poisoned([M, N], 'bf16', dev);
+      ops.matmul(a.t, b.t, { transB: tb, out });
+      const o = out.toArray();
+      // Reference on a few rows (full float64 GEMM of this size is slow in JS).
+      const rows = [0, 1, M >> 1, M - 1];
+      for (const r of rows) {
+        const ref = matmulRef(a.v.subarray(r * K, (r + 1) * K), b.v, null, null, 1, N, K, false, tb);
+        expect(relError(o.subarray(r * N, (r + 1) * N), ref), `row ${r}`).toBeLessThan(1e-2);
+      }
+      for (let i = 0; i < o.length; i++) if (!Number.isFinite(o[i]!)) throw new Error(`element ${i} unwritten`);
+      [a.t, b.t, out].forEach((t) => t.dispose());
+    });
+});
+
+describe.skipIf(gpus === 0)('CUDA runtime', () => {
+  it('lists the GPU with its properties', async () => {
+    const { devices } = await import('../../src/index.js');
+    const d = devices().find((x) => x.id === dev)!;
+    expect(d.memoryTotal).toBeGreaterThan(1e9);
+    expect(d.computeCapability![0]).toBeGreaterThanOrEqual(8);
+  });
+
+  it('captures a graph and replays it with new inputs', () => {
+    const x = randT([64, 256], 'bf16', dev, 3);
+    const w = randT([128, 256], 'bf16', dev, 4);
+    const g0 = randT([128], 'bf16', dev, 5);
+    const b0 = randT([128], 'bf16', dev, 6);
+    const y = Tensor.empty([64, 128], { dtype: 'bf16', device: dev });
+    const z = Tensor.empty([64, 128], { dtype: 'bf16', device: dev });
+    const graph = capture(dev, () => {
+      ops.linear(x.t, w.t, null, y);
+      ops.layernorm(y, g0.t, b0.t, { out: z });
+    });
+    expect(graph.ops).toBeGreaterThanOrEqual(2);
+    for (const seed of [7, 8]) {
+      const nx = uniformArray(64 * 256, seed);
+      x.t.write(nx);
+      graph.replay();
+      const expectY = ops.linear(x.t, w.t);
+      const expectZ = ops.layernorm(expectY, g0.t, b0.t);
+      expect(relError(z.toArray(), expectZ.toArray())).toBeLessThan(1e-6);
+    }
+    graph.dispose();
+  });
+
+  it('times with events', () => {
+    const a = randT([2048, 2048], 'bf16', dev, 9);
+    const s = new DeviceEvent(dev).record();
+    for (let i = 0; i < 5; i++) ops.matmul(a.t, a.t);
+    const e = new DeviceEvent(dev).record();
+    expect(s.elapsedMs(e)).toBeGreaterThan(0);
+    synchronize(dev);
+  });
+
+  it('out of memory is an error that says what was asked and what was free', () => {
+    expect(() => Tensor.empty([2 ** 44], { dtype: 'f32', device: dev })).toThrow(/out of memory on cuda:0: asked for 70368744177664 bytes.*free/);
+    // The device still works afterwards.
+    const t = Tensor.from([1, 2, 3], [3], { device: dev });
+    expect(Array.from(t.toArray())).toEqual([1, 2, 3]);
+    expect(memoryStats(dev).allocated).toBeGreaterThan(0);
+  });
+
+  it('samples the same tokens as the CPU for the same seed', () => {
+    const x = uniformArray(64 * 1000, 10, -3, 3);
+    const g = Tensor.from(x, [64, 1000], { device: dev });
+    const h = Tensor.from(x, [64, 1000], { device: 'cpu:0' });
+    for (const o of [
+      { temperature: 1, seed: 1 },
+      { temperature: 0.8, topK: 40, seed: 2 },
+      { temperature: 1.1, topP: 0.9, seed: 3 },
+      { temperature: 0, seed: 4 },
+    ]) {
+      const a = Array.from(ops.sample(g, o).toArray());
+      const b = Array.from(ops.sample(h, o).toArray());
+      const diff = a.filter((t, i) => t !== b[i]).length;
+      expect(diff, JSON.stringify(o)).toBeLessThanOrEqual(1); // f32 sums in another order may flip a boundary
+    }
+  });
+});
+
+describe.skipIf(gpus < 2)('two GPUs', () => {
+  it('copies GPU to GPU', () => {
+    const a = randT([1 << 20], 'bf16', 'cuda:0', 11);
+    const b = a.t.to('cuda:1');
+    expect(b.device).toBe('cuda:1');
+    expect(Array.from(b.toArray())).toEqual(Array.from(a.v));
+    const c = Tensor.empty([1 << 20], { dtype: 'bf16', device: 'cuda:0' }).copyFrom(b);
+    expect(Array.from(c.toArray())).toEqual(Array.from(a.v));
+  });
+});

@@ -1,0 +1,394 @@
+// Kernel test cases shared by the CPU tests (test/unit) and the GPU tests (test/gpu): each draws fresh
+// random inputs, runs one op on the given device into a poisoned output, and returns the output with
+// its float64 reference computed from the inputs as stored (after rounding to the dtype).
+import { Tensor, ops, type DType } from '../../src/index.js';
+import { uniformArray } from '../../src/random.js';
+import * as ref from './reference.js';
+
+export interface CaseResult {
+  out: Float32Array | Int32Array;
+  ref: ArrayLike<number>;
+  exact?: boolean; // integer outputs
+}
+
+export interface KernelCase {
+  name: string;
+  dtypes: DType[];
+  run(device: string, dtype: DType, seed: number): CaseResult;
+}
+
+/** A random tensor drawn from `seed` (the same seed gives the same values on any device), and the values it holds. */
+export function randT(shape: number[], dtype: DType, device: string, seed: number, low = -1, high = 1) {
+  const t = Tensor.from(uniformArray(shape.reduce((a, b) => a * b, 1), seed * 7919 + 17, low, high), shape, { dtype, device });
+  return { t, v: t.toArray() as Float32Array };
+}
+
+/** An output tensor full of NaN (floats) or a sentinel (i32), so unwritten elements fail the check. */
+export function poisoned(shape: number[], dtype: DType, device: string): Tensor {
+  return Tensor.full(shape, dtype === 'i32' ? -123456789 : NaN, { dtype, device });
+}
+
+const tol = (dt: DType) => (dt === 'f32' ? 1e-5 : 1e-2);
+export const tolerance = tol;
+
+function gemm(M: number, N: number, K: number, transA: boolean, transB: boolean, withBias: boolean, beta = 0): KernelCase {
+  return {
+    name: `matmul ${M}x${N}x${K}${transA ? ' A^T' : ''}${transB ? ' B^T' : ''}${withBias ? ' +bias' : ''}${beta ? ` beta=${beta}` : ''}`,
+    dtypes: ['f32', 'bf16'],
+    run(device, dt, seed) {
+      const a = randT(transA ? [K, M] : [M, K], dt, device, seed);
+      const b = randT(transB ? [N, K] : [K, N], dt, device, seed + 1);
+      const bias = withBias ? randT([N], dt, device, seed + 2) : null;
+      let out: Tensor;
+      let c0: Float32Array | null = null;
+      if (beta) {
+        const c = randT([M, N], dt, device, seed + 3);
+        out = c.t;
+        c0 = c.v;
+      } else out = poisoned([M, N], dt, device);
+      ops.matmul(a.t, b.t, { transA, transB, bias: bias?.t, out, beta, alpha: 0.75 });
+      const r = ref.matmulRef(a.v, b.v, bias?.v ?? null, c0, M, N, K, transA, transB, 0.75, beta);
+      const res = { out: out.toArray(), ref: r };
+      [a.t, b.t, bias?.t, out].forEach((t) => t?.dispose());
+      return res;
+    },
+  };
+}
+
+function prefill(B: number, Tq: number, Tk: number, Hq: number, Hkv: number, D: number, fused = false): KernelCase {
+  return {
+    name: `attentionPrefill B${B} Tq${Tq} Tk${Tk} Hq${Hq} Hkv${Hkv} D${D}${fused ? ' fused-qkv' : ''}`,
+    dtypes: ['f32', 'bf16'],
+    run(device, dt, seed) {
+      // fused: q, k, v are column blocks of one [B, T, (Hq + 2 Hkv) D] tensor, as a QKV projection gives.
+      const W = (Hq + 2 * Hkv) * D;
+      let q, k, v, qB, qT, kB, kT;
+      const owned: Tensor[] = [];
+      let qv: Float32Array, kv: Float32Array, vv: Float32Array;
+      if (fused) {
+        if (Tq !== Tk) throw new Error('fused case needs Tq == Tk');
+        const x = randT([B, Tq, W], dt, device, seed);
+        owned.push(x.t);
+        q = x.t.view(0, [B * Tq * W]);
+        k = x.t.view(Hq * D, [B * Tq * W - Hq * D]);
+        v = x.t.view((Hq + Hkv) * D, [B * Tq * W - (Hq + Hkv) * D]);
+        qv = x.v;
+        kv = x.v.subarray(Hq * D);
+        vv = x.v.subarray((Hq + Hkv) * D);
+        [qB, qT, kB, kT] = [Tq * W, W, Tq * W, W];
+      } else {
+        const a = randT([B, Tq, Hq, D], dt, device, seed);
+        const b = randT([B, Tk, Hkv, D], dt, device, seed + 1);
+        const c = randT([B, Tk, Hkv, D], dt, device, seed + 2);
+        owned.push(a.t, b.t, c.t);
+        [q, k, v, qv, kv, vv] = [a.t, b.t, c.t, a.v, b.v, c.v];
+        [qB, qT, kB, kT] = [Tq * Hq * D, Hq * D, Tk * Hkv * D, Hkv * D];
+      }
+      const out = poisoned([B, Tq, Hq, D], dt, device);
+      const scale = 1 / Math.sqrt(D);
+      ops.attentionPrefill(q, k, v, { batch: B, queries: Tq, keys: Tk, headsQ: Hq, headsKv: Hkv, headDim: D, qStrides: [qB, qT], kvStrides: [kB, kT], out });
+      const r = ref.attentionPrefillRef(qv, kv, vv, B, Tq, Tk, Hq, Hkv, D, qB, qT, kB, kT, scale);
+      const res = { out: out.toArray(), ref: r };
+      [...owned, out].forEach((t) => t.dispose());
+      return res;
+    },
+  };
+}
+
+function decode(lens: number[], maxLen: number, Hq: number, Hkv: number, D: number): KernelCase {
+  const B = lens.length;
+  return {
+    name: `attentionDecode lens=[${lens.join(',')}] max${maxLen} Hq${Hq} Hkv${Hkv} D${D}`,
+    dtypes: ['f32', 'bf16'],
+    run(device, dt, seed) {
+      const q = randT([B, Hq, D], dt, device, seed);
+      const k = randT([B, maxLen, Hkv, D], dt, device, seed + 1);
+      const v = randT([B, maxLen, Hkv, D], dt, device, seed + 2);
+      const L = Tensor.from(lens, [B], { dtype: 'i32', device });
+      const out = poisoned([B, Hq, D], dt, device);
+      ops.attentionDecode(q.t, k.t, v.t, L, { batch: B, headsQ: Hq, headsKv: Hkv, headDim: D, maxLen, out });
+      const r = ref.attentionDecodeRef(q.v, k.v, v.v, lens, B, Hq, Hkv, D, Hq * D, maxLen * Hkv * D, Hkv * D, 1 / Math.sqrt(D));
+      const res = { out: out.toArray(), ref: r };
+      [q.t, k.t, v.t, L, out].forEach((t) => t.dispose());
+      return res;
+    },
+  };
+}
+
+function kvWrite(B: number, T: number, W: number, maxLen: number): KernelCase {
+  return {
+    name: `kvWrite B${B} T${T} W${W} max${maxLen}`,
+    dtypes: ['f32', 'bf16'],
+    run(device, dt, seed) {
+      const dst = randT([B, maxLen, W], dt, device, seed);
+      const src = randT([B, T, W], dt, device, seed + 1);
+      const posv = Array.from({ length: B }, (_, b) => (b * 7 + seed) % (maxLen - T + 1));
+      const pos = Tensor.from(posv, [B], { dtype: 'i32', device });
+      ops.kvWrite(dst.t, src.t, pos, { batch: B, tokens: T, width: W, maxLen });
+      const r = Float64Array.from(dst.v);
+      for (let b = 0; b < B; b++)
+        for (let t = 0; t < T; t++)
+          for (let w = 0; w < W; w++) r[(b * maxLen + posv[b]! + t) * W + w] = src.v[(b * T + t) * W + w]!;
+      const res = { out: dst.t.toArray(), ref: r };
+      [dst.t, src.t, pos].forEach((t) => t.dispose());
+      return res;
+    },
+  };
+}
+
+function layernorm(R: number, C: number): KernelCase {
+  return {
+    name: `layernorm ${R}x${C}`,
+    dtypes: ['f32', 'bf16'],
+    run(device, dt, seed) {
+      const x = randT([R, C], dt, device, seed, -2, 3);
+      const g = randT([C], dt, device, seed + 1);
+      const b = randT([C], dt, device, seed + 2);
+      const out = poisoned([R, C], dt, device);
+      const mean = poisoned([R], 'f32', device);
+      const rstd = poisoned([R], 'f32', device);
+      ops.layernorm(x.t, g.t, b.t, { eps: 1e-5, out, mean, rstd });
+      const r = ref.layernormRef(x.v, g.v, b.v, R, C, 1e-5);
+      // Statistics are f32 whatever the dtype: check them with the output in one vector.
+      const o = out.toArray(), m = mean.toArray(), s = rstd.toArray();
+      const all = new Float32Array(o.length + 2 * R);
+      all.set(o);
+      all.set(m, o.length);
+      all.set(s, o.length + R);
+      const allRef = new Float64Array(all.length);
+      allRef.set(r.y);
+      allRef.set(r.mean, o.length);
+      allRef.set(r.rstd, o.length + R);
+      [x.t, g.t, b.t, out, mean, rstd].forEach((t) => t.dispose());
+      return { out: all, ref: allRef };
+    },
+  };
+}
+
+function rmsnorm(R: number, C: number): KernelCase {
+  return {
+    name: `rmsnorm ${R}x${C}`,
+    dtypes: ['f32', 'bf16'],
+    run(device, dt, seed) {
+      const x = randT([R, C], dt, device, seed, -2, 3);
+      const w = randT([C], dt, device, seed + 1);
+      const out = poisoned([R, C], dt, device);
+      ops.rmsnorm(x.t, w.t, { eps: 1e-6, out });
+      const r = ref.rmsnormRef(x.v, w.v, R, C, 1e-6);
+      const res = { out: out.toArray(), ref: r.y };
+      [x.t, w.t, out].forEach((t) => t.dispose());
+      return res;
+    },
+  };
+}
+
+function unary(name: string, n: number): KernelCase {
+  return {
+    name: `${name} n=${n}`,
+    dtypes: ['f32', 'bf16'],
+    run(device, dt, seed) {
+      const x = randT([n], dt, device, seed, -5, 5);
+      const out = poisoned([n], dt, device);
+      ops.gelu(x.t, out);
+      const res = { out: out.toArray(), ref: ref.geluRef(x.v) };
+      [x.t, out].forEach((t) => t.dispose());
+      return res;
+    },
+  };
+}
+
+function siluGate(R: number, F: number): KernelCase {
+  return {
+    name: `siluGate ${R}x${F} (halves of [R, 2F])`,
+    dtypes: ['f32', 'bf16'],
+    run(device, dt, seed) {
+      const x = randT([R, 2 * F], dt, device, seed, -4, 4);
+      const out = poisoned([R, F], dt, device);
+      const gate = x.t.view(0, [R * 2 * F]);
+      const up = x.t.view(F, [R * 2 * F - F]);
+      ops.siluGate(gate, up, { rows: R, cols: F, inStride: 2 * F, out });
+      const res = { out: out.toArray(), ref: ref.siluGateRef(x.v, x.v.subarray(F), R, F, 2 * F) };
+      [x.t, out].forEach((t) => t.dispose());
+      return res;
+    },
+  };
+}
+
+function rope(R: number, H: number, D: number, rot: number, extraStride: number): KernelCase {
+  return {
+    name: `rope R${R} H${H} D${D} rot${rot}${extraStride ? ' strided' : ''}`,
+    dtypes: ['f32', 'bf16'],
+    run(device, dt, seed) {
+      const st = H * D + extraStride;
+      const x = randT([R * st], dt, device, seed);
+      const posv = Array.from({ length: R }, (_, i) => (i * 37 + seed) % 4096);
+      const pos = Tensor.from(posv, [R], { dtype: 'i32', device });
+      ops.rope(x.t, pos, { heads: H, headDim: D, rotaryDim: rot, theta: 10000, tokenStride: st });
+      const res = { out: x.t.toArray(), ref: ref.ropeRef(x.v, posv, R, H, D, st, rot, 10000) };
+      [x.t, pos].forEach((t) => t.dispose());
+      return res;
+    },
+  };
+}
+
+function embedding(N: number, V: number, C: number): KernelCase {
+  return {
+    name: `embedding N${N} V${V} C${C}`,
+    dtypes: ['f32', 'bf16'],
+    run(device, dt, seed) {
+      const table = randT([V, C], dt, device, seed);
+      const idv = Array.from({ length: N }, (_, i) => (i * 131 + seed) % V);
+      if (N > 2) idv[1] = V + 5; // out of range: a zero row
+      const ids = Tensor.from(idv, [N], { dtype: 'i32', device });
+      const out = poisoned([N, C], dt, device);
+      ops.embedding(ids, table.t, out);
+      const res = { out: out.toArray(), ref: ref.embeddingRef(idv, table.v, V, C) };
+      [table.t, ids, out].forEach((t) => t.dispose());
+      return res;
+    },
+  };
+}
+
+function add(R: number, C: number, broadcast: boolean): KernelCase {
+  return {
+    name: `add ${R}x${C}${broadcast ? ' row-broadcast' : ''}`,
+    dtypes: ['f32', 'bf16'],
+    run(device, dt, seed) {
+      const a = randT([R, C], dt, device, seed);
+      const b = randT(broadcast ? [C] : [R, C], dt, device, seed + 1);
+      const out = poisoned([R, C], dt, device);
+      ops.add(a.t, b.t, out);
+      const r = Float64Array.from(a.v, (x, i) => x + b.v[broadcast ? i % C : i]!);
+      const res = { out: out.toArray(), ref: r };
+      [a.t, b.t, out].forEach((t) => t.dispose());
+      return res;
+    },
+  };
+}
+
+function cast(n: number, from: DType, to: DType): KernelCase {
+  return {
+    name: `cast ${from}->${to} n=${n}`,
+    dtypes: [from],
+    run(device, dt, seed) {
+      const x = randT([n], dt, device, seed, -100, 100);
+      const out = poisoned([n], to, device);
+      ops.cast(x.t, to, out);
+      // Expected: the input rounded to the target type, as the host converter rounds it.
+      const expect = Tensor.from(x.v, [n], { dtype: to, device: 'cpu:0' });
+      const res = { out: out.toArray(), ref: expect.toArray(), exact: true };
+      [x.t, out, expect].forEach((t) => t.dispose());
+      return res;
+    },
+  };
+}
+
+function softmax(R: number, C: number): KernelCase {
+  return {
+    name: `softmax ${R}x${C}`,
+    dtypes: ['f32', 'bf16'],
+    run(device, dt, seed) {
+      const x = randT([R, C], dt, device, seed, -8, 8);
+      const out = poisoned([R, C], dt, device);
+      ops.softmax(x.t, { scale: 0.7, out });
+      const res = { out: out.toArray(), ref: ref.softmaxRef(x.v, R, C, 0.7) };
+      [x.t, out].forEach((t) => t.dispose());
+      return res;
+    },
+  };
+}
+
+function argmax(R: number, C: number): KernelCase {
+  return {
+    name: `argmax ${R}x${C}`,
+    dtypes: ['f32', 'bf16'],
+    run(device, dt, seed) {
+      // Distinct values (a permutation scaled), so the answer is unique in either dtype.
+      const vals = new Float32Array(R * C);
+      for (let r = 0; r < R; r++) {
+        const perm = Array.from({ length: C }, (_, i) => i).sort(() => Math.sin(seed + r) - 0.5);
+        const shift = (seed * 31 + r * 17) % C;
+        for (let c = 0; c < C; c++) vals[r * C + c] = ((perm[c]! + shift) % C) - C / 2;
+      }
+      const x = Tensor.from(vals, [R, C], { dtype: dt, device });
+      const out = poisoned([R], 'i32', device);
+      ops.argmax(x, out);
+      const xv = x.toArray();
+      const res = { out: out.toArray(), ref: ref.argmaxRef(xv, R, C), exact: true };
+      [x, out].forEach((t) => t.dispose());
+      return res;
+    },
+  };
+}
+
+export const KERNEL_CASES: KernelCase[] = [
+  gemm(1, 1, 1, false, false, false),
+  gemm(7, 33, 13, false, false, true),
+  gemm(33, 7, 65, true, false, false),
+  gemm(17, 29, 31, false, true, true),
+  gemm(5, 40, 19, true, true, false),
+  gemm(1, 100, 257, false, true, false), // GEMV path
+  gemm(16, 67, 128, false, true, true), // GEMV path, 16 rows
+  gemm(130, 70, 150, false, false, true, 0.5), // accumulate into C
+  gemm(200, 136, 264, false, true, false),
+  prefill(1, 1, 1, 1, 1, 16),
+  prefill(2, 7, 7, 4, 2, 32),
+  prefill(1, 33, 33, 2, 2, 64),
+  prefill(1, 5, 40, 4, 1, 64), // queries after a cached prefix
+  prefill(2, 19, 19, 4, 2, 16, true), // fused QKV layout, GQA
+  prefill(1, 70, 70, 2, 1, 128),
+  decode([1], 1, 1, 1, 16),
+  decode([5, 1, 17], 20, 4, 2, 32),
+  decode([33, 64], 64, 8, 2, 64),
+  decode([100], 129, 4, 4, 128),
+  kvWrite(1, 1, 1, 1),
+  kvWrite(3, 4, 33, 9),
+  layernorm(1, 1),
+  layernorm(3, 7),
+  layernorm(9, 768),
+  layernorm(4, 1001),
+  rmsnorm(1, 1),
+  rmsnorm(5, 33),
+  rmsnorm(3, 4096),
+  unary('gelu', 1),
+  unary('gelu', 1037),
+  siluGate(1, 1),
+  siluGate(3, 37),
+  siluGate(2, 688),
+  rope(1, 1, 2, 2, 0),
+  rope(5, 3, 16, 16, 0),
+  rope(7, 4, 64, 32, 24),
+  rope(3, 2, 128, 128, 8),
+  embedding(1, 1, 1),
+  embedding(9, 50, 33),
+  embedding(4, 1000, 768),
+  add(1, 1, false),
+  add(7, 33, false),
+  add(5, 97, true),
+  cast(1, 'f32', 'bf16'),
+  cast(1001, 'f32', 'bf16'),
+  cast(1001, 'bf16', 'f32'),
+  cast(1001, 'f32', 'f16'),
+  softmax(1, 1),
+  softmax(3, 7),
+  softmax(4, 1000),
+  softmax(2, 50257),
+  argmax(1, 1),
+  argmax(5, 33),
+  argmax(3, 50257),
+];
+
+/** Sizes that reach the GPU's tensor-core, split-K and vectorized paths (too slow for every CI run). */
+export const GPU_LARGE_CASES: KernelCase[] = [
+  prefill(1, 512, 512, 8, 2, 128),
+  prefill(2, 300, 300, 4, 4, 64, true),
+  prefill(1, 64, 1000, 4, 4, 128),
+  prefill(1, 257, 257, 2, 2, 80),
+  decode([2048, 700], 2048, 8, 2, 128),
+  decode([4096], 4096, 32, 8, 128),
+  layernorm(64, 4096),
+  rmsnorm(64, 4096),
+  softmax(8, 50257),
+  add(1024, 1024, false),
+  unary('gelu', 1 << 20),
+];

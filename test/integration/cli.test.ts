@@ -1,0 +1,43 @@
+// The CLI as a user runs it: `parallm devices` and a quick `parallm bench` on the CPU.
+import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+
+const root = path.resolve(__dirname, '../..');
+const cli = path.join(root, 'dist/cli/index.js');
+
+function parallm(args: string[], env: NodeJS.ProcessEnv = {}): string {
+  return execFileSync(process.execPath, [cli, ...args], { cwd: root, encoding: 'utf8', env: { ...process.env, ...env } });
+}
+
+beforeAll(() => {
+  // npm install runs `prepare`, which compiles dist/; build it here if a test run comes first.
+  if (!existsSync(cli)) execFileSync('npx', ['tsc', '-p', 'tsconfig.build.json'], { cwd: root, stdio: 'inherit' });
+});
+
+describe('parallm CLI', () => {
+  it('devices lists cpu:0, as a table and as JSON', () => {
+    expect(parallm(['devices'])).toMatch(/cpu:0/);
+    const j = JSON.parse(parallm(['devices', '--json'])) as { devices: { id: string }[] };
+    expect(j.devices.map((d) => d.id)).toContain('cpu:0');
+  });
+
+  it('bench kernels runs on the CPU and reports figures', () => {
+    const out = JSON.parse(parallm(['bench', 'kernels', '--device', 'cpu:0', '--quick', '--runs', '2', '--json'])) as {
+      results: { name: string; ms: number; tflops?: number; gbps?: number }[];
+    };
+    const names = new Set(out.results.map((r) => r.name));
+    for (const n of ['gemm', 'gemv', 'attention-prefill', 'attention-decode', 'copy']) expect(names).toContain(n);
+    for (const r of out.results) {
+      expect(r.ms).toBeGreaterThan(0);
+      expect((r.tflops ?? 0) + (r.gbps ?? 0)).toBeGreaterThan(0);
+    }
+  });
+
+  it('says what is wrong with a bad device', () => {
+    expect(() => execFileSync(process.execPath, [cli, 'bench', 'kernels', '--device', 'cuda:9'], { encoding: 'utf8', stdio: 'pipe' })).toThrow(
+      /unknown device "cuda:9"/,
+    );
+  });
+});

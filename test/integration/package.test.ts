@@ -1,0 +1,68 @@
+// Installs like a real package: npm pack (with the prebuilt binary), then install the tarball into an
+// empty folder with a PATH that holds node and npm but no compiler, cmake or nvcc, and use it there.
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+const root = path.resolve(__dirname, '../..');
+let work: string;
+let env: NodeJS.ProcessEnv;
+
+function which(cmd: string): string {
+  return execFileSync('sh', ['-c', `command -v ${cmd}`], { encoding: 'utf8' }).trim();
+}
+
+beforeAll(() => {
+  work = mkdtempSync(path.join(os.tmpdir(), 'parallm-pack-'));
+  // The prebuilt binary (prebuildify driving cmake-js; incremental after npm install built it).
+  execFileSync('npm', ['run', 'prebuild'], { cwd: root, stdio: 'inherit' });
+  const tgz = execFileSync('npm', ['pack', '--pack-destination', work], { cwd: root, encoding: 'utf8' }).trim().split('\n').pop()!;
+  // A PATH with node and npm only.
+  const bin = path.join(work, 'bin');
+  mkdirSync(bin);
+  symlinkSync(process.execPath, path.join(bin, 'node'));
+  const npmCli = path.join(path.dirname(path.dirname(process.execPath)), 'lib/node_modules/npm/bin');
+  const npmDir = existsSync(npmCli) ? npmCli : path.dirname(which('npm'));
+  writeFileSync(path.join(bin, 'npm'), `#!/bin/sh\nexec "${process.execPath}" "${path.join(npmDir, 'npm-cli.js')}" "$@"\n`, { mode: 0o755 });
+  writeFileSync(path.join(bin, 'npx'), `#!/bin/sh\nexec "${process.execPath}" "${path.join(npmDir, 'npx-cli.js')}" "$@"\n`, { mode: 0o755 });
+  env = { HOME: process.env.HOME, PATH: bin, npm_config_cache: process.env.npm_config_cache ?? path.join(os.homedir(), '.npm') };
+  const app = path.join(work, 'app');
+  mkdirSync(app);
+  writeFileSync(path.join(app, 'package.json'), JSON.stringify({ name: 'app', private: true, type: 'module' }));
+  execFileSync(path.join(bin, 'npm'), ['install', '--prefer-offline', '--no-audit', '--no-fund', path.join(work, tgz)], { cwd: app, env, stdio: 'inherit' });
+}, 900_000);
+
+afterAll(() => {
+  if (work) rmSync(work, { recursive: true, force: true });
+});
+
+describe('the packed package', () => {
+  it('ships a prebuilt binary, no build folder', () => {
+    const pkgDir = path.join(work, 'app/node_modules/parallm');
+    expect(readdirSync(path.join(pkgDir, 'prebuilds'))).toContain(`${process.platform}-${process.arch}`);
+    expect(existsSync(path.join(pkgDir, 'build'))).toBe(false);
+    for (const tool of ['cc', 'g++', 'cmake', 'nvcc'])
+      expect(() => execFileSync('sh', ['-c', `command -v ${tool}`], { env })).toThrow();
+  });
+
+  it('npx parallm devices works from the prebuilt binary', () => {
+    const out = execFileSync(path.join(work, 'bin/npx'), ['parallm', 'devices'], { cwd: path.join(work, 'app'), env, encoding: 'utf8' });
+    expect(out).toMatch(/cpu:0/);
+  });
+
+  it('import { ... } from "parallm" runs an op', () => {
+    const app = path.join(work, 'app');
+    writeFileSync(
+      path.join(app, 'use.mjs'),
+      `import { Tensor, ops, devices } from 'parallm';
+const a = Tensor.from([1, 2, 3, 4], [2, 2], { device: 'cpu:0' });
+const b = Tensor.from([5, 6, 7, 8], [2, 2], { device: 'cpu:0' });
+console.log(JSON.stringify({ c: Array.from(ops.matmul(a, b).toArray()), n: devices().length }));`,
+    );
+    const out = JSON.parse(execFileSync(path.join(work, 'bin/node'), ['use.mjs'], { cwd: app, env, encoding: 'utf8' })) as { c: number[]; n: number };
+    expect(out.c).toEqual([19, 22, 43, 50]);
+    expect(out.n).toBeGreaterThanOrEqual(1);
+  });
+});

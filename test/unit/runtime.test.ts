@@ -1,0 +1,54 @@
+// Capture and replay, events and streams, on a CPU device: the same API a GPU serves with CUDA graphs.
+import { describe, expect, it } from 'vitest';
+import { DeviceEvent, DeviceStream, Tensor, capture, ops, synchronize } from '../../src/index.js';
+
+describe('capture and replay (CPU)', () => {
+  it('records without running, replays on the same memory with new inputs', () => {
+    const x = Tensor.from([1, 2, 3, 4], [2, 2], { device: 'cpu:0' });
+    const w = Tensor.from([1, 0, 0, 2], [2, 2], { device: 'cpu:0' });
+    const y = Tensor.zeros([2, 2], { device: 'cpu:0' });
+    const z = Tensor.zeros([2, 2], { device: 'cpu:0' });
+    const g = capture('cpu:0', () => {
+      ops.matmul(x, w, { out: y });
+      ops.add(y, x, z);
+    });
+    expect(g.ops).toBe(2);
+    expect(Array.from(z.toArray())).toEqual([0, 0, 0, 0]); // nothing ran yet
+    g.replay();
+    expect(Array.from(z.toArray())).toEqual([2, 6, 6, 12]);
+    x.write([1, 1, 1, 1]);
+    g.replay();
+    expect(Array.from(z.toArray())).toEqual([2, 3, 2, 3]);
+    // The graph keeps its tensors' memory alive after dispose().
+    x.dispose();
+    g.replay();
+    g.dispose();
+    [w, y, z].forEach((t) => t.dispose());
+  });
+
+  it('a failed capture still ends', () => {
+    expect(() =>
+      capture('cpu:0', () => {
+        throw new Error('boom');
+      }),
+    ).toThrow(/boom/);
+    const g = capture('cpu:0', () => {});
+    expect(g.ops).toBe(0);
+  });
+});
+
+describe('events and streams (CPU)', () => {
+  it('time the work between two events', () => {
+    const a = Tensor.zeros([256, 256], { device: 'cpu:0' });
+    const s = new DeviceEvent('cpu:0').record();
+    ops.matmul(a, a);
+    const e = new DeviceEvent('cpu:0').record();
+    expect(s.elapsedMs(e)).toBeGreaterThanOrEqual(0);
+    expect(() => new DeviceEvent('cpu:0').elapsedMs(e)).toThrow(/recorded/);
+    const st = new DeviceStream('cpu:0');
+    st.use(() => ops.add(a, a));
+    st.waitEvent(e);
+    st.synchronize();
+    synchronize('cpu:0');
+  });
+});
