@@ -56,7 +56,8 @@ void silu_gate(PARALLM_KCTX ctx, DType dt, const void* gate, const void* up, voi
                int64_t in_stride);
 
 // Rotary embedding in place, Hugging Face "rotate_half" layout, on the first rot_dim of each head:
-// for i < rot_dim/2, f = theta^(-2i/rot_dim), a = pos[r] * f, x1 = x[i], x2 = x[i + rot_dim/2]:
+// for i < rot_dim/2, f = f32(theta^(-2i/rot_dim)), a = f32(pos[r] * f) (in f32, as Hugging Face forms it),
+// x1 = x[i], x2 = x[i + rot_dim/2]:
 //   x[i] = x1 cos a - x2 sin a;  x[i + rot_dim/2] = x2 cos a + x1 sin a.
 // Row r (token), head h starts at x[r*tstride + h*D]; pos is int32[R] in device memory.
 void rope(PARALLM_KCTX ctx, DType dt, void* x, const int32_t* pos, int64_t R, int H, int D, int64_t tstride,
@@ -80,7 +81,8 @@ void softmax(PARALLM_KCTX ctx, DType dt, const void* x, void* y, int64_t R, int6
 void argmax(PARALLM_KCTX ctx, DType dt, const void* x, int32_t* out, int64_t R, int64_t C);
 
 // Seeded sampling, one token per row of V logits (same algorithm on both backends):
-//   temperature <= 0: argmax. Else p = softmax(x / temperature) in f32.
+//   temperature <= 0: argmax. Else e_i = expf(x_i / temperature - max), S = f32(sum of e in f64),
+//   p_i = e_i / S (f32). Every sum below is taken in f64, so its order does not change the token.
 //   top_k > 0 (and < V): keep tokens whose logit >= the k-th largest logit (ties kept).
 //   top_p < 1: among those, keep tokens with p >= tau, tau the largest value such that the kept mass
 //   >= top_p * (mass of the top-k set).

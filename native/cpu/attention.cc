@@ -2,9 +2,10 @@
 // softmax (running max m, running sum l, rescaled output accumulator), so memory stays O(rows * D).
 //
 // Both ops reduce to one routine, attend(): a few query rows (f32, pre-scaled) against keys [0, nkeys) of
-// one KV head, row r seeing keys j <= limit + r. Each key block is converted to f32 with K transposed
-// (Kt[d][j]), so both products are axpy loops along a contiguous axis that GCC vectorizes per ISA:
-// S[r][:] += q[r][d] * Kt[d][:], and O[r][:] += P[r][j] * V[j][:].
+// one KV head, row r seeing keys j <= limit + r. f32 caches are read in place, bf16 blocks converted to
+// f32 rows first. Scores are 16-lane dot products and O[r][:] += P[r][j] * V[j][:] is an axpy, loops GCC
+// vectorizes per ISA (PL_MULTIVERSION). (A transposed-K outer-product form measured slower: the transpose
+// costs more than it saves at decode's few query rows, and no faster at prefill.)
 // Prefill tasks are (batch, head, block of kBQ queries); decode tasks are (batch, KV head), whose query
 // rows are the Hq/Hkv heads sharing that KV head, so each cache row is read once per group.
 #include <algorithm>
@@ -21,7 +22,7 @@ constexpr int kBK = 64;  // keys per block
 constexpr int kBQ = 32;  // prefill queries per task
 
 struct AttnScratch {
-  std::vector<float> q, kt, v, s, o, m, l;
+  std::vector<float> q, kt, v, s, o, m, l;  // kt, v: one block of bf16 keys/values as f32 rows
   void size(int nq, int D) {
     q.resize(size_t(nq) * D);
     kt.resize(size_t(D) * kBK);
@@ -34,19 +35,24 @@ struct AttnScratch {
 };
 thread_local AttnScratch t_scratch;
 
-template <class E>
-PL_INLINE void load_kv_block(const void* kv, const void* vv, int64_t j0, int bk, int64_t tstride, int D, float* kt,
-                             float* vb) {
-  const typename E::T* k = static_cast<const typename E::T*>(kv);
-  const typename E::T* v = static_cast<const typename E::T*>(vv);
+// bf16 keys/values of one block to f32 rows (f32 caches are read in place).
+PL_INLINE void convert_rows(const uint16_t* src, int64_t j0, int bk, int64_t tstride, int D, float* dst) {
   for (int jj = 0; jj < bk; jj++) {
-    const typename E::T* kr = k + (j0 + jj) * tstride;
-    const typename E::T* vr = v + (j0 + jj) * tstride;
-    for (int d = 0; d < D; d++) kt[d * kBK + jj] = E::load(kr, d);
-    for (int d = 0; d < D; d++) vb[jj * D + d] = E::load(vr, d);
+    const uint16_t* r = src + (j0 + jj) * tstride;
+    for (int d = 0; d < D; d++) dst[jj * D + d] = bf16_load(r[d]);
   }
-  for (int jj = bk; jj < kBK; jj++)  // unused columns of Kt: keep them finite
-    for (int d = 0; d < D; d++) kt[d * kBK + jj] = 0.f;
+}
+
+// dot product with 16 independent lanes (vectorizes without reassociation), then a fixed-order sum
+PL_INLINE float dot(const float* a, const float* b, int D) {
+  float acc[16] = {};
+  int d = 0;
+  for (; d + 16 <= D; d += 16)
+    for (int l = 0; l < 16; l++) acc[l] += a[d + l] * b[d + l];
+  for (int l = 0; d < D; d++, l++) acc[l] += a[d] * b[d];
+  for (int w = 8; w >= 1; w /= 2)
+    for (int l = 0; l < w; l++) acc[l] += acc[l + w];
+  return acc[0];
 }
 
 // q: nq rows of D (f32, already scaled). k, v: the head's first row, rows tstride apart. out rows
@@ -62,18 +68,26 @@ PL_INLINE void attend_body(DType dt, const float* q, int nq, const void* k, cons
   const int64_t kend = std::min(nkeys, limit + nq);  // keys any row can see
   for (int64_t j0 = 0; j0 < kend; j0 += kBK) {
     const int bk = int(std::min<int64_t>(kBK, kend - j0));
-    if (dt == DType::F32) load_kv_block<F32T>(k, v, j0, bk, tstride, D, kt, vb);
-    else load_kv_block<BF16T>(k, v, j0, bk, tstride, D, kt, vb);
+    // key/value rows of this block as f32: in place for f32, converted for bf16
+    const float* kr0;
+    const float* vr0;
+    int64_t rs;
+    if (dt == DType::F32) {
+      kr0 = static_cast<const float*>(k) + j0 * tstride;
+      vr0 = static_cast<const float*>(v) + j0 * tstride;
+      rs = tstride;
+    } else {
+      convert_rows(static_cast<const uint16_t*>(k), j0, bk, tstride, D, kt);
+      convert_rows(static_cast<const uint16_t*>(v), j0, bk, tstride, D, vb);
+      kr0 = kt;
+      vr0 = vb;
+      rs = D;
+    }
     for (int r = 0; r < nq; r++) {
       const int vis = int(std::min<int64_t>(bk, limit + r - j0 + 1));
       if (vis <= 0) continue;
       const float* qr = q + int64_t(r) * D;
-      for (int jj = 0; jj < kBK; jj++) s[jj] = 0.f;
-      for (int d = 0; d < D; d++) {
-        const float qd = qr[d];
-        const float* ktd = kt + d * kBK;
-        for (int jj = 0; jj < kBK; jj++) s[jj] += qd * ktd[jj];
-      }
+      for (int jj = 0; jj < vis; jj++) s[jj] = dot(qr, kr0 + jj * rs, D);
       for (int jj = vis; jj < kBK; jj++) s[jj] = -INFINITY;
       float mx[16];
       for (int t = 0; t < 16; t++) mx[t] = s[t];
@@ -99,7 +113,7 @@ PL_INLINE void attend_body(DType dt, const float* q, int nq, const void* k, cons
         for (int d = 0; d < D; d++) orow[d] *= corr;
       for (int jj = 0; jj < vis; jj++) {
         const float p = s[jj];
-        const float* vr = vb + int64_t(jj) * D;
+        const float* vr = vr0 + jj * rs;
         for (int d = 0; d < D; d++) orow[d] += p * vr[d];
       }
     }

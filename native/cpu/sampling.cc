@@ -42,12 +42,15 @@ int32_t sample_row(const float* x, int64_t V, float temperature, int top_k, floa
     p[i] = x[i] / temperature;
     if (p[i] > zmax) zmax = p[i];
   }
-  float total = 0.f;
+  // Sums in f64 (see kernels.h): then their order does not matter, and the CUDA sampler, which sums
+  // in another order, picks the same token.
+  double total = 0.0;
   for (int64_t i = 0; i < V; i++) {
     p[i] = std::exp(p[i] - zmax);
     total += p[i];
   }
-  for (int64_t i = 0; i < V; i++) p[i] = p[i] / total;
+  const float S = float(total);
+  for (int64_t i = 0; i < V; i++) p[i] = p[i] / S;
 
   // 3. top-k on the logits
   keep.assign(size_t(V), 1);
@@ -57,7 +60,7 @@ int32_t sample_row(const float* x, int64_t V, float temperature, int top_k, floa
     const float kth = tmp[top_k - 1];
     for (int64_t i = 0; i < V; i++) keep[i] = x[i] >= kth;
   }
-  float mass = 0.f;
+  double mass = 0.0;
   for (int64_t i = 0; i < V; i++)
     if (keep[i]) mass += p[i];
 
@@ -67,8 +70,9 @@ int32_t sample_row(const float* x, int64_t V, float temperature, int top_k, floa
     for (int64_t i = 0; i < V; i++)
       if (keep[i]) tmp.push_back(p[i]);
     std::sort(tmp.begin(), tmp.end(), std::greater<float>());
-    const float want = top_p * mass;
-    float run = 0.f, tau = tmp.empty() ? 0.f : tmp.back();
+    const double want = double(top_p) * mass;
+    double run = 0.0;
+    float tau = tmp.empty() ? 0.f : tmp.back();
     for (size_t i = 0; i < tmp.size(); i++) {
       run += tmp[i];
       if (run >= want) {
@@ -76,7 +80,7 @@ int32_t sample_row(const float* x, int64_t V, float temperature, int top_k, floa
         break;
       }
     }
-    mass = 0.f;
+    mass = 0.0;
     for (int64_t i = 0; i < V; i++) {
       keep[i] = keep[i] && p[i] >= tau;
       if (keep[i]) mass += p[i];
@@ -84,8 +88,8 @@ int32_t sample_row(const float* x, int64_t V, float temperature, int top_k, floa
   }
 
   // 5. the draw
-  const float target = uniform01(seed, row, offset) * mass;
-  float run = 0.f;
+  const double target = double(uniform01(seed, row, offset)) * mass;
+  double run = 0.0;
   int64_t last = -1;
   for (int64_t i = 0; i < V; i++) {
     if (!keep[i]) continue;

@@ -105,7 +105,8 @@ export function ropeRef(x: Arr, pos: Arr, R: number, H: number, D: number, st: n
     for (let h = 0; h < H; h++) {
       const base = r * st + h * D;
       for (let i = 0; i < half; i++) {
-        const a = pos[r]! * theta ** ((-2 * i) / rot);
+        // The angle in f32 as the kernels (and Hugging Face) form it; the rest in float64.
+        const a = Math.fround(pos[r]! * Math.fround(theta ** ((-2 * i) / rot)));
         const x1 = x[base + i]!, x2 = x[base + i + half]!;
         y[base + i] = x1 * Math.cos(a) - x2 * Math.sin(a);
         y[base + i + half] = x2 * Math.cos(a) + x1 * Math.sin(a);

@@ -47,25 +47,21 @@ function kernels(opts: BenchOpts): void {
   );
 }
 
+const SCENARIOS = ['kernels'] as const;
+
 export function register(program: Command): void {
-  const bench = program
+  program
     .command('bench')
-    .description('run benchmarks (default: the kernel suite on the first GPU, or the CPU)')
+    .argument('[scenario]', `what to measure: ${SCENARIOS.join(', ')}`, 'kernels')
+    .description('run benchmarks (default: the kernel suite on the first GPU, or on the CPU without one)')
     .option('--device <id>', 'device to run on (default: cuda:0, else cpu:0)')
     .option('--dtype <dtype>', 'compute dtype: bf16 (GPU default), f32 (CPU default), f16')
     .option('--quick', 'smaller shapes and fewer runs')
     .option('--runs <n>', 'timed runs per case (median reported)')
     .option('--filter <text...>', 'only cases whose name or shape contains the text')
     .option('--json [file]', 'print JSON to stdout, or write it to file')
-    .action((opts: BenchOpts) => kernels(opts));
-  bench
-    .command('kernels')
-    .description('GEMM / GEMV / attention / copy throughput against the hardware ceilings')
-    .option('--device <id>', 'device to run on (default: cuda:0, else cpu:0)')
-    .option('--dtype <dtype>', 'compute dtype: bf16 (GPU default), f32 (CPU default), f16')
-    .option('--quick', 'smaller shapes and fewer runs')
-    .option('--runs <n>', 'timed runs per case (median reported)')
-    .option('--filter <text...>', 'only cases whose name or shape contains the text')
-    .option('--json [file]', 'print JSON to stdout, or write it to file')
-    .action((opts: BenchOpts) => kernels(opts));
+    .action((scenario: string, opts: BenchOpts) => {
+      if (scenario !== 'kernels') throw new Error(`unknown bench scenario "${scenario}": expected one of ${SCENARIOS.join(', ')}`);
+      kernels(opts);
+    });
 }

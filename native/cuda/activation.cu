@@ -1,0 +1,129 @@
+// Activations: GELU (tanh form, as GPT-2) over n elements, and the SwiGLU gate y = silu(gate) * up.
+//
+// Streaming kernels: 16-byte accesses where pointers (and, for silu_gate, the row stride) allow, f32
+// math with the accurate expf (the CPU backend and the f32 tests hold these to ~1e-6).
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "check.h"
+#include "kernels.h"
+
+namespace parallm::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int64_t kMaxBlocks = 1 << 16;
+constexpr int64_t kMaxBlocksY = 65535;
+
+__device__ __forceinline__ float f32(float v) { return v; }
+__device__ __forceinline__ float f32(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <class T> __device__ __forceinline__ T from_f32(float v);
+template <> __device__ __forceinline__ float from_f32<float>(float v) { return v; }
+template <> __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+
+template <class T, int N> struct alignas(sizeof(T) * N) Pack { T v[N]; };
+
+bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
+int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// 0.5 x (1 + tanh(u)) written as x / (1 + e^(-2u)): the same function, without the cancellation of
+// 1 + tanh(u) for negative u (which costs f32 the relative accuracy of gelu's small negative tail).
+__device__ __forceinline__ float gelu_tanh(float x) {
+  const float k = 0.7978845608028654f;  // sqrt(2 / pi)
+  const float u = k * (x + 0.044715f * x * x * x);
+  return x / (1.f + expf(-2.f * u));
+}
+// x / (1 + e^-x); for x -> -inf e^-x overflows to inf and the quotient is -0, as it should be.
+__device__ __forceinline__ float silu(float x) { return x / (1.f + expf(-x)); }
+
+// n elements, N per access; the tail (< N elements) goes one per thread to the first threads.
+template <class T, int N>
+__global__ void gelu_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t n) {
+  using P = Pack<T, N>;
+  const int64_t nvec = n / N;
+  const int64_t tid = int64_t(blockIdx.x) * blockDim.x + threadIdx.x, stride = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t v = tid; v < nvec; v += stride) {
+    const P p = reinterpret_cast<const P*>(x)[v];
+    P o;
+#pragma unroll
+    for (int j = 0; j < N; ++j) o.v[j] = from_f32<T>(gelu_tanh(f32(p.v[j])));
+    reinterpret_cast<P*>(y)[v] = o;
+  }
+  const int64_t i = nvec * N + tid;
+  if (i < n) y[i] = from_f32<T>(gelu_tanh(f32(x[i])));
+}
+
+// Rows along grid y, packs of a row along grid x.
+template <class T, int N>
+__global__ void silu_gate_kernel(const T* __restrict__ gate, const T* __restrict__ up, T* __restrict__ y, int64_t R,
+                                 int64_t F, int64_t in_stride) {
+  using P = Pack<T, N>;
+  const int64_t nvec = F / N;
+  for (int64_t r = int64_t(blockIdx.y) * blockDim.y + threadIdx.y; r < R; r += int64_t(gridDim.y) * blockDim.y) {
+    const P* g = reinterpret_cast<const P*>(gate + r * in_stride);
+    const P* u = reinterpret_cast<const P*>(up + r * in_stride);
+    P* o = reinterpret_cast<P*>(y + r * F);
+    for (int64_t v = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; v < nvec; v += int64_t(gridDim.x) * blockDim.x) {
+      const P pg = g[v], pu = u[v];
+      P po;
+#pragma unroll
+      for (int j = 0; j < N; ++j) po.v[j] = from_f32<T>(silu(f32(pg.v[j])) * f32(pu.v[j]));
+      o[v] = po;
+    }
+  }
+}
+
+template <class T>
+void gelu_t(cudaStream_t s, const void* x, void* y, int64_t n) {
+  constexpr int V = 16 / sizeof(T);
+  auto* xt = static_cast<const T*>(x);
+  auto* yt = static_cast<T*>(y);
+  const bool vec = aligned16(x) && aligned16(y);
+  const unsigned blocks = unsigned(std::max<int64_t>(1, std::min(cdiv(n / (vec ? V : 1), kThreads), kMaxBlocks)));
+  if (vec) gelu_kernel<T, V><<<blocks, kThreads, 0, s>>>(xt, yt, n);
+  else gelu_kernel<T, 1><<<blocks, kThreads, 0, s>>>(xt, yt, n);
+}
+
+template <class T>
+void silu_gate_t(cudaStream_t s, const void* gate, const void* up, void* y, int64_t R, int64_t F, int64_t in_stride) {
+  constexpr int V = 16 / sizeof(T);
+  auto* gt = static_cast<const T*>(gate);
+  auto* ut = static_cast<const T*>(up);
+  auto* yt = static_cast<T*>(y);
+  const bool vec = F % V == 0 && in_stride % V == 0 && aligned16(gate) && aligned16(up) && aligned16(y);
+  const int64_t nvec = F / (vec ? V : 1);
+  const int tx = int(std::min<int64_t>(kThreads, std::max<int64_t>(32, cdiv(nvec, 32) * 32)));
+  const int ty = kThreads / tx;  // short rows: several per block
+  const dim3 grid(unsigned(std::min(cdiv(nvec, tx), kMaxBlocks)), unsigned(std::min(cdiv(R, ty), kMaxBlocksY)));
+  if (vec) silu_gate_kernel<T, V><<<grid, dim3(tx, ty), 0, s>>>(gt, ut, yt, R, F, in_stride);
+  else silu_gate_kernel<T, 1><<<grid, dim3(tx, ty), 0, s>>>(gt, ut, yt, R, F, in_stride);
+}
+
+}  // namespace
+
+void gelu(cudaStream_t s, DType dt, const void* x, void* y, int64_t n) {
+  if (n < 0) fail("gelu: negative size n=", n);
+  if (n == 0) return;
+  if (dt == DType::F32) gelu_t<float>(s, x, y, n);
+  else if (dt == DType::BF16) gelu_t<__nv_bfloat16>(s, x, y, n);
+  else fail("gelu: dtype ", dtype_name(dt), " not supported (f32, bf16) (n=", n, ")");
+  PARALLM_LAUNCH_CHECK("gelu: launch failed (n=", n, ")");
+}
+
+void silu_gate(cudaStream_t s, DType dt, const void* gate, const void* up, void* y, int64_t R, int64_t F,
+               int64_t in_stride) {
+  if (R < 0 || F < 0 || in_stride < 0)
+    fail("silu_gate: negative size R=", R, " F=", F, " in_stride=", in_stride);
+  if (R == 0 || F == 0) return;
+  if (R > 1 && in_stride < F) fail("silu_gate: in_stride=", in_stride, " < F=", F, " (R=", R, ")");
+  if (R > INT64_MAX / std::max(F, in_stride)) fail("silu_gate: R*F overflows (R=", R, " F=", F, ")");
+  if (dt == DType::F32) silu_gate_t<float>(s, gate, up, y, R, F, in_stride);
+  else if (dt == DType::BF16) silu_gate_t<__nv_bfloat16>(s, gate, up, y, R, F, in_stride);
+  else fail("silu_gate: dtype ", dtype_name(dt), " not supported (f32, bf16) (R=", R, " F=", F, ")");
+  PARALLM_LAUNCH_CHECK("silu_gate: launch failed (R=", R, " F=", F, " in_stride=", in_stride, ")");
+}
+
+}  // namespace parallm::cuda

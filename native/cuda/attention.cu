@@ -1,0 +1,495 @@
+// Causal attention: prefill (flash-style, online softmax, the score matrix never leaves the chip) and
+// decode over a KV cache (split-K "flash decoding" with a combine step). Semantics: native/core/kernels.h.
+//
+// Kernels and when each runs:
+//   prefill_mma<D, NW>  bf16, D in {64, 128}, 16-byte aligned q/k/v rows: tensor cores (mma.sync
+//                       m16n8k16 + ldmatrix), FlashAttention-2 layout: each warp owns 16 query rows with
+//                       Q in registers, K/V tiles of 64 keys double-buffered in shared memory by cp.async.
+//   prefill_simt<T>     f32 (accurate), and bf16 for any other D <= 256 or unaligned layouts: CUDA cores.
+//   decode_split<T,GS>  one block per (key chunk, kv head, sequence); a block serves every query head of
+//                       its kv head so the cache is read once; 16-byte loads. decode_combine merges the
+//                       chunks' partial softmax states when there is more than one chunk.
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdint>
+
+#include "attention_prefill_mma.cuh"
+#include "check.h"
+#include "kernels.h"
+
+namespace parallm::cuda {
+namespace attn_detail {
+
+using bf16 = __nv_bfloat16;
+constexpr float kLog2e = 1.4426950408889634f;
+
+// Tuning knobs (the scratch harness sweeps them; production uses the defaults).
+int g_decode_blocks_per_sm = 8;  // decode: aim for this many blocks per SM before splitting keys further
+int g_prefill_d128_warps = 4;    // prefill D=128: 4 warps (64 rows, 2 blocks/SM) or 8 warps (128 rows)
+
+template <typename T>
+__device__ __forceinline__ float to_f(T x);
+template <>
+__device__ __forceinline__ float to_f<float>(float x) { return x; }
+template <>
+__device__ __forceinline__ float to_f<bf16>(bf16 x) { return __bfloat162float(x); }
+template <typename T>
+__device__ __forceinline__ T from_f(float x);
+template <>
+__device__ __forceinline__ float from_f<float>(float x) { return x; }
+template <>
+__device__ __forceinline__ bf16 from_f<bf16>(float x) { return __float2bfloat16(x); }
+
+// ---------------------------------------------------------------------------------------------------
+// Prefill on CUDA cores. A block of 4 warps owns 16 query rows (4 per warp) of one (b, h); keys come in
+// tiles of 32 through shared memory (as f32). Each lane scores one key of the tile for the warp's 4 rows,
+// then lanes own output dims d = lane + 32t. Accurate (expf-grade exp2) so f32 lands near 1e-6.
+constexpr int kSimtRows = 16, kSimtKeys = 32, kSimtThreads = 128;
+
+template <typename T>
+__global__ void __launch_bounds__(kSimtThreads)
+prefill_simt(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, T* __restrict__ out,
+             int B, int Tq, int Tk, int Hq, int Hkv, int D, int64_t qbs, int64_t qts, int64_t kvbs, int64_t kvts,
+             float sl2, int nqb) {
+  extern __shared__ float sm[];
+  const int ks = D | 1;  // odd row stride: lanes reading sK[lane][d] hit distinct banks
+  float* sQ = sm;                       // [16][D]
+  float* sK = sQ + kSimtRows * D;       // [32][ks]
+  float* sV = sK + kSimtKeys * ks;      // [32][D]
+  const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
+  const int bhc = B * Hq;
+  const int qb = nqb - 1 - int(blockIdx.x / bhc);  // heaviest (latest) query tiles first
+  const int bh = int(blockIdx.x % bhc), b = bh / Hq, h = bh % Hq, g = h / (Hq / Hkv);
+  const int off = Tk - Tq, q0 = qb * kSimtRows;
+  const T* qp = q + b * qbs + int64_t(h) * D;
+  const T* kp = k + b * kvbs + int64_t(g) * D;
+  const T* vp = v + b * kvbs + int64_t(g) * D;
+
+  for (int idx = tid; idx < kSimtRows * D; idx += kSimtThreads) {
+    int r = idx / D, d = idx - r * D;
+    sQ[idx] = (q0 + r < Tq) ? to_f(qp[int64_t(q0 + r) * qts + d]) : 0.f;
+  }
+  float m[4], l[4], acc[4][8];
+#pragma unroll
+  for (int r = 0; r < 4; ++r) {
+    m[r] = -INFINITY;
+    l[r] = 0.f;
+#pragma unroll
+    for (int t = 0; t < 8; ++t) acc[r][t] = 0.f;
+  }
+  const int kend = min(Tk, q0 + kSimtRows + off);
+  for (int k0 = 0; k0 < kend; k0 += kSimtKeys) {
+    __syncthreads();  // previous tile fully consumed (and sQ written on the first pass)
+    for (int idx = tid; idx < kSimtKeys * D; idx += kSimtThreads) {
+      int r = idx / D, d = idx - r * D;
+      bool ok = k0 + r < Tk;
+      int64_t o = int64_t(k0 + r) * kvts + d;
+      sK[r * ks + d] = ok ? to_f(kp[o]) : 0.f;
+      sV[r * D + d] = ok ? to_f(vp[o]) : 0.f;
+    }
+    __syncthreads();
+    float s[4] = {0.f, 0.f, 0.f, 0.f};
+    const float* krow = sK + lane * ks;
+    const float* qrow = sQ + (w * 4) * D;
+    for (int d = 0; d < D; ++d) {
+      float kv = krow[d];
+#pragma unroll
+      for (int r = 0; r < 4; ++r) s[r] = fmaf(qrow[r * D + d], kv, s[r]);
+    }
+    const int j = k0 + lane;
+    float p[4];
+#pragma unroll
+    for (int r = 0; r < 4; ++r) {
+      const int i = q0 + w * 4 + r;
+      float x = (j < Tk && j <= i + off) ? s[r] * sl2 : -INFINITY;
+      float mx = x;
+#pragma unroll
+      for (int o = 16; o; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+      float mn = fmaxf(m[r], mx);
+      float base = mn == -INFINITY ? 0.f : mn;  // a row with nothing seen yet stays all zeros
+      float alpha = exp2f(m[r] - base);
+      p[r] = exp2f(x - base);
+      float ps = p[r];
+#pragma unroll
+      for (int o = 16; o; o >>= 1) ps += __shfl_xor_sync(0xffffffffu, ps, o);
+      l[r] = l[r] * alpha + ps;
+      m[r] = mn;
+#pragma unroll
+      for (int t = 0; t < 8; ++t) acc[r][t] *= alpha;
+    }
+    const int nk = min(kSimtKeys, kend - k0);
+    for (int jj = 0; jj < nk; ++jj) {
+      float pj[4];
+#pragma unroll
+      for (int r = 0; r < 4; ++r) pj[r] = __shfl_sync(0xffffffffu, p[r], jj);
+      const float* vrow = sV + jj * D;
+#pragma unroll
+      for (int t = 0; t < 8; ++t) {
+        int d = t * 32 + lane;
+        if (d < D) {
+          float vv = vrow[d];
+#pragma unroll
+          for (int r = 0; r < 4; ++r) acc[r][t] = fmaf(pj[r], vv, acc[r][t]);
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < 4; ++r) {
+    const int i = q0 + w * 4 + r;
+    if (i >= Tq) continue;
+    const float inv = 1.f / l[r];
+    T* op = out + ((int64_t(b) * Tq + i) * Hq + h) * D;
+#pragma unroll
+    for (int t = 0; t < 8; ++t) {
+      int d = t * 32 + lane;
+      if (d < D) op[d] = from_f<T>(acc[r][t] * inv);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Decode. Threads form groups of GS; a group scores one key at a time, each thread holding 8 dims of it
+// (one 16-byte load for bf16), reduced across the group by shuffles. Each group walks its own keys with
+// its own online softmax over U keys per step (all 2U loads issued before any math); the groups of a
+// block are merged through shared memory at the end, the blocks of a sequence by decode_combine.
+constexpr int kDecThreads = 128, kDecU = 4;
+
+// 8 consecutive elements kept as raw bits (4 registers for bf16) until used, so many loads can be in flight
+// without holding 8 floats each. Aligned: one 16-byte load (bf16) or two (f32).
+template <typename T>
+struct Raw8 {
+  static constexpr int W = sizeof(T) == 2 ? 1 : 2;
+  uint4 u[W];
+  template <bool ALIGNED>
+  __device__ __forceinline__ void load(const T* p, bool ok, int nvalid) {
+    if constexpr (ALIGNED) {
+#pragma unroll
+      for (int i = 0; i < W; ++i) u[i] = ok ? __ldg(reinterpret_cast<const uint4*>(p) + i) : make_uint4(0, 0, 0, 0);
+    } else {
+      T* e = reinterpret_cast<T*>(u);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) e[i] = (ok && i < nvalid) ? p[i] : from_f<T>(0.f);
+    }
+  }
+  __device__ __forceinline__ float operator[](int i) const { return to_f(reinterpret_cast<const T*>(u)[i]); }
+};
+
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+template <typename T, int GS, int HPB, bool ALIGNED>
+__global__ void __launch_bounds__(kDecThreads)
+decode_split(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
+             const int32_t* __restrict__ lens, T* __restrict__ out, float* __restrict__ part_o,
+             float* __restrict__ part_ml, int Hq, int Hkv, int D, int64_t qbs, int64_t kvbs, int64_t kvts,
+             int max_len, int chunk, int nsplit, int nsub, float sl2) {
+  constexpr int NG = kDecThreads / GS, DW = GS * 8;
+  __shared__ float s_acc[NG][HPB][DW];
+  __shared__ float s_ml[NG][HPB][2];
+  const int split = blockIdx.x, b = blockIdx.z;
+  const int g = blockIdx.y / nsub, sub = blockIdx.y - g * nsub;
+  const int G = Hq / Hkv, h0 = g * G + sub * HPB, nh = min(HPB, G - sub * HPB);
+  const int tid = threadIdx.x, grp = tid / GS, lig = tid % GS, dim0 = lig * 8;
+  const bool active = dim0 < D;
+  const int nvalid = D - dim0;
+  const int len = min(lens[b], max_len);
+  const int s0 = split * chunk, s1 = min(len, s0 + chunk);
+  if (s0 >= s1) {
+    if (len <= 0 && split == 0 && nsplit == 1)  // (lens >= 1 by contract; keep the output defined)
+      for (int idx = tid; idx < nh * D; idx += kDecThreads)
+        out[(int64_t(b) * Hq + h0 + idx / D) * D + idx % D] = from_f<T>(0.f);
+    return;
+  }
+
+  float qr[HPB][8];
+#pragma unroll
+  for (int i = 0; i < HPB; ++i) {
+    Raw8<T> t;
+    t.template load<ALIGNED>(q + b * qbs + int64_t(h0 + (i < nh ? i : 0)) * D + dim0, active && i < nh, nvalid);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) qr[i][e] = t[e] * sl2;  // scores come out in log2 units
+  }
+  float m[HPB], l[HPB], acc[HPB][8];
+#pragma unroll
+  for (int i = 0; i < HPB; ++i) {
+    m[i] = -INFINITY;
+    l[i] = 0.f;
+#pragma unroll
+    for (int e = 0; e < 8; ++e) acc[i][e] = 0.f;
+  }
+  const T* kp = k + b * kvbs + int64_t(g) * D + dim0;
+  const T* vp = v + b * kvbs + int64_t(g) * D + dim0;
+  // Every group of a warp runs the same trip count (the shuffles below need the whole warp); a group past
+  // the end scores -inf and skips its update.
+  for (int base = s0; base < s1; base += NG * kDecU) {
+    const int j0 = base + grp * kDecU;
+    Raw8<T> kk[kDecU], vv[kDecU];
+#pragma unroll
+    for (int u = 0; u < kDecU; ++u) {
+      bool ok = active && j0 + u < s1;
+      kk[u].template load<ALIGNED>(kp + int64_t(j0 + u) * kvts, ok, nvalid);
+      vv[u].template load<ALIGNED>(vp + int64_t(j0 + u) * kvts, ok, nvalid);
+    }
+#pragma unroll
+    for (int i = 0; i < HPB; ++i) {
+      if (i >= nh) break;
+      float s[kDecU];
+#pragma unroll
+      for (int u = 0; u < kDecU; ++u) {
+        float d = 0.f;
+#pragma unroll
+        for (int e = 0; e < 8; ++e) d = fmaf(qr[i][e], kk[u][e], d);
+#pragma unroll
+        for (int o = GS / 2; o; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
+        s[u] = j0 + u < s1 ? d : -INFINITY;
+      }
+      if (j0 >= s1) continue;  // no shuffles past this point
+      float mx = s[0];
+#pragma unroll
+      for (int u = 1; u < kDecU; ++u) mx = fmaxf(mx, s[u]);
+      const float mn = fmaxf(m[i], mx);  // finite: key j0 < s1 is real
+      const float alpha = fast_exp2(m[i] - mn);
+      m[i] = mn;
+      float ps = 0.f, p[kDecU];
+#pragma unroll
+      for (int u = 0; u < kDecU; ++u) ps += (p[u] = fast_exp2(s[u] - mn));
+      l[i] = l[i] * alpha + ps;
+#pragma unroll
+      for (int e = 0; e < 8; ++e) {
+        float a = acc[i][e] * alpha;
+#pragma unroll
+        for (int u = 0; u < kDecU; ++u) a = fmaf(p[u], vv[u][e], a);
+        acc[i][e] = a;
+      }
+    }
+  }
+  // Merge the block's groups. A group that saw no key has m = -inf, l = 0 and weighs nothing.
+#pragma unroll
+  for (int i = 0; i < HPB; ++i) {
+#pragma unroll
+    for (int e = 0; e < 8; ++e) s_acc[grp][i][dim0 + e] = acc[i][e];
+    if (lig == 0) s_ml[grp][i][0] = m[i], s_ml[grp][i][1] = l[i];
+  }
+  __syncthreads();
+  for (int idx = tid; idx < nh * D; idx += kDecThreads) {
+    const int i = idx / D, d = idx - i * D;
+    float M = -INFINITY;
+#pragma unroll
+    for (int gg = 0; gg < NG; ++gg) M = fmaxf(M, s_ml[gg][i][0]);
+    float L = 0.f, O = 0.f;
+#pragma unroll
+    for (int gg = 0; gg < NG; ++gg) {
+      float w = fast_exp2(s_ml[gg][i][0] - M);
+      L += s_ml[gg][i][1] * w;
+      O += s_acc[gg][i][d] * w;
+    }
+    const int64_t row = int64_t(b) * Hq + h0 + i;
+    if (nsplit == 1) {
+      out[row * D + d] = from_f<T>(O / L);
+    } else {
+      part_o[(row * nsplit + split) * D + d] = O;
+      if (d == 0) part_ml[(row * nsplit + split) * 2] = M, part_ml[(row * nsplit + split) * 2 + 1] = L;
+    }
+  }
+}
+
+// One block per (b, h): merges the chunks that held keys (those starting below lens[b]).
+template <typename T>
+__global__ void __launch_bounds__(128)
+decode_combine(const float* __restrict__ part_o, const float* __restrict__ part_ml,
+               const int32_t* __restrict__ lens, T* __restrict__ out, int Hq, int D, int max_len, int chunk,
+               int nsplit) {
+  const int64_t row = blockIdx.x;
+  const int b = int(row / Hq);
+  const int len = min(lens[b], max_len);
+  const int nv = len <= 0 ? 0 : min(nsplit, (len + chunk - 1) / chunk);
+  const float* ml = part_ml + row * nsplit * 2;
+  float M = -INFINITY;
+  for (int s = 0; s < nv; ++s) M = fmaxf(M, ml[2 * s]);
+  for (int d = threadIdx.x; d < D; d += blockDim.x) {
+    float L = 0.f, O = 0.f;
+    for (int s = 0; s < nv; ++s) {
+      float w = fast_exp2(ml[2 * s] - M);
+      L += ml[2 * s + 1] * w;
+      O += part_o[(row * nsplit + s) * D + d] * w;
+    }
+    out[row * D + d] = from_f<T>(nv ? O / L : 0.f);
+  }
+}
+
+inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
+
+template <typename T>
+void prefill_simt_launch(cudaStream_t st, const void* q, const void* k, const void* v, void* out, int B, int Tq,
+                         int Tk, int Hq, int Hkv, int D, int64_t qbs, int64_t qts, int64_t kvbs, int64_t kvts,
+                         float sl2) {
+  const int nqb = (Tq + kSimtRows - 1) / kSimtRows;
+  const int64_t blocks = int64_t(nqb) * B * Hq;
+  PARALLM_CHECK(blocks < (int64_t(1) << 31), "attention_prefill: B*Hq*ceil(Tq/16)=", blocks, " too large");
+  const size_t smem = sizeof(float) * (kSimtRows * D + kSimtKeys * (D | 1) + kSimtKeys * D);
+  PARALLM_CUDA_CHECK(cudaFuncSetAttribute(prefill_simt<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)),
+                     "attention_prefill: smem attribute (D=", D, ")");
+  prefill_simt<T><<<unsigned(blocks), kSimtThreads, smem, st>>>(
+      static_cast<const T*>(q), static_cast<const T*>(k), static_cast<const T*>(v), static_cast<T*>(out), B, Tq, Tk,
+      Hq, Hkv, D, qbs, qts, kvbs, kvts, sl2, nqb);
+  PARALLM_LAUNCH_CHECK("attention_prefill (simt ", sizeof(T) == 4 ? "f32" : "bf16", ") B=", B, " Tq=", Tq,
+                       " Tk=", Tk, " Hq=", Hq, " Hkv=", Hkv, " D=", D);
+}
+
+template <int D, int NW>
+void prefill_mma_launch(cudaStream_t st, const void* q, const void* k, const void* v, void* out, int B, int Tq,
+                        int Tk, int Hq, int Hkv, int64_t qbs, int64_t qts, int64_t kvbs, int64_t kvts, float sl2) {
+  using K = PrefillMma<D, NW>;
+  const int nmb = (Tq + K::BM - 1) / K::BM;
+  const int64_t blocks = int64_t(nmb) * B * Hq;
+  PARALLM_CHECK(blocks < (int64_t(1) << 31), "attention_prefill: B*Hq*ceil(Tq/", K::BM, ")=", blocks,
+                " too large");
+  PARALLM_CUDA_CHECK(cudaFuncSetAttribute(prefill_mma<D, NW>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                          int(K::SMEM)),
+                     "attention_prefill: smem attribute (D=", D, ")");
+  prefill_mma<D, NW><<<unsigned(blocks), NW * 32, K::SMEM, st>>>(
+      static_cast<const bf16*>(q), static_cast<const bf16*>(k), static_cast<const bf16*>(v), static_cast<bf16*>(out),
+      B, Tq, Tk, Hq, Hkv, qbs, qts, kvbs, kvts, sl2, nmb);
+  PARALLM_LAUNCH_CHECK("attention_prefill (mma) B=", B, " Tq=", Tq, " Tk=", Tk, " Hq=", Hq, " Hkv=", Hkv,
+                       " D=", D);
+}
+
+template <typename T, int GS, int HPB>
+void decode_launch(cudaStream_t st, bool aligned, const void* q, const void* k, const void* v, const int32_t* lens,
+                   void* out, int B, int Hq, int Hkv, int D, int64_t qbs, int64_t kvbs, int64_t kvts, int max_len,
+                   float sl2) {
+  const int G = Hq / Hkv, nsub = (G + HPB - 1) / HPB;
+  const int64_t groups = int64_t(B) * Hkv * nsub;
+  PARALLM_CHECK(int64_t(Hkv) * nsub <= 65535 && B <= 65535, "attention_decode: B=", B, " Hkv=", Hkv,
+                " exceed the grid");
+  int dev = 0, sms = 0;
+  PARALLM_CUDA_CHECK(cudaGetDevice(&dev), "attention_decode: cudaGetDevice");
+  PARALLM_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev),
+                     "attention_decode: SM count");
+  // Split the keys only as far as needed to fill the GPU; a chunk is at least one block step of keys.
+  constexpr int step = (kDecThreads / GS) * kDecU;
+  const int64_t target = int64_t(sms) * g_decode_blocks_per_sm;
+  int nsplit = int(std::min<int64_t>((target + groups - 1) / groups, (max_len + step - 1) / step));
+  nsplit = std::max(nsplit, 1);
+  int chunk = (max_len + nsplit - 1) / nsplit;
+  chunk = (chunk + step - 1) / step * step;
+  nsplit = (max_len + chunk - 1) / chunk;
+
+  float* part = nullptr;
+  const int64_t rows = int64_t(B) * Hq;
+  const size_t part_bytes = nsplit > 1 ? sizeof(float) * size_t(rows) * nsplit * (D + 2) : 0;
+  if (nsplit > 1)  // stream-ordered, so a captured graph gets its own allocation node
+    PARALLM_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&part), part_bytes, st),
+                       "attention_decode: workspace of ", part_bytes, " bytes (B=", B, " Hq=", Hq, " D=", D,
+                       " splits=", nsplit, ")");
+  float* part_o = part;
+  float* part_ml = part ? part + size_t(rows) * nsplit * D : nullptr;
+  dim3 grid(nsplit, Hkv * nsub, B);
+  auto kern = aligned ? decode_split<T, GS, HPB, true> : decode_split<T, GS, HPB, false>;
+  kern<<<grid, kDecThreads, 0, st>>>(static_cast<const T*>(q), static_cast<const T*>(k), static_cast<const T*>(v),
+                                     lens, static_cast<T*>(out), part_o, part_ml, Hq, Hkv, D, qbs, kvbs, kvts,
+                                     max_len, chunk, nsplit, nsub, sl2);
+  PARALLM_LAUNCH_CHECK("attention_decode B=", B, " Hq=", Hq, " Hkv=", Hkv, " D=", D, " max_len=", max_len,
+                       " splits=", nsplit);
+  if (nsplit > 1) {
+    decode_combine<T><<<unsigned(rows), 128, 0, st>>>(part_o, part_ml, lens, static_cast<T*>(out), Hq, D, max_len,
+                                                      chunk, nsplit);
+    PARALLM_LAUNCH_CHECK("attention_decode combine B=", B, " Hq=", Hq, " D=", D, " splits=", nsplit);
+    PARALLM_CUDA_CHECK(cudaFreeAsync(part, st), "attention_decode: free workspace");
+  }
+}
+
+// Heads per block: all query heads of a kv head up to 4 (more are split over blocks); fewer heads mean
+// fewer registers, so MHA (1 head per kv head) runs at high occupancy.
+template <typename T, int GS>
+void decode_heads(cudaStream_t st, bool aligned, const void* q, const void* k, const void* v, const int32_t* lens,
+                  void* out, int B, int Hq, int Hkv, int D, int64_t qbs, int64_t kvbs, int64_t kvts, int max_len,
+                  float sl2) {
+  const int G = Hq / Hkv;
+  if (G == 1)
+    decode_launch<T, GS, 1>(st, aligned, q, k, v, lens, out, B, Hq, Hkv, D, qbs, kvbs, kvts, max_len, sl2);
+  else if (G == 2)
+    decode_launch<T, GS, 2>(st, aligned, q, k, v, lens, out, B, Hq, Hkv, D, qbs, kvbs, kvts, max_len, sl2);
+  else
+    decode_launch<T, GS, 4>(st, aligned, q, k, v, lens, out, B, Hq, Hkv, D, qbs, kvbs, kvts, max_len, sl2);
+}
+
+template <typename T>
+void decode_dispatch(cudaStream_t st, bool aligned, const void* q, const void* k, const void* v,
+                     const int32_t* lens, void* out, int B, int Hq, int Hkv, int D, int64_t qbs, int64_t kvbs,
+                     int64_t kvts, int max_len, float sl2) {
+  if (D <= 64)
+    decode_heads<T, 8>(st, aligned, q, k, v, lens, out, B, Hq, Hkv, D, qbs, kvbs, kvts, max_len, sl2);
+  else if (D <= 128)
+    decode_heads<T, 16>(st, aligned, q, k, v, lens, out, B, Hq, Hkv, D, qbs, kvbs, kvts, max_len, sl2);
+  else
+    decode_heads<T, 32>(st, aligned, q, k, v, lens, out, B, Hq, Hkv, D, qbs, kvbs, kvts, max_len, sl2);
+}
+
+}  // namespace attn_detail
+
+void attention_prefill(cudaStream_t st, DType dt, const void* q, const void* k, const void* v, void* out, int B,
+                       int Tq, int Tk, int Hq, int Hkv, int D, int64_t q_bstride, int64_t q_tstride,
+                       int64_t kv_bstride, int64_t kv_tstride, float scale) {
+  using namespace attn_detail;
+  PARALLM_CHECK(dt == DType::F32 || dt == DType::BF16, "attention_prefill: dtype ", dtype_name(dt),
+                " not supported (f32, bf16)");
+  PARALLM_CHECK(B >= 0 && Tq >= 0 && Tk >= Tq && Hq > 0 && Hkv > 0 && Hq % Hkv == 0 && D > 0 && D <= 256,
+                "attention_prefill: bad sizes B=", B, " Tq=", Tq, " Tk=", Tk, " Hq=", Hq, " Hkv=", Hkv, " D=", D,
+                " (need Tk >= Tq, Hq a multiple of Hkv, 0 < D <= 256)");
+  if (B == 0 || Tq == 0) return;
+  PARALLM_CHECK(q && k && v && out, "attention_prefill: null pointer (B=", B, " Tq=", Tq, ")");
+  const float sl2 = scale * kLog2e;
+  if (dt == DType::F32) {
+    prefill_simt_launch<float>(st, q, k, v, out, B, Tq, Tk, Hq, Hkv, D, q_bstride, q_tstride, kv_bstride,
+                               kv_tstride, sl2);
+    return;
+  }
+  const bool al = aligned16(q) && aligned16(k) && aligned16(v) && q_bstride % 8 == 0 && q_tstride % 8 == 0 &&
+                  kv_bstride % 8 == 0 && kv_tstride % 8 == 0;
+  if (al && D == 128) {
+    if (g_prefill_d128_warps == 8)
+      prefill_mma_launch<128, 8>(st, q, k, v, out, B, Tq, Tk, Hq, Hkv, q_bstride, q_tstride, kv_bstride,
+                                 kv_tstride, sl2);
+    else
+      prefill_mma_launch<128, 4>(st, q, k, v, out, B, Tq, Tk, Hq, Hkv, q_bstride, q_tstride, kv_bstride,
+                                 kv_tstride, sl2);
+  } else if (al && D == 64) {
+    prefill_mma_launch<64, 4>(st, q, k, v, out, B, Tq, Tk, Hq, Hkv, q_bstride, q_tstride, kv_bstride, kv_tstride,
+                              sl2);
+  } else {
+    prefill_simt_launch<bf16>(st, q, k, v, out, B, Tq, Tk, Hq, Hkv, D, q_bstride, q_tstride, kv_bstride,
+                              kv_tstride, sl2);
+  }
+}
+
+void attention_decode(cudaStream_t st, DType dt, const void* q, const void* k, const void* v, const int32_t* lens,
+                      void* out, int B, int Hq, int Hkv, int D, int64_t q_bstride, int64_t kv_bstride,
+                      int64_t kv_tstride, int max_len, float scale) {
+  using namespace attn_detail;
+  PARALLM_CHECK(dt == DType::F32 || dt == DType::BF16, "attention_decode: dtype ", dtype_name(dt),
+                " not supported (f32, bf16)");
+  PARALLM_CHECK(B >= 0 && Hq > 0 && Hkv > 0 && Hq % Hkv == 0 && D > 0 && D <= 256 && max_len >= 1,
+                "attention_decode: bad sizes B=", B, " Hq=", Hq, " Hkv=", Hkv, " D=", D, " max_len=", max_len,
+                " (need Hq a multiple of Hkv, 0 < D <= 256, max_len >= 1)");
+  if (B == 0) return;
+  PARALLM_CHECK(q && k && v && lens && out, "attention_decode: null pointer (B=", B, ")");
+  const float sl2 = scale * kLog2e;
+  const int64_t vec = dt == DType::BF16 ? 8 : 4;  // elements per 16 bytes
+  const bool al = aligned16(q) && aligned16(k) && aligned16(v) && D % 8 == 0 && q_bstride % vec == 0 &&
+                  kv_bstride % vec == 0 && kv_tstride % vec == 0;
+  if (dt == DType::BF16)
+    decode_dispatch<bf16>(st, al, q, k, v, lens, out, B, Hq, Hkv, D, q_bstride, kv_bstride, kv_tstride, max_len,
+                          sl2);
+  else
+    decode_dispatch<float>(st, al, q, k, v, lens, out, B, Hq, Hkv, D, q_bstride, kv_bstride, kv_tstride, max_len,
+                           sl2);
+}
+
+}  // namespace parallm::cuda

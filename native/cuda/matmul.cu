@@ -1,0 +1,285 @@
+// matmul on CUDA: C[M,N] = alpha * A' B' + beta * C + bias[N] (see native/core/kernels.h).
+//
+// Paths, chosen per call on the host:
+//   gemv  16-bit, M <= 16, transB, !transA, K % 8 == 0, A and B 16-byte aligned (sm_80+): weight-
+//         bandwidth-bound decode case (matmul_sm80.cuh).
+//   sm90  16-bit on compute capability exactly 9.0, leading dimensions % 8 == 0 and 16-byte aligned
+//         A and B (what the TMA needs): wgmma + TMA, warp-specialized, persistent (matmul_sm90.cuh).
+//   sm80  16-bit on other sm_80+ devices, or shapes the sm90 path refuses: mma.sync + ldmatrix, with
+//         16-byte cp.async when aligned, element loads otherwise (matmul_sm80.cuh).
+//   simt  f32 (plain f32 FMA: stays exact to ~1e-5, unlike tf32), K == 0, or anything else.
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <mutex>
+
+#include <cuda.h>
+#include <cudaTypedefs.h>
+
+#include "check.h"
+#include "kernels.h"
+#include "matmul_simt.cuh"
+#include "matmul_sm80.cuh"
+#include "matmul_sm90.cuh"
+
+namespace parallm::cuda {
+
+// Test hooks for the standalone harness (not part of the kernel surface). matmul_force_path: 0 auto,
+// 1 sm90, 2 sm80, 3 simt, 4 gemv; a forced path that cannot take a call leaves it to the automatic
+// choice. matmul_last_path: the path the calling thread's last matmul took (same numbering).
+void matmul_force_path(int path);
+int matmul_last_path();
+// Test hook: sm90 grid, 0 = one block per tile, 1 = persistent (one block per SM), -1 = default.
+void matmul_sm90_persistent(int mode);
+
+namespace {
+
+enum Path { kAuto = 0, kSm90 = 1, kSm80 = 2, kSimt = 3, kGemv = 4 };
+
+std::atomic<int> g_force{kAuto};
+std::atomic<int> g_persist{-1};
+thread_local int t_last_path = kAuto;
+
+constexpr int kMaxDevices = 64;
+
+// Compute capability of the current device as major*10+minor, cached per device.
+int device_cc() {
+  static std::atomic<int> cache[kMaxDevices];  // 0 = not read yet
+  int dev = 0;
+  PARALLM_CUDA_CHECK(cudaGetDevice(&dev), "matmul: cudaGetDevice");
+  if (dev >= 0 && dev < kMaxDevices) {
+    int v = cache[dev].load(std::memory_order_relaxed);
+    if (v) return v;
+  }
+  int major = 0, minor = 0;
+  PARALLM_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev),
+                     "matmul: reading the compute capability of device ", dev);
+  PARALLM_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev),
+                     "matmul: reading the compute capability of device ", dev);
+  int v = major * 10 + minor;
+  if (dev >= 0 && dev < kMaxDevices) cache[dev].store(v, std::memory_order_relaxed);
+  return v;
+}
+
+int device_sms() {
+  static std::atomic<int> cache[kMaxDevices];
+  int dev = 0;
+  PARALLM_CUDA_CHECK(cudaGetDevice(&dev), "matmul: cudaGetDevice");
+  if (dev >= 0 && dev < kMaxDevices) {
+    int v = cache[dev].load(std::memory_order_relaxed);
+    if (v) return v;
+  }
+  int v = 0;
+  PARALLM_CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev),
+                     "matmul: reading the multiprocessor count of device ", dev);
+  if (dev >= 0 && dev < kMaxDevices) cache[dev].store(v, std::memory_order_relaxed);
+  return v;
+}
+
+// Raise a kernel's dynamic shared-memory limit once per device (the attribute is per device). The
+// kernel is a template argument so each instantiation keeps its own record.
+template <auto Kernel>
+void set_smem_once(size_t bytes, const char* what) {
+  static std::atomic<uint64_t> done{0};
+  int dev = 0;
+  PARALLM_CUDA_CHECK(cudaGetDevice(&dev), "matmul: cudaGetDevice");
+  uint64_t bit = (dev >= 0 && dev < kMaxDevices) ? (uint64_t(1) << dev) : 0;
+  if (bit && (done.load(std::memory_order_acquire) & bit)) return;
+  PARALLM_CUDA_CHECK(cudaFuncSetAttribute(Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)),
+                     "matmul: raising the shared-memory limit of the ", what, " kernel to ", bytes, " bytes");
+  done.fetch_or(bit, std::memory_order_acq_rel);
+}
+
+// cuTensorMapEncodeTiled through the runtime's driver entry point: no link against libcuda.
+PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
+  static PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
+    void* p = nullptr;
+    cudaDriverEntryPointQueryResult q{};
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &q) !=
+            cudaSuccess ||
+        q != cudaDriverEntryPointSuccess) {
+      cudaGetLastError();  // clear it: the sm80 path serves instead
+      p = nullptr;
+    }
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(p);
+  }();
+  return fn;
+}
+
+// 2-D row-major tensor [outer][inner] of 16-bit elements, boxes of box_inner x box_outer, 128-byte
+// swizzle, zero fill outside the tensor.
+bool make_tensor_map(CUtensorMap* map, DType dt, const void* ptr, uint64_t inner, uint64_t outer,
+                     uint32_t box_inner, uint32_t box_outer) {
+  auto encode = tensor_map_encoder();
+  if (!encode) return false;
+  cuuint64_t dims[2] = {inner, outer};
+  cuuint64_t strides[1] = {inner * 2};
+  cuuint32_t box[2] = {box_inner, box_outer};
+  cuuint32_t estr[2] = {1, 1};
+  CUresult r = encode(map, dt == DType::BF16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
+                      2, const_cast<void*>(ptr), dims, strides, box, estr, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                      CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                      CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  return r == CUDA_SUCCESS;
+}
+
+bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
+
+struct Args {
+  cudaStream_t stream;
+  DType dt;
+  const void* A;
+  const void* B;
+  const void* bias;
+  void* C;
+  int M, N, K;
+  bool transA, transB;
+  float alpha, beta;
+  int pair_ok;
+};
+
+#define PARALLM_MM_WHERE(a, path)                                                                          \
+  "matmul(", dtype_name((a).dt), ", M=", (a).M, ", N=", (a).N, ", K=", (a).K, ", transA=", (a).transA, \
+      ", transB=", (a).transB, ", ", path, ")"
+
+template <typename T, bool TA, bool TB>
+void launch_simt_t(const Args& a) {
+  int tm = (a.M + mm::SIMT_BM - 1) / mm::SIMT_BM, tn = (a.N + mm::SIMT_BN - 1) / mm::SIMT_BN;
+  mm::simt_kernel<T, TA, TB><<<unsigned(int64_t(tm) * tn), 256, 0, a.stream>>>(
+      static_cast<const T*>(a.A), static_cast<const T*>(a.B), static_cast<const T*>(a.bias), static_cast<T*>(a.C),
+      a.M, a.N, a.K, a.alpha, a.beta, tm, tn);
+  PARALLM_LAUNCH_CHECK(PARALLM_MM_WHERE(a, "simt"));
+}
+
+template <typename T, bool TA, bool TB, bool AL>
+void launch_sm80_t(const Args& a) {
+  constexpr auto kern = mm::s80_kernel<T, TA, TB, AL>;
+  set_smem_once<kern>(mm::S80_SMEM, "sm80");
+  int tm = (a.M + mm::S80_BM - 1) / mm::S80_BM, tn = (a.N + mm::S80_BN - 1) / mm::S80_BN;
+  kern<<<unsigned(int64_t(tm) * tn), 256, mm::S80_SMEM, a.stream>>>(
+      static_cast<const T*>(a.A), static_cast<const T*>(a.B), static_cast<const T*>(a.bias), static_cast<T*>(a.C),
+      a.M, a.N, a.K, a.alpha, a.beta, tm, tn, a.pair_ok);
+  PARALLM_LAUNCH_CHECK(PARALLM_MM_WHERE(a, "sm80"));
+}
+
+template <typename T, bool TA, bool TB>
+void launch_sm90_t(const Args& a, const CUtensorMap& mA, const CUtensorMap& mB) {
+  constexpr auto kern = mm::s90_kernel<T, TA, TB>;
+  set_smem_once<kern>(mm::S90_SMEM, "sm90");
+  int tm = (a.M + mm::S90_BM - 1) / mm::S90_BM, tn = (a.N + mm::S90_BN - 1) / mm::S90_BN;
+  const int tiles = tm * tn;
+  const int persist = g_persist.load(std::memory_order_relaxed);
+  const int grid = persist == 0 ? tiles : std::min(tiles, device_sms());
+  kern<<<unsigned(grid), 384, mm::S90_SMEM, a.stream>>>(mA, mB, static_cast<const T*>(a.bias),
+                                                                    static_cast<T*>(a.C), a.M, a.N, a.K, a.alpha,
+                                                                    a.beta, tm, tn, a.pair_ok);
+  PARALLM_LAUNCH_CHECK(PARALLM_MM_WHERE(a, "sm90"));
+}
+
+template <typename T>
+void launch_gemv_t(const Args& a) {
+  unsigned blocks = unsigned((a.N + mm::GEMV_ROWS - 1) / mm::GEMV_ROWS);
+  mm::gemv_kernel<T><<<blocks, mm::GEMV_WARPS * 32, 0, a.stream>>>(
+      static_cast<const T*>(a.A), static_cast<const T*>(a.B), static_cast<const T*>(a.bias), static_cast<T*>(a.C),
+      a.M, a.N, a.K, a.alpha, a.beta, a.pair_ok);
+  PARALLM_LAUNCH_CHECK(PARALLM_MM_WHERE(a, "gemv"));
+}
+
+// Run-time transpose flags -> template instantiations.
+template <typename T>
+void launch_simt(const Args& a) {
+  if (a.transA) {
+    if (a.transB) launch_simt_t<T, true, true>(a); else launch_simt_t<T, true, false>(a);
+  } else {
+    if (a.transB) launch_simt_t<T, false, true>(a); else launch_simt_t<T, false, false>(a);
+  }
+}
+
+template <typename T, bool AL>
+void launch_sm80(const Args& a) {
+  if (a.transA) {
+    if (a.transB) launch_sm80_t<T, true, true, AL>(a); else launch_sm80_t<T, true, false, AL>(a);
+  } else {
+    if (a.transB) launch_sm80_t<T, false, true, AL>(a); else launch_sm80_t<T, false, false, AL>(a);
+  }
+}
+
+template <typename T>
+void launch_sm90(const Args& a, const CUtensorMap& mA, const CUtensorMap& mB) {
+  if (a.transA) {
+    if (a.transB) launch_sm90_t<T, true, true>(a, mA, mB); else launch_sm90_t<T, true, false>(a, mA, mB);
+  } else {
+    if (a.transB) launch_sm90_t<T, false, true>(a, mA, mB); else launch_sm90_t<T, false, false>(a, mA, mB);
+  }
+}
+
+template <typename T>
+int run16(const Args& a, int force) {
+  const int cc = device_cc();
+  if (force == kSimt || cc < 80) {
+    launch_simt<T>(a);
+    return kSimt;
+  }
+  const int lda = a.transA ? a.M : a.K, ldb = a.transB ? a.K : a.N;
+  const bool tiles16 = lda % 8 == 0 && ldb % 8 == 0 && aligned16(a.A) && aligned16(a.B);
+
+  const bool gemv_ok = a.M <= 16 && a.transB && !a.transA && a.K % 8 == 0 && aligned16(a.A) && aligned16(a.B);
+  if (gemv_ok && (force == kAuto || force == kGemv)) {
+    launch_gemv_t<T>(a);
+    return kGemv;
+  }
+  if (cc == 90 && tiles16 && force != kSm80) {
+    CUtensorMap mA, mB;
+    // A: K-major [M][K] in boxes of 128 rows x 64 k, or M-major [K][M] in 64 x 64 boxes (two per tile).
+    // B: K-major [N][K] in boxes of 256 rows x 64 k, or N-major [K][N] in 64 x 64 boxes (four per tile).
+    bool ok = a.transA ? make_tensor_map(&mA, a.dt, a.A, a.M, a.K, 64, 64)
+                       : make_tensor_map(&mA, a.dt, a.A, a.K, a.M, 64, mm::S90_BM);
+    ok = ok && (a.transB ? make_tensor_map(&mB, a.dt, a.B, a.K, a.N, 64, mm::S90_BN)
+                         : make_tensor_map(&mB, a.dt, a.B, a.N, a.K, 64, 64));
+    if (ok) {
+      launch_sm90<T>(a, mA, mB);
+      return kSm90;
+    }
+  }
+  if (tiles16) launch_sm80<T, true>(a); else launch_sm80<T, false>(a);
+  return kSm80;
+}
+
+}  // namespace
+
+void matmul_force_path(int path) { g_force.store(path, std::memory_order_relaxed); }
+int matmul_last_path() { return t_last_path; }
+void matmul_sm90_persistent(int mode) { g_persist.store(mode, std::memory_order_relaxed); }
+
+void matmul(cudaStream_t stream, DType dt, const void* A, const void* B, const void* bias, void* C, int64_t M,
+            int64_t N, int64_t K, bool transA, bool transB, float alpha, float beta) {
+  if (dt != DType::F32 && dt != DType::BF16 && dt != DType::F16)
+    fail("matmul: dtype ", dtype_name(dt), " is not supported (f32, bf16, f16)");
+  if (M < 0 || N < 0 || K < 0) fail("matmul: negative size M=", M, " N=", N, " K=", K);
+  constexpr int64_t kMax = INT32_MAX;
+  if (M > kMax || N > kMax || K > kMax)
+    fail("matmul: sizes M=", M, " N=", N, " K=", K, " exceed the 2^31-1 limit of the CUDA kernels");
+  if (M == 0 || N == 0) return;
+  if (!C) fail("matmul: C is null (M=", M, " N=", N, " K=", K, ")");
+  if (K > 0 && (!A || !B)) fail("matmul: A or B is null (M=", M, " N=", N, " K=", K, ")");
+  const int64_t tiles = ((M + 63) / 64) * ((N + 63) / 64);
+  if (tiles > kMax) fail("matmul: M=", M, " N=", N, " needs more blocks than one launch holds");
+
+  Args a{stream, dt, A, B, bias, C, int(M), int(N), int(K), transA, transB, alpha, beta, 0};
+  a.pair_ok = (N % 2 == 0) && (reinterpret_cast<uintptr_t>(C) % 4 == 0);
+  const int force = g_force.load(std::memory_order_relaxed);
+
+  if (dt == DType::F32 || K == 0) {
+    // K == 0: C = beta*C + bias, which the simt kernel does with an empty k loop (no TMA map of size 0).
+    switch (dt) {
+      case DType::F32: launch_simt<float>(a); break;
+      case DType::BF16: launch_simt<__nv_bfloat16>(a); break;
+      default: launch_simt<__half>(a); break;
+    }
+    t_last_path = kSimt;
+    return;
+  }
+  t_last_path = dt == DType::BF16 ? run16<__nv_bfloat16>(a, force) : run16<__half>(a, force);
+}
+
+}  // namespace parallm::cuda

@@ -1,0 +1,84 @@
+// Shared pieces of the matmul kernels: element conversions and the epilogue that applies
+// C = alpha*acc + beta*C + bias and rounds to the output type.
+#pragma once
+#include <cstdint>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+namespace parallm::cuda::mm {
+
+__device__ __forceinline__ float to_f32(float v) { return v; }
+__device__ __forceinline__ float to_f32(__nv_bfloat16 v) { return __bfloat162float(v); }
+__device__ __forceinline__ float to_f32(__half v) { return __half2float(v); }
+
+template <typename T> __device__ __forceinline__ T from_f32(float v);
+template <> __device__ __forceinline__ float from_f32<float>(float v) { return v; }
+template <> __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+template <> __device__ __forceinline__ __half from_f32<__half>(float v) { return __float2half_rn(v); }
+
+// Two adjacent 16-bit outputs as one 4-byte store (halves the store instructions of the epilogues).
+template <typename T> struct Pair2;
+template <> struct Pair2<__nv_bfloat16> {
+  using type = __nv_bfloat162;
+  __device__ static type make(float a, float b) { return __floats2bfloat162_rn(a, b); }
+  __device__ static float2 split(type v) { return __bfloat1622float2(v); }
+};
+template <> struct Pair2<__half> {
+  using type = __half2;
+  __device__ static type make(float a, float b) { return __floats2half2_rn(a, b); }
+  __device__ static float2 split(type v) { return __half22float2(v); }
+};
+
+// One output element. beta == 0 never reads C (it may hold garbage or NaN).
+template <typename T>
+__device__ __forceinline__ void store1(T* C, const T* bias, int64_t N, int64_t row, int64_t col, float v,
+                                       float alpha, float beta) {
+  float r = alpha * v;
+  T* c = C + row * N + col;
+  if (beta != 0.f) r += beta * to_f32(*c);
+  if (bias) r += to_f32(bias[col]);
+  *c = from_f32<T>(r);
+}
+
+// Outputs (row, col) and (row, col+1). pair_ok: N even and C 4-byte aligned, so with col even the
+// pair is one aligned 4-byte word.
+template <typename T>
+__device__ __forceinline__ void store2(T* C, const T* bias, int64_t M, int64_t N, int64_t row, int64_t col,
+                                       float v0, float v1, float alpha, float beta, bool pair_ok) {
+  if (row >= M || col >= N) return;
+  if constexpr (sizeof(T) == 2) {
+    if (pair_ok) {
+      using P = Pair2<T>;
+      typename P::type* c = reinterpret_cast<typename P::type*>(C + row * N + col);
+      float r0 = alpha * v0, r1 = alpha * v1;
+      if (beta != 0.f) {
+        float2 o = P::split(*c);
+        r0 += beta * o.x;
+        r1 += beta * o.y;
+      }
+      if (bias) {
+        r0 += to_f32(bias[col]);
+        r1 += to_f32(bias[col + 1]);
+      }
+      *c = P::make(r0, r1);
+      return;
+    }
+  }
+  store1(C, bias, N, row, col, v0, alpha, beta);
+  if (col + 1 < N) store1(C, bias, N, row, col + 1, v1, alpha, beta);
+}
+
+// Block index -> (tile_m, tile_n), walking GROUP tile-rows at a time so blocks running together share
+// A and B tiles in L2.
+template <int GROUP>
+__device__ __forceinline__ void tile_coords(int pid, int tiles_m, int tiles_n, int& tm, int& tn) {
+  int width = GROUP * tiles_n;
+  int g = pid / width;
+  int first = g * GROUP;
+  int gs = min(tiles_m - first, GROUP);
+  int r = pid - g * width;
+  tm = first + r % gs;
+  tn = r / gs;
+}
+
+}  // namespace parallm::cuda::mm

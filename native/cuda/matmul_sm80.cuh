@@ -1,0 +1,258 @@
+// Tensor-core matmul for sm_80+ (mma.sync m16n8k16 fed by ldmatrix) and the few-row GEMV path.
+// Shared memory keeps each operand in its global orientation: K-major tiles are read with ldmatrix,
+// M/N-major tiles with ldmatrix.trans, so all four transpose combinations need no transposing copy.
+#pragma once
+#include "matmul_common.cuh"
+
+namespace parallm::cuda::mm {
+
+template <typename T> struct MmaOp;
+template <> struct MmaOp<__nv_bfloat16> {
+  __device__ static void run(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+};
+template <> struct MmaOp<__half> {
+  __device__ static void run(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+};
+
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+__device__ __forceinline__ void ldsm_x4_t(uint32_t (&r)[4], uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+// 16-byte async copy; src_bytes == 0 writes zeros (tile edges) without reading.
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, int src_bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(src_bytes) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory"); }
+
+constexpr int S80_BM = 128, S80_BN = 128, S80_BK = 32, S80_STAGES = 3;
+constexpr int S80_KPAD = S80_BK + 8;   // K-major rows: 80 bytes, ldmatrix rows hit distinct banks
+constexpr int S80_MNPAD = S80_BM + 8;  // M/N-major rows: 272 bytes, likewise
+constexpr int S80_TILE_ELEMS = S80_BM * S80_KPAD > S80_BK * S80_MNPAD ? S80_BM * S80_KPAD : S80_BK * S80_MNPAD;
+constexpr size_t S80_SMEM = size_t(S80_STAGES) * 2 * S80_TILE_ELEMS * 2;
+
+// Fill one stage's tile of one operand. KMAJ: stored [rows][K] (rows = M or N); else stored [K][rows].
+// ALIGNED (leading dimension % 8 == 0, 16-byte base): 16-byte cp.async, each chunk wholly in or out.
+// Otherwise element loads with per-element bounds checks (slow, any layout).
+template <typename T, bool KMAJ, bool ALIGNED>
+__device__ __forceinline__ void s80_load_tile(T* dst, const T* __restrict__ src, int rows, int K, int r0, int k0) {
+  const int tid = threadIdx.x;
+#pragma unroll
+  for (int c = 0; c < 2; ++c) {
+    int chunk = tid + c * 256;
+    int r, k;
+    T* d;
+    const T* s;
+    bool inb;
+    int64_t ld = KMAJ ? K : rows;
+    if (KMAJ) {
+      int rr = chunk / 4, kc = (chunk % 4) * 8;
+      r = r0 + rr;
+      k = k0 + kc;
+      d = dst + rr * S80_KPAD + kc;
+      s = src + (int64_t)r * ld + k;
+      inb = r < rows && k < K;
+    } else {
+      int kk = chunk / 16, rc = (chunk % 16) * 8;
+      r = r0 + rc;
+      k = k0 + kk;
+      d = dst + kk * S80_MNPAD + rc;
+      s = src + (int64_t)k * ld + r;
+      inb = k < K && r < rows;
+    }
+    if (ALIGNED) {
+      cp_async16(smem_addr(d), inb ? s : src, inb ? 16 : 0);
+    } else {
+#pragma unroll
+      for (int e = 0; e < 8; ++e) {
+        bool ok = KMAJ ? (r < rows && k + e < K) : (k < K && r + e < rows);
+        d[e] = ok ? s[e] : from_f32<T>(0.f);
+      }
+    }
+  }
+}
+
+template <typename T, bool TA, bool TB, bool ALIGNED>
+__global__ void __launch_bounds__(256) s80_kernel(const T* __restrict__ A, const T* __restrict__ B,
+                                                  const T* __restrict__ bias, T* __restrict__ C, int M, int N,
+                                                  int K, float alpha, float beta, int tiles_m, int tiles_n,
+                                                  int pair_ok) {
+  extern __shared__ __align__(16) uint8_t s80_smem[];
+  T* sA = reinterpret_cast<T*>(s80_smem);
+  T* sB = sA + S80_STAGES * S80_TILE_ELEMS;
+  int tm, tn;
+  tile_coords<8>(blockIdx.x, tiles_m, tiles_n, tm, tn);
+  const int m0 = tm * S80_BM, n0 = tn * S80_BN;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int wm = warp / 4, wn = warp % 4;  // warp tile 64 (M) x 32 (N)
+  const int nk = (K + S80_BK - 1) / S80_BK;
+
+  float acc[4][4][4] = {};
+
+  auto load_stage = [&](int st, int kt) {
+    s80_load_tile<T, !TA, ALIGNED>(sA + st * S80_TILE_ELEMS, A, M, K, m0, kt * S80_BK);
+    s80_load_tile<T, TB, ALIGNED>(sB + st * S80_TILE_ELEMS, B, N, K, n0, kt * S80_BK);
+  };
+
+#pragma unroll
+  for (int s = 0; s < S80_STAGES - 1; ++s) {
+    if (s < nk) load_stage(s, s);
+    cp_async_commit();
+  }
+
+  for (int kt = 0; kt < nk; ++kt) {
+    cp_async_wait<S80_STAGES - 2>();
+    __syncthreads();  // stage kt landed for all threads; stage kt-1 is no longer read by anyone
+    {
+      int nt = kt + S80_STAGES - 1;
+      if (nt < nk) load_stage(nt % S80_STAGES, nt);
+      cp_async_commit();
+    }
+    const T* tA = sA + (kt % S80_STAGES) * S80_TILE_ELEMS;
+    const T* tB = sB + (kt % S80_STAGES) * S80_TILE_ELEMS;
+#pragma unroll
+    for (int kk = 0; kk < S80_BK; kk += 16) {
+      uint32_t af[4][4], bf[2][4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        int mb = wm * 64 + i * 16;
+        if (!TA) {
+          // matrices: (m 0-7,k 0-7), (m 8-15,k 0-7), (m 0-7,k 8-15), (m 8-15,k 8-15)
+          ldsm_x4(af[i], smem_addr(tA + (mb + lane % 16) * S80_KPAD + kk + (lane / 16) * 8));
+        } else {
+          int q = lane / 8, r = lane % 8;
+          ldsm_x4_t(af[i], smem_addr(tA + (kk + (q / 2) * 8 + r) * S80_MNPAD + mb + (q % 2) * 8));
+        }
+      }
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        int nb = wn * 32 + j * 16;
+        if (TB) {
+          // matrices: (n 0-7,k 0-7), (n 0-7,k 8-15), (n 8-15,k 0-7), (n 8-15,k 8-15)
+          ldsm_x4(bf[j], smem_addr(tB + (nb + lane % 8 + (lane / 16) * 8) * S80_KPAD + kk + ((lane / 8) % 2) * 8));
+        } else {
+          int q = lane / 8, r = lane % 8;
+          ldsm_x4_t(bf[j], smem_addr(tB + (kk + (q % 2) * 8 + r) * S80_MNPAD + nb + (q / 2) * 8));
+        }
+      }
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) MmaOp<T>::run(acc[i][j], af[i], bf[j / 2][(j % 2) * 2], bf[j / 2][(j % 2) * 2 + 1]);
+    }
+  }
+  cp_async_wait<0>();
+
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    int row = m0 + wm * 64 + i * 16 + lane / 4;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      int col = n0 + wn * 32 + j * 8 + (lane % 4) * 2;
+      store2(C, bias, M, N, row, col, acc[i][j][0], acc[i][j][1], alpha, beta, pair_ok);
+      store2(C, bias, M, N, row + 8, col, acc[i][j][2], acc[i][j][3], alpha, beta, pair_ok);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// GEMV for M <= 16 rows of X [M,K] against W [N,K] (transB): bandwidth-bound on W. Each W element is
+// read once, with 16-byte loads, and multiplied by all M rows on the tensor cores: X is the 16-row A
+// operand (rows >= M are zeros), 8 rows of W the B operand. A lane loads 8 consecutive k of its W row
+// and of its two X rows; inside a 32-wide k chunk the k order is permuted identically for A and B
+// (lane quad t holds k = 8t..8t+7), which a dot product does not see, so both loads stay 16 bytes.
+// Block: 8 warps on the same 16 W rows, each warp over its own contiguous K range; sums meet in smem.
+constexpr int GEMV_ROWS = 16, GEMV_WARPS = 8, GEMV_UNROLL = 4;
+
+__device__ __forceinline__ uint4 ld_stream16(const void* p) {
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
+}
+
+template <typename T>
+__global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(const T* __restrict__ X, const T* __restrict__ W,
+                                                               const T* __restrict__ bias, T* __restrict__ C, int M,
+                                                               int N, int K, float alpha, float beta, int pair_ok) {
+  __shared__ float red[GEMV_WARPS][2][4][32];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int g = lane / 4, t = lane % 4;
+  const int n0 = blockIdx.x * GEMV_ROWS;
+  const int nchunks = (K + 31) / 32;
+  const int per = (nchunks + GEMV_WARPS - 1) / GEMV_WARPS;
+  const int c_begin = warp * per, c_end = min(c_begin + per, nchunks);
+
+  const bool wv0 = n0 + g < N, wv1 = n0 + 8 + g < N, xv0 = g < M, xv1 = g + 8 < M;
+  const T* w0 = W + (int64_t)(wv0 ? n0 + g : 0) * K;
+  const T* w1 = W + (int64_t)(wv1 ? n0 + 8 + g : 0) * K;
+  const T* x0 = X + (int64_t)(xv0 ? g : 0) * K;
+  const T* x1 = X + (int64_t)(xv1 ? g + 8 : 0) * K;
+
+  float acc[2][4] = {};
+  const uint4 z = make_uint4(0, 0, 0, 0);
+  for (int c = c_begin; c < c_end; c += GEMV_UNROLL) {
+    uint4 wr[GEMV_UNROLL][2], xr[GEMV_UNROLL][2];
+#pragma unroll
+    for (int u = 0; u < GEMV_UNROLL; ++u) {
+      int k = (c + u) * 32 + 8 * t;
+      bool in = (c + u < c_end) && k < K;  // K % 8 == 0 here: a lane's 8 k are all in or all out
+      wr[u][0] = (in && wv0) ? ld_stream16(w0 + k) : z;
+      wr[u][1] = (in && wv1) ? ld_stream16(w1 + k) : z;
+      xr[u][0] = (in && xv0) ? __ldg(reinterpret_cast<const uint4*>(x0 + k)) : z;
+      xr[u][1] = (in && xv1) ? __ldg(reinterpret_cast<const uint4*>(x1 + k)) : z;
+    }
+#pragma unroll
+    for (int u = 0; u < GEMV_UNROLL; ++u) {
+      uint32_t a0[4] = {xr[u][0].x, xr[u][1].x, xr[u][0].y, xr[u][1].y};
+      uint32_t a1[4] = {xr[u][0].z, xr[u][1].z, xr[u][0].w, xr[u][1].w};
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        MmaOp<T>::run(acc[h], a0, wr[u][h].x, wr[u][h].y);
+        MmaOp<T>::run(acc[h], a1, wr[u][h].z, wr[u][h].w);
+      }
+    }
+  }
+#pragma unroll
+  for (int h = 0; h < 2; ++h)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) red[warp][h][i][lane] = acc[h][i];
+  __syncthreads();
+  if (threadIdx.x < 64) {
+    const int h = threadIdx.x / 32;
+    float s[4] = {};
+#pragma unroll
+    for (int w = 0; w < GEMV_WARPS; ++w)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) s[i] += red[w][h][i][lane];
+    // c0,c1: X row g, W rows (cols of C) n0 + 8h + 2t, +1; c2,c3: X row g + 8.
+    int col = n0 + 8 * h + 2 * t;
+    store2(C, bias, M, N, g, col, s[0], s[1], alpha, beta, pair_ok);
+    store2(C, bias, M, N, g + 8, col, s[2], s[3], alpha, beta, pair_ok);
+  }
+}
+
+}  // namespace parallm::cuda::mm

@@ -1,0 +1,183 @@
+// Hopper (sm_90a) matmul: TMA loads into a 4-stage shared-memory ring, one producer warpgroup and two
+// consumer warpgroups issuing wgmma m64n256k16 (block tile 128 x 256 x 64). Both operands use the
+// 128-byte swizzle the TMA writes, K-major or M/N-major as they lie in global memory; wgmma's
+// transpose bits take either, so no transposition pass is needed. Tile edges and the K tail come
+// from the TMA's zero fill. The host launches one block per SM and the blocks stride over the tiles, so
+// the producer fills the ring for the next tile while the consumers store the last one (1-6% over one
+// block per tile on an H100). Device code exists only in the sm_90a image; other targets get empty
+// bodies (the host launches this kernel only on compute capability 9.0).
+#pragma once
+#include <cuda.h>
+#include "matmul_common.cuh"
+#include "matmul_wgmma_op.cuh"
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define PARALLM_SM90A 1
+#endif
+
+namespace parallm::cuda::mm {
+
+constexpr int S90_BM = 128, S90_BN = 256, S90_BK = 64, S90_STAGES = 4;
+constexpr int S90_A_BYTES = S90_BM * S90_BK * 2, S90_B_BYTES = S90_BN * S90_BK * 2;
+constexpr int S90_STAGE_BYTES = S90_A_BYTES + S90_B_BYTES;
+constexpr int S90_BOX = 8192;  // one 64 x 64 box of 16-bit elements with 128-byte rows
+// Ring + room to align it to 1024 bytes (the swizzle atom) + the mbarriers.
+constexpr size_t S90_SMEM = size_t(S90_STAGES) * S90_STAGE_BYTES + 1024 + 2 * S90_STAGES * 8;
+
+#ifdef PARALLM_SM90A
+__device__ __forceinline__ uint32_t s90_smem(const void* p) { return static_cast<uint32_t>(__cvta_generic_to_shared(p)); }
+__device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(count));
+}
+__device__ __forceinline__ void mbar_expect_tx(uint32_t bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(bar) : "memory");
+}
+__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
+  uint32_t done;
+  do {
+    asm volatile(
+        "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(done)
+        : "r"(bar), "r"(parity)
+        : "memory");
+  } while (!done);
+}
+__device__ __forceinline__ void tma_load_2d(uint32_t dst, const CUtensorMap* map, uint32_t bar, int c0, int c1) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4}], [%2];" ::"r"(dst),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(bar), "r"(c0), "r"(c1)
+      : "memory");
+}
+// Shared-memory matrix descriptor, 128-byte swizzle. K-major: rows of 64 k, 8-row groups 1024 bytes
+// apart (SBO). M/N-major: rows of 64 m/n per k, 8-k groups 1024 apart (SBO), 64-wide m/n chunks LBO apart.
+__device__ __forceinline__ uint64_t s90_desc(uint32_t addr, uint32_t lbo, uint32_t sbo) {
+  return uint64_t((addr & 0x3FFFF) >> 4) | (uint64_t((lbo >> 4) & 0x3FFF) << 16) |
+         (uint64_t((sbo >> 4) & 0x3FFF) << 32) | (1ull << 62);
+}
+#endif
+
+template <typename T, bool TA, bool TB>
+__global__ void __launch_bounds__(384, 1)
+    s90_kernel(const __grid_constant__ CUtensorMap tmA, const __grid_constant__ CUtensorMap tmB,
+               const T* __restrict__ bias, T* __restrict__ C, int M, int N, int K, float alpha, float beta,
+               int tiles_m, int tiles_n, int pair_ok) {
+#ifdef PARALLM_SM90A
+  extern __shared__ uint8_t s90_raw[];
+  // Align in the shared address space (the swizzle pattern follows shared addresses).
+  const uint32_t raw_s = s90_smem(s90_raw);
+  uint8_t* ring = s90_raw + ((1024 - (raw_s & 1023)) & 1023);
+  uint64_t* full = reinterpret_cast<uint64_t*>(ring + S90_STAGES * S90_STAGE_BYTES);
+  uint64_t* empty = full + S90_STAGES;
+  const uint32_t ring_s = s90_smem(ring);
+
+  const int nk = (K + S90_BK - 1) / S90_BK;
+  const int wg = threadIdx.x / 128;
+  const int tiles = tiles_m * tiles_n;
+
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < S90_STAGES; ++s) {
+      mbar_init(s90_smem(&full[s]), 1);   // the producer's expect_tx arrival (+ the TMA bytes)
+      mbar_init(s90_smem(&empty[s]), 8);  // lane 0 of each of the 8 consumer warps
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+  }
+  __syncthreads();
+
+  // Blocks stride over the tiles (grid = tile count: one tile each; grid = SM count: persistent, and
+  // the producer then fills the ring for the next tile while the consumers store the last one).
+  if (wg == 0) {
+    // Producer: one thread issues every TMA; the warpgroup gives its registers to the consumers.
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 40;");
+    if (threadIdx.x == 0) {
+      int s = 0;
+      uint32_t ph = 0;
+      for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+        int tm, tn;
+        tile_coords<16>(tile, tiles_m, tiles_n, tm, tn);
+        const int m0 = tm * S90_BM, n0 = tn * S90_BN;
+        for (int kt = 0; kt < nk; ++kt) {
+          mbar_wait(s90_smem(&empty[s]), ph ^ 1);  // first lap passes at once (fresh barrier)
+          const uint32_t fb = s90_smem(&full[s]);
+          mbar_expect_tx(fb, S90_STAGE_BYTES);      // a box counts in full even where it is zero-filled
+          const uint32_t sa = ring_s + s * S90_STAGE_BYTES, sb = sa + S90_A_BYTES;
+          const int k0 = kt * S90_BK;
+          if (!TA) {
+            tma_load_2d(sa, &tmA, fb, k0, m0);
+          } else {
+            tma_load_2d(sa, &tmA, fb, m0, k0);
+            tma_load_2d(sa + S90_BOX, &tmA, fb, m0 + 64, k0);
+          }
+          if (TB) {
+            tma_load_2d(sb, &tmB, fb, k0, n0);
+          } else {
+#pragma unroll
+            for (int j = 0; j < 4; ++j) tma_load_2d(sb + j * S90_BOX, &tmB, fb, n0 + 64 * j, k0);
+          }
+          if (++s == S90_STAGES) { s = 0; ph ^= 1; }
+        }
+      }
+    }
+  } else {
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 232;");
+    const int cw = wg - 1;  // consumer cw owns rows [64 cw, 64 cw + 64) of the block tile
+    const int lane = threadIdx.x % 32;
+    int s = 0;
+    uint32_t ph = 0;
+    float acc[128];
+    for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+      int tm, tn;
+      tile_coords<16>(tile, tiles_m, tiles_n, tm, tn);
+      const int m0 = tm * S90_BM, n0 = tn * S90_BN;
+#pragma unroll
+      for (int i = 0; i < 128; ++i) acc[i] = 0.f;
+      int prev = 0;
+      for (int kt = 0; kt < nk; ++kt) {
+        mbar_wait(s90_smem(&full[s]), ph);
+        const uint32_t sa = ring_s + s * S90_STAGE_BYTES + cw * S90_BOX;
+        const uint32_t sb = ring_s + s * S90_STAGE_BYTES + S90_A_BYTES;
+#pragma unroll
+        for (int i = 0; i < 128; ++i) asm volatile("" : "+f"(acc[i])::"memory");  // order vs the fence
+        asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
+#pragma unroll
+        for (int kk = 0; kk < S90_BK / 16; ++kk) {
+          // k step of 16: 32 bytes along a K-major row, or 16 rows (2048 bytes) of an M/N-major box.
+          uint64_t da = TA ? s90_desc(sa + kk * 2048, S90_BOX, 1024) : s90_desc(sa + kk * 32, 16, 1024);
+          uint64_t db = TB ? s90_desc(sb + kk * 32, 16, 1024) : s90_desc(sb + kk * 2048, S90_BOX, 1024);
+          // imm-trans: 1 = M/N-major. A is M-major when transposed; B is N-major when NOT transposed
+          // (transB means B is stored [N][K], i.e. K-major).
+          Wgmma256<T, TA ? 1 : 0, TB ? 0 : 1>::run(acc, da, db);
+        }
+        asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
+        // Keep this stage's wgmmas in flight; the previous stage's are done, so hand its slot back.
+        asm volatile("wgmma.wait_group.sync.aligned 1;" ::: "memory");
+        if (kt > 0 && lane == 0) mbar_arrive(s90_smem(&empty[prev]));
+        prev = s;
+        if (++s == S90_STAGES) { s = 0; ph ^= 1; }
+      }
+      asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
+      // The wgmma writes land asynchronously: pin every accumulator after the wait so the compiler
+      // cannot hoist an epilogue read above it.
+#pragma unroll
+      for (int i = 0; i < 128; ++i) asm volatile("" : "+f"(acc[i])::"memory");
+      if (nk > 0 && lane == 0) mbar_arrive(s90_smem(&empty[prev]));  // last stage: the producer may go on
+
+      // Accumulator layout: warp w of the warpgroup holds rows 16w + lane/4 (+8); value 4j + 2h + c is
+      // column 8j + 2(lane%4) + c of row +8h.
+      const int w = (threadIdx.x % 128) / 32;
+      const int row = m0 + cw * 64 + w * 16 + lane / 4;
+      const int colb = n0 + 2 * (lane % 4);
+#pragma unroll
+      for (int j = 0; j < 32; ++j) {
+        store2(C, bias, M, N, row, colb + 8 * j, acc[4 * j], acc[4 * j + 1], alpha, beta, pair_ok);
+        store2(C, bias, M, N, row + 8, colb + 8 * j, acc[4 * j + 2], acc[4 * j + 3], alpha, beta, pair_ok);
+      }
+    }
+  }
+#endif
+}
+
+}  // namespace parallm::cuda::mm

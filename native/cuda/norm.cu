@@ -1,0 +1,201 @@
+// LayerNorm and RMSNorm over the last dimension (C) of a row-major [R, C] tensor.
+//
+// One row per group of threads: a block holds ty rows side by side (ty > 1 only for short rows, so a
+// block still has 4 warps), and each row's tx threads read it with 16-byte loads, keep up to kCached
+// loads each in registers, and write it back from there: one read and one write of the row through
+// device memory (kept as loaded, so bf16 costs half the registers of f32). Longer rows re-read the rest (from L2). Reductions use a fixed order, so the result
+// is the same on every run.
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "check.h"
+#include "kernels.h"
+
+namespace parallm::cuda {
+namespace {
+
+constexpr int kCached = 4;          // 16-byte loads per thread kept in registers
+constexpr int kMaxThreads = 512;     // per block; 128 registers a thread keep the cache out of local memory
+constexpr int64_t kMaxGrid = 1 << 20;  // more rows than this: blocks loop over them
+
+__device__ __forceinline__ float f32(float v) { return v; }
+__device__ __forceinline__ float f32(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <class T> __device__ __forceinline__ T from_f32(float v);
+template <> __device__ __forceinline__ float from_f32<float>(float v) { return v; }
+template <> __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+
+// N elements moved as one access (16 bytes when N * sizeof(T) == 16).
+template <class T, int N> struct alignas(sizeof(T) * N) Pack { T v[N]; };
+
+// Sum over the threadIdx.x of one row (threadIdx.y); every thread of the row gets the same value.
+__device__ __forceinline__ float row_sum(float v, float* sh) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);  // butterfly: all lanes equal
+  const int nw = blockDim.x >> 5;
+  if (nw == 1) return v;
+  float* row = sh + threadIdx.y * nw;
+  __syncthreads();  // the previous call's readers are done with sh
+  if ((threadIdx.x & 31) == 0) row[threadIdx.x >> 5] = v;
+  __syncthreads();
+  float t = 0.f;
+  for (int i = 0; i < nw; ++i) t += row[i];
+  return t;
+}
+
+// RMS: y = x * rstd * w.  Else: y = (x - mean) * rstd * gamma + beta (gamma/beta null: 1/0).
+template <class T, int N, bool RMS>
+__global__ void __launch_bounds__(kMaxThreads) norm_kernel(const T* __restrict__ x, const T* __restrict__ gamma,
+                                                    const T* __restrict__ beta, T* __restrict__ y,
+                                                    float* __restrict__ mean_out, float* __restrict__ rstd_out,
+                                                    int64_t R, int64_t C, float eps) {
+  __shared__ float sh[32];
+  using P = Pack<T, N>;
+  const int64_t nvec = C / N;  // N divides C (N == 1 otherwise)
+  const float inv_c = 1.f / float(C);
+  for (int64_t base = int64_t(blockIdx.x) * blockDim.y; base < R; base += int64_t(gridDim.x) * blockDim.y) {
+    const int64_t r = base + threadIdx.y;
+    const bool live = r < R;  // dead rows still join the reductions' barriers
+    const T* xr = x + (live ? r : 0) * C;
+    T* yr = y + (live ? r : 0) * C;
+
+    P cache[kCached];  // the row's packs as loaded (bf16 stays 2 bytes: half the registers)
+    float s = 0.f;
+#pragma unroll
+    for (int k = 0; k < kCached; ++k) {
+      const int64_t v = threadIdx.x + int64_t(k) * blockDim.x;
+      if (live && v < nvec) {
+        cache[k] = *reinterpret_cast<const P*>(xr + v * N);
+#pragma unroll
+        for (int j = 0; j < N; ++j) {
+          const float a = f32(cache[k].v[j]);
+          s += RMS ? a * a : a;
+        }
+      }
+    }
+    for (int64_t v = threadIdx.x + int64_t(kCached) * blockDim.x; live && v < nvec; v += blockDim.x) {
+      const P p = *reinterpret_cast<const P*>(xr + v * N);
+#pragma unroll
+      for (int j = 0; j < N; ++j) {
+        const float a = f32(p.v[j]);
+        s += RMS ? a * a : a;
+      }
+    }
+    s = row_sum(s, sh);
+
+    float mean = 0.f, rstd;
+    if (RMS) {
+      rstd = rsqrtf(s * inv_c + eps);
+    } else {
+      // Second pass over the centred values: no cancellation as with E[x^2] - mean^2.
+      mean = s * inv_c;
+      float q = 0.f;
+#pragma unroll
+      for (int k = 0; k < kCached; ++k) {
+        const int64_t v = threadIdx.x + int64_t(k) * blockDim.x;
+        if (live && v < nvec) {
+#pragma unroll
+          for (int j = 0; j < N; ++j) {
+            const float d = f32(cache[k].v[j]) - mean;
+            q += d * d;
+          }
+        }
+      }
+      for (int64_t v = threadIdx.x + int64_t(kCached) * blockDim.x; live && v < nvec; v += blockDim.x) {
+        const P p = *reinterpret_cast<const P*>(xr + v * N);
+#pragma unroll
+        for (int j = 0; j < N; ++j) {
+          const float d = f32(p.v[j]) - mean;
+          q += d * d;
+        }
+      }
+      q = row_sum(q, sh);
+      rstd = rsqrtf(q * inv_c + eps);
+    }
+    if (live && threadIdx.x == 0) {
+      if (mean_out) mean_out[r] = mean;
+      if (rstd_out) rstd_out[r] = rstd;
+    }
+    if (!live) continue;
+
+    auto emit = [&](int64_t v, const P& in) {
+      P g, b, o;
+      if (gamma) g = *reinterpret_cast<const P*>(gamma + v * N);
+      if (!RMS && beta) b = *reinterpret_cast<const P*>(beta + v * N);
+#pragma unroll
+      for (int j = 0; j < N; ++j) {
+        float t = (f32(in.v[j]) - mean) * rstd;
+        if (gamma) t *= f32(g.v[j]);
+        if (!RMS && beta) t += f32(b.v[j]);
+        o.v[j] = from_f32<T>(t);
+      }
+      *reinterpret_cast<P*>(yr + v * N) = o;
+    };
+#pragma unroll
+    for (int k = 0; k < kCached; ++k) {
+      const int64_t v = threadIdx.x + int64_t(k) * blockDim.x;
+      if (v < nvec) emit(v, cache[k]);
+    }
+    for (int64_t v = threadIdx.x + int64_t(kCached) * blockDim.x; v < nvec; v += blockDim.x)
+      emit(v, *reinterpret_cast<const P*>(xr + v * N));
+  }
+}
+
+bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
+
+void check_rows(const char* op, int64_t R, int64_t C) {
+  if (R < 0 || C < 0) fail(op, ": negative size R=", R, " C=", C);
+  if (C > 0 && R > INT64_MAX / C) fail(op, ": R*C overflows (R=", R, " C=", C, ")");
+}
+
+template <class T, int N, bool RMS>
+void launch_norm(cudaStream_t s, const char* op, const T* x, const T* g, const T* b, T* y, float* mean,
+                 float* rstd, int64_t R, int64_t C, float eps) {
+  const int64_t per_thread = int64_t(N) * kCached;
+  const int64_t want = (C + per_thread - 1) / per_thread;  // threads to keep the row in registers
+  const int tx = int(std::min<int64_t>(kMaxThreads, std::max<int64_t>(32, (want + 31) / 32 * 32)));
+  const int ty = std::max(1, 128 / tx);
+  const int64_t blocks = std::min<int64_t>((R + ty - 1) / ty, kMaxGrid);
+  norm_kernel<T, N, RMS><<<dim3(unsigned(blocks)), dim3(tx, ty), 0, s>>>(x, g, b, y, mean, rstd, R, C, eps);
+  PARALLM_LAUNCH_CHECK(op, ": launch failed (R=", R, " C=", C, ")");
+}
+
+template <class T, bool RMS>
+void dispatch_norm(cudaStream_t s, const char* op, const void* x, const void* g, const void* b, void* y,
+                   float* mean, float* rstd, int64_t R, int64_t C, float eps) {
+  constexpr int V = 16 / sizeof(T);
+  const bool vec = C % V == 0 && aligned16(x) && aligned16(y) && (!g || aligned16(g)) && (!b || aligned16(b));
+  auto* xt = static_cast<const T*>(x);
+  auto* gt = static_cast<const T*>(g);
+  auto* bt = static_cast<const T*>(b);
+  auto* yt = static_cast<T*>(y);
+  if (vec) launch_norm<T, V, RMS>(s, op, xt, gt, bt, yt, mean, rstd, R, C, eps);
+  else launch_norm<T, 1, RMS>(s, op, xt, gt, bt, yt, mean, rstd, R, C, eps);
+}
+
+template <bool RMS>
+void norm(cudaStream_t s, const char* op, DType dt, const void* x, const void* g, const void* b, void* y,
+          float* mean, float* rstd, int64_t R, int64_t C, float eps) {
+  check_rows(op, R, C);
+  if (R == 0 || C == 0) return;  // nothing to normalise (mean/rstd of an empty row are left alone)
+  if (!x || !y) fail(op, ": null input or output (R=", R, " C=", C, ")");
+  if (dt == DType::F32) dispatch_norm<float, RMS>(s, op, x, g, b, y, mean, rstd, R, C, eps);
+  else if (dt == DType::BF16) dispatch_norm<__nv_bfloat16, RMS>(s, op, x, g, b, y, mean, rstd, R, C, eps);
+  else fail(op, ": dtype ", dtype_name(dt), " not supported (f32, bf16) (R=", R, " C=", C, ")");
+}
+
+}  // namespace
+
+void layernorm(cudaStream_t s, DType dt, const void* x, const void* gamma, const void* beta, void* y, float* mean,
+               float* rstd, int64_t R, int64_t C, float eps) {
+  norm<false>(s, "layernorm", dt, x, gamma, beta, y, mean, rstd, R, C, eps);
+}
+
+void rmsnorm(cudaStream_t s, DType dt, const void* x, const void* w, void* y, float* rstd, int64_t R, int64_t C,
+             float eps) {
+  norm<true>(s, "rmsnorm", dt, x, w, nullptr, y, nullptr, rstd, R, C, eps);
+}
+
+}  // namespace parallm::cuda

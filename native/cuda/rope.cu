@@ -1,0 +1,79 @@
+// Rotary position embedding, in place, Hugging Face "rotate_half" layout, on the first rot_dim
+// elements of each head: for i < rot_dim/2, with f = theta^(-2i/rot_dim) and a = pos[r] * f,
+//   (x[i], x[i + rot_dim/2]) <- (x1 cos a - x2 sin a, x2 cos a + x1 sin a).
+//
+// A block takes a row (token) at a time: threadIdx.x runs over i, threadIdx.y over heads, so each
+// angle's sincos is computed once per token and reused by every head. The frequency is computed in
+// double and rounded to f32 (as a precomputed f32 inv_freq table would hold it), the angle in f32 as
+// Hugging Face does, the sine and cosine with the accurate sincosf.
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "check.h"
+#include "kernels.h"
+
+namespace parallm::cuda {
+namespace {
+
+constexpr int64_t kMaxBlocks = 1 << 16;
+
+__device__ __forceinline__ float f32(float v) { return v; }
+__device__ __forceinline__ float f32(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <class T> __device__ __forceinline__ T from_f32(float v);
+template <> __device__ __forceinline__ float from_f32<float>(float v) { return v; }
+template <> __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+
+template <class T>
+__global__ void rope_kernel(T* __restrict__ x, const int32_t* __restrict__ pos, int64_t R, int H, int D,
+                            int64_t tstride, int rot_dim, float theta) {
+  const int half = rot_dim / 2;
+  for (int64_t r = blockIdx.x; r < R; r += gridDim.x) {
+    const float p = float(pos[r]);
+    T* row = x + r * tstride;
+    for (int i = threadIdx.x; i < half; i += blockDim.x) {
+      const float f = float(pow(double(theta), -2.0 * i / rot_dim));
+      float sn, cs;
+      sincosf(p * f, &sn, &cs);
+      for (int h = threadIdx.y; h < H; h += blockDim.y) {
+        T* head = row + int64_t(h) * D;
+        const float x1 = f32(head[i]), x2 = f32(head[i + half]);
+        head[i] = from_f32<T>(x1 * cs - x2 * sn);
+        head[i + half] = from_f32<T>(x2 * cs + x1 * sn);
+      }
+    }
+  }
+}
+
+template <class T>
+void rope_t(cudaStream_t s, void* x, const int32_t* pos, int64_t R, int H, int D, int64_t tstride, int rot_dim,
+            float theta) {
+  const int half = rot_dim / 2;
+  const int tx = std::min(128, (half + 31) / 32 * 32);
+  const int ty = std::max(1, std::min(H, 256 / tx));
+  const unsigned blocks = unsigned(std::min<int64_t>(R, kMaxBlocks));
+  rope_kernel<T><<<blocks, dim3(tx, ty), 0, s>>>(static_cast<T*>(x), pos, R, H, D, tstride, rot_dim, theta);
+}
+
+}  // namespace
+
+void rope(cudaStream_t s, DType dt, void* x, const int32_t* pos, int64_t R, int H, int D, int64_t tstride,
+          int rot_dim, float theta) {
+  if (R < 0 || H < 0 || D < 0 || tstride < 0)
+    fail("rope: negative size R=", R, " H=", H, " D=", D, " tstride=", tstride);
+  if (R == 0 || H == 0 || rot_dim == 0) return;
+  if (rot_dim < 0 || rot_dim % 2 != 0 || rot_dim > D)
+    fail("rope: rot_dim=", rot_dim, " must be even and in [0, D=", D, "]");
+  if (R > 1 && tstride < int64_t(H) * D) fail("rope: tstride=", tstride, " < H*D=", int64_t(H) * D, " (R=", R, ")");
+  if (R > INT64_MAX / std::max<int64_t>(tstride, int64_t(H) * D))
+    fail("rope: R*tstride overflows (R=", R, " tstride=", tstride, ")");
+  if (!(theta > 0.f)) fail("rope: theta=", theta, " must be positive");
+  if (dt == DType::F32) rope_t<float>(s, x, pos, R, H, D, tstride, rot_dim, theta);
+  else if (dt == DType::BF16) rope_t<__nv_bfloat16>(s, x, pos, R, H, D, tstride, rot_dim, theta);
+  else fail("rope: dtype ", dtype_name(dt), " not supported (f32, bf16) (R=", R, " H=", H, " D=", D, ")");
+  PARALLM_LAUNCH_CHECK("rope: launch failed (R=", R, " H=", H, " D=", D, " rot_dim=", rot_dim, ")");
+}
+
+}  // namespace parallm::cuda
