@@ -183,8 +183,10 @@ __global__ void __launch_bounds__(256) s80_kernel(const T* __restrict__ A, const
 // operand (rows >= M are zeros), 8 rows of W the B operand. A lane loads 8 consecutive k of its W row
 // and of its two X rows; inside a 32-wide k chunk the k order is permuted identically for A and B
 // (lane quad t holds k = 8t..8t+7), which a dot product does not see, so both loads stay 16 bytes.
-// Block: 8 warps on the same 16 W rows, each warp over its own contiguous K range; sums meet in smem.
-constexpr int GEMV_ROWS = 16, GEMV_WARPS = 8, GEMV_UNROLL = 4;
+// Block: 8 warps on the same 8*HN W rows, each warp over its own contiguous K range; sums meet in smem.
+// HN = 1 (8 rows a block) gives twice as many blocks as HN = 2, so the last wave's imbalance across
+// SMs is half as large; UNROLL chunks of 32 k are loaded before the first multiply.
+constexpr int GEMV_WARPS = 8;
 
 __device__ __forceinline__ uint4 ld_stream16(const void* p) {
   uint4 v;
@@ -194,54 +196,59 @@ __device__ __forceinline__ uint4 ld_stream16(const void* p) {
   return v;
 }
 
-template <typename T>
+template <typename T, int HN, int UNROLL>
 __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(const T* __restrict__ X, const T* __restrict__ W,
                                                                const T* __restrict__ bias, T* __restrict__ C, int M,
                                                                int N, int K, float alpha, float beta, int pair_ok) {
-  __shared__ float red[GEMV_WARPS][2][4][32];
+  __shared__ float red[GEMV_WARPS][HN][4][32];
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int g = lane / 4, t = lane % 4;
-  const int n0 = blockIdx.x * GEMV_ROWS;
+  const int n0 = blockIdx.x * 8 * HN;
   const int nchunks = (K + 31) / 32;
   const int per = (nchunks + GEMV_WARPS - 1) / GEMV_WARPS;
   const int c_begin = warp * per, c_end = min(c_begin + per, nchunks);
 
-  const bool wv0 = n0 + g < N, wv1 = n0 + 8 + g < N, xv0 = g < M, xv1 = g + 8 < M;
-  const T* w0 = W + (int64_t)(wv0 ? n0 + g : 0) * K;
-  const T* w1 = W + (int64_t)(wv1 ? n0 + 8 + g : 0) * K;
+  bool wv[HN];
+  const T* wp[HN];
+#pragma unroll
+  for (int h = 0; h < HN; ++h) {
+    wv[h] = n0 + 8 * h + g < N;
+    wp[h] = W + (int64_t)(wv[h] ? n0 + 8 * h + g : 0) * K;
+  }
+  const bool xv0 = g < M, xv1 = g + 8 < M;
   const T* x0 = X + (int64_t)(xv0 ? g : 0) * K;
   const T* x1 = X + (int64_t)(xv1 ? g + 8 : 0) * K;
 
-  float acc[2][4] = {};
+  float acc[HN][4] = {};
   const uint4 z = make_uint4(0, 0, 0, 0);
-  for (int c = c_begin; c < c_end; c += GEMV_UNROLL) {
-    uint4 wr[GEMV_UNROLL][2], xr[GEMV_UNROLL][2];
+  for (int c = c_begin; c < c_end; c += UNROLL) {
+    uint4 wr[UNROLL][HN], xr[UNROLL][2];
 #pragma unroll
-    for (int u = 0; u < GEMV_UNROLL; ++u) {
+    for (int u = 0; u < UNROLL; ++u) {
       int k = (c + u) * 32 + 8 * t;
       bool in = (c + u < c_end) && k < K;  // K % 8 == 0 here: a lane's 8 k are all in or all out
-      wr[u][0] = (in && wv0) ? ld_stream16(w0 + k) : z;
-      wr[u][1] = (in && wv1) ? ld_stream16(w1 + k) : z;
+#pragma unroll
+      for (int h = 0; h < HN; ++h) wr[u][h] = (in && wv[h]) ? ld_stream16(wp[h] + k) : z;
       xr[u][0] = (in && xv0) ? __ldg(reinterpret_cast<const uint4*>(x0 + k)) : z;
       xr[u][1] = (in && xv1) ? __ldg(reinterpret_cast<const uint4*>(x1 + k)) : z;
     }
 #pragma unroll
-    for (int u = 0; u < GEMV_UNROLL; ++u) {
+    for (int u = 0; u < UNROLL; ++u) {
       uint32_t a0[4] = {xr[u][0].x, xr[u][1].x, xr[u][0].y, xr[u][1].y};
       uint32_t a1[4] = {xr[u][0].z, xr[u][1].z, xr[u][0].w, xr[u][1].w};
 #pragma unroll
-      for (int h = 0; h < 2; ++h) {
+      for (int h = 0; h < HN; ++h) {
         MmaOp<T>::run(acc[h], a0, wr[u][h].x, wr[u][h].y);
         MmaOp<T>::run(acc[h], a1, wr[u][h].z, wr[u][h].w);
       }
     }
   }
 #pragma unroll
-  for (int h = 0; h < 2; ++h)
+  for (int h = 0; h < HN; ++h)
 #pragma unroll
     for (int i = 0; i < 4; ++i) red[warp][h][i][lane] = acc[h][i];
   __syncthreads();
-  if (threadIdx.x < 64) {
+  if (threadIdx.x < 32 * HN) {
     const int h = threadIdx.x / 32;
     float s[4] = {};
 #pragma unroll
