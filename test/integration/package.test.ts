@@ -19,10 +19,11 @@ beforeAll(() => {
   // The prebuilt binary (prebuildify driving cmake-js; incremental after npm install built it).
   execFileSync('npm', ['run', 'prebuild'], { cwd: root, stdio: 'inherit' });
   const tgz = execFileSync('npm', ['pack', '--pack-destination', work], { cwd: root, encoding: 'utf8' }).trim().split('\n').pop()!;
-  // A PATH with node and npm only.
+  // A PATH with node and npm only (and sh, through which npm runs install scripts).
   const bin = path.join(work, 'bin');
   mkdirSync(bin);
   symlinkSync(process.execPath, path.join(bin, 'node'));
+  symlinkSync('/bin/sh', path.join(bin, 'sh'));
   const npmCli = path.join(path.dirname(path.dirname(process.execPath)), 'lib/node_modules/npm/bin');
   const npmDir = existsSync(npmCli) ? npmCli : path.dirname(which('npm'));
   writeFileSync(path.join(bin, 'npm'), `#!/bin/sh\nexec "${process.execPath}" "${path.join(npmDir, 'npm-cli.js')}" "$@"\n`, { mode: 0o755 });
@@ -43,8 +44,8 @@ describe('the packed package', () => {
     const pkgDir = path.join(work, 'app/node_modules/parallm');
     expect(readdirSync(path.join(pkgDir, 'prebuilds'))).toContain(`${process.platform}-${process.arch}`);
     expect(existsSync(path.join(pkgDir, 'build'))).toBe(false);
-    for (const tool of ['cc', 'g++', 'cmake', 'nvcc'])
-      expect(() => execFileSync('sh', ['-c', `command -v ${tool}`], { env })).toThrow();
+    for (const tool of ['cc', 'gcc', 'g++', 'make', 'cmake', 'nvcc', 'python3'])
+      expect(() => execFileSync(path.join(work, 'bin/sh'), ['-c', `command -v ${tool}`], { env }), tool).toThrow();
   });
 
   it('npx parallm devices works from the prebuilt binary', () => {
