@@ -601,10 +601,10 @@ Napi::Value OpKvWrite(const Napi::CallbackInfo& info) {
     void* pd = c.use(Dst, "dst", (B - 1) * dB + (maxLen - 1) * dT + W, dt);
     const void* ps = c.use(Src, "src", (B - 1) * sB + (T - 1) * sT + W, dt);
     const int32_t* pp = static_cast<const int32_t*>(c.use(P, "pos", B, DType::I32));
-    // Positions live on the device (graphs replay with new ones), so the kernel cannot be checked here
-    // against maxLen; the TS cache checks positions it hands out.
-    c.run([=](const cpu::Ctx& x) { cpu::kv_write(x, dt, ps, pd, pp, B, T, W, sB, sT, dB, dT); },
-          CUDA_CALL(cuda::kv_write(s, dt, ps, pd, pp, B, T, W, sB, sT, dB, dT)));
+    // Positions live on the device (graphs replay with new ones): the kernels skip a sequence whose
+    // rows would fall outside the cache.
+    c.run([=](const cpu::Ctx& x) { cpu::kv_write(x, dt, ps, pd, pp, B, T, W, sB, sT, dB, dT, maxLen); },
+          CUDA_CALL(cuda::kv_write(s, dt, ps, pd, pp, B, T, W, sB, sT, dB, dT, maxLen)));
     return info.Env().Undefined();
   });
 }

@@ -35,10 +35,12 @@ void attention_decode(PARALLM_KCTX ctx, DType dt, const void* q, const void* k, 
                       const int32_t* lens, void* out, int B, int Hq, int Hkv, int D, int64_t q_bstride,
                       int64_t kv_bstride, int64_t kv_tstride, int max_len, float scale);
 
-// Write T new rows per sequence into a cache at positions pos[b] (int32[B], device):
+// Write T new rows per sequence into a cache of max_len rows at positions pos[b] (int32[B], device):
 // dst[b*dst_bstride + (pos[b]+t)*dst_tstride + w] = src[b*src_bstride + t*src_tstride + w], w < W.
+// A sequence whose rows would fall outside [0, max_len) writes nothing (positions live on the device,
+// so they cannot be checked before the launch; a wrong one must not write past the cache).
 void kv_write(PARALLM_KCTX ctx, DType dt, const void* src, void* dst, const int32_t* pos, int B, int T, int64_t W,
-              int64_t src_bstride, int64_t src_tstride, int64_t dst_bstride, int64_t dst_tstride);
+              int64_t src_bstride, int64_t src_tstride, int64_t dst_bstride, int64_t dst_tstride, int64_t max_len);
 
 // y = (x - mean) * rstd * gamma + beta per row of C; mean/rstd (f32[R]) written when non-null.
 void layernorm(PARALLM_KCTX ctx, DType dt, const void* x, const void* gamma, const void* beta, void* y,

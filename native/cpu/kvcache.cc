@@ -7,7 +7,7 @@
 namespace parallm::cpu {
 
 void kv_write(const Ctx& ctx, DType dt, const void* src, void* dst, const int32_t* pos, int B, int T, int64_t W,
-              int64_t src_bstride, int64_t src_tstride, int64_t dst_bstride, int64_t dst_tstride) {
+              int64_t src_bstride, int64_t src_tstride, int64_t dst_bstride, int64_t dst_tstride, int64_t max_len) {
   if (B < 0 || T < 0 || W < 0 || src_bstride < 0 || src_tstride < 0 || dst_bstride < 0 || dst_tstride < 0)
     fail("kv_write: negative size B=", B, " T=", T, " W=", W, " src strides=", src_bstride, ",", src_tstride,
          " dst strides=", dst_bstride, ",", dst_tstride);
@@ -15,8 +15,6 @@ void kv_write(const Ctx& ctx, DType dt, const void* src, void* dst, const int32_
   if (dt != DType::F32 && dt != DType::BF16)
     fail("kv_write: dtype ", dtype_name(dt), " is not supported (B=", B, " T=", T, " W=", W, ")");
   if (!src || !dst || !pos) fail("kv_write: null pointer (B=", B, " T=", T, " W=", W, ")");
-  for (int b = 0; b < B; b++)
-    if (pos[b] < 0) fail("kv_write: pos[", b, "]=", pos[b], " is negative (B=", B, " T=", T, ")");
   const size_t es = dtype_size(dt), row = size_t(W) * es;
   const char* s = static_cast<const char*>(src);
   char* d = static_cast<char*>(dst);
@@ -24,6 +22,7 @@ void kv_write(const Ctx& ctx, DType dt, const void* src, void* dst, const int32_
   parallel_rows(ctx, rows, rows * W / 4, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; i++) {
       const int64_t b = i / T, t = i % T;
+      if (pos[b] < 0 || int64_t(pos[b]) + T > max_len) continue;  // outside the cache: write nothing
       std::memcpy(d + (b * dst_bstride + (pos[b] + t) * dst_tstride) * es, s + (b * src_bstride + t * src_tstride) * es,
                   row);
     }

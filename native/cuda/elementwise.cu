@@ -10,6 +10,7 @@
 #include <cstdint>
 
 #include "check.h"
+#include "common.cuh"
 #include "kernels.h"
 
 namespace parallm::cuda {
@@ -18,19 +19,6 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int64_t kMaxBlocks = 1 << 16;  // grid-stride beyond this
 constexpr int64_t kMaxBlocksY = 65535;
-
-__device__ __forceinline__ float f32(float v) { return v; }
-__device__ __forceinline__ float f32(__nv_bfloat16 v) { return __bfloat162float(v); }
-__device__ __forceinline__ float f32(__half v) { return __half2float(v); }
-template <class T> __device__ __forceinline__ T from_f32(float v);
-template <> __device__ __forceinline__ float from_f32<float>(float v) { return v; }
-template <> __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
-template <> __device__ __forceinline__ __half from_f32<__half>(float v) { return __float2half_rn(v); }
-
-template <class T, int N> struct alignas(sizeof(T) * N) Pack { T v[N]; };
-
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
-int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // y[r, c] = a[r, c] + b[c] over rows of `period` elements (rows == 1: plain same-shape add).
 // x covers the row in N-element packs, y covers rows; both loops stride, so any size fits the grid.

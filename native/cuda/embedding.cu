@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "check.h"
+#include "common.cuh"
 #include "kernels.h"
 
 namespace parallm::cuda {
@@ -16,8 +17,6 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int64_t kMaxBlocks = 1 << 16;
 constexpr int64_t kMaxBlocksY = 65535;
-
-int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // W is the access word (16 bytes, or the element itself); row holds `words` of them.
 template <class W>

@@ -12,6 +12,7 @@
 #include <cstdint>
 
 #include "check.h"
+#include "common.cuh"
 #include "kernels.h"
 
 namespace parallm::cuda {
@@ -20,15 +21,6 @@ namespace {
 constexpr int kCached = 4;          // 16-byte loads per thread kept in registers
 constexpr int kMaxThreads = 512;     // per block; 128 registers a thread keep the cache out of local memory
 constexpr int64_t kMaxGrid = 1 << 20;  // more rows than this: blocks loop over them
-
-__device__ __forceinline__ float f32(float v) { return v; }
-__device__ __forceinline__ float f32(__nv_bfloat16 v) { return __bfloat162float(v); }
-template <class T> __device__ __forceinline__ T from_f32(float v);
-template <> __device__ __forceinline__ float from_f32<float>(float v) { return v; }
-template <> __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
-
-// N elements moved as one access (16 bytes when N * sizeof(T) == 16).
-template <class T, int N> struct alignas(sizeof(T) * N) Pack { T v[N]; };
 
 // Sum over the threadIdx.x of one row (threadIdx.y); every thread of the row gets the same value.
 __device__ __forceinline__ float row_sum(float v, float* sh) {
@@ -142,8 +134,6 @@ __global__ void __launch_bounds__(kMaxThreads) norm_kernel(const T* __restrict__
       emit(v, *reinterpret_cast<const P*>(xr + v * N));
   }
 }
-
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 
 void check_rows(const char* op, int64_t R, int64_t C) {
   if (R < 0 || C < 0) fail(op, ": negative size R=", R, " C=", C);

@@ -13,18 +13,13 @@
 #include <cstdint>
 
 #include "check.h"
+#include "common.cuh"
 #include "kernels.h"
 
 namespace parallm::cuda {
 namespace {
 
 constexpr int64_t kMaxBlocks = 1 << 16;
-
-__device__ __forceinline__ float f32(float v) { return v; }
-__device__ __forceinline__ float f32(__nv_bfloat16 v) { return __bfloat162float(v); }
-template <class T> __device__ __forceinline__ T from_f32(float v);
-template <> __device__ __forceinline__ float from_f32<float>(float v) { return v; }
-template <> __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
 
 template <class T>
 __global__ void rope_kernel(T* __restrict__ x, const int32_t* __restrict__ pos, int64_t R, int H, int D,

@@ -27,6 +27,7 @@
 
 #include "../core/rng.h"
 #include "check.h"
+#include "common.cuh"
 #include "kernels.h"
 
 namespace parallm::cuda {
@@ -36,9 +37,6 @@ constexpr int kThreads = 1024;
 constexpr int kWarps = kThreads / 32;
 constexpr int kItems = 8;  // consecutive tokens per thread in the index-ordered walk
 constexpr int64_t kMaxBlocks = 1 << 16;
-
-__device__ __forceinline__ float f32(float v) { return v; }
-__device__ __forceinline__ float f32(__nv_bfloat16 v) { return __bfloat162float(v); }
 
 // Order-preserving map of non-NaN floats to unsigned keys, and back.
 __device__ __forceinline__ uint32_t key_of(float f) {

@@ -11,6 +11,7 @@
 #include <cstdint>
 
 #include "check.h"
+#include "common.cuh"
 #include "kernels.h"
 
 namespace parallm::cuda {
@@ -19,14 +20,6 @@ namespace {
 constexpr int kCached = 4;
 constexpr int kMaxThreads = 512;
 constexpr int64_t kMaxGrid = 1 << 20;
-
-__device__ __forceinline__ float f32(float v) { return v; }
-__device__ __forceinline__ float f32(__nv_bfloat16 v) { return __bfloat162float(v); }
-template <class T> __device__ __forceinline__ T from_f32(float v);
-template <> __device__ __forceinline__ float from_f32<float>(float v) { return v; }
-template <> __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
-
-template <class T, int N> struct alignas(sizeof(T) * N) Pack { T v[N]; };
 
 // Combine over the threadIdx.x of one row; all threads of the row get the same result.
 template <class V, class Op>
@@ -174,8 +167,6 @@ __global__ void __launch_bounds__(kMaxThreads) argmax_kernel(const T* __restrict
     if (live && threadIdx.x == 0) out[r] = b.i == INT32_MAX ? 0 : b.i;
   }
 }
-
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 
 void check_rows(const char* op, int64_t R, int64_t C) {
   if (R < 0 || C < 0) fail(op, ": negative size R=", R, " C=", C);

@@ -123,12 +123,16 @@ function kvWrite(B: number, T: number, W: number, maxLen: number): KernelCase {
       const dst = randT([B, maxLen, W], dt, device, seed);
       const src = randT([B, T, W], dt, device, seed + 1);
       const posv = Array.from({ length: B }, (_, b) => (b * 7 + seed) % (maxLen - T + 1));
+      // Positions that would write outside the cache: that sequence writes nothing.
+      if (B > 1) posv[B - 1] = maxLen - T + 1;
+      if (B > 2) posv[0] = -1;
       const pos = Tensor.from(posv, [B], { dtype: 'i32', device });
       ops.kvWrite(dst.t, src.t, pos, { batch: B, tokens: T, width: W, maxLen });
       const r = Float64Array.from(dst.v);
       for (let b = 0; b < B; b++)
-        for (let t = 0; t < T; t++)
-          for (let w = 0; w < W; w++) r[(b * maxLen + posv[b]! + t) * W + w] = src.v[(b * T + t) * W + w]!;
+        if (posv[b]! >= 0 && posv[b]! + T <= maxLen)
+          for (let t = 0; t < T; t++)
+            for (let w = 0; w < W; w++) r[(b * maxLen + posv[b]! + t) * W + w] = src.v[(b * T + t) * W + w]!;
       const res = { out: dst.t.toArray(), ref: r };
       [dst.t, src.t, pos].forEach((t) => t.dispose());
       return res;
@@ -343,6 +347,7 @@ export const KERNEL_CASES: KernelCase[] = [
   decode([100], 129, 4, 4, 128),
   kvWrite(1, 1, 1, 1),
   kvWrite(3, 4, 33, 9),
+  kvWrite(4, 2, 128, 16),
   layernorm(1, 1),
   layernorm(3, 7),
   layernorm(9, 768),
