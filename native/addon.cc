@@ -826,6 +826,23 @@ Napi::Value OpSample(const Napi::CallbackInfo& info) {
   });
 }
 
+// fillUniform(out, n, seedHi, seedLo, low, high)
+Napi::Value OpFillUniform(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    OpCall c("fillUniform");
+    NativeTensor* O = tensor_arg(info, 0, c.op, "out");
+    int64_t n = get_i64(info, 1, "n");
+    uint64_t seed = (uint64_t(uint32_t(get_i64(info, 2, "seed high"))) << 32) | uint32_t(get_i64(info, 3, "seed low"));
+    float low = float(get_f64(info, 4, "low")), high = float(get_f64(info, 5, "high"));
+    DType dt = O->dtype;
+    if (!is_float(dt)) fail("fillUniform: dtype must be f32, bf16 or f16, got ", dtype_name(dt));
+    void* po = c.use(O, "out", n, dt);
+    c.run([=](const cpu::Ctx& x) { cpu::fill_uniform(x, dt, po, n, seed, low, high); },
+          CUDA_CALL(cuda::fill_uniform(s, dt, po, n, seed, low, high)));
+    return info.Env().Undefined();
+  });
+}
+
 }  // namespace
 
 Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
@@ -868,6 +885,7 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   fn("softmax", OpSoftmax);
   fn("argmax", OpArgmax);
   fn("sample", OpSample);
+  fn("fillUniform", OpFillUniform);
   return exports;
 }
 

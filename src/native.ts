@@ -91,6 +91,7 @@ export interface NativeBinding {
   cast(y: T, x: T, n: number): void;
   softmax(y: T, x: T, R: number, C: number, scale: number): void;
   argmax(out: T, x: T, R: number, C: number): void;
+  fillUniform(out: T, n: number, seedHi: number, seedLo: number, low: number, high: number): void;
   sample(out: T, logits: T, offsets: OptT, R: number, V: number, temperature: number, topK: number, topP: number, seedHi: number, seedLo: number): void;
 }
 

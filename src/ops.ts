@@ -416,4 +416,17 @@ export function sample(logits: Tensor, o: SampleOptions = {}): Tensor {
   return y;
 }
 
+/** Fill `t` in place with uniform values in [low, high) drawn on its device; the same seed gives the
+ * same values on any device. */
+export function fillUniform(t: Tensor, o: { seed?: number; low?: number; high?: number } = {}): Tensor {
+  const op = 'fillUniform';
+  sameDevice(op, { t });
+  sameDType(op, { t }, MATMUL_FLOATS);
+  const { seed = 0, low = -1, high = 1 } = o;
+  if (!Number.isSafeInteger(seed) || seed < 0) throw new Error(`${op}: seed must be an integer in [0, 2^53), got ${seed}`);
+  if (!(high >= low)) throw new Error(`${op}: high (${high}) < low (${low})`);
+  native.fillUniform(t.native, t.numel, Math.floor(seed / 2 ** 32), seed % 2 ** 32, low, high);
+  return t;
+}
+
 export { numelOf };

@@ -93,3 +93,7 @@ void argmax(PARALLM_KCTX ctx, DType dt, const void* x, int32_t* out, int64_t R, 
 //   (the last kept token if rounding leaves none).
 void sample(PARALLM_KCTX ctx, DType dt, const void* logits, int32_t* out, int64_t R, int64_t V,
             float temperature, int top_k, float top_p, uint64_t seed, const int32_t* offsets);
+
+// out[i] = low + (high - low) * uniform01(seed, 0, i) for i < n (native/core/rng.h): the same values on
+// either backend, filled on the device (random-init presets of billions of weights never cross PCIe).
+void fill_uniform(PARALLM_KCTX ctx, DType dt, void* out, int64_t n, uint64_t seed, float low, float high);

@@ -91,3 +91,20 @@ describe('tensors on the CPU', () => {
     expect(t.toString()).toContain('disposed');
   });
 });
+
+describe('fillUniform', () => {
+  it('fills reproducibly within [low, high), constants when low == high', async () => {
+    const { ops } = await import('../../src/index.js');
+    const a = ops.fillUniform(Tensor.empty([10001], { device: 'cpu:0' }), { seed: 3, low: -2, high: 5 }).toArray();
+    const b = ops.fillUniform(Tensor.empty([10001], { device: 'cpu:0' }), { seed: 3, low: -2, high: 5 }).toArray();
+    expect(Array.from(a)).toEqual(Array.from(b));
+    let mean = 0;
+    for (const v of a) {
+      expect(v >= -2 && v < 5).toBe(true);
+      mean += v / a.length;
+    }
+    expect(Math.abs(mean - 1.5)).toBeLessThan(0.1);
+    const c = ops.fillUniform(Tensor.empty([5], { dtype: 'bf16', device: 'cpu:0' }), { low: 1, high: 1 }).toArray();
+    expect(Array.from(c)).toEqual([1, 1, 1, 1, 1]);
+  });
+});

@@ -1,0 +1,428 @@
+// Safetensors files: an 8-byte little-endian header length, a JSON header (name -> dtype, shape,
+// data_offsets relative to the data section), then the raw little-endian tensor bytes. Files are read
+// through a file descriptor, one tensor at a time, so a checkpoint never has to fit in memory at once.
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { f16ToF32 } from '../dtype.js';
+
+export type StDType =
+  | 'F64' | 'F32' | 'F16' | 'BF16'
+  | 'I64' | 'I32' | 'I16' | 'I8'
+  | 'U64' | 'U32' | 'U16' | 'U8'
+  | 'BOOL' | 'F8_E4M3' | 'F8_E5M2';
+
+/** Bytes per element of each dtype the format names (sub-byte types such as F4 are not supported). */
+export const ST_DTYPE_SIZE: Readonly<Record<StDType, number>> = {
+  F64: 8, F32: 4, F16: 2, BF16: 2,
+  I64: 8, I32: 4, I16: 2, I8: 1,
+  U64: 8, U32: 4, U16: 2, U8: 1,
+  BOOL: 1, F8_E4M3: 1, F8_E5M2: 1,
+};
+
+export interface StTensorInfo {
+  name: string;
+  dtype: StDType;
+  shape: number[];
+  file: string;
+  /** Absolute byte offset of the tensor's data in `file`. */
+  offset: number;
+  nbytes: number;
+}
+
+/** Headers above this are refused: a real one is at most a few MB, and a corrupt length must not allocate GBs. */
+const MAX_HEADER = 100 * 1024 * 1024;
+/** readSync/writeSync move at most ~2 GB per call; larger tensors go in chunks of this. */
+const IO_CHUNK = 1 << 30;
+
+const isStDType = (d: unknown): d is StDType => typeof d === 'string' && Object.hasOwn(ST_DTYPE_SIZE, d);
+const isPlainObject = (v: unknown): v is Record<string, unknown> =>
+  typeof v === 'object' && v !== null && !Array.isArray(v);
+
+function numel(shape: readonly number[]): number {
+  let n = 1;
+  for (const d of shape) n *= d;
+  return n;
+}
+
+function readFully(fd: number, buf: Uint8Array, position: number, file: string, what: string): void {
+  let done = 0;
+  while (done < buf.byteLength) {
+    const n = fs.readSync(fd, buf, done, Math.min(IO_CHUNK, buf.byteLength - done), position + done);
+    if (n === 0) throw new Error(`${file}: truncated file: end of file while reading ${what}`);
+    done += n;
+  }
+}
+
+function writeFully(fd: number, buf: Uint8Array): void {
+  for (let done = 0; done < buf.byteLength; )
+    done += fs.writeSync(fd, buf, done, Math.min(IO_CHUNK, buf.byteLength - done));
+}
+
+/** One .safetensors file, open for reading until close(). */
+export class SafetensorsFile {
+  readonly path: string;
+  readonly metadata: Record<string, string>;
+  private fd: number | null;
+  private readonly byName: Map<string, StTensorInfo>;
+
+  private constructor(file: string, fd: number, metadata: Record<string, string>, infos: StTensorInfo[]) {
+    this.path = file;
+    this.fd = fd;
+    this.metadata = metadata;
+    this.byName = new Map(infos.map((t) => [t.name, t]));
+  }
+
+  /** Opens `file` and validates its header; reads only the header, not the tensors. */
+  static open(file: string): SafetensorsFile {
+    const fd = fs.openSync(file, 'r');
+    try {
+      const { metadata, infos } = parseHeader(fd, file);
+      return new SafetensorsFile(file, fd, metadata, infos);
+    } catch (e) {
+      fs.closeSync(fd);
+      throw e;
+    }
+  }
+
+  /** Tensors in file order (by data offset). */
+  tensors(): StTensorInfo[] {
+    return [...this.byName.values()];
+  }
+
+  has(name: string): boolean {
+    return this.byName.has(name);
+  }
+
+  info(name: string): StTensorInfo {
+    const t = this.byName.get(name);
+    if (!t) throw new Error(`${this.path}: no tensor named "${name}"`);
+    return t;
+  }
+
+  /** The tensor's bytes exactly as stored (little-endian), in a fresh buffer of their own. */
+  readRaw(name: string): Uint8Array {
+    if (this.fd === null) throw new Error(`${this.path}: file is closed (reading "${name}")`);
+    const t = this.info(name);
+    const out = new Uint8Array(t.nbytes);
+    readFully(this.fd, out, t.offset, this.path, `tensor "${name}"`);
+    return out;
+  }
+
+  close(): void {
+    if (this.fd !== null) fs.closeSync(this.fd);
+    this.fd = null;
+  }
+}
+
+function parseHeader(fd: number, file: string): { metadata: Record<string, string>; infos: StTensorInfo[] } {
+  const size = fs.fstatSync(fd).size;
+  if (size < 8) throw new Error(`${file}: truncated file: ${size} bytes, too short for the 8-byte header length`);
+  const lenBuf = Buffer.alloc(8);
+  readFully(fd, lenBuf, 0, file, 'the header length');
+  const len = lenBuf.readBigUInt64LE(0);
+  if (len > BigInt(MAX_HEADER)) throw new Error(`${file}: header length ${len} exceeds the ${MAX_HEADER}-byte limit (corrupt file?)`);
+  const headerLen = Number(len);
+  if (headerLen > size - 8)
+    throw new Error(`${file}: header length ${headerLen} is larger than the file (${size} bytes): truncated or not a safetensors file`);
+  const headerBuf = Buffer.alloc(headerLen);
+  readFully(fd, headerBuf, 8, file, 'the header');
+
+  let header: unknown;
+  try {
+    header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(headerBuf));
+  } catch (e) {
+    throw new Error(`${file}: header is not valid JSON: ${(e as Error).message}`);
+  }
+  if (!isPlainObject(header)) throw new Error(`${file}: header is not a JSON object`);
+
+  const dataStart = 8 + headerLen;
+  const dataSize = size - dataStart;
+  let metadata: Record<string, string> = {};
+  const infos: StTensorInfo[] = [];
+  for (const [name, entry] of Object.entries(header)) {
+    if (name === '__metadata__') {
+      if (!isPlainObject(entry) || !Object.values(entry).every((v) => typeof v === 'string'))
+        throw new Error(`${file}: __metadata__ must be an object of strings`);
+      metadata = entry as Record<string, string>;
+      continue;
+    }
+    const where = `${file}: tensor "${name}"`;
+    if (!isPlainObject(entry)) throw new Error(`${where}: entry is not an object`);
+    const { dtype, shape, data_offsets: offs } = entry;
+    if (!isStDType(dtype)) throw new Error(`${where}: unknown dtype ${JSON.stringify(dtype)}`);
+    if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0))
+      throw new Error(`${where}: shape ${JSON.stringify(shape)} is not an array of non-negative integers`);
+    if (!Array.isArray(offs) || offs.length !== 2 || !offs.every((o) => Number.isSafeInteger(o) && o >= 0) || offs[0] > offs[1])
+      throw new Error(`${where}: data_offsets ${JSON.stringify(offs)} is not [begin, end] with 0 <= begin <= end`);
+    const [begin, end] = offs as [number, number];
+    const expected = numel(shape) * ST_DTYPE_SIZE[dtype];
+    if (end - begin !== expected)
+      throw new Error(`${where}: byte length ${end - begin} does not match shape [${shape.join(', ')}] of ${dtype} (${expected} bytes)`);
+    if (end > dataSize)
+      throw new Error(`${where}: data_offsets [${begin}, ${end}] beyond the data section (${dataSize} bytes): truncated file or bad offsets`);
+    infos.push({ name, dtype, shape: [...shape], file, offset: dataStart + begin, nbytes: end - begin });
+  }
+
+  // Sorted by offset, each non-empty tensor must start at or after the previous one's end.
+  infos.sort((a, b) => a.offset - b.offset || a.nbytes - b.nbytes);
+  let prev: StTensorInfo | null = null;
+  for (const t of infos) {
+    if (t.nbytes === 0) continue;
+    if (prev && t.offset < prev.offset + prev.nbytes)
+      throw new Error(`${file}: tensor "${t.name}" overlaps tensor "${prev.name}" in the data section`);
+    prev = t;
+  }
+  return { metadata, infos };
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Conversion to the run dtypes. Everything goes through f32 bit patterns (Uint32Array), which every
+// F32/F16/BF16 value is exactly representable in, so there is a single rounding step. The loops work on
+// integer bits with no per-element calls; they produce the same bits as f32ToBf16/f32ToF16 in dtype.ts.
+
+let f16Table: Uint32Array | null = null;
+/** f16 bits -> f32 bits, all 65536 of them (256 KB, built once from dtype.ts's f16ToF32). */
+function f16ToF32Table(): Uint32Array {
+  if (!f16Table) {
+    const f = new Float32Array(65536);
+    for (let h = 0; h < 65536; h++) f[h] = f16ToF32(h);
+    f16Table = new Uint32Array(f.buffer);
+  }
+  return f16Table;
+}
+
+function toF32Bits(raw: Uint8Array, dtype: 'F32' | 'F16' | 'BF16'): Uint32Array {
+  if (dtype === 'F32') return new Uint32Array(raw.buffer, raw.byteOffset, raw.byteLength / 4);
+  const h = new Uint16Array(raw.buffer, raw.byteOffset, raw.byteLength / 2);
+  const out = new Uint32Array(h.length);
+  if (dtype === 'BF16') for (let i = 0; i < h.length; i++) out[i] = h[i]! << 16;
+  else {
+    const table = f16ToF32Table();
+    for (let i = 0; i < h.length; i++) out[i] = table[h[i]!]!;
+  }
+  return out;
+}
+
+/** f32 bits -> bf16 bits, round to nearest even; NaN stays a (quiet) NaN. */
+function bitsToBf16(src: Uint32Array): Uint16Array {
+  const out = new Uint16Array(src.length);
+  for (let i = 0; i < src.length; i++) {
+    const u = src[i]!;
+    out[i] = (u & 0x7fffffff) > 0x7f800000 ? (u >>> 16) | 0x40 : (u + 0x7fff + ((u >>> 16) & 1)) >>> 16;
+  }
+  return out;
+}
+
+/** f32 bits -> IEEE half bits, round to nearest even; overflow -> inf, tiny -> subnormal or zero. */
+function bitsToF16(src: Uint32Array): Uint16Array {
+  const out = new Uint16Array(src.length);
+  for (let i = 0; i < src.length; i++) {
+    const u = src[i]!;
+    const sign = (u >>> 16) & 0x8000;
+    const e8 = (u >>> 23) & 0xff;
+    let man = u & 0x7fffff;
+    const exp = e8 - 112; // rebias 127 -> 15
+    let h: number;
+    if (e8 === 0xff) h = sign | 0x7c00 | (man ? 0x200 : 0);
+    else if (exp >= 31) h = sign | 0x7c00;
+    else if (exp <= 0) {
+      if (exp < -10) h = sign;
+      else {
+        man |= 0x800000;
+        const shift = 14 - exp;
+        const rem = man & ((1 << shift) - 1);
+        const mid = 1 << (shift - 1);
+        h = man >>> shift;
+        if (rem > mid || (rem === mid && h & 1)) h++;
+        h |= sign;
+      }
+    } else {
+      h = sign | (exp << 10) | (man >>> 13);
+      const rem = man & 0x1fff;
+      if (rem > 0x1000 || (rem === 0x1000 && h & 1)) h++; // a carry into the exponent is still correct
+    }
+    out[i] = h;
+  }
+  return out;
+}
+
+/** Raw little-endian F32/F16/BF16 bytes -> the run dtype (f32 values, or bf16/f16 bits). */
+export function convertRaw(raw: Uint8Array, from: StDType, to: 'f32' | 'bf16' | 'f16', what = 'tensor'): Float32Array | Uint16Array {
+  if (os.endianness() !== 'LE') throw new Error('safetensors data is little-endian; this host is big-endian');
+  if (from !== 'F32' && from !== 'F16' && from !== 'BF16')
+    throw new Error(`${what} is ${from}: only F32, F16 and BF16 convert to ${to} (use readRaw for other dtypes)`);
+  if (raw.byteOffset % 4 !== 0) raw = raw.slice(); // typed-array views need aligned offsets
+  if ((to === 'bf16' && from === 'BF16') || (to === 'f16' && from === 'F16'))
+    return new Uint16Array(raw.buffer, raw.byteOffset, raw.byteLength / 2);
+  const bits = toF32Bits(raw, from);
+  if (to === 'f32') return new Float32Array(bits.buffer, bits.byteOffset, bits.length);
+  return to === 'bf16' ? bitsToBf16(bits) : bitsToF16(bits);
+}
+
+// ---------------------------------------------------------------------------------------------------
+
+/** A model folder's weights: `model.safetensors`, or shards listed by `model.safetensors.index.json`. */
+export class WeightStore {
+  readonly folder: string;
+  private readonly files: SafetensorsFile[];
+  private readonly byName: Map<string, SafetensorsFile>;
+
+  private constructor(folder: string, files: SafetensorsFile[], byName: Map<string, SafetensorsFile>) {
+    this.folder = folder;
+    this.files = files;
+    this.byName = byName;
+  }
+
+  static open(folder: string): WeightStore {
+    const single = path.join(folder, 'model.safetensors');
+    const indexPath = path.join(folder, 'model.safetensors.index.json');
+    if (fs.existsSync(single)) {
+      const f = SafetensorsFile.open(single);
+      return new WeightStore(folder, [f], new Map(f.tensors().map((t) => [t.name, f])));
+    }
+    if (!fs.existsSync(indexPath))
+      throw new Error(`${folder}: no weights found: looked for model.safetensors and model.safetensors.index.json`);
+
+    let index: unknown;
+    try {
+      index = JSON.parse(fs.readFileSync(indexPath, 'utf8'));
+    } catch (e) {
+      throw new Error(`${indexPath}: not valid JSON: ${(e as Error).message}`);
+    }
+    const map = isPlainObject(index) ? index.weight_map : undefined;
+    if (!isPlainObject(map)) throw new Error(`${indexPath}: no "weight_map" object`);
+
+    const shards = new Map<string, SafetensorsFile>();
+    const byName = new Map<string, SafetensorsFile>();
+    try {
+      for (const [name, shard] of Object.entries(map)) {
+        if (typeof shard !== 'string') throw new Error(`${indexPath}: weight_map["${name}"] is not a file name`);
+        const shardPath = path.resolve(folder, shard);
+        // Shards live in the model folder; an index must not point anywhere else.
+        if (path.relative(path.resolve(folder), shardPath).startsWith('..'))
+          throw new Error(`${indexPath}: shard "${shard}" for tensor "${name}" is outside the model folder`);
+        let f = shards.get(shardPath);
+        if (!f) {
+          if (!fs.existsSync(shardPath))
+            throw new Error(`${indexPath}: shard "${shard}" (for tensor "${name}") is missing: ${shardPath} not found`);
+          f = SafetensorsFile.open(shardPath);
+          shards.set(shardPath, f);
+        }
+        if (!f.has(name)) throw new Error(`${indexPath}: tensor "${name}" is mapped to shard "${shard}", which lacks it`);
+        byName.set(name, f);
+      }
+    } catch (e) {
+      for (const f of shards.values()) f.close();
+      throw e;
+    }
+    return new WeightStore(folder, [...shards.values()], byName);
+  }
+
+  names(): string[] {
+    return [...this.byName.keys()];
+  }
+
+  has(name: string): boolean {
+    return this.byName.has(name);
+  }
+
+  info(name: string): StTensorInfo {
+    return this.file(name).info(name);
+  }
+
+  readRaw(name: string): Uint8Array {
+    return this.file(name).readRaw(name);
+  }
+
+  /** A float tensor converted to the run dtype: f32 -> Float32Array, bf16/f16 -> Uint16Array of bits. */
+  read(name: string, dtype: 'f32' | 'bf16' | 'f16'): Float32Array | Uint16Array {
+    const f = this.file(name);
+    return convertRaw(f.readRaw(name), f.info(name).dtype, dtype, `${f.path}: tensor "${name}"`);
+  }
+
+  close(): void {
+    for (const f of this.files) f.close();
+  }
+
+  private file(name: string): SafetensorsFile {
+    const f = this.byName.get(name);
+    if (!f) throw new Error(`${this.folder}: no tensor named "${name}"`);
+    return f;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+
+export interface StTensorData {
+  name: string;
+  dtype: StDType;
+  shape: number[];
+  data: ArrayBufferView;
+}
+
+/**
+ * Writes a safetensors file atomically: a temp file next to `file`, fsynced, renamed over it, then the
+ * directory fsynced, so a crash leaves either the old file or the complete new one. Tensors are laid
+ * out contiguously in the given order; the header is space-padded to a multiple of 8 bytes.
+ */
+export function writeSafetensors(file: string, tensors: StTensorData[], metadata?: Record<string, string>): void {
+  // Validate everything before touching the disk.
+  const header: Record<string, unknown> = {};
+  if (metadata && Object.keys(metadata).length) {
+    for (const [k, v] of Object.entries(metadata))
+      if (typeof v !== 'string') throw new Error(`writeSafetensors ${file}: metadata "${k}" is not a string`);
+    header.__metadata__ = metadata;
+  }
+  let offset = 0;
+  for (const t of tensors) {
+    const where = `writeSafetensors ${file}: tensor "${t.name}"`;
+    if (t.name === '__metadata__' || Object.hasOwn(header, t.name)) throw new Error(`${where}: duplicate or reserved name`);
+    if (!isStDType(t.dtype)) throw new Error(`${where}: unknown dtype ${JSON.stringify(t.dtype)}`);
+    if (!Array.isArray(t.shape) || !t.shape.every((d) => Number.isSafeInteger(d) && d >= 0))
+      throw new Error(`${where}: shape ${JSON.stringify(t.shape)} is not an array of non-negative integers`);
+    const expected = numel(t.shape) * ST_DTYPE_SIZE[t.dtype];
+    if (t.data.byteLength !== expected)
+      throw new Error(`${where}: data has ${t.data.byteLength} bytes, shape [${t.shape.join(', ')}] of ${t.dtype} needs ${expected}`);
+    header[t.name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + expected] };
+    offset += expected;
+  }
+  let json = JSON.stringify(header);
+  json += ' '.repeat((8 - (Buffer.byteLength(json) % 8)) % 8);
+  const headerBytes = Buffer.from(json, 'utf8');
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(headerBytes.byteLength));
+
+  const tmp = `${file}.tmp-${process.pid}-${randomBytes(6).toString('hex')}`;
+  let fd: number | null = null;
+  try {
+    fd = fs.openSync(tmp, 'wx');
+    writeFully(fd, len);
+    writeFully(fd, headerBytes);
+    for (const t of tensors) writeFully(fd, new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
+    fs.fsyncSync(fd);
+    fs.closeSync(fd);
+    fd = null;
+    fs.renameSync(tmp, file);
+  } catch (e) {
+    if (fd !== null) fs.closeSync(fd);
+    fs.rmSync(tmp, { force: true });
+    throw e;
+  }
+  fsyncDir(path.dirname(file));
+}
+
+/** Makes the rename durable; some platforms and file systems can't fsync a directory, which is fine. */
+function fsyncDir(dir: string): void {
+  let fd: number | null = null;
+  try {
+    fd = fs.openSync(dir, 'r');
+    fs.fsyncSync(fd);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code !== 'EISDIR' && code !== 'EINVAL' && code !== 'EPERM' && code !== 'EBADF') throw e;
+  } finally {
+    if (fd !== null) fs.closeSync(fd);
+  }
+}
