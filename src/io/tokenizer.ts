@@ -74,6 +74,7 @@ function makeStreamDecoder(decode: (ids: number[]) => string): { push(ids: numbe
 
 type R50k = typeof import('gpt-tokenizer/encoding/r50k_base');
 const GPT2_EOS = 50256; // <|endoftext|>, also GPT-2's BOS
+const EOT = '<|endoftext|>';
 let gpt2: Tokenizer | undefined;
 
 /** GPT-2's BPE (50257 ids; <|endoftext|> = 50256 is both EOS and BOS). */
@@ -102,7 +103,9 @@ export function gpt2Tokenizer(): Tokenizer {
     vocabSize,
     eosTokenId: GPT2_EOS,
     bosTokenId: GPT2_EOS,
-    encode: (text) => enc.encode(text, { allowedSpecial: 'all' }),
+    // Split on <|endoftext|> here: gpt-tokenizer 4.0.0's allowedSpecial only finds it at the start of the text
+    // (a sticky regex), and its default throws on it. Each piece is then ordinary text, as in Hugging Face.
+    encode: (text) => text.split(EOT).flatMap((part, i) => (i > 0 ? [GPT2_EOS] : []).concat(enc.encode(part))),
     decode,
     streamDecoder: () => makeStreamDecoder(decode),
   };
@@ -168,6 +171,7 @@ function build(folder: string, files: Files): Tokenizer {
   for (const id of hf.get_vocab(true).values()) vocabSize = Math.max(vocabSize, id + 1);
   const decode = (ids: number[]): string => {
     checkIds(ids, vocabSize, 'tokenizer.json');
+    if (ids.length === 0) return ''; // the library throws on an empty list
     // clean_up_tokenization_spaces off: Python `tokenizers` never applies it (transformers does, per model).
     return hf.decode(ids, { skip_special_tokens: true, clean_up_tokenization_spaces: false });
   };

@@ -32,7 +32,8 @@ describe('GPT-2 BPE', () => {
     expect(tok.encode('Hello world')).toEqual([15496, 995]);
     expect(tok.vocabSize).toBe(50257);
     expect(tok.eosTokenId).toBe(50256);
-    expect(tok.encode('a<|endoftext|>')).toEqual([64, 50256]); // special text becomes the special token
+    // Special text becomes the special token, anywhere in the text.
+    expect(tok.encode('<|endoftext|>a<|endoftext|>b<|endoftext|>')).toEqual([50256, 64, 50256, 65, 50256]);
   });
 
   it('round-trips text, special tokens skipped', () => {
