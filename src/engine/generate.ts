@@ -1,0 +1,216 @@
+// Generation: prefill the prompts as one right-padded batch, then decode one token per sequence per
+// step. The decode step (embedding -> layers -> head -> sampler -> next ids) is captured once and
+// replayed (a CUDA graph on a GPU, a recorded op list on the CPU); only positions go up to the device
+// and the new token ids come back each step.
+import type { Model } from '../models/model.js';
+import { KvCache } from '../models/transformer.js';
+import * as ops from '../ops.js';
+import { capture, type Graph } from '../runtime.js';
+import { Tensor } from '../tensor.js';
+
+export interface SamplingOptions {
+  /** 0 (default): greedy */
+  temperature?: number;
+  topK?: number;
+  topP?: number;
+  seed?: number;
+}
+
+export interface GenerateOptions extends SamplingOptions {
+  /** new tokens per sequence (default 64) */
+  maxTokens?: number;
+  /** token ids that end a sequence (default: the model's end-of-sequence ids) */
+  stopTokens?: number[];
+  /** texts that end a sequence (needs a tokenizer); the text is cut before them */
+  stopStrings?: string[];
+  /** capture the decode step as a graph (default true) */
+  graph?: boolean;
+}
+
+export interface StepEvent {
+  /** 0 for the token sampled after prefill */
+  step: number;
+  /** the new token of each sequence (-1 once a sequence has stopped) */
+  tokens: number[];
+}
+
+export interface Generation {
+  tokens: number[];
+  text?: string;
+  /** why it ended */
+  finish: 'stop-token' | 'stop-string' | 'length';
+}
+
+export interface GenerationTimes {
+  prefillMs: number;
+  decodeMs: number;
+  decodeSteps: number;
+}
+
+function checkPrompts(model: Model, prompts: number[][], maxTokens: number): void {
+  const { vocabSize, maxPositions } = model.config;
+  if (!Array.isArray(prompts) || prompts.length === 0) throw new Error('generate: give at least one prompt');
+  if (!Number.isInteger(maxTokens) || maxTokens < 1) throw new Error(`generate: maxTokens must be a positive integer, got ${maxTokens}`);
+  prompts.forEach((p, b) => {
+    if (!Array.isArray(p) || p.length === 0) throw new Error(`generate: prompt ${b} is empty`);
+    for (const id of p)
+      if (!Number.isInteger(id) || id < 0 || id >= vocabSize)
+        throw new Error(`generate: prompt ${b} has token id ${id}, outside the vocabulary [0, ${vocabSize})`);
+    if (p.length + maxTokens > maxPositions)
+      throw new Error(
+        `generate: prompt ${b} has ${p.length} tokens; with ${maxTokens} new ones that is ${p.length + maxTokens}, over the model's context of ${maxPositions}`,
+      );
+  });
+}
+
+/**
+ * Generate for a batch of token-id prompts, yielding each step's new tokens. Each prompt gets what it
+ * would get alone (greedy); sampled draws depend on the seed, the sequence's row and its position.
+ */
+export async function* generateSteps(model: Model, prompts: number[][], opts: GenerateOptions = {}, times?: GenerationTimes): AsyncGenerator<StepEvent> {
+  model.assertAlive();
+  const maxTokens = opts.maxTokens ?? 64;
+  checkPrompts(model, prompts, maxTokens);
+  const { device, dtype, transformer: tf } = model;
+  const B = prompts.length;
+  const lens = prompts.map((p) => p.length);
+  const T = Math.max(...lens);
+  const sampling = { temperature: opts.temperature ?? 0, topK: opts.topK ?? 0, topP: opts.topP ?? 1, seed: opts.seed ?? 0 };
+  const stop = new Set(opts.stopTokens ?? model.config.eosTokenIds);
+  const i32 = { dtype: 'i32' as const, device };
+  const owned: Tensor[] = [];
+  const keep = <X extends Tensor>(t: X): X => (owned.push(t), t);
+  const cache = new KvCache(model.config, B, T + maxTokens, device, dtype);
+  let graph: Graph | undefined;
+  try {
+    // Prefill: B x T right-padded tokens, positions 0..T-1, cache rows from 0.
+    const t0 = performance.now();
+    const ids = keep(Tensor.from(prompts.flatMap((p) => [...p, ...new Array<number>(T - p.length).fill(0)]), [B * T], i32));
+    const pos = keep(Tensor.from(prompts.flatMap(() => Array.from({ length: T }, (_, t) => t)), [B * T], i32));
+    const zeros = keep(Tensor.zeros([B], i32));
+    const x = keep(tf.prefill(cache, ids, pos, zeros, B, T));
+    const last = keep(Tensor.from(lens.map((l, b) => b * T + l - 1), [B], i32));
+    const xLast = keep(ops.embedding(last, x)); // the last real token of each prompt
+    const logits = keep(tf.logits(xLast));
+    const posT = keep(Tensor.from(lens, [B], i32)); // where each sequence's next token goes
+    const lensT = keep(Tensor.from(lens.map((l) => l + 1), [B], i32));
+    const next = keep(ops.sample(logits, { ...sampling, offsets: posT }));
+    let tokens = Array.from(next.toArray());
+    if (times) times.prefillMs = performance.now() - t0;
+    const done = new Array<boolean>(B).fill(false);
+    const emit = (step: number): StepEvent => {
+      const ev = { step, tokens: tokens.map((t, b) => (done[b] ? -1 : t)) };
+      tokens.forEach((t, b) => {
+        if (stop.has(t)) done[b] = true;
+      });
+      return ev;
+    };
+    yield emit(0);
+
+    // Decode: one captured step, replayed with new positions.
+    const idsD = keep(Tensor.from(tokens, [B], i32));
+    let out: Tensor | undefined;
+    const step = () => {
+      const lg = tf.decode(cache, idsD, posT, lensT, B);
+      out = ops.sample(lg, { ...sampling, offsets: posT });
+      lg.dispose();
+      idsD.copyFrom(out);
+    };
+    const t1 = performance.now();
+    let steps = 0;
+    for (let s = 1; s < maxTokens && done.some((d) => !d); s++) {
+      // Step s feeds the token sampled at step s - 1, which sits at position len + s - 1.
+      posT.write(lens.map((l) => l + s - 1));
+      lensT.write(lens.map((l) => l + s));
+      if (opts.graph === false) {
+        out?.dispose();
+        step();
+      } else if (!graph) {
+        graph = capture(device, step);
+        graph.replay();
+      } else graph.replay();
+      tokens = Array.from(out!.toArray());
+      steps++;
+      yield emit(s);
+    }
+    if (times) {
+      times.decodeMs = performance.now() - t1;
+      times.decodeSteps = steps;
+    }
+    out?.dispose();
+  } finally {
+    graph?.dispose();
+    for (const t of owned) t.dispose();
+    cache.dispose();
+  }
+}
+
+/** Generate to the end for each prompt (token ids or text), with the text decoded when there is a tokenizer. */
+export async function generate(model: Model, prompts: (string | number[])[], opts: GenerateOptions = {}): Promise<Generation[]> {
+  const ids = prompts.map((p) => (typeof p === 'string' ? model.encode(p) : p));
+  const out: Generation[] = ids.map(() => ({ tokens: [], finish: 'length' }));
+  const stopStrings = opts.stopStrings ?? [];
+  if (stopStrings.length && !model.tokenizer) throw new Error('generate: stop strings need a tokenizer');
+  const stop = new Set(opts.stopTokens ?? model.config.eosTokenIds);
+  const ended = new Array<boolean>(ids.length).fill(false);
+  for await (const ev of generateSteps(model, ids, opts)) {
+    ev.tokens.forEach((t, b) => {
+      if (t < 0 || ended[b]) return;
+      const g = out[b]!;
+      g.tokens.push(t);
+      if (stop.has(t)) {
+        ended[b] = true;
+        g.finish = 'stop-token';
+      } else if (stopStrings.length) {
+        const text = model.decode(g.tokens);
+        if (stopStrings.some((s) => text.includes(s))) {
+          ended[b] = true;
+          g.finish = 'stop-string';
+        }
+      }
+    });
+    if (ended.every(Boolean)) break;
+  }
+  if (model.tokenizer)
+    for (const g of out) {
+      const body = g.finish === 'stop-token' ? g.tokens.slice(0, -1) : g.tokens;
+      let text = model.decode(body);
+      for (const s of stopStrings) {
+        const i = text.indexOf(s);
+        if (i >= 0) text = text.slice(0, i);
+      }
+      g.text = text;
+    }
+  return out;
+}
+
+/** Stream one prompt's text as it is generated. */
+export async function* streamText(model: Model, prompt: string | number[], opts: GenerateOptions = {}): AsyncGenerator<string> {
+  if (!model.tokenizer) throw new Error(`${model.name} has no tokenizer to stream text with`);
+  const ids = typeof prompt === 'string' ? model.encode(prompt) : prompt;
+  const dec = model.tokenizer.streamDecoder();
+  const stop = new Set(opts.stopTokens ?? model.config.eosTokenIds);
+  const stopStrings = opts.stopStrings ?? [];
+  let text = '';
+  let emitted = 0;
+  for await (const ev of generateSteps(model, [ids], opts)) {
+    const t = ev.tokens[0]!;
+    if (t < 0 || stop.has(t)) break;
+    text += dec.push([t]);
+    // Hold back a tail that could still grow into a stop string.
+    const hit = stopStrings.map((s) => text.indexOf(s)).filter((i) => i >= 0);
+    if (hit.length) {
+      const cut = Math.min(...hit);
+      if (cut > emitted) yield text.slice(emitted, cut);
+      return;
+    }
+    const hold = stopStrings.reduce((m, s) => Math.max(m, s.length - 1), 0);
+    const safe = Math.max(emitted, text.length - hold);
+    if (safe > emitted) {
+      yield text.slice(emitted, safe);
+      emitted = safe;
+    }
+  }
+  text += dec.flush();
+  if (text.length > emitted) yield text.slice(emitted);
+}

@@ -1,0 +1,78 @@
+// A causal language model on one device: config, weights, tokenizer. Load from a Hugging Face folder
+// (config.json + safetensors [+ tokenizer.json]) or from a preset name (seeded random weights).
+import { existsSync, statSync } from 'node:fs';
+import path from 'node:path';
+import { checkDType, type DType } from '../dtype.js';
+import { defaultDevice, parseDevice } from '../device.js';
+import { loadConfig, type ModelConfig } from '../io/config.js';
+import { gpt2Tokenizer, loadTokenizerSync, type Tokenizer } from '../io/tokenizer.js';
+import { presetConfig, PRESETS } from './presets.js';
+import { Transformer } from './transformer.js';
+import { disposeWeights, loadWeights, randomWeights, weightBytes, type ModelWeights } from './weights.js';
+
+export interface LoadOptions {
+  /** default: cuda:0 when there is a GPU, else cpu:0 */
+  device?: string;
+  /** compute dtype; default bf16 on a GPU, f32 on the CPU */
+  dtype?: DType;
+  /** seed of a preset's random weights */
+  seed?: number;
+}
+
+export class Model {
+  readonly transformer: Transformer;
+  private disposed = false;
+
+  private constructor(
+    readonly name: string,
+    readonly config: ModelConfig,
+    readonly weights: ModelWeights,
+    readonly device: string,
+    readonly dtype: DType,
+    readonly tokenizer: Tokenizer | null,
+  ) {
+    this.transformer = new Transformer(config, weights);
+  }
+
+  /** `source`: a preset name (see PRESETS) or a folder with config.json and safetensors weights. */
+  static load(source: string, opts: LoadOptions = {}): Model {
+    const device = parseDevice(opts.device ?? defaultDevice());
+    const dtype = checkDType(opts.dtype ?? (device.startsWith('cuda') ? 'bf16' : 'f32'));
+    if (dtype === 'i32') throw new Error('a model runs in f32, bf16 or f16, not i32');
+    const preset = presetConfig(source);
+    if (preset) {
+      const tok = preset.family === 'gpt2' ? gpt2Tokenizer() : null;
+      return new Model(source, preset, randomWeights(preset, device, dtype, opts.seed ?? 0), device, dtype, tok);
+    }
+    if (!existsSync(source) || !statSync(source).isDirectory())
+      throw new Error(`unknown model "${source}": not a folder, nor a preset (${Object.keys(PRESETS).join(', ')})`);
+    const cfg = loadConfig(source);
+    const tok = existsSync(path.join(source, 'tokenizer.json')) ? loadTokenizerSync(source) : cfg.family === 'gpt2' && cfg.vocabSize === 50257 ? gpt2Tokenizer() : null;
+    return new Model(path.basename(path.resolve(source)), cfg, loadWeights(cfg, source, device, dtype), device, dtype, tok);
+  }
+
+  /** Bytes of weights on the device. */
+  get weightBytes(): number {
+    return weightBytes(this.config, this.dtype);
+  }
+
+  encode(text: string): number[] {
+    if (!this.tokenizer) throw new Error(`${this.name} has no tokenizer: give token ids, or a folder with tokenizer.json`);
+    return this.tokenizer.encode(text);
+  }
+
+  decode(ids: number[]): string {
+    if (!this.tokenizer) throw new Error(`${this.name} has no tokenizer`);
+    return this.tokenizer.decode(ids);
+  }
+
+  assertAlive(): void {
+    if (this.disposed) throw new Error(`model ${this.name} has been disposed`);
+  }
+
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    disposeWeights(this.weights);
+  }
+}

@@ -1,0 +1,53 @@
+// Named model shapes with a seeded random init: the real architectures for benchmarking, tiny ones for
+// tests. Nothing is downloaded; a preset's weights are drawn on the device.
+import type { ModelConfig } from '../io/config.js';
+
+const gpt2 = (hidden: number, layers: number, heads: number): ModelConfig => ({
+  family: 'gpt2',
+  vocabSize: 50257,
+  hidden,
+  layers,
+  heads,
+  kvHeads: heads,
+  headDim: hidden / heads,
+  intermediate: 4 * hidden,
+  maxPositions: 1024,
+  normEps: 1e-5,
+  ropeTheta: 0,
+  tieEmbeddings: true,
+  bosTokenId: 50256,
+  eosTokenIds: [50256],
+});
+
+const llama = (hidden: number, layers: number, heads: number, kvHeads: number, intermediate: number, vocabSize = 32000, maxPositions = 4096): ModelConfig => ({
+  family: 'llama',
+  vocabSize,
+  hidden,
+  layers,
+  heads,
+  kvHeads,
+  headDim: hidden / heads,
+  intermediate,
+  maxPositions,
+  normEps: 1e-5,
+  ropeTheta: 10000,
+  tieEmbeddings: false,
+  bosTokenId: 1,
+  eosTokenIds: [2],
+});
+
+export const PRESETS: Record<string, ModelConfig> = {
+  gpt2: gpt2(768, 12, 12),
+  'gpt2-medium': gpt2(1024, 24, 16),
+  'gpt2-large': gpt2(1280, 36, 20),
+  'gpt2-xl': gpt2(1600, 48, 25),
+  'llama-2-7b': llama(4096, 32, 32, 32, 11008),
+  'llama-2-13b': llama(5120, 40, 40, 40, 13824),
+  // Tiny shapes for tests: small enough for the CPU backend, with GQA in the LLaMA one.
+  'tiny-gpt2': { ...gpt2(64, 2, 4), vocabSize: 50257, maxPositions: 256 },
+  'tiny-llama': { ...llama(64, 2, 4, 2, 128, 512, 256) },
+};
+
+export function presetConfig(name: string): ModelConfig | undefined {
+  return Object.prototype.hasOwnProperty.call(PRESETS, name) ? { ...PRESETS[name]! } : undefined;
+}

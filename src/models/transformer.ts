@@ -1,0 +1,186 @@
+// The decoder stack of both families, composed from the ops. GPT-2 and LLaMA differ only in a few
+// places (norm, position, MLP, biases), which `cfg.family` selects:
+//
+//   x = embed(ids) [+ positions(pos)]                               GPT-2 learns positions
+//   per layer:  h = norm1(x)                                        LayerNorm | RMSNorm
+//               qkv = h Wqkv^T [+ b]                                one GEMM for q, k and v
+//               rope(q, k) at pos                                   LLaMA only
+//               cache[pos..] = k, v
+//               x += attention(q, cache) Wo^T [+ b]
+//               x += mlp(norm2(x))                                  GELU | SiLU-gate
+//   logits = normF(x) Whead^T
+//
+// Prefill runs B sequences of T tokens (right-padded; padding never reaches a real token's output under
+// the causal mask, and decode overwrites the padded cache rows). Decode runs one token per sequence
+// against the cache, lengths and positions read from device memory, so a step can be captured once.
+import type { DType } from '../dtype.js';
+import type { ModelConfig } from '../io/config.js';
+import * as ops from '../ops.js';
+import { Tensor } from '../tensor.js';
+import type { LayerWeights, ModelWeights } from './weights.js';
+
+/** Keys and values of every layer for `batch` sequences of up to `maxLen` tokens. */
+export class KvCache {
+  readonly k: Tensor[] = [];
+  readonly v: Tensor[] = [];
+  constructor(
+    readonly cfg: ModelConfig,
+    readonly batch: number,
+    readonly maxLen: number,
+    device: string,
+    dtype: DType,
+  ) {
+    const shape = [batch, maxLen, cfg.kvHeads, cfg.headDim];
+    try {
+      for (let i = 0; i < cfg.layers; i++) {
+        this.k.push(Tensor.empty(shape, { dtype, device }));
+        this.v.push(Tensor.empty(shape, { dtype, device }));
+      }
+    } catch (e) {
+      this.dispose();
+      throw e;
+    }
+  }
+  static bytes(cfg: ModelConfig, batch: number, maxLen: number, dtype: DType): number {
+    return 2 * cfg.layers * batch * maxLen * cfg.kvHeads * cfg.headDim * (dtype === 'f32' ? 4 : 2);
+  }
+  dispose(): void {
+    for (const t of [...this.k, ...this.v]) t.dispose();
+  }
+}
+
+export class Transformer {
+  constructor(
+    readonly cfg: ModelConfig,
+    readonly w: ModelWeights,
+  ) {}
+
+  private norm(x: Tensor, g: Tensor, b?: Tensor): Tensor {
+    return this.cfg.family === 'gpt2' ? ops.layernorm(x, g, b!, { eps: this.cfg.normEps }) : ops.rmsnorm(x, g, { eps: this.cfg.normEps });
+  }
+
+  private embed(ids: Tensor, pos: Tensor): Tensor {
+    const x = ops.embedding(ids, this.w.embed);
+    if (this.w.positions) {
+      const p = ops.embedding(pos, this.w.positions);
+      ops.add(x, p, x);
+      p.dispose();
+    }
+    return x;
+  }
+
+  /** q, k and v of `n` tokens, with rotary positions applied: [n, (Hq + 2 Hkv) D]. */
+  private qkv(l: LayerWeights, h: Tensor, pos: Tensor, n: number): Tensor {
+    const { heads, kvHeads, headDim: D, ropeTheta } = this.cfg;
+    const qkv = ops.linear(h, l.qkv, l.qkvBias);
+    if (this.cfg.family === 'llama') {
+      const W3 = (heads + 2 * kvHeads) * D;
+      ops.rope(qkv, pos, { heads, headDim: D, theta: ropeTheta, tokenStride: W3, tokens: n });
+      const k = qkv.view(heads * D, [qkv.numel - heads * D]);
+      ops.rope(k, pos, { heads: kvHeads, headDim: D, theta: ropeTheta, tokenStride: W3, tokens: n });
+      k.dispose();
+    }
+    return qkv;
+  }
+
+  /** x += attention output projection; x += MLP: the rest of a layer after attention. */
+  private finishLayer(l: LayerWeights, x: Tensor, att: Tensor): void {
+    const o = ops.linear(att, l.out, l.outBias);
+    ops.add(x, o, x);
+    o.dispose();
+    const h = this.norm(x, l.norm2, l.norm2Bias);
+    let a: Tensor;
+    if (this.cfg.family === 'gpt2') {
+      a = ops.linear(h, l.up, l.upBias);
+      ops.gelu(a, a);
+    } else {
+      const F = this.cfg.intermediate;
+      const gu = ops.linear(h, l.up);
+      const n = gu.numel / (2 * F);
+      const up = gu.view(F, [gu.numel - F]);
+      a = ops.siluGate(gu, up, { rows: n, cols: F, inStride: 2 * F });
+      up.dispose();
+      gu.dispose();
+    }
+    h.dispose();
+    const d = ops.linear(a, l.down, l.downBias);
+    a.dispose();
+    ops.add(x, d, x);
+    d.dispose();
+  }
+
+  private kvViews(qkv: Tensor): { k: Tensor; v: Tensor } {
+    const { heads, kvHeads, headDim: D } = this.cfg;
+    return {
+      k: qkv.view(heads * D, [qkv.numel - heads * D]),
+      v: qkv.view((heads + kvHeads) * D, [qkv.numel - (heads + kvHeads) * D]),
+    };
+  }
+
+  /**
+   * Prompts of B sequences, T tokens each (ids, pos: i32 [B*T] on the device), written into the cache
+   * from row 0. Returns the hidden states [B*T, C] before the final norm.
+   */
+  prefill(cache: KvCache, ids: Tensor, pos: Tensor, zeros: Tensor, B: number, T: number): Tensor {
+    const { heads, kvHeads, headDim: D } = this.cfg;
+    const W3 = (heads + 2 * kvHeads) * D;
+    const x = this.embed(ids, pos);
+    this.w.layers.forEach((l, i) => {
+      const h = this.norm(x, l.norm1, l.norm1Bias);
+      const qkv = this.qkv(l, h, pos, B * T);
+      h.dispose();
+      const { k, v } = this.kvViews(qkv);
+      const kv = { batch: B, tokens: T, width: kvHeads * D, maxLen: cache.maxLen, srcStrides: [T * W3, W3] as [number, number] };
+      ops.kvWrite(cache.k[i]!, k, zeros, kv);
+      ops.kvWrite(cache.v[i]!, v, zeros, kv);
+      const att = ops.attentionPrefill(qkv, k, v, {
+        batch: B, queries: T, headsQ: heads, headsKv: kvHeads, headDim: D, qStrides: [T * W3, W3], kvStrides: [T * W3, W3],
+      });
+      [k, v, qkv].forEach((t) => t.dispose());
+      const att2 = att.reshape([B * T, heads * D]);
+      this.finishLayer(l, x, att2);
+      att2.dispose();
+      att.dispose();
+    });
+    return x;
+  }
+
+  /**
+   * One new token per sequence: ids, pos (where it goes) and lens (= pos + 1) are i32 [B] on the device.
+   * Returns logits [B, V].
+   */
+  decode(cache: KvCache, ids: Tensor, pos: Tensor, lens: Tensor, B: number): Tensor {
+    const { heads, kvHeads, headDim: D } = this.cfg;
+    const W3 = (heads + 2 * kvHeads) * D;
+    const x = this.embed(ids, pos);
+    const M = cache.maxLen;
+    this.w.layers.forEach((l, i) => {
+      const h = this.norm(x, l.norm1, l.norm1Bias);
+      const qkv = this.qkv(l, h, pos, B);
+      h.dispose();
+      const { k, v } = this.kvViews(qkv);
+      const kv = { batch: B, tokens: 1, width: kvHeads * D, maxLen: M, srcStrides: [W3, W3] as [number, number] };
+      ops.kvWrite(cache.k[i]!, k, pos, kv);
+      ops.kvWrite(cache.v[i]!, v, pos, kv);
+      const att = ops.attentionDecode(qkv, cache.k[i]!, cache.v[i]!, lens, {
+        batch: B, headsQ: heads, headsKv: kvHeads, headDim: D, maxLen: M, qStride: W3, kvStrides: [M * kvHeads * D, kvHeads * D],
+      });
+      [k, v, qkv].forEach((t) => t.dispose());
+      const att2 = att.reshape([B, heads * D]);
+      this.finishLayer(l, x, att2);
+      att2.dispose();
+      att.dispose();
+    });
+    const logits = this.logits(x);
+    x.dispose();
+    return logits;
+  }
+
+  /** Logits of hidden states [R, C] (final norm, then the head): [R, V]. */
+  logits(x: Tensor): Tensor {
+    const h = this.norm(x, this.w.normF, this.w.normFBias);
+    const out = ops.linear(h, this.w.head);
+    h.dispose();
+    return out;
+  }
+}

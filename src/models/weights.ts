@@ -1,0 +1,234 @@
+// A model's weights on one device, in the run dtype, in the layout the kernels want:
+//   - every projection as a torch Linear [out, in] (GPT-2's Conv1D [in, out] is transposed on load), so
+//     decode takes the GEMV path;
+//   - LLaMA's q/k/v fused into one [(Hq + 2 Hkv) D, C] projection and gate/up into one [2F, C], so a
+//     layer runs one GEMM where it would run three or two.
+// Weights come from a Hugging Face folder (safetensors) or are drawn on the device for a preset.
+import type { DType } from '../dtype.js';
+import type { ModelConfig } from '../io/config.js';
+import { WeightStore } from '../io/safetensors.js';
+import * as ops from '../ops.js';
+import { Tensor } from '../tensor.js';
+
+export interface LayerWeights {
+  norm1: Tensor;
+  norm1Bias?: Tensor;
+  qkv: Tensor; // [(Hq + 2 Hkv) D, C]
+  qkvBias?: Tensor;
+  out: Tensor; // [C, Hq D]
+  outBias?: Tensor;
+  norm2: Tensor;
+  norm2Bias?: Tensor;
+  up: Tensor; // GPT-2: [4C, C]; LLaMA: gate and up stacked, [2F, C]
+  upBias?: Tensor;
+  down: Tensor; // [C, F]
+  downBias?: Tensor;
+}
+
+export interface ModelWeights {
+  embed: Tensor; // [V, C]
+  positions?: Tensor; // GPT-2: [P, C]
+  layers: LayerWeights[];
+  normF: Tensor;
+  normFBias?: Tensor;
+  head: Tensor; // [V, C]; the embedding itself when tied
+}
+
+export function disposeWeights(w: ModelWeights): void {
+  const all = new Set<Tensor>([w.embed, w.normF, w.head]);
+  if (w.positions) all.add(w.positions);
+  if (w.normFBias) all.add(w.normFBias);
+  for (const l of w.layers) for (const t of Object.values(l)) if (t) all.add(t);
+  for (const t of all) t.dispose();
+}
+
+/** Bytes the weights take on the device. */
+export function weightBytes(cfg: ModelConfig, dtype: DType): number {
+  const { hidden: C, layers, heads, kvHeads, headDim: D, intermediate: F, vocabSize: V, maxPositions } = cfg;
+  const el = dtype === 'f32' ? 4 : 2;
+  const qkv = (heads + 2 * kvHeads) * D * C;
+  const mlp = cfg.family === 'gpt2' ? 2 * F * C : 3 * F * C;
+  const biases = cfg.family === 'gpt2' ? (heads + 2 * kvHeads) * D + C + F + C + 4 * C : 2 * C;
+  const perLayer = qkv + heads * D * C + mlp + biases;
+  const embed = V * C + (cfg.family === 'gpt2' ? maxPositions * C : 0) + (cfg.tieEmbeddings ? 0 : V * C) + 2 * C;
+  return (layers * perLayer + embed) * el;
+}
+
+// ---------------------------------------------------------------------------------------- random init
+
+/** Seeded random weights of the config's shapes, drawn on the device (no host traffic). */
+export function randomWeights(cfg: ModelConfig, device: string, dtype: DType, seed = 0): ModelWeights {
+  let n = 0;
+  const opt = { dtype, device };
+  // Uniform with the std of HF's normal(0, 0.02) init; norms start at one and biases at zero.
+  const a = 0.02 * Math.sqrt(3);
+  const rnd = (shape: number[]) => ops.fillUniform(Tensor.empty(shape, opt), { seed: seed * 100003 + ++n, low: -a, high: a });
+  const ones = (c: number) => ops.fillUniform(Tensor.empty([c], opt), { low: 1, high: 1 });
+  const zeros = (c: number) => ops.fillUniform(Tensor.empty([c], opt), { low: 0, high: 0 });
+  const { hidden: C, heads, kvHeads, headDim: D, intermediate: F, vocabSize: V } = cfg;
+  const gpt2 = cfg.family === 'gpt2';
+  const W3 = (heads + 2 * kvHeads) * D;
+  const layers: LayerWeights[] = [];
+  for (let i = 0; i < cfg.layers; i++)
+    layers.push({
+      norm1: ones(C),
+      norm1Bias: gpt2 ? zeros(C) : undefined,
+      qkv: rnd([W3, C]),
+      qkvBias: gpt2 ? zeros(W3) : undefined,
+      out: rnd([C, heads * D]),
+      outBias: gpt2 ? zeros(C) : undefined,
+      norm2: ones(C),
+      norm2Bias: gpt2 ? zeros(C) : undefined,
+      up: rnd([gpt2 ? F : 2 * F, C]),
+      upBias: gpt2 ? zeros(F) : undefined,
+      down: rnd([C, F]),
+      downBias: gpt2 ? zeros(C) : undefined,
+    });
+  const embed = rnd([V, C]);
+  return {
+    embed,
+    positions: gpt2 ? rnd([cfg.maxPositions, C]) : undefined,
+    layers,
+    normF: ones(C),
+    normFBias: gpt2 ? zeros(C) : undefined,
+    head: cfg.tieEmbeddings ? embed : rnd([V, C]),
+  };
+}
+
+// ---------------------------------------------------------------------------------------- from files
+
+type Host = Float32Array | Uint16Array;
+
+function transpose(src: Host, rows: number, cols: number): Host {
+  const out = new (src.constructor as { new (n: number): Host })(src.length);
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = src[r * cols + c]!;
+  return out;
+}
+
+function concat(parts: Host[]): Host {
+  const out = new (parts[0]!.constructor as { new (n: number): Host })(parts.reduce((s, p) => s + p.length, 0));
+  let o = 0;
+  for (const p of parts) out.set(p, (o += p.length) - p.length);
+  return out;
+}
+
+class Loader {
+  readonly used = new Set<string>();
+  readonly made: Tensor[] = [];
+  constructor(
+    readonly store: WeightStore,
+    readonly dtype: DType,
+    readonly device: string,
+    readonly source: string,
+  ) {}
+
+  /** Host values of `name`, checked against the shape the config implies. */
+  host(name: string, shape: number[]): Host {
+    if (!this.store.has(name)) throw new Error(`${this.source}: missing tensor "${name}" (expected shape [${shape.join(', ')}])`);
+    const got = this.store.info(name).shape;
+    if (got.length !== shape.length || got.some((d, i) => d !== shape[i]))
+      throw new Error(`${this.source}: tensor "${name}" has shape [${got.join(', ')}], the config implies [${shape.join(', ')}]`);
+    this.used.add(name);
+    return this.store.read(name, this.dtype === 'i32' ? 'f32' : (this.dtype as 'f32' | 'bf16' | 'f16'));
+  }
+
+  upload(data: Host, shape: number[]): Tensor {
+    const t = Tensor.empty(shape, { dtype: this.dtype, device: this.device });
+    this.made.push(t);
+    t.native.writeHost(data);
+    return t;
+  }
+
+  tensor(name: string, shape: number[]): Tensor {
+    return this.upload(this.host(name, shape), shape);
+  }
+
+  /** Unexpected tensors are an error: they mean the file is not the model the config describes. */
+  checkAllUsed(ignore: RegExp): void {
+    const extra = this.store.names().filter((n) => !this.used.has(n) && !ignore.test(n));
+    if (extra.length)
+      throw new Error(`${this.source}: ${extra.length} unexpected tensors for this config: ${extra.slice(0, 5).join(', ')}${extra.length > 5 ? ', …' : ''}`);
+  }
+}
+
+function loadGpt2(cfg: ModelConfig, L: Loader): ModelWeights {
+  const { hidden: C, intermediate: F, vocabSize: V, maxPositions: P } = cfg;
+  // Checkpoints saved from GPT2LMHeadModel prefix names with "transformer."; bare GPT2Model ones do not.
+  const pre = L.store.has('transformer.wte.weight') ? 'transformer.' : '';
+  const conv = (name: string, inF: number, outF: number) => L.upload(transpose(L.host(name, [inF, outF]), inF, outF), [outF, inF]);
+  const layers: LayerWeights[] = [];
+  for (let i = 0; i < cfg.layers; i++) {
+    const p = `${pre}h.${i}.`;
+    layers.push({
+      norm1: L.tensor(`${p}ln_1.weight`, [C]),
+      norm1Bias: L.tensor(`${p}ln_1.bias`, [C]),
+      qkv: conv(`${p}attn.c_attn.weight`, C, 3 * C),
+      qkvBias: L.tensor(`${p}attn.c_attn.bias`, [3 * C]),
+      out: conv(`${p}attn.c_proj.weight`, C, C),
+      outBias: L.tensor(`${p}attn.c_proj.bias`, [C]),
+      norm2: L.tensor(`${p}ln_2.weight`, [C]),
+      norm2Bias: L.tensor(`${p}ln_2.bias`, [C]),
+      up: conv(`${p}mlp.c_fc.weight`, C, F),
+      upBias: L.tensor(`${p}mlp.c_fc.bias`, [F]),
+      down: conv(`${p}mlp.c_proj.weight`, F, C),
+      downBias: L.tensor(`${p}mlp.c_proj.bias`, [C]),
+    });
+  }
+  const embed = L.tensor(`${pre}wte.weight`, [V, C]);
+  const w: ModelWeights = {
+    embed,
+    positions: L.tensor(`${pre}wpe.weight`, [P, C]),
+    layers,
+    normF: L.tensor(`${pre}ln_f.weight`, [C]),
+    normFBias: L.tensor(`${pre}ln_f.bias`, [C]),
+    head: embed,
+  };
+  // A saved lm_head is the tied embedding again; attention-mask buffers are not weights.
+  L.checkAllUsed(/^lm_head\.weight$|\.attn\.(masked_)?bias$/);
+  return w;
+}
+
+function loadLlama(cfg: ModelConfig, L: Loader): ModelWeights {
+  const { hidden: C, heads, kvHeads, headDim: D, intermediate: F, vocabSize: V } = cfg;
+  const layers: LayerWeights[] = [];
+  for (let i = 0; i < cfg.layers; i++) {
+    const p = `model.layers.${i}.`;
+    const q = L.host(`${p}self_attn.q_proj.weight`, [heads * D, C]);
+    const k = L.host(`${p}self_attn.k_proj.weight`, [kvHeads * D, C]);
+    const v = L.host(`${p}self_attn.v_proj.weight`, [kvHeads * D, C]);
+    const gate = L.host(`${p}mlp.gate_proj.weight`, [F, C]);
+    const up = L.host(`${p}mlp.up_proj.weight`, [F, C]);
+    layers.push({
+      norm1: L.tensor(`${p}input_layernorm.weight`, [C]),
+      qkv: L.upload(concat([q, k, v]), [(heads + 2 * kvHeads) * D, C]),
+      out: L.tensor(`${p}self_attn.o_proj.weight`, [C, heads * D]),
+      norm2: L.tensor(`${p}post_attention_layernorm.weight`, [C]),
+      up: L.upload(concat([gate, up]), [2 * F, C]),
+      down: L.tensor(`${p}mlp.down_proj.weight`, [C, F]),
+    });
+  }
+  const embed = L.tensor('model.embed_tokens.weight', [V, C]);
+  const tied = cfg.tieEmbeddings || !L.store.has('lm_head.weight');
+  const w: ModelWeights = {
+    embed,
+    layers,
+    normF: L.tensor('model.norm.weight', [C]),
+    head: tied ? embed : L.tensor('lm_head.weight', [V, C]),
+  };
+  L.checkAllUsed(/\.rotary_emb\.inv_freq$/);
+  return w;
+}
+
+/** Load a Hugging Face checkpoint folder's weights onto `device` as `dtype`. */
+export function loadWeights(cfg: ModelConfig, folder: string, device: string, dtype: DType): ModelWeights {
+  const store = WeightStore.open(folder);
+  const L = new Loader(store, dtype, device, folder);
+  try {
+    return cfg.family === 'gpt2' ? loadGpt2(cfg, L) : loadLlama(cfg, L);
+  } catch (e) {
+    for (const t of L.made) t.dispose(); // nothing half-loaded stays on the device
+    throw e;
+  } finally {
+    store.close();
+  }
+}
