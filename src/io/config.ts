@@ -157,7 +157,7 @@ export function parseConfig(json: unknown, source = 'config.json'): ModelConfig 
   const type = json.model_type;
   if (type === 'gpt2') return parseGpt2(f);
   if (type === 'llama') return parseLlama(f);
-  return f.fail('model_type', `is ${JSON.stringify(type)}: supported model types are "gpt2" and "llama"`);
+  return f.fail('model_type', `is ${type === undefined ? 'missing' : JSON.stringify(type)}: supported model types are "gpt2" and "llama"`);
 }
 
 /** Reads and normalizes `folder/config.json`. */
