@@ -19,3 +19,10 @@ export {
 export { DeviceEvent, DeviceStream, Graph, capture } from './runtime.js';
 export * as ops from './ops.js';
 export { runKernelBench, type KernelBenchOptions, type KernelBenchResult } from './bench/kernels.js';
+export { Model, type LoadOptions } from './models/model.js';
+export { PRESETS, presetConfig } from './models/presets.js';
+export { generate, generateSteps, streamText, type GenerateOptions, type Generation, type StepEvent, type SamplingOptions } from './engine/generate.js';
+export { loadConfig, parseConfig, type ModelConfig, type ModelFamily } from './io/config.js';
+export { SafetensorsFile, WeightStore, writeSafetensors, type StDType, type StTensorInfo } from './io/safetensors.js';
+export { gpt2Tokenizer, loadTokenizer, loadTokenizerSync, type Tokenizer } from './io/tokenizer.js';
+export { runGenerateBench, type GenerateBenchOptions, type GenerateBenchResult } from './bench/generate.js';

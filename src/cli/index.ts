@@ -6,6 +6,7 @@ import path from 'node:path';
 import { packageRoot } from '../native.js';
 import { register as registerDevices } from './commands/devices.js';
 import { register as registerBench } from './commands/bench.js';
+import { register as registerGenerate } from './commands/generate.js';
 
 const pkg = JSON.parse(readFileSync(path.join(packageRoot, 'package.json'), 'utf8')) as { version: string };
 
@@ -16,6 +17,7 @@ const program = new Command()
 
 registerDevices(program);
 registerBench(program);
+registerGenerate(program);
 
 try {
   await program.parseAsync(process.argv);

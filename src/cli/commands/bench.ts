@@ -2,11 +2,11 @@
 // present (on the CPU when there is no GPU).
 import type { Command } from 'commander';
 import { writeFileSync } from 'node:fs';
-import type { DType } from '../../dtype.js';
-import { checkDType } from '../../dtype.js';
+import { checkDType, type DType } from '../../dtype.js';
 import { defaultDevice, parseDevice } from '../../device.js';
-import { describeDevice, runKernelBench, type KernelBenchResult } from '../../bench/kernels.js';
-import { fixed, table } from '../format.js';
+import { describeDevice, runKernelBench } from '../../bench/kernels.js';
+import { runGenerateBench } from '../../bench/generate.js';
+import { bytes, fixed, table } from '../format.js';
 
 interface BenchOpts {
   device?: string;
@@ -15,39 +15,77 @@ interface BenchOpts {
   runs?: string;
   json?: boolean | string;
   filter?: string[];
+  model?: string;
+  batch?: string;
+  promptTokens?: string;
+  newTokens?: string;
 }
 
-function kernels(opts: BenchOpts): void {
-  const device = parseDevice(opts.device ?? defaultDevice());
-  const dtype: DType | undefined = opts.dtype ? checkDType(opts.dtype) : undefined;
-  const runs = opts.runs ? Number(opts.runs) : undefined;
-  if (runs !== undefined && (!Number.isInteger(runs) || runs < 1)) throw new Error(`--runs must be a positive integer`);
+const SCENARIOS = ['kernels', 'generate'] as const;
+
+function positiveInt(flag: string, v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`${flag} must be a positive integer, got "${v}"`);
+  return n;
+}
+
+function report(opts: BenchOpts, device: string, results: object[], text: string): void {
+  const doc = JSON.stringify({ device: describeDevice(device), results }, null, 2);
+  if (opts.json === true) return void console.log(doc);
+  if (typeof opts.json === 'string') writeFileSync(opts.json, doc);
+  console.log(text);
+}
+
+function kernels(opts: BenchOpts, device: string, dtype: DType | undefined): void {
   const quiet = opts.json === true;
   if (!quiet) console.error(`parallm bench kernels on ${describeDevice(device)}`);
   const results = runKernelBench({
     device,
     dtype,
     quick: opts.quick,
-    runs,
+    runs: positiveInt('--runs', opts.runs),
     filter: opts.filter,
-    onResult: (r) => {
-      if (!quiet) console.error(`  ${r.name} ${r.shape}: ${r.ms.toFixed(3)} ms`);
-    },
+    onResult: (r) => quiet || console.error(`  ${r.name} ${r.shape}: ${r.ms.toFixed(3)} ms`),
   });
-  if (opts.json === true) {
-    console.log(JSON.stringify({ device: describeDevice(device), results }, null, 2));
-    return;
-  }
-  if (typeof opts.json === 'string') writeFileSync(opts.json, JSON.stringify({ device: describeDevice(device), results }, null, 2));
-  console.log(
+  report(
+    opts,
+    device,
+    results,
     table(
       ['kernel', 'shape', 'dtype', 'ms (median)', 'TFLOP/s', 'GB/s'],
-      results.map((r: KernelBenchResult) => [r.name, r.shape, r.dtype, r.ms.toFixed(3), fixed(r.tflops, r.tflops && r.tflops < 1 ? 3 : 1), fixed(r.gbps, 0)]),
+      results.map((r) => [r.name, r.shape, r.dtype, r.ms.toFixed(3), fixed(r.tflops, r.tflops && r.tflops < 1 ? 3 : 1), fixed(r.gbps, 0)]),
     ),
   );
 }
 
-const SCENARIOS = ['kernels'] as const;
+async function generateBench(opts: BenchOpts, device: string, dtype: DType | undefined): Promise<void> {
+  const quiet = opts.json === true;
+  const gpu = device.startsWith('cuda');
+  const model = opts.model ?? (gpu ? 'gpt2' : 'tiny-gpt2');
+  const batches = (opts.batch ?? (opts.quick ? '1' : '1,16')).split(',').map((b) => positiveInt('--batch', b.trim())!);
+  const promptTokens = positiveInt('--prompt-tokens', opts.promptTokens) ?? (opts.quick ? 16 : 128);
+  const newTokens = positiveInt('--new-tokens', opts.newTokens) ?? (opts.quick ? 16 : 128);
+  if (!quiet) console.error(`parallm bench generate: ${model} on ${describeDevice(device)}, prompt ${promptTokens}, ${newTokens} new tokens`);
+  const results = await runGenerateBench({
+    model,
+    device,
+    dtype,
+    batches,
+    promptTokens,
+    newTokens,
+    onResult: (r) => quiet || console.error(`  batch ${r.batch}: ${r.decodeTokensPerS.toFixed(0)} tokens/s decode`),
+  });
+  report(
+    opts,
+    device,
+    results,
+    table(
+      ['model', 'dtype', 'batch', 'prefill tok/s', 'TTFT ms', 'decode tok/s', 'ms/step', 'weights', 'peak memory'],
+      results.map((r) => [r.model, r.dtype, r.batch, r.prefillTokensPerS.toFixed(0), r.ttftMs.toFixed(1), r.decodeTokensPerS.toFixed(1), r.msPerStep.toFixed(2), bytes(r.weightBytes), bytes(r.peakBytes)]),
+    ),
+  );
+}
 
 export function register(program: Command): void {
   program
@@ -57,11 +95,18 @@ export function register(program: Command): void {
     .option('--device <id>', 'device to run on (default: cuda:0, else cpu:0)')
     .option('--dtype <dtype>', 'compute dtype: bf16 (GPU default), f32 (CPU default), f16')
     .option('--quick', 'smaller shapes and fewer runs')
-    .option('--runs <n>', 'timed runs per case (median reported)')
-    .option('--filter <text...>', 'only cases whose name or shape contains the text')
+    .option('--runs <n>', 'kernels: timed runs per case (median reported)')
+    .option('--filter <text...>', 'kernels: only cases whose name or shape contains the text')
+    .option('--model <name>', 'generate: a preset (gpt2, llama-2-7b, ...) or a model folder (default gpt2 on a GPU, tiny-gpt2 on the CPU)')
+    .option('--batch <list>', 'generate: batch sizes, comma-separated (default 1,16)')
+    .option('--prompt-tokens <n>', 'generate: prompt length (default 128)')
+    .option('--new-tokens <n>', 'generate: new tokens per sequence (default 128)')
     .option('--json [file]', 'print JSON to stdout, or write it to file')
-    .action((scenario: string, opts: BenchOpts) => {
-      if (scenario !== 'kernels') throw new Error(`unknown bench scenario "${scenario}": expected one of ${SCENARIOS.join(', ')}`);
-      kernels(opts);
+    .action(async (scenario: string, opts: BenchOpts) => {
+      const device = parseDevice(opts.device ?? defaultDevice());
+      const dtype = opts.dtype ? checkDType(opts.dtype) : undefined;
+      if (scenario === 'kernels') return kernels(opts, device, dtype);
+      if (scenario === 'generate') return generateBench(opts, device, dtype);
+      throw new Error(`unknown bench scenario "${scenario}": expected one of ${SCENARIOS.join(', ')}`);
     });
 }

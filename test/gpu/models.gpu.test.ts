@@ -1,0 +1,78 @@
+// The models on a GPU: Hugging Face parity on the fixtures (f32: logits within tolerance, greedy tokens
+// identical), bf16 close, captured decode step equal to the uncaptured one, presets drawn on the device
+// equal to the CPU's draw. Skipped without a GPU.
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { Tensor, cudaDeviceCount, ops } from '../../src/index.js';
+import { generate } from '../../src/engine/generate.js';
+import { Model } from '../../src/models/model.js';
+import { KvCache } from '../../src/models/transformer.js';
+import { relError } from '../helpers/reference.js';
+
+const gpus = cudaDeviceCount();
+const dev = 'cuda:0';
+const fx = path.resolve(__dirname, '../fixtures');
+const expected = JSON.parse(readFileSync(path.join(fx, 'expected.json'), 'utf8')) as Record<
+  string,
+  { prompts: number[][]; logits: number[][][]; greedy: number[][]; new_tokens: number }
+>;
+
+function allLogits(m: Model, prompt: number[]): Float32Array {
+  const T = prompt.length;
+  const cache = new KvCache(m.config, 1, T, m.device, m.dtype);
+  const i32 = { dtype: 'i32' as const, device: m.device };
+  const ids = Tensor.from(prompt, [T], i32);
+  const pos = Tensor.from(prompt.map((_, t) => t), [T], i32);
+  const zeros = Tensor.zeros([1], i32);
+  const x = m.transformer.prefill(cache, ids, pos, zeros, 1, T);
+  const lg = m.transformer.logits(x);
+  const out = lg.toArray() as Float32Array;
+  [ids, pos, zeros, x, lg].forEach((t) => t.dispose());
+  cache.dispose();
+  return out;
+}
+
+describe.skipIf(gpus === 0)('models on the GPU match Hugging Face', () => {
+  for (const name of ['tiny-gpt2', 'tiny-llama'] as const) {
+    const exp = expected[name]!;
+    it(`${name} f32: logits and greedy tokens, alone and batched, captured and not`, async () => {
+      const m = Model.load(path.join(fx, name), { device: dev, dtype: 'f32' });
+      exp.prompts.forEach((p, i) => expect(relError(allLogits(m, p), exp.logits[i]!.flat()), `prompt ${i}`).toBeLessThan(1e-4));
+      for (const [i, p] of exp.prompts.entries()) {
+        const [g] = await generate(m, [p], { maxTokens: exp.new_tokens, stopTokens: [] });
+        expect(g!.tokens, `prompt ${i}`).toEqual(exp.greedy[i]);
+      }
+      const batched = await generate(m, exp.prompts, { maxTokens: exp.new_tokens, stopTokens: [] });
+      expect(batched.map((g) => g.tokens)).toEqual(exp.greedy);
+      const plain = await generate(m, exp.prompts, { maxTokens: exp.new_tokens, stopTokens: [], graph: false });
+      expect(plain.map((g) => g.tokens)).toEqual(exp.greedy);
+      m.dispose();
+    });
+
+    it(`${name} bf16: logits close to Hugging Face`, () => {
+      const m = Model.load(path.join(fx, name), { device: dev, dtype: 'bf16' });
+      exp.prompts.forEach((p, i) => expect(relError(allLogits(m, p), exp.logits[i]!.flat()), `prompt ${i}`).toBeLessThan(3e-2));
+      m.dispose();
+    });
+  }
+
+  it('seeded sampling gives the same tokens on the GPU as on the CPU', async () => {
+    const g = Model.load(path.join(fx, 'tiny-llama'), { device: dev, dtype: 'f32' });
+    const c = Model.load(path.join(fx, 'tiny-llama'), { device: 'cpu:0', dtype: 'f32' });
+    const o = { maxTokens: 12, temperature: 1.2, topK: 40, topP: 0.9, seed: 5, stopTokens: [] };
+    const a = await generate(g, expected['tiny-llama']!.prompts, o);
+    const b = await generate(c, expected['tiny-llama']!.prompts, o);
+    expect(a.map((x) => x.tokens)).toEqual(b.map((x) => x.tokens));
+    g.dispose();
+    c.dispose();
+  });
+
+  it('fillUniform draws the same values on the GPU as on the CPU', () => {
+    for (const dtype of ['f32', 'bf16'] as const) {
+      const a = ops.fillUniform(Tensor.empty([100003], { dtype, device: dev }), { seed: 9, low: -0.5, high: 0.25 }).toArray();
+      const b = ops.fillUniform(Tensor.empty([100003], { dtype, device: 'cpu:0' }), { seed: 9, low: -0.5, high: 0.25 }).toArray();
+      expect(Array.from(a)).toEqual(Array.from(b));
+    }
+  });
+});
