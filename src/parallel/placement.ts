@@ -1,0 +1,160 @@
+// Where a model's layers go. A pipeline stage is a device with a contiguous range of layers; the first
+// stage also holds the embeddings, the last the final norm and the head (as the seed's `parallelize`).
+// Three ways to place: the seed's even split (`get_device_map`: chunks of ceil(L / devices)), a split
+// by free memory, or an explicit map. Memory is estimated before anything loads.
+import type { DType } from '../dtype.js';
+import type { ModelConfig } from '../io/config.js';
+
+export interface Stage {
+  device: string;
+  /** layers [start, end) */
+  start: number;
+  end: number;
+  embed: boolean;
+  head: boolean;
+}
+
+export interface MemoryNeeds {
+  /** run dtype of weights and KV cache */
+  dtype: DType;
+  /** sequences the KV cache holds */
+  batch: number;
+  /** tokens per sequence the KV cache holds */
+  maxLen: number;
+}
+
+export interface StageMemory {
+  weights: number;
+  kvCache: number;
+  total: number;
+}
+
+const elBytes = (d: DType) => (d === 'f32' || d === 'i32' ? 4 : 2);
+
+/** Bytes of one decoder layer's weights. */
+export function layerWeightBytes(cfg: ModelConfig, dtype: DType): number {
+  const { hidden: C, heads, kvHeads, headDim: D, intermediate: F } = cfg;
+  const gpt2 = cfg.family === 'gpt2';
+  const params = (heads + 2 * kvHeads) * D * C + C * heads * D + (gpt2 ? 2 : 3) * F * C + (gpt2 ? 4 * C + (heads + 2 * kvHeads) * D + C + F + C : 2 * C);
+  return params * elBytes(dtype);
+}
+
+export function embedBytes(cfg: ModelConfig, dtype: DType): number {
+  return (cfg.vocabSize * cfg.hidden + (cfg.family === 'gpt2' ? cfg.maxPositions * cfg.hidden : 0)) * elBytes(dtype);
+}
+
+export function headBytes(cfg: ModelConfig, dtype: DType): number {
+  // With tied embeddings the last stage holds its own copy of the embedding matrix when it is not the first.
+  return (cfg.vocabSize * cfg.hidden + 2 * cfg.hidden) * elBytes(dtype);
+}
+
+export function layerKvBytes(cfg: ModelConfig, need: MemoryNeeds): number {
+  return 2 * need.batch * need.maxLen * cfg.kvHeads * cfg.headDim * elBytes(need.dtype);
+}
+
+export function stageMemory(cfg: ModelConfig, s: Stage, need: MemoryNeeds): StageMemory {
+  const n = s.end - s.start;
+  let weights = n * layerWeightBytes(cfg, need.dtype);
+  if (s.embed) weights += embedBytes(cfg, need.dtype);
+  if (s.head) weights += s.embed && cfg.tieEmbeddings ? 2 * cfg.hidden * elBytes(need.dtype) : headBytes(cfg, need.dtype);
+  const kvCache = n * layerKvBytes(cfg, need);
+  return { weights, kvCache, total: weights + kvCache };
+}
+
+function stagesFromCounts(devices: string[], counts: number[]): Stage[] {
+  let at = 0;
+  return devices.map((device, i) => {
+    const s = { device, start: at, end: at + counts[i]!, embed: i === 0, head: i === devices.length - 1 };
+    at = s.end;
+    return s;
+  });
+}
+
+function checkDevices(devices: string[], nLayers: number): void {
+  if (!devices.length) throw new Error('placement: no devices given');
+  const dup = devices.find((d, i) => devices.indexOf(d) !== i);
+  if (dup) throw new Error(`placement: device ${dup} is listed twice`);
+  if (devices.length > nLayers) throw new Error(`placement: ${devices.length} stages for ${nLayers} layers: more stages than layers`);
+}
+
+/** The seed's get_device_map: consecutive chunks of ceil(layers / devices). */
+export function getDeviceMap(nLayers: number, devices: string[]): Record<string, number[]> {
+  checkDevices(devices, nLayers);
+  const per = Math.ceil(nLayers / devices.length);
+  const map: Record<string, number[]> = {};
+  devices.forEach((d, i) => {
+    const layers = Array.from({ length: Math.max(0, Math.min(nLayers, (i + 1) * per) - i * per) }, (_, k) => i * per + k);
+    if (!layers.length)
+      throw new Error(`placement: ${nLayers} layers in chunks of ${per} leave ${d} without a layer; use ${Math.ceil(nLayers / per)} devices or an explicit map`);
+    map[d] = layers;
+  });
+  return map;
+}
+
+export function evenPlacement(cfg: ModelConfig, devices: string[]): Stage[] {
+  const map = getDeviceMap(cfg.layers, devices);
+  return stagesFromCounts(devices, devices.map((d) => map[d]!.length));
+}
+
+/**
+ * Contiguous layers in proportion to each device's free memory: the smallest uniform fill fraction u
+ * such that every device's fixed part (embeddings, head) plus its layers fit in u of its free bytes.
+ */
+export function memoryPlacement(cfg: ModelConfig, devices: string[], freeBytes: number[], need: MemoryNeeds): Stage[] {
+  checkDevices(devices, cfg.layers);
+  if (freeBytes.length !== devices.length) throw new Error('placement: one free-memory figure per device');
+  const per = layerWeightBytes(cfg, need.dtype) + layerKvBytes(cfg, need);
+  const fixed = devices.map((_, i) => (i === 0 ? embedBytes(cfg, need.dtype) : 0) + (i === devices.length - 1 ? headBytes(cfg, need.dtype) : 0));
+  const countsAt = (u: number) => devices.map((_, i) => Math.max(1, Math.floor((u * freeBytes[i]! - fixed[i]!) / per)));
+  let lo = 0, hi = 1;
+  while (countsAt(hi).reduce((a, b) => a + b, 0) < cfg.layers) {
+    hi *= 2;
+    if (hi > 1 << 20) break;
+  }
+  for (let it = 0; it < 60; it++) {
+    const mid = (lo + hi) / 2;
+    if (countsAt(mid).reduce((a, b) => a + b, 0) >= cfg.layers) hi = mid;
+    else lo = mid;
+  }
+  const counts = countsAt(hi);
+  // Trim the surplus from the fullest devices (by fill fraction), keeping at least one layer each.
+  for (let extra = counts.reduce((a, b) => a + b, 0) - cfg.layers; extra > 0; extra--) {
+    let worst = -1;
+    counts.forEach((c, i) => {
+      if (c > 1 && (worst < 0 || (fixed[i]! + c * per) / freeBytes[i]! > (fixed[worst]! + counts[worst]! * per) / freeBytes[worst]!)) worst = i;
+    });
+    counts[worst]!--;
+  }
+  const stages = stagesFromCounts(devices, counts);
+  stages.forEach((s, i) => {
+    const m = stageMemory(cfg, s, need);
+    if (m.total > freeBytes[i]!)
+      throw new Error(`placement: ${s.device} would need ${(m.total / 2 ** 30).toFixed(2)} GiB for layers ${s.start}-${s.end - 1} but has ${(freeBytes[i]! / 2 ** 30).toFixed(2)} GiB free: the model does not fit on these devices`);
+  });
+  return stages;
+}
+
+/** An explicit map {device: layers}; every layer placed once, each device's layers one contiguous run, in device order. */
+export function explicitPlacement(cfg: ModelConfig, map: Record<string, number[]>, known?: string[]): Stage[] {
+  const devices = Object.keys(map);
+  checkDevices(devices, cfg.layers);
+  if (known) for (const d of devices) if (!known.includes(d)) throw new Error(`placement: the map names ${d}, which is not one of ${known.join(', ')}`);
+  const owner = new Array<string | undefined>(cfg.layers);
+  for (const d of devices) {
+    const layers = map[d]!;
+    if (!layers.length) throw new Error(`placement: ${d} has no layers`);
+    layers.forEach((l, k) => {
+      if (!Number.isInteger(l) || l < 0 || l >= cfg.layers) throw new Error(`placement: ${d} names layer ${l}, outside 0-${cfg.layers - 1}`);
+      if (owner[l]) throw new Error(`placement: layer ${l} is placed on both ${owner[l]} and ${d}`);
+      if (k && l !== layers[k - 1]! + 1) throw new Error(`placement: ${d}'s layers are not one contiguous run`);
+      owner[l] = d;
+    });
+  }
+  const missing = owner.findIndex((o) => !o);
+  if (missing >= 0) throw new Error(`placement: layer ${missing} is not placed on any device`);
+  const stages = stagesFromCounts(devices, devices.map((d) => map[d]!.length));
+  stages.forEach((s) => {
+    if (map[s.device]![0] !== s.start) throw new Error('placement: devices must hold consecutive layer runs in map order');
+  });
+  return stages;
+}
