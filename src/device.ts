@@ -70,3 +70,9 @@ export function resetPeakMemory(device: string): void {
 export function emptyCache(device: string): void {
   native.emptyCache(parseDevice(device));
 }
+
+/** Make sure cpu:N exists for every cpu:N listed (splitting the host into more CPU devices if needed). */
+export function ensureCpuDevices(ids: string[]): void {
+  const want = Math.max(0, ...ids.map((d) => /^cpu:(\d+)$/.exec(d.trim())).filter(Boolean).map((m) => Number(m![1]) + 1));
+  if (want > native.buildInfo().cpuDevices) native.configureCpuDevices(want);
+}

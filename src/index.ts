@@ -9,6 +9,7 @@ export {
   cudaDeviceCount,
   buildInfo,
   configureCpuDevices,
+  ensureCpuDevices,
   synchronize,
   memoryStats,
   resetPeakMemory,
@@ -26,3 +27,5 @@ export { loadConfig, parseConfig, type ModelConfig, type ModelFamily } from './i
 export { SafetensorsFile, WeightStore, writeSafetensors, type StDType, type StTensorInfo } from './io/safetensors.js';
 export { gpt2Tokenizer, loadTokenizer, loadTokenizerSync, type Tokenizer } from './io/tokenizer.js';
 export { runGenerateBench, type GenerateBenchOptions, type GenerateBenchResult } from './bench/generate.js';
+export { clockCycles, stageTasks, idealUtilization, splitSizes } from './parallel/schedule.js';
+export { getDeviceMap, evenPlacement, memoryPlacement, explicitPlacement, stageMemory, type Stage, type MemoryNeeds } from './parallel/placement.js';

@@ -7,6 +7,7 @@ import { packageRoot } from '../native.js';
 import { register as registerDevices } from './commands/devices.js';
 import { register as registerBench } from './commands/bench.js';
 import { register as registerGenerate } from './commands/generate.js';
+import { register as registerPlan } from './commands/plan.js';
 
 const pkg = JSON.parse(readFileSync(path.join(packageRoot, 'package.json'), 'utf8')) as { version: string };
 
@@ -18,6 +19,7 @@ const program = new Command()
 registerDevices(program);
 registerBench(program);
 registerGenerate(program);
+registerPlan(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -35,6 +35,23 @@ describe('parallm CLI', () => {
     }
   });
 
+  it('plan prints the device map and memory per device without loading', () => {
+    const out = JSON.parse(parallm(['plan', '--model', 'gpt2', '--devices', 'cpu:0,cpu:1', '--strategy', 'pp', '--json'])) as {
+      stages: { device: string; start: number; end: number; embed: boolean; head: boolean; total: number }[];
+    };
+    expect(out.stages.map((s) => [s.device, s.start, s.end, s.embed, s.head])).toEqual([
+      ['cpu:0', 0, 6, true, false],
+      ['cpu:1', 6, 12, false, true],
+    ]);
+    expect(() => parallm(['plan', '--model', 'gpt2', '--devices', 'cpu:0,cpu:1', '--map', '{"cpu:0":[0,1],"cpu:1":[3]}'])).toThrow(/layer 2 is not placed/);
+  });
+
+  it('generate streams text from a preset', () => {
+    const out = parallm(['generate', '--model', 'tiny-gpt2', '--prompt', 'Hello world', '--max-tokens', '5', '--device', 'cpu:0']);
+    expect(out.startsWith('Hello world')).toBe(true);
+    expect(out.length).toBeGreaterThan('Hello world'.length);
+  });
+
   it('says what is wrong with a bad device', () => {
     expect(() => execFileSync(process.execPath, [cli, 'bench', 'kernels', '--device', 'cuda:9'], { encoding: 'utf8', stdio: 'pipe' })).toThrow(
       /unknown device "cuda:9"/,

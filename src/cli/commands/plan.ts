@@ -1,0 +1,82 @@
+// `parallm plan`: where each layer goes and what each device will hold, before anything loads.
+import type { Command } from 'commander';
+import { existsSync } from 'node:fs';
+import { checkDType, type DType } from '../../dtype.js';
+import { deviceInfo, ensureCpuDevices, parseDevice } from '../../device.js';
+import { loadConfig, type ModelConfig } from '../../io/config.js';
+import { presetConfig, PRESETS } from '../../models/presets.js';
+import { evenPlacement, explicitPlacement, memoryPlacement, stageMemory, type Stage } from '../../parallel/placement.js';
+import { bytes, table } from '../format.js';
+
+interface PlanOpts {
+  model: string;
+  devices: string;
+  strategy: string;
+  split: string;
+  map?: string;
+  batch: string;
+  maxLen: string;
+  dtype?: string;
+  json?: boolean;
+}
+
+export function modelConfig(source: string): ModelConfig {
+  const p = presetConfig(source);
+  if (p) return p;
+  if (!existsSync(source)) throw new Error(`unknown model "${source}": not a folder, nor a preset (${Object.keys(PRESETS).join(', ')})`);
+  return loadConfig(source);
+}
+
+export function register(program: Command): void {
+  program
+    .command('plan')
+    .description('print the device map and the memory each device will hold, without loading anything')
+    .requiredOption('--model <name>', 'a preset or a model folder (only config.json is read)')
+    .requiredOption('--devices <list>', 'comma-separated devices, e.g. cuda:0,cuda:1')
+    .option('--strategy <s>', 'dp (a replica per device), mp or pp (layers split across devices)', 'pp')
+    .option('--split <how>', 'mp/pp: even (the seed\'s get_device_map) or memory (by free memory)', 'even')
+    .option('--map <json>', 'mp/pp: explicit map, e.g. \'{"cuda:0":[0,1,2],"cuda:1":[3,4,5]}\'')
+    .option('--batch <n>', 'sequences the KV cache holds (per device for dp)', '1')
+    .option('--max-len <n>', 'tokens per sequence the KV cache holds', '1024')
+    .option('--dtype <dtype>', 'bf16 (default on GPUs) or f32 (default on CPUs)')
+    .option('--json', 'print JSON')
+    .action((o: PlanOpts) => {
+      const cfg = modelConfig(o.model);
+      const list = o.devices.split(',').map((d) => d.trim());
+      ensureCpuDevices(list);
+      const devices = list.map((d) => parseDevice(d));
+      const dtype: DType = checkDType(o.dtype ?? (devices[0]!.startsWith('cuda') ? 'bf16' : 'f32'));
+      const batch = Number(o.batch), maxLen = Number(o.maxLen);
+      for (const [flag, v] of [['--batch', batch], ['--max-len', maxLen]] as const)
+        if (!Number.isInteger(v) || v < 1) throw new Error(`${flag} must be a positive integer`);
+      const need = { dtype, batch, maxLen };
+      let stages: Stage[];
+      if (o.strategy === 'dp') stages = devices.map((device) => ({ device, start: 0, end: cfg.layers, embed: true, head: true }));
+      else if (o.strategy === 'mp' || o.strategy === 'pp') {
+        if (o.map) {
+          let map: Record<string, number[]>;
+          try {
+            map = JSON.parse(o.map) as Record<string, number[]>;
+          } catch {
+            throw new Error('--map must be JSON like {"cuda:0":[0,1],"cuda:1":[2,3]}');
+          }
+          stages = explicitPlacement(cfg, map, devices);
+        } else if (o.split === 'memory') stages = memoryPlacement(cfg, devices, devices.map((d) => deviceInfo(d).memoryFree), need);
+        else if (o.split === 'even') stages = evenPlacement(cfg, devices);
+        else throw new Error(`--split must be even or memory, got "${o.split}"`);
+      } else throw new Error(`--strategy must be dp, mp or pp, got "${o.strategy}"`);
+      const rows = stages.map((s) => {
+        const m = stageMemory(cfg, s, need);
+        const free = deviceInfo(s.device).memoryFree;
+        return { ...s, ...m, free, fits: m.total <= free };
+      });
+      if (o.json) return void console.log(JSON.stringify({ model: o.model, strategy: o.strategy, dtype, stages: rows }, null, 2));
+      console.log(`${o.model}: ${cfg.family}, ${cfg.layers} layers, hidden ${cfg.hidden}; ${o.strategy} on ${devices.join(', ')}; ${dtype}, KV cache for ${batch} x ${maxLen} tokens`);
+      console.log(
+        table(
+          ['device', 'layers', 'holds', 'weights', 'KV cache', 'total', 'free', 'fits'],
+          rows.map((r) => [r.device, `${r.start}-${r.end - 1}`, [r.embed && 'embeddings', r.head && 'head'].filter(Boolean).join(' + '), bytes(r.weights), bytes(r.kvCache), bytes(r.total), bytes(r.free), r.fits ? 'yes' : 'NO']),
+        ),
+      );
+    });
+}
