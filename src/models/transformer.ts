@@ -19,20 +19,28 @@ import * as ops from '../ops.js';
 import { Tensor } from '../tensor.js';
 import type { LayerWeights, ModelWeights } from './weights.js';
 
-/** Keys and values of every layer for `batch` sequences of up to `maxLen` tokens. */
+/** Keys and values of `layers` layers (default: all) for `batch` sequences of up to `maxLen` tokens. */
 export class KvCache {
   readonly k: Tensor[] = [];
   readonly v: Tensor[] = [];
+  /** `views`: tensors over another cache's memory (see slice). */
   constructor(
     readonly cfg: ModelConfig,
     readonly batch: number,
     readonly maxLen: number,
     device: string,
     dtype: DType,
+    layers = cfg.layers,
+    views?: { k: Tensor[]; v: Tensor[] },
   ) {
+    if (views) {
+      this.k = views.k;
+      this.v = views.v;
+      return;
+    }
     const shape = [batch, maxLen, cfg.kvHeads, cfg.headDim];
     try {
-      for (let i = 0; i < cfg.layers; i++) {
+      for (let i = 0; i < layers; i++) {
         this.k.push(Tensor.empty(shape, { dtype, device }));
         this.v.push(Tensor.empty(shape, { dtype, device }));
       }
@@ -40,6 +48,15 @@ export class KvCache {
       this.dispose();
       throw e;
     }
+  }
+  /** Sequences [b0, b0 + n) of this cache, sharing its memory (a pipeline micro-batch's rows). */
+  slice(b0: number, n: number): KvCache {
+    if (b0 < 0 || n < 1 || b0 + n > this.batch) throw new Error(`KV cache slice [${b0}, ${b0 + n}) outside its ${this.batch} sequences`);
+    const per = this.maxLen * this.cfg.kvHeads * this.cfg.headDim;
+    const shape = [n, this.maxLen, this.cfg.kvHeads, this.cfg.headDim];
+    const k = this.k.map((t) => t.view(b0 * per, shape));
+    const v = this.v.map((t) => t.view(b0 * per, shape));
+    return new KvCache(this.cfg, n, this.maxLen, '', 'f32', k.length, { k, v });
   }
   static bytes(cfg: ModelConfig, batch: number, maxLen: number, dtype: DType): number {
     return 2 * cfg.layers * batch * maxLen * cfg.kvHeads * cfg.headDim * (dtype === 'f32' ? 4 : 2);
@@ -59,7 +76,9 @@ export class Transformer {
     return this.cfg.family === 'gpt2' ? ops.layernorm(x, g, b!, { eps: this.cfg.normEps }) : ops.rmsnorm(x, g, { eps: this.cfg.normEps });
   }
 
-  private embed(ids: Tensor, pos: Tensor): Tensor {
+  /** Token (and, for GPT-2, position) embeddings of ids at pos: [n, C]. Needs the first stage. */
+  embed(ids: Tensor, pos: Tensor): Tensor {
+    if (!this.w.embed || !this.w.stage.embed) throw new Error('embed: this stage does not hold the embeddings');
     const x = ops.embedding(ids, this.w.embed);
     if (this.w.positions) {
       const p = ops.embedding(pos, this.w.positions);
@@ -122,9 +141,15 @@ export class Transformer {
    * from row 0. Returns the hidden states [B*T, C] before the final norm.
    */
   prefill(cache: KvCache, ids: Tensor, pos: Tensor, zeros: Tensor, B: number, T: number): Tensor {
+    const x = this.embed(ids, pos);
+    this.prefillLayers(x, cache, pos, zeros, B, T);
+    return x;
+  }
+
+  /** This stage's layers over hidden states x [B*T, C] (updated in place); cache layer i is the stage's i-th. */
+  prefillLayers(x: Tensor, cache: KvCache, pos: Tensor, zeros: Tensor, B: number, T: number): void {
     const { heads, kvHeads, headDim: D } = this.cfg;
     const W3 = (heads + 2 * kvHeads) * D;
-    const x = this.embed(ids, pos);
     this.w.layers.forEach((l, i) => {
       const h = this.norm(x, l.norm1, l.norm1Bias);
       const qkv = this.qkv(l, h, pos, B * T);
@@ -142,7 +167,6 @@ export class Transformer {
       att2.dispose();
       att.dispose();
     });
-    return x;
   }
 
   /**
@@ -150,9 +174,17 @@ export class Transformer {
    * Returns logits [B, V].
    */
   decode(cache: KvCache, ids: Tensor, pos: Tensor, lens: Tensor, B: number): Tensor {
+    const x = this.embed(ids, pos);
+    this.decodeLayers(x, cache, pos, lens, B);
+    const logits = this.logits(x);
+    x.dispose();
+    return logits;
+  }
+
+  /** This stage's layers over one token per sequence, x [B, C] updated in place. */
+  decodeLayers(x: Tensor, cache: KvCache, pos: Tensor, lens: Tensor, B: number): void {
     const { heads, kvHeads, headDim: D } = this.cfg;
     const W3 = (heads + 2 * kvHeads) * D;
-    const x = this.embed(ids, pos);
     const M = cache.maxLen;
     this.w.layers.forEach((l, i) => {
       const h = this.norm(x, l.norm1, l.norm1Bias);
@@ -171,13 +203,11 @@ export class Transformer {
       att2.dispose();
       att.dispose();
     });
-    const logits = this.logits(x);
-    x.dispose();
-    return logits;
   }
 
   /** Logits of hidden states [R, C] (final norm, then the head): [R, V]. */
   logits(x: Tensor): Tensor {
+    if (!this.w.head || !this.w.normF) throw new Error('logits: this stage does not hold the head');
     const h = this.norm(x, this.w.normF, this.w.normFBias);
     const out = ops.linear(h, this.w.head);
     h.dispose();

@@ -25,19 +25,29 @@ export interface LayerWeights {
   downBias?: Tensor;
 }
 
+/** The part of a model one device holds: layers [start, end), plus the embeddings and/or the head. */
+export interface StageSpec {
+  start: number;
+  end: number;
+  embed: boolean;
+  head: boolean;
+}
+
+export const wholeModel = (cfg: ModelConfig): StageSpec => ({ start: 0, end: cfg.layers, embed: true, head: true });
+
 export interface ModelWeights {
-  embed: Tensor; // [V, C]
+  stage: StageSpec;
+  embed?: Tensor; // [V, C], on the first stage (and the last, when tied)
   positions?: Tensor; // GPT-2: [P, C]
-  layers: LayerWeights[];
-  normF: Tensor;
+  layers: LayerWeights[]; // layers stage.start .. stage.end - 1
+  normF?: Tensor;
   normFBias?: Tensor;
-  head: Tensor; // [V, C]; the embedding itself when tied
+  head?: Tensor; // [V, C]; the embedding itself when tied
 }
 
 export function disposeWeights(w: ModelWeights): void {
-  const all = new Set<Tensor>([w.embed, w.normF, w.head]);
-  if (w.positions) all.add(w.positions);
-  if (w.normFBias) all.add(w.normFBias);
+  const all = new Set<Tensor>();
+  for (const t of [w.embed, w.positions, w.normF, w.normFBias, w.head]) if (t) all.add(t);
   for (const l of w.layers) for (const t of Object.values(l)) if (t) all.add(t);
   for (const t of all) t.dispose();
 }
@@ -56,42 +66,48 @@ export function weightBytes(cfg: ModelConfig, dtype: DType): number {
 
 // ---------------------------------------------------------------------------------------- random init
 
-/** Seeded random weights of the config's shapes, drawn on the device (no host traffic). */
-export function randomWeights(cfg: ModelConfig, device: string, dtype: DType, seed = 0): ModelWeights {
-  let n = 0;
+/**
+ * Seeded random weights of the config's shapes, drawn on the device (no host traffic). Each tensor's
+ * seed depends only on (seed, layer, slot), so a pipeline stage draws exactly the values the whole
+ * model has for its layers.
+ */
+export function randomWeights(cfg: ModelConfig, device: string, dtype: DType, seed = 0, stage = wholeModel(cfg)): ModelWeights {
   const opt = { dtype, device };
   // Uniform with the std of HF's normal(0, 0.02) init; norms start at one and biases at zero.
   const a = 0.02 * Math.sqrt(3);
-  const rnd = (shape: number[]) => ops.fillUniform(Tensor.empty(shape, opt), { seed: seed * 100003 + ++n, low: -a, high: a });
+  const rnd = (shape: number[], layer: number, slot: number) =>
+    ops.fillUniform(Tensor.empty(shape, opt), { seed: seed * 1_000_003 + (layer + 2) * 16 + slot, low: -a, high: a });
   const ones = (c: number) => ops.fillUniform(Tensor.empty([c], opt), { low: 1, high: 1 });
   const zeros = (c: number) => ops.fillUniform(Tensor.empty([c], opt), { low: 0, high: 0 });
   const { hidden: C, heads, kvHeads, headDim: D, intermediate: F, vocabSize: V } = cfg;
   const gpt2 = cfg.family === 'gpt2';
   const W3 = (heads + 2 * kvHeads) * D;
   const layers: LayerWeights[] = [];
-  for (let i = 0; i < cfg.layers; i++)
+  for (let i = stage.start; i < stage.end; i++)
     layers.push({
       norm1: ones(C),
       norm1Bias: gpt2 ? zeros(C) : undefined,
-      qkv: rnd([W3, C]),
+      qkv: rnd([W3, C], i, 0),
       qkvBias: gpt2 ? zeros(W3) : undefined,
-      out: rnd([C, heads * D]),
+      out: rnd([C, heads * D], i, 1),
       outBias: gpt2 ? zeros(C) : undefined,
       norm2: ones(C),
       norm2Bias: gpt2 ? zeros(C) : undefined,
-      up: rnd([gpt2 ? F : 2 * F, C]),
+      up: rnd([gpt2 ? F : 2 * F, C], i, 2),
       upBias: gpt2 ? zeros(F) : undefined,
-      down: rnd([C, F]),
+      down: rnd([C, F], i, 3),
       downBias: gpt2 ? zeros(C) : undefined,
     });
-  const embed = rnd([V, C]);
+  const needEmbed = stage.embed || (stage.head && cfg.tieEmbeddings);
+  const embed = needEmbed ? rnd([V, C], -2, 0) : undefined;
   return {
+    stage,
     embed,
-    positions: gpt2 ? rnd([cfg.maxPositions, C]) : undefined,
+    positions: gpt2 && stage.embed ? rnd([cfg.maxPositions, C], -2, 1) : undefined,
     layers,
-    normF: ones(C),
-    normFBias: gpt2 ? zeros(C) : undefined,
-    head: cfg.tieEmbeddings ? embed : rnd([V, C]),
+    normF: stage.head ? ones(C) : undefined,
+    normFBias: gpt2 && stage.head ? zeros(C) : undefined,
+    head: stage.head ? (cfg.tieEmbeddings ? embed : rnd([V, C], -1, 0)) : undefined,
   };
 }
 
@@ -143,21 +159,29 @@ class Loader {
     return this.upload(this.host(name, shape), shape);
   }
 
-  /** Unexpected tensors are an error: they mean the file is not the model the config describes. */
-  checkAllUsed(ignore: RegExp): void {
-    const extra = this.store.names().filter((n) => !this.used.has(n) && !ignore.test(n));
+  /**
+   * Unexpected tensors are an error: they mean the file is not the model the config describes. A stage
+   * skips the layers and end pieces that other stages load.
+   */
+  checkAllUsed(ignore: RegExp, stage: StageSpec, layerOf: (n: string) => RegExpExecArray | null, ends: RegExp): void {
+    const elsewhere = (n: string) => {
+      const m = layerOf(n);
+      if (m) return Number(m[1]) < stage.start || Number(m[1]) >= stage.end;
+      return !(stage.embed && stage.head) && ends.test(n);
+    };
+    const extra = this.store.names().filter((n) => !this.used.has(n) && !ignore.test(n) && !elsewhere(n));
     if (extra.length)
       throw new Error(`${this.source}: ${extra.length} unexpected tensors for this config: ${extra.slice(0, 5).join(', ')}${extra.length > 5 ? ', …' : ''}`);
   }
 }
 
-function loadGpt2(cfg: ModelConfig, L: Loader): ModelWeights {
+function loadGpt2(cfg: ModelConfig, L: Loader, stage: StageSpec): ModelWeights {
   const { hidden: C, intermediate: F, vocabSize: V, maxPositions: P } = cfg;
   // Checkpoints saved from GPT2LMHeadModel prefix names with "transformer."; bare GPT2Model ones do not.
   const pre = L.store.has('transformer.wte.weight') ? 'transformer.' : '';
   const conv = (name: string, inF: number, outF: number) => L.upload(transpose(L.host(name, [inF, outF]), inF, outF), [outF, inF]);
   const layers: LayerWeights[] = [];
-  for (let i = 0; i < cfg.layers; i++) {
+  for (let i = stage.start; i < stage.end; i++) {
     const p = `${pre}h.${i}.`;
     layers.push({
       norm1: L.tensor(`${p}ln_1.weight`, [C]),
@@ -174,24 +198,25 @@ function loadGpt2(cfg: ModelConfig, L: Loader): ModelWeights {
       downBias: L.tensor(`${p}mlp.c_proj.bias`, [C]),
     });
   }
-  const embed = L.tensor(`${pre}wte.weight`, [V, C]);
+  const embed = stage.embed || stage.head ? L.tensor(`${pre}wte.weight`, [V, C]) : undefined;
   const w: ModelWeights = {
+    stage,
     embed,
-    positions: L.tensor(`${pre}wpe.weight`, [P, C]),
+    positions: stage.embed ? L.tensor(`${pre}wpe.weight`, [P, C]) : undefined,
     layers,
-    normF: L.tensor(`${pre}ln_f.weight`, [C]),
-    normFBias: L.tensor(`${pre}ln_f.bias`, [C]),
-    head: embed,
+    normF: stage.head ? L.tensor(`${pre}ln_f.weight`, [C]) : undefined,
+    normFBias: stage.head ? L.tensor(`${pre}ln_f.bias`, [C]) : undefined,
+    head: stage.head ? embed : undefined,
   };
   // A saved lm_head is the tied embedding again; attention-mask buffers are not weights.
-  L.checkAllUsed(/^lm_head\.weight$|\.attn\.(masked_)?bias$/);
+  L.checkAllUsed(/^lm_head\.weight$|\.attn\.(masked_)?bias$/, stage, (n) => /\bh\.(\d+)\./.exec(n), /wpe|ln_f|wte/);
   return w;
 }
 
-function loadLlama(cfg: ModelConfig, L: Loader): ModelWeights {
+function loadLlama(cfg: ModelConfig, L: Loader, stage: StageSpec): ModelWeights {
   const { hidden: C, heads, kvHeads, headDim: D, intermediate: F, vocabSize: V } = cfg;
   const layers: LayerWeights[] = [];
-  for (let i = 0; i < cfg.layers; i++) {
+  for (let i = stage.start; i < stage.end; i++) {
     const p = `model.layers.${i}.`;
     const q = L.host(`${p}self_attn.q_proj.weight`, [heads * D, C]);
     const k = L.host(`${p}self_attn.k_proj.weight`, [kvHeads * D, C]);
@@ -207,24 +232,25 @@ function loadLlama(cfg: ModelConfig, L: Loader): ModelWeights {
       down: L.tensor(`${p}mlp.down_proj.weight`, [C, F]),
     });
   }
-  const embed = L.tensor('model.embed_tokens.weight', [V, C]);
   const tied = cfg.tieEmbeddings || !L.store.has('lm_head.weight');
+  const embed = stage.embed || (stage.head && tied) ? L.tensor('model.embed_tokens.weight', [V, C]) : undefined;
   const w: ModelWeights = {
+    stage,
     embed,
     layers,
-    normF: L.tensor('model.norm.weight', [C]),
-    head: tied ? embed : L.tensor('lm_head.weight', [V, C]),
+    normF: stage.head ? L.tensor('model.norm.weight', [C]) : undefined,
+    head: stage.head ? (tied ? embed : L.tensor('lm_head.weight', [V, C])) : undefined,
   };
-  L.checkAllUsed(/\.rotary_emb\.inv_freq$/);
+  L.checkAllUsed(/\.rotary_emb\.inv_freq$/, stage, (n) => /^model\.layers\.(\d+)\./.exec(n), /embed_tokens|model\.norm|lm_head/);
   return w;
 }
 
-/** Load a Hugging Face checkpoint folder's weights onto `device` as `dtype`. */
-export function loadWeights(cfg: ModelConfig, folder: string, device: string, dtype: DType): ModelWeights {
+/** Load a Hugging Face checkpoint folder's weights (or one stage's share) onto `device` as `dtype`. */
+export function loadWeights(cfg: ModelConfig, folder: string, device: string, dtype: DType, stage = wholeModel(cfg)): ModelWeights {
   const store = WeightStore.open(folder);
   const L = new Loader(store, dtype, device, folder);
   try {
-    return cfg.family === 'gpt2' ? loadGpt2(cfg, L) : loadLlama(cfg, L);
+    return cfg.family === 'gpt2' ? loadGpt2(cfg, L, stage) : loadLlama(cfg, L, stage);
   } catch (e) {
     for (const t of L.made) t.dispose(); // nothing half-loaded stays on the device
     throw e;
