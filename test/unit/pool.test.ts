@@ -120,10 +120,11 @@ describe('DevicePool failures', () => {
 
   it('a worker that exits rejects all its pending calls, and later calls at once', async () => {
     const pool = await start();
-    const slow = pool.call(1, 'sleep', 10_000);
-    const exit = pool.call(1, 'exit', 3);
-    await expect(slow).rejects.toThrow(/worker for cpu:1 exited with code 3 while 'sleep' was pending/);
-    await expect(exit).rejects.toThrow(/worker for cpu:1 exited with code 3/);
+    // Expectations attach at once: both calls reject together.
+    await Promise.all([
+      expect(pool.call(1, 'sleep', 10_000)).rejects.toThrow(/worker for cpu:1 exited with code 3 while 'sleep' was pending/),
+      expect(pool.call(1, 'exit', 3)).rejects.toThrow(/worker for cpu:1 exited with code 3/),
+    ]);
     await expect(pool.call(1, 'ping')).rejects.toThrow(/worker for cpu:1 has exited/);
     expect(await pool.call(2, 'whoami')).toMatchObject({ device: 'cpu:2' }); // the others live on
     await expect(pool.all('ping')).rejects.toThrow(/cpu:1 has exited/);
@@ -132,10 +133,10 @@ describe('DevicePool failures', () => {
 
   it('an uncaught asynchronous exception rejects pending calls with the error', async () => {
     const pool = await start();
-    const a = pool.call(0, 'throwLater', 'kaboom');
-    const b = pool.call(0, 'sleep', 10_000);
-    await expect(a).rejects.toThrow(/worker for cpu:0 crashed: Error: kaboom/);
-    await expect(b).rejects.toThrow(/worker for cpu:0 crashed: Error: kaboom while 'sleep' was pending/);
+    await Promise.all([
+      expect(pool.call(0, 'throwLater', 'kaboom')).rejects.toThrow(/worker for cpu:0 crashed: Error: kaboom/),
+      expect(pool.call(0, 'sleep', 10_000)).rejects.toThrow(/worker for cpu:0 crashed: Error: kaboom while 'sleep' was pending/),
+    ]);
     await expect(pool.call(0, 'ping')).rejects.toThrow(/worker for cpu:0 has exited \(it crashed/);
     await pool.close();
   });
@@ -143,12 +144,12 @@ describe('DevicePool failures', () => {
   it('a call past timeoutMs rejects and terminates its worker', async () => {
     const pool = await start(['cpu:0', 'cpu:1'], 300);
     expect(await pool.call(0, 'sleep', 10)).toBe(10);
-    const stuck = pool.call(0, 'spin', 60_000);
-    const queued = pool.call(0, 'ping');
     const t0 = Date.now();
-    await expect(stuck).rejects.toThrow(/\[cpu:0\] 'spin' timed out after 300 ms/);
+    await Promise.all([
+      expect(pool.call(0, 'spin', 60_000)).rejects.toThrow(/\[cpu:0\] 'spin' timed out after 300 ms/),
+      expect(pool.call(0, 'ping')).rejects.toThrow(/worker for cpu:0 was terminated: 'spin' timed out/),
+    ]);
     expect(Date.now() - t0).toBeLessThan(5_000);
-    await expect(queued).rejects.toThrow(/worker for cpu:0 was terminated: 'spin' timed out/);
     await expect(pool.call(0, 'ping')).rejects.toThrow(/worker for cpu:0 has exited/);
     expect(await pool.call(1, 'whoami')).toMatchObject({ device: 'cpu:1' });
     await pool.close();
@@ -167,11 +168,13 @@ describe('DevicePool failures', () => {
 
   it('close() rejects pending calls, is idempotent, and later calls reject', async () => {
     const pool = await start(['cpu:0', 'cpu:1']);
-    const pending = [pool.call(0, 'sleep', 10_000), pool.call(1, 'spin', 60_000)];
+    const pending = [pool.call(0, 'sleep', 10_000), pool.call(1, 'spin', 60_000)].map((p) =>
+      expect(p).rejects.toThrow(/pool closed while cpu:\d '(sleep|spin)' was pending/),
+    );
     const c1 = pool.close();
     expect(pool.close()).toBe(c1);
     await c1;
-    for (const p of pending) await expect(p).rejects.toThrow(/pool closed/);
+    await Promise.all(pending);
     await expect(pool.call(0, 'ping')).rejects.toThrow(/pool closed/);
     await expect(pool.all('ping')).rejects.toThrow(/pool closed/);
     await pool.close();
