@@ -8,7 +8,8 @@ import { loadConfig, type ModelConfig } from '../io/config.js';
 import { gpt2Tokenizer, loadTokenizerSync, type Tokenizer } from '../io/tokenizer.js';
 import { presetConfig, PRESETS } from './presets.js';
 import { Transformer } from './transformer.js';
-import { disposeWeights, loadWeights, randomWeights, weightBytes, type ModelWeights } from './weights.js';
+import { stageMemory } from '../parallel/placement.js';
+import { disposeWeights, loadWeights, randomWeights, weightBytes, type ModelWeights, type StageSpec } from './weights.js';
 
 export interface LoadOptions {
   /** default: cuda:0 when there is a GPU, else cpu:0 */
@@ -17,6 +18,8 @@ export interface LoadOptions {
   dtype?: DType;
   /** seed of a preset's random weights */
   seed?: number;
+  /** load only this pipeline stage's share (layers, embeddings on the first, head on the last) */
+  stage?: StageSpec;
 }
 
 export class Model {
@@ -42,18 +45,20 @@ export class Model {
     const preset = presetConfig(source);
     if (preset) {
       const tok = preset.family === 'gpt2' ? gpt2Tokenizer() : null;
-      return new Model(source, preset, randomWeights(preset, device, dtype, opts.seed ?? 0), device, dtype, tok);
+      return new Model(source, preset, randomWeights(preset, device, dtype, opts.seed ?? 0, opts.stage), device, dtype, tok);
     }
     if (!existsSync(source) || !statSync(source).isDirectory())
       throw new Error(`unknown model "${source}": not a folder, nor a preset (${Object.keys(PRESETS).join(', ')})`);
     const cfg = loadConfig(source);
     const tok = existsSync(path.join(source, 'tokenizer.json')) ? loadTokenizerSync(source) : cfg.family === 'gpt2' && cfg.vocabSize === 50257 ? gpt2Tokenizer() : null;
-    return new Model(path.basename(path.resolve(source)), cfg, loadWeights(cfg, source, device, dtype), device, dtype, tok);
+    return new Model(path.basename(path.resolve(source)), cfg, loadWeights(cfg, source, device, dtype, opts.stage), device, dtype, tok);
   }
 
   /** Bytes of weights on the device. */
   get weightBytes(): number {
-    return weightBytes(this.config, this.dtype);
+    const s = this.weights.stage;
+    if (s.start === 0 && s.end === this.config.layers && s.embed && s.head) return weightBytes(this.config, this.dtype);
+    return stageMemory(this.config, { device: this.device, ...s }, { dtype: this.dtype, batch: 0, maxLen: 0 }).weights;
   }
 
   encode(text: string): number[] {

@@ -6,6 +6,8 @@ import { checkDType, type DType } from '../../dtype.js';
 import { defaultDevice, parseDevice } from '../../device.js';
 import { describeDevice, runKernelBench } from '../../bench/kernels.js';
 import { runGenerateBench } from '../../bench/generate.js';
+import { defaultBenchDevices, runStrategyBench } from '../../bench/strategies.js';
+import type { Strategy } from '../../parallel/strategies.js';
 import { bytes, fixed, table } from '../format.js';
 
 interface BenchOpts {
@@ -19,9 +21,13 @@ interface BenchOpts {
   batch?: string;
   promptTokens?: string;
   newTokens?: string;
+  devices?: string;
+  microBatches?: string;
+  strategies?: string;
+  out?: string;
 }
 
-const SCENARIOS = ['kernels', 'generate'] as const;
+const SCENARIOS = ['strategies', 'kernels', 'generate'] as const;
 
 function positiveInt(flag: string, v: string | undefined): number | undefined {
   if (v === undefined) return undefined;
@@ -87,24 +93,70 @@ async function generateBench(opts: BenchOpts, device: string, dtype: DType | und
   );
 }
 
+async function strategies(opts: BenchOpts, dtype: DType | undefined): Promise<void> {
+  const quiet = opts.json === true;
+  const devices = opts.devices ? opts.devices.split(',').map((d) => d.trim()) : defaultBenchDevices();
+  const list = opts.strategies?.split(',').map((x) => x.trim()) as Strategy[] | undefined;
+  const out = opts.out ?? 'bench/out';
+  if (!quiet) console.error(`parallm bench: strategies on ${devices.join(', ')}${opts.model ? `, ${opts.model}` : ''}`);
+  const results = await runStrategyBench({
+    model: opts.model,
+    devices,
+    dtype,
+    batch: positiveInt('--batch', opts.batch),
+    promptTokens: positiveInt('--prompt-tokens', opts.promptTokens) ?? (opts.quick ? 16 : undefined),
+    newTokens: positiveInt('--new-tokens', opts.newTokens) ?? (opts.quick ? 8 : undefined),
+    microBatches: positiveInt('--micro-batches', opts.microBatches),
+    strategies: list,
+    outDir: out,
+    onResult: (r) => quiet || console.error(`  ${r.strategy} on ${r.devices.join(',')}: ${r.tokensPerS.toFixed(0)} tokens/s`),
+  });
+  const doc = JSON.stringify({ devices, results }, null, 2);
+  if (opts.json === true) return void console.log(doc);
+  if (typeof opts.json === 'string') writeFileSync(opts.json, doc);
+  console.log(
+    table(
+      ['strategy', 'devices', 'batch', 'micro', 'tokens/s', 'prefill tok/s', 'decode tok/s', 'ms/step', 'utilization', 'peak memory per device'],
+      results.map((r) => [
+        r.strategy,
+        r.devices.join(','),
+        r.batch,
+        r.microBatches,
+        r.tokensPerS.toFixed(0),
+        r.prefillTokensPerS.toFixed(0),
+        r.decodeTokensPerS.toFixed(0),
+        r.msPerStep.toFixed(2),
+        `${(r.utilization * 100).toFixed(0)}%`,
+        r.memory.map((m) => bytes(m.peakBytes)).join(' / '),
+      ]),
+    ),
+  );
+  console.error(`charts: ${out}/throughput.svg${results.some((r) => r.strategy === 'pp') ? `, ${out}/timeline-pp.svg` : ''}`);
+}
+
 export function register(program: Command): void {
   program
     .command('bench')
-    .argument('[scenario]', `what to measure: ${SCENARIOS.join(', ')}`, 'kernels')
-    .description('run benchmarks (default: the kernel suite on the first GPU, or on the CPU without one)')
+    .argument('[scenario]', `what to measure: ${SCENARIOS.join(', ')}`, 'strategies')
+    .description('run benchmarks (default: single device, data, model and pipeline parallelism on the devices present)')
     .option('--device <id>', 'device to run on (default: cuda:0, else cpu:0)')
     .option('--dtype <dtype>', 'compute dtype: bf16 (GPU default), f32 (CPU default), f16')
     .option('--quick', 'smaller shapes and fewer runs')
     .option('--runs <n>', 'kernels: timed runs per case (median reported)')
     .option('--filter <text...>', 'kernels: only cases whose name or shape contains the text')
     .option('--model <name>', 'generate: a preset (gpt2, llama-2-7b, ...) or a model folder (default gpt2 on a GPU, tiny-gpt2 on the CPU)')
-    .option('--batch <list>', 'generate: batch sizes, comma-separated (default 1,16)')
+    .option('--batch <list>', 'generate: batch sizes, comma-separated (default 1,16); strategies: the batch')
     .option('--prompt-tokens <n>', 'generate: prompt length (default 128)')
     .option('--new-tokens <n>', 'generate: new tokens per sequence (default 128)')
+    .option('--devices <list>', 'strategies: devices (default: every GPU, else cpu:0,cpu:1)')
+    .option('--strategies <list>', 'strategies: which of single,dp,mp,pp (default all)')
+    .option('--micro-batches <n>', 'strategies: pp micro-batches (default 2 per stage)')
+    .option('--out <dir>', 'strategies: where the SVG charts go (default bench/out)')
     .option('--json [file]', 'print JSON to stdout, or write it to file')
     .action(async (scenario: string, opts: BenchOpts) => {
       const device = parseDevice(opts.device ?? defaultDevice());
       const dtype = opts.dtype ? checkDType(opts.dtype) : undefined;
+      if (scenario === 'strategies') return strategies(opts, dtype);
       if (scenario === 'kernels') return kernels(opts, device, dtype);
       if (scenario === 'generate') return generateBench(opts, device, dtype);
       throw new Error(`unknown bench scenario "${scenario}": expected one of ${SCENARIOS.join(', ')}`);

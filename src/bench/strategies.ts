@@ -1,0 +1,112 @@
+// `parallm bench` (the default scenario): the same model and batch under single-device, data, model and
+// pipeline parallelism on the devices present; tokens/s for prefill and generation, time per step,
+// memory per device, pipeline utilization; SVG charts of throughput and of the pipeline's timeline.
+import { mkdirSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import type { DType } from '../dtype.js';
+import { cudaDeviceCount } from '../device.js';
+import { ParallelModel, type Strategy } from '../parallel/strategies.js';
+import { rng } from '../random.js';
+import { barChart, timelineChart, utilization, type TimelineTask } from './svg.js';
+
+export interface StrategyBenchOptions {
+  model?: string;
+  devices?: string[];
+  dtype?: DType;
+  batch?: number;
+  promptTokens?: number;
+  newTokens?: number;
+  /** pp micro-batches (default 2 per stage) */
+  microBatches?: number;
+  strategies?: Strategy[];
+  /** folder for the SVG charts */
+  outDir?: string;
+  onResult?: (r: StrategyBenchResult) => void;
+}
+
+export interface StrategyBenchResult {
+  strategy: Strategy;
+  devices: string[];
+  batch: number;
+  promptTokens: number;
+  newTokens: number;
+  microBatches: number;
+  wallMs: number;
+  /** generated tokens (batch x new) per second of the whole run */
+  tokensPerS: number;
+  prefillTokensPerS: number;
+  decodeTokensPerS: number;
+  msPerStep: number;
+  utilization: number;
+  memory: { device: string; peakBytes: number }[];
+}
+
+export function defaultBenchDevices(): string[] {
+  const n = cudaDeviceCount();
+  return n ? Array.from({ length: n }, (_, i) => `cuda:${i}`) : ['cpu:0', 'cpu:1'];
+}
+
+function phaseRate(tasks: TimelineTask[], tokens: number, phase: (t: TimelineTask) => boolean): number {
+  const ts = tasks.filter(phase);
+  if (!ts.length) return 0;
+  const span = Math.max(...ts.map((t) => t.t1)) - Math.min(...ts.map((t) => t.t0));
+  return tokens / (span / 1e3);
+}
+
+export async function runStrategyBench(o: StrategyBenchOptions = {}): Promise<StrategyBenchResult[]> {
+  const devices = o.devices ?? defaultBenchDevices();
+  const gpu = devices[0]!.startsWith('cuda');
+  const model = o.model ?? (gpu ? 'gpt2' : 'tiny-llama');
+  const B = o.batch ?? (gpu ? 64 : 8);
+  const P = o.promptTokens ?? (gpu ? 128 : 32);
+  const N = o.newTokens ?? (gpu ? 128 : 16);
+  const strategies = o.strategies ?? (devices.length > 1 ? (['single', 'dp', 'mp', 'pp'] as Strategy[]) : (['single'] as Strategy[]));
+  const r = rng(42);
+  const results: StrategyBenchResult[] = [];
+  const timelines: { s: Strategy; tasks: TimelineTask[]; devices: string[] }[] = [];
+  for (const strategy of strategies) {
+    const devs = strategy === 'single' ? [devices[0]!] : devices;
+    const pm = await ParallelModel.load(model, { strategy, devices: devs, dtype: o.dtype });
+    try {
+      const vocab = pm.config.vocabSize;
+      const prompts = Array.from({ length: B }, () => Array.from({ length: P }, () => Math.floor(r() * vocab)));
+      const m = strategy === 'pp' ? Math.min(B, o.microBatches ?? 2 * devs.length) : 1;
+      const g = { maxTokens: N, microBatches: strategy === 'pp' ? m : undefined, timeline: true };
+      await pm.generate(prompts.slice(0, Math.max(m, 1)), { ...g, maxTokens: 2 }); // warm up
+      await pm.memory(true);
+      const res = await pm.generate(prompts, g);
+      const mem = await pm.memory();
+      const decodeRate = phaseRate(res.tasks, B * (N - 1), (t) => t.step > 0);
+      const out: StrategyBenchResult = {
+        strategy,
+        devices: devs,
+        batch: B,
+        promptTokens: P,
+        newTokens: N,
+        microBatches: res.microBatches,
+        wallMs: res.wallMs,
+        tokensPerS: (B * N) / (res.wallMs / 1e3),
+        prefillTokensPerS: phaseRate(res.tasks, B * P, (t) => t.step === 0),
+        decodeTokensPerS: decodeRate,
+        msPerStep: decodeRate ? (B / decodeRate) * 1e3 : 0,
+        utilization: strategy === 'dp' || strategy === 'single' ? 1 : utilization(res.tasks, devs.length),
+        memory: mem.map(({ device, peakBytes }) => ({ device, peakBytes })),
+      };
+      results.push(out);
+      timelines.push({ s: strategy, tasks: res.tasks, devices: devs });
+      o.onResult?.(out);
+    } finally {
+      await pm.close();
+    }
+  }
+  if (o.outDir) {
+    mkdirSync(o.outDir, { recursive: true });
+    writeFileSync(
+      path.join(o.outDir, 'throughput.svg'),
+      barChart(`${model}: generation throughput by strategy (batch ${B}, ${P}+${N} tokens)`, 'tokens/s', results.map((x) => ({ label: `${x.strategy} x${x.devices.length}`, value: x.tokensPerS }))),
+    );
+    for (const t of timelines.filter((x) => x.s === 'pp' || x.s === 'mp'))
+      writeFileSync(path.join(o.outDir, `timeline-${t.s}.svg`), timelineChart(`${model}: ${t.s} timeline (${t.devices.join(', ')})`, t.tasks, t.devices));
+  }
+  return results;
+}

@@ -1,0 +1,203 @@
+// Handlers run inside each device's worker (loaded by DevicePool): a model replica for data parallelism,
+// or one pipeline stage. A stage executes its own instruction list — the column of the clock-cycle table
+// for its stage — and meets its neighbours only through send/recv of activations, so stages run ahead of
+// each other as far as the data allows. Model parallelism is the same code with one micro-batch.
+import type { DType } from '../dtype.js';
+import { memoryStats, resetPeakMemory, synchronize } from '../device.js';
+import { generateSteps, type GenerateOptions, type GenerationTimes } from '../engine/generate.js';
+import { Model } from '../models/model.js';
+import { KvCache } from '../models/transformer.js';
+import type { StageSpec } from '../models/weights.js';
+import * as ops from '../ops.js';
+import { Tensor } from '../tensor.js';
+import { Communicator } from './comm.js';
+import type { Handler, WorkerContext } from './pool.js';
+
+export interface LoadArgs {
+  source: string;
+  dtype?: DType;
+  seed?: number;
+  stage?: StageSpec;
+}
+
+export interface CommArgs {
+  kind: 'cpu' | 'nccl';
+  id: string | Uint8Array;
+  timeoutMs?: number;
+}
+
+export interface PipelineArgs {
+  /** every prompt of the batch (each stage needs the lengths; the first stage the ids) */
+  prompts: number[][];
+  /** micro-batch sizes, summing to the batch */
+  micro: number[];
+  maxTokens: number;
+  temperature?: number;
+  topK?: number;
+  topP?: number;
+  seed?: number;
+  /** record per-task times (synchronizing the device after each task) */
+  timeline?: boolean;
+}
+
+/** One task of a stage: micro-batch `mb` at decode step `step` (0 = prefill). Times in ms since the epoch. */
+export interface TaskTime {
+  stage: number;
+  mb: number;
+  step: number;
+  t0: number;
+  t1: number;
+}
+
+export interface PipelineResult {
+  /** the last stage's sampled tokens, per sequence of the batch (empty on other stages) */
+  tokens: number[][];
+  tasks: TaskTime[];
+  peakBytes?: number;
+}
+
+const model = (ctx: WorkerContext): Model => {
+  const m = ctx.state.get('model') as Model | undefined;
+  if (!m) throw new Error('no model loaded on this worker: call load first');
+  return m;
+};
+const comm = (ctx: WorkerContext): Communicator => {
+  const c = ctx.state.get('comm') as Communicator | undefined;
+  if (!c) throw new Error('no communicator on this worker: call commInit first');
+  return c;
+};
+const now = () => performance.timeOrigin + performance.now();
+
+export const handlers: Record<string, Handler> = {
+  load(a: LoadArgs, ctx) {
+    (ctx.state.get('model') as Model | undefined)?.dispose();
+    const m = Model.load(a.source, { device: ctx.device, dtype: a.dtype, seed: a.seed, stage: a.stage });
+    ctx.state.set('model', m);
+    return { weightBytes: m.weightBytes, layers: m.weights.layers.length };
+  },
+
+  unload(_a: unknown, ctx) {
+    (ctx.state.get('model') as Model | undefined)?.dispose();
+    ctx.state.delete('model');
+    (ctx.state.get('comm') as Communicator | undefined)?.destroy();
+    ctx.state.delete('comm');
+  },
+
+  commInit(a: CommArgs, ctx) {
+    (ctx.state.get('comm') as Communicator | undefined)?.destroy();
+    ctx.state.set('comm', Communicator.create(a.kind, a.id, ctx.rank, ctx.world, ctx.device, { timeoutMs: a.timeoutMs }));
+  },
+
+  /** Data parallel: this replica's share of the prompts, generated as one batch (to maxTokens each). */
+  async generate(a: { prompts: number[][]; opts: GenerateOptions }, ctx) {
+    const m = model(ctx);
+    const t0 = now();
+    const tokens: number[][] = a.prompts.map(() => []);
+    const times: GenerationTimes = { prefillMs: 0, decodeMs: 0, decodeSteps: 0 };
+    if (a.prompts.length)
+      for await (const ev of generateSteps(m, a.prompts, { ...a.opts, stopTokens: [] }, times)) ev.tokens.forEach((t, b) => tokens[b]!.push(t));
+    synchronize(ctx.device);
+    return { tokens, t0, t1: now(), times };
+  },
+
+  /** Peak bytes the device's allocator held since the last reset (reset: start counting again). */
+  memory(a: { reset?: boolean }, ctx) {
+    if (a?.reset) resetPeakMemory(ctx.device);
+    return memoryStats(ctx.device);
+  },
+
+  pipeline(a: PipelineArgs, ctx): PipelineResult {
+    return runStage(model(ctx), ctx.world > 1 ? comm(ctx) : null, ctx.rank, ctx.world, ctx.device, a);
+  },
+};
+
+/**
+ * Stage `rank` of `world`: prefill every micro-batch, then decode steps, each over every micro-batch in
+ * turn. The first stage embeds (its ids come back from the last stage after each step); middle stages
+ * receive activations and pass theirs on; the last stage samples and returns the new ids to the first.
+ */
+function runStage(m: Model, c: Communicator | null, rank: number, world: number, device: string, a: PipelineArgs): PipelineResult {
+  const { config: cfg, transformer: tf, dtype } = m;
+  const first = rank === 0, last = rank === world - 1;
+  const B = a.prompts.length;
+  const lens = a.prompts.map((p) => p.length);
+  const maxLen = Math.max(...lens) + a.maxTokens;
+  const starts = a.micro.reduce<number[]>((acc, n, i) => (acc.push(i ? acc[i - 1]! + a.micro[i - 1]! : 0), acc), []);
+  const i32 = { dtype: 'i32' as const, device };
+  const sampling = { temperature: a.temperature ?? 0, topK: a.topK ?? 0, topP: a.topP ?? 1, seed: a.seed ?? 0 };
+  const cache = new KvCache(cfg, B, maxLen, device, dtype, m.weights.layers.length);
+  const tokens: number[][] = a.prompts.map(() => []);
+  const tasks: TaskTime[] = [];
+  const C = cfg.hidden;
+  const peer = { prev: rank - 1, next: rank + 1, head: world - 1 };
+  const lastIds: Tensor[] = [];
+  try {
+    for (let step = 0; step < a.maxTokens; step++)
+      for (let mb = 0; mb < a.micro.length; mb++) {
+        const t0 = now();
+        const b0 = starts[mb]!, n = a.micro[mb]!;
+        const mlens = lens.slice(b0, b0 + n);
+        const T = step === 0 ? Math.max(...mlens) : 1; // prefill pads the micro-batch to its longest prompt
+        const rows = n * T;
+        const posv = step === 0 ? mlens.flatMap(() => Array.from({ length: T }, (_, t) => t)) : mlens.map((l) => l + step - 1);
+        const pos = Tensor.from(posv, [rows], i32);
+        const kv = cache.slice(b0, n);
+        // This stage's input: embeddings of the ids, or the previous stage's activations.
+        let x: Tensor;
+        if (first) {
+          let ids: Tensor;
+          if (step === 0) ids = Tensor.from(a.prompts.slice(b0, b0 + n).flatMap((p) => [...p, ...new Array<number>(T - p.length).fill(0)]), [rows], i32);
+          else if (world === 1) ids = lastIds[mb]!;
+          else c!.recv((ids = Tensor.empty([n], i32)), peer.head);
+          x = tf.embed(ids, pos);
+          ids.dispose();
+        } else {
+          x = Tensor.empty([rows, C], { dtype, device });
+          c!.recv(x, peer.prev);
+        }
+        if (step === 0) {
+          const zeros = Tensor.zeros([n], i32);
+          tf.prefillLayers(x, kv, pos, zeros, n, T);
+          zeros.dispose();
+        } else {
+          const lensT = Tensor.from(mlens.map((l) => l + step), [n], i32);
+          tf.decodeLayers(x, kv, pos, lensT, n);
+          lensT.dispose();
+        }
+        // Output: the next stage's input, or (last stage) the sampled ids.
+        if (!last) {
+          c!.send(x, peer.next);
+        } else {
+          let h = x;
+          if (step === 0) {
+            const idx = Tensor.from(mlens.map((l, b) => b * T + l - 1), [n], i32);
+            h = ops.embedding(idx, x);
+            idx.dispose();
+          }
+          const logits = tf.logits(h);
+          if (h !== x) h.dispose();
+          const offsets = Tensor.from(mlens.map((l) => l + step), [n], i32);
+          const next = ops.sample(logits, { ...sampling, offsets });
+          logits.dispose();
+          offsets.dispose();
+          Array.from(next.toArray()).forEach((t, k) => tokens[b0 + k]!.push(t));
+          if (step + 1 < a.maxTokens) {
+            if (world === 1) lastIds[mb] = next;
+            else {
+              c!.send(next, 0);
+              next.dispose();
+            }
+          } else next.dispose();
+        }
+        x.dispose();
+        pos.dispose();
+        kv.k.concat(kv.v).forEach((t) => t.dispose());
+        if (a.timeline) synchronize(device);
+        tasks.push({ stage: rank, mb, step, t0, t1: now() });
+      }
+    synchronize(device);
+    return { tokens: last ? tokens : [], tasks };
+  } finally {
+    cache.dispose();
+  }
+}
