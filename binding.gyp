@@ -6,8 +6,10 @@
         "native/addon.cc",
         "native/core/allocator.cc",
         "native/core/runtime.cc",
-        "<!@(node -p \"require('fs').readdirSync('native/cpu').filter(f => f.endsWith('.cc')).map(f => 'native/cpu/' + f).join(' ')\")"
+        "<!@(node -p \"require('fs').readdirSync('native/cpu').filter(f => f.endsWith('.cc')).map(f => 'native/cpu/' + f).join(' ')\")",
+        "<!@(node -p \"require('fs').readdirSync('native/comm').filter(f => f.endsWith('.cc')).map(f => 'native/comm/' + f).join(' ')\")"
       ],
+      "libraries": ["-ldl"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")", "native"],
       "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED"],
       "cflags!": ["-fno-exceptions"],

@@ -93,6 +93,25 @@ export interface NativeBinding {
   argmax(out: T, x: T, R: number, C: number): void;
   fillUniform(out: T, n: number, seedHi: number, seedLo: number, low: number, high: number): void;
   sample(out: T, logits: T, offsets: OptT, R: number, V: number, temperature: number, topK: number, topP: number, seedHi: number, seedLo: number): void;
+
+  ncclAvailable(): { ok: boolean; version?: number; error?: string };
+  ncclUniqueId(): Uint8Array;
+  commCreate(kind: 'cpu' | 'nccl', id: string | Uint8Array, rank: number, world: number, device: string, timeoutMs: number): NativeComm;
+}
+
+/** One rank of a communicator (native/comm): collectives over NativeTensors on its device. */
+export interface NativeComm {
+  readonly rank: number;
+  readonly world: number;
+  readonly device: string;
+  allReduce(t: T, op?: 'sum' | 'avg'): void;
+  broadcast(t: T, root: number): void;
+  allGather(out: T, inp: T): void;
+  send(t: T, peer: number): void;
+  recv(t: T, peer: number): void;
+  barrier(): void;
+  abort(): void;
+  destroy(): void;
 }
 
 /** The package root: one level above src/ or dist/. */

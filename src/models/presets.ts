@@ -44,8 +44,8 @@ export const PRESETS: Record<string, ModelConfig> = {
   'llama-2-7b': llama(4096, 32, 32, 32, 11008),
   'llama-2-13b': llama(5120, 40, 40, 40, 13824),
   // Tiny shapes for tests: small enough for the CPU backend, with GQA in the LLaMA one.
-  'tiny-gpt2': { ...gpt2(64, 4, 4), vocabSize: 50257, maxPositions: 256 },
-  'tiny-llama': { ...llama(64, 4, 4, 2, 128, 512, 256) },
+  'tiny-gpt2': { ...gpt2(64, 6, 4), vocabSize: 50257, maxPositions: 256 },
+  'tiny-llama': { ...llama(64, 6, 4, 2, 128, 512, 256) },
 };
 
 export function presetConfig(name: string): ModelConfig | undefined {

@@ -1,0 +1,64 @@
+// Collective communication between ranks, one rank per worker thread of this process:
+//   - CPU devices: ranks meet in process memory (a registry keyed by a string id) and exchange
+//     buffers directly. Every wait has a deadline; a rank that aborts, leaves or times out wakes all
+//     the others with an error, so nothing hangs.
+//   - CUDA devices: NCCL (found at run time, see nccl_api.h), ops queued on the device's current stream.
+// Every failure throws parallm::Error naming the op, the rank, the world, the device and the sizes.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "../core/device.h"
+#include "../core/dtype.h"
+
+namespace parallm {
+
+enum class ReduceOp { Sum, Avg };
+
+class Communicator {
+ public:
+  Communicator(int rank, int world, DeviceId dev) : rank_(rank), world_(world), dev_(dev) {}
+  virtual ~Communicator() = default;
+  int rank() const { return rank_; }
+  int world() const { return world_; }
+  DeviceId device() const { return dev_; }
+
+  // In place: buf holds this rank's n elements before, the reduction over all ranks after.
+  virtual void all_reduce(void* buf, int64_t n, DType dt, ReduceOp op) = 0;
+  // root's n elements into every rank's buf.
+  virtual void broadcast(void* buf, int64_t n, DType dt, int root) = 0;
+  // out (n_per_rank * world elements) gets rank r's `in` at element r * n_per_rank.
+  virtual void all_gather(const void* in, void* out, int64_t n_per_rank, DType dt) = 0;
+  // Point to point; the peer must make the matching call with the same n and dtype, and messages
+  // between two ranks arrive in order. send() does not wait for the recv: on CPU it copies the data
+  // into a queue (up to 256 MiB per direction), on NCCL it is queued on the stream (but on the GPU
+  // a large send waits for its recv: crossing large sends need the recv queued first).
+  virtual void send(const void* buf, int64_t n, DType dt, int peer) = 0;
+  virtual void recv(void* buf, int64_t n, DType dt, int peer) = 0;
+  // Returns once every rank has reached it (on CUDA: and this rank's queued work is done).
+  virtual void barrier() = 0;
+  // Breaks the communicator: every rank's waiting and later calls fail at once. Idempotent.
+  // (Destroying a rank is milder on CPU: only collectives and traffic with that rank fail.)
+  virtual void abort() = 0;
+
+ protected:
+  // "allReduce on rank 1 of 3 (cpu:1, 1024 x f32)": the prefix of every error message.
+  std::string where(const char* op, int64_t n, DType dt) const;
+  void check_peer(const char* op, int peer, int64_t n, DType dt) const;
+  int rank_, world_;
+  DeviceId dev_;
+};
+
+// CPU: ranks of one id meet in this process. timeout_ms bounds every wait (0: wait forever).
+std::shared_ptr<Communicator> make_cpu_communicator(const std::string& id, int rank, int world, DeviceId dev,
+                                                    int64_t timeout_ms);
+
+// NCCL: `id` is ncclGetUniqueId's 128 bytes, the same on every rank. Blocks until all ranks have joined.
+// timeout_ms bounds barrier() (NCCL itself has no deadline on its calls).
+std::shared_ptr<Communicator> make_nccl_communicator(const void* id, size_t id_bytes, int rank, int world,
+                                                     DeviceId dev, int64_t timeout_ms);
+// A fresh NCCL unique id (128 bytes).
+std::string nccl_unique_id();
+
+}  // namespace parallm

@@ -1,0 +1,106 @@
+// Collective communication between devices, one rank per worker thread: NCCL on GPUs, an in-process
+// shared-memory implementation on CPU devices (native/comm). Every rank of a communicator must make the
+// same calls in the same order; a rank that errs, aborts or never arrives makes the others fail (CPU:
+// within the timeout), never hang.
+import { randomBytes } from 'node:crypto';
+import { parseDevice } from '../device.js';
+import { native, type NativeComm } from '../native.js';
+import type { Tensor } from '../tensor.js';
+
+export type CommKind = 'cpu' | 'nccl';
+export type ReduceOp = 'sum' | 'avg';
+
+export interface CommOptions {
+  /** Bound on every wait of a CPU collective, and on an NCCL barrier (0: none). Default 60 s. */
+  timeoutMs?: number;
+}
+
+export interface NcclStatus {
+  ok: boolean;
+  /** NCCL_VERSION_CODE, e.g. 22803 for 2.28.3. */
+  version?: number;
+  /** Why NCCL cannot be used (the library looked for, and the loader's message). */
+  error?: string;
+}
+
+/** Whether NCCL can be used here: found (PARALLM_NCCL_LIBRARY or libnccl.so.2) and a CUDA build. */
+export function ncclStatus(): NcclStatus {
+  return native.ncclAvailable();
+}
+
+/** A fresh id for a new communicator: created once (e.g. by the pool) and given to every rank. */
+export function newCommId(kind: CommKind): string | Uint8Array {
+  if (kind === 'cpu') return `cpu-comm-${randomBytes(12).toString('hex')}`;
+  if (kind === 'nccl') return native.ncclUniqueId();
+  throw new Error(`newCommId: kind must be 'cpu' or 'nccl', got ${String(kind)}`);
+}
+
+export class Communicator {
+  /** @internal */ readonly native: NativeComm;
+  readonly rank: number;
+  readonly world: number;
+  readonly device: string;
+
+  private constructor(n: NativeComm) {
+    this.native = n;
+    this.rank = n.rank;
+    this.world = n.world;
+    this.device = n.device;
+  }
+
+  /**
+   * Join communicator `id` as `rank` of `world`, on `device` (cpu:N for 'cpu', cuda:N for 'nccl').
+   * NCCL: blocks until every rank has joined, so each rank must call it from its own thread.
+   */
+  static create(kind: CommKind, id: string | Uint8Array, rank: number, world: number, device: string, opts: CommOptions = {}): Communicator {
+    const dev = parseDevice(device);
+    const want = kind === 'nccl' ? 'cuda' : kind === 'cpu' ? 'cpu' : null;
+    if (!want) throw new Error(`Communicator.create: kind must be 'cpu' or 'nccl', got ${String(kind)}`);
+    if (!dev.startsWith(want + ':')) throw new Error(`Communicator.create: a '${kind}' communicator needs a ${want}:N device, got ${dev}`);
+    if (kind === 'cpu' && typeof id !== 'string') throw new Error('Communicator.create: a CPU communicator id is a string (newCommId("cpu"))');
+    if (kind === 'nccl' && !(id instanceof Uint8Array)) throw new Error('Communicator.create: an NCCL id is a Uint8Array (newCommId("nccl"))');
+    const timeoutMs = opts.timeoutMs ?? 60_000;
+    if (!Number.isInteger(timeoutMs) || timeoutMs < 0) throw new Error(`Communicator.create: timeoutMs must be an integer >= 0, got ${timeoutMs}`);
+    return new Communicator(native.commCreate(kind, id, rank, world, dev, timeoutMs));
+  }
+
+  /** In place: every rank's `t` becomes the sum (or mean) over all ranks. */
+  allReduce(t: Tensor, op: ReduceOp = 'sum'): void {
+    this.native.allReduce(t.native, op);
+  }
+  /** Every rank's `t` becomes root's. */
+  broadcast(t: Tensor, root: number): void {
+    this.native.broadcast(t.native, root);
+  }
+  /** `out` (world x inp.numel elements) gets rank r's `inp` at element r * inp.numel. */
+  allGather(out: Tensor, inp: Tensor): void {
+    this.native.allGather(out.native, inp.native);
+  }
+  /**
+   * To `peer`, which must recv the same number of elements and dtype; messages arrive in order. Returns
+   * without waiting for the recv (CPU: copied into a queue; NCCL: queued on the stream, though on the
+   * GPU a large send still waits for its recv, so crossing large sends need a recv queued first).
+   */
+  send(t: Tensor, peer: number): void {
+    this.native.send(t.native, peer);
+  }
+  recv(t: Tensor, peer: number): void {
+    this.native.recv(t.native, peer);
+  }
+  /** Returns once every rank has called it. */
+  barrier(): void {
+    this.native.barrier();
+  }
+  /** Peers waiting on this rank, or calling later, fail at once; this rank's later calls fail. */
+  abort(): void {
+    this.native.abort();
+  }
+  /**
+   * Release this rank. CPU: collectives and receives from it fail on the other ranks (messages it sent
+   * still arrive). NCCL: every rank should destroy together (recent NCCL synchronizes the ranks of a
+   * node when freeing a communicator).
+   */
+  destroy(): void {
+    this.native.destroy();
+  }
+}
