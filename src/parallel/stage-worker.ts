@@ -134,7 +134,7 @@ function runStage(m: Model, c: Communicator | null, rank: number, world: number,
   try {
     for (let step = 0; step < a.maxTokens; step++)
       for (let mb = 0; mb < a.micro.length; mb++) {
-        const t0 = now();
+        let t0 = now();
         const b0 = starts[mb]!, n = a.micro[mb]!;
         const mlens = lens.slice(b0, b0 + n);
         const T = step === 0 ? Math.max(...mlens) : 1; // prefill pads the micro-batch to its longest prompt
@@ -148,12 +148,16 @@ function runStage(m: Model, c: Communicator | null, rank: number, world: number,
           let ids: Tensor;
           if (step === 0) ids = Tensor.from(a.prompts.slice(b0, b0 + n).flatMap((p) => [...p, ...new Array<number>(T - p.length).fill(0)]), [rows], i32);
           else if (world === 1) ids = lastIds[mb]!;
-          else c!.recv((ids = Tensor.empty([n], i32)), peer.head);
+          else {
+            c!.recv((ids = Tensor.empty([n], i32)), peer.head);
+            t0 = now(); // a task's time is its work, not its wait for input
+          }
           x = tf.embed(ids, pos);
           ids.dispose();
         } else {
           x = Tensor.empty([rows, C], { dtype, device });
           c!.recv(x, peer.prev);
+          t0 = now();
         }
         if (step === 0) {
           const zeros = Tensor.zeros([n], i32);
