@@ -106,6 +106,27 @@ export const handlers: Record<string, Handler> = {
     return memoryStats(ctx.device);
   },
 
+  /** All-reduce timing: median ms of `iters` sum all-reduces of `bytes` of bf16, after a warm-up. */
+  allReduceBench(a: { bytes: number; iters: number }, ctx) {
+    const c = comm(ctx);
+    const t = Tensor.empty([Math.floor(a.bytes / 2)], { dtype: 'bf16', device: ctx.device });
+    ops.fillUniform(t, { seed: ctx.rank, low: -1e-3, high: 1e-3 });
+    try {
+      for (let i = 0; i < 3; i++) c.allReduce(t);
+      c.barrier();
+      const ms: number[] = [];
+      for (let i = 0; i < a.iters; i++) {
+        const t0 = performance.now();
+        c.allReduce(t);
+        synchronize(ctx.device); // a CPU all-reduce has finished when it returns; a GPU one when its stream drains
+        ms.push(performance.now() - t0);
+      }
+      return ms.sort((x, y) => x - y)[ms.length >> 1]!;
+    } finally {
+      t.dispose();
+    }
+  },
+
   pipeline(a: PipelineArgs, ctx): PipelineResult {
     return runStage(model(ctx), ctx.world > 1 ? comm(ctx) : null, ctx.rank, ctx.world, ctx.device, a);
   },

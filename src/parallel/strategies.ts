@@ -141,6 +141,19 @@ export class ParallelModel {
     return stats.map((s, r) => ({ device: this.stages[r]!.device, peakBytes: s.peakAllocated, allocated: s.allocated }));
   }
 
+  /** All-reduce bus bandwidth over the stages' communicator (mp/pp on 2+ devices), GB/s per size. */
+  async allReduceBandwidth(sizes: number[], iters = 20): Promise<{ bytes: number; ms: number; busGBps: number }[]> {
+    if (this.strategy === 'dp' || this.strategy === 'single' || this.stages.length < 2) throw new Error('allReduceBandwidth needs an mp/pp model on 2+ devices');
+    const n = this.stages.length;
+    const out = [];
+    for (const bytes of sizes) {
+      const ms = Math.max(...(await this.pool.all<number>('allReduceBench', () => ({ bytes, iters }))));
+      // Bus bandwidth as nccl-tests counts it: 2 (n - 1) / n of the buffer crosses each link.
+      out.push({ bytes, ms, busGBps: ((2 * (n - 1)) / n) * (bytes / (ms / 1e3)) / 1e9 });
+    }
+    return out;
+  }
+
   async close(): Promise<void> {
     try {
       await this.pool.all('unload');

@@ -27,7 +27,7 @@ interface BenchOpts {
   out?: string;
 }
 
-const SCENARIOS = ['strategies', 'kernels', 'generate'] as const;
+const SCENARIOS = ['strategies', 'kernels', 'generate', 'comm'] as const;
 
 function positiveInt(flag: string, v: string | undefined): number | undefined {
   if (v === undefined) return undefined;
@@ -134,6 +134,21 @@ async function strategies(opts: BenchOpts, dtype: DType | undefined): Promise<vo
   console.error(`charts: ${out}/throughput.svg${results.some((r) => r.strategy === 'pp') ? `, ${out}/timeline-pp.svg` : ''}`);
 }
 
+async function commBench(opts: BenchOpts): Promise<void> {
+  const { ParallelModel } = await import('../../parallel/strategies.js');
+  const devices = opts.devices ? opts.devices.split(',').map((d) => d.trim()) : defaultBenchDevices();
+  if (devices.length < 2) throw new Error('bench comm needs two or more devices (--devices)');
+  // The smallest model with one layer per device, just to stand up the workers and their communicator.
+  const p = await ParallelModel.load('tiny-llama', { strategy: 'mp', devices, placement: Object.fromEntries(devices.map((d, i) => [d, i === devices.length - 1 ? Array.from({ length: 6 - i }, (_, k) => i + k) : [i]])) });
+  try {
+    const sizes = opts.quick ? [1 << 20, 16 << 20] : [1 << 20, 16 << 20, 128 << 20, 1 << 30];
+    const results = await p.allReduceBandwidth(sizes, positiveInt('--runs', opts.runs) ?? 20);
+    report(opts, devices[0]!, results, table(['all-reduce (bf16, sum)', 'ms (median)', 'bus GB/s'], results.map((r) => [bytes(r.bytes), r.ms.toFixed(3), r.busGBps.toFixed(1)])));
+  } finally {
+    await p.close();
+  }
+}
+
 export function register(program: Command): void {
   program
     .command('bench')
@@ -157,6 +172,7 @@ export function register(program: Command): void {
       const device = parseDevice(opts.device ?? defaultDevice());
       const dtype = opts.dtype ? checkDType(opts.dtype) : undefined;
       if (scenario === 'strategies') return strategies(opts, dtype);
+      if (scenario === 'comm') return commBench(opts);
       if (scenario === 'kernels') return kernels(opts, device, dtype);
       if (scenario === 'generate') return generateBench(opts, device, dtype);
       throw new Error(`unknown bench scenario "${scenario}": expected one of ${SCENARIOS.join(', ')}`);
