@@ -13,6 +13,7 @@ export interface StrategyBenchOptions {
   model?: string;
   devices?: string[];
   dtype?: DType;
+  /** sequences per device for dp (so its scaling is at the same per-device batch), per model otherwise */
   batch?: number;
   promptTokens?: number;
   newTokens?: number;
@@ -69,26 +70,28 @@ export async function runStrategyBench(o: StrategyBenchOptions = {}): Promise<St
     const pm = await ParallelModel.load(model, { strategy, devices: devs, dtype: o.dtype });
     try {
       const vocab = pm.config.vocabSize;
-      const prompts = Array.from({ length: B }, () => Array.from({ length: P }, () => Math.floor(r() * vocab)));
+      // Data parallelism is measured at the same per-device batch (each replica gets B sequences).
+      const Bs = strategy === 'dp' ? B * devs.length : B;
+      const prompts = Array.from({ length: Bs }, () => Array.from({ length: P }, () => Math.floor(r() * vocab)));
       const m = strategy === 'pp' ? Math.min(B, o.microBatches ?? 2 * devs.length) : 1;
       const g = { maxTokens: N, microBatches: strategy === 'pp' ? m : undefined, timeline: true };
       await pm.generate(prompts.slice(0, Math.max(m, 1)), { ...g, maxTokens: 2 }); // warm up
       await pm.memory(true);
       const res = await pm.generate(prompts, g);
       const mem = await pm.memory();
-      const decodeRate = phaseRate(res.tasks, B * (N - 1), (t) => t.step > 0);
+      const decodeRate = phaseRate(res.tasks, Bs * (N - 1), (t) => t.step > 0);
       const out: StrategyBenchResult = {
         strategy,
         devices: devs,
-        batch: B,
+        batch: Bs,
         promptTokens: P,
         newTokens: N,
         microBatches: res.microBatches,
         wallMs: res.wallMs,
-        tokensPerS: (B * N) / (res.wallMs / 1e3),
-        prefillTokensPerS: phaseRate(res.tasks, B * P, (t) => t.step === 0),
+        tokensPerS: (Bs * N) / (res.wallMs / 1e3),
+        prefillTokensPerS: phaseRate(res.tasks, Bs * P, (t) => t.step === 0),
         decodeTokensPerS: decodeRate,
-        msPerStep: decodeRate ? (B / decodeRate) * 1e3 : 0,
+        msPerStep: decodeRate ? (Bs / decodeRate) * 1e3 : 0,
         utilization: strategy === 'dp' || strategy === 'single' ? 1 : utilization(res.tasks, devs.length),
         memory: mem.map(({ device, peakBytes }) => ({ device, peakBytes })),
       };

@@ -171,6 +171,7 @@ function runStage(m: Model, c: Communicator | null, rank: number, world: number,
           else if (world === 1) ids = lastIds[mb]!;
           else {
             c!.recv((ids = Tensor.empty([n], i32)), peer.head);
+            if (a.timeline) synchronize(device); // on a GPU the recv completes on the stream
             t0 = now(); // a task's time is its work, not its wait for input
           }
           x = tf.embed(ids, pos);
@@ -178,6 +179,7 @@ function runStage(m: Model, c: Communicator | null, rank: number, world: number,
         } else {
           x = Tensor.empty([rows, C], { dtype, device });
           c!.recv(x, peer.prev);
+          if (a.timeline) synchronize(device);
           t0 = now();
         }
         if (step === 0) {
