@@ -29,3 +29,8 @@ export { gpt2Tokenizer, loadTokenizer, loadTokenizerSync, type Tokenizer } from 
 export { runGenerateBench, type GenerateBenchOptions, type GenerateBenchResult } from './bench/generate.js';
 export { clockCycles, stageTasks, idealUtilization, splitSizes } from './parallel/schedule.js';
 export { getDeviceMap, evenPlacement, memoryPlacement, explicitPlacement, stageMemory, type Stage, type MemoryNeeds } from './parallel/placement.js';
+export { ParallelModel, type Strategy, type ParallelOptions, type ParallelGenerateOptions, type ParallelResult } from './parallel/strategies.js';
+export { DevicePool, type PoolOptions, type Handler, type WorkerContext } from './parallel/pool.js';
+export { Communicator, ncclStatus, newCommId, type CommKind, type ReduceOp } from './parallel/comm.js';
+export { DataPartitioner } from './parallel/partitioner.js';
+export { runStrategyBench, type StrategyBenchOptions, type StrategyBenchResult } from './bench/strategies.js';
