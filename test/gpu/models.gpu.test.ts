@@ -1,37 +1,17 @@
 // The models on a GPU: Hugging Face parity on the fixtures (f32: logits within tolerance, greedy tokens
 // identical), bf16 close, captured decode step equal to the uncaptured one, presets drawn on the device
 // equal to the CPU's draw. Skipped without a GPU.
-import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { Tensor, cudaDeviceCount, ops } from '../../src/index.js';
 import { generate } from '../../src/engine/generate.js';
 import { Model } from '../../src/models/model.js';
-import { KvCache } from '../../src/models/transformer.js';
 import { relError } from '../helpers/reference.js';
+import { allLogits, expected, fixtures } from '../helpers/models.js';
 
 const gpus = cudaDeviceCount();
 const dev = 'cuda:0';
-const fx = path.resolve(__dirname, '../fixtures');
-const expected = JSON.parse(readFileSync(path.join(fx, 'expected.json'), 'utf8')) as Record<
-  string,
-  { prompts: number[][]; logits: number[][][]; greedy: number[][]; new_tokens: number }
->;
-
-function allLogits(m: Model, prompt: number[]): Float32Array {
-  const T = prompt.length;
-  const cache = new KvCache(m.config, 1, T, m.device, m.dtype);
-  const i32 = { dtype: 'i32' as const, device: m.device };
-  const ids = Tensor.from(prompt, [T], i32);
-  const pos = Tensor.from(prompt.map((_, t) => t), [T], i32);
-  const zeros = Tensor.zeros([1], i32);
-  const x = m.transformer.prefill(cache, ids, pos, zeros, 1, T);
-  const lg = m.transformer.logits(x);
-  const out = lg.toArray() as Float32Array;
-  [ids, pos, zeros, x, lg].forEach((t) => t.dispose());
-  cache.dispose();
-  return out;
-}
+const fx = fixtures;
 
 describe.skipIf(gpus === 0)('models on the GPU match Hugging Face', () => {
   for (const name of ['tiny-gpt2', 'tiny-llama'] as const) {

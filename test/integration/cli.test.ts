@@ -1,6 +1,6 @@
 // The CLI as a user runs it: `parallm devices` and a quick `parallm bench` on the CPU.
 import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 
@@ -33,6 +33,20 @@ describe('parallm CLI', () => {
       expect(r.ms).toBeGreaterThan(0);
       expect((r.tflops ?? 0) + (r.gbps ?? 0)).toBeGreaterThan(0);
     }
+  });
+
+  it('bench with no scenario compares the strategies on two CPU devices and draws the charts', () => {
+    const out = JSON.parse(parallm(['bench', '--json', '--out', 'bench/out/test'])) as {
+      results: { strategy: string; tokensPerS: number; memory: { peakBytes: number }[]; utilization: number }[];
+    };
+    expect(out.results.map((r) => r.strategy)).toEqual(['single', 'dp', 'mp', 'pp']);
+    for (const r of out.results) {
+      expect(r.tokensPerS).toBeGreaterThan(0);
+      for (const m of r.memory) expect(m.peakBytes).toBeGreaterThan(0);
+    }
+    // Model parallelism keeps one of two devices busy at a time.
+    expect(out.results[2]!.utilization).toBeLessThan(0.75);
+    expect(readFileSync(path.join(root, 'bench/out/test/timeline-pp.svg'), 'utf8')).toMatch(/^<svg[\s\S]*stage 1, micro-batch 3/);
   });
 
   it('plan prints the device map and memory per device without loading', () => {

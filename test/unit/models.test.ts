@@ -6,31 +6,10 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { Model } from '../../src/models/model.js';
 import { generate, generateSteps, streamText } from '../../src/engine/generate.js';
-import { KvCache } from '../../src/models/transformer.js';
-import { Tensor } from '../../src/tensor.js';
 import { relError } from '../helpers/reference.js';
+import { allLogits, expected, fixtures } from '../helpers/models.js';
 
-const fx = path.resolve(__dirname, '../fixtures');
-const expected = JSON.parse(readFileSync(path.join(fx, 'expected.json'), 'utf8')) as Record<
-  string,
-  { prompts: number[][]; logits: number[][][]; greedy: number[][]; new_tokens: number }
->;
-
-/** Logits of every position of one prompt, through prefill. */
-function allLogits(m: Model, prompt: number[]): Float32Array {
-  const T = prompt.length;
-  const cache = new KvCache(m.config, 1, T, m.device, m.dtype);
-  const i32 = { dtype: 'i32' as const, device: m.device };
-  const ids = Tensor.from(prompt, [T], i32);
-  const pos = Tensor.from(prompt.map((_, t) => t), [T], i32);
-  const zeros = Tensor.zeros([1], i32);
-  const x = m.transformer.prefill(cache, ids, pos, zeros, 1, T);
-  const lg = m.transformer.logits(x);
-  const out = lg.toArray() as Float32Array;
-  [ids, pos, zeros, x, lg].forEach((t) => t.dispose());
-  cache.dispose();
-  return out;
-}
+const fx = fixtures;
 
 for (const [name, folder] of [
   ['tiny-gpt2', 'tiny-gpt2'],
