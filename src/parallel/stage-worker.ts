@@ -136,6 +136,10 @@ export const handlers: Record<string, Handler> = {
  * Stage `rank` of `world`: prefill every micro-batch, then decode steps, each over every micro-batch in
  * turn. The first stage embeds (its ids come back from the last stage after each step); middle stages
  * receive activations and pass theirs on; the last stage samples and returns the new ids to the first.
+ *
+ * Everything a task needs from the host is uploaded once, before the loop (positions, lengths and
+ * sampling offsets of every step, as one table), and the sampled ids stay on the device until the end,
+ * so on a GPU the loop only enqueues work and a stage's host runs ahead of its kernels.
  */
 function runStage(m: Model, c: Communicator | null, rank: number, world: number, device: string, a: PipelineArgs): PipelineResult {
   const { config: cfg, transformer: tf, dtype } = m;
@@ -143,88 +147,94 @@ function runStage(m: Model, c: Communicator | null, rank: number, world: number,
   const B = a.prompts.length;
   const lens = a.prompts.map((p) => p.length);
   const maxLen = Math.max(...lens) + a.maxTokens;
-  const starts = a.micro.reduce<number[]>((acc, n, i) => (acc.push(i ? acc[i - 1]! + a.micro[i - 1]! : 0), acc), []);
+  const starts = a.micro.reduce<number[]>((acc, _n, i) => (acc.push(i ? acc[i - 1]! + a.micro[i - 1]! : 0), acc), []);
   const i32 = { dtype: 'i32' as const, device };
   const sampling = { temperature: a.temperature ?? 0, topK: a.topK ?? 0, topP: a.topP ?? 1, seed: a.seed ?? 0 };
-  const cache = new KvCache(cfg, B, maxLen, device, dtype, m.weights.layers.length);
-  const tokens: number[][] = a.prompts.map(() => []);
   const tasks: TaskTime[] = [];
   const C = cfg.hidden;
   const peer = { prev: rank - 1, next: rank + 1, head: world - 1 };
-  const lastIds: Tensor[] = [];
+  const owned: Tensor[] = [];
+  const keep = (t: Tensor) => (owned.push(t), t);
+  const cache = new KvCache(cfg, B, maxLen, device, dtype, m.weights.layers.length);
+  // Row s of `steps` holds, for every sequence, lens + s: the cache length after step s, and the
+  // position of the token fed at step s + 1 (row s - 1 gives that step's positions).
+  const steps = keep(Tensor.from(Array.from({ length: a.maxTokens + 1 }, (_, st) => lens.map((l) => l + st)).flat(), [(a.maxTokens + 1) * B], i32));
+  const row = (st: number, b0: number, n: number) => steps.view(st * B + b0, [n]);
+  const zeros = keep(Tensor.zeros([B], i32));
+  // Prefill inputs per micro-batch: token positions 0..T-1, padded ids (first stage), last-row indices.
+  const pre = a.micro.map((n, mb) => {
+    const b0 = starts[mb]!, mlens = lens.slice(b0, b0 + n), T = Math.max(...mlens);
+    return {
+      T,
+      pos: keep(Tensor.from(mlens.flatMap(() => Array.from({ length: T }, (_, t) => t)), [n * T], i32)),
+      ids: first ? keep(Tensor.from(a.prompts.slice(b0, b0 + n).flatMap((p) => [...p, ...new Array<number>(T - p.length).fill(0)]), [n * T], i32)) : undefined,
+      last: last ? keep(Tensor.from(mlens.map((l, b) => b * T + l - 1), [n], i32)) : undefined,
+    };
+  });
+  const sampled: Tensor[][] = a.micro.map(() => []); // last stage: [mb][step] ids, read back at the end
   try {
     for (let step = 0; step < a.maxTokens; step++)
       for (let mb = 0; mb < a.micro.length; mb++) {
         let t0 = now();
         const b0 = starts[mb]!, n = a.micro[mb]!;
-        const mlens = lens.slice(b0, b0 + n);
-        const T = step === 0 ? Math.max(...mlens) : 1; // prefill pads the micro-batch to its longest prompt
+        const T = step === 0 ? pre[mb]!.T : 1; // prefill pads the micro-batch to its longest prompt
         const rows = n * T;
-        const posv = step === 0 ? mlens.flatMap(() => Array.from({ length: T }, (_, t) => t)) : mlens.map((l) => l + step - 1);
-        const pos = Tensor.from(posv, [rows], i32);
+        const pos = step === 0 ? pre[mb]!.pos : row(step - 1, b0, n);
         const kv = cache.slice(b0, n);
         // This stage's input: embeddings of the ids, or the previous stage's activations.
         let x: Tensor;
         if (first) {
           let ids: Tensor;
-          if (step === 0) ids = Tensor.from(a.prompts.slice(b0, b0 + n).flatMap((p) => [...p, ...new Array<number>(T - p.length).fill(0)]), [rows], i32);
-          else if (world === 1) ids = lastIds[mb]!;
+          if (step === 0) ids = pre[mb]!.ids!;
+          else if (world === 1) ids = sampled[mb]![step - 1]!;
           else {
             c!.recv((ids = Tensor.empty([n], i32)), peer.head);
             if (a.timeline) synchronize(device); // on a GPU the recv completes on the stream
             t0 = now(); // a task's time is its work, not its wait for input
           }
           x = tf.embed(ids, pos);
-          ids.dispose();
+          if (step > 0 && world > 1) ids.dispose();
         } else {
           x = Tensor.empty([rows, C], { dtype, device });
           c!.recv(x, peer.prev);
           if (a.timeline) synchronize(device);
           t0 = now();
         }
-        if (step === 0) {
-          const zeros = Tensor.zeros([n], i32);
-          tf.prefillLayers(x, kv, pos, zeros, n, T);
-          zeros.dispose();
-        } else {
-          const lensT = Tensor.from(mlens.map((l) => l + step), [n], i32);
+        if (step === 0) tf.prefillLayers(x, kv, pos, zeros.view(0, [n]), n, T);
+        else {
+          const lensT = row(step, b0, n);
           tf.decodeLayers(x, kv, pos, lensT, n);
           lensT.dispose();
         }
         // Output: the next stage's input, or (last stage) the sampled ids.
-        if (!last) {
-          c!.send(x, peer.next);
-        } else {
-          let h = x;
-          if (step === 0) {
-            const idx = Tensor.from(mlens.map((l, b) => b * T + l - 1), [n], i32);
-            h = ops.embedding(idx, x);
-            idx.dispose();
-          }
+        if (!last) c!.send(x, peer.next);
+        else {
+          const h = step === 0 ? ops.embedding(pre[mb]!.last!, x) : x;
           const logits = tf.logits(h);
           if (h !== x) h.dispose();
-          const offsets = Tensor.from(mlens.map((l) => l + step), [n], i32);
+          const offsets = row(step, b0, n);
           const next = ops.sample(logits, { ...sampling, offsets });
-          logits.dispose();
           offsets.dispose();
-          Array.from(next.toArray()).forEach((t, k) => tokens[b0 + k]!.push(t));
-          if (step + 1 < a.maxTokens) {
-            if (world === 1) lastIds[mb] = next;
-            else {
-              c!.send(next, 0);
-              next.dispose();
-            }
-          } else next.dispose();
+          logits.dispose();
+          sampled[mb]!.push(next);
+          if (world > 1 && step + 1 < a.maxTokens) c!.send(next, 0);
         }
         x.dispose();
-        pos.dispose();
+        if (step > 0) pos.dispose();
         kv.k.concat(kv.v).forEach((t) => t.dispose());
         if (a.timeline) synchronize(device);
         tasks.push({ stage: rank, mb, step, t0, t1: now() });
       }
     synchronize(device);
+    const tokens: number[][] = a.prompts.map(() => []);
+    if (last)
+      sampled.forEach((perStep, mb) =>
+        perStep.forEach((t) => Array.from(t.toArray()).forEach((id, k) => tokens[starts[mb]! + k]!.push(id))),
+      );
     return { tokens: last ? tokens : [], tasks };
   } finally {
+    for (const t of sampled.flat()) t.dispose();
+    for (const t of owned) t.dispose();
     cache.dispose();
   }
 }
