@@ -46,6 +46,8 @@ export const PRESETS: Record<string, ModelConfig> = {
   // Tiny shapes for tests: small enough for the CPU backend, with GQA in the LLaMA one.
   'tiny-gpt2': { ...gpt2(64, 6, 4), vocabSize: 50257, maxPositions: 256 },
   'tiny-llama': { ...llama(64, 6, 4, 2, 128, 512, 256) },
+  // LLaMA-2-7B's depth (32 layers: the seed's 4-stage pipeline, 8 a device) at a tiny width.
+  'tiny-llama-32': { ...llama(64, 32, 4, 2, 128, 512, 256) },
 };
 
 export function presetConfig(name: string): ModelConfig | undefined {
