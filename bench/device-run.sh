@@ -24,12 +24,15 @@ for p in "${parts[@]}"; do
       timeout 60 python3 bench/peers/torch_anchors.py nccl > "$out/peer-nccl.log" 2>&1; grep ANCHOR "$out/peer-nccl.log" | cut -c1-160 ;;
     strategies)
       # The floors: LLaMA-2-7B shape on 2 GPUs; prefill 32 x 512 with 8 micro-batches, then
-      # generation at batch 16/64/256/512 with several micro-batch counts (PP / MP curve).
-      timeout 240 node dist/cli/index.js bench --model llama-2-7b --strategies single,mp,pp --batch 32 --prompt-tokens 512 --new-tokens 2 --micro-batches 8 --json "$out/llama-prefill.json" 2>&1 | tail -5
+      # generation at batch 16/64/256/512 with several micro-batch counts (PP / MP curve). At most 8
+      # files come back from the device, so the JSON goes into one archive.
+      mkdir -p "$out/s"
+      timeout 240 node dist/cli/index.js bench --model llama-2-7b --strategies single,mp,pp --batch 32 --prompt-tokens 512 --new-tokens 2 --micro-batches 8 --json "$out/s/llama-prefill.json" 2>&1 | tail -5
       for b in 16 64 256 512; do for m in 2 4 8; do
-        timeout 240 node dist/cli/index.js bench --model llama-2-7b --strategies pp --batch $b --prompt-tokens 128 --new-tokens 32 --micro-batches $m --json "$out/llama-pp-b$b-m$m.json" 2>&1 | tail -1
-      done; timeout 240 node dist/cli/index.js bench --model llama-2-7b --strategies mp --batch $b --prompt-tokens 128 --new-tokens 32 --json "$out/llama-mp-b$b.json" 2>&1 | tail -1; done
-      timeout 120 node dist/cli/index.js bench --model gpt2 --strategies single,dp --batch 64 --json "$out/gpt2-dp.json" 2>&1 | tail -4 ;;
+        timeout 240 node dist/cli/index.js bench --model llama-2-7b --strategies pp --batch $b --prompt-tokens 128 --new-tokens 32 --micro-batches $m --json "$out/s/llama-pp-b$b-m$m.json" 2>&1 | tail -1
+      done; timeout 240 node dist/cli/index.js bench --model llama-2-7b --strategies mp --batch $b --prompt-tokens 128 --new-tokens 32 --json "$out/s/llama-mp-b$b.json" 2>&1 | tail -1; done
+      timeout 120 node dist/cli/index.js bench --model gpt2 --strategies single,dp --batch 64 --json "$out/s/gpt2-dp.json" 2>&1 | tail -4
+      tar -czf "$out/strategies.tgz" -C "$out" s && rm -rf "$out/s" ;;
     *) echo "unknown part $p" ;;
   esac
 done
