@@ -219,6 +219,17 @@ export class DevicePool {
     return Promise.all(this.slots.map((_, r) => this.call<R>(r, method, argsOf(r))));
   }
 
+  /**
+   * Stop one worker now (a stuck or unwanted one): its pending calls reject with `reason`, later calls to
+   * it reject at once. A worker inside a native call stops when that call returns.
+   */
+  async terminate(rank: number, reason = 'terminate() was called'): Promise<void> {
+    const slot = this.slots[rank];
+    if (!Number.isInteger(rank) || !slot) throw new RangeError(`rank ${rank} out of range: the pool has ${this.slots.length} workers`);
+    slot.fail(`was terminated (${reason})`);
+    await slot.worker.terminate();
+  }
+
   /** Reject pending calls with "pool closed" and terminate the workers. Idempotent. */
   close(): Promise<void> {
     this.closing ??= (async () => {

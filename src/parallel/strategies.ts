@@ -154,9 +154,10 @@ export class ParallelModel {
     return out;
   }
 
+  /** Free every worker's model and communicator, then stop the workers (also after a worker died). */
   async close(): Promise<void> {
     try {
-      await this.pool.all('unload');
+      await Promise.allSettled(this.stages.map((_, r) => this.pool.call(r, 'unload')));
     } finally {
       await this.pool.close();
     }

@@ -64,3 +64,20 @@ for (const [name, source] of [
     }
   });
 }
+
+describe('a pipeline whose worker dies mid-run', () => {
+  it('rejects with an error naming the device, and the pool still closes (no hang)', async () => {
+    const p = await ParallelModel.load('tiny-llama-32', { strategy: 'pp', devices: ['cpu:0', 'cpu:1'], dtype: 'f32', commTimeoutMs: 5_000 });
+    const prompts = Array.from({ length: 8 }, (_, b) => [1 + b, 2, 3]);
+    const run = p.generate(prompts, { maxTokens: 200, microBatches: 4 }).then(
+      () => new Error('generate finished although a worker was killed'),
+      (e: Error) => e,
+    );
+    await new Promise((r) => setTimeout(r, 100));
+    await p.pool.terminate(1, 'killed by the test');
+    expect((await run).message).toMatch(/cpu:1 was terminated \(killed by the test\)/);
+    const t0 = Date.now();
+    await p.close();
+    expect(Date.now() - t0).toBeLessThan(10_000);
+  }, 60_000);
+});
