@@ -8,8 +8,8 @@ import { loadConfig, type ModelConfig } from '../io/config.js';
 import { gpt2Tokenizer, loadTokenizerSync, type Tokenizer } from '../io/tokenizer.js';
 import { presetConfig, PRESETS } from './presets.js';
 import { Transformer } from './transformer.js';
-import { stageMemory } from '../parallel/placement.js';
-import { disposeWeights, loadWeights, randomWeights, weightBytes, type ModelWeights, type StageSpec } from './weights.js';
+import { stageWeightBytes } from './sizes.js';
+import { disposeWeights, loadWeights, randomWeights, type ModelWeights, type StageSpec } from './weights.js';
 
 export interface LoadOptions {
   /** default: cuda:0 when there is a GPU, else cpu:0 */
@@ -56,9 +56,7 @@ export class Model {
 
   /** Bytes of weights on the device. */
   get weightBytes(): number {
-    const s = this.weights.stage;
-    if (s.start === 0 && s.end === this.config.layers && s.embed && s.head) return weightBytes(this.config, this.dtype);
-    return stageMemory(this.config, { device: this.device, ...s }, { dtype: this.dtype, batch: 0, maxLen: 0 }).weights;
+    return stageWeightBytes(this.config, this.dtype, this.weights.stage);
   }
 
   encode(text: string): number[] {

@@ -52,17 +52,6 @@ export function disposeWeights(w: ModelWeights): void {
   for (const t of all) t.dispose();
 }
 
-/** Bytes the weights take on the device. */
-export function weightBytes(cfg: ModelConfig, dtype: DType): number {
-  const { hidden: C, layers, heads, kvHeads, headDim: D, intermediate: F, vocabSize: V, maxPositions } = cfg;
-  const el = dtype === 'f32' ? 4 : 2;
-  const qkv = (heads + 2 * kvHeads) * D * C;
-  const mlp = cfg.family === 'gpt2' ? 2 * F * C : 3 * F * C;
-  const biases = cfg.family === 'gpt2' ? (heads + 2 * kvHeads) * D + C + F + C + 4 * C : 2 * C;
-  const perLayer = qkv + heads * D * C + mlp + biases;
-  const embed = V * C + (cfg.family === 'gpt2' ? maxPositions * C : 0) + (cfg.tieEmbeddings ? 0 : V * C) + 2 * C;
-  return (layers * perLayer + embed) * el;
-}
 
 // ---------------------------------------------------------------------------------------- random init
 

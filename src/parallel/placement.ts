@@ -4,6 +4,7 @@
 // by free memory, or an explicit map. Memory is estimated before anything loads.
 import type { DType } from '../dtype.js';
 import type { ModelConfig } from '../io/config.js';
+import { embedBytes, headBytes, layerKvBytes, layerWeightBytes, stageWeightBytes } from '../models/sizes.js';
 
 export interface Stage {
   device: string;
@@ -29,35 +30,9 @@ export interface StageMemory {
   total: number;
 }
 
-const elBytes = (d: DType) => (d === 'f32' || d === 'i32' ? 4 : 2);
-
-/** Bytes of one decoder layer's weights. */
-export function layerWeightBytes(cfg: ModelConfig, dtype: DType): number {
-  const { hidden: C, heads, kvHeads, headDim: D, intermediate: F } = cfg;
-  const gpt2 = cfg.family === 'gpt2';
-  const params = (heads + 2 * kvHeads) * D * C + C * heads * D + (gpt2 ? 2 : 3) * F * C + (gpt2 ? 4 * C + (heads + 2 * kvHeads) * D + C + F + C : 2 * C);
-  return params * elBytes(dtype);
-}
-
-export function embedBytes(cfg: ModelConfig, dtype: DType): number {
-  return (cfg.vocabSize * cfg.hidden + (cfg.family === 'gpt2' ? cfg.maxPositions * cfg.hidden : 0)) * elBytes(dtype);
-}
-
-export function headBytes(cfg: ModelConfig, dtype: DType): number {
-  // With tied embeddings the last stage holds its own copy of the embedding matrix when it is not the first.
-  return (cfg.vocabSize * cfg.hidden + 2 * cfg.hidden) * elBytes(dtype);
-}
-
-export function layerKvBytes(cfg: ModelConfig, need: MemoryNeeds): number {
-  return 2 * need.batch * need.maxLen * cfg.kvHeads * cfg.headDim * elBytes(need.dtype);
-}
-
 export function stageMemory(cfg: ModelConfig, s: Stage, need: MemoryNeeds): StageMemory {
-  const n = s.end - s.start;
-  let weights = n * layerWeightBytes(cfg, need.dtype);
-  if (s.embed) weights += embedBytes(cfg, need.dtype);
-  if (s.head) weights += s.embed && cfg.tieEmbeddings ? 2 * cfg.hidden * elBytes(need.dtype) : headBytes(cfg, need.dtype);
-  const kvCache = n * layerKvBytes(cfg, need);
+  const weights = stageWeightBytes(cfg, need.dtype, s);
+  const kvCache = (s.end - s.start) * layerKvBytes(cfg, need.dtype, need.batch, need.maxLen);
   return { weights, kvCache, total: weights + kvCache };
 }
 
@@ -103,7 +78,7 @@ export function evenPlacement(cfg: ModelConfig, devices: string[]): Stage[] {
 export function memoryPlacement(cfg: ModelConfig, devices: string[], freeBytes: number[], need: MemoryNeeds): Stage[] {
   checkDevices(devices, cfg.layers);
   if (freeBytes.length !== devices.length) throw new Error('placement: one free-memory figure per device');
-  const per = layerWeightBytes(cfg, need.dtype) + layerKvBytes(cfg, need);
+  const per = layerWeightBytes(cfg, need.dtype) + layerKvBytes(cfg, need.dtype, need.batch, need.maxLen);
   const fixed = devices.map((_, i) => (i === 0 ? embedBytes(cfg, need.dtype) : 0) + (i === devices.length - 1 ? headBytes(cfg, need.dtype) : 0));
   const countsAt = (u: number) => devices.map((_, i) => Math.max(1, Math.floor((u * freeBytes[i]! - fixed[i]!) / per)));
   let lo = 0, hi = 1;
