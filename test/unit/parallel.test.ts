@@ -69,7 +69,7 @@ describe('a pipeline whose worker dies mid-run', () => {
   it('rejects with an error naming the device, and the pool still closes (no hang)', async () => {
     const p = await ParallelModel.load('tiny-llama-32', { strategy: 'pp', devices: ['cpu:0', 'cpu:1'], dtype: 'f32', commTimeoutMs: 5_000 });
     const prompts = Array.from({ length: 8 }, (_, b) => [1 + b, 2, 3]);
-    const run = p.generate(prompts, { maxTokens: 200, microBatches: 4 }).then(
+    const run = p.generate(prompts, { maxTokens: 250, microBatches: 4 }).then(
       () => new Error('generate finished although a worker was killed'),
       (e: Error) => e,
     );
