@@ -4,6 +4,7 @@
 // each other as far as the data allows. Model parallelism is the same code with one micro-batch.
 import type { DType } from '../dtype.js';
 import { memoryStats, resetPeakMemory, synchronize } from '../device.js';
+import { DeviceEvent } from '../runtime.js';
 import { generateSteps, type GenerateOptions, type GenerationTimes } from '../engine/generate.js';
 import { Model } from '../models/model.js';
 import { KvCache } from '../models/transformer.js';
@@ -36,7 +37,7 @@ export interface PipelineArgs {
   topK?: number;
   topP?: number;
   seed?: number;
-  /** record per-task times (synchronizing the device after each task) */
+  /** record per-task times with device events (no synchronization between tasks) */
   timeline?: boolean;
 }
 
@@ -172,10 +173,14 @@ function runStage(m: Model, c: Communicator | null, rank: number, world: number,
     };
   });
   const sampled: Tensor[][] = a.micro.map(() => []); // last stage: [mb][step] ids, read back at the end
+  const marks: { mb: number; step: number; start: DeviceEvent; end: DeviceEvent }[] = [];
+  synchronize(device); // uploads done: the timeline starts here
+  const base = a.timeline ? new DeviceEvent(device).record() : undefined;
+  const hostBase = now();
   try {
     for (let step = 0; step < a.maxTokens; step++)
       for (let mb = 0; mb < a.micro.length; mb++) {
-        let t0 = now();
+        let start: DeviceEvent | undefined;
         const b0 = starts[mb]!, n = a.micro[mb]!;
         const T = step === 0 ? pre[mb]!.T : 1; // prefill pads the micro-batch to its longest prompt
         const rows = n * T;
@@ -189,17 +194,15 @@ function runStage(m: Model, c: Communicator | null, rank: number, world: number,
           else if (world === 1) ids = sampled[mb]![step - 1]!;
           else {
             c!.recv((ids = Tensor.empty([n], i32)), peer.head);
-            if (a.timeline) synchronize(device); // on a GPU the recv completes on the stream
-            t0 = now(); // a task's time is its work, not its wait for input
           }
           x = tf.embed(ids, pos);
           if (step > 0 && world > 1) ids.dispose();
         } else {
           x = Tensor.empty([rows, C], { dtype, device });
           c!.recv(x, peer.prev);
-          if (a.timeline) synchronize(device);
-          t0 = now();
         }
+        // A task's time is its work, not its wait for input: the event fires once the input is there.
+        if (a.timeline) start = new DeviceEvent(device).record();
         if (step === 0) tf.prefillLayers(x, kv, pos, zeros.view(0, [n]), n, T);
         else {
           const lensT = row(step, b0, n);
@@ -222,10 +225,12 @@ function runStage(m: Model, c: Communicator | null, rank: number, world: number,
         x.dispose();
         if (step > 0) pos.dispose();
         kv.k.concat(kv.v).forEach((t) => t.dispose());
-        if (a.timeline) synchronize(device);
-        tasks.push({ stage: rank, mb, step, t0, t1: now() });
+        if (start) marks.push({ mb, step, start, end: new DeviceEvent(device).record() });
       }
     synchronize(device);
+    // Device times, placed on the host clock through the event recorded when the loop began.
+    for (const k of marks)
+      tasks.push({ stage: rank, mb: k.mb, step: k.step, t0: hostBase + base!.elapsedMs(k.start), t1: hostBase + base!.elapsedMs(k.end) });
     const tokens: number[][] = a.prompts.map(() => []);
     if (last)
       sampled.forEach((perStep, mb) =>
