@@ -106,7 +106,7 @@ export async function runStrategyBench(o: StrategyBenchOptions = {}): Promise<St
     mkdirSync(o.outDir, { recursive: true });
     writeFileSync(
       path.join(o.outDir, 'throughput.svg'),
-      barChart(`${model}: generation throughput by strategy (batch ${B}, ${P}+${N} tokens)`, 'tokens/s', results.map((x) => ({ label: `${x.strategy} x${x.devices.length}`, value: x.tokensPerS }))),
+      barChart(`${model}: generation throughput by strategy (batch ${B}; dp: ${B} per device; ${P}+${N} tokens)`, 'tokens/s', results.map((x) => ({ label: `${x.strategy} x${x.devices.length}`, value: x.tokensPerS }))),
     );
     for (const t of timelines.filter((x) => x.s === 'pp' || x.s === 'mp'))
       writeFileSync(path.join(o.outDir, `timeline-${t.s}.svg`), timelineChart(`${model}: ${t.s} timeline (${t.devices.join(', ')})`, t.tasks, t.devices));

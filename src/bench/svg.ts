@@ -4,7 +4,7 @@ const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replac
 const COLORS = ['#4e79a7', '#f28e2b', '#59a14f', '#e15759', '#76b7b2', '#edc948', '#b07aa1', '#ff9da7', '#9c755f', '#bab0ac'];
 
 export function barChart(title: string, unit: string, bars: { label: string; value: number }[]): string {
-  const W = 640, H = 360, left = 140, right = 30, top = 40, bottom = 30;
+  const W = 640, H = 360, left = 140, right = 80, top = 40, bottom = 30; // room for the value labels
   const max = Math.max(1e-9, ...bars.map((b) => b.value));
   const bh = (H - top - bottom) / Math.max(1, bars.length);
   const rows = bars
