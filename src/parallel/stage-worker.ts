@@ -4,7 +4,7 @@
 // each other as far as the data allows. Model parallelism is the same code with one micro-batch.
 import type { DType } from '../dtype.js';
 import { memoryStats, resetPeakMemory, synchronize } from '../device.js';
-import { DeviceEvent } from '../runtime.js';
+import { DeviceEvent, capture, type Graph } from '../runtime.js';
 import { generateSteps, type GenerateOptions, type GenerationTimes } from '../engine/generate.js';
 import { Model } from '../models/model.js';
 import { KvCache } from '../models/transformer.js';
@@ -177,53 +177,93 @@ function runStage(m: Model, c: Communicator | null, rank: number, world: number,
   synchronize(device); // uploads done: the timeline starts here
   const base = a.timeline ? new DeviceEvent(device).record() : undefined;
   const hostBase = now();
+  // Decode tasks run a step captured once per micro-batch (a CUDA graph on a GPU, an op list on the
+  // CPU) over fixed buffers; receives, sends and the per-step positions stay outside it.
+  interface Slot {
+    ids: Tensor; // first stage: the ids fed this step
+    x: Tensor; // other stages: the activations received
+    pos: Tensor;
+    lens: Tensor;
+    kv: KvCache;
+    graph?: Graph;
+    xOut?: Tensor; // first stage: the activations it sends on
+    out?: Tensor; // last stage: the sampled ids
+  }
+  const slots: Slot[] = [];
+  const slotOf = (mb: number): Slot => {
+    const n = a.micro[mb]!;
+    return (slots[mb] ??= {
+      ids: keep(Tensor.empty([n], i32)),
+      x: keep(Tensor.empty([n, C], { dtype, device })),
+      pos: keep(Tensor.empty([n], i32)),
+      lens: keep(Tensor.empty([n], i32)),
+      kv: cache.slice(starts[mb]!, n),
+    });
+  };
+  const decodeBody = (sl: Slot, n: number) => () => {
+    const x = first ? tf.embed(sl.ids, sl.pos) : sl.x;
+    tf.decodeLayers(x, sl.kv, sl.pos, sl.lens, n);
+    if (first && !last) sl.xOut = x;
+    if (last) {
+      const logits = tf.logits(x);
+      sl.out = ops.sample(logits, { ...sampling, offsets: sl.lens });
+      logits.dispose();
+      if (first) x.dispose();
+    }
+  };
+  const copyRow = (dst: Tensor, st: number, b0: number, n: number) => {
+    const r = row(st, b0, n);
+    dst.copyFrom(r);
+    r.dispose();
+  };
   try {
     for (let step = 0; step < a.maxTokens; step++)
       for (let mb = 0; mb < a.micro.length; mb++) {
         let start: DeviceEvent | undefined;
         const b0 = starts[mb]!, n = a.micro[mb]!;
-        const T = step === 0 ? pre[mb]!.T : 1; // prefill pads the micro-batch to its longest prompt
-        const rows = n * T;
-        const pos = step === 0 ? pre[mb]!.pos : row(step - 1, b0, n);
-        const kv = cache.slice(b0, n);
-        // This stage's input: embeddings of the ids, or the previous stage's activations.
-        let x: Tensor;
-        if (first) {
-          let ids: Tensor;
-          if (step === 0) ids = pre[mb]!.ids!;
-          else if (world === 1) ids = sampled[mb]![step - 1]!;
+        if (step > 0) {
+          const sl = slotOf(mb);
+          copyRow(sl.pos, step - 1, b0, n);
+          copyRow(sl.lens, step, b0, n);
+          if (first) {
+            if (world === 1) sl.ids.copyFrom(sl.out!);
+            else c!.recv(sl.ids, peer.head);
+          } else c!.recv(sl.x, peer.prev);
+          // A task's time is its work, not its wait for input: the event fires once the input is there.
+          if (a.timeline) start = new DeviceEvent(device).record();
+          if (!sl.graph) sl.graph = capture(device, decodeBody(sl, n));
+          sl.graph.replay();
+          if (!last) c!.send(first ? sl.xOut! : sl.x, peer.next);
           else {
-            c!.recv((ids = Tensor.empty([n], i32)), peer.head);
+            sampled[mb]!.push(Tensor.empty([n], i32).copyFrom(sl.out!));
+            if (world > 1 && step + 1 < a.maxTokens) c!.send(sl.out!, 0);
           }
-          x = tf.embed(ids, pos);
-          if (step > 0 && world > 1) ids.dispose();
-        } else {
-          x = Tensor.empty([rows, C], { dtype, device });
-          c!.recv(x, peer.prev);
+          if (start) marks.push({ mb, step, start, end: new DeviceEvent(device).record() });
+          continue;
         }
-        // A task's time is its work, not its wait for input: the event fires once the input is there.
+        // Prefill: the micro-batch padded to its longest prompt, run op by op.
+        const T = pre[mb]!.T;
+        const pos = pre[mb]!.pos;
+        const kv = cache.slice(b0, n);
+        let x: Tensor;
+        if (first) x = tf.embed(pre[mb]!.ids!, pos);
+        else c!.recv((x = Tensor.empty([n * T, C], { dtype, device })), peer.prev);
         if (a.timeline) start = new DeviceEvent(device).record();
-        if (step === 0) tf.prefillLayers(x, kv, pos, zeros.view(0, [n]), n, T);
-        else {
-          const lensT = row(step, b0, n);
-          tf.decodeLayers(x, kv, pos, lensT, n);
-          lensT.dispose();
-        }
-        // Output: the next stage's input, or (last stage) the sampled ids.
+        tf.prefillLayers(x, kv, pos, zeros.view(0, [n]), n, T);
         if (!last) c!.send(x, peer.next);
         else {
-          const h = step === 0 ? ops.embedding(pre[mb]!.last!, x) : x;
+          const h = ops.embedding(pre[mb]!.last!, x);
           const logits = tf.logits(h);
-          if (h !== x) h.dispose();
-          const offsets = row(step, b0, n);
+          h.dispose();
+          const offsets = row(0, b0, n);
           const next = ops.sample(logits, { ...sampling, offsets });
           offsets.dispose();
           logits.dispose();
           sampled[mb]!.push(next);
-          if (world > 1 && step + 1 < a.maxTokens) c!.send(next, 0);
+          if (world === 1) (slotOf(mb).out = next);
+          else if (step + 1 < a.maxTokens) c!.send(next, 0);
         }
         x.dispose();
-        if (step > 0) pos.dispose();
         kv.k.concat(kv.v).forEach((t) => t.dispose());
         if (start) marks.push({ mb, step, start, end: new DeviceEvent(device).record() });
       }
@@ -238,6 +278,12 @@ function runStage(m: Model, c: Communicator | null, rank: number, world: number,
       );
     return { tokens: last ? tokens : [], tasks };
   } finally {
+    for (const sl of slots) {
+      sl?.graph?.dispose();
+      sl?.kv.k.concat(sl.kv.v).forEach((t) => t.dispose());
+      if (sl?.out && !sampled.flat().includes(sl.out)) sl.out.dispose();
+      sl?.xOut?.dispose();
+    }
     for (const t of sampled.flat()) t.dispose();
     for (const t of owned) t.dispose();
     cache.dispose();
