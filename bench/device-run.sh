@@ -31,7 +31,8 @@ for p in "${parts[@]}"; do
       for b in 16 64 256 512; do for m in 2 4 8; do
         timeout 240 node dist/cli/index.js bench --model llama-2-7b --strategies pp --batch $b --prompt-tokens 128 --new-tokens 32 --micro-batches $m --json "$out/s/llama-pp-b$b-m$m.json" 2>&1 | tail -1
       done; timeout 240 node dist/cli/index.js bench --model llama-2-7b --strategies mp --batch $b --prompt-tokens 128 --new-tokens 32 --json "$out/s/llama-mp-b$b.json" 2>&1 | tail -1; done
-      timeout 120 node dist/cli/index.js bench --model gpt2 --strategies single,dp --batch 64 --json "$out/s/gpt2-dp.json" 2>&1 | tail -4
+      # DP floor: 512 prompts x 128 new tokens, 64 per device per batch.
+      timeout 180 node dist/cli/index.js bench --model gpt2 --strategies single,dp --prompts 512 --batch 64 --json "$out/s/gpt2-dp.json" 2>&1 | tail -4
       tar -czf "$out/strategies.tgz" -C "$out" s && rm -rf "$out/s" ;;
     *) echo "unknown part $p" ;;
   esac

@@ -15,6 +15,8 @@ export interface StrategyBenchOptions {
   dtype?: DType;
   /** sequences per device for dp (so its scaling is at the same per-device batch), per model otherwise */
   batch?: number;
+  /** single/dp: total prompts, run by each replica in batches of `batch` (default: one batch each) */
+  prompts?: number;
   promptTokens?: number;
   newTokens?: number;
   /** pp micro-batches (default 2 per stage) */
@@ -70,11 +72,12 @@ export async function runStrategyBench(o: StrategyBenchOptions = {}): Promise<St
     const pm = await ParallelModel.load(model, { strategy, devices: devs, dtype: o.dtype });
     try {
       const vocab = pm.config.vocabSize;
-      // Data parallelism is measured at the same per-device batch (each replica gets B sequences).
-      const Bs = strategy === 'dp' ? B * devs.length : B;
+      // Data parallelism is measured at the same per-device batch (each replica gets B sequences a batch).
+      const replicas = strategy === 'dp' || strategy === 'single';
+      const Bs = replicas && o.prompts ? o.prompts : strategy === 'dp' ? B * devs.length : B;
       const prompts = Array.from({ length: Bs }, () => Array.from({ length: P }, () => Math.floor(r() * vocab)));
       const m = strategy === 'pp' ? Math.min(B, o.microBatches ?? 2 * devs.length) : 1;
-      const g = { maxTokens: N, microBatches: strategy === 'pp' ? m : undefined, timeline: true };
+      const g = { maxTokens: N, microBatches: strategy === 'pp' ? m : undefined, timeline: true, batchPerDevice: replicas ? B : undefined };
       await pm.generate(prompts.slice(0, Math.max(m, 1)), { ...g, maxTokens: 2 }); // warm up
       await pm.memory(true);
       const res = await pm.generate(prompts, g);

@@ -90,13 +90,21 @@ export const handlers: Record<string, Handler> = {
   },
 
   /** Data parallel: this replica's share of the prompts, generated as one batch (to maxTokens each). */
-  async generate(a: { prompts: number[][]; opts: GenerateOptions }, ctx) {
+  async generate(a: { prompts: number[][]; opts: GenerateOptions; batch?: number }, ctx) {
     const m = model(ctx);
     const t0 = now();
     const tokens: number[][] = a.prompts.map(() => []);
     const times: GenerationTimes = { prefillMs: 0, decodeMs: 0, decodeSteps: 0 };
-    if (a.prompts.length)
-      for await (const ev of generateSteps(m, a.prompts, { ...a.opts, stopTokens: [] }, times)) ev.tokens.forEach((t, b) => tokens[b]!.push(t));
+    // The replica's share, in batches of `batch` sequences (all at once by default).
+    const size = a.batch ?? Math.max(1, a.prompts.length);
+    for (let b0 = 0; b0 < a.prompts.length; b0 += size) {
+      const part: GenerationTimes = { prefillMs: 0, decodeMs: 0, decodeSteps: 0 };
+      for await (const ev of generateSteps(m, a.prompts.slice(b0, b0 + size), { ...a.opts, stopTokens: [] }, part))
+        ev.tokens.forEach((t, b) => tokens[b0 + b]!.push(t));
+      times.prefillMs += part.prefillMs;
+      times.decodeMs += part.decodeMs;
+      times.decodeSteps += part.decodeSteps;
+    }
     synchronize(ctx.device);
     return { tokens, t0, t1: now(), times };
   },

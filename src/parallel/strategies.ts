@@ -44,6 +44,8 @@ export interface ParallelGenerateOptions {
   seed?: number;
   /** record per-task times for a timeline */
   timeline?: boolean;
+  /** single/dp: each replica runs its share in batches of this many sequences (default: all at once) */
+  batchPerDevice?: number;
 }
 
 export interface ParallelResult {
@@ -112,6 +114,8 @@ export class ParallelModel {
         throw new Error(`generate: prompt ${b} has ${p.length} tokens; with ${g.maxTokens} new ones that is over the model's context of ${this.config.maxPositions}`);
     }
     const sampling = { temperature: g.temperature, topK: g.topK, topP: g.topP, seed: g.seed };
+    if (g.batchPerDevice !== undefined && (!Number.isInteger(g.batchPerDevice) || g.batchPerDevice < 1))
+      throw new Error(`generate: batchPerDevice must be a positive integer, got ${g.batchPerDevice}`);
     const t0 = performance.now();
     if (this.strategy === 'dp' || this.strategy === 'single') {
       // single is data parallelism over one device: the same engine (captured decode) as each replica.
@@ -119,6 +123,7 @@ export class ParallelModel {
       const res = await this.pool.all<{ tokens: number[][]; t0: number; t1: number; times: { prefillMs: number } }>('generate', (r) => ({
         prompts: part.use(prompts, r),
         opts: { ...sampling, maxTokens: g.maxTokens, stopTokens: [] },
+        batch: g.batchPerDevice,
       }));
       // Two tasks a replica: its prefill (step 0) and its decoding (step 1), for the timeline.
       const tasks = res.flatMap((x, r) => [

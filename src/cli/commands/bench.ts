@@ -23,6 +23,7 @@ interface BenchOpts {
   newTokens?: string;
   devices?: string;
   microBatches?: string;
+  prompts?: string;
   strategies?: string;
   out?: string;
 }
@@ -107,6 +108,7 @@ async function strategies(opts: BenchOpts, dtype: DType | undefined): Promise<vo
     promptTokens: positiveInt('--prompt-tokens', opts.promptTokens) ?? (opts.quick ? 16 : undefined),
     newTokens: positiveInt('--new-tokens', opts.newTokens) ?? (opts.quick ? 8 : undefined),
     microBatches: positiveInt('--micro-batches', opts.microBatches),
+    prompts: positiveInt('--prompts', opts.prompts),
     strategies: list,
     outDir: out,
     onResult: (r) => quiet || console.error(`  ${r.strategy} on ${r.devices.join(',')}: ${r.tokensPerS.toFixed(0)} tokens/s`),
@@ -166,6 +168,7 @@ export function register(program: Command): void {
     .option('--devices <list>', 'strategies: devices (default: every GPU, else cpu:0,cpu:1)')
     .option('--strategies <list>', 'strategies: which of single,dp,mp,pp (default all)')
     .option('--micro-batches <n>', 'strategies: pp micro-batches (default 2 per stage)')
+    .option('--prompts <n>', 'strategies: single/dp run this many prompts, each device in batches of --batch')
     .option('--out <dir>', 'strategies: where the SVG charts go (default bench/out)')
     .option('--json [file]', 'print JSON to stdout, or write it to file')
     .action(async (scenario: string, opts: BenchOpts) => {
