@@ -44,6 +44,9 @@ for (const [name, source] of [
         const p = await ParallelModel.load(folder, { strategy: 'dp', devices, dtype: 'f32' });
         open.push(p);
         expect((await p.generate(prompts, { maxTokens: N })).tokens).toEqual(reference);
+        // Each replica in batches of 2 sequences: the same tokens.
+        expect((await p.generate(prompts, { maxTokens: N, batchPerDevice: 2 })).tokens).toEqual(reference);
+        await expect(p.generate(prompts, { maxTokens: N, batchPerDevice: 0 })).rejects.toThrow(/batchPerDevice/);
       });
 
       it(`mp and pp on ${devices.length} devices, every micro-batch count`, async () => {
