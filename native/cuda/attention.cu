@@ -17,6 +17,7 @@
 
 #include "attention_prefill_mma.cuh"
 #include "check.h"
+#include "common.cuh"
 #include "kernels.h"
 
 namespace parallm::cuda {
@@ -28,19 +29,6 @@ constexpr float kLog2e = 1.4426950408889634f;
 // Tuning knobs (the scratch harness sweeps them; production uses the defaults).
 int g_decode_blocks_per_sm = 8;  // decode: aim for this many blocks per SM before splitting keys further
 int g_prefill_d128_warps = 4;    // prefill D=128: 4 warps (64 rows, 2 blocks/SM) or 8 warps (128 rows)
-
-template <typename T>
-__device__ __forceinline__ float to_f(T x);
-template <>
-__device__ __forceinline__ float to_f<float>(float x) { return x; }
-template <>
-__device__ __forceinline__ float to_f<bf16>(bf16 x) { return __bfloat162float(x); }
-template <typename T>
-__device__ __forceinline__ T from_f(float x);
-template <>
-__device__ __forceinline__ float from_f<float>(float x) { return x; }
-template <>
-__device__ __forceinline__ bf16 from_f<bf16>(float x) { return __float2bfloat16(x); }
 
 // ---------------------------------------------------------------------------------------------------
 // Prefill on CUDA cores. A block of 4 warps owns 16 query rows (4 per warp) of one (b, h); keys come in
@@ -69,7 +57,7 @@ prefill_simt(const T* __restrict__ q, const T* __restrict__ k, const T* __restri
 
   for (int idx = tid; idx < kSimtRows * D; idx += kSimtThreads) {
     int r = idx / D, d = idx - r * D;
-    sQ[idx] = (q0 + r < Tq) ? to_f(qp[int64_t(q0 + r) * qts + d]) : 0.f;
+    sQ[idx] = (q0 + r < Tq) ? f32(qp[int64_t(q0 + r) * qts + d]) : 0.f;
   }
   float m[4], l[4], acc[4][8];
 #pragma unroll
@@ -86,8 +74,8 @@ prefill_simt(const T* __restrict__ q, const T* __restrict__ k, const T* __restri
       int r = idx / D, d = idx - r * D;
       bool ok = k0 + r < Tk;
       int64_t o = int64_t(k0 + r) * kvts + d;
-      sK[r * ks + d] = ok ? to_f(kp[o]) : 0.f;
-      sV[r * D + d] = ok ? to_f(vp[o]) : 0.f;
+      sK[r * ks + d] = ok ? f32(kp[o]) : 0.f;
+      sV[r * D + d] = ok ? f32(vp[o]) : 0.f;
     }
     __syncthreads();
     float s[4] = {0.f, 0.f, 0.f, 0.f};
@@ -145,7 +133,7 @@ prefill_simt(const T* __restrict__ q, const T* __restrict__ k, const T* __restri
 #pragma unroll
     for (int t = 0; t < 8; ++t) {
       int d = t * 32 + lane;
-      if (d < D) op[d] = from_f<T>(acc[r][t] * inv);
+      if (d < D) op[d] = from_f32<T>(acc[r][t] * inv);
     }
   }
 }
@@ -171,10 +159,10 @@ struct Raw8 {
     } else {
       T* e = reinterpret_cast<T*>(u);
 #pragma unroll
-      for (int i = 0; i < 8; ++i) e[i] = (ok && i < nvalid) ? p[i] : from_f<T>(0.f);
+      for (int i = 0; i < 8; ++i) e[i] = (ok && i < nvalid) ? p[i] : from_f32<T>(0.f);
     }
   }
-  __device__ __forceinline__ float operator[](int i) const { return to_f(reinterpret_cast<const T*>(u)[i]); }
+  __device__ __forceinline__ float operator[](int i) const { return f32(reinterpret_cast<const T*>(u)[i]); }
 };
 
 __device__ __forceinline__ float fast_exp2(float x) {
@@ -203,7 +191,7 @@ decode_split(const T* __restrict__ q, const T* __restrict__ k, const T* __restri
   if (s0 >= s1) {
     if (len <= 0 && split == 0 && nsplit == 1)  // (lens >= 1 by contract; keep the output defined)
       for (int idx = tid; idx < nh * D; idx += kDecThreads)
-        out[(int64_t(b) * Hq + h0 + idx / D) * D + idx % D] = from_f<T>(0.f);
+        out[(int64_t(b) * Hq + h0 + idx / D) * D + idx % D] = from_f32<T>(0.f);
     return;
   }
 
@@ -291,7 +279,7 @@ decode_split(const T* __restrict__ q, const T* __restrict__ k, const T* __restri
     }
     const int64_t row = int64_t(b) * Hq + h0 + i;
     if (nsplit == 1) {
-      out[row * D + d] = from_f<T>(O / L);
+      out[row * D + d] = from_f32<T>(O / L);
     } else {
       part_o[(row * nsplit + split) * D + d] = O;
       if (d == 0) part_ml[(row * nsplit + split) * 2] = M, part_ml[(row * nsplit + split) * 2 + 1] = L;
@@ -319,11 +307,9 @@ decode_combine(const float* __restrict__ part_o, const float* __restrict__ part_
       L += ml[2 * s + 1] * w;
       O += part_o[(row * nsplit + s) * D + d] * w;
     }
-    out[row * D + d] = from_f<T>(nv ? O / L : 0.f);
+    out[row * D + d] = from_f32<T>(nv ? O / L : 0.f);
   }
 }
-
-inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 
 template <typename T>
 void prefill_simt_launch(cudaStream_t st, const void* q, const void* k, const void* v, void* out, int B, int Tq,

@@ -124,8 +124,6 @@ bool make_tensor_map(CUtensorMap* map, DType dt, const void* ptr, uint64_t inner
   return r == CUDA_SUCCESS;
 }
 
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
-
 struct Args {
   cudaStream_t stream;
   DType dt;

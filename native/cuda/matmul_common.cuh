@@ -5,16 +5,11 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include "common.cuh"
+
 namespace parallm::cuda::mm {
 
-__device__ __forceinline__ float to_f32(float v) { return v; }
-__device__ __forceinline__ float to_f32(__nv_bfloat16 v) { return __bfloat162float(v); }
-__device__ __forceinline__ float to_f32(__half v) { return __half2float(v); }
-
-template <typename T> __device__ __forceinline__ T from_f32(float v);
-template <> __device__ __forceinline__ float from_f32<float>(float v) { return v; }
-template <> __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
-template <> __device__ __forceinline__ __half from_f32<__half>(float v) { return __float2half_rn(v); }
+// f32 <-> storage conversions (f32, from_f32) are the element-wise kernels' ones, from common.cuh.
 
 // Two adjacent 16-bit outputs as one 4-byte store (halves the store instructions of the epilogues).
 template <typename T> struct Pair2;
@@ -35,8 +30,8 @@ __device__ __forceinline__ void store1(T* C, const T* bias, int64_t N, int64_t r
                                        float alpha, float beta) {
   float r = alpha * v;
   T* c = C + row * N + col;
-  if (beta != 0.f) r += beta * to_f32(*c);
-  if (bias) r += to_f32(bias[col]);
+  if (beta != 0.f) r += beta * f32(*c);
+  if (bias) r += f32(bias[col]);
   *c = from_f32<T>(r);
 }
 
@@ -57,8 +52,8 @@ __device__ __forceinline__ void store2(T* C, const T* bias, int64_t M, int64_t N
         r1 += beta * o.y;
       }
       if (bias) {
-        r0 += to_f32(bias[col]);
-        r1 += to_f32(bias[col + 1]);
+        r0 += f32(bias[col]);
+        r1 += f32(bias[col + 1]);
       }
       *c = P::make(r0, r1);
       return;

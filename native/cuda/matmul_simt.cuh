@@ -28,14 +28,14 @@ __global__ void __launch_bounds__(256) simt_kernel(const T* __restrict__ A, cons
       if (!TA) { mm = e / SIMT_BK; kk = e % SIMT_BK; } else { kk = e / SIMT_BM; mm = e % SIMT_BM; }
       int gm = m0 + mm, gk = k0 + kk;
       float a = 0.f;
-      if (gm < M && gk < K) a = to_f32(TA ? A[(int64_t)gk * M + gm] : A[(int64_t)gm * K + gk]);
+      if (gm < M && gk < K) a = f32(TA ? A[(int64_t)gk * M + gm] : A[(int64_t)gm * K + gk]);
       As[kk][mm] = a;
       int nn;
       if (TB) { nn = e / SIMT_BK; kk = e % SIMT_BK; } else { kk = e / SIMT_BN; nn = e % SIMT_BN; }
       int gn = n0 + nn;
       gk = k0 + kk;
       float b = 0.f;
-      if (gn < N && gk < K) b = to_f32(TB ? B[(int64_t)gn * K + gk] : B[(int64_t)gk * N + gn]);
+      if (gn < N && gk < K) b = f32(TB ? B[(int64_t)gn * K + gk] : B[(int64_t)gk * N + gn]);
       Bs[kk][nn] = b;
     }
     __syncthreads();
