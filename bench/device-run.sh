@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One call on the lent GPU machine does it all (see ../shared/device/README.md): GPU tests, the kernel
 # and generation benchmarks, and the PyTorch peers on the same card. Run through the device tool as
-#   bash .device/remote.sh bash bench/device-run.sh [tests] [kernels] [generate] [peers] [comm] [strategies]
+#   bash .device/remote.sh bash bench/device-run.sh [tests] [kernels] [generate] [peers] [comm]
+#   [prefill] [curve] [dp] [pack] [strategy-peers] (strategies = prefill curve dp pack)
 # with carry [".device", "build/Release/parallm.node", "dist"]. Logs and JSON go to $OUT.
 set -uo pipefail
 out=${OUT:-/tmp/parallm-out}
@@ -22,18 +23,32 @@ for p in "${parts[@]}"; do
     comm)
       timeout 60 node dist/cli/index.js bench comm --json "$out/comm.json" 2>&1 | tail -6
       timeout 60 python3 bench/peers/torch_anchors.py nccl > "$out/peer-nccl.log" 2>&1; grep ANCHOR "$out/peer-nccl.log" | cut -c1-160 ;;
-    strategies)
-      # The floors: LLaMA-2-7B shape on 2 GPUs; prefill 32 x 512 with 8 micro-batches, then
-      # generation at batch 16/64/256/512 with several micro-batch counts (PP / MP curve). At most 8
-      # files come back from the device, so the JSON goes into one archive.
+    prefill)
+      # LLaMA-2-7B shape on 2 GPUs: prefill 32 x 512 (PP with 8 micro-batches against MP and one GPU).
       mkdir -p "$out/s"
-      timeout 240 node dist/cli/index.js bench --model llama-2-7b --strategies single,mp,pp --batch 32 --prompt-tokens 512 --new-tokens 2 --micro-batches 8 --json "$out/s/llama-prefill.json" 2>&1 | tail -5
-      for b in 16 64 256 512; do for m in 2 4 8; do
+      timeout 240 node dist/cli/index.js bench --model llama-2-7b --strategies single,mp,pp --batch 32 --prompt-tokens 512 --new-tokens 2 --micro-batches 8 --json "$out/s/llama-prefill.json" 2>&1 | tail -5 ;;
+    curve)
+      # Generation at batch 16/64/256/512: MP and PP with several micro-batch counts (the PP / MP curve).
+      mkdir -p "$out/s"
+      for b in ${CURVE_BATCHES:-16 64 256 512}; do for m in ${CURVE_MICRO:-2 4 8}; do
         timeout 240 node dist/cli/index.js bench --model llama-2-7b --strategies pp --batch $b --prompt-tokens 128 --new-tokens 32 --micro-batches $m --json "$out/s/llama-pp-b$b-m$m.json" 2>&1 | tail -1
-      done; timeout 240 node dist/cli/index.js bench --model llama-2-7b --strategies mp --batch $b --prompt-tokens 128 --new-tokens 32 --json "$out/s/llama-mp-b$b.json" 2>&1 | tail -1; done
-      # DP floor: 512 prompts x 128 new tokens, 64 per device per batch.
-      timeout 180 node dist/cli/index.js bench --model gpt2 --strategies single,dp --prompts 512 --batch 64 --json "$out/s/gpt2-dp.json" 2>&1 | tail -4
-      tar -czf "$out/strategies.tgz" -C "$out" s && rm -rf "$out/s" ;;
+      done; timeout 240 node dist/cli/index.js bench --model llama-2-7b --strategies ${CURVE_BASE:-single,mp} --batch $b --prompt-tokens 128 --new-tokens 32 --json "$out/s/llama-mp-b$b.json" 2>&1 | tail -2; done ;;
+    dp)
+      # DP floor: GPT-2, 512 prompts x 128 new tokens, 64 per device per batch.
+      mkdir -p "$out/s"
+      timeout 180 node dist/cli/index.js bench --model gpt2 --strategies single,dp --prompts 512 --batch 64 --json "$out/s/gpt2-dp.json" 2>&1 | tail -4 ;;
+    strategy-peers)
+      # Peers for the strategies: PyTorch decode in one CUDA graph per step on one GPU (LLaMA-2-7B shape at
+      # the curve's batches; GPT-2 at DP's per-device batch), and HF + accelerate's layer split (the seed's
+      # model parallelism) over both GPUs.
+      timeout 200 python3 bench/peers/torch_graph_decode.py llama ${PEER_BATCHES:-16,64,256} > "$out/peer-strat.log" 2>&1
+      timeout 60 python3 bench/peers/torch_graph_decode.py gpt2 64 >> "$out/peer-strat.log" 2>&1
+      timeout 200 python3 bench/peers/torch_anchors.py llama >> "$out/peer-strat.log" 2>&1
+      grep ANCHOR "$out/peer-strat.log" | cut -c1-220 ;;
+    pack)
+      # At most 8 files come back from the device, so the JSON goes into one archive.
+      [ -d "$out/s" ] && tar -czf "$out/strategies.tgz" -C "$out" s && rm -rf "$out/s" ;;
+    strategies) bash "$0" prefill curve dp pack ;;
     *) echo "unknown part $p" ;;
   esac
 done

@@ -16,6 +16,9 @@
 #include "comm/nccl_api.h"
 #ifdef PARALLM_WITH_CUDA
 #include "cuda/kernels.h"
+namespace parallm::cuda {
+void matmul_sm90_splits(int n);  // benchmark hook (native/cuda/matmul.cu)
+}
 #endif
 
 using namespace parallm;
@@ -408,6 +411,19 @@ Napi::Value ResetPeak(const Napi::CallbackInfo& info) {
 Napi::Value EmptyCache(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     empty_cache(parse_device(get_str(info, 0, "device")));
+    return info.Env().Undefined();
+  });
+}
+
+// Benchmark hook: K slices of the sm90 matmul (-1: chosen per call; 1: split-K off). No-op without CUDA.
+Napi::Value MatmulSplitK(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    if (info.Length() < 1 || !info[0].IsNumber()) fail("matmulSplitK: expected a number");
+    int n = info[0].As<Napi::Number>().Int32Value();
+    if (n < -1 || n == 0 || n > 32) fail("matmulSplitK: expected -1 (automatic) or 1..32, got ", n);
+#ifdef PARALLM_WITH_CUDA
+    cuda::matmul_sm90_splits(n);
+#endif
     return info.Env().Undefined();
   });
 }
@@ -1049,6 +1065,7 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   fn("memoryStats", MemoryStats);
   fn("resetPeakMemory", ResetPeak);
   fn("emptyCache", EmptyCache);
+  fn("matmulSplitK", MatmulSplitK);
   fn("captureBegin", CaptureBegin);
   fn("captureEnd", CaptureEnd);
   fn("eventCreate", EventCreate);

@@ -71,6 +71,8 @@ export interface NativeBinding {
   memoryStats(device: string): NativeMemoryStats;
   resetPeakMemory(device: string): void;
   emptyCache(device: string): void;
+  /** benchmark hook: K slices of the sm90 matmul (-1 automatic, 1 off) */
+  matmulSplitK(n: number): void;
   captureBegin(device: string): void;
   captureEnd(device: string): NativeGraph;
   eventCreate(device: string): NativeEvent;

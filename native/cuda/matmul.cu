@@ -31,6 +31,8 @@ void matmul_force_path(int path);
 int matmul_last_path();
 // Test hook: sm90 grid, 0 = one block per tile, 1 = persistent (one block per SM), -1 = default.
 void matmul_sm90_persistent(int mode);
+// matmul_sm90_splits: -1 chooses the K slices per call (sm90_splits), n >= 1 asks for n.
+void matmul_sm90_splits(int n);
 
 namespace {
 
@@ -38,6 +40,7 @@ enum Path { kAuto = 0, kSm90 = 1, kSm80 = 2, kSimt = 3, kGemv = 4 };
 
 std::atomic<int> g_force{kAuto};
 std::atomic<int> g_persist{-1};
+std::atomic<int> g_splits{-1};  // test hook: -1 = chosen per call, n = n K slices when possible
 std::atomic<int> g_gemv_variant{0};  // test hook: 0 = 8 rows x unroll 4, 1 = 16 x 4, 2 = 8 x 8
 thread_local int t_last_path = kAuto;
 
@@ -161,18 +164,48 @@ void launch_sm80_t(const Args& a) {
   PARALLM_LAUNCH_CHECK(PARALLM_MM_WHERE(a, "sm80"));
 }
 
+// How many K slices the sm90 path cuts a GEMM into. A decode-sized GEMM (M up to a few hundred) has
+// too few 128 x 256 tiles to stream the weights from every SM (LLaMA-7B at M = 128: 16 tiles for
+// N = 4096 on 132 SMs); slicing K gives each SM a share of the weight bytes. Slices get at least four
+// k-tiles (256 of K) and their f32 partials at most 64 MiB (they mostly stay in L2 when small).
+int sm90_splits(int tiles, int nk, int64_t M, int64_t N) {
+  const int forced = g_splits.load(std::memory_order_relaxed);
+  const int sms = device_sms();
+  int s = forced >= 1 ? forced : (tiles >= sms / 2 ? 1 : sms / tiles);
+  if (forced < 1) s = std::min(s, nk / 4);
+  s = std::min({s, nk, 32});
+  while (s > 1 && int64_t(s) * M * N * 4 > (int64_t(64) << 20)) --s;
+  return std::max(s, 1);
+}
+
 template <typename T, bool TA, bool TB>
 void launch_sm90_t(const Args& a, const CUtensorMap& mA, const CUtensorMap& mB) {
   constexpr auto kern = mm::s90_kernel<T, TA, TB>;
   set_smem_once<kern>(mm::S90_SMEM, "sm90");
   int tm = (a.M + mm::S90_BM - 1) / mm::S90_BM, tn = (a.N + mm::S90_BN - 1) / mm::S90_BN;
   const int tiles = tm * tn;
+  const int nk = (a.K + mm::S90_BK - 1) / mm::S90_BK;
+  const int splits = sm90_splits(tiles, nk, a.M, a.N);
+  const int units = tiles * splits;
   const int persist = g_persist.load(std::memory_order_relaxed);
-  const int grid = persist == 0 ? tiles : std::min(tiles, device_sms());
+  const int grid = persist == 0 ? units : std::min(units, device_sms());
+  float* ws = nullptr;
+  const size_t ws_bytes = size_t(splits) * size_t(a.M) * size_t(a.N) * sizeof(float);
+  if (splits > 1)
+    // Stream-ordered, so a captured graph owns its workspace (as attention_decode's does).
+    PARALLM_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&ws), ws_bytes, a.stream),
+                       PARALLM_MM_WHERE(a, "sm90 split-K workspace"), ": ", ws_bytes, " bytes for ", splits, " slices");
   kern<<<unsigned(grid), 384, mm::S90_SMEM, a.stream>>>(mA, mB, static_cast<const T*>(a.bias),
                                                                     static_cast<T*>(a.C), a.M, a.N, a.K, a.alpha,
-                                                                    a.beta, tm, tn, a.pair_ok);
+                                                                    a.beta, tm, tn, a.pair_ok, splits, ws);
   PARALLM_LAUNCH_CHECK(PARALLM_MM_WHERE(a, "sm90"));
+  if (splits > 1) {
+    const int64_t pairs = int64_t(a.M) * ((a.N + 1) / 2);
+    mm::splitk_reduce<T><<<unsigned((pairs + 255) / 256), 256, 0, a.stream>>>(
+        ws, splits, static_cast<const T*>(a.bias), static_cast<T*>(a.C), a.M, a.N, a.alpha, a.beta, a.pair_ok);
+    PARALLM_LAUNCH_CHECK(PARALLM_MM_WHERE(a, "sm90 split-K reduce"));
+    PARALLM_CUDA_CHECK(cudaFreeAsync(ws, a.stream), PARALLM_MM_WHERE(a, "sm90 split-K workspace free"));
+  }
 }
 
 template <typename T, int HN, int UNROLL>
@@ -261,6 +294,7 @@ void matmul_force_path(int path) { g_force.store(path, std::memory_order_relaxed
 int matmul_last_path() { return t_last_path; }
 void matmul_sm90_persistent(int mode) { g_persist.store(mode, std::memory_order_relaxed); }
 void matmul_gemv_variant(int v) { g_gemv_variant.store(v, std::memory_order_relaxed); }
+void matmul_sm90_splits(int n) { g_splits.store(n, std::memory_order_relaxed); }
 
 void matmul(cudaStream_t stream, DType dt, const void* A, const void* B, const void* bias, void* C, int64_t M,
             int64_t N, int64_t K, bool transA, bool transB, float alpha, float beta) {

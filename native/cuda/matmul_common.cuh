@@ -63,6 +63,38 @@ __device__ __forceinline__ void store2(T* C, const T* bias, int64_t M, int64_t N
   if (col + 1 < N) store1(C, bias, N, row, col + 1, v1, alpha, beta);
 }
 
+// Split K: f32 partial sums (row, col) and (row, col+1) of one K slice, into w [M][N].
+__device__ __forceinline__ void store_partial(float* w, int64_t M, int64_t N, int64_t row, int64_t col, float v0,
+                                              float v1) {
+  if (row >= M || col >= N) return;
+  float* p = w + row * N + col;
+  if ((N & 1) == 0) {  // col is even, so the pair is one aligned 8-byte word
+    *reinterpret_cast<float2*>(p) = make_float2(v0, v1);
+    return;
+  }
+  p[0] = v0;
+  if (col + 1 < N) p[1] = v1;
+}
+
+// Split K, second pass: C = alpha * (sum of the slices) + beta * C + bias, a pair of columns a thread.
+template <typename T>
+__global__ void splitk_reduce(const float* __restrict__ ws, int splits, const T* __restrict__ bias, T* __restrict__ C,
+                              int M, int N, float alpha, float beta, int pair_ok) {
+  const int64_t half = (int64_t(N) + 1) / 2;
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= int64_t(M) * half) return;
+  const int64_t row = i / half, col = 2 * (i % half);
+  const int64_t plane = int64_t(M) * N;
+  const float* p = ws + row * N + col;
+  const bool two = col + 1 < N;
+  float v0 = 0.f, v1 = 0.f;
+  for (int s = 0; s < splits; ++s, p += plane) {
+    v0 += p[0];
+    if (two) v1 += p[1];
+  }
+  store2(C, bias, M, N, row, col, v0, v1, alpha, beta, pair_ok);
+}
+
 // Block index -> (tile_m, tile_n), walking GROUP tile-rows at a time so blocks running together share
 // A and B tiles in L2.
 template <int GROUP>

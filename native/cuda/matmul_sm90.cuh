@@ -63,7 +63,7 @@ template <typename T, bool TA, bool TB>
 __global__ void __launch_bounds__(384, 1)
     s90_kernel(const __grid_constant__ CUtensorMap tmA, const __grid_constant__ CUtensorMap tmB,
                const T* __restrict__ bias, T* __restrict__ C, int M, int N, int K, float alpha, float beta,
-               int tiles_m, int tiles_n, int pair_ok) {
+               int tiles_m, int tiles_n, int pair_ok, int splits, float* __restrict__ ws) {
 #ifdef PARALLM_SM90A
   extern __shared__ uint8_t s90_raw[];
   // Align in the shared address space (the swizzle pattern follows shared addresses).
@@ -76,6 +76,9 @@ __global__ void __launch_bounds__(384, 1)
   const int nk = (K + S90_BK - 1) / S90_BK;
   const int wg = threadIdx.x / 128;
   const int tiles = tiles_m * tiles_n;
+  // A work unit is one K slice of one tile (splits == 1: the whole K). Slices of a tile differ by at
+  // most one k-tile and none is empty (the host keeps splits <= nk).
+  const int units = tiles * splits;
 
   if (threadIdx.x == 0) {
     for (int s = 0; s < S90_STAGES; ++s) {
@@ -95,11 +98,12 @@ __global__ void __launch_bounds__(384, 1)
     if (threadIdx.x == 0) {
       int s = 0;
       uint32_t ph = 0;
-      for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+      for (int u = blockIdx.x; u < units; u += gridDim.x) {
         int tm, tn;
-        tile_coords<16>(tile, tiles_m, tiles_n, tm, tn);
+        tile_coords<16>(u / splits, tiles_m, tiles_n, tm, tn);
         const int m0 = tm * S90_BM, n0 = tn * S90_BN;
-        for (int kt = 0; kt < nk; ++kt) {
+        const int sp = u % splits, kb = int(int64_t(sp) * nk / splits), ke = int(int64_t(sp + 1) * nk / splits);
+        for (int kt = kb; kt < ke; ++kt) {
           mbar_wait(s90_smem(&empty[s]), ph ^ 1);  // first lap passes at once (fresh barrier)
           const uint32_t fb = s90_smem(&full[s]);
           mbar_expect_tx(fb, S90_STAGE_BYTES);      // a box counts in full even where it is zero-filled
@@ -128,14 +132,15 @@ __global__ void __launch_bounds__(384, 1)
     int s = 0;
     uint32_t ph = 0;
     float acc[128];
-    for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+    for (int u = blockIdx.x; u < units; u += gridDim.x) {
       int tm, tn;
-      tile_coords<16>(tile, tiles_m, tiles_n, tm, tn);
+      tile_coords<16>(u / splits, tiles_m, tiles_n, tm, tn);
       const int m0 = tm * S90_BM, n0 = tn * S90_BN;
+      const int sp = u % splits, kb = int(int64_t(sp) * nk / splits), ke = int(int64_t(sp + 1) * nk / splits);
 #pragma unroll
       for (int i = 0; i < 128; ++i) acc[i] = 0.f;
       int prev = 0;
-      for (int kt = 0; kt < nk; ++kt) {
+      for (int kt = kb; kt < ke; ++kt) {
         mbar_wait(s90_smem(&full[s]), ph);
         const uint32_t sa = ring_s + s * S90_STAGE_BYTES + cw * S90_BOX;
         const uint32_t sb = ring_s + s * S90_STAGE_BYTES + S90_A_BYTES;
@@ -154,7 +159,7 @@ __global__ void __launch_bounds__(384, 1)
         asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
         // Keep this stage's wgmmas in flight; the previous stage's are done, so hand its slot back.
         asm volatile("wgmma.wait_group.sync.aligned 1;" ::: "memory");
-        if (kt > 0 && lane == 0) mbar_arrive(s90_smem(&empty[prev]));
+        if (kt > kb && lane == 0) mbar_arrive(s90_smem(&empty[prev]));
         prev = s;
         if (++s == S90_STAGES) { s = 0; ph ^= 1; }
       }
@@ -163,17 +168,28 @@ __global__ void __launch_bounds__(384, 1)
       // cannot hoist an epilogue read above it.
 #pragma unroll
       for (int i = 0; i < 128; ++i) asm volatile("" : "+f"(acc[i])::"memory");
-      if (nk > 0 && lane == 0) mbar_arrive(s90_smem(&empty[prev]));  // last stage: the producer may go on
+      if (ke > kb && lane == 0) mbar_arrive(s90_smem(&empty[prev]));  // last stage: the producer may go on
 
       // Accumulator layout: warp w of the warpgroup holds rows 16w + lane/4 (+8); value 4j + 2h + c is
       // column 8j + 2(lane%4) + c of row +8h.
       const int w = (threadIdx.x % 128) / 32;
       const int row = m0 + cw * 64 + w * 16 + lane / 4;
       const int colb = n0 + 2 * (lane % 4);
+      if (splits == 1) {
 #pragma unroll
-      for (int j = 0; j < 32; ++j) {
-        store2(C, bias, M, N, row, colb + 8 * j, acc[4 * j], acc[4 * j + 1], alpha, beta, pair_ok);
-        store2(C, bias, M, N, row + 8, colb + 8 * j, acc[4 * j + 2], acc[4 * j + 3], alpha, beta, pair_ok);
+        for (int j = 0; j < 32; ++j) {
+          store2(C, bias, M, N, row, colb + 8 * j, acc[4 * j], acc[4 * j + 1], alpha, beta, pair_ok);
+          store2(C, bias, M, N, row + 8, colb + 8 * j, acc[4 * j + 2], acc[4 * j + 3], alpha, beta, pair_ok);
+        }
+      } else {
+        // Split K: this slice's f32 partial sums go to ws[sp][M][N]; splitk_reduce adds the slices
+        // and applies the epilogue (the partials of a decode-sized GEMM stay in L2).
+        float* w = ws + int64_t(sp) * M * N;
+#pragma unroll
+        for (int j = 0; j < 32; ++j) {
+          store_partial(w, M, N, row, colb + 8 * j, acc[4 * j], acc[4 * j + 1]);
+          store_partial(w, M, N, row + 8, colb + 8 * j, acc[4 * j + 2], acc[4 * j + 3]);
+        }
       }
     }
   }

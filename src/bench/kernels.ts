@@ -5,6 +5,7 @@ import type { DType } from '../dtype.js';
 import { defaultDevice, parseDevice, deviceInfo, emptyCache } from '../device.js';
 import * as ops from '../ops.js';
 import { rand } from '../random.js';
+import { native } from '../native.js';
 import { Tensor } from '../tensor.js';
 import { timeOnDevice, type Timing } from './stats.js';
 
@@ -17,6 +18,8 @@ export interface KernelBenchOptions {
   runs?: number;
   /** only cases whose name contains one of these */
   filter?: string[];
+  /** K slices of the sm90 matmul: 'auto' (default) or a count (1 turns split-K off) */
+  splitK?: 'auto' | number;
   onResult?: (r: KernelBenchResult) => void;
 }
 
@@ -38,13 +41,14 @@ interface Case {
   setup: () => { run: (i: number) => void; dispose: () => void };
 }
 
-function gemmCase(dev: string, dt: DType, M: number, N: number, K: number, transB: boolean): Case {
+function gemmCase(dev: string, dt: DType, M: number, N: number, K: number, transB: boolean, decode = false): Case {
   return {
-    name: M <= 16 ? 'gemv' : 'gemm',
+    name: M <= 16 ? 'gemv' : decode ? 'gemm-decode' : 'gemm',
     shape: `${M}x${N}x${K}${transB ? ' (B^T)' : ''}`,
     flops: 2 * M * N * K,
-    // GEMV is judged by the weight bytes it must stream; GEMM by arithmetic.
-    bytes: M <= 16 ? N * K * (dt === 'f32' ? 4 : 2) : undefined,
+    // GEMV is judged by the weight bytes it must stream; GEMM by arithmetic; a decode-batch GEMM by
+    // both (it sits near the ridge: the weights' bytes and M rows of arithmetic take similar time).
+    bytes: M <= 16 || decode ? N * K * (dt === 'f32' ? 4 : 2) : undefined,
     setup: () => {
       // Rotate among copies of B when it is small enough to live in L2, so the cache is not measured.
       const copies = N * K * 2 < 64 << 20 ? 3 : 1;
@@ -135,10 +139,18 @@ function cases(dev: string, dt: DType, gpu: boolean, quick: boolean): Case[] {
     gemmCase(dev, dt, 1, 4096, 4096, true),
     gemmCase(dev, dt, 1, 11008, 4096, true),
     gemmCase(dev, dt, 16, 11008, 4096, true),
+    // LLaMA-7B decode projections at the batches of a pipeline's micro-batches: qkv, out, gate+up, down.
+    ...[64, 128, 256].flatMap((M) => [
+      gemmCase(dev, dt, M, 12288, 4096, true, true),
+      gemmCase(dev, dt, M, 4096, 4096, true, true),
+      gemmCase(dev, dt, M, 22016, 4096, true, true),
+      gemmCase(dev, dt, M, 4096, 11008, true, true),
+    ]),
     prefillCase(dev, dt, 1, 32, 2048, 128),
     prefillCase(dev, dt, 4, 12, 1024, 64),
     decodeCase(dev, dt, 1, 32, 2048, 128),
     decodeCase(dev, dt, 16, 32, 2048, 128),
+    decodeCase(dev, dt, 128, 32, 160, 128),
     copyCase(dev, (quick ? 256 : 1024) << 20),
   ];
 }
@@ -149,6 +161,7 @@ export function runKernelBench(opts: KernelBenchOptions = {}): KernelBenchResult
   const dt: DType = opts.dtype ?? (gpu ? 'bf16' : 'f32');
   const runs = opts.runs ?? (opts.quick ? 5 : gpu ? 30 : 7);
   const results: KernelBenchResult[] = [];
+  if (opts.splitK !== undefined) native.matmulSplitK(opts.splitK === 'auto' ? -1 : opts.splitK);
   for (const c of cases(dev, dt, gpu, !!opts.quick)) {
     if (opts.filter?.length && !opts.filter.some((f) => `${c.name} ${c.shape}`.includes(f))) continue;
     const { run, dispose } = c.setup();
@@ -166,6 +179,7 @@ export function runKernelBench(opts: KernelBenchOptions = {}): KernelBenchResult
     opts.onResult?.(r);
   }
   if (gpu) emptyCache(dev);
+  if (opts.splitK !== undefined) native.matmulSplitK(-1);
   return results;
 }
 

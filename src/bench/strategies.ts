@@ -22,6 +22,8 @@ export interface StrategyBenchOptions {
   /** pp micro-batches (default 2 per stage) */
   microBatches?: number;
   strategies?: Strategy[];
+  /** timed runs per strategy; the run of median wall time is reported (default 1) */
+  repeats?: number;
   /** folder for the SVG charts */
   outDir?: string;
   onResult?: (r: StrategyBenchResult) => void;
@@ -38,15 +40,35 @@ export interface StrategyBenchResult {
   /** generated tokens (batch x new) per second of the whole run */
   tokensPerS: number;
   prefillTokensPerS: number;
+  /** steady state: batch / median time per decode step (mp/pp); replicas: decoded tokens / decode span */
   decodeTokensPerS: number;
   msPerStep: number;
   utilization: number;
   memory: { device: string; peakBytes: number }[];
+  /** timed runs made; the figures are those of the run of median wall time */
+  repeats: number;
+  /** mp/pp: every task's device times (t0, t1) and host enqueue times (h0, h1), ms since the epoch */
+  timeline?: TimelineTask[];
 }
 
 export function defaultBenchDevices(): string[] {
   const n = cudaDeviceCount();
   return n ? Array.from({ length: n }, (_, i) => `cuda:${i}`) : ['cpu:0', 'cpu:1'];
+}
+
+/**
+ * Steady-state decode: the median time between the ends of consecutive decode steps (each step's end =
+ * its last task's end, on any stage). With a pipeline, the first decode step overlaps the last stage's
+ * prefill, so the span of all decode tasks would count prefill time as decode time.
+ */
+function stepPeriodMs(tasks: TimelineTask[]): number | undefined {
+  const ends = new Map<number, number>();
+  for (const t of tasks) if (t.step > 0) ends.set(t.step, Math.max(ends.get(t.step) ?? -Infinity, t.t1));
+  const steps = [...ends.keys()].sort((a, b) => a - b);
+  const gaps = steps.slice(1).map((st, i) => ends.get(st)! - ends.get(steps[i]!)!);
+  if (gaps.length < 2) return undefined;
+  gaps.sort((a, b) => a - b);
+  return gaps[gaps.length >> 1];
 }
 
 function phaseRate(tasks: TimelineTask[], tokens: number, phase: (t: TimelineTask) => boolean): number {
@@ -64,6 +86,8 @@ export async function runStrategyBench(o: StrategyBenchOptions = {}): Promise<St
   const P = o.promptTokens ?? (gpu ? 128 : 32);
   const N = o.newTokens ?? (gpu ? 128 : 16);
   const strategies = o.strategies ?? (devices.length > 1 ? (['single', 'dp', 'mp', 'pp'] as Strategy[]) : (['single'] as Strategy[]));
+  const repeats = o.repeats ?? 1;
+  if (!Number.isInteger(repeats) || repeats < 1) throw new Error(`bench: repeats must be a positive integer, got ${repeats}`);
   const r = rng(42);
   const results: StrategyBenchResult[] = [];
   const timelines: { s: Strategy; tasks: TimelineTask[]; devices: string[] }[] = [];
@@ -80,9 +104,13 @@ export async function runStrategyBench(o: StrategyBenchOptions = {}): Promise<St
       const g = { maxTokens: N, microBatches: strategy === 'pp' ? m : undefined, timeline: true, batchPerDevice: replicas ? B : undefined };
       await pm.generate(prompts.slice(0, Math.max(m, 1)), { ...g, maxTokens: 2 }); // warm up
       await pm.memory(true);
-      const res = await pm.generate(prompts, g);
+      const runs = [];
+      for (let i = 0; i < repeats; i++) runs.push(await pm.generate(prompts, g));
+      const res = runs.sort((a, b) => a.wallMs - b.wallMs)[(repeats - 1) >> 1]!;
       const mem = await pm.memory();
-      const decodeRate = phaseRate(res.tasks, Bs * (N - 1), (t) => t.step > 0);
+      // Replicas report one decode task each (a span); stages report every step.
+      const period = replicas ? undefined : stepPeriodMs(res.tasks);
+      const decodeRate = period ? Bs / (period / 1e3) : phaseRate(res.tasks, Bs * (N - 1), (t) => t.step > 0);
       const out: StrategyBenchResult = {
         strategy,
         devices: devs,
@@ -97,6 +125,8 @@ export async function runStrategyBench(o: StrategyBenchOptions = {}): Promise<St
         msPerStep: decodeRate ? (Bs / decodeRate) * 1e3 : 0,
         utilization: strategy === 'dp' || strategy === 'single' ? 1 : utilization(res.tasks, devs.length),
         memory: mem.map(({ device, peakBytes }) => ({ device, peakBytes })),
+        repeats,
+        timeline: replicas ? undefined : res.tasks,
       };
       results.push(out);
       timelines.push({ s: strategy, tasks: res.tasks, devices: devs });

@@ -48,6 +48,9 @@ export interface TaskTime {
   step: number;
   t0: number;
   t1: number;
+  /** host clock when the stage began and finished enqueuing the task (how far the host runs ahead) */
+  h0?: number;
+  h1?: number;
 }
 
 export interface PipelineResult {
@@ -181,7 +184,7 @@ function runStage(m: Model, c: Communicator | null, rank: number, world: number,
     };
   });
   const sampled: Tensor[][] = a.micro.map(() => []); // last stage: [mb][step] ids, read back at the end
-  const marks: { mb: number; step: number; start: DeviceEvent; end: DeviceEvent }[] = [];
+  const marks: { mb: number; step: number; start: DeviceEvent; end: DeviceEvent; h0: number; h1: number }[] = [];
   synchronize(device); // uploads done: the timeline starts here
   const base = a.timeline ? new DeviceEvent(device).record() : undefined;
   const hostBase = now();
@@ -228,6 +231,7 @@ function runStage(m: Model, c: Communicator | null, rank: number, world: number,
     for (let step = 0; step < a.maxTokens; step++)
       for (let mb = 0; mb < a.micro.length; mb++) {
         let start: DeviceEvent | undefined;
+        const h0 = now();
         const b0 = starts[mb]!, n = a.micro[mb]!;
         if (step > 0) {
           const sl = slotOf(mb);
@@ -246,7 +250,7 @@ function runStage(m: Model, c: Communicator | null, rank: number, world: number,
             sampled[mb]!.push(Tensor.empty([n], i32).copyFrom(sl.out!));
             if (world > 1 && step + 1 < a.maxTokens) c!.send(sl.out!, 0);
           }
-          if (start) marks.push({ mb, step, start, end: new DeviceEvent(device).record() });
+          if (start) marks.push({ mb, step, start, end: new DeviceEvent(device).record(), h0, h1: now() });
           continue;
         }
         // Prefill: the micro-batch padded to its longest prompt, run op by op.
@@ -273,12 +277,12 @@ function runStage(m: Model, c: Communicator | null, rank: number, world: number,
         }
         x.dispose();
         kv.k.concat(kv.v).forEach((t) => t.dispose());
-        if (start) marks.push({ mb, step, start, end: new DeviceEvent(device).record() });
+        if (start) marks.push({ mb, step, start, end: new DeviceEvent(device).record(), h0, h1: now() });
       }
     synchronize(device);
     // Device times, placed on the host clock through the event recorded when the loop began.
     for (const k of marks)
-      tasks.push({ stage: rank, mb: k.mb, step: k.step, t0: hostBase + base!.elapsedMs(k.start), t1: hostBase + base!.elapsedMs(k.end) });
+      tasks.push({ stage: rank, mb: k.mb, step: k.step, t0: hostBase + base!.elapsedMs(k.start), t1: hostBase + base!.elapsedMs(k.end), h0: k.h0, h1: k.h1 });
     const tokens: number[][] = a.prompts.map(() => []);
     if (last)
       sampled.forEach((perStep, mb) =>

@@ -5,6 +5,7 @@ import { DeviceEvent, Tensor, capture, cudaDeviceCount, memoryStats, ops, synchr
 import { GPU_LARGE_CASES, KERNEL_CASES, poisoned, randT, tolerance, type KernelCase } from '../helpers/cases.js';
 import { matmulRef, relError } from '../helpers/reference.js';
 import { uniformArray } from '../../src/random.js';
+import { native } from '../../src/native.js';
 
 const gpus = cudaDeviceCount();
 const dev = 'cuda:0';
@@ -34,6 +35,11 @@ describe.skipIf(gpus === 0)('CUDA kernels match the CPU backend and float64 refe
     [4, 11008, 4096, true],
     [16, 4096, 4096, true],
     [8192, 64, 128, false],
+    // Decode batches: few tiles, so the sm90 path slices K (split-K) and reduces the partials.
+    [64, 4096, 4096, true],
+    [128, 12288, 4096, true],
+    [200, 4096, 11008, true],
+    [100, 1000, 1000, false],
   ] as const)
     it(`bf16 tensor-core matmul ${M}x${N}x${K}${tb ? ' B^T' : ''} vs float64 (sampled rows)`, () => {
       const a = randT([M, K], 'bf16', dev, 1);
@@ -50,6 +56,71 @@ describe.skipIf(gpus === 0)('CUDA kernels match the CPU backend and float64 refe
       for (let i = 0; i < o.length; i++) if (!Number.isFinite(o[i]!)) throw new Error(`element ${i} unwritten`);
       [a.t, b.t, out].forEach((t) => t.dispose());
     });
+});
+
+describe.skipIf(gpus === 0)('split-K matmul (decode batches on the sm90 path)', () => {
+  // Every element against float64: an odd N (scalar partials), bias, alpha and beta.
+  for (const [M, N, K, splits] of [
+    [33, 1001, 512, -1],
+    [48, 1024, 2048, 3],
+    [17, 256, 4096, 32],
+  ] as const)
+    it(`${M}x${N}x${K} B^T, ${splits < 0 ? 'automatic' : splits} slices, bias, alpha 0.5, beta 0.25: every element vs float64`, () => {
+      const a = randT([M, K], 'bf16', dev, 11);
+      const b = randT([N, K], 'bf16', dev, 12);
+      const bias = randT([N], 'bf16', dev, 13);
+      const c0 = randT([M, N], 'bf16', dev, 14);
+      const out = Tensor.empty([M, N], { dtype: 'bf16', device: dev }).copyFrom(c0.t);
+      native.matmulSplitK(splits);
+      try {
+        ops.matmul(a.t, b.t, { transB: true, bias: bias.t, alpha: 0.5, beta: 0.25, out });
+      } finally {
+        native.matmulSplitK(-1);
+      }
+      const ref = matmulRef(a.v, b.v, bias.v, c0.v, M, N, K, false, true, 0.5, 0.25);
+      expect(relError(out.toArray(), ref)).toBeLessThan(1e-2);
+      [a.t, b.t, bias.t, c0.t, out].forEach((t) => t.dispose());
+    });
+
+  it('gives what one slice gives, for the LLaMA-7B decode projections at M = 64 and 256', () => {
+    for (const [M, N, K] of [
+      [64, 4096, 4096],
+      [256, 4096, 11008],
+      [64, 22016, 4096],
+    ] as const) {
+      const a = randT([M, K], 'bf16', dev, 21);
+      const b = randT([N, K], 'bf16', dev, 22);
+      const split = poisoned([M, N], 'bf16', dev);
+      const whole = poisoned([M, N], 'bf16', dev);
+      ops.matmul(a.t, b.t, { transB: true, out: split });
+      native.matmulSplitK(1);
+      try {
+        ops.matmul(a.t, b.t, { transB: true, out: whole });
+      } finally {
+        native.matmulSplitK(-1);
+      }
+      const w = whole.toArray();
+      for (let i = 0; i < w.length; i++) if (!Number.isFinite(w[i]!)) throw new Error(`${M}x${N}x${K}: element ${i} unwritten`);
+      expect(relError(split.toArray(), w), `${M}x${N}x${K}`).toBeLessThan(1e-2);
+      [a.t, b.t, split, whole].forEach((t) => t.dispose());
+    }
+  });
+
+  it('is captured into a graph and replays with new inputs', () => {
+    const a = randT([64, 4096], 'bf16', dev, 31);
+    const b = randT([4096, 4096], 'bf16', dev, 32);
+    const out = poisoned([64, 4096], 'bf16', dev);
+    const g = capture(dev, () => void ops.matmul(a.t, b.t, { transB: true, out }));
+    for (const seed of [33, 34]) {
+      a.t.write(uniformArray(64 * 4096, seed));
+      g.replay();
+      const want = ops.matmul(a.t, b.t, { transB: true });
+      expect(relError(out.toArray(), want.toArray())).toBeLessThan(1e-6);
+      want.dispose();
+    }
+    g.dispose();
+    [a.t, b.t, out].forEach((t) => t.dispose());
+  });
 });
 
 describe.skipIf(gpus === 0)('CUDA runtime', () => {

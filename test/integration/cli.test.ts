@@ -49,6 +49,21 @@ describe('parallm CLI', () => {
     expect(readFileSync(path.join(root, 'bench/out/test/timeline-pp.svg'), 'utf8')).toMatch(/^<svg[\s\S]*stage 1, micro-batch 3/);
   });
 
+  it('bench --repeats reports the median run, with every task of the pipeline and a steady-state decode rate', () => {
+    const out = JSON.parse(parallm(['bench', '--strategies', 'mp,pp', '--repeats', '3', '--new-tokens', '6', '--json', '--out', 'bench/out/test'])) as {
+      results: { strategy: string; repeats: number; batch: number; newTokens: number; microBatches: number; decodeTokensPerS: number; msPerStep: number; timeline: { stage: number; step: number; t0: number; t1: number; h0: number; h1: number }[] }[];
+    };
+    for (const r of out.results) {
+      expect(r.repeats).toBe(3);
+      // Every (stage, micro-batch, step) task is there, timed on the device and on the host.
+      expect(r.timeline).toHaveLength(2 * r.microBatches * r.newTokens);
+      for (const t of r.timeline) expect(t.t1 >= t.t0 && t.h1 >= t.h0).toBe(true);
+      expect(r.decodeTokensPerS).toBeGreaterThan(0);
+      expect(r.msPerStep).toBeCloseTo((r.batch / r.decodeTokensPerS) * 1e3, 6);
+    }
+    expect(() => parallm(['bench', '--repeats', '0'])).toThrow(/--repeats must be a positive integer/);
+  });
+
   it('plan prints the device map and memory per device without loading', () => {
     const out = JSON.parse(parallm(['plan', '--model', 'gpt2', '--devices', 'cpu:0,cpu:1', '--strategy', 'pp', '--json'])) as {
       stages: { device: string; start: number; end: number; embed: boolean; head: boolean; total: number }[];

@@ -17,12 +17,14 @@ interface BenchOpts {
   runs?: string;
   json?: boolean | string;
   filter?: string[];
+  splitK?: string;
   model?: string;
   batch?: string;
   promptTokens?: string;
   newTokens?: string;
   devices?: string;
   microBatches?: string;
+  repeats?: string;
   prompts?: string;
   strategies?: string;
   out?: string;
@@ -53,6 +55,7 @@ function kernels(opts: BenchOpts, device: string, dtype: DType | undefined): voi
     quick: opts.quick,
     runs: positiveInt('--runs', opts.runs),
     filter: opts.filter,
+    splitK: opts.splitK === undefined || opts.splitK === 'auto' ? undefined : positiveInt('--split-k', opts.splitK),
     onResult: (r) => quiet || console.error(`  ${r.name} ${r.shape}: ${r.ms.toFixed(3)} ms`),
   });
   report(
@@ -109,6 +112,7 @@ async function strategies(opts: BenchOpts, dtype: DType | undefined): Promise<vo
     newTokens: positiveInt('--new-tokens', opts.newTokens) ?? (opts.quick ? 8 : undefined),
     microBatches: positiveInt('--micro-batches', opts.microBatches),
     prompts: positiveInt('--prompts', opts.prompts),
+    repeats: positiveInt('--repeats', opts.repeats),
     strategies: list,
     outDir: out,
     onResult: (r) => quiet || console.error(`  ${r.strategy} on ${r.devices.join(',')}: ${r.tokensPerS.toFixed(0)} tokens/s`),
@@ -161,6 +165,7 @@ export function register(program: Command): void {
     .option('--quick', 'smaller shapes and fewer runs')
     .option('--runs <n>', 'kernels: timed runs per case (median reported)')
     .option('--filter <text...>', 'kernels: only cases whose name or shape contains the text')
+    .option('--split-k <n>', 'kernels: K slices of the Hopper matmul (default auto; 1 turns split-K off)')
     .option('--model <name>', 'generate: a preset (gpt2, llama-2-7b, ...) or a model folder (default gpt2 on a GPU, tiny-gpt2 on the CPU)')
     .option('--batch <list>', 'generate: batch sizes, comma-separated (default 1,16); strategies: the batch')
     .option('--prompt-tokens <n>', 'generate: prompt length (default 128)')
@@ -168,6 +173,7 @@ export function register(program: Command): void {
     .option('--devices <list>', 'strategies: devices (default: every GPU, else cpu:0,cpu:1)')
     .option('--strategies <list>', 'strategies: which of single,dp,mp,pp (default all)')
     .option('--micro-batches <n>', 'strategies: pp micro-batches (default 2 per stage)')
+    .option('--repeats <n>', 'strategies: timed runs per strategy; the median run is reported (default 1)')
     .option('--prompts <n>', 'strategies: single/dp run this many prompts, each device in batches of --batch')
     .option('--out <dir>', 'strategies: where the SVG charts go (default bench/out)')
     .option('--json [file]', 'print JSON to stdout, or write it to file')
