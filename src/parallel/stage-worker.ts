@@ -51,6 +51,8 @@ export interface TaskTime {
   /** host clock when the stage began and finished enqueuing the task (how far the host runs ahead) */
   h0?: number;
   h1?: number;
+  /** device time when the task's compute ended and its send began (stages that send activations) */
+  tc?: number;
 }
 
 export interface PipelineResult {
@@ -184,7 +186,18 @@ function runStage(m: Model, c: Communicator | null, rank: number, world: number,
     };
   });
   const sampled: Tensor[][] = a.micro.map(() => []); // last stage: [mb][step] ids, read back at the end
-  const marks: { mb: number; step: number; start: DeviceEvent; end: DeviceEvent; h0: number; h1: number }[] = [];
+  // Last stage: sampled ids on their way back to the first stage, in the order it takes them (position
+  // `at` = step * M + micro-batch). Sent no further ahead than IDS_AHEAD positions of this stage's own
+  // progress: the first stage takes them only as it gets there (after its whole prefill, for the first
+  // ones), and NCCL holds a bounded number of unreceived sends; beyond that this stage's stream would
+  // block while the first stage blocks sending it activations, a deadlock at many micro-batches.
+  const M = a.micro.length;
+  const IDS_AHEAD = Math.max(world, 4);
+  const outbox: { at: number; ids: Tensor }[] = [];
+  const flush = (pos: number) => {
+    while (outbox.length && outbox[0]!.at <= pos + IDS_AHEAD - 1) c!.send(outbox.shift()!.ids, 0);
+  };
+  const marks: { mb: number; step: number; start: DeviceEvent; computed?: DeviceEvent; end: DeviceEvent; h0: number; h1: number }[] = [];
   synchronize(device); // uploads done: the timeline starts here
   const base = a.timeline ? new DeviceEvent(device).record() : undefined;
   const hostBase = now();
@@ -230,7 +243,7 @@ function runStage(m: Model, c: Communicator | null, rank: number, world: number,
   try {
     for (let step = 0; step < a.maxTokens; step++)
       for (let mb = 0; mb < a.micro.length; mb++) {
-        let start: DeviceEvent | undefined;
+        let start: DeviceEvent | undefined, computed: DeviceEvent | undefined;
         const h0 = now();
         const b0 = starts[mb]!, n = a.micro[mb]!;
         if (step > 0) {
@@ -240,17 +253,26 @@ function runStage(m: Model, c: Communicator | null, rank: number, world: number,
           if (first) {
             if (world === 1) sl.ids.copyFrom(sl.out!);
             else c!.recv(sl.ids, peer.head);
-          } else c!.recv(sl.x, peer.prev);
+          } else {
+            if (last) flush(step * M + mb);
+            c!.recv(sl.x, peer.prev);
+          }
           // A task's time is its work, not its wait for input: the event fires once the input is there.
           if (a.timeline) start = new DeviceEvent(device).record();
           if (!sl.graph) sl.graph = capture(device, decodeBody(sl, n));
           sl.graph.replay();
-          if (!last) c!.send(first ? sl.xOut! : sl.x, peer.next);
+          if (!last) {
+            if (start) computed = new DeviceEvent(device).record();
+            c!.send(first ? sl.xOut! : sl.x, peer.next);
+          }
           else {
             sampled[mb]!.push(Tensor.empty([n], i32).copyFrom(sl.out!));
-            if (world > 1 && step + 1 < a.maxTokens) c!.send(sl.out!, 0);
+            if (world > 1 && step + 1 < a.maxTokens) {
+              outbox.push({ at: (step + 1) * M + mb, ids: sl.out! });
+              flush(step * M + mb);
+            }
           }
-          if (start) marks.push({ mb, step, start, end: new DeviceEvent(device).record(), h0, h1: now() });
+          if (start) marks.push({ mb, step, start, computed, end: new DeviceEvent(device).record(), h0, h1: now() });
           continue;
         }
         // Prefill: the micro-batch padded to its longest prompt, run op by op.
@@ -262,7 +284,10 @@ function runStage(m: Model, c: Communicator | null, rank: number, world: number,
         else c!.recv((x = Tensor.empty([n * T, C], { dtype, device })), peer.prev);
         if (a.timeline) start = new DeviceEvent(device).record();
         tf.prefillLayers(x, kv, pos, zeros.view(0, [n]), n, T);
-        if (!last) c!.send(x, peer.next);
+        if (!last) {
+          if (start) computed = new DeviceEvent(device).record();
+          c!.send(x, peer.next);
+        }
         else {
           const h = ops.embedding(pre[mb]!.last!, x);
           const logits = tf.logits(h);
@@ -273,16 +298,28 @@ function runStage(m: Model, c: Communicator | null, rank: number, world: number,
           logits.dispose();
           sampled[mb]!.push(next);
           if (world === 1) (slotOf(mb).out = next);
-          else if (step + 1 < a.maxTokens) c!.send(next, 0);
+          else if (step + 1 < a.maxTokens) {
+            outbox.push({ at: M + mb, ids: next });
+            flush(mb);
+          }
         }
         x.dispose();
         kv.k.concat(kv.v).forEach((t) => t.dispose());
-        if (start) marks.push({ mb, step, start, end: new DeviceEvent(device).record(), h0, h1: now() });
+        if (start) marks.push({ mb, step, start, computed, end: new DeviceEvent(device).record(), h0, h1: now() });
       }
     synchronize(device);
     // Device times, placed on the host clock through the event recorded when the loop began.
     for (const k of marks)
-      tasks.push({ stage: rank, mb: k.mb, step: k.step, t0: hostBase + base!.elapsedMs(k.start), t1: hostBase + base!.elapsedMs(k.end), h0: k.h0, h1: k.h1 });
+      tasks.push({
+        stage: rank,
+        mb: k.mb,
+        step: k.step,
+        t0: hostBase + base!.elapsedMs(k.start),
+        t1: hostBase + base!.elapsedMs(k.end),
+        ...(k.computed ? { tc: hostBase + base!.elapsedMs(k.computed) } : {}),
+        h0: k.h0,
+        h1: k.h1,
+      });
     const tokens: number[][] = a.prompts.map(() => []);
     if (last)
       sampled.forEach((perStep, mb) =>
