@@ -166,12 +166,16 @@ void launch_sm80_t(const Args& a) {
 
 // How many K slices the sm90 path cuts a GEMM into. A decode-sized GEMM (M up to a few hundred) has
 // too few 128 x 256 tiles to stream the weights from every SM (LLaMA-7B at M = 128: 16 tiles for
-// N = 4096 on 132 SMs); slicing K gives each SM a share of the weight bytes. Slices get at least four
-// k-tiles (256 of K) and their f32 partials at most 64 MiB (they mostly stay in L2 when small).
+// N = 4096 on 132 SMs); slicing K gives each SM a share of the weight bytes. Measured on an H100
+// (bench/RESULTS.md): with 16 or 32 tiles, slicing halves the time; with 48 it is a wash or worse (the
+// f32 partials cost as much as the idle SMs), so only GEMMs of at most a quarter wave of tiles are cut.
+// Slices get at least four k-tiles (256 of K) and their f32 partials at most 64 MiB.
+// (A stream-K version that also evened out the last wave of large GEMMs was tried and measured: it lost
+// more to its fix-up pass than it gained; see bench/RESULTS.md.)
 int sm90_splits(int tiles, int nk, int64_t M, int64_t N) {
   const int forced = g_splits.load(std::memory_order_relaxed);
   const int sms = device_sms();
-  int s = forced >= 1 ? forced : (tiles >= sms / 2 ? 1 : sms / tiles);
+  int s = forced >= 1 ? forced : (tiles * 4 > sms ? 1 : sms / tiles);
   if (forced < 1) s = std::min(s, nk / 4);
   s = std::min({s, nk, 32});
   while (s > 1 && int64_t(s) * M * N * 4 > (int64_t(64) << 20)) --s;
