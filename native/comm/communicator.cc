@@ -476,11 +476,20 @@ class NcclComm : public Communicator {
     }
   }
 
+  // ncclCommAbort also ends NCCL kernels still waiting for peers, but NCCL 2.28 made it wait for the
+  // node's other ranks too (seen on 2 H100s: a rank whose barrier timed out hung in it). So the abort
+  // runs on a thread of its own and the caller gets its error at once; the communicator is unusable
+  // from here on either way.
   void abort() override {
     if (!comm_) return;
-    cudaSetDevice(dev_.index);
-    api_.CommAbort(comm_);  // also ends NCCL kernels still waiting for peers
+    nccl::ncclComm_t c = comm_;
     comm_ = nullptr;
+    const nccl::Api* api = &api_;  // the process-wide table (nccl::api()), never freed
+    const int dev = dev_.index;
+    std::thread([api, c, dev] {
+      cudaSetDevice(dev);
+      api->CommAbort(c);
+    }).detach();
   }
 
  private:
