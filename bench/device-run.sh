@@ -38,7 +38,11 @@ for p in "${parts[@]}"; do
       mkdir -p "$out/s"
       for b in ${CURVE_BATCHES:-16 64 256 512}; do for m in ${CURVE_MICRO:-2 4 8}; do
         timeout 240 node dist/cli/index.js bench --model llama-2-7b --strategies pp --batch $b --prompt-tokens 128 --new-tokens ${CURVE_NEW:-128} --repeats ${REPEATS:-3} --micro-batches $m --json "$out/s/llama-pp-b$b-m$m.json" 2>&1 | tail -1
-      done; timeout 240 node dist/cli/index.js bench --model llama-2-7b --strategies ${CURVE_BASE:-single,mp} --batch $b --prompt-tokens 128 --new-tokens ${CURVE_NEW:-128} --repeats ${REPEATS:-3} --json "$out/s/llama-mp-b$b.json" 2>&1 | tail -2; done ;;
+      done
+      # One run per baseline: one GPU runs out of memory at batch 512, which must not lose the MP run.
+      for base in ${CURVE_BASE:-single mp}; do
+        timeout 240 node dist/cli/index.js bench --model llama-2-7b --strategies $base --batch $b --prompt-tokens 128 --new-tokens ${CURVE_NEW:-128} --repeats ${REPEATS:-3} --json "$out/s/llama-$base-b$b.json" 2>&1 | tail -2 | head -1
+      done; done ;;
     dp)
       # DP floor: GPT-2, 512 prompts x 128 new tokens, 64 per device per batch.
       mkdir -p "$out/s"
