@@ -47,6 +47,8 @@ export interface StrategyBenchResult {
   memory: { device: string; peakBytes: number }[];
   /** timed runs made; the figures are those of the run of median wall time */
   repeats: number;
+  /** why this strategy could not run (its figures are then 0); the other strategies still ran */
+  error?: string;
   /** mp/pp: every task's device times (t0, t1) and host enqueue times (h0, h1), ms since the epoch */
   timeline?: TimelineTask[];
 }
@@ -91,8 +93,7 @@ export async function runStrategyBench(o: StrategyBenchOptions = {}): Promise<St
   const r = rng(42);
   const results: StrategyBenchResult[] = [];
   const timelines: { s: Strategy; tasks: TimelineTask[]; devices: string[] }[] = [];
-  for (const strategy of strategies) {
-    const devs = strategy === 'single' ? [devices[0]!] : devices;
+  const measureStrategy = async (strategy: Strategy, devs: string[]): Promise<{ out: StrategyBenchResult; tasks: TimelineTask[] }> => {
     const pm = await ParallelModel.load(model, { strategy, devices: devs, dtype: o.dtype });
     try {
       const vocab = pm.config.vocabSize;
@@ -128,18 +129,47 @@ export async function runStrategyBench(o: StrategyBenchOptions = {}): Promise<St
         repeats,
         timeline: replicas ? undefined : res.tasks,
       };
-      results.push(out);
-      timelines.push({ s: strategy, tasks: res.tasks, devices: devs });
-      o.onResult?.(out);
+      return { out, tasks: res.tasks };
     } finally {
       await pm.close();
+    }
+  };
+  for (const strategy of strategies) {
+    const devs = strategy === 'single' ? [devices[0]!] : devices;
+    // A strategy that fails (one GPU out of memory at a batch that MP still holds) is reported as such,
+    // and the others still run.
+    try {
+      const { out, tasks } = await measureStrategy(strategy, devs);
+      results.push(out);
+      timelines.push({ s: strategy, tasks, devices: devs });
+      o.onResult?.(out);
+    } catch (e) {
+      const failed: StrategyBenchResult = {
+        strategy,
+        devices: devs,
+        batch: strategy === 'dp' ? B * devs.length : B,
+        promptTokens: P,
+        newTokens: N,
+        microBatches: 0,
+        wallMs: 0,
+        tokensPerS: 0,
+        prefillTokensPerS: 0,
+        decodeTokensPerS: 0,
+        msPerStep: 0,
+        utilization: 0,
+        memory: [],
+        repeats,
+        error: e instanceof Error ? e.message : String(e),
+      };
+      results.push(failed);
+      o.onResult?.(failed);
     }
   }
   if (o.outDir) {
     mkdirSync(o.outDir, { recursive: true });
     writeFileSync(
       path.join(o.outDir, 'throughput.svg'),
-      barChart(`${model}: generation throughput by strategy (batch ${B}; dp: ${B} per device; ${P}+${N} tokens)`, 'tokens/s', results.map((x) => ({ label: `${x.strategy} x${x.devices.length}`, value: x.tokensPerS }))),
+      barChart(`${model}: generation throughput by strategy (batch ${B}; dp: ${B} per device; ${P}+${N} tokens)`, 'tokens/s', results.filter((x) => !x.error).map((x) => ({ label: `${x.strategy} x${x.devices.length}`, value: x.tokensPerS }))),
     );
     for (const t of timelines.filter((x) => x.s === 'pp' || x.s === 'mp'))
       writeFileSync(path.join(o.outDir, `timeline-${t.s}.svg`), timelineChart(`${model}: ${t.s} timeline (${t.devices.join(', ')})`, t.tasks, t.devices));

@@ -64,6 +64,26 @@ describe('parallm CLI', () => {
     expect(() => parallm(['bench', '--repeats', '0'])).toThrow(/--repeats must be a positive integer/);
   });
 
+  it('bench reports a strategy that cannot run, still runs the others, and exits non-zero', () => {
+    let err: { status: number; stdout: string; stderr: string } | undefined;
+    try {
+      execFileSync(process.execPath, [cli, 'bench', '--devices', 'cpu:0,cpu:0', '--strategies', 'single,mp', '--new-tokens', '4', '--json', '--out', 'bench/out/test'], {
+        cwd: root,
+        encoding: 'utf8',
+        stdio: 'pipe',
+      });
+    } catch (e) {
+      err = e as typeof err;
+    }
+    expect(err?.status).toBe(1);
+    const out = JSON.parse(err!.stdout) as { results: { strategy: string; tokensPerS: number; error?: string }[] };
+    expect(out.results[0]!.strategy).toBe('single');
+    expect(out.results[0]!.error).toBeUndefined();
+    expect(out.results[0]!.tokensPerS).toBeGreaterThan(0);
+    expect(out.results[1]!.strategy).toBe('mp');
+    expect(out.results[1]!.error).toMatch(/device cpu:0 is listed twice/);
+  });
+
   it('plan prints the device map and memory per device without loading', () => {
     const out = JSON.parse(parallm(['plan', '--model', 'gpt2', '--devices', 'cpu:0,cpu:1', '--strategy', 'pp', '--json'])) as {
       stages: { device: string; start: number; end: number; embed: boolean; head: boolean; total: number }[];

@@ -115,26 +115,35 @@ async function strategies(opts: BenchOpts, dtype: DType | undefined): Promise<vo
     repeats: positiveInt('--repeats', opts.repeats),
     strategies: list,
     outDir: out,
-    onResult: (r) => quiet || console.error(`  ${r.strategy} on ${r.devices.join(',')}: ${r.tokensPerS.toFixed(0)} tokens/s`),
+    onResult: (r) =>
+      quiet || console.error(`  ${r.strategy} on ${r.devices.join(',')}: ${r.error ? `failed: ${r.error}` : `${r.tokensPerS.toFixed(0)} tokens/s`}`),
   });
+  // A strategy that could not run is in the results with its error; the command then exits non-zero.
+  const failed = results.filter((r) => r.error);
+  if (failed.length) process.exitCode = 1;
   const doc = JSON.stringify({ devices, results }, null, 2);
   if (opts.json === true) return void console.log(doc);
   if (typeof opts.json === 'string') writeFileSync(opts.json, doc);
+  for (const r of failed) console.error(`parallm bench: ${r.strategy} on ${r.devices.join(',')} failed: ${r.error}`);
   console.log(
     table(
       ['strategy', 'devices', 'batch', 'micro', 'tokens/s', 'prefill tok/s', 'decode tok/s', 'ms/step', 'utilization', 'peak memory per device'],
-      results.map((r) => [
-        r.strategy,
-        r.devices.join(','),
-        r.batch,
-        r.microBatches,
-        r.tokensPerS.toFixed(0),
-        r.prefillTokensPerS.toFixed(0),
-        r.decodeTokensPerS.toFixed(0),
-        r.msPerStep.toFixed(2),
-        `${(r.utilization * 100).toFixed(0)}%`,
-        r.memory.map((m) => bytes(m.peakBytes)).join(' / '),
-      ]),
+      results.map((r) =>
+        r.error
+          ? [r.strategy, r.devices.join(','), r.batch, '-', 'failed', '-', '-', '-', '-', '-']
+          : [
+              r.strategy,
+              r.devices.join(','),
+              r.batch,
+              r.microBatches,
+              r.tokensPerS.toFixed(0),
+              r.prefillTokensPerS.toFixed(0),
+              r.decodeTokensPerS.toFixed(0),
+              r.msPerStep.toFixed(2),
+              `${(r.utilization * 100).toFixed(0)}%`,
+              r.memory.map((m) => bytes(m.peakBytes)).join(' / '),
+            ],
+      ),
     ),
   );
   console.error(`charts: ${out}/throughput.svg${results.some((r) => r.strategy === 'pp') ? `, ${out}/timeline-pp.svg` : ''}`);
