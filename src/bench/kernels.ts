@@ -161,25 +161,29 @@ export function runKernelBench(opts: KernelBenchOptions = {}): KernelBenchResult
   const dt: DType = opts.dtype ?? (gpu ? 'bf16' : 'f32');
   const runs = opts.runs ?? (opts.quick ? 5 : gpu ? 30 : 7);
   const results: KernelBenchResult[] = [];
+  // The split-K hook is process-wide: put it back even when a case throws.
   if (opts.splitK !== undefined) native.matmulSplitK(opts.splitK === 'auto' ? -1 : opts.splitK);
-  for (const c of cases(dev, dt, gpu, !!opts.quick)) {
-    if (opts.filter?.length && !opts.filter.some((f) => `${c.name} ${c.shape}`.includes(f))) continue;
-    const { run, dispose } = c.setup();
-    let t: Timing;
-    try {
-      t = timeOnDevice(dev, run, gpu ? 5 : 1, runs);
-    } finally {
-      dispose();
+  try {
+    for (const c of cases(dev, dt, gpu, !!opts.quick)) {
+      if (opts.filter?.length && !opts.filter.some((f) => `${c.name} ${c.shape}`.includes(f))) continue;
+      const { run, dispose } = c.setup();
+      let t: Timing;
+      try {
+        t = timeOnDevice(dev, run, gpu ? 5 : 1, runs);
+      } finally {
+        dispose();
+      }
+      const s = t.medianMs / 1e3;
+      const r: KernelBenchResult = { name: c.name, shape: c.shape, dtype: c.name === 'copy' ? 'f32' : dt, device: dev, ms: t.medianMs };
+      if (c.flops) r.tflops = c.flops / s / 1e12;
+      if (c.bytes) r.gbps = c.bytes / s / 1e9;
+      results.push(r);
+      opts.onResult?.(r);
     }
-    const s = t.medianMs / 1e3;
-    const r: KernelBenchResult = { name: c.name, shape: c.shape, dtype: c.name === 'copy' ? 'f32' : dt, device: dev, ms: t.medianMs };
-    if (c.flops) r.tflops = c.flops / s / 1e12;
-    if (c.bytes) r.gbps = c.bytes / s / 1e9;
-    results.push(r);
-    opts.onResult?.(r);
+  } finally {
+    if (gpu) emptyCache(dev);
+    if (opts.splitK !== undefined) native.matmulSplitK(-1);
   }
-  if (gpu) emptyCache(dev);
-  if (opts.splitK !== undefined) native.matmulSplitK(-1);
   return results;
 }
 

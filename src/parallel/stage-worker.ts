@@ -197,6 +197,11 @@ function runStage(m: Model, c: Communicator | null, rank: number, world: number,
   const flush = (pos: number) => {
     while (outbox.length && outbox[0]!.at <= pos + IDS_AHEAD - 1) c!.send(outbox.shift()!.ids, 0);
   };
+  // The ids sampled for micro-batch `mb` at `step`, which the first stage feeds at step + 1.
+  const sendBack = (ids: Tensor, step: number, mb: number) => {
+    outbox.push({ at: (step + 1) * M + mb, ids });
+    flush(step * M + mb);
+  };
   const marks: { mb: number; step: number; start: DeviceEvent; computed?: DeviceEvent; end: DeviceEvent; h0: number; h1: number }[] = [];
   synchronize(device); // uploads done: the timeline starts here
   const base = a.timeline ? new DeviceEvent(device).record() : undefined;
@@ -267,10 +272,7 @@ function runStage(m: Model, c: Communicator | null, rank: number, world: number,
           }
           else {
             sampled[mb]!.push(Tensor.empty([n], i32).copyFrom(sl.out!));
-            if (world > 1 && step + 1 < a.maxTokens) {
-              outbox.push({ at: (step + 1) * M + mb, ids: sl.out! });
-              flush(step * M + mb);
-            }
+            if (world > 1 && step + 1 < a.maxTokens) sendBack(sl.out!, step, mb);
           }
           if (start) marks.push({ mb, step, start, computed, end: new DeviceEvent(device).record(), h0, h1: now() });
           continue;
@@ -298,10 +300,7 @@ function runStage(m: Model, c: Communicator | null, rank: number, world: number,
           logits.dispose();
           sampled[mb]!.push(next);
           if (world === 1) (slotOf(mb).out = next);
-          else if (step + 1 < a.maxTokens) {
-            outbox.push({ at: M + mb, ids: next });
-            flush(mb);
-          }
+          else if (step + 1 < a.maxTokens) sendBack(next, step, mb);
         }
         x.dispose();
         kv.k.concat(kv.v).forEach((t) => t.dispose());

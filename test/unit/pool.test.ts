@@ -1,38 +1,17 @@
 // DevicePool on CPU devices: workers, handler modules, errors, crashes, timeouts and shutdown.
-import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DevicePool } from '../../src/parallel/index.js';
+import { ensureDist } from '../helpers/dist.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const handlers = path.join(root, 'test/helpers/pool-handlers.mjs');
 const DEVICES = ['cpu:0', 'cpu:1', 'cpu:2'];
 
-function newestMtime(dir: string): number {
-  let t = 0;
-  for (const e of readdirSync(dir, { withFileTypes: true })) {
-    const p = path.join(dir, e.name);
-    t = Math.max(t, e.isDirectory() ? newestMtime(p) : e.name.endsWith('.ts') ? statSync(p).mtimeMs : 0);
-  }
-  return t;
-}
-
-/** Workers run compiled JS from dist/: build it if it is missing or older than src/. */
-function ensureDist(): void {
-  const worker = path.join(root, 'dist/parallel/worker.js');
-  if (existsSync(worker) && statSync(worker).mtimeMs >= newestMtime(path.join(root, 'src'))) return;
-  try {
-    execFileSync('npx', ['tsc', '-p', 'tsconfig.build.json'], { cwd: root, stdio: 'pipe' });
-  } catch {
-    // tsc still emits on type errors elsewhere in the tree; what matters is that the files exist.
-  }
-  if (!existsSync(worker)) throw new Error(`tsc did not produce ${worker}`);
-}
-
-beforeAll(ensureDist);
+beforeAll(() => ensureDist(), 300_000);
 
 describe('DevicePool', () => {
   let pool: DevicePool;
