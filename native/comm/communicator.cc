@@ -410,6 +410,12 @@ class NcclComm : public Communicator {
     cuda_activate(dev_);  // ncclCommInitRank binds the current device
     check(api_.CommInitRank(&comm_, world, uid, rank), where("commCreate", 0, DType::F32));
     one_ = allocate(dev_, 4);
+    // NCCL connects to its peers for an algorithm on the first operation that uses it (runtime
+    // connect, the default since 2.22), and that first call blocks the host thread until the peers
+    // connect too: a barrier whose peer never came would hang inside ncclAllReduce, before any timeout
+    // could fire. So the barrier's own all-reduce runs once here, while every rank is known to be
+    // present (they have just joined), and later barriers only enqueue and poll.
+    barrier();
   }
   // Recent NCCL synchronizes a node's ranks when freeing a communicator (destroy, and even abort),
   // so every rank should destroy (or abort) its communicator, each from its own thread.
@@ -476,10 +482,9 @@ class NcclComm : public Communicator {
     }
   }
 
-  // ncclCommAbort also ends NCCL kernels still waiting for peers, but NCCL 2.28 made it wait for the
-  // node's other ranks too (seen on 2 H100s: a rank whose barrier timed out hung in it). So the abort
-  // runs on a thread of its own and the caller gets its error at once; the communicator is unusable
-  // from here on either way.
+  // ncclCommAbort also ends NCCL kernels still waiting for peers, but may wait for the node's other
+  // ranks (NCCL 2.28). So the abort runs on a thread of its own and the caller gets its error at once;
+  // the communicator is unusable from here on either way.
   void abort() override {
     if (!comm_) return;
     nccl::ncclComm_t c = comm_;

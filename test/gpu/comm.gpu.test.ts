@@ -158,11 +158,10 @@ describe.skipIf(!enabled)('NCCL communicator on cuda:0 and cuda:1', () => {
     expect(a.wrongDevice.error).toMatch(/allReduce on rank 0 of 2 \(cuda:0\): tensor is on cpu:0 but the communicator is on cuda:0/);
   });
 
-  // Known failure on 2x H100 with NCCL 2.28 (2026-11-25): the timed-out rank's ncclCommAbort waited for its
-  // peer, so this test hung for its whole 120 s limit. The abort now runs on a thread of its own
-  // (native/comm/communicator.cc), but that has not yet been run on GPUs: skipped (not passing) until it
-  // has.
-  it.skip('a barrier whose peer never comes times out and aborts, instead of hanging', async () => {
+  // Until 2026-11-25 this hung on 2 GPUs with NCCL 2.28: the barrier's first all-reduce blocked the host
+  // thread inside NCCL, connecting to a peer that never came. The communicator now runs that all-reduce
+  // once when it is created, while every rank is there (native/comm/communicator.cc).
+  it('a barrier whose peer never comes times out and aborts, instead of hanging', async () => {
     const res = await run('barrierTimeout', { timeoutMs: 1500 });
     const r0 = res[0].value;
     expect(r0.ok).toBe(false);
