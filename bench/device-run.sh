@@ -31,6 +31,12 @@ for p in "${parts[@]}"; do
       # LLaMA-2-7B shape on 2 GPUs: prefill 32 x 512 (PP with 8 micro-batches against MP and one GPU).
       mkdir -p "$out/s"
       timeout 240 node dist/cli/index.js bench --model llama-2-7b --strategies single,mp,pp --batch 32 --prompt-tokens 512 --new-tokens 2 --micro-batches 8 --repeats 5 --json "$out/s/llama-prefill.json" 2>&1 | tail -5
+      # The same pipeline with 2 and 4 interleaved stages a GPU (a smaller fill and drain).
+      for c in 2 4; do
+        timeout 120 node dist/cli/index.js bench --model llama-2-7b --strategies pp --chunks $c --batch 32 --prompt-tokens 512 --new-tokens 2 --micro-batches 8 --repeats 5 --json "$out/s/llama-prefill-c$c.json" 2>&1 | tail -2 | head -1
+      done
+      # PyTorch peer: the same split and schedule with cuBLAS and SDPA (mp, pp with 8 micro-batches, one GPU).
+      timeout 200 python3 bench/peers/torch_pp_prefill.py prefill > "$out/peer-prefill.log" 2>&1; grep ANCHOR "$out/peer-prefill.log" | cut -c1-200
       # Micro-batch counts past NCCL's queue of unreceived sends (the ids sent back to the first stage).
       timeout 90 node dist/cli/index.js bench --model llama-2-7b --strategies pp --batch 32 --prompt-tokens 512 --new-tokens 8 --micro-batches 16 --json "$out/s/llama-prefill-m16.json" 2>&1 | tail -2 | head -1 ;;
     curve)

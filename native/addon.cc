@@ -878,6 +878,8 @@ class NativeComm : public Napi::ObjectWrap<NativeComm> {
                         InstanceMethod<&NativeComm::AllGather>("allGather"),
                         InstanceMethod<&NativeComm::Send>("send"), InstanceMethod<&NativeComm::Recv>("recv"),
                         InstanceMethod<&NativeComm::Barrier>("barrier"), InstanceMethod<&NativeComm::Abort>("abort"),
+                        InstanceMethod<&NativeComm::GroupStart>("groupStart"),
+                        InstanceMethod<&NativeComm::GroupEnd>("groupEnd"),
                         InstanceMethod<&NativeComm::Destroy>("destroy"), InstanceAccessor<&NativeComm::Rank>("rank"),
                         InstanceAccessor<&NativeComm::World>("world"),
                         InstanceAccessor<&NativeComm::Device>("device")});
@@ -957,6 +959,18 @@ class NativeComm : public Napi::ObjectWrap<NativeComm> {
       Communicator& c = live(op);
       NativeTensor* t = tensor(info, 0, op, "tensor");
       c.recv(t->ptr(), t->numel(), t->dtype, peer_arg(info, 1, op, "peer"));
+      return info.Env().Undefined();
+    });
+  }
+  Napi::Value GroupStart(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      live(label("groupStart")).group_start();
+      return info.Env().Undefined();
+    });
+  }
+  Napi::Value GroupEnd(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      live(label("groupEnd")).group_end();
       return info.Env().Undefined();
     });
   }

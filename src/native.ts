@@ -112,6 +112,8 @@ export interface NativeComm {
   send(t: T, peer: number): void;
   recv(t: T, peer: number): void;
   barrier(): void;
+  groupStart(): void;
+  groupEnd(): void;
   abort(): void;
   destroy(): void;
 }

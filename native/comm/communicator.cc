@@ -457,6 +457,17 @@ class NcclComm : public Communicator {
     check(api_.Recv(buf, size_t(n), nccl_dtype(dt), peer, comm_, s), w);
   }
 
+  void group_start() override {
+    std::string w = where("groupStart", 0, DType::F32);
+    stream(w);
+    check(api_.GroupStart(), w);
+  }
+  void group_end() override {
+    std::string w = where("groupEnd", 0, DType::F32);
+    stream(w);
+    check(api_.GroupEnd(), w);
+  }
+
   // A one-element all-reduce, then wait for the stream, polling so that a peer that never arrives
   // ends in a timeout (the communicator is aborted) rather than a hang.
   void barrier() override {

@@ -36,6 +36,11 @@ class Communicator {
   // a large send waits for its recv: crossing large sends need the recv queued first).
   virtual void send(const void* buf, int64_t n, DType dt, int peer) = 0;
   virtual void recv(void* buf, int64_t n, DType dt, int peer) = 0;
+  // Sends and receives between group_start and group_end progress together (NCCL's ncclGroupStart/End),
+  // so a rank may send to and receive from a peer that does the same without deadlock. On CPU the
+  // sends are queued at once, so a group needs its sends issued before its receives.
+  virtual void group_start() {}
+  virtual void group_end() {}
   // Returns once every rank has reached it (on CUDA: and this rank's queued work is done).
   virtual void barrier() = 0;
   // Breaks the communicator: every rank's waiting and later calls fail at once. Idempotent.

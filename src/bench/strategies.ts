@@ -21,6 +21,8 @@ export interface StrategyBenchOptions {
   newTokens?: number;
   /** pp micro-batches (default 2 per stage) */
   microBatches?: number;
+  /** pp: stages per device, interleaved (default 1) */
+  chunks?: number;
   strategies?: Strategy[];
   /** timed runs per strategy; the run of median wall time is reported (default 1) */
   repeats?: number;
@@ -36,6 +38,8 @@ export interface StrategyBenchResult {
   promptTokens: number;
   newTokens: number;
   microBatches: number;
+  /** pp: stages per device (interleaved) */
+  chunks?: number;
   wallMs: number;
   /** generated tokens (batch x new) per second of the whole run */
   tokensPerS: number;
@@ -94,7 +98,8 @@ export async function runStrategyBench(o: StrategyBenchOptions = {}): Promise<St
   const results: StrategyBenchResult[] = [];
   const timelines: { s: Strategy; tasks: TimelineTask[]; devices: string[] }[] = [];
   const measureStrategy = async (strategy: Strategy, devs: string[]): Promise<{ out: StrategyBenchResult; tasks: TimelineTask[] }> => {
-    const pm = await ParallelModel.load(model, { strategy, devices: devs, dtype: o.dtype });
+    const chunks = strategy === 'pp' ? (o.chunks ?? 1) : 1;
+    const pm = await ParallelModel.load(model, { strategy, devices: devs, dtype: o.dtype, chunks });
     try {
       const vocab = pm.config.vocabSize;
       // Data parallelism is measured at the same per-device batch (each replica gets B sequences a batch).
@@ -119,6 +124,7 @@ export async function runStrategyBench(o: StrategyBenchOptions = {}): Promise<St
         promptTokens: P,
         newTokens: N,
         microBatches: res.microBatches,
+        ...(chunks > 1 ? { chunks } : {}),
         wallMs: res.wallMs,
         tokensPerS: (Bs * N) / (res.wallMs / 1e3),
         prefillTokensPerS: phaseRate(res.tasks, Bs * P, (t) => t.step === 0),

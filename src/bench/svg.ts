@@ -26,7 +26,10 @@ ${rows}
 }
 
 export interface TimelineTask {
+  /** the row: a device's rank */
   stage: number;
+  /** the pipeline stage, when a device holds several (interleaved) */
+  vstage?: number;
   mb: number;
   step: number;
   t0: number;
@@ -44,7 +47,10 @@ export function timelineChart(title: string, tasks: TimelineTask[], stages: stri
     .map((t) => {
       const w = Math.max(0.5, x(t.t1) - x(t.t0));
       const y = top + t.stage * rowH;
-      return `<rect x="${x(t.t0).toFixed(2)}" y="${y + 4}" width="${w.toFixed(2)}" height="${rowH - 8}" fill="${COLORS[t.mb % COLORS.length]}" stroke="white" stroke-width="0.5"><title>stage ${t.stage}, micro-batch ${t.mb}, step ${t.step}: ${(t.t1 - t.t0).toFixed(2)} ms</title></rect>`;
+      // Interleaved stages: a device's second, fourth, ... chunk of layers in a lighter shade.
+      const chunk = t.vstage === undefined ? 0 : Math.floor(t.vstage / stages.length);
+      const what = t.vstage === undefined ? `stage ${t.stage}` : `stage ${t.vstage} (chunk ${chunk} of ${stages[t.stage] ?? t.stage})`;
+      return `<rect x="${x(t.t0).toFixed(2)}" y="${y + 4}" width="${w.toFixed(2)}" height="${rowH - 8}" fill="${COLORS[t.mb % COLORS.length]}"${chunk % 2 ? ' fill-opacity="0.55"' : ''} stroke="white" stroke-width="0.5"><title>${what}, micro-batch ${t.mb}, step ${t.step}: ${(t.t1 - t.t0).toFixed(2)} ms</title></rect>`;
     })
     .join('\n');
   const labels = stages.map((s, i) => `<text x="${left - 8}" y="${top + i * rowH + rowH / 2 + 4}" text-anchor="end" font-size="12">${esc(s)}</text>`).join('\n');

@@ -87,6 +87,19 @@ export class Communicator {
   recv(t: Tensor, peer: number): void {
     this.native.recv(t.native, peer);
   }
+  /**
+   * Sends and receives issued inside `fn` progress together (NCCL's group call), so two ranks may each
+   * send to and receive from the other. Issue the sends first: a CPU send is queued at once, a CPU
+   * receive waits for its message.
+   */
+  group<R>(fn: () => R): R {
+    this.native.groupStart();
+    try {
+      return fn();
+    } finally {
+      this.native.groupEnd();
+    }
+  }
   /** Returns once every rank has called it. */
   barrier(): void {
     this.native.barrier();

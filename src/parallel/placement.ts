@@ -72,6 +72,24 @@ export function evenPlacement(cfg: ModelConfig, devices: string[]): Stage[] {
 }
 
 /**
+ * `chunks` stages per device, interleaved (Megatron-LM's virtual stages): the layers split into
+ * chunks x devices stages of sizes differing by at most one (the first stages get the extra layers;
+ * get_device_map's ceil-sized chunks would leave the last of many stages empty), and stage i goes to
+ * device i mod devices, so device d holds stages d, d + devices, ... With one chunk this is
+ * get_device_map's split. The first stage holds the embeddings, the last the head.
+ */
+export function interleavedPlacement(cfg: ModelConfig, devices: string[], chunks: number): Stage[] {
+  if (!Number.isInteger(chunks) || chunks < 1) throw new Error(`placement: chunks (stages per device) must be a positive integer, got ${chunks}`);
+  checkDevices(devices, cfg.layers);
+  const S = chunks * devices.length;
+  if (S > cfg.layers) throw new Error(`placement: ${chunks} stages on each of ${devices.length} devices is ${S} stages for ${cfg.layers} layers: more stages than layers`);
+  if (chunks === 1) return evenPlacement(cfg, devices);
+  const slots = Array.from({ length: S }, (_, i) => `stage ${i}`);
+  const counts = slots.map((_, i) => Math.floor(cfg.layers / S) + (i < cfg.layers % S ? 1 : 0));
+  return stagesFromCounts(slots, counts).map((s, i) => ({ ...s, device: devices[i % devices.length]! }));
+}
+
+/**
  * Contiguous layers in proportion to each device's free memory: the smallest uniform fill fraction u
  * such that every device's fixed part (embeddings, head) plus its layers fit in u of its free bytes.
  */

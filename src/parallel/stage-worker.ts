@@ -1,7 +1,8 @@
 // Handlers run inside each device's worker (loaded by DevicePool): a model replica for data parallelism,
-// or one pipeline stage. A stage executes its own instruction list — the column of the clock-cycle table
-// for its stage — and meets its neighbours only through send/recv of activations, so stages run ahead of
-// each other as far as the data allows. Model parallelism is the same code with one micro-batch.
+// or the pipeline stages a device holds (one, or several interleaved chunks of layers). Every worker
+// computes the same schedule (pipelineSchedule: which task runs on which device at which tick) and
+// executes its own part of it; devices meet only through send/recv of what a task hands to the next.
+// Model parallelism is the same code with one micro-batch.
 import type { DType } from '../dtype.js';
 import { memoryStats, resetPeakMemory, synchronize } from '../device.js';
 import { DeviceEvent, capture, type Graph } from '../runtime.js';
@@ -12,13 +13,15 @@ import type { StageSpec } from '../models/weights.js';
 import * as ops from '../ops.js';
 import { Tensor } from '../tensor.js';
 import { Communicator } from './comm.js';
+import { pipelineSchedule, type PipelineTask } from './schedule.js';
 import type { Handler, WorkerContext } from './pool.js';
 
 export interface LoadArgs {
   source: string;
   dtype?: DType;
   seed?: number;
-  stage?: StageSpec;
+  /** the pipeline stages this device holds, in stage order (absent: the whole model, a replica) */
+  stages?: StageSpec[];
 }
 
 export interface CommArgs {
@@ -43,7 +46,10 @@ export interface PipelineArgs {
 
 /** One task of a stage: micro-batch `mb` at decode step `step` (0 = prefill). Times in ms since the epoch. */
 export interface TaskTime {
+  /** the device's rank (a timeline's row) */
   stage: number;
+  /** the pipeline stage it ran, when a device holds several (interleaved) */
+  vstage?: number;
   mb: number;
   step: number;
   t0: number;
@@ -51,8 +57,6 @@ export interface TaskTime {
   /** host clock when the stage began and finished enqueuing the task (how far the host runs ahead) */
   h0?: number;
   h1?: number;
-  /** device time when the task's compute ended and its send began (stages that send activations) */
-  tc?: number;
 }
 
 export interface PipelineResult {
@@ -62,10 +66,15 @@ export interface PipelineResult {
   peakBytes?: number;
 }
 
-const model = (ctx: WorkerContext): Model => {
-  const m = ctx.state.get('model') as Model | undefined;
+const models = (ctx: WorkerContext): Model[] => {
+  const m = ctx.state.get('models') as Model[] | undefined;
   if (!m) throw new Error('no model loaded on this worker: call load first');
   return m;
+};
+const model = (ctx: WorkerContext): Model => models(ctx)[0]!;
+const unloadModels = (ctx: WorkerContext) => {
+  for (const m of (ctx.state.get('models') as Model[] | undefined) ?? []) m.dispose();
+  ctx.state.delete('models');
 };
 const comm = (ctx: WorkerContext): Communicator => {
   const c = ctx.state.get('comm') as Communicator | undefined;
@@ -76,15 +85,20 @@ const now = () => performance.timeOrigin + performance.now();
 
 export const handlers: Record<string, Handler> = {
   load(a: LoadArgs, ctx) {
-    (ctx.state.get('model') as Model | undefined)?.dispose();
-    const m = Model.load(a.source, { device: ctx.device, dtype: a.dtype, seed: a.seed, stage: a.stage });
-    ctx.state.set('model', m);
-    return { weightBytes: m.weightBytes, layers: m.weights.layers.length };
+    unloadModels(ctx);
+    const ms: Model[] = [];
+    try {
+      for (const stage of a.stages ?? [undefined]) ms.push(Model.load(a.source, { device: ctx.device, dtype: a.dtype, seed: a.seed, stage }));
+    } catch (e) {
+      ms.forEach((m) => m.dispose());
+      throw e;
+    }
+    ctx.state.set('models', ms);
+    return { weightBytes: ms.reduce((n, m) => n + m.weightBytes, 0), layers: ms.reduce((n, m) => n + m.weights.layers.length, 0) };
   },
 
   unload(_a: unknown, ctx) {
-    (ctx.state.get('model') as Model | undefined)?.dispose();
-    ctx.state.delete('model');
+    unloadModels(ctx);
     (ctx.state.get('comm') as Communicator | undefined)?.destroy();
     ctx.state.delete('comm');
   },
@@ -142,72 +156,61 @@ export const handlers: Record<string, Handler> = {
   },
 
   pipeline(a: PipelineArgs, ctx): PipelineResult {
-    return runStage(model(ctx), ctx.world > 1 ? comm(ctx) : null, ctx.rank, ctx.world, ctx.device, a);
+    return runStages(models(ctx), ctx.world > 1 ? comm(ctx) : null, ctx.rank, ctx.world, ctx.device, a);
   },
 };
 
 /**
- * Stage `rank` of `world`: prefill every micro-batch, then decode steps, each over every micro-batch in
- * turn. The first stage embeds (its ids come back from the last stage after each step); middle stages
- * receive activations and pass theirs on; the last stage samples and returns the new ids to the first.
+ * This device's part of the pipeline run: the tasks pipelineSchedule gives it, tick by tick. At the
+ * start of each tick the device hands on what its last task made (activations to the next stage's
+ * device; on the last stage, the sampled ids to the first stage for the next step) and takes what its
+ * peers made for it, all in one group of sends and receives; then it runs its task of the tick.
  *
  * Everything a task needs from the host is uploaded once, before the loop (positions, lengths and
  * sampling offsets of every step, as one table), and the sampled ids stay on the device until the end,
- * so on a GPU the loop only enqueues work and a stage's host runs ahead of its kernels.
+ * so on a GPU the loop only enqueues work and the host runs ahead of the kernels.
  */
-function runStage(m: Model, c: Communicator | null, rank: number, world: number, device: string, a: PipelineArgs): PipelineResult {
-  const { config: cfg, transformer: tf, dtype } = m;
-  const first = rank === 0, last = rank === world - 1;
+function runStages(models: Model[], c: Communicator | null, rank: number, world: number, device: string, a: PipelineArgs): PipelineResult {
+  const { config: cfg, dtype } = models[0]!;
+  const S = models.length * world; // every device holds the same number of stages: rank, rank + world, ...
+  const M = a.micro.length;
   const B = a.prompts.length;
   const lens = a.prompts.map((p) => p.length);
   const maxLen = Math.max(...lens) + a.maxTokens;
   const starts = a.micro.reduce<number[]>((acc, _n, i) => (acc.push(i ? acc[i - 1]! + a.micro[i - 1]! : 0), acc), []);
   const i32 = { dtype: 'i32' as const, device };
   const sampling = { temperature: a.temperature ?? 0, topK: a.topK ?? 0, topP: a.topP ?? 1, seed: a.seed ?? 0 };
-  const tasks: TaskTime[] = [];
   const C = cfg.hidden;
-  const peer = { prev: rank - 1, next: rank + 1, head: world - 1 };
+  const deviceOf = (stage: number) => stage % world;
   const owned: Tensor[] = [];
   const keep = (t: Tensor) => (owned.push(t), t);
-  const cache = new KvCache(cfg, B, maxLen, device, dtype, m.weights.layers.length);
+  // The stages held here, by stage index: their layers (a Transformer) and their KV cache.
+  const local = new Map(
+    models.map((m, i) => {
+      const stage = rank + i * world;
+      return [stage, { tf: m.transformer, cache: new KvCache(cfg, B, maxLen, device, dtype, m.weights.layers.length), first: stage === 0, last: stage === S - 1 }];
+    }),
+  );
   // Row s of `steps` holds, for every sequence, lens + s: the cache length after step s, and the
   // position of the token fed at step s + 1 (row s - 1 gives that step's positions).
   const steps = keep(Tensor.from(Array.from({ length: a.maxTokens + 1 }, (_, st) => lens.map((l) => l + st)).flat(), [(a.maxTokens + 1) * B], i32));
   const row = (st: number, b0: number, n: number) => steps.view(st * B + b0, [n]);
   const zeros = keep(Tensor.zeros([B], i32));
+  const holdsFirst = local.has(0), holdsLast = local.has(S - 1);
   // Prefill inputs per micro-batch: token positions 0..T-1, padded ids (first stage), last-row indices.
   const pre = a.micro.map((n, mb) => {
     const b0 = starts[mb]!, mlens = lens.slice(b0, b0 + n), T = Math.max(...mlens);
     return {
       T,
       pos: keep(Tensor.from(mlens.flatMap(() => Array.from({ length: T }, (_, t) => t)), [n * T], i32)),
-      ids: first ? keep(Tensor.from(a.prompts.slice(b0, b0 + n).flatMap((p) => [...p, ...new Array<number>(T - p.length).fill(0)]), [n * T], i32)) : undefined,
-      last: last ? keep(Tensor.from(mlens.map((l, b) => b * T + l - 1), [n], i32)) : undefined,
+      ids: holdsFirst ? keep(Tensor.from(a.prompts.slice(b0, b0 + n).flatMap((p) => [...p, ...new Array<number>(T - p.length).fill(0)]), [n * T], i32)) : undefined,
+      last: holdsLast ? keep(Tensor.from(mlens.map((l, b) => b * T + l - 1), [n], i32)) : undefined,
     };
   });
   const sampled: Tensor[][] = a.micro.map(() => []); // last stage: [mb][step] ids, read back at the end
-  // Last stage: sampled ids on their way back to the first stage, in the order it takes them (position
-  // `at` = step * M + micro-batch). Sent no further ahead than IDS_AHEAD positions of this stage's own
-  // progress: the first stage takes them only as it gets there (after its whole prefill, for the first
-  // ones), and NCCL holds a bounded number of unreceived sends; beyond that this stage's stream would
-  // block while the first stage blocks sending it activations, a deadlock at many micro-batches.
-  const M = a.micro.length;
-  const IDS_AHEAD = Math.max(world, 4);
-  const outbox: { at: number; ids: Tensor }[] = [];
-  const flush = (pos: number) => {
-    while (outbox.length && outbox[0]!.at <= pos + IDS_AHEAD - 1) c!.send(outbox.shift()!.ids, 0);
-  };
-  // The ids sampled for micro-batch `mb` at `step`, which the first stage feeds at step + 1.
-  const sendBack = (ids: Tensor, step: number, mb: number) => {
-    outbox.push({ at: (step + 1) * M + mb, ids });
-    flush(step * M + mb);
-  };
-  const marks: { mb: number; step: number; start: DeviceEvent; computed?: DeviceEvent; end: DeviceEvent; h0: number; h1: number }[] = [];
-  synchronize(device); // uploads done: the timeline starts here
-  const base = a.timeline ? new DeviceEvent(device).record() : undefined;
-  const hostBase = now();
-  // Decode tasks run a step captured once per micro-batch (a CUDA graph on a GPU, an op list on the
-  // CPU) over fixed buffers; receives, sends and the per-step positions stay outside it.
+
+  // Decode tasks run a step captured once per (stage, micro-batch) (a CUDA graph on a GPU, an op list
+  // on the CPU) over fixed buffers; receives, sends and the per-step positions stay outside it.
   interface Slot {
     ids: Tensor; // first stage: the ids fed this step
     x: Tensor; // other stages: the activations received
@@ -215,21 +218,27 @@ function runStage(m: Model, c: Communicator | null, rank: number, world: number,
     lens: Tensor;
     kv: KvCache;
     graph?: Graph;
-    xOut?: Tensor; // first stage: the activations it sends on
+    xOut?: Tensor; // first stage: the activations it hands on
     out?: Tensor; // last stage: the sampled ids
   }
-  const slots: Slot[] = [];
-  const slotOf = (mb: number): Slot => {
-    const n = a.micro[mb]!;
-    return (slots[mb] ??= {
-      ids: keep(Tensor.empty([n], i32)),
-      x: keep(Tensor.empty([n, C], { dtype, device })),
-      pos: keep(Tensor.empty([n], i32)),
-      lens: keep(Tensor.empty([n], i32)),
-      kv: cache.slice(starts[mb]!, n),
-    });
+  const slots = new Map<number, Slot>(); // by stage * M + mb
+  const slotOf = (stage: number, mb: number): Slot => {
+    let sl = slots.get(stage * M + mb);
+    if (!sl) {
+      const n = a.micro[mb]!;
+      sl = {
+        ids: keep(Tensor.empty([n], i32)),
+        x: keep(Tensor.empty([n, C], { dtype, device })),
+        pos: keep(Tensor.empty([n], i32)),
+        lens: keep(Tensor.empty([n], i32)),
+        kv: local.get(stage)!.cache.slice(starts[mb]!, n),
+      };
+      slots.set(stage * M + mb, sl);
+    }
+    return sl;
   };
-  const decodeBody = (sl: Slot, n: number) => () => {
+  const decodeBody = (stage: number, sl: Slot, n: number) => () => {
+    const { tf, first, last } = local.get(stage)!;
     const x = first ? tf.embed(sl.ids, sl.pos) : sl.x;
     tf.decodeLayers(x, sl.kv, sl.pos, sl.lens, n);
     if (first && !last) sl.xOut = x;
@@ -245,95 +254,127 @@ function runStage(m: Model, c: Communicator | null, rank: number, world: number,
     dst.copyFrom(r);
     r.dispose();
   };
+
+  // The schedule, and what crosses between devices at the start of each tick.
+  const plan = pipelineSchedule(M, S, world, a.maxTokens);
+  const ticks = plan.reduce((t, k) => Math.max(t, k.tick), 0) + 1;
+  const byTick: PipelineTask[][] = Array.from({ length: ticks + 1 }, () => []);
+  for (const k of plan) byTick[k.tick]!.push(k);
+  // Where a task's output goes: the next stage, or (last stage, not the last step) stage 0 at step + 1.
+  const consumer = (k: PipelineTask) =>
+    k.stage < S - 1 ? { step: k.step, mb: k.mb, stage: k.stage + 1 } : k.step + 1 < a.maxTokens ? { step: k.step + 1, mb: k.mb, stage: 0 } : null;
+  // Prefill activations received ahead of their task, by stage * M + mb.
+  const inbox = new Map<number, Tensor>();
+  // What this device's task of the previous tick made, to hand on at the start of this one.
+  let made: { task: PipelineTask; t: Tensor; dispose: boolean } | null = null;
+  // Where an incoming output lands: a prefill activation in a fresh tensor, a decode one in the slot's
+  // input, ids in the first stage's slot.
+  const landing = (to: { step: number; mb: number; stage: number }): Tensor => {
+    const n = a.micro[to.mb]!;
+    if (to.stage === 0) return slotOf(0, to.mb).ids;
+    if (to.step > 0) return slotOf(to.stage, to.mb).x;
+    const x = Tensor.empty([n * pre[to.mb]!.T, C], { dtype, device });
+    inbox.set(to.stage * M + to.mb, x);
+    return x;
+  };
+  const exchange = (t: number) => {
+    const out = made && consumer(made.task) ? made : null;
+    const ins = t > 0 ? byTick[t - 1]!.filter((k) => k.device !== rank && consumer(k) && deviceOf(consumer(k)!.stage) === rank) : [];
+    if (out && deviceOf(consumer(out.task)!.stage) === rank) landing(consumer(out.task)!).copyFrom(out.t); // same device: a copy
+    else if (out || ins.length)
+      c!.group(() => {
+        if (out) c!.send(out.t, deviceOf(consumer(out.task)!.stage));
+        for (const k of ins) c!.recv(landing(consumer(k)!), k.device);
+      });
+    if (made?.dispose) made.t.dispose();
+    made = null;
+  };
+
+  const tasks: TaskTime[] = [];
+  const marks: { k: PipelineTask; start: DeviceEvent; end: DeviceEvent; h0: number; h1: number }[] = [];
+  synchronize(device); // uploads done: the timeline starts here
+  const base = a.timeline ? new DeviceEvent(device).record() : undefined;
+  const hostBase = now();
   try {
-    for (let step = 0; step < a.maxTokens; step++)
-      for (let mb = 0; mb < a.micro.length; mb++) {
-        let start: DeviceEvent | undefined, computed: DeviceEvent | undefined;
-        const h0 = now();
-        const b0 = starts[mb]!, n = a.micro[mb]!;
-        if (step > 0) {
-          const sl = slotOf(mb);
-          copyRow(sl.pos, step - 1, b0, n);
-          copyRow(sl.lens, step, b0, n);
-          if (first) {
-            if (world === 1) sl.ids.copyFrom(sl.out!);
-            else c!.recv(sl.ids, peer.head);
-          } else {
-            if (last) flush(step * M + mb);
-            c!.recv(sl.x, peer.prev);
-          }
-          // A task's time is its work, not its wait for input: the event fires once the input is there.
-          if (a.timeline) start = new DeviceEvent(device).record();
-          if (!sl.graph) sl.graph = capture(device, decodeBody(sl, n));
-          sl.graph.replay();
-          if (!last) {
-            if (start) computed = new DeviceEvent(device).record();
-            c!.send(first ? sl.xOut! : sl.x, peer.next);
-          }
-          else {
-            sampled[mb]!.push(Tensor.empty([n], i32).copyFrom(sl.out!));
-            if (world > 1 && step + 1 < a.maxTokens) sendBack(sl.out!, step, mb);
-          }
-          if (start) marks.push({ mb, step, start, computed, end: new DeviceEvent(device).record(), h0, h1: now() });
-          continue;
+    for (let t = 0; t <= ticks; t++) {
+      const h0 = now();
+      exchange(t);
+      const k = byTick[t]?.find((x) => x.device === rank);
+      if (!k) continue;
+      const { tf, first, last } = local.get(k.stage)!;
+      const b0 = starts[k.mb]!, n = a.micro[k.mb]!;
+      let start: DeviceEvent | undefined;
+      if (k.step > 0) {
+        const sl = slotOf(k.stage, k.mb);
+        copyRow(sl.pos, k.step - 1, b0, n);
+        copyRow(sl.lens, k.step, b0, n);
+        // A task's time is its work, not its wait for input: the event fires once the input is there.
+        if (a.timeline) start = new DeviceEvent(device).record();
+        if (!sl.graph) sl.graph = capture(device, decodeBody(k.stage, sl, n));
+        sl.graph.replay();
+        if (!last) made = { task: k, t: first ? sl.xOut! : sl.x, dispose: false };
+        else {
+          sampled[k.mb]!.push(Tensor.empty([n], i32).copyFrom(sl.out!));
+          made = { task: k, t: sl.out!, dispose: false };
         }
+      } else {
         // Prefill: the micro-batch padded to its longest prompt, run op by op.
-        const T = pre[mb]!.T;
-        const pos = pre[mb]!.pos;
-        const kv = cache.slice(b0, n);
+        const { T, pos } = pre[k.mb]!;
+        const kv = local.get(k.stage)!.cache.slice(b0, n);
         let x: Tensor;
-        if (first) x = tf.embed(pre[mb]!.ids!, pos);
-        else c!.recv((x = Tensor.empty([n * T, C], { dtype, device })), peer.prev);
+        if (first) x = tf.embed(pre[k.mb]!.ids!, pos);
+        else {
+          x = inbox.get(k.stage * M + k.mb)!;
+          inbox.delete(k.stage * M + k.mb);
+        }
         if (a.timeline) start = new DeviceEvent(device).record();
         tf.prefillLayers(x, kv, pos, zeros.view(0, [n]), n, T);
-        if (!last) {
-          if (start) computed = new DeviceEvent(device).record();
-          c!.send(x, peer.next);
-        }
+        if (!last) made = { task: k, t: x, dispose: true };
         else {
-          const h = ops.embedding(pre[mb]!.last!, x);
+          const h = ops.embedding(pre[k.mb]!.last!, x);
           const logits = tf.logits(h);
           h.dispose();
           const offsets = row(0, b0, n);
           const next = ops.sample(logits, { ...sampling, offsets });
           offsets.dispose();
           logits.dispose();
-          sampled[mb]!.push(next);
-          if (world === 1) (slotOf(mb).out = next);
-          else if (step + 1 < a.maxTokens) sendBack(next, step, mb);
+          x.dispose();
+          sampled[k.mb]!.push(next);
+          made = { task: k, t: next, dispose: false };
         }
-        x.dispose();
-        kv.k.concat(kv.v).forEach((t) => t.dispose());
-        if (start) marks.push({ mb, step, start, computed, end: new DeviceEvent(device).record(), h0, h1: now() });
+        kv.k.concat(kv.v).forEach((v) => v.dispose());
       }
+      if (start) marks.push({ k, start, end: new DeviceEvent(device).record(), h0, h1: now() });
+    }
     synchronize(device);
     // Device times, placed on the host clock through the event recorded when the loop began.
-    for (const k of marks)
+    for (const m of marks)
       tasks.push({
         stage: rank,
-        mb: k.mb,
-        step: k.step,
-        t0: hostBase + base!.elapsedMs(k.start),
-        t1: hostBase + base!.elapsedMs(k.end),
-        ...(k.computed ? { tc: hostBase + base!.elapsedMs(k.computed) } : {}),
-        h0: k.h0,
-        h1: k.h1,
+        ...(S > world ? { vstage: m.k.stage } : {}),
+        mb: m.k.mb,
+        step: m.k.step,
+        t0: hostBase + base!.elapsedMs(m.start),
+        t1: hostBase + base!.elapsedMs(m.end),
+        h0: m.h0,
+        h1: m.h1,
       });
     const tokens: number[][] = a.prompts.map(() => []);
-    if (last)
+    if (holdsLast)
       sampled.forEach((perStep, mb) =>
         perStep.forEach((t) => Array.from(t.toArray()).forEach((id, k) => tokens[starts[mb]! + k]!.push(id))),
       );
-    return { tokens: last ? tokens : [], tasks };
+    return { tokens: holdsLast ? tokens : [], tasks };
   } finally {
-    for (const sl of slots) {
-      sl?.graph?.dispose();
-      sl?.kv.k.concat(sl.kv.v).forEach((t) => t.dispose());
-      if (sl?.out && !sampled.flat().includes(sl.out)) sl.out.dispose();
-      sl?.xOut?.dispose();
+    for (const sl of slots.values()) {
+      sl.graph?.dispose();
+      sl.kv.k.concat(sl.kv.v).forEach((t) => t.dispose());
+      if (sl.out && !sampled.flat().includes(sl.out)) sl.out.dispose();
+      sl.xOut?.dispose();
     }
+    for (const t of inbox.values()) t.dispose();
     for (const t of sampled.flat()) t.dispose();
     for (const t of owned) t.dispose();
-    cache.dispose();
+    for (const l of local.values()) l.cache.dispose();
   }
 }

@@ -13,7 +13,7 @@ import { presetConfig } from '../models/presets.js';
 import { loadConfig, type ModelConfig } from '../io/config.js';
 import { newCommId } from './comm.js';
 import { DataPartitioner } from './partitioner.js';
-import { evenPlacement, explicitPlacement, memoryPlacement, type Stage } from './placement.js';
+import { explicitPlacement, interleavedPlacement, memoryPlacement, type Stage } from './placement.js';
 import { DevicePool } from './pool.js';
 import { splitSizes } from './schedule.js';
 import type { PipelineResult, TaskTime } from './stage-worker.js';
@@ -28,6 +28,13 @@ export interface ParallelOptions {
   seed?: number;
   /** mp/pp: how layers are placed */
   placement?: 'even' | 'memory' | Record<string, number[]>;
+  /**
+   * mp/pp: stages per device, interleaved (Megatron-LM's virtual stages; even placement only): device d
+   * of D holds stages d, d + D, ... A device then waits 1/chunks of a stage for its first input instead of
+   * a whole stage, so the pipeline's fill and drain shrink by that factor, for one more transfer per
+   * chunk. Default 1.
+   */
+  chunks?: number;
   /** per worker call, ms (0: none) */
   timeoutMs?: number;
   /** communicator waits, ms */
@@ -66,8 +73,11 @@ export class ParallelModel {
   private constructor(
     readonly strategy: Strategy,
     readonly pool: DevicePool,
+    /** every pipeline stage (for dp and single, one whole-model replica per device) */
     readonly stages: Stage[],
     readonly config: ModelConfig,
+    /** one worker per device, in rank order */
+    readonly devices: string[],
   ) {}
 
   /** Start one worker per device and load the model: replicas (dp) or stages (single, mp, pp). */
@@ -78,20 +88,26 @@ export class ParallelModel {
     if (o.strategy === 'single' && devices.length !== 1) throw new Error(`strategy single takes one device, got ${devices.length}`);
     const cfg = configOf(source);
     const dtype: DType = o.dtype ?? (devices[0]!.startsWith('cuda') ? 'bf16' : 'f32');
+    const chunks = o.chunks ?? 1;
+    if (!Number.isInteger(chunks) || chunks < 1) throw new Error(`chunks (stages per device) must be a positive integer, got ${chunks}`);
+    if (chunks > 1 && (o.strategy === 'dp' || o.strategy === 'single')) throw new Error(`chunks applies to mp and pp, not ${o.strategy}`);
+    if (chunks > 1 && o.placement && o.placement !== 'even') throw new Error('chunks > 1 places layers evenly: give no placement (or "even")');
     let stages: Stage[];
     if (o.strategy === 'dp' || o.strategy === 'single') stages = devices.map((device) => ({ device, start: 0, end: cfg.layers, embed: true, head: true }));
     else if (o.placement && typeof o.placement === 'object') stages = explicitPlacement(cfg, o.placement, devices);
     else if (o.placement === 'memory')
       stages = memoryPlacement(cfg, devices, devices.map((d) => deviceInfo(d).memoryFree), { dtype, batch: 1, maxLen: cfg.maxPositions });
-    else stages = evenPlacement(cfg, devices);
+    else stages = interleavedPlacement(cfg, devices, chunks);
+    // Workers in the order of the stages they hold first (an explicit map may reorder the devices).
+    const ranks = stages.slice(0, stages.length / chunks).map((s) => s.device);
     const kinds = new Set(stages.map((s) => (s.device.startsWith('cuda') ? 'nccl' : 'cpu')));
     if (kinds.size > 1) throw new Error('a pipeline over both CPU and CUDA devices is not supported: use one kind');
     // CPU devices are process-wide (ensureCpuDevices above made them), so the workers see them too.
-    const pool = await DevicePool.start(stages.map((s) => s.device), { modules: [STAGE_MODULE], timeoutMs: o.timeoutMs });
+    const pool = await DevicePool.start(ranks, { modules: [STAGE_MODULE], timeoutMs: o.timeoutMs });
     try {
       const replicas = o.strategy === 'dp' || o.strategy === 'single';
-      await pool.all('load', (r) => ({ source, dtype, seed: o.seed, stage: replicas ? undefined : stages[r] }));
-      if (!replicas && stages.length > 1) {
+      await pool.all('load', (r) => ({ source, dtype, seed: o.seed, stages: replicas ? undefined : stages.filter((_, i) => i % ranks.length === r) }));
+      if (!replicas && ranks.length > 1) {
         const kind = [...kinds][0] as 'cpu' | 'nccl';
         const id = newCommId(kind);
         await pool.all('commInit', () => ({ kind, id, timeoutMs: o.commTimeoutMs }));
@@ -100,7 +116,7 @@ export class ParallelModel {
       await pool.close();
       throw e;
     }
-    return new ParallelModel(o.strategy, pool, stages, cfg);
+    return new ParallelModel(o.strategy, pool, stages, cfg, ranks);
   }
 
   async generate(prompts: number[][], g: ParallelGenerateOptions): Promise<ParallelResult> {
@@ -119,7 +135,7 @@ export class ParallelModel {
     const t0 = performance.now();
     if (this.strategy === 'dp' || this.strategy === 'single') {
       // single is data parallelism over one device: the same engine (captured decode) as each replica.
-      const part = new DataPartitioner(prompts.length, this.stages.length);
+      const part = new DataPartitioner(prompts.length, this.devices.length);
       const res = await this.pool.all<{ tokens: number[][]; t0: number; t1: number; times: { prefillMs: number } }>('generate', (r) => ({
         prompts: part.use(prompts, r),
         opts: { ...sampling, maxTokens: g.maxTokens, stopTokens: [] },
@@ -143,13 +159,13 @@ export class ParallelModel {
   /** Peak allocator bytes per device since the last reset. */
   async memory(reset = false): Promise<{ device: string; peakBytes: number; allocated: number }[]> {
     const stats = await this.pool.all<{ peakAllocated: number; allocated: number }>('memory', () => ({ reset }));
-    return stats.map((s, r) => ({ device: this.stages[r]!.device, peakBytes: s.peakAllocated, allocated: s.allocated }));
+    return stats.map((s, r) => ({ device: this.devices[r]!, peakBytes: s.peakAllocated, allocated: s.allocated }));
   }
 
   /** All-reduce bus bandwidth over the stages' communicator (mp/pp on 2+ devices), GB/s per size. */
   async allReduceBandwidth(sizes: number[], iters = 20): Promise<{ bytes: number; ms: number; busGBps: number }[]> {
-    if (this.strategy === 'dp' || this.strategy === 'single' || this.stages.length < 2) throw new Error('allReduceBandwidth needs an mp/pp model on 2+ devices');
-    const n = this.stages.length;
+    if (this.strategy === 'dp' || this.strategy === 'single' || this.devices.length < 2) throw new Error('allReduceBandwidth needs an mp/pp model on 2+ devices');
+    const n = this.devices.length;
     const out = [];
     for (const bytes of sizes) {
       const ms = Math.max(...(await this.pool.all<number>('allReduceBench', () => ({ bytes, iters }))));
@@ -162,7 +178,7 @@ export class ParallelModel {
   /** Free every worker's model and communicator, then stop the workers (also after a worker died). */
   async close(): Promise<void> {
     try {
-      await Promise.allSettled(this.stages.map((_, r) => this.pool.call(r, 'unload')));
+      await Promise.allSettled(this.devices.map((_, r) => this.pool.call(r, 'unload')));
     } finally {
       await this.pool.close();
     }

@@ -1,5 +1,5 @@
-// The strategies on two GPUs (NCCL between them): greedy tokens under DP, MP and PP equal the
-// single-GPU run. Skipped without two GPUs and NCCL.
+// The strategies on two GPUs (NCCL between them): greedy tokens under DP, MP and PP (also with two
+// interleaved stages a GPU) equal the single-GPU run. Skipped without two GPUs and NCCL.
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -41,6 +41,12 @@ describe.skipIf(!ready)('strategies on two GPUs agree with one', () => {
           const got = (await p.generate(prompts, { maxTokens: 8, microBatches: mb })).tokens;
           expect(got, `${strategy} ${mb ?? ''}`).toEqual(ref);
         }
+      }
+      // Interleaved: 2 stages on each GPU (the presets have 6 layers; the fixture's 2 cannot make 4 stages).
+      if (!source.startsWith('/')) {
+        const p = await ParallelModel.load(source, { strategy: 'pp', devices, dtype, chunks: 2, commTimeoutMs: 30_000, timeoutMs: 60_000 });
+        open.push(p);
+        for (const mb of [1, 2, 3, 4, 6]) expect((await p.generate(prompts, { maxTokens: 8, microBatches: mb })).tokens, `pp, 2 chunks, ${mb}`).toEqual(ref);
       }
     }, 180_000);
   }

@@ -64,6 +64,26 @@ for (const [name, source] of [
         await expect(pp.generate(prompts, { maxTokens: N, microBatches: 7 })).rejects.toThrow(/at most one micro-batch per sequence/);
         await expect(pp.generate(prompts, { maxTokens: N, microBatches: 0 })).rejects.toThrow(/positive integer/);
       });
+
+      it(`pp with 2 interleaved stages a device on ${devices.length} devices, every micro-batch count`, async () => {
+        if (fixture) {
+          // 2 layers cannot make 4 or 6 stages.
+          await expect(ParallelModel.load(folder, { strategy: 'pp', devices, dtype: 'f32', chunks: 2 })).rejects.toThrow(/more stages than layers/);
+          return;
+        }
+        const pp = await ParallelModel.load(folder, { strategy: 'pp', devices, dtype: 'f32', chunks: 2 });
+        open.push(pp);
+        expect(pp.stages.map((s) => [s.device, s.start, s.end])).toEqual(
+          devices.length === 2
+            ? [['cpu:0', 0, 2], ['cpu:1', 2, 4], ['cpu:0', 4, 5], ['cpu:1', 5, 6]]
+            : [['cpu:0', 0, 1], ['cpu:1', 1, 2], ['cpu:2', 2, 3], ['cpu:0', 3, 4], ['cpu:1', 4, 5], ['cpu:2', 5, 6]],
+        );
+        for (let m = 1; m <= prompts.length; m++) expect((await pp.generate(prompts, { maxTokens: N, microBatches: m })).tokens, `${m} micro-batches`).toEqual(reference);
+        const r = await pp.generate(prompts, { maxTokens: 3, microBatches: 4, timeline: true });
+        // Every (stage, micro-batch, step) ran once, on the device that holds the stage.
+        expect(r.tasks.length).toBe(2 * devices.length * 4 * 3);
+        for (const t of r.tasks) expect(t.vstage! % devices.length).toBe(t.stage);
+      });
     }
   });
 }

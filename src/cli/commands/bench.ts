@@ -24,6 +24,7 @@ interface BenchOpts {
   newTokens?: string;
   devices?: string;
   microBatches?: string;
+  chunks?: string;
   repeats?: string;
   prompts?: string;
   strategies?: string;
@@ -111,6 +112,7 @@ async function strategies(opts: BenchOpts, dtype: DType | undefined): Promise<vo
     promptTokens: positiveInt('--prompt-tokens', opts.promptTokens) ?? (opts.quick ? 16 : undefined),
     newTokens: positiveInt('--new-tokens', opts.newTokens) ?? (opts.quick ? 8 : undefined),
     microBatches: positiveInt('--micro-batches', opts.microBatches),
+    chunks: positiveInt('--chunks', opts.chunks),
     prompts: positiveInt('--prompts', opts.prompts),
     repeats: positiveInt('--repeats', opts.repeats),
     strategies: list,
@@ -132,7 +134,7 @@ async function strategies(opts: BenchOpts, dtype: DType | undefined): Promise<vo
         r.error
           ? [r.strategy, r.devices.join(','), r.batch, '-', 'failed', '-', '-', '-', '-', '-']
           : [
-              r.strategy,
+              r.chunks ? `${r.strategy} (${r.chunks} chunks)` : r.strategy,
               r.devices.join(','),
               r.batch,
               r.microBatches,
@@ -182,6 +184,7 @@ export function register(program: Command): void {
     .option('--devices <list>', 'strategies: devices (default: every GPU, else cpu:0,cpu:1)')
     .option('--strategies <list>', 'strategies: which of single,dp,mp,pp (default all)')
     .option('--micro-batches <n>', 'strategies: pp micro-batches (default 2 per stage)')
+    .option('--chunks <n>', 'strategies: pp stages per device, interleaved: a smaller fill and drain for one more transfer per chunk (default 1)')
     .option('--repeats <n>', 'strategies: timed runs per strategy; the median run is reported (default 1)')
     .option('--prompts <n>', 'strategies: single/dp run this many prompts, each device in batches of --batch')
     .option('--out <dir>', 'strategies: where the SVG charts go (default bench/out)')

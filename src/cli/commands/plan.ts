@@ -5,7 +5,7 @@ import { checkDType, type DType } from '../../dtype.js';
 import { deviceInfo, ensureCpuDevices, parseDevice } from '../../device.js';
 import { loadConfig, type ModelConfig } from '../../io/config.js';
 import { presetConfig, PRESETS } from '../../models/presets.js';
-import { evenPlacement, explicitPlacement, memoryPlacement, stageMemory, type Stage } from '../../parallel/placement.js';
+import { explicitPlacement, interleavedPlacement, memoryPlacement, stageMemory, type Stage } from '../../parallel/placement.js';
 import { bytes, table } from '../format.js';
 
 interface PlanOpts {
@@ -14,6 +14,7 @@ interface PlanOpts {
   strategy: string;
   split: string;
   map?: string;
+  chunks: string;
   batch: string;
   maxLen: string;
   dtype?: string;
@@ -36,6 +37,7 @@ export function register(program: Command): void {
     .option('--strategy <s>', 'dp (a replica per device), mp or pp (layers split across devices)', 'pp')
     .option('--split <how>', 'mp/pp: even (the seed\'s get_device_map) or memory (by free memory)', 'even')
     .option('--map <json>', 'mp/pp: explicit map, e.g. \'{"cuda:0":[0,1,2],"cuda:1":[3,4,5]}\'')
+    .option('--chunks <n>', 'mp/pp, even split: stages per device, interleaved (device d of D holds stages d, d + D, ...)', '1')
     .option('--batch <n>', 'sequences the KV cache holds (per device for dp)', '1')
     .option('--max-len <n>', 'tokens per sequence the KV cache holds', '1024')
     .option('--dtype <dtype>', 'bf16 (default on GPUs) or f32 (default on CPUs)')
@@ -46,13 +48,14 @@ export function register(program: Command): void {
       ensureCpuDevices(list);
       const devices = list.map((d) => parseDevice(d));
       const dtype: DType = checkDType(o.dtype ?? (devices[0]!.startsWith('cuda') ? 'bf16' : 'f32'));
-      const batch = Number(o.batch), maxLen = Number(o.maxLen);
-      for (const [flag, v] of [['--batch', batch], ['--max-len', maxLen]] as const)
+      const batch = Number(o.batch), maxLen = Number(o.maxLen), chunks = Number(o.chunks);
+      for (const [flag, v] of [['--batch', batch], ['--max-len', maxLen], ['--chunks', chunks]] as const)
         if (!Number.isInteger(v) || v < 1) throw new Error(`${flag} must be a positive integer`);
       const need = { dtype, batch, maxLen };
       let stages: Stage[];
       if (o.strategy === 'dp') stages = devices.map((device) => ({ device, start: 0, end: cfg.layers, embed: true, head: true }));
       else if (o.strategy === 'mp' || o.strategy === 'pp') {
+        if (chunks > 1 && (o.map || o.split !== 'even')) throw new Error('--chunks > 1 places layers evenly: drop --map and --split');
         if (o.map) {
           let map: Record<string, number[]>;
           try {
@@ -62,13 +65,16 @@ export function register(program: Command): void {
           }
           stages = explicitPlacement(cfg, map, devices);
         } else if (o.split === 'memory') stages = memoryPlacement(cfg, devices, devices.map((d) => deviceInfo(d).memoryFree), need);
-        else if (o.split === 'even') stages = evenPlacement(cfg, devices);
+        else if (o.split === 'even') stages = interleavedPlacement(cfg, devices, chunks);
         else throw new Error(`--split must be even or memory, got "${o.split}"`);
       } else throw new Error(`--strategy must be dp, mp or pp, got "${o.strategy}"`);
+      // A device's stages (several when interleaved) must fit together.
+      const perDevice = new Map<string, number>();
+      for (const s of stages) perDevice.set(s.device, (perDevice.get(s.device) ?? 0) + stageMemory(cfg, s, need).total);
       const rows = stages.map((s) => {
         const m = stageMemory(cfg, s, need);
         const free = deviceInfo(s.device).memoryFree;
-        return { ...s, ...m, free, fits: m.total <= free };
+        return { ...s, ...m, free, fits: perDevice.get(s.device)! <= free };
       });
       if (o.json) return void console.log(JSON.stringify({ model: o.model, strategy: o.strategy, dtype, stages: rows }, null, 2));
       console.log(`${o.model}: ${cfg.family}, ${cfg.layers} layers, hidden ${cfg.hidden}; ${o.strategy} on ${devices.join(', ')}; ${dtype}, KV cache for ${batch} x ${maxLen} tokens`);
