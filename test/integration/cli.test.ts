@@ -64,6 +64,17 @@ describe('parallm CLI', () => {
     expect(() => parallm(['bench', '--repeats', '0'])).toThrow(/--repeats must be a positive integer/);
   });
 
+  it('bench --chunks runs pp with interleaved stages: every (stage, micro-batch, step) task on its device', () => {
+    const out = JSON.parse(parallm(['bench', '--strategies', 'pp', '--chunks', '2', '--micro-batches', '4', '--new-tokens', '3', '--json', '--out', 'bench/out/test'])) as {
+      results: { chunks: number; microBatches: number; newTokens: number; timeline: { stage: number; vstage: number }[] }[];
+    };
+    const r = out.results[0]!;
+    expect(r.chunks).toBe(2);
+    expect(r.timeline).toHaveLength(4 * r.microBatches * r.newTokens);
+    expect(new Set(r.timeline.map((t) => t.vstage))).toEqual(new Set([0, 1, 2, 3]));
+    for (const t of r.timeline) expect(t.vstage % 2).toBe(t.stage);
+  });
+
   it('bench reports a strategy that cannot run, still runs the others, and exits non-zero', () => {
     let err: { status: number; stdout: string; stderr: string } | undefined;
     try {
@@ -93,6 +104,10 @@ describe('parallm CLI', () => {
       ['cpu:1', 6, 12, false, true],
     ]);
     expect(() => parallm(['plan', '--model', 'gpt2', '--devices', 'cpu:0,cpu:1', '--map', '{"cpu:0":[0,1],"cpu:1":[3]}'])).toThrow(/layer 2 is not placed/);
+    // Interleaved: two stages on each device.
+    const inter = JSON.parse(parallm(['plan', '--model', 'gpt2', '--devices', 'cpu:0,cpu:1', '--chunks', '2', '--json'])) as typeof out;
+    expect(inter.stages.map((s) => [s.device, s.start, s.end])).toEqual([['cpu:0', 0, 3], ['cpu:1', 3, 6], ['cpu:0', 6, 9], ['cpu:1', 9, 12]]);
+    expect(() => parallm(['plan', '--model', 'gpt2', '--devices', 'cpu:0,cpu:1', '--chunks', '2', '--split', 'memory'])).toThrow(/--chunks > 1 places layers evenly/);
   });
 
   it('generate streams text from a preset', () => {

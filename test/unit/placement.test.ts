@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { PRESETS } from '../../src/models/presets.js';
-import { evenPlacement, explicitPlacement, getDeviceMap, memoryPlacement, stageMemory } from '../../src/parallel/placement.js';
+import { evenPlacement, explicitPlacement, getDeviceMap, interleavedPlacement, memoryPlacement, stageMemory } from '../../src/parallel/placement.js';
 
 const gpt2 = PRESETS.gpt2!;
 const llama = PRESETS['llama-2-7b']!;
@@ -16,6 +16,23 @@ describe('placement', () => {
     expect(evenPlacement(llama, ['a', 'b', 'c', 'd']).map((x) => [x.start, x.end])).toEqual([[0, 8], [8, 16], [16, 24], [24, 32]]);
     expect(evenPlacement(gpt2, ['a', 'b', 'c']).map((x) => x.end - x.start)).toEqual([4, 4, 4]);
     expect(evenPlacement({ ...gpt2, layers: 10 }, ['a', 'b', 'c']).map((x) => x.end - x.start)).toEqual([4, 4, 2]);
+  });
+
+  it('interleaves chunks: stage i on device i mod devices, sizes differing by at most one', () => {
+    expect(interleavedPlacement(llama, ['cuda:0', 'cuda:1'], 2)).toEqual([
+      { device: 'cuda:0', start: 0, end: 8, embed: true, head: false },
+      { device: 'cuda:1', start: 8, end: 16, embed: false, head: false },
+      { device: 'cuda:0', start: 16, end: 24, embed: false, head: false },
+      { device: 'cuda:1', start: 24, end: 32, embed: false, head: true },
+    ]);
+    // 12 layers in 8 stages: 2, 2, 2, 2, 1, 1, 1, 1 (get_device_map's chunks of 2 would leave stages empty).
+    expect(interleavedPlacement(gpt2, ['a', 'b'], 4).map((x) => [x.device, x.end - x.start])).toEqual([
+      ['a', 2], ['b', 2], ['a', 2], ['b', 2], ['a', 1], ['b', 1], ['a', 1], ['b', 1],
+    ]);
+    expect(interleavedPlacement(gpt2, ['a', 'b'], 1)).toEqual(evenPlacement(gpt2, ['a', 'b']));
+    expect(() => interleavedPlacement(gpt2, ['a', 'b'], 7)).toThrow(/14 stages for 12 layers: more stages than layers/);
+    expect(() => interleavedPlacement(gpt2, ['a', 'b'], 0)).toThrow(/positive integer/);
+    expect(() => interleavedPlacement(gpt2, ['a', 'a'], 2)).toThrow(/listed twice/);
   });
 
   it('rejects more stages than layers, empty devices, duplicates', () => {
