@@ -372,6 +372,7 @@ function runStages(models: Model[], c: Communicator | null, rank: number, world:
       if (sl.out && !sampled.flat().includes(sl.out)) sl.out.dispose();
       sl.xOut?.dispose();
     }
+    if (made?.dispose) made.t.dispose(); // an error left a prefill output unsent
     for (const t of inbox.values()) t.dispose();
     for (const t of sampled.flat()) t.dispose();
     for (const t of owned) t.dispose();

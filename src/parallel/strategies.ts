@@ -4,7 +4,8 @@
 //            input order;
 //   mp     — layers split across devices, one micro-batch: one device busy at a time;
 //   pp     — the same split, the batch cut into micro-batches that flow through the stages on the
-//            clock-cycle schedule, each stage running ahead as far as its inputs allow.
+//            clock-cycle schedule (pipelineSchedule), optionally with several interleaved stages per
+//            device (`chunks`).
 // mp is pp with one micro-batch: the same code, not a second path.
 import { fileURLToPath } from 'node:url';
 import type { DType } from '../dtype.js';
