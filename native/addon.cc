@@ -17,7 +17,8 @@
 #ifdef PARALLM_WITH_CUDA
 #include "cuda/kernels.h"
 namespace parallm::cuda {
-void matmul_sm90_splits(int n);  // benchmark hook (native/cuda/matmul.cu)
+void matmul_sm90_splits(int n);      // benchmark hook (native/cuda/matmul.cu)
+void matmul_sm90_tma_store(int on);  // test hook (native/cuda/matmul.cu)
 }
 #endif
 
@@ -423,6 +424,18 @@ Napi::Value MatmulSplitK(const Napi::CallbackInfo& info) {
     if (n < -1 || n == 0 || n > 32) fail("matmulSplitK: expected -1 (automatic) or 1..32, got ", n);
 #ifdef PARALLM_WITH_CUDA
     cuda::matmul_sm90_splits(n);
+#endif
+    return info.Env().Undefined();
+  });
+}
+
+// Test hook: the sm90 matmul stores C through the TMA (true, the default where it applies) or from
+// registers (false). No-op without CUDA.
+Napi::Value MatmulTmaStore(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    if (info.Length() < 1 || !info[0].IsBoolean()) fail("matmulTmaStore: expected a boolean");
+#ifdef PARALLM_WITH_CUDA
+    cuda::matmul_sm90_tma_store(info[0].As<Napi::Boolean>().Value() ? 1 : 0);
 #endif
     return info.Env().Undefined();
   });
@@ -1080,6 +1093,7 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   fn("resetPeakMemory", ResetPeak);
   fn("emptyCache", EmptyCache);
   fn("matmulSplitK", MatmulSplitK);
+  fn("matmulTmaStore", MatmulTmaStore);
   fn("captureBegin", CaptureBegin);
   fn("captureEnd", CaptureEnd);
   fn("eventCreate", EventCreate);

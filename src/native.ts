@@ -73,6 +73,7 @@ export interface NativeBinding {
   emptyCache(device: string): void;
   /** benchmark hook: K slices of the sm90 matmul (-1 automatic, 1 off) */
   matmulSplitK(n: number): void;
+  matmulTmaStore(on: boolean): void;
   captureBegin(device: string): void;
   captureEnd(device: string): NativeGraph;
   eventCreate(device: string): NativeEvent;

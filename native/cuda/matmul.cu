@@ -41,6 +41,7 @@ enum Path { kAuto = 0, kSm90 = 1, kSm80 = 2, kSimt = 3, kGemv = 4 };
 std::atomic<int> g_force{kAuto};
 std::atomic<int> g_persist{-1};
 std::atomic<int> g_splits{-1};  // test hook: -1 = chosen per call, n = n K slices when possible
+std::atomic<int> g_tma_store{1};  // test hook: 0 = the sm90 epilogue stores C from registers
 std::atomic<int> g_gemv_variant{0};  // test hook: 0 = 8 rows x unroll 4, 1 = 16 x 4, 2 = 8 x 8
 thread_local int t_last_path = kAuto;
 
@@ -184,6 +185,10 @@ int sm90_splits(int tiles, int nk, int64_t M, int64_t N) {
 
 template <typename T, bool TA, bool TB>
 void launch_sm90_t(const Args& a, const CUtensorMap& mA, const CUtensorMap& mB) {
+  // C through the TMA when nothing is read back (beta == 0) and its rows are whole 16-byte units.
+  CUtensorMap mC{};
+  const int store_tma = a.beta == 0.f && a.N % 8 == 0 && aligned16(a.C) && g_tma_store.load(std::memory_order_relaxed) &&
+                        make_tensor_map(&mC, a.dt, a.C, a.N, a.M, 64, 64);
   constexpr auto kern = mm::s90_kernel<T, TA, TB>;
   set_smem_once<kern>(mm::S90_SMEM, "sm90");
   int tm = (a.M + mm::S90_BM - 1) / mm::S90_BM, tn = (a.N + mm::S90_BN - 1) / mm::S90_BN;
@@ -199,9 +204,9 @@ void launch_sm90_t(const Args& a, const CUtensorMap& mA, const CUtensorMap& mB) 
     // Stream-ordered, so a captured graph owns its workspace (as attention_decode's does).
     PARALLM_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&ws), ws_bytes, a.stream),
                        PARALLM_MM_WHERE(a, "sm90 split-K workspace"), ": ", ws_bytes, " bytes for ", splits, " slices");
-  kern<<<unsigned(grid), 384, mm::S90_SMEM, a.stream>>>(mA, mB, static_cast<const T*>(a.bias),
-                                                                    static_cast<T*>(a.C), a.M, a.N, a.K, a.alpha,
-                                                                    a.beta, tm, tn, a.pair_ok, splits, ws);
+  kern<<<unsigned(grid), 384, mm::S90_SMEM, a.stream>>>(mA, mB, mC, splits == 1 ? store_tma : 0,
+                                                        static_cast<const T*>(a.bias), static_cast<T*>(a.C), a.M,
+                                                        a.N, a.K, a.alpha, a.beta, tm, tn, a.pair_ok, splits, ws);
   PARALLM_LAUNCH_CHECK(PARALLM_MM_WHERE(a, "sm90"));
   if (splits > 1) {
     const int64_t pairs = int64_t(a.M) * ((a.N + 1) / 2);
@@ -299,6 +304,7 @@ int matmul_last_path() { return t_last_path; }
 void matmul_sm90_persistent(int mode) { g_persist.store(mode, std::memory_order_relaxed); }
 void matmul_gemv_variant(int v) { g_gemv_variant.store(v, std::memory_order_relaxed); }
 void matmul_sm90_splits(int n) { g_splits.store(n, std::memory_order_relaxed); }
+void matmul_sm90_tma_store(int on) { g_tma_store.store(on, std::memory_order_relaxed); }
 
 void matmul(cudaStream_t stream, DType dt, const void* A, const void* B, const void* bias, void* C, int64_t M,
             int64_t N, int64_t K, bool transA, bool transB, float alpha, float beta) {

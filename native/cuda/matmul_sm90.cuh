@@ -21,8 +21,10 @@ constexpr int S90_BM = 128, S90_BN = 256, S90_BK = 64, S90_STAGES = 4;
 constexpr int S90_A_BYTES = S90_BM * S90_BK * 2, S90_B_BYTES = S90_BN * S90_BK * 2;
 constexpr int S90_STAGE_BYTES = S90_A_BYTES + S90_B_BYTES;
 constexpr int S90_BOX = 8192;  // one 64 x 64 box of 16-bit elements with 128-byte rows
-// Ring + room to align it to 1024 bytes (the swizzle atom) + the mbarriers.
-constexpr size_t S90_SMEM = size_t(S90_STAGES) * S90_STAGE_BYTES + 1024 + 2 * S90_STAGES * 8;
+// The epilogue's staging: per consumer warpgroup, half its 64 x 256 output (two 64 x 64 boxes).
+constexpr int S90_EPI_BYTES = 2 * S90_BOX;
+// Ring + epilogue staging + room to align both to 1024 bytes (the swizzle atom) + the mbarriers.
+constexpr size_t S90_SMEM = size_t(S90_STAGES) * S90_STAGE_BYTES + 2 * S90_EPI_BYTES + 1024 + 2 * S90_STAGES * 8;
 
 #ifdef PARALLM_SM90A
 __device__ __forceinline__ uint32_t s90_smem(const void* p) { return static_cast<uint32_t>(__cvta_generic_to_shared(p)); }
@@ -51,6 +53,19 @@ __device__ __forceinline__ void tma_load_2d(uint32_t dst, const CUtensorMap* map
       "l"(reinterpret_cast<uint64_t>(map)), "r"(bar), "r"(c0), "r"(c1)
       : "memory");
 }
+// Shared -> global through the TMA (a box of C), as one bulk group; the wait forms let the staging buffer
+// be reused once the TMA has read it, and make the writes complete before the block exits.
+__device__ __forceinline__ void tma_store_2d(const CUtensorMap* map, uint32_t src, int c0, int c1) {
+  asm volatile("cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%2, %3}], [%1];" ::"l"(
+                   reinterpret_cast<uint64_t>(map)),
+               "r"(src), "r"(c0), "r"(c1)
+               : "memory");
+}
+__device__ __forceinline__ void bulk_commit() { asm volatile("cp.async.bulk.commit_group;" ::: "memory"); }
+__device__ __forceinline__ void bulk_wait_read() { asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory"); }
+__device__ __forceinline__ void bulk_wait_all() { asm volatile("cp.async.bulk.wait_group 0;" ::: "memory"); }
+// The 128 threads of consumer warpgroup cw (named barriers 1 and 2; 0 is __syncthreads).
+__device__ __forceinline__ void wg_sync(int cw) { asm volatile("bar.sync %0, 128;" ::"r"(cw + 1) : "memory"); }
 // Shared-memory matrix descriptor, 128-byte swizzle. K-major: rows of 64 k, 8-row groups 1024 bytes
 // apart (SBO). M/N-major: rows of 64 m/n per k, 8-k groups 1024 apart (SBO), 64-wide m/n chunks LBO apart.
 __device__ __forceinline__ uint64_t s90_desc(uint32_t addr, uint32_t lbo, uint32_t sbo) {
@@ -62,14 +77,16 @@ __device__ __forceinline__ uint64_t s90_desc(uint32_t addr, uint32_t lbo, uint32
 template <typename T, bool TA, bool TB>
 __global__ void __launch_bounds__(384, 1)
     s90_kernel(const __grid_constant__ CUtensorMap tmA, const __grid_constant__ CUtensorMap tmB,
-               const T* __restrict__ bias, T* __restrict__ C, int M, int N, int K, float alpha, float beta,
-               int tiles_m, int tiles_n, int pair_ok, int splits, float* __restrict__ ws) {
+               const __grid_constant__ CUtensorMap tmC, int store_tma, const T* __restrict__ bias,
+               T* __restrict__ C, int M, int N, int K, float alpha, float beta, int tiles_m, int tiles_n,
+               int pair_ok, int splits, float* __restrict__ ws) {
 #ifdef PARALLM_SM90A
   extern __shared__ uint8_t s90_raw[];
   // Align in the shared address space (the swizzle pattern follows shared addresses).
   const uint32_t raw_s = s90_smem(s90_raw);
   uint8_t* ring = s90_raw + ((1024 - (raw_s & 1023)) & 1023);
-  uint64_t* full = reinterpret_cast<uint64_t*>(ring + S90_STAGES * S90_STAGE_BYTES);
+  uint8_t* epi = ring + S90_STAGES * S90_STAGE_BYTES;  // 1024-aligned, as the ring's size is
+  uint64_t* full = reinterpret_cast<uint64_t*>(epi + 2 * S90_EPI_BYTES);
   uint64_t* empty = full + S90_STAGES;
   const uint32_t ring_s = s90_smem(ring);
 
@@ -175,7 +192,46 @@ __global__ void __launch_bounds__(384, 1)
       const int w = (threadIdx.x % 128) / 32;
       const int row = m0 + cw * 64 + w * 16 + lane / 4;
       const int colb = n0 + 2 * (lane % 4);
-      if (splits == 1) {
+      if (splits == 1 && store_tma) {
+        // Through shared memory and the TMA (beta == 0, N % 8 == 0): each half of the warpgroup's 64 x 256
+        // is written into two swizzled 64 x 64 boxes and stored by one thread, asynchronously, so the
+        // warpgroup goes on to its next tile's wgmmas while the TMA writes this one (the TMA also clips
+        // the tile's edges). Storing straight from registers kept the tensor cores idle for the whole
+        // epilogue: 13% of a 4096^3 GEMM.
+        using P = Pair2<T>;
+        uint8_t* eb = epi + cw * S90_EPI_BYTES;
+        const bool leader = threadIdx.x % 128 == 0;
+        const int r0 = w * 16 + lane / 4;  // rows r0 and r0 + 8 of the warpgroup's 64
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+          if (leader) bulk_wait_read();  // the previous stores from this buffer have read it
+          wg_sync(cw);
+#pragma unroll
+          for (int jj = 0; jj < 16; ++jj) {
+            const int j = half * 16 + jj;
+            const int col = colb + 8 * j;
+            float b0 = 0.f, b1 = 0.f;
+            if (bias && col < N) b0 = f32(bias[col]), b1 = f32(bias[col + 1]);  // N % 8 == 0: col + 1 < N too
+            // Box jj / 8, 16-byte chunk jj % 8 of a 128-byte row, XOR the row (the 128-byte swizzle),
+            // which also spreads a warp's 8 rows over all 32 banks.
+            uint8_t* box = eb + (jj / 8) * S90_BOX + 4 * (lane % 4);
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+              const int r = r0 + 8 * h;
+              *reinterpret_cast<typename P::type*>(box + r * 128 + (((jj % 8) ^ (r % 8)) * 16)) =
+                  P::make(alpha * acc[4 * j + 2 * h] + b0, alpha * acc[4 * j + 2 * h + 1] + b1);
+            }
+          }
+          asm volatile("fence.proxy.async.shared::cta;" ::: "memory");  // visible to the TMA
+          wg_sync(cw);
+          if (leader) {
+            const int c0 = n0 + half * 128, r = m0 + cw * 64;
+            tma_store_2d(&tmC, s90_smem(eb), c0, r);
+            tma_store_2d(&tmC, s90_smem(eb + S90_BOX), c0 + 64, r);
+            bulk_commit();
+          }
+        }
+      } else if (splits == 1) {
 #pragma unroll
         for (int j = 0; j < 32; ++j) {
           store2(C, bias, M, N, row, colb + 8 * j, acc[4 * j], acc[4 * j + 1], alpha, beta, pair_ok);
@@ -192,6 +248,8 @@ __global__ void __launch_bounds__(384, 1)
         }
       }
     }
+    // The TMA stores must finish reading shared memory (and writing C) before the block exits.
+    if (store_tma && threadIdx.x % 128 == 0) bulk_wait_all();
   }
 #endif
 }

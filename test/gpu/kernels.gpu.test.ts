@@ -58,6 +58,40 @@ describe.skipIf(gpus === 0)('CUDA kernels match the CPU backend and float64 refe
     });
 });
 
+describe.skipIf(gpus === 0)('sm90 matmul epilogue: C through the TMA', () => {
+  // Tile edges in M (not a multiple of 64 or 128) and N (a multiple of 8, not of 64 or 256), bias and
+  // alpha; beta = 0 (the TMA path). The same inputs with the registers' epilogue give identical bits.
+  for (const [M, N, K, tb, withBias] of [
+    [200, 1000, 512, true, true],
+    [333, 4104, 1024, false, false],
+    [129, 264, 4096, true, true],
+    [2048, 22016, 256, true, false],
+  ] as const)
+    it(`${M}x${N}x${K}${tb ? ' B^T' : ''}${withBias ? ', bias' : ''}, alpha 0.5: equals the register epilogue${M * N * K < 5e8 ? ' and float64' : ''}`, () => {
+      const a = randT([M, K], 'bf16', dev, 41);
+      const b = randT(tb ? [N, K] : [K, N], 'bf16', dev, 42);
+      const bias = withBias ? randT([N], 'bf16', dev, 43) : null;
+      const viaTma = poisoned([M, N], 'bf16', dev);
+      const viaRegs = poisoned([M, N], 'bf16', dev);
+      ops.matmul(a.t, b.t, { transB: tb, bias: bias?.t, alpha: 0.5, out: viaTma });
+      native.matmulTmaStore(false);
+      try {
+        ops.matmul(a.t, b.t, { transB: tb, bias: bias?.t, alpha: 0.5, out: viaRegs });
+      } finally {
+        native.matmulTmaStore(true);
+      }
+      const o = viaTma.toArray(), r = viaRegs.toArray();
+      let differ = 0;
+      for (let i = 0; i < o.length; i++) {
+        if (!Number.isFinite(o[i]!)) throw new Error(`element ${i} unwritten`);
+        if (o[i] !== r[i]) differ++;
+      }
+      expect(differ, 'elements that differ from the register epilogue').toBe(0);
+      if (M * N * K < 5e8) expect(relError(o, matmulRef(a.v, b.v, bias?.v ?? null, null, M, N, K, false, tb, 0.5, 0))).toBeLessThan(1e-2);
+      [a.t, b.t, viaTma, viaRegs, ...(bias ? [bias.t] : [])].forEach((t) => t.dispose());
+    });
+});
+
 describe.skipIf(gpus === 0)('split-K matmul (decode batches on the sm90 path)', () => {
   // Every element against float64: an odd N (scalar partials), bias, alpha and beta.
   for (const [M, N, K, splits] of [
