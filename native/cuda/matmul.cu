@@ -185,16 +185,17 @@ int sm90_splits(int tiles, int nk, int64_t M, int64_t N) {
 
 template <typename T, bool TA, bool TB>
 void launch_sm90_t(const Args& a, const CUtensorMap& mA, const CUtensorMap& mB) {
-  // C through the TMA when nothing is read back (beta == 0) and its rows are whole 16-byte units.
-  CUtensorMap mC{};
-  const int store_tma = a.beta == 0.f && a.N % 8 == 0 && aligned16(a.C) && g_tma_store.load(std::memory_order_relaxed) &&
-                        make_tensor_map(&mC, a.dt, a.C, a.N, a.M, 64, 64);
   constexpr auto kern = mm::s90_kernel<T, TA, TB>;
   set_smem_once<kern>(mm::S90_SMEM, "sm90");
   int tm = (a.M + mm::S90_BM - 1) / mm::S90_BM, tn = (a.N + mm::S90_BN - 1) / mm::S90_BN;
   const int tiles = tm * tn;
   const int nk = (a.K + mm::S90_BK - 1) / mm::S90_BK;
   const int splits = sm90_splits(tiles, nk, a.M, a.N);
+  // C through the TMA when the kernel writes C itself (no split-K reduce), nothing is read back
+  // (beta == 0) and C's rows are whole 16-byte units; its map is encoded only then.
+  CUtensorMap mC{};
+  const int store_tma = splits == 1 && a.beta == 0.f && a.N % 8 == 0 && aligned16(a.C) &&
+                        g_tma_store.load(std::memory_order_relaxed) && make_tensor_map(&mC, a.dt, a.C, a.N, a.M, 64, 64);
   const int units = tiles * splits;
   const int persist = g_persist.load(std::memory_order_relaxed);
   const int grid = persist == 0 ? units : std::min(units, device_sms());
@@ -204,7 +205,7 @@ void launch_sm90_t(const Args& a, const CUtensorMap& mA, const CUtensorMap& mB) 
     // Stream-ordered, so a captured graph owns its workspace (as attention_decode's does).
     PARALLM_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&ws), ws_bytes, a.stream),
                        PARALLM_MM_WHERE(a, "sm90 split-K workspace"), ": ", ws_bytes, " bytes for ", splits, " slices");
-  kern<<<unsigned(grid), 384, mm::S90_SMEM, a.stream>>>(mA, mB, mC, splits == 1 ? store_tma : 0,
+  kern<<<unsigned(grid), 384, mm::S90_SMEM, a.stream>>>(mA, mB, mC, store_tma,
                                                         static_cast<const T*>(a.bias), static_cast<T*>(a.C), a.M,
                                                         a.N, a.K, a.alpha, a.beta, tm, tn, a.pair_ok, splits, ws);
   PARALLM_LAUNCH_CHECK(PARALLM_MM_WHERE(a, "sm90"));

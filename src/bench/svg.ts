@@ -1,5 +1,7 @@
 // Small SVG charts with no dependencies: a bar chart (throughput by strategy) and a pipeline timeline
 // (one row per stage, one box per task) that shows the bubble.
+import type { TaskTime } from '../parallel/stage-worker.js';
+
 const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 const COLORS = ['#4e79a7', '#f28e2b', '#59a14f', '#e15759', '#76b7b2', '#edc948', '#b07aa1', '#ff9da7', '#9c755f', '#bab0ac'];
 
@@ -25,16 +27,8 @@ ${rows}
 `;
 }
 
-export interface TimelineTask {
-  /** the row: a device's rank */
-  stage: number;
-  /** the pipeline stage, when a device holds several (interleaved) */
-  vstage?: number;
-  mb: number;
-  step: number;
-  t0: number;
-  t1: number;
-}
+/** What a chart needs of a pipeline task: its row (`stage`, the device's rank), its stage, its times. */
+export type TimelineTask = Pick<TaskTime, 'stage' | 'vstage' | 'mb' | 'step' | 't0' | 't1'>;
 
 /** One row per stage, a box per task coloured by micro-batch; white space is the bubble. */
 export function timelineChart(title: string, tasks: TimelineTask[], stages: string[]): string {

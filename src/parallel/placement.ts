@@ -5,6 +5,7 @@
 import type { DType } from '../dtype.js';
 import type { ModelConfig } from '../io/config.js';
 import { embedBytes, headBytes, layerKvBytes, layerWeightBytes, stageWeightBytes } from '../models/sizes.js';
+import { splitSizes } from './schedule.js';
 
 export interface Stage {
   device: string;
@@ -85,8 +86,7 @@ export function interleavedPlacement(cfg: ModelConfig, devices: string[], chunks
   if (S > cfg.layers) throw new Error(`placement: ${chunks} stages on each of ${devices.length} devices is ${S} stages for ${cfg.layers} layers: more stages than layers`);
   if (chunks === 1) return evenPlacement(cfg, devices);
   const slots = Array.from({ length: S }, (_, i) => `stage ${i}`);
-  const counts = slots.map((_, i) => Math.floor(cfg.layers / S) + (i < cfg.layers % S ? 1 : 0));
-  return stagesFromCounts(slots, counts).map((s, i) => ({ ...s, device: devices[i % devices.length]! }));
+  return stagesFromCounts(slots, splitSizes(cfg.layers, S)).map((s, i) => ({ ...s, device: devices[i % devices.length]! }));
 }
 
 /**
