@@ -97,3 +97,85 @@ void sample(PARALLM_KCTX ctx, DType dt, const void* logits, int32_t* out, int64_
 // out[i] = low + (high - low) * uniform01(seed, 0, i) for i < n (native/core/rng.h): the same values on
 // either backend, filled on the device (random-init presets of billions of weights never cross PCIe).
 void fill_uniform(PARALLM_KCTX ctx, DType dt, void* out, int64_t n, uint64_t seed, float low, float high);
+
+// ============================================================================================ training
+// Backward kernels, one beside each forward family in the backend files (as llm.c keeps them). Gradient
+// tensors have the element type `dt` of the call, like the activations. "+=" means the kernel adds into
+// what is there (gradients summed over uses and micro-steps; the caller zeroes them once); "=" means it
+// overwrites. Partial sums are f32 and, on both backends, deterministic: the same inputs give the same
+// bits on every run (no floating-point atomics whose order varies).
+//
+// Linear / matmul backward needs no kernel of its own: dX = dY W and dW += dY^T X are matmuls (transA,
+// beta = 1); the bias gradient is sum_rows.
+
+// out[c] (+)= sum over r < R of x[r*C + c], summed in f32 (accumulate: +=, else =). out has C elements.
+void sum_rows(PARALLM_KCTX ctx, DType dt, const void* x, void* out, int64_t R, int64_t C, bool accumulate);
+
+// LayerNorm backward, with mean and rstd (f32[R]) saved by the forward; xhat = (x - mean) * rstd:
+//   dgamma[c] += sum_r dy[r,c] xhat[r,c];  dbeta[c] += sum_r dy[r,c]
+//   g = dy * gamma;  dx[r,c] += rstd[r] * (g[r,c] - mean_c(g[r,:]) - xhat[r,c] * mean_c(g[r,:] xhat[r,:]))
+void layernorm_backward(PARALLM_KCTX ctx, DType dt, const void* dy, const void* x, const void* gamma,
+                        const float* mean, const float* rstd, void* dx, void* dgamma, void* dbeta, int64_t R,
+                        int64_t C);
+
+// RMSNorm backward, with rstd (f32[R]) saved by the forward; xhat = x * rstd:
+//   dw[c] += sum_r dy[r,c] xhat[r,c]
+//   g = dy * w;  dx[r,c] += rstd[r] * (g[r,c] - xhat[r,c] * mean_c(g[r,:] xhat[r,:]))
+void rmsnorm_backward(PARALLM_KCTX ctx, DType dt, const void* dy, const void* x, const void* w, const float* rstd,
+                      void* dx, void* dw, int64_t R, int64_t C);
+
+// dx = dy * gelu'(x) (the tanh form's exact derivative), n elements; dx may be dy (in place).
+void gelu_backward(PARALLM_KCTX ctx, DType dt, const void* x, const void* dy, void* dx, int64_t n);
+
+// Backward of silu_gate: with s = sigmoid(gate), y = gate s up, dy contiguous [R, F]:
+//   dgate[r*in_stride + f] = dy up s (1 + gate (1 - s));  dup[r*in_stride + f] = dy gate s  (both =)
+// (gate/up and dgate/dup may be the two halves of one [R, 2F] buffer: in_stride = 2F.)
+void silu_gate_backward(PARALLM_KCTX ctx, DType dt, const void* gate, const void* up, const void* dy, void* dgate,
+                        void* dup, int64_t R, int64_t F, int64_t in_stride);
+
+// Rope backward in place: the inverse rotation (angle -a, same a as rope), so rope_backward(rope(x)) = x.
+void rope_backward(PARALLM_KCTX ctx, DType dt, void* dx, const int32_t* pos, int64_t R, int H, int D,
+                   int64_t tstride, int rot_dim, float theta);
+
+// Causal attention over T tokens per sequence (Tq = Tk = T), as attention_prefill, forward for training:
+// out as attention_prefill, and lse[(b*Hq + h)*T + i] = log sum_j exp(scale q.k_j) (f32) for the backward.
+void attention_forward(PARALLM_KCTX ctx, DType dt, const void* q, const void* k, const void* v, void* out,
+                       float* lse, int B, int T, int Hq, int Hkv, int D, int64_t q_bstride, int64_t q_tstride,
+                       int64_t kv_bstride, int64_t kv_tstride, float scale);
+
+// Attention backward, flash-style (scores recomputed from q, k and lse, never stored whole): with
+// P = exp(scale q k^T - lse) under the causal mask, dP = dout v^T, dS = P (dP - rowsum(dout * out)):
+//   dq = scale dS k;  dk = scale dS^T q;  dv = P^T dout   (all =; dk, dv summed over a group's q heads)
+// q/dq use q_bstride/q_tstride, k/v/dk/dv use kv_bstride/kv_tstride (so dq, dk, dv may be views of one
+// fused [B*T, (Hq + 2 Hkv) D] buffer); out and dout are contiguous [B, T, Hq, D]. workspace: f32 of
+// attention_backward_workspace(B, T, Hq, D) elements, for the backend's partial sums.
+void attention_backward(PARALLM_KCTX ctx, DType dt, const void* q, const void* k, const void* v, const void* out,
+                        const void* dout, const float* lse, void* dq, void* dk, void* dv, float* workspace, int B,
+                        int T, int Hq, int Hkv, int D, int64_t q_bstride, int64_t q_tstride, int64_t kv_bstride,
+                        int64_t kv_tstride, float scale);
+inline int64_t attention_backward_workspace(int64_t B, int64_t T, int64_t Hq, int64_t D) { return B * Hq * T * (D + 1); }
+
+// Embedding backward: dtable[ids[n], :] += dout[n, :] for n < N (C columns); ids outside [0, V) add nothing.
+// Deterministic: rows with the same id are summed in n order.
+void embedding_backward(PARALLM_KCTX ctx, DType dt, const int32_t* ids, const void* dout, void* dtable, int64_t N,
+                        int64_t V, int64_t C);
+
+// The classifier, fused: per row r of V logits with target t = targets[r]:
+//   losses[r] = logsumexp(logits[r,:]) - logits[r,t]  (f32; 0 when t == ignore_index)
+//   dlogits[r,v] = dscale * (softmax(logits[r,:])[v] - (v == t))  (0 for the whole row when t == ignore_index)
+// dlogits may be null (loss only) or logits itself (in place: llm.c's trick, the probabilities are never
+// stored apart). Targets outside [0, V) other than ignore_index count as ignored.
+void cross_entropy(PARALLM_KCTX ctx, DType dt, const void* logits, const int32_t* targets, float* losses,
+                   void* dlogits, int64_t R, int64_t V, int ignore_index, float dscale);
+
+// out[0] = sum over i < n of f32(x[i])^2 (=), summed in f32 in a fixed order: the gradient's squared norm.
+void sum_squares(PARALLM_KCTX ctx, DType dt, const void* x, float* out, int64_t n);
+
+// AdamW over one flat parameter buffer, fused (one kernel for every parameter). master, m, v are f32[n];
+// grad has type dt; param (type dt, may be null) receives the updated master cast to dt (the compute copy).
+// Elements [0, n_decay) get decoupled weight decay, the rest (norms, biases) none. With g = grad * grad_scale:
+//   m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;  mh = m / (1 - b1^step);  vh = v / (1 - b2^step)
+//   master -= lr (mh / (sqrt(vh) + eps) + wd master [i < n_decay]);  param = dt(master)
+void adamw(PARALLM_KCTX ctx, DType dt, float* master, void* param, const void* grad, float* m, float* v, int64_t n,
+           int64_t n_decay, float lr, float beta1, float beta2, float eps, float weight_decay, float grad_scale,
+           int step);
