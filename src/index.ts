@@ -1,4 +1,5 @@
-// parallm: multi-GPU inference and training of GPT-2 and LLaMA models from Node.js.
+// parallm: multi-GPU inference and training of GPT-2 and LLaMA models from Node.js. The benchmark
+// runners are the `parallm/bench` subpath (src/bench/index.ts).
 export { Tensor, numelOf, type Shape, type TensorOptions } from './tensor.js';
 export { type DType, DTYPES, dtypeSize, f32ToBf16, bf16ToF32, f32ToF16, f16ToF32 } from './dtype.js';
 export {
@@ -19,18 +20,44 @@ export {
 } from './device.js';
 export { DeviceEvent, DeviceStream, Graph, capture } from './runtime.js';
 export * as ops from './ops.js';
-export { runKernelBench, type KernelBenchOptions, type KernelBenchResult } from './bench/kernels.js';
 export { Model, type LoadOptions } from './models/model.js';
 export { PRESETS, presetConfig } from './models/presets.js';
+export { modelConfig } from './models/source.js';
+export type { Stage } from './models/weights.js';
 export { generate, generateSteps, streamText, type GenerateOptions, type Generation, type StepEvent, type SamplingOptions } from './engine/generate.js';
 export { loadConfig, parseConfig, type ModelConfig, type ModelFamily } from './io/config.js';
 export { SafetensorsFile, WeightStore, writeSafetensors, type StDType, type StTensorInfo } from './io/safetensors.js';
 export { gpt2Tokenizer, loadTokenizer, loadTokenizerSync, type Tokenizer } from './io/tokenizer.js';
-export { runGenerateBench, type GenerateBenchOptions, type GenerateBenchResult } from './bench/generate.js';
-export { clockCycles, stageTasks, idealUtilization, splitSizes } from './parallel/schedule.js';
-export { getDeviceMap, evenPlacement, memoryPlacement, explicitPlacement, stageMemory, type Stage, type MemoryNeeds } from './parallel/placement.js';
-export { ParallelModel, type Strategy, type ParallelOptions, type ParallelGenerateOptions, type ParallelResult } from './parallel/strategies.js';
+export {
+  generationSchedule,
+  gpipeSchedule,
+  oneFOneBSchedule,
+  clockTable,
+  scheduleProblems,
+  idealUtilization,
+  splitSizes,
+  type Schedule,
+  type PlanTask,
+  type TaskKind,
+  type Edge,
+  type EdgeKind,
+} from './parallel/schedule.js';
+export { Mesh, type MeshShape, type MeshAxis } from './parallel/mesh.js';
+export {
+  getDeviceMap,
+  evenPlacement,
+  interleavedPlacement,
+  memoryPlacement,
+  explicitPlacement,
+  placeStages,
+  stageMemory,
+  type PlacedStage,
+  type MemoryNeeds,
+  type Strategy,
+} from './parallel/placement.js';
+export { generationPlan, type PipelinePlan, type PlanStage } from './engine/plan.js';
+export { ParallelModel, type ParallelOptions, type ParallelGenerateOptions, type ParallelResult } from './engine/parallel-model.js';
+export type { TaskTime } from './engine/executor.js';
 export { DevicePool, type PoolOptions, type Handler, type WorkerContext } from './parallel/pool.js';
 export { Communicator, ncclStatus, newCommId, type CommKind, type ReduceOp } from './parallel/comm.js';
 export { DataPartitioner } from './parallel/partitioner.js';
-export { runStrategyBench, type StrategyBenchOptions, type StrategyBenchResult } from './bench/strategies.js';

@@ -380,7 +380,8 @@ export function argmax(x: Tensor, out?: Tensor): Tensor {
   return y;
 }
 
-export interface SampleOptions {
+/** How tokens are drawn from logits: the one declaration (engine/sampling.ts resolves the defaults). */
+export interface SamplingOptions {
   /** <= 0: greedy */
   temperature?: number;
   /** 0: no top-k cut */
@@ -389,6 +390,9 @@ export interface SampleOptions {
   topP?: number;
   /** any integer below 2^53 */
   seed?: number;
+}
+
+export interface SampleOptions extends SamplingOptions {
   /** i32 [R] per-row counters mixed into the random draw (e.g. each sequence's position) */
   offsets?: Tensor | null;
   out?: Tensor;

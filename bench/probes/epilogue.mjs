@@ -1,6 +1,6 @@
 // Probe: the sm90 matmul with C stored through the TMA (default) against the registers' epilogue, on
 // the same card in one process, alternating, for the prefill-sized GEMMs. Prints one line per case.
-import { runKernelBench } from '../../dist/index.js';
+import { runKernelBench } from '../../dist/bench/index.js';
 import { native } from '../../dist/native.js';
 const filter = ['8192x8192x8192', '4096x4096x4096', '4096x11008x4096', '4096x4096x11008', '16384x3072x768', '16384x768x3072'];
 const rows = {};

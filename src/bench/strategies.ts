@@ -5,7 +5,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { DType } from '../dtype.js';
 import { cudaDeviceCount } from '../device.js';
-import { ParallelModel, type Strategy } from '../parallel/strategies.js';
+import { ParallelModel, type Strategy } from '../engine/parallel-model.js';
 import { rng } from '../random.js';
 import { barChart, timelineChart, utilization, type TimelineTask } from './svg.js';
 

@@ -1,6 +1,6 @@
 // Small SVG charts with no dependencies: a bar chart (throughput by strategy) and a pipeline timeline
 // (one row per stage, one box per task) that shows the bubble.
-import type { TaskTime } from '../parallel/stage-worker.js';
+import type { TaskTime } from '../engine/executor.js';
 
 const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 const COLORS = ['#4e79a7', '#f28e2b', '#59a14f', '#e15759', '#76b7b2', '#edc948', '#b07aa1', '#ff9da7', '#9c755f', '#bab0ac'];

@@ -1,20 +1,14 @@
-// Generation: prefill the prompts as one right-padded batch, then decode one token per sequence per
-// step. The decode step (embedding -> layers -> head -> sampler -> next ids) is captured once and
-// replayed (a CUDA graph on a GPU, a recorded op list on the CPU); only positions go up to the device
-// and the new token ids come back each step.
+// Generation on one device: prefill the prompts as one right-padded batch, then decode one token per
+// sequence per step, on one StageRunner that is both the first and the last stage (the pipeline runs the
+// same runner per stage). The decode step (embedding -> layers -> head -> sampler) is captured once and
+// replayed (a CUDA graph on a GPU, a recorded op list on the CPU); positions come from a table uploaded
+// once, and the new token ids come back each step.
 import type { Model } from '../models/model.js';
-import { KvCache } from '../models/transformer.js';
-import * as ops from '../ops.js';
-import { capture, type Graph } from '../runtime.js';
-import { Tensor } from '../tensor.js';
+import type { Tensor } from '../tensor.js';
+import { resolveSampling, type SamplingOptions } from './sampling.js';
+import { RunInputs, StageRunner } from './stage-runner.js';
 
-export interface SamplingOptions {
-  /** 0 (default): greedy */
-  temperature?: number;
-  topK?: number;
-  topP?: number;
-  seed?: number;
-}
+export type { SamplingOptions };
 
 export interface GenerateOptions extends SamplingOptions {
   /** new tokens per sequence (default 64) */
@@ -65,39 +59,32 @@ function checkPrompts(model: Model, prompts: number[][], maxTokens: number): voi
   });
 }
 
+// A generation yields to the event loop at least this often (ms), so timers and I/O keep running while
+// a long generation is consumed in a tight `for await` loop (an async generator alone never yields to it).
+const YIELD_EVERY_MS = 10;
+const yieldToLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
+
 /**
  * Generate for a batch of token-id prompts, yielding each step's new tokens. Each prompt gets what it
- * would get alone (greedy); sampled draws depend on the seed, the sequence's row and its position.
+ * would get alone (greedy); a sampled token's draw depends on the seed, the sequence's row and the
+ * token's position.
  */
 export async function* generateSteps(model: Model, prompts: number[][], opts: GenerateOptions = {}, times?: GenerationTimes): AsyncGenerator<StepEvent> {
   model.assertAlive();
   const maxTokens = opts.maxTokens ?? 64;
   checkPrompts(model, prompts, maxTokens);
-  const { device, dtype, transformer: tf } = model;
+  const sampling = resolveSampling(opts);
   const B = prompts.length;
-  const lens = prompts.map((p) => p.length);
-  const T = Math.max(...lens);
-  const sampling = { temperature: opts.temperature ?? 0, topK: opts.topK ?? 0, topP: opts.topP ?? 1, seed: opts.seed ?? 0 };
   const stop = new Set(opts.stopTokens ?? model.config.eosTokenIds);
-  const i32 = { dtype: 'i32' as const, device };
-  const owned: Tensor[] = [];
-  const keep = <X extends Tensor>(t: X): X => (owned.push(t), t);
-  const cache = new KvCache(model.config, B, T + maxTokens, device, dtype);
-  let graph: Graph | undefined;
+  const run = new RunInputs(model.device, prompts, [B], maxTokens, { first: true, last: true });
+  let runner: StageRunner | undefined;
+  let prefilled: Tensor | undefined; // the ids sampled after prefill: ours to free (decode outputs are the runner's)
   try {
-    // Prefill: B x T right-padded tokens, positions 0..T-1, cache rows from 0.
+    runner = new StageRunner(model, run, sampling, { first: true, last: true, graph: opts.graph });
     const t0 = performance.now();
-    const ids = keep(Tensor.from(prompts.flatMap((p) => [...p, ...new Array<number>(T - p.length).fill(0)]), [B * T], i32));
-    const pos = keep(Tensor.from(prompts.flatMap(() => Array.from({ length: T }, (_, t) => t)), [B * T], i32));
-    const zeros = keep(Tensor.zeros([B], i32));
-    const x = keep(tf.prefill(cache, ids, pos, zeros, B, T));
-    const last = keep(Tensor.from(lens.map((l, b) => b * T + l - 1), [B], i32));
-    const xLast = keep(ops.embedding(last, x)); // the last real token of each prompt
-    const logits = keep(tf.logits(xLast));
-    const posT = keep(Tensor.from(lens, [B], i32)); // where each sequence's next token goes
-    const lensT = keep(Tensor.from(lens.map((l) => l + 1), [B], i32));
-    const next = keep(ops.sample(logits, { ...sampling, offsets: posT }));
-    let tokens = Array.from(next.toArray());
+    prefilled = runner.prefill(0);
+    let last = prefilled;
+    let tokens = Array.from(last.toArray());
     if (times) times.prefillMs = performance.now() - t0;
     const done = new Array<boolean>(B).fill(false);
     const emit = (step: number): StepEvent => {
@@ -107,45 +94,32 @@ export async function* generateSteps(model: Model, prompts: number[][], opts: Ge
       });
       return ev;
     };
+    let yielded = performance.now();
     yield emit(0);
-
-    // Decode: one captured step, replayed with new positions.
-    const idsD = keep(Tensor.from(tokens, [B], i32));
-    let out: Tensor | undefined;
-    const step = () => {
-      const lg = tf.decode(cache, idsD, posT, lensT, B);
-      out = ops.sample(lg, { ...sampling, offsets: posT });
-      lg.dispose();
-      idsD.copyFrom(out);
-    };
     // Steady-state decode time: from the end of step 1 (which captures the graph) to the last step.
     let t1 = performance.now();
     let steps = 0;
     for (let s = 1; s < maxTokens && done.some((d) => !d); s++) {
-      // Step s feeds the token sampled at step s - 1, which sits at position len + s - 1.
-      posT.write(lens.map((l) => l + s - 1));
-      lensT.write(lens.map((l) => l + s));
-      if (opts.graph === false) {
-        out?.dispose();
-        step();
-      } else if (!graph) {
-        graph = capture(device, step);
-        graph.replay();
-      } else graph.replay();
-      tokens = Array.from(out!.toArray());
+      // Step s feeds the token sampled at step s - 1 and samples the next.
+      runner.inputBuffer(0, s).copyFrom(last);
+      last = runner.decode(0, s);
+      tokens = Array.from(last.toArray());
       if (s === 1) t1 = performance.now();
       else steps++;
+      if (performance.now() - yielded > YIELD_EVERY_MS) {
+        await yieldToLoop();
+        yielded = performance.now();
+      }
       yield emit(s);
     }
     if (times) {
       times.decodeMs = performance.now() - t1;
       times.decodeSteps = steps;
     }
-    out?.dispose();
   } finally {
-    graph?.dispose();
-    for (const t of owned) t.dispose();
-    cache.dispose();
+    prefilled?.dispose();
+    runner?.dispose();
+    run.dispose();
   }
 }
 

@@ -1,15 +1,15 @@
 // A causal language model on one device: config, weights, tokenizer. Load from a Hugging Face folder
 // (config.json + safetensors [+ tokenizer.json]) or from a preset name (seeded random weights).
-import { existsSync, statSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { checkDType, type DType } from '../dtype.js';
 import { defaultDevice, parseDevice } from '../device.js';
-import { loadConfig, type ModelConfig } from '../io/config.js';
+import type { ModelConfig } from '../io/config.js';
 import { gpt2Tokenizer, loadTokenizerSync, type Tokenizer } from '../io/tokenizer.js';
-import { presetConfig, PRESETS } from './presets.js';
+import { resolveSource } from './source.js';
 import { Transformer } from './transformer.js';
 import { stageWeightBytes } from './sizes.js';
-import { disposeWeights, loadWeights, randomWeights, type ModelWeights, type StageSpec } from './weights.js';
+import { disposeWeights, loadWeights, randomWeights, type ModelWeights, type Stage } from './weights.js';
 
 export interface LoadOptions {
   /** default: cuda:0 when there is a GPU, else cpu:0 */
@@ -19,7 +19,7 @@ export interface LoadOptions {
   /** seed of a preset's random weights */
   seed?: number;
   /** load only this pipeline stage's share (layers, embeddings on the first, head on the last) */
-  stage?: StageSpec;
+  stage?: Stage;
 }
 
 export class Model {
@@ -42,14 +42,13 @@ export class Model {
     const device = parseDevice(opts.device ?? defaultDevice());
     const dtype = checkDType(opts.dtype ?? (device.startsWith('cuda') ? 'bf16' : 'f32'));
     if (dtype === 'i32') throw new Error('a model runs in f32, bf16 or f16, not i32');
-    const preset = presetConfig(source);
-    if (preset) {
+    const src = resolveSource(source);
+    if (src.kind === 'preset') {
+      const preset = src.config;
       const tok = preset.family === 'gpt2' ? gpt2Tokenizer() : null;
       return new Model(source, preset, randomWeights(preset, device, dtype, opts.seed ?? 0, opts.stage), device, dtype, tok);
     }
-    if (!existsSync(source) || !statSync(source).isDirectory())
-      throw new Error(`unknown model "${source}": not a folder, nor a preset (${Object.keys(PRESETS).join(', ')})`);
-    const cfg = loadConfig(source);
+    const cfg = src.config;
     const tok = existsSync(path.join(source, 'tokenizer.json')) ? loadTokenizerSync(source) : cfg.family === 'gpt2' && cfg.vocabSize === 50257 ? gpt2Tokenizer() : null;
     return new Model(path.basename(path.resolve(source)), cfg, loadWeights(cfg, source, device, dtype, opts.stage), device, dtype, tok);
   }

@@ -58,9 +58,6 @@ export class KvCache {
     const v = this.v.map((t) => t.view(b0 * per, shape));
     return new KvCache(this.cfg, n, this.maxLen, '', 'f32', k.length, { k, v });
   }
-  static bytes(cfg: ModelConfig, batch: number, maxLen: number, dtype: DType): number {
-    return 2 * cfg.layers * batch * maxLen * cfg.kvHeads * cfg.headDim * (dtype === 'f32' ? 4 : 2);
-  }
   dispose(): void {
     for (const t of [...this.k, ...this.v]) t.dispose();
   }

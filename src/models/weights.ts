@@ -25,18 +25,18 @@ export interface LayerWeights {
   downBias?: Tensor;
 }
 
-/** The part of a model one device holds: layers [start, end), plus the embeddings and/or the head. */
-export interface StageSpec {
+/** A pipeline stage: the part of a model it holds, layers [start, end), plus the embeddings and/or the head. */
+export interface Stage {
   start: number;
   end: number;
   embed: boolean;
   head: boolean;
 }
 
-export const wholeModel = (cfg: ModelConfig): StageSpec => ({ start: 0, end: cfg.layers, embed: true, head: true });
+export const wholeModel = (cfg: ModelConfig): Stage => ({ start: 0, end: cfg.layers, embed: true, head: true });
 
 export interface ModelWeights {
-  stage: StageSpec;
+  stage: Stage;
   embed?: Tensor; // [V, C], on the first stage (and the last, when tied)
   positions?: Tensor; // GPT-2: [P, C]
   layers: LayerWeights[]; // layers stage.start .. stage.end - 1
@@ -152,7 +152,7 @@ class Loader {
    * Unexpected tensors are an error: they mean the file is not the model the config describes. A stage
    * skips the layers and end pieces that other stages load.
    */
-  checkAllUsed(ignore: RegExp, stage: StageSpec, layerOf: (n: string) => RegExpExecArray | null, ends: RegExp): void {
+  checkAllUsed(ignore: RegExp, stage: Stage, layerOf: (n: string) => RegExpExecArray | null, ends: RegExp): void {
     const elsewhere = (n: string) => {
       const m = layerOf(n);
       if (m) return Number(m[1]) < stage.start || Number(m[1]) >= stage.end;
@@ -164,7 +164,7 @@ class Loader {
   }
 }
 
-function loadGpt2(cfg: ModelConfig, L: Loader, stage: StageSpec): ModelWeights {
+function loadGpt2(cfg: ModelConfig, L: Loader, stage: Stage): ModelWeights {
   const { hidden: C, intermediate: F, vocabSize: V, maxPositions: P } = cfg;
   // Checkpoints saved from GPT2LMHeadModel prefix names with "transformer."; bare GPT2Model ones do not.
   const pre = L.store.has('transformer.wte.weight') ? 'transformer.' : '';
@@ -202,7 +202,7 @@ function loadGpt2(cfg: ModelConfig, L: Loader, stage: StageSpec): ModelWeights {
   return w;
 }
 
-function loadLlama(cfg: ModelConfig, L: Loader, stage: StageSpec): ModelWeights {
+function loadLlama(cfg: ModelConfig, L: Loader, stage: Stage): ModelWeights {
   const { hidden: C, heads, kvHeads, headDim: D, intermediate: F, vocabSize: V } = cfg;
   const layers: LayerWeights[] = [];
   for (let i = stage.start; i < stage.end; i++) {

@@ -5,16 +5,15 @@
 import type { DType } from '../dtype.js';
 import type { ModelConfig } from '../io/config.js';
 import { embedBytes, headBytes, layerKvBytes, layerWeightBytes, stageWeightBytes } from '../models/sizes.js';
+import type { Stage } from '../models/weights.js';
 import { splitSizes } from './schedule.js';
 
-export interface Stage {
-  device: string;
-  /** layers [start, end) */
-  start: number;
-  end: number;
-  embed: boolean;
-  head: boolean;
-}
+/** A stage (layers, embeddings, head) on a device. */
+export type PlacedStage = Stage & { device: string };
+
+/** How the strategies use devices: a replica on each (single, dp), or layers split across them (mp, pp). */
+export type Strategy = 'single' | 'dp' | 'mp' | 'pp';
+export const STRATEGIES: readonly Strategy[] = ['single', 'dp', 'mp', 'pp'];
 
 export interface MemoryNeeds {
   /** run dtype of weights and KV cache */
@@ -37,7 +36,7 @@ export function stageMemory(cfg: ModelConfig, s: Stage, need: MemoryNeeds): Stag
   return { weights, kvCache, total: weights + kvCache };
 }
 
-function stagesFromCounts(devices: string[], counts: number[]): Stage[] {
+function stagesFromCounts(devices: string[], counts: number[]): PlacedStage[] {
   let at = 0;
   return devices.map((device, i) => {
     const s = { device, start: at, end: at + counts[i]!, embed: i === 0, head: i === devices.length - 1 };
@@ -67,7 +66,7 @@ export function getDeviceMap(nLayers: number, devices: string[]): Record<string,
   return map;
 }
 
-export function evenPlacement(cfg: ModelConfig, devices: string[]): Stage[] {
+export function evenPlacement(cfg: ModelConfig, devices: string[]): PlacedStage[] {
   const map = getDeviceMap(cfg.layers, devices);
   return stagesFromCounts(devices, devices.map((d) => map[d]!.length));
 }
@@ -79,7 +78,7 @@ export function evenPlacement(cfg: ModelConfig, devices: string[]): Stage[] {
  * device i mod devices, so device d holds stages d, d + devices, ... With one chunk this is
  * get_device_map's split. The first stage holds the embeddings, the last the head.
  */
-export function interleavedPlacement(cfg: ModelConfig, devices: string[], chunks: number): Stage[] {
+export function interleavedPlacement(cfg: ModelConfig, devices: string[], chunks: number): PlacedStage[] {
   if (!Number.isInteger(chunks) || chunks < 1) throw new Error(`placement: chunks (stages per device) must be a positive integer, got ${chunks}`);
   checkDevices(devices, cfg.layers);
   const S = chunks * devices.length;
@@ -93,7 +92,7 @@ export function interleavedPlacement(cfg: ModelConfig, devices: string[], chunks
  * Contiguous layers in proportion to each device's free memory: the smallest uniform fill fraction u
  * such that every device's fixed part (embeddings, head) plus its layers fit in u of its free bytes.
  */
-export function memoryPlacement(cfg: ModelConfig, devices: string[], freeBytes: number[], need: MemoryNeeds): Stage[] {
+export function memoryPlacement(cfg: ModelConfig, devices: string[], freeBytes: number[], need: MemoryNeeds): PlacedStage[] {
   checkDevices(devices, cfg.layers);
   if (freeBytes.length !== devices.length) throw new Error('placement: one free-memory figure per device');
   const per = layerWeightBytes(cfg, need.dtype) + layerKvBytes(cfg, need.dtype, need.batch, need.maxLen);
@@ -128,7 +127,7 @@ export function memoryPlacement(cfg: ModelConfig, devices: string[], freeBytes: 
 }
 
 /** An explicit map {device: layers}; every layer placed once, each device's layers one contiguous run, in device order. */
-export function explicitPlacement(cfg: ModelConfig, map: Record<string, number[]>, known?: string[]): Stage[] {
+export function explicitPlacement(cfg: ModelConfig, map: Record<string, number[]>, known?: string[]): PlacedStage[] {
   const devices = Object.keys(map);
   checkDevices(devices, cfg.layers);
   if (known) for (const d of devices) if (!known.includes(d)) throw new Error(`placement: the map names ${d}, which is not one of ${known.join(', ')}`);
@@ -150,4 +149,48 @@ export function explicitPlacement(cfg: ModelConfig, map: Record<string, number[]
     if (map[s.device]![0] !== s.start) throw new Error('placement: devices must hold consecutive layer runs in map order');
   });
   return stages;
+}
+
+export interface PlaceOptions {
+  /** mp/pp: how layers are placed (default even) */
+  placement?: 'even' | 'memory' | Record<string, number[]>;
+  /** mp/pp, even placement: stages per device, interleaved (default 1) */
+  chunks?: number;
+  /** what the memory split sizes for */
+  need: MemoryNeeds;
+  /** free bytes per device (memory placement) */
+  freeBytes?: (device: string) => number;
+}
+
+/**
+ * The stages a strategy runs, in stage order: one whole-model replica per device (single, dp), or the
+ * layers split across the devices (mp, pp) evenly (interleaved with chunks > 1), by free memory, or by an
+ * explicit map. The one place a strategy becomes a placement (ParallelModel.load and `parallm plan`).
+ */
+export function placeStages(cfg: ModelConfig, strategy: Strategy, devices: string[], o: PlaceOptions): PlacedStage[] {
+  if (!STRATEGIES.includes(strategy)) throw new Error(`unknown strategy "${String(strategy)}": expected ${STRATEGIES.join(', ')}`);
+  if (!Array.isArray(devices) || !devices.length) throw new Error('placement: give at least one device');
+  const chunks = o.chunks ?? 1;
+  if (!Number.isInteger(chunks) || chunks < 1) throw new Error(`chunks (stages per device) must be a positive integer, got ${chunks}`);
+  if (strategy === 'single' && devices.length !== 1) throw new Error(`strategy single takes one device, got ${devices.length}`);
+  if (strategy === 'dp' || strategy === 'single') {
+    if (chunks > 1) throw new Error(`chunks applies to mp and pp, not ${strategy}`);
+    if (o.placement !== undefined) throw new Error(`placement applies to mp and pp, not ${strategy}: each device holds the whole model`);
+    const dup = devices.find((d, i) => devices.indexOf(d) !== i);
+    if (dup) throw new Error(`placement: device ${dup} is listed twice`);
+    return devices.map((device) => ({ device, start: 0, end: cfg.layers, embed: true, head: true }));
+  }
+  if (chunks > 1 && o.placement !== undefined && o.placement !== 'even') throw new Error('chunks > 1 places layers evenly: give no placement (or "even")');
+  if (o.placement && typeof o.placement === 'object') {
+    const stages = explicitPlacement(cfg, o.placement, devices);
+    const left = devices.filter((d) => !stages.some((s) => s.device === d));
+    if (left.length) throw new Error(`placement: the map gives no layers to ${left.join(', ')}; list only the devices it uses`);
+    return stages;
+  }
+  if (o.placement === 'memory') {
+    if (!o.freeBytes) throw new Error('placement by memory needs the free bytes of each device');
+    return memoryPlacement(cfg, devices, devices.map(o.freeBytes), o.need);
+  }
+  if (o.placement !== undefined && o.placement !== 'even') throw new Error(`placement must be even, memory or a map {device: layers}, got ${JSON.stringify(o.placement)}`);
+  return interleavedPlacement(cfg, devices, chunks);
 }

@@ -7,7 +7,7 @@ import { cudaDeviceCount } from '../../src/index.js';
 import { generate } from '../../src/engine/generate.js';
 import { Model } from '../../src/models/model.js';
 import { ncclStatus } from '../../src/parallel/comm.js';
-import { ParallelModel } from '../../src/parallel/strategies.js';
+import { ParallelModel } from '../../src/engine/parallel-model.js';
 import { ensureDist } from '../helpers/dist.js';
 
 const ready = cudaDeviceCount() >= 2 && ncclStatus().ok;

@@ -15,7 +15,7 @@ function newest(dir: string): number {
 }
 
 export function ensureDist(): void {
-  const marker = path.join(root, 'dist/parallel/stage-worker.js');
+  const marker = path.join(root, 'dist/engine/stage-worker.js');
   if (existsSync(marker) && statSync(marker).mtimeMs >= newest(path.join(root, 'src'))) return;
   execFileSync(process.execPath, [path.join(root, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json'], { cwd: root, stdio: 'inherit' });
 }

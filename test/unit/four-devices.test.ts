@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generate } from '../../src/engine/generate.js';
 import { Model } from '../../src/models/model.js';
 import { idealUtilization } from '../../src/parallel/schedule.js';
-import { ParallelModel } from '../../src/parallel/strategies.js';
+import { ParallelModel } from '../../src/engine/parallel-model.js';
 import { rng } from '../../src/random.js';
 import { ensureDist } from '../helpers/dist.js';
 

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generate } from '../../src/engine/generate.js';
 import { Model } from '../../src/models/model.js';
-import { ParallelModel } from '../../src/parallel/strategies.js';
+import { ParallelModel } from '../../src/engine/parallel-model.js';
 import { ensureDist } from '../helpers/dist.js';
 
 const fx = path.resolve(__dirname, '../fixtures');

@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DevicePool } from '../../src/parallel/index.js';
+import { DevicePool } from '../../src/parallel/pool.js';
 import { ensureDist } from '../helpers/dist.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');

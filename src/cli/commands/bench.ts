@@ -7,7 +7,7 @@ import { defaultDevice, parseDevice } from '../../device.js';
 import { describeDevice, runKernelBench } from '../../bench/kernels.js';
 import { runGenerateBench } from '../../bench/generate.js';
 import { defaultBenchDevices, runStrategyBench } from '../../bench/strategies.js';
-import type { Strategy } from '../../parallel/strategies.js';
+import type { Strategy } from '../../parallel/placement.js';
 import { bytes, fixed, table } from '../format.js';
 
 interface BenchOpts {
@@ -152,7 +152,7 @@ async function strategies(opts: BenchOpts, dtype: DType | undefined): Promise<vo
 }
 
 async function commBench(opts: BenchOpts): Promise<void> {
-  const { ParallelModel } = await import('../../parallel/strategies.js');
+  const { ParallelModel } = await import('../../engine/parallel-model.js');
   const devices = opts.devices ? opts.devices.split(',').map((d) => d.trim()) : defaultBenchDevices();
   if (devices.length < 2) throw new Error('bench comm needs two or more devices (--devices)');
   // The smallest model with one layer per device, just to stand up the workers and their communicator.

@@ -1,11 +1,9 @@
 // `parallm plan`: where each layer goes and what each device will hold, before anything loads.
 import type { Command } from 'commander';
-import { existsSync } from 'node:fs';
 import { checkDType, type DType } from '../../dtype.js';
 import { deviceInfo, ensureCpuDevices, parseDevice } from '../../device.js';
-import { loadConfig, type ModelConfig } from '../../io/config.js';
-import { presetConfig, PRESETS } from '../../models/presets.js';
-import { explicitPlacement, interleavedPlacement, memoryPlacement, stageMemory, type Stage } from '../../parallel/placement.js';
+import { modelConfig } from '../../models/source.js';
+import { placeStages, stageMemory, STRATEGIES, type Strategy } from '../../parallel/placement.js';
 import { bytes, table } from '../format.js';
 
 interface PlanOpts {
@@ -19,13 +17,6 @@ interface PlanOpts {
   maxLen: string;
   dtype?: string;
   json?: boolean;
-}
-
-export function modelConfig(source: string): ModelConfig {
-  const p = presetConfig(source);
-  if (p) return p;
-  if (!existsSync(source)) throw new Error(`unknown model "${source}": not a folder, nor a preset (${Object.keys(PRESETS).join(', ')})`);
-  return loadConfig(source);
 }
 
 export function register(program: Command): void {
@@ -52,22 +43,11 @@ export function register(program: Command): void {
       for (const [flag, v] of [['--batch', batch], ['--max-len', maxLen], ['--chunks', chunks]] as const)
         if (!Number.isInteger(v) || v < 1) throw new Error(`${flag} must be a positive integer`);
       const need = { dtype, batch, maxLen };
-      let stages: Stage[];
-      if (o.strategy === 'dp') stages = devices.map((device) => ({ device, start: 0, end: cfg.layers, embed: true, head: true }));
-      else if (o.strategy === 'mp' || o.strategy === 'pp') {
-        if (chunks > 1 && (o.map || o.split !== 'even')) throw new Error('--chunks > 1 places layers evenly: drop --map and --split');
-        if (o.map) {
-          let map: Record<string, number[]>;
-          try {
-            map = JSON.parse(o.map) as Record<string, number[]>;
-          } catch {
-            throw new Error('--map must be JSON like {"cuda:0":[0,1],"cuda:1":[2,3]}');
-          }
-          stages = explicitPlacement(cfg, map, devices);
-        } else if (o.split === 'memory') stages = memoryPlacement(cfg, devices, devices.map((d) => deviceInfo(d).memoryFree), need);
-        else if (o.split === 'even') stages = interleavedPlacement(cfg, devices, chunks);
-        else throw new Error(`--split must be even or memory, got "${o.split}"`);
-      } else throw new Error(`--strategy must be dp, mp or pp, got "${o.strategy}"`);
+      if (!STRATEGIES.includes(o.strategy as Strategy) || o.strategy === 'single') throw new Error(`--strategy must be dp, mp or pp, got "${o.strategy}"`);
+      const split = o.strategy === 'dp' ? {} : { placement: o.map ? parseMap(o.map) : (o.split as 'even' | 'memory'), chunks };
+      if (o.strategy !== 'dp' && !o.map && o.split !== 'even' && o.split !== 'memory') throw new Error(`--split must be even or memory, got "${o.split}"`);
+      if (chunks > 1 && (o.map || o.split !== 'even')) throw new Error('--chunks > 1 places layers evenly: drop --map and --split');
+      const stages = placeStages(cfg, o.strategy as Strategy, devices, { ...split, need, freeBytes: (d) => deviceInfo(d).memoryFree });
       // A device's stages (several when interleaved) must fit together.
       const perDevice = new Map<string, number>();
       for (const s of stages) perDevice.set(s.device, (perDevice.get(s.device) ?? 0) + stageMemory(cfg, s, need).total);
@@ -85,4 +65,12 @@ export function register(program: Command): void {
         ),
       );
     });
+}
+
+function parseMap(text: string): Record<string, number[]> {
+  try {
+    return JSON.parse(text) as Record<string, number[]>;
+  } catch {
+    throw new Error('--map must be JSON like {"cuda:0":[0,1],"cuda:1":[2,3]}');
+  }
 }

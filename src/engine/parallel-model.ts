@@ -1,0 +1,221 @@
+// A model across devices, driven from the main thread over a DevicePool (one worker per device). Each
+// strategy is a mesh shape (engine/plan.ts `strategyMesh`):
+//   single — one device: a replica, generated as one batch (the single-device engine);
+//   dp     — a full replica per device; the DataPartitioner deals the prompts out; results come back in
+//            input order;
+//   mp     — layers split across devices, one micro-batch: one device busy at a time;
+//   pp     — the same split, the batch cut into micro-batches that flow through the stages on the plan's
+//            schedule, optionally with several interleaved stages per device (`chunks`).
+// mp is pp with one micro-batch: the same plan and executor, not a second path.
+import { fileURLToPath } from 'node:url';
+import type { DType } from '../dtype.js';
+import { deviceInfo, ensureCpuDevices, parseDevice } from '../device.js';
+import type { ModelConfig } from '../io/config.js';
+import { modelConfig } from '../models/source.js';
+import { newCommId, type CommKind } from '../parallel/comm.js';
+import { MESH_AXES, type Mesh } from '../parallel/mesh.js';
+import { DataPartitioner } from '../parallel/partitioner.js';
+import { placeStages, type Strategy } from '../parallel/placement.js';
+import { DevicePool } from '../parallel/pool.js';
+import type { TaskTime } from './executor.js';
+import { generationPlan, microBatchCount, numberStages, planColumns, strategyMesh, type PipelinePlan, type PlanStage } from './plan.js';
+import { resolveSampling, type SamplingOptions } from './sampling.js';
+import type { CommArgs, PipelineArgs, PipelineResult } from './stage-worker.js';
+
+export type { Strategy };
+
+export interface ParallelOptions {
+  strategy: Strategy;
+  devices: string[];
+  dtype?: DType;
+  /** seed of a preset's random weights (every device draws the same model) */
+  seed?: number;
+  /** mp/pp: how layers are placed */
+  placement?: 'even' | 'memory' | Record<string, number[]>;
+  /**
+   * mp/pp: stages per device, interleaved (Megatron-LM's virtual stages; even placement only): device d
+   * of D holds stages d, d + D, ... A device then waits 1/chunks of a stage for its first input instead of
+   * a whole stage, so the pipeline's fill and drain shrink by that factor, for one more transfer per
+   * chunk. Default 1.
+   */
+  chunks?: number;
+  /** per worker call, ms (0: none) */
+  timeoutMs?: number;
+  /** communicator waits, ms */
+  commTimeoutMs?: number;
+}
+
+export interface ParallelGenerateOptions extends SamplingOptions {
+  maxTokens: number;
+  /** mp/pp: micro-batches (default one per stage, at most one per sequence); mp always 1 */
+  microBatches?: number;
+  /** record per-task times for a timeline */
+  timeline?: boolean;
+  /** single/dp: each replica runs its share in batches of this many sequences (default: all at once) */
+  batchPerDevice?: number;
+}
+
+export interface ParallelResult {
+  tokens: number[][];
+  wallMs: number;
+  tasks: TaskTime[];
+  microBatches: number;
+}
+
+// Workers import compiled JS; from the TS sources the pool maps src/*.ts to dist/*.js.
+const STAGE_MODULE = fileURLToPath(new URL(`./stage-worker${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, import.meta.url));
+
+/** One communicator id per group of each mesh axis longer than 1, and each rank's place in its groups. */
+function meshGroups(mesh: Mesh, kind: CommKind): CommArgs['groups'][] {
+  const perRank: CommArgs['groups'][] = Array.from({ length: mesh.size }, () => []);
+  for (const axis of MESH_AXES) {
+    if (mesh.shape[axis] < 2) continue;
+    for (const g of mesh.groups(axis)) {
+      const id = newCommId(kind);
+      g.forEach((rank, i) => perRank[rank]!.push({ axis, id, rank: i, size: g.length }));
+    }
+  }
+  return perRank;
+}
+
+export class ParallelModel {
+  /** Plans of earlier calls, by shape: a repeated call (a benchmark's runs) does not plan again. */
+  private readonly plans = new Map<string, PipelinePlan>();
+
+  private constructor(
+    readonly strategy: Strategy,
+    readonly pool: DevicePool,
+    readonly mesh: Mesh,
+    /** every pipeline stage (for dp and single, one whole-model replica per device) */
+    readonly stages: PlanStage[],
+    readonly config: ModelConfig,
+    /** one worker per device, in rank order */
+    readonly devices: string[],
+  ) {}
+
+  /** Start one worker per device and load the model: replicas (dp, single) or stages (mp, pp). */
+  static async load(source: string, o: ParallelOptions): Promise<ParallelModel> {
+    if (!o || typeof o !== 'object') throw new Error('ParallelModel.load: give options { strategy, devices }');
+    if (!Array.isArray(o.devices) || !o.devices.length) throw new Error('ParallelModel.load: devices must be a non-empty list, e.g. ["cuda:0", "cuda:1"]');
+    ensureCpuDevices(o.devices);
+    const devices = o.devices.map((d) => parseDevice(d));
+    const cfg = modelConfig(source);
+    const dtype: DType = o.dtype ?? (devices[0]!.startsWith('cuda') ? 'bf16' : 'f32');
+    const chunks = o.chunks ?? 1;
+    const placed = placeStages(cfg, o.strategy, devices, {
+      placement: o.placement,
+      chunks,
+      need: { dtype, batch: 1, maxLen: cfg.maxPositions },
+      freeBytes: (d) => deviceInfo(d).memoryFree,
+    });
+    const replicas = o.strategy === 'dp' || o.strategy === 'single';
+    const stages = replicas ? placed.map((s, i) => ({ ...s, index: 0, rank: i, chunk: 0 })) : numberStages(placed, chunks);
+    const ranks = replicas ? devices : stages.slice(0, stages.length / chunks).map((s) => s.device);
+    const kinds = new Set(ranks.map((d) => (d.startsWith('cuda') ? 'nccl' : 'cpu')));
+    if (kinds.size > 1) throw new Error('a pipeline over both CPU and CUDA devices is not supported: use one kind');
+    const mesh = strategyMesh(o.strategy, ranks.length);
+    // CPU devices are process-wide (ensureCpuDevices above made them), so the workers see them too.
+    const pool = await DevicePool.start(ranks, { modules: [STAGE_MODULE], timeoutMs: o.timeoutMs });
+    try {
+      await pool.all('load', (r) => ({ source, dtype, seed: o.seed, stages: replicas ? undefined : stages.filter((s) => s.rank === r) }));
+      // Replicas never talk while generating; pipeline stages do, over their pp group.
+      if (!replicas && ranks.length > 1) {
+        const groups = meshGroups(mesh, [...kinds][0] as CommKind);
+        await pool.all('commInit', (r) => ({ kind: [...kinds][0], groups: groups[r], timeoutMs: o.commTimeoutMs }) satisfies CommArgs);
+      }
+    } catch (e) {
+      await pool.close();
+      throw e;
+    }
+    return new ParallelModel(o.strategy, pool, mesh, stages, cfg, ranks);
+  }
+
+  private checkPrompts(prompts: number[][], maxTokens: number): void {
+    if (!Array.isArray(prompts) || !prompts.length) throw new Error('generate: give at least one prompt (an array of token-id arrays)');
+    if (!Number.isInteger(maxTokens) || maxTokens < 1) throw new Error(`generate: maxTokens must be a positive integer, got ${String(maxTokens)}`);
+    for (const [b, p] of prompts.entries()) {
+      if (!Array.isArray(p) || !p.length) throw new Error(`generate: prompt ${b} is empty (each prompt is a non-empty array of token ids)`);
+      for (const id of p)
+        if (!Number.isInteger(id) || id < 0 || id >= this.config.vocabSize)
+          throw new Error(`generate: prompt ${b} has token id ${id}, outside the vocabulary [0, ${this.config.vocabSize})`);
+      if (p.length + maxTokens > this.config.maxPositions)
+        throw new Error(`generate: prompt ${b} has ${p.length} tokens; with ${maxTokens} new ones that is over the model's context of ${this.config.maxPositions}`);
+    }
+  }
+
+  /** Every option is checked here, on the main thread, before any worker starts the run. */
+  async generate(prompts: number[][], g: ParallelGenerateOptions): Promise<ParallelResult> {
+    if (!g || typeof g !== 'object') throw new Error('generate: give options { maxTokens }');
+    this.checkPrompts(prompts, g.maxTokens);
+    const sampling = resolveSampling(g);
+    if (g.batchPerDevice !== undefined && (!Number.isInteger(g.batchPerDevice) || g.batchPerDevice < 1))
+      throw new Error(`generate: batchPerDevice must be a positive integer, got ${g.batchPerDevice}`);
+    const t0 = performance.now();
+    if (this.strategy === 'dp' || this.strategy === 'single') {
+      if (g.microBatches !== undefined && g.microBatches !== 1)
+        throw new Error(`generate: strategy ${this.strategy} runs each replica's share as one batch; micro-batches are for pp`);
+      const part = new DataPartitioner(prompts.length, this.devices.length);
+      const res = await this.pool.all<{ tokens: number[][]; t0: number; t1: number; times: { prefillMs: number } }>('generate', (r) => ({
+        prompts: part.use(prompts, r),
+        opts: { ...sampling, maxTokens: g.maxTokens, stopTokens: [] },
+        batch: g.batchPerDevice,
+      }));
+      // Two tasks a replica: its prefill (step 0) and its decoding (step 1), for the timeline.
+      const tasks = res.flatMap((x, r) => [
+        { stage: r, mb: 0, step: 0, t0: x.t0, t1: x.t0 + x.times.prefillMs },
+        { stage: r, mb: 0, step: 1, t0: x.t0 + x.times.prefillMs, t1: x.t1 },
+      ]);
+      return { tokens: part.gather(res.map((x) => x.tokens)), wallMs: performance.now() - t0, tasks, microBatches: 1 };
+    }
+    if (this.strategy === 'mp' && g.microBatches !== undefined && g.microBatches !== 1)
+      throw new Error(`generate: strategy mp runs one micro-batch; use pp for ${g.microBatches}`);
+    const m = this.strategy === 'mp' ? 1 : microBatchCount(prompts.length, this.stages.length, g.microBatches);
+    const key = `${prompts.length}/${m}/${g.maxTokens}`;
+    let plan = this.plans.get(key);
+    if (!plan) {
+      plan = generationPlan(this.config, this.stages, prompts.length, m, g.maxTokens);
+      if (this.plans.size > 16) this.plans.clear();
+      this.plans.set(key, plan);
+    }
+    const columns = planColumns(plan);
+    const res = await this.pool.all<PipelineResult>('pipeline', (r) => ({
+      ...sampling,
+      prompts,
+      micro: plan.micro,
+      maxTokens: g.maxTokens,
+      column: columns[r]!,
+      stages: plan.stages.length,
+      timeline: g.timeline,
+    }) satisfies PipelineArgs);
+    const last = plan.stages[plan.stages.length - 1]!.rank;
+    return { tokens: res[last]!.tokens, wallMs: performance.now() - t0, tasks: res.flatMap((r) => r.tasks), microBatches: m };
+  }
+
+  /** Peak allocator bytes per device since the last reset. */
+  async memory(reset = false): Promise<{ device: string; peakBytes: number; allocated: number }[]> {
+    const stats = await this.pool.all<{ peakAllocated: number; allocated: number }>('memory', () => ({ reset }));
+    return stats.map((s, r) => ({ device: this.devices[r]!, peakBytes: s.peakAllocated, allocated: s.allocated }));
+  }
+
+  /** All-reduce bus bandwidth over the stages' communicator (mp/pp on 2+ devices), GB/s per size. */
+  async allReduceBandwidth(sizes: number[], iters = 20): Promise<{ bytes: number; ms: number; busGBps: number }[]> {
+    if (this.strategy === 'dp' || this.strategy === 'single' || this.devices.length < 2) throw new Error('allReduceBandwidth needs an mp/pp model on 2+ devices');
+    const n = this.devices.length;
+    const out = [];
+    for (const bytes of sizes) {
+      const ms = Math.max(...(await this.pool.all<number>('allReduceBench', () => ({ bytes, iters }))));
+      // Bus bandwidth as nccl-tests counts it: 2 (n - 1) / n of the buffer crosses each link.
+      out.push({ bytes, ms, busGBps: ((2 * (n - 1)) / n) * (bytes / (ms / 1e3)) / 1e9 });
+    }
+    return out;
+  }
+
+  /** Free every worker's model and communicator, then stop the workers (also after a worker died). */
+  async close(): Promise<void> {
+    try {
+      await Promise.allSettled(this.devices.map((_, r) => this.pool.call(r, 'unload')));
+    } finally {
+      await this.pool.close();
+    }
+  }
+}

@@ -1,0 +1,179 @@
+// Handlers run inside each device's worker (loaded by DevicePool): a model replica for data parallelism,
+// or the pipeline stages a device holds (one, or several interleaved chunks of layers). The main thread
+// plans (engine/plan.ts); a worker executes its column of the plan (engine/executor.ts) on one
+// StageRunner per stage it holds, and meets its peers only through the communicators of its mesh groups.
+import type { DType } from '../dtype.js';
+import { memoryStats, resetPeakMemory, synchronize } from '../device.js';
+import { generateSteps, type GenerateOptions, type GenerationTimes } from './generate.js';
+import { Model } from '../models/model.js';
+import type { Stage } from '../models/weights.js';
+import * as ops from '../ops.js';
+import { Communicator, type CommKind } from '../parallel/comm.js';
+import type { MeshAxis } from '../parallel/mesh.js';
+import type { Handler, WorkerContext } from '../parallel/pool.js';
+import { Tensor } from '../tensor.js';
+import { runGenerationColumn, type Column, type GenerationColumnResult } from './executor.js';
+import type { Sampling } from './sampling.js';
+import { RunInputs, StageRunner } from './stage-runner.js';
+
+export interface LoadArgs {
+  source: string;
+  dtype?: DType;
+  seed?: number;
+  /** the pipeline stages this device holds, in stage order, by stage index (absent: the whole model, a replica) */
+  stages?: (Stage & { index: number })[];
+}
+
+/** This worker's place in each mesh group it belongs to (axes of size 1 have none). */
+export interface CommArgs {
+  kind: CommKind;
+  groups: { axis: MeshAxis; id: string | Uint8Array; rank: number; size: number }[];
+  timeoutMs?: number;
+}
+
+export interface PipelineArgs extends Sampling {
+  /** every prompt of the batch (each stage needs the lengths; the first stage the ids) */
+  prompts: number[][];
+  /** micro-batch sizes, summing to the batch */
+  micro: number[];
+  maxTokens: number;
+  /** this device's column of the plan */
+  column: Column;
+  /** stages of the whole pipeline */
+  stages: number;
+  /** record per-task times with device events (no synchronization between tasks) */
+  timeline?: boolean;
+}
+
+export type PipelineResult = GenerationColumnResult & { peakBytes?: number };
+
+interface Held {
+  models: Model[];
+  /** stage index of each model (pipeline); absent for a replica */
+  stages?: number[];
+}
+
+const held = (ctx: WorkerContext): Held => {
+  const m = ctx.state.get('held') as Held | undefined;
+  if (!m) throw new Error('no model loaded on this worker: call load first');
+  return m;
+};
+const unloadModels = (ctx: WorkerContext) => {
+  for (const m of (ctx.state.get('held') as Held | undefined)?.models ?? []) m.dispose();
+  ctx.state.delete('held');
+};
+const comms = (ctx: WorkerContext): Map<MeshAxis, Communicator> => (ctx.state.get('comms') as Map<MeshAxis, Communicator> | undefined) ?? new Map();
+const destroyComms = (ctx: WorkerContext) => {
+  for (const c of comms(ctx).values()) c.destroy();
+  ctx.state.delete('comms');
+};
+const now = () => performance.timeOrigin + performance.now();
+
+export const handlers: Record<string, Handler> = {
+  load(a: LoadArgs, ctx) {
+    unloadModels(ctx);
+    const ms: Model[] = [];
+    try {
+      for (const stage of a.stages ?? [undefined]) ms.push(Model.load(a.source, { device: ctx.device, dtype: a.dtype, seed: a.seed, stage }));
+    } catch (e) {
+      ms.forEach((m) => m.dispose());
+      throw e;
+    }
+    ctx.state.set('held', { models: ms, stages: a.stages?.map((s) => s.index) } satisfies Held);
+    return { weightBytes: ms.reduce((n, m) => n + m.weightBytes, 0), layers: ms.reduce((n, m) => n + m.weights.layers.length, 0) };
+  },
+
+  unload(_a: unknown, ctx) {
+    unloadModels(ctx);
+    destroyComms(ctx);
+  },
+
+  /** Join this worker's mesh groups, in axis order on every rank (NCCL blocks until a group has joined). */
+  commInit(a: CommArgs, ctx) {
+    destroyComms(ctx);
+    const made = new Map<MeshAxis, Communicator>();
+    try {
+      for (const g of a.groups) made.set(g.axis, Communicator.create(a.kind, g.id, g.rank, g.size, ctx.device, { timeoutMs: a.timeoutMs }));
+    } catch (e) {
+      for (const c of made.values()) c.destroy();
+      throw e;
+    }
+    ctx.state.set('comms', made);
+  },
+
+  /** Data parallel: this replica's share of the prompts, generated as one batch (to maxTokens each). */
+  async generate(a: { prompts: number[][]; opts: GenerateOptions; batch?: number }, ctx) {
+    const m = held(ctx).models[0]!;
+    const t0 = now();
+    const tokens: number[][] = a.prompts.map(() => []);
+    const times: GenerationTimes = { prefillMs: 0, decodeMs: 0, decodeSteps: 0 };
+    // The replica's share, in batches of `batch` sequences (all at once by default).
+    const size = a.batch ?? Math.max(1, a.prompts.length);
+    for (let b0 = 0; b0 < a.prompts.length; b0 += size) {
+      const part: GenerationTimes = { prefillMs: 0, decodeMs: 0, decodeSteps: 0 };
+      for await (const ev of generateSteps(m, a.prompts.slice(b0, b0 + size), { ...a.opts, stopTokens: [] }, part))
+        ev.tokens.forEach((t, b) => tokens[b0 + b]!.push(t));
+      times.prefillMs += part.prefillMs;
+      times.decodeMs += part.decodeMs;
+      times.decodeSteps += part.decodeSteps;
+    }
+    synchronize(ctx.device);
+    return { tokens, t0, t1: now(), times };
+  },
+
+  /** Peak bytes the device's allocator held since the last reset (reset: start counting again). */
+  memory(a: { reset?: boolean }, ctx) {
+    if (a?.reset) resetPeakMemory(ctx.device);
+    return memoryStats(ctx.device);
+  },
+
+  /** All-reduce timing over the pipeline group: median ms of `iters` sum all-reduces of `bytes` of bf16, after a warm-up. */
+  allReduceBench(a: { bytes: number; iters: number }, ctx) {
+    const c = comms(ctx).get('pp') ?? comms(ctx).get('dp');
+    if (!c) throw new Error('no communicator on this worker: call commInit first');
+    const t = Tensor.empty([Math.floor(a.bytes / 2)], { dtype: 'bf16', device: ctx.device });
+    ops.fillUniform(t, { seed: ctx.rank, low: -1e-3, high: 1e-3 });
+    try {
+      for (let i = 0; i < 3; i++) c.allReduce(t);
+      c.barrier();
+      const ms: number[] = [];
+      for (let i = 0; i < a.iters; i++) {
+        const t0 = performance.now();
+        c.allReduce(t);
+        synchronize(ctx.device); // a CPU all-reduce has finished when it returns; a GPU one when its stream drains
+        ms.push(performance.now() - t0);
+      }
+      return ms.sort((x, y) => x - y)[ms.length >> 1]!;
+    } finally {
+      t.dispose();
+    }
+  },
+
+  /** This device's column of a generation plan, on a StageRunner per stage it holds. */
+  pipeline(a: PipelineArgs, ctx): PipelineResult {
+    const h = held(ctx);
+    if (!h.stages) throw new Error('pipeline: this worker holds a replica, not pipeline stages');
+    const first = h.stages.includes(0);
+    const last = h.stages.includes(a.stages - 1);
+    const sampling: Sampling = { temperature: a.temperature, topK: a.topK, topP: a.topP, seed: a.seed };
+    const run = new RunInputs(ctx.device, a.prompts, a.micro, a.maxTokens, { first, last });
+    const runners = new Map<number, StageRunner>();
+    try {
+      h.models.forEach((m, i) => {
+        const s = h.stages![i]!;
+        runners.set(s, new StageRunner(m, run, sampling, { first: s === 0, last: s === a.stages - 1 }));
+      });
+      return runGenerationColumn(a.column, runners, comms(ctx).get('pp') ?? null, {
+        device: ctx.device,
+        batch: a.prompts.length,
+        starts: run.starts,
+        micro: a.micro,
+        timeline: a.timeline,
+        interleaved: h.stages.length > 1,
+      });
+    } finally {
+      for (const r of runners.values()) r.dispose();
+      run.dispose();
+    }
+  },
+};
