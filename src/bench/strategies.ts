@@ -6,6 +6,7 @@ import path from 'node:path';
 import type { DType } from '../dtype.js';
 import { cudaDeviceCount } from '../device.js';
 import { ParallelModel, type Strategy } from '../engine/parallel-model.js';
+import { microBatchCount } from '../engine/plan.js';
 import { rng } from '../random.js';
 import { barChart, timelineChart, utilization, type TimelineTask } from './svg.js';
 
@@ -19,7 +20,7 @@ export interface StrategyBenchOptions {
   prompts?: number;
   promptTokens?: number;
   newTokens?: number;
-  /** pp micro-batches (default 2 per stage) */
+  /** pp micro-batches (default one per stage; more than the batch is an error) */
   microBatches?: number;
   /** pp: stages per device, interleaved (default 1) */
   chunks?: number;
@@ -106,9 +107,9 @@ export async function runStrategyBench(o: StrategyBenchOptions = {}): Promise<St
       const replicas = strategy === 'dp' || strategy === 'single';
       const Bs = replicas && o.prompts ? o.prompts : strategy === 'dp' ? B * devs.length : B;
       const prompts = Array.from({ length: Bs }, () => Array.from({ length: P }, () => Math.floor(r() * vocab)));
-      const m = strategy === 'pp' ? Math.min(B, o.microBatches ?? 2 * devs.length) : 1;
+      const m = strategy === 'pp' ? microBatchCount(Bs, pm.stages.length, o.microBatches) : 1;
       const g = { maxTokens: N, microBatches: strategy === 'pp' ? m : undefined, timeline: true, batchPerDevice: replicas ? B : undefined };
-      await pm.generate(prompts.slice(0, Math.max(m, 1)), { ...g, maxTokens: 2 }); // warm up
+      await pm.generate(prompts.slice(0, m), { ...g, maxTokens: 2 }); // warm up
       await pm.memory(true);
       const runs = [];
       for (let i = 0; i < repeats; i++) runs.push(await pm.generate(prompts, g));

@@ -63,6 +63,19 @@ function moduleUrl(m: string): string {
   return pathToFileURL(m).href;
 }
 
+/**
+ * The process's Node flags, less those that would break a worker: `--input-type` (for `node -e` / stdin
+ * input) makes Node refuse a worker started from a file. Workers inherit the rest (--import hooks, limits).
+ */
+export function workerExecArgv(argv: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === '--input-type') i++; // and its value
+    else if (!argv[i]!.startsWith('--input-type=')) out.push(argv[i]!);
+  }
+  return out;
+}
+
 /** An error from the worker, as an Error here: device prefix on the message, the worker's stack frames kept. */
 function remoteError(device: string, e: SerializedError): Error {
   const err = new Error(`[${device}] ${e.message}`);
@@ -85,7 +98,7 @@ class Slot {
 
   constructor(script: URL, config: WorkerConfig, onLog: NonNullable<PoolOptions['onLog']>) {
     this.device = config.device;
-    this.worker = new Worker(script, { workerData: config });
+    this.worker = new Worker(script, { workerData: config, execArgv: workerExecArgv(process.execArgv) });
     this.ready = new Promise<InitInfo>((resolve, reject) => {
       this.worker.on('message', (msg: FromWorker) => {
         if (msg.type === 'init') {

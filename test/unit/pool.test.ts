@@ -177,3 +177,17 @@ describe('DevicePool failures', () => {
     }
   });
 });
+
+describe('DevicePool under node flags', () => {
+  it('starts workers when Node runs with --input-type=module (the flag is not passed on)', async () => {
+    ensureDist();
+    const { execFileSync } = await import('node:child_process');
+    const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+    const code = `import { DevicePool } from ${JSON.stringify(path.join(root, 'dist/parallel/pool.js'))};
+const p = await DevicePool.start(['cpu:0']); console.log(JSON.stringify(await p.call(0, 'ping'))); await p.close();`;
+    const out = execFileSync(process.execPath, ['--input-type=module', '-e', code], { encoding: 'utf8', timeout: 60_000 });
+    expect(JSON.parse(out.trim()).device).toBe('cpu:0');
+    const { workerExecArgv } = await import('../../src/parallel/pool.js');
+    expect(workerExecArgv(['--input-type', 'module', '--max-old-space-size=100', '--input-type=commonjs'])).toEqual(['--max-old-space-size=100']);
+  });
+});

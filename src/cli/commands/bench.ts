@@ -183,7 +183,7 @@ export function register(program: Command): void {
     .option('--new-tokens <n>', 'generate: new tokens per sequence (default 128)')
     .option('--devices <list>', 'strategies: devices (default: every GPU, else cpu:0,cpu:1)')
     .option('--strategies <list>', 'strategies: which of single,dp,mp,pp (default all)')
-    .option('--micro-batches <n>', 'strategies: pp micro-batches (default 2 per stage)')
+    .option('--micro-batches <n>', 'strategies: pp micro-batches (default one per stage; at most the batch)')
     .option('--chunks <n>', 'strategies: pp stages per device, interleaved: a smaller fill and drain for one more transfer per chunk (default 1)')
     .option('--repeats <n>', 'strategies: timed runs per strategy; the median run is reported (default 1)')
     .option('--prompts <n>', 'strategies: single/dp run this many prompts, each device in batches of --batch')
