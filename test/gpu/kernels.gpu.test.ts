@@ -74,11 +74,11 @@ describe.skipIf(gpus === 0)('sm90 matmul epilogue: C through the TMA', () => {
       const viaTma = poisoned([M, N], 'bf16', dev);
       const viaRegs = poisoned([M, N], 'bf16', dev);
       ops.matmul(a.t, b.t, { transB: tb, bias: bias?.t, alpha: 0.5, out: viaTma });
-      native.matmulTmaStore(false);
+      native.testing.matmulTmaStore(false);
       try {
         ops.matmul(a.t, b.t, { transB: tb, bias: bias?.t, alpha: 0.5, out: viaRegs });
       } finally {
-        native.matmulTmaStore(true);
+        native.testing.matmulTmaStore(true);
       }
       const o = viaTma.toArray(), r = viaRegs.toArray();
       let differ = 0;
@@ -105,11 +105,11 @@ describe.skipIf(gpus === 0)('split-K matmul (decode batches on the sm90 path)', 
       const bias = randT([N], 'bf16', dev, 13);
       const c0 = randT([M, N], 'bf16', dev, 14);
       const out = Tensor.empty([M, N], { dtype: 'bf16', device: dev }).copyFrom(c0.t);
-      native.matmulSplitK(splits);
+      native.testing.matmulSplitK(splits);
       try {
         ops.matmul(a.t, b.t, { transB: true, bias: bias.t, alpha: 0.5, beta: 0.25, out });
       } finally {
-        native.matmulSplitK(-1);
+        native.testing.matmulSplitK(-1);
       }
       const ref = matmulRef(a.v, b.v, bias.v, c0.v, M, N, K, false, true, 0.5, 0.25);
       expect(relError(out.toArray(), ref)).toBeLessThan(1e-2);
@@ -127,11 +127,11 @@ describe.skipIf(gpus === 0)('split-K matmul (decode batches on the sm90 path)', 
       const split = poisoned([M, N], 'bf16', dev);
       const whole = poisoned([M, N], 'bf16', dev);
       ops.matmul(a.t, b.t, { transB: true, out: split });
-      native.matmulSplitK(1);
+      native.testing.matmulSplitK(1);
       try {
         ops.matmul(a.t, b.t, { transB: true, out: whole });
       } finally {
-        native.matmulSplitK(-1);
+        native.testing.matmulSplitK(-1);
       }
       const w = whole.toArray();
       for (let i = 0; i < w.length; i++) if (!Number.isFinite(w[i]!)) throw new Error(`${M}x${N}x${K}: element ${i} unwritten`);
