@@ -92,7 +92,7 @@ export interface NativeBinding {
   softmax(y: T, x: T, R: number, C: number, scale: number): void;
   argmax(out: T, x: T, R: number, C: number): void;
   fillUniform(out: T, n: number, seedHi: number, seedLo: number, low: number, high: number): void;
-  sample(out: T, logits: T, offsets: OptT, R: number, V: number, temperature: number, topK: number, topP: number, seedHi: number, seedLo: number): void;
+  sample(out: T, logits: T, offsets: OptT, rows: OptT, R: number, V: number, temperature: number, topK: number, topP: number, seedHi: number, seedLo: number): void;
 
   ncclAvailable(): { ok: boolean; version?: number; error?: string };
   ncclUniqueId(): Uint8Array;

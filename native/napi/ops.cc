@@ -347,22 +347,23 @@ Napi::Value OpArgmax(const Napi::CallbackInfo& info) {
   });
 }
 
-// sample(out, logits, offsets|null, R, V, temperature, topK, topP, seedHi, seedLo)
+// sample(out, logits, offsets|null, rows|null, R, V, temperature, topK, topP, seedHi, seedLo)
 Napi::Value OpSample(const Napi::CallbackInfo& info) {
   return op(info, "sample", [](OpCall& c) {
-    int64_t R = c.i64(3, "R"), V = c.i64(4, "V");
-    float temp = c.f32(5, "temperature");
-    int topk = c.i32(6, "topK");
-    float topp = c.f32(7, "topP");
-    uint64_t seed = c.seed(8);
+    int64_t R = c.i64(4, "R"), V = c.i64(5, "V");
+    float temp = c.f32(6, "temperature");
+    int topk = c.i32(7, "topK");
+    float topp = c.f32(8, "topP");
+    uint64_t seed = c.seed(9);
     if (R < 0 || V < 1 || topk < 0 || !(topp > 0 && topp <= 1))
       fail("sample: bad arguments R=", R, " V=", V, " topK=", topk, " topP=", topp);
     DType dt = c.dtype_of(1, "logits");
     int32_t* po = c.use<int32_t>(0, "out", R, DType::I32);
     const void* px = c.use(1, "logits", c.mul(R, V), dt);
     const int32_t* poff = c.opt<int32_t>(2, "offsets", R, DType::I32);
-    c.run([=](const cpu::Ctx& x) { cpu::sample(x, dt, px, po, R, V, temp, topk, topp, seed, poff); },
-          ON_CUDA(sample(s, dt, px, po, R, V, temp, topk, topp, seed, poff)));
+    const int32_t* prow = c.opt<int32_t>(3, "rows", R, DType::I32);
+    c.run([=](const cpu::Ctx& x) { cpu::sample(x, dt, px, po, R, V, temp, topk, topp, seed, poff, prow); },
+          ON_CUDA(sample(s, dt, px, po, R, V, temp, topk, topp, seed, poff, prow)));
   });
 }
 
