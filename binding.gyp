@@ -3,9 +3,9 @@
     {
       "target_name": "parallm",
       "sources": [
-        "native/addon.cc",
-        "native/core/allocator.cc",
-        "native/core/runtime.cc",
+        "native/cuda/absent.cc",
+        "<!@(node -p \"require('fs').readdirSync('native/napi').filter(f => f.endsWith('.cc')).map(f => 'native/napi/' + f).join(' ')\")",
+        "<!@(node -p \"require('fs').readdirSync('native/core').filter(f => f.endsWith('.cc')).map(f => 'native/core/' + f).join(' ')\")",
         "<!@(node -p \"require('fs').readdirSync('native/cpu').filter(f => f.endsWith('.cc')).map(f => 'native/cpu/' + f).join(' ')\")",
         "<!@(node -p \"require('fs').readdirSync('native/comm').filter(f => f.endsWith('.cc')).map(f => 'native/comm/' + f).join(' ')\")"
       ],

@@ -1,4 +1,4 @@
-// The typed surface of the native addon (native/addon.cc), and the loader that finds its binary:
+// The typed surface of the native addon (native/napi/), and the loader that finds its binary:
 // prebuilds/<platform>-<arch>/ first when installed from a package, build/Release when built here.
 import { createRequire } from 'node:module';
 import path from 'node:path';
@@ -71,9 +71,6 @@ export interface NativeBinding {
   memoryStats(device: string): NativeMemoryStats;
   resetPeakMemory(device: string): void;
   emptyCache(device: string): void;
-  /** benchmark hook: K slices of the sm90 matmul (-1 automatic, 1 off) */
-  matmulSplitK(n: number): void;
-  matmulTmaStore(on: boolean): void;
   captureBegin(device: string): void;
   captureEnd(device: string): NativeGraph;
   eventCreate(device: string): NativeEvent;
@@ -95,11 +92,25 @@ export interface NativeBinding {
   softmax(y: T, x: T, R: number, C: number, scale: number): void;
   argmax(out: T, x: T, R: number, C: number): void;
   fillUniform(out: T, n: number, seedHi: number, seedLo: number, low: number, high: number): void;
-  sample(out: T, logits: T, offsets: OptT, R: number, V: number, temperature: number, topK: number, topP: number, seedHi: number, seedLo: number): void;
+  sample(out: T, logits: T, offsets: OptT, rows: OptT, R: number, V: number, temperature: number, topK: number, topP: number, seedHi: number, seedLo: number): void;
 
   ncclAvailable(): { ok: boolean; version?: number; error?: string };
   ncclUniqueId(): Uint8Array;
   commCreate(kind: 'cpu' | 'nccl', id: string | Uint8Array, rank: number, world: number, device: string, timeoutMs: number): NativeComm;
+
+  /** Hooks for tests and benchmarks only: not part of the public ops (see NativeTestingHooks). */
+  testing: NativeTestingHooks;
+}
+
+/**
+ * Knobs of the kernels that exist for tests and benchmarks only (native/napi/ops.cc). No-ops in a build
+ * without CUDA.
+ */
+export interface NativeTestingHooks {
+  /** K slices of the sm90 matmul: -1 chosen per call (the default), 1 split-K off, up to 32. */
+  matmulSplitK(n: number): void;
+  /** The sm90 matmul stores C through the TMA (true, the default where it applies) or from registers. */
+  matmulTmaStore(on: boolean): void;
 }
 
 /** One rank of a communicator (native/comm): collectives over NativeTensors on its device. */
@@ -118,6 +129,27 @@ export interface NativeComm {
   abort(): void;
   destroy(): void;
 }
+
+/**
+ * Every name the addon exports, listed once so test/unit/native-surface.test.ts can hold the binary to
+ * this file: `satisfies` rejects a name NativeBinding lacks, and ListsEvery rejects a key left out.
+ */
+export const NATIVE_KEYS = [
+  'NativeTensor', 'empty', 'devices', 'deviceInfo', 'buildInfo', 'configureCpuDevices', 'synchronize',
+  'memoryStats', 'resetPeakMemory', 'emptyCache', 'captureBegin', 'captureEnd', 'eventCreate', 'streamCreate',
+  'setStream', 'matmul', 'attentionPrefill', 'attentionDecode', 'kvWrite', 'layernorm', 'rmsnorm', 'gelu',
+  'siluGate', 'rope', 'embedding', 'add', 'cast', 'softmax', 'argmax', 'fillUniform', 'sample', 'ncclAvailable',
+  'ncclUniqueId', 'commCreate', 'testing',
+] as const satisfies readonly (keyof NativeBinding)[];
+
+/** Every name of NativeTestingHooks, held to the addon's `testing` object the same way. */
+export const NATIVE_TESTING_KEYS = ['matmulSplitK', 'matmulTmaStore'] as const satisfies readonly (keyof NativeTestingHooks)[];
+
+// A compile error names the keys of T missing from the list L.
+type ListsEvery<T, L extends readonly PropertyKey[]> = [Exclude<keyof T, L[number]>] extends [never] ? true : Exclude<keyof T, L[number]>;
+const nativeKeysComplete: ListsEvery<NativeBinding, typeof NATIVE_KEYS> = true;
+const testingKeysComplete: ListsEvery<NativeTestingHooks, typeof NATIVE_TESTING_KEYS> = true;
+void nativeKeysComplete, testingKeysComplete;
 
 /** The package root: one level above src/ or dist/. */
 export const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');

@@ -395,13 +395,18 @@ export interface SamplingOptions {
 export interface SampleOptions extends SamplingOptions {
   /** i32 [R] per-row counters mixed into the random draw (e.g. each sequence's position) */
   offsets?: Tensor | null;
+  /**
+   * i32 [R]: the key of each row's draw in place of its index in this call (e.g. each sequence's row of
+   * the whole batch), so sampling part of a batch gives the tokens the whole batch would
+   */
+  rows?: Tensor | null;
   out?: Tensor;
 }
 
 /** One token id per row of logits [..., V], seeded: the same seed and offsets give the same tokens. */
 export function sample(logits: Tensor, o: SampleOptions = {}): Tensor {
   const op = 'sample';
-  const dev = sameDevice(op, { logits, offsets: o.offsets });
+  const dev = sameDevice(op, { logits, offsets: o.offsets, rows: o.rows });
   sameDType(op, { logits }, FLOATS);
   const V = logits.shape[logits.shape.length - 1] ?? 0;
   positive(op, 'vocabulary', V);
@@ -415,8 +420,12 @@ export function sample(logits: Tensor, o: SampleOptions = {}): Tensor {
     if (o.offsets.dtype !== 'i32') throw new Error(`${op}: offsets must be i32`);
     expectNumel(op, 'offsets', o.offsets, R);
   }
+  if (o.rows) {
+    if (o.rows.dtype !== 'i32') throw new Error(`${op}: rows must be i32`);
+    if (o.rows.numel !== R) throw new Error(`${op}: rows has ${o.rows.numel} elements, expected one per row (${R})`);
+  }
   const y = output(op, o.out, logits.shape.slice(0, -1), 'i32', dev);
-  native.sample(y.native, logits.native, o.offsets?.native ?? null, R, V, temperature, topK, topP, Math.floor(seed / 2 ** 32), seed % 2 ** 32);
+  native.sample(y.native, logits.native, o.offsets?.native ?? null, o.rows?.native ?? null, R, V, temperature, topK, topP, Math.floor(seed / 2 ** 32), seed % 2 ** 32);
   return y;
 }
 

@@ -6,9 +6,9 @@ const filter = ['8192x8192x8192', '4096x4096x4096', '4096x11008x4096', '4096x409
 const rows = {};
 for (let round = 0; round < 2; round++)
   for (const tma of [false, true]) {
-    native.matmulTmaStore(tma);
+    native.testing.matmulTmaStore(tma);
     for (const r of runKernelBench({ device: 'cuda:0', filter })) (rows[`${r.name} ${r.shape}`] ??= { regs: [], tma: [] })[tma ? 'tma' : 'regs'].push(r.tflops);
   }
-native.matmulTmaStore(true);
+native.testing.matmulTmaStore(true);
 for (const [k, v] of Object.entries(rows))
   console.log(`PROBE ${k.padEnd(34)} registers ${v.regs.map((x) => x.toFixed(1)).join(' / ')}  TMA ${v.tma.map((x) => x.toFixed(1)).join(' / ')} TFLOP/s`);

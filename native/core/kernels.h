@@ -88,11 +88,12 @@ void argmax(PARALLM_KCTX ctx, DType dt, const void* x, int32_t* out, int64_t R, 
 //   top_k > 0 (and < V): keep tokens whose logit >= the k-th largest logit (ties kept).
 //   top_p < 1: among those, keep tokens with p >= tau, tau the largest value such that the kept mass
 //   >= top_p * (mass of the top-k set).
-//   u = uniform01(seed, r, offsets ? offsets[r] : 0) (native/core/rng.h); target = u * kept mass; walk
+//   u = uniform01(seed, rows ? rows[r] : r, offsets ? offsets[r] : 0) (native/core/rng.h): keyed on the
+//   sequence's row of the whole batch when a call samples part of it; target = u * kept mass; walk
 //   the kept tokens in index order summing p; the token is the first where the sum exceeds target
 //   (the last kept token if rounding leaves none).
 void sample(PARALLM_KCTX ctx, DType dt, const void* logits, int32_t* out, int64_t R, int64_t V,
-            float temperature, int top_k, float top_p, uint64_t seed, const int32_t* offsets);
+            float temperature, int top_k, float top_p, uint64_t seed, const int32_t* offsets, const int32_t* rows);
 
 // out[i] = low + (high - low) * uniform01(seed, 0, i) for i < n (native/core/rng.h): the same values on
 // either backend, filled on the device (random-init presets of billions of weights never cross PCIe).

@@ -103,7 +103,7 @@ int32_t sample_row(const float* x, int64_t V, float temperature, int top_k, floa
 }  // namespace
 
 void sample(const Ctx& ctx, DType dt, const void* logits, int32_t* out, int64_t R, int64_t V, float temperature,
-            int top_k, float top_p, uint64_t seed, const int32_t* offsets) {
+            int top_k, float top_p, uint64_t seed, const int32_t* offsets, const int32_t* rows) {
   if (R < 0 || V < 0) fail("sample: negative size R=", R, " V=", V);
   if (R == 0) return;
   if (V == 0) fail("sample: empty rows (R=", R, " V=0)");
@@ -125,7 +125,8 @@ void sample(const Ctx& ctx, DType dt, const void* logits, int32_t* out, int64_t 
         x = xf.data();
       }
       const uint64_t off = offsets ? uint64_t(int64_t(offsets[r])) : 0;
-      out[r] = sample_row(x, V, temperature, top_k, top_p, seed, uint64_t(r), off, p, tmp, keep);
+      const uint64_t key = rows ? uint64_t(int64_t(rows[r])) : uint64_t(r);
+      out[r] = sample_row(x, V, temperature, top_k, top_p, seed, key, off, p, tmp, keep);
     }
   });
 }

@@ -100,7 +100,8 @@ __device__ __forceinline__ double block_exclusive_scan(double v, double* sh, dou
 template <class T, bool CACHED>
 __global__ void __launch_bounds__(kThreads)
     sample_kernel(const T* __restrict__ logits, int32_t* __restrict__ out, int64_t R, int V, float temperature,
-                  int top_k, float top_p, uint64_t seed, const int32_t* __restrict__ offsets) {
+                  int top_k, float top_p, uint64_t seed, const int32_t* __restrict__ offsets,
+                  const int32_t* __restrict__ rows) {
   extern __shared__ float cache[];  // CACHED: x, then p (or -1 for tokens outside the top-k set)
   __shared__ float shf[kWarps];
   __shared__ double shd[kWarps];
@@ -212,7 +213,8 @@ __global__ void __launch_bounds__(kThreads)
     }
 
     // Draw: walk the kept tokens in index order, kItems consecutive ones per thread per tile.
-    const double target = double(uniform01(seed, uint64_t(r), offsets ? offsets[r] : 0)) * mass;
+    const uint64_t key = rows ? uint64_t(int64_t(rows[r])) : uint64_t(r);
+    const double target = double(uniform01(seed, key, offsets ? offsets[r] : 0)) * mass;
     double carry = 0.0;
     int found = INT32_MAX, last = -1;
     for (int base = 0; base < V; base += kThreads * kItems) {
@@ -254,7 +256,7 @@ __global__ void __launch_bounds__(kThreads)
 
 template <class T>
 void sample_t(cudaStream_t s, const void* logits, int32_t* out, int64_t R, int64_t V, float temperature, int top_k,
-              float top_p, uint64_t seed, const int32_t* offsets) {
+              float top_p, uint64_t seed, const int32_t* offsets, const int32_t* rows) {
   const auto* x = static_cast<const T*>(logits);
   const unsigned blocks = unsigned(std::min<int64_t>(R, kMaxBlocks));
   int dev = 0, optin = 0;
@@ -268,16 +270,16 @@ void sample_t(cudaStream_t s, const void* logits, int32_t* out, int64_t R, int64
     if (bytes > 48 * 1024)
       PARALLM_CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)),
                          "sample: shared memory of ", bytes, " bytes (V=", V, ")");
-    k<<<blocks, kThreads, size_t(bytes), s>>>(x, out, R, int(V), temperature, top_k, top_p, seed, offsets);
+    k<<<blocks, kThreads, size_t(bytes), s>>>(x, out, R, int(V), temperature, top_k, top_p, seed, offsets, rows);
   } else {
-    sample_kernel<T, false><<<blocks, kThreads, 0, s>>>(x, out, R, int(V), temperature, top_k, top_p, seed, offsets);
+    sample_kernel<T, false><<<blocks, kThreads, 0, s>>>(x, out, R, int(V), temperature, top_k, top_p, seed, offsets, rows);
   }
 }
 
 }  // namespace
 
 void sample(cudaStream_t s, DType dt, const void* logits, int32_t* out, int64_t R, int64_t V, float temperature,
-            int top_k, float top_p, uint64_t seed, const int32_t* offsets) {
+            int top_k, float top_p, uint64_t seed, const int32_t* offsets, const int32_t* rows) {
   if (R < 0 || V < 0) fail("sample: negative size R=", R, " V=", V);
   if (R == 0) return;
   if (V == 0) fail("sample: empty rows (R=", R, " V=0)");
@@ -286,8 +288,8 @@ void sample(cudaStream_t s, DType dt, const void* logits, int32_t* out, int64_t 
   if (dt != DType::F32 && dt != DType::BF16)
     fail("sample: dtype ", dtype_name(dt), " not supported (f32, bf16) (R=", R, " V=", V, ")");
   if (!(temperature > 0.f)) return argmax(s, dt, logits, out, R, V);  // greedy (NaN temperature too)
-  if (dt == DType::F32) sample_t<float>(s, logits, out, R, V, temperature, top_k, top_p, seed, offsets);
-  else sample_t<__nv_bfloat16>(s, logits, out, R, V, temperature, top_k, top_p, seed, offsets);
+  if (dt == DType::F32) sample_t<float>(s, logits, out, R, V, temperature, top_k, top_p, seed, offsets, rows);
+  else sample_t<__nv_bfloat16>(s, logits, out, R, V, temperature, top_k, top_p, seed, offsets, rows);
   PARALLM_LAUNCH_CHECK("sample: launch failed (R=", R, " V=", V, " top_k=", top_k, " top_p=", top_p, ")");
 }
 

@@ -162,7 +162,7 @@ export function runKernelBench(opts: KernelBenchOptions = {}): KernelBenchResult
   const runs = opts.runs ?? (opts.quick ? 5 : gpu ? 30 : 7);
   const results: KernelBenchResult[] = [];
   // The split-K hook is process-wide: put it back even when a case throws.
-  if (opts.splitK !== undefined) native.matmulSplitK(opts.splitK === 'auto' ? -1 : opts.splitK);
+  if (opts.splitK !== undefined) native.testing.matmulSplitK(opts.splitK === 'auto' ? -1 : opts.splitK);
   try {
     for (const c of cases(dev, dt, gpu, !!opts.quick)) {
       if (opts.filter?.length && !opts.filter.some((f) => `${c.name} ${c.shape}`.includes(f))) continue;
@@ -182,7 +182,7 @@ export function runKernelBench(opts: KernelBenchOptions = {}): KernelBenchResult
     }
   } finally {
     if (gpu) emptyCache(dev);
-    if (opts.splitK !== undefined) native.matmulSplitK(-1);
+    if (opts.splitK !== undefined) native.testing.matmulSplitK(-1);
   }
   return results;
 }

@@ -74,11 +74,11 @@ describe.skipIf(gpus === 0)('sm90 matmul epilogue: C through the TMA', () => {
       const viaTma = poisoned([M, N], 'bf16', dev);
       const viaRegs = poisoned([M, N], 'bf16', dev);
       ops.matmul(a.t, b.t, { transB: tb, bias: bias?.t, alpha: 0.5, out: viaTma });
-      native.matmulTmaStore(false);
+      native.testing.matmulTmaStore(false);
       try {
         ops.matmul(a.t, b.t, { transB: tb, bias: bias?.t, alpha: 0.5, out: viaRegs });
       } finally {
-        native.matmulTmaStore(true);
+        native.testing.matmulTmaStore(true);
       }
       const o = viaTma.toArray(), r = viaRegs.toArray();
       let differ = 0;
@@ -105,11 +105,11 @@ describe.skipIf(gpus === 0)('split-K matmul (decode batches on the sm90 path)', 
       const bias = randT([N], 'bf16', dev, 13);
       const c0 = randT([M, N], 'bf16', dev, 14);
       const out = Tensor.empty([M, N], { dtype: 'bf16', device: dev }).copyFrom(c0.t);
-      native.matmulSplitK(splits);
+      native.testing.matmulSplitK(splits);
       try {
         ops.matmul(a.t, b.t, { transB: true, bias: bias.t, alpha: 0.5, beta: 0.25, out });
       } finally {
-        native.matmulSplitK(-1);
+        native.testing.matmulSplitK(-1);
       }
       const ref = matmulRef(a.v, b.v, bias.v, c0.v, M, N, K, false, true, 0.5, 0.25);
       expect(relError(out.toArray(), ref)).toBeLessThan(1e-2);
@@ -127,11 +127,11 @@ describe.skipIf(gpus === 0)('split-K matmul (decode batches on the sm90 path)', 
       const split = poisoned([M, N], 'bf16', dev);
       const whole = poisoned([M, N], 'bf16', dev);
       ops.matmul(a.t, b.t, { transB: true, out: split });
-      native.matmulSplitK(1);
+      native.testing.matmulSplitK(1);
       try {
         ops.matmul(a.t, b.t, { transB: true, out: whole });
       } finally {
-        native.matmulSplitK(-1);
+        native.testing.matmulSplitK(-1);
       }
       const w = whole.toArray();
       for (let i = 0; i < w.length; i++) if (!Number.isFinite(w[i]!)) throw new Error(`${M}x${N}x${K}: element ${i} unwritten`);
@@ -220,6 +220,50 @@ describe.skipIf(gpus === 0)('CUDA runtime', () => {
       const diff = a.filter((t, i) => t !== b[i]).length;
       expect(diff, JSON.stringify(o)).toBeLessThanOrEqual(1); // f32 sums in another order may flip a boundary
     }
+  });
+
+  it('samples with `rows` as the CPU does, and a sub-batch keyed on its rows as the whole batch', () => {
+    const R = 48, V = 1000, seed = Math.floor(Math.random() * 1e6);
+    const x = uniformArray(R * V, seed, -3, 3);
+    const g = Tensor.from(x, [R, V], { device: dev });
+    const h = Tensor.from(x, [R, V], { device: 'cpu:0' });
+    const keys = Array.from({ length: R }, (_, r) => (r * 7919 + seed) % 100000);
+    const offs = Array.from({ length: R }, (_, r) => r % 5);
+    const on = (d: string) => ({
+      rows: Tensor.from(keys, [R], { dtype: 'i32', device: d }),
+      offsets: Tensor.from(offs, [R], { dtype: 'i32', device: d }),
+      out: Tensor.from(new Array<number>(R).fill(-1), [R], { dtype: 'i32', device: d }), // poisoned
+    });
+    for (const o of [{ temperature: 1 }, { temperature: 0.8, topK: 40 }, { temperature: 1.1, topP: 0.9 }]) {
+      const a = Array.from(ops.sample(g, { ...o, ...on(dev), seed }).toArray());
+      const b = Array.from(ops.sample(h, { ...o, ...on('cpu:0'), seed }).toArray());
+      expect(a.filter((t, i) => t !== b[i]).length, `seed ${seed} ${JSON.stringify(o)}`).toBeLessThanOrEqual(1);
+      // rows [16, 40) alone, keyed on their rows of the batch: the batch's tokens for those rows
+      const part = ops.sample(g.view(16 * V, [24, V]), {
+        ...o,
+        seed,
+        rows: Tensor.from(keys.slice(16, 40), [24], { dtype: 'i32', device: dev }),
+        offsets: Tensor.from(offs.slice(16, 40), [24], { dtype: 'i32', device: dev }),
+      });
+      expect(Array.from(part.toArray()), `seed ${seed} ${JSON.stringify(o)}`).toEqual(a.slice(16, 40));
+    }
+  });
+
+  it('reading a tensor back while its GPU captures is an error naming the op and device', () => {
+    const y = Tensor.zeros([8], { device: dev });
+    let msg = '';
+    const gr = capture(dev, () => {
+      ops.gelu(y, y);
+      try {
+        y.toArray();
+      } catch (err) {
+        msg = (err as Error).message;
+      }
+    });
+    expect(msg).toMatch(/toHost: cannot read a tensor of cuda:0 back while cuda:0 is capturing/);
+    gr.replay();
+    expect(Array.from(y.toArray())).toEqual(new Array(8).fill(0));
+    gr.dispose();
   });
 });
 

@@ -1,0 +1,222 @@
+// The communicator part of the addon (native/comm): NCCL's availability and unique ids, and NativeComm,
+// one rank of a communicator.
+#include <cstring>
+#include <memory>
+
+#include "comm/communicator.h"
+#include "comm/nccl_api.h"
+#include "core/runtime.h"
+#include "napi/args.h"
+#include "napi/surface.h"
+#include "napi/tensor.h"
+
+namespace parallm::napi {
+namespace {
+
+// One rank per worker thread. CPU collectives block the calling thread until every rank has taken part
+// (bounded by the communicator's timeout); NCCL ones are queued on the device's current stream.
+
+class NativeComm : public Napi::ObjectWrap<NativeComm> {
+ public:
+  static constexpr const char* kWhat = "a communicator";
+  static Napi::FunctionReference& ctor(Constructors& c) { return c.comm; }
+  std::shared_ptr<Communicator> comm;
+  int rank = 0, world = 1;
+  DeviceId dev;
+
+  static Napi::Function Init(Napi::Env env) {
+    return DefineClass(env, "NativeComm",
+                       {InstanceMethod<&NativeComm::AllReduce>("allReduce"),
+                        InstanceMethod<&NativeComm::Broadcast>("broadcast"),
+                        InstanceMethod<&NativeComm::AllGather>("allGather"),
+                        InstanceMethod<&NativeComm::Send>("send"), InstanceMethod<&NativeComm::Recv>("recv"),
+                        InstanceMethod<&NativeComm::Barrier>("barrier"), InstanceMethod<&NativeComm::Abort>("abort"),
+                        InstanceMethod<&NativeComm::GroupStart>("groupStart"),
+                        InstanceMethod<&NativeComm::GroupEnd>("groupEnd"),
+                        InstanceMethod<&NativeComm::Destroy>("destroy"), InstanceAccessor<&NativeComm::Rank>("rank"),
+                        InstanceAccessor<&NativeComm::World>("world"),
+                        InstanceAccessor<&NativeComm::Device>("device")});
+  }
+  explicit NativeComm(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeComm>(info) {}
+
+ private:
+  // "allReduce on rank 1 of 2 (cpu:1)": errors about the arguments name the rank and device too.
+  std::string label(const char* op) const {
+    return std::string(op) + " on rank " + std::to_string(rank) + " of " + std::to_string(world) + " (" + dev.str() + ")";
+  }
+  Communicator& live(const std::string& op) {
+    if (!comm) fail(op, ": the communicator has been destroyed");
+    return *comm;
+  }
+  // A live tensor on the communicator's device (kept by a graph being captured, as kernels do).
+  NativeTensor* tensor(const Napi::CallbackInfo& info, size_t i, const std::string& op, const char* name) {
+    NativeTensor* t = tensor_arg(Args(info, op.c_str()), i, name);
+    if (t->dev != dev) fail(op, ": ", name, " is on ", t->dev.str(), " but the communicator is on ", dev.str());
+    if (capturing(t->dev)) capture_keep(t->dev, t->block);
+    return t;
+  }
+  int peer_arg(const Napi::CallbackInfo& info, size_t i, const std::string& op, const char* what) {
+    int64_t p = Args(info, op.c_str()).i64(i, what);
+    if (p < 0 || p >= world) fail(op, ": ", what, " ", p, " is not a rank (0..", world - 1, ")");
+    return int(p);
+  }
+
+  Napi::Value AllReduce(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      std::string op = label("allReduce");
+      Communicator& c = live(op);
+      NativeTensor* t = tensor(info, 0, op, "tensor");
+      std::string how = info.Length() > 1 && !info[1].IsUndefined() ? Args(info, op.c_str()).str(1, "op") : "sum";
+      if (how != "sum" && how != "avg") fail(op, ": op must be 'sum' or 'avg', got '", how, "'");
+      c.all_reduce(t->ptr(), t->numel(), t->dtype, how == "avg" ? ReduceOp::Avg : ReduceOp::Sum);
+      return info.Env().Undefined();
+    });
+  }
+  Napi::Value Broadcast(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      std::string op = label("broadcast");
+      Communicator& c = live(op);
+      NativeTensor* t = tensor(info, 0, op, "tensor");
+      c.broadcast(t->ptr(), t->numel(), t->dtype, peer_arg(info, 1, op, "root"));
+      return info.Env().Undefined();
+    });
+  }
+  // allGather(out, in): out holds world * in.numel elements, rank r's `in` at r * in.numel.
+  Napi::Value AllGather(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      std::string op = label("allGather");
+      Communicator& c = live(op);
+      NativeTensor* out = tensor(info, 0, op, "out");
+      NativeTensor* in = tensor(info, 1, op, "in");
+      if (out->dtype != in->dtype)
+        fail(op, ": out is ", dtype_name(out->dtype), " but in is ", dtype_name(in->dtype));
+      if (out->numel() != in->numel() * world)
+        fail(op, ": out has ", out->numel(), " elements; it needs world x in = ", world, " x ", in->numel(), " = ",
+             in->numel() * world);
+      c.all_gather(in->ptr(), out->ptr(), in->numel(), in->dtype);
+      return info.Env().Undefined();
+    });
+  }
+  Napi::Value Send(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      std::string op = label("send");
+      Communicator& c = live(op);
+      NativeTensor* t = tensor(info, 0, op, "tensor");
+      c.send(t->ptr(), t->numel(), t->dtype, peer_arg(info, 1, op, "peer"));
+      return info.Env().Undefined();
+    });
+  }
+  Napi::Value Recv(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      std::string op = label("recv");
+      Communicator& c = live(op);
+      NativeTensor* t = tensor(info, 0, op, "tensor");
+      c.recv(t->ptr(), t->numel(), t->dtype, peer_arg(info, 1, op, "peer"));
+      return info.Env().Undefined();
+    });
+  }
+  Napi::Value GroupStart(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      live(label("groupStart")).group_start();
+      return info.Env().Undefined();
+    });
+  }
+  Napi::Value GroupEnd(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      live(label("groupEnd")).group_end();
+      return info.Env().Undefined();
+    });
+  }
+  Napi::Value Barrier(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      live(label("barrier")).barrier();
+      return info.Env().Undefined();
+    });
+  }
+  // abort(): peers fail at once; this object stays, its calls fail. destroy(): also frees it now
+  // (a CPU rank's destruction is an abort to its peers that are still waiting).
+  Napi::Value Abort(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      if (comm) comm->abort();
+      return info.Env().Undefined();
+    });
+  }
+  Napi::Value Destroy(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      comm.reset();
+      return info.Env().Undefined();
+    });
+  }
+  Napi::Value Rank(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), rank); }
+  Napi::Value World(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), world); }
+  Napi::Value Device(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), dev.str()); }
+};
+
+// ncclAvailable(): {ok, version} or {ok: false, error}.
+Napi::Value NcclAvailable(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    int version = 0;
+    std::string error;
+    bool ok = nccl::available(&version, &error);
+    if (ok && !cuda_compiled()) {
+      ok = false;
+      error = "NCCL " + std::to_string(version) + " was found but this build has no CUDA backend";
+    }
+    Napi::Object o = Napi::Object::New(info.Env());
+    o.Set("ok", ok);
+    if (version) o.Set("version", version);
+    if (!ok) o.Set("error", error);
+    return o;
+  });
+}
+
+// ncclUniqueId(): the 128 bytes every rank of a new NCCL communicator is given.
+Napi::Value NcclUniqueId(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    std::string id = nccl_unique_id();
+    Napi::Uint8Array a = Napi::Uint8Array::New(info.Env(), id.size());
+    std::memcpy(a.Data(), id.data(), id.size());
+    return a;
+  });
+}
+
+// commCreate(kind 'cpu'|'nccl', id string|Uint8Array, rank, world, device, timeoutMs).
+Napi::Value CommCreate(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    Args a(info, "commCreate");
+    std::string kind = a.str(0, "kind");
+    int64_t rank = a.i64(2, "rank"), world = a.i64(3, "world");
+    if (world < 1 || world > 4096 || rank < 0 || rank >= world)
+      fail("commCreate: rank ", rank, " of world ", world, " (need 0 <= rank < world <= 4096)");
+    DeviceId dev = a.device(4);
+    int64_t timeout = a.has(5) ? a.i64(5, "timeoutMs") : 60000;
+    std::shared_ptr<Communicator> c;
+    if (kind == "cpu") {
+      c = make_cpu_communicator(a.str(1, "a CPU communicator's id"), int(rank), int(world), dev,
+                                timeout);
+    } else if (kind == "nccl") {
+      if (info.Length() < 2 || !info[1].IsTypedArray() || info[1].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
+        fail("commCreate: an NCCL communicator's id must be the Uint8Array from ncclUniqueId()");
+      Napi::Uint8Array id = info[1].As<Napi::Uint8Array>();
+      c = make_nccl_communicator(id.Data(), id.ByteLength(), int(rank), int(world), dev, timeout);
+    } else {
+      fail("commCreate: kind must be 'cpu' or 'nccl', got '", kind, "'");
+    }
+    Napi::Object obj = ctors(info.Env()).comm.New({});
+    NativeComm* w = NativeComm::Unwrap(obj);
+    w->comm = std::move(c);
+    w->rank = int(rank), w->world = int(world), w->dev = dev;
+    return obj;
+  });
+}
+
+}  // namespace
+
+void export_comm(Napi::Env env, Napi::Object exports, Constructors& c) {
+  c.comm = Napi::Persistent(NativeComm::Init(env));
+  export_fn(env, exports, "ncclAvailable", NcclAvailable);
+  export_fn(env, exports, "ncclUniqueId", NcclUniqueId);
+  export_fn(env, exports, "commCreate", CommCreate);
+}
+
+}  // namespace parallm::napi

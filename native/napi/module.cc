@@ -1,0 +1,27 @@
+// The addon's module init: the wrapped classes' constructors (stored per env: each worker thread loads
+// its own copy) and the exports of each part of native/napi/.
+#include <napi.h>
+
+#include "napi/args.h"
+#include "napi/surface.h"
+#include "napi/tensor.h"
+
+namespace parallm::napi {
+
+Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
+  auto* c = new Constructors();
+  env.SetInstanceData<Constructors>(c);  // freed with the env
+  c->tensor = Napi::Persistent(NativeTensor::Init(env));
+  exports.Set("NativeTensor", c->tensor.Value());
+  export_runtime(env, exports, *c);
+  export_ops(env, exports);
+  export_comm(env, exports, *c);
+  // Hooks for tests and benchmarks only, apart from the public surface (src/native.ts NativeTestingHooks).
+  exports.Set("testing", testing_hooks(env));
+  return exports;
+}
+
+}  // namespace parallm::napi
+
+static Napi::Object Init(Napi::Env env, Napi::Object exports) { return parallm::napi::InitModule(env, exports); }
+NODE_API_MODULE(parallm, Init)

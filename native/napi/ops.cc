@@ -1,0 +1,438 @@
+// One binding per kernel of core/kernels.h. Each unwraps its arguments (napi/args.h), checks every
+// tensor (alive, on the op's device, of the dtype the kernel expects, holding every element the kernel
+// will reach: sizes multiplied with overflow checks), and launches the kernel on both backends through
+// core/dispatch.h. Adding an op is one function here plus one line in export_ops:
+//
+//   // gelu(y, x, n)
+//   Napi::Value OpGelu(const Napi::CallbackInfo& info) {
+//     return op(info, "gelu", [](OpCall& c) {
+//       int64_t n = c.i64(2, "n");
+//       DType dt = c.dtype_of(0, "y");
+//       void* py = c.use(0, "y", n, dt);
+//       const void* px = c.use(1, "x", n, dt);
+//       c.run([=](const cpu::Ctx& x) { cpu::gelu(x, dt, px, py, n); }, ON_CUDA(gelu(s, dt, px, py, n)));
+//     });
+//   }
+//
+// c.use<T>(i, name, elements, dtype) returns tensor argument i's device pointer as T*; c.opt<T>(...) the
+// same or nullptr for null; c.mul(a, b, ...) multiplies sizes, failing on overflow; c.strided(...) checks
+// a strided access (signed strides) against its tensor. ON_CUDA(call) is the CUDA backend's call with
+// the stream `s` (nothing in a build without CUDA, where a cuda:N tensor cannot exist).
+#include <array>
+#include <initializer_list>
+#include <vector>
+
+#include "core/dispatch.h"
+#include "core/runtime.h"
+#include "cpu/kernels.h"
+#include "napi/args.h"
+#include "napi/surface.h"
+#include "napi/tensor.h"
+
+#ifdef PARALLM_WITH_CUDA
+#include "cuda/kernels.h"
+namespace parallm::cuda {
+void matmul_sm90_splits(int n);      // benchmark hook (native/cuda/matmul.cu)
+void matmul_sm90_tma_store(int on);  // test hook (native/cuda/matmul.cu)
+}  // namespace parallm::cuda
+#define ON_CUDA(call) [&](cudaStream_t s) { cuda::call; }
+#else
+#define ON_CUDA(call) [&](CUstream_st*) {}
+#endif
+
+namespace parallm::napi {
+namespace {
+
+bool is_float(DType d) { return d == DType::F32 || d == DType::BF16 || d == DType::F16; }
+
+// One op call: its arguments, and the tensors it uses (all on one device, kept alive while it runs).
+class OpCall : public Args {
+ public:
+  using Args::Args;
+
+  // The live tensor at argument i (unwrapped once per call: dtype_of and use ask for it again).
+  NativeTensor* tensor(size_t i, const char* name) {
+    if (i < seen_.size()) return seen_[i] ? seen_[i] : (seen_[i] = tensor_arg(*this, i, name));
+    return tensor_arg(*this, i, name);
+  }
+  // The element type of tensor argument i (the op's dtype when it is the output).
+  DType dtype_of(size_t i, const char* name) { return tensor(i, name)->dtype; }
+
+  // Tensor argument i as a device pointer, after checking it: on the op's device, of dtype `want`,
+  // with at least `need` elements.
+  template <class T = void>
+  T* use(size_t i, const char* name, int64_t need, DType want) {
+    return static_cast<T*>(check(tensor(i, name), name, need, want));
+  }
+  // As use(), or nullptr when argument i is null or undefined.
+  template <class T = void>
+  T* opt(size_t i, const char* name, int64_t need, DType want) {
+    return has_value(i) ? use<T>(i, name, need, want) : nullptr;
+  }
+
+  int64_t mul(int64_t a, int64_t b) const { return checked_mul(a, b, op); }
+  int64_t mul(int64_t a, int64_t b, int64_t c) const { return mul(mul(a, b), c); }
+  int64_t mul(int64_t a, int64_t b, int64_t c, int64_t d) const { return mul(mul(a, b, c), d); }
+
+  // The elements a strided access reaches: offsets sum_k i_k * stride_k for 0 <= i_k < count_k, each
+  // followed by `inner` contiguous elements. Strides may be negative, so both extremes are checked: the
+  // lowest offset must not fall before the tensor (fails naming `name`); the result is one past the
+  // highest element (0 when some count is 0: nothing is touched).
+  struct Dim {
+    int64_t count, stride;
+  };
+  int64_t strided(const char* name, std::initializer_list<Dim> dims, int64_t inner) const {
+    int64_t lo = 0, hi = 0;
+    for (const Dim& d : dims) {
+      if (d.count <= 0) return 0;
+      int64_t span = mul(d.count - 1, d.stride);
+      if (span < 0) lo = checked_add(lo, span, op);
+      else hi = checked_add(hi, span, op);
+    }
+    if (lo < 0) fail(op, ": the strides reach ", lo, " elements before the start of ", name);
+    return inner > 0 ? checked_add(hi, inner, op) : 0;
+  }
+
+  template <typename CpuFn, typename CudaFn>
+  void run(CpuFn&& cpu_fn, CudaFn&& cuda_fn) {
+    if (!have_dev_) fail(op, ": no tensors");
+    launch(dev_, blocks_, std::forward<CpuFn>(cpu_fn), std::forward<CudaFn>(cuda_fn));
+  }
+
+ private:
+  DeviceId dev_;
+  bool have_dev_ = false;
+  std::vector<BlockPtr> blocks_;
+  std::array<NativeTensor*, 16> seen_{};
+
+  void* check(NativeTensor* t, const char* name, int64_t need, DType want) {
+    if (!have_dev_) dev_ = t->dev, have_dev_ = true;
+    else if (t->dev != dev_) fail(op, ": ", name, " is on ", t->dev.str(), " but the op runs on ", dev_.str());
+    if (t->dtype != want) fail(op, ": ", name, " is ", dtype_name(t->dtype), ", expected ", dtype_name(want));
+    if (need < 0 || need > t->numel()) fail(op, ": ", name, " has ", t->numel(), " elements but the op reaches ", need);
+    blocks_.push_back(t->block);
+    return t->ptr();
+  }
+};
+
+// Run one binding's body under guarded(): C++ errors become JS exceptions.
+template <typename Body>
+Napi::Value op(const Napi::CallbackInfo& info, const char* name, Body&& body) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    OpCall c(info, name);
+    body(c);
+    return info.Env().Undefined();
+  });
+}
+
+// matmul(C, A, B, bias|null, M, N, K, transA, transB, alpha, beta)
+Napi::Value OpMatmul(const Napi::CallbackInfo& info) {
+  return op(info, "matmul", [](OpCall& c) {
+    int64_t M = c.i64(4, "M"), N = c.i64(5, "N"), K = c.i64(6, "K");
+    bool ta = c.flag(7), tb = c.flag(8);
+    float alpha = c.f32(9, "alpha"), beta = c.f32(10, "beta");
+    DType dt = c.dtype_of(0, "C");
+    if (!is_float(dt)) fail("matmul: dtype must be f32, bf16 or f16, got ", dtype_name(dt));
+    if (M < 0 || N < 0 || K < 0) fail("matmul: negative size M=", M, " N=", N, " K=", K);
+    void* pc = c.use(0, "C", c.mul(M, N), dt);
+    const void* pa = c.use(1, "A", c.mul(M, K), dt);
+    const void* pb = c.use(2, "B", c.mul(K, N), dt);
+    const void* pbias = c.opt(3, "bias", N, dt);
+    c.run([=](const cpu::Ctx& x) { cpu::matmul(x, dt, pa, pb, pbias, pc, M, N, K, ta, tb, alpha, beta); },
+          ON_CUDA(matmul(s, dt, pa, pb, pbias, pc, M, N, K, ta, tb, alpha, beta)));
+  });
+}
+
+// attentionPrefill(out, q, k, v, B, Tq, Tk, Hq, Hkv, D, qB, qT, kvB, kvT, scale)
+Napi::Value OpAttentionPrefill(const Napi::CallbackInfo& info) {
+  return op(info, "attentionPrefill", [](OpCall& c) {
+    int B = c.i32(4, "B"), Tq = c.i32(5, "Tq"), Tk = c.i32(6, "Tk");
+    int Hq = c.i32(7, "Hq"), Hkv = c.i32(8, "Hkv"), D = c.i32(9, "D");
+    int64_t qB = c.i64(10, "q batch stride"), qT = c.i64(11, "q token stride");
+    int64_t kB = c.i64(12, "kv batch stride"), kT = c.i64(13, "kv token stride");
+    float scale = c.f32(14, "scale");
+    if (B < 1 || Tq < 1 || Tk < Tq || Hq < 1 || Hkv < 1 || Hq % Hkv || D < 1)
+      fail("attentionPrefill: bad sizes B=", B, " Tq=", Tq, " Tk=", Tk, " Hq=", Hq, " Hkv=", Hkv, " D=", D);
+    DType dt = c.dtype_of(0, "out");
+    int64_t kv = c.strided("k and v", {{B, kB}, {Tk, kT}}, c.mul(Hkv, D));
+    void* po = c.use(0, "out", c.mul(B, Tq, Hq, D), dt);
+    const void* pq = c.use(1, "q", c.strided("q", {{B, qB}, {Tq, qT}}, c.mul(Hq, D)), dt);
+    const void* pk = c.use(2, "k", kv, dt);
+    const void* pv = c.use(3, "v", kv, dt);
+    c.run([=](const cpu::Ctx& x) { cpu::attention_prefill(x, dt, pq, pk, pv, po, B, Tq, Tk, Hq, Hkv, D, qB, qT, kB, kT, scale); },
+          ON_CUDA(attention_prefill(s, dt, pq, pk, pv, po, B, Tq, Tk, Hq, Hkv, D, qB, qT, kB, kT, scale)));
+  });
+}
+
+// attentionDecode(out, q, k, v, lens, B, Hq, Hkv, D, qB, kvB, kvT, maxLen, scale)
+Napi::Value OpAttentionDecode(const Napi::CallbackInfo& info) {
+  return op(info, "attentionDecode", [](OpCall& c) {
+    int B = c.i32(5, "B"), Hq = c.i32(6, "Hq"), Hkv = c.i32(7, "Hkv"), D = c.i32(8, "D");
+    int64_t qB = c.i64(9, "q batch stride"), kB = c.i64(10, "kv batch stride"), kT = c.i64(11, "kv token stride");
+    int maxLen = c.i32(12, "maxLen");
+    float scale = c.f32(13, "scale");
+    if (B < 1 || Hq < 1 || Hkv < 1 || Hq % Hkv || D < 1 || maxLen < 1)
+      fail("attentionDecode: bad sizes B=", B, " Hq=", Hq, " Hkv=", Hkv, " D=", D, " maxLen=", maxLen);
+    DType dt = c.dtype_of(0, "out");
+    int64_t kv = c.strided("k and v", {{B, kB}, {maxLen, kT}}, c.mul(Hkv, D));
+    void* po = c.use(0, "out", c.mul(B, Hq, D), dt);
+    const void* pq = c.use(1, "q", c.strided("q", {{B, qB}}, c.mul(Hq, D)), dt);
+    const void* pk = c.use(2, "k", kv, dt);
+    const void* pv = c.use(3, "v", kv, dt);
+    const int32_t* pl = c.use<int32_t>(4, "lens", B, DType::I32);
+    c.run([=](const cpu::Ctx& x) { cpu::attention_decode(x, dt, pq, pk, pv, pl, po, B, Hq, Hkv, D, qB, kB, kT, maxLen, scale); },
+          ON_CUDA(attention_decode(s, dt, pq, pk, pv, pl, po, B, Hq, Hkv, D, qB, kB, kT, maxLen, scale)));
+  });
+}
+
+// kvWrite(dst, src, pos, B, T, W, srcB, srcT, dstB, dstT, maxLen)
+Napi::Value OpKvWrite(const Napi::CallbackInfo& info) {
+  return op(info, "kvWrite", [](OpCall& c) {
+    int B = c.i32(3, "B"), T = c.i32(4, "T");
+    int64_t W = c.i64(5, "W"), sB = c.i64(6, "src batch stride"), sT = c.i64(7, "src token stride");
+    int64_t dB = c.i64(8, "dst batch stride"), dT = c.i64(9, "dst token stride");
+    int64_t maxLen = c.i64(10, "maxLen");
+    if (B < 1 || T < 1 || W < 1 || maxLen < T) fail("kvWrite: bad sizes B=", B, " T=", T, " W=", W, " maxLen=", maxLen);
+    DType dt = c.dtype_of(0, "dst");
+    void* pd = c.use(0, "dst", c.strided("dst", {{B, dB}, {maxLen, dT}}, W), dt);
+    const void* ps = c.use(1, "src", c.strided("src", {{B, sB}, {T, sT}}, W), dt);
+    const int32_t* pp = c.use<int32_t>(2, "pos", B, DType::I32);
+    // Positions live on the device (graphs replay with new ones): the kernels skip a sequence whose
+    // rows would fall outside the cache.
+    c.run([=](const cpu::Ctx& x) { cpu::kv_write(x, dt, ps, pd, pp, B, T, W, sB, sT, dB, dT, maxLen); },
+          ON_CUDA(kv_write(s, dt, ps, pd, pp, B, T, W, sB, sT, dB, dT, maxLen)));
+  });
+}
+
+// layernorm(y, x, gamma, beta, mean|null, rstd|null, R, C, eps)
+Napi::Value OpLayernorm(const Napi::CallbackInfo& info) {
+  return op(info, "layernorm", [](OpCall& c) {
+    int64_t R = c.i64(6, "R"), C = c.i64(7, "C");
+    float eps = c.f32(8, "eps");
+    if (R < 0 || C < 1) fail("layernorm: bad sizes R=", R, " C=", C);
+    DType dt = c.dtype_of(0, "y");
+    void* py = c.use(0, "y", c.mul(R, C), dt);
+    const void* px = c.use(1, "x", c.mul(R, C), dt);
+    const void* pg = c.use(2, "gamma", C, dt);
+    const void* pb = c.use(3, "beta", C, dt);
+    float* pm = c.opt<float>(4, "mean", R, DType::F32);
+    float* pr = c.opt<float>(5, "rstd", R, DType::F32);
+    c.run([=](const cpu::Ctx& x) { cpu::layernorm(x, dt, px, pg, pb, py, pm, pr, R, C, eps); },
+          ON_CUDA(layernorm(s, dt, px, pg, pb, py, pm, pr, R, C, eps)));
+  });
+}
+
+// rmsnorm(y, x, w, rstd|null, R, C, eps)
+Napi::Value OpRmsnorm(const Napi::CallbackInfo& info) {
+  return op(info, "rmsnorm", [](OpCall& c) {
+    int64_t R = c.i64(4, "R"), C = c.i64(5, "C");
+    float eps = c.f32(6, "eps");
+    if (R < 0 || C < 1) fail("rmsnorm: bad sizes R=", R, " C=", C);
+    DType dt = c.dtype_of(0, "y");
+    void* py = c.use(0, "y", c.mul(R, C), dt);
+    const void* px = c.use(1, "x", c.mul(R, C), dt);
+    const void* pw = c.use(2, "weight", C, dt);
+    float* pr = c.opt<float>(3, "rstd", R, DType::F32);
+    c.run([=](const cpu::Ctx& x) { cpu::rmsnorm(x, dt, px, pw, py, pr, R, C, eps); },
+          ON_CUDA(rmsnorm(s, dt, px, pw, py, pr, R, C, eps)));
+  });
+}
+
+// gelu(y, x, n)
+Napi::Value OpGelu(const Napi::CallbackInfo& info) {
+  return op(info, "gelu", [](OpCall& c) {
+    int64_t n = c.i64(2, "n");
+    DType dt = c.dtype_of(0, "y");
+    void* py = c.use(0, "y", n, dt);
+    const void* px = c.use(1, "x", n, dt);
+    c.run([=](const cpu::Ctx& x) { cpu::gelu(x, dt, px, py, n); }, ON_CUDA(gelu(s, dt, px, py, n)));
+  });
+}
+
+// siluGate(y, gate, up, R, F, inStride)
+Napi::Value OpSiluGate(const Napi::CallbackInfo& info) {
+  return op(info, "siluGate", [](OpCall& c) {
+    int64_t R = c.i64(3, "R"), F = c.i64(4, "F"), st = c.i64(5, "inStride");
+    if (R < 0 || F < 1 || st < F) fail("siluGate: bad sizes R=", R, " F=", F, " inStride=", st);
+    DType dt = c.dtype_of(0, "y");
+    int64_t reach = c.strided("gate and up", {{R, st}}, F);
+    void* py = c.use(0, "y", c.mul(R, F), dt);
+    const void* pg = c.use(1, "gate", reach, dt);
+    const void* pu = c.use(2, "up", reach, dt);
+    c.run([=](const cpu::Ctx& x) { cpu::silu_gate(x, dt, pg, pu, py, R, F, st); },
+          ON_CUDA(silu_gate(s, dt, pg, pu, py, R, F, st)));
+  });
+}
+
+// rope(x, pos, R, H, D, tstride, rotDim, theta)
+Napi::Value OpRope(const Napi::CallbackInfo& info) {
+  return op(info, "rope", [](OpCall& c) {
+    int64_t R = c.i64(2, "R");
+    int H = c.i32(3, "H"), D = c.i32(4, "D");
+    int64_t st = c.i64(5, "tstride");
+    int rot = c.i32(6, "rotDim");
+    float theta = c.f32(7, "theta");
+    if (R < 0 || H < 1 || D < 2 || rot < 2 || rot > D || rot % 2 || st < int64_t(H) * D)
+      fail("rope: bad sizes R=", R, " H=", H, " D=", D, " rotDim=", rot, " tstride=", st);
+    DType dt = c.dtype_of(0, "x");
+    void* px = c.use(0, "x", c.strided("x", {{R, st}}, c.mul(H, D)), dt);
+    const int32_t* pp = c.use<int32_t>(1, "pos", R, DType::I32);
+    c.run([=](const cpu::Ctx& x) { cpu::rope(x, dt, px, pp, R, H, D, st, rot, theta); },
+          ON_CUDA(rope(s, dt, px, pp, R, H, D, st, rot, theta)));
+  });
+}
+
+// embedding(out, ids, table, N, V, C)
+Napi::Value OpEmbedding(const Napi::CallbackInfo& info) {
+  return op(info, "embedding", [](OpCall& c) {
+    int64_t N = c.i64(3, "N"), V = c.i64(4, "V"), C = c.i64(5, "C");
+    if (N < 0 || V < 1 || C < 1) fail("embedding: bad sizes N=", N, " V=", V, " C=", C);
+    DType dt = c.dtype_of(0, "out");
+    void* po = c.use(0, "out", c.mul(N, C), dt);
+    const int32_t* pi = c.use<int32_t>(1, "ids", N, DType::I32);
+    const void* pt = c.use(2, "table", c.mul(V, C), dt);
+    c.run([=](const cpu::Ctx& x) { cpu::embedding(x, dt, pi, pt, po, N, V, C); },
+          ON_CUDA(embedding(s, dt, pi, pt, po, N, V, C)));
+  });
+}
+
+// add(y, a, b, n, bPeriod)
+Napi::Value OpAdd(const Napi::CallbackInfo& info) {
+  return op(info, "add", [](OpCall& c) {
+    int64_t n = c.i64(3, "n"), per = c.i64(4, "bPeriod");
+    if (n < 0 || per < 1) fail("add: bad sizes n=", n, " bPeriod=", per);
+    DType dt = c.dtype_of(0, "y");
+    void* py = c.use(0, "y", n, dt);
+    const void* pa = c.use(1, "a", n, dt);
+    const void* pb = c.use(2, "b", per, dt);
+    c.run([=](const cpu::Ctx& x) { cpu::add(x, dt, pa, pb, py, n, per); }, ON_CUDA(add(s, dt, pa, pb, py, n, per)));
+  });
+}
+
+// cast(y, x, n)
+Napi::Value OpCast(const Napi::CallbackInfo& info) {
+  return op(info, "cast", [](OpCall& c) {
+    int64_t n = c.i64(2, "n");
+    DType dy = c.dtype_of(0, "y"), dx = c.dtype_of(1, "x");
+    if (!is_float(dy) || !is_float(dx)) fail("cast: only between f32, bf16 and f16");
+    void* py = c.use(0, "y", n, dy);
+    const void* px = c.use(1, "x", n, dx);
+    c.run([=](const cpu::Ctx& x) { cpu::cast(x, dx, px, dy, py, n); }, ON_CUDA(cast(s, dx, px, dy, py, n)));
+  });
+}
+
+// softmax(y, x, R, C, scale)
+Napi::Value OpSoftmax(const Napi::CallbackInfo& info) {
+  return op(info, "softmax", [](OpCall& c) {
+    int64_t R = c.i64(2, "R"), C = c.i64(3, "C");
+    float scale = c.f32(4, "scale");
+    if (R < 0 || C < 1) fail("softmax: bad sizes R=", R, " C=", C);
+    DType dt = c.dtype_of(0, "y");
+    void* py = c.use(0, "y", c.mul(R, C), dt);
+    const void* px = c.use(1, "x", c.mul(R, C), dt);
+    c.run([=](const cpu::Ctx& x) { cpu::softmax(x, dt, px, py, R, C, scale); },
+          ON_CUDA(softmax(s, dt, px, py, R, C, scale)));
+  });
+}
+
+// argmax(out, x, R, C)
+Napi::Value OpArgmax(const Napi::CallbackInfo& info) {
+  return op(info, "argmax", [](OpCall& c) {
+    int64_t R = c.i64(2, "R"), C = c.i64(3, "C");
+    if (R < 0 || C < 1) fail("argmax: bad sizes R=", R, " C=", C);
+    DType dt = c.dtype_of(1, "x");
+    int32_t* po = c.use<int32_t>(0, "out", R, DType::I32);
+    const void* px = c.use(1, "x", c.mul(R, C), dt);
+    c.run([=](const cpu::Ctx& x) { cpu::argmax(x, dt, px, po, R, C); }, ON_CUDA(argmax(s, dt, px, po, R, C)));
+  });
+}
+
+// sample(out, logits, offsets|null, rows|null, R, V, temperature, topK, topP, seedHi, seedLo)
+Napi::Value OpSample(const Napi::CallbackInfo& info) {
+  return op(info, "sample", [](OpCall& c) {
+    int64_t R = c.i64(4, "R"), V = c.i64(5, "V");
+    float temp = c.f32(6, "temperature");
+    int topk = c.i32(7, "topK");
+    float topp = c.f32(8, "topP");
+    uint64_t seed = c.seed(9);
+    if (R < 0 || V < 1 || topk < 0 || !(topp > 0 && topp <= 1))
+      fail("sample: bad arguments R=", R, " V=", V, " topK=", topk, " topP=", topp);
+    DType dt = c.dtype_of(1, "logits");
+    int32_t* po = c.use<int32_t>(0, "out", R, DType::I32);
+    const void* px = c.use(1, "logits", c.mul(R, V), dt);
+    const int32_t* poff = c.opt<int32_t>(2, "offsets", R, DType::I32);
+    const int32_t* prow = c.opt<int32_t>(3, "rows", R, DType::I32);
+    c.run([=](const cpu::Ctx& x) { cpu::sample(x, dt, px, po, R, V, temp, topk, topp, seed, poff, prow); },
+          ON_CUDA(sample(s, dt, px, po, R, V, temp, topk, topp, seed, poff, prow)));
+  });
+}
+
+// fillUniform(out, n, seedHi, seedLo, low, high)
+Napi::Value OpFillUniform(const Napi::CallbackInfo& info) {
+  return op(info, "fillUniform", [](OpCall& c) {
+    int64_t n = c.i64(1, "n");
+    uint64_t seed = c.seed(2);
+    float low = c.f32(4, "low"), high = c.f32(5, "high");
+    DType dt = c.dtype_of(0, "out");
+    if (!is_float(dt)) fail("fillUniform: dtype must be f32, bf16 or f16, got ", dtype_name(dt));
+    void* po = c.use(0, "out", n, dt);
+    c.run([=](const cpu::Ctx& x) { cpu::fill_uniform(x, dt, po, n, seed, low, high); },
+          ON_CUDA(fill_uniform(s, dt, po, n, seed, low, high)));
+  });
+}
+
+// ------------------------------------------------------------ testing hooks (the addon's `testing`)
+
+// K slices of the sm90 matmul (-1: chosen per call; 1: split-K off), for benchmarks. No-op without CUDA.
+Napi::Value MatmulSplitK(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    int n = Args(info, "matmulSplitK").i32(0, "slices");
+    if (n < -1 || n == 0 || n > 32) fail("matmulSplitK: expected -1 (automatic) or 1..32, got ", n);
+#ifdef PARALLM_WITH_CUDA
+    cuda::matmul_sm90_splits(n);
+#endif
+    return info.Env().Undefined();
+  });
+}
+
+// The sm90 matmul stores C through the TMA (true, the default where it applies) or from registers
+// (false), for tests of both epilogues. No-op without CUDA.
+Napi::Value MatmulTmaStore(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    if (info.Length() < 1 || !info[0].IsBoolean()) fail("matmulTmaStore: expected a boolean");
+#ifdef PARALLM_WITH_CUDA
+    cuda::matmul_sm90_tma_store(info[0].As<Napi::Boolean>().Value() ? 1 : 0);
+#endif
+    return info.Env().Undefined();
+  });
+}
+
+}  // namespace
+
+void export_ops(Napi::Env env, Napi::Object exports) {
+  export_fn(env, exports, "matmul", OpMatmul);
+  export_fn(env, exports, "attentionPrefill", OpAttentionPrefill);
+  export_fn(env, exports, "attentionDecode", OpAttentionDecode);
+  export_fn(env, exports, "kvWrite", OpKvWrite);
+  export_fn(env, exports, "layernorm", OpLayernorm);
+  export_fn(env, exports, "rmsnorm", OpRmsnorm);
+  export_fn(env, exports, "gelu", OpGelu);
+  export_fn(env, exports, "siluGate", OpSiluGate);
+  export_fn(env, exports, "rope", OpRope);
+  export_fn(env, exports, "embedding", OpEmbedding);
+  export_fn(env, exports, "add", OpAdd);
+  export_fn(env, exports, "cast", OpCast);
+  export_fn(env, exports, "softmax", OpSoftmax);
+  export_fn(env, exports, "argmax", OpArgmax);
+  export_fn(env, exports, "sample", OpSample);
+  export_fn(env, exports, "fillUniform", OpFillUniform);
+}
+
+Napi::Object testing_hooks(Napi::Env env) {
+  Napi::Object t = Napi::Object::New(env);
+  export_fn(env, t, "matmulSplitK", MatmulSplitK);
+  export_fn(env, t, "matmulTmaStore", MatmulTmaStore);
+  return t;
+}
+
+}  // namespace parallm::napi
