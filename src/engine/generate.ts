@@ -19,6 +19,11 @@ export interface GenerateOptions extends SamplingOptions {
   stopStrings?: string[];
   /** capture the decode step as a graph (default true) */
   graph?: boolean;
+  /**
+   * each prompt's index in a larger request (default 0..B-1): a sampled draw is keyed on the seed, this
+   * index and the token's position, so a replica running part of a request draws what one device would
+   */
+  sequenceIds?: number[];
 }
 
 export interface StepEvent {
@@ -66,8 +71,8 @@ const yieldToLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 /**
  * Generate for a batch of token-id prompts, yielding each step's new tokens. Each prompt gets what it
- * would get alone (greedy); a sampled token's draw depends on the seed, the sequence's row and the
- * token's position.
+ * would get alone (greedy); a sampled token's draw depends on the seed, the sequence's index and the
+ * token's position alone.
  */
 export async function* generateSteps(model: Model, prompts: number[][], opts: GenerateOptions = {}, times?: GenerationTimes): AsyncGenerator<StepEvent> {
   model.assertAlive();
@@ -76,7 +81,7 @@ export async function* generateSteps(model: Model, prompts: number[][], opts: Ge
   const sampling = resolveSampling(opts);
   const B = prompts.length;
   const stop = new Set(opts.stopTokens ?? model.config.eosTokenIds);
-  const run = new RunInputs(model.device, prompts, [B], maxTokens, { first: true, last: true });
+  const run = new RunInputs(model.device, prompts, [B], maxTokens, { first: true, last: true }, opts.sequenceIds);
   let runner: StageRunner | undefined;
   let prefilled: Tensor | undefined; // the ids sampled after prefill: ours to free (decode outputs are the runner's)
   try {

@@ -157,6 +157,7 @@ export class ParallelModel {
       const part = new DataPartitioner(prompts.length, this.devices.length);
       const res = await this.pool.all<{ tokens: number[][]; t0: number; t1: number; times: { prefillMs: number } }>('generate', (r) => ({
         prompts: part.use(prompts, r),
+        seqIds: part.partitions[r]!,
         opts: { ...sampling, maxTokens: g.maxTokens, stopTokens: [] },
         batch: g.batchPerDevice,
       }));

@@ -26,6 +26,9 @@ export class RunInputs {
   readonly pre: { T: number; pos: Tensor; ids?: Tensor; last?: Tensor }[];
   /** zeros [B]: prefill writes the cache from row 0 */
   readonly zeros: Tensor;
+  /** each sequence's index in the whole request: with its token's position it keys a sampled draw, so a
+   * sequence gets the same tokens whatever batch, micro-batch or replica it runs in */
+  readonly seq: Tensor;
   // Row s holds, for every sequence, lens + s: the cache length after step s, the position of the token
   // fed at step s + 1 (row s - 1 gives that step's positions), and the position of the token sampled at
   // step s (which keys its random draw, see `offsets`).
@@ -39,6 +42,8 @@ export class RunInputs {
     readonly micro: number[],
     readonly maxTokens: number,
     holds: { first: boolean; last: boolean },
+    /** the sequences' indices in the whole request (default 0..B-1) */
+    seqIds?: number[],
   ) {
     const i32 = { dtype: 'i32' as const, device };
     const keep = (t: Tensor) => (this.owned.push(t), t);
@@ -49,6 +54,8 @@ export class RunInputs {
     try {
       this.steps = keep(Tensor.from(Array.from({ length: maxTokens + 1 }, (_, st) => this.lens.map((l) => l + st)).flat(), [(maxTokens + 1) * this.B], i32));
       this.zeros = keep(Tensor.zeros([this.B], i32));
+      if (seqIds && seqIds.length !== this.B) throw new Error(`${seqIds.length} sequence ids for a batch of ${this.B}`);
+      this.seq = keep(Tensor.from(seqIds ?? this.lens.map((_, b) => b), [this.B], i32));
       this.pre = micro.map((n, mb) => {
         const b0 = this.starts[mb]!, mlens = this.lens.slice(b0, b0 + n), T = Math.max(...mlens);
         return {
@@ -69,6 +76,11 @@ export class RunInputs {
     return this.steps.view(step * this.B + this.starts[mb]!, [this.micro[mb]!]);
   }
 
+  /** The sequence ids of micro-batch `mb` (a view; the caller disposes it). */
+  seqOf(mb: number): Tensor {
+    return this.seq.view(this.starts[mb]!, [this.micro[mb]!]);
+  }
+
   /** Copy row `step` for micro-batch `mb` into `dst`, on the device. */
   copyRow(dst: Tensor, step: number, mb: number): void {
     const r = this.row(step, mb);
@@ -85,6 +97,7 @@ export class RunInputs {
 /** A decode step of one micro-batch, captured once over fixed buffers and replayed every step. */
 interface Slot {
   ids: Tensor; // first stage: the ids fed this step
+  seq: Tensor; // last stage: the sequences' ids (a view of RunInputs.seq)
   x: Tensor; // other stages: the activations received
   pos: Tensor;
   lens: Tensor;
@@ -128,6 +141,7 @@ export class StageRunner {
       const i32 = { dtype: 'i32' as const, device };
       sl = {
         ids: Tensor.empty([n], i32),
+        seq: this.run.seqOf(mb),
         x: Tensor.empty([n, this.model.config.hidden], { dtype: this.model.dtype, device }),
         pos: Tensor.empty([n], i32),
         lens: Tensor.empty([n], i32),
@@ -170,10 +184,12 @@ export class StageRunner {
       h.dispose();
       x.dispose();
       const offsets = this.run.row(0, mb);
+      const rows = this.run.seqOf(mb);
       try {
-        return ops.sample(logits, { ...this.sampling, offsets });
+        return ops.sample(logits, { ...this.sampling, offsets, rows });
       } finally {
         offsets.dispose();
+        rows.dispose();
         logits.dispose();
       }
     } catch (e) {
@@ -221,7 +237,7 @@ export class StageRunner {
     if (this.last) {
       const logits = tf.logits(x);
       // The token sampled at step s sits at position lens + s: that position keys its random draw.
-      sl.out = ops.sample(logits, { ...this.sampling, offsets: sl.lens });
+      sl.out = ops.sample(logits, { ...this.sampling, offsets: sl.lens, rows: sl.seq });
       logits.dispose();
       if (this.first) x.dispose();
     }
@@ -231,7 +247,7 @@ export class StageRunner {
     for (const sl of this.slots.values()) {
       sl.graph?.dispose();
       sl.kv.k.concat(sl.kv.v).forEach((t) => t.dispose());
-      for (const t of [sl.ids, sl.x, sl.pos, sl.lens, sl.xOut, sl.out]) t?.dispose();
+      for (const t of [sl.ids, sl.seq, sl.x, sl.pos, sl.lens, sl.xOut, sl.out]) t?.dispose();
     }
     this.slots.clear();
     this.cache.dispose();

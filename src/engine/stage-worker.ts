@@ -102,7 +102,7 @@ export const handlers: Record<string, Handler> = {
   },
 
   /** Data parallel: this replica's share of the prompts, generated as one batch (to maxTokens each). */
-  async generate(a: { prompts: number[][]; opts: GenerateOptions; batch?: number }, ctx) {
+  async generate(a: { prompts: number[][]; seqIds: number[]; opts: GenerateOptions; batch?: number }, ctx) {
     const m = held(ctx).models[0]!;
     const t0 = now();
     const tokens: number[][] = a.prompts.map(() => []);
@@ -111,7 +111,7 @@ export const handlers: Record<string, Handler> = {
     const size = a.batch ?? Math.max(1, a.prompts.length);
     for (let b0 = 0; b0 < a.prompts.length; b0 += size) {
       const part: GenerationTimes = { prefillMs: 0, decodeMs: 0, decodeSteps: 0 };
-      for await (const ev of generateSteps(m, a.prompts.slice(b0, b0 + size), { ...a.opts, stopTokens: [] }, part))
+      for await (const ev of generateSteps(m, a.prompts.slice(b0, b0 + size), { ...a.opts, stopTokens: [], sequenceIds: a.seqIds.slice(b0, b0 + size) }, part))
         ev.tokens.forEach((t, b) => tokens[b0 + b]!.push(t));
       times.prefillMs += part.prefillMs;
       times.decodeMs += part.decodeMs;
