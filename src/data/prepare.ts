@@ -7,7 +7,7 @@ import { join, resolve } from 'node:path';
 import { gpt2Tokenizer } from '../io/tokenizer.js';
 import { DataPartitioner } from '../parallel/partitioner.js';
 import { brownDocuments, textDocuments, type Document } from './corpus.js';
-import { readTokenFileHeader, writeTokenFile } from './tokenfile.js';
+import { readTokenFileHeader, tokenDType, writeTokenFile, type TokenArray } from './tokenfile.js';
 
 /** Bump when the text rules (src/data/corpus.ts) or the split change, so old caches are rebuilt. */
 export const PREPARE_VERSION = 1;
@@ -159,12 +159,16 @@ export async function prepareDataset(opts: PrepareOptions): Promise<PreparedData
     valSet = new Set(new DataPartitioner(docs.length, 1, seed).partitions[0]!.slice(0, nVal));
   }
 
-  const parts = { train: [] as number[][], val: [] as number[][] };
+  // Each document's ids as a typed array right away: 2 bytes a token (u16 for GPT-2), not a JS array's 8.
+  const Ids = tokenDType(tok.vocabSize) === 'u16' ? Uint16Array : Uint32Array;
+  const parts = { train: [] as TokenArray[], val: [] as TokenArray[] };
   const count = { train: 0, val: 0 };
   let tokens = 0;
   for (let i = 0; i < docs.length; i++) {
-    const ids = tok.encode(docs[i]!.text);
-    ids.push(eotId);
+    const encoded = tok.encode(docs[i]!.text);
+    const ids = new Ids(encoded.length + 1);
+    ids.set(encoded);
+    ids[encoded.length] = eotId;
     const split = valSet.has(i) ? 'val' : 'train';
     parts[split].push(ids);
     count[split]++;
@@ -184,7 +188,7 @@ export async function prepareDataset(opts: PrepareOptions): Promise<PreparedData
   rmSync(join(outDir, MANIFEST), { force: true });
   const info = {} as Record<'train' | 'val', SplitInfo>;
   for (const split of ['train', 'val'] as const) {
-    const all = new Uint32Array(parts[split].reduce((n, p) => n + p.length, 0));
+    const all = new Ids(parts[split].reduce((n, p) => n + p.length, 0));
     let at = 0;
     for (const p of parts[split]) all.set(p, (at += p.length) - p.length);
     const file = `${split}.tok`;
