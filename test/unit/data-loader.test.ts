@@ -2,6 +2,7 @@
 // tokens), targets are inputs shifted by one, an epoch visits each window once, ranks' shards are disjoint and
 // cover the stream, a saved position resumes to exactly the uninterrupted batches, and too little data is an
 // error naming the sizes.
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { TrainLoader, valBatchCount, valBatches, windowCount, type Batch } from '../../src/data/loader.js';
 import { rng } from '../../src/random.js';
@@ -133,6 +134,47 @@ describe('TrainLoader', () => {
     expect(() => l.seek({ epoch: 0, index: 12 })).toThrow(/index 12 is outside \[0, 12\)/);
     expect(() => l.seek({ epoch: -1, index: 0 })).toThrow(/epoch must be a non-negative integer, got -1/);
     expect(() => new TrainLoader(iota(100), { batch: 2, seq: 4, position: { epoch: 1, index: 0.5 } })).toThrow(/index 0.5/);
+  });
+});
+
+describe('TrainLoader properties', () => {
+  it('for any sizes: an error exactly when a rank has less than one batch, else disjoint full batches of real windows', () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 0, max: 400 }),
+        fc.integer({ min: 1, max: 20 }),
+        fc.integer({ min: 1, max: 8 }),
+        fc.integer({ min: 1, max: 5 }),
+        fc.integer({ min: 0, max: 0xffffffff }),
+        (n, seq, batch, world, seed) => {
+          const W = n > seq ? Math.floor((n - 1) / seq) : 0;
+          const make = (rank: number) => new TrainLoader(iota(n), { batch, seq, rank, world, seed });
+          if (Math.floor(W / world) < batch) {
+            expect(() => make(world - 1)).toThrow(`${n} tokens make ${W} windows of seq ${seq} + 1`);
+            return;
+          }
+          const seen = new Set<number>();
+          for (let rank = 0; rank < world; rank++) {
+            const l = make(rank);
+            for (let k = 0; k < l.batchesPerEpoch; k++) {
+              const b = l.next();
+              expect(b.inputs.length).toBe(batch * seq);
+              for (const w of rowsOf(b, seq)) {
+                expect(Number.isInteger(w) && w >= 0 && w < W).toBe(true);
+                expect(seen.has(w)).toBe(false);
+                seen.add(w);
+              }
+              // Inputs and targets are the window's tokens, shifted by one.
+              for (let i = 0; i < b.inputs.length; i++) expect(b.targets[i]).toBe(b.inputs[i]! + 1);
+            }
+            expect(l.position).toEqual({ epoch: 1, index: 0 });
+          }
+          expect(seen.size).toBe(world * Math.floor(Math.floor(W / world) / batch) * batch);
+          expect(W - seen.size).toBeLessThan(world * (batch + 1)); // what is dropped: less than a batch and one per rank
+        },
+      ),
+      { numRuns: 200 },
+    );
   });
 });
 

@@ -1,12 +1,12 @@
 // prepareDataset: a few Brown files and folders of text into train/val token files, checked document by
 // document against the tokenizer run here; the seeded split; the cache (reused, rebuilt when the text, the
 // settings or the files change); progress; a single file cut in two; and the errors.
-import { mkdtempSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { brownDocuments } from '../../src/data/corpus.js';
-import { prepareDataset, type PrepareProgress } from '../../src/data/prepare.js';
+import { prepareDataset, readDataset, type PrepareProgress } from '../../src/data/prepare.js';
 import { readTokenFile } from '../../src/data/tokenfile.js';
 import { gpt2Tokenizer } from '../../src/io/tokenizer.js';
 
@@ -127,5 +127,24 @@ describe('prepareDataset', () => {
     const short = join(tmp(), 'short.txt');
     writeFileSync(short, 'oneword');
     await expect(prepareDataset({ source: short, outDir: out })).rejects.toThrow(/short\.txt is the only document and is too short \(7 characters\)/);
+  });
+
+  it('readDataset opens a prepared folder, and names a missing manifest or a token file that disagrees with it', async () => {
+    const src = tmp();
+    for (let i = 0; i < 3; i++) writeFileSync(join(src, `d${i}.txt`), `Text ${i} `.repeat(20));
+    const out = tmp();
+    const r = await prepareDataset({ source: src, outDir: out, valFraction: 0.3 });
+    const d = readDataset(out);
+    expect(d.manifest).toEqual(r.manifest);
+    expect(Array.from(d.train.tokens)).toEqual(Array.from(readTokenFile(r.train).tokens));
+    expect(d.val.count).toBe(r.manifest.val.tokens);
+    writeFileSync(r.val, readFileSync(r.train)); // a valid token file, but not the one the manifest describes
+    expect(() => readDataset(out)).toThrow(new RegExp(`readDataset: ${r.val} holds ${r.manifest.train.tokens} tokens .* says ${r.manifest.val.tokens}`));
+    truncateSync(r.train, 10);
+    expect(() => readDataset(out)).toThrow(/train\.tok: truncated: 10 bytes/);
+    writeFileSync(join(out, 'manifest.json'), '{"format": "other"}');
+    expect(() => readDataset(out)).toThrow(/manifest\.json is not a version 1 parallm dataset manifest/);
+    rmSync(join(out, 'manifest.json'));
+    expect(() => readDataset(out)).toThrow(/cannot read .*manifest\.json \(run prepareDataset first\)/);
   });
 });
