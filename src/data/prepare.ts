@@ -53,7 +53,7 @@ export interface DatasetManifest {
   readonly eotId: number;
   readonly valFraction: number;
   readonly seed: number;
-  /** sha256 of the version, the settings and every document's name and text. */
+  /** sha256 of the version, the source, the settings and every document's name and text. */
   readonly contentHash: string;
   readonly train: SplitInfo;
   readonly val: SplitInfo;
@@ -129,6 +129,10 @@ function cacheValid(dir: string, m: DatasetManifest | null, hash: string): m is 
  * by the end-of-text token (50256). Documents are split between train and validation by a seeded shuffle:
  * round(valFraction x documents) of them, at least one when valFraction > 0, go to validation; each split
  * keeps the source's document order. A source of a single document is cut in two instead (see splitOne).
+ * Text that spells '<|endoftext|>' becomes that token (gpt2Tokenizer's rule), so a file may hold several
+ * documents separated that way. Reuses the files of an earlier run with the same source, text and settings.
+ * Everything is held in memory while tokenizing (the text, and 2 bytes a token): fine for corpora of up to a
+ * few hundred MB; the whole Brown corpus takes about a second.
  */
 export async function prepareDataset(opts: PrepareOptions): Promise<PreparedDataset> {
   const valFraction = opts.valFraction ?? DEFAULT_VAL_FRACTION;
@@ -142,7 +146,8 @@ export async function prepareDataset(opts: PrepareOptions): Promise<PreparedData
   const eotId = tok.eosTokenId!;
   let docs = loadDocuments(opts);
   const source = opts.source === 'brown' ? 'brown' : resolve(opts.source);
-  const settings = { version: PREPARE_VERSION, tokenizer: tok.kind, vocabSize: tok.vocabSize, eotId, valFraction, seed };
+  // The source's path is part of the key too, so the manifest of a reused cache names the source asked for.
+  const settings = { version: PREPARE_VERSION, source, tokenizer: tok.kind, vocabSize: tok.vocabSize, eotId, valFraction, seed };
   const hash = contentHash(docs, settings);
   const outDir = resolve(opts.outDir);
   const old = readManifest(outDir);

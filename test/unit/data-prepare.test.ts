@@ -1,7 +1,7 @@
 // prepareDataset: a few Brown files and folders of text into train/val token files, checked document by
 // document against the tokenizer run here; the seeded split; the cache (reused, rebuilt when the text, the
 // settings or the files change); progress; a single file cut in two; and the errors.
-import { mkdtempSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdtempSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -76,6 +76,13 @@ describe('prepareDataset', () => {
     expect((await prepareDataset({ ...opts, seed: 10 })).reused).toBe(false);
     expect((await prepareDataset({ ...opts, seed: 10 })).reused).toBe(true);
     expect((await prepareDataset({ ...opts, seed: 10, valFraction: 0.4 })).reused).toBe(false);
+    // The same text from another folder is another source.
+    const copy = tmp();
+    cpSync(src, copy, { recursive: true });
+    const moved = await prepareDataset({ ...opts, source: copy });
+    expect(moved.reused).toBe(false);
+    expect(moved.manifest.source).toBe(copy);
+    expect(moved.manifest.train).toEqual(first.manifest.train);
     // Text change.
     writeFileSync(join(src, 'doc3.txt'), 'Changed.');
     const changed = await prepareDataset(opts);
