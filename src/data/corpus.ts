@@ -54,8 +54,7 @@ export function brownFiles(dir = brownDir()): BrownFile[] {
 //   and closes in turn within a paragraph.
 // - No space before , . ; : ? ! ) ] % and closing quotes; no space after ( [ $ and opening quotes. Other
 //   tokens (words, '--', '&') are separated by one space. A sentence's '.' right after an abbreviation's
-//   ('Jr./np ./.') is dropped, as in print. Contractions and possessives are already single
-//   tokens in Brown ("didn't/dod*", "Atlanta's/np$") and stay as they are.
+//   ('Jr./np ./.') is dropped, as in print. Contractions and possessives are already single tokens in Brown ("didn't/dod*", "Atlanta's/np$") and stay as they are.
 // - Layout: a line is a sentence; consecutive non-blank lines form a paragraph (a tab marks its first line);
 //   sentences of a paragraph are joined by a space, paragraphs by a blank line. A headline (a line whose
 //   tags all end in -hl) stands as its own paragraph. Each file is one document.
@@ -64,7 +63,7 @@ const ATTACH_RIGHT = new Set(['(', '[', '$', '``']);
 
 function splitToken(tok: string): { word: string; tag: string } {
   const at = tok.lastIndexOf('/');
-  // A slash at position 0 cannot start a tag with an empty word, unless the word is itself '/': '//in'.
+  // No slash, or only a leading one (no word before it): the token is all word. '//in' splits at its second.
   if (at <= 0) return { word: tok, tag: '' };
   return { word: tok.slice(0, at), tag: tok.slice(at + 1) };
 }

@@ -2,8 +2,8 @@
 //
 // Windows: window w is tokens [w*seq, w*seq + seq + 1): its first seq tokens are the inputs, its last seq the
 // targets (shifted by one). Consecutive windows share one token (the last target of one is the first input of
-// the next), so every token but the first is a target exactly once per epoch; a stream of N tokens gives
-// floor((N - 1) / seq) windows, and the tail shorter than a window is unused. Windows run across document
+// the next), so every token but the first is the target of one window (the tail shorter than a window aside);
+// a stream of N tokens gives floor((N - 1) / seq) windows. Windows run across document
 // boundaries (the end-of-text token between documents is an ordinary input and target, as in GPT-2's training).
 //
 // Training (TrainLoader): an epoch visits every window once. Each epoch the windows are shuffled and cut into
@@ -27,7 +27,8 @@ export interface Batch {
   readonly seq: number;
 }
 
-/** Where a TrainLoader is: `index` batches of `epoch` have been taken. Plain data, to save with a checkpoint. */
+/** Where a TrainLoader is: `index` batches of `epoch` have been taken. Plain data, to save with a checkpoint;
+ *  it resumes the same sequence only with the same tokens, batch, seq, rank, world and seed. */
 export interface LoaderPosition {
   readonly epoch: number;
   readonly index: number;
