@@ -96,7 +96,8 @@ export interface NativeBinding {
 
   ncclAvailable(): { ok: boolean; version?: number; error?: string };
   ncclUniqueId(): Uint8Array;
-  commCreate(kind: 'cpu' | 'nccl', id: string | Uint8Array, rank: number, world: number, device: string, timeoutMs: number): NativeComm;
+  /** stop: an Int32Array of one element over a SharedArrayBuffer; once non-zero, a wait of this rank stops (close, terminate) */
+  commCreate(kind: 'cpu' | 'nccl', id: string | Uint8Array, rank: number, world: number, device: string, timeoutMs: number, stop?: Int32Array | null): NativeComm;
 
   /** Hooks for tests and benchmarks only: not part of the public ops (see NativeTestingHooks). */
   testing: NativeTestingHooks;

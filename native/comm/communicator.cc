@@ -244,15 +244,23 @@ class CpuComm : public Communicator {
   int64_t timeout_ms_;
 
   Clock::time_point start_deadline() const { return Clock::now() + std::chrono::milliseconds(timeout_ms_); }
-  // Wait for a notification; false once the deadline has passed (never, without a timeout).
+  // Wait for a notification; false once the deadline has passed (never, without a timeout). With a stop
+  // flag, the wait wakes every kStopPollMs to look at it, and a set flag breaks the group.
   bool wait_step(std::unique_lock<std::mutex>& lk, Clock::time_point deadline) {
-    if (timeout_ms_ <= 0) {
-      g_->cv.wait(lk);
-      return true;
-    }
-    if (Clock::now() >= deadline) return false;
-    g_->cv.wait_until(lk, deadline);
+    if (stop_requested()) stopped(lk);
+    if (timeout_ms_ > 0 && Clock::now() >= deadline) return false;
+    Clock::time_point until = timeout_ms_ > 0 ? deadline : Clock::time_point::max();
+    if (stop_) until = std::min(until, Clock::now() + std::chrono::milliseconds(kStopPollMs));
+    if (until == Clock::time_point::max()) g_->cv.wait(lk);
+    else g_->cv.wait_until(lk, until);
+    if (stop_requested()) stopped(lk);
     return true;
+  }
+
+  [[noreturn]] void stopped(std::unique_lock<std::mutex>&) {
+    if (g_->broken_by < 0) g_->broken_by = rank_, g_->broken_why = "stopped by close() or terminate()";
+    g_->cv.notify_all();
+    throw Error("rank " + std::to_string(rank_) + " on " + dev_.str() + ": a communicator wait was stopped (close() or terminate())");
   }
 
   // Fail if the group is broken, or if `peer` (any rank for kAnyPeer, none for kNoPeer) has been
@@ -488,6 +496,10 @@ class NcclComm : public Communicator {
       if (timeout_ms_ > 0 && Clock::now() >= deadline) {
         abort();
         fail(w, ": timed out after ", timeout_ms_, " ms waiting for the other ranks; the communicator was aborted");
+      }
+      if (stop_requested()) {
+        abort();
+        fail(w, ": stopped by close() or terminate(); the communicator was aborted");
       }
       std::this_thread::sleep_for(std::chrono::microseconds(50));
     }

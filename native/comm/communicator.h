@@ -46,13 +46,21 @@ class Communicator {
   // Breaks the communicator: every rank's waiting and later calls fail at once. Idempotent.
   // (Destroying a rank is milder on CPU: only collectives and traffic with that rank fail.)
   virtual void abort() = 0;
+  // A flag another thread may set (an int32 in shared memory, e.g. a SharedArrayBuffer's, kept alive by
+  // the caller while this communicator lives): once it is non-zero, a wait of this rank stops within
+  // kStopPollMs and breaks the communicator, as abort() does. This is how close() and terminate() stop a
+  // worker blocked in a wait: nothing else can reach its thread.
+  void set_stop_flag(const int32_t* flag) { stop_ = flag; }
+  static constexpr int kStopPollMs = 20;
 
  protected:
   // "allReduce on rank 1 of 3 (cpu:1, 1024 x f32)": the prefix of every error message.
   std::string where(const char* op, int64_t n, DType dt) const;
   void check_peer(const char* op, int peer, int64_t n, DType dt) const;
+  bool stop_requested() const { return stop_ && __atomic_load_n(stop_, __ATOMIC_ACQUIRE) != 0; }
   int rank_, world_;
   DeviceId dev_;
+  const int32_t* stop_ = nullptr;
 };
 
 // CPU: ranks of one id meet in this process. timeout_ms bounds every wait (0: wait forever).

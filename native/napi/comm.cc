@@ -20,6 +20,7 @@ class NativeComm : public Napi::ObjectWrap<NativeComm> {
  public:
   static constexpr const char* kWhat = "a communicator";
   static Napi::FunctionReference& ctor(Constructors& c) { return c.comm; }
+  Napi::ObjectReference stop;  // keeps the stop flag's memory alive (Communicator::set_stop_flag); outlives comm
   std::shared_ptr<Communicator> comm;
   int rank = 0, world = 1;
   DeviceId dev;
@@ -180,7 +181,8 @@ Napi::Value NcclUniqueId(const Napi::CallbackInfo& info) {
   });
 }
 
-// commCreate(kind 'cpu'|'nccl', id string|Uint8Array, rank, world, device, timeoutMs).
+// commCreate(kind 'cpu'|'nccl', id string|Uint8Array, rank, world, device, timeoutMs, stop?: Int32Array
+// of one element over a SharedArrayBuffer: see Communicator::set_stop_flag).
 Napi::Value CommCreate(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     Args a(info, "commCreate");
@@ -204,6 +206,14 @@ Napi::Value CommCreate(const Napi::CallbackInfo& info) {
     }
     Napi::Object obj = ctors(info.Env()).comm.New({});
     NativeComm* w = NativeComm::Unwrap(obj);
+    if (a.has_value(6)) {
+      if (!info[6].IsTypedArray() || info[6].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array ||
+          info[6].As<Napi::Int32Array>().ElementLength() != 1)
+        fail("commCreate: the stop flag must be an Int32Array of one element (over a SharedArrayBuffer)");
+      Napi::Int32Array flag = info[6].As<Napi::Int32Array>();
+      c->set_stop_flag(flag.Data());
+      w->stop = Napi::Persistent(flag.As<Napi::Object>());  // the flag's memory lives as long as the comm
+    }
     w->comm = std::move(c);
     w->rank = int(rank), w->world = int(world), w->dev = dev;
     return obj;

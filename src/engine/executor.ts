@@ -90,7 +90,18 @@ export function runGenerationColumn(
   col: Column,
   runners: Map<number, StageRunner>,
   comm: Communicator | null,
-  o: { device: string; batch: number; starts: number[]; micro: number[]; timeline?: boolean; interleaved: boolean; checkAbort?: () => void },
+  o: {
+    device: string;
+    batch: number;
+    starts: number[];
+    micro: number[];
+    timeline?: boolean;
+    interleaved: boolean;
+    /** called at every tick: throws to stop the run (close, terminate) */
+    checkStop?: () => void;
+    /** fault injection for tests: throw at the start of this tick */
+    fault?: { tick: number };
+  },
 ): GenerationColumnResult {
   const { device } = o;
   const runnerOf = (stage: number) => {
@@ -138,7 +149,8 @@ export function runGenerationColumn(
   const hostBase = now();
   try {
     for (let t = 0; t <= col.ticks; t++) {
-      o.checkAbort?.();
+      o.checkStop?.();
+      if (o.fault?.tick === t) throw new Error(`device ${col.device}: a fault injected at tick ${t}`);
       const h0 = now();
       exchange(t);
       const k = byTick.get(t);
@@ -179,6 +191,11 @@ export function runGenerationColumn(
     if (holdsLast)
       sampled.forEach((perStep, mb) => perStep.forEach((t) => Array.from(t.toArray()).forEach((id, b) => tokens[o.starts[mb]! + b]!.push(id))));
     return { tokens, tasks };
+  } catch (e) {
+    // The peers may be waiting on this device: break the communicator so they fail at once instead of
+    // waiting out its timeout. The caller makes a new one before the next run.
+    comm?.abort();
+    throw e;
   } finally {
     if (hand.made?.dispose) hand.made.t.dispose(); // an error left a prefill output unsent
     for (const t of inbox.values()) t.dispose();

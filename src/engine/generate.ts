@@ -24,6 +24,8 @@ export interface GenerateOptions extends SamplingOptions {
    * index and the token's position, so a replica running part of a request draws what one device would
    */
   sequenceIds?: number[];
+  /** checked at every step: true ends the generation with an error (a worker being stopped) */
+  shouldStop?: () => boolean;
 }
 
 export interface StepEvent {
@@ -105,6 +107,7 @@ export async function* generateSteps(model: Model, prompts: number[][], opts: Ge
     let t1 = performance.now();
     let steps = 0;
     for (let s = 1; s < maxTokens && done.some((d) => !d); s++) {
+      if (opts.shouldStop?.()) throw new Error(`generate on ${model.device}: stopped (close() or terminate())`);
       // Step s feeds the token sampled at step s - 1 and samples the next.
       runner.inputBuffer(0, s).copyFrom(last);
       last = runner.decode(0, s);

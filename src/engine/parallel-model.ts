@@ -81,6 +81,9 @@ function meshGroups(mesh: Mesh, kind: CommKind): CommArgs['groups'][] {
 export class ParallelModel {
   /** Plans of earlier calls, by shape: a repeated call (a benchmark's runs) does not plan again. */
   private readonly plans = new Map<string, PipelinePlan>();
+  /** a failed run broke the communicators (its ranks aborted them): make new ones before the next */
+  private commsBroken = false;
+  private closed: Promise<void> | null = null;
 
   private constructor(
     readonly strategy: Strategy,
@@ -91,7 +94,16 @@ export class ParallelModel {
     readonly config: ModelConfig,
     /** one worker per device, in rank order */
     readonly devices: string[],
+    private readonly comm: { kind: CommKind; timeoutMs?: number } | null,
   ) {}
+
+  /** Every rank joins its mesh groups, with fresh communicator ids. */
+  private async initComms(): Promise<void> {
+    if (!this.comm) return;
+    const groups = meshGroups(this.mesh, this.comm.kind);
+    await this.pool.all('commInit', (r) => ({ kind: this.comm!.kind, groups: groups[r]!, timeoutMs: this.comm!.timeoutMs }) satisfies CommArgs);
+    this.commsBroken = false;
+  }
 
   /** Start one worker per device and load the model: replicas (dp, single) or stages (mp, pp). */
   static async load(source: string, o: ParallelOptions): Promise<ParallelModel> {
@@ -116,18 +128,17 @@ export class ParallelModel {
     const mesh = strategyMesh(o.strategy, ranks.length);
     // CPU devices are process-wide (ensureCpuDevices above made them), so the workers see them too.
     const pool = await DevicePool.start(ranks, { modules: [STAGE_MODULE], timeoutMs: o.timeoutMs });
+    // Replicas never talk while generating; pipeline stages do, over their pp group.
+    const comm = !replicas && ranks.length > 1 ? { kind: [...kinds][0] as CommKind, timeoutMs: o.commTimeoutMs } : null;
+    const pm = new ParallelModel(o.strategy, pool, mesh, stages, cfg, ranks, comm);
     try {
       await pool.all('load', (r) => ({ source, dtype, seed: o.seed, stages: replicas ? undefined : stages.filter((s) => s.rank === r) }));
-      // Replicas never talk while generating; pipeline stages do, over their pp group.
-      if (!replicas && ranks.length > 1) {
-        const groups = meshGroups(mesh, [...kinds][0] as CommKind);
-        await pool.all('commInit', (r) => ({ kind: [...kinds][0], groups: groups[r], timeoutMs: o.commTimeoutMs }) satisfies CommArgs);
-      }
+      await pm.initComms();
     } catch (e) {
       await pool.close();
       throw e;
     }
-    return new ParallelModel(o.strategy, pool, mesh, stages, cfg, ranks);
+    return pm;
   }
 
   private checkPrompts(prompts: number[][], maxTokens: number): void {
@@ -145,6 +156,7 @@ export class ParallelModel {
 
   /** Every option is checked here, on the main thread, before any worker starts the run. */
   async generate(prompts: number[][], g: ParallelGenerateOptions): Promise<ParallelResult> {
+    if (this.closed) throw new Error('generate: this model has been closed');
     if (!g || typeof g !== 'object') throw new Error('generate: give options { maxTokens }');
     this.checkPrompts(prompts, g.maxTokens);
     const sampling = resolveSampling(g);
@@ -179,17 +191,45 @@ export class ParallelModel {
       this.plans.set(key, plan);
     }
     const columns = planColumns(plan);
-    const res = await this.pool.all<PipelineResult>('pipeline', (r) => ({
-      ...sampling,
-      prompts,
-      micro: plan.micro,
-      maxTokens: g.maxTokens,
-      column: columns[r]!,
-      stages: plan.stages.length,
-      timeline: g.timeline,
-    }) satisfies PipelineArgs);
+    if (this.commsBroken) await this.initComms();
+    let res: PipelineResult[];
+    try {
+      res = await this.allOrRootCause<PipelineResult>('pipeline', (r) => ({
+        ...sampling,
+        prompts,
+        micro: plan.micro,
+        maxTokens: g.maxTokens,
+        column: columns[r]!,
+        stages: plan.stages.length,
+        timeline: g.timeline,
+        fault: (g as { fault?: PipelineArgs['fault'] }).fault, // tests only
+      }) satisfies PipelineArgs);
+    } catch (e) {
+      // A rank that failed aborted its communicator (its peers then failed too, at once): nothing of this
+      // run is left in flight, and the next call starts on new communicators.
+      // A rank that died cannot abort: stop the others' waits too, and wait until every live worker is
+      // out of the run (its queue reaches the ping).
+      this.commsBroken = true;
+      if (!this.closed) {
+        this.pool.requestStop();
+        await Promise.allSettled(this.devices.map((_, r) => this.pool.call(r, 'ping')));
+        this.pool.clearStop();
+      }
+      throw e;
+    }
     const last = plan.stages[plan.stages.length - 1]!.rank;
     return { tokens: res[last]!.tokens, wallMs: performance.now() - t0, tasks: res.flatMap((r) => r.tasks), microBatches: m };
+  }
+
+  /**
+   * `method` on every worker, waiting for all of them. When some fail, the error is the root cause: a
+   * rank's own failure rather than the "peer aborted" or "stopped" errors it caused on the others.
+   */
+  private async allOrRootCause<R>(method: string, args: (rank: number) => unknown): Promise<R[]> {
+    const settled = await Promise.allSettled(this.devices.map((_, r) => this.pool.call<R>(r, method, args(r))));
+    const errors = settled.flatMap((x) => (x.status === 'rejected' ? [x.reason as Error] : []));
+    if (errors.length) throw errors.find((e) => !/aborted|stopped|was closed|pool closed/.test(e.message)) ?? errors[0]!;
+    return settled.map((x) => (x as PromiseFulfilledResult<R>).value);
   }
 
   /** Peak allocator bytes per device since the last reset. */
@@ -211,12 +251,20 @@ export class ParallelModel {
     return out;
   }
 
-  /** Free every worker's model and communicator, then stop the workers (also after a worker died). */
-  async close(): Promise<void> {
-    try {
-      await Promise.allSettled(this.devices.map((_, r) => this.pool.call(r, 'unload')));
-    } finally {
-      await this.pool.close();
-    }
+  /**
+   * Stop what the workers are doing (a running generate rejects: each worker ends within one task, or
+   * within 20 ms when it waits on a communicator), free every worker's model and communicator, then end
+   * the workers (also after a worker died). Idempotent.
+   */
+  close(): Promise<void> {
+    this.closed ??= (async () => {
+      this.pool.requestStop();
+      try {
+        await Promise.allSettled(this.devices.map((_, r) => this.pool.call(r, 'unload')));
+      } finally {
+        await this.pool.close();
+      }
+    })();
+    return this.closed;
   }
 }

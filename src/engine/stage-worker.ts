@@ -43,6 +43,8 @@ export interface PipelineArgs extends Sampling {
   stages: number;
   /** record per-task times with device events (no synchronization between tasks) */
   timeline?: boolean;
+  /** fault injection for tests: rank `rank` throws at the start of tick `tick` */
+  fault?: { rank: number; tick: number };
 }
 
 export type PipelineResult = GenerationColumnResult & { peakBytes?: number };
@@ -93,7 +95,7 @@ export const handlers: Record<string, Handler> = {
     destroyComms(ctx);
     const made = new Map<MeshAxis, Communicator>();
     try {
-      for (const g of a.groups) made.set(g.axis, Communicator.create(a.kind, g.id, g.rank, g.size, ctx.device, { timeoutMs: a.timeoutMs }));
+      for (const g of a.groups) made.set(g.axis, Communicator.create(a.kind, g.id, g.rank, g.size, ctx.device, { timeoutMs: a.timeoutMs, stopFlag: ctx.stopFlag }));
     } catch (e) {
       for (const c of made.values()) c.destroy();
       throw e;
@@ -111,7 +113,8 @@ export const handlers: Record<string, Handler> = {
     const size = a.batch ?? Math.max(1, a.prompts.length);
     for (let b0 = 0; b0 < a.prompts.length; b0 += size) {
       const part: GenerationTimes = { prefillMs: 0, decodeMs: 0, decodeSteps: 0 };
-      for await (const ev of generateSteps(m, a.prompts.slice(b0, b0 + size), { ...a.opts, stopTokens: [], sequenceIds: a.seqIds.slice(b0, b0 + size) }, part))
+      const opts = { ...a.opts, stopTokens: [], sequenceIds: a.seqIds.slice(b0, b0 + size), shouldStop: ctx.stopRequested };
+      for await (const ev of generateSteps(m, a.prompts.slice(b0, b0 + size), opts, part))
         ev.tokens.forEach((t, b) => tokens[b0 + b]!.push(t));
       times.prefillMs += part.prefillMs;
       times.decodeMs += part.decodeMs;
@@ -170,6 +173,10 @@ export const handlers: Record<string, Handler> = {
         micro: a.micro,
         timeline: a.timeline,
         interleaved: h.stages.length > 1,
+        checkStop: () => {
+          if (ctx.stopRequested()) throw new Error(`${ctx.device}: the run was stopped (close() or terminate())`);
+        },
+        fault: a.fault?.rank === ctx.rank ? a.fault : undefined,
       });
     } finally {
       for (const r of runners.values()) r.dispose();

@@ -13,6 +13,11 @@ export type ReduceOp = 'sum' | 'avg';
 export interface CommOptions {
   /** Bound on every wait of a CPU collective, and on an NCCL barrier (0: none). Default 60 s. */
   timeoutMs?: number;
+  /**
+   * A flag another thread may set (Int32Array of one element over a SharedArrayBuffer): once non-zero,
+   * this rank's waits stop within 20 ms and break the communicator (DevicePool gives each worker one).
+   */
+  stopFlag?: Int32Array;
 }
 
 export interface NcclStatus {
@@ -61,7 +66,7 @@ export class Communicator {
     if (kind === 'nccl' && !(id instanceof Uint8Array)) throw new Error('Communicator.create: an NCCL id is a Uint8Array (newCommId("nccl"))');
     const timeoutMs = opts.timeoutMs ?? 60_000;
     if (!Number.isInteger(timeoutMs) || timeoutMs < 0) throw new Error(`Communicator.create: timeoutMs must be an integer >= 0, got ${timeoutMs}`);
-    return new Communicator(native.commCreate(kind, id, rank, world, dev, timeoutMs));
+    return new Communicator(native.commCreate(kind, id, rank, world, dev, timeoutMs, opts.stopFlag ?? null));
   }
 
   /** In place: every rank's `t` becomes the sum (or mean) over all ranks. */

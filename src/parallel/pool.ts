@@ -25,6 +25,12 @@ export type Handler = (args: any, ctx: WorkerContext) => unknown | Promise<unkno
 export interface WorkerContext {
   rank: number;
   world: number;
+  /**
+   * Set by the main thread (DevicePool.close, terminate, requestStop) to stop this worker's work: long
+   * handlers check it between steps (`stopRequested`), and communicators made with it stop their waits.
+   */
+  stopFlag: Int32Array;
+  stopRequested(): boolean;
   /** Normalized id, e.g. 'cuda:1'. */
   device: string;
   /** Per-worker storage kept across calls: models, caches. */
@@ -96,7 +102,12 @@ class Slot {
   private nextId = 1;
   private started = false;
 
-  constructor(script: URL, config: WorkerConfig, onLog: NonNullable<PoolOptions['onLog']>) {
+  constructor(
+    script: URL,
+    config: WorkerConfig,
+    onLog: NonNullable<PoolOptions['onLog']>,
+    readonly stop: Int32Array,
+  ) {
     this.device = config.device;
     this.worker = new Worker(script, { workerData: config, execArgv: workerExecArgv(process.execArgv) });
     this.ready = new Promise<InitInfo>((resolve, reject) => {
@@ -195,9 +206,10 @@ export class DevicePool {
     const onLog =
       opts.onLog ?? ((device: string, level: LogLevel, message: string) => console[level](`[${device}] ${message}`));
     const script = workerScript();
+    const stop = new SharedArrayBuffer(4 * devices.length);
     const slots = devices.map(
       (device, rank) =>
-        new Slot(script, { rank, world: devices.length, device, cpuDevices: opts.cpuDevices, modules }, onLog),
+        new Slot(script, { rank, world: devices.length, device, cpuDevices: opts.cpuDevices, modules, stop }, onLog, new Int32Array(stop, 4 * rank, 1)),
     );
     const inits = await Promise.allSettled(slots.map((s) => s.ready));
     const errors = inits.flatMap((r) => (r.status === 'rejected' ? [(r.reason as Error).message] : []));
@@ -239,13 +251,29 @@ export class DevicePool {
   async terminate(rank: number, reason = 'terminate() was called'): Promise<void> {
     const slot = this.slots[rank];
     if (!Number.isInteger(rank) || !slot) throw new RangeError(`rank ${rank} out of range: the pool has ${this.slots.length} workers`);
+    // A worker blocked in a communicator wait returns from it within 20 ms once its flag is set; only
+    // then can the thread be ended.
+    Atomics.store(slot.stop, 0, 1);
     slot.fail(`was terminated (${reason})`);
     await slot.worker.terminate();
+  }
+
+  /**
+   * Ask every worker to stop what it is doing: handlers that check `ctx.stopRequested()` end with an
+   * error, and communicator waits stop. Calls made after `clearStop()` run normally again.
+   */
+  requestStop(): void {
+    for (const s of this.slots) Atomics.store(s.stop, 0, 1);
+  }
+
+  clearStop(): void {
+    for (const s of this.slots) Atomics.store(s.stop, 0, 0);
   }
 
   /** Reject pending calls with "pool closed" and terminate the workers. Idempotent. */
   close(): Promise<void> {
     this.closing ??= (async () => {
+      this.requestStop();
       for (const s of this.slots) s.fail('was closed', (m) => `pool closed while ${s.device} '${m}' was pending`);
       await Promise.all(this.slots.map((s) => s.worker.terminate()));
     })();

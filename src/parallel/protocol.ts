@@ -9,6 +9,8 @@ export interface WorkerConfig {
   cpuDevices?: number;
   /** file: URLs of the handler modules to import. */
   modules: string[];
+  /** one Int32 per rank: set (by close or terminate) to stop what the worker is doing (WorkerContext.stopFlag) */
+  stop: SharedArrayBuffer;
 }
 
 export interface SerializedError {

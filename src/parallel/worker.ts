@@ -71,7 +71,8 @@ async function init(): Promise<WorkerContext> {
     }
   }
   const log = (message: string, level: LogLevel = 'info'): void => post({ type: 'log', level, message: String(message) });
-  return { rank: config.rank, world: config.world, device, state: new Map(), log };
+  const stopFlag = new Int32Array(config.stop, 4 * config.rank, 1);
+  return { rank: config.rank, world: config.world, device, stopFlag, stopRequested: () => Atomics.load(stopFlag, 0) !== 0, state: new Map(), log };
 }
 
 async function serve(ctx: WorkerContext, msg: ToWorker): Promise<void> {

@@ -41,3 +41,18 @@ export const handlers = {
   unsendable: () => () => 1,
   log: (message, ctx) => ctx.log(message, 'warn'),
 };
+
+// A rank that joins a CPU communicator without a timeout and waits for a message no one sends: a worker
+// blocked in a native wait (only its stop flag can end the wait).
+handlers.waitForever = async ({ id, rank, world }, ctx) => {
+  const { Communicator, Tensor: T } = await import('../../dist/index.js');
+  const c = Communicator.create('cpu', id, rank, world, ctx.device, { timeoutMs: 0, stopFlag: ctx.stopFlag });
+  const t = T.empty([4], { device: ctx.device });
+  try {
+    c.recv(t, (rank + 1) % world);
+  } finally {
+    t.dispose();
+    c.destroy();
+  }
+};
+
