@@ -179,7 +179,7 @@ export function scanJsonKeys(
           key = text.slice(i + 1, j);
         }
         if (stack.length === 1) {
-          if (++topKeys > limits.maxKeys) throw fail(`has over ${limits.maxKeys} entries, more than this model can have`);
+          if (++topKeys > limits.maxKeys) throw fail(`has more than ${limits.maxKeys} entries`);
           currentTop = key;
         }
         if (frame.keys.has(key)) dup ??= { top: stack.length === 1 ? key : currentTop, key };

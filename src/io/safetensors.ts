@@ -172,7 +172,9 @@ function parseHeader(
   } catch {
     throw new Error(`${file}: header is not valid JSON: not UTF-8 text`);
   }
-  const dup = scanJsonKeys(text, { maxKeys: limits.maxTensors + 1, maxDepth: MAX_JSON_DEPTH }, (why) => new Error(`${file}: header ${why}`));
+  // One key more than maxTensors: __metadata__.
+  const dup = scanJsonKeys(text, { maxKeys: limits.maxTensors + 1, maxDepth: MAX_JSON_DEPTH }, (why) =>
+    new Error(`${file}: header ${why} (the limit is ${limits.maxTensors} tensors and __metadata__)`));
   const header = parseJsonText(text, `${file}: header is `);
   if (!isPlainObject(header)) throw new Error(`${file}: header is not a JSON object`);
   // The format forbids repeated names; JSON.parse would keep the last one.

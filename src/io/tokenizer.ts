@@ -140,17 +140,18 @@ function checkTokenizerJson(json: Record<string, unknown>, path: string): void {
   if (!Array.isArray(added)) fail(`"added_tokens" is ${showValue(added)}, not a list`);
   const addedList = added as unknown[];
   const vocabIds = Array.isArray(vocab) ? null : typeof vocab === 'object' && vocab !== null ? Object.values(vocab) : fail('"model.vocab" is missing');
-  const count = (Array.isArray(vocab) ? vocab.length : vocabIds!.length) + addedList.length;
-  const maxId = count + ID_SLACK;
+  const vocabCount = Array.isArray(vocab) ? vocab.length : vocabIds!.length;
+  const maxId = vocabCount + addedList.length + ID_SLACK;
+  const range = `outside [0, ${maxId}) (${vocabCount} vocabulary entries, ${addedList.length} added tokens)`;
   for (const id of vocabIds ?? [])
     if (!Number.isSafeInteger(id) || (id as number) < 0 || (id as number) >= maxId)
-      fail(`"model.vocab" has id ${showValue(id)}, outside [0, ${maxId}) for ${count} tokens`);
+      fail(`"model.vocab" has id ${showValue(id)}, ${range}`);
   for (const [i, t] of addedList.entries()) {
     if (typeof t !== 'object' || t === null) fail(`"added_tokens"[${i}] is not an object`);
     const { id, content } = t as Record<string, unknown>;
     if (typeof content !== 'string') fail(`"added_tokens"[${i}].content is ${showValue(content)}, not a string`);
     if (!Number.isSafeInteger(id) || (id as number) < 0 || (id as number) >= maxId)
-      fail(`"added_tokens"[${i}].id is ${showValue(id)}, outside [0, ${maxId}) for ${count} tokens`);
+      fail(`"added_tokens"[${i}].id is ${showValue(id)}, ${range}`);
   }
   // Every pattern outside the model (normalizers, pre-tokenizers, decoders, at any depth in a Sequence).
   const walk = (v: unknown, where: string, depth: number): void => {
@@ -174,7 +175,9 @@ const PLAIN_KEY = /^[A-Za-z0-9_]{1,64}$/;
 /** A library error's message when it is plain text (no quoted file content), else only its kind. */
 function libraryMessage(e: unknown): string {
   const m = e instanceof Error ? e.message : String(e);
-  return /^[\w .,:'()\-]{1,200}$/.test(m) ? m : `${e instanceof Error ? e.name : 'error'} in the tokenizer library`;
+  const unknown = /^Unknown (\w+) type: (.*)$/s.exec(m); // the library's message for an unsupported component
+  if (unknown) return `unsupported ${unknown[1]} type ${showValue(unknown[2])}`;
+  return /^[\w .,'()\-]{1,200}$/.test(m) ? m : `${e instanceof Error ? e.name : 'error'} in the tokenizer library`;
 }
 
 type Files = { tokenizer: string; config: string | null; generation: string | null; model: string | null };

@@ -6,7 +6,8 @@
 // Weights come from a Hugging Face folder (safetensors) or are drawn on the device for a preset.
 import type { DType } from '../dtype.js';
 import type { ModelConfig } from '../io/config.js';
-import { WeightStore } from '../io/safetensors.js';
+import { showName } from '../io/folder.js';
+import { WeightStore, type HeaderLimits } from '../io/safetensors.js';
 import * as ops from '../ops.js';
 import { Tensor } from '../tensor.js';
 
@@ -149,25 +150,59 @@ class Loader {
   }
 
   /**
-   * Unexpected tensors are an error: they mean the file is not the model the config describes. A stage
-   * skips the layers and end pieces that other stages load.
+   * Unexpected tensors are an error: they mean the file is not the model the config describes (a config
+   * with fewer layers than the checkpoint would otherwise load and generate other text). `model` is every
+   * name the whole model may hold: what its stages load plus buffers that are not weights. A stage skips
+   * only those; anything else (a layer at or past cfg.layers, an unknown name) is unexpected for any stage.
    */
-  checkAllUsed(ignore: RegExp, stage: StageSpec, layerOf: (n: string) => RegExpExecArray | null, ends: RegExp): void {
-    const elsewhere = (n: string) => {
-      const m = layerOf(n);
-      if (m) return Number(m[1]) < stage.start || Number(m[1]) >= stage.end;
-      return !(stage.embed && stage.head) && ends.test(n);
-    };
-    const extra = this.store.names().filter((n) => !this.used.has(n) && !ignore.test(n) && !elsewhere(n));
+  checkAllUsed(model: ReadonlySet<string>): void {
+    const extra = this.store.names().filter((n) => !this.used.has(n) && !model.has(n));
     if (extra.length)
-      throw new Error(`${this.source}: ${extra.length} unexpected tensors for this config: ${extra.slice(0, 5).join(', ')}${extra.length > 5 ? ', …' : ''}`);
+      throw new Error(
+        `${this.source}: ${extra.length} unexpected tensors for this config: ${extra.slice(0, 5).map(showName).join(', ')}${extra.length > 5 ? ', …' : ''}`,
+      );
   }
+}
+
+// The names each family's whole model may hold, per layer and at the ends; `extra` are buffers that are
+// not weights (attention masks, RoPE frequencies) and a saved copy of a tied head.
+const GPT2_LAYER = ['ln_1.weight', 'ln_1.bias', 'attn.c_attn.weight', 'attn.c_attn.bias', 'attn.c_proj.weight', 'attn.c_proj.bias',
+  'ln_2.weight', 'ln_2.bias', 'mlp.c_fc.weight', 'mlp.c_fc.bias', 'mlp.c_proj.weight', 'mlp.c_proj.bias'];
+const GPT2_LAYER_EXTRA = ['attn.bias', 'attn.masked_bias'];
+const GPT2_ENDS = ['wte.weight', 'wpe.weight', 'ln_f.weight', 'ln_f.bias'];
+const LLAMA_LAYER = ['input_layernorm.weight', 'self_attn.q_proj.weight', 'self_attn.k_proj.weight', 'self_attn.v_proj.weight',
+  'self_attn.o_proj.weight', 'post_attention_layernorm.weight', 'mlp.gate_proj.weight', 'mlp.up_proj.weight', 'mlp.down_proj.weight'];
+const LLAMA_LAYER_EXTRA = ['self_attn.rotary_emb.inv_freq'];
+const LLAMA_ENDS = ['model.embed_tokens.weight', 'model.norm.weight', 'lm_head.weight', 'model.rotary_emb.inv_freq'];
+
+/** Every tensor name the whole model of `cfg` may have in its files (GPT-2 names under `pre`). */
+function modelNames(cfg: ModelConfig, pre = ''): Set<string> {
+  const names = new Set<string>();
+  const gpt2 = cfg.family === 'gpt2';
+  for (let i = 0; i < cfg.layers; i++)
+    for (const n of gpt2 ? [...GPT2_LAYER, ...GPT2_LAYER_EXTRA] : [...LLAMA_LAYER, ...LLAMA_LAYER_EXTRA])
+      names.add(gpt2 ? `${pre}h.${i}.${n}` : `model.layers.${i}.${n}`);
+  for (const n of gpt2 ? GPT2_ENDS : LLAMA_ENDS) names.add(gpt2 ? `${pre}${n}` : n);
+  if (gpt2) names.add('lm_head.weight');
+  return names;
+}
+
+/**
+ * How much safetensors header a checkpoint of `cfg` may have (see HeaderLimits): twice the tensors the
+ * model may hold plus 64 (room for a few extra buffers, which the unused-tensor check then names), and
+ * 1 MiB plus 1 KiB per such tensor of header bytes (a real entry is about 120 bytes; the MiB is for
+ * __metadata__). A header past these is refused before it is read or while it is scanned.
+ */
+export function loadLimits(cfg: ModelConfig): HeaderLimits {
+  const maxTensors = 2 * modelNames(cfg).size + 64;
+  return { maxTensors, maxHeaderBytes: 1024 * 1024 + 1024 * maxTensors };
 }
 
 function loadGpt2(cfg: ModelConfig, L: Loader, stage: StageSpec): ModelWeights {
   const { hidden: C, intermediate: F, vocabSize: V, maxPositions: P } = cfg;
   // Checkpoints saved from GPT2LMHeadModel prefix names with "transformer."; bare GPT2Model ones do not.
-  const pre = L.store.has('transformer.wte.weight') ? 'transformer.' : '';
+  // Judged by all the names, so a missing transformer.wte.weight is reported under its own name.
+  const pre = L.store.names().some((n) => n.startsWith('transformer.')) ? 'transformer.' : '';
   const conv = (name: string, inF: number, outF: number) => L.upload(transpose(L.host(name, [inF, outF]), inF, outF), [outF, inF]);
   const layers: LayerWeights[] = [];
   for (let i = stage.start; i < stage.end; i++) {
@@ -198,7 +233,7 @@ function loadGpt2(cfg: ModelConfig, L: Loader, stage: StageSpec): ModelWeights {
     head: stage.head ? embed : undefined,
   };
   // A saved lm_head is the tied embedding again; attention-mask buffers are not weights.
-  L.checkAllUsed(/^lm_head\.weight$|\.attn\.(masked_)?bias$/, stage, (n) => /\bh\.(\d+)\./.exec(n), /wpe|ln_f|wte/);
+  L.checkAllUsed(modelNames(cfg, pre));
   return w;
 }
 
@@ -230,13 +265,16 @@ function loadLlama(cfg: ModelConfig, L: Loader, stage: StageSpec): ModelWeights 
     normF: stage.head ? L.tensor('model.norm.weight', [C]) : undefined,
     head: stage.head ? (tied ? embed : L.tensor('lm_head.weight', [V, C])) : undefined,
   };
-  L.checkAllUsed(/\.rotary_emb\.inv_freq$/, stage, (n) => /^model\.layers\.(\d+)\./.exec(n), /embed_tokens|model\.norm|lm_head/);
+  // A tied model never loads lm_head.weight: a file that has one is not the model the config describes.
+  const names = modelNames(cfg);
+  if (cfg.tieEmbeddings) names.delete('lm_head.weight');
+  L.checkAllUsed(names);
   return w;
 }
 
 /** Load a Hugging Face checkpoint folder's weights (or one stage's share) onto `device` as `dtype`. */
 export function loadWeights(cfg: ModelConfig, folder: string, device: string, dtype: DType, stage = wholeModel(cfg)): ModelWeights {
-  const store = WeightStore.open(folder);
+  const store = WeightStore.open(folder, loadLimits(cfg));
   const L = new Loader(store, dtype, device, folder);
   try {
     return cfg.family === 'gpt2' ? loadGpt2(cfg, L, stage) : loadLlama(cfg, L, stage);
