@@ -129,6 +129,7 @@ export function parseJsonText(text: string, prefix: string): unknown {
 
 /** Plain names (tensor names, dtypes, model types) are quoted in messages; any other text is only described. */
 const PLAIN = /^[A-Za-z0-9_.\-/]{1,200}$/;
+export const isPlainName = (s: string): boolean => PLAIN.test(s);
 
 /** A JSON value as an error message may show it: numbers and plain names as they are, other text by its size. */
 export function showValue(v: unknown): string {

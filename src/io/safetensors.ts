@@ -6,7 +6,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { f16ToF32 } from '../dtype.js';
-import { namedInside, openInFolder, openRegular, parseJsonText, readTextInFolder, scanJsonKeys, showName, showValue } from './folder.js';
+import { isPlainName, namedInside, openInFolder, openRegular, parseJsonText, readTextInFolder, scanJsonKeys, showName, showValue } from './folder.js';
 
 export type StDType =
   | 'F64' | 'F32' | 'F16' | 'BF16'
@@ -357,7 +357,10 @@ export class WeightStore {
     const left = { ...limits };
     try {
       for (const [name, shard] of entries) {
-        if (typeof shard !== 'string' || shard === '') throw new Error(`${where}[${showName(name)}] is ${showValue(shard)}, not a file name`);
+        // Plain names only (real shards are model-00001-of-00002.safetensors): the name becomes a path,
+        // and paths appear in messages.
+        if (typeof shard !== 'string' || !isPlainName(shard))
+          throw new Error(`${where}[${showName(name)}] is ${showValue(shard)}, not a file name of letters, digits and . _ - /`);
         // Shards live in the model folder; an index must not point anywhere else (openInFolder also
         // checks the real path, which symlinks can move).
         if (!namedInside(folder, shard))
@@ -366,7 +369,7 @@ export class WeightStore {
         let f = shards.get(shardPath);
         if (!f) {
           if (!fs.existsSync(shardPath) && !isLink(shardPath))
-            throw new Error(`${indexPath}: shard ${showValue(shard)} (for tensor ${showName(name)}) is missing: ${shardPath} not found`);
+            throw new Error(`${indexPath}: shard ${showValue(shard)} (for tensor ${showName(name)}) is missing: ${shardPath} not found`); // a plain name: safe to show
           f = SafetensorsFile.open(shardPath, { folder, limits: left });
           shards.set(shardPath, f);
           left.maxTensors -= f.tensors().length;
