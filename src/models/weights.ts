@@ -7,7 +7,7 @@
 import type { DType } from '../dtype.js';
 import type { ModelConfig } from '../io/config.js';
 import { showName } from '../io/folder.js';
-import { WeightStore, type HeaderLimits } from '../io/safetensors.js';
+import { DEFAULT_HEADER_LIMITS, WeightStore, type HeaderLimits } from '../io/safetensors.js';
 import * as ops from '../ops.js';
 import { Tensor } from '../tensor.js';
 
@@ -191,11 +191,16 @@ function modelNames(cfg: ModelConfig, pre = ''): Set<string> {
  * How much safetensors header a checkpoint of `cfg` may have (see HeaderLimits): twice the tensors the
  * model may hold plus 64 (room for a few extra buffers, which the unused-tensor check then names), and
  * 1 MiB plus 1 KiB per such tensor of header bytes (a real entry is about 120 bytes; the MiB is for
- * __metadata__). A header past these is refused before it is read or while it is scanned.
+ * __metadata__); never more than the defaults. A header past these is refused before it is read or while
+ * it is scanned.
  */
 export function loadLimits(cfg: ModelConfig): HeaderLimits {
-  const maxTensors = 2 * modelNames(cfg).size + 64;
-  return { maxTensors, maxHeaderBytes: 1024 * 1024 + 1024 * maxTensors };
+  // Counted, not listed: a hostile config may claim 2^31 layers, which the shape checks refuse later.
+  const gpt2 = cfg.family === 'gpt2';
+  const perLayer = gpt2 ? GPT2_LAYER.length + GPT2_LAYER_EXTRA.length : LLAMA_LAYER.length + LLAMA_LAYER_EXTRA.length;
+  const count = cfg.layers * perLayer + (gpt2 ? GPT2_ENDS.length + 1 : LLAMA_ENDS.length); // GPT-2: + lm_head.weight
+  const maxTensors = Math.min(2 * count + 64, DEFAULT_HEADER_LIMITS.maxTensors);
+  return { maxTensors, maxHeaderBytes: Math.min(1024 * 1024 + 1024 * maxTensors, DEFAULT_HEADER_LIMITS.maxHeaderBytes) };
 }
 
 function loadGpt2(cfg: ModelConfig, L: Loader, stage: StageSpec): ModelWeights {

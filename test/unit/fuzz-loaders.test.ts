@@ -71,7 +71,15 @@ type Mutation =
   | { kind: 'bytes'; target: Target; shard: number; region: 'len' | 'header' | 'data' | 'any'; op: ByteOp; pos: number; bytes: number[]; marker: boolean }
   | { kind: 'header'; shard: number; tensor: number; field: 'dtype' | 'shape' | 'data_offsets' | 'rename' | 'entry' | 'delete' | 'add' | 'dup' | 'meta'; value: unknown; lenDelta: number }
   | { kind: 'json'; target: 'config' | 'index' | 'tokenizer'; node: number; action: 'set' | 'delete'; value: unknown }
-  | { kind: 'tokenizer'; field: 'regex' | 'addedId' | 'vocabId'; index: number; value: unknown };
+  | { kind: 'tokenizer'; field: 'regex' | 'addedId' | 'vocabId'; index: number; value: unknown }
+  | { kind: 'config'; key: string; value: unknown };
+
+// The fields the config parser reads, of both families, so values land where they matter.
+const CONFIG_KEYS = ['model_type', 'vocab_size', 'n_embd', 'n_head', 'n_layer', 'n_inner', 'n_positions', 'layer_norm_epsilon',
+  'activation_function', 'tie_word_embeddings', 'hidden_size', 'num_attention_heads', 'num_key_value_heads', 'head_dim',
+  'num_hidden_layers', 'intermediate_size', 'max_position_embeddings', 'rms_norm_eps', 'rope_theta', 'rope_parameters',
+  'rope_scaling', 'hidden_act', 'bos_token_id', 'eos_token_id'];
+const bigOrSmall = fc.constantFrom<unknown>(2 ** 31, 2 ** 31 - 1, 2 ** 32, 2 ** 40, 2 ** 53 - 1, 1e6, 0, 1, 3, 7, 4096, -1, 1.5);
 
 const oddValue = fc.oneof(
   fc.constantFrom<unknown>(MARKER, -1, 0, 1, 2, 3, 2 ** 31, 2 ** 53, 1e308, -0.5, 0.5, '', null, true, [], {}, [MARKER], { [MARKER]: 1 }, 'F32', 'BF16', 'I8', 'llama', 'gpt2'),
@@ -112,11 +120,15 @@ const mutation: fc.Arbitrary<Mutation> = fc.oneof(
     index: fc.nat(),
     value: fc.oneof(oddValue, fc.constantFrom<unknown>(...REGEXES)),
   }),
+  fc.record({ kind: fc.constant('config' as const), key: fc.constantFrom(...CONFIG_KEYS), value: fc.oneof(bigOrSmall, oddValue) }),
 );
 
 /** Which fixture a mutation applies to (seed picks among those that have its file). */
+const targetOf = (m: Mutation): Target =>
+  m.kind === 'bytes' || m.kind === 'json' ? m.target : m.kind === 'header' ? 'weights' : m.kind;
+
 function fixtureFor(m: Mutation, seed: number): string {
-  const target = m.kind === 'bytes' || m.kind === 'json' ? m.target : m.kind === 'tokenizer' ? 'tokenizer' : 'weights';
+  const target = targetOf(m);
   if (target === 'tokenizer') return 'tiny-llama';
   if (target === 'index') return 'tiny-llama-sharded';
   return ['tiny-gpt2', 'tiny-llama', 'tiny-llama-sharded'][seed % 3]!;
@@ -255,10 +267,14 @@ function apply(dir: string, m: Mutation): Op[] {
     case 'tokenizer':
       mutateTokenizer(path.join(dir, 'tokenizer.json'), m);
       break;
+    case 'config': {
+      const file = path.join(dir, 'config.json');
+      writeFileSync(file, JSON.stringify({ ...JSON.parse(readFileSync(file, 'utf8')), [m.key]: m.value }));
+      break;
+    }
   }
-  const target = m.kind === 'bytes' || m.kind === 'json' ? m.target : m.kind === 'tokenizer' ? 'tokenizer' : 'weights';
-  const own: Op = target === 'index' ? 'weights' : target;
-  return own === 'model' ? ['model'] : [own, 'model'];
+  const target = targetOf(m);
+  return [target === 'index' ? 'weights' : target, 'model'];
 }
 
 // ------------------------------------------------------------------------------------------- the suite

@@ -73,6 +73,15 @@ describe('the config and the checkpoint must agree', () => {
     }
   });
 
+  it('a config claiming 2^31 layers is refused at the first missing layer, at once (limits are counted, not listed)', () => {
+    const d = copy('tiny-llama');
+    editJson(path.join(d, 'config.json'), (c) => (c.num_hidden_layers = 2 ** 31));
+    const t0 = performance.now();
+    expect(() => Model.load(d, cpu)).toThrow(/missing tensor "model\.layers\.2\.self_attn\.q_proj\.weight"/);
+    expect(performance.now() - t0).toBeLessThan(1000);
+    expect(loadLimits(loadConfig(d))).toEqual({ maxTensors: DEFAULT_HEADER_LIMITS.maxTensors, maxHeaderBytes: (1 << 20) + 1024 * DEFAULT_HEADER_LIMITS.maxTensors });
+  });
+
   it('a stage still skips exactly the layers and ends of the other stages', async () => {
     const d = path.join(fixtures, 'tiny-llama');
     const first = Model.load(d, { ...cpu, stage: { start: 0, end: 1, embed: true, head: false } });
