@@ -133,10 +133,10 @@ export class SafetensorsFile {
 
   /** The tensor's bytes exactly as stored (little-endian), in a fresh buffer of their own. */
   readRaw(name: string): Uint8Array {
-    if (this.fd === null) throw new Error(`${this.path}: file is closed (reading "${name}")`);
+    if (this.fd === null) throw new Error(`${this.path}: file is closed (reading ${showName(name)})`);
     const t = this.info(name);
     const out = new Uint8Array(t.nbytes);
-    readFully(this.fd, out, t.offset, this.path, `tensor "${name}"`);
+    readFully(this.fd, out, t.offset, this.path, `tensor ${showName(name)}`);
     return out;
   }
 
@@ -378,6 +378,12 @@ export class WeightStore {
         if (!f.has(name)) throw new Error(`${indexPath}: tensor ${showName(name)} is mapped to shard ${showValue(shard)}, which lacks it`);
         byName.set(name, f);
       }
+      // And the other way: a tensor in a shard that the index does not map there would go unnoticed
+      // (and unchecked by the model's unexpected-tensor check).
+      for (const [file, f] of shards)
+        for (const t of f.tensors())
+          if (byName.get(t.name) !== f)
+            throw new Error(`${indexPath}: shard ${path.relative(folder, file)} holds tensor ${showName(t.name)}, which weight_map does not map to it`);
     } catch (e) {
       for (const f of shards.values()) f.close();
       throw e;

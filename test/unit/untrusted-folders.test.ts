@@ -373,3 +373,21 @@ describe('tokenizer.json', () => {
     expect(e2.message).not.toMatch(/root/);
   });
 });
+
+describe('shard indexes', () => {
+  it('a tensor in a shard that weight_map does not map there is refused', () => {
+    const d = copy('tiny-llama-sharded');
+    rewrite(path.join(d, 'model-00003-of-00009.safetensors'), (ts) => [...ts, { name: 'model.layers.9.extra', dtype: 'F32', shape: [1], data: new Float32Array(1) }]);
+    expect(() => WeightStore.open(d)).toThrow(/shard model-00003-of-00009\.safetensors holds tensor "model\.layers\.9\.extra", which weight_map does not map to it/);
+    // The same tensor in two shards, mapped to one of them.
+    const e = copy('tiny-llama-sharded');
+    const idx = JSON.parse(readFileSync(path.join(e, 'model.safetensors.index.json'), 'utf8')) as { weight_map: Record<string, string> };
+    const [name, shard] = Object.entries(idx.weight_map).find(([, s]) => s !== 'model-00003-of-00009.safetensors')!;
+    const donor = SafetensorsFile.open(path.join(e, shard));
+    const t = donor.info(name);
+    const data = donor.readRaw(name);
+    donor.close();
+    rewrite(path.join(e, 'model-00003-of-00009.safetensors'), (ts) => [...ts, { name, dtype: t.dtype, shape: t.shape, data }]);
+    expect(() => WeightStore.open(e)).toThrow(`holds tensor "${name}", which weight_map does not map to it`);
+  });
+});
