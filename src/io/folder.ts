@@ -150,8 +150,9 @@ export function showName(name: string): string {
 
 /**
  * One pass over JSON text, before JSON.parse builds anything: counts the top-level object's keys, failing
- * as soon as there are more than `maxKeys` or it nests deeper than `maxDepth` (a header of a million empty tensors must not be parsed first),
- * and finds a key repeated within one object, which JSON.parse would silently resolve to the last value.
+ * as soon as there are more than `maxKeys` (a header of a million empty tensors must not be parsed first)
+ * or it nests deeper than `maxDepth`, and finds a key repeated within one object, which JSON.parse would
+ * silently resolve to the last value.
  * Malformed text is passed over (JSON.parse then says where); the result is the first duplicate found, as
  * the top-level key it is under and the repeated key (equal for a top-level duplicate), or null.
  */

@@ -204,6 +204,9 @@ function specialId(
   return null;
 }
 
+/** A special-token id from the side files counts only when the tokenizer can emit it. */
+const inVocab = (id: number | null, vocabSize: number): number | null => (id !== null && id >= 0 && id < vocabSize ? id : null);
+
 function build(folder: string, files: Files): Tokenizer {
   const path = join(folder, 'tokenizer.json');
   const dup = scanJsonKeys(files.tokenizer, { maxKeys: Infinity, maxDepth: 64 }, (why) => new Error(`tokenizer: ${path} ${why}`));
@@ -237,8 +240,8 @@ function build(folder: string, files: Files): Tokenizer {
   return {
     kind: 'tokenizer.json',
     vocabSize,
-    eosTokenId: specialId(hf, 'eos', cfg, others),
-    bosTokenId: specialId(hf, 'bos', cfg, others),
+    eosTokenId: inVocab(specialId(hf, 'eos', cfg, others), vocabSize),
+    bosTokenId: inVocab(specialId(hf, 'bos', cfg, others), vocabSize),
     encode: (text) => {
       try {
         return hf.encode(text, { add_special_tokens: false }).ids;

@@ -155,8 +155,8 @@ class Loader {
    * name the whole model may hold: what its stages load plus buffers that are not weights. A stage skips
    * only those; anything else (a layer at or past cfg.layers, an unknown name) is unexpected for any stage.
    */
-  checkAllUsed(model: ReadonlySet<string>): void {
-    const extra = this.store.names().filter((n) => !this.used.has(n) && !model.has(n));
+  checkAllUsed(model: (name: string) => boolean): void {
+    const extra = this.store.names().filter((n) => !this.used.has(n) && !model(n));
     if (extra.length)
       throw new Error(
         `${this.source}: ${extra.length} unexpected tensors for this config: ${extra.slice(0, 5).map(showName).join(', ')}${extra.length > 5 ? ', …' : ''}`,
@@ -175,16 +175,22 @@ const LLAMA_LAYER = ['input_layernorm.weight', 'self_attn.q_proj.weight', 'self_
 const LLAMA_LAYER_EXTRA = ['self_attn.rotary_emb.inv_freq'];
 const LLAMA_ENDS = ['model.embed_tokens.weight', 'model.norm.weight', 'lm_head.weight', 'model.rotary_emb.inv_freq'];
 
-/** Every tensor name the whole model of `cfg` may have in its files (GPT-2 names under `pre`). */
-function modelNames(cfg: ModelConfig, pre = ''): Set<string> {
-  const names = new Set<string>();
+/**
+ * Whether the whole model of `cfg` may have `name` in its files (GPT-2 names under `pre`): a layer's name
+ * with a layer number below cfg.layers (written as the checkpoints write it: no leading zeros), or an end
+ * piece. A test, not a list: a stage's config may claim any number of layers.
+ */
+function modelHas(cfg: ModelConfig, pre: string, ends: readonly string[]): (name: string) => boolean {
   const gpt2 = cfg.family === 'gpt2';
-  for (let i = 0; i < cfg.layers; i++)
-    for (const n of gpt2 ? [...GPT2_LAYER, ...GPT2_LAYER_EXTRA] : [...LLAMA_LAYER, ...LLAMA_LAYER_EXTRA])
-      names.add(gpt2 ? `${pre}h.${i}.${n}` : `model.layers.${i}.${n}`);
-  for (const n of gpt2 ? GPT2_ENDS : LLAMA_ENDS) names.add(gpt2 ? `${pre}${n}` : n);
-  if (gpt2) names.add('lm_head.weight');
-  return names;
+  const layerPrefix = gpt2 ? `${pre}h.` : 'model.layers.';
+  const perLayer = new Set(gpt2 ? [...GPT2_LAYER, ...GPT2_LAYER_EXTRA] : [...LLAMA_LAYER, ...LLAMA_LAYER_EXTRA]);
+  const endSet = new Set(ends);
+  return (name) => {
+    if (endSet.has(name)) return true;
+    if (!name.startsWith(layerPrefix)) return false;
+    const m = /^(0|[1-9]\d{0,9})\.(.+)$/.exec(name.slice(layerPrefix.length));
+    return m !== null && Number(m[1]) < cfg.layers && perLayer.has(m[2]!);
+  };
 }
 
 /**
@@ -238,7 +244,7 @@ function loadGpt2(cfg: ModelConfig, L: Loader, stage: StageSpec): ModelWeights {
     head: stage.head ? embed : undefined,
   };
   // A saved lm_head is the tied embedding again; attention-mask buffers are not weights.
-  L.checkAllUsed(modelNames(cfg, pre));
+  L.checkAllUsed(modelHas(cfg, pre, [...GPT2_ENDS.map((n) => pre + n), 'lm_head.weight']));
   return w;
 }
 
@@ -271,9 +277,7 @@ function loadLlama(cfg: ModelConfig, L: Loader, stage: StageSpec): ModelWeights 
     head: stage.head ? (tied ? embed : L.tensor('lm_head.weight', [V, C])) : undefined,
   };
   // A tied model never loads lm_head.weight: a file that has one is not the model the config describes.
-  const names = modelNames(cfg);
-  if (cfg.tieEmbeddings) names.delete('lm_head.weight');
-  L.checkAllUsed(names);
+  L.checkAllUsed(modelHas(cfg, '', cfg.tieEmbeddings ? LLAMA_ENDS.filter((n) => n !== 'lm_head.weight') : LLAMA_ENDS));
   return w;
 }
 

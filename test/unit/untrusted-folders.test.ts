@@ -79,6 +79,10 @@ describe('the config and the checkpoint must agree', () => {
     const t0 = performance.now();
     expect(() => Model.load(d, cpu)).toThrow(/missing tensor "model\.layers\.2\.self_attn\.q_proj\.weight"/);
     expect(performance.now() - t0).toBeLessThan(1000);
+    // A stage of it loads only its layers; the unexpected-tensor check does not list 2^31 layers' names.
+    const stage = Model.load(d, { ...cpu, stage: { start: 0, end: 1, embed: true, head: false } });
+    expect(performance.now() - t0).toBeLessThan(1000);
+    stage.dispose();
     expect(loadLimits(loadConfig(d))).toEqual({ maxTensors: DEFAULT_HEADER_LIMITS.maxTensors, maxHeaderBytes: (1 << 20) + 1024 * DEFAULT_HEADER_LIMITS.maxTensors });
   });
 
@@ -98,7 +102,7 @@ describe('the config and the checkpoint must agree', () => {
   });
 
   it('Model.load of a whole model refuses unexpected tensors, of any name', () => {
-    for (const extra of ['model.layers.0.self_attn.extra.weight', 'model.layers.7.mlp.up_proj.weight', 'something.else', 'lm_head.bias']) {
+    for (const extra of ['model.layers.0.self_attn.extra.weight', 'model.layers.7.mlp.up_proj.weight', 'model.layers.01.mlp.up_proj.weight', 'something.else', 'lm_head.bias']) {
       const d = copy('tiny-llama');
       rewrite(path.join(d, 'model.safetensors'), (ts) => [...ts, { name: extra, dtype: 'F32', shape: [2], data: new Float32Array([1, 2]) }]);
       expect(() => Model.load(d, cpu), extra).toThrow(`unexpected tensors for this config: "${extra}"`);
@@ -389,5 +393,16 @@ describe('shard indexes', () => {
     donor.close();
     rewrite(path.join(e, 'model-00003-of-00009.safetensors'), (ts) => [...ts, { name, dtype: t.dtype, shape: t.shape, data }]);
     expect(() => WeightStore.open(e)).toThrow(`holds tensor "${name}", which weight_map does not map to it`);
+  });
+});
+
+describe('tokenizer side files', () => {
+  it('bos/eos ids outside the vocabulary are ignored, not trusted', () => {
+    const d = copy('tiny-llama');
+    writeFileSync(path.join(d, 'generation_config.json'), JSON.stringify({ bos_token_id: 2 ** 31, eos_token_id: [-3] }));
+    const tok = loadTokenizerSync(d);
+    expect([tok.bosTokenId, tok.eosTokenId]).toEqual([null, null]);
+    writeFileSync(path.join(d, 'generation_config.json'), JSON.stringify({ bos_token_id: 1, eos_token_id: [2, 0] }));
+    expect([loadTokenizerSync(d).bosTokenId, loadTokenizerSync(d).eosTokenId]).toEqual([1, 2]);
   });
 });
