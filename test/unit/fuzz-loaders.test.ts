@@ -15,8 +15,9 @@ import { ensureDist } from '../helpers/dist.js';
 import { fixtures } from '../helpers/models.js';
 
 const RUNS = Number(process.env.PARALLM_FUZZ_RUNS ?? 300);
-/** A case still running after this is a hang (a tiny model loads in milliseconds). */
+/** A case still running after this is a hang, stopped; one over SLOW_MS fails too (a tiny model loads in milliseconds). */
 const HANG_MS = 10_000;
+const SLOW_MS = 2_000;
 /** Planted in files; no message may show it. Its ':' keeps it out of what messages quote as plain names. */
 const MARKER = 'root:x:0:0:MARKER';
 
@@ -315,6 +316,7 @@ describe('fuzzing the loaders', () => {
             const r = await runner.run(op, dir);
             if ('hung' in r) throw new Error(`${op} hung (over ${HANG_MS} ms)`);
             slowest = Math.max(slowest, r.ms);
+            expect(r.ms, `${op} took ${r.ms.toFixed(0)} ms`).toBeLessThan(SLOW_MS);
             const s = stats.get(op) ?? { tried: 0, loaded: 0, rejected: 0 };
             stats.set(op, s);
             s.tried++;
