@@ -1,7 +1,7 @@
 // A model's shape and hyperparameters, normalized from a Hugging Face config.json. Only what the
 // kernels implement is accepted: anything that would silently change the numerics is an error.
-import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { parseJsonText, readTextInFolder, scanJsonKeys, showName, showValue } from './folder.js';
 
 export type ModelFamily = 'gpt2' | 'llama';
 
@@ -45,38 +45,38 @@ class Fields {
   int(key: string, absent?: number, min = 1): number {
     const v = this.get(key) ?? absent;
     if (v === undefined) this.fail(key, `is missing (expected an integer >= ${min})`);
-    if (!Number.isSafeInteger(v) || (v as number) < min) this.fail(key, `is ${JSON.stringify(v)}, expected an integer >= ${min}`);
+    if (!Number.isSafeInteger(v) || (v as number) < min) this.fail(key, `is ${showValue(v)}, expected an integer >= ${min}`);
     return v as number;
   }
 
   positive(key: string, absent?: number): number {
     const v = this.get(key) ?? absent;
     if (v === undefined) this.fail(key, 'is missing (expected a positive number)');
-    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) this.fail(key, `is ${JSON.stringify(v)}, expected a positive number`);
+    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) this.fail(key, `is ${showValue(v)}, expected a positive number`);
     return v;
   }
 
   bool(key: string, absent: boolean): boolean {
     const v = this.get(key) ?? absent;
-    if (typeof v !== 'boolean') this.fail(key, `is ${JSON.stringify(v)}, expected true or false`);
+    if (typeof v !== 'boolean') this.fail(key, `is ${showValue(v)}, expected true or false`);
     return v;
   }
 
   oneOf(key: string, allowed: readonly string[], why: string): string {
     const v = this.get(key);
     if (v === undefined) this.fail(key, `is missing (expected ${allowed.map((a) => `"${a}"`).join(' or ')})`);
-    if (typeof v !== 'string' || !allowed.includes(v)) this.fail(key, `is ${JSON.stringify(v)}: ${why}`);
+    if (typeof v !== 'string' || !allowed.includes(v)) this.fail(key, `is ${showValue(v)}: ${why}`);
     return v;
   }
 
   tokenIds(): { bosTokenId: number | null; eosTokenIds: number[] } {
     const bos = this.get('bos_token_id');
     if (bos !== undefined && !(Number.isSafeInteger(bos) && (bos as number) >= 0))
-      this.fail('bos_token_id', `is ${JSON.stringify(bos)}, expected a token id or null`);
+      this.fail('bos_token_id', `is ${showValue(bos)}, expected a token id or null`);
     const eos = this.get('eos_token_id');
     const eosIds = eos === undefined ? [] : Array.isArray(eos) ? eos : [eos];
     if (!eosIds.every((t) => Number.isSafeInteger(t) && t >= 0))
-      this.fail('eos_token_id', `is ${JSON.stringify(eos)}, expected a token id, a list of them, or null`);
+      this.fail('eos_token_id', `is ${showValue(eos)}, expected a token id, a list of them, or null`);
     return { bosTokenId: (bos as number | undefined) ?? null, eosTokenIds: eosIds as number[] };
   }
 }
@@ -112,9 +112,9 @@ function llamaRopeTheta(f: Fields): number {
   for (const key of ['rope_scaling', 'rope_parameters']) {
     const p = f.o[key];
     if (p === undefined || p === null) continue;
-    if (!isObject(p)) f.fail(key, `is ${JSON.stringify(p)}, expected an object or null`);
+    if (!isObject(p)) f.fail(key, `is ${showValue(p)}, expected an object or null`);
     const type = p.rope_type ?? p.type ?? 'default';
-    if (type !== 'default') f.fail(key, `has rope type ${JSON.stringify(type)}: only "default" RoPE is supported (no scaling)`);
+    if (type !== 'default') f.fail(key, `has rope type ${showValue(type)}: only "default" RoPE is supported (no scaling)`);
   }
   const params = f.o.rope_parameters;
   if (f.o.rope_theta == null && isObject(params) && params.rope_theta != null)
@@ -157,23 +157,19 @@ export function parseConfig(json: unknown, source = 'config.json'): ModelConfig 
   const type = json.model_type;
   if (type === 'gpt2') return parseGpt2(f);
   if (type === 'llama') return parseLlama(f);
-  return f.fail('model_type', `is ${type === undefined ? 'missing' : JSON.stringify(type)}: supported model types are "gpt2" and "llama"`);
+  return f.fail('model_type', `is ${showValue(type)}: supported model types are "gpt2" and "llama"`);
 }
 
-/** Reads and normalizes `folder/config.json`. */
+/** config.json files are a few KB; one with a large label map is still far below this. */
+const MAX_CONFIG_BYTES = 4 * 1024 * 1024;
+
+/** Reads and normalizes `folder/config.json`, which must really lie inside `folder` (see folder.ts). */
 export function loadConfig(folder: string): ModelConfig {
   const file = path.join(folder, 'config.json');
-  let text: string;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch (e) {
-    throw new Error(`${file}: cannot read the model config: ${(e as Error).message}`);
-  }
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (e) {
-    throw new Error(`${file}: not valid JSON: ${(e as Error).message}`);
-  }
+  const text = readTextInFolder(folder, file, 'model config', MAX_CONFIG_BYTES);
+  const dup = scanJsonKeys(text, { maxKeys: Infinity, maxDepth: 64 }, (why) => new Error(`${file}: ${why}`));
+  const json = parseJsonText(text, `${file}: `);
+  // JSON.parse keeps the last of repeated keys; which one a config means is anyone's guess.
+  if (dup) throw new Error(`${file}: key ${showName(dup.key)} appears twice${dup.top === dup.key ? '' : ` (under ${showName(dup.top)})`}`);
   return parseConfig(json, file);
 }

@@ -6,6 +6,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { f16ToF32 } from '../dtype.js';
+import { isPlainName, namedInside, openInFolder, openRegular, parseJsonText, readTextInFolder, scanJsonKeys, showName, showValue } from './folder.js';
 
 export type StDType =
   | 'F64' | 'F32' | 'F16' | 'BF16'
@@ -31,14 +32,36 @@ export interface StTensorInfo {
   nbytes: number;
 }
 
-/** Headers above this are refused: a real one is at most a few MB, and a corrupt length must not allocate GBs. */
-const MAX_HEADER = 100 * 1024 * 1024;
+/**
+ * How much header a file may have, checked before the header is read (bytes) and while it is scanned
+ * (entries), so a hostile header costs no more than these. A model load derives them from its config
+ * (weights.ts, loadLimits); without one the defaults apply: 100 MiB (the limit of the format's reference
+ * implementation) and 65536 entries (real checkpoints have at most a few thousand tensors per file).
+ */
+export interface HeaderLimits {
+  /** Tensors per file; for a WeightStore, in all its files together (and entries of the shard index). */
+  maxTensors: number;
+  /** Header bytes per file; for a WeightStore, in all its files together (and bytes of the shard index). */
+  maxHeaderBytes: number;
+}
+export const DEFAULT_HEADER_LIMITS: Readonly<HeaderLimits> = { maxTensors: 65536, maxHeaderBytes: 100 * 1024 * 1024 };
+/** JSON nesting a header may have: entries are objects of arrays (depth 3); an index is about as deep. */
+const MAX_JSON_DEPTH = 8;
 /** readSync/writeSync move at most ~2 GB per call; larger tensors go in chunks of this. */
 const IO_CHUNK = 1 << 30;
 
 const isStDType = (d: unknown): d is StDType => typeof d === 'string' && Object.hasOwn(ST_DTYPE_SIZE, d);
 const isPlainObject = (v: unknown): v is Record<string, unknown> =>
   typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/** A dangling symlink: existsSync says false, but it is there (and openInFolder says where it points). */
+function isLink(p: string): boolean {
+  try {
+    return fs.lstatSync(p).isSymbolicLink();
+  } catch {
+    return false;
+  }
+}
 
 function numel(shape: readonly number[]): number {
   let n = 1;
@@ -64,22 +87,29 @@ function writeFully(fd: number, buf: Uint8Array): void {
 export class SafetensorsFile {
   readonly path: string;
   readonly metadata: Record<string, string>;
+  /** Bytes of the JSON header (what a WeightStore counts against its limit). */
+  readonly headerBytes: number;
   private fd: number | null;
   private readonly byName: Map<string, StTensorInfo>;
 
-  private constructor(file: string, fd: number, metadata: Record<string, string>, infos: StTensorInfo[]) {
+  private constructor(file: string, fd: number, metadata: Record<string, string>, infos: StTensorInfo[], headerBytes: number) {
     this.path = file;
     this.fd = fd;
     this.metadata = metadata;
+    this.headerBytes = headerBytes;
     this.byName = new Map(infos.map((t) => [t.name, t]));
   }
 
-  /** Opens `file` and validates its header; reads only the header, not the tensors. */
-  static open(file: string): SafetensorsFile {
-    const fd = fs.openSync(file, 'r');
+  /**
+   * Opens `file` and validates its header; reads only the header, not the tensors. With `folder`, the
+   * file must really (symlinks resolved) lie inside that folder.
+   */
+  static open(file: string, opts: { limits?: HeaderLimits; folder?: string } = {}): SafetensorsFile {
+    const what = 'safetensors file';
+    const { fd, size } = opts.folder === undefined ? openRegular(file, what) : openInFolder(opts.folder, file, what);
     try {
-      const { metadata, infos } = parseHeader(fd, file);
-      return new SafetensorsFile(file, fd, metadata, infos);
+      const { metadata, infos, headerBytes } = parseHeader(fd, size, file, opts.limits ?? DEFAULT_HEADER_LIMITS);
+      return new SafetensorsFile(file, fd, metadata, infos, headerBytes);
     } catch (e) {
       fs.closeSync(fd);
       throw e;
@@ -97,16 +127,16 @@ export class SafetensorsFile {
 
   info(name: string): StTensorInfo {
     const t = this.byName.get(name);
-    if (!t) throw new Error(`${this.path}: no tensor named "${name}"`);
+    if (!t) throw new Error(`${this.path}: no tensor named ${showName(name)}`);
     return t;
   }
 
   /** The tensor's bytes exactly as stored (little-endian), in a fresh buffer of their own. */
   readRaw(name: string): Uint8Array {
-    if (this.fd === null) throw new Error(`${this.path}: file is closed (reading "${name}")`);
+    if (this.fd === null) throw new Error(`${this.path}: file is closed (reading ${showName(name)})`);
     const t = this.info(name);
     const out = new Uint8Array(t.nbytes);
-    readFully(this.fd, out, t.offset, this.path, `tensor "${name}"`);
+    readFully(this.fd, out, t.offset, this.path, `tensor ${showName(name)}`);
     return out;
   }
 
@@ -116,26 +146,40 @@ export class SafetensorsFile {
   }
 }
 
-function parseHeader(fd: number, file: string): { metadata: Record<string, string>; infos: StTensorInfo[] } {
-  const size = fs.fstatSync(fd).size;
+function parseHeader(
+  fd: number,
+  size: number,
+  file: string,
+  limits: HeaderLimits,
+): { metadata: Record<string, string>; infos: StTensorInfo[]; headerBytes: number } {
   if (size < 8) throw new Error(`${file}: truncated file: ${size} bytes, too short for the 8-byte header length`);
   const lenBuf = Buffer.alloc(8);
   readFully(fd, lenBuf, 0, file, 'the header length');
+  // Numbers only in these messages: a file that is not safetensors at all (text, another format) would
+  // otherwise have its first bytes shown.
   const len = lenBuf.readBigUInt64LE(0);
-  if (len > BigInt(MAX_HEADER)) throw new Error(`${file}: header length ${len} exceeds the ${MAX_HEADER}-byte limit (corrupt file?)`);
+  if (len > BigInt(limits.maxHeaderBytes))
+    throw new Error(`${file}: header length ${len} exceeds the ${limits.maxHeaderBytes}-byte limit: corrupt or not a safetensors file`);
   const headerLen = Number(len);
   if (headerLen > size - 8)
     throw new Error(`${file}: header length ${headerLen} is larger than the file (${size} bytes): truncated or not a safetensors file`);
   const headerBuf = Buffer.alloc(headerLen);
   readFully(fd, headerBuf, 8, file, 'the header');
 
-  let header: unknown;
+  let text: string;
   try {
-    header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(headerBuf));
-  } catch (e) {
-    throw new Error(`${file}: header is not valid JSON: ${(e as Error).message}`);
+    text = new TextDecoder('utf-8', { fatal: true }).decode(headerBuf);
+  } catch {
+    throw new Error(`${file}: header is not valid JSON: not UTF-8 text`);
   }
+  // One key more than maxTensors: __metadata__.
+  const dup = scanJsonKeys(text, { maxKeys: limits.maxTensors + 1, maxDepth: MAX_JSON_DEPTH }, (why) =>
+    new Error(`${file}: header ${why} (the limit is ${limits.maxTensors} tensors and __metadata__)`));
+  const header = parseJsonText(text, `${file}: header is `);
   if (!isPlainObject(header)) throw new Error(`${file}: header is not a JSON object`);
+  // The format forbids repeated names; JSON.parse would keep the last one.
+  if (dup && dup.top === dup.key) throw new Error(`${file}: header names tensor ${showName(dup.key)} twice`);
+  if (dup) throw new Error(`${file}: tensor ${showName(dup.top)}: key ${showName(dup.key)} appears twice`);
 
   const dataStart = 8 + headerLen;
   const dataSize = size - dataStart;
@@ -148,22 +192,27 @@ function parseHeader(fd: number, file: string): { metadata: Record<string, strin
       metadata = entry as Record<string, string>;
       continue;
     }
-    const where = `${file}: tensor "${name}"`;
+    const where = `${file}: tensor ${showName(name)}`;
     if (!isPlainObject(entry)) throw new Error(`${where}: entry is not an object`);
     const { dtype, shape, data_offsets: offs } = entry;
-    if (!isStDType(dtype)) throw new Error(`${where}: unknown dtype ${JSON.stringify(dtype)}`);
+    if (!isStDType(dtype)) throw new Error(`${where}: unknown dtype ${showValue(dtype)}`);
     if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0))
-      throw new Error(`${where}: shape ${JSON.stringify(shape)} is not an array of non-negative integers`);
+      throw new Error(`${where}: shape ${showValue(shape)} is not an array of non-negative integers`);
     if (!Array.isArray(offs) || offs.length !== 2 || !offs.every((o) => Number.isSafeInteger(o) && o >= 0) || offs[0] > offs[1])
-      throw new Error(`${where}: data_offsets ${JSON.stringify(offs)} is not [begin, end] with 0 <= begin <= end`);
+      throw new Error(`${where}: data_offsets ${showValue(offs)} is not [begin, end] with 0 <= begin <= end`);
     const [begin, end] = offs as [number, number];
     const expected = numel(shape) * ST_DTYPE_SIZE[dtype];
+    // A product past 2^53 is not exact; no such tensor fits in a file anyway.
+    if (!Number.isSafeInteger(expected))
+      throw new Error(`${where}: shape [${shape.join(', ')}] has more elements than any file can hold`);
     if (end - begin !== expected)
       throw new Error(`${where}: byte length ${end - begin} does not match shape [${shape.join(', ')}] of ${dtype} (${expected} bytes)`);
     if (end > dataSize)
       throw new Error(`${where}: data_offsets [${begin}, ${end}] beyond the data section (${dataSize} bytes): truncated file or bad offsets`);
     infos.push({ name, dtype, shape: [...shape], file, offset: dataStart + begin, nbytes: end - begin });
   }
+  if (infos.length > limits.maxTensors)
+    throw new Error(`${file}: header has ${infos.length} tensors, over the limit of ${limits.maxTensors} for this model`);
 
   // Sorted by offset, each non-empty tensor must start at or after the previous one's end.
   infos.sort((a, b) => a.offset - b.offset || a.nbytes - b.nbytes);
@@ -171,10 +220,10 @@ function parseHeader(fd: number, file: string): { metadata: Record<string, strin
   for (const t of infos) {
     if (t.nbytes === 0) continue;
     if (prev && t.offset < prev.offset + prev.nbytes)
-      throw new Error(`${file}: tensor "${t.name}" overlaps tensor "${prev.name}" in the data section`);
+      throw new Error(`${file}: tensor ${showName(t.name)} overlaps tensor ${showName(prev.name)} in the data section`);
     prev = t;
   }
-  return { metadata, infos };
+  return { metadata, infos, headerBytes: headerLen };
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -252,7 +301,7 @@ function bitsToF16(src: Uint32Array): Uint16Array {
 export function convertRaw(raw: Uint8Array, from: StDType, to: 'f32' | 'bf16' | 'f16', what = 'tensor'): Float32Array | Uint16Array {
   if (os.endianness() !== 'LE') throw new Error('safetensors data is little-endian; this host is big-endian');
   if (from !== 'F32' && from !== 'F16' && from !== 'BF16')
-    throw new Error(`${what} is ${from}: only F32, F16 and BF16 convert to ${to} (use readRaw for other dtypes)`);
+    throw new Error(`${what} is ${from}: only F32, F16 and BF16 tensors can be loaded as ${to}`);
   if (raw.byteOffset % 4 !== 0) raw = raw.slice(); // typed-array views need aligned offsets
   if ((to === 'bf16' && from === 'BF16') || (to === 'f16' && from === 'F16'))
     return new Uint16Array(raw.buffer, raw.byteOffset, raw.byteLength / 2);
@@ -275,44 +324,66 @@ export class WeightStore {
     this.byName = byName;
   }
 
-  static open(folder: string): WeightStore {
+  /**
+   * Opens a model folder's weights. Every file must really lie inside the folder, and all the headers
+   * together (and the shard index) stay within `limits`.
+   */
+  static open(folder: string, limits: HeaderLimits = DEFAULT_HEADER_LIMITS): WeightStore {
     const single = path.join(folder, 'model.safetensors');
     const indexPath = path.join(folder, 'model.safetensors.index.json');
-    if (fs.existsSync(single)) {
-      const f = SafetensorsFile.open(single);
+    if (fs.existsSync(single) || isLink(single)) {
+      const f = SafetensorsFile.open(single, { folder, limits });
       return new WeightStore(folder, [f], new Map(f.tensors().map((t) => [t.name, f])));
     }
-    if (!fs.existsSync(indexPath))
+    if (!fs.existsSync(indexPath) && !isLink(indexPath))
       throw new Error(`${folder}: no weights found: looked for model.safetensors and model.safetensors.index.json`);
 
-    let index: unknown;
-    try {
-      index = JSON.parse(fs.readFileSync(indexPath, 'utf8'));
-    } catch (e) {
-      throw new Error(`${indexPath}: not valid JSON: ${(e as Error).message}`);
-    }
+    // An index entry is about the size of a header entry, so the same limits bound it.
+    const text = readTextInFolder(folder, indexPath, 'shard index', limits.maxHeaderBytes);
+    const where = `${indexPath}: weight_map`;
+    const dup = scanJsonKeys(text, { maxKeys: Infinity, maxDepth: MAX_JSON_DEPTH }, (why) => new Error(`${indexPath}: ${why}`));
+    const index = parseJsonText(text, `${indexPath}: `);
     const map = isPlainObject(index) ? index.weight_map : undefined;
     if (!isPlainObject(map)) throw new Error(`${indexPath}: no "weight_map" object`);
+    if (dup) throw new Error(`${indexPath}: key ${showName(dup.key)} appears twice${dup.top === dup.key ? '' : ` (under ${showName(dup.top)})`}`);
+    const entries = Object.entries(map);
+    if (entries.length > limits.maxTensors)
+      throw new Error(`${where} has ${entries.length} entries, over the limit of ${limits.maxTensors} for this model`);
 
     const shards = new Map<string, SafetensorsFile>();
     const byName = new Map<string, SafetensorsFile>();
+    // What the shards opened so far leave of the limits: each tensor sits in one shard, so the limits
+    // bound all the headers together, not each.
+    const left = { ...limits };
     try {
-      for (const [name, shard] of Object.entries(map)) {
-        if (typeof shard !== 'string') throw new Error(`${indexPath}: weight_map["${name}"] is not a file name`);
+      for (const [name, shard] of entries) {
+        // Plain names only (real shards are model-00001-of-00002.safetensors): the name becomes a path,
+        // and paths appear in messages.
+        if (typeof shard !== 'string' || !isPlainName(shard))
+          throw new Error(`${where}[${showName(name)}] is ${showValue(shard)}, not a file name of letters, digits and . _ - /`);
+        // Shards live in the model folder; an index must not point anywhere else (openInFolder also
+        // checks the real path, which symlinks can move).
+        if (!namedInside(folder, shard))
+          throw new Error(`${where}: shard ${showValue(shard)} for tensor ${showName(name)} is outside the model folder`);
         const shardPath = path.resolve(folder, shard);
-        // Shards live in the model folder; an index must not point anywhere else.
-        if (path.relative(path.resolve(folder), shardPath).startsWith('..'))
-          throw new Error(`${indexPath}: shard "${shard}" for tensor "${name}" is outside the model folder`);
         let f = shards.get(shardPath);
         if (!f) {
-          if (!fs.existsSync(shardPath))
-            throw new Error(`${indexPath}: shard "${shard}" (for tensor "${name}") is missing: ${shardPath} not found`);
-          f = SafetensorsFile.open(shardPath);
+          if (!fs.existsSync(shardPath) && !isLink(shardPath))
+            throw new Error(`${indexPath}: shard ${showValue(shard)} (for tensor ${showName(name)}) is missing: ${shardPath} not found`); // a plain name: safe to show
+          f = SafetensorsFile.open(shardPath, { folder, limits: left });
           shards.set(shardPath, f);
+          left.maxTensors -= f.tensors().length;
+          left.maxHeaderBytes -= f.headerBytes;
         }
-        if (!f.has(name)) throw new Error(`${indexPath}: tensor "${name}" is mapped to shard "${shard}", which lacks it`);
+        if (!f.has(name)) throw new Error(`${indexPath}: tensor ${showName(name)} is mapped to shard ${showValue(shard)}, which lacks it`);
         byName.set(name, f);
       }
+      // And the other way: a tensor in a shard that the index does not map there would go unnoticed
+      // (and unchecked by the model's unexpected-tensor check).
+      for (const [file, f] of shards)
+        for (const t of f.tensors())
+          if (byName.get(t.name) !== f)
+            throw new Error(`${indexPath}: shard ${path.relative(folder, file)} holds tensor ${showName(t.name)}, which weight_map does not map to it`);
     } catch (e) {
       for (const f of shards.values()) f.close();
       throw e;
@@ -339,7 +410,7 @@ export class WeightStore {
   /** A float tensor converted to the run dtype: f32 -> Float32Array, bf16/f16 -> Uint16Array of bits. */
   read(name: string, dtype: 'f32' | 'bf16' | 'f16'): Float32Array | Uint16Array {
     const f = this.file(name);
-    return convertRaw(f.readRaw(name), f.info(name).dtype, dtype, `${f.path}: tensor "${name}"`);
+    return convertRaw(f.readRaw(name), f.info(name).dtype, dtype, `${f.path}: tensor ${showName(name)}`);
   }
 
   close(): void {
@@ -348,7 +419,7 @@ export class WeightStore {
 
   private file(name: string): SafetensorsFile {
     const f = this.byName.get(name);
-    if (!f) throw new Error(`${this.folder}: no tensor named "${name}"`);
+    if (!f) throw new Error(`${this.folder}: no tensor named ${showName(name)}`);
     return f;
   }
 }

@@ -5,11 +5,12 @@
 // - encode() adds no BOS/EOS (add_special_tokens=false), so a prompt's ids are exactly its text's; text that
 //   spells a special token ("<|endoftext|>", "</s>") becomes that token, as in Hugging Face tokenizers.
 // - decode() skips special tokens (the default of Python `tokenizers`) and replaces invalid UTF-8 with U+FFFD.
-import { readFileSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { lstatSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
+import { parseJsonText, readTextInFolder, scanJsonKeys, showName, showValue } from './folder.js';
+import { unsafeRegex } from './regex-check.js';
 
 export interface Tokenizer {
   readonly kind: 'gpt2-bpe' | 'tokenizer.json';
@@ -115,14 +116,68 @@ export function gpt2Tokenizer(): Tokenizer {
 // ---- tokenizer.json ----
 
 function parseJson(text: string, path: string): Record<string, unknown> {
-  let v: unknown;
-  try {
-    v = JSON.parse(text);
-  } catch (e) {
-    throw new Error(`tokenizer: ${path} is not valid JSON: ${(e as Error).message}`);
-  }
+  const v = parseJsonText(text, `tokenizer: ${path} is `);
   if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new Error(`tokenizer: ${path} is not a JSON object`);
   return v as Record<string, unknown>;
+}
+
+/** Added-token and vocabulary ids may run this far past the number of tokens (ids are dense in real files). */
+const ID_SLACK = 65536;
+
+/**
+ * Checks what @huggingface/tokenizers would trust: token ids (it allocates and walks an array up to the
+ * largest, so an id of 2^31 stalls loading) and user regexes (see regex-check.ts). Messages name the
+ * part of the file, never its text.
+ */
+function checkTokenizerJson(json: Record<string, unknown>, path: string): void {
+  const fail = (why: string): never => {
+    throw new Error(`tokenizer: ${path}: ${why}`);
+  };
+  const model = json.model;
+  if (typeof model !== 'object' || model === null || Array.isArray(model)) fail('"model" is not an object');
+  const vocab = (model as Record<string, unknown>).vocab;
+  const added = json.added_tokens ?? [];
+  if (!Array.isArray(added)) fail(`"added_tokens" is ${showValue(added)}, not a list`);
+  const addedList = added as unknown[];
+  const vocabIds = Array.isArray(vocab) ? null : typeof vocab === 'object' && vocab !== null ? Object.values(vocab) : fail('"model.vocab" is missing');
+  const vocabCount = Array.isArray(vocab) ? vocab.length : vocabIds!.length;
+  const maxId = vocabCount + addedList.length + ID_SLACK;
+  const range = `outside [0, ${maxId}) (${vocabCount} vocabulary entries, ${addedList.length} added tokens)`;
+  for (const id of vocabIds ?? [])
+    if (!Number.isSafeInteger(id) || (id as number) < 0 || (id as number) >= maxId)
+      fail(`"model.vocab" has id ${showValue(id)}, ${range}`);
+  for (const [i, t] of addedList.entries()) {
+    if (typeof t !== 'object' || t === null) fail(`"added_tokens"[${i}] is not an object`);
+    const { id, content } = t as Record<string, unknown>;
+    if (typeof content !== 'string') fail(`"added_tokens"[${i}].content is ${showValue(content)}, not a string`);
+    if (!Number.isSafeInteger(id) || (id as number) < 0 || (id as number) >= maxId)
+      fail(`"added_tokens"[${i}].id is ${showValue(id)}, ${range}`);
+  }
+  // Every pattern outside the model (normalizers, pre-tokenizers, decoders, at any depth in a Sequence).
+  const walk = (v: unknown, where: string, depth: number): void => {
+    if (depth > 32) fail(`${where} is nested too deeply`);
+    if (Array.isArray(v)) v.forEach((x, i) => walk(x, `${where}[${i}]`, depth + 1));
+    else if (typeof v === 'object' && v !== null)
+      for (const [k, x] of Object.entries(v)) {
+        if (k === 'pattern' && typeof x === 'object' && x !== null) {
+          const p = x as Record<string, unknown>;
+          if (typeof p.Regex === 'string') {
+            const why = unsafeRegex(p.Regex);
+            if (why) fail(`the regex of ${where}.pattern is refused: ${why}`);
+          } else if (typeof p.String !== 'string') fail(`${where}.pattern is neither {"Regex": text} nor {"String": text}`);
+        } else walk(x, `${where}.${PLAIN_KEY.test(k) ? k : '?'}`, depth + 1);
+      }
+  };
+  for (const part of ['normalizer', 'pre_tokenizer', 'post_processor', 'decoder']) walk(json[part], part, 0);
+}
+const PLAIN_KEY = /^[A-Za-z0-9_]{1,64}$/;
+
+/** A library error's message when it is plain text (no quoted file content), else only its kind. */
+function libraryMessage(e: unknown): string {
+  const m = e instanceof Error ? e.message : String(e);
+  const unknown = /^Unknown (\w+) type: (.*)$/s.exec(m); // the library's message for an unsupported component
+  if (unknown) return `unsupported ${unknown[1]} type ${showValue(unknown[2])}`;
+  return /^[\w .,'()\-]{1,200}$/.test(m) ? m : `${e instanceof Error ? e.name : 'error'} in the tokenizer library`;
 }
 
 type Files = { tokenizer: string; config: string | null; generation: string | null; model: string | null };
@@ -149,15 +204,22 @@ function specialId(
   return null;
 }
 
+/** A special-token id from the side files counts only when the tokenizer can emit it. */
+const inVocab = (id: number | null, vocabSize: number): number | null => (id !== null && id >= 0 && id < vocabSize ? id : null);
+
 function build(folder: string, files: Files): Tokenizer {
   const path = join(folder, 'tokenizer.json');
+  const dup = scanJsonKeys(files.tokenizer, { maxKeys: Infinity, maxDepth: 64 }, (why) => new Error(`tokenizer: ${path} ${why}`));
   const json = parseJson(files.tokenizer, path);
+  // A repeated token in model.vocab would silently take the last id.
+  if (dup) throw new Error(`tokenizer: ${path}: key ${showName(dup.key)} appears twice (under ${showName(dup.top)})`);
+  checkTokenizerJson(json, path);
   const cfg = files.config === null ? {} : parseJson(files.config, join(folder, 'tokenizer_config.json'));
   let hf: HfTokenizer;
   try {
     hf = new HfTokenizer(json, cfg);
   } catch (e) {
-    throw new Error(`tokenizer: cannot load ${path}: ${(e as Error).message}`);
+    throw new Error(`tokenizer: cannot load ${path}: ${libraryMessage(e)}`);
   }
   // Extra sources for bos/eos ids; unreadable ones are ignored (they are only a fallback).
   const others = [files.generation, files.model].flatMap((t) => {
@@ -178,51 +240,51 @@ function build(folder: string, files: Files): Tokenizer {
   return {
     kind: 'tokenizer.json',
     vocabSize,
-    eosTokenId: specialId(hf, 'eos', cfg, others),
-    bosTokenId: specialId(hf, 'bos', cfg, others),
-    encode: (text) => hf.encode(text, { add_special_tokens: false }).ids,
+    eosTokenId: inVocab(specialId(hf, 'eos', cfg, others), vocabSize),
+    bosTokenId: inVocab(specialId(hf, 'bos', cfg, others), vocabSize),
+    encode: (text) => {
+      try {
+        return hf.encode(text, { add_special_tokens: false }).ids;
+      } catch (e) {
+        throw new Error(`tokenizer ${path}: cannot encode: ${libraryMessage(e)}`);
+      }
+    },
     decode,
     streamDecoder: () => makeStreamDecoder(decode),
   };
 }
 
-function missing(folder: string, e: unknown): Error {
-  const code = (e as NodeJS.ErrnoException).code;
-  if (code === 'ENOENT' || code === 'ENOTDIR')
-    return new Error(`tokenizer: no tokenizer.json in ${folder} (looked for ${join(folder, 'tokenizer.json')})`);
-  return new Error(`tokenizer: cannot read ${join(folder, 'tokenizer.json')}: ${(e as Error).message}`);
-}
-
+/** tokenizer.json files of real models reach tens of MB (large vocabularies); the others are small. */
+const MAX_TOKENIZER_BYTES = 256 * 1024 * 1024;
+const MAX_SIDE_FILE_BYTES = 4 * 1024 * 1024;
 const optional = ['tokenizer_config.json', 'generation_config.json', 'config.json'] as const;
+
+const exists = (p: string): boolean => {
+  try {
+    lstatSync(p);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+function readFiles(folder: string): Files {
+  const file = join(folder, 'tokenizer.json');
+  if (!exists(file)) throw new Error(`tokenizer: no tokenizer.json in ${folder} (looked for ${file})`);
+  // Through folder.ts: inside the folder by real path, a regular file, of a bounded size.
+  const tokenizer = readTextInFolder(folder, file, 'tokenizer', MAX_TOKENIZER_BYTES);
+  const [config, generation, model] = optional.map((f) =>
+    exists(join(folder, f)) ? readTextInFolder(folder, join(folder, f), f, MAX_SIDE_FILE_BYTES) : null,
+  );
+  return { tokenizer, config: config ?? null, generation: generation ?? null, model: model ?? null };
+}
 
 /** Loads folder/tokenizer.json (+ tokenizer_config.json, generation_config.json, config.json for bos/eos). */
 export async function loadTokenizer(folder: string): Promise<Tokenizer> {
-  let tokenizer: string;
-  try {
-    tokenizer = await readFile(join(folder, 'tokenizer.json'), 'utf8');
-  } catch (e) {
-    throw missing(folder, e);
-  }
-  const [config, generation, model] = await Promise.all(
-    optional.map((f) => readFile(join(folder, f), 'utf8').catch(() => null)),
-  );
-  return build(folder, { tokenizer, config, generation, model });
+  return loadTokenizerSync(folder); // the files are small and read at once; the library builds synchronously
 }
 
 /** The same as loadTokenizer, synchronously (the library builds the tokenizer synchronously). */
 export function loadTokenizerSync(folder: string): Tokenizer {
-  let tokenizer: string;
-  try {
-    tokenizer = readFileSync(join(folder, 'tokenizer.json'), 'utf8');
-  } catch (e) {
-    throw missing(folder, e);
-  }
-  const [config, generation, model] = optional.map((f) => {
-    try {
-      return readFileSync(join(folder, f), 'utf8');
-    } catch {
-      return null;
-    }
-  });
-  return build(folder, { tokenizer, config, generation, model });
+  return build(folder, readFiles(folder));
 }

@@ -6,7 +6,8 @@
 // Weights come from a Hugging Face folder (safetensors) or are drawn on the device for a preset.
 import type { DType } from '../dtype.js';
 import type { ModelConfig } from '../io/config.js';
-import { WeightStore } from '../io/safetensors.js';
+import { showName } from '../io/folder.js';
+import { DEFAULT_HEADER_LIMITS, WeightStore, type HeaderLimits } from '../io/safetensors.js';
 import * as ops from '../ops.js';
 import { Tensor } from '../tensor.js';
 
@@ -149,25 +150,70 @@ class Loader {
   }
 
   /**
-   * Unexpected tensors are an error: they mean the file is not the model the config describes. A stage
-   * skips the layers and end pieces that other stages load.
+   * Unexpected tensors are an error: they mean the file is not the model the config describes (a config
+   * with fewer layers than the checkpoint would otherwise load and generate other text). `model` is every
+   * name the whole model may hold: what its stages load plus buffers that are not weights. A stage skips
+   * only those; anything else (a layer at or past cfg.layers, an unknown name) is unexpected for any stage.
    */
-  checkAllUsed(ignore: RegExp, stage: Stage, layerOf: (n: string) => RegExpExecArray | null, ends: RegExp): void {
-    const elsewhere = (n: string) => {
-      const m = layerOf(n);
-      if (m) return Number(m[1]) < stage.start || Number(m[1]) >= stage.end;
-      return !(stage.embed && stage.head) && ends.test(n);
-    };
-    const extra = this.store.names().filter((n) => !this.used.has(n) && !ignore.test(n) && !elsewhere(n));
+  checkAllUsed(model: (name: string) => boolean): void {
+    const extra = this.store.names().filter((n) => !this.used.has(n) && !model(n));
     if (extra.length)
-      throw new Error(`${this.source}: ${extra.length} unexpected tensors for this config: ${extra.slice(0, 5).join(', ')}${extra.length > 5 ? ', …' : ''}`);
+      throw new Error(
+        `${this.source}: ${extra.length} unexpected tensors for this config: ${extra.slice(0, 5).map(showName).join(', ')}${extra.length > 5 ? ', …' : ''}`,
+      );
   }
+}
+
+// The names each family's whole model may hold, per layer and at the ends; `extra` are buffers that are
+// not weights (attention masks, RoPE frequencies) and a saved copy of a tied head.
+const GPT2_LAYER = ['ln_1.weight', 'ln_1.bias', 'attn.c_attn.weight', 'attn.c_attn.bias', 'attn.c_proj.weight', 'attn.c_proj.bias',
+  'ln_2.weight', 'ln_2.bias', 'mlp.c_fc.weight', 'mlp.c_fc.bias', 'mlp.c_proj.weight', 'mlp.c_proj.bias'];
+const GPT2_LAYER_EXTRA = ['attn.bias', 'attn.masked_bias'];
+const GPT2_ENDS = ['wte.weight', 'wpe.weight', 'ln_f.weight', 'ln_f.bias'];
+const LLAMA_LAYER = ['input_layernorm.weight', 'self_attn.q_proj.weight', 'self_attn.k_proj.weight', 'self_attn.v_proj.weight',
+  'self_attn.o_proj.weight', 'post_attention_layernorm.weight', 'mlp.gate_proj.weight', 'mlp.up_proj.weight', 'mlp.down_proj.weight'];
+const LLAMA_LAYER_EXTRA = ['self_attn.rotary_emb.inv_freq'];
+const LLAMA_ENDS = ['model.embed_tokens.weight', 'model.norm.weight', 'lm_head.weight', 'model.rotary_emb.inv_freq'];
+
+/**
+ * Whether the whole model of `cfg` may have `name` in its files (GPT-2 names under `pre`): a layer's name
+ * with a layer number below cfg.layers (written as the checkpoints write it: no leading zeros), or an end
+ * piece. A test, not a list: a stage's config may claim any number of layers.
+ */
+function modelHas(cfg: ModelConfig, pre: string, ends: readonly string[]): (name: string) => boolean {
+  const gpt2 = cfg.family === 'gpt2';
+  const layerPrefix = gpt2 ? `${pre}h.` : 'model.layers.';
+  const perLayer = new Set(gpt2 ? [...GPT2_LAYER, ...GPT2_LAYER_EXTRA] : [...LLAMA_LAYER, ...LLAMA_LAYER_EXTRA]);
+  const endSet = new Set(ends);
+  return (name) => {
+    if (endSet.has(name)) return true;
+    if (!name.startsWith(layerPrefix)) return false;
+    const m = /^(0|[1-9]\d{0,9})\.(.+)$/.exec(name.slice(layerPrefix.length));
+    return m !== null && Number(m[1]) < cfg.layers && perLayer.has(m[2]!);
+  };
+}
+
+/**
+ * How much safetensors header a checkpoint of `cfg` may have (see HeaderLimits): twice the tensors the
+ * model may hold plus 64 (room for a few extra buffers, which the unused-tensor check then names), and
+ * 1 MiB plus 1 KiB per such tensor of header bytes (a real entry is about 120 bytes; the MiB is for
+ * __metadata__); never more than the defaults. A header past these is refused before it is read or while
+ * it is scanned.
+ */
+export function loadLimits(cfg: ModelConfig): HeaderLimits {
+  // Counted, not listed: a hostile config may claim 2^31 layers, which the shape checks refuse later.
+  const gpt2 = cfg.family === 'gpt2';
+  const perLayer = gpt2 ? GPT2_LAYER.length + GPT2_LAYER_EXTRA.length : LLAMA_LAYER.length + LLAMA_LAYER_EXTRA.length;
+  const count = cfg.layers * perLayer + (gpt2 ? GPT2_ENDS.length + 1 : LLAMA_ENDS.length); // GPT-2: + lm_head.weight
+  const maxTensors = Math.min(2 * count + 64, DEFAULT_HEADER_LIMITS.maxTensors);
+  return { maxTensors, maxHeaderBytes: Math.min(1024 * 1024 + 1024 * maxTensors, DEFAULT_HEADER_LIMITS.maxHeaderBytes) };
 }
 
 function loadGpt2(cfg: ModelConfig, L: Loader, stage: Stage): ModelWeights {
   const { hidden: C, intermediate: F, vocabSize: V, maxPositions: P } = cfg;
   // Checkpoints saved from GPT2LMHeadModel prefix names with "transformer."; bare GPT2Model ones do not.
-  const pre = L.store.has('transformer.wte.weight') ? 'transformer.' : '';
+  // Judged by all the names, so a missing transformer.wte.weight is reported under its own name.
+  const pre = L.store.names().some((n) => n.startsWith('transformer.')) ? 'transformer.' : '';
   const conv = (name: string, inF: number, outF: number) => L.upload(transpose(L.host(name, [inF, outF]), inF, outF), [outF, inF]);
   const layers: LayerWeights[] = [];
   for (let i = stage.start; i < stage.end; i++) {
@@ -198,7 +244,7 @@ function loadGpt2(cfg: ModelConfig, L: Loader, stage: Stage): ModelWeights {
     head: stage.head ? embed : undefined,
   };
   // A saved lm_head is the tied embedding again; attention-mask buffers are not weights.
-  L.checkAllUsed(/^lm_head\.weight$|\.attn\.(masked_)?bias$/, stage, (n) => /\bh\.(\d+)\./.exec(n), /wpe|ln_f|wte/);
+  L.checkAllUsed(modelHas(cfg, pre, [...GPT2_ENDS.map((n) => pre + n), 'lm_head.weight']));
   return w;
 }
 
@@ -230,13 +276,14 @@ function loadLlama(cfg: ModelConfig, L: Loader, stage: Stage): ModelWeights {
     normF: stage.head ? L.tensor('model.norm.weight', [C]) : undefined,
     head: stage.head ? (tied ? embed : L.tensor('lm_head.weight', [V, C])) : undefined,
   };
-  L.checkAllUsed(/\.rotary_emb\.inv_freq$/, stage, (n) => /^model\.layers\.(\d+)\./.exec(n), /embed_tokens|model\.norm|lm_head/);
+  // A tied model never loads lm_head.weight: a file that has one is not the model the config describes.
+  L.checkAllUsed(modelHas(cfg, '', cfg.tieEmbeddings ? LLAMA_ENDS.filter((n) => n !== 'lm_head.weight') : LLAMA_ENDS));
   return w;
 }
 
 /** Load a Hugging Face checkpoint folder's weights (or one stage's share) onto `device` as `dtype`. */
 export function loadWeights(cfg: ModelConfig, folder: string, device: string, dtype: DType, stage = wholeModel(cfg)): ModelWeights {
-  const store = WeightStore.open(folder);
+  const store = WeightStore.open(folder, loadLimits(cfg));
   const L = new Loader(store, dtype, device, folder);
   try {
     return cfg.family === 'gpt2' ? loadGpt2(cfg, L, stage) : loadLlama(cfg, L, stage);
