@@ -74,13 +74,8 @@ const now = () => performance.timeOrigin + performance.now();
 export const handlers: Record<string, Handler> = {
   load(a: LoadArgs, ctx) {
     unloadModels(ctx);
-    const ms: Model[] = [];
-    try {
-      for (const stage of a.stages ?? [undefined]) ms.push(Model.load(a.source, { device: ctx.device, dtype: a.dtype, seed: a.seed, stage }));
-    } catch (e) {
-      ms.forEach((m) => m.dispose());
-      throw e;
-    }
+    // A device's stages share one reading of the config, tokenizer and shard headers.
+    const ms = Model.loadStages(a.source, a.stages ?? [undefined], { device: ctx.device, dtype: a.dtype, seed: a.seed });
     ctx.state.set('held', { models: ms, stages: a.stages?.map((s) => s.index) } satisfies Held);
     return { weightBytes: ms.reduce((n, m) => n + m.weightBytes, 0), layers: ms.reduce((n, m) => n + m.weights.layers.length, 0) };
   },

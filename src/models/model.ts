@@ -9,7 +9,7 @@ import { gpt2Tokenizer, loadTokenizerSync, type Tokenizer } from '../io/tokenize
 import { resolveSource } from './source.js';
 import { Transformer } from './transformer.js';
 import { stageWeightBytes } from './sizes.js';
-import { disposeWeights, loadWeights, randomWeights, type ModelWeights, type Stage } from './weights.js';
+import { disposeWeights, loadStageWeights, randomWeights, wholeModel, type ModelWeights, type Stage } from './weights.js';
 
 export interface LoadOptions {
   /** default: cuda:0 when there is a GPU, else cpu:0 */
@@ -39,18 +39,34 @@ export class Model {
 
   /** `source`: a preset name (see PRESETS) or a folder with config.json and safetensors weights. */
   static load(source: string, opts: LoadOptions = {}): Model {
+    return Model.loadStages(source, [opts.stage], opts)[0]!;
+  }
+
+  /**
+   * Several pipeline stages of one model on one device (interleaved stages): the config, the tokenizer
+   * and the weights' index and shard headers are read once for all of them. `undefined`: the whole model.
+   */
+  static loadStages(source: string, stages: (Stage | undefined)[], opts: Omit<LoadOptions, 'stage'> = {}): Model[] {
     const device = parseDevice(opts.device ?? defaultDevice());
     const dtype = checkDType(opts.dtype ?? (device.startsWith('cuda') ? 'bf16' : 'f32'));
     if (dtype === 'i32') throw new Error('a model runs in f32, bf16 or f16, not i32');
     const src = resolveSource(source);
-    if (src.kind === 'preset') {
-      const preset = src.config;
-      const tok = preset.family === 'gpt2' ? gpt2Tokenizer() : null;
-      return new Model(source, preset, randomWeights(preset, device, dtype, opts.seed ?? 0, opts.stage), device, dtype, tok);
-    }
     const cfg = src.config;
+    if (src.kind === 'preset') {
+      const tok = cfg.family === 'gpt2' ? gpt2Tokenizer() : null;
+      const out: Model[] = [];
+      try {
+        for (const st of stages) out.push(new Model(source, cfg, randomWeights(cfg, device, dtype, opts.seed ?? 0, st), device, dtype, tok));
+      } catch (e) {
+        out.forEach((m) => m.dispose());
+        throw e;
+      }
+      return out;
+    }
     const tok = existsSync(path.join(source, 'tokenizer.json')) ? loadTokenizerSync(source) : cfg.family === 'gpt2' && cfg.vocabSize === 50257 ? gpt2Tokenizer() : null;
-    return new Model(path.basename(path.resolve(source)), cfg, loadWeights(cfg, source, device, dtype, opts.stage), device, dtype, tok);
+    const name = path.basename(path.resolve(source));
+    const weights = loadStageWeights(cfg, source, device, dtype, stages.map((s) => s ?? wholeModel(cfg)));
+    return weights.map((w) => new Model(name, cfg, w, device, dtype, tok));
   }
 
   /** Bytes of weights on the device. */

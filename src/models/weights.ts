@@ -283,10 +283,15 @@ function loadLlama(cfg: ModelConfig, L: Loader, stage: Stage): ModelWeights {
 
 /** Load a Hugging Face checkpoint folder's weights (or one stage's share) onto `device` as `dtype`. */
 export function loadWeights(cfg: ModelConfig, folder: string, device: string, dtype: DType, stage = wholeModel(cfg)): ModelWeights {
+  return loadStageWeights(cfg, folder, device, dtype, [stage])[0]!;
+}
+
+/** Several stages' weights from one opening of the folder (its index and shard headers read once). */
+export function loadStageWeights(cfg: ModelConfig, folder: string, device: string, dtype: DType, stages: Stage[]): ModelWeights[] {
   const store = WeightStore.open(folder, loadLimits(cfg));
   const L = new Loader(store, dtype, device, folder);
   try {
-    return cfg.family === 'gpt2' ? loadGpt2(cfg, L, stage) : loadLlama(cfg, L, stage);
+    return stages.map((stage) => (cfg.family === 'gpt2' ? loadGpt2(cfg, L, stage) : loadLlama(cfg, L, stage)));
   } catch (e) {
     for (const t of L.made) t.dispose(); // nothing half-loaded stays on the device
     throw e;
