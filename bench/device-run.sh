@@ -65,6 +65,24 @@ for p in "${parts[@]}"; do
       # At most 8 files come back from the device, so the JSON goes into one archive.
       [ -d "$out/s" ] && tar -czf "$out/strategies.tgz" -C "$out" s && rm -rf "$out/s" ;;
     strategies) bash "$0" prefill curve dp pack ;;
+    compare)
+      # The build from before a restructuring (unpacked from .device/old.tgz: its dist/ and addon) against
+      # this one, in the same call on the same GPUs, alternating: kernels, GPT-2 and LLaMA-2-7B decode, DP,
+      # MP and PP prefill (8 micro-batches), PP decode at batch 256. Every figure goes to $out/cmp/*.json.
+      mkdir -p "$out/cmp" /tmp/old && tar -xzf .device/old.tgz -C /tmp/old && ln -sfn "$PWD/node_modules" /tmp/old/node_modules
+      for round in 1 2; do for b in old new; do
+        [ $b = old ] && cli=/tmp/old/dist/cli/index.js || cli=dist/cli/index.js
+        j="$out/cmp/$b-r$round"
+        timeout 150 node $cli bench kernels --quick --json "$j-kernels.json" > /dev/null 2>&1
+        timeout 120 node $cli bench generate --model gpt2 --batch 1,16 --json "$j-gen-gpt2.json" > /dev/null 2>&1
+        timeout 200 node $cli bench generate --model llama-2-7b --batch 1,16 --json "$j-gen-llama.json" > /dev/null 2>&1
+        timeout 200 node $cli bench --model gpt2 --strategies single,dp --prompts 512 --batch 64 --json "$j-dp.json" > /dev/null 2>&1
+        timeout 240 node $cli bench --model llama-2-7b --strategies mp,pp --batch 32 --prompt-tokens 512 --new-tokens 2 --micro-batches 8 --repeats 3 --json "$j-prefill.json" > /dev/null 2>&1
+        timeout 240 node $cli bench --model llama-2-7b --strategies pp --batch 256 --prompt-tokens 128 --new-tokens 64 --micro-batches 2 --repeats 2 --json "$j-ppdecode.json" > /dev/null 2>&1
+        echo "compare: $b round $round done"
+      done; done
+      node bench/compare-builds.mjs "$out/cmp" | tee "$out/compare.txt"
+      tar -czf "$out/compare.tgz" -C "$out" cmp && rm -rf "$out/cmp" ;;
     *) echo "unknown part $p" ;;
   esac
 done

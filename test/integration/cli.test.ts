@@ -1,5 +1,5 @@
 // The CLI as a user runs it: `parallm devices` and a quick `parallm bench` on the CPU.
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -116,6 +116,21 @@ describe('parallm CLI', () => {
     const out = parallm(['generate', '--model', 'tiny-gpt2', '--prompt', 'Hello world', '--max-tokens', '5', '--device', 'cpu:0']);
     expect(out.startsWith('Hello world')).toBe(true);
     expect(out.length).toBeGreaterThan('Hello world'.length);
+  });
+
+  it('generate checks its input before loading, says when a preset is random, and ends quietly when the reader goes', () => {
+    const run = (args: string[]) => execFileSync(process.execPath, [cli, 'generate', ...args], { encoding: 'utf8', stdio: 'pipe' });
+    expect(() => run(['--model', 'tiny-llama', '--prompt', 'Hello'])).toThrow(/tiny-llama has no tokenizer[\s\S]*--prompt-ids/);
+    for (const bad of ['', '1,,2', '1,x', '-1'])
+      expect(() => run(['--model', 'tiny-llama', '--prompt-ids', bad])).toThrow(/--prompt-ids must be comma-separated token ids/);
+    expect(() => run(['--model', 'tiny-llama', '--prompt-ids', '1,2', '--top-p', '0'])).toThrow(/topP must be in \(0, 1\]/);
+    // The reader closes after 10 bytes: no EPIPE stack trace, exit code 0.
+    const r = spawnSync('bash', ['-c', `set -o pipefail; "${process.execPath}" "${cli}" generate --model tiny-gpt2 --prompt Hello --max-tokens 250 --device cpu:0 | head -c 10`], { encoding: 'utf8' });
+    expect(r.status).toBe(0);
+    expect(r.stdout).toBe('Hello'.concat(r.stdout.slice(5)));
+    expect(r.stdout).toHaveLength(10);
+    expect(r.stderr).not.toMatch(/EPIPE|Error/);
+    expect(r.stderr).toMatch(/preset: seeded random weights/);
   });
 
   it('says what is wrong with a bad device', () => {

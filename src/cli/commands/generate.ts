@@ -3,6 +3,10 @@ import type { Command } from 'commander';
 import { checkDType } from '../../dtype.js';
 import { streamText, generateSteps } from '../../engine/generate.js';
 import { Model } from '../../models/model.js';
+import { resolveSource, type ModelSource } from '../../models/source.js';
+import { resolveSampling } from '../../engine/sampling.js';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
 
 interface GenOpts {
   model: string;
@@ -40,39 +44,66 @@ export function register(program: Command): void {
     .option('--device <id>', 'cuda:N or cpu:N (default: cuda:0, else cpu:0)')
     .option('--dtype <dtype>', 'bf16 (GPU default), f32 (CPU default), f16')
     .action(async (o: GenOpts) => {
+      // Everything is checked before the model loads (a load can take seconds).
       if ((o.prompt === undefined) === (o.promptIds === undefined)) throw new Error('give exactly one of --prompt and --prompt-ids');
       const dtype = o.dtype ? checkDType(o.dtype) : undefined;
+      const opts = resolveSampling(
+        { temperature: num('--temperature', o.temperature), topK: num('--top-k', o.topK, true), topP: num('--top-p', o.topP), seed: num('--seed', o.seed, true) },
+        'generate',
+      );
+      const maxTokens = num('--max-tokens', o.maxTokens, true);
+      const ids = o.promptIds !== undefined ? parseIds(o.promptIds) : undefined;
+      const src = resolveSource(o.model);
+      if (o.prompt !== undefined && !hasTokenizer(src))
+        throw new Error(`${o.model} has no tokenizer, so --prompt cannot be encoded: give token ids with --prompt-ids 1,2,3 (or a folder with tokenizer.json)`);
+      if (src.kind === 'preset') console.error(`[${o.model} is a preset: seeded random weights of the real shape, so its text is noise]`);
       const m = Model.load(o.model, { device: o.device, dtype });
-      const opts = {
-        maxTokens: num('--max-tokens', o.maxTokens, true),
-        temperature: num('--temperature', o.temperature),
-        topK: num('--top-k', o.topK, true),
-        topP: num('--top-p', o.topP),
-        seed: num('--seed', o.seed, true),
-        stopStrings: o.stop,
+      // A reader that goes away (generate ... | head) ends the generation quietly.
+      let gone = false;
+      process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+        if (e.code === 'EPIPE') gone = true;
+        else throw e;
+      });
+      const write = (text: string) => {
+        if (!gone) process.stdout.write(text);
       };
       const t0 = performance.now();
       let n = 0;
       try {
-        if (o.promptIds !== undefined) {
-          const ids = o.promptIds.split(',').map((s) => num('--prompt-ids', s.trim(), true));
-          for await (const ev of generateSteps(m, [ids], opts)) {
-            if (ev.tokens[0]! < 0) break;
-            process.stdout.write(m.tokenizer ? m.decode([ev.tokens[0]!]) : `${ev.tokens[0]} `);
+        const g = { ...opts, maxTokens, stopStrings: o.stop };
+        if (ids) {
+          for await (const ev of generateSteps(m, [ids], g)) {
+            if (ev.tokens[0]! < 0 || gone) break;
+            write(m.tokenizer ? m.decode([ev.tokens[0]!]) : `${ev.tokens[0]} `);
             n++;
           }
         } else {
-          process.stdout.write(o.prompt!);
-          for await (const piece of streamText(m, o.prompt!, opts)) {
-            process.stdout.write(piece);
+          write(o.prompt!);
+          for await (const piece of streamText(m, o.prompt!, g)) {
+            if (gone) break;
+            write(piece);
             n++;
           }
         }
-        process.stdout.write('\n');
-        const s = (performance.now() - t0) / 1e3;
-        console.error(`[${m.name} on ${m.device}, ${m.dtype}: ${n} pieces in ${s.toFixed(2)} s]`);
+        write('\n');
+        const sec = (performance.now() - t0) / 1e3;
+        if (!gone) console.error(`[${m.name} on ${m.device}, ${m.dtype}: ${n} pieces in ${sec.toFixed(2)} s]`);
       } finally {
         m.dispose();
       }
     });
+}
+
+/** "1, 2,3" -> [1, 2, 3]: non-negative integers, none empty. */
+function parseIds(text: string): number[] {
+  const parts = text.split(',').map((x) => x.trim());
+  if (!text.trim() || parts.some((x) => !/^\d{1,10}$/.test(x)))
+    throw new Error(`--prompt-ids must be comma-separated token ids (non-negative integers), got "${text}"`);
+  return parts.map(Number);
+}
+
+/** Whether Model.load will give this source a tokenizer (see Model.loadStages). */
+function hasTokenizer(src: ModelSource): boolean {
+  if (src.kind === 'preset') return src.config.family === 'gpt2';
+  return existsSync(path.join(src.folder, 'tokenizer.json')) || (src.config.family === 'gpt2' && src.config.vocabSize === 50257);
 }
