@@ -112,6 +112,20 @@ describe('parallm CLI', () => {
     expect(() => parallm(['plan', '--model', 'gpt2', '--devices', 'cpu:0,cpu:1', '--chunks', '2', '--split', 'memory'])).toThrow(/--chunks > 1 places layers evenly/);
   });
 
+  it('plan works for GPUs the machine does not have, and counts CPU devices against one host', () => {
+    const j = JSON.parse(parallm(['plan', '--model', 'llama-2-13b', '--gpus', '4x80GiB', '--json'])) as { dtype: string; stages: { device: string; start: number; end: number; free: number; fits: boolean }[] };
+    expect(j.dtype).toBe('bf16');
+    expect(j.stages.map((s) => [s.device, s.start, s.end])).toEqual([['cuda:0', 0, 10], ['cuda:1', 10, 20], ['cuda:2', 20, 30], ['cuda:3', 30, 40]]);
+    expect(j.stages.every((s) => s.fits && s.free === 80 * 2 ** 30)).toBe(true);
+    expect(parallm(['plan', '--model', 'llama-2-7b', '--gpus', '2xH100', '--strategy', 'dp'])).toMatch(/2 x H100 \(planned/);
+    expect(() => parallm(['plan', '--model', 'gpt2', '--gpus', '2xfoo'])).toThrow(/unknown GPU "foo"/);
+    expect(() => parallm(['plan', '--model', 'gpt2'])).toThrow(/exactly one of --devices/);
+    // Two CPU devices hold 2 x 13 GiB of one host's memory: their sum is what must fit.
+    const c = JSON.parse(parallm(['plan', '--model', 'llama-2-7b', '--devices', 'cpu:0,cpu:1', '--json'])) as { stages: { total: number; free: number; fits: boolean }[] };
+    const sum = c.stages.reduce((n, s) => n + s.total, 0);
+    for (const s of c.stages) expect(s.fits).toBe(sum <= s.free);
+  });
+
   it('generate streams text from a preset', () => {
     const out = parallm(['generate', '--model', 'tiny-gpt2', '--prompt', 'Hello world', '--max-tokens', '5', '--device', 'cpu:0']);
     expect(out.startsWith('Hello world')).toBe(true);

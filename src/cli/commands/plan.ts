@@ -8,7 +8,8 @@ import { bytes, table } from '../format.js';
 
 interface PlanOpts {
   model: string;
-  devices: string;
+  devices?: string;
+  gpus?: string;
   strategy: string;
   split: string;
   map?: string;
@@ -24,7 +25,8 @@ export function register(program: Command): void {
     .command('plan')
     .description('print the device map and the memory each device will hold, without loading anything')
     .requiredOption('--model <name>', 'a preset or a model folder (only config.json is read)')
-    .requiredOption('--devices <list>', 'comma-separated devices, e.g. cuda:0,cuda:1')
+    .option('--devices <list>', 'comma-separated devices of this machine, e.g. cuda:0,cuda:1')
+    .option('--gpus <spec>', 'GPUs this machine need not have: 4x80GiB, 2xH100, 8xH200 (nothing touches CUDA)')
     .option('--strategy <s>', 'dp (a replica per device), mp or pp (layers split across devices)', 'pp')
     .option('--split <how>', 'mp/pp: even (the seed\'s get_device_map) or memory (by free memory)', 'even')
     .option('--map <json>', 'mp/pp: explicit map, e.g. \'{"cuda:0":[0,1,2],"cuda:1":[3,4,5]}\'')
@@ -35,9 +37,16 @@ export function register(program: Command): void {
     .option('--json', 'print JSON')
     .action((o: PlanOpts) => {
       const cfg = modelConfig(o.model);
-      const list = o.devices.split(',').map((d) => d.trim());
-      ensureCpuDevices(list);
-      const devices = list.map((d) => parseDevice(d));
+      if ((o.devices === undefined) === (o.gpus === undefined)) throw new Error('give exactly one of --devices (this machine) and --gpus (e.g. 4x80GiB)');
+      const planned = o.gpus ? parseGpus(o.gpus) : undefined;
+      let devices: string[];
+      if (planned) devices = Array.from({ length: planned.count }, (_, i) => `cuda:${i}`);
+      else {
+        const list = o.devices!.split(',').map((d) => d.trim());
+        ensureCpuDevices(list);
+        devices = list.map((d) => parseDevice(d));
+      }
+      const freeOf = (d: string) => (planned ? planned.bytes : deviceInfo(d).memoryFree);
       const dtype: DType = checkDType(o.dtype ?? (devices[0]!.startsWith('cuda') ? 'bf16' : 'f32'));
       const batch = Number(o.batch), maxLen = Number(o.maxLen), chunks = Number(o.chunks);
       for (const [flag, v] of [['--batch', batch], ['--max-len', maxLen], ['--chunks', chunks]] as const)
@@ -47,17 +56,19 @@ export function register(program: Command): void {
       const split = o.strategy === 'dp' ? {} : { placement: o.map ? parseMap(o.map) : (o.split as 'even' | 'memory'), chunks };
       if (o.strategy !== 'dp' && !o.map && o.split !== 'even' && o.split !== 'memory') throw new Error(`--split must be even or memory, got "${o.split}"`);
       if (chunks > 1 && (o.map || o.split !== 'even')) throw new Error('--chunks > 1 places layers evenly: drop --map and --split');
-      const stages = placeStages(cfg, o.strategy as Strategy, devices, { ...split, need, freeBytes: (d) => deviceInfo(d).memoryFree });
-      // A device's stages (several when interleaved) must fit together.
+      const stages = placeStages(cfg, o.strategy as Strategy, devices, { ...split, need, freeBytes: freeOf });
+      // A device's stages (several when interleaved) must fit together; CPU devices are shares of one
+      // host, so all of theirs must fit in its memory together.
       const perDevice = new Map<string, number>();
-      for (const s of stages) perDevice.set(s.device, (perDevice.get(s.device) ?? 0) + stageMemory(cfg, s, need).total);
+      const pool = (d: string) => (d.startsWith('cpu') ? 'host' : d);
+      for (const s of stages) perDevice.set(pool(s.device), (perDevice.get(pool(s.device)) ?? 0) + stageMemory(cfg, s, need).total);
       const rows = stages.map((s) => {
         const m = stageMemory(cfg, s, need);
-        const free = deviceInfo(s.device).memoryFree;
-        return { ...s, ...m, free, fits: perDevice.get(s.device)! <= free };
+        const free = freeOf(s.device);
+        return { ...s, ...m, free, fits: perDevice.get(pool(s.device))! <= free };
       });
-      if (o.json) return void console.log(JSON.stringify({ model: o.model, strategy: o.strategy, dtype, stages: rows }, null, 2));
-      console.log(`${o.model}: ${cfg.family}, ${cfg.layers} layers, hidden ${cfg.hidden}; ${o.strategy} on ${devices.join(', ')}; ${dtype}, KV cache for ${batch} x ${maxLen} tokens`);
+      if (o.json) return void console.log(JSON.stringify({ model: o.model, strategy: o.strategy, dtype, ...(planned ? { gpus: planned } : {}), stages: rows }, null, 2));
+      console.log(`${o.model}: ${cfg.family}, ${cfg.layers} layers, hidden ${cfg.hidden}; ${o.strategy} on ${planned ? `${planned.count} x ${planned.name} (planned, not this machine's)` : devices.join(', ')}; ${dtype}, KV cache for ${batch} x ${maxLen} tokens${devices.some((d) => d.startsWith('cpu')) && devices.length > 1 ? '; CPU devices share the host memory' : ''}`);
       console.log(
         table(
           ['device', 'layers', 'holds', 'weights', 'KV cache', 'total', 'free', 'fits'],
@@ -73,4 +84,25 @@ function parseMap(text: string): Record<string, number[]> {
   } catch {
     throw new Error('--map must be JSON like {"cuda:0":[0,1],"cuda:1":[2,3]}');
   }
+}
+
+// Usable memory of GPUs by name (what the driver reports free on an idle card, about).
+const KNOWN_GPUS: Record<string, number> = {
+  A100: 79 * 2 ** 30, 'A100-40GB': 39 * 2 ** 30, H100: 79 * 2 ** 30, H200: 139 * 2 ** 30, B200: 178 * 2 ** 30,
+  L40S: 44 * 2 ** 30, L4: 22 * 2 ** 30, RTX4090: 23 * 2 ** 30, RTX3090: 23 * 2 ** 30,
+};
+
+/** "4x80GiB", "2xH100", "8 x 141GB" -> count, bytes each and a name. */
+export function parseGpus(spec: string): { count: number; bytes: number; name: string } {
+  const m = /^\s*(\d{1,4})\s*x\s*(?:(\d+(?:\.\d+)?)\s*(GiB|GB|TiB|TB)|([A-Za-z0-9-]+))\s*$/i.exec(spec);
+  if (!m || Number(m[1]) < 1) throw new Error(`--gpus must be COUNTxMEMORY or COUNTxNAME, e.g. 4x80GiB or 2xH100, got "${spec}"`);
+  const count = Number(m[1]);
+  if (m[4] !== undefined) {
+    const key = Object.keys(KNOWN_GPUS).find((k) => k.toLowerCase() === m[4]!.toLowerCase());
+    if (!key) throw new Error(`--gpus: unknown GPU "${m[4]}"; known: ${Object.keys(KNOWN_GPUS).join(', ')} (or give the memory, e.g. 4x80GiB)`);
+    return { count, bytes: KNOWN_GPUS[key]!, name: key };
+  }
+  const unit = m[3]!.toLowerCase();
+  const bytes = Number(m[2]) * (unit === 'gib' ? 2 ** 30 : unit === 'tib' ? 2 ** 40 : unit === 'gb' ? 1e9 : 1e12);
+  return { count, bytes, name: `${m[2]}${m[3]}` };
 }
