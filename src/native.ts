@@ -125,6 +125,7 @@ export interface NativeComm {
   send(t: T, peer: number): void;
   recv(t: T, peer: number): void;
   barrier(): void;
+  drain(): void;
   groupStart(): void;
   groupEnd(): void;
   abort(): void;

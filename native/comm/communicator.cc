@@ -482,6 +482,19 @@ class NcclComm : public Communicator {
     std::string w = where("barrier", 1, DType::F32);
     CUstream_st* s = stream(w);
     check(api_.AllReduce(one_->ptr, one_->ptr, 1, nccl::ncclFloat32, nccl::ncclSum, comm_, s), w);
+    wait_stream(s, w, true);
+  }
+
+  // No timeout here: the queued work may be a whole run's. A failed peer shows as an NCCL asynchronous
+  // error, or through the stop flag, which the caller sets for every rank when one fails.
+  void drain() override {
+    std::string w = where("drain", 0, DType::F32);
+    wait_stream(stream(w), w, false);
+  }
+
+  // Wait for the stream, polling: an NCCL asynchronous error, the timeout (with `timed`) or the stop
+  // flag aborts the communicator (which ends its kernels still waiting for peers) and fails.
+  void wait_stream(CUstream_st* s, const std::string& w, bool timed) {
     Clock::time_point deadline = Clock::now() + std::chrono::milliseconds(timeout_ms_);
     for (;;) {
       cudaError_t e = cudaStreamQuery(s);
@@ -493,7 +506,7 @@ class NcclComm : public Communicator {
         abort();
         fail(w, ": NCCL asynchronous error ", api_.GetErrorString(ae), "; the communicator was aborted");
       }
-      if (timeout_ms_ > 0 && Clock::now() >= deadline) {
+      if (timed && timeout_ms_ > 0 && Clock::now() >= deadline) {
         abort();
         fail(w, ": timed out after ", timeout_ms_, " ms waiting for the other ranks; the communicator was aborted");
       }

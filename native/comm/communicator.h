@@ -43,6 +43,10 @@ class Communicator {
   virtual void group_end() {}
   // Returns once every rank has reached it (on CUDA: and this rank's queued work is done).
   virtual void barrier() = 0;
+  // Returns once this rank's queued work is done (CPU: at once). On CUDA it polls the stream, so a peer
+  // that failed (an NCCL asynchronous error), the timeout or the stop flag ends the wait with an error
+  // and the communicator aborted, where a plain stream synchronize would wait on a kernel forever.
+  virtual void drain() {}
   // Breaks the communicator: every rank's waiting and later calls fail at once. Idempotent.
   // (Destroying a rank is milder on CPU: only collectives and traffic with that rank fail.)
   virtual void abort() = 0;

@@ -31,7 +31,7 @@ class NativeComm : public Napi::ObjectWrap<NativeComm> {
                         InstanceMethod<&NativeComm::Broadcast>("broadcast"),
                         InstanceMethod<&NativeComm::AllGather>("allGather"),
                         InstanceMethod<&NativeComm::Send>("send"), InstanceMethod<&NativeComm::Recv>("recv"),
-                        InstanceMethod<&NativeComm::Barrier>("barrier"), InstanceMethod<&NativeComm::Abort>("abort"),
+                        InstanceMethod<&NativeComm::Barrier>("barrier"), InstanceMethod<&NativeComm::Drain>("drain"), InstanceMethod<&NativeComm::Abort>("abort"),
                         InstanceMethod<&NativeComm::GroupStart>("groupStart"),
                         InstanceMethod<&NativeComm::GroupEnd>("groupEnd"),
                         InstanceMethod<&NativeComm::Destroy>("destroy"), InstanceAccessor<&NativeComm::Rank>("rank"),
@@ -125,6 +125,12 @@ class NativeComm : public Napi::ObjectWrap<NativeComm> {
   Napi::Value GroupEnd(const Napi::CallbackInfo& info) {
     return guarded(info.Env(), [&]() -> Napi::Value {
       live(label("groupEnd")).group_end();
+      return info.Env().Undefined();
+    });
+  }
+  Napi::Value Drain(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      live(label("drain")).drain();
       return info.Env().Undefined();
     });
   }

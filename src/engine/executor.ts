@@ -173,6 +173,7 @@ export function runGenerationColumn(
       }
       if (start) marks.push({ k, start, end: new DeviceEvent(device).record(), h0, h1: now() });
     }
+    comm?.drain(); // on a GPU: a peer that failed mid-run ends this wait with an error, not a hang
     synchronize(device);
     // Device times, placed on the host clock through the event recorded when the loop began.
     for (const m of marks)

@@ -105,6 +105,13 @@ export class Communicator {
       this.native.groupEnd();
     }
   }
+  /**
+   * Returns once this rank's queued work (its sends and receives too) is done. On a GPU it polls, so a
+   * failed peer, the timeout or the stop flag ends it with an error instead of a hang.
+   */
+  drain(): void {
+    this.native.drain();
+  }
   /** Returns once every rank has called it. */
   barrier(): void {
     this.native.barrier();

@@ -7,7 +7,7 @@ import { cudaDeviceCount } from '../../src/index.js';
 import { generate } from '../../src/engine/generate.js';
 import { Model } from '../../src/models/model.js';
 import { ncclStatus } from '../../src/parallel/comm.js';
-import { ParallelModel } from '../../src/engine/parallel-model.js';
+import { ParallelModel, type ParallelGenerateOptions } from '../../src/engine/parallel-model.js';
 import { ensureDist } from '../helpers/dist.js';
 
 const ready = cudaDeviceCount() >= 2 && ncclStatus().ok;
@@ -50,4 +50,37 @@ describe.skipIf(!ready)('strategies on two GPUs agree with one', () => {
       }
     }, 180_000);
   }
+});
+
+describe.skipIf(!ready)('pipeline faults on two GPUs', () => {
+  beforeAll(() => ensureDist(), 300_000);
+  const prompts = Array.from({ length: 6 }, (_, b) => [1 + b, 2, 3]);
+
+  it('a stage that throws mid-run fails the call within seconds (not the communicator timeout), and the next call works', async () => {
+    const p = await ParallelModel.load('tiny-llama', { strategy: 'pp', devices: ['cuda:0', 'cuda:1'], dtype: 'f32', commTimeoutMs: 120_000 });
+    try {
+      const ref = (await p.generate(prompts, { maxTokens: 8, microBatches: 3 })).tokens;
+      for (const fault of [{ rank: 1, tick: 4 }, { rank: 0, tick: 3 }]) {
+        const t0 = performance.now();
+        await expect(p.generate(prompts, { maxTokens: 8, microBatches: 3, fault } as ParallelGenerateOptions)).rejects.toThrow(/fault injected/);
+        expect(performance.now() - t0).toBeLessThan(20_000);
+        expect((await p.generate(prompts, { maxTokens: 8, microBatches: 3 })).tokens).toEqual(ref);
+      }
+    } finally {
+      await p.close();
+    }
+  }, 180_000);
+
+  it('close() during a run stops it within a bound', async () => {
+    const p = await ParallelModel.load('tiny-llama-32', { strategy: 'pp', devices: ['cuda:0', 'cuda:1'], dtype: 'f32', commTimeoutMs: 0 });
+    const run = p.generate(Array.from({ length: 8 }, () => [1, 2, 3]), { maxTokens: 240 }).then(
+      () => 'finished',
+      (e: Error) => e.message,
+    );
+    await new Promise((r) => setTimeout(r, 200));
+    const t0 = performance.now();
+    await p.close();
+    expect(performance.now() - t0).toBeLessThan(15_000);
+    expect(await run).toMatch(/stopped|closed|finished/);
+  }, 120_000);
 });
