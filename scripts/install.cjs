@@ -44,6 +44,8 @@ if (nodeGyp && run(process.execPath, [nodeGyp, 'rebuild'])) process.exit(0);
 if (!nodeGyp && run('node-gyp', ['rebuild'])) process.exit(0);
 console.error(
   'parallm: no prebuilt binary fits this platform and building from source failed. ' +
-    'Install cmake and a C++17 compiler (and the CUDA toolkit for GPUs), then run npm install again.',
+    'The fallback build is node-gyp (CPU backend only): it needs Python 3, make and a C++17 compiler. ' +
+    'In a clone with cmake-js installed, cmake and a C++17 compiler build both backends (and nvcc the CUDA one). ' +
+    'Install what is missing, then run npm install again.',
 );
 process.exit(1);

@@ -17,7 +17,7 @@ function which(cmd: string): string {
 beforeAll(() => {
   work = mkdtempSync(path.join(os.tmpdir(), 'parallm-pack-'));
   // The prebuilt binary (prebuildify driving cmake-js; incremental after npm install built it).
-  execFileSync('npm', ['run', 'prebuild'], { cwd: root, stdio: 'inherit' });
+  execFileSync('npm', ['run', 'build:prebuilt'], { cwd: root, stdio: 'inherit' });
   const tgz = execFileSync('npm', ['pack', '--pack-destination', work], { cwd: root, encoding: 'utf8' }).trim().split('\n').pop()!;
   // A PATH with node and npm only (and sh, through which npm runs install scripts).
   const bin = path.join(work, 'bin');
@@ -65,5 +65,16 @@ console.log(JSON.stringify({ c: Array.from(ops.matmul(a, b).toArray()), n: devic
     const out = JSON.parse(execFileSync(path.join(work, 'bin/node'), ['use.mjs'], { cwd: app, env, encoding: 'utf8' })) as { c: number[]; n: number };
     expect(out.c).toEqual([19, 22, 43, 50]);
     expect(out.n).toBeGreaterThanOrEqual(1);
+  });
+
+  it('require("parallm") says the package is an ES module; the bench runners are a subpath; no dangling source maps', () => {
+    const app = path.join(work, 'app');
+    writeFileSync(path.join(app, 'use.cjs'), `try { require('parallm'); } catch (e) { console.log(e.code + ': ' + e.message); }`);
+    expect(execFileSync(path.join(work, 'bin/node'), ['use.cjs'], { cwd: app, env, encoding: 'utf8' })).toMatch(/ERR_REQUIRE_ESM: parallm is an ES module/);
+    writeFileSync(path.join(app, 'bench.mjs'), `import { runKernelBench } from 'parallm/bench'; console.log(typeof runKernelBench);`);
+    expect(execFileSync(path.join(work, 'bin/node'), ['bench.mjs'], { cwd: app, env, encoding: 'utf8' }).trim()).toBe('function');
+    const pkgDir = path.join(app, 'node_modules/parallm');
+    expect(existsSync(path.join(pkgDir, 'LICENSE'))).toBe(true);
+    expect(readdirSync(path.join(pkgDir, 'dist')).some((f) => f.endsWith('.map'))).toBe(false);
   });
 });
