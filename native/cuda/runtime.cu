@@ -2,6 +2,7 @@
 // properties, a default and a current stream, a caching allocator over cudaMalloc, and stream capture
 // into CUDA graphs. Every failing runtime call throws parallm::Error naming the device.
 #include <cuda_runtime_api.h>
+#include <dlfcn.h>
 
 #include <memory>
 #include <mutex>
@@ -35,7 +36,14 @@ void probe_cuda() {
     int n = 0;
     cudaError_t e = cudaGetDeviceCount(&n);
     if (e != cudaSuccess) {
-      g_cuda_status = std::string("no CUDA devices: ") + cudaGetErrorString(e);
+      // The runtime says "driver version is insufficient" also when there is no driver at all: tell the
+      // two apart by looking for the driver library.
+      void* driver = e == cudaErrorInsufficientDriver ? dlopen("libcuda.so.1", RTLD_LAZY) : nullptr;
+      if (e == cudaErrorInsufficientDriver && !driver)
+        g_cuda_status = "no CUDA devices: no NVIDIA driver is installed (libcuda.so.1 not found)";
+      else
+        g_cuda_status = std::string("no CUDA devices: ") + cudaGetErrorString(e);
+      if (driver) dlclose(driver);
       cudaGetLastError();
       n = 0;
     } else {
