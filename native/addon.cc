@@ -874,6 +874,310 @@ Napi::Value OpFillUniform(const Napi::CallbackInfo& info) {
   });
 }
 
+// ---- training ops
+// Backward kernels, the fused classifier and the optimizer (native/core/kernels.h, section "training").
+// Arguments follow the kernel's order; "+=" gradients are read as well as written.
+
+// sumRows(x, out, R, C, accumulate)
+Napi::Value OpSumRows(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    OpCall c("sumRows");
+    NativeTensor* X = tensor_arg(info, 0, c.op, "x");
+    NativeTensor* O = tensor_arg(info, 1, c.op, "out");
+    int64_t R = get_i64(info, 2, "R"), C = get_i64(info, 3, "C");
+    bool acc = get_bool(info, 4);
+    if (R < 0 || C < 1) fail("sumRows: bad sizes R=", R, " C=", C);
+    DType dt = O->dtype;
+    const void* px = c.use(X, "x", R * C, dt);
+    void* po = c.use(O, "out", C, dt);
+    c.run([=](const cpu::Ctx& x) { cpu::sum_rows(x, dt, px, po, R, C, acc); },
+          CUDA_CALL(cuda::sum_rows(s, dt, px, po, R, C, acc)));
+    return info.Env().Undefined();
+  });
+}
+
+// layernormBackward(dy, x, gamma, mean, rstd, dx, dgamma, dbeta, R, C)
+Napi::Value OpLayernormBackward(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    OpCall c("layernormBackward");
+    NativeTensor* Dy = tensor_arg(info, 0, c.op, "dy");
+    NativeTensor* X = tensor_arg(info, 1, c.op, "x");
+    NativeTensor* G = tensor_arg(info, 2, c.op, "gamma");
+    NativeTensor* Mn = tensor_arg(info, 3, c.op, "mean");
+    NativeTensor* Rs = tensor_arg(info, 4, c.op, "rstd");
+    NativeTensor* Dx = tensor_arg(info, 5, c.op, "dx");
+    NativeTensor* Dg = tensor_arg(info, 6, c.op, "dgamma");
+    NativeTensor* Db = tensor_arg(info, 7, c.op, "dbeta");
+    int64_t R = get_i64(info, 8, "R"), C = get_i64(info, 9, "C");
+    if (R < 0 || C < 1) fail("layernormBackward: bad sizes R=", R, " C=", C);
+    DType dt = Dy->dtype;
+    const void* pdy = c.use(Dy, "dy", R * C, dt);
+    const void* px = c.use(X, "x", R * C, dt);
+    const void* pg = c.use(G, "gamma", C, dt);
+    const float* pm = static_cast<const float*>(c.use(Mn, "mean", R, DType::F32));
+    const float* pr = static_cast<const float*>(c.use(Rs, "rstd", R, DType::F32));
+    void* pdx = c.use(Dx, "dx", R * C, dt);
+    void* pdg = c.use(Dg, "dgamma", C, dt);
+    void* pdb = c.use(Db, "dbeta", C, dt);
+    c.run([=](const cpu::Ctx& x) { cpu::layernorm_backward(x, dt, pdy, px, pg, pm, pr, pdx, pdg, pdb, R, C); },
+          CUDA_CALL(cuda::layernorm_backward(s, dt, pdy, px, pg, pm, pr, pdx, pdg, pdb, R, C)));
+    return info.Env().Undefined();
+  });
+}
+
+// rmsnormBackward(dy, x, w, rstd, dx, dw, R, C)
+Napi::Value OpRmsnormBackward(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    OpCall c("rmsnormBackward");
+    NativeTensor* Dy = tensor_arg(info, 0, c.op, "dy");
+    NativeTensor* X = tensor_arg(info, 1, c.op, "x");
+    NativeTensor* W = tensor_arg(info, 2, c.op, "weight");
+    NativeTensor* Rs = tensor_arg(info, 3, c.op, "rstd");
+    NativeTensor* Dx = tensor_arg(info, 4, c.op, "dx");
+    NativeTensor* Dw = tensor_arg(info, 5, c.op, "dw");
+    int64_t R = get_i64(info, 6, "R"), C = get_i64(info, 7, "C");
+    if (R < 0 || C < 1) fail("rmsnormBackward: bad sizes R=", R, " C=", C);
+    DType dt = Dy->dtype;
+    const void* pdy = c.use(Dy, "dy", R * C, dt);
+    const void* px = c.use(X, "x", R * C, dt);
+    const void* pw = c.use(W, "weight", C, dt);
+    const float* pr = static_cast<const float*>(c.use(Rs, "rstd", R, DType::F32));
+    void* pdx = c.use(Dx, "dx", R * C, dt);
+    void* pdw = c.use(Dw, "dw", C, dt);
+    c.run([=](const cpu::Ctx& x) { cpu::rmsnorm_backward(x, dt, pdy, px, pw, pr, pdx, pdw, R, C); },
+          CUDA_CALL(cuda::rmsnorm_backward(s, dt, pdy, px, pw, pr, pdx, pdw, R, C)));
+    return info.Env().Undefined();
+  });
+}
+
+// geluBackward(x, dy, dx, n)
+Napi::Value OpGeluBackward(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    OpCall c("geluBackward");
+    NativeTensor* X = tensor_arg(info, 0, c.op, "x");
+    NativeTensor* Dy = tensor_arg(info, 1, c.op, "dy");
+    NativeTensor* Dx = tensor_arg(info, 2, c.op, "dx");
+    int64_t n = get_i64(info, 3, "n");
+    if (n < 0) fail("geluBackward: bad size n=", n);
+    DType dt = X->dtype;
+    const void* px = c.use(X, "x", n, dt);
+    const void* pdy = c.use(Dy, "dy", n, dt);
+    void* pdx = c.use(Dx, "dx", n, dt);
+    c.run([=](const cpu::Ctx& x) { cpu::gelu_backward(x, dt, px, pdy, pdx, n); },
+          CUDA_CALL(cuda::gelu_backward(s, dt, px, pdy, pdx, n)));
+    return info.Env().Undefined();
+  });
+}
+
+// siluGateBackward(gate, up, dy, dgate, dup, R, F, inStride)
+Napi::Value OpSiluGateBackward(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    OpCall c("siluGateBackward");
+    NativeTensor* G = tensor_arg(info, 0, c.op, "gate");
+    NativeTensor* U = tensor_arg(info, 1, c.op, "up");
+    NativeTensor* Dy = tensor_arg(info, 2, c.op, "dy");
+    NativeTensor* Dg = tensor_arg(info, 3, c.op, "dgate");
+    NativeTensor* Du = tensor_arg(info, 4, c.op, "dup");
+    int64_t R = get_i64(info, 5, "R"), F = get_i64(info, 6, "F"), st = get_i64(info, 7, "inStride");
+    if (R < 0 || F < 1 || st < F) fail("siluGateBackward: bad sizes R=", R, " F=", F, " inStride=", st);
+    DType dt = G->dtype;
+    int64_t reach = R ? (R - 1) * st + F : 0;
+    const void* pg = c.use(G, "gate", reach, dt);
+    const void* pu = c.use(U, "up", reach, dt);
+    const void* pdy = c.use(Dy, "dy", R * F, dt);
+    void* pdg = c.use(Dg, "dgate", reach, dt);
+    void* pdu = c.use(Du, "dup", reach, dt);
+    c.run([=](const cpu::Ctx& x) { cpu::silu_gate_backward(x, dt, pg, pu, pdy, pdg, pdu, R, F, st); },
+          CUDA_CALL(cuda::silu_gate_backward(s, dt, pg, pu, pdy, pdg, pdu, R, F, st)));
+    return info.Env().Undefined();
+  });
+}
+
+// ropeBackward(dx, pos, R, H, D, tstride, rotDim, theta)
+Napi::Value OpRopeBackward(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    OpCall c("ropeBackward");
+    NativeTensor* X = tensor_arg(info, 0, c.op, "dx");
+    NativeTensor* P = tensor_arg(info, 1, c.op, "pos");
+    int64_t R = get_i64(info, 2, "R");
+    int H = int(get_i64(info, 3, "H")), D = int(get_i64(info, 4, "D"));
+    int64_t st = get_i64(info, 5, "tstride");
+    int rot = int(get_i64(info, 6, "rotDim"));
+    float theta = float(get_f64(info, 7, "theta"));
+    if (R < 0 || H < 1 || D < 2 || rot < 2 || rot > D || rot % 2 || st < int64_t(H) * D)
+      fail("ropeBackward: bad sizes R=", R, " H=", H, " D=", D, " rotDim=", rot, " tstride=", st);
+    DType dt = X->dtype;
+    void* px = c.use(X, "dx", R ? (R - 1) * st + int64_t(H) * D : 0, dt);
+    const int32_t* pp = static_cast<const int32_t*>(c.use(P, "pos", R, DType::I32));
+    c.run([=](const cpu::Ctx& x) { cpu::rope_backward(x, dt, px, pp, R, H, D, st, rot, theta); },
+          CUDA_CALL(cuda::rope_backward(s, dt, px, pp, R, H, D, st, rot, theta)));
+    return info.Env().Undefined();
+  });
+}
+
+// attentionForward(q, k, v, out, lse, B, T, Hq, Hkv, D, qB, qT, kvB, kvT, scale)
+Napi::Value OpAttentionForward(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    OpCall c("attentionForward");
+    NativeTensor* Q = tensor_arg(info, 0, c.op, "q");
+    NativeTensor* Kt = tensor_arg(info, 1, c.op, "k");
+    NativeTensor* V = tensor_arg(info, 2, c.op, "v");
+    NativeTensor* O = tensor_arg(info, 3, c.op, "out");
+    NativeTensor* L = tensor_arg(info, 4, c.op, "lse");
+    int B = int(get_i64(info, 5, "B")), T = int(get_i64(info, 6, "T"));
+    int Hq = int(get_i64(info, 7, "Hq")), Hkv = int(get_i64(info, 8, "Hkv")), D = int(get_i64(info, 9, "D"));
+    int64_t qB = get_i64(info, 10, "q batch stride"), qT = get_i64(info, 11, "q token stride");
+    int64_t kB = get_i64(info, 12, "kv batch stride"), kT = get_i64(info, 13, "kv token stride");
+    float scale = float(get_f64(info, 14, "scale"));
+    if (B < 1 || T < 1 || Hq < 1 || Hkv < 1 || Hq % Hkv || D < 1)
+      fail("attentionForward: bad sizes B=", B, " T=", T, " Hq=", Hq, " Hkv=", Hkv, " D=", D);
+    DType dt = O->dtype;
+    const void* pq = c.use(Q, "q", (B - 1) * qB + (T - 1) * qT + int64_t(Hq) * D, dt);
+    const void* pk = c.use(Kt, "k", (B - 1) * kB + (T - 1) * kT + int64_t(Hkv) * D, dt);
+    const void* pv = c.use(V, "v", (B - 1) * kB + (T - 1) * kT + int64_t(Hkv) * D, dt);
+    void* po = c.use(O, "out", int64_t(B) * T * Hq * D, dt);
+    float* pl = static_cast<float*>(c.use(L, "lse", int64_t(B) * Hq * T, DType::F32));
+    c.run([=](const cpu::Ctx& x) { cpu::attention_forward(x, dt, pq, pk, pv, po, pl, B, T, Hq, Hkv, D, qB, qT, kB, kT, scale); },
+          CUDA_CALL(cuda::attention_forward(s, dt, pq, pk, pv, po, pl, B, T, Hq, Hkv, D, qB, qT, kB, kT, scale)));
+    return info.Env().Undefined();
+  });
+}
+
+// attentionBackward(q, k, v, out, dout, lse, dq, dk, dv, workspace, B, T, Hq, Hkv, D, qB, qT, kvB, kvT, scale)
+Napi::Value OpAttentionBackward(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    OpCall c("attentionBackward");
+    NativeTensor* Q = tensor_arg(info, 0, c.op, "q");
+    NativeTensor* Kt = tensor_arg(info, 1, c.op, "k");
+    NativeTensor* V = tensor_arg(info, 2, c.op, "v");
+    NativeTensor* O = tensor_arg(info, 3, c.op, "out");
+    NativeTensor* dO = tensor_arg(info, 4, c.op, "dout");
+    NativeTensor* L = tensor_arg(info, 5, c.op, "lse");
+    NativeTensor* dQ = tensor_arg(info, 6, c.op, "dq");
+    NativeTensor* dK = tensor_arg(info, 7, c.op, "dk");
+    NativeTensor* dV = tensor_arg(info, 8, c.op, "dv");
+    NativeTensor* Ws = tensor_arg(info, 9, c.op, "workspace");
+    int B = int(get_i64(info, 10, "B")), T = int(get_i64(info, 11, "T"));
+    int Hq = int(get_i64(info, 12, "Hq")), Hkv = int(get_i64(info, 13, "Hkv")), D = int(get_i64(info, 14, "D"));
+    int64_t qB = get_i64(info, 15, "q batch stride"), qT = get_i64(info, 16, "q token stride");
+    int64_t kB = get_i64(info, 17, "kv batch stride"), kT = get_i64(info, 18, "kv token stride");
+    float scale = float(get_f64(info, 19, "scale"));
+    if (B < 1 || T < 1 || Hq < 1 || Hkv < 1 || Hq % Hkv || D < 1)
+      fail("attentionBackward: bad sizes B=", B, " T=", T, " Hq=", Hq, " Hkv=", Hkv, " D=", D);
+    DType dt = O->dtype;
+    const int64_t qReach = (B - 1) * qB + (T - 1) * qT + int64_t(Hq) * D;
+    const int64_t kvReach = (B - 1) * kB + (T - 1) * kT + int64_t(Hkv) * D;
+    const int64_t outN = int64_t(B) * T * Hq * D;
+    const void* pq = c.use(Q, "q", qReach, dt);
+    const void* pk = c.use(Kt, "k", kvReach, dt);
+    const void* pv = c.use(V, "v", kvReach, dt);
+    const void* po = c.use(O, "out", outN, dt);
+    const void* pdo = c.use(dO, "dout", outN, dt);
+    const float* pl = static_cast<const float*>(c.use(L, "lse", int64_t(B) * Hq * T, DType::F32));
+    void* pdq = c.use(dQ, "dq", qReach, dt);
+    void* pdk = c.use(dK, "dk", kvReach, dt);
+    void* pdv = c.use(dV, "dv", kvReach, dt);
+    float* pw = static_cast<float*>(c.use(Ws, "workspace", cpu::attention_backward_workspace(B, T, Hq, D), DType::F32));
+    c.run([=](const cpu::Ctx& x) {
+            cpu::attention_backward(x, dt, pq, pk, pv, po, pdo, pl, pdq, pdk, pdv, pw, B, T, Hq, Hkv, D, qB, qT, kB, kT, scale);
+          },
+          CUDA_CALL(cuda::attention_backward(s, dt, pq, pk, pv, po, pdo, pl, pdq, pdk, pdv, pw, B, T, Hq, Hkv, D, qB, qT,
+                                             kB, kT, scale)));
+    return info.Env().Undefined();
+  });
+}
+
+// embeddingBackward(ids, dout, dtable, N, V, C)
+Napi::Value OpEmbeddingBackward(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    OpCall c("embeddingBackward");
+    NativeTensor* I = tensor_arg(info, 0, c.op, "ids");
+    NativeTensor* dO = tensor_arg(info, 1, c.op, "dout");
+    NativeTensor* dT = tensor_arg(info, 2, c.op, "dtable");
+    int64_t N = get_i64(info, 3, "N"), V = get_i64(info, 4, "V"), C = get_i64(info, 5, "C");
+    if (N < 0 || V < 1 || C < 1) fail("embeddingBackward: bad sizes N=", N, " V=", V, " C=", C);
+    DType dt = dT->dtype;
+    const int32_t* pi = static_cast<const int32_t*>(c.use(I, "ids", N, DType::I32));
+    const void* pd = c.use(dO, "dout", N * C, dt);
+    void* pt = c.use(dT, "dtable", V * C, dt);
+    c.run([=](const cpu::Ctx& x) { cpu::embedding_backward(x, dt, pi, pd, pt, N, V, C); },
+          CUDA_CALL(cuda::embedding_backward(s, dt, pi, pd, pt, N, V, C)));
+    return info.Env().Undefined();
+  });
+}
+
+// crossEntropy(logits, targets, losses, dlogits|null, R, V, ignoreIndex, dscale); dlogits may be logits.
+Napi::Value OpCrossEntropy(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    OpCall c("crossEntropy");
+    NativeTensor* X = tensor_arg(info, 0, c.op, "logits");
+    NativeTensor* Tg = tensor_arg(info, 1, c.op, "targets");
+    NativeTensor* Ls = tensor_arg(info, 2, c.op, "losses");
+    NativeTensor* dX = tensor_arg(info, 3, c.op, "dlogits", true);
+    int64_t R = get_i64(info, 4, "R"), V = get_i64(info, 5, "V");
+    int64_t ign = get_i64(info, 6, "ignoreIndex");
+    float dscale = float(get_f64(info, 7, "dscale"));
+    if (R < 0 || V < 1 || ign < INT32_MIN || ign > INT32_MAX)
+      fail("crossEntropy: bad sizes R=", R, " V=", V, " ignoreIndex=", ign);
+    DType dt = X->dtype;
+    const void* px = c.use(X, "logits", R * V, dt);
+    const int32_t* pt = static_cast<const int32_t*>(c.use(Tg, "targets", R, DType::I32));
+    float* pl = static_cast<float*>(c.use(Ls, "losses", R, DType::F32));
+    void* pd = c.use(dX, "dlogits", R * V, dt);
+    c.run([=](const cpu::Ctx& x) { cpu::cross_entropy(x, dt, px, pt, pl, pd, R, V, int(ign), dscale); },
+          CUDA_CALL(cuda::cross_entropy(s, dt, px, pt, pl, pd, R, V, int(ign), dscale)));
+    return info.Env().Undefined();
+  });
+}
+
+// sumSquares(x, out, n)
+Napi::Value OpSumSquares(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    OpCall c("sumSquares");
+    NativeTensor* X = tensor_arg(info, 0, c.op, "x");
+    NativeTensor* O = tensor_arg(info, 1, c.op, "out");
+    int64_t n = get_i64(info, 2, "n");
+    if (n < 0) fail("sumSquares: bad size n=", n);
+    DType dt = X->dtype;
+    const void* px = c.use(X, "x", n, dt);
+    float* po = static_cast<float*>(c.use(O, "out", 1, DType::F32));
+    c.run([=](const cpu::Ctx& x) { cpu::sum_squares(x, dt, px, po, n); },
+          CUDA_CALL(cuda::sum_squares(s, dt, px, po, n)));
+    return info.Env().Undefined();
+  });
+}
+
+// adamw(master, param|null, grad, m, v, n, nDecay, lr, beta1, beta2, eps, weightDecay, gradScale, step)
+Napi::Value OpAdamw(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    OpCall c("adamw");
+    NativeTensor* Ms = tensor_arg(info, 0, c.op, "master");
+    NativeTensor* P = tensor_arg(info, 1, c.op, "param", true);
+    NativeTensor* G = tensor_arg(info, 2, c.op, "grad");
+    NativeTensor* M = tensor_arg(info, 3, c.op, "m");
+    NativeTensor* Vt = tensor_arg(info, 4, c.op, "v");
+    int64_t n = get_i64(info, 5, "n"), nd = get_i64(info, 6, "nDecay");
+    float lr = float(get_f64(info, 7, "lr")), b1 = float(get_f64(info, 8, "beta1")), b2 = float(get_f64(info, 9, "beta2"));
+    float eps = float(get_f64(info, 10, "eps")), wd = float(get_f64(info, 11, "weightDecay"));
+    float gs = float(get_f64(info, 12, "gradScale"));
+    int64_t step = get_i64(info, 13, "step");
+    if (n < 0 || nd < 0 || nd > n || step < 1 || step > INT32_MAX)
+      fail("adamw: bad sizes n=", n, " nDecay=", nd, " step=", step);
+    DType dt = G->dtype;
+    float* pms = static_cast<float*>(c.use(Ms, "master", n, DType::F32));
+    void* pp = c.use(P, "param", n, dt);
+    const void* pg = c.use(G, "grad", n, dt);
+    float* pm = static_cast<float*>(c.use(M, "m", n, DType::F32));
+    float* pv = static_cast<float*>(c.use(Vt, "v", n, DType::F32));
+    int st = int(step);
+    c.run([=](const cpu::Ctx& x) { cpu::adamw(x, dt, pms, pp, pg, pm, pv, n, nd, lr, b1, b2, eps, wd, gs, st); },
+          CUDA_CALL(cuda::adamw(s, dt, pms, pp, pg, pm, pv, n, nd, lr, b1, b2, eps, wd, gs, st)));
+    return info.Env().Undefined();
+  });
+}
+
+// ---- end of training ops
+
 // ------------------------------------------------------------ communicators (native/comm)
 // One rank per worker thread. CPU collectives block the calling thread until every rank has taken part
 // (bounded by the communicator's timeout); NCCL ones are queued on the device's current stream.
@@ -1115,6 +1419,19 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   fn("argmax", OpArgmax);
   fn("sample", OpSample);
   fn("fillUniform", OpFillUniform);
+  // ---- training ops
+  fn("sumRows", OpSumRows);
+  fn("layernormBackward", OpLayernormBackward);
+  fn("rmsnormBackward", OpRmsnormBackward);
+  fn("geluBackward", OpGeluBackward);
+  fn("siluGateBackward", OpSiluGateBackward);
+  fn("ropeBackward", OpRopeBackward);
+  fn("attentionForward", OpAttentionForward);
+  fn("attentionBackward", OpAttentionBackward);
+  fn("embeddingBackward", OpEmbeddingBackward);
+  fn("crossEntropy", OpCrossEntropy);
+  fn("sumSquares", OpSumSquares);
+  fn("adamw", OpAdamw);
   // Communicators (native/comm).
   fn("ncclAvailable", NcclAvailable);
   fn("ncclUniqueId", NcclUniqueId);
