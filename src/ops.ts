@@ -438,14 +438,18 @@ function f32Tensor(op: string, name: string, t: Tensor, n: number): void {
   if (t.numel !== n) throw new Error(`${op}: ${name} has ${t.numel} elements, expected ${n}`);
 }
 
-/** Column sums of x [R, C] -> [C] (f32 accumulation); with `accumulate`, added into `out` (the bias gradient). */
+/**
+ * Column sums of x [R, C] (leading dimensions flattened into R) -> [C], f32 accumulation; with
+ * `accumulate`, added into `out` (the bias gradient).
+ */
 export function sumRows(x: Tensor, o: { out?: Tensor; accumulate?: boolean } = {}): Tensor {
   const op = 'sumRows';
   const dev = sameDevice(op, { x, out: o.out });
   const dt = sameDType(op, { x, out: o.out }, FLOATS);
-  if (x.shape.length !== 2) throw new Error(`${op}: x must be 2-D [R, C], got [${x.shape.join(', ')}]`);
-  const [R, C] = x.shape as [number, number];
+  if (x.shape.length < 2) throw new Error(`${op}: x must be at least 2-D [R, C], got [${x.shape.join(', ')}]`);
+  const C = x.shape[x.shape.length - 1]!;
   positive(op, 'columns', C);
+  const R = x.numel / C;
   if (o.accumulate && !o.out) throw new Error(`${op}: accumulate needs an out tensor to add into`);
   const y = output(op, o.out, [C], dt, dev);
   native.sumRows(x.native, y.native, R, C, o.accumulate ?? false);
@@ -594,7 +598,8 @@ export function attentionBackwardWorkspace(batch: number, tokens: number, headsQ
 
 /**
  * Attention backward from the forward's out and lse: dq, dk, dv (=), laid out with qStrides / kvStrides
- * like q, k, v (so they may be views of one fused qkv gradient). A workspace (f32) is allocated when not given.
+ * like q, k, v (so they may be views of one fused qkv gradient), and not overlapping the inputs. A
+ * workspace (f32, attentionBackwardWorkspace elements) is allocated when not given.
  */
 export function attentionBackward(
   q: Tensor, k: Tensor, v: Tensor, out: Tensor, dout: Tensor, lse: Tensor,
@@ -621,12 +626,13 @@ export function attentionBackward(
     native.attentionBackward(q.native, k.native, v.native, out.native, dout.native, lse.native, dq.native, dk.native, dv.native, ws.native,
       g.B, g.T, g.Hq, g.Hkv, g.D, g.qB, g.qT, g.kB, g.kT, g.scale);
   } finally {
-    // An own workspace goes back to the device's cache; the queued kernel keeps its block alive.
+    // An own workspace goes back to the cache at once: blocks are reused in stream order
+    // (native/core/allocator.h), and a graph being captured keeps the blocks it uses.
     if (!o.workspace) ws.dispose();
   }
 }
 
-/** dtable[ids[n], :] += dout[n, :]; ids i32 [N] (out-of-range ids add nothing), dout [N, C], dtable [V, C]. */
+/** dtable[ids[n], :] += dout[n, :]; ids i32 [...] (N of them; out-of-range ids add nothing), dout [...ids, C] or [N, C], dtable [V, C]. */
 export function embeddingBackward(ids: Tensor, dout: Tensor, dtable: Tensor): void {
   const op = 'embeddingBackward';
   sameDevice(op, { ids, dout, dtable });
@@ -636,7 +642,8 @@ export function embeddingBackward(ids: Tensor, dout: Tensor, dtable: Tensor): vo
   const [V, C] = dtable.shape as [number, number];
   positive(op, 'V', V);
   positive(op, 'C', C);
-  expectShape(op, 'dout', dout, [ids.numel, C]);
+  if (dout.shape[dout.shape.length - 1] !== C || dout.numel !== ids.numel * C)
+    throw new Error(`${op}: dout has shape [${dout.shape.join(', ')}], expected [${ids.numel}, ${C}] (ids [${ids.shape.join(', ')}], dtable [${V}, ${C}])`);
   native.embeddingBackward(ids.native, dout.native, dtable.native, ids.numel, V, C);
 }
 
@@ -651,24 +658,27 @@ export interface CrossEntropyOptions {
   dscale?: number;
 }
 
-/** Per-row cross-entropy of logits [R, V] against targets i32 [R]; returns the losses (f32 [R]). */
+/**
+ * Per-row cross-entropy of logits [R, V] (leading dimensions flattened into R) against targets i32 (R of
+ * them, any shape); returns the losses (f32 [R]).
+ */
 export function crossEntropy(logits: Tensor, targets: Tensor, o: CrossEntropyOptions = {}): Tensor {
   const op = 'crossEntropy';
   const d = o.dlogits === 'inplace' ? logits : o.dlogits;
   const dev = sameDevice(op, { logits, targets, losses: o.losses, dlogits: d });
-  const dt = sameDType(op, { logits, dlogits: d }, FLOATS);
-  if (logits.shape.length !== 2) throw new Error(`${op}: logits must be 2-D [R, V], got [${logits.shape.join(', ')}]`);
-  const [R, V] = logits.shape as [number, number];
+  sameDType(op, { logits, dlogits: d }, FLOATS);
+  if (logits.shape.length < 1) throw new Error(`${op}: logits must be [R, V], got a scalar`);
+  const V = logits.shape[logits.shape.length - 1]!;
   positive(op, 'V', V);
+  const R = logits.numel / V;
   if (targets.dtype !== 'i32') throw new Error(`${op}: targets must be i32, got ${targets.dtype}`);
-  expectShape(op, 'targets', targets, [R]);
-  if (d) expectShape(op, 'dlogits', d, [R, V]);
+  if (targets.numel !== R) throw new Error(`${op}: targets has ${targets.numel} elements, expected ${R} (one per row of logits [${logits.shape.join(', ')}])`);
+  if (d) expectShape(op, 'dlogits', d, logits.shape);
   const ignore = o.ignoreIndex ?? -100;
   if (!Number.isInteger(ignore) || ignore < -(2 ** 31) || ignore >= 2 ** 31) throw new Error(`${op}: ignoreIndex must be an i32, got ${ignore}`);
   const dscale = o.dscale ?? 1;
   if (!Number.isFinite(dscale)) throw new Error(`${op}: dscale must be finite, got ${dscale}`);
   const losses = output(op, o.losses, [R], 'f32', dev);
-  void dt;
   native.crossEntropy(logits.native, targets.native, losses.native, d?.native ?? null, R, V, ignore, dscale);
   return losses;
 }

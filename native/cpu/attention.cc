@@ -8,6 +8,7 @@
 // costs more than it saves at decode's few query rows, and no faster at prefill.)
 // Prefill tasks are (batch, head, block of kBQ queries); decode tasks are (batch, KV head), whose query
 // rows are the Hq/Hkv heads sharing that KV head, so each cache row is read once per group.
+// attention_forward is prefill that also stores each row's log-sum-exp; attention_backward is at the end.
 #include <algorithm>
 #include <cmath>
 #include <functional>

@@ -1,6 +1,7 @@
 // LayerNorm and RMSNorm over rows of C, statistics in f32.
 // Sums use 16 independent lanes so GCC vectorizes them without reassociating (no -ffast-math); LayerNorm
 // takes the variance as the mean of squared deviations (two passes) rather than E[x^2] - mean^2.
+// The backward ops are below the forward ones (see "backward").
 #include <algorithm>
 #include <cmath>
 

@@ -288,6 +288,30 @@ describe('training kernels match float64 references', () => {
   }
 });
 
+describe('training ops flatten leading dimensions', () => {
+  it('sumRows [2, 3, C], embeddingBackward ids [2, 3], crossEntropy logits [2, 3, V]', () => {
+    const seed = newSeed();
+    const [C, V] = [7, 5];
+    const x = randT([2, 3, C], 'f32', DEV, seed);
+    const s = ops.sumRows(x.t);
+    expect(s.shape).toEqual([C]);
+    close(arr(s), g.sumRowsRef(x.v, 6, C, null), 'f32', 'sumRows', seed);
+    const idv = [0, 4, 4, 1, 9, 0];
+    const ids = Tensor.from(idv, [2, 3], { dtype: 'i32', device: DEV });
+    const table = randT([V, C], 'f32', DEV, seed + 1);
+    ops.embeddingBackward(ids, x.t, table.t);
+    close(arr(table.t), g.embeddingBackwardRef(idv, x.v, V, C, table.v), 'f32', 'dtable', seed);
+    const lg = randT([2, 3, V], 'f32', DEV, seed + 2);
+    const dl = poisoned([2, 3, V], 'f32', DEV);
+    const l = ops.crossEntropy(lg.t, ids, { dlogits: dl });
+    const want = g.crossEntropyRef(lg.v, idv, 6, V, -100, 1);
+    expect(l.shape).toEqual([6]);
+    close(arr(l), want.losses, 'f32', 'losses', seed);
+    close(arr(dl), want.dlogits, 'f32', 'dlogits', seed);
+    free(x.t, s, ids, table.t, lg.t, dl, l);
+  });
+});
+
 const g2ws = (B: number, T: number, Hq: number, D: number) => ops.attentionBackwardWorkspace(B, T, Hq, D);
 
 // ---------------------------------------------------------------------------------------- finite differences
@@ -443,7 +467,7 @@ describe('backward ops against finite differences (f32 forward ops, float64 loss
 describe('training op argument checks', () => {
   const z = (shape: number[], dtype: DType = 'f32') => Tensor.zeros(shape, { dtype, device: DEV });
   it('names the op and the sizes', () => {
-    expect(() => ops.sumRows(z([3]))).toThrow(/sumRows: x must be 2-D/);
+    expect(() => ops.sumRows(z([3]))).toThrow(/sumRows: x must be at least 2-D/);
     expect(() => ops.sumRows(z([3, 4]), { accumulate: true })).toThrow(/accumulate needs an out/);
     expect(() => ops.layernormBackward(z([2, 4]), z([2, 4]), z([4]), z([3]), z([2]), { dx: z([2, 4]), dgamma: z([4]), dbeta: z([4]) })).toThrow(/layernormBackward: mean has 3 elements, expected 2/);
     expect(() => ops.rmsnormBackward(z([2, 4]), z([2, 4]), z([4]), z([2], 'bf16'), { dx: z([2, 4]), dw: z([4]) })).toThrow(/rstd must be f32/);
@@ -458,11 +482,55 @@ describe('training op argument checks', () => {
     expect(() => ops.attentionBackward(z([8]), z([4]), z([4]), z([1, 2, 2, 2]), z([1, 2, 2, 2]), z([1, 2, 2], 'bf16'), { ...f, dq: z([8]), dk: z([4]), dv: z([4]) })).toThrow(/lse must be f32/);
     expect(() => ops.embeddingBackward(z([3]), z([3, 4]), z([5, 4]))).toThrow(/ids must be i32/);
     expect(() => ops.embeddingBackward(z([3], 'i32'), z([3, 5]), z([5, 4]))).toThrow(/dout has shape \[3, 5\], expected \[3, 4\]/);
-    expect(() => ops.crossEntropy(z([2, 5]), z([3], 'i32'))).toThrow(/targets has shape \[3\], expected \[2\]/);
+    expect(() => ops.crossEntropy(z([2, 5]), z([3], 'i32'))).toThrow(/targets has 3 elements, expected 2/);
     expect(() => ops.crossEntropy(z([2, 5]), z([2], 'i32'), { dlogits: z([2, 5], 'bf16') })).toThrow(/dlogits is bf16 but logits is f32/);
     expect(() => ops.adamw({ master: z([4]), grad: z([4]), m: z([4]), v: z([3]) }, { nDecay: 2, lr: 1, step: 1 })).toThrow(/adamw: v has 3 elements, expected 4/);
     expect(() => ops.adamw({ master: z([4]), grad: z([4]), m: z([4]), v: z([4]) }, { nDecay: 2, lr: 1, step: 0 })).toThrow(/step must be an integer >= 1/);
     expect(() => ops.adamw({ master: z([4]), grad: z([4]), m: z([4]), v: z([4]) }, { nDecay: 5, lr: 1, step: 1 })).toThrow(/nDecay/);
     expect(() => ops.sumSquares(z([3], 'i32'))).toThrow(/sumSquares: x is i32/);
+  });
+});
+
+// Deterministic partial sums: the same bits whatever the thread count. cpu:0 was made with every hardware
+// thread; with 256 devices configured, a new device gets hardware/256 threads, i.e. one (on any machine
+// with fewer than 512 hardware threads). Sizes are large enough that cpu:0 does split the work.
+describe('training kernels give the same bits on 1 thread and on all threads', () => {
+  it('attentionBackward, layernormBackward, sumRows, embeddingBackward, crossEntropy, sumSquares', async (ctx) => {
+    const { configureCpuDevices, deviceInfo } = await import('../../src/index.js');
+    const seed = newSeed();
+    const many = Tensor.zeros([1], { device: DEV });
+    if (deviceInfo(DEV).threads! < 2) return ctx.skip(); // one hardware thread: nothing to compare
+    configureCpuDevices(256);
+    const ONE = 'cpu:255';
+    expect(deviceInfo(ONE).threads).toBe(1);
+    const run = (device: string) => {
+      const mk = (shape: number[], s: number, dtype: DType = 'f32') => randT(shape, dtype, device, s).t;
+      const res: number[][] = [];
+      const [B, T, Hq, Hkv, D] = [2, 40, 4, 2, 16];
+      const shape = { batch: B, tokens: T, headsQ: Hq, headsKv: Hkv, headDim: D };
+      const [q, k, v, dout] = [mk([B, T, Hq, D], seed), mk([B, T, Hkv, D], seed + 1), mk([B, T, Hkv, D], seed + 2), mk([B, T, Hq, D], seed + 3)];
+      const f = ops.attentionForward(q, k, v, shape);
+      const [dq, dk, dv] = [Tensor.empty(q.shape, { device }), Tensor.empty(k.shape, { device }), Tensor.empty(v.shape, { device })];
+      ops.attentionBackward(q, k, v, f.out, dout, f.lse, { ...shape, dq, dk, dv });
+      res.push(arr(f.out), arr(f.lse), arr(dq), arr(dk), arr(dv));
+      const [R, C] = [300, 130];
+      const [x, gm, bt, dy] = [mk([R, C], seed + 4), mk([C], seed + 5), mk([C], seed + 6), mk([R, C], seed + 7)];
+      const mean = Tensor.empty([R], { device }), rstd = Tensor.empty([R], { device });
+      ops.layernorm(x, gm, bt, { mean, rstd });
+      const [dx, dg, db] = [Tensor.zeros([R, C], { device }), Tensor.zeros([C], { device }), Tensor.zeros([C], { device })];
+      ops.layernormBackward(dy, x, gm, mean, rstd, { dx, dgamma: dg, dbeta: db });
+      res.push(arr(dx), arr(dg), arr(db), arr(ops.sumRows(x)));
+      const ids = Tensor.from(Array.from({ length: R }, (_, i) => (i * 13) % 17), [R], { dtype: 'i32', device });
+      const table = Tensor.zeros([17, C], { device });
+      ops.embeddingBackward(ids, dy, table);
+      res.push(arr(table));
+      const dl = Tensor.empty([R, C], { device });
+      res.push(arr(ops.crossEntropy(x, ids, { dlogits: dl })), arr(dl));
+      res.push(arr(ops.sumSquares(mk([100_003], seed + 8))));
+      return res;
+    };
+    const a = run(DEV), b = run(ONE);
+    a.forEach((r, i) => expect(b[i], `result ${i} (seed ${seed})`).toEqual(r));
+    many.dispose();
   });
 });
