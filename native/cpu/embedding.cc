@@ -28,7 +28,6 @@ void embedding(const Ctx& ctx, DType dt, const int32_t* ids, const void* table, 
   });
 }
 
-
 namespace {
 
 template <class E>

@@ -39,8 +39,8 @@ PL_MULTIVERSION(void, rotate_row,
 namespace {
 
 // sign = 1: rope; sign = -1: its inverse (rope_backward). `op` names the caller in errors.
-void rotate(const Ctx& ctx, const char* op, DType dt, void* x, const int32_t* pos, int64_t R, int H, int D,
-            int64_t tstride, int rot_dim, float theta, float sign) {
+void rope_rotate(const Ctx& ctx, const char* op, DType dt, void* x, const int32_t* pos, int64_t R, int H, int D,
+                 int64_t tstride, int rot_dim, float theta, float sign) {
   if (R < 0 || H < 0 || D < 0 || tstride < 0)
     fail(op, ": negative size R=", R, " H=", H, " D=", D, " tstride=", tstride);
   if (R == 0 || H == 0) return;
@@ -70,12 +70,12 @@ void rotate(const Ctx& ctx, const char* op, DType dt, void* x, const int32_t* po
 
 void rope(const Ctx& ctx, DType dt, void* x, const int32_t* pos, int64_t R, int H, int D, int64_t tstride, int rot_dim,
           float theta) {
-  rotate(ctx, "rope", dt, x, pos, R, H, D, tstride, rot_dim, theta, 1.0f);
+  rope_rotate(ctx, "rope", dt, x, pos, R, H, D, tstride, rot_dim, theta, 1.0f);
 }
 
 void rope_backward(const Ctx& ctx, DType dt, void* dx, const int32_t* pos, int64_t R, int H, int D, int64_t tstride,
                    int rot_dim, float theta) {
-  rotate(ctx, "rope_backward", dt, dx, pos, R, H, D, tstride, rot_dim, theta, -1.0f);
+  rope_rotate(ctx, "rope_backward", dt, dx, pos, R, H, D, tstride, rot_dim, theta, -1.0f);
 }
 
 }  // namespace parallm::cpu
