@@ -1,6 +1,8 @@
 // The optimizer's kernels: sum_squares (the gradient norm for clipping) and the fused AdamW step.
 // sum_squares splits the buffer into fixed chunks (not per thread), sums each with 16 lanes, then adds
 // the chunk sums in index order: the same bits for any thread count.
+// AdamW: one pass per element, the "write param?" choice taken outside the loop. (Its loop stays scalar:
+// without -fno-math-errno GCC keeps a branch to libm's sqrtf for errno; matmuls dominate a CPU step.)
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -36,7 +38,7 @@ PL_INLINE float sumsq_range_body(DType dt, const void* x, int64_t i0, int64_t i1
 }
 PL_MULTIVERSION(float, sumsq_range, (DType dt, const void* x, int64_t i0, int64_t i1), (dt, x, i0, i1))
 
-template <class E>
+template <class E, bool kParam>
 PL_INLINE void adamw_t(float* master, void* paramv, const void* gradv, float* m, float* v, int64_t i0, int64_t i1,
                        int64_t n_decay, float lr, float b1, float b2, float eps, float wd, float gs, float bc1,
                        float bc2) {
@@ -53,14 +55,19 @@ PL_INLINE void adamw_t(float* master, void* paramv, const void* gradv, float* m,
     const float w = master[i];
     const float nw = w - lr * (mh / (std::sqrt(vh) + eps) + (i < n_decay ? wd * w : 0.0f));
     master[i] = nw;
-    if (param) E::store(param, i, nw);
+    if (kParam) E::store(param, i, nw);
   }
 }
 PL_INLINE void adamw_range_body(DType dt, float* master, void* param, const void* grad, float* m, float* v, int64_t i0,
                                 int64_t i1, int64_t n_decay, float lr, float b1, float b2, float eps, float wd,
                                 float gs, float bc1, float bc2) {
-  if (dt == DType::F32) adamw_t<F32T>(master, param, grad, m, v, i0, i1, n_decay, lr, b1, b2, eps, wd, gs, bc1, bc2);
-  else adamw_t<BF16T>(master, param, grad, m, v, i0, i1, n_decay, lr, b1, b2, eps, wd, gs, bc1, bc2);
+  if (dt == DType::F32) {
+    if (param) adamw_t<F32T, true>(master, param, grad, m, v, i0, i1, n_decay, lr, b1, b2, eps, wd, gs, bc1, bc2);
+    else adamw_t<F32T, false>(master, param, grad, m, v, i0, i1, n_decay, lr, b1, b2, eps, wd, gs, bc1, bc2);
+  } else {
+    if (param) adamw_t<BF16T, true>(master, param, grad, m, v, i0, i1, n_decay, lr, b1, b2, eps, wd, gs, bc1, bc2);
+    else adamw_t<BF16T, false>(master, param, grad, m, v, i0, i1, n_decay, lr, b1, b2, eps, wd, gs, bc1, bc2);
+  }
 }
 PL_MULTIVERSION(void, adamw_range,
                 (DType dt, float* master, void* param, const void* grad, float* m, float* v, int64_t i0, int64_t i1,
