@@ -10,14 +10,20 @@
 //                       its kv head so the cache is read once; 16-byte loads. decode_combine merges the
 //                       chunks' partial softmax states when there is more than one chunk.
 //   attention_forward   the prefill kernels with Tq == Tk, each also writing its rows' logsumexp.
-//   attention_backward  attention_backward.cuh: delta, then dK/dV per key tile, then dQ per query tile.
+//   attention_backward  delta = rowsum(dout * out), then dK/dV per key tile, then dQ per query tile: on
+//                       tensor cores (attention_backward_mma.cuh) for bf16, D in {64, 128}, 16-byte aligned
+//                       rows; else on CUDA cores (attention_backward.cuh). PARALLM_ATTN_BWD=simt in the
+//                       environment forces the CUDA-core kernels (the GPU tests compare the two).
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 
 #include "attention_backward.cuh"
+#include "attention_backward_mma.cuh"
 #include "attention_prefill_mma.cuh"
 #include "check.h"
 #include "common.cuh"
@@ -487,10 +493,63 @@ void backward_launch(cudaStream_t st, const void* q, const void* k, const void* 
   PARALLM_LAUNCH_CHECK("attention_backward (dq) B=", B, " T=", T, " Hq=", Hq, " Hkv=", Hkv, " D=", D);
 }
 
+template <int D, int BM, int BN>
+void backward_mma_launch(cudaStream_t st, const void* q, const void* k, const void* v, const void* dout,
+                         const float* lse, const float* delta, void* dq, void* dk, void* dv, int B, int T, int Hq,
+                         int Hkv, int64_t qbs, int64_t qts, int64_t kvbs, int64_t kvts, float scale) {
+  using KV = BwdDkdvMma<D, BM>;
+  using KQ = BwdDqMma<D, BN>;
+  const int nkb = (T + KV::BN - 1) / KV::BN, nmb = (T + KQ::BM - 1) / KQ::BM;
+  const int64_t kv_blocks = int64_t(nkb) * B * Hkv, q_blocks = int64_t(nmb) * B * Hq;
+  PARALLM_CHECK(q_blocks < (int64_t(1) << 31) && kv_blocks < (int64_t(1) << 31),
+                "attention_backward: B*Hq*ceil(T/64)=", q_blocks, " too large");
+  PARALLM_CUDA_CHECK(cudaFuncSetAttribute(bwd_dkdv_mma<D, BM>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                          int(KV::SMEM)),
+                     "attention_backward: smem attribute (D=", D, ")");
+  PARALLM_CUDA_CHECK(cudaFuncSetAttribute(bwd_dq_mma<D, BN>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                          int(KQ::SMEM)),
+                     "attention_backward: smem attribute (D=", D, ")");
+  auto* qt = static_cast<const bf16*>(q);
+  auto* kt = static_cast<const bf16*>(k);
+  auto* vt = static_cast<const bf16*>(v);
+  auto* gt = static_cast<const bf16*>(dout);
+  bwd_dkdv_mma<D, BM><<<unsigned(kv_blocks), kMmaBwdThreads, KV::SMEM, st>>>(
+      qt, kt, vt, gt, lse, delta, static_cast<bf16*>(dk), static_cast<bf16*>(dv), T, Hq, Hkv, qbs, qts, kvbs, kvts,
+      scale, nkb);
+  PARALLM_LAUNCH_CHECK("attention_backward (mma dk, dv) B=", B, " T=", T, " Hq=", Hq, " Hkv=", Hkv, " D=", D);
+  bwd_dq_mma<D, BN><<<unsigned(q_blocks), kMmaBwdThreads, KQ::SMEM, st>>>(
+      qt, kt, vt, gt, lse, delta, static_cast<bf16*>(dq), B, T, Hq, Hkv, qbs, qts, kvbs, kvts, scale, nmb);
+  PARALLM_LAUNCH_CHECK("attention_backward (mma dq) B=", B, " T=", T, " Hq=", Hq, " Hkv=", Hkv, " D=", D);
+}
+
+bool backward_simt_forced() {
+  const char* e = std::getenv("PARALLM_ATTN_BWD");
+  return e && std::strcmp(e, "simt") == 0;
+}
+
 template <typename E>
 void backward_dispatch(cudaStream_t st, const void* q, const void* k, const void* v, const void* out,
                        const void* dout, const float* lse, void* dq, void* dk, void* dv, float* delta, int B, int T,
                        int Hq, int Hkv, int D, int64_t qbs, int64_t qts, int64_t kvbs, int64_t kvts, float scale) {
+  if constexpr (sizeof(E) == 2) {
+    const bool al = aligned16(q) && aligned16(k) && aligned16(v) && aligned16(dout) && aligned16(dq) &&
+                    aligned16(dk) && aligned16(dv) && qbs % 8 == 0 && qts % 8 == 0 && kvbs % 8 == 0 &&
+                    kvts % 8 == 0;
+    if (al && (D == 64 || D == 128) && !backward_simt_forced()) {
+      const int64_t rows = int64_t(B) * T * Hq;
+      PARALLM_CHECK(cdiv(rows, 8) < (int64_t(1) << 31), "attention_backward: B*T*Hq=", rows, " too large");
+      bwd_delta<E><<<unsigned(cdiv(rows, 8)), 256, 0, st>>>(static_cast<const E*>(out), static_cast<const E*>(dout),
+                                                             delta, rows, T, Hq, D);
+      PARALLM_LAUNCH_CHECK("attention_backward (delta) B=", B, " T=", T, " Hq=", Hq, " D=", D);
+      if (D == 64)
+        backward_mma_launch<64, 64, 64>(st, q, k, v, dout, lse, delta, dq, dk, dv, B, T, Hq, Hkv, qbs, qts, kvbs,
+                                        kvts, scale);
+      else
+        backward_mma_launch<128, 32, 32>(st, q, k, v, dout, lse, delta, dq, dk, dv, B, T, Hq, Hkv, qbs, qts, kvbs,
+                                         kvts, scale);
+      return;
+    }
+  }
   if (D <= 64)
     backward_launch<E, 64>(st, q, k, v, out, dout, lse, dq, dk, dv, delta, B, T, Hq, Hkv, D, qbs, qts, kvbs, kvts,
                            scale);

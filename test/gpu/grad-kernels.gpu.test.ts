@@ -241,6 +241,41 @@ describe.skipIf(gpus === 0)('CUDA training kernels match the CPU backend', () =>
     return { q: mk(Hq, 0), k: mk(Hkv, 1), v: mk(Hkv, 2), qStrides: undefined, kvStrides: undefined, whole: null };
   }
 
+  /** dq, dk, dv on the GPU vs the CPU, from the same inputs and the CPU forward's out and lse. */
+  function attentionBackwardCase(a: AttnShape, dt: FDT) {
+    const { B, T, Hq, Hkv, D } = a;
+    const seed = Math.floor(Math.random() * 1e6);
+    // out and lse from the CPU forward, so both backends see the same saved activations.
+    const h = scope();
+    const hq = qkv(h, a, dt, cpu, seed);
+    const fwd = ops.attentionForward(hq.q, hq.k, hq.v, { batch: B, tokens: T, headsQ: Hq, headsKv: Hkv, headDim: D, qStrides: hq.qStrides, kvStrides: hq.kvStrides });
+    h.keep(fwd.out), h.keep(fwd.lse);
+    const outV = fwd.out.toArray(), lseV = fwd.lse.toArray();
+    h.dispose();
+    // bf16 on tensor cores rounds P and dS to bf16 before their products: a looser bound.
+    compare((d) => {
+      const s = scope();
+      const { q, k, v, qStrides, kvStrides } = qkv(s, a, dt, d, seed);
+      const out = s.from(outV, [B, T, Hq, D], dt, d), lse = s.from(lseV, [B, Hq, T], 'f32', d);
+      const dout = s.from(vals(B * T * Hq * D, seed + 7), [B, T, Hq, D], dt, d);
+      let grads: Outs;
+      const shape = { batch: B, tokens: T, headsQ: Hq, headsKv: Hkv, headDim: D, qStrides, kvStrides };
+      if (a.fused) {
+        const g = s.poison([B, T, (Hq + 2 * Hkv) * D], dt, d);
+        const gv = qkv(s, a, dt, d, seed, { buffer: g });
+        ops.attentionBackward(q, k, v, out, dout, lse, { ...shape, dq: gv.q, dk: gv.k, dv: gv.v });
+        grads = { dqkv: g.toArray() };
+      } else {
+        const gv = qkv(s, a, dt, d, seed, {});
+        const ws = s.poison([B * Hq * T * (D + 1)], 'f32', d);
+        ops.attentionBackward(q, k, v, out, dout, lse, { ...shape, dq: gv.q, dk: gv.k, dv: gv.v, workspace: ws });
+        grads = { dq: gv.q.toArray(), dk: gv.k.toArray(), dv: gv.v.toArray() };
+      }
+      s.dispose();
+      return grads;
+    }, dt === 'f32' ? TOL.f32 : 2e-2, dt === 'f32' || T >= 96);
+  }
+
   for (const a of ATTN)
     for (const dt of DTYPES) {
       const { B, T, Hq, Hkv, D } = a;
@@ -257,38 +292,19 @@ describe.skipIf(gpus === 0)('CUDA training kernels match the CPU backend', () =>
         }, TOL[dt]);
       });
 
-      it(`attentionBackward ${attnName(a)} [${dt}]: dq, dk, dv${dt === 'f32' ? ', deterministic' : ''}`, () => {
-        const seed = Math.floor(Math.random() * 1e6);
-        // out and lse from the CPU forward, so both backends see the same saved activations.
-        const h = scope();
-        const hq = qkv(h, a, dt, cpu, seed);
-        const fwd = ops.attentionForward(hq.q, hq.k, hq.v, { batch: B, tokens: T, headsQ: Hq, headsKv: Hkv, headDim: D, qStrides: hq.qStrides, kvStrides: hq.kvStrides });
-        h.keep(fwd.out), h.keep(fwd.lse);
-        const outV = fwd.out.toArray(), lseV = fwd.lse.toArray();
-        h.dispose();
-        // bf16 on tensor cores rounds P and dS to bf16 before their products: a looser bound.
-        compare((d) => {
-          const s = scope();
-          const { q, k, v, qStrides, kvStrides } = qkv(s, a, dt, d, seed);
-          const out = s.from(outV, [B, T, Hq, D], dt, d), lse = s.from(lseV, [B, Hq, T], 'f32', d);
-          const dout = s.from(vals(B * T * Hq * D, seed + 7), [B, T, Hq, D], dt, d);
-          let grads: Outs;
-          const shape = { batch: B, tokens: T, headsQ: Hq, headsKv: Hkv, headDim: D, qStrides, kvStrides };
-          if (a.fused) {
-            const g = s.poison([B, T, (Hq + 2 * Hkv) * D], dt, d);
-            const gv = qkv(s, a, dt, d, seed, { buffer: g });
-            ops.attentionBackward(q, k, v, out, dout, lse, { ...shape, dq: gv.q, dk: gv.k, dv: gv.v });
-            grads = { dqkv: g.toArray() };
-          } else {
-            const gv = qkv(s, a, dt, d, seed, {});
-            const ws = s.poison([B * Hq * T * (D + 1)], 'f32', d);
-            ops.attentionBackward(q, k, v, out, dout, lse, { ...shape, dq: gv.q, dk: gv.k, dv: gv.v, workspace: ws });
-            grads = { dq: gv.q.toArray(), dk: gv.k.toArray(), dv: gv.v.toArray() };
+      it(`attentionBackward ${attnName(a)} [${dt}]: dq, dk, dv${dt === 'f32' || T >= 96 ? ', deterministic' : ''}`, () =>
+        attentionBackwardCase(a, dt));
+      // bf16 takes the tensor-core kernels where D is 64 or 128; the CUDA-core ones are forced by the
+      // environment (read at each call), so both paths are held to the CPU.
+      if (dt === 'bf16' && (D === 64 || D === 128))
+        it(`attentionBackward ${attnName(a)} [bf16], CUDA-core path (PARALLM_ATTN_BWD=simt)`, () => {
+          process.env.PARALLM_ATTN_BWD = 'simt';
+          try {
+            attentionBackwardCase(a, dt);
+          } finally {
+            delete process.env.PARALLM_ATTN_BWD;
           }
-          s.dispose();
-          return grads;
-        }, dt === 'f32' ? TOL.f32 : 2e-2, dt === 'f32' || T >= 96);
-      });
+        });
     }
 
   // --------------------------------------------------------------------------------------- embedding
