@@ -120,12 +120,28 @@ __global__ void emb_scatter_kernel(const uint64_t* __restrict__ keys, const T* _
     float acc[N];
 #pragma unroll
     for (int j = 0; j < N; ++j) acc[j] = 0.f;
-    for (int64_t q = p; q < Nrows; ++q) {
-      const uint64_t key = keys[q];
-      if (uint32_t(key >> 32) != id) break;
-      const P d = reinterpret_cast<const P*>(dout + int64_t(uint32_t(key)) * C)[v];
+    // kRun keys, then their rows, are loaded before any add (a frequent token's run is long; one load at
+    // a time would wait on memory for each row). The adds stay in n order.
+    constexpr int kRun = 8;
+    for (int64_t q = p; q < Nrows; q += kRun) {
+      uint64_t key[kRun];
 #pragma unroll
-      for (int j = 0; j < N; ++j) acc[j] += f32(d.v[j]);
+      for (int u = 0; u < kRun; ++u) key[u] = q + u < Nrows ? keys[q + u] : ~uint64_t(0);
+      P d[kRun];
+#pragma unroll
+      for (int u = 0; u < kRun; ++u)
+        if (uint32_t(key[u] >> 32) == id) d[u] = reinterpret_cast<const P*>(dout + int64_t(uint32_t(key[u])) * C)[v];
+      bool more = true;
+#pragma unroll
+      for (int u = 0; u < kRun; ++u) {
+        if (uint32_t(key[u] >> 32) != id) {
+          more = false;
+          break;
+        }
+#pragma unroll
+        for (int j = 0; j < N; ++j) acc[j] += f32(d[u].v[j]);
+      }
+      if (!more) break;
     }
     P* dst = reinterpret_cast<P*>(dtable + int64_t(id) * C) + v;
     P o = *dst;
