@@ -497,11 +497,13 @@ Napi::Value OpAttentionForward(const Napi::CallbackInfo& info) {
     if (B < 1 || T < 1 || Hq < 1 || Hkv < 1 || Hq % Hkv || D < 1)
       fail("attentionForward: bad sizes B=", B, " T=", T, " Hq=", Hq, " Hkv=", Hkv, " D=", D);
     DType dt = c.dtype_of(3, "out");
-    int64_t kv = c.strided("k and v", {{B, kB}, {T, kT}}, c.mul(Hkv, D));
-    const void* pq = c.use(0, "q", c.strided("q", {{B, qB}, {T, qT}}, c.mul(Hq, D)), dt);
-    const void* pk = c.use(1, "k", kv, dt);
-    const void* pv = c.use(2, "v", kv, dt);
-    void* po = c.use(3, "out", c.mul(B, T, Hq, D), dt);
+    int64_t qReach = c.strided("q", {{B, qB}, {T, qT}}, c.mul(Hq, D));
+    int64_t kvReach = c.strided("k and v", {{B, kB}, {T, kT}}, c.mul(Hkv, D));
+    int64_t outN = c.mul(B, T, Hq, D);
+    const void* pq = c.use(0, "q", qReach, dt);
+    const void* pk = c.use(1, "k", kvReach, dt);
+    const void* pv = c.use(2, "v", kvReach, dt);
+    void* po = c.use(3, "out", outN, dt);
     float* pl = c.use<float>(4, "lse", c.mul(B, Hq, T), DType::F32);
     c.run([=](const cpu::Ctx& x) { cpu::attention_forward(x, dt, pq, pk, pv, po, pl, B, T, Hq, Hkv, D, qB, qT, kB, kT, scale); },
           ON_CUDA(attention_forward(s, dt, pq, pk, pv, po, pl, B, T, Hq, Hkv, D, qB, qT, kB, kT, scale)));
