@@ -13,7 +13,7 @@
 
 struct Dim { unsigned x = 0, y = 0, z = 0; };
 inline thread_local Dim threadIdx;
-inline Dim blockIdx, blockDim;
+inline Dim blockIdx, blockDim, gridDim;
 #define __global__
 #define __device__
 #define __host__
@@ -35,9 +35,10 @@ alignas(128) inline float sm[232448 / 4];             // the CUDA-core kernels'
 
 struct WarpEx { std::barrier<>* bar; uint32_t addr[32]; uint32_t a[32][4], b[32][2]; float f[32]; };
 inline WarpEx g_warp[32];
+inline int emu_linear() { return int(threadIdx.x + threadIdx.y * blockDim.x); }
 inline float __shfl_xor_sync(unsigned, float v, int m) {
-  auto& w = g_warp[threadIdx.x >> 5];
-  const int l = threadIdx.x & 31;
+  auto& w = g_warp[emu_linear() >> 5];
+  const int l = emu_linear() & 31;
   w.f[l] = v;
   w.bar->arrive_and_wait();
   const float r = w.f[l ^ m];
@@ -45,21 +46,51 @@ inline float __shfl_xor_sync(unsigned, float v, int m) {
   return r;
 }
 inline float __log2f(float x) { return std::log2(x); }
+inline float rsqrtf(float x) { return 1.f / std::sqrt(x); }
+alignas(128) inline unsigned char emu_dyn_smem[232448];  // `extern __shared__` arrays of the .cu kernels
 
-// Run `kernel()` for blocks 0..blocks-1 with `threads` threads each; shared memory poisoned first.
+// Run `kernel()` over a grid of blocks (x, y), each of bx * by threads; shared memory poisoned first. A
+// thread that returns leaves its block's and warp's barriers (as exited threads stop counting on a GPU).
 template <class F>
-void emu_launch(unsigned blocks, int threads, F kernel) {
-  blockDim.x = unsigned(threads);
-  for (unsigned bx = 0; bx < blocks; ++bx) {
-    blockIdx.x = bx;
-    std::memset(parallm::cuda::attn_detail::smem_raw, 0xff, sizeof(parallm::cuda::attn_detail::smem_raw));
-    std::memset(parallm::cuda::attn_detail::sm, 0xff, sizeof(parallm::cuda::attn_detail::sm));
-    std::barrier<> bb(threads);
-    g_block_bar = &bb;
-    for (int w = 0; w < threads / 32; ++w) g_warp[w].bar = new std::barrier<>(32);
-    std::vector<std::thread> th;
-    for (int t = 0; t < threads; ++t) th.emplace_back([&, t] { threadIdx.x = unsigned(t); kernel(); });
-    for (auto& x : th) x.join();
-    for (int w = 0; w < threads / 32; ++w) delete g_warp[w].bar;
-  }
+void emu_launch2(unsigned gx, unsigned gy, unsigned bx, unsigned by, F kernel) {
+  using namespace parallm::cuda::attn_detail;
+  const int threads = int(bx * by);
+  blockDim.x = bx, blockDim.y = by, blockDim.z = 1;
+  gridDim.x = gx, gridDim.y = gy, gridDim.z = 1;
+  const int warps = (threads + 31) / 32;
+  for (unsigned by_ = 0; by_ < gy; ++by_)
+    for (unsigned bx_ = 0; bx_ < gx; ++bx_) {
+      blockIdx.x = bx_, blockIdx.y = by_, blockIdx.z = 0;
+      std::memset(smem_raw, 0xff, sizeof(smem_raw));
+      std::memset(sm, 0xff, sizeof(sm));
+      std::memset(emu_dyn_smem, 0xff, sizeof(emu_dyn_smem));
+      std::barrier<> bb(threads);
+      g_block_bar = &bb;
+      for (int w = 0; w < warps; ++w) g_warp[w].bar = new std::barrier<>(std::min(32, threads - 32 * w));
+      std::vector<std::thread> th;
+      for (int t = 0; t < threads; ++t)
+        th.emplace_back([&, t] {
+          threadIdx.x = unsigned(t) % bx, threadIdx.y = unsigned(t) / bx, threadIdx.z = 0;
+          kernel();
+          g_warp[t >> 5].bar->arrive_and_drop();
+          bb.arrive_and_drop();
+        });
+      for (auto& x : th) x.join();
+      for (int w = 0; w < warps; ++w) delete g_warp[w].bar;
+    }
+}
+template <class F>
+void emu_launch(unsigned blocks, int threads, F kernel) { emu_launch2(blocks, 1, unsigned(threads), 1, kernel); }
+
+// `kernel<<<grid, block, smem, stream>>>(args)` in a .cu file, rewritten by run.sh to
+// `emu_kernel(grid, block)([&] { kernel(args); })`.
+struct EmuDims {
+  unsigned x, y;
+  EmuDims(unsigned v) : x(v), y(1) {}
+  EmuDims(int v) : x(unsigned(v)), y(1) {}
+  EmuDims(int64_t v) : x(unsigned(v)), y(1) {}
+  template <class D3, class = decltype(D3{}.z)> EmuDims(const D3& d) : x(d.x), y(d.y) {}
+};
+inline auto emu_kernel(EmuDims grid, EmuDims block, ...) {
+  return [grid, block](auto&& f) { emu_launch2(grid.x, grid.y, block.x, block.y, f); };
 }

@@ -12,8 +12,8 @@ inline void cp_async16(uint32_t dst, const void* src, int bytes) {
 }
 inline void cp_async_commit() {}
 template <int N> inline void cp_async_wait() {}
-inline int lane_() { return threadIdx.x & 31; }
-inline WarpEx& W() { return g_warp[threadIdx.x >> 5]; }
+inline int lane_() { return emu_linear() & 31; }
+inline WarpEx& W() { return g_warp[emu_linear() >> 5]; }
 inline uint16_t ld16(uint32_t a) { uint16_t v; memcpy(&v, smem_raw + a, 2); return v; }
 inline float bff(uint32_t h) { uint32_t u = (h & 0xffffu) << 16; float f; memcpy(&f, &u, 4); return f; }
 inline void ldsm(uint32_t (&r)[4], uint32_t addr, bool trans) {
