@@ -93,6 +93,19 @@ export interface NativeBinding {
   argmax(out: T, x: T, R: number, C: number): void;
   fillUniform(out: T, n: number, seedHi: number, seedLo: number, low: number, high: number): void;
   sample(out: T, logits: T, offsets: OptT, rows: OptT, R: number, V: number, temperature: number, topK: number, topP: number, seedHi: number, seedLo: number): void;
+  // training ops (native/core/kernels.h, section "training"); arguments in the kernel's order
+  sumRows(x: T, out: T, R: number, C: number, accumulate: boolean): void;
+  layernormBackward(dy: T, x: T, gamma: T, mean: T, rstd: T, dx: T, dgamma: T, dbeta: T, R: number, C: number): void;
+  rmsnormBackward(dy: T, x: T, w: T, rstd: T, dx: T, dw: T, R: number, C: number): void;
+  geluBackward(x: T, dy: T, dx: T, n: number): void;
+  siluGateBackward(gate: T, up: T, dy: T, dgate: T, dup: T, R: number, F: number, inStride: number): void;
+  ropeBackward(dx: T, pos: T, R: number, H: number, D: number, tstride: number, rotDim: number, theta: number): void;
+  attentionForward(q: T, k: T, v: T, out: T, lse: T, B: number, T: number, Hq: number, Hkv: number, D: number, qB: number, qT: number, kvB: number, kvT: number, scale: number): void;
+  attentionBackward(q: T, k: T, v: T, out: T, dout: T, lse: T, dq: T, dk: T, dv: T, workspace: T, B: number, T: number, Hq: number, Hkv: number, D: number, qB: number, qT: number, kvB: number, kvT: number, scale: number): void;
+  embeddingBackward(ids: T, dout: T, dtable: T, N: number, V: number, C: number): void;
+  crossEntropy(logits: T, targets: T, losses: T, dlogits: OptT, R: number, V: number, ignoreIndex: number, dscale: number): void;
+  sumSquares(x: T, out: T, n: number): void;
+  adamw(master: T, param: OptT, grad: T, m: T, v: T, n: number, nDecay: number, lr: number, beta1: number, beta2: number, eps: number, weightDecay: number, gradScale: number, step: number): void;
 
   ncclAvailable(): { ok: boolean; version?: number; error?: string };
   ncclUniqueId(): Uint8Array;
@@ -140,8 +153,10 @@ export const NATIVE_KEYS = [
   'NativeTensor', 'empty', 'devices', 'deviceInfo', 'buildInfo', 'configureCpuDevices', 'synchronize',
   'memoryStats', 'resetPeakMemory', 'emptyCache', 'captureBegin', 'captureEnd', 'eventCreate', 'streamCreate',
   'setStream', 'matmul', 'attentionPrefill', 'attentionDecode', 'kvWrite', 'layernorm', 'rmsnorm', 'gelu',
-  'siluGate', 'rope', 'embedding', 'add', 'cast', 'softmax', 'argmax', 'fillUniform', 'sample', 'ncclAvailable',
-  'ncclUniqueId', 'commCreate', 'testing',
+  'siluGate', 'rope', 'embedding', 'add', 'cast', 'softmax', 'argmax', 'fillUniform', 'sample', 'sumRows',
+  'layernormBackward', 'rmsnormBackward', 'geluBackward', 'siluGateBackward', 'ropeBackward', 'attentionForward',
+  'attentionBackward', 'embeddingBackward', 'crossEntropy', 'sumSquares', 'adamw', 'ncclAvailable', 'ncclUniqueId',
+  'commCreate', 'testing',
 ] as const satisfies readonly (keyof NativeBinding)[];
 
 /** Every name of NativeTestingHooks, held to the addon's `testing` object the same way. */

@@ -442,4 +442,314 @@ export function fillUniform(t: Tensor, o: { seed?: number; low?: number; high?: 
   return t;
 }
 
+// ------------------------------------------------------------------ training
+// Backward kernels, the fused classifier and AdamW (native/core/kernels.h, section "training"). Gradients
+// have the dtype of the activations; "+=" ops add into what their gradient tensors hold (zero them once).
+
+function f32Tensor(op: string, name: string, t: Tensor, n: number): void {
+  if (t.dtype !== 'f32') throw new Error(`${op}: ${name} must be f32, got ${t.dtype}`);
+  if (t.numel !== n) throw new Error(`${op}: ${name} has ${t.numel} elements, expected ${n}`);
+}
+
+/**
+ * Column sums of x [R, C] (leading dimensions flattened into R) -> [C], f32 accumulation; with
+ * `accumulate`, added into `out` (the bias gradient).
+ */
+export function sumRows(x: Tensor, o: { out?: Tensor; accumulate?: boolean } = {}): Tensor {
+  const op = 'sumRows';
+  const dev = sameDevice(op, { x, out: o.out });
+  const dt = sameDType(op, { x, out: o.out }, FLOATS);
+  if (x.shape.length < 2) throw new Error(`${op}: x must be at least 2-D [R, C], got [${x.shape.join(', ')}]`);
+  const C = x.shape[x.shape.length - 1]!;
+  positive(op, 'columns', C);
+  const R = x.numel / C;
+  if (o.accumulate && !o.out) throw new Error(`${op}: accumulate needs an out tensor to add into`);
+  const y = output(op, o.out, [C], dt, dev);
+  native.sumRows(x.native, y.native, R, C, o.accumulate ?? false);
+  return y;
+}
+
+/** LayerNorm backward (mean, rstd: f32 [R] from `layernorm`): dx, dgamma, dbeta += their gradients. */
+export function layernormBackward(dy: Tensor, x: Tensor, gamma: Tensor, mean: Tensor, rstd: Tensor, g: { dx: Tensor; dgamma: Tensor; dbeta: Tensor }): void {
+  const op = 'layernormBackward';
+  const { dx, dgamma, dbeta } = g;
+  sameDevice(op, { dy, x, gamma, mean, rstd, dx, dgamma, dbeta });
+  sameDType(op, { dy, x, gamma, dx, dgamma, dbeta }, FLOATS);
+  if (gamma.shape.length !== 1) throw new Error(`${op}: gamma must be 1-D`);
+  const C = gamma.shape[0]!;
+  positive(op, 'columns', C);
+  const R = rowsCols(op, x, C);
+  expectShape(op, 'dy', dy, x.shape);
+  expectShape(op, 'dx', dx, x.shape);
+  expectShape(op, 'dgamma', dgamma, [C]);
+  expectShape(op, 'dbeta', dbeta, [C]);
+  f32Tensor(op, 'mean', mean, R);
+  f32Tensor(op, 'rstd', rstd, R);
+  native.layernormBackward(dy.native, x.native, gamma.native, mean.native, rstd.native, dx.native, dgamma.native, dbeta.native, R, C);
+}
+
+/** RMSNorm backward (rstd: f32 [R] from `rmsnorm`): dx, dw += their gradients. */
+export function rmsnormBackward(dy: Tensor, x: Tensor, weight: Tensor, rstd: Tensor, g: { dx: Tensor; dw: Tensor }): void {
+  const op = 'rmsnormBackward';
+  const { dx, dw } = g;
+  sameDevice(op, { dy, x, weight, rstd, dx, dw });
+  sameDType(op, { dy, x, weight, dx, dw }, FLOATS);
+  if (weight.shape.length !== 1) throw new Error(`${op}: weight must be 1-D`);
+  const C = weight.shape[0]!;
+  positive(op, 'columns', C);
+  const R = rowsCols(op, x, C);
+  expectShape(op, 'dy', dy, x.shape);
+  expectShape(op, 'dx', dx, x.shape);
+  expectShape(op, 'dw', dw, [C]);
+  f32Tensor(op, 'rstd', rstd, R);
+  native.rmsnormBackward(dy.native, x.native, weight.native, rstd.native, dx.native, dw.native, R, C);
+}
+
+/** dx = dy * gelu'(x) (tanh form); `out` may be dy itself. */
+export function geluBackward(x: Tensor, dy: Tensor, out?: Tensor): Tensor {
+  const op = 'geluBackward';
+  const dev = sameDevice(op, { x, dy });
+  const dt = sameDType(op, { x, dy }, FLOATS);
+  expectShape(op, 'dy', dy, x.shape);
+  const dx = output(op, out, x.shape, dt, dev);
+  native.geluBackward(x.native, dy.native, dx.native, x.numel);
+  return dx;
+}
+
+/** Backward of siluGate: dgate, dup (=) laid out like gate and up (rows `inStride` apart); dy is [rows, cols]. */
+export function siluGateBackward(gate: Tensor, up: Tensor, dy: Tensor, o: { dgate: Tensor; dup: Tensor; rows: number; cols: number; inStride?: number }): void {
+  const op = 'siluGateBackward';
+  const { dgate, dup, rows: R, cols: F } = o;
+  sameDevice(op, { gate, up, dy, dgate, dup });
+  sameDType(op, { gate, up, dy, dgate, dup }, FLOATS);
+  positive(op, 'cols', F);
+  if (!Number.isInteger(R) || R < 0) throw new Error(`${op}: rows must be an integer >= 0, got ${R}`);
+  const st = o.inStride ?? F;
+  if (!Number.isInteger(st) || st < F) throw new Error(`${op}: inStride ${st} < cols ${F}`);
+  const reach = R ? (R - 1) * st + F : 0;
+  for (const [n, t] of Object.entries({ gate, up, dgate, dup })) expectNumel(op, n, t, reach);
+  if (dy.numel !== R * F) throw new Error(`${op}: dy has ${dy.numel} elements, expected rows x cols = ${R * F}`);
+  native.siluGateBackward(gate.native, up.native, dy.native, dgate.native, dup.native, R, F, st);
+}
+
+/** Backward of rope, in place on dx: the inverse rotation (same options as `rope`). */
+export function ropeBackward(dx: Tensor, pos: Tensor, o: RopeOptions): Tensor {
+  const op = 'ropeBackward';
+  sameDevice(op, { dx, pos });
+  sameDType(op, { dx }, FLOATS);
+  if (pos.dtype !== 'i32') throw new Error(`${op}: pos must be i32, got ${pos.dtype}`);
+  const R = o.tokens ?? pos.numel;
+  const st = o.tokenStride ?? o.heads * o.headDim;
+  const rot = o.rotaryDim ?? o.headDim;
+  positive(op, 'heads', o.heads);
+  positive(op, 'headDim', o.headDim);
+  if (rot % 2 || rot > o.headDim || rot < 2) throw new Error(`${op}: rotaryDim ${rot} must be even and <= headDim ${o.headDim}`);
+  if (st < o.heads * o.headDim) throw new Error(`${op}: tokenStride ${st} < heads x headDim = ${o.heads * o.headDim}`);
+  expectNumel(op, 'pos', pos, R);
+  expectNumel(op, 'dx', dx, R ? (R - 1) * st + o.heads * o.headDim : 0);
+  native.ropeBackward(dx.native, pos.native, R, o.heads, o.headDim, st, rot, o.theta ?? 10000);
+  return dx;
+}
+
+export interface AttentionTrainShape {
+  batch: number;
+  tokens: number;
+  headsQ: number;
+  headsKv: number;
+  headDim: number;
+  /** element strides [batch, token] of q (and dq); default contiguous [B, T, Hq, D] */
+  qStrides?: [number, number];
+  /** element strides [batch, token] of k, v (and dk, dv); default contiguous [B, T, Hkv, D] */
+  kvStrides?: [number, number];
+  /** 1/sqrt(headDim) by default */
+  scale?: number;
+}
+
+interface AttnGeometry {
+  B: number; T: number; Hq: number; Hkv: number; D: number; qB: number; qT: number; kB: number; kT: number; scale: number;
+  qReach: number; kvReach: number;
+}
+
+function attnGeometry(op: string, o: AttentionTrainShape): AttnGeometry {
+  const { batch: B, tokens: T, headsQ: Hq, headsKv: Hkv, headDim: D } = o;
+  for (const [n, val] of Object.entries({ batch: B, tokens: T, headsQ: Hq, headsKv: Hkv, headDim: D })) positive(op, n, val);
+  if (Hq % Hkv) throw new Error(`${op}: headsQ (${Hq}) must be a multiple of headsKv (${Hkv})`);
+  const [qB, qT] = o.qStrides ?? [T * Hq * D, Hq * D];
+  const [kB, kT] = o.kvStrides ?? [T * Hkv * D, Hkv * D];
+  for (const [n, val] of Object.entries({ 'q batch stride': qB, 'q token stride': qT, 'kv batch stride': kB, 'kv token stride': kT }))
+    if (!Number.isInteger(val) || val < 0) throw new Error(`${op}: ${n} must be an integer >= 0, got ${val}`);
+  if (qT < Hq * D) throw new Error(`${op}: q token stride ${qT} < headsQ x headDim = ${Hq * D}`);
+  if (kT < Hkv * D) throw new Error(`${op}: kv token stride ${kT} < headsKv x headDim = ${Hkv * D}`);
+  const scale = o.scale ?? 1 / Math.sqrt(D);
+  if (!Number.isFinite(scale)) throw new Error(`${op}: scale must be finite, got ${scale}`);
+  return { B, T, Hq, Hkv, D, qB, qT, kB, kT, scale, qReach: (B - 1) * qB + (T - 1) * qT + Hq * D, kvReach: (B - 1) * kB + (T - 1) * kT + Hkv * D };
+}
+
+/** Causal attention for training: out [B, T, Hq, D] and lse f32 [B, Hq, T] (the softmax's log-normalizer, for the backward). */
+export function attentionForward(q: Tensor, k: Tensor, v: Tensor, o: AttentionTrainShape & { out?: Tensor; lse?: Tensor }): { out: Tensor; lse: Tensor } {
+  const op = 'attentionForward';
+  const dev = sameDevice(op, { q, k, v, out: o.out, lse: o.lse });
+  const dt = sameDType(op, { q, k, v }, FLOATS);
+  const g = attnGeometry(op, o);
+  expectNumel(op, 'q', q, g.qReach);
+  expectNumel(op, 'k', k, g.kvReach);
+  expectNumel(op, 'v', v, g.kvReach);
+  const out = output(op, o.out, [g.B, g.T, g.Hq, g.D], dt, dev);
+  let lse = o.lse;
+  if (lse) {
+    if (lse.dtype !== 'f32') throw new Error(`${op}: lse must be f32, got ${lse.dtype}`);
+    expectShape(op, 'lse', lse, [g.B, g.Hq, g.T]);
+  } else lse = Tensor.empty([g.B, g.Hq, g.T], { dtype: 'f32', device: dev });
+  native.attentionForward(q.native, k.native, v.native, out.native, lse.native, g.B, g.T, g.Hq, g.Hkv, g.D, g.qB, g.qT, g.kB, g.kT, g.scale);
+  return { out, lse };
+}
+
+/** Elements of f32 workspace attentionBackward needs (B * Hq * T * (D + 1)). */
+export function attentionBackwardWorkspace(batch: number, tokens: number, headsQ: number, headDim: number): number {
+  return batch * headsQ * tokens * (headDim + 1);
+}
+
+/**
+ * Attention backward from the forward's out and lse: dq, dk, dv (=), laid out with qStrides / kvStrides
+ * like q, k, v (so they may be views of one fused qkv gradient), and not overlapping the inputs. A
+ * workspace (f32, attentionBackwardWorkspace elements) is allocated when not given.
+ */
+export function attentionBackward(
+  q: Tensor, k: Tensor, v: Tensor, out: Tensor, dout: Tensor, lse: Tensor,
+  o: AttentionTrainShape & { dq: Tensor; dk: Tensor; dv: Tensor; workspace?: Tensor },
+): void {
+  const op = 'attentionBackward';
+  const { dq, dk, dv } = o;
+  const dev = sameDevice(op, { q, k, v, out, dout, lse, dq, dk, dv, workspace: o.workspace });
+  sameDType(op, { q, k, v, out, dout, dq, dk, dv }, FLOATS);
+  const g = attnGeometry(op, o);
+  for (const [n, t] of Object.entries({ q, dq })) expectNumel(op, n, t, g.qReach);
+  for (const [n, t] of Object.entries({ k, v, dk, dv })) expectNumel(op, n, t, g.kvReach);
+  expectShape(op, 'out', out, [g.B, g.T, g.Hq, g.D]);
+  expectShape(op, 'dout', dout, [g.B, g.T, g.Hq, g.D]);
+  if (lse.dtype !== 'f32') throw new Error(`${op}: lse must be f32, got ${lse.dtype}`);
+  expectShape(op, 'lse', lse, [g.B, g.Hq, g.T]);
+  const need = attentionBackwardWorkspace(g.B, g.T, g.Hq, g.D);
+  let ws = o.workspace;
+  if (ws) {
+    if (ws.dtype !== 'f32') throw new Error(`${op}: workspace must be f32, got ${ws.dtype}`);
+    expectNumel(op, 'workspace', ws, need);
+  } else ws = Tensor.empty([need], { dtype: 'f32', device: dev });
+  try {
+    native.attentionBackward(q.native, k.native, v.native, out.native, dout.native, lse.native, dq.native, dk.native, dv.native, ws.native,
+      g.B, g.T, g.Hq, g.Hkv, g.D, g.qB, g.qT, g.kB, g.kT, g.scale);
+  } finally {
+    // An own workspace goes back to the cache at once: blocks are reused in stream order
+    // (native/core/allocator.h), and a graph being captured keeps the blocks it uses.
+    if (!o.workspace) ws.dispose();
+  }
+}
+
+/** dtable[ids[n], :] += dout[n, :]; ids i32 [...] (N of them; out-of-range ids add nothing), dout [...ids, C] or [N, C], dtable [V, C]. */
+export function embeddingBackward(ids: Tensor, dout: Tensor, dtable: Tensor): void {
+  const op = 'embeddingBackward';
+  sameDevice(op, { ids, dout, dtable });
+  if (ids.dtype !== 'i32') throw new Error(`${op}: ids must be i32, got ${ids.dtype}`);
+  sameDType(op, { dout, dtable }, FLOATS);
+  if (dtable.shape.length !== 2) throw new Error(`${op}: dtable must be 2-D [V, C]`);
+  const [V, C] = dtable.shape as [number, number];
+  positive(op, 'V', V);
+  positive(op, 'C', C);
+  if (dout.shape[dout.shape.length - 1] !== C || dout.numel !== ids.numel * C)
+    throw new Error(`${op}: dout has shape [${dout.shape.join(', ')}], expected [${ids.numel}, ${C}] (ids [${ids.shape.join(', ')}], dtable [${V}, ${C}])`);
+  native.embeddingBackward(ids.native, dout.native, dtable.native, ids.numel, V, C);
+}
+
+export interface CrossEntropyOptions {
+  /** f32 [R] */
+  losses?: Tensor;
+  /** the logits' gradient [R, V], or 'inplace' to write it over the logits */
+  dlogits?: Tensor | 'inplace';
+  /** rows whose target is this (or outside [0, V)) have loss 0 and a zero gradient; default -100 */
+  ignoreIndex?: number;
+  /** the gradient's scale (e.g. 1 / number of counted rows); default 1 */
+  dscale?: number;
+}
+
+/**
+ * Per-row cross-entropy of logits [R, V] (leading dimensions flattened into R) against targets i32 (R of
+ * them, any shape); returns the losses (f32 [R]).
+ */
+export function crossEntropy(logits: Tensor, targets: Tensor, o: CrossEntropyOptions = {}): Tensor {
+  const op = 'crossEntropy';
+  const d = o.dlogits === 'inplace' ? logits : o.dlogits;
+  const dev = sameDevice(op, { logits, targets, losses: o.losses, dlogits: d });
+  sameDType(op, { logits, dlogits: d }, FLOATS);
+  if (logits.shape.length < 1) throw new Error(`${op}: logits must be [R, V], got a scalar`);
+  const V = logits.shape[logits.shape.length - 1]!;
+  positive(op, 'V', V);
+  const R = logits.numel / V;
+  if (targets.dtype !== 'i32') throw new Error(`${op}: targets must be i32, got ${targets.dtype}`);
+  if (targets.numel !== R) throw new Error(`${op}: targets has ${targets.numel} elements, expected ${R} (one per row of logits [${logits.shape.join(', ')}])`);
+  if (d) expectShape(op, 'dlogits', d, logits.shape);
+  const ignore = o.ignoreIndex ?? -100;
+  if (!Number.isInteger(ignore) || ignore < -(2 ** 31) || ignore >= 2 ** 31) throw new Error(`${op}: ignoreIndex must be an i32, got ${ignore}`);
+  const dscale = o.dscale ?? 1;
+  if (!Number.isFinite(dscale)) throw new Error(`${op}: dscale must be finite, got ${dscale}`);
+  const losses = output(op, o.losses, [R], 'f32', dev);
+  native.crossEntropy(logits.native, targets.native, losses.native, d?.native ?? null, R, V, ignore, dscale);
+  return losses;
+}
+
+/** sum of x^2 over all elements, f32 [1] (summed in f32 in a fixed order). */
+export function sumSquares(x: Tensor, out?: Tensor): Tensor {
+  const op = 'sumSquares';
+  const dev = sameDevice(op, { x, out });
+  sameDType(op, { x }, FLOATS);
+  const y = output(op, out, [1], 'f32', dev);
+  native.sumSquares(x.native, y.native, x.numel);
+  return y;
+}
+
+export interface AdamwTensors {
+  /** f32 [n]: the weights the optimizer owns */
+  master: Tensor;
+  /** [n] of grad's dtype, receives dtype(master); absent when the model computes on master itself */
+  param?: Tensor;
+  grad: Tensor;
+  /** f32 [n] moments */
+  m: Tensor;
+  v: Tensor;
+}
+
+export interface AdamwOptions {
+  /** elements [0, nDecay) get weight decay */
+  nDecay: number;
+  lr: number;
+  beta1?: number;
+  beta2?: number;
+  eps?: number;
+  weightDecay?: number;
+  /** the gradient is multiplied by this first (e.g. clipping, loss-scale undo) */
+  gradScale?: number;
+  /** 1 on the first update */
+  step: number;
+}
+
+/** One fused AdamW update of a flat parameter buffer, in place on master, m, v (and param). */
+export function adamw(t: AdamwTensors, o: AdamwOptions): void {
+  const op = 'adamw';
+  const { master, param, grad, m, v } = t;
+  sameDevice(op, { master, param, grad, m, v });
+  const dt = sameDType(op, { grad, param }, FLOATS);
+  const n = master.numel;
+  for (const [name, x] of Object.entries({ master, m, v })) f32Tensor(op, name, x, n);
+  if (grad.numel !== n) throw new Error(`${op}: grad has ${grad.numel} elements, master ${n}`);
+  if (param && param.numel !== n) throw new Error(`${op}: param has ${param.numel} elements, master ${n}`);
+  if (param && param.dtype !== dt) throw new Error(`${op}: param is ${param.dtype} but grad is ${dt}`);
+  const { nDecay, lr, beta1 = 0.9, beta2 = 0.95, eps = 1e-8, weightDecay = 0.1, gradScale = 1, step } = o;
+  if (!Number.isInteger(nDecay) || nDecay < 0 || nDecay > n) throw new Error(`${op}: nDecay must be an integer in [0, ${n}], got ${nDecay}`);
+  if (!Number.isInteger(step) || step < 1 || step >= 2 ** 31) throw new Error(`${op}: step must be an integer >= 1, got ${step}`);
+  for (const [name, x] of Object.entries({ lr, eps, weightDecay, gradScale }))
+    if (!Number.isFinite(x)) throw new Error(`${op}: ${name} must be finite, got ${x}`);
+  for (const [name, b] of Object.entries({ beta1, beta2 }))
+    if (!(b >= 0 && b < 1)) throw new Error(`${op}: ${name} must be in [0, 1), got ${b}`);
+  native.adamw(master.native, param?.native ?? null, grad.native, m.native, v.native, n, nDecay, lr, beta1, beta2, eps, weightDecay, gradScale, step);
+}
+
 export { numelOf };

@@ -1,4 +1,5 @@
-// Elementwise ops: residual/bias add with a repeating second operand, and dtype casts.
+// Elementwise ops: residual/bias add with a repeating second operand, dtype casts, and sum_rows (the bias
+// gradient: column blocks in parallel, rows summed in order, so the bits do not depend on the split).
 // Plain loops over typed loads/stores; PL_MULTIVERSION builds AVX-512/AVX2/baseline copies that GCC
 // vectorizes (bf16 rounding is written branch-free in simd.h for that reason).
 #include <algorithm>
@@ -61,6 +62,32 @@ PL_MULTIVERSION(void, cast_rows, (DType sd, const void* s, DType dd, void* d, in
 
 bool castable(DType t) { return t == DType::F32 || t == DType::BF16 || t == DType::F16; }
 
+constexpr int64_t kSumCols = 256;
+
+template <class E>
+PL_INLINE void sum_rows_t(const void* xv, void* outv, int64_t b0, int64_t b1, int64_t R, int64_t C, bool accumulate) {
+  using T = typename E::T;
+  const T* x = static_cast<const T*>(xv);
+  T* out = static_cast<T*>(outv);
+  for (int64_t blk = b0; blk < b1; blk++) {
+    const int64_t c0 = blk * kSumCols, n = std::min(kSumCols, C - c0);
+    float acc[kSumCols] = {};
+    for (int64_t r = 0; r < R; r++) {
+      const T* row = x + r * C + c0;
+      for (int64_t j = 0; j < n; j++) acc[j] += E::load(row, j);
+    }
+    for (int64_t j = 0; j < n; j++) E::store(out, c0 + j, accumulate ? E::load(out, c0 + j) + acc[j] : acc[j]);
+  }
+}
+PL_INLINE void sum_rows_blocks_body(DType dt, const void* x, void* out, int64_t b0, int64_t b1, int64_t R, int64_t C,
+                                    bool accumulate) {
+  if (dt == DType::F32) sum_rows_t<F32T>(x, out, b0, b1, R, C, accumulate);
+  else sum_rows_t<BF16T>(x, out, b0, b1, R, C, accumulate);
+}
+PL_MULTIVERSION(void, sum_rows_blocks,
+                (DType dt, const void* x, void* out, int64_t b0, int64_t b1, int64_t R, int64_t C, bool acc),
+                (dt, x, out, b0, b1, R, C, acc))
+
 }  // namespace
 
 void add(const Ctx& ctx, DType dt, const void* a, const void* b, void* y, int64_t n, int64_t b_period) {
@@ -89,6 +116,18 @@ void cast(const Ctx& ctx, DType src_dt, const void* src, DType dst_dt, void* dst
   const int64_t blocks = (n + 4095) / 4096;
   parallel_rows(ctx, blocks, n, [&](int64_t b0, int64_t b1) {
     cast_rows(src_dt, src, dst_dt, dst, b0 * 4096, std::min(n, b1 * 4096));
+  });
+}
+
+void sum_rows(const Ctx& ctx, DType dt, const void* x, void* out, int64_t R, int64_t C, bool accumulate) {
+  if (R < 0 || C < 0) fail("sum_rows: negative size R=", R, " C=", C);
+  if (C == 0) return;
+  if (dt != DType::F32 && dt != DType::BF16)
+    fail("sum_rows: dtype ", dtype_name(dt), " is not supported (R=", R, " C=", C, ")");
+  if ((R > 0 && !x) || !out) fail("sum_rows: null pointer (R=", R, " C=", C, ")");
+  const int64_t blocks = (C + kSumCols - 1) / kSumCols;
+  parallel_rows(ctx, blocks, R * C + C, [&](int64_t b0, int64_t b1) {
+    sum_rows_blocks(dt, x, out, b0, b1, R, C, accumulate);
   });
 }
 

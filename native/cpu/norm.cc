@@ -1,6 +1,7 @@
 // LayerNorm and RMSNorm over rows of C, statistics in f32.
 // Sums use 16 independent lanes so GCC vectorizes them without reassociating (no -ffast-math); LayerNorm
 // takes the variance as the mean of squared deviations (two passes) rather than E[x^2] - mean^2.
+// The backward ops are below the forward ones (see "backward").
 #include <algorithm>
 #include <cmath>
 
@@ -101,6 +102,126 @@ PL_MULTIVERSION(void, rmsnorm_rows,
                  float eps),
                 (dt, x, w, y, rstd, r0, r1, C, eps))
 
+// ---- backward --------------------------------------------------------------------------------------------
+// dx is per row (rows in parallel); dgamma/dbeta/dw are column sums over all rows, taken in a second pass
+// over column blocks with rows in order, so the result does not depend on how rows were split.
+
+constexpr int64_t kColBlock = 64;
+
+template <class E>
+PL_INLINE void layernorm_bwd_dx_t(const void* dyv, const void* xv, const void* gv, const float* mean,
+                                  const float* rstd, void* dxv, int64_t r0, int64_t r1, int64_t C) {
+  using T = typename E::T;
+  const T* g = static_cast<const T*>(gv);
+  for (int64_t r = r0; r < r1; r++) {
+    const T* dy = static_cast<const T*>(dyv) + r * C;
+    const T* x = static_cast<const T*>(xv) + r * C;
+    T* dx = static_cast<T*>(dxv) + r * C;
+    const float mu = mean[r], rs = rstd[r];
+    float s1[16] = {}, s2[16] = {};
+    int64_t c = 0;
+    for (; c + 16 <= C; c += 16)
+      for (int l = 0; l < 16; l++) {
+        const float gg = E::load(dy, c + l) * E::load(g, c + l);
+        s1[l] += gg;
+        s2[l] += gg * ((E::load(x, c + l) - mu) * rs);
+      }
+    float t1 = lanes_total(s1), t2 = lanes_total(s2);
+    for (; c < C; c++) {
+      const float gg = E::load(dy, c) * E::load(g, c);
+      t1 += gg;
+      t2 += gg * ((E::load(x, c) - mu) * rs);
+    }
+    const float mg = t1 / float(C), mgx = t2 / float(C);
+    for (c = 0; c < C; c++) {
+      const float xh = (E::load(x, c) - mu) * rs;
+      const float gg = E::load(dy, c) * E::load(g, c);
+      E::store(dx, c, E::load(dx, c) + rs * (gg - mg - xh * mgx));
+    }
+  }
+}
+PL_INLINE void layernorm_bwd_dx_body(DType dt, const void* dy, const void* x, const void* g, const float* mean,
+                                     const float* rstd, void* dx, int64_t r0, int64_t r1, int64_t C) {
+  if (dt == DType::F32) layernorm_bwd_dx_t<F32T>(dy, x, g, mean, rstd, dx, r0, r1, C);
+  else layernorm_bwd_dx_t<BF16T>(dy, x, g, mean, rstd, dx, r0, r1, C);
+}
+PL_MULTIVERSION(void, layernorm_bwd_dx,
+                (DType dt, const void* dy, const void* x, const void* g, const float* mean, const float* rstd,
+                 void* dx, int64_t r0, int64_t r1, int64_t C),
+                (dt, dy, x, g, mean, rstd, dx, r0, r1, C))
+
+// Column blocks [b0, b1) of kColBlock: dw[c] += sum_r dy xhat, and db[c] += sum_r dy when db is non-null.
+// mean null: xhat = x * rstd (RMSNorm).
+template <class E>
+PL_INLINE void norm_bwd_cols_t(const void* dyv, const void* xv, const float* mean, const float* rstd, void* dwv,
+                               void* dbv, int64_t b0, int64_t b1, int64_t R, int64_t C) {
+  using T = typename E::T;
+  const T* dy = static_cast<const T*>(dyv);
+  const T* x = static_cast<const T*>(xv);
+  for (int64_t blk = b0; blk < b1; blk++) {
+    const int64_t c0 = blk * kColBlock, n = std::min(kColBlock, C - c0);
+    float aw[kColBlock] = {}, ab[kColBlock] = {};
+    for (int64_t r = 0; r < R; r++) {
+      const T* dyr = dy + r * C + c0;
+      const T* xr = x + r * C + c0;
+      const float mu = mean ? mean[r] : 0.f, rs = rstd[r];
+      for (int64_t j = 0; j < n; j++) {
+        const float d = E::load(dyr, j);
+        aw[j] += d * ((E::load(xr, j) - mu) * rs);
+        ab[j] += d;
+      }
+    }
+    T* dw = static_cast<T*>(dwv) + c0;
+    for (int64_t j = 0; j < n; j++) E::store(dw, j, E::load(dw, j) + aw[j]);
+    if (dbv) {
+      T* db = static_cast<T*>(dbv) + c0;
+      for (int64_t j = 0; j < n; j++) E::store(db, j, E::load(db, j) + ab[j]);
+    }
+  }
+}
+PL_INLINE void norm_bwd_cols_body(DType dt, const void* dy, const void* x, const float* mean, const float* rstd,
+                                  void* dw, void* db, int64_t b0, int64_t b1, int64_t R, int64_t C) {
+  if (dt == DType::F32) norm_bwd_cols_t<F32T>(dy, x, mean, rstd, dw, db, b0, b1, R, C);
+  else norm_bwd_cols_t<BF16T>(dy, x, mean, rstd, dw, db, b0, b1, R, C);
+}
+PL_MULTIVERSION(void, norm_bwd_cols,
+                (DType dt, const void* dy, const void* x, const float* mean, const float* rstd, void* dw, void* db,
+                 int64_t b0, int64_t b1, int64_t R, int64_t C),
+                (dt, dy, x, mean, rstd, dw, db, b0, b1, R, C))
+
+template <class E>
+PL_INLINE void rmsnorm_bwd_dx_t(const void* dyv, const void* xv, const void* wv, const float* rstd, void* dxv,
+                                int64_t r0, int64_t r1, int64_t C) {
+  using T = typename E::T;
+  const T* w = static_cast<const T*>(wv);
+  for (int64_t r = r0; r < r1; r++) {
+    const T* dy = static_cast<const T*>(dyv) + r * C;
+    const T* x = static_cast<const T*>(xv) + r * C;
+    T* dx = static_cast<T*>(dxv) + r * C;
+    const float rs = rstd[r];
+    float s[16] = {};
+    int64_t c = 0;
+    for (; c + 16 <= C; c += 16)
+      for (int l = 0; l < 16; l++) s[l] += E::load(dy, c + l) * E::load(w, c + l) * (E::load(x, c + l) * rs);
+    float t = lanes_total(s);
+    for (; c < C; c++) t += E::load(dy, c) * E::load(w, c) * (E::load(x, c) * rs);
+    const float mgx = t / float(C);
+    for (c = 0; c < C; c++) {
+      const float xh = E::load(x, c) * rs;
+      E::store(dx, c, E::load(dx, c) + rs * (E::load(dy, c) * E::load(w, c) - xh * mgx));
+    }
+  }
+}
+PL_INLINE void rmsnorm_bwd_dx_body(DType dt, const void* dy, const void* x, const void* w, const float* rstd, void* dx,
+                                   int64_t r0, int64_t r1, int64_t C) {
+  if (dt == DType::F32) rmsnorm_bwd_dx_t<F32T>(dy, x, w, rstd, dx, r0, r1, C);
+  else rmsnorm_bwd_dx_t<BF16T>(dy, x, w, rstd, dx, r0, r1, C);
+}
+PL_MULTIVERSION(void, rmsnorm_bwd_dx,
+                (DType dt, const void* dy, const void* x, const void* w, const float* rstd, void* dx, int64_t r0,
+                 int64_t r1, int64_t C),
+                (dt, dy, x, w, rstd, dx, r0, r1, C))
+
 }  // namespace
 
 void layernorm(const Ctx& ctx, DType dt, const void* x, const void* gamma, const void* beta, void* y, float* mean,
@@ -125,6 +246,43 @@ void rmsnorm(const Ctx& ctx, DType dt, const void* x, const void* w, void* y, fl
     fail("rmsnorm: dtype ", dtype_name(dt), " is not supported (R=", R, " C=", C, ")");
   if (!x || !y) fail("rmsnorm: null pointer (R=", R, " C=", C, ")");
   parallel_rows(ctx, R, R * C * 2, [&](int64_t r0, int64_t r1) { rmsnorm_rows(dt, x, w, y, rstd, r0, r1, C, eps); });
+}
+
+}  // namespace parallm::cpu
+
+namespace parallm::cpu {
+
+void layernorm_backward(const Ctx& ctx, DType dt, const void* dy, const void* x, const void* gamma, const float* mean,
+                        const float* rstd, void* dx, void* dgamma, void* dbeta, int64_t R, int64_t C) {
+  if (R < 0 || C < 0) fail("layernorm_backward: negative size R=", R, " C=", C);
+  if (R == 0 || C == 0) return;
+  if (dt != DType::F32 && dt != DType::BF16)
+    fail("layernorm_backward: dtype ", dtype_name(dt), " is not supported (R=", R, " C=", C, ")");
+  if (!dy || !x || !gamma || !mean || !rstd || !dx || !dgamma || !dbeta)
+    fail("layernorm_backward: null pointer (R=", R, " C=", C, ")");
+  parallel_rows(ctx, R, R * C * 6, [&](int64_t r0, int64_t r1) {
+    layernorm_bwd_dx(dt, dy, x, gamma, mean, rstd, dx, r0, r1, C);
+  });
+  const int64_t blocks = (C + kColBlock - 1) / kColBlock;
+  parallel_rows(ctx, blocks, R * C * 3, [&](int64_t b0, int64_t b1) {
+    norm_bwd_cols(dt, dy, x, mean, rstd, dgamma, dbeta, b0, b1, R, C);
+  });
+}
+
+void rmsnorm_backward(const Ctx& ctx, DType dt, const void* dy, const void* x, const void* w, const float* rstd,
+                      void* dx, void* dw, int64_t R, int64_t C) {
+  if (R < 0 || C < 0) fail("rmsnorm_backward: negative size R=", R, " C=", C);
+  if (R == 0 || C == 0) return;
+  if (dt != DType::F32 && dt != DType::BF16)
+    fail("rmsnorm_backward: dtype ", dtype_name(dt), " is not supported (R=", R, " C=", C, ")");
+  if (!dy || !x || !w || !rstd || !dx || !dw) fail("rmsnorm_backward: null pointer (R=", R, " C=", C, ")");
+  parallel_rows(ctx, R, R * C * 5, [&](int64_t r0, int64_t r1) {
+    rmsnorm_bwd_dx(dt, dy, x, w, rstd, dx, r0, r1, C);
+  });
+  const int64_t blocks = (C + kColBlock - 1) / kColBlock;
+  parallel_rows(ctx, blocks, R * C * 3, [&](int64_t b0, int64_t b1) {
+    norm_bwd_cols(dt, dy, x, nullptr, rstd, dw, nullptr, b0, b1, R, C);
+  });
 }
 
 }  // namespace parallm::cpu

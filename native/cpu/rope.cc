@@ -1,7 +1,7 @@
 // Rotary position embedding in place, Hugging Face "rotate_half" layout (see core/kernels.h).
 // The angle is formed as HF does, in f32: a = float(pos) * f with f = float(theta^(-2i/rot_dim)); its cos
 // and sin are then taken in double so that large positions lose nothing beyond that f32 product. One
-// cos/sin table per row serves all H heads.
+// cos/sin table per row serves all H heads. The backward is the same rotation by -a (sin negated).
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -36,16 +36,19 @@ PL_MULTIVERSION(void, rotate_row,
 
 }  // namespace
 
-void rope(const Ctx& ctx, DType dt, void* x, const int32_t* pos, int64_t R, int H, int D, int64_t tstride, int rot_dim,
-          float theta) {
+namespace {
+
+// sign = 1: rope; sign = -1: its inverse (rope_backward). `op` names the caller in errors.
+void rope_rotate(const Ctx& ctx, const char* op, DType dt, void* x, const int32_t* pos, int64_t R, int H, int D,
+                 int64_t tstride, int rot_dim, float theta, float sign) {
   if (R < 0 || H < 0 || D < 0 || tstride < 0)
-    fail("rope: negative size R=", R, " H=", H, " D=", D, " tstride=", tstride);
+    fail(op, ": negative size R=", R, " H=", H, " D=", D, " tstride=", tstride);
   if (R == 0 || H == 0) return;
   if (dt != DType::F32 && dt != DType::BF16)
-    fail("rope: dtype ", dtype_name(dt), " is not supported (R=", R, " H=", H, " D=", D, ")");
+    fail(op, ": dtype ", dtype_name(dt), " is not supported (R=", R, " H=", H, " D=", D, ")");
   if (rot_dim <= 0 || rot_dim > D || rot_dim % 2)
-    fail("rope: rot_dim=", rot_dim, " must be even and in [2, D=", D, "] (R=", R, " H=", H, ")");
-  if (!x || !pos) fail("rope: null pointer (R=", R, " H=", H, " D=", D, ")");
+    fail(op, ": rot_dim=", rot_dim, " must be even and in [2, D=", D, "] (R=", R, " H=", H, ")");
+  if (!x || !pos) fail(op, ": null pointer (R=", R, " H=", H, " D=", D, ")");
   const int half = rot_dim / 2;
   std::vector<float> freq(static_cast<size_t>(half));
   for (int i = 0; i < half; i++) freq[i] = float(std::pow(double(theta), -2.0 * i / double(rot_dim)));
@@ -56,11 +59,23 @@ void rope(const Ctx& ctx, DType dt, void* x, const int32_t* pos, int64_t R, int 
       for (int i = 0; i < half; i++) {
         const double a = double(p * freq[i]);
         cs[i] = float(std::cos(a));
-        sn[i] = float(std::sin(a));
+        sn[i] = sign * float(std::sin(a));
       }
       rotate_row(dt, x, cs.data(), sn.data(), r, H, D, tstride, half);
     }
   });
+}
+
+}  // namespace
+
+void rope(const Ctx& ctx, DType dt, void* x, const int32_t* pos, int64_t R, int H, int D, int64_t tstride, int rot_dim,
+          float theta) {
+  rope_rotate(ctx, "rope", dt, x, pos, R, H, D, tstride, rot_dim, theta, 1.0f);
+}
+
+void rope_backward(const Ctx& ctx, DType dt, void* dx, const int32_t* pos, int64_t R, int H, int D, int64_t tstride,
+                   int rot_dim, float theta) {
+  rope_rotate(ctx, "rope_backward", dt, dx, pos, R, H, D, tstride, rot_dim, theta, -1.0f);
 }
 
 }  // namespace parallm::cpu

@@ -1,4 +1,6 @@
-// Activations: GELU (tanh form, as GPT-2) over n elements, and the SwiGLU gate y = silu(gate) * up.
+// Activations: GELU (tanh form, as GPT-2) over n elements, and the SwiGLU gate y = silu(gate) * up, with
+// their backward kernels (same launch shapes; element-wise, so in place is safe: every pack is read
+// whole before it is written).
 //
 // Streaming kernels: 16-byte accesses where pointers (and, for silu_gate, the row stride) allow, f32
 // math with the accurate expf (the CPU backend and the f32 tests hold these to ~1e-6).
@@ -66,6 +68,92 @@ __global__ void silu_gate_kernel(const T* __restrict__ gate, const T* __restrict
   }
 }
 
+// d/dx gelu: with s = sigmoid(2u) = 0.5 (1 + tanh u), u = k (x + 0.044715 x^3),
+//   gelu' = s + x s (1 - s) 2k (1 + 3 * 0.044715 x^2)   (0.5 x (1 - tanh^2 u) = 2 x s (1 - s))
+// written through the sigmoid for the same reason as gelu_tanh.
+__device__ __forceinline__ float gelu_grad(float x) {
+  const float k = 0.7978845608028654f;
+  const float u = k * (x + 0.044715f * x * x * x);
+  const float s = 1.f / (1.f + expf(-2.f * u));
+  return s + 2.f * x * s * (1.f - s) * k * (1.f + 3.f * 0.044715f * x * x);
+}
+
+// dx may be dy: no __restrict__ between them.
+template <class T, int N>
+__global__ void gelu_bwd_kernel(const T* __restrict__ x, const T* dy, T* dx, int64_t n) {
+  using P = Pack<T, N>;
+  const int64_t nvec = n / N;
+  const int64_t tid = int64_t(blockIdx.x) * blockDim.x + threadIdx.x, stride = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t v = tid; v < nvec; v += stride) {
+    const P px = reinterpret_cast<const P*>(x)[v], pd = reinterpret_cast<const P*>(dy)[v];
+    P o;
+#pragma unroll
+    for (int j = 0; j < N; ++j) o.v[j] = from_f32<T>(f32(pd.v[j]) * gelu_grad(f32(px.v[j])));
+    reinterpret_cast<P*>(dx)[v] = o;
+  }
+  const int64_t i = nvec * N + tid;
+  if (i < n) dx[i] = from_f32<T>(f32(dy[i]) * gelu_grad(f32(x[i])));
+}
+
+// dgate = dy up s (1 + gate (1 - s)), dup = dy gate s; dgate/dup may alias gate/up (same element).
+template <class T, int N>
+__global__ void silu_gate_bwd_kernel(const T* gate, const T* up, const T* __restrict__ dy, T* dgate, T* dup, int64_t R,
+                                     int64_t F, int64_t in_stride) {
+  using P = Pack<T, N>;
+  const int64_t nvec = F / N;
+  for (int64_t r = int64_t(blockIdx.y) * blockDim.y + threadIdx.y; r < R; r += int64_t(gridDim.y) * blockDim.y) {
+    const P* g = reinterpret_cast<const P*>(gate + r * in_stride);
+    const P* u = reinterpret_cast<const P*>(up + r * in_stride);
+    const P* d = reinterpret_cast<const P*>(dy + r * F);
+    P* og = reinterpret_cast<P*>(dgate + r * in_stride);
+    P* ou = reinterpret_cast<P*>(dup + r * in_stride);
+    for (int64_t v = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; v < nvec; v += int64_t(gridDim.x) * blockDim.x) {
+      const P pg = g[v], pu = u[v], pd = d[v];
+      P rg, ru;
+#pragma unroll
+      for (int j = 0; j < N; ++j) {
+        const float a = f32(pg.v[j]), b = f32(pu.v[j]), e = f32(pd.v[j]);
+        const float s = 1.f / (1.f + expf(-a));
+        rg.v[j] = from_f32<T>(e * b * s * (1.f + a * (1.f - s)));
+        ru.v[j] = from_f32<T>(e * a * s);
+      }
+      og[v] = rg;
+      ou[v] = ru;
+    }
+  }
+}
+
+template <class T>
+void gelu_bwd_t(cudaStream_t s, const void* x, const void* dy, void* dx, int64_t n) {
+  constexpr int V = 16 / sizeof(T);
+  const bool vec = aligned16(x) && aligned16(dy) && aligned16(dx);
+  const unsigned blocks = unsigned(std::max<int64_t>(1, std::min(cdiv(n / (vec ? V : 1), kThreads), kMaxBlocks)));
+  auto* xt = static_cast<const T*>(x);
+  auto* dyt = static_cast<const T*>(dy);
+  auto* dxt = static_cast<T*>(dx);
+  if (vec) gelu_bwd_kernel<T, V><<<blocks, kThreads, 0, s>>>(xt, dyt, dxt, n);
+  else gelu_bwd_kernel<T, 1><<<blocks, kThreads, 0, s>>>(xt, dyt, dxt, n);
+}
+
+template <class T>
+void silu_gate_bwd_t(cudaStream_t s, const void* gate, const void* up, const void* dy, void* dgate, void* dup,
+                     int64_t R, int64_t F, int64_t in_stride) {
+  constexpr int V = 16 / sizeof(T);
+  const bool vec = F % V == 0 && in_stride % V == 0 && aligned16(gate) && aligned16(up) && aligned16(dy) &&
+                   aligned16(dgate) && aligned16(dup);
+  const int64_t nvec = F / (vec ? V : 1);
+  const int tx = int(std::min<int64_t>(kThreads, std::max<int64_t>(32, cdiv(nvec, 32) * 32)));
+  const int ty = kThreads / tx;
+  const dim3 grid(unsigned(std::min(cdiv(nvec, tx), kMaxBlocks)), unsigned(std::min(cdiv(R, ty), kMaxBlocksY)));
+  auto* gt = static_cast<const T*>(gate);
+  auto* ut = static_cast<const T*>(up);
+  auto* dyt = static_cast<const T*>(dy);
+  auto* dgt = static_cast<T*>(dgate);
+  auto* dut = static_cast<T*>(dup);
+  if (vec) silu_gate_bwd_kernel<T, V><<<grid, dim3(tx, ty), 0, s>>>(gt, ut, dyt, dgt, dut, R, F, in_stride);
+  else silu_gate_bwd_kernel<T, 1><<<grid, dim3(tx, ty), 0, s>>>(gt, ut, dyt, dgt, dut, R, F, in_stride);
+}
+
 template <class T>
 void gelu_t(cudaStream_t s, const void* x, void* y, int64_t n) {
   constexpr int V = 16 / sizeof(T);
@@ -114,6 +202,31 @@ void silu_gate(cudaStream_t s, DType dt, const void* gate, const void* up, void*
   else if (dt == DType::BF16) silu_gate_t<__nv_bfloat16>(s, gate, up, y, R, F, in_stride);
   else fail("silu_gate: dtype ", dtype_name(dt), " not supported (f32, bf16) (R=", R, " F=", F, ")");
   PARALLM_LAUNCH_CHECK("silu_gate: launch failed (R=", R, " F=", F, " in_stride=", in_stride, ")");
+}
+
+void gelu_backward(cudaStream_t s, DType dt, const void* x, const void* dy, void* dx, int64_t n) {
+  if (n < 0) fail("gelu_backward: negative size n=", n);
+  if (n == 0) return;
+  if (!x || !dy || !dx) fail("gelu_backward: null pointer (n=", n, ")");
+  if (dt == DType::F32) gelu_bwd_t<float>(s, x, dy, dx, n);
+  else if (dt == DType::BF16) gelu_bwd_t<__nv_bfloat16>(s, x, dy, dx, n);
+  else fail("gelu_backward: dtype ", dtype_name(dt), " not supported (f32, bf16) (n=", n, ")");
+  PARALLM_LAUNCH_CHECK("gelu_backward: launch failed (n=", n, ")");
+}
+
+void silu_gate_backward(cudaStream_t s, DType dt, const void* gate, const void* up, const void* dy, void* dgate,
+                        void* dup, int64_t R, int64_t F, int64_t in_stride) {
+  if (R < 0 || F < 0 || in_stride < 0)
+    fail("silu_gate_backward: negative size R=", R, " F=", F, " in_stride=", in_stride);
+  if (R == 0 || F == 0) return;
+  if (R > 1 && in_stride < F) fail("silu_gate_backward: in_stride=", in_stride, " < F=", F, " (R=", R, ")");
+  if (R > INT64_MAX / std::max(F, in_stride))
+    fail("silu_gate_backward: R*F overflows (R=", R, " F=", F, ")");
+  if (!gate || !up || !dy || !dgate || !dup) fail("silu_gate_backward: null pointer (R=", R, " F=", F, ")");
+  if (dt == DType::F32) silu_gate_bwd_t<float>(s, gate, up, dy, dgate, dup, R, F, in_stride);
+  else if (dt == DType::BF16) silu_gate_bwd_t<__nv_bfloat16>(s, gate, up, dy, dgate, dup, R, F, in_stride);
+  else fail("silu_gate_backward: dtype ", dtype_name(dt), " not supported (f32, bf16) (R=", R, " F=", F, ")");
+  PARALLM_LAUNCH_CHECK("silu_gate_backward: launch failed (R=", R, " F=", F, " in_stride=", in_stride, ")");
 }
 
 }  // namespace parallm::cuda

@@ -9,12 +9,21 @@
 //   decode_split<T,GS>  one block per (key chunk, kv head, sequence); a block serves every query head of
 //                       its kv head so the cache is read once; 16-byte loads. decode_combine merges the
 //                       chunks' partial softmax states when there is more than one chunk.
+//   attention_forward   the prefill kernels with Tq == Tk, each also writing its rows' logsumexp.
+//   attention_backward  delta = rowsum(dout * out), then dK/dV per key tile, then dQ per query tile: on
+//                       tensor cores (attention_backward_mma.cuh) for bf16, D in {64, 128}, 16-byte aligned
+//                       rows; else on CUDA cores (attention_backward.cuh). PARALLM_ATTN_BWD=simt in the
+//                       environment forces the CUDA-core kernels (the GPU tests compare the two).
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 
+#include "attention_backward.cuh"
+#include "attention_backward_mma.cuh"
 #include "attention_prefill_mma.cuh"
 #include "check.h"
 #include "common.cuh"
@@ -39,8 +48,8 @@ constexpr int kSimtRows = 16, kSimtKeys = 32, kSimtThreads = 128;
 template <typename T>
 __global__ void __launch_bounds__(kSimtThreads)
 prefill_simt(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, T* __restrict__ out,
-             int B, int Tq, int Tk, int Hq, int Hkv, int D, int64_t qbs, int64_t qts, int64_t kvbs, int64_t kvts,
-             float sl2, int nqb) {
+             float* __restrict__ lse, int B, int Tq, int Tk, int Hq, int Hkv, int D, int64_t qbs, int64_t qts,
+             int64_t kvbs, int64_t kvts, float sl2, int nqb) {
   extern __shared__ float sm[];
   const int ks = D | 1;  // odd row stride: lanes reading sK[lane][d] hit distinct banks
   float* sQ = sm;                       // [16][D]
@@ -129,6 +138,7 @@ prefill_simt(const T* __restrict__ q, const T* __restrict__ k, const T* __restri
     const int i = q0 + w * 4 + r;
     if (i >= Tq) continue;
     const float inv = 1.f / l[r];
+    if (lse && lane == 0) lse[(int64_t(b) * Hq + h) * Tq + i] = (m[r] + log2f(l[r])) * 0.6931471805599453f;
     T* op = out + ((int64_t(b) * Tq + i) * Hq + h) * D;
 #pragma unroll
     for (int t = 0; t < 8; ++t) {
@@ -312,8 +322,8 @@ decode_combine(const float* __restrict__ part_o, const float* __restrict__ part_
 }
 
 template <typename T>
-void prefill_simt_launch(cudaStream_t st, const void* q, const void* k, const void* v, void* out, int B, int Tq,
-                         int Tk, int Hq, int Hkv, int D, int64_t qbs, int64_t qts, int64_t kvbs, int64_t kvts,
+void prefill_simt_launch(cudaStream_t st, const void* q, const void* k, const void* v, void* out, float* lse, int B,
+                         int Tq, int Tk, int Hq, int Hkv, int D, int64_t qbs, int64_t qts, int64_t kvbs, int64_t kvts,
                          float sl2) {
   const int nqb = (Tq + kSimtRows - 1) / kSimtRows;
   const int64_t blocks = int64_t(nqb) * B * Hq;
@@ -322,15 +332,15 @@ void prefill_simt_launch(cudaStream_t st, const void* q, const void* k, const vo
   PARALLM_CUDA_CHECK(cudaFuncSetAttribute(prefill_simt<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)),
                      "attention_prefill: smem attribute (D=", D, ")");
   prefill_simt<T><<<unsigned(blocks), kSimtThreads, smem, st>>>(
-      static_cast<const T*>(q), static_cast<const T*>(k), static_cast<const T*>(v), static_cast<T*>(out), B, Tq, Tk,
-      Hq, Hkv, D, qbs, qts, kvbs, kvts, sl2, nqb);
+      static_cast<const T*>(q), static_cast<const T*>(k), static_cast<const T*>(v), static_cast<T*>(out), lse, B, Tq,
+      Tk, Hq, Hkv, D, qbs, qts, kvbs, kvts, sl2, nqb);
   PARALLM_LAUNCH_CHECK("attention_prefill (simt ", sizeof(T) == 4 ? "f32" : "bf16", ") B=", B, " Tq=", Tq,
                        " Tk=", Tk, " Hq=", Hq, " Hkv=", Hkv, " D=", D);
 }
 
 template <int D, int NW>
-void prefill_mma_launch(cudaStream_t st, const void* q, const void* k, const void* v, void* out, int B, int Tq,
-                        int Tk, int Hq, int Hkv, int64_t qbs, int64_t qts, int64_t kvbs, int64_t kvts, float sl2) {
+void prefill_mma_launch(cudaStream_t st, const void* q, const void* k, const void* v, void* out, float* lse, int B,
+                        int Tq, int Tk, int Hq, int Hkv, int64_t qbs, int64_t qts, int64_t kvbs, int64_t kvts, float sl2) {
   using K = PrefillMma<D, NW>;
   const int nmb = (Tq + K::BM - 1) / K::BM;
   const int64_t blocks = int64_t(nmb) * B * Hq;
@@ -341,7 +351,7 @@ void prefill_mma_launch(cudaStream_t st, const void* q, const void* k, const voi
                      "attention_prefill: smem attribute (D=", D, ")");
   prefill_mma<D, NW><<<unsigned(blocks), NW * 32, K::SMEM, st>>>(
       static_cast<const bf16*>(q), static_cast<const bf16*>(k), static_cast<const bf16*>(v), static_cast<bf16*>(out),
-      B, Tq, Tk, Hq, Hkv, qbs, qts, kvbs, kvts, sl2, nmb);
+      lse, B, Tq, Tk, Hq, Hkv, qbs, qts, kvbs, kvts, sl2, nmb);
   PARALLM_LAUNCH_CHECK("attention_prefill (mma) B=", B, " Tq=", Tq, " Tk=", Tk, " Hq=", Hq, " Hkv=", Hkv,
                        " D=", D);
 }
@@ -418,22 +428,20 @@ void decode_dispatch(cudaStream_t st, bool aligned, const void* q, const void* k
     decode_heads<T, 32>(st, aligned, q, k, v, lens, out, B, Hq, Hkv, D, qbs, kvbs, kvts, max_len, sl2);
 }
 
-}  // namespace attn_detail
-
-void attention_prefill(cudaStream_t st, DType dt, const void* q, const void* k, const void* v, void* out, int B,
-                       int Tq, int Tk, int Hq, int Hkv, int D, int64_t q_bstride, int64_t q_tstride,
-                       int64_t kv_bstride, int64_t kv_tstride, float scale) {
-  using namespace attn_detail;
-  PARALLM_CHECK(dt == DType::F32 || dt == DType::BF16, "attention_prefill: dtype ", dtype_name(dt),
+// attention_prefill, and attention_forward (Tq == Tk, lse written): the op names its errors.
+void prefill_any(const char* op, cudaStream_t st, DType dt, const void* q, const void* k, const void* v, void* out,
+                 float* lse, int B, int Tq, int Tk, int Hq, int Hkv, int D, int64_t q_bstride, int64_t q_tstride,
+                 int64_t kv_bstride, int64_t kv_tstride, float scale) {
+  PARALLM_CHECK(dt == DType::F32 || dt == DType::BF16, op, ": dtype ", dtype_name(dt),
                 " not supported (f32, bf16)");
   PARALLM_CHECK(B >= 0 && Tq >= 0 && Tk >= Tq && Hq > 0 && Hkv > 0 && Hq % Hkv == 0 && D > 0 && D <= 256,
-                "attention_prefill: bad sizes B=", B, " Tq=", Tq, " Tk=", Tk, " Hq=", Hq, " Hkv=", Hkv, " D=", D,
+                op, ": bad sizes B=", B, " Tq=", Tq, " Tk=", Tk, " Hq=", Hq, " Hkv=", Hkv, " D=", D,
                 " (need Tk >= Tq, Hq a multiple of Hkv, 0 < D <= 256)");
   if (B == 0 || Tq == 0) return;
-  PARALLM_CHECK(q && k && v && out, "attention_prefill: null pointer (B=", B, " Tq=", Tq, ")");
+  PARALLM_CHECK(q && k && v && out, op, ": null pointer (B=", B, " Tq=", Tq, ")");
   const float sl2 = scale * kLog2e;
   if (dt == DType::F32) {
-    prefill_simt_launch<float>(st, q, k, v, out, B, Tq, Tk, Hq, Hkv, D, q_bstride, q_tstride, kv_bstride,
+    prefill_simt_launch<float>(st, q, k, v, out, lse, B, Tq, Tk, Hq, Hkv, D, q_bstride, q_tstride, kv_bstride,
                                kv_tstride, sl2);
     return;
   }
@@ -441,18 +449,130 @@ void attention_prefill(cudaStream_t st, DType dt, const void* q, const void* k, 
                   kv_bstride % 8 == 0 && kv_tstride % 8 == 0;
   if (al && D == 128) {
     if (g_prefill_d128_warps == 8)
-      prefill_mma_launch<128, 8>(st, q, k, v, out, B, Tq, Tk, Hq, Hkv, q_bstride, q_tstride, kv_bstride,
+      prefill_mma_launch<128, 8>(st, q, k, v, out, lse, B, Tq, Tk, Hq, Hkv, q_bstride, q_tstride, kv_bstride,
                                  kv_tstride, sl2);
     else
-      prefill_mma_launch<128, 4>(st, q, k, v, out, B, Tq, Tk, Hq, Hkv, q_bstride, q_tstride, kv_bstride,
+      prefill_mma_launch<128, 4>(st, q, k, v, out, lse, B, Tq, Tk, Hq, Hkv, q_bstride, q_tstride, kv_bstride,
                                  kv_tstride, sl2);
   } else if (al && D == 64) {
-    prefill_mma_launch<64, 4>(st, q, k, v, out, B, Tq, Tk, Hq, Hkv, q_bstride, q_tstride, kv_bstride, kv_tstride,
-                              sl2);
+    prefill_mma_launch<64, 4>(st, q, k, v, out, lse, B, Tq, Tk, Hq, Hkv, q_bstride, q_tstride, kv_bstride,
+                              kv_tstride, sl2);
   } else {
-    prefill_simt_launch<bf16>(st, q, k, v, out, B, Tq, Tk, Hq, Hkv, D, q_bstride, q_tstride, kv_bstride,
+    prefill_simt_launch<bf16>(st, q, k, v, out, lse, B, Tq, Tk, Hq, Hkv, D, q_bstride, q_tstride, kv_bstride,
                               kv_tstride, sl2);
   }
+}
+
+template <typename E, int DM>
+void backward_launch(cudaStream_t st, const void* q, const void* k, const void* v, const void* out, const void* dout,
+                     const float* lse, void* dq, void* dk, void* dv, float* delta, int B, int T, int Hq, int Hkv,
+                     int D, int64_t qbs, int64_t qts, int64_t kvbs, int64_t kvts, float scale) {
+  const int64_t rows = int64_t(B) * T * Hq;
+  PARALLM_CHECK(cdiv(rows, 8) < (int64_t(1) << 31), "attention_backward: B*E*Hq=", rows, " too large");
+  bwd_delta<E><<<unsigned(cdiv(rows, 8)), 256, 0, st>>>(static_cast<const E*>(out), static_cast<const E*>(dout),
+                                                         delta, rows, T, Hq, D);
+  PARALLM_LAUNCH_CHECK("attention_backward (delta) B=", B, " T=", T, " Hq=", Hq, " D=", D);
+  const int ntile = int(cdiv(T, kBwdTile));
+  const int64_t kv_blocks = int64_t(ntile) * B * Hkv, q_blocks = int64_t(ntile) * B * Hq;
+  PARALLM_CHECK(q_blocks < (int64_t(1) << 31), "attention_backward: B*Hq*ceil(T/32)=", q_blocks, " too large");
+  constexpr size_t smem = BwdSimt<DM>::SMEM;
+  PARALLM_CUDA_CHECK(cudaFuncSetAttribute(bwd_dkdv<E, DM>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)),
+                     "attention_backward: smem attribute (D=", D, ")");
+  PARALLM_CUDA_CHECK(cudaFuncSetAttribute(bwd_dq<E, DM>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)),
+                     "attention_backward: smem attribute (D=", D, ")");
+  auto* qt = static_cast<const E*>(q);
+  auto* kt = static_cast<const E*>(k);
+  auto* vt = static_cast<const E*>(v);
+  auto* gt = static_cast<const E*>(dout);
+  bwd_dkdv<E, DM><<<unsigned(kv_blocks), kBwdThreads, smem, st>>>(qt, kt, vt, gt, lse, delta, static_cast<E*>(dk),
+                                                                  static_cast<E*>(dv), B, T, Hq, Hkv, D, qbs, qts,
+                                                                  kvbs, kvts, scale, ntile);
+  PARALLM_LAUNCH_CHECK("attention_backward (dk, dv) B=", B, " T=", T, " Hq=", Hq, " Hkv=", Hkv, " D=", D);
+  bwd_dq<E, DM><<<unsigned(q_blocks), kBwdThreads, smem, st>>>(qt, kt, vt, gt, lse, delta, static_cast<E*>(dq), B, T,
+                                                               Hq, Hkv, D, qbs, qts, kvbs, kvts, scale, ntile);
+  PARALLM_LAUNCH_CHECK("attention_backward (dq) B=", B, " T=", T, " Hq=", Hq, " Hkv=", Hkv, " D=", D);
+}
+
+template <int D, int BM, int BN>
+void backward_mma_launch(cudaStream_t st, const void* q, const void* k, const void* v, const void* dout,
+                         const float* lse, const float* delta, void* dq, void* dk, void* dv, int B, int T, int Hq,
+                         int Hkv, int64_t qbs, int64_t qts, int64_t kvbs, int64_t kvts, float scale) {
+  using KV = BwdDkdvMma<D, BM>;
+  using KQ = BwdDqMma<D, BN>;
+  const int nkb = (T + KV::BN - 1) / KV::BN, nmb = (T + KQ::BM - 1) / KQ::BM;
+  const int64_t kv_blocks = int64_t(nkb) * B * Hkv, q_blocks = int64_t(nmb) * B * Hq;
+  PARALLM_CHECK(q_blocks < (int64_t(1) << 31) && kv_blocks < (int64_t(1) << 31),
+                "attention_backward: B*Hq*ceil(T/64)=", q_blocks, " too large");
+  PARALLM_CUDA_CHECK(cudaFuncSetAttribute(bwd_dkdv_mma<D, BM>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                          int(KV::SMEM)),
+                     "attention_backward: smem attribute (D=", D, ")");
+  PARALLM_CUDA_CHECK(cudaFuncSetAttribute(bwd_dq_mma<D, BN>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                          int(KQ::SMEM)),
+                     "attention_backward: smem attribute (D=", D, ")");
+  auto* qt = static_cast<const bf16*>(q);
+  auto* kt = static_cast<const bf16*>(k);
+  auto* vt = static_cast<const bf16*>(v);
+  auto* gt = static_cast<const bf16*>(dout);
+  bwd_dkdv_mma<D, BM><<<unsigned(kv_blocks), kMmaBwdThreads, KV::SMEM, st>>>(
+      qt, kt, vt, gt, lse, delta, static_cast<bf16*>(dk), static_cast<bf16*>(dv), T, Hq, Hkv, qbs, qts, kvbs, kvts,
+      scale, nkb);
+  PARALLM_LAUNCH_CHECK("attention_backward (mma dk, dv) B=", B, " T=", T, " Hq=", Hq, " Hkv=", Hkv, " D=", D);
+  bwd_dq_mma<D, BN><<<unsigned(q_blocks), kMmaBwdThreads, KQ::SMEM, st>>>(
+      qt, kt, vt, gt, lse, delta, static_cast<bf16*>(dq), B, T, Hq, Hkv, qbs, qts, kvbs, kvts, scale, nmb);
+  PARALLM_LAUNCH_CHECK("attention_backward (mma dq) B=", B, " T=", T, " Hq=", Hq, " Hkv=", Hkv, " D=", D);
+}
+
+bool backward_simt_forced() {
+  const char* e = std::getenv("PARALLM_ATTN_BWD");
+  return e && std::strcmp(e, "simt") == 0;
+}
+
+template <typename E>
+void backward_dispatch(cudaStream_t st, const void* q, const void* k, const void* v, const void* out,
+                       const void* dout, const float* lse, void* dq, void* dk, void* dv, float* delta, int B, int T,
+                       int Hq, int Hkv, int D, int64_t qbs, int64_t qts, int64_t kvbs, int64_t kvts, float scale) {
+  if constexpr (sizeof(E) == 2) {
+    const bool al = aligned16(q) && aligned16(k) && aligned16(v) && aligned16(dout) && aligned16(dq) &&
+                    aligned16(dk) && aligned16(dv) && qbs % 8 == 0 && qts % 8 == 0 && kvbs % 8 == 0 &&
+                    kvts % 8 == 0;
+    if (al && (D == 64 || D == 128) && !backward_simt_forced()) {
+      const int64_t rows = int64_t(B) * T * Hq;
+      PARALLM_CHECK(cdiv(rows, 8) < (int64_t(1) << 31), "attention_backward: B*T*Hq=", rows, " too large");
+      bwd_delta<E><<<unsigned(cdiv(rows, 8)), 256, 0, st>>>(static_cast<const E*>(out), static_cast<const E*>(dout),
+                                                             delta, rows, T, Hq, D);
+      PARALLM_LAUNCH_CHECK("attention_backward (delta) B=", B, " T=", T, " Hq=", Hq, " D=", D);
+      if (D == 64)
+        backward_mma_launch<64, 64, 64>(st, q, k, v, dout, lse, delta, dq, dk, dv, B, T, Hq, Hkv, qbs, qts, kvbs,
+                                        kvts, scale);
+      else
+        backward_mma_launch<128, 32, 32>(st, q, k, v, dout, lse, delta, dq, dk, dv, B, T, Hq, Hkv, qbs, qts, kvbs,
+                                         kvts, scale);
+      return;
+    }
+  }
+  if (D <= 64)
+    backward_launch<E, 64>(st, q, k, v, out, dout, lse, dq, dk, dv, delta, B, T, Hq, Hkv, D, qbs, qts, kvbs, kvts,
+                           scale);
+  else
+    backward_launch<E, 128>(st, q, k, v, out, dout, lse, dq, dk, dv, delta, B, T, Hq, Hkv, D, qbs, qts, kvbs, kvts,
+                            scale);
+}
+
+}  // namespace attn_detail
+
+void attention_prefill(cudaStream_t st, DType dt, const void* q, const void* k, const void* v, void* out, int B,
+                       int Tq, int Tk, int Hq, int Hkv, int D, int64_t q_bstride, int64_t q_tstride,
+                       int64_t kv_bstride, int64_t kv_tstride, float scale) {
+  attn_detail::prefill_any("attention_prefill", st, dt, q, k, v, out, nullptr, B, Tq, Tk, Hq, Hkv, D, q_bstride,
+                           q_tstride, kv_bstride, kv_tstride, scale);
+}
+
+void attention_forward(cudaStream_t st, DType dt, const void* q, const void* k, const void* v, void* out, float* lse,
+                       int B, int T, int Hq, int Hkv, int D, int64_t q_bstride, int64_t q_tstride, int64_t kv_bstride,
+                       int64_t kv_tstride, float scale) {
+  PARALLM_CHECK(lse || B == 0 || T == 0, "attention_forward: null lse (B=", B, " T=", T, " Hq=", Hq, ")");
+  attn_detail::prefill_any("attention_forward", st, dt, q, k, v, out, lse, B, T, T, Hq, Hkv, D, q_bstride, q_tstride,
+                           kv_bstride, kv_tstride, scale);
 }
 
 void attention_decode(cudaStream_t st, DType dt, const void* q, const void* k, const void* v, const int32_t* lens,
@@ -476,6 +596,30 @@ void attention_decode(cudaStream_t st, DType dt, const void* q, const void* k, c
   else
     decode_dispatch<float>(st, al, q, k, v, lens, out, B, Hq, Hkv, D, q_bstride, kv_bstride, kv_tstride, max_len,
                            sl2);
+}
+
+void attention_backward(cudaStream_t st, DType dt, const void* q, const void* k, const void* v, const void* out,
+                        const void* dout, const float* lse, void* dq, void* dk, void* dv, float* workspace, int B,
+                        int T, int Hq, int Hkv, int D, int64_t q_bstride, int64_t q_tstride, int64_t kv_bstride,
+                        int64_t kv_tstride, float scale) {
+  using namespace attn_detail;
+  PARALLM_CHECK(dt == DType::F32 || dt == DType::BF16, "attention_backward: dtype ", dtype_name(dt),
+                " not supported (f32, bf16)");
+  PARALLM_CHECK(B >= 0 && T >= 0 && Hq > 0 && Hkv > 0 && Hq % Hkv == 0 && D > 0,
+                "attention_backward: bad sizes B=", B, " T=", T, " Hq=", Hq, " Hkv=", Hkv, " D=", D,
+                " (need Hq a multiple of Hkv, D > 0)");
+  PARALLM_CHECK(D <= 128, "attention_backward: head dim D=", D, " not supported (at most 128) (B=", B, " T=", T,
+                " Hq=", Hq, ")");
+  if (B == 0 || T == 0) return;
+  PARALLM_CHECK(q && k && v && out && dout && lse && dq && dk && dv && workspace,
+                "attention_backward: null pointer (B=", B, " T=", T, " Hq=", Hq, " D=", D, ")");
+  // workspace (attention_backward_workspace elements): delta = rowsum(dout * out) in its first B*Hq*T.
+  if (dt == DType::F32)
+    backward_dispatch<float>(st, q, k, v, out, dout, lse, dq, dk, dv, workspace, B, T, Hq, Hkv, D, q_bstride,
+                             q_tstride, kv_bstride, kv_tstride, scale);
+  else
+    backward_dispatch<bf16>(st, q, k, v, out, dout, lse, dq, dk, dv, workspace, B, T, Hq, Hkv, D, q_bstride,
+                            q_tstride, kv_bstride, kv_tstride, scale);
 }
 
 }  // namespace parallm::cuda

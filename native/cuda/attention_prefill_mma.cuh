@@ -4,7 +4,8 @@
 // cp.async (the next tile's copy overlaps this tile's math). S = Q K^T and O += P V run on
 // mma.m16n8k16 (bf16 in, f32 accumulate); the S accumulators are re-packed in registers as the A operand
 // of P V (the accumulator layout of two n8 tiles is the A layout of one k16 step), so P never touches
-// shared memory. Softmax runs in log2 units (scale*log2e folded in) with ex2.approx.
+// shared memory. Softmax runs in log2 units (scale*log2e folded in) with ex2.approx. With lse non-null
+// (attention_forward) each row's logsumexp is written too, for the backward.
 #pragma once
 #include <cuda_bf16.h>
 #include <cstdint>
@@ -58,8 +59,9 @@ __device__ __forceinline__ void load_tile(uint32_t s, const __nv_bfloat16* g, in
 template <int D, int NW>
 __global__ void __launch_bounds__(NW * 32, NW == 4 ? 2 : 1)
 prefill_mma(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16* __restrict__ k,
-            const __nv_bfloat16* __restrict__ v, __nv_bfloat16* __restrict__ out, int B, int Tq, int Tk, int Hq,
-            int Hkv, int64_t qbs, int64_t qts, int64_t kvbs, int64_t kvts, float sl2, int nmb) {
+            const __nv_bfloat16* __restrict__ v, __nv_bfloat16* __restrict__ out, float* __restrict__ lse, int B,
+            int Tq, int Tk, int Hq, int Hkv, int64_t qbs, int64_t qts, int64_t kvbs, int64_t kvts, float sl2,
+            int nmb) {
   using P = PrefillMma<D, NW>;
   constexpr int BM = P::BM, BN = P::BN, NT = P::NT, KS = D / 16, NN = BN / 8, ND = D / 8;
   extern __shared__ __align__(128) unsigned char smem_raw[];
@@ -194,6 +196,9 @@ prefill_mma(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16* __restrict
   for (int r = 0; r < 2; ++r) {
     lr[r] += __shfl_xor_sync(0xffffffffu, lr[r], 1);
     lr[r] += __shfl_xor_sync(0xffffffffu, lr[r], 2);
+    // Training forward: the natural-log logsumexp of the scaled scores (m and l are in log2 units).
+    if (lse && ti == 0 && row_a + r * 8 < Tq)
+      lse[(int64_t(b) * Hq + h) * Tq + row_a + r * 8] = (mr[r] + __log2f(lr[r])) * 0.6931471805599453f;
     lr[r] = 1.f / lr[r];
   }
   __nv_bfloat16* ob = out + (int64_t(b) * Tq * Hq + h) * D + 2 * ti;

@@ -1,4 +1,5 @@
-// Element-wise add (with a repeating second operand, e.g. a bias row) and dtype casts.
+// Element-wise add (with a repeating second operand, e.g. a bias row), dtype casts, and sum_rows (the
+// bias gradient: a deterministic column sum, reduce.cuh).
 //
 // Pure streaming: 16-byte accesses when every pointer and period allow it (checked at run time, else
 // one element per access), grid-stride loops so any n fits a capped grid.
@@ -12,6 +13,7 @@
 #include "check.h"
 #include "common.cuh"
 #include "kernels.h"
+#include "reduce.cuh"
 
 namespace parallm::cuda {
 namespace {
@@ -142,6 +144,19 @@ void cast(cudaStream_t s, DType src_dt, const void* src, DType dst_dt, void* dst
     default: cast_from<__half>(s, src, dst_dt, dst, n); break;
   }
   PARALLM_LAUNCH_CHECK("cast: launch failed (", dtype_name(src_dt), " -> ", dtype_name(dst_dt), ", n=", n, ")");
+}
+
+void sum_rows(cudaStream_t s, DType dt, const void* x, void* out, int64_t R, int64_t C, bool accumulate) {
+  if (R < 0 || C < 0) fail("sum_rows: negative size R=", R, " C=", C);
+  if (C == 0) return;
+  if (R > INT64_MAX / C) fail("sum_rows: R*C overflows (R=", R, " C=", C, ")");
+  if (!out || (R > 0 && !x)) fail("sum_rows: null input or output (R=", R, " C=", C, ")");
+  if (dt == DType::F32)
+    colsum<float, float>(s, "sum_rows", static_cast<const float*>(x), static_cast<float*>(out), R, C, accumulate);
+  else if (dt == DType::BF16)
+    colsum<__nv_bfloat16, __nv_bfloat16>(s, "sum_rows", static_cast<const __nv_bfloat16*>(x),
+                                         static_cast<__nv_bfloat16*>(out), R, C, accumulate);
+  else fail("sum_rows: dtype ", dtype_name(dt), " not supported (f32, bf16) (R=", R, " C=", C, ")");
 }
 
 }  // namespace parallm::cuda

@@ -5,6 +5,10 @@
 // loads each in registers, and write it back from there: one read and one write of the row through
 // device memory (kept as loaded, so bf16 costs half the registers of f32). Longer rows re-read the rest (from L2). Reductions use a fixed order, so the result
 // is the same on every run.
+//
+// Backward (norm_bwd_kernel): the same row layout; a block walks a fixed set of rows, each thread keeping
+// the dgamma/dbeta (dw) partial sums of its own columns in registers across them, and writes one partial
+// row per block; reduce.cuh's column sum adds those rows in block order (deterministic, no atomics).
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -14,6 +18,7 @@
 #include "check.h"
 #include "common.cuh"
 #include "kernels.h"
+#include "reduce.cuh"
 
 namespace parallm::cuda {
 namespace {
@@ -176,6 +181,168 @@ void norm(cudaStream_t s, const char* op, DType dt, const void* x, const void* g
   else fail(op, ": dtype ", dtype_name(dt), " not supported (f32, bf16) (R=", R, " C=", C, ")");
 }
 
+// ------------------------------------------------------------------------------------------- backward
+constexpr int kBwdThreads = 256;      // per block (255 registers a thread available for the partials)
+constexpr int64_t kBwdBlocks = 512;   // blocks at most: partial rows written, then column-summed
+
+// LN: dx += rstd (g - mean(g) - xhat mean(g xhat)), g = dy gamma; dgamma += dy xhat, dbeta += dy.
+// RMS: dx += rstd (g - xhat mean(g xhat)), g = dy w; dw += dy xhat. P packs of N columns per thread.
+// part: [2][gridDim.x][C] f32 (RMS: [1][gridDim.x][C]).
+template <class T, int N, int P, bool RMS>
+__global__ void __launch_bounds__(kBwdThreads)
+norm_bwd_kernel(const T* __restrict__ dy, const T* __restrict__ x, const T* __restrict__ gamma,
+                const float* __restrict__ mean, const float* __restrict__ rstd, T* __restrict__ dx,
+                float* __restrict__ part, int64_t R, int64_t C) {
+  __shared__ float sh[32];
+  extern __shared__ float comb[];  // [2][C], blockDim.y > 1 only
+  using Pk = Pack<T, N>;
+  const int64_t nvec = C / N;
+  const float inv_c = 1.f / float(C);
+  float pg[P][N], pb[P][N];
+#pragma unroll
+  for (int k = 0; k < P; ++k)
+#pragma unroll
+    for (int j = 0; j < N; ++j) pg[k][j] = pb[k][j] = 0.f;
+
+  for (int64_t base = int64_t(blockIdx.x) * blockDim.y; base < R; base += int64_t(gridDim.x) * blockDim.y) {
+    const int64_t r = base + threadIdx.y;
+    const bool live = r < R;  // dead rows still join the reductions' barriers
+    const int64_t ro = (live ? r : 0) * C;
+    const float mu = (RMS || !live) ? 0.f : mean[r], rs = live ? rstd[r] : 0.f;
+    float s1 = 0.f, s2 = 0.f;  // sum g, sum g xhat
+#pragma unroll
+    for (int k = 0; k < P; ++k) {
+      const int64_t v = threadIdx.x + int64_t(k) * blockDim.x;
+      if (live && v < nvec) {
+        const Pk a = *reinterpret_cast<const Pk*>(dy + ro + v * N);
+        const Pk b = *reinterpret_cast<const Pk*>(x + ro + v * N);
+        const Pk w = *reinterpret_cast<const Pk*>(gamma + v * N);
+#pragma unroll
+        for (int j = 0; j < N; ++j) {
+          const float d = f32(a.v[j]), xh = (f32(b.v[j]) - mu) * rs, g = d * f32(w.v[j]);
+          s1 += g;
+          s2 += g * xh;
+          pg[k][j] += d * xh;
+          pb[k][j] += d;
+        }
+      }
+    }
+    if (!RMS) s1 = row_sum(s1, sh);
+    s2 = row_sum(s2, sh);
+    const float m1 = RMS ? 0.f : s1 * inv_c, m2 = s2 * inv_c;
+#pragma unroll
+    for (int k = 0; k < P; ++k) {
+      const int64_t v = threadIdx.x + int64_t(k) * blockDim.x;
+      if (live && v < nvec) {  // second read of dy and x: from L1/L2, the row was just read
+        const Pk a = *reinterpret_cast<const Pk*>(dy + ro + v * N);
+        const Pk b = *reinterpret_cast<const Pk*>(x + ro + v * N);
+        const Pk w = *reinterpret_cast<const Pk*>(gamma + v * N);
+        Pk o = *reinterpret_cast<const Pk*>(dx + ro + v * N);
+#pragma unroll
+        for (int j = 0; j < N; ++j) {
+          const float xh = (f32(b.v[j]) - mu) * rs, g = f32(a.v[j]) * f32(w.v[j]);
+          o.v[j] = from_f32<T>(f32(o.v[j]) + rs * (g - m1 - xh * m2));
+        }
+        *reinterpret_cast<Pk*>(dx + ro + v * N) = o;
+      }
+    }
+  }
+
+  // One partial row per block; the block's row lanes (threadIdx.y) are added in lane order.
+  float* pgo = part + int64_t(blockIdx.x) * C;
+  float* pbo = part + (int64_t(gridDim.x) + blockIdx.x) * C;
+  if (blockDim.y == 1) {
+#pragma unroll
+    for (int k = 0; k < P; ++k) {
+      const int64_t v = threadIdx.x + int64_t(k) * blockDim.x;
+      if (v < nvec)
+#pragma unroll
+        for (int j = 0; j < N; ++j) {
+          pgo[v * N + j] = pg[k][j];
+          if (!RMS) pbo[v * N + j] = pb[k][j];
+        }
+    }
+    return;
+  }
+  for (int y = 0; y < int(blockDim.y); ++y) {
+    if (int(threadIdx.y) == y) {
+#pragma unroll
+      for (int k = 0; k < P; ++k) {
+        const int64_t v = threadIdx.x + int64_t(k) * blockDim.x;
+        if (v < nvec)
+#pragma unroll
+          for (int j = 0; j < N; ++j) {
+            const int64_t c = v * N + j;
+            comb[c] = y == 0 ? pg[k][j] : comb[c] + pg[k][j];
+            if (!RMS) comb[C + c] = y == 0 ? pb[k][j] : comb[C + c] + pb[k][j];
+          }
+      }
+    }
+    __syncthreads();
+  }
+  if (threadIdx.y != 0) return;
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
+    pgo[c] = comb[c];
+    if (!RMS) pbo[c] = comb[C + c];
+  }
+}
+
+template <class T, int N, int P, bool RMS>
+void launch_norm_bwd(cudaStream_t s, const char* op, const T* dy, const T* x, const T* g, const float* mean,
+                     const float* rstd, T* dx, T* dg, T* db, int64_t R, int64_t C, int tx) {
+  const int ty = std::max(1, 128 / tx);
+  const int64_t blocks = std::min<int64_t>(cdiv(R, ty), kBwdBlocks);
+  const size_t smem = ty > 1 ? sizeof(float) * 2 * size_t(C) : 0;  // ty > 1 only for C <= 128 packs
+  Scratch part(s, (RMS ? 1 : 2) * blocks * C, op);
+  norm_bwd_kernel<T, N, P, RMS><<<unsigned(blocks), dim3(tx, ty), smem, s>>>(dy, x, g, mean, rstd, dx, part.p, R, C);
+  PARALLM_LAUNCH_CHECK(op, ": launch failed (R=", R, " C=", C, " blocks=", blocks, ")");
+  colsum<float, T>(s, op, part.p, dg, blocks, C, true);
+  if (!RMS) colsum<float, T>(s, op, part.p + blocks * C, db, blocks, C, true);
+}
+
+template <class T, int N, bool RMS>
+void dispatch_norm_bwd_packs(cudaStream_t s, const char* op, const T* dy, const T* x, const T* g,
+                             const float* mean, const float* rstd, T* dx, T* dg, T* db, int64_t R, int64_t C) {
+  const int64_t nvec = C / N;
+  // Two packs a thread when the row allows, up to kBwdThreads threads a row, then more packs a thread.
+  const int tx = int(std::min<int64_t>(kBwdThreads, std::max<int64_t>(32, cdiv(cdiv(nvec, 2), 32) * 32)));
+  const int64_t packs = cdiv(nvec, tx);
+  if (packs <= 1) launch_norm_bwd<T, N, 1, RMS>(s, op, dy, x, g, mean, rstd, dx, dg, db, R, C, tx);
+  else if (packs <= 2) launch_norm_bwd<T, N, 2, RMS>(s, op, dy, x, g, mean, rstd, dx, dg, db, R, C, tx);
+  else if (packs <= 4) launch_norm_bwd<T, N, 4, RMS>(s, op, dy, x, g, mean, rstd, dx, dg, db, R, C, tx);
+  else if (packs <= 8) launch_norm_bwd<T, N, 8, RMS>(s, op, dy, x, g, mean, rstd, dx, dg, db, R, C, tx);
+  else
+    fail(op, ": row of C=", C, " too long for the backward kernel (at most ", int64_t(kBwdThreads) * 8 * N,
+         " elements of ", sizeof(T) == 4 ? "f32" : "bf16", ", R=", R, ")");
+}
+
+template <class T, bool RMS>
+void dispatch_norm_bwd(cudaStream_t s, const char* op, const void* dy, const void* x, const void* g,
+                       const float* mean, const float* rstd, void* dx, void* dg, void* db, int64_t R, int64_t C) {
+  constexpr int V = 16 / sizeof(T);
+  const bool vec = C % V == 0 && aligned16(dy) && aligned16(x) && aligned16(g) && aligned16(dx);
+  auto* dyt = static_cast<const T*>(dy);
+  auto* xt = static_cast<const T*>(x);
+  auto* gt = static_cast<const T*>(g);
+  auto* dxt = static_cast<T*>(dx);
+  auto* dgt = static_cast<T*>(dg);
+  auto* dbt = static_cast<T*>(db);
+  if (vec) dispatch_norm_bwd_packs<T, V, RMS>(s, op, dyt, xt, gt, mean, rstd, dxt, dgt, dbt, R, C);
+  else dispatch_norm_bwd_packs<T, 1, RMS>(s, op, dyt, xt, gt, mean, rstd, dxt, dgt, dbt, R, C);
+}
+
+template <bool RMS>
+void norm_bwd(cudaStream_t s, const char* op, DType dt, const void* dy, const void* x, const void* g,
+              const float* mean, const float* rstd, void* dx, void* dg, void* db, int64_t R, int64_t C) {
+  check_rows(op, R, C);
+  if (R == 0 || C == 0) return;  // no rows: nothing to add
+  if (!dy || !x || !g || !rstd || !dx || !dg || (!RMS && (!mean || !db)))
+    fail(op, ": null input or output (R=", R, " C=", C, ")");
+  if (dt == DType::F32) dispatch_norm_bwd<float, RMS>(s, op, dy, x, g, mean, rstd, dx, dg, db, R, C);
+  else if (dt == DType::BF16) dispatch_norm_bwd<__nv_bfloat16, RMS>(s, op, dy, x, g, mean, rstd, dx, dg, db, R, C);
+  else fail(op, ": dtype ", dtype_name(dt), " not supported (f32, bf16) (R=", R, " C=", C, ")");
+}
+
 }  // namespace
 
 void layernorm(cudaStream_t s, DType dt, const void* x, const void* gamma, const void* beta, void* y, float* mean,
@@ -186,6 +353,16 @@ void layernorm(cudaStream_t s, DType dt, const void* x, const void* gamma, const
 void rmsnorm(cudaStream_t s, DType dt, const void* x, const void* w, void* y, float* rstd, int64_t R, int64_t C,
              float eps) {
   norm<true>(s, "rmsnorm", dt, x, w, nullptr, y, nullptr, rstd, R, C, eps);
+}
+
+void layernorm_backward(cudaStream_t s, DType dt, const void* dy, const void* x, const void* gamma, const float* mean,
+                        const float* rstd, void* dx, void* dgamma, void* dbeta, int64_t R, int64_t C) {
+  norm_bwd<false>(s, "layernorm_backward", dt, dy, x, gamma, mean, rstd, dx, dgamma, dbeta, R, C);
+}
+
+void rmsnorm_backward(cudaStream_t s, DType dt, const void* dy, const void* x, const void* w, const float* rstd,
+                      void* dx, void* dw, int64_t R, int64_t C) {
+  norm_bwd<true>(s, "rmsnorm_backward", dt, dy, x, w, nullptr, rstd, dx, dw, nullptr, R, C);
 }
 
 }  // namespace parallm::cuda

@@ -5,7 +5,8 @@
 // A block takes a row (token) at a time: threadIdx.x runs over i, threadIdx.y over heads, so each
 // angle's sincos is computed once per token and reused by every head. The frequency is computed in
 // double and rounded to f32 (as a precomputed f32 inv_freq table would hold it), the angle in f32 as
-// Hugging Face does, the sine and cosine with the accurate sincosf.
+// Hugging Face does, the sine and cosine with the accurate sincosf. rope_backward is the same kernel
+// rotating by -a (the transpose of the rotation).
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -21,7 +22,7 @@ namespace {
 
 constexpr int64_t kMaxBlocks = 1 << 16;
 
-template <class T>
+template <class T, bool INV>
 __global__ void rope_kernel(T* __restrict__ x, const int32_t* __restrict__ pos, int64_t R, int H, int D,
                             int64_t tstride, int rot_dim, float theta) {
   const int half = rot_dim / 2;
@@ -32,6 +33,7 @@ __global__ void rope_kernel(T* __restrict__ x, const int32_t* __restrict__ pos, 
       const float f = float(pow(double(theta), -2.0 * i / rot_dim));
       float sn, cs;
       sincosf(p * f, &sn, &cs);
+      if (INV) sn = -sn;
       for (int h = threadIdx.y; h < H; h += blockDim.y) {
         T* head = row + int64_t(h) * D;
         const float x1 = f32(head[i]), x2 = f32(head[i + half]);
@@ -42,33 +44,44 @@ __global__ void rope_kernel(T* __restrict__ x, const int32_t* __restrict__ pos, 
   }
 }
 
-template <class T>
+template <class T, bool INV>
 void rope_t(cudaStream_t s, void* x, const int32_t* pos, int64_t R, int H, int D, int64_t tstride, int rot_dim,
             float theta) {
   const int half = rot_dim / 2;
   const int tx = std::min(128, (half + 31) / 32 * 32);
   const int ty = std::max(1, std::min(H, 256 / tx));
   const unsigned blocks = unsigned(std::min<int64_t>(R, kMaxBlocks));
-  rope_kernel<T><<<blocks, dim3(tx, ty), 0, s>>>(static_cast<T*>(x), pos, R, H, D, tstride, rot_dim, theta);
+  rope_kernel<T, INV><<<blocks, dim3(tx, ty), 0, s>>>(static_cast<T*>(x), pos, R, H, D, tstride, rot_dim, theta);
+}
+
+template <bool INV>
+void rope_any(cudaStream_t s, const char* op, DType dt, void* x, const int32_t* pos, int64_t R, int H, int D,
+              int64_t tstride, int rot_dim, float theta) {
+  if (R < 0 || H < 0 || D < 0 || tstride < 0)
+    fail(op, ": negative size R=", R, " H=", H, " D=", D, " tstride=", tstride);
+  if (R == 0 || H == 0 || rot_dim == 0) return;
+  if (rot_dim < 0 || rot_dim % 2 != 0 || rot_dim > D)
+    fail(op, ": rot_dim=", rot_dim, " must be even and in [0, D=", D, "]");
+  if (R > 1 && tstride < int64_t(H) * D) fail(op, ": tstride=", tstride, " < H*D=", int64_t(H) * D, " (R=", R, ")");
+  if (R > INT64_MAX / std::max<int64_t>(tstride, int64_t(H) * D))
+    fail(op, ": R*tstride overflows (R=", R, " tstride=", tstride, ")");
+  if (!(theta > 0.f)) fail(op, ": theta=", theta, " must be positive");
+  if (dt == DType::F32) rope_t<float, INV>(s, x, pos, R, H, D, tstride, rot_dim, theta);
+  else if (dt == DType::BF16) rope_t<__nv_bfloat16, INV>(s, x, pos, R, H, D, tstride, rot_dim, theta);
+  else fail(op, ": dtype ", dtype_name(dt), " not supported (f32, bf16) (R=", R, " H=", H, " D=", D, ")");
+  PARALLM_LAUNCH_CHECK(op, ": launch failed (R=", R, " H=", H, " D=", D, " rot_dim=", rot_dim, ")");
 }
 
 }  // namespace
 
 void rope(cudaStream_t s, DType dt, void* x, const int32_t* pos, int64_t R, int H, int D, int64_t tstride,
           int rot_dim, float theta) {
-  if (R < 0 || H < 0 || D < 0 || tstride < 0)
-    fail("rope: negative size R=", R, " H=", H, " D=", D, " tstride=", tstride);
-  if (R == 0 || H == 0 || rot_dim == 0) return;
-  if (rot_dim < 0 || rot_dim % 2 != 0 || rot_dim > D)
-    fail("rope: rot_dim=", rot_dim, " must be even and in [0, D=", D, "]");
-  if (R > 1 && tstride < int64_t(H) * D) fail("rope: tstride=", tstride, " < H*D=", int64_t(H) * D, " (R=", R, ")");
-  if (R > INT64_MAX / std::max<int64_t>(tstride, int64_t(H) * D))
-    fail("rope: R*tstride overflows (R=", R, " tstride=", tstride, ")");
-  if (!(theta > 0.f)) fail("rope: theta=", theta, " must be positive");
-  if (dt == DType::F32) rope_t<float>(s, x, pos, R, H, D, tstride, rot_dim, theta);
-  else if (dt == DType::BF16) rope_t<__nv_bfloat16>(s, x, pos, R, H, D, tstride, rot_dim, theta);
-  else fail("rope: dtype ", dtype_name(dt), " not supported (f32, bf16) (R=", R, " H=", H, " D=", D, ")");
-  PARALLM_LAUNCH_CHECK("rope: launch failed (R=", R, " H=", H, " D=", D, " rot_dim=", rot_dim, ")");
+  rope_any<false>(s, "rope", dt, x, pos, R, H, D, tstride, rot_dim, theta);
+}
+
+void rope_backward(cudaStream_t s, DType dt, void* dx, const int32_t* pos, int64_t R, int H, int D, int64_t tstride,
+                   int rot_dim, float theta) {
+  rope_any<true>(s, "rope_backward", dt, dx, pos, R, H, D, tstride, rot_dim, theta);
 }
 
 }  // namespace parallm::cuda

@@ -381,6 +381,233 @@ Napi::Value OpFillUniform(const Napi::CallbackInfo& info) {
   });
 }
 
+// ------------------------------------------------------------ training ops
+// Backward kernels, the fused classifier and the optimizer (core/kernels.h, section "training").
+// Arguments follow the kernel's order; "+=" gradients are read as well as written.
+
+// sumRows(x, out, R, C, accumulate)
+Napi::Value OpSumRows(const Napi::CallbackInfo& info) {
+  return op(info, "sumRows", [](OpCall& c) {
+    int64_t R = c.i64(2, "R"), C = c.i64(3, "C");
+    bool acc = c.flag(4);
+    if (R < 0 || C < 1) fail("sumRows: bad sizes R=", R, " C=", C);
+    DType dt = c.dtype_of(1, "out");
+    const void* px = c.use(0, "x", c.mul(R, C), dt);
+    void* po = c.use(1, "out", C, dt);
+    c.run([=](const cpu::Ctx& x) { cpu::sum_rows(x, dt, px, po, R, C, acc); },
+          ON_CUDA(sum_rows(s, dt, px, po, R, C, acc)));
+  });
+}
+
+// layernormBackward(dy, x, gamma, mean, rstd, dx, dgamma, dbeta, R, C)
+Napi::Value OpLayernormBackward(const Napi::CallbackInfo& info) {
+  return op(info, "layernormBackward", [](OpCall& c) {
+    int64_t R = c.i64(8, "R"), C = c.i64(9, "C");
+    if (R < 0 || C < 1) fail("layernormBackward: bad sizes R=", R, " C=", C);
+    DType dt = c.dtype_of(0, "dy");
+    int64_t n = c.mul(R, C);
+    const void* pdy = c.use(0, "dy", n, dt);
+    const void* px = c.use(1, "x", n, dt);
+    const void* pg = c.use(2, "gamma", C, dt);
+    const float* pm = c.use<float>(3, "mean", R, DType::F32);
+    const float* pr = c.use<float>(4, "rstd", R, DType::F32);
+    void* pdx = c.use(5, "dx", n, dt);
+    void* pdg = c.use(6, "dgamma", C, dt);
+    void* pdb = c.use(7, "dbeta", C, dt);
+    c.run([=](const cpu::Ctx& x) { cpu::layernorm_backward(x, dt, pdy, px, pg, pm, pr, pdx, pdg, pdb, R, C); },
+          ON_CUDA(layernorm_backward(s, dt, pdy, px, pg, pm, pr, pdx, pdg, pdb, R, C)));
+  });
+}
+
+// rmsnormBackward(dy, x, w, rstd, dx, dw, R, C)
+Napi::Value OpRmsnormBackward(const Napi::CallbackInfo& info) {
+  return op(info, "rmsnormBackward", [](OpCall& c) {
+    int64_t R = c.i64(6, "R"), C = c.i64(7, "C");
+    if (R < 0 || C < 1) fail("rmsnormBackward: bad sizes R=", R, " C=", C);
+    DType dt = c.dtype_of(0, "dy");
+    int64_t n = c.mul(R, C);
+    const void* pdy = c.use(0, "dy", n, dt);
+    const void* px = c.use(1, "x", n, dt);
+    const void* pw = c.use(2, "weight", C, dt);
+    const float* pr = c.use<float>(3, "rstd", R, DType::F32);
+    void* pdx = c.use(4, "dx", n, dt);
+    void* pdw = c.use(5, "dw", C, dt);
+    c.run([=](const cpu::Ctx& x) { cpu::rmsnorm_backward(x, dt, pdy, px, pw, pr, pdx, pdw, R, C); },
+          ON_CUDA(rmsnorm_backward(s, dt, pdy, px, pw, pr, pdx, pdw, R, C)));
+  });
+}
+
+// geluBackward(x, dy, dx, n)
+Napi::Value OpGeluBackward(const Napi::CallbackInfo& info) {
+  return op(info, "geluBackward", [](OpCall& c) {
+    int64_t n = c.i64(3, "n");
+    if (n < 0) fail("geluBackward: bad size n=", n);
+    DType dt = c.dtype_of(0, "x");
+    const void* px = c.use(0, "x", n, dt);
+    const void* pdy = c.use(1, "dy", n, dt);
+    void* pdx = c.use(2, "dx", n, dt);
+    c.run([=](const cpu::Ctx& x) { cpu::gelu_backward(x, dt, px, pdy, pdx, n); },
+          ON_CUDA(gelu_backward(s, dt, px, pdy, pdx, n)));
+  });
+}
+
+// siluGateBackward(gate, up, dy, dgate, dup, R, F, inStride)
+Napi::Value OpSiluGateBackward(const Napi::CallbackInfo& info) {
+  return op(info, "siluGateBackward", [](OpCall& c) {
+    int64_t R = c.i64(5, "R"), F = c.i64(6, "F"), st = c.i64(7, "inStride");
+    if (R < 0 || F < 1 || st < F) fail("siluGateBackward: bad sizes R=", R, " F=", F, " inStride=", st);
+    DType dt = c.dtype_of(0, "gate");
+    int64_t reach = c.strided("gate, up, dgate and dup", {{R, st}}, F);
+    const void* pg = c.use(0, "gate", reach, dt);
+    const void* pu = c.use(1, "up", reach, dt);
+    const void* pdy = c.use(2, "dy", c.mul(R, F), dt);
+    void* pdg = c.use(3, "dgate", reach, dt);
+    void* pdu = c.use(4, "dup", reach, dt);
+    c.run([=](const cpu::Ctx& x) { cpu::silu_gate_backward(x, dt, pg, pu, pdy, pdg, pdu, R, F, st); },
+          ON_CUDA(silu_gate_backward(s, dt, pg, pu, pdy, pdg, pdu, R, F, st)));
+  });
+}
+
+// ropeBackward(dx, pos, R, H, D, tstride, rotDim, theta)
+Napi::Value OpRopeBackward(const Napi::CallbackInfo& info) {
+  return op(info, "ropeBackward", [](OpCall& c) {
+    int64_t R = c.i64(2, "R");
+    int H = c.i32(3, "H"), D = c.i32(4, "D");
+    int64_t st = c.i64(5, "tstride");
+    int rot = c.i32(6, "rotDim");
+    float theta = c.f32(7, "theta");
+    if (R < 0 || H < 1 || D < 2 || rot < 2 || rot > D || rot % 2 || st < int64_t(H) * D)
+      fail("ropeBackward: bad sizes R=", R, " H=", H, " D=", D, " rotDim=", rot, " tstride=", st);
+    DType dt = c.dtype_of(0, "dx");
+    void* px = c.use(0, "dx", c.strided("dx", {{R, st}}, c.mul(H, D)), dt);
+    const int32_t* pp = c.use<int32_t>(1, "pos", R, DType::I32);
+    c.run([=](const cpu::Ctx& x) { cpu::rope_backward(x, dt, px, pp, R, H, D, st, rot, theta); },
+          ON_CUDA(rope_backward(s, dt, px, pp, R, H, D, st, rot, theta)));
+  });
+}
+
+// attentionForward(q, k, v, out, lse, B, T, Hq, Hkv, D, qB, qT, kvB, kvT, scale)
+Napi::Value OpAttentionForward(const Napi::CallbackInfo& info) {
+  return op(info, "attentionForward", [](OpCall& c) {
+    int B = c.i32(5, "B"), T = c.i32(6, "T");
+    int Hq = c.i32(7, "Hq"), Hkv = c.i32(8, "Hkv"), D = c.i32(9, "D");
+    int64_t qB = c.i64(10, "q batch stride"), qT = c.i64(11, "q token stride");
+    int64_t kB = c.i64(12, "kv batch stride"), kT = c.i64(13, "kv token stride");
+    float scale = c.f32(14, "scale");
+    if (B < 1 || T < 1 || Hq < 1 || Hkv < 1 || Hq % Hkv || D < 1)
+      fail("attentionForward: bad sizes B=", B, " T=", T, " Hq=", Hq, " Hkv=", Hkv, " D=", D);
+    DType dt = c.dtype_of(3, "out");
+    int64_t qReach = c.strided("q", {{B, qB}, {T, qT}}, c.mul(Hq, D));
+    int64_t kvReach = c.strided("k and v", {{B, kB}, {T, kT}}, c.mul(Hkv, D));
+    int64_t outN = c.mul(B, T, Hq, D);
+    const void* pq = c.use(0, "q", qReach, dt);
+    const void* pk = c.use(1, "k", kvReach, dt);
+    const void* pv = c.use(2, "v", kvReach, dt);
+    void* po = c.use(3, "out", outN, dt);
+    float* pl = c.use<float>(4, "lse", c.mul(B, Hq, T), DType::F32);
+    c.run([=](const cpu::Ctx& x) { cpu::attention_forward(x, dt, pq, pk, pv, po, pl, B, T, Hq, Hkv, D, qB, qT, kB, kT, scale); },
+          ON_CUDA(attention_forward(s, dt, pq, pk, pv, po, pl, B, T, Hq, Hkv, D, qB, qT, kB, kT, scale)));
+  });
+}
+
+// attentionBackward(q, k, v, out, dout, lse, dq, dk, dv, workspace, B, T, Hq, Hkv, D, qB, qT, kvB, kvT, scale)
+Napi::Value OpAttentionBackward(const Napi::CallbackInfo& info) {
+  return op(info, "attentionBackward", [](OpCall& c) {
+    int B = c.i32(10, "B"), T = c.i32(11, "T");
+    int Hq = c.i32(12, "Hq"), Hkv = c.i32(13, "Hkv"), D = c.i32(14, "D");
+    int64_t qB = c.i64(15, "q batch stride"), qT = c.i64(16, "q token stride");
+    int64_t kB = c.i64(17, "kv batch stride"), kT = c.i64(18, "kv token stride");
+    float scale = c.f32(19, "scale");
+    if (B < 1 || T < 1 || Hq < 1 || Hkv < 1 || Hq % Hkv || D < 1)
+      fail("attentionBackward: bad sizes B=", B, " T=", T, " Hq=", Hq, " Hkv=", Hkv, " D=", D);
+    DType dt = c.dtype_of(3, "out");
+    // q and dq share q's strides, k, v, dk and dv the kv strides.
+    int64_t qReach = c.strided("q and dq", {{B, qB}, {T, qT}}, c.mul(Hq, D));
+    int64_t kvReach = c.strided("k, v, dk and dv", {{B, kB}, {T, kT}}, c.mul(Hkv, D));
+    int64_t outN = c.mul(B, T, Hq, D);
+    // cpu::attention_backward_workspace(B, T, Hq, D), its product overflow-checked.
+    int64_t wsN = c.mul(B, Hq, T, int64_t(D) + 1);
+    const void* pq = c.use(0, "q", qReach, dt);
+    const void* pk = c.use(1, "k", kvReach, dt);
+    const void* pv = c.use(2, "v", kvReach, dt);
+    const void* po = c.use(3, "out", outN, dt);
+    const void* pdo = c.use(4, "dout", outN, dt);
+    const float* pl = c.use<float>(5, "lse", c.mul(B, Hq, T), DType::F32);
+    void* pdq = c.use(6, "dq", qReach, dt);
+    void* pdk = c.use(7, "dk", kvReach, dt);
+    void* pdv = c.use(8, "dv", kvReach, dt);
+    float* pw = c.use<float>(9, "workspace", wsN, DType::F32);
+    c.run([=](const cpu::Ctx& x) {
+            cpu::attention_backward(x, dt, pq, pk, pv, po, pdo, pl, pdq, pdk, pdv, pw, B, T, Hq, Hkv, D, qB, qT, kB, kT, scale);
+          },
+          ON_CUDA(attention_backward(s, dt, pq, pk, pv, po, pdo, pl, pdq, pdk, pdv, pw, B, T, Hq, Hkv, D, qB, qT, kB, kT,
+                                     scale)));
+  });
+}
+
+// embeddingBackward(ids, dout, dtable, N, V, C)
+Napi::Value OpEmbeddingBackward(const Napi::CallbackInfo& info) {
+  return op(info, "embeddingBackward", [](OpCall& c) {
+    int64_t N = c.i64(3, "N"), V = c.i64(4, "V"), C = c.i64(5, "C");
+    if (N < 0 || V < 1 || C < 1) fail("embeddingBackward: bad sizes N=", N, " V=", V, " C=", C);
+    DType dt = c.dtype_of(2, "dtable");
+    const int32_t* pi = c.use<int32_t>(0, "ids", N, DType::I32);
+    const void* pd = c.use(1, "dout", c.mul(N, C), dt);
+    void* pt = c.use(2, "dtable", c.mul(V, C), dt);
+    c.run([=](const cpu::Ctx& x) { cpu::embedding_backward(x, dt, pi, pd, pt, N, V, C); },
+          ON_CUDA(embedding_backward(s, dt, pi, pd, pt, N, V, C)));
+  });
+}
+
+// crossEntropy(logits, targets, losses, dlogits|null, R, V, ignoreIndex, dscale); dlogits may be logits.
+Napi::Value OpCrossEntropy(const Napi::CallbackInfo& info) {
+  return op(info, "crossEntropy", [](OpCall& c) {
+    int64_t R = c.i64(4, "R"), V = c.i64(5, "V");
+    int ign = c.i32(6, "ignoreIndex");
+    float dscale = c.f32(7, "dscale");
+    if (R < 0 || V < 1) fail("crossEntropy: bad sizes R=", R, " V=", V, " ignoreIndex=", ign);
+    DType dt = c.dtype_of(0, "logits");
+    int64_t n = c.mul(R, V);
+    const void* px = c.use(0, "logits", n, dt);
+    const int32_t* pt = c.use<int32_t>(1, "targets", R, DType::I32);
+    float* pl = c.use<float>(2, "losses", R, DType::F32);
+    void* pd = c.opt(3, "dlogits", n, dt);
+    c.run([=](const cpu::Ctx& x) { cpu::cross_entropy(x, dt, px, pt, pl, pd, R, V, ign, dscale); },
+          ON_CUDA(cross_entropy(s, dt, px, pt, pl, pd, R, V, ign, dscale)));
+  });
+}
+
+// sumSquares(x, out, n)
+Napi::Value OpSumSquares(const Napi::CallbackInfo& info) {
+  return op(info, "sumSquares", [](OpCall& c) {
+    int64_t n = c.i64(2, "n");
+    if (n < 0) fail("sumSquares: bad size n=", n);
+    DType dt = c.dtype_of(0, "x");
+    const void* px = c.use(0, "x", n, dt);
+    float* po = c.use<float>(1, "out", 1, DType::F32);
+    c.run([=](const cpu::Ctx& x) { cpu::sum_squares(x, dt, px, po, n); }, ON_CUDA(sum_squares(s, dt, px, po, n)));
+  });
+}
+
+// adamw(master, param|null, grad, m, v, n, nDecay, lr, beta1, beta2, eps, weightDecay, gradScale, step)
+Napi::Value OpAdamw(const Napi::CallbackInfo& info) {
+  return op(info, "adamw", [](OpCall& c) {
+    int64_t n = c.i64(5, "n"), nd = c.i64(6, "nDecay");
+    float lr = c.f32(7, "lr"), b1 = c.f32(8, "beta1"), b2 = c.f32(9, "beta2");
+    float eps = c.f32(10, "eps"), wd = c.f32(11, "weightDecay"), gs = c.f32(12, "gradScale");
+    int step = c.i32(13, "step");
+    if (n < 0 || nd < 0 || nd > n || step < 1) fail("adamw: bad sizes n=", n, " nDecay=", nd, " step=", step);
+    DType dt = c.dtype_of(2, "grad");
+    float* pms = c.use<float>(0, "master", n, DType::F32);
+    void* pp = c.opt(1, "param", n, dt);
+    const void* pg = c.use(2, "grad", n, dt);
+    float* pm = c.use<float>(3, "m", n, DType::F32);
+    float* pv = c.use<float>(4, "v", n, DType::F32);
+    c.run([=](const cpu::Ctx& x) { cpu::adamw(x, dt, pms, pp, pg, pm, pv, n, nd, lr, b1, b2, eps, wd, gs, step); },
+          ON_CUDA(adamw(s, dt, pms, pp, pg, pm, pv, n, nd, lr, b1, b2, eps, wd, gs, step)));
+  });
+}
+
 // ------------------------------------------------------------ testing hooks (the addon's `testing`)
 
 // K slices of the sm90 matmul (-1: chosen per call; 1: split-K off), for benchmarks. No-op without CUDA.
@@ -426,6 +653,19 @@ void export_ops(Napi::Env env, Napi::Object exports) {
   export_fn(env, exports, "argmax", OpArgmax);
   export_fn(env, exports, "sample", OpSample);
   export_fn(env, exports, "fillUniform", OpFillUniform);
+  // training ops
+  export_fn(env, exports, "sumRows", OpSumRows);
+  export_fn(env, exports, "layernormBackward", OpLayernormBackward);
+  export_fn(env, exports, "rmsnormBackward", OpRmsnormBackward);
+  export_fn(env, exports, "geluBackward", OpGeluBackward);
+  export_fn(env, exports, "siluGateBackward", OpSiluGateBackward);
+  export_fn(env, exports, "ropeBackward", OpRopeBackward);
+  export_fn(env, exports, "attentionForward", OpAttentionForward);
+  export_fn(env, exports, "attentionBackward", OpAttentionBackward);
+  export_fn(env, exports, "embeddingBackward", OpEmbeddingBackward);
+  export_fn(env, exports, "crossEntropy", OpCrossEntropy);
+  export_fn(env, exports, "sumSquares", OpSumSquares);
+  export_fn(env, exports, "adamw", OpAdamw);
 }
 
 Napi::Object testing_hooks(Napi::Env env) {

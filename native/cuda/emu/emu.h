@@ -1,0 +1,96 @@
+// A host emulation of the CUDA execution model, just enough to run this backend's attention kernels on
+// the CPU (no GPU on the development machine): each thread of a block is a std::thread, __syncthreads a
+// barrier of the block, warp collectives (shuffles, ldmatrix, mma.sync in mma_ptx.cuh here) exchange
+// through a barrier of the warp. Blocks run one after another. Slow, and for correctness only.
+#pragma once
+#include <algorithm>
+#include <barrier>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+struct Dim { unsigned x = 0, y = 0, z = 0; };
+inline thread_local Dim threadIdx;
+inline Dim blockIdx, blockDim, gridDim;
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+#define __restrict__ __restrict
+#define __align__(n) __attribute__((aligned(n)))
+#define __shared__
+using std::max;
+using std::min;
+inline std::barrier<>* g_block_bar;
+inline void __syncthreads() { g_block_bar->arrive_and_wait(); }
+
+// Shared memory of the running block: the kernels' `extern __shared__` arrays name these.
+namespace parallm::cuda::attn_detail {
+alignas(128) inline unsigned char smem_raw[232448];  // the tensor-core kernels'
+alignas(128) inline float sm[232448 / 4];             // the CUDA-core kernels'
+}  // namespace parallm::cuda::attn_detail
+
+struct WarpEx { std::barrier<>* bar; uint32_t addr[32]; uint32_t a[32][4], b[32][2]; float f[32]; };
+inline WarpEx g_warp[32];
+inline int emu_linear() { return int(threadIdx.x + threadIdx.y * blockDim.x); }
+inline float __shfl_xor_sync(unsigned, float v, int m) {
+  auto& w = g_warp[emu_linear() >> 5];
+  const int l = emu_linear() & 31;
+  w.f[l] = v;
+  w.bar->arrive_and_wait();
+  const float r = w.f[l ^ m];
+  w.bar->arrive_and_wait();
+  return r;
+}
+inline float __log2f(float x) { return std::log2(x); }
+inline float rsqrtf(float x) { return 1.f / std::sqrt(x); }
+alignas(128) inline unsigned char emu_dyn_smem[232448];  // `extern __shared__` arrays of the .cu kernels
+
+// Run `kernel()` over a grid of blocks (x, y), each of bx * by threads; shared memory poisoned first. A
+// thread that returns leaves its block's and warp's barriers (as exited threads stop counting on a GPU).
+template <class F>
+void emu_launch2(unsigned gx, unsigned gy, unsigned bx, unsigned by, F kernel) {
+  using namespace parallm::cuda::attn_detail;
+  const int threads = int(bx * by);
+  blockDim.x = bx, blockDim.y = by, blockDim.z = 1;
+  gridDim.x = gx, gridDim.y = gy, gridDim.z = 1;
+  const int warps = (threads + 31) / 32;
+  for (unsigned by_ = 0; by_ < gy; ++by_)
+    for (unsigned bx_ = 0; bx_ < gx; ++bx_) {
+      blockIdx.x = bx_, blockIdx.y = by_, blockIdx.z = 0;
+      std::memset(smem_raw, 0xff, sizeof(smem_raw));
+      std::memset(sm, 0xff, sizeof(sm));
+      std::memset(emu_dyn_smem, 0xff, sizeof(emu_dyn_smem));
+      std::barrier<> bb(threads);
+      g_block_bar = &bb;
+      for (int w = 0; w < warps; ++w) g_warp[w].bar = new std::barrier<>(std::min(32, threads - 32 * w));
+      std::vector<std::thread> th;
+      for (int t = 0; t < threads; ++t)
+        th.emplace_back([&, t] {
+          threadIdx.x = unsigned(t) % bx, threadIdx.y = unsigned(t) / bx, threadIdx.z = 0;
+          kernel();
+          g_warp[t >> 5].bar->arrive_and_drop();
+          bb.arrive_and_drop();
+        });
+      for (auto& x : th) x.join();
+      for (int w = 0; w < warps; ++w) delete g_warp[w].bar;
+    }
+}
+template <class F>
+void emu_launch(unsigned blocks, int threads, F kernel) { emu_launch2(blocks, 1, unsigned(threads), 1, kernel); }
+
+// `kernel<<<grid, block, smem, stream>>>(args)` in a .cu file, rewritten by run.sh to
+// `emu_kernel(grid, block)([&] { kernel(args); })`.
+struct EmuDims {
+  unsigned x, y;
+  EmuDims(unsigned v) : x(v), y(1) {}
+  EmuDims(int v) : x(unsigned(v)), y(1) {}
+  EmuDims(int64_t v) : x(unsigned(v)), y(1) {}
+  template <class D3, class = decltype(D3{}.z)> EmuDims(const D3& d) : x(d.x), y(d.y) {}
+};
+inline auto emu_kernel(EmuDims grid, EmuDims block, ...) {
+  return [grid, block](auto&& f) { emu_launch2(grid.x, grid.y, block.x, block.y, f); };
+}

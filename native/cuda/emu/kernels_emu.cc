@@ -1,0 +1,246 @@
+// The training kernels of native/cuda (the .cu files rewritten by rewrite.py, run through emu.h) against
+// float64 references on random inputs, outputs poisoned first where they are "=", f32 and bf16, sizes that
+// reach the kernels' several paths (multi-chunk column sums, several rows a block, the sort's global
+// stages, ignored rows, in place). Built and run by run.sh; exits non-zero on a failure.
+#include <cmath>
+#include <cstdio>
+#include <functional>
+#include <random>
+#include <vector>
+
+#include <cuda_bf16.h>
+
+#include "kernels.h"
+
+using parallm::DType;
+namespace pc = parallm::cuda;
+using bf16 = __nv_bfloat16;
+
+static std::mt19937 rng(12345);
+static bool all_ok = true;
+
+// A buffer of n elements of dt holding values (rounded to dt), read back as float.
+struct Buf {
+  DType dt;
+  std::vector<float> f;
+  std::vector<bf16> h;
+  Buf(DType d, size_t n, float lo = -1, float hi = 1) : dt(d), f(n), h(n) {
+    std::uniform_real_distribution<float> U(lo, hi);
+    for (size_t i = 0; i < n; ++i) set(i, U(rng));
+  }
+  void set(size_t i, float v) {
+    if (dt == DType::BF16) h[i] = __float2bfloat16_rn(v), f[i] = __bfloat162float(h[i]);
+    else f[i] = v;
+  }
+  void poison() { for (size_t i = 0; i < f.size(); ++i) set(i, NAN); }
+  void* p() { return dt == DType::BF16 ? static_cast<void*>(h.data()) : static_cast<void*>(f.data()); }
+  std::vector<float> get() const {
+    if (dt != DType::BF16) return f;
+    std::vector<float> o(h.size());
+    for (size_t i = 0; i < h.size(); ++i) o[i] = __bfloat162float(h[i]);
+    return o;
+  }
+  double operator[](size_t i) const { return f[i]; }  // the stored input value
+};
+
+static void check(const char* what, DType dt, const std::vector<float>& o, const std::vector<double>& r, double tol_f32 = 1e-5) {
+  double n = 0, d = 0;
+  bool finite = true;
+  for (size_t i = 0; i < o.size(); ++i) {
+    if (!std::isfinite(o[i])) finite = false;
+    n += (o[i] - r[i]) * (o[i] - r[i]);
+    d += r[i] * r[i];
+  }
+  const double e = finite ? std::sqrt(d > 0 ? n / d : n) : INFINITY;
+  const double tol = dt == DType::BF16 ? 1e-2 : tol_f32;
+  const bool ok = e <= tol;
+  all_ok &= ok;
+  std::printf("  %-52s %-4s rel. error %.2e (bound %.0e) %s\n", what, dt == DType::BF16 ? "bf16" : "f32", e, tol, ok ? "ok" : "FAIL");
+}
+
+static void sum_rows(DType dt, int64_t R, int64_t C, bool acc) {
+  Buf x(dt, R * C), out(dt, C);
+  std::vector<double> ref(C);
+  for (int64_t c = 0; c < C; ++c) {
+    double s = acc ? out[c] : 0;
+    for (int64_t r = 0; r < R; ++r) s += x[r * C + c];
+    ref[c] = s;
+  }
+  if (!acc) out.poison();
+  pc::sum_rows(nullptr, dt, x.p(), out.p(), R, C, acc);
+  char w[96];
+  std::snprintf(w, sizeof w, "sum_rows %ldx%ld%s", long(R), long(C), acc ? " accumulate" : "");
+  check(w, dt, out.get(), ref);
+}
+
+static void norm_bwd(DType dt, int64_t R, int64_t C, bool rms) {
+  Buf x(dt, R * C, -2, 3), dy(dt, R * C), g(dt, C, 0.5, 1.5), dx(dt, R * C), dg(dt, C), db(dt, C);
+  std::vector<float> mean(R), rstd(R);
+  for (int64_t r = 0; r < R; ++r) {
+    double m = 0, q = 0;
+    for (int64_t c = 0; c < C; ++c) m += x[r * C + c];
+    m = rms ? 0 : m / C;
+    for (int64_t c = 0; c < C; ++c) q += (x[r * C + c] - m) * (x[r * C + c] - m);
+    mean[r] = float(m), rstd[r] = float(1 / std::sqrt(q / C + 1e-5));
+  }
+  std::vector<double> rdx(R * C), rdg(C), rdb(C);
+  for (int64_t c = 0; c < C; ++c) rdg[c] = dg[c], rdb[c] = db[c];
+  for (int64_t r = 0; r < R; ++r) {
+    double m1 = 0, m2 = 0;
+    for (int64_t c = 0; c < C; ++c) {
+      const double xh = (x[r * C + c] - mean[r]) * rstd[r], gg = dy[r * C + c] * g[c];
+      m1 += gg, m2 += gg * xh;
+      rdg[c] += dy[r * C + c] * xh, rdb[c] += dy[r * C + c];
+    }
+    m1 = rms ? 0 : m1 / C, m2 /= C;
+    for (int64_t c = 0; c < C; ++c) {
+      const double xh = (x[r * C + c] - mean[r]) * rstd[r], gg = dy[r * C + c] * g[c];
+      rdx[r * C + c] = dx[r * C + c] + rstd[r] * (gg - m1 - xh * m2);
+    }
+  }
+  char w[96];
+  std::snprintf(w, sizeof w, "%s_backward %ldx%ld", rms ? "rmsnorm" : "layernorm", long(R), long(C));
+  if (rms) pc::rmsnorm_backward(nullptr, dt, dy.p(), x.p(), g.p(), rstd.data(), dx.p(), dg.p(), R, C);
+  else pc::layernorm_backward(nullptr, dt, dy.p(), x.p(), g.p(), mean.data(), rstd.data(), dx.p(), dg.p(), db.p(), R, C);
+  check((std::string(w) + " dx").c_str(), dt, dx.get(), rdx);
+  check((std::string(w) + (rms ? " dw" : " dgamma")).c_str(), dt, dg.get(), rdg);
+  if (!rms) check((std::string(w) + " dbeta").c_str(), dt, db.get(), rdb);
+}
+
+static void gelu_silu(DType dt, int64_t n, int64_t R, int64_t F) {
+  Buf x(dt, n, -6, 6), dy(dt, n);
+  std::vector<double> ref(n);
+  for (int64_t i = 0; i < n; ++i) {
+    const double k = std::sqrt(2 / M_PI), a = x[i], u = k * (a + 0.044715 * a * a * a), t = std::tanh(u);
+    ref[i] = dy[i] * (0.5 * (1 + t) + 0.5 * a * (1 - t * t) * k * (1 + 3 * 0.044715 * a * a));
+  }
+  pc::gelu_backward(nullptr, dt, x.p(), dy.p(), dy.p(), n);  // in place
+  check("gelu_backward (in place)", dt, dy.get(), ref);
+  // silu_gate_backward on the two halves of one [R, 2F] buffer
+  Buf gu(dt, R * 2 * F, -8, 8), d(dt, R * F), grad(dt, R * 2 * F);
+  grad.poison();
+  std::vector<double> rg(R * 2 * F);
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t f = 0; f < F; ++f) {
+      const double a = gu[r * 2 * F + f], b = gu[r * 2 * F + F + f], e = d[r * F + f], s = 1 / (1 + std::exp(-a));
+      rg[r * 2 * F + f] = e * b * s * (1 + a * (1 - s));
+      rg[r * 2 * F + F + f] = e * a * s;
+    }
+  const size_t es = dt == DType::BF16 ? 2 : 4;
+  char* gp = static_cast<char*>(gu.p());
+  char* dp = static_cast<char*>(grad.p());
+  pc::silu_gate_backward(nullptr, dt, gp, gp + F * es, d.p(), dp, dp + F * es, R, F, 2 * F);
+  check("silu_gate_backward (halves of [R, 2F])", dt, grad.get(), rg);
+}
+
+static void rope_bwd(DType dt, int64_t R, int H, int D, int rot) {
+  const int64_t st = int64_t(H) * D + 8;  // strided rows
+  Buf x(dt, (R - 1) * st + int64_t(H) * D);
+  std::vector<int32_t> pos(R);
+  for (int64_t r = 0; r < R; ++r) pos[r] = int32_t((r * 37 + 5) % 2048);
+  std::vector<double> ref(x.f.size());
+  for (size_t i = 0; i < ref.size(); ++i) ref[i] = x[i];
+  for (int64_t r = 0; r < R; ++r)
+    for (int h = 0; h < H; ++h)
+      for (int i = 0; i < rot / 2; ++i) {
+        const float f = float(std::pow(10000.0, -2.0 * i / rot));
+        const double a = double(float(float(pos[r]) * f));
+        const size_t o = r * st + int64_t(h) * D;
+        const double x1 = x[o + i], x2 = x[o + i + rot / 2];
+        ref[o + i] = x1 * std::cos(a) + x2 * std::sin(a);
+        ref[o + i + rot / 2] = x2 * std::cos(a) - x1 * std::sin(a);
+      }
+  pc::rope_backward(nullptr, dt, x.p(), pos.data(), R, H, D, st, rot, 10000.f);
+  check("rope_backward (strided, partial rotary)", dt, x.get(), ref);
+}
+
+static void embedding_bwd(DType dt, int64_t N, int64_t V, int64_t C) {
+  Buf dout(dt, N * C), table(dt, V * C);
+  std::vector<int32_t> ids(N);
+  std::uniform_real_distribution<double> U(0, 1);
+  for (int64_t n = 0; n < N; ++n) { const double u = U(rng); ids[n] = n % 97 == 5 ? (n % 2 ? -1 : int32_t(V)) : int32_t(u * u * V); }
+  std::vector<double> ref(V * C);
+  for (int64_t i = 0; i < V * C; ++i) ref[i] = table[i];
+  for (int64_t n = 0; n < N; ++n)
+    if (ids[n] >= 0 && ids[n] < V)
+      for (int64_t c = 0; c < C; ++c) ref[ids[n] * C + c] += dout[n * C + c];
+  pc::embedding_backward(nullptr, dt, ids.data(), dout.p(), table.p(), N, V, C);
+  char w[96];
+  std::snprintf(w, sizeof w, "embedding_backward N%ld V%ld C%ld", long(N), long(V), long(C));
+  check(w, dt, table.get(), ref);
+}
+
+static void cross_entropy(DType dt, int64_t R, int64_t V, bool inplace) {
+  Buf logits(dt, R * V, -8, 8), grad(dt, R * V);
+  std::vector<int32_t> t(R);
+  for (int64_t r = 0; r < R; ++r) t[r] = r % 5 == 3 ? -100 : r % 7 == 6 ? int32_t(V + 2) : int32_t((r * 7919) % V);
+  std::vector<double> rl(R), rg(R * V);
+  const double dscale = 0.5;
+  for (int64_t r = 0; r < R; ++r) {
+    const bool ign = t[r] < 0 || t[r] >= V;
+    double m = -1e300, s = 0;
+    for (int64_t v = 0; v < V; ++v) m = std::max(m, logits[r * V + v]);
+    for (int64_t v = 0; v < V; ++v) s += std::exp(logits[r * V + v] - m);
+    const double lse = m + std::log(s);
+    rl[r] = ign ? 0 : lse - logits[r * V + t[r]];
+    for (int64_t v = 0; v < V; ++v) rg[r * V + v] = ign ? 0 : dscale * (std::exp(logits[r * V + v] - lse) - (v == t[r]));
+  }
+  std::vector<float> losses(R, NAN);
+  grad.poison();
+  pc::cross_entropy(nullptr, dt, logits.p(), t.data(), losses.data(), inplace ? logits.p() : grad.p(), R, V, -100, float(dscale));
+  char w[96];
+  std::snprintf(w, sizeof w, "cross_entropy %ldx%ld%s", long(R), long(V), inplace ? " in place" : "");
+  check((std::string(w) + " losses").c_str(), DType::F32, losses, rl);
+  check((std::string(w) + " dlogits").c_str(), dt, inplace ? logits.get() : grad.get(), rg);
+}
+
+static void optimizer(DType dt, int64_t n, int64_t n_decay) {
+  Buf x(dt, n, -3, 3);
+  double r = 0;
+  for (int64_t i = 0; i < n; ++i) r += x[i] * x[i];
+  float out = NAN;
+  pc::sum_squares(nullptr, dt, x.p(), &out, n);
+  check("sum_squares", DType::F32, {out}, {r});
+  Buf master(DType::F32, n), m(DType::F32, n, -1e-2, 1e-2), v(DType::F32, n, 0, 1e-3), param(dt, n);
+  std::vector<double> rw(master.f.begin(), master.f.end()), rm(m.f.begin(), m.f.end()), rv(v.f.begin(), v.f.end());
+  param.poison();
+  for (int step = 1; step <= 3; ++step) {
+    Buf g(dt, n, -2, 2);
+    const double lr = 1e-3 * step, b1 = 0.9, b2 = 0.95, eps = 1e-8, wd = 0.1, gs = 0.5;
+    for (int64_t i = 0; i < n; ++i) {
+      const double gg = g[i] * gs;
+      rm[i] = b1 * rm[i] + (1 - b1) * gg;
+      rv[i] = b2 * rv[i] + (1 - b2) * gg * gg;
+      const double mh = rm[i] / (1 - std::pow(b1, step)), vh = rv[i] / (1 - std::pow(b2, step));
+      rw[i] -= lr * (mh / (std::sqrt(vh) + eps) + (i < n_decay ? wd * rw[i] : 0));
+    }
+    pc::adamw(nullptr, dt, master.f.data(), param.p(), g.p(), m.f.data(), v.f.data(), n, n_decay, float(lr), 0.9f, 0.95f,
+              1e-8f, 0.1f, 0.5f, step);
+  }
+  check("adamw 3 steps: master", DType::F32, master.f, rw);
+  check("adamw 3 steps: m", DType::F32, m.f, rm);
+  check("adamw 3 steps: v", DType::F32, v.f, rv);
+  check("adamw 3 steps: param", dt, param.get(), rw, 1e-6);
+}
+
+int main() {
+  for (DType dt : {DType::F32, DType::BF16}) {
+    std::printf("%s\n", dt == DType::F32 ? "f32" : "bf16");
+    sum_rows(dt, 7, 5, false);
+    sum_rows(dt, 300, 771, true);
+    sum_rows(dt, 700, 64, false);
+    norm_bwd(dt, 37, 48, false);   // several rows a block
+    norm_bwd(dt, 9, 771, false);   // unaligned rows: one element an access
+    norm_bwd(dt, 5, 4104, true);   // several packs a thread
+    norm_bwd(dt, 600, 96, false);  // more rows than blocks
+    gelu_silu(dt, 1003, 5, 24);
+    rope_bwd(dt, 6, 3, 64, 32);
+    embedding_bwd(dt, 5000, 40, 24);  // the sort's global stages
+    embedding_bwd(dt, 300, 1000, 5);
+    cross_entropy(dt, 11, 1001, false);
+    cross_entropy(dt, 6, 256, true);
+    optimizer(dt, 40003, 30000);
+  }
+  std::printf(all_ok ? "all passed\n" : "FAILED\n");
+  return all_ok ? 0 : 1;
+}

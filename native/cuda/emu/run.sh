@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Build and run the host emulation of the attention kernels (emu.h; no GPU needed): copies the kernel
+# headers of native/cuda beside this directory's stand-in mma_ptx.cuh (inline PTX cannot run on a CPU;
+# the one other asm, ex2.approx, becomes exp2f), compiles with g++ and the CUDA headers, runs.
+#   bash native/cuda/emu/run.sh [kernels]   (a few minutes on 2 cores; `kernels`: skip attention)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+cuda=${CUDA_HOME:-/usr/local/cuda}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+cp "$here"/../attention_prefill_mma.cuh "$here"/../attention_backward_mma.cuh "$here"/../attention_backward.cuh \
+   "$here"/../common.cuh "$here"/emu.h "$here"/mma_ptx.cuh "$here"/attention_emu.cc "$tmp"/
+perl -0pi -e 's/float y;\s*asm\("ex2\.approx\.ftz\.f32 %0, %1;" : "=f"\(y\) : "f"\(x\)\);\s*return y;/return exp2f(x);/' \
+  "$tmp"/attention_prefill_mma.cuh
+grep -q 'return exp2f(x);' "$tmp"/attention_prefill_mma.cuh || { echo "run.sh: ex2 patch did not apply" >&2; exit 1; }
+[ "${1:-}" = kernels ] || g++ -std=c++20 -O2 -pthread -I"$cuda"/include -include "$tmp"/emu.h -I"$tmp" "$tmp"/attention_emu.cc -o "$tmp"/attention_emu
+[ "${1:-}" = kernels ] || "$tmp"/attention_emu
+
+# The other training kernels: their .cu files (and reduce.cuh) with launches rewritten (rewrite.py).
+mkdir -p "$tmp"/k/cuda
+ln -s "$here"/../../core "$tmp"/k/core
+cp "$here"/../check.h "$here"/../common.cuh "$here"/../kernels.h "$tmp"/k/cuda/
+python3 "$here"/rewrite.py "$here"/../reduce.cuh "$tmp"/k/cuda/reduce.cuh
+objs=()
+for f in norm elementwise activation rope embedding classifier optimizer; do
+  python3 "$here"/rewrite.py "$here"/../$f.cu "$tmp"/k/cuda/$f.cc
+  g++ -std=c++20 -O2 -pthread -w -I"$cuda"/include -include "$here"/emu.h -c "$tmp"/k/cuda/$f.cc -o "$tmp"/k/$f.o &
+  objs+=("$tmp"/k/$f.o)
+done
+wait
+g++ -std=c++20 -O2 -pthread -I"$cuda"/include -I"$tmp"/k/cuda "$here"/kernels_emu.cc "$here"/cuda_stubs.cc "${objs[@]}" \
+  -o "$tmp"/kernels_emu
+"$tmp"/kernels_emu

@@ -1,0 +1,81 @@
+// The training kernels on the CPU: the shared reference and finite-difference checks
+// (test/helpers/grad-cases.ts), the ops' argument checks, and bitwise determinism across thread counts.
+import { describe, expect, it } from 'vitest';
+import { Tensor, ops, type DType } from '../../src/index.js';
+import { randT } from '../helpers/cases.js';
+import { arr, gradKernelTests, newSeed } from '../helpers/grad-cases.js';
+
+const DEV = 'cpu:0';
+
+gradKernelTests(DEV);
+
+describe('training op argument checks', () => {
+  const z = (shape: number[], dtype: DType = 'f32') => Tensor.zeros(shape, { dtype, device: DEV });
+  it('names the op and the sizes', () => {
+    expect(() => ops.sumRows(z([3]))).toThrow(/sumRows: x must be at least 2-D/);
+    expect(() => ops.sumRows(z([3, 4]), { accumulate: true })).toThrow(/accumulate needs an out/);
+    expect(() => ops.layernormBackward(z([2, 4]), z([2, 4]), z([4]), z([3]), z([2]), { dx: z([2, 4]), dgamma: z([4]), dbeta: z([4]) })).toThrow(/layernormBackward: mean has 3 elements, expected 2/);
+    expect(() => ops.rmsnormBackward(z([2, 4]), z([2, 4]), z([4]), z([2], 'bf16'), { dx: z([2, 4]), dw: z([4]) })).toThrow(/rstd must be f32/);
+    expect(() => ops.geluBackward(z([5]), z([4]))).toThrow(/geluBackward: dy has shape \[4\], expected \[5\]/);
+    expect(() => ops.siluGateBackward(z([2, 4]), z([2, 4]), z([2, 4]), { dgate: z([2, 4]), dup: z([2, 4]), rows: 2, cols: 4, inStride: 3 })).toThrow(/inStride 3 < cols 4/);
+    expect(() => ops.ropeBackward(z([8]), z([2], 'i32'), { heads: 1, headDim: 4, rotaryDim: 3 })).toThrow(/rotaryDim 3/);
+    const sh = { batch: 1, tokens: 4, headsQ: 4, headsKv: 3, headDim: 2 };
+    expect(() => ops.attentionForward(z([32]), z([24]), z([24]), sh)).toThrow(/multiple/);
+    expect(() => ops.attentionForward(z([32]), z([8]), z([16]), { ...sh, headsKv: 2 })).toThrow(/attentionForward: k has 8 elements, needs 16/);
+    const f = { batch: 1, tokens: 2, headsQ: 2, headsKv: 1, headDim: 2 };
+    expect(() => ops.attentionBackward(z([8]), z([4]), z([4]), z([1, 2, 2, 2]), z([1, 2, 2, 2]), z([1, 2, 2]), { ...f, dq: z([8]), dk: z([4]), dv: z([4]), workspace: z([5]) })).toThrow(/workspace has 5 elements, needs 12/);
+    expect(() => ops.attentionBackward(z([8]), z([4]), z([4]), z([1, 2, 2, 2]), z([1, 2, 2, 2]), z([1, 2, 2], 'bf16'), { ...f, dq: z([8]), dk: z([4]), dv: z([4]) })).toThrow(/lse must be f32/);
+    expect(() => ops.embeddingBackward(z([3]), z([3, 4]), z([5, 4]))).toThrow(/ids must be i32/);
+    expect(() => ops.embeddingBackward(z([3], 'i32'), z([3, 5]), z([5, 4]))).toThrow(/dout has shape \[3, 5\], expected \[3, 4\]/);
+    expect(() => ops.crossEntropy(z([2, 5]), z([3], 'i32'))).toThrow(/targets has 3 elements, expected 2/);
+    expect(() => ops.crossEntropy(z([2, 5]), z([2], 'i32'), { dlogits: z([2, 5], 'bf16') })).toThrow(/dlogits is bf16 but logits is f32/);
+    expect(() => ops.adamw({ master: z([4]), grad: z([4]), m: z([4]), v: z([3]) }, { nDecay: 2, lr: 1, step: 1 })).toThrow(/adamw: v has 3 elements, expected 4/);
+    expect(() => ops.adamw({ master: z([4]), grad: z([4]), m: z([4]), v: z([4]) }, { nDecay: 2, lr: 1, step: 0 })).toThrow(/step must be an integer >= 1/);
+    expect(() => ops.adamw({ master: z([4]), grad: z([4]), m: z([4]), v: z([4]) }, { nDecay: 5, lr: 1, step: 1 })).toThrow(/nDecay/);
+    expect(() => ops.sumSquares(z([3], 'i32'))).toThrow(/sumSquares: x is i32/);
+  });
+});
+
+// Deterministic partial sums: the same bits whatever the thread count. cpu:0 was made with every hardware
+// thread; with 256 devices configured, a new device gets hardware/256 threads, i.e. one (on any machine
+// with fewer than 512 hardware threads). Sizes are large enough that cpu:0 does split the work.
+describe('training kernels give the same bits on 1 thread and on all threads', () => {
+  it('attentionBackward, layernormBackward, sumRows, embeddingBackward, crossEntropy, sumSquares', async (ctx) => {
+    const { configureCpuDevices, deviceInfo } = await import('../../src/index.js');
+    const seed = newSeed();
+    const many = Tensor.zeros([1], { device: DEV });
+    if (deviceInfo(DEV).threads! < 2) return ctx.skip(); // one hardware thread: nothing to compare
+    configureCpuDevices(256);
+    const ONE = 'cpu:255';
+    expect(deviceInfo(ONE).threads).toBe(1);
+    const run = (device: string) => {
+      const mk = (shape: number[], s: number, dtype: DType = 'f32') => randT(shape, dtype, device, s).t;
+      const res: number[][] = [];
+      const [B, T, Hq, Hkv, D] = [2, 40, 4, 2, 16];
+      const shape = { batch: B, tokens: T, headsQ: Hq, headsKv: Hkv, headDim: D };
+      const [q, k, v, dout] = [mk([B, T, Hq, D], seed), mk([B, T, Hkv, D], seed + 1), mk([B, T, Hkv, D], seed + 2), mk([B, T, Hq, D], seed + 3)];
+      const f = ops.attentionForward(q, k, v, shape);
+      const [dq, dk, dv] = [Tensor.empty(q.shape, { device }), Tensor.empty(k.shape, { device }), Tensor.empty(v.shape, { device })];
+      ops.attentionBackward(q, k, v, f.out, dout, f.lse, { ...shape, dq, dk, dv });
+      res.push(arr(f.out), arr(f.lse), arr(dq), arr(dk), arr(dv));
+      const [R, C] = [300, 130];
+      const [x, gm, bt, dy] = [mk([R, C], seed + 4), mk([C], seed + 5), mk([C], seed + 6), mk([R, C], seed + 7)];
+      const mean = Tensor.empty([R], { device }), rstd = Tensor.empty([R], { device });
+      ops.layernorm(x, gm, bt, { mean, rstd });
+      const [dx, dg, db] = [Tensor.zeros([R, C], { device }), Tensor.zeros([C], { device }), Tensor.zeros([C], { device })];
+      ops.layernormBackward(dy, x, gm, mean, rstd, { dx, dgamma: dg, dbeta: db });
+      res.push(arr(dx), arr(dg), arr(db), arr(ops.sumRows(x)));
+      const ids = Tensor.from(Array.from({ length: R }, (_, i) => (i * 13) % 17), [R], { dtype: 'i32', device });
+      const table = Tensor.zeros([17, C], { device });
+      ops.embeddingBackward(ids, dy, table);
+      res.push(arr(table));
+      const dl = Tensor.empty([R, C], { device });
+      res.push(arr(ops.crossEntropy(x, ids, { dlogits: dl })), arr(dl));
+      res.push(arr(ops.sumSquares(mk([100_003], seed + 8))));
+      return res;
+    };
+    const a = run(DEV), b = run(ONE);
+    a.forEach((r, i) => expect(b[i], `result ${i} (seed ${seed})`).toEqual(r));
+    many.dispose();
+  });
+});
