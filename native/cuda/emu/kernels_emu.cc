@@ -3,6 +3,7 @@
 // reach the kernels' several paths (multi-chunk column sums, several rows a block, the sort's global
 // stages, ignored rows, in place). Built and run by run.sh; exits non-zero on a failure.
 #include <cmath>
+#include <cstdlib>
 #include <cstdio>
 #include <functional>
 #include <random>
@@ -10,6 +11,7 @@
 
 #include <cuda_bf16.h>
 
+#include "attention_ref.h"
 #include "kernels.h"
 
 using parallm::DType;
@@ -223,6 +225,33 @@ static void optimizer(DType dt, int64_t n, int64_t n_decay) {
   check("adamw 3 steps: param", dt, param.get(), rw, 1e-6);
 }
 
+// attention_forward and attention_backward through their public functions (dispatch, the delta kernel,
+// the workspace), f32 and bf16; with `simt`, PARALLM_ATTN_BWD=simt forces the CUDA-core backward.
+template <class E>
+static void attention(int B, int T, int Hq, int Hkv, int D, bool simt) {
+  const DType dt = sizeof(E) == 4 ? DType::F32 : DType::BF16;
+  Problem<E> p(B, T, Hq, Hkv, D, unsigned(T * 13 + D + Hq));
+  const E nan = fromf<E>(NAN);
+  std::vector<E> out(p.q.size(), nan), dq(p.q.size(), nan), dk(p.k.size(), nan), dv(p.k.size(), nan);
+  std::vector<float> lse(p.lse.size(), NAN), ws(size_t(B) * Hq * T * (D + 1), NAN);
+  const float scale = float(p.scale);
+  pc::attention_forward(nullptr, dt, p.q.data(), p.k.data(), p.v.data(), out.data(), lse.data(), B, T, Hq, Hkv, D,
+                        p.qbs(), p.qts(), p.kvbs(), p.kvts(), scale);
+  if (simt) setenv("PARALLM_ATTN_BWD", "simt", 1);
+  // (the backward takes the reference's stored out, so its delta is the reference's)
+  pc::attention_backward(nullptr, dt, p.q.data(), p.k.data(), p.v.data(), p.out.data(), p.dout.data(), p.lse.data(),
+                         dq.data(), dk.data(), dv.data(), ws.data(), B, T, Hq, Hkv, D, p.qbs(), p.qts(), p.kvbs(),
+                         p.kvts(), scale);
+  unsetenv("PARALLM_ATTN_BWD");
+  char w[96];
+  std::snprintf(w, sizeof w, "attention B%d T%d Hq%d Hkv%d D%d%s", B, T, Hq, Hkv, D, simt ? " (simt)" : "");
+  check((std::string(w) + " fwd out").c_str(), dt, F(out), p.outr);
+  check((std::string(w) + " fwd lse").c_str(), DType::F32, lse, p.lser);
+  check((std::string(w) + " dq").c_str(), dt, F(dq), p.dqr);
+  check((std::string(w) + " dk").c_str(), dt, F(dk), p.dkr);
+  check((std::string(w) + " dv").c_str(), dt, F(dv), p.dvr);
+}
+
 int main() {
   for (DType dt : {DType::F32, DType::BF16}) {
     std::printf("%s\n", dt == DType::F32 ? "f32" : "bf16");
@@ -241,6 +270,11 @@ int main() {
     cross_entropy(dt, 6, 256, true);
     optimizer(dt, 40003, 30000);
   }
+  attention<float>(1, 40, 2, 1, 64, false);
+  attention<float>(1, 20, 2, 2, 48, false);
+  attention<bf16>(1, 70, 4, 2, 64, false);
+  attention<bf16>(1, 70, 4, 2, 64, true);
+  attention<bf16>(1, 40, 2, 1, 128, false);
   std::printf(all_ok ? "all passed\n" : "FAILED\n");
   return all_ok ? 0 : 1;
 }
