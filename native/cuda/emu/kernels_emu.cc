@@ -172,8 +172,9 @@ static void embedding_bwd(DType dt, int64_t N, int64_t V, int64_t C) {
   check(w, dt, table.get(), ref);
 }
 
-static void cross_entropy(DType dt, int64_t R, int64_t V, bool inplace) {
-  Buf logits(dt, R * V, -8, 8), grad(dt, R * V);
+// shift: dlogits that many elements into its buffer (another offset within 16 bytes than the logits').
+static void cross_entropy(DType dt, int64_t R, int64_t V, bool inplace, int shift = 0) {
+  Buf logits(dt, R * V, -8, 8), gradbuf(dt, R * V + shift);
   std::vector<int32_t> t(R);
   for (int64_t r = 0; r < R; ++r) t[r] = r % 5 == 3 ? -100 : r % 7 == 6 ? int32_t(V + 2) : int32_t((r * 7919) % V);
   std::vector<double> rl(R), rg(R * V);
@@ -188,12 +189,15 @@ static void cross_entropy(DType dt, int64_t R, int64_t V, bool inplace) {
     for (int64_t v = 0; v < V; ++v) rg[r * V + v] = ign ? 0 : dscale * (std::exp(logits[r * V + v] - lse) - (v == t[r]));
   }
   std::vector<float> losses(R, NAN);
-  grad.poison();
-  pc::cross_entropy(nullptr, dt, logits.p(), t.data(), losses.data(), inplace ? logits.p() : grad.p(), R, V, -100, float(dscale));
+  gradbuf.poison();
+  char* gp = static_cast<char*>(gradbuf.p()) + shift * (dt == DType::BF16 ? 2 : 4);
+  pc::cross_entropy(nullptr, dt, logits.p(), t.data(), losses.data(), inplace ? logits.p() : gp, R, V, -100, float(dscale));
   char w[96];
-  std::snprintf(w, sizeof w, "cross_entropy %ldx%ld%s", long(R), long(V), inplace ? " in place" : "");
+  std::snprintf(w, sizeof w, "cross_entropy %ldx%ld%s%s", long(R), long(V), inplace ? " in place" : "", shift ? " shifted" : "");
   check((std::string(w) + " losses").c_str(), DType::F32, losses, rl);
-  check((std::string(w) + " dlogits").c_str(), dt, inplace ? logits.get() : grad.get(), rg);
+  std::vector<float> g = inplace ? logits.get() : gradbuf.get();
+  if (!inplace) g.erase(g.begin(), g.begin() + shift);
+  check((std::string(w) + " dlogits").c_str(), dt, g, rg);
 }
 
 static void optimizer(DType dt, int64_t n, int64_t n_decay) {
@@ -268,6 +272,8 @@ int main() {
     embedding_bwd(dt, 300, 1000, 5);
     cross_entropy(dt, 11, 1001, false);
     cross_entropy(dt, 6, 256, true);
+    cross_entropy(dt, 7, 1001, true);      // odd rows in place: packs from each row's first aligned element
+    cross_entropy(dt, 5, 1001, false, 1);  // gradient rows at another alignment: one element an access
     optimizer(dt, 40003, 30000);
   }
   attention<float>(1, 40, 2, 1, 64, false);
