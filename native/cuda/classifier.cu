@@ -2,9 +2,10 @@
 // (llm.c's trick: the probabilities are never stored apart). Semantics: native/core/kernels.h.
 //
 // One block per row of V logits (grid-stride over rows). Pass 1: each thread keeps an online (max, sum
-// of exp) over its 16-byte packs; the block combines them in a fixed order (warp butterfly, then warps
-// in index order), so every run gives the same bits. Pass 2 re-reads the row (mostly from L2) and writes
-// dscale * (softmax - onehot). The target logit is read before pass 2, so in place is safe.
+// of exp) over its 16-byte packs (and the row's few unaligned ends); the block combines them in a fixed
+// order (warp butterfly, then warps in index order), so every run gives the same bits. Pass 2 re-reads
+// the row (mostly from L2) and writes dscale * (softmax - onehot). The target logit is read before
+// pass 2, so in place is safe.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -46,32 +47,41 @@ __device__ __forceinline__ void block_merge(float& m, float& s, float* sh) {
   for (int i = 1; i < nw; ++i) merge(m, s, sh[i], sh[32 + i]);
 }
 
-// logits and dlogits may be the same buffer (no __restrict__ between them).
+// logits and dlogits may be the same buffer (no __restrict__ between them). A row need not start on 16
+// bytes (GPT-2's V = 50257): its packs start at the first aligned element; the < N elements before them
+// and after the last whole pack go one per thread. dlogits rows have the logits rows' alignment (the
+// caller checks), so one split serves both.
 template <class T, int N>
 __global__ void __launch_bounds__(512) cross_entropy_kernel(const T* logits, const int32_t* __restrict__ targets,
                                                             float* __restrict__ losses, T* dlogits, int64_t R,
                                                             int64_t V, int ignore_index, float dscale) {
   __shared__ float sh[64];
   using P = Pack<T, N>;
-  const int64_t nvec = V / N;
   for (int64_t r = blockIdx.x; r < R; r += gridDim.x) {
     const int t = targets[r];
     const bool ignored = t == ignore_index || t < 0 || int64_t(t) >= V;  // uniform over the block
     const T* x = logits + r * V;
     T* dx = dlogits ? dlogits + r * V : nullptr;
+    const int64_t head =
+        N == 1 ? 0 : min(V, int64_t(((16 - (reinterpret_cast<uintptr_t>(x) & 15)) & 15) / sizeof(T)));
+    const int64_t nvec = (V - head) / N, tail0 = head + nvec * N, nscalar = head + (V - tail0);
+    const P* xp = reinterpret_cast<const P*>(x + head);
+    P* dp = dx ? reinterpret_cast<P*>(dx + head) : nullptr;
+    auto sidx = [&](int64_t e) { return e < head ? e : tail0 + (e - head); };  // e-th loose element
     if (ignored) {
       if (threadIdx.x == 0 && losses) losses[r] = 0.f;
       if (dx) {
         P z;
 #pragma unroll
         for (int j = 0; j < N; ++j) z.v[j] = from_f32<T>(0.f);
-        for (int64_t v = threadIdx.x; v < nvec; v += blockDim.x) reinterpret_cast<P*>(dx)[v] = z;
+        for (int64_t v = threadIdx.x; v < nvec; v += blockDim.x) dp[v] = z;
+        for (int64_t e = threadIdx.x; e < nscalar; e += blockDim.x) dx[sidx(e)] = from_f32<T>(0.f);
       }
       continue;
     }
     float m = -INFINITY, s = 0.f;
     for (int64_t v = threadIdx.x; v < nvec; v += blockDim.x) {
-      const P p = reinterpret_cast<const P*>(x)[v];
+      const P p = xp[v];
       float pm = f32(p.v[0]);
 #pragma unroll
       for (int j = 1; j < N; ++j) pm = fmaxf(pm, f32(p.v[j]));
@@ -80,20 +90,26 @@ __global__ void __launch_bounds__(512) cross_entropy_kernel(const T* logits, con
       for (int j = 0; j < N; ++j) ps += expf(f32(p.v[j]) - pm);
       merge(m, s, pm, ps);
     }
+    for (int64_t e = threadIdx.x; e < nscalar; e += blockDim.x) merge(m, s, f32(x[sidx(e)]), 1.f);
     const float xt = f32(x[t]);  // before any write of this row (in place)
     block_merge(m, s, sh);
     const float lse = m + logf(s);
     if (threadIdx.x == 0 && losses) losses[r] = lse - xt;
     if (!dx) continue;
     for (int64_t v = threadIdx.x; v < nvec; v += blockDim.x) {
-      const P p = reinterpret_cast<const P*>(x)[v];
+      const P p = xp[v];
       P o;
 #pragma unroll
       for (int j = 0; j < N; ++j) {
         const float pr = expf(f32(p.v[j]) - lse);
-        o.v[j] = from_f32<T>(dscale * (v * N + j == t ? pr - 1.f : pr));
+        o.v[j] = from_f32<T>(dscale * (head + v * N + j == t ? pr - 1.f : pr));
       }
-      reinterpret_cast<P*>(dx)[v] = o;
+      dp[v] = o;
+    }
+    for (int64_t e = threadIdx.x; e < nscalar; e += blockDim.x) {
+      const int64_t i = sidx(e);
+      const float pr = expf(f32(x[i]) - lse);
+      dx[i] = from_f32<T>(dscale * (i == t ? pr - 1.f : pr));
     }
   }
 }
@@ -102,7 +118,9 @@ template <class T>
 void cross_entropy_t(cudaStream_t s, const void* logits, const int32_t* targets, float* losses, void* dlogits,
                      int64_t R, int64_t V, int ignore_index, float dscale) {
   constexpr int W = 16 / sizeof(T);
-  const bool vec = V % W == 0 && aligned16(logits) && (!dlogits || aligned16(dlogits));
+  // Packs need element-aligned rows whose gradient rows sit at the same offset within 16 bytes.
+  const auto a = reinterpret_cast<uintptr_t>(logits), d = reinterpret_cast<uintptr_t>(dlogits);
+  const bool vec = a % sizeof(T) == 0 && (!dlogits || (d - a) % 16 == 0);
   const int64_t nvec = V / (vec ? W : 1);
   const int threads = nvec >= 4096 ? 512 : nvec >= 1024 ? 256 : 128;
   const unsigned blocks = unsigned(std::min(R, kMaxGrid));

@@ -11,9 +11,18 @@
 #include <thread>
 #include <vector>
 
+#include <cuda_runtime_api.h>
+
 struct Dim { unsigned x = 0, y = 0, z = 0; };
 inline thread_local Dim threadIdx;
 inline Dim blockIdx, blockDim, gridDim;
+#undef __global__
+#undef __device__
+#undef __host__
+#undef __forceinline__
+#undef __launch_bounds__
+#undef __align__
+#undef __shared__
 #define __global__
 #define __device__
 #define __host__
@@ -45,6 +54,18 @@ inline float __shfl_xor_sync(unsigned, float v, int m) {
   w.bar->arrive_and_wait();
   return r;
 }
+inline float __shfl_sync(unsigned, float v, int src) {
+  auto& w = g_warp[emu_linear() >> 5];
+  const int l = emu_linear() & 31;
+  w.f[l] = v;
+  w.bar->arrive_and_wait();
+  const float r = w.f[src & 31];
+  w.bar->arrive_and_wait();
+  return r;
+}
+template <class T> inline T __ldg(const T* p) { return *p; }
+// (nvcc's cuda_runtime.h takes a kernel itself; the host compiler sees only the const void* form)
+template <class T> inline cudaError_t cudaFuncSetAttribute(T*, cudaFuncAttribute, int) { return cudaSuccess; }
 inline float __log2f(float x) { return std::log2(x); }
 inline float rsqrtf(float x) { return 1.f / std::sqrt(x); }
 alignas(128) inline unsigned char emu_dyn_smem[232448];  // `extern __shared__` arrays of the .cu kernels

@@ -3,6 +3,7 @@
 // reach the kernels' several paths (multi-chunk column sums, several rows a block, the sort's global
 // stages, ignored rows, in place). Built and run by run.sh; exits non-zero on a failure.
 #include <cmath>
+#include <cstdlib>
 #include <cstdio>
 #include <functional>
 #include <random>
@@ -10,6 +11,7 @@
 
 #include <cuda_bf16.h>
 
+#include "attention_ref.h"
 #include "kernels.h"
 
 using parallm::DType;
@@ -170,8 +172,9 @@ static void embedding_bwd(DType dt, int64_t N, int64_t V, int64_t C) {
   check(w, dt, table.get(), ref);
 }
 
-static void cross_entropy(DType dt, int64_t R, int64_t V, bool inplace) {
-  Buf logits(dt, R * V, -8, 8), grad(dt, R * V);
+// shift: dlogits that many elements into its buffer (another offset within 16 bytes than the logits').
+static void cross_entropy(DType dt, int64_t R, int64_t V, bool inplace, int shift = 0) {
+  Buf logits(dt, R * V, -8, 8), gradbuf(dt, R * V + shift);
   std::vector<int32_t> t(R);
   for (int64_t r = 0; r < R; ++r) t[r] = r % 5 == 3 ? -100 : r % 7 == 6 ? int32_t(V + 2) : int32_t((r * 7919) % V);
   std::vector<double> rl(R), rg(R * V);
@@ -186,12 +189,15 @@ static void cross_entropy(DType dt, int64_t R, int64_t V, bool inplace) {
     for (int64_t v = 0; v < V; ++v) rg[r * V + v] = ign ? 0 : dscale * (std::exp(logits[r * V + v] - lse) - (v == t[r]));
   }
   std::vector<float> losses(R, NAN);
-  grad.poison();
-  pc::cross_entropy(nullptr, dt, logits.p(), t.data(), losses.data(), inplace ? logits.p() : grad.p(), R, V, -100, float(dscale));
+  gradbuf.poison();
+  char* gp = static_cast<char*>(gradbuf.p()) + shift * (dt == DType::BF16 ? 2 : 4);
+  pc::cross_entropy(nullptr, dt, logits.p(), t.data(), losses.data(), inplace ? logits.p() : gp, R, V, -100, float(dscale));
   char w[96];
-  std::snprintf(w, sizeof w, "cross_entropy %ldx%ld%s", long(R), long(V), inplace ? " in place" : "");
+  std::snprintf(w, sizeof w, "cross_entropy %ldx%ld%s%s", long(R), long(V), inplace ? " in place" : "", shift ? " shifted" : "");
   check((std::string(w) + " losses").c_str(), DType::F32, losses, rl);
-  check((std::string(w) + " dlogits").c_str(), dt, inplace ? logits.get() : grad.get(), rg);
+  std::vector<float> g = inplace ? logits.get() : gradbuf.get();
+  if (!inplace) g.erase(g.begin(), g.begin() + shift);
+  check((std::string(w) + " dlogits").c_str(), dt, g, rg);
 }
 
 static void optimizer(DType dt, int64_t n, int64_t n_decay) {
@@ -223,6 +229,33 @@ static void optimizer(DType dt, int64_t n, int64_t n_decay) {
   check("adamw 3 steps: param", dt, param.get(), rw, 1e-6);
 }
 
+// attention_forward and attention_backward through their public functions (dispatch, the delta kernel,
+// the workspace), f32 and bf16; with `simt`, PARALLM_ATTN_BWD=simt forces the CUDA-core backward.
+template <class E>
+static void attention(int B, int T, int Hq, int Hkv, int D, bool simt) {
+  const DType dt = sizeof(E) == 4 ? DType::F32 : DType::BF16;
+  Problem<E> p(B, T, Hq, Hkv, D, unsigned(T * 13 + D + Hq));
+  const E nan = fromf<E>(NAN);
+  std::vector<E> out(p.q.size(), nan), dq(p.q.size(), nan), dk(p.k.size(), nan), dv(p.k.size(), nan);
+  std::vector<float> lse(p.lse.size(), NAN), ws(size_t(B) * Hq * T * (D + 1), NAN);
+  const float scale = float(p.scale);
+  pc::attention_forward(nullptr, dt, p.q.data(), p.k.data(), p.v.data(), out.data(), lse.data(), B, T, Hq, Hkv, D,
+                        p.qbs(), p.qts(), p.kvbs(), p.kvts(), scale);
+  if (simt) setenv("PARALLM_ATTN_BWD", "simt", 1);
+  // (the backward takes the reference's stored out, so its delta is the reference's)
+  pc::attention_backward(nullptr, dt, p.q.data(), p.k.data(), p.v.data(), p.out.data(), p.dout.data(), p.lse.data(),
+                         dq.data(), dk.data(), dv.data(), ws.data(), B, T, Hq, Hkv, D, p.qbs(), p.qts(), p.kvbs(),
+                         p.kvts(), scale);
+  unsetenv("PARALLM_ATTN_BWD");
+  char w[96];
+  std::snprintf(w, sizeof w, "attention B%d T%d Hq%d Hkv%d D%d%s", B, T, Hq, Hkv, D, simt ? " (simt)" : "");
+  check((std::string(w) + " fwd out").c_str(), dt, F(out), p.outr);
+  check((std::string(w) + " fwd lse").c_str(), DType::F32, lse, p.lser);
+  check((std::string(w) + " dq").c_str(), dt, F(dq), p.dqr);
+  check((std::string(w) + " dk").c_str(), dt, F(dk), p.dkr);
+  check((std::string(w) + " dv").c_str(), dt, F(dv), p.dvr);
+}
+
 int main() {
   for (DType dt : {DType::F32, DType::BF16}) {
     std::printf("%s\n", dt == DType::F32 ? "f32" : "bf16");
@@ -239,8 +272,15 @@ int main() {
     embedding_bwd(dt, 300, 1000, 5);
     cross_entropy(dt, 11, 1001, false);
     cross_entropy(dt, 6, 256, true);
+    cross_entropy(dt, 7, 1001, true);      // odd rows in place: packs from each row's first aligned element
+    cross_entropy(dt, 5, 1001, false, 1);  // gradient rows at another alignment: one element an access
     optimizer(dt, 40003, 30000);
   }
+  attention<float>(1, 40, 2, 1, 64, false);
+  attention<float>(1, 20, 2, 2, 48, false);
+  attention<bf16>(1, 70, 4, 2, 64, false);
+  attention<bf16>(1, 70, 4, 2, 64, true);
+  attention<bf16>(1, 40, 2, 1, 128, false);
   std::printf(all_ok ? "all passed\n" : "FAILED\n");
   return all_ok ? 0 : 1;
 }

@@ -9,7 +9,7 @@ cuda=${CUDA_HOME:-/usr/local/cuda}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cp "$here"/../attention_prefill_mma.cuh "$here"/../attention_backward_mma.cuh "$here"/../attention_backward.cuh \
-   "$here"/../common.cuh "$here"/emu.h "$here"/mma_ptx.cuh "$here"/attention_emu.cc "$tmp"/
+   "$here"/../common.cuh "$here"/emu.h "$here"/mma_ptx.cuh "$here"/attention_ref.h "$here"/attention_emu.cc "$tmp"/
 perl -0pi -e 's/float y;\s*asm\("ex2\.approx\.ftz\.f32 %0, %1;" : "=f"\(y\) : "f"\(x\)\);\s*return y;/return exp2f(x);/' \
   "$tmp"/attention_prefill_mma.cuh
 grep -q 'return exp2f(x);' "$tmp"/attention_prefill_mma.cuh || { echo "run.sh: ex2 patch did not apply" >&2; exit 1; }
@@ -22,12 +22,18 @@ ln -s "$here"/../../core "$tmp"/k/core
 cp "$here"/../check.h "$here"/../common.cuh "$here"/../kernels.h "$tmp"/k/cuda/
 python3 "$here"/rewrite.py "$here"/../reduce.cuh "$tmp"/k/cuda/reduce.cuh
 objs=()
-for f in norm elementwise activation rope embedding classifier optimizer; do
+pids=()
+cp "$tmp"/attention_prefill_mma.cuh "$tmp"/attention_backward_mma.cuh "$tmp"/attention_backward.cuh "$here"/mma_ptx.cuh "$here"/emu.h \
+   "$tmp"/k/cuda/  # (the patched copies, and the stand-in mma_ptx.cuh)
+for f in norm elementwise activation rope embedding classifier optimizer attention; do
   python3 "$here"/rewrite.py "$here"/../$f.cu "$tmp"/k/cuda/$f.cc
-  g++ -std=c++20 -O2 -pthread -w -I"$cuda"/include -include "$here"/emu.h -c "$tmp"/k/cuda/$f.cc -o "$tmp"/k/$f.o &
+  perl -0pi -e 's/float y;\s*asm\("ex2\.approx\.ftz\.f32 %0, %1;" : "=f"\(y\) : "f"\(x\)\);\s*return y;/return exp2f(x);/' \
+    "$tmp"/k/cuda/$f.cc
+  g++ -std=c++20 -O2 -pthread -w -I"$cuda"/include -include "$tmp"/k/cuda/emu.h -c "$tmp"/k/cuda/$f.cc -o "$tmp"/k/$f.o &
+  pids+=($!)
   objs+=("$tmp"/k/$f.o)
 done
-wait
-g++ -std=c++20 -O2 -pthread -I"$cuda"/include -I"$tmp"/k/cuda "$here"/kernels_emu.cc "$here"/cuda_stubs.cc "${objs[@]}" \
+for p in "${pids[@]}"; do wait "$p" || { echo "run.sh: a kernel file did not compile" >&2; exit 1; }; done
+g++ -std=c++20 -O2 -pthread -I"$cuda"/include -I"$tmp"/k/cuda -I"$here" "$here"/kernels_emu.cc "$here"/cuda_stubs.cc "${objs[@]}" \
   -o "$tmp"/kernels_emu
 "$tmp"/kernels_emu
