@@ -34,3 +34,16 @@ export { DevicePool, type PoolOptions, type Handler, type WorkerContext } from '
 export { Communicator, ncclStatus, newCommId, type CommKind, type ReduceOp } from './parallel/comm.js';
 export { DataPartitioner } from './parallel/partitioner.js';
 export { runStrategyBench, type StrategyBenchOptions, type StrategyBenchResult } from './bench/strategies.js';
+export { brownDocuments, brownFiles, brownToText, textDocuments, type Document, type BrownFile } from './data/corpus.js';
+export {
+  readTokenFile,
+  readTokenFileHeader,
+  writeTokenFile,
+  TOKEN_FILE_MAGIC,
+  TOKEN_FILE_VERSION,
+  type TokenFile,
+  type TokenFileHeader,
+  type TokenArray,
+} from './data/tokenfile.js';
+export { prepareDataset, readDataset, type Dataset, type PrepareOptions, type PreparedDataset, type PrepareProgress, type DatasetManifest } from './data/prepare.js';
+export { TrainLoader, valBatches, valBatchCount, windowCount, type Batch, type LoaderPosition, type TrainLoaderOptions, type ValBatchOptions } from './data/loader.js';
