@@ -28,7 +28,7 @@ export interface CheckpointState {
   /** the training loader's next batch */
   loader: LoaderPosition;
   /** settings a resume must share for the same run to continue (batch, seq, grad accumulation, data) */
-  run: { batch: number; seq: number; gradAccum: number; dataHash: string; dtype: string };
+  run: { batch: number; seq: number; gradAccum: number; dataHash: string; dtype: string; dataSeed: number };
   /** elements of the flat buffers and how many get weight decay */
   params: { n: number; nDecay: number };
   /** the loss of every step so far (for the curve) */

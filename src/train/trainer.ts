@@ -103,7 +103,10 @@ export interface EvalEvent {
 export interface EpochEvent {
   epoch: number;
   step: number;
+  /** wall time of the epoch's steps (and its validation) */
   seconds: number;
+  /** the mean of the epoch's per-step tokens/s (as the seed's train() reports it) */
+  tokensPerSec: number;
   valLoss: number;
 }
 
@@ -216,7 +219,7 @@ export class Trainer {
     const totalSteps = o.steps ?? o.epochs! * stepsPerEpoch;
     const dtype = o.dtype ?? 'f32';
     if (ck) {
-      const run = { batch, seq, gradAccum: accum, dataHash: data.id, dtype };
+      const run = { batch, seq, gradAccum: accum, dataHash: data.id, dtype, dataSeed: o.dataSeed ?? 1234 };
       for (const k of Object.keys(run) as (keyof typeof run)[])
         if (ck.run[k] !== run[k]) throw new Error(`resume: ${o.resume} was run with ${k} ${ck.run[k]}, this run has ${run[k]}`);
       if (ck.step > totalSteps) throw new Error(`resume: ${o.resume} is at step ${ck.step}, past this run's ${totalSteps} steps`);
@@ -295,7 +298,7 @@ export class Trainer {
       dir, this.params,
       {
         step: this.step, loader: this.loader.position, losses: this.losses,
-        run: { batch: this.opts.batch, seq: this.opts.seq, gradAccum: this.gradAccum, dataHash: this.data.id, dtype: this.params.dtype },
+        run: { batch: this.opts.batch, seq: this.opts.seq, gradAccum: this.gradAccum, dataHash: this.data.id, dtype: this.params.dtype, dataSeed: this.opts.dataSeed ?? 1234 },
       },
       { tokenizerFrom: this.source.folder ?? (this.opts.resume && existsSync(path.join(this.opts.resume, 'tokenizer.json')) ? this.opts.resume : null), onFileWritten: this.opts.onCheckpointFile },
     );
@@ -309,6 +312,7 @@ export class Trainer {
     const tokensPerStep = o.batch * o.seq * this.gradAccum;
     const t0 = performance.now();
     let epochStart = t0;
+    let epochRates: number[] = [];
     const first = this.step;
     const evalNow = (epoch: number) => {
       const e = { step: this.step, epoch, valLoss: this.evaluate() };
@@ -323,17 +327,21 @@ export class Trainer {
       const stepMs = now - ts;
       const epoch = Math.floor((this.step - 1) / this.stepsPerEpoch);
       const avg = (now - t0) / (this.step - first);
+      const tokensPerSec = tokensPerStep / (stepMs / 1e3);
+      epochRates.push(tokensPerSec);
       o.onStep?.({
         step: this.step, totalSteps: this.totalSteps, epoch, loss: r.loss, lr: r.lr, gradNorm: r.gradNorm, tokens: tokensPerStep,
-        tokensPerSec: tokensPerStep / (stepMs / 1e3), stepMs, elapsedMs: now - t0, etaMs: avg * (this.totalSteps - this.step),
+        tokensPerSec, stepMs, elapsedMs: now - t0, etaMs: avg * (this.totalSteps - this.step),
       });
       const endOfEpoch = this.step % this.stepsPerEpoch === 0;
       const last = this.step === this.totalSteps;
       let val: number | undefined;
       if (endOfEpoch || (o.evalEvery && this.step % o.evalEvery === 0) || last) val = evalNow(epoch);
       if (endOfEpoch) {
-        o.onEpoch?.({ epoch, step: this.step, seconds: (performance.now() - epochStart) / 1e3, valLoss: val! });
+        const tps = epochRates.reduce((a, b) => a + b, 0) / epochRates.length;
+        o.onEpoch?.({ epoch, step: this.step, seconds: (performance.now() - epochStart) / 1e3, tokensPerSec: tps, valLoss: val! });
         epochStart = performance.now();
+        epochRates = [];
       }
       if (o.save && ((o.saveEvery && this.step % o.saveEvery === 0) || last)) this.save(o.save);
     }

@@ -118,7 +118,7 @@ export function register(program: Command): void {
         onEpoch: (e: EpochEvent) => {
           if (o.json) return out({ type: 'epoch', ...e });
           endLine();
-          console.error(`epoch ${e.epoch + 1} done at step ${e.step} in ${e.seconds.toFixed(1)} s, validation loss ${e.valLoss.toFixed(4)}`);
+          console.error(`epoch ${e.epoch + 1} done at step ${e.step} in ${e.seconds.toFixed(1)} s, ${Math.round(e.tokensPerSec)} tok/s, validation loss ${e.valLoss.toFixed(4)}`);
         },
         onSave: (dir: string, step: number) => {
           if (o.json) return out({ type: 'save', dir, step });
