@@ -195,6 +195,7 @@ export class Trainer {
     positiveInt('saveEvery', o.saveEvery ?? 0, 0);
     if (o.evalBatches !== undefined) positiveInt('evalBatches', o.evalBatches);
     finite('clip', o.clip ?? DEFAULT_ADAMW.clip);
+    if (o.dtype !== undefined && !['f32', 'bf16', 'f16'].includes(o.dtype)) throw new Error(`train: dtype must be f32, bf16 or f16, got ${o.dtype}`);
     let src: ModelSource;
     const ck = o.resume ? readCheckpointState(o.resume) : null;
     if (ck) {

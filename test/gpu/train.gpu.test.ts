@@ -1,6 +1,6 @@
 // Training on CUDA (src/train/): whole-model gradients on cuda:0 against the same step on the CPU (f32
-// within 1e-4; bf16 compute within 3e-2, a few bf16 roundings per op), and a short f32/bf16 run that
-// overfits one batch. Skipped where there is no GPU (CI).
+// within 1e-4; bf16 compute within 5e-2, since the weights and every op's output are rounded to bf16),
+// and a short f32/bf16 run that overfits one batch. Skipped where there is no GPU (CI).
 import { describe, expect, it } from 'vitest';
 import { cudaDeviceCount, type DType } from '../../src/index.js';
 import { initParams } from '../../src/train/init.js';
@@ -29,7 +29,7 @@ describe.skipIf(cudaDeviceCount() === 0)('training on cuda:0', () => {
         };
         const cpu = grad('cpu:0', 'f32');
         const gpu = grad('cuda:0', dt);
-        const tol = dt === 'f32' ? 1e-4 : 3e-2;
+        const tol = dt === 'f32' ? 1e-4 : 5e-2;
         expect(Math.abs(gpu.loss - cpu.loss) / cpu.loss, `loss (seed ${seed})`).toBeLessThan(dt === 'f32' ? 1e-5 : 1e-2);
         expect(relError(gpu.g, cpu.g), `gradient (seed ${seed})`).toBeLessThan(tol);
       });

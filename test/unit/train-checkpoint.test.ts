@@ -161,6 +161,8 @@ describe('clear errors', () => {
     await expect(Trainer.create(base(smallGpt2, data, { seq: 17 }))).rejects.toThrow(/seq 17 is longer than the model's context \(16 positions\)/);
     await expect(Trainer.create(base(smallGpt2, data, { batch: 100 }))).rejects.toThrow(/too little data/);
     await expect(Trainer.create(base(smallGpt2, { ...data, vocabSize: 100 }))).rejects.toThrow(/vocabulary has 61 tokens/);
+    await expect(Trainer.create(base(smallGpt2, data, { dtype: 'i32' }))).rejects.toThrow(/dtype must be f32, bf16 or f16, got i32/);
+    await expect(Trainer.create(base(smallGpt2, data, { epochs: 1 }))).rejects.toThrow(/exactly one of steps and epochs/);
   });
 
   it('a NaN loss stops the run naming the step; the last checkpoint is the good one', async () => {
