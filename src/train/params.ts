@@ -85,6 +85,8 @@ function entryTensor(w: ModelWeights, stage: StageSpec, key: string): Tensor | u
 }
 
 export class FlatParams {
+  /** where each tensor lives in the flat buffers */
+  readonly layout: ParamEntry[];
   readonly n: number;
   readonly nDecay: number;
   readonly master: Tensor;
@@ -130,8 +132,6 @@ export class FlatParams {
     this.grads = weightViews(cfg, stage, this.layout, this.grad);
   }
 
-  readonly layout: ParamEntry[];
-
   /** Copy weights of this stage's shapes (f32, e.g. from randomWeights or loadWeights) into master. */
   setFrom(w: ModelWeights): void {
     for (const e of this.layout) {
@@ -155,7 +155,7 @@ export class FlatParams {
     ops.fillUniform(this.grad, { low: 0, high: 0 });
   }
 
-  /** Host values of one tensor of master, by layout key. */
+  /** A host copy of master (waits for the device). */
   hostMaster(): Float32Array {
     return this.master.toArray() as Float32Array;
   }
