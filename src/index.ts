@@ -74,3 +74,5 @@ export {
 } from './data/tokenfile.js';
 export { prepareDataset, readDataset, type Dataset, type PrepareOptions, type PreparedDataset, type PrepareProgress, type DatasetManifest } from './data/prepare.js';
 export { TrainLoader, valBatches, valBatchCount, windowCount, type Batch, type LoaderPosition, type TrainLoaderOptions, type ValBatchOptions } from './data/loader.js';
+export * as training from './train/index.js';
+export { Trainer, train, lrAt, type TrainOptions, type TrainResult, type StepEvent as TrainStepEvent, type EvalEvent, type EpochEvent } from './train/index.js';

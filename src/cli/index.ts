@@ -8,6 +8,7 @@ import { register as registerDevices } from './commands/devices.js';
 import { register as registerBench } from './commands/bench.js';
 import { register as registerGenerate } from './commands/generate.js';
 import { register as registerPlan } from './commands/plan.js';
+import { register as registerTrain } from './commands/train.js';
 
 const pkg = JSON.parse(readFileSync(path.join(packageRoot, 'package.json'), 'utf8')) as { version: string };
 
@@ -20,6 +21,7 @@ registerDevices(program);
 registerBench(program);
 registerGenerate(program);
 registerPlan(program);
+registerTrain(program);
 
 try {
   await program.parseAsync(process.argv);

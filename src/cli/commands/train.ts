@@ -1,0 +1,145 @@
+// `parallm train`: train a preset from scratch or fine-tune a folder on one device, with progress per step
+// (a `\r`-updated line on a terminal, plain lines otherwise, or JSON lines), validation and checkpoints.
+import type { Command } from 'commander';
+import { checkDType } from '../../dtype.js';
+import { Trainer, type EpochEvent, type EvalEvent, type StepEvent } from '../../train/trainer.js';
+
+interface TrainCliOpts {
+  model?: string;
+  data: string;
+  brownFiles?: string;
+  dataCache?: string;
+  device?: string;
+  dtype?: string;
+  batch: string;
+  seq: string;
+  steps?: string;
+  epochs?: string;
+  lr: string;
+  warmup: string;
+  gradAccum: string;
+  evalEvery: string;
+  evalBatches?: string;
+  weightDecay: string;
+  clip: string;
+  seed: string;
+  save?: string;
+  saveEvery: string;
+  resume?: string;
+  json?: boolean;
+}
+
+function num(flag: string, v: string | undefined, int = false): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (v.trim() === '' || !Number.isFinite(n) || (int && !Number.isInteger(n))) throw new Error(`${flag} must be ${int ? 'an integer' : 'a number'}, got "${v}"`);
+  return n;
+}
+
+const clock = (ms: number): string => {
+  const s = Math.max(0, Math.round(ms / 1e3));
+  const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60);
+  return h ? `${h}h${String(m).padStart(2, '0')}m` : `${m}m${String(s % 60).padStart(2, '0')}s`;
+};
+
+export function register(program: Command): void {
+  program
+    .command('train')
+    .description('train a model on one device (from a preset\'s random init, or fine-tune a folder), with validation and checkpoints')
+    .option('--model <name>', 'a preset (tiny-gpt2, gpt2, ...) to train from scratch, or a Hugging Face folder to fine-tune (optional with --resume)')
+    .requiredOption('--data <source>', '"brown", a UTF-8 text file, a folder of .txt/.md files, or a prepared dataset folder')
+    .option('--brown-files <ids>', 'with --data brown: only these files, comma-separated (ca01,ca02,...)')
+    .option('--data-cache <folder>', 'where the tokenized data is cached (default: under the temp folder)')
+    .option('--device <id>', 'cpu:N or cuda:N', 'cpu:0')
+    .option('--dtype <dtype>', 'compute dtype: f32, bf16 or f16 (master weights and moments stay f32)', 'f32')
+    .option('--batch <n>', 'sequences per micro-step', '8')
+    .option('--seq <n>', 'tokens per sequence', '64')
+    .option('--steps <n>', 'optimizer steps')
+    .option('--epochs <n>', 'passes over the training data (instead of --steps)')
+    .option('--lr <x>', 'peak learning rate', '3e-4')
+    .option('--warmup <n>', 'warmup steps (then cosine decay to a tenth)', '0')
+    .option('--grad-accum <n>', 'micro-steps per optimizer step', '1')
+    .option('--eval-every <n>', 'validate every n steps (0: at the end of each epoch and of the run)', '0')
+    .option('--eval-batches <n>', 'validate on at most n batches (default: all)')
+    .option('--weight-decay <x>', 'AdamW decoupled weight decay (matrices and embeddings only)', '0.1')
+    .option('--clip <x>', 'clip the gradient\'s global norm (0: off)', '1')
+    .option('--seed <n>', 'seed of a preset\'s random init', '0')
+    .option('--save <folder>', 'checkpoint folder (a Hugging Face folder plus the optimizer state)')
+    .option('--save-every <n>', 'also checkpoint every n steps (0: only at the end)', '0')
+    .option('--resume <folder>', 'continue the run saved in this checkpoint folder')
+    .option('--json', 'one JSON line per step, evaluation and epoch on stdout')
+    .action(async (o: TrainCliOpts) => {
+      if ((o.steps === undefined) === (o.epochs === undefined)) throw new Error('give exactly one of --steps and --epochs');
+      if (!o.model && !o.resume) throw new Error('give --model (a preset or a folder), or --resume a checkpoint');
+      const tty = !o.json && process.stderr.isTTY === true;
+      const out = (obj: object) => process.stdout.write(JSON.stringify(obj) + '\n');
+      let lineOpen = false;
+      const endLine = () => {
+        if (lineOpen) process.stderr.write('\n');
+        lineOpen = false;
+      };
+      const t = await Trainer.create({
+        model: o.model,
+        data: o.data,
+        brownFiles: o.brownFiles?.split(',').map((s) => s.trim()).filter(Boolean),
+        dataCache: o.dataCache,
+        device: o.device,
+        dtype: checkDType(o.dtype ?? 'f32'),
+        batch: num('--batch', o.batch, true)!,
+        seq: num('--seq', o.seq, true)!,
+        steps: num('--steps', o.steps, true),
+        epochs: num('--epochs', o.epochs, true),
+        lr: num('--lr', o.lr),
+        warmup: num('--warmup', o.warmup, true),
+        gradAccum: num('--grad-accum', o.gradAccum, true),
+        evalEvery: num('--eval-every', o.evalEvery, true),
+        evalBatches: num('--eval-batches', o.evalBatches, true),
+        weightDecay: num('--weight-decay', o.weightDecay),
+        clip: num('--clip', o.clip),
+        seed: num('--seed', o.seed, true),
+        save: o.save,
+        saveEvery: num('--save-every', o.saveEvery, true),
+        resume: o.resume,
+        onStep: (e: StepEvent) => {
+          if (o.json) return out({ type: 'step', ...e });
+          const line =
+            `step ${e.step}/${e.totalSteps}  loss ${e.loss.toFixed(4)}  lr ${e.lr.toExponential(2)}  ` +
+            `${Math.round(e.tokensPerSec)} tok/s  ${e.stepMs.toFixed(0)} ms/step  ETA ${clock(e.etaMs)}`;
+          if (tty) {
+            process.stderr.write(`\r${line}\x1b[K`);
+            lineOpen = true;
+          } else console.error(line);
+        },
+        onEval: (e: EvalEvent) => {
+          if (o.json) return out({ type: 'eval', ...e });
+          endLine();
+          console.error(`step ${e.step}: validation loss ${e.valLoss.toFixed(4)}`);
+        },
+        onEpoch: (e: EpochEvent) => {
+          if (o.json) return out({ type: 'epoch', ...e });
+          endLine();
+          console.error(`epoch ${e.epoch + 1} done at step ${e.step} in ${e.seconds.toFixed(1)} s, ${Math.round(e.tokensPerSec)} tok/s, validation loss ${e.valLoss.toFixed(4)}`);
+        },
+        onSave: (dir: string, step: number) => {
+          if (o.json) return out({ type: 'save', dir, step });
+          endLine();
+          console.error(`step ${step}: checkpoint saved to ${dir}`);
+        },
+      });
+      try {
+        if (!o.json)
+          console.error(
+            `training ${t.source.name} (${t.cfg.family}, ${t.params.n} parameters) on ${t.params.device}, ${t.params.dtype}: ` +
+              `${t.totalSteps} steps of ${t.opts.batch} x ${t.opts.seq} x ${t.gradAccum} tokens, ${t.stepsPerEpoch} steps an epoch` +
+              (t.step ? `, resuming at step ${t.step}` : ''),
+          );
+        const r = t.run();
+        endLine();
+        if (o.json) out({ type: 'done', steps: r.steps, loss: r.losses[r.losses.length - 1], tokensPerSec: r.tokensPerSec, checkpoint: r.checkpoint });
+        else console.error(`done: ${r.steps} steps, ${Math.round(r.tokensPerSec)} tok/s` + (r.checkpoint ? `, checkpoint ${r.checkpoint}` : ''));
+      } finally {
+        endLine();
+        t.dispose();
+      }
+    });
+}

@@ -1,0 +1,250 @@
+// Training checkpoints: one folder that is both a Hugging Face model folder and a resumable run.
+//   config.json, model.safetensors   HF names and layouts (GPT-2 Conv1D [in, out]; LLaMA q/k/v and gate/up
+//                                    apart), f32 from the master weights: `Model.load` and `parallm generate`
+//   tokenizer.json                   copied from a fine-tuned folder that has one
+//   optimizer.safetensors            the flat master, m and v (src/train/params.ts layout)
+//   trainer.json                     step, data position, and what a resume must match
+// A save writes every file into a sibling temp folder, then swaps it in with two renames (old -> .prev,
+// temp -> the folder) and drops .prev, so a run killed mid-save leaves the previous checkpoint whole: at
+// worst only as <folder>.prev (between the renames), which the next save or load puts back.
+import { randomBytes } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { ModelConfig } from '../io/config.js';
+import { SafetensorsFile, writeSafetensors, type StTensorData } from '../io/safetensors.js';
+import type { LoaderPosition } from '../data/loader.js';
+import type { FlatParams } from './params.js';
+
+export const CHECKPOINT_FORMAT = 'parallm-train-checkpoint';
+export const CHECKPOINT_VERSION = 1;
+
+/** trainer.json: where the run is and what it was run with. */
+export interface CheckpointState {
+  format: typeof CHECKPOINT_FORMAT;
+  version: number;
+  config: ModelConfig;
+  /** optimizer steps done */
+  step: number;
+  /** the training loader's next batch */
+  loader: LoaderPosition;
+  /** settings a resume must share for the same run to continue (batch, seq, grad accumulation, data) */
+  run: { batch: number; seq: number; gradAccum: number; dataHash: string; dtype: string; dataSeed: number };
+  /** elements of the flat buffers and how many get weight decay */
+  params: { n: number; nDecay: number };
+  /** the loss of every step so far (for the curve) */
+  losses: number[];
+}
+
+function hfConfig(cfg: ModelConfig): Record<string, unknown> {
+  const eos = cfg.eosTokenIds.length === 0 ? null : cfg.eosTokenIds.length === 1 ? cfg.eosTokenIds[0] : cfg.eosTokenIds;
+  if (cfg.family === 'gpt2')
+    return {
+      model_type: 'gpt2', architectures: ['GPT2LMHeadModel'], vocab_size: cfg.vocabSize, n_positions: cfg.maxPositions,
+      n_embd: cfg.hidden, n_layer: cfg.layers, n_head: cfg.heads, n_inner: cfg.intermediate, activation_function: 'gelu_new',
+      layer_norm_epsilon: cfg.normEps, tie_word_embeddings: true, scale_attn_weights: true, scale_attn_by_inverse_layer_idx: false,
+      resid_pdrop: 0, embd_pdrop: 0, attn_pdrop: 0, bos_token_id: cfg.bosTokenId, eos_token_id: eos, torch_dtype: 'float32',
+    };
+  return {
+    model_type: 'llama', architectures: ['LlamaForCausalLM'], vocab_size: cfg.vocabSize, hidden_size: cfg.hidden,
+    intermediate_size: cfg.intermediate, num_hidden_layers: cfg.layers, num_attention_heads: cfg.heads,
+    num_key_value_heads: cfg.kvHeads, head_dim: cfg.headDim, max_position_embeddings: cfg.maxPositions,
+    rms_norm_eps: cfg.normEps, rope_theta: cfg.ropeTheta, tie_word_embeddings: cfg.tieEmbeddings, hidden_act: 'silu',
+    attention_bias: false, mlp_bias: false, bos_token_id: cfg.bosTokenId, eos_token_id: eos, torch_dtype: 'float32',
+  };
+}
+
+function transpose(src: Float32Array, rows: number, cols: number): Float32Array {
+  const out = new Float32Array(src.length);
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = src[r * cols + c]!;
+  return out;
+}
+
+/** The model's weights under Hugging Face names and layouts, from the host copy of master. */
+export function hfTensors(p: FlatParams, master = p.hostMaster()): StTensorData[] {
+  const { cfg } = p;
+  const { heads, kvHeads, headDim: D, intermediate: F, hidden: C } = cfg;
+  const at = new Map(p.layout.map((e) => [e.key, e]));
+  const get = (key: string) => {
+    const e = at.get(key)!;
+    return { data: master.subarray(e.offset, e.offset + e.numel), shape: [...e.shape] };
+  };
+  const out: StTensorData[] = [];
+  const put = (name: string, data: Float32Array, shape: number[]) => out.push({ name, dtype: 'F32', shape, data });
+  const L = cfg.layers;
+  if (cfg.family === 'gpt2') {
+    const conv = (name: string, key: string) => {
+      const { data, shape } = get(key); // [out, in] -> Conv1D [in, out]
+      put(name, transpose(data, shape[0]!, shape[1]!), [shape[1]!, shape[0]!]);
+    };
+    const plain = (name: string, key: string) => put(name, get(key).data, get(key).shape);
+    plain('transformer.wte.weight', 'embed');
+    plain('transformer.wpe.weight', 'positions');
+    for (let i = 0; i < L; i++) {
+      const p0 = `transformer.h.${i}.`, k = `layers.${i}.`;
+      plain(`${p0}ln_1.weight`, `${k}norm1`);
+      plain(`${p0}ln_1.bias`, `${k}norm1Bias`);
+      conv(`${p0}attn.c_attn.weight`, `${k}qkv`);
+      plain(`${p0}attn.c_attn.bias`, `${k}qkvBias`);
+      conv(`${p0}attn.c_proj.weight`, `${k}out`);
+      plain(`${p0}attn.c_proj.bias`, `${k}outBias`);
+      plain(`${p0}ln_2.weight`, `${k}norm2`);
+      plain(`${p0}ln_2.bias`, `${k}norm2Bias`);
+      conv(`${p0}mlp.c_fc.weight`, `${k}up`);
+      plain(`${p0}mlp.c_fc.bias`, `${k}upBias`);
+      conv(`${p0}mlp.c_proj.weight`, `${k}down`);
+      plain(`${p0}mlp.c_proj.bias`, `${k}downBias`);
+    }
+    plain('transformer.ln_f.weight', 'normF');
+    plain('transformer.ln_f.bias', 'normFBias');
+    return out;
+  }
+  put('model.embed_tokens.weight', get('embed').data, [cfg.vocabSize, C]);
+  for (let i = 0; i < L; i++) {
+    const p0 = `model.layers.${i}.`, k = `layers.${i}.`;
+    const qkv = get(`${k}qkv`).data;
+    const rows = (r0: number, n: number) => qkv.subarray(r0 * C, (r0 + n) * C);
+    put(`${p0}input_layernorm.weight`, get(`${k}norm1`).data, [C]);
+    put(`${p0}self_attn.q_proj.weight`, rows(0, heads * D), [heads * D, C]);
+    put(`${p0}self_attn.k_proj.weight`, rows(heads * D, kvHeads * D), [kvHeads * D, C]);
+    put(`${p0}self_attn.v_proj.weight`, rows((heads + kvHeads) * D, kvHeads * D), [kvHeads * D, C]);
+    put(`${p0}self_attn.o_proj.weight`, get(`${k}out`).data, [C, heads * D]);
+    put(`${p0}post_attention_layernorm.weight`, get(`${k}norm2`).data, [C]);
+    const gu = get(`${k}up`).data;
+    put(`${p0}mlp.gate_proj.weight`, gu.subarray(0, F * C), [F, C]);
+    put(`${p0}mlp.up_proj.weight`, gu.subarray(F * C), [F, C]);
+    put(`${p0}mlp.down_proj.weight`, get(`${k}down`).data, [C, F]);
+  }
+  put('model.norm.weight', get('normF').data, [C]);
+  if (!cfg.tieEmbeddings) put('lm_head.weight', get('head').data, [cfg.vocabSize, C]);
+  return out;
+}
+
+function writeFileDurable(file: string, text: string): void {
+  const fd = fs.openSync(file, 'w');
+  try {
+    fs.writeFileSync(fd, text);
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+const prevOf = (dir: string) => `${dir}.prev`;
+
+/** Put back a checkpoint left as <dir>.prev by a save killed between its two renames. */
+function recover(dir: string): void {
+  if (!fs.existsSync(dir) && fs.existsSync(prevOf(dir))) fs.renameSync(prevOf(dir), dir);
+}
+
+/**
+ * Fails clearly, before any training, when `dir` cannot take a checkpoint: its parent must be (or become)
+ * a writable folder, and `dir` itself, if it exists, a folder.
+ */
+export function checkSaveFolder(dir: string): void {
+  const abs = path.resolve(dir);
+  const parent = path.dirname(abs);
+  try {
+    fs.mkdirSync(parent, { recursive: true });
+    if (fs.existsSync(abs) && !fs.statSync(abs).isDirectory()) throw new Error('it exists and is not a folder');
+    const probe = path.join(parent, `.parallm-write-test-${process.pid}-${randomBytes(4).toString('hex')}`);
+    fs.writeFileSync(probe, '');
+    fs.rmSync(probe);
+  } catch (e) {
+    throw new Error(`checkpoint folder ${abs} is not writable: ${(e as Error).message}`);
+  }
+}
+
+export interface SaveOptions {
+  /** a folder whose tokenizer.json goes into the checkpoint */
+  tokenizerFrom?: string | null;
+  /** called after each file is written into the temp folder (tests inject failures here) */
+  onFileWritten?: (file: string) => void;
+}
+
+/** Saves the run into `dir` (see the top of this file); the old checkpoint there is replaced only whole. */
+export function saveCheckpoint(dir: string, p: FlatParams, state: Omit<CheckpointState, 'format' | 'version' | 'config' | 'params'>, o: SaveOptions = {}): void {
+  if (!p.stage.embed || !p.stage.head || p.stage.start !== 0 || p.stage.end !== p.cfg.layers)
+    throw new Error('saveCheckpoint: only a whole-model stage can be saved as one checkpoint');
+  const abs = path.resolve(dir);
+  checkSaveFolder(abs);
+  recover(abs);
+  const tmp = `${abs}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
+  const done = (f: string) => o.onFileWritten?.(path.basename(f));
+  try {
+    fs.mkdirSync(tmp);
+    const master = p.hostMaster();
+    const file = (n: string) => path.join(tmp, n);
+    writeFileDurable(file('config.json'), JSON.stringify(hfConfig(p.cfg), null, 2) + '\n');
+    done('config.json');
+    writeSafetensors(file('model.safetensors'), hfTensors(p, master), { format: 'pt' });
+    done('model.safetensors');
+    const n = [p.n];
+    writeSafetensors(
+      file('optimizer.safetensors'),
+      [
+        { name: 'master', dtype: 'F32', shape: n, data: master },
+        { name: 'm', dtype: 'F32', shape: n, data: p.m.toArray() as Float32Array },
+        { name: 'v', dtype: 'F32', shape: n, data: p.v.toArray() as Float32Array },
+      ],
+      { step: String(state.step) },
+    );
+    done('optimizer.safetensors');
+    if (o.tokenizerFrom && fs.existsSync(path.join(o.tokenizerFrom, 'tokenizer.json')))
+      fs.copyFileSync(path.join(o.tokenizerFrom, 'tokenizer.json'), file('tokenizer.json'));
+    const full: CheckpointState = { format: CHECKPOINT_FORMAT, version: CHECKPOINT_VERSION, config: p.cfg, params: { n: p.n, nDecay: p.nDecay }, ...state };
+    writeFileDurable(file('trainer.json'), JSON.stringify(full) + '\n');
+    done('trainer.json');
+    if (fs.existsSync(abs)) {
+      fs.rmSync(prevOf(abs), { recursive: true, force: true });
+      fs.renameSync(abs, prevOf(abs));
+    }
+    fs.renameSync(tmp, abs);
+    fs.rmSync(prevOf(abs), { recursive: true, force: true });
+  } catch (e) {
+    fs.rmSync(tmp, { recursive: true, force: true });
+    throw new Error(`saving checkpoint to ${abs}: ${(e as Error).message}`);
+  }
+}
+
+/** Reads trainer.json of a checkpoint folder, checked for format. */
+export function readCheckpointState(dir: string): CheckpointState {
+  const abs = path.resolve(dir);
+  recover(abs);
+  const file = path.join(abs, 'trainer.json');
+  let s: CheckpointState;
+  try {
+    s = JSON.parse(fs.readFileSync(file, 'utf8')) as CheckpointState;
+  } catch (e) {
+    throw new Error(`resume: ${file} cannot be read (not a parallm training checkpoint?): ${(e as Error).message}`);
+  }
+  if (s?.format !== CHECKPOINT_FORMAT || s.version !== CHECKPOINT_VERSION || !Number.isInteger(s.step) || !s.config || !s.loader)
+    throw new Error(`resume: ${file} is not a version ${CHECKPOINT_VERSION} parallm training checkpoint`);
+  return s;
+}
+
+const sameJson = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
+
+/** Loads master, m and v of a checkpoint into `p`, after checking that they are this model's. */
+export function loadOptimizerState(dir: string, p: FlatParams, s: CheckpointState): void {
+  const abs = path.resolve(dir);
+  if (!sameJson(s.config, p.cfg))
+    throw new Error(`resume: ${abs} holds a different model (config ${JSON.stringify(s.config)}) than this run's (${JSON.stringify(p.cfg)})`);
+  if (s.params?.n !== p.n || s.params?.nDecay !== p.nDecay)
+    throw new Error(`resume: ${abs} has optimizer state of ${s.params?.n} parameters (${s.params?.nDecay} decayed), this model ${p.n} (${p.nDecay})`);
+  const file = path.join(abs, 'optimizer.safetensors');
+  const f = SafetensorsFile.open(file);
+  try {
+    for (const [name, t] of [['master', p.master], ['m', p.m], ['v', p.v]] as const) {
+      if (!f.has(name)) throw new Error(`resume: ${file} has no tensor "${name}"`);
+      const info = f.info(name);
+      if (info.dtype !== 'F32' || info.shape.length !== 1 || info.shape[0] !== p.n)
+        throw new Error(`resume: ${file} "${name}" is ${info.dtype} [${info.shape.join(', ')}], expected F32 [${p.n}]`);
+      t.native.writeHost(new Float32Array(f.readRaw(name).buffer));
+    }
+    const step = f.metadata?.step;
+    if (step !== undefined && Number(step) !== s.step) throw new Error(`resume: ${file} is of step ${step} but trainer.json of step ${s.step}`);
+  } finally {
+    f.close();
+  }
+  p.syncParam();
+}

@@ -1,0 +1,7 @@
+// Training: flat parameters, the per-op forward/backward stage, AdamW, checkpoints and the trainer.
+export { FlatParams, paramLayout, type ParamEntry } from './params.js';
+export { TrainStage, countTargets, IGNORE_INDEX, type MicroBatch, type ForwardOptions, type ForwardResult } from './stage.js';
+export { lrAt, adamwStep, gradNorm, DEFAULT_ADAMW, type LrSchedule, type AdamwHyper } from './optim.js';
+export { initParams, resolveModel, type InitOptions, type ModelSource } from './init.js';
+export { saveCheckpoint, readCheckpointState, loadOptimizerState, checkSaveFolder, hfTensors, type CheckpointState, type SaveOptions } from './checkpoint.js';
+export { Trainer, train, type TrainOptions, type TrainResult, type StepEvent, type EvalEvent, type EpochEvent, type TokenData } from './trainer.js';

@@ -1,0 +1,170 @@
+// A stage's trainable parameters as flat buffers, so the optimizer is one fused `adamw` call:
+//   master  f32 [n]   the weights the optimizer owns
+//   m, v    f32 [n]   AdamW's moments
+//   param   dt  [n]   the compute copy the kernels read (absent in f32: the kernels read master itself)
+//   grad    dt  [n]   gradients, zeroed once per optimizer step and summed over micro-steps
+// Each weight tensor of the model (src/models/weights.ts layout: fused qkv and gate/up, Linear [out, in])
+// is a view into param (and its gradient a view into grad at the same offset). Decayed tensors (matrices,
+// embeddings) come first and the rest (norms, biases) after, so `nDecay` is one offset.
+import type { DType } from '../dtype.js';
+import type { ModelConfig } from '../io/config.js';
+import * as ops from '../ops.js';
+import { Tensor } from '../tensor.js';
+import { disposeWeights, type LayerWeights, type ModelWeights, type StageSpec } from '../models/weights.js';
+
+/** One tensor's place in the flat buffers; `key` names it in ModelWeights ('embed', 'layers.3.qkv', ...). */
+export interface ParamEntry {
+  readonly key: string;
+  readonly shape: readonly number[];
+  readonly offset: number;
+  readonly numel: number;
+  readonly decay: boolean;
+}
+
+const LAYER_MATRICES = ['qkv', 'out', 'up', 'down'] as const;
+const LAYER_VECTORS = ['norm1', 'norm1Bias', 'qkvBias', 'outBias', 'norm2', 'norm2Bias', 'upBias', 'downBias'] as const;
+
+/** The flat layout of a stage's parameters (a pure function of the config and the stage). */
+export function paramLayout(cfg: ModelConfig, stage: StageSpec): ParamEntry[] {
+  const { hidden: C, heads, kvHeads, headDim: D, intermediate: F, vocabSize: V } = cfg;
+  const gpt2 = cfg.family === 'gpt2';
+  const W3 = (heads + 2 * kvHeads) * D;
+  const shapes: Record<string, number[]> = {
+    qkv: [W3, C], out: [C, heads * D], up: [gpt2 ? F : 2 * F, C], down: [C, F],
+    norm1: [C], norm2: [C], norm1Bias: [C], norm2Bias: [C], qkvBias: [W3], outBias: [C], upBias: [F], downBias: [C],
+  };
+  const decayed: [string, number[]][] = [];
+  const rest: [string, number[]][] = [];
+  const hasEmbed = stage.embed || (stage.head && cfg.tieEmbeddings);
+  if (hasEmbed) decayed.push(['embed', [V, C]]);
+  if (gpt2 && stage.embed) decayed.push(['positions', [cfg.maxPositions, C]]);
+  for (let i = stage.start; i < stage.end; i++) for (const k of LAYER_MATRICES) decayed.push([`layers.${i}.${k}`, shapes[k]!]);
+  if (stage.head && !cfg.tieEmbeddings) decayed.push(['head', [V, C]]);
+  for (let i = stage.start; i < stage.end; i++)
+    for (const k of LAYER_VECTORS) if (gpt2 || !k.endsWith('Bias')) rest.push([`layers.${i}.${k}`, shapes[k]!]);
+  if (stage.head) {
+    rest.push(['normF', [C]]);
+    if (gpt2) rest.push(['normFBias', [C]]);
+  }
+  let offset = 0;
+  return [...decayed.map((e) => [...e, true] as const), ...rest.map((e) => [...e, false] as const)].map(([key, shape, decay]) => {
+    const numel = shape.reduce((a, b) => a * b, 1);
+    const e = { key, shape, offset, numel, decay };
+    offset += numel;
+    return e;
+  });
+}
+
+/** Views of a flat buffer in ModelWeights form (head = embed when tied). */
+function weightViews(cfg: ModelConfig, stage: StageSpec, layout: ParamEntry[], flat: Tensor): ModelWeights {
+  const v: Record<string, Tensor> = {};
+  for (const e of layout) v[e.key] = flat.view(e.offset, e.shape);
+  const layers: LayerWeights[] = [];
+  for (let i = stage.start; i < stage.end; i++) {
+    const get = (k: string) => v[`layers.${i}.${k}`];
+    layers.push({
+      norm1: get('norm1')!, norm1Bias: get('norm1Bias'), qkv: get('qkv')!, qkvBias: get('qkvBias'), out: get('out')!, outBias: get('outBias'),
+      norm2: get('norm2')!, norm2Bias: get('norm2Bias'), up: get('up')!, upBias: get('upBias'), down: get('down')!, downBias: get('downBias'),
+    });
+  }
+  return {
+    stage,
+    embed: v.embed,
+    positions: v.positions,
+    layers,
+    normF: v.normF,
+    normFBias: v.normFBias,
+    head: stage.head ? (cfg.tieEmbeddings ? v.embed : v.head) : undefined,
+  };
+}
+
+function entryTensor(w: ModelWeights, stage: StageSpec, key: string): Tensor | undefined {
+  const m = /^layers\.(\d+)\.(\w+)$/.exec(key);
+  if (m) return (w.layers[Number(m[1]) - stage.start] as unknown as Record<string, Tensor | undefined>)[m[2]!];
+  return (w as unknown as Record<string, Tensor | undefined>)[key];
+}
+
+export class FlatParams {
+  /** where each tensor lives in the flat buffers */
+  readonly layout: ParamEntry[];
+  readonly n: number;
+  readonly nDecay: number;
+  readonly master: Tensor;
+  readonly m: Tensor;
+  readonly v: Tensor;
+  /** the compute copy (dtype dt); null in f32, where the kernels read master */
+  readonly param: Tensor | null;
+  readonly grad: Tensor;
+  /** the model's weights: views into the compute buffer */
+  readonly weights: ModelWeights;
+  /** the gradients, views into grad in the same form */
+  readonly grads: ModelWeights;
+  private disposed = false;
+
+  constructor(
+    readonly cfg: ModelConfig,
+    readonly stage: StageSpec,
+    readonly device: string,
+    readonly dtype: DType,
+  ) {
+    if (dtype !== 'f32' && dtype !== 'bf16' && dtype !== 'f16') throw new Error(`training: dtype ${dtype} is not f32, bf16 or f16`);
+    this.layout = paramLayout(cfg, stage);
+    const last = this.layout[this.layout.length - 1]!;
+    this.n = last.offset + last.numel;
+    this.nDecay = this.layout.filter((e) => e.decay).reduce((s, e) => s + e.numel, 0);
+    const made: Tensor[] = [];
+    const mk = (dt: DType) => {
+      const t = Tensor.empty([this.n], { dtype: dt, device });
+      made.push(t);
+      return t;
+    };
+    try {
+      this.master = mk('f32');
+      this.m = ops.fillUniform(mk('f32'), { low: 0, high: 0 });
+      this.v = ops.fillUniform(mk('f32'), { low: 0, high: 0 });
+      this.param = dtype === 'f32' ? null : mk(dtype);
+      this.grad = ops.fillUniform(mk(dtype), { low: 0, high: 0 });
+    } catch (e) {
+      made.forEach((t) => t.dispose());
+      throw e;
+    }
+    this.weights = weightViews(cfg, stage, this.layout, this.param ?? this.master);
+    this.grads = weightViews(cfg, stage, this.layout, this.grad);
+  }
+
+  /** Copy weights of this stage's shapes (f32, e.g. from randomWeights or loadWeights) into master. */
+  setFrom(w: ModelWeights): void {
+    for (const e of this.layout) {
+      const t = entryTensor(w, this.stage, e.key);
+      if (!t) throw new Error(`training: the weights have no "${e.key}" for stage layers [${this.stage.start}, ${this.stage.end})`);
+      if (t.numel !== e.numel) throw new Error(`training: "${e.key}" has ${t.numel} elements, the layout ${e.numel}`);
+      const dst = this.master.view(e.offset, e.shape);
+      if (t.dtype === 'f32') dst.copyFrom(t);
+      else ops.cast(t, 'f32', dst);
+      dst.dispose();
+    }
+    this.syncParam();
+  }
+
+  /** The compute copy from master (after master changes outside adamw: init, resume). */
+  syncParam(): void {
+    if (this.param) ops.cast(this.master, this.dtype, this.param);
+  }
+
+  zeroGrad(): void {
+    ops.fillUniform(this.grad, { low: 0, high: 0 });
+  }
+
+  /** A host copy of master (waits for the device). */
+  hostMaster(): Float32Array {
+    return this.master.toArray() as Float32Array;
+  }
+
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    disposeWeights(this.weights);
+    disposeWeights(this.grads);
+    for (const t of [this.master, this.m, this.v, this.param, this.grad]) t?.dispose();
+  }
+}

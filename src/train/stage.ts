@@ -1,0 +1,321 @@
+// Forward with saved activations and an explicit backward, op by op (as llm.c does; no general autograd),
+// for a range of decoder layers: the unit a pipeline executor schedules (src/parallel/schedule.ts runs
+// forward and backward tasks per stage and micro-batch); on one device the whole model is one stage.
+//
+// Per layer the forward of src/models/transformer.ts, keeping what the backward reads:
+//   x_l -> h1 = norm1(x_l) -> qkv = h1 Wqkv^T [+ b], rope(q, k) -> att = attention(qkv) (+ lse)
+//       -> x_mid = x_l + att Wo^T [+ b] -> h2 = norm2(x_mid) -> a = h2 Wup^T [+ b] -> g = gelu(a) | silu(gate) up
+//       -> x_{l+1} = x_mid + g Wdown^T [+ b]
+// The last stage ends with the fused classifier: logits = normF(x) Whead^T, cross-entropy with its gradient
+// written over the logits in the forward (dscale = the micro-step's share of the mean), so the backward
+// starts from them. Padding targets (ignore index -100) count for nothing.
+import type { ModelConfig } from '../io/config.js';
+import * as ops from '../ops.js';
+import { Tensor } from '../tensor.js';
+import type { ModelWeights } from '../models/weights.js';
+import type { FlatParams } from './params.js';
+
+export const IGNORE_INDEX = -100;
+
+/** One micro-batch: `batch` rows of `seq` tokens, row-major. Targets may hold IGNORE_INDEX (padding). */
+export interface MicroBatch {
+  readonly inputs: Int32Array;
+  readonly targets: Int32Array;
+  readonly batch: number;
+  readonly seq: number;
+}
+
+export interface ForwardOptions {
+  /**
+   * The scale of the logits' gradient (last stage): 1 / (counted targets of the whole optimizer step), so
+   * gradients summed over micro-steps are those of the step's mean loss. Default: 1 / this batch's count.
+   * `false`: evaluation only, no gradient and nothing saved.
+   */
+  dscale?: number | false;
+}
+
+export interface ForwardResult {
+  /** last stage: the sum of the counted targets' losses (f64 on the host) and their count */
+  lossSum?: number;
+  count?: number;
+  /** not the last stage: the hidden states [B*T, C] for the next stage (the caller's, to dispose once handed on) */
+  out?: Tensor;
+}
+
+interface LayerActs {
+  x: Tensor; // the layer's input [N, C]
+  mean1?: Tensor; rstd1: Tensor; h1: Tensor;
+  qkv: Tensor; att: Tensor; lse: Tensor;
+  xMid: Tensor; mean2?: Tensor; rstd2: Tensor; h2: Tensor;
+  a: Tensor; g: Tensor;
+}
+
+interface Saved {
+  mb: MicroBatch;
+  ids?: Tensor; pos: Tensor; targets?: Tensor;
+  layers: LayerActs[];
+  xLast: Tensor; // the stage's output (the last layer's x_{l+1})
+  meanF?: Tensor; rstdF?: Tensor; hF?: Tensor; dlogits?: Tensor;
+}
+
+/** Counted targets: in [0, V) (cross_entropy ignores the rest). */
+export function countTargets(targets: ArrayLike<number>, vocabSize: number): number {
+  let n = 0;
+  for (let i = 0; i < targets.length; i++) if (targets[i]! >= 0 && targets[i]! < vocabSize) n++;
+  return n;
+}
+
+export class TrainStage {
+  readonly cfg: ModelConfig;
+  private readonly w: ModelWeights;
+  private readonly gw: ModelWeights;
+  /** saved activations per micro-batch in flight (GPipe keeps several, 1F1B a few) */
+  private readonly saved = new Map<number, Saved>();
+
+  constructor(readonly params: FlatParams) {
+    this.cfg = params.cfg;
+    this.w = params.weights;
+    this.gw = params.grads;
+  }
+
+  get isFirst(): boolean {
+    return this.params.stage.embed;
+  }
+  get isLast(): boolean {
+    return this.params.stage.head;
+  }
+  get device(): string {
+    return this.params.device;
+  }
+
+  private i32(data: ArrayLike<number>): Tensor {
+    return Tensor.from(data, [data.length], { dtype: 'i32', device: this.device });
+  }
+
+  private norm(x: Tensor, g: Tensor, b: Tensor | undefined, N: number): { y: Tensor; mean?: Tensor; rstd: Tensor } {
+    const f32 = { dtype: 'f32' as const, device: this.device };
+    const rstd = Tensor.empty([N], f32);
+    if (this.cfg.family === 'gpt2') {
+      const mean = Tensor.empty([N], f32);
+      return { y: ops.layernorm(x, g, b!, { eps: this.cfg.normEps, mean, rstd }), mean, rstd };
+    }
+    return { y: ops.rmsnorm(x, g, { eps: this.cfg.normEps, rstd }), rstd };
+  }
+
+  private normBackward(dy: Tensor, x: Tensor, g: Tensor, mean: Tensor | undefined, rstd: Tensor, dx: Tensor, dg: Tensor, db: Tensor | undefined): void {
+    if (this.cfg.family === 'gpt2') ops.layernormBackward(dy, x, g, mean!, rstd, { dx, dgamma: dg, dbeta: db! });
+    else ops.rmsnormBackward(dy, x, g, rstd, { dx, dw: dg });
+  }
+
+  private checkBatch(mb: MicroBatch): void {
+    const { batch: B, seq: T } = mb;
+    if (!Number.isInteger(B) || B < 1 || !Number.isInteger(T) || T < 1) throw new Error(`TrainStage: batch ${B} and seq ${T} must be positive integers`);
+    if (T > this.cfg.maxPositions) throw new Error(`TrainStage: seq ${T} is longer than the model's context (${this.cfg.maxPositions} positions)`);
+    if (mb.inputs.length !== B * T || mb.targets.length !== B * T)
+      throw new Error(`TrainStage: inputs (${mb.inputs.length}) and targets (${mb.targets.length}) must hold batch x seq = ${B * T} ids`);
+    if (this.isFirst)
+      for (const id of mb.inputs)
+        if (!(id >= 0 && id < this.cfg.vocabSize)) throw new Error(`TrainStage: input id ${id} is outside the vocabulary [0, ${this.cfg.vocabSize})`);
+  }
+
+  /**
+   * Forward of micro-batch `id` (any key unique among those in flight). The first stage embeds mb.inputs;
+   * the others take `input` [B*T, C] from the stage before. Saves activations for backward(id) unless
+   * dscale is false.
+   */
+  forward(id: number, mb: MicroBatch, input?: Tensor, o: ForwardOptions = {}): ForwardResult {
+    if (this.saved.has(id)) throw new Error(`TrainStage.forward: micro-batch ${id} is already in flight`);
+    this.checkBatch(mb);
+    const { hidden: C, heads, kvHeads, headDim: D, ropeTheta } = this.cfg;
+    const gpt2 = this.cfg.family === 'gpt2';
+    const B = mb.batch, T = mb.seq, N = B * T;
+    const W3 = (heads + 2 * kvHeads) * D;
+    const train = o.dscale !== false;
+    const w = this.w;
+    const s: Saved = { mb, pos: this.i32(Array.from({ length: N }, (_, i) => i % T)), layers: [], xLast: undefined as unknown as Tensor };
+    const free = (...ts: (Tensor | undefined)[]) => ts.forEach((t) => t?.dispose());
+    let x: Tensor;
+    try {
+      if (this.isFirst) {
+        s.ids = this.i32(mb.inputs);
+        x = ops.embedding(s.ids, w.embed!);
+        if (w.positions) {
+          const p = ops.embedding(s.pos, w.positions);
+          ops.add(x, p, x);
+          p.dispose();
+        }
+      } else {
+        if (!input || input.numel !== N * C) throw new Error(`TrainStage.forward: expected an input of [${N}, ${C}] from the stage before`);
+        x = Tensor.empty([N, C], { dtype: input.dtype, device: this.device }).copyFrom(input);
+      }
+      for (const l of w.layers) {
+        const n1 = this.norm(x, l.norm1, l.norm1Bias, N);
+        const qkv = ops.linear(n1.y, l.qkv, l.qkvBias);
+        const k = qkv.view(heads * D, [N * W3 - heads * D]);
+        const v = qkv.view((heads + kvHeads) * D, [N * W3 - (heads + kvHeads) * D]);
+        if (!gpt2) {
+          ops.rope(qkv, s.pos, { heads, headDim: D, theta: ropeTheta, tokenStride: W3, tokens: N });
+          ops.rope(k, s.pos, { heads: kvHeads, headDim: D, theta: ropeTheta, tokenStride: W3, tokens: N });
+        }
+        const strides = { qStrides: [T * W3, W3] as [number, number], kvStrides: [T * W3, W3] as [number, number] };
+        const fa = ops.attentionForward(qkv, k, v, { batch: B, tokens: T, headsQ: heads, headsKv: kvHeads, headDim: D, ...strides });
+        free(k, v);
+        const att = fa.out.reshape([N, heads * D]);
+        fa.out.dispose();
+        const xMid = ops.linear(att, l.out, l.outBias);
+        ops.add(xMid, x, xMid);
+        const n2 = this.norm(xMid, l.norm2, l.norm2Bias, N);
+        const a = ops.linear(n2.y, l.up, l.upBias);
+        let g: Tensor;
+        if (gpt2) g = ops.gelu(a);
+        else {
+          const F = this.cfg.intermediate;
+          const up = a.view(F, [N * 2 * F - F]);
+          g = ops.siluGate(a, up, { rows: N, cols: F, inStride: 2 * F });
+          up.dispose();
+        }
+        const xNext = ops.linear(g, l.down, l.downBias);
+        ops.add(xNext, xMid, xNext);
+        const acts: LayerActs = { x, mean1: n1.mean, rstd1: n1.rstd, h1: n1.y, qkv, att, lse: fa.lse, xMid, mean2: n2.mean, rstd2: n2.rstd, h2: n2.y, a, g };
+        if (train) s.layers.push(acts);
+        else free(...Object.values(acts));
+        x = xNext;
+      }
+      s.xLast = x;
+      if (!this.isLast) {
+        if (train) this.saved.set(id, s);
+        else free(s.ids, s.pos);
+        return { out: x };
+      }
+      const nF = this.norm(x, w.normF!, w.normFBias, N);
+      const logits = ops.linear(nF.y, w.head!);
+      const targets = this.i32(mb.targets);
+      const count = countTargets(mb.targets, this.cfg.vocabSize);
+      const dscale = o.dscale === false ? 0 : (o.dscale ?? 1 / Math.max(count, 1));
+      const losses = ops.crossEntropy(logits, targets, { ignoreIndex: IGNORE_INDEX, dlogits: train ? 'inplace' : undefined, dscale });
+      const lv = losses.toArray();
+      losses.dispose();
+      let lossSum = 0;
+      for (const l of lv) lossSum += l;
+      if (train) {
+        Object.assign(s, { meanF: nF.mean, rstdF: nF.rstd, hF: nF.y, dlogits: logits, targets });
+        this.saved.set(id, s);
+      } else {
+        free(nF.mean, nF.rstd, nF.y, logits, targets, x, s.ids, s.pos);
+      }
+      return { lossSum, count };
+    } catch (e) {
+      this.release(s);
+      throw e;
+    }
+  }
+
+  /**
+   * Backward of micro-batch `id`: parameter gradients added into params.grad. The last stage starts from
+   * its saved logits' gradient; the others take dOut [B*T, C] from the stage after. Returns the gradient of
+   * the stage's input (for the stage before), or null on the first stage. Frees the saved activations.
+   */
+  backward(id: number, dOut?: Tensor): Tensor | null {
+    const s = this.saved.get(id);
+    if (!s) throw new Error(`TrainStage.backward: micro-batch ${id} has no saved forward (run forward first, with a dscale)`);
+    this.saved.delete(id);
+    const { hidden: C, heads, kvHeads, headDim: D, ropeTheta } = this.cfg;
+    const gpt2 = this.cfg.family === 'gpt2';
+    const B = s.mb.batch, T = s.mb.seq, N = B * T;
+    const W3 = (heads + 2 * kvHeads) * D;
+    const w = this.w, gw = this.gw;
+    const dt = this.params.dtype;
+    const opt = { dtype: dt, device: this.device };
+    const tmp: Tensor[] = [];
+    const keep = <X extends Tensor>(t: X) => (tmp.push(t), t);
+    let dx: Tensor | null = null;
+    try {
+      // dx: the gradient of the residual stream, updated in place from the top down.
+      if (this.isLast) {
+        const dl = s.dlogits!;
+        const dhF = keep(ops.matmul(dl, w.head!));
+        ops.matmul(dl, s.hF!, { transA: true, beta: 1, out: gw.head! });
+        dx = ops.fillUniform(Tensor.empty([N, C], opt), { low: 0, high: 0 });
+        this.normBackward(dhF, s.xLast, w.normF!, s.meanF, s.rstdF!, dx, gw.normF!, gw.normFBias);
+      } else {
+        if (!dOut || dOut.numel !== N * C) throw new Error(`TrainStage.backward: expected dOut of [${N}, ${C}] from the stage after`);
+        dx = Tensor.empty([N, C], opt).copyFrom(dOut);
+      }
+      const gwLayers = gw.layers;
+      for (let li = s.layers.length - 1; li >= 0; li--) {
+        const a = s.layers[li]!, l = w.layers[li]!, gl = gwLayers[li]!;
+        // MLP: x_{l+1} = x_mid + g Wdown^T
+        ops.matmul(dx, a.g, { transA: true, beta: 1, out: gl.down });
+        if (gl.downBias) ops.sumRows(dx, { out: gl.downBias, accumulate: true });
+        const dg = keep(ops.matmul(dx, l.down));
+        let da: Tensor;
+        if (gpt2) da = ops.geluBackward(a.a, dg, dg);
+        else {
+          const F = this.cfg.intermediate;
+          da = keep(Tensor.empty([N, 2 * F], opt));
+          const up = keep(a.a.view(F, [N * 2 * F - F]));
+          const dup = keep(da.view(F, [N * 2 * F - F]));
+          ops.siluGateBackward(a.a, up, dg, { dgate: da, dup, rows: N, cols: F, inStride: 2 * F });
+        }
+        ops.matmul(da, a.h2, { transA: true, beta: 1, out: gl.up });
+        if (gl.upBias) ops.sumRows(da, { out: gl.upBias, accumulate: true });
+        const dh2 = keep(ops.matmul(da, l.up));
+        this.normBackward(dh2, a.xMid, l.norm2, a.mean2, a.rstd2, dx, gl.norm2, gl.norm2Bias);
+        // attention: x_mid = x_l + att Wo^T
+        ops.matmul(dx, a.att, { transA: true, beta: 1, out: gl.out });
+        if (gl.outBias) ops.sumRows(dx, { out: gl.outBias, accumulate: true });
+        const datt = keep(keep(ops.matmul(dx, l.out)).reshape([B, T, heads, D]));
+        const dqkv = keep(Tensor.empty([N, W3], opt));
+        const k = keep(a.qkv.view(heads * D, [N * W3 - heads * D]));
+        const v = keep(a.qkv.view((heads + kvHeads) * D, [N * W3 - (heads + kvHeads) * D]));
+        const dk = keep(dqkv.view(heads * D, [N * W3 - heads * D]));
+        const dv = keep(dqkv.view((heads + kvHeads) * D, [N * W3 - (heads + kvHeads) * D]));
+        const att4 = keep(a.att.reshape([B, T, heads, D]));
+        const strides = { qStrides: [T * W3, W3] as [number, number], kvStrides: [T * W3, W3] as [number, number] };
+        ops.attentionBackward(a.qkv, k, v, att4, datt, a.lse, { batch: B, tokens: T, headsQ: heads, headsKv: kvHeads, headDim: D, ...strides, dq: dqkv, dk, dv });
+        if (!gpt2) {
+          ops.ropeBackward(dqkv, s.pos, { heads, headDim: D, theta: ropeTheta, tokenStride: W3, tokens: N });
+          ops.ropeBackward(dk, s.pos, { heads: kvHeads, headDim: D, theta: ropeTheta, tokenStride: W3, tokens: N });
+        }
+        ops.matmul(dqkv, a.h1, { transA: true, beta: 1, out: gl.qkv });
+        if (gl.qkvBias) ops.sumRows(dqkv, { out: gl.qkvBias, accumulate: true });
+        const dh1 = keep(ops.matmul(dqkv, l.qkv));
+        this.normBackward(dh1, a.x, l.norm1, a.mean1, a.rstd1, dx, gl.norm1, gl.norm1Bias);
+        tmp.splice(0).forEach((t) => t.dispose());
+      }
+      if (this.isFirst) {
+        ops.embeddingBackward(s.ids!, dx, gw.embed!);
+        if (gw.positions) ops.embeddingBackward(s.pos, dx, gw.positions);
+        dx.dispose();
+        return null;
+      }
+      return dx;
+    } catch (e) {
+      dx?.dispose();
+      throw e;
+    } finally {
+      tmp.forEach((t) => t.dispose());
+      this.release(s);
+    }
+  }
+
+  /** Micro-batches whose forward is saved and whose backward has not run. */
+  get inFlight(): number[] {
+    return [...this.saved.keys()];
+  }
+
+  /** Drop every saved forward (after a failure, or to abandon a step). */
+  clear(): void {
+    for (const s of this.saved.values()) this.release(s);
+    this.saved.clear();
+  }
+
+  private release(s: Saved): void {
+    const ts: (Tensor | undefined)[] = [s.ids, s.pos, s.targets, s.meanF, s.rstdF, s.hF, s.dlogits];
+    // the last stage's output stays with the caller when it was handed on (not the last stage)
+    if (this.isLast) ts.push(s.xLast);
+    for (const l of s.layers) ts.push(...Object.values(l));
+    for (const t of ts) if (t && !t.disposed) t.dispose();
+    s.layers = [];
+  }
+}

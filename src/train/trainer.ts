@@ -1,0 +1,367 @@
+// Training on one device: the whole model as one TrainStage, AdamW with clipping and a warmup + cosine
+// schedule, gradient accumulation over micro-steps, validation, checkpoints and resume.
+//
+// A step: zero the gradient; per micro-step take a batch from the loader, forward (the logits' gradient
+// scaled by 1 / the step's counted targets, so the micro-steps' gradients add up to the step's mean loss),
+// backward; then the global norm, a non-finite loss or norm stops the run before the update (the last
+// checkpoint stays the good one), else one fused AdamW call. Everything the next step depends on (weights,
+// moments, step, loader position) is in the checkpoint, and the CPU kernels are deterministic, so a resumed
+// run continues with the same losses bit for bit.
+import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { DType } from '../dtype.js';
+import type { ModelConfig } from '../io/config.js';
+import { TrainLoader, valBatches, windowCount, type Tokens } from '../data/loader.js';
+import { prepareDataset, readDataset } from '../data/prepare.js';
+import { checkSaveFolder, loadOptimizerState, readCheckpointState, saveCheckpoint, type SaveOptions } from './checkpoint.js';
+import { initParams, resolveModel, type ModelSource } from './init.js';
+import { adamwStep, DEFAULT_ADAMW, gradNorm, lrAt } from './optim.js';
+import type { FlatParams } from './params.js';
+import { countTargets, TrainStage } from './stage.js';
+
+/** Token streams to train on, already tokenized; `id` identifies the data for resume checks. */
+export interface TokenData {
+  train: Tokens;
+  val: Tokens;
+  id: string;
+  /** the tokenizer's vocabulary (ids must fit the model's); default: the largest id + 1 */
+  vocabSize?: number;
+}
+
+export interface TrainOptions {
+  /** a preset (from scratch), a Hugging Face folder (fine-tune), or a config (random init); with resume,
+   *  optional (the checkpoint's), and when given it must be the checkpoint's model */
+  model?: string | ModelConfig;
+  /** 'brown', a text file or folder of .txt/.md (tokenized with GPT-2 BPE, cached), a prepared dataset folder, or tokens */
+  data: string | TokenData;
+  /** where a text source's tokens are cached; default under the OS temp folder */
+  dataCache?: string;
+  /** only these Brown files (with data 'brown') */
+  brownFiles?: readonly string[];
+  device?: string;
+  dtype?: DType;
+  /** seed of a random init; default 0 */
+  seed?: number;
+  /** seed of the loader's shuffle; default 1234 */
+  dataSeed?: number;
+  batch: number;
+  seq: number;
+  /** optimizer steps; or epochs (passes over the training windows) */
+  steps?: number;
+  epochs?: number;
+  lr?: number;
+  warmup?: number;
+  minLrFrac?: number;
+  gradAccum?: number;
+  /** validate every this many steps (0: only at the end of each epoch and of the run) */
+  evalEvery?: number;
+  /** at most this many validation batches (default: all) */
+  evalBatches?: number;
+  weightDecay?: number;
+  beta1?: number;
+  beta2?: number;
+  eps?: number;
+  /** global gradient-norm clip; 0 for none. Default 1 */
+  clip?: number;
+  /** checkpoint folder: saved every saveEvery steps (0: only at the end) and at the end */
+  save?: string;
+  saveEvery?: number;
+  /** a checkpoint folder to continue from */
+  resume?: string;
+  onStep?: (e: StepEvent) => void;
+  onEval?: (e: EvalEvent) => void;
+  onEpoch?: (e: EpochEvent) => void;
+  onSave?: (dir: string, step: number) => void;
+  /** @internal test hook: see SaveOptions.onFileWritten */
+  onCheckpointFile?: SaveOptions['onFileWritten'];
+}
+
+export interface StepEvent {
+  step: number;
+  totalSteps: number;
+  epoch: number;
+  loss: number;
+  lr: number;
+  gradNorm: number;
+  /** tokens processed this step (batch x seq x gradAccum) */
+  tokens: number;
+  tokensPerSec: number;
+  stepMs: number;
+  elapsedMs: number;
+  /** estimated time to the last step */
+  etaMs: number;
+}
+
+export interface EvalEvent {
+  step: number;
+  epoch: number;
+  valLoss: number;
+}
+
+export interface EpochEvent {
+  epoch: number;
+  step: number;
+  /** wall time of the epoch's steps (and its validation) */
+  seconds: number;
+  /** the mean of the epoch's per-step tokens/s (as the seed's train() reports it) */
+  tokensPerSec: number;
+  valLoss: number;
+}
+
+export interface TrainResult {
+  steps: number;
+  /** the loss of every step of the run (resumed runs: from step 1, read from the checkpoint) */
+  losses: number[];
+  valLosses: EvalEvent[];
+  /** the checkpoint folder written last, if any */
+  checkpoint: string | null;
+  tokensPerSec: number;
+}
+
+interface Data {
+  train: Tokens;
+  val: Tokens;
+  id: string;
+  vocabSize: number;
+}
+
+function maxId(t: Tokens): number {
+  let m = -1;
+  for (let i = 0; i < t.length; i++) if (t[i]! > m) m = t[i]!;
+  return m;
+}
+
+async function loadData(o: TrainOptions): Promise<Data> {
+  const d = o.data;
+  if (typeof d !== 'string') return { train: d.train, val: d.val, id: d.id, vocabSize: d.vocabSize ?? Math.max(maxId(d.train), maxId(d.val)) + 1 };
+  let folder = d;
+  if (!(d !== 'brown' && existsSync(path.join(d, 'manifest.json')))) {
+    const key = createHash('sha256').update(JSON.stringify([d === 'brown' ? 'brown' : path.resolve(d), o.brownFiles ?? null])).digest('hex').slice(0, 16);
+    folder = o.dataCache ?? path.join(os.tmpdir(), 'parallm-data', key);
+    await prepareDataset({ source: d, outDir: folder, brownFiles: o.brownFiles });
+  }
+  const ds = readDataset(folder);
+  return { train: ds.train.tokens, val: ds.val.tokens, id: ds.manifest.contentHash, vocabSize: ds.manifest.vocabSize };
+}
+
+function positiveInt(flag: string, v: number | undefined, min = 1): number {
+  if (!Number.isInteger(v) || v! < min) throw new Error(`train: ${flag} must be an integer >= ${min}, got ${v}`);
+  return v!;
+}
+
+function finite(flag: string, v: number, min = 0): number {
+  if (!Number.isFinite(v) || v < min) throw new Error(`train: ${flag} must be a number >= ${min}, got ${v}`);
+  return v;
+}
+
+export class Trainer {
+  /** optimizer steps done */
+  step = 0;
+  readonly losses: number[] = [];
+  readonly valLosses: EvalEvent[] = [];
+  private lastSaved: string | null = null;
+
+  private constructor(
+    readonly opts: TrainOptions,
+    readonly source: ModelSource,
+    readonly params: FlatParams,
+    readonly stage: TrainStage,
+    readonly loader: TrainLoader,
+    readonly data: Data,
+    readonly totalSteps: number,
+    readonly stepsPerEpoch: number,
+  ) {}
+
+  get cfg(): ModelConfig {
+    return this.source.cfg;
+  }
+  get gradAccum(): number {
+    return this.opts.gradAccum ?? 1;
+  }
+
+  /** Checks every option and the data against the model, then loads the weights (or the checkpoint). */
+  static async create(o: TrainOptions): Promise<Trainer> {
+    const batch = positiveInt('batch', o.batch);
+    const seq = positiveInt('seq', o.seq);
+    const accum = positiveInt('gradAccum', o.gradAccum ?? 1);
+    if ((o.steps === undefined) === (o.epochs === undefined)) throw new Error('train: give exactly one of steps and epochs');
+    if (o.steps !== undefined) positiveInt('steps', o.steps);
+    if (o.epochs !== undefined) positiveInt('epochs', o.epochs);
+    finite('lr', o.lr ?? 3e-4);
+    positiveInt('warmup', o.warmup ?? 0, 0);
+    positiveInt('evalEvery', o.evalEvery ?? 0, 0);
+    positiveInt('saveEvery', o.saveEvery ?? 0, 0);
+    if (o.evalBatches !== undefined) positiveInt('evalBatches', o.evalBatches);
+    finite('clip', o.clip ?? DEFAULT_ADAMW.clip);
+    if (o.dtype !== undefined && !['f32', 'bf16', 'f16'].includes(o.dtype)) throw new Error(`train: dtype must be f32, bf16 or f16, got ${o.dtype}`);
+    let src: ModelSource;
+    const ck = o.resume ? readCheckpointState(o.resume) : null;
+    if (ck) {
+      src = o.model === undefined ? { cfg: ck.config, folder: null, name: o.resume! } : resolveModel(o.model);
+      if (JSON.stringify(src.cfg) !== JSON.stringify(ck.config))
+        throw new Error(`resume: ${o.resume} holds a different model (${JSON.stringify(ck.config)}) than ${typeof o.model === 'string' ? o.model : 'the given config'} (${JSON.stringify(src.cfg)})`);
+    } else {
+      if (o.model === undefined) throw new Error('train: give a model (a preset or a folder), or resume from a checkpoint');
+      src = resolveModel(o.model);
+    }
+    const cfg = src.cfg;
+    if (seq > cfg.maxPositions) throw new Error(`train: seq ${seq} is longer than the model's context (${cfg.maxPositions} positions)`);
+    if (o.save) checkSaveFolder(o.save);
+    const data = await loadData(o);
+    if (data.vocabSize > cfg.vocabSize)
+      throw new Error(`train: the data's token ids go up to ${data.vocabSize - 1} but the model's vocabulary has ${cfg.vocabSize} tokens`);
+    const loader = new TrainLoader(data.train, { batch, seq, seed: o.dataSeed ?? 1234 });
+    const stepsPerEpoch = Math.floor(loader.batchesPerEpoch / accum);
+    if (stepsPerEpoch < 1)
+      throw new Error(`train: too little data: ${loader.batchesPerEpoch} batches of ${batch} x ${seq} tokens an epoch, fewer than gradAccum ${accum}`);
+    if (windowCount(data.val.length, seq) < 1) throw new Error(`train: the validation data (${data.val.length} tokens) is shorter than one window of seq ${seq} + 1`);
+    const totalSteps = o.steps ?? o.epochs! * stepsPerEpoch;
+    const dtype = o.dtype ?? 'f32';
+    if (ck) {
+      const run = { batch, seq, gradAccum: accum, dataHash: data.id, dtype, dataSeed: o.dataSeed ?? 1234 };
+      for (const k of Object.keys(run) as (keyof typeof run)[])
+        if (ck.run[k] !== run[k]) throw new Error(`resume: ${o.resume} was run with ${k} ${ck.run[k]}, this run has ${run[k]}`);
+      if (ck.step > totalSteps) throw new Error(`resume: ${o.resume} is at step ${ck.step}, past this run's ${totalSteps} steps`);
+    }
+    // From a checkpoint the weights come from its optimizer state; a random init just fills the buffers first.
+    const params = initParams(ck ? { ...src, folder: null } : src, { device: o.device, dtype, seed: o.seed ?? 0 });
+    try {
+      if (ck) {
+        loadOptimizerState(o.resume!, params, ck);
+        loader.seek(ck.loader);
+      }
+    } catch (e) {
+      params.dispose();
+      throw e;
+    }
+    const t = new Trainer(o, src, params, new TrainStage(params), loader, data, totalSteps, stepsPerEpoch);
+    if (ck) {
+      t.step = ck.step;
+      t.losses.push(...ck.losses);
+    }
+    return t;
+  }
+
+  private lr(step: number): number {
+    const o = this.opts;
+    return lrAt(step, { lr: o.lr ?? 3e-4, warmup: o.warmup ?? 0, total: this.totalSteps, minLrFrac: o.minLrFrac });
+  }
+
+  /** One optimizer step (gradAccum micro-steps); returns its mean loss. Throws on a non-finite loss or norm. */
+  trainStep(): { loss: number; gradNorm: number; lr: number } {
+    const step = this.step + 1;
+    const batches = Array.from({ length: this.gradAccum }, () => this.loader.next());
+    const count = batches.reduce((s, b) => s + countTargets(b.targets, this.cfg.vocabSize), 0);
+    this.params.zeroGrad();
+    let lossSum = 0;
+    try {
+      for (const [i, b] of batches.entries()) {
+        const r = this.stage.forward(i, b, undefined, { dscale: 1 / Math.max(count, 1) });
+        lossSum += r.lossSum!;
+        this.stage.backward(i);
+      }
+    } finally {
+      this.stage.clear();
+    }
+    const loss = lossSum / Math.max(count, 1);
+    const norm = gradNorm(this.params);
+    if (!Number.isFinite(loss) || !Number.isFinite(norm)) {
+      const what = !Number.isFinite(loss) ? `the loss is ${loss}` : `the gradient norm is ${norm}`;
+      throw new Error(`training stopped at step ${step}: ${what}; the weights are left as after step ${step - 1}` + (this.lastSaved ? ` (last checkpoint: ${this.lastSaved})` : ''));
+    }
+    const lr = this.lr(step);
+    adamwStep(this.params, step, lr, {
+      beta1: this.opts.beta1 ?? DEFAULT_ADAMW.beta1, beta2: this.opts.beta2 ?? DEFAULT_ADAMW.beta2, eps: this.opts.eps ?? DEFAULT_ADAMW.eps,
+      weightDecay: this.opts.weightDecay ?? DEFAULT_ADAMW.weightDecay, clip: this.opts.clip ?? DEFAULT_ADAMW.clip,
+    }, norm);
+    this.step = step;
+    this.losses.push(loss);
+    return { loss, gradNorm: norm, lr };
+  }
+
+  /** The mean loss over the validation windows (the first evalBatches batches of them). */
+  evaluate(): number {
+    let sum = 0, count = 0, n = 0;
+    for (const b of valBatches(this.data.val, { batch: this.opts.batch, seq: this.opts.seq })) {
+      if (this.opts.evalBatches !== undefined && n++ >= this.opts.evalBatches) break;
+      const r = this.stage.forward(-1, b, undefined, { dscale: false });
+      sum += r.lossSum!;
+      count += r.count!;
+    }
+    return sum / Math.max(count, 1);
+  }
+
+  /** Writes a checkpoint of the current state into `dir`. */
+  save(dir: string): void {
+    saveCheckpoint(
+      dir, this.params,
+      {
+        step: this.step, loader: this.loader.position, losses: this.losses,
+        run: { batch: this.opts.batch, seq: this.opts.seq, gradAccum: this.gradAccum, dataHash: this.data.id, dtype: this.params.dtype, dataSeed: this.opts.dataSeed ?? 1234 },
+      },
+      { tokenizerFrom: this.source.folder ?? (this.opts.resume && existsSync(path.join(this.opts.resume, 'tokenizer.json')) ? this.opts.resume : null), onFileWritten: this.opts.onCheckpointFile },
+    );
+    this.lastSaved = path.resolve(dir);
+    this.opts.onSave?.(this.lastSaved, this.step);
+  }
+
+  /** Runs to totalSteps with the callbacks, validation and checkpoints of the options. */
+  run(): TrainResult {
+    const o = this.opts;
+    const tokensPerStep = o.batch * o.seq * this.gradAccum;
+    const t0 = performance.now();
+    let epochStart = t0;
+    let epochRates: number[] = [];
+    const first = this.step;
+    const evalNow = (epoch: number) => {
+      const e = { step: this.step, epoch, valLoss: this.evaluate() };
+      this.valLosses.push(e);
+      o.onEval?.(e);
+      return e.valLoss;
+    };
+    while (this.step < this.totalSteps) {
+      const ts = performance.now();
+      const r = this.trainStep();
+      const now = performance.now();
+      const stepMs = now - ts;
+      const epoch = Math.floor((this.step - 1) / this.stepsPerEpoch);
+      const avg = (now - t0) / (this.step - first);
+      const tokensPerSec = tokensPerStep / (stepMs / 1e3);
+      epochRates.push(tokensPerSec);
+      o.onStep?.({
+        step: this.step, totalSteps: this.totalSteps, epoch, loss: r.loss, lr: r.lr, gradNorm: r.gradNorm, tokens: tokensPerStep,
+        tokensPerSec, stepMs, elapsedMs: now - t0, etaMs: avg * (this.totalSteps - this.step),
+      });
+      const endOfEpoch = this.step % this.stepsPerEpoch === 0;
+      const last = this.step === this.totalSteps;
+      let val: number | undefined;
+      if (endOfEpoch || (o.evalEvery && this.step % o.evalEvery === 0) || last) val = evalNow(epoch);
+      if (endOfEpoch) {
+        const tps = epochRates.reduce((a, b) => a + b, 0) / epochRates.length;
+        o.onEpoch?.({ epoch, step: this.step, seconds: (performance.now() - epochStart) / 1e3, tokensPerSec: tps, valLoss: val! });
+        epochStart = performance.now();
+        epochRates = [];
+      }
+      if (o.save && ((o.saveEvery && this.step % o.saveEvery === 0) || last)) this.save(o.save);
+    }
+    const secs = (performance.now() - t0) / 1e3;
+    return { steps: this.step, losses: [...this.losses], valLosses: [...this.valLosses], checkpoint: this.lastSaved, tokensPerSec: ((this.step - first) * tokensPerStep) / Math.max(secs, 1e-9) };
+  }
+
+  dispose(): void {
+    this.stage.clear();
+    this.params.dispose();
+  }
+}
+
+/** Create a Trainer, run it to the end, free it. */
+export async function train(o: TrainOptions): Promise<TrainResult> {
+  const t = await Trainer.create(o);
+  try {
+    return t.run();
+  } finally {
+    t.dispose();
+  }
+}

@@ -1,0 +1,49 @@
+// Shared by the training tests: small model shapes (the tiny presets' 50257-word vocabulary makes the
+// classifier dominate), random batches, and a seeded wide init for finite differences.
+import type { ModelConfig } from '../../src/io/config.js';
+import { ops } from '../../src/index.js';
+import type { FlatParams } from '../../src/train/params.js';
+import type { MicroBatch } from '../../src/train/stage.js';
+
+export const smallGpt2: ModelConfig = {
+  family: 'gpt2', vocabSize: 61, hidden: 16, layers: 2, heads: 2, kvHeads: 2, headDim: 8, intermediate: 64,
+  maxPositions: 16, normEps: 1e-5, ropeTheta: 0, tieEmbeddings: true, bosTokenId: 0, eosTokenIds: [0],
+};
+
+export const smallLlama: ModelConfig = {
+  family: 'llama', vocabSize: 53, hidden: 16, layers: 2, heads: 4, kvHeads: 2, headDim: 4, intermediate: 24,
+  maxPositions: 16, normEps: 1e-5, ropeTheta: 10000, tieEmbeddings: false, bosTokenId: 1, eosTokenIds: [2],
+};
+
+/** A seeded generator (mulberry32) for batches. */
+export function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Random ids in [0, V); `pad` of the targets (the last ones of row 0) are -100. */
+export function randomBatch(V: number, batch: number, seq: number, seed: number, pad = 0): MicroBatch {
+  const r = rng(seed);
+  const inputs = Int32Array.from({ length: batch * seq }, () => Math.floor(r() * V));
+  const targets = Int32Array.from({ length: batch * seq }, () => Math.floor(r() * V));
+  for (let i = 0; i < pad; i++) targets[seq - 1 - i] = -100;
+  return { inputs, targets, batch, seq };
+}
+
+/** Master weights uniform in [-a, a] (norm weights around 1), so gradients are well above f32 noise. */
+export function widen(p: FlatParams, seed: number, a = 0.3): void {
+  ops.fillUniform(p.master, { seed, low: -a, high: a });
+  for (const e of p.layout)
+    if (/norm\d?$|normF$/.test(e.key)) {
+      const t = p.master.view(e.offset, e.shape);
+      ops.fillUniform(t, { seed: seed + e.offset, low: 0.7, high: 1.3 });
+      t.dispose();
+    }
+  p.syncParam();
+}
