@@ -5,7 +5,7 @@ import { parseDevice } from '../device.js';
 import type { DType } from '../dtype.js';
 import { loadConfig, type ModelConfig } from '../io/config.js';
 import { presetConfig, PRESETS } from '../models/presets.js';
-import { disposeWeights, loadWeights, randomWeights, wholeModel, type StageSpec } from '../models/weights.js';
+import { disposeWeights, loadWeights, randomWeights, wholeModel, type Stage } from '../models/weights.js';
 import { FlatParams } from './params.js';
 
 export interface InitOptions {
@@ -14,7 +14,7 @@ export interface InitOptions {
   dtype?: DType;
   /** seed of a preset's (or config's) random init; default 0 */
   seed?: number;
-  stage?: StageSpec;
+  stage?: Stage;
 }
 
 export interface ModelSource {

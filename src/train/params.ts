@@ -10,7 +10,7 @@ import type { DType } from '../dtype.js';
 import type { ModelConfig } from '../io/config.js';
 import * as ops from '../ops.js';
 import { Tensor } from '../tensor.js';
-import { disposeWeights, type LayerWeights, type ModelWeights, type StageSpec } from '../models/weights.js';
+import { disposeWeights, type LayerWeights, type ModelWeights, type Stage } from '../models/weights.js';
 
 /** One tensor's place in the flat buffers; `key` names it in ModelWeights ('embed', 'layers.3.qkv', ...). */
 export interface ParamEntry {
@@ -25,7 +25,7 @@ const LAYER_MATRICES = ['qkv', 'out', 'up', 'down'] as const;
 const LAYER_VECTORS = ['norm1', 'norm1Bias', 'qkvBias', 'outBias', 'norm2', 'norm2Bias', 'upBias', 'downBias'] as const;
 
 /** The flat layout of a stage's parameters (a pure function of the config and the stage). */
-export function paramLayout(cfg: ModelConfig, stage: StageSpec): ParamEntry[] {
+export function paramLayout(cfg: ModelConfig, stage: Stage): ParamEntry[] {
   const { hidden: C, heads, kvHeads, headDim: D, intermediate: F, vocabSize: V } = cfg;
   const gpt2 = cfg.family === 'gpt2';
   const W3 = (heads + 2 * kvHeads) * D;
@@ -56,7 +56,7 @@ export function paramLayout(cfg: ModelConfig, stage: StageSpec): ParamEntry[] {
 }
 
 /** Views of a flat buffer in ModelWeights form (head = embed when tied). */
-function weightViews(cfg: ModelConfig, stage: StageSpec, layout: ParamEntry[], flat: Tensor): ModelWeights {
+function weightViews(cfg: ModelConfig, stage: Stage, layout: ParamEntry[], flat: Tensor): ModelWeights {
   const v: Record<string, Tensor> = {};
   for (const e of layout) v[e.key] = flat.view(e.offset, e.shape);
   const layers: LayerWeights[] = [];
@@ -78,7 +78,7 @@ function weightViews(cfg: ModelConfig, stage: StageSpec, layout: ParamEntry[], f
   };
 }
 
-function entryTensor(w: ModelWeights, stage: StageSpec, key: string): Tensor | undefined {
+function entryTensor(w: ModelWeights, stage: Stage, key: string): Tensor | undefined {
   const m = /^layers\.(\d+)\.(\w+)$/.exec(key);
   if (m) return (w.layers[Number(m[1]) - stage.start] as unknown as Record<string, Tensor | undefined>)[m[2]!];
   return (w as unknown as Record<string, Tensor | undefined>)[key];
@@ -103,7 +103,7 @@ export class FlatParams {
 
   constructor(
     readonly cfg: ModelConfig,
-    readonly stage: StageSpec,
+    readonly stage: Stage,
     readonly device: string,
     readonly dtype: DType,
   ) {
