@@ -66,10 +66,17 @@ function checkPrompts(model: Model, prompts: number[][], maxTokens: number): voi
   });
 }
 
-// A generation yields to the event loop at least this often (ms), so timers and I/O keep running while
-// a long generation is consumed in a tight `for await` loop (an async generator alone never yields to it).
+// Generation yields to the event loop at least this often (ms), so timers and I/O keep running while
+// generations are consumed in a tight `for await` loop (an async generator alone never yields to it),
+// and the tensor wrappers' native parts, which Node frees in an immediate after GC, are freed. The clock
+// is shared by all generations: a loop of short ones (each under YIELD_EVERY_MS) yields all the same.
 const YIELD_EVERY_MS = 10;
-const yieldToLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
+let lastYield = performance.now();
+async function yieldIfDue(): Promise<void> {
+  if (performance.now() - lastYield <= YIELD_EVERY_MS) return;
+  await new Promise<void>((resolve) => setImmediate(resolve));
+  lastYield = performance.now();
+}
 
 /**
  * Generate for a batch of token-id prompts, yielding each step's new tokens. Each prompt gets what it
@@ -101,7 +108,7 @@ export async function* generateSteps(model: Model, prompts: number[][], opts: Ge
       });
       return ev;
     };
-    let yielded = performance.now();
+    await yieldIfDue();
     yield emit(0);
     // Steady-state decode time: from the end of step 1 (which captures the graph) to the last step.
     let t1 = performance.now();
@@ -114,10 +121,7 @@ export async function* generateSteps(model: Model, prompts: number[][], opts: Ge
       tokens = Array.from(last.toArray());
       if (s === 1) t1 = performance.now();
       else steps++;
-      if (performance.now() - yielded > YIELD_EVERY_MS) {
-        await yieldToLoop();
-        yielded = performance.now();
-      }
+      await yieldIfDue();
       yield emit(s);
     }
     if (times) {

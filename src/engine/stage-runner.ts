@@ -173,11 +173,14 @@ export class StageRunner {
     const { tf } = this;
     const n = this.run.micro[mb]!, p = this.run.pre[mb]!;
     const kv = this.cache.slice(this.run.starts[mb]!, n);
+    // Freed below, not left to its finalizer: an undisposed view keeps RunInputs' block alive after
+    // run.dispose(), and a tight loop of generations piles such wrappers up between event-loop turns.
+    const zeros = this.run.zeros.view(0, [n]);
     try {
       if (this.first) x = tf.embed(p.ids!, p.pos);
       else if (!x) throw new Error(`prefill of micro-batch ${mb}: no input activations`);
       started?.();
-      tf.prefillLayers(x, kv, p.pos, this.run.zeros.view(0, [n]), n, p.T);
+      tf.prefillLayers(x, kv, p.pos, zeros, n, p.T);
       if (!this.last) return x;
       const h = ops.embedding(p.last!, x);
       const logits = tf.logits(h);
@@ -197,6 +200,7 @@ export class StageRunner {
       throw e;
     } finally {
       kv.k.concat(kv.v).forEach((v) => v.dispose());
+      zeros.dispose();
     }
   }
 
