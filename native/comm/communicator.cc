@@ -1,6 +1,9 @@
 // Communicators: the in-process CPU implementation (shared memory between worker threads) and NCCL.
 #include "communicator.h"
 
+#include <cstdio>
+#include <cstdlib>
+
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
@@ -511,6 +514,7 @@ class NcclComm : public Communicator {
         fail(w, ": timed out after ", timeout_ms_, " ms waiting for the other ranks; the communicator was aborted");
       }
       if (stop_requested()) {
+        if (std::getenv("PARALLM_TRACE")) std::fprintf(stderr, "[parallm trace] %s: stop flag seen\n", w.c_str());
         abort();
         fail(w, ": stopped by close() or terminate(); the communicator was aborted");
       }
@@ -527,9 +531,12 @@ class NcclComm : public Communicator {
     comm_ = nullptr;
     const nccl::Api* api = &api_;  // the process-wide table (nccl::api()), never freed
     const int dev = dev_.index;
-    std::thread([api, c, dev] {
+    const bool tracing = std::getenv("PARALLM_TRACE") != nullptr;
+    if (tracing) std::fprintf(stderr, "[parallm trace] rank %d on cuda:%d: ncclCommAbort started\n", rank_, dev);
+    std::thread([api, c, dev, tracing] {
       cudaSetDevice(dev);
       api->CommAbort(c);
+      if (tracing) std::fprintf(stderr, "[parallm trace] cuda:%d: ncclCommAbort returned\n", dev);
     }).detach();
   }
 

@@ -8,6 +8,7 @@ import { synchronize } from '../device.js';
 import type { Communicator } from '../parallel/comm.js';
 import type { EdgeKind, Schedule, TaskKind } from '../parallel/schedule.js';
 import { Tensor } from '../tensor.js';
+import { trace } from './trace.js';
 import type { StageRunner } from './stage-runner.js';
 
 /** Where a task of the column finds, or sends, a tensor: a task of the run. */
@@ -173,6 +174,7 @@ export function runGenerationColumn(
       }
       if (start) marks.push({ k, start, end: new DeviceEvent(device).record(), h0, h1: now() });
     }
+    trace(`device ${col.device}: all ticks enqueued, draining`);
     comm?.drain(); // on a GPU: a peer that failed mid-run ends this wait with an error, not a hang
     synchronize(device);
     // Device times, placed on the host clock through the event recorded when the loop began.
@@ -195,7 +197,9 @@ export function runGenerationColumn(
   } catch (e) {
     // The peers may be waiting on this device: break the communicator so they fail at once instead of
     // waiting out its timeout. The caller makes a new one before the next run.
+    trace(`device ${col.device}: run failed (${(e as Error).message}); aborting the communicator`);
     comm?.abort();
+    trace(`device ${col.device}: communicator aborted`);
     throw e;
   } finally {
     if (hand.made?.dispose) hand.made.t.dispose(); // an error left a prefill output unsent

@@ -20,6 +20,7 @@ import { DevicePool } from '../parallel/pool.js';
 import type { TaskTime } from './executor.js';
 import { generationPlan, microBatchCount, numberStages, planColumns, strategyMesh, type PipelinePlan, type PlanStage } from './plan.js';
 import { resolveSampling, type SamplingOptions } from './sampling.js';
+import { trace } from './trace.js';
 import type { CommArgs, PipelineArgs, PipelineResult } from './stage-worker.js';
 
 export type { Strategy };
@@ -226,7 +227,15 @@ export class ParallelModel {
    * rank's own failure rather than the "peer aborted" or "stopped" errors it caused on the others.
    */
   private async allOrRootCause<R>(method: string, args: (rank: number) => unknown): Promise<R[]> {
-    const settled = await Promise.allSettled(this.devices.map((_, r) => this.pool.call<R>(r, method, args(r))));
+    // The first failure stops the other ranks at once: a GPU rank may be waiting on a peer that will
+    // never send, and only its stop flag ends that wait.
+    const calls = this.devices.map((_, r) =>
+      this.pool.call<R>(r, method, args(r)).catch((e: unknown) => {
+        this.pool.requestStop();
+        throw e;
+      }),
+    );
+    const settled = await Promise.allSettled(calls);
     const errors = settled.flatMap((x) => (x.status === 'rejected' ? [x.reason as Error] : []));
     if (errors.length) throw errors.find((e) => !/aborted|stopped|was closed|pool closed/.test(e.message)) ?? errors[0]!;
     return settled.map((x) => (x as PromiseFulfilledResult<R>).value);
@@ -258,11 +267,14 @@ export class ParallelModel {
    */
   close(): Promise<void> {
     this.closed ??= (async () => {
+      trace('close: stop requested');
       this.pool.requestStop();
       try {
         await Promise.allSettled(this.devices.map((_, r) => this.pool.call(r, 'unload')));
+        trace('close: every worker unloaded');
       } finally {
         await this.pool.close();
+        trace('close: workers ended');
       }
     })();
     return this.closed;

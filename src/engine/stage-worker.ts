@@ -15,6 +15,7 @@ import { Tensor } from '../tensor.js';
 import { runGenerationColumn, type Column, type GenerationColumnResult } from './executor.js';
 import type { Sampling } from './sampling.js';
 import { RunInputs, StageRunner } from './stage-runner.js';
+import { trace } from './trace.js';
 
 export interface LoadArgs {
   source: string;
@@ -81,8 +82,11 @@ export const handlers: Record<string, Handler> = {
   },
 
   unload(_a: unknown, ctx) {
+    trace(`${ctx.device}: unload`);
     unloadModels(ctx);
+    trace(`${ctx.device}: models freed`);
     destroyComms(ctx);
+    trace(`${ctx.device}: communicators destroyed`);
   },
 
   /** Join this worker's mesh groups, in axis order on every rank (NCCL blocks until a group has joined). */
@@ -174,8 +178,10 @@ export const handlers: Record<string, Handler> = {
         fault: a.fault?.rank === ctx.rank ? a.fault : undefined,
       });
     } finally {
+      trace(`${ctx.device}: pipeline cleanup`);
       for (const r of runners.values()) r.dispose();
       run.dispose();
+      trace(`${ctx.device}: pipeline cleanup done`);
     }
   },
 };
