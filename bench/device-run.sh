@@ -70,7 +70,7 @@ for p in "${parts[@]}"; do
       # this one, in the same call on the same GPUs, alternating: kernels, GPT-2 and LLaMA-2-7B decode, DP,
       # MP and PP prefill (8 micro-batches), PP decode at batch 256. Every figure goes to $out/cmp/*.json.
       mkdir -p "$out/cmp" /tmp/old && tar -xzf .device/old.tgz -C /tmp/old && ln -sfn "$PWD/node_modules" /tmp/old/node_modules
-      for round in 1 2; do for b in old new; do
+      for round in $(seq 1 ${ROUNDS:-1}); do for b in old new; do
         [ $b = old ] && cli=/tmp/old/dist/cli/index.js || cli=dist/cli/index.js
         j="$out/cmp/$b-r$round"
         timeout 150 node $cli bench kernels --quick --json "$j-kernels.json" > /dev/null 2>&1
