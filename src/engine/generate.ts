@@ -115,8 +115,9 @@ export async function* generateSteps(model: Model, prompts: number[][], opts: Ge
     let steps = 0;
     for (let s = 1; s < maxTokens && done.some((d) => !d); s++) {
       if (opts.shouldStop?.()) throw new Error(`generate on ${model.device}: stopped (close() or terminate())`);
-      // Step s feeds the token sampled at step s - 1 and samples the next.
-      runner.inputBuffer(0, s).copyFrom(last);
+      // Step s feeds the token sampled at step s - 1 (the runner copies each step's ids back itself; the
+      // prefill's come from here) and samples the next.
+      if (s === 1) runner.inputBuffer(0, s).copyFrom(last);
       last = runner.decode(0, s);
       tokens = Array.from(last.toArray());
       if (s === 1) t1 = performance.now();

@@ -34,6 +34,8 @@ export class RunInputs {
   // step s (which keys its random draw, see `offsets`).
   private readonly steps: Tensor;
   private readonly owned: Tensor[] = [];
+  // Row views made once and reused: a decode step copies two rows, and a view is an N-API object.
+  private readonly rows = new Map<number, Tensor>();
 
   constructor(
     readonly device: string,
@@ -83,12 +85,15 @@ export class RunInputs {
 
   /** Copy row `step` for micro-batch `mb` into `dst`, on the device. */
   copyRow(dst: Tensor, step: number, mb: number): void {
-    const r = this.row(step, mb);
+    const key = step * this.micro.length + mb;
+    let r = this.rows.get(key);
+    if (!r) this.rows.set(key, (r = this.row(step, mb)));
     dst.copyFrom(r);
-    r.dispose();
   }
 
   dispose(): void {
+    for (const t of this.rows.values()) t.dispose();
+    this.rows.clear();
     for (const t of this.owned) t.dispose();
     this.owned.length = 0;
   }
@@ -205,9 +210,10 @@ export class StageRunner {
   }
 
   /**
-   * Decode step `step` (>= 1) of micro-batch `mb`: its input is in inputBuffer(mb, step). Returns the
-   * slot's output (the activations to hand on, or the sampled ids on the last stage), valid until this
-   * micro-batch's next step; the runner owns it.
+   * Decode step `step` (>= 1) of micro-batch `mb`: its input is in inputBuffer(mb, step) (a runner that
+   * is both first and last stage puts each step's sampled ids there itself, so only the first decode step
+   * needs the prefill's ids copied in). Returns the slot's output (the activations to hand on, or the
+   * sampled ids on the last stage), valid until this micro-batch's next step; the runner owns it.
    */
   decode(mb: number, step: number, started?: () => void): Tensor {
     const sl = this.slot(mb);
@@ -243,7 +249,11 @@ export class StageRunner {
       // The token sampled at step s sits at position lens + s: that position keys its random draw.
       sl.out = ops.sample(logits, { ...this.sampling, offsets: sl.lens, rows: sl.seq });
       logits.dispose();
-      if (this.first) x.dispose();
+      if (this.first) {
+        x.dispose();
+        // One stage that is first and last feeds its own ids back, inside the captured step.
+        sl.ids.copyFrom(sl.out);
+      }
     }
   }
 

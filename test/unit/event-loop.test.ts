@@ -11,12 +11,12 @@ describe('generation and the event loop', () => {
       let fired = 0;
       const timer = setInterval(() => fired++, 10);
       const t0 = performance.now();
-      await generate(m, Array.from({ length: 4 }, () => [1, 2, 3]), { maxTokens: 200, stopTokens: [] });
+      await generate(m, Array.from({ length: 8 }, () => [1, 2, 3]), { maxTokens: 240, stopTokens: [] });
       const ms = performance.now() - t0;
       clearInterval(timer);
       // Every step past 10 ms gives the loop a turn: the timer fires about ms / 10 - 1 times (allow slack
       // for a loaded machine), and never zero.
-      expect(ms).toBeGreaterThan(150);
+      expect(ms).toBeGreaterThan(100);
       expect(fired).toBeGreaterThanOrEqual(Math.floor(ms / 40));
     } finally {
       m.dispose();
