@@ -346,10 +346,10 @@ void prefill_mma_launch(cudaStream_t st, const void* q, const void* k, const voi
   const int64_t blocks = int64_t(nmb) * B * Hq;
   PARALLM_CHECK(blocks < (int64_t(1) << 31), "attention_prefill: B*Hq*ceil(Tq/", K::BM, ")=", blocks,
                 " too large");
-  PARALLM_CUDA_CHECK(cudaFuncSetAttribute(prefill_mma<D, NW>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                          int(K::SMEM)),
+  auto kernel = lse ? prefill_mma<D, NW, true> : prefill_mma<D, NW, false>;
+  PARALLM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(K::SMEM)),
                      "attention_prefill: smem attribute (D=", D, ")");
-  prefill_mma<D, NW><<<unsigned(blocks), NW * 32, K::SMEM, st>>>(
+  kernel<<<unsigned(blocks), NW * 32, K::SMEM, st>>>(
       static_cast<const bf16*>(q), static_cast<const bf16*>(k), static_cast<const bf16*>(v), static_cast<bf16*>(out),
       lse, B, Tq, Tk, Hq, Hkv, qbs, qts, kvbs, kvts, sl2, nmb);
   PARALLM_LAUNCH_CHECK("attention_prefill (mma) B=", B, " Tq=", Tq, " Tk=", Tk, " Hq=", Hq, " Hkv=", Hkv,

@@ -56,7 +56,9 @@ __device__ __forceinline__ void load_tile(uint32_t s, const __nv_bfloat16* g, in
   }
 }
 
-template <int D, int NW>
+// LSE: a training forward, which also writes the logsumexp (a separate instance, so inference's kernel
+// carries no branch or register for it).
+template <int D, int NW, bool LSE>
 __global__ void __launch_bounds__(NW * 32, NW == 4 ? 2 : 1)
 prefill_mma(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16* __restrict__ k,
             const __nv_bfloat16* __restrict__ v, __nv_bfloat16* __restrict__ out, float* __restrict__ lse, int B,
@@ -197,8 +199,10 @@ prefill_mma(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16* __restrict
     lr[r] += __shfl_xor_sync(0xffffffffu, lr[r], 1);
     lr[r] += __shfl_xor_sync(0xffffffffu, lr[r], 2);
     // Training forward: the natural-log logsumexp of the scaled scores (m and l are in log2 units).
-    if (lse && ti == 0 && row_a + r * 8 < Tq)
-      lse[(int64_t(b) * Hq + h) * Tq + row_a + r * 8] = (mr[r] + __log2f(lr[r])) * 0.6931471805599453f;
+    if constexpr (LSE) {
+      if (ti == 0 && row_a + r * 8 < Tq)
+        lse[(int64_t(b) * Hq + h) * Tq + row_a + r * 8] = (mr[r] + __log2f(lr[r])) * 0.6931471805599453f;
+    }
     lr[r] = 1.f / lr[r];
   }
   __nv_bfloat16* ob = out + (int64_t(b) * Tq * Hq + h) * D + 2 * ti;

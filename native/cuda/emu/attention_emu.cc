@@ -30,7 +30,7 @@ bool mma_case(int B, int T, int Hq, int Hkv) {
   using P = PrefillMma<D, 4>;
   const int nmb = (T + P::BM - 1) / P::BM;
   emu_launch(nmb * B * Hq, 128, [&] {
-    prefill_mma<D, 4>(p.q.data(), p.k.data(), p.v.data(), out.data(), lse.data(), B, T, T, Hq, Hkv, p.qbs(), p.qts(),
+    prefill_mma<D, 4, true>(p.q.data(), p.k.data(), p.v.data(), out.data(), lse.data(), B, T, T, Hq, Hkv, p.qbs(), p.qts(),
                       p.kvbs(), p.kvts(), float(p.scale) * 1.4426950408889634f, nmb);
   });
   const int nkb = (T + BwdDkdvMma<D, BMKV>::BN - 1) / BwdDkdvMma<D, BMKV>::BN;
