@@ -14,7 +14,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Tensor, ops } from '../../src/index.js';
 import { NATIVE_KEYS, native, type NativeTensor } from '../../src/native.js';
 
-const RUNS = Number(process.env.PARALLM_FUZZ_RUNS ?? 300);
+// An integer: fast-check never stops at a fractional numRuns.
+const RUNS = Math.max(1, Math.floor(Number(process.env.PARALLM_FUZZ_RUNS ?? 300) || 300));
 let calls = 0;
 let returned = 0; // attempts that returned normally (a kernel ran, or a query answered)
 
@@ -305,7 +306,7 @@ describe('fuzz: the raw native binding', () => {
         calls++;
         attempt(name, () => (native.testing as unknown as Record<string, (x: unknown) => void>)[name]!(x));
       }),
-      { numRuns: RUNS / 3 },
+      { numRuns: Math.ceil(RUNS / 3) },
     );
     native.testing.matmulSplitK(-1);
     native.testing.matmulTmaStore(true);
