@@ -46,6 +46,16 @@ inline int64_t checked_add(int64_t a, int64_t b, const char* what) {
   return r;
 }
 
+// V8 checks the receiver of a wrapped class's methods, but not of its accessors: a getter taken off
+// one class's prototype and called on another wrapped object would read that object as its own class.
+// Each accessor calls this first (a TypeError, before `this` is touched).
+template <class W>
+void check_receiver(const Napi::CallbackInfo& info, const char* name) {
+  Napi::Value self = info.This();
+  if (!self.IsObject() || !self.As<Napi::Object>().InstanceOf(W::ctor(ctors(info.Env())).Value()))
+    throw Napi::TypeError::New(info.Env(), std::string(name) + ": called on something other than " + W::kWhat);
+}
+
 DeviceId parse_device(const std::string& s);
 DType parse_dtype(const std::string& s);
 

@@ -154,9 +154,18 @@ class NativeComm : public Napi::ObjectWrap<NativeComm> {
       return info.Env().Undefined();
     });
   }
-  Napi::Value Rank(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), rank); }
-  Napi::Value World(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), world); }
-  Napi::Value Device(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), dev.str()); }
+  Napi::Value Rank(const Napi::CallbackInfo& info) {
+    check_receiver<NativeComm>(info, "rank");
+    return Napi::Number::New(info.Env(), rank);
+  }
+  Napi::Value World(const Napi::CallbackInfo& info) {
+    check_receiver<NativeComm>(info, "world");
+    return Napi::Number::New(info.Env(), world);
+  }
+  Napi::Value Device(const Napi::CallbackInfo& info) {
+    check_receiver<NativeComm>(info, "device");
+    return Napi::String::New(info.Env(), dev.str());
+  }
 };
 
 // ncclAvailable(): {ok, version} or {ok: false, error}.

@@ -60,8 +60,12 @@ class NativeGraph : public Napi::ObjectWrap<NativeGraph> {
     g.reset();
     return info.Env().Undefined();
   }
-  Napi::Value Ops(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), g ? double(graph_ops(*g)) : 0); }
+  Napi::Value Ops(const Napi::CallbackInfo& info) {
+    check_receiver<NativeGraph>(info, "ops");
+    return Napi::Number::New(info.Env(), g ? double(graph_ops(*g)) : 0);
+  }
   Napi::Value Device(const Napi::CallbackInfo& info) {
+    check_receiver<NativeGraph>(info, "device");
     return g ? Napi::Value(Napi::String::New(info.Env(), graph_device(*g).str())) : info.Env().Null();
   }
 };

@@ -24,19 +24,28 @@ Napi::Object NativeTensor::Make(Napi::Env env, BlockPtr b, size_t off, DType dt,
   return obj;
 }
 
-Napi::Value NativeTensor::Device(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), dev.str()); }
+Napi::Value NativeTensor::Device(const Napi::CallbackInfo& info) {
+  check_receiver<NativeTensor>(info, "device");
+  return Napi::String::New(info.Env(), dev.str());
+}
 Napi::Value NativeTensor::Dtype(const Napi::CallbackInfo& info) {
+  check_receiver<NativeTensor>(info, "dtype");
   return Napi::String::New(info.Env(), dtype_name(dtype));
 }
 Napi::Value NativeTensor::Shape(const Napi::CallbackInfo& info) {
+  check_receiver<NativeTensor>(info, "shape");
   Napi::Array a = Napi::Array::New(info.Env(), shape.size());
   for (size_t i = 0; i < shape.size(); i++) a.Set(uint32_t(i), Napi::Number::New(info.Env(), double(shape[i])));
   return a;
 }
 Napi::Value NativeTensor::Nbytes(const Napi::CallbackInfo& info) {
+  check_receiver<NativeTensor>(info, "nbytes");
   return Napi::Number::New(info.Env(), double(nbytes()));
 }
-Napi::Value NativeTensor::Disposed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), !block); }
+Napi::Value NativeTensor::Disposed(const Napi::CallbackInfo& info) {
+  check_receiver<NativeTensor>(info, "disposed");
+  return Napi::Boolean::New(info.Env(), !block);
+}
 
 Napi::Value NativeTensor::Dispose(const Napi::CallbackInfo& info) {
   block.reset();  // memory returns to the device's cache now, unless a view or graph still holds it

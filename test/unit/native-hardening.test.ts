@@ -83,6 +83,29 @@ describe('native object arguments are type-checked', () => {
   });
 });
 
+describe('accessors check their receiver', () => {
+  // Found by test/unit/fuzz-native.test.ts: V8 checks a wrapped method's receiver, not an accessor's,
+  // so NativeTensor's `shape` getter called on an event read the event as a tensor (a segfault).
+  it("every wrapped class's accessors, called on another class's object, throw a TypeError", () => {
+    const comm = native.commCreate('cpu', `hardening-${process.pid}`, 0, 1, dev, 1000);
+    const objs = [native.empty(dev, 'f32', [2]), native.eventCreate(dev), native.streamCreate(dev), (native.captureBegin(dev), native.captureEnd(dev)), comm];
+    let checked = 0;
+    for (const owner of objs) {
+      const proto = Object.getPrototypeOf(owner) as object;
+      for (const [k, d] of Object.entries(Object.getOwnPropertyDescriptors(proto))) {
+        if (!d.get) continue;
+        expect(() => d.get!.call(owner), `${k} on its own class`).not.toThrow();
+        for (const other of [...objs.filter((o) => o !== owner), {}, [], 1]) {
+          expect(() => d.get!.call(other), k).toThrow(other instanceof Object ? /called on something other than|Invalid argument/ : /./);
+          checked++;
+        }
+      }
+    }
+    expect(checked).toBeGreaterThan(30);
+    comm.destroy();
+  });
+});
+
 describe('reading back during capture', () => {
   it('toArray inside capture() is an error naming the op and device', () => {
     const x = rand([8], 11);
