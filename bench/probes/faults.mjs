@@ -16,7 +16,7 @@ const time = async (f) => {
   }
   return { ms: +(performance.now() - t0).toFixed(1), error: error?.slice(0, 160) };
 };
-const long = Array.from({ length: 8 }, () => [1, 2, 3]);
+const long = Array.from({ length: devices[0].startsWith('cuda') ? 512 : 64 }, () => [1, 2, 3]);
 const small = Array.from({ length: 6 }, (_, b) => [1 + b, 2, 3]);
 
 // 1. A stage that throws at tick 4 (rank 1) and at tick 2 (rank 0), with a 60 s communicator timeout.

@@ -45,8 +45,8 @@ describe('pipeline faults', () => {
 
   it('close() during a run stops it: the call rejects and close resolves within a bound', async () => {
     const long = await ParallelModel.load('tiny-llama-32', { strategy: 'pp', devices: ['cpu:0', 'cpu:1'], dtype: 'f32', commTimeoutMs: 0 });
-    const run = timed(long.generate(Array.from({ length: 8 }, () => [1, 2, 3]), { maxTokens: 240 }));
-    await new Promise((r) => setTimeout(r, 300));
+    const run = timed(long.generate(Array.from({ length: 64 }, () => [1, 2, 3]), { maxTokens: 240 }));
+    await new Promise((r) => setTimeout(r, 150));
     const closing = timed(long.close());
     const [r, c] = await Promise.all([run, closing]);
     expect(r.error?.message).toMatch(/stopped|closed/);
@@ -58,8 +58,8 @@ describe('pipeline faults', () => {
   it('a worker killed mid-run fails the call naming its device; the others stop within the bound', async () => {
     const m = await ParallelModel.load('tiny-llama-32', { strategy: 'pp', devices: ['cpu:0', 'cpu:1'], dtype: 'f32', commTimeoutMs: 0 });
     try {
-      const run = timed(m.generate(Array.from({ length: 8 }, () => [1, 2, 3]), { maxTokens: 240 }));
-      await new Promise((r) => setTimeout(r, 300));
+      const run = timed(m.generate(Array.from({ length: 64 }, () => [1, 2, 3]), { maxTokens: 240 }));
+      await new Promise((r) => setTimeout(r, 150));
       // Ended from outside, as a crash would end it: its stop flag is not set, so it leaves its peer
       // waiting on a communicator with no timeout.
       await (m.pool as unknown as { slots: { worker: { terminate(): Promise<number> } }[] }).slots[1]!.worker.terminate();
