@@ -1,10 +1,9 @@
 // The starting weights of a run: a preset's seeded random init (from scratch), a Hugging Face folder
 // (fine-tuning), or a config object (tests' small shapes), copied into a stage's flat buffers.
-import { existsSync, statSync } from 'node:fs';
 import { parseDevice } from '../device.js';
 import type { DType } from '../dtype.js';
-import { loadConfig, type ModelConfig } from '../io/config.js';
-import { presetConfig, PRESETS } from '../models/presets.js';
+import type { ModelConfig } from '../io/config.js';
+import { resolveSource } from '../models/source.js';
 import { disposeWeights, loadWeights, randomWeights, wholeModel, type Stage } from '../models/weights.js';
 import { FlatParams } from './params.js';
 
@@ -27,11 +26,8 @@ export interface ModelSource {
 /** What `model` names: a preset, a folder with config.json, or a config object. Reads only the config. */
 export function resolveModel(model: string | ModelConfig): ModelSource {
   if (typeof model !== 'string') return { cfg: { ...model }, folder: null, name: `${model.family}-custom` };
-  const preset = presetConfig(model);
-  if (preset) return { cfg: preset, folder: null, name: model };
-  if (!existsSync(model) || !statSync(model).isDirectory())
-    throw new Error(`unknown model "${model}": not a folder, nor a preset (${Object.keys(PRESETS).join(', ')})`);
-  return { cfg: loadConfig(model), folder: model, name: model };
+  const src = resolveSource(model); // the one place a model source becomes a config (models/source.ts)
+  return { cfg: src.config, folder: src.kind === 'folder' ? src.folder : null, name: model };
 }
 
 /** Flat parameters holding the source's weights (random for presets and configs). */

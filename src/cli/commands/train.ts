@@ -2,6 +2,7 @@
 // (a `\r`-updated line on a terminal, plain lines otherwise, or JSON lines), validation and checkpoints.
 import type { Command } from 'commander';
 import { checkDType } from '../../dtype.js';
+import { defaultDevice, parseDevice } from '../../device.js';
 import { Trainer, type EpochEvent, type EvalEvent, type StepEvent } from '../../train/trainer.js';
 
 interface TrainCliOpts {
@@ -50,8 +51,8 @@ export function register(program: Command): void {
     .requiredOption('--data <source>', '"brown", a UTF-8 text file, a folder of .txt/.md files, or a prepared dataset folder')
     .option('--brown-files <ids>', 'with --data brown: only these files, comma-separated (ca01,ca02,...)')
     .option('--data-cache <folder>', 'where the tokenized data is cached (default: under the temp folder)')
-    .option('--device <id>', 'cpu:N or cuda:N', 'cpu:0')
-    .option('--dtype <dtype>', 'compute dtype: f32, bf16 or f16 (master weights and moments stay f32)', 'f32')
+    .option('--device <id>', 'cpu:N or cuda:N (default: cuda:0, else cpu:0)')
+    .option('--dtype <dtype>', 'compute dtype: f32, bf16 or f16; master weights and moments stay f32 (default: bf16 on a GPU, f32 on the CPU)')
     .option('--batch <n>', 'sequences per micro-step', '8')
     .option('--seq <n>', 'tokens per sequence', '64')
     .option('--steps <n>', 'optimizer steps')
@@ -78,13 +79,14 @@ export function register(program: Command): void {
         if (lineOpen) process.stderr.write('\n');
         lineOpen = false;
       };
+      const device = parseDevice(o.device ?? defaultDevice());
       const t = await Trainer.create({
         model: o.model,
         data: o.data,
         brownFiles: o.brownFiles?.split(',').map((s) => s.trim()).filter(Boolean),
         dataCache: o.dataCache,
-        device: o.device,
-        dtype: checkDType(o.dtype ?? 'f32'),
+        device,
+        dtype: checkDType(o.dtype ?? (device.startsWith('cuda') ? 'bf16' : 'f32')),
         batch: num('--batch', o.batch, true)!,
         seq: num('--seq', o.seq, true)!,
         steps: num('--steps', o.steps, true),
