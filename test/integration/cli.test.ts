@@ -115,6 +115,18 @@ describe('parallm CLI', () => {
     expect(() => parallm(['plan', '--model', 'gpt2', '--devices', 'cpu:0,cpu:1', '--chunks', '2', '--split', 'memory'])).toThrow(/--chunks > 1 places layers evenly/);
   });
 
+  it('bench train measures training steps that really train', () => {
+    const out = JSON.parse(parallm(['bench', 'train', '--device', 'cpu:0', '--model', 'tiny-gpt2', '--shapes', '2x32', '--steps', '3', '--json'])) as {
+      results: { batch: number; seq: number; tokensPerS: number; msPerStep: number; peakBytes: number; lossFirst: number; lossLast: number }[];
+    };
+    const [r] = out.results;
+    expect(r).toMatchObject({ batch: 2, seq: 32 });
+    expect(r!.tokensPerS).toBeGreaterThan(0);
+    expect(r!.peakBytes).toBeGreaterThan(0);
+    expect(r!.lossLast).toBeLessThan(r!.lossFirst);
+    expect(() => parallm(['bench', 'train', '--device', 'cpu:0', '--shapes', '2by32'])).toThrow(/BATCHxSEQ/);
+  });
+
   it('plan works for GPUs the machine does not have, and counts CPU devices against one host', () => {
     const j = JSON.parse(parallm(['plan', '--model', 'llama-2-13b', '--gpus', '4x80GiB', '--json'])) as { dtype: string; stages: { device: string; start: number; end: number; free: number; fits: boolean }[] };
     expect(j.dtype).toBe('bf16');

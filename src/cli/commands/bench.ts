@@ -6,6 +6,7 @@ import { checkDType, type DType } from '../../dtype.js';
 import { defaultDevice, parseDevice } from '../../device.js';
 import { describeDevice, runKernelBench } from '../../bench/kernels.js';
 import { runGenerateBench } from '../../bench/generate.js';
+import { runTrainBench } from '../../bench/train.js';
 import { defaultBenchDevices, runStrategyBench } from '../../bench/strategies.js';
 import type { Strategy } from '../../parallel/placement.js';
 import { bytes, fixed, table } from '../format.js';
@@ -29,9 +30,11 @@ interface BenchOpts {
   prompts?: string;
   strategies?: string;
   out?: string;
+  shapes?: string;
+  steps?: string;
 }
 
-const SCENARIOS = ['strategies', 'kernels', 'generate', 'comm'] as const;
+const SCENARIOS = ['strategies', 'kernels', 'generate', 'comm', 'train'] as const;
 
 function positiveInt(flag: string, v: string | undefined): number | undefined {
   if (v === undefined) return undefined;
@@ -94,6 +97,33 @@ async function generateBench(opts: BenchOpts, device: string, dtype: DType | und
     table(
       ['model', 'dtype', 'batch', 'prefill tok/s', 'TTFT ms', 'decode tok/s', 'ms/step', 'weights', 'peak memory'],
       results.map((r) => [r.model, r.dtype, r.batch, r.prefillTokensPerS.toFixed(0), r.ttftMs.toFixed(1), r.decodeTokensPerS.toFixed(1), r.msPerStep.toFixed(2), bytes(r.weightBytes), bytes(r.peakBytes)]),
+    ),
+  );
+}
+
+async function trainBench(opts: BenchOpts, device: string, dtype: DType | undefined): Promise<void> {
+  const quiet = opts.json === true;
+  const shapes = opts.shapes?.split(',').map((s) => {
+    const m = /^(\d+)x(\d+)$/.exec(s.trim());
+    if (!m) throw new Error(`--shapes must be BATCHxSEQ pairs, e.g. 128x128,16x1024, got "${s}"`);
+    return [Number(m[1]), Number(m[2])] as [number, number];
+  });
+  if (!quiet) console.error(`parallm bench train on ${describeDevice(device)}${opts.model ? `, ${opts.model}` : ''}`);
+  const results = await runTrainBench({
+    model: opts.model,
+    device,
+    dtype,
+    shapes,
+    steps: positiveInt('--steps', opts.steps),
+    onResult: (r) => quiet || console.error(`  ${r.batch} x ${r.seq}: ${r.tokensPerS.toFixed(0)} tokens/s`),
+  });
+  report(
+    opts,
+    device,
+    results,
+    table(
+      ['model', 'dtype', 'batch', 'seq', 'tokens/s', 'ms/step', 'MFU', 'peak memory', 'loss first → last'],
+      results.map((r) => [r.model, r.dtype, r.batch, r.seq, r.tokensPerS.toFixed(0), r.msPerStep.toFixed(1), r.mfu === undefined ? '-' : `${(r.mfu * 100).toFixed(1)}%`, bytes(r.peakBytes), `${r.lossFirst.toFixed(3)} → ${r.lossLast.toFixed(3)}`]),
     ),
   );
 }
@@ -188,6 +218,8 @@ export function register(program: Command): void {
     .option('--repeats <n>', 'strategies: timed runs per strategy; the median run is reported (default 1)')
     .option('--prompts <n>', 'strategies: single/dp run this many prompts, each device in batches of --batch')
     .option('--out <dir>', 'strategies: where the SVG charts go (default bench/out)')
+    .option('--shapes <list>', 'train: BATCHxSEQ pairs (default 128x128,16x1024 on a GPU)')
+    .option('--steps <n>', 'train: timed optimizer steps (default 20 on a GPU)')
     .option('--json [file]', 'print JSON to stdout, or write it to file')
     .action(async (scenario: string, opts: BenchOpts) => {
       const device = parseDevice(opts.device ?? defaultDevice());
@@ -196,6 +228,7 @@ export function register(program: Command): void {
       if (scenario === 'comm') return commBench(opts);
       if (scenario === 'kernels') return kernels(opts, device, dtype);
       if (scenario === 'generate') return generateBench(opts, device, dtype);
+      if (scenario === 'train') return trainBench(opts, device, dtype);
       throw new Error(`unknown bench scenario "${scenario}": expected one of ${SCENARIOS.join(', ')}`);
     });
 }

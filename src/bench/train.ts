@@ -1,0 +1,92 @@
+// `parallm bench train`: training throughput on one device at fixed shapes (random token batches, so the
+// figure is the engine's, not the data loader's): tokens/s, time per optimizer step, model FLOPs
+// utilization (6 · parameters · tokens/s, over the device's peak) and peak memory.
+import { defaultDevice, memoryStats, parseDevice, resetPeakMemory, synchronize } from '../device.js';
+import type { DType } from '../dtype.js';
+import { rng } from '../random.js';
+import { initParams, resolveModel } from '../train/init.js';
+import { adamwStep, DEFAULT_ADAMW, gradNorm } from '../train/optim.js';
+import { TrainStage, type MicroBatch } from '../train/stage.js';
+
+export interface TrainBenchOptions {
+  model?: string;
+  device?: string;
+  dtype?: DType;
+  /** [batch, seq] pairs (default: GPT-2's 128 x 128 and 16 x 1024 on a GPU, 4 x 64 on the CPU) */
+  shapes?: [number, number][];
+  steps?: number;
+  /** the device's dense bf16 peak, TFLOP/s, for MFU (default: H100/H200 989) */
+  peakTflops?: number;
+  onResult?: (r: TrainBenchResult) => void;
+}
+
+export interface TrainBenchResult {
+  model: string;
+  device: string;
+  dtype: DType;
+  batch: number;
+  seq: number;
+  parameters: number;
+  tokensPerS: number;
+  msPerStep: number;
+  /** GPUs only: model FLOPs (6 per parameter per token) over the device's bf16 peak */
+  mfu?: number;
+  peakBytes: number;
+  /** the loss at the first and the last timed step (it must fall: the steps really train) */
+  lossFirst: number;
+  lossLast: number;
+}
+
+export async function runTrainBench(o: TrainBenchOptions = {}): Promise<TrainBenchResult[]> {
+  const device = parseDevice(o.device ?? defaultDevice());
+  const gpu = device.startsWith('cuda');
+  const model = o.model ?? (gpu ? 'gpt2' : 'tiny-gpt2');
+  const dtype: DType = o.dtype ?? (gpu ? 'bf16' : 'f32');
+  const shapes = o.shapes ?? (gpu ? [[128, 128], [16, 1024]] : [[4, 64]]);
+  const steps = o.steps ?? (gpu ? 20 : 3);
+  const src = resolveModel(model);
+  const out: TrainBenchResult[] = [];
+  for (const [B, T] of shapes) {
+    if (T > src.cfg.maxPositions) throw new Error(`bench train: sequence ${T} is longer than ${model}'s context of ${src.cfg.maxPositions}`);
+    const params = initParams(src, { device, dtype });
+    const stage = new TrainStage(params);
+    try {
+      const r = rng(B * 31 + T);
+      const toks = () => Int32Array.from({ length: B * T }, () => Math.floor(r() * src.cfg.vocabSize));
+      // One fixed batch, trained on repeatedly: the loss must fall, which shows the steps do real work.
+      const mb: MicroBatch = { inputs: toks(), targets: toks(), batch: B, seq: T };
+      const step = (i: number) => {
+        params.zeroGrad();
+        const f = stage.forward(0, mb);
+        stage.backward(0);
+        stage.clear();
+        adamwStep(params, i, 1e-3, DEFAULT_ADAMW, gradNorm(params));
+        return f.lossSum! / f.count!;
+      };
+      for (let i = 1; i <= 2; i++) step(i); // warm up: kernels loaded, buffers cached
+      synchronize(device);
+      resetPeakMemory(device);
+      const t0 = performance.now();
+      let lossFirst = NaN, lossLast = NaN;
+      for (let i = 0; i < steps; i++) {
+        const l = step(3 + i);
+        if (i === 0) lossFirst = l;
+        lossLast = l;
+      }
+      synchronize(device);
+      const ms = (performance.now() - t0) / steps;
+      const tokensPerS = (B * T) / (ms / 1e3);
+      const res: TrainBenchResult = {
+        model, device, dtype, batch: B, seq: T, parameters: params.n, tokensPerS, msPerStep: ms,
+        mfu: gpu ? (6 * params.n * tokensPerS) / ((o.peakTflops ?? 989) * 1e12) : undefined,
+        peakBytes: memoryStats(device).peakAllocated, lossFirst, lossLast,
+      };
+      out.push(res);
+      o.onResult?.(res);
+    } finally {
+      stage.clear();
+      params.dispose();
+    }
+  }
+  return out;
+}
