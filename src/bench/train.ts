@@ -60,7 +60,7 @@ export async function runTrainBench(o: TrainBenchOptions = {}): Promise<TrainBen
         const f = stage.forward(0, mb);
         stage.backward(0);
         stage.clear();
-        adamwStep(params, i, 1e-3, DEFAULT_ADAMW, gradNorm(params));
+        adamwStep(params, i, 3e-4, DEFAULT_ADAMW, gradNorm(params)); // the train CLI's default rate
         return f.lossSum! / f.count!;
       };
       for (let i = 1; i <= 2; i++) step(i); // warm up: kernels loaded, buffers cached
