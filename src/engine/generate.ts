@@ -138,7 +138,12 @@ export async function* generateSteps(model: Model, prompts: number[][], opts: Ge
 
 /** Generate to the end for each prompt (token ids or text), with the text decoded when there is a tokenizer. */
 export async function generate(model: Model, prompts: (string | number[])[], opts: GenerateOptions = {}): Promise<Generation[]> {
-  const ids = prompts.map((p) => (typeof p === 'string' ? model.encode(p) : p));
+  if (!Array.isArray(prompts) || !prompts.length) throw new Error('generate: give at least one prompt (a string, or an array of token ids)');
+  const ids = prompts.map((p, b) => {
+    if (typeof p === 'string') return model.encode(p);
+    if (!Array.isArray(p)) throw new Error(`generate: prompt ${b} is ${p === null ? 'null' : typeof p}, not a string or an array of token ids`);
+    return p;
+  });
   const out: Generation[] = ids.map(() => ({ tokens: [], finish: 'length' }));
   const stopStrings = opts.stopStrings ?? [];
   if (stopStrings.length && !model.tokenizer) throw new Error('generate: stop strings need a tokenizer');
@@ -178,6 +183,7 @@ export async function generate(model: Model, prompts: (string | number[])[], opt
 /** Stream one prompt's text as it is generated. */
 export async function* streamText(model: Model, prompt: string | number[], opts: GenerateOptions = {}): AsyncGenerator<string> {
   if (!model.tokenizer) throw new Error(`${model.name} has no tokenizer to stream text with`);
+  if (typeof prompt !== 'string' && !Array.isArray(prompt)) throw new Error(`streamText: the prompt is ${prompt === null ? 'null' : typeof prompt}, not a string or an array of token ids`);
   const ids = typeof prompt === 'string' ? model.encode(prompt) : prompt;
   const dec = model.tokenizer.streamDecoder();
   const stop = new Set(opts.stopTokens ?? model.config.eosTokenIds);

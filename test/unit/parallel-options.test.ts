@@ -47,3 +47,18 @@ describe('ParallelModel options', () => {
     await expect(ParallelModel.load('tiny-llama', { strategy: 'single', devices: ['cpu:0', 'cpu:1'] })).rejects.toThrow(/single takes one device/);
   });
 });
+
+describe('single-device generate input', () => {
+  it('names a null or missing prompt instead of failing inside', async () => {
+    const { Model } = await import('../../src/models/model.js');
+    const { generate } = await import('../../src/engine/generate.js');
+    const m = Model.load('tiny-llama', { device: 'cpu:0', dtype: 'f32' });
+    try {
+      await expect(generate(m, null as unknown as number[][])).rejects.toThrow(/at least one prompt/);
+      await expect(generate(m, [null as unknown as number[]])).rejects.toThrow(/prompt 0 is null/);
+      await expect(generate(m, [[1, 2], {} as unknown as number[]])).rejects.toThrow(/prompt 1 is object/);
+    } finally {
+      m.dispose();
+    }
+  });
+});
