@@ -56,7 +56,7 @@ export {
   type Strategy,
 } from './parallel/placement.js';
 export { generationPlan, type PipelinePlan, type PlanStage } from './engine/plan.js';
-export { ParallelModel, type ParallelOptions, type ParallelGenerateOptions, type ParallelResult } from './engine/parallel-model.js';
+export { ParallelModel, type ParallelOptions, type ParallelGenerateOptions, type ParallelResult, type ParallelTextOptions, type ParallelTextResult } from './engine/parallel-model.js';
 export type { TaskTime } from './engine/executor.js';
 export { DevicePool, type PoolOptions, type Handler, type WorkerContext } from './parallel/pool.js';
 export { Communicator, ncclStatus, newCommId, type CommKind, type ReduceOp } from './parallel/comm.js';

@@ -11,7 +11,9 @@ import { fileURLToPath } from 'node:url';
 import type { DType } from '../dtype.js';
 import { deviceInfo, ensureCpuDevices, parseDevice } from '../device.js';
 import type { ModelConfig } from '../io/config.js';
-import { modelConfig } from '../models/source.js';
+import type { Tokenizer } from '../io/tokenizer.js';
+import { resolveSource, sourceTokenizer } from '../models/source.js';
+import type { Generation } from './generate.js';
 import { newCommId, type CommKind } from '../parallel/comm.js';
 import { MESH_AXES, type Mesh } from '../parallel/mesh.js';
 import { DataPartitioner } from '../parallel/partitioner.js';
@@ -63,6 +65,16 @@ export interface ParallelResult {
   microBatches: number;
 }
 
+export interface ParallelTextOptions extends ParallelGenerateOptions {
+  /** token ids that end a sequence (default: the model's end-of-sequence ids) */
+  stopTokens?: number[];
+}
+
+export interface ParallelTextResult extends ParallelResult {
+  /** per prompt: its tokens up to and with the first stop token, the text (with a tokenizer), why it ended */
+  generations: Generation[];
+}
+
 // Workers import compiled JS; from the TS sources the pool maps src/*.ts to dist/*.js.
 const STAGE_MODULE = fileURLToPath(new URL(`./stage-worker${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, import.meta.url));
 
@@ -96,6 +108,8 @@ export class ParallelModel {
     /** one worker per device, in rank order */
     readonly devices: string[],
     private readonly comm: { kind: CommKind; timeoutMs?: number } | null,
+    /** on the main thread: prompts are encoded and outputs decoded here (null: token ids only) */
+    readonly tokenizer: Tokenizer | null,
   ) {}
 
   /** Every rank joins its mesh groups, with fresh communicator ids. */
@@ -112,7 +126,8 @@ export class ParallelModel {
     if (!Array.isArray(o.devices) || !o.devices.length) throw new Error('ParallelModel.load: devices must be a non-empty list, e.g. ["cuda:0", "cuda:1"]');
     ensureCpuDevices(o.devices);
     const devices = o.devices.map((d) => parseDevice(d));
-    const cfg = modelConfig(source);
+    const src = resolveSource(source);
+    const cfg = src.config;
     const dtype: DType = o.dtype ?? (devices[0]!.startsWith('cuda') ? 'bf16' : 'f32');
     const chunks = o.chunks ?? 1;
     const placed = placeStages(cfg, o.strategy, devices, {
@@ -131,7 +146,7 @@ export class ParallelModel {
     const pool = await DevicePool.start(ranks, { modules: [STAGE_MODULE], timeoutMs: o.timeoutMs });
     // Replicas never talk while generating; pipeline stages do, over their pp group.
     const comm = !replicas && ranks.length > 1 ? { kind: [...kinds][0] as CommKind, timeoutMs: o.commTimeoutMs } : null;
-    const pm = new ParallelModel(o.strategy, pool, mesh, stages, cfg, ranks, comm);
+    const pm = new ParallelModel(o.strategy, pool, mesh, stages, cfg, ranks, comm, sourceTokenizer(src));
     try {
       await pool.all('load', (r) => ({ source, dtype, seed: o.seed, stages: replicas ? undefined : stages.filter((s) => s.rank === r) }));
       await pm.initComms();
@@ -239,6 +254,30 @@ export class ParallelModel {
     const errors = settled.flatMap((x) => (x.status === 'rejected' ? [x.reason as Error] : []));
     if (errors.length) throw errors.find((e) => !/aborted|stopped|was closed|pool closed/.test(e.message)) ?? errors[0]!;
     return settled.map((x) => (x as PromiseFulfilledResult<R>).value);
+  }
+
+  /**
+   * Prompts as text (or token ids), each generation cut at its first stop token (the model's
+   * end-of-sequence ids by default) and decoded. Every sequence runs to maxTokens on the devices (a
+   * pipeline's schedule is fixed before it starts); what follows a stop token is dropped.
+   */
+  async generateText(prompts: (string | number[])[], g: ParallelTextOptions): Promise<ParallelTextResult> {
+    if (!Array.isArray(prompts) || !prompts.length) throw new Error('generate: give at least one prompt (a string, or an array of token ids)');
+    const ids = prompts.map((p, b) => {
+      if (Array.isArray(p)) return p;
+      if (typeof p !== 'string') throw new Error(`generate: prompt ${b} is ${p === null ? 'null' : typeof p}, not a string or an array of token ids`);
+      if (!this.tokenizer) throw new Error('generate: this model has no tokenizer: give prompts as token ids');
+      return this.tokenizer.encode(p);
+    });
+    const stop = new Set(g.stopTokens ?? this.config.eosTokenIds);
+    const res = await this.generate(ids, g);
+    const generations = res.tokens.map((t): Generation => {
+      const at = t.findIndex((x) => stop.has(x));
+      const tokens = at < 0 ? t : t.slice(0, at + 1);
+      const body = at < 0 ? t : t.slice(0, at);
+      return { tokens, finish: at < 0 ? 'length' : 'stop-token', ...(this.tokenizer ? { text: this.tokenizer.decode(body) } : {}) };
+    });
+    return { ...res, generations };
   }
 
   /** Peak allocator bytes per device since the last reset. */

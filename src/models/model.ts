@@ -1,12 +1,11 @@
 // A causal language model on one device: config, weights, tokenizer. Load from a Hugging Face folder
 // (config.json + safetensors [+ tokenizer.json]) or from a preset name (seeded random weights).
-import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { checkDType, type DType } from '../dtype.js';
 import { defaultDevice, parseDevice } from '../device.js';
 import type { ModelConfig } from '../io/config.js';
-import { gpt2Tokenizer, loadTokenizerSync, type Tokenizer } from '../io/tokenizer.js';
-import { resolveSource } from './source.js';
+import type { Tokenizer } from '../io/tokenizer.js';
+import { resolveSource, sourceTokenizer } from './source.js';
 import { Transformer } from './transformer.js';
 import { stageWeightBytes } from './sizes.js';
 import { disposeWeights, loadStageWeights, randomWeights, wholeModel, type ModelWeights, type Stage } from './weights.js';
@@ -53,7 +52,7 @@ export class Model {
     const src = resolveSource(source);
     const cfg = src.config;
     if (src.kind === 'preset') {
-      const tok = cfg.family === 'gpt2' ? gpt2Tokenizer() : null;
+      const tok = sourceTokenizer(src);
       const out: Model[] = [];
       try {
         for (const st of stages) out.push(new Model(source, cfg, randomWeights(cfg, device, dtype, opts.seed ?? 0, st), device, dtype, tok));
@@ -63,7 +62,7 @@ export class Model {
       }
       return out;
     }
-    const tok = existsSync(path.join(source, 'tokenizer.json')) ? loadTokenizerSync(source) : cfg.family === 'gpt2' && cfg.vocabSize === 50257 ? gpt2Tokenizer() : null;
+    const tok = sourceTokenizer(src);
     const name = path.basename(path.resolve(source));
     const weights = loadStageWeights(cfg, source, device, dtype, stages.map((s) => s ?? wholeModel(cfg)));
     return weights.map((w) => new Model(name, cfg, w, device, dtype, tok));

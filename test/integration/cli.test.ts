@@ -1,6 +1,6 @@
 // The CLI as a user runs it: `parallm devices` and a quick `parallm bench` on the CPU.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 
@@ -160,6 +160,18 @@ describe('parallm CLI', () => {
     expect(r.stdout).toHaveLength(10);
     expect(r.stderr).not.toMatch(/EPIPE|Error/);
     expect(r.stderr).toMatch(/preset: seeded random weights/);
+  });
+
+  it('generate --prompts --devices runs a batch across devices and gives what one device gives', () => {
+    const file = path.join(root, 'bench/out/test-prompts.txt');
+    mkdirSync(path.dirname(file), { recursive: true });
+    writeFileSync(file, 'The meaning of life is\nOnce upon a time\n\nHello\n');
+    const lines = (args: string[]) => parallm(['generate', '--model', 'tiny-gpt2', '--prompts', file, '--max-tokens', '6', '--json', ...args]).trim().split('\n').map((l) => JSON.parse(l) as { prompt: string; tokens: number[] });
+    const one = lines(['--device', 'cpu:0']);
+    expect(one.map((l) => l.prompt)).toEqual(['The meaning of life is', 'Once upon a time', 'Hello']);
+    for (const strategy of ['dp', 'pp']) expect(lines(['--devices', 'cpu:0,cpu:1', '--strategy', strategy]).map((l) => l.tokens)).toEqual(one.map((l) => l.tokens));
+    expect(() => parallm(['generate', '--model', 'tiny-gpt2', '--prompt', 'a', '--prompts', file])).toThrow(/exactly one of --prompt, --prompt-ids and --prompts/);
+    expect(() => parallm(['generate', '--model', 'tiny-gpt2', '--prompts', file, '--devices', 'cpu:0,cpu:1', '--strategy', 'xx'])).toThrow(/--strategy must be dp, mp or pp/);
   });
 
   it('says what is wrong with a bad device', () => {

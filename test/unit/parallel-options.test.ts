@@ -39,6 +39,19 @@ describe('ParallelModel options', () => {
     expect((await dp.generate(prompts, { maxTokens: 2 })).tokens).toHaveLength(3);
   });
 
+  it('generateText cuts each sequence at its first stop token, and agrees with generate', async () => {
+    const full = (await pp.generate(prompts, { maxTokens: 6 })).tokens;
+    const stopAt = full[0]![2]!; // the third token of the first sequence
+    const r = await pp.generateText(prompts, { maxTokens: 6, stopTokens: [stopAt] });
+    r.generations.forEach((g, b) => {
+      const at = full[b]!.indexOf(stopAt);
+      expect(g.tokens).toEqual(at < 0 ? full[b] : full[b]!.slice(0, at + 1));
+      expect(g.finish).toBe(at < 0 ? 'length' : 'stop-token');
+      expect(g.text).toBeUndefined(); // tiny-llama has no tokenizer
+    });
+    await expect(pp.generateText(['text'], { maxTokens: 2 })).rejects.toThrow(/no tokenizer: give prompts as token ids/);
+  });
+
   it('rejects bad loads with the reason', async () => {
     await expect(ParallelModel.load('tiny-llama', { strategy: 'pp', devices: [] })).rejects.toThrow(/devices must be a non-empty list/);
     await expect(ParallelModel.load('tiny-llama', { strategy: 'xx' as 'pp', devices: ['cpu:0'] })).rejects.toThrow(/unknown strategy "xx"/);

@@ -1,12 +1,16 @@
-// `parallm generate`: stream a model's continuation of a prompt to stdout.
+// `parallm generate`: stream a model's continuation of a prompt to stdout; or, for many prompts (a file,
+// one a line, or stdin) and/or several devices, generate them as one batch through ParallelModel under a
+// strategy and print each continuation when all are done.
 import type { Command } from 'commander';
 import { checkDType } from '../../dtype.js';
 import { streamText, generateSteps } from '../../engine/generate.js';
 import { Model } from '../../models/model.js';
-import { resolveSource, type ModelSource } from '../../models/source.js';
+import { hasTokenizer, resolveSource } from '../../models/source.js';
 import { resolveSampling } from '../../engine/sampling.js';
-import { existsSync } from 'node:fs';
-import path from 'node:path';
+import { ParallelModel } from '../../engine/parallel-model.js';
+import { defaultDevice } from '../../device.js';
+import { STRATEGIES, type Strategy } from '../../parallel/placement.js';
+import { readFileSync } from 'node:fs';
 
 interface GenOpts {
   model: string;
@@ -20,6 +24,11 @@ interface GenOpts {
   stop?: string[];
   device?: string;
   dtype?: string;
+  prompts?: string;
+  devices?: string;
+  strategy?: string;
+  microBatches?: string;
+  json?: boolean;
 }
 
 function num(flag: string, v: string, int = false): number {
@@ -43,9 +52,16 @@ export function register(program: Command): void {
     .option('--stop <text...>', 'stop strings')
     .option('--device <id>', 'cuda:N or cpu:N (default: cuda:0, else cpu:0)')
     .option('--dtype <dtype>', 'bf16 (GPU default), f32 (CPU default), f16')
+    .option('--prompts <file>', 'many prompts, one a line, from a file ("-": standard input), generated as one batch')
+    .option('--devices <list>', 'generate across these devices (comma-separated), e.g. cuda:0,cuda:1')
+    .option('--strategy <s>', 'with --devices: dp (default), mp or pp', 'dp')
+    .option('--micro-batches <n>', 'pp: micro-batches (default one per stage)')
+    .option('--json', 'with --prompts or --devices: one JSON line per prompt')
     .action(async (o: GenOpts) => {
       // Everything is checked before the model loads (a load can take seconds).
-      if ((o.prompt === undefined) === (o.promptIds === undefined)) throw new Error('give exactly one of --prompt and --prompt-ids');
+      const given = [o.prompt, o.promptIds, o.prompts].filter((x) => x !== undefined).length;
+      if (given !== 1) throw new Error('give exactly one of --prompt, --prompt-ids and --prompts');
+      if (o.prompts !== undefined || o.devices !== undefined) return batch(o);
       const dtype = o.dtype ? checkDType(o.dtype) : undefined;
       const opts = resolveSampling(
         { temperature: num('--temperature', o.temperature), topK: num('--top-k', o.topK, true), topP: num('--top-p', o.topP), seed: num('--seed', o.seed, true) },
@@ -94,16 +110,49 @@ export function register(program: Command): void {
     });
 }
 
+/** Many prompts and/or several devices: one batch through ParallelModel, each result printed at the end. */
+async function batch(o: GenOpts): Promise<void> {
+  const dtype = o.dtype ? checkDType(o.dtype) : undefined;
+  const sampling = resolveSampling(
+    { temperature: num('--temperature', o.temperature), topK: num('--top-k', o.topK, true), topP: num('--top-p', o.topP), seed: num('--seed', o.seed, true) },
+    'generate',
+  );
+  const maxTokens = num('--max-tokens', o.maxTokens, true);
+  if (o.stop?.length) throw new Error('--stop applies to a single streamed prompt; with --prompts or --devices sequences end at the end-of-sequence token');
+  const devices = (o.devices ?? o.device ?? defaultDevice()).split(',').map((d) => d.trim());
+  const strategy = devices.length === 1 && o.devices === undefined ? 'single' : (o.strategy as Strategy);
+  if (!STRATEGIES.includes(strategy)) throw new Error(`--strategy must be dp, mp or pp, got "${o.strategy}"`);
+  const micro = o.microBatches === undefined ? undefined : num('--micro-batches', o.microBatches, true);
+  const src = resolveSource(o.model);
+  let prompts: (string | number[])[];
+  if (o.promptIds !== undefined) prompts = [parseIds(o.promptIds)];
+  else if (o.prompt !== undefined) prompts = [o.prompt];
+  else {
+    const text = o.prompts === '-' ? readFileSync(0, 'utf8') : readFileSync(o.prompts!, 'utf8');
+    prompts = text.split(/\r?\n/).filter((l) => l.trim());
+    if (!prompts.length) throw new Error(`--prompts ${o.prompts === '-' ? '(standard input)' : o.prompts}: no prompts (one a line)`);
+  }
+  if (prompts.some((p) => typeof p === 'string') && !hasTokenizer(src))
+    throw new Error(`${o.model} has no tokenizer, so text prompts cannot be encoded: give token ids with --prompt-ids`);
+  if (src.kind === 'preset') console.error(`[${o.model} is a preset: seeded random weights of the real shape, so its text is noise]`);
+  const pm = await ParallelModel.load(o.model, { strategy, devices, dtype });
+  try {
+    const r = await pm.generateText(prompts, { ...sampling, maxTokens, microBatches: micro });
+    r.generations.forEach((g, i) => {
+      const p = prompts[i]!;
+      if (o.json) console.log(JSON.stringify({ prompt: p, text: g.text, tokens: g.tokens, finish: g.finish }));
+      else console.log(`${typeof p === 'string' ? p : ''}${g.text ?? g.tokens.join(' ')}\n`);
+    });
+    console.error(`[${pm.strategy} on ${pm.devices.join(', ')}: ${prompts.length} prompts, ${prompts.length * maxTokens} tokens in ${(r.wallMs / 1e3).toFixed(2)} s]`);
+  } finally {
+    await pm.close();
+  }
+}
+
 /** "1, 2,3" -> [1, 2, 3]: non-negative integers, none empty. */
 function parseIds(text: string): number[] {
   const parts = text.split(',').map((x) => x.trim());
   if (!text.trim() || parts.some((x) => !/^\d{1,10}$/.test(x)))
     throw new Error(`--prompt-ids must be comma-separated token ids (non-negative integers), got "${text}"`);
   return parts.map(Number);
-}
-
-/** Whether Model.load will give this source a tokenizer (see Model.loadStages). */
-function hasTokenizer(src: ModelSource): boolean {
-  if (src.kind === 'preset') return src.config.family === 'gpt2';
-  return existsSync(path.join(src.folder, 'tokenizer.json')) || (src.config.family === 'gpt2' && src.config.vocabSize === 50257);
 }
