@@ -43,6 +43,8 @@ export const PRESETS: Record<string, ModelConfig> = {
   'gpt2-xl': gpt2(1600, 48, 25),
   'llama-2-7b': llama(4096, 32, 32, 32, 11008),
   'llama-2-13b': llama(5120, 40, 40, 40, 13824),
+  // A 1B-class LLaMA (TinyLlama-1.1B's shape: grouped-query attention, 4 KV heads), for training benchmarks.
+  'llama-1b': llama(2048, 22, 32, 4, 5632, 32000, 2048),
   // Tiny shapes for tests: small enough for the CPU backend, with GQA in the LLaMA one.
   'tiny-gpt2': { ...gpt2(64, 6, 4), vocabSize: 50257, maxPositions: 256 },
   'tiny-llama': { ...llama(64, 6, 4, 2, 128, 512, 256) },
