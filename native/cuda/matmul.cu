@@ -24,26 +24,13 @@
 
 namespace parallm::cuda {
 
-// Test hooks for the standalone harness (not part of the kernel surface). matmul_force_path: 0 auto,
-// 1 sm90, 2 sm80, 3 simt, 4 gemv; a forced path that cannot take a call leaves it to the automatic
-// choice. matmul_last_path: the path the calling thread's last matmul took (same numbering).
-void matmul_force_path(int path);
-int matmul_last_path();
-// Test hook: sm90 grid, 0 = one block per tile, 1 = persistent (one block per SM), -1 = default.
-void matmul_sm90_persistent(int mode);
 // matmul_sm90_splits: -1 chooses the K slices per call (sm90_splits), n >= 1 asks for n.
 void matmul_sm90_splits(int n);
 
 namespace {
 
-enum Path { kAuto = 0, kSm90 = 1, kSm80 = 2, kSimt = 3, kGemv = 4 };
-
-std::atomic<int> g_force{kAuto};
-std::atomic<int> g_persist{-1};
 std::atomic<int> g_splits{-1};  // test hook: -1 = chosen per call, n = n K slices when possible
 std::atomic<int> g_tma_store{1};  // test hook: 0 = the sm90 epilogue stores C from registers
-std::atomic<int> g_gemv_variant{0};  // test hook: 0 = 8 rows x unroll 4, 1 = 16 x 4, 2 = 8 x 8
-thread_local int t_last_path = kAuto;
 
 constexpr int kMaxDevices = 64;
 
@@ -197,8 +184,7 @@ void launch_sm90_t(const Args& a, const CUtensorMap& mA, const CUtensorMap& mB) 
   const int store_tma = splits == 1 && a.beta == 0.f && a.N % 8 == 0 && aligned16(a.C) &&
                         g_tma_store.load(std::memory_order_relaxed) && make_tensor_map(&mC, a.dt, a.C, a.N, a.M, 64, 64);
   const int units = tiles * splits;
-  const int persist = g_persist.load(std::memory_order_relaxed);
-  const int grid = persist == 0 ? units : std::min(units, device_sms());
+  const int grid = std::min(units, device_sms());  // persistent: one block per SM at most
   float* ws = nullptr;
   const size_t ws_bytes = size_t(splits) * size_t(a.M) * size_t(a.N) * sizeof(float);
   if (splits > 1)
@@ -231,11 +217,7 @@ template <typename T>
 void launch_gemv_t(const Args& a) {
   // Measured on an H100, 1x11008x4096 bf16 (bench/RESULTS.md): 8 rows x unroll 4 gives 2,391 GB/s;
   // 16 rows x 4, 2,162 (a 5.2-wave grid, the last wave a fifth full); 8 rows x 8, 1,993 (registers).
-  switch (g_gemv_variant.load(std::memory_order_relaxed)) {
-    case 1: return launch_gemv_v<T, 2, 4>(a);
-    case 2: return launch_gemv_v<T, 1, 8>(a);
-    default: return launch_gemv_v<T, 1, 4>(a);
-  }
+  launch_gemv_v<T, 1, 4>(a);
 }
 
 // Run-time transpose flags -> template instantiations.
@@ -267,21 +249,15 @@ void launch_sm90(const Args& a, const CUtensorMap& mA, const CUtensorMap& mB) {
 }
 
 template <typename T>
-int run16(const Args& a, int force) {
+void run16(const Args& a) {
   const int cc = device_cc();
-  if (force == kSimt || cc < 80) {
-    launch_simt<T>(a);
-    return kSimt;
-  }
+  if (cc < 80) return launch_simt<T>(a);
   const int lda = a.transA ? a.M : a.K, ldb = a.transB ? a.K : a.N;
   const bool tiles16 = lda % 8 == 0 && ldb % 8 == 0 && aligned16(a.A) && aligned16(a.B);
 
   const bool gemv_ok = a.M <= 16 && a.transB && !a.transA && a.K % 8 == 0 && aligned16(a.A) && aligned16(a.B);
-  if (gemv_ok && (force == kAuto || force == kGemv)) {
-    launch_gemv_t<T>(a);
-    return kGemv;
-  }
-  if (cc == 90 && tiles16 && force != kSm80) {
+  if (gemv_ok) return launch_gemv_t<T>(a);
+  if (cc == 90 && tiles16) {
     CUtensorMap mA, mB;
     // A: K-major [M][K] in boxes of 128 rows x 64 k, or M-major [K][M] in 64 x 64 boxes (two per tile).
     // B: K-major [N][K] in boxes of 256 rows x 64 k, or N-major [K][N] in 64 x 64 boxes (four per tile).
@@ -289,21 +265,13 @@ int run16(const Args& a, int force) {
                        : make_tensor_map(&mA, a.dt, a.A, a.K, a.M, 64, mm::S90_BM);
     ok = ok && (a.transB ? make_tensor_map(&mB, a.dt, a.B, a.K, a.N, 64, mm::S90_BN)
                          : make_tensor_map(&mB, a.dt, a.B, a.N, a.K, 64, 64));
-    if (ok) {
-      launch_sm90<T>(a, mA, mB);
-      return kSm90;
-    }
+    if (ok) return launch_sm90<T>(a, mA, mB);
   }
   if (tiles16) launch_sm80<T, true>(a); else launch_sm80<T, false>(a);
-  return kSm80;
 }
 
 }  // namespace
 
-void matmul_force_path(int path) { g_force.store(path, std::memory_order_relaxed); }
-int matmul_last_path() { return t_last_path; }
-void matmul_sm90_persistent(int mode) { g_persist.store(mode, std::memory_order_relaxed); }
-void matmul_gemv_variant(int v) { g_gemv_variant.store(v, std::memory_order_relaxed); }
 void matmul_sm90_splits(int n) { g_splits.store(n, std::memory_order_relaxed); }
 void matmul_sm90_tma_store(int on) { g_tma_store.store(on, std::memory_order_relaxed); }
 
@@ -323,7 +291,6 @@ void matmul(cudaStream_t stream, DType dt, const void* A, const void* B, const v
 
   Args a{stream, dt, A, B, bias, C, int(M), int(N), int(K), transA, transB, alpha, beta, 0};
   a.pair_ok = (N % 2 == 0) && (reinterpret_cast<uintptr_t>(C) % 4 == 0);
-  const int force = g_force.load(std::memory_order_relaxed);
 
   if (dt == DType::F32 || K == 0) {
     // K == 0: C = beta*C + bias, which the simt kernel does with an empty k loop (no TMA map of size 0).
@@ -332,10 +299,9 @@ void matmul(cudaStream_t stream, DType dt, const void* A, const void* B, const v
       case DType::BF16: launch_simt<__nv_bfloat16>(a); break;
       default: launch_simt<__half>(a); break;
     }
-    t_last_path = kSimt;
     return;
   }
-  t_last_path = dt == DType::BF16 ? run16<__nv_bfloat16>(a, force) : run16<__half>(a, force);
+  if (dt == DType::BF16) run16<__nv_bfloat16>(a); else run16<__half>(a);
 }
 
 }  // namespace parallm::cuda
