@@ -26,6 +26,12 @@ export interface GenerateOptions extends SamplingOptions {
   sequenceIds?: number[];
   /** checked at every step: true ends the generation with an error (a worker being stopped) */
   shouldStop?: () => boolean;
+  /**
+   * yield to the event loop every 10 ms of generation (default true). A device worker passes false: its
+   * thread has no other work to let through, it checks its stop flag each step, and a yield costs it
+   * time at every step (its event loop also serves the pool's message port).
+   */
+  yieldToLoop?: boolean;
 }
 
 export interface StepEvent {
@@ -108,7 +114,7 @@ export async function* generateSteps(model: Model, prompts: number[][], opts: Ge
       });
       return ev;
     };
-    await yieldIfDue();
+    if (opts.yieldToLoop !== false) await yieldIfDue();
     yield emit(0);
     // Steady-state decode time: from the end of step 1 (which captures the graph) to the last step.
     let t1 = performance.now();
@@ -122,7 +128,7 @@ export async function* generateSteps(model: Model, prompts: number[][], opts: Ge
       tokens = Array.from(last.toArray());
       if (s === 1) t1 = performance.now();
       else steps++;
-      await yieldIfDue();
+      if (opts.yieldToLoop !== false) await yieldIfDue();
       yield emit(s);
     }
     if (times) {

@@ -112,7 +112,7 @@ export const handlers: Record<string, Handler> = {
     const size = a.batch ?? Math.max(1, a.prompts.length);
     for (let b0 = 0; b0 < a.prompts.length; b0 += size) {
       const part: GenerationTimes = { prefillMs: 0, decodeMs: 0, decodeSteps: 0 };
-      const opts = { ...a.opts, stopTokens: [], sequenceIds: a.seqIds.slice(b0, b0 + size), shouldStop: ctx.stopRequested };
+      const opts = { ...a.opts, stopTokens: [], sequenceIds: a.seqIds.slice(b0, b0 + size), shouldStop: ctx.stopRequested, yieldToLoop: false };
       for await (const ev of generateSteps(m, a.prompts.slice(b0, b0 + size), opts, part))
         ev.tokens.forEach((t, b) => tokens[b0 + b]!.push(t));
       times.prefillMs += part.prefillMs;
