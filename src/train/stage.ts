@@ -73,13 +73,6 @@ export class TrainStage {
   private readonly saved = new Map<number, Saved>();
 
   constructor(readonly params: FlatParams) {
-    // The flat parameter layout (train/params.ts) and the checkpoint writer know LLaMA without biases
-    // and plain RoPE only: training these would silently drop the biases or mis-rotate.
-    const c = params.cfg;
-    if (c.qkvBias || c.outBias || c.ropeScaling)
-      throw new Error(
-        `training: ${c.modelType ?? c.family}${c.qkvBias ? ' with attention biases' : ''}${c.ropeScaling ? ` with "${c.ropeScaling.type}" RoPE scaling` : ''} is not supported yet (GPT-2 and LLaMA with plain RoPE are)`,
-      );
     this.cfg = params.cfg;
     this.w = params.weights;
     this.gw = params.grads;

@@ -19,6 +19,7 @@ import { presetConfig } from '../../src/models/presets.js';
 import { ropeFrequencies } from '../../src/models/rope.js';
 import * as ops from '../../src/ops.js';
 import { Tensor } from '../../src/tensor.js';
+import { paramLayout } from '../../src/train/params.js';
 import { allLogits, expected, fixtures } from '../helpers/models.js';
 import { maxAbsError, relError } from '../helpers/reference.js';
 
@@ -276,6 +277,16 @@ describe('Qwen2 weights from a safetensors file', () => {
     const { dir } = folder();
     writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ ...config, model_type: 'llama' }));
     expect(() => Model.load(dir, { ...cpu, dtype: 'f32' })).toThrow(/unexpected tensors for this config: "?model\.layers\.0\.self_attn\.q_proj\.bias/);
+  });
+
+  it('training refuses what its flat layout cannot hold (biases, scaled RoPE), naming it', () => {
+    const stage = (c: ModelConfig) => ({ start: 0, end: c.layers, embed: true, head: true });
+    for (const [name, re] of [['tiny-qwen2', /training: qwen2 with attention biases is not supported/], ['tiny-llama3', /training: llama with "llama3" RoPE scaling is not supported/]] as const) {
+      const c = presetConfig(name)!;
+      expect(() => paramLayout(c, stage(c))).toThrow(re);
+    }
+    const mistral = { ...presetConfig('tiny-llama')!, modelType: 'mistral' as const };
+    expect(paramLayout(mistral, stage(mistral)).length).toBeGreaterThan(0);
   });
 
   it('presets of the new families generate (random weights; the fixtures test the numerics)', async () => {
