@@ -52,7 +52,6 @@ void rope_rotate(const Ctx& ctx, const char* op, DType dt, void* x, const int32_
   if (!x || !pos) fail(op, ": null pointer (R=", R, " H=", H, " D=", D, ")");
   const int half = rot_dim / 2;
   std::vector<float> freq(static_cast<size_t>(half));
-  if (!freqs && !(theta > 0.f)) fail(op, ": theta=", theta, " must be positive (R=", R, " H=", H, " D=", D, ")");
   for (int i = 0; i < half; i++)
     freq[i] = freqs ? freqs[i] : float(std::pow(double(theta), -2.0 * i / double(rot_dim)));
   parallel_rows(ctx, R, R * H * half * 6 + R * half * 40, [&](int64_t r0, int64_t r1) {

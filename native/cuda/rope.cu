@@ -52,8 +52,8 @@ void rope_t(cudaStream_t s, void* x, const int32_t* pos, int64_t R, int H, int D
   const int tx = std::min(128, (half + 31) / 32 * 32);
   const int ty = std::max(1, std::min(H, 256 / tx));
   const unsigned blocks = unsigned(std::min<int64_t>(R, kMaxBlocks));
-  rope_kernel<T, INV><<<blocks, dim3(tx, ty), 0, s>>>(static_cast<T*>(x), pos, R, H, D, tstride, rot_dim, theta,
-                                                                 freqs);
+  rope_kernel<T, INV>
+      <<<blocks, dim3(tx, ty), 0, s>>>(static_cast<T*>(x), pos, R, H, D, tstride, rot_dim, theta, freqs);
 }
 
 template <bool INV>

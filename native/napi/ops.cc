@@ -278,7 +278,6 @@ Napi::Value OpRope(const Napi::CallbackInfo& info) {
     void* px = c.use(0, "x", c.strided("x", {{R, st}}, c.mul(H, D)), dt);
     const int32_t* pp = c.use<int32_t>(1, "pos", R, DType::I32);
     const float* pf = c.opt<float>(8, "freqs", rot / 2, DType::F32);
-    if (!pf && !(theta > 0.f)) fail("rope: theta=", theta, " must be positive (or give freqs)");
     c.run([=](const cpu::Ctx& x) { cpu::rope(x, dt, px, pp, R, H, D, st, rot, theta, pf); },
           ON_CUDA(rope(s, dt, px, pp, R, H, D, st, rot, theta, pf)));
   });
@@ -484,7 +483,6 @@ Napi::Value OpRopeBackward(const Napi::CallbackInfo& info) {
     void* px = c.use(0, "dx", c.strided("dx", {{R, st}}, c.mul(H, D)), dt);
     const int32_t* pp = c.use<int32_t>(1, "pos", R, DType::I32);
     const float* pf = c.opt<float>(8, "freqs", rot / 2, DType::F32);
-    if (!pf && !(theta > 0.f)) fail("ropeBackward: theta=", theta, " must be positive (or give freqs)");
     c.run([=](const cpu::Ctx& x) { cpu::rope_backward(x, dt, px, pp, R, H, D, st, rot, theta, pf); },
           ON_CUDA(rope_backward(s, dt, px, pp, R, H, D, st, rot, theta, pf)));
   });
