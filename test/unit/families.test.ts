@@ -16,7 +16,8 @@ import { writeSafetensors } from '../../src/io/safetensors.js';
 import { generate, streamText } from '../../src/engine/generate.js';
 import { Model } from '../../src/models/model.js';
 import { presetConfig } from '../../src/models/presets.js';
-import { ropeFrequencies } from '../../src/models/rope.js';
+import { ropeFrequencies, ropeFrequencyTensor } from '../../src/models/rope.js';
+import { Transformer } from '../../src/models/transformer.js';
 import * as ops from '../../src/ops.js';
 import { Tensor } from '../../src/tensor.js';
 import { paramLayout } from '../../src/train/params.js';
@@ -203,6 +204,23 @@ describe('llama3 rope frequencies', () => {
     ops.ropeBackward(b, pt, { heads: H, headDim: D, freqs: ft });
     expect(maxAbsError(b.toArray(), x0)).toBeLessThan(1e-5);
     [a, b, pt, ft].forEach((t) => t.dispose());
+  });
+
+  it('the model rotates with its table: factor 1 is plain RoPE, factor 8 is not', () => {
+    const m = Model.load('tiny-llama3', { ...cpu, dtype: 'f32', seed: 4 });
+    const prompt = [5, 17, 101, 3, 250, 42, 7, 9, 11, 13, 200, 201];
+    // The same weights under another config: a Model-shaped view for allLogits.
+    const as = (cfg: ModelConfig, ropeFreqs: Tensor | undefined) =>
+      ({ config: cfg, device: m.device, dtype: m.dtype, transformer: new Transformer(cfg, { ...m.weights, ropeFreqs }) }) as unknown as Model;
+    const plainCfg = { ...m.config, ropeScaling: undefined };
+    const unitCfg = { ...m.config, ropeScaling: { ...m.config.ropeScaling!, factor: 1 } };
+    const unit = ropeFrequencyTensor(unitCfg, m.device)!;
+    const plain = allLogits(as(plainCfg, undefined), prompt);
+    expect(m.weights.ropeFreqs!.toArray()).toEqual(ropeFrequencies(m.config));
+    expect(relError(allLogits(as(unitCfg, unit), prompt), plain)).toBeLessThan(1e-6);
+    expect(relError(allLogits(m, prompt), plain)).toBeGreaterThan(1e-4);
+    unit.dispose();
+    m.dispose();
   });
 
   it('a bad table is an error naming the op and the sizes', () => {
