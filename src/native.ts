@@ -85,7 +85,8 @@ export interface NativeBinding {
   rmsnorm(y: T, x: T, w: T, rstd: OptT, R: number, C: number, eps: number): void;
   gelu(y: T, x: T, n: number): void;
   siluGate(y: T, gate: T, up: T, R: number, F: number, inStride: number): void;
-  rope(x: T, pos: T, R: number, H: number, D: number, tstride: number, rotDim: number, theta: number): void;
+  /** freqs: null, or f32 [rotDim / 2] per-dimension frequencies that replace theta's (scaled RoPE). */
+  rope(x: T, pos: T, R: number, H: number, D: number, tstride: number, rotDim: number, theta: number, freqs: T | null): void;
   embedding(out: T, ids: T, table: T, N: number, V: number, C: number): void;
   add(y: T, a: T, b: T, n: number, bPeriod: number): void;
   cast(y: T, x: T, n: number): void;
@@ -99,7 +100,7 @@ export interface NativeBinding {
   rmsnormBackward(dy: T, x: T, w: T, rstd: T, dx: T, dw: T, R: number, C: number): void;
   geluBackward(x: T, dy: T, dx: T, n: number): void;
   siluGateBackward(gate: T, up: T, dy: T, dgate: T, dup: T, R: number, F: number, inStride: number): void;
-  ropeBackward(dx: T, pos: T, R: number, H: number, D: number, tstride: number, rotDim: number, theta: number): void;
+  ropeBackward(dx: T, pos: T, R: number, H: number, D: number, tstride: number, rotDim: number, theta: number, freqs: T | null): void;
   attentionForward(q: T, k: T, v: T, out: T, lse: T, B: number, T: number, Hq: number, Hkv: number, D: number, qB: number, qT: number, kvB: number, kvT: number, scale: number): void;
   attentionBackward(q: T, k: T, v: T, out: T, dout: T, lse: T, dq: T, dk: T, dv: T, workspace: T, B: number, T: number, Hq: number, Hkv: number, D: number, qB: number, qT: number, kvB: number, kvT: number, scale: number): void;
   embeddingBackward(ids: T, dout: T, dtable: T, N: number, V: number, C: number): void;

@@ -297,12 +297,29 @@ export interface RopeOptions {
   tokenStride?: number;
   /** number of tokens; default numel(pos) */
   tokens?: number;
+  /**
+   * Per-dimension inverse frequencies, f32 [rotaryDim / 2] on x's device, replacing theta^(-2i/rotaryDim):
+   * scaled RoPE (LLaMA 3's "llama3" rope_scaling; see models/rope.ts ropeFrequencies).
+   */
+  freqs?: Tensor;
+}
+
+function ropeFreqs(op: string, o: RopeOptions, rot: number): Tensor | undefined {
+  const f = o.freqs;
+  if (f === undefined) {
+    const theta = o.theta ?? 10000;
+    if (!(theta > 0) || !Number.isFinite(theta)) throw new Error(`${op}: theta ${theta} must be a positive number`);
+    return undefined;
+  }
+  if (f.dtype !== 'f32') throw new Error(`${op}: freqs must be f32, got ${f.dtype}`);
+  if (f.numel !== rot / 2) throw new Error(`${op}: freqs has ${f.numel} elements, expected rotaryDim / 2 = ${rot / 2}`);
+  return f;
 }
 
 /** Rotary embedding in place (Hugging Face rotate_half layout); pos: i32 [tokens] on the device. */
 export function rope(x: Tensor, pos: Tensor, o: RopeOptions): Tensor {
   const op = 'rope';
-  sameDevice(op, { x, pos });
+  sameDevice(op, { x, pos, freqs: o.freqs });
   sameDType(op, { x }, FLOATS);
   if (pos.dtype !== 'i32') throw new Error(`${op}: pos must be i32, got ${pos.dtype}`);
   const R = o.tokens ?? pos.numel;
@@ -313,7 +330,8 @@ export function rope(x: Tensor, pos: Tensor, o: RopeOptions): Tensor {
   if (rot % 2 || rot > o.headDim || rot < 2) throw new Error(`${op}: rotaryDim ${rot} must be even and <= headDim ${o.headDim}`);
   expectNumel(op, 'pos', pos, R);
   expectNumel(op, 'x', x, R ? (R - 1) * st + o.heads * o.headDim : 0);
-  native.rope(x.native, pos.native, R, o.heads, o.headDim, st, rot, o.theta ?? 10000);
+  const freqs = ropeFreqs(op, o, rot);
+  native.rope(x.native, pos.native, R, o.heads, o.headDim, st, rot, o.theta ?? 10000, freqs?.native ?? null);
   return x;
 }
 
@@ -535,7 +553,7 @@ export function siluGateBackward(gate: Tensor, up: Tensor, dy: Tensor, o: { dgat
 /** Backward of rope, in place on dx: the inverse rotation (same options as `rope`). */
 export function ropeBackward(dx: Tensor, pos: Tensor, o: RopeOptions): Tensor {
   const op = 'ropeBackward';
-  sameDevice(op, { dx, pos });
+  sameDevice(op, { dx, pos, freqs: o.freqs });
   sameDType(op, { dx }, FLOATS);
   if (pos.dtype !== 'i32') throw new Error(`${op}: pos must be i32, got ${pos.dtype}`);
   const R = o.tokens ?? pos.numel;
@@ -547,7 +565,8 @@ export function ropeBackward(dx: Tensor, pos: Tensor, o: RopeOptions): Tensor {
   if (st < o.heads * o.headDim) throw new Error(`${op}: tokenStride ${st} < heads x headDim = ${o.heads * o.headDim}`);
   expectNumel(op, 'pos', pos, R);
   expectNumel(op, 'dx', dx, R ? (R - 1) * st + o.heads * o.headDim : 0);
-  native.ropeBackward(dx.native, pos.native, R, o.heads, o.headDim, st, rot, o.theta ?? 10000);
+  const freqs = ropeFreqs(op, o, rot);
+  native.ropeBackward(dx.native, pos.native, R, o.heads, o.headDim, st, rot, o.theta ?? 10000, freqs?.native ?? null);
   return dx;
 }
 

@@ -62,8 +62,10 @@ void silu_gate(PARALLM_KCTX ctx, DType dt, const void* gate, const void* up, voi
 // x1 = x[i], x2 = x[i + rot_dim/2]:
 //   x[i] = x1 cos a - x2 sin a;  x[i + rot_dim/2] = x2 cos a + x1 sin a.
 // Row r (token), head h starts at x[r*tstride + h*D]; pos is int32[R] in device memory.
+// freqs: null, or f32[rot_dim/2] in device memory giving f per dimension (scaled RoPE such as LLaMA 3's,
+// whose frequencies no single theta describes); theta is then unused. The angle is still float(pos) * f.
 void rope(PARALLM_KCTX ctx, DType dt, void* x, const int32_t* pos, int64_t R, int H, int D, int64_t tstride,
-          int rot_dim, float theta);
+          int rot_dim, float theta, const float* freqs = nullptr);
 
 // out[n, :] = table[ids[n], :] (C columns); ids outside [0, V) give a row of zeros (the TS layer rejects
 // them earlier when it can see them).
@@ -136,7 +138,7 @@ void silu_gate_backward(PARALLM_KCTX ctx, DType dt, const void* gate, const void
 
 // Rope backward in place: the inverse rotation (angle -a, same a as rope), so rope_backward(rope(x)) = x.
 void rope_backward(PARALLM_KCTX ctx, DType dt, void* dx, const int32_t* pos, int64_t R, int H, int D,
-                   int64_t tstride, int rot_dim, float theta);
+                   int64_t tstride, int rot_dim, float theta, const float* freqs = nullptr);
 
 // Causal attention over T tokens per sequence (Tq = Tk = T), as attention_prefill, forward for training:
 // out as attention_prefill, and lse[(b*Hq + h)*T + i] = log sum_j exp(scale q.k_j) (f32) for the backward.

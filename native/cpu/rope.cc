@@ -1,7 +1,8 @@
 // Rotary position embedding in place, Hugging Face "rotate_half" layout (see core/kernels.h).
 // The angle is formed as HF does, in f32: a = float(pos) * f with f = float(theta^(-2i/rot_dim)); its cos
 // and sin are then taken in double so that large positions lose nothing beyond that f32 product. One
-// cos/sin table per row serves all H heads. The backward is the same rotation by -a (sin negated).
+// cos/sin table per row serves all H heads. A caller's frequency table (freqs, f32[rot_dim/2]) replaces
+// the theta formula, for scaled RoPE. The backward is the same rotation by -a (sin negated).
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -40,7 +41,7 @@ namespace {
 
 // sign = 1: rope; sign = -1: its inverse (rope_backward). `op` names the caller in errors.
 void rope_rotate(const Ctx& ctx, const char* op, DType dt, void* x, const int32_t* pos, int64_t R, int H, int D,
-                 int64_t tstride, int rot_dim, float theta, float sign) {
+                 int64_t tstride, int rot_dim, float theta, const float* freqs, float sign) {
   if (R < 0 || H < 0 || D < 0 || tstride < 0)
     fail(op, ": negative size R=", R, " H=", H, " D=", D, " tstride=", tstride);
   if (R == 0 || H == 0) return;
@@ -51,7 +52,8 @@ void rope_rotate(const Ctx& ctx, const char* op, DType dt, void* x, const int32_
   if (!x || !pos) fail(op, ": null pointer (R=", R, " H=", H, " D=", D, ")");
   const int half = rot_dim / 2;
   std::vector<float> freq(static_cast<size_t>(half));
-  for (int i = 0; i < half; i++) freq[i] = float(std::pow(double(theta), -2.0 * i / double(rot_dim)));
+  for (int i = 0; i < half; i++)
+    freq[i] = freqs ? freqs[i] : float(std::pow(double(theta), -2.0 * i / double(rot_dim)));
   parallel_rows(ctx, R, R * H * half * 6 + R * half * 40, [&](int64_t r0, int64_t r1) {
     std::vector<float> cs(static_cast<size_t>(half)), sn(static_cast<size_t>(half));
     for (int64_t r = r0; r < r1; r++) {
@@ -69,13 +71,13 @@ void rope_rotate(const Ctx& ctx, const char* op, DType dt, void* x, const int32_
 }  // namespace
 
 void rope(const Ctx& ctx, DType dt, void* x, const int32_t* pos, int64_t R, int H, int D, int64_t tstride, int rot_dim,
-          float theta) {
-  rope_rotate(ctx, "rope", dt, x, pos, R, H, D, tstride, rot_dim, theta, 1.0f);
+          float theta, const float* freqs) {
+  rope_rotate(ctx, "rope", dt, x, pos, R, H, D, tstride, rot_dim, theta, freqs, 1.0f);
 }
 
 void rope_backward(const Ctx& ctx, DType dt, void* dx, const int32_t* pos, int64_t R, int H, int D, int64_t tstride,
-                   int rot_dim, float theta) {
-  rope_rotate(ctx, "rope_backward", dt, dx, pos, R, H, D, tstride, rot_dim, theta, -1.0f);
+                   int rot_dim, float theta, const float* freqs) {
+  rope_rotate(ctx, "rope_backward", dt, dx, pos, R, H, D, tstride, rot_dim, theta, freqs, -1.0f);
 }
 
 }  // namespace parallm::cpu

@@ -264,7 +264,7 @@ Napi::Value OpSiluGate(const Napi::CallbackInfo& info) {
   });
 }
 
-// rope(x, pos, R, H, D, tstride, rotDim, theta)
+// rope(x, pos, R, H, D, tstride, rotDim, theta, freqs?)
 Napi::Value OpRope(const Napi::CallbackInfo& info) {
   return op(info, "rope", [](OpCall& c) {
     int64_t R = c.i64(2, "R");
@@ -277,8 +277,9 @@ Napi::Value OpRope(const Napi::CallbackInfo& info) {
     DType dt = c.dtype_of(0, "x");
     void* px = c.use(0, "x", c.strided("x", {{R, st}}, c.mul(H, D)), dt);
     const int32_t* pp = c.use<int32_t>(1, "pos", R, DType::I32);
-    c.run([=](const cpu::Ctx& x) { cpu::rope(x, dt, px, pp, R, H, D, st, rot, theta); },
-          ON_CUDA(rope(s, dt, px, pp, R, H, D, st, rot, theta)));
+    const float* pf = c.opt<float>(8, "freqs", rot / 2, DType::F32);
+    c.run([=](const cpu::Ctx& x) { cpu::rope(x, dt, px, pp, R, H, D, st, rot, theta, pf); },
+          ON_CUDA(rope(s, dt, px, pp, R, H, D, st, rot, theta, pf)));
   });
 }
 
@@ -468,7 +469,7 @@ Napi::Value OpSiluGateBackward(const Napi::CallbackInfo& info) {
   });
 }
 
-// ropeBackward(dx, pos, R, H, D, tstride, rotDim, theta)
+// ropeBackward(dx, pos, R, H, D, tstride, rotDim, theta, freqs?)
 Napi::Value OpRopeBackward(const Napi::CallbackInfo& info) {
   return op(info, "ropeBackward", [](OpCall& c) {
     int64_t R = c.i64(2, "R");
@@ -481,8 +482,9 @@ Napi::Value OpRopeBackward(const Napi::CallbackInfo& info) {
     DType dt = c.dtype_of(0, "dx");
     void* px = c.use(0, "dx", c.strided("dx", {{R, st}}, c.mul(H, D)), dt);
     const int32_t* pp = c.use<int32_t>(1, "pos", R, DType::I32);
-    c.run([=](const cpu::Ctx& x) { cpu::rope_backward(x, dt, px, pp, R, H, D, st, rot, theta); },
-          ON_CUDA(rope_backward(s, dt, px, pp, R, H, D, st, rot, theta)));
+    const float* pf = c.opt<float>(8, "freqs", rot / 2, DType::F32);
+    c.run([=](const cpu::Ctx& x) { cpu::rope_backward(x, dt, px, pp, R, H, D, st, rot, theta, pf); },
+          ON_CUDA(rope_backward(s, dt, px, pp, R, H, D, st, rot, theta, pf)));
   });
 }
 

@@ -11,9 +11,13 @@ import { RunInputs, StageRunner } from './stage-runner.js';
 export type { SamplingOptions };
 
 export interface GenerateOptions extends SamplingOptions {
-  /** new tokens per sequence (default 64) */
+  /**
+   * new tokens per sequence (default: generation_config.json's max_new_tokens, cut to what the context
+   * holds, else 64); temperature / topK / topP left out likewise take the folder's generation_config.json
+   * (do_sample false: greedy), else greedy
+   */
   maxTokens?: number;
-  /** token ids that end a sequence (default: the model's end-of-sequence ids) */
+  /** token ids that end a sequence (default: generation_config.json's eos ids, else config.json's) */
   stopTokens?: number[];
   /** texts that end a sequence (needs a tokenizer); the text is cut before them */
   stopStrings?: string[];
@@ -56,6 +60,26 @@ export interface GenerationTimes {
   decodeSteps: number;
 }
 
+/**
+ * The caller's options with what they leave out taken from the model's generation_config.json (see
+ * Model.generation), field by field, as transformers merges a call's kwargs into its GenerationConfig.
+ */
+export function withModelDefaults(model: Model, prompts: unknown[][], opts: GenerateOptions): GenerateOptions {
+  const g = model.generation;
+  const out: GenerateOptions = { ...opts, stopTokens: opts.stopTokens ?? g?.eosTokenIds ?? model.config.eosTokenIds };
+  if (!g) return out;
+  if (opts.temperature === undefined && g.temperature !== undefined) out.temperature = g.temperature;
+  if (opts.topK === undefined && g.topK !== undefined) out.topK = g.topK;
+  if (opts.topP === undefined && g.topP !== undefined) out.topP = g.topP;
+  if (opts.maxTokens === undefined && g.maxTokens !== undefined) {
+    // A file's max_new_tokens (often the whole context) is a ceiling, not a demand: cut it to what the
+    // longest prompt leaves, so a default never makes a valid prompt an error.
+    const longest = Math.max(0, ...prompts.map((p) => (Array.isArray(p) ? p.length : 0)));
+    out.maxTokens = Math.max(1, Math.min(g.maxTokens, model.config.maxPositions - longest));
+  }
+  return out;
+}
+
 function checkPrompts(model: Model, prompts: number[][], maxTokens: number): void {
   const { vocabSize, maxPositions } = model.config;
   if (!Array.isArray(prompts) || prompts.length === 0) throw new Error('generate: give at least one prompt');
@@ -91,11 +115,12 @@ async function yieldIfDue(): Promise<void> {
  */
 export async function* generateSteps(model: Model, prompts: number[][], opts: GenerateOptions = {}, times?: GenerationTimes): AsyncGenerator<StepEvent> {
   model.assertAlive();
+  opts = withModelDefaults(model, prompts, opts);
   const maxTokens = opts.maxTokens ?? 64;
   checkPrompts(model, prompts, maxTokens);
   const sampling = resolveSampling(opts);
   const B = prompts.length;
-  const stop = new Set(opts.stopTokens ?? model.config.eosTokenIds);
+  const stop = new Set(opts.stopTokens);
   const run = new RunInputs(model.device, prompts, [B], maxTokens, { first: true, last: true }, opts.sequenceIds);
   let runner: StageRunner | undefined;
   let prefilled: Tensor | undefined; // the ids sampled after prefill: ours to free (decode outputs are the runner's)
@@ -150,10 +175,11 @@ export async function generate(model: Model, prompts: (string | number[])[], opt
     if (!Array.isArray(p)) throw new Error(`generate: prompt ${b} is ${p === null ? 'null' : typeof p}, not a string or an array of token ids`);
     return p;
   });
+  opts = withModelDefaults(model, ids, opts);
   const out: Generation[] = ids.map(() => ({ tokens: [], finish: 'length' }));
   const stopStrings = opts.stopStrings ?? [];
   if (stopStrings.length && !model.tokenizer) throw new Error('generate: stop strings need a tokenizer');
-  const stop = new Set(opts.stopTokens ?? model.config.eosTokenIds);
+  const stop = new Set(opts.stopTokens);
   const ended = new Array<boolean>(ids.length).fill(false);
   for await (const ev of generateSteps(model, ids, opts)) {
     ev.tokens.forEach((t, b) => {
@@ -191,8 +217,9 @@ export async function* streamText(model: Model, prompt: string | number[], opts:
   if (!model.tokenizer) throw new Error(`${model.name} has no tokenizer to stream text with`);
   if (typeof prompt !== 'string' && !Array.isArray(prompt)) throw new Error(`streamText: the prompt is ${prompt === null ? 'null' : typeof prompt}, not a string or an array of token ids`);
   const ids = typeof prompt === 'string' ? model.encode(prompt) : prompt;
+  opts = withModelDefaults(model, [ids], opts);
   const dec = model.tokenizer.streamDecoder();
-  const stop = new Set(opts.stopTokens ?? model.config.eosTokenIds);
+  const stop = new Set(opts.stopTokens);
   const stopStrings = opts.stopStrings ?? [];
   let text = '';
   let emitted = 0;

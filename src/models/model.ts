@@ -4,6 +4,7 @@ import path from 'node:path';
 import { checkDType, type DType } from '../dtype.js';
 import { defaultDevice, parseDevice } from '../device.js';
 import type { ModelConfig } from '../io/config.js';
+import { loadGenerationConfig, type GenerationDefaults } from '../io/generation-config.js';
 import type { Tokenizer } from '../io/tokenizer.js';
 import { resolveSource, sourceTokenizer } from './source.js';
 import { Transformer } from './transformer.js';
@@ -32,6 +33,8 @@ export class Model {
     readonly device: string,
     readonly dtype: DType,
     readonly tokenizer: Tokenizer | null,
+    /** the folder's generation_config.json (stop ids, sampling defaults); null for presets and folders without one */
+    readonly generation: GenerationDefaults | null = null,
   ) {
     this.transformer = new Transformer(config, weights);
   }
@@ -64,8 +67,9 @@ export class Model {
     }
     const tok = sourceTokenizer(src);
     const name = path.basename(path.resolve(source));
+    const gen = loadGenerationConfig(source); // read before the weights: a bad file fails fast
     const weights = loadStageWeights(cfg, source, device, dtype, stages.map((s) => s ?? wholeModel(cfg)));
-    return weights.map((w) => new Model(name, cfg, w, device, dtype, tok));
+    return weights.map((w) => new Model(name, cfg, w, device, dtype, tok, gen));
   }
 
   /** Bytes of weights on the device. */

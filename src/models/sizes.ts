@@ -9,7 +9,8 @@ export function layerWeightBytes(cfg: ModelConfig, dtype: DType): number {
   const { hidden: C, heads, kvHeads, headDim: D, intermediate: F } = cfg;
   const gpt2 = cfg.family === 'gpt2';
   const W3 = (heads + 2 * kvHeads) * D;
-  const params = W3 * C + C * heads * D + (gpt2 ? 2 : 3) * F * C + (gpt2 ? 4 * C + W3 + C + F + C : 2 * C);
+  const biases = gpt2 ? 0 : (cfg.qkvBias ? W3 : 0) + (cfg.outBias ? C : 0); // Qwen2, LLaMA's attention_bias
+  const params = W3 * C + C * heads * D + (gpt2 ? 2 : 3) * F * C + (gpt2 ? 4 * C + W3 + C + F + C : 2 * C) + biases;
   return params * dtypeSize(dtype);
 }
 

@@ -1,5 +1,6 @@
 // The decoder stack of both families, composed from the ops. GPT-2 and LLaMA differ only in a few
-// places (norm, position, MLP, biases), which `cfg.family` selects:
+// places (norm, position, MLP, biases), which `cfg.family` selects (Mistral and Qwen2 are the LLaMA
+// family: Qwen2's q/k/v biases are LayerWeights.qkvBias, LLaMA 3's scaled RoPE is ModelWeights.ropeFreqs):
 //
 //   x = embed(ids) [+ positions(pos)]                               GPT-2 learns positions
 //   per layer:  h = norm1(x)                                        LayerNorm | RMSNorm
@@ -91,9 +92,10 @@ export class Transformer {
     const qkv = ops.linear(h, l.qkv, l.qkvBias);
     if (this.cfg.family === 'llama') {
       const W3 = (heads + 2 * kvHeads) * D;
-      ops.rope(qkv, pos, { heads, headDim: D, theta: ropeTheta, tokenStride: W3, tokens: n });
+      const freqs = this.w.ropeFreqs; // scaled RoPE (LLaMA 3.x); plain RoPE needs only theta
+      ops.rope(qkv, pos, { heads, headDim: D, theta: ropeTheta, tokenStride: W3, tokens: n, freqs });
       const k = qkv.view(heads * D, [qkv.numel - heads * D]);
-      ops.rope(k, pos, { heads: kvHeads, headDim: D, theta: ropeTheta, tokenStride: W3, tokens: n });
+      ops.rope(k, pos, { heads: kvHeads, headDim: D, theta: ropeTheta, tokenStride: W3, tokens: n, freqs });
       k.dispose();
     }
     return qkv;

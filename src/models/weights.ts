@@ -10,6 +10,7 @@ import { showName } from '../io/folder.js';
 import { DEFAULT_HEADER_LIMITS, WeightStore, type HeaderLimits } from '../io/safetensors.js';
 import * as ops from '../ops.js';
 import { Tensor } from '../tensor.js';
+import { ropeFrequencyTensor } from './rope.js';
 
 export interface LayerWeights {
   norm1: Tensor;
@@ -44,11 +45,13 @@ export interface ModelWeights {
   normF?: Tensor;
   normFBias?: Tensor;
   head?: Tensor; // [V, C]; the embedding itself when tied
+  /** scaled RoPE's per-dimension frequencies, f32 [headDim / 2] (models/rope.ts); absent for plain RoPE */
+  ropeFreqs?: Tensor;
 }
 
 export function disposeWeights(w: ModelWeights): void {
   const all = new Set<Tensor>();
-  for (const t of [w.embed, w.positions, w.normF, w.normFBias, w.head]) if (t) all.add(t);
+  for (const t of [w.embed, w.positions, w.normF, w.normFBias, w.head, w.ropeFreqs]) if (t) all.add(t);
   for (const l of w.layers) for (const t of Object.values(l)) if (t) all.add(t);
   for (const t of all) t.dispose();
 }
@@ -78,9 +81,10 @@ export function randomWeights(cfg: ModelConfig, device: string, dtype: DType, se
       norm1: ones(C),
       norm1Bias: gpt2 ? zeros(C) : undefined,
       qkv: rnd([W3, C], i, 0),
-      qkvBias: gpt2 ? zeros(W3) : undefined,
+      // Qwen2-style biases are drawn, not zero, so that a preset exercises them.
+      qkvBias: gpt2 ? zeros(W3) : cfg.qkvBias ? rnd([W3], i, 4) : undefined,
       out: rnd([C, heads * D], i, 1),
-      outBias: gpt2 ? zeros(C) : undefined,
+      outBias: gpt2 ? zeros(C) : cfg.outBias ? rnd([C], i, 5) : undefined,
       norm2: ones(C),
       norm2Bias: gpt2 ? zeros(C) : undefined,
       up: rnd([gpt2 ? F : 2 * F, C], i, 2),
@@ -98,6 +102,7 @@ export function randomWeights(cfg: ModelConfig, device: string, dtype: DType, se
     normF: stage.head ? ones(C) : undefined,
     normFBias: gpt2 && stage.head ? zeros(C) : undefined,
     head: stage.head ? (cfg.tieEmbeddings ? embed : rnd([V, C], -1, 0)) : undefined,
+    ropeFreqs: stage.end > stage.start ? ropeFrequencyTensor(cfg, device) : undefined,
   };
 }
 
@@ -173,6 +178,13 @@ const GPT2_ENDS = ['wte.weight', 'wpe.weight', 'ln_f.weight', 'ln_f.bias'];
 const LLAMA_LAYER = ['input_layernorm.weight', 'self_attn.q_proj.weight', 'self_attn.k_proj.weight', 'self_attn.v_proj.weight',
   'self_attn.o_proj.weight', 'post_attention_layernorm.weight', 'mlp.gate_proj.weight', 'mlp.up_proj.weight', 'mlp.down_proj.weight'];
 const LLAMA_LAYER_EXTRA = ['self_attn.rotary_emb.inv_freq'];
+const LLAMA_QKV_BIAS = ['self_attn.q_proj.bias', 'self_attn.k_proj.bias', 'self_attn.v_proj.bias'];
+const LLAMA_OUT_BIAS = ['self_attn.o_proj.bias'];
+
+/** The per-layer tensor names of a LLaMA-architecture config (Qwen2 and attention_bias add biases). */
+function llamaLayerNames(cfg: ModelConfig): string[] {
+  return [...LLAMA_LAYER, ...(cfg.qkvBias ? LLAMA_QKV_BIAS : []), ...(cfg.outBias ? LLAMA_OUT_BIAS : [])];
+}
 const LLAMA_ENDS = ['model.embed_tokens.weight', 'model.norm.weight', 'lm_head.weight', 'model.rotary_emb.inv_freq'];
 
 /**
@@ -183,7 +195,7 @@ const LLAMA_ENDS = ['model.embed_tokens.weight', 'model.norm.weight', 'lm_head.w
 function modelHas(cfg: ModelConfig, pre: string, ends: readonly string[]): (name: string) => boolean {
   const gpt2 = cfg.family === 'gpt2';
   const layerPrefix = gpt2 ? `${pre}h.` : 'model.layers.';
-  const perLayer = new Set(gpt2 ? [...GPT2_LAYER, ...GPT2_LAYER_EXTRA] : [...LLAMA_LAYER, ...LLAMA_LAYER_EXTRA]);
+  const perLayer = new Set(gpt2 ? [...GPT2_LAYER, ...GPT2_LAYER_EXTRA] : [...llamaLayerNames(cfg), ...LLAMA_LAYER_EXTRA]);
   const endSet = new Set(ends);
   return (name) => {
     if (endSet.has(name)) return true;
@@ -203,7 +215,7 @@ function modelHas(cfg: ModelConfig, pre: string, ends: readonly string[]): (name
 export function loadLimits(cfg: ModelConfig): HeaderLimits {
   // Counted, not listed: a hostile config may claim 2^31 layers, which the shape checks refuse later.
   const gpt2 = cfg.family === 'gpt2';
-  const perLayer = gpt2 ? GPT2_LAYER.length + GPT2_LAYER_EXTRA.length : LLAMA_LAYER.length + LLAMA_LAYER_EXTRA.length;
+  const perLayer = gpt2 ? GPT2_LAYER.length + GPT2_LAYER_EXTRA.length : llamaLayerNames(cfg).length + LLAMA_LAYER_EXTRA.length;
   const count = cfg.layers * perLayer + (gpt2 ? GPT2_ENDS.length + 1 : LLAMA_ENDS.length); // GPT-2: + lm_head.weight
   const maxTensors = Math.min(2 * count + 64, DEFAULT_HEADER_LIMITS.maxTensors);
   return { maxTensors, maxHeaderBytes: Math.min(1024 * 1024 + 1024 * maxTensors, DEFAULT_HEADER_LIMITS.maxHeaderBytes) };
@@ -258,10 +270,19 @@ function loadLlama(cfg: ModelConfig, L: Loader, stage: Stage): ModelWeights {
     const v = L.host(`${p}self_attn.v_proj.weight`, [kvHeads * D, C]);
     const gate = L.host(`${p}mlp.gate_proj.weight`, [F, C]);
     const up = L.host(`${p}mlp.up_proj.weight`, [F, C]);
+    // Biases fused in the same order as the weights' rows: q, then k, then v.
+    const qkvBias = cfg.qkvBias
+      ? L.upload(
+          concat([L.host(`${p}self_attn.q_proj.bias`, [heads * D]), L.host(`${p}self_attn.k_proj.bias`, [kvHeads * D]), L.host(`${p}self_attn.v_proj.bias`, [kvHeads * D])]),
+          [(heads + 2 * kvHeads) * D],
+        )
+      : undefined;
     layers.push({
       norm1: L.tensor(`${p}input_layernorm.weight`, [C]),
       qkv: L.upload(concat([q, k, v]), [(heads + 2 * kvHeads) * D, C]),
+      qkvBias,
       out: L.tensor(`${p}self_attn.o_proj.weight`, [C, heads * D]),
+      outBias: cfg.outBias ? L.tensor(`${p}self_attn.o_proj.bias`, [C]) : undefined,
       norm2: L.tensor(`${p}post_attention_layernorm.weight`, [C]),
       up: L.upload(concat([gate, up]), [2 * F, C]),
       down: L.tensor(`${p}mlp.down_proj.weight`, [C, F]),
@@ -276,6 +297,8 @@ function loadLlama(cfg: ModelConfig, L: Loader, stage: Stage): ModelWeights {
     normF: stage.head ? L.tensor('model.norm.weight', [C]) : undefined,
     head: stage.head ? (tied ? embed : L.tensor('lm_head.weight', [V, C])) : undefined,
   };
+  const freqs = stage.end > stage.start ? ropeFrequencyTensor(cfg, L.device) : undefined;
+  if (freqs) L.made.push((w.ropeFreqs = freqs));
   // A tied model never loads lm_head.weight: a file that has one is not the model the config describes.
   L.checkAllUsed(modelHas(cfg, '', cfg.tieEmbeddings ? LLAMA_ENDS.filter((n) => n !== 'lm_head.weight') : LLAMA_ENDS));
   return w;

@@ -24,8 +24,20 @@ export interface ParamEntry {
 const LAYER_MATRICES = ['qkv', 'out', 'up', 'down'] as const;
 const LAYER_VECTORS = ['norm1', 'norm1Bias', 'qkvBias', 'outBias', 'norm2', 'norm2Bias', 'upBias', 'downBias'] as const;
 
+/**
+ * This layout and the checkpoint writer know LLaMA without biases and with plain RoPE: training a model
+ * with attention biases (Qwen2) or scaled RoPE (LLaMA 3.x) would silently drop the biases or mis-rotate.
+ */
+function checkTrainable(cfg: ModelConfig): void {
+  if (cfg.qkvBias || cfg.outBias || cfg.ropeScaling)
+    throw new Error(
+      `training: ${cfg.modelType ?? cfg.family}${cfg.qkvBias ? ' with attention biases' : ''}${cfg.ropeScaling ? ` with "${cfg.ropeScaling.type}" RoPE scaling` : ''} is not supported yet (GPT-2, and LLaMA or Mistral with plain RoPE, are)`,
+    );
+}
+
 /** The flat layout of a stage's parameters (a pure function of the config and the stage). */
 export function paramLayout(cfg: ModelConfig, stage: Stage): ParamEntry[] {
+  checkTrainable(cfg);
   const { hidden: C, heads, kvHeads, headDim: D, intermediate: F, vocabSize: V } = cfg;
   const gpt2 = cfg.family === 'gpt2';
   const W3 = (heads + 2 * kvHeads) * D;

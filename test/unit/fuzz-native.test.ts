@@ -154,7 +154,7 @@ const SIGS: Record<string, string> = {
   rmsnorm: 'TTTONNF',
   gelu: 'TTN',
   siluGate: 'TTTNNS',
-  rope: 'TTNNNSNF',
+  rope: 'TTNNNSNFO',
   embedding: 'TTTNNN',
   add: 'TTTNN',
   cast: 'TTN',
@@ -372,7 +372,8 @@ const VALID: Record<string, (r: Rng, d: string) => unknown[]> = {
   },
   rope: (r, d) => {
     const dt = r.pick(['f32', 'bf16']), R = r.int(0, 4), H = r.int(1, 2), D = 2 * r.int(1, 4), rot = 2 * r.int(1, D / 2), st = H * D + r.int(0, 2);
-    return [fresh(r, d, dt, R * st), fresh(r, d, 'i32', R, () => r.pick([0, 1, 7, -1, 2 ** 31 - 1, -(2 ** 31)])), R, H, D, st, rot, r.pick([10000, 1, 0, -1, NaN])];
+    const freqs = r.f() < 0.5 ? null : fresh(r, d, 'f32', rot / 2);
+    return [fresh(r, d, dt, R * st), fresh(r, d, 'i32', R, () => r.pick([0, 1, 7, -1, 2 ** 31 - 1, -(2 ** 31)])), R, H, D, st, rot, r.pick([10000, 1, 0, -1, NaN]), freqs];
   },
   embedding: (r, d) => {
     const dt = r.pick(['f32', 'bf16']), N = r.int(0, 5), V = r.int(1, 6), C = r.int(1, 6);

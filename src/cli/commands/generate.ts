@@ -16,10 +16,10 @@ interface GenOpts {
   model: string;
   prompt?: string;
   promptIds?: string;
-  maxTokens: string;
-  temperature: string;
-  topK: string;
-  topP: string;
+  maxTokens?: string;
+  temperature?: string;
+  topK?: string;
+  topP?: string;
   seed: string;
   stop?: string[];
   device?: string;
@@ -44,10 +44,11 @@ export function register(program: Command): void {
     .requiredOption('--model <name>', 'a preset (gpt2, tiny-llama, ...) or a folder with config.json, safetensors weights and tokenizer.json')
     .option('--prompt <text>', 'the prompt')
     .option('--prompt-ids <ids>', 'the prompt as comma-separated token ids (for models without a tokenizer)')
-    .option('--max-tokens <n>', 'new tokens at most', '64')
-    .option('--temperature <t>', '0 for greedy', '0')
-    .option('--top-k <k>', '0 for no top-k cut', '0')
-    .option('--top-p <p>', '1 for no top-p cut', '1')
+    // Left out, these take the folder's generation_config.json (do_sample false: greedy), else 64 / greedy.
+    .option('--max-tokens <n>', 'new tokens at most (default: generation_config.json max_new_tokens, else 64)')
+    .option('--temperature <t>', '0 for greedy (default: generation_config.json, else 0)')
+    .option('--top-k <k>', '0 for no top-k cut (default: generation_config.json)')
+    .option('--top-p <p>', '1 for no top-p cut (default: generation_config.json)')
     .option('--seed <n>', 'sampling seed', '0')
     .option('--stop <text...>', 'stop strings')
     .option('--device <id>', 'cuda:N or cpu:N (default: cuda:0, else cpu:0)')
@@ -63,11 +64,16 @@ export function register(program: Command): void {
       if (given !== 1) throw new Error('give exactly one of --prompt, --prompt-ids and --prompts');
       if (o.prompts !== undefined || o.devices !== undefined) return batch(o);
       const dtype = o.dtype ? checkDType(o.dtype) : undefined;
-      const opts = resolveSampling(
-        { temperature: num('--temperature', o.temperature), topK: num('--top-k', o.topK, true), topP: num('--top-p', o.topP), seed: num('--seed', o.seed, true) },
-        'generate',
-      );
-      const maxTokens = num('--max-tokens', o.maxTokens, true);
+      // Only the flags given are passed on (checked here), so generate fills the rest from the model.
+      const opts = {
+        temperature: o.temperature === undefined ? undefined : num('--temperature', o.temperature),
+        topK: o.topK === undefined ? undefined : num('--top-k', o.topK, true),
+        topP: o.topP === undefined ? undefined : num('--top-p', o.topP),
+        seed: num('--seed', o.seed, true),
+      };
+      resolveSampling(opts, 'generate');
+      const maxTokens = o.maxTokens === undefined ? undefined : num('--max-tokens', o.maxTokens, true);
+      if (maxTokens !== undefined && maxTokens < 1) throw new Error(`--max-tokens must be a positive integer, got ${maxTokens}`);
       const ids = o.promptIds !== undefined ? parseIds(o.promptIds) : undefined;
       const src = resolveSource(o.model);
       if (o.prompt !== undefined && !hasTokenizer(src))
@@ -114,10 +120,15 @@ export function register(program: Command): void {
 async function batch(o: GenOpts): Promise<void> {
   const dtype = o.dtype ? checkDType(o.dtype) : undefined;
   const sampling = resolveSampling(
-    { temperature: num('--temperature', o.temperature), topK: num('--top-k', o.topK, true), topP: num('--top-p', o.topP), seed: num('--seed', o.seed, true) },
+    {
+      temperature: o.temperature === undefined ? undefined : num('--temperature', o.temperature),
+      topK: o.topK === undefined ? undefined : num('--top-k', o.topK, true),
+      topP: o.topP === undefined ? undefined : num('--top-p', o.topP),
+      seed: num('--seed', o.seed, true),
+    },
     'generate',
   );
-  const maxTokens = num('--max-tokens', o.maxTokens, true);
+  const maxTokens = o.maxTokens === undefined ? 64 : num('--max-tokens', o.maxTokens, true);
   if (o.stop?.length) throw new Error('--stop applies to a single streamed prompt; with --prompts or --devices sequences end at the end-of-sequence token');
   const devices = (o.devices ?? o.device ?? defaultDevice()).split(',').map((d) => d.trim());
   const strategy = devices.length === 1 && o.devices === undefined ? 'single' : (o.strategy as Strategy);
