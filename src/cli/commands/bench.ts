@@ -91,7 +91,7 @@ function kernels(opts: BenchOpts, device: string, dtype: DType | undefined): voi
   const dt = dtype ?? (gpu ? 'bf16' : 'f32');
   const runs = positiveInt('--runs', opts.runs);
   const splitK = opts.splitK === undefined || opts.splitK === 'auto' ? undefined : positiveInt('--split-k', opts.splitK);
-  const out = output(opts, `kernels on ${describeDevice(device)}, ${dt}, ${opts.quick ? 'quick shapes' : 'full shapes'}${runs ? `, ${runs} timed runs each` : ''}${opts.filter?.length ? `, only ${opts.filter.join(' / ')}` : ''}`);
+  const out = output(opts, `kernels on ${describeDevice(device)}, ${dt}, ${opts.quick ? 'quick shapes' : 'full shapes'}${runs ? `, ${runs} timed run${runs > 1 ? 's' : ''} each` : ''}${opts.filter?.length ? `, only ${opts.filter.join(' / ')}` : ''}`);
   const results = runKernelBench({ device, dtype: dt, quick: opts.quick, runs, filter: opts.filter, splitK, onResult: (r) => out.say(`  ${r.name} ${r.shape}: ${r.ms.toFixed(3)} ms`) });
   out.emit(
     { scenario: 'kernels', device, dtype: dt, quick: !!opts.quick },
@@ -168,9 +168,8 @@ async function strategies(opts: BenchOpts, dtype: DType | undefined): Promise<vo
   if (failed.length) process.exitCode = 1;
   // Charts only where --out says: a benchmark writes nothing into the user's folders unasked.
   const charts = opts.out ? writeStrategyCharts(opts.out, plan, results) : [];
-  const { strategies: _s, ...settings } = plan;
   out.emit(
-    { scenario: 'strategies', ...settings, strategies: plan.strategies },
+    { scenario: 'strategies', ...plan },
     plan.devices,
     results,
     ['strategy', 'devices', 'batch', 'micro', 'tokens/s (median)', 'min', 'max', 'prefill tok/s', 'decode tok/s', 'ms/step', 'utilization', 'peak memory per device'],
@@ -204,7 +203,7 @@ async function commBench(opts: BenchOpts): Promise<void> {
   if (dup) throw new Error(`bench comm: device ${dup} is listed twice in --devices`);
   const runs = positiveInt('--runs', opts.runs) ?? 20;
   const sizes = opts.quick ? [1 << 20, 16 << 20] : [1 << 20, 16 << 20, 128 << 20, 1 << 30];
-  const out = output(opts, `comm: all-reduce (bf16, sum) of ${sizes.map((b) => bytes(b)).join(', ')} over ${devices.join(', ')}, ${runs} timed runs each`);
+  const out = output(opts, `comm: all-reduce (bf16, sum) of ${sizes.map((b) => bytes(b)).join(', ')} over ${devices.join(', ')}, ${runs} timed run${runs > 1 ? 's' : ''} each`);
   const { ParallelModel } = await import('../../engine/parallel-model.js');
   // The smallest model with one layer per device, just to stand up the workers and their communicator.
   const p = await ParallelModel.load('tiny-llama', { strategy: 'mp', devices, placement: Object.fromEntries(devices.map((d, i) => [d, i === devices.length - 1 ? Array.from({ length: 6 - i }, (_, k) => i + k) : [i]])) });
