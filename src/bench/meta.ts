@@ -1,5 +1,5 @@
-// What a benchmark ran on, for its JSON: parallm's version, the date, the host, the devices, the GPU
-// driver and the NCCL the binding found. Only what can be read without a GPU call that could fail: a
+// What a benchmark ran on, for its JSON: parallm's version, the date, the host, the devices, the CUDA
+// runtime and driver, and the NCCL the binding found. Only what can be read without a GPU call that could fail: a
 // field the machine cannot tell is left out, never guessed.
 import { readFileSync } from 'node:fs';
 import os from 'node:os';
@@ -17,8 +17,9 @@ export interface BenchMeta {
   devices: { id: string; name: string }[];
   /** every CUDA device present (names), whether or not the run used it */
   gpus: string[];
-  /** this addon has a CUDA backend; cudaStatus says why there are no CUDA devices when there are none */
-  cuda: { compiled: boolean; status: string };
+  /** compiled: this addon has a CUDA backend; status: why there are no CUDA devices, if there are none;
+   * runtime: the CUDA runtime it links; driverSupports: the newest CUDA the driver runs ("13.0") */
+  cuda: { compiled: boolean; status: string; runtime?: string; driverSupports?: string };
   /** the NVIDIA kernel driver's version (from /proc on Linux) */
   driver?: string;
   /** NCCL's version (e.g. "2.28.3"), or why it cannot be used */
@@ -46,6 +47,11 @@ export function nvidiaDriverVersion(): string | undefined {
   return undefined;
 }
 
+/** CUDA's version code (13000) as "13.0"; undefined for 0 (no CUDA backend, or no driver). */
+export function cudaVersionString(code: number | undefined): string | undefined {
+  return code ? `${Math.floor(code / 1000)}.${Math.floor(code / 10) % 100}` : undefined;
+}
+
 /** NCCL_VERSION_CODE (22803) as "2.28.3"; codes before 2.9 were major*1000 + minor*100 + patch. */
 export function ncclVersionString(code: number): string {
   if (code >= 10000) return `${Math.floor(code / 10000)}.${Math.floor(code / 100) % 100}.${code % 100}`;
@@ -62,7 +68,12 @@ export function benchMeta(used: string[]): BenchMeta {
     host: { name: os.hostname(), os: `${os.type()} ${os.release()} ${os.arch()}`, cpu: os.cpus()[0]?.model ?? 'unknown', cpus: os.cpus().length, memoryBytes: os.totalmem(), node: process.version },
     devices: used.map((d) => ({ id: d, name: deviceInfo(d).name })),
     gpus: listDevices().filter((d) => d.kind === 'cuda').map((d) => d.name),
-    cuda: { compiled: info.cuda, status: info.cudaStatus },
+    cuda: {
+      compiled: info.cuda,
+      status: info.cudaStatus,
+      ...(cudaVersionString(info.cudaRuntimeVersion) ? { runtime: cudaVersionString(info.cudaRuntimeVersion) } : {}),
+      ...(cudaVersionString(info.cudaDriverVersion) ? { driverSupports: cudaVersionString(info.cudaDriverVersion) } : {}),
+    },
     ...(driver ? { driver } : {}),
     nccl: nccl.ok && nccl.version ? { version: ncclVersionString(nccl.version) } : { error: nccl.error ?? 'NCCL is not available' },
   };

@@ -138,10 +138,15 @@ export function planStrategyBench(o: StrategyBenchOptions = {}): StrategyBenchPl
   return plan;
 }
 
-/** "a, b, c" of the shapes a plan runs, for the header line and the chart titles. */
+/** The devices a plan runs on: `single` alone uses only the first. */
+export function planDevices(p: Pick<StrategyBenchPlan, 'devices' | 'strategies'>): string[] {
+  return p.strategies.some((s) => s !== 'single') ? p.devices : [p.devices[0]!];
+}
+
+/** What a plan runs (model, dtype, shapes, strategies, devices), for the header line. */
 export function describePlan(p: StrategyBenchPlan): string {
   const pp = p.strategies.includes('pp') ? `; pp: ${p.microBatches ? `${p.microBatches} micro-batch${p.microBatches === 1 ? '' : 'es'}` : 'one micro-batch per stage'}${p.chunks > 1 ? `, ${p.chunks} chunks per device` : ''}` : '';
-  return `${p.model} ${p.dtype}, batch ${p.batch}${p.strategies.includes('dp') ? ' (dp: per device)' : ''}${p.prompts ? `, ${p.prompts} prompts (single/dp)` : ''}, ${p.promptTokens} prompt + ${p.newTokens} new tokens, ${p.repeats} timed run${p.repeats > 1 ? 's' : ''} each${pp}; ${p.strategies.join(', ')} on ${p.devices.join(', ')}`;
+  return `${p.model} ${p.dtype}, batch ${p.batch}${p.strategies.includes('dp') ? ' (dp: per device)' : ''}${p.prompts ? `, ${p.prompts} prompts (single/dp)` : ''}, ${p.promptTokens} prompt + ${p.newTokens} new tokens, ${p.repeats} timed run${p.repeats > 1 ? 's' : ''} each${pp}; ${p.strategies.join(', ')} on ${planDevices(p).join(', ')}`;
 }
 
 /**

@@ -19,7 +19,7 @@ describe.skipIf(gpus < 1)('bench metadata on a GPU', () => {
     const m = benchMeta(['cuda:0']);
     expect(m.gpus).toEqual(devices().filter((d) => d.kind === 'cuda').map((d) => d.name));
     expect(m.devices[0]).toEqual({ id: 'cuda:0', name: m.gpus[0] });
-    expect(m.cuda).toMatchObject({ compiled: true, status: 'ok' });
+    expect(m.cuda).toMatchObject({ compiled: true, status: 'ok', runtime: expect.stringMatching(/^1\d\.\d+$/), driverSupports: expect.stringMatching(/^1\d\.\d+$/) });
     expect(m.driver).toMatch(/^\d+\.\d+/);
     const n = ncclStatus();
     if (n.ok) expect(m.nccl.version).toBe(ncclVersionString(n.version!));

@@ -165,7 +165,7 @@ describe('parallm CLI', () => {
     const r = inFolder(dir, ['bench', '--strategies', 'single', '--batch', '2', '--new-tokens', '2', '--repeats', '2', '--format', 'csv']);
     expect(r.status).toBe(0);
     expect(readdirSync(dir)).toEqual([]);
-    expect(r.stderr.split('\n')[0]).toBe('parallm bench strategies: tiny-llama f32, batch 2, 32 prompt + 2 new tokens, 2 timed runs each; single on cpu:0, cpu:1');
+    expect(r.stderr.split('\n')[0]).toBe('parallm bench strategies: tiny-llama f32, batch 2, 32 prompt + 2 new tokens, 2 timed runs each; single on cpu:0');
     expect(r.stderr).not.toMatch(/charts:/);
     const [head, row, ...rest] = r.stdout.trim().split('\n');
     expect(head).toBe('strategy,devices,batch,micro,tokens/s (median),min,max,prefill tok/s,decode tok/s,ms/step,utilization,peak memory per device');

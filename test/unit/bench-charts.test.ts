@@ -8,7 +8,8 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { barChart, idealBubble, niceTicks, textWidth, timelineChart, utilization, wrapText, type TimelineTask } from '../../src/bench/svg.js';
 import { writeStrategyCharts, type StrategyBenchResult } from '../../src/bench/strategies.js';
-import { benchMeta, ncclVersionString } from '../../src/bench/meta.js';
+import { benchMeta, cudaVersionString, ncclVersionString } from '../../src/bench/meta.js';
+import { buildInfo } from '../../src/device.js';
 import { csv, markdown } from '../../src/cli/format.js';
 
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'parallm-charts-'));
@@ -223,7 +224,15 @@ describe('bench output', () => {
     expect(m.host.name).toBe(os.hostname());
     expect(m.devices).toEqual([{ id: 'cpu:0', name: expect.stringMatching(/CPU/) }]);
     expect(m.nccl.version ?? m.nccl.error).toBeTruthy();
-    expect(typeof m.cuda.compiled).toBe('boolean');
+    expect(cudaVersionString(13000)).toBe('13.0');
+    expect(cudaVersionString(12080)).toBe('12.8');
+    expect(cudaVersionString(0)).toBeUndefined();
+    const info = buildInfo();
+    expect(m.cuda.compiled).toBe(info.cuda);
+    // A CUDA build links a runtime it can name without a driver; the driver's CUDA only with a driver.
+    if (info.cuda) expect(m.cuda.runtime).toMatch(/^1\d\.\d+$/);
+    else expect(m.cuda.runtime).toBeUndefined();
+    if (/no NVIDIA driver/.test(info.cudaStatus)) expect(m.cuda.driverSupports).toBeUndefined();
     if (!m.gpus.length) expect(m.cuda.status).not.toBe('ok');
   });
 });

@@ -9,7 +9,7 @@ import { describeDevice, runKernelBench } from '../../bench/kernels.js';
 import { runGenerateBench } from '../../bench/generate.js';
 import { benchMeta } from '../../bench/meta.js';
 import { runTrainBench } from '../../bench/train.js';
-import { defaultBenchDevices, describePlan, planStrategyBench, runStrategyBench, writeStrategyCharts } from '../../bench/strategies.js';
+import { defaultBenchDevices, describePlan, planDevices, planStrategyBench, runStrategyBench, writeStrategyCharts } from '../../bench/strategies.js';
 import { modelConfig } from '../../models/source.js';
 import type { Strategy } from '../../parallel/placement.js';
 import { bytes, checkFormat, fixed, render, type Format } from '../format.js';
@@ -170,7 +170,7 @@ async function strategies(opts: BenchOpts, dtype: DType | undefined): Promise<vo
   const charts = opts.out ? writeStrategyCharts(opts.out, plan, results) : [];
   out.emit(
     { scenario: 'strategies', ...plan },
-    plan.devices,
+    planDevices(plan),
     results,
     ['strategy', 'devices', 'batch', 'micro', 'tokens/s (median)', 'min', 'max', 'prefill tok/s', 'decode tok/s', 'ms/step', 'utilization', 'peak memory per device'],
     results.map((r) =>
