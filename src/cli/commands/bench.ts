@@ -219,7 +219,7 @@ export function register(program: Command): void {
   program
     .command('bench')
     .argument('[scenario]', `what to measure: ${SCENARIOS.join(', ')}`, 'strategies')
-    .description('run benchmarks (default: single device, data, model and pipeline parallelism on the devices present). Every input is checked before anything runs; a header line on stderr says what runs; the JSON also holds the parallm version, date, host, devices, GPU driver and NCCL version')
+    .description('run benchmarks (default: single device, data, model and pipeline parallelism on the devices present). Every input is checked before anything runs; a header line on stderr says what runs; the JSON also holds the parallm version, date, host, devices, GPU names, NVIDIA driver, CUDA and NCCL versions')
     .option('--device <id>', 'kernels, generate, train: device to run on (default: cuda:0, else cpu:0)')
     .option('--dtype <dtype>', 'compute dtype: bf16 (GPU default), f32 (CPU default), f16')
     .option('--quick', 'smaller shapes and fewer runs')
