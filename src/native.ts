@@ -65,7 +65,9 @@ export interface NativeBinding {
   empty(device: string, dtype: DTypeName, shape: number[]): NativeTensor;
   devices(): NativeDeviceInfo[];
   deviceInfo(device: string): NativeDeviceInfo;
-  buildInfo(): { cuda: boolean; cudaStatus: string; cudaDevices: number; cpuDevices: number };
+  /** cudaRuntimeVersion: the CUDA runtime linked (13000 for 13.0); cudaDriverVersion: the newest CUDA the
+   * driver supports (0 without a driver); both 0 in a build with no CUDA backend */
+  buildInfo(): { cuda: boolean; cudaStatus: string; cudaDevices: number; cpuDevices: number; cudaRuntimeVersion: number; cudaDriverVersion: number };
   configureCpuDevices(count: number): void;
   synchronize(device: string): void;
   memoryStats(device: string): NativeMemoryStats;

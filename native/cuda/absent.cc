@@ -15,6 +15,8 @@ CUstream_st* cuda_activate(DeviceId d) { absent(d.index); }
 namespace cuda_backend {
 
 bool compiled() { return false; }
+int runtime_version() { return 0; }
+int driver_version() { return 0; }
 std::string status() { return "this build has no CUDA backend"; }
 int device_count() { return 0; }
 void check(int index) { absent(index); }

@@ -110,6 +110,26 @@ namespace cuda_backend {
 
 bool compiled() { return true; }
 
+// The CUDA runtime this addon links (e.g. 13000 for 13.0) and the newest CUDA the driver supports (0
+// without a driver), for `parallm bench`'s record of what ran. Neither needs a device.
+int runtime_version() {
+  int v = 0;
+  if (cudaRuntimeGetVersion(&v) != cudaSuccess) {
+    cudaGetLastError();  // clear it: the next CUDA call must not see this one's error
+    return 0;
+  }
+  return v;
+}
+
+int driver_version() {
+  int v = 0;
+  if (cudaDriverGetVersion(&v) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return v;
+}
+
 std::string status() {
   probe_cuda();
   return g_cuda_status;

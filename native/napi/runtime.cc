@@ -7,6 +7,13 @@
 #include "napi/surface.h"
 #include "napi/tensor.h"
 
+// Versions for buildInfo only, declared here rather than in core/backend.h so that adding them does not
+// rebuild every kernel (defined in cuda/runtime.cu, and as 0 in cuda/absent.cc).
+namespace parallm::cuda_backend {
+int runtime_version();
+int driver_version();
+}  // namespace parallm::cuda_backend
+
 namespace parallm::napi {
 
 DeviceId parse_device(const std::string& s) {
@@ -189,6 +196,8 @@ Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
     o.Set("cuda", cuda_compiled());
     o.Set("cudaStatus", cuda_status());
     o.Set("cudaDevices", cuda_device_count());
+    o.Set("cudaRuntimeVersion", cuda_backend::runtime_version());
+    o.Set("cudaDriverVersion", cuda_backend::driver_version());
     o.Set("cpuDevices", cpu_device_count());
     return o;
   });

@@ -1,14 +1,26 @@
 // The CLI as a user runs it: `parallm devices` and a quick `parallm bench` on the CPU.
+import { Resvg } from '@resvg/resvg-js';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 const root = path.resolve(__dirname, '../..');
 const cli = path.join(root, 'dist/cli/index.js');
 
 function parallm(args: string[], env: NodeJS.ProcessEnv = {}): string {
   return execFileSync(process.execPath, [cli, ...args], { cwd: root, encoding: 'utf8', env: { ...process.env, ...env } });
+}
+
+const tmp = mkdtempSync(path.join(os.tmpdir(), 'parallm-cli-'));
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+
+/** `parallm args` in folder `cwd` (made empty first): its exit status, stdout and stderr. */
+function inFolder(cwd: string, args: string[]): { status: number | null; stdout: string; stderr: string } {
+  rmSync(cwd, { recursive: true, force: true });
+  mkdirSync(cwd, { recursive: true });
+  return spawnSync(process.execPath, [cli, ...args], { cwd, encoding: 'utf8' });
 }
 
 beforeAll(() => {
@@ -38,13 +50,30 @@ describe('parallm CLI', () => {
     }
   });
 
-  it('bench with no scenario compares the strategies on two CPU devices and draws the charts', () => {
-    const out = JSON.parse(parallm(['bench', '--json', '--out', 'bench/out/test'])) as {
-      results: { strategy: string; tokensPerS: number; memory: { peakBytes: number }[]; utilization: number }[];
+  it('bench with no scenario compares the strategies on two CPU devices, says what ran, and draws the charts', () => {
+    const out = JSON.parse(parallm(['bench', '--new-tokens', '4', '--json', '--out', 'bench/out/test'])) as {
+      meta: { parallm: string; date: string; host: { name: string }; devices: { id: string; name: string }[]; nccl: { version?: string; error?: string } };
+      model: string;
+      dtype: string;
+      batch: number;
+      promptTokens: number;
+      newTokens: number;
+      repeats: number;
+      results: { strategy: string; model: string; dtype: string; repeats: number; tokensPerS: number; tokensPerSRuns: { min: number; median: number; max: number }; memory: { peakBytes: number }[]; utilization: number }[];
     };
+    expect(out).toMatchObject({ model: 'tiny-llama', dtype: 'f32', batch: 8, promptTokens: 32, newTokens: 4, repeats: 3 });
+    expect(out.meta.devices.map((d) => d.id)).toEqual(['cpu:0', 'cpu:1']);
+    expect(out.meta.parallm).toMatch(/^\d+\.\d+\.\d+/);
+    expect(Number.isNaN(Date.parse(out.meta.date))).toBe(false);
+    expect(out.meta.nccl.version ?? out.meta.nccl.error).toBeTruthy();
     expect(out.results.map((r) => r.strategy)).toEqual(['single', 'dp', 'mp', 'pp']);
     for (const r of out.results) {
+      expect(r).toMatchObject({ model: 'tiny-llama', dtype: 'f32', repeats: 3 });
       expect(r.tokensPerS).toBeGreaterThan(0);
+      // The reported run is the one of median wall time: its rate is the median of the three.
+      expect(r.tokensPerSRuns.median).toBeCloseTo(r.tokensPerS, 6);
+      expect(r.tokensPerSRuns.min).toBeLessThanOrEqual(r.tokensPerSRuns.median);
+      expect(r.tokensPerSRuns.max).toBeGreaterThanOrEqual(r.tokensPerSRuns.median);
       for (const m of r.memory) expect(m.peakBytes).toBeGreaterThan(0);
     }
     // Model parallelism keeps one of two devices busy at a time.
@@ -52,6 +81,10 @@ describe('parallm CLI', () => {
     // pp runs one micro-batch per stage by default (2 here); every task of the last is on the chart.
     expect(out.results[3]!).toMatchObject({ microBatches: 2 });
     expect(readFileSync(path.join(root, 'bench/out/test/timeline-pp.svg'), 'utf8')).toMatch(/^<svg[\s\S]*stage 1, micro-batch 1/);
+    for (const f of ['throughput.svg', 'timeline-mp.svg', 'timeline-pp.svg']) {
+      const png = new Resvg(readFileSync(path.join(root, 'bench/out/test', f), 'utf8'), { font: { loadSystemFonts: true, defaultFontFamily: 'DejaVu Sans' } }).render();
+      expect(png.width * png.height).toBeGreaterThan(0);
+    }
   });
 
   it('bench --repeats reports the median run, with every task of the pipeline and a steady-state decode rate', () => {
@@ -80,24 +113,74 @@ describe('parallm CLI', () => {
     for (const t of r.timeline) expect(t.vstage % 2).toBe(t.stage);
   });
 
-  it('bench reports a strategy that cannot run, still runs the others, and exits non-zero', () => {
-    let err: { status: number; stdout: string; stderr: string } | undefined;
-    try {
-      execFileSync(process.execPath, [cli, 'bench', '--devices', 'cpu:0,cpu:0', '--strategies', 'single,mp', '--new-tokens', '4', '--json', '--out', 'bench/out/test'], {
-        cwd: root,
-        encoding: 'utf8',
-        stdio: 'pipe',
-      });
-    } catch (e) {
-      err = e as typeof err;
-    }
-    expect(err?.status).toBe(1);
-    const out = JSON.parse(err!.stdout) as { results: { strategy: string; tokensPerS: number; error?: string }[] };
+  it('bench reports a strategy that cannot run, still runs the others, exits non-zero and leaves no stale timeline', () => {
+    const dir = path.join(tmp, 'failing');
+    rmSync(dir, { recursive: true, force: true });
+    mkdirSync(path.join(dir, 'charts'), { recursive: true });
+    writeFileSync(path.join(dir, 'charts/timeline-pp.svg'), '<svg>an earlier run</svg>');
+    const r = spawnSync(process.execPath, [cli, 'bench', '--strategies', 'single,pp', '--batch', '2', '--micro-batches', '3', '--new-tokens', '3', '--repeats', '1', '--json', '--out', 'charts'], { cwd: dir, encoding: 'utf8' });
+    expect(r.status).toBe(1);
+    const out = JSON.parse(r.stdout) as { results: { strategy: string; tokensPerS: number; error?: string }[] };
     expect(out.results[0]!.strategy).toBe('single');
     expect(out.results[0]!.error).toBeUndefined();
     expect(out.results[0]!.tokensPerS).toBeGreaterThan(0);
-    expect(out.results[1]!.strategy).toBe('mp');
-    expect(out.results[1]!.error).toMatch(/device cpu:0 is listed twice/);
+    expect(out.results[1]!.strategy).toBe('pp');
+    expect(out.results[1]!.error).toMatch(/3 micro-batches for a batch of 2/);
+    expect(r.stderr.match(/3 micro-batches for a batch of 2/g)).toHaveLength(1);
+    expect(readdirSync(path.join(dir, 'charts'))).toEqual(['throughput.svg']);
+    expect(r.stderr).toMatch(/charts: charts\/throughput\.svg\n/);
+  });
+
+  it('bench checks every input before running anything: one error, no output, no folder', () => {
+    const dir = path.join(tmp, 'bad');
+    const cases: [string[], RegExp][] = [
+      [['bench', '--devices', 'cuda:7'], /unknown device "cuda:7"/],
+      [['bench', '--devices', 'cpu:0,gpu:1'], /unknown device "gpu:1"/],
+      [['bench', '--model', 'no-such-model'], /unknown model "no-such-model"/],
+      [['bench', '--devices', 'cpu:0,cpu:0'], /device cpu:0 is listed twice/],
+      [['bench', '--strategies', 'single,tp'], /unknown strategy "tp"/],
+      [['bench', '--repeats', '0'], /--repeats must be a positive integer/],
+      [['bench', '--batch', '2.5'], /--batch must be a positive integer/],
+      [['bench', '--prompt-tokens', '100000'], /longer than tiny-llama's context/],
+      [['bench', '--dtype', 'f8'], /unknown dtype "f8"/],
+      [['bench', '--format', 'xml'], /--format must be one of table, md, csv, json/],
+      [['bench', 'everything'], /unknown bench scenario "everything"/],
+      [['bench', 'generate', '--model', 'no-such-model'], /unknown model "no-such-model"/],
+      [['bench', 'train', '--model', 'tiny-gpt2', '--shapes', '2x100000'], /longer than tiny-gpt2's context/],
+      [['bench', 'comm', '--devices', 'cpu:0'], /two or more devices/],
+    ];
+    for (const [args, msg] of cases) {
+      const r = inFolder(dir, [...args, '--out', 'charts']);
+      expect(r.status, args.join(' ')).toBe(1);
+      expect(r.stdout).toBe('');
+      // Said once, before any strategy ran (no header, no per-strategy lines), and nothing written.
+      expect(r.stderr).toMatch(msg);
+      expect(r.stderr.trim().split('\n'), r.stderr).toHaveLength(1);
+      expect(readdirSync(dir)).toEqual([]);
+    }
+  });
+
+  it('bench writes no charts without --out, says what runs, and prints CSV or Markdown', () => {
+    const dir = path.join(tmp, 'plain');
+    const r = inFolder(dir, ['bench', '--strategies', 'single', '--batch', '2', '--new-tokens', '2', '--repeats', '2', '--format', 'csv']);
+    expect(r.status).toBe(0);
+    expect(readdirSync(dir)).toEqual([]);
+    expect(r.stderr.split('\n')[0]).toBe('parallm bench strategies: tiny-llama f32, batch 2, 32 prompt + 2 new tokens, 2 timed runs each; single on cpu:0');
+    expect(r.stderr).not.toMatch(/charts:/);
+    const [head, row, ...rest] = r.stdout.trim().split('\n');
+    expect(head).toBe('strategy,devices,batch,micro,tokens/s (median),min,max,prefill tok/s,decode tok/s,ms/step,utilization,peak memory per device');
+    expect(rest).toEqual([]);
+    const cells = row!.split(',');
+    expect(cells.slice(0, 4)).toEqual(['single', 'cpu:0', '2', '1']);
+    const [med, min, max] = cells.slice(4, 7).map(Number);
+    expect(min! <= med! && med! <= max! && min! > 0).toBe(true);
+    const md = inFolder(dir, ['bench', 'kernels', '--device', 'cpu:0', '--quick', '--runs', '1', '--filter', 'copy', '--format', 'md']);
+    expect(md.stdout.trim().split('\n')).toEqual([
+      '| kernel | shape | dtype | ms (median) | TFLOP/s | GB/s |',
+      '| --- | ---: | ---: | ---: | ---: | ---: |',
+      expect.stringMatching(/^\| copy \| 16 MiB \| f32 \| \d+\.\d{3} \|  \| \d+ \|$/),
+    ]);
+    expect(md.stderr.split('\n')[0]).toMatch(/^parallm bench kernels on cpu:0: CPU [^,]*, f32, quick shapes, 1 timed run each, only copy$/);
   });
 
   it('plan prints the device map and memory per device without loading', () => {

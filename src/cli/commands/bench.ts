@@ -2,14 +2,17 @@
 // present (on the CPU when there is no GPU).
 import type { Command } from 'commander';
 import { writeFileSync } from 'node:fs';
+import path from 'node:path';
 import { checkDType, type DType } from '../../dtype.js';
-import { defaultDevice, parseDevice } from '../../device.js';
+import { defaultDevice, ensureCpuDevices, parseDevice } from '../../device.js';
 import { describeDevice, runKernelBench } from '../../bench/kernels.js';
 import { runGenerateBench } from '../../bench/generate.js';
+import { benchMeta } from '../../bench/meta.js';
 import { runTrainBench } from '../../bench/train.js';
-import { defaultBenchDevices, runStrategyBench } from '../../bench/strategies.js';
+import { defaultBenchDevices, describePlan, planDevices, planStrategyBench, runStrategyBench, writeStrategyCharts } from '../../bench/strategies.js';
+import { modelConfig } from '../../models/source.js';
 import type { Strategy } from '../../parallel/placement.js';
-import { bytes, fixed, table } from '../format.js';
+import { bytes, checkFormat, fixed, render, type Format } from '../format.js';
 
 interface BenchOpts {
   device?: string;
@@ -17,6 +20,7 @@ interface BenchOpts {
   quick?: boolean;
   runs?: string;
   json?: boolean | string;
+  format?: string;
   filter?: string[];
   splitK?: string;
   model?: string;
@@ -43,100 +47,110 @@ function positiveInt(flag: string, v: string | undefined): number | undefined {
   return n;
 }
 
-function report(opts: BenchOpts, device: string, results: object[], text: string): void {
-  const doc = JSON.stringify({ device: describeDevice(device), results }, null, 2);
-  if (opts.json === true) return void console.log(doc);
-  if (typeof opts.json === 'string') writeFileSync(opts.json, doc);
-  console.log(text);
+function deviceList(v: string | undefined): string[] {
+  const list = v ? v.split(',').map((d) => d.trim()) : defaultBenchDevices();
+  ensureCpuDevices(list); // cpu:N are made on demand, as ParallelModel.load does
+  return list.map((d) => parseDevice(d));
+}
+
+/** How the results are printed: --format, where --json with no file means json. */
+function outputFormat(opts: BenchOpts): Format {
+  const f = checkFormat(opts.format ?? (opts.json === true ? 'json' : 'table'));
+  if (opts.json === true && f !== 'json') throw new Error(`--json prints JSON; it cannot be combined with --format ${f} (give --json a file to write the JSON there)`);
+  return f;
+}
+
+interface Output {
+  format: Format;
+  /** progress lines on stderr (not when JSON goes to stdout) */
+  say: (line: string) => void;
+  /** prints the results: JSON ({ meta, ...settings, results }) or the table in the format asked for */
+  emit: (settings: object, devices: string[], results: object[], headers: string[], rows: (string | number)[][]) => void;
+}
+
+/**
+ * Checks the output options and prints the header line (on stderr: stdout is for the results). Every
+ * input has been checked before this runs, so nothing has been measured when an input is wrong.
+ */
+function output(opts: BenchOpts, header: string): Output {
+  const format = outputFormat(opts);
+  console.error(`parallm bench ${header}`);
+  return {
+    format,
+    say: (line) => void (format === 'json' || console.error(line)),
+    emit: (settings, devices, results, headers, rows) => {
+      const doc = JSON.stringify({ meta: benchMeta(devices), ...settings, results }, null, 2);
+      if (typeof opts.json === 'string') writeFileSync(opts.json, doc);
+      console.log(format === 'json' ? doc : render(format, headers, rows));
+    },
+  };
 }
 
 function kernels(opts: BenchOpts, device: string, dtype: DType | undefined): void {
-  const quiet = opts.json === true;
-  if (!quiet) console.error(`parallm bench kernels on ${describeDevice(device)}`);
-  const results = runKernelBench({
-    device,
-    dtype,
-    quick: opts.quick,
-    runs: positiveInt('--runs', opts.runs),
-    filter: opts.filter,
-    splitK: opts.splitK === undefined || opts.splitK === 'auto' ? undefined : positiveInt('--split-k', opts.splitK),
-    onResult: (r) => quiet || console.error(`  ${r.name} ${r.shape}: ${r.ms.toFixed(3)} ms`),
-  });
-  report(
-    opts,
-    device,
+  const gpu = device.startsWith('cuda');
+  const dt = dtype ?? (gpu ? 'bf16' : 'f32');
+  const runs = positiveInt('--runs', opts.runs);
+  const splitK = opts.splitK === undefined || opts.splitK === 'auto' ? undefined : positiveInt('--split-k', opts.splitK);
+  const out = output(opts, `kernels on ${describeDevice(device)}, ${dt}, ${opts.quick ? 'quick shapes' : 'full shapes'}${runs ? `, ${runs} timed run${runs > 1 ? 's' : ''} each` : ''}${opts.filter?.length ? `, only ${opts.filter.join(' / ')}` : ''}`);
+  const results = runKernelBench({ device, dtype: dt, quick: opts.quick, runs, filter: opts.filter, splitK, onResult: (r) => out.say(`  ${r.name} ${r.shape}: ${r.ms.toFixed(3)} ms`) });
+  out.emit(
+    { scenario: 'kernels', device, dtype: dt, quick: !!opts.quick },
+    [device],
     results,
-    table(
-      ['kernel', 'shape', 'dtype', 'ms (median)', 'TFLOP/s', 'GB/s'],
-      results.map((r) => [r.name, r.shape, r.dtype, r.ms.toFixed(3), fixed(r.tflops, r.tflops && r.tflops < 1 ? 3 : 1), fixed(r.gbps, 0)]),
-    ),
+    ['kernel', 'shape', 'dtype', 'ms (median)', 'TFLOP/s', 'GB/s'],
+    results.map((r) => [r.name, r.shape, r.dtype, r.ms.toFixed(3), fixed(r.tflops, r.tflops && r.tflops < 1 ? 3 : 1), fixed(r.gbps, 0)]),
   );
 }
 
 async function generateBench(opts: BenchOpts, device: string, dtype: DType | undefined): Promise<void> {
-  const quiet = opts.json === true;
   const gpu = device.startsWith('cuda');
   const model = opts.model ?? (gpu ? 'gpt2' : 'tiny-gpt2');
+  const cfg = modelConfig(model);
+  const dt = dtype ?? (gpu ? 'bf16' : 'f32');
   const batches = (opts.batch ?? (opts.quick ? '1' : '1,16')).split(',').map((b) => positiveInt('--batch', b.trim())!);
   const promptTokens = positiveInt('--prompt-tokens', opts.promptTokens) ?? (opts.quick ? 16 : 128);
   const newTokens = positiveInt('--new-tokens', opts.newTokens) ?? (opts.quick ? 16 : 128);
-  if (!quiet) console.error(`parallm bench generate: ${model} on ${describeDevice(device)}, prompt ${promptTokens}, ${newTokens} new tokens`);
-  const results = await runGenerateBench({
-    model,
-    device,
-    dtype,
-    batches,
-    promptTokens,
-    newTokens,
-    onResult: (r) => quiet || console.error(`  batch ${r.batch}: ${r.decodeTokensPerS.toFixed(0)} tokens/s decode`),
-  });
-  report(
-    opts,
-    device,
+  if (promptTokens + newTokens > cfg.maxPositions) throw new Error(`bench generate: ${promptTokens} prompt + ${newTokens} new tokens is longer than ${model}'s context of ${cfg.maxPositions}`);
+  const out = output(opts, `generate: ${model} ${dt} on ${describeDevice(device)}, batch ${batches.join(', ')}, ${promptTokens} prompt + ${newTokens} new tokens`);
+  const results = await runGenerateBench({ model, device, dtype: dt, batches, promptTokens, newTokens, onResult: (r) => out.say(`  batch ${r.batch}: ${r.decodeTokensPerS.toFixed(0)} tokens/s decode`) });
+  out.emit(
+    { scenario: 'generate', model, dtype: dt, device, batches, promptTokens, newTokens },
+    [device],
     results,
-    table(
-      ['model', 'dtype', 'batch', 'prefill tok/s', 'TTFT ms', 'decode tok/s', 'ms/step', 'weights', 'peak memory'],
-      results.map((r) => [r.model, r.dtype, r.batch, r.prefillTokensPerS.toFixed(0), r.ttftMs.toFixed(1), r.decodeTokensPerS.toFixed(1), r.msPerStep.toFixed(2), bytes(r.weightBytes), bytes(r.peakBytes)]),
-    ),
+    ['model', 'dtype', 'batch', 'prefill tok/s', 'TTFT ms', 'decode tok/s', 'ms/step', 'weights', 'peak memory'],
+    results.map((r) => [r.model, r.dtype, r.batch, r.prefillTokensPerS.toFixed(0), r.ttftMs.toFixed(1), r.decodeTokensPerS.toFixed(1), r.msPerStep.toFixed(2), bytes(r.weightBytes), bytes(r.peakBytes)]),
   );
 }
 
 async function trainBench(opts: BenchOpts, device: string, dtype: DType | undefined): Promise<void> {
-  const quiet = opts.json === true;
-  const shapes = opts.shapes?.split(',').map((s) => {
-    const m = /^(\d+)x(\d+)$/.exec(s.trim());
-    if (!m) throw new Error(`--shapes must be BATCHxSEQ pairs, e.g. 128x128,16x1024, got "${s}"`);
-    return [Number(m[1]), Number(m[2])] as [number, number];
-  });
-  if (!quiet) console.error(`parallm bench train on ${describeDevice(device)}${opts.model ? `, ${opts.model}` : ''}`);
-  const results = await runTrainBench({
-    model: opts.model,
-    device,
-    dtype,
-    shapes,
-    steps: positiveInt('--steps', opts.steps),
-    onResult: (r) => quiet || console.error(`  ${r.batch} x ${r.seq}: ${r.tokensPerS.toFixed(0)} tokens/s`),
-  });
-  report(
-    opts,
-    device,
+  const gpu = device.startsWith('cuda');
+  const model = opts.model ?? (gpu ? 'gpt2' : 'tiny-gpt2');
+  const cfg = modelConfig(model);
+  const dt = dtype ?? (gpu ? 'bf16' : 'f32');
+  // The defaults of runTrainBench, given explicitly so the header and the JSON say what ran.
+  const shapes =
+    opts.shapes?.split(',').map((s) => {
+      const m = /^(\d+)x(\d+)$/.exec(s.trim());
+      if (!m || Number(m[1]) < 1 || Number(m[2]) < 1) throw new Error(`--shapes must be BATCHxSEQ pairs, e.g. 128x128,16x1024, got "${s}"`);
+      return [Number(m[1]), Number(m[2])] as [number, number];
+    }) ?? (gpu ? [[128, 128], [16, 1024]] : [[4, 64]]);
+  for (const [, T] of shapes) if (T > cfg.maxPositions) throw new Error(`bench train: sequence ${T} is longer than ${model}'s context of ${cfg.maxPositions}`);
+  const steps = positiveInt('--steps', opts.steps) ?? (gpu ? 20 : 3);
+  const out = output(opts, `train: ${model} ${dt} on ${describeDevice(device)}, batch x seq ${shapes.map(([b, t]) => `${b}x${t}`).join(', ')}, ${steps} timed steps`);
+  const results = await runTrainBench({ model, device, dtype: dt, shapes, steps, onResult: (r) => out.say(`  ${r.batch} x ${r.seq}: ${r.tokensPerS.toFixed(0)} tokens/s`) });
+  out.emit(
+    { scenario: 'train', model, dtype: dt, device, shapes: shapes.map(([batch, seq]) => ({ batch, seq })), steps },
+    [device],
     results,
-    table(
-      ['model', 'dtype', 'batch', 'seq', 'tokens/s', 'ms/step', 'MFU', 'peak memory', 'loss first → last'],
-      results.map((r) => [r.model, r.dtype, r.batch, r.seq, r.tokensPerS.toFixed(0), r.msPerStep.toFixed(1), r.mfu === undefined ? '-' : `${(r.mfu * 100).toFixed(1)}%`, bytes(r.peakBytes), `${r.lossFirst.toFixed(3)} → ${r.lossLast.toFixed(3)}`]),
-    ),
+    ['model', 'dtype', 'batch', 'seq', 'tokens/s', 'ms/step', 'MFU', 'peak memory', 'loss first → last'],
+    results.map((r) => [r.model, r.dtype, r.batch, r.seq, r.tokensPerS.toFixed(0), r.msPerStep.toFixed(1), r.mfu === undefined ? '-' : `${(r.mfu * 100).toFixed(1)}%`, bytes(r.peakBytes), `${r.lossFirst.toFixed(3)} → ${r.lossLast.toFixed(3)}`]),
   );
 }
 
 async function strategies(opts: BenchOpts, dtype: DType | undefined): Promise<void> {
-  const quiet = opts.json === true;
-  const devices = opts.devices ? opts.devices.split(',').map((d) => d.trim()) : defaultBenchDevices();
-  const list = opts.strategies?.split(',').map((x) => x.trim()) as Strategy[] | undefined;
-  const out = opts.out ?? 'bench/out';
-  if (!quiet) console.error(`parallm bench: strategies on ${devices.join(', ')}${opts.model ? `, ${opts.model}` : ''}`);
-  const results = await runStrategyBench({
+  const plan = planStrategyBench({
     model: opts.model,
-    devices,
+    devices: opts.devices ? opts.devices.split(',').map((d) => d.trim()) : undefined,
     dtype,
     batch: positiveInt('--batch', opts.batch),
     promptTokens: positiveInt('--prompt-tokens', opts.promptTokens) ?? (opts.quick ? 16 : undefined),
@@ -145,52 +159,57 @@ async function strategies(opts: BenchOpts, dtype: DType | undefined): Promise<vo
     chunks: positiveInt('--chunks', opts.chunks),
     prompts: positiveInt('--prompts', opts.prompts),
     repeats: positiveInt('--repeats', opts.repeats),
-    strategies: list,
-    outDir: out,
-    onResult: (r) =>
-      quiet || console.error(`  ${r.strategy} on ${r.devices.join(',')}: ${r.error ? `failed: ${r.error}` : `${r.tokensPerS.toFixed(0)} tokens/s`}`),
+    strategies: opts.strategies?.split(',').map((x) => x.trim()) as Strategy[] | undefined,
   });
+  const out = output(opts, `strategies: ${describePlan(plan)}`);
+  const results = await runStrategyBench({ ...plan, onResult: (r) => out.say(`  ${r.strategy} on ${r.devices.join(',')}: ${r.error ? `failed: ${r.error}` : `${r.tokensPerS.toFixed(0)} tokens/s`}`) });
   // A strategy that could not run is in the results with its error; the command then exits non-zero.
   const failed = results.filter((r) => r.error);
   if (failed.length) process.exitCode = 1;
-  const doc = JSON.stringify({ devices, results }, null, 2);
-  if (opts.json === true) return void console.log(doc);
-  if (typeof opts.json === 'string') writeFileSync(opts.json, doc);
-  for (const r of failed) console.error(`parallm bench: ${r.strategy} on ${r.devices.join(',')} failed: ${r.error}`);
-  console.log(
-    table(
-      ['strategy', 'devices', 'batch', 'micro', 'tokens/s', 'prefill tok/s', 'decode tok/s', 'ms/step', 'utilization', 'peak memory per device'],
-      results.map((r) =>
-        r.error
-          ? [r.strategy, r.devices.join(','), r.batch, '-', 'failed', '-', '-', '-', '-', '-']
-          : [
-              r.chunks ? `${r.strategy} (${r.chunks} chunks)` : r.strategy,
-              r.devices.join(','),
-              r.batch,
-              r.microBatches,
-              r.tokensPerS.toFixed(0),
-              r.prefillTokensPerS.toFixed(0),
-              r.decodeTokensPerS.toFixed(0),
-              r.msPerStep.toFixed(2),
-              `${(r.utilization * 100).toFixed(0)}%`,
-              r.memory.map((m) => bytes(m.peakBytes)).join(' / '),
-            ],
-      ),
+  // Charts only where --out says: a benchmark writes nothing into the user's folders unasked.
+  const charts = opts.out ? writeStrategyCharts(opts.out, plan, results) : [];
+  out.emit(
+    { scenario: 'strategies', ...plan },
+    planDevices(plan),
+    results,
+    ['strategy', 'devices', 'batch', 'micro', 'tokens/s (median)', 'min', 'max', 'prefill tok/s', 'decode tok/s', 'ms/step', 'utilization', 'peak memory per device'],
+    results.map((r) =>
+      r.error
+        ? [r.strategy, r.devices.join(','), r.batch, '-', 'failed', '-', '-', '-', '-', '-', '-', '-']
+        : [
+            r.chunks ? `${r.strategy} (${r.chunks} chunks)` : r.strategy,
+            r.devices.join(','),
+            r.batch,
+            r.microBatches,
+            r.tokensPerS.toFixed(0),
+            r.tokensPerSRuns.min.toFixed(0),
+            r.tokensPerSRuns.max.toFixed(0),
+            r.prefillTokensPerS.toFixed(0),
+            r.decodeTokensPerS.toFixed(0),
+            r.msPerStep.toFixed(2),
+            `${(r.utilization * 100).toFixed(0)}%`,
+            r.memory.map((m) => bytes(m.peakBytes)).join(' / '),
+          ],
     ),
   );
-  console.error(`charts: ${out}/throughput.svg${results.some((r) => r.strategy === 'pp') ? `, ${out}/timeline-pp.svg` : ''}`);
+  for (const r of failed) console.error(`parallm bench: ${r.strategy} on ${r.devices.join(',')} failed: ${r.error}`);
+  if (charts.length) console.error(`charts: ${charts.map((c) => path.relative(process.cwd(), c) || c).join(', ')}`);
 }
 
 async function commBench(opts: BenchOpts): Promise<void> {
+  const devices = deviceList(opts.devices);
+  if (devices.length < 2) throw new Error(`bench comm needs two or more devices (--devices), got ${devices.join(',')}`);
+  const dup = devices.find((d, i) => devices.indexOf(d) !== i);
+  if (dup) throw new Error(`bench comm: device ${dup} is listed twice in --devices`);
+  const runs = positiveInt('--runs', opts.runs) ?? 20;
+  const sizes = opts.quick ? [1 << 20, 16 << 20] : [1 << 20, 16 << 20, 128 << 20, 1 << 30];
+  const out = output(opts, `comm: all-reduce (bf16, sum) of ${sizes.map((b) => bytes(b)).join(', ')} over ${devices.join(', ')}, ${runs} timed run${runs > 1 ? 's' : ''} each`);
   const { ParallelModel } = await import('../../engine/parallel-model.js');
-  const devices = opts.devices ? opts.devices.split(',').map((d) => d.trim()) : defaultBenchDevices();
-  if (devices.length < 2) throw new Error('bench comm needs two or more devices (--devices)');
   // The smallest model with one layer per device, just to stand up the workers and their communicator.
   const p = await ParallelModel.load('tiny-llama', { strategy: 'mp', devices, placement: Object.fromEntries(devices.map((d, i) => [d, i === devices.length - 1 ? Array.from({ length: 6 - i }, (_, k) => i + k) : [i]])) });
   try {
-    const sizes = opts.quick ? [1 << 20, 16 << 20] : [1 << 20, 16 << 20, 128 << 20, 1 << 30];
-    const results = await p.allReduceBandwidth(sizes, positiveInt('--runs', opts.runs) ?? 20);
-    report(opts, devices[0]!, results, table(['all-reduce (bf16, sum)', 'ms (median)', 'bus GB/s'], results.map((r) => [bytes(r.bytes), r.ms.toFixed(3), r.busGBps.toFixed(1)])));
+    const results = await p.allReduceBandwidth(sizes, runs);
+    out.emit({ scenario: 'comm', devices, runs }, devices, results, ['all-reduce (bf16, sum)', 'ms (median)', 'bus GB/s'], results.map((r) => [bytes(r.bytes), r.ms.toFixed(3), r.busGBps.toFixed(1)]));
   } finally {
     await p.close();
   }
@@ -200,35 +219,37 @@ export function register(program: Command): void {
   program
     .command('bench')
     .argument('[scenario]', `what to measure: ${SCENARIOS.join(', ')}`, 'strategies')
-    .description('run benchmarks (default: single device, data, model and pipeline parallelism on the devices present)')
-    .option('--device <id>', 'device to run on (default: cuda:0, else cpu:0)')
+    .description('run benchmarks (default: single device, data, model and pipeline parallelism on the devices present). Every input is checked before anything runs; a header line on stderr says what runs; the JSON also holds the parallm version, date, host, devices, GPU names, NVIDIA driver, CUDA and NCCL versions')
+    .option('--device <id>', 'kernels, generate, train: device to run on (default: cuda:0, else cpu:0)')
     .option('--dtype <dtype>', 'compute dtype: bf16 (GPU default), f32 (CPU default), f16')
     .option('--quick', 'smaller shapes and fewer runs')
-    .option('--runs <n>', 'kernels: timed runs per case (median reported)')
+    .option('--runs <n>', 'kernels, comm: timed runs per case (median reported)')
     .option('--filter <text...>', 'kernels: only cases whose name or shape contains the text')
     .option('--split-k <n>', 'kernels: K slices of the Hopper matmul (default auto; 1 turns split-K off)')
-    .option('--model <name>', 'generate: a preset (gpt2, llama-2-7b, ...) or a model folder (default gpt2 on a GPU, tiny-gpt2 on the CPU)')
-    .option('--batch <list>', 'generate: batch sizes, comma-separated (default 1,16); strategies: the batch')
-    .option('--prompt-tokens <n>', 'generate: prompt length (default 128)')
-    .option('--new-tokens <n>', 'generate: new tokens per sequence (default 128)')
-    .option('--devices <list>', 'strategies: devices (default: every GPU, else cpu:0,cpu:1)')
+    .option('--model <name>', 'strategies, generate, train: a preset (gpt2, llama-2-7b, ...) or a model folder (default gpt2 on a GPU; on the CPU tiny-llama for strategies, tiny-gpt2 otherwise)')
+    .option('--batch <list>', 'generate: batch sizes, comma-separated (default 1,16); strategies: the batch (default 64 on GPUs, 8 on the CPU)')
+    .option('--prompt-tokens <n>', 'generate, strategies: prompt length (default 128 on GPUs; generate 128, strategies 32 on the CPU)')
+    .option('--new-tokens <n>', 'generate, strategies: new tokens per sequence (default 128 on GPUs; generate 128, strategies 16 on the CPU)')
+    .option('--devices <list>', 'strategies, comm: devices (default: every GPU, else cpu:0,cpu:1)')
     .option('--strategies <list>', 'strategies: which of single,dp,mp,pp (default all)')
     .option('--micro-batches <n>', 'strategies: pp micro-batches (default one per stage; at most the batch)')
     .option('--chunks <n>', 'strategies: pp stages per device, interleaved: a smaller fill and drain for one more transfer per chunk (default 1)')
-    .option('--repeats <n>', 'strategies: timed runs per strategy; the median run is reported (default 1)')
+    .option('--repeats <n>', 'strategies: timed runs per strategy; the run of median wall time is reported, with the min and max tokens/s (default 3)')
     .option('--prompts <n>', 'strategies: single/dp run this many prompts, each device in batches of --batch')
-    .option('--out <dir>', 'strategies: where the SVG charts go (default bench/out)')
-    .option('--shapes <list>', 'train: BATCHxSEQ pairs (default 128x128,16x1024 on a GPU)')
-    .option('--steps <n>', 'train: timed optimizer steps (default 20 on a GPU)')
-    .option('--json [file]', 'print JSON to stdout, or write it to file')
+    .option('--out <dir>', 'strategies: write the SVG charts (throughput.svg, timeline-mp.svg, timeline-pp.svg) into this folder; without --out no charts are written')
+    .option('--shapes <list>', 'train: BATCHxSEQ pairs (default 128x128,16x1024 on a GPU, 4x64 on the CPU)')
+    .option('--steps <n>', 'train: timed optimizer steps (default 20 on a GPU, 3 on the CPU)')
+    .option('--format <format>', 'how results are printed: table (default), md, csv or json')
+    .option('--json [file]', 'print JSON to stdout (as --format json), or write it to file as well as printing the table')
     .action(async (scenario: string, opts: BenchOpts) => {
+      if (!(SCENARIOS as readonly string[]).includes(scenario)) throw new Error(`unknown bench scenario "${scenario}": expected one of ${SCENARIOS.join(', ')}`);
+      outputFormat(opts); // a bad --format is an error before anything runs
       const device = parseDevice(opts.device ?? defaultDevice());
       const dtype = opts.dtype ? checkDType(opts.dtype) : undefined;
       if (scenario === 'strategies') return strategies(opts, dtype);
       if (scenario === 'comm') return commBench(opts);
       if (scenario === 'kernels') return kernels(opts, device, dtype);
       if (scenario === 'generate') return generateBench(opts, device, dtype);
-      if (scenario === 'train') return trainBench(opts, device, dtype);
-      throw new Error(`unknown bench scenario "${scenario}": expected one of ${SCENARIOS.join(', ')}`);
+      return trainBench(opts, device, dtype);
     });
 }

@@ -1,0 +1,48 @@
+// `parallm bench` on GPUs: the run's metadata names the GPUs, the driver and NCCL; a quick strategy run
+// on two GPUs draws its charts. Skipped without a GPU (the metadata) or without two and NCCL (the run).
+import { Resvg } from '@resvg/resvg-js';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { benchMeta, ncclVersionString } from '../../src/bench/meta.js';
+import { runStrategyBench } from '../../src/bench/strategies.js';
+import { cudaDeviceCount, devices } from '../../src/device.js';
+import { ncclStatus } from '../../src/parallel/comm.js';
+
+const gpus = cudaDeviceCount();
+const tmp = mkdtempSync(path.join(os.tmpdir(), 'parallm-bench-gpu-'));
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+
+describe.skipIf(gpus < 1)('bench metadata on a GPU', () => {
+  it('names every GPU, the driver and the NCCL version', () => {
+    const m = benchMeta(['cuda:0']);
+    expect(m.gpus).toEqual(devices().filter((d) => d.kind === 'cuda').map((d) => d.name));
+    expect(m.devices[0]).toEqual({ id: 'cuda:0', name: m.gpus[0] });
+    expect(m.cuda).toMatchObject({ compiled: true, status: 'ok', runtime: expect.stringMatching(/^1\d\.\d+$/), driverSupports: expect.stringMatching(/^1\d\.\d+$/) });
+    expect(m.driver).toMatch(/^\d+\.\d+/);
+    const n = ncclStatus();
+    if (n.ok) expect(m.nccl.version).toBe(ncclVersionString(n.version!));
+    else expect(m.nccl.error).toBe(n.error);
+  });
+});
+
+describe.skipIf(gpus < 2 || !ncclStatus().ok)('bench strategies on two GPUs', () => {
+  it('runs mp and pp with min/median/max and draws their charts', async () => {
+    const out = path.join(tmp, 'charts');
+    const results = await runStrategyBench({ model: 'tiny-llama', devices: ['cuda:0', 'cuda:1'], strategies: ['mp', 'pp'], batch: 4, promptTokens: 16, newTokens: 4, outDir: out });
+    for (const r of results) {
+      expect(r.error).toBeUndefined();
+      expect(r).toMatchObject({ model: 'tiny-llama', dtype: 'bf16', repeats: 3 });
+      expect(r.tokensPerSRuns.min).toBeLessThanOrEqual(r.tokensPerS);
+      expect(r.tokensPerSRuns.max).toBeGreaterThanOrEqual(r.tokensPerS);
+    }
+    expect(readdirSync(out).sort()).toEqual(['throughput.svg', 'timeline-mp.svg', 'timeline-pp.svg']);
+    for (const f of readdirSync(out)) {
+      const svg = readFileSync(path.join(out, f), 'utf8');
+      if (f.startsWith('timeline')) expect(svg).toMatch(/ideal bubble of one pass/);
+      const png = new Resvg(svg, { font: { loadSystemFonts: true } }).render();
+      expect(png.width * png.height).toBeGreaterThan(0);
+    }
+  });
+});
