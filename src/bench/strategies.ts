@@ -7,11 +7,14 @@ import type { DType } from '../dtype.js';
 import { cudaDeviceCount } from '../device.js';
 import { ParallelModel, type Strategy } from '../engine/parallel-model.js';
 import { microBatchCount } from '../engine/plan.js';
+import { reportingLoad, type LoadReporter } from '../models/load-steps.js';
 import { rng } from '../random.js';
 import { barChart, timelineChart, utilization, type TimelineTask } from './svg.js';
 
 export interface StrategyBenchOptions {
   model?: string;
+  /** a reporter for each strategy's load (the CLI's progress bar) */
+  loadProgress?: (label: string) => LoadReporter;
   devices?: string[];
   dtype?: DType;
   /** sequences per device for dp (so its scaling is at the same per-device batch), per model otherwise */
@@ -100,7 +103,9 @@ export async function runStrategyBench(o: StrategyBenchOptions = {}): Promise<St
   const timelines: { s: Strategy; tasks: TimelineTask[]; devices: string[] }[] = [];
   const measureStrategy = async (strategy: Strategy, devs: string[]): Promise<{ out: StrategyBenchResult; tasks: TimelineTask[] }> => {
     const chunks = strategy === 'pp' ? (o.chunks ?? 1) : 1;
-    const pm = await ParallelModel.load(model, { strategy, devices: devs, dtype: o.dtype, chunks });
+    const pm = await reportingLoad(o.loadProgress?.(`loading ${model} (${strategy} on ${devs.join(', ')})`), (onProgress) =>
+      ParallelModel.load(model, { strategy, devices: devs, dtype: o.dtype, chunks, onProgress }),
+    );
     try {
       const vocab = pm.config.vocabSize;
       // Data parallelism is measured at the same per-device batch (each replica gets B sequences a batch).

@@ -31,7 +31,8 @@ export interface LoadControl {
 
 /** The Error an aborted load rejects with: name 'AbortError', as fetch and timers/promises use. */
 export function abortError(what: string, reason?: unknown): Error {
-  const why = reason instanceof Error ? `: ${reason.message}` : typeof reason === 'string' ? `: ${reason}` : '';
+  // A plain abort() gives a DOMException "This operation was aborted": nothing to add.
+  const why = reason instanceof Error ? (reason.name === 'AbortError' ? '' : `: ${reason.message}`) : typeof reason === 'string' ? `: ${reason}` : '';
   const e = new Error(`${what} was aborted${why}`);
   e.name = 'AbortError';
   return e;
@@ -80,4 +81,25 @@ export async function runLoadAsync<R>(steps: LoadSteps<R>, total: LoadAmount, ct
     const stop = stopped();
     r = stop ? steps.throw(stop) : steps.next();
   }
+}
+
+/** Someone watching loads (the CLI's LoadProgressBar): one per load, `done` or `fail` at its end. */
+export interface LoadReporter {
+  update(p: LoadProgress): void;
+  done(): void;
+  fail(): void;
+}
+
+/** Runs `load` with `reporter` hearing its progress (none: no reporting), ending it either way. */
+export async function reportingLoad<T>(reporter: LoadReporter | undefined, load: (onProgress?: (p: LoadProgress) => void) => Promise<T>): Promise<T> {
+  if (!reporter) return load();
+  let v: T;
+  try {
+    v = await load((p) => reporter.update(p));
+  } catch (e) {
+    reporter.fail();
+    throw e;
+  }
+  reporter.done();
+  return v;
 }

@@ -10,6 +10,10 @@ import { runTrainBench } from '../../bench/train.js';
 import { defaultBenchDevices, runStrategyBench } from '../../bench/strategies.js';
 import type { Strategy } from '../../parallel/placement.js';
 import { bytes, fixed, table } from '../format.js';
+import { LoadProgressBar } from '../progress.js';
+
+/** A progress bar per model load on stderr; nothing with --json (stdout is the document). */
+const loadBars = (opts: BenchOpts) => (label: string) => new LoadProgressBar(label, { quiet: opts.json === true });
 
 interface BenchOpts {
   device?: string;
@@ -88,6 +92,7 @@ async function generateBench(opts: BenchOpts, device: string, dtype: DType | und
     batches,
     promptTokens,
     newTokens,
+    loadProgress: loadBars(opts),
     onResult: (r) => quiet || console.error(`  batch ${r.batch}: ${r.decodeTokensPerS.toFixed(0)} tokens/s decode`),
   });
   report(
@@ -136,6 +141,7 @@ async function strategies(opts: BenchOpts, dtype: DType | undefined): Promise<vo
   if (!quiet) console.error(`parallm bench: strategies on ${devices.join(', ')}${opts.model ? `, ${opts.model}` : ''}`);
   const results = await runStrategyBench({
     model: opts.model,
+    loadProgress: loadBars(opts),
     devices,
     dtype,
     batch: positiveInt('--batch', opts.batch),
