@@ -107,7 +107,7 @@ export class LoadProgressBar {
     const eta = final ? `in ${clock(elapsed)}` : f > 0 && elapsed > 0 ? `ETA ${clock((elapsed / f) * (1 - f))}` : 'ETA ?';
     const text = `${String(Math.floor(f * 100)).padStart(3)}%  ${this.amounts(p)}  ${eta}`;
     const width = Math.max(20, (this.stream.columns ?? 80) - 1); // the last column would wrap on some terminals
-    const room = width - this.label.length - text.length - 5;
+    const room = width - this.label.length - text.length - 4; // "label [bar] text"
     if (room < 10) return `${this.label} ${text}`.slice(0, width);
     const fill = Math.round(f * room);
     return `${this.label} [${'#'.repeat(fill)}${'-'.repeat(room - fill)}] ${text}`;
