@@ -106,7 +106,8 @@ export class LoadProgressBar {
     const elapsed = t - this.t0;
     const eta = final ? `in ${clock(elapsed)}` : f > 0 && elapsed > 0 ? `ETA ${clock((elapsed / f) * (1 - f))}` : 'ETA ?';
     const text = `${String(Math.floor(f * 100)).padStart(3)}%  ${this.amounts(p)}  ${eta}`;
-    const width = Math.max(20, (this.stream.columns ?? 80) - 1); // the last column would wrap on some terminals
+    // The last column would wrap on some terminals; 0 or no columns: a pseudo-terminal of unknown size.
+    const width = Math.max(20, (this.stream.columns || 80) - 1);
     const room = width - this.label.length - text.length - 4; // "label [bar] text"
     if (room < 10) return `${this.label} ${text}`.slice(0, width);
     const fill = Math.round(f * room);
