@@ -35,7 +35,7 @@ function values(w: ModelWeights): Record<string, string> {
 }
 
 /** Progress is monotonic, starts at zero, ends at its totals, and its totals never change. */
-function checkProgress(ps: LoadProgress[], fromZero = true): LoadProgress {
+function checkProgress<P extends LoadProgress>(ps: P[], fromZero = true): P {
   expect(ps.length).toBeGreaterThan(1);
   if (fromZero) expect(ps[0]).toMatchObject({ bytes: 0, tensors: 0 });
   const last = ps[ps.length - 1]!;
