@@ -1,11 +1,19 @@
 // The memory check before a load: what the stages will hold against what their devices have free, so
 // a model that cannot fit is refused up front, naming the device, instead of failing half-way through
 // its tensors (or, on the CPU, pushing the host into swap).
-import { deviceInfo } from '../device.js';
+import { deviceInfo, memoryStats } from '../device.js';
 
 export interface MemoryNeed {
   device: string;
   bytes: number;
+}
+
+/**
+ * What a load can have: the driver's (or host's) free bytes plus the blocks this process's allocator
+ * caches, which it reuses before asking for more (a model loaded and disposed earlier leaves them).
+ */
+export function availableBytes(device: string): number {
+  return deviceInfo(device).memoryFree + memoryStats(device).cached;
 }
 
 const gib = (b: number) => `${(b / 2 ** 30).toFixed(2)} GiB`;
@@ -15,7 +23,7 @@ const gib = (b: number) => `${(b / 2 ** 30).toFixed(2)} GiB`;
  * one host memory, so their needs are summed together and held against the host's free bytes. `op`
  * starts the message (e.g. "Model.load gpt2"); `freeBytes` is for tests.
  */
-export function checkDeviceMemory(needs: MemoryNeed[], op: string, freeBytes: (device: string) => number = (d) => deviceInfo(d).memoryFree): void {
+export function checkDeviceMemory(needs: MemoryNeed[], op: string, freeBytes: (device: string) => number = availableBytes): void {
   const groups = new Map<string, { devices: string[]; bytes: number }>();
   for (const n of needs) {
     const key = n.device.startsWith('cpu') ? 'cpu' : n.device;
