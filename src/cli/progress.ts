@@ -34,7 +34,8 @@ export class LoadProgressBar {
   private readonly now: () => number;
   private readonly redrawMs: number;
   private readonly quiet: boolean;
-  private readonly t0: number;
+  /** the first update's time: a reporter may be made well before its load starts (train reads its data first) */
+  private t0: number | null = null;
   private lastDraw = -Infinity;
   private lastQuarter = 0;
   private last: LoadProgress | null = null;
@@ -50,7 +51,6 @@ export class LoadProgressBar {
     this.quiet = o.quiet === true;
     this.now = o.now ?? (() => performance.now());
     this.redrawMs = o.redrawMs ?? 100;
-    this.t0 = this.now();
   }
 
   /** Fraction done, by bytes (tensors when there are no bytes to count). */
@@ -64,6 +64,7 @@ export class LoadProgressBar {
     this.last = p;
     const f = LoadProgressBar.fraction(p);
     const t = this.now();
+    this.t0 ??= t;
     if (this.tty) {
       if (t - this.lastDraw < this.redrawMs && f < 1) return;
       this.lastDraw = t;
@@ -82,7 +83,7 @@ export class LoadProgressBar {
     if (this.ended || this.quiet) return void (this.ended = true);
     const t = this.now();
     if (this.tty && this.last) this.stream.write(`\r${this.barLine(this.last, t, true)}\x1b[K`);
-    else this.stream.write(`${this.label}: done${this.last ? ` (${this.amounts(this.last)})` : ''} in ${((t - this.t0) / 1e3).toFixed(1)} s\n`);
+    else this.stream.write(`${this.label}: done${this.last ? ` (${this.amounts(this.last)})` : ''} in ${((t - (this.t0 ?? t)) / 1e3).toFixed(1)} s\n`);
     if (this.tty && this.last) this.stream.write('\n');
     this.open = false;
     this.ended = true;
@@ -103,7 +104,7 @@ export class LoadProgressBar {
   /** `label [#####-----]  45%  1.2 GiB / 2.7 GiB, 120/580 tensors  ETA 3s`, cut to the stream's width. */
   private barLine(p: LoadProgress, t: number, final = false): string {
     const f = LoadProgressBar.fraction(p);
-    const elapsed = t - this.t0;
+    const elapsed = t - (this.t0 ?? t);
     const eta = final ? `in ${clock(elapsed)}` : f > 0 && elapsed > 0 ? `ETA ${clock((elapsed / f) * (1 - f))}` : 'ETA ?';
     const text = `${String(Math.floor(f * 100)).padStart(3)}%  ${this.amounts(p)}  ${eta}`;
     // The last column would wrap on some terminals; 0 or no columns: a pseudo-terminal of unknown size.

@@ -45,6 +45,23 @@ describe('LoadProgressBar', () => {
     expect(cells(lines[4]!)).toMatch(/^#+$/);
   });
 
+  it('times the load from its first update, not from when the bar was made', () => {
+    let t = 0;
+    const s = stream(false);
+    const bar = new LoadProgressBar('loading', { stream: s, now: () => t });
+    t = 5000; // the caller read its data first
+    bar.update(at(0, 0));
+    t = 7000;
+    bar.update(at(100 * MiB, 20));
+    t = 13000;
+    bar.update(at(400 * MiB, 80));
+    bar.done();
+    expect(s.text().split('\n').filter(Boolean)).toEqual([
+      'loading: 25% (100.0 MiB / 400.0 MiB, 20/80 tensors, 2s)',
+      'loading: done (400.0 MiB / 400.0 MiB, 80/80 tensors) in 8.0 s',
+    ]);
+  });
+
   it('a narrow terminal drops the bar and cuts the line; no column count means 80', () => {
     const narrow = stream(true, 30);
     const b1 = new LoadProgressBar('loading llama-2-7b', { stream: narrow, now: () => 0 });
