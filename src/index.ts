@@ -20,7 +20,8 @@ export {
 } from './device.js';
 export { DeviceEvent, DeviceStream, Graph, capture } from './runtime.js';
 export * as ops from './ops.js';
-export { Model, type LoadOptions } from './models/model.js';
+export { Model, type LoadOptions, type AsyncLoadOptions } from './models/model.js';
+export { isAbortError, type LoadControl, type LoadProgress } from './models/load-steps.js';
 export { PRESETS, presetConfig } from './models/presets.js';
 export { modelConfig } from './models/source.js';
 export type { Stage } from './models/weights.js';
@@ -56,7 +57,7 @@ export {
   type Strategy,
 } from './parallel/placement.js';
 export { generationPlan, type PipelinePlan, type PlanStage } from './engine/plan.js';
-export { ParallelModel, type ParallelOptions, type ParallelGenerateOptions, type ParallelResult, type ParallelTextOptions, type ParallelTextResult } from './engine/parallel-model.js';
+export { ParallelModel, type ParallelOptions, type ParallelGenerateOptions, type ParallelResult, type ParallelTextOptions, type ParallelTextResult, type ParallelLoadProgress } from './engine/parallel-model.js';
 export type { TaskTime } from './engine/executor.js';
 export { DevicePool, type PoolOptions, type Handler, type WorkerContext } from './parallel/pool.js';
 export { Communicator, ncclStatus, newCommId, type CommKind, type ReduceOp } from './parallel/comm.js';

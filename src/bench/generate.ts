@@ -4,6 +4,7 @@
 import type { DType } from '../dtype.js';
 import { defaultDevice, emptyCache, memoryStats, parseDevice, resetPeakMemory, synchronize } from '../device.js';
 import { generateSteps, type GenerationTimes } from '../engine/generate.js';
+import { reportingLoad, type LoadReporter } from '../models/load-steps.js';
 import { Model } from '../models/model.js';
 import { rng } from '../random.js';
 
@@ -15,6 +16,8 @@ export interface GenerateBenchOptions {
   promptTokens?: number;
   newTokens?: number;
   onResult?: (r: GenerateBenchResult) => void;
+  /** a reporter for the model's load (the CLI's progress bar) */
+  loadProgress?: (label: string) => LoadReporter;
 }
 
 export interface GenerateBenchResult {
@@ -42,7 +45,7 @@ async function run(m: Model, prompts: number[][], newTokens: number): Promise<Ge
 
 export async function runGenerateBench(opts: GenerateBenchOptions): Promise<GenerateBenchResult[]> {
   const device = parseDevice(opts.device ?? defaultDevice());
-  const m = Model.load(opts.model, { device, dtype: opts.dtype });
+  const m = await reportingLoad(opts.loadProgress?.(`loading ${opts.model}`), (onProgress) => Model.loadAsync(opts.model, { device, dtype: opts.dtype, onProgress }));
   const P = opts.promptTokens ?? 128;
   const N = opts.newTokens ?? 128;
   const results: GenerateBenchResult[] = [];

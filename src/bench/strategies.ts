@@ -8,12 +8,15 @@ import { cudaDeviceCount, deviceInfo, ensureCpuDevices, parseDevice } from '../d
 import { ParallelModel, type Strategy } from '../engine/parallel-model.js';
 import { microBatchCount } from '../engine/plan.js';
 import { modelConfig } from '../models/source.js';
+import { reportingLoad, type LoadReporter } from '../models/load-steps.js';
 import { rng } from '../random.js';
 import { median } from './stats.js';
 import { barChart, timelineChart, utilization, type TimelineTask } from './svg.js';
 
 export interface StrategyBenchOptions {
   model?: string;
+  /** a reporter for each strategy's load (the CLI's progress bar) */
+  loadProgress?: (label: string) => LoadReporter;
   devices?: string[];
   dtype?: DType;
   /** sequences per device for dp (so its scaling is at the same per-device batch), per model otherwise */
@@ -178,7 +181,9 @@ export async function runStrategyBench(o: StrategyBenchOptions = {}): Promise<St
   const results: StrategyBenchResult[] = [];
   const measureStrategy = async (strategy: Strategy, devs: string[]): Promise<StrategyBenchResult> => {
     const chunks = strategy === 'pp' ? plan.chunks : 1;
-    const pm = await ParallelModel.load(model, { strategy, devices: devs, dtype, chunks });
+    const pm = await reportingLoad(o.loadProgress?.(`loading ${model} (${strategy} on ${devs.join(', ')})`), (onProgress) =>
+      ParallelModel.load(model, { strategy, devices: devs, dtype, chunks, onProgress }),
+    );
     try {
       const vocab = pm.config.vocabSize;
       // Data parallelism is measured at the same per-device batch (each replica gets B sequences a batch).

@@ -14,6 +14,9 @@ import type { ModelConfig } from '../io/config.js';
 import type { Tokenizer } from '../io/tokenizer.js';
 import { resolveSource, sourceTokenizer } from '../models/source.js';
 import type { Generation } from './generate.js';
+import { abortError, type LoadProgress } from '../models/load-steps.js';
+import { checkDeviceMemory } from '../models/memory-check.js';
+import { stageWeightBytes } from '../models/sizes.js';
 import { newCommId, type CommKind } from '../parallel/comm.js';
 import { MESH_AXES, type Mesh } from '../parallel/mesh.js';
 import { DataPartitioner } from '../parallel/partitioner.js';
@@ -23,7 +26,7 @@ import type { TaskTime } from './executor.js';
 import { generationPlan, microBatchCount, numberStages, planColumns, strategyMesh, type PipelinePlan, type PlanStage } from './plan.js';
 import { resolveSampling, type SamplingOptions } from './sampling.js';
 import { trace } from './trace.js';
-import type { CommArgs, PipelineArgs, PipelineResult } from './stage-worker.js';
+import type { CommArgs, LoadArgs, PipelineArgs, PipelineResult } from './stage-worker.js';
 
 export type { Strategy };
 
@@ -46,6 +49,15 @@ export interface ParallelOptions {
   timeoutMs?: number;
   /** communicator waits, ms */
   commTimeoutMs?: number;
+  /** the load's progress, summed over the devices (from when every device has reported its totals) */
+  onProgress?: (p: ParallelLoadProgress) => void;
+  /** aborting stops every worker's load at its next step (AbortError); the workers are then ended */
+  signal?: AbortSignal;
+}
+
+/** ParallelModel.load's progress: the sum over the devices, and each device's own (in rank order). */
+export interface ParallelLoadProgress extends LoadProgress {
+  devices: (LoadProgress & { device: string })[];
 }
 
 export interface ParallelGenerateOptions extends SamplingOptions {
@@ -136,6 +148,11 @@ export class ParallelModel {
       need: { dtype, batch: 1, maxLen: cfg.maxPositions },
       freeBytes: (d) => deviceInfo(d).memoryFree,
     });
+    if (o.onProgress !== undefined && typeof o.onProgress !== 'function') throw new Error('ParallelModel.load: onProgress must be a function');
+    const what = `ParallelModel.load ${source} (${o.strategy} on ${devices.join(', ')})`;
+    // Refused here, before a worker starts, rather than by one device half-way through its load.
+    checkDeviceMemory(placed.map((s) => ({ device: s.device, bytes: stageWeightBytes(cfg, dtype, s) })), what);
+    if (o.signal?.aborted) throw abortError(what, o.signal.reason);
     const replicas = o.strategy === 'dp' || o.strategy === 'single';
     const stages = replicas ? placed.map((s, i) => ({ ...s, index: 0, rank: i, chunk: 0 })) : numberStages(placed, chunks);
     const ranks = replicas ? devices : stages.slice(0, stages.length / chunks).map((s) => s.device);
@@ -147,12 +164,37 @@ export class ParallelModel {
     // Replicas never talk while generating; pipeline stages do, over their pp group.
     const comm = !replicas && ranks.length > 1 ? { kind: [...kinds][0] as CommKind, timeoutMs: o.commTimeoutMs } : null;
     const pm = new ParallelModel(o.strategy, pool, mesh, stages, cfg, ranks, comm, sourceTokenizer(src));
+    const onAbort = () => pool.requestStop();
+    o.signal?.addEventListener('abort', onAbort);
     try {
-      await pool.all('load', (r) => ({ source, dtype, seed: o.seed, stages: replicas ? undefined : stages.filter((s) => s.rank === r) }));
+      if (o.signal?.aborted) throw abortError(what, o.signal.reason); // while the workers started
+      const per: (LoadProgress | null)[] = ranks.map(() => null);
+      const report = (r: number, p: LoadProgress) => {
+        per[r] = p;
+        if (!o.onProgress || per.some((x) => x === null)) return;
+        const all = per as LoadProgress[];
+        const sum = (k: keyof LoadProgress) => all.reduce((n, x) => n + x[k], 0);
+        o.onProgress({
+          bytes: sum('bytes'), totalBytes: sum('totalBytes'), tensors: sum('tensors'), totalTensors: sum('totalTensors'),
+          devices: all.map((x, i) => ({ ...x, device: ranks[i]! })),
+        });
+      };
+      const loads = ranks.map((_, r) =>
+        pool.call(r, 'load', { source, dtype, seed: o.seed, stages: replicas ? undefined : stages.filter((s) => s.rank === r) } satisfies LoadArgs, {
+          onProgress: (p: LoadProgress) => report(r, p),
+        }),
+      );
+      // One device failing (or the abort) stops the others' loads at their next step.
+      const settled = await Promise.allSettled(loads.map((c) => c.catch((e: unknown) => (pool.requestStop(), Promise.reject(e)))));
+      if (o.signal?.aborted) throw abortError(what, o.signal.reason);
+      const failed = settled.flatMap((x) => (x.status === 'rejected' ? [x.reason as Error] : []));
+      if (failed.length) throw failed.find((e) => e.name !== 'AbortError') ?? failed[0]!;
       await pm.initComms();
     } catch (e) {
       await pool.close();
       throw e;
+    } finally {
+      o.signal?.removeEventListener('abort', onAbort);
     }
     return pm;
   }

@@ -5,6 +5,7 @@
 import type { DType } from '../dtype.js';
 import { memoryStats, resetPeakMemory, synchronize } from '../device.js';
 import { generateSteps, type GenerateOptions, type GenerationTimes } from './generate.js';
+import { abortError } from '../models/load-steps.js';
 import { Model } from '../models/model.js';
 import type { Stage } from '../models/weights.js';
 import * as ops from '../ops.js';
@@ -73,10 +74,26 @@ const destroyComms = (ctx: WorkerContext) => {
 const now = () => performance.timeOrigin + performance.now();
 
 export const handlers: Record<string, Handler> = {
-  load(a: LoadArgs, ctx) {
+  /**
+   * Loads with progress to the caller (ctx.progress, a LoadProgress after every step); the stop flag
+   * (DevicePool.requestStop) aborts it at its next step, leaving nothing allocated.
+   */
+  async load(a: LoadArgs, ctx) {
     unloadModels(ctx);
     // A device's stages share one reading of the config, tokenizer and shard headers.
-    const ms = Model.loadStages(a.source, a.stages ?? [undefined], { device: ctx.device, dtype: a.dtype, seed: a.seed });
+    const ms = await Model.loadStagesAsync(a.source, a.stages ?? [undefined], {
+      device: ctx.device,
+      dtype: a.dtype,
+      seed: a.seed,
+      onProgress: (p) => ctx.progress(p),
+      shouldStop: ctx.stopRequested,
+    });
+    // An unload (close) that ran while this load was at an await found nothing to free: free it here.
+    if (ctx.stopRequested()) {
+      ms.forEach((m) => m.dispose());
+      throw abortError(`Model.load ${a.source} on ${ctx.device}`, 'stop requested');
+    }
+    unloadModels(ctx);
     ctx.state.set('held', { models: ms, stages: a.stages?.map((s) => s.index) } satisfies Held);
     return { weightBytes: ms.reduce((n, m) => n + m.weightBytes, 0), layers: ms.reduce((n, m) => n + m.weights.layers.length, 0) };
   },

@@ -140,6 +140,24 @@ export class SafetensorsFile {
     return out;
   }
 
+  /**
+   * readRaw in pieces of at most `pieceBytes`: yields each piece's byte count once it is read (so a
+   * caller can yield to its event loop between them) and returns the whole tensor's bytes.
+   */
+  *readRawSteps(name: string, pieceBytes: number): Generator<number, Uint8Array, void> {
+    if (this.fd === null) throw new Error(`${this.path}: file is closed (reading ${showName(name)})`);
+    const t = this.info(name);
+    const out = new Uint8Array(t.nbytes);
+    for (let at = 0; at < t.nbytes; ) {
+      if (this.fd === null) throw new Error(`${this.path}: file was closed while reading ${showName(name)}`);
+      const n = Math.min(pieceBytes, t.nbytes - at);
+      readFully(this.fd, out.subarray(at, at + n), t.offset + at, this.path, `tensor ${showName(name)}`);
+      at += n;
+      yield n;
+    }
+    return out;
+  }
+
   close(): void {
     if (this.fd !== null) fs.closeSync(this.fd);
     this.fd = null;
@@ -407,10 +425,20 @@ export class WeightStore {
     return this.file(name).readRaw(name);
   }
 
+  /** See SafetensorsFile.readRawSteps. */
+  readRawSteps(name: string, pieceBytes: number): Generator<number, Uint8Array, void> {
+    return this.file(name).readRawSteps(name, pieceBytes);
+  }
+
   /** A float tensor converted to the run dtype: f32 -> Float32Array, bf16/f16 -> Uint16Array of bits. */
   read(name: string, dtype: 'f32' | 'bf16' | 'f16'): Float32Array | Uint16Array {
+    return this.convert(name, this.readRaw(name), dtype);
+  }
+
+  /** `raw`, the bytes of tensor `name` as stored, converted as `read` converts them. */
+  convert(name: string, raw: Uint8Array, dtype: 'f32' | 'bf16' | 'f16'): Float32Array | Uint16Array {
     const f = this.file(name);
-    return convertRaw(f.readRaw(name), f.info(name).dtype, dtype, `${f.path}: tensor ${showName(name)}`);
+    return convertRaw(raw, f.info(name).dtype, dtype, `${f.path}: tensor ${showName(name)}`);
   }
 
   close(): void {

@@ -9,7 +9,11 @@ import type { Tokenizer } from '../io/tokenizer.js';
 import { resolveSource, sourceTokenizer } from './source.js';
 import { Transformer } from './transformer.js';
 import { stageWeightBytes } from './sizes.js';
-import { disposeWeights, loadStageWeights, randomWeights, wholeModel, type ModelWeights, type Stage } from './weights.js';
+import { runLoadAsync, runLoadSync, type LoadControl, type LoadSteps } from './load-steps.js';
+import { checkDeviceMemory } from './memory-check.js';
+import {
+  disposeWeights, fileWeightSteps, fileWeightTotals, openWeights, randomWeightSteps, randomWeightTotals, wholeModel, type ModelWeights, type Stage,
+} from './weights.js';
 
 export interface LoadOptions {
   /** default: cuda:0 when there is a GPU, else cpu:0 */
@@ -21,6 +25,9 @@ export interface LoadOptions {
   /** load only this pipeline stage's share (layers, embeddings on the first, head on the last) */
   stage?: Stage;
 }
+
+/** Model.loadAsync's options: progress after every tensor (and piece of a large one), and an abort. */
+export type AsyncLoadOptions = LoadOptions & LoadControl;
 
 export class Model {
   readonly transformer: Transformer;
@@ -49,27 +56,72 @@ export class Model {
    * and the weights' index and shard headers are read once for all of them. `undefined`: the whole model.
    */
   static loadStages(source: string, stages: (Stage | undefined)[], opts: Omit<LoadOptions, 'stage'> = {}): Model[] {
+    const p = Model.prepare(source, stages, opts);
+    try {
+      return p.finish(runLoadSync(p.steps));
+    } finally {
+      p.close();
+    }
+  }
+
+  /**
+   * Model.load without blocking the event loop: the weights go on the device a tensor (or a 64 MiB piece)
+   * at a time with a turn of the event loop between, `onProgress` hears after each, and an aborted
+   * `signal` rejects with an AbortError after freeing everything the load had allocated.
+   */
+  static async loadAsync(source: string, opts: AsyncLoadOptions = {}): Promise<Model> {
+    return (await Model.loadStagesAsync(source, [opts.stage], opts))[0]!;
+  }
+
+  /** Model.loadStages as Model.loadAsync loads: one progress for all the stages. */
+  static async loadStagesAsync(source: string, stages: (Stage | undefined)[], opts: Omit<AsyncLoadOptions, 'stage'> = {}): Promise<Model[]> {
+    const p = Model.prepare(source, stages, opts);
+    try {
+      return p.finish(await runLoadAsync(p.steps, p.total, opts, `Model.load ${source} on ${p.device}`));
+    } finally {
+      p.close();
+    }
+  }
+
+  /**
+   * Everything of a load but the weights' steps: options checked, the memory check passed, the config,
+   * tokenizer and (for a folder) the open weight files. The caller runs `steps`, then `finish`, and
+   * always `close`.
+   */
+  private static prepare(source: string, stages: (Stage | undefined)[], opts: Omit<LoadOptions, 'stage'>) {
     const device = parseDevice(opts.device ?? defaultDevice());
     const dtype = checkDType(opts.dtype ?? (device.startsWith('cuda') ? 'bf16' : 'f32'));
     if (dtype === 'i32') throw new Error('a model runs in f32, bf16 or f16, not i32');
     const src = resolveSource(source);
     const cfg = src.config;
+    const full = stages.map((s) => s ?? wholeModel(cfg));
+    checkDeviceMemory([{ device, bytes: full.reduce((n, s) => n + stageWeightBytes(cfg, dtype, s), 0) }], `Model.load ${source}`);
     if (src.kind === 'preset') {
       const tok = sourceTokenizer(src);
-      const out: Model[] = [];
-      try {
-        for (const st of stages) out.push(new Model(source, cfg, randomWeights(cfg, device, dtype, opts.seed ?? 0, st), device, dtype, tok));
-      } catch (e) {
-        out.forEach((m) => m.dispose());
-        throw e;
-      }
-      return out;
+      return {
+        device,
+        steps: randomWeightSteps(cfg, device, dtype, opts.seed ?? 0, full) as LoadSteps<ModelWeights[]>,
+        total: randomWeightTotals(cfg, dtype, full),
+        finish: (ws: ModelWeights[]) => ws.map((w) => new Model(source, cfg, w, device, dtype, tok)),
+        close: () => {},
+      };
     }
     const tok = sourceTokenizer(src);
     const name = path.basename(path.resolve(source));
     const gen = loadGenerationConfig(source); // read before the weights: a bad file fails fast
-    const weights = loadStageWeights(cfg, source, device, dtype, stages.map((s) => s ?? wholeModel(cfg)));
-    return weights.map((w) => new Model(name, cfg, w, device, dtype, tok, gen));
+    const store = openWeights(cfg, source);
+    try {
+      return {
+        device,
+        steps: fileWeightSteps(cfg, store, device, dtype, full),
+        total: fileWeightTotals(cfg, store, full),
+        finish: (ws: ModelWeights[]) => ws.map((w) => new Model(name, cfg, w, device, dtype, tok, gen)),
+        close: () => store.close(),
+      };
+    } catch (e) {
+      store.close();
+      throw e;
+    }
   }
 
   /** Bytes of weights on the device. */

@@ -4,13 +4,14 @@
 //   - LLaMA's q/k/v fused into one [(Hq + 2 Hkv) D, C] projection and gate/up into one [2F, C], so a
 //     layer runs one GEMM where it would run three or two.
 // Weights come from a Hugging Face folder (safetensors) or are drawn on the device for a preset.
-import type { DType } from '../dtype.js';
+import { dtypeSize, type DType } from '../dtype.js';
 import type { ModelConfig } from '../io/config.js';
 import { showName } from '../io/folder.js';
 import { DEFAULT_HEADER_LIMITS, WeightStore, type HeaderLimits } from '../io/safetensors.js';
 import * as ops from '../ops.js';
 import { Tensor } from '../tensor.js';
 import { ropeFrequencyTensor } from './rope.js';
+import { runLoadSync, type LoadAmount, type LoadSteps } from './load-steps.js';
 
 export interface LayerWeights {
   norm1: Tensor;
@@ -65,45 +66,88 @@ export function disposeWeights(w: ModelWeights): void {
  * model has for its layers.
  */
 export function randomWeights(cfg: ModelConfig, device: string, dtype: DType, seed = 0, stage = wholeModel(cfg)): ModelWeights {
-  const opt = { dtype, device };
-  // Uniform with the std of HF's normal(0, 0.02) init; norms start at one and biases at zero.
-  const a = 0.02 * Math.sqrt(3);
-  const rnd = (shape: number[], layer: number, slot: number) =>
-    ops.fillUniform(Tensor.empty(shape, opt), { seed: seed * 1_000_003 + (layer + 2) * 16 + slot, low: -a, high: a });
-  const ones = (c: number) => ops.fillUniform(Tensor.empty([c], opt), { low: 1, high: 1 });
-  const zeros = (c: number) => ops.fillUniform(Tensor.empty([c], opt), { low: 0, high: 0 });
+  return runLoadSync(randomWeightSteps(cfg, device, dtype, seed, [stage]))[0]!;
+}
+
+/** Tensors and bytes a preset's random weights of these stages draw (what randomWeightSteps reports). */
+export function randomWeightTotals(cfg: ModelConfig, dtype: DType, stages: Stage[]): LoadAmount {
   const { hidden: C, heads, kvHeads, headDim: D, intermediate: F, vocabSize: V } = cfg;
   const gpt2 = cfg.family === 'gpt2';
   const W3 = (heads + 2 * kvHeads) * D;
-  const layers: LayerWeights[] = [];
-  for (let i = stage.start; i < stage.end; i++)
-    layers.push({
-      norm1: ones(C),
-      norm1Bias: gpt2 ? zeros(C) : undefined,
-      qkv: rnd([W3, C], i, 0),
-      // Qwen2-style biases are drawn, not zero, so that a preset exercises them.
-      qkvBias: gpt2 ? zeros(W3) : cfg.qkvBias ? rnd([W3], i, 4) : undefined,
-      out: rnd([C, heads * D], i, 1),
-      outBias: gpt2 ? zeros(C) : cfg.outBias ? rnd([C], i, 5) : undefined,
-      norm2: ones(C),
-      norm2Bias: gpt2 ? zeros(C) : undefined,
-      up: rnd([gpt2 ? F : 2 * F, C], i, 2),
-      upBias: gpt2 ? zeros(F) : undefined,
-      down: rnd([C, F], i, 3),
-      downBias: gpt2 ? zeros(C) : undefined,
-    });
-  const needEmbed = stage.embed || (stage.head && cfg.tieEmbeddings);
-  const embed = needEmbed ? rnd([V, C], -2, 0) : undefined;
-  return {
-    stage,
-    embed,
-    positions: gpt2 && stage.embed ? rnd([cfg.maxPositions, C], -2, 1) : undefined,
-    layers,
-    normF: stage.head ? ones(C) : undefined,
-    normFBias: gpt2 && stage.head ? zeros(C) : undefined,
-    head: stage.head ? (cfg.tieEmbeddings ? embed : rnd([V, C], -1, 0)) : undefined,
-    ropeFreqs: stage.end > stage.start ? ropeFrequencyTensor(cfg, device) : undefined,
-  };
+  const perLayer = gpt2
+    ? [C, C, W3 * C, W3, C * heads * D, C, C, C, F * C, F, C * F, C]
+    : [C, W3 * C, ...(cfg.qkvBias ? [W3] : []), C * heads * D, ...(cfg.outBias ? [C] : []), C, 2 * F * C, C * F];
+  let tensors = 0, elems = 0;
+  const add = (n: number) => ((tensors += 1), (elems += n));
+  for (const s of stages) {
+    for (let i = s.start; i < s.end; i++) perLayer.forEach(add);
+    if (s.embed || (s.head && cfg.tieEmbeddings)) add(V * C);
+    if (gpt2 && s.embed) add(cfg.maxPositions * C);
+    if (s.head) add(C);
+    if (s.head && gpt2) add(C);
+    if (s.head && !cfg.tieEmbeddings) add(V * C);
+  }
+  return { tensors, bytes: elems * dtypeSize(dtype) };
+}
+
+/** randomWeights for several stages, one tensor a step (each step yields what it drew). */
+export function* randomWeightSteps(cfg: ModelConfig, device: string, dtype: DType, seed: number, stages: Stage[]): LoadSteps<ModelWeights[]> {
+  const made: Tensor[] = [];
+  const opt = { dtype, device };
+  // Uniform with the std of HF's normal(0, 0.02) init; norms start at one and biases at zero.
+  const a = 0.02 * Math.sqrt(3);
+  const keep = (t: Tensor | undefined) => (t && made.push(t), t);
+  function* draw(shape: number[], fill: Parameters<typeof ops.fillUniform>[1]): LoadSteps<Tensor> {
+    const t = Tensor.empty(shape, opt);
+    made.push(t);
+    ops.fillUniform(t, fill);
+    yield { tensors: 1, bytes: t.numel * dtypeSize(dtype) };
+    return t;
+  }
+  const rnd = (shape: number[], layer: number, slot: number) => draw(shape, { seed: seed * 1_000_003 + (layer + 2) * 16 + slot, low: -a, high: a });
+  const ones = (c: number) => draw([c], { low: 1, high: 1 });
+  const zeros = (c: number) => draw([c], { low: 0, high: 0 });
+  const { hidden: C, heads, kvHeads, headDim: D, intermediate: F, vocabSize: V } = cfg;
+  const gpt2 = cfg.family === 'gpt2';
+  const W3 = (heads + 2 * kvHeads) * D;
+  const out: ModelWeights[] = [];
+  try {
+    for (const stage of stages) {
+      const layers: LayerWeights[] = [];
+      for (let i = stage.start; i < stage.end; i++)
+        layers.push({
+          norm1: yield* ones(C),
+          norm1Bias: gpt2 ? yield* zeros(C) : undefined,
+          qkv: yield* rnd([W3, C], i, 0),
+          // Qwen2-style biases are drawn, not zero, so that a preset exercises them.
+          qkvBias: gpt2 ? yield* zeros(W3) : cfg.qkvBias ? yield* rnd([W3], i, 4) : undefined,
+          out: yield* rnd([C, heads * D], i, 1),
+          outBias: gpt2 ? yield* zeros(C) : cfg.outBias ? yield* rnd([C], i, 5) : undefined,
+          norm2: yield* ones(C),
+          norm2Bias: gpt2 ? yield* zeros(C) : undefined,
+          up: yield* rnd([gpt2 ? F : 2 * F, C], i, 2),
+          upBias: gpt2 ? yield* zeros(F) : undefined,
+          down: yield* rnd([C, F], i, 3),
+          downBias: gpt2 ? yield* zeros(C) : undefined,
+        });
+      const needEmbed = stage.embed || (stage.head && cfg.tieEmbeddings);
+      const embed = needEmbed ? yield* rnd([V, C], -2, 0) : undefined;
+      out.push({
+        stage,
+        embed,
+        positions: gpt2 && stage.embed ? yield* rnd([cfg.maxPositions, C], -2, 1) : undefined,
+        layers,
+        normF: stage.head ? yield* ones(C) : undefined,
+        normFBias: gpt2 && stage.head ? yield* zeros(C) : undefined,
+        head: stage.head ? (cfg.tieEmbeddings ? embed : yield* rnd([V, C], -1, 0)) : undefined,
+        ropeFreqs: stage.end > stage.start ? keep(ropeFrequencyTensor(cfg, device)) : undefined,
+      });
+    }
+  } catch (e) {
+    for (const t of made) t.dispose(); // an abort (thrown in at a step) or a failed draw leaves nothing behind
+    throw e;
+  }
+  return out;
 }
 
 // ---------------------------------------------------------------------------------------- from files
@@ -123,6 +167,9 @@ function concat(parts: Host[]): Host {
   return out;
 }
 
+/** Bytes read between two steps of a file load: a large tensor (an embedding) is read in pieces. */
+export const LOAD_PIECE_BYTES = 64 << 20;
+
 class Loader {
   readonly used = new Set<string>();
   readonly made: Tensor[] = [];
@@ -131,16 +178,27 @@ class Loader {
     readonly dtype: DType,
     readonly device: string,
     readonly source: string,
+    readonly pieceBytes: number,
   ) {}
 
-  /** Host values of `name`, checked against the shape the config implies. */
-  host(name: string, shape: number[]): Host {
+  /** Host values of `name`, checked against the shape the config implies; a step per piece read. */
+  *host(name: string, shape: number[]): LoadSteps<Host> {
     if (!this.store.has(name)) throw new Error(`${this.source}: missing tensor "${name}" (expected shape [${shape.join(', ')}])`);
     const got = this.store.info(name).shape;
     if (got.length !== shape.length || got.some((d, i) => d !== shape[i]))
       throw new Error(`${this.source}: tensor "${name}" has shape [${got.join(', ')}], the config implies [${shape.join(', ')}]`);
     this.used.add(name);
-    return this.store.read(name, this.dtype === 'i32' ? 'f32' : (this.dtype as 'f32' | 'bf16' | 'f16'));
+    // The last piece's step also counts the tensor (an empty tensor has one step of 0 bytes).
+    const pieces = this.store.readRawSteps(name, this.pieceBytes);
+    let r = pieces.next();
+    if (r.done) yield { tensors: 1, bytes: 0 };
+    while (!r.done) {
+      const bytes = r.value;
+      r = pieces.next();
+      yield { tensors: r.done ? 1 : 0, bytes };
+    }
+    const raw = r.value;
+    return this.store.convert(name, raw, this.dtype === 'i32' ? 'f32' : (this.dtype as 'f32' | 'bf16' | 'f16'));
   }
 
   upload(data: Host, shape: number[]): Tensor {
@@ -150,8 +208,8 @@ class Loader {
     return t;
   }
 
-  tensor(name: string, shape: number[]): Tensor {
-    return this.upload(this.host(name, shape), shape);
+  *tensor(name: string, shape: number[]): LoadSteps<Tensor> {
+    return this.upload(yield* this.host(name, shape), shape);
   }
 
   /**
@@ -221,38 +279,40 @@ export function loadLimits(cfg: ModelConfig): HeaderLimits {
   return { maxTensors, maxHeaderBytes: Math.min(1024 * 1024 + 1024 * maxTensors, DEFAULT_HEADER_LIMITS.maxHeaderBytes) };
 }
 
-function loadGpt2(cfg: ModelConfig, L: Loader, stage: Stage): ModelWeights {
+function* loadGpt2(cfg: ModelConfig, L: Loader, stage: Stage): LoadSteps<ModelWeights> {
   const { hidden: C, intermediate: F, vocabSize: V, maxPositions: P } = cfg;
   // Checkpoints saved from GPT2LMHeadModel prefix names with "transformer."; bare GPT2Model ones do not.
   // Judged by all the names, so a missing transformer.wte.weight is reported under its own name.
-  const pre = L.store.names().some((n) => n.startsWith('transformer.')) ? 'transformer.' : '';
-  const conv = (name: string, inF: number, outF: number) => L.upload(transpose(L.host(name, [inF, outF]), inF, outF), [outF, inF]);
+  const pre = gpt2Prefix(L.store);
+  function* conv(name: string, inF: number, outF: number): LoadSteps<Tensor> {
+    return L.upload(transpose(yield* L.host(name, [inF, outF]), inF, outF), [outF, inF]);
+  }
   const layers: LayerWeights[] = [];
   for (let i = stage.start; i < stage.end; i++) {
     const p = `${pre}h.${i}.`;
     layers.push({
-      norm1: L.tensor(`${p}ln_1.weight`, [C]),
-      norm1Bias: L.tensor(`${p}ln_1.bias`, [C]),
-      qkv: conv(`${p}attn.c_attn.weight`, C, 3 * C),
-      qkvBias: L.tensor(`${p}attn.c_attn.bias`, [3 * C]),
-      out: conv(`${p}attn.c_proj.weight`, C, C),
-      outBias: L.tensor(`${p}attn.c_proj.bias`, [C]),
-      norm2: L.tensor(`${p}ln_2.weight`, [C]),
-      norm2Bias: L.tensor(`${p}ln_2.bias`, [C]),
-      up: conv(`${p}mlp.c_fc.weight`, C, F),
-      upBias: L.tensor(`${p}mlp.c_fc.bias`, [F]),
-      down: conv(`${p}mlp.c_proj.weight`, F, C),
-      downBias: L.tensor(`${p}mlp.c_proj.bias`, [C]),
+      norm1: yield* L.tensor(`${p}ln_1.weight`, [C]),
+      norm1Bias: yield* L.tensor(`${p}ln_1.bias`, [C]),
+      qkv: yield* conv(`${p}attn.c_attn.weight`, C, 3 * C),
+      qkvBias: yield* L.tensor(`${p}attn.c_attn.bias`, [3 * C]),
+      out: yield* conv(`${p}attn.c_proj.weight`, C, C),
+      outBias: yield* L.tensor(`${p}attn.c_proj.bias`, [C]),
+      norm2: yield* L.tensor(`${p}ln_2.weight`, [C]),
+      norm2Bias: yield* L.tensor(`${p}ln_2.bias`, [C]),
+      up: yield* conv(`${p}mlp.c_fc.weight`, C, F),
+      upBias: yield* L.tensor(`${p}mlp.c_fc.bias`, [F]),
+      down: yield* conv(`${p}mlp.c_proj.weight`, F, C),
+      downBias: yield* L.tensor(`${p}mlp.c_proj.bias`, [C]),
     });
   }
-  const embed = stage.embed || stage.head ? L.tensor(`${pre}wte.weight`, [V, C]) : undefined;
+  const embed = stage.embed || stage.head ? yield* L.tensor(`${pre}wte.weight`, [V, C]) : undefined;
   const w: ModelWeights = {
     stage,
     embed,
-    positions: stage.embed ? L.tensor(`${pre}wpe.weight`, [P, C]) : undefined,
+    positions: stage.embed ? yield* L.tensor(`${pre}wpe.weight`, [P, C]) : undefined,
     layers,
-    normF: stage.head ? L.tensor(`${pre}ln_f.weight`, [C]) : undefined,
-    normFBias: stage.head ? L.tensor(`${pre}ln_f.bias`, [C]) : undefined,
+    normF: stage.head ? yield* L.tensor(`${pre}ln_f.weight`, [C]) : undefined,
+    normFBias: stage.head ? yield* L.tensor(`${pre}ln_f.bias`, [C]) : undefined,
     head: stage.head ? embed : undefined,
   };
   // A saved lm_head is the tied embedding again; attention-mask buffers are not weights.
@@ -260,48 +320,118 @@ function loadGpt2(cfg: ModelConfig, L: Loader, stage: Stage): ModelWeights {
   return w;
 }
 
-function loadLlama(cfg: ModelConfig, L: Loader, stage: Stage): ModelWeights {
+function* loadLlama(cfg: ModelConfig, L: Loader, stage: Stage): LoadSteps<ModelWeights> {
   const { hidden: C, heads, kvHeads, headDim: D, intermediate: F, vocabSize: V } = cfg;
   const layers: LayerWeights[] = [];
   for (let i = stage.start; i < stage.end; i++) {
     const p = `model.layers.${i}.`;
-    const q = L.host(`${p}self_attn.q_proj.weight`, [heads * D, C]);
-    const k = L.host(`${p}self_attn.k_proj.weight`, [kvHeads * D, C]);
-    const v = L.host(`${p}self_attn.v_proj.weight`, [kvHeads * D, C]);
-    const gate = L.host(`${p}mlp.gate_proj.weight`, [F, C]);
-    const up = L.host(`${p}mlp.up_proj.weight`, [F, C]);
+    const q = yield* L.host(`${p}self_attn.q_proj.weight`, [heads * D, C]);
+    const k = yield* L.host(`${p}self_attn.k_proj.weight`, [kvHeads * D, C]);
+    const v = yield* L.host(`${p}self_attn.v_proj.weight`, [kvHeads * D, C]);
+    const gate = yield* L.host(`${p}mlp.gate_proj.weight`, [F, C]);
+    const up = yield* L.host(`${p}mlp.up_proj.weight`, [F, C]);
     // Biases fused in the same order as the weights' rows: q, then k, then v.
     const qkvBias = cfg.qkvBias
       ? L.upload(
-          concat([L.host(`${p}self_attn.q_proj.bias`, [heads * D]), L.host(`${p}self_attn.k_proj.bias`, [kvHeads * D]), L.host(`${p}self_attn.v_proj.bias`, [kvHeads * D])]),
+          concat([
+            yield* L.host(`${p}self_attn.q_proj.bias`, [heads * D]),
+            yield* L.host(`${p}self_attn.k_proj.bias`, [kvHeads * D]),
+            yield* L.host(`${p}self_attn.v_proj.bias`, [kvHeads * D]),
+          ]),
           [(heads + 2 * kvHeads) * D],
         )
       : undefined;
     layers.push({
-      norm1: L.tensor(`${p}input_layernorm.weight`, [C]),
+      norm1: yield* L.tensor(`${p}input_layernorm.weight`, [C]),
       qkv: L.upload(concat([q, k, v]), [(heads + 2 * kvHeads) * D, C]),
       qkvBias,
-      out: L.tensor(`${p}self_attn.o_proj.weight`, [C, heads * D]),
-      outBias: cfg.outBias ? L.tensor(`${p}self_attn.o_proj.bias`, [C]) : undefined,
-      norm2: L.tensor(`${p}post_attention_layernorm.weight`, [C]),
+      out: yield* L.tensor(`${p}self_attn.o_proj.weight`, [C, heads * D]),
+      outBias: cfg.outBias ? yield* L.tensor(`${p}self_attn.o_proj.bias`, [C]) : undefined,
+      norm2: yield* L.tensor(`${p}post_attention_layernorm.weight`, [C]),
       up: L.upload(concat([gate, up]), [2 * F, C]),
-      down: L.tensor(`${p}mlp.down_proj.weight`, [C, F]),
+      down: yield* L.tensor(`${p}mlp.down_proj.weight`, [C, F]),
     });
   }
-  const tied = cfg.tieEmbeddings || !L.store.has('lm_head.weight');
-  const embed = stage.embed || (stage.head && tied) ? L.tensor('model.embed_tokens.weight', [V, C]) : undefined;
+  const tied = llamaTied(cfg, L.store);
+  const embed = stage.embed || (stage.head && tied) ? yield* L.tensor('model.embed_tokens.weight', [V, C]) : undefined;
   const w: ModelWeights = {
     stage,
     embed,
     layers,
-    normF: stage.head ? L.tensor('model.norm.weight', [C]) : undefined,
-    head: stage.head ? (tied ? embed : L.tensor('lm_head.weight', [V, C])) : undefined,
+    normF: stage.head ? yield* L.tensor('model.norm.weight', [C]) : undefined,
+    head: stage.head ? (tied ? embed : yield* L.tensor('lm_head.weight', [V, C])) : undefined,
   };
   const freqs = stage.end > stage.start ? ropeFrequencyTensor(cfg, L.device) : undefined;
   if (freqs) L.made.push((w.ropeFreqs = freqs));
   // A tied model never loads lm_head.weight: a file that has one is not the model the config describes.
   L.checkAllUsed(modelHas(cfg, '', cfg.tieEmbeddings ? LLAMA_ENDS.filter((n) => n !== 'lm_head.weight') : LLAMA_ENDS));
   return w;
+}
+
+/** GPT2LMHeadModel's checkpoints prefix names with "transformer."; bare GPT2Model ones do not. */
+const gpt2Prefix = (store: WeightStore) => (store.names().some((n) => n.startsWith('transformer.')) ? 'transformer.' : '');
+/** A LLaMA checkpoint without lm_head.weight ties the head to the embedding whatever the config says. */
+const llamaTied = (cfg: ModelConfig, store: WeightStore) => cfg.tieEmbeddings || !store.has('lm_head.weight');
+
+/** The names a stage's load reads, in the loaders' terms (loadGpt2, loadLlama); a name read twice by two stages counts twice. */
+function stageReads(cfg: ModelConfig, store: WeightStore, s: Stage): string[] {
+  const out: string[] = [];
+  if (cfg.family === 'gpt2') {
+    const pre = gpt2Prefix(store);
+    for (let i = s.start; i < s.end; i++) out.push(...GPT2_LAYER.map((n) => `${pre}h.${i}.${n}`));
+    if (s.embed || s.head) out.push(`${pre}wte.weight`);
+    if (s.embed) out.push(`${pre}wpe.weight`);
+    if (s.head) out.push(`${pre}ln_f.weight`, `${pre}ln_f.bias`);
+  } else {
+    const tied = llamaTied(cfg, store);
+    for (let i = s.start; i < s.end; i++) out.push(...LLAMA_LAYER.map((n) => `model.layers.${i}.${n}`));
+    if (s.embed || (s.head && tied)) out.push('model.embed_tokens.weight');
+    if (s.head) out.push('model.norm.weight');
+    if (s.head && !tied) out.push('lm_head.weight');
+  }
+  return out;
+}
+
+/**
+ * Tensors and file bytes that loading these stages from `store` reads (what fileWeightSteps reports).
+ * A name the files lack counts nothing: the load itself then fails naming it.
+ */
+export function fileWeightTotals(cfg: ModelConfig, store: WeightStore, stages: Stage[]): LoadAmount {
+  let tensors = 0, bytes = 0;
+  for (const s of stages)
+    for (const n of stageReads(cfg, store, s))
+      if (store.has(n)) (tensors += 1), (bytes += store.info(n).nbytes);
+  return { tensors, bytes };
+}
+
+/** Opens a checkpoint folder's weights with the header limits its config allows (see loadLimits). */
+export function openWeights(cfg: ModelConfig, folder: string): WeightStore {
+  return WeightStore.open(folder, loadLimits(cfg));
+}
+
+/**
+ * Several stages' weights from an open store, a step per piece read (at most `pieceBytes`). On any
+ * failure, or an abort thrown in at a step, everything it put on the device is freed. The caller closes
+ * the store.
+ */
+export function* fileWeightSteps(
+  cfg: ModelConfig,
+  store: WeightStore,
+  device: string,
+  dtype: DType,
+  stages: Stage[],
+  pieceBytes = LOAD_PIECE_BYTES,
+): LoadSteps<ModelWeights[]> {
+  if (!(Number.isSafeInteger(pieceBytes) && pieceBytes > 0)) throw new Error(`load ${store.folder}: pieceBytes must be a positive integer, got ${pieceBytes}`);
+  const L = new Loader(store, dtype, device, store.folder, pieceBytes);
+  try {
+    const out: ModelWeights[] = [];
+    for (const stage of stages) out.push(cfg.family === 'gpt2' ? yield* loadGpt2(cfg, L, stage) : yield* loadLlama(cfg, L, stage));
+    return out;
+  } catch (e) {
+    for (const t of L.made) t.dispose(); // nothing half-loaded stays on the device
+    throw e;
+  }
 }
 
 /** Load a Hugging Face checkpoint folder's weights (or one stage's share) onto `device` as `dtype`. */
@@ -311,13 +441,9 @@ export function loadWeights(cfg: ModelConfig, folder: string, device: string, dt
 
 /** Several stages' weights from one opening of the folder (its index and shard headers read once). */
 export function loadStageWeights(cfg: ModelConfig, folder: string, device: string, dtype: DType, stages: Stage[]): ModelWeights[] {
-  const store = WeightStore.open(folder, loadLimits(cfg));
-  const L = new Loader(store, dtype, device, folder);
+  const store = openWeights(cfg, folder);
   try {
-    return stages.map((stage) => (cfg.family === 'gpt2' ? loadGpt2(cfg, L, stage) : loadLlama(cfg, L, stage)));
-  } catch (e) {
-    for (const t of L.made) t.dispose(); // nothing half-loaded stays on the device
-    throw e;
+    return runLoadSync(fileWeightSteps(cfg, store, device, dtype, stages));
   } finally {
     store.close();
   }

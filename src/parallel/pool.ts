@@ -37,10 +37,23 @@ export interface WorkerContext {
   state: Map<string, unknown>;
   /** A line to the main thread (PoolOptions.onLog). */
   log(message: string, level?: LogLevel): void;
+  /**
+   * The running call's progress, to the `onProgress` its caller gave (CallOptions); dropped when it gave
+   * none. Structured-cloneable; a handler that runs several calls at once reports each on its own ctx.
+   */
+  progress(value: unknown): void;
+}
+
+export interface CallOptions {
+  /** `transfer` moves ArrayBuffers etc. instead of copying them */
+  transfer?: Transferable[];
+  /** hears each WorkerContext.progress of this call, in order, before it settles */
+  onProgress?: (value: any) => void;
 }
 
 interface Pending {
   method: string;
+  onProgress?: (value: unknown) => void;
   resolve: (v: any) => void;
   reject: (e: Error) => void;
   timer?: NodeJS.Timeout;
@@ -126,6 +139,15 @@ class Slot {
           else p.reject(remoteError(this.device, msg.error));
         } else if (msg.type === 'log') {
           onLog(this.device, msg.level, msg.message);
+        } else if (msg.type === 'progress') {
+          const p = this.pending.get(msg.id);
+          // A listener that throws must not break the message loop: it ends its own call.
+          try {
+            p?.onProgress?.(msg.value);
+          } catch (e) {
+            this.settle(msg.id);
+            p!.reject(e instanceof Error ? e : new Error(String(e)));
+          }
         }
       });
       this.worker.on('error', (e: Error) => {
@@ -140,7 +162,7 @@ class Slot {
     });
   }
 
-  call<R>(method: string, args: unknown, transfer: Transferable[] | undefined, timeoutMs: number): Promise<R> {
+  call<R>(method: string, args: unknown, transfer: Transferable[] | undefined, timeoutMs: number, onProgress?: (value: unknown) => void): Promise<R> {
     if (this.dead) return Promise.reject(new Error(`worker for ${this.device} has exited (it ${this.dead}); cannot call '${method}'`));
     return new Promise<R>((resolve, reject) => {
       const id = this.nextId++;
@@ -149,7 +171,7 @@ class Slot {
       } catch (e) {
         return reject(new Error(`[${this.device}] cannot send the arguments of '${method}': ${(e as Error).message}`));
       }
-      const p: Pending = { method, resolve, reject };
+      const p: Pending = { method, resolve, reject, onProgress };
       if (timeoutMs > 0) {
         p.timer = setTimeout(() => {
           const msg = `[${this.device}] '${method}' timed out after ${timeoutMs} ms; its worker is terminated`;
@@ -226,13 +248,18 @@ export class DevicePool {
     return new DevicePool(slots, timeoutMs);
   }
 
-  /** Run `method` on worker `rank`; `transfer` moves ArrayBuffers etc. instead of copying them. */
-  call<R = unknown>(rank: number, method: string, args?: unknown, transfer?: Transferable[]): Promise<R> {
+  /**
+   * Run `method` on worker `rank`; `transfer` moves ArrayBuffers etc. instead of copying them (or give
+   * CallOptions, which also take an onProgress).
+   */
+  call<R = unknown>(rank: number, method: string, args?: unknown, transfer?: Transferable[] | CallOptions): Promise<R> {
     if (this.closing) return Promise.reject(new Error(`pool closed; cannot call '${method}'`));
     const slot = this.slots[rank];
     if (!Number.isInteger(rank) || !slot)
       return Promise.reject(new RangeError(`rank ${rank} out of range: the pool has ${this.slots.length} workers`));
-    return slot.call<R>(method, args, transfer, this.timeoutMs);
+    const o: CallOptions = Array.isArray(transfer) ? { transfer } : (transfer ?? {});
+    if (o.onProgress !== undefined && typeof o.onProgress !== 'function') return Promise.reject(new Error(`call('${method}'): onProgress must be a function`));
+    return slot.call<R>(method, args, o.transfer, this.timeoutMs, o.onProgress);
   }
 
   /** The same method on every worker; results in rank order. Rejects with the first failure. */

@@ -28,7 +28,9 @@ export type FromWorker =
   | { type: 'init'; ok: false; error: SerializedError }
   | { type: 'result'; id: number; ok: true; value: unknown }
   | { type: 'result'; id: number; ok: false; error: SerializedError }
-  | { type: 'log'; level: 'info' | 'warn' | 'error'; message: string };
+  | { type: 'log'; level: 'info' | 'warn' | 'error'; message: string }
+  /** a running call's progress (WorkerContext.progress), to the caller's onProgress */
+  | { type: 'progress'; id: number; value: unknown };
 
 export function serializeError(e: unknown): SerializedError {
   if (e instanceof Error) return { name: e.name, message: e.message, stack: e.stack };

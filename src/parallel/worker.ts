@@ -72,7 +72,8 @@ async function init(): Promise<WorkerContext> {
   }
   const log = (message: string, level: LogLevel = 'info'): void => post({ type: 'log', level, message: String(message) });
   const stopFlag = new Int32Array(config.stop, 4 * config.rank, 1);
-  return { rank: config.rank, world: config.world, device, stopFlag, stopRequested: () => Atomics.load(stopFlag, 0) !== 0, state: new Map(), log };
+  const progress = (): void => {}; // outside a call: nobody listens (serve gives each call its own)
+  return { rank: config.rank, world: config.world, device, stopFlag, stopRequested: () => Atomics.load(stopFlag, 0) !== 0, state: new Map(), log, progress };
 }
 
 async function serve(ctx: WorkerContext, msg: ToWorker): Promise<void> {
@@ -81,7 +82,8 @@ async function serve(ctx: WorkerContext, msg: ToWorker): Promise<void> {
   try {
     const fn = handlers.get(method);
     if (!fn) throw new Error(`unknown method '${method}'; known: ${[...handlers.keys()].sort().join(', ')}`);
-    value = await fn(msg.args, ctx);
+    // The call's own progress channel; the rest of the context (state, stop flag) is the worker's.
+    value = await fn(msg.args, { ...ctx, progress: (v: unknown) => post({ type: 'progress', id, value: v }) });
   } catch (e) {
     post({ type: 'result', id, ok: false, error: serializeError(e) });
     return;

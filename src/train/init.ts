@@ -4,7 +4,10 @@ import { parseDevice } from '../device.js';
 import type { DType } from '../dtype.js';
 import type { ModelConfig } from '../io/config.js';
 import { resolveSource } from '../models/source.js';
-import { disposeWeights, loadWeights, randomWeights, wholeModel, type Stage } from '../models/weights.js';
+import { runLoadAsync, runLoadSync, type LoadControl, type LoadSteps } from '../models/load-steps.js';
+import {
+  disposeWeights, fileWeightSteps, fileWeightTotals, openWeights, randomWeightSteps, randomWeightTotals, wholeModel, type ModelWeights, type Stage,
+} from '../models/weights.js';
 import { FlatParams } from './params.js';
 
 export interface InitOptions {
@@ -32,11 +35,45 @@ export function resolveModel(model: string | ModelConfig): ModelSource {
 
 /** Flat parameters holding the source's weights (random for presets and configs). */
 export function initParams(src: ModelSource, o: InitOptions = {}): FlatParams {
+  const { params, steps, close } = prepareInit(src, o);
+  try {
+    return fill(params, () => runLoadSync(steps));
+  } finally {
+    close();
+  }
+}
+
+/** initParams a tensor (or piece) at a time, with progress and an abort (see Model.loadAsync). */
+export async function initParamsAsync(src: ModelSource, o: InitOptions & LoadControl = {}): Promise<FlatParams> {
+  const { params, steps, total, close, device } = prepareInit(src, o);
+  try {
+    return await fillAsync(params, () => runLoadAsync(steps, total, o, `loading ${src.name} on ${device}`));
+  } finally {
+    close();
+  }
+}
+
+/** The flat buffers and the steps that load the weights to copy into them (f32, on the device). */
+function prepareInit(src: ModelSource, o: InitOptions) {
   const device = parseDevice(o.device ?? 'cpu:0');
   const stage = o.stage ?? wholeModel(src.cfg);
-  const p = new FlatParams(src.cfg, stage, device, o.dtype ?? 'f32');
+  const store = src.folder ? openWeights(src.cfg, src.folder) : null;
   try {
-    const w = src.folder ? loadWeights(src.cfg, src.folder, device, 'f32', stage) : randomWeights(src.cfg, device, 'f32', o.seed ?? 0, stage);
+    const steps: LoadSteps<ModelWeights[]> = store
+      ? fileWeightSteps(src.cfg, store, device, 'f32', [stage])
+      : randomWeightSteps(src.cfg, device, 'f32', o.seed ?? 0, [stage]);
+    const total = store ? fileWeightTotals(src.cfg, store, [stage]) : randomWeightTotals(src.cfg, 'f32', [stage]);
+    const params = new FlatParams(src.cfg, stage, device, o.dtype ?? 'f32');
+    return { params, steps, total, device, close: () => store?.close() };
+  } catch (e) {
+    store?.close();
+    throw e;
+  }
+}
+
+function fill(p: FlatParams, load: () => ModelWeights[]): FlatParams {
+  try {
+    const w = load()[0]!;
     try {
       p.setFrom(w);
     } finally {
@@ -47,4 +84,15 @@ export function initParams(src: ModelSource, o: InitOptions = {}): FlatParams {
     throw e;
   }
   return p;
+}
+
+async function fillAsync(p: FlatParams, load: () => Promise<ModelWeights[]>): Promise<FlatParams> {
+  let ws: ModelWeights[];
+  try {
+    ws = await load();
+  } catch (e) {
+    p.dispose();
+    throw e;
+  }
+  return fill(p, () => ws);
 }

@@ -16,7 +16,8 @@ import type { ModelConfig } from '../io/config.js';
 import { TrainLoader, valBatches, windowCount, type Tokens } from '../data/loader.js';
 import { prepareDataset, readDataset } from '../data/prepare.js';
 import { checkSaveFolder, loadOptimizerState, readCheckpointState, saveCheckpoint, type SaveOptions } from './checkpoint.js';
-import { initParams, resolveModel, type ModelSource } from './init.js';
+import { initParamsAsync, resolveModel, type ModelSource } from './init.js';
+import { reportingLoad, type LoadReporter } from '../models/load-steps.js';
 import { adamwStep, DEFAULT_ADAMW, gradNorm, lrAt } from './optim.js';
 import type { FlatParams } from './params.js';
 import { countTargets, TrainStage } from './stage.js';
@@ -71,6 +72,8 @@ export interface TrainOptions {
   /** a checkpoint folder to continue from */
   resume?: string;
   onStep?: (e: StepEvent) => void;
+  /** hears the weights' load (the CLI's progress bar); a resumed run loads its optimizer state without it */
+  loadProgress?: LoadReporter;
   onEval?: (e: EvalEvent) => void;
   onEpoch?: (e: EpochEvent) => void;
   onSave?: (dir: string, step: number) => void;
@@ -226,7 +229,9 @@ export class Trainer {
       if (ck.step > totalSteps) throw new Error(`resume: ${o.resume} is at step ${ck.step}, past this run's ${totalSteps} steps`);
     }
     // From a checkpoint the weights come from its optimizer state; a random init just fills the buffers first.
-    const params = initParams(ck ? { ...src, folder: null } : src, { device: o.device, dtype, seed: o.seed ?? 0 });
+    const params = await reportingLoad(o.loadProgress, (onProgress) =>
+      initParamsAsync(ck ? { ...src, folder: null } : src, { device: o.device, dtype, seed: o.seed ?? 0, onProgress }),
+    );
     try {
       if (ck) {
         loadOptimizerState(o.resume!, params, ck);

@@ -15,6 +15,15 @@ export const handlers = {
     return out;
   },
 
+  // `n` progress values, each after a turn of the event loop; returns n.
+  count: async (n, ctx) => {
+    for (let i = 1; i <= n; i++) {
+      await new Promise((r) => setImmediate(r));
+      ctx.progress({ i, device: ctx.device });
+    }
+    return n;
+  },
+
   remember: ({ key, value }, ctx) => void ctx.state.set(key, value),
   recall: (key, ctx) => ctx.state.get(key),
 

@@ -83,6 +83,29 @@ describe('DevicePool', () => {
     expect(order).toEqual(['spin', 'whoami']);
   });
 
+  it('forwards each call\'s ctx.progress to that call\'s onProgress, in order, before its result', async () => {
+    const heard: { rank: number; i: number; device: string }[] = [];
+    const res = await Promise.all(
+      [0, 1].map((r) => pool.call<number>(r, 'count', 5 + r, { onProgress: (v: { i: number; device: string }) => heard.push({ rank: r, ...v }) })),
+    );
+    expect(res).toEqual([5, 6]);
+    for (const r of [0, 1]) {
+      const mine = heard.filter((h) => h.rank === r);
+      expect(mine.map((h) => h.i)).toEqual(Array.from({ length: 5 + r }, (_, k) => k + 1));
+      expect(mine.every((h) => h.device === DEVICES[r])).toBe(true);
+    }
+    // Without a listener the values are dropped; a listener that throws rejects its call only.
+    await expect(pool.call(2, 'count', 3)).resolves.toBe(3);
+    await expect(
+      pool.call(2, 'count', 3, {
+        onProgress: () => {
+          throw new Error('listener broke');
+        },
+      }),
+    ).rejects.toThrow('listener broke');
+    await expect(pool.call(2, 'whoami')).resolves.toMatchObject({ rank: 2 });
+  });
+
   it('forwards ctx.log lines', async () => {
     const lines: string[] = [];
     const p = await DevicePool.start(['cpu:1'], { modules: [handlers], onLog: (d, l, m) => lines.push(`${d} ${l} ${m}`) });

@@ -13,6 +13,10 @@ import { defaultBenchDevices, describePlan, planDevices, planStrategyBench, runS
 import { modelConfig } from '../../models/source.js';
 import type { Strategy } from '../../parallel/placement.js';
 import { bytes, checkFormat, fixed, render, type Format } from '../format.js';
+import { LoadProgressBar } from '../progress.js';
+
+/** A progress bar per model load on stderr; nothing with --json (stdout is the document). */
+const loadBars = (opts: BenchOpts) => (label: string) => new LoadProgressBar(label, { quiet: opts.json === true });
 
 interface BenchOpts {
   device?: string;
@@ -112,7 +116,7 @@ async function generateBench(opts: BenchOpts, device: string, dtype: DType | und
   const newTokens = positiveInt('--new-tokens', opts.newTokens) ?? (opts.quick ? 16 : 128);
   if (promptTokens + newTokens > cfg.maxPositions) throw new Error(`bench generate: ${promptTokens} prompt + ${newTokens} new tokens is longer than ${model}'s context of ${cfg.maxPositions}`);
   const out = output(opts, `generate: ${model} ${dt} on ${describeDevice(device)}, batch ${batches.join(', ')}, ${promptTokens} prompt + ${newTokens} new tokens`);
-  const results = await runGenerateBench({ model, device, dtype: dt, batches, promptTokens, newTokens, onResult: (r) => out.say(`  batch ${r.batch}: ${r.decodeTokensPerS.toFixed(0)} tokens/s decode`) });
+  const results = await runGenerateBench({ model, device, dtype: dt, batches, promptTokens, newTokens, loadProgress: loadBars(opts), onResult: (r) => out.say(`  batch ${r.batch}: ${r.decodeTokensPerS.toFixed(0)} tokens/s decode`) });
   out.emit(
     { scenario: 'generate', model, dtype: dt, device, batches, promptTokens, newTokens },
     [device],
@@ -151,6 +155,7 @@ async function strategies(opts: BenchOpts, dtype: DType | undefined): Promise<vo
   const plan = planStrategyBench({
     model: opts.model,
     devices: opts.devices ? opts.devices.split(',').map((d) => d.trim()) : undefined,
+    loadProgress: loadBars(opts),
     dtype,
     batch: positiveInt('--batch', opts.batch),
     promptTokens: positiveInt('--prompt-tokens', opts.promptTokens) ?? (opts.quick ? 16 : undefined),

@@ -4,7 +4,9 @@
 import type { Command } from 'commander';
 import { checkDType } from '../../dtype.js';
 import { streamText, generateSteps } from '../../engine/generate.js';
+import { reportingLoad } from '../../models/load-steps.js';
 import { Model } from '../../models/model.js';
+import { LoadProgressBar } from '../progress.js';
 import { hasTokenizer, resolveSource } from '../../models/source.js';
 import { resolveSampling } from '../../engine/sampling.js';
 import { ParallelModel } from '../../engine/parallel-model.js';
@@ -79,7 +81,8 @@ export function register(program: Command): void {
       if (o.prompt !== undefined && !hasTokenizer(src))
         throw new Error(`${o.model} has no tokenizer, so --prompt cannot be encoded: give token ids with --prompt-ids 1,2,3 (or a folder with tokenizer.json)`);
       if (src.kind === 'preset') console.error(`[${o.model} is a preset: seeded random weights of the real shape, so its text is noise]`);
-      const m = Model.load(o.model, { device: o.device, dtype });
+      const bar = new LoadProgressBar(`loading ${o.model}`);
+      const m = await reportingLoad(bar, (onProgress) => Model.loadAsync(o.model, { device: o.device, dtype, onProgress }));
       // A reader that goes away (generate ... | head) ends the generation quietly.
       let gone = false;
       process.stdout.on('error', (e: NodeJS.ErrnoException) => {

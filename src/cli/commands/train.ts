@@ -1,6 +1,7 @@
 // `parallm train`: train a preset from scratch or fine-tune a folder on one device, with progress per step
 // (a `\r`-updated line on a terminal, plain lines otherwise, or JSON lines), validation and checkpoints.
 import type { Command } from 'commander';
+import { LoadProgressBar } from '../progress.js';
 import { checkDType } from '../../dtype.js';
 import { defaultDevice, parseDevice } from '../../device.js';
 import { Trainer, type EpochEvent, type EvalEvent, type StepEvent } from '../../train/trainer.js';
@@ -102,6 +103,7 @@ export function register(program: Command): void {
         save: o.save,
         saveEvery: num('--save-every', o.saveEvery, true),
         resume: o.resume,
+        loadProgress: new LoadProgressBar(`loading ${o.model ?? o.resume}`, { quiet: o.json }),
         onStep: (e: StepEvent) => {
           if (o.json) return out({ type: 'step', ...e });
           const line =
