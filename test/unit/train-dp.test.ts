@@ -172,3 +172,27 @@ describe('dp failures end the run with the device named', () => {
     await dp.close();
   });
 });
+
+describe('parallm train --strategy dp', () => {
+  it('prints the single-device JSON lines, with the global tokens a step; bad flag combinations are errors', async () => {
+    const { spawnSync } = await import('node:child_process');
+    const { writeFileSync } = await import('node:fs');
+    const dir = tmp();
+    const r = rng(3);
+    const words = ['the', 'cat', 'sat', 'on', 'a', 'mat', 'dog', 'ran'];
+    writeFileSync(path.join(dir, 'text.txt'), Array.from({ length: 3000 }, () => words[Math.floor(r() * words.length)]).join(' '));
+    const cli = path.resolve('dist/cli/index.js');
+    const run = (...args: string[]) =>
+      spawnSync(process.execPath, [cli, 'train', '--model', 'tiny-gpt2', '--data', path.join(dir, 'text.txt'), '--data-cache', path.join(dir, 'cache'), '--seq', '8', '--batch', '2', ...args], { encoding: 'utf8', timeout: 120_000 });
+    const ok = run('--strategy', 'dp', '--devices', 'cpu:0,cpu:1', '--steps', '2', '--eval-batches', '1', '--json', '--save', path.join(dir, 'ck'));
+    expect(ok.status, ok.stderr).toBe(0);
+    const lines = ok.stdout.trim().split('\n').map((l) => JSON.parse(l));
+    expect(lines.map((l) => l.type)).toEqual(['step', 'step', 'eval', 'save', 'done']);
+    expect(lines[0].tokens).toBe(2 * 8 * 2);
+    expect(lines[4].loss).toBe(lines[1].loss);
+    expect(Number.isFinite(lines[2].valLoss)).toBe(true);
+    const bad = run('--strategy', 'dp', '--steps', '2');
+    expect(bad.status).not.toBe(0);
+    expect(bad.stderr).toMatch(/--strategy dp needs --devices/);
+  });
+});
