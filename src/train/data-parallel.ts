@@ -15,6 +15,7 @@ import { ensureCpuDevices, parseDevice } from '../device.js';
 import { newCommId, type CommKind } from '../parallel/comm.js';
 import { DevicePool } from '../parallel/pool.js';
 import type { DataShard } from './dp-data.js';
+import type { GradBucket } from './grad-buckets.js';
 import { prepareTrainData, type EvalEvent, type TrainOptions, type TrainResult } from './trainer.js';
 import type { ReplicaInfo, ReplicaInitArgs, ReplicaOptions, StepFault } from './worker.js';
 
@@ -27,6 +28,12 @@ export interface DataParallelOptions extends Omit<TrainOptions, 'device' | 'shar
   commTimeoutMs?: number;
   /** bound on every worker call (a step, a save), ms; a worker past it is terminated (default 0: none) */
   callTimeoutMs?: number;
+  /**
+   * > 0: all-reduce the gradient in buckets of about this many MiB, each launched as soon as the backward
+   * has completed it (src/train/grad-buckets.ts; on GPUs on a second stream, overlapping the backward).
+   * 0 (default): one all-reduce of the whole gradient after the backward.
+   */
+  bucketMiB?: number;
   /** @internal test hook: a rank fails at a step */
   fault?: StepFault;
 }
@@ -34,7 +41,7 @@ export interface DataParallelOptions extends Omit<TrainOptions, 'device' | 'shar
 // Workers import compiled JS; from the TS sources the pool maps src/*.ts to dist/*.js.
 const WORKER_MODULE = fileURLToPath(new URL(`./worker${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, import.meta.url));
 
-const CALLBACKS = ['onStep', 'onEval', 'onEpoch', 'onSave', 'devices', 'dataOrder', 'commTimeoutMs', 'callTimeoutMs', 'fault'] as const;
+const CALLBACKS = ['onStep', 'onEval', 'onEpoch', 'onSave', 'devices', 'dataOrder', 'commTimeoutMs', 'callTimeoutMs', 'bucketMiB', 'fault'] as const;
 
 export class DataParallelTrainer {
   step: number;
@@ -82,6 +89,8 @@ export class DataParallelTrainer {
     if (order !== 'sharded' && order !== 'global') throw new Error(`train dp: dataOrder must be 'sharded' or 'global', got ${String(order)}`);
     const commTimeoutMs = o.commTimeoutMs ?? 60_000;
     if (!Number.isInteger(commTimeoutMs) || commTimeoutMs < 0) throw new Error(`train dp: commTimeoutMs must be an integer >= 0, got ${commTimeoutMs}`);
+    const bucketMiB = o.bucketMiB ?? 0;
+    if (!(bucketMiB >= 0 && Number.isFinite(bucketMiB))) throw new Error(`train dp: bucketMiB must be a number >= 0, got ${bucketMiB}`);
     // Prepared once here: replicas preparing the same cache folder at once would race.
     const data = await prepareTrainData(o);
     const opts = Object.fromEntries(Object.entries(o).filter(([k]) => !(CALLBACKS as readonly string[]).includes(k))) as ReplicaOptions;
@@ -91,7 +100,7 @@ export class DataParallelTrainer {
     const comm = devices.length > 1 ? { kind, id: newCommId(kind), timeoutMs: commTimeoutMs } : null;
     let infos: ReplicaInfo[];
     try {
-      infos = await pool.all<ReplicaInfo>('trainInit', () => ({ opts, order, comm }) satisfies ReplicaInitArgs);
+      infos = await pool.all<ReplicaInfo>('trainInit', () => ({ opts, order, comm, bucketBytes: Math.round(bucketMiB * 2 ** 20) }) satisfies ReplicaInitArgs);
     } catch (e) {
       await pool.close();
       throw e;
@@ -132,7 +141,9 @@ export class DataParallelTrainer {
   }
 
   /** Each rank's master weights and AdamW moments (to check that the replicas agree). */
-  async replicaStates(): Promise<{ master: Float32Array; m: Float32Array; v: Float32Array; step: number }[]> {
+  async replicaStates(): Promise<
+    { master: Float32Array; m: Float32Array; v: Float32Array; step: number; buckets: { ranges: GradBucket[]; launchOrder: number[] } | null }[]
+  > {
     return this.pool.all('trainState');
   }
 

@@ -4,9 +4,11 @@
 // communicator over all ranks. A step: forward/backward on its share, then one all-reduce 'avg' of the
 // flat gradient buffer (the seed's average_gradients), then the norm and AdamW, which see the same
 // gradient on every rank, so the replicas stay identical without ever exchanging weights.
+import { dtypeSize } from '../dtype.js';
 import { Communicator, type CommKind } from '../parallel/comm.js';
 import type { Handler, WorkerContext } from '../parallel/pool.js';
 import type { DataShard } from './dp-data.js';
+import { BucketedAllReduce } from './grad-buckets.js';
 import { Trainer, type TokenData, type TrainOptions } from './trainer.js';
 
 /** The structured-cloneable part of TrainOptions (no callbacks), with the data already prepared. */
@@ -18,6 +20,8 @@ export interface ReplicaInitArgs {
   opts: ReplicaOptions;
   order: NonNullable<DataShard['order']>;
   comm: { kind: CommKind; id: string | Uint8Array; timeoutMs?: number } | null;
+  /** > 0: all-reduce the gradient in buckets of about this many bytes during the backward (grad-buckets.ts) */
+  bucketBytes?: number;
 }
 
 export interface ReplicaInfo {
@@ -42,6 +46,7 @@ export interface StepFault {
 interface Replica {
   trainer: Trainer;
   comm: Communicator | null;
+  buckets: BucketedAllReduce | null;
 }
 
 const replica = (ctx: WorkerContext): Replica => {
@@ -53,6 +58,7 @@ const replica = (ctx: WorkerContext): Replica => {
 function disposeReplica(ctx: WorkerContext): void {
   const r = ctx.state.get('replica') as Replica | undefined;
   ctx.state.delete('replica');
+  r?.buckets?.dispose();
   r?.trainer.dispose();
   r?.comm?.destroy();
 }
@@ -63,19 +69,27 @@ export const handlers: Record<string, Handler> = {
     // NCCL's create blocks until every rank has joined, so it comes before anything that may fail on one rank only.
     const comm = a.comm ? Communicator.create(a.comm.kind, a.comm.id, ctx.rank, ctx.world, ctx.device, { timeoutMs: a.comm.timeoutMs, stopFlag: ctx.stopFlag }) : null;
     let trainer: Trainer;
+    let buckets: BucketedAllReduce | null = null;
     try {
       trainer = await Trainer.create({
         ...a.opts,
         device: ctx.device,
         shard: { rank: ctx.rank, world: ctx.world, order: a.order },
-        reduceGradients: comm ? (p) => comm.allReduce(p.grad, 'avg') : undefined,
+        // the seed's average_gradients: one all-reduce of the whole flat gradient after the backward,
+        // or the buckets' wait for the reductions they launched during it
+        reduceGradients: comm ? (p) => (buckets ? buckets.finish() : comm.allReduce(p.grad, 'avg')) : undefined,
       });
+      if (comm && a.bucketBytes) {
+        const p = trainer.params;
+        buckets = new BucketedAllReduce(p, comm, Math.max(1, Math.ceil(a.bucketBytes / dtypeSize(p.grad.dtype))), a.opts.gradAccum ?? 1);
+        trainer.stage.onGradsReady = buckets.onGradsReady;
+      }
     } catch (e) {
       comm?.abort(); // the other ranks' first collective fails at once instead of waiting out the timeout
       comm?.destroy();
       throw e;
     }
-    ctx.state.set('replica', { trainer, comm } satisfies Replica);
+    ctx.state.set('replica', { trainer, comm, buckets } satisfies Replica);
     return {
       device: ctx.device, step: trainer.step, totalSteps: trainer.totalSteps, stepsPerEpoch: trainer.stepsPerEpoch, losses: [...trainer.losses],
       n: trainer.params.n, dtype: trainer.params.dtype, name: trainer.source.name, family: trainer.cfg.family,
@@ -109,10 +123,14 @@ export const handlers: Record<string, Handler> = {
     t.save(a.dir);
   },
 
-  /** This replica's master weights and moments (tests compare the replicas). */
+  /** This replica's master weights and moments, and the buckets' launch order of the last step (tests). */
   trainState(_a: unknown, ctx) {
-    const p = replica(ctx).trainer.params;
-    return { master: p.hostMaster(), m: p.m.toArray() as Float32Array, v: p.v.toArray() as Float32Array, step: replica(ctx).trainer.step };
+    const r = replica(ctx);
+    const p = r.trainer.params;
+    return {
+      master: p.hostMaster(), m: p.m.toArray() as Float32Array, v: p.v.toArray() as Float32Array, step: r.trainer.step,
+      buckets: r.buckets ? { ranges: r.buckets.buckets, launchOrder: [...r.buckets.launchOrder] } : null,
+    };
   },
 
   trainDispose(_a: unknown, ctx) {

@@ -184,7 +184,7 @@ describe('parallm train --strategy dp', () => {
     const cli = path.resolve('dist/cli/index.js');
     const run = (...args: string[]) =>
       spawnSync(process.execPath, [cli, 'train', '--model', 'tiny-gpt2', '--data', path.join(dir, 'text.txt'), '--data-cache', path.join(dir, 'cache'), '--seq', '8', '--batch', '2', ...args], { encoding: 'utf8', timeout: 120_000 });
-    const ok = run('--strategy', 'dp', '--devices', 'cpu:0,cpu:1', '--steps', '2', '--eval-batches', '1', '--json', '--save', path.join(dir, 'ck'));
+    const ok = run('--strategy', 'dp', '--devices', 'cpu:0,cpu:1', '--bucket-mb', '1', '--steps', '2', '--eval-batches', '1', '--json', '--save', path.join(dir, 'ck'));
     expect(ok.status, ok.stderr).toBe(0);
     const lines = ok.stdout.trim().split('\n').map((l) => JSON.parse(l));
     expect(lines.map((l) => l.type)).toEqual(['step', 'step', 'eval', 'save', 'done']);
@@ -195,4 +195,38 @@ describe('parallm train --strategy dp', () => {
     expect(bad.status).not.toBe(0);
     expect(bad.stderr).toMatch(/--strategy dp needs --devices/);
   });
+});
+
+describe('gradient buckets all-reduced during the backward (bucketMiB)', () => {
+  for (const [cfg, n, accum] of [[smallGpt2, 2, 1], [smallLlama, 3, 2]] as const)
+    it(`${cfg.family}, ${n} devices, grad accumulation ${accum}: the same run bit for bit as one all-reduce after the backward`, async () => {
+      const data = tokens(cfg.vocabSize, 1600, 51 + n);
+      const o = base(cfg, data, n, { gradAccum: accum, steps: 4 });
+      const runWith = async (bucketMiB: number) => {
+        const t = await DataParallelTrainer.create({ ...o, bucketMiB });
+        try {
+          return { r: await t.run(), s: await t.replicaStates() };
+        } finally {
+          await t.close();
+        }
+      };
+      const whole = await runWith(0);
+      const bucketed = await runWith(1000 / 2 ** 20); // ~250 f32 elements: a bucket or more per layer
+      expect(whole.s[0]!.buckets).toBeNull();
+      expect(bucketed.r.losses).toEqual(whole.r.losses);
+      for (let k = 0; k < n; k++) expect(Buffer.from(bucketed.s[k]!.master.buffer).equals(Buffer.from(whole.s[0]!.master.buffer)), `rank ${k}`).toBe(true);
+      const { ranges, launchOrder } = bucketed.s[0]!.buckets!;
+      // the buckets tile the flat gradient, and each went once, in the order the backward completed them
+      const numel = whole.s[0]!.master.length;
+      expect(ranges[0]!.start).toBe(0);
+      expect(ranges[ranges.length - 1]!.end).toBe(numel);
+      for (let i = 1; i < ranges.length; i++) expect(ranges[i]!.start).toBe(ranges[i - 1]!.end);
+      expect(ranges.length).toBeGreaterThan(cfg.layers + 1);
+      expect([...launchOrder].sort((a, b) => a - b)).toEqual(ranges.map((_, i) => i));
+      const readiness = launchOrder.map((i) => ranges[i]!.ready);
+      expect(readiness).toEqual([...readiness].sort((a, b) => a - b));
+      expect(readiness[0]).toBeLessThan(readiness[readiness.length - 1]!); // some went before the backward ended
+      expect(ranges[0]!.ready).toBe(cfg.layers + 1); // the embeddings' bucket (offset 0) waits for the last event
+      for (let k = 1; k < n; k++) expect(bucketed.s[k]!.buckets!.launchOrder).toEqual(launchOrder);
+    });
 });

@@ -16,6 +16,7 @@ interface TrainCliOpts {
   strategy: string;
   devices?: string;
   dataOrder: string;
+  bucketMb: string;
   dtype?: string;
   batch: string;
   seq: string;
@@ -60,6 +61,7 @@ export function register(program: Command): void {
     .option('--strategy <s>', 'single (one device) or dp (a replica per device of --devices, gradients averaged every step)', 'single')
     .option('--devices <ids>', 'with --strategy dp: the devices, comma-separated (cpu:0,cpu:1 or cuda:0,cuda:1)')
     .option('--data-order <o>', 'with --strategy dp: sharded (each device its shard of every epoch) or global (the batches of one device with n x --batch)', 'sharded')
+    .option('--bucket-mb <x>', 'with --strategy dp: all-reduce the gradient in buckets of x MiB during the backward (0: once after it)', '0')
     .option('--dtype <dtype>', 'compute dtype: f32, bf16 or f16; master weights and moments stay f32 (default: bf16 on a GPU, f32 on the CPU)')
     .option('--batch <n>', 'sequences per micro-step, on each device (dp: the global batch is n devices x this)', '8')
     .option('--seq <n>', 'tokens per sequence', '64')
@@ -152,7 +154,7 @@ export function register(program: Command): void {
       };
       let r: TrainResult;
       if (dp) {
-        const t = await DataParallelTrainer.create({ ...common, devices, dataOrder: o.dataOrder as 'sharded' | 'global' });
+        const t = await DataParallelTrainer.create({ ...common, devices, dataOrder: o.dataOrder as 'sharded' | 'global', bucketMiB: num('--bucket-mb', o.bucketMb) });
         try {
           header(t.info.name, t.info.family, t.info.n, `${t.devices.join(',')} (data parallel, ${o.dataOrder} data order)`, t.info.dtype, t);
           r = await t.run();
