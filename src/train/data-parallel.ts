@@ -8,7 +8,7 @@
 // evaluates and writes the checkpoints (the single-device format, plus the world size and data order,
 // which a resume must match). A rank that fails, a worker that dies and a collective that times out end
 // the run with an error naming the device: the pool rejects the dead rank's call at once, the others'
-// waits end when the pool is closed (their stop flags) or at the communicator's timeout.
+// waits end at their stop flags (set on the first failure) or at the communicator's timeout.
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ensureCpuDevices, parseDevice } from '../device.js';
@@ -112,16 +112,27 @@ export class DataParallelTrainer {
   async trainStep(): Promise<{ loss: number; gradNorm: number; lr: number }> {
     if (this.closed) throw new Error('train dp: this trainer has been closed');
     const step = this.step + 1;
-    let rs: { loss: number; gradNorm: number; lr: number }[];
-    try {
-      rs = await this.pool.all('trainStep', () => ({ fault: this.opts.fault }));
-    } catch (e) {
-      // The first failure is the cause; the stop flags make ranks still waiting in the all-reduce for the
-      // failed one give up now instead of at the timeout.
-      this.pool.requestStop();
+    type R = { loss: number; gradNorm: number; lr: number };
+    // The first failure stops the other ranks at once (their stop flags end a wait in the all-reduce for
+    // the failed rank); then every rank has answered, and the error is the root cause: a rank's own
+    // failure, not the "peer aborted" or "stopped" errors it caused on the others.
+    const settled = await Promise.allSettled(
+      this.devices.map((_, r) =>
+        this.pool.call<R>(r, 'trainStep', { fault: this.opts.fault }).catch((e: unknown) => {
+          this.pool.requestStop();
+          throw e;
+        }),
+      ),
+    );
+    const errors = settled.flatMap((x) => (x.status === 'rejected' ? [x.reason as Error] : []));
+    if (errors.length) {
       await this.close();
-      throw new Error(`data-parallel training stopped at step ${step} on ${this.devices.join(',')}: ${(e as Error).message}` + (this.lastSaved ? ` (last checkpoint: ${this.lastSaved})` : ''));
+      const cause = errors.find((e) => !/aborted|stopped|was closed|pool closed/.test(e.message)) ?? errors[0]!;
+      // communicator errors name ranks ("waiting for rank 1"): the message says which device each is
+      const ranks = this.devices.map((d, r) => `rank ${r} = ${d}`).join(', ');
+      throw new Error(`data-parallel training stopped at step ${step} (${ranks}): ${cause.message}` + (this.lastSaved ? ` (last checkpoint: ${this.lastSaved})` : ''));
     }
+    const rs = settled.map((x) => (x as PromiseFulfilledResult<R>).value);
     const loss = rs.reduce((s, r) => s + r.loss, 0) / rs.length;
     this.step = step;
     this.losses.push(loss);

@@ -36,11 +36,11 @@ export interface ReplicaInfo {
   family: string;
 }
 
-/** A fault for the tests: rank `rank` throws, or ends its thread, at the start of step `step`. */
+/** A fault for the tests: rank `rank` throws, ends its thread, or stalls (until stopped, at most 30 s) at the start of step `step`. */
 export interface StepFault {
   rank: number;
   step: number;
-  kind: 'throw' | 'exit';
+  kind: 'throw' | 'exit' | 'stall';
 }
 
 interface Replica {
@@ -102,6 +102,10 @@ export const handlers: Record<string, Handler> = {
     if (ctx.stopRequested()) throw new Error(`${ctx.device}: the run was stopped`);
     const f = a?.fault;
     if (f && f.rank === ctx.rank && f.step === r.trainer.step + 1 && f.kind === 'exit') process.exit(3);
+    if (f && f.rank === ctx.rank && f.step === r.trainer.step + 1 && f.kind === 'stall') {
+      const t0 = performance.now();
+      while (!ctx.stopRequested() && performance.now() - t0 < 30_000) Atomics.wait(ctx.stopFlag, 0, 0, 20);
+    }
     try {
       if (f && f.rank === ctx.rank && f.step === r.trainer.step + 1) throw new Error(`${ctx.device}: injected fault at step ${f.step}`);
       return r.trainer.trainStep();

@@ -2,13 +2,17 @@
 // data order, 2 replicas with batch b follow one GPU with batch 2b (f32: the losses within 1e-4 relative,
 // the weights within 1e-4 absolute; only the reduction order differs); the replicas stay bit-identical
 // (NCCL's all-reduce gives every rank the same sum); bf16 runs and learns. Skipped without 2 GPUs and NCCL.
-import { describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { cudaDeviceCount } from '../../src/device.js';
 import type { ModelConfig } from '../../src/io/config.js';
 import { ncclStatus } from '../../src/parallel/comm.js';
 import { DataParallelTrainer } from '../../src/train/data-parallel.js';
 import { Trainer, type TokenData } from '../../src/train/trainer.js';
+import { ensureDist } from '../helpers/dist.js';
 import { rng, smallGpt2, smallLlama } from '../helpers/train.js';
+
+// the workers run the compiled dist/
+beforeAll(() => ensureDist());
 
 const enabled = cudaDeviceCount() >= 2 && ncclStatus().ok;
 const newSeed = () => Math.floor(Math.random() * 1e6);

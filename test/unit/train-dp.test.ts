@@ -6,14 +6,18 @@
 import { mkdtempSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import type { ModelConfig } from '../../src/io/config.js';
 import { TrainLoader } from '../../src/data/loader.js';
 import { DataParallelTrainer, trainDataParallel, type DataParallelOptions } from '../../src/train/data-parallel.js';
 import { initParams } from '../../src/train/init.js';
 import { TrainStage } from '../../src/train/stage.js';
 import { Trainer, type TokenData } from '../../src/train/trainer.js';
+import { ensureDist } from '../helpers/dist.js';
 import { rng, smallGpt2, smallLlama } from '../helpers/train.js';
+
+// the workers run the compiled dist/
+beforeAll(() => ensureDist());
 
 const tmp = () => mkdtempSync(path.join(os.tmpdir(), 'parallm-dp-'));
 
@@ -160,6 +164,19 @@ describe('dp failures end the run with the device named', () => {
       expect(dp.step).toBe(2);
       await dp.close();
     });
+
+  it('a rank that stalls: the others\' all-reduce times out, naming the late rank and its device', async () => {
+    const o = base(smallGpt2, tokens(smallGpt2.vocabSize, 1200, 45), 2, { commTimeoutMs: 1500, fault: { rank: 1, step: 2, kind: 'stall' } });
+    const dp = await DataParallelTrainer.create(o);
+    const t0 = performance.now();
+    const err = await dp.run().then(() => null, (e: Error) => e);
+    const ms = performance.now() - t0;
+    expect(err?.message).toMatch(/stopped at step 2 \(rank 0 = cpu:0, rank 1 = cpu:1\)/);
+    expect(err?.message).toMatch(/timed out after 1500 ms .*waiting for rank(\(s\))? 1 /);
+    expect(ms).toBeGreaterThan(1400);
+    expect(ms).toBeLessThan(6000);
+    await dp.close();
+  });
 
   it('a worker terminated between steps', async () => {
     const o = base(smallGpt2, tokens(smallGpt2.vocabSize, 1200, 43), 2);
