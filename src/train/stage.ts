@@ -211,17 +211,17 @@ export class TrainStage {
   }
 
   /**
-   * Backward of micro-batch `id`: parameter gradients added into params.grad. The last stage starts from
-   * its saved logits' gradient; the others take dOut [B*T, C] from the stage after. Returns the gradient of
-   * the stage's input (for the stage before), or null on the first stage. Frees the saved activations.
-   */
-  /**
    * Called during backward as each group of parameter gradients is complete for this micro-batch: 'head'
    * (the head and final norm), then each layer's index from the last to the first, then 'embed' (the
    * embeddings, on the first stage). Data parallel all-reduces gradient buckets from it (src/train/grad-buckets.ts).
    */
   onGradsReady?: (what: 'head' | 'embed' | number) => void;
 
+  /**
+   * Backward of micro-batch `id`: parameter gradients added into params.grad. The last stage starts from
+   * its saved logits' gradient; the others take dOut [B*T, C] from the stage after. Returns the gradient of
+   * the stage's input (for the stage before), or null on the first stage. Frees the saved activations.
+   */
   backward(id: number, dOut?: Tensor): Tensor | null {
     const s = this.saved.get(id);
     if (!s) throw new Error(`TrainStage.backward: micro-batch ${id} has no saved forward (run forward first, with a dscale)`);

@@ -215,6 +215,21 @@ describe('parallm train --strategy dp', () => {
 });
 
 describe('gradient buckets all-reduced during the backward (bucketMiB)', () => {
+  it('TrainStage.onGradsReady fires head, the layers last to first, embed, once per backward', () => {
+    const cfg = { ...smallLlama, layers: 3 };
+    const p = initParams({ cfg, folder: null, name: 'x' }, { device: 'cpu:0', dtype: 'f32', seed: 3 });
+    const st = new TrainStage(p);
+    const seen: (string | number)[] = [];
+    st.onGradsReady = (w) => seen.push(w);
+    const b = new TrainLoader(tokens(cfg.vocabSize, 400, 9).train, { batch: 2, seq: 8 }).next();
+    for (let i = 0; i < 2; i++) {
+      st.forward(i, b);
+      st.backward(i);
+    }
+    p.dispose();
+    expect(seen).toEqual(['head', 2, 1, 0, 'embed', 'head', 2, 1, 0, 'embed']);
+  });
+
   for (const [cfg, n, accum] of [[smallGpt2, 2, 1], [smallLlama, 3, 2]] as const)
     it(`${cfg.family}, ${n} devices, grad accumulation ${accum}: the same run bit for bit as one all-reduce after the backward`, async () => {
       const data = tokens(cfg.vocabSize, 1600, 51 + n);
