@@ -77,3 +77,4 @@ export { prepareDataset, readDataset, type Dataset, type PrepareOptions, type Pr
 export { TrainLoader, valBatches, valBatchCount, windowCount, type Batch, type LoaderPosition, type TrainLoaderOptions, type ValBatchOptions } from './data/loader.js';
 export * as training from './train/index.js';
 export { Trainer, train, lrAt, type TrainOptions, type TrainResult, type StepEvent as TrainStepEvent, type EvalEvent, type EpochEvent } from './train/index.js';
+export { DataParallelTrainer, trainDataParallel, type DataParallelOptions } from './train/index.js';

@@ -28,7 +28,11 @@ export interface CheckpointState {
   /** the training loader's next batch */
   loader: LoaderPosition;
   /** settings a resume must share for the same run to continue (batch, seq, grad accumulation, data) */
-  run: { batch: number; seq: number; gradAccum: number; dataHash: string; dtype: string; dataSeed: number };
+  run: {
+    batch: number; seq: number; gradAccum: number; dataHash: string; dtype: string; dataSeed: number;
+    /** data parallel (src/train/data-parallel.ts): replicas and how the batches were dealt (absent: one device) */
+    world?: number; dataOrder?: string;
+  };
   /** elements of the flat buffers and how many get weight decay */
   params: { n: number; nDecay: number };
   /** the loss of every step so far (for the curve) */

@@ -5,3 +5,5 @@ export { lrAt, adamwStep, gradNorm, DEFAULT_ADAMW, type LrSchedule, type AdamwHy
 export { initParams, resolveModel, type InitOptions, type ModelSource } from './init.js';
 export { saveCheckpoint, readCheckpointState, loadOptimizerState, checkSaveFolder, hfTensors, type CheckpointState, type SaveOptions } from './checkpoint.js';
 export { Trainer, train, type TrainOptions, type TrainResult, type StepEvent, type EvalEvent, type EpochEvent, type TokenData } from './trainer.js';
+export { DataParallelTrainer, trainDataParallel, type DataParallelOptions } from './data-parallel.js';
+export { GlobalBatchSlice, type DataShard } from './dp-data.js';

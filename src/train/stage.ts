@@ -211,6 +211,13 @@ export class TrainStage {
   }
 
   /**
+   * Called during backward as each group of parameter gradients is complete for this micro-batch: 'head'
+   * (the head and final norm), then each layer's index from the last to the first, then 'embed' (the
+   * embeddings, on the first stage). Data parallel all-reduces gradient buckets from it (src/train/grad-buckets.ts).
+   */
+  onGradsReady?: (what: 'head' | 'embed' | number) => void;
+
+  /**
    * Backward of micro-batch `id`: parameter gradients added into params.grad. The last stage starts from
    * its saved logits' gradient; the others take dOut [B*T, C] from the stage after. Returns the gradient of
    * the stage's input (for the stage before), or null on the first stage. Frees the saved activations.
@@ -237,6 +244,7 @@ export class TrainStage {
         ops.matmul(dl, s.hF!, { transA: true, beta: 1, out: gw.head! });
         dx = ops.fillUniform(Tensor.empty([N, C], opt), { low: 0, high: 0 });
         this.normBackward(dhF, s.xLast, w.normF!, s.meanF, s.rstdF!, dx, gw.normF!, gw.normFBias);
+        this.onGradsReady?.('head');
       } else {
         if (!dOut || dOut.numel !== N * C) throw new Error(`TrainStage.backward: expected dOut of [${N}, ${C}] from the stage after`);
         dx = Tensor.empty([N, C], opt).copyFrom(dOut);
@@ -282,10 +290,12 @@ export class TrainStage {
         const dh1 = keep(ops.matmul(dqkv, l.qkv));
         this.normBackward(dh1, a.x, l.norm1, a.mean1, a.rstd1, dx, gl.norm1, gl.norm1Bias);
         tmp.splice(0).forEach((t) => t.dispose());
+        this.onGradsReady?.(this.params.stage.start + li);
       }
       if (this.isFirst) {
         ops.embeddingBackward(s.ids!, dx, gw.embed!);
         if (gw.positions) ops.embeddingBackward(s.pos, dx, gw.positions);
+        this.onGradsReady?.('embed');
         dx.dispose();
         return null;
       }

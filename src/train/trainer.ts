@@ -14,6 +14,7 @@ import path from 'node:path';
 import type { DType } from '../dtype.js';
 import type { ModelConfig } from '../io/config.js';
 import { TrainLoader, valBatches, windowCount, type Tokens } from '../data/loader.js';
+import { GlobalBatchSlice, type DataShard } from './dp-data.js';
 import { prepareDataset, readDataset } from '../data/prepare.js';
 import { checkSaveFolder, loadOptimizerState, readCheckpointState, saveCheckpoint, type SaveOptions } from './checkpoint.js';
 import { initParamsAsync, resolveModel, type ModelSource } from './init.js';
@@ -79,6 +80,10 @@ export interface TrainOptions {
   onSave?: (dir: string, step: number) => void;
   /** @internal test hook: see SaveOptions.onFileWritten */
   onCheckpointFile?: SaveOptions['onFileWritten'];
+  /** @internal data parallel (src/train/worker.ts): this replica's rank and share of the batches */
+  shard?: DataShard;
+  /** @internal data parallel: called after the backward of every step, before the gradient norm (the all-reduce) */
+  reduceGradients?: (p: FlatParams) => void;
 }
 
 export interface StepEvent {
@@ -136,16 +141,21 @@ function maxId(t: Tokens): number {
   return m;
 }
 
-async function loadData(o: TrainOptions): Promise<Data> {
+/** The data as tokens, or a prepared dataset folder (a text source tokenized and cached first): what
+ *  several replicas can each read without preparing the same cache at once. */
+export async function prepareTrainData(o: Pick<TrainOptions, 'data' | 'dataCache' | 'brownFiles'>): Promise<TokenData | string> {
   const d = o.data;
+  if (typeof d !== 'string' || (d !== 'brown' && existsSync(path.join(d, 'manifest.json')))) return d;
+  const key = createHash('sha256').update(JSON.stringify([d === 'brown' ? 'brown' : path.resolve(d), o.brownFiles ?? null])).digest('hex').slice(0, 16);
+  const folder = o.dataCache ?? path.join(os.tmpdir(), 'parallm-data', key);
+  await prepareDataset({ source: d, outDir: folder, brownFiles: o.brownFiles });
+  return folder;
+}
+
+async function loadData(o: TrainOptions): Promise<Data> {
+  const d = await prepareTrainData(o);
   if (typeof d !== 'string') return { train: d.train, val: d.val, id: d.id, vocabSize: d.vocabSize ?? Math.max(maxId(d.train), maxId(d.val)) + 1 };
-  let folder = d;
-  if (!(d !== 'brown' && existsSync(path.join(d, 'manifest.json')))) {
-    const key = createHash('sha256').update(JSON.stringify([d === 'brown' ? 'brown' : path.resolve(d), o.brownFiles ?? null])).digest('hex').slice(0, 16);
-    folder = o.dataCache ?? path.join(os.tmpdir(), 'parallm-data', key);
-    await prepareDataset({ source: d, outDir: folder, brownFiles: o.brownFiles });
-  }
-  const ds = readDataset(folder);
+  const ds = readDataset(d);
   return { train: ds.train.tokens, val: ds.val.tokens, id: ds.manifest.contentHash, vocabSize: ds.manifest.vocabSize };
 }
 
@@ -215,7 +225,10 @@ export class Trainer {
     const data = await loadData(o);
     if (data.vocabSize > cfg.vocabSize)
       throw new Error(`train: the data's token ids go up to ${data.vocabSize - 1} but the model's vocabulary has ${cfg.vocabSize} tokens`);
-    const loader = new TrainLoader(data.train, { batch, seq, seed: o.dataSeed ?? 1234 });
+    const shard = o.shard ?? { rank: 0, world: 1 };
+    const loader = shard.order === 'global'
+      ? new GlobalBatchSlice(data.train, { batch, seq, seed: o.dataSeed ?? 1234, rank: shard.rank, world: shard.world })
+      : new TrainLoader(data.train, { batch, seq, seed: o.dataSeed ?? 1234, rank: shard.rank, world: shard.world });
     const stepsPerEpoch = Math.floor(loader.batchesPerEpoch / accum);
     if (stepsPerEpoch < 1)
       throw new Error(`train: too little data: ${loader.batchesPerEpoch} batches of ${batch} x ${seq} tokens an epoch, fewer than gradAccum ${accum}`);
@@ -223,9 +236,10 @@ export class Trainer {
     const totalSteps = o.steps ?? o.epochs! * stepsPerEpoch;
     const dtype = o.dtype ?? 'f32';
     if (ck) {
-      const run = { batch, seq, gradAccum: accum, dataHash: data.id, dtype, dataSeed: o.dataSeed ?? 1234 };
+      const run = { batch, seq, gradAccum: accum, dataHash: data.id, dtype, dataSeed: o.dataSeed ?? 1234, world: shard.world, dataOrder: shard.order ?? 'sharded' };
+      const had = { world: 1, dataOrder: 'sharded', ...ck.run }; // checkpoints of one device have neither
       for (const k of Object.keys(run) as (keyof typeof run)[])
-        if (ck.run[k] !== run[k]) throw new Error(`resume: ${o.resume} was run with ${k} ${ck.run[k]}, this run has ${run[k]}`);
+        if (had[k] !== run[k]) throw new Error(`resume: ${o.resume} was run with ${k} ${had[k]}, this run has ${run[k]}`);
       if (ck.step > totalSteps) throw new Error(`resume: ${o.resume} is at step ${ck.step}, past this run's ${totalSteps} steps`);
     }
     // From a checkpoint the weights come from its optimizer state; a random init just fills the buffers first.
@@ -270,6 +284,7 @@ export class Trainer {
     } finally {
       this.stage.clear();
     }
+    this.opts.reduceGradients?.(this.params);
     const loss = lossSum / Math.max(count, 1);
     const norm = gradNorm(this.params);
     if (!Number.isFinite(loss) || !Number.isFinite(norm)) {
@@ -304,7 +319,10 @@ export class Trainer {
       dir, this.params,
       {
         step: this.step, loader: this.loader.position, losses: this.losses,
-        run: { batch: this.opts.batch, seq: this.opts.seq, gradAccum: this.gradAccum, dataHash: this.data.id, dtype: this.params.dtype, dataSeed: this.opts.dataSeed ?? 1234 },
+        run: {
+          batch: this.opts.batch, seq: this.opts.seq, gradAccum: this.gradAccum, dataHash: this.data.id, dtype: this.params.dtype, dataSeed: this.opts.dataSeed ?? 1234,
+          ...(this.opts.shard && this.opts.shard.world > 1 ? { world: this.opts.shard.world, dataOrder: this.opts.shard.order ?? 'sharded' } : {}),
+        },
       },
       { tokenizerFrom: this.source.folder ?? (this.opts.resume && existsSync(path.join(this.opts.resume, 'tokenizer.json')) ? this.opts.resume : null), onFileWritten: this.opts.onCheckpointFile },
     );

@@ -1,10 +1,12 @@
-// `parallm train`: train a preset from scratch or fine-tune a folder on one device, with progress per step
-// (a `\r`-updated line on a terminal, plain lines otherwise, or JSON lines), validation and checkpoints.
+// `parallm train`: train a preset from scratch or fine-tune a folder on one device, or data-parallel over
+// several (--strategy dp --devices ..., src/train/data-parallel.ts), with progress per step (a
+// `\r`-updated line on a terminal, plain lines otherwise, or JSON lines), validation and checkpoints.
 import type { Command } from 'commander';
 import { LoadProgressBar } from '../progress.js';
 import { checkDType } from '../../dtype.js';
 import { defaultDevice, parseDevice } from '../../device.js';
-import { Trainer, type EpochEvent, type EvalEvent, type StepEvent } from '../../train/trainer.js';
+import { DataParallelTrainer } from '../../train/data-parallel.js';
+import { Trainer, type EpochEvent, type EvalEvent, type StepEvent, type TrainResult } from '../../train/trainer.js';
 
 interface TrainCliOpts {
   model?: string;
@@ -12,6 +14,10 @@ interface TrainCliOpts {
   brownFiles?: string;
   dataCache?: string;
   device?: string;
+  strategy: string;
+  devices?: string;
+  dataOrder: string;
+  bucketMb: string;
   dtype?: string;
   batch: string;
   seq: string;
@@ -53,8 +59,12 @@ export function register(program: Command): void {
     .option('--brown-files <ids>', 'with --data brown: only these files, comma-separated (ca01,ca02,...)')
     .option('--data-cache <folder>', 'where the tokenized data is cached (default: under the temp folder)')
     .option('--device <id>', 'cpu:N or cuda:N (default: cuda:0, else cpu:0)')
+    .option('--strategy <s>', 'single (one device) or dp (a replica per device of --devices, gradients averaged every step)', 'single')
+    .option('--devices <ids>', 'with --strategy dp: the devices, comma-separated (cpu:0,cpu:1 or cuda:0,cuda:1)')
+    .option('--data-order <o>', 'with --strategy dp: sharded (each device its shard of every epoch) or global (the batches of one device with n x --batch)', 'sharded')
+    .option('--bucket-mb <x>', 'with --strategy dp: all-reduce the gradient in buckets of x MiB during the backward (0: once after it)', '0')
     .option('--dtype <dtype>', 'compute dtype: f32, bf16 or f16; master weights and moments stay f32 (default: bf16 on a GPU, f32 on the CPU)')
-    .option('--batch <n>', 'sequences per micro-step', '8')
+    .option('--batch <n>', 'sequences per micro-step, on each device (dp: the global batch is n devices x this)', '8')
     .option('--seq <n>', 'tokens per sequence', '64')
     .option('--steps <n>', 'optimizer steps')
     .option('--epochs <n>', 'passes over the training data (instead of --steps)')
@@ -80,13 +90,19 @@ export function register(program: Command): void {
         if (lineOpen) process.stderr.write('\n');
         lineOpen = false;
       };
-      const device = parseDevice(o.device ?? defaultDevice());
-      const t = await Trainer.create({
+      if (o.strategy !== 'single' && o.strategy !== 'dp') throw new Error(`--strategy must be single or dp, got "${o.strategy}"`);
+      const dp = o.strategy === 'dp';
+      if (dp && !o.devices) throw new Error('--strategy dp needs --devices, e.g. cpu:0,cpu:1');
+      if (dp && o.device) throw new Error('--strategy dp takes --devices, not --device');
+      if (!dp && o.devices) throw new Error('--devices is for --strategy dp; one device is --device');
+      if (o.dataOrder !== 'sharded' && o.dataOrder !== 'global') throw new Error(`--data-order must be sharded or global, got "${o.dataOrder}"`);
+      const devices = dp ? o.devices!.split(',').map((s) => s.trim()).filter(Boolean) : [];
+      const device = dp ? devices[0]! : parseDevice(o.device ?? defaultDevice());
+      const common = {
         model: o.model,
         data: o.data,
         brownFiles: o.brownFiles?.split(',').map((s) => s.trim()).filter(Boolean),
         dataCache: o.dataCache,
-        device,
         dtype: checkDType(o.dtype ?? (device.startsWith('cuda') ? 'bf16' : 'f32')),
         batch: num('--batch', o.batch, true)!,
         seq: num('--seq', o.seq, true)!,
@@ -129,21 +145,37 @@ export function register(program: Command): void {
           endLine();
           console.error(`step ${step}: checkpoint saved to ${dir}`);
         },
-      });
-      try {
+      };
+      const header = (name: string, family: string, n: number, where: string, dtype: string, t: { totalSteps: number; stepsPerEpoch: number; step: number; gradAccum: number }) => {
         if (!o.json)
           console.error(
-            `training ${t.source.name} (${t.cfg.family}, ${t.params.n} parameters) on ${t.params.device}, ${t.params.dtype}: ` +
-              `${t.totalSteps} steps of ${t.opts.batch} x ${t.opts.seq} x ${t.gradAccum} tokens, ${t.stepsPerEpoch} steps an epoch` +
+            `training ${name} (${family}, ${n} parameters) on ${where}, ${dtype}: ` +
+              `${t.totalSteps} steps of ${common.batch} x ${common.seq} x ${t.gradAccum} tokens${dp ? ` on each of ${devices.length} devices` : ''}, ${t.stepsPerEpoch} steps an epoch` +
               (t.step ? `, resuming at step ${t.step}` : ''),
           );
-        const r = t.run();
-        endLine();
-        if (o.json) out({ type: 'done', steps: r.steps, loss: r.losses[r.losses.length - 1], tokensPerSec: r.tokensPerSec, checkpoint: r.checkpoint });
-        else console.error(`done: ${r.steps} steps, ${Math.round(r.tokensPerSec)} tok/s` + (r.checkpoint ? `, checkpoint ${r.checkpoint}` : ''));
-      } finally {
-        endLine();
-        t.dispose();
+      };
+      let r: TrainResult;
+      if (dp) {
+        const t = await DataParallelTrainer.create({ ...common, devices, dataOrder: o.dataOrder as 'sharded' | 'global', bucketMiB: num('--bucket-mb', o.bucketMb) });
+        try {
+          header(t.info.name, t.info.family, t.info.n, `${t.devices.join(',')} (data parallel, ${o.dataOrder} data order)`, t.info.dtype, t);
+          r = await t.run();
+        } finally {
+          endLine();
+          await t.close();
+        }
+      } else {
+        const t = await Trainer.create({ ...common, device });
+        try {
+          header(t.source.name, t.cfg.family, t.params.n, t.params.device, t.params.dtype, t);
+          r = t.run();
+        } finally {
+          endLine();
+          t.dispose();
+        }
       }
+      endLine();
+      if (o.json) out({ type: 'done', steps: r.steps, loss: r.losses[r.losses.length - 1], tokensPerSec: r.tokensPerSec, checkpoint: r.checkpoint });
+      else console.error(`done: ${r.steps} steps, ${Math.round(r.tokensPerSec)} tok/s` + (r.checkpoint ? `, checkpoint ${r.checkpoint}` : ''));
     });
 }

@@ -1,0 +1,131 @@
+// Gradient all-reduce in buckets overlapped with the backward (as PyTorch DDP does): the flat gradient
+// (src/train/params.ts) is cut into contiguous buckets of whole tensors, each all-reduced ('avg') as soon
+// as the backward of the step's last micro-batch has finished every tensor in it (TrainStage.onGradsReady:
+// the head, then the layers last to first, then the embeddings).
+//
+// The flat layout puts the matrices of every layer first (layer order, embeddings before them) and the
+// norms and biases after, so the matrix buckets of the top layers are ready first and go while the lower
+// layers' backward runs; a bucket mixing layers waits for the lowest one, the embeddings' bucket for the end.
+// Every rank has the same layout and events, so every rank launches the same buckets in the same order, as
+// collectives need. CPU communicators are synchronous: a bucket is reduced inside the hook (the order
+// changes, not the wall time). On a GPU each bucket is queued on a second stream after an event on the
+// compute stream, so NCCL runs beside the remaining backward kernels; finish() waits for that stream.
+//
+// All-reduce 'avg' works element by element, so the buckets give the same values as one all-reduce of the
+// whole buffer (the tests check it bit for bit on CPU devices).
+import type { Communicator } from '../parallel/comm.js';
+import { DeviceEvent, DeviceStream } from '../runtime.js';
+import type { Tensor } from '../tensor.js';
+import type { FlatParams, ParamEntry } from './params.js';
+
+export interface GradBucket {
+  /** element range [start, end) of the flat gradient */
+  start: number;
+  end: number;
+  /** the index of the backward event (0: 'head', then one per layer, last: 'embed') after which it is complete */
+  ready: number;
+}
+
+/** The backward event index after which entry `e` is final (see TrainStage.onGradsReady). */
+function readyAt(e: ParamEntry, p: FlatParams): number {
+  const { start, end } = p.stage;
+  const m = /^layers\.(\d+)\./.exec(e.key);
+  if (m) return 1 + (end - 1 - Number(m[1]));
+  const embedEvent = 1 + (end - start);
+  if (e.key === 'positions') return embedEvent;
+  if (e.key === 'embed') return p.stage.embed ? embedEvent : 0; // tied: the head writes it too
+  return 0; // head, normF, normFBias
+}
+
+/** Buckets of consecutive whole tensors, each closed once it holds at least `bucketElems` elements. */
+export function gradBuckets(p: FlatParams, bucketElems: number): GradBucket[] {
+  if (!Number.isInteger(bucketElems) || bucketElems < 1) throw new Error(`gradBuckets: bucketElems must be a positive integer, got ${bucketElems}`);
+  const out: GradBucket[] = [];
+  let cur: GradBucket | null = null;
+  for (const e of p.layout) {
+    cur ??= { start: e.offset, end: e.offset, ready: 0 };
+    cur.end = e.offset + e.numel;
+    cur.ready = Math.max(cur.ready, readyAt(e, p));
+    if (cur.end - cur.start >= bucketElems) {
+      out.push(cur);
+      cur = null;
+    }
+  }
+  if (cur) out.push(cur);
+  return out;
+}
+
+export class BucketedAllReduce {
+  readonly buckets: GradBucket[];
+  /** bucket indices in the order they were launched in the last step (tests check the overlap) */
+  readonly launchOrder: number[] = [];
+  private readonly views: Tensor[];
+  private readonly launched: boolean[];
+  private readonly events: Map<string | number, number>;
+  private readonly finalEvent: number;
+  private micro = 0;
+  private readonly gpu: { stream: DeviceStream; event: DeviceEvent } | null;
+
+  constructor(
+    private readonly p: FlatParams,
+    private readonly comm: Communicator,
+    bucketElems: number,
+    /** micro-steps a step: only the last one's backward completes the gradient */
+    private readonly accum: number,
+  ) {
+    if (!p.stage.embed || !p.stage.head) throw new Error('BucketedAllReduce: data parallel holds the whole model on every rank');
+    this.buckets = gradBuckets(p, bucketElems);
+    this.views = this.buckets.map((b) => p.grad.view(b.start, [b.end - b.start]));
+    this.launched = this.buckets.map(() => false);
+    const { start, end } = p.stage;
+    this.events = new Map<string | number, number>([['head', 0], ['embed', 1 + end - start]]);
+    for (let i = start; i < end; i++) this.events.set(i, 1 + (end - 1 - i));
+    this.finalEvent = 1 + end - start;
+    this.gpu = p.device.startsWith('cuda') ? { stream: new DeviceStream(p.device), event: new DeviceEvent(p.device) } : null;
+  }
+
+  /** TrainStage.onGradsReady. */
+  onGradsReady = (what: 'head' | 'embed' | number): void => {
+    const ev = this.events.get(what);
+    if (ev === undefined) throw new Error(`BucketedAllReduce: unknown backward event ${String(what)}`);
+    if (ev === 0 && this.micro === 0) this.launchOrder.length = 0;
+    if (this.micro === this.accum - 1) this.launchUpTo(ev);
+    if (ev === this.finalEvent) this.micro++;
+  };
+
+  private launchUpTo(ev: number): void {
+    for (const [i, b] of this.buckets.entries()) {
+      if (this.launched[i] || b.ready > ev) continue;
+      this.launched[i] = true;
+      this.launchOrder.push(i);
+      if (!this.gpu) this.comm.allReduce(this.views[i]!, 'avg');
+      else {
+        // the bucket's gradients are queued on the compute stream: the comm stream waits for them
+        this.gpu.event.record();
+        this.gpu.stream.waitEvent(this.gpu.event);
+        this.gpu.stream.use(() => this.comm.allReduce(this.views[i]!, 'avg'));
+      }
+    }
+  }
+
+  /** After the step's backward: reduce what the hooks did not (none, normally) and wait for the reductions. */
+  finish(): void {
+    if (this.micro !== this.accum) throw new Error(`BucketedAllReduce: ${this.micro} backward passes this step, expected ${this.accum}`);
+    this.launchUpTo(Infinity);
+    // polls, so a failed peer or the stop flag ends the wait (a stream synchronize could hang)
+    if (this.gpu) this.gpu.stream.use(() => this.comm.drain());
+    this.micro = 0;
+    this.launched.fill(false);
+  }
+
+  /** Starts the next step's bookkeeping afresh (a step that failed half way). */
+  reset(): void {
+    this.micro = 0;
+    this.launched.fill(false);
+    this.launchOrder.length = 0;
+  }
+
+  dispose(): void {
+    this.views.forEach((v) => v.dispose());
+  }
+}

@@ -1,0 +1,143 @@
+// Handlers of a data-parallel training worker (loaded by DevicePool, one per device; driven by
+// src/train/data-parallel.ts). Each worker holds a whole replica (a Trainer: the same init from the same
+// seed or folder or checkpoint on every rank), its share of the batches (TrainOptions.shard), and one
+// communicator over all ranks. A step: forward/backward on its share, then one all-reduce 'avg' of the
+// flat gradient buffer (the seed's average_gradients), then the norm and AdamW, which see the same
+// gradient on every rank, so the replicas stay identical without ever exchanging weights.
+import { dtypeSize } from '../dtype.js';
+import { Communicator, type CommKind } from '../parallel/comm.js';
+import type { Handler, WorkerContext } from '../parallel/pool.js';
+import type { DataShard } from './dp-data.js';
+import { BucketedAllReduce } from './grad-buckets.js';
+import { Trainer, type TokenData, type TrainOptions } from './trainer.js';
+
+/** The structured-cloneable part of TrainOptions (no callbacks), with the data already prepared. */
+export type ReplicaOptions = Omit<TrainOptions, 'data' | 'device' | 'shard' | 'reduceGradients' | 'onStep' | 'onEval' | 'onEpoch' | 'onSave' | 'onCheckpointFile'> & {
+  data: TokenData | string;
+};
+
+export interface ReplicaInitArgs {
+  opts: ReplicaOptions;
+  order: NonNullable<DataShard['order']>;
+  comm: { kind: CommKind; id: string | Uint8Array; timeoutMs?: number } | null;
+  /** > 0: all-reduce the gradient in buckets of about this many bytes during the backward (grad-buckets.ts) */
+  bucketBytes?: number;
+}
+
+export interface ReplicaInfo {
+  device: string;
+  step: number;
+  totalSteps: number;
+  stepsPerEpoch: number;
+  losses: number[];
+  n: number;
+  dtype: string;
+  name: string;
+  family: string;
+}
+
+/** A fault for the tests: rank `rank` throws, ends its thread, or stalls (until stopped, at most 30 s) at the start of step `step`. */
+export interface StepFault {
+  rank: number;
+  step: number;
+  kind: 'throw' | 'exit' | 'stall';
+}
+
+interface Replica {
+  trainer: Trainer;
+  comm: Communicator | null;
+  buckets: BucketedAllReduce | null;
+}
+
+const replica = (ctx: WorkerContext): Replica => {
+  const r = ctx.state.get('replica') as Replica | undefined;
+  if (!r) throw new Error(`${ctx.device}: no training replica on this worker: call trainInit first`);
+  return r;
+};
+
+function disposeReplica(ctx: WorkerContext): void {
+  const r = ctx.state.get('replica') as Replica | undefined;
+  ctx.state.delete('replica');
+  r?.buckets?.dispose();
+  r?.trainer.dispose();
+  r?.comm?.destroy();
+}
+
+export const handlers: Record<string, Handler> = {
+  async trainInit(a: ReplicaInitArgs, ctx): Promise<ReplicaInfo> {
+    disposeReplica(ctx);
+    // NCCL's create blocks until every rank has joined, so it comes before anything that may fail on one rank only.
+    const comm = a.comm ? Communicator.create(a.comm.kind, a.comm.id, ctx.rank, ctx.world, ctx.device, { timeoutMs: a.comm.timeoutMs, stopFlag: ctx.stopFlag }) : null;
+    let trainer: Trainer;
+    let buckets: BucketedAllReduce | null = null;
+    try {
+      trainer = await Trainer.create({
+        ...a.opts,
+        device: ctx.device,
+        shard: { rank: ctx.rank, world: ctx.world, order: a.order },
+        // the seed's average_gradients: one all-reduce of the whole flat gradient after the backward,
+        // or the buckets' wait for the reductions they launched during it
+        reduceGradients: comm ? (p) => (buckets ? buckets.finish() : comm.allReduce(p.grad, 'avg')) : undefined,
+      });
+      if (comm && a.bucketBytes) {
+        const p = trainer.params;
+        buckets = new BucketedAllReduce(p, comm, Math.max(1, Math.ceil(a.bucketBytes / dtypeSize(p.grad.dtype))), a.opts.gradAccum ?? 1);
+        trainer.stage.onGradsReady = buckets.onGradsReady;
+      }
+    } catch (e) {
+      comm?.abort(); // the other ranks' first collective fails at once instead of waiting out the timeout
+      comm?.destroy();
+      throw e;
+    }
+    ctx.state.set('replica', { trainer, comm, buckets } satisfies Replica);
+    return {
+      device: ctx.device, step: trainer.step, totalSteps: trainer.totalSteps, stepsPerEpoch: trainer.stepsPerEpoch, losses: [...trainer.losses],
+      n: trainer.params.n, dtype: trainer.params.dtype, name: trainer.source.name, family: trainer.cfg.family,
+    };
+  },
+
+  /** One optimizer step on this rank's share; the loss is this rank's (the caller averages over ranks). */
+  trainStep(a: { fault?: StepFault }, ctx) {
+    const r = replica(ctx);
+    if (ctx.stopRequested()) throw new Error(`${ctx.device}: the run was stopped`);
+    const f = a?.fault;
+    if (f && f.rank === ctx.rank && f.step === r.trainer.step + 1 && f.kind === 'exit') process.exit(3);
+    if (f && f.rank === ctx.rank && f.step === r.trainer.step + 1 && f.kind === 'stall') {
+      const t0 = performance.now();
+      while (!ctx.stopRequested() && performance.now() - t0 < 30_000) Atomics.wait(ctx.stopFlag, 0, 0, 20);
+    }
+    try {
+      if (f && f.rank === ctx.rank && f.step === r.trainer.step + 1) throw new Error(`${ctx.device}: injected fault at step ${f.step}`);
+      return r.trainer.trainStep();
+    } catch (e) {
+      // A rank that fails outside a collective would leave its peers waiting in the next one.
+      r.comm?.abort();
+      throw e;
+    }
+  },
+
+  trainEvaluate(_a: unknown, ctx) {
+    return replica(ctx).trainer.evaluate();
+  },
+
+  /** `losses`: the run's losses as the main thread has them (the mean over ranks), for the checkpoint. */
+  trainSave(a: { dir: string; losses: number[] }, ctx) {
+    const t = replica(ctx).trainer;
+    t.losses.splice(0, t.losses.length, ...a.losses);
+    t.save(a.dir);
+  },
+
+  /** This replica's master weights and moments, and the buckets' launch order of the last step (tests). */
+  trainState(_a: unknown, ctx) {
+    const r = replica(ctx);
+    const p = r.trainer.params;
+    return {
+      master: p.hostMaster(), m: p.m.toArray() as Float32Array, v: p.v.toArray() as Float32Array, step: r.trainer.step,
+      buckets: r.buckets ? { ranges: r.buckets.buckets, launchOrder: [...r.buckets.launchOrder] } : null,
+    };
+  },
+
+  trainDispose(_a: unknown, ctx) {
+    disposeReplica(ctx);
+  },
+};
