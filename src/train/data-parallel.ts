@@ -41,7 +41,7 @@ export interface DataParallelOptions extends Omit<TrainOptions, 'device' | 'shar
 // Workers import compiled JS; from the TS sources the pool maps src/*.ts to dist/*.js.
 const WORKER_MODULE = fileURLToPath(new URL(`./worker${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, import.meta.url));
 
-const CALLBACKS = ['onStep', 'onEval', 'onEpoch', 'onSave', 'devices', 'dataOrder', 'commTimeoutMs', 'callTimeoutMs', 'bucketMiB', 'fault'] as const;
+const CALLBACKS = ['loadProgress', 'onStep', 'onEval', 'onEpoch', 'onSave', 'devices', 'dataOrder', 'commTimeoutMs', 'callTimeoutMs', 'bucketMiB', 'fault'] as const;
 
 export class DataParallelTrainer {
   step: number;
