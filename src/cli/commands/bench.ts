@@ -4,6 +4,7 @@ import type { Command } from 'commander';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { checkDType, type DType } from '../../dtype.js';
+import { positiveInt } from '../args.js';
 import { defaultDevice, ensureCpuDevices, parseDevice } from '../../device.js';
 import { describeDevice, runKernelBench } from '../../bench/kernels.js';
 import { runGenerateBench } from '../../bench/generate.js';
@@ -43,13 +44,6 @@ interface BenchOpts {
 }
 
 const SCENARIOS = ['strategies', 'kernels', 'generate', 'comm', 'train'] as const;
-
-function positiveInt(flag: string, v: string | undefined): number | undefined {
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`${flag} must be a positive integer, got "${v}"`);
-  return n;
-}
 
 function deviceList(v: string | undefined): string[] {
   const list = v ? v.split(',').map((d) => d.trim()) : defaultBenchDevices();

@@ -3,6 +3,7 @@
 // strategy and print each continuation when all are done.
 import type { Command } from 'commander';
 import { checkDType } from '../../dtype.js';
+import { num } from '../args.js';
 import { streamText, generateSteps } from '../../engine/generate.js';
 import { reportingLoad } from '../../models/load-steps.js';
 import { Model } from '../../models/model.js';
@@ -31,12 +32,6 @@ interface GenOpts {
   strategy?: string;
   microBatches?: string;
   json?: boolean;
-}
-
-function num(flag: string, v: string, int = false): number {
-  const n = Number(v);
-  if (!Number.isFinite(n) || (int && !Number.isInteger(n))) throw new Error(`${flag} must be ${int ? 'an integer' : 'a number'}, got "${v}"`);
-  return n;
 }
 
 export function register(program: Command): void {

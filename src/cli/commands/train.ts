@@ -4,6 +4,7 @@
 import type { Command } from 'commander';
 import { LoadProgressBar } from '../progress.js';
 import { checkDType } from '../../dtype.js';
+import { optionalNum as num } from '../args.js';
 import { defaultDevice, parseDevice } from '../../device.js';
 import { DataParallelTrainer } from '../../train/data-parallel.js';
 import { Trainer, type EpochEvent, type EvalEvent, type StepEvent, type TrainResult } from '../../train/trainer.js';
@@ -35,13 +36,6 @@ interface TrainCliOpts {
   saveEvery: string;
   resume?: string;
   json?: boolean;
-}
-
-function num(flag: string, v: string | undefined, int = false): number | undefined {
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  if (v.trim() === '' || !Number.isFinite(n) || (int && !Number.isInteger(n))) throw new Error(`${flag} must be ${int ? 'an integer' : 'a number'}, got "${v}"`);
-  return n;
 }
 
 const clock = (ms: number): string => {
