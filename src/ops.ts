@@ -316,11 +316,10 @@ function ropeFreqs(op: string, o: RopeOptions, rot: number): Tensor | undefined 
   return f;
 }
 
-/** Rotary embedding in place (Hugging Face rotate_half layout); pos: i32 [tokens] on the device. */
-export function rope(x: Tensor, pos: Tensor, o: RopeOptions): Tensor {
-  const op = 'rope';
-  sameDevice(op, { x, pos, freqs: o.freqs });
-  sameDType(op, { x }, FLOATS);
+/** The checks rope and its backward share: tokens, token stride, rotary width and the frequency table. */
+function ropeGeometry(op: string, x: Tensor, name: string, pos: Tensor, o: RopeOptions): { R: number; st: number; rot: number; freqs?: Tensor } {
+  sameDevice(op, { [name]: x, pos, freqs: o.freqs });
+  sameDType(op, { [name]: x }, FLOATS);
   if (pos.dtype !== 'i32') throw new Error(`${op}: pos must be i32, got ${pos.dtype}`);
   const R = o.tokens ?? pos.numel;
   const st = o.tokenStride ?? o.heads * o.headDim;
@@ -328,10 +327,16 @@ export function rope(x: Tensor, pos: Tensor, o: RopeOptions): Tensor {
   positive(op, 'heads', o.heads);
   positive(op, 'headDim', o.headDim);
   if (rot % 2 || rot > o.headDim || rot < 2) throw new Error(`${op}: rotaryDim ${rot} must be even and <= headDim ${o.headDim}`);
+  if (st < o.heads * o.headDim) throw new Error(`${op}: tokenStride ${st} < heads x headDim = ${o.heads * o.headDim}`);
   expectNumel(op, 'pos', pos, R);
-  expectNumel(op, 'x', x, R ? (R - 1) * st + o.heads * o.headDim : 0);
-  const freqs = ropeFreqs(op, o, rot);
-  native.rope(x.native, pos.native, R, o.heads, o.headDim, st, rot, o.theta ?? 10000, freqs?.native ?? null);
+  expectNumel(op, name, x, R ? (R - 1) * st + o.heads * o.headDim : 0);
+  return { R, st, rot, freqs: ropeFreqs(op, o, rot) };
+}
+
+/** Rotary embedding in place (Hugging Face rotate_half layout); pos: i32 [tokens] on the device. */
+export function rope(x: Tensor, pos: Tensor, o: RopeOptions): Tensor {
+  const g = ropeGeometry('rope', x, 'x', pos, o);
+  native.rope(x.native, pos.native, g.R, o.heads, o.headDim, g.st, g.rot, o.theta ?? 10000, g.freqs?.native ?? null);
   return x;
 }
 
@@ -552,21 +557,8 @@ export function siluGateBackward(gate: Tensor, up: Tensor, dy: Tensor, o: { dgat
 
 /** Backward of rope, in place on dx: the inverse rotation (same options as `rope`). */
 export function ropeBackward(dx: Tensor, pos: Tensor, o: RopeOptions): Tensor {
-  const op = 'ropeBackward';
-  sameDevice(op, { dx, pos, freqs: o.freqs });
-  sameDType(op, { dx }, FLOATS);
-  if (pos.dtype !== 'i32') throw new Error(`${op}: pos must be i32, got ${pos.dtype}`);
-  const R = o.tokens ?? pos.numel;
-  const st = o.tokenStride ?? o.heads * o.headDim;
-  const rot = o.rotaryDim ?? o.headDim;
-  positive(op, 'heads', o.heads);
-  positive(op, 'headDim', o.headDim);
-  if (rot % 2 || rot > o.headDim || rot < 2) throw new Error(`${op}: rotaryDim ${rot} must be even and <= headDim ${o.headDim}`);
-  if (st < o.heads * o.headDim) throw new Error(`${op}: tokenStride ${st} < heads x headDim = ${o.heads * o.headDim}`);
-  expectNumel(op, 'pos', pos, R);
-  expectNumel(op, 'dx', dx, R ? (R - 1) * st + o.heads * o.headDim : 0);
-  const freqs = ropeFreqs(op, o, rot);
-  native.ropeBackward(dx.native, pos.native, R, o.heads, o.headDim, st, rot, o.theta ?? 10000, freqs?.native ?? null);
+  const g = ropeGeometry('ropeBackward', dx, 'dx', pos, o);
+  native.ropeBackward(dx.native, pos.native, g.R, o.heads, o.headDim, g.st, g.rot, o.theta ?? 10000, g.freqs?.native ?? null);
   return dx;
 }
 

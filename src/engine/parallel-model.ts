@@ -22,7 +22,7 @@ import { MESH_AXES, type Mesh } from '../parallel/mesh.js';
 import { DataPartitioner } from '../parallel/partitioner.js';
 import { placeStages, type Strategy } from '../parallel/placement.js';
 import { DevicePool } from '../parallel/pool.js';
-import type { TaskTime } from './executor.js';
+import type { Column, TaskTime } from './executor.js';
 import { generationPlan, microBatchCount, numberStages, planColumns, strategyMesh, type PipelinePlan, type PlanStage } from './plan.js';
 import { resolveSampling, type SamplingOptions } from './sampling.js';
 import { trace } from './trace.js';
@@ -104,8 +104,8 @@ function meshGroups(mesh: Mesh, kind: CommKind): CommArgs['groups'][] {
 }
 
 export class ParallelModel {
-  /** Plans of earlier calls, by shape: a repeated call (a benchmark's runs) does not plan again. */
-  private readonly plans = new Map<string, PipelinePlan>();
+  /** Plans of earlier calls and their columns, by shape: a repeated call (a benchmark's runs) plans nothing again. */
+  private readonly plans = new Map<string, { plan: PipelinePlan; columns: Column[] }>();
   /** a failed run broke the communicators (its ranks aborted them): make new ones before the next */
   private commsBroken = false;
   private closed: Promise<void> | null = null;
@@ -242,13 +242,14 @@ export class ParallelModel {
       throw new Error(`generate: strategy mp runs one micro-batch; use pp for ${g.microBatches}`);
     const m = this.strategy === 'mp' ? 1 : microBatchCount(prompts.length, this.stages.length, g.microBatches);
     const key = `${prompts.length}/${m}/${g.maxTokens}`;
-    let plan = this.plans.get(key);
-    if (!plan) {
-      plan = generationPlan(this.config, this.stages, prompts.length, m, g.maxTokens);
+    let cached = this.plans.get(key);
+    if (!cached) {
+      const p = generationPlan(this.config, this.stages, prompts.length, m, g.maxTokens);
+      cached = { plan: p, columns: planColumns(p) };
       if (this.plans.size > 16) this.plans.clear();
-      this.plans.set(key, plan);
+      this.plans.set(key, cached);
     }
-    const columns = planColumns(plan);
+    const { plan, columns } = cached;
     if (this.commsBroken) await this.initComms();
     let res: PipelineResult[];
     try {
