@@ -78,3 +78,4 @@ export { TrainLoader, valBatches, valBatchCount, windowCount, type Batch, type L
 export * as training from './train/index.js';
 export { Trainer, train, lrAt, type TrainOptions, type TrainResult, type StepEvent as TrainStepEvent, type EvalEvent, type EpochEvent } from './train/index.js';
 export { DataParallelTrainer, trainDataParallel, type DataParallelOptions } from './train/index.js';
+export { PipelineTrainer, trainPipeline, type PipelineTrainOptions } from './train/index.js';

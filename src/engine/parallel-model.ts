@@ -17,8 +17,9 @@ import type { Generation } from './generate.js';
 import { abortError, type LoadProgress } from '../models/load-steps.js';
 import { checkDeviceMemory } from '../models/memory-check.js';
 import { stageWeightBytes } from '../models/sizes.js';
-import { newCommId, type CommKind } from '../parallel/comm.js';
-import { MESH_AXES, type Mesh } from '../parallel/mesh.js';
+import type { CommKind } from '../parallel/comm.js';
+import { meshGroups } from '../parallel/mesh-comms.js';
+import type { Mesh } from '../parallel/mesh.js';
 import { DataPartitioner } from '../parallel/partitioner.js';
 import { placeStages, type Strategy } from '../parallel/placement.js';
 import { DevicePool } from '../parallel/pool.js';
@@ -89,19 +90,6 @@ export interface ParallelTextResult extends ParallelResult {
 
 // Workers import compiled JS; from the TS sources the pool maps src/*.ts to dist/*.js.
 const STAGE_MODULE = fileURLToPath(new URL(`./stage-worker${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, import.meta.url));
-
-/** One communicator id per group of each mesh axis longer than 1, and each rank's place in its groups. */
-function meshGroups(mesh: Mesh, kind: CommKind): CommArgs['groups'][] {
-  const perRank: CommArgs['groups'][] = Array.from({ length: mesh.size }, () => []);
-  for (const axis of MESH_AXES) {
-    if (mesh.shape[axis] < 2) continue;
-    for (const g of mesh.groups(axis)) {
-      const id = newCommId(kind);
-      g.forEach((rank, i) => perRank[rank]!.push({ axis, id, rank: i, size: g.length }));
-    }
-  }
-  return perRank;
-}
 
 export class ParallelModel {
   /** Plans of earlier calls and their columns, by shape: a repeated call (a benchmark's runs) plans nothing again. */
@@ -284,19 +272,8 @@ export class ParallelModel {
    * `method` on every worker, waiting for all of them. When some fail, the error is the root cause: a
    * rank's own failure rather than the "peer aborted" or "stopped" errors it caused on the others.
    */
-  private async allOrRootCause<R>(method: string, args: (rank: number) => unknown): Promise<R[]> {
-    // The first failure stops the other ranks at once: a GPU rank may be waiting on a peer that will
-    // never send, and only its stop flag ends that wait.
-    const calls = this.devices.map((_, r) =>
-      this.pool.call<R>(r, method, args(r)).catch((e: unknown) => {
-        this.pool.requestStop();
-        throw e;
-      }),
-    );
-    const settled = await Promise.allSettled(calls);
-    const errors = settled.flatMap((x) => (x.status === 'rejected' ? [x.reason as Error] : []));
-    if (errors.length) throw errors.find((e) => !/aborted|stopped|was closed|pool closed/.test(e.message)) ?? errors[0]!;
-    return settled.map((x) => (x as PromiseFulfilledResult<R>).value);
+  private allOrRootCause<R>(method: string, args: (rank: number) => unknown): Promise<R[]> {
+    return this.pool.allOrRootCause<R>(method, args);
   }
 
   /**

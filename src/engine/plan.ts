@@ -4,7 +4,7 @@
 import type { ModelConfig } from '../io/config.js';
 import { Mesh } from '../parallel/mesh.js';
 import type { PlacedStage, Strategy } from '../parallel/placement.js';
-import { deviceOfStage, generationSchedule, splitSizes, type Schedule } from '../parallel/schedule.js';
+import { deviceOfStage, generationSchedule, gpipeSchedule, oneFOneBSchedule, splitSizes, type Schedule } from '../parallel/schedule.js';
 import { columnOf, type Column } from './executor.js';
 
 export interface PlanStage extends PlacedStage {
@@ -69,6 +69,40 @@ export function generationPlan(cfg: ModelConfig, stages: PlanStage[], batch: num
     micro: splitSizes(batch, microBatches),
     schedule: generationSchedule(microBatches, stages.length, D, steps),
   };
+}
+
+/** How a training step orders its forward and backward tasks (parallel/schedule.ts). */
+export type TrainingScheduleName = 'gpipe' | '1f1b';
+export const TRAINING_SCHEDULES: readonly TrainingScheduleName[] = ['gpipe', '1f1b'];
+
+function pipelineDevices(cfg: ModelConfig, stages: PlanStage[]): number {
+  if (!stages.length) throw new Error('a pipeline plan needs at least one stage');
+  const covered = stages.reduce((n, s) => n + s.end - s.start, 0);
+  if (covered !== cfg.layers) throw new Error(`the stages hold ${covered} layers, the model has ${cfg.layers}`);
+  return Math.max(...stages.map((s) => s.rank)) + 1;
+}
+
+/**
+ * The plan of one training micro-step: `batch` sequences in `microBatches` micro-batches, each forward
+ * through every stage and backward again, ordered by GPipe or 1F1B. 1F1B needs one stage per device.
+ */
+export function trainingPlan(cfg: ModelConfig, stages: PlanStage[], batch: number, microBatches: number, schedule: TrainingScheduleName): PipelinePlan {
+  const D = pipelineDevices(cfg, stages);
+  if (!TRAINING_SCHEDULES.includes(schedule)) throw new Error(`schedule must be ${TRAINING_SCHEDULES.join(' or ')}, got ${String(schedule)}`);
+  if (schedule === '1f1b' && stages.length !== D) throw new Error(`1f1b runs one stage per device; ${stages.length} stages on ${D} devices need gpipe`);
+  return {
+    mesh: new Mesh({ pp: D }),
+    devices: stages.slice(0, D).map((s) => s.device),
+    stages,
+    micro: splitSizes(batch, microBatches),
+    schedule: schedule === 'gpipe' ? gpipeSchedule(microBatches, stages.length, D) : oneFOneBSchedule(microBatches, stages.length),
+  };
+}
+
+/** The plan of an evaluation batch: one micro-batch forward through the stages (no backward). */
+export function evaluationPlan(cfg: ModelConfig, stages: PlanStage[], batch: number): PipelinePlan {
+  const D = pipelineDevices(cfg, stages);
+  return { mesh: new Mesh({ pp: D }), devices: stages.slice(0, D).map((s) => s.device), stages, micro: [batch], schedule: generationSchedule(1, stages.length, D, 1) };
 }
 
 /** Every rank's column of the plan (what each worker is sent). */

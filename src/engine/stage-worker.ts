@@ -9,7 +9,8 @@ import { abortError } from '../models/load-steps.js';
 import { Model } from '../models/model.js';
 import type { Stage } from '../models/weights.js';
 import * as ops from '../ops.js';
-import { Communicator, type CommKind } from '../parallel/comm.js';
+import type { Communicator, CommKind } from '../parallel/comm.js';
+import { joinGroups, type GroupArgs } from '../parallel/mesh-comms.js';
 import type { MeshAxis } from '../parallel/mesh.js';
 import type { Handler, WorkerContext } from '../parallel/pool.js';
 import { Tensor } from '../tensor.js';
@@ -29,7 +30,7 @@ export interface LoadArgs {
 /** This worker's place in each mesh group it belongs to (axes of size 1 have none). */
 export interface CommArgs {
   kind: CommKind;
-  groups: { axis: MeshAxis; id: string | Uint8Array; rank: number; size: number }[];
+  groups: GroupArgs[];
   timeoutMs?: number;
 }
 
@@ -109,14 +110,7 @@ export const handlers: Record<string, Handler> = {
   /** Join this worker's mesh groups, in axis order on every rank (NCCL blocks until a group has joined). */
   commInit(a: CommArgs, ctx) {
     destroyComms(ctx);
-    const made = new Map<MeshAxis, Communicator>();
-    try {
-      for (const g of a.groups) made.set(g.axis, Communicator.create(a.kind, g.id, g.rank, g.size, ctx.device, { timeoutMs: a.timeoutMs, stopFlag: ctx.stopFlag }));
-    } catch (e) {
-      for (const c of made.values()) c.destroy();
-      throw e;
-    }
-    ctx.state.set('comms', made);
+    ctx.state.set('comms', joinGroups(a.kind, a.groups, ctx.device, { timeoutMs: a.timeoutMs, stopFlag: ctx.stopFlag }));
   },
 
   /** Data parallel: this replica's share of the prompts, generated as one batch (to maxTokens each). */

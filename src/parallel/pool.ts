@@ -272,6 +272,25 @@ export class DevicePool {
   }
 
   /**
+   * The same method on `ranks` (default: every worker), for work the ranks do together (collectives):
+   * the first failure stops the others at once (a rank waiting on a peer that will never send is ended
+   * only by its stop flag), every call is let finish, and the error is the root cause — a rank's own
+   * failure, not the "aborted" or "stopped" errors it caused on its peers. Results in the order of `ranks`.
+   */
+  async allOrRootCause<R = unknown>(method: string, args: (rank: number) => unknown, ranks: number[] = this.slots.map((_, r) => r)): Promise<R[]> {
+    const calls = ranks.map((r) =>
+      this.call<R>(r, method, args(r)).catch((e: unknown) => {
+        this.requestStop();
+        throw e;
+      }),
+    );
+    const settled = await Promise.allSettled(calls);
+    const errors = settled.flatMap((x) => (x.status === 'rejected' ? [x.reason as Error] : []));
+    if (errors.length) throw errors.find((e) => !/aborted|stopped|was closed|pool closed/.test(e.message)) ?? errors[0]!;
+    return settled.map((x) => (x as PromiseFulfilledResult<R>).value);
+  }
+
+  /**
    * Stop one worker now (a stuck or unwanted one): its pending calls reject with `reason`, later calls to
    * it reject at once. A worker inside a native call stops when that call returns.
    */

@@ -3,6 +3,9 @@
 //                                    apart), f32 from the master weights: `Model.load` and `parallm generate`
 //   tokenizer.json                   copied from a fine-tuned folder that has one
 //   optimizer.safetensors            the flat master, m and v (src/train/params.ts layout)
+// A pipeline's checkpoint is sharded by stage, as Hugging Face shards big models: model-0000k-of-0000S
+// .safetensors with model.safetensors.index.json, and optimizer-0000k-of-0000S.safetensors; each stage's
+// worker writes its own pair into the temp folder (writeStageFiles), the main thread the rest.
 //   trainer.json                     step, data position, and what a resume must match
 // A save writes every file into a sibling temp folder, then swaps it in with two renames (old -> .prev,
 // temp -> the folder) and drops .prev, so a run killed mid-save leaves the previous checkpoint whole: at
@@ -32,9 +35,13 @@ export interface CheckpointState {
     batch: number; seq: number; gradAccum: number; dataHash: string; dtype: string; dataSeed: number;
     /** data parallel (src/train/data-parallel.ts): replicas and how the batches were dealt (absent: one device) */
     world?: number; dataOrder?: string;
+    /** pipeline (src/train/pipeline-parallel.ts): the layers of each stage (a resume must split the same way) */
+    stages?: number[][];
   };
-  /** elements of the flat buffers and how many get weight decay */
+  /** elements of the flat buffers and how many get weight decay (a pipeline's: summed over its stages) */
   params: { n: number; nDecay: number };
+  /** a pipeline's stages, each saved in its own files (stageFiles); absent: one whole-model stage */
+  stages?: StageRecord[];
   /** the loss of every step so far (for the curve) */
   losses: number[];
 }
@@ -63,9 +70,13 @@ function transpose(src: Float32Array, rows: number, cols: number): Float32Array 
   return out;
 }
 
-/** The model's weights under Hugging Face names and layouts, from the host copy of master. */
+/**
+ * A stage's weights under Hugging Face names and layouts, from the host copy of master: its layers, the
+ * embeddings on the first stage, the final norm and (untied) head on the last. The last stage's copy of
+ * tied embeddings is not written: the first stage's is the model's.
+ */
 export function hfTensors(p: FlatParams, master = p.hostMaster()): StTensorData[] {
-  const { cfg } = p;
+  const { cfg, stage } = p;
   const { heads, kvHeads, headDim: D, intermediate: F, hidden: C } = cfg;
   const at = new Map(p.layout.map((e) => [e.key, e]));
   const get = (key: string) => {
@@ -74,16 +85,18 @@ export function hfTensors(p: FlatParams, master = p.hostMaster()): StTensorData[
   };
   const out: StTensorData[] = [];
   const put = (name: string, data: Float32Array, shape: number[]) => out.push({ name, dtype: 'F32', shape, data });
-  const L = cfg.layers;
+  const layers = Array.from({ length: stage.end - stage.start }, (_, j) => stage.start + j);
   if (cfg.family === 'gpt2') {
     const conv = (name: string, key: string) => {
       const { data, shape } = get(key); // [out, in] -> Conv1D [in, out]
       put(name, transpose(data, shape[0]!, shape[1]!), [shape[1]!, shape[0]!]);
     };
     const plain = (name: string, key: string) => put(name, get(key).data, get(key).shape);
-    plain('transformer.wte.weight', 'embed');
-    plain('transformer.wpe.weight', 'positions');
-    for (let i = 0; i < L; i++) {
+    if (stage.embed) {
+      plain('transformer.wte.weight', 'embed');
+      plain('transformer.wpe.weight', 'positions');
+    }
+    for (const i of layers) {
       const p0 = `transformer.h.${i}.`, k = `layers.${i}.`;
       plain(`${p0}ln_1.weight`, `${k}norm1`);
       plain(`${p0}ln_1.bias`, `${k}norm1Bias`);
@@ -98,12 +111,14 @@ export function hfTensors(p: FlatParams, master = p.hostMaster()): StTensorData[
       conv(`${p0}mlp.c_proj.weight`, `${k}down`);
       plain(`${p0}mlp.c_proj.bias`, `${k}downBias`);
     }
-    plain('transformer.ln_f.weight', 'normF');
-    plain('transformer.ln_f.bias', 'normFBias');
+    if (stage.head) {
+      plain('transformer.ln_f.weight', 'normF');
+      plain('transformer.ln_f.bias', 'normFBias');
+    }
     return out;
   }
-  put('model.embed_tokens.weight', get('embed').data, [cfg.vocabSize, C]);
-  for (let i = 0; i < L; i++) {
+  if (stage.embed) put('model.embed_tokens.weight', get('embed').data, [cfg.vocabSize, C]);
+  for (const i of layers) {
     const p0 = `model.layers.${i}.`, k = `layers.${i}.`;
     const qkv = get(`${k}qkv`).data;
     const rows = (r0: number, n: number) => qkv.subarray(r0 * C, (r0 + n) * C);
@@ -118,8 +133,10 @@ export function hfTensors(p: FlatParams, master = p.hostMaster()): StTensorData[
     put(`${p0}mlp.up_proj.weight`, gu.subarray(F * C), [F, C]);
     put(`${p0}mlp.down_proj.weight`, get(`${k}down`).data, [C, F]);
   }
-  put('model.norm.weight', get('normF').data, [C]);
-  if (!cfg.tieEmbeddings) put('lm_head.weight', get('head').data, [cfg.vocabSize, C]);
+  if (stage.head) {
+    put('model.norm.weight', get('normF').data, [C]);
+    if (!cfg.tieEmbeddings) put('lm_head.weight', get('head').data, [cfg.vocabSize, C]);
+  }
   return out;
 }
 
@@ -165,37 +182,100 @@ export interface SaveOptions {
   onFileWritten?: (file: string) => void;
 }
 
-/** Saves the run into `dir` (see the top of this file); the old checkpoint there is replaced only whole. */
-export function saveCheckpoint(dir: string, p: FlatParams, state: Omit<CheckpointState, 'format' | 'version' | 'config' | 'params'>, o: SaveOptions = {}): void {
-  if (!p.stage.embed || !p.stage.head || p.stage.start !== 0 || p.stage.end !== p.cfg.layers)
-    throw new Error('saveCheckpoint: only a whole-model stage can be saved as one checkpoint');
+/** A save in progress: the parts are written into `tmp`, then finishCheckpoint swaps it in for `dir`. */
+export interface PendingSave {
+  dir: string;
+  tmp: string;
+}
+
+/** Where one stage's part of a checkpoint goes, and what it holds (trainer.json lists them, for resume). */
+export interface StageRecord {
+  start: number;
+  end: number;
+  embed: boolean;
+  head: boolean;
+  /** elements of its flat buffers, and how many get weight decay */
+  n: number;
+  nDecay: number;
+}
+
+/** Stage k of S's files: the single names for one stage, Hugging Face's shard names for several. */
+export function stageFiles(k: number, S: number): { model: string; optimizer: string } {
+  if (S === 1) return { model: 'model.safetensors', optimizer: 'optimizer.safetensors' };
+  const of = (n: number) => String(n).padStart(5, '0');
+  return { model: `model-${of(k + 1)}-of-${of(S)}.safetensors`, optimizer: `optimizer-${of(k + 1)}-of-${of(S)}.safetensors` };
+}
+
+/** Starts a save into `dir`: checks it, puts back an interrupted one, makes the temp folder beside it. */
+export function beginCheckpoint(dir: string): PendingSave {
   const abs = path.resolve(dir);
   checkSaveFolder(abs);
   recover(abs);
   const tmp = `${abs}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
-  const done = (f: string) => o.onFileWritten?.(path.basename(f));
   try {
     fs.mkdirSync(tmp);
-    const master = p.hostMaster();
-    const file = (n: string) => path.join(tmp, n);
-    writeFileDurable(file('config.json'), JSON.stringify(hfConfig(p.cfg), null, 2) + '\n');
+  } catch (e) {
+    throw new Error(`saving checkpoint to ${abs}: ${(e as Error).message}`);
+  }
+  return { dir: abs, tmp };
+}
+
+/** Drops a save that failed part way (the previous checkpoint stays). */
+export function abandonCheckpoint(s: PendingSave): void {
+  fs.rmSync(s.tmp, { recursive: true, force: true });
+}
+
+/**
+ * Writes stage k of S into a pending save: its weights under Hugging Face names and its optimizer state
+ * (master, m, v). Returns the names of the weights written (the shard index of a sharded checkpoint).
+ * Each pipeline stage's worker writes its own part, so no device's state crosses to another.
+ */
+export function writeStageFiles(tmpDir: string, p: FlatParams, k: number, S: number, step: number, onFileWritten?: (file: string) => void): string[] {
+  const f = stageFiles(k, S);
+  const master = p.hostMaster();
+  const tensors = hfTensors(p, master);
+  writeSafetensors(path.join(tmpDir, f.model), tensors, { format: 'pt' });
+  onFileWritten?.(f.model);
+  const n = [p.n];
+  writeSafetensors(
+    path.join(tmpDir, f.optimizer),
+    [
+      { name: 'master', dtype: 'F32', shape: n, data: master },
+      { name: 'm', dtype: 'F32', shape: n, data: p.m.toArray() as Float32Array },
+      { name: 'v', dtype: 'F32', shape: n, data: p.v.toArray() as Float32Array },
+    ],
+    { step: String(step), stage: `${k}`, stages: `${S}` },
+  );
+  onFileWritten?.(f.optimizer);
+  return tensors.map((t) => t.name);
+}
+
+/**
+ * Ends a save: config.json, the shard index (several stages), the tokenizer, trainer.json; then the
+ * swap (old -> .prev, temp -> the folder, drop .prev). `names[k]`: the weights stage k wrote.
+ */
+export function finishCheckpoint(
+  s: PendingSave, cfg: ModelConfig, stages: StageRecord[], names: string[][],
+  state: Omit<CheckpointState, 'format' | 'version' | 'config' | 'params' | 'stages'>, o: SaveOptions = {},
+): void {
+  const { dir: abs, tmp } = s;
+  const done = (f: string) => o.onFileWritten?.(path.basename(f));
+  const file = (n: string) => path.join(tmp, n);
+  try {
+    writeFileDurable(file('config.json'), JSON.stringify(hfConfig(cfg), null, 2) + '\n');
     done('config.json');
-    writeSafetensors(file('model.safetensors'), hfTensors(p, master), { format: 'pt' });
-    done('model.safetensors');
-    const n = [p.n];
-    writeSafetensors(
-      file('optimizer.safetensors'),
-      [
-        { name: 'master', dtype: 'F32', shape: n, data: master },
-        { name: 'm', dtype: 'F32', shape: n, data: p.m.toArray() as Float32Array },
-        { name: 'v', dtype: 'F32', shape: n, data: p.v.toArray() as Float32Array },
-      ],
-      { step: String(state.step) },
-    );
-    done('optimizer.safetensors');
+    const S = stages.length;
+    if (S > 1) {
+      const weightMap: Record<string, string> = {};
+      names.forEach((ns, k) => ns.forEach((n) => (weightMap[n] = stageFiles(k, S).model)));
+      const totalSize = names.flat().length ? stages.reduce((t, _, k) => t + fs.statSync(file(stageFiles(k, S).model)).size, 0) : 0;
+      writeFileDurable(file('model.safetensors.index.json'), JSON.stringify({ metadata: { total_size: totalSize }, weight_map: weightMap }, null, 2) + '\n');
+      done('model.safetensors.index.json');
+    }
     if (o.tokenizerFrom && fs.existsSync(path.join(o.tokenizerFrom, 'tokenizer.json')))
       fs.copyFileSync(path.join(o.tokenizerFrom, 'tokenizer.json'), file('tokenizer.json'));
-    const full: CheckpointState = { format: CHECKPOINT_FORMAT, version: CHECKPOINT_VERSION, config: p.cfg, params: { n: p.n, nDecay: p.nDecay }, ...state };
+    const params = { n: stages.reduce((t, x) => t + x.n, 0), nDecay: stages.reduce((t, x) => t + x.nDecay, 0) };
+    const full: CheckpointState = { format: CHECKPOINT_FORMAT, version: CHECKPOINT_VERSION, config: cfg, params, ...(S > 1 ? { stages } : {}), ...state };
     writeFileDurable(file('trainer.json'), JSON.stringify(full) + '\n');
     done('trainer.json');
     if (fs.existsSync(abs)) {
@@ -205,9 +285,30 @@ export function saveCheckpoint(dir: string, p: FlatParams, state: Omit<Checkpoin
     fs.renameSync(tmp, abs);
     fs.rmSync(prevOf(abs), { recursive: true, force: true });
   } catch (e) {
-    fs.rmSync(tmp, { recursive: true, force: true });
+    abandonCheckpoint(s);
     throw new Error(`saving checkpoint to ${abs}: ${(e as Error).message}`);
   }
+}
+
+/** A stage's record in trainer.json. */
+export function stageRecord(p: FlatParams): StageRecord {
+  const { start, end, embed, head } = p.stage;
+  return { start, end, embed, head, n: p.n, nDecay: p.nDecay };
+}
+
+/** Saves a whole-model run into `dir` (see the top of this file); the old checkpoint there is replaced only whole. */
+export function saveCheckpoint(dir: string, p: FlatParams, state: Omit<CheckpointState, 'format' | 'version' | 'config' | 'params' | 'stages'>, o: SaveOptions = {}): void {
+  if (!p.stage.embed || !p.stage.head || p.stage.start !== 0 || p.stage.end !== p.cfg.layers)
+    throw new Error('saveCheckpoint: only a whole-model stage can be saved as one checkpoint');
+  const s = beginCheckpoint(dir);
+  let names: string[];
+  try {
+    names = writeStageFiles(s.tmp, p, 0, 1, state.step, o.onFileWritten);
+  } catch (e) {
+    abandonCheckpoint(s);
+    throw new Error(`saving checkpoint to ${s.dir}: ${(e as Error).message}`);
+  }
+  finishCheckpoint(s, p.cfg, [stageRecord(p)], [names], state, o);
 }
 
 /** Reads trainer.json of a checkpoint folder, checked for format. */
@@ -228,14 +329,23 @@ export function readCheckpointState(dir: string): CheckpointState {
 
 const sameJson = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
 
-/** Loads master, m and v of a checkpoint into `p`, after checking that they are this model's. */
+/**
+ * Loads master, m and v of a checkpoint into `p`, after checking that they are this model's: a whole-model
+ * checkpoint into the whole model, a pipeline's into the stage with the same layers (the split must match).
+ */
 export function loadOptimizerState(dir: string, p: FlatParams, s: CheckpointState): void {
   const abs = path.resolve(dir);
   if (!sameJson(s.config, p.cfg))
     throw new Error(`resume: ${abs} holds a different model (config ${JSON.stringify(s.config)}) than this run's (${JSON.stringify(p.cfg)})`);
-  if (s.params?.n !== p.n || s.params?.nDecay !== p.nDecay)
-    throw new Error(`resume: ${abs} has optimizer state of ${s.params?.n} parameters (${s.params?.nDecay} decayed), this model ${p.n} (${p.nDecay})`);
-  const file = path.join(abs, 'optimizer.safetensors');
+  const stages: StageRecord[] = s.stages ?? [{ start: 0, end: s.config.layers, embed: true, head: true, n: s.params?.n, nDecay: s.params?.nDecay }];
+  const split = (st: { start: number; end: number }[]) => st.map((x) => `${x.start}-${x.end}`).join(', ');
+  const k = stages.findIndex((x) => x.start === p.stage.start && x.end === p.stage.end && x.embed === p.stage.embed && x.head === p.stage.head);
+  if (k < 0)
+    throw new Error(`resume: ${abs} was saved with ${stages.length} stage(s) of layers [${split(stages)}]; this run's stage holds layers ${p.stage.start}-${p.stage.end}: resume with the same split`);
+  const rec = stages[k]!;
+  if (rec.n !== p.n || rec.nDecay !== p.nDecay)
+    throw new Error(`resume: ${abs} has optimizer state of ${rec.n} parameters (${rec.nDecay} decayed), this model ${p.n} (${p.nDecay})`);
+  const file = path.join(abs, stageFiles(k, stages.length).optimizer);
   const f = SafetensorsFile.open(file);
   try {
     for (const [name, t] of [['master', p.master], ['m', p.m], ['v', p.v]] as const) {

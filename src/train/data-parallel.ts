@@ -16,7 +16,9 @@ import { newCommId, type CommKind } from '../parallel/comm.js';
 import { DevicePool } from '../parallel/pool.js';
 import type { DataShard } from './dp-data.js';
 import type { GradBucket } from './grad-buckets.js';
-import { prepareTrainData, type EvalEvent, type TrainOptions, type TrainResult } from './trainer.js';
+import { runSteps } from './run-loop.js';
+import { prepareTrainData } from './run-setup.js';
+import type { EvalEvent, TrainOptions, TrainResult } from './trainer.js';
 import type { ReplicaInfo, ReplicaInitArgs, ReplicaOptions, StepFault } from './worker.js';
 
 export interface DataParallelOptions extends Omit<TrainOptions, 'device' | 'shard' | 'reduceGradients' | 'onCheckpointFile'> {
@@ -47,7 +49,7 @@ export class DataParallelTrainer {
   step: number;
   readonly losses: number[];
   readonly valLosses: EvalEvent[] = [];
-  private lastSaved: string | null = null;
+  lastSaved: string | null = null;
   private closed: Promise<void> | null = null;
 
   private constructor(
@@ -158,48 +160,16 @@ export class DataParallelTrainer {
     return this.pool.all('trainState');
   }
 
-  /** Runs to totalSteps with the callbacks, validation and checkpoints of the options (as Trainer.run). */
-  async run(): Promise<TrainResult> {
-    const o = this.opts;
-    const tokensPerStep = o.batch * o.seq * this.gradAccum * this.world;
-    const t0 = performance.now();
-    let epochStart = t0;
-    let epochRates: number[] = [];
-    const first = this.step;
-    const evalNow = async (epoch: number) => {
-      const e = { step: this.step, epoch, valLoss: await this.evaluate() };
-      this.valLosses.push(e);
-      o.onEval?.(e);
-      return e.valLoss;
-    };
-    while (this.step < this.totalSteps) {
-      const ts = performance.now();
-      const r = await this.trainStep();
-      const now = performance.now();
-      const stepMs = now - ts;
-      const epoch = Math.floor((this.step - 1) / this.stepsPerEpoch);
-      const avg = (now - t0) / (this.step - first);
-      const tokensPerSec = tokensPerStep / (stepMs / 1e3);
-      epochRates.push(tokensPerSec);
-      o.onStep?.({
-        step: this.step, totalSteps: this.totalSteps, epoch, loss: r.loss, lr: r.lr, gradNorm: r.gradNorm, tokens: tokensPerStep,
-        tokensPerSec, stepMs, elapsedMs: now - t0, etaMs: avg * (this.totalSteps - this.step),
-      });
-      const endOfEpoch = this.step % this.stepsPerEpoch === 0;
-      const last = this.step === this.totalSteps;
-      let val: number | undefined;
-      if (endOfEpoch || (o.evalEvery && this.step % o.evalEvery === 0) || last) val = await evalNow(epoch);
-      if (endOfEpoch) {
-        const tps = epochRates.reduce((a, b) => a + b, 0) / epochRates.length;
-        o.onEpoch?.({ epoch, step: this.step, seconds: (performance.now() - epochStart) / 1e3, tokensPerSec: tps, valLoss: val! });
-        epochStart = performance.now();
-        epochRates = [];
-      }
-      if (o.save && ((o.saveEvery && this.step % o.saveEvery === 0) || last)) await this.save(o.save);
-    }
-    const secs = (performance.now() - t0) / 1e3;
-    return { steps: this.step, losses: [...this.losses], valLosses: [...this.valLosses], checkpoint: this.lastSaved, tokensPerSec: ((this.step - first) * tokensPerStep) / Math.max(secs, 1e-9) };
+  /** tokens one optimizer step trains on, over every replica */
+  get tokensPerStep(): number {
+    return this.opts.batch * this.opts.seq * this.gradAccum * this.world;
   }
+
+  /** Runs to totalSteps with the callbacks, validation and checkpoints of the options (train/run-loop.ts). */
+  run(): Promise<TrainResult> {
+    return runSteps(this);
+  }
+
 
   /** Frees the replicas and ends the workers. Idempotent. */
   close(): Promise<void> {

@@ -7,17 +7,16 @@
 // checkpoint stays the good one), else one fused AdamW call. Everything the next step depends on (weights,
 // moments, step, loader position) is in the checkpoint, and the CPU kernels are deterministic, so a resumed
 // run continues with the same losses bit for bit.
-import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import type { DType } from '../dtype.js';
 import type { ModelConfig } from '../io/config.js';
-import { TrainLoader, valBatches, windowCount, type Tokens } from '../data/loader.js';
-import { GlobalBatchSlice, type DataShard } from './dp-data.js';
-import { prepareDataset, readDataset } from '../data/prepare.js';
-import { checkSaveFolder, loadOptimizerState, readCheckpointState, saveCheckpoint, type SaveOptions } from './checkpoint.js';
-import { initParamsAsync, resolveModel, type ModelSource } from './init.js';
+import { valBatches, type TrainLoader, type Tokens } from '../data/loader.js';
+import type { DataShard } from './dp-data.js';
+import { loadOptimizerState, saveCheckpoint, type SaveOptions } from './checkpoint.js';
+import { initParamsAsync, type ModelSource } from './init.js';
+import { runSteps } from './run-loop.js';
+import { prepareRun, type Data } from './run-setup.js';
 import { reportingLoad, type LoadReporter } from '../models/load-steps.js';
 import { adamwStep, DEFAULT_ADAMW, gradNorm, lrAt } from './optim.js';
 import type { FlatParams } from './params.js';
@@ -128,53 +127,12 @@ export interface TrainResult {
   tokensPerSec: number;
 }
 
-interface Data {
-  train: Tokens;
-  val: Tokens;
-  id: string;
-  vocabSize: number;
-}
-
-function maxId(t: Tokens): number {
-  let m = -1;
-  for (let i = 0; i < t.length; i++) if (t[i]! > m) m = t[i]!;
-  return m;
-}
-
-/** The data as tokens, or a prepared dataset folder (a text source tokenized and cached first): what
- *  several replicas can each read without preparing the same cache at once. */
-export async function prepareTrainData(o: Pick<TrainOptions, 'data' | 'dataCache' | 'brownFiles'>): Promise<TokenData | string> {
-  const d = o.data;
-  if (typeof d !== 'string' || (d !== 'brown' && existsSync(path.join(d, 'manifest.json')))) return d;
-  const key = createHash('sha256').update(JSON.stringify([d === 'brown' ? 'brown' : path.resolve(d), o.brownFiles ?? null])).digest('hex').slice(0, 16);
-  const folder = o.dataCache ?? path.join(os.tmpdir(), 'parallm-data', key);
-  await prepareDataset({ source: d, outDir: folder, brownFiles: o.brownFiles });
-  return folder;
-}
-
-async function loadData(o: TrainOptions): Promise<Data> {
-  const d = await prepareTrainData(o);
-  if (typeof d !== 'string') return { train: d.train, val: d.val, id: d.id, vocabSize: d.vocabSize ?? Math.max(maxId(d.train), maxId(d.val)) + 1 };
-  const ds = readDataset(d);
-  return { train: ds.train.tokens, val: ds.val.tokens, id: ds.manifest.contentHash, vocabSize: ds.manifest.vocabSize };
-}
-
-function positiveInt(flag: string, v: number | undefined, min = 1): number {
-  if (!Number.isInteger(v) || v! < min) throw new Error(`train: ${flag} must be an integer >= ${min}, got ${v}`);
-  return v!;
-}
-
-function finite(flag: string, v: number, min = 0): number {
-  if (!Number.isFinite(v) || v < min) throw new Error(`train: ${flag} must be a number >= ${min}, got ${v}`);
-  return v;
-}
-
 export class Trainer {
   /** optimizer steps done */
   step = 0;
   readonly losses: number[] = [];
   readonly valLosses: EvalEvent[] = [];
-  private lastSaved: string | null = null;
+  lastSaved: string | null = null;
 
   private constructor(
     readonly opts: TrainOptions,
@@ -196,66 +154,19 @@ export class Trainer {
 
   /** Checks every option and the data against the model, then loads the weights (or the checkpoint). */
   static async create(o: TrainOptions): Promise<Trainer> {
-    const batch = positiveInt('batch', o.batch);
-    const seq = positiveInt('seq', o.seq);
-    const accum = positiveInt('gradAccum', o.gradAccum ?? 1);
-    if ((o.steps === undefined) === (o.epochs === undefined)) throw new Error('train: give exactly one of steps and epochs');
-    if (o.steps !== undefined) positiveInt('steps', o.steps);
-    if (o.epochs !== undefined) positiveInt('epochs', o.epochs);
-    finite('lr', o.lr ?? 3e-4);
-    positiveInt('warmup', o.warmup ?? 0, 0);
-    positiveInt('evalEvery', o.evalEvery ?? 0, 0);
-    positiveInt('saveEvery', o.saveEvery ?? 0, 0);
-    if (o.evalBatches !== undefined) positiveInt('evalBatches', o.evalBatches);
-    finite('clip', o.clip ?? DEFAULT_ADAMW.clip);
-    if (o.dtype !== undefined && !['f32', 'bf16', 'f16'].includes(o.dtype)) throw new Error(`train: dtype must be f32, bf16 or f16, got ${o.dtype}`);
-    let src: ModelSource;
-    const ck = o.resume ? readCheckpointState(o.resume) : null;
-    if (ck) {
-      src = o.model === undefined ? { cfg: ck.config, folder: null, name: o.resume! } : resolveModel(o.model);
-      if (JSON.stringify(src.cfg) !== JSON.stringify(ck.config))
-        throw new Error(`resume: ${o.resume} holds a different model (${JSON.stringify(ck.config)}) than ${typeof o.model === 'string' ? o.model : 'the given config'} (${JSON.stringify(src.cfg)})`);
-    } else {
-      if (o.model === undefined) throw new Error('train: give a model (a preset or a folder), or resume from a checkpoint');
-      src = resolveModel(o.model);
-    }
-    const cfg = src.cfg;
-    if (seq > cfg.maxPositions) throw new Error(`train: seq ${seq} is longer than the model's context (${cfg.maxPositions} positions)`);
-    if (o.save) checkSaveFolder(o.save);
-    const data = await loadData(o);
-    if (data.vocabSize > cfg.vocabSize)
-      throw new Error(`train: the data's token ids go up to ${data.vocabSize - 1} but the model's vocabulary has ${cfg.vocabSize} tokens`);
-    const shard = o.shard ?? { rank: 0, world: 1 };
-    const loader = shard.order === 'global'
-      ? new GlobalBatchSlice(data.train, { batch, seq, seed: o.dataSeed ?? 1234, rank: shard.rank, world: shard.world })
-      : new TrainLoader(data.train, { batch, seq, seed: o.dataSeed ?? 1234, rank: shard.rank, world: shard.world });
-    const stepsPerEpoch = Math.floor(loader.batchesPerEpoch / accum);
-    if (stepsPerEpoch < 1)
-      throw new Error(`train: too little data: ${loader.batchesPerEpoch} batches of ${batch} x ${seq} tokens an epoch, fewer than gradAccum ${accum}`);
-    if (windowCount(data.val.length, seq) < 1) throw new Error(`train: the validation data (${data.val.length} tokens) is shorter than one window of seq ${seq} + 1`);
-    const totalSteps = o.steps ?? o.epochs! * stepsPerEpoch;
-    const dtype = o.dtype ?? 'f32';
-    if (ck) {
-      const run = { batch, seq, gradAccum: accum, dataHash: data.id, dtype, dataSeed: o.dataSeed ?? 1234, world: shard.world, dataOrder: shard.order ?? 'sharded' };
-      const had = { world: 1, dataOrder: 'sharded', ...ck.run }; // checkpoints of one device have neither
-      for (const k of Object.keys(run) as (keyof typeof run)[])
-        if (had[k] !== run[k]) throw new Error(`resume: ${o.resume} was run with ${k} ${had[k]}, this run has ${run[k]}`);
-      if (ck.step > totalSteps) throw new Error(`resume: ${o.resume} is at step ${ck.step}, past this run's ${totalSteps} steps`);
-    }
+    const run = await prepareRun(o, o.shard ?? { rank: 0, world: 1 });
+    const { src, ck } = run;
     // From a checkpoint the weights come from its optimizer state; a random init just fills the buffers first.
     const params = await reportingLoad(o.loadProgress, (onProgress) =>
-      initParamsAsync(ck ? { ...src, folder: null } : src, { device: o.device, dtype, seed: o.seed ?? 0, onProgress }),
+      initParamsAsync(ck ? { ...src, folder: null } : src, { device: o.device, dtype: run.dtype, seed: o.seed ?? 0, onProgress }),
     );
     try {
-      if (ck) {
-        loadOptimizerState(o.resume!, params, ck);
-        loader.seek(ck.loader);
-      }
+      if (ck) loadOptimizerState(o.resume!, params, ck);
     } catch (e) {
       params.dispose();
       throw e;
     }
-    const t = new Trainer(o, src, params, new TrainStage(params), loader, data, totalSteps, stepsPerEpoch);
+    const t = new Trainer(o, src, params, new TrainStage(params), run.loader, run.data, run.totalSteps, run.stepsPerEpoch);
     if (ck) {
       t.step = ck.step;
       t.losses.push(...ck.losses);
@@ -330,48 +241,16 @@ export class Trainer {
     this.opts.onSave?.(this.lastSaved, this.step);
   }
 
-  /** Runs to totalSteps with the callbacks, validation and checkpoints of the options. */
-  run(): TrainResult {
-    const o = this.opts;
-    const tokensPerStep = o.batch * o.seq * this.gradAccum;
-    const t0 = performance.now();
-    let epochStart = t0;
-    let epochRates: number[] = [];
-    const first = this.step;
-    const evalNow = (epoch: number) => {
-      const e = { step: this.step, epoch, valLoss: this.evaluate() };
-      this.valLosses.push(e);
-      o.onEval?.(e);
-      return e.valLoss;
-    };
-    while (this.step < this.totalSteps) {
-      const ts = performance.now();
-      const r = this.trainStep();
-      const now = performance.now();
-      const stepMs = now - ts;
-      const epoch = Math.floor((this.step - 1) / this.stepsPerEpoch);
-      const avg = (now - t0) / (this.step - first);
-      const tokensPerSec = tokensPerStep / (stepMs / 1e3);
-      epochRates.push(tokensPerSec);
-      o.onStep?.({
-        step: this.step, totalSteps: this.totalSteps, epoch, loss: r.loss, lr: r.lr, gradNorm: r.gradNorm, tokens: tokensPerStep,
-        tokensPerSec, stepMs, elapsedMs: now - t0, etaMs: avg * (this.totalSteps - this.step),
-      });
-      const endOfEpoch = this.step % this.stepsPerEpoch === 0;
-      const last = this.step === this.totalSteps;
-      let val: number | undefined;
-      if (endOfEpoch || (o.evalEvery && this.step % o.evalEvery === 0) || last) val = evalNow(epoch);
-      if (endOfEpoch) {
-        const tps = epochRates.reduce((a, b) => a + b, 0) / epochRates.length;
-        o.onEpoch?.({ epoch, step: this.step, seconds: (performance.now() - epochStart) / 1e3, tokensPerSec: tps, valLoss: val! });
-        epochStart = performance.now();
-        epochRates = [];
-      }
-      if (o.save && ((o.saveEvery && this.step % o.saveEvery === 0) || last)) this.save(o.save);
-    }
-    const secs = (performance.now() - t0) / 1e3;
-    return { steps: this.step, losses: [...this.losses], valLosses: [...this.valLosses], checkpoint: this.lastSaved, tokensPerSec: ((this.step - first) * tokensPerStep) / Math.max(secs, 1e-9) };
+  /** tokens one optimizer step trains on */
+  get tokensPerStep(): number {
+    return this.opts.batch * this.opts.seq * this.gradAccum;
   }
+
+  /** Runs to totalSteps with the callbacks, validation and checkpoints of the options (train/run-loop.ts). */
+  run(): Promise<TrainResult> {
+    return runSteps(this);
+  }
+
 
   dispose(): void {
     this.stage.clear();
@@ -383,7 +262,7 @@ export class Trainer {
 export async function train(o: TrainOptions): Promise<TrainResult> {
   const t = await Trainer.create(o);
   try {
-    return t.run();
+    return await t.run();
   } finally {
     t.dispose();
   }

@@ -44,7 +44,7 @@ describe.skipIf(!enabled)('data-parallel training on cuda:0, cuda:1 (NCCL)', () 
         await dp.close();
       }
       const one = await Trainer.create({ ...o, batch: 8, device: 'cuda:0' });
-      const r1 = one.run();
+      const r1 = await one.run();
       const master1 = one.params.hostMaster();
       one.dispose();
       for (let i = 0; i < 8; i++) expect(Math.abs(r.losses[i]! - r1.losses[i]!) / r1.losses[i]!, `step ${i + 1} (seed ${seed})`).toBeLessThan(1e-4);

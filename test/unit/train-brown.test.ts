@@ -20,7 +20,7 @@ it('30 steps on six Brown files lower the validation loss well below its start',
     device: 'cpu:0', batch: 8, seq: 32, steps: 30, lr: 1e-2, warmup: 3, evalBatches: 8, seed: 1,
   });
   const start = t.evaluate();
-  const r = t.run();
+  const r = await t.run();
   t.dispose();
   const end = r.valLosses[r.valLosses.length - 1]!.valLoss;
   console.log(`brown: validation loss ${start.toFixed(3)} -> ${end.toFixed(3)}, train ${r.losses[0]!.toFixed(3)} -> ${r.losses[29]!.toFixed(3)}`);

@@ -44,7 +44,7 @@ describe('resume continues the same run', () => {
       const data = tokens(cfg.vocabSize, 1200, 11);
       const opts = base(cfg, data, { gradAccum: accum });
       const a = await Trainer.create(opts);
-      const ra = a.run();
+      const ra = await a.run();
       const masterA = a.params.hostMaster();
       a.dispose();
       expect(ra.losses).toHaveLength(6);
@@ -56,7 +56,7 @@ describe('resume continues the same run', () => {
       b.dispose();
       const c = await Trainer.create({ ...opts, model: undefined, resume: dir });
       expect(c.step).toBe(3);
-      const rc = c.run();
+      const rc = await c.run();
       expect(rc.losses).toEqual(ra.losses); // bit for bit, steps 1-3 from the checkpoint, 4-6 recomputed
       expect(rc.valLosses.map((e) => e.valLoss)).toEqual(ra.valLosses.filter((e) => e.step > 3).map((e) => e.valLoss));
       expect(c.params.hostMaster()).toEqual(masterA);
@@ -70,7 +70,7 @@ describe('checkpoint folders are Hugging Face folders', () => {
     it(`${cfg.family}: Model.load of a saved run gives the trainer's logits`, async () => {
       const dir = path.join(tmp(), 'ck');
       const t = await Trainer.create(base(cfg, tokens(cfg.vocabSize, 600, 3), { steps: 2, save: dir }));
-      t.run();
+      await t.run();
       const prompt = [3, 1, 4, 1, 5, 9, 2, 6];
       const want = logitsOf(cfg, t, prompt);
       t.dispose();
@@ -139,7 +139,7 @@ describe('clear errors', () => {
   it('resume from a checkpoint of another model, another batch, or broken optimizer state', async () => {
     const dir = path.join(tmp(), 'ck');
     const t = await Trainer.create(base(smallGpt2, data, { steps: 1, save: dir }));
-    t.run();
+    await t.run();
     t.dispose();
     await expect(Trainer.create({ ...base(smallGpt2, data), model: { ...smallGpt2, hidden: 32, headDim: 16 }, resume: dir })).rejects.toThrow(/resume: .* holds a different model/);
     await expect(Trainer.create({ ...base(smallGpt2, data), model: undefined, batch: 3, resume: dir })).rejects.toThrow(/was run with batch 2, this run has 3/);
@@ -175,7 +175,7 @@ describe('clear errors', () => {
         },
       }),
     );
-    expect(() => t.run()).toThrow(/training stopped at step 3: the loss is NaN.*last checkpoint: .*ck/);
+    await expect(t.run()).rejects.toThrow(/training stopped at step 3: the loss is NaN.*last checkpoint: .*ck/);
     t.dispose();
     expect(JSON.parse(readFileSync(path.join(dir, 'trainer.json'), 'utf8')).step).toBe(2);
     const m = Model.load(dir, { device: 'cpu:0', dtype: 'f32' });
@@ -193,7 +193,7 @@ describe('Trainer runs', () => {
       const t = await Trainer.create({ ...base(smallLlama, data), steps: undefined, epochs: 3, evalEvery: 0, batch: 4, dtype, lr: 1e-2, onEpoch: (e) => epochs.push(e) });
       const perEpoch = t.stepsPerEpoch;
       expect(perEpoch).toBe(Math.floor(Math.floor((700 - 1) / 8) / 4));
-      const r = t.run();
+      const r = await t.run();
       t.dispose();
       expect(r.steps).toBe(3 * perEpoch);
       expect(epochs.map((e) => [e.epoch, e.step])).toEqual([[0, perEpoch], [1, 2 * perEpoch], [2, 3 * perEpoch]]);

@@ -59,7 +59,7 @@ describe('dp on n devices with batch b = one device with batch n x b (global dat
         await dp.close();
       }
       const one = await Trainer.create({ ...o, devices: undefined, dataOrder: undefined, device: 'cpu:0', batch: 2 * n } as never);
-      const r1 = one.run();
+      const r1 = await one.run();
       const master1 = one.params.hostMaster();
       one.dispose();
       expect(r.losses).toHaveLength(6);

@@ -162,7 +162,7 @@ export function register(program: Command): void {
         const t = await Trainer.create({ ...common, device });
         try {
           header(t.source.name, t.cfg.family, t.params.n, t.params.device, t.params.dtype, t);
-          r = t.run();
+          r = await t.run();
         } finally {
           endLine();
           t.dispose();

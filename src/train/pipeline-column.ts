@@ -1,0 +1,135 @@
+// A device's part of a pipeline training step: its column of a GPipe or 1F1B plan (parallel/schedule.ts),
+// run tick by tick as engine/executor.ts runs generation. At the start of each tick the device hands on
+// what its task of the tick before made — a forward's activations to the next stage, a backward's input
+// gradient to the stage before — and takes what its peers made for it, in one group of sends and receives;
+// then it runs its task on the TrainStage of the task's stage. Forward tasks save their activations
+// (TrainStage keeps them by micro-batch) for the backward task of the same micro-batch; the parameter
+// gradients add up over the micro-batches in each stage's flat gradient buffer.
+import { synchronize } from '../device.js';
+import type { Communicator } from '../parallel/comm.js';
+import { DeviceEvent } from '../runtime.js';
+import { Tensor } from '../tensor.js';
+import type { Column, ColumnTask, TaskAddress, TaskTime } from '../engine/executor.js';
+import type { MicroBatch, TrainStage } from './stage.js';
+
+export interface TrainColumnOptions {
+  device: string;
+  /** this step's micro-batches, by index (every stage needs the shapes; the first the ids, the last the targets) */
+  micro: MicroBatch[];
+  /** the logits' gradient scale (1 / the optimizer step's counted targets); false: evaluation, forward only */
+  dscale: number | false;
+  /** record per-task device times (the training timeline) */
+  timeline?: boolean;
+  /** called at every tick: throws to stop the run */
+  checkStop?: () => void;
+}
+
+export interface TrainColumnResult {
+  /** the last stage's summed loss over the micro-batches and its counted targets (0 elsewhere) */
+  lossSum: number;
+  count: number;
+  tasks: (TaskTime & { kind: 'forward' | 'backward' })[];
+}
+
+const now = () => performance.timeOrigin + performance.now();
+
+export function runTrainingColumn(col: Column, stages: Map<number, TrainStage>, comm: Communicator | null, o: TrainColumnOptions): TrainColumnResult {
+  const stageOf = (s: number) => {
+    const t = stages.get(s);
+    if (!t) throw new Error(`device ${col.device} (${o.device}) has no stage ${s}`);
+    return t;
+  };
+  const byTick = new Map(col.tasks.map((k) => [k.tick, k]));
+  const recvAt = new Map<number, Column['receives']>();
+  for (const r of col.receives) (recvAt.get(r.tick) ?? recvAt.set(r.tick, []).get(r.tick)!).push(r);
+  // Activations (for a forward) and gradients (for a backward) that arrived ahead of their task.
+  const inbox = new Map<string, Tensor>();
+  const key = (kind: 'forward' | 'backward', a: TaskAddress) => `${kind}/${a.stage}/${a.mb}`;
+  const landing = (kind: 'forward' | 'backward', to: TaskAddress): Tensor => {
+    const st = stageOf(to.stage);
+    const mb = o.micro[to.mb]!;
+    const x = Tensor.empty([mb.batch * mb.seq, st.cfg.hidden], { dtype: st.params.dtype, device: o.device });
+    inbox.set(key(kind, to), x);
+    return x;
+  };
+  const take = (k: ColumnTask): Tensor | undefined => {
+    const t = inbox.get(key(k.kind, k));
+    inbox.delete(key(k.kind, k));
+    return t;
+  };
+  let made: { task: ColumnTask; t: Tensor } | null = null;
+  const exchange = (t: number) => {
+    const outs = made?.task.outputs ?? [];
+    const ins = recvAt.get(t) ?? [];
+    // what a forward makes feeds a forward; what a backward makes, a backward
+    const kindOf = (e: { kind: string }) => (e.kind === 'gradient' ? 'backward' : 'forward') as 'forward' | 'backward';
+    for (const e of outs) if (e.device === col.device) landing(kindOf(e), e).copyFrom(made!.t);
+    const sends = outs.filter((e) => e.device !== col.device);
+    if (sends.length || ins.length) {
+      if (!comm) throw new Error(`device ${col.device}: the plan crosses devices but there is no communicator`);
+      comm.group(() => {
+        for (const e of sends) comm.send(made!.t, e.device);
+        for (const r of ins) comm.recv(landing(kindOf(r), r.to), r.from);
+      });
+    }
+    made?.t.dispose();
+    made = null;
+  };
+
+  let lossSum = 0, count = 0;
+  const marks: { k: ColumnTask; start: DeviceEvent; end: DeviceEvent; h0: number; h1: number }[] = [];
+  synchronize(o.device);
+  const base = o.timeline ? new DeviceEvent(o.device).record() : undefined;
+  const hostBase = now();
+  try {
+    for (let t = 0; t <= col.ticks; t++) {
+      o.checkStop?.();
+      const h0 = now();
+      exchange(t);
+      const k = byTick.get(t);
+      if (!k) continue;
+      const st = stageOf(k.stage);
+      const start = o.timeline ? new DeviceEvent(o.device).record() : undefined;
+      if (k.kind === 'forward') {
+        const x = st.isFirst ? undefined : take(k);
+        if (!st.isFirst && !x) throw new Error(`device ${col.device}: forward of micro-batch ${k.mb} at stage ${k.stage} has no input`);
+        try {
+          const r = st.forward(k.mb, o.micro[k.mb]!, x, { dscale: o.dscale });
+          if (r.out) made = { task: k, t: r.out };
+          else {
+            lossSum += r.lossSum!;
+            count += r.count!;
+          }
+        } finally {
+          x?.dispose();
+        }
+      } else {
+        if (o.dscale === false) throw new Error('an evaluation plan has only forward tasks');
+        const dOut = st.isLast ? undefined : take(k);
+        if (!st.isLast && !dOut) throw new Error(`device ${col.device}: backward of micro-batch ${k.mb} at stage ${k.stage} has no gradient`);
+        try {
+          const dIn = st.backward(k.mb, dOut);
+          if (dIn) made = { task: k, t: dIn };
+        } finally {
+          dOut?.dispose();
+        }
+      }
+      if (start) marks.push({ k, start, end: new DeviceEvent(o.device).record(), h0, h1: now() });
+    }
+    comm?.drain();
+    synchronize(o.device);
+    const tasks = marks.map((m) => ({
+      stage: col.device, vstage: m.k.stage, mb: m.k.mb, step: 0, kind: m.k.kind,
+      t0: hostBase + base!.elapsedMs(m.start), t1: hostBase + base!.elapsedMs(m.end), h0: m.h0, h1: m.h1,
+    }));
+    return { lossSum, count, tasks };
+  } catch (e) {
+    // peers may be waiting on this device: break the communicator so they fail at once
+    comm?.abort();
+    throw e;
+  } finally {
+    (made as { t: Tensor } | null)?.t.dispose();
+    for (const t of inbox.values()) t.dispose();
+    for (const s of stages.values()) s.clear();
+  }
+}

@@ -1,0 +1,281 @@
+// Model- and pipeline-parallel training (`parallm train --strategy mp|pp --devices ...`), and data x pipeline
+// (`--dp 2` with 4 devices): the layers split into stages as for inference (parallel/placement.ts), one
+// worker per device (train/pipeline-worker.ts), a training plan (engine/plan.ts `trainingPlan`: GPipe or
+// 1F1B) whose columns the workers run each micro-step, activations sent forward and their gradients back.
+// MP is PP with one micro-batch. With dp > 1 there are dp such pipelines, each on its own share of the
+// data, every stage's gradient averaged with the same stage of the other pipelines.
+//
+// The main thread plans once, drives the steps (train/run-loop.ts, as the other trainers), and assembles
+// checkpoints: each stage of replica 0 writes its own shard (train/checkpoint.ts), so no device's weights
+// pass through another. The reported loss is the mean of the replicas' (each its last stage's exact sum).
+import { ensureCpuDevices, parseDevice } from '../device.js';
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+import { existsSync } from 'node:fs';
+import type { ModelConfig } from '../io/config.js';
+import { evaluationPlan, microBatchCount, numberStages, planColumns, trainingPlan, type PlanStage, type TrainingScheduleName } from '../engine/plan.js';
+import type { TaskTime } from '../engine/executor.js';
+import type { CommKind } from '../parallel/comm.js';
+import { Mesh } from '../parallel/mesh.js';
+import { meshGroups } from '../parallel/mesh-comms.js';
+import { placeStages } from '../parallel/placement.js';
+import { DevicePool } from '../parallel/pool.js';
+import { abandonCheckpoint, beginCheckpoint, finishCheckpoint, readCheckpointState, type StageRecord } from './checkpoint.js';
+import type { DataShard } from './dp-data.js';
+import { resolveModel } from './init.js';
+import type { PipelineInfo, PipelineInitArgs, PipelineStepResult } from './pipeline-worker.js';
+import { runSteps, type StepOutcome } from './run-loop.js';
+import { prepareTrainData } from './run-setup.js';
+import type { EvalEvent, TrainOptions, TrainResult } from './trainer.js';
+import type { ReplicaOptions, StepFault } from './worker.js';
+
+export interface PipelineTrainOptions extends Omit<TrainOptions, 'device' | 'shard' | 'reduceGradients' | 'onCheckpointFile'> {
+  /** every device of the run: dp pipelines of devices.length / dp stages' devices each, all CPU or all CUDA */
+  devices: string[];
+  /** data-parallel pipelines (default 1): pipeline d runs on devices [d * pp, (d + 1) * pp) */
+  dp?: number;
+  /** micro-batches each batch is cut into (default: one per stage, at most the batch; MP is 1) */
+  microBatches?: number;
+  /** GPipe (all forwards, then all backwards) or 1F1B (activations bounded by the stages); default 1f1b, gpipe with chunks */
+  schedule?: TrainingScheduleName;
+  /** stages per device, interleaved (GPipe only); default 1 */
+  chunks?: number;
+  /** layers per device, e.g. { 'cpu:0': [0, 1], 'cpu:1': [2, 3] } (default: even) */
+  placement?: 'even' | Record<string, number[]>;
+  /** how the batches are dealt to the dp pipelines (train/dp-data.ts); default 'sharded' */
+  dataOrder?: DataShard['order'];
+  /** bound on every wait of a collective or a transfer, ms (default 60 s) */
+  commTimeoutMs?: number;
+  /** bound on every worker call, ms (default 0: none) */
+  callTimeoutMs?: number;
+  /** @internal test hook: a rank fails at a step */
+  fault?: StepFault;
+}
+
+const WORKER_MODULE = fileURLToPath(new URL(`./pipeline-worker${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, import.meta.url));
+
+const MAIN_ONLY = ['loadProgress', 'onStep', 'onEval', 'onEpoch', 'onSave', 'devices', 'dp', 'microBatches', 'schedule', 'chunks', 'placement', 'dataOrder', 'commTimeoutMs', 'callTimeoutMs', 'fault'] as const;
+
+/** A training step's tasks with their kind, for the timeline (Figure 6 of the seed, measured). */
+export type TrainTaskTime = TaskTime & { kind: 'forward' | 'backward' };
+
+export class PipelineTrainer {
+  step: number;
+  readonly losses: number[];
+  readonly valLosses: EvalEvent[] = [];
+  lastSaved: string | null = null;
+  private closed: Promise<void> | null = null;
+
+  private constructor(
+    readonly opts: PipelineTrainOptions,
+    readonly pool: DevicePool,
+    readonly mesh: Mesh,
+    readonly cfg: ModelConfig,
+    /** the stages of one pipeline (replica 0's devices) */
+    readonly stages: PlanStage[],
+    readonly microBatches: number,
+    readonly schedule: TrainingScheduleName,
+    readonly infos: PipelineInfo[],
+    private readonly tokenizerFrom: string | null,
+  ) {
+    this.step = infos[0]!.step;
+    this.losses = [...infos[0]!.losses];
+  }
+
+  get devices(): string[] {
+    return this.pool.devices;
+  }
+  get totalSteps(): number {
+    return this.infos[0]!.totalSteps;
+  }
+  get stepsPerEpoch(): number {
+    return this.infos[0]!.stepsPerEpoch;
+  }
+  get gradAccum(): number {
+    return this.opts.gradAccum ?? 1;
+  }
+  get tokensPerStep(): number {
+    return this.opts.batch * this.opts.seq * this.gradAccum * this.mesh.shape.dp;
+  }
+  /** parameters of the whole model (one pipeline's stages, tied embeddings once) */
+  get parameterCount(): number {
+    const pp = this.mesh.shape.pp;
+    const n = this.infos.slice(0, pp).reduce((t, i) => t + i.n, 0);
+    return this.cfg.tieEmbeddings && this.stages.length > 1 ? n - this.cfg.vocabSize * this.cfg.hidden : n;
+  }
+
+  /** Plans, starts a worker per device and builds every stage (each checks the options as Trainer.create does). */
+  static async create(o: PipelineTrainOptions): Promise<PipelineTrainer> {
+    if (!o || typeof o !== 'object') throw new Error('train pp: give options { devices, model, data, batch, seq, steps | epochs }');
+    if (!Array.isArray(o.devices) || o.devices.length === 0) throw new Error('train pp: devices must be a non-empty list, e.g. ["cpu:0", "cpu:1"]');
+    ensureCpuDevices(o.devices);
+    const devices = o.devices.map((d) => parseDevice(d));
+    const dup = devices.find((d, i) => devices.indexOf(d) !== i);
+    if (dup) throw new Error(`train pp: device ${dup} is listed twice`);
+    const kinds = new Set(devices.map((d) => (d.startsWith('cuda') ? 'nccl' : 'cpu')));
+    if (kinds.size > 1) throw new Error(`train pp: devices ${devices.join(',')} mix CPU and CUDA: use one kind`);
+    const dp = o.dp ?? 1;
+    if (!Number.isInteger(dp) || dp < 1 || devices.length % dp) throw new Error(`train pp: dp ${dp} must be a positive integer dividing the ${devices.length} devices`);
+    const mesh = new Mesh({ dp, pp: devices.length / dp });
+    const pp = mesh.shape.pp;
+    if (!Number.isInteger(o.batch) || o.batch < 1) throw new Error(`train: batch must be an integer >= 1, got ${o.batch}`);
+    const order = o.dataOrder ?? 'sharded';
+    if (order !== 'sharded' && order !== 'global') throw new Error(`train pp: dataOrder must be 'sharded' or 'global', got ${String(order)}`);
+    const commTimeoutMs = o.commTimeoutMs ?? 60_000;
+    if (!Number.isInteger(commTimeoutMs) || commTimeoutMs < 0) throw new Error(`train pp: commTimeoutMs must be an integer >= 0, got ${commTimeoutMs}`);
+    if (o.placement !== undefined && o.placement !== 'even' && (typeof o.placement !== 'object' || o.placement === null))
+      throw new Error(`train pp: placement must be "even" or a map {device: layers}, got ${JSON.stringify(o.placement)}`);
+    // The model's shape, for the plan (the workers check everything else as one device would).
+    const ck = o.resume ? readCheckpointState(o.resume) : null;
+    if (!ck && o.model === undefined) throw new Error('train: give a model (a preset or a folder), or resume from a checkpoint');
+    const src = o.model === undefined ? { cfg: ck!.config, folder: null } : resolveModel(o.model);
+    const cfg = src.cfg;
+    const chunks = o.chunks ?? 1;
+    const placed = placeStages(cfg, 'pp', devices.slice(0, pp), { chunks, placement: o.placement, need: { dtype: o.dtype ?? 'f32', batch: o.batch, maxLen: o.seq } });
+    const stages = numberStages(placed, chunks);
+    const schedule = o.schedule ?? (chunks > 1 ? 'gpipe' : '1f1b');
+    const micro = microBatchCount(o.batch, stages.length, o.microBatches);
+    const plan = trainingPlan(cfg, stages, o.batch, micro, schedule);
+    const evalPlan = evaluationPlan(cfg, stages, o.batch);
+    const trainColumns = planColumns(plan), evalColumns = planColumns(evalPlan);
+    const split = stages.map((s) => [s.start, s.end]);
+    const data = await prepareTrainData(o);
+    const opts = Object.fromEntries(Object.entries(o).filter(([k]) => !(MAIN_ONLY as readonly string[]).includes(k))) as ReplicaOptions;
+    opts.data = data;
+    const kind = [...kinds][0] as CommKind;
+    const groups = meshGroups(mesh, kind);
+    const pool = await DevicePool.start(devices, { modules: [WORKER_MODULE], timeoutMs: o.callTimeoutMs ?? 0 });
+    let infos: PipelineInfo[];
+    try {
+      infos = await pool.allOrRootCause<PipelineInfo>('ppInit', (r) => {
+        const c = mesh.coords(r);
+        return {
+          opts, order, replica: { rank: c.dp, world: dp },
+          stages: stages.filter((s) => s.rank === c.pp).map(({ start, end, embed, head, index }) => ({ start, end, embed, head, index })),
+          nStages: stages.length, split, ppRank: c.pp, firstRank: stages[0]!.rank, lastRank: stages[stages.length - 1]!.rank,
+          micro, trainColumn: trainColumns[c.pp]!, evalColumn: evalColumns[c.pp]!, comm: { kind, groups: groups[r]!, timeoutMs: commTimeoutMs },
+        } satisfies PipelineInitArgs;
+      });
+    } catch (e) {
+      await pool.close();
+      throw e;
+    }
+    const tokenizerFrom = src.folder ?? (o.resume && existsSync(path.join(o.resume, 'tokenizer.json')) ? o.resume : null);
+    return new PipelineTrainer(o, pool, mesh, cfg, stages, micro, schedule, infos, tokenizerFrom);
+  }
+
+  /** Rank of pipeline rank p in replica d. */
+  private rankOf(d: number, p: number): number {
+    return this.mesh.rankOf({ dp: d, pp: p, tp: 0 });
+  }
+
+  private describe(): string {
+    return this.devices.map((dev, r) => {
+      const c = this.mesh.coords(r);
+      const st = this.stages.filter((s) => s.rank === c.pp).map((s) => s.index).join('+');
+      return `rank ${r} = ${dev} (${this.mesh.shape.dp > 1 ? `replica ${c.dp}, ` : ''}stage ${st})`;
+    }).join(', ');
+  }
+
+  private async failed(step: number, e: unknown): Promise<never> {
+    await this.close();
+    throw new Error(`pipeline training stopped at step ${step} (${this.describe()}): ${(e as Error).message}` + (this.lastSaved ? ` (last checkpoint: ${this.lastSaved})` : ''));
+  }
+
+  /** One optimizer step on every rank; `timeline`: the tasks' device times too. */
+  async trainStep(o: { timeline?: boolean } = {}): Promise<StepOutcome & { tasks?: TrainTaskTime[] }> {
+    if (this.closed) throw new Error('train pp: this trainer has been closed');
+    const step = this.step + 1;
+    let rs: PipelineStepResult[];
+    try {
+      rs = await this.pool.allOrRootCause<PipelineStepResult>('ppStep', () => ({ timeline: o.timeline, fault: this.opts.fault }));
+    } catch (e) {
+      return this.failed(step, e);
+    }
+    const lastRank = this.stages[this.stages.length - 1]!.rank;
+    const perReplica = Array.from({ length: this.mesh.shape.dp }, (_, d) => rs[this.rankOf(d, lastRank)]!.exact!);
+    const loss = perReplica.reduce((t, x) => t + x.lossSum / Math.max(x.count, 1), 0) / perReplica.length;
+    this.step = step;
+    this.losses.push(loss);
+    return { loss, gradNorm: rs[0]!.gradNorm, lr: rs[0]!.lr, ...(o.timeline ? { tasks: rs.flatMap((r) => r.tasks ?? []) } : {}) };
+  }
+
+  /** Validation loss through replica 0's pipeline (every replica holds the same weights). */
+  async evaluate(): Promise<number> {
+    const ranks = Array.from({ length: this.mesh.shape.pp }, (_, p) => this.rankOf(0, p));
+    let rs: { lossSum: number; count: number }[];
+    try {
+      rs = await this.pool.allOrRootCause('ppEvaluate', () => ({}), ranks);
+    } catch (e) {
+      return this.failed(this.step, e);
+    }
+    const last = rs[this.stages[this.stages.length - 1]!.rank]!;
+    return last.lossSum / Math.max(last.count, 1);
+  }
+
+  /** A checkpoint of the current state in `dir`: each stage of replica 0 writes its shard, then the rest here. */
+  async save(dir: string): Promise<void> {
+    const pending = beginCheckpoint(dir);
+    const ranks = Array.from({ length: this.mesh.shape.pp }, (_, p) => this.rankOf(0, p));
+    const S = this.stages.length;
+    const names: string[][] = Array.from({ length: S }, () => []);
+    const records: StageRecord[] = new Array(S);
+    let loader: unknown;
+    try {
+      const parts = (await this.pool.allOrRootCause<{ index: number; names: string[]; record: StageRecord; loader: unknown }[]>('ppSave', () => ({ tmp: pending.tmp }), ranks)).flat();
+      for (const p of parts) {
+        names[p.index] = p.names;
+        records[p.index] = p.record;
+        loader = p.loader;
+      }
+    } catch (e) {
+      abandonCheckpoint(pending);
+      throw new Error(`saving checkpoint to ${pending.dir}: ${(e as Error).message}`);
+    }
+    const o = this.opts;
+    const info = this.infos[0]!;
+    finishCheckpoint(pending, this.cfg, records, names, {
+      step: this.step, loader: loader as never, losses: this.losses,
+      run: {
+        batch: o.batch, seq: o.seq, gradAccum: this.gradAccum, dataHash: info.dataHash, dtype: info.dtype, dataSeed: o.dataSeed ?? 1234,
+        world: this.mesh.shape.dp, dataOrder: o.dataOrder ?? 'sharded', stages: this.stages.map((s) => [s.start, s.end]),
+      },
+    }, { tokenizerFrom: this.tokenizerFrom });
+    this.lastSaved = pending.dir;
+    o.onSave?.(this.lastSaved, this.step);
+  }
+
+  /** Each device's stages: master weights and moments (tests). */
+  async stageStates(): Promise<{ index: number; master: Float32Array; m: Float32Array; v: Float32Array; layout: { key: string; offset: number; numel: number }[] }[][]> {
+    return this.pool.all('ppState');
+  }
+
+  /** Each device's memory now and at its peak since the last reset (bytes). */
+  async memory(reset = false): Promise<{ device: string; allocated: number; peak: number }[]> {
+    const ms = await this.pool.all<{ allocated: number; peakAllocated: number }>('ppMemory', () => ({ reset }));
+    return ms.map((m, r) => ({ device: this.devices[r]!, allocated: m.allocated, peak: m.peakAllocated }));
+  }
+
+  run(): Promise<TrainResult> {
+    return runSteps(this);
+  }
+
+  /** Frees the stages and ends the workers. Idempotent. */
+  close(): Promise<void> {
+    this.closed ??= (async () => {
+      await Promise.allSettled([this.pool.all('ppDispose')]);
+      await this.pool.close();
+    })();
+    return this.closed;
+  }
+}
+
+/** Create a PipelineTrainer, run it to the end, close it. */
+export async function trainPipeline(o: PipelineTrainOptions): Promise<TrainResult> {
+  const t = await PipelineTrainer.create(o);
+  try {
+    return await t.run();
+  } finally {
+    await t.close();
+  }
+}
