@@ -215,3 +215,36 @@ describe('pipeline failures end the run with the device named', () => {
     await expect(PipelineTrainer.create(base(smallGpt2, data, 3))).rejects.toThrow(/layers/);
   });
 });
+
+describe('parallm train --strategy pp|mp', () => {
+  it('JSON lines as for one device, a sharded checkpoint; bad flag combinations are errors', async () => {
+    const { spawnSync } = await import('node:child_process');
+    const { writeFileSync } = await import('node:fs');
+    const dir = tmp();
+    const r = rng(3);
+    const words = ['the', 'cat', 'sat', 'on', 'a', 'mat', 'dog', 'ran'];
+    writeFileSync(path.join(dir, 'text.txt'), Array.from({ length: 3000 }, () => words[Math.floor(r() * words.length)]).join(' '));
+    const cli = path.resolve('dist/cli/index.js');
+    const run = (...args: string[]) =>
+      spawnSync(process.execPath, [cli, 'train', '--model', 'tiny-gpt2', '--data', path.join(dir, 'text.txt'), '--data-cache', path.join(dir, 'cache'), '--seq', '8', '--batch', '4', ...args], { encoding: 'utf8', timeout: 120_000 });
+    const ok = run('--strategy', 'pp', '--devices', 'cpu:0,cpu:1', '--micro-batches', '2', '--schedule', 'gpipe', '--steps', '2', '--eval-batches', '1', '--json', '--save', path.join(dir, 'ck'));
+    expect(ok.status, ok.stderr).toBe(0);
+    const lines = ok.stdout.trim().split('\n').map((l) => JSON.parse(l));
+    expect(lines.map((l) => l.type)).toEqual(['step', 'step', 'eval', 'save', 'done']);
+    expect(lines[0].tokens).toBe(4 * 8);
+    expect(existsSync(path.join(dir, 'ck', 'model-00002-of-00002.safetensors'))).toBe(true);
+    const mp = run('--strategy', 'mp', '--devices', 'cpu:0,cpu:1,cpu:2,cpu:3', '--dp', '2', '--steps', '1', '--eval-batches', '1');
+    expect(mp.status, mp.stderr).toBe(0);
+    expect(mp.stderr).toMatch(/2 pipelines x 2 devices \(mp, layers 0-2@cpu:0 3-5@cpu:1, 1 micro-batch, 1f1b\)/);
+    for (const [args, msg] of [
+      [['--strategy', 'pp', '--steps', '1'], /--strategy pp needs --devices/],
+      [['--strategy', 'mp', '--devices', 'cpu:0,cpu:1', '--micro-batches', '2', '--steps', '1'], /mp runs one micro-batch/],
+      [['--strategy', 'pp', '--devices', 'cpu:0,cpu:1', '--schedule', 'zigzag', '--steps', '1'], /--schedule must be gpipe or 1f1b/],
+      [['--strategy', 'dp', '--devices', 'cpu:0,cpu:1', '--micro-batches', '2', '--steps', '1'], /are for --strategy pp/],
+    ] as const) {
+      const bad = run(...args);
+      expect(bad.status).not.toBe(0);
+      expect(bad.stderr).toMatch(msg);
+    }
+  });
+});

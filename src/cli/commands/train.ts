@@ -1,5 +1,6 @@
-// `parallm train`: train a preset from scratch or fine-tune a folder on one device, or data-parallel over
-// several (--strategy dp --devices ..., src/train/data-parallel.ts), with progress per step (a
+// `parallm train`: train a preset from scratch or fine-tune a folder on one device, data-parallel over
+// several (--strategy dp --devices ..., src/train/data-parallel.ts), or with the layers split over them
+// (--strategy mp|pp, with --dp for dp x pp: src/train/pipeline-parallel.ts), with progress per step (a
 // `\r`-updated line on a terminal, plain lines otherwise, or JSON lines), validation and checkpoints.
 import type { Command } from 'commander';
 import { LoadProgressBar } from '../progress.js';
@@ -7,6 +8,7 @@ import { checkDType } from '../../dtype.js';
 import { optionalNum as num } from '../args.js';
 import { defaultDevice, parseDevice } from '../../device.js';
 import { DataParallelTrainer } from '../../train/data-parallel.js';
+import { PipelineTrainer } from '../../train/pipeline-parallel.js';
 import { Trainer, type EpochEvent, type EvalEvent, type StepEvent, type TrainResult } from '../../train/trainer.js';
 
 interface TrainCliOpts {
@@ -19,6 +21,10 @@ interface TrainCliOpts {
   devices?: string;
   dataOrder: string;
   bucketMb: string;
+  dp?: string;
+  microBatches?: string;
+  schedule?: string;
+  chunks?: string;
   dtype?: string;
   batch: string;
   seq: string;
@@ -47,14 +53,18 @@ const clock = (ms: number): string => {
 export function register(program: Command): void {
   program
     .command('train')
-    .description('train a model on one device (from a preset\'s random init, or fine-tune a folder), with validation and checkpoints')
+    .description('train a model on one device or several (from a preset\'s random init, or fine-tune a folder), with validation and checkpoints')
     .option('--model <name>', 'a preset (tiny-gpt2, gpt2, ...) to train from scratch, or a Hugging Face folder to fine-tune (optional with --resume)')
     .requiredOption('--data <source>', '"brown", a UTF-8 text file, a folder of .txt/.md files, or a prepared dataset folder')
     .option('--brown-files <ids>', 'with --data brown: only these files, comma-separated (ca01,ca02,...)')
     .option('--data-cache <folder>', 'where the tokenized data is cached (default: under the temp folder)')
     .option('--device <id>', 'cpu:N or cuda:N (default: cuda:0, else cpu:0)')
-    .option('--strategy <s>', 'single (one device) or dp (a replica per device of --devices, gradients averaged every step)', 'single')
-    .option('--devices <ids>', 'with --strategy dp: the devices, comma-separated (cpu:0,cpu:1 or cuda:0,cuda:1)')
+    .option('--strategy <s>', 'single (one device); dp (a replica per device of --devices, gradients averaged every step); mp or pp (the layers split over --devices, a batch cut into --micro-batches that flow through the stages; mp is pp with one)', 'single')
+    .option('--devices <ids>', 'with --strategy dp, mp or pp: the devices, comma-separated (cpu:0,cpu:1 or cuda:0,cuda:1)')
+    .option('--dp <n>', 'with --strategy pp or mp: n data-parallel pipelines over the devices (dp x pp), each on its share of the data', '1')
+    .option('--micro-batches <n>', 'with --strategy pp: micro-batches per batch (default: one per stage)')
+    .option('--schedule <s>', 'with --strategy pp: gpipe (all forwards, then all backwards) or 1f1b (activation memory bounded by the stages; the default)')
+    .option('--chunks <n>', 'with --strategy pp: stages per device, interleaved (with --schedule gpipe)', '1')
     .option('--data-order <o>', 'with --strategy dp: sharded (each device its shard of every epoch) or global (the batches of one device with n x --batch)', 'sharded')
     .option('--bucket-mb <x>', 'with --strategy dp: all-reduce the gradient in buckets of x MiB during the backward (0: once after it)', '0')
     .option('--dtype <dtype>', 'compute dtype: f32, bf16 or f16; master weights and moments stay f32 (default: bf16 on a GPU, f32 on the CPU)')
@@ -84,14 +94,20 @@ export function register(program: Command): void {
         if (lineOpen) process.stderr.write('\n');
         lineOpen = false;
       };
-      if (o.strategy !== 'single' && o.strategy !== 'dp') throw new Error(`--strategy must be single or dp, got "${o.strategy}"`);
+      if (!['single', 'dp', 'mp', 'pp'].includes(o.strategy)) throw new Error(`--strategy must be single, dp, mp or pp, got "${o.strategy}"`);
       const dp = o.strategy === 'dp';
-      if (dp && !o.devices) throw new Error('--strategy dp needs --devices, e.g. cpu:0,cpu:1');
-      if (dp && o.device) throw new Error('--strategy dp takes --devices, not --device');
-      if (!dp && o.devices) throw new Error('--devices is for --strategy dp; one device is --device');
+      const pipeline = o.strategy === 'mp' || o.strategy === 'pp';
+      const many = dp || pipeline;
+      if (many && !o.devices) throw new Error(`--strategy ${o.strategy} needs --devices, e.g. cpu:0,cpu:1`);
+      if (many && o.device) throw new Error(`--strategy ${o.strategy} takes --devices, not --device`);
+      if (!many && o.devices) throw new Error('--devices is for --strategy dp, mp or pp; one device is --device');
+      if (!pipeline && (o.microBatches !== undefined || o.schedule !== undefined || o.chunks !== '1' || o.dp !== '1'))
+        throw new Error('--micro-batches, --schedule, --chunks and --dp are for --strategy pp (or mp)');
+      if (o.strategy === 'mp' && o.microBatches !== undefined && o.microBatches !== '1') throw new Error('--strategy mp runs one micro-batch; for more, use --strategy pp');
+      if (o.schedule !== undefined && o.schedule !== 'gpipe' && o.schedule !== '1f1b') throw new Error(`--schedule must be gpipe or 1f1b, got "${o.schedule}"`);
       if (o.dataOrder !== 'sharded' && o.dataOrder !== 'global') throw new Error(`--data-order must be sharded or global, got "${o.dataOrder}"`);
-      const devices = dp ? o.devices!.split(',').map((s) => s.trim()).filter(Boolean) : [];
-      const device = dp ? devices[0]! : parseDevice(o.device ?? defaultDevice());
+      const devices = many ? o.devices!.split(',').map((s) => s.trim()).filter(Boolean) : [];
+      const device = many ? devices[0]! : parseDevice(o.device ?? defaultDevice());
       const common = {
         model: o.model,
         data: o.data,
@@ -140,16 +156,31 @@ export function register(program: Command): void {
           console.error(`step ${step}: checkpoint saved to ${dir}`);
         },
       };
-      const header = (name: string, family: string, n: number, where: string, dtype: string, t: { totalSteps: number; stepsPerEpoch: number; step: number; gradAccum: number }) => {
+      const header = (name: string, family: string, n: number, where: string, dtype: string, t: { totalSteps: number; stepsPerEpoch: number; step: number; gradAccum: number; replicas?: number }) => {
         if (!o.json)
           console.error(
             `training ${name} (${family}, ${n} parameters) on ${where}, ${dtype}: ` +
-              `${t.totalSteps} steps of ${common.batch} x ${common.seq} x ${t.gradAccum} tokens${dp ? ` on each of ${devices.length} devices` : ''}, ${t.stepsPerEpoch} steps an epoch` +
+              `${t.totalSteps} steps of ${common.batch} x ${common.seq} x ${t.gradAccum} tokens${dp ? ` on each of ${devices.length} devices` : ''}${pipeline && (t.replicas ?? 1) > 1 ? ` on each of ${t.replicas} pipelines` : ''}, ${t.stepsPerEpoch} steps an epoch` +
               (t.step ? `, resuming at step ${t.step}` : ''),
           );
       };
       let r: TrainResult;
-      if (dp) {
+      if (pipeline) {
+        const t = await PipelineTrainer.create({
+          ...common, devices, dp: num('--dp', o.dp, true), dataOrder: o.dataOrder as 'sharded' | 'global',
+          microBatches: o.strategy === 'mp' ? 1 : num('--micro-batches', o.microBatches, true),
+          schedule: o.schedule as 'gpipe' | '1f1b' | undefined, chunks: num('--chunks', o.chunks, true),
+        });
+        try {
+          const split = t.stages.map((s) => `${s.start}-${s.end - 1}@${s.device}`).join(' ');
+          const shape = t.mesh.shape.dp > 1 ? `${t.mesh.shape.dp} pipelines x ${t.mesh.shape.pp} devices` : `${t.mesh.shape.pp} devices`;
+          header(t.infos[0]!.name, t.infos[0]!.family, t.parameterCount, `${shape} (${o.strategy}, layers ${split}, ${t.microBatches} micro-batch${t.microBatches > 1 ? 'es' : ''}, ${t.schedule})`, t.infos[0]!.dtype, { totalSteps: t.totalSteps, stepsPerEpoch: t.stepsPerEpoch, step: t.step, gradAccum: t.gradAccum, replicas: t.mesh.shape.dp });
+          r = await t.run();
+        } finally {
+          endLine();
+          await t.close();
+        }
+      } else if (dp) {
         const t = await DataParallelTrainer.create({ ...common, devices, dataOrder: o.dataOrder as 'sharded' | 'global', bucketMiB: num('--bucket-mb', o.bucketMb) });
         try {
           header(t.info.name, t.info.family, t.info.n, `${t.devices.join(',')} (data parallel, ${o.dataOrder} data order)`, t.info.dtype, t);
