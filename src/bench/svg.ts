@@ -129,7 +129,10 @@ ${legend}
 }
 
 /** What a chart needs of a pipeline task: its row (`stage`, the device's rank), its stage, its times. */
-export type TimelineTask = Pick<TaskTime, 'stage' | 'vstage' | 'mb' | 'step' | 't0' | 't1'>;
+export type TimelineTask = Pick<TaskTime, 'stage' | 'vstage' | 'mb' | 'step' | 't0' | 't1'> & {
+  /** training tasks: a forward or a backward (generation tasks have none: prefill or decode by step) */
+  kind?: 'forward' | 'backward';
+};
 
 /** Busy fraction: the sum of task times over (stages x span of the run). */
 export function utilization(tasks: TimelineTask[], stages: number): number {
@@ -156,7 +159,8 @@ export interface TimelineInfo {
 }
 
 /**
- * One row per device, a box per task coloured by micro-batch; prefill (step 0) hatched, decode solid;
+ * One row per device, a box per task coloured by micro-batch; prefill (step 0) hatched, decode solid, or
+ * for training, forward solid and backward striped;
  * a device's second (fourth, ...) chunk of interleaved layers lighter; white space is the bubble. The
  * subtitle gives the utilization and the ideal bubble to compare the idle time with.
  */
@@ -189,9 +193,11 @@ export function timelineChart(titleText: string, tasks: TimelineTask[], stages: 
       const y = top + x.stage * rowH;
       const chunk = x.vstage === undefined ? 0 : Math.floor(x.vstage / S);
       const what = x.vstage === undefined ? `stage ${x.stage}` : `stage ${x.vstage} (chunk ${chunk} of ${stages[x.stage] ?? x.stage})`;
-      const tip = `<title>${esc(what)}, micro-batch ${x.mb}, ${x.step === 0 ? 'prefill' : `decode step ${x.step}`}: ${(x.t1 - x.t0).toFixed(2)} ms</title>`;
+      const phase = x.kind ?? (x.step === 0 ? 'prefill' : `decode step ${x.step}`);
+      const tip = `<title>${esc(what)}, micro-batch ${x.mb}, ${phase}: ${(x.t1 - x.t0).toFixed(2)} ms</title>`;
       const box = `<rect x="${a.toFixed(2)}" y="${y + 4}" width="${w.toFixed(2)}" height="${rowH - 8}" fill="${COLORS[x.mb % COLORS.length]}"${chunk % 2 ? ' fill-opacity="0.5"' : ''} stroke="white" stroke-width="0.5">${tip}</rect>`;
-      return x.step === 0 ? `${box}\n<rect x="${a.toFixed(2)}" y="${y + 4}" width="${w.toFixed(2)}" height="${rowH - 8}" fill="url(#prefill)"/>` : box;
+      const over = x.kind === 'backward' ? 'backward' : !x.kind && x.step === 0 ? 'prefill' : null;
+      return over ? `${box}\n<rect x="${a.toFixed(2)}" y="${y + 4}" width="${w.toFixed(2)}" height="${rowH - 8}" fill="url(#${over})"/>` : box;
     })
     .join('\n');
   const labels = stages.map((s, i) => `<text x="${left - 8}" y="${top + i * rowH + rowH / 2 + 4}" text-anchor="end" font-size="12">${esc(s)}</text>`).join('\n');
@@ -199,9 +205,14 @@ export function timelineChart(titleText: string, tasks: TimelineTask[], stages: 
   // shade and white mean. Items flow left to right and wrap to new lines.
   const items: { swatch: string; text: string }[] = [];
   for (let i = 0; i < Math.min(m, COLORS.length); i++) items.push({ swatch: `fill="${COLORS[i]}"`, text: `micro-batch ${i}${m > COLORS.length && i === COLORS.length - 1 ? ` (colours repeat every ${COLORS.length})` : ''}` });
-  const hasPrefill = tasks.some((x) => x.step === 0), hasDecode = tasks.some((x) => x.step > 0);
-  if (hasPrefill) items.push({ swatch: 'fill="#888" pattern', text: 'prefill (hatched)' });
+  const training = tasks.some((x) => x.kind);
+  const hasPrefill = !training && tasks.some((x) => x.step === 0), hasDecode = !training && tasks.some((x) => x.step > 0);
+  if (hasPrefill) items.push({ swatch: 'fill="#888" pattern:prefill', text: 'prefill (hatched)' });
   if (hasDecode) items.push({ swatch: 'fill="#888"', text: 'decode (solid)' });
+  if (training) {
+    items.push({ swatch: 'fill="#888"', text: 'forward (solid)' });
+    items.push({ swatch: 'fill="#888" pattern:backward', text: 'backward (striped)' });
+  }
   if (v > 1) items.push({ swatch: 'fill="#888" fill-opacity="0.5"', text: v > 2 ? "chunks 1, 3, ... of a device's layers (lighter)" : "a device's second chunk of layers (lighter)" });
   items.push({ swatch: 'fill="white" stroke="#999"', text: 'idle (the bubble)' });
   const legendTop = top + plotH + 62;
@@ -210,8 +221,8 @@ export function timelineChart(titleText: string, tasks: TimelineTask[], stages: 
     .map((it) => {
       const w = 22 + textWidth(it.text, 11) + 14;
       if (lx + w > W - right && lx > left) (lx = left), (ly += 18);
-      const hatched = it.swatch.endsWith(' pattern');
-      const sw = `<rect x="${lx}" y="${ly - 10}" width="16" height="12" ${hatched ? it.swatch.slice(0, -8) : it.swatch}/>${hatched ? `<rect x="${lx}" y="${ly - 10}" width="16" height="12" fill="url(#prefill)"/>` : ''}`;
+      const [fill, pattern] = it.swatch.split(' pattern:');
+      const sw = `<rect x="${lx}" y="${ly - 10}" width="16" height="12" ${fill}/>${pattern ? `<rect x="${lx}" y="${ly - 10}" width="16" height="12" fill="url(#${pattern})"/>` : ''}`;
       const s = `${sw}<text x="${lx + 22}" y="${ly}" font-size="11">${esc(it.text)}</text>`;
       lx += w;
       return s;
@@ -219,7 +230,7 @@ export function timelineChart(titleText: string, tasks: TimelineTask[], stages: 
     .join('\n');
   const H = ly + 16;
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="DejaVu Sans, Verdana, sans-serif">
-<defs><pattern id="prefill" width="6" height="6" patternUnits="userSpaceOnUse" patternTransform="rotate(45)"><rect width="2.5" height="6" fill="white" fill-opacity="0.75"/></pattern></defs>
+<defs><pattern id="prefill" width="6" height="6" patternUnits="userSpaceOnUse" patternTransform="rotate(45)"><rect width="2.5" height="6" fill="white" fill-opacity="0.75"/></pattern><pattern id="backward" width="6" height="5" patternUnits="userSpaceOnUse"><rect width="6" height="2" fill="black" fill-opacity="0.35"/></pattern></defs>
 <rect width="100%" height="100%" fill="white"/>
 ${title(t.lines, W, t.size)}
 ${subLines.map((l, i) => `<text x="${W / 2}" y="${subTop + 12 + i * 16}" text-anchor="middle" font-size="12" fill="#333">${esc(l)}</text>`).join('\n')}

@@ -115,26 +115,17 @@ export class DataParallelTrainer {
     if (this.closed) throw new Error('train dp: this trainer has been closed');
     const step = this.step + 1;
     type R = { loss: number; gradNorm: number; lr: number };
-    // The first failure stops the other ranks at once (their stop flags end a wait in the all-reduce for
-    // the failed rank); then every rank has answered, and the error is the root cause: a rank's own
-    // failure, not the "peer aborted" or "stopped" errors it caused on the others.
-    const settled = await Promise.allSettled(
-      this.devices.map((_, r) =>
-        this.pool.call<R>(r, 'trainStep', { fault: this.opts.fault }).catch((e: unknown) => {
-          this.pool.requestStop();
-          throw e;
-        }),
-      ),
-    );
-    const errors = settled.flatMap((x) => (x.status === 'rejected' ? [x.reason as Error] : []));
-    if (errors.length) {
+    let rs: R[];
+    try {
+      // the first failure stops the other ranks (their all-reduce waits end at their stop flags); the
+      // error is the root cause, not the "peer aborted" errors it caused
+      rs = await this.pool.allOrRootCause<R>('trainStep', () => ({ fault: this.opts.fault }));
+    } catch (e) {
       await this.close();
-      const cause = errors.find((e) => !/aborted|stopped|was closed|pool closed/.test(e.message)) ?? errors[0]!;
       // communicator errors name ranks ("waiting for rank 1"): the message says which device each is
       const ranks = this.devices.map((d, r) => `rank ${r} = ${d}`).join(', ');
-      throw new Error(`data-parallel training stopped at step ${step} (${ranks}): ${cause.message}` + (this.lastSaved ? ` (last checkpoint: ${this.lastSaved})` : ''));
+      throw new Error(`data-parallel training stopped at step ${step} (${ranks}): ${(e as Error).message}` + (this.lastSaved ? ` (last checkpoint: ${this.lastSaved})` : ''));
     }
-    const rs = settled.map((x) => (x as PromiseFulfilledResult<R>).value);
     const loss = rs.reduce((s, r) => s + r.loss, 0) / rs.length;
     this.step = step;
     this.losses.push(loss);
@@ -163,6 +154,12 @@ export class DataParallelTrainer {
   /** tokens one optimizer step trains on, over every replica */
   get tokensPerStep(): number {
     return this.opts.batch * this.opts.seq * this.gradAccum * this.world;
+  }
+
+  /** Each device's memory now and at its peak since the last reset (bytes). */
+  async memory(reset = false): Promise<{ device: string; allocated: number; peak: number }[]> {
+    const ms = await this.pool.all<{ allocated: number; peakAllocated: number }>('trainMemory', () => ({ reset }));
+    return ms.map((m, r) => ({ device: this.devices[r]!, allocated: m.allocated, peak: m.peakAllocated }));
   }
 
   /** Runs to totalSteps with the callbacks, validation and checkpoints of the options (train/run-loop.ts). */

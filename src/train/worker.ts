@@ -4,6 +4,7 @@
 // communicator over all ranks. A step: forward/backward on its share, then one all-reduce 'avg' of the
 // flat gradient buffer (the seed's average_gradients), then the norm and AdamW, which see the same
 // gradient on every rank, so the replicas stay identical without ever exchanging weights.
+import { memoryStats, resetPeakMemory, synchronize } from '../device.js';
 import { dtypeSize } from '../dtype.js';
 import { Communicator, type CommKind } from '../parallel/comm.js';
 import type { Handler, WorkerContext } from '../parallel/pool.js';
@@ -135,6 +136,14 @@ export const handlers: Record<string, Handler> = {
       master: p.hostMaster(), m: p.m.toArray() as Float32Array, v: p.v.toArray() as Float32Array, step: r.trainer.step,
       buckets: r.buckets ? { ranges: r.buckets.buckets, launchOrder: [...r.buckets.launchOrder] } : null,
     };
+  },
+
+  /** This device's memory now and at its peak since the last reset (bytes). */
+  trainMemory(a: { reset?: boolean }, ctx) {
+    synchronize(ctx.device);
+    const m = memoryStats(ctx.device);
+    if (a?.reset) resetPeakMemory(ctx.device);
+    return m;
   },
 
   trainDispose(_a: unknown, ctx) {

@@ -10,6 +10,7 @@ import { describeDevice, runKernelBench } from '../../bench/kernels.js';
 import { runGenerateBench } from '../../bench/generate.js';
 import { benchMeta } from '../../bench/meta.js';
 import { runTrainBench } from '../../bench/train.js';
+import { runEpochBench, runTrainStrategyBench, TRAIN_STRATEGIES, writeTrainCharts, type TrainStrategy } from '../../bench/train-strategies.js';
 import { defaultBenchDevices, describePlan, planDevices, planStrategyBench, runStrategyBench, writeStrategyCharts } from '../../bench/strategies.js';
 import { modelConfig } from '../../models/source.js';
 import type { Strategy } from '../../parallel/placement.js';
@@ -41,6 +42,11 @@ interface BenchOpts {
   out?: string;
   shapes?: string;
   steps?: string;
+  scaling?: string;
+  schedule?: string;
+  bucketMb?: string;
+  epochs?: string;
+  brownFiles?: string;
 }
 
 const SCENARIOS = ['strategies', 'kernels', 'generate', 'comm', 'train'] as const;
@@ -121,6 +127,7 @@ async function generateBench(opts: BenchOpts, device: string, dtype: DType | und
 }
 
 async function trainBench(opts: BenchOpts, device: string, dtype: DType | undefined): Promise<void> {
+  if (opts.strategies !== undefined || opts.devices !== undefined || opts.epochs !== undefined) return trainStrategiesBench(opts, dtype);
   const gpu = device.startsWith('cuda');
   const model = opts.model ?? (gpu ? 'gpt2' : 'tiny-gpt2');
   const cfg = modelConfig(model);
@@ -143,6 +150,72 @@ async function trainBench(opts: BenchOpts, device: string, dtype: DType | undefi
     ['model', 'dtype', 'batch', 'seq', 'tokens/s', 'ms/step', 'MFU', 'peak memory', 'loss first → last'],
     results.map((r) => [r.model, r.dtype, r.batch, r.seq, r.tokensPerS.toFixed(0), r.msPerStep.toFixed(1), r.mfu === undefined ? '-' : `${(r.mfu * 100).toFixed(1)}%`, bytes(r.peakBytes), `${r.lossFirst.toFixed(3)} → ${r.lossLast.toFixed(3)}`]),
   );
+}
+
+/** `bench train --strategies ... --devices ...`: training under each strategy, and epochs on the corpus. */
+async function trainStrategiesBench(opts: BenchOpts, dtype: DType | undefined): Promise<void> {
+  const devices = deviceList(opts.devices);
+  const dup = devices.find((d, i) => devices.indexOf(d) !== i);
+  if (dup) throw new Error(`bench train: device ${dup} is listed twice in --devices`);
+  const gpu = devices[0]!.startsWith('cuda');
+  const model = opts.model ?? (gpu ? 'gpt2' : 'tiny-gpt2');
+  const cfg = modelConfig(model);
+  const dt = dtype ?? (gpu ? 'bf16' : 'f32');
+  const list = (opts.strategies ?? (opts.epochs !== undefined ? '' : TRAIN_STRATEGIES.join(','))).split(',').map((x) => x.trim()).filter(Boolean);
+  for (const x of list) if (!(TRAIN_STRATEGIES as readonly string[]).includes(x)) throw new Error(`--strategies: unknown training strategy "${x}": expected ${TRAIN_STRATEGIES.join(', ')}`);
+  const strategies = list as TrainStrategy[];
+  if (devices.length < 2 && strategies.some((x) => x !== 'single')) throw new Error(`bench train: dp, mp and pp need two or more --devices, got ${devices.join(',')}`);
+  const shapes = (opts.shapes ?? (gpu ? '128x128' : '4x32')).split(',');
+  if (shapes.length !== 1) throw new Error(`bench train with --strategies takes one --shapes pair (BATCHxSEQ), got "${opts.shapes}"`);
+  const m = /^(\d+)x(\d+)$/.exec(shapes[0]!.trim());
+  if (!m || Number(m[1]) < 1 || Number(m[2]) < 1) throw new Error(`--shapes must be a BATCHxSEQ pair, e.g. 128x128, got "${shapes[0]}"`);
+  const batch = Number(m[1]), seq = Number(m[2]);
+  if (seq > cfg.maxPositions) throw new Error(`bench train: sequence ${seq} is longer than ${model}'s context of ${cfg.maxPositions}`);
+  const scaling = opts.scaling ?? 'weak';
+  if (scaling !== 'weak' && scaling !== 'strong') throw new Error(`--scaling must be weak or strong, got "${scaling}"`);
+  if (scaling === 'strong' && batch % devices.length) throw new Error(`--scaling strong splits the batch ${batch} over ${devices.length} devices: it must divide`);
+  if (opts.schedule !== undefined && opts.schedule !== 'gpipe' && opts.schedule !== '1f1b') throw new Error(`--schedule must be gpipe or 1f1b, got "${opts.schedule}"`);
+  const steps = positiveInt('--steps', opts.steps) ?? (gpu ? 20 : 3);
+  const epochs = positiveInt('--epochs', opts.epochs);
+  const microBatches = positiveInt('--micro-batches', opts.microBatches);
+  const bucketMiB = opts.bucketMb === undefined ? 0 : Number(opts.bucketMb);
+  if (!(bucketMiB >= 0 && Number.isFinite(bucketMiB))) throw new Error(`--bucket-mb must be a number >= 0, got "${opts.bucketMb}"`);
+  const out = output(
+    opts,
+    `train: ${model} ${dt} on ${devices.map(describeDevice).join(', ')}, ${batch} x ${seq}` +
+      (strategies.length ? `, ${strategies.join(' / ')} (${scaling} scaling for dp), ${steps} timed steps` : '') +
+      (epochs ? `, ${epochs} epochs on ${opts.brownFiles ? 'part of ' : ''}the Brown corpus on 1 and ${devices.length} devices` : ''),
+  );
+  const results = await runTrainStrategyBench({
+    model, devices, dtype: dt, batch, seq, steps, strategies, scaling, microBatches, schedule: opts.schedule as 'gpipe' | '1f1b' | undefined, bucketMiB,
+    onResult: (r) => out.say(`  ${r.strategy} on ${r.devices.join(',')}: ${r.error ? `failed: ${r.error}` : `${r.tokensPerS.toFixed(0)} tokens/s`}`),
+  });
+  const epochResults = epochs
+    ? await runEpochBench({ model, devices, dtype: dt, batch, seq, epochs, bucketMiB, brownFiles: opts.brownFiles?.split(',').map((x) => x.trim()), onEpoch: (n, e, sec) => out.say(`  ${n} device(s), epoch ${e + 1}: ${sec.toFixed(2)} s`) })
+    : [];
+  const failed = results.filter((r) => r.error);
+  if (failed.length) process.exitCode = 1;
+  const charts = opts.out ? writeTrainCharts(opts.out, { model, dtype: dt, batch, seq, scaling }, results, epochResults) : [];
+  const rows: (string | number)[][] = results.map((r) =>
+    r.error
+      ? [r.strategy, r.devices.join(','), r.globalBatch, '-', 'failed', '-', '-', '-', '-', '-']
+      : [
+          r.strategy, r.devices.join(','), r.globalBatch, r.microBatches ? `${r.microBatches} ${r.schedule}` : '-', r.tokensPerS.toFixed(0), r.stepMs.median.toFixed(1),
+          `${r.stepMs.min.toFixed(1)}–${r.stepMs.max.toFixed(1)}`, r.mfu === undefined ? '-' : `${(r.mfu * 100).toFixed(1)}%`, r.peakBytes.map((b) => bytes(b)).join(' / '),
+          `${r.lossFirst.toFixed(3)} → ${r.lossLast.toFixed(3)}`,
+        ],
+  );
+  for (const e of epochResults)
+    rows.push([`epochs (${e.devices.length > 1 ? 'dp' : 'single'})`, e.devices.join(','), e.devices.length * batch, '-', (e.tokensPerEpoch / e.spread.median).toFixed(0), `${e.spread.median.toFixed(2)} s/epoch`, `${e.spread.min.toFixed(2)}–${e.spread.max.toFixed(2)} s`, '-', '-', e.seconds.map((x) => x.toFixed(2)).join(' ')]);
+  out.emit(
+    { scenario: 'train', model, dtype: dt, devices, batch, seq, steps, strategies, scaling, microBatches, schedule: opts.schedule, bucketMiB, epochs },
+    devices,
+    [...results.map(({ timeline: _t, ...r }) => r), ...epochResults.map((e) => ({ strategy: 'epochs', ...e }))],
+    ['strategy', 'devices', 'global batch', 'micro', 'tokens/s', 'ms/step (median)', 'min–max', 'MFU', 'peak memory per device', 'loss first → last / epoch s'],
+    rows,
+  );
+  for (const r of failed) console.error(`parallm bench train: ${r.strategy} on ${r.devices.join(',')} failed: ${r.error}`);
+  if (charts.length) console.error(`charts: ${charts.map((c) => path.relative(process.cwd(), c) || c).join(', ')}`);
 }
 
 async function strategies(opts: BenchOpts, dtype: DType | undefined): Promise<void> {
@@ -229,15 +302,20 @@ export function register(program: Command): void {
     .option('--batch <list>', 'generate: batch sizes, comma-separated (default 1,16); strategies: the batch (default 64 on GPUs, 8 on the CPU)')
     .option('--prompt-tokens <n>', 'generate, strategies: prompt length (default 128 on GPUs; generate 128, strategies 32 on the CPU)')
     .option('--new-tokens <n>', 'generate, strategies: new tokens per sequence (default 128 on GPUs; generate 128, strategies 16 on the CPU)')
-    .option('--devices <list>', 'strategies, comm: devices (default: every GPU, else cpu:0,cpu:1)')
-    .option('--strategies <list>', 'strategies: which of single,dp,mp,pp (default all)')
-    .option('--micro-batches <n>', 'strategies: pp micro-batches (default one per stage; at most the batch)')
+    .option('--devices <list>', 'strategies, comm, train: devices (default: every GPU, else cpu:0,cpu:1)')
+    .option('--strategies <list>', 'strategies, train: which of single,dp,mp,pp (default all)')
+    .option('--micro-batches <n>', 'strategies, train: pp micro-batches (default one per stage; at most the batch)')
     .option('--chunks <n>', 'strategies: pp stages per device, interleaved: a smaller fill and drain for one more transfer per chunk (default 1)')
     .option('--repeats <n>', 'strategies: timed runs per strategy; the run of median wall time is reported, with the min and max tokens/s (default 3)')
     .option('--prompts <n>', 'strategies: single/dp run this many prompts, each device in batches of --batch')
-    .option('--out <dir>', 'strategies: write the SVG charts (throughput.svg, timeline-mp.svg, timeline-pp.svg) into this folder; without --out no charts are written')
-    .option('--shapes <list>', 'train: BATCHxSEQ pairs (default 128x128,16x1024 on a GPU, 4x64 on the CPU)')
+    .option('--out <dir>', 'strategies, train: write the SVG charts (throughput.svg, timeline-mp.svg, timeline-pp.svg; train-throughput.svg, train-timeline-mp.svg, train-timeline-pp.svg, train-epochs.svg) into this folder; without --out no charts are written')
+    .option('--shapes <list>', 'train: BATCHxSEQ pairs (default 128x128,16x1024 on a GPU, 4x64 on the CPU); with --strategies one pair (default 128x128, 4x32 on the CPU)')
     .option('--steps <n>', 'train: timed optimizer steps (default 20 on a GPU, 3 on the CPU)')
+    .option('--scaling <s>', 'train --strategies: what dp keeps: weak (the batch per device, default) or strong (the global batch)')
+    .option('--schedule <s>', 'train --strategies: pp schedule, gpipe or 1f1b (default)')
+    .option('--bucket-mb <x>', 'train --strategies: dp gradient buckets of x MiB all-reduced during the backward (default 0: once after it)')
+    .option('--epochs <n>', 'train: also time n epochs on the Brown corpus on one device and data-parallel on --devices (the seed\'s Figure 4)')
+    .option('--brown-files <ids>', 'train --epochs: only these Brown files, comma-separated')
     .option('--format <format>', 'how results are printed: table (default), md, csv or json')
     .option('--json [file]', 'print JSON to stdout (as --format json), or write it to file as well as printing the table')
     .action(async (scenario: string, opts: BenchOpts) => {

@@ -1,0 +1,94 @@
+// `parallm bench train --strategies`: each strategy trains for real on CPU devices (the loss falls, the
+// tokens a step are the strategy's), pipelines return a timeline of forward and backward tasks whose
+// order is the schedule's, the epoch benchmark times each epoch on 1 and 2 devices, and the charts
+// render (PNG, via resvg) with forward told from backward and every label inside the picture.
+import { Resvg } from '@resvg/resvg-js';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { runEpochBench, runTrainStrategyBench, writeTrainCharts } from '../../src/bench/train-strategies.js';
+import { textWidth } from '../../src/bench/svg.js';
+import { ensureDist } from '../helpers/dist.js';
+
+beforeAll(() => ensureDist());
+
+const tmp = () => mkdtempSync(path.join(os.tmpdir(), 'parallm-bench-train-'));
+
+/** Every <text> inside the picture (as the chart module measures text). */
+function expectInside(svg: string): void {
+  const m = /<svg[^>]* width="(\d+)" height="(\d+)"/.exec(svg)!;
+  const W = Number(m[1]), H = Number(m[2]);
+  for (const t of svg.matchAll(/<text x="([\d.-]+)" y="([\d.-]+)"([^>]*)>([^<]*)<\/text>/g)) {
+    const x = Number(t[1]), y = Number(t[2]), size = Number(/font-size="([\d.]+)"/.exec(t[3]!)?.[1] ?? 16);
+    const w = textWidth(t[4]!, size);
+    const x0 = /text-anchor="end"/.test(t[3]!) ? x - w : /text-anchor="middle"/.test(t[3]!) ? x - w / 2 : x;
+    expect(x0, t[4]).toBeGreaterThanOrEqual(0);
+    expect(x0 + w, t[4]).toBeLessThanOrEqual(W);
+    expect(y, t[4]).toBeLessThanOrEqual(H);
+  }
+  const img = new Resvg(svg, { font: { loadSystemFonts: true, defaultFontFamily: 'DejaVu Sans' }, background: 'white' }).render();
+  expect([img.width, img.height]).toEqual([W, H]);
+}
+
+describe('bench train over strategies (CPU devices)', () => {
+  it('single, dp, mp and pp train; the pipeline timeline follows 1F1B; the charts render', async () => {
+    const devices = ['cpu:0', 'cpu:1'];
+    const o = { model: 'tiny-gpt2', devices, dtype: 'f32' as const, batch: 2, seq: 8, steps: 2, strategies: ['single', 'dp', 'mp', 'pp'] as const, scaling: 'weak' as const };
+    const rs = await runTrainStrategyBench({ ...o, strategies: [...o.strategies] });
+    expect(rs.map((r) => r.error ?? 'ok')).toEqual(['ok', 'ok', 'ok', 'ok']);
+    expect(rs.map((r) => r.globalBatch)).toEqual([2, 4, 2, 2]); // weak scaling: dp trains 2 per device
+    for (const r of rs) {
+      expect(r.tokensPerS).toBeGreaterThan(0);
+      expect(r.stepMs.min).toBeLessThanOrEqual(r.stepMs.median);
+      expect(r.peakBytes).toHaveLength(r.devices.length);
+      expect(r.lossLast, r.strategy).toBeLessThan(r.lossFirst); // the timed steps really train
+    }
+    const pp = rs[3]!;
+    expect(pp.microBatches).toBe(2);
+    expect(pp.schedule).toBe('1f1b');
+    // one step's tasks: per device, each micro-batch's forward and backward, in 1F1B order on the last stage
+    const tl = pp.timeline!;
+    expect(tl).toHaveLength(2 * 2 * 2);
+    const last = tl.filter((t) => t.stage === 1).sort((a, b) => a.t0 - b.t0).map((t) => `${t.kind[0]}${t.mb}`);
+    expect(last).toEqual(['f0', 'b0', 'f1', 'b1']);
+    const first = tl.filter((t) => t.stage === 0).sort((a, b) => a.t0 - b.t0).map((t) => `${t.kind[0]}${t.mb}`);
+    expect(first).toEqual(['f0', 'f1', 'b0', 'b1']);
+    for (const t of tl) expect(t.t1).toBeGreaterThanOrEqual(t.t0);
+    const dir = tmp();
+    const files = writeTrainCharts(dir, o, rs);
+    expect(files.map((f) => path.basename(f))).toEqual(['train-throughput.svg', 'train-timeline-mp.svg', 'train-timeline-pp.svg']);
+    const svg = readFileSync(path.join(dir, 'train-timeline-pp.svg'), 'utf8');
+    expect(svg).toMatch(/forward \(solid\)/);
+    expect(svg).toMatch(/backward \(striped\)/);
+    expect(svg).not.toMatch(/url\(#prefill\)|prefill \(hatched\)/);
+    expect(svg.match(/fill="url\(#backward\)"/g)!.length).toBe(4 + 1); // the backward tasks and the legend swatch
+    for (const f of files) expectInside(readFileSync(f, 'utf8'));
+    // a strategy that cannot run is reported, and the others' charts are still written
+    const bad = await runTrainStrategyBench({ ...o, strategies: ['dp'], scaling: 'strong', batch: 3 });
+    expect(bad[0]!.error).toMatch(/does not split over 2 devices/);
+    expect(writeTrainCharts(dir, o, bad)).toEqual([]);
+    expect(existsSync(path.join(dir, 'train-timeline-pp.svg'))).toBe(false);
+  });
+
+  it('epochs on part of the Brown corpus: each epoch timed on one device and on two', async () => {
+    const seen: string[] = [];
+    const es = await runEpochBench({
+      model: 'tiny-gpt2', devices: ['cpu:0', 'cpu:1'], dtype: 'f32', batch: 8, seq: 32, epochs: 2, brownFiles: ['ca01'], onEpoch: (n, e) => seen.push(`${n}:${e}`),
+    });
+    expect(seen).toEqual(['1:0', '1:1', '2:0', '2:1']);
+    expect(es.map((e) => e.devices.length)).toEqual([1, 2]);
+    for (const e of es) {
+      expect(e.seconds).toHaveLength(2);
+      expect(e.spread.min).toBeLessThanOrEqual(e.spread.max);
+    }
+    // dp with the same per-device batch: an epoch is the same tokens in half the steps
+    expect(es[1]!.tokensPerEpoch).toBeGreaterThan(0.9 * es[0]!.tokensPerEpoch);
+    const dir = tmp();
+    const files = writeTrainCharts(dir, { model: 'tiny-gpt2', dtype: 'f32', batch: 8, seq: 32, scaling: 'weak' }, [], es);
+    expect(files.map((f) => path.basename(f))).toEqual(['train-epochs.svg']);
+    const svg = readFileSync(files[0]!, 'utf8');
+    expect(svg).toMatch(/2 devices, epoch 2/);
+    expectInside(svg);
+  });
+});
