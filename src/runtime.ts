@@ -23,6 +23,9 @@ export class DeviceEvent {
   }
 }
 
+/** The stream each device's ops go to now (absent: its default stream), so `use` calls can nest. */
+const current = new Map<string, DeviceStream>();
+
 /** A second queue of work on a GPU (on a CPU device, ops run as they are called). */
 export class DeviceStream {
   readonly device: string;
@@ -37,13 +40,17 @@ export class DeviceStream {
   waitEvent(e: DeviceEvent): void {
     this.native.waitEvent(e.native);
   }
-  /** Run `fn` with this stream as the device's current stream. */
+  /** Run `fn` with this stream as the device's current stream; then the one current before (uses nest). */
   use<T>(fn: () => T): T {
+    const before = current.get(this.device);
     native.setStream(this.device, this.native);
+    current.set(this.device, this);
     try {
       return fn();
     } finally {
-      native.setStream(this.device, null);
+      native.setStream(this.device, before?.native ?? null);
+      if (before) current.set(this.device, before);
+      else current.delete(this.device);
     }
   }
 }

@@ -5,9 +5,15 @@
 // then it runs its task on the TrainStage of the task's stage. Forward tasks save their activations
 // (TrainStage keeps them by micro-batch) for the backward task of the same micro-batch; the parameter
 // gradients add up over the micro-batches in each stage's flat gradient buffer.
+//
+// On a GPU the transfers go on a stream of their own: the compute stream waits for a transfer only when
+// the task that reads it runs, and a transfer waits for the compute that made its data. Were they on the
+// compute stream, every tick's group of sends and receives would hold both devices in lock-step, each
+// tick as long as the slower device's task (a backward beside a forward), instead of the pipeline's true
+// dependencies. Tensors sent are kept until the column ends (the transfer may still be reading them).
 import { synchronize } from '../device.js';
 import type { Communicator } from '../parallel/comm.js';
-import { DeviceEvent } from '../runtime.js';
+import { DeviceEvent, DeviceStream } from '../runtime.js';
 import { Tensor } from '../tensor.js';
 import type { Column, ColumnTask, TaskAddress, TaskTime } from '../engine/executor.js';
 import type { MicroBatch, TrainStage } from './stage.js';
@@ -33,7 +39,23 @@ export interface TrainColumnResult {
 
 const now = () => performance.timeOrigin + performance.now();
 
+/** A GPU's compute and transfer streams for pipeline columns, made once per device (per worker). */
+const streamsOf = new Map<string, { compute: DeviceStream; comm: DeviceStream }>();
+function columnStreams(device: string): { compute: DeviceStream; comm: DeviceStream } {
+  let s = streamsOf.get(device);
+  if (!s) streamsOf.set(device, (s = { compute: new DeviceStream(device), comm: new DeviceStream(device) }));
+  return s;
+}
+
 export function runTrainingColumn(col: Column, stages: Map<number, TrainStage>, comm: Communicator | null, o: TrainColumnOptions): TrainColumnResult {
+  if (!o.device.startsWith('cuda') || !comm) return runColumn(col, stages, comm, o, null);
+  const streams = columnStreams(o.device);
+  return streams.compute.use(() => runColumn(col, stages, comm, o, streams));
+}
+
+function runColumn(
+  col: Column, stages: Map<number, TrainStage>, comm: Communicator | null, o: TrainColumnOptions, streams: { compute: DeviceStream; comm: DeviceStream } | null,
+): TrainColumnResult {
   const stageOf = (s: number) => {
     const t = stages.get(s);
     if (!t) throw new Error(`device ${col.device} (${o.device}) has no stage ${s}`);
@@ -52,9 +74,15 @@ export function runTrainingColumn(col: Column, stages: Map<number, TrainStage>, 
     inbox.set(key(kind, to), x);
     return x;
   };
+  // GPU: the event after the transfer group that filled each inbox tensor, and the tensors sent
+  const arrived = new Map<string, DeviceEvent>();
+  const sent: Tensor[] = [];
   const take = (k: ColumnTask): Tensor | undefined => {
     const t = inbox.get(key(k.kind, k));
     inbox.delete(key(k.kind, k));
+    const ev = arrived.get(key(k.kind, k));
+    if (ev) streams!.compute.waitEvent(ev); // the compute waits for this input only, when it is needed
+    arrived.delete(key(k.kind, k));
     return t;
   };
   let made: { task: ColumnTask; t: Tensor } | null = null;
@@ -67,16 +95,33 @@ export function runTrainingColumn(col: Column, stages: Map<number, TrainStage>, 
     const sends = outs.filter((e) => e.device !== col.device);
     if (sends.length || ins.length) {
       if (!comm) throw new Error(`device ${col.device}: the plan crosses devices but there is no communicator`);
-      comm.group(() => {
-        for (const e of sends) comm.send(made!.t, e.device);
-        for (const r of ins) comm.recv(landing(kindOf(r), r.to), r.from);
-      });
+      const group = () =>
+        comm.group(() => {
+          for (const e of sends) comm.send(made!.t, e.device);
+          for (const r of ins) comm.recv(landing(kindOf(r), r.to), r.from);
+        });
+      if (!streams) group();
+      else {
+        // after what the compute has queued (the data sent, and the last use of the landing memory)
+        const ready = new DeviceEvent(o.device).record();
+        streams.comm.waitEvent(ready);
+        const done = streams.comm.use(() => {
+          group();
+          return new DeviceEvent(o.device).record();
+        });
+        for (const r of ins) arrived.set(key(kindOf(r), r.to), done);
+        if (made && sends.length) {
+          sent.push(made.t);
+          made = null;
+        }
+      }
     }
     made?.t.dispose();
     made = null;
   };
 
   let lossSum = 0, count = 0;
+  let synced = !streams;
   const marks: { k: ColumnTask; start: DeviceEvent; end: DeviceEvent; h0: number; h1: number }[] = [];
   synchronize(o.device);
   const base = o.timeline ? new DeviceEvent(o.device).record() : undefined;
@@ -116,8 +161,10 @@ export function runTrainingColumn(col: Column, stages: Map<number, TrainStage>, 
       }
       if (start) marks.push({ k, start, end: new DeviceEvent(o.device).record(), h0, h1: now() });
     }
-    comm?.drain();
+    if (streams) streams.comm.use(() => comm!.drain());
+    else comm?.drain();
     synchronize(o.device);
+    synced = true;
     const tasks = marks.map((m) => ({
       stage: col.device, vstage: m.k.stage, mb: m.k.mb, step: 0, kind: m.k.kind,
       t0: hostBase + base!.elapsedMs(m.start), t1: hostBase + base!.elapsedMs(m.end), h0: m.h0, h1: m.h1,
@@ -129,6 +176,10 @@ export function runTrainingColumn(col: Column, stages: Map<number, TrainStage>, 
     throw e;
   } finally {
     (made as { t: Tensor } | null)?.t.dispose();
+    // After a success the device is idle (synchronized above). A failed run may leave transfers queued on
+    // an aborted communicator, and waiting for them could hang: their tensors are left to the worker's end
+    // (a failed step ends the run) rather than handed back to the allocator under a live transfer.
+    if (synced) for (const t of sent) t.dispose();
     for (const t of inbox.values()) t.dispose();
     for (const s of stages.values()) s.clear();
   }
