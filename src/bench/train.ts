@@ -6,6 +6,7 @@ import type { DType } from '../dtype.js';
 import { rng } from '../random.js';
 import { initParams, resolveModel } from '../train/init.js';
 import { adamwStep, DEFAULT_ADAMW, gradNorm } from '../train/optim.js';
+import { OpProfiler } from '../train/profile.js';
 import { TrainStage, type MicroBatch } from '../train/stage.js';
 
 export interface TrainBenchOptions {
@@ -17,6 +18,8 @@ export interface TrainBenchOptions {
   steps?: number;
   /** the device's dense bf16 peak, TFLOP/s, for MFU (default: H100/H200 989) */
   peakTflops?: number;
+  /** also time each op group over 3 more steps (device events; TrainStage.profiler) */
+  profile?: boolean;
   onResult?: (r: TrainBenchResult) => void;
 }
 
@@ -35,6 +38,8 @@ export interface TrainBenchResult {
   /** the loss at the first and the last timed step (it must fall: the steps really train) */
   lossFirst: number;
   lossLast: number;
+  /** with `profile`: device ms per step by op group, largest first */
+  profile?: { name: string; msPerStep: number; share: number; count: number }[];
 }
 
 export async function runTrainBench(o: TrainBenchOptions = {}): Promise<TrainBenchResult[]> {
@@ -56,11 +61,17 @@ export async function runTrainBench(o: TrainBenchOptions = {}): Promise<TrainBen
       // One fixed batch, trained on repeatedly: the loss must fall, which shows the steps do real work.
       const mb: MicroBatch = { inputs: toks(), targets: toks(), batch: B, seq: T };
       const step = (i: number) => {
+        const prof = stage.profiler;
+        prof?.start();
         params.zeroGrad();
+        prof?.mark('zero grad');
         const f = stage.forward(0, mb);
         stage.backward(0);
         stage.clear();
-        adamwStep(params, i, 3e-4, DEFAULT_ADAMW, gradNorm(params)); // the train CLI's default rate
+        const norm = gradNorm(params);
+        prof?.mark('grad norm');
+        adamwStep(params, i, 3e-4, DEFAULT_ADAMW, norm); // the train CLI's default rate
+        prof?.mark('adamw');
         return f.lossSum! / f.count!;
       };
       for (let i = 1; i <= 2; i++) step(i); // warm up: kernels loaded, buffers cached
@@ -75,11 +86,21 @@ export async function runTrainBench(o: TrainBenchOptions = {}): Promise<TrainBen
       }
       synchronize(device);
       const ms = (performance.now() - t0) / steps;
+      let profile: TrainBenchResult['profile'];
+      if (o.profile) {
+        const p = (stage.profiler = new OpProfiler(device));
+        for (let i = 0; i < 3; i++) {
+          step(3 + steps + i);
+          p.flush();
+        }
+        stage.profiler = null;
+        profile = p.table(3);
+      }
       const tokensPerS = (B * T) / (ms / 1e3);
       const res: TrainBenchResult = {
         model, device, dtype, batch: B, seq: T, parameters: params.n, tokensPerS, msPerStep: ms,
         mfu: gpu ? (6 * params.n * tokensPerS) / ((o.peakTflops ?? 989) * 1e12) : undefined,
-        peakBytes: memoryStats(device).peakAllocated, lossFirst, lossLast,
+        peakBytes: memoryStats(device).peakAllocated, lossFirst, lossLast, ...(profile ? { profile } : {}),
       };
       out.push(res);
       o.onResult?.(res);

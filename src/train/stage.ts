@@ -14,6 +14,7 @@ import * as ops from '../ops.js';
 import { Tensor } from '../tensor.js';
 import type { ModelWeights } from '../models/weights.js';
 import type { FlatParams } from './params.js';
+import type { OpProfiler } from './profile.js';
 
 export const IGNORE_INDEX = -100;
 
@@ -69,6 +70,8 @@ export class TrainStage {
   readonly cfg: ModelConfig;
   private readonly w: ModelWeights;
   private readonly gw: ModelWeights;
+  /** set to collect device time by op group (bench train --profile) */
+  profiler: OpProfiler | null = null;
   /** saved activations per micro-batch in flight (GPipe keeps several, 1F1B a few) */
   private readonly saved = new Map<number, Saved>();
 
@@ -76,6 +79,10 @@ export class TrainStage {
     this.cfg = params.cfg;
     this.w = params.weights;
     this.gw = params.grads;
+  }
+
+  private mark(name: string): void {
+    this.profiler?.mark(name);
   }
 
   get isFirst(): boolean {
@@ -144,28 +151,36 @@ export class TrainStage {
           ops.add(x, p, x);
           p.dispose();
         }
+        this.mark('fwd embed');
       } else {
         if (!input || input.numel !== N * C) throw new Error(`TrainStage.forward: expected an input of [${N}, ${C}] from the stage before`);
         x = Tensor.empty([N, C], { dtype: input.dtype, device: this.device }).copyFrom(input);
       }
       for (const l of w.layers) {
         const n1 = this.norm(x, l.norm1, l.norm1Bias, N);
+        this.mark('fwd norm');
         const qkv = ops.linear(n1.y, l.qkv, l.qkvBias);
+        this.mark('fwd qkv matmul');
         const k = qkv.view(heads * D, [N * W3 - heads * D]);
         const v = qkv.view((heads + kvHeads) * D, [N * W3 - (heads + kvHeads) * D]);
         if (!gpt2) {
           ops.rope(qkv, s.pos, { heads, headDim: D, theta: ropeTheta, tokenStride: W3, tokens: N });
           ops.rope(k, s.pos, { heads: kvHeads, headDim: D, theta: ropeTheta, tokenStride: W3, tokens: N });
+          this.mark('fwd rope');
         }
         const strides = { qStrides: [T * W3, W3] as [number, number], kvStrides: [T * W3, W3] as [number, number] };
         const fa = ops.attentionForward(qkv, k, v, { batch: B, tokens: T, headsQ: heads, headsKv: kvHeads, headDim: D, ...strides });
+        this.mark('fwd attention');
         free(k, v);
         const att = fa.out.reshape([N, heads * D]);
         fa.out.dispose();
         const xMid = ops.linear(att, l.out, l.outBias);
         ops.add(xMid, x, xMid);
+        this.mark('fwd out matmul');
         const n2 = this.norm(xMid, l.norm2, l.norm2Bias, N);
+        this.mark('fwd norm');
         const a = ops.linear(n2.y, l.up, l.upBias);
+        this.mark('fwd up matmul');
         let g: Tensor;
         if (gpt2) g = ops.gelu(a);
         else {
@@ -174,8 +189,10 @@ export class TrainStage {
           g = ops.siluGate(a, up, { rows: N, cols: F, inStride: 2 * F });
           up.dispose();
         }
+        this.mark('fwd activation');
         const xNext = ops.linear(g, l.down, l.downBias);
         ops.add(xNext, xMid, xNext);
+        this.mark('fwd down matmul');
         const acts: LayerActs = { x, mean1: n1.mean, rstd1: n1.rstd, h1: n1.y, qkv, att, lse: fa.lse, xMid, mean2: n2.mean, rstd2: n2.rstd, h2: n2.y, a, g };
         if (train) s.layers.push(acts);
         else free(...Object.values(acts));
@@ -188,12 +205,15 @@ export class TrainStage {
         return { out: x };
       }
       const nF = this.norm(x, w.normF!, w.normFBias, N);
+      this.mark('fwd norm');
       const logits = ops.linear(nF.y, w.head!);
+      this.mark('fwd head matmul');
       const targets = this.i32(mb.targets);
       const count = countTargets(mb.targets, this.cfg.vocabSize);
       const dscale = o.dscale === false ? 0 : (o.dscale ?? 1 / Math.max(count, 1));
       const losses = ops.crossEntropy(logits, targets, { ignoreIndex: IGNORE_INDEX, dlogits: train ? 'inplace' : undefined, dscale });
       const lv = losses.toArray();
+      this.mark('classifier (cross-entropy)');
       losses.dispose();
       let lossSum = 0;
       for (const l of lv) lossSum += l;
@@ -242,8 +262,10 @@ export class TrainStage {
         const dl = s.dlogits!;
         const dhF = keep(ops.matmul(dl, w.head!));
         ops.matmul(dl, s.hF!, { transA: true, beta: 1, out: gw.head! });
+        this.mark('bwd head matmul');
         dx = ops.fillUniform(Tensor.empty([N, C], opt), { low: 0, high: 0 });
         this.normBackward(dhF, s.xLast, w.normF!, s.meanF, s.rstdF!, dx, gw.normF!, gw.normFBias);
+        this.mark('bwd norm');
         this.onGradsReady?.('head');
       } else {
         if (!dOut || dOut.numel !== N * C) throw new Error(`TrainStage.backward: expected dOut of [${N}, ${C}] from the stage after`);
@@ -255,7 +277,9 @@ export class TrainStage {
         // MLP: x_{l+1} = x_mid + g Wdown^T
         ops.matmul(dx, a.g, { transA: true, beta: 1, out: gl.down });
         if (gl.downBias) ops.sumRows(dx, { out: gl.downBias, accumulate: true });
+        this.mark('bwd down dW');
         const dg = keep(ops.matmul(dx, l.down));
+        this.mark('bwd down dX');
         let da: Tensor;
         if (gpt2) da = ops.geluBackward(a.a, dg, dg);
         else {
@@ -265,14 +289,20 @@ export class TrainStage {
           const dup = keep(da.view(F, [N * 2 * F - F]));
           ops.siluGateBackward(a.a, up, dg, { dgate: da, dup, rows: N, cols: F, inStride: 2 * F });
         }
+        this.mark('bwd activation');
         ops.matmul(da, a.h2, { transA: true, beta: 1, out: gl.up });
         if (gl.upBias) ops.sumRows(da, { out: gl.upBias, accumulate: true });
+        this.mark('bwd up dW');
         const dh2 = keep(ops.matmul(da, l.up));
+        this.mark('bwd up dX');
         this.normBackward(dh2, a.xMid, l.norm2, a.mean2, a.rstd2, dx, gl.norm2, gl.norm2Bias);
+        this.mark('bwd norm');
         // attention: x_mid = x_l + att Wo^T
         ops.matmul(dx, a.att, { transA: true, beta: 1, out: gl.out });
         if (gl.outBias) ops.sumRows(dx, { out: gl.outBias, accumulate: true });
+        this.mark('bwd out dW');
         const datt = keep(keep(ops.matmul(dx, l.out)).reshape([B, T, heads, D]));
+        this.mark('bwd out dX');
         const dqkv = keep(Tensor.empty([N, W3], opt));
         const k = keep(a.qkv.view(heads * D, [N * W3 - heads * D]));
         const v = keep(a.qkv.view((heads + kvHeads) * D, [N * W3 - (heads + kvHeads) * D]));
@@ -281,20 +311,26 @@ export class TrainStage {
         const att4 = keep(a.att.reshape([B, T, heads, D]));
         const strides = { qStrides: [T * W3, W3] as [number, number], kvStrides: [T * W3, W3] as [number, number] };
         ops.attentionBackward(a.qkv, k, v, att4, datt, a.lse, { batch: B, tokens: T, headsQ: heads, headsKv: kvHeads, headDim: D, ...strides, dq: dqkv, dk, dv });
+        this.mark('bwd attention');
         if (!gpt2) {
           ops.ropeBackward(dqkv, s.pos, { heads, headDim: D, theta: ropeTheta, tokenStride: W3, tokens: N });
           ops.ropeBackward(dk, s.pos, { heads: kvHeads, headDim: D, theta: ropeTheta, tokenStride: W3, tokens: N });
+          this.mark('bwd rope');
         }
         ops.matmul(dqkv, a.h1, { transA: true, beta: 1, out: gl.qkv });
         if (gl.qkvBias) ops.sumRows(dqkv, { out: gl.qkvBias, accumulate: true });
+        this.mark('bwd qkv dW');
         const dh1 = keep(ops.matmul(dqkv, l.qkv));
+        this.mark('bwd qkv dX');
         this.normBackward(dh1, a.x, l.norm1, a.mean1, a.rstd1, dx, gl.norm1, gl.norm1Bias);
+        this.mark('bwd norm');
         tmp.splice(0).forEach((t) => t.dispose());
         this.onGradsReady?.(this.params.stage.start + li);
       }
       if (this.isFirst) {
         ops.embeddingBackward(s.ids!, dx, gw.embed!);
         if (gw.positions) ops.embeddingBackward(s.pos, dx, gw.positions);
+        this.mark('bwd embed');
         this.onGradsReady?.('embed');
         dx.dispose();
         return null;

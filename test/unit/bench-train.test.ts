@@ -92,3 +92,19 @@ describe('bench train over strategies (CPU devices)', () => {
     expectInside(svg);
   });
 });
+
+describe('bench train --profile', () => {
+  it('times every op group of a step: each layer\'s groups once per layer, shares summing to one', async () => {
+    const { runTrainBench } = await import('../../src/bench/train.js');
+    const [r] = await runTrainBench({ model: 'tiny-llama', device: 'cpu:0', dtype: 'f32', shapes: [[2, 8]], steps: 1, profile: true });
+    const p = new Map(r!.profile!.map((g) => [g.name, g]));
+    const layers = 6; // tiny-llama
+    for (const name of ['fwd qkv matmul', 'fwd rope', 'fwd attention', 'fwd activation', 'bwd attention', 'bwd rope', 'bwd qkv dW', 'bwd down dX'])
+      expect(p.get(name)?.count, name).toBe(layers);
+    expect(p.get('fwd norm')!.count).toBe(2 * layers + 1);
+    for (const name of ['zero grad', 'fwd embed', 'fwd head matmul', 'classifier (cross-entropy)', 'bwd head matmul', 'bwd embed', 'grad norm', 'adamw'])
+      expect(p.get(name)?.count, name).toBe(1);
+    expect(r!.profile!.reduce((s, g) => s + g.share, 0)).toBeCloseTo(1, 6);
+    for (const g of r!.profile!) expect(g.msPerStep).toBeGreaterThanOrEqual(0);
+  });
+});

@@ -47,6 +47,7 @@ interface BenchOpts {
   bucketMb?: string;
   epochs?: string;
   brownFiles?: string;
+  profile?: boolean;
 }
 
 const SCENARIOS = ['strategies', 'kernels', 'generate', 'comm', 'train'] as const;
@@ -142,7 +143,13 @@ async function trainBench(opts: BenchOpts, device: string, dtype: DType | undefi
   for (const [, T] of shapes) if (T > cfg.maxPositions) throw new Error(`bench train: sequence ${T} is longer than ${model}'s context of ${cfg.maxPositions}`);
   const steps = positiveInt('--steps', opts.steps) ?? (gpu ? 20 : 3);
   const out = output(opts, `train: ${model} ${dt} on ${describeDevice(device)}, batch x seq ${shapes.map(([b, t]) => `${b}x${t}`).join(', ')}, ${steps} timed steps`);
-  const results = await runTrainBench({ model, device, dtype: dt, shapes, steps, onResult: (r) => out.say(`  ${r.batch} x ${r.seq}: ${r.tokensPerS.toFixed(0)} tokens/s`) });
+  const results = await runTrainBench({
+    model, device, dtype: dt, shapes, steps, profile: opts.profile,
+    onResult: (r) => {
+      out.say(`  ${r.batch} x ${r.seq}: ${r.tokensPerS.toFixed(0)} tokens/s`);
+      for (const g of r.profile ?? []) out.say(`    ${g.name.padEnd(28)} ${g.msPerStep.toFixed(3).padStart(9)} ms/step  ${(g.share * 100).toFixed(1).padStart(5)}%  x${g.count}`);
+    },
+  });
   out.emit(
     { scenario: 'train', model, dtype: dt, device, shapes: shapes.map(([batch, seq]) => ({ batch, seq })), steps },
     [device],
@@ -315,6 +322,7 @@ export function register(program: Command): void {
     .option('--schedule <s>', 'train --strategies: pp schedule, gpipe or 1f1b (default)')
     .option('--bucket-mb <x>', 'train --strategies: dp gradient buckets of x MiB all-reduced during the backward (default 0: once after it)')
     .option('--epochs <n>', 'train: also time n epochs on the Brown corpus on one device and data-parallel on --devices (the seed\'s Figure 4)')
+    .option('--profile', 'train (one device): also the device time of each op group of a step (forward, backward, optimizer)')
     .option('--brown-files <ids>', 'train --epochs: only these Brown files, comma-separated')
     .option('--format <format>', 'how results are printed: table (default), md, csv or json')
     .option('--json [file]', 'print JSON to stdout (as --format json), or write it to file as well as printing the table')
