@@ -55,11 +55,13 @@ for p in "${parts[@]}"; do
       mkdir -p "$out/s"
       timeout 180 node dist/cli/index.js bench --model gpt2 --strategies single,dp --prompts 512 --batch 64 --repeats ${REPEATS:-3} --json "$out/s/gpt2-dp.json" 2>&1 | tail -4 ;;
     train-tests)
-      timeout 300 vitest run test/gpu/train-pp.gpu.test.ts test/gpu/train-dp.gpu.test.ts test/gpu/bench.gpu.test.ts > "$out/gpu-train-tests.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-train-tests.log" ;;
+      timeout 300 vitest run test/gpu/train-pp.gpu.test.ts test/gpu/train-dp.gpu.test.ts test/gpu/bench.gpu.test.ts test/gpu/train.gpu.test.ts test/gpu/grad-kernels.gpu.test.ts test/gpu/grad-references.gpu.test.ts > "$out/gpu-train-tests.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-train-tests.log" ;;
+    peer-train)
+      timeout 120 python3 bench/peers/torch_train.py 128x128 16x1024 > "$out/peer-train.log" 2>&1; grep ANCHOR "$out/peer-train.log" | cut -c1-200 ;;
     train-dp)
       # GPT-2 124M, sequence 128: weak scaling (128 per GPU) over single, dp, mp, pp; strong (global 128).
-      mkdir -p "$out/t"
-      timeout 240 node dist/cli/index.js bench train --devices cuda:0,cuda:1 --strategies single,dp,mp,pp --shapes 128x128 --steps 20 --out "$out/t" --json "$out/t/gpt2-weak.json" 2>&1 | tail -7
+      mkdir -p "$out/t/gpt2"
+      timeout 240 node dist/cli/index.js bench train --devices cuda:0,cuda:1 --strategies single,dp,mp,pp --shapes 128x128 --steps 20 --out "$out/t/gpt2" --json "$out/t/gpt2-weak.json" 2>&1 | tail -7
       timeout 120 node dist/cli/index.js bench train --devices cuda:0,cuda:1 --strategies dp --scaling strong --shapes 128x128 --steps 20 --json "$out/t/gpt2-strong.json" 2>&1 | tail -3
       timeout 120 node dist/cli/index.js bench train --devices cuda:0,cuda:1 --strategies dp --bucket-mb ${BUCKET_MB:-25} --shapes 128x128 --steps 20 --json "$out/t/gpt2-weak-bucket.json" 2>&1 | tail -3 ;;
     train-peers)
@@ -69,14 +71,18 @@ for p in "${parts[@]}"; do
     train-pp)
       # LLaMA-2-7B shape on 2 GPUs: PP (8 micro-batches, 1F1B) against MP; one GPU for its memory.
       mkdir -p "$out/t"
-      timeout 300 node dist/cli/index.js bench train --model llama-2-7b --devices cuda:0,cuda:1 --strategies mp,pp --micro-batches 8 --shapes ${PP_SHAPE:-8x512} --steps ${PP_STEPS:-5} --out "$out/t" --json "$out/t/llama-pp.json" 2>&1 | tail -4 ;;
+      mkdir -p "$out/t/pp"
+      timeout 300 node dist/cli/index.js bench train --model llama-2-7b --devices cuda:0,cuda:1 --strategies mp,pp --micro-batches 8 --shapes ${PP_SHAPE:-8x512} --steps ${PP_STEPS:-5} --out "$out/t/pp" --json "$out/t/pp/llama-pp.json" 2>&1 | tail -4 ;;
     train-13b)
       timeout 300 node dist/cli/index.js bench train --model llama-2-13b --devices cuda:0,cuda:1 --strategies pp --micro-batches 8 --shapes ${PP_SHAPE:-8x512} --steps 3 --json "$out/t/llama13-pp.json" 2>&1 | tail -3 ;;
     train-1gpu-7b)
       timeout 200 node dist/cli/index.js bench train --model llama-2-7b --devices cuda:0 --strategies single --shapes ${PP_SHAPE:-8x512} --steps 3 --json "$out/t/llama-single.json" 2>&1 | tail -3 ;;
+    train-profile)
+      timeout 120 node dist/cli/index.js bench train --model gpt2 --shapes 128x128,16x1024 --profile 2>&1 | tail -80 > "$out/train-profile.log"; cat "$out/train-profile.log" | head -36 ;;
     train-epochs)
       mkdir -p "$out/t"
-      timeout 400 node dist/cli/index.js bench train --devices cuda:0,cuda:1 --epochs ${EPOCHS:-3} --shapes 128x128 --out "$out/t" --json "$out/t/epochs.json" 2>&1 | tail -5 ;;
+      mkdir -p "$out/t/epochs"
+      timeout 400 node dist/cli/index.js bench train --devices cuda:0,cuda:1 --epochs ${EPOCHS:-3} --shapes 128x128 --out "$out/t/epochs" --json "$out/t/epochs/epochs.json" 2>&1 | tail -5 ;;
     strategy-peers)
       # Peers for the strategies: PyTorch decode in one CUDA graph per step on one GPU (LLaMA-2-7B shape at
       # the curve's batches; GPT-2 at DP's per-device batch), and HF + accelerate's layer split (the seed's

@@ -680,11 +680,17 @@ export interface CrossEntropyOptions {
   ignoreIndex?: number;
   /** the gradient's scale (e.g. 1 / number of counted rows); default 1 */
   dscale?: number;
+  /**
+   * The vocabulary: only the first `vocab` of each row's L elements are logits (default: all of them).
+   * Rows padded to a multiple of 64 (GPT-2's 50257 to 50304, as llm.c does) give the matmuls over the
+   * gradient aligned rows; the padding's gradient is written as 0.
+   */
+  vocab?: number;
 }
 
 /**
- * Per-row cross-entropy of logits [R, V] (leading dimensions flattened into R) against targets i32 (R of
- * them, any shape); returns the losses (f32 [R]).
+ * Per-row cross-entropy of logits [R, L] (leading dimensions flattened into R; the first `vocab` of each
+ * row are the logits) against targets i32 (R of them, any shape); returns the losses (f32 [R]).
  */
 export function crossEntropy(logits: Tensor, targets: Tensor, o: CrossEntropyOptions = {}): Tensor {
   const op = 'crossEntropy';
@@ -692,9 +698,11 @@ export function crossEntropy(logits: Tensor, targets: Tensor, o: CrossEntropyOpt
   const dev = sameDevice(op, { logits, targets, losses: o.losses, dlogits: d });
   sameDType(op, { logits, dlogits: d }, FLOATS);
   if (logits.shape.length < 1) throw new Error(`${op}: logits must be [R, V], got a scalar`);
-  const V = logits.shape[logits.shape.length - 1]!;
-  positive(op, 'V', V);
-  const R = logits.numel / V;
+  const L = logits.shape[logits.shape.length - 1]!;
+  positive(op, 'row length', L);
+  const V = o.vocab ?? L;
+  if (!Number.isInteger(V) || V < 1 || V > L) throw new Error(`${op}: vocab must be an integer in [1, ${L}] (the row length), got ${V}`);
+  const R = logits.numel / L;
   if (targets.dtype !== 'i32') throw new Error(`${op}: targets must be i32, got ${targets.dtype}`);
   if (targets.numel !== R) throw new Error(`${op}: targets has ${targets.numel} elements, expected ${R} (one per row of logits [${logits.shape.join(', ')}])`);
   if (d) expectShape(op, 'dlogits', d, logits.shape);
@@ -703,7 +711,7 @@ export function crossEntropy(logits: Tensor, targets: Tensor, o: CrossEntropyOpt
   const dscale = o.dscale ?? 1;
   if (!Number.isFinite(dscale)) throw new Error(`${op}: dscale must be finite, got ${dscale}`);
   const losses = output(op, o.losses, [R], 'f32', dev);
-  native.crossEntropy(logits.native, targets.native, losses.native, d?.native ?? null, R, V, ignore, dscale);
+  native.crossEntropy(logits.native, targets.native, losses.native, d?.native ?? null, R, V, ignore, dscale, L);
   return losses;
 }
 

@@ -163,13 +163,16 @@ inline int64_t attention_backward_workspace(int64_t B, int64_t T, int64_t Hq, in
 void embedding_backward(PARALLM_KCTX ctx, DType dt, const int32_t* ids, const void* dout, void* dtable, int64_t N,
                         int64_t V, int64_t C);
 
-// The classifier, fused: per row r of V logits with target t = targets[r]:
-//   losses[r] = logsumexp(logits[r,:]) - logits[r,t]  (f32; 0 when t == ignore_index)
-//   dlogits[r,v] = dscale * (softmax(logits[r,:])[v] - (v == t))  (0 for the whole row when t == ignore_index)
+// The classifier, fused: per row r of V logits (row r starts at element r * ld, ld >= V) with target
+// t = targets[r]:
+//   losses[r] = logsumexp(logits[r,:V]) - logits[r,t]  (f32; 0 when t == ignore_index)
+//   dlogits[r,v] = dscale * (softmax(logits[r,:V])[v] - (v == t)) for v < V  (0 for the whole row when
+//   t == ignore_index), and 0 for V <= v < ld
 // dlogits may be null (loss only) or logits itself (in place: llm.c's trick, the probabilities are never
-// stored apart). Targets outside [0, V) other than ignore_index count as ignored.
+// stored apart). Targets outside [0, V) other than ignore_index count as ignored. ld > V pads each row (as
+// llm.c pads GPT-2's 50257 to 50304) so the matmuls over the logits' gradient get aligned rows.
 void cross_entropy(PARALLM_KCTX ctx, DType dt, const void* logits, const int32_t* targets, float* losses,
-                   void* dlogits, int64_t R, int64_t V, int ignore_index, float dscale);
+                   void* dlogits, int64_t R, int64_t V, int64_t ld, int ignore_index, float dscale);
 
 // out[0] = sum over i < n of f32(x[i])^2 (=), summed in f32 in a fixed order: the gradient's squared norm.
 void sum_squares(PARALLM_KCTX ctx, DType dt, const void* x, float* out, int64_t n);

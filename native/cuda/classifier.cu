@@ -54,14 +54,16 @@ __device__ __forceinline__ void block_merge(float& m, float& s, float* sh) {
 template <class T, int N>
 __global__ void __launch_bounds__(512) cross_entropy_kernel(const T* logits, const int32_t* __restrict__ targets,
                                                             float* __restrict__ losses, T* dlogits, int64_t R,
-                                                            int64_t V, int ignore_index, float dscale) {
+                                                            int64_t V, int64_t ld, int ignore_index, float dscale) {
   __shared__ float sh[64];
   using P = Pack<T, N>;
   for (int64_t r = blockIdx.x; r < R; r += gridDim.x) {
     const int t = targets[r];
     const bool ignored = t == ignore_index || t < 0 || int64_t(t) >= V;  // uniform over the block
-    const T* x = logits + r * V;
-    T* dx = dlogits ? dlogits + r * V : nullptr;
+    const T* x = logits + r * ld;
+    T* dx = dlogits ? dlogits + r * ld : nullptr;
+    if (dx)  // the row's padding (its logits are never read)
+      for (int64_t e = V + threadIdx.x; e < ld; e += blockDim.x) dx[e] = from_f32<T>(0.f);
     const int64_t head =
         N == 1 ? 0 : min(V, int64_t(((16 - (reinterpret_cast<uintptr_t>(x) & 15)) & 15) / sizeof(T)));
     const int64_t nvec = (V - head) / N, tail0 = head + nvec * N, nscalar = head + (V - tail0);
@@ -116,7 +118,7 @@ __global__ void __launch_bounds__(512) cross_entropy_kernel(const T* logits, con
 
 template <class T>
 void cross_entropy_t(cudaStream_t s, const void* logits, const int32_t* targets, float* losses, void* dlogits,
-                     int64_t R, int64_t V, int ignore_index, float dscale) {
+                     int64_t R, int64_t V, int64_t ld, int ignore_index, float dscale) {
   constexpr int W = 16 / sizeof(T);
   // Packs need element-aligned rows whose gradient rows sit at the same offset within 16 bytes.
   const auto a = reinterpret_cast<uintptr_t>(logits), d = reinterpret_cast<uintptr_t>(dlogits);
@@ -126,21 +128,22 @@ void cross_entropy_t(cudaStream_t s, const void* logits, const int32_t* targets,
   const unsigned blocks = unsigned(std::min(R, kMaxGrid));
   auto* lt = static_cast<const T*>(logits);
   auto* dt = static_cast<T*>(dlogits);
-  if (vec) cross_entropy_kernel<T, W><<<blocks, threads, 0, s>>>(lt, targets, losses, dt, R, V, ignore_index, dscale);
-  else cross_entropy_kernel<T, 1><<<blocks, threads, 0, s>>>(lt, targets, losses, dt, R, V, ignore_index, dscale);
+  if (vec) cross_entropy_kernel<T, W><<<blocks, threads, 0, s>>>(lt, targets, losses, dt, R, V, ld, ignore_index, dscale);
+  else cross_entropy_kernel<T, 1><<<blocks, threads, 0, s>>>(lt, targets, losses, dt, R, V, ld, ignore_index, dscale);
 }
 
 }  // namespace
 
 void cross_entropy(cudaStream_t s, DType dt, const void* logits, const int32_t* targets, float* losses,
-                   void* dlogits, int64_t R, int64_t V, int ignore_index, float dscale) {
+                   void* dlogits, int64_t R, int64_t V, int64_t ld, int ignore_index, float dscale) {
   if (R < 0 || V <= 0) fail("cross_entropy: bad size R=", R, " V=", V, " (need R >= 0, V > 0)");
+  if (ld < V) fail("cross_entropy: row stride ", ld, " is shorter than the ", V, " logits of a row (R=", R, ")");
   if (R == 0) return;
-  if (R > INT64_MAX / V) fail("cross_entropy: R*V overflows (R=", R, " V=", V, ")");
+  if (R > INT64_MAX / ld) fail("cross_entropy: R*ld overflows (R=", R, " ld=", ld, ")");
   if (!logits || !targets) fail("cross_entropy: null logits or targets (R=", R, " V=", V, ")");
-  if (dt == DType::F32) cross_entropy_t<float>(s, logits, targets, losses, dlogits, R, V, ignore_index, dscale);
+  if (dt == DType::F32) cross_entropy_t<float>(s, logits, targets, losses, dlogits, R, V, ld, ignore_index, dscale);
   else if (dt == DType::BF16)
-    cross_entropy_t<__nv_bfloat16>(s, logits, targets, losses, dlogits, R, V, ignore_index, dscale);
+    cross_entropy_t<__nv_bfloat16>(s, logits, targets, losses, dlogits, R, V, ld, ignore_index, dscale);
   else fail("cross_entropy: dtype ", dtype_name(dt), " not supported (f32, bf16) (R=", R, " V=", V, ")");
   PARALLM_LAUNCH_CHECK("cross_entropy: launch failed (R=", R, " V=", V, ")");
 }

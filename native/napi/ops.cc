@@ -561,21 +561,23 @@ Napi::Value OpEmbeddingBackward(const Napi::CallbackInfo& info) {
   });
 }
 
-// crossEntropy(logits, targets, losses, dlogits|null, R, V, ignoreIndex, dscale); dlogits may be logits.
+// crossEntropy(logits, targets, losses, dlogits|null, R, V, ignoreIndex, dscale, ld); dlogits may be
+// logits; rows of ld >= V elements, the first V of them logits.
 Napi::Value OpCrossEntropy(const Napi::CallbackInfo& info) {
   return op(info, "crossEntropy", [](OpCall& c) {
     int64_t R = c.i64(4, "R"), V = c.i64(5, "V");
     int ign = c.i32(6, "ignoreIndex");
     float dscale = c.f32(7, "dscale");
-    if (R < 0 || V < 1) fail("crossEntropy: bad sizes R=", R, " V=", V, " ignoreIndex=", ign);
+    int64_t ld = c.i64(8, "ld");
+    if (R < 0 || V < 1 || ld < V) fail("crossEntropy: bad sizes R=", R, " V=", V, " ld=", ld, " ignoreIndex=", ign);
     DType dt = c.dtype_of(0, "logits");
-    int64_t n = c.mul(R, V);
+    int64_t n = c.mul(R, ld);
     const void* px = c.use(0, "logits", n, dt);
     const int32_t* pt = c.use<int32_t>(1, "targets", R, DType::I32);
     float* pl = c.use<float>(2, "losses", R, DType::F32);
     void* pd = c.opt(3, "dlogits", n, dt);
-    c.run([=](const cpu::Ctx& x) { cpu::cross_entropy(x, dt, px, pt, pl, pd, R, V, ign, dscale); },
-          ON_CUDA(cross_entropy(s, dt, px, pt, pl, pd, R, V, ign, dscale)));
+    c.run([=](const cpu::Ctx& x) { cpu::cross_entropy(x, dt, px, pt, pl, pd, R, V, ld, ign, dscale); },
+          ON_CUDA(cross_entropy(s, dt, px, pt, pl, pd, R, V, ld, ign, dscale)));
   });
 }
 

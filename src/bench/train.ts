@@ -7,7 +7,7 @@ import { rng } from '../random.js';
 import { initParams, resolveModel } from '../train/init.js';
 import { adamwStep, DEFAULT_ADAMW, gradNorm } from '../train/optim.js';
 import { OpProfiler } from '../train/profile.js';
-import { TrainStage, type MicroBatch } from '../train/stage.js';
+import { sumLosses, TrainStage, type MicroBatch } from '../train/stage.js';
 
 export interface TrainBenchOptions {
   model?: string;
@@ -65,14 +65,16 @@ export async function runTrainBench(o: TrainBenchOptions = {}): Promise<TrainBen
         prof?.start();
         params.zeroGrad();
         prof?.mark('zero grad');
-        const f = stage.forward(0, mb);
+        const f = stage.forward(0, mb, undefined, { deferLoss: true }); // read at the end, as Trainer does
         stage.backward(0);
         stage.clear();
         const norm = gradNorm(params);
         prof?.mark('grad norm');
         adamwStep(params, i, 3e-4, DEFAULT_ADAMW, norm); // the train CLI's default rate
         prof?.mark('adamw');
-        return f.lossSum! / f.count!;
+        const loss = sumLosses(f.losses!) / f.count!;
+        f.losses!.dispose();
+        return loss;
       };
       for (let i = 1; i <= 2; i++) step(i); // warm up: kernels loaded, buffers cached
       synchronize(device);
@@ -105,7 +107,7 @@ export async function runTrainBench(o: TrainBenchOptions = {}): Promise<TrainBen
       out.push(res);
       o.onResult?.(res);
     } finally {
-      stage.clear();
+      stage.dispose();
       params.dispose();
     }
   }

@@ -16,7 +16,7 @@ import type { Communicator } from '../parallel/comm.js';
 import { DeviceEvent, DeviceStream } from '../runtime.js';
 import { Tensor } from '../tensor.js';
 import type { Column, ColumnTask, TaskAddress, TaskTime } from '../engine/executor.js';
-import type { MicroBatch, TrainStage } from './stage.js';
+import { sumLosses, type MicroBatch, type TrainStage } from './stage.js';
 
 export interface TrainColumnOptions {
   device: string;
@@ -120,7 +120,8 @@ function runColumn(
     made = null;
   };
 
-  let lossSum = 0, count = 0;
+  let count = 0;
+  const lossTensors: Tensor[] = [];
   let synced = !streams;
   const marks: { k: ColumnTask; start: DeviceEvent; end: DeviceEvent; h0: number; h1: number }[] = [];
   synchronize(o.device);
@@ -139,10 +140,10 @@ function runColumn(
         const x = st.isFirst ? undefined : take(k);
         if (!st.isFirst && !x) throw new Error(`device ${col.device}: forward of micro-batch ${k.mb} at stage ${k.stage} has no input`);
         try {
-          const r = st.forward(k.mb, o.micro[k.mb]!, x, { dscale: o.dscale });
+          const r = st.forward(k.mb, o.micro[k.mb]!, x, { dscale: o.dscale, deferLoss: true });
           if (r.out) made = { task: k, t: r.out };
           else {
-            lossSum += r.lossSum!;
+            lossTensors.push(r.losses!); // read once the column is queued: the host never waits mid-column
             count += r.count!;
           }
         } finally {
@@ -165,6 +166,8 @@ function runColumn(
     else comm?.drain();
     synchronize(o.device);
     synced = true;
+    let lossSum = 0;
+    for (const l of lossTensors) lossSum += sumLosses(l);
     const tasks = marks.map((m) => ({
       stage: col.device, vstage: m.k.stage, mb: m.k.mb, step: 0, kind: m.k.kind,
       t0: hostBase + base!.elapsedMs(m.start), t1: hostBase + base!.elapsedMs(m.end), h0: m.h0, h1: m.h1,
@@ -181,6 +184,7 @@ function runColumn(
     // (a failed step ends the run) rather than handed back to the allocator under a live transfer.
     if (synced) for (const t of sent) t.dispose();
     for (const t of inbox.values()) t.dispose();
+    for (const t of lossTensors) t.dispose();
     for (const s of stages.values()) s.clear();
   }
 }

@@ -97,7 +97,7 @@ function dispose(ctx: WorkerContext): void {
   const h = ctx.state.get('pipeline') as Held | undefined;
   ctx.state.delete('pipeline');
   if (!h) return;
-  for (const s of h.stages.values()) s.clear();
+  for (const s of h.stages.values()) s.dispose();
   for (const p of h.params) p.dispose();
   for (const c of h.comms.values()) c.destroy();
 }

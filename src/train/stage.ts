@@ -33,12 +33,20 @@ export interface ForwardOptions {
    * `false`: evaluation only, no gradient and nothing saved.
    */
   dscale?: number | false;
+  /**
+   * Last stage: return the per-token losses on the device (`losses`) instead of reading their sum, so
+   * the host does not wait for the forward and goes on queueing the backward (a GPU idles while the host
+   * queues otherwise). Sum them with `sumLosses` once the step's work is queued.
+   */
+  deferLoss?: boolean;
 }
 
 export interface ForwardResult {
   /** last stage: the sum of the counted targets' losses (f64 on the host) and their count */
   lossSum?: number;
   count?: number;
+  /** last stage with deferLoss: the per-token losses (f32 [B*T], the caller's to dispose) */
+  losses?: Tensor;
   /** not the last stage: the hidden states [B*T, C] for the next stage (the caller's, to dispose once handed on) */
   out?: Tensor;
 }
@@ -64,6 +72,13 @@ export function countTargets(targets: ArrayLike<number>, vocabSize: number): num
   let n = 0;
   for (let i = 0; i < targets.length; i++) if (targets[i]! >= 0 && targets[i]! < vocabSize) n++;
   return n;
+}
+
+/** The sum of per-token losses (read from the device, summed in f64). */
+export function sumLosses(losses: Tensor): number {
+  let sum = 0;
+  for (const l of losses.toArray()) sum += l;
+  return sum;
 }
 
 export class TrainStage {
@@ -206,24 +221,22 @@ export class TrainStage {
       }
       const nF = this.norm(x, w.normF!, w.normFBias, N);
       this.mark('fwd norm');
-      const logits = ops.linear(nF.y, w.head!);
+      const logits = ops.linear(nF.y, this.paddedHead());
       this.mark('fwd head matmul');
       const targets = this.i32(mb.targets);
       const count = countTargets(mb.targets, this.cfg.vocabSize);
       const dscale = o.dscale === false ? 0 : (o.dscale ?? 1 / Math.max(count, 1));
-      const losses = ops.crossEntropy(logits, targets, { ignoreIndex: IGNORE_INDEX, dlogits: train ? 'inplace' : undefined, dscale });
-      const lv = losses.toArray();
+      const losses = ops.crossEntropy(logits, targets, { ignoreIndex: IGNORE_INDEX, dlogits: train ? 'inplace' : undefined, dscale, vocab: this.cfg.vocabSize });
       this.mark('classifier (cross-entropy)');
-      losses.dispose();
-      let lossSum = 0;
-      for (const l of lv) lossSum += l;
+      const lossSum = o.deferLoss ? 0 : sumLosses(losses);
+      if (!o.deferLoss) losses.dispose();
       if (train) {
         Object.assign(s, { meanF: nF.mean, rstdF: nF.rstd, hF: nF.y, dlogits: logits, targets });
         this.saved.set(id, s);
       } else {
         free(nF.mean, nF.rstd, nF.y, logits, targets, x, s.ids, s.pos);
       }
-      return { lossSum, count };
+      return o.deferLoss ? { losses, count } : { lossSum, count };
     } catch (e) {
       this.release(s);
       throw e;
@@ -259,9 +272,17 @@ export class TrainStage {
     try {
       // dx: the gradient of the residual stream, updated in place from the top down.
       if (this.isLast) {
-        const dl = s.dlogits!;
-        const dhF = keep(ops.matmul(dl, w.head!));
-        ops.matmul(dl, s.hF!, { transA: true, beta: 1, out: gw.head! });
+        const dl = s.dlogits!; // [N, Vp]: the padding's gradient is 0
+        const head = this.paddedHead(false);
+        const dhF = keep(ops.matmul(dl, head));
+        if (head === w.head) ops.matmul(dl, s.hF!, { transA: true, beta: 1, out: gw.head! });
+        else {
+          // dW over the padded rows into a scratch, then its first V rows into the gradient
+          this.dheadPad ??= Tensor.empty(head.shape, { dtype: dt, device: this.device });
+          ops.matmul(dl, s.hF!, { transA: true, out: this.dheadPad });
+          const rows = keep(this.dheadPad.view(0, [...gw.head!.shape]));
+          ops.add(gw.head!, rows, gw.head!);
+        }
         this.mark('bwd head matmul');
         dx = ops.fillUniform(Tensor.empty([N, C], opt), { low: 0, high: 0 });
         this.normBackward(dhF, s.xLast, w.normF!, s.meanF, s.rstdF!, dx, gw.normF!, gw.normFBias);
@@ -345,6 +366,31 @@ export class TrainStage {
     }
   }
 
+  /**
+   * The head as the classifier's matmuls read it: the weights themselves when the vocabulary is a multiple
+   * of 64, else a copy with zero rows up to the next multiple (GPT-2's 50257 to 50304, as llm.c pads it),
+   * so the logits' gradient has aligned rows and its two matmuls (K or M = the vocabulary) take the fast
+   * tensor-core path instead of element loads. `refresh`: copy the current weights in (the forward).
+   */
+  private paddedHead(refresh = true): Tensor {
+    const head = this.w.head!;
+    const V = this.cfg.vocabSize;
+    const Vp = Math.ceil(V / 64) * 64;
+    if (Vp === V) return head;
+    if (!this.headPad) {
+      this.headPad = Tensor.empty([Vp, this.cfg.hidden], { dtype: head.dtype, device: this.device });
+      ops.fillUniform(this.headPad, { low: 0, high: 0 });
+    }
+    if (refresh) {
+      const rows = this.headPad.view(0, [V, this.cfg.hidden]);
+      rows.copyFrom(head);
+      rows.dispose();
+    }
+    return this.headPad;
+  }
+  private headPad: Tensor | null = null;
+  private dheadPad: Tensor | null = null;
+
   /** Micro-batches whose forward is saved and whose backward has not run. */
   get inFlight(): number[] {
     return [...this.saved.keys()];
@@ -354,6 +400,14 @@ export class TrainStage {
   clear(): void {
     for (const s of this.saved.values()) this.release(s);
     this.saved.clear();
+  }
+
+  /** Frees the padded head's buffers too (the stage cannot run after). */
+  dispose(): void {
+    this.clear();
+    this.headPad?.dispose();
+    this.dheadPad?.dispose();
+    this.headPad = this.dheadPad = null;
   }
 
   private release(s: Saved): void {

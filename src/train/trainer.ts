@@ -20,7 +20,8 @@ import { prepareRun, type Data } from './run-setup.js';
 import { reportingLoad, type LoadReporter } from '../models/load-steps.js';
 import { adamwStep, DEFAULT_ADAMW, gradNorm, lrAt } from './optim.js';
 import type { FlatParams } from './params.js';
-import { countTargets, TrainStage } from './stage.js';
+import { countTargets, sumLosses, TrainStage } from './stage.js';
+import type { Tensor } from '../tensor.js';
 
 /** Token streams to train on, already tokenized; `id` identifies the data for resume checks. */
 export interface TokenData {
@@ -186,14 +187,18 @@ export class Trainer {
     const count = batches.reduce((s, b) => s + countTargets(b.targets, this.cfg.vocabSize), 0);
     this.params.zeroGrad();
     let lossSum = 0;
+    const losses: Tensor[] = [];
     try {
       for (const [i, b] of batches.entries()) {
-        const r = this.stage.forward(i, b, undefined, { dscale: 1 / Math.max(count, 1) });
-        lossSum += r.lossSum!;
+        // the losses are read after the backward is queued, so the host never waits for the forward
+        const r = this.stage.forward(i, b, undefined, { dscale: 1 / Math.max(count, 1), deferLoss: true });
+        losses.push(r.losses!);
         this.stage.backward(i);
       }
+      for (const l of losses) lossSum += sumLosses(l);
     } finally {
       this.stage.clear();
+      losses.forEach((l) => l.dispose());
     }
     this.opts.reduceGradients?.(this.params);
     const loss = lossSum / Math.max(count, 1);
@@ -253,7 +258,7 @@ export class Trainer {
 
 
   dispose(): void {
-    this.stage.clear();
+    this.stage.dispose();
     this.params.dispose();
   }
 }

@@ -355,6 +355,28 @@ describe.skipIf(gpus === 0)('CUDA training kernels match the CPU backend', () =>
           }
         });
 
+  // Rows padded past the vocabulary (the trainer's GPT-2 head: 50257 logits in rows of 50304): the
+  // padding's gradient comes back 0 though it held random values (in place) or poison (separate).
+  for (const [R, V, L] of [[37, 1001, 1024], [16, 50257, 50304]] as const)
+    for (const dt of DTYPES)
+      for (const mode of ['separate', 'inplace'] as const)
+        it(`crossEntropy ${R}x${V} in rows of ${L} ${mode} [${dt}]: vs CPU, padding zeroed`, () => {
+          const seed = Math.floor(Math.random() * 1e6);
+          const targets = Int32Array.from(vals(R, seed, 0, 1), (u, i) => (i % 5 === 3 ? -100 : Math.floor(u * V)));
+          const g = compare((d) => {
+            const s = scope();
+            const logits = s.from(vals(R * L, seed + 1, -8, 8), [R, L], dt, d);
+            const tg = s.from(targets, [R], 'i32', d);
+            const losses = s.poison([R], 'f32', d);
+            const dl = mode === 'separate' ? s.poison([R, L], dt, d) : undefined;
+            ops.crossEntropy(logits, tg, { losses, dlogits: mode === 'inplace' ? 'inplace' : dl, dscale: 1 / R, vocab: V });
+            const r: Outs = { losses: losses.toArray(), dlogits: (mode === 'inplace' ? logits : dl!).toArray() };
+            s.dispose();
+            return r;
+          }, { losses: 1e-5, dlogits: TOL[dt] }, V > 50000);
+          for (let r = 0; r < R; r++) for (let c = V; c < L; c++) if (g.dlogits![r * L + c] !== 0) throw new Error(`dlogits[${r}, ${c}] (padding) is ${g.dlogits![r * L + c]}`);
+        });
+
   // ------------------------------------------------------------------------------------ optimizer
   for (const n of [1, 5, 1003, 3_000_001])
     for (const dt of DTYPES)

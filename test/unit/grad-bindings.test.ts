@@ -27,7 +27,7 @@ describe('training ops: size products are overflow-checked', () => {
     expect(() => native.siluGateBackward(X, X, X, Y, Z, big, big, big)).toThrow(/siluGateBackward: .*overflows/);
     expect(() => native.ropeBackward(Y, i32(4), big, 2 ** 20, 2 ** 20, 2 ** 40, 2, 1e4)).toThrow(/ropeBackward: .*overflows/);
     expect(() => native.embeddingBackward(i32(4), X, Y, 0, big, big)).toThrow(/embeddingBackward: .*overflows/);
-    expect(() => native.crossEntropy(X, i32(4), Y, Z, big, big, -100, 1)).toThrow(/crossEntropy: .*overflows/);
+    expect(() => native.crossEntropy(X, i32(4), Y, Z, big, big, -100, 1, big)).toThrow(/crossEntropy: .*overflows/);
     // attention: out's B x T x Hq x D, and (backward) the workspace's B x Hq x T x (D + 1)
     const m = 2 ** 20, h = 4096;
     expect(() => native.attentionForward(X, X, X, Y, Z, m, m, h, h, h, 0, 0, 0, 0, 1)).toThrow(/attentionForward: .*overflows/);
@@ -96,7 +96,7 @@ describe('training ops: argument types and ranges', () => {
     expect(() => native.sumRows({} as never, y.native, 1, 4, false)).toThrow(/sumRows: x must be a tensor/);
     expect(() => native.geluBackward(x.native, x.native, y.native, 4.5)).toThrow(/geluBackward: n must be an integer/);
     expect(() => native.sumSquares(x.native, native.empty(dev, 'bf16', [1]), 4)).toThrow(/sumSquares: out is bf16, expected f32/);
-    expect(() => native.crossEntropy(x.native, i32(1), y.native, null, 1, 4, 2 ** 31, 1)).toThrow(/crossEntropy: ignoreIndex must fit 32 bits/);
+    expect(() => native.crossEntropy(x.native, i32(1), y.native, null, 1, 4, 2 ** 31, 1, 4)).toThrow(/crossEntropy: ignoreIndex must fit 32 bits/);
     expect(() => native.adamw(y.native, null, x.native, y.native, y.native, 4, 0, 1e-3, 0.9, 0.95, 1e-8, 0, 1, 2 ** 31)).toThrow(/adamw: step must fit 32 bits/);
     expect(() => native.adamw(y.native, null, x.native, y.native, y.native, 4, 5, 1e-3, 0.9, 0.95, 1e-8, 0, 1, 1)).toThrow(/adamw: bad sizes n=4 nDecay=5/);
     expect(() => native.attentionForward(x.native, x.native, x.native, y.native, native.empty(dev, 'bf16', [1]), 1, 1, 1, 1, 4, 4, 4, 4, 4, 1))

@@ -33,7 +33,37 @@ describe('training op argument checks', () => {
     expect(() => ops.adamw({ master: z([4]), grad: z([4]), m: z([4]), v: z([4]) }, { nDecay: 2, lr: 1, step: 0 })).toThrow(/step must be an integer >= 1/);
     expect(() => ops.adamw({ master: z([4]), grad: z([4]), m: z([4]), v: z([4]) }, { nDecay: 5, lr: 1, step: 1 })).toThrow(/nDecay/);
     expect(() => ops.sumSquares(z([3], 'i32'))).toThrow(/sumSquares: x is i32/);
+    expect(() => ops.crossEntropy(z([2, 5]), z([2], 'i32'), { vocab: 6 })).toThrow(/crossEntropy: vocab must be an integer in \[1, 5\]/);
   });
+});
+
+describe('crossEntropy over padded rows (vocab < row length)', () => {
+  for (const dt of ['f32', 'bf16'] as const)
+    for (const [R, V, L] of [[7, 61, 64], [5, 1001, 1024], [3, 50257, 50304]] as const)
+      it(`${R} rows of ${V} logits in ${L} [${dt}]: float64 losses and gradient, padding zeroed, in place`, () => {
+        const seed = newSeed();
+        // the padding holds random values too: in place, it must come back zero
+        const { t: logits, v: x } = randT([R, L], dt, DEV, seed, -6, 6);
+        const tg = Int32Array.from({ length: R }, (_, r) => (r === 1 ? -100 : (r * 7919 + seed) % V));
+        const dscale = 0.25;
+        const losses = ops.crossEntropy(logits, Tensor.from(tg, [R], { dtype: 'i32', device: DEV }), { dlogits: 'inplace', dscale, vocab: V });
+        const l = arr(losses), g = arr(logits);
+        const tol = dt === 'f32' ? 1e-5 : 1e-2;
+        for (let r = 0; r < R; r++) {
+          const row = Array.from(x.subarray(r * L, r * L + V));
+          const m = Math.max(...row);
+          const lse = m + Math.log(row.reduce((a, v) => a + Math.exp(v - m), 0));
+          const t = tg[r]!;
+          expect(Math.abs(l[r]! - (t < 0 ? 0 : lse - row[t]!)), `loss ${r} (seed ${seed})`).toBeLessThan(1e-4 * Math.max(1, lse));
+          for (let v = 0; v < L; v++) {
+            const want = v >= V || t < 0 ? 0 : dscale * (Math.exp(row[v]! - lse) - (v === t ? 1 : 0));
+            const got = g[r * L + v]!;
+            if (v >= V || t < 0) expect(got, `padding / ignored [${r}, ${v}]`).toBe(0);
+            else if (Math.abs(got - want) > tol * Math.max(Math.abs(want), 1e-3)) throw new Error(`dlogits[${r}, ${v}] = ${got}, want ${want} (seed ${seed})`);
+          }
+        }
+        [logits, losses].forEach((t) => t.dispose());
+      });
 });
 
 // Deterministic partial sums: the same bits whatever the thread count. cpu:0 was made with every hardware

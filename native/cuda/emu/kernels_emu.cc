@@ -173,27 +173,29 @@ static void embedding_bwd(DType dt, int64_t N, int64_t V, int64_t C) {
 }
 
 // shift: dlogits that many elements into its buffer (another offset within 16 bytes than the logits').
-static void cross_entropy(DType dt, int64_t R, int64_t V, bool inplace, int shift = 0) {
-  Buf logits(dt, R * V, -8, 8), gradbuf(dt, R * V + shift);
+// ld > V: rows padded to ld elements (the padding of dlogits must come back zero).
+static void cross_entropy(DType dt, int64_t R, int64_t V, bool inplace, int shift = 0, int64_t ld = 0) {
+  if (ld == 0) ld = V;
+  Buf logits(dt, R * ld, -8, 8), gradbuf(dt, R * ld + shift);
   std::vector<int32_t> t(R);
   for (int64_t r = 0; r < R; ++r) t[r] = r % 5 == 3 ? -100 : r % 7 == 6 ? int32_t(V + 2) : int32_t((r * 7919) % V);
-  std::vector<double> rl(R), rg(R * V);
+  std::vector<double> rl(R), rg(R * ld, 0.0);
   const double dscale = 0.5;
   for (int64_t r = 0; r < R; ++r) {
     const bool ign = t[r] < 0 || t[r] >= V;
     double m = -1e300, s = 0;
-    for (int64_t v = 0; v < V; ++v) m = std::max(m, logits[r * V + v]);
-    for (int64_t v = 0; v < V; ++v) s += std::exp(logits[r * V + v] - m);
+    for (int64_t v = 0; v < V; ++v) m = std::max(m, logits[r * ld + v]);
+    for (int64_t v = 0; v < V; ++v) s += std::exp(logits[r * ld + v] - m);
     const double lse = m + std::log(s);
-    rl[r] = ign ? 0 : lse - logits[r * V + t[r]];
-    for (int64_t v = 0; v < V; ++v) rg[r * V + v] = ign ? 0 : dscale * (std::exp(logits[r * V + v] - lse) - (v == t[r]));
+    rl[r] = ign ? 0 : lse - logits[r * ld + t[r]];
+    for (int64_t v = 0; v < V; ++v) rg[r * ld + v] = ign ? 0 : dscale * (std::exp(logits[r * ld + v] - lse) - (v == t[r]));
   }
   std::vector<float> losses(R, NAN);
   gradbuf.poison();
   char* gp = static_cast<char*>(gradbuf.p()) + shift * (dt == DType::BF16 ? 2 : 4);
-  pc::cross_entropy(nullptr, dt, logits.p(), t.data(), losses.data(), inplace ? logits.p() : gp, R, V, -100, float(dscale));
+  pc::cross_entropy(nullptr, dt, logits.p(), t.data(), losses.data(), inplace ? logits.p() : gp, R, V, ld, -100, float(dscale));
   char w[96];
-  std::snprintf(w, sizeof w, "cross_entropy %ldx%ld%s%s", long(R), long(V), inplace ? " in place" : "", shift ? " shifted" : "");
+  std::snprintf(w, sizeof w, "cross_entropy %ldx%ld (ld %ld)%s%s", long(R), long(V), long(ld), inplace ? " in place" : "", shift ? " shifted" : "");
   check((std::string(w) + " losses").c_str(), DType::F32, losses, rl);
   std::vector<float> g = inplace ? logits.get() : gradbuf.get();
   if (!inplace) g.erase(g.begin(), g.begin() + shift);
@@ -274,6 +276,8 @@ int main() {
     cross_entropy(dt, 6, 256, true);
     cross_entropy(dt, 7, 1001, true);      // odd rows in place: packs from each row's first aligned element
     cross_entropy(dt, 5, 1001, false, 1);  // gradient rows at another alignment: one element an access
+    cross_entropy(dt, 7, 1001, true, 0, 1024);  // rows padded to 1024 (GPT-2's 50257 in 50304): padding zeroed
+    cross_entropy(dt, 6, 1001, false, 0, 1008);
     optimizer(dt, 40003, 30000);
   }
   attention<float>(1, 40, 2, 1, 64, false);
