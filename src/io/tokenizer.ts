@@ -120,7 +120,7 @@ function memoEncode(encode: (text: string) => number[]): (text: string) => numbe
     // <|endoftext|> is an added token, found anywhere (as the library does); the pieces are plain text.
     text.split(EOT).forEach((part, i) => {
       if (i > 0) out.push(GPT2_EOS);
-      for (const [piece] of part.matchAll(GPT2_SPLIT)) {
+      for (const piece of part.match(GPT2_SPLIT) ?? []) {
         let ids = memo.get(piece);
         if (!ids) {
           ids = encode(piece);
