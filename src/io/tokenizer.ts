@@ -1,13 +1,14 @@
-// Tokenizers: GPT-2's byte-level BPE (vocabulary shipped inside gpt-tokenizer) and Hugging Face tokenizer.json
-// files (through @huggingface/tokenizers, pure JS). Both run offline; nothing is fetched.
+// Tokenizers, all through @huggingface/tokenizers (pure JS): GPT-2's byte-level BPE (its tokenizer.json shipped
+// in assets/) and the tokenizer.json files of model folders. Both run offline; nothing is fetched.
 //
 // Conventions, the same for both kinds:
 // - encode() adds no BOS/EOS (add_special_tokens=false), so a prompt's ids are exactly its text's; text that
 //   spells a special token ("<|endoftext|>", "</s>") becomes that token, as in Hugging Face tokenizers.
 // - decode() skips special tokens (the default of Python `tokenizers`) and replaces invalid UTF-8 with U+FFFD.
-import { lstatSync } from 'node:fs';
-import { createRequire } from 'node:module';
+import { lstatSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { gunzipSync } from 'node:zlib';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 import { parseJsonText, readTextInFolder, scanJsonKeys, showName, showValue } from './folder.js';
 import { unsafeRegex } from './regex-check.js';
@@ -73,44 +74,66 @@ function makeStreamDecoder(decode: (ids: number[]) => string): { push(ids: numbe
 
 // ---- GPT-2 (r50k_base) ----
 
-type R50k = typeof import('gpt-tokenizer/encoding/r50k_base');
 const GPT2_EOS = 50256; // <|endoftext|>, also GPT-2's BOS
-const EOT = '<|endoftext|>';
+/** GPT-2's tokenizer.json, made from r50k_base by scripts/gpt2-tokenizer.mjs; ../../assets from src/io and dist/io. */
+const GPT2_ASSET = fileURLToPath(new URL('../../assets/gpt2-tokenizer.json.gz', import.meta.url));
 let gpt2: Tokenizer | undefined;
 
 /** GPT-2's BPE (50257 ids; <|endoftext|> = 50256 is both EOS and BOS). */
 export function gpt2Tokenizer(): Tokenizer {
   if (gpt2) return gpt2;
-  // Loaded on first use (about 90 ms, 50k ranks), not when parallm is imported; require keeps this synchronous.
-  const require = createRequire(import.meta.url);
-  const enc = require('gpt-tokenizer/encoding/r50k_base') as R50k;
-  const ranks = (require('gpt-tokenizer/bpeRanks/r50k_base') as { default: (string | number[])[] }).default;
-  // gpt-tokenizer's own decode() keeps a module-wide streaming TextDecoder, so a token cut inside a character
-  // leaks its bytes into the next, unrelated decode() call. Decode from the rank table instead: each entry is
-  // the token's text, or its raw bytes when those are not valid UTF-8 on their own.
-  const utf8 = new TextEncoder();
-  const bytes: Uint8Array[] = ranks.map((r) => (typeof r === 'string' ? utf8.encode(r) : Uint8Array.from(r)));
-  const vocabSize = enc.vocabularySize; // 50257
-  const decode = (ids: number[]): string => {
-    checkIds(ids, vocabSize, 'gpt2-bpe');
-    const parts = ids.filter((id) => id !== GPT2_EOS).map((id) => bytes[id]);
-    const buf = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-    let o = 0;
-    for (const p of parts) buf.set(p, (o += p.length) - p.length);
-    return new TextDecoder('utf-8').decode(buf); // fresh decoder, non-streaming: partial bytes become U+FFFD
-  };
-  gpt2 = {
-    kind: 'gpt2-bpe',
-    vocabSize,
-    eosTokenId: GPT2_EOS,
-    bosTokenId: GPT2_EOS,
-    // Split on <|endoftext|> here: gpt-tokenizer 4.0.0's allowedSpecial only finds it at the start of the text
-    // (a sticky regex), and its default throws on it. Each piece is then ordinary text, as in Hugging Face.
-    encode: (text) => text.split(EOT).flatMap((part, i) => (i > 0 ? [GPT2_EOS] : []).concat(enc.encode(part))),
-    decode,
-    streamDecoder: () => makeStreamDecoder(decode),
-  };
+  // Loaded on first use, not when parallm is imported. The asset is shipped with the package and trusted:
+  // none of checkTokenizerJson's limits for user files are needed.
+  let json: Record<string, unknown>;
+  try {
+    json = JSON.parse(gunzipSync(readFileSync(GPT2_ASSET)).toString('utf8')) as Record<string, unknown>;
+  } catch (e) {
+    throw new Error(`tokenizer: cannot read GPT-2's tokenizer ${GPT2_ASSET}: ${(e as Error).message}`);
+  }
+  let hf: HfTokenizer;
+  try {
+    hf = new HfTokenizer(json, {});
+  } catch (e) {
+    throw new Error(`tokenizer: cannot load GPT-2's tokenizer ${GPT2_ASSET}: ${libraryMessage(e)}`);
+  }
+  const vocabSize = idSpace(hf); // 50257
+  const coding = hfCoding(hf, vocabSize, 'gpt2-bpe', GPT2_ASSET);
+  const encode = memoEncode(coding.encode);
+  gpt2 = { kind: 'gpt2-bpe', vocabSize, eosTokenId: GPT2_EOS, bosTokenId: GPT2_EOS, ...coding, encode };
   return gpt2;
+}
+
+// GPT-2's pre-tokenizer split: the pattern of the tokenizer.json's ByteLevel pre-tokenizer (use_regex), which
+// @huggingface/tokenizers also hard-codes. The library UTF-8-encodes every piece on every call and keeps only
+// 10k pieces in an LRU: the Brown corpus encodes at 1.3 MB/s. A piece's ids never depend on its neighbours,
+// so they are kept here per piece and the library encodes each distinct piece once: 5 MB/s the first time
+// (Brown has 55k distinct pieces), 40 MB/s after. tokenizer-gpt2.test.ts checks this against the library.
+const GPT2_SPLIT = /'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+/gu;
+const EOT = '<|endoftext|>';
+const MEMO_PIECES = 1 << 16; // then the memo starts afresh: some 12 MB at most, on any corpus
+const MEMO_PIECE_CHARS = 256; // longer pieces (rare) are not kept
+
+function memoEncode(encode: (text: string) => number[]): (text: string) => number[] {
+  const memo = new Map<string, number[]>();
+  return (text) => {
+    const out: number[] = [];
+    // <|endoftext|> is an added token, found anywhere (as the library does); the pieces are plain text.
+    text.split(EOT).forEach((part, i) => {
+      if (i > 0) out.push(GPT2_EOS);
+      for (const piece of part.match(GPT2_SPLIT) ?? []) {
+        let ids = memo.get(piece);
+        if (!ids) {
+          ids = encode(piece);
+          if (piece.length <= MEMO_PIECE_CHARS) {
+            if (memo.size >= MEMO_PIECES) memo.clear();
+            memo.set(piece, ids);
+          }
+        }
+        for (const id of ids) out.push(id);
+      }
+    });
+    return out;
+  };
 }
 
 // ---- tokenizer.json ----
@@ -229,19 +252,32 @@ function build(folder: string, files: Files): Tokenizer {
       return [];
     }
   });
-  let vocabSize = 0;
-  for (const id of hf.get_vocab(true).values()) vocabSize = Math.max(vocabSize, id + 1);
-  const decode = (ids: number[]): string => {
-    checkIds(ids, vocabSize, 'tokenizer.json');
-    if (ids.length === 0) return ''; // the library throws on an empty list
-    // clean_up_tokenization_spaces off: Python `tokenizers` never applies it (transformers does, per model).
-    return hf.decode(ids, { skip_special_tokens: true, clean_up_tokenization_spaces: false });
-  };
+  const vocabSize = idSpace(hf);
   return {
     kind: 'tokenizer.json',
     vocabSize,
     eosTokenId: inVocab(specialId(hf, 'eos', cfg, others), vocabSize),
     bosTokenId: inVocab(specialId(hf, 'bos', cfg, others), vocabSize),
+    ...hfCoding(hf, vocabSize, 'tokenizer.json', path),
+  };
+}
+
+/** Largest id + 1, added tokens included. */
+function idSpace(hf: HfTokenizer): number {
+  let n = 0;
+  for (const id of hf.get_vocab(true).values()) n = Math.max(n, id + 1);
+  return n;
+}
+
+/** encode/decode/streamDecoder through the library, with the conventions at the top of this file. */
+function hfCoding(hf: HfTokenizer, vocabSize: number, kind: string, path: string): Pick<Tokenizer, 'encode' | 'decode' | 'streamDecoder'> {
+  const decode = (ids: number[]): string => {
+    checkIds(ids, vocabSize, kind);
+    if (ids.length === 0) return ''; // the library throws on an empty list
+    // clean_up_tokenization_spaces off: Python `tokenizers` never applies it (transformers does, per model).
+    return hf.decode(ids, { skip_special_tokens: true, clean_up_tokenization_spaces: false });
+  };
+  return {
     encode: (text) => {
       try {
         return hf.encode(text, { add_special_tokens: false }).ids;

@@ -67,6 +67,19 @@ console.log(JSON.stringify({ c: Array.from(ops.matmul(a, b).toArray()), n: devic
     expect(out.n).toBeGreaterThanOrEqual(1);
   });
 
+  it("GPT-2's tokenizer runs from the shipped asset, without gpt-tokenizer (a devDependency) installed", () => {
+    const app = path.join(work, 'app');
+    writeFileSync(
+      path.join(app, 'tok.mjs'),
+      `import { gpt2Tokenizer } from 'parallm';
+const t = gpt2Tokenizer();
+console.log(JSON.stringify({ ids: t.encode('Hello world<|endoftext|>'), text: t.decode(t.encode('héllo 😀')) }));`,
+    );
+    const out = JSON.parse(execFileSync(path.join(work, 'bin/node'), ['tok.mjs'], { cwd: app, env, encoding: 'utf8' })) as { ids: number[]; text: string };
+    expect(out).toEqual({ ids: [15496, 995, 50256], text: 'héllo 😀' }); // GPT-2's published ids for 'Hello world'
+    expect(existsSync(path.join(app, 'node_modules/gpt-tokenizer'))).toBe(false);
+  });
+
   it('require("parallm") says the package is an ES module; the bench runners are a subpath; no dangling source maps', () => {
     const app = path.join(work, 'app');
     writeFileSync(path.join(app, 'use.cjs'), `try { require('parallm'); } catch (e) { console.log(e.code + ': ' + e.message); }`);
