@@ -7,17 +7,19 @@ import { KvCache } from '../../dist/models/transformer.js';
 export const handlers = {
   /**
    * Prefill logits of every position of `prompt`, then the logits of one decode step feeding `next`, on
-   * tp rank `tp.rank` of `tp.size` (communicator `id`), or the whole model without `tp`.
+   * tp rank `tp.rank` of `tp.size` (communicator `id`: CPU, or NCCL on a GPU), or the whole model
+   * without `tp`.
    */
-  logits({ source, seed, tp, id, prompt, next }, ctx) {
+  logits({ source, seed, tp, id, prompt, next, dtype = 'f32' }, ctx) {
     const cfg = modelConfig(source);
     const stage = { start: 0, end: cfg.layers, embed: true, head: true, ...(tp ? { tp } : {}) };
-    const m = Model.load(source, { device: ctx.device, dtype: 'f32', seed, stage });
-    const comm = tp ? Communicator.create('cpu', id, tp.rank, tp.size, ctx.device, { timeoutMs: 30_000, stopFlag: ctx.stopFlag }) : null;
+    const m = Model.load(source, { device: ctx.device, dtype, seed, stage });
+    const kind = ctx.device.startsWith('cuda') ? 'nccl' : 'cpu';
+    const comm = tp ? Communicator.create(kind, id, tp.rank, tp.size, ctx.device, { timeoutMs: 30_000, stopFlag: ctx.stopFlag }) : null;
     m.transformer.tp = comm;
     const T = prompt.length;
     const i32 = { dtype: 'i32', device: ctx.device };
-    const cache = new KvCache(m.transformer.cfg, 1, T + 1, ctx.device, 'f32');
+    const cache = new KvCache(m.transformer.cfg, 1, T + 1, ctx.device, dtype);
     const made = [];
     const keep = (t) => (made.push(t), t);
     try {
