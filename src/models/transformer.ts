@@ -81,10 +81,10 @@ export class Transformer {
 
   constructor(
     /** the whole model's config */
-    readonly model: ModelConfig,
+    readonly modelConfig: ModelConfig,
     readonly w: ModelWeights,
   ) {
-    this.cfg = shardConfig(model, w.stage.tp);
+    this.cfg = shardConfig(modelConfig, w.stage.tp);
   }
 
   /** A row-parallel projection's partial sums, summed over the tp group (in place); nothing on one device. */

@@ -198,6 +198,22 @@ describe('tp shard loading', () => {
       }
     });
 
+  it('readRanges reads exactly the byte ranges asked, and refuses one outside the tensor', () => {
+    const { dir, data } = folders.llamaRepl!;
+    const f = SafetensorsFile.open(path.join(dir, 'model.safetensors'));
+    try {
+      const name = 'model.layers.1.mlp.down_proj.weight'; // [48, 96] f32
+      const got = f.readRanges(name, [[8, 16], [400, 404]]);
+      const want = new Uint8Array(data[name]!.buffer);
+      expect(Array.from(got)).toEqual([...want.subarray(8, 16), ...want.subarray(400, 404)]);
+      expect(() => f.readRanges(name, [[0, 48 * 96 * 4 + 1]])).toThrow(/byte range \[0, 18433\) is outside tensor "model\.layers\.1\.mlp\.down_proj\.weight" \(18432 bytes\)/);
+      expect(() => f.readRanges(name, [[8, 4]])).toThrow(/outside tensor/);
+    } finally {
+      f.close();
+    }
+    expect(() => f.readRanges('model.norm.weight', [[0, 4]])).toThrow(/file is closed/);
+  });
+
   it('a load reports the bytes it reads: a rank\'s share plus the replicated ends', async () => {
     const { dir } = folders.llamaSplit!;
     const seen: { bytes: number; totalBytes: number }[] = [];
