@@ -198,6 +198,12 @@ describe('tp shard loading', () => {
       }
     });
 
+  it('a shard used without its tp communicator is an error naming the rank, not wrong logits', async () => {
+    const m = Model.load('tiny-llama', { ...cpu, stage: { start: 0, end: 6, embed: true, head: true, tp: { rank: 1, size: 2 } } });
+    await expect(generate(m, [[1, 2, 3]], { maxTokens: 2, stopTokens: [] })).rejects.toThrow(/tensor parallel rank 1 of 2: no tp communicator/);
+    m.dispose();
+  });
+
   it('readRanges reads exactly the byte ranges asked, and refuses one outside the tensor', () => {
     const { dir, data } = folders.llamaRepl!;
     const f = SafetensorsFile.open(path.join(dir, 'model.safetensors'));
