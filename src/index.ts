@@ -25,6 +25,7 @@ export { isAbortError, type LoadControl, type LoadProgress } from './models/load
 export { PRESETS, presetConfig } from './models/presets.js';
 export { modelConfig } from './models/source.js';
 export type { Stage } from './models/weights.js';
+export { tpLayout, shardConfig, type TpShard, type TpLayout } from './models/tp.js';
 export { generate, generateSteps, streamText, type GenerateOptions, type Generation, type StepEvent, type SamplingOptions } from './engine/generate.js';
 export { loadConfig, parseConfig, type ModelConfig, type ModelFamily } from './io/config.js';
 export { SafetensorsFile, WeightStore, writeSafetensors, type StDType, type StTensorInfo } from './io/safetensors.js';
@@ -51,6 +52,7 @@ export {
   memoryPlacement,
   explicitPlacement,
   placeStages,
+  placeMesh,
   stageMemory,
   type PlacedStage,
   type MemoryNeeds,

@@ -6,7 +6,13 @@
 //   mp     — layers split across devices, one micro-batch: one device busy at a time;
 //   pp     — the same split, the batch cut into micro-batches that flow through the stages on the plan's
 //            schedule, optionally with several interleaved stages per device (`chunks`).
-// mp is pp with one micro-batch: the same plan and executor, not a second path.
+//   tp     — every layer split across the devices (models/tp.ts: heads and MLP features, Megatron-style),
+//            two all-reduces a layer over the tp group; each device runs the whole batch;
+//   mesh   — dp x pp x tp (ParallelOptions.mesh): dp replicas, each a pipeline of pp stages, each stage
+//            tp devices; a replica's share of the prompts runs its pipeline.
+// mp is pp with one micro-batch, tp a one-stage pipeline of tp ranks, a mesh dp such pipelines: one plan
+// and executor, not a path each. A tp rank is a lane of its stage: it runs the stage's column and hands
+// its (all-reduced, so identical) activations to the same tp rank of the next stage over the pp group.
 import { fileURLToPath } from 'node:url';
 import type { DType } from '../dtype.js';
 import { deviceInfo, ensureCpuDevices, parseDevice } from '../device.js';
@@ -19,9 +25,9 @@ import { checkDeviceMemory } from '../models/memory-check.js';
 import { stageWeightBytes } from '../models/sizes.js';
 import type { CommKind } from '../parallel/comm.js';
 import { meshGroups } from '../parallel/mesh-comms.js';
-import type { Mesh } from '../parallel/mesh.js';
+import { Mesh } from '../parallel/mesh.js';
 import { DataPartitioner } from '../parallel/partitioner.js';
-import { placeStages, type Strategy } from '../parallel/placement.js';
+import { placeMesh, placeStages, type PlacedStage, type Strategy } from '../parallel/placement.js';
 import { DevicePool } from '../parallel/pool.js';
 import type { Column, TaskTime } from './executor.js';
 import { generationPlan, microBatchCount, numberStages, planColumns, strategyMesh, type PipelinePlan, type PlanStage } from './plan.js';
@@ -32,7 +38,14 @@ import type { CommArgs, LoadArgs, PipelineArgs, PipelineResult } from './stage-w
 export type { Strategy };
 
 export interface ParallelOptions {
-  strategy: Strategy;
+  /** a strategy, or give `mesh` instead */
+  strategy?: Strategy;
+  /**
+   * A (dp, pp, tp) mesh instead of a strategy: "dp=2,pp=2" or a Mesh (axes left out are 1); as many
+   * devices as ranks, in rank order (tp peers adjacent, then stages, then replicas: parallel/mesh.ts).
+   * Its layers are split evenly over pp; placement and chunks apply to a plain pp mesh only.
+   */
+  mesh?: string | Mesh;
   devices: string[];
   dtype?: DType;
   /** seed of a preset's random weights (every device draws the same model) */
@@ -54,6 +67,29 @@ export interface ParallelOptions {
   onProgress?: (p: ParallelLoadProgress) => void;
   /** aborting stops every worker's load at its next step (AbortError); the workers are then ended */
   signal?: AbortSignal;
+}
+
+/** What a load's strategy or mesh comes to: the mesh, the strategy it is reported as, each rank's stages. */
+function resolveLayout(cfg: ModelConfig, o: ParallelOptions, devices: string[], dtype: DType, chunks: number) {
+  if (o.mesh !== undefined && o.strategy !== undefined) throw new Error('ParallelModel.load: give strategy or mesh, not both');
+  if (o.mesh === undefined && o.strategy === undefined) throw new Error('ParallelModel.load: give a strategy (single, dp, mp, pp, tp) or a mesh ("dp=2,pp=2")');
+  let mesh: Mesh;
+  if (o.mesh !== undefined) {
+    if (typeof o.mesh !== 'string' && !(o.mesh instanceof Mesh)) throw new Error('ParallelModel.load: mesh must be a string like "dp=2,tp=2" or a Mesh');
+    mesh = typeof o.mesh === 'string' ? Mesh.parse(o.mesh) : o.mesh;
+    if (devices.length !== mesh.size) throw new Error(`ParallelModel.load: mesh ${mesh} has ${mesh.size} ranks, but ${devices.length} devices are given`);
+  } else mesh = strategyMesh(o.strategy!, devices.length);
+  const { dp, pp, tp } = mesh.shape;
+  // A mesh of one axis is that axis's strategy (placement and chunks apply as they do there).
+  const strategy: Strategy | 'mesh' = o.strategy ?? (tp === 1 && pp === 1 ? 'dp' : tp === 1 && dp === 1 ? 'pp' : pp === 1 && dp === 1 ? 'tp' : 'mesh');
+  const grid = strategy === 'tp' || strategy === 'mesh';
+  if (grid && (chunks !== 1 || o.placement !== undefined))
+    throw new Error(`ParallelModel.load: placement and chunks apply to mp and pp; a ${strategy === 'tp' ? 'tp model' : `mesh (${mesh})`} splits its layers evenly over pp`);
+  const need = { dtype, batch: 1, maxLen: cfg.maxPositions };
+  const placed: PlacedStage[] = grid
+    ? placeMesh(cfg, mesh, devices)
+    : placeStages(cfg, strategy as Strategy, devices, { placement: o.placement, chunks, need, freeBytes: (d) => deviceInfo(d).memoryFree });
+  return { mesh, strategy, placed, grid };
 }
 
 /** ParallelModel.load's progress: the sum over the devices, and each device's own (in rank order). */
@@ -99,10 +135,14 @@ export class ParallelModel {
   private closed: Promise<void> | null = null;
 
   private constructor(
-    readonly strategy: Strategy,
+    /** the strategy loaded, or 'mesh' for a mesh of more than one axis */
+    readonly strategy: Strategy | 'mesh',
     readonly pool: DevicePool,
     readonly mesh: Mesh,
-    /** every pipeline stage (for dp and single, one whole-model replica per device) */
+    /**
+     * every pipeline stage (for dp and single, one whole-model replica per device); for tp and meshes, the
+     * pipeline of one replica's tp rank 0 (each rank's own is `placed`)
+     */
     readonly stages: PlanStage[],
     readonly config: ModelConfig,
     /** one worker per device, in rank order */
@@ -110,6 +150,8 @@ export class ParallelModel {
     private readonly comm: { kind: CommKind; timeoutMs?: number } | null,
     /** on the main thread: prompts are encoded and outputs decoded here (null: token ids only) */
     readonly tokenizer: Tokenizer | null,
+    /** what each rank holds (layers, embeddings, head, tp shard), in rank order */
+    readonly placed: PlacedStage[],
   ) {}
 
   /** Every rank joins its mesh groups, with fresh communicator ids. */
@@ -130,28 +172,29 @@ export class ParallelModel {
     const cfg = src.config;
     const dtype: DType = o.dtype ?? (devices[0]!.startsWith('cuda') ? 'bf16' : 'f32');
     const chunks = o.chunks ?? 1;
-    const placed = placeStages(cfg, o.strategy, devices, {
-      placement: o.placement,
-      chunks,
-      need: { dtype, batch: 1, maxLen: cfg.maxPositions },
-      freeBytes: (d) => deviceInfo(d).memoryFree,
-    });
+    const { mesh, strategy, placed, grid } = resolveLayout(cfg, o, devices, dtype, chunks);
     if (o.onProgress !== undefined && typeof o.onProgress !== 'function') throw new Error('ParallelModel.load: onProgress must be a function');
-    const what = `ParallelModel.load ${source} (${o.strategy} on ${devices.join(', ')})`;
+    const what = `ParallelModel.load ${source} (${strategy === 'mesh' ? `mesh ${mesh}` : strategy} on ${devices.join(', ')})`;
     // Refused here, before a worker starts, rather than by one device half-way through its load.
     checkDeviceMemory(placed.map((s) => ({ device: s.device, bytes: stageWeightBytes(cfg, dtype, s) })), what);
     if (o.signal?.aborted) throw abortError(what, o.signal.reason);
-    const replicas = o.strategy === 'dp' || o.strategy === 'single';
-    const stages = replicas ? placed.map((s, i) => ({ ...s, index: 0, rank: i, chunk: 0 })) : numberStages(placed, chunks);
-    const ranks = replicas ? devices : stages.slice(0, stages.length / chunks).map((s) => s.device);
+    const replicas = strategy === 'dp' || strategy === 'single';
+    // A grid's ranks each hold one stage (of their pp coordinate); its pipeline is numbered from the
+    // ranks of replica 0's tp rank 0.
+    const lane0 = grid ? placed.filter((_, r) => mesh.coords(r).dp === 0 && mesh.coords(r).tp === 0) : [];
+    const stages = replicas ? placed.map((s, i) => ({ ...s, index: 0, rank: i, chunk: 0 })) : grid ? numberStages(lane0, 1) : numberStages(placed, chunks);
+    const ranks = replicas || grid ? devices : stages.slice(0, stages.length / chunks).map((s) => s.device);
+    const rankPlaced = replicas || grid ? placed : ranks.map((d) => placed.find((s) => s.device === d)!);
     const kinds = new Set(ranks.map((d) => (d.startsWith('cuda') ? 'nccl' : 'cpu')));
     if (kinds.size > 1) throw new Error('a pipeline over both CPU and CUDA devices is not supported: use one kind');
-    const mesh = strategyMesh(o.strategy, ranks.length);
     // CPU devices are process-wide (ensureCpuDevices above made them), so the workers see them too.
     const pool = await DevicePool.start(ranks, { modules: [STAGE_MODULE], timeoutMs: o.timeoutMs });
-    // Replicas never talk while generating; pipeline stages do, over their pp group.
+    // Replicas never talk while generating; pipeline stages do, over their pp group, and tp ranks over theirs.
     const comm = !replicas && ranks.length > 1 ? { kind: [...kinds][0] as CommKind, timeoutMs: o.commTimeoutMs } : null;
-    const pm = new ParallelModel(o.strategy, pool, mesh, stages, cfg, ranks, comm, sourceTokenizer(src));
+    const pm = new ParallelModel(strategy, pool, mesh, stages, cfg, ranks, comm, sourceTokenizer(src), rankPlaced);
+    // The stages each rank loads: a grid rank its one stage (with its tp shard), a pp rank its chunks.
+    const loadStages = (r: number) =>
+      replicas ? undefined : grid ? [{ ...placed[r]!, index: mesh.coords(r).pp }] : stages.filter((s) => s.rank === r);
     const onAbort = () => pool.requestStop();
     o.signal?.addEventListener('abort', onAbort);
     try {
@@ -168,7 +211,7 @@ export class ParallelModel {
         });
       };
       const loads = ranks.map((_, r) =>
-        pool.call(r, 'load', { source, dtype, seed: o.seed, stages: replicas ? undefined : stages.filter((s) => s.rank === r) } satisfies LoadArgs, {
+        pool.call(r, 'load', { source, dtype, seed: o.seed, stages: loadStages(r) } satisfies LoadArgs, {
           onProgress: (p: LoadProgress) => report(r, p),
         }),
       );
@@ -228,31 +271,35 @@ export class ParallelModel {
     }
     if (this.strategy === 'mp' && g.microBatches !== undefined && g.microBatches !== 1)
       throw new Error(`generate: strategy mp runs one micro-batch; use pp for ${g.microBatches}`);
-    const m = this.strategy === 'mp' ? 1 : microBatchCount(prompts.length, this.stages.length, g.microBatches);
-    const key = `${prompts.length}/${m}/${g.maxTokens}`;
-    let cached = this.plans.get(key);
-    if (!cached) {
-      const p = generationPlan(this.config, this.stages, prompts.length, m, g.maxTokens);
-      cached = { plan: p, columns: planColumns(p) };
-      if (this.plans.size > 16) this.plans.clear();
-      this.plans.set(key, cached);
-    }
-    const { plan, columns } = cached;
+    // Each replica (dp) runs its share of the prompts through its pipeline; one replica has them all.
+    const { dp } = this.mesh.shape;
+    const part = new DataPartitioner(prompts.length, dp);
+    const runs = part.partitions.map((ids) => {
+      if (!ids.length) return null; // fewer prompts than replicas: this one sits out
+      const m = this.strategy === 'mp' ? 1 : microBatchCount(ids.length, this.stages.length, g.microBatches);
+      return { ids, m, ...this.planFor(ids.length, m, g.maxTokens) };
+    });
     if (this.commsBroken) await this.initComms();
+    const active = this.devices.map((_, r) => r).filter((r) => runs[this.mesh.coords(r).dp] !== null);
     let res: PipelineResult[];
     try {
-      res = await this.allOrRootCause<PipelineResult>('pipeline', (r) => ({
-        ...sampling,
-        prompts,
-        micro: plan.micro,
-        maxTokens: g.maxTokens,
-        column: columns[r]!,
-        stages: plan.stages.length,
-        timeline: g.timeline,
-        fault: (g as { fault?: PipelineArgs['fault'] }).fault, // tests only
-      }) satisfies PipelineArgs);
+      res = await this.allOrRootCause<PipelineResult>('pipeline', active, (r) => {
+        const c = this.mesh.coords(r);
+        const run = runs[c.dp]!;
+        return {
+          ...sampling,
+          prompts: run.ids.map((i) => prompts[i]!),
+          seqIds: run.ids,
+          micro: run.plan.micro,
+          maxTokens: g.maxTokens,
+          column: run.columns[c.pp]!,
+          stages: run.plan.stages.length,
+          timeline: g.timeline,
+          fault: (g as { fault?: PipelineArgs['fault'] }).fault, // tests only
+        } satisfies PipelineArgs;
+      });
     } catch (e) {
-      // A rank that failed aborted its communicator (its peers then failed too, at once): nothing of this
+      // A rank that failed aborted its communicators (its peers then failed too, at once): nothing of this
       // run is left in flight, and the next call starts on new communicators.
       // A rank that died cannot abort: stop the others' waits too, and wait until every live worker is
       // out of the run (its queue reaches the ping).
@@ -264,16 +311,35 @@ export class ParallelModel {
       }
       throw e;
     }
-    const last = plan.stages[plan.stages.length - 1]!.rank;
-    return { tokens: res[last]!.tokens, wallMs: performance.now() - t0, tasks: res.flatMap((r) => r.tasks), microBatches: m };
+    const byRank = new Map(active.map((r, i) => [r, res[i]!]));
+    const lastStage = this.stages[this.stages.length - 1]!.rank;
+    // Every tp rank of the last stage samples the same ids (its logits are all-reduced): take rank 0's.
+    const tokens = runs.map((run, d) => (run ? byRank.get(this.mesh.rankOf({ dp: d, pp: lastStage, tp: 0 }))!.tokens : []));
+    // The timeline is replica 0's tp rank 0 lane (the others repeat its shape).
+    const tasks = active.filter((r) => this.mesh.coords(r).dp === 0 && this.mesh.coords(r).tp === 0).flatMap((r) => byRank.get(r)!.tasks);
+    const microBatches = runs.find((x) => x !== null)!.m;
+    return { tokens: part.gather(tokens), wallMs: performance.now() - t0, tasks, microBatches };
+  }
+
+  /** The plan of one pipeline run of `batch` sequences (cached: a repeated call plans nothing again). */
+  private planFor(batch: number, m: number, maxTokens: number): { plan: PipelinePlan; columns: Column[] } {
+    const key = `${batch}/${m}/${maxTokens}`;
+    let cached = this.plans.get(key);
+    if (!cached) {
+      const p = generationPlan(this.config, this.stages, batch, m, maxTokens);
+      cached = { plan: p, columns: planColumns(p) };
+      if (this.plans.size > 16) this.plans.clear();
+      this.plans.set(key, cached);
+    }
+    return cached;
   }
 
   /**
    * `method` on every worker, waiting for all of them. When some fail, the error is the root cause: a
    * rank's own failure rather than the "peer aborted" or "stopped" errors it caused on the others.
    */
-  private allOrRootCause<R>(method: string, args: (rank: number) => unknown): Promise<R[]> {
-    return this.pool.allOrRootCause<R>(method, args);
+  private allOrRootCause<R>(method: string, ranks: number[], args: (rank: number) => unknown): Promise<R[]> {
+    return this.pool.allOrRootCause<R>(method, args, ranks);
   }
 
   /**

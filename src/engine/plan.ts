@@ -26,8 +26,9 @@ export interface PipelinePlan {
   schedule: Schedule;
 }
 
-/** The strategies as mesh shapes: single (1, 1, 1), dp (n, 1, 1), mp and pp (1, n, 1). */
+/** The strategies as mesh shapes: single (1, 1, 1), dp (n, 1, 1), mp and pp (1, n, 1), tp (1, 1, n). */
 export function strategyMesh(strategy: Strategy, devices: number): Mesh {
+  if (strategy === 'tp') return new Mesh({ tp: devices });
   return strategy === 'dp' || strategy === 'single' ? new Mesh({ dp: devices }) : new Mesh({ pp: devices });
 }
 

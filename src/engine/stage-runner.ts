@@ -134,8 +134,12 @@ export class StageRunner {
   ) {
     this.first = o.first;
     this.last = o.last;
-    this.graph = o.graph ?? true;
-    this.cache = new KvCache(model.config, run.B, run.maxLen, run.device, model.dtype, model.weights.layers.length);
+    // The CPU communicator runs its collectives when called, not from a recorded op list, so a tp shard's
+    // decode step on CPU devices runs op by op; on CUDA the NCCL all-reduces are captured with the rest.
+    const tpOnCpu = (model.weights.stage.tp?.size ?? 1) > 1 && run.device.startsWith('cpu');
+    this.graph = (o.graph ?? true) && !tpOnCpu;
+    // A tp shard caches only its KV heads (the transformer's config is its share's).
+    this.cache = new KvCache(model.transformer.cfg, run.B, run.maxLen, run.device, model.dtype, model.weights.layers.length);
   }
 
   private slot(mb: number): Slot {

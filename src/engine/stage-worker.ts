@@ -37,6 +37,8 @@ export interface CommArgs {
 export interface PipelineArgs extends Sampling {
   /** every prompt of the batch (each stage needs the lengths; the first stage the ids) */
   prompts: number[][];
+  /** the prompts' indices in the whole request (a replica's share; default 0..B-1): they key sampled draws */
+  seqIds?: number[];
   /** micro-batch sizes, summing to the batch */
   micro: number[];
   maxTokens: number;
@@ -142,7 +144,7 @@ export const handlers: Record<string, Handler> = {
 
   /** All-reduce timing over the pipeline group: median ms of `iters` sum all-reduces of `bytes` of bf16, after a warm-up. */
   allReduceBench(a: { bytes: number; iters: number }, ctx) {
-    const c = comms(ctx).get('pp') ?? comms(ctx).get('dp');
+    const c = comms(ctx).get('pp') ?? comms(ctx).get('tp') ?? comms(ctx).get('dp');
     if (!c) throw new Error('no communicator on this worker: call commInit first');
     const t = Tensor.empty([Math.floor(a.bytes / 2)], { dtype: 'bf16', device: ctx.device });
     ops.fillUniform(t, { seed: ctx.rank, low: -1e-3, high: 1e-3 });
@@ -169,8 +171,11 @@ export const handlers: Record<string, Handler> = {
     const first = h.stages.includes(0);
     const last = h.stages.includes(a.stages - 1);
     const sampling: Sampling = { temperature: a.temperature, topK: a.topK, topP: a.topP, seed: a.seed };
-    const run = new RunInputs(ctx.device, a.prompts, a.micro, a.maxTokens, { first, last });
+    const run = new RunInputs(ctx.device, a.prompts, a.micro, a.maxTokens, { first, last }, a.seqIds);
     const runners = new Map<number, StageRunner>();
+    // A tp shard sums its partial outputs over its tp group (made after the load, and again after a failure).
+    const tp = comms(ctx).get('tp') ?? null;
+    for (const m of h.models) m.transformer.tp = tp;
     try {
       h.models.forEach((m, i) => {
         const s = h.stages![i]!;
@@ -188,6 +193,9 @@ export const handlers: Record<string, Handler> = {
         },
         fault: a.fault?.rank === ctx.rank ? a.fault : undefined,
       });
+    } catch (e) {
+      tp?.abort(); // tp peers waiting in an all-reduce fail at once, not at their timeout
+      throw e;
     } finally {
       trace(`${ctx.device}: pipeline cleanup`);
       for (const r of runners.values()) r.dispose();

@@ -158,6 +158,28 @@ export class SafetensorsFile {
     return out;
   }
 
+  /**
+   * Only the bytes at `spans` ([begin, end) offsets from the tensor's first byte), back to back in a fresh
+   * buffer: a tensor-parallel rank's share of a weight (models/tp.ts blockRanges), one read per span.
+   */
+  readRanges(name: string, spans: readonly (readonly [number, number])[]): Uint8Array {
+    if (this.fd === null) throw new Error(`${this.path}: file is closed (reading ${showName(name)})`);
+    const t = this.info(name);
+    let total = 0;
+    for (const [a, b] of spans) {
+      if (!(Number.isSafeInteger(a) && Number.isSafeInteger(b) && 0 <= a && a <= b && b <= t.nbytes))
+        throw new Error(`${this.path}: byte range [${a}, ${b}) is outside tensor ${showName(name)} (${t.nbytes} bytes)`);
+      total += b - a;
+    }
+    const out = new Uint8Array(total);
+    let at = 0;
+    for (const [a, b] of spans) {
+      readFully(this.fd, out.subarray(at, at + b - a), t.offset + a, this.path, `tensor ${showName(name)}`);
+      at += b - a;
+    }
+    return out;
+  }
+
   close(): void {
     if (this.fd !== null) fs.closeSync(this.fd);
     this.fd = null;
@@ -423,6 +445,11 @@ export class WeightStore {
 
   readRaw(name: string): Uint8Array {
     return this.file(name).readRaw(name);
+  }
+
+  /** See SafetensorsFile.readRanges. */
+  readRanges(name: string, spans: readonly (readonly [number, number])[]): Uint8Array {
+    return this.file(name).readRanges(name, spans);
   }
 
   /** See SafetensorsFile.readRawSteps. */

@@ -2,6 +2,7 @@
 // plan` and the benchmarks report.
 import { dtypeSize, type DType } from '../dtype.js';
 import type { ModelConfig } from '../io/config.js';
+import { shardConfig } from './tp.js';
 import type { Stage } from './weights.js';
 
 /** One decoder layer's weights. */
@@ -31,7 +32,8 @@ export function layerKvBytes(cfg: ModelConfig, dtype: DType, batch: number, maxL
 
 /** The weights a stage holds (the whole model by default). */
 export function stageWeightBytes(cfg: ModelConfig, dtype: DType, s: Stage = { start: 0, end: cfg.layers, embed: true, head: true }): number {
-  let w = (s.end - s.start) * layerWeightBytes(cfg, dtype);
+  // A tp rank's layers: its heads' and features' share (the norms and biases counted whole).
+  let w = (s.end - s.start) * layerWeightBytes(shardConfig(cfg, s.tp), dtype);
   if (s.embed) w += embedBytes(cfg, dtype);
   if (s.head) w += s.embed && cfg.tieEmbeddings ? 2 * cfg.hidden * dtypeSize(dtype) : headBytes(cfg, dtype);
   return w;

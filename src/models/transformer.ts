@@ -14,10 +14,16 @@
 // Prefill runs B sequences of T tokens (right-padded; padding never reaches a real token's output under
 // the causal mask, and decode overwrites the padded cache rows). Decode runs one token per sequence
 // against the cache, lengths and positions read from device memory, so a step can be captured once.
+//
+// A tensor-parallel shard (models/tp.ts) runs the same code on its heads and MLP features (`cfg` is its
+// share's config); the attention output and MLP down projections then give partial sums, which one
+// all-reduce each over the tp group completes (Megatron-LM's two all-reduces a layer).
 import type { DType } from '../dtype.js';
 import type { ModelConfig } from '../io/config.js';
 import * as ops from '../ops.js';
+import type { Communicator } from '../parallel/comm.js';
 import { Tensor } from '../tensor.js';
+import { isSharded, shardConfig } from './tp.js';
 import type { LayerWeights, ModelWeights } from './weights.js';
 
 /** Keys and values of `layers` layers (default: all) for `batch` sequences of up to `maxLen` tokens. */
@@ -65,10 +71,28 @@ export class KvCache {
 }
 
 export class Transformer {
+  /** the config its layers run with: a tp shard's heads and features, else the model's */
+  readonly cfg: ModelConfig;
+  /**
+   * A tp shard's group communicator (set by the worker that holds the shard once its mesh groups are
+   * made): it sums the row-parallel projections' partial outputs.
+   */
+  tp: Communicator | null = null;
+
   constructor(
-    readonly cfg: ModelConfig,
+    /** the whole model's config */
+    readonly modelConfig: ModelConfig,
     readonly w: ModelWeights,
-  ) {}
+  ) {
+    this.cfg = shardConfig(modelConfig, w.stage.tp);
+  }
+
+  /** A row-parallel projection's partial sums, summed over the tp group (in place); nothing on one device. */
+  private reduce(t: Tensor): void {
+    if (!isSharded(this.w.stage.tp)) return;
+    if (!this.tp) throw new Error(`tensor parallel rank ${this.w.stage.tp.rank} of ${this.w.stage.tp.size}: no tp communicator to sum the layer's partial outputs`);
+    this.tp.allReduce(t);
+  }
 
   private norm(x: Tensor, g: Tensor, b?: Tensor): Tensor {
     return this.cfg.family === 'gpt2' ? ops.layernorm(x, g, b!, { eps: this.cfg.normEps }) : ops.rmsnorm(x, g, { eps: this.cfg.normEps });
@@ -104,6 +128,7 @@ export class Transformer {
   /** x += attention output projection; x += MLP: the rest of a layer after attention. */
   private finishLayer(l: LayerWeights, x: Tensor, att: Tensor): void {
     const o = ops.linear(att, l.out, l.outBias);
+    this.reduce(o);
     ops.add(x, o, x);
     o.dispose();
     const h = this.norm(x, l.norm2, l.norm2Bias);
@@ -123,6 +148,7 @@ export class Transformer {
     h.dispose();
     const d = ops.linear(a, l.down, l.downBias);
     a.dispose();
+    this.reduce(d);
     ops.add(x, d, x);
     d.dispose();
   }

@@ -11,6 +11,7 @@ import { DEFAULT_HEADER_LIMITS, WeightStore, type HeaderLimits } from '../io/saf
 import * as ops from '../ops.js';
 import { Tensor } from '../tensor.js';
 import { ropeFrequencyTensor } from './rope.js';
+import { blockRanges, isSharded, spanBytes, tpLayout, type Span, type TpLayout, type TpShard } from './tp.js';
 import { runLoadSync, type LoadAmount, type LoadSteps } from './load-steps.js';
 
 export interface LayerWeights {
@@ -34,6 +35,11 @@ export interface Stage {
   end: number;
   embed: boolean;
   head: boolean;
+  /**
+   * Tensor parallel: this rank's share of every layer (models/tp.ts: heads and MLP features split, the
+   * embeddings, norms and head replicated); absent or size 1: whole layers.
+   */
+  tp?: TpShard;
 }
 
 export const wholeModel = (cfg: ModelConfig): Stage => ({ start: 0, end: cfg.layers, embed: true, head: true });
@@ -80,7 +86,13 @@ export function randomWeightTotals(cfg: ModelConfig, dtype: DType, stages: Stage
   let tensors = 0, elems = 0;
   const add = (n: number) => ((tensors += 1), (elems += n));
   for (const s of stages) {
-    for (let i = s.start; i < s.end; i++) perLayer.forEach(add);
+    // A tp rank draws each split tensor whole (then keeps its share), and rank 0 alone the row-parallel biases.
+    const tp = isSharded(s.tp) ? tpLayout(cfg, s.tp) : null;
+    const first = tp?.shard.rank === 0;
+    const tpLayer = !tp ? [] : gpt2
+      ? [C, C, W3 * C, 3 * tp.heads * D, C * heads * D, ...(first ? [C] : []), C, C, F * C, tp.features, C * F, ...(first ? [C] : [])]
+      : [C, W3 * C, ...(cfg.qkvBias ? [W3] : []), C * heads * D, ...(cfg.outBias && first ? [C] : []), C, 2 * F * C, C * F];
+    for (let i = s.start; i < s.end; i++) (tp ? tpLayer : perLayer).forEach(add);
     if (s.embed || (s.head && cfg.tieEmbeddings)) add(V * C);
     if (gpt2 && s.embed) add(cfg.maxPositions * C);
     if (s.head) add(C);
@@ -105,16 +117,54 @@ export function* randomWeightSteps(cfg: ModelConfig, device: string, dtype: DTyp
     return t;
   }
   const rnd = (shape: number[], layer: number, slot: number) => draw(shape, { seed: seed * 1_000_003 + (layer + 2) * 16 + slot, low: -a, high: a });
+  // A tp rank draws the whole tensor (the same values as one device), keeps its blocks and frees the rest.
+  function* rndShare(shape: number[], layer: number, slot: number, blocks: Block[]): LoadSteps<Tensor> {
+    const full = yield* rnd(shape, layer, slot);
+    made.splice(made.indexOf(full), 1);
+    try {
+      const bytes = new Uint8Array(full.toBuffer());
+      const shape2: [number, number] = shape.length === 1 ? [1, shape[0]!] : [shape[0]!, shape[1]!];
+      const parts = blocks.map((b) => sliceBytes(bytes, shape2, dtypeSize(dtype), b));
+      const t = Tensor.empty(blocksShape(shape.length, blocks), opt);
+      made.push(t);
+      t.native.writeHost(asHost(concatBytes(parts), dtype));
+      return t;
+    } finally {
+      full.dispose();
+    }
+  }
   const ones = (c: number) => draw([c], { low: 1, high: 1 });
   const zeros = (c: number) => draw([c], { low: 0, high: 0 });
   const { hidden: C, heads, kvHeads, headDim: D, intermediate: F, vocabSize: V } = cfg;
   const gpt2 = cfg.family === 'gpt2';
   const W3 = (heads + 2 * kvHeads) * D;
+  // A tp rank's share of layer i: the blocks of the whole layer's draws (same seeds); the row-parallel
+  // biases on rank 0 only.
+  function* randomShardLayer(tp: TpLayout, i: number): LoadSteps<LayerWeights> {
+    const b = shareBlocks(cfg, tp);
+    const first = tp.shard.rank === 0;
+    return {
+      norm1: yield* ones(C),
+      norm1Bias: gpt2 ? yield* zeros(C) : undefined,
+      qkv: yield* rndShare([W3, C], i, 0, b.qkv),
+      qkvBias: gpt2 ? yield* zeros(3 * tp.heads * D) : cfg.qkvBias ? yield* rndShare([W3], i, 4, b.qkvBias) : undefined,
+      out: yield* rndShare([C, heads * D], i, 1, b.out),
+      outBias: !first ? undefined : gpt2 ? yield* zeros(C) : cfg.outBias ? yield* rnd([C], i, 5) : undefined,
+      norm2: yield* ones(C),
+      norm2Bias: gpt2 ? yield* zeros(C) : undefined,
+      up: yield* rndShare([gpt2 ? F : 2 * F, C], i, 2, gpt2 ? b.fc : b.gateUp),
+      upBias: gpt2 ? yield* zeros(tp.features) : undefined,
+      down: yield* rndShare([C, F], i, 3, b.down),
+      downBias: gpt2 && first ? yield* zeros(C) : undefined,
+    };
+  }
   const out: ModelWeights[] = [];
   try {
     for (const stage of stages) {
       const layers: LayerWeights[] = [];
-      for (let i = stage.start; i < stage.end; i++)
+      const tp = isSharded(stage.tp) ? tpLayout(cfg, stage.tp) : null;
+      for (let i = stage.start; i < stage.end && tp; i++) layers.push(yield* randomShardLayer(tp, i));
+      for (let i = stage.start; i < stage.end && !tp; i++)
         layers.push({
           norm1: yield* ones(C),
           norm1Bias: gpt2 ? yield* zeros(C) : undefined,
@@ -167,6 +217,59 @@ function concat(parts: Host[]): Host {
   return out;
 }
 
+/** A block of a row-major [R, C] tensor (a 1-D tensor is [1, N]). */
+export interface Block {
+  rows: Span;
+  cols: Span;
+}
+const all = (n: number): Span => [0, n];
+
+/** Shape of blocks stacked: 1-D, their lengths summed; 2-D, their rows (they share a width). */
+function blocksShape(dims: number, blocks: Block[]): number[] {
+  const size = (s: Span) => s[1] - s[0];
+  if (dims === 1) return [blocks.reduce((n, b) => n + size(b.cols), 0)];
+  return [blocks.reduce((n, b) => n + size(b.rows), 0), size(blocks[0]!.cols)];
+}
+
+function sliceBytes(bytes: Uint8Array, shape: [number, number], elem: number, b: Block): Uint8Array {
+  return concatBytes(blockRanges(shape, elem, b.rows, b.cols).map(([x, y]) => bytes.subarray(x, y)));
+}
+
+function concatBytes(parts: Uint8Array[]): Uint8Array {
+  if (parts.length === 1) return parts[0]!;
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0));
+  let o = 0;
+  for (const p of parts) out.set(p, (o += p.byteLength) - p.byteLength);
+  return out;
+}
+
+/** Raw bytes of the run dtype as the typed array writeHost takes. */
+function asHost(bytes: Uint8Array, dtype: DType): Host {
+  const b = bytes.byteOffset % 4 ? bytes.slice() : bytes;
+  return dtypeSize(dtype) === 4 ? new Float32Array(b.buffer, b.byteOffset, b.byteLength / 4) : new Uint16Array(b.buffer, b.byteOffset, b.byteLength / 2);
+}
+
+/**
+ * A tp rank's blocks of the run layout's [out, in] projections (LayerWeights): q, k, v rows of its heads,
+ * the output projection's columns of them, the MLP's rows (gate and up in LLaMA's stacked [2F, C]) and
+ * down's columns of its features.
+ */
+export function shareBlocks(cfg: ModelConfig, tp: TpLayout): Record<'qkv' | 'qkvBias' | 'out' | 'fc' | 'gateUp' | 'down', Block[]> {
+  const { hidden: C, heads: H, kvHeads: KV, headDim: D, intermediate: F } = cfg;
+  const q: Span = [tp.q0 * D, (tp.q0 + tp.heads) * D];
+  const k: Span = [(H + tp.kv0) * D, (H + tp.kv0 + tp.kvHeads) * D];
+  const v: Span = [(H + KV + tp.kv0) * D, (H + KV + tp.kv0 + tp.kvHeads) * D];
+  const f: Span = [tp.f0, tp.f0 + tp.features];
+  return {
+    qkv: [q, k, v].map((rows): Block => ({ rows, cols: all(C) })),
+    qkvBias: [q, k, v].map((cols): Block => ({ rows: [0, 1], cols })),
+    out: [{ rows: all(C), cols: q }],
+    fc: [{ rows: f, cols: all(C) }],
+    gateUp: [{ rows: f, cols: all(C) }, { rows: [F + f[0], F + f[1]] as Span, cols: all(C) }],
+    down: [{ rows: all(C), cols: f }],
+  };
+}
+
 /** Bytes read between two steps of a file load: a large tensor (an embedding) is read in pieces. */
 export const LOAD_PIECE_BYTES = 64 << 20;
 
@@ -199,6 +302,27 @@ class Loader {
     }
     const raw = r.value;
     return this.store.convert(name, raw, this.dtype === 'i32' ? 'f32' : (this.dtype as 'f32' | 'bf16' | 'f16'));
+  }
+
+  /**
+   * Only `blocks` of tensor `name` (checked against the whole tensor's shape), each converted to the run
+   * dtype: a tp rank's share, read straight from the file (whole rows are one read, columns one read a
+   * row). One step for the tensor.
+   */
+  *blocks(r: FileShare): LoadSteps<Host[]> {
+    const { name, shape, blocks } = r;
+    if (!this.store.has(name)) throw new Error(`${this.source}: missing tensor "${name}" (expected shape [${shape.join(', ')}])`);
+    const info = this.store.info(name);
+    const got = info.shape;
+    if (got.length !== shape.length || got.some((d, i) => d !== shape[i]))
+      throw new Error(`${this.source}: tensor "${name}" has shape [${got.join(', ')}], the config implies [${shape.join(', ')}]`);
+    this.used.add(name);
+    const elem = info.nbytes / shape.reduce((a, b) => a * b, 1);
+    const shape2 = as2d(shape);
+    const to = this.dtype === 'i32' ? 'f32' : (this.dtype as 'f32' | 'bf16' | 'f16');
+    const out = blocks.map((b) => this.store.convert(name, this.store.readRanges(name, blockRanges(shape2, elem, b.rows, b.cols)), to));
+    yield { tensors: 1, bytes: out.reduce((n, h) => n + h.length * elem, 0) };
+    return out;
   }
 
   upload(data: Host, shape: number[]): Tensor {
@@ -279,6 +403,108 @@ export function loadLimits(cfg: ModelConfig): HeaderLimits {
   return { maxTensors, maxHeaderBytes: Math.min(1024 * 1024 + 1024 * maxTensors, DEFAULT_HEADER_LIMITS.maxHeaderBytes) };
 }
 
+/** A tp rank's read of one file tensor: its whole shape and the blocks it takes. */
+interface FileShare {
+  name: string;
+  shape: number[];
+  blocks: Block[];
+}
+const as2d = (shape: number[]): [number, number] => (shape.length === 1 ? [1, shape[0]!] : [shape[0]!, shape[1]!]);
+const whole = (name: string, shape: number[]): FileShare => ({ name, shape, blocks: [{ rows: all(as2d(shape)[0]), cols: all(as2d(shape)[1]) }] });
+const transposed = (b: Block): Block => ({ rows: b.cols, cols: b.rows });
+
+/**
+ * What a tp rank reads of layer `i`'s file tensors, by the part of LayerWeights it makes (GPT-2's Conv1D
+ * weights are [in, out]: their blocks are the run layout's transposed). The row-parallel biases are
+ * rank 0's only; the others read none.
+ */
+function tpLayerReads(cfg: ModelConfig, tp: TpLayout, i: number, pre: string): Record<string, FileShare | undefined> {
+  const { hidden: C, heads: H, kvHeads: KV, headDim: D, intermediate: F } = cfg;
+  const b = shareBlocks(cfg, tp);
+  const first = tp.shard.rank === 0;
+  if (cfg.family === 'gpt2') {
+    const p = `${pre}h.${i}.`;
+    const conv = (n: string, shape: number[], blocks: Block[]): FileShare => ({ name: p + n, shape, blocks: blocks.map(transposed) });
+    return {
+      norm1: whole(`${p}ln_1.weight`, [C]), norm1Bias: whole(`${p}ln_1.bias`, [C]),
+      qkv: conv('attn.c_attn.weight', [C, 3 * C], b.qkv),
+      qkvBias: { name: `${p}attn.c_attn.bias`, shape: [3 * C], blocks: b.qkvBias },
+      out: conv('attn.c_proj.weight', [C, C], b.out),
+      outBias: first ? whole(`${p}attn.c_proj.bias`, [C]) : undefined,
+      norm2: whole(`${p}ln_2.weight`, [C]), norm2Bias: whole(`${p}ln_2.bias`, [C]),
+      up: conv('mlp.c_fc.weight', [C, F], b.fc),
+      upBias: { name: `${p}mlp.c_fc.bias`, shape: [F], blocks: [{ rows: [0, 1], cols: b.fc[0]!.rows }] },
+      down: conv('mlp.c_proj.weight', [F, C], b.down),
+      downBias: first ? whole(`${p}mlp.c_proj.bias`, [C]) : undefined,
+    };
+  }
+  const p = `model.layers.${i}.`;
+  const q: Span = [tp.q0 * D, (tp.q0 + tp.heads) * D];
+  const kv: Span = [tp.kv0 * D, (tp.kv0 + tp.kvHeads) * D];
+  const f = b.fc[0]!.rows;
+  const rowsOf = (name: string, shape: number[], rows: Span): FileShare => ({ name: p + name, shape, blocks: [{ rows, cols: all(shape[1]!) }] });
+  const bias = (name: string, n: number, cols: Span): FileShare => ({ name: p + name, shape: [n], blocks: [{ rows: [0, 1], cols }] });
+  return {
+    norm1: whole(`${p}input_layernorm.weight`, [C]),
+    q: rowsOf('self_attn.q_proj.weight', [H * D, C], q),
+    k: rowsOf('self_attn.k_proj.weight', [KV * D, C], kv),
+    v: rowsOf('self_attn.v_proj.weight', [KV * D, C], kv),
+    qBias: cfg.qkvBias ? bias('self_attn.q_proj.bias', H * D, q) : undefined,
+    kBias: cfg.qkvBias ? bias('self_attn.k_proj.bias', KV * D, kv) : undefined,
+    vBias: cfg.qkvBias ? bias('self_attn.v_proj.bias', KV * D, kv) : undefined,
+    out: { name: `${p}self_attn.o_proj.weight`, shape: [C, H * D], blocks: b.out },
+    outBias: cfg.outBias && first ? whole(`${p}self_attn.o_proj.bias`, [C]) : undefined,
+    norm2: whole(`${p}post_attention_layernorm.weight`, [C]),
+    gate: rowsOf('mlp.gate_proj.weight', [F, C], f),
+    up: rowsOf('mlp.up_proj.weight', [F, C], f),
+    down: { name: `${p}mlp.down_proj.weight`, shape: [C, F], blocks: b.down },
+  };
+}
+
+/** A tp rank's layer `i` from the files: only its blocks are read (see tpLayerReads). */
+function* loadTpLayer(cfg: ModelConfig, L: Loader, tp: TpLayout, i: number, pre: string): LoadSteps<LayerWeights> {
+  const r = tpLayerReads(cfg, tp, i, pre);
+  const one = function* (key: string): LoadSteps<Tensor | undefined> {
+    const x = r[key];
+    if (!x) return undefined;
+    const h = yield* L.blocks(x);
+    return L.upload(concat(h), blocksShape(x.shape.length, x.blocks));
+  };
+  // Conv1D [in, out] blocks, each transposed to [out, in] and stacked.
+  const conv = function* (key: string): LoadSteps<Tensor> {
+    const x = r[key]!;
+    const hs = yield* L.blocks(x);
+    const parts = hs.map((h, j) => transpose(h, x.blocks[j]!.rows[1] - x.blocks[j]!.rows[0], x.blocks[j]!.cols[1] - x.blocks[j]!.cols[0]));
+    return L.upload(concat(parts), blocksShape(2, x.blocks.map(transposed)));
+  };
+  if (cfg.family === 'gpt2')
+    return {
+      norm1: (yield* one('norm1'))!, norm1Bias: yield* one('norm1Bias'),
+      qkv: yield* conv('qkv'), qkvBias: yield* one('qkvBias'),
+      out: yield* conv('out'), outBias: yield* one('outBias'),
+      norm2: (yield* one('norm2'))!, norm2Bias: yield* one('norm2Bias'),
+      up: yield* conv('up'), upBias: yield* one('upBias'),
+      down: yield* conv('down'), downBias: yield* one('downBias'),
+    };
+  const host = function* (key: string): LoadSteps<Host> {
+    return concat(yield* L.blocks(r[key]!));
+  };
+  const { hidden: C } = cfg;
+  const [q, k, v] = [yield* host('q'), yield* host('k'), yield* host('v')];
+  const qkvBias = cfg.qkvBias ? concat([yield* host('qBias'), yield* host('kBias'), yield* host('vBias')]) : undefined;
+  const [gate, up] = [yield* host('gate'), yield* host('up')];
+  return {
+    norm1: (yield* one('norm1'))!,
+    qkv: L.upload(concat([q, k, v]), [(q.length + k.length + v.length) / C, C]),
+    qkvBias: qkvBias ? L.upload(qkvBias, [qkvBias.length]) : undefined,
+    out: (yield* one('out'))!,
+    outBias: yield* one('outBias'),
+    norm2: (yield* one('norm2'))!,
+    up: L.upload(concat([gate, up]), [(gate.length + up.length) / C, C]),
+    down: (yield* one('down'))!,
+  };
+}
+
 function* loadGpt2(cfg: ModelConfig, L: Loader, stage: Stage): LoadSteps<ModelWeights> {
   const { hidden: C, intermediate: F, vocabSize: V, maxPositions: P } = cfg;
   // Checkpoints saved from GPT2LMHeadModel prefix names with "transformer."; bare GPT2Model ones do not.
@@ -288,7 +514,9 @@ function* loadGpt2(cfg: ModelConfig, L: Loader, stage: Stage): LoadSteps<ModelWe
     return L.upload(transpose(yield* L.host(name, [inF, outF]), inF, outF), [outF, inF]);
   }
   const layers: LayerWeights[] = [];
-  for (let i = stage.start; i < stage.end; i++) {
+  const tp = isSharded(stage.tp) ? tpLayout(cfg, stage.tp) : null;
+  for (let i = stage.start; i < stage.end && tp; i++) layers.push(yield* loadTpLayer(cfg, L, tp, i, pre));
+  for (let i = stage.start; i < stage.end && !tp; i++) {
     const p = `${pre}h.${i}.`;
     layers.push({
       norm1: yield* L.tensor(`${p}ln_1.weight`, [C]),
@@ -323,7 +551,9 @@ function* loadGpt2(cfg: ModelConfig, L: Loader, stage: Stage): LoadSteps<ModelWe
 function* loadLlama(cfg: ModelConfig, L: Loader, stage: Stage): LoadSteps<ModelWeights> {
   const { hidden: C, heads, kvHeads, headDim: D, intermediate: F, vocabSize: V } = cfg;
   const layers: LayerWeights[] = [];
-  for (let i = stage.start; i < stage.end; i++) {
+  const tp = isSharded(stage.tp) ? tpLayout(cfg, stage.tp) : null;
+  for (let i = stage.start; i < stage.end && tp; i++) layers.push(yield* loadTpLayer(cfg, L, tp, i, ''));
+  for (let i = stage.start; i < stage.end && !tp; i++) {
     const p = `model.layers.${i}.`;
     const q = yield* L.host(`${p}self_attn.q_proj.weight`, [heads * D, C]);
     const k = yield* L.host(`${p}self_attn.k_proj.weight`, [kvHeads * D, C]);
@@ -398,9 +628,21 @@ function stageReads(cfg: ModelConfig, store: WeightStore, s: Stage): string[] {
  */
 export function fileWeightTotals(cfg: ModelConfig, store: WeightStore, stages: Stage[]): LoadAmount {
   let tensors = 0, bytes = 0;
-  for (const s of stages)
-    for (const n of stageReads(cfg, store, s))
-      if (store.has(n)) (tensors += 1), (bytes += store.info(n).nbytes);
+  for (const s of stages) {
+    const tp = isSharded(s.tp) ? tpLayout(cfg, s.tp) : null;
+    // A tp rank's layers read only their blocks; the ends (embeddings, head) are read whole.
+    const ends = tp ? stageReads(cfg, store, { ...s, start: 0, end: 0 }) : stageReads(cfg, store, s);
+    for (const n of ends) if (store.has(n)) (tensors += 1), (bytes += store.info(n).nbytes);
+    const pre = cfg.family === 'gpt2' ? gpt2Prefix(store) : '';
+    for (let i = s.start; i < s.end && tp; i++)
+      for (const r of Object.values(tpLayerReads(cfg, tp, i, pre)))
+        if (r && store.has(r.name)) {
+          const info = store.info(r.name);
+          const elem = info.nbytes / Math.max(1, r.shape.reduce((a, b) => a * b, 1));
+          tensors += 1;
+          bytes += r.blocks.reduce((n, b) => n + spanBytes(blockRanges(as2d(r.shape), elem, b.rows, b.cols)), 0);
+        }
+  }
   return { tensors, bytes };
 }
 

@@ -5,15 +5,20 @@
 import type { DType } from '../dtype.js';
 import type { ModelConfig } from '../io/config.js';
 import { embedBytes, headBytes, layerKvBytes, layerWeightBytes, stageWeightBytes } from '../models/sizes.js';
+import { shardConfig, tpLayout } from '../models/tp.js';
 import type { Stage } from '../models/weights.js';
+import type { Mesh } from './mesh.js';
 import { splitSizes } from './schedule.js';
 
 /** A stage (layers, embeddings, head) on a device. */
 export type PlacedStage = Stage & { device: string };
 
-/** How the strategies use devices: a replica on each (single, dp), or layers split across them (mp, pp). */
-export type Strategy = 'single' | 'dp' | 'mp' | 'pp';
-export const STRATEGIES: readonly Strategy[] = ['single', 'dp', 'mp', 'pp'];
+/**
+ * How the strategies use devices: a replica on each (single, dp), layers split across them (mp, pp), or
+ * every layer split across them (tp: each device a tensor-parallel rank, models/tp.ts).
+ */
+export type Strategy = 'single' | 'dp' | 'mp' | 'pp' | 'tp';
+export const STRATEGIES: readonly Strategy[] = ['single', 'dp', 'mp', 'pp', 'tp'];
 
 export interface MemoryNeeds {
   /** run dtype of weights and KV cache */
@@ -32,7 +37,8 @@ export interface StageMemory {
 
 export function stageMemory(cfg: ModelConfig, s: Stage, need: MemoryNeeds): StageMemory {
   const weights = stageWeightBytes(cfg, need.dtype, s);
-  const kvCache = (s.end - s.start) * layerKvBytes(cfg, need.dtype, need.batch, need.maxLen);
+  // A tp rank caches only its KV heads.
+  const kvCache = (s.end - s.start) * layerKvBytes(shardConfig(cfg, s.tp), need.dtype, need.batch, need.maxLen);
   return { weights, kvCache, total: weights + kvCache };
 }
 
@@ -180,6 +186,14 @@ export function placeStages(cfg: ModelConfig, strategy: Strategy, devices: strin
     if (dup) throw new Error(`placement: device ${dup} is listed twice`);
     return devices.map((device) => ({ device, start: 0, end: cfg.layers, embed: true, head: true }));
   }
+  if (strategy === 'tp') {
+    if (chunks > 1) throw new Error('chunks applies to mp and pp, not tp');
+    if (o.placement !== undefined) throw new Error('placement applies to mp and pp, not tp: each device holds a share of every layer');
+    const dup = devices.find((d, i) => devices.indexOf(d) !== i);
+    if (dup) throw new Error(`placement: device ${dup} is listed twice`);
+    if (devices.length > 1) tpLayout(cfg, { rank: 0, size: devices.length });
+    return devices.map((device, rank) => ({ device, start: 0, end: cfg.layers, embed: true, head: true, tp: { rank, size: devices.length } }));
+  }
   if (chunks > 1 && o.placement !== undefined && o.placement !== 'even') throw new Error('chunks > 1 places layers evenly: give no placement (or "even")');
   if (o.placement && typeof o.placement === 'object') {
     const stages = explicitPlacement(cfg, o.placement, devices);
@@ -193,4 +207,24 @@ export function placeStages(cfg: ModelConfig, strategy: Strategy, devices: strin
   }
   if (o.placement !== undefined && o.placement !== 'even') throw new Error(`placement must be even, memory or a map {device: layers}, got ${JSON.stringify(o.placement)}`);
   return interleavedPlacement(cfg, devices, chunks);
+}
+
+/**
+ * Every rank of a (dp, pp, tp) mesh, in rank order (parallel/mesh.ts): rank (d, p, t) holds pipeline
+ * stage p's layers (split evenly, as get_device_map), as tp rank t of tp; each replica d the same. A
+ * pipeline of pp stages needs pp <= layers; tp's divisibility is checked by models/tp.ts `tpLayout`.
+ */
+export function placeMesh(cfg: ModelConfig, mesh: Mesh, devices: string[]): PlacedStage[] {
+  if (!Array.isArray(devices) || devices.length !== mesh.size)
+    throw new Error(`placement: mesh ${mesh} has ${mesh.size} ranks, but ${Array.isArray(devices) ? devices.length : 0} devices are given`);
+  const dup = devices.find((d, i) => devices.indexOf(d) !== i);
+  if (dup) throw new Error(`placement: device ${dup} is listed twice`);
+  const { pp, tp } = mesh.shape;
+  if (tp > 1) tpLayout(cfg, { rank: 0, size: tp }); // the model splits tp ways, or a clear error now
+  const stages = evenPlacement(cfg, Array.from({ length: pp }, (_, p) => `stage ${p}`));
+  return devices.map((device, r) => {
+    const c = mesh.coords(r);
+    const s = stages[c.pp]!;
+    return { device, start: s.start, end: s.end, embed: s.embed, head: s.head, ...(tp > 1 ? { tp: { rank: c.tp, size: tp } } : {}) };
+  });
 }

@@ -224,6 +224,27 @@ describe('parallm CLI', () => {
     for (const s of c.stages) expect(s.fits).toBe(sum <= s.free);
   });
 
+  it('plan --mesh prints each device\'s coordinates, layers and tp share; generate --mesh and --strategy tp give one device\'s tokens', () => {
+    const j = JSON.parse(parallm(['plan', '--model', 'tiny-llama', '--devices', 'cpu:0,cpu:1,cpu:2,cpu:3', '--mesh', 'pp=2,tp=2', '--json'])) as {
+      strategy: string; mesh: object; stages: { device: string; start: number; end: number; coords: object; shard: string; weights: number }[];
+    };
+    expect(j).toMatchObject({ strategy: 'mesh', mesh: { dp: 1, pp: 2, tp: 2 } });
+    expect(j.stages.map((s) => [s.device, s.start, s.end, s.coords])).toEqual([
+      ['cpu:0', 0, 3, { dp: 0, pp: 0, tp: 0 }], ['cpu:1', 0, 3, { dp: 0, pp: 0, tp: 1 }], ['cpu:2', 3, 6, { dp: 0, pp: 1, tp: 0 }], ['cpu:3', 3, 6, { dp: 0, pp: 1, tp: 1 }],
+    ]);
+    expect(j.stages[1]!.shard).toBe('heads 2-3 of 4, KV heads 1 of 2, MLP 64-127 of 128');
+    const text = parallm(['plan', '--model', 'llama-2-7b', '--gpus', '8xH100', '--mesh', 'dp=2,pp=2,tp=2']);
+    expect(text).toMatch(/mesh dp=2,pp=2,tp=2 on 8 x H100/);
+    expect(text).toMatch(/cuda:7\s+1\s+1\s+1\s+16-31\s+head\s+heads 16-31 of 32/);
+    expect(() => parallm(['plan', '--model', 'tiny-llama', '--devices', 'cpu:0,cpu:1,cpu:2', '--strategy', 'tp'])).toThrow(/tp=3 does not divide the model's 4 attention heads/);
+    expect(() => parallm(['plan', '--model', 'tiny-llama', '--devices', 'cpu:0,cpu:1', '--mesh', 'tp=2', '--strategy', 'pp'])).toThrow(/--strategy or --mesh, not both/);
+    const gen = (args: string[]) => (JSON.parse(parallm(['generate', '--model', 'tiny-llama', '--prompt-ids', '5,6,7', '--max-tokens', '5', '--json', ...args])) as { tokens: number[] }).tokens;
+    const one = gen(['--devices', 'cpu:0']);
+    expect(gen(['--devices', 'cpu:0,cpu:1', '--mesh', 'dp=1,tp=2'])).toEqual(one);
+    expect(gen(['--devices', 'cpu:0,cpu:1', '--strategy', 'tp'])).toEqual(one);
+    expect(() => gen(['--devices', 'cpu:0,cpu:1,cpu:2', '--mesh', 'tp=2'])).toThrow(/mesh dp=1,pp=1,tp=2 has 2 ranks, but 3 devices/);
+  });
+
   it('generate streams text from a preset', () => {
     const out = parallm(['generate', '--model', 'tiny-gpt2', '--prompt', 'Hello world', '--max-tokens', '5', '--device', 'cpu:0']);
     expect(out.startsWith('Hello world')).toBe(true);
@@ -254,7 +275,7 @@ describe('parallm CLI', () => {
     expect(one.map((l) => l.prompt)).toEqual(['The meaning of life is', 'Once upon a time', 'Hello']);
     for (const strategy of ['dp', 'pp']) expect(lines(['--devices', 'cpu:0,cpu:1', '--strategy', strategy]).map((l) => l.tokens)).toEqual(one.map((l) => l.tokens));
     expect(() => parallm(['generate', '--model', 'tiny-gpt2', '--prompt', 'a', '--prompts', file])).toThrow(/exactly one of --prompt, --prompt-ids and --prompts/);
-    expect(() => parallm(['generate', '--model', 'tiny-gpt2', '--prompts', file, '--devices', 'cpu:0,cpu:1', '--strategy', 'xx'])).toThrow(/--strategy must be dp, mp or pp/);
+    expect(() => parallm(['generate', '--model', 'tiny-gpt2', '--prompts', file, '--devices', 'cpu:0,cpu:1', '--strategy', 'xx'])).toThrow(/--strategy must be dp, mp, pp or tp/);
   });
 
   it('says what is wrong with a bad device', () => {

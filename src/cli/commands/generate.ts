@@ -12,6 +12,7 @@ import { hasTokenizer, resolveSource } from '../../models/source.js';
 import { resolveSampling } from '../../engine/sampling.js';
 import { ParallelModel } from '../../engine/parallel-model.js';
 import { defaultDevice } from '../../device.js';
+import { Mesh } from '../../parallel/mesh.js';
 import { STRATEGIES, type Strategy } from '../../parallel/placement.js';
 import { readFileSync } from 'node:fs';
 
@@ -30,6 +31,7 @@ interface GenOpts {
   prompts?: string;
   devices?: string;
   strategy?: string;
+  mesh?: string;
   microBatches?: string;
   json?: boolean;
 }
@@ -52,7 +54,8 @@ export function register(program: Command): void {
     .option('--dtype <dtype>', 'bf16 (GPU default), f32 (CPU default), f16')
     .option('--prompts <file>', 'many prompts, one a line, from a file ("-": standard input), generated as one batch')
     .option('--devices <list>', 'generate across these devices (comma-separated), e.g. cuda:0,cuda:1')
-    .option('--strategy <s>', 'with --devices: dp (default), mp or pp', 'dp')
+    .option('--strategy <s>', 'with --devices: dp (default), mp, pp or tp (every layer split across the devices)')
+    .option('--mesh <shape>', 'with --devices, instead of --strategy: dp=..,pp=..,tp=.. over the devices in rank order (tp peers adjacent)')
     .option('--micro-batches <n>', 'pp: micro-batches (default one per stage)')
     .option('--json', 'with --prompts or --devices: one JSON line per prompt')
     .action(async (o: GenOpts) => {
@@ -129,8 +132,11 @@ async function batch(o: GenOpts): Promise<void> {
   const maxTokens = o.maxTokens === undefined ? 64 : num('--max-tokens', o.maxTokens, true);
   if (o.stop?.length) throw new Error('--stop applies to a single streamed prompt; with --prompts or --devices sequences end at the end-of-sequence token');
   const devices = (o.devices ?? o.device ?? defaultDevice()).split(',').map((d) => d.trim());
-  const strategy = devices.length === 1 && o.devices === undefined ? 'single' : (o.strategy as Strategy);
-  if (!STRATEGIES.includes(strategy)) throw new Error(`--strategy must be dp, mp or pp, got "${o.strategy}"`);
+  if (o.mesh !== undefined && o.strategy !== undefined) throw new Error('give --strategy or --mesh, not both');
+  if (o.mesh !== undefined && o.devices === undefined) throw new Error('--mesh needs --devices (as many as the mesh has ranks)');
+  const mesh = o.mesh === undefined ? undefined : Mesh.parse(o.mesh);
+  const strategy = devices.length === 1 && o.devices === undefined ? 'single' : ((o.strategy ?? 'dp') as Strategy);
+  if (!STRATEGIES.includes(strategy)) throw new Error(`--strategy must be dp, mp, pp or tp, got "${o.strategy}"`);
   const micro = o.microBatches === undefined ? undefined : num('--micro-batches', o.microBatches, true);
   const src = resolveSource(o.model);
   let prompts: (string | number[])[];
@@ -144,7 +150,7 @@ async function batch(o: GenOpts): Promise<void> {
   if (prompts.some((p) => typeof p === 'string') && !hasTokenizer(src))
     throw new Error(`${o.model} has no tokenizer, so text prompts cannot be encoded: give token ids with --prompt-ids`);
   if (src.kind === 'preset') console.error(`[${o.model} is a preset: seeded random weights of the real shape, so its text is noise]`);
-  const pm = await ParallelModel.load(o.model, { strategy, devices, dtype });
+  const pm = await ParallelModel.load(o.model, mesh ? { mesh, devices, dtype } : { strategy, devices, dtype });
   try {
     const r = await pm.generateText(prompts, { ...sampling, maxTokens, microBatches: micro });
     r.generations.forEach((g, i) => {
@@ -152,7 +158,7 @@ async function batch(o: GenOpts): Promise<void> {
       if (o.json) console.log(JSON.stringify({ prompt: p, text: g.text, tokens: g.tokens, finish: g.finish }));
       else console.log(`${typeof p === 'string' ? p : ''}${g.text ?? g.tokens.join(' ')}\n`);
     });
-    console.error(`[${pm.strategy} on ${pm.devices.join(', ')}: ${prompts.length} prompts, ${prompts.length * maxTokens} tokens in ${(r.wallMs / 1e3).toFixed(2)} s]`);
+    console.error(`[${pm.strategy === 'mesh' ? `mesh ${pm.mesh}` : pm.strategy} on ${pm.devices.join(', ')}: ${prompts.length} prompts, ${prompts.length * maxTokens} tokens in ${(r.wallMs / 1e3).toFixed(2)} s]`);
   } finally {
     await pm.close();
   }
