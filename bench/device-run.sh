@@ -79,6 +79,13 @@ for p in "${parts[@]}"; do
       timeout 200 node dist/cli/index.js bench train --model llama-2-7b --devices cuda:0 --strategies single --shapes ${PP_SHAPE:-8x512} --steps 3 --json "$out/t/llama-single.json" 2>&1 | tail -3 ;;
     train-profile)
       timeout 120 node dist/cli/index.js bench train --model gpt2 --shapes 128x128,16x1024 --profile 2>&1 | tail -80 > "$out/train-profile.log"; cat "$out/train-profile.log" | head -36 ;;
+    train-7b-profile)
+      timeout 240 node dist/cli/index.js bench train --model llama-2-7b --shapes ${PROF_SHAPES:-1x512,8x512} --steps 3 --profile 2>&1 | tail -70 > "$out/train-7b-profile.log"; grep -E "tokens/s|bwd|fwd|adamw|norm" "$out/train-7b-profile.log" | head -60 ;;
+    train-strong)
+      # GPT-2, global batch 128 over 2 GPUs (strong scaling), gradient buckets overlapped with the backward.
+      mkdir -p "$out/t"
+      timeout 120 node dist/cli/index.js bench train --devices cuda:0,cuda:1 --strategies single,dp --scaling strong --bucket-mb ${BUCKET_MB:-25} --shapes 128x128 --steps 30 --json "$out/t/gpt2-strong-bucket.json" 2>&1 | tail -3
+      timeout 120 node dist/cli/index.js bench train --devices cuda:0,cuda:1 --strategies dp --bucket-mb ${BUCKET_MB:-25} --shapes 128x128 --steps 30 --json "$out/t/gpt2-weak-bucket.json" 2>&1 | tail -2 ;;
     train-epochs)
       mkdir -p "$out/t"
       mkdir -p "$out/t/epochs"
