@@ -4,7 +4,7 @@
 import type { ModelConfig } from '../io/config.js';
 import { Mesh } from '../parallel/mesh.js';
 import type { PlacedStage, Strategy } from '../parallel/placement.js';
-import { deviceOfStage, generationSchedule, gpipeSchedule, oneFOneBSchedule, splitSizes, type Schedule } from '../parallel/schedule.js';
+import { deviceOfStage, generationSchedule, gpipeSchedule, interleavedOneFOneBSchedule, splitSizes, type Schedule } from '../parallel/schedule.js';
 import { columnOf, type Column } from './executor.js';
 
 export interface PlanStage extends PlacedStage {
@@ -85,18 +85,18 @@ function pipelineDevices(cfg: ModelConfig, stages: PlanStage[]): number {
 
 /**
  * The plan of one training micro-step: `batch` sequences in `microBatches` micro-batches, each forward
- * through every stage and backward again, ordered by GPipe or 1F1B. 1F1B needs one stage per device.
+ * through every stage and backward again, ordered by GPipe or 1F1B (interleaved when a device holds
+ * several stages; then the micro-batches must be a multiple of the devices).
  */
 export function trainingPlan(cfg: ModelConfig, stages: PlanStage[], batch: number, microBatches: number, schedule: TrainingScheduleName): PipelinePlan {
   const D = pipelineDevices(cfg, stages);
   if (!TRAINING_SCHEDULES.includes(schedule)) throw new Error(`schedule must be ${TRAINING_SCHEDULES.join(' or ')}, got ${String(schedule)}`);
-  if (schedule === '1f1b' && stages.length !== D) throw new Error(`1f1b runs one stage per device; ${stages.length} stages on ${D} devices need gpipe`);
   return {
     mesh: new Mesh({ pp: D }),
     devices: stages.slice(0, D).map((s) => s.device),
     stages,
     micro: splitSizes(batch, microBatches),
-    schedule: schedule === 'gpipe' ? gpipeSchedule(microBatches, stages.length, D) : oneFOneBSchedule(microBatches, stages.length),
+    schedule: schedule === 'gpipe' ? gpipeSchedule(microBatches, stages.length, D) : interleavedOneFOneBSchedule(microBatches, stages.length, D),
   };
 }
 

@@ -218,6 +218,36 @@ export function oneFOneBSchedule(micro: number, stages: number): Schedule {
   return assignTicks('1f1b', drafts, order, { micro, stages, devices: stages, steps: 1 }, true);
 }
 
+/**
+ * Interleaved 1F1B (Megatron-LM's virtual stages; training): stages = v x devices, device d holding stages
+ * d, d + D, ... The forwards go through a device's chunks in groups of D micro-batches (chunk 0 for
+ * micro-batches 0..D-1, chunk 1 for the same ones, ..., then the next D), the backwards the same way with
+ * the chunks reversed. Device d runs (D - d - 1) * 2 + (v - 1) * D forwards to fill the pipeline, then one
+ * forward and one backward in turn, then drains its backwards: the fill and drain shrink by v against
+ * plain 1F1B, and a device holds at most that many micro-batches' activations (GPipe: m x v). Needs m to
+ * be a multiple of the devices, as Megatron-LM does.
+ */
+export function interleavedOneFOneBSchedule(micro: number, stages: number, devices: number): Schedule {
+  check(micro, stages, devices, 1);
+  const D = devices, v = stages / devices;
+  if (v === 1) return oneFOneBSchedule(micro, stages);
+  if (micro % D) throw new Error(`interleaved 1f1b: ${micro} micro-batches must be a multiple of the ${D} devices`);
+  const { drafts, f, b } = trainingDrafts(micro, stages);
+  const total = micro * v;
+  const mbOf = (k: number) => Math.floor(k / (D * v)) * D + (k % D);
+  const order = Array.from({ length: D }, (_, d) => {
+    const fwd = (k: number) => f(mbOf(k), (Math.floor(k / D) % v) * D + d);
+    const bwd = (k: number) => b(mbOf(k), (v - 1 - (Math.floor(k / D) % v)) * D + d);
+    const warm = Math.min(total, (D - d - 1) * 2 + (v - 1) * D);
+    const list: number[] = [];
+    for (let k = 0; k < warm; k++) list.push(fwd(k));
+    for (let i = 0; i < total - warm; i++) list.push(fwd(warm + i), bwd(i));
+    for (let i = total - warm; i < total; i++) list.push(bwd(i));
+    return list;
+  });
+  return assignTicks('interleaved-1f1b', drafts, order, { micro, stages, devices, steps: 1 }, true);
+}
+
 /** The schedule as the seed prints it: per tick, the (micro-batch, stage) pairs in stage order. */
 export function clockTable(s: Schedule): string {
   const rows: string[] = [];

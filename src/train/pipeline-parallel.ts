@@ -36,9 +36,9 @@ export interface PipelineTrainOptions extends Omit<TrainOptions, 'device' | 'sha
   dp?: number;
   /** micro-batches each batch is cut into (default: one per stage, at most the batch; MP is 1) */
   microBatches?: number;
-  /** GPipe (all forwards, then all backwards) or 1F1B (activations bounded by the stages); default 1f1b, gpipe with chunks */
+  /** GPipe (all forwards, then all backwards) or 1F1B (activations bounded by the stages; interleaved with chunks); default 1f1b (gpipe with chunks when the micro-batches are not a multiple of the devices) */
   schedule?: TrainingScheduleName;
-  /** stages per device, interleaved (GPipe only); default 1 */
+  /** stages per device, interleaved (Megatron-LM's virtual stages); default 1 */
   chunks?: number;
   /** layers per device, e.g. { 'cpu:0': [0, 1], 'cpu:1': [2, 3] } (default: even) */
   placement?: 'even' | Record<string, number[]>;
@@ -133,8 +133,9 @@ export class PipelineTrainer {
     const chunks = o.chunks ?? 1;
     const placed = placeStages(cfg, 'pp', devices.slice(0, pp), { chunks, placement: o.placement, need: { dtype: o.dtype ?? 'f32', batch: o.batch, maxLen: o.seq } });
     const stages = numberStages(placed, chunks);
-    const schedule = o.schedule ?? (chunks > 1 ? 'gpipe' : '1f1b');
     const micro = microBatchCount(o.batch, stages.length, o.microBatches);
+    // 1F1B bounds the activations held; interleaved it needs the micro-batches in multiples of the devices
+    const schedule = o.schedule ?? (chunks === 1 || micro % pp === 0 ? '1f1b' : 'gpipe');
     const plan = trainingPlan(cfg, stages, o.batch, micro, schedule);
     const evalPlan = evaluationPlan(cfg, stages, o.batch);
     const trainColumns = planColumns(plan), evalColumns = planColumns(evalPlan);

@@ -6,6 +6,7 @@ import {
   gpipeSchedule,
   idealUtilization,
   oneFOneBSchedule,
+  interleavedOneFOneBSchedule,
   scheduleProblems,
   splitSizes,
   type Schedule,
@@ -177,5 +178,29 @@ describe('training schedules (GPipe, 1F1B)', () => {
         expect(k.inputs.map((e) => e.kind).sort()).toEqual(k.stage === S! - 1 ? ['stash'] : ['gradient', 'stash']);
     }
     expect(clockTable(oneFOneBSchedule(2, 2))).toBe(['clock 0: (0,0)', 'clock 1: (1,0) (0,1)', 'clock 2: B(0,1)', 'clock 3: B(0,0) (1,1)', 'clock 4: B(1,1)', 'clock 5: B(1,0)'].join('\n'));
+  });
+
+  it('interleaved 1F1B: a valid plan; a device holds at most its warm-up forwards + 1 micro-batch-chunks, fewer than GPipe\'s m x v', () => {
+    /** micro-batch-chunks a device holds at once (forwards whose backward has not run) */
+    const devicePeak = (s: ReturnType<typeof gpipeSchedule>, d: number) => {
+      let live = 0, peak = 0;
+      for (const k of s.tasks.filter((x) => x.device === d).sort((a, b) => a.tick - b.tick)) {
+        live += k.kind === 'forward' ? 1 : -1;
+        peak = Math.max(peak, live);
+      }
+      return peak;
+    };
+    for (const [m, D, v] of [[2, 2, 2], [4, 2, 2], [8, 2, 2], [4, 2, 4], [6, 3, 2], [8, 4, 2], [12, 4, 3]] as const) {
+      const s = interleavedOneFOneBSchedule(m, D * v, D);
+      expect(scheduleProblems(s), `m ${m}, D ${D}, v ${v}`).toEqual([]);
+      expect(s.tasks.length).toBe(2 * m * D * v);
+      for (let d = 0; d < D; d++) {
+        const warm = Math.min(m * v, (D - d - 1) * 2 + (v - 1) * D);
+        expect(devicePeak(s, d), `device ${d} of m ${m}, D ${D}, v ${v}`).toBeLessThanOrEqual(Math.min(m * v, warm + 1));
+        expect(devicePeak(gpipeSchedule(m, D * v, D), d)).toBe(m * v);
+      }
+    }
+    expect(interleavedOneFOneBSchedule(4, 2, 2).name).toBe('1f1b'); // one chunk: plain 1F1B
+    expect(() => interleavedOneFOneBSchedule(3, 4, 2)).toThrow(/3 micro-batches must be a multiple of the 2 devices/);
   });
 });

@@ -105,6 +105,7 @@ describe('pp on n devices = one device, for every micro-batch count and both sch
     [llamax3, 3, 4, '1f1b', 1],
     [llamax3, 3, 2, 'gpipe', 1],
     [gpt2x4, 2, 2, 'gpipe', 2], // interleaved: 4 stages on 2 devices
+    [gpt2x4, 2, 4, '1f1b', 2], // interleaved 1F1B
   ];
   for (const [cfg, n, micro, schedule, chunks] of cases)
     it(`${cfg.family} (${cfg.layers} layers), ${n} devices, ${micro} micro-batches, ${schedule}${chunks > 1 ? `, ${chunks} chunks` : ''}`, async () => {
@@ -208,7 +209,7 @@ describe('pipeline failures end the run with the device named', () => {
 
   it('bad options are clear errors before any worker starts', async () => {
     const data = tokens(gpt2x4.vocabSize, 1200, 43);
-    await expect(PipelineTrainer.create(base(gpt2x4, data, 2, { schedule: '1f1b', chunks: 2 }))).rejects.toThrow(/1f1b runs one stage per device/);
+    await expect(PipelineTrainer.create(base(gpt2x4, data, 2, { schedule: '1f1b', chunks: 2, microBatches: 3 }))).rejects.toThrow(/3 micro-batches must be a multiple of the 2 devices/);
     await expect(PipelineTrainer.create(base(gpt2x4, data, 3, { dp: 2 }))).rejects.toThrow(/dp 2 must be a positive integer dividing the 3 devices/);
     await expect(PipelineTrainer.create(base(gpt2x4, data, 2, { microBatches: 5 }))).rejects.toThrow(/5 micro-batches for a batch of 4/);
     await expect(PipelineTrainer.create(base(gpt2x4, data, 2, { devices: ['cpu:0', 'cpu:0'] }))).rejects.toThrow(/listed twice/);

@@ -64,7 +64,7 @@ export function register(program: Command): void {
     .option('--dp <n>', 'with --strategy pp or mp: n data-parallel pipelines over the devices (dp x pp), each on its share of the data', '1')
     .option('--micro-batches <n>', 'with --strategy pp: micro-batches per batch (default: one per stage)')
     .option('--schedule <s>', 'with --strategy pp: gpipe (all forwards, then all backwards) or 1f1b (activation memory bounded by the stages; the default)')
-    .option('--chunks <n>', 'with --strategy pp: stages per device, interleaved (with --schedule gpipe)', '1')
+    .option('--chunks <n>', 'with --strategy pp: stages per device, interleaved (1f1b then needs micro-batches in multiples of the devices)', '1')
     .option('--data-order <o>', 'with --strategy dp: sharded (each device its shard of every epoch) or global (the batches of one device with n x --batch)', 'sharded')
     .option('--bucket-mb <x>', 'with --strategy dp: all-reduce the gradient in buckets of x MiB during the backward (0: once after it)', '0')
     .option('--dtype <dtype>', 'compute dtype: f32, bf16 or f16; master weights and moments stay f32 (default: bf16 on a GPU, f32 on the CPU)')
