@@ -86,6 +86,11 @@ for p in "${parts[@]}"; do
       mkdir -p "$out/t"
       timeout 120 node dist/cli/index.js bench train --devices cuda:0,cuda:1 --strategies single,dp --scaling strong --bucket-mb ${BUCKET_MB:-25} --shapes 128x128 --steps 30 --json "$out/t/gpt2-strong-bucket.json" 2>&1 | tail -3
       timeout 120 node dist/cli/index.js bench train --devices cuda:0,cuda:1 --strategies dp --bucket-mb ${BUCKET_MB:-25} --shapes 128x128 --steps 30 --json "$out/t/gpt2-weak-bucket.json" 2>&1 | tail -2 ;;
+    train-llama1b)
+      timeout 150 node dist/cli/index.js bench train --model llama-1b --shapes 16x1024 --steps 10 2>&1 | tail -3
+      timeout 150 python3 bench/peers/torch_train.py --llama-1b 16x1024 > "$out/peer-llama1b.log" 2>&1; grep ANCHOR "$out/peer-llama1b.log" | cut -c1-200 ;;
+    tp-tests)
+      timeout 200 vitest run test/gpu/tp.gpu.test.ts test/gpu/grad-kernels.gpu.test.ts -t "tp|attentionBackward B1 T1" > "$out/gpu-tp-tests.log" 2>&1; grep -E "×|✓.*tp|Test Files|Tests " "$out/gpu-tp-tests.log" | head -20 ;;
     train-epochs)
       mkdir -p "$out/t"
       mkdir -p "$out/t/epochs"
