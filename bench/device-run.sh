@@ -91,6 +91,13 @@ for p in "${parts[@]}"; do
       timeout 150 python3 bench/peers/torch_train.py --llama-1b 16x1024 > "$out/peer-llama1b.log" 2>&1; grep ANCHOR "$out/peer-llama1b.log" | cut -c1-200 ;;
     tp-tests)
       timeout 200 vitest run test/gpu/tp.gpu.test.ts test/gpu/grad-kernels.gpu.test.ts -t "tp|attentionBackward B1 T1" > "$out/gpu-tp-tests.log" 2>&1; grep -E "×|✓.*tp|Test Files|Tests " "$out/gpu-tp-tests.log" | head -20 ;;
+    train-pp-shapes)
+      # PP against MP at larger batches (micro-batches of 2048 tokens), and GPT-2 on one GPU at the per-GPU batch of strong scaling.
+      mkdir -p "$out/t/pp2"
+      for sh in ${PP_SHAPES:-32x512 16x1024}; do
+        timeout 200 node dist/cli/index.js bench train --model llama-2-7b --devices cuda:0,cuda:1 --strategies mp,pp --micro-batches 8 --shapes $sh --steps 4 --out "$out/t/pp2" --json "$out/t/pp2/llama-pp-$sh.json" 2>&1 | tail -3
+      done
+      timeout 60 node dist/cli/index.js bench train --model gpt2 --shapes 64x128,128x128 --steps 30 2>&1 | tail -3 ;;
     train-epochs)
       mkdir -p "$out/t"
       mkdir -p "$out/t/epochs"
