@@ -98,6 +98,11 @@ for p in "${parts[@]}"; do
         timeout 200 node dist/cli/index.js bench train --model llama-2-7b --devices cuda:0,cuda:1 --strategies mp,pp --micro-batches 8 --shapes $sh --steps 4 --out "$out/t/pp2" --json "$out/t/pp2/llama-pp-$sh.json" 2>&1 | tail -3
       done
       timeout 60 node dist/cli/index.js bench train --model gpt2 --shapes 64x128,128x128 --steps 30 2>&1 | tail -3 ;;
+    train-pp-interleaved)
+      mkdir -p "$out/t/pp3"
+      timeout 120 node dist/cli/index.js bench train --model llama-2-7b --devices cuda:0,cuda:1 --strategies pp --chunks 2 --micro-batches 8 --shapes 16x1024 --steps 4 --out "$out/t/pp3" --json "$out/t/pp3/llama-pp-c2-16x1024.json" 2>&1 | tail -1
+      timeout 200 node dist/cli/index.js bench train --model llama-2-7b --devices cuda:0,cuda:1 --strategies mp,pp --micro-batches 8 --shapes 48x512 --steps 4 --json "$out/t/pp3/llama-pp-48x512.json" 2>&1 | tail -2
+      timeout 120 node dist/cli/index.js bench train --model llama-2-7b --devices cuda:0,cuda:1 --strategies pp --chunks 2 --micro-batches 8 --shapes 48x512 --steps 4 --json "$out/t/pp3/llama-pp-c2-48x512.json" 2>&1 | tail -1 ;;
     train-epochs)
       mkdir -p "$out/t"
       mkdir -p "$out/t/epochs"

@@ -37,6 +37,8 @@ export interface TrainStrategyBenchOptions {
   /** pp: micro-batches (default one per stage) and schedule (default 1f1b) */
   microBatches?: number;
   schedule?: TrainingScheduleName;
+  /** pp: stages per device, interleaved (default 1) */
+  chunks?: number;
   /** dp: gradient buckets of this many MiB all-reduced during the backward (0: one all-reduce after it) */
   bucketMiB?: number;
   /** the device's dense bf16 peak, TFLOP/s, for MFU (default: H100/H200 989) */
@@ -52,6 +54,8 @@ export interface TrainStrategyResult {
   seq: number;
   microBatches?: number;
   schedule?: TrainingScheduleName;
+  /** pp: stages per device (interleaved) */
+  chunks?: number;
   tokensPerS: number;
   /** per-step time: min, median, max over the timed steps */
   stepMs: { min: number; median: number; max: number };
@@ -140,7 +144,8 @@ export async function runTrainStrategyBench(o: TrainStrategyBenchOptions): Promi
           await t.close();
         }
       } else {
-        const t = await PipelineTrainer.create({ ...common, devices: devs, microBatches: strategy === 'mp' ? 1 : o.microBatches, schedule: o.schedule });
+        const chunks = strategy === 'pp' ? (o.chunks ?? 1) : 1;
+        const t = await PipelineTrainer.create({ ...common, devices: devs, microBatches: strategy === 'mp' ? 1 : o.microBatches, schedule: o.schedule, chunks });
         try {
           params = t.parameterCount;
           micro = t.microBatches;
@@ -155,6 +160,7 @@ export async function runTrainStrategyBench(o: TrainStrategyBenchOptions): Promi
       const tokensPerS = (globalBatch * o.seq) / (s.median / 1e3);
       res = {
         strategy, devices: devs, globalBatch, seq: o.seq, ...(micro !== undefined ? { microBatches: micro, schedule } : {}),
+        ...(strategy === 'pp' && (o.chunks ?? 1) > 1 ? { chunks: o.chunks } : {}),
         tokensPerS, stepMs: s, mfu: gpu ? (6 * params * tokensPerS) / ((o.peakTflops ?? 989) * 1e12 * devs.length) : undefined,
         peakBytes, lossFirst: losses[0]!, lossLast: losses[losses.length - 1]!, ...(timeline ? { timeline } : {}),
       };
@@ -252,7 +258,7 @@ export function writeTrainCharts(
           `${o.model} (${o.dtype}) training throughput by strategy, sequence ${o.seq}, batch ${o.batch}${ok.some((r) => r.strategy === 'dp') ? ` (dp: ${o.scaling === 'weak' ? `${o.batch} per device` : 'global'})` : ''}`,
           'trained tokens/s (median step)',
           ok.map((r) => ({
-            label: `${r.strategy}${r.microBatches && r.strategy === 'pp' ? ` (${r.microBatches} mb, ${r.schedule})` : ''} x${r.devices.length}`,
+            label: `${r.strategy}${r.microBatches && r.strategy === 'pp' ? ` (${r.microBatches} mb, ${r.schedule}${r.chunks ? `, ${r.chunks} chunks` : ''})` : ''} x${r.devices.length}`,
             value: r.tokensPerS,
             min: (r.globalBatch * r.seq) / (r.stepMs.max / 1e3),
             max: (r.globalBatch * r.seq) / (r.stepMs.min / 1e3),
@@ -269,7 +275,7 @@ export function writeTrainCharts(
         `${o.model} (${o.dtype}): one ${s} training step (${r.schedule}) on ${r.devices.join(', ')}, batch ${r.globalBatch} x ${r.seq} in ${r.microBatches} micro-batch${r.microBatches! > 1 ? 'es' : ''}`,
         r.timeline!,
         r.devices,
-        { microBatches: r.microBatches! },
+        { microBatches: r.microBatches!, chunks: r.chunks },
       ),
     );
   }

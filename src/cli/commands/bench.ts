@@ -195,6 +195,7 @@ async function trainStrategiesBench(opts: BenchOpts, dtype: DType | undefined): 
   );
   const results = await runTrainStrategyBench({
     model, devices, dtype: dt, batch, seq, steps, strategies, scaling, microBatches, schedule: opts.schedule as 'gpipe' | '1f1b' | undefined, bucketMiB,
+    chunks: positiveInt('--chunks', opts.chunks),
     onResult: (r) => out.say(`  ${r.strategy} on ${r.devices.join(',')}: ${r.error ? `failed: ${r.error}` : `${r.tokensPerS.toFixed(0)} tokens/s`}`),
   });
   const epochResults = epochs
@@ -207,7 +208,7 @@ async function trainStrategiesBench(opts: BenchOpts, dtype: DType | undefined): 
     r.error
       ? [r.strategy, r.devices.join(','), r.globalBatch, '-', 'failed', '-', '-', '-', '-', '-']
       : [
-          r.strategy, r.devices.join(','), r.globalBatch, r.microBatches ? `${r.microBatches} ${r.schedule}` : '-', r.tokensPerS.toFixed(0), r.stepMs.median.toFixed(1),
+          r.strategy, r.devices.join(','), r.globalBatch, r.microBatches ? `${r.microBatches} ${r.schedule}${r.chunks ? ` x${r.chunks}` : ''}` : '-', r.tokensPerS.toFixed(0), r.stepMs.median.toFixed(1),
           `${r.stepMs.min.toFixed(1)}–${r.stepMs.max.toFixed(1)}`, r.mfu === undefined ? '-' : `${(r.mfu * 100).toFixed(1)}%`, r.peakBytes.map((b) => bytes(b)).join(' / '),
           `${r.lossFirst.toFixed(3)} → ${r.lossLast.toFixed(3)}`,
         ],
@@ -312,7 +313,7 @@ export function register(program: Command): void {
     .option('--devices <list>', 'strategies, comm, train: devices (default: every GPU, else cpu:0,cpu:1)')
     .option('--strategies <list>', 'strategies, train: which of single,dp,mp,pp (default all)')
     .option('--micro-batches <n>', 'strategies, train: pp micro-batches (default one per stage; at most the batch)')
-    .option('--chunks <n>', 'strategies: pp stages per device, interleaved: a smaller fill and drain for one more transfer per chunk (default 1)')
+    .option('--chunks <n>', 'strategies, train: pp stages per device, interleaved: a smaller fill and drain for one more transfer per chunk (default 1)')
     .option('--repeats <n>', 'strategies: timed runs per strategy; the run of median wall time is reported, with the min and max tokens/s (default 3)')
     .option('--prompts <n>', 'strategies: single/dp run this many prompts, each device in batches of --batch')
     .option('--out <dir>', 'strategies, train: write the SVG charts (throughput.svg, timeline-mp.svg, timeline-pp.svg; train-throughput.svg, train-timeline-mp.svg, train-timeline-pp.svg, train-epochs.svg) into this folder; without --out no charts are written')
