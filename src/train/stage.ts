@@ -154,7 +154,7 @@ export class TrainStage {
     const W3 = (heads + 2 * kvHeads) * D;
     const train = o.dscale !== false;
     const w = this.w;
-    const s: Saved = { mb, pos: this.i32(Array.from({ length: N }, (_, i) => i % T)), layers: [], xLast: undefined as unknown as Tensor };
+    const s: Saved = { mb, pos: this.positions(B, T), layers: [], xLast: undefined as unknown as Tensor };
     const free = (...ts: (Tensor | undefined)[]) => ts.forEach((t) => t?.dispose());
     let x: Tensor;
     try {
@@ -391,6 +391,26 @@ export class TrainStage {
   private headPad: Tensor | null = null;
   private dheadPad: Tensor | null = null;
 
+  /**
+   * Positions 0..T-1 per row, [B*T] i32: a view of a tensor made once per shape, so a step does not
+   * build and upload them again (the host would hold the device idle at the start of every micro-batch).
+   */
+  private positions(B: number, T: number): Tensor {
+    const key = `${B}x${T}`;
+    let t = this.posCache.get(key);
+    if (!t) {
+      if (this.posCache.size >= 8) this.clearPositions();
+      t = this.i32(Int32Array.from({ length: B * T }, (_, i) => i % T));
+      this.posCache.set(key, t);
+    }
+    return t.view(0, [B * T]);
+  }
+  private readonly posCache = new Map<string, Tensor>();
+  private clearPositions(): void {
+    for (const t of this.posCache.values()) t.dispose();
+    this.posCache.clear();
+  }
+
   /** Micro-batches whose forward is saved and whose backward has not run. */
   get inFlight(): number[] {
     return [...this.saved.keys()];
@@ -408,6 +428,7 @@ export class TrainStage {
     this.headPad?.dispose();
     this.dheadPad?.dispose();
     this.headPad = this.dheadPad = null;
+    this.clearPositions();
   }
 
   private release(s: Saved): void {
