@@ -103,6 +103,12 @@ for p in "${parts[@]}"; do
       timeout 120 node dist/cli/index.js bench train --model llama-2-7b --devices cuda:0,cuda:1 --strategies pp --chunks 2 --micro-batches 8 --shapes 16x1024 --steps 4 --out "$out/t/pp3" --json "$out/t/pp3/llama-pp-c2-16x1024.json" 2>&1 | tail -1
       timeout 200 node dist/cli/index.js bench train --model llama-2-7b --devices cuda:0,cuda:1 --strategies mp,pp --micro-batches 8 --shapes 48x512 --steps 4 --json "$out/t/pp3/llama-pp-48x512.json" 2>&1 | tail -2
       timeout 120 node dist/cli/index.js bench train --model llama-2-7b --devices cuda:0,cuda:1 --strategies pp --chunks 2 --micro-batches 8 --shapes 48x512 --steps 4 --json "$out/t/pp3/llama-pp-c2-48x512.json" 2>&1 | tail -1 ;;
+    dw-experiment)
+      # The weight gradient through a scratch buffer and one add, against the matmul's beta = 1 epilogue.
+      for f in 0 1; do
+        PARALLM_DW_SCRATCH=$f timeout 150 node dist/cli/index.js bench train --model llama-2-7b --shapes 4x512 --steps 3 --profile 2>&1 | grep -E "tokens/s|dW" | head -6 | sed "s/^/[dw=$f] /"
+      done
+      PARALLM_DW_SCRATCH=1 timeout 150 node dist/cli/index.js bench train --model llama-2-7b --devices cuda:0,cuda:1 --strategies pp --micro-batches 8 --shapes 32x512 --steps 4 2>&1 | tail -1 | sed "s/^/[dw=1] /" ;;
     train-epochs)
       mkdir -p "$out/t"
       mkdir -p "$out/t/epochs"

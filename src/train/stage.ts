@@ -18,6 +18,8 @@ import type { OpProfiler } from './profile.js';
 
 export const IGNORE_INDEX = -100;
 
+const DW_SCRATCH = process.env.PARALLM_DW_SCRATCH === '1';
+
 /** One micro-batch: `batch` rows of `seq` tokens, row-major. Targets may hold IGNORE_INDEX (padding). */
 export interface MicroBatch {
   readonly inputs: Int32Array;
@@ -296,7 +298,7 @@ export class TrainStage {
       for (let li = s.layers.length - 1; li >= 0; li--) {
         const a = s.layers[li]!, l = w.layers[li]!, gl = gwLayers[li]!;
         // MLP: x_{l+1} = x_mid + g Wdown^T
-        ops.matmul(dx, a.g, { transA: true, beta: 1, out: gl.down });
+        this.weightGrad(dx, a.g, gl.down);
         if (gl.downBias) ops.sumRows(dx, { out: gl.downBias, accumulate: true });
         this.mark('bwd down dW');
         const dg = keep(ops.matmul(dx, l.down));
@@ -311,7 +313,7 @@ export class TrainStage {
           ops.siluGateBackward(a.a, up, dg, { dgate: da, dup, rows: N, cols: F, inStride: 2 * F });
         }
         this.mark('bwd activation');
-        ops.matmul(da, a.h2, { transA: true, beta: 1, out: gl.up });
+        this.weightGrad(da, a.h2, gl.up);
         if (gl.upBias) ops.sumRows(da, { out: gl.upBias, accumulate: true });
         this.mark('bwd up dW');
         const dh2 = keep(ops.matmul(da, l.up));
@@ -319,7 +321,7 @@ export class TrainStage {
         this.normBackward(dh2, a.xMid, l.norm2, a.mean2, a.rstd2, dx, gl.norm2, gl.norm2Bias);
         this.mark('bwd norm');
         // attention: x_mid = x_l + att Wo^T
-        ops.matmul(dx, a.att, { transA: true, beta: 1, out: gl.out });
+        this.weightGrad(dx, a.att, gl.out);
         if (gl.outBias) ops.sumRows(dx, { out: gl.outBias, accumulate: true });
         this.mark('bwd out dW');
         const datt = keep(keep(ops.matmul(dx, l.out)).reshape([B, T, heads, D]));
@@ -338,7 +340,7 @@ export class TrainStage {
           ops.ropeBackward(dk, s.pos, { heads: kvHeads, headDim: D, theta: ropeTheta, tokenStride: W3, tokens: N });
           this.mark('bwd rope');
         }
-        ops.matmul(dqkv, a.h1, { transA: true, beta: 1, out: gl.qkv });
+        this.weightGrad(dqkv, a.h1, gl.qkv);
         if (gl.qkvBias) ops.sumRows(dqkv, { out: gl.qkvBias, accumulate: true });
         this.mark('bwd qkv dW');
         const dh1 = keep(ops.matmul(dqkv, l.qkv));
@@ -392,6 +394,31 @@ export class TrainStage {
   private dheadPad: Tensor | null = null;
 
   /**
+   * A linear layer's weight gradient, summed over the step's micro-batches: out += dy^T x. With
+   * PARALLM_DW_SCRATCH=1 (an experiment on GPUs) the product goes to a scratch buffer through the matmul's
+   * fast store, then one add into the gradient, instead of the matmul reading and writing the gradient in
+   * its epilogue (beta = 1), which stalls the tensor cores when the token count (K) is small.
+   */
+  private weightGrad(dy: Tensor, x: Tensor, out: Tensor): void {
+    if (!DW_SCRATCH || !this.device.startsWith('cuda')) {
+      ops.matmul(dy, x, { transA: true, beta: 1, out });
+      return;
+    }
+    if (!this.dwScratch || this.dwScratch.numel < out.numel) {
+      this.dwScratch?.dispose();
+      this.dwScratch = Tensor.empty([out.numel], { dtype: out.dtype, device: this.device });
+    }
+    const tmp = this.dwScratch.view(0, [...out.shape]);
+    try {
+      ops.matmul(dy, x, { transA: true, out: tmp });
+      ops.add(out, tmp, out);
+    } finally {
+      tmp.dispose();
+    }
+  }
+  private dwScratch: Tensor | null = null;
+
+  /**
    * Positions 0..T-1 per row, [B*T] i32: a view of a tensor made once per shape, so a step does not
    * build and upload them again (the host would hold the device idle at the start of every micro-batch).
    */
@@ -428,6 +455,8 @@ export class TrainStage {
     this.headPad?.dispose();
     this.dheadPad?.dispose();
     this.headPad = this.dheadPad = null;
+    this.dwScratch?.dispose();
+    this.dwScratch = null;
     this.clearPositions();
   }
 
