@@ -149,6 +149,21 @@ describe('ZeRO-1 checkpoints', () => {
   });
 });
 
+describe('ZeRO-1 failures', () => {
+  it('a rank that throws at step 3 ends the run quickly with its device named (the others leave their reduce-scatter)', async () => {
+    const o = base(smallGpt2, tokens(smallGpt2.vocabSize, 1200, 43), 3, { zero: 1, fault: { rank: 2, step: 3, kind: 'throw' } });
+    const dp = await DataParallelTrainer.create(o);
+    const t0 = performance.now();
+    const err = await dp.run().then(() => null, (e: Error) => e);
+    expect(err?.message).toMatch(/stopped at step 3/);
+    expect(err?.message).toContain('rank 2 = cpu:2');
+    expect(err?.message).toMatch(/injected fault/);
+    expect(performance.now() - t0).toBeLessThan(10_000); // well within the 20 s collective timeout
+    expect(dp.step).toBe(2);
+    await dp.close();
+  });
+});
+
 describe('ZeRO-1 option errors', () => {
   it('zero must be 0 or 1; needs 2+ devices; not with bucketMiB', async () => {
     const data = tokens(smallGpt2.vocabSize, 400, 3);
