@@ -138,6 +138,7 @@ export interface NativeComm {
   allReduce(t: T, op?: 'sum' | 'avg'): void;
   broadcast(t: T, root: number): void;
   allGather(out: T, inp: T): void;
+  reduceScatter(out: T, inp: T, op?: 'sum' | 'avg'): void;
   send(t: T, peer: number): void;
   recv(t: T, peer: number): void;
   barrier(): void;

@@ -38,6 +38,14 @@ void Communicator::check_peer(const char* op, int peer, int64_t n, DType dt) con
     fail(where(op, n, dt), ": peer ", peer, " is not another rank (ranks are 0..", world_ - 1, ")");
 }
 
+void Communicator::reduce_scatter(const void* in, void* out, int64_t n, DType dt, ReduceOp op) {
+  if (dev_.is_cuda()) fail(where("reduceScatter", n, dt), ": this communicator has no reduceScatter on a GPU");
+  size_t bytes = size_t(n) * dtype_size(dt);
+  std::vector<char> tmp(static_cast<const char*>(in), static_cast<const char*>(in) + bytes * size_t(world_));
+  all_reduce(tmp.data(), n * world_, dt, op);
+  if (bytes) std::memmove(out, tmp.data() + bytes * size_t(rank_), bytes);
+}
+
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -49,7 +57,7 @@ void check_membership(const char* what, int rank, int world) {
 
 // ================================================================ CPU: shared memory between threads
 
-enum class Kind { AllReduce, Broadcast, AllGather, Barrier };
+enum class Kind { AllReduce, Broadcast, AllGather, ReduceScatter, Barrier };
 
 // What one rank brought to the current collective. The last rank to arrive compares them all.
 struct Slot {
@@ -69,6 +77,7 @@ std::string describe(const Slot& s) {
     case Kind::AllReduce: os << "allReduce(" << (s.op == ReduceOp::Sum ? "sum" : "avg") << ")"; break;
     case Kind::Broadcast: os << "broadcast(root " << s.root << ")"; break;
     case Kind::AllGather: os << "allGather"; break;
+    case Kind::ReduceScatter: os << "reduceScatter(" << (s.op == ReduceOp::Sum ? "sum" : "avg") << ")"; break;
     case Kind::Barrier: return "barrier";
   }
   os << " of " << s.n << " x " << dtype_name(s.dt);
@@ -185,6 +194,33 @@ class CpuComm : public Communicator {
     for (int r = 0; r < world_; r++) {
       char* dst = static_cast<char*>(out) + size_t(r) * bytes;
       if (bytes && dst != g_->slots[r].in) std::memcpy(dst, g_->slots[r].in, bytes);
+    }
+    depart();
+  }
+
+  // Each rank reduces its own block straight from every rank's `in` into its `out`, in rank order with
+  // the same f32 arithmetic as all_reduce, so the two give bit-identical blocks. In place is safe: a
+  // rank writes only its own block, which no other rank reads.
+  void reduce_scatter(const void* in, void* out, int64_t n, DType dt, ReduceOp op) override {
+    Slot s;
+    s.kind = Kind::ReduceScatter, s.op = op, s.n = n, s.dt = dt, s.in = in, s.out = out;
+    arrive(s, where("reduceScatter", n, dt));
+    const std::vector<Slot>& sl = g_->slots;
+    const int64_t base = n * rank_;
+    if (dt == DType::I32) {
+      int32_t* o = static_cast<int32_t*>(out);
+      for (int64_t i = 0; i < n; i++) {
+        uint32_t acc = 0;  // unsigned: overflow wraps instead of being undefined
+        for (int r = 0; r < world_; r++) acc += uint32_t(static_cast<const int32_t*>(sl[r].in)[base + i]);
+        o[i] = op == ReduceOp::Avg ? int32_t(acc) / world_ : int32_t(acc);
+      }
+    } else {
+      float inv = 1.0f / float(world_);
+      for (int64_t i = 0; i < n; i++) {
+        float acc = load(sl[0].in, base + i, dt);
+        for (int r = 1; r < world_; r++) acc += load(sl[r].in, base + i, dt);
+        store(out, i, dt, op == ReduceOp::Avg ? acc * inv : acc);
+      }
     }
     depart();
   }
@@ -385,6 +421,11 @@ class CpuComm : public Communicator {
     }
   }
 
+  static void store(void* p, int64_t i, DType dt, float x) {
+    if (dt == DType::F32) static_cast<float*>(p)[i] = x;
+    else static_cast<uint16_t*>(p)[i] = dt == DType::BF16 ? f32_to_bf16(x) : f32_to_f16(x);
+  }
+
   void copy_result(void* buf, int64_t n, DType dt) {
     const float* acc = reinterpret_cast<const float*>(g_->scratch.data());
     if (dt == DType::F32 || dt == DType::I32) {
@@ -454,6 +495,14 @@ class NcclComm : public Communicator {
     std::string w = where("allGather", n, dt);
     CUstream_st* s = stream(w);
     check(api_.AllGather(in, out, size_t(n), nccl_dtype(dt), comm_, s), w);
+  }
+  // in place when out == in + rank * n (NCCL's rule for in-place reduce-scatter)
+  void reduce_scatter(const void* in, void* out, int64_t n, DType dt, ReduceOp op) override {
+    std::string w = where("reduceScatter", n, dt);
+    CUstream_st* s = stream(w);
+    check(api_.ReduceScatter(in, out, size_t(n), nccl_dtype(dt), op == ReduceOp::Avg ? nccl::ncclAvg : nccl::ncclSum,
+                             comm_, s),
+          w);
   }
   void send(const void* buf, int64_t n, DType dt, int peer) override {
     std::string w = where("send", n, dt);

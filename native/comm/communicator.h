@@ -30,6 +30,11 @@ class Communicator {
   virtual void broadcast(void* buf, int64_t n, DType dt, int root) = 0;
   // out (n_per_rank * world elements) gets rank r's `in` at element r * n_per_rank.
   virtual void all_gather(const void* in, void* out, int64_t n_per_rank, DType dt) = 0;
+  // in holds world x n_per_rank elements; this rank's out (n_per_rank) gets the reduction over all ranks
+  // of their block `rank` (in + rank * n_per_rank). In place when out is exactly that block of in.
+  // The default (host memory only) all-reduces a copy of in: correct for any CPU communicator, the
+  // in-process one and NCCL override it.
+  virtual void reduce_scatter(const void* in, void* out, int64_t n_per_rank, DType dt, ReduceOp op);
   // Point to point; the peer must make the matching call with the same n and dtype, and messages
   // between two ranks arrive in order. send() does not wait for the recv: on CPU it copies the data
   // into a queue (up to 256 MiB per direction), on NCCL it is queued on the stream (but on the GPU

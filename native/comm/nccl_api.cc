@@ -52,7 +52,8 @@ void load() {
             sym(lib, "ncclCommAbort", a.CommAbort, path) &&
             sym(lib, "ncclCommGetAsyncError", a.CommGetAsyncError, path) &&
             sym(lib, "ncclAllReduce", a.AllReduce, path) && sym(lib, "ncclBroadcast", a.Broadcast, path) &&
-            sym(lib, "ncclAllGather", a.AllGather, path) && sym(lib, "ncclSend", a.Send, path) &&
+            sym(lib, "ncclAllGather", a.AllGather, path) &&
+            sym(lib, "ncclReduceScatter", a.ReduceScatter, path) && sym(lib, "ncclSend", a.Send, path) &&
             sym(lib, "ncclRecv", a.Recv, path) && sym(lib, "ncclGroupStart", a.GroupStart, path) &&
             sym(lib, "ncclGroupEnd", a.GroupEnd, path) && sym(lib, "ncclGetErrorString", a.GetErrorString, path);
   if (!ok) {

@@ -44,6 +44,7 @@ struct Api {
   ncclResult_t (*AllReduce)(const void*, void*, size_t, ncclDataType_t, ncclRedOp_t, ncclComm_t, CUstream_st*);
   ncclResult_t (*Broadcast)(const void*, void*, size_t, ncclDataType_t, int root, ncclComm_t, CUstream_st*);
   ncclResult_t (*AllGather)(const void*, void*, size_t, ncclDataType_t, ncclComm_t, CUstream_st*);
+  ncclResult_t (*ReduceScatter)(const void*, void*, size_t recvcount, ncclDataType_t, ncclRedOp_t, ncclComm_t, CUstream_st*);
   ncclResult_t (*Send)(const void*, size_t, ncclDataType_t, int peer, ncclComm_t, CUstream_st*);
   ncclResult_t (*Recv)(void*, size_t, ncclDataType_t, int peer, ncclComm_t, CUstream_st*);
   ncclResult_t (*GroupStart)();

@@ -30,6 +30,7 @@ class NativeComm : public Napi::ObjectWrap<NativeComm> {
                        {InstanceMethod<&NativeComm::AllReduce>("allReduce"),
                         InstanceMethod<&NativeComm::Broadcast>("broadcast"),
                         InstanceMethod<&NativeComm::AllGather>("allGather"),
+                        InstanceMethod<&NativeComm::ReduceScatter>("reduceScatter"),
                         InstanceMethod<&NativeComm::Send>("send"), InstanceMethod<&NativeComm::Recv>("recv"),
                         InstanceMethod<&NativeComm::Barrier>("barrier"), InstanceMethod<&NativeComm::Drain>("drain"), InstanceMethod<&NativeComm::Abort>("abort"),
                         InstanceMethod<&NativeComm::GroupStart>("groupStart"),
@@ -95,6 +96,33 @@ class NativeComm : public Napi::ObjectWrap<NativeComm> {
         fail(op, ": out has ", out->numel(), " elements; it needs world x in = ", world, " x ", in->numel(), " = ",
              in->numel() * world);
       c.all_gather(in->ptr(), out->ptr(), in->numel(), in->dtype);
+      return info.Env().Undefined();
+    });
+  }
+  // reduceScatter(out, in, op): in holds world * out.numel elements; out gets the reduction of every
+  // rank's block `rank`. In place only as out = in's block `rank` (a view); any other overlap is refused.
+  Napi::Value ReduceScatter(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      std::string op = label("reduceScatter");
+      Communicator& c = live(op);
+      NativeTensor* out = tensor(info, 0, op, "out");
+      NativeTensor* in = tensor(info, 1, op, "in");
+      std::string how = info.Length() > 2 && !info[2].IsUndefined() ? Args(info, op.c_str()).str(2, "op") : "sum";
+      if (how != "sum" && how != "avg") fail(op, ": op must be 'sum' or 'avg', got '", how, "'");
+      if (out->dtype != in->dtype)
+        fail(op, ": out is ", dtype_name(out->dtype), " but in is ", dtype_name(in->dtype));
+      if (in->numel() != out->numel() * world)
+        fail(op, ": in has ", in->numel(), " elements; it needs world x out = ", world, " x ", out->numel(), " = ",
+             out->numel() * world);
+      const size_t es = dtype_size(in->dtype);
+      const char* ip = static_cast<const char*>(in->ptr());
+      const char* op_ = static_cast<const char*>(out->ptr());
+      const size_t ob = size_t(out->numel()) * es, ib = size_t(in->numel()) * es;
+      bool overlap = ob && op_ < ip + ib && ip < op_ + ob;
+      if (overlap && op_ != ip + ob * size_t(rank))
+        fail(op, ": out overlaps in other than as its block ", rank, " (in place, out must be in's elements [",
+             out->numel() * rank, ", ", out->numel() * (rank + 1), "))");
+      c.reduce_scatter(in->ptr(), out->ptr(), out->numel(), in->dtype, how == "avg" ? ReduceOp::Avg : ReduceOp::Sum);
       return info.Env().Undefined();
     });
   }

@@ -41,6 +41,8 @@ export interface TrainStrategyBenchOptions {
   chunks?: number;
   /** dp: gradient buckets of this many MiB all-reduced during the backward (0: one all-reduce after it) */
   bucketMiB?: number;
+  /** dp: 1 shards the optimizer state over the devices (ZeRO-1, src/train/zero.ts) */
+  zero?: 0 | 1;
   /** the device's dense bf16 peak, TFLOP/s, for MFU (default: H100/H200 989) */
   peakTflops?: number;
   onResult?: (r: TrainStrategyResult) => void;
@@ -63,6 +65,10 @@ export interface TrainStrategyResult {
   mfu?: number;
   /** peak bytes per device */
   peakBytes: number[];
+  /** dp: bytes of f32 optimizer state per device (master and moments; 1/world of the whole with ZeRO-1) */
+  optimizerBytes?: number[];
+  /** dp: 1 with ZeRO-1 */
+  zero?: 0 | 1;
   lossFirst: number;
   lossLast: number;
   /** pp and mp: the tasks of one step, for the timeline */
@@ -108,6 +114,7 @@ export async function runTrainStrategyBench(o: TrainStrategyBenchOptions): Promi
       let micro: number | undefined;
       let schedule: TrainingScheduleName | undefined;
       let params = 0;
+      let optimizerBytes: number[] | undefined;
       const timeSteps = async (step: () => Promise<{ loss: number }>, resetMemory: () => Promise<void>, peaks: () => Promise<number[]>) => {
         for (let i = 0; i < warm; i++) losses.push((await step()).loss);
         await resetMemory();
@@ -136,10 +143,14 @@ export async function runTrainStrategyBench(o: TrainStrategyBenchOptions): Promi
           t.dispose();
         }
       } else if (strategy === 'dp') {
-        const t = await DataParallelTrainer.create({ ...common, devices: devs, bucketMiB: o.bucketMiB ?? 0 });
+        const t = await DataParallelTrainer.create({ ...common, devices: devs, bucketMiB: o.bucketMiB ?? 0, zero: o.zero ?? 0 });
         try {
           params = t.info.n;
-          await timeSteps(() => t.trainStep(), async () => void (await t.memory(true)), async () => (await t.memory()).map((m) => m.peak));
+          await timeSteps(() => t.trainStep(), async () => void (await t.memory(true)), async () => {
+            const ms = await t.memory();
+            optimizerBytes = ms.map((m) => m.optimizerBytes);
+            return ms.map((m) => m.peak);
+          });
         } finally {
           await t.close();
         }
@@ -162,7 +173,7 @@ export async function runTrainStrategyBench(o: TrainStrategyBenchOptions): Promi
         strategy, devices: devs, globalBatch, seq: o.seq, ...(micro !== undefined ? { microBatches: micro, schedule } : {}),
         ...(strategy === 'pp' && (o.chunks ?? 1) > 1 ? { chunks: o.chunks } : {}),
         tokensPerS, stepMs: s, mfu: gpu ? (6 * params * tokensPerS) / ((o.peakTflops ?? 989) * 1e12 * devs.length) : undefined,
-        peakBytes, lossFirst: losses[0]!, lossLast: losses[losses.length - 1]!, ...(timeline ? { timeline } : {}),
+        peakBytes, ...(optimizerBytes ? { optimizerBytes, zero: o.zero ?? 0 } : {}), lossFirst: losses[0]!, lossLast: losses[losses.length - 1]!, ...(timeline ? { timeline } : {}),
       };
     } catch (e) {
       res = {

@@ -82,6 +82,15 @@ export class Communicator {
     this.native.allGather(out.native, inp.native);
   }
   /**
+   * `inp` holds world x out.numel elements; rank r's `out` becomes the sum (or mean) over all ranks of
+   * their block r (elements [r * out.numel, (r + 1) * out.numel) of inp). In place when `out` is a view
+   * of exactly that block of `inp`. CPU: summed in rank order in f32, as allReduce does, so a block
+   * equals the same elements of an allReduce bit for bit.
+   */
+  reduceScatter(out: Tensor, inp: Tensor, op: ReduceOp = 'sum'): void {
+    this.native.reduceScatter(out.native, inp.native, op);
+  }
+  /**
    * To `peer`, which must recv the same number of elements and dtype; messages arrive in order. Returns
    * without waiting for the recv (CPU: copied into a queue; NCCL: queued on the stream, though on the
    * GPU a large send still waits for its recv, so crossing large sends need a recv queued first).

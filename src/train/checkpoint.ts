@@ -230,9 +230,11 @@ export function abandonCheckpoint(s: PendingSave): void {
  * (master, m, v). Returns the names of the weights written (the shard index of a sharded checkpoint).
  * Each pipeline stage's worker writes its own part, so no device's state crosses to another.
  */
-export function writeStageFiles(tmpDir: string, p: FlatParams, k: number, S: number, step: number, onFileWritten?: (file: string) => void): string[] {
+export function writeStageFiles(
+  tmpDir: string, p: FlatParams, k: number, S: number, step: number, onFileWritten?: (file: string) => void, state?: HostOptimizerState,
+): string[] {
   const f = stageFiles(k, S);
-  const master = p.hostMaster();
+  const master = state?.master ?? p.hostMaster();
   const tensors = hfTensors(p, master);
   writeSafetensors(path.join(tmpDir, f.model), tensors, { format: 'pt' });
   onFileWritten?.(f.model);
@@ -241,8 +243,8 @@ export function writeStageFiles(tmpDir: string, p: FlatParams, k: number, S: num
     path.join(tmpDir, f.optimizer),
     [
       { name: 'master', dtype: 'F32', shape: n, data: master },
-      { name: 'm', dtype: 'F32', shape: n, data: p.m.toArray() as Float32Array },
-      { name: 'v', dtype: 'F32', shape: n, data: p.v.toArray() as Float32Array },
+      { name: 'm', dtype: 'F32', shape: n, data: state?.m ?? (p.m.toArray() as Float32Array) },
+      { name: 'v', dtype: 'F32', shape: n, data: state?.v ?? (p.v.toArray() as Float32Array) },
     ],
     { step: String(step), stage: `${k}`, stages: `${S}` },
   );
@@ -297,13 +299,20 @@ export function stageRecord(p: FlatParams): StageRecord {
 }
 
 /** Saves a whole-model run into `dir` (see the top of this file); the old checkpoint there is replaced only whole. */
-export function saveCheckpoint(dir: string, p: FlatParams, state: Omit<CheckpointState, 'format' | 'version' | 'config' | 'params' | 'stages'>, o: SaveOptions = {}): void {
+/** The whole optimizer state on the host, gathered from the ranks of a ZeRO-1 run (src/train/zero.ts). */
+export interface HostOptimizerState {
+  master: Float32Array;
+  m: Float32Array;
+  v: Float32Array;
+}
+
+export function saveCheckpoint(dir: string, p: FlatParams, state: Omit<CheckpointState, 'format' | 'version' | 'config' | 'params' | 'stages'>, o: SaveOptions & { optimizer?: HostOptimizerState } = {}): void {
   if (!p.stage.embed || !p.stage.head || p.stage.start !== 0 || p.stage.end !== p.cfg.layers)
     throw new Error('saveCheckpoint: only a whole-model stage can be saved as one checkpoint');
   const s = beginCheckpoint(dir);
   let names: string[];
   try {
-    names = writeStageFiles(s.tmp, p, 0, 1, state.step, o.onFileWritten);
+    names = writeStageFiles(s.tmp, p, 0, 1, state.step, o.onFileWritten, o.optimizer);
   } catch (e) {
     abandonCheckpoint(s);
     throw new Error(`saving checkpoint to ${s.dir}: ${(e as Error).message}`);
@@ -348,12 +357,14 @@ export function loadOptimizerState(dir: string, p: FlatParams, s: CheckpointStat
   const file = path.join(abs, stageFiles(k, stages.length).optimizer);
   const f = SafetensorsFile.open(file);
   try {
-    for (const [name, t] of [['master', p.master], ['m', p.m], ['v', p.v]] as const) {
+    // a ZeRO-1 rank's buffers hold its shard only (FlatParams.shard, masterLo): it reads that part
+    for (const [name, t, lo] of [['master', p.master, p.masterLo], ['m', p.m, p.shard.lo], ['v', p.v, p.shard.lo]] as const) {
       if (!f.has(name)) throw new Error(`resume: ${file} has no tensor "${name}"`);
       const info = f.info(name);
       if (info.dtype !== 'F32' || info.shape.length !== 1 || info.shape[0] !== p.n)
         throw new Error(`resume: ${file} "${name}" is ${info.dtype} [${info.shape.join(', ')}], expected F32 [${p.n}]`);
-      t.native.writeHost(new Float32Array(f.readRaw(name).buffer));
+      const all = new Float32Array(f.readRaw(name).buffer);
+      t.native.writeHost(t.numel === p.n ? all : all.subarray(lo, lo + t.numel));
     }
     const step = f.metadata?.step;
     if (step !== undefined && Number(step) !== s.step) throw new Error(`resume: ${file} is of step ${step} but trainer.json of step ${s.step}`);

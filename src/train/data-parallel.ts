@@ -6,7 +6,9 @@
 // The main thread drives the steps, as Trainer.run does for one device: the loss it reports is the mean
 // of the ranks' losses (every rank counts the same targets: training windows have no ignored ones), rank 0
 // evaluates and writes the checkpoints (the single-device format, plus the world size and data order,
-// which a resume must match). A rank that fails, a worker that dies and a collective that times out end
+// which a resume must match). With `zero: 1` (ZeRO-1, src/train/zero.ts) each rank keeps the optimizer
+// state (f32 master, AdamW moments) of its 1/world shard of the parameters only; rank 0 gathers the
+// shards to write the same single-device checkpoint, and a resume reads each rank's shard of it. A rank that fails, a worker that dies and a collective that times out end
 // the run with an error naming the device: the pool rejects the dead rank's call at once, the others'
 // waits end at their stop flags (set on the first failure) or at the communicator's timeout.
 import path from 'node:path';
@@ -21,7 +23,7 @@ import { prepareTrainData } from './run-setup.js';
 import type { EvalEvent, TrainOptions, TrainResult } from './trainer.js';
 import type { ReplicaInfo, ReplicaInitArgs, ReplicaOptions, StepFault } from './worker.js';
 
-export interface DataParallelOptions extends Omit<TrainOptions, 'device' | 'shard' | 'reduceGradients' | 'onCheckpointFile'> {
+export interface DataParallelOptions extends Omit<TrainOptions, 'device' | 'shard' | 'reduceGradients' | 'zero' | 'onCheckpointFile'> {
   /** one replica per device, all CPU (cpu:N) or all CUDA (cuda:N) */
   devices: string[];
   /** how the batches are dealt to the ranks (src/train/dp-data.ts); default 'sharded' */
@@ -36,6 +38,12 @@ export interface DataParallelOptions extends Omit<TrainOptions, 'device' | 'shar
    * 0 (default): one all-reduce of the whole gradient after the backward.
    */
   bucketMiB?: number;
+  /**
+   * 1: ZeRO-1, the optimizer state sharded over the ranks (the gradient reduce-scattered, the updated
+   * weights all-gathered every step); needs 2 or more devices, and not with bucketMiB. 0 (default): every
+   * rank holds the whole optimizer state.
+   */
+  zero?: 0 | 1;
   /** @internal test hook: a rank fails at a step */
   fault?: StepFault;
 }
@@ -43,7 +51,7 @@ export interface DataParallelOptions extends Omit<TrainOptions, 'device' | 'shar
 // Workers import compiled JS; from the TS sources the pool maps src/*.ts to dist/*.js.
 const WORKER_MODULE = fileURLToPath(new URL(`./worker${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, import.meta.url));
 
-const CALLBACKS = ['loadProgress', 'onStep', 'onEval', 'onEpoch', 'onSave', 'devices', 'dataOrder', 'commTimeoutMs', 'callTimeoutMs', 'bucketMiB', 'fault'] as const;
+const CALLBACKS = ['loadProgress', 'onStep', 'onEval', 'onEpoch', 'onSave', 'devices', 'dataOrder', 'commTimeoutMs', 'callTimeoutMs', 'bucketMiB', 'zero', 'fault'] as const;
 
 export class DataParallelTrainer {
   step: number;
@@ -74,6 +82,10 @@ export class DataParallelTrainer {
   get stepsPerEpoch(): number {
     return this.info.stepsPerEpoch;
   }
+  /** 1 with ZeRO-1 (the optimizer state sharded over the ranks), else 0 */
+  get zero(): 0 | 1 {
+    return this.opts.zero ?? 0;
+  }
   get gradAccum(): number {
     return this.opts.gradAccum ?? 1;
   }
@@ -93,6 +105,10 @@ export class DataParallelTrainer {
     if (!Number.isInteger(commTimeoutMs) || commTimeoutMs < 0) throw new Error(`train dp: commTimeoutMs must be an integer >= 0, got ${commTimeoutMs}`);
     const bucketMiB = o.bucketMiB ?? 0;
     if (!(bucketMiB >= 0 && Number.isFinite(bucketMiB))) throw new Error(`train dp: bucketMiB must be a number >= 0, got ${bucketMiB}`);
+    const zero = o.zero ?? 0;
+    if (zero !== 0 && zero !== 1) throw new Error(`train dp: zero must be 0 or 1 (ZeRO-1: the optimizer state sharded), got ${String(zero)}`);
+    if (zero && devices.length < 2) throw new Error(`train dp: zero 1 shards the optimizer state over the devices; it needs 2 or more, got ${devices.join(',')}`);
+    if (zero && bucketMiB > 0) throw new Error(`train dp: zero 1 reduce-scatters the whole gradient after the backward; it does not take bucketMiB (got ${bucketMiB})`);
     // Prepared once here: replicas preparing the same cache folder at once would race.
     const data = await prepareTrainData(o);
     const opts = Object.fromEntries(Object.entries(o).filter(([k]) => !(CALLBACKS as readonly string[]).includes(k))) as ReplicaOptions;
@@ -102,7 +118,7 @@ export class DataParallelTrainer {
     const comm = devices.length > 1 ? { kind, id: newCommId(kind), timeoutMs: commTimeoutMs } : null;
     let infos: ReplicaInfo[];
     try {
-      infos = await pool.all<ReplicaInfo>('trainInit', () => ({ opts, order, comm, bucketBytes: Math.round(bucketMiB * 2 ** 20) }) satisfies ReplicaInitArgs);
+      infos = await pool.all<ReplicaInfo>('trainInit', () => ({ opts, order, comm, bucketBytes: Math.round(bucketMiB * 2 ** 20), zero }) satisfies ReplicaInitArgs);
     } catch (e) {
       await pool.close();
       throw e;
@@ -137,16 +153,24 @@ export class DataParallelTrainer {
     return this.pool.call<number>(0, 'trainEvaluate');
   }
 
-  /** Rank 0 writes a checkpoint of the current state into `dir`. */
+  /** Rank 0 writes a checkpoint of the current state into `dir` (with ZeRO-1, every rank sends it its shard). */
   async save(dir: string): Promise<void> {
-    await this.pool.call(0, 'trainSave', { dir, losses: this.losses });
+    const args = { dir, losses: this.losses };
+    if (this.zero) await this.pool.allOrRootCause('trainSave', () => args);
+    else await this.pool.call(0, 'trainSave', args);
     this.lastSaved = path.resolve(dir);
     this.opts.onSave?.(this.lastSaved, this.step);
   }
 
-  /** Each rank's master weights and AdamW moments (to check that the replicas agree). */
+  /**
+   * Each rank's master weights and AdamW moments (to check that the replicas agree). With ZeRO-1, rank
+   * 0's are the whole state gathered, the others' their shards; `weights` is each rank's compute copy.
+   */
   async replicaStates(): Promise<
-    { master: Float32Array; m: Float32Array; v: Float32Array; step: number; buckets: { ranges: GradBucket[]; launchOrder: number[] } | null }[]
+    {
+      master: Float32Array; m: Float32Array; v: Float32Array; step: number; buckets: { ranges: GradBucket[]; launchOrder: number[] } | null;
+      shard?: { lo: number; hi: number }; weights?: Float32Array | Uint16Array;
+    }[]
   > {
     return this.pool.all('trainState');
   }
@@ -156,10 +180,13 @@ export class DataParallelTrainer {
     return this.opts.batch * this.opts.seq * this.gradAccum * this.world;
   }
 
-  /** Each device's memory now and at its peak since the last reset (bytes). */
-  async memory(reset = false): Promise<{ device: string; allocated: number; peak: number }[]> {
-    const ms = await this.pool.all<{ allocated: number; peakAllocated: number }>('trainMemory', () => ({ reset }));
-    return ms.map((m, r) => ({ device: this.devices[r]!, allocated: m.allocated, peak: m.peakAllocated }));
+  /**
+   * Each device's memory now and at its peak since the last reset (bytes), and the bytes of f32 optimizer
+   * state it holds beside the compute weights (FlatParams.optimizerBytes: 1/world of the whole with ZeRO-1).
+   */
+  async memory(reset = false): Promise<{ device: string; allocated: number; peak: number; optimizerBytes: number }[]> {
+    const ms = await this.pool.all<{ allocated: number; peakAllocated: number; optimizerBytes: number }>('trainMemory', () => ({ reset }));
+    return ms.map((m, r) => ({ device: this.devices[r]!, allocated: m.allocated, peak: m.peakAllocated, optimizerBytes: m.optimizerBytes }));
   }
 
   /** Runs to totalSteps with the callbacks, validation and checkpoints of the options (train/run-loop.ts). */

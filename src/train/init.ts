@@ -17,6 +17,8 @@ export interface InitOptions {
   /** seed of a preset's (or config's) random init; default 0 */
   seed?: number;
   stage?: Stage;
+  /** ZeRO-1: hold the optimizer state of this rank's shard only (FlatParams) */
+  zero?: { rank: number; world: number };
 }
 
 export interface ModelSource {
@@ -63,7 +65,7 @@ function prepareInit(src: ModelSource, o: InitOptions) {
       ? fileWeightSteps(src.cfg, store, device, 'f32', [stage])
       : randomWeightSteps(src.cfg, device, 'f32', o.seed ?? 0, [stage]);
     const total = store ? fileWeightTotals(src.cfg, store, [stage]) : randomWeightTotals(src.cfg, 'f32', [stage]);
-    const params = new FlatParams(src.cfg, stage, device, o.dtype ?? 'f32');
+    const params = new FlatParams(src.cfg, stage, device, o.dtype ?? 'f32', o.zero);
     return { params, steps, total, device, close: () => store?.close() };
   } catch (e) {
     store?.close();

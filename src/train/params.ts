@@ -6,6 +6,10 @@
 // Each weight tensor of the model (src/models/weights.ts layout: fused qkv and gate/up, Linear [out, in])
 // is a view into param (and its gradient a view into grad at the same offset). Decayed tensors (matrices,
 // embeddings) come first and the rest (norms, biases) after, so `nDecay` is one offset.
+//
+// ZeRO-1 (src/train/zero.ts): a rank owns the optimizer state of one shard [lo, hi) of the flat buffers
+// only: m and v hold [lo, hi), and so does master when it is a copy apart from the compute weights (bf16,
+// f16); in f32 master is the compute weights, so it stays whole. param and grad stay whole.
 import type { DType } from '../dtype.js';
 import type { ModelConfig } from '../io/config.js';
 import * as ops from '../ops.js';
@@ -96,6 +100,15 @@ function entryTensor(w: ModelWeights, stage: Stage, key: string): Tensor | undef
   return (w as unknown as Record<string, Tensor | undefined>)[key];
 }
 
+/**
+ * ZeRO-1's split of n elements over `world` ranks: contiguous shards of floor(n / world), the last rank's
+ * also holding the remainder (fewer than world elements), so no buffer is padded.
+ */
+export function zeroShard(n: number, rank: number, world: number): { lo: number; hi: number } {
+  const per = Math.floor(n / world);
+  return { lo: rank * per, hi: rank === world - 1 ? n : (rank + 1) * per };
+}
+
 export class FlatParams {
   /** where each tensor lives in the flat buffers */
   readonly layout: ParamEntry[];
@@ -111,6 +124,10 @@ export class FlatParams {
   readonly weights: ModelWeights;
   /** the gradients, views into grad in the same form */
   readonly grads: ModelWeights;
+  /** the optimizer's part of the flat buffers: [0, n), or a ZeRO-1 rank's shard (m and v hold exactly it) */
+  readonly shard: { lo: number; hi: number };
+  /** the flat index of master's first element: 0, or shard.lo when master holds the shard only */
+  readonly masterLo: number;
   private disposed = false;
 
   constructor(
@@ -118,22 +135,29 @@ export class FlatParams {
     readonly stage: Stage,
     readonly device: string,
     readonly dtype: DType,
+    /** ZeRO-1: hold the optimizer state of this rank's shard only (zeroShard) */
+    zero?: { rank: number; world: number },
   ) {
     if (dtype !== 'f32' && dtype !== 'bf16' && dtype !== 'f16') throw new Error(`training: dtype ${dtype} is not f32, bf16 or f16`);
     this.layout = paramLayout(cfg, stage);
     const last = this.layout[this.layout.length - 1]!;
     this.n = last.offset + last.numel;
     this.nDecay = this.layout.filter((e) => e.decay).reduce((s, e) => s + e.numel, 0);
+    if (zero && !(Number.isInteger(zero.world) && zero.world >= 1 && Number.isInteger(zero.rank) && zero.rank >= 0 && zero.rank < zero.world))
+      throw new Error(`training: ZeRO rank ${zero.rank} of world ${zero.world} is not a rank (0 <= rank < world)`);
+    this.shard = zero ? zeroShard(this.n, zero.rank, zero.world) : { lo: 0, hi: this.n };
+    const nShard = this.shard.hi - this.shard.lo;
+    this.masterLo = zero && dtype !== 'f32' ? this.shard.lo : 0;
     const made: Tensor[] = [];
-    const mk = (dt: DType) => {
-      const t = Tensor.empty([this.n], { dtype: dt, device });
+    const mk = (dt: DType, n = this.n) => {
+      const t = Tensor.empty([n], { dtype: dt, device });
       made.push(t);
       return t;
     };
     try {
-      this.master = mk('f32');
-      this.m = ops.fillUniform(mk('f32'), { low: 0, high: 0 });
-      this.v = ops.fillUniform(mk('f32'), { low: 0, high: 0 });
+      this.master = mk('f32', dtype === 'f32' ? this.n : nShard);
+      this.m = ops.fillUniform(mk('f32', nShard), { low: 0, high: 0 });
+      this.v = ops.fillUniform(mk('f32', nShard), { low: 0, high: 0 });
       this.param = dtype === 'f32' ? null : mk(dtype);
       this.grad = ops.fillUniform(mk(dtype), { low: 0, high: 0 });
     } catch (e) {
@@ -146,21 +170,51 @@ export class FlatParams {
 
   /** Copy weights of this stage's shapes (f32, e.g. from randomWeights or loadWeights) into master. */
   setFrom(w: ModelWeights): void {
+    const whole = this.master.numel === this.n;
     for (const e of this.layout) {
       const t = entryTensor(w, this.stage, e.key);
       if (!t) throw new Error(`training: the weights have no "${e.key}" for stage layers [${this.stage.start}, ${this.stage.end})`);
       if (t.numel !== e.numel) throw new Error(`training: "${e.key}" has ${t.numel} elements, the layout ${e.numel}`);
-      const dst = this.master.view(e.offset, e.shape);
-      if (t.dtype === 'f32') dst.copyFrom(t);
-      else ops.cast(t, 'f32', dst);
+      if (whole) {
+        const dst = this.master.view(e.offset, e.shape);
+        if (t.dtype === 'f32') dst.copyFrom(t);
+        else ops.cast(t, 'f32', dst);
+        dst.dispose();
+        continue;
+      }
+      // a master shard: the compute copy straight from the source, master from the part in the shard
+      const dst = this.param!.view(e.offset, e.shape);
+      ops.cast(t, this.dtype, dst);
       dst.dispose();
+      const lo = Math.max(e.offset, this.masterLo), hi = Math.min(e.offset + e.numel, this.masterLo + this.master.numel);
+      if (lo >= hi) continue;
+      const flat = t.view(0, [e.numel]);
+      const src = flat.view(lo - e.offset, [hi - lo]);
+      const part = this.master.view(lo - this.masterLo, [hi - lo]);
+      if (t.dtype === 'f32') part.copyFrom(src);
+      else ops.cast(src, 'f32', part);
+      for (const x of [flat, src, part]) x.dispose();
     }
-    this.syncParam();
+    if (whole) this.syncParam();
   }
 
-  /** The compute copy from master (after master changes outside adamw: init, resume). */
+  /**
+   * The compute copy from master (after master changes outside adamw: init, resume). With a master shard,
+   * only the shard's part of it: the ranks then all-gather the rest (src/train/zero.ts).
+   */
   syncParam(): void {
-    if (this.param) ops.cast(this.master, this.dtype, this.param);
+    if (!this.param) return;
+    if (this.master.numel === this.n) ops.cast(this.master, this.dtype, this.param);
+    else if (this.master.numel) {
+      const part = this.param.view(this.masterLo, [this.master.numel]);
+      ops.cast(this.master, this.dtype, part);
+      part.dispose();
+    }
+  }
+
+  /** Bytes of f32 state the optimizer keeps beside the compute weights: m and v, and master unless it is them (f32). */
+  get optimizerBytes(): number {
+    return 4 * (this.m.numel + this.v.numel + (this.param ? this.master.numel : 0));
   }
 
   zeroGrad(): void {
@@ -169,6 +223,7 @@ export class FlatParams {
 
   /** A host copy of master (waits for the device). */
   hostMaster(): Float32Array {
+    if (this.master.numel !== this.n) throw new Error(`training: master holds the ZeRO shard [${this.shard.lo}, ${this.shard.hi}) of ${this.n} only; gather it first (src/train/zero.ts)`);
     return this.master.toArray() as Float32Array;
   }
 

@@ -13,7 +13,7 @@ import type { DType } from '../dtype.js';
 import type { ModelConfig } from '../io/config.js';
 import { valBatches, type TrainLoader, type Tokens } from '../data/loader.js';
 import type { DataShard } from './dp-data.js';
-import { loadOptimizerState, saveCheckpoint, type SaveOptions } from './checkpoint.js';
+import { loadOptimizerState, saveCheckpoint, type HostOptimizerState, type SaveOptions } from './checkpoint.js';
 import { initParamsAsync, type ModelSource } from './init.js';
 import { runSteps } from './run-loop.js';
 import { prepareRun, type Data } from './run-setup.js';
@@ -22,6 +22,8 @@ import { adamwStep, DEFAULT_ADAMW, gradNorm, lrAt } from './optim.js';
 import type { FlatParams } from './params.js';
 import { countTargets, sumLosses, TrainStage } from './stage.js';
 import type { Tensor } from '../tensor.js';
+import type { Communicator } from '../parallel/comm.js';
+import { ZeroOptimizer } from './zero.js';
 
 /** Token streams to train on, already tokenized; `id` identifies the data for resume checks. */
 export interface TokenData {
@@ -84,6 +86,12 @@ export interface TrainOptions {
   shard?: DataShard;
   /** @internal data parallel: called after the backward of every step, before the gradient norm (the all-reduce) */
   reduceGradients?: (p: FlatParams) => void;
+  /**
+   * @internal data parallel with ZeRO-1 (src/train/zero.ts): this rank holds the optimizer state of its
+   * shard only; the step reduce-scatters the gradient and all-gathers the weights over `comm` (which
+   * replaces reduceGradients)
+   */
+  zero?: { comm: Communicator };
 }
 
 export interface StepEvent {
@@ -144,6 +152,8 @@ export class Trainer {
     readonly data: Data,
     readonly totalSteps: number,
     readonly stepsPerEpoch: number,
+    /** ZeRO-1's sharded step, or null (the whole optimizer state here) */
+    readonly zero: ZeroOptimizer | null = null,
   ) {}
 
   get cfg(): ModelConfig {
@@ -159,15 +169,21 @@ export class Trainer {
     const { src, ck } = run;
     // From a checkpoint the weights come from its optimizer state; a random init just fills the buffers first.
     const params = await reportingLoad(o.loadProgress, (onProgress) =>
-      initParamsAsync(ck ? { ...src, folder: null } : src, { device: o.device, dtype: run.dtype, seed: o.seed ?? 0, onProgress }),
+      initParamsAsync(ck ? { ...src, folder: null } : src, {
+        device: o.device, dtype: run.dtype, seed: o.seed ?? 0, onProgress, zero: o.zero ? { rank: o.zero.comm.rank, world: o.zero.comm.world } : undefined,
+      }),
     );
+    let zero: ZeroOptimizer | null = null;
     try {
+      if (o.zero) zero = new ZeroOptimizer(params, o.zero.comm);
       if (ck) loadOptimizerState(o.resume!, params, ck);
+      // a resumed master shard has refreshed its part of the compute copy only
+      if (ck && zero && params.param) zero.gatherParams();
     } catch (e) {
       params.dispose();
       throw e;
     }
-    const t = new Trainer(o, src, params, new TrainStage(params), run.loader, run.data, run.totalSteps, run.stepsPerEpoch);
+    const t = new Trainer(o, src, params, new TrainStage(params), run.loader, run.data, run.totalSteps, run.stepsPerEpoch, zero);
     if (ck) {
       t.step = ck.step;
       t.losses.push(...ck.losses);
@@ -200,18 +216,22 @@ export class Trainer {
       this.stage.clear();
       losses.forEach((l) => l.dispose());
     }
-    this.opts.reduceGradients?.(this.params);
+    if (this.zero) this.zero.reduceGradients();
+    else this.opts.reduceGradients?.(this.params);
     const loss = lossSum / Math.max(count, 1);
-    const norm = gradNorm(this.params);
+    // every ZeRO rank gets the same (all-reduced) norm, so all of them stop here together
+    const norm = this.zero ? this.zero.gradNorm() : gradNorm(this.params);
     if (!Number.isFinite(loss) || !Number.isFinite(norm)) {
       const what = !Number.isFinite(loss) ? `the loss is ${loss}` : `the gradient norm is ${norm}`;
       throw new Error(`training stopped at step ${step}: ${what}; the weights are left as after step ${step - 1}` + (this.lastSaved ? ` (last checkpoint: ${this.lastSaved})` : ''));
     }
     const lr = this.lr(step);
-    adamwStep(this.params, step, lr, {
+    const hyper = {
       beta1: this.opts.beta1 ?? DEFAULT_ADAMW.beta1, beta2: this.opts.beta2 ?? DEFAULT_ADAMW.beta2, eps: this.opts.eps ?? DEFAULT_ADAMW.eps,
       weightDecay: this.opts.weightDecay ?? DEFAULT_ADAMW.weightDecay, clip: this.opts.clip ?? DEFAULT_ADAMW.clip,
-    }, norm);
+    };
+    if (this.zero) this.zero.step(step, lr, hyper, norm);
+    else adamwStep(this.params, step, lr, hyper, norm);
     this.step = step;
     this.losses.push(loss);
     return { loss, gradNorm: norm, lr };
@@ -229,8 +249,8 @@ export class Trainer {
     return sum / Math.max(count, 1);
   }
 
-  /** Writes a checkpoint of the current state into `dir`. */
-  save(dir: string): void {
+  /** Writes a checkpoint of the current state into `dir`; `optimizer`: the whole state, when this rank holds a ZeRO shard. */
+  save(dir: string, optimizer?: HostOptimizerState): void {
     saveCheckpoint(
       dir, this.params,
       {
@@ -240,7 +260,10 @@ export class Trainer {
           ...(this.opts.shard && this.opts.shard.world > 1 ? { world: this.opts.shard.world, dataOrder: this.opts.shard.order ?? 'sharded' } : {}),
         },
       },
-      { tokenizerFrom: this.source.folder ?? (this.opts.resume && existsSync(path.join(this.opts.resume, 'tokenizer.json')) ? this.opts.resume : null), onFileWritten: this.opts.onCheckpointFile },
+      {
+        tokenizerFrom: this.source.folder ?? (this.opts.resume && existsSync(path.join(this.opts.resume, 'tokenizer.json')) ? this.opts.resume : null),
+        onFileWritten: this.opts.onCheckpointFile, optimizer,
+      },
     );
     this.lastSaved = path.resolve(dir);
     this.opts.onSave?.(this.lastSaved, this.step);

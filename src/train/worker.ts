@@ -3,17 +3,20 @@
 // seed or folder or checkpoint on every rank), its share of the batches (TrainOptions.shard), and one
 // communicator over all ranks. A step: forward/backward on its share, then one all-reduce 'avg' of the
 // flat gradient buffer (the seed's average_gradients), then the norm and AdamW, which see the same
-// gradient on every rank, so the replicas stay identical without ever exchanging weights.
+// gradient on every rank, so the replicas stay identical without ever exchanging weights. With ZeRO-1
+// (ReplicaInitArgs.zero, src/train/zero.ts) each rank keeps the optimizer state of its shard only: the
+// gradient is reduce-scattered, each rank updates its shard, and the weights are all-gathered.
 import { memoryStats, resetPeakMemory, synchronize } from '../device.js';
 import { dtypeSize } from '../dtype.js';
 import { Communicator, type CommKind } from '../parallel/comm.js';
 import type { Handler, WorkerContext } from '../parallel/pool.js';
 import type { DataShard } from './dp-data.js';
+import type { HostOptimizerState } from './checkpoint.js';
 import { BucketedAllReduce } from './grad-buckets.js';
 import { Trainer, type TokenData, type TrainOptions } from './trainer.js';
 
 /** The structured-cloneable part of TrainOptions (no callbacks), with the data already prepared. */
-export type ReplicaOptions = Omit<TrainOptions, 'data' | 'device' | 'shard' | 'reduceGradients' | 'onStep' | 'onEval' | 'onEpoch' | 'onSave' | 'onCheckpointFile'> & {
+export type ReplicaOptions = Omit<TrainOptions, 'data' | 'device' | 'shard' | 'reduceGradients' | 'zero' | 'onStep' | 'onEval' | 'onEpoch' | 'onSave' | 'onCheckpointFile'> & {
   data: TokenData | string;
 };
 
@@ -23,6 +26,8 @@ export interface ReplicaInitArgs {
   comm: { kind: CommKind; id: string | Uint8Array; timeoutMs?: number } | null;
   /** > 0: all-reduce the gradient in buckets of about this many bytes during the backward (grad-buckets.ts) */
   bucketBytes?: number;
+  /** 1: ZeRO-1, the optimizer state sharded over the ranks (needs comm; not with bucketBytes) */
+  zero?: 0 | 1;
 }
 
 export interface ReplicaInfo {
@@ -78,7 +83,8 @@ export const handlers: Record<string, Handler> = {
         shard: { rank: ctx.rank, world: ctx.world, order: a.order },
         // the seed's average_gradients: one all-reduce of the whole flat gradient after the backward,
         // or the buckets' wait for the reductions they launched during it
-        reduceGradients: comm ? (p) => (buckets ? buckets.finish() : comm.allReduce(p.grad, 'avg')) : undefined,
+        zero: comm && a.zero ? { comm } : undefined,
+        reduceGradients: comm && !a.zero ? (p) => (buckets ? buckets.finish() : comm.allReduce(p.grad, 'avg')) : undefined,
       });
       if (comm && a.bucketBytes) {
         const p = trainer.params;
@@ -122,16 +128,40 @@ export const handlers: Record<string, Handler> = {
   },
 
   /** `losses`: the run's losses as the main thread has them (the mean over ranks), for the checkpoint. */
+  // Without ZeRO only rank 0 is called. With it every rank is: each sends its shard of the optimizer
+  // state to rank 0, which writes the single-device checkpoint.
   trainSave(a: { dir: string; losses: number[] }, ctx) {
-    const t = replica(ctx).trainer;
+    const r = replica(ctx);
+    const t = r.trainer;
+    let whole: HostOptimizerState | undefined;
+    if (t.zero) {
+      try {
+        whole = t.zero.gatherToRoot() ?? undefined;
+      } catch (e) {
+        r.comm?.abort();
+        throw e;
+      }
+      if (ctx.rank !== 0) return;
+    }
     t.losses.splice(0, t.losses.length, ...a.losses);
-    t.save(a.dir);
+    t.save(a.dir, whole);
   },
 
-  /** This replica's master weights and moments, and the buckets' launch order of the last step (tests). */
+  /**
+   * This replica's master weights and moments, and the buckets' launch order of the last step (tests).
+   * ZeRO-1 (every rank must be called): rank 0 gets the whole state gathered, the others their shards;
+   * `weights` is each rank's whole compute copy.
+   */
   trainState(_a: unknown, ctx) {
     const r = replica(ctx);
     const p = r.trainer.params;
+    if (r.trainer.zero) {
+      const whole = r.trainer.zero.gatherToRoot();
+      return {
+        ...(whole ?? { master: p.master.toArray() as Float32Array, m: p.m.toArray() as Float32Array, v: p.v.toArray() as Float32Array }),
+        step: r.trainer.step, buckets: null, shard: p.shard, weights: (p.param ?? p.master).toArray(),
+      };
+    }
     return {
       master: p.hostMaster(), m: p.m.toArray() as Float32Array, v: p.v.toArray() as Float32Array, step: r.trainer.step,
       buckets: r.buckets ? { ranges: r.buckets.buckets, launchOrder: [...r.buckets.launchOrder] } : null,
@@ -143,7 +173,8 @@ export const handlers: Record<string, Handler> = {
     synchronize(ctx.device);
     const m = memoryStats(ctx.device);
     if (a?.reset) resetPeakMemory(ctx.device);
-    return m;
+    const r = ctx.state.get('replica') as Replica | undefined;
+    return { ...m, optimizerBytes: r ? r.trainer.params.optimizerBytes : 0 };
   },
 
   trainDispose(_a: unknown, ctx) {

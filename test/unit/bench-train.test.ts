@@ -71,6 +71,21 @@ describe('bench train over strategies (CPU devices)', () => {
     expect(existsSync(path.join(dir, 'train-timeline-pp.svg'))).toBe(false);
   });
 
+  it('dp with ZeRO-1 (zero: 1): trains, and reports each device holding half the optimizer state of plain dp', async () => {
+    const o = { model: 'tiny-gpt2', devices: ['cpu:0', 'cpu:1'], dtype: 'f32' as const, batch: 2, seq: 8, steps: 2, strategies: ['dp' as const], scaling: 'weak' as const };
+    const [plain, zero] = [await runTrainStrategyBench({ ...o, zero: 0 }), await runTrainStrategyBench({ ...o, zero: 1 })];
+    for (const r of [plain[0]!, zero[0]!]) {
+      expect(r.error).toBeUndefined();
+      expect(r.lossLast).toBeLessThan(r.lossFirst);
+      expect(r.optimizerBytes).toHaveLength(2);
+    }
+    expect(zero[0]!.zero).toBe(1);
+    const [p, z] = [plain[0]!.optimizerBytes!, zero[0]!.optimizerBytes!];
+    expect(p[0]).toBe(p[1]);
+    expect(z[0]! + z[1]!).toBe(p[0]); // f32: m and v, split in two (the last shard may hold one more element)
+    for (const b of z) expect(Math.abs(b - p[0]! / 2)).toBeLessThanOrEqual(8);
+  });
+
   it('epochs on part of the Brown corpus: each epoch timed on one device and on two', async () => {
     const seen: string[] = [];
     const es = await runEpochBench({

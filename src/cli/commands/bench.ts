@@ -45,6 +45,7 @@ interface BenchOpts {
   scaling?: string;
   schedule?: string;
   bucketMb?: string;
+  zero?: string;
   epochs?: string;
   brownFiles?: string;
   profile?: boolean;
@@ -187,6 +188,8 @@ async function trainStrategiesBench(opts: BenchOpts, dtype: DType | undefined): 
   const microBatches = positiveInt('--micro-batches', opts.microBatches);
   const bucketMiB = opts.bucketMb === undefined ? 0 : Number(opts.bucketMb);
   if (!(bucketMiB >= 0 && Number.isFinite(bucketMiB))) throw new Error(`--bucket-mb must be a number >= 0, got "${opts.bucketMb}"`);
+  if (opts.zero !== undefined && opts.zero !== '0' && opts.zero !== '1') throw new Error(`--zero must be 0 or 1, got "${opts.zero}"`);
+  const zero = opts.zero === '1' ? 1 : 0;
   const out = output(
     opts,
     `train: ${model} ${dt} on ${devices.map(describeDevice).join(', ')}, ${batch} x ${seq}` +
@@ -194,7 +197,7 @@ async function trainStrategiesBench(opts: BenchOpts, dtype: DType | undefined): 
       (epochs ? `, ${epochs} epochs on ${opts.brownFiles ? 'part of ' : ''}the Brown corpus on 1 and ${devices.length} devices` : ''),
   );
   const results = await runTrainStrategyBench({
-    model, devices, dtype: dt, batch, seq, steps, strategies, scaling, microBatches, schedule: opts.schedule as 'gpipe' | '1f1b' | undefined, bucketMiB,
+    model, devices, dtype: dt, batch, seq, steps, strategies, scaling, microBatches, schedule: opts.schedule as 'gpipe' | '1f1b' | undefined, bucketMiB, zero,
     chunks: positiveInt('--chunks', opts.chunks),
     onResult: (r) => out.say(`  ${r.strategy} on ${r.devices.join(',')}: ${r.error ? `failed: ${r.error}` : `${r.tokensPerS.toFixed(0)} tokens/s`}`),
   });
@@ -209,14 +212,14 @@ async function trainStrategiesBench(opts: BenchOpts, dtype: DType | undefined): 
       ? [r.strategy, r.devices.join(','), r.globalBatch, '-', 'failed', '-', '-', '-', '-', '-']
       : [
           r.strategy, r.devices.join(','), r.globalBatch, r.microBatches ? `${r.microBatches} ${r.schedule}${r.chunks ? ` x${r.chunks}` : ''}` : '-', r.tokensPerS.toFixed(0), r.stepMs.median.toFixed(1),
-          `${r.stepMs.min.toFixed(1)}–${r.stepMs.max.toFixed(1)}`, r.mfu === undefined ? '-' : `${(r.mfu * 100).toFixed(1)}%`, r.peakBytes.map((b) => bytes(b)).join(' / '),
+          `${r.stepMs.min.toFixed(1)}–${r.stepMs.max.toFixed(1)}`, r.mfu === undefined ? '-' : `${(r.mfu * 100).toFixed(1)}%`, r.peakBytes.map((b) => bytes(b)).join(' / ') + (r.optimizerBytes ? ` (optimizer state ${r.optimizerBytes.map((b) => bytes(b)).join(' / ')}${r.zero ? ', ZeRO-1' : ''})` : ''),
           `${r.lossFirst.toFixed(3)} → ${r.lossLast.toFixed(3)}`,
         ],
   );
   for (const e of epochResults)
     rows.push([`epochs (${e.devices.length > 1 ? 'dp' : 'single'})`, e.devices.join(','), e.devices.length * batch, '-', (e.tokensPerEpoch / e.spread.median).toFixed(0), `${e.spread.median.toFixed(2)} s/epoch`, `${e.spread.min.toFixed(2)}–${e.spread.max.toFixed(2)} s`, '-', '-', e.seconds.map((x) => x.toFixed(2)).join(' ')]);
   out.emit(
-    { scenario: 'train', model, dtype: dt, devices, batch, seq, steps, strategies, scaling, microBatches, schedule: opts.schedule, bucketMiB, epochs },
+    { scenario: 'train', model, dtype: dt, devices, batch, seq, steps, strategies, scaling, microBatches, schedule: opts.schedule, bucketMiB, zero, epochs },
     devices,
     [...results.map(({ timeline: _t, ...r }) => r), ...epochResults.map((e) => ({ strategy: 'epochs', ...e }))],
     ['strategy', 'devices', 'global batch', 'micro', 'tokens/s', 'ms/step (median)', 'min–max', 'MFU', 'peak memory per device', 'loss first → last / epoch s'],
@@ -321,6 +324,7 @@ export function register(program: Command): void {
     .option('--steps <n>', 'train: timed optimizer steps (default 20 on a GPU, 3 on the CPU)')
     .option('--scaling <s>', 'train --strategies: what dp keeps: weak (the batch per device, default) or strong (the global batch)')
     .option('--schedule <s>', 'train --strategies: pp schedule, gpipe or 1f1b (default)')
+    .option('--zero <n>', 'train --strategies: 1 shards the dp optimizer state over the devices (ZeRO-1; default 0)')
     .option('--bucket-mb <x>', 'train --strategies: dp gradient buckets of x MiB all-reduced during the backward (default 0: once after it)')
     .option('--epochs <n>', 'train: also time n epochs on the Brown corpus on one device and data-parallel on --devices (the seed\'s Figure 4)')
     .option('--profile', 'train (one device): also the device time of each op group of a step (forward, backward, optimizer)')

@@ -21,6 +21,7 @@ interface TrainCliOpts {
   devices?: string;
   dataOrder: string;
   bucketMb: string;
+  zero: string;
   dp?: string;
   microBatches?: string;
   schedule?: string;
@@ -66,6 +67,7 @@ export function register(program: Command): void {
     .option('--schedule <s>', 'with --strategy pp: gpipe (all forwards, then all backwards) or 1f1b (activation memory bounded by the stages; the default)')
     .option('--chunks <n>', 'with --strategy pp: stages per device, interleaved (1f1b then needs micro-batches in multiples of the devices)', '1')
     .option('--data-order <o>', 'with --strategy dp: sharded (each device its shard of every epoch) or global (the batches of one device with n x --batch)', 'sharded')
+    .option('--zero <n>', 'with --strategy dp: 1 shards the optimizer state (f32 master, AdamW moments) over the devices (ZeRO-1); 0 keeps it whole on each', '0')
     .option('--bucket-mb <x>', 'with --strategy dp: all-reduce the gradient in buckets of x MiB during the backward (0: once after it)', '0')
     .option('--dtype <dtype>', 'compute dtype: f32, bf16 or f16; master weights and moments stay f32 (default: bf16 on a GPU, f32 on the CPU)')
     .option('--batch <n>', 'sequences per micro-step, on each device (dp: the global batch is n devices x this)', '8')
@@ -105,6 +107,8 @@ export function register(program: Command): void {
         throw new Error('--micro-batches, --schedule, --chunks and --dp are for --strategy pp (or mp)');
       if (o.strategy === 'mp' && o.microBatches !== undefined && o.microBatches !== '1') throw new Error('--strategy mp runs one micro-batch; for more, use --strategy pp');
       if (o.schedule !== undefined && o.schedule !== 'gpipe' && o.schedule !== '1f1b') throw new Error(`--schedule must be gpipe or 1f1b, got "${o.schedule}"`);
+      if (o.zero !== '0' && o.zero !== '1') throw new Error(`--zero must be 0 or 1, got "${o.zero}"`);
+      if (!dp && o.zero !== '0') throw new Error('--zero is for --strategy dp');
       if (o.dataOrder !== 'sharded' && o.dataOrder !== 'global') throw new Error(`--data-order must be sharded or global, got "${o.dataOrder}"`);
       const devices = many ? o.devices!.split(',').map((s) => s.trim()).filter(Boolean) : [];
       const device = many ? devices[0]! : parseDevice(o.device ?? defaultDevice());
@@ -181,9 +185,9 @@ export function register(program: Command): void {
           await t.close();
         }
       } else if (dp) {
-        const t = await DataParallelTrainer.create({ ...common, devices, dataOrder: o.dataOrder as 'sharded' | 'global', bucketMiB: num('--bucket-mb', o.bucketMb) });
+        const t = await DataParallelTrainer.create({ ...common, devices, dataOrder: o.dataOrder as 'sharded' | 'global', bucketMiB: num('--bucket-mb', o.bucketMb), zero: o.zero === '1' ? 1 : 0 });
         try {
-          header(t.info.name, t.info.family, t.info.n, `${t.devices.join(',')} (data parallel, ${o.dataOrder} data order)`, t.info.dtype, t);
+          header(t.info.name, t.info.family, t.info.n, `${t.devices.join(',')} (data parallel, ${o.dataOrder} data order${t.zero ? ', ZeRO-1' : ''})`, t.info.dtype, t);
           r = await t.run();
         } finally {
           endLine();
