@@ -109,6 +109,12 @@ for p in "${parts[@]}"; do
         PARALLM_DW_SCRATCH=$f timeout 150 node dist/cli/index.js bench train --model llama-2-7b --shapes 4x512 --steps 3 --profile 2>&1 | grep -E "tokens/s|dW" | head -6 | sed "s/^/[dw=$f] /"
       done
       PARALLM_DW_SCRATCH=1 timeout 150 node dist/cli/index.js bench train --model llama-2-7b --devices cuda:0,cuda:1 --strategies pp --micro-batches 8 --shapes 32x512 --steps 4 2>&1 | tail -1 | sed "s/^/[dw=1] /" ;;
+    tp-decode)
+      # Tensor parallelism against one GPU: LLaMA-2-7B decode at batch 1 and 16 (128 prompt + 128 new tokens).
+      mkdir -p "$out/s"
+      for b in 1 16; do
+        timeout 150 node dist/cli/index.js bench --model llama-2-7b --strategies single,tp --batch $b --prompt-tokens 128 --new-tokens 128 --repeats 3 --json "$out/s/llama-tp-b$b.json" 2>&1 | tail -2
+      done ;;
     train-epochs)
       mkdir -p "$out/t"
       mkdir -p "$out/t/epochs"

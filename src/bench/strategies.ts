@@ -80,7 +80,9 @@ export function defaultBenchDevices(): string[] {
   return n ? Array.from({ length: n }, (_, i) => `cuda:${i}`) : ['cpu:0', 'cpu:1'];
 }
 
-const STRATEGIES: readonly Strategy[] = ['single', 'dp', 'mp', 'pp'];
+/** What the bench runs by default; tp is measured when asked for (--strategies ...,tp). */
+const DEFAULT_STRATEGIES: readonly Strategy[] = ['single', 'dp', 'mp', 'pp'];
+const STRATEGIES: readonly Strategy[] = [...DEFAULT_STRATEGIES, 'tp'];
 
 /** What a strategy bench will run, its defaults filled in; `planStrategyBench` checks it all first. */
 export interface StrategyBenchPlan {
@@ -113,7 +115,7 @@ export function planStrategyBench(o: StrategyBenchOptions = {}): StrategyBenchPl
   const devices = given.map((d) => parseDevice(d));
   for (const d of devices) deviceInfo(d); // throws "unknown device" for a GPU that is not there
   const gpu = devices[0]!.startsWith('cuda');
-  const strategies = o.strategies ?? (devices.length > 1 ? [...STRATEGIES] : (['single'] as Strategy[]));
+  const strategies = o.strategies ?? (devices.length > 1 ? [...DEFAULT_STRATEGIES] : (['single'] as Strategy[]));
   if (!strategies.length) throw new Error('bench: --strategies is empty');
   for (const s of strategies) if (!STRATEGIES.includes(s)) throw new Error(`bench: unknown strategy "${s}": expected some of ${STRATEGIES.join(', ')}`);
   const dup = devices.find((d, i) => devices.indexOf(d) !== i);
@@ -219,7 +221,8 @@ export async function runStrategyBench(o: StrategyBenchOptions = {}): Promise<St
         prefillTokensPerS: phaseRate(res.tasks, Bs * P, (t) => t.step === 0),
         decodeTokensPerS: decodeRate,
         msPerStep: decodeRate ? (Bs / decodeRate) * 1e3 : 0,
-        utilization: replicas ? 1 : utilization(res.tasks, devs.length),
+        // tp: every rank runs every task together; the timeline holds rank 0's lane
+        utilization: replicas ? 1 : utilization(res.tasks, strategy === 'tp' ? 1 : devs.length),
         memory: mem.map(({ device, peakBytes }) => ({ device, peakBytes })),
         repeats,
         tokensPerSRuns: { min: Math.min(...rates), median: median(rates), max: Math.max(...rates) },

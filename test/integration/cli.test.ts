@@ -138,7 +138,7 @@ describe('parallm CLI', () => {
       [['bench', '--devices', 'cpu:0,gpu:1'], /unknown device "gpu:1"/],
       [['bench', '--model', 'no-such-model'], /unknown model "no-such-model"/],
       [['bench', '--devices', 'cpu:0,cpu:0'], /device cpu:0 is listed twice/],
-      [['bench', '--strategies', 'single,tp'], /unknown strategy "tp"/],
+      [['bench', '--strategies', 'single,zp'], /unknown strategy "zp"/],
       [['bench', '--repeats', '0'], /--repeats must be a positive integer/],
       [['bench', '--batch', '2.5'], /--batch must be a positive integer/],
       [['bench', '--prompt-tokens', '100000'], /longer than tiny-llama's context/],
