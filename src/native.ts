@@ -128,6 +128,10 @@ export interface NativeTestingHooks {
   matmulSplitK(n: number): void;
   /** The sm90 matmul stores C through the TMA (true, the default where it applies) or from registers. */
   matmulTmaStore(on: boolean): void;
+  /** The GEMV (M <= 16, B^T) kernel: -1 chosen (the default: pipelined), 0 the older register kernel, 1 pipelined. */
+  matmulGemv(path: number): void;
+  /** Key chunks of decode attention: -1 chosen per call (the default), n >= 1 asks for n (capped by the length). */
+  attentionDecodeSplits(n: number): void;
 }
 
 /** One rank of a communicator (native/comm): collectives over NativeTensors on its device. */
@@ -163,7 +167,7 @@ export const NATIVE_KEYS = [
 ] as const satisfies readonly (keyof NativeBinding)[];
 
 /** Every name of NativeTestingHooks, held to the addon's `testing` object the same way. */
-export const NATIVE_TESTING_KEYS = ['matmulSplitK', 'matmulTmaStore'] as const satisfies readonly (keyof NativeTestingHooks)[];
+export const NATIVE_TESTING_KEYS = ['matmulSplitK', 'matmulTmaStore', 'matmulGemv', 'attentionDecodeSplits'] as const satisfies readonly (keyof NativeTestingHooks)[];
 
 // A compile error names the keys of T missing from the list L.
 type ListsEvery<T, L extends readonly PropertyKey[]> = [Exclude<keyof T, L[number]>] extends [never] ? true : Exclude<keyof T, L[number]>;

@@ -2,7 +2,8 @@
 //
 // Paths, chosen per call on the host:
 //   gemv  16-bit, M <= 16, transB, !transA, K % 8 == 0, A and B 16-byte aligned (sm_80+): weight-
-//         bandwidth-bound decode case (matmul_sm80.cuh).
+//         bandwidth-bound decode case. The pipelined kernel (matmul_gemv.cuh: cp.async ring, one block
+//         per SM) by default; the older register kernel (matmul_sm80.cuh) when the test hook asks.
 //   sm90  16-bit on compute capability exactly 9.0, leading dimensions % 8 == 0 and 16-byte aligned
 //         A and B (what the TMA needs): wgmma + TMA, warp-specialized, persistent (matmul_sm90.cuh).
 //   sm80  16-bit on other sm_80+ devices, or shapes the sm90 path refuses: mma.sync + ldmatrix, with
@@ -18,6 +19,7 @@
 
 #include "check.h"
 #include "kernels.h"
+#include "matmul_gemv.cuh"
 #include "matmul_simt.cuh"
 #include "matmul_sm80.cuh"
 #include "matmul_sm90.cuh"
@@ -26,11 +28,14 @@ namespace parallm::cuda {
 
 // matmul_sm90_splits: -1 chooses the K slices per call (sm90_splits), n >= 1 asks for n.
 void matmul_sm90_splits(int n);
+// matmul_gemv_path: -1 chooses (the pipelined kernel), 0 the older register kernel, 1 the pipelined one.
+void matmul_gemv_path(int n);
 
 namespace {
 
 std::atomic<int> g_splits{-1};  // test hook: -1 = chosen per call, n = n K slices when possible
 std::atomic<int> g_tma_store{1};  // test hook: 0 = the sm90 epilogue stores C from registers
+std::atomic<int> g_gemv_path{-1};  // test / benchmark hook: see matmul_gemv_path
 
 constexpr int kMaxDevices = 64;
 
@@ -213,8 +218,25 @@ void launch_gemv_v(const Args& a) {
   PARALLM_LAUNCH_CHECK(PARALLM_MM_WHERE(a, "gemv"));
 }
 
+// The pipelined GEMV: one block per SM at most (its ring fills most of an SM's shared memory), the
+// 8-row tiles split evenly over the blocks.
+template <typename T, int NW, int UC, int P>
+void launch_gemv_pipe(const Args& a) {
+  constexpr auto kern = mm::gemv_pipe_kernel<T, NW, UC, P>;
+  constexpr size_t smem = mm::gemvp_smem<NW, UC, P>();
+  set_smem_once<kern>(smem, "gemv");
+  const int ntiles = (a.N + 7) / 8;
+  const int grid = std::min(ntiles, device_sms());
+  kern<<<unsigned(grid), NW * 32, smem, a.stream>>>(static_cast<const T*>(a.A), static_cast<const T*>(a.B),
+                                                    static_cast<const T*>(a.bias), static_cast<T*>(a.C), a.M, a.N,
+                                                    a.K, a.alpha, a.beta, a.pair_ok);
+  PARALLM_LAUNCH_CHECK(PARALLM_MM_WHERE(a, "gemv (pipelined)"));
+}
+
 template <typename T>
 void launch_gemv_t(const Args& a) {
+  if (g_gemv_path.load(std::memory_order_relaxed) != 0)
+    return launch_gemv_pipe<T, mm::GEMVP_WARPS, mm::GEMVP_UC, mm::GEMVP_P>(a);
   // Measured on an H100, 1x11008x4096 bf16 (bench/RESULTS.md): 8 rows x unroll 4 gives 2,391 GB/s;
   // 16 rows x 4, 2,162 (a 5.2-wave grid, the last wave a fifth full); 8 rows x 8, 1,993 (registers).
   launch_gemv_v<T, 1, 4>(a);
@@ -274,6 +296,7 @@ void run16(const Args& a) {
 
 void matmul_sm90_splits(int n) { g_splits.store(n, std::memory_order_relaxed); }
 void matmul_sm90_tma_store(int on) { g_tma_store.store(on, std::memory_order_relaxed); }
+void matmul_gemv_path(int n) { g_gemv_path.store(n, std::memory_order_relaxed); }
 
 void matmul(cudaStream_t stream, DType dt, const void* A, const void* B, const void* bias, void* C, int64_t M,
             int64_t N, int64_t K, bool transA, bool transB, float alpha, float beta) {

@@ -34,6 +34,8 @@
 namespace parallm::cuda {
 void matmul_sm90_splits(int n);      // benchmark hook (native/cuda/matmul.cu)
 void matmul_sm90_tma_store(int on);  // test hook (native/cuda/matmul.cu)
+void matmul_gemv_path(int n);       // test and benchmark hook (native/cuda/matmul.cu)
+void attention_decode_splits(int n);  // test and benchmark hook (native/cuda/attention.cu)
 }  // namespace parallm::cuda
 #define ON_CUDA(call) [&](cudaStream_t s) { cuda::call; }
 #else
@@ -636,6 +638,32 @@ Napi::Value MatmulTmaStore(const Napi::CallbackInfo& info) {
   });
 }
 
+// Which GEMV kernel M <= 16 takes: -1 chosen (the pipelined one), 0 the older register kernel, 1 the
+// pipelined one; for tests of both and benchmarks side by side. No-op without CUDA.
+Napi::Value MatmulGemv(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    int n = Args(info, "matmulGemv").i32(0, "path");
+    if (n < -1 || n > 1) fail("matmulGemv: expected -1 (automatic), 0 (register kernel) or 1 (pipelined), got ", n);
+#ifdef PARALLM_WITH_CUDA
+    cuda::matmul_gemv_path(n);
+#endif
+    return info.Env().Undefined();
+  });
+}
+
+// Key chunks of decode attention (-1: chosen per call; n >= 1: n, at most one per 32 keys), so tests
+// reach the combine step at any length. No-op without CUDA.
+Napi::Value AttentionDecodeSplits(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    int n = Args(info, "attentionDecodeSplits").i32(0, "splits");
+    if (n < -1 || n == 0 || n > 4096) fail("attentionDecodeSplits: expected -1 (automatic) or 1..4096, got ", n);
+#ifdef PARALLM_WITH_CUDA
+    cuda::attention_decode_splits(n);
+#endif
+    return info.Env().Undefined();
+  });
+}
+
 }  // namespace
 
 void export_ops(Napi::Env env, Napi::Object exports) {
@@ -674,6 +702,8 @@ Napi::Object testing_hooks(Napi::Env env) {
   Napi::Object t = Napi::Object::New(env);
   export_fn(env, t, "matmulSplitK", MatmulSplitK);
   export_fn(env, t, "matmulTmaStore", MatmulTmaStore);
+  export_fn(env, t, "matmulGemv", MatmulGemv);
+  export_fn(env, t, "attentionDecodeSplits", AttentionDecodeSplits);
   return t;
 }
 

@@ -31,6 +31,10 @@ export interface KernelBenchResult {
   ms: number;
   tflops?: number;
   gbps?: number;
+  /** GEMV cases: a device-to-device copy of the weight bytes (read + written), timed right after the case */
+  copyGbps?: number;
+  /** gbps / copyGbps: the share of the copy rate the kernel streams its weights at */
+  ofCopy?: number;
 }
 
 interface Case {
@@ -38,26 +42,38 @@ interface Case {
   shape: string;
   flops?: number;
   bytes?: number;
+  /** time a copy of this many bytes after the case, as its ceiling (GEMV: the weights) */
+  copyBytes?: number;
   setup: () => { run: (i: number) => void; dispose: () => void };
 }
 
-function gemmCase(dev: string, dt: DType, M: number, N: number, K: number, transB: boolean, decode = false): Case {
+/**
+ * `gemvPath` (M <= 16, B^T): which GEMV kernel the case forces (native.testing.matmulGemv: 0 the older
+ * register kernel, named gemv-v1) while it runs; by default the one the dispatch chooses.
+ */
+function gemmCase(dev: string, dt: DType, M: number, N: number, K: number, transB: boolean, decode = false, gemvPath?: 0 | 1): Case {
+  const gemv = M <= 16;
   return {
-    name: M <= 16 ? 'gemv' : decode ? 'gemm-decode' : 'gemm',
+    name: gemv ? (gemvPath === 0 ? 'gemv-v1' : 'gemv') : decode ? 'gemm-decode' : 'gemm',
     shape: `${M}x${N}x${K}${transB ? ' (B^T)' : ''}`,
     flops: 2 * M * N * K,
     // GEMV is judged by the weight bytes it must stream; GEMM by arithmetic; a decode-batch GEMM by
     // both (it sits near the ridge: the weights' bytes and M rows of arithmetic take similar time).
-    bytes: M <= 16 || decode ? N * K * (dt === 'f32' ? 4 : 2) : undefined,
+    bytes: gemv || decode ? N * K * (dt === 'f32' ? 4 : 2) : undefined,
+    copyBytes: gemv && transB ? N * K * (dt === 'f32' ? 4 : 2) : undefined,
     setup: () => {
       // Rotate among copies of B when it is small enough to live in L2, so the cache is not measured.
       const copies = N * K * 2 < 64 << 20 ? 3 : 1;
       const a = rand([M, K], { dtype: dt, device: dev, seed: 1 });
       const bs = Array.from({ length: copies }, (_, i) => rand(transB ? [N, K] : [K, N], { dtype: dt, device: dev, seed: 2 + i }));
       const c = Tensor.empty([M, N], { dtype: dt, device: dev });
+      if (gemvPath !== undefined) native.testing.matmulGemv(gemvPath);
       return {
         run: (i) => void ops.matmul(a, bs[i % copies]!, { transB, out: c }),
-        dispose: () => [a, c, ...bs].forEach((t) => t.dispose()),
+        dispose: () => {
+          if (gemvPath !== undefined) native.testing.matmulGemv(-1);
+          [a, c, ...bs].forEach((t) => t.dispose());
+        },
       };
     },
   };
@@ -108,12 +124,24 @@ function copyCase(dev: string, bytes: number): Case {
     shape: `${(bytes / 2 ** 20).toFixed(0)} MiB`,
     bytes: 2 * bytes, // read + write
     setup: () => {
-      const a = Tensor.empty([bytes / 4], { dtype: 'f32', device: dev }); // values do not change a copy's speed
-      const b = Tensor.empty([bytes / 4], { dtype: 'f32', device: dev });
-      return { run: () => void b.copyFrom(a), dispose: () => (a.dispose(), b.dispose()) };
+      // Rotate among pairs when one pair would stay in L2 (as the GEMV's weights rotate), so a copy of
+      // a GEMV's bytes is timed from memory as the GEMV is.
+      const pairs = 2 * bytes < 64 << 20 ? 3 : 1;
+      const n = Math.ceil(bytes / 4); // values do not change a copy's speed
+      const a = Array.from({ length: pairs }, () => Tensor.empty([n], { dtype: 'f32', device: dev }));
+      const b = Array.from({ length: pairs }, () => Tensor.empty([n], { dtype: 'f32', device: dev }));
+      return { run: (i) => void b[i % pairs]!.copyFrom(a[i % pairs]!), dispose: () => [...a, ...b].forEach((t) => t.dispose()) };
     },
   };
 }
+
+const GEMV_SHAPES = [1, 16].flatMap((M) => [
+  [M, 4096, 4096],
+  [M, 11008, 4096],
+  [M, 4096, 11008],
+  [M, 12288, 4096],
+  [M, 22016, 4096],
+]);
 
 function cases(dev: string, dt: DType, gpu: boolean, quick: boolean): Case[] {
   if (!gpu) {
@@ -136,9 +164,12 @@ function cases(dev: string, dt: DType, gpu: boolean, quick: boolean): Case[] {
     gemmCase(dev, dt, 4096, 4096, 4096, true), // LLaMA-7B attention projection, 4096 tokens
     gemmCase(dev, dt, 4096, 11008, 4096, true), // LLaMA-7B MLP up
     gemmCase(dev, dt, 4096, 4096, 11008, true), // LLaMA-7B MLP down
-    gemmCase(dev, dt, 1, 4096, 4096, true),
-    gemmCase(dev, dt, 1, 11008, 4096, true),
-    gemmCase(dev, dt, 16, 11008, 4096, true),
+    // GEMV (decode at batch 1 and 16): LLaMA-7B's projections (out, MLP up, MLP down, qkv, gate+up), the
+    // kernel the dispatch chooses and the older register kernel, each next to a copy of its weight bytes.
+    ...(quick ? [[1, 4096, 4096], [1, 11008, 4096], [16, 11008, 4096]] : GEMV_SHAPES).flatMap(([M, N, K]) => [
+      gemmCase(dev, dt, M!, N!, K!, true),
+      gemmCase(dev, dt, M!, N!, K!, true, false, 0),
+    ]),
     // LLaMA-7B decode projections at the batches of a pipeline's micro-batches: qkv, out, gate+up, down.
     ...[64, 128, 256].flatMap((M) => [
       gemmCase(dev, dt, M, 12288, 4096, true, true),
@@ -177,6 +208,16 @@ export function runKernelBench(opts: KernelBenchOptions = {}): KernelBenchResult
       const r: KernelBenchResult = { name: c.name, shape: c.shape, dtype: c.name === 'copy' ? 'f32' : dt, device: dev, ms: t.medianMs };
       if (c.flops) r.tflops = c.flops / s / 1e12;
       if (c.bytes) r.gbps = c.bytes / s / 1e9;
+      if (c.copyBytes && r.gbps) {
+        const cp = copyCase(dev, c.copyBytes);
+        const { run: copy, dispose: done } = cp.setup();
+        try {
+          r.copyGbps = cp.bytes! / (timeOnDevice(dev, copy, gpu ? 5 : 1, runs).medianMs / 1e3) / 1e9;
+        } finally {
+          done();
+        }
+        r.ofCopy = r.gbps / r.copyGbps;
+      }
       results.push(r);
       opts.onResult?.(r);
     }

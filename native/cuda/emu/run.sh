@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Build and run the host emulation of the attention kernels (emu.h; no GPU needed): copies the kernel
-# headers of native/cuda beside this directory's stand-in mma_ptx.cuh (inline PTX cannot run on a CPU;
-# the one other asm, ex2.approx, becomes exp2f), compiles with g++ and the CUDA headers, runs.
+# Build and run the host emulation of the attention kernels, the pipelined GEMV and the training kernels
+# (emu.h; no GPU needed): copies the kernel headers of native/cuda beside this directory's stand-in
+# mma_ptx.cuh (inline PTX cannot run on a CPU; the one other asm, ex2.approx, becomes exp2f), compiles
+# with g++ and the CUDA headers, runs.
 #   bash native/cuda/emu/run.sh [kernels]   (a few minutes on 2 cores; `kernels`: skip attention)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -15,6 +16,11 @@ perl -0pi -e 's/float y;\s*asm\("ex2\.approx\.ftz\.f32 %0, %1;" : "=f"\(y\) : "f
 grep -q 'return exp2f(x);' "$tmp"/attention_prefill_mma.cuh || { echo "run.sh: ex2 patch did not apply" >&2; exit 1; }
 [ "${1:-}" = kernels ] || g++ -std=c++20 -O2 -pthread -I"$cuda"/include -include "$tmp"/emu.h -I"$tmp" "$tmp"/attention_emu.cc -o "$tmp"/attention_emu
 [ "${1:-}" = kernels ] || "$tmp"/attention_emu
+
+# The pipelined GEMV (matmul_gemv.cuh) beside the stand-in mma_ptx.cuh.
+cp "$here"/../matmul_gemv.cuh "$here"/../matmul_common.cuh "$here"/gemv_emu.cc "$tmp"/
+g++ -std=c++20 -O2 -pthread -I"$cuda"/include -I"$tmp" "$tmp"/gemv_emu.cc -o "$tmp"/gemv_emu
+"$tmp"/gemv_emu
 
 # The other training kernels: their .cu files (and reduce.cuh) with launches rewritten (rewrite.py).
 mkdir -p "$tmp"/k/cuda

@@ -1,0 +1,126 @@
+// Pipelined GEMV for M <= 16 rows of X [M,K] against W [N,K] (transB): the decode projections, bound by
+// streaming W once. The older gemv_kernel (matmul_sm80.cuh) keeps only UNROLL x 16 bytes a lane in flight
+// in registers and its warps live for a few loads each, so an SM has too few bytes in flight to cover
+// the memory latency (bench/RESULTS.md: 65% of the copy rate on an H200). Here:
+//   - W goes global -> shared memory by 16-byte cp.async into a per-warp ring of P items (an item is UC
+//     chunks of 32 k for the warp's 8 W rows), P - 1 items in flight per warp, so ~(P-1) * UC * 512
+//     bytes a warp and NW times that an SM without spending registers on them;
+//   - one block per SM (the ring is ~128 KB), each owning a contiguous run of 8-row tiles (the tile
+//     count split evenly over the blocks, so no SM gets a wave more than another); the warps split K and
+//     the ring runs on across the block's tiles, so the stream never drains between tiles;
+//   - each lane copies into shared memory exactly the 16 bytes it later reads (lane quad t of a 32-wide
+//     chunk holds k = 8t..8t+7, the k permutation the older kernel uses for its tensor-core operands), so
+//     a lane waits only on its own copies (cp.async.wait_group) and no barrier guards the ring;
+//   - a tile's per-warp partial sums meet in shared memory (double-buffered by tile parity, one
+//     __syncthreads a tile) and one warp, in turn, adds them in warp order (deterministic) and stores.
+// X (at most 16 x K) is read straight from global memory: every tile of a block reads the same K slice
+// of it, so those loads hit L1/L2. Needs K % 8 == 0 and 16-byte aligned X and W, like gemv_kernel.
+#pragma once
+#include "matmul_common.cuh"
+#include "mma_ptx.cuh"
+
+namespace parallm::cuda::mm {
+
+// Warps a block, chunks (32 k) an item, items in a warp's ring.
+constexpr int GEMVP_WARPS = 8, GEMVP_UC = 4, GEMVP_P = 8;
+
+template <int NW, int UC, int P>
+constexpr size_t gemvp_smem() {
+  return size_t(NW) * P * UC * 32 * 16 + size_t(2) * NW * 4 * 32 * sizeof(float);
+}
+
+template <typename T, int NW, int UC, int P>
+__global__ void __launch_bounds__(NW * 32, 1)
+gemv_pipe_kernel(const T* __restrict__ X, const T* __restrict__ W, const T* __restrict__ bias, T* __restrict__ C,
+                 int M, int N, int K, float alpha, float beta, int pair_ok) {
+  static_assert(P >= 2, "the ring needs a slot in use and one filling");
+#ifdef PARALLM_GEMV_SMEM
+  unsigned char* smem = PARALLM_GEMV_SMEM;  // the host emulation (native/cuda/emu) names its own array
+#else
+  extern __shared__ __align__(16) unsigned char gemvp_smem_raw[];
+  unsigned char* smem = gemvp_smem_raw;
+#endif
+  const int lane = int(threadIdx.x) & 31, warp = int(threadIdx.x) >> 5;
+  const int g = lane >> 2, t = lane & 3;
+  const int ntiles = (N + 7) / 8;
+  const int tb = int(int64_t(blockIdx.x) * ntiles / gridDim.x);
+  const int te = int(int64_t(blockIdx.x + 1) * ntiles / gridDim.x);
+  const int nchunks = (K + 31) / 32, per = (nchunks + NW - 1) / NW;
+  const int c0 = min(warp * per, nchunks), c1 = min(c0 + per, nchunks);
+  const int ipt = (c1 - c0 + UC - 1) / UC;  // this warp's items a tile (0 when K leaves it no chunk)
+  const int nitems = (te - tb) * ipt;
+  uint4* ring = reinterpret_cast<uint4*>(smem) + warp * (P * UC * 32) + lane;  // slot s, chunk u: [(s*UC+u)*32]
+  float* red = reinterpret_cast<float*>(smem + size_t(NW) * P * UC * 32 * 16);  // [2][NW][4][32]
+
+  // Item j of this warp: its W bytes into ring slot j % P, as one commit group (empty past the end, so
+  // the count of groups in flight stays P - 1 and the wait below stays a constant).
+  auto issue = [&](int j) {
+    if (j < nitems) {
+      const int tile = tb + j / ipt, cb = c0 + (j % ipt) * UC;
+      const int row = tile * 8 + g;
+      const T* wr = W + int64_t(row < N ? row : 0) * K;
+      uint4* dst = ring + (j % P) * (UC * 32);
+#pragma unroll
+      for (int u = 0; u < UC; ++u) {
+        const int k = (cb + u) * 32 + 8 * t;
+        const bool ok = row < N && cb + u < c1 && k < K;  // K % 8 == 0: a lane's 8 k are all in or all out
+        ptx::cp_async16(ptx::smem_addr(dst + u * 32), ok ? wr + k : W, ok ? 16 : 0);  // 0 bytes: zeros
+      }
+    }
+    ptx::cp_async_commit();
+  };
+#pragma unroll 1
+  for (int j = 0; j < P - 1; ++j) issue(j);
+
+  const bool xv0 = g < M, xv1 = g + 8 < M;
+  const T* x0 = X + int64_t(xv0 ? g : 0) * K;
+  const T* x1 = X + int64_t(xv1 ? g + 8 : 0) * K;
+  const uint4 z = make_uint4(0, 0, 0, 0);
+  int j = 0;
+#pragma unroll 1
+  for (int tile = tb; tile < te; ++tile) {
+    float acc[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll 1
+    for (int i = 0; i < ipt; ++i, ++j) {
+      const int cb = c0 + i * UC;
+      uint4 xr[UC][2];
+#pragma unroll
+      for (int u = 0; u < UC; ++u) {
+        const int k = (cb + u) * 32 + 8 * t;
+        const bool in = cb + u < c1 && k < K;
+        xr[u][0] = (in && xv0) ? __ldg(reinterpret_cast<const uint4*>(x0 + k)) : z;
+        xr[u][1] = (in && xv1) ? __ldg(reinterpret_cast<const uint4*>(x1 + k)) : z;
+      }
+      ptx::cp_async_wait<P - 2>();  // item j's group is complete (P - 1 were in flight, j's the oldest)
+      const uint4* src = ring + (j % P) * (UC * 32);
+#pragma unroll
+      for (int u = 0; u < UC; ++u) {
+        const uint4 w = src[u * 32];
+        const uint32_t a0[4] = {xr[u][0].x, xr[u][1].x, xr[u][0].y, xr[u][1].y};
+        const uint32_t a1[4] = {xr[u][0].z, xr[u][1].z, xr[u][0].w, xr[u][1].w};
+        ptx::MmaOp<T>::run(acc, a0, w.x, w.y);
+        ptx::MmaOp<T>::run(acc, a1, w.z, w.w);
+      }
+      // Refill the slot of item j - 1: its reads were consumed by the previous pass's MMAs, so they
+      // completed before this copy is issued (one lane's own bytes; no other lane reads them).
+      issue(j + P - 1);
+    }
+    float* r = red + ((tile - tb) & 1) * (NW * 4 * 32);
+#pragma unroll
+    for (int e = 0; e < 4; ++e) r[(warp * 4 + e) * 32 + lane] = acc[e];
+    __syncthreads();
+    if (warp == (tile - tb) % NW) {
+      float s[4] = {0.f, 0.f, 0.f, 0.f};
+      for (int w = 0; w < NW; ++w)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[e] += r[(w * 4 + e) * 32 + lane];
+      // s0, s1: X row g, W rows (columns of C) tile*8 + 2t, +1; s2, s3: X row g + 8.
+      const int col = tile * 8 + 2 * t;
+      store2(C, bias, M, N, g, col, s[0], s[1], alpha, beta, pair_ok);
+      store2(C, bias, M, N, g + 8, col, s[2], s[3], alpha, beta, pair_ok);
+    }
+  }
+  ptx::cp_async_wait<0>();  // (only empty groups remain; exit with nothing in flight)
+}
+
+}  // namespace parallm::cuda::mm
