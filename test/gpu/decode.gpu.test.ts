@@ -1,0 +1,219 @@
+// The decode-speed kernels on a GPU (skipped without one): the two GEMV kernels (M <= 16, B^T: the
+// pipelined one of native/cuda/matmul_gemv.cuh and the older register kernel) against float64 on fresh
+// random inputs with the output poisoned, and against each other (same summation order, so the same
+// bits); decode attention over contexts 1..8192 with several key-chunk counts, grouped-query heads,
+// against float64 and the CPU backend; greedy generation of the tiny models on both GEMV kernels.
+import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { Tensor, capture, cudaDeviceCount, ops } from '../../src/index.js';
+import { generate } from '../../src/engine/generate.js';
+import { Model } from '../../src/models/model.js';
+import { native } from '../../src/native.js';
+import { uniformArray } from '../../src/random.js';
+import { poisoned, randT } from '../helpers/cases.js';
+import { expected, fixtures } from '../helpers/models.js';
+import { attentionDecodeRef, matmulRef, relError } from '../helpers/reference.js';
+
+const gpus = cudaDeviceCount();
+const dev = 'cuda:0';
+const seed = () => Math.floor(Math.random() * 1e6);
+
+function finite(o: ArrayLike<number>, what: string): void {
+  for (let i = 0; i < o.length; i++) if (!Number.isFinite(o[i]!)) throw new Error(`${what}: element ${i} unwritten (${o[i]})`);
+}
+
+/** C = alpha X W^T + beta C0 + bias on GEMV kernel `path` (0 register, 1 pipelined); C poisoned when beta == 0. */
+function gemv(path: 0 | 1, M: number, N: number, K: number, s: number, o: { bias?: boolean; alpha?: number; beta?: number; dtype?: 'bf16' | 'f16' } = {}) {
+  const dt = o.dtype ?? 'bf16';
+  const { alpha = 1, beta = 0 } = o;
+  const a = randT([M, K], dt, dev, s);
+  const b = randT([N, K], dt, dev, s + 1);
+  const bias = o.bias ? randT([N], dt, dev, s + 2) : undefined;
+  const c0 = beta !== 0 ? randT([M, N], dt, dev, s + 3) : undefined;
+  const out = c0 ? Tensor.empty([M, N], { dtype: dt, device: dev }).copyFrom(c0.t) : poisoned([M, N], dt, dev);
+  native.testing.matmulGemv(path);
+  try {
+    ops.matmul(a.t, b.t, { transB: true, bias: bias?.t, alpha, beta, out });
+  } finally {
+    native.testing.matmulGemv(-1);
+  }
+  const got = out.toArray() as Float32Array;
+  const ref = () => matmulRef(a.v, b.v, bias?.v ?? null, c0?.v ?? null, M, N, K, false, true, alpha, beta);
+  [a.t, b.t, bias?.t, c0?.t, out].forEach((t) => t?.dispose());
+  return { got, ref };
+}
+
+describe.skipIf(gpus === 0)('GEMV, M <= 16 with B^T: the pipelined and the register kernel', () => {
+  afterEach(() => native.testing.matmulGemv(-1));
+  // M 1..16; N odd, below a tile, and many tiles a block; K a multiple of 8 but not of 32, below one
+  // chunk a warp (warps left without K), and LLaMA-7B / GPT-2 decode shapes.
+  const shapes: [number, number, number][] = [
+    [1, 4096, 4096],
+    [1, 11008, 4096],
+    [1, 4096, 11008],
+    [16, 4096, 4096],
+    [16, 12288, 4096],
+    [1, 1, 8],
+    [2, 7, 24],
+    [3, 203, 1000],
+    [4, 50257, 768],
+    [5, 1000, 776],
+    [6, 4097, 520],
+    [7, 64, 4104],
+    [8, 130, 4096],
+    [9, 2049, 3000],
+    [10, 333, 8],
+    [11, 9, 64],
+    [12, 2304, 768],
+    [13, 768, 3072],
+    [14, 1025, 2056],
+    [15, 17, 4096],
+    [16, 8, 32],
+  ];
+  for (const [M, N, K] of shapes)
+    it(`${M}x${N}x${K}: both kernels against float64, and bit for bit against each other`, () => {
+      const s = seed();
+      const p = gemv(1, M, N, K, s);
+      const r = gemv(0, M, N, K, s);
+      finite(p.got, `pipelined ${M}x${N}x${K}`);
+      finite(r.got, `register ${M}x${N}x${K}`);
+      const ref = p.ref();
+      expect(relError(p.got, ref), `seed ${s}, pipelined`).toBeLessThan(1e-2);
+      expect(relError(r.got, ref), `seed ${s}, register`).toBeLessThan(1e-2);
+      // The two split K over the same 8 warps and add in the same order.
+      let diff = 0;
+      for (let i = 0; i < p.got.length; i++) if (p.got[i] !== r.got[i]) diff++;
+      expect(diff, `seed ${s}: elements that differ between the kernels`).toBe(0);
+    });
+
+  for (const [M, N, K, o] of [
+    [1, 1001, 4096, { bias: true }],
+    [3, 4096, 1000, { bias: true, alpha: 0.5, beta: 0.25 }],
+    [16, 777, 512, { alpha: 2, beta: 1 }],
+    [5, 300, 264, { bias: true, dtype: 'f16' }],
+  ] as const)
+    it(`${M}x${N}x${K} ${JSON.stringify(o)}: the epilogue (bias, alpha, beta, f16) on both kernels`, () => {
+      for (const path of [1, 0] as const) {
+        const s = seed();
+        const g = gemv(path, M, N, K, s, o);
+        finite(g.got, `path ${path}`);
+        expect(relError(g.got, g.ref()), `seed ${s}, path ${path}`).toBeLessThan(1e-2);
+      }
+    });
+
+  it('K not a multiple of 8 and unaligned X fall back to the tiled kernels, on either setting', () => {
+    for (const path of [1, 0] as const)
+      for (const [M, N, K] of [
+        [1, 513, 1001],
+        [16, 64, 4095],
+      ]) {
+        const s = seed();
+        const g = gemv(path, M, N, K, s);
+        finite(g.got, `${M}x${N}x${K}`);
+        expect(relError(g.got, g.ref()), `seed ${s}, ${M}x${N}x${K}`).toBeLessThan(1e-2);
+      }
+    // X one element into its buffer: 2-byte aligned only.
+    const K = 256, N = 300;
+    const xs = randT([1, K + 1], 'bf16', dev, seed());
+    const x = xs.t.view(1, [1, K]);
+    const w = randT([N, K], 'bf16', dev, seed());
+    const out = poisoned([1, N], 'bf16', dev);
+    ops.matmul(x, w.t, { transB: true, out });
+    const ref = matmulRef(xs.v.subarray(1), w.v, null, null, 1, N, K, false, true);
+    const o = out.toArray();
+    finite(o, 'unaligned X');
+    expect(relError(o, ref)).toBeLessThan(1e-2);
+    [x, xs.t, w.t, out].forEach((t) => t.dispose());
+  });
+
+  it('the pipelined kernel is captured into a graph and replays with new inputs', () => {
+    const a = randT([1, 4096], 'bf16', dev, seed());
+    const b = randT([11008, 4096], 'bf16', dev, seed());
+    const out = poisoned([1, 11008], 'bf16', dev);
+    const g = capture(dev, () => void ops.matmul(a.t, b.t, { transB: true, out }));
+    for (const s of [seed(), seed()]) {
+      a.t.write(uniformArray(4096, s));
+      g.replay();
+      const x = a.t.toArray();
+      const want = matmulRef(x, b.v, null, null, 1, 11008, 4096, false, true);
+      const o = out.toArray();
+      finite(o, 'replay');
+      expect(relError(o, want), `seed ${s}`).toBeLessThan(1e-2);
+    }
+    g.dispose();
+    [a.t, b.t, out].forEach((t) => t.dispose());
+  });
+});
+
+describe.skipIf(gpus === 0)('decode attention over long contexts, split over the SMs', () => {
+  afterEach(() => native.testing.attentionDecodeSplits(-1));
+
+  function decodeCase(lens: number[], maxLen: number, Hq: number, Hkv: number, D: number, splits: number, dt: 'bf16' | 'f32') {
+    const B = lens.length;
+    const s = seed();
+    const run = (device: string) => {
+      const q = randT([B, Hq, D], dt, device, s);
+      const k = randT([B, maxLen, Hkv, D], dt, device, s + 1);
+      const v = randT([B, maxLen, Hkv, D], dt, device, s + 2);
+      const L = Tensor.from(lens, [B], { dtype: 'i32', device });
+      const out = poisoned([B, Hq, D], dt, device);
+      ops.attentionDecode(q.t, k.t, v.t, L, { batch: B, headsQ: Hq, headsKv: Hkv, headDim: D, maxLen, out });
+      const o = out.toArray() as Float32Array;
+      const r = device === dev ? attentionDecodeRef(q.v, k.v, v.v, lens, B, Hq, Hkv, D, Hq * D, maxLen * Hkv * D, Hkv * D, 1 / Math.sqrt(D)) : undefined;
+      [q.t, k.t, v.t, L, out].forEach((t) => t.dispose());
+      return { o, r };
+    };
+    native.testing.attentionDecodeSplits(splits);
+    let g: ReturnType<typeof run>;
+    try {
+      g = run(dev);
+    } finally {
+      native.testing.attentionDecodeSplits(-1);
+    }
+    const c = run('cpu:0');
+    finite(g.o, 'GPU');
+    const tol = dt === 'f32' ? 1e-5 : 1e-2;
+    expect(relError(g.o, g.r!), `seed ${s} vs float64`).toBeLessThan(tol);
+    expect(relError(g.o, c.o), `seed ${s} vs CPU`).toBeLessThan(2 * tol);
+  }
+
+  // Contexts 1..8192; batch 1 with 32/8 heads (LLaMA-2-70B / 3 style GQA), 8/1 (MQA), MHA; ragged lengths.
+  for (const [lens, maxLen, Hq, Hkv, D] of [
+    [[1], 1, 32, 8, 128],
+    [[7], 16, 8, 1, 64],
+    [[1023], 1024, 32, 32, 128],
+    [[1024], 1024, 32, 8, 128],
+    [[3000, 17, 1], 3000, 16, 4, 128],
+    [[4097], 4100, 32, 8, 128],
+    [[8192], 8192, 32, 8, 128],
+    [[8191, 5000], 8192, 8, 2, 64],
+  ] as const)
+    for (const splits of [-1, 1, 2, 7, 64])
+      it(`lens [${lens.join(',')}] of ${maxLen}, Hq ${Hq} Hkv ${Hkv} D ${D}, ${splits < 0 ? 'chosen' : splits} key chunks: vs float64 and the CPU`, () => {
+        decodeCase([...lens], maxLen, Hq, Hkv, D, splits, 'bf16');
+        if (maxLen <= 1024) decodeCase([...lens], maxLen, Hq, Hkv, D, splits, 'f32');
+      });
+});
+
+describe.skipIf(gpus === 0)('decode of the tiny models on both GEMV kernels', () => {
+  afterEach(() => native.testing.matmulGemv(-1));
+  for (const name of ['tiny-gpt2', 'tiny-llama'] as const)
+    it(`${name} bf16: the same greedy tokens, captured and not, alone and batched`, async () => {
+      const exp = expected[name]!;
+      const m = Model.load(path.join(fixtures, name), { device: dev, dtype: 'bf16' });
+      const o = { maxTokens: exp.new_tokens, stopTokens: [] as number[] };
+      const runs: number[][][] = [];
+      for (const p of [0, 1] as const) {
+        native.testing.matmulGemv(p);
+        runs.push((await generate(m, exp.prompts, o)).map((g) => g.tokens));
+        runs.push((await generate(m, exp.prompts, { ...o, graph: false })).map((g) => g.tokens));
+        runs.push([(await generate(m, [exp.prompts[0]!], o))[0]!.tokens]);
+      }
+      native.testing.matmulGemv(-1);
+      expect(runs[3]).toEqual(runs[0]);
+      expect(runs[4]).toEqual(runs[1]);
+      expect(runs[5]).toEqual(runs[2]);
+      expect(runs[1]).toEqual(runs[0]);
+      m.dispose();
+    });
+});
