@@ -6,6 +6,7 @@ import { defaultDevice, parseDevice, deviceInfo, emptyCache } from '../device.js
 import * as ops from '../ops.js';
 import { rand } from '../random.js';
 import { native } from '../native.js';
+import { capture } from '../runtime.js';
 import { Tensor } from '../tensor.js';
 import { timeOnDevice, type Timing } from './stats.js';
 
@@ -35,6 +36,8 @@ export interface KernelBenchResult {
   copyGbps?: number;
   /** gbps / copyGbps: the share of the copy rate the kernel streams its weights at */
   ofCopy?: number;
+  /** timed as replays of a captured graph of back-to-back calls (the launch cost a decode step pays), not as host calls */
+  graphed?: boolean;
 }
 
 interface Case {
@@ -44,6 +47,11 @@ interface Case {
   bytes?: number;
   /** time a copy of this many bytes after the case, as its ceiling (GEMV: the weights) */
   copyBytes?: number;
+  /**
+   * On a GPU, time replays of a captured graph of GRAPH_CALLS calls: a call of a few microseconds (a
+   * decode GEMV or attention) is otherwise timed at the rate the host issues calls, not the GPU's.
+   */
+  graph?: boolean;
   setup: () => { run: (i: number) => void; dispose: () => void };
 }
 
@@ -61,6 +69,7 @@ function gemmCase(dev: string, dt: DType, M: number, N: number, K: number, trans
     // both (it sits near the ridge: the weights' bytes and M rows of arithmetic take similar time).
     bytes: gemv || decode ? N * K * (dt === 'f32' ? 4 : 2) : undefined,
     copyBytes: gemv && transB ? N * K * (dt === 'f32' ? 4 : 2) : undefined,
+    graph: gemv || decode,
     setup: () => {
       // Rotate among copies of B when it is small enough to live in L2, so the cache is not measured.
       const copies = N * K * 2 < 64 << 20 ? 3 : 1;
@@ -101,6 +110,7 @@ function decodeCase(dev: string, dt: DType, B: number, H: number, L: number, D: 
     name: 'attention-decode',
     shape: `B${B} H${H} len${L} D${D}`,
     bytes: 2 * B * L * H * D * el,
+    graph: true,
     setup: () => {
       // Rotate among cache copies when one would stay in L2 (50 MB on an H100).
       const copies = 2 * B * L * H * D * el < 64 << 20 ? 3 : 1;
@@ -118,11 +128,12 @@ function decodeCase(dev: string, dt: DType, B: number, H: number, L: number, D: 
   };
 }
 
-function copyCase(dev: string, bytes: number): Case {
+function copyCase(dev: string, bytes: number, graph = false): Case {
   return {
     name: 'copy',
     shape: `${(bytes / 2 ** 20).toFixed(0)} MiB`,
     bytes: 2 * bytes, // read + write
+    graph,
     setup: () => {
       // Rotate among pairs when one pair would stay in L2 (as the GEMV's weights rotate), so a copy of
       // a GEMV's bytes is timed from memory as the GEMV is.
@@ -186,6 +197,29 @@ function cases(dev: string, dt: DType, gpu: boolean, quick: boolean): Case[] {
   ];
 }
 
+const GRAPH_CALLS = 24; // a multiple of the 3 rotating input copies
+
+/** Median time of one call of the case: plain calls, or (graphed) replays of GRAPH_CALLS captured calls. */
+function timeCase(dev: string, c: Case, graphed: boolean, runs: number): Timing {
+  const gpu = dev.startsWith('cuda');
+  const { run, dispose } = c.setup();
+  try {
+    if (!graphed) return timeOnDevice(dev, run, gpu ? 5 : 1, runs);
+    run(0); // first call outside the capture (kernel attributes, allocator pools)
+    const g = capture(dev, () => {
+      for (let i = 0; i < GRAPH_CALLS; i++) run(i);
+    });
+    try {
+      const t = timeOnDevice(dev, () => g.replay(), 3, runs);
+      return { ...t, medianMs: t.medianMs / GRAPH_CALLS, minMs: t.minMs / GRAPH_CALLS, maxMs: t.maxMs / GRAPH_CALLS };
+    } finally {
+      g.dispose();
+    }
+  } finally {
+    dispose();
+  }
+}
+
 export function runKernelBench(opts: KernelBenchOptions = {}): KernelBenchResult[] {
   const dev = parseDevice(opts.device ?? defaultDevice());
   const gpu = dev.startsWith('cuda');
@@ -197,25 +231,16 @@ export function runKernelBench(opts: KernelBenchOptions = {}): KernelBenchResult
   try {
     for (const c of cases(dev, dt, gpu, !!opts.quick)) {
       if (opts.filter?.length && !opts.filter.some((f) => `${c.name} ${c.shape}`.includes(f))) continue;
-      const { run, dispose } = c.setup();
-      let t: Timing;
-      try {
-        t = timeOnDevice(dev, run, gpu ? 5 : 1, runs);
-      } finally {
-        dispose();
-      }
+      const graphed = gpu && !!c.graph;
+      const t = timeCase(dev, c, graphed, runs);
       const s = t.medianMs / 1e3;
       const r: KernelBenchResult = { name: c.name, shape: c.shape, dtype: c.name === 'copy' ? 'f32' : dt, device: dev, ms: t.medianMs };
       if (c.flops) r.tflops = c.flops / s / 1e12;
       if (c.bytes) r.gbps = c.bytes / s / 1e9;
+      if (graphed) r.graphed = true;
       if (c.copyBytes && r.gbps) {
-        const cp = copyCase(dev, c.copyBytes);
-        const { run: copy, dispose: done } = cp.setup();
-        try {
-          r.copyGbps = cp.bytes! / (timeOnDevice(dev, copy, gpu ? 5 : 1, runs).medianMs / 1e3) / 1e9;
-        } finally {
-          done();
-        }
+        const cp = copyCase(dev, c.copyBytes, c.graph);
+        r.copyGbps = cp.bytes! / (timeCase(dev, cp, graphed, runs).medianMs / 1e3) / 1e9;
         r.ofCopy = r.gbps / r.copyGbps;
       }
       results.push(r);
