@@ -93,19 +93,26 @@ export class Transformer {
     if (this.cfg.family === 'llama') {
       const W3 = (heads + 2 * kvHeads) * D;
       const freqs = this.w.ropeFreqs; // scaled RoPE (LLaMA 3.x); plain RoPE needs only theta
-      ops.rope(qkv, pos, { heads, headDim: D, theta: ropeTheta, tokenStride: W3, tokens: n, freqs });
-      const k = qkv.view(heads * D, [qkv.numel - heads * D]);
-      ops.rope(k, pos, { heads: kvHeads, headDim: D, theta: ropeTheta, tokenStride: W3, tokens: n, freqs });
-      k.dispose();
+      // The k heads follow the q heads in a row, at the same position: one launch rotates both (each
+      // head on its own, so this is the two calls' result).
+      ops.rope(qkv, pos, { heads: heads + kvHeads, headDim: D, theta: ropeTheta, tokenStride: W3, tokens: n, freqs });
     }
     return qkv;
   }
 
-  /** x += attention output projection; x += MLP: the rest of a layer after attention. */
-  private finishLayer(l: LayerWeights, x: Tensor, att: Tensor): void {
-    const o = ops.linear(att, l.out, l.outBias);
-    ops.add(x, o, x);
-    o.dispose();
+  /**
+   * x += attention output projection; x += MLP: the rest of a layer after attention. `fused` (decode):
+   * the two projections add into x in their epilogue (beta = 1, one rounding of the f32 sum), two
+   * launches a layer fewer; prefill keeps the separate add (the sm90 GEMM stores C through the TMA only
+   * when it need not read C).
+   */
+  private finishLayer(l: LayerWeights, x: Tensor, att: Tensor, fused = false): void {
+    if (fused) ops.matmul(att, l.out, { transB: true, bias: l.outBias, beta: 1, out: x });
+    else {
+      const o = ops.linear(att, l.out, l.outBias);
+      ops.add(x, o, x);
+      o.dispose();
+    }
     const h = this.norm(x, l.norm2, l.norm2Bias);
     let a: Tensor;
     if (this.cfg.family === 'gpt2') {
@@ -121,10 +128,13 @@ export class Transformer {
       gu.dispose();
     }
     h.dispose();
-    const d = ops.linear(a, l.down, l.downBias);
+    if (fused) ops.matmul(a, l.down, { transB: true, bias: l.downBias, beta: 1, out: x });
+    else {
+      const d = ops.linear(a, l.down, l.downBias);
+      ops.add(x, d, x);
+      d.dispose();
+    }
     a.dispose();
-    ops.add(x, d, x);
-    d.dispose();
   }
 
   private kvViews(qkv: Tensor): { k: Tensor; v: Tensor } {
@@ -198,7 +208,7 @@ export class Transformer {
       });
       [k, v, qkv].forEach((t) => t.dispose());
       const att2 = att.reshape([B, heads * D]);
-      this.finishLayer(l, x, att2);
+      this.finishLayer(l, x, att2, true);
       att2.dispose();
       att.dispose();
     });
