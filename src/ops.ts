@@ -202,6 +202,52 @@ export function kvWrite(dst: Tensor, src: Tensor, pos: Tensor, o: KvWriteOptions
   native.kvWrite(dst.native, src.native, pos.native, B, T, W, sB, sT, dB, dT, maxLen);
 }
 
+export interface RopeKvWriteOptions {
+  batch: number;
+  headsQ: number;
+  headsKv: number;
+  headDim: number;
+  maxLen: number;
+  /** elements between consecutive sequences' rows of qkv; default (headsQ + 2 headsKv) * headDim */
+  qkvStride?: number;
+  /** element strides [batch, token] of both caches; default contiguous [B, maxLen, headsKv, headDim] */
+  kvStrides?: [number, number];
+  /** rotate q and k as rope does (theta, rotaryDim, freqs as in RopeOptions); omitted: no rotation (GPT-2) */
+  rope?: Pick<RopeOptions, 'theta' | 'rotaryDim' | 'freqs'>;
+}
+
+/**
+ * Decode's rope and KV-cache write in one op, one token per sequence: qkv [B, (Hq + 2 Hkv) D] rows hold
+ * the q heads, k heads and v heads. With `rope`, the q and k heads are rotated in place at pos[b] (as
+ * rope over Hq + Hkv heads); then kCache[b, pos[b]] = k heads and vCache[b, pos[b]] = v heads (as
+ * kvWrite with one token; a pos outside [0, maxLen) writes nothing). pos: i32 [B] on the device.
+ */
+export function ropeKvWrite(qkv: Tensor, kCache: Tensor, vCache: Tensor, pos: Tensor, o: RopeKvWriteOptions): void {
+  const op = 'ropeKvWrite';
+  sameDevice(op, { qkv, kCache, vCache, pos, freqs: o.rope?.freqs });
+  sameDType(op, { qkv, kCache, vCache }, FLOATS);
+  const { batch: B, headsQ: Hq, headsKv: Hkv, headDim: D, maxLen } = o;
+  for (const [n, val] of Object.entries({ batch: B, headsQ: Hq, headsKv: Hkv, headDim: D, maxLen })) positive(op, n, val);
+  if (pos.dtype !== 'i32') throw new Error(`${op}: pos must be i32, got ${pos.dtype}`);
+  expectNumel(op, 'pos', pos, B);
+  const row = (Hq + 2 * Hkv) * D;
+  const qs = o.qkvStride ?? row;
+  if (qs < row) throw new Error(`${op}: qkvStride ${qs} < (headsQ + 2 headsKv) x headDim = ${row}`);
+  const [kB, kT] = o.kvStrides ?? [maxLen * Hkv * D, Hkv * D];
+  if (kT < Hkv * D) throw new Error(`${op}: cache token stride ${kT} < headsKv x headDim = ${Hkv * D}`);
+  expectNumel(op, 'qkv', qkv, (B - 1) * qs + row);
+  expectNumel(op, 'kCache', kCache, (B - 1) * kB + (maxLen - 1) * kT + Hkv * D);
+  expectNumel(op, 'vCache', vCache, (B - 1) * kB + (maxLen - 1) * kT + Hkv * D);
+  let rot = 0;
+  let freqs: Tensor | undefined;
+  if (o.rope) {
+    rot = o.rope.rotaryDim ?? D;
+    if (rot % 2 || rot > D || rot < 2) throw new Error(`${op}: rotaryDim ${rot} must be even and <= headDim ${D}`);
+    freqs = ropeFreqs(op, { heads: Hq + Hkv, headDim: D, ...o.rope }, rot);
+  }
+  native.ropeKvWrite(qkv.native, kCache.native, vCache.native, pos.native, freqs?.native ?? null, B, Hq, Hkv, D, qs, rot, o.rope?.theta ?? 10000, kB, kT, maxLen);
+}
+
 // ------------------------------------------------------------------ norms and activations
 
 function rowsCols(op: string, x: Tensor, C: number): number {

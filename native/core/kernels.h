@@ -42,6 +42,16 @@ void attention_decode(PARALLM_KCTX ctx, DType dt, const void* q, const void* k, 
 void kv_write(PARALLM_KCTX ctx, DType dt, const void* src, void* dst, const int32_t* pos, int B, int T, int64_t W,
               int64_t src_bstride, int64_t src_tstride, int64_t dst_bstride, int64_t dst_tstride, int64_t max_len);
 
+// Decode's rope and cache write in one launch (one token per sequence). Row b of qkv starts at
+// qkv[b*qkv_stride] and holds Hq query heads, then Hkv key heads, then Hkv value heads, D elements each.
+// With rot_dim > 0 the q and k heads are rotated in place exactly as rope(qkv, pos, R = B, H = Hq + Hkv,
+// D, qkv_stride, rot_dim, theta, freqs) does (rot_dim == 0: no rotation); then the (rotated) k heads and
+// the v heads are written at cache row pos[b] exactly as kv_write(T = 1, W = Hkv*D) writes them into kc
+// and vc (kv_bstride, kv_tstride), a sequence with pos[b] outside [0, max_len) writing nothing there.
+void rope_kv_write(PARALLM_KCTX ctx, DType dt, void* qkv, void* kc, void* vc, const int32_t* pos, int B, int Hq,
+                   int Hkv, int D, int64_t qkv_stride, int rot_dim, float theta, const float* freqs,
+                   int64_t kv_bstride, int64_t kv_tstride, int64_t max_len);
+
 // y = (x - mean) * rstd * gamma + beta per row of C; mean/rstd (f32[R]) written when non-null.
 void layernorm(PARALLM_KCTX ctx, DType dt, const void* x, const void* gamma, const void* beta, void* y,
                float* mean, float* rstd, int64_t R, int64_t C, float eps);

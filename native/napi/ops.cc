@@ -206,6 +206,31 @@ Napi::Value OpKvWrite(const Napi::CallbackInfo& info) {
   });
 }
 
+// ropeKvWrite(qkv, kCache, vCache, pos, freqs|null, B, Hq, Hkv, D, qkvStride, rotDim, theta, kvB, kvT, maxLen)
+Napi::Value OpRopeKvWrite(const Napi::CallbackInfo& info) {
+  return op(info, "ropeKvWrite", [](OpCall& c) {
+    int B = c.i32(5, "B"), Hq = c.i32(6, "Hq"), Hkv = c.i32(7, "Hkv"), D = c.i32(8, "D");
+    int64_t qs = c.i64(9, "qkv stride");
+    int rot = c.i32(10, "rotDim");
+    float theta = c.f32(11, "theta");
+    int64_t kB = c.i64(12, "cache batch stride"), kT = c.i64(13, "cache token stride"), maxLen = c.i64(14, "maxLen");
+    if (B < 1 || Hq < 1 || Hkv < 1 || D < 1 || maxLen < 1 || rot < 0 || rot > D || rot % 2 ||
+        qs < c.mul(Hq + int64_t(2) * Hkv, D) || kT < c.mul(Hkv, D))
+      fail("ropeKvWrite: bad sizes B=", B, " Hq=", Hq, " Hkv=", Hkv, " D=", D, " qkvStride=", qs, " rotDim=", rot,
+           " cache token stride=", kT, " maxLen=", maxLen);
+    DType dt = c.dtype_of(0, "qkv");
+    void* pq = c.use(0, "qkv", c.strided("qkv", {{B, qs}}, c.mul(Hq + int64_t(2) * Hkv, D)), dt);
+    void* pk = c.use(1, "kCache", c.strided("kCache", {{B, kB}, {maxLen, kT}}, c.mul(Hkv, D)), dt);
+    void* pv = c.use(2, "vCache", c.strided("vCache", {{B, kB}, {maxLen, kT}}, c.mul(Hkv, D)), dt);
+    const int32_t* pp = c.use<int32_t>(3, "pos", B, DType::I32);
+    const float* pf = rot ? c.opt<float>(4, "freqs", rot / 2, DType::F32) : nullptr;
+    if (!rot && c.has_value(4)) fail("ropeKvWrite: freqs given with rotDim 0 (no rotation)");
+    // Positions live on the device: a sequence whose row falls outside the cache writes nothing there.
+    c.run([=](const cpu::Ctx& x) { cpu::rope_kv_write(x, dt, pq, pk, pv, pp, B, Hq, Hkv, D, qs, rot, theta, pf, kB, kT, maxLen); },
+          ON_CUDA(rope_kv_write(s, dt, pq, pk, pv, pp, B, Hq, Hkv, D, qs, rot, theta, pf, kB, kT, maxLen)));
+  });
+}
+
 // layernorm(y, x, gamma, beta, mean|null, rstd|null, R, C, eps)
 Napi::Value OpLayernorm(const Napi::CallbackInfo& info) {
   return op(info, "layernorm", [](OpCall& c) {
@@ -671,6 +696,7 @@ void export_ops(Napi::Env env, Napi::Object exports) {
   export_fn(env, exports, "attentionPrefill", OpAttentionPrefill);
   export_fn(env, exports, "attentionDecode", OpAttentionDecode);
   export_fn(env, exports, "kvWrite", OpKvWrite);
+  export_fn(env, exports, "ropeKvWrite", OpRopeKvWrite);
   export_fn(env, exports, "layernorm", OpLayernorm);
   export_fn(env, exports, "rmsnorm", OpRmsnorm);
   export_fn(env, exports, "gelu", OpGelu);

@@ -104,22 +104,23 @@ function prefillCase(dev: string, dt: DType, B: number, H: number, T: number, D:
   };
 }
 
-function decodeCase(dev: string, dt: DType, B: number, H: number, L: number, D: number): Case {
+/** Decode attention over a cache of L keys; Hkv < H: grouped-query heads (the cache holds Hkv heads). */
+function decodeCase(dev: string, dt: DType, B: number, H: number, L: number, D: number, Hkv = H): Case {
   const el = dt === 'f32' ? 4 : 2;
   return {
     name: 'attention-decode',
-    shape: `B${B} H${H} len${L} D${D}`,
-    bytes: 2 * B * L * H * D * el,
+    shape: `B${B} H${H}${Hkv !== H ? `/${Hkv}` : ''} len${L} D${D}`,
+    bytes: 2 * B * L * Hkv * D * el,
     graph: true,
     setup: () => {
       // Rotate among cache copies when one would stay in L2 (50 MB on an H100).
-      const copies = 2 * B * L * H * D * el < 64 << 20 ? 3 : 1;
+      const copies = 2 * B * L * Hkv * D * el < 64 << 20 ? 3 : 1;
       const q = rand([B, H, D], { dtype: dt, device: dev, seed: 6 });
-      const ks = Array.from({ length: copies }, (_, i) => rand([B, L, H, D], { dtype: dt, device: dev, seed: 7 + 2 * i }));
-      const vs = Array.from({ length: copies }, (_, i) => rand([B, L, H, D], { dtype: dt, device: dev, seed: 8 + 2 * i }));
+      const ks = Array.from({ length: copies }, (_, i) => rand([B, L, Hkv, D], { dtype: dt, device: dev, seed: 7 + 2 * i }));
+      const vs = Array.from({ length: copies }, (_, i) => rand([B, L, Hkv, D], { dtype: dt, device: dev, seed: 8 + 2 * i }));
       const lens = Tensor.full([B], L, { dtype: 'i32', device: dev });
       const out = Tensor.empty([B, H, D], { dtype: dt, device: dev });
-      const o = { batch: B, headsQ: H, headsKv: H, headDim: D, maxLen: L, out };
+      const o = { batch: B, headsQ: H, headsKv: Hkv, headDim: D, maxLen: L, out };
       return {
         run: (i) => void ops.attentionDecode(q, ks[i % copies]!, vs[i % copies]!, lens, o),
         dispose: () => [q, lens, out, ...ks, ...vs].forEach((t) => t.dispose()),
@@ -193,6 +194,11 @@ function cases(dev: string, dt: DType, gpu: boolean, quick: boolean): Case[] {
     decodeCase(dev, dt, 1, 32, 2048, 128),
     decodeCase(dev, dt, 16, 32, 2048, 128),
     decodeCase(dev, dt, 128, 32, 160, 128),
+    // Long contexts at batch 1 (flash-decoding: the keys split over the SMs), MHA and 4:1 grouped heads.
+    decodeCase(dev, dt, 1, 32, 8192, 128),
+    decodeCase(dev, dt, 1, 32, 32768, 128),
+    decodeCase(dev, dt, 1, 32, 8192, 128, 8),
+    decodeCase(dev, dt, 4, 32, 16384, 128, 8),
     copyCase(dev, (quick ? 256 : 1024) << 20),
   ];
 }

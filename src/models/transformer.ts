@@ -86,11 +86,11 @@ export class Transformer {
     return x;
   }
 
-  /** q, k and v of `n` tokens, with rotary positions applied: [n, (Hq + 2 Hkv) D]. */
-  private qkv(l: LayerWeights, h: Tensor, pos: Tensor, n: number): Tensor {
+  /** q, k and v of `n` tokens, with rotary positions applied unless `rotate` is false: [n, (Hq + 2 Hkv) D]. */
+  private qkv(l: LayerWeights, h: Tensor, pos: Tensor, n: number, rotate = true): Tensor {
     const { heads, kvHeads, headDim: D, ropeTheta } = this.cfg;
     const qkv = ops.linear(h, l.qkv, l.qkvBias);
-    if (this.cfg.family === 'llama') {
+    if (rotate && this.cfg.family === 'llama') {
       const W3 = (heads + 2 * kvHeads) * D;
       const freqs = this.w.ropeFreqs; // scaled RoPE (LLaMA 3.x); plain RoPE needs only theta
       // The k heads follow the q heads in a row, at the same position: one launch rotates both (each
@@ -195,18 +195,18 @@ export class Transformer {
     const { heads, kvHeads, headDim: D } = this.cfg;
     const W3 = (heads + 2 * kvHeads) * D;
     const M = cache.maxLen;
+    const kvStrides: [number, number] = [M * kvHeads * D, kvHeads * D];
+    // Rope of q and k and both cache writes in one launch (three before; GPT-2: the two writes).
+    const rope = this.cfg.family === 'llama' ? { theta: this.cfg.ropeTheta, freqs: this.w.ropeFreqs } : undefined;
     this.w.layers.forEach((l, i) => {
       const h = this.norm(x, l.norm1, l.norm1Bias);
-      const qkv = this.qkv(l, h, pos, B);
+      const qkv = this.qkv(l, h, pos, B, false);
       h.dispose();
-      const { k, v } = this.kvViews(qkv);
-      const kv = { batch: B, tokens: 1, width: kvHeads * D, maxLen: M, srcStrides: [W3, W3] as [number, number] };
-      ops.kvWrite(cache.k[i]!, k, pos, kv);
-      ops.kvWrite(cache.v[i]!, v, pos, kv);
+      ops.ropeKvWrite(qkv, cache.k[i]!, cache.v[i]!, pos, { batch: B, headsQ: heads, headsKv: kvHeads, headDim: D, maxLen: M, qkvStride: W3, kvStrides, rope });
       const att = ops.attentionDecode(qkv, cache.k[i]!, cache.v[i]!, lens, {
-        batch: B, headsQ: heads, headsKv: kvHeads, headDim: D, maxLen: M, qStride: W3, kvStrides: [M * kvHeads * D, kvHeads * D],
+        batch: B, headsQ: heads, headsKv: kvHeads, headDim: D, maxLen: M, qStride: W3, kvStrides,
       });
-      [k, v, qkv].forEach((t) => t.dispose());
+      qkv.dispose();
       const att2 = att.reshape([B, heads * D]);
       this.finishLayer(l, x, att2, true);
       att2.dispose();

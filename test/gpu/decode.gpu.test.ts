@@ -1,7 +1,7 @@
 // The decode-speed kernels on a GPU (skipped without one): the two GEMV kernels (M <= 16, B^T: the
 // pipelined one of native/cuda/matmul_gemv.cuh and the older register kernel) against float64 on fresh
 // random inputs with the output poisoned, and against each other (same summation order, so the same
-// bits); decode attention over contexts 1..8192 with several key-chunk counts, grouped-query heads,
+// bits); ropeKvWrite against the three launches it replaces (bit for bit); decode attention over contexts 1..8192 with several key-chunk counts, grouped-query heads,
 // against float64 and the CPU backend; greedy generation of the tiny models on both GEMV kernels.
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -192,6 +192,50 @@ describe.skipIf(gpus === 0)('decode attention over long contexts, split over the
       it(`lens [${lens.join(',')}] of ${maxLen}, Hq ${Hq} Hkv ${Hkv} D ${D}, ${splits < 0 ? 'chosen' : splits} key chunks: vs float64 and the CPU`, () => {
         decodeCase([...lens], maxLen, Hq, Hkv, D, splits, 'bf16');
         if (maxLen <= 1024) decodeCase([...lens], maxLen, Hq, Hkv, D, splits, 'f32');
+      });
+});
+
+describe.skipIf(gpus === 0)('ropeKvWrite: the fused decode rope and cache write', () => {
+  // The three launches it replaces, on the same inputs: the same bits (rope_common.cuh is shared).
+  for (const [B, Hq, Hkv, D, rot, freqs] of [
+    [1, 32, 32, 128, 128, false],
+    [16, 32, 8, 128, 128, true],
+    [5, 12, 12, 64, 0, false],
+    [3, 8, 2, 80, 64, false],
+  ] as const)
+    for (const dt of ['bf16', 'f32'] as const)
+      it(`B${B} Hq${Hq} Hkv${Hkv} D${D} rot${rot}${freqs ? ' with a frequency table' : ''} [${dt}]: equals rope + two kvWrites`, () => {
+        const maxLen = 40, W3 = (Hq + 2 * Hkv) * D, s = seed();
+        const posv = Array.from({ length: B }, (_, b) => (s + 11 * b) % maxLen);
+        const pos = Tensor.from(posv, [B], { dtype: 'i32', device: dev });
+        const f = freqs ? Tensor.from(uniformArray(rot / 2, s + 9, 0.001, 1), [rot / 2], { dtype: 'f32', device: dev }) : undefined;
+        const rope = rot ? { theta: 500000, rotaryDim: rot, freqs: f } : undefined;
+        const outs = [true, false].map((fused) => {
+          const qkv = randT([B, W3], dt, dev, s).t;
+          const kc = randT([B, maxLen, Hkv, D], dt, dev, s + 1).t;
+          const vc = randT([B, maxLen, Hkv, D], dt, dev, s + 2).t;
+          if (fused) ops.ropeKvWrite(qkv, kc, vc, pos, { batch: B, headsQ: Hq, headsKv: Hkv, headDim: D, maxLen, rope });
+          else {
+            if (rope) ops.rope(qkv, pos, { heads: Hq + Hkv, headDim: D, tokenStride: W3, tokens: B, ...rope });
+            const kv = { batch: B, tokens: 1, width: Hkv * D, maxLen, srcStrides: [W3, W3] as [number, number] };
+            const k = qkv.view(Hq * D, [qkv.numel - Hq * D]);
+            const v = qkv.view((Hq + Hkv) * D, [qkv.numel - (Hq + Hkv) * D]);
+            ops.kvWrite(kc, k, pos, kv);
+            ops.kvWrite(vc, v, pos, kv);
+            [k, v].forEach((t) => t.dispose());
+          }
+          const r = [qkv, kc, vc].map((t) => t.toArray() as Float32Array);
+          [qkv, kc, vc].forEach((t) => t.dispose());
+          return r;
+        });
+        for (const [i, name] of ['qkv', 'k cache', 'v cache'].entries()) {
+          const [a, b] = [outs[0]![i]!, outs[1]![i]!];
+          finite(a, name);
+          let diff = 0;
+          for (let j = 0; j < a.length; j++) if (a[j] !== b[j]) diff++;
+          expect(diff, `seed ${s}: ${name} elements that differ`).toBe(0);
+        }
+        [pos, f].forEach((t) => t?.dispose());
       });
 });
 

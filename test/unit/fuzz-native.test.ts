@@ -150,6 +150,7 @@ const SIGS: Record<string, string> = {
   attentionPrefill: 'TTTTNNNNNNSSSSF',
   attentionDecode: 'TTTTTNNNNSSSNF',
   kvWrite: 'TTTNNNSSSSN',
+  ropeKvWrite: 'TTTTONNNNSNFSSN',
   layernorm: 'TTTTOONNF',
   rmsnorm: 'TTTONNF',
   gelu: 'TTN',
@@ -356,6 +357,13 @@ const VALID: Record<string, (r: Rng, d: string) => unknown[]> = {
     const pos = fresh(r, d, 'i32', B, () => (r.f() < 0.8 ? r.int(0, L - T) : r.pick([-1, L, L - T + 1, -(2 ** 31), 2 ** 31 - 1])));
     return [fresh(r, d, dt, B * L * W), fresh(r, d, dt, B * T * W), pos, B, T, W, T * W, W, L * W, W, L];
   },
+  ropeKvWrite: (r, d) => {
+    const dt = r.pick(['f32', 'bf16']), B = r.int(1, 3), Hkv = r.int(1, 2), Hq = Hkv * r.int(1, 2), D = 2 * r.int(1, 4), L = r.int(1, 4);
+    const rot = r.pick([0, D, 2]), W3 = (Hq + 2 * Hkv) * D;
+    const pos = fresh(r, d, 'i32', B, () => (r.f() < 0.8 ? r.int(0, L - 1) : r.pick([-1, L, -(2 ** 31), 2 ** 31 - 1])));
+    const freqs = rot && r.f() < 0.3 ? fresh(r, d, 'f32', rot / 2) : null;
+    return [fresh(r, d, dt, B * W3), fresh(r, d, dt, B * L * Hkv * D), fresh(r, d, dt, B * L * Hkv * D), pos, freqs, B, Hq, Hkv, D, W3, rot, r.pick([10000, 0, -1]), L * Hkv * D, Hkv * D, L];
+  },
   layernorm: (r, d) => {
     const dt = r.pick(['f32', 'bf16']), R = r.int(0, 4), C = r.int(1, 9);
     return [fresh(r, d, dt, R * C), fresh(r, d, dt, R * C), fresh(r, d, dt, C), fresh(r, d, dt, C), r.f() < 0.5 ? null : fresh(r, d, 'f32', R), r.f() < 0.5 ? null : fresh(r, d, 'f32', R), R, C, r.pick([1e-5, 0, -1])];
@@ -462,6 +470,7 @@ const OPS: [string, fc.Arbitrary<unknown[]>, (...a: never[]) => unknown][] = [
   ['attentionPrefill', fc.tuple(T, T, T, opt({ batch: size, headsQ: size, headsKv: size, headDim: size, queries: size, keys: size, scale: float, qStrides: pair, kvStrides: pair, out: T })), ops.attentionPrefill],
   ['attentionDecode', fc.tuple(T, T, T, T, opt({ batch: size, headsQ: size, headsKv: size, headDim: size, maxLen: size, scale: float, qStride: stride, kvStrides: pair, out: T })), ops.attentionDecode],
   ['kvWrite', fc.tuple(T, T, T, opt({ batch: size, tokens: size, width: size, maxLen: size, srcStrides: pair, dstStrides: pair })), ops.kvWrite],
+  ['ropeKvWrite', fc.tuple(T, T, T, T, opt({ batch: size, headsQ: size, headsKv: size, headDim: size, maxLen: size, qkvStride: stride, kvStrides: pair, rope: opt({ theta: float, rotaryDim: size, freqs: T }) })), ops.ropeKvWrite],
   ['layernorm', fc.tuple(T, T, T, opt({ eps: float, out: T, mean: T, rstd: T })), ops.layernorm],
   ['rmsnorm', fc.tuple(T, T, opt({ eps: float, out: T, rstd: T })), ops.rmsnorm],
   ['gelu', fc.tuple(T, T), ops.gelu],

@@ -156,6 +156,50 @@ static void rope_bwd(DType dt, int64_t R, int H, int D, int rot) {
   check("rope_backward (strided, partial rotary)", dt, x.get(), ref);
 }
 
+// rope_kv_write (kvcache.cu) against float64, and bit for bit against rope + two kv_writes (the emulated
+// launches it replaces); sequences at -1 and past the cache write nothing there.
+static void rope_kv(DType dt, int B, int Hq, int Hkv, int D, int rot, int L) {
+  const int64_t st = int64_t(Hq + 2 * Hkv) * D + 8, W = int64_t(Hkv) * D;
+  Buf qkv(dt, B * st), kc(dt, B * L * W), vc(dt, B * L * W);
+  Buf qkv2 = qkv, kc2 = kc, vc2 = vc;
+  std::vector<int32_t> pos(B);
+  for (int b = 0; b < B; ++b) pos[b] = b == 0 && B > 2 ? -1 : b == B - 1 && B > 1 ? L : int32_t((b * 7 + 3) % L);
+  std::vector<double> rq(qkv.f.size()), rk(kc.f.size()), rv(vc.f.size());
+  for (size_t i = 0; i < rq.size(); ++i) rq[i] = qkv[i];
+  for (size_t i = 0; i < rk.size(); ++i) rk[i] = kc[i], rv[i] = vc[i];
+  for (int b = 0; b < B; ++b) {
+    for (int h = 0; h < Hq + Hkv; ++h)
+      for (int i = 0; i < rot / 2; ++i) {
+        const float f = float(std::pow(10000.0, -2.0 * i / rot));
+        const double a = double(float(float(pos[b]) * f));
+        const size_t o = b * st + int64_t(h) * D;
+        const double x1 = qkv[o + i], x2 = qkv[o + i + rot / 2];
+        rq[o + i] = x1 * std::cos(a) - x2 * std::sin(a);
+        rq[o + i + rot / 2] = x2 * std::cos(a) + x1 * std::sin(a);
+      }
+    if (pos[b] >= 0 && pos[b] < L)
+      for (int64_t w = 0; w < W; ++w) {
+        rk[(int64_t(b) * L + pos[b]) * W + w] = rq[b * st + int64_t(Hq) * D + w];
+        rv[(int64_t(b) * L + pos[b]) * W + w] = rq[b * st + int64_t(Hq) * D + W + w];
+      }
+  }
+  pc::rope_kv_write(nullptr, dt, qkv.p(), kc.p(), vc.p(), pos.data(), B, Hq, Hkv, D, st, rot, 10000.f, nullptr, L * W, W, L);
+  if (rot) pc::rope(nullptr, dt, qkv2.p(), pos.data(), B, Hq + Hkv, D, st, rot, 10000.f);
+  const size_t es = dt == DType::BF16 ? 2 : 4;
+  char* base = static_cast<char*>(qkv2.p());
+  pc::kv_write(nullptr, dt, base + size_t(Hq) * D * es, kc2.p(), pos.data(), B, 1, W, st, st, L * W, W, L);
+  pc::kv_write(nullptr, dt, base + (size_t(Hq) * D + W) * es, vc2.p(), pos.data(), B, 1, W, st, st, L * W, W, L);
+  char w[96];
+  std::snprintf(w, sizeof w, "rope_kv_write B%d Hq%d Hkv%d D%d rot%d", B, Hq, Hkv, D, rot);
+  check((std::string(w) + " qkv").c_str(), dt, qkv.get(), rq);
+  check((std::string(w) + " k cache").c_str(), dt, kc.get(), rk);
+  check((std::string(w) + " v cache").c_str(), dt, vc.get(), rv);
+  const bool same = qkv.get() == qkv2.get() && kc.get() == kc2.get() && vc.get() == vc2.get();
+  all_ok &= same;
+  std::printf("  %-52s %-4s %s\n", (std::string(w) + ": = rope + kv_write x2").c_str(), dt == DType::BF16 ? "bf16" : "f32",
+              same ? "ok" : "FAIL (bits differ)");
+}
+
 static void embedding_bwd(DType dt, int64_t N, int64_t V, int64_t C) {
   Buf dout(dt, N * C), table(dt, V * C);
   std::vector<int32_t> ids(N);
@@ -268,6 +312,8 @@ int main() {
     norm_bwd(dt, 600, 96, false);  // more rows than blocks
     gelu_silu(dt, 1003, 5, 24);
     rope_bwd(dt, 6, 3, 64, 32);
+    rope_kv(dt, 4, 6, 3, 64, 32, 9);  // partial rotary, a sequence at -1 and one past the cache
+    rope_kv(dt, 2, 4, 4, 16, 0, 3);   // no rotation: the two cache writes
     embedding_bwd(dt, 5000, 40, 24);  // the sort's global stages
     embedding_bwd(dt, 300, 1000, 5);
     cross_entropy(dt, 11, 1001, false);

@@ -25,13 +25,13 @@ g++ -std=c++20 -O2 -pthread -I"$cuda"/include -I"$tmp" "$tmp"/gemv_emu.cc -o "$t
 # The other training kernels: their .cu files (and reduce.cuh) with launches rewritten (rewrite.py).
 mkdir -p "$tmp"/k/cuda
 ln -s "$here"/../../core "$tmp"/k/core
-cp "$here"/../check.h "$here"/../common.cuh "$here"/../kernels.h "$tmp"/k/cuda/
+cp "$here"/../check.h "$here"/../common.cuh "$here"/../kernels.h "$here"/../rope_common.cuh "$tmp"/k/cuda/
 python3 "$here"/rewrite.py "$here"/../reduce.cuh "$tmp"/k/cuda/reduce.cuh
 objs=()
 pids=()
 cp "$tmp"/attention_prefill_mma.cuh "$tmp"/attention_backward_mma.cuh "$tmp"/attention_backward.cuh "$here"/mma_ptx.cuh "$here"/emu.h \
    "$tmp"/k/cuda/  # (the patched copies, and the stand-in mma_ptx.cuh)
-for f in norm elementwise activation rope embedding classifier optimizer attention; do
+for f in norm elementwise activation rope kvcache embedding classifier optimizer attention; do
   python3 "$here"/rewrite.py "$here"/../$f.cu "$tmp"/k/cuda/$f.cc
   perl -0pi -e 's/float y;\s*asm\("ex2\.approx\.ftz\.f32 %0, %1;" : "=f"\(y\) : "f"\(x\)\);\s*return y;/return exp2f(x);/' \
     "$tmp"/k/cuda/$f.cc
