@@ -106,6 +106,37 @@ export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null, out?: Te
   return matmul(x, weight, { transB: true, bias, out });
 }
 
+export interface RmsnormLinearOptions {
+  eps?: number;
+  bias?: Tensor | null;
+  alpha?: number;
+  /** beta != 0 adds beta * out (out required) */
+  beta?: number;
+  out?: Tensor;
+}
+
+/**
+ * linear(rmsnorm(x, normW), weight): x [..., in], normW [in], weight [out, in] (torch's layout). The
+ * normalized rows are rounded to the dtype as rmsnorm writes them; on a GPU, for up to 16 rows (decode),
+ * the norm runs inside the projection's kernel (no launch of its own), with the same result.
+ */
+export function rmsnormLinear(x: Tensor, normW: Tensor, weight: Tensor, o: RmsnormLinearOptions = {}): Tensor {
+  const op = 'rmsnormLinear';
+  const { bias, alpha = 1, beta = 0, out } = o;
+  const dev = sameDevice(op, { x, normW, weight, bias });
+  const dt = sameDType(op, { x, normW, weight, bias }, FLOATS);
+  if (weight.shape.length !== 2) throw new Error(`${op}: weight must be 2-D [out, in], got [${weight.shape.join(', ')}]`);
+  const [N, K] = weight.shape as [number, number];
+  const M = rowsCols(op, x, K);
+  expectShape(op, 'normW', normW, [K]);
+  if (bias) expectShape(op, 'bias', bias, [N]);
+  if (beta !== 0 && !out) throw new Error(`${op}: beta != 0 needs an out tensor to accumulate into`);
+  const c = output(op, out, [...x.shape.slice(0, -1), N], dt, dev);
+  if (c.native === x.native) throw new Error(`${op}: out must not be x`);
+  native.rmsnormMatmul(c.native, x.native, normW.native, weight.native, bias?.native ?? null, M, N, K, o.eps ?? 1e-5, alpha, beta);
+  return c;
+}
+
 // ------------------------------------------------------------------ attention
 
 export interface AttentionShape {

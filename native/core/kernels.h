@@ -19,6 +19,12 @@
 void matmul(PARALLM_KCTX ctx, DType dt, const void* A, const void* B, const void* bias, void* C, int64_t M,
             int64_t N, int64_t K, bool transA, bool transB, float alpha, float beta);
 
+// C[M,N] = alpha * H B^T + beta * C + bias[N] with H = rmsnorm(X [M,K], norm_w [K], eps) rounded to dt as
+// rmsnorm writes it (B stored [N,K]): decode's norm and the projection after it (on CUDA one launch where
+// the GEMV path applies; the same bits as rmsnorm then matmul). C must not overlap X.
+void rmsnorm_matmul(PARALLM_KCTX ctx, DType dt, const void* X, const void* norm_w, const void* B, const void* bias,
+                    void* C, int64_t M, int64_t N, int64_t K, float eps, float alpha, float beta);
+
 // Causal attention for prefill, flash-style (no score matrix in device memory on the GPU).
 // For batch b, query head h (kv head g = h / (Hq / Hkv)), query i < Tq, key j < Tk:
 //   out[b,i,h,:] = sum_j softmax_j(scale * q[b,i,h,:].k[b,j,g,:]) v[b,j,g,:]  over j <= i + (Tk - Tq)

@@ -542,4 +542,17 @@ void matmul(const Ctx& ctx, DType dt, const void* A, const void* B, const void* 
   }
 }
 
+// rmsnorm then matmul through a scratch block of rows (the CUDA backend fuses the two for decode).
+void rmsnorm_matmul(const Ctx& ctx, DType dt, const void* X, const void* norm_w, const void* B, const void* bias,
+                    void* C, int64_t M, int64_t N, int64_t K, float eps, float alpha, float beta) {
+  if (dt != DType::F32 && dt != DType::BF16)
+    fail("rmsnorm_matmul: dtype ", dtype_name(dt), " is not supported (f32, bf16) (M=", M, " N=", N, " K=", K, ")");
+  if (M < 0 || N < 0 || K < 1) fail("rmsnorm_matmul: bad sizes M=", M, " N=", N, " K=", K);
+  if (M == 0 || N == 0) return;
+  if (!X || !norm_w || !B || !C) fail("rmsnorm_matmul: null pointer (M=", M, " N=", N, " K=", K, ")");
+  std::vector<float> h(size_t(M) * size_t(K));  // f32 words: room for either dtype, aligned for both
+  rmsnorm(ctx, dt, X, norm_w, h.data(), nullptr, M, K, eps);
+  matmul(ctx, dt, h.data(), B, bias, C, M, N, K, false, true, alpha, beta);
+}
+
 }  // namespace parallm::cpu

@@ -9,6 +9,7 @@
 //   sm80  16-bit on other sm_80+ devices, or shapes the sm90 path refuses: mma.sync + ldmatrix, with
 //         16-byte cp.async when aligned, element loads otherwise (matmul_sm80.cuh).
 //   simt  f32 (plain f32 FMA: stays exact to ~1e-5, unlike tf32), K == 0, or anything else.
+// rmsnorm_matmul: the pipelined GEMV with the norm in its prologue where it applies, else rmsnorm then matmul.
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
@@ -219,18 +220,19 @@ void launch_gemv_v(const Args& a) {
 }
 
 // The pipelined GEMV: one block per SM at most (its ring fills most of an SM's shared memory), the
-// 8-row tiles split evenly over the blocks.
-template <typename T, int NW, int UC, int P>
-void launch_gemv_pipe(const Args& a) {
-  constexpr auto kern = mm::gemv_pipe_kernel<T, NW, UC, P>;
+// 8-row tiles split evenly over the blocks. NORM: rmsnorm_matmul's fused form (norm weight nw, eps).
+template <typename T, int NW, int UC, int P, bool NORM = false>
+void launch_gemv_pipe(const Args& a, const void* nw = nullptr, float eps = 0.f) {
+  constexpr auto kern = mm::gemv_pipe_kernel<T, NW, UC, P, NORM>;
   constexpr size_t smem = mm::gemvp_smem<NW, UC, P>();
-  set_smem_once<kern>(smem, "gemv");
+  set_smem_once<kern>(smem, NORM ? "gemv (rmsnorm)" : "gemv");
   const int ntiles = (a.N + 7) / 8;
   const int grid = std::min(ntiles, device_sms());
   kern<<<unsigned(grid), NW * 32, smem, a.stream>>>(static_cast<const T*>(a.A), static_cast<const T*>(a.B),
                                                     static_cast<const T*>(a.bias), static_cast<T*>(a.C), a.M, a.N,
-                                                    a.K, a.alpha, a.beta, a.pair_ok);
-  PARALLM_LAUNCH_CHECK(PARALLM_MM_WHERE(a, "gemv (pipelined)"));
+                                                    a.K, a.alpha, a.beta, a.pair_ok, static_cast<const T*>(nw), eps,
+                                                    mm::gemvp_norm_threads(a.K));
+  PARALLM_LAUNCH_CHECK(PARALLM_MM_WHERE(a, NORM ? "gemv (pipelined, rmsnorm)" : "gemv (pipelined)"));
 }
 
 template <typename T>
@@ -293,6 +295,40 @@ void run16(const Args& a) {
 }
 
 }  // namespace
+
+void rmsnorm_matmul(cudaStream_t stream, DType dt, const void* X, const void* norm_w, const void* B, const void* bias,
+                    void* C, int64_t M, int64_t N, int64_t K, float eps, float alpha, float beta) {
+  if (dt != DType::F32 && dt != DType::BF16)
+    fail("rmsnorm_matmul: dtype ", dtype_name(dt), " is not supported (f32, bf16) (M=", M, " N=", N, " K=", K, ")");
+  if (M < 0 || N < 0 || K < 1) fail("rmsnorm_matmul: bad sizes M=", M, " N=", N, " K=", K);
+  if (M > INT32_MAX || N > INT32_MAX || K > INT32_MAX)
+    fail("rmsnorm_matmul: sizes M=", M, " N=", N, " K=", K, " exceed the 2^31-1 limit of the CUDA kernels");
+  if (M == 0 || N == 0) return;
+  if (!X || !norm_w || !B || !C) fail("rmsnorm_matmul: null pointer (M=", M, " N=", N, " K=", K, ")");
+  // Fused where the pipelined GEMV runs and norm.cu would take its 16-byte path with at most a block's
+  // threads a row (what the kernel reproduces); else rmsnorm into a scratch row block, then matmul.
+  const bool fused = dt == DType::BF16 && M <= 16 && K % 8 == 0 && aligned16(X) && aligned16(B) &&
+                     aligned16(norm_w) && mm::gemvp_norm_threads(K) <= mm::GEMVP_WARPS * 32 && device_cc() >= 80 &&
+                     g_gemv_path.load(std::memory_order_relaxed) != 0;
+  if (fused) {
+    Args a{stream, dt, X, B, bias, C, int(M), int(N), int(K), false, true, alpha, beta, 0};
+    a.pair_ok = (N % 2 == 0) && (reinterpret_cast<uintptr_t>(C) % 4 == 0);
+    return launch_gemv_pipe<__nv_bfloat16, mm::GEMVP_WARPS, mm::GEMVP_UC, mm::GEMVP_P, true>(a, norm_w, eps);
+  }
+  const size_t bytes = size_t(M) * size_t(K) * dtype_size(dt);
+  void* h = nullptr;
+  // Stream-ordered, so a captured graph owns it (as the split-K workspace).
+  PARALLM_CUDA_CHECK(cudaMallocAsync(&h, bytes, stream), "rmsnorm_matmul: scratch of ", bytes, " bytes (M=", M,
+                     " K=", K, ")");
+  try {
+    rmsnorm(stream, dt, X, norm_w, h, nullptr, M, K, eps);
+    matmul(stream, dt, h, B, bias, C, M, N, K, false, true, alpha, beta);
+  } catch (...) {
+    cudaFreeAsync(h, stream);
+    throw;
+  }
+  PARALLM_CUDA_CHECK(cudaFreeAsync(h, stream), "rmsnorm_matmul: scratch free");
+}
 
 void matmul_sm90_splits(int n) { g_splits.store(n, std::memory_order_relaxed); }
 void matmul_sm90_tma_store(int on) { g_tma_store.store(on, std::memory_order_relaxed); }

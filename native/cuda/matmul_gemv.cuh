@@ -15,6 +15,12 @@
 //     __syncthreads a tile) and one warp, in turn, adds them in warp order (deterministic) and stores.
 // X (at most 16 x K) is read straight from global memory: every tile of a block reads the same K slice
 // of it, so those loads hit L1/L2. Needs K % 8 == 0 and 16-byte aligned X and W, like gemv_kernel.
+//
+// NORM (rmsnorm_matmul, 16-bit): X's rows are RMS-normalized on the way in, h = x * rstd * nw rounded to
+// T, so decode's norm needs no launch and no pass of its own. Each block computes the M rows' rstd while
+// its first W copies are in flight, with norm.cu's arrangement for a row (ntx threads, pack v = tid +
+// i * ntx summed in order, warp butterfly, warps summed in order) and its formulas, so h has the bits
+// rmsnorm (16-byte path) writes and the result is the one of rmsnorm then this GEMV.
 #pragma once
 #include "matmul_common.cuh"
 #include "mma_ptx.cuh"
@@ -24,15 +30,23 @@ namespace parallm::cuda::mm {
 // Warps a block, chunks (32 k) an item, items in a warp's ring.
 constexpr int GEMVP_WARPS = 8, GEMVP_UC = 4, GEMVP_P = 8;
 
+// The ring, the tile sums [2][NW][4][32], and (NORM) the rows' rstd [16] and a row sum's warp partials [32].
 template <int NW, int UC, int P>
 constexpr size_t gemvp_smem() {
-  return size_t(NW) * P * UC * 32 * 16 + size_t(2) * NW * 4 * 32 * sizeof(float);
+  return size_t(NW) * P * UC * 32 * 16 + size_t(2) * NW * 4 * 32 * sizeof(float) + 48 * sizeof(float);
 }
 
-template <typename T, int NW, int UC, int P>
+// norm.cu's threads for one row of C elements (16-byte packs of 8, kCached = 4 packs a thread in registers).
+inline int gemvp_norm_threads(int64_t C) {
+  const int64_t want = (C + 31) / 32;
+  return int(want > 512 ? 512 : want < 32 ? 32 : (want + 31) / 32 * 32);
+}
+
+template <typename T, int NW, int UC, int P, bool NORM = false>
 __global__ void __launch_bounds__(NW * 32, 1)
 gemv_pipe_kernel(const T* __restrict__ X, const T* __restrict__ W, const T* __restrict__ bias, T* __restrict__ C,
-                 int M, int N, int K, float alpha, float beta, int pair_ok) {
+                 int M, int N, int K, float alpha, float beta, int pair_ok, const T* __restrict__ nw = nullptr,
+                 float eps = 0.f, int ntx = 32) {
   static_assert(P >= 2, "the ring needs a slot in use and one filling");
 #ifdef PARALLM_GEMV_SMEM
   unsigned char* smem = PARALLM_GEMV_SMEM;  // the host emulation (native/cuda/emu) names its own array
@@ -76,6 +90,41 @@ gemv_pipe_kernel(const T* __restrict__ X, const T* __restrict__ W, const T* __re
   const T* x0 = X + int64_t(xv0 ? g : 0) * K;
   const T* x1 = X + int64_t(xv1 ? g + 8 : 0) * K;
   const uint4 z = make_uint4(0, 0, 0, 0);
+  float rs0 = 1.f, rs1 = 1.f;  // NORM: rstd of X rows g and g + 8
+  if constexpr (NORM) {
+    float* s_rstd = red + 2 * NW * 4 * 32;  // [16]
+    float* s_part = s_rstd + 16;             // [32]
+    const int tid = int(threadIdx.x), nvec = K / 8, nwarps = ntx / 32;
+    const float inv_c = 1.f / float(K);
+#pragma unroll 1
+    for (int m = 0; m < M; ++m) {
+      float sq = 0.f;
+      if (tid < ntx)
+        for (int v = tid; v < nvec; v += ntx) {
+          const Pack<T, 8> p = *reinterpret_cast<const Pack<T, 8>*>(X + int64_t(m) * K + int64_t(v) * 8);
+#pragma unroll
+          for (int e = 0; e < 8; ++e) {
+            const float a = f32(p.v[e]);
+            sq += a * a;
+          }
+        }
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) sq += __shfl_xor_sync(0xffffffffu, sq, o);
+      if (lane == 0 && warp < nwarps) s_part[warp] = sq;
+      __syncthreads();
+      if (tid == 0) {
+        float t = s_part[0];
+        if (nwarps > 1) {
+          t = 0.f;
+          for (int i = 0; i < nwarps; ++i) t += s_part[i];
+        }
+        s_rstd[m] = rsqrtf(t * inv_c + eps);
+      }
+      __syncthreads();
+    }
+    if (xv0) rs0 = s_rstd[g];
+    if (xv1) rs1 = s_rstd[g + 8];
+  }
   int j = 0;
 #pragma unroll 1
   for (int tile = tb; tile < te; ++tile) {
@@ -90,6 +139,24 @@ gemv_pipe_kernel(const T* __restrict__ X, const T* __restrict__ W, const T* __re
         const bool in = cb + u < c1 && k < K;
         xr[u][0] = (in && xv0) ? __ldg(reinterpret_cast<const uint4*>(x0 + k)) : z;
         xr[u][1] = (in && xv1) ? __ldg(reinterpret_cast<const uint4*>(x1 + k)) : z;
+        if constexpr (NORM) {
+          if (in && (xv0 || xv1)) {
+            const Pack<T, 8> wv = *reinterpret_cast<const Pack<T, 8>*>(nw + k);
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+              Pack<T, 8> xe;  // (memcpy, not a cast: the bits change type without aliasing)
+              memcpy(&xe, &xr[u][r], 16);
+              const float rs = r ? rs1 : rs0;
+#pragma unroll
+              for (int e = 0; e < 8; ++e) {
+                float t = f32(xe.v[e]) * rs;  // norm_kernel: (x - mean) * rstd, mean 0 for RMS; then * w
+                t *= f32(wv.v[e]);
+                xe.v[e] = from_f32<T>(t);
+              }
+              memcpy(&xr[u][r], &xe, 16);
+            }
+          }
+        }
       }
       ptx::cp_async_wait<P - 2>();  // item j's group is complete (P - 1 were in flight, j's the oldest)
       const uint4* src = ring + (j % P) * (UC * 32);

@@ -206,6 +206,23 @@ Napi::Value OpKvWrite(const Napi::CallbackInfo& info) {
   });
 }
 
+// rmsnormMatmul(c, x, normW, b, bias|null, M, N, K, eps, alpha, beta): c = alpha rmsnorm(x) b^T + beta c + bias
+Napi::Value OpRmsnormMatmul(const Napi::CallbackInfo& info) {
+  return op(info, "rmsnormMatmul", [](OpCall& c) {
+    int64_t M = c.i64(5, "M"), N = c.i64(6, "N"), K = c.i64(7, "K");
+    float eps = c.f32(8, "eps"), alpha = c.f32(9, "alpha"), beta = c.f32(10, "beta");
+    if (M < 0 || N < 0 || K < 1) fail("rmsnormMatmul: bad sizes M=", M, " N=", N, " K=", K);
+    DType dt = c.dtype_of(0, "c");
+    void* pc = c.use(0, "c", c.mul(M, N), dt);
+    const void* px = c.use(1, "x", c.mul(M, K), dt);
+    const void* pw = c.use(2, "normW", K, dt);
+    const void* pb = c.use(3, "b", c.mul(N, K), dt);
+    const void* pbias = c.opt(4, "bias", N, dt);
+    c.run([=](const cpu::Ctx& x) { cpu::rmsnorm_matmul(x, dt, px, pw, pb, pbias, pc, M, N, K, eps, alpha, beta); },
+          ON_CUDA(rmsnorm_matmul(s, dt, px, pw, pb, pbias, pc, M, N, K, eps, alpha, beta)));
+  });
+}
+
 // ropeKvWrite(qkv, kCache, vCache, pos, freqs|null, B, Hq, Hkv, D, qkvStride, rotDim, theta, kvB, kvT, maxLen)
 Napi::Value OpRopeKvWrite(const Napi::CallbackInfo& info) {
   return op(info, "ropeKvWrite", [](OpCall& c) {
@@ -697,6 +714,7 @@ void export_ops(Napi::Env env, Napi::Object exports) {
   export_fn(env, exports, "attentionDecode", OpAttentionDecode);
   export_fn(env, exports, "kvWrite", OpKvWrite);
   export_fn(env, exports, "ropeKvWrite", OpRopeKvWrite);
+  export_fn(env, exports, "rmsnormMatmul", OpRmsnormMatmul);
   export_fn(env, exports, "layernorm", OpLayernorm);
   export_fn(env, exports, "rmsnorm", OpRmsnorm);
   export_fn(env, exports, "gelu", OpGelu);

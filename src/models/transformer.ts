@@ -113,21 +113,21 @@ export class Transformer {
       ops.add(x, o, x);
       o.dispose();
     }
-    const h = this.norm(x, l.norm2, l.norm2Bias);
     let a: Tensor;
     if (this.cfg.family === 'gpt2') {
+      const h = this.norm(x, l.norm2, l.norm2Bias);
       a = ops.linear(h, l.up, l.upBias);
+      h.dispose();
       ops.gelu(a, a);
     } else {
       const F = this.cfg.intermediate;
-      const gu = ops.linear(h, l.up);
+      const gu = this.normLinear(x, l.norm2, l.up, fused);
       const n = gu.numel / (2 * F);
       const up = gu.view(F, [gu.numel - F]);
       a = ops.siluGate(gu, up, { rows: n, cols: F, inStride: 2 * F });
       up.dispose();
       gu.dispose();
     }
-    h.dispose();
     if (fused) ops.matmul(a, l.down, { transB: true, bias: l.downBias, beta: 1, out: x });
     else {
       const d = ops.linear(a, l.down, l.downBias);
@@ -135,6 +135,18 @@ export class Transformer {
       d.dispose();
     }
     a.dispose();
+  }
+
+  /**
+   * RMSNorm then a projection (LLaMA). `fused`: one op (decode: on a GPU the norm runs inside the GEMV;
+   * the same bits as the two ops).
+   */
+  private normLinear(x: Tensor, g: Tensor, w: Tensor, fused: boolean, bias?: Tensor): Tensor {
+    if (fused) return ops.rmsnormLinear(x, g, w, { eps: this.cfg.normEps, bias });
+    const h = ops.rmsnorm(x, g, { eps: this.cfg.normEps });
+    const y = ops.linear(h, w, bias);
+    h.dispose();
+    return y;
   }
 
   private kvViews(qkv: Tensor): { k: Tensor; v: Tensor } {
@@ -199,9 +211,13 @@ export class Transformer {
     // Rope of q and k and both cache writes in one launch (three before; GPT-2: the two writes).
     const rope = this.cfg.family === 'llama' ? { theta: this.cfg.ropeTheta, freqs: this.w.ropeFreqs } : undefined;
     this.w.layers.forEach((l, i) => {
-      const h = this.norm(x, l.norm1, l.norm1Bias);
-      const qkv = this.qkv(l, h, pos, B, false);
-      h.dispose();
+      let qkv: Tensor;
+      if (rope) qkv = this.normLinear(x, l.norm1, l.qkv, true, l.qkvBias);
+      else {
+        const h = this.norm(x, l.norm1, l.norm1Bias);
+        qkv = this.qkv(l, h, pos, B, false);
+        h.dispose();
+      }
       ops.ropeKvWrite(qkv, cache.k[i]!, cache.v[i]!, pos, { batch: B, headsQ: heads, headsKv: kvHeads, headDim: D, maxLen: M, qkvStride: W3, kvStrides, rope });
       const att = ops.attentionDecode(qkv, cache.k[i]!, cache.v[i]!, lens, {
         batch: B, headsQ: heads, headsKv: kvHeads, headDim: D, maxLen: M, qStride: W3, kvStrides,
@@ -217,6 +233,7 @@ export class Transformer {
   /** Logits of hidden states [R, C] (final norm, then the head): [R, V]. */
   logits(x: Tensor): Tensor {
     if (!this.w.head || !this.w.normF) throw new Error('logits: this stage does not hold the head');
+    if (this.cfg.family === 'llama') return this.normLinear(x, this.w.normF, this.w.head, true);
     const h = this.norm(x, this.w.normF, this.w.normFBias);
     const out = ops.linear(h, this.w.head);
     h.dispose();

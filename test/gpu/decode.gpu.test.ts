@@ -1,7 +1,7 @@
 // The decode-speed kernels on a GPU (skipped without one): the two GEMV kernels (M <= 16, B^T: the
 // pipelined one of native/cuda/matmul_gemv.cuh and the older register kernel) against float64 on fresh
 // random inputs with the output poisoned, and against each other (same summation order, so the same
-// bits); ropeKvWrite against the three launches it replaces (bit for bit); decode attention over contexts 1..8192 with several key-chunk counts, grouped-query heads,
+// bits); rmsnormLinear and ropeKvWrite against the launches they replace (bit for bit); decode attention over contexts 1..8192 with several key-chunk counts, grouped-query heads,
 // against float64 and the CPU backend; greedy generation of the tiny models on both GEMV kernels.
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -12,11 +12,13 @@ import { native } from '../../src/native.js';
 import { uniformArray } from '../../src/random.js';
 import { poisoned, randT } from '../helpers/cases.js';
 import { expected, fixtures } from '../helpers/models.js';
-import { attentionDecodeRef, matmulRef, relError } from '../helpers/reference.js';
+import { attentionDecodeRef, matmulRef, relError, rmsnormRef } from '../helpers/reference.js';
 
 const gpus = cudaDeviceCount();
 const dev = 'cuda:0';
 const seed = () => Math.floor(Math.random() * 1e6);
+
+const rmsnormRefRows = (x: ArrayLike<number>, w: ArrayLike<number>, R: number, C: number, eps: number) => rmsnormRef(x, w, R, C, eps).y;
 
 function finite(o: ArrayLike<number>, what: string): void {
   for (let i = 0; i < o.length; i++) if (!Number.isFinite(o[i]!)) throw new Error(`${what}: element ${i} unwritten (${o[i]})`);
@@ -193,6 +195,51 @@ describe.skipIf(gpus === 0)('decode attention over long contexts, split over the
         decodeCase([...lens], maxLen, Hq, Hkv, D, splits, 'bf16');
         if (maxLen <= 1024) decodeCase([...lens], maxLen, Hq, Hkv, D, splits, 'f32');
       });
+});
+
+describe.skipIf(gpus === 0)('rmsnormLinear: the norm in the GEMV prologue', () => {
+  afterEach(() => native.testing.matmulGemv(-1));
+  // K sets norm.cu's threads a row (32, 32, 128, 256: one warp to every warp of the GEMV block).
+  for (const [M, N, K, withBias] of [
+    [1, 4096, 4096, false],
+    [1, 12288, 4096, false],
+    [16, 4096, 4096, false],
+    [3, 1001, 64, true],
+    [7, 300, 768, true],
+    [16, 129, 8192, false],
+    [12, 2048, 5000, false],
+  ] as const)
+    it(`${M}x${N}x${K}${withBias ? ' +bias' : ''}: the bits of rmsnorm then linear, on either GEMV setting, and float64`, () => {
+      const s = seed();
+      const x = randT([M, K], 'bf16', dev, s, -2, 3);
+      const g = randT([K], 'bf16', dev, s + 1, 0.5, 1.5);
+      const w = randT([N, K], 'bf16', dev, s + 2);
+      const bias = withBias ? randT([N], 'bf16', dev, s + 3) : undefined;
+      const runs = ([1, 0] as const).map((path) => {
+        native.testing.matmulGemv(path);
+        try {
+          const fused = poisoned([M, N], 'bf16', dev);
+          ops.rmsnormLinear(x.t, g.t, w.t, { eps: 1e-5, bias: bias?.t, out: fused });
+          const h = ops.rmsnorm(x.t, g.t, { eps: 1e-5 });
+          const apart = ops.linear(h, w.t, bias?.t);
+          const r = [fused.toArray() as Float32Array, apart.toArray() as Float32Array];
+          [fused, h, apart].forEach((t) => t.dispose());
+          return r;
+        } finally {
+          native.testing.matmulGemv(-1);
+        }
+      });
+      const all = runs.flat();
+      all.forEach((o, i) => finite(o, `output ${i}`));
+      for (const [i, o] of all.entries()) {
+        let diff = 0;
+        for (let j = 0; j < o.length; j++) if (o[j] !== all[1]![j]) diff++;
+        expect(diff, `seed ${s}: output ${i} (fused/apart x pipelined/register) vs rmsnorm + linear`).toBe(0);
+      }
+      const h = rmsnormRefRows(x.v, g.v, M, K, 1e-5);
+      expect(relError(all[0]!, matmulRef(h, w.v, bias?.v ?? null, null, M, N, K, false, true)), `seed ${s}`).toBeLessThan(1e-2);
+      [x.t, g.t, w.t, bias?.t].forEach((t) => t?.dispose());
+    });
 });
 
 describe.skipIf(gpus === 0)('ropeKvWrite: the fused decode rope and cache write', () => {

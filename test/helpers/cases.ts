@@ -186,6 +186,27 @@ function rmsnorm(R: number, C: number): KernelCase {
   };
 }
 
+/** rmsnormLinear: c = rmsnorm(x, normW) W^T (+ bias) against float64 (the norm's rows unrounded). */
+function rmsnormLinear(M: number, N: number, K: number, withBias: boolean): KernelCase {
+  return {
+    name: `rmsnormLinear ${M}x${N}x${K}${withBias ? ' +bias' : ''}`,
+    dtypes: ['f32', 'bf16'],
+    run(device, dt, seed) {
+      const x = randT([M, K], dt, device, seed, -2, 3);
+      const g = randT([K], dt, device, seed + 1, 0.5, 1.5);
+      const w = randT([N, K], dt, device, seed + 2);
+      const bias = withBias ? randT([N], dt, device, seed + 3) : undefined;
+      const out = poisoned([M, N], dt, device);
+      ops.rmsnormLinear(x.t, g.t, w.t, { eps: 1e-6, bias: bias?.t, out });
+      const h = ref.rmsnormRef(x.v, g.v, M, K, 1e-6).y;
+      const r = ref.matmulRef(h, w.v, bias?.v ?? null, null, M, N, K, false, true);
+      const res = { out: out.toArray(), ref: r };
+      [x.t, g.t, w.t, bias?.t, out].forEach((t) => t?.dispose());
+      return res;
+    },
+  };
+}
+
 function unary(name: string, n: number): KernelCase {
   return {
     name: `${name} n=${n}`,
@@ -397,6 +418,10 @@ export const KERNEL_CASES: KernelCase[] = [
   siluGate(1, 1),
   siluGate(3, 37),
   siluGate(2, 688),
+  rmsnormLinear(1, 1, 8, false),
+  rmsnormLinear(3, 37, 64, true),
+  rmsnormLinear(16, 100, 264, false),
+  rmsnormLinear(20, 64, 96, true), // more than 16 rows: rmsnorm then matmul on every backend
   ropeKvWrite(1, 1, 1, 2, 2, 1, 0),
   ropeKvWrite(3, 4, 2, 16, 16, 5, 0),
   ropeKvWrite(4, 6, 3, 64, 32, 9, 8),
@@ -433,6 +458,8 @@ export const GPU_LARGE_CASES: KernelCase[] = [
   decode([2048, 700], 2048, 8, 2, 128),
   decode([4096], 4096, 32, 8, 128),
   ropeKvWrite(16, 32, 8, 128, 128, 64, 0), // LLaMA-3-8B's heads at batch 16
+  rmsnormLinear(1, 12288, 4096, false), // LLaMA-7B's norm + qkv at batch 1
+  rmsnormLinear(16, 2048, 8192, true),
   layernorm(64, 4096),
   rmsnorm(64, 4096),
   softmax(8, 50257),
