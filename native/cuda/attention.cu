@@ -199,6 +199,12 @@ decode_split(const T* __restrict__ q, const T* __restrict__ k, const T* __restri
   const int tid = threadIdx.x, grp = tid / GS, lig = tid % GS, dim0 = lig * 8;
   const bool active = dim0 < D;
   const int nvalid = D - dim0;
+  // q is loaded before the length is known: the two reads overlap (a block's chain of dependent reads,
+  // lens -> q -> first keys, is most of its time at the short chunks flash-decoding gives each block).
+  Raw8<T> qraw[HPB];
+#pragma unroll
+  for (int i = 0; i < HPB; ++i)
+    qraw[i].template load<ALIGNED>(q + b * qbs + int64_t(h0 + (i < nh ? i : 0)) * D + dim0, active && i < nh, nvalid);
   const int len = min(lens[b], max_len);
   const int s0 = split * chunk, s1 = min(len, s0 + chunk);
   if (s0 >= s1) {
@@ -210,12 +216,9 @@ decode_split(const T* __restrict__ q, const T* __restrict__ k, const T* __restri
 
   float qr[HPB][8];
 #pragma unroll
-  for (int i = 0; i < HPB; ++i) {
-    Raw8<T> t;
-    t.template load<ALIGNED>(q + b * qbs + int64_t(h0 + (i < nh ? i : 0)) * D + dim0, active && i < nh, nvalid);
+  for (int i = 0; i < HPB; ++i)
 #pragma unroll
-    for (int e = 0; e < 8; ++e) qr[i][e] = t[e] * sl2;  // scores come out in log2 units
-  }
+    for (int e = 0; e < 8; ++e) qr[i][e] = qraw[i][e] * sl2;  // scores come out in log2 units
   float m[HPB], l[HPB], acc[HPB][8];
 #pragma unroll
   for (int i = 0; i < HPB; ++i) {

@@ -275,6 +275,44 @@ static void optimizer(DType dt, int64_t n, int64_t n_decay) {
 
 // attention_forward and attention_backward through their public functions (dispatch, the delta kernel,
 // the workspace), f32 and bf16; with `simt`, PARALLM_ATTN_BWD=simt forces the CUDA-core backward.
+namespace parallm::cuda {
+void attention_decode_splits(int n);  // the test hook (attention.cu)
+}
+
+// attention_decode (flash-decoding: key chunks over blocks, then the combine) against float64, at a
+// forced number of chunks; ragged lengths, grouped heads; the output poisoned first.
+static void decode(DType dt, std::vector<int32_t> lens, int L, int Hq, int Hkv, int D, int splits) {
+  const int B = int(lens.size());
+  Buf q(dt, size_t(B) * Hq * D), k(dt, size_t(B) * L * Hkv * D), v(dt, size_t(B) * L * Hkv * D), out(dt, size_t(B) * Hq * D);
+  out.poison();
+  std::vector<double> ref(out.f.size());
+  const double scale = 1 / std::sqrt(double(D));
+  for (int b = 0; b < B; ++b)
+    for (int h = 0; h < Hq; ++h) {
+      const int g = h / (Hq / Hkv);
+      std::vector<double> sc(lens[b]);
+      double m = -1e300, l = 0;
+      for (int j = 0; j < lens[b]; ++j) {
+        double a = 0;
+        for (int d = 0; d < D; ++d) a += q[(size_t(b) * Hq + h) * D + d] * k[((size_t(b) * L + j) * Hkv + g) * D + d];
+        m = std::max(m, sc[j] = a * scale);
+      }
+      for (int j = 0; j < lens[b]; ++j) l += std::exp(sc[j] - m);
+      for (int d = 0; d < D; ++d) {
+        double o = 0;
+        for (int j = 0; j < lens[b]; ++j) o += std::exp(sc[j] - m) / l * v[((size_t(b) * L + j) * Hkv + g) * D + d];
+        ref[(size_t(b) * Hq + h) * D + d] = o;
+      }
+    }
+  pc::attention_decode_splits(splits);
+  pc::attention_decode(nullptr, dt, q.p(), k.p(), v.p(), lens.data(), out.p(), B, Hq, Hkv, D, int64_t(Hq) * D,
+                       int64_t(L) * Hkv * D, int64_t(Hkv) * D, L, float(scale));
+  pc::attention_decode_splits(-1);
+  char w[96];
+  std::snprintf(w, sizeof w, "attention_decode B%d L%d Hq%d Hkv%d D%d splits %d", B, L, Hq, Hkv, D, splits);
+  check(w, dt, out.get(), ref);
+}
+
 template <class E>
 static void attention(int B, int T, int Hq, int Hkv, int D, bool simt) {
   const DType dt = sizeof(E) == 4 ? DType::F32 : DType::BF16;
@@ -314,6 +352,9 @@ int main() {
     rope_bwd(dt, 6, 3, 64, 32);
     rope_kv(dt, 4, 6, 3, 64, 32, 9);  // partial rotary, a sequence at -1 and one past the cache
     rope_kv(dt, 2, 4, 4, 16, 0, 3);   // no rotation: the two cache writes
+    decode(dt, {300, 1, 129}, 300, 8, 2, 64, 5);  // several chunks, one sequence shorter than a chunk
+    decode(dt, {77}, 80, 4, 4, 128, 1);            // one chunk: no combine
+    decode(dt, {1000}, 1000, 8, 1, 64, -1);        // chosen chunks, 8 query heads a kv head
     embedding_bwd(dt, 5000, 40, 24);  // the sort's global stages
     embedding_bwd(dt, 300, 1000, 5);
     cross_entropy(dt, 11, 1001, false);

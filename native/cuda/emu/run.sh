@@ -35,7 +35,8 @@ for f in norm elementwise activation rope kvcache embedding classifier optimizer
   python3 "$here"/rewrite.py "$here"/../$f.cu "$tmp"/k/cuda/$f.cc
   perl -0pi -e 's/float y;\s*asm\("ex2\.approx\.ftz\.f32 %0, %1;" : "=f"\(y\) : "f"\(x\)\);\s*return y;/return exp2f(x);/' \
     "$tmp"/k/cuda/$f.cc
-  g++ -std=c++20 -O2 -pthread -w -I"$cuda"/include -include "$tmp"/k/cuda/emu.h -c "$tmp"/k/cuda/$f.cc -o "$tmp"/k/$f.o &
+  # (-fno-strict-aliasing: kernels read packed registers through element pointers, as nvcc allows)
+  g++ -std=c++20 -O2 -fno-strict-aliasing -pthread -w -I"$cuda"/include -include "$tmp"/k/cuda/emu.h -c "$tmp"/k/cuda/$f.cc -o "$tmp"/k/$f.o &
   pids+=($!)
   objs+=("$tmp"/k/$f.o)
 done
