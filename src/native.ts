@@ -132,7 +132,8 @@ export interface NativeTestingHooks {
   matmulTmaStore(on: boolean): void;
   /**
    * The GEMV (M <= 16, B^T) kernel: -1 chosen (the default: pipelined), 0 the older register kernel (and
-   * rmsnormMatmul as rmsnorm then matmul), 1 pipelined.
+   * rmsnormMatmul as rmsnorm then matmul), 1 pipelined, 2 and 3 pipelined in alternative shapes (for sweeps;
+   * 3 splits K over 16 warps, so its sums round differently).
    */
   matmulGemv(path: number): void;
   /** Key chunks of decode attention: -1 chosen per call (the default), n >= 1 asks for n (capped by the length). */

@@ -29,7 +29,8 @@ namespace parallm::cuda {
 
 // matmul_sm90_splits: -1 chooses the K slices per call (sm90_splits), n >= 1 asks for n.
 void matmul_sm90_splits(int n);
-// matmul_gemv_path: -1 chooses (the pipelined kernel), 0 the older register kernel, 1 the pipelined one.
+// matmul_gemv_path: -1 chooses (the pipelined kernel), 0 the older register kernel, 1 the pipelined one,
+// 2 and 3 the pipelined one in the alternative shapes of launch_gemv_pipe_any (for sweeps).
 void matmul_gemv_path(int n);
 
 namespace {
@@ -235,10 +236,22 @@ void launch_gemv_pipe(const Args& a, const void* nw = nullptr, float eps = 0.f) 
   PARALLM_LAUNCH_CHECK(PARALLM_MM_WHERE(a, NORM ? "gemv (pipelined, rmsnorm)" : "gemv (pipelined)"));
 }
 
+// The pipelined GEMV's shape by the hook (matmul_gemv_path): 2 and 3 are alternatives kept for a sweep
+// on the GPU (not yet measured): 8 warps with items of 2 chunks, 12 deep (finer items, 88 KB in flight
+// an SM); 16 warps splitting K, items of 4 chunks, 4 deep (96 KB). Otherwise the default: 8 warps, 4
+// chunks, 8 deep (112 KB).
+template <typename T, bool NORM = false>
+void launch_gemv_pipe_any(const Args& a, const void* nw = nullptr, float eps = 0.f) {
+  switch (g_gemv_path.load(std::memory_order_relaxed)) {
+    case 2: return launch_gemv_pipe<T, 8, 2, 12, NORM>(a, nw, eps);
+    case 3: return launch_gemv_pipe<T, 16, 4, 4, NORM>(a, nw, eps);
+    default: return launch_gemv_pipe<T, mm::GEMVP_WARPS, mm::GEMVP_UC, mm::GEMVP_P, NORM>(a, nw, eps);
+  }
+}
+
 template <typename T>
 void launch_gemv_t(const Args& a) {
-  if (g_gemv_path.load(std::memory_order_relaxed) != 0)
-    return launch_gemv_pipe<T, mm::GEMVP_WARPS, mm::GEMVP_UC, mm::GEMVP_P>(a);
+  if (g_gemv_path.load(std::memory_order_relaxed) != 0) return launch_gemv_pipe_any<T>(a);
   // Measured on an H100, 1x11008x4096 bf16 (bench/RESULTS.md): 8 rows x unroll 4 gives 2,391 GB/s;
   // 16 rows x 4, 2,162 (a 5.2-wave grid, the last wave a fifth full); 8 rows x 8, 1,993 (registers).
   launch_gemv_v<T, 1, 4>(a);
@@ -308,12 +321,12 @@ void rmsnorm_matmul(cudaStream_t stream, DType dt, const void* X, const void* no
   // Fused where the pipelined GEMV runs and norm.cu would take its 16-byte path with at most a block's
   // threads a row (what the kernel reproduces); else rmsnorm into a scratch row block, then matmul.
   const bool fused = dt == DType::BF16 && M <= 16 && K % 8 == 0 && aligned16(X) && aligned16(B) &&
-                     aligned16(norm_w) && mm::gemvp_norm_threads(K) <= mm::GEMVP_WARPS * 32 && device_cc() >= 80 &&
+                     aligned16(norm_w) && mm::gemvp_norm_threads(K) <= 8 * 32 && device_cc() >= 80 &&
                      g_gemv_path.load(std::memory_order_relaxed) != 0;
   if (fused) {
     Args a{stream, dt, X, B, bias, C, int(M), int(N), int(K), false, true, alpha, beta, 0};
     a.pair_ok = (N % 2 == 0) && (reinterpret_cast<uintptr_t>(C) % 4 == 0);
-    return launch_gemv_pipe<__nv_bfloat16, mm::GEMVP_WARPS, mm::GEMVP_UC, mm::GEMVP_P, true>(a, norm_w, eps);
+    return launch_gemv_pipe_any<__nv_bfloat16, true>(a, norm_w, eps);
   }
   const size_t bytes = size_t(M) * size_t(K) * dtype_size(dt);
   void* h = nullptr;

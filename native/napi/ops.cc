@@ -681,11 +681,13 @@ Napi::Value MatmulTmaStore(const Napi::CallbackInfo& info) {
 }
 
 // Which GEMV kernel M <= 16 takes: -1 chosen (the pipelined one), 0 the older register kernel, 1 the
-// pipelined one; for tests of both and benchmarks side by side. No-op without CUDA.
+// pipelined one, 2 and 3 the pipelined one in alternative shapes (native/cuda/matmul.cu); for tests of
+// each and benchmarks side by side. No-op without CUDA.
 Napi::Value MatmulGemv(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     int n = Args(info, "matmulGemv").i32(0, "path");
-    if (n < -1 || n > 1) fail("matmulGemv: expected -1 (automatic), 0 (register kernel) or 1 (pipelined), got ", n);
+    if (n < -1 || n > 3)
+      fail("matmulGemv: expected -1 (automatic), 0 (register kernel), 1 (pipelined) or 2, 3 (its other shapes), got ", n);
 #ifdef PARALLM_WITH_CUDA
     cuda::matmul_gemv_path(n);
 #endif

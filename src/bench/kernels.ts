@@ -57,12 +57,14 @@ interface Case {
 
 /**
  * `gemvPath` (M <= 16, B^T): which GEMV kernel the case forces (native.testing.matmulGemv: 0 the older
- * register kernel, named gemv-v1) while it runs; by default the one the dispatch chooses.
+ * register kernel, named gemv-v1; 2 and 3 the pipelined one's other shapes, gemv-b and gemv-c) while it
+ * runs; by default the one the dispatch chooses.
  */
-function gemmCase(dev: string, dt: DType, M: number, N: number, K: number, transB: boolean, decode = false, gemvPath?: 0 | 1): Case {
+function gemmCase(dev: string, dt: DType, M: number, N: number, K: number, transB: boolean, decode = false, gemvPath?: 0 | 2 | 3): Case {
   const gemv = M <= 16;
+  const variant = gemvPath === undefined ? '' : gemvPath === 0 ? '-v1' : gemvPath === 2 ? '-b' : '-c';
   return {
-    name: gemv ? (gemvPath === 0 ? 'gemv-v1' : 'gemv') : decode ? 'gemm-decode' : 'gemm',
+    name: gemv ? `gemv${variant}` : decode ? 'gemm-decode' : 'gemm',
     shape: `${M}x${N}x${K}${transB ? ' (B^T)' : ''}`,
     flops: 2 * M * N * K,
     // GEMV is judged by the weight bytes it must stream; GEMM by arithmetic; a decode-batch GEMM by
@@ -178,9 +180,11 @@ function cases(dev: string, dt: DType, gpu: boolean, quick: boolean): Case[] {
     gemmCase(dev, dt, 4096, 4096, 11008, true), // LLaMA-7B MLP down
     // GEMV (decode at batch 1 and 16): LLaMA-7B's projections (out, MLP up, MLP down, qkv, gate+up), the
     // kernel the dispatch chooses and the older register kernel, each next to a copy of its weight bytes.
+    // (gemv-b, gemv-c: the pipelined kernel's alternative shapes, for a sweep; see native/cuda/matmul.cu.)
     ...(quick ? [[1, 4096, 4096], [1, 11008, 4096], [16, 11008, 4096]] : GEMV_SHAPES).flatMap(([M, N, K]) => [
       gemmCase(dev, dt, M!, N!, K!, true),
       gemmCase(dev, dt, M!, N!, K!, true, false, 0),
+      ...(quick ? [] : ([2, 3] as const).map((p) => gemmCase(dev, dt, M!, N!, K!, true, false, p))),
     ]),
     // LLaMA-7B decode projections at the batches of a pipeline's micro-batches: qkv, out, gate+up, down.
     ...[64, 128, 256].flatMap((M) => [

@@ -22,13 +22,14 @@ static std::mt19937 rng(2027);
 
 // norm: the NORM form (rmsnorm_matmul): X's rows normalized by rstd and the weight nw (reference in
 // float64 from the bf16 inputs; the kernel rounds the normalized rows to bf16, within the bound).
+template <int NW = mm::GEMVP_WARPS, int UC = mm::GEMVP_UC, int P = mm::GEMVP_P>
 static bool one(int M, int N, int K, int grid, bool bias_on, float alpha, float beta, bool norm = false) {
   std::uniform_real_distribution<float> U(-1, 1);
-  std::vector<bf16> X(size_t(M) * K), W(size_t(N) * K), B(N), C(size_t(M) * N), NW(K);
+  std::vector<bf16> X(size_t(M) * K), W(size_t(N) * K), B(N), C(size_t(M) * N), NW_(K);
   for (auto& v : X) v = __float2bfloat16_rn(U(rng));
   for (auto& v : W) v = __float2bfloat16_rn(U(rng));
   for (auto& v : B) v = __float2bfloat16_rn(U(rng));
-  for (auto& v : NW) v = __float2bfloat16_rn(0.5f + U(rng));
+  for (auto& v : NW_) v = __float2bfloat16_rn(0.5f + U(rng));
   for (auto& v : C) v = __float2bfloat16_rn(beta != 0.f ? U(rng) : NAN);
   const float eps = 1e-5f;
   std::vector<double> H(size_t(M) * K);
@@ -37,7 +38,7 @@ static bool one(int M, int N, int K, int grid, bool bias_on, float alpha, float 
     for (int k = 0; k < K; ++k) ss += double(__bfloat162float(X[size_t(m) * K + k])) * __bfloat162float(X[size_t(m) * K + k]);
     const double rstd = norm ? 1 / std::sqrt(ss / K + eps) : 1;
     for (int k = 0; k < K; ++k)
-      H[size_t(m) * K + k] = __bfloat162float(X[size_t(m) * K + k]) * rstd * (norm ? __bfloat162float(NW[k]) : 1.f);
+      H[size_t(m) * K + k] = __bfloat162float(X[size_t(m) * K + k]) * rstd * (norm ? __bfloat162float(NW_[k]) : 1.f);
   }
   std::vector<double> ref(size_t(M) * N);
   for (int m = 0; m < M; ++m)
@@ -50,14 +51,13 @@ static bool one(int M, int N, int K, int grid, bool bias_on, float alpha, float 
       ref[size_t(m) * N + n] = s;
     }
   const int pair_ok = N % 2 == 0;
-  emu_launch(unsigned(grid), mm::GEMVP_WARPS * 32, [&] {
+  emu_launch(unsigned(grid), NW * 32, [&] {
     if (norm)
-      mm::gemv_pipe_kernel<bf16, mm::GEMVP_WARPS, mm::GEMVP_UC, mm::GEMVP_P, true>(
-          X.data(), W.data(), bias_on ? B.data() : nullptr, C.data(), M, N, K, alpha, beta, pair_ok, NW.data(), eps,
-          mm::gemvp_norm_threads(K));
+      mm::gemv_pipe_kernel<bf16, NW, UC, P, true>(X.data(), W.data(), bias_on ? B.data() : nullptr, C.data(), M, N, K,
+                                                  alpha, beta, pair_ok, NW_.data(), eps, mm::gemvp_norm_threads(K));
     else
-      mm::gemv_pipe_kernel<bf16, mm::GEMVP_WARPS, mm::GEMVP_UC, mm::GEMVP_P>(
-          X.data(), W.data(), bias_on ? B.data() : nullptr, C.data(), M, N, K, alpha, beta, pair_ok);
+      mm::gemv_pipe_kernel<bf16, NW, UC, P>(X.data(), W.data(), bias_on ? B.data() : nullptr, C.data(), M, N, K,
+                                            alpha, beta, pair_ok);
   });
   double num = 0, den = 0;
   bool finite = true;
@@ -69,7 +69,7 @@ static bool one(int M, int N, int K, int grid, bool bias_on, float alpha, float 
   }
   const double e = finite ? std::sqrt(num / den) : INFINITY;
   const bool ok = e <= 1e-2;
-  std::printf("  gemv_pipe%s M%-2d N%-4d K%-5d grid %-3d%s alpha %.2f beta %.2f: rel. error %.2e %s\n",
+  std::printf("  gemv_pipe<%d,%d,%d>%s M%-2d N%-4d K%-5d grid %-3d%s alpha %.2f beta %.2f: rel. error %.2e %s\n", NW, UC, P,
               norm ? " (rmsnorm)" : "", M, N, K, grid, bias_on ? " bias" : "     ", alpha, beta, e, ok ? "ok" : "FAIL");
   return ok;
 }
@@ -85,6 +85,11 @@ int main() {
   ok &= one(1, 40, 4096, 2, false, 1.f, 0.f, true);   // rmsnorm in the prologue: 128 threads a row (4 warps)
   ok &= one(16, 24, 64, 2, true, 1.f, 0.5f, true);    // 16 rows, one warp a row
   ok &= one(5, 33, 8192, 3, false, 1.f, 0.f, true);   // 256 threads a row (every warp)
+  // The alternative shapes (matmul.cu's launch_gemv_pipe_any): items of 2 chunks 12 deep; 16 warps.
+  ok &= one<8, 2, 12>(3, 203, 1000, 3, true, 1.f, 0.f);
+  ok &= one<8, 2, 12>(2, 40, 4096, 2, false, 1.f, 0.f, true);
+  ok &= one<16, 4, 4>(16, 130, 776, 4, false, 1.f, 0.25f);
+  ok &= one<16, 4, 4>(1, 24, 8192, 2, true, 1.f, 0.f, true);
   std::printf(ok ? "all passed\n" : "FAILED\n");
   return ok ? 0 : 1;
 }
