@@ -14,6 +14,9 @@
 // Prefill runs B sequences of T tokens (right-padded; padding never reaches a real token's output under
 // the causal mask, and decode overwrites the padded cache rows). Decode runs one token per sequence
 // against the cache, lengths and positions read from device memory, so a step can be captured once.
+// Decode fuses what prefill runs apart (fewer launches a step; the same function): RMSNorm inside the
+// next projection (rmsnormLinear), rope with both cache writes (ropeKvWrite), and the residual adds in
+// the out and down projections' epilogue (beta = 1).
 import type { DType } from '../dtype.js';
 import type { ModelConfig } from '../io/config.js';
 import * as ops from '../ops.js';
