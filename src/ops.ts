@@ -137,6 +137,27 @@ export function rmsnormLinear(x: Tensor, normW: Tensor, weight: Tensor, o: Rmsno
   return c;
 }
 
+/**
+ * SwiGLU of rmsnorm(x, normW)'s gate+up projection: wGateUp [2F, in] holds the gate rows, then the up
+ * rows (LLaMA's fused MLP weight); returns silu(gate) * up [..., F], the two products rounded to the dtype
+ * first, as linear then siluGate give it. On a GPU, for up to 16 rows (decode), one kernel.
+ */
+export function rmsnormLinearSwiGLU(x: Tensor, normW: Tensor, wGateUp: Tensor, o: { eps?: number; out?: Tensor } = {}): Tensor {
+  const op = 'rmsnormLinearSwiGLU';
+  const dev = sameDevice(op, { x, normW, wGateUp });
+  const dt = sameDType(op, { x, normW, wGateUp }, FLOATS);
+  if (wGateUp.shape.length !== 2 || wGateUp.shape[0]! % 2)
+    throw new Error(`${op}: wGateUp must be 2-D [2F, in], got [${wGateUp.shape.join(', ')}]`);
+  const [F2, K] = wGateUp.shape as [number, number];
+  const F = F2 / 2;
+  const M = rowsCols(op, x, K);
+  expectShape(op, 'normW', normW, [K]);
+  const c = output(op, o.out, [...x.shape.slice(0, -1), F], dt, dev);
+  if (c.native === x.native) throw new Error(`${op}: out must not be x`);
+  native.rmsnormMatmulSwiglu(c.native, x.native, normW.native, wGateUp.native, M, F, K, o.eps ?? 1e-5);
+  return c;
+}
+
 // ------------------------------------------------------------------ attention
 
 export interface AttentionShape {

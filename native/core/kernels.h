@@ -25,6 +25,13 @@ void matmul(PARALLM_KCTX ctx, DType dt, const void* A, const void* B, const void
 void rmsnorm_matmul(PARALLM_KCTX ctx, DType dt, const void* X, const void* norm_w, const void* B, const void* bias,
                     void* C, int64_t M, int64_t N, int64_t K, float eps, float alpha, float beta);
 
+// C[M,F] = silu(G) * U with G, U = rmsnorm_matmul(X, norm_w, Wgu, eps) split in halves (Wgu [2F,K]: the
+// gate rows, then the up rows), each rounded to dt as stored, then silu_gate's arithmetic: decode's
+// norm, gate+up projection and SwiGLU (on CUDA one launch where the GEMV path applies; the same bits as
+// rmsnorm_matmul then silu_gate). C must not overlap X.
+void rmsnorm_matmul_swiglu(PARALLM_KCTX ctx, DType dt, const void* X, const void* norm_w, const void* Wgu, void* C,
+                           int64_t M, int64_t F, int64_t K, float eps);
+
 // Causal attention for prefill, flash-style (no score matrix in device memory on the GPU).
 // For batch b, query head h (kv head g = h / (Hq / Hkv)), query i < Tq, key j < Tk:
 //   out[b,i,h,:] = sum_j softmax_j(scale * q[b,i,h,:].k[b,j,g,:]) v[b,j,g,:]  over j <= i + (Tk - Tq)

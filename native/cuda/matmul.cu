@@ -9,7 +9,8 @@
 //   sm80  16-bit on other sm_80+ devices, or shapes the sm90 path refuses: mma.sync + ldmatrix, with
 //         16-byte cp.async when aligned, element loads otherwise (matmul_sm80.cuh).
 //   simt  f32 (plain f32 FMA: stays exact to ~1e-5, unlike tf32), K == 0, or anything else.
-// rmsnorm_matmul: the pipelined GEMV with the norm in its prologue where it applies, else rmsnorm then matmul.
+// rmsnorm_matmul: the pipelined GEMV with the norm in its prologue where it applies, else rmsnorm then matmul;
+// rmsnorm_matmul_swiglu likewise with SwiGLU in the epilogue, else rmsnorm_matmul then silu_gate.
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
@@ -222,11 +223,11 @@ void launch_gemv_v(const Args& a) {
 
 // The pipelined GEMV: one block per SM at most (its ring fills most of an SM's shared memory), the
 // 8-row tiles split evenly over the blocks. NORM: rmsnorm_matmul's fused form (norm weight nw, eps).
-template <typename T, int NW, int UC, int P, bool NORM = false>
+template <typename T, int NW, int UC, int P, bool NORM = false, bool SWIGLU = false>
 void launch_gemv_pipe(const Args& a, const void* nw = nullptr, float eps = 0.f) {
-  constexpr auto kern = mm::gemv_pipe_kernel<T, NW, UC, P, NORM>;
-  constexpr size_t smem = mm::gemvp_smem<NW, UC, P>();
-  set_smem_once<kern>(smem, NORM ? "gemv (rmsnorm)" : "gemv");
+  constexpr auto kern = mm::gemv_pipe_kernel<T, NW, UC, P, NORM, SWIGLU>;
+  constexpr size_t smem = mm::gemvp_smem<NW, UC, P, SWIGLU ? 2 : 1>();
+  set_smem_once<kern>(smem, SWIGLU ? "gemv (rmsnorm, swiglu)" : NORM ? "gemv (rmsnorm)" : "gemv");
   const int ntiles = (a.N + 7) / 8;
   const int grid = std::min(ntiles, device_sms());
   kern<<<unsigned(grid), NW * 32, smem, a.stream>>>(static_cast<const T*>(a.A), static_cast<const T*>(a.B),
@@ -341,6 +342,40 @@ void rmsnorm_matmul(cudaStream_t stream, DType dt, const void* X, const void* no
     throw;
   }
   PARALLM_CUDA_CHECK(cudaFreeAsync(h, stream), "rmsnorm_matmul: scratch free");
+}
+
+void rmsnorm_matmul_swiglu(cudaStream_t stream, DType dt, const void* X, const void* norm_w, const void* Wgu, void* C,
+                           int64_t M, int64_t F, int64_t K, float eps) {
+  if (dt != DType::F32 && dt != DType::BF16)
+    fail("rmsnorm_matmul_swiglu: dtype ", dtype_name(dt), " is not supported (f32, bf16) (M=", M, " F=", F, " K=", K,
+         ")");
+  if (M < 0 || F < 0 || K < 1) fail("rmsnorm_matmul_swiglu: bad sizes M=", M, " F=", F, " K=", K);
+  if (M > INT32_MAX || 2 * F > INT32_MAX || K > INT32_MAX)
+    fail("rmsnorm_matmul_swiglu: sizes M=", M, " F=", F, " K=", K, " exceed the 2^31-1 limit of the CUDA kernels");
+  if (M == 0 || F == 0) return;
+  if (!X || !norm_w || !Wgu || !C) fail("rmsnorm_matmul_swiglu: null pointer (M=", M, " F=", F, " K=", K, ")");
+  // Fused on rmsnorm_matmul's conditions (the gate and up halves in one item: 8 warps, items of 2 chunks
+  // of each half, 8 deep: the default's 128 KB ring and its K split, hence its sums); else rmsnorm_matmul
+  // into a scratch gate+up block, then silu_gate.
+  const bool fused = dt == DType::BF16 && M <= 16 && K % 8 == 0 && aligned16(X) && aligned16(Wgu) &&
+                     aligned16(norm_w) && mm::gemvp_norm_threads(K) <= 8 * 32 && device_cc() >= 80 &&
+                     g_gemv_path.load(std::memory_order_relaxed) != 0;
+  if (fused) {
+    Args a{stream, dt, X, Wgu, nullptr, C, int(M), int(F), int(K), false, true, 1.f, 0.f, 0};
+    return launch_gemv_pipe<__nv_bfloat16, 8, 2, 8, true, true>(a, norm_w, eps);
+  }
+  const size_t bytes = size_t(M) * size_t(2 * F) * dtype_size(dt);
+  void* gu = nullptr;
+  PARALLM_CUDA_CHECK(cudaMallocAsync(&gu, bytes, stream), "rmsnorm_matmul_swiglu: scratch of ", bytes, " bytes (M=", M,
+                     " F=", F, ")");
+  try {
+    rmsnorm_matmul(stream, dt, X, norm_w, Wgu, nullptr, gu, M, 2 * F, K, eps, 1.f, 0.f);
+    silu_gate(stream, dt, gu, static_cast<char*>(gu) + size_t(F) * dtype_size(dt), C, M, F, 2 * F);
+  } catch (...) {
+    cudaFreeAsync(gu, stream);
+    throw;
+  }
+  PARALLM_CUDA_CHECK(cudaFreeAsync(gu, stream), "rmsnorm_matmul_swiglu: scratch free");
 }
 
 void matmul_sm90_splits(int n) { g_splits.store(n, std::memory_order_relaxed); }

@@ -21,6 +21,10 @@
 // its first W copies are in flight, with norm.cu's arrangement for a row (ntx threads, pack v = tid +
 // i * ntx summed in order, warp butterfly, warps summed in order) and its formulas, so h has the bits
 // rmsnorm (16-byte path) writes and the result is the one of rmsnorm then this GEMV.
+//
+// SWIGLU (rmsnorm_matmul_swiglu): W holds 2N rows, the gate rows then the up rows; an item carries both
+// halves of its tile (rows n and N + n), and the epilogue writes C[M,N] = silu(gate) * up from the two
+// products each rounded to T first, as silu_gate (activation.cu) computes it from a stored gate+up.
 #pragma once
 #include "matmul_common.cuh"
 #include "mma_ptx.cuh"
@@ -30,11 +34,15 @@ namespace parallm::cuda::mm {
 // Warps a block, chunks (32 k) an item, items in a warp's ring.
 constexpr int GEMVP_WARPS = 8, GEMVP_UC = 4, GEMVP_P = 8;
 
-// The ring, the tile sums [2][NW][4][32], and (NORM) the rows' rstd [16] and a row sum's warp partials [32].
-template <int NW, int UC, int P>
+// The ring, the tile sums [2][NW][H][4][32], and (NORM) the rows' rstd [16] and a row sum's warp partials
+// [32]. H: 2 with SWIGLU (gate and up sums), else 1.
+template <int NW, int UC, int P, int H = 1>
 constexpr size_t gemvp_smem() {
-  return size_t(NW) * P * UC * 32 * 16 + size_t(2) * NW * 4 * 32 * sizeof(float) + 48 * sizeof(float);
+  return size_t(NW) * P * H * UC * 32 * 16 + size_t(2) * NW * H * 4 * 32 * sizeof(float) + 48 * sizeof(float);
 }
+
+// silu_gate's arithmetic (activation.cu): the same expression, so the fused epilogue gives its bits.
+__device__ __forceinline__ float gemvp_silu(float x) { return x / (1.f + expf(-x)); }
 
 // norm.cu's threads for one row of C elements (16-byte packs of 8, kCached = 4 packs a thread in registers).
 inline int gemvp_norm_threads(int64_t C) {
@@ -42,12 +50,13 @@ inline int gemvp_norm_threads(int64_t C) {
   return int(want > 512 ? 512 : want < 32 ? 32 : (want + 31) / 32 * 32);
 }
 
-template <typename T, int NW, int UC, int P, bool NORM = false>
+template <typename T, int NW, int UC, int P, bool NORM = false, bool SWIGLU = false>
 __global__ void __launch_bounds__(NW * 32, 1)
 gemv_pipe_kernel(const T* __restrict__ X, const T* __restrict__ W, const T* __restrict__ bias, T* __restrict__ C,
                  int M, int N, int K, float alpha, float beta, int pair_ok, const T* __restrict__ nw = nullptr,
                  float eps = 0.f, int ntx = 32) {
   static_assert(P >= 2, "the ring needs a slot in use and one filling");
+  constexpr int H = SWIGLU ? 2 : 1;  // row sets an item: gate and up
 #ifdef PARALLM_GEMV_SMEM
   unsigned char* smem = PARALLM_GEMV_SMEM;  // the host emulation (native/cuda/emu) names its own array
 #else
@@ -63,8 +72,9 @@ gemv_pipe_kernel(const T* __restrict__ X, const T* __restrict__ W, const T* __re
   const int c0 = min(warp * per, nchunks), c1 = min(c0 + per, nchunks);
   const int ipt = (c1 - c0 + UC - 1) / UC;  // this warp's items a tile (0 when K leaves it no chunk)
   const int nitems = (te - tb) * ipt;
-  uint4* ring = reinterpret_cast<uint4*>(smem) + warp * (P * UC * 32) + lane;  // slot s, chunk u: [(s*UC+u)*32]
-  float* red = reinterpret_cast<float*>(smem + size_t(NW) * P * UC * 32 * 16);  // [2][NW][4][32]
+  // slot s, set h, chunk u: [((s*H + h)*UC + u)*32]
+  uint4* ring = reinterpret_cast<uint4*>(smem) + warp * (P * H * UC * 32) + lane;
+  float* red = reinterpret_cast<float*>(smem + size_t(NW) * P * H * UC * 32 * 16);  // [2][NW][H][4][32]
 
   // Item j of this warp: its W bytes into ring slot j % P, as one commit group (empty past the end, so
   // the count of groups in flight stays P - 1 and the wait below stays a constant).
@@ -72,13 +82,16 @@ gemv_pipe_kernel(const T* __restrict__ X, const T* __restrict__ W, const T* __re
     if (j < nitems) {
       const int tile = tb + j / ipt, cb = c0 + (j % ipt) * UC;
       const int row = tile * 8 + g;
-      const T* wr = W + int64_t(row < N ? row : 0) * K;
-      uint4* dst = ring + (j % P) * (UC * 32);
 #pragma unroll
-      for (int u = 0; u < UC; ++u) {
-        const int k = (cb + u) * 32 + 8 * t;
-        const bool ok = row < N && cb + u < c1 && k < K;  // K % 8 == 0: a lane's 8 k are all in or all out
-        ptx::cp_async16(ptx::smem_addr(dst + u * 32), ok ? wr + k : W, ok ? 16 : 0);  // 0 bytes: zeros
+      for (int h = 0; h < H; ++h) {
+        const T* wr = W + (int64_t(h) * N + (row < N ? row : 0)) * K;
+        uint4* dst = ring + ((j % P) * H + h) * (UC * 32);
+#pragma unroll
+        for (int u = 0; u < UC; ++u) {
+          const int k = (cb + u) * 32 + 8 * t;
+          const bool ok = row < N && cb + u < c1 && k < K;  // K % 8 == 0: a lane's 8 k are all in or all out
+          ptx::cp_async16(ptx::smem_addr(dst + u * 32), ok ? wr + k : W, ok ? 16 : 0);  // 0 bytes: zeros
+        }
       }
     }
     ptx::cp_async_commit();
@@ -92,7 +105,7 @@ gemv_pipe_kernel(const T* __restrict__ X, const T* __restrict__ W, const T* __re
   const uint4 z = make_uint4(0, 0, 0, 0);
   float rs0 = 1.f, rs1 = 1.f;  // NORM: rstd of X rows g and g + 8
   if constexpr (NORM) {
-    float* s_rstd = red + 2 * NW * 4 * 32;  // [16]
+    float* s_rstd = red + 2 * NW * H * 4 * 32;  // [16]
     float* s_part = s_rstd + 16;             // [32]
     const int tid = int(threadIdx.x), nvec = K / 8, nwarps = ntx / 32;
     const float inv_c = 1.f / float(K);
@@ -128,7 +141,7 @@ gemv_pipe_kernel(const T* __restrict__ X, const T* __restrict__ W, const T* __re
   int j = 0;
 #pragma unroll 1
   for (int tile = tb; tile < te; ++tile) {
-    float acc[4] = {0.f, 0.f, 0.f, 0.f};
+    float acc[H][4] = {};
 #pragma unroll 1
     for (int i = 0; i < ipt; ++i, ++j) {
       const int cb = c0 + i * UC;
@@ -159,32 +172,50 @@ gemv_pipe_kernel(const T* __restrict__ X, const T* __restrict__ W, const T* __re
         }
       }
       ptx::cp_async_wait<P - 2>();  // item j's group is complete (P - 1 were in flight, j's the oldest)
-      const uint4* src = ring + (j % P) * (UC * 32);
+      const uint4* src = ring + (j % P) * (H * UC * 32);
 #pragma unroll
       for (int u = 0; u < UC; ++u) {
-        const uint4 w = src[u * 32];
         const uint32_t a0[4] = {xr[u][0].x, xr[u][1].x, xr[u][0].y, xr[u][1].y};
         const uint32_t a1[4] = {xr[u][0].z, xr[u][1].z, xr[u][0].w, xr[u][1].w};
-        ptx::MmaOp<T>::run(acc, a0, w.x, w.y);
-        ptx::MmaOp<T>::run(acc, a1, w.z, w.w);
+#pragma unroll
+        for (int h = 0; h < H; ++h) {
+          const uint4 w = src[(h * UC + u) * 32];
+          ptx::MmaOp<T>::run(acc[h], a0, w.x, w.y);
+          ptx::MmaOp<T>::run(acc[h], a1, w.z, w.w);
+        }
       }
       // Refill the slot of item j - 1: its reads were consumed by the previous pass's MMAs, so they
       // completed before this copy is issued (one lane's own bytes; no other lane reads them).
       issue(j + P - 1);
     }
-    float* r = red + ((tile - tb) & 1) * (NW * 4 * 32);
+    float* r = red + ((tile - tb) & 1) * (NW * H * 4 * 32);
 #pragma unroll
-    for (int e = 0; e < 4; ++e) r[(warp * 4 + e) * 32 + lane] = acc[e];
+    for (int h = 0; h < H; ++h)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) r[((warp * H + h) * 4 + e) * 32 + lane] = acc[h][e];
     __syncthreads();
     if (warp == (tile - tb) % NW) {
-      float s[4] = {0.f, 0.f, 0.f, 0.f};
+      float s[H][4] = {};
       for (int w = 0; w < NW; ++w)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) s[e] += r[(w * 4 + e) * 32 + lane];
-      // s0, s1: X row g, W rows (columns of C) tile*8 + 2t, +1; s2, s3: X row g + 8.
+        for (int h = 0; h < H; ++h)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) s[h][e] += r[((w * H + h) * 4 + e) * 32 + lane];
+      // s[.][0], s[.][1]: X row g, W rows (columns of C) tile*8 + 2t, +1; s[.][2], s[.][3]: X row g + 8.
       const int col = tile * 8 + 2 * t;
-      store2(C, bias, M, N, g, col, s[0], s[1], alpha, beta, pair_ok);
-      store2(C, bias, M, N, g + 8, col, s[2], s[3], alpha, beta, pair_ok);
+      if constexpr (SWIGLU) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int row = g + (e >= 2 ? 8 : 0), cc = col + (e & 1);
+          if (row < M && cc < N) {
+            const float gate = f32(from_f32<T>(s[0][e])), up = f32(from_f32<T>(s[1][e]));
+            C[int64_t(row) * N + cc] = from_f32<T>(gemvp_silu(gate) * up);
+          }
+        }
+      } else {
+        store2(C, bias, M, N, g, col, s[0][0], s[0][1], alpha, beta, pair_ok);
+        store2(C, bias, M, N, g + 8, col, s[0][2], s[0][3], alpha, beta, pair_ok);
+      }
     }
   }
   ptx::cp_async_wait<0>();  // (only empty groups remain; exit with nothing in flight)

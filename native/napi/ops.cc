@@ -223,6 +223,22 @@ Napi::Value OpRmsnormMatmul(const Napi::CallbackInfo& info) {
   });
 }
 
+// rmsnormMatmulSwiglu(c, x, normW, wGateUp, M, F, K, eps): c = silu(gate) * up of rmsnorm(x) wGateUp^T
+Napi::Value OpRmsnormMatmulSwiglu(const Napi::CallbackInfo& info) {
+  return op(info, "rmsnormMatmulSwiglu", [](OpCall& c) {
+    int64_t M = c.i64(4, "M"), F = c.i64(5, "F"), K = c.i64(6, "K");
+    float eps = c.f32(7, "eps");
+    if (M < 0 || F < 0 || K < 1) fail("rmsnormMatmulSwiglu: bad sizes M=", M, " F=", F, " K=", K);
+    DType dt = c.dtype_of(0, "c");
+    void* pc = c.use(0, "c", c.mul(M, F), dt);
+    const void* px = c.use(1, "x", c.mul(M, K), dt);
+    const void* pw = c.use(2, "normW", K, dt);
+    const void* pg = c.use(3, "wGateUp", c.mul(2, F, K), dt);
+    c.run([=](const cpu::Ctx& x) { cpu::rmsnorm_matmul_swiglu(x, dt, px, pw, pg, pc, M, F, K, eps); },
+          ON_CUDA(rmsnorm_matmul_swiglu(s, dt, px, pw, pg, pc, M, F, K, eps)));
+  });
+}
+
 // ropeKvWrite(qkv, kCache, vCache, pos, freqs|null, B, Hq, Hkv, D, qkvStride, rotDim, theta, kvB, kvT, maxLen)
 Napi::Value OpRopeKvWrite(const Napi::CallbackInfo& info) {
   return op(info, "ropeKvWrite", [](OpCall& c) {
@@ -717,6 +733,7 @@ void export_ops(Napi::Env env, Napi::Object exports) {
   export_fn(env, exports, "kvWrite", OpKvWrite);
   export_fn(env, exports, "ropeKvWrite", OpRopeKvWrite);
   export_fn(env, exports, "rmsnormMatmul", OpRmsnormMatmul);
+  export_fn(env, exports, "rmsnormMatmulSwiglu", OpRmsnormMatmulSwiglu);
   export_fn(env, exports, "layernorm", OpLayernorm);
   export_fn(env, exports, "rmsnorm", OpRmsnorm);
   export_fn(env, exports, "gelu", OpGelu);

@@ -15,8 +15,9 @@
 // the causal mask, and decode overwrites the padded cache rows). Decode runs one token per sequence
 // against the cache, lengths and positions read from device memory, so a step can be captured once.
 // Decode fuses what prefill runs apart (fewer launches a step; the same function): RMSNorm inside the
-// next projection (rmsnormLinear), rope with both cache writes (ropeKvWrite), and the residual adds in
-// the out and down projections' epilogue (beta = 1).
+// next projection (rmsnormLinear; with SwiGLU in the epilogue for the MLP, rmsnormLinearSwiGLU), rope
+// with both cache writes (ropeKvWrite), and the residual adds in the out and down projections' epilogue
+// (beta = 1).
 import type { DType } from '../dtype.js';
 import type { ModelConfig } from '../io/config.js';
 import * as ops from '../ops.js';
@@ -122,6 +123,8 @@ export class Transformer {
       a = ops.linear(h, l.up, l.upBias);
       h.dispose();
       ops.gelu(a, a);
+    } else if (fused) {
+      a = ops.rmsnormLinearSwiGLU(x, l.norm2, l.up, { eps: this.cfg.normEps });
     } else {
       const F = this.cfg.intermediate;
       const gu = this.normLinear(x, l.norm2, l.up, fused);

@@ -1,7 +1,8 @@
 // The decode-speed kernels on a GPU (skipped without one): the two GEMV kernels (M <= 16, B^T: the
 // pipelined one of native/cuda/matmul_gemv.cuh and the older register kernel) against float64 on fresh
 // random inputs with the output poisoned, and against each other (same summation order, so the same
-// bits); rmsnormLinear and ropeKvWrite against the launches they replace (bit for bit); decode attention over contexts 1..8192 with several key-chunk counts, grouped-query heads,
+// bits); rmsnormLinear, rmsnormLinearSwiGLU and ropeKvWrite against the launches they replace (bit for
+// bit); decode attention over contexts 1..8192 with several key-chunk counts, grouped-query heads,
 // against float64 and the CPU backend; greedy generation of the tiny models on both GEMV kernels.
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -242,6 +243,53 @@ describe.skipIf(gpus === 0)('rmsnormLinear: the norm in the GEMV prologue', () =
       const h = rmsnormRefRows(x.v, g.v, M, K, 1e-5);
       expect(relError(all[0]!, matmulRef(h, w.v, bias?.v ?? null, null, M, N, K, false, true)), `seed ${s}`).toBeLessThan(1e-2);
       [x.t, g.t, w.t, bias?.t].forEach((t) => t?.dispose());
+    });
+});
+
+describe.skipIf(gpus === 0)('rmsnormLinearSwiGLU: norm, gate+up projection and SwiGLU in one kernel', () => {
+  afterEach(() => native.testing.matmulGemv(-1));
+  for (const [M, F, K] of [
+    [1, 11008, 4096],
+    [16, 1024, 4096],
+    [3, 21, 64],
+    [9, 700, 2056],
+  ] as const)
+    it(`${M}x${F}x${K}: the bits of rmsnormLinear then siluGate, on either GEMV setting, and float64`, () => {
+      const s = seed();
+      const x = randT([M, K], 'bf16', dev, s, -2, 3);
+      const g = randT([K], 'bf16', dev, s + 1, 0.5, 1.5);
+      const w = randT([2 * F, K], 'bf16', dev, s + 2, -0.2, 0.2);
+      const outs = ([1, 0] as const).flatMap((path) => {
+        native.testing.matmulGemv(path);
+        try {
+          const fused = poisoned([M, F], 'bf16', dev);
+          ops.rmsnormLinearSwiGLU(x.t, g.t, w.t, { eps: 1e-5, out: fused });
+          const gu = ops.rmsnormLinear(x.t, g.t, w.t, { eps: 1e-5 });
+          const up = gu.view(F, [gu.numel - F]);
+          const apart = ops.siluGate(gu, up, { rows: M, cols: F, inStride: 2 * F });
+          const r = [fused.toArray() as Float32Array, apart.toArray() as Float32Array];
+          [fused, gu, up, apart].forEach((t) => t.dispose());
+          return r;
+        } finally {
+          native.testing.matmulGemv(-1);
+        }
+      });
+      outs.forEach((o, i) => finite(o, `output ${i}`));
+      for (const [i, o] of outs.entries()) {
+        let diff = 0;
+        for (let j = 0; j < o.length; j++) if (o[j] !== outs[1]![j]) diff++;
+        expect(diff, `seed ${s}: output ${i} (fused/apart x pipelined/register) vs the ops apart`).toBe(0);
+      }
+      const h = rmsnormRefRows(x.v, g.v, M, K, 1e-5);
+      const gu = matmulRef(h, w.v, null, null, M, 2 * F, K, false, true);
+      const ref = new Float64Array(M * F);
+      for (let m = 0; m < M; m++)
+        for (let f = 0; f < F; f++) {
+          const a = gu[m * 2 * F + f]!;
+          ref[m * F + f] = (a / (1 + Math.exp(-a))) * gu[m * 2 * F + F + f]!;
+        }
+      expect(relError(outs[0]!, ref), `seed ${s}`).toBeLessThan(1e-2);
+      [x.t, g.t, w.t].forEach((t) => t.dispose());
     });
 });
 

@@ -207,6 +207,32 @@ function rmsnormLinear(M: number, N: number, K: number, withBias: boolean): Kern
   };
 }
 
+/** rmsnormLinearSwiGLU: silu(gate) * up of rmsnorm(x) [gate; up]^T against float64. */
+function rmsnormSwiGLU(M: number, F: number, K: number): KernelCase {
+  return {
+    name: `rmsnormLinearSwiGLU ${M}x${F}x${K}`,
+    dtypes: ['f32', 'bf16'],
+    run(device, dt, seed) {
+      const x = randT([M, K], dt, device, seed, -2, 3);
+      const g = randT([K], dt, device, seed + 1, 0.5, 1.5);
+      const w = randT([2 * F, K], dt, device, seed + 2, -0.2, 0.2);
+      const out = poisoned([M, F], dt, device);
+      ops.rmsnormLinearSwiGLU(x.t, g.t, w.t, { eps: 1e-6, out });
+      const h = ref.rmsnormRef(x.v, g.v, M, K, 1e-6).y;
+      const gu = ref.matmulRef(h, w.v, null, null, M, 2 * F, K, false, true);
+      const r = new Float64Array(M * F);
+      for (let m = 0; m < M; m++)
+        for (let f = 0; f < F; f++) {
+          const a = gu[m * 2 * F + f]!, u = gu[m * 2 * F + F + f]!;
+          r[m * F + f] = (a / (1 + Math.exp(-a))) * u;
+        }
+      const res = { out: out.toArray(), ref: r };
+      [x.t, g.t, w.t, out].forEach((t) => t.dispose());
+      return res;
+    },
+  };
+}
+
 function unary(name: string, n: number): KernelCase {
   return {
     name: `${name} n=${n}`,
@@ -422,6 +448,9 @@ export const KERNEL_CASES: KernelCase[] = [
   rmsnormLinear(3, 37, 64, true),
   rmsnormLinear(16, 100, 264, false),
   rmsnormLinear(20, 64, 96, true), // more than 16 rows: rmsnorm then matmul on every backend
+  rmsnormSwiGLU(1, 8, 64),
+  rmsnormSwiGLU(5, 21, 264),
+  rmsnormSwiGLU(17, 40, 96), // more than 16 rows: the three steps apart
   ropeKvWrite(1, 1, 1, 2, 2, 1, 0),
   ropeKvWrite(3, 4, 2, 16, 16, 5, 0),
   ropeKvWrite(4, 6, 3, 64, 32, 9, 8),
@@ -460,6 +489,8 @@ export const GPU_LARGE_CASES: KernelCase[] = [
   ropeKvWrite(16, 32, 8, 128, 128, 64, 0), // LLaMA-3-8B's heads at batch 16
   rmsnormLinear(1, 12288, 4096, false), // LLaMA-7B's norm + qkv at batch 1
   rmsnormLinear(16, 2048, 8192, true),
+  rmsnormSwiGLU(1, 11008, 4096), // LLaMA-7B's MLP at batch 1
+  rmsnormSwiGLU(16, 1000, 2048),
   layernorm(64, 4096),
   rmsnorm(64, 4096),
   softmax(8, 50257),

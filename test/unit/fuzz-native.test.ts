@@ -152,6 +152,7 @@ const SIGS: Record<string, string> = {
   kvWrite: 'TTTNNNSSSSN',
   ropeKvWrite: 'TTTTONNNNSNFSSN',
   rmsnormMatmul: 'TTTTONNNFFF',
+  rmsnormMatmulSwiglu: 'TTTTNNNF',
   layernorm: 'TTTTOONNF',
   rmsnorm: 'TTTONNF',
   gelu: 'TTN',
@@ -362,6 +363,10 @@ const VALID: Record<string, (r: Rng, d: string) => unknown[]> = {
     const dt = r.pick(['f32', 'bf16']), M = r.int(0, 5), N = r.int(0, 5), K = r.int(1, 9);
     return [fresh(r, d, dt, M * N), fresh(r, d, dt, M * K), fresh(r, d, dt, K), fresh(r, d, dt, N * K), r.f() < 0.5 ? null : fresh(r, d, dt, N), M, N, K, r.pick([1e-5, 0]), r.f() * 2 - 1, r.pick([0, 1])];
   },
+  rmsnormMatmulSwiglu: (r, d) => {
+    const dt = r.pick(['f32', 'bf16']), M = r.int(0, 5), F = r.int(0, 5), K = r.int(1, 9);
+    return [fresh(r, d, dt, M * F), fresh(r, d, dt, M * K), fresh(r, d, dt, K), fresh(r, d, dt, 2 * F * K), M, F, K, r.pick([1e-5, 0])];
+  },
   ropeKvWrite: (r, d) => {
     const dt = r.pick(['f32', 'bf16']), B = r.int(1, 3), Hkv = r.int(1, 2), Hq = Hkv * r.int(1, 2), D = 2 * r.int(1, 4), L = r.int(1, 4);
     const rot = r.pick([0, D, 2]), W3 = (Hq + 2 * Hkv) * D;
@@ -476,6 +481,7 @@ const OPS: [string, fc.Arbitrary<unknown[]>, (...a: never[]) => unknown][] = [
   ['attentionDecode', fc.tuple(T, T, T, T, opt({ batch: size, headsQ: size, headsKv: size, headDim: size, maxLen: size, scale: float, qStride: stride, kvStrides: pair, out: T })), ops.attentionDecode],
   ['kvWrite', fc.tuple(T, T, T, opt({ batch: size, tokens: size, width: size, maxLen: size, srcStrides: pair, dstStrides: pair })), ops.kvWrite],
   ['rmsnormLinear', fc.tuple(T, T, T, opt({ eps: float, bias: T, alpha: float, beta: float, out: T })), ops.rmsnormLinear],
+  ['rmsnormLinearSwiGLU', fc.tuple(T, T, T, opt({ eps: float, out: T })), ops.rmsnormLinearSwiGLU],
   ['ropeKvWrite', fc.tuple(T, T, T, T, opt({ batch: size, headsQ: size, headsKv: size, headDim: size, maxLen: size, qkvStride: stride, kvStrides: pair, rope: opt({ theta: float, rotaryDim: size, freqs: T }) })), ops.ropeKvWrite],
   ['layernorm', fc.tuple(T, T, T, opt({ eps: float, out: T, mean: T, rstd: T })), ops.layernorm],
   ['rmsnorm', fc.tuple(T, T, opt({ eps: float, out: T, rstd: T })), ops.rmsnorm],
