@@ -2,7 +2,7 @@
 # One call on the lent GPU machine does it all (see ../shared/device/README.md): GPU tests, the kernel
 # and generation benchmarks, and the PyTorch peers on the same card. Run through the device tool as
 #   bash .device/remote.sh bash bench/device-run.sh [tests] [kernels] [generate] [peers] [comm]
-#   [clocks] [prefill] [curve] [dp] [pack] [strategy-peers] (strategies = prefill curve dp pack)
+#   [clocks] [prefill] [curve] [dp] [pack] [strategy-peers] [decode] (strategies = prefill curve dp pack)
 #   [train-tests] [train-dp] [train-peers] [train-pp] [train-13b] [train-1gpu-7b] [train-epochs]
 # with carry [".device", "build/Release/parallm.node", "dist"]. Logs and JSON go to $OUT.
 set -uo pipefail
@@ -130,6 +130,15 @@ for p in "${parts[@]}"; do
     pack)
       # At most 8 files come back from the device, so the JSON goes into one archive.
       [ -d "$out/s" ] && tar -czf "$out/strategies.tgz" -C "$out" s && rm -rf "$out/s" ;;
+    decode)
+      # Decode speed (bench/DECODE-NOTES.md): its GPU tests, the GEMV / decode-attention kernels beside a copy
+      # of their bytes, generation, and the peers (cuBLAS GEMV and SDPA / flash_attn decode, compiled torch).
+      timeout 300 vitest run test/gpu/decode.gpu.test.ts > "$out/gpu-decode-tests.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-decode-tests.log"
+      timeout 200 node dist/cli/index.js bench kernels --filter gemv attention-decode copy --json "$out/kernels-decode.json" 2>&1 | tail -50
+      timeout 150 python3 bench/peers/decode_peers.py both > "$out/peer-decode-kernels.log" 2>&1; grep ANCHOR "$out/peer-decode-kernels.log" | cut -c1-200
+      timeout 150 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16 --json "$out/gen-llama.json" 2>&1 | tail -4
+      timeout 90 node dist/cli/index.js bench generate --model gpt2 --batch 1,16 --json "$out/gen-gpt2.json" 2>&1 | tail -4
+      timeout 300 python3 bench/peers/torch_compile_decode.py both 1,16 > "$out/peer-compile.log" 2>&1; grep ANCHOR "$out/peer-compile.log" | cut -c1-200 ;;
     strategies) bash "$0" prefill curve dp pack ;;
     compare)
       # The build from before a restructuring (unpacked from .device/old.tgz: its dist/ and addon) against

@@ -83,6 +83,9 @@ export interface NativeBinding {
   attentionPrefill(out: T, q: T, k: T, v: T, B: number, Tq: number, Tk: number, Hq: number, Hkv: number, D: number, qB: number, qT: number, kvB: number, kvT: number, scale: number): void;
   attentionDecode(out: T, q: T, k: T, v: T, lens: T, B: number, Hq: number, Hkv: number, D: number, qB: number, kvB: number, kvT: number, maxLen: number, scale: number): void;
   kvWrite(dst: T, src: T, pos: T, B: number, T: number, W: number, srcB: number, srcT: number, dstB: number, dstT: number, maxLen: number): void;
+  rmsnormMatmul(c: T, x: T, normW: T, b: T, bias: T | null, M: number, N: number, K: number, eps: number, alpha: number, beta: number): void;
+  rmsnormMatmulSwiglu(c: T, x: T, normW: T, wGateUp: T, M: number, F: number, K: number, eps: number): void;
+  ropeKvWrite(qkv: T, kCache: T, vCache: T, pos: T, freqs: T | null, B: number, Hq: number, Hkv: number, D: number, qkvStride: number, rotDim: number, theta: number, kvB: number, kvT: number, maxLen: number): void;
   layernorm(y: T, x: T, gamma: T, beta: T, mean: OptT, rstd: OptT, R: number, C: number, eps: number): void;
   rmsnorm(y: T, x: T, w: T, rstd: OptT, R: number, C: number, eps: number): void;
   gelu(y: T, x: T, n: number): void;
@@ -128,6 +131,14 @@ export interface NativeTestingHooks {
   matmulSplitK(n: number): void;
   /** The sm90 matmul stores C through the TMA (true, the default where it applies) or from registers. */
   matmulTmaStore(on: boolean): void;
+  /**
+   * The GEMV (M <= 16, B^T) kernel: -1 chosen (the default: pipelined), 0 the older register kernel (and
+   * rmsnormMatmul as rmsnorm then matmul), 1 pipelined, 2 and 3 pipelined in alternative shapes (for sweeps;
+   * 3 splits K over 16 warps, so its sums round differently).
+   */
+  matmulGemv(path: number): void;
+  /** Key chunks of decode attention: -1 chosen per call (the default), n >= 1 asks for n (capped by the length). */
+  attentionDecodeSplits(n: number): void;
 }
 
 /** One rank of a communicator (native/comm): collectives over NativeTensors on its device. */
@@ -156,7 +167,7 @@ export interface NativeComm {
 export const NATIVE_KEYS = [
   'NativeTensor', 'empty', 'devices', 'deviceInfo', 'buildInfo', 'configureCpuDevices', 'synchronize',
   'memoryStats', 'resetPeakMemory', 'emptyCache', 'captureBegin', 'captureEnd', 'eventCreate', 'streamCreate',
-  'setStream', 'matmul', 'attentionPrefill', 'attentionDecode', 'kvWrite', 'layernorm', 'rmsnorm', 'gelu',
+  'setStream', 'matmul', 'attentionPrefill', 'attentionDecode', 'kvWrite', 'ropeKvWrite', 'rmsnormMatmul', 'rmsnormMatmulSwiglu', 'layernorm', 'rmsnorm', 'gelu',
   'siluGate', 'rope', 'embedding', 'add', 'cast', 'softmax', 'argmax', 'fillUniform', 'sample', 'sumRows',
   'layernormBackward', 'rmsnormBackward', 'geluBackward', 'siluGateBackward', 'ropeBackward', 'attentionForward',
   'attentionBackward', 'embeddingBackward', 'crossEntropy', 'sumSquares', 'adamw', 'ncclAvailable', 'ncclUniqueId',
@@ -164,7 +175,7 @@ export const NATIVE_KEYS = [
 ] as const satisfies readonly (keyof NativeBinding)[];
 
 /** Every name of NativeTestingHooks, held to the addon's `testing` object the same way. */
-export const NATIVE_TESTING_KEYS = ['matmulSplitK', 'matmulTmaStore'] as const satisfies readonly (keyof NativeTestingHooks)[];
+export const NATIVE_TESTING_KEYS = ['matmulSplitK', 'matmulTmaStore', 'matmulGemv', 'attentionDecodeSplits'] as const satisfies readonly (keyof NativeTestingHooks)[];
 
 // A compile error names the keys of T missing from the list L.
 type ListsEvery<T, L extends readonly PropertyKey[]> = [Exclude<keyof T, L[number]>] extends [never] ? true : Exclude<keyof T, L[number]>;

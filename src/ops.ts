@@ -106,6 +106,58 @@ export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null, out?: Te
   return matmul(x, weight, { transB: true, bias, out });
 }
 
+export interface RmsnormLinearOptions {
+  eps?: number;
+  bias?: Tensor | null;
+  alpha?: number;
+  /** beta != 0 adds beta * out (out required) */
+  beta?: number;
+  out?: Tensor;
+}
+
+/**
+ * linear(rmsnorm(x, normW), weight): x [..., in], normW [in], weight [out, in] (torch's layout). The
+ * normalized rows are rounded to the dtype as rmsnorm writes them; on a GPU, for up to 16 rows (decode),
+ * the norm runs inside the projection's kernel (no launch of its own), with the same result.
+ */
+export function rmsnormLinear(x: Tensor, normW: Tensor, weight: Tensor, o: RmsnormLinearOptions = {}): Tensor {
+  const op = 'rmsnormLinear';
+  const { bias, alpha = 1, beta = 0, out } = o;
+  const dev = sameDevice(op, { x, normW, weight, bias });
+  const dt = sameDType(op, { x, normW, weight, bias }, FLOATS);
+  if (weight.shape.length !== 2) throw new Error(`${op}: weight must be 2-D [out, in], got [${weight.shape.join(', ')}]`);
+  const [N, K] = weight.shape as [number, number];
+  const M = rowsCols(op, x, K);
+  expectShape(op, 'normW', normW, [K]);
+  if (bias) expectShape(op, 'bias', bias, [N]);
+  if (beta !== 0 && !out) throw new Error(`${op}: beta != 0 needs an out tensor to accumulate into`);
+  const c = output(op, out, [...x.shape.slice(0, -1), N], dt, dev);
+  if (c.native === x.native) throw new Error(`${op}: out must not be x`);
+  native.rmsnormMatmul(c.native, x.native, normW.native, weight.native, bias?.native ?? null, M, N, K, o.eps ?? 1e-5, alpha, beta);
+  return c;
+}
+
+/**
+ * SwiGLU of rmsnorm(x, normW)'s gate+up projection: wGateUp [2F, in] holds the gate rows, then the up
+ * rows (LLaMA's fused MLP weight); returns silu(gate) * up [..., F], the two products rounded to the dtype
+ * first, as linear then siluGate give it. On a GPU, for up to 16 rows (decode), one kernel.
+ */
+export function rmsnormLinearSwiGLU(x: Tensor, normW: Tensor, wGateUp: Tensor, o: { eps?: number; out?: Tensor } = {}): Tensor {
+  const op = 'rmsnormLinearSwiGLU';
+  const dev = sameDevice(op, { x, normW, wGateUp });
+  const dt = sameDType(op, { x, normW, wGateUp }, FLOATS);
+  if (wGateUp.shape.length !== 2 || wGateUp.shape[0]! % 2)
+    throw new Error(`${op}: wGateUp must be 2-D [2F, in], got [${wGateUp.shape.join(', ')}]`);
+  const [F2, K] = wGateUp.shape as [number, number];
+  const F = F2 / 2;
+  const M = rowsCols(op, x, K);
+  expectShape(op, 'normW', normW, [K]);
+  const c = output(op, o.out, [...x.shape.slice(0, -1), F], dt, dev);
+  if (c.native === x.native) throw new Error(`${op}: out must not be x`);
+  native.rmsnormMatmulSwiglu(c.native, x.native, normW.native, wGateUp.native, M, F, K, o.eps ?? 1e-5);
+  return c;
+}
+
 // ------------------------------------------------------------------ attention
 
 export interface AttentionShape {
@@ -200,6 +252,52 @@ export function kvWrite(dst: Tensor, src: Tensor, pos: Tensor, o: KvWriteOptions
   const [sB, sT] = o.srcStrides ?? [T * W, W];
   const [dB, dT] = o.dstStrides ?? [maxLen * W, W];
   native.kvWrite(dst.native, src.native, pos.native, B, T, W, sB, sT, dB, dT, maxLen);
+}
+
+export interface RopeKvWriteOptions {
+  batch: number;
+  headsQ: number;
+  headsKv: number;
+  headDim: number;
+  maxLen: number;
+  /** elements between consecutive sequences' rows of qkv; default (headsQ + 2 headsKv) * headDim */
+  qkvStride?: number;
+  /** element strides [batch, token] of both caches; default contiguous [B, maxLen, headsKv, headDim] */
+  kvStrides?: [number, number];
+  /** rotate q and k as rope does (theta, rotaryDim, freqs as in RopeOptions); omitted: no rotation (GPT-2) */
+  rope?: Pick<RopeOptions, 'theta' | 'rotaryDim' | 'freqs'>;
+}
+
+/**
+ * Decode's rope and KV-cache write in one op, one token per sequence: qkv [B, (Hq + 2 Hkv) D] rows hold
+ * the q heads, k heads and v heads. With `rope`, the q and k heads are rotated in place at pos[b] (as
+ * rope over Hq + Hkv heads); then kCache[b, pos[b]] = k heads and vCache[b, pos[b]] = v heads (as
+ * kvWrite with one token; a pos outside [0, maxLen) writes nothing). pos: i32 [B] on the device.
+ */
+export function ropeKvWrite(qkv: Tensor, kCache: Tensor, vCache: Tensor, pos: Tensor, o: RopeKvWriteOptions): void {
+  const op = 'ropeKvWrite';
+  sameDevice(op, { qkv, kCache, vCache, pos, freqs: o.rope?.freqs });
+  sameDType(op, { qkv, kCache, vCache }, FLOATS);
+  const { batch: B, headsQ: Hq, headsKv: Hkv, headDim: D, maxLen } = o;
+  for (const [n, val] of Object.entries({ batch: B, headsQ: Hq, headsKv: Hkv, headDim: D, maxLen })) positive(op, n, val);
+  if (pos.dtype !== 'i32') throw new Error(`${op}: pos must be i32, got ${pos.dtype}`);
+  expectNumel(op, 'pos', pos, B);
+  const row = (Hq + 2 * Hkv) * D;
+  const qs = o.qkvStride ?? row;
+  if (qs < row) throw new Error(`${op}: qkvStride ${qs} < (headsQ + 2 headsKv) x headDim = ${row}`);
+  const [kB, kT] = o.kvStrides ?? [maxLen * Hkv * D, Hkv * D];
+  if (kT < Hkv * D) throw new Error(`${op}: cache token stride ${kT} < headsKv x headDim = ${Hkv * D}`);
+  expectNumel(op, 'qkv', qkv, (B - 1) * qs + row);
+  expectNumel(op, 'kCache', kCache, (B - 1) * kB + (maxLen - 1) * kT + Hkv * D);
+  expectNumel(op, 'vCache', vCache, (B - 1) * kB + (maxLen - 1) * kT + Hkv * D);
+  let rot = 0;
+  let freqs: Tensor | undefined;
+  if (o.rope) {
+    rot = o.rope.rotaryDim ?? D;
+    if (rot % 2 || rot > D || rot < 2) throw new Error(`${op}: rotaryDim ${rot} must be even and <= headDim ${D}`);
+    freqs = ropeFreqs(op, { heads: Hq + Hkv, headDim: D, ...o.rope }, rot);
+  }
+  native.ropeKvWrite(qkv.native, kCache.native, vCache.native, pos.native, freqs?.native ?? null, B, Hq, Hkv, D, qs, rot, o.rope?.theta ?? 10000, kB, kT, maxLen);
 }
 
 // ------------------------------------------------------------------ norms and activations

@@ -19,6 +19,19 @@
 void matmul(PARALLM_KCTX ctx, DType dt, const void* A, const void* B, const void* bias, void* C, int64_t M,
             int64_t N, int64_t K, bool transA, bool transB, float alpha, float beta);
 
+// C[M,N] = alpha * H B^T + beta * C + bias[N] with H = rmsnorm(X [M,K], norm_w [K], eps) rounded to dt as
+// rmsnorm writes it (B stored [N,K]): decode's norm and the projection after it (on CUDA one launch where
+// the GEMV path applies; the same bits as rmsnorm then matmul). C must not overlap X.
+void rmsnorm_matmul(PARALLM_KCTX ctx, DType dt, const void* X, const void* norm_w, const void* B, const void* bias,
+                    void* C, int64_t M, int64_t N, int64_t K, float eps, float alpha, float beta);
+
+// C[M,F] = silu(G) * U with G, U = rmsnorm_matmul(X, norm_w, Wgu, eps) split in halves (Wgu [2F,K]: the
+// gate rows, then the up rows), each rounded to dt as stored, then silu_gate's arithmetic: decode's
+// norm, gate+up projection and SwiGLU (on CUDA one launch where the GEMV path applies; the same bits as
+// rmsnorm_matmul then silu_gate). C must not overlap X.
+void rmsnorm_matmul_swiglu(PARALLM_KCTX ctx, DType dt, const void* X, const void* norm_w, const void* Wgu, void* C,
+                           int64_t M, int64_t F, int64_t K, float eps);
+
 // Causal attention for prefill, flash-style (no score matrix in device memory on the GPU).
 // For batch b, query head h (kv head g = h / (Hq / Hkv)), query i < Tq, key j < Tk:
 //   out[b,i,h,:] = sum_j softmax_j(scale * q[b,i,h,:].k[b,j,g,:]) v[b,j,g,:]  over j <= i + (Tk - Tq)
@@ -41,6 +54,16 @@ void attention_decode(PARALLM_KCTX ctx, DType dt, const void* q, const void* k, 
 // so they cannot be checked before the launch; a wrong one must not write past the cache).
 void kv_write(PARALLM_KCTX ctx, DType dt, const void* src, void* dst, const int32_t* pos, int B, int T, int64_t W,
               int64_t src_bstride, int64_t src_tstride, int64_t dst_bstride, int64_t dst_tstride, int64_t max_len);
+
+// Decode's rope and cache write in one launch (one token per sequence). Row b of qkv starts at
+// qkv[b*qkv_stride] and holds Hq query heads, then Hkv key heads, then Hkv value heads, D elements each.
+// With rot_dim > 0 the q and k heads are rotated in place exactly as rope(qkv, pos, R = B, H = Hq + Hkv,
+// D, qkv_stride, rot_dim, theta, freqs) does (rot_dim == 0: no rotation); then the (rotated) k heads and
+// the v heads are written at cache row pos[b] exactly as kv_write(T = 1, W = Hkv*D) writes them into kc
+// and vc (kv_bstride, kv_tstride), a sequence with pos[b] outside [0, max_len) writing nothing there.
+void rope_kv_write(PARALLM_KCTX ctx, DType dt, void* qkv, void* kc, void* vc, const int32_t* pos, int B, int Hq,
+                   int Hkv, int D, int64_t qkv_stride, int rot_dim, float theta, const float* freqs,
+                   int64_t kv_bstride, int64_t kv_tstride, int64_t max_len);
 
 // y = (x - mean) * rstd * gamma + beta per row of C; mean/rstd (f32[R]) written when non-null.
 void layernorm(PARALLM_KCTX ctx, DType dt, const void* x, const void* gamma, const void* beta, void* y,

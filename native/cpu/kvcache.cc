@@ -1,4 +1,5 @@
 // kv_write: copy T new rows per sequence into a cache at that sequence's position (row memcpy).
+// rope_kv_write: decode's rope and the two cache writes, as those three calls (the CUDA backend fuses them).
 #include <cstring>
 
 #include "kernels.h"
@@ -27,6 +28,23 @@ void kv_write(const Ctx& ctx, DType dt, const void* src, void* dst, const int32_
                   row);
     }
   });
+}
+
+void rope_kv_write(const Ctx& ctx, DType dt, void* qkv, void* kc, void* vc, const int32_t* pos, int B, int Hq, int Hkv,
+                   int D, int64_t qkv_stride, int rot_dim, float theta, const float* freqs, int64_t kv_bstride,
+                   int64_t kv_tstride, int64_t max_len) {
+  if (B < 0 || Hq < 1 || Hkv < 1 || D < 1 || rot_dim < 0 || qkv_stride < int64_t(Hq + 2 * Hkv) * D)
+    fail("rope_kv_write: bad sizes B=", B, " Hq=", Hq, " Hkv=", Hkv, " D=", D, " rot_dim=", rot_dim,
+         " qkv_stride=", qkv_stride);
+  if (B == 0) return;
+  if (!qkv) fail("rope_kv_write: null qkv (B=", B, ")");
+  if (rot_dim > 0) rope(ctx, dt, qkv, pos, B, Hq + Hkv, D, qkv_stride, rot_dim, theta, freqs);
+  char* row = static_cast<char*>(qkv);
+  const int64_t W = int64_t(Hkv) * D, es = int64_t(dtype_size(dt));
+  kv_write(ctx, dt, row + int64_t(Hq) * D * es, kc, pos, B, 1, W, qkv_stride, qkv_stride, kv_bstride, kv_tstride,
+           max_len);
+  kv_write(ctx, dt, row + (int64_t(Hq) * D + W) * es, vc, pos, B, 1, W, qkv_stride, qkv_stride, kv_bstride,
+           kv_tstride, max_len);
 }
 
 }  // namespace parallm::cpu

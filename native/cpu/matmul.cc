@@ -542,4 +542,32 @@ void matmul(const Ctx& ctx, DType dt, const void* A, const void* B, const void* 
   }
 }
 
+// rmsnorm then matmul through a scratch block of rows (the CUDA backend fuses the two for decode).
+void rmsnorm_matmul(const Ctx& ctx, DType dt, const void* X, const void* norm_w, const void* B, const void* bias,
+                    void* C, int64_t M, int64_t N, int64_t K, float eps, float alpha, float beta) {
+  if (dt != DType::F32 && dt != DType::BF16)
+    fail("rmsnorm_matmul: dtype ", dtype_name(dt), " is not supported (f32, bf16) (M=", M, " N=", N, " K=", K, ")");
+  if (M < 0 || N < 0 || K < 1) fail("rmsnorm_matmul: bad sizes M=", M, " N=", N, " K=", K);
+  if (M == 0 || N == 0) return;
+  if (!X || !norm_w || !B || !C) fail("rmsnorm_matmul: null pointer (M=", M, " N=", N, " K=", K, ")");
+  std::vector<float> h(size_t(M) * size_t(K));  // f32 words: room for either dtype, aligned for both
+  rmsnorm(ctx, dt, X, norm_w, h.data(), nullptr, M, K, eps);
+  matmul(ctx, dt, h.data(), B, bias, C, M, N, K, false, true, alpha, beta);
+}
+
+// rmsnorm_matmul into a scratch gate+up block, then silu_gate.
+void rmsnorm_matmul_swiglu(const Ctx& ctx, DType dt, const void* X, const void* norm_w, const void* Wgu, void* C,
+                           int64_t M, int64_t F, int64_t K, float eps) {
+  if (dt != DType::F32 && dt != DType::BF16)
+    fail("rmsnorm_matmul_swiglu: dtype ", dtype_name(dt), " is not supported (f32, bf16) (M=", M, " F=", F, " K=", K,
+         ")");
+  if (M < 0 || F < 0 || K < 1) fail("rmsnorm_matmul_swiglu: bad sizes M=", M, " F=", F, " K=", K);
+  if (M == 0 || F == 0) return;
+  if (!X || !norm_w || !Wgu || !C) fail("rmsnorm_matmul_swiglu: null pointer (M=", M, " F=", F, " K=", K, ")");
+  std::vector<float> gu(size_t(M) * size_t(2 * F));  // f32 words: room for either dtype
+  rmsnorm_matmul(ctx, dt, X, norm_w, Wgu, nullptr, gu.data(), M, 2 * F, K, eps, 1.f, 0.f);
+  const size_t es = dtype_size(dt);
+  silu_gate(ctx, dt, gu.data(), reinterpret_cast<const char*>(gu.data()) + size_t(F) * es, C, M, F, 2 * F);
+}
+
 }  // namespace parallm::cpu

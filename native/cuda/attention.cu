@@ -17,6 +17,8 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -37,6 +39,7 @@ constexpr float kLog2e = 1.4426950408889634f;
 
 // Tuning knobs (the scratch harness sweeps them; production uses the defaults).
 int g_decode_blocks_per_sm = 8;  // decode: aim for this many blocks per SM before splitting keys further
+std::atomic<int> g_decode_splits{-1};  // test hook (attention_decode_splits): -1 chosen, n >= 1 n key chunks
 int g_prefill_d128_warps = 4;    // prefill D=128: 4 warps (64 rows, 2 blocks/SM) or 8 warps (128 rows)
 
 // ---------------------------------------------------------------------------------------------------
@@ -196,6 +199,12 @@ decode_split(const T* __restrict__ q, const T* __restrict__ k, const T* __restri
   const int tid = threadIdx.x, grp = tid / GS, lig = tid % GS, dim0 = lig * 8;
   const bool active = dim0 < D;
   const int nvalid = D - dim0;
+  // q is loaded before the length is known: the two reads overlap (a block's chain of dependent reads,
+  // lens -> q -> first keys, is most of its time at the short chunks flash-decoding gives each block).
+  Raw8<T> qraw[HPB];
+#pragma unroll
+  for (int i = 0; i < HPB; ++i)
+    qraw[i].template load<ALIGNED>(q + b * qbs + int64_t(h0 + (i < nh ? i : 0)) * D + dim0, active && i < nh, nvalid);
   const int len = min(lens[b], max_len);
   const int s0 = split * chunk, s1 = min(len, s0 + chunk);
   if (s0 >= s1) {
@@ -207,12 +216,9 @@ decode_split(const T* __restrict__ q, const T* __restrict__ k, const T* __restri
 
   float qr[HPB][8];
 #pragma unroll
-  for (int i = 0; i < HPB; ++i) {
-    Raw8<T> t;
-    t.template load<ALIGNED>(q + b * qbs + int64_t(h0 + (i < nh ? i : 0)) * D + dim0, active && i < nh, nvalid);
+  for (int i = 0; i < HPB; ++i)
 #pragma unroll
-    for (int e = 0; e < 8; ++e) qr[i][e] = t[e] * sl2;  // scores come out in log2 units
-  }
+    for (int e = 0; e < 8; ++e) qr[i][e] = qraw[i][e] * sl2;  // scores come out in log2 units
   float m[HPB], l[HPB], acc[HPB][8];
 #pragma unroll
   for (int i = 0; i < HPB; ++i) {
@@ -371,7 +377,8 @@ void decode_launch(cudaStream_t st, bool aligned, const void* q, const void* k, 
   // Split the keys only as far as needed to fill the GPU; a chunk is at least one block step of keys.
   constexpr int step = (kDecThreads / GS) * kDecU;
   const int64_t target = int64_t(sms) * g_decode_blocks_per_sm;
-  int nsplit = int(std::min<int64_t>((target + groups - 1) / groups, (max_len + step - 1) / step));
+  const int forced = g_decode_splits.load(std::memory_order_relaxed);
+  int nsplit = int(std::min<int64_t>(forced >= 1 ? forced : (target + groups - 1) / groups, (max_len + step - 1) / step));
   nsplit = std::max(nsplit, 1);
   int chunk = (max_len + nsplit - 1) / nsplit;
   chunk = (chunk + step - 1) / step * step;
@@ -559,6 +566,8 @@ void backward_dispatch(cudaStream_t st, const void* q, const void* k, const void
 }
 
 }  // namespace attn_detail
+
+void attention_decode_splits(int n) { attn_detail::g_decode_splits.store(n, std::memory_order_relaxed); }
 
 void attention_prefill(cudaStream_t st, DType dt, const void* q, const void* k, const void* v, void* out, int B,
                        int Tq, int Tk, int Hq, int Hkv, int D, int64_t q_bstride, int64_t q_tstride,

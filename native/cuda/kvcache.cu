@@ -3,6 +3,11 @@
 // A strided copy: (b, t) rows along grid y, each row's W elements along x in 16-byte packs when the
 // pointers and all strides allow it. pos lives in device memory, so a captured graph replays with new
 // positions; a sequence whose rows would fall outside [0, max_len) writes nothing.
+//
+// rope_kv_write: decode's rope of the q and k heads and both cache writes in one launch (three before):
+// a block a sequence, its threads first rotating the pairs (rope.cu's arrangement: x over pairs, y over
+// heads, one sincos per pair), then, after a barrier, copying the rotated k heads and the v heads.
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -11,6 +16,7 @@
 #include "check.h"
 #include "common.cuh"
 #include "kernels.h"
+#include "rope_common.cuh"
 
 namespace parallm::cuda {
 namespace {
@@ -47,7 +53,75 @@ void launch(cudaStream_t s, const void* src, void* dst, const int32_t* pos, int 
                                                     sb, st, db, dts, max_len);
 }
 
+template <class T>
+__global__ void rope_kv_kernel(T* __restrict__ qkv, T* __restrict__ kc, T* __restrict__ vc,
+                               const int32_t* __restrict__ pos, int B, int Hq, int Hkv, int D, int64_t qs,
+                               int rot_dim, float theta, const float* __restrict__ freqs, int64_t kb, int64_t kt,
+                               int64_t max_len) {
+  const int half = rot_dim / 2, H = Hq + Hkv;
+  const int tid = int(threadIdx.y * blockDim.x + threadIdx.x), nt = int(blockDim.x * blockDim.y);
+  const int64_t W = int64_t(Hkv) * D;
+  for (int64_t b = blockIdx.x; b < B; b += gridDim.x) {  // (the same trip count for every thread of a block)
+    T* row = qkv + b * qs;
+    const int32_t p = pos[b];
+    if (half > 0) {
+      for (int i = int(threadIdx.x); i < half; i += int(blockDim.x)) {
+        float sn, cs;
+        sincosf(float(p) * rope_freq(freqs, theta, i, rot_dim), &sn, &cs);
+        for (int h = int(threadIdx.y); h < H; h += int(blockDim.y)) rope_pair(row + int64_t(h) * D, i, half, cs, sn);
+      }
+      __syncthreads();  // the k heads other threads rotated are copied below
+    }
+    if (p >= 0 && int64_t(p) + 1 <= max_len) {
+      const T* ks = row + int64_t(Hq) * D;
+      T* kd = kc + b * kb + int64_t(p) * kt;
+      T* vd = vc + b * kb + int64_t(p) * kt;
+      for (int64_t w = tid; w < W; w += nt) {
+        kd[w] = ks[w];
+        vd[w] = ks[W + w];
+      }
+    }
+    __syncthreads();  // this row's reads are done before the block's threads move on (no reuse; kept simple)
+  }
+}
+
+template <class T>
+void rope_kv_launch(cudaStream_t s, void* qkv, void* kc, void* vc, const int32_t* pos, int B, int Hq, int Hkv, int D,
+                    int64_t qs, int rot_dim, float theta, const float* freqs, int64_t kb, int64_t kt, int64_t max_len) {
+  const int half = rot_dim / 2, H = Hq + Hkv;
+  // rope.cu's block shape for the rotation; at least 128 threads for the copy.
+  const int tx = half > 0 ? std::min(128, (half + 31) / 32 * 32) : 128;
+  const int ty = half > 0 ? std::max(1, std::min(H, 256 / tx)) : 1;
+  rope_kv_kernel<T><<<unsigned(std::min<int64_t>(B, kMaxBlocks)), dim3(tx, ty), 0, s>>>(
+      static_cast<T*>(qkv), static_cast<T*>(kc), static_cast<T*>(vc), pos, B, Hq, Hkv, D, qs, rot_dim, theta, freqs,
+      kb, kt, max_len);
+}
+
 }  // namespace
+
+void rope_kv_write(cudaStream_t s, DType dt, void* qkv, void* kc, void* vc, const int32_t* pos, int B, int Hq, int Hkv,
+                   int D, int64_t qkv_stride, int rot_dim, float theta, const float* freqs, int64_t kv_bstride,
+                   int64_t kv_tstride, int64_t max_len) {
+  if (B < 0 || Hq < 1 || Hkv < 1 || D < 1 || qkv_stride < int64_t(Hq + 2 * Hkv) * D || kv_bstride < 0 ||
+      kv_tstride < 0 || max_len < 1)
+    fail("rope_kv_write: bad sizes B=", B, " Hq=", Hq, " Hkv=", Hkv, " D=", D, " qkv_stride=", qkv_stride,
+         " kv strides ", kv_bstride, "/", kv_tstride, " max_len=", max_len);
+  if (rot_dim < 0 || rot_dim % 2 != 0 || rot_dim > D)
+    fail("rope_kv_write: rot_dim=", rot_dim, " must be even and in [0, D=", D, "]");
+  if (rot_dim > 0 && !freqs && !(theta > 0.f)) fail("rope_kv_write: theta=", theta, " must be positive");
+  if (B == 0) return;
+  if (!qkv || !kc || !vc || !pos) fail("rope_kv_write: null pointer (B=", B, " Hq=", Hq, " Hkv=", Hkv, ")");
+  if (dt == DType::F32)
+    rope_kv_launch<float>(s, qkv, kc, vc, pos, B, Hq, Hkv, D, qkv_stride, rot_dim, theta, freqs, kv_bstride,
+                          kv_tstride, max_len);
+  else if (dt == DType::BF16)
+    rope_kv_launch<__nv_bfloat16>(s, qkv, kc, vc, pos, B, Hq, Hkv, D, qkv_stride, rot_dim, theta, freqs, kv_bstride,
+                                  kv_tstride, max_len);
+  else
+    fail("rope_kv_write: dtype ", dtype_name(dt), " not supported (f32, bf16) (B=", B, " Hq=", Hq, ")");
+  PARALLM_LAUNCH_CHECK("rope_kv_write: launch failed (B=", B, " Hq=", Hq, " Hkv=", Hkv, " D=", D, " rot_dim=",
+                       rot_dim, ")");
+}
 
 void kv_write(cudaStream_t s, DType dt, const void* src, void* dst, const int32_t* pos, int B, int T, int64_t W,
               int64_t src_bstride, int64_t src_tstride, int64_t dst_bstride, int64_t dst_tstride, int64_t max_len) {

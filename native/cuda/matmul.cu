@@ -2,12 +2,15 @@
 //
 // Paths, chosen per call on the host:
 //   gemv  16-bit, M <= 16, transB, !transA, K % 8 == 0, A and B 16-byte aligned (sm_80+): weight-
-//         bandwidth-bound decode case (matmul_sm80.cuh).
+//         bandwidth-bound decode case. The pipelined kernel (matmul_gemv.cuh: cp.async ring, one block
+//         per SM) by default; the older register kernel (matmul_sm80.cuh) when the test hook asks.
 //   sm90  16-bit on compute capability exactly 9.0, leading dimensions % 8 == 0 and 16-byte aligned
 //         A and B (what the TMA needs): wgmma + TMA, warp-specialized, persistent (matmul_sm90.cuh).
 //   sm80  16-bit on other sm_80+ devices, or shapes the sm90 path refuses: mma.sync + ldmatrix, with
 //         16-byte cp.async when aligned, element loads otherwise (matmul_sm80.cuh).
 //   simt  f32 (plain f32 FMA: stays exact to ~1e-5, unlike tf32), K == 0, or anything else.
+// rmsnorm_matmul: the pipelined GEMV with the norm in its prologue where it applies, else rmsnorm then matmul;
+// rmsnorm_matmul_swiglu likewise with SwiGLU in the epilogue, else rmsnorm_matmul then silu_gate.
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
@@ -18,6 +21,7 @@
 
 #include "check.h"
 #include "kernels.h"
+#include "matmul_gemv.cuh"
 #include "matmul_simt.cuh"
 #include "matmul_sm80.cuh"
 #include "matmul_sm90.cuh"
@@ -26,11 +30,15 @@ namespace parallm::cuda {
 
 // matmul_sm90_splits: -1 chooses the K slices per call (sm90_splits), n >= 1 asks for n.
 void matmul_sm90_splits(int n);
+// matmul_gemv_path: -1 chooses (the pipelined kernel), 0 the older register kernel, 1 the pipelined one,
+// 2 and 3 the pipelined one in the alternative shapes of launch_gemv_pipe_any (for sweeps).
+void matmul_gemv_path(int n);
 
 namespace {
 
 std::atomic<int> g_splits{-1};  // test hook: -1 = chosen per call, n = n K slices when possible
 std::atomic<int> g_tma_store{1};  // test hook: 0 = the sm90 epilogue stores C from registers
+std::atomic<int> g_gemv_path{-1};  // test / benchmark hook: see matmul_gemv_path
 
 constexpr int kMaxDevices = 64;
 
@@ -213,8 +221,38 @@ void launch_gemv_v(const Args& a) {
   PARALLM_LAUNCH_CHECK(PARALLM_MM_WHERE(a, "gemv"));
 }
 
+// The pipelined GEMV: one block per SM at most (its ring fills most of an SM's shared memory), the
+// 8-row tiles split evenly over the blocks. NORM: rmsnorm_matmul's fused form (norm weight nw, eps).
+template <typename T, int NW, int UC, int P, bool NORM = false, bool SWIGLU = false>
+void launch_gemv_pipe(const Args& a, const void* nw = nullptr, float eps = 0.f) {
+  constexpr auto kern = mm::gemv_pipe_kernel<T, NW, UC, P, NORM, SWIGLU>;
+  constexpr size_t smem = mm::gemvp_smem<NW, UC, P, SWIGLU ? 2 : 1>();
+  set_smem_once<kern>(smem, SWIGLU ? "gemv (rmsnorm, swiglu)" : NORM ? "gemv (rmsnorm)" : "gemv");
+  const int ntiles = (a.N + 7) / 8;
+  const int grid = std::min(ntiles, device_sms());
+  kern<<<unsigned(grid), NW * 32, smem, a.stream>>>(static_cast<const T*>(a.A), static_cast<const T*>(a.B),
+                                                    static_cast<const T*>(a.bias), static_cast<T*>(a.C), a.M, a.N,
+                                                    a.K, a.alpha, a.beta, a.pair_ok, static_cast<const T*>(nw), eps,
+                                                    mm::gemvp_norm_threads(a.K));
+  PARALLM_LAUNCH_CHECK(PARALLM_MM_WHERE(a, NORM ? "gemv (pipelined, rmsnorm)" : "gemv (pipelined)"));
+}
+
+// The pipelined GEMV's shape by the hook (matmul_gemv_path): 2 and 3 are alternatives kept for a sweep
+// on the GPU (not yet measured): 8 warps with items of 2 chunks, 12 deep (finer items, 88 KB in flight
+// an SM); 16 warps splitting K, items of 4 chunks, 4 deep (96 KB). Otherwise the default: 8 warps, 4
+// chunks, 8 deep (112 KB).
+template <typename T, bool NORM = false>
+void launch_gemv_pipe_any(const Args& a, const void* nw = nullptr, float eps = 0.f) {
+  switch (g_gemv_path.load(std::memory_order_relaxed)) {
+    case 2: return launch_gemv_pipe<T, 8, 2, 12, NORM>(a, nw, eps);
+    case 3: return launch_gemv_pipe<T, 16, 4, 4, NORM>(a, nw, eps);
+    default: return launch_gemv_pipe<T, mm::GEMVP_WARPS, mm::GEMVP_UC, mm::GEMVP_P, NORM>(a, nw, eps);
+  }
+}
+
 template <typename T>
 void launch_gemv_t(const Args& a) {
+  if (g_gemv_path.load(std::memory_order_relaxed) != 0) return launch_gemv_pipe_any<T>(a);
   // Measured on an H100, 1x11008x4096 bf16 (bench/RESULTS.md): 8 rows x unroll 4 gives 2,391 GB/s;
   // 16 rows x 4, 2,162 (a 5.2-wave grid, the last wave a fifth full); 8 rows x 8, 1,993 (registers).
   launch_gemv_v<T, 1, 4>(a);
@@ -272,8 +310,77 @@ void run16(const Args& a) {
 
 }  // namespace
 
+void rmsnorm_matmul(cudaStream_t stream, DType dt, const void* X, const void* norm_w, const void* B, const void* bias,
+                    void* C, int64_t M, int64_t N, int64_t K, float eps, float alpha, float beta) {
+  if (dt != DType::F32 && dt != DType::BF16)
+    fail("rmsnorm_matmul: dtype ", dtype_name(dt), " is not supported (f32, bf16) (M=", M, " N=", N, " K=", K, ")");
+  if (M < 0 || N < 0 || K < 1) fail("rmsnorm_matmul: bad sizes M=", M, " N=", N, " K=", K);
+  if (M > INT32_MAX || N > INT32_MAX || K > INT32_MAX)
+    fail("rmsnorm_matmul: sizes M=", M, " N=", N, " K=", K, " exceed the 2^31-1 limit of the CUDA kernels");
+  if (M == 0 || N == 0) return;
+  if (!X || !norm_w || !B || !C) fail("rmsnorm_matmul: null pointer (M=", M, " N=", N, " K=", K, ")");
+  // Fused where the pipelined GEMV runs and norm.cu would take its 16-byte path with at most a block's
+  // threads a row (what the kernel reproduces); else rmsnorm into a scratch row block, then matmul.
+  const bool fused = dt == DType::BF16 && M <= 16 && K % 8 == 0 && aligned16(X) && aligned16(B) &&
+                     aligned16(norm_w) && mm::gemvp_norm_threads(K) <= 8 * 32 && device_cc() >= 80 &&
+                     g_gemv_path.load(std::memory_order_relaxed) != 0;
+  if (fused) {
+    Args a{stream, dt, X, B, bias, C, int(M), int(N), int(K), false, true, alpha, beta, 0};
+    a.pair_ok = (N % 2 == 0) && (reinterpret_cast<uintptr_t>(C) % 4 == 0);
+    return launch_gemv_pipe_any<__nv_bfloat16, true>(a, norm_w, eps);
+  }
+  const size_t bytes = size_t(M) * size_t(K) * dtype_size(dt);
+  void* h = nullptr;
+  // Stream-ordered, so a captured graph owns it (as the split-K workspace).
+  PARALLM_CUDA_CHECK(cudaMallocAsync(&h, bytes, stream), "rmsnorm_matmul: scratch of ", bytes, " bytes (M=", M,
+                     " K=", K, ")");
+  try {
+    rmsnorm(stream, dt, X, norm_w, h, nullptr, M, K, eps);
+    matmul(stream, dt, h, B, bias, C, M, N, K, false, true, alpha, beta);
+  } catch (...) {
+    cudaFreeAsync(h, stream);
+    throw;
+  }
+  PARALLM_CUDA_CHECK(cudaFreeAsync(h, stream), "rmsnorm_matmul: scratch free");
+}
+
+void rmsnorm_matmul_swiglu(cudaStream_t stream, DType dt, const void* X, const void* norm_w, const void* Wgu, void* C,
+                           int64_t M, int64_t F, int64_t K, float eps) {
+  if (dt != DType::F32 && dt != DType::BF16)
+    fail("rmsnorm_matmul_swiglu: dtype ", dtype_name(dt), " is not supported (f32, bf16) (M=", M, " F=", F, " K=", K,
+         ")");
+  if (M < 0 || F < 0 || K < 1) fail("rmsnorm_matmul_swiglu: bad sizes M=", M, " F=", F, " K=", K);
+  if (M > INT32_MAX || 2 * F > INT32_MAX || K > INT32_MAX)
+    fail("rmsnorm_matmul_swiglu: sizes M=", M, " F=", F, " K=", K, " exceed the 2^31-1 limit of the CUDA kernels");
+  if (M == 0 || F == 0) return;
+  if (!X || !norm_w || !Wgu || !C) fail("rmsnorm_matmul_swiglu: null pointer (M=", M, " F=", F, " K=", K, ")");
+  // Fused on rmsnorm_matmul's conditions (the gate and up halves in one item: 8 warps, items of 2 chunks
+  // of each half, 8 deep: the default's 128 KB ring and its K split, hence its sums); else rmsnorm_matmul
+  // into a scratch gate+up block, then silu_gate.
+  const bool fused = dt == DType::BF16 && M <= 16 && K % 8 == 0 && aligned16(X) && aligned16(Wgu) &&
+                     aligned16(norm_w) && mm::gemvp_norm_threads(K) <= 8 * 32 && device_cc() >= 80 &&
+                     g_gemv_path.load(std::memory_order_relaxed) != 0;
+  if (fused) {
+    Args a{stream, dt, X, Wgu, nullptr, C, int(M), int(F), int(K), false, true, 1.f, 0.f, 0};
+    return launch_gemv_pipe<__nv_bfloat16, 8, 2, 8, true, true>(a, norm_w, eps);
+  }
+  const size_t bytes = size_t(M) * size_t(2 * F) * dtype_size(dt);
+  void* gu = nullptr;
+  PARALLM_CUDA_CHECK(cudaMallocAsync(&gu, bytes, stream), "rmsnorm_matmul_swiglu: scratch of ", bytes, " bytes (M=", M,
+                     " F=", F, ")");
+  try {
+    rmsnorm_matmul(stream, dt, X, norm_w, Wgu, nullptr, gu, M, 2 * F, K, eps, 1.f, 0.f);
+    silu_gate(stream, dt, gu, static_cast<char*>(gu) + size_t(F) * dtype_size(dt), C, M, F, 2 * F);
+  } catch (...) {
+    cudaFreeAsync(gu, stream);
+    throw;
+  }
+  PARALLM_CUDA_CHECK(cudaFreeAsync(gu, stream), "rmsnorm_matmul_swiglu: scratch free");
+}
+
 void matmul_sm90_splits(int n) { g_splits.store(n, std::memory_order_relaxed); }
 void matmul_sm90_tma_store(int on) { g_tma_store.store(on, std::memory_order_relaxed); }
+void matmul_gemv_path(int n) { g_gemv_path.store(n, std::memory_order_relaxed); }
 
 void matmul(cudaStream_t stream, DType dt, const void* A, const void* B, const void* bias, void* C, int64_t M,
             int64_t N, int64_t K, bool transA, bool transB, float alpha, float beta) {

@@ -17,6 +17,7 @@
 #include "check.h"
 #include "common.cuh"
 #include "kernels.h"
+#include "rope_common.cuh"
 
 namespace parallm::cuda {
 namespace {
@@ -31,16 +32,11 @@ __global__ void rope_kernel(T* __restrict__ x, const int32_t* __restrict__ pos, 
     const float p = float(pos[r]);
     T* row = x + r * tstride;
     for (int i = threadIdx.x; i < half; i += blockDim.x) {
-      const float f = freqs ? freqs[i] : float(pow(double(theta), -2.0 * i / rot_dim));
+      const float f = rope_freq(freqs, theta, i, rot_dim);
       float sn, cs;
       sincosf(p * f, &sn, &cs);
       if (INV) sn = -sn;
-      for (int h = threadIdx.y; h < H; h += blockDim.y) {
-        T* head = row + int64_t(h) * D;
-        const float x1 = f32(head[i]), x2 = f32(head[i + half]);
-        head[i] = from_f32<T>(x1 * cs - x2 * sn);
-        head[i + half] = from_f32<T>(x2 * cs + x1 * sn);
-      }
+      for (int h = threadIdx.y; h < H; h += blockDim.y) rope_pair(row + int64_t(h) * D, i, half, cs, sn);
     }
   }
 }

@@ -34,6 +34,8 @@
 namespace parallm::cuda {
 void matmul_sm90_splits(int n);      // benchmark hook (native/cuda/matmul.cu)
 void matmul_sm90_tma_store(int on);  // test hook (native/cuda/matmul.cu)
+void matmul_gemv_path(int n);       // test and benchmark hook (native/cuda/matmul.cu)
+void attention_decode_splits(int n);  // test and benchmark hook (native/cuda/attention.cu)
 }  // namespace parallm::cuda
 #define ON_CUDA(call) [&](cudaStream_t s) { cuda::call; }
 #else
@@ -201,6 +203,64 @@ Napi::Value OpKvWrite(const Napi::CallbackInfo& info) {
     // rows would fall outside the cache.
     c.run([=](const cpu::Ctx& x) { cpu::kv_write(x, dt, ps, pd, pp, B, T, W, sB, sT, dB, dT, maxLen); },
           ON_CUDA(kv_write(s, dt, ps, pd, pp, B, T, W, sB, sT, dB, dT, maxLen)));
+  });
+}
+
+// rmsnormMatmul(c, x, normW, b, bias|null, M, N, K, eps, alpha, beta): c = alpha rmsnorm(x) b^T + beta c + bias
+Napi::Value OpRmsnormMatmul(const Napi::CallbackInfo& info) {
+  return op(info, "rmsnormMatmul", [](OpCall& c) {
+    int64_t M = c.i64(5, "M"), N = c.i64(6, "N"), K = c.i64(7, "K");
+    float eps = c.f32(8, "eps"), alpha = c.f32(9, "alpha"), beta = c.f32(10, "beta");
+    if (M < 0 || N < 0 || K < 1) fail("rmsnormMatmul: bad sizes M=", M, " N=", N, " K=", K);
+    DType dt = c.dtype_of(0, "c");
+    void* pc = c.use(0, "c", c.mul(M, N), dt);
+    const void* px = c.use(1, "x", c.mul(M, K), dt);
+    const void* pw = c.use(2, "normW", K, dt);
+    const void* pb = c.use(3, "b", c.mul(N, K), dt);
+    const void* pbias = c.opt(4, "bias", N, dt);
+    c.run([=](const cpu::Ctx& x) { cpu::rmsnorm_matmul(x, dt, px, pw, pb, pbias, pc, M, N, K, eps, alpha, beta); },
+          ON_CUDA(rmsnorm_matmul(s, dt, px, pw, pb, pbias, pc, M, N, K, eps, alpha, beta)));
+  });
+}
+
+// rmsnormMatmulSwiglu(c, x, normW, wGateUp, M, F, K, eps): c = silu(gate) * up of rmsnorm(x) wGateUp^T
+Napi::Value OpRmsnormMatmulSwiglu(const Napi::CallbackInfo& info) {
+  return op(info, "rmsnormMatmulSwiglu", [](OpCall& c) {
+    int64_t M = c.i64(4, "M"), F = c.i64(5, "F"), K = c.i64(6, "K");
+    float eps = c.f32(7, "eps");
+    if (M < 0 || F < 0 || K < 1) fail("rmsnormMatmulSwiglu: bad sizes M=", M, " F=", F, " K=", K);
+    DType dt = c.dtype_of(0, "c");
+    void* pc = c.use(0, "c", c.mul(M, F), dt);
+    const void* px = c.use(1, "x", c.mul(M, K), dt);
+    const void* pw = c.use(2, "normW", K, dt);
+    const void* pg = c.use(3, "wGateUp", c.mul(2, F, K), dt);
+    c.run([=](const cpu::Ctx& x) { cpu::rmsnorm_matmul_swiglu(x, dt, px, pw, pg, pc, M, F, K, eps); },
+          ON_CUDA(rmsnorm_matmul_swiglu(s, dt, px, pw, pg, pc, M, F, K, eps)));
+  });
+}
+
+// ropeKvWrite(qkv, kCache, vCache, pos, freqs|null, B, Hq, Hkv, D, qkvStride, rotDim, theta, kvB, kvT, maxLen)
+Napi::Value OpRopeKvWrite(const Napi::CallbackInfo& info) {
+  return op(info, "ropeKvWrite", [](OpCall& c) {
+    int B = c.i32(5, "B"), Hq = c.i32(6, "Hq"), Hkv = c.i32(7, "Hkv"), D = c.i32(8, "D");
+    int64_t qs = c.i64(9, "qkv stride");
+    int rot = c.i32(10, "rotDim");
+    float theta = c.f32(11, "theta");
+    int64_t kB = c.i64(12, "cache batch stride"), kT = c.i64(13, "cache token stride"), maxLen = c.i64(14, "maxLen");
+    if (B < 1 || Hq < 1 || Hkv < 1 || D < 1 || maxLen < 1 || rot < 0 || rot > D || rot % 2 ||
+        qs < c.mul(Hq + int64_t(2) * Hkv, D) || kT < c.mul(Hkv, D))
+      fail("ropeKvWrite: bad sizes B=", B, " Hq=", Hq, " Hkv=", Hkv, " D=", D, " qkvStride=", qs, " rotDim=", rot,
+           " cache token stride=", kT, " maxLen=", maxLen);
+    DType dt = c.dtype_of(0, "qkv");
+    void* pq = c.use(0, "qkv", c.strided("qkv", {{B, qs}}, c.mul(Hq + int64_t(2) * Hkv, D)), dt);
+    void* pk = c.use(1, "kCache", c.strided("kCache", {{B, kB}, {maxLen, kT}}, c.mul(Hkv, D)), dt);
+    void* pv = c.use(2, "vCache", c.strided("vCache", {{B, kB}, {maxLen, kT}}, c.mul(Hkv, D)), dt);
+    const int32_t* pp = c.use<int32_t>(3, "pos", B, DType::I32);
+    const float* pf = rot ? c.opt<float>(4, "freqs", rot / 2, DType::F32) : nullptr;
+    if (!rot && c.has_value(4)) fail("ropeKvWrite: freqs given with rotDim 0 (no rotation)");
+    // Positions live on the device: a sequence whose row falls outside the cache writes nothing there.
+    c.run([=](const cpu::Ctx& x) { cpu::rope_kv_write(x, dt, pq, pk, pv, pp, B, Hq, Hkv, D, qs, rot, theta, pf, kB, kT, maxLen); },
+          ON_CUDA(rope_kv_write(s, dt, pq, pk, pv, pp, B, Hq, Hkv, D, qs, rot, theta, pf, kB, kT, maxLen)));
   });
 }
 
@@ -638,6 +698,34 @@ Napi::Value MatmulTmaStore(const Napi::CallbackInfo& info) {
   });
 }
 
+// Which GEMV kernel M <= 16 takes: -1 chosen (the pipelined one), 0 the older register kernel, 1 the
+// pipelined one, 2 and 3 the pipelined one in alternative shapes (native/cuda/matmul.cu); for tests of
+// each and benchmarks side by side. No-op without CUDA.
+Napi::Value MatmulGemv(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    int n = Args(info, "matmulGemv").i32(0, "path");
+    if (n < -1 || n > 3)
+      fail("matmulGemv: expected -1 (automatic), 0 (register kernel), 1 (pipelined) or 2, 3 (its other shapes), got ", n);
+#ifdef PARALLM_WITH_CUDA
+    cuda::matmul_gemv_path(n);
+#endif
+    return info.Env().Undefined();
+  });
+}
+
+// Key chunks of decode attention (-1: chosen per call; n >= 1: n, at most one per 32 keys), so tests
+// reach the combine step at any length. No-op without CUDA.
+Napi::Value AttentionDecodeSplits(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    int n = Args(info, "attentionDecodeSplits").i32(0, "splits");
+    if (n < -1 || n == 0 || n > 4096) fail("attentionDecodeSplits: expected -1 (automatic) or 1..4096, got ", n);
+#ifdef PARALLM_WITH_CUDA
+    cuda::attention_decode_splits(n);
+#endif
+    return info.Env().Undefined();
+  });
+}
+
 }  // namespace
 
 void export_ops(Napi::Env env, Napi::Object exports) {
@@ -645,6 +733,9 @@ void export_ops(Napi::Env env, Napi::Object exports) {
   export_fn(env, exports, "attentionPrefill", OpAttentionPrefill);
   export_fn(env, exports, "attentionDecode", OpAttentionDecode);
   export_fn(env, exports, "kvWrite", OpKvWrite);
+  export_fn(env, exports, "ropeKvWrite", OpRopeKvWrite);
+  export_fn(env, exports, "rmsnormMatmul", OpRmsnormMatmul);
+  export_fn(env, exports, "rmsnormMatmulSwiglu", OpRmsnormMatmulSwiglu);
   export_fn(env, exports, "layernorm", OpLayernorm);
   export_fn(env, exports, "rmsnorm", OpRmsnorm);
   export_fn(env, exports, "gelu", OpGelu);
@@ -676,6 +767,8 @@ Napi::Object testing_hooks(Napi::Env env) {
   Napi::Object t = Napi::Object::New(env);
   export_fn(env, t, "matmulSplitK", MatmulSplitK);
   export_fn(env, t, "matmulTmaStore", MatmulTmaStore);
+  export_fn(env, t, "matmulGemv", MatmulGemv);
+  export_fn(env, t, "attentionDecodeSplits", AttentionDecodeSplits);
   return t;
 }
 

@@ -6,6 +6,7 @@ import { defaultDevice, parseDevice, deviceInfo, emptyCache } from '../device.js
 import * as ops from '../ops.js';
 import { rand } from '../random.js';
 import { native } from '../native.js';
+import { capture } from '../runtime.js';
 import { Tensor } from '../tensor.js';
 import { timeOnDevice, type Timing } from './stats.js';
 
@@ -31,6 +32,12 @@ export interface KernelBenchResult {
   ms: number;
   tflops?: number;
   gbps?: number;
+  /** GEMV cases: a device-to-device copy of the weight bytes (read + written), timed right after the case */
+  copyGbps?: number;
+  /** gbps / copyGbps: the share of the copy rate the kernel streams its weights at */
+  ofCopy?: number;
+  /** timed as replays of a captured graph of back-to-back calls (the launch cost a decode step pays), not as host calls */
+  graphed?: boolean;
 }
 
 interface Case {
@@ -38,26 +45,46 @@ interface Case {
   shape: string;
   flops?: number;
   bytes?: number;
+  /** time a copy of this many bytes after the case, as its ceiling (GEMV: the weights) */
+  copyBytes?: number;
+  /**
+   * On a GPU, time replays of a captured graph of GRAPH_CALLS calls: a call of a few microseconds (a
+   * decode GEMV or attention) is otherwise timed at the rate the host issues calls, not the GPU's.
+   */
+  graph?: boolean;
   setup: () => { run: (i: number) => void; dispose: () => void };
 }
 
-function gemmCase(dev: string, dt: DType, M: number, N: number, K: number, transB: boolean, decode = false): Case {
+/**
+ * `gemvPath` (M <= 16, B^T): which GEMV kernel the case forces (native.testing.matmulGemv: 0 the older
+ * register kernel, named gemv-v1; 2 and 3 the pipelined one's other shapes, gemv-b and gemv-c) while it
+ * runs; by default the one the dispatch chooses.
+ */
+function gemmCase(dev: string, dt: DType, M: number, N: number, K: number, transB: boolean, decode = false, gemvPath?: 0 | 2 | 3): Case {
+  const gemv = M <= 16;
+  const variant = gemvPath === undefined ? '' : gemvPath === 0 ? '-v1' : gemvPath === 2 ? '-b' : '-c';
   return {
-    name: M <= 16 ? 'gemv' : decode ? 'gemm-decode' : 'gemm',
+    name: gemv ? `gemv${variant}` : decode ? 'gemm-decode' : 'gemm',
     shape: `${M}x${N}x${K}${transB ? ' (B^T)' : ''}`,
     flops: 2 * M * N * K,
     // GEMV is judged by the weight bytes it must stream; GEMM by arithmetic; a decode-batch GEMM by
     // both (it sits near the ridge: the weights' bytes and M rows of arithmetic take similar time).
-    bytes: M <= 16 || decode ? N * K * (dt === 'f32' ? 4 : 2) : undefined,
+    bytes: gemv || decode ? N * K * (dt === 'f32' ? 4 : 2) : undefined,
+    copyBytes: gemv && transB ? N * K * (dt === 'f32' ? 4 : 2) : undefined,
+    graph: gemv || decode,
     setup: () => {
       // Rotate among copies of B when it is small enough to live in L2, so the cache is not measured.
       const copies = N * K * 2 < 64 << 20 ? 3 : 1;
       const a = rand([M, K], { dtype: dt, device: dev, seed: 1 });
       const bs = Array.from({ length: copies }, (_, i) => rand(transB ? [N, K] : [K, N], { dtype: dt, device: dev, seed: 2 + i }));
       const c = Tensor.empty([M, N], { dtype: dt, device: dev });
+      if (gemvPath !== undefined) native.testing.matmulGemv(gemvPath);
       return {
         run: (i) => void ops.matmul(a, bs[i % copies]!, { transB, out: c }),
-        dispose: () => [a, c, ...bs].forEach((t) => t.dispose()),
+        dispose: () => {
+          if (gemvPath !== undefined) native.testing.matmulGemv(-1);
+          [a, c, ...bs].forEach((t) => t.dispose());
+        },
       };
     },
   };
@@ -79,21 +106,23 @@ function prefillCase(dev: string, dt: DType, B: number, H: number, T: number, D:
   };
 }
 
-function decodeCase(dev: string, dt: DType, B: number, H: number, L: number, D: number): Case {
+/** Decode attention over a cache of L keys; Hkv < H: grouped-query heads (the cache holds Hkv heads). */
+function decodeCase(dev: string, dt: DType, B: number, H: number, L: number, D: number, Hkv = H): Case {
   const el = dt === 'f32' ? 4 : 2;
   return {
     name: 'attention-decode',
-    shape: `B${B} H${H} len${L} D${D}`,
-    bytes: 2 * B * L * H * D * el,
+    shape: `B${B} H${H}${Hkv !== H ? `/${Hkv}` : ''} len${L} D${D}`,
+    bytes: 2 * B * L * Hkv * D * el,
+    graph: true,
     setup: () => {
       // Rotate among cache copies when one would stay in L2 (50 MB on an H100).
-      const copies = 2 * B * L * H * D * el < 64 << 20 ? 3 : 1;
+      const copies = 2 * B * L * Hkv * D * el < 64 << 20 ? 3 : 1;
       const q = rand([B, H, D], { dtype: dt, device: dev, seed: 6 });
-      const ks = Array.from({ length: copies }, (_, i) => rand([B, L, H, D], { dtype: dt, device: dev, seed: 7 + 2 * i }));
-      const vs = Array.from({ length: copies }, (_, i) => rand([B, L, H, D], { dtype: dt, device: dev, seed: 8 + 2 * i }));
+      const ks = Array.from({ length: copies }, (_, i) => rand([B, L, Hkv, D], { dtype: dt, device: dev, seed: 7 + 2 * i }));
+      const vs = Array.from({ length: copies }, (_, i) => rand([B, L, Hkv, D], { dtype: dt, device: dev, seed: 8 + 2 * i }));
       const lens = Tensor.full([B], L, { dtype: 'i32', device: dev });
       const out = Tensor.empty([B, H, D], { dtype: dt, device: dev });
-      const o = { batch: B, headsQ: H, headsKv: H, headDim: D, maxLen: L, out };
+      const o = { batch: B, headsQ: H, headsKv: Hkv, headDim: D, maxLen: L, out };
       return {
         run: (i) => void ops.attentionDecode(q, ks[i % copies]!, vs[i % copies]!, lens, o),
         dispose: () => [q, lens, out, ...ks, ...vs].forEach((t) => t.dispose()),
@@ -102,18 +131,31 @@ function decodeCase(dev: string, dt: DType, B: number, H: number, L: number, D: 
   };
 }
 
-function copyCase(dev: string, bytes: number): Case {
+function copyCase(dev: string, bytes: number, graph = false): Case {
   return {
     name: 'copy',
     shape: `${(bytes / 2 ** 20).toFixed(0)} MiB`,
     bytes: 2 * bytes, // read + write
+    graph,
     setup: () => {
-      const a = Tensor.empty([bytes / 4], { dtype: 'f32', device: dev }); // values do not change a copy's speed
-      const b = Tensor.empty([bytes / 4], { dtype: 'f32', device: dev });
-      return { run: () => void b.copyFrom(a), dispose: () => (a.dispose(), b.dispose()) };
+      // Rotate among pairs when one pair would stay in L2 (as the GEMV's weights rotate), so a copy of
+      // a GEMV's bytes is timed from memory as the GEMV is.
+      const pairs = 2 * bytes < 64 << 20 ? 3 : 1;
+      const n = Math.ceil(bytes / 4); // values do not change a copy's speed
+      const a = Array.from({ length: pairs }, () => Tensor.empty([n], { dtype: 'f32', device: dev }));
+      const b = Array.from({ length: pairs }, () => Tensor.empty([n], { dtype: 'f32', device: dev }));
+      return { run: (i) => void b[i % pairs]!.copyFrom(a[i % pairs]!), dispose: () => [...a, ...b].forEach((t) => t.dispose()) };
     },
   };
 }
+
+const GEMV_SHAPES = [1, 16].flatMap((M) => [
+  [M, 4096, 4096],
+  [M, 11008, 4096],
+  [M, 4096, 11008],
+  [M, 12288, 4096],
+  [M, 22016, 4096],
+]);
 
 function cases(dev: string, dt: DType, gpu: boolean, quick: boolean): Case[] {
   if (!gpu) {
@@ -136,9 +178,14 @@ function cases(dev: string, dt: DType, gpu: boolean, quick: boolean): Case[] {
     gemmCase(dev, dt, 4096, 4096, 4096, true), // LLaMA-7B attention projection, 4096 tokens
     gemmCase(dev, dt, 4096, 11008, 4096, true), // LLaMA-7B MLP up
     gemmCase(dev, dt, 4096, 4096, 11008, true), // LLaMA-7B MLP down
-    gemmCase(dev, dt, 1, 4096, 4096, true),
-    gemmCase(dev, dt, 1, 11008, 4096, true),
-    gemmCase(dev, dt, 16, 11008, 4096, true),
+    // GEMV (decode at batch 1 and 16): LLaMA-7B's projections (out, MLP up, MLP down, qkv, gate+up), the
+    // kernel the dispatch chooses and the older register kernel, each next to a copy of its weight bytes.
+    // (gemv-b, gemv-c: the pipelined kernel's alternative shapes, for a sweep; see native/cuda/matmul.cu.)
+    ...(quick ? [[1, 4096, 4096], [1, 11008, 4096], [16, 11008, 4096]] : GEMV_SHAPES).flatMap(([M, N, K]) => [
+      gemmCase(dev, dt, M!, N!, K!, true),
+      gemmCase(dev, dt, M!, N!, K!, true, false, 0),
+      ...(quick ? [] : ([2, 3] as const).map((p) => gemmCase(dev, dt, M!, N!, K!, true, false, p))),
+    ]),
     // LLaMA-7B decode projections at the batches of a pipeline's micro-batches: qkv, out, gate+up, down.
     ...[64, 128, 256].flatMap((M) => [
       gemmCase(dev, dt, M, 12288, 4096, true, true),
@@ -151,8 +198,36 @@ function cases(dev: string, dt: DType, gpu: boolean, quick: boolean): Case[] {
     decodeCase(dev, dt, 1, 32, 2048, 128),
     decodeCase(dev, dt, 16, 32, 2048, 128),
     decodeCase(dev, dt, 128, 32, 160, 128),
+    // Long contexts at batch 1 (flash-decoding: the keys split over the SMs), MHA and 4:1 grouped heads.
+    decodeCase(dev, dt, 1, 32, 8192, 128),
+    decodeCase(dev, dt, 1, 32, 32768, 128),
+    decodeCase(dev, dt, 1, 32, 8192, 128, 8),
+    decodeCase(dev, dt, 4, 32, 16384, 128, 8),
     copyCase(dev, (quick ? 256 : 1024) << 20),
   ];
+}
+
+const GRAPH_CALLS = 24; // a multiple of the 3 rotating input copies
+
+/** Median time of one call of the case: plain calls, or (graphed) replays of GRAPH_CALLS captured calls. */
+function timeCase(dev: string, c: Case, graphed: boolean, runs: number): Timing {
+  const gpu = dev.startsWith('cuda');
+  const { run, dispose } = c.setup();
+  try {
+    if (!graphed) return timeOnDevice(dev, run, gpu ? 5 : 1, runs);
+    run(0); // first call outside the capture (kernel attributes, allocator pools)
+    const g = capture(dev, () => {
+      for (let i = 0; i < GRAPH_CALLS; i++) run(i);
+    });
+    try {
+      const t = timeOnDevice(dev, () => g.replay(), 3, runs);
+      return { ...t, medianMs: t.medianMs / GRAPH_CALLS, minMs: t.minMs / GRAPH_CALLS, maxMs: t.maxMs / GRAPH_CALLS };
+    } finally {
+      g.dispose();
+    }
+  } finally {
+    dispose();
+  }
 }
 
 export function runKernelBench(opts: KernelBenchOptions = {}): KernelBenchResult[] {
@@ -166,17 +241,18 @@ export function runKernelBench(opts: KernelBenchOptions = {}): KernelBenchResult
   try {
     for (const c of cases(dev, dt, gpu, !!opts.quick)) {
       if (opts.filter?.length && !opts.filter.some((f) => `${c.name} ${c.shape}`.includes(f))) continue;
-      const { run, dispose } = c.setup();
-      let t: Timing;
-      try {
-        t = timeOnDevice(dev, run, gpu ? 5 : 1, runs);
-      } finally {
-        dispose();
-      }
+      const graphed = gpu && !!c.graph;
+      const t = timeCase(dev, c, graphed, runs);
       const s = t.medianMs / 1e3;
       const r: KernelBenchResult = { name: c.name, shape: c.shape, dtype: c.name === 'copy' ? 'f32' : dt, device: dev, ms: t.medianMs };
       if (c.flops) r.tflops = c.flops / s / 1e12;
       if (c.bytes) r.gbps = c.bytes / s / 1e9;
+      if (graphed) r.graphed = true;
+      if (c.copyBytes && r.gbps) {
+        const cp = copyCase(dev, c.copyBytes, c.graph);
+        r.copyGbps = cp.bytes! / (timeCase(dev, cp, graphed, runs).medianMs / 1e3) / 1e9;
+        r.ofCopy = r.gbps / r.copyGbps;
+      }
       results.push(r);
       opts.onResult?.(r);
     }

@@ -18,6 +18,10 @@
 // A tensor-parallel shard (models/tp.ts) runs the same code on its heads and MLP features (`cfg` is its
 // share's config); the attention output and MLP down projections then give partial sums, which one
 // all-reduce each over the tp group completes (Megatron-LM's two all-reduces a layer).
+// Decode fuses what prefill runs apart (fewer launches a step; the same function): RMSNorm inside the
+// next projection (rmsnormLinear; with SwiGLU in the epilogue for the MLP, rmsnormLinearSwiGLU), rope
+// with both cache writes (ropeKvWrite), and, on one device, the residual adds in the out and down
+// projections' epilogue (beta = 1; a tp shard's partial sums are all-reduced first, so it adds apart).
 import type { DType } from '../dtype.js';
 import type { ModelConfig } from '../io/config.js';
 import * as ops from '../ops.js';
@@ -110,47 +114,72 @@ export class Transformer {
     return x;
   }
 
-  /** q, k and v of `n` tokens, with rotary positions applied: [n, (Hq + 2 Hkv) D]. */
-  private qkv(l: LayerWeights, h: Tensor, pos: Tensor, n: number): Tensor {
+  /** q, k and v of `n` tokens, with rotary positions applied unless `rotate` is false: [n, (Hq + 2 Hkv) D]. */
+  private qkv(l: LayerWeights, h: Tensor, pos: Tensor, n: number, rotate = true): Tensor {
     const { heads, kvHeads, headDim: D, ropeTheta } = this.cfg;
     const qkv = ops.linear(h, l.qkv, l.qkvBias);
-    if (this.cfg.family === 'llama') {
+    if (rotate && this.cfg.family === 'llama') {
       const W3 = (heads + 2 * kvHeads) * D;
       const freqs = this.w.ropeFreqs; // scaled RoPE (LLaMA 3.x); plain RoPE needs only theta
-      ops.rope(qkv, pos, { heads, headDim: D, theta: ropeTheta, tokenStride: W3, tokens: n, freqs });
-      const k = qkv.view(heads * D, [qkv.numel - heads * D]);
-      ops.rope(k, pos, { heads: kvHeads, headDim: D, theta: ropeTheta, tokenStride: W3, tokens: n, freqs });
-      k.dispose();
+      // The k heads follow the q heads in a row, at the same position: one launch rotates both (each
+      // head on its own, so this is the two calls' result).
+      ops.rope(qkv, pos, { heads: heads + kvHeads, headDim: D, theta: ropeTheta, tokenStride: W3, tokens: n, freqs });
     }
     return qkv;
   }
 
-  /** x += attention output projection; x += MLP: the rest of a layer after attention. */
-  private finishLayer(l: LayerWeights, x: Tensor, att: Tensor): void {
-    const o = ops.linear(att, l.out, l.outBias);
-    this.reduce(o);
-    ops.add(x, o, x);
-    o.dispose();
-    const h = this.norm(x, l.norm2, l.norm2Bias);
+  /**
+   * x += attention output projection; x += MLP: the rest of a layer after attention. `fused` (decode):
+   * the two projections add into x in their epilogue (beta = 1, one rounding of the f32 sum), two
+   * launches a layer fewer; prefill keeps the separate add (the sm90 GEMM stores C through the TMA only
+   * when it need not read C), and so does a tp shard (its partial sums are all-reduced before the add).
+   */
+  private finishLayer(l: LayerWeights, x: Tensor, att: Tensor, fused = false): void {
+    const addInEpilogue = fused && !isSharded(this.w.stage.tp);
+    if (addInEpilogue) ops.matmul(att, l.out, { transB: true, bias: l.outBias, beta: 1, out: x });
+    else {
+      const o = ops.linear(att, l.out, l.outBias);
+      this.reduce(o);
+      ops.add(x, o, x);
+      o.dispose();
+    }
     let a: Tensor;
     if (this.cfg.family === 'gpt2') {
+      const h = this.norm(x, l.norm2, l.norm2Bias);
       a = ops.linear(h, l.up, l.upBias);
+      h.dispose();
       ops.gelu(a, a);
+    } else if (fused) {
+      a = ops.rmsnormLinearSwiGLU(x, l.norm2, l.up, { eps: this.cfg.normEps });
     } else {
       const F = this.cfg.intermediate;
-      const gu = ops.linear(h, l.up);
+      const gu = this.normLinear(x, l.norm2, l.up, fused);
       const n = gu.numel / (2 * F);
       const up = gu.view(F, [gu.numel - F]);
       a = ops.siluGate(gu, up, { rows: n, cols: F, inStride: 2 * F });
       up.dispose();
       gu.dispose();
     }
-    h.dispose();
-    const d = ops.linear(a, l.down, l.downBias);
+    if (addInEpilogue) ops.matmul(a, l.down, { transB: true, bias: l.downBias, beta: 1, out: x });
+    else {
+      const d = ops.linear(a, l.down, l.downBias);
+      this.reduce(d);
+      ops.add(x, d, x);
+      d.dispose();
+    }
     a.dispose();
-    this.reduce(d);
-    ops.add(x, d, x);
-    d.dispose();
+  }
+
+  /**
+   * RMSNorm then a projection (LLaMA). `fused`: one op (decode: on a GPU the norm runs inside the GEMV;
+   * the same bits as the two ops).
+   */
+  private normLinear(x: Tensor, g: Tensor, w: Tensor, fused: boolean, bias?: Tensor): Tensor {
+    if (fused) return ops.rmsnormLinear(x, g, w, { eps: this.cfg.normEps, bias });
+    const h = ops.rmsnorm(x, g, { eps: this.cfg.normEps });
+    const y = ops.linear(h, w, bias);
+    h.dispose();
+    return y;
   }
 
   private kvViews(qkv: Tensor): { k: Tensor; v: Tensor } {
@@ -211,20 +240,24 @@ export class Transformer {
     const { heads, kvHeads, headDim: D } = this.cfg;
     const W3 = (heads + 2 * kvHeads) * D;
     const M = cache.maxLen;
+    const kvStrides: [number, number] = [M * kvHeads * D, kvHeads * D];
+    // Rope of q and k and both cache writes in one launch (three before; GPT-2: the two writes).
+    const rope = this.cfg.family === 'llama' ? { theta: this.cfg.ropeTheta, freqs: this.w.ropeFreqs } : undefined;
     this.w.layers.forEach((l, i) => {
-      const h = this.norm(x, l.norm1, l.norm1Bias);
-      const qkv = this.qkv(l, h, pos, B);
-      h.dispose();
-      const { k, v } = this.kvViews(qkv);
-      const kv = { batch: B, tokens: 1, width: kvHeads * D, maxLen: M, srcStrides: [W3, W3] as [number, number] };
-      ops.kvWrite(cache.k[i]!, k, pos, kv);
-      ops.kvWrite(cache.v[i]!, v, pos, kv);
+      let qkv: Tensor;
+      if (rope) qkv = this.normLinear(x, l.norm1, l.qkv, true, l.qkvBias);
+      else {
+        const h = this.norm(x, l.norm1, l.norm1Bias);
+        qkv = this.qkv(l, h, pos, B, false);
+        h.dispose();
+      }
+      ops.ropeKvWrite(qkv, cache.k[i]!, cache.v[i]!, pos, { batch: B, headsQ: heads, headsKv: kvHeads, headDim: D, maxLen: M, qkvStride: W3, kvStrides, rope });
       const att = ops.attentionDecode(qkv, cache.k[i]!, cache.v[i]!, lens, {
-        batch: B, headsQ: heads, headsKv: kvHeads, headDim: D, maxLen: M, qStride: W3, kvStrides: [M * kvHeads * D, kvHeads * D],
+        batch: B, headsQ: heads, headsKv: kvHeads, headDim: D, maxLen: M, qStride: W3, kvStrides,
       });
-      [k, v, qkv].forEach((t) => t.dispose());
+      qkv.dispose();
       const att2 = att.reshape([B, heads * D]);
-      this.finishLayer(l, x, att2);
+      this.finishLayer(l, x, att2, true);
       att2.dispose();
       att.dispose();
     });
@@ -233,6 +266,7 @@ export class Transformer {
   /** Logits of hidden states [R, C] (final norm, then the head): [R, V]. */
   logits(x: Tensor): Tensor {
     if (!this.w.head || !this.w.normF) throw new Error('logits: this stage does not hold the head');
+    if (this.cfg.family === 'llama') return this.normLinear(x, this.w.normF, this.w.head, true);
     const h = this.norm(x, this.w.normF, this.w.normFBias);
     const out = ops.linear(h, this.w.head);
     h.dispose();

@@ -186,6 +186,53 @@ function rmsnorm(R: number, C: number): KernelCase {
   };
 }
 
+/** rmsnormLinear: c = rmsnorm(x, normW) W^T (+ bias) against float64 (the norm's rows unrounded). */
+function rmsnormLinear(M: number, N: number, K: number, withBias: boolean): KernelCase {
+  return {
+    name: `rmsnormLinear ${M}x${N}x${K}${withBias ? ' +bias' : ''}`,
+    dtypes: ['f32', 'bf16'],
+    run(device, dt, seed) {
+      const x = randT([M, K], dt, device, seed, -2, 3);
+      const g = randT([K], dt, device, seed + 1, 0.5, 1.5);
+      const w = randT([N, K], dt, device, seed + 2);
+      const bias = withBias ? randT([N], dt, device, seed + 3) : undefined;
+      const out = poisoned([M, N], dt, device);
+      ops.rmsnormLinear(x.t, g.t, w.t, { eps: 1e-6, bias: bias?.t, out });
+      const h = ref.rmsnormRef(x.v, g.v, M, K, 1e-6).y;
+      const r = ref.matmulRef(h, w.v, bias?.v ?? null, null, M, N, K, false, true);
+      const res = { out: out.toArray(), ref: r };
+      [x.t, g.t, w.t, bias?.t, out].forEach((t) => t?.dispose());
+      return res;
+    },
+  };
+}
+
+/** rmsnormLinearSwiGLU: silu(gate) * up of rmsnorm(x) [gate; up]^T against float64. */
+function rmsnormSwiGLU(M: number, F: number, K: number): KernelCase {
+  return {
+    name: `rmsnormLinearSwiGLU ${M}x${F}x${K}`,
+    dtypes: ['f32', 'bf16'],
+    run(device, dt, seed) {
+      const x = randT([M, K], dt, device, seed, -2, 3);
+      const g = randT([K], dt, device, seed + 1, 0.5, 1.5);
+      const w = randT([2 * F, K], dt, device, seed + 2, -0.2, 0.2);
+      const out = poisoned([M, F], dt, device);
+      ops.rmsnormLinearSwiGLU(x.t, g.t, w.t, { eps: 1e-6, out });
+      const h = ref.rmsnormRef(x.v, g.v, M, K, 1e-6).y;
+      const gu = ref.matmulRef(h, w.v, null, null, M, 2 * F, K, false, true);
+      const r = new Float64Array(M * F);
+      for (let m = 0; m < M; m++)
+        for (let f = 0; f < F; f++) {
+          const a = gu[m * 2 * F + f]!, u = gu[m * 2 * F + F + f]!;
+          r[m * F + f] = (a / (1 + Math.exp(-a))) * u;
+        }
+      const res = { out: out.toArray(), ref: r };
+      [x.t, g.t, w.t, out].forEach((t) => t.dispose());
+      return res;
+    },
+  };
+}
+
 function unary(name: string, n: number): KernelCase {
   return {
     name: `${name} n=${n}`,
@@ -214,6 +261,43 @@ function siluGate(R: number, F: number): KernelCase {
       const res = { out: out.toArray(), ref: ref.siluGateRef(x.v, x.v.subarray(F), R, F, 2 * F) };
       [x.t, out].forEach((t) => t.dispose());
       return res;
+    },
+  };
+}
+
+/**
+ * ropeKvWrite: qkv rows (q heads, k heads, v heads; `extra` elements of padding a row) rotated at pos
+ * (rot 0: not rotated), k and v heads written into random caches; one sequence past the cache and one
+ * at -1 (when B allows) write nothing there. Output: qkv, then the k cache, then the v cache.
+ */
+function ropeKvWrite(B: number, Hq: number, Hkv: number, D: number, rot: number, maxLen: number, extra: number): KernelCase {
+  return {
+    name: `ropeKvWrite B${B} Hq${Hq} Hkv${Hkv} D${D} rot${rot} max${maxLen}${extra ? ` stride+${extra}` : ''}`,
+    dtypes: ['f32', 'bf16'],
+    run(device, dt, seed) {
+      const row = (Hq + 2 * Hkv) * D, qs = row + extra, W = Hkv * D;
+      const qkv = randT([B, qs], dt, device, seed);
+      const kc = randT([B, maxLen, Hkv, D], dt, device, seed + 1);
+      const vc = randT([B, maxLen, Hkv, D], dt, device, seed + 2);
+      const posv = Array.from({ length: B }, (_, b) => (b * 5 + seed) % maxLen);
+      if (B > 1) posv[B - 1] = maxLen;
+      if (B > 2) posv[0] = -1;
+      const pos = Tensor.from(posv, [B], { dtype: 'i32', device });
+      ops.ropeKvWrite(qkv.t, kc.t, vc.t, pos, { batch: B, headsQ: Hq, headsKv: Hkv, headDim: D, maxLen, qkvStride: qs, rope: rot ? { theta: 10000, rotaryDim: rot } : undefined });
+      const q = rot ? ref.ropeRef(qkv.v, posv, B, Hq + Hkv, D, qs, rot, 10000) : Float64Array.from(qkv.v);
+      const k = Float64Array.from(kc.v), v = Float64Array.from(vc.v);
+      for (let b = 0; b < B; b++)
+        if (posv[b]! >= 0 && posv[b]! < maxLen)
+          for (let w = 0; w < W; w++) {
+            k[(b * maxLen + posv[b]!) * W + w] = q[b * qs + Hq * D + w]!;
+            v[(b * maxLen + posv[b]!) * W + w] = q[b * qs + Hq * D + W + w]!;
+          }
+      const out = new Float32Array(q.length + k.length + v.length);
+      out.set(qkv.t.toArray()), out.set(kc.t.toArray(), q.length), out.set(vc.t.toArray(), q.length + k.length);
+      const r = new Float64Array(out.length);
+      r.set(q), r.set(k, q.length), r.set(v, q.length + k.length);
+      [qkv.t, kc.t, vc.t, pos].forEach((t) => t.dispose());
+      return { out, ref: r };
     },
   };
 }
@@ -360,6 +444,17 @@ export const KERNEL_CASES: KernelCase[] = [
   siluGate(1, 1),
   siluGate(3, 37),
   siluGate(2, 688),
+  rmsnormLinear(1, 1, 8, false),
+  rmsnormLinear(3, 37, 64, true),
+  rmsnormLinear(16, 100, 264, false),
+  rmsnormLinear(20, 64, 96, true), // more than 16 rows: rmsnorm then matmul on every backend
+  rmsnormSwiGLU(1, 8, 64),
+  rmsnormSwiGLU(5, 21, 264),
+  rmsnormSwiGLU(17, 40, 96), // more than 16 rows: the three steps apart
+  ropeKvWrite(1, 1, 1, 2, 2, 1, 0),
+  ropeKvWrite(3, 4, 2, 16, 16, 5, 0),
+  ropeKvWrite(4, 6, 3, 64, 32, 9, 8),
+  ropeKvWrite(2, 2, 2, 128, 0, 4, 0), // GPT-2: the cache writes alone
   rope(1, 1, 2, 2, 0),
   rope(5, 3, 16, 16, 0),
   rope(7, 4, 64, 32, 24),
@@ -391,6 +486,11 @@ export const GPU_LARGE_CASES: KernelCase[] = [
   prefill(1, 257, 257, 2, 2, 80),
   decode([2048, 700], 2048, 8, 2, 128),
   decode([4096], 4096, 32, 8, 128),
+  ropeKvWrite(16, 32, 8, 128, 128, 64, 0), // LLaMA-3-8B's heads at batch 16
+  rmsnormLinear(1, 12288, 4096, false), // LLaMA-7B's norm + qkv at batch 1
+  rmsnormLinear(16, 2048, 8192, true),
+  rmsnormSwiGLU(1, 11008, 4096), // LLaMA-7B's MLP at batch 1
+  rmsnormSwiGLU(16, 1000, 2048),
   layernorm(64, 4096),
   rmsnorm(64, 4096),
   softmax(8, 50257),

@@ -150,6 +150,9 @@ const SIGS: Record<string, string> = {
   attentionPrefill: 'TTTTNNNNNNSSSSF',
   attentionDecode: 'TTTTTNNNNSSSNF',
   kvWrite: 'TTTNNNSSSSN',
+  ropeKvWrite: 'TTTTONNNNSNFSSN',
+  rmsnormMatmul: 'TTTTONNNFFF',
+  rmsnormMatmulSwiglu: 'TTTTNNNF',
   layernorm: 'TTTTOONNF',
   rmsnorm: 'TTTONNF',
   gelu: 'TTN',
@@ -302,7 +305,7 @@ describe('fuzz: the raw native binding', () => {
 
   it('testing hooks with fuzzed arguments', () => {
     fc.assert(
-      fc.property(fc.constantFrom('matmulSplitK', 'matmulTmaStore'), fc.oneof(size, foreign), (name, x) => {
+      fc.property(fc.constantFrom('matmulSplitK', 'matmulTmaStore', 'matmulGemv', 'attentionDecodeSplits'), fc.oneof(size, foreign), (name, x) => {
         calls++;
         attempt(name, () => (native.testing as unknown as Record<string, (x: unknown) => void>)[name]!(x));
       }),
@@ -310,6 +313,8 @@ describe('fuzz: the raw native binding', () => {
     );
     native.testing.matmulSplitK(-1);
     native.testing.matmulTmaStore(true);
+    native.testing.matmulGemv(-1);
+    native.testing.attentionDecodeSplits(-1);
   });
 });
 
@@ -353,6 +358,21 @@ const VALID: Record<string, (r: Rng, d: string) => unknown[]> = {
     const dt = r.pick(['f32', 'bf16']), B = r.int(1, 3), T = r.int(1, 3), W = r.int(1, 8), L = T + r.int(0, 3);
     const pos = fresh(r, d, 'i32', B, () => (r.f() < 0.8 ? r.int(0, L - T) : r.pick([-1, L, L - T + 1, -(2 ** 31), 2 ** 31 - 1])));
     return [fresh(r, d, dt, B * L * W), fresh(r, d, dt, B * T * W), pos, B, T, W, T * W, W, L * W, W, L];
+  },
+  rmsnormMatmul: (r, d) => {
+    const dt = r.pick(['f32', 'bf16']), M = r.int(0, 5), N = r.int(0, 5), K = r.int(1, 9);
+    return [fresh(r, d, dt, M * N), fresh(r, d, dt, M * K), fresh(r, d, dt, K), fresh(r, d, dt, N * K), r.f() < 0.5 ? null : fresh(r, d, dt, N), M, N, K, r.pick([1e-5, 0]), r.f() * 2 - 1, r.pick([0, 1])];
+  },
+  rmsnormMatmulSwiglu: (r, d) => {
+    const dt = r.pick(['f32', 'bf16']), M = r.int(0, 5), F = r.int(0, 5), K = r.int(1, 9);
+    return [fresh(r, d, dt, M * F), fresh(r, d, dt, M * K), fresh(r, d, dt, K), fresh(r, d, dt, 2 * F * K), M, F, K, r.pick([1e-5, 0])];
+  },
+  ropeKvWrite: (r, d) => {
+    const dt = r.pick(['f32', 'bf16']), B = r.int(1, 3), Hkv = r.int(1, 2), Hq = Hkv * r.int(1, 2), D = 2 * r.int(1, 4), L = r.int(1, 4);
+    const rot = r.pick([0, D, 2]), W3 = (Hq + 2 * Hkv) * D;
+    const pos = fresh(r, d, 'i32', B, () => (r.f() < 0.8 ? r.int(0, L - 1) : r.pick([-1, L, -(2 ** 31), 2 ** 31 - 1])));
+    const freqs = rot && r.f() < 0.3 ? fresh(r, d, 'f32', rot / 2) : null;
+    return [fresh(r, d, dt, B * W3), fresh(r, d, dt, B * L * Hkv * D), fresh(r, d, dt, B * L * Hkv * D), pos, freqs, B, Hq, Hkv, D, W3, rot, r.pick([10000, 0, -1]), L * Hkv * D, Hkv * D, L];
   },
   layernorm: (r, d) => {
     const dt = r.pick(['f32', 'bf16']), R = r.int(0, 4), C = r.int(1, 9);
@@ -460,6 +480,9 @@ const OPS: [string, fc.Arbitrary<unknown[]>, (...a: never[]) => unknown][] = [
   ['attentionPrefill', fc.tuple(T, T, T, opt({ batch: size, headsQ: size, headsKv: size, headDim: size, queries: size, keys: size, scale: float, qStrides: pair, kvStrides: pair, out: T })), ops.attentionPrefill],
   ['attentionDecode', fc.tuple(T, T, T, T, opt({ batch: size, headsQ: size, headsKv: size, headDim: size, maxLen: size, scale: float, qStride: stride, kvStrides: pair, out: T })), ops.attentionDecode],
   ['kvWrite', fc.tuple(T, T, T, opt({ batch: size, tokens: size, width: size, maxLen: size, srcStrides: pair, dstStrides: pair })), ops.kvWrite],
+  ['rmsnormLinear', fc.tuple(T, T, T, opt({ eps: float, bias: T, alpha: float, beta: float, out: T })), ops.rmsnormLinear],
+  ['rmsnormLinearSwiGLU', fc.tuple(T, T, T, opt({ eps: float, out: T })), ops.rmsnormLinearSwiGLU],
+  ['ropeKvWrite', fc.tuple(T, T, T, T, opt({ batch: size, headsQ: size, headsKv: size, headDim: size, maxLen: size, qkvStride: stride, kvStrides: pair, rope: opt({ theta: float, rotaryDim: size, freqs: T }) })), ops.ropeKvWrite],
   ['layernorm', fc.tuple(T, T, T, opt({ eps: float, out: T, mean: T, rstd: T })), ops.layernorm],
   ['rmsnorm', fc.tuple(T, T, opt({ eps: float, out: T, rstd: T })), ops.rmsnorm],
   ['gelu', fc.tuple(T, T), ops.gelu],

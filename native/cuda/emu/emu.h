@@ -73,15 +73,16 @@ alignas(128) inline unsigned char emu_dyn_smem[232448];  // `extern __shared__` 
 // Run `kernel()` over a grid of blocks (x, y), each of bx * by threads; shared memory poisoned first. A
 // thread that returns leaves its block's and warp's barriers (as exited threads stop counting on a GPU).
 template <class F>
-void emu_launch2(unsigned gx, unsigned gy, unsigned bx, unsigned by, F kernel) {
+void emu_launch3(unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, F kernel) {
   using namespace parallm::cuda::attn_detail;
   const int threads = int(bx * by);
   blockDim.x = bx, blockDim.y = by, blockDim.z = 1;
-  gridDim.x = gx, gridDim.y = gy, gridDim.z = 1;
+  gridDim.x = gx, gridDim.y = gy, gridDim.z = gz;
   const int warps = (threads + 31) / 32;
+  for (unsigned bz_ = 0; bz_ < gz; ++bz_)
   for (unsigned by_ = 0; by_ < gy; ++by_)
     for (unsigned bx_ = 0; bx_ < gx; ++bx_) {
-      blockIdx.x = bx_, blockIdx.y = by_, blockIdx.z = 0;
+      blockIdx.x = bx_, blockIdx.y = by_, blockIdx.z = bz_;
       std::memset(smem_raw, 0xff, sizeof(smem_raw));
       std::memset(sm, 0xff, sizeof(sm));
       std::memset(emu_dyn_smem, 0xff, sizeof(emu_dyn_smem));
@@ -101,17 +102,19 @@ void emu_launch2(unsigned gx, unsigned gy, unsigned bx, unsigned by, F kernel) {
     }
 }
 template <class F>
+void emu_launch2(unsigned gx, unsigned gy, unsigned bx, unsigned by, F kernel) { emu_launch3(gx, gy, 1, bx, by, kernel); }
+template <class F>
 void emu_launch(unsigned blocks, int threads, F kernel) { emu_launch2(blocks, 1, unsigned(threads), 1, kernel); }
 
 // `kernel<<<grid, block, smem, stream>>>(args)` in a .cu file, rewritten by run.sh to
 // `emu_kernel(grid, block)([&] { kernel(args); })`.
 struct EmuDims {
-  unsigned x, y;
-  EmuDims(unsigned v) : x(v), y(1) {}
-  EmuDims(int v) : x(unsigned(v)), y(1) {}
-  EmuDims(int64_t v) : x(unsigned(v)), y(1) {}
-  template <class D3, class = decltype(D3{}.z)> EmuDims(const D3& d) : x(d.x), y(d.y) {}
+  unsigned x, y, z;
+  EmuDims(unsigned v) : x(v), y(1), z(1) {}
+  EmuDims(int v) : x(unsigned(v)), y(1), z(1) {}
+  EmuDims(int64_t v) : x(unsigned(v)), y(1), z(1) {}
+  template <class D3, class = decltype(D3{}.z)> EmuDims(const D3& d) : x(d.x), y(d.y), z(d.z) {}
 };
 inline auto emu_kernel(EmuDims grid, EmuDims block, ...) {
-  return [grid, block](auto&& f) { emu_launch2(grid.x, grid.y, block.x, block.y, f); };
+  return [grid, block](auto&& f) { emu_launch3(grid.x, grid.y, grid.z, block.x, block.y, f); };
 }

@@ -156,6 +156,50 @@ static void rope_bwd(DType dt, int64_t R, int H, int D, int rot) {
   check("rope_backward (strided, partial rotary)", dt, x.get(), ref);
 }
 
+// rope_kv_write (kvcache.cu) against float64, and bit for bit against rope + two kv_writes (the emulated
+// launches it replaces); sequences at -1 and past the cache write nothing there.
+static void rope_kv(DType dt, int B, int Hq, int Hkv, int D, int rot, int L) {
+  const int64_t st = int64_t(Hq + 2 * Hkv) * D + 8, W = int64_t(Hkv) * D;
+  Buf qkv(dt, B * st), kc(dt, B * L * W), vc(dt, B * L * W);
+  Buf qkv2 = qkv, kc2 = kc, vc2 = vc;
+  std::vector<int32_t> pos(B);
+  for (int b = 0; b < B; ++b) pos[b] = b == 0 && B > 2 ? -1 : b == B - 1 && B > 1 ? L : int32_t((b * 7 + 3) % L);
+  std::vector<double> rq(qkv.f.size()), rk(kc.f.size()), rv(vc.f.size());
+  for (size_t i = 0; i < rq.size(); ++i) rq[i] = qkv[i];
+  for (size_t i = 0; i < rk.size(); ++i) rk[i] = kc[i], rv[i] = vc[i];
+  for (int b = 0; b < B; ++b) {
+    for (int h = 0; h < Hq + Hkv; ++h)
+      for (int i = 0; i < rot / 2; ++i) {
+        const float f = float(std::pow(10000.0, -2.0 * i / rot));
+        const double a = double(float(float(pos[b]) * f));
+        const size_t o = b * st + int64_t(h) * D;
+        const double x1 = qkv[o + i], x2 = qkv[o + i + rot / 2];
+        rq[o + i] = x1 * std::cos(a) - x2 * std::sin(a);
+        rq[o + i + rot / 2] = x2 * std::cos(a) + x1 * std::sin(a);
+      }
+    if (pos[b] >= 0 && pos[b] < L)
+      for (int64_t w = 0; w < W; ++w) {
+        rk[(int64_t(b) * L + pos[b]) * W + w] = rq[b * st + int64_t(Hq) * D + w];
+        rv[(int64_t(b) * L + pos[b]) * W + w] = rq[b * st + int64_t(Hq) * D + W + w];
+      }
+  }
+  pc::rope_kv_write(nullptr, dt, qkv.p(), kc.p(), vc.p(), pos.data(), B, Hq, Hkv, D, st, rot, 10000.f, nullptr, L * W, W, L);
+  if (rot) pc::rope(nullptr, dt, qkv2.p(), pos.data(), B, Hq + Hkv, D, st, rot, 10000.f);
+  const size_t es = dt == DType::BF16 ? 2 : 4;
+  char* base = static_cast<char*>(qkv2.p());
+  pc::kv_write(nullptr, dt, base + size_t(Hq) * D * es, kc2.p(), pos.data(), B, 1, W, st, st, L * W, W, L);
+  pc::kv_write(nullptr, dt, base + (size_t(Hq) * D + W) * es, vc2.p(), pos.data(), B, 1, W, st, st, L * W, W, L);
+  char w[96];
+  std::snprintf(w, sizeof w, "rope_kv_write B%d Hq%d Hkv%d D%d rot%d", B, Hq, Hkv, D, rot);
+  check((std::string(w) + " qkv").c_str(), dt, qkv.get(), rq);
+  check((std::string(w) + " k cache").c_str(), dt, kc.get(), rk);
+  check((std::string(w) + " v cache").c_str(), dt, vc.get(), rv);
+  const bool same = qkv.get() == qkv2.get() && kc.get() == kc2.get() && vc.get() == vc2.get();
+  all_ok &= same;
+  std::printf("  %-52s %-4s %s\n", (std::string(w) + ": = rope + kv_write x2").c_str(), dt == DType::BF16 ? "bf16" : "f32",
+              same ? "ok" : "FAIL (bits differ)");
+}
+
 static void embedding_bwd(DType dt, int64_t N, int64_t V, int64_t C) {
   Buf dout(dt, N * C), table(dt, V * C);
   std::vector<int32_t> ids(N);
@@ -233,6 +277,44 @@ static void optimizer(DType dt, int64_t n, int64_t n_decay) {
 
 // attention_forward and attention_backward through their public functions (dispatch, the delta kernel,
 // the workspace), f32 and bf16; with `simt`, PARALLM_ATTN_BWD=simt forces the CUDA-core backward.
+namespace parallm::cuda {
+void attention_decode_splits(int n);  // the test hook (attention.cu)
+}
+
+// attention_decode (flash-decoding: key chunks over blocks, then the combine) against float64, at a
+// forced number of chunks; ragged lengths, grouped heads; the output poisoned first.
+static void decode(DType dt, std::vector<int32_t> lens, int L, int Hq, int Hkv, int D, int splits) {
+  const int B = int(lens.size());
+  Buf q(dt, size_t(B) * Hq * D), k(dt, size_t(B) * L * Hkv * D), v(dt, size_t(B) * L * Hkv * D), out(dt, size_t(B) * Hq * D);
+  out.poison();
+  std::vector<double> ref(out.f.size());
+  const double scale = 1 / std::sqrt(double(D));
+  for (int b = 0; b < B; ++b)
+    for (int h = 0; h < Hq; ++h) {
+      const int g = h / (Hq / Hkv);
+      std::vector<double> sc(lens[b]);
+      double m = -1e300, l = 0;
+      for (int j = 0; j < lens[b]; ++j) {
+        double a = 0;
+        for (int d = 0; d < D; ++d) a += q[(size_t(b) * Hq + h) * D + d] * k[((size_t(b) * L + j) * Hkv + g) * D + d];
+        m = std::max(m, sc[j] = a * scale);
+      }
+      for (int j = 0; j < lens[b]; ++j) l += std::exp(sc[j] - m);
+      for (int d = 0; d < D; ++d) {
+        double o = 0;
+        for (int j = 0; j < lens[b]; ++j) o += std::exp(sc[j] - m) / l * v[((size_t(b) * L + j) * Hkv + g) * D + d];
+        ref[(size_t(b) * Hq + h) * D + d] = o;
+      }
+    }
+  pc::attention_decode_splits(splits);
+  pc::attention_decode(nullptr, dt, q.p(), k.p(), v.p(), lens.data(), out.p(), B, Hq, Hkv, D, int64_t(Hq) * D,
+                       int64_t(L) * Hkv * D, int64_t(Hkv) * D, L, float(scale));
+  pc::attention_decode_splits(-1);
+  char w[96];
+  std::snprintf(w, sizeof w, "attention_decode B%d L%d Hq%d Hkv%d D%d splits %d", B, L, Hq, Hkv, D, splits);
+  check(w, dt, out.get(), ref);
+}
+
 template <class E>
 static void attention(int B, int T, int Hq, int Hkv, int D, bool simt) {
   const DType dt = sizeof(E) == 4 ? DType::F32 : DType::BF16;
@@ -270,6 +352,11 @@ int main() {
     norm_bwd(dt, 600, 96, false);  // more rows than blocks
     gelu_silu(dt, 1003, 5, 24);
     rope_bwd(dt, 6, 3, 64, 32);
+    rope_kv(dt, 4, 6, 3, 64, 32, 9);  // partial rotary, a sequence at -1 and one past the cache
+    rope_kv(dt, 2, 4, 4, 16, 0, 3);   // no rotation: the two cache writes
+    decode(dt, {300, 1, 129}, 300, 8, 2, 64, 5);  // several chunks, one sequence shorter than a chunk
+    decode(dt, {77}, 80, 4, 4, 128, 1);            // one chunk: no combine
+    decode(dt, {1000}, 1000, 8, 1, 64, -1);        // chosen chunks, 8 query heads a kv head
     embedding_bwd(dt, 5000, 40, 24);  // the sort's global stages
     embedding_bwd(dt, 300, 1000, 5);
     cross_entropy(dt, 11, 1001, false);

@@ -4,7 +4,8 @@
 import re, sys
 src = open(sys.argv[1]).read()
 out, i = [], 0
-pat = re.compile(r'([A-Za-z_][\w:]*(?:<[^;{}]*?>)?)<<<(.*?)>>>\(', re.S)
+# (a launch may break the line between the kernel's name and its <<<)
+pat = re.compile(r'([A-Za-z_][\w:]*(?:<[^;{}]*?>)?)\s*<<<(.*?)>>>\(', re.S)
 while True:
     m = pat.search(src, i)
     if not m:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Build and run the host emulation of the attention kernels (emu.h; no GPU needed): copies the kernel
-# headers of native/cuda beside this directory's stand-in mma_ptx.cuh (inline PTX cannot run on a CPU;
-# the one other asm, ex2.approx, becomes exp2f), compiles with g++ and the CUDA headers, runs.
+# Build and run the host emulation of the attention kernels, the pipelined GEMV and the training kernels
+# (emu.h; no GPU needed): copies the kernel headers of native/cuda beside this directory's stand-in
+# mma_ptx.cuh (inline PTX cannot run on a CPU; the one other asm, ex2.approx, becomes exp2f), compiles
+# with g++ and the CUDA headers, runs.
 #   bash native/cuda/emu/run.sh [kernels]   (a few minutes on 2 cores; `kernels`: skip attention)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -16,20 +17,26 @@ grep -q 'return exp2f(x);' "$tmp"/attention_prefill_mma.cuh || { echo "run.sh: e
 [ "${1:-}" = kernels ] || g++ -std=c++20 -O2 -pthread -I"$cuda"/include -include "$tmp"/emu.h -I"$tmp" "$tmp"/attention_emu.cc -o "$tmp"/attention_emu
 [ "${1:-}" = kernels ] || "$tmp"/attention_emu
 
+# The pipelined GEMV (matmul_gemv.cuh) beside the stand-in mma_ptx.cuh.
+cp "$here"/../matmul_gemv.cuh "$here"/../matmul_common.cuh "$here"/gemv_emu.cc "$tmp"/
+g++ -std=c++20 -O2 -pthread -I"$cuda"/include -I"$tmp" "$tmp"/gemv_emu.cc -o "$tmp"/gemv_emu
+"$tmp"/gemv_emu
+
 # The other training kernels: their .cu files (and reduce.cuh) with launches rewritten (rewrite.py).
 mkdir -p "$tmp"/k/cuda
 ln -s "$here"/../../core "$tmp"/k/core
-cp "$here"/../check.h "$here"/../common.cuh "$here"/../kernels.h "$tmp"/k/cuda/
+cp "$here"/../check.h "$here"/../common.cuh "$here"/../kernels.h "$here"/../rope_common.cuh "$tmp"/k/cuda/
 python3 "$here"/rewrite.py "$here"/../reduce.cuh "$tmp"/k/cuda/reduce.cuh
 objs=()
 pids=()
 cp "$tmp"/attention_prefill_mma.cuh "$tmp"/attention_backward_mma.cuh "$tmp"/attention_backward.cuh "$here"/mma_ptx.cuh "$here"/emu.h \
    "$tmp"/k/cuda/  # (the patched copies, and the stand-in mma_ptx.cuh)
-for f in norm elementwise activation rope embedding classifier optimizer attention; do
+for f in norm elementwise activation rope kvcache embedding classifier optimizer attention; do
   python3 "$here"/rewrite.py "$here"/../$f.cu "$tmp"/k/cuda/$f.cc
   perl -0pi -e 's/float y;\s*asm\("ex2\.approx\.ftz\.f32 %0, %1;" : "=f"\(y\) : "f"\(x\)\);\s*return y;/return exp2f(x);/' \
     "$tmp"/k/cuda/$f.cc
-  g++ -std=c++20 -O2 -pthread -w -I"$cuda"/include -include "$tmp"/k/cuda/emu.h -c "$tmp"/k/cuda/$f.cc -o "$tmp"/k/$f.o &
+  # (-fno-strict-aliasing: kernels read packed registers through element pointers, as nvcc allows)
+  g++ -std=c++20 -O2 -fno-strict-aliasing -pthread -w -I"$cuda"/include -include "$tmp"/k/cuda/emu.h -c "$tmp"/k/cuda/$f.cc -o "$tmp"/k/$f.o &
   pids+=($!)
   objs+=("$tmp"/k/$f.o)
 done

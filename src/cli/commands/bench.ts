@@ -103,8 +103,11 @@ function kernels(opts: BenchOpts, device: string, dtype: DType | undefined): voi
     { scenario: 'kernels', device, dtype: dt, quick: !!opts.quick },
     [device],
     results,
-    ['kernel', 'shape', 'dtype', 'ms (median)', 'TFLOP/s', 'GB/s'],
-    results.map((r) => [r.name, r.shape, r.dtype, r.ms.toFixed(3), fixed(r.tflops, r.tflops && r.tflops < 1 ? 3 : 1), fixed(r.gbps, 0)]),
+    ['kernel', 'shape', 'dtype', 'ms (median)', 'TFLOP/s', 'GB/s', 'copy GB/s', 'of copy'],
+    results.map((r) => [
+      r.name, r.shape, r.dtype, r.ms.toFixed(3), fixed(r.tflops, r.tflops && r.tflops < 1 ? 3 : 1), fixed(r.gbps, 0),
+      fixed(r.copyGbps, 0), r.ofCopy === undefined ? '' : `${(100 * r.ofCopy).toFixed(1)}%`,
+    ]),
   );
 }
 

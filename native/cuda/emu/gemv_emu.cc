@@ -1,0 +1,140 @@
+// The pipelined GEMV of native/cuda/matmul_gemv.cuh run on the CPU through emu.h (cp.async copies at
+// once, mma.sync through the warp's barrier), against a float64 reference on random bf16 inputs, C
+// poisoned (NaN) first: M = 1..16, N not a multiple of 8, K not a multiple of 32, grids of one tile a
+// block and of several (the ring running on across tiles), warps left without a K chunk, bias, alpha and
+// beta. The emulator checks the indexing and the ring's bookkeeping; it cannot see timing or the memory
+// ordering of a real GPU. Built and run by run.sh; exits non-zero on a failure.
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <vector>
+
+#include <vector_functions.h>
+
+#include "emu.h"
+#define PARALLM_GEMV_SMEM parallm::cuda::attn_detail::smem_raw
+#include "matmul_gemv.cuh"
+
+using bf16 = __nv_bfloat16;
+namespace mm = parallm::cuda::mm;
+
+static std::mt19937 rng(2027);
+
+// norm: the NORM form (rmsnorm_matmul): X's rows normalized by rstd and the weight nw (reference in
+// float64 from the bf16 inputs; the kernel rounds the normalized rows to bf16, within the bound).
+template <int NW = mm::GEMVP_WARPS, int UC = mm::GEMVP_UC, int P = mm::GEMVP_P>
+static bool one(int M, int N, int K, int grid, bool bias_on, float alpha, float beta, bool norm = false) {
+  std::uniform_real_distribution<float> U(-1, 1);
+  std::vector<bf16> X(size_t(M) * K), W(size_t(N) * K), B(N), C(size_t(M) * N), NW_(K);
+  for (auto& v : X) v = __float2bfloat16_rn(U(rng));
+  for (auto& v : W) v = __float2bfloat16_rn(U(rng));
+  for (auto& v : B) v = __float2bfloat16_rn(U(rng));
+  for (auto& v : NW_) v = __float2bfloat16_rn(0.5f + U(rng));
+  for (auto& v : C) v = __float2bfloat16_rn(beta != 0.f ? U(rng) : NAN);
+  const float eps = 1e-5f;
+  std::vector<double> H(size_t(M) * K);
+  for (int m = 0; m < M; ++m) {
+    double ss = 0;
+    for (int k = 0; k < K; ++k) ss += double(__bfloat162float(X[size_t(m) * K + k])) * __bfloat162float(X[size_t(m) * K + k]);
+    const double rstd = norm ? 1 / std::sqrt(ss / K + eps) : 1;
+    for (int k = 0; k < K; ++k)
+      H[size_t(m) * K + k] = __bfloat162float(X[size_t(m) * K + k]) * rstd * (norm ? __bfloat162float(NW_[k]) : 1.f);
+  }
+  std::vector<double> ref(size_t(M) * N);
+  for (int m = 0; m < M; ++m)
+    for (int n = 0; n < N; ++n) {
+      double s = 0;
+      for (int k = 0; k < K; ++k) s += H[size_t(m) * K + k] * __bfloat162float(W[size_t(n) * K + k]);
+      s *= alpha;
+      if (beta != 0.f) s += beta * double(__bfloat162float(C[size_t(m) * N + n]));
+      if (bias_on) s += __bfloat162float(B[n]);
+      ref[size_t(m) * N + n] = s;
+    }
+  const int pair_ok = N % 2 == 0;
+  emu_launch(unsigned(grid), NW * 32, [&] {
+    if (norm)
+      mm::gemv_pipe_kernel<bf16, NW, UC, P, true>(X.data(), W.data(), bias_on ? B.data() : nullptr, C.data(), M, N, K,
+                                                  alpha, beta, pair_ok, NW_.data(), eps, mm::gemvp_norm_threads(K));
+    else
+      mm::gemv_pipe_kernel<bf16, NW, UC, P>(X.data(), W.data(), bias_on ? B.data() : nullptr, C.data(), M, N, K,
+                                            alpha, beta, pair_ok);
+  });
+  double num = 0, den = 0;
+  bool finite = true;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    const double o = __bfloat162float(C[i]);
+    if (!std::isfinite(o)) finite = false;
+    num += (o - ref[i]) * (o - ref[i]);
+    den += ref[i] * ref[i];
+  }
+  const double e = finite ? std::sqrt(num / den) : INFINITY;
+  const bool ok = e <= 1e-2;
+  std::printf("  gemv_pipe<%d,%d,%d>%s M%-2d N%-4d K%-5d grid %-3d%s alpha %.2f beta %.2f: rel. error %.2e %s\n", NW, UC, P,
+              norm ? " (rmsnorm)" : "", M, N, K, grid, bias_on ? " bias" : "     ", alpha, beta, e, ok ? "ok" : "FAIL");
+  return ok;
+}
+
+// SWIGLU (with the norm): W [2F, K], the gate rows then the up rows; C [M, F] = silu(gate) * up.
+static bool swiglu(int M, int F, int K, int grid) {
+  std::uniform_real_distribution<float> U(-1, 1);
+  std::vector<bf16> X(size_t(M) * K), W(size_t(2 * F) * K), C(size_t(M) * F), NW_(K);
+  for (auto& v : X) v = __float2bfloat16_rn(U(rng));
+  for (auto& v : W) v = __float2bfloat16_rn(U(rng) * 0.1f);
+  for (auto& v : NW_) v = __float2bfloat16_rn(0.5f + U(rng));
+  for (auto& v : C) v = __float2bfloat16_rn(NAN);
+  const float eps = 1e-5f;
+  std::vector<double> ref(size_t(M) * F);
+  for (int m = 0; m < M; ++m) {
+    double ss = 0;
+    for (int k = 0; k < K; ++k) ss += std::pow(double(__bfloat162float(X[size_t(m) * K + k])), 2);
+    const double rstd = 1 / std::sqrt(ss / K + eps);
+    for (int f = 0; f < F; ++f) {
+      double g = 0, u = 0;
+      for (int k = 0; k < K; ++k) {
+        const double h = __bfloat162float(X[size_t(m) * K + k]) * rstd * __bfloat162float(NW_[k]);
+        g += h * __bfloat162float(W[size_t(f) * K + k]);
+        u += h * __bfloat162float(W[size_t(F + f) * K + k]);
+      }
+      ref[size_t(m) * F + f] = g / (1 + std::exp(-g)) * u;
+    }
+  }
+  emu_launch(unsigned(grid), 8 * 32, [&] {
+    mm::gemv_pipe_kernel<bf16, 8, 2, 8, true, true>(X.data(), W.data(), nullptr, C.data(), M, F, K, 1.f, 0.f, 0,
+                                                    NW_.data(), eps, mm::gemvp_norm_threads(K));
+  });
+  double num = 0, den = 0;
+  bool finite = true;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    const double o = __bfloat162float(C[i]);
+    if (!std::isfinite(o)) finite = false;
+    num += (o - ref[i]) * (o - ref[i]);
+    den += ref[i] * ref[i];
+  }
+  const double e = finite ? std::sqrt(num / den) : INFINITY;
+  const bool ok = e <= 1e-2;
+  std::printf("  gemv_pipe<8,2,8> (rmsnorm, swiglu) M%-2d F%-4d K%-5d grid %-3d: rel. error %.2e %s\n", M, F, K, grid, e,
+              ok ? "ok" : "FAIL");
+  return ok;
+}
+
+int main() {
+  bool ok = true;
+  ok &= one(1, 64, 4096, 8, false, 1.f, 0.f);    // one tile a block, 16 chunks a warp (4 items)
+  ok &= one(1, 203, 1000, 3, true, 1.f, 0.f);    // N odd, K % 32 != 0, ~9 tiles a block: ring across tiles
+  ok &= one(16, 40, 520, 2, false, 0.5f, 0.f);   // M = 16: both X rows a lane; 17 chunks, warps short
+  ok &= one(5, 24, 64, 2, true, 1.f, 0.25f);     // 2 chunks: six warps with none; beta reads C
+  ok &= one(9, 130, 776, 4, false, 1.f, 0.f);    // rows 8..15 partly valid
+  ok &= one(3, 17, 4104, 1, true, 2.f, 0.f);     // one block, 3 tiles, last one partial; partial last item
+  ok &= one(1, 40, 4096, 2, false, 1.f, 0.f, true);   // rmsnorm in the prologue: 128 threads a row (4 warps)
+  ok &= one(16, 24, 64, 2, true, 1.f, 0.5f, true);    // 16 rows, one warp a row
+  ok &= one(5, 33, 8192, 3, false, 1.f, 0.f, true);   // 256 threads a row (every warp)
+  // The alternative shapes (matmul.cu's launch_gemv_pipe_any): items of 2 chunks 12 deep; 16 warps.
+  ok &= one<8, 2, 12>(3, 203, 1000, 3, true, 1.f, 0.f);
+  ok &= one<8, 2, 12>(2, 40, 4096, 2, false, 1.f, 0.f, true);
+  ok &= one<16, 4, 4>(16, 130, 776, 4, false, 1.f, 0.25f);
+  ok &= one<16, 4, 4>(1, 24, 8192, 2, true, 1.f, 0.f, true);
+  ok &= swiglu(1, 64, 4096, 3);   // several tiles a block
+  ok &= swiglu(13, 21, 520, 2);   // F not a multiple of 8 (the up rows start mid-tile), rows 8..12
+  std::printf(ok ? "all passed\n" : "FAILED\n");
+  return ok ? 0 : 1;
+}

@@ -1,0 +1,361 @@
+// The decode-speed kernels on a GPU (skipped without one): the two GEMV kernels (M <= 16, B^T: the
+// pipelined one of native/cuda/matmul_gemv.cuh and the older register kernel) against float64 on fresh
+// random inputs with the output poisoned, and against each other (same summation order, so the same
+// bits); rmsnormLinear, rmsnormLinearSwiGLU and ropeKvWrite against the launches they replace (bit for
+// bit); decode attention over contexts 1..8192 with several key-chunk counts, grouped-query heads,
+// against float64 and the CPU backend; greedy generation of the tiny models on both GEMV kernels.
+import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { Tensor, capture, cudaDeviceCount, ops } from '../../src/index.js';
+import { generate } from '../../src/engine/generate.js';
+import { Model } from '../../src/models/model.js';
+import { native } from '../../src/native.js';
+import { uniformArray } from '../../src/random.js';
+import { poisoned, randT } from '../helpers/cases.js';
+import { expected, fixtures } from '../helpers/models.js';
+import { attentionDecodeRef, matmulRef, relError, rmsnormRef } from '../helpers/reference.js';
+
+const gpus = cudaDeviceCount();
+const dev = 'cuda:0';
+const seed = () => Math.floor(Math.random() * 1e6);
+
+const rmsnormRefRows = (x: ArrayLike<number>, w: ArrayLike<number>, R: number, C: number, eps: number) => rmsnormRef(x, w, R, C, eps).y;
+
+function finite(o: ArrayLike<number>, what: string): void {
+  for (let i = 0; i < o.length; i++) if (!Number.isFinite(o[i]!)) throw new Error(`${what}: element ${i} unwritten (${o[i]})`);
+}
+
+/** C = alpha X W^T + beta C0 + bias on GEMV kernel `path` (0 register, 1 pipelined, 2 and 3 its other shapes); C poisoned when beta == 0. */
+function gemv(path: 0 | 1 | 2 | 3, M: number, N: number, K: number, s: number, o: { bias?: boolean; alpha?: number; beta?: number; dtype?: 'bf16' | 'f16' } = {}) {
+  const dt = o.dtype ?? 'bf16';
+  const { alpha = 1, beta = 0 } = o;
+  const a = randT([M, K], dt, dev, s);
+  const b = randT([N, K], dt, dev, s + 1);
+  const bias = o.bias ? randT([N], dt, dev, s + 2) : undefined;
+  const c0 = beta !== 0 ? randT([M, N], dt, dev, s + 3) : undefined;
+  const out = c0 ? Tensor.empty([M, N], { dtype: dt, device: dev }).copyFrom(c0.t) : poisoned([M, N], dt, dev);
+  native.testing.matmulGemv(path);
+  try {
+    ops.matmul(a.t, b.t, { transB: true, bias: bias?.t, alpha, beta, out });
+  } finally {
+    native.testing.matmulGemv(-1);
+  }
+  const got = out.toArray() as Float32Array;
+  const ref = () => matmulRef(a.v, b.v, bias?.v ?? null, c0?.v ?? null, M, N, K, false, true, alpha, beta);
+  [a.t, b.t, bias?.t, c0?.t, out].forEach((t) => t?.dispose());
+  return { got, ref };
+}
+
+describe.skipIf(gpus === 0)('GEMV, M <= 16 with B^T: the pipelined and the register kernel', () => {
+  afterEach(() => native.testing.matmulGemv(-1));
+  // M 1..16; N odd, below a tile, and many tiles a block; K a multiple of 8 but not of 32, below one
+  // chunk a warp (warps left without K), and LLaMA-7B / GPT-2 decode shapes.
+  const shapes: [number, number, number][] = [
+    [1, 4096, 4096],
+    [1, 11008, 4096],
+    [1, 4096, 11008],
+    [16, 4096, 4096],
+    [16, 12288, 4096],
+    [1, 1, 8],
+    [2, 7, 24],
+    [3, 203, 1000],
+    [4, 50257, 768],
+    [5, 1000, 776],
+    [6, 4097, 520],
+    [7, 64, 4104],
+    [8, 130, 4096],
+    [9, 2049, 3000],
+    [10, 333, 8],
+    [11, 9, 64],
+    [12, 2304, 768],
+    [13, 768, 3072],
+    [14, 1025, 2056],
+    [15, 17, 4096],
+    [16, 8, 32],
+  ];
+  for (const [M, N, K] of shapes)
+    it(`${M}x${N}x${K}: every kernel against float64, and bit for bit where they add alike`, () => {
+      const s = seed();
+      const r = gemv(0, M, N, K, s);
+      finite(r.got, `register ${M}x${N}x${K}`);
+      const ref = r.ref();
+      expect(relError(r.got, ref), `seed ${s}, register`).toBeLessThan(1e-2);
+      for (const path of [1, 2, 3] as const) {
+        const p = gemv(path, M, N, K, s);
+        finite(p.got, `pipelined (${path}) ${M}x${N}x${K}`);
+        expect(relError(p.got, ref), `seed ${s}, pipelined (${path})`).toBeLessThan(1e-2);
+        if (path === 3) continue; // 16 warps split K: other partial sums
+        // Shapes 1 and 2 split K over the register kernel's 8 warps and add in its order.
+        let diff = 0;
+        for (let i = 0; i < p.got.length; i++) if (p.got[i] !== r.got[i]) diff++;
+        expect(diff, `seed ${s}: elements that differ between the register and the pipelined (${path}) kernel`).toBe(0);
+      }
+    });
+
+  for (const [M, N, K, o] of [
+    [1, 1001, 4096, { bias: true }],
+    [3, 4096, 1000, { bias: true, alpha: 0.5, beta: 0.25 }],
+    [16, 777, 512, { alpha: 2, beta: 1 }],
+    [5, 300, 264, { bias: true, dtype: 'f16' }],
+  ] as const)
+    it(`${M}x${N}x${K} ${JSON.stringify(o)}: the epilogue (bias, alpha, beta, f16) on both kernels`, () => {
+      for (const path of [1, 2, 3, 0] as const) {
+        const s = seed();
+        const g = gemv(path, M, N, K, s, o);
+        finite(g.got, `path ${path}`);
+        expect(relError(g.got, g.ref()), `seed ${s}, path ${path}`).toBeLessThan(1e-2);
+      }
+    });
+
+  it('K not a multiple of 8 and unaligned X fall back to the tiled kernels, on either setting', () => {
+    for (const path of [1, 0] as const)
+      for (const [M, N, K] of [
+        [1, 513, 1001],
+        [16, 64, 4095],
+      ]) {
+        const s = seed();
+        const g = gemv(path, M, N, K, s);
+        finite(g.got, `${M}x${N}x${K}`);
+        expect(relError(g.got, g.ref()), `seed ${s}, ${M}x${N}x${K}`).toBeLessThan(1e-2);
+      }
+    // X one element into its buffer: 2-byte aligned only.
+    const K = 256, N = 300;
+    const xs = randT([1, K + 1], 'bf16', dev, seed());
+    const x = xs.t.view(1, [1, K]);
+    const w = randT([N, K], 'bf16', dev, seed());
+    const out = poisoned([1, N], 'bf16', dev);
+    ops.matmul(x, w.t, { transB: true, out });
+    const ref = matmulRef(xs.v.subarray(1), w.v, null, null, 1, N, K, false, true);
+    const o = out.toArray();
+    finite(o, 'unaligned X');
+    expect(relError(o, ref)).toBeLessThan(1e-2);
+    [x, xs.t, w.t, out].forEach((t) => t.dispose());
+  });
+
+  it('the pipelined kernel is captured into a graph and replays with new inputs', () => {
+    const a = randT([1, 4096], 'bf16', dev, seed());
+    const b = randT([11008, 4096], 'bf16', dev, seed());
+    const out = poisoned([1, 11008], 'bf16', dev);
+    const g = capture(dev, () => void ops.matmul(a.t, b.t, { transB: true, out }));
+    for (const s of [seed(), seed()]) {
+      a.t.write(uniformArray(4096, s));
+      g.replay();
+      const x = a.t.toArray();
+      const want = matmulRef(x, b.v, null, null, 1, 11008, 4096, false, true);
+      const o = out.toArray();
+      finite(o, 'replay');
+      expect(relError(o, want), `seed ${s}`).toBeLessThan(1e-2);
+    }
+    g.dispose();
+    [a.t, b.t, out].forEach((t) => t.dispose());
+  });
+});
+
+describe.skipIf(gpus === 0)('decode attention over long contexts, split over the SMs', () => {
+  afterEach(() => native.testing.attentionDecodeSplits(-1));
+
+  function decodeCase(lens: number[], maxLen: number, Hq: number, Hkv: number, D: number, splits: number, dt: 'bf16' | 'f32') {
+    const B = lens.length;
+    const s = seed();
+    const run = (device: string) => {
+      const q = randT([B, Hq, D], dt, device, s);
+      const k = randT([B, maxLen, Hkv, D], dt, device, s + 1);
+      const v = randT([B, maxLen, Hkv, D], dt, device, s + 2);
+      const L = Tensor.from(lens, [B], { dtype: 'i32', device });
+      const out = poisoned([B, Hq, D], dt, device);
+      ops.attentionDecode(q.t, k.t, v.t, L, { batch: B, headsQ: Hq, headsKv: Hkv, headDim: D, maxLen, out });
+      const o = out.toArray() as Float32Array;
+      const r = device === dev ? attentionDecodeRef(q.v, k.v, v.v, lens, B, Hq, Hkv, D, Hq * D, maxLen * Hkv * D, Hkv * D, 1 / Math.sqrt(D)) : undefined;
+      [q.t, k.t, v.t, L, out].forEach((t) => t.dispose());
+      return { o, r };
+    };
+    native.testing.attentionDecodeSplits(splits);
+    let g: ReturnType<typeof run>;
+    try {
+      g = run(dev);
+    } finally {
+      native.testing.attentionDecodeSplits(-1);
+    }
+    const c = run('cpu:0');
+    finite(g.o, 'GPU');
+    const tol = dt === 'f32' ? 1e-5 : 1e-2;
+    expect(relError(g.o, g.r!), `seed ${s} vs float64`).toBeLessThan(tol);
+    expect(relError(g.o, c.o), `seed ${s} vs CPU`).toBeLessThan(2 * tol);
+  }
+
+  // Contexts 1..8192; batch 1 with 32/8 heads (LLaMA-2-70B / 3 style GQA), 8/1 (MQA), MHA; ragged lengths.
+  for (const [lens, maxLen, Hq, Hkv, D] of [
+    [[1], 1, 32, 8, 128],
+    [[7], 16, 8, 1, 64],
+    [[1023], 1024, 32, 32, 128],
+    [[1024], 1024, 32, 8, 128],
+    [[3000, 17, 1], 3000, 16, 4, 128],
+    [[4097], 4100, 32, 8, 128],
+    [[8192], 8192, 32, 8, 128],
+    [[8191, 5000], 8192, 8, 2, 64],
+  ] as const)
+    for (const splits of [-1, 1, 2, 7, 64])
+      it(`lens [${lens.join(',')}] of ${maxLen}, Hq ${Hq} Hkv ${Hkv} D ${D}, ${splits < 0 ? 'chosen' : splits} key chunks: vs float64 and the CPU`, () => {
+        decodeCase([...lens], maxLen, Hq, Hkv, D, splits, 'bf16');
+        if (maxLen <= 1024) decodeCase([...lens], maxLen, Hq, Hkv, D, splits, 'f32');
+      });
+});
+
+describe.skipIf(gpus === 0)('rmsnormLinear: the norm in the GEMV prologue', () => {
+  afterEach(() => native.testing.matmulGemv(-1));
+  // K sets norm.cu's threads a row (32, 32, 128, 256: one warp to every warp of the GEMV block).
+  for (const [M, N, K, withBias] of [
+    [1, 4096, 4096, false],
+    [1, 12288, 4096, false],
+    [16, 4096, 4096, false],
+    [3, 1001, 64, true],
+    [7, 300, 768, true],
+    [16, 129, 8192, false],
+    [12, 2048, 5000, false],
+  ] as const)
+    it(`${M}x${N}x${K}${withBias ? ' +bias' : ''}: the bits of rmsnorm then linear, on either GEMV setting, and float64`, () => {
+      const s = seed();
+      const x = randT([M, K], 'bf16', dev, s, -2, 3);
+      const g = randT([K], 'bf16', dev, s + 1, 0.5, 1.5);
+      const w = randT([N, K], 'bf16', dev, s + 2);
+      const bias = withBias ? randT([N], 'bf16', dev, s + 3) : undefined;
+      const runs = ([1, 2, 0] as const).map((path) => {
+        native.testing.matmulGemv(path);
+        try {
+          const fused = poisoned([M, N], 'bf16', dev);
+          ops.rmsnormLinear(x.t, g.t, w.t, { eps: 1e-5, bias: bias?.t, out: fused });
+          const h = ops.rmsnorm(x.t, g.t, { eps: 1e-5 });
+          const apart = ops.linear(h, w.t, bias?.t);
+          const r = [fused.toArray() as Float32Array, apart.toArray() as Float32Array];
+          [fused, h, apart].forEach((t) => t.dispose());
+          return r;
+        } finally {
+          native.testing.matmulGemv(-1);
+        }
+      });
+      const all = runs.flat();
+      all.forEach((o, i) => finite(o, `output ${i}`));
+      for (const [i, o] of all.entries()) {
+        let diff = 0;
+        for (let j = 0; j < o.length; j++) if (o[j] !== all[1]![j]) diff++;
+        expect(diff, `seed ${s}: output ${i} (fused/apart x pipelined/pipelined b/register) vs rmsnorm + linear`).toBe(0);
+      }
+      const h = rmsnormRefRows(x.v, g.v, M, K, 1e-5);
+      expect(relError(all[0]!, matmulRef(h, w.v, bias?.v ?? null, null, M, N, K, false, true)), `seed ${s}`).toBeLessThan(1e-2);
+      [x.t, g.t, w.t, bias?.t].forEach((t) => t?.dispose());
+    });
+});
+
+describe.skipIf(gpus === 0)('rmsnormLinearSwiGLU: norm, gate+up projection and SwiGLU in one kernel', () => {
+  afterEach(() => native.testing.matmulGemv(-1));
+  for (const [M, F, K] of [
+    [1, 11008, 4096],
+    [16, 1024, 4096],
+    [3, 21, 64],
+    [9, 700, 2056],
+  ] as const)
+    it(`${M}x${F}x${K}: the bits of rmsnormLinear then siluGate, on either GEMV setting, and float64`, () => {
+      const s = seed();
+      const x = randT([M, K], 'bf16', dev, s, -2, 3);
+      const g = randT([K], 'bf16', dev, s + 1, 0.5, 1.5);
+      const w = randT([2 * F, K], 'bf16', dev, s + 2, -0.2, 0.2);
+      const outs = ([1, 0] as const).flatMap((path) => {
+        native.testing.matmulGemv(path);
+        try {
+          const fused = poisoned([M, F], 'bf16', dev);
+          ops.rmsnormLinearSwiGLU(x.t, g.t, w.t, { eps: 1e-5, out: fused });
+          const gu = ops.rmsnormLinear(x.t, g.t, w.t, { eps: 1e-5 });
+          const up = gu.view(F, [gu.numel - F]);
+          const apart = ops.siluGate(gu, up, { rows: M, cols: F, inStride: 2 * F });
+          const r = [fused.toArray() as Float32Array, apart.toArray() as Float32Array];
+          [fused, gu, up, apart].forEach((t) => t.dispose());
+          return r;
+        } finally {
+          native.testing.matmulGemv(-1);
+        }
+      });
+      outs.forEach((o, i) => finite(o, `output ${i}`));
+      for (const [i, o] of outs.entries()) {
+        let diff = 0;
+        for (let j = 0; j < o.length; j++) if (o[j] !== outs[1]![j]) diff++;
+        expect(diff, `seed ${s}: output ${i} (fused/apart x pipelined/register) vs the ops apart`).toBe(0);
+      }
+      const h = rmsnormRefRows(x.v, g.v, M, K, 1e-5);
+      const gu = matmulRef(h, w.v, null, null, M, 2 * F, K, false, true);
+      const ref = new Float64Array(M * F);
+      for (let m = 0; m < M; m++)
+        for (let f = 0; f < F; f++) {
+          const a = gu[m * 2 * F + f]!;
+          ref[m * F + f] = (a / (1 + Math.exp(-a))) * gu[m * 2 * F + F + f]!;
+        }
+      expect(relError(outs[0]!, ref), `seed ${s}`).toBeLessThan(1e-2);
+      [x.t, g.t, w.t].forEach((t) => t.dispose());
+    });
+});
+
+describe.skipIf(gpus === 0)('ropeKvWrite: the fused decode rope and cache write', () => {
+  // The three launches it replaces, on the same inputs: the same bits (rope_common.cuh is shared).
+  for (const [B, Hq, Hkv, D, rot, freqs] of [
+    [1, 32, 32, 128, 128, false],
+    [16, 32, 8, 128, 128, true],
+    [5, 12, 12, 64, 0, false],
+    [3, 8, 2, 80, 64, false],
+  ] as const)
+    for (const dt of ['bf16', 'f32'] as const)
+      it(`B${B} Hq${Hq} Hkv${Hkv} D${D} rot${rot}${freqs ? ' with a frequency table' : ''} [${dt}]: equals rope + two kvWrites`, () => {
+        const maxLen = 40, W3 = (Hq + 2 * Hkv) * D, s = seed();
+        const posv = Array.from({ length: B }, (_, b) => (s + 11 * b) % maxLen);
+        const pos = Tensor.from(posv, [B], { dtype: 'i32', device: dev });
+        const f = freqs ? Tensor.from(uniformArray(rot / 2, s + 9, 0.001, 1), [rot / 2], { dtype: 'f32', device: dev }) : undefined;
+        const rope = rot ? { theta: 500000, rotaryDim: rot, freqs: f } : undefined;
+        const outs = [true, false].map((fused) => {
+          const qkv = randT([B, W3], dt, dev, s).t;
+          const kc = randT([B, maxLen, Hkv, D], dt, dev, s + 1).t;
+          const vc = randT([B, maxLen, Hkv, D], dt, dev, s + 2).t;
+          if (fused) ops.ropeKvWrite(qkv, kc, vc, pos, { batch: B, headsQ: Hq, headsKv: Hkv, headDim: D, maxLen, rope });
+          else {
+            if (rope) ops.rope(qkv, pos, { heads: Hq + Hkv, headDim: D, tokenStride: W3, tokens: B, ...rope });
+            const kv = { batch: B, tokens: 1, width: Hkv * D, maxLen, srcStrides: [W3, W3] as [number, number] };
+            const k = qkv.view(Hq * D, [qkv.numel - Hq * D]);
+            const v = qkv.view((Hq + Hkv) * D, [qkv.numel - (Hq + Hkv) * D]);
+            ops.kvWrite(kc, k, pos, kv);
+            ops.kvWrite(vc, v, pos, kv);
+            [k, v].forEach((t) => t.dispose());
+          }
+          const r = [qkv, kc, vc].map((t) => t.toArray() as Float32Array);
+          [qkv, kc, vc].forEach((t) => t.dispose());
+          return r;
+        });
+        for (const [i, name] of ['qkv', 'k cache', 'v cache'].entries()) {
+          const [a, b] = [outs[0]![i]!, outs[1]![i]!];
+          finite(a, name);
+          let diff = 0;
+          for (let j = 0; j < a.length; j++) if (a[j] !== b[j]) diff++;
+          expect(diff, `seed ${s}: ${name} elements that differ`).toBe(0);
+        }
+        [pos, f].forEach((t) => t?.dispose());
+      });
+});
+
+describe.skipIf(gpus === 0)('decode of the tiny models on both GEMV kernels', () => {
+  afterEach(() => native.testing.matmulGemv(-1));
+  for (const name of ['tiny-gpt2', 'tiny-llama'] as const)
+    it(`${name} bf16: the same greedy tokens, captured and not, alone and batched`, async () => {
+      const exp = expected[name]!;
+      const m = Model.load(path.join(fixtures, name), { device: dev, dtype: 'bf16' });
+      const o = { maxTokens: exp.new_tokens, stopTokens: [] as number[] };
+      const runs: number[][][] = [];
+      for (const p of [0, 1] as const) {
+        native.testing.matmulGemv(p);
+        runs.push((await generate(m, exp.prompts, o)).map((g) => g.tokens));
+        runs.push((await generate(m, exp.prompts, { ...o, graph: false })).map((g) => g.tokens));
+        runs.push([(await generate(m, [exp.prompts[0]!], o))[0]!.tokens]);
+      }
+      native.testing.matmulGemv(-1);
+      expect(runs[3]).toEqual(runs[0]);
+      expect(runs[4]).toEqual(runs[1]);
+      expect(runs[5]).toEqual(runs[2]);
+      expect(runs[1]).toEqual(runs[0]);
+      m.dispose();
+    });
+});
