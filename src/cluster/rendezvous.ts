@@ -132,9 +132,11 @@ const send = (sock: net.Socket, m: object) => {
   if (!sock.destroyed) sock.write(JSON.stringify(m) + '\n');
 };
 
+// Another process's devices are names only (they need not exist here): checked by their form.
 function deviceKind(devices: string[], who: string): DistCommKind {
   if (!Array.isArray(devices) || devices.length === 0) throw new Error(`rendezvous: ${who} has no devices`);
-  const kinds = new Set(devices.map((d) => (parseDevice(d).startsWith('cuda') ? 'nccl' : 'tcp')));
+  for (const d of devices) if (typeof d !== 'string' || !/^(cpu|cuda):\d+$/.test(d)) throw new Error(`rendezvous: ${who} sent device '${String(d)}', not cpu:N or cuda:N`);
+  const kinds = new Set(devices.map((d) => (d.startsWith('cuda') ? 'nccl' : 'tcp')));
   if (kinds.size > 1) throw new Error(`rendezvous: ${who}'s devices ${devices.join(',')} mix CPU and CUDA: use one kind`);
   return [...kinds][0] as DistCommKind;
 }
@@ -155,6 +157,7 @@ export async function rendezvous(o: RendezvousOptions): Promise<DistWorld> {
   const timeoutMs = o.timeoutMs ?? 120_000;
   if (!Number.isInteger(timeoutMs) || timeoutMs <= 0) throw new Error(`rendezvous: timeoutMs must be a positive integer, got ${timeoutMs}`);
   if (typeof o.secret !== 'string' || o.secret.length === 0) throw new Error('rendezvous: the secret must be a non-empty string');
+  if (!Array.isArray(o.devices) || o.devices.length === 0) throw new Error(`rendezvous: process ${env.rank} has no devices`);
   const devices = o.devices.map((d) => parseDevice(d));
   const kind = deviceKind(devices, `process ${env.rank}`);
   return env.rank === 0 ? serve(o, devices, kind, timeoutMs) : join(o, devices, kind, timeoutMs);
@@ -164,7 +167,7 @@ async function serve(o: RendezvousOptions, devices: string[], kind: DistCommKind
   const { env, secret } = o;
   const log = o.onLog ?? ((l: string) => console.error(l));
   const where = `rendezvous on ${hostPort(env.masterAddr, env.masterPort)}`;
-  const ports = kind === 'tcp' && env.world > 1 ? await Promise.all(devices.map(() => freePort(env.masterAddr))) : [];
+  const ports = kind === 'tcp' ? await Promise.all(devices.map(() => freePort(env.masterAddr))) : [];
   const joined = new Map<number, { sock: net.Socket; hello: Hello; host: string; snonce: string }>();
   const server = net.createServer();
   const open = new Set<net.Socket>();
