@@ -152,7 +152,7 @@ export function register(program: Command): void {
       if (dp) {
         const t = await DataParallelTrainer.create({ ...common, devices, dataOrder: o.dataOrder as 'sharded' | 'global', bucketMiB: num('--bucket-mb', o.bucketMb) });
         try {
-          header(t.info.name, t.info.family, t.info.n, `${t.devices.join(',')} (data parallel, ${o.dataOrder} data order)`, t.info.dtype, t);
+          header(t.info.name, t.info.family, t.info.n, `${t.devices.join(',')} (data parallel, ${o.dataOrder} data order${t.dist ? `; process ${t.dist.process} of ${t.dist.processes}, global ranks ${t.dist.rankOffset}..${t.dist.rankOffset + t.devices.length - 1} of ${t.dist.world}` : ''})`, t.info.dtype, t);
           r = await t.run();
         } finally {
           endLine();
