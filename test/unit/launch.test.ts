@@ -102,6 +102,15 @@ describe('parallm launch: data-parallel training over processes', () => {
     expect(parse(p0.out).filter((l) => l.type === 'step').map((l) => l.loss)).toEqual(parse(p1.out).filter((l) => l.type === 'step').map((l) => l.loss));
   }, 120_000);
 
+  it('a launched single-device train is refused, and the launcher names the process that failed first', async () => {
+    const lines: { rank: number; stream: string; line: string }[] = [];
+    const single = trainArgs.filter((a) => a !== '--strategy' && a !== 'dp');
+    const r = await launch({ nproc: 2, command: [...single, '--device', 'cpu:0', '--steps', '2'], script: cli, onLine: (rank, stream, line) => lines.push({ rank, stream, line }) });
+    expect(r.code).toBe(1);
+    expect(r.failed!.how).toBe('exited with code 1');
+    expect(lines.map((l) => l.line).join('\n')).toMatch(/launched as process [01] of 2 \(torchrun's variables\): only --strategy dp trains across processes/);
+  }, 60_000);
+
   it('launch checks its options', async () => {
     await expect(launch({ nproc: 0, command: ['train'] })).rejects.toThrow(/--nproc must be an integer 1..1024, got 0/);
     await expect(launch({ nproc: 2, command: [] })).rejects.toThrow(/give the parallm command after --/);

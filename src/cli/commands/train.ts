@@ -6,6 +6,7 @@ import { LoadProgressBar } from '../progress.js';
 import { checkDType } from '../../dtype.js';
 import { optionalNum as num } from '../args.js';
 import { defaultDevice, parseDevice } from '../../device.js';
+import { launchEnv } from '../../cluster/env.js';
 import { DataParallelTrainer } from '../../train/data-parallel.js';
 import { Trainer, type EpochEvent, type EvalEvent, type StepEvent, type TrainResult } from '../../train/trainer.js';
 
@@ -89,6 +90,10 @@ export function register(program: Command): void {
       if (dp && !o.devices) throw new Error('--strategy dp needs --devices, e.g. cpu:0,cpu:1');
       if (dp && o.device) throw new Error('--strategy dp takes --devices, not --device');
       if (!dp && o.devices) throw new Error('--devices is for --strategy dp; one device is --device');
+      // Launched as several processes, a single-device run would train N unrelated models.
+      const launched = launchEnv();
+      if (!dp && launched && launched.world > 1)
+        throw new Error(`launched as process ${launched.rank} of ${launched.world} (${launched.launcher}'s variables): only --strategy dp trains across processes`);
       if (o.dataOrder !== 'sharded' && o.dataOrder !== 'global') throw new Error(`--data-order must be sharded or global, got "${o.dataOrder}"`);
       const devices = dp ? o.devices!.split(',').map((s) => s.trim()).filter(Boolean) : [];
       const device = dp ? devices[0]! : parseDevice(o.device ?? defaultDevice());
