@@ -43,6 +43,11 @@ export interface DistWorld {
   world: number;
   /** one communicator over all global ranks ('tcp' for CPU devices, NCCL for CUDA ones); null for a world of 1 */
   comm: { kind: DistCommKind; id: string | Uint8Array } | null;
+  /**
+   * A 'tcp' communicator id over the processes themselves (rank = process rank, on cpu:0 of each, from
+   * the main thread): for what the main threads exchange (allGatherJson); null for one process.
+   */
+  processComm: string | null;
 }
 
 export interface RendezvousOptions {
@@ -71,6 +76,8 @@ interface Hello {
   ports: number[];
   /** the address its ports are reserved on (its end of this connection) */
   host: string;
+  /** the port of its rank in the processes' communicator */
+  processPort: number;
 }
 
 interface WireWorld extends Omit<DistWorld, 'process' | 'rankOffset' | 'comm'> {
@@ -145,7 +152,7 @@ function localWorld(w: WireWorld, process: number): DistWorld {
   const me = w.layout[process];
   if (!me) throw new Error(`rendezvous: the world has no process ${process}`);
   const comm = w.comm ? { kind: w.comm.kind, id: w.comm.encoding === 'base64' ? new Uint8Array(Buffer.from(w.comm.id, 'base64')) : w.comm.id } : null;
-  return { process, processes: w.processes, layout: w.layout, rankOffset: me.firstRank, world: w.world, comm };
+  return { process, processes: w.processes, layout: w.layout, rankOffset: me.firstRank, world: w.world, comm, processComm: w.processComm };
 }
 
 /**
@@ -168,6 +175,7 @@ async function serve(o: RendezvousOptions, devices: string[], kind: DistCommKind
   const log = o.onLog ?? ((l: string) => console.error(l));
   const where = `rendezvous on ${hostPort(env.masterAddr, env.masterPort)}`;
   const ports = kind === 'tcp' ? await Promise.all(devices.map(() => freePort(env.masterAddr))) : [];
+  const processPort = env.world > 1 ? await freePort(env.masterAddr) : 0;
   const joined = new Map<number, { sock: net.Socket; hello: Hello; host: string; snonce: string }>();
   const server = net.createServer();
   const open = new Set<net.Socket>();
@@ -208,7 +216,9 @@ async function serve(o: RendezvousOptions, devices: string[], kind: DistCommKind
         let comm: WireWorld['comm'] = null;
         if (first > 1 && kind === 'tcp') comm = { kind, id: tcpCommId(addrs), encoding: 'utf8' };
         if (first > 1 && kind === 'nccl') comm = { kind, id: Buffer.from((o.ncclId ?? defaultNcclId)()).toString('base64'), encoding: 'base64' };
-        const wire: WireWorld = { processes: env.world, layout, world: first, comm };
+        const procAddrs = Array.from({ length: env.world }, (_, p) => (p === 0 ? hostPort(env.masterAddr, processPort) : hostPort(joined.get(p)!.host, joined.get(p)!.hello.processPort)));
+        const processComm = env.world > 1 ? tcpCommId(procAddrs) : null;
+        const wire: WireWorld = { processes: env.world, layout, world: first, comm, processComm };
         const digest = createHash('sha256').update(JSON.stringify(wire)).digest('hex');
         for (const [p, j] of joined) send(j.sock, { t: 'world', world: wire, proof: hmac(secret, PROTOCOL, 'server', j.hello.nonce, j.snonce, p, digest) });
         finish(null, localWorld(wire, 0));
@@ -239,7 +249,8 @@ async function serve(o: RendezvousOptions, devices: string[], kind: DistCommKind
           if (!sameHex(m.mac, hmac(secret, PROTOCOL, 'client', snonce, String(m.nonce), m.rank))) return refuse(`process rank ${m.rank}: wrong secret`);
           if (m.rank < 1 || m.rank >= env.world) return refuse(`process rank ${m.rank} is not one of 1..${env.world - 1}`);
           if (joined.has(m.rank)) return refuse(`process rank ${m.rank} has already joined`);
-          if (!Array.isArray(m.devices) || !Array.isArray(m.ports) || !m.ports.every((p) => Number.isInteger(p) && p > 0 && p < 65536))
+          const okPort = (p: unknown) => Number.isInteger(p) && (p as number) > 0 && (p as number) < 65536;
+          if (!Array.isArray(m.devices) || !Array.isArray(m.ports) || !m.ports.every(okPort) || !okPort(m.processPort))
             return refuse(`process rank ${m.rank} sent no device list or bad ports`);
           // where its ranks listen: the address it reserved its ports on, else the one it came from
           const host = typeof m.host === 'string' && net.isIP(m.host) ? m.host : (sock.remoteAddress ?? '').replace(/^::ffff:/, '');
@@ -304,6 +315,7 @@ async function talk(o: RendezvousOptions, sock: net.Socket, devices: string[], k
   const { env } = o;
   const host = (sock.localAddress ?? '127.0.0.1').replace(/^::ffff:/, '');
   const ports = kind === 'tcp' ? await Promise.all(devices.map(() => freePort(host))) : [];
+  const processPort = await freePort(host);
   const cnonce = randomBytes(32).toString('hex');
   return new Promise<DistWorld>((resolve, reject) => {
     let done = false;
@@ -325,7 +337,7 @@ async function talk(o: RendezvousOptions, sock: net.Socket, devices: string[], k
         if (m?.t === 'challenge') {
           if (m.protocol !== PROTOCOL || typeof m.nonce !== 'string') return finish(new Error(`${where}: the master speaks another protocol (${String(m.protocol)})`));
           snonce = m.nonce;
-          send(sock, { t: 'hello', protocol: PROTOCOL, nonce: cnonce, mac: hmac(secret, PROTOCOL, 'client', snonce, cnonce, env.rank), rank: env.rank, devices, ports, host } satisfies Hello);
+          send(sock, { t: 'hello', protocol: PROTOCOL, nonce: cnonce, mac: hmac(secret, PROTOCOL, 'client', snonce, cnonce, env.rank), rank: env.rank, devices, ports, host, processPort } satisfies Hello);
         } else if (m?.t === 'refused') {
           finish(new Error(`${where}: refused: ${String(m.reason)}`));
         } else if (m?.t === 'error') {

@@ -48,6 +48,22 @@ describe('parallm launch: data-parallel training over processes', () => {
     expect(existsSync(path.join(dir, 'ck', 'config.json'))).toBe(true);
   }, 180_000);
 
+  it('generate --strategy dp over 3 processes prints, on process 0 only, the tokens of one process with 3 devices', async () => {
+    const prompts = path.join(dir, 'prompts.txt');
+    writeFileSync(prompts, 'the cat sat\na dog ran far\nhello there\none two three four\nfive\nsix seven\nmat\n');
+    const args = ['generate', '--model', 'tiny-gpt2', '--prompts', prompts, '--json', '--max-tokens', '6', '--temperature', '0.8', '--seed', String(1 + Math.floor(Math.random() * 1e6))];
+    const single = spawnSync(process.execPath, [cli, ...args, '--devices', 'cpu:0,cpu:1,cpu:2'], { encoding: 'utf8', timeout: 120_000 });
+    expect(single.status, single.stderr).toBe(0);
+    const want = parse(single.stdout);
+    expect(want).toHaveLength(7);
+    const lines: { rank: number; stream: string; line: string }[] = [];
+    const r = await launch({ nproc: 3, command: args, devicesPerProc: 1, script: cli, onLine: (rank, stream, line) => lines.push({ rank, stream, line }) });
+    expect(r, lines.map((l) => `[${l.rank}] ${l.line}`).join('\n')).toEqual({ code: 0, failed: null });
+    expect(byRank(lines, 0)).toEqual(want);
+    expect(byRank(lines, 1)).toEqual([]);
+    expect(byRank(lines, 2)).toEqual([]);
+  }, 120_000);
+
   it('a killed process ends the others; the launcher exits non-zero naming its rank', async () => {
     const port = await freePort('127.0.0.1');
     const child = spawn(process.execPath, [cli, 'launch', '--nproc', '3', '--master-port', String(port), '--kill-timeout', '3000', '--', ...trainArgs, '--devices', 'cpu:0', '--steps', '2000'], { stdio: ['ignore', 'pipe', 'pipe'] });

@@ -29,6 +29,9 @@ describe('rendezvous', () => {
     expect(addrs).toHaveLength(6);
     for (const a of addrs) expect(a).toMatch(/^127\.0\.0\.1:\d+$/);
     expect(new Set(addrs).size).toBe(6);
+    // the processes' own communicator: one address per process
+    for (const w of worlds) expect(w.processComm).toBe(worlds[0]!.processComm);
+    expect(worlds[0]!.processComm).toMatch(/^tcp:[0-9a-f]{32}@127\.0\.0\.1:\d+,127\.0\.0\.1:\d+,127\.0\.0\.1:\d+$/);
     expect(logs).toEqual([]);
   });
 
@@ -95,6 +98,6 @@ describe('rendezvous', () => {
     await expect(rendezvous({ env: env(0, 1, 1), secret: SECRET, devices: [] })).rejects.toThrow(/process 0 has no devices/);
     const port = await freePort('127.0.0.1');
     const one = await rendezvous({ env: env(0, 1, port), secret: SECRET, devices: ['cpu:0'] });
-    expect([one.world, one.comm]).toEqual([1, null]);
+    expect([one.world, one.comm, one.processComm]).toEqual([1, null, null]);
   });
 });
