@@ -57,9 +57,12 @@ struct Hdr {
   uint32_t magic = kFrameMagic;
   uint8_t channel = 0, kind = 0, dt = 0, op = 0;
   int32_t aux = 0;      // broadcast's root
+  uint32_t pad = 0;     // explicit, so no uninitialized byte goes on the wire
   int64_t n = 0;        // the elements of the whole call (what the ranks must agree on)
   int64_t bytes = 0;    // this frame's payload
 };
+
+static_assert(sizeof(Hdr) == 32, "Hdr has no implicit padding");
 
 struct Frame {
   Hdr h;
