@@ -116,7 +116,7 @@ export interface NativeBinding {
   ncclAvailable(): { ok: boolean; version?: number; error?: string };
   ncclUniqueId(): Uint8Array;
   /** stop: an Int32Array of one element over a SharedArrayBuffer; once non-zero, a wait of this rank stops (close, terminate) */
-  commCreate(kind: 'cpu' | 'nccl', id: string | Uint8Array, rank: number, world: number, device: string, timeoutMs: number, stop?: Int32Array | null): NativeComm;
+  commCreate(kind: 'cpu' | 'tcp' | 'nccl', id: string | Uint8Array, rank: number, world: number, device: string, timeoutMs: number, stop?: Int32Array | null): NativeComm;
 
   /** Hooks for tests and benchmarks only: not part of the public ops (see NativeTestingHooks). */
   testing: NativeTestingHooks;

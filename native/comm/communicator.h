@@ -1,4 +1,5 @@
 // Collective communication between ranks, one rank per worker thread of this process:
+//   - CPU devices across processes: TCP sockets between the ranks (tcp.cc), the same results.
 //   - CPU devices: ranks meet in process memory (a registry keyed by a string id) and exchange
 //     buffers directly. Every wait has a deadline; a rank that aborts, leaves or times out wakes all
 //     the others with an error, so nothing hangs.
@@ -75,6 +76,13 @@ class Communicator {
 // CPU: ranks of one id meet in this process. timeout_ms bounds every wait (0: wait forever).
 std::shared_ptr<Communicator> make_cpu_communicator(const std::string& id, int rank, int world, DeviceId dev,
                                                     int64_t timeout_ms);
+
+// Across processes, CPU devices: a TCP connection between every two ranks (native/comm/tcp.cc). `id` is
+// "tcp:<token>@<host:port of rank 0>,<host:port of rank 1>,...": rank r listens on its address. Blocks
+// until every rank has connected (bounded by timeout_ms, which bounds every later wait too, and ended by
+// the stop flag, given here because the setup already waits).
+std::shared_ptr<Communicator> make_tcp_communicator(const std::string& id, int rank, int world, DeviceId dev,
+                                                    int64_t timeout_ms, const int32_t* stop);
 
 // NCCL: `id` is ncclGetUniqueId's 128 bytes, the same on every rank. Blocks until all ranks have joined.
 // timeout_ms bounds barrier() (NCCL itself has no deadline on its calls).

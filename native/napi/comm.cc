@@ -224,7 +224,7 @@ Napi::Value NcclUniqueId(const Napi::CallbackInfo& info) {
   });
 }
 
-// commCreate(kind 'cpu'|'nccl', id string|Uint8Array, rank, world, device, timeoutMs, stop?: Int32Array
+// commCreate(kind 'cpu'|'tcp'|'nccl', id string|Uint8Array, rank, world, device, timeoutMs, stop?: Int32Array
 // of one element over a SharedArrayBuffer: see Communicator::set_stop_flag).
 Napi::Value CommCreate(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
@@ -236,7 +236,17 @@ Napi::Value CommCreate(const Napi::CallbackInfo& info) {
     DeviceId dev = a.device(4);
     int64_t timeout = a.has(5) ? a.i64(5, "timeoutMs") : 60000;
     std::shared_ptr<Communicator> c;
-    if (kind == "cpu") {
+    // The stop flag is checked first: a tcp communicator's setup already waits on it.
+    const int32_t* stop = nullptr;
+    if (a.has_value(6)) {
+      if (!info[6].IsTypedArray() || info[6].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array ||
+          info[6].As<Napi::Int32Array>().ElementLength() != 1)
+        fail("commCreate: the stop flag must be an Int32Array of one element (over a SharedArrayBuffer)");
+      stop = info[6].As<Napi::Int32Array>().Data();
+    }
+    if (kind == "tcp") {
+      c = make_tcp_communicator(a.str(1, "a tcp communicator's id"), int(rank), int(world), dev, timeout, stop);
+    } else if (kind == "cpu") {
       c = make_cpu_communicator(a.str(1, "a CPU communicator's id"), int(rank), int(world), dev,
                                 timeout);
     } else if (kind == "nccl") {
@@ -245,14 +255,11 @@ Napi::Value CommCreate(const Napi::CallbackInfo& info) {
       Napi::Uint8Array id = info[1].As<Napi::Uint8Array>();
       c = make_nccl_communicator(id.Data(), id.ByteLength(), int(rank), int(world), dev, timeout);
     } else {
-      fail("commCreate: kind must be 'cpu' or 'nccl', got '", kind, "'");
+      fail("commCreate: kind must be 'cpu', 'tcp' or 'nccl', got '", kind, "'");
     }
     Napi::Object obj = ctors(info.Env()).comm.New({});
     NativeComm* w = NativeComm::Unwrap(obj);
-    if (a.has_value(6)) {
-      if (!info[6].IsTypedArray() || info[6].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array ||
-          info[6].As<Napi::Int32Array>().ElementLength() != 1)
-        fail("commCreate: the stop flag must be an Int32Array of one element (over a SharedArrayBuffer)");
+    if (stop) {
       Napi::Int32Array flag = info[6].As<Napi::Int32Array>();
       c->set_stop_flag(flag.Data());
       w->stop = Napi::Persistent(flag.As<Napi::Object>());  // the flag's memory lives as long as the comm

@@ -7,6 +7,7 @@ import { packageRoot } from '../native.js';
 import { register as registerDevices } from './commands/devices.js';
 import { register as registerBench } from './commands/bench.js';
 import { register as registerGenerate } from './commands/generate.js';
+import { register as registerLaunch } from './commands/launch.js';
 import { register as registerPlan } from './commands/plan.js';
 import { register as registerTrain } from './commands/train.js';
 
@@ -20,6 +21,7 @@ const program = new Command()
 registerDevices(program);
 registerBench(program);
 registerGenerate(program);
+registerLaunch(program);
 registerPlan(program);
 registerTrain(program);
 

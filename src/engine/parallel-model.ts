@@ -23,7 +23,10 @@ import type { Generation } from './generate.js';
 import { abortError, type LoadProgress } from '../models/load-steps.js';
 import { checkDeviceMemory } from '../models/memory-check.js';
 import { stageWeightBytes } from '../models/sizes.js';
-import type { CommKind } from '../parallel/comm.js';
+import { launchEnv, launchSecret } from '../cluster/env.js';
+import { allGatherJson, processCommunicator } from '../cluster/gather.js';
+import { rendezvous, type DistWorld } from '../cluster/rendezvous.js';
+import type { Communicator, CommKind } from '../parallel/comm.js';
 import { meshGroups } from '../parallel/mesh-comms.js';
 import { Mesh } from '../parallel/mesh.js';
 import { DataPartitioner } from '../parallel/partitioner.js';
@@ -67,6 +70,13 @@ export interface ParallelOptions {
   onProgress?: (p: ParallelLoadProgress) => void;
   /** aborting stops every worker's load at its next step (AbortError); the workers are then ended */
   signal?: AbortSignal;
+  /**
+   * dp across processes: this process's devices are global replicas `rankOffset`.. of `world` (the
+   * rendezvous's result); each process generates its replicas' share of the prompts and every process
+   * gets all the results. Default: from the launcher's variables (launchEnv) when they are set.
+   * false: one process whatever the environment.
+   */
+  distributed?: DistWorld | false;
 }
 
 /** What a load's strategy or mesh comes to: the mesh, the strategy it is reported as, each rank's stages. */
@@ -133,6 +143,9 @@ export class ParallelModel {
   /** a failed run broke the communicators (its ranks aborted them): make new ones before the next */
   private commsBroken = false;
   private closed: Promise<void> | null = null;
+  /** launched as several processes (dp): the world, and the processes' communicator for the results */
+  dist: DistWorld | null = null;
+  private procComm: Communicator | null = null;
 
   private constructor(
     /** the strategy loaded, or 'mesh' for a mesh of more than one axis */
@@ -179,6 +192,14 @@ export class ParallelModel {
     checkDeviceMemory(placed.map((s) => ({ device: s.device, bytes: stageWeightBytes(cfg, dtype, s) })), what);
     if (o.signal?.aborted) throw abortError(what, o.signal.reason);
     const replicas = strategy === 'dp' || strategy === 'single';
+    // Several processes: dp only (replicas never talk while generating, so only the results cross).
+    let dist: DistWorld | null = o.distributed || null;
+    const env = o.distributed === undefined ? launchEnv() : null;
+    if ((env || dist) && strategy !== 'dp') throw new Error(`${what}: only the dp strategy runs across processes (launched as ${env ? `process ${env.rank} of ${env.world}` : 'several processes'})`);
+    if (env) dist = await rendezvous({ env, secret: launchSecret(), devices });
+    if (dist && dist.layout[dist.process]?.devices.length !== devices.length)
+      throw new Error(`${what}: the world gives process ${dist.process} ${dist.layout[dist.process]?.devices.length} devices but it has ${devices.length}`);
+    const procComm = dist ? processCommunicator(dist, o.commTimeoutMs) : null;
     // A grid's ranks each hold one stage (of their pp coordinate); its pipeline is numbered from the
     // ranks of replica 0's tp rank 0.
     const lane0 = grid ? placed.filter((_, r) => mesh.coords(r).dp === 0 && mesh.coords(r).tp === 0) : [];
@@ -188,10 +209,18 @@ export class ParallelModel {
     const kinds = new Set(ranks.map((d) => (d.startsWith('cuda') ? 'nccl' : 'cpu')));
     if (kinds.size > 1) throw new Error('a pipeline over both CPU and CUDA devices is not supported: use one kind');
     // CPU devices are process-wide (ensureCpuDevices above made them), so the workers see them too.
-    const pool = await DevicePool.start(ranks, { modules: [STAGE_MODULE], timeoutMs: o.timeoutMs });
+    let pool: DevicePool;
+    try {
+      pool = await DevicePool.start(ranks, { modules: [STAGE_MODULE], timeoutMs: o.timeoutMs });
+    } catch (e) {
+      procComm?.destroy();
+      throw e;
+    }
     // Replicas never talk while generating; pipeline stages do, over their pp group, and tp ranks over theirs.
     const comm = !replicas && ranks.length > 1 ? { kind: [...kinds][0] as CommKind, timeoutMs: o.commTimeoutMs } : null;
     const pm = new ParallelModel(strategy, pool, mesh, stages, cfg, ranks, comm, sourceTokenizer(src), rankPlaced);
+    pm.dist = dist;
+    pm.procComm = procComm;
     // The stages each rank loads: a grid rank its one stage (with its tp shard), a pp rank its chunks.
     const loadStages = (r: number) =>
       replicas ? undefined : grid ? [{ ...placed[r]!, index: mesh.coords(r).pp }] : stages.filter((s) => s.rank === r);
@@ -223,6 +252,7 @@ export class ParallelModel {
       await pm.initComms();
     } catch (e) {
       await pool.close();
+      procComm?.destroy();
       throw e;
     } finally {
       o.signal?.removeEventListener('abort', onAbort);
@@ -255,10 +285,12 @@ export class ParallelModel {
     if (this.strategy === 'dp' || this.strategy === 'single') {
       if (g.microBatches !== undefined && g.microBatches !== 1)
         throw new Error(`generate: strategy ${this.strategy} runs each replica's share as one batch; micro-batches are for pp`);
-      const part = new DataPartitioner(prompts.length, this.devices.length);
+      // across processes the prompts are dealt to all replicas (global ranks); this process runs its own
+      const off = this.dist?.rankOffset ?? 0;
+      const part = new DataPartitioner(prompts.length, this.dist?.world ?? this.devices.length);
       const res = await this.pool.all<{ tokens: number[][]; t0: number; t1: number; times: { prefillMs: number } }>('generate', (r) => ({
-        prompts: part.use(prompts, r),
-        seqIds: part.partitions[r]!,
+        prompts: part.use(prompts, off + r),
+        seqIds: part.partitions[off + r]!,
         opts: { ...sampling, maxTokens: g.maxTokens, stopTokens: [] },
         batch: g.batchPerDevice,
       }));
@@ -267,7 +299,9 @@ export class ParallelModel {
         { stage: r, mb: 0, step: 0, t0: x.t0, t1: x.t0 + x.times.prefillMs },
         { stage: r, mb: 0, step: 1, t0: x.t0 + x.times.prefillMs, t1: x.t1 },
       ]);
-      return { tokens: part.gather(res.map((x) => x.tokens)), wallMs: performance.now() - t0, tasks, microBatches: 1 };
+      let shares = res.map((x) => x.tokens);
+      if (this.procComm) shares = (allGatherJson(this.procComm, shares) as number[][][][]).flat();
+      return { tokens: part.gather(shares), wallMs: performance.now() - t0, tasks, microBatches: 1 };
     }
     if (this.strategy === 'mp' && g.microBatches !== undefined && g.microBatches !== 1)
       throw new Error(`generate: strategy mp runs one micro-batch; use pp for ${g.microBatches}`);
@@ -399,6 +433,7 @@ export class ParallelModel {
         trace('close: every worker unloaded');
       } finally {
         await this.pool.close();
+        this.procComm?.destroy();
         trace('close: workers ended');
       }
     })();

@@ -1,5 +1,6 @@
 // Collective communication between devices, one rank per worker thread: NCCL on GPUs, an in-process
-// shared-memory implementation on CPU devices (native/comm). Every rank of a communicator must make the
+// shared-memory implementation on CPU devices, and TCP sockets between CPU ranks of different processes
+// (native/comm/tcp.cc, the same results as the in-process one, bit for bit). Every rank of a communicator must make the
 // same calls in the same order; a rank that errs, aborts or never arrives makes the others fail (CPU:
 // within the timeout), never hang.
 import { randomBytes } from 'node:crypto';
@@ -7,7 +8,7 @@ import { parseDevice } from '../device.js';
 import { native, type NativeComm } from '../native.js';
 import type { Tensor } from '../tensor.js';
 
-export type CommKind = 'cpu' | 'nccl';
+export type CommKind = 'cpu' | 'tcp' | 'nccl';
 export type ReduceOp = 'sum' | 'avg';
 
 export interface CommOptions {
@@ -37,7 +38,20 @@ export function ncclStatus(): NcclStatus {
 export function newCommId(kind: CommKind): string | Uint8Array {
   if (kind === 'cpu') return `cpu-comm-${randomBytes(12).toString('hex')}`;
   if (kind === 'nccl') return native.ncclUniqueId();
-  throw new Error(`newCommId: kind must be 'cpu' or 'nccl', got ${String(kind)}`);
+  if (kind === 'tcp') throw new Error("newCommId: a 'tcp' id names every rank's address: make it with tcpCommId(addresses) (the rendezvous does)");
+  throw new Error(`newCommId: kind must be 'cpu', 'tcp' or 'nccl', got ${String(kind)}`);
+}
+
+/**
+ * The id of a 'tcp' communicator: rank r listens on addresses[r] ("host:port", "[v6]:port"); a fresh
+ * random token, checked when ranks connect, keeps other communicators' (and strangers') connections out.
+ */
+export function tcpCommId(addresses: string[], token: string = randomBytes(16).toString('hex')): string {
+  if (!Array.isArray(addresses) || addresses.length === 0) throw new Error('tcpCommId: give one "host:port" per rank');
+  for (const a of addresses)
+    if (typeof a !== 'string' || !/^(\[[^\]]+\]|[^,@\s:]+):\d{1,5}$/.test(a)) throw new Error(`tcpCommId: '${String(a)}' is not host:port`);
+  if (!/^[0-9A-Za-z_-]{1,1024}$/.test(token)) throw new Error('tcpCommId: the token must be 1..1024 letters, digits, _ or -');
+  return `tcp:${token}@${addresses.join(',')}`;
 }
 
 export class Communicator {
@@ -54,15 +68,17 @@ export class Communicator {
   }
 
   /**
-   * Join communicator `id` as `rank` of `world`, on `device` (cpu:N for 'cpu', cuda:N for 'nccl').
-   * NCCL: blocks until every rank has joined, so each rank must call it from its own thread.
+   * Join communicator `id` as `rank` of `world`, on `device` (cpu:N for 'cpu' and 'tcp', cuda:N for
+   * 'nccl'). NCCL and 'tcp': block until every rank has joined (tcp: bounded by the timeout, ended by the
+   * stop flag), so each rank must call it from its own thread.
    */
   static create(kind: CommKind, id: string | Uint8Array, rank: number, world: number, device: string, opts: CommOptions = {}): Communicator {
     const dev = parseDevice(device);
-    const want = kind === 'nccl' ? 'cuda' : kind === 'cpu' ? 'cpu' : null;
-    if (!want) throw new Error(`Communicator.create: kind must be 'cpu' or 'nccl', got ${String(kind)}`);
+    const want = kind === 'nccl' ? 'cuda' : kind === 'cpu' || kind === 'tcp' ? 'cpu' : null;
+    if (!want) throw new Error(`Communicator.create: kind must be 'cpu', 'tcp' or 'nccl', got ${String(kind)}`);
     if (!dev.startsWith(want + ':')) throw new Error(`Communicator.create: a '${kind}' communicator needs a ${want}:N device, got ${dev}`);
     if (kind === 'cpu' && typeof id !== 'string') throw new Error('Communicator.create: a CPU communicator id is a string (newCommId("cpu"))');
+    if (kind === 'tcp' && typeof id !== 'string') throw new Error('Communicator.create: a tcp communicator id is a string (tcpCommId(addresses))');
     if (kind === 'nccl' && !(id instanceof Uint8Array)) throw new Error('Communicator.create: an NCCL id is a Uint8Array (newCommId("nccl"))');
     const timeoutMs = opts.timeoutMs ?? 60_000;
     if (!Number.isInteger(timeoutMs) || timeoutMs < 0) throw new Error(`Communicator.create: timeoutMs must be an integer >= 0, got ${timeoutMs}`);

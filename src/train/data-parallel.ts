@@ -11,9 +11,17 @@
 // shards to write the same single-device checkpoint, and a resume reads each rank's shard of it. A rank that fails, a worker that dies and a collective that times out end
 // the run with an error naming the device: the pool rejects the dead rank's call at once, the others'
 // waits end at their stop flags (set on the first failure) or at the communicator's timeout.
+//
+// Launched as several processes (`parallm launch`, torchrun, Slurm, mpirun: src/cluster/env.ts), each
+// process's pool holds its own devices and the ranks are global: the processes meet in the rendezvous
+// (src/cluster/rendezvous.ts), which numbers the devices process-major and hands out one communicator
+// ('tcp' between CPU devices, NCCL between GPUs) over all of them. Each process drives its own ranks;
+// the step's loss is the mean over all ranks (gathered by the workers); global rank 0's process saves.
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ensureCpuDevices, parseDevice } from '../device.js';
+import { launchEnv, launchSecret } from '../cluster/env.js';
+import { rendezvous, type DistWorld } from '../cluster/rendezvous.js';
 import { newCommId, type CommKind } from '../parallel/comm.js';
 import { DevicePool } from '../parallel/pool.js';
 import type { DataShard } from './dp-data.js';
@@ -46,12 +54,21 @@ export interface DataParallelOptions extends Omit<TrainOptions, 'device' | 'shar
   zero?: 0 | 1;
   /** @internal test hook: a rank fails at a step */
   fault?: StepFault;
+  /**
+   * A multi-process run: this process's devices are global ranks `rankOffset`.. of `world` (the
+   * rendezvous's result). Default: when the launcher's variables are set (launchEnv), the rendezvous
+   * runs here with the secret of PARALLM_SECRET / PARALLM_SECRET_FILE; otherwise a single process.
+   * false: a single process whatever the environment.
+   */
+  distributed?: DistWorld | false;
+  /** bound on the rendezvous, ms (default 120 s) */
+  rendezvousTimeoutMs?: number;
 }
 
 // Workers import compiled JS; from the TS sources the pool maps src/*.ts to dist/*.js.
 const WORKER_MODULE = fileURLToPath(new URL(`./worker${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, import.meta.url));
 
-const CALLBACKS = ['loadProgress', 'onStep', 'onEval', 'onEpoch', 'onSave', 'devices', 'dataOrder', 'commTimeoutMs', 'callTimeoutMs', 'bucketMiB', 'zero', 'fault'] as const;
+const CALLBACKS = ['loadProgress', 'onStep', 'onEval', 'onEpoch', 'onSave', 'devices', 'dataOrder', 'commTimeoutMs', 'callTimeoutMs', 'bucketMiB', 'zero', 'fault', 'distributed', 'rendezvousTimeoutMs'] as const;
 
 export class DataParallelTrainer {
   step: number;
@@ -65,6 +82,8 @@ export class DataParallelTrainer {
     readonly pool: DevicePool,
     /** rank 0's replica (all replicas agree) */
     readonly info: ReplicaInfo,
+    /** the multi-process world, or null for a single process */
+    readonly dist: DistWorld | null = null,
   ) {
     this.step = info.step;
     this.losses = [...info.losses];
@@ -73,8 +92,9 @@ export class DataParallelTrainer {
   get devices(): string[] {
     return this.pool.devices;
   }
+  /** ranks over all processes */
   get world(): number {
-    return this.pool.devices.length;
+    return this.dist?.world ?? this.pool.devices.length;
   }
   get totalSteps(): number {
     return this.info.totalSteps;
@@ -109,13 +129,23 @@ export class DataParallelTrainer {
     if (zero !== 0 && zero !== 1) throw new Error(`train dp: zero must be 0 or 1 (ZeRO-1: the optimizer state sharded), got ${String(zero)}`);
     if (zero && devices.length < 2) throw new Error(`train dp: zero 1 shards the optimizer state over the devices; it needs 2 or more, got ${devices.join(',')}`);
     if (zero && bucketMiB > 0) throw new Error(`train dp: zero 1 reduce-scatters the whole gradient after the backward; it does not take bucketMiB (got ${bucketMiB})`);
-    // Prepared once here: replicas preparing the same cache folder at once would race.
+    // Prepared once here: replicas preparing the same cache folder at once would race. Launched, process
+    // 0 prepares before the rendezvous and the others after it, for the same reason across processes.
+    let dist: DistWorld | null = o.distributed || null;
+    const env = o.distributed === undefined ? launchEnv() : null;
+    if (zero && (env || dist)) throw new Error('train dp: zero 1 runs within one process; across processes use plain data parallelism');
+    if (env && env.rank !== 0) dist = await rendezvous({ env, secret: launchSecret(), devices, timeoutMs: o.rendezvousTimeoutMs });
     const data = await prepareTrainData(o);
+    if (env && env.rank === 0) dist = await rendezvous({ env, secret: launchSecret(), devices, timeoutMs: o.rendezvousTimeoutMs });
+    if (dist && dist.layout[dist.process]?.devices.length !== devices.length)
+      throw new Error(`train dp: the world gives process ${dist.process} ${dist.layout[dist.process]?.devices.length} devices but it has ${devices.length}`);
     const opts = Object.fromEntries(Object.entries(o).filter(([k]) => !(CALLBACKS as readonly string[]).includes(k))) as ReplicaOptions;
     opts.data = data;
     const pool = await DevicePool.start(devices, { modules: [WORKER_MODULE], timeoutMs: o.callTimeoutMs ?? 0 });
     const kind = [...kinds][0] as CommKind;
-    const comm = devices.length > 1 ? { kind, id: newCommId(kind), timeoutMs: commTimeoutMs } : null;
+    const comm: ReplicaInitArgs['comm'] = dist
+      ? dist.comm && { kind: dist.comm.kind, id: dist.comm.id, timeoutMs: commTimeoutMs, rankOffset: dist.rankOffset, world: dist.world }
+      : devices.length > 1 ? { kind, id: newCommId(kind), timeoutMs: commTimeoutMs } : null;
     let infos: ReplicaInfo[];
     try {
       infos = await pool.all<ReplicaInfo>('trainInit', () => ({ opts, order, comm, bucketBytes: Math.round(bucketMiB * 2 ** 20), zero }) satisfies ReplicaInitArgs);
@@ -123,7 +153,7 @@ export class DataParallelTrainer {
       await pool.close();
       throw e;
     }
-    return new DataParallelTrainer(o, pool, infos[0]!);
+    return new DataParallelTrainer(o, pool, infos[0]!, dist);
   }
 
   /** One step on every rank; the mean of their losses. */
@@ -139,10 +169,12 @@ export class DataParallelTrainer {
     } catch (e) {
       await this.close();
       // communicator errors name ranks ("waiting for rank 1"): the message says which device each is
-      const ranks = this.devices.map((d, r) => `rank ${r} = ${d}`).join(', ');
+      const off = this.dist?.rankOffset ?? 0;
+      const ranks = this.devices.map((d, r) => `rank ${off + r} = ${d}`).join(', ') + (this.dist ? ` of ${this.dist.world}, process ${this.dist.process} of ${this.dist.processes}` : '');
       throw new Error(`data-parallel training stopped at step ${step} (${ranks}): ${(e as Error).message}` + (this.lastSaved ? ` (last checkpoint: ${this.lastSaved})` : ''));
     }
-    const loss = rs.reduce((s, r) => s + r.loss, 0) / rs.length;
+    // across processes every worker returns the mean over all ranks (worker.ts gathers the losses)
+    const loss = this.dist ? rs[0]!.loss : rs.reduce((s, r) => s + r.loss, 0) / rs.length;
     this.step = step;
     this.losses.push(loss);
     return { loss, gradNorm: rs[0]!.gradNorm, lr: rs[0]!.lr };
@@ -153,8 +185,12 @@ export class DataParallelTrainer {
     return this.pool.call<number>(0, 'trainEvaluate');
   }
 
-  /** Rank 0 writes a checkpoint of the current state into `dir` (with ZeRO-1, every rank sends it its shard). */
+  /**
+   * Rank 0 writes a checkpoint of the current state into `dir` (with ZeRO-1, every rank sends it its
+   * shard; launched on several processes, only process 0's rank 0 writes).
+   */
   async save(dir: string): Promise<void> {
+    if (this.dist && this.dist.process !== 0) return;
     const args = { dir, losses: this.losses };
     if (this.zero) await this.pool.allOrRootCause('trainSave', () => args);
     else await this.pool.call(0, 'trainSave', args);

@@ -9,6 +9,7 @@
 import { memoryStats, resetPeakMemory, synchronize } from '../device.js';
 import { dtypeSize } from '../dtype.js';
 import { Communicator, type CommKind } from '../parallel/comm.js';
+import { Tensor } from '../tensor.js';
 import type { Handler, WorkerContext } from '../parallel/pool.js';
 import type { DataShard } from './dp-data.js';
 import type { HostOptimizerState } from './checkpoint.js';
@@ -23,7 +24,8 @@ export type ReplicaOptions = Omit<TrainOptions, 'data' | 'device' | 'shard' | 'r
 export interface ReplicaInitArgs {
   opts: ReplicaOptions;
   order: NonNullable<DataShard['order']>;
-  comm: { kind: CommKind; id: string | Uint8Array; timeoutMs?: number } | null;
+  /** rankOffset / world: launched as several processes, this worker is global rank rankOffset + its local rank, of world */
+  comm: { kind: CommKind; id: string | Uint8Array; timeoutMs?: number; rankOffset?: number; world?: number } | null;
   /** > 0: all-reduce the gradient in buckets of about this many bytes during the backward (grad-buckets.ts) */
   bucketBytes?: number;
   /** 1: ZeRO-1, the optimizer state sharded over the ranks (needs comm; not with bucketBytes) */
@@ -53,6 +55,24 @@ interface Replica {
   trainer: Trainer;
   comm: Communicator | null;
   buckets: BucketedAllReduce | null;
+  /** launched across processes: the step's loss is gathered from every rank */
+  global: boolean;
+}
+
+// The mean over all ranks of their losses, summed in rank order as DataParallelTrainer.trainStep does in
+// one process, so one process and several give the same number. Each loss crosses as its float64's
+// two 32-bit halves (an i32 all-gather), bit for bit.
+function globalMeanLoss(comm: Communicator, loss: number, device: string): number {
+  const mine = Tensor.from(new Int32Array(new Float64Array([loss]).buffer), [2], { device, dtype: 'i32' });
+  const all = Tensor.empty([2 * comm.world], { device, dtype: 'i32' });
+  try {
+    comm.allGather(all, mine);
+    const losses = new Float64Array((all.toArray() as Int32Array).slice().buffer);
+    return losses.reduce((s, l) => s + l, 0) / losses.length;
+  } finally {
+    mine.dispose();
+    all.dispose();
+  }
 }
 
 const replica = (ctx: WorkerContext): Replica => {
@@ -73,14 +93,16 @@ export const handlers: Record<string, Handler> = {
   async trainInit(a: ReplicaInitArgs, ctx): Promise<ReplicaInfo> {
     disposeReplica(ctx);
     // NCCL's create blocks until every rank has joined, so it comes before anything that may fail on one rank only.
-    const comm = a.comm ? Communicator.create(a.comm.kind, a.comm.id, ctx.rank, ctx.world, ctx.device, { timeoutMs: a.comm.timeoutMs, stopFlag: ctx.stopFlag }) : null;
+    const rank = ctx.rank + (a.comm?.rankOffset ?? 0);
+    const world = a.comm?.world ?? ctx.world;
+    const comm = a.comm ? Communicator.create(a.comm.kind, a.comm.id, rank, world, ctx.device, { timeoutMs: a.comm.timeoutMs, stopFlag: ctx.stopFlag }) : null;
     let trainer: Trainer;
     let buckets: BucketedAllReduce | null = null;
     try {
       trainer = await Trainer.create({
         ...a.opts,
         device: ctx.device,
-        shard: { rank: ctx.rank, world: ctx.world, order: a.order },
+        shard: { rank, world, order: a.order },
         // the seed's average_gradients: one all-reduce of the whole flat gradient after the backward,
         // or the buckets' wait for the reductions they launched during it
         zero: comm && a.zero ? { comm } : undefined,
@@ -96,7 +118,7 @@ export const handlers: Record<string, Handler> = {
       comm?.destroy();
       throw e;
     }
-    ctx.state.set('replica', { trainer, comm, buckets } satisfies Replica);
+    ctx.state.set('replica', { trainer, comm, buckets, global: world !== ctx.world } satisfies Replica);
     return {
       device: ctx.device, step: trainer.step, totalSteps: trainer.totalSteps, stepsPerEpoch: trainer.stepsPerEpoch, losses: [...trainer.losses],
       n: trainer.params.n, dtype: trainer.params.dtype, name: trainer.source.name, family: trainer.cfg.family,
@@ -115,7 +137,8 @@ export const handlers: Record<string, Handler> = {
     }
     try {
       if (f && f.rank === ctx.rank && f.step === r.trainer.step + 1) throw new Error(`${ctx.device}: injected fault at step ${f.step}`);
-      return r.trainer.trainStep();
+      const res = r.trainer.trainStep();
+      return r.global && r.comm ? { ...res, loss: globalMeanLoss(r.comm, res.loss, ctx.device) } : res;
     } catch (e) {
       // A rank that fails outside a collective would leave its peers waiting in the next one.
       r.comm?.abort();

@@ -153,12 +153,14 @@ async function batch(o: GenOpts): Promise<void> {
   const pm = await ParallelModel.load(o.model, mesh ? { mesh, devices, dtype } : { strategy, devices, dtype });
   try {
     const r = await pm.generateText(prompts, { ...sampling, maxTokens, microBatches: micro });
+    // launched as several processes, each has every result: process 0 prints them
+    if (pm.dist && pm.dist.process !== 0) return;
     r.generations.forEach((g, i) => {
       const p = prompts[i]!;
       if (o.json) console.log(JSON.stringify({ prompt: p, text: g.text, tokens: g.tokens, finish: g.finish }));
       else console.log(`${typeof p === 'string' ? p : ''}${g.text ?? g.tokens.join(' ')}\n`);
     });
-    console.error(`[${pm.strategy === 'mesh' ? `mesh ${pm.mesh}` : pm.strategy} on ${pm.devices.join(', ')}: ${prompts.length} prompts, ${prompts.length * maxTokens} tokens in ${(r.wallMs / 1e3).toFixed(2)} s]`);
+    console.error(`[${pm.strategy === 'mesh' ? `mesh ${pm.mesh}` : pm.strategy} on ${pm.devices.join(', ')}${pm.dist ? ` and the other processes' (${pm.dist.world} replicas in ${pm.dist.processes} processes)` : ''}: ${prompts.length} prompts, ${prompts.length * maxTokens} tokens in ${(r.wallMs / 1e3).toFixed(2)} s]`);
   } finally {
     await pm.close();
   }

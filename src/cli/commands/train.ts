@@ -7,6 +7,7 @@ import { LoadProgressBar } from '../progress.js';
 import { checkDType } from '../../dtype.js';
 import { optionalNum as num } from '../args.js';
 import { defaultDevice, parseDevice } from '../../device.js';
+import { launchEnv } from '../../cluster/env.js';
 import { DataParallelTrainer } from '../../train/data-parallel.js';
 import { PipelineTrainer } from '../../train/pipeline-parallel.js';
 import { Trainer, type EpochEvent, type EvalEvent, type StepEvent, type TrainResult } from '../../train/trainer.js';
@@ -109,6 +110,10 @@ export function register(program: Command): void {
       if (o.schedule !== undefined && o.schedule !== 'gpipe' && o.schedule !== '1f1b') throw new Error(`--schedule must be gpipe or 1f1b, got "${o.schedule}"`);
       if (o.zero !== '0' && o.zero !== '1') throw new Error(`--zero must be 0 or 1, got "${o.zero}"`);
       if (!dp && o.zero !== '0') throw new Error('--zero is for --strategy dp');
+      // Launched as several processes, a single-device (or one-process pipeline) run would train N unrelated models.
+      const launched = launchEnv();
+      if (!dp && launched && launched.world > 1)
+        throw new Error(`launched as process ${launched.rank} of ${launched.world} (${launched.launcher}'s variables): only --strategy dp trains across processes`);
       if (o.dataOrder !== 'sharded' && o.dataOrder !== 'global') throw new Error(`--data-order must be sharded or global, got "${o.dataOrder}"`);
       const devices = many ? o.devices!.split(',').map((s) => s.trim()).filter(Boolean) : [];
       const device = many ? devices[0]! : parseDevice(o.device ?? defaultDevice());
@@ -187,7 +192,7 @@ export function register(program: Command): void {
       } else if (dp) {
         const t = await DataParallelTrainer.create({ ...common, devices, dataOrder: o.dataOrder as 'sharded' | 'global', bucketMiB: num('--bucket-mb', o.bucketMb), zero: o.zero === '1' ? 1 : 0 });
         try {
-          header(t.info.name, t.info.family, t.info.n, `${t.devices.join(',')} (data parallel, ${o.dataOrder} data order${t.zero ? ', ZeRO-1' : ''})`, t.info.dtype, t);
+          header(t.info.name, t.info.family, t.info.n, `${t.devices.join(',')} (data parallel, ${o.dataOrder} data order${t.zero ? ', ZeRO-1' : ''}${t.dist ? `; process ${t.dist.process} of ${t.dist.processes}, global ranks ${t.dist.rankOffset}..${t.dist.rankOffset + t.devices.length - 1} of ${t.dist.world}` : ''})`, t.info.dtype, t);
           r = await t.run();
         } finally {
           endLine();
