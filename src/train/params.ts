@@ -49,9 +49,10 @@ function checkTrainable(cfg: ModelConfig): void {
 function trainTpLayout(cfg: ModelConfig, stage: Stage) {
   if (!isSharded(stage.tp)) return null;
   const { size } = stage.tp;
+  const layout = tpLayout(cfg, stage.tp); // heads and features that split size ways
   if (cfg.kvHeads % size)
     throw new Error(`training: tp=${size} does not divide the model's ${cfg.kvHeads} KV heads (tensor-parallel training needs kvHeads % tp == 0; the model has ${cfg.heads} query heads)`);
-  return tpLayout(cfg, stage.tp);
+  return layout;
 }
 
 /** The parameters a tp rank holds a shard of (column-parallel weights and biases, row-parallel weights); the rest are whole on every rank. */
