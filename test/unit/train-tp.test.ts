@@ -36,16 +36,19 @@ const llamah6: ModelConfig = { ...smallLlama, hidden: 24, heads: 6, kvHeads: 3, 
 const gpt2x4: ModelConfig = { ...smallGpt2, layers: 4 };
 
 const base = (cfg: ModelConfig, data: TokenData, n: number, extra: Partial<PipelineTrainOptions> = {}): PipelineTrainOptions => ({
-  model: cfg, data, devices: devs(n), tp: n, batch: 4, seq: 8, steps: 4, lr: 3e-3, warmup: 1, evalEvery: 2, seed: 7, commTimeoutMs: 20_000, ...extra,
+  model: cfg, data, devices: devs(n), tp: n, batch: 4, seq: 8, steps: 4, lr: 3e-3, warmup: 1, evalEvery: 2, seed: 7, commTimeoutMs: 20_000,
+  clip: 0.2, // below the gradient norms here: the update scales with the global norm, so a wrong one shows in the weights
+  ...extra,
 });
 
 async function oneDevice(o: PipelineTrainOptions, batch = o.batch) {
   const { devices: _d, dp: _p, tp: _t, microBatches: _m, schedule: _s, chunks: _c, dataOrder: _o, placement: _pl, ...rest } = o;
-  const t = await Trainer.create({ ...rest, device: 'cpu:0', batch });
+  const norms: number[] = [];
+  const t = await Trainer.create({ ...rest, device: 'cpu:0', batch, onStep: (e) => norms.push(e.gradNorm) });
   const r = await t.run();
   const byKey = new Map(t.params.layout.map((e) => [e.key, t.params.hostMaster().slice(e.offset, e.offset + e.numel)]));
   t.dispose();
-  return { r, byKey };
+  return { r, byKey, norms };
 }
 
 /** Rows `ranges` of a row-major [R, C] array, in order. */
@@ -93,10 +96,11 @@ function maxAbs(a: ArrayLike<number>, b: ArrayLike<number>): number {
 const sameBits = (a: Float32Array, b: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
 
 async function runTp(o: PipelineTrainOptions) {
-  const t = await PipelineTrainer.create(o);
+  const norms: number[] = [];
+  const t = await PipelineTrainer.create({ ...o, onStep: (e) => norms.push(e.gradNorm) });
   try {
     const r = await t.run();
-    return { r, t, states: (await t.stageStates()).flat() };
+    return { r, t, norms, states: (await t.stageStates()).flat() };
   } finally {
     await t.close();
   }
@@ -107,6 +111,10 @@ function expectSameRun(run: Awaited<ReturnType<typeof runTp>>, one: Awaited<Retu
   expect(r.losses).toHaveLength(one.r.losses.length);
   expect(r.losses.at(-1)!).toBeLessThan(r.losses[0]!);
   for (const [i, l] of r.losses.entries()) expect(Math.abs(l - one.r.losses[i]!), `step ${i + 1}`).toBeLessThan(1e-4 * Math.abs(one.r.losses[i]!));
+  // the global gradient norm: tp shards' squares summed over the group, replicated ones counted once
+  expect(run.norms).toHaveLength(one.norms.length);
+  for (const [i, g] of run.norms.entries()) expect(Math.abs(g - one.norms[i]!), `norm of step ${i + 1}`).toBeLessThan(1e-4 * one.norms[i]!);
+  expect(Math.min(...one.norms)).toBeGreaterThan(0.2);
   expect(r.valLosses.map((e) => e.step)).toEqual(one.r.valLosses.map((e) => e.step));
   for (const [i, e] of r.valLosses.entries()) expect(Math.abs(e.valLoss - one.r.valLosses[i]!.valLoss)).toBeLessThan(1e-4 * e.valLoss);
   const size = run.t.mesh.shape.tp;
