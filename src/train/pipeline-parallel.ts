@@ -110,8 +110,8 @@ export class PipelineTrainer {
   }
   /** parameters of the whole model (one pipeline's stages, tied embeddings once) */
   get parameterCount(): number {
-    const pp = this.mesh.shape.pp;
-    const n = this.infos.slice(0, pp).reduce((t, i) => t + i.n, 0);
+    // the stages' whole layouts (a tp rank's n counts its shards and the replicated tensors)
+    const n = this.stages.reduce((t, { start, end, embed, head }) => t + paramLayout(this.cfg, { start, end, embed, head }).reduce((u, e) => u + e.numel, 0), 0);
     return this.cfg.tieEmbeddings && this.stages.length > 1 ? n - this.cfg.vocabSize * this.cfg.hidden : n;
   }
 

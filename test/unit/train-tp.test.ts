@@ -224,3 +224,38 @@ describe('tp weights and errors', () => {
       await t.close();
     });
 });
+
+describe('parallm train --strategy tp, and pp --tp', () => {
+  it('one stage over 2 devices, and 2 stages x 2 tp devices; bad combinations are errors', async () => {
+    const { spawnSync } = await import('node:child_process');
+    const { writeFileSync } = await import('node:fs');
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'parallm-tp-cli-'));
+    const r = rng(5);
+    const words = ['the', 'cat', 'sat', 'on', 'a', 'mat', 'dog', 'ran'];
+    writeFileSync(path.join(dir, 'text.txt'), Array.from({ length: 3000 }, () => words[Math.floor(r() * words.length)]).join(' '));
+    const cli = path.resolve('dist/cli/index.js');
+    const run = (...args: string[]) =>
+      spawnSync(process.execPath, [cli, 'train', '--model', 'tiny-gpt2', '--data', path.join(dir, 'text.txt'), '--data-cache', path.join(dir, 'cache'), '--seq', '8', '--batch', '4', '--steps', '1', '--eval-batches', '1', ...args], { encoding: 'utf8', timeout: 120_000 });
+    const tp = run('--strategy', 'tp', '--devices', 'cpu:0,cpu:1', '--json');
+    expect(tp.status, tp.stderr).toBe(0);
+    const lines = tp.stdout.trim().split('\n').map((l) => JSON.parse(l));
+    expect(lines.map((l) => l.type)).toEqual(['step', 'eval', 'done']);
+    expect(Number.isFinite(lines[0].loss)).toBe(true);
+    const pp = run('--strategy', 'pp', '--devices', 'cpu:0,cpu:1,cpu:2,cpu:3', '--tp', '2');
+    expect(pp.status, pp.stderr).toBe(0);
+    // tiny-gpt2's parameters counted whole, once: 50257 x 64 + 256 x 64 + 6 x (12 x 64^2 + 13 x 64) + 2 x 64
+    const C = 64, n = 50257 * C + 256 * C + 6 * (12 * C * C + 13 * C) + 2 * C;
+    expect(pp.stderr).toContain(`tiny-gpt2 (gpt2, ${n} parameters)`);
+    expect(pp.stderr).toMatch(/on 2 stages x 2 tp devices \(pp, layers 0-2@cpu:0 3-5@cpu:2/);
+    for (const [args, msg] of [
+      [['--strategy', 'dp', '--devices', 'cpu:0,cpu:1', '--tp', '2'], /--dp and --tp are for --strategy pp/],
+      [['--strategy', 'tp', '--devices', 'cpu:0,cpu:1', '--tp', '2'], /--strategy tp splits one stage over all the --devices/],
+      [['--strategy', 'tp', '--devices', 'cpu:0,cpu:1,cpu:2'], /tp=3 does not divide the model's 4 attention heads/],
+      [['--strategy', 'tp', '--devices', 'cpu:0,cpu:1', '--save', path.join(dir, 'ck')], /checkpoints with tp=2 is not supported yet|saving checkpoints with tp=2 is not supported yet/],
+    ] as const) {
+      const bad = run(...args);
+      expect(bad.status, bad.stderr).not.toBe(0);
+      expect(bad.stderr).toMatch(msg);
+    }
+  });
+});
