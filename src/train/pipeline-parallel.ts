@@ -132,8 +132,6 @@ export class PipelineTrainer {
       throw new Error(`train pp: tp ${tp} must be a positive integer with dp x tp (${dp} x ${tp}) dividing the ${devices.length} devices`);
     const mesh = new Mesh({ dp, pp: devices.length / (dp * tp), tp });
     const pp = mesh.shape.pp;
-    if (tp > 1 && o.save) throw new Error(`train pp: saving checkpoints with tp=${tp} is not supported yet (the tp shards are not gathered into whole tensors); train without save, or with tp=1`);
-    if (tp > 1 && o.resume) throw new Error(`train pp: resuming with tp=${tp} is not supported yet; resume with tp=1`);
     if (!Number.isInteger(o.batch) || o.batch < 1) throw new Error(`train: batch must be an integer >= 1, got ${o.batch}`);
     const order = o.dataOrder ?? 'sharded';
     if (order !== 'sharded' && order !== 'global') throw new Error(`train pp: dataOrder must be 'sharded' or 'global', got ${String(order)}`);
@@ -234,11 +232,13 @@ export class PipelineTrainer {
     return last.lossSum / Math.max(last.count, 1);
   }
 
-  /** A checkpoint of the current state in `dir`: each stage of replica 0 writes its shard, then the rest here. */
+  /**
+   * A checkpoint of the current state in `dir`: each stage of replica 0 writes its shard (with tp, the
+   * stage's tp rank 0, gathering the whole tensors from its peers), then the rest here.
+   */
   async save(dir: string): Promise<void> {
-    if (this.mesh.shape.tp > 1) throw new Error(`saving checkpoint to ${dir}: checkpoints of tensor-parallel training (tp=${this.mesh.shape.tp}) are not supported yet`);
     const pending = beginCheckpoint(dir);
-    const ranks = Array.from({ length: this.mesh.shape.pp }, (_, p) => this.rankOf(0, p));
+    const ranks = Array.from({ length: this.mesh.shape.pp * this.mesh.shape.tp }, (_, r) => r); // replica 0
     const S = this.stages.length;
     const names: string[][] = Array.from({ length: S }, () => []);
     const records: StageRecord[] = new Array(S);

@@ -20,11 +20,12 @@ import { joinGroups, type GroupArgs } from '../parallel/mesh-comms.js';
 import type { Handler, WorkerContext } from '../parallel/pool.js';
 import { splitSizes } from '../parallel/schedule.js';
 import { Tensor } from '../tensor.js';
-import { loadOptimizerState, stageRecord, writeStageFiles, type StageRecord } from './checkpoint.js';
+import { loadOptimizerState, stageRecord, writeStageFiles, type HostOptimizerState, type StageRecord } from './checkpoint.js';
+import { gatherShards, wholeStage } from './tp-shards.js';
 import type { DataShard } from './dp-data.js';
 import { initParamsAsync } from './init.js';
 import { adamwStep, DEFAULT_ADAMW, lrAt } from './optim.js';
-import type { FlatParams } from './params.js';
+import { paramLayout, type FlatParams } from './params.js';
 import { runTrainingColumn, type TrainColumnResult } from './pipeline-column.js';
 import { prepareRun, type RunSetup } from './run-setup.js';
 import { countTargets, TrainStage, type MicroBatch } from './stage.js';
@@ -201,6 +202,33 @@ function localSquares(h: Held): { sharded: number; replicated: number } {
   return { sharded, replicated };
 }
 
+/**
+ * A tp stage's optimizer state (master, m, v), whole: each tp rank sends its shards to rank 0, which
+ * receives them a buffer at a time and assembles the whole stage's (train/tp-shards.ts); null elsewhere.
+ */
+function gatherStage(p: FlatParams, tp: Communicator): HostOptimizerState | null {
+  const bufs = [p.master, p.m, p.v];
+  if (tp.rank !== 0) {
+    for (const b of bufs) tp.send(b, 0);
+    tp.drain();
+    return null;
+  }
+  const parts: Float32Array[][] = [bufs.map((b) => b.toArray() as Float32Array)];
+  const tmp = Tensor.empty([p.n], { dtype: 'f32', device: p.device });
+  try {
+    for (let t = 1; t < tp.world; t++)
+      parts.push(bufs.map(() => {
+        tp.recv(tmp, t);
+        tp.drain();
+        return tmp.toArray() as Float32Array;
+      }));
+  } finally {
+    tmp.dispose();
+  }
+  const [master, m, v] = [0, 1, 2].map((k) => gatherShards(p.cfg, p.stage, parts.map((x) => x[k]!)));
+  return { master: master!, m: m!, v: v! };
+}
+
 export const handlers: Record<string, Handler> = {
   async ppInit(a: PipelineInitArgs, ctx): Promise<PipelineInfo> {
     dispose(ctx);
@@ -324,15 +352,33 @@ export const handlers: Record<string, Handler> = {
     return { lossSum, count };
   },
 
-  /** Writes this device's stages into a pending checkpoint (replica 0 only); `losses` as the main thread has them. */
+  /**
+   * Writes this device's stages into a pending checkpoint (replica 0 only); `losses` as the main thread has
+   * them. With tp, every tp rank sends its shards to its stage's tp rank 0, which writes the whole stage.
+   */
   ppSave(a: { tmp: string }, ctx): { index: number; names: string[]; record: StageRecord; loader: unknown }[] {
     const h = held(ctx);
-    return h.params.map((p, i) => ({
-      index: h.a.stages[i]!.index,
-      names: writeStageFiles(a.tmp, p, h.a.stages[i]!.index, h.a.nStages, h.step),
-      record: stageRecord(p),
-      loader: h.run.loader.position,
-    }));
+    const tp = h.comms.get('tp');
+    const out: { index: number; names: string[]; record: StageRecord; loader: unknown }[] = [];
+    try {
+      for (const [i, p] of h.params.entries()) {
+        const index = h.a.stages[i]!.index;
+        if (!tp) {
+          out.push({ index, names: writeStageFiles(a.tmp, p, index, h.a.nStages, h.step), record: stageRecord(p), loader: h.run.loader.position });
+          continue;
+        }
+        const state = gatherStage(p, tp);
+        if (!state) continue;
+        const stage = wholeStage(p.stage);
+        const layout = paramLayout(p.cfg, stage);
+        const whole = { cfg: p.cfg, stage, layout, n: state.master.length, nDecay: layout.filter((e) => e.decay).reduce((t, e) => t + e.numel, 0) };
+        out.push({ index, names: writeStageFiles(a.tmp, whole, index, h.a.nStages, h.step, undefined, state), record: stageRecord(whole), loader: h.run.loader.position });
+      }
+    } catch (e) {
+      tp?.abort(); // the stage's tp peers may be waiting on this rank
+      throw e;
+    }
+    return out;
   },
 
   /** This device's stages' master weights and moments (tests: replicas agree; tied copies agree). */
