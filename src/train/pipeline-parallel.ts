@@ -25,6 +25,7 @@ import { Mesh } from '../parallel/mesh.js';
 import { meshGroups } from '../parallel/mesh-comms.js';
 import { placeStages } from '../parallel/placement.js';
 import { paramLayout } from './params.js';
+import type { Stage } from '../models/weights.js';
 import { DevicePool } from '../parallel/pool.js';
 import { abandonCheckpoint, beginCheckpoint, finishCheckpoint, readCheckpointState, type StageRecord } from './checkpoint.js';
 import type { DataShard } from './dp-data.js';
@@ -267,8 +268,8 @@ export class PipelineTrainer {
     o.onSave?.(this.lastSaved, this.step);
   }
 
-  /** Each device's stages: master weights and moments (tests). */
-  async stageStates(): Promise<{ index: number; master: Float32Array; m: Float32Array; v: Float32Array; layout: { key: string; offset: number; numel: number }[] }[][]> {
+  /** Each device's stages: master weights, moments and the last step's gradients, with the stage (and its tp shard) and layout (tests). */
+  async stageStates(): Promise<{ index: number; stage: Stage; master: Float32Array; m: Float32Array; v: Float32Array; grad: Float32Array; layout: { key: string; offset: number; numel: number }[] }[][]> {
     return this.pool.all('ppState');
   }
 

@@ -381,11 +381,12 @@ export const handlers: Record<string, Handler> = {
     return out;
   },
 
-  /** This device's stages' master weights and moments (tests: replicas agree; tied copies agree). */
+  /** This device's stages' master weights, moments and last step's gradients (tests: replicas agree; tied copies agree; tp shards). */
   ppState(_a: unknown, ctx) {
     const h = held(ctx);
     return h.params.map((p, i) => ({
       index: h.a.stages[i]!.index, stage: p.stage, master: p.hostMaster(), m: p.m.toArray() as Float32Array, v: p.v.toArray() as Float32Array,
+      grad: p.grad.toArray() as Float32Array,
       layout: p.layout.map((e) => ({ key: e.key, offset: e.offset, numel: e.numel })),
     }));
   },

@@ -50,8 +50,10 @@ async function oneDevice(o: PipelineTrainOptions, batch = o.batch) {
   const t = await Trainer.create({ ...rest, device: 'cpu:0', batch, onStep: (e) => norms.push(e.gradNorm) });
   const r = await t.run();
   const byKey = new Map(t.params.layout.map((e) => [e.key, t.params.hostMaster().slice(e.offset, e.offset + e.numel)]));
+  const grad = t.params.grad.toArray() as Float32Array;
+  const gradByKey = new Map(t.params.layout.map((e) => [e.key, grad.slice(e.offset, e.offset + e.numel)]));
   t.dispose();
-  return { r, byKey, norms };
+  return { r, byKey, gradByKey, norms };
 }
 
 function maxAbs(a: ArrayLike<number>, b: ArrayLike<number>): number {
@@ -90,7 +92,7 @@ function expectSameRun(run: Awaited<ReturnType<typeof runTp>>, one: Awaited<Retu
   // what every tp rank holds whole, by key: the copies must agree bit for bit
   const copies = new Map<string, Float32Array[]>();
   for (const s of run.states) {
-    const shard = (s as unknown as { stage: { tp?: { rank: number; size: number } } }).stage.tp;
+    const shard = s.stage.tp;
     expect(shard?.size).toBe(size);
     for (const e of s.layout) {
       const got = s.master.subarray(e.offset, e.offset + e.numel);
@@ -100,6 +102,12 @@ function expectSameRun(run: Awaited<ReturnType<typeof runTp>>, one: Awaited<Retu
       const what = `${e.key} of stage ${s.index}, tp rank ${shard!.rank}`;
       expect(maxAbs(got, want), what).toBeLessThan(1e-4);
       expect(got.filter((x, i) => Math.abs(x - want[i]!) > 2e-5).length, what).toBeLessThanOrEqual(Math.ceil(got.length / 256));
+      // the last step's gradient: a shard's, or the whole tensor's on every rank
+      const g = s.grad.subarray(e.offset, e.offset + e.numel), gw = slice(cfg, e.key, one.gradByKey.get(e.key)!, shard!.rank, size);
+      const scale = gw.reduce((m, x) => Math.max(m, Math.abs(x)), 0);
+      // (at the last step: computed on weights that differ by reduction order, so to ~3e-4 of the largest)
+      expect(maxAbs(g, gw), `gradient of ${what}`).toBeLessThan(1e-3 * scale + 1e-7);
+      if (want === one.byKey.get(e.key)) copies.set(`${s.index}/${e.key}/grad`, [...(copies.get(`${s.index}/${e.key}/grad`) ?? []), g]);
       if (want === one.byKey.get(e.key)) (copies.get(`${s.index}/${e.key}`) ?? copies.set(`${s.index}/${e.key}`, []).get(`${s.index}/${e.key}`)!).push(got);
       seen.add(e.key);
     }
