@@ -230,6 +230,21 @@ describe('tp weights and errors', () => {
     }
   });
 
+  it("a config's seeded random init gives each tp rank exactly its slices of one device's", () => {
+    for (const [cfg, size] of [[llamah6, 3], [gpt2h3, 3], [smallLlama, 2]] as const) {
+      const src = resolveModel(cfg);
+      const whole = initParams(src, { device: 'cpu:0', seed: 11 });
+      const byKey = new Map(whole.layout.map((e) => [e.key, whole.hostMaster().slice(e.offset, e.offset + e.numel)]));
+      whole.dispose();
+      for (let rank = 0; rank < size; rank++) {
+        const p = initParams(src, { device: 'cpu:0', seed: 11, stage: { start: 0, end: cfg.layers, embed: true, head: true, tp: { rank, size } } });
+        const m = p.hostMaster();
+        for (const e of p.layout) expect(sameBits(m.subarray(e.offset, e.offset + e.numel), slice(cfg, e.key, byKey.get(e.key)!, rank, size)), `${cfg.family} ${e.key} on tp rank ${rank}`).toBe(true);
+        p.dispose();
+      }
+    }
+  });
+
   it('heads or KV heads that do not split are clear errors before any worker starts', async () => {
     const data = tokens(smallLlama.vocabSize, 800, 9);
     await expect(PipelineTrainer.create(base(smallLlama, data, 4))).rejects.toThrow(/tp=4 does not divide the model's 2 KV heads \(tensor-parallel training needs kvHeads % tp == 0/);

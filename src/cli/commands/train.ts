@@ -64,7 +64,7 @@ export function register(program: Command): void {
     .option('--device <id>', 'cpu:N or cuda:N (default: cuda:0, else cpu:0)')
     .option('--strategy <s>', 'single (one device); dp (a replica per device of --devices, gradients averaged every step); mp or pp (the layers split over --devices, a batch cut into --micro-batches that flow through the stages; mp is pp with one); tp (every layer split over --devices: heads and MLP features)', 'single')
     .option('--devices <ids>', 'with --strategy dp, mp or pp: the devices, comma-separated (cpu:0,cpu:1 or cuda:0,cuda:1)')
-    .option('--dp <n>', 'with --strategy pp or mp: n data-parallel pipelines over the devices (dp x pp), each on its share of the data', '1')
+    .option('--dp <n>', 'with --strategy pp, mp or tp: n data-parallel pipelines over the devices (dp x pp x tp), each on its share of the data', '1')
     .option('--tp <n>', 'with --strategy pp or mp: each stage split over n devices (tensor parallel: heads and MLP features; dp x pp x tp devices in all)', '1')
     .option('--micro-batches <n>', 'with --strategy pp: micro-batches per batch (default: one per stage)')
     .option('--schedule <s>', 'with --strategy pp: gpipe (all forwards, then all backwards) or 1f1b (activation memory bounded by the stages; the default)')
