@@ -9,6 +9,8 @@
 // The last stage ends with the fused classifier: logits = normF(x) Whead^T, cross-entropy with its gradient
 // written over the logits in the forward (dscale = the micro-step's share of the mean), so the backward
 // starts from them. Padding targets (ignore index -100) count for nothing.
+// A tensor-parallel stage (Stage.tp: a rank's heads and MLP features) runs the same ops on its shard's
+// shapes, with four all-reduces a layer over its tp group (TrainStageOptions.tp).
 import type { ModelConfig } from '../io/config.js';
 import * as ops from '../ops.js';
 import { Tensor } from '../tensor.js';
@@ -342,8 +344,8 @@ export class TrainStage {
         if (gl.upBias) ops.sumRows(da, { out: gl.upBias, accumulate: true });
         this.mark('bwd up dW');
         const dh2 = keep(ops.matmul(da, l.up));
-        this.tp?.allReduce(dh2, 'sum'); // each rank's features' share of the input gradient
         this.mark('bwd up dX');
+        if (this.tp) this.reduceInputGrad(dh2); // each rank's features' share of the input gradient
         this.normBackward(dh2, a.xMid, l.norm2, a.mean2, a.rstd2, dx, gl.norm2, gl.norm2Bias);
         this.mark('bwd norm');
         // attention: x_mid = x_l + att Wo^T
@@ -370,8 +372,8 @@ export class TrainStage {
         if (gl.qkvBias) ops.sumRows(dqkv, { out: gl.qkvBias, accumulate: true });
         this.mark('bwd qkv dW');
         const dh1 = keep(ops.matmul(dqkv, l.qkv));
-        this.tp?.allReduce(dh1, 'sum'); // each rank's heads' share of the input gradient
         this.mark('bwd qkv dX');
+        if (this.tp) this.reduceInputGrad(dh1); // each rank's heads' share of the input gradient
         this.normBackward(dh1, a.x, l.norm1, a.mean1, a.rstd1, dx, gl.norm1, gl.norm1Bias);
         this.mark('bwd norm');
         tmp.splice(0).forEach((t) => t.dispose());
@@ -400,6 +402,11 @@ export class TrainStage {
    * bias (whole on every rank: added once, and its gradient, the rows' sum of the output's, the same on
    * every rank).
    */
+  private reduceInputGrad(dh: Tensor): void {
+    this.tp!.allReduce(dh, 'sum');
+    this.mark('tp all-reduce');
+  }
+
   private reduceRowParallel(y: Tensor, bias: Tensor | undefined): void {
     this.tp!.allReduce(y, 'sum');
     this.mark('tp all-reduce');
