@@ -9,6 +9,10 @@
 // of tied embeddings (first stage, last stage) summed, so both apply the same update; the global gradient
 // norm summed over the pipeline (the tied copy counted once); then AdamW on each stage with that norm —
 // the update of one device training the whole model, within reduction order.
+//
+// With tp > 1 each stage here is a tp rank's share (Stage.tp), its TrainStage all-reducing over the tp
+// group inside forward and backward; the norm sums the shards' squares over the tp group and counts what
+// every tp rank holds whole once; a save gathers the shards on the stage's tp rank 0 (gatherStage).
 import { memoryStats, resetPeakMemory, synchronize } from '../device.js';
 import { valBatches } from '../data/loader.js';
 import type { Column } from '../engine/executor.js';
