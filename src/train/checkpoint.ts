@@ -16,7 +16,12 @@ import * as path from 'node:path';
 import type { ModelConfig } from '../io/config.js';
 import { SafetensorsFile, writeSafetensors, type StTensorData } from '../io/safetensors.js';
 import type { LoaderPosition } from '../data/loader.js';
-import type { FlatParams } from './params.js';
+import { isSharded } from '../models/tp.js';
+import { paramLayout, type FlatParams } from './params.js';
+import { cutShard, wholeStage } from './tp-shards.js';
+
+/** What naming a stage's weights needs: its config, layers and flat layout (FlatParams, or a tp stage's whole layout). */
+export type StageLayout = Pick<FlatParams, 'cfg' | 'stage' | 'layout' | 'n' | 'nDecay'>;
 
 export const CHECKPOINT_FORMAT = 'parallm-train-checkpoint';
 export const CHECKPOINT_VERSION = 1;
@@ -75,7 +80,7 @@ function transpose(src: Float32Array, rows: number, cols: number): Float32Array 
  * embeddings on the first stage, the final norm and (untied) head on the last. The last stage's copy of
  * tied embeddings is not written: the first stage's is the model's.
  */
-export function hfTensors(p: FlatParams, master = p.hostMaster()): StTensorData[] {
+export function hfTensors(p: StageLayout, master = (p as FlatParams).hostMaster()): StTensorData[] {
   const { cfg, stage } = p;
   const { heads, kvHeads, headDim: D, intermediate: F, hidden: C } = cfg;
   const at = new Map(p.layout.map((e) => [e.key, e]));
@@ -228,13 +233,17 @@ export function abandonCheckpoint(s: PendingSave): void {
 /**
  * Writes stage k of S into a pending save: its weights under Hugging Face names and its optimizer state
  * (master, m, v). Returns the names of the weights written (the shard index of a sharded checkpoint).
- * Each pipeline stage's worker writes its own part, so no device's state crosses to another.
+ * Each pipeline stage's worker writes its own part, so no device's state crosses to another (a tensor-
+ * parallel stage's rank 0 writes the whole stage, gathered from its tp peers: `p` its whole layout, with
+ * `state`).
  */
 export function writeStageFiles(
-  tmpDir: string, p: FlatParams, k: number, S: number, step: number, onFileWritten?: (file: string) => void, state?: HostOptimizerState,
+  tmpDir: string, p: FlatParams | StageLayout, k: number, S: number, step: number, onFileWritten?: (file: string) => void, state?: HostOptimizerState,
 ): string[] {
   const f = stageFiles(k, S);
-  const master = state?.master ?? p.hostMaster();
+  if (!state && !('hostMaster' in p)) throw new Error(`writeStageFiles: stage ${k} of ${S}: give the optimizer state of a layout`);
+  const fp = p as FlatParams;
+  const master = state?.master ?? fp.hostMaster();
   const tensors = hfTensors(p, master);
   writeSafetensors(path.join(tmpDir, f.model), tensors, { format: 'pt' });
   onFileWritten?.(f.model);
@@ -243,8 +252,8 @@ export function writeStageFiles(
     path.join(tmpDir, f.optimizer),
     [
       { name: 'master', dtype: 'F32', shape: n, data: master },
-      { name: 'm', dtype: 'F32', shape: n, data: state?.m ?? (p.m.toArray() as Float32Array) },
-      { name: 'v', dtype: 'F32', shape: n, data: state?.v ?? (p.v.toArray() as Float32Array) },
+      { name: 'm', dtype: 'F32', shape: n, data: state?.m ?? (fp.m.toArray() as Float32Array) },
+      { name: 'v', dtype: 'F32', shape: n, data: state?.v ?? (fp.v.toArray() as Float32Array) },
     ],
     { step: String(step), stage: `${k}`, stages: `${S}` },
   );
@@ -293,7 +302,7 @@ export function finishCheckpoint(
 }
 
 /** A stage's record in trainer.json. */
-export function stageRecord(p: FlatParams): StageRecord {
+export function stageRecord(p: StageLayout): StageRecord {
   const { start, end, embed, head } = p.stage;
   return { start, end, embed, head, n: p.n, nDecay: p.nDecay };
 }
@@ -341,6 +350,8 @@ const sameJson = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringif
 /**
  * Loads master, m and v of a checkpoint into `p`, after checking that they are this model's: a whole-model
  * checkpoint into the whole model, a pipeline's into the stage with the same layers (the split must match).
+ * A tensor-parallel stage takes its rank's share of the whole stage's buffers (train/tp-shards.ts), so any
+ * tp resumes a checkpoint saved with any other.
  */
 export function loadOptimizerState(dir: string, p: FlatParams, s: CheckpointState): void {
   const abs = path.resolve(dir);
@@ -352,8 +363,11 @@ export function loadOptimizerState(dir: string, p: FlatParams, s: CheckpointStat
   if (k < 0)
     throw new Error(`resume: ${abs} was saved with ${stages.length} stage(s) of layers [${split(stages)}]; this run's stage holds layers ${p.stage.start}-${p.stage.end}: resume with the same split`);
   const rec = stages[k]!;
-  if (rec.n !== p.n || rec.nDecay !== p.nDecay)
-    throw new Error(`resume: ${abs} has optimizer state of ${rec.n} parameters (${rec.nDecay} decayed), this model ${p.n} (${p.nDecay})`);
+  const tp = isSharded(p.stage.tp);
+  const whole = tp ? paramLayout(p.cfg, wholeStage(p.stage)) : p.layout;
+  const wholeN = whole.reduce((t, e) => t + e.numel, 0), wholeDecay = whole.filter((e) => e.decay).reduce((t, e) => t + e.numel, 0);
+  if (rec.n !== wholeN || rec.nDecay !== wholeDecay)
+    throw new Error(`resume: ${abs} has optimizer state of ${rec.n} parameters (${rec.nDecay} decayed), this model ${wholeN} (${wholeDecay})`);
   const file = path.join(abs, stageFiles(k, stages.length).optimizer);
   const f = SafetensorsFile.open(file);
   try {
@@ -361,9 +375,10 @@ export function loadOptimizerState(dir: string, p: FlatParams, s: CheckpointStat
     for (const [name, t, lo] of [['master', p.master, p.masterLo], ['m', p.m, p.shard.lo], ['v', p.v, p.shard.lo]] as const) {
       if (!f.has(name)) throw new Error(`resume: ${file} has no tensor "${name}"`);
       const info = f.info(name);
-      if (info.dtype !== 'F32' || info.shape.length !== 1 || info.shape[0] !== p.n)
-        throw new Error(`resume: ${file} "${name}" is ${info.dtype} [${info.shape.join(', ')}], expected F32 [${p.n}]`);
-      const all = new Float32Array(f.readRaw(name).buffer);
+      if (info.dtype !== 'F32' || info.shape.length !== 1 || info.shape[0] !== wholeN)
+        throw new Error(`resume: ${file} "${name}" is ${info.dtype} [${info.shape.join(', ')}], expected F32 [${wholeN}]`);
+      const read = new Float32Array(f.readRaw(name).buffer);
+      const all = tp ? cutShard(p.cfg, p.stage, read) : read;
       t.native.writeHost(t.numel === p.n ? all : all.subarray(lo, lo + t.numel));
     }
     const step = f.metadata?.step;

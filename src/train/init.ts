@@ -8,6 +8,9 @@ import { runLoadAsync, runLoadSync, type LoadControl, type LoadSteps } from '../
 import {
   disposeWeights, fileWeightSteps, fileWeightTotals, openWeights, randomWeightSteps, randomWeightTotals, wholeModel, type ModelWeights, type Stage,
 } from '../models/weights.js';
+import { isSharded } from '../models/tp.js';
+import type { WeightStore } from '../io/safetensors.js';
+import { Tensor } from '../tensor.js';
 import { FlatParams } from './params.js';
 
 export interface InitOptions {
@@ -66,11 +69,45 @@ function prepareInit(src: ModelSource, o: InitOptions) {
       : randomWeightSteps(src.cfg, device, 'f32', o.seed ?? 0, [stage]);
     const total = store ? fileWeightTotals(src.cfg, store, [stage]) : randomWeightTotals(src.cfg, 'f32', [stage]);
     const params = new FlatParams(src.cfg, stage, device, o.dtype ?? 'f32', o.zero);
-    return { params, steps, total, device, close: () => store?.close() };
+    const loaded = (w: ModelWeights) => rowParallelBiases(src.cfg, store, w, device);
+    return { params, steps: mapSteps(steps, loaded), total, device, close: () => store?.close() };
   } catch (e) {
     store?.close();
     throw e;
   }
+}
+
+/** The steps' result passed through `f` (one more step of work at the end, no progress of its own). */
+function* mapSteps(steps: LoadSteps<ModelWeights[]>, f: (w: ModelWeights) => void): LoadSteps<ModelWeights[]> {
+  const ws = yield* steps;
+  try {
+    ws.forEach(f);
+  } catch (e) {
+    ws.forEach(disposeWeights);
+    throw e;
+  }
+  return ws;
+}
+
+/**
+ * The weight loaders give a tp rank other than 0 no row-parallel biases (generation adds them once, on
+ * rank 0, before the all-reduce); training keeps them whole on every rank (their gradients are then the
+ * same everywhere): GPT-2's attention and MLP output biases from the folder, or zero (a random init's).
+ */
+function rowParallelBiases(cfg: ModelConfig, store: WeightStore | null, w: ModelWeights, device: string): void {
+  const tp = w.stage.tp;
+  if (!isSharded(tp) || tp.rank === 0 || cfg.family !== 'gpt2') return;
+  const pre = store?.names().some((n) => n.startsWith('transformer.')) ? 'transformer.' : '';
+  const bias = (name: string) => {
+    const values = store ? store.read(name, 'f32') : new Float32Array(cfg.hidden);
+    if (values.length !== cfg.hidden) throw new Error(`training: "${name}" has ${values.length} elements, the config implies ${cfg.hidden}`);
+    return Tensor.from(values, [cfg.hidden], { dtype: 'f32', device });
+  };
+  w.layers.forEach((l, j) => {
+    const i = w.stage.start + j;
+    l.outBias ??= bias(`${pre}h.${i}.attn.c_proj.bias`);
+    l.downBias ??= bias(`${pre}h.${i}.mlp.c_proj.bias`);
+  });
 }
 
 function fill(p: FlatParams, load: () => ModelWeights[]): FlatParams {

@@ -15,6 +15,7 @@ import type { ModelConfig } from '../io/config.js';
 import * as ops from '../ops.js';
 import { Tensor } from '../tensor.js';
 import { disposeWeights, type LayerWeights, type ModelWeights, type Stage } from '../models/weights.js';
+import { isSharded, tpLayout } from '../models/tp.js';
 
 /** One tensor's place in the flat buffers; `key` names it in ModelWeights ('embed', 'layers.3.qkv', ...). */
 export interface ParamEntry {
@@ -23,6 +24,8 @@ export interface ParamEntry {
   readonly offset: number;
   readonly numel: number;
   readonly decay: boolean;
+  /** a tensor-parallel shard (different on each tp rank); false for what every tp rank holds whole */
+  readonly sharded: boolean;
 }
 
 const LAYER_MATRICES = ['qkv', 'out', 'up', 'down'] as const;
@@ -39,10 +42,33 @@ function checkTrainable(cfg: ModelConfig): void {
     );
 }
 
-/** The flat layout of a stage's parameters (a pure function of the config and the stage). */
+/**
+ * Tensor-parallel training splits the KV heads evenly: generation's replicated KV head (kvHeads < tp,
+ * models/tp.ts) would need its gradient summed over the ranks that share it.
+ */
+function trainTpLayout(cfg: ModelConfig, stage: Stage) {
+  if (!isSharded(stage.tp)) return null;
+  const { size } = stage.tp;
+  const layout = tpLayout(cfg, stage.tp); // heads and features that split size ways
+  if (cfg.kvHeads % size)
+    throw new Error(`training: tp=${size} does not divide the model's ${cfg.kvHeads} KV heads (tensor-parallel training needs kvHeads % tp == 0; the model has ${cfg.heads} query heads)`);
+  return layout;
+}
+
+/** The parameters a tp rank holds a shard of (column-parallel weights and biases, row-parallel weights); the rest are whole on every rank. */
+const TP_SHARDED = new Set(['qkv', 'out', 'up', 'down', 'qkvBias', 'upBias']);
+
+/**
+ * The flat layout of a stage's parameters (a pure function of the config and the stage). With stage.tp,
+ * the rank's share of each layer (models/tp.ts): qkv rows and out columns of its heads, up (gate and up)
+ * rows and down columns of its features, qkvBias and upBias split; GPT-2's row-parallel biases (outBias,
+ * downBias) whole on every rank, added once after the all-reduce (TrainStage).
+ */
 export function paramLayout(cfg: ModelConfig, stage: Stage): ParamEntry[] {
   checkTrainable(cfg);
-  const { hidden: C, heads, kvHeads, headDim: D, intermediate: F, vocabSize: V } = cfg;
+  const tp = trainTpLayout(cfg, stage);
+  const { hidden: C, headDim: D, vocabSize: V } = cfg;
+  const heads = tp ? tp.heads : cfg.heads, kvHeads = tp ? tp.kvHeads : cfg.kvHeads, F = tp ? tp.features : cfg.intermediate;
   const gpt2 = cfg.family === 'gpt2';
   const W3 = (heads + 2 * kvHeads) * D;
   const shapes: Record<string, number[]> = {
@@ -65,7 +91,7 @@ export function paramLayout(cfg: ModelConfig, stage: Stage): ParamEntry[] {
   let offset = 0;
   return [...decayed.map((e) => [...e, true] as const), ...rest.map((e) => [...e, false] as const)].map(([key, shape, decay]) => {
     const numel = shape.reduce((a, b) => a * b, 1);
-    const e = { key, shape, offset, numel, decay };
+    const e = { key, shape, offset, numel, decay, sharded: tp !== null && TP_SHARDED.has(key.slice(key.lastIndexOf('.') + 1)) };
     offset += numel;
     return e;
   });

@@ -8,6 +8,11 @@
 // The main thread plans once, drives the steps (train/run-loop.ts, as the other trainers), and assembles
 // checkpoints: each stage of replica 0 writes its own shard (train/checkpoint.ts), so no device's weights
 // pass through another. The reported loss is the mean of the replicas' (each its last stage's exact sum).
+//
+// With tp > 1 (Megatron-LM's tensor parallelism) each stage is split over tp devices, neighbours in the
+// mesh (parallel/mesh.ts): every tp rank of a stage runs the stage's column of the plan with its own
+// pipeline group (the ranks with its dp and tp coordinates), so activations and their gradients, equal on
+// the tp ranks after the stage's all-reduces (train/stage.ts), flow along tp pipelines side by side.
 import { ensureCpuDevices, parseDevice } from '../device.js';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
@@ -19,6 +24,8 @@ import type { CommKind } from '../parallel/comm.js';
 import { Mesh } from '../parallel/mesh.js';
 import { meshGroups } from '../parallel/mesh-comms.js';
 import { placeStages } from '../parallel/placement.js';
+import { paramLayout } from './params.js';
+import type { Stage } from '../models/weights.js';
 import { DevicePool } from '../parallel/pool.js';
 import { abandonCheckpoint, beginCheckpoint, finishCheckpoint, readCheckpointState, type StageRecord } from './checkpoint.js';
 import type { DataShard } from './dp-data.js';
@@ -32,8 +39,13 @@ import type { ReplicaOptions, StepFault } from './worker.js';
 export interface PipelineTrainOptions extends Omit<TrainOptions, 'device' | 'shard' | 'reduceGradients' | 'onCheckpointFile'> {
   /** every device of the run: dp pipelines of devices.length / dp stages' devices each, all CPU or all CUDA */
   devices: string[];
-  /** data-parallel pipelines (default 1): pipeline d runs on devices [d * pp, (d + 1) * pp) */
+  /** data-parallel pipelines (default 1): pipeline d runs on devices [d * pp * tp, (d + 1) * pp * tp) */
   dp?: number;
+  /**
+   * tensor-parallel devices per stage (default 1): stage p of pipeline d on devices (d * pp + p) * tp + t,
+   * t < tp, each holding a 1/tp share of the stage's heads and MLP features (models/tp.ts)
+   */
+  tp?: number;
   /** micro-batches each batch is cut into (default: one per stage, at most the batch; MP is 1) */
   microBatches?: number;
   /** GPipe (all forwards, then all backwards) or 1F1B (activations bounded by the stages; interleaved with chunks); default 1f1b (gpipe with chunks when the micro-batches are not a multiple of the devices) */
@@ -54,7 +66,7 @@ export interface PipelineTrainOptions extends Omit<TrainOptions, 'device' | 'sha
 
 const WORKER_MODULE = fileURLToPath(new URL(`./pipeline-worker${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, import.meta.url));
 
-const MAIN_ONLY = ['loadProgress', 'onStep', 'onEval', 'onEpoch', 'onSave', 'devices', 'dp', 'microBatches', 'schedule', 'chunks', 'placement', 'dataOrder', 'commTimeoutMs', 'callTimeoutMs', 'fault'] as const;
+const MAIN_ONLY = ['loadProgress', 'onStep', 'onEval', 'onEpoch', 'onSave', 'devices', 'dp', 'tp', 'microBatches', 'schedule', 'chunks', 'placement', 'dataOrder', 'commTimeoutMs', 'callTimeoutMs', 'fault'] as const;
 
 /** A training step's tasks with their kind, for the timeline (Figure 6 of the seed, measured). */
 export type TrainTaskTime = TaskTime & { kind: 'forward' | 'backward' };
@@ -99,8 +111,8 @@ export class PipelineTrainer {
   }
   /** parameters of the whole model (one pipeline's stages, tied embeddings once) */
   get parameterCount(): number {
-    const pp = this.mesh.shape.pp;
-    const n = this.infos.slice(0, pp).reduce((t, i) => t + i.n, 0);
+    // the stages' whole layouts (a tp rank's n counts its shards and the replicated tensors)
+    const n = this.stages.reduce((t, { start, end, embed, head }) => t + paramLayout(this.cfg, { start, end, embed, head }).reduce((u, e) => u + e.numel, 0), 0);
     return this.cfg.tieEmbeddings && this.stages.length > 1 ? n - this.cfg.vocabSize * this.cfg.hidden : n;
   }
 
@@ -116,7 +128,10 @@ export class PipelineTrainer {
     if (kinds.size > 1) throw new Error(`train pp: devices ${devices.join(',')} mix CPU and CUDA: use one kind`);
     const dp = o.dp ?? 1;
     if (!Number.isInteger(dp) || dp < 1 || devices.length % dp) throw new Error(`train pp: dp ${dp} must be a positive integer dividing the ${devices.length} devices`);
-    const mesh = new Mesh({ dp, pp: devices.length / dp });
+    const tp = o.tp ?? 1;
+    if (!Number.isInteger(tp) || tp < 1 || devices.length % (dp * tp))
+      throw new Error(`train pp: tp ${tp} must be a positive integer with dp x tp (${dp} x ${tp}) dividing the ${devices.length} devices`);
+    const mesh = new Mesh({ dp, pp: devices.length / (dp * tp), tp });
     const pp = mesh.shape.pp;
     if (!Number.isInteger(o.batch) || o.batch < 1) throw new Error(`train: batch must be an integer >= 1, got ${o.batch}`);
     const order = o.dataOrder ?? 'sharded';
@@ -131,7 +146,10 @@ export class PipelineTrainer {
     const src = o.model === undefined ? { cfg: ck!.config, folder: null } : resolveModel(o.model);
     const cfg = src.cfg;
     const chunks = o.chunks ?? 1;
-    const placed = placeStages(cfg, 'pp', devices.slice(0, pp), { chunks, placement: o.placement, need: { dtype: o.dtype ?? 'f32', batch: o.batch, maxLen: o.seq } });
+    // the stages placed on the devices of replica 0's first tp pipeline (their tp peers hold the same layers)
+    const lead = Array.from({ length: pp }, (_, p) => devices[mesh.rankOf({ dp: 0, pp: p, tp: 0 })]!);
+    if (tp > 1) paramLayout(cfg, { start: 0, end: 1, embed: false, head: false, tp: { rank: 0, size: tp } }); // heads and features that do not divide: an error before any worker starts
+    const placed = placeStages(cfg, 'pp', lead, { chunks, placement: o.placement, need: { dtype: o.dtype ?? 'f32', batch: o.batch, maxLen: o.seq } });
     const stages = numberStages(placed, chunks);
     const micro = microBatchCount(o.batch, stages.length, o.microBatches);
     // 1F1B bounds the activations held; interleaved it needs the micro-batches in multiples of the devices
@@ -152,7 +170,7 @@ export class PipelineTrainer {
         const c = mesh.coords(r);
         return {
           opts, order, replica: { rank: c.dp, world: dp },
-          stages: stages.filter((s) => s.rank === c.pp).map(({ start, end, embed, head, index }) => ({ start, end, embed, head, index })),
+          stages: stages.filter((s) => s.rank === c.pp).map(({ start, end, embed, head, index }) => ({ start, end, embed, head, index, ...(tp > 1 ? { tp: { rank: c.tp, size: tp } } : {}) })),
           nStages: stages.length, split, ppRank: c.pp, firstRank: stages[0]!.rank, lastRank: stages[stages.length - 1]!.rank,
           micro, trainColumn: trainColumns[c.pp]!, evalColumn: evalColumns[c.pp]!, comm: { kind, groups: groups[r]!, timeoutMs: commTimeoutMs },
         } satisfies PipelineInitArgs;
@@ -174,7 +192,7 @@ export class PipelineTrainer {
     return this.devices.map((dev, r) => {
       const c = this.mesh.coords(r);
       const st = this.stages.filter((s) => s.rank === c.pp).map((s) => s.index).join('+');
-      return `rank ${r} = ${dev} (${this.mesh.shape.dp > 1 ? `replica ${c.dp}, ` : ''}stage ${st})`;
+      return `rank ${r} = ${dev} (${this.mesh.shape.dp > 1 ? `replica ${c.dp}, ` : ''}stage ${st}${this.mesh.shape.tp > 1 ? `, tp rank ${c.tp}` : ''})`;
     }).join(', ');
   }
 
@@ -201,23 +219,27 @@ export class PipelineTrainer {
     return { loss, gradNorm: rs[0]!.gradNorm, lr: rs[0]!.lr, ...(o.timeline ? { tasks: rs.flatMap((r) => r.tasks ?? []) } : {}) };
   }
 
-  /** Validation loss through replica 0's pipeline (every replica holds the same weights). */
+  /** Validation loss through replica 0's pipeline (every replica holds the same weights; all its tp ranks run it). */
   async evaluate(): Promise<number> {
-    const ranks = Array.from({ length: this.mesh.shape.pp }, (_, p) => this.rankOf(0, p));
+    const { pp, tp } = this.mesh.shape;
+    const ranks = Array.from({ length: pp * tp }, (_, r) => r); // replica 0 is ranks [0, pp * tp)
     let rs: { lossSum: number; count: number }[];
     try {
       rs = await this.pool.allOrRootCause('ppEvaluate', () => ({}), ranks);
     } catch (e) {
       return this.failed(this.step, e);
     }
-    const last = rs[this.stages[this.stages.length - 1]!.rank]!;
+    const last = rs[this.rankOf(0, this.stages[this.stages.length - 1]!.rank)]!;
     return last.lossSum / Math.max(last.count, 1);
   }
 
-  /** A checkpoint of the current state in `dir`: each stage of replica 0 writes its shard, then the rest here. */
+  /**
+   * A checkpoint of the current state in `dir`: each stage of replica 0 writes its shard (with tp, the
+   * stage's tp rank 0, gathering the whole tensors from its peers), then the rest here.
+   */
   async save(dir: string): Promise<void> {
     const pending = beginCheckpoint(dir);
-    const ranks = Array.from({ length: this.mesh.shape.pp }, (_, p) => this.rankOf(0, p));
+    const ranks = Array.from({ length: this.mesh.shape.pp * this.mesh.shape.tp }, (_, r) => r); // replica 0
     const S = this.stages.length;
     const names: string[][] = Array.from({ length: S }, () => []);
     const records: StageRecord[] = new Array(S);
@@ -246,8 +268,8 @@ export class PipelineTrainer {
     o.onSave?.(this.lastSaved, this.step);
   }
 
-  /** Each device's stages: master weights and moments (tests). */
-  async stageStates(): Promise<{ index: number; master: Float32Array; m: Float32Array; v: Float32Array; layout: { key: string; offset: number; numel: number }[] }[][]> {
+  /** Each device's stages: master weights, moments and the last step's gradients, with the stage (and its tp shard) and layout (tests). */
+  async stageStates(): Promise<{ index: number; stage: Stage; master: Float32Array; m: Float32Array; v: Float32Array; grad: Float32Array; layout: { key: string; offset: number; numel: number }[] }[][]> {
     return this.pool.all('ppState');
   }
 

@@ -9,6 +9,10 @@
 // of tied embeddings (first stage, last stage) summed, so both apply the same update; the global gradient
 // norm summed over the pipeline (the tied copy counted once); then AdamW on each stage with that norm —
 // the update of one device training the whole model, within reduction order.
+//
+// With tp > 1 each stage here is a tp rank's share (Stage.tp), its TrainStage all-reducing over the tp
+// group inside forward and backward; the norm sums the shards' squares over the tp group and counts what
+// every tp rank holds whole once; a save gathers the shards on the stage's tp rank 0 (gatherStage).
 import { memoryStats, resetPeakMemory, synchronize } from '../device.js';
 import { valBatches } from '../data/loader.js';
 import type { Column } from '../engine/executor.js';
@@ -20,11 +24,12 @@ import { joinGroups, type GroupArgs } from '../parallel/mesh-comms.js';
 import type { Handler, WorkerContext } from '../parallel/pool.js';
 import { splitSizes } from '../parallel/schedule.js';
 import { Tensor } from '../tensor.js';
-import { loadOptimizerState, stageRecord, writeStageFiles, type StageRecord } from './checkpoint.js';
+import { loadOptimizerState, stageRecord, writeStageFiles, type HostOptimizerState, type StageRecord } from './checkpoint.js';
+import { gatherShards, wholeStage } from './tp-shards.js';
 import type { DataShard } from './dp-data.js';
 import { initParamsAsync } from './init.js';
 import { adamwStep, DEFAULT_ADAMW, lrAt } from './optim.js';
-import type { FlatParams } from './params.js';
+import { paramLayout, type FlatParams } from './params.js';
 import { runTrainingColumn, type TrainColumnResult } from './pipeline-column.js';
 import { prepareRun, type RunSetup } from './run-setup.js';
 import { countTargets, TrainStage, type MicroBatch } from './stage.js';
@@ -36,7 +41,7 @@ export interface PipelineInitArgs {
   order: NonNullable<DataShard['order']>;
   /** this rank's replica among the data-parallel ones */
   replica: { rank: number; world: number };
-  /** the stages this device holds, by index, and how many the pipeline has */
+  /** the stages this device holds, by index (with its tp shard when tp > 1), and how many the pipeline has */
   stages: (Stage & { index: number })[];
   nStages: number;
   /** every stage's layers [start, end), in stage order: a resumed run must split the model the same way */
@@ -160,23 +165,72 @@ function sumTiedEmbeddings(h: Held): void {
   }
 }
 
-/** The squared norm of this device's gradients (the last stage's copy of tied embeddings left out). */
-function localSquares(h: Held): number {
-  let sum = 0;
-  for (const p of h.params) {
-    let g = p.grad;
-    let view: Tensor | null = null;
-    if (h.run.cfg.tieEmbeddings && h.a.nStages > 1 && p.stage.head && !p.stage.embed) {
-      const e = p.layout.find((x) => x.key === 'embed')!;
-      view = p.grad.view(e.offset + e.numel, [p.n - e.offset - e.numel]);
-      g = view;
-    }
-    const s = ops.sumSquares(g);
-    sum += s.toArray()[0]!;
+/** The squares of `g`'s elements [lo, hi), summed. */
+function squares(g: Tensor, lo: number, hi: number): number {
+  if (hi <= lo) return 0;
+  const view = g.view(lo, [hi - lo]);
+  const s = ops.sumSquares(view);
+  try {
+    return s.toArray()[0]!;
+  } finally {
     s.dispose();
-    view?.dispose();
+    view.dispose();
   }
-  return sum;
+}
+
+/**
+ * The squared norm of this device's gradients (the last stage's copy of tied embeddings left out), as
+ * the sum over this rank's tp shards and the sum over what every tp rank holds whole: the first is summed
+ * over the tp group, the second counted once (the tp ranks' copies are equal).
+ */
+function localSquares(h: Held): { sharded: number; replicated: number } {
+  let sharded = 0, replicated = 0;
+  for (const p of h.params) {
+    const skipEmbed = h.run.cfg.tieEmbeddings && h.a.nStages > 1 && p.stage.head && !p.stage.embed;
+    // runs of adjacent entries of one kind, one reduction each (the layers' matrices are one run)
+    let lo = 0, kind: boolean | null = null;
+    const flush = (hi: number) => {
+      if (kind === null) return;
+      const s = squares(p.grad, lo, hi);
+      if (kind) sharded += s;
+      else replicated += s;
+    };
+    for (const e of p.layout) {
+      const k = skipEmbed && e.key === 'embed' ? null : e.sharded;
+      if (k === kind) continue;
+      flush(e.offset);
+      (lo = e.offset), (kind = k);
+    }
+    flush(p.n);
+  }
+  return { sharded, replicated };
+}
+
+/**
+ * A tp stage's optimizer state (master, m, v), whole: each tp rank sends its shards to rank 0, which
+ * receives them a buffer at a time and assembles the whole stage's (train/tp-shards.ts); null elsewhere.
+ */
+function gatherStage(p: FlatParams, tp: Communicator): HostOptimizerState | null {
+  const bufs = [p.master, p.m, p.v];
+  if (tp.rank !== 0) {
+    for (const b of bufs) tp.send(b, 0);
+    tp.drain();
+    return null;
+  }
+  const parts: Float32Array[][] = [bufs.map((b) => b.toArray() as Float32Array)];
+  const tmp = Tensor.empty([p.n], { dtype: 'f32', device: p.device });
+  try {
+    for (let t = 1; t < tp.world; t++)
+      parts.push(bufs.map(() => {
+        tp.recv(tmp, t);
+        tp.drain();
+        return tmp.toArray() as Float32Array;
+      }));
+  } finally {
+    tmp.dispose();
+  }
+  const [master, m, v] = [0, 1, 2].map((k) => gatherShards(p.cfg, p.stage, parts.map((x) => x[k]!)));
+  return { master: master!, m: m!, v: v! };
 }
 
 export const handlers: Record<string, Handler> = {
@@ -184,6 +238,7 @@ export const handlers: Record<string, Handler> = {
     dispose(ctx);
     // NCCL's create blocks until every rank has joined: before anything that may fail on one rank only.
     const comms = joinGroups(a.comm.kind, a.comm.groups, ctx.device, { timeoutMs: a.comm.timeoutMs, stopFlag: ctx.stopFlag });
+    const tp = comms.get('tp');
     const params: FlatParams[] = [];
     try {
       const run = await prepareRun(
@@ -197,7 +252,7 @@ export const handlers: Record<string, Handler> = {
         params.push(p);
         if (run.ck) loadOptimizerState(a.opts.resume!, p, run.ck);
       }
-      const stages = new Map(a.stages.map((s, i) => [s.index, new TrainStage(params[i]!)]));
+      const stages = new Map(a.stages.map((s, i) => [s.index, new TrainStage(params[i]!, { tp })]));
       const h: Held = { a, run, opts: a.opts, stages, params, comms, step: run.ck?.step ?? 0, losses: [...(run.ck?.losses ?? [])] };
       ctx.state.set('pipeline', h);
       return {
@@ -222,6 +277,7 @@ export const handlers: Record<string, Handler> = {
     if (f && f.rank === ctx.rank && f.step === step && f.kind === 'exit') process.exit(3);
     const pp = h.comms.get('pp') ?? null;
     const dp = h.comms.get('dp') ?? null;
+    const tp = h.comms.get('tp') ?? null;
     try {
       if (f && f.rank === ctx.rank && f.step === step) throw new Error(`${ctx.device}: injected fault at step ${f.step}`);
       const batches = Array.from({ length: run.gradAccum }, () => run.loader.next());
@@ -244,15 +300,21 @@ export const handlers: Record<string, Handler> = {
       sumTiedEmbeddings(h);
       // The global norm and the replica's loss, summed over the pipeline in one reduction: every rank
       // then decides alike whether the step is finite (a rank throwing alone would leave the others waiting).
+      // With tp, the shards' squares are summed over the tp group first, the replicated ones counted once.
       const holdsLast = h.params.some((p) => p.stage.head);
-      const v = Tensor.from([localSquares(h), holdsLast ? lossSum : 0], [2], { dtype: 'f32', device: ctx.device });
-      let sums: number[];
-      try {
-        pp?.allReduce(v);
-        sums = Array.from(v.toArray());
-      } finally {
-        v.dispose();
-      }
+      const sq = localSquares(h);
+      const sumOver = (c: Communicator | null, xs: number[]): number[] => {
+        if (!c) return xs;
+        const v = Tensor.from(xs, [xs.length], { dtype: 'f32', device: ctx.device });
+        try {
+          c.allReduce(v);
+          return Array.from(v.toArray());
+        } finally {
+          v.dispose();
+        }
+      };
+      const stageSquares = sumOver(tp, [sq.sharded])[0]! + sq.replicated;
+      const sums = sumOver(pp, [stageSquares, holdsLast ? lossSum : 0]);
       const norm = Math.sqrt(sums[0]!);
       const loss = (holdsLast ? lossSum : sums[1]!) / Math.max(count, 1);
       if (!Number.isFinite(loss) || !Number.isFinite(norm)) {
@@ -288,28 +350,47 @@ export const handlers: Record<string, Handler> = {
         count += r.count;
       }
     } catch (e) {
-      pp?.abort();
+      for (const c of h.comms.values()) c.abort(); // the pipeline and tp peers wait on this rank
       throw e;
     }
     return { lossSum, count };
   },
 
-  /** Writes this device's stages into a pending checkpoint (replica 0 only); `losses` as the main thread has them. */
+  /**
+   * Writes this device's stages into a pending checkpoint (replica 0 only); `losses` as the main thread has
+   * them. With tp, every tp rank sends its shards to its stage's tp rank 0, which writes the whole stage.
+   */
   ppSave(a: { tmp: string }, ctx): { index: number; names: string[]; record: StageRecord; loader: unknown }[] {
     const h = held(ctx);
-    return h.params.map((p, i) => ({
-      index: h.a.stages[i]!.index,
-      names: writeStageFiles(a.tmp, p, h.a.stages[i]!.index, h.a.nStages, h.step),
-      record: stageRecord(p),
-      loader: h.run.loader.position,
-    }));
+    const tp = h.comms.get('tp');
+    const out: { index: number; names: string[]; record: StageRecord; loader: unknown }[] = [];
+    try {
+      for (const [i, p] of h.params.entries()) {
+        const index = h.a.stages[i]!.index;
+        if (!tp) {
+          out.push({ index, names: writeStageFiles(a.tmp, p, index, h.a.nStages, h.step), record: stageRecord(p), loader: h.run.loader.position });
+          continue;
+        }
+        const state = gatherStage(p, tp);
+        if (!state) continue;
+        const stage = wholeStage(p.stage);
+        const layout = paramLayout(p.cfg, stage);
+        const whole = { cfg: p.cfg, stage, layout, n: state.master.length, nDecay: layout.filter((e) => e.decay).reduce((t, e) => t + e.numel, 0) };
+        out.push({ index, names: writeStageFiles(a.tmp, whole, index, h.a.nStages, h.step, undefined, state), record: stageRecord(whole), loader: h.run.loader.position });
+      }
+    } catch (e) {
+      tp?.abort(); // the stage's tp peers may be waiting on this rank
+      throw e;
+    }
+    return out;
   },
 
-  /** This device's stages' master weights and moments (tests: replicas agree; tied copies agree). */
+  /** This device's stages' master weights, moments and last step's gradients (tests: replicas agree; tied copies agree; tp shards). */
   ppState(_a: unknown, ctx) {
     const h = held(ctx);
     return h.params.map((p, i) => ({
       index: h.a.stages[i]!.index, stage: p.stage, master: p.hostMaster(), m: p.m.toArray() as Float32Array, v: p.v.toArray() as Float32Array,
+      grad: p.grad.toArray() as Float32Array,
       layout: p.layout.map((e) => ({ key: e.key, offset: e.offset, numel: e.numel })),
     }));
   },

@@ -9,10 +9,14 @@
 // The last stage ends with the fused classifier: logits = normF(x) Whead^T, cross-entropy with its gradient
 // written over the logits in the forward (dscale = the micro-step's share of the mean), so the backward
 // starts from them. Padding targets (ignore index -100) count for nothing.
+// A tensor-parallel stage (Stage.tp: a rank's heads and MLP features) runs the same ops on its shard's
+// shapes, with four all-reduces a layer over its tp group (TrainStageOptions.tp).
 import type { ModelConfig } from '../io/config.js';
 import * as ops from '../ops.js';
 import { Tensor } from '../tensor.js';
 import type { ModelWeights } from '../models/weights.js';
+import { isSharded, shardConfig } from '../models/tp.js';
+import type { Communicator } from '../parallel/comm.js';
 import type { FlatParams } from './params.js';
 import type { OpProfiler } from './profile.js';
 
@@ -85,8 +89,21 @@ export function sumLosses(losses: Tensor): number {
   return sum;
 }
 
+export interface TrainStageOptions {
+  /**
+   * Tensor parallel (params.stage.tp): the communicator of the stage's tp group. The forward all-reduces
+   * (sums) the row-parallel projections' partial outputs (attention out, MLP down) before their replicated
+   * bias; the backward, the column-parallel projections' partial input gradients (qkv, up) before the
+   * norm's backward. Everything else is local to the rank.
+   */
+  tp?: Communicator;
+}
+
 export class TrainStage {
   readonly cfg: ModelConfig;
+  /** the layers' shapes on this rank: cfg itself, or a tp shard's heads, KV heads and MLP features */
+  private readonly local: ModelConfig;
+  private readonly tp: Communicator | null;
   private readonly w: ModelWeights;
   private readonly gw: ModelWeights;
   /** set to collect device time by op group (bench train --profile) */
@@ -94,8 +111,13 @@ export class TrainStage {
   /** saved activations per micro-batch in flight (GPipe keeps several, 1F1B a few) */
   private readonly saved = new Map<number, Saved>();
 
-  constructor(readonly params: FlatParams) {
+  constructor(readonly params: FlatParams, o: TrainStageOptions = {}) {
     this.cfg = params.cfg;
+    const shard = params.stage.tp;
+    this.local = shardConfig(params.cfg, shard);
+    this.tp = o.tp ?? null;
+    if (isSharded(shard) !== (this.tp !== null) || (this.tp && (this.tp.world !== shard!.size || this.tp.rank !== shard!.rank)))
+      throw new Error(`TrainStage on ${params.device}: a tp shard (tp=${shard?.size ?? 1}) needs a communicator of its tp group (got ${this.tp ? `rank ${this.tp.rank} of ${this.tp.world}` : 'none'})`);
     this.w = params.weights;
     this.gw = params.grads;
   }
@@ -152,12 +174,13 @@ export class TrainStage {
   forward(id: number, mb: MicroBatch, input?: Tensor, o: ForwardOptions = {}): ForwardResult {
     if (this.saved.has(id)) throw new Error(`TrainStage.forward: micro-batch ${id} is already in flight`);
     this.checkBatch(mb);
-    const { hidden: C, heads, kvHeads, headDim: D, ropeTheta } = this.cfg;
+    const { hidden: C, heads, kvHeads, headDim: D, ropeTheta } = this.local;
     const gpt2 = this.cfg.family === 'gpt2';
     const B = mb.batch, T = mb.seq, N = B * T;
     const W3 = (heads + 2 * kvHeads) * D;
     const train = o.dscale !== false;
     const w = this.w;
+    const tp = this.tp;
     const s: Saved = { mb, pos: this.positions(B, T), layers: [], xLast: undefined as unknown as Tensor };
     const free = (...ts: (Tensor | undefined)[]) => ts.forEach((t) => t?.dispose());
     let x: Tensor;
@@ -193,7 +216,8 @@ export class TrainStage {
         free(k, v);
         const att = fa.out.reshape([N, heads * D]);
         fa.out.dispose();
-        const xMid = ops.linear(att, l.out, l.outBias);
+        const xMid = ops.linear(att, l.out, tp ? undefined : l.outBias);
+        if (tp) this.reduceRowParallel(xMid, l.outBias);
         ops.add(xMid, x, xMid);
         this.mark('fwd out matmul');
         const n2 = this.norm(xMid, l.norm2, l.norm2Bias, N);
@@ -203,13 +227,14 @@ export class TrainStage {
         let g: Tensor;
         if (gpt2) g = ops.gelu(a);
         else {
-          const F = this.cfg.intermediate;
+          const F = this.local.intermediate;
           const up = a.view(F, [N * 2 * F - F]);
           g = ops.siluGate(a, up, { rows: N, cols: F, inStride: 2 * F });
           up.dispose();
         }
         this.mark('fwd activation');
-        const xNext = ops.linear(g, l.down, l.downBias);
+        const xNext = ops.linear(g, l.down, tp ? undefined : l.downBias);
+        if (tp) this.reduceRowParallel(xNext, l.downBias);
         ops.add(xNext, xMid, xNext);
         this.mark('fwd down matmul');
         const acts: LayerActs = { x, mean1: n1.mean, rstd1: n1.rstd, h1: n1.y, qkv, att, lse: fa.lse, xMid, mean2: n2.mean, rstd2: n2.rstd, h2: n2.y, a, g };
@@ -263,7 +288,7 @@ export class TrainStage {
     const s = this.saved.get(id);
     if (!s) throw new Error(`TrainStage.backward: micro-batch ${id} has no saved forward (run forward first, with a dscale)`);
     this.saved.delete(id);
-    const { hidden: C, heads, kvHeads, headDim: D, ropeTheta } = this.cfg;
+    const { hidden: C, heads, kvHeads, headDim: D, ropeTheta } = this.local;
     const gpt2 = this.cfg.family === 'gpt2';
     const B = s.mb.batch, T = s.mb.seq, N = B * T;
     const W3 = (heads + 2 * kvHeads) * D;
@@ -308,7 +333,7 @@ export class TrainStage {
         let da: Tensor;
         if (gpt2) da = ops.geluBackward(a.a, dg, dg);
         else {
-          const F = this.cfg.intermediate;
+          const F = this.local.intermediate;
           da = keep(Tensor.empty([N, 2 * F], opt));
           const up = keep(a.a.view(F, [N * 2 * F - F]));
           const dup = keep(da.view(F, [N * 2 * F - F]));
@@ -320,6 +345,7 @@ export class TrainStage {
         this.mark('bwd up dW');
         const dh2 = keep(ops.matmul(da, l.up));
         this.mark('bwd up dX');
+        if (this.tp) this.reduceInputGrad(dh2); // each rank's features' share of the input gradient
         this.normBackward(dh2, a.xMid, l.norm2, a.mean2, a.rstd2, dx, gl.norm2, gl.norm2Bias);
         this.mark('bwd norm');
         // attention: x_mid = x_l + att Wo^T
@@ -347,6 +373,7 @@ export class TrainStage {
         this.mark('bwd qkv dW');
         const dh1 = keep(ops.matmul(dqkv, l.qkv));
         this.mark('bwd qkv dX');
+        if (this.tp) this.reduceInputGrad(dh1); // each rank's heads' share of the input gradient
         this.normBackward(dh1, a.x, l.norm1, a.mean1, a.rstd1, dx, gl.norm1, gl.norm1Bias);
         this.mark('bwd norm');
         tmp.splice(0).forEach((t) => t.dispose());
@@ -368,6 +395,22 @@ export class TrainStage {
       tmp.forEach((t) => t.dispose());
       this.release(s);
     }
+  }
+
+  /**
+   * Tensor parallel: the sum over the tp group of a row-parallel projection's partial outputs, then its
+   * bias (whole on every rank: added once, and its gradient, the rows' sum of the output's, the same on
+   * every rank).
+   */
+  private reduceInputGrad(dh: Tensor): void {
+    this.tp!.allReduce(dh, 'sum');
+    this.mark('tp all-reduce');
+  }
+
+  private reduceRowParallel(y: Tensor, bias: Tensor | undefined): void {
+    this.tp!.allReduce(y, 'sum');
+    this.mark('tp all-reduce');
+    if (bias) ops.add(y, bias, y);
   }
 
   /**

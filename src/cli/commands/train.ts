@@ -1,6 +1,7 @@
 // `parallm train`: train a preset from scratch or fine-tune a folder on one device, data-parallel over
 // several (--strategy dp --devices ..., src/train/data-parallel.ts), or with the layers split over them
-// (--strategy mp|pp, with --dp for dp x pp: src/train/pipeline-parallel.ts), with progress per step (a
+// (--strategy mp|pp, with --dp for dp x pp and --tp for each stage split over tp devices; --strategy tp,
+// one stage split over all of them: src/train/pipeline-parallel.ts), with progress per step (a
 // `\r`-updated line on a terminal, plain lines otherwise, or JSON lines), validation and checkpoints.
 import type { Command } from 'commander';
 import { LoadProgressBar } from '../progress.js';
@@ -24,6 +25,7 @@ interface TrainCliOpts {
   bucketMb: string;
   zero: string;
   dp?: string;
+  tp?: string;
   microBatches?: string;
   schedule?: string;
   chunks?: string;
@@ -61,9 +63,10 @@ export function register(program: Command): void {
     .option('--brown-files <ids>', 'with --data brown: only these files, comma-separated (ca01,ca02,...)')
     .option('--data-cache <folder>', 'where the tokenized data is cached (default: under the temp folder)')
     .option('--device <id>', 'cpu:N or cuda:N (default: cuda:0, else cpu:0)')
-    .option('--strategy <s>', 'single (one device); dp (a replica per device of --devices, gradients averaged every step); mp or pp (the layers split over --devices, a batch cut into --micro-batches that flow through the stages; mp is pp with one)', 'single')
+    .option('--strategy <s>', 'single (one device); dp (a replica per device of --devices, gradients averaged every step); mp or pp (the layers split over --devices, a batch cut into --micro-batches that flow through the stages; mp is pp with one); tp (every layer split over --devices: heads and MLP features)', 'single')
     .option('--devices <ids>', 'with --strategy dp, mp or pp: the devices, comma-separated (cpu:0,cpu:1 or cuda:0,cuda:1)')
-    .option('--dp <n>', 'with --strategy pp or mp: n data-parallel pipelines over the devices (dp x pp), each on its share of the data', '1')
+    .option('--dp <n>', 'with --strategy pp, mp or tp: n data-parallel pipelines over the devices (dp x pp x tp), each on its share of the data', '1')
+    .option('--tp <n>', 'with --strategy pp or mp: each stage split over n devices (tensor parallel: heads and MLP features; dp x pp x tp devices in all)', '1')
     .option('--micro-batches <n>', 'with --strategy pp: micro-batches per batch (default: one per stage)')
     .option('--schedule <s>', 'with --strategy pp: gpipe (all forwards, then all backwards) or 1f1b (activation memory bounded by the stages; the default)')
     .option('--chunks <n>', 'with --strategy pp: stages per device, interleaved (1f1b then needs micro-batches in multiples of the devices)', '1')
@@ -97,15 +100,18 @@ export function register(program: Command): void {
         if (lineOpen) process.stderr.write('\n');
         lineOpen = false;
       };
-      if (!['single', 'dp', 'mp', 'pp'].includes(o.strategy)) throw new Error(`--strategy must be single, dp, mp or pp, got "${o.strategy}"`);
+      if (!['single', 'dp', 'mp', 'pp', 'tp'].includes(o.strategy)) throw new Error(`--strategy must be single, dp, mp, pp or tp, got "${o.strategy}"`);
       const dp = o.strategy === 'dp';
-      const pipeline = o.strategy === 'mp' || o.strategy === 'pp';
+      // tp: one stage split over the devices (a pipeline of one stage, each device a tp rank of it)
+      const pipeline = o.strategy === 'mp' || o.strategy === 'pp' || o.strategy === 'tp';
       const many = dp || pipeline;
       if (many && !o.devices) throw new Error(`--strategy ${o.strategy} needs --devices, e.g. cpu:0,cpu:1`);
       if (many && o.device) throw new Error(`--strategy ${o.strategy} takes --devices, not --device`);
-      if (!many && o.devices) throw new Error('--devices is for --strategy dp, mp or pp; one device is --device');
-      if (!pipeline && (o.microBatches !== undefined || o.schedule !== undefined || o.chunks !== '1' || o.dp !== '1'))
-        throw new Error('--micro-batches, --schedule, --chunks and --dp are for --strategy pp (or mp)');
+      if (!many && o.devices) throw new Error('--devices is for --strategy dp, mp, pp or tp; one device is --device');
+      if (!pipeline && (o.microBatches !== undefined || o.schedule !== undefined || o.chunks !== '1' || o.dp !== '1' || o.tp !== '1'))
+        throw new Error('--micro-batches, --schedule, --chunks, --dp and --tp are for --strategy pp (or mp)');
+      if (o.strategy === 'tp' && (o.microBatches !== undefined || o.schedule !== undefined || o.chunks !== '1' || o.tp !== '1'))
+        throw new Error('--strategy tp splits one stage over all the --devices (over each --dp share of them): --micro-batches, --schedule, --chunks and --tp are for --strategy pp');
       if (o.strategy === 'mp' && o.microBatches !== undefined && o.microBatches !== '1') throw new Error('--strategy mp runs one micro-batch; for more, use --strategy pp');
       if (o.schedule !== undefined && o.schedule !== 'gpipe' && o.schedule !== '1f1b') throw new Error(`--schedule must be gpipe or 1f1b, got "${o.schedule}"`);
       if (o.zero !== '0' && o.zero !== '1') throw new Error(`--zero must be 0 or 1, got "${o.zero}"`);
@@ -175,14 +181,18 @@ export function register(program: Command): void {
       };
       let r: TrainResult;
       if (pipeline) {
+        const dpN = num('--dp', o.dp, true) ?? 1;
         const t = await PipelineTrainer.create({
-          ...common, devices, dp: num('--dp', o.dp, true), dataOrder: o.dataOrder as 'sharded' | 'global',
+          ...common, devices, dp: dpN, dataOrder: o.dataOrder as 'sharded' | 'global',
+          tp: o.strategy === 'tp' ? Math.floor(devices.length / dpN) : num('--tp', o.tp, true),
           microBatches: o.strategy === 'mp' ? 1 : num('--micro-batches', o.microBatches, true),
           schedule: o.schedule as 'gpipe' | '1f1b' | undefined, chunks: num('--chunks', o.chunks, true),
         });
         try {
           const split = t.stages.map((s) => `${s.start}-${s.end - 1}@${s.device}`).join(' ');
-          const shape = t.mesh.shape.dp > 1 ? `${t.mesh.shape.dp} pipelines x ${t.mesh.shape.pp} devices` : `${t.mesh.shape.pp} devices`;
+          const { dp: nDp, pp: nPp, tp: nTp } = t.mesh.shape;
+          const perPipeline = nTp > 1 ? `${nPp} stage${nPp > 1 ? 's' : ''} x ${nTp} tp devices` : `${nPp} devices`;
+          const shape = nDp > 1 ? `${nDp} pipelines x ${perPipeline}` : perPipeline;
           header(t.infos[0]!.name, t.infos[0]!.family, t.parameterCount, `${shape} (${o.strategy}, layers ${split}, ${t.microBatches} micro-batch${t.microBatches > 1 ? 'es' : ''}, ${t.schedule})`, t.infos[0]!.dtype, { totalSteps: t.totalSteps, stepsPerEpoch: t.stepsPerEpoch, step: t.step, gradAccum: t.gradAccum, replicas: t.mesh.shape.dp });
           r = await t.run();
         } finally {
