@@ -115,6 +115,13 @@ for p in "${parts[@]}"; do
       for b in 1 16; do
         timeout 150 node dist/cli/index.js bench --model llama-2-7b --strategies single,tp --batch $b --prompt-tokens 128 --new-tokens 128 --repeats 3 --json "$out/s/llama-tp-b$b.json" 2>&1 | tail -2
       done ;;
+    final)
+      # Every GPU test after the session's merges, then decode speed with this build.
+      node -e "const b=require('./build/Release/parallm.node'); console.log('addon testing hooks:', Object.keys(b.testing).join(','))"
+      timeout 330 vitest run test/gpu > "$out/gpu-all.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-all.log" | head -40
+      timeout 60 node dist/cli/index.js bench kernels --filter gemv attention-decode copy --json "$out/kernels-decode.json" 2>&1 | tail -14
+      timeout 90 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16 --json "$out/gen-llama.json" 2>&1 | tail -3
+      timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1,16 --json "$out/gen-gpt2.json" 2>&1 | tail -3 ;;
     train-epochs)
       mkdir -p "$out/t"
       mkdir -p "$out/t/epochs"

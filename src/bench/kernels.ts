@@ -56,13 +56,13 @@ interface Case {
 }
 
 /**
- * `gemvPath` (M <= 16, B^T): which GEMV kernel the case forces (native.testing.matmulGemv: 0 the older
- * register kernel, named gemv-v1; 2 and 3 the pipelined one's other shapes, gemv-b and gemv-c) while it
- * runs; by default the one the dispatch chooses.
+ * `gemvPath` (M <= 16, B^T): which GEMV kernel the case forces (native.testing.matmulGemv: 1 the pipelined
+ * kernel, named gemv-pipe; 2 and 3 its other shapes, gemv-b and gemv-c) while it runs; by default the one
+ * the dispatch chooses (the register kernel, measured faster on an H200).
  */
-function gemmCase(dev: string, dt: DType, M: number, N: number, K: number, transB: boolean, decode = false, gemvPath?: 0 | 2 | 3): Case {
+function gemmCase(dev: string, dt: DType, M: number, N: number, K: number, transB: boolean, decode = false, gemvPath?: 1 | 2 | 3): Case {
   const gemv = M <= 16;
-  const variant = gemvPath === undefined ? '' : gemvPath === 0 ? '-v1' : gemvPath === 2 ? '-b' : '-c';
+  const variant = gemvPath === undefined ? '' : gemvPath === 1 ? '-pipe' : gemvPath === 2 ? '-b' : '-c';
   return {
     name: gemv ? `gemv${variant}` : decode ? 'gemm-decode' : 'gemm',
     shape: `${M}x${N}x${K}${transB ? ' (B^T)' : ''}`,
@@ -179,11 +179,11 @@ function cases(dev: string, dt: DType, gpu: boolean, quick: boolean): Case[] {
     gemmCase(dev, dt, 4096, 11008, 4096, true), // LLaMA-7B MLP up
     gemmCase(dev, dt, 4096, 4096, 11008, true), // LLaMA-7B MLP down
     // GEMV (decode at batch 1 and 16): LLaMA-7B's projections (out, MLP up, MLP down, qkv, gate+up), the
-    // kernel the dispatch chooses and the older register kernel, each next to a copy of its weight bytes.
-    // (gemv-b, gemv-c: the pipelined kernel's alternative shapes, for a sweep; see native/cuda/matmul.cu.)
+    // kernel the dispatch chooses (the register kernel) and the pipelined one, each next to a copy of its
+    // weight bytes. (gemv-b, gemv-c: the pipelined kernel's alternative shapes; see native/cuda/matmul.cu.)
     ...(quick ? [[1, 4096, 4096], [1, 11008, 4096], [16, 11008, 4096]] : GEMV_SHAPES).flatMap(([M, N, K]) => [
       gemmCase(dev, dt, M!, N!, K!, true),
-      gemmCase(dev, dt, M!, N!, K!, true, false, 0),
+      gemmCase(dev, dt, M!, N!, K!, true, false, 1),
       ...(quick ? [] : ([2, 3] as const).map((p) => gemmCase(dev, dt, M!, N!, K!, true, false, p))),
     ]),
     // LLaMA-7B decode projections at the batches of a pipeline's micro-batches: qkv, out, gate+up, down.
