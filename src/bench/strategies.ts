@@ -1,8 +1,6 @@
 // `parallm bench` (the default scenario): the same model and batch under single-device, data, model and
 // pipeline parallelism on the devices present; tokens/s for prefill and generation, time per step,
 // memory per device, pipeline utilization; SVG charts of throughput and of the pipeline's timeline.
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
-import path from 'node:path';
 import { checkDType, type DType } from '../dtype.js';
 import { cudaDeviceCount, deviceInfo, ensureCpuDevices, parseDevice } from '../device.js';
 import { ParallelModel, type Strategy } from '../engine/parallel-model.js';
@@ -11,6 +9,7 @@ import { modelConfig } from '../models/source.js';
 import { reportingLoad, type LoadReporter } from '../models/load-steps.js';
 import { rng } from '../random.js';
 import { median } from './stats.js';
+import { chartFolder } from './chart-folder.js';
 import { barChart, timelineChart, utilization, type TimelineTask } from './svg.js';
 
 export interface StrategyBenchOptions {
@@ -262,14 +261,7 @@ export async function runStrategyBench(o: StrategyBenchOptions = {}): Promise<St
  * timeline of an earlier run behind. Returns the paths written.
  */
 export function writeStrategyCharts(outDir: string, plan: Pick<StrategyBenchPlan, 'model' | 'dtype' | 'batch' | 'promptTokens' | 'newTokens' | 'repeats'>, results: StrategyBenchResult[]): string[] {
-  mkdirSync(outDir, { recursive: true });
-  const written: string[] = [];
-  const write = (name: string, svg: string | undefined) => {
-    const f = path.join(outDir, name);
-    if (svg === undefined) return void rmSync(f, { force: true });
-    writeFileSync(f, svg);
-    written.push(f);
-  };
+  const { write, written } = chartFolder(outDir);
   const ok = results.filter((x) => !x.error);
   const { model, dtype, batch: B, promptTokens: P, newTokens: N } = plan;
   write(

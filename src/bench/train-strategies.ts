@@ -6,8 +6,6 @@
 // Throughput runs on generated token data (the figure is the engine's, not the loader's) through the real
 // trainers: Trainer, DataParallelTrainer, PipelineTrainer. `scaling` says what dp keeps fixed: 'weak'
 // (the batch per device; n devices train n x batch a step) or 'strong' (the global batch, batch / n each).
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
-import path from 'node:path';
 import { ensureCpuDevices, memoryStats, parseDevice, resetPeakMemory, synchronize } from '../device.js';
 import type { DType } from '../dtype.js';
 import type { TrainingScheduleName } from '../engine/plan.js';
@@ -18,6 +16,7 @@ import { DataParallelTrainer } from '../train/data-parallel.js';
 import { PipelineTrainer, type TrainTaskTime } from '../train/pipeline-parallel.js';
 import { Trainer, type TokenData } from '../train/trainer.js';
 import { median } from './stats.js';
+import { chartFolder } from './chart-folder.js';
 import { barChart, timelineChart } from './svg.js';
 
 export type TrainStrategy = 'single' | 'dp' | 'mp' | 'pp';
@@ -253,14 +252,7 @@ export async function runEpochBench(o: EpochBenchOptions): Promise<EpochBenchRes
 export function writeTrainCharts(
   outDir: string, o: Pick<TrainStrategyBenchOptions, 'model' | 'dtype' | 'batch' | 'seq' | 'scaling'>, results: TrainStrategyResult[], epochs: EpochBenchResult[] = [],
 ): string[] {
-  mkdirSync(outDir, { recursive: true });
-  const written: string[] = [];
-  const write = (name: string, svg: string | undefined) => {
-    const f = path.join(outDir, name);
-    if (svg === undefined) return void rmSync(f, { force: true });
-    writeFileSync(f, svg);
-    written.push(f);
-  };
+  const { write, written } = chartFolder(outDir);
   const ok = results.filter((r) => !r.error);
   write(
     'train-throughput.svg',

@@ -9,25 +9,16 @@ import { cudaDeviceCount } from '../../src/device.js';
 import type { ModelConfig } from '../../src/io/config.js';
 import { ncclStatus } from '../../src/parallel/comm.js';
 import { PipelineTrainer, type PipelineTrainOptions } from '../../src/train/pipeline-parallel.js';
-import { Trainer, type TokenData } from '../../src/train/trainer.js';
+import { Trainer } from '../../src/train/trainer.js';
 import { ensureDist } from '../helpers/dist.js';
 import { tpSlice } from '../helpers/tp-slice.js';
-import { rng, smallGpt2, smallLlama } from '../helpers/train.js';
+import { smallGpt2, smallLlama, tokens } from '../helpers/train.js';
 
 beforeAll(() => ensureDist());
 
 const enabled = cudaDeviceCount() >= 2 && ncclStatus().ok;
 const newSeed = () => Math.floor(Math.random() * 1e6);
 
-function tokens(V: number, n: number, seed: number): TokenData {
-  const r = rng(seed);
-  const make = (len: number) => {
-    const t = new Uint16Array(len);
-    for (let i = 1; i < len; i++) t[i] = r() < 0.8 ? (t[i - 1]! + 1) % V : Math.floor(r() * V);
-    return t;
-  };
-  return { train: make(n), val: make(Math.floor(n / 4)), id: `random-${V}-${n}-${seed}` };
-}
 
 function maxAbs(a: ArrayLike<number>, b: ArrayLike<number>): number {
   expect(a.length).toBe(b.length);

@@ -4,6 +4,7 @@ import type { ModelConfig } from '../../src/io/config.js';
 import { ops } from '../../src/index.js';
 import type { FlatParams } from '../../src/train/params.js';
 import type { MicroBatch } from '../../src/train/stage.js';
+import type { TokenData } from '../../src/train/trainer.js';
 
 export const smallGpt2: ModelConfig = {
   family: 'gpt2', vocabSize: 61, hidden: 16, layers: 2, heads: 2, kvHeads: 2, headDim: 8, intermediate: 64,
@@ -46,4 +47,18 @@ export function widen(p: FlatParams, seed: number, a = 0.3): void {
       t.dispose();
     }
   p.syncParam();
+}
+
+/**
+ * A learnable token stream for trainer tests (mostly "next = previous + 1 mod V", some noise): n training
+ * tokens and n / 4 validation ones, seeded.
+ */
+export function tokens(V: number, n: number, seed: number): TokenData {
+  const r = rng(seed);
+  const make = (len: number) => {
+    const t = new Uint16Array(len);
+    for (let i = 1; i < len; i++) t[i] = r() < 0.8 ? (t[i - 1]! + 1) % V : Math.floor(r() * V);
+    return t;
+  };
+  return { train: make(n), val: make(Math.floor(n / 4)), id: `random-${V}-${n}-${seed}` };
 }

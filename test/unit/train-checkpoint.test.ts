@@ -14,20 +14,10 @@ import { initParams, resolveModel } from '../../src/train/init.js';
 import { saveCheckpoint } from '../../src/train/checkpoint.js';
 import { relError } from '../helpers/reference.js';
 import { allLogits, expected, fixtures } from '../helpers/models.js';
-import { rng, smallGpt2, smallLlama } from '../helpers/train.js';
+import { smallGpt2, smallLlama, tokens } from '../helpers/train.js';
 
 const tmp = () => mkdtempSync(path.join(os.tmpdir(), 'parallm-train-'));
 
-function tokens(V: number, n: number, seed: number): TokenData {
-  const r = rng(seed);
-  // a learnable stream: mostly "next = prev + 1 mod V", some noise
-  const make = (len: number) => {
-    const t = new Uint16Array(len);
-    for (let i = 1; i < len; i++) t[i] = r() < 0.8 ? (t[i - 1]! + 1) % V : Math.floor(r() * V);
-    return t;
-  };
-  return { train: make(n), val: make(Math.floor(n / 4)), id: `random-${V}-${n}-${seed}` };
-}
 
 const base = (cfg: ModelConfig, data: TokenData, extra: Partial<TrainOptions> = {}): TrainOptions => ({
   model: cfg, data, device: 'cpu:0', batch: 2, seq: 8, steps: 6, lr: 3e-3, warmup: 2, evalEvery: 2, seed: 7, ...extra,

@@ -15,22 +15,13 @@ import { PipelineTrainer, trainPipeline, type PipelineTrainOptions } from '../..
 import { Trainer, type TokenData } from '../../src/train/trainer.js';
 import { ensureDist } from '../helpers/dist.js';
 import { allLogits } from '../helpers/models.js';
-import { rng, smallGpt2, smallLlama } from '../helpers/train.js';
+import { rng, smallGpt2, smallLlama, tokens } from '../helpers/train.js';
 
 beforeAll(() => ensureDist());
 
 const tmp = () => mkdtempSync(path.join(os.tmpdir(), 'parallm-pp-'));
 const devs = (n: number) => Array.from({ length: n }, (_, i) => `cpu:${i}`);
 
-function tokens(V: number, n: number, seed: number): TokenData {
-  const r = rng(seed);
-  const make = (len: number) => {
-    const t = new Uint16Array(len);
-    for (let i = 1; i < len; i++) t[i] = r() < 0.8 ? (t[i - 1]! + 1) % V : Math.floor(r() * V);
-    return t;
-  };
-  return { train: make(n), val: make(Math.floor(n / 4)), id: `random-${V}-${n}-${seed}` };
-}
 
 const gpt2x4: ModelConfig = { ...smallGpt2, layers: 4 };
 const llamax3: ModelConfig = { ...smallLlama, layers: 3 };

@@ -17,21 +17,12 @@ import { Trainer, type TokenData } from '../../src/train/trainer.js';
 import { ensureDist } from '../helpers/dist.js';
 import { allLogits } from '../helpers/models.js';
 import { tpSlice as slice } from '../helpers/tp-slice.js';
-import { rng, smallGpt2, smallLlama } from '../helpers/train.js';
+import { rng, smallGpt2, smallLlama, tokens } from '../helpers/train.js';
 
 beforeAll(() => ensureDist());
 
 const devs = (n: number) => Array.from({ length: n }, (_, i) => `cpu:${i}`);
 
-function tokens(V: number, n: number, seed: number): TokenData {
-  const r = rng(seed);
-  const make = (len: number) => {
-    const t = new Uint16Array(len);
-    for (let i = 1; i < len; i++) t[i] = r() < 0.8 ? (t[i - 1]! + 1) % V : Math.floor(r() * V);
-    return t;
-  };
-  return { train: make(n), val: make(Math.floor(n / 4)), id: `random-${V}-${n}-${seed}` };
-}
 
 // shapes whose heads, KV heads and MLP features divide 2 (smallGpt2, smallLlama) and 3 (these)
 const gpt2h3: ModelConfig = { ...smallGpt2, hidden: 24, heads: 3, kvHeads: 3, headDim: 8, intermediate: 96 };

@@ -15,22 +15,13 @@ import { paramLayout, zeroShard } from '../../src/train/params.js';
 import { wholeModel } from '../../src/models/weights.js';
 import { Trainer, type TokenData } from '../../src/train/trainer.js';
 import { ensureDist } from '../helpers/dist.js';
-import { rng, smallGpt2, smallLlama } from '../helpers/train.js';
+import { rng, smallGpt2, smallLlama, tokens } from '../helpers/train.js';
 
 // the workers run the compiled dist/
 beforeAll(() => ensureDist());
 
 const tmp = () => mkdtempSync(path.join(os.tmpdir(), 'parallm-zero-'));
 
-function tokens(V: number, n: number, seed: number): TokenData {
-  const r = rng(seed);
-  const make = (len: number) => {
-    const t = new Uint16Array(len);
-    for (let i = 1; i < len; i++) t[i] = r() < 0.8 ? (t[i - 1]! + 1) % V : Math.floor(r() * V);
-    return t;
-  };
-  return { train: make(n), val: make(Math.floor(n / 4)), id: `random-${V}-${n}-${seed}` };
-}
 
 const devs = (n: number) => Array.from({ length: n }, (_, i) => `cpu:${i}`);
 
