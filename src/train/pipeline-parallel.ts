@@ -90,6 +90,8 @@ export class PipelineTrainer {
   readonly valLosses: EvalEvent[] = [];
   lastSaved: string | null = null;
   private closed: Promise<void> | null = null;
+  /** set once a gather failed or brought news of a failure: no process gathers again */
+  private pcommBroken = false;
 
   private constructor(
     readonly opts: PipelineTrainOptions,
@@ -253,15 +255,51 @@ export class PipelineTrainer {
     return d ? `${mine}: process ${d.process} of ${d.processes}; ${describeWorld(d)}` : mine;
   }
 
-  /** Every process's `value`, by process (only across processes: the process communicator). */
+  /** "process 1 (global ranks 2..3)" */
+  private whoIs(p: number): string {
+    const l = this.dist!.layout[p];
+    return l ? `process ${p} (global rank${l.devices.length > 1 ? `s ${l.firstRank}..${l.firstRank + l.devices.length - 1}` : ` ${l.firstRank}`})` : `process ${p}`;
+  }
+
+  /**
+   * Every process's `value`, by process (only across processes: the process communicator). A process
+   * that failed sends { failedAt } instead (see failed): every gather then throws its message; a broken
+   * communicator (a process gone: its rank there is its process rank) throws naming the process.
+   */
   private gather(value: unknown): unknown[] {
-    return allGatherJson(this.pcomm!, value);
+    if (this.pcommBroken) throw new Error('the processes stopped talking after an earlier failure');
+    let all: unknown[];
+    try {
+      all = allGatherJson(this.pcomm!, value);
+    } catch (e) {
+      this.pcommBroken = true;
+      const m = /peer rank (\d+)|waiting for rank\(s\) (\d+)/.exec((e as Error).message);
+      const p = m ? Number(m[1] ?? m[2]) : -1;
+      throw new Error(p >= 0 ? `${this.whoIs(p)} is gone: ${(e as Error).message}` : (e as Error).message);
+    }
+    const bad = all.flatMap((v, p) => (p !== this.dist!.process && v && typeof v === 'object' && 'failedAt' in v ? [`${this.whoIs(p)} failed: ${String((v as { failedAt: unknown }).failedAt)}`] : []));
+    if (bad.length) {
+      this.pcommBroken = true;
+      throw new Error(bad.join('; '));
+    }
+    return all;
   }
 
   private async failed(step: number, e: unknown): Promise<never> {
-    this.pcomm?.abort(); // the other processes' main threads may be waiting in a gather
+    let news = '';
+    if (this.dist && !this.pcommBroken && !this.closed) {
+      // This process's workers end first (their peers on other processes see their connections close
+      // and fail too), then the processes tell each other what failed: the others' main threads are in
+      // a gather (a step's loss) or come to this one. A process gone breaks it, which names it.
+      await this.closePool();
+      try {
+        this.gather({ failedAt: (e as Error).message });
+      } catch (g) {
+        news = `; ${(g as Error).message}`;
+      }
+    }
     await this.close();
-    throw new Error(`pipeline training stopped at step ${step} (${this.describe()}): ${(e as Error).message}` + (this.lastSaved ? ` (last checkpoint: ${this.lastSaved})` : ''));
+    throw new Error(`pipeline training stopped at step ${step} (${this.describe()}): ${(e as Error).message}${news}` + (this.lastSaved ? ` (last checkpoint: ${this.lastSaved})` : ''));
   }
 
   /** One optimizer step on every rank; `timeline`: the tasks' device times too. */
@@ -448,11 +486,19 @@ export class PipelineTrainer {
   /** Frees the stages and ends the workers. Idempotent. */
   close(): Promise<void> {
     this.closed ??= (async () => {
-      await Promise.allSettled([this.pool.all('ppDispose')]);
-      await this.pool.close();
+      await this.closePool();
       this.pcomm?.destroy();
     })();
     return this.closed;
+  }
+
+  private poolClosed: Promise<void> | null = null;
+  private closePool(): Promise<void> {
+    this.poolClosed ??= (async () => {
+      await Promise.allSettled([this.pool.all('ppDispose')]);
+      await this.pool.close();
+    })();
+    return this.poolClosed;
   }
 }
 
