@@ -77,6 +77,9 @@ export interface PipelineTrainOptions extends Omit<TrainOptions, 'device' | 'sha
   rendezvousTimeoutMs?: number;
 }
 
+/** Bound on a wait of the main threads' gathers across processes (train/pipeline-dist.ts), ms. */
+const GATHER_TIMEOUT_MS = 30 * 60_000;
+
 const WORKER_MODULE = fileURLToPath(new URL(`./pipeline-worker${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, import.meta.url));
 
 const MAIN_ONLY = ['loadProgress', 'onStep', 'onEval', 'onEpoch', 'onSave', 'devices', 'dp', 'tp', 'microBatches', 'schedule', 'chunks', 'placement', 'dataOrder', 'commTimeoutMs', 'callTimeoutMs', 'fault', 'distributed', 'rendezvousTimeoutMs'] as const;
@@ -200,7 +203,10 @@ export class PipelineTrainer {
     let pcomm: Communicator | null = null;
     if (dist) {
       kind = dist.comm?.kind ?? (kind === 'nccl' ? 'nccl' : 'tcp');
-      pcomm = processCommunicator(dist, commTimeoutMs || 60_000);
+      // the main threads wait in a gather while replica 0's processes evaluate or write a checkpoint
+      // (minutes on a large model): bounded more loosely than a collective (a process gone is seen at
+      // once anyway: its connections close)
+      pcomm = processCommunicator(dist, commTimeoutMs && Math.max(commTimeoutMs, GATHER_TIMEOUT_MS));
       try {
         groups = await distMeshGroups(dist, pcomm!, mesh, kind as 'tcp' | 'nccl');
       } catch (e) {
