@@ -10,6 +10,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '../../src/cluster/rendezvous.js';
 import { launch } from '../../src/cli/commands/launch.js';
 import { writeTokenFile } from '../../src/data/tokenfile.js';
+import { ensureDist } from '../helpers/dist.js';
 
 const cli = path.resolve('dist/cli/index.js');
 let dir = '';
@@ -35,6 +36,7 @@ function writeDataset(folder: string, seed: number): void {
 }
 
 beforeAll(() => {
+  ensureDist();
   dir = mkdtempSync(path.join(os.tmpdir(), 'parallm-launch-pp-'));
   data = path.join(dir, 'data');
   writeDataset(data, 1 + Math.floor(Math.random() * 1e6));
@@ -122,5 +124,28 @@ describe('parallm launch: pipeline training over processes', () => {
     expect(Date.now() - killedAt).toBeLessThan(15_000);
     expect(p0.err).toMatch(/pipeline training stopped at step \d+ \(rank 0 = cpu:0 \(stage 0\), rank 1 = cpu:1 \(stage 1\): process 0 of 2; ranks 0\.\.1 on process 0, ranks 2\.\.3 on process 1\)/);
     expect(p0.err).toMatch(/process 1 \(global ranks 2\.\.3\) is gone: /);
+  }, 120_000);
+
+  it('a rank failing on one process ends the other, which names the failed process, its global ranks and the cause', async () => {
+    const port = await freePort('127.0.0.1');
+    const base = { ...process.env, WORLD_SIZE: '2', MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port), PARALLM_SECRET: 'a-secret-for-the-pp-fault-test' };
+    const child = path.resolve('test/helpers/pp-dist-child.mjs');
+    const run = (rank: number) => {
+      // process 1's first local rank (global rank 2, stage 2 of 4) throws at step 3
+      const o = { model: 'tiny-llama-32', data, devices: ['cpu:0', 'cpu:1'], batch: 4, seq: 8, steps: 10, seed: 3, ...(rank === 1 ? { fault: { rank: 0, step: 3, kind: 'throw' } } : {}) };
+      const c = spawn(process.execPath, [child, JSON.stringify(o)], { env: { ...base, RANK: String(rank), LOCAL_RANK: String(rank) }, stdio: ['ignore', 'pipe', 'pipe'] });
+      const r = { out: '', err: '', code: new Promise<number | null>((resolve) => c.on('exit', (code) => resolve(code))) };
+      c.stdout.on('data', (d) => (r.out += d));
+      c.stderr.on('data', (d) => (r.err += d));
+      return r;
+    };
+    const p0 = run(0), p1 = run(1);
+    const [c0, c1] = await Promise.all([p0.code, p1.code]);
+    expect([c0, c1], `${p0.err}\n${p1.err}`).toEqual([1, 1]);
+    // both report the two steps done, with the same losses
+    expect(parse(p0.out).map((l) => l.step)).toEqual([1, 2]);
+    expect(parse(p0.out)).toEqual(parse(p1.out));
+    expect(p1.err).toMatch(/ERROR: pipeline training stopped at step 3 \(rank 2 = cpu:0 \(stage 2\), rank 3 = cpu:1 \(stage 3\): process 1 of 2; [^)]*\): \[cpu:0\] cpu:0: injected fault at step 3/);
+    expect(p0.err).toMatch(/ERROR: pipeline training stopped at step 3 \(rank 0 = cpu:0 \(stage 0\), rank 1 = cpu:1 \(stage 1\): process 0 of 2; [^)]*\): .*; process 1 \(global ranks 2\.\.3\) failed: \[cpu:0\] cpu:0: injected fault at step 3/);
   }, 120_000);
 });
