@@ -102,6 +102,22 @@ describe('parallm launch: pipeline training over processes', () => {
     for (const [p, ls] of (await launched(a, 4, 1)).entries()) expect(curve(ls), `process ${p}`).toEqual(curve(want));
   }, 120_000);
 
+  it('generate --strategy pp (and mp) over 3 processes x 1 CPU device prints, on process 0 only, the tokens of one process with 3 devices', async () => {
+    const prompts = path.join(dir, 'prompts.txt');
+    writeFileSync(prompts, 'the cat sat\na dog ran far\nhello there\none two three four\nfive\n');
+    for (const strategy of ['pp', 'mp']) {
+      const a = ['generate', '--model', 'tiny-gpt2', '--prompts', prompts, '--json', '--max-tokens', '5', '--temperature', '0.8', '--seed', String(1 + Math.floor(Math.random() * 1e6)), '--strategy', strategy];
+      const one = spawnSync(process.execPath, [cli, ...a, '--devices', 'cpu:0,cpu:1,cpu:2'], { encoding: 'utf8', timeout: 120_000 });
+      expect(one.status, one.stderr).toBe(0);
+      const want = parse(one.stdout);
+      expect(want, strategy).toHaveLength(5);
+      const got = await launched(a, 3, 1);
+      expect(got[0], strategy).toEqual(want);
+      expect(got[1]).toEqual([]);
+      expect(got[2]).toEqual([]);
+    }
+  }, 120_000);
+
   it('a killed process ends the other, which names the process and its global ranks', async () => {
     const port = await freePort('127.0.0.1');
     const base = { ...process.env, WORLD_SIZE: '2', MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port), PARALLM_SECRET: 'a-secret-for-the-pp-kill-test' };
