@@ -26,7 +26,7 @@ import { stageWeightBytes } from '../models/sizes.js';
 import { launchEnv, launchSecret } from '../cluster/env.js';
 import { allGatherJson, processCommunicator } from '../cluster/gather.js';
 import { rendezvous, type DistWorld } from '../cluster/rendezvous.js';
-import { distMeshGroups, processOf } from '../train/pipeline-dist.js';
+import { distMeshGroups, processOf } from '../cluster/mesh-groups.js';
 import type { Communicator, CommKind } from '../parallel/comm.js';
 import { meshGroups } from '../parallel/mesh-comms.js';
 import { Mesh } from '../parallel/mesh.js';
@@ -200,7 +200,7 @@ export class ParallelModel {
     const chunks = o.chunks ?? 1;
     // Several processes: dp (replicas never talk while generating, so only the results cross), and mp/pp
     // with one stage a device, evenly placed (the pipeline spans the processes' devices, global ranks
-    // process-major; engine/pipeline-dist.ts's groups; the last stage's process hands out the tokens).
+    // process-major; cluster/mesh-groups.ts's groups; the last stage's process hands out the tokens).
     const isPipeline = o.strategy === 'pp' || o.strategy === 'mp';
     // (a pipeline launched as one process is a single-process one)
     let dist: DistWorld | null = o.distributed && !(isPipeline && o.distributed.processes === 1) ? o.distributed : null;

@@ -26,7 +26,7 @@ import { meshGroups, type GroupArgs } from '../parallel/mesh-comms.js';
 import { launchEnv, launchSecret } from '../cluster/env.js';
 import { rendezvous, type DistWorld } from '../cluster/rendezvous.js';
 import { allGatherJson, processCommunicator } from '../cluster/gather.js';
-import { describeWorld, distMeshGroups, processOf } from './pipeline-dist.js';
+import { describeWorld, distMeshGroups, processOf } from '../cluster/mesh-groups.js';
 import { placeStages } from '../parallel/placement.js';
 import { paramLayout } from './params.js';
 import type { Stage } from '../models/weights.js';
@@ -67,7 +67,7 @@ export interface PipelineTrainOptions extends Omit<TrainOptions, 'device' | 'sha
   /** @internal test hook: a rank fails at a step */
   fault?: StepFault;
   /**
-   * A multi-process run (train/pipeline-dist.ts): the mesh spans every process's devices, global ranks
+   * A multi-process run (cluster/mesh-groups.ts): the mesh spans every process's devices, global ranks
    * process-major; `devices` are this process's. Default: when the launcher's variables say several
    * processes (launchEnv), the rendezvous runs here with the secret of PARALLM_SECRET / PARALLM_SECRET_FILE;
    * otherwise a single process. false: a single process whatever the environment.
@@ -77,7 +77,7 @@ export interface PipelineTrainOptions extends Omit<TrainOptions, 'device' | 'sha
   rendezvousTimeoutMs?: number;
 }
 
-/** Bound on a wait of the main threads' gathers across processes (train/pipeline-dist.ts), ms. */
+/** Bound on a wait of the main threads' gathers across processes (cluster/mesh-groups.ts), ms. */
 const GATHER_TIMEOUT_MS = 30 * 60_000;
 
 const WORKER_MODULE = fileURLToPath(new URL(`./pipeline-worker${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, import.meta.url));

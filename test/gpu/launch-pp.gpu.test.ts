@@ -1,6 +1,6 @@
 // Pipeline training over processes on GPUs: `parallm launch --nproc 2 --devices-per-proc 1 --device-kind
 // cuda -- train --strategy pp` (process 0 makes the mesh groups' NCCL ids and hands them out over the
-// processes' communicator, train/pipeline-dist.ts) against one process driving a 2-stage pipeline on
+// processes' communicator, cluster/mesh-groups.ts) against one process driving a 2-stage pipeline on
 // cuda:0 and cuda:1. f32: the same stages run the same kernels on the same micro-batches, so the losses
 // agree within 1e-5 relative. Skipped without 2 GPUs and NCCL.
 import { spawnSync } from 'node:child_process';

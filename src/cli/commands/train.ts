@@ -118,7 +118,7 @@ export function register(program: Command): void {
       if (!dp && o.zero !== '0') throw new Error('--zero is for --strategy dp');
       // Launched as several processes, a single-device (or one-process pipeline) run would train N unrelated models.
       const launched = launchEnv();
-      // (pp and mp meshes span the processes: train/pipeline-dist.ts; tp's width would be every process's devices)
+      // (pp and mp meshes span the processes: cluster/mesh-groups.ts; tp's width would be every process's devices)
       if ((o.strategy === 'single' || o.strategy === 'tp') && launched && launched.world > 1)
         throw new Error(`launched as process ${launched.rank} of ${launched.world} (${launched.launcher}'s variables): only --strategy dp, pp or mp train across processes (for tensor parallelism across processes, --strategy pp --tp n)`);
       if (o.dataOrder !== 'sharded' && o.dataOrder !== 'global') throw new Error(`--data-order must be sharded or global, got "${o.dataOrder}"`);

@@ -1,12 +1,12 @@
-// A (dp, pp, tp) mesh trainer (train/pipeline-parallel.ts) launched as several processes: the mesh spans
-// every process's devices in global rank order (process-major, as the rendezvous numbers them), each
-// process's pool holding its own. What the main threads must agree on crosses through the processes'
-// communicator (cluster/gather.ts allGatherJson): the mesh groups' communicator ids, made by process 0
-// (CPU: 'tcp' ids from the ports every process reserves for its ranks, one per group a rank joins;
-// GPUs: NCCL ids), and afterwards each step's loss, the validation loss and the checkpoint's parts.
-import type { DistWorld } from '../cluster/rendezvous.js';
-import { freePort } from '../cluster/rendezvous.js';
-import { allGatherJson } from '../cluster/gather.js';
+// The communicators of a (dp, pp, tp) mesh launched as several processes (the mesh trainer,
+// train/pipeline-parallel.ts, and mp/pp generation, engine/parallel-model.ts): the mesh spans every
+// process's devices in global rank order (process-major, as the rendezvous numbers them), each process's
+// pool holding its own. The groups' ids cross through the processes' communicator (cluster/gather.ts
+// allGatherJson), made by process 0: CPU, 'tcp' ids from the ports every process reserves for its ranks
+// (one per group a rank joins: the rendezvous's one id a device is not enough); GPUs, NCCL ids.
+import type { DistWorld } from './rendezvous.js';
+import { freePort } from './rendezvous.js';
+import { allGatherJson } from './gather.js';
 import { newCommId, tcpCommId, type Communicator } from '../parallel/comm.js';
 import { MESH_AXES, type Mesh } from '../parallel/mesh.js';
 import type { GroupArgs } from '../parallel/mesh-comms.js';
