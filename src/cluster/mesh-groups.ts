@@ -30,17 +30,23 @@ type WireGroup = { axis: GroupArgs['axis']; id: string; b64: boolean; rank: numb
 
 /**
  * This process's local ranks' mesh groups (GroupArgs per local rank, in local rank order), the ids made
- * by process 0. Every process must call it at once (it gathers twice over `pcomm`).
+ * by process 0. Every process must call it at once (it gathers twice over `pcomm`). With
+ * `processComm`, also the id of one more 'tcp' communicator over the processes (for a communicator
+ * with another timeout than `pcomm`'s).
  */
-export async function distMeshGroups(w: DistWorld, pcomm: Communicator, mesh: Mesh, kind: 'tcp' | 'nccl'): Promise<GroupArgs[][]> {
+export async function distMeshGroups(w: DistWorld, pcomm: Communicator, mesh: Mesh, kind: 'tcp' | 'nccl', o: { processComm?: boolean } = {}): Promise<GroupArgs[][] & { processComm?: string }> {
   if (mesh.size !== w.world) throw new Error(`train pp: the mesh ${mesh} has ${mesh.size} ranks but the processes have ${w.world} devices`);
   const axes = MESH_AXES.filter((a) => mesh.shape[a] > 1);
   const me = w.layout[w.process]!;
   // a tcp rank listens on its own port in each of its groups (one per axis longer than 1)
   const ports = kind === 'tcp' ? await Promise.all(me.devices.map(() => Promise.all(axes.map(() => freePort(me.host))))) : [];
-  const allPorts = allGatherJson(pcomm, ports) as number[][][];
+  const processPort = o.processComm ? await freePort(me.host) : 0;
+  const gathered = allGatherJson(pcomm, { ports, processPort }) as { ports: number[][]; processPort: number }[];
+  const allPorts = gathered.map((g) => g.ports);
   let wire: WireGroup[][] | null = null;
+  let procId: string | null = null;
   if (w.process === 0) {
+    if (o.processComm) procId = tcpCommId(gathered.map((g, p) => hostPort(w.layout[p]!.host, g.processPort)));
     wire = Array.from({ length: mesh.size }, () => []);
     for (const [ai, axis] of axes.entries()) {
       for (const g of mesh.groups(axis)) {
@@ -60,9 +66,15 @@ export async function distMeshGroups(w: DistWorld, pcomm: Communicator, mesh: Me
       }
     }
   }
-  const got = allGatherJson(pcomm, wire)[0] as WireGroup[][] | null;
+  const sent = allGatherJson(pcomm, { wire, procId })[0] as { wire: WireGroup[][] | null; procId: string | null };
+  const got = sent?.wire;
   if (!Array.isArray(got) || got.length !== mesh.size) throw new Error(`train pp: process 0 sent no mesh groups for ${mesh.size} ranks`);
-  return me.devices.map((_, r) =>
+  const out: GroupArgs[][] & { processComm?: string } = me.devices.map((_, r) =>
     got[me.firstRank + r]!.map((g) => ({ axis: g.axis, id: g.b64 ? new Uint8Array(Buffer.from(g.id, 'base64')) : g.id, rank: g.rank, size: g.size })),
   );
+  if (o.processComm) {
+    if (typeof sent.procId !== 'string') throw new Error('train pp: process 0 sent no id for the processes\' communicator');
+    out.processComm = sent.procId;
+  }
+  return out;
 }

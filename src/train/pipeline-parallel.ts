@@ -20,7 +20,7 @@ import { existsSync } from 'node:fs';
 import type { ModelConfig } from '../io/config.js';
 import { evaluationPlan, microBatchCount, numberStages, planColumns, trainingPlan, type PlanStage, type TrainingScheduleName } from '../engine/plan.js';
 import type { TaskTime } from '../engine/executor.js';
-import type { CommKind, Communicator } from '../parallel/comm.js';
+import { Communicator, type CommKind } from '../parallel/comm.js';
 import { Mesh } from '../parallel/mesh.js';
 import { meshGroups, type GroupArgs } from '../parallel/mesh-comms.js';
 import { launchEnv, launchSecret } from '../cluster/env.js';
@@ -203,15 +203,18 @@ export class PipelineTrainer {
     let pcomm: Communicator | null = null;
     if (dist) {
       kind = dist.comm?.kind ?? (kind === 'nccl' ? 'nccl' : 'tcp');
-      // the main threads wait in a gather while replica 0's processes evaluate or write a checkpoint
-      // (minutes on a large model): bounded more loosely than a collective (a process gone is seen at
-      // once anyway: its connections close)
-      pcomm = processCommunicator(dist, commTimeoutMs && Math.max(commTimeoutMs, GATHER_TIMEOUT_MS));
+      // Set up over the rendezvous's processes' communicator (bounded as a collective: a process that
+      // failed before joining is an error in commTimeoutMs), then the run's gathers over one more,
+      // bounded more loosely: the main threads wait in a gather while replica 0's processes evaluate or
+      // write a checkpoint (minutes on a large model); a process gone is seen at once anyway (its
+      // connections close).
+      const setup = processCommunicator(dist, commTimeoutMs)!;
       try {
-        groups = await distMeshGroups(dist, pcomm!, mesh, kind as 'tcp' | 'nccl');
-      } catch (e) {
-        pcomm!.destroy();
-        throw e;
+        const g = await distMeshGroups(dist, setup, mesh, kind as 'tcp' | 'nccl', { processComm: true });
+        groups = g;
+        pcomm = Communicator.create('tcp', g.processComm!, dist.process, dist.processes, 'cpu:0', { timeoutMs: commTimeoutMs && Math.max(commTimeoutMs, GATHER_TIMEOUT_MS) });
+      } finally {
+        setup.destroy();
       }
     } else groups = meshGroups(mesh, kind);
     const pool = await DevicePool.start(devices, { modules: [WORKER_MODULE], timeoutMs: o.callTimeoutMs ?? 0 });
