@@ -102,6 +102,19 @@ describe('parallm launch: pipeline training over processes', () => {
     for (const [p, ls] of (await launched(a, 4, 1)).entries()) expect(curve(ls), `process ${p}`).toEqual(curve(want));
   }, 120_000);
 
+  it('interleaved stages (--chunks 2) over 2 processes x 2 CPU devices: the losses of 1 process x 4, bit for bit', async () => {
+    const a = args('tiny-llama-32', ['--strategy', 'pp', '--chunks', '2', '--micro-batches', '4', '--steps', '2']);
+    const want = single(a);
+    for (const [p, ls] of (await launched(a)).entries()) expect(curve(ls), `process ${p}`).toEqual(curve(want));
+  }, 120_000);
+
+  it('--strategy tp is refused across processes, naming the way that works', async () => {
+    const lines: { rank: number; line: string }[] = [];
+    const r = await launch({ nproc: 2, command: args('tiny-llama', ['--strategy', 'tp', '--steps', '1']), devicesPerProc: 2, script: cli, onLine: (rank, _s, line) => lines.push({ rank, line }) });
+    expect(r.code).toBe(1);
+    expect(lines.map((l) => l.line).join('\n')).toMatch(/launched as process [01] of 2 \(torchrun's variables\): only --strategy dp, pp or mp train across processes \(for tensor parallelism across processes, --strategy pp --tp n\)/);
+  }, 60_000);
+
   it('generate --strategy pp (and mp) over 3 processes x 1 CPU device prints, on process 0 only, the tokens of one process with 3 devices', async () => {
     const prompts = path.join(dir, 'prompts.txt');
     writeFileSync(prompts, 'the cat sat\na dog ran far\nhello there\none two three four\nfive\n');
