@@ -26,6 +26,7 @@ import { stageWeightBytes } from '../models/sizes.js';
 import { launchEnv, launchSecret } from '../cluster/env.js';
 import { allGatherJson, processCommunicator } from '../cluster/gather.js';
 import { rendezvous, type DistWorld } from '../cluster/rendezvous.js';
+import { distMeshGroups, processOf } from '../cluster/mesh-groups.js';
 import type { Communicator, CommKind } from '../parallel/comm.js';
 import { meshGroups } from '../parallel/mesh-comms.js';
 import { Mesh } from '../parallel/mesh.js';
@@ -73,7 +74,9 @@ export interface ParallelOptions {
   /**
    * dp across processes: this process's devices are global replicas `rankOffset`.. of `world` (the
    * rendezvous's result); each process generates its replicas' share of the prompts and every process
-   * gets all the results. Default: from the launcher's variables (launchEnv) when they are set.
+   * gets all the results. mp and pp: the pipeline's stages are global ranks, one a device, and every
+   * process gets the tokens from the last stage's. Default: from the launcher's variables (launchEnv)
+   * when they are set.
    * false: one process whatever the environment.
    */
   distributed?: DistWorld | false;
@@ -143,9 +146,11 @@ export class ParallelModel {
   /** a failed run broke the communicators (its ranks aborted them): make new ones before the next */
   private commsBroken = false;
   private closed: Promise<void> | null = null;
-  /** launched as several processes (dp): the world, and the processes' communicator for the results */
+  /** launched as several processes (dp, mp, pp): the world, and the processes' communicator for the results */
   dist: DistWorld | null = null;
   private procComm: Communicator | null = null;
+  /** a pipeline across processes: the global rank of this process's first device (else 0) */
+  private offset = 0;
 
   private constructor(
     /** the strategy loaded, or 'mesh' for a mesh of more than one axis */
@@ -170,6 +175,14 @@ export class ParallelModel {
   /** Every rank joins its mesh groups, with fresh communicator ids. */
   private async initComms(): Promise<void> {
     if (!this.comm) return;
+    if (this.dist && this.strategy !== 'dp') {
+      // every process joins at once (only at load: a failed run leaves a pipeline across processes unusable)
+      const kind = this.dist.comm?.kind ?? 'tcp';
+      const local = await distMeshGroups(this.dist, this.procComm!, this.mesh, kind);
+      await this.pool.all('commInit', (r) => ({ kind, groups: local[r]!, timeoutMs: this.comm!.timeoutMs }) satisfies CommArgs);
+      this.commsBroken = false;
+      return;
+    }
     const groups = meshGroups(this.mesh, this.comm.kind);
     await this.pool.all('commInit', (r) => ({ kind: this.comm!.kind, groups: groups[r]!, timeoutMs: this.comm!.timeoutMs }) satisfies CommArgs);
     this.commsBroken = false;
@@ -185,27 +198,46 @@ export class ParallelModel {
     const cfg = src.config;
     const dtype: DType = o.dtype ?? (devices[0]!.startsWith('cuda') ? 'bf16' : 'f32');
     const chunks = o.chunks ?? 1;
-    const { mesh, strategy, placed, grid } = resolveLayout(cfg, o, devices, dtype, chunks);
+    // Several processes: dp (replicas never talk while generating, so only the results cross), and mp/pp
+    // with one stage a device, evenly placed (the pipeline spans the processes' devices, global ranks
+    // process-major; cluster/mesh-groups.ts's groups; the last stage's process hands out the tokens).
+    const isPipeline = o.strategy === 'pp' || o.strategy === 'mp';
+    // (a pipeline launched as one process is a single-process one)
+    let dist: DistWorld | null = o.distributed && !(isPipeline && o.distributed.processes === 1) ? o.distributed : null;
+    const launched = o.distributed === undefined ? launchEnv() : null;
+    const env = launched && !(isPipeline && launched.world === 1) ? launched : null;
+    const across = (env !== null && env.world > 1) || (dist !== null && dist.processes > 1);
+    const pipelineAcross = across && isPipeline;
+    const label = `ParallelModel.load ${source} (${o.strategy ?? `mesh ${String(o.mesh)}`} on ${devices.join(', ')})`;
+    if (pipelineAcross && (chunks !== 1 || (o.placement !== undefined && o.placement !== 'even')))
+      throw new Error(`${label}: across processes a pipeline has one stage a device, evenly placed: give no chunks or placement map`);
+    // (dp meets after the checks below, as it always has; a pipeline needs the world for its layout)
+    if (env && pipelineAcross) dist = await rendezvous({ env, secret: launchSecret(), devices });
+    const offset = pipelineAcross ? dist!.rankOffset : 0;
+    // a pipeline across processes is laid out over every process's devices, named by global rank
+    const layoutDevices = pipelineAcross ? Array.from({ length: dist!.world }, (_, r) => `rank-${r}`) : devices;
+    const resolved = resolveLayout(cfg, pipelineAcross ? { ...o, placement: undefined } : o, layoutDevices, dtype, chunks);
+    const { mesh, strategy, grid } = resolved;
+    // this process's ranks' stages, on its own devices
+    const placed = pipelineAcross ? resolved.placed.map((s, r) => (r >= offset && r < offset + devices.length ? { ...s, device: devices[r - offset]! } : s)) : resolved.placed;
+    const mine = pipelineAcross ? placed.slice(offset, offset + devices.length) : placed;
     if (o.onProgress !== undefined && typeof o.onProgress !== 'function') throw new Error('ParallelModel.load: onProgress must be a function');
     const what = `ParallelModel.load ${source} (${strategy === 'mesh' ? `mesh ${mesh}` : strategy} on ${devices.join(', ')})`;
     // Refused here, before a worker starts, rather than by one device half-way through its load.
-    checkDeviceMemory(placed.map((s) => ({ device: s.device, bytes: stageWeightBytes(cfg, dtype, s) })), what);
+    checkDeviceMemory(mine.map((s) => ({ device: s.device, bytes: stageWeightBytes(cfg, dtype, s) })), what);
     if (o.signal?.aborted) throw abortError(what, o.signal.reason);
     const replicas = strategy === 'dp' || strategy === 'single';
-    // Several processes: dp only (replicas never talk while generating, so only the results cross).
-    let dist: DistWorld | null = o.distributed || null;
-    const env = o.distributed === undefined ? launchEnv() : null;
-    if ((env || dist) && strategy !== 'dp') throw new Error(`${what}: only the dp strategy runs across processes (launched as ${env ? `process ${env.rank} of ${env.world}` : 'several processes'})`);
-    if (env) dist = await rendezvous({ env, secret: launchSecret(), devices });
+    if ((env || dist) && strategy !== 'dp' && !pipelineAcross) throw new Error(`${what}: only the dp, mp and pp strategies run across processes (launched as ${env ? `process ${env.rank} of ${env.world}` : 'several processes'})`);
+    if (env && !pipelineAcross) dist = await rendezvous({ env, secret: launchSecret(), devices });
     if (dist && dist.layout[dist.process]?.devices.length !== devices.length)
       throw new Error(`${what}: the world gives process ${dist.process} ${dist.layout[dist.process]?.devices.length} devices but it has ${devices.length}`);
     const procComm = dist ? processCommunicator(dist, o.commTimeoutMs) : null;
     // A grid's ranks each hold one stage (of their pp coordinate); its pipeline is numbered from the
     // ranks of replica 0's tp rank 0.
     const lane0 = grid ? placed.filter((_, r) => mesh.coords(r).dp === 0 && mesh.coords(r).tp === 0) : [];
-    const stages = replicas ? placed.map((s, i) => ({ ...s, index: 0, rank: i, chunk: 0 })) : grid ? numberStages(lane0, 1) : numberStages(placed, chunks);
-    const ranks = replicas || grid ? devices : stages.slice(0, stages.length / chunks).map((s) => s.device);
-    const rankPlaced = replicas || grid ? placed : ranks.map((d) => placed.find((s) => s.device === d)!);
+    const stages = replicas ? placed.map((s, i) => ({ ...s, index: 0, rank: i, chunk: 0 })) : grid ? numberStages(lane0, 1) : numberStages(pipelineAcross ? resolved.placed : placed, chunks);
+    const ranks = replicas || grid || pipelineAcross ? devices : stages.slice(0, stages.length / chunks).map((s) => s.device);
+    const rankPlaced = replicas || grid ? placed : pipelineAcross ? mine : ranks.map((d) => placed.find((s) => s.device === d)!);
     const kinds = new Set(ranks.map((d) => (d.startsWith('cuda') ? 'nccl' : 'cpu')));
     if (kinds.size > 1) throw new Error('a pipeline over both CPU and CUDA devices is not supported: use one kind');
     // CPU devices are process-wide (ensureCpuDevices above made them), so the workers see them too.
@@ -217,13 +249,15 @@ export class ParallelModel {
       throw e;
     }
     // Replicas never talk while generating; pipeline stages do, over their pp group, and tp ranks over theirs.
-    const comm = !replicas && ranks.length > 1 ? { kind: [...kinds][0] as CommKind, timeoutMs: o.commTimeoutMs } : null;
+    const comm = !replicas && (pipelineAcross ? dist!.world : ranks.length) > 1 ? { kind: [...kinds][0] as CommKind, timeoutMs: o.commTimeoutMs } : null;
     const pm = new ParallelModel(strategy, pool, mesh, stages, cfg, ranks, comm, sourceTokenizer(src), rankPlaced);
     pm.dist = dist;
     pm.procComm = procComm;
-    // The stages each rank loads: a grid rank its one stage (with its tp shard), a pp rank its chunks.
+    pm.offset = offset;
+    // The stages each rank loads: a grid rank its one stage (with its tp shard), a pp rank its chunks
+    // (across processes, its global rank's, on its own device).
     const loadStages = (r: number) =>
-      replicas ? undefined : grid ? [{ ...placed[r]!, index: mesh.coords(r).pp }] : stages.filter((s) => s.rank === r);
+      replicas ? undefined : grid ? [{ ...placed[r]!, index: mesh.coords(r).pp }] : stages.filter((s) => s.rank === offset + r).map((s) => ({ ...s, device: devices[r]! }));
     const onAbort = () => pool.requestStop();
     o.signal?.addEventListener('abort', onAbort);
     try {
@@ -313,12 +347,14 @@ export class ParallelModel {
       const m = this.strategy === 'mp' ? 1 : microBatchCount(ids.length, this.stages.length, g.microBatches);
       return { ids, m, ...this.planFor(ids.length, m, g.maxTokens) };
     });
+    if (this.commsBroken && this.dist) throw new Error(`generate: an earlier run across processes failed and broke the pipeline's communicators: close this model and load it again`);
     if (this.commsBroken) await this.initComms();
-    const active = this.devices.map((_, r) => r).filter((r) => runs[this.mesh.coords(r).dp] !== null);
+    const off = this.offset;
+    const active = this.devices.map((_, r) => r).filter((r) => runs[this.mesh.coords(off + r).dp] !== null);
     let res: PipelineResult[];
     try {
       res = await this.allOrRootCause<PipelineResult>('pipeline', active, (r) => {
-        const c = this.mesh.coords(r);
+        const c = this.mesh.coords(off + r);
         const run = runs[c.dp]!;
         return {
           ...sampling,
@@ -345,12 +381,14 @@ export class ParallelModel {
       }
       throw e;
     }
-    const byRank = new Map(active.map((r, i) => [r, res[i]!]));
+    const byRank = new Map(active.map((r, i) => [off + r, res[i]!]));
     const lastStage = this.stages[this.stages.length - 1]!.rank;
     // Every tp rank of the last stage samples the same ids (its logits are all-reduced): take rank 0's.
-    const tokens = runs.map((run, d) => (run ? byRank.get(this.mesh.rankOf({ dp: d, pp: lastStage, tp: 0 }))!.tokens : []));
-    // The timeline is replica 0's tp rank 0 lane (the others repeat its shape).
-    const tasks = active.filter((r) => this.mesh.coords(r).dp === 0 && this.mesh.coords(r).tp === 0).flatMap((r) => byRank.get(r)!.tasks);
+    let tokens = runs.map((run, d) => (run ? byRank.get(this.mesh.rankOf({ dp: d, pp: lastStage, tp: 0 }))?.tokens ?? [] : []));
+    // across processes the last stage's process has them: every process takes its
+    if (this.dist && this.procComm) tokens = allGatherJson(this.procComm, tokens)[processOf(this.dist, this.mesh.rankOf({ dp: 0, pp: lastStage, tp: 0 }))] as number[][][];
+    // The timeline is replica 0's tp rank 0 lane (the others repeat its shape; across processes, this process's part).
+    const tasks = active.map((r) => off + r).filter((r) => this.mesh.coords(r).dp === 0 && this.mesh.coords(r).tp === 0).flatMap((r) => byRank.get(r)!.tasks);
     const microBatches = runs.find((x) => x !== null)!.m;
     return { tokens: part.gather(tokens), wallMs: performance.now() - t0, tasks, microBatches };
   }

@@ -20,9 +20,13 @@ import { existsSync } from 'node:fs';
 import type { ModelConfig } from '../io/config.js';
 import { evaluationPlan, microBatchCount, numberStages, planColumns, trainingPlan, type PlanStage, type TrainingScheduleName } from '../engine/plan.js';
 import type { TaskTime } from '../engine/executor.js';
-import type { CommKind } from '../parallel/comm.js';
+import { Communicator, type CommKind } from '../parallel/comm.js';
 import { Mesh } from '../parallel/mesh.js';
-import { meshGroups } from '../parallel/mesh-comms.js';
+import { meshGroups, type GroupArgs } from '../parallel/mesh-comms.js';
+import { launchEnv, launchSecret } from '../cluster/env.js';
+import { rendezvous, type DistWorld } from '../cluster/rendezvous.js';
+import { allGatherJson, processCommunicator } from '../cluster/gather.js';
+import { describeWorld, distMeshGroups, processOf } from '../cluster/mesh-groups.js';
 import { placeStages } from '../parallel/placement.js';
 import { paramLayout } from './params.js';
 import type { Stage } from '../models/weights.js';
@@ -62,11 +66,23 @@ export interface PipelineTrainOptions extends Omit<TrainOptions, 'device' | 'sha
   callTimeoutMs?: number;
   /** @internal test hook: a rank fails at a step */
   fault?: StepFault;
+  /**
+   * A multi-process run (cluster/mesh-groups.ts): the mesh spans every process's devices, global ranks
+   * process-major; `devices` are this process's. Default: when the launcher's variables say several
+   * processes (launchEnv), the rendezvous runs here with the secret of PARALLM_SECRET / PARALLM_SECRET_FILE;
+   * otherwise a single process. false: a single process whatever the environment.
+   */
+  distributed?: DistWorld | false;
+  /** bound on the rendezvous, ms (default 120 s) */
+  rendezvousTimeoutMs?: number;
 }
+
+/** Bound on a wait of the main threads' gathers across processes (cluster/mesh-groups.ts), ms. */
+const GATHER_TIMEOUT_MS = 30 * 60_000;
 
 const WORKER_MODULE = fileURLToPath(new URL(`./pipeline-worker${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, import.meta.url));
 
-const MAIN_ONLY = ['loadProgress', 'onStep', 'onEval', 'onEpoch', 'onSave', 'devices', 'dp', 'tp', 'microBatches', 'schedule', 'chunks', 'placement', 'dataOrder', 'commTimeoutMs', 'callTimeoutMs', 'fault'] as const;
+const MAIN_ONLY = ['loadProgress', 'onStep', 'onEval', 'onEpoch', 'onSave', 'devices', 'dp', 'tp', 'microBatches', 'schedule', 'chunks', 'placement', 'dataOrder', 'commTimeoutMs', 'callTimeoutMs', 'fault', 'distributed', 'rendezvousTimeoutMs'] as const;
 
 /** A training step's tasks with their kind, for the timeline (Figure 6 of the seed, measured). */
 export type TrainTaskTime = TaskTime & { kind: 'forward' | 'backward' };
@@ -77,6 +93,8 @@ export class PipelineTrainer {
   readonly valLosses: EvalEvent[] = [];
   lastSaved: string | null = null;
   private closed: Promise<void> | null = null;
+  /** set once a gather failed or brought news of a failure: no process gathers again */
+  private pcommBroken = false;
 
   private constructor(
     readonly opts: PipelineTrainOptions,
@@ -89,6 +107,9 @@ export class PipelineTrainer {
     readonly schedule: TrainingScheduleName,
     readonly infos: PipelineInfo[],
     private readonly tokenizerFrom: string | null,
+    /** the multi-process world and the processes' communicator, or null for a single process */
+    readonly dist: DistWorld | null = null,
+    private readonly pcomm: Communicator | null = null,
   ) {
     this.step = infos[0]!.step;
     this.losses = [...infos[0]!.losses];
@@ -126,12 +147,26 @@ export class PipelineTrainer {
     if (dup) throw new Error(`train pp: device ${dup} is listed twice`);
     const kinds = new Set(devices.map((d) => (d.startsWith('cuda') ? 'nccl' : 'cpu')));
     if (kinds.size > 1) throw new Error(`train pp: devices ${devices.join(',')} mix CPU and CUDA: use one kind`);
+    const env = o.distributed === undefined ? launchEnv() : null;
+    let dist: DistWorld | null = o.distributed && o.distributed.processes > 1 ? o.distributed : null;
+    // Prepared once per process: process 0 prepares before the rendezvous and the others after it, so
+    // no two prepare one cache folder at once (as data-parallel.ts does).
+    const meet = () => rendezvous({ env: env!, secret: launchSecret(), devices, timeoutMs: o.rendezvousTimeoutMs });
+    if (env && env.world > 1 && env.rank !== 0) dist = await meet();
+    const early = dist || (env && env.world > 1) ? await prepareTrainData(o) : null;
+    if (env && env.world > 1 && env.rank === 0) dist = await meet();
+    if (dist && o.placement !== undefined && o.placement !== 'even') throw new Error('train pp: across processes the layers are placed evenly: give no placement map');
+    if (dist && dist.layout[dist.process]?.devices.length !== devices.length)
+      throw new Error(`train pp: the world gives process ${dist.process} ${dist.layout[dist.process]?.devices.length} devices but it has ${devices.length}`);
+    // the mesh's ranks: every process's devices, process-major (one process: its own)
+    const world = dist ? dist.world : devices.length;
+    const off = dist?.rankOffset ?? 0;
     const dp = o.dp ?? 1;
-    if (!Number.isInteger(dp) || dp < 1 || devices.length % dp) throw new Error(`train pp: dp ${dp} must be a positive integer dividing the ${devices.length} devices`);
+    if (!Number.isInteger(dp) || dp < 1 || world % dp) throw new Error(`train pp: dp ${dp} must be a positive integer dividing the ${world} devices`);
     const tp = o.tp ?? 1;
-    if (!Number.isInteger(tp) || tp < 1 || devices.length % (dp * tp))
-      throw new Error(`train pp: tp ${tp} must be a positive integer with dp x tp (${dp} x ${tp}) dividing the ${devices.length} devices`);
-    const mesh = new Mesh({ dp, pp: devices.length / (dp * tp), tp });
+    if (!Number.isInteger(tp) || tp < 1 || world % (dp * tp))
+      throw new Error(`train pp: tp ${tp} must be a positive integer with dp x tp (${dp} x ${tp}) dividing the ${world} devices`);
+    const mesh = new Mesh({ dp, pp: world / (dp * tp), tp });
     const pp = mesh.shape.pp;
     if (!Number.isInteger(o.batch) || o.batch < 1) throw new Error(`train: batch must be an integer >= 1, got ${o.batch}`);
     const order = o.dataOrder ?? 'sharded';
@@ -147,7 +182,9 @@ export class PipelineTrainer {
     const cfg = src.cfg;
     const chunks = o.chunks ?? 1;
     // the stages placed on the devices of replica 0's first tp pipeline (their tp peers hold the same layers)
-    const lead = Array.from({ length: pp }, (_, p) => devices[mesh.rankOf({ dp: 0, pp: p, tp: 0 })]!);
+    // (across processes, device names repeat: the stages are placed on global rank names instead)
+    const nameOf = (r: number) => (dist ? `rank-${r}` : devices[r]!);
+    const lead = Array.from({ length: pp }, (_, p) => nameOf(mesh.rankOf({ dp: 0, pp: p, tp: 0 })));
     if (tp > 1) paramLayout(cfg, { start: 0, end: 1, embed: false, head: false, tp: { rank: 0, size: tp } }); // heads and features that do not divide: an error before any worker starts
     const placed = placeStages(cfg, 'pp', lead, { chunks, placement: o.placement, need: { dtype: o.dtype ?? 'f32', batch: o.batch, maxLen: o.seq } });
     const stages = numberStages(placed, chunks);
@@ -158,16 +195,33 @@ export class PipelineTrainer {
     const evalPlan = evaluationPlan(cfg, stages, o.batch);
     const trainColumns = planColumns(plan), evalColumns = planColumns(evalPlan);
     const split = stages.map((s) => [s.start, s.end]);
-    const data = await prepareTrainData(o);
+    const data = early ?? (await prepareTrainData(o));
     const opts = Object.fromEntries(Object.entries(o).filter(([k]) => !(MAIN_ONLY as readonly string[]).includes(k))) as ReplicaOptions;
     opts.data = data;
-    const kind = [...kinds][0] as CommKind;
-    const groups = meshGroups(mesh, kind);
+    let kind = [...kinds][0] as CommKind;
+    let groups: GroupArgs[][];
+    let pcomm: Communicator | null = null;
+    if (dist) {
+      kind = dist.comm?.kind ?? (kind === 'nccl' ? 'nccl' : 'tcp');
+      // Set up over the rendezvous's processes' communicator (bounded as a collective: a process that
+      // failed before joining is an error in commTimeoutMs), then the run's gathers over one more,
+      // bounded more loosely: the main threads wait in a gather while replica 0's processes evaluate or
+      // write a checkpoint (minutes on a large model); a process gone is seen at once anyway (its
+      // connections close).
+      const setup = processCommunicator(dist, commTimeoutMs)!;
+      try {
+        const g = await distMeshGroups(dist, setup, mesh, kind as 'tcp' | 'nccl', { processComm: true });
+        groups = g;
+        pcomm = Communicator.create('tcp', g.processComm!, dist.process, dist.processes, 'cpu:0', { timeoutMs: commTimeoutMs && Math.max(commTimeoutMs, GATHER_TIMEOUT_MS) });
+      } finally {
+        setup.destroy();
+      }
+    } else groups = meshGroups(mesh, kind);
     const pool = await DevicePool.start(devices, { modules: [WORKER_MODULE], timeoutMs: o.callTimeoutMs ?? 0 });
     let infos: PipelineInfo[];
     try {
       infos = await pool.allOrRootCause<PipelineInfo>('ppInit', (r) => {
-        const c = mesh.coords(r);
+        const c = mesh.coords(off + r);
         return {
           opts, order, replica: { rank: c.dp, world: dp },
           stages: stages.filter((s) => s.rank === c.pp).map(({ start, end, embed, head, index }) => ({ start, end, embed, head, index, ...(tp > 1 ? { tp: { rank: c.tp, size: tp } } : {}) })),
@@ -177,10 +231,12 @@ export class PipelineTrainer {
       });
     } catch (e) {
       await pool.close();
-      throw e;
+      pcomm?.abort();
+      pcomm?.destroy();
+      throw dist ? new Error(`train pp: process ${dist.process} of ${dist.processes} (global ranks ${off}..${off + devices.length - 1}; ${describeWorld(dist)}): ${(e as Error).message}`) : e;
     }
     const tokenizerFrom = src.folder ?? (o.resume && existsSync(path.join(o.resume, 'tokenizer.json')) ? o.resume : null);
-    return new PipelineTrainer(o, pool, mesh, cfg, stages, micro, schedule, infos, tokenizerFrom);
+    return new PipelineTrainer(o, pool, mesh, cfg, stages, micro, schedule, infos, tokenizerFrom, dist, pcomm);
   }
 
   /** Rank of pipeline rank p in replica d. */
@@ -188,17 +244,71 @@ export class PipelineTrainer {
     return this.mesh.rankOf({ dp: d, pp: p, tp: 0 });
   }
 
+  /** global rank of this process's first device (0 for a single process) */
+  private get offset(): number {
+    return this.dist?.rankOffset ?? 0;
+  }
+
+  /** This process's local ranks among `ranks` (global), as pool ranks. */
+  private local(ranks: number[]): number[] {
+    return ranks.filter((r) => r >= this.offset && r < this.offset + this.devices.length).map((r) => r - this.offset);
+  }
+
   private describe(): string {
-    return this.devices.map((dev, r) => {
-      const c = this.mesh.coords(r);
+    const d = this.dist;
+    const mine = this.devices.map((dev, r) => {
+      const c = this.mesh.coords(this.offset + r);
       const st = this.stages.filter((s) => s.rank === c.pp).map((s) => s.index).join('+');
-      return `rank ${r} = ${dev} (${this.mesh.shape.dp > 1 ? `replica ${c.dp}, ` : ''}stage ${st}${this.mesh.shape.tp > 1 ? `, tp rank ${c.tp}` : ''})`;
+      return `rank ${this.offset + r} = ${dev} (${this.mesh.shape.dp > 1 ? `replica ${c.dp}, ` : ''}stage ${st}${this.mesh.shape.tp > 1 ? `, tp rank ${c.tp}` : ''})`;
     }).join(', ');
+    return d ? `${mine}: process ${d.process} of ${d.processes}; ${describeWorld(d)}` : mine;
+  }
+
+  /** "process 1 (global ranks 2..3)" */
+  private whoIs(p: number): string {
+    const l = this.dist!.layout[p];
+    return l ? `process ${p} (global rank${l.devices.length > 1 ? `s ${l.firstRank}..${l.firstRank + l.devices.length - 1}` : ` ${l.firstRank}`})` : `process ${p}`;
+  }
+
+  /**
+   * Every process's `value`, by process (only across processes: the process communicator). A process
+   * that failed sends { failedAt } instead (see failed): every gather then throws its message; a broken
+   * communicator (a process gone: its rank there is its process rank) throws naming the process.
+   */
+  private gather(value: unknown): unknown[] {
+    if (this.pcommBroken) throw new Error('the processes stopped talking after an earlier failure');
+    let all: unknown[];
+    try {
+      all = allGatherJson(this.pcomm!, value);
+    } catch (e) {
+      this.pcommBroken = true;
+      const m = /peer rank (\d+)|waiting for rank\(s\) (\d+)/.exec((e as Error).message);
+      const p = m ? Number(m[1] ?? m[2]) : -1;
+      throw new Error(p >= 0 ? `${this.whoIs(p)} is gone: ${(e as Error).message}` : (e as Error).message);
+    }
+    const bad = all.flatMap((v, p) => (p !== this.dist!.process && v && typeof v === 'object' && 'failedAt' in v ? [`${this.whoIs(p)} failed: ${String((v as { failedAt: unknown }).failedAt)}`] : []));
+    if (bad.length) {
+      this.pcommBroken = true;
+      throw new Error(bad.join('; '));
+    }
+    return all;
   }
 
   private async failed(step: number, e: unknown): Promise<never> {
+    let news = '';
+    if (this.dist && !this.pcommBroken && !this.closed) {
+      // This process's workers end first (their peers on other processes see their connections close
+      // and fail too), then the processes tell each other what failed: the others' main threads are in
+      // a gather (a step's loss) or come to this one. A process gone breaks it, which names it.
+      await this.closePool();
+      try {
+        this.gather({ failedAt: (e as Error).message });
+      } catch (g) {
+        news = `; ${(g as Error).message}`;
+      }
+    }
     await this.close();
-    throw new Error(`pipeline training stopped at step ${step} (${this.describe()}): ${(e as Error).message}` + (this.lastSaved ? ` (last checkpoint: ${this.lastSaved})` : ''));
+    throw new Error(`pipeline training stopped at step ${step} (${this.describe()}): ${(e as Error).message}${news}` + (this.lastSaved ? ` (last checkpoint: ${this.lastSaved})` : ''));
   }
 
   /** One optimizer step on every rank; `timeline`: the tasks' device times too. */
@@ -212,24 +322,50 @@ export class PipelineTrainer {
       return this.failed(step, e);
     }
     const lastRank = this.stages[this.stages.length - 1]!.rank;
-    const perReplica = Array.from({ length: this.mesh.shape.dp }, (_, d) => rs[this.rankOf(d, lastRank)]!.exact!);
+    type Exact = NonNullable<PipelineStepResult['exact']>;
+    let perReplica: Exact[];
+    let head = { gradNorm: rs[0]!.gradNorm, lr: rs[0]!.lr };
+    if (this.dist) {
+      // each replica's last stage may be on another process: every process sends what it holds, and
+      // takes global rank 0's norm and rate, so all of them report the same curve
+      const mine: Record<number, Exact> = {};
+      for (let d = 0; d < this.mesh.shape.dp; d++) {
+        const [r] = this.local([this.rankOf(d, lastRank)]);
+        if (r !== undefined) mine[d] = rs[r]!.exact!;
+      }
+      let all: { exact: Record<number, Exact>; gradNorm: number; lr: number }[];
+      try {
+        all = this.gather({ exact: mine, ...head }) as typeof all;
+      } catch (e) {
+        return this.failed(step, e);
+      }
+      const merged: Record<number, Exact> = Object.assign({}, ...all.map((a) => a.exact));
+      perReplica = Array.from({ length: this.mesh.shape.dp }, (_, d) => merged[d]!);
+      head = { gradNorm: all[0]!.gradNorm, lr: all[0]!.lr };
+    } else perReplica = Array.from({ length: this.mesh.shape.dp }, (_, d) => rs[this.rankOf(d, lastRank)]!.exact!);
     const loss = perReplica.reduce((t, x) => t + x.lossSum / Math.max(x.count, 1), 0) / perReplica.length;
     this.step = step;
     this.losses.push(loss);
-    return { loss, gradNorm: rs[0]!.gradNorm, lr: rs[0]!.lr, ...(o.timeline ? { tasks: rs.flatMap((r) => r.tasks ?? []) } : {}) };
+    return { loss, ...head, ...(o.timeline ? { tasks: rs.flatMap((r) => r.tasks ?? []) } : {}) };
   }
 
   /** Validation loss through replica 0's pipeline (every replica holds the same weights; all its tp ranks run it). */
   async evaluate(): Promise<number> {
     const { pp, tp } = this.mesh.shape;
     const ranks = Array.from({ length: pp * tp }, (_, r) => r); // replica 0 is ranks [0, pp * tp)
-    let rs: { lossSum: number; count: number }[];
+    const lastRank = this.rankOf(0, this.stages[this.stages.length - 1]!.rank);
+    const mine = this.local(ranks);
+    let last: { lossSum: number; count: number } | undefined;
     try {
-      rs = await this.pool.allOrRootCause('ppEvaluate', () => ({}), ranks);
+      // across processes, those holding replica 0's ranks run it; every process then takes the value
+      // of the one holding its last stage
+      const rs = mine.length ? await this.pool.allOrRootCause<{ lossSum: number; count: number }>('ppEvaluate', () => ({}), mine) : [];
+      last = rs[mine.indexOf(lastRank - this.offset)];
+      if (this.dist) last = this.gather(last ?? null)[processOf(this.dist, lastRank)] as typeof last;
     } catch (e) {
       return this.failed(this.step, e);
     }
-    const last = rs[this.rankOf(0, this.stages[this.stages.length - 1]!.rank)]!;
+    if (!last) throw new Error(`train pp: no validation loss from global rank ${lastRank}`);
     return last.lossSum / Math.max(last.count, 1);
   }
 
@@ -238,6 +374,7 @@ export class PipelineTrainer {
    * stage's tp rank 0, gathering the whole tensors from its peers), then the rest here.
    */
   async save(dir: string): Promise<void> {
+    if (this.dist) return this.saveAcross(dir);
     const pending = beginCheckpoint(dir);
     const ranks = Array.from({ length: this.mesh.shape.pp * this.mesh.shape.tp }, (_, r) => r); // replica 0
     const S = this.stages.length;
@@ -268,6 +405,78 @@ export class PipelineTrainer {
     o.onSave?.(this.lastSaved, this.step);
   }
 
+  /**
+   * A save across processes (a filesystem every process sees, as for data-parallel.ts's process-0 save):
+   * process 0 makes the pending folder, the processes holding replica 0's ranks write their stages into
+   * it, then process 0 writes the shared files (config, index, trainer.json) and puts it in place. Every
+   * step is a gather, so a failure on any process fails the save on all of them.
+   */
+  private async saveAcross(dir: string): Promise<void> {
+    const d = this.dist!;
+    const msg = (e: unknown) => (e instanceof Error ? e.message : String(e));
+    type Part = { index: number; names: string[]; record: StageRecord; loader: unknown };
+    let pending: ReturnType<typeof beginCheckpoint> | null = null;
+    let ok = true;
+    try {
+      let first: { tmp?: string; dir?: string; error?: string } | null = null;
+      if (d.process === 0) {
+        try {
+          pending = beginCheckpoint(dir);
+          first = { tmp: pending.tmp, dir: pending.dir };
+        } catch (e) {
+          first = { error: msg(e) };
+        }
+      }
+      const at = this.gather(first)[0] as { tmp?: string; dir?: string; error?: string };
+      if (at.error || !at.tmp) throw new Error(at.error ?? 'process 0 made no pending folder');
+      const mine = this.local(Array.from({ length: this.mesh.shape.pp * this.mesh.shape.tp }, (_, r) => r));
+      let parts: { parts?: Part[]; error?: string };
+      try {
+        parts = { parts: mine.length ? (await this.pool.allOrRootCause<Part[]>('ppSave', () => ({ tmp: at.tmp }), mine)).flat() : [] };
+      } catch (e) {
+        parts = { error: `process ${d.process} (global ranks ${mine.map((r) => r + this.offset).join(',')}): ${msg(e)}` };
+      }
+      const all = this.gather(parts) as { parts?: Part[]; error?: string }[];
+      const bad = all.find((x) => x.error);
+      if (bad) throw new Error(bad.error);
+      let done: { error?: string } | null = null;
+      if (d.process === 0) {
+        try {
+          const S = this.stages.length;
+          const names: string[][] = Array.from({ length: S }, () => []);
+          const records: StageRecord[] = new Array(S);
+          let loader: unknown;
+          for (const p of all.flatMap((x) => x.parts ?? [])) {
+            names[p.index] = p.names;
+            records[p.index] = p.record;
+            loader = p.loader;
+          }
+          const o = this.opts;
+          const info = this.infos[0]!;
+          finishCheckpoint(pending!, this.cfg, records, names, {
+            step: this.step, loader: loader as never, losses: this.losses,
+            run: {
+              batch: o.batch, seq: o.seq, gradAccum: this.gradAccum, dataHash: info.dataHash, dtype: info.dtype, dataSeed: o.dataSeed ?? 1234,
+              world: this.mesh.shape.dp, dataOrder: o.dataOrder ?? 'sharded', stages: this.stages.map((s) => [s.start, s.end]),
+            },
+          }, { tokenizerFrom: this.tokenizerFrom });
+          done = {};
+        } catch (e) {
+          done = { error: msg(e) };
+        }
+      }
+      const fin = this.gather(done)[0] as { error?: string };
+      if (fin.error) throw new Error(fin.error);
+      this.lastSaved = at.dir!;
+    } catch (e) {
+      ok = false;
+      if (pending) abandonCheckpoint(pending);
+      throw new Error(`saving checkpoint to ${path.resolve(dir)} (process ${d.process} of ${d.processes}): ${msg(e)}`);
+    } finally {
+      if (ok && d.process === 0) this.opts.onSave?.(this.lastSaved!, this.step);
+    }
+  }
+
   /** Each device's stages: master weights, moments and the last step's gradients, with the stage (and its tp shard) and layout (tests). */
   async stageStates(): Promise<{ index: number; stage: Stage; master: Float32Array; m: Float32Array; v: Float32Array; grad: Float32Array; layout: { key: string; offset: number; numel: number }[] }[][]> {
     return this.pool.all('ppState');
@@ -286,10 +495,19 @@ export class PipelineTrainer {
   /** Frees the stages and ends the workers. Idempotent. */
   close(): Promise<void> {
     this.closed ??= (async () => {
+      await this.closePool();
+      this.pcomm?.destroy();
+    })();
+    return this.closed;
+  }
+
+  private poolClosed: Promise<void> | null = null;
+  private closePool(): Promise<void> {
+    this.poolClosed ??= (async () => {
       await Promise.allSettled([this.pool.all('ppDispose')]);
       await this.pool.close();
     })();
-    return this.closed;
+    return this.poolClosed;
   }
 }
 

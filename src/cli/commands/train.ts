@@ -118,8 +118,9 @@ export function register(program: Command): void {
       if (!dp && o.zero !== '0') throw new Error('--zero is for --strategy dp');
       // Launched as several processes, a single-device (or one-process pipeline) run would train N unrelated models.
       const launched = launchEnv();
-      if (!dp && launched && launched.world > 1)
-        throw new Error(`launched as process ${launched.rank} of ${launched.world} (${launched.launcher}'s variables): only --strategy dp trains across processes`);
+      // (pp and mp meshes span the processes: cluster/mesh-groups.ts; tp's width would be every process's devices)
+      if ((o.strategy === 'single' || o.strategy === 'tp') && launched && launched.world > 1)
+        throw new Error(`launched as process ${launched.rank} of ${launched.world} (${launched.launcher}'s variables): only --strategy dp, pp or mp train across processes (for tensor parallelism across processes, --strategy pp --tp n)`);
       if (o.dataOrder !== 'sharded' && o.dataOrder !== 'global') throw new Error(`--data-order must be sharded or global, got "${o.dataOrder}"`);
       const devices = many ? o.devices!.split(',').map((s) => s.trim()).filter(Boolean) : [];
       const device = many ? devices[0]! : parseDevice(o.device ?? defaultDevice());
@@ -193,7 +194,8 @@ export function register(program: Command): void {
           const { dp: nDp, pp: nPp, tp: nTp } = t.mesh.shape;
           const perPipeline = nTp > 1 ? `${nPp} stage${nPp > 1 ? 's' : ''} x ${nTp} tp devices` : `${nPp} devices`;
           const shape = nDp > 1 ? `${nDp} pipelines x ${perPipeline}` : perPipeline;
-          header(t.infos[0]!.name, t.infos[0]!.family, t.parameterCount, `${shape} (${o.strategy}, layers ${split}, ${t.microBatches} micro-batch${t.microBatches > 1 ? 'es' : ''}, ${t.schedule})`, t.infos[0]!.dtype, { totalSteps: t.totalSteps, stepsPerEpoch: t.stepsPerEpoch, step: t.step, gradAccum: t.gradAccum, replicas: t.mesh.shape.dp });
+          const across = t.dist ? `; process ${t.dist.process} of ${t.dist.processes}, global ranks ${t.dist.rankOffset}..${t.dist.rankOffset + t.devices.length - 1} of ${t.dist.world}` : '';
+          header(t.infos[0]!.name, t.infos[0]!.family, t.parameterCount, `${shape} (${o.strategy}, layers ${split}, ${t.microBatches} micro-batch${t.microBatches > 1 ? 'es' : ''}, ${t.schedule}${across})`, t.infos[0]!.dtype, { totalSteps: t.totalSteps, stepsPerEpoch: t.stepsPerEpoch, step: t.step, gradAccum: t.gradAccum, replicas: t.mesh.shape.dp });
           r = await t.run();
         } finally {
           endLine();
