@@ -49,13 +49,15 @@ function expectSame(t: string, note: string): void {
   const ids = tok.encode(t);
   expect(ids, note).toEqual(refEncode(t));
   expect(plain.encode(t), note).toEqual(ids);
-  // Text round-trips (lone surrogates become U+FFFD in UTF-8). gpt-tokenizer's decoder, one TextDecoder kept
-  // across calls, drops a leading BOM only in the first call of the process.
+  // Text round-trips (lone surrogates become U+FFFD in UTF-8). gpt-tokenizer's decoder (a TextDecoder kept
+  // across calls, fed token by token) drops a BOM that starts one of its chunks in the first call of the
+  // process, wherever it stands in the text: its output is compared with BOMs left out.
   const text = t.split(EOT).join('').replace(LONE_SURROGATE, '\uFFFD');
   const back = tok.decode(ids);
   expect(back, note).toBe(text);
   const ref = r50k.decode(ids.filter((id) => id !== EOT_ID));
-  expect(back === ref || back === '\uFEFF' + ref, `${note}: ${JSON.stringify(ref)}`).toBe(true);
+  const noBom = (s: string) => s.split('\uFEFF').join('');
+  expect(noBom(back), `${note}: ${JSON.stringify(ref)}`).toBe(noBom(ref));
 }
 
 function stream(t: Tokenizer, ids: number[], cuts: number[]): string {
