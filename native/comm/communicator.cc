@@ -284,7 +284,10 @@ class CpuComm : public Communicator {
 
   Clock::time_point start_deadline() const { return Clock::now() + std::chrono::milliseconds(timeout_ms_); }
   // Wait for a notification; false once the deadline has passed (never, without a timeout). With a stop
-  // flag, the wait wakes every kStopPollMs to look at it, and a set flag breaks the group.
+  // flag, the wait wakes every kStopPollMs to look at it, and a set flag breaks the group. The flag is
+  // looked at before waiting, not after: the caller first re-checks what it waits for, so a round that
+  // completed while this rank slept counts even if the flag was set meanwhile. (Throwing after such a
+  // wake left a peer that had completed the round waiting in depart() for this rank forever.)
   bool wait_step(std::unique_lock<std::mutex>& lk, Clock::time_point deadline) {
     if (stop_requested()) stopped(lk);
     if (timeout_ms_ > 0 && Clock::now() >= deadline) return false;
@@ -292,7 +295,6 @@ class CpuComm : public Communicator {
     if (stop_) until = std::min(until, Clock::now() + std::chrono::milliseconds(kStopPollMs));
     if (until == Clock::time_point::max()) g_->cv.wait(lk);
     else g_->cv.wait_until(lk, until);
-    if (stop_requested()) stopped(lk);
     return true;
   }
 

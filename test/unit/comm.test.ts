@@ -153,6 +153,17 @@ const S = {
     if (rank === 1) { sleep(args.lateMs); return 'idle'; }
     return tryOp(() => c.recv(tensor('f32', [0, 0]), 1));
   },
+  // Rank 1 sets rank 0's stop flag and at once completes the all-reduce rank 0 sleeps in: rank 0 must not
+  // throw "stopped" for a round that completed (rank 1 would then wait for it in the round's second
+  // barrier forever). Either both finish the round or both fail; never a hang.
+  stopAsRoundCompletes(c, rank, world, args) {
+    const t = tensor('f32', [rank + 1, 2]);
+    if (rank === 1) {
+      sleep(60); // rank 0 is asleep in its wait
+      Atomics.store(new Int32Array(args.stop), 0, 1);
+    }
+    return tryOp(() => { c.allReduce(t, 'sum'); return read(t); });
+  },
   // The main thread is rank 0 (through the TypeScript wrapper).
   wrapper(c, rank, world) {
     const t = tensor('f32', [rank, 10 * rank]);
@@ -169,7 +180,8 @@ const S = {
 let c;
 const t0 = Date.now();
 try {
-  c = native.commCreate('cpu', W.id, W.rank, W.world, dev, W.timeoutMs);
+  const stop = W.args && W.args.stop && W.rank === 0 ? new Int32Array(W.args.stop) : null;
+  c = native.commCreate('cpu', W.id, W.rank, W.world, dev, W.timeoutMs, stop);
   parentPort.postMessage({ ready: true });
   const value = S[W.scenario](c, W.rank, W.world, W.args || {});
   parentPort.postMessage({ rank: W.rank, ok: true, value, ms: Date.now() - t0 });
@@ -324,6 +336,16 @@ describe('CPU communicator failures: every rank gets an error, nothing hangs', (
     }
     expect(res[2].value.error).toMatch(/this rank's communicator is closed/);
   });
+
+  it('a stop flag set as the round completes: the round counts, or both ranks fail; never a hang (10 tries)', async () => {
+    for (let i = 0; i < 10; i++) {
+      const stop = new SharedArrayBuffer(4);
+      const res = await run(2, 'stopAsRoundCompletes', { timeoutMs: 30_000, args: { stop } });
+      const oks = res.map((r) => r.value.ok);
+      expect(oks[0], JSON.stringify(res.map((r) => r.value))).toBe(oks[1]);
+      for (const r of res) expect(r.value.ms).toBeLessThan(5_000);
+    }
+  }, 60_000);
 
   it.each(['destroy', 'exit'])('a rank that is destroyed (%s) fails the collectives, not traffic between the others', async (mode) => {
     const res = await run(3, 'straggler', { timeoutMs: 30_000, args: { lateMs: 200, mode } });
