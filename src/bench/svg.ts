@@ -69,7 +69,8 @@ export interface Bar {
   max?: number;
 }
 
-export function barChart(titleText: string, unit: string, bars: Bar[], note?: string): string {
+/** `note` labels the bars (default "median"); `whiskerNote` the whiskers (default "min to max of the runs"). */
+export function barChart(titleText: string, unit: string, bars: Bar[], note?: string, whiskerNote = 'min to max of the runs'): string {
   if (!bars.length) throw new Error(`barChart "${titleText}": no bars to draw`);
   const W = 720;
   const labelW = Math.min(220, Math.max(60, ...bars.map((b) => textWidth(b.label, 12)))) + 16;
@@ -108,11 +109,14 @@ ${whisker}
     .join('\n');
   const ly = top + plotH + 62;
   const hasWhisker = bars.some((b) => b.min !== undefined && b.max !== undefined && b.max > b.min);
+  // the whisker's swatch follows the bar's label, however long that is
+  const barLabel = note ?? 'median';
+  const wx = left + 20 + Math.ceil(textWidth(barLabel, 11)) + 24;
   const legend = `<rect x="${left}" y="${ly - 10}" width="14" height="12" fill="${COLORS[0]}"/>
-<text x="${left + 20}" y="${ly}" font-size="11">${esc(note ?? 'median')}</text>${
+<text x="${left + 20}" y="${ly}" font-size="11">${esc(barLabel)}</text>${
     hasWhisker
-      ? `\n<line x1="${left + 250}" y1="${ly - 4}" x2="${left + 272}" y2="${ly - 4}" stroke="#222" stroke-width="1.5"/><line x1="${left + 250}" y1="${ly - 9}" x2="${left + 250}" y2="${ly + 1}" stroke="#222" stroke-width="1.5"/><line x1="${left + 272}" y1="${ly - 9}" x2="${left + 272}" y2="${ly + 1}" stroke="#222" stroke-width="1.5"/>
-<text x="${left + 278}" y="${ly}" font-size="11">min to max of the runs</text>`
+      ? `\n<line x1="${wx}" y1="${ly - 4}" x2="${wx + 22}" y2="${ly - 4}" stroke="#222" stroke-width="1.5"/><line x1="${wx}" y1="${ly - 9}" x2="${wx}" y2="${ly + 1}" stroke="#222" stroke-width="1.5"/><line x1="${wx + 22}" y1="${ly - 9}" x2="${wx + 22}" y2="${ly + 1}" stroke="#222" stroke-width="1.5"/>
+<text x="${wx + 28}" y="${ly}" font-size="11">${esc(whiskerNote)}</text>`
       : ''
   }`;
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="DejaVu Sans, Verdana, sans-serif">

@@ -266,7 +266,8 @@ export function writeTrainCharts(
             min: (r.globalBatch * r.seq) / (r.stepMs.max / 1e3),
             max: (r.globalBatch * r.seq) / (r.stepMs.min / 1e3),
           })),
-          'median step; whiskers: slowest to fastest step',
+          'median step',
+          'slowest to fastest step',
         )
       : undefined,
   );

@@ -15,10 +15,11 @@ beforeAll(() => ensureDist());
 
 const tmp = () => mkdtempSync(path.join(os.tmpdir(), 'parallm-bench-train-'));
 
-/** Every <text> inside the picture (as the chart module measures text). */
+/** Every <text> inside the picture and apart from the others (as the chart module measures text). */
 function expectInside(svg: string): void {
   const m = /<svg[^>]* width="(\d+)" height="(\d+)"/.exec(svg)!;
   const W = Number(m[1]), H = Number(m[2]);
+  const boxes: { x0: number; x1: number; y0: number; y1: number; s: string }[] = [];
   for (const t of svg.matchAll(/<text x="([\d.-]+)" y="([\d.-]+)"([^>]*)>([^<]*)<\/text>/g)) {
     const x = Number(t[1]), y = Number(t[2]), size = Number(/font-size="([\d.]+)"/.exec(t[3]!)?.[1] ?? 16);
     const w = textWidth(t[4]!, size);
@@ -26,7 +27,17 @@ function expectInside(svg: string): void {
     expect(x0, t[4]).toBeGreaterThanOrEqual(0);
     expect(x0 + w, t[4]).toBeLessThanOrEqual(W);
     expect(y, t[4]).toBeLessThanOrEqual(H);
+    boxes.push({ x0, x1: x0 + w, y0: y - 0.8 * size, y1: y + 0.25 * size, s: t[4]! });
   }
+  for (let i = 0; i < boxes.length; i++)
+    for (let j = i + 1; j < boxes.length; j++) {
+      const a = boxes[i]!, b = boxes[j]!;
+      expect(a.x0 < b.x1 && b.x0 < a.x1 && a.y0 < b.y1 && b.y0 < a.y1, `"${a.s}" overlaps "${b.s}"`).toBe(false);
+    }
+  // the whisker's swatch (three lines) starts after the bars' label in the legend
+  const label = /<text x="([\d.]+)" y="[\d.]+" font-size="11">median step<\/text>/.exec(svg);
+  const swatch = /<line x1="([\d.]+)" y1="[\d.]+" x2="[\d.]+" y2="[\d.]+" stroke="#222" stroke-width="1.5"\/><line/.exec(svg);
+  if (label && swatch) expect(Number(swatch[1])).toBeGreaterThan(Number(label[1]) + textWidth('median step', 11));
   const img = new Resvg(svg, { font: { loadSystemFonts: true, defaultFontFamily: 'DejaVu Sans' }, background: 'white' }).render();
   expect([img.width, img.height]).toEqual([W, H]);
 }
