@@ -55,3 +55,31 @@ export function adamwStep(p: FlatParams, step: number, lr: number, h: AdamwHyper
   );
   return norm;
 }
+
+/** The optimizer settings a run's options give (any left out take the defaults). */
+export interface OptimizerOptions extends Partial<AdamwHyper> {
+  lr?: number;
+  warmup?: number;
+  minLrFrac?: number;
+}
+
+/** The learning rate of `step` of a run of `total` steps and the AdamW settings, defaults filled in. */
+export function stepSettings(o: OptimizerOptions, step: number, total: number): { lr: number; hyper: AdamwHyper } {
+  return {
+    lr: lrAt(step, { lr: o.lr ?? 3e-4, warmup: o.warmup ?? 0, total, minLrFrac: o.minLrFrac }),
+    hyper: {
+      beta1: o.beta1 ?? DEFAULT_ADAMW.beta1, beta2: o.beta2 ?? DEFAULT_ADAMW.beta2, eps: o.eps ?? DEFAULT_ADAMW.eps,
+      weightDecay: o.weightDecay ?? DEFAULT_ADAMW.weightDecay, clip: o.clip ?? DEFAULT_ADAMW.clip,
+    },
+  };
+}
+
+/**
+ * Stops a step whose loss or gradient norm is not finite, before any update: the weights stay as after the
+ * step before (and so does the last checkpoint, named when there is one).
+ */
+export function checkStepFinite(step: number, loss: number, norm: number, lastSaved?: string | null): void {
+  if (Number.isFinite(loss) && Number.isFinite(norm)) return;
+  const what = !Number.isFinite(loss) ? `the loss is ${loss}` : `the gradient norm is ${norm}`;
+  throw new Error(`training stopped at step ${step}: ${what}; the weights are left as after step ${step - 1}` + (lastSaved ? ` (last checkpoint: ${lastSaved})` : ''));
+}

@@ -28,7 +28,7 @@ import { loadOptimizerState, stageRecord, writeStageFiles, type HostOptimizerSta
 import { gatherShards, wholeStage } from './tp-shards.js';
 import type { DataShard } from './dp-data.js';
 import { initParamsAsync } from './init.js';
-import { adamwStep, DEFAULT_ADAMW, lrAt } from './optim.js';
+import { adamwStep, checkStepFinite, stepSettings } from './optim.js';
 import { paramLayout, type FlatParams } from './params.js';
 import { runTrainingColumn, type TrainColumnResult } from './pipeline-column.js';
 import { prepareRun, type RunSetup } from './run-setup.js';
@@ -317,16 +317,8 @@ export const handlers: Record<string, Handler> = {
       const sums = sumOver(pp, [stageSquares, holdsLast ? lossSum : 0]);
       const norm = Math.sqrt(sums[0]!);
       const loss = (holdsLast ? lossSum : sums[1]!) / Math.max(count, 1);
-      if (!Number.isFinite(loss) || !Number.isFinite(norm)) {
-        const what = !Number.isFinite(loss) ? `the loss is ${loss}` : `the gradient norm is ${norm}`;
-        throw new Error(`training stopped at step ${step}: ${what}; the weights are left as after step ${step - 1}`);
-      }
-      const o = h.opts;
-      const lr = lrAt(step, { lr: o.lr ?? 3e-4, warmup: o.warmup ?? 0, total: run.totalSteps, minLrFrac: o.minLrFrac });
-      const hyper = {
-        beta1: o.beta1 ?? DEFAULT_ADAMW.beta1, beta2: o.beta2 ?? DEFAULT_ADAMW.beta2, eps: o.eps ?? DEFAULT_ADAMW.eps,
-        weightDecay: o.weightDecay ?? DEFAULT_ADAMW.weightDecay, clip: o.clip ?? DEFAULT_ADAMW.clip,
-      };
+      checkStepFinite(step, loss, norm);
+      const { lr, hyper } = stepSettings(h.opts, step, run.totalSteps);
       for (const p of h.params) adamwStep(p, step, lr, hyper, norm);
       h.step = step;
       h.losses.push(loss);

@@ -206,8 +206,8 @@ export class TrainStage {
         const k = qkv.view(heads * D, [N * W3 - heads * D]);
         const v = qkv.view((heads + kvHeads) * D, [N * W3 - (heads + kvHeads) * D]);
         if (!gpt2) {
-          ops.rope(qkv, s.pos, { heads, headDim: D, theta: ropeTheta, tokenStride: W3, tokens: N });
-          ops.rope(k, s.pos, { heads: kvHeads, headDim: D, theta: ropeTheta, tokenStride: W3, tokens: N });
+          // the k heads follow the q heads in a row: one launch rotates both (as models/transformer.ts does)
+          ops.rope(qkv, s.pos, { heads: heads + kvHeads, headDim: D, theta: ropeTheta, tokenStride: W3, tokens: N });
           this.mark('fwd rope');
         }
         const strides = { qStrides: [T * W3, W3] as [number, number], kvStrides: [T * W3, W3] as [number, number] };
@@ -325,8 +325,7 @@ export class TrainStage {
       for (let li = s.layers.length - 1; li >= 0; li--) {
         const a = s.layers[li]!, l = w.layers[li]!, gl = gwLayers[li]!;
         // MLP: x_{l+1} = x_mid + g Wdown^T
-        this.weightGrad(dx, a.g, gl.down);
-        if (gl.downBias) ops.sumRows(dx, { out: gl.downBias, accumulate: true });
+        this.paramGrads(dx, a.g, gl.down, gl.downBias);
         this.mark('bwd down dW');
         const dg = keep(ops.matmul(dx, l.down));
         this.mark('bwd down dX');
@@ -340,8 +339,7 @@ export class TrainStage {
           ops.siluGateBackward(a.a, up, dg, { dgate: da, dup, rows: N, cols: F, inStride: 2 * F });
         }
         this.mark('bwd activation');
-        this.weightGrad(da, a.h2, gl.up);
-        if (gl.upBias) ops.sumRows(da, { out: gl.upBias, accumulate: true });
+        this.paramGrads(da, a.h2, gl.up, gl.upBias);
         this.mark('bwd up dW');
         const dh2 = keep(ops.matmul(da, l.up));
         this.mark('bwd up dX');
@@ -349,8 +347,7 @@ export class TrainStage {
         this.normBackward(dh2, a.xMid, l.norm2, a.mean2, a.rstd2, dx, gl.norm2, gl.norm2Bias);
         this.mark('bwd norm');
         // attention: x_mid = x_l + att Wo^T
-        this.weightGrad(dx, a.att, gl.out);
-        if (gl.outBias) ops.sumRows(dx, { out: gl.outBias, accumulate: true });
+        this.paramGrads(dx, a.att, gl.out, gl.outBias);
         this.mark('bwd out dW');
         const datt = keep(keep(ops.matmul(dx, l.out)).reshape([B, T, heads, D]));
         this.mark('bwd out dX');
@@ -364,12 +361,10 @@ export class TrainStage {
         ops.attentionBackward(a.qkv, k, v, att4, datt, a.lse, { batch: B, tokens: T, headsQ: heads, headsKv: kvHeads, headDim: D, ...strides, dq: dqkv, dk, dv });
         this.mark('bwd attention');
         if (!gpt2) {
-          ops.ropeBackward(dqkv, s.pos, { heads, headDim: D, theta: ropeTheta, tokenStride: W3, tokens: N });
-          ops.ropeBackward(dk, s.pos, { heads: kvHeads, headDim: D, theta: ropeTheta, tokenStride: W3, tokens: N });
+          ops.ropeBackward(dqkv, s.pos, { heads: heads + kvHeads, headDim: D, theta: ropeTheta, tokenStride: W3, tokens: N });
           this.mark('bwd rope');
         }
-        this.weightGrad(dqkv, a.h1, gl.qkv);
-        if (gl.qkvBias) ops.sumRows(dqkv, { out: gl.qkvBias, accumulate: true });
+        this.paramGrads(dqkv, a.h1, gl.qkv, gl.qkvBias);
         this.mark('bwd qkv dW');
         const dh1 = keep(ops.matmul(dqkv, l.qkv));
         this.mark('bwd qkv dX');
@@ -437,6 +432,12 @@ export class TrainStage {
   }
   private headPad: Tensor | null = null;
   private dheadPad: Tensor | null = null;
+
+  /** A linear layer's parameter gradients, summed over the step's micro-batches: weight (weightGrad), bias. */
+  private paramGrads(dy: Tensor, x: Tensor, gw: Tensor, gb: Tensor | undefined): void {
+    this.weightGrad(dy, x, gw);
+    if (gb) ops.sumRows(dy, { out: gb, accumulate: true });
+  }
 
   /**
    * A linear layer's weight gradient, summed over the step's micro-batches: out += dy^T x. On a GPU the

@@ -18,7 +18,7 @@ import { initParamsAsync, type ModelSource } from './init.js';
 import { runSteps } from './run-loop.js';
 import { prepareRun, type Data } from './run-setup.js';
 import { reportingLoad, type LoadReporter } from '../models/load-steps.js';
-import { adamwStep, DEFAULT_ADAMW, gradNorm, lrAt } from './optim.js';
+import { adamwStep, checkStepFinite, gradNorm, stepSettings } from './optim.js';
 import type { FlatParams } from './params.js';
 import { countTargets, sumLosses, TrainStage } from './stage.js';
 import type { Tensor } from '../tensor.js';
@@ -191,11 +191,6 @@ export class Trainer {
     return t;
   }
 
-  private lr(step: number): number {
-    const o = this.opts;
-    return lrAt(step, { lr: o.lr ?? 3e-4, warmup: o.warmup ?? 0, total: this.totalSteps, minLrFrac: o.minLrFrac });
-  }
-
   /** One optimizer step (gradAccum micro-steps); returns its mean loss. Throws on a non-finite loss or norm. */
   trainStep(): { loss: number; gradNorm: number; lr: number } {
     const step = this.step + 1;
@@ -221,15 +216,8 @@ export class Trainer {
     const loss = lossSum / Math.max(count, 1);
     // every ZeRO rank gets the same (all-reduced) norm, so all of them stop here together
     const norm = this.zero ? this.zero.gradNorm() : gradNorm(this.params);
-    if (!Number.isFinite(loss) || !Number.isFinite(norm)) {
-      const what = !Number.isFinite(loss) ? `the loss is ${loss}` : `the gradient norm is ${norm}`;
-      throw new Error(`training stopped at step ${step}: ${what}; the weights are left as after step ${step - 1}` + (this.lastSaved ? ` (last checkpoint: ${this.lastSaved})` : ''));
-    }
-    const lr = this.lr(step);
-    const hyper = {
-      beta1: this.opts.beta1 ?? DEFAULT_ADAMW.beta1, beta2: this.opts.beta2 ?? DEFAULT_ADAMW.beta2, eps: this.opts.eps ?? DEFAULT_ADAMW.eps,
-      weightDecay: this.opts.weightDecay ?? DEFAULT_ADAMW.weightDecay, clip: this.opts.clip ?? DEFAULT_ADAMW.clip,
-    };
+    checkStepFinite(step, loss, norm, this.lastSaved);
+    const { lr, hyper } = stepSettings(this.opts, step, this.totalSteps);
     if (this.zero) this.zero.step(step, lr, hyper, norm);
     else adamwStep(this.params, step, lr, hyper, norm);
     this.step = step;
