@@ -324,24 +324,30 @@ Napi::Value OpSiluGate(const Napi::CallbackInfo& info) {
   });
 }
 
-// rope(x, pos, R, H, D, tstride, rotDim, theta, freqs?)
-Napi::Value OpRope(const Napi::CallbackInfo& info) {
-  return op(info, "rope", [](OpCall& c) {
+// rope(x, pos, R, H, D, tstride, rotDim, theta, freqs?) and ropeBackward(dx, ...): the same arguments, the
+// rotation or its transpose applied in place.
+Napi::Value RopeOp(const Napi::CallbackInfo& info, const char* name, const char* xname, bool backward) {
+  return op(info, name, [name, xname, backward](OpCall& c) {
     int64_t R = c.i64(2, "R");
     int H = c.i32(3, "H"), D = c.i32(4, "D");
     int64_t st = c.i64(5, "tstride");
     int rot = c.i32(6, "rotDim");
     float theta = c.f32(7, "theta");
     if (R < 0 || H < 1 || D < 2 || rot < 2 || rot > D || rot % 2 || st < int64_t(H) * D)
-      fail("rope: bad sizes R=", R, " H=", H, " D=", D, " rotDim=", rot, " tstride=", st);
-    DType dt = c.dtype_of(0, "x");
-    void* px = c.use(0, "x", c.strided("x", {{R, st}}, c.mul(H, D)), dt);
+      fail(name, ": bad sizes R=", R, " H=", H, " D=", D, " rotDim=", rot, " tstride=", st);
+    DType dt = c.dtype_of(0, xname);
+    void* px = c.use(0, xname, c.strided(xname, {{R, st}}, c.mul(H, D)), dt);
     const int32_t* pp = c.use<int32_t>(1, "pos", R, DType::I32);
     const float* pf = c.opt<float>(8, "freqs", rot / 2, DType::F32);
-    c.run([=](const cpu::Ctx& x) { cpu::rope(x, dt, px, pp, R, H, D, st, rot, theta, pf); },
-          ON_CUDA(rope(s, dt, px, pp, R, H, D, st, rot, theta, pf)));
+    if (backward)
+      c.run([=](const cpu::Ctx& x) { cpu::rope_backward(x, dt, px, pp, R, H, D, st, rot, theta, pf); },
+            ON_CUDA(rope_backward(s, dt, px, pp, R, H, D, st, rot, theta, pf)));
+    else
+      c.run([=](const cpu::Ctx& x) { cpu::rope(x, dt, px, pp, R, H, D, st, rot, theta, pf); },
+            ON_CUDA(rope(s, dt, px, pp, R, H, D, st, rot, theta, pf)));
   });
 }
+Napi::Value OpRope(const Napi::CallbackInfo& info) { return RopeOp(info, "rope", "x", false); }
 
 // embedding(out, ids, table, N, V, C)
 Napi::Value OpEmbedding(const Napi::CallbackInfo& info) {
@@ -529,24 +535,7 @@ Napi::Value OpSiluGateBackward(const Napi::CallbackInfo& info) {
   });
 }
 
-// ropeBackward(dx, pos, R, H, D, tstride, rotDim, theta, freqs?)
-Napi::Value OpRopeBackward(const Napi::CallbackInfo& info) {
-  return op(info, "ropeBackward", [](OpCall& c) {
-    int64_t R = c.i64(2, "R");
-    int H = c.i32(3, "H"), D = c.i32(4, "D");
-    int64_t st = c.i64(5, "tstride");
-    int rot = c.i32(6, "rotDim");
-    float theta = c.f32(7, "theta");
-    if (R < 0 || H < 1 || D < 2 || rot < 2 || rot > D || rot % 2 || st < int64_t(H) * D)
-      fail("ropeBackward: bad sizes R=", R, " H=", H, " D=", D, " rotDim=", rot, " tstride=", st);
-    DType dt = c.dtype_of(0, "dx");
-    void* px = c.use(0, "dx", c.strided("dx", {{R, st}}, c.mul(H, D)), dt);
-    const int32_t* pp = c.use<int32_t>(1, "pos", R, DType::I32);
-    const float* pf = c.opt<float>(8, "freqs", rot / 2, DType::F32);
-    c.run([=](const cpu::Ctx& x) { cpu::rope_backward(x, dt, px, pp, R, H, D, st, rot, theta, pf); },
-          ON_CUDA(rope_backward(s, dt, px, pp, R, H, D, st, rot, theta, pf)));
-  });
-}
+Napi::Value OpRopeBackward(const Napi::CallbackInfo& info) { return RopeOp(info, "ropeBackward", "dx", true); }
 
 // attentionForward(q, k, v, out, lse, B, T, Hq, Hkv, D, qB, qT, kvB, kvT, scale)
 Napi::Value OpAttentionForward(const Napi::CallbackInfo& info) {
