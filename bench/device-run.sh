@@ -86,6 +86,9 @@ for p in "${parts[@]}"; do
       mkdir -p "$out/t"
       timeout 120 node dist/cli/index.js bench train --devices cuda:0,cuda:1 --strategies single,dp --scaling strong --bucket-mb ${BUCKET_MB:-25} --shapes 128x128 --steps 30 --json "$out/t/gpt2-strong-bucket.json" 2>&1 | tail -3
       timeout 120 node dist/cli/index.js bench train --devices cuda:0,cuda:1 --strategies dp --bucket-mb ${BUCKET_MB:-25} --shapes 128x128 --steps 30 --json "$out/t/gpt2-weak-bucket.json" 2>&1 | tail -2 ;;
+    train-profile-64)
+      # GPT-2 at strong scaling's per-GPU batch (64) beside 128: where the fixed per-step cost goes.
+      timeout 120 node dist/cli/index.js bench train --model gpt2 --shapes 64x128,128x128 --steps 20 --profile 2>&1 | tail -90 > "$out/train-profile-64.log"; grep -E "tokens/s|ms" "$out/train-profile-64.log" | head -60 ;;
     train-llama1b)
       timeout 150 node dist/cli/index.js bench train --model llama-1b --shapes 16x1024 --steps 10 2>&1 | tail -3
       timeout 150 python3 bench/peers/torch_train.py --llama-1b 16x1024 > "$out/peer-llama1b.log" 2>&1; grep ANCHOR "$out/peer-llama1b.log" | cut -c1-200 ;;

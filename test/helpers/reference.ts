@@ -176,8 +176,8 @@ export function sampleDistributionRef(x: Arr, temperature: number, topK: number,
   return Float64Array.from(p, (v, i) => (keep[i] ? v / mass : 0));
 }
 
-/** ||out - ref|| / ||ref|| (Frobenius); NaN anywhere gives Infinity. */
-export function relError(out: Arr, ref: Arr): number {
+/** ||out - ref|| / max(||ref||, floor) (Frobenius); NaN anywhere gives Infinity. */
+export function relError(out: Arr, ref: Arr, floor = 0): number {
   if (out.length !== ref.length) throw new Error(`length ${out.length} vs ${ref.length}`);
   let num = 0, den = 0;
   for (let i = 0; i < out.length; i++) {
@@ -186,6 +186,7 @@ export function relError(out: Arr, ref: Arr): number {
     num += (o - r) ** 2;
     den += r * r;
   }
+  den = Math.max(den, floor * floor);
   return den === 0 ? Math.sqrt(num) : Math.sqrt(num / den);
 }
 
