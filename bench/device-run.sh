@@ -112,6 +112,18 @@ for p in "${parts[@]}"; do
         PARALLM_DW_SCRATCH=$f timeout 150 node dist/cli/index.js bench train --model llama-2-7b --shapes 4x512 --steps 3 --profile 2>&1 | grep -E "tokens/s|dW" | head -6 | sed "s/^/[dw=$f] /"
       done
       PARALLM_DW_SCRATCH=1 timeout 150 node dist/cli/index.js bench train --model llama-2-7b --devices cuda:0,cuda:1 --strategies pp --micro-batches 8 --shapes 32x512 --steps 4 2>&1 | tail -1 | sed "s/^/[dw=1] /" ;;
+    peer)
+      # The peer all-reduce: its GPU test, latency by size against NCCL (same call, same graph timing),
+      # and tp decode with it (auto) against NCCL only (PARALLM_PEER_ALLREDUCE=0).
+      timeout 200 vitest run test/gpu/peer-allreduce.gpu.test.ts test/gpu/tp.gpu.test.ts > "$out/gpu-peer-tests.log" 2>&1; grep -E "×|✓|Test Files|Tests " "$out/gpu-peer-tests.log" | head -20
+      timeout 120 node dist/cli/index.js bench comm --devices cuda:0,cuda:1 --json "$out/comm.json" 2>&1 | tail -30
+      mkdir -p "$out/s"
+      for b in 1 16; do
+        PARALLM_PEER_ALLREDUCE=0 timeout 150 node dist/cli/index.js bench --model llama-2-7b --strategies tp --batch $b --prompt-tokens 128 --new-tokens 128 --repeats 3 --json "$out/s/llama-tp-nccl-b$b.json" 2>&1 | tail -1 | sed "s/^/[nccl only] /"
+      done ;;
+    dp-procs)
+      # GPT-2 DP training, 2 processes x 1 GPU (parallm launch) against 1 process x 2 GPUs, alternating.
+      timeout 540 node bench/dp-procs.mjs --steps ${DP_STEPS:-30} --rounds ${DP_ROUNDS:-2} --json "$out/dp-procs.json" 2>&1 | tail -6 ;;
     tp-decode)
       # Tensor parallelism against one GPU: LLaMA-2-7B decode at batch 1 and 16 (128 prompt + 128 new tokens).
       mkdir -p "$out/s"

@@ -62,7 +62,7 @@ export { generationPlan, type PipelinePlan, type PlanStage } from './engine/plan
 export { ParallelModel, type ParallelOptions, type ParallelGenerateOptions, type ParallelResult, type ParallelTextOptions, type ParallelTextResult, type ParallelLoadProgress } from './engine/parallel-model.js';
 export type { TaskTime } from './engine/executor.js';
 export { DevicePool, type PoolOptions, type Handler, type WorkerContext } from './parallel/pool.js';
-export { Communicator, ncclStatus, newCommId, tcpCommId, type CommKind, type ReduceOp } from './parallel/comm.js';
+export { Communicator, ncclStatus, newCommId, tcpCommId, type AllReducePath, type CommKind, type ReduceOp } from './parallel/comm.js';
 export { launchEnv, launchSecret, type LaunchEnv, type Launcher } from './cluster/env.js';
 export { rendezvous, type DistWorld, type ProcessLayout, type RendezvousOptions, type DistCommKind } from './cluster/rendezvous.js';
 export { allGatherJson, processCommunicator } from './cluster/gather.js';

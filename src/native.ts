@@ -146,7 +146,11 @@ export interface NativeComm {
   readonly rank: number;
   readonly world: number;
   readonly device: string;
-  allReduce(t: T, op?: 'sum' | 'avg'): void;
+  /** '' when the peer all-reduce paths are available, else why not. */
+  readonly peerAllReduce: string;
+  allReduce(t: T, op?: 'sum' | 'avg', path?: 'auto' | 'nccl' | 'peer-ll' | 'peer-one-shot' | 'peer-two-shot'): void;
+  /** residual += the sum of t over ranks in one kernel; false (nothing done) where the path cannot. */
+  allReduceAdd(t: T, residual: T, path?: 'auto' | 'nccl' | 'peer-ll' | 'peer-one-shot' | 'peer-two-shot'): boolean;
   broadcast(t: T, root: number): void;
   allGather(out: T, inp: T): void;
   reduceScatter(out: T, inp: T, op?: 'sum' | 'avg'): void;

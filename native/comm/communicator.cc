@@ -21,6 +21,7 @@
 #ifdef PARALLM_WITH_CUDA
 #include <cuda_runtime_api.h>
 
+#include "../cuda/allreduce.h"
 #include "../cuda/check.h"
 #endif
 
@@ -36,6 +37,12 @@ std::string Communicator::where(const char* op, int64_t n, DType dt) const {
 void Communicator::check_peer(const char* op, int peer, int64_t n, DType dt) const {
   if (peer < 0 || peer >= world_ || peer == rank_)
     fail(where(op, n, dt), ": peer ", peer, " is not another rank (ranks are 0..", world_ - 1, ")");
+}
+
+void Communicator::all_reduce_via(void* buf, int64_t n, DType dt, ReduceOp op, AllReducePath path) {
+  if (path != AllReducePath::Auto && path != AllReducePath::Nccl)
+    fail(where("allReduce", n, dt), ": no peer path here: ", peer_status());
+  all_reduce(buf, n, dt, op);
 }
 
 void Communicator::reduce_scatter(const void* in, void* out, int64_t n, DType dt, ReduceOp op) {
@@ -452,6 +459,55 @@ nccl::ncclDataType_t nccl_dtype(DType dt) {
   return nccl::ncclFloat32;
 }
 
+// The ranks of one NCCL communicator that are threads of this process, found by the NCCL id: each
+// registers its receive area, flags and control block here before the constructor's barrier, so after
+// it every local rank sees all the others. The group owns that memory (freed when its last rank goes),
+// so abort() can reach every rank's control block whichever rank is destroyed first.
+struct PeerGroup {
+  struct Member {
+    int dev = -1;
+    char* slots = nullptr;
+    cuda::PeerFlags* flags = nullptr;
+    cuda::PeerControl* control = nullptr;  // mapped host memory
+  };
+  std::mutex mu;
+  std::vector<Member> members;
+  int joined = 0;
+  explicit PeerGroup(int world) : members(size_t(world)) {}
+  ~PeerGroup() {
+    int cur = -1;
+    cudaGetDevice(&cur);
+    for (Member& m : members) {
+      if (m.dev < 0) continue;
+      cudaSetDevice(m.dev);
+      if (m.slots) cudaFree(m.slots);
+      if (m.flags) cudaFree(m.flags);
+      if (m.control) cudaFreeHost(const_cast<cuda::PeerControl*>(m.control));
+    }
+    if (cur >= 0) cudaSetDevice(cur);
+  }
+  void abort_all() {
+    std::lock_guard<std::mutex> lock(mu);
+    for (Member& m : members)
+      if (m.control) m.control->abort = 1;
+  }
+};
+
+std::mutex g_peer_mu;
+std::map<std::string, std::weak_ptr<PeerGroup>> g_peer_groups;
+
+std::shared_ptr<PeerGroup> peer_group(const std::string& key, int world) {
+  std::lock_guard<std::mutex> lock(g_peer_mu);
+  for (auto it = g_peer_groups.begin(); it != g_peer_groups.end();)
+    it = it->second.expired() ? g_peer_groups.erase(it) : std::next(it);
+  std::shared_ptr<PeerGroup> g = g_peer_groups[key].lock();
+  if (!g || int(g->members.size()) != world) {
+    g = std::make_shared<PeerGroup>(world);
+    g_peer_groups[key] = g;
+  }
+  return g;
+}
+
 // Ops are queued on the device's current stream and return at once, like kernels. NCCL cannot check
 // that the ranks agree on sizes (a mismatch hangs or corrupts); the caller (the device pool) checks
 // shapes on the host before it issues a collective.
@@ -464,12 +520,14 @@ class NcclComm : public Communicator {
     cuda_activate(dev_);  // ncclCommInitRank binds the current device
     check(api_.CommInitRank(&comm_, world, uid, rank), where("commCreate", 0, DType::F32));
     one_ = allocate(dev_, 4);
+    peer_join(std::string(static_cast<const char*>(id), nccl::kUniqueIdBytes));
     // NCCL connects to its peers for an algorithm on the first operation that uses it (runtime
     // connect, the default since 2.22), and that first call blocks the host thread until the peers
     // connect too: a barrier whose peer never came would hang inside ncclAllReduce, before any timeout
     // could fire. So the barrier's own all-reduce runs once here, while every rank is known to be
     // present (they have just joined), and later barriers only enqueue and poll.
     barrier();
+    peer_agree();
   }
   // Recent NCCL synchronizes a node's ranks when freeing a communicator (destroy, and even abort),
   // so every rank should destroy (or abort) its communicator, each from its own thread.
@@ -481,8 +539,54 @@ class NcclComm : public Communicator {
   }
 
   void all_reduce(void* buf, int64_t n, DType dt, ReduceOp op) override {
+    all_reduce_via(buf, n, dt, op, AllReducePath::Auto);
+  }
+  std::string peer_status() const override { return peer_ ? "" : peer_why_; }
+
+  bool all_reduce_add(void* buf, void* residual, int64_t n, DType dt, AllReducePath path) override {
+    std::string w = where("allReduceAdd", n, dt);
+    CUstream_st* s = stream(w);
+    return peer_route(w, buf, residual, n, dt, ReduceOp::Sum, path, s);
+  }
+
+  // The peer path for this call, if it takes one (then queued here, returning true). Auto takes LL up
+  // to kLLAutoBytes, then one exchange (two ranks, or up to 64 KiB) or two up to 1 MiB, and leaves the
+  // rest to NCCL. A residual needs LL or one-shot.
+  bool peer_route(const std::string& w, void* buf, void* residual, int64_t n, DType dt, ReduceOp op,
+                  AllReducePath path, CUstream_st* s) {
+    const size_t bytes = size_t(n) * dtype_size(dt);
+    const bool floating = dt == DType::F32 || dt == DType::BF16 || dt == DType::F16;
+    const bool aligned = (reinterpret_cast<uintptr_t>(buf) & 15) == 0 && (reinterpret_cast<uintptr_t>(residual) & 15) == 0;
+    const bool packs = bytes % 16 == 0;
+    const bool forced = path == AllReducePath::PeerLL || path == AllReducePath::PeerOneShot || path == AllReducePath::PeerTwoShot;
+    cuda::PeerAlgo algo = cuda::PeerAlgo::OneShot;
+    if (forced) {
+      if (!peer_) fail(w, ": no peer path: ", peer_why_);
+      algo = path == AllReducePath::PeerLL ? cuda::PeerAlgo::LL : path == AllReducePath::PeerOneShot ? cuda::PeerAlgo::OneShot : cuda::PeerAlgo::TwoShot;
+      const size_t cap = algo == cuda::PeerAlgo::LL ? cuda::kPeerMaxBytes / 2 : cuda::kPeerMaxBytes;
+      if (!floating || !aligned || bytes > cap)
+        fail(w, ": the peer all-reduce (", cuda::peer_algo_name(algo), ") takes f32, bf16 or f16 buffers of at most ", cap,
+             " bytes, 16-byte aligned");
+      if (residual && algo == cuda::PeerAlgo::TwoShot) return false;
+    } else {
+      if (path != AllReducePath::Auto || !peer_ || !floating || !aligned) return false;
+      if (packs && bytes <= kLLAutoBytes) algo = cuda::PeerAlgo::LL;
+      else if (world_ <= 2 || bytes <= (size_t(64) << 10) || !packs) algo = cuda::PeerAlgo::OneShot;
+      else algo = cuda::PeerAlgo::TwoShot;
+      // Two ranks send each other the same bytes either way, so one exchange wins; with more ranks
+      // two-shot sends 2 (world - 1) / world of the buffer instead of world - 1 times it (not measured:
+      // only 2-GPU machines are lent so far).
+      if (bytes > cuda::kPeerMaxBytes || (residual && algo == cuda::PeerAlgo::TwoShot)) return false;
+    }
+    peer_check(w);
+    cuda::peer_all_reduce(peer_ranks_, buf, residual, n, dt, op == ReduceOp::Avg, algo, s);
+    return true;
+  }
+
+  void all_reduce_via(void* buf, int64_t n, DType dt, ReduceOp op, AllReducePath path) override {
     std::string w = where("allReduce", n, dt);
     CUstream_st* s = stream(w);
+    if (peer_route(w, buf, nullptr, n, dt, op, path, s)) return;
     check(api_.AllReduce(buf, buf, size_t(n), nccl_dtype(dt), op == ReduceOp::Avg ? nccl::ncclAvg : nccl::ncclSum,
                          comm_, s),
           w);
@@ -552,8 +656,9 @@ class NcclComm : public Communicator {
     Clock::time_point deadline = Clock::now() + std::chrono::milliseconds(timeout_ms_);
     for (;;) {
       cudaError_t e = cudaStreamQuery(s);
-      if (e == cudaSuccess) return;
+      if (e == cudaSuccess) return peer_check(w);
       if (e != cudaErrorNotReady) PARALLM_CUDA_CHECK(e, w);
+      peer_check(w);
       nccl::ncclResult_t ae = nccl::ncclSuccess;
       api_.CommGetAsyncError(comm_, &ae);
       if (ae != nccl::ncclSuccess && ae != nccl::ncclInProgress) {
@@ -577,6 +682,7 @@ class NcclComm : public Communicator {
   // ranks (NCCL 2.28). So the abort runs on a thread of its own and the caller gets its error at once;
   // the communicator is unusable from here on either way.
   void abort() override {
+    if (peer_group_) peer_group_->abort_all();  // ends every rank's spinning peer all-reduce
     if (!comm_) return;
     nccl::ncclComm_t c = comm_;
     comm_ = nullptr;
@@ -596,6 +702,111 @@ class NcclComm : public Communicator {
   nccl::ncclComm_t comm_ = nullptr;
   BlockPtr one_;  // the barrier's element (its value is never read)
   int64_t timeout_ms_;
+  // Auto sends messages up to this size by LL (bench comm measures where it stops winning).
+  static constexpr size_t kLLAutoBytes = size_t(256) << 10;
+  // The peer all-reduce (native/cuda/allreduce.cu), when every rank is a thread of this process on
+  // GPUs that reach each other and each set up its memory; every rank agrees (peer_agree).
+  std::shared_ptr<PeerGroup> peer_group_;
+  cuda::PeerRanks peer_ranks_{};
+  bool peer_ = false;
+  std::string peer_why_;
+
+  // Allocate and register this rank's receive area, flags and control block (before the barrier).
+  void peer_join(const std::string& key) {
+    const char* env = std::getenv("PARALLM_PEER_ALLREDUCE");
+    if (env && std::string(env) == "0") return void(peer_why_ = "turned off by PARALLM_PEER_ALLREDUCE=0");
+    if (world_ < 2 || world_ > cuda::kPeerMaxRanks)
+      return void(peer_why_ = "it takes 2.." + std::to_string(cuda::kPeerMaxRanks) + " ranks, this communicator has " + std::to_string(world_));
+    PeerGroup::Member m;
+    m.dev = dev_.index;
+    const size_t slot_bytes = cuda::peer_slot_bytes(world_);
+    void* p = nullptr;
+    cudaError_t e = cudaMalloc(&p, slot_bytes);
+    if (e == cudaSuccess) m.slots = static_cast<char*>(p), e = cudaMemset(m.slots, 0, slot_bytes);  // LL flags start at 0
+    if (e == cudaSuccess) e = cudaMalloc(&p, sizeof(cuda::PeerFlags));
+    if (e == cudaSuccess) m.flags = static_cast<cuda::PeerFlags*>(p), e = cudaMemset(m.flags, 0, sizeof(cuda::PeerFlags));
+    if (e == cudaSuccess) e = cudaHostAlloc(&p, sizeof(cuda::PeerControl), cudaHostAllocMapped | cudaHostAllocPortable);
+    if (e == cudaSuccess) m.control = static_cast<cuda::PeerControl*>(p), std::memset(p, 0, sizeof(cuda::PeerControl));
+    if (e == cudaSuccess) e = cudaDeviceSynchronize();  // the flags' memset is done before any peer writes them
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      peer_why_ = std::string("could not allocate its ") + std::to_string(slot_bytes) + " bytes on " + dev_.str() + ": " + cudaGetErrorString(e);
+      if (m.slots) cudaFree(m.slots);
+      if (m.flags) cudaFree(m.flags);
+      if (m.control) cudaFreeHost(const_cast<cuda::PeerControl*>(m.control));
+      return;
+    }
+    peer_group_ = peer_group(key, world_);
+    std::lock_guard<std::mutex> lock(peer_group_->mu);
+    peer_group_->members[size_t(rank_)] = m;
+    peer_group_->joined++;
+  }
+
+  // After the barrier: every local rank has joined. Take the peer path only if every rank can, which
+  // an NCCL all-reduce of "can't" counts (a rank of another process never joined the group, so none
+  // can; a rank whose peer access failed says so), so the ranks never take different paths.
+  void peer_agree() {
+    bool can = false;
+    if (peer_group_) {
+      std::lock_guard<std::mutex> lock(peer_group_->mu);
+      if (peer_group_->joined != world_) {
+        peer_why_ = "only " + std::to_string(peer_group_->joined) + " of the " + std::to_string(world_) +
+                    " ranks are threads of this process (NCCL's all-reduce goes across processes)";
+      } else {
+        can = true;
+        for (int q = 0; q < world_ && can; q++) {
+          const PeerGroup::Member& m = peer_group_->members[size_t(q)];
+          peer_ranks_.slots[q] = m.slots;
+          peer_ranks_.flags[q] = m.flags;
+          if (q == rank_) continue;
+          int ok = 0;
+          if (m.dev == dev_.index) {
+            can = false, peer_why_ = "two ranks share " + dev_.str();
+          } else if (cudaDeviceCanAccessPeer(&ok, dev_.index, m.dev) != cudaSuccess || !ok) {
+            cudaGetLastError();
+            can = false, peer_why_ = dev_.str() + " cannot reach cuda:" + std::to_string(m.dev) + " (no peer access)";
+          } else {
+            cudaError_t e = cudaDeviceEnablePeerAccess(m.dev, 0);
+            if (e == cudaErrorPeerAccessAlreadyEnabled) cudaGetLastError();
+            else if (e != cudaSuccess)
+              cudaGetLastError(), can = false,
+                                  peer_why_ = "enabling peer access " + dev_.str() + " -> cuda:" + std::to_string(m.dev) + " failed: " + cudaGetErrorString(e);
+          }
+        }
+        void* dctl = nullptr;
+        if (can && cudaHostGetDevicePointer(&dctl, const_cast<cuda::PeerControl*>(peer_group_->members[size_t(rank_)].control), 0) != cudaSuccess) {
+          cudaGetLastError();
+          can = false, peer_why_ = "the control block is not mapped on " + dev_.str();
+        }
+        peer_ranks_.control = static_cast<cuda::PeerControl*>(dctl);
+      }
+    }
+    std::string w = where("commCreate (peer all-reduce)", 1, DType::F32);
+    CUstream_st* s = stream(w);
+    float cant = can ? 0.f : 1.f;
+    PARALLM_CUDA_CHECK(cudaMemcpyAsync(one_->ptr, &cant, sizeof cant, cudaMemcpyHostToDevice, s), w);
+    check(api_.AllReduce(one_->ptr, one_->ptr, 1, nccl::ncclFloat32, nccl::ncclSum, comm_, s), w);
+    PARALLM_CUDA_CHECK(cudaMemcpyAsync(&cant, one_->ptr, sizeof cant, cudaMemcpyDeviceToHost, s), w);
+    wait_stream(s, w, true);
+    if (can && cant != 0.f) can = false, peer_why_ = "another rank cannot take it";
+    peer_ = can;
+    peer_ranks_.rank = rank_, peer_ranks_.world = world_;
+    peer_ranks_.timeout_ns = (unsigned long long)(timeout_ms_) * 1000000ull;
+  }
+
+  // A peer all-reduce that gave up (timed out, or stopped by abort) left its reason in the control block.
+  void peer_check(const std::string& w) {
+    if (!peer_) return;
+    const cuda::PeerControl* c = peer_group_->members[size_t(rank_)].control;
+    if (!c->error) return;
+    const int peer = c->peer, why = c->error;
+    peer_ = false;
+    peer_why_ = "the communicator was aborted";
+    abort();
+    if (why == 2) fail(w, ": stopped by abort() while a peer all-reduce waited for rank ", peer, "; the communicator was aborted");
+    fail(w, ": a peer all-reduce waited more than ", timeout_ms_, " ms for rank ", peer,
+         " (which never made the matching call); the communicator was aborted");
+  }
 
   CUstream_st* stream(const std::string& w) {
     if (!comm_) fail(w, ": the communicator was aborted or destroyed");

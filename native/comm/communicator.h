@@ -16,6 +16,11 @@
 namespace parallm {
 
 enum class ReduceOp { Sum, Avg };
+// How an all-reduce travels. Auto: NCCL, or on CUDA ranks of one process whose GPUs reach each other
+// the peer all-reduce (native/cuda/allreduce.cu) for messages up to 1 MiB (its LL protocol up to
+// kLLAutoBytes). The others force one way (benchmarks and tests); a peer path where there is none is an
+// error.
+enum class AllReducePath { Auto, Nccl, PeerLL, PeerOneShot, PeerTwoShot };
 
 class Communicator {
  public:
@@ -27,6 +32,16 @@ class Communicator {
 
   // In place: buf holds this rank's n elements before, the reduction over all ranks after.
   virtual void all_reduce(void* buf, int64_t n, DType dt, ReduceOp op) = 0;
+  // all_reduce by the given path (Auto is all_reduce). Only an NCCL communicator has other paths.
+  virtual void all_reduce_via(void* buf, int64_t n, DType dt, ReduceOp op, AllReducePath path);
+  // residual += the all-reduce of buf (same n and dtype), in one kernel where the peer path takes it:
+  // returns false, having done nothing, where it cannot (the caller all-reduces, then adds).
+  virtual bool all_reduce_add(void* buf, void* residual, int64_t n, DType dt, AllReducePath path) {
+    (void)buf, (void)residual, (void)n, (void)dt, (void)path;
+    return false;
+  }
+  // "" when this communicator can take the peer paths, else why not.
+  virtual std::string peer_status() const { return "the peer all-reduce is for CUDA ranks (NCCL communicators)"; }
   // root's n elements into every rank's buf.
   virtual void broadcast(void* buf, int64_t n, DType dt, int root) = 0;
   // out (n_per_rank * world elements) gets rank r's `in` at element r * n_per_rank.

@@ -28,6 +28,7 @@ class NativeComm : public Napi::ObjectWrap<NativeComm> {
   static Napi::Function Init(Napi::Env env) {
     return DefineClass(env, "NativeComm",
                        {InstanceMethod<&NativeComm::AllReduce>("allReduce"),
+                        InstanceMethod<&NativeComm::AllReduceAdd>("allReduceAdd"),
                         InstanceMethod<&NativeComm::Broadcast>("broadcast"),
                         InstanceMethod<&NativeComm::AllGather>("allGather"),
                         InstanceMethod<&NativeComm::ReduceScatter>("reduceScatter"),
@@ -37,6 +38,7 @@ class NativeComm : public Napi::ObjectWrap<NativeComm> {
                         InstanceMethod<&NativeComm::GroupEnd>("groupEnd"),
                         InstanceMethod<&NativeComm::Destroy>("destroy"), InstanceAccessor<&NativeComm::Rank>("rank"),
                         InstanceAccessor<&NativeComm::World>("world"),
+                        InstanceAccessor<&NativeComm::PeerStatus>("peerAllReduce"),
                         InstanceAccessor<&NativeComm::Device>("device")});
   }
   explicit NativeComm(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeComm>(info) {}
@@ -70,9 +72,32 @@ class NativeComm : public Napi::ObjectWrap<NativeComm> {
       NativeTensor* t = tensor(info, 0, op, "tensor");
       std::string how = info.Length() > 1 && !info[1].IsUndefined() ? Args(info, op.c_str()).str(1, "op") : "sum";
       if (how != "sum" && how != "avg") fail(op, ": op must be 'sum' or 'avg', got '", how, "'");
-      c.all_reduce(t->ptr(), t->numel(), t->dtype, how == "avg" ? ReduceOp::Avg : ReduceOp::Sum);
+      c.all_reduce_via(t->ptr(), t->numel(), t->dtype, how == "avg" ? ReduceOp::Avg : ReduceOp::Sum, path_arg(info, 2, op));
       return info.Env().Undefined();
     });
+  }
+  // allReduceAdd(t, residual, path?): residual += the sum of t over ranks in one kernel; false (nothing
+  // done) where this path cannot fuse them.
+  Napi::Value AllReduceAdd(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      std::string op = label("allReduceAdd");
+      Communicator& c = live(op);
+      NativeTensor* t = tensor(info, 0, op, "tensor");
+      NativeTensor* r = tensor(info, 1, op, "residual");
+      if (r->dtype != t->dtype || r->numel() != t->numel())
+        fail(op, ": residual is ", r->numel(), " x ", dtype_name(r->dtype), " but tensor is ", t->numel(), " x ",
+             dtype_name(t->dtype));
+      return Napi::Boolean::New(info.Env(), c.all_reduce_add(t->ptr(), r->ptr(), t->numel(), t->dtype, path_arg(info, 2, op)));
+    });
+  }
+  static AllReducePath path_arg(const Napi::CallbackInfo& info, size_t i, const std::string& op) {
+    std::string via = info.Length() > i && !info[i].IsUndefined() ? Args(info, op.c_str()).str(i, "path") : "auto";
+    if (via == "auto") return AllReducePath::Auto;
+    if (via == "nccl") return AllReducePath::Nccl;
+    if (via == "peer-ll") return AllReducePath::PeerLL;
+    if (via == "peer-one-shot") return AllReducePath::PeerOneShot;
+    if (via == "peer-two-shot") return AllReducePath::PeerTwoShot;
+    fail(op, ": path must be 'auto', 'nccl', 'peer-ll', 'peer-one-shot' or 'peer-two-shot', got '", via, "'");
   }
   Napi::Value Broadcast(const Napi::CallbackInfo& info) {
     return guarded(info.Env(), [&]() -> Napi::Value {
@@ -185,6 +210,11 @@ class NativeComm : public Napi::ObjectWrap<NativeComm> {
   Napi::Value Rank(const Napi::CallbackInfo& info) {
     check_receiver<NativeComm>(info, "rank");
     return Napi::Number::New(info.Env(), rank);
+  }
+  // "" when the peer all-reduce paths are available, else why not.
+  Napi::Value PeerStatus(const Napi::CallbackInfo& info) {
+    check_receiver<NativeComm>(info, "peerAllReduce");
+    return Napi::String::New(info.Env(), comm ? comm->peer_status() : std::string("the communicator has been destroyed"));
   }
   Napi::Value World(const Napi::CallbackInfo& info) {
     check_receiver<NativeComm>(info, "world");

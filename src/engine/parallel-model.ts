@@ -27,7 +27,7 @@ import { launchEnv, launchSecret } from '../cluster/env.js';
 import { allGatherJson, processCommunicator } from '../cluster/gather.js';
 import { rendezvous, type DistWorld } from '../cluster/rendezvous.js';
 import { distMeshGroups, processOf } from '../cluster/mesh-groups.js';
-import type { Communicator, CommKind } from '../parallel/comm.js';
+import type { AllReducePath, Communicator, CommKind } from '../parallel/comm.js';
 import { meshGroups } from '../parallel/mesh-comms.js';
 import { Mesh } from '../parallel/mesh.js';
 import { DataPartitioner } from '../parallel/partitioner.js';
@@ -444,17 +444,25 @@ export class ParallelModel {
     return stats.map((s, r) => ({ device: this.devices[r]!, peakBytes: s.peakAllocated, allocated: s.allocated }));
   }
 
-  /** All-reduce bus bandwidth over the stages' communicator (mp/pp on 2+ devices), GB/s per size. */
-  async allReduceBandwidth(sizes: number[], iters = 20): Promise<{ bytes: number; ms: number; busGBps: number }[]> {
+  /**
+   * All-reduce latency and bus bandwidth over the stages' communicator (mp/pp on 2+ devices), per size
+   * and path (StageWorker.allReduceBench says how it is timed). A peer path where the communicator has
+   * none is left out, with the reason in `peerUnavailable`.
+   */
+  async allReduceBandwidth(sizes: number[], iters = 20, paths: AllReducePath[] = ['auto']): Promise<{ results: { bytes: number; path: AllReducePath; ms: number; busGBps: number }[]; peerUnavailable: string }> {
     if (this.strategy === 'dp' || this.strategy === 'single' || this.devices.length < 2) throw new Error('allReduceBandwidth needs an mp/pp model on 2+ devices');
     const n = this.devices.length;
-    const out = [];
-    for (const bytes of sizes) {
-      const ms = Math.max(...(await this.pool.all<number>('allReduceBench', () => ({ bytes, iters }))));
-      // Bus bandwidth as nccl-tests counts it: 2 (n - 1) / n of the buffer crosses each link.
-      out.push({ bytes, ms, busGBps: ((2 * (n - 1)) / n) * (bytes / (ms / 1e3)) / 1e9 });
-    }
-    return out;
+    const why = (await this.pool.all<string>('peerAllReduce', () => ({}))).find((w) => w) ?? '';
+    const results = [];
+    for (const bytes of sizes)
+      for (const path of paths) {
+        if (path.startsWith('peer') && (why || bytes > (path === 'peer-ll' ? 1 << 19 : 1 << 20))) continue;
+        if (path === 'auto' && why) continue; // the same as 'nccl' there
+        const ms = Math.max(...(await this.pool.all<number>('allReduceBench', () => ({ bytes, iters, path }))));
+        // Bus bandwidth as nccl-tests counts it: 2 (n - 1) / n of the buffer crosses each link.
+        results.push({ bytes, path, ms, busGBps: ((2 * (n - 1)) / n) * (bytes / (ms / 1e3)) / 1e9 });
+      }
+    return { results, peerUnavailable: why };
   }
 
   /**

@@ -9,7 +9,8 @@ import { abortError } from '../models/load-steps.js';
 import { Model } from '../models/model.js';
 import type { Stage } from '../models/weights.js';
 import * as ops from '../ops.js';
-import type { Communicator, CommKind } from '../parallel/comm.js';
+import type { AllReducePath, Communicator, CommKind } from '../parallel/comm.js';
+import { capture } from '../runtime.js';
 import { joinGroups, type GroupArgs } from '../parallel/mesh-comms.js';
 import type { MeshAxis } from '../parallel/mesh.js';
 import type { Handler, WorkerContext } from '../parallel/pool.js';
@@ -142,26 +143,56 @@ export const handlers: Record<string, Handler> = {
     return memoryStats(ctx.device);
   },
 
-  /** All-reduce timing over the pipeline group: median ms of `iters` sum all-reduces of `bytes` of bf16, after a warm-up. */
-  allReduceBench(a: { bytes: number; iters: number }, ctx) {
+  /**
+   * All-reduce timing over the pipeline group: median ms of one sum all-reduce of `bytes` of bf16 by
+   * `path`, after a warm-up. CPU: `iters` timed calls. GPU: `iters` all-reduces back to back in one
+   * captured graph (as decode runs them), replayed 5 times, each replay's time over `iters` — the
+   * latency a graph sees, without the host's launch cost, the same way for every path.
+   */
+  allReduceBench(a: { bytes: number; iters: number; path?: AllReducePath }, ctx) {
     const c = comms(ctx).get('pp') ?? comms(ctx).get('tp') ?? comms(ctx).get('dp');
     if (!c) throw new Error('no communicator on this worker: call commInit first');
+    const path = a.path ?? 'auto';
     const t = Tensor.empty([Math.floor(a.bytes / 2)], { dtype: 'bf16', device: ctx.device });
     ops.fillUniform(t, { seed: ctx.rank, low: -1e-3, high: 1e-3 });
     try {
-      for (let i = 0; i < 3; i++) c.allReduce(t);
+      for (let i = 0; i < 3; i++) c.allReduce(t, 'sum', path);
       c.barrier();
       const ms: number[] = [];
-      for (let i = 0; i < a.iters; i++) {
-        const t0 = performance.now();
-        c.allReduce(t);
-        synchronize(ctx.device); // a CPU all-reduce has finished when it returns; a GPU one when its stream drains
-        ms.push(performance.now() - t0);
+      if (ctx.device.startsWith('cuda')) {
+        const g = capture(ctx.device, () => {
+          for (let i = 0; i < a.iters; i++) c.allReduce(t, 'sum', path);
+        });
+        try {
+          g.replay();
+          c.barrier();
+          for (let r = 0; r < 5; r++) {
+            const t0 = performance.now();
+            g.replay();
+            c.drain();
+            ms.push((performance.now() - t0) / a.iters);
+          }
+        } finally {
+          g.dispose();
+        }
+      } else {
+        for (let i = 0; i < a.iters; i++) {
+          const t0 = performance.now();
+          c.allReduce(t, 'sum', path);
+          synchronize(ctx.device); // a CPU all-reduce has finished when it returns
+          ms.push(performance.now() - t0);
+        }
       }
       return ms.sort((x, y) => x - y)[ms.length >> 1]!;
     } finally {
       t.dispose();
     }
+  },
+
+  /** '' when this worker's communicator can take the peer all-reduce paths, else why not. */
+  peerAllReduce(_a: unknown, ctx) {
+    const c = comms(ctx).get('pp') ?? comms(ctx).get('tp') ?? comms(ctx).get('dp');
+    return c ? c.peerAllReduce : 'no communicator on this worker';
   },
 
   /** This device's column of a generation plan, on a StageRunner per stage it holds. */

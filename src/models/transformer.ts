@@ -91,11 +91,11 @@ export class Transformer {
     this.cfg = shardConfig(modelConfig, w.stage.tp);
   }
 
-  /** A row-parallel projection's partial sums, summed over the tp group (in place); nothing on one device. */
-  private reduce(t: Tensor): void {
-    if (!isSharded(this.w.stage.tp)) return;
+  /** x += a row-parallel projection's output t, summed over the tp group first (one kernel on the peer path). */
+  private reduceAdd(t: Tensor, x: Tensor): void {
+    if (!isSharded(this.w.stage.tp)) return void ops.add(x, t, x);
     if (!this.tp) throw new Error(`tensor parallel rank ${this.w.stage.tp.rank} of ${this.w.stage.tp.size}: no tp communicator to sum the layer's partial outputs`);
-    this.tp.allReduce(t);
+    this.tp.allReduceAdd(t, x);
   }
 
   private norm(x: Tensor, g: Tensor, b?: Tensor): Tensor {
@@ -139,8 +139,7 @@ export class Transformer {
     if (addInEpilogue) ops.matmul(att, l.out, { transB: true, bias: l.outBias, beta: 1, out: x });
     else {
       const o = ops.linear(att, l.out, l.outBias);
-      this.reduce(o);
-      ops.add(x, o, x);
+      this.reduceAdd(o, x);
       o.dispose();
     }
     let a: Tensor;
@@ -163,8 +162,7 @@ export class Transformer {
     if (addInEpilogue) ops.matmul(a, l.down, { transB: true, bias: l.downBias, beta: 1, out: x });
     else {
       const d = ops.linear(a, l.down, l.downBias);
-      this.reduce(d);
-      ops.add(x, d, x);
+      this.reduceAdd(d, x);
       d.dispose();
     }
     a.dispose();

@@ -6,10 +6,20 @@
 import { randomBytes } from 'node:crypto';
 import { parseDevice } from '../device.js';
 import { native, type NativeComm } from '../native.js';
+import { add } from '../ops.js';
 import type { Tensor } from '../tensor.js';
 
 export type CommKind = 'cpu' | 'tcp' | 'nccl';
 export type ReduceOp = 'sum' | 'avg';
+/**
+ * How an all-reduce travels. 'auto': NCCL, except that ranks which are threads of one process on GPUs
+ * with peer access (NVLink) add messages up to 1 MiB by writing into each other's memory
+ * (native/cuda/allreduce.cu: the LL protocol up to 256 KiB, where each word travels with its flag; then
+ * one exchange for 2 ranks, two above 64 KiB with more ranks). The others
+ * force a way (benchmarks, tests): 'nccl' is the communicator's own collective (NCCL, or the CPU
+ * implementation), and a peer path where `peerAllReduce` is not '' is an error.
+ */
+export type AllReducePath = 'auto' | 'nccl' | 'peer-ll' | 'peer-one-shot' | 'peer-two-shot';
 
 export interface CommOptions {
   /** Bound on every wait of a CPU collective, and on an NCCL barrier (0: none). Default 60 s. */
@@ -85,9 +95,26 @@ export class Communicator {
     return new Communicator(native.commCreate(kind, id, rank, world, dev, timeoutMs, opts.stopFlag ?? null));
   }
 
-  /** In place: every rank's `t` becomes the sum (or mean) over all ranks. */
-  allReduce(t: Tensor, op: ReduceOp = 'sum'): void {
-    this.native.allReduce(t.native, op);
+  /**
+   * In place: every rank's `t` becomes the sum (or mean) over all ranks. On the peer paths every rank
+   * gets the same bits (summed in f32 in rank order), as with NCCL.
+   */
+  allReduce(t: Tensor, op: ReduceOp = 'sum', path: AllReducePath = 'auto'): void {
+    this.native.allReduce(t.native, op, path);
+  }
+  /**
+   * residual += the sum of `t` over ranks (t, residual: same shape and dtype): one kernel on the peer
+   * paths (the sum rounded to the type, then added: the bits of allReduce then add), else allReduce
+   * then ops.add. `t` is left unspecified.
+   */
+  allReduceAdd(t: Tensor, residual: Tensor, path: AllReducePath = 'auto'): void {
+    if (this.native.allReduceAdd(t.native, residual.native, path)) return;
+    this.allReduce(t, 'sum', path);
+    add(residual, t, residual);
+  }
+  /** '' when this communicator can take the peer all-reduce paths, else why not (AllReducePath). */
+  get peerAllReduce(): string {
+    return this.native.peerAllReduce;
   }
   /** Every rank's `t` becomes root's. */
   broadcast(t: Tensor, root: number): void {

@@ -391,6 +391,19 @@ describe('Communicator (TypeScript) on the main thread', () => {
     const elsewhere = Tensor.from([1], [1], { device: 'cpu:0' });
     expect(() => c.allReduce(elsewhere)).toThrow(/allReduce on rank 0 of 1 \(cpu:1\): tensor is on cpu:0 but the communicator is on cpu:1/);
     expect(() => c.allReduce(t, 'max' as 'sum')).toThrow(/op must be 'sum' or 'avg'/);
+    // The peer all-reduce is for CUDA ranks; 'nccl' here is the communicator's own collective.
+    expect(c.peerAllReduce).toMatch(/for CUDA ranks/);
+    expect(() => c.allReduce(t, 'sum', 'peer-one-shot')).toThrow(/allReduce on rank 0 of 1 \(cpu:1, 2 x f32\): no peer path here: the peer all-reduce is for CUDA ranks/);
+    expect(() => c.allReduce(t, 'sum', 'peer-two-shot')).toThrow(/no peer path here/);
+    expect(() => c.allReduce(t, 'sum', 'peer-ll')).toThrow(/no peer path here/);
+    expect(() => c.allReduce(t, 'sum', 'pigeon' as 'auto')).toThrow(/path must be 'auto', 'nccl', 'peer-ll', 'peer-one-shot' or 'peer-two-shot', got 'pigeon'/);
+    c.allReduce(t, 'sum', 'nccl');
+    expect(Array.from(t.toArray())).toEqual([1, 2]);
+    // residual += sum: a CPU communicator all-reduces, then adds.
+    const res = Tensor.from([10, 20], [2], { device: 'cpu:1' });
+    c.allReduceAdd(t, res);
+    expect(Array.from(res.toArray())).toEqual([11, 22]);
+    expect(() => c.allReduceAdd(t, Tensor.from([1, 2, 3], [3], { device: 'cpu:1' }))).toThrow(/allReduceAdd on rank 0 of 1 \(cpu:1\): residual is 3 x f32 but tensor is 2 x f32/);
     expect(() => c.broadcast(t, 1)).toThrow(/root 1 is not a rank \(0..0\)/);
     expect(() => c.send(t, 0)).toThrow(/send on rank 0 of 1 \(cpu:1, 2 x f32\): peer 0 is not another rank/);
     expect(() => c.allGather(Tensor.zeros([3], { device: 'cpu:1' }), t)).toThrow(/out has 3 elements; it needs world x in = 1 x 2 = 2/);

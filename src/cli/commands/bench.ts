@@ -14,6 +14,7 @@ import { runEpochBench, runTrainStrategyBench, TRAIN_STRATEGIES, writeTrainChart
 import { defaultBenchDevices, describePlan, planDevices, planStrategyBench, runStrategyBench, writeStrategyCharts } from '../../bench/strategies.js';
 import { modelConfig } from '../../models/source.js';
 import type { Strategy } from '../../parallel/placement.js';
+import type { AllReducePath } from '../../parallel/comm.js';
 import { bytes, checkFormat, fixed, render, type Format } from '../format.js';
 import { LoadProgressBar } from '../progress.js';
 
@@ -287,15 +288,25 @@ async function commBench(opts: BenchOpts): Promise<void> {
   if (devices.length < 2) throw new Error(`bench comm needs two or more devices (--devices), got ${devices.join(',')}`);
   const dup = devices.find((d, i) => devices.indexOf(d) !== i);
   if (dup) throw new Error(`bench comm: device ${dup} is listed twice in --devices`);
-  const runs = positiveInt('--runs', opts.runs) ?? 20;
-  const sizes = opts.quick ? [1 << 20, 16 << 20] : [1 << 20, 16 << 20, 128 << 20, 1 << 30];
-  const out = output(opts, `comm: all-reduce (bf16, sum) of ${sizes.map((b) => bytes(b)).join(', ')} over ${devices.join(', ')}, ${runs} timed run${runs > 1 ? 's' : ''} each`);
+  const gpu = devices[0]!.startsWith('cuda');
+  // On GPUs the all-reduces of a run go back to back in one graph: 200 of them make the host's wait for
+  // the replay (polled every 50 us) a fraction of a microsecond each.
+  const runs = positiveInt('--runs', opts.runs) ?? (gpu ? 200 : 20);
+  // Decode's tensor-parallel all-reduces are 4-64 KiB (batch 1-16 at 2,048-4,096 hidden); training's are MBs to GBs.
+  const sizes = opts.quick ? [4 << 10, 64 << 10, 1 << 20, 16 << 20] : [4 << 10, 16 << 10, 64 << 10, 256 << 10, 1 << 20, 16 << 20, 128 << 20, 1 << 30];
+  const paths: AllReducePath[] = gpu ? ['nccl', 'auto', 'peer-ll', 'peer-one-shot', 'peer-two-shot'] : ['nccl'];
+  const timing = gpu ? `${runs} back to back in a CUDA graph, median of 5 replays` : `median of ${runs} calls`;
+  const out = output(opts, `comm: all-reduce (bf16, sum) of ${sizes.map((b) => bytes(b)).join(', ')} over ${devices.join(', ')}, ${timing}`);
   const { ParallelModel } = await import('../../engine/parallel-model.js');
   // The smallest model with one layer per device, just to stand up the workers and their communicator.
   const p = await ParallelModel.load('tiny-llama', { strategy: 'mp', devices, placement: Object.fromEntries(devices.map((d, i) => [d, i === devices.length - 1 ? Array.from({ length: 6 - i }, (_, k) => i + k) : [i]])) });
   try {
-    const results = await p.allReduceBandwidth(sizes, runs);
-    out.emit({ scenario: 'comm', devices, runs }, devices, results, ['all-reduce (bf16, sum)', 'ms (median)', 'bus GB/s'], results.map((r) => [bytes(r.bytes), r.ms.toFixed(3), r.busGBps.toFixed(1)]));
+    const { results, peerUnavailable } = await p.allReduceBandwidth(sizes, runs, paths);
+    if (gpu && peerUnavailable) out.say(`peer all-reduce not available: ${peerUnavailable}`);
+    const label = (path: AllReducePath) => (path === 'nccl' ? (gpu ? 'NCCL' : 'CPU communicator') : path === 'auto' ? 'auto (the default)' : `peer, ${path.slice(5)}`);
+    const base = new Map(results.filter((r) => r.path === 'nccl').map((r) => [r.bytes, r.ms]));
+    const rows = results.map((r) => [bytes(r.bytes), label(r.path), (r.ms * 1e3).toFixed(1), r.busGBps.toFixed(1), ...(gpu ? [r.path === 'nccl' ? '' : `${(r.ms / base.get(r.bytes)!).toFixed(2)}x`] : [])]);
+    out.emit({ scenario: 'comm', devices, runs, timing, peerUnavailable }, devices, results, ['all-reduce (bf16, sum)', 'path', 'us (median)', 'bus GB/s', ...(gpu ? ['latency vs NCCL'] : [])], rows);
   } finally {
     await p.close();
   }
