@@ -121,9 +121,21 @@ for p in "${parts[@]}"; do
       for b in 1 16; do
         PARALLM_PEER_ALLREDUCE=0 timeout 150 node dist/cli/index.js bench --model llama-2-7b --strategies tp --batch $b --prompt-tokens 128 --new-tokens 128 --repeats 3 --json "$out/s/llama-tp-nccl-b$b.json" 2>&1 | tail -1 | sed "s/^/[nccl only] /"
       done ;;
+    gemv-sweep)
+      # The register GEMV's deeper shapes (matmulGemv 4..6) against the default and a copy, and their tests.
+      timeout 200 vitest run test/gpu/decode.gpu.test.ts -t "GEMV" > "$out/gpu-gemv-tests.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-gemv-tests.log"
+      timeout 150 node dist/cli/index.js bench kernels --filter gemv copy --json "$out/kernels-gemv.json" 2>&1 | grep -E "gemv|copy" | head -40 ;;
+    train-trace)
+      # Host time of a GPT-2 training step against its wall time (PARALLM_TRACE_STEP), at strong scaling's per-GPU batch and at 128.
+      for sh in 64x128 128x128; do
+        PARALLM_TRACE_STEP=1 timeout 90 node dist/cli/index.js bench train --model gpt2 --shapes $sh --steps 12 > "$out/train-trace-$sh.log" 2>&1
+        grep "parallm trace" "$out/train-trace-$sh.log" | tail -3 | sed "s/^/[$sh] /"; grep -E "tokens/s|^gpt2" "$out/train-trace-$sh.log" | tail -1
+      done ;;
     dp-procs)
       # GPT-2 DP training, 2 processes x 1 GPU (parallm launch) against 1 process x 2 GPUs, alternating.
-      timeout 540 node bench/dp-procs.mjs --steps ${DP_STEPS:-30} --rounds ${DP_ROUNDS:-2} --json "$out/dp-procs.json" 2>&1 | tail -6 ;;
+      timeout 300 node bench/dp-procs.mjs --steps ${DP_STEPS:-30} --rounds ${DP_ROUNDS:-2} --json "$out/dp-procs.json" 2>&1 | tail -7
+      # The same with the gradient all-reduced in 25 MiB buckets during the backward (as DDP does).
+      timeout 300 node bench/dp-procs.mjs --steps ${DP_STEPS:-30} --rounds ${DP_ROUNDS:-2} --json "$out/dp-procs-bucket.json" -- --bucket-mb 25 2>&1 | tail -7 ;;
     tp-decode)
       # Tensor parallelism against one GPU: LLaMA-2-7B decode at batch 1 and 16 (128 prompt + 128 new tokens).
       mkdir -p "$out/s"

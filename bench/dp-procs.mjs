@@ -4,7 +4,7 @@
 // dp` run both ways, alternating (threads, processes, threads, processes), GPT-2 124M on the Brown
 // corpus, bf16, 128 sequences of 128 tokens per GPU; each run's step time is the median of its steps
 // after the first 5 (start-up and warm-up left out). Prints one line per run and the ratio.
-//   node bench/dp-procs.mjs [--steps 30] [--rounds 2] [--devices cuda:0,cuda:1] [--json out.json]
+//   node bench/dp-procs.mjs [--steps 30] [--rounds 2] [--devices cuda:0,cuda:1] [--json out.json] [-- more train options]
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -22,7 +22,8 @@ const kind = devices[0].split(':')[0];
 const cli = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'cli', 'index.js');
 const cache = mkdtempSync(path.join(os.tmpdir(), 'parallm-dp-procs-'));
 const train = ['train', '--model', arg('--model', 'gpt2'), '--data', 'brown', '--data-cache', cache, '--batch', arg('--batch', '128'),
-  '--seq', arg('--seq', '128'), '--steps', String(steps), '--eval-batches', '1', '--json', '--strategy', 'dp'];
+  '--seq', arg('--seq', '128'), '--steps', String(steps), '--eval-batches', '1', '--json', '--strategy', 'dp',
+  ...(process.argv.includes('--') ? process.argv.slice(process.argv.indexOf('--') + 1) : [])];
 
 const median = (a) => [...a].sort((x, y) => x - y)[a.length >> 1];
 function stepMs(stdout) {
@@ -53,6 +54,6 @@ for (let i = 0; i < rounds; i++)
   }
 const best = (how) => Math.min(...results.filter((r) => r.how === how).map((r) => r.stepMs));
 const ratio = best('threads') / best('processes');
-console.log(`processes / threads throughput: ${ratio.toFixed(3)}x (best run of each; floor >= 0.97x)`);
+console.log(`processes / threads throughput: ${ratio.toFixed(4)}x (best run of each; floor >= 0.97x)`);
 const out = arg('--json');
 if (out) writeFileSync(out, JSON.stringify({ devices, steps, rounds, results, ratio }, null, 2));

@@ -30,10 +30,11 @@ namespace parallm::cuda {
 
 // matmul_sm90_splits: -1 chooses the K slices per call (sm90_splits), n >= 1 asks for n.
 void matmul_sm90_splits(int n);
-// matmul_gemv_path: -1 chooses (the register kernel: the pipelined one measured slower on an H200, e.g.
-// 16x4096x11008 0.047 ms against 0.034, and LLaMA-2-7B decode at batch 1 147 tokens/s against 184,
-// bench/RESULTS.md S5-9/S5-10), 0 the register kernel, 1 the pipelined one (with the fused
-// rmsnorm_matmul kernels), 2 and 3 the pipelined one in the alternative shapes of launch_gemv_pipe_any.
+// matmul_gemv_path: -1 chooses (the register kernel, except the pipelined one for one X row against a
+// large W: see launch_gemv_t; the pipelined one everywhere measured slower on an H200, e.g. 16x4096x11008
+// 0.047 ms against 0.034, and LLaMA-2-7B decode at batch 1 147 tokens/s against 184, bench/RESULTS.md
+// S5-9/S5-10), 0 the register kernel, 1 the pipelined one (with the fused rmsnorm_matmul kernels), 2 and
+// 3 the pipelined one in the alternative shapes of launch_gemv_pipe_any.
 void matmul_gemv_path(int n);
 
 namespace {
@@ -41,6 +42,7 @@ namespace {
 std::atomic<int> g_splits{-1};  // test hook: -1 = chosen per call, n = n K slices when possible
 std::atomic<int> g_tma_store{1};  // test hook: 0 = the sm90 epilogue stores C from registers
 std::atomic<int> g_gemv_path{-1};  // test / benchmark hook: see matmul_gemv_path
+bool pipelined_gemv() { return g_gemv_path.load(std::memory_order_relaxed) > 0; }
 
 constexpr int kMaxDevices = 64;
 
@@ -254,7 +256,17 @@ void launch_gemv_pipe_any(const Args& a, const void* nw = nullptr, float eps = 0
 
 template <typename T>
 void launch_gemv_t(const Args& a) {
-  if (g_gemv_path.load(std::memory_order_relaxed) > 0) return launch_gemv_pipe_any<T>(a);
+  if (pipelined_gemv()) return launch_gemv_pipe_any<T>(a);
+  // One X row and a large W: the pipelined kernel (its even split over the SMs and its deep ring pay
+  // off when W is many waves of the register kernel): on an H200 1x22016x4096 0.052 ms against 0.060,
+  // 1x4096x11008 0.032 against 0.035, 1x12288x4096 0.033 against 0.033; at 1x4096x4096 it loses (0.015
+  // against 0.012), and at batch 16 it loses everywhere (bench/RESULTS.md, S6-4). Both add in the same
+  // order, so the choice changes no bits. (Also measured and dropped, S6-4/S6-5: a deeper register
+  // kernel, unroll 8 or 16 (fewer blocks fit an SM), and a row-per-warp kernel with 512-byte loads of one
+  // row and X in shared memory (0.014 ms at 1x4096x4096, 0.035 at 1x11008x4096).)
+  if (g_gemv_path.load(std::memory_order_relaxed) < 0 && a.M == 1 && int64_t(a.N) * a.K >= (int64_t(32) << 20) &&
+      device_cc() >= 80)
+    return launch_gemv_pipe<T, mm::GEMVP_WARPS, mm::GEMVP_UC, mm::GEMVP_P>(a);
   // Measured on an H100, 1x11008x4096 bf16 (bench/RESULTS.md): 8 rows x unroll 4 gives 2,391 GB/s;
   // 16 rows x 4, 2,162 (a 5.2-wave grid, the last wave a fifth full); 8 rows x 8, 1,993 (registers).
   launch_gemv_v<T, 1, 4>(a);
@@ -325,7 +337,7 @@ void rmsnorm_matmul(cudaStream_t stream, DType dt, const void* X, const void* no
   // threads a row (what the kernel reproduces); else rmsnorm into a scratch row block, then matmul.
   const bool fused = dt == DType::BF16 && M <= 16 && K % 8 == 0 && aligned16(X) && aligned16(B) &&
                      aligned16(norm_w) && mm::gemvp_norm_threads(K) <= 8 * 32 && device_cc() >= 80 &&
-                     g_gemv_path.load(std::memory_order_relaxed) > 0;
+                     pipelined_gemv();
   if (fused) {
     Args a{stream, dt, X, B, bias, C, int(M), int(N), int(K), false, true, alpha, beta, 0};
     a.pair_ok = (N % 2 == 0) && (reinterpret_cast<uintptr_t>(C) % 4 == 0);
@@ -361,7 +373,7 @@ void rmsnorm_matmul_swiglu(cudaStream_t stream, DType dt, const void* X, const v
   // into a scratch gate+up block, then silu_gate.
   const bool fused = dt == DType::BF16 && M <= 16 && K % 8 == 0 && aligned16(X) && aligned16(Wgu) &&
                      aligned16(norm_w) && mm::gemvp_norm_threads(K) <= 8 * 32 && device_cc() >= 80 &&
-                     g_gemv_path.load(std::memory_order_relaxed) > 0;
+                     pipelined_gemv();
   if (fused) {
     Args a{stream, dt, X, Wgu, nullptr, C, int(M), int(F), int(K), false, true, 1.f, 0.f, 0};
     return launch_gemv_pipe<__nv_bfloat16, 8, 2, 8, true, true>(a, norm_w, eps);

@@ -57,12 +57,13 @@ interface Case {
 
 /**
  * `gemvPath` (M <= 16, B^T): which GEMV kernel the case forces (native.testing.matmulGemv: 1 the pipelined
- * kernel, named gemv-pipe; 2 and 3 its other shapes, gemv-b and gemv-c) while it runs; by default the one
- * the dispatch chooses (the register kernel, measured faster on an H200).
+ * kernel, named gemv-pipe; 2 and 3 its other shapes, gemv-b and gemv-c; 0 the register kernel, gemv-reg)
+ * while it runs; by default the one
+ * the dispatch chooses (the register kernel; the pipelined one at batch 1 against a large W).
  */
-function gemmCase(dev: string, dt: DType, M: number, N: number, K: number, transB: boolean, decode = false, gemvPath?: 1 | 2 | 3): Case {
+function gemmCase(dev: string, dt: DType, M: number, N: number, K: number, transB: boolean, decode = false, gemvPath?: 0 | 1 | 2 | 3): Case {
   const gemv = M <= 16;
-  const variant = gemvPath === undefined ? '' : gemvPath === 1 ? '-pipe' : gemvPath === 2 ? '-b' : '-c';
+  const variant = gemvPath === undefined ? '' : ['-reg', '-pipe', '-b', '-c'][gemvPath]!;
   return {
     name: gemv ? `gemv${variant}` : decode ? 'gemm-decode' : 'gemm',
     shape: `${M}x${N}x${K}${transB ? ' (B^T)' : ''}`,
@@ -149,13 +150,22 @@ function copyCase(dev: string, bytes: number, graph = false): Case {
   };
 }
 
-const GEMV_SHAPES = [1, 16].flatMap((M) => [
-  [M, 4096, 4096],
-  [M, 11008, 4096],
-  [M, 4096, 11008],
-  [M, 12288, 4096],
-  [M, 22016, 4096],
-]);
+const GEMV_SHAPES = [
+  ...[1, 16].flatMap((M) => [
+    [M, 4096, 4096],
+    [M, 11008, 4096],
+    [M, 4096, 11008],
+    [M, 12288, 4096],
+    [M, 22016, 4096],
+  ]),
+  // a tp = 2 shard's LLaMA-7B projections at batch 1 (qkv, out, gate+up is 11008x4096, down), and GPT-2's
+  [1, 6144, 4096],
+  [1, 4096, 2048],
+  [1, 4096, 5504],
+  [1, 2304, 768],
+  [1, 3072, 768],
+  [1, 768, 3072],
+];
 
 function cases(dev: string, dt: DType, gpu: boolean, quick: boolean): Case[] {
   if (!gpu) {
@@ -179,12 +189,12 @@ function cases(dev: string, dt: DType, gpu: boolean, quick: boolean): Case[] {
     gemmCase(dev, dt, 4096, 11008, 4096, true), // LLaMA-7B MLP up
     gemmCase(dev, dt, 4096, 4096, 11008, true), // LLaMA-7B MLP down
     // GEMV (decode at batch 1 and 16): LLaMA-7B's projections (out, MLP up, MLP down, qkv, gate+up), the
-    // kernel the dispatch chooses (the register kernel) and the pipelined one, each next to a copy of its
-    // weight bytes. (gemv-b, gemv-c: the pipelined kernel's alternative shapes; see native/cuda/matmul.cu.)
+    // kernel the dispatch chooses (see launch_gemv_t) and the pipelined one, each next to a copy of its
+    // weight bytes. (gemv-reg: the register kernel, forced; see native/cuda/matmul.cu's launch_gemv_t.)
     ...(quick ? [[1, 4096, 4096], [1, 11008, 4096], [16, 11008, 4096]] : GEMV_SHAPES).flatMap(([M, N, K]) => [
       gemmCase(dev, dt, M!, N!, K!, true),
       gemmCase(dev, dt, M!, N!, K!, true, false, 1),
-      ...(quick ? [] : ([2, 3] as const).map((p) => gemmCase(dev, dt, M!, N!, K!, true, false, p))),
+      ...(quick ? [] : [gemmCase(dev, dt, M!, N!, K!, true, false, 0)]),
     ]),
     // LLaMA-7B decode projections at the batches of a pipeline's micro-batches: qkv, out, gate+up, down.
     ...[64, 128, 256].flatMap((M) => [

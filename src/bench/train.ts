@@ -4,6 +4,7 @@
 import { defaultDevice, memoryStats, parseDevice, resetPeakMemory, synchronize } from '../device.js';
 import type { DType } from '../dtype.js';
 import { rng } from '../random.js';
+import { CapturedStep, GraphMemoryProbe } from '../train/captured-step.js';
 import { initParams, resolveModel } from '../train/init.js';
 import { adamwStep, DEFAULT_ADAMW, gradNorm } from '../train/optim.js';
 import { OpProfiler } from '../train/profile.js';
@@ -42,6 +43,8 @@ export interface TrainBenchResult {
   profile?: { name: string; msPerStep: number; share: number; count: number }[];
 }
 
+const TRACE_STEP = !!process.env.PARALLM_TRACE_STEP;
+
 export async function runTrainBench(o: TrainBenchOptions = {}): Promise<TrainBenchResult[]> {
   const device = parseDevice(o.device ?? defaultDevice());
   const gpu = device.startsWith('cuda');
@@ -55,25 +58,48 @@ export async function runTrainBench(o: TrainBenchOptions = {}): Promise<TrainBen
     if (T > src.cfg.maxPositions) throw new Error(`bench train: sequence ${T} is longer than ${model}'s context of ${src.cfg.maxPositions}`);
     const params = initParams(src, { device, dtype });
     const stage = new TrainStage(params);
+    let graph: CapturedStep | null = null;
     try {
       const r = rng(B * 31 + T);
       const toks = () => Int32Array.from({ length: B * T }, () => Math.floor(r() * src.cfg.vocabSize));
       // One fixed batch, trained on repeatedly: the loss must fall, which shows the steps do real work.
       const mb: MicroBatch = { inputs: toks(), targets: toks(), batch: B, seq: T };
+      // Steps as Trainer runs them: the first op by op (measuring whether a graph of the step fits), then
+      // one CUDA graph a step where it does (src/train/captured-step.ts; not under --profile, which times
+      // each op).
+      const count = mb.targets.length; // every target is a vocabulary id here
+      const probe = CapturedStep.wanted(device) && !o.profile ? new GraphMemoryProbe(device) : null;
       const step = (i: number) => {
         const prof = stage.profiler;
-        prof?.start();
-        params.zeroGrad();
-        prof?.mark('zero grad');
-        const f = stage.forward(0, mb, undefined, { deferLoss: true }); // read at the end, as Trainer does
-        stage.backward(0);
-        stage.clear();
-        const norm = gradNorm(params);
-        prof?.mark('grad norm');
+        const t0 = performance.now();
+        let norm: number, loss: number, issued: number;
+        if (graph && !prof) {
+          const r = graph.run([mb], 1 / count);
+          issued = performance.now();
+          norm = Math.sqrt(r.normSq.toArray()[0]!);
+          loss = sumLosses(r.losses[0]!) / count;
+        } else {
+          if (i === 1) probe?.begin();
+          prof?.start();
+          params.zeroGrad();
+          prof?.mark('zero grad');
+          const f = stage.forward(0, mb, undefined, { deferLoss: true }); // read at the end, as Trainer does
+          stage.backward(0);
+          stage.clear();
+          issued = performance.now();
+          norm = gradNorm(params);
+          prof?.mark('grad norm');
+          loss = sumLosses(f.losses!) / f.count!;
+          f.losses!.dispose();
+          if (i === 1 && probe?.fits()) graph = new CapturedStep(stage, params);
+        }
+        const normRead = performance.now();
         adamwStep(params, i, 3e-4, DEFAULT_ADAMW, norm); // the train CLI's default rate
         prof?.mark('adamw');
-        const loss = sumLosses(f.losses!) / f.count!;
-        f.losses!.dispose();
+        // PARALLM_TRACE_STEP=1: a step issued on the host as slowly as the device runs it is host-bound.
+        if (TRACE_STEP)
+          console.error(`[parallm trace] ${B}x${T} step ${i}${graph && !prof ? ' (graph)' : ''}: zero, forward and backward issued in ${(issued - t0).toFixed(2)} ms, ` +
+            `${(normRead - issued).toFixed(2)} ms more until the norm was read, ${(performance.now() - normRead).toFixed(2)} ms for AdamW`);
         return loss;
       };
       for (let i = 1; i <= 2; i++) step(i); // warm up: kernels loaded, buffers cached
@@ -107,6 +133,7 @@ export async function runTrainBench(o: TrainBenchOptions = {}): Promise<TrainBen
       out.push(res);
       o.onResult?.(res);
     } finally {
+      (graph as CapturedStep | null)?.dispose(); // (set inside step)
       stage.dispose();
       params.dispose();
     }

@@ -206,6 +206,8 @@ export class DataParallelTrainer {
     {
       master: Float32Array; m: Float32Array; v: Float32Array; step: number; buckets: { ranges: GradBucket[]; launchOrder: number[] } | null;
       shard?: { lo: number; hi: number }; weights?: Float32Array | Uint16Array;
+      /** steps this replica ran as one CUDA graph (src/train/captured-step.ts) */
+      graphSteps: number;
     }[]
   > {
     return this.pool.all('trainState');

@@ -32,6 +32,12 @@ export interface MicroBatch {
   readonly targets: Int32Array;
   readonly batch: number;
   readonly seq: number;
+  /**
+   * The same ids already on the device (i32 [batch * seq]), read instead of uploading inputs / targets:
+   * a captured step (src/train/captured-step.ts) writes each batch into the same tensors before it
+   * replays. The caller owns them; the stage never disposes them.
+   */
+  readonly onDevice?: { inputs?: Tensor; targets?: Tensor };
 }
 
 export interface ForwardOptions {
@@ -140,6 +146,14 @@ export class TrainStage {
     return Tensor.from(data, [data.length], { dtype: 'i32', device: this.device });
   }
 
+  /** ids on the device: the caller's tensor (borrowed: a view of it, so freeing ours leaves it alone), or an upload of `data`. */
+  private deviceIds(given: Tensor | undefined, data: Int32Array, what: string): Tensor {
+    if (!given) return this.i32(data);
+    if (given.dtype !== 'i32' || given.numel !== data.length || given.device !== this.device)
+      throw new Error(`TrainStage: onDevice.${what} must be i32 [${data.length}] on ${this.device}, got ${given.dtype} [${given.shape}] on ${given.device}`);
+    return given.view(0, [data.length]);
+  }
+
   private norm(x: Tensor, g: Tensor, b: Tensor | undefined, N: number): { y: Tensor; mean?: Tensor; rstd: Tensor } {
     const f32 = { dtype: 'f32' as const, device: this.device };
     const rstd = Tensor.empty([N], f32);
@@ -155,7 +169,8 @@ export class TrainStage {
     else ops.rmsnormBackward(dy, x, g, rstd, { dx, dw: dg });
   }
 
-  private checkBatch(mb: MicroBatch): void {
+  /** Throws unless mb's sizes fit each other and the model, and (first stage) every input id is in the vocabulary. */
+  checkBatch(mb: MicroBatch): void {
     const { batch: B, seq: T } = mb;
     if (!Number.isInteger(B) || B < 1 || !Number.isInteger(T) || T < 1) throw new Error(`TrainStage: batch ${B} and seq ${T} must be positive integers`);
     if (T > this.cfg.maxPositions) throw new Error(`TrainStage: seq ${T} is longer than the model's context (${this.cfg.maxPositions} positions)`);
@@ -186,7 +201,7 @@ export class TrainStage {
     let x: Tensor;
     try {
       if (this.isFirst) {
-        s.ids = this.i32(mb.inputs);
+        s.ids = this.deviceIds(mb.onDevice?.inputs, mb.inputs, 'inputs');
         x = ops.embedding(s.ids, w.embed!);
         if (w.positions) {
           const p = ops.embedding(s.pos, w.positions);
@@ -252,7 +267,7 @@ export class TrainStage {
       this.mark('fwd norm');
       const logits = ops.linear(nF.y, this.paddedHead());
       this.mark('fwd head matmul');
-      const targets = this.i32(mb.targets);
+      const targets = this.deviceIds(mb.onDevice?.targets, mb.targets, 'targets');
       const count = countTargets(mb.targets, this.cfg.vocabSize);
       const dscale = o.dscale === false ? 0 : (o.dscale ?? 1 / Math.max(count, 1));
       const losses = ops.crossEntropy(logits, targets, { ignoreIndex: IGNORE_INDEX, dlogits: train ? 'inplace' : undefined, dscale, vocab: this.cfg.vocabSize });
@@ -468,6 +483,14 @@ export class TrainStage {
    * Positions 0..T-1 per row, [B*T] i32: a view of a tensor made once per shape, so a step does not
    * build and upload them again (the host would hold the device idle at the start of every micro-batch).
    */
+  /**
+   * Uploads now what a forward of this shape would upload (its positions), so a forward being captured
+   * into a graph (src/train/captured-step.ts) uploads nothing: a host copy cannot be captured.
+   */
+  prepare(B: number, T: number): void {
+    this.positions(B, T).dispose();
+  }
+
   private positions(B: number, T: number): Tensor {
     const key = `${B}x${T}`;
     let t = this.posCache.get(key);

@@ -20,7 +20,8 @@ import { prepareRun, type Data } from './run-setup.js';
 import { reportingLoad, type LoadReporter } from '../models/load-steps.js';
 import { adamwStep, checkStepFinite, gradNorm, stepSettings } from './optim.js';
 import type { FlatParams } from './params.js';
-import { countTargets, sumLosses, TrainStage } from './stage.js';
+import { CapturedStep, GraphMemoryProbe, type CapturedStepResult } from './captured-step.js';
+import { countTargets, sumLosses, TrainStage, type MicroBatch } from './stage.js';
 import type { Tensor } from '../tensor.js';
 import type { Communicator } from '../parallel/comm.js';
 import { ZeroOptimizer } from './zero.js';
@@ -136,6 +137,8 @@ export interface TrainResult {
   tokensPerSec: number;
 }
 
+const TRACE_STEP = !!process.env.PARALLM_TRACE_STEP;
+
 export class Trainer {
   /** optimizer steps done */
   step = 0;
@@ -194,36 +197,94 @@ export class Trainer {
   /** One optimizer step (gradAccum micro-steps); returns its mean loss. Throws on a non-finite loss or norm. */
   trainStep(): { loss: number; gradNorm: number; lr: number } {
     const step = this.step + 1;
+    // PARALLM_TRACE_STEP=1: where a step's wall time goes on the host (stderr), to tell a host-bound step
+    // (issuing the forward and backward takes as long as the step) from a device-bound one.
+    const trace = TRACE_STEP ? [performance.now()] : null;
     const batches = Array.from({ length: this.gradAccum }, () => this.loader.next());
     const count = batches.reduce((s, b) => s + countTargets(b.targets, this.cfg.vocabSize), 0);
-    this.params.zeroGrad();
+    const dscale = 1 / Math.max(count, 1);
     let lossSum = 0;
-    const losses: Tensor[] = [];
-    try {
-      for (const [i, b] of batches.entries()) {
-        // the losses are read after the backward is queued, so the host never waits for the forward
-        const r = this.stage.forward(i, b, undefined, { dscale: 1 / Math.max(count, 1), deferLoss: true });
-        losses.push(r.losses!);
-        this.stage.backward(i);
+    let norm: number;
+    // zero, forward, backward, the data-parallel all-reduce and the squared norm: one graph launch
+    const r = this.graphRun(batches, dscale);
+    if (r) {
+      this.graphSteps++;
+      trace?.push(performance.now());
+      for (const l of r.losses) lossSum += sumLosses(l);
+      trace?.push(performance.now());
+      norm = Math.sqrt(r.normSq.toArray()[0]!);
+    } else {
+      this.params.zeroGrad();
+      const losses: Tensor[] = [];
+      try {
+        for (const [i, b] of batches.entries()) {
+          // the losses are read after the backward is queued, so the host never waits for the forward
+          const r = this.stage.forward(i, b, undefined, { dscale, deferLoss: true });
+          losses.push(r.losses!);
+          this.stage.backward(i);
+        }
+        trace?.push(performance.now());
+        for (const l of losses) lossSum += sumLosses(l);
+        trace?.push(performance.now());
+      } finally {
+        this.stage.clear();
+        losses.forEach((l) => l.dispose());
       }
-      for (const l of losses) lossSum += sumLosses(l);
-    } finally {
-      this.stage.clear();
-      losses.forEach((l) => l.dispose());
+      if (this.zero) this.zero.reduceGradients();
+      else this.opts.reduceGradients?.(this.params);
+      // every ZeRO rank gets the same (all-reduced) norm, so all of them stop here together
+      norm = this.zero ? this.zero.gradNorm() : gradNorm(this.params);
     }
-    if (this.zero) this.zero.reduceGradients();
-    else this.opts.reduceGradients?.(this.params);
     const loss = lossSum / Math.max(count, 1);
-    // every ZeRO rank gets the same (all-reduced) norm, so all of them stop here together
-    const norm = this.zero ? this.zero.gradNorm() : gradNorm(this.params);
     checkStepFinite(step, loss, norm, this.lastSaved);
     const { lr, hyper } = stepSettings(this.opts, step, this.totalSteps);
     if (this.zero) this.zero.step(step, lr, hyper, norm);
     else adamwStep(this.params, step, lr, hyper, norm);
+    if (trace) {
+      trace.push(performance.now());
+      const [t0, queued, lossRead, end] = trace as [number, number, number, number];
+      console.error(`[parallm trace] step ${step}: forward+backward issued in ${(queued - t0).toFixed(2)} ms, then ${(lossRead - queued).toFixed(2)} ms waiting for the loss, then ${(end - lossRead).toFixed(2)} ms to reduce, norm (a device read) and AdamW`);
+    }
     this.step = step;
     this.losses.push(loss);
     return { loss, gradNorm: norm, lr };
   }
+
+  /**
+   * The step's device work as one CUDA graph (src/train/captured-step.ts), where it can be: a CUDA device,
+   * the whole optimizer state here (not ZeRO), no gradient buckets launched from the backward's hooks
+   * (their host-side waits cannot be captured; data parallel's one all-reduce after the backward can), and
+   * room for the graph's memory, measured on the first step (which runs op by op). A capture that fails
+   * says so once, and the run goes on op by op. null: this step runs op by op.
+   */
+  private graphRun(mbs: MicroBatch[], dscale: number): CapturedStepResult | null {
+    if (this.captured === undefined) {
+      const reduce = this.opts.reduceGradients;
+      const eligible = CapturedStep.wanted(this.params.device) && !this.zero && !this.stage.onGradsReady && (!reduce || this.params.device.startsWith('cuda'));
+      if (!eligible) this.captured = null;
+      else if (!this.probe) {
+        this.probe = new GraphMemoryProbe(this.params.device);
+        this.probe.begin();
+        return null;
+      } else {
+        this.captured = this.probe.fits() ? new CapturedStep(this.stage, this.params, reduce ? () => reduce(this.params) : undefined) : null;
+      }
+    }
+    if (!this.captured) return null;
+    try {
+      return this.captured.run(mbs, dscale);
+    } catch (e) {
+      if (!/^capturing the training step/.test((e as Error).message)) throw e;
+      console.warn(`parallm train: ${(e as Error).message}; the steps run op by op instead`);
+      this.captured.dispose();
+      this.captured = null;
+      return null;
+    }
+  }
+  private captured: CapturedStep | null | undefined = undefined;
+  private probe: GraphMemoryProbe | null = null;
+  /** steps run as one graph so far */
+  graphSteps = 0;
 
   /** The mean loss over the validation windows (the first evalBatches batches of them). */
   evaluate(): number {
@@ -269,6 +330,8 @@ export class Trainer {
 
 
   dispose(): void {
+    this.captured?.dispose();
+    this.captured = null;
     this.stage.dispose();
     this.params.dispose();
   }

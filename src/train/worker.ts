@@ -182,12 +182,12 @@ export const handlers: Record<string, Handler> = {
       const whole = r.trainer.zero.gatherToRoot();
       return {
         ...(whole ?? { master: p.master.toArray() as Float32Array, m: p.m.toArray() as Float32Array, v: p.v.toArray() as Float32Array }),
-        step: r.trainer.step, buckets: null, shard: p.shard, weights: (p.param ?? p.master).toArray(),
+        step: r.trainer.step, buckets: null, shard: p.shard, weights: (p.param ?? p.master).toArray(), graphSteps: r.trainer.graphSteps,
       };
     }
     return {
       master: p.hostMaster(), m: p.m.toArray() as Float32Array, v: p.v.toArray() as Float32Array, step: r.trainer.step,
-      buckets: r.buckets ? { ranges: r.buckets.buckets, launchOrder: [...r.buckets.launchOrder] } : null,
+      buckets: r.buckets ? { ranges: r.buckets.buckets, launchOrder: [...r.buckets.launchOrder] } : null, graphSteps: r.trainer.graphSteps,
     };
   },
 
