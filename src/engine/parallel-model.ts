@@ -219,7 +219,7 @@ export class ParallelModel {
     if (across && dpMesh) o = { ...o, mesh: undefined, strategy: 'dp' };
     // (dp meets after the checks below, as it always has; a mesh needs the world for its layout)
     if (env && meshAcross) dist = await rendezvous({ env, secret: launchSecret(), devices });
-    const where = () => `process ${dist!.process} of ${dist!.processes}, global ranks ${dist!.rankOffset}..${dist!.rankOffset + devices.length - 1}; ${describeWorld(dist!)}`;
+    const where = () => `process ${dist!.process} of ${dist!.processes}, global rank${devices.length > 1 ? `s ${dist!.rankOffset}..${dist!.rankOffset + devices.length - 1}` : ` ${dist!.rankOffset}`}; ${describeWorld(dist!)}`;
     if (meshAcross && given && given.size !== dist!.world)
       throw new Error(`${label}: mesh ${given} has ${given.size} ranks, but the ${dist!.processes} processes have ${dist!.world} devices (${where()})`);
     const offset = meshAcross ? dist!.rankOffset : 0;
