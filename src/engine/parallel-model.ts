@@ -216,7 +216,7 @@ export class ParallelModel {
     if (meshAcross && (chunks !== 1 || (o.placement !== undefined && o.placement !== 'even')))
       throw new Error(`${label}: across processes ${o.strategy === 'pp' || o.strategy === 'mp' ? 'a pipeline has' : 'a mesh has'} one stage a device, evenly placed: give no chunks or placement map`);
     // across processes a dp mesh is strategy dp over every process's devices (its size checked after the rendezvous)
-    if (across && dpMesh) o = { ...o, mesh: undefined, strategy: 'dp' };
+    if (across && dpMesh && o.strategy === undefined) o = { ...o, mesh: undefined, strategy: 'dp' };
     // (dp meets after the checks below, as it always has; a mesh needs the world for its layout)
     if (env && meshAcross) dist = await rendezvous({ env, secret: launchSecret(), devices });
     const where = () => `process ${dist!.process} of ${dist!.processes}, global rank${devices.length > 1 ? `s ${dist!.rankOffset}..${dist!.rankOffset + devices.length - 1}` : ` ${dist!.rankOffset}`}; ${describeWorld(dist!)}`;
