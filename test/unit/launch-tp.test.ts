@@ -48,7 +48,7 @@ async function launched(a: string[], nproc: number, perProc: number): Promise<{ 
 const gen = (layout: string[], extra: string[] = []) => ['generate', '--model', 'tiny-gpt2', '--prompts', prompts, '--json', '--max-tokens', '4', ...layout, ...extra];
 
 /** The launched run prints, on process 0 only, the lines of one process with 4 devices. */
-async function sameAsOneProcess(a: string[], nproc: number, perProc: number): Promise<void> {
+async function sameAsOneProcess(a: string[], nproc: number, perProc: number, what = 'ranks'): Promise<void> {
   const want = single(a);
   expect(want).toHaveLength(5);
   expect(want.every((l) => l.tokens.length === 4)).toBe(true);
@@ -56,7 +56,7 @@ async function sameAsOneProcess(a: string[], nproc: number, perProc: number): Pr
   expect(got.code, got.err).toBe(0);
   expect(got.out[0], a.join(' ')).toEqual(want);
   for (const p of got.out.slice(1)) expect(p).toEqual([]);
-  expect(got.err).toMatch(new RegExp(`\\[0\\] \\[.* and the other processes' \\(4 ranks in ${nproc} processes\\)`));
+  expect(got.err).toMatch(new RegExp(`\\[0\\] \\[.* and the other processes' \\(4 ${what} in ${nproc} processes\\)`));
 }
 
 describe('parallm launch: generation meshes with tp over processes', () => {
@@ -68,6 +68,17 @@ describe('parallm launch: generation meshes with tp over processes', () => {
   it('--mesh dp=2,tp=2 on 2 processes x 2 CPU devices (a replica a process): the greedy and sampled tokens of 1 process x 4', async () => {
     await sameAsOneProcess(gen(['--mesh', 'dp=2,tp=2']), 2, 2);
     await sameAsOneProcess(gen(['--mesh', 'dp=2,tp=2'], ['--temperature', '0.8', '--seed', String(1 + Math.floor(Math.random() * 1e6))]), 2, 2);
+    // one prompt: process 1's replica sits the run out, and still gets the tokens
+    const one = ['generate', '--model', 'tiny-gpt2', '--prompt-ids', Array.from({ length: 3 }, () => Math.floor(Math.random() * 50257)).join(','), '--json', '--max-tokens', '4', '--mesh', 'dp=2,tp=2'];
+    const want = single(one);
+    expect(want).toHaveLength(1);
+    const got = await launched(one, 2, 2);
+    expect(got.code, got.err).toBe(0);
+    expect(got.out).toEqual([want, []]);
+  }, 60_000);
+
+  it('--mesh dp=4 on 2 processes x 2 CPU devices is strategy dp over all four: the tokens of 1 process x 4', async () => {
+    await sameAsOneProcess(gen(['--mesh', 'dp=4']), 2, 2, 'replicas');
   }, 60_000);
 
   it('--strategy tp over 4 devices on 2 processes x 2 (the tp group spans them): the greedy tokens of 1 process x 4 (GPT-2, and LLaMA with its 2 KV heads replicated)', async () => {
