@@ -26,7 +26,7 @@ import { stageWeightBytes } from '../models/sizes.js';
 import { launchEnv, launchSecret } from '../cluster/env.js';
 import { allGatherJson, processCommunicator } from '../cluster/gather.js';
 import { rendezvous, type DistWorld } from '../cluster/rendezvous.js';
-import { distMeshGroups, processOf } from '../cluster/mesh-groups.js';
+import { describeWorld, distMeshGroups, processOf } from '../cluster/mesh-groups.js';
 import type { AllReducePath, Communicator, CommKind } from '../parallel/comm.js';
 import { meshGroups } from '../parallel/mesh-comms.js';
 import { Mesh } from '../parallel/mesh.js';
@@ -74,9 +74,9 @@ export interface ParallelOptions {
   /**
    * dp across processes: this process's devices are global replicas `rankOffset`.. of `world` (the
    * rendezvous's result); each process generates its replicas' share of the prompts and every process
-   * gets all the results. mp and pp: the pipeline's stages are global ranks, one a device, and every
-   * process gets the tokens from the last stage's. Default: from the launcher's variables (launchEnv)
-   * when they are set.
+   * gets all the results. mp, pp, tp and meshes: the mesh's ranks are the global ranks (process-major),
+   * one stage a device, and every process gets each replica's tokens from its last stage's process.
+   * Default: from the launcher's variables (launchEnv) when they are set.
    * false: one process whatever the environment.
    */
   distributed?: DistWorld | false;
@@ -146,10 +146,10 @@ export class ParallelModel {
   /** a failed run broke the communicators (its ranks aborted them): make new ones before the next */
   private commsBroken = false;
   private closed: Promise<void> | null = null;
-  /** launched as several processes (dp, mp, pp): the world, and the processes' communicator for the results */
+  /** launched as several processes: the world, and the processes' communicator for the results */
   dist: DistWorld | null = null;
   private procComm: Communicator | null = null;
-  /** a pipeline across processes: the global rank of this process's first device (else 0) */
+  /** a mesh (mp, pp, tp, dp x pp x tp) across processes: the global rank of this process's first device (else 0) */
   private offset = 0;
 
   private constructor(
@@ -198,46 +198,62 @@ export class ParallelModel {
     const cfg = src.config;
     const dtype: DType = o.dtype ?? (devices[0]!.startsWith('cuda') ? 'bf16' : 'f32');
     const chunks = o.chunks ?? 1;
-    // Several processes: dp (replicas never talk while generating, so only the results cross), and mp/pp
-    // with one stage a device, evenly placed (the pipeline spans the processes' devices, global ranks
-    // process-major; cluster/mesh-groups.ts's groups; the last stage's process hands out the tokens).
-    const isPipeline = o.strategy === 'pp' || o.strategy === 'mp';
-    // (a pipeline launched as one process is a single-process one)
-    let dist: DistWorld | null = o.distributed && !(isPipeline && o.distributed.processes === 1) ? o.distributed : null;
+    // Several processes: dp (replicas never talk while generating, so only the results cross), and every
+    // strategy whose ranks talk (mp, pp, tp, a mesh): the mesh spans the processes' devices, global ranks
+    // process-major, one stage a rank (evenly placed); cluster/mesh-groups.ts's groups, tp groups inside
+    // a process or across two; each replica's last stage's process hands out its tokens.
+    const given = o.mesh === undefined ? null : typeof o.mesh === 'string' ? Mesh.parse(o.mesh) : o.mesh instanceof Mesh ? o.mesh : null;
+    // (a mesh of dp only is the dp strategy)
+    const dpMesh = given !== null && given.shape.pp === 1 && given.shape.tp === 1;
+    const isMesh = (o.mesh !== undefined && !dpMesh) || o.strategy === 'pp' || o.strategy === 'mp' || o.strategy === 'tp';
+    // (a mesh launched as one process is a single-process one)
+    let dist: DistWorld | null = o.distributed && !(isMesh && o.distributed.processes === 1) ? o.distributed : null;
     const launched = o.distributed === undefined ? launchEnv() : null;
-    const env = launched && !(isPipeline && launched.world === 1) ? launched : null;
+    const env = launched && !(isMesh && launched.world === 1) ? launched : null;
     const across = (env !== null && env.world > 1) || (dist !== null && dist.processes > 1);
-    const pipelineAcross = across && isPipeline;
+    const meshAcross = across && isMesh;
     const label = `ParallelModel.load ${source} (${o.strategy ?? `mesh ${String(o.mesh)}`} on ${devices.join(', ')})`;
-    if (pipelineAcross && (chunks !== 1 || (o.placement !== undefined && o.placement !== 'even')))
-      throw new Error(`${label}: across processes a pipeline has one stage a device, evenly placed: give no chunks or placement map`);
-    // (dp meets after the checks below, as it always has; a pipeline needs the world for its layout)
-    if (env && pipelineAcross) dist = await rendezvous({ env, secret: launchSecret(), devices });
-    const offset = pipelineAcross ? dist!.rankOffset : 0;
-    // a pipeline across processes is laid out over every process's devices, named by global rank
-    const layoutDevices = pipelineAcross ? Array.from({ length: dist!.world }, (_, r) => `rank-${r}`) : devices;
-    const resolved = resolveLayout(cfg, pipelineAcross ? { ...o, placement: undefined } : o, layoutDevices, dtype, chunks);
+    if (meshAcross && (chunks !== 1 || (o.placement !== undefined && o.placement !== 'even')))
+      throw new Error(`${label}: across processes ${o.strategy === 'pp' || o.strategy === 'mp' ? 'a pipeline has' : 'a mesh has'} one stage a device, evenly placed: give no chunks or placement map`);
+    // across processes a dp mesh is strategy dp over every process's devices (its size checked after the rendezvous)
+    if (across && dpMesh && o.strategy === undefined) o = { ...o, mesh: undefined, strategy: 'dp' };
+    // (dp meets after the checks below, as it always has; a mesh needs the world for its layout)
+    if (env && meshAcross) dist = await rendezvous({ env, secret: launchSecret(), devices });
+    const where = () => `process ${dist!.process} of ${dist!.processes}, global rank${devices.length > 1 ? `s ${dist!.rankOffset}..${dist!.rankOffset + devices.length - 1}` : ` ${dist!.rankOffset}`}; ${describeWorld(dist!)}`;
+    if (meshAcross && given && given.size !== dist!.world)
+      throw new Error(`${label}: mesh ${given} has ${given.size} ranks, but the ${dist!.processes} processes have ${dist!.world} devices (${where()})`);
+    const offset = meshAcross ? dist!.rankOffset : 0;
+    // a mesh across processes is laid out over every process's devices, named by global rank
+    const layoutDevices = meshAcross ? Array.from({ length: dist!.world }, (_, r) => `rank-${r}`) : devices;
+    let resolved: ReturnType<typeof resolveLayout>;
+    try {
+      resolved = resolveLayout(cfg, meshAcross ? { ...o, placement: undefined } : o, layoutDevices, dtype, chunks);
+    } catch (e) {
+      throw meshAcross ? new Error(`${label} (${where()}): ${(e as Error).message}`) : e;
+    }
     const { mesh, strategy, grid } = resolved;
     // this process's ranks' stages, on its own devices
-    const placed = pipelineAcross ? resolved.placed.map((s, r) => (r >= offset && r < offset + devices.length ? { ...s, device: devices[r - offset]! } : s)) : resolved.placed;
-    const mine = pipelineAcross ? placed.slice(offset, offset + devices.length) : placed;
+    const placed = meshAcross ? resolved.placed.map((s, r) => (r >= offset && r < offset + devices.length ? { ...s, device: devices[r - offset]! } : s)) : resolved.placed;
+    const mine = meshAcross ? placed.slice(offset, offset + devices.length) : placed;
     if (o.onProgress !== undefined && typeof o.onProgress !== 'function') throw new Error('ParallelModel.load: onProgress must be a function');
     const what = `ParallelModel.load ${source} (${strategy === 'mesh' ? `mesh ${mesh}` : strategy} on ${devices.join(', ')})`;
     // Refused here, before a worker starts, rather than by one device half-way through its load.
     checkDeviceMemory(mine.map((s) => ({ device: s.device, bytes: stageWeightBytes(cfg, dtype, s) })), what);
     if (o.signal?.aborted) throw abortError(what, o.signal.reason);
     const replicas = strategy === 'dp' || strategy === 'single';
-    if ((env || dist) && strategy !== 'dp' && !pipelineAcross) throw new Error(`${what}: only the dp, mp and pp strategies run across processes (launched as ${env ? `process ${env.rank} of ${env.world}` : 'several processes'})`);
-    if (env && !pipelineAcross) dist = await rendezvous({ env, secret: launchSecret(), devices });
+    if ((env || dist) && strategy !== 'dp' && !meshAcross) throw new Error(`${what}: one device's strategy (single) does not run across processes (launched as ${env ? `process ${env.rank} of ${env.world}` : 'several processes'}): give --devices and a strategy, or launch one process`);
+    if (env && !meshAcross) dist = await rendezvous({ env, secret: launchSecret(), devices });
     if (dist && dist.layout[dist.process]?.devices.length !== devices.length)
       throw new Error(`${what}: the world gives process ${dist.process} ${dist.layout[dist.process]?.devices.length} devices but it has ${devices.length}`);
+    if (dist && dpMesh && given!.size !== dist.world)
+      throw new Error(`${what}: mesh ${given} has ${given!.size} ranks, but the ${dist.processes} processes have ${dist.world} devices (${where()})`);
     const procComm = dist ? processCommunicator(dist, o.commTimeoutMs) : null;
     // A grid's ranks each hold one stage (of their pp coordinate); its pipeline is numbered from the
-    // ranks of replica 0's tp rank 0.
-    const lane0 = grid ? placed.filter((_, r) => mesh.coords(r).dp === 0 && mesh.coords(r).tp === 0) : [];
-    const stages = replicas ? placed.map((s, i) => ({ ...s, index: 0, rank: i, chunk: 0 })) : grid ? numberStages(lane0, 1) : numberStages(pipelineAcross ? resolved.placed : placed, chunks);
-    const ranks = replicas || grid || pipelineAcross ? devices : stages.slice(0, stages.length / chunks).map((s) => s.device);
-    const rankPlaced = replicas || grid ? placed : pipelineAcross ? mine : ranks.map((d) => placed.find((s) => s.device === d)!);
+    // ranks of replica 0's tp rank 0 (across processes, named by global rank).
+    const lane0 = grid ? (meshAcross ? resolved.placed : placed).filter((_, r) => mesh.coords(r).dp === 0 && mesh.coords(r).tp === 0) : [];
+    const stages = replicas ? placed.map((s, i) => ({ ...s, index: 0, rank: i, chunk: 0 })) : grid ? numberStages(lane0, 1) : numberStages(meshAcross ? resolved.placed : placed, chunks);
+    const ranks = replicas || grid || meshAcross ? devices : stages.slice(0, stages.length / chunks).map((s) => s.device);
+    const rankPlaced = replicas ? placed : meshAcross ? mine : grid ? placed : ranks.map((d) => placed.find((s) => s.device === d)!);
     const kinds = new Set(ranks.map((d) => (d.startsWith('cuda') ? 'nccl' : 'cpu')));
     if (kinds.size > 1) throw new Error('a pipeline over both CPU and CUDA devices is not supported: use one kind');
     // CPU devices are process-wide (ensureCpuDevices above made them), so the workers see them too.
@@ -249,7 +265,7 @@ export class ParallelModel {
       throw e;
     }
     // Replicas never talk while generating; pipeline stages do, over their pp group, and tp ranks over theirs.
-    const comm = !replicas && (pipelineAcross ? dist!.world : ranks.length) > 1 ? { kind: [...kinds][0] as CommKind, timeoutMs: o.commTimeoutMs } : null;
+    const comm = !replicas && (meshAcross ? dist!.world : ranks.length) > 1 ? { kind: [...kinds][0] as CommKind, timeoutMs: o.commTimeoutMs } : null;
     const pm = new ParallelModel(strategy, pool, mesh, stages, cfg, ranks, comm, sourceTokenizer(src), rankPlaced);
     pm.dist = dist;
     pm.procComm = procComm;
@@ -257,7 +273,7 @@ export class ParallelModel {
     // The stages each rank loads: a grid rank its one stage (with its tp shard), a pp rank its chunks
     // (across processes, its global rank's, on its own device).
     const loadStages = (r: number) =>
-      replicas ? undefined : grid ? [{ ...placed[r]!, index: mesh.coords(r).pp }] : stages.filter((s) => s.rank === offset + r).map((s) => ({ ...s, device: devices[r]! }));
+      replicas ? undefined : grid ? [{ ...placed[offset + r]!, index: mesh.coords(offset + r).pp }] : stages.filter((s) => s.rank === offset + r).map((s) => ({ ...s, device: devices[r]! }));
     const onAbort = () => pool.requestStop();
     o.signal?.addEventListener('abort', onAbort);
     try {
@@ -385,8 +401,11 @@ export class ParallelModel {
     const lastStage = this.stages[this.stages.length - 1]!.rank;
     // Every tp rank of the last stage samples the same ids (its logits are all-reduced): take rank 0's.
     let tokens = runs.map((run, d) => (run ? byRank.get(this.mesh.rankOf({ dp: d, pp: lastStage, tp: 0 }))?.tokens ?? [] : []));
-    // across processes the last stage's process has them: every process takes its
-    if (this.dist && this.procComm) tokens = allGatherJson(this.procComm, tokens)[processOf(this.dist, this.mesh.rankOf({ dp: 0, pp: lastStage, tp: 0 }))] as number[][][];
+    // across processes each replica's last stage's process has its tokens: every process takes them from there
+    if (this.dist && this.procComm) {
+      const all = allGatherJson(this.procComm, tokens) as number[][][][];
+      tokens = runs.map((_, d) => all[processOf(this.dist!, this.mesh.rankOf({ dp: d, pp: lastStage, tp: 0 }))]![d]!);
+    }
     // The timeline is replica 0's tp rank 0 lane (the others repeat its shape; across processes, this process's part).
     const tasks = active.map((r) => off + r).filter((r) => this.mesh.coords(r).dp === 0 && this.mesh.coords(r).tp === 0).flatMap((r) => byRank.get(r)!.tasks);
     const microBatches = runs.find((x) => x !== null)!.m;

@@ -50,6 +50,12 @@ export interface PipelineTrainOptions extends Omit<TrainOptions, 'device' | 'sha
    * t < tp, each holding a 1/tp share of the stage's heads and MLP features (models/tp.ts)
    */
   tp?: number;
+  /**
+   * pipeline stages per replica, with no tp: tp is then the devices left over by dp x pp (--strategy tp
+   * is pp 1, its width every process's devices / dp when the run spans processes). Default: the devices
+   * left over by dp x tp.
+   */
+  pp?: number;
   /** micro-batches each batch is cut into (default: one per stage, at most the batch; MP is 1) */
   microBatches?: number;
   /** GPipe (all forwards, then all backwards) or 1F1B (activations bounded by the stages; interleaved with chunks); default 1f1b (gpipe with chunks when the micro-batches are not a multiple of the devices) */
@@ -82,7 +88,7 @@ const GATHER_TIMEOUT_MS = 30 * 60_000;
 
 const WORKER_MODULE = fileURLToPath(new URL(`./pipeline-worker${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, import.meta.url));
 
-const MAIN_ONLY = ['loadProgress', 'onStep', 'onEval', 'onEpoch', 'onSave', 'devices', 'dp', 'tp', 'microBatches', 'schedule', 'chunks', 'placement', 'dataOrder', 'commTimeoutMs', 'callTimeoutMs', 'fault', 'distributed', 'rendezvousTimeoutMs'] as const;
+const MAIN_ONLY = ['loadProgress', 'onStep', 'onEval', 'onEpoch', 'onSave', 'devices', 'dp', 'tp', 'pp', 'microBatches', 'schedule', 'chunks', 'placement', 'dataOrder', 'commTimeoutMs', 'callTimeoutMs', 'fault', 'distributed', 'rendezvousTimeoutMs'] as const;
 
 /** A training step's tasks with their kind, for the timeline (Figure 6 of the seed, measured). */
 export type TrainTaskTime = TaskTime & { kind: 'forward' | 'backward' };
@@ -163,7 +169,10 @@ export class PipelineTrainer {
     const off = dist?.rankOffset ?? 0;
     const dp = o.dp ?? 1;
     if (!Number.isInteger(dp) || dp < 1 || world % dp) throw new Error(`train pp: dp ${dp} must be a positive integer dividing the ${world} devices`);
-    const tp = o.tp ?? 1;
+    if (o.pp !== undefined && o.tp !== undefined) throw new Error('train pp: give tp or pp, not both (the other is the devices left over by dp)');
+    if (o.pp !== undefined && (!Number.isInteger(o.pp) || o.pp < 1 || world % (dp * o.pp)))
+      throw new Error(`train pp: pp ${o.pp} must be a positive integer with dp x pp (${dp} x ${o.pp}) dividing the ${world} devices`);
+    const tp = o.pp !== undefined ? world / (dp * o.pp) : (o.tp ?? 1);
     if (!Number.isInteger(tp) || tp < 1 || world % (dp * tp))
       throw new Error(`train pp: tp ${tp} must be a positive integer with dp x tp (${dp} x ${tp}) dividing the ${world} devices`);
     const mesh = new Mesh({ dp, pp: world / (dp * tp), tp });

@@ -1,4 +1,4 @@
-// Pipeline (and dp x pp, pp x tp) training across processes end to end: `parallm launch` starting real
+// Pipeline (and dp x pp, pp x tp, tp) training across processes end to end: `parallm launch` starting real
 // processes (the compiled CLI in dist/), the mesh spanning both processes' CPU devices over 'tcp'
 // communicators, against one process holding all four devices ('cpu' communicators). The CPU backend's
 // tcp communicator sums as the in-process one does (native/comm/tcp.cc), so the losses agree bit for bit.
@@ -108,12 +108,14 @@ describe('parallm launch: pipeline training over processes', () => {
     for (const [p, ls] of (await launched(a)).entries()) expect(curve(ls), `process ${p}`).toEqual(curve(want));
   }, 120_000);
 
-  it('--strategy tp is refused across processes, naming the way that works', async () => {
-    const lines: { rank: number; line: string }[] = [];
-    const r = await launch({ nproc: 2, command: args('tiny-llama', ['--strategy', 'tp', '--steps', '1']), devicesPerProc: 2, script: cli, onLine: (rank, _s, line) => lines.push({ rank, line }) });
-    expect(r.code).toBe(1);
-    expect(lines.map((l) => l.line).join('\n')).toMatch(/launched as process [01] of 2 \(torchrun's variables\): only --strategy dp, pp or mp train across processes \(for tensor parallelism across processes, --strategy pp --tp n\)/);
-  }, 60_000);
+  it('--strategy tp on 2 processes x 2 CPU devices (one stage; its tp group over both processes, or with --dp 2 a replica a process): the losses of 1 process x 4, bit for bit', async () => {
+    for (const [model, extra] of [['tiny-gpt2', []], ['tiny-llama', ['--dp', '2']]] as const) {
+      const a = args(model, ['--strategy', 'tp', '--steps', '2', ...extra]);
+      const want = single(a);
+      expect(want.filter((l) => l.type === 'step'), model).toHaveLength(2);
+      for (const [p, ls] of (await launched(a)).entries()) expect(curve(ls), `${model} process ${p}`).toEqual(curve(want));
+    }
+  }, 120_000);
 
   it('generate --strategy pp (and mp) over 3 processes x 1 CPU device prints, on process 0 only, the tokens of one process with 3 devices', async () => {
     const prompts = path.join(dir, 'prompts.txt');

@@ -124,7 +124,7 @@ describe('parallm launch: data-parallel training over processes', () => {
     const r = await launch({ nproc: 2, command: [...single, '--device', 'cpu:0', '--steps', '2'], script: cli, onLine: (rank, stream, line) => lines.push({ rank, stream, line }) });
     expect(r.code).toBe(1);
     expect(r.failed!.how).toBe('exited with code 1');
-    expect(lines.map((l) => l.line).join('\n')).toMatch(/launched as process [01] of 2 \(torchrun's variables\): only --strategy dp, pp or mp train across processes/);
+    expect(lines.map((l) => l.line).join('\n')).toMatch(/launched as process [01] of 2 \(torchrun's variables\): only --strategy dp, pp, mp or tp train across processes/);
   }, 60_000);
 
   it('launch checks its options', async () => {

@@ -160,7 +160,7 @@ async function batch(o: GenOpts): Promise<void> {
       if (o.json) console.log(JSON.stringify({ prompt: p, text: g.text, tokens: g.tokens, finish: g.finish }));
       else console.log(`${typeof p === 'string' ? p : ''}${g.text ?? g.tokens.join(' ')}\n`);
     });
-    console.error(`[${pm.strategy === 'mesh' ? `mesh ${pm.mesh}` : pm.strategy} on ${pm.devices.join(', ')}${pm.dist ? ` and the other processes' (${pm.dist.world} ${pm.strategy === 'dp' ? 'replicas' : 'stages'} in ${pm.dist.processes} processes)` : ''}: ${prompts.length} prompts, ${prompts.length * maxTokens} tokens in ${(r.wallMs / 1e3).toFixed(2)} s]`);
+    console.error(`[${pm.strategy === 'mesh' ? `mesh ${pm.mesh}` : pm.strategy} on ${pm.devices.join(', ')}${pm.dist ? ` and the other processes' (${pm.dist.world} ${pm.strategy === 'dp' ? 'replicas' : pm.strategy === 'pp' || pm.strategy === 'mp' ? 'stages' : 'ranks'} in ${pm.dist.processes} processes)` : ''}: ${prompts.length} prompts, ${prompts.length * maxTokens} tokens in ${(r.wallMs / 1e3).toFixed(2)} s]`);
   } finally {
     await pm.close();
   }

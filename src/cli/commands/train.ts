@@ -118,9 +118,9 @@ export function register(program: Command): void {
       if (!dp && o.zero !== '0') throw new Error('--zero is for --strategy dp');
       // Launched as several processes, a single-device (or one-process pipeline) run would train N unrelated models.
       const launched = launchEnv();
-      // (pp and mp meshes span the processes: cluster/mesh-groups.ts; tp's width would be every process's devices)
-      if ((o.strategy === 'single' || o.strategy === 'tp') && launched && launched.world > 1)
-        throw new Error(`launched as process ${launched.rank} of ${launched.world} (${launched.launcher}'s variables): only --strategy dp, pp or mp train across processes (for tensor parallelism across processes, --strategy pp --tp n)`);
+      // (pp, mp and tp meshes span the processes: cluster/mesh-groups.ts; tp's width is every process's devices / dp)
+      if (o.strategy === 'single' && launched && launched.world > 1)
+        throw new Error(`launched as process ${launched.rank} of ${launched.world} (${launched.launcher}'s variables): only --strategy dp, pp, mp or tp train across processes`);
       if (o.dataOrder !== 'sharded' && o.dataOrder !== 'global') throw new Error(`--data-order must be sharded or global, got "${o.dataOrder}"`);
       const devices = many ? o.devices!.split(',').map((s) => s.trim()).filter(Boolean) : [];
       const device = many ? devices[0]! : parseDevice(o.device ?? defaultDevice());
@@ -185,7 +185,8 @@ export function register(program: Command): void {
         const dpN = num('--dp', o.dp, true) ?? 1;
         const t = await PipelineTrainer.create({
           ...common, devices, dp: dpN, dataOrder: o.dataOrder as 'sharded' | 'global',
-          tp: o.strategy === 'tp' ? Math.floor(devices.length / dpN) : num('--tp', o.tp, true),
+          // tp: one stage, its width the devices (of every process) left over by dp
+          ...(o.strategy === 'tp' ? { pp: 1 } : { tp: num('--tp', o.tp, true) }),
           microBatches: o.strategy === 'mp' ? 1 : num('--micro-batches', o.microBatches, true),
           schedule: o.schedule as 'gpipe' | '1f1b' | undefined, chunks: num('--chunks', o.chunks, true),
         });
