@@ -125,6 +125,19 @@ for p in "${parts[@]}"; do
       # The register GEMV's deeper shapes (matmulGemv 4..6) against the default and a copy, and their tests.
       timeout 200 vitest run test/gpu/decode.gpu.test.ts -t "GEMV" > "$out/gpu-gemv-tests.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-gemv-tests.log"
       timeout 150 node dist/cli/index.js bench kernels --filter gemv copy --json "$out/kernels-gemv.json" 2>&1 | grep -E "gemv|copy" | head -40 ;;
+    verify-a)
+      # Every GPU test, then the training figures with the step as one CUDA graph: one GPU at 64 and 128 x 128
+      # (and where a step's time goes on the host), DP strong and weak scaling, DP across processes.
+      timeout 330 vitest run test/gpu > "$out/gpu-all.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-all.log" | head -30
+      mkdir -p "$out/t"
+      for sh in 64x128 128x128; do
+        PARALLM_TRACE_STEP=1 timeout 90 node dist/cli/index.js bench train --model gpt2 --shapes $sh --steps 30 > "$out/t/trace-$sh.log" 2>&1
+        grep "parallm trace" "$out/t/trace-$sh.log" | tail -2; grep -E "^gpt2" "$out/t/trace-$sh.log" | tail -1
+      done
+      timeout 150 node dist/cli/index.js bench train --devices cuda:0,cuda:1 --strategies single,dp --scaling strong --shapes 128x128 --steps 30 --json "$out/t/gpt2-strong.json" 2>&1 | tail -4
+      timeout 150 node dist/cli/index.js bench train --devices cuda:0,cuda:1 --strategies dp --shapes 128x128 --steps 30 --json "$out/t/gpt2-weak.json" 2>&1 | tail -3
+      timeout 200 node bench/dp-procs.mjs --steps 40 --rounds 2 --json "$out/t/dp-procs.json" 2>&1 | tail -5
+      tar -czf "$out/train.tgz" -C "$out" t && rm -rf "$out/t" ;;
     train-trace)
       # Host time of a GPT-2 training step against its wall time (PARALLM_TRACE_STEP), at strong scaling's per-GPU batch and at 128.
       for sh in 64x128 128x128; do
