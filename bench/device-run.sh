@@ -138,6 +138,18 @@ for p in "${parts[@]}"; do
       timeout 150 node dist/cli/index.js bench train --devices cuda:0,cuda:1 --strategies dp --shapes 128x128 --steps 30 --json "$out/t/gpt2-weak.json" 2>&1 | tail -3
       timeout 200 node bench/dp-procs.mjs --steps 40 --rounds 2 --json "$out/t/dp-procs.json" 2>&1 | tail -5
       tar -czf "$out/train.tgz" -C "$out" t && rm -rf "$out/t" ;;
+    verify-b)
+      # The captured step's GPU tests (and the two test fixes of S6-6), DP strong scaling with gradient
+      # buckets inside the graph, tensor-parallel decode against one GPU, and decode with this build.
+      timeout 200 vitest run test/gpu/train-graph.gpu.test.ts test/gpu/train-dp.gpu.test.ts test/gpu/grad-kernels.gpu.test.ts -t "graph|data-parallel|crossEntropy" > "$out/gpu-b.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-b.log" | head -20
+      mkdir -p "$out/t"
+      timeout 120 node dist/cli/index.js bench train --devices cuda:0,cuda:1 --strategies single,dp --scaling strong --bucket-mb 25 --shapes 128x128 --steps 30 --json "$out/t/gpt2-strong-bucket.json" 2>&1 | tail -3
+      for b in 1 16; do
+        timeout 150 node dist/cli/index.js bench --model llama-2-7b --strategies single,tp --batch $b --prompt-tokens 128 --new-tokens 128 --repeats 3 --json "$out/t/llama-tp-b$b.json" 2>&1 | tail -2
+      done
+      timeout 90 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16 --json "$out/t/gen-llama.json" 2>&1 | tail -3
+      timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1,16 --json "$out/t/gen-gpt2.json" 2>&1 | tail -3
+      tar -czf "$out/b.tgz" -C "$out" t && rm -rf "$out/t" ;;
     train-trace)
       # Host time of a GPT-2 training step against its wall time (PARALLM_TRACE_STEP), at strong scaling's per-GPU batch and at 128.
       for sh in 64x128 128x128; do

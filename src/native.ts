@@ -29,6 +29,7 @@ export interface NativeGraph {
 export interface NativeEvent {
   record(): void;
   synchronize(): void;
+  wait(): void;
   elapsedMs(end: NativeEvent): number;
 }
 

@@ -17,6 +17,13 @@ export class DeviceEvent {
   synchronize(): void {
     this.native.synchronize();
   }
+  /**
+   * The device's current stream waits (on the device) for the work queued before record(): how work
+   * forked onto a DeviceStream joins back, also inside a capture. On a CPU device, nothing to wait for.
+   */
+  wait(): void {
+    this.native.wait();
+  }
   /** Milliseconds from this event to `end` (waits for `end`). */
   elapsedMs(end: DeviceEvent): number {
     return this.native.elapsedMs(end.native);

@@ -237,4 +237,9 @@ void stream_wait_event(Stream& s, Event& e) {
   if (s.dev.is_cuda() && e.dev.is_cuda()) cuda_backend::stream_wait_event(s.dev.index, s.s, e.ev);
 }
 
+void event_wait_current(Event& e) {
+  if (!e.recorded) fail("wait on an event that was never recorded (", e.dev.str(), ")");
+  if (e.dev.is_cuda()) cuda_backend::stream_wait_event(e.dev.index, cuda_activate(e.dev), e.ev);
+}
+
 }  // namespace parallm

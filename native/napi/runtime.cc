@@ -86,6 +86,7 @@ class NativeEvent : public Napi::ObjectWrap<NativeEvent> {
     return DefineClass(env, "NativeEvent",
                        {InstanceMethod<&NativeEvent::Record>("record"),
                         InstanceMethod<&NativeEvent::Synchronize>("synchronize"),
+                        InstanceMethod<&NativeEvent::Wait>("wait"),
                         InstanceMethod<&NativeEvent::ElapsedMs>("elapsedMs")});
   }
   explicit NativeEvent(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeEvent>(info) {}
@@ -98,6 +99,13 @@ class NativeEvent : public Napi::ObjectWrap<NativeEvent> {
   Napi::Value Synchronize(const Napi::CallbackInfo& info) {
     return guarded(info.Env(), [&]() -> Napi::Value {
       event_synchronize(*e);
+      return info.Env().Undefined();
+    });
+  }
+  // wait(): the device's current stream waits for this event (on the device; the host goes on).
+  Napi::Value Wait(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      event_wait_current(*e);
       return info.Env().Undefined();
     });
   }

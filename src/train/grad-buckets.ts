@@ -64,7 +64,7 @@ export class BucketedAllReduce {
   private readonly events: Map<string | number, number>;
   private readonly finalEvent: number;
   private micro = 0;
-  private readonly gpu: { stream: DeviceStream; event: DeviceEvent } | null;
+  private readonly gpu: { stream: DeviceStream; event: DeviceEvent; done: DeviceEvent } | null;
 
   constructor(
     private readonly p: FlatParams,
@@ -81,7 +81,7 @@ export class BucketedAllReduce {
     this.events = new Map<string | number, number>([['head', 0], ['embed', 1 + end - start]]);
     for (let i = start; i < end; i++) this.events.set(i, 1 + (end - 1 - i));
     this.finalEvent = 1 + end - start;
-    this.gpu = p.device.startsWith('cuda') ? { stream: new DeviceStream(p.device), event: new DeviceEvent(p.device) } : null;
+    this.gpu = p.device.startsWith('cuda') ? { stream: new DeviceStream(p.device), event: new DeviceEvent(p.device), done: new DeviceEvent(p.device) } : null;
   }
 
   /** TrainStage.onGradsReady. */
@@ -108,12 +108,21 @@ export class BucketedAllReduce {
     }
   }
 
-  /** After the step's backward: reduce what the hooks did not (none, normally) and wait for the reductions. */
-  finish(): void {
+  /**
+   * After the step's backward: reduce what the hooks did not (none, normally) and wait for the reductions:
+   * on the host (polling), or with `onDevice` (a step being captured into a graph) by making the compute
+   * stream wait for the comm stream, which a graph can hold.
+   */
+  finish(onDevice = false): void {
     if (this.micro !== this.accum) throw new Error(`BucketedAllReduce: ${this.micro} backward passes this step, expected ${this.accum}`);
     this.launchUpTo(Infinity);
-    // polls, so a failed peer or the stop flag ends the wait (a stream synchronize could hang)
-    if (this.gpu) this.gpu.stream.use(() => this.comm.drain());
+    if (this.gpu && onDevice) {
+      this.gpu.stream.use(() => this.gpu!.done.record());
+      this.gpu.done.wait();
+    } else if (this.gpu) {
+      // polls, so a failed peer or the stop flag ends the wait (a stream synchronize could hang)
+      this.gpu.stream.use(() => this.comm.drain());
+    }
     this.micro = 0;
     this.launched.fill(false);
   }

@@ -85,8 +85,18 @@ export interface TrainOptions {
   onCheckpointFile?: SaveOptions['onFileWritten'];
   /** @internal data parallel (src/train/worker.ts): this replica's rank and share of the batches */
   shard?: DataShard;
-  /** @internal data parallel: called after the backward of every step, before the gradient norm (the all-reduce) */
-  reduceGradients?: (p: FlatParams) => void;
+  /**
+   * @internal data parallel: called after the backward of every step, before the gradient norm (the
+   * all-reduce). `inGraph`: it is being captured (src/train/captured-step.ts), so it must queue its work
+   * and join it back to the current stream on the device, not wait on the host.
+   */
+  reduceGradients?: (p: FlatParams, o?: { inGraph?: boolean }) => void;
+  /**
+   * @internal data parallel: after a captured step's replay, before its results are read: waits for the
+   * device's queued work the way the communicator does (polling, so a failed peer, the timeout or the
+   * stop flag end the wait with an error instead of a hang).
+   */
+  drain?: () => void;
   /**
    * @internal data parallel with ZeRO-1 (src/train/zero.ts): this rank holds the optimizer state of its
    * shard only; the step reduce-scatters the gradient and all-gathers the weights over `comm` (which
@@ -209,6 +219,7 @@ export class Trainer {
     const r = this.graphRun(batches, dscale);
     if (r) {
       this.graphSteps++;
+      this.opts.drain?.();
       trace?.push(performance.now());
       for (const l of r.losses) lossSum += sumLosses(l);
       trace?.push(performance.now());
@@ -251,23 +262,23 @@ export class Trainer {
   }
 
   /**
-   * The step's device work as one CUDA graph (src/train/captured-step.ts), where it can be: a CUDA device,
-   * the whole optimizer state here (not ZeRO), no gradient buckets launched from the backward's hooks
-   * (their host-side waits cannot be captured; data parallel's one all-reduce after the backward can), and
-   * room for the graph's memory, measured on the first step (which runs op by op). A capture that fails
+   * The step's device work as one CUDA graph (src/train/captured-step.ts), where it can be: a CUDA device
+   * (data parallel's all-reduce, or its buckets on their own stream, are captured with it), the whole
+   * optimizer state here (not ZeRO), and room for the graph's memory, measured on the first step (which
+   * runs op by op). A capture that fails
    * says so once, and the run goes on op by op. null: this step runs op by op.
    */
   private graphRun(mbs: MicroBatch[], dscale: number): CapturedStepResult | null {
     if (this.captured === undefined) {
       const reduce = this.opts.reduceGradients;
-      const eligible = CapturedStep.wanted(this.params.device) && !this.zero && !this.stage.onGradsReady && (!reduce || this.params.device.startsWith('cuda'));
+      const eligible = CapturedStep.wanted(this.params.device) && !this.zero && (!reduce || this.params.device.startsWith('cuda'));
       if (!eligible) this.captured = null;
       else if (!this.probe) {
         this.probe = new GraphMemoryProbe(this.params.device);
         this.probe.begin();
         return null;
       } else {
-        this.captured = this.probe.fits() ? new CapturedStep(this.stage, this.params, reduce ? () => reduce(this.params) : undefined) : null;
+        this.captured = this.probe.fits() ? new CapturedStep(this.stage, this.params, reduce ? () => reduce(this.params, { inGraph: true }) : undefined) : null;
       }
     }
     if (!this.captured) return null;

@@ -106,7 +106,8 @@ export const handlers: Record<string, Handler> = {
         // the seed's average_gradients: one all-reduce of the whole flat gradient after the backward,
         // or the buckets' wait for the reductions they launched during it
         zero: comm && a.zero ? { comm } : undefined,
-        reduceGradients: comm && !a.zero ? (p) => (buckets ? buckets.finish() : comm.allReduce(p.grad, 'avg')) : undefined,
+        reduceGradients: comm && !a.zero ? (p, o) => (buckets ? buckets.finish(o?.inGraph) : comm.allReduce(p.grad, 'avg')) : undefined,
+        drain: comm ? () => comm.drain() : undefined,
       });
       if (comm && a.bucketBytes) {
         const p = trainer.params;

@@ -1,7 +1,8 @@
 // The training step as one CUDA graph (src/train/captured-step.ts) against the same steps op by op
 // (PARALLM_TRAIN_GRAPH=0): on one GPU, bf16 and f32, with gradient accumulation, losses, norms and weights
 // bit for bit (the same kernels in the same order); and data parallel on cuda:0 and cuda:1, where the
-// graph holds NCCL's all-reduce of the gradient: losses and every replica's weights bit for bit. Fresh
+// graph holds NCCL's all-reduce of the gradient (one after the backward, or buckets on a second stream
+// during it, joined back on the device): losses and every replica's weights bit for bit. Fresh
 // random data and init each run. Skipped without a GPU (the DP case without 2 GPUs and NCCL).
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { cudaDeviceCount } from '../../src/device.js';
@@ -40,7 +41,7 @@ describe.skipIf(gpus === 0)('the training step as one CUDA graph', () => {
     for (const dtype of ['bf16', 'f32'] as const)
       it(`${cfg.family} [${dtype}], grad accumulation 2: captured steps = steps op by op, bit for bit`, async () => {
         const seed = newSeed();
-        const o: TrainOptions = { model: cfg, data: tokens(cfg.vocabSize, 4000, seed), device: 'cuda:0', batch: 4, seq: 32, steps: 6, lr: 3e-3, warmup: 2, seed, dtype, gradAccum: 2 };
+        const o: TrainOptions = { model: cfg, data: tokens(cfg.vocabSize, 4000, seed), device: 'cuda:0', batch: 4, seq: 16, steps: 6, lr: 3e-3, warmup: 2, seed, dtype, gradAccum: 2 };
         const eager = await single(o, '0');
         const graph = await single(o, '1');
         expect(eager.captured).toBeNull();
@@ -50,9 +51,10 @@ describe.skipIf(gpus === 0)('the training step as one CUDA graph', () => {
         expect(same(graph.master, eager.master), `weights (seed ${seed})`).toBe(true);
       });
 
-  it.skipIf(gpus < 2 || !ncclStatus().ok)('data parallel on cuda:0, cuda:1 [f32]: NCCL inside the graph; losses and replicas bit for bit', async () => {
+  for (const bucketMiB of [0, 0.05])
+  it.skipIf(gpus < 2 || !ncclStatus().ok)(`data parallel on cuda:0, cuda:1 [f32]${bucketMiB ? ', gradient buckets on a second stream during the backward' : ''}: NCCL inside the graph; losses and replicas bit for bit`, async () => {
     const seed = newSeed();
-    const o = { model: smallLlama, data: tokens(smallLlama.vocabSize, 4000, seed), devices: ['cuda:0', 'cuda:1'], batch: 4, seq: 16, steps: 6, lr: 3e-3, seed, dtype: 'f32' as const };
+    const o = { model: smallLlama, data: tokens(smallLlama.vocabSize, 4000, seed), devices: ['cuda:0', 'cuda:1'], batch: 4, seq: 16, steps: 6, lr: 3e-3, seed, dtype: 'f32' as const, bucketMiB };
     const runWith = async (graph: '0' | '1') => {
       process.env.PARALLM_TRAIN_GRAPH = graph; // the workers start with a copy of this environment
       const t = await DataParallelTrainer.create(o);

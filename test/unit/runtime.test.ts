@@ -49,6 +49,9 @@ describe('events and streams (CPU)', () => {
     st.use(() => ops.add(a, a));
     st.waitEvent(e);
     st.synchronize();
+    // the current stream waits for an event (the join after a fork): nothing to wait for on a CPU device
+    e.wait();
+    expect(() => new DeviceEvent('cpu:0').wait()).toThrow(/wait on an event that was never recorded \(cpu:0\)/);
     synchronize('cpu:0');
   });
 });
