@@ -150,6 +150,11 @@ for p in "${parts[@]}"; do
       timeout 90 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16 --json "$out/t/gen-llama.json" 2>&1 | tail -3
       timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1,16 --json "$out/t/gen-gpt2.json" 2>&1 | tail -3
       tar -czf "$out/b.tgz" -C "$out" t && rm -rf "$out/t" ;;
+    verify-c)
+      # Decode with this build beside the compiled-PyTorch peer in the same call (7B and GPT-2, batch 1 and 16).
+      timeout 90 node dist/cli/index.js bench generate --model gpt2 --batch 1,16 --json "$out/gen-gpt2.json" 2>&1 | tail -3
+      timeout 120 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16 --json "$out/gen-llama.json" 2>&1 | tail -3
+      timeout 300 python3 bench/peers/torch_compile_decode.py both 1,16 > "$out/peer-compile.log" 2>&1; grep ANCHOR "$out/peer-compile.log" | cut -c1-200 ;;
     train-trace)
       # Host time of a GPT-2 training step against its wall time (PARALLM_TRACE_STEP), at strong scaling's per-GPU batch and at 128.
       for sh in 64x128 128x128; do

@@ -264,8 +264,10 @@ void launch_gemv_t(const Args& a) {
   // order, so the choice changes no bits. (Also measured and dropped, S6-4/S6-5: a deeper register
   // kernel, unroll 8 or 16 (fewer blocks fit an SM), and a row-per-warp kernel with 512-byte loads of one
   // row and X in shared memory (0.014 ms at 1x4096x4096, 0.035 at 1x11008x4096).)
-  if (g_gemv_path.load(std::memory_order_relaxed) < 0 && a.M == 1 && int64_t(a.N) * a.K >= (int64_t(32) << 20) &&
-      device_cc() >= 80)
+  // K >= 4096 as measured: GPT-2's head (1x50257x768) is W-large but K-short, and decode lost 10% with it
+  // there (S6-7).
+  if (g_gemv_path.load(std::memory_order_relaxed) < 0 && a.M == 1 && a.K >= 4096 &&
+      int64_t(a.N) * a.K >= (int64_t(32) << 20) && device_cc() >= 80)
     return launch_gemv_pipe<T, mm::GEMVP_WARPS, mm::GEMVP_UC, mm::GEMVP_P>(a);
   // Measured on an H100, 1x11008x4096 bf16 (bench/RESULTS.md): 8 rows x unroll 4 gives 2,391 GB/s;
   // 16 rows x 4, 2,162 (a 5.2-wave grid, the last wave a fifth full); 8 rows x 8, 1,993 (registers).
