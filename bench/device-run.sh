@@ -155,6 +155,10 @@ for p in "${parts[@]}"; do
       timeout 90 node dist/cli/index.js bench generate --model gpt2 --batch 1,16 --json "$out/gen-gpt2.json" 2>&1 | tail -3
       timeout 120 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16 --json "$out/gen-llama.json" 2>&1 | tail -3
       timeout 300 python3 bench/peers/torch_compile_decode.py both 1,16 > "$out/peer-compile.log" 2>&1; grep ANCHOR "$out/peer-compile.log" | cut -c1-200 ;;
+    verify-d)
+      # The peer all-reduce after its kernels share their call bookkeeping (begin_call / end_call).
+      timeout 150 vitest run test/gpu/peer-allreduce.gpu.test.ts test/gpu/tp.gpu.test.ts > "$out/gpu-d.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-d.log"
+      timeout 60 node dist/cli/index.js bench comm --devices cuda:0,cuda:1 --quick 2>&1 | tail -14 ;;
     train-trace)
       # Host time of a GPT-2 training step against its wall time (PARALLM_TRACE_STEP), at strong scaling's per-GPU batch and at 128.
       for sh in 64x128 128x128; do

@@ -96,6 +96,25 @@ __device__ __forceinline__ uint4 to_pack(const float* acc, float scale) {
   return v;
 }
 
+// A call's flag value (this block's call count + 1: the same on every rank, since every call runs the
+// same grid), the parity of the slots it uses, and the block's share [p0, p1) of `packs` 16-byte packs.
+struct Call {
+  uint32_t value;
+  int parity;
+  int64_t p0, p1;
+};
+__device__ __forceinline__ Call begin_call(const PeerRanks& r, int64_t packs) {
+  __shared__ uint32_t s_value;
+  if (threadIdx.x == 0) s_value = r.flags[r.rank]->counter[blockIdx.x] + 1;
+  __syncthreads();
+  const uint32_t v = s_value;
+  return {v, int(v & 1), packs * blockIdx.x / kPeerBlocks, packs * (blockIdx.x + 1) / kPeerBlocks};
+}
+// The next call of this block counts from here (the next kernel on the stream reads it).
+__device__ __forceinline__ void end_call(const PeerRanks& r, uint32_t value) {
+  if (threadIdx.x == 0) r.flags[r.rank]->counter[blockIdx.x] = value;
+}
+
 // Slot `from` of rank `to`'s receive area for this call's parity (LL: in the LL half).
 __device__ __forceinline__ char* slot(const PeerRanks& r, int to, int parity, int from, bool ll = false) {
   return r.slots[to] + ((size_t(ll) * 2 + parity) * r.world + from) * kPeerMaxBytes;
@@ -157,12 +176,10 @@ __device__ __forceinline__ uint4 recv_ll(const PeerRanks& r, const uint4* line, 
 template <typename T, int W, bool RESIDUAL>
 __global__ void __launch_bounds__(kPeerThreads) ll_kernel(PeerRanks r, const T* buf, T* dst, int64_t n, float scale) {
   constexpr int E = 16 / sizeof(T);
-  __shared__ uint32_t s_value;
-  if (threadIdx.x == 0) s_value = r.flags[r.rank]->counter[blockIdx.x] + 1;
-  __syncthreads();
-  const uint32_t value = s_value;
-  const int parity = value & 1;
-  const int64_t packs = n / E, p0 = packs * blockIdx.x / kPeerBlocks, p1 = packs * (blockIdx.x + 1) / kPeerBlocks;
+  const Call c = begin_call(r, n / E);
+  const uint32_t value = c.value;
+  const int parity = c.parity;
+  const int64_t p0 = c.p0, p1 = c.p1;
   const uint4* in = reinterpret_cast<const uint4*>(buf);
   // Send every pack first (the stores are posted), then sum: a peer's words are on their way meanwhile.
   for (int64_t i = p0 + threadIdx.x; i < p1; i += kPeerThreads) {
@@ -183,18 +200,16 @@ __global__ void __launch_bounds__(kPeerThreads) ll_kernel(PeerRanks r, const T* 
       add_pack<T>(acc, q == r.rank ? in[i] : recv_ll(r, reinterpret_cast<const uint4*>(slot(r, r.rank, parity, q, true)) + 2 * i, value, q));
     out[i] = finish<T, RESIDUAL>(acc, scale, out + i);
   }
-  if (threadIdx.x == 0) r.flags[r.rank]->counter[blockIdx.x] = value;
+  end_call(r, value);
 }
 
 template <typename T, int W, bool RESIDUAL>
 __global__ void __launch_bounds__(kPeerThreads) one_shot_kernel(PeerRanks r, T* buf, T* dst, int64_t n, float scale) {
   constexpr int E = 16 / sizeof(T);
-  __shared__ uint32_t s_value;
-  if (threadIdx.x == 0) s_value = r.flags[r.rank]->counter[blockIdx.x] + 1;
-  __syncthreads();
-  const uint32_t value = s_value;
-  const int parity = value & 1;
-  const int64_t packs = n / E, p0 = packs * blockIdx.x / kPeerBlocks, p1 = packs * (blockIdx.x + 1) / kPeerBlocks;
+  const Call c = begin_call(r, n / E);
+  const uint32_t value = c.value;
+  const int parity = c.parity;
+  const int64_t packs = n / E, p0 = c.p0, p1 = c.p1;
   const bool tail_block = blockIdx.x == kPeerBlocks - 1;
   const int64_t tail0 = packs * E;  // the last n % E elements, one by one, in the last block
 
@@ -226,19 +241,17 @@ __global__ void __launch_bounds__(kPeerThreads) one_shot_kernel(PeerRanks r, T* 
       const T v = from_f32<T>(acc * scale);
       dst[i] = RESIDUAL ? from_f32<T>(f32(dst[i]) + f32(v)) : v;
     }
-  if (threadIdx.x == 0) r.flags[r.rank]->counter[blockIdx.x] = value;
+  end_call(r, value);
 }
 
 // n is a multiple of E here (the host checks).
 template <typename T, int W>
 __global__ void __launch_bounds__(kPeerThreads) two_shot_kernel(PeerRanks r, T* buf, int64_t n, float scale) {
   constexpr int E = 16 / sizeof(T);
-  __shared__ uint32_t s_value;
-  if (threadIdx.x == 0) s_value = r.flags[r.rank]->counter[blockIdx.x] + 1;
-  __syncthreads();
-  const uint32_t value = s_value;
-  const int parity = value & 1;
-  const int64_t packs = n / E, p0 = packs * blockIdx.x / kPeerBlocks, p1 = packs * (blockIdx.x + 1) / kPeerBlocks;
+  const Call c = begin_call(r, n / E);
+  const uint32_t value = c.value;
+  const int parity = c.parity;
+  const int64_t p0 = c.p0, p1 = c.p1;
   // Part q of this block's slice is reduced by rank q.
   auto part = [&](int q, int64_t& a, int64_t& b) {
     a = p0 + (p1 - p0) * q / W;
@@ -277,7 +290,7 @@ __global__ void __launch_bounds__(kPeerThreads) two_shot_kernel(PeerRanks r, T* 
     const uint4* src = reinterpret_cast<const uint4*>(slot(r, r.rank, parity, q));
     for (int64_t i = a + threadIdx.x; i < b; i += kPeerThreads) data[i] = __ldcg(src + i);
   }
-  if (threadIdx.x == 0) r.flags[r.rank]->counter[blockIdx.x] = value;
+  end_call(r, value);
 }
 
 template <typename T, int W>
