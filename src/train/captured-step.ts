@@ -52,6 +52,8 @@ export class CapturedStep {
   private ids: Tensor[] = [];
   private targets: Tensor[] = [];
   private out: CapturedStepResult | null = null;
+  /** graphs captured so far (a new batch shape or dscale captures again) */
+  captures = 0;
 
   /**
    * Whether a step on `device` is captured: CUDA devices, unless PARALLM_TRAIN_GRAPH=0 (the eager step,
@@ -117,6 +119,7 @@ export class CapturedStep {
     }
     this.out = { losses, normSq: normSq! };
     this.key = key;
+    this.captures++;
   }
 
   dispose(): void {

@@ -282,6 +282,13 @@ export class Trainer {
       }
     }
     if (!this.captured) return null;
+    // Batches whose counted targets vary (padding) change dscale, so each would be captured anew: past a
+    // few shapes, op by op is cheaper.
+    if (this.captured.captures >= 4) {
+      this.captured.dispose();
+      this.captured = null;
+      return null;
+    }
     try {
       return this.captured.run(mbs, dscale);
     } catch (e) {

@@ -62,6 +62,26 @@ describe('Trainer: a captured step is the eager step', () => {
     expect(graph.captured).toBeNull();
     expect(graph.steps).toEqual(eager.steps);
   });
+
+  it('after four captures (batches whose dscale keeps changing) the run goes on op by op, with the same losses', async () => {
+    const opts = base(smallLlama, tokens(smallLlama.vocabSize, 1500, 4), { steps: 6 });
+    const eager = await run(opts, '0');
+    process.env.PARALLM_TRAIN_GRAPH = '1';
+    const t = await Trainer.create(opts);
+    try {
+      const steps = [t.trainStep(), t.trainStep(), t.trainStep()];
+      expect(t.graphSteps).toBe(2);
+      const cs = (t as unknown as { captured: CapturedStep }).captured;
+      expect(cs.captures).toBe(1);
+      cs.captures = 4; // as if four shapes had come
+      steps.push(t.trainStep(), t.trainStep(), t.trainStep());
+      expect(t.graphSteps).toBe(2);
+      expect((t as unknown as { captured: unknown }).captured).toBeNull();
+      expect(steps).toEqual(eager.steps);
+    } finally {
+      t.dispose();
+    }
+  });
 });
 
 describe('CapturedStep', () => {
