@@ -4,9 +4,10 @@
 // A step: zero the gradient; per micro-step take a batch from the loader, forward (the logits' gradient
 // scaled by 1 / the step's counted targets, so the micro-steps' gradients add up to the step's mean loss),
 // backward; then the global norm, a non-finite loss or norm stops the run before the update (the last
-// checkpoint stays the good one), else one fused AdamW call. Everything the next step depends on (weights,
-// moments, step, loader position) is in the checkpoint, and the CPU kernels are deterministic, so a resumed
-// run continues with the same losses bit for bit.
+// checkpoint stays the good one), else one fused AdamW call. On a GPU everything before the norm's read
+// is one CUDA graph from the second step on (src/train/captured-step.ts). Everything the next step depends
+// on (weights, moments, step, loader position) is in the checkpoint, and the CPU kernels are deterministic,
+// so a resumed run continues with the same losses bit for bit.
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import type { DType } from '../dtype.js';
@@ -230,8 +231,8 @@ export class Trainer {
       try {
         for (const [i, b] of batches.entries()) {
           // the losses are read after the backward is queued, so the host never waits for the forward
-          const r = this.stage.forward(i, b, undefined, { dscale, deferLoss: true });
-          losses.push(r.losses!);
+          const f = this.stage.forward(i, b, undefined, { dscale, deferLoss: true });
+          losses.push(f.losses!);
           this.stage.backward(i);
         }
         trace?.push(performance.now());
@@ -265,8 +266,8 @@ export class Trainer {
    * The step's device work as one CUDA graph (src/train/captured-step.ts), where it can be: a CUDA device
    * (data parallel's all-reduce, or its buckets on their own stream, are captured with it), the whole
    * optimizer state here (not ZeRO), and room for the graph's memory, measured on the first step (which
-   * runs op by op). A capture that fails
-   * says so once, and the run goes on op by op. null: this step runs op by op.
+   * runs op by op). A capture that fails says so once, and the run goes on op by op. null: this step
+   * runs op by op.
    */
   private graphRun(mbs: MicroBatch[], dscale: number): CapturedStepResult | null {
     if (this.captured === undefined) {
