@@ -32,7 +32,7 @@ const base = (cfg: ModelConfig, data: TokenData, n: number, extra: Partial<Pipel
 
 /** The single-device run of the same options. */
 async function oneDevice(o: PipelineTrainOptions, batch = o.batch) {
-  const { devices: _d, dp: _p, microBatches: _m, schedule: _s, chunks: _c, dataOrder: _o, placement: _pl, ...rest } = o;
+  const { devices: _d, dp: _p, microBatches: _m, schedule: _s, chunks: _c, dataOrder: _o, placement: _pl, deferWeightGrads: _dw, ...rest } = o;
   const t = await Trainer.create({ ...rest, device: 'cpu:0', batch });
   const r = await t.run();
   const byKey = new Map(t.params.layout.map((e) => [e.key, t.params.hostMaster().slice(e.offset, e.offset + e.numel)]));
@@ -106,6 +106,45 @@ describe('pp on n devices = one device, for every micro-batch count and both sch
       expect(pp.t.stages).toHaveLength(n * chunks);
       expectSameRun(pp, await oneDevice(o), cfg);
     });
+});
+
+describe('pp with deferred weight gradients (deferWeightGrads) = one device', () => {
+  const llamax4: ModelConfig = { ...smallLlama, layers: 4 };
+  const cases: [ModelConfig, number, number, 'gpipe' | '1f1b', number][] = [
+    [gpt2x4, 2, 4, '1f1b', 1],
+    [gpt2x4, 2, 3, 'gpipe', 1], // uneven micro-batches, two micro-steps a step
+    [gpt2x4, 2, 4, '1f1b', 2], // interleaved: each stage flushed after its own last backward of the column
+    [llamax4, 4, 4, '1f1b', 1],
+    [llamax4, 4, 2, 'gpipe', 1],
+  ];
+  for (const [cfg, n, micro, schedule, chunks] of cases)
+    it(`${cfg.family} (${cfg.layers} layers), ${n} devices, ${micro} micro-batches, ${schedule}${chunks > 1 ? `, ${chunks} chunks` : ''}`, async () => {
+      const data = tokens(cfg.vocabSize, 1600, 31 + n + micro);
+      const o = base(cfg, data, n, { microBatches: micro, schedule, chunks, gradAccum: micro === 3 ? 2 : 1, deferWeightGrads: true });
+      const pp = await runPipeline(o);
+      expectSameRun(pp, await oneDevice(o), cfg);
+    });
+
+  it('reports the bytes held: every micro-batch of a column, each linear layer\'s dy and x (and the head\'s), until the flush', async () => {
+    const cfg = gpt2x4;
+    const t = await PipelineTrainer.create(base(cfg, tokens(cfg.vocabSize, 1600, 5), 2, { microBatches: 4, deferWeightGrads: true }));
+    try {
+      const r = await t.trainStep();
+      const { hidden: C, heads, kvHeads, headDim: D, intermediate: F } = cfg;
+      // per token and layer: qkv (dy 3C, x C), out (C, C), up (F, C), down (C, F); the head's logits (64 padded rows) and input
+      const perLayer = (heads + 2 * kvHeads) * D + C + C + heads * D + F + C + C + F;
+      const tokensPerStep = 4 * 8;
+      expect(r.heldBytes).toEqual([4 * tokensPerStep * 2 * perLayer, 4 * tokensPerStep * (2 * perLayer + 64 + C)]);
+      const off = await PipelineTrainer.create(base(cfg, tokens(cfg.vocabSize, 1600, 5), 2, { microBatches: 4 }));
+      try {
+        expect((await off.trainStep()).heldBytes).toBeUndefined();
+      } finally {
+        await off.close();
+      }
+    } finally {
+      await t.close();
+    }
+  });
 });
 
 describe('dp x pp on 4 CPU devices', () => {
