@@ -106,6 +106,8 @@ export class PipelineTrainer {
   readonly valLosses: EvalEvent[] = [];
   lastSaved: string | null = null;
   private closed: Promise<void> | null = null;
+  /** deferWeightGrads: the most bytes each device of this process held for deferred weight gradients in a step so far */
+  heldBytes: number[] | null = null;
   /** set once a gather failed or brought news of a failure: no process gathers again */
   private pcommBroken = false;
 
@@ -364,6 +366,7 @@ export class PipelineTrainer {
     const loss = perReplica.reduce((t, x) => t + x.lossSum / Math.max(x.count, 1), 0) / perReplica.length;
     this.step = step;
     this.losses.push(loss);
+    if (this.opts.deferWeightGrads) this.heldBytes = rs.map((r, i) => Math.max(r.heldBytes, this.heldBytes?.[i] ?? 0));
     return {
       loss, ...head, ...(o.timeline ? { tasks: rs.flatMap((r) => r.tasks ?? []) } : {}),
       // per device of this process: the most bytes held at once for deferred weight gradients

@@ -267,11 +267,22 @@ describe('parallm train --strategy pp|mp', () => {
     const mp = run('--strategy', 'mp', '--devices', 'cpu:0,cpu:1,cpu:2,cpu:3', '--dp', '2', '--steps', '1', '--eval-batches', '1');
     expect(mp.status, mp.stderr).toBe(0);
     expect(mp.stderr).toMatch(/2 pipelines x 2 devices \(mp, layers 0-2@cpu:0 3-5@cpu:1, 1 micro-batch, 1f1b\)/);
+    const dw = run('--strategy', 'pp', '--devices', 'cpu:0,cpu:1', '--micro-batches', '2', '--defer-dw', '--steps', '1', '--eval-batches', '1', '--json');
+    expect(dw.status, dw.stderr).toBe(0);
+    const done = JSON.parse(dw.stdout.trim().split('\n').at(-1)!);
+    expect(done.type).toBe('done');
+    expect(done.deferredBytes).toHaveLength(2);
+    for (const b of done.deferredBytes) expect(b).toBeGreaterThan(0);
+    const dwText = run('--strategy', 'mp', '--devices', 'cpu:0,cpu:1', '--defer-dw', '--steps', '1', '--eval-batches', '1');
+    expect(dwText.status, dwText.stderr).toBe(0);
+    expect(dwText.stderr).toMatch(/1 micro-batch, 1f1b, deferred weight gradients\)/);
+    expect(dwText.stderr).toMatch(/held for deferred weight gradients at most \S+ \S+ \/ \S+ \S+ per device/);
     for (const [args, msg] of [
       [['--strategy', 'pp', '--steps', '1'], /--strategy pp needs --devices/],
       [['--strategy', 'mp', '--devices', 'cpu:0,cpu:1', '--micro-batches', '2', '--steps', '1'], /mp runs one micro-batch/],
       [['--strategy', 'pp', '--devices', 'cpu:0,cpu:1', '--schedule', 'zigzag', '--steps', '1'], /--schedule must be gpipe or 1f1b/],
       [['--strategy', 'dp', '--devices', 'cpu:0,cpu:1', '--micro-batches', '2', '--steps', '1'], /are for --strategy pp/],
+      [['--strategy', 'dp', '--devices', 'cpu:0,cpu:1', '--defer-dw', '--steps', '1'], /--defer-dw are for --strategy pp/],
     ] as const) {
       const bad = run(...args);
       expect(bad.status).not.toBe(0);
