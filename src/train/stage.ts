@@ -470,24 +470,26 @@ export class TrainStage {
    * deferWeightGrads: adds every held linear layer's weight gradient, dW += dy^T x with dy and x the
    * row-wise concatenation of its held micro-batches' (K = all their tokens, in one matmul), frees what
    * was held, and reports each group complete to onGradsReady (head, the layers from the last, embed).
-   * Nothing to do when no backward ran since the last flush. The sum is the per-micro-batch one in another order (f32: within
-   * a few ulps of the sum's magnitude per term; see test/unit/train-defer-dw.test.ts).
+   * Nothing to do when no backward ran since the last flush. The sum is the per-micro-batch one in
+   * another order (f32: within 1e-6 of the gradient's largest element, test/unit/train-defer-dw.test.ts).
    *
    * The operands are gathered here into one buffer each (a copy per held micro-batch, O(N C) beside the
    * matmul's O(N C F)) rather than written by the forward and backward into slots of a step-wide buffer:
    * the stage does not know a step's micro-batches ahead (a column or a trainer hands them one at a time),
-   * and the saved activations it keeps are the forward's own outputs. The gathered copies live for one
-   * layer at a time.
+   * and the saved activations it keeps are the forward's own outputs. Each held tensor is freed once
+   * copied, so the flush adds at most one operand's worth to what is held.
    */
   flushWeightGrads(): void {
     if (!this.deferred.size && !this.readyOwed) return;
     this.readyOwed = false;
     const dt = this.params.dtype;
+    const f = (ts: Tensor[]) => ts.reduce((b, t) => b + t.nbytes, 0);
     let group: 'head' | number | null = null;
     try {
       for (const [key, d] of this.deferred) {
         if (group !== null && d.group !== group) this.onGradsReady?.(group);
         group = d.group;
+        const bytes = f(d.dy) + f(d.x);
         const dy = this.rows(d.dy), x = this.rows(d.x);
         try {
           if (key === 'head' && d.out.shape[0] !== dy.shape[1]) {
@@ -497,13 +499,15 @@ export class TrainStage {
             const rows = this.dheadPad.view(0, [...d.out.shape]);
             ops.add(d.out, rows, d.out);
             rows.dispose();
-          } else this.weightGrad(dy, x, d.out);
+          } else if (key === 'head') ops.matmul(dy, x, { transA: true, beta: 1, out: d.out }); // as backward does (no head-sized scratch)
+          else this.weightGrad(dy, x, d.out);
           this.mark(key === 'head' ? 'bwd head matmul' : `bwd ${key.slice(key.indexOf('.') + 1)} dW`);
         } finally {
           if (d.dy.length > 1) dy.dispose();
           if (d.x.length > 1) x.dispose();
         }
         this.freeHeld(d);
+        this.heldBytes -= bytes;
         this.deferred.delete(key);
       }
       if (group !== null) this.onGradsReady?.(group);
@@ -513,7 +517,7 @@ export class TrainStage {
     }
   }
 
-  /** the tensors' rows one after the other (one [sum N_i, cols] buffer; the tensor itself when one) */
+  /** the tensors' rows one after the other: the tensor itself when one, else one [sum N_i, cols] buffer (each tensor freed once copied) */
   private rows(ts: Tensor[]): Tensor {
     if (ts.length === 1) return ts[0]!;
     const cols = ts[0]!.numel / ts[0]!.shape[0]!;
@@ -526,18 +530,14 @@ export class TrainStage {
       v.copyFrom(src);
       v.dispose();
       src.dispose();
+      t.dispose();
       at += t.numel;
     }
     return out;
   }
 
   private freeHeld(d: DeferredDw): void {
-    for (const t of [...d.dy, ...d.x]) {
-      if (!t.disposed) {
-        this.heldBytes -= t.nbytes;
-        t.dispose();
-      }
-    }
+    for (const t of [...d.dy, ...d.x]) if (!t.disposed) t.dispose();
     d.dy = [];
     d.x = [];
   }

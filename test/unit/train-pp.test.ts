@@ -282,7 +282,7 @@ describe('parallm train --strategy pp|mp', () => {
       [['--strategy', 'mp', '--devices', 'cpu:0,cpu:1', '--micro-batches', '2', '--steps', '1'], /mp runs one micro-batch/],
       [['--strategy', 'pp', '--devices', 'cpu:0,cpu:1', '--schedule', 'zigzag', '--steps', '1'], /--schedule must be gpipe or 1f1b/],
       [['--strategy', 'dp', '--devices', 'cpu:0,cpu:1', '--micro-batches', '2', '--steps', '1'], /are for --strategy pp/],
-      [['--strategy', 'dp', '--devices', 'cpu:0,cpu:1', '--defer-dw', '--steps', '1'], /--defer-dw are for --strategy pp/],
+      [['--strategy', 'dp', '--devices', 'cpu:0,cpu:1', '--defer-dw', '--steps', '1'], /--defer-dw is for --strategy pp/],
     ] as const) {
       const bad = run(...args);
       expect(bad.status).not.toBe(0);

@@ -111,8 +111,9 @@ export function register(program: Command): void {
       if (many && !o.devices) throw new Error(`--strategy ${o.strategy} needs --devices, e.g. cpu:0,cpu:1`);
       if (many && o.device) throw new Error(`--strategy ${o.strategy} takes --devices, not --device`);
       if (!many && o.devices) throw new Error('--devices is for --strategy dp, mp, pp or tp; one device is --device');
-      if (!pipeline && (o.microBatches !== undefined || o.schedule !== undefined || o.chunks !== '1' || o.dp !== '1' || o.tp !== '1' || o.deferDw))
-        throw new Error('--micro-batches, --schedule, --chunks, --dp, --tp and --defer-dw are for --strategy pp (or mp)');
+      if (!pipeline && (o.microBatches !== undefined || o.schedule !== undefined || o.chunks !== '1' || o.dp !== '1' || o.tp !== '1'))
+        throw new Error('--micro-batches, --schedule, --chunks, --dp and --tp are for --strategy pp (or mp)');
+      if (!pipeline && o.deferDw) throw new Error('--defer-dw is for --strategy pp (or mp)');
       if (o.strategy === 'tp' && (o.microBatches !== undefined || o.schedule !== undefined || o.chunks !== '1' || o.tp !== '1'))
         throw new Error('--strategy tp splits one stage over all the --devices (over each --dp share of them): --micro-batches, --schedule, --chunks and --tp are for --strategy pp');
       if (o.strategy === 'mp' && o.microBatches !== undefined && o.microBatches !== '1') throw new Error('--strategy mp runs one micro-batch; for more, use --strategy pp');
