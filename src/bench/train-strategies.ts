@@ -39,7 +39,7 @@ export interface TrainStrategyBenchOptions {
   /** pp: stages per device, interleaved (default 1) */
   chunks?: number;
   /** mp, pp: weight gradients deferred to one matmul per layer over a micro-step's micro-batches (PipelineTrainOptions.deferWeightGrads) */
-  deferWeightGrads?: boolean;
+  deferWeightGrads?: boolean | number;
   /** dp: gradient buckets of this many MiB all-reduced during the backward (0: one all-reduce after it) */
   bucketMiB?: number;
   /** dp: 1 shards the optimizer state over the devices (ZeRO-1, src/train/zero.ts) */
@@ -160,7 +160,7 @@ export async function runTrainStrategyBench(o: TrainStrategyBenchOptions): Promi
         }
       } else {
         const chunks = strategy === 'pp' ? (o.chunks ?? 1) : 1;
-        const t = await PipelineTrainer.create({ ...common, devices: devs, microBatches: strategy === 'mp' ? 1 : o.microBatches, schedule: o.schedule, chunks, ...(o.deferWeightGrads ? { deferWeightGrads: true } : {}) });
+        const t = await PipelineTrainer.create({ ...common, devices: devs, microBatches: strategy === 'mp' ? 1 : o.microBatches, schedule: o.schedule, chunks, ...(o.deferWeightGrads ? { deferWeightGrads: o.deferWeightGrads } : {}) });
         try {
           params = t.parameterCount;
           micro = t.microBatches;

@@ -6,7 +6,8 @@
 // (TrainStage keeps them by micro-batch) for the backward task of the same micro-batch; the parameter
 // gradients add up over the micro-batches in each stage's flat gradient buffer. A stage that defers its
 // weight gradients (TrainStage deferWeightGrads) adds them right after its last backward task of the
-// column, in one matmul per layer over all the column's micro-batches (that task's time includes it).
+// column, in one matmul per layer over all the column's micro-batches (that task's time includes it), or
+// after every flushEvery of its backward tasks as well, to bound what it holds.
 //
 // On a GPU the transfers go on a stream of their own: the compute stream waits for a transfer only when
 // the task that reads it runs, and a transfer waits for the compute that made its data. Were they on the
@@ -28,6 +29,8 @@ export interface TrainColumnOptions {
   dscale: number | false;
   /** record per-task device times (the training timeline) */
   timeline?: boolean;
+  /** stages deferring weight gradients flush them after every this many of their backward tasks too (default: after the last only) */
+  flushEvery?: number;
   /** called at every tick: throws to stop the run */
   checkStop?: () => void;
 }
@@ -70,6 +73,7 @@ function runColumn(
   const lastBackward = new Map<number, number>();
   for (const k of col.tasks) if (k.kind === 'backward') lastBackward.set(k.stage, Math.max(lastBackward.get(k.stage) ?? -1, k.tick));
   let heldBytes = 0;
+  const sinceFlush = new Map<number, number>();
   const recvAt = new Map<number, Column['receives']>();
   for (const r of col.receives) (recvAt.get(r.tick) ?? recvAt.set(r.tick, []).get(r.tick)!).push(r);
   // Activations (for a forward) and gradients (for a backward) that arrived ahead of their task.
@@ -170,7 +174,12 @@ function runColumn(
         if (st.deferWeightGrads) {
           // the most the device's stages hold at once is reached at a backward's end, before a flush
           heldBytes = Math.max(heldBytes, [...stages.values()].reduce((h, s) => h + s.deferredBytes().now, 0));
-          if (lastBackward.get(k.stage) === t) st.flushWeightGrads();
+          const n = (sinceFlush.get(k.stage) ?? 0) + 1;
+          sinceFlush.set(k.stage, n);
+          if (lastBackward.get(k.stage) === t || (o.flushEvery && n >= o.flushEvery)) {
+            st.flushWeightGrads();
+            sinceFlush.set(k.stage, 0);
+          }
         }
       }
       if (start) marks.push({ k, start, end: new DeviceEvent(o.device).record(), h0, h1: now() });

@@ -74,9 +74,10 @@ export interface PipelineTrainOptions extends Omit<TrainOptions, 'device' | 'sha
    * Every stage holds back its linear layers' weight gradients to one matmul per layer over all of a
    * column's micro-batches, after its last backward (TrainStage deferWeightGrads): fewer, larger matmuls
    * where micro-batches are small, for memory (each micro-batch's linear inputs and output gradients live
-   * until then; trainStep reports the bytes). Default off.
+   * until then; trainStep reports the bytes). A number n: a stage also adds them after every n of its
+   * backward tasks, holding at most n micro-batches' (K = n micro-batches' tokens). Default off.
    */
-  deferWeightGrads?: boolean;
+  deferWeightGrads?: boolean | number;
   /** @internal test hook: a rank fails at a step */
   fault?: StepFault;
   /**
@@ -189,7 +190,9 @@ export class PipelineTrainer {
     if (!Number.isInteger(o.batch) || o.batch < 1) throw new Error(`train: batch must be an integer >= 1, got ${o.batch}`);
     const order = o.dataOrder ?? 'sharded';
     if (order !== 'sharded' && order !== 'global') throw new Error(`train pp: dataOrder must be 'sharded' or 'global', got ${String(order)}`);
-    if (o.deferWeightGrads !== undefined && typeof o.deferWeightGrads !== 'boolean') throw new Error(`train pp: deferWeightGrads must be true or false, got ${JSON.stringify(o.deferWeightGrads)}`);
+    const dw = o.deferWeightGrads;
+    if (dw !== undefined && typeof dw !== 'boolean' && !(Number.isInteger(dw) && dw >= 1))
+      throw new Error(`train pp: deferWeightGrads must be true, false or a number of micro-batches >= 1, got ${JSON.stringify(dw)}`);
     const commTimeoutMs = o.commTimeoutMs ?? 60_000;
     if (!Number.isInteger(commTimeoutMs) || commTimeoutMs < 0) throw new Error(`train pp: commTimeoutMs must be an integer >= 0, got ${commTimeoutMs}`);
     if (o.placement !== undefined && o.placement !== 'even' && (typeof o.placement !== 'object' || o.placement === null))
@@ -246,7 +249,7 @@ export class PipelineTrainer {
           stages: stages.filter((s) => s.rank === c.pp).map(({ start, end, embed, head, index }) => ({ start, end, embed, head, index, ...(tp > 1 ? { tp: { rank: c.tp, size: tp } } : {}) })),
           nStages: stages.length, split, ppRank: c.pp, firstRank: stages[0]!.rank, lastRank: stages[stages.length - 1]!.rank,
           micro, trainColumn: trainColumns[c.pp]!, evalColumn: evalColumns[c.pp]!, comm: { kind, groups: groups[r]!, timeoutMs: commTimeoutMs },
-          deferWeightGrads: o.deferWeightGrads === true,
+          deferWeightGrads: o.deferWeightGrads ?? false,
         } satisfies PipelineInitArgs;
       });
     } catch (e) {

@@ -55,8 +55,11 @@ export interface PipelineInitArgs {
   trainColumn: Column;
   evalColumn: Column;
   comm: { kind: CommKind; groups: GroupArgs[]; timeoutMs?: number };
-  /** every stage holds its weight gradients back to one matmul per layer after its last backward of a column (TrainStage deferWeightGrads) */
-  deferWeightGrads?: boolean;
+  /**
+   * every stage holds its weight gradients back to one matmul per layer after its last backward of a
+   * column (TrainStage deferWeightGrads); a number n: also after every n of its backward tasks
+   */
+  deferWeightGrads?: boolean | number;
 }
 
 export interface PipelineInfo {
@@ -256,7 +259,7 @@ export const handlers: Record<string, Handler> = {
         params.push(p);
         if (run.ck) loadOptimizerState(a.opts.resume!, p, run.ck);
       }
-      const stages = new Map(a.stages.map((s, i) => [s.index, new TrainStage(params[i]!, { tp, deferWeightGrads: a.deferWeightGrads })]));
+      const stages = new Map(a.stages.map((s, i) => [s.index, new TrainStage(params[i]!, { tp, deferWeightGrads: !!a.deferWeightGrads })]));
       const h: Held = { a, run, opts: a.opts, stages, params, comms, step: run.ck?.step ?? 0, losses: [...(run.ck?.losses ?? [])] };
       ctx.state.set('pipeline', h);
       return {
@@ -291,7 +294,8 @@ export const handlers: Record<string, Handler> = {
       const tasks: TrainColumnResult['tasks'] = [];
       for (const b of batches) {
         const r = runTrainingColumn(h.a.trainColumn, h.stages, pp, {
-          device: ctx.device, micro: cut(b, h.a.micro), dscale: 1 / Math.max(count, 1), timeline: a?.timeline, checkStop: () => {
+          device: ctx.device, micro: cut(b, h.a.micro), dscale: 1 / Math.max(count, 1), timeline: a?.timeline,
+          flushEvery: typeof h.a.deferWeightGrads === 'number' ? h.a.deferWeightGrads : undefined, checkStop: () => {
             if (ctx.stopRequested()) throw new Error(`${ctx.device}: the run was stopped`);
           },
         });
