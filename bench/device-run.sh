@@ -3,7 +3,7 @@
 # and generation benchmarks, and the PyTorch peers on the same card. Run through the device tool as
 #   bash .device/remote.sh bash bench/device-run.sh [tests] [kernels] [generate] [peers] [comm]
 #   [clocks] [prefill] [curve] [dp] [pack] [strategy-peers] [decode] (strategies = prefill curve dp pack)
-#   [train-tests] [train-dp] [train-peers] [train-pp] [train-13b] [train-1gpu-7b] [train-epochs]
+#   [train-tests] [train-dp] [train-peers] [train-pp] [train-pp-dw] [train-13b] [train-1gpu-7b] [train-epochs]
 # with carry [".device", "build/Release/parallm.node", "dist"]. Logs and JSON go to $OUT.
 set -uo pipefail
 out=${OUT:-/tmp/parallm-out}
@@ -73,6 +73,11 @@ for p in "${parts[@]}"; do
       mkdir -p "$out/t"
       mkdir -p "$out/t/pp"
       timeout 300 node dist/cli/index.js bench train --model llama-2-7b --devices cuda:0,cuda:1 --strategies mp,pp --micro-batches 8 --shapes ${PP_SHAPE:-8x512} --steps ${PP_STEPS:-5} --out "$out/t/pp" --json "$out/t/pp/llama-pp.json" 2>&1 | tail -4 ;;
+    train-pp-dw)
+      # train-pp with deferred weight gradients: one dW matmul per layer over the step's 8 micro-batches
+      # (~32 GiB more a GPU at 8x2048 tokens: DW_EVERY=4 flushes every 4 micro-batches, half that)
+      mkdir -p "$out/t/pp-dw"
+      timeout 300 node dist/cli/index.js bench train --model llama-2-7b --devices cuda:0,cuda:1 --strategies mp,pp --micro-batches 8 --defer-dw ${DW_EVERY:-} --shapes ${PP_SHAPE:-8x512} --steps ${PP_STEPS:-5} --out "$out/t/pp-dw" --json "$out/t/pp-dw/llama-pp-dw.json" 2>&1 | tail -4 ;;
     train-13b)
       timeout 300 node dist/cli/index.js bench train --model llama-2-13b --devices cuda:0,cuda:1 --strategies pp --micro-batches 8 --shapes ${PP_SHAPE:-8x512} --steps 3 --json "$out/t/llama13-pp.json" 2>&1 | tail -3 ;;
     train-1gpu-7b)

@@ -38,6 +38,8 @@ export interface TrainStrategyBenchOptions {
   schedule?: TrainingScheduleName;
   /** pp: stages per device, interleaved (default 1) */
   chunks?: number;
+  /** mp, pp: weight gradients deferred to one matmul per layer over a micro-step's micro-batches (PipelineTrainOptions.deferWeightGrads) */
+  deferWeightGrads?: boolean | number;
   /** dp: gradient buckets of this many MiB all-reduced during the backward (0: one all-reduce after it) */
   bucketMiB?: number;
   /** dp: 1 shards the optimizer state over the devices (ZeRO-1, src/train/zero.ts) */
@@ -64,6 +66,8 @@ export interface TrainStrategyResult {
   mfu?: number;
   /** peak bytes per device */
   peakBytes: number[];
+  /** mp, pp with deferWeightGrads: the most bytes per device held for deferred weight gradients in a step (part of peakBytes) */
+  deferredBytes?: number[];
   /** dp: bytes of f32 optimizer state per device (master and moments; 1/world of the whole with ZeRO-1) */
   optimizerBytes?: number[];
   /** dp: 1 with ZeRO-1 */
@@ -109,6 +113,7 @@ export async function runTrainStrategyBench(o: TrainStrategyBenchOptions): Promi
       const times: number[] = [];
       const losses: number[] = [];
       let peakBytes: number[] = [];
+      let deferredBytes: number[] | undefined;
       let timeline: TrainTaskTime[] | undefined;
       let micro: number | undefined;
       let schedule: TrainingScheduleName | undefined;
@@ -155,13 +160,14 @@ export async function runTrainStrategyBench(o: TrainStrategyBenchOptions): Promi
         }
       } else {
         const chunks = strategy === 'pp' ? (o.chunks ?? 1) : 1;
-        const t = await PipelineTrainer.create({ ...common, devices: devs, microBatches: strategy === 'mp' ? 1 : o.microBatches, schedule: o.schedule, chunks });
+        const t = await PipelineTrainer.create({ ...common, devices: devs, microBatches: strategy === 'mp' ? 1 : o.microBatches, schedule: o.schedule, chunks, ...(o.deferWeightGrads ? { deferWeightGrads: o.deferWeightGrads } : {}) });
         try {
           params = t.parameterCount;
           micro = t.microBatches;
           schedule = t.schedule;
           await timeSteps(() => t.trainStep(), async () => void (await t.memory(true)), async () => (await t.memory()).map((m) => m.peak));
           timeline = (await t.trainStep({ timeline: true })).tasks;
+          deferredBytes = t.heldBytes ?? undefined;
         } finally {
           await t.close();
         }
@@ -172,7 +178,7 @@ export async function runTrainStrategyBench(o: TrainStrategyBenchOptions): Promi
         strategy, devices: devs, globalBatch, seq: o.seq, ...(micro !== undefined ? { microBatches: micro, schedule } : {}),
         ...(strategy === 'pp' && (o.chunks ?? 1) > 1 ? { chunks: o.chunks } : {}),
         tokensPerS, stepMs: s, mfu: gpu ? (6 * params * tokensPerS) / ((o.peakTflops ?? 989) * 1e12 * devs.length) : undefined,
-        peakBytes, ...(optimizerBytes ? { optimizerBytes, zero: o.zero ?? 0 } : {}), lossFirst: losses[0]!, lossLast: losses[losses.length - 1]!, ...(timeline ? { timeline } : {}),
+        peakBytes, ...(deferredBytes ? { deferredBytes } : {}), ...(optimizerBytes ? { optimizerBytes, zero: o.zero ?? 0 } : {}), lossFirst: losses[0]!, lossLast: losses[losses.length - 1]!, ...(timeline ? { timeline } : {}),
       };
     } catch (e) {
       res = {

@@ -4,7 +4,10 @@
 // gradient to the stage before — and takes what its peers made for it, in one group of sends and receives;
 // then it runs its task on the TrainStage of the task's stage. Forward tasks save their activations
 // (TrainStage keeps them by micro-batch) for the backward task of the same micro-batch; the parameter
-// gradients add up over the micro-batches in each stage's flat gradient buffer.
+// gradients add up over the micro-batches in each stage's flat gradient buffer. A stage that defers its
+// weight gradients (TrainStage deferWeightGrads) adds them right after its last backward task of the
+// column, in one matmul per layer over all the column's micro-batches (that task's time includes it), or
+// after every flushEvery of its backward tasks as well, to bound what it holds.
 //
 // On a GPU the transfers go on a stream of their own: the compute stream waits for a transfer only when
 // the task that reads it runs, and a transfer waits for the compute that made its data. Were they on the
@@ -26,6 +29,8 @@ export interface TrainColumnOptions {
   dscale: number | false;
   /** record per-task device times (the training timeline) */
   timeline?: boolean;
+  /** stages deferring weight gradients flush them after every this many of their backward tasks too (default: after the last only) */
+  flushEvery?: number;
   /** called at every tick: throws to stop the run */
   checkStop?: () => void;
 }
@@ -35,6 +40,8 @@ export interface TrainColumnResult {
   lossSum: number;
   count: number;
   tasks: (TaskTime & { kind: 'forward' | 'backward' })[];
+  /** the most bytes this device's stages held at once for deferred weight gradients (0 without) */
+  heldBytes: number;
 }
 
 const now = () => performance.timeOrigin + performance.now();
@@ -62,6 +69,11 @@ function runColumn(
     return t;
   };
   const byTick = new Map(col.tasks.map((k) => [k.tick, k]));
+  // each stage's last backward task of the column: its held weight gradients are flushed after it
+  const lastBackward = new Map<number, number>();
+  for (const k of col.tasks) if (k.kind === 'backward') lastBackward.set(k.stage, Math.max(lastBackward.get(k.stage) ?? -1, k.tick));
+  let heldBytes = 0;
+  const sinceFlush = new Map<number, number>();
   const recvAt = new Map<number, Column['receives']>();
   for (const r of col.receives) (recvAt.get(r.tick) ?? recvAt.set(r.tick, []).get(r.tick)!).push(r);
   // Activations (for a forward) and gradients (for a backward) that arrived ahead of their task.
@@ -159,6 +171,16 @@ function runColumn(
         } finally {
           dOut?.dispose();
         }
+        if (st.deferWeightGrads) {
+          // the most the device's stages hold at once is reached at a backward's end, before a flush
+          heldBytes = Math.max(heldBytes, [...stages.values()].reduce((h, s) => h + s.deferredBytes().now, 0));
+          const n = (sinceFlush.get(k.stage) ?? 0) + 1;
+          sinceFlush.set(k.stage, n);
+          if (lastBackward.get(k.stage) === t || (o.flushEvery && n >= o.flushEvery)) {
+            st.flushWeightGrads();
+            sinceFlush.set(k.stage, 0);
+          }
+        }
       }
       if (start) marks.push({ k, start, end: new DeviceEvent(o.device).record(), h0, h1: now() });
     }
@@ -172,7 +194,7 @@ function runColumn(
       stage: col.device, vstage: m.k.stage, mb: m.k.mb, step: 0, kind: m.k.kind,
       t0: hostBase + base!.elapsedMs(m.start), t1: hostBase + base!.elapsedMs(m.end), h0: m.h0, h1: m.h1,
     }));
-    return { lossSum, count, tasks };
+    return { lossSum, count, tasks, heldBytes };
   } catch (e) {
     // peers may be waiting on this device: break the communicator so they fail at once
     comm?.abort();

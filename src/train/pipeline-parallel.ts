@@ -70,6 +70,14 @@ export interface PipelineTrainOptions extends Omit<TrainOptions, 'device' | 'sha
   commTimeoutMs?: number;
   /** bound on every worker call, ms (default 0: none) */
   callTimeoutMs?: number;
+  /**
+   * Every stage holds back its linear layers' weight gradients to one matmul per layer over all of a
+   * column's micro-batches, after its last backward (TrainStage deferWeightGrads): fewer, larger matmuls
+   * where micro-batches are small, for memory (each micro-batch's linear inputs and output gradients live
+   * until then; trainStep reports the bytes). A number n: a stage also adds them after every n of its
+   * backward tasks, holding at most n micro-batches' (K = n micro-batches' tokens). Default off.
+   */
+  deferWeightGrads?: boolean | number;
   /** @internal test hook: a rank fails at a step */
   fault?: StepFault;
   /**
@@ -88,7 +96,7 @@ const GATHER_TIMEOUT_MS = 30 * 60_000;
 
 const WORKER_MODULE = fileURLToPath(new URL(`./pipeline-worker${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, import.meta.url));
 
-const MAIN_ONLY = ['loadProgress', 'onStep', 'onEval', 'onEpoch', 'onSave', 'devices', 'dp', 'tp', 'pp', 'microBatches', 'schedule', 'chunks', 'placement', 'dataOrder', 'commTimeoutMs', 'callTimeoutMs', 'fault', 'distributed', 'rendezvousTimeoutMs'] as const;
+const MAIN_ONLY = ['loadProgress', 'onStep', 'onEval', 'onEpoch', 'onSave', 'devices', 'dp', 'tp', 'pp', 'microBatches', 'schedule', 'chunks', 'placement', 'dataOrder', 'commTimeoutMs', 'callTimeoutMs', 'deferWeightGrads', 'fault', 'distributed', 'rendezvousTimeoutMs'] as const;
 
 /** A training step's tasks with their kind, for the timeline (Figure 6 of the seed, measured). */
 export type TrainTaskTime = TaskTime & { kind: 'forward' | 'backward' };
@@ -99,6 +107,8 @@ export class PipelineTrainer {
   readonly valLosses: EvalEvent[] = [];
   lastSaved: string | null = null;
   private closed: Promise<void> | null = null;
+  /** deferWeightGrads: the most bytes each device of this process held for deferred weight gradients in a step so far */
+  heldBytes: number[] | null = null;
   /** set once a gather failed or brought news of a failure: no process gathers again */
   private pcommBroken = false;
 
@@ -180,6 +190,9 @@ export class PipelineTrainer {
     if (!Number.isInteger(o.batch) || o.batch < 1) throw new Error(`train: batch must be an integer >= 1, got ${o.batch}`);
     const order = o.dataOrder ?? 'sharded';
     if (order !== 'sharded' && order !== 'global') throw new Error(`train pp: dataOrder must be 'sharded' or 'global', got ${String(order)}`);
+    const dw = o.deferWeightGrads;
+    if (dw !== undefined && typeof dw !== 'boolean' && !(Number.isInteger(dw) && dw >= 1))
+      throw new Error(`train pp: deferWeightGrads must be true, false or a number of micro-batches >= 1, got ${JSON.stringify(dw)}`);
     const commTimeoutMs = o.commTimeoutMs ?? 60_000;
     if (!Number.isInteger(commTimeoutMs) || commTimeoutMs < 0) throw new Error(`train pp: commTimeoutMs must be an integer >= 0, got ${commTimeoutMs}`);
     if (o.placement !== undefined && o.placement !== 'even' && (typeof o.placement !== 'object' || o.placement === null))
@@ -236,6 +249,7 @@ export class PipelineTrainer {
           stages: stages.filter((s) => s.rank === c.pp).map(({ start, end, embed, head, index }) => ({ start, end, embed, head, index, ...(tp > 1 ? { tp: { rank: c.tp, size: tp } } : {}) })),
           nStages: stages.length, split, ppRank: c.pp, firstRank: stages[0]!.rank, lastRank: stages[stages.length - 1]!.rank,
           micro, trainColumn: trainColumns[c.pp]!, evalColumn: evalColumns[c.pp]!, comm: { kind, groups: groups[r]!, timeoutMs: commTimeoutMs },
+          deferWeightGrads: o.deferWeightGrads ?? false,
         } satisfies PipelineInitArgs;
       });
     } catch (e) {
@@ -321,7 +335,7 @@ export class PipelineTrainer {
   }
 
   /** One optimizer step on every rank; `timeline`: the tasks' device times too. */
-  async trainStep(o: { timeline?: boolean } = {}): Promise<StepOutcome & { tasks?: TrainTaskTime[] }> {
+  async trainStep(o: { timeline?: boolean } = {}): Promise<StepOutcome & { tasks?: TrainTaskTime[]; heldBytes?: number[] }> {
     if (this.closed) throw new Error('train pp: this trainer has been closed');
     const step = this.step + 1;
     let rs: PipelineStepResult[];
@@ -355,7 +369,12 @@ export class PipelineTrainer {
     const loss = perReplica.reduce((t, x) => t + x.lossSum / Math.max(x.count, 1), 0) / perReplica.length;
     this.step = step;
     this.losses.push(loss);
-    return { loss, ...head, ...(o.timeline ? { tasks: rs.flatMap((r) => r.tasks ?? []) } : {}) };
+    if (this.opts.deferWeightGrads) this.heldBytes = rs.map((r, i) => Math.max(r.heldBytes, this.heldBytes?.[i] ?? 0));
+    return {
+      loss, ...head, ...(o.timeline ? { tasks: rs.flatMap((r) => r.tasks ?? []) } : {}),
+      // per device of this process: the most bytes held at once for deferred weight gradients
+      ...(this.opts.deferWeightGrads ? { heldBytes: rs.map((r) => r.heldBytes) } : {}),
+    };
   }
 
   /** Validation loss through replica 0's pipeline (every replica holds the same weights; all its tp ranks run it). */

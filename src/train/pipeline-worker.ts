@@ -55,6 +55,11 @@ export interface PipelineInitArgs {
   trainColumn: Column;
   evalColumn: Column;
   comm: { kind: CommKind; groups: GroupArgs[]; timeoutMs?: number };
+  /**
+   * every stage holds its weight gradients back to one matmul per layer after its last backward of a
+   * column (TrainStage deferWeightGrads); a number n: also after every n of its backward tasks
+   */
+  deferWeightGrads?: boolean | number;
 }
 
 export interface PipelineInfo {
@@ -79,6 +84,8 @@ export interface PipelineStepResult {
   /** the last stage's exact (f64) loss sum and count; null on other stages */
   exact: { lossSum: number; count: number } | null;
   tasks?: TrainColumnResult['tasks'];
+  /** the most bytes this device held at once for deferred weight gradients during the step (0 without) */
+  heldBytes: number;
 }
 
 interface Held {
@@ -252,7 +259,7 @@ export const handlers: Record<string, Handler> = {
         params.push(p);
         if (run.ck) loadOptimizerState(a.opts.resume!, p, run.ck);
       }
-      const stages = new Map(a.stages.map((s, i) => [s.index, new TrainStage(params[i]!, { tp })]));
+      const stages = new Map(a.stages.map((s, i) => [s.index, new TrainStage(params[i]!, { tp, deferWeightGrads: !!a.deferWeightGrads })]));
       const h: Held = { a, run, opts: a.opts, stages, params, comms, step: run.ck?.step ?? 0, losses: [...(run.ck?.losses ?? [])] };
       ctx.state.set('pipeline', h);
       return {
@@ -283,16 +290,18 @@ export const handlers: Record<string, Handler> = {
       const batches = Array.from({ length: run.gradAccum }, () => run.loader.next());
       const count = batches.reduce((s, b) => s + countTargets(b.targets, run.cfg.vocabSize), 0);
       for (const p of h.params) p.zeroGrad();
-      let lossSum = 0, counted = 0;
+      let lossSum = 0, counted = 0, heldBytes = 0;
       const tasks: TrainColumnResult['tasks'] = [];
       for (const b of batches) {
         const r = runTrainingColumn(h.a.trainColumn, h.stages, pp, {
-          device: ctx.device, micro: cut(b, h.a.micro), dscale: 1 / Math.max(count, 1), timeline: a?.timeline, checkStop: () => {
+          device: ctx.device, micro: cut(b, h.a.micro), dscale: 1 / Math.max(count, 1), timeline: a?.timeline,
+          flushEvery: typeof h.a.deferWeightGrads === 'number' ? h.a.deferWeightGrads : undefined, checkStop: () => {
             if (ctx.stopRequested()) throw new Error(`${ctx.device}: the run was stopped`);
           },
         });
         lossSum += r.lossSum;
         counted += r.count;
+        heldBytes = Math.max(heldBytes, r.heldBytes);
         tasks.push(...r.tasks);
       }
       // the replicas' gradients averaged, stage by stage (each stage's dp group holds the same layers)
@@ -322,7 +331,7 @@ export const handlers: Record<string, Handler> = {
       for (const p of h.params) adamwStep(p, step, lr, hyper, norm);
       h.step = step;
       h.losses.push(loss);
-      return { loss, gradNorm: norm, lr, exact: holdsLast ? { lossSum, count: counted } : null, ...(a?.timeline ? { tasks } : {}) };
+      return { loss, gradNorm: norm, lr, exact: holdsLast ? { lossSum, count: counted } : null, heldBytes, ...(a?.timeline ? { tasks } : {}) };
     } catch (e) {
       for (const c of h.comms.values()) c.abort();
       throw e;

@@ -103,6 +103,26 @@ export interface TrainStageOptions {
    * norm's backward. Everything else is local to the rank.
    */
   tp?: Communicator;
+  /**
+   * Hold back the linear layers' weight gradients (qkv, out, up, down, and the head): backward(id) keeps
+   * each one's output gradient dy and input x for this micro-batch, and flushWeightGrads() then adds
+   * dy^T x over every micro-batch held in one matmul per layer (K = all their tokens), where the matmul is
+   * several times cheaper per token than at one micro-batch's K (bench/RESULTS.md, "Model and pipeline
+   * parallel training"). The price is memory: every held micro-batch's dy and x live until the flush.
+   */
+  deferWeightGrads?: boolean;
+}
+
+/**
+ * One linear layer's held-back weight gradient: the dy [N_i, out] and x [N_i, in] of each micro-batch
+ * (the stage's tensors, freed by the flush) and the gradient they go into; `group`: what onGradsReady
+ * reports once it is complete.
+ */
+interface DeferredDw {
+  group: 'head' | number;
+  out: Tensor;
+  dy: Tensor[];
+  x: Tensor[];
 }
 
 export class TrainStage {
@@ -126,7 +146,18 @@ export class TrainStage {
       throw new Error(`TrainStage on ${params.device}: a tp shard (tp=${shard?.size ?? 1}) needs a communicator of its tp group (got ${this.tp ? `rank ${this.tp.rank} of ${this.tp.world}` : 'none'})`);
     this.w = params.weights;
     this.gw = params.grads;
+    this.deferWeightGrads = o.deferWeightGrads ?? false;
   }
+
+  /** see TrainStageOptions.deferWeightGrads; may change between steps (not with weight gradients held) */
+  get deferWeightGrads(): boolean {
+    return this.deferDw;
+  }
+  set deferWeightGrads(on: boolean) {
+    if (!on && this.deferred.size) throw new Error(`TrainStage on ${this.device}: flushWeightGrads() before turning deferWeightGrads off (${this.deferred.size} layers' gradients are held)`);
+    this.deferDw = on;
+  }
+  private deferDw = false;
 
   private mark(name: string): void {
     this.profiler?.mark(name);
@@ -291,13 +322,16 @@ export class TrainStage {
    * Called during backward as each group of parameter gradients is complete for this micro-batch: 'head'
    * (the head and final norm), then each layer's index from the last to the first, then 'embed' (the
    * embeddings, on the first stage). Data parallel all-reduces gradient buckets from it (src/train/grad-buckets.ts).
+   * With deferWeightGrads the groups are complete only in flushWeightGrads(), which calls it instead, in
+   * the same order.
    */
   onGradsReady?: (what: 'head' | 'embed' | number) => void;
 
   /**
    * Backward of micro-batch `id`: parameter gradients added into params.grad. The last stage starts from
    * its saved logits' gradient; the others take dOut [B*T, C] from the stage after. Returns the gradient of
-   * the stage's input (for the stage before), or null on the first stage. Frees the saved activations.
+   * the stage's input (for the stage before), or null on the first stage. Frees the saved activations
+   * (but, with deferWeightGrads, the linear layers' inputs, held for flushWeightGrads with their dy).
    */
   backward(id: number, dOut?: Tensor): Tensor | null {
     const s = this.saved.get(id);
@@ -312,6 +346,30 @@ export class TrainStage {
     const opt = { dtype: dt, device: this.device };
     const tmp: Tensor[] = [];
     const keep = <X extends Tensor>(t: X) => (tmp.push(t), t);
+    // deferWeightGrads: the tensors handed to this.deferred (release and tmp leave them alone)
+    const defer = this.deferDw;
+    if (defer) this.readyOwed = true;
+    const held = new Set<Tensor>();
+    const dW = (key: string, group: 'head' | number, dy: Tensor, x: Tensor, out: Tensor, copyDy: boolean): void => {
+      if (copyDy) dy = Tensor.empty([...dy.shape], { dtype: dy.dtype, device: this.device }).copyFrom(dy);
+      else {
+        const i = tmp.indexOf(dy);
+        if (i >= 0) tmp.splice(i, 1);
+        held.add(dy);
+      }
+      held.add(x);
+      let d = this.deferred.get(key);
+      if (!d) this.deferred.set(key, (d = { group, out, dy: [], x: [] }));
+      d.dy.push(dy);
+      d.x.push(x);
+      this.heldBytes += dy.nbytes + x.nbytes;
+      this.heldPeak = Math.max(this.heldPeak, this.heldBytes);
+    };
+    const paramGrads = (key: string, li: number, dy: Tensor, x: Tensor, gw: Tensor, gb: Tensor | undefined, residual: boolean): void => {
+      if (!defer) return this.paramGrads(dy, x, gw, gb);
+      if (gb) ops.sumRows(dy, { out: gb, accumulate: true });
+      dW(`${li}.${key}`, this.params.stage.start + li, dy, x, gw, residual);
+    };
     let dx: Tensor | null = null;
     try {
       // dx: the gradient of the residual stream, updated in place from the top down.
@@ -319,7 +377,8 @@ export class TrainStage {
         const dl = s.dlogits!; // [N, Vp]: the padding's gradient is 0
         const head = this.paddedHead(false);
         const dhF = keep(ops.matmul(dl, head));
-        if (head === w.head) ops.matmul(dl, s.hF!, { transA: true, beta: 1, out: gw.head! });
+        if (defer) dW('head', 'head', dl, s.hF!, gw.head!, false);
+        else if (head === w.head) ops.matmul(dl, s.hF!, { transA: true, beta: 1, out: gw.head! });
         else {
           // dW over the padded rows into a scratch, then its first V rows into the gradient
           this.dheadPad ??= Tensor.empty(head.shape, { dtype: dt, device: this.device });
@@ -331,7 +390,7 @@ export class TrainStage {
         dx = ops.fillUniform(Tensor.empty([N, C], opt), { low: 0, high: 0 });
         this.normBackward(dhF, s.xLast, w.normF!, s.meanF, s.rstdF!, dx, gw.normF!, gw.normFBias);
         this.mark('bwd norm');
-        this.onGradsReady?.('head');
+        if (!defer) this.onGradsReady?.('head');
       } else {
         if (!dOut || dOut.numel !== N * C) throw new Error(`TrainStage.backward: expected dOut of [${N}, ${C}] from the stage after`);
         dx = Tensor.empty([N, C], opt).copyFrom(dOut);
@@ -340,7 +399,7 @@ export class TrainStage {
       for (let li = s.layers.length - 1; li >= 0; li--) {
         const a = s.layers[li]!, l = w.layers[li]!, gl = gwLayers[li]!;
         // MLP: x_{l+1} = x_mid + g Wdown^T
-        this.paramGrads(dx, a.g, gl.down, gl.downBias);
+        paramGrads('down', li, dx, a.g, gl.down, gl.downBias, true); // dx changes below: a copy is held
         this.mark('bwd down dW');
         const dg = keep(ops.matmul(dx, l.down));
         this.mark('bwd down dX');
@@ -354,7 +413,7 @@ export class TrainStage {
           ops.siluGateBackward(a.a, up, dg, { dgate: da, dup, rows: N, cols: F, inStride: 2 * F });
         }
         this.mark('bwd activation');
-        this.paramGrads(da, a.h2, gl.up, gl.upBias);
+        paramGrads('up', li, da, a.h2, gl.up, gl.upBias, false);
         this.mark('bwd up dW');
         const dh2 = keep(ops.matmul(da, l.up));
         this.mark('bwd up dX');
@@ -362,7 +421,7 @@ export class TrainStage {
         this.normBackward(dh2, a.xMid, l.norm2, a.mean2, a.rstd2, dx, gl.norm2, gl.norm2Bias);
         this.mark('bwd norm');
         // attention: x_mid = x_l + att Wo^T
-        this.paramGrads(dx, a.att, gl.out, gl.outBias);
+        paramGrads('out', li, dx, a.att, gl.out, gl.outBias, true);
         this.mark('bwd out dW');
         const datt = keep(keep(ops.matmul(dx, l.out)).reshape([B, T, heads, D]));
         this.mark('bwd out dX');
@@ -379,7 +438,7 @@ export class TrainStage {
           ops.ropeBackward(dqkv, s.pos, { heads: heads + kvHeads, headDim: D, theta: ropeTheta, tokenStride: W3, tokens: N });
           this.mark('bwd rope');
         }
-        this.paramGrads(dqkv, a.h1, gl.qkv, gl.qkvBias);
+        paramGrads('qkv', li, dqkv, a.h1, gl.qkv, gl.qkvBias, false);
         this.mark('bwd qkv dW');
         const dh1 = keep(ops.matmul(dqkv, l.qkv));
         this.mark('bwd qkv dX');
@@ -387,13 +446,13 @@ export class TrainStage {
         this.normBackward(dh1, a.x, l.norm1, a.mean1, a.rstd1, dx, gl.norm1, gl.norm1Bias);
         this.mark('bwd norm');
         tmp.splice(0).forEach((t) => t.dispose());
-        this.onGradsReady?.(this.params.stage.start + li);
+        if (!defer) this.onGradsReady?.(this.params.stage.start + li);
       }
       if (this.isFirst) {
         ops.embeddingBackward(s.ids!, dx, gw.embed!);
         if (gw.positions) ops.embeddingBackward(s.pos, dx, gw.positions);
         this.mark('bwd embed');
-        this.onGradsReady?.('embed');
+        if (!defer) this.onGradsReady?.('embed');
         dx.dispose();
         return null;
       }
@@ -403,9 +462,105 @@ export class TrainStage {
       throw e;
     } finally {
       tmp.forEach((t) => t.dispose());
-      this.release(s);
+      this.release(s, held);
     }
   }
+
+  /**
+   * deferWeightGrads: adds every held linear layer's weight gradient, dW += dy^T x with dy and x the
+   * row-wise concatenation of its held micro-batches' (K = all their tokens, in one matmul), frees what
+   * was held, and reports each group complete to onGradsReady (head, the layers from the last, embed).
+   * Nothing to do when no backward ran since the last flush. The sum is the per-micro-batch one in
+   * another order (f32: within 1e-6 of the gradient's largest element, test/unit/train-defer-dw.test.ts).
+   *
+   * The operands are gathered here into one buffer each (a copy per held micro-batch, O(N C) beside the
+   * matmul's O(N C F)) rather than written by the forward and backward into slots of a step-wide buffer:
+   * the stage does not know a step's micro-batches ahead (a column or a trainer hands them one at a time),
+   * and the saved activations it keeps are the forward's own outputs. Each held tensor is freed once
+   * copied, so the flush adds at most one operand's worth to what is held.
+   */
+  flushWeightGrads(): void {
+    if (!this.deferred.size && !this.readyOwed) return;
+    this.readyOwed = false;
+    const dt = this.params.dtype;
+    const f = (ts: Tensor[]) => ts.reduce((b, t) => b + t.nbytes, 0);
+    let group: 'head' | number | null = null;
+    try {
+      for (const [key, d] of this.deferred) {
+        if (group !== null && d.group !== group) this.onGradsReady?.(group);
+        group = d.group;
+        const bytes = f(d.dy) + f(d.x);
+        const dy = this.rows(d.dy), x = this.rows(d.x);
+        try {
+          if (key === 'head' && d.out.shape[0] !== dy.shape[1]) {
+            // the padded head: dW over the padded rows into a scratch, then its first V rows (as backward does)
+            this.dheadPad ??= Tensor.empty([dy.shape[1]!, x.shape[1]!], { dtype: dt, device: this.device });
+            ops.matmul(dy, x, { transA: true, out: this.dheadPad });
+            const rows = this.dheadPad.view(0, [...d.out.shape]);
+            ops.add(d.out, rows, d.out);
+            rows.dispose();
+          } else if (key === 'head') ops.matmul(dy, x, { transA: true, beta: 1, out: d.out }); // as backward does (no head-sized scratch)
+          else this.weightGrad(dy, x, d.out);
+          this.mark(key === 'head' ? 'bwd head matmul' : `bwd ${key.slice(key.indexOf('.') + 1)} dW`);
+        } finally {
+          if (d.dy.length > 1) dy.dispose();
+          if (d.x.length > 1) x.dispose();
+        }
+        this.freeHeld(d);
+        this.heldBytes -= bytes;
+        this.deferred.delete(key);
+      }
+      if (group !== null) this.onGradsReady?.(group);
+      if (this.isFirst) this.onGradsReady?.('embed');
+    } finally {
+      this.dropHeld();
+    }
+  }
+
+  /** the tensors' rows one after the other: the tensor itself when one, else one [sum N_i, cols] buffer (each tensor freed once copied) */
+  private rows(ts: Tensor[]): Tensor {
+    if (ts.length === 1) return ts[0]!;
+    const cols = ts[0]!.numel / ts[0]!.shape[0]!;
+    const n = ts.reduce((t, x) => t + x.numel / cols, 0);
+    const out = Tensor.empty([n, cols], { dtype: ts[0]!.dtype, device: this.device });
+    let at = 0;
+    for (const t of ts) {
+      const v = out.view(at, [t.numel]);
+      const src = t.reshape([t.numel]);
+      v.copyFrom(src);
+      v.dispose();
+      src.dispose();
+      t.dispose();
+      at += t.numel;
+    }
+    return out;
+  }
+
+  private freeHeld(d: DeferredDw): void {
+    for (const t of [...d.dy, ...d.x]) if (!t.disposed) t.dispose();
+    d.dy = [];
+    d.x = [];
+  }
+
+  /** Frees every held weight gradient's operands (after a flush, or to abandon a step). */
+  private dropHeld(): void {
+    for (const d of this.deferred.values()) this.freeHeld(d);
+    this.deferred.clear();
+    this.heldBytes = 0;
+    this.readyOwed = false;
+  }
+
+  /** Bytes held for deferred weight gradients now, and at most since the last call with reset. */
+  deferredBytes(reset = false): { now: number; peak: number } {
+    const r = { now: this.heldBytes, peak: this.heldPeak };
+    if (reset) this.heldPeak = this.heldBytes;
+    return r;
+  }
+  private readonly deferred = new Map<string, DeferredDw>();
+  private heldBytes = 0;
+  private heldPeak = 0;
+  /** a deferred backward ran: onGradsReady is owed by the next flush */
+  private readyOwed = false;
 
   /**
    * Tensor parallel: the sum over the tp group of a row-parallel projection's partial outputs, then its
@@ -512,8 +667,15 @@ export class TrainStage {
     return [...this.saved.keys()];
   }
 
-  /** Drop every saved forward (after a failure, or to abandon a step). */
+  /** Drop every saved forward and every held weight gradient (after a failure, or to abandon a step). */
   clear(): void {
+    for (const s of this.saved.values()) this.release(s);
+    this.saved.clear();
+    this.dropHeld();
+  }
+
+  /** Drop every saved forward only (a column's end: held weight gradients wait for flushWeightGrads). */
+  clearSaved(): void {
     for (const s of this.saved.values()) this.release(s);
     this.saved.clear();
   }
@@ -529,12 +691,12 @@ export class TrainStage {
     this.clearPositions();
   }
 
-  private release(s: Saved): void {
+  private release(s: Saved, held?: Set<Tensor>): void {
     const ts: (Tensor | undefined)[] = [s.ids, s.pos, s.targets, s.meanF, s.rstdF, s.hF, s.dlogits];
     // the last stage's output stays with the caller when it was handed on (not the last stage)
     if (this.isLast) ts.push(s.xLast);
     for (const l of s.layers) ts.push(...Object.values(l));
-    for (const t of ts) if (t && !t.disposed) t.dispose();
+    for (const t of ts) if (t && !t.disposed && !held?.has(t)) t.dispose();
     s.layers = [];
   }
 }

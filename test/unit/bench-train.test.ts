@@ -82,6 +82,23 @@ describe('bench train over strategies (CPU devices)', () => {
     expect(existsSync(path.join(dir, 'train-timeline-pp.svg'))).toBe(false);
   });
 
+  it('mp and pp with deferred weight gradients (deferWeightGrads): train, and report the bytes held per device within the peak', async () => {
+    const o = { model: 'tiny-gpt2', devices: ['cpu:0', 'cpu:1'], dtype: 'f32' as const, batch: 4, seq: 8, steps: 2, strategies: ['mp' as const, 'pp' as const], scaling: 'weak' as const, microBatches: 4 };
+    const rs = await runTrainStrategyBench({ ...o, deferWeightGrads: true });
+    for (const r of rs) {
+      expect(r.error, r.strategy).toBeUndefined();
+      expect(r.lossLast, r.strategy).toBeLessThan(r.lossFirst);
+      expect(r.deferredBytes, r.strategy).toHaveLength(2);
+      r.deferredBytes!.forEach((b, i) => {
+        expect(b).toBeGreaterThan(0);
+        expect(b).toBeLessThan(r.peakBytes[i]!);
+      });
+    }
+    // the same tokens a step held whether in one micro-batch (mp) or four (pp)
+    expect(rs[1]!.deferredBytes).toEqual(rs[0]!.deferredBytes);
+    expect((await runTrainStrategyBench({ ...o, strategies: ['pp'] }))[0]!.deferredBytes).toBeUndefined();
+  });
+
   it('dp with ZeRO-1 (zero: 1): trains, and reports each device holding half the optimizer state of plain dp', async () => {
     const o = { model: 'tiny-gpt2', devices: ['cpu:0', 'cpu:1'], dtype: 'f32' as const, batch: 2, seq: 8, steps: 2, strategies: ['dp' as const], scaling: 'weak' as const };
     const [plain, zero] = [await runTrainStrategyBench({ ...o, zero: 0 }), await runTrainStrategyBench({ ...o, zero: 1 })];

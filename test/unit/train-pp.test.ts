@@ -32,7 +32,7 @@ const base = (cfg: ModelConfig, data: TokenData, n: number, extra: Partial<Pipel
 
 /** The single-device run of the same options. */
 async function oneDevice(o: PipelineTrainOptions, batch = o.batch) {
-  const { devices: _d, dp: _p, microBatches: _m, schedule: _s, chunks: _c, dataOrder: _o, placement: _pl, ...rest } = o;
+  const { devices: _d, dp: _p, microBatches: _m, schedule: _s, chunks: _c, dataOrder: _o, placement: _pl, deferWeightGrads: _dw, ...rest } = o;
   const t = await Trainer.create({ ...rest, device: 'cpu:0', batch });
   const r = await t.run();
   const byKey = new Map(t.params.layout.map((e) => [e.key, t.params.hostMaster().slice(e.offset, e.offset + e.numel)]));
@@ -106,6 +106,56 @@ describe('pp on n devices = one device, for every micro-batch count and both sch
       expect(pp.t.stages).toHaveLength(n * chunks);
       expectSameRun(pp, await oneDevice(o), cfg);
     });
+});
+
+describe('pp with deferred weight gradients (deferWeightGrads) = one device', () => {
+  const llamax4: ModelConfig = { ...smallLlama, layers: 4 };
+  // [model, devices, micro-batches, schedule, chunks, deferWeightGrads]
+  const cases: [ModelConfig, number, number, 'gpipe' | '1f1b', number, true | number][] = [
+    [gpt2x4, 2, 4, '1f1b', 1, true],
+    [gpt2x4, 2, 3, 'gpipe', 1, true], // uneven micro-batches, two micro-steps a step
+    [gpt2x4, 2, 4, '1f1b', 2, true], // interleaved: each stage flushed after its own last backward of the column
+    [llamax4, 4, 4, '1f1b', 1, true],
+    [llamax4, 4, 2, 'gpipe', 1, true],
+    [llamax4, 2, 4, '1f1b', 1, 2], // flushed after every 2 micro-batches
+    [gpt2x4, 2, 4, 'gpipe', 1, 3], // after 3, then after the last
+  ];
+  for (const [cfg, n, micro, schedule, chunks, defer] of cases)
+    it(`${cfg.family} (${cfg.layers} layers), ${n} devices, ${micro} micro-batches, ${schedule}${chunks > 1 ? `, ${chunks} chunks` : ''}${defer === true ? '' : `, flushed every ${defer}`}`, async () => {
+      const data = tokens(cfg.vocabSize, 1600, 31 + n + micro);
+      const o = base(cfg, data, n, { microBatches: micro, schedule, chunks, gradAccum: micro === 3 ? 2 : 1, deferWeightGrads: defer });
+      const pp = await runPipeline(o);
+      expectSameRun(pp, await oneDevice(o), cfg);
+    });
+
+  it('reports the bytes held: every micro-batch of a column, each linear layer\'s dy and x (and the head\'s), until the flush', async () => {
+    const cfg = gpt2x4;
+    const t = await PipelineTrainer.create(base(cfg, tokens(cfg.vocabSize, 1600, 5), 2, { microBatches: 4, deferWeightGrads: true }));
+    try {
+      const r = await t.trainStep();
+      const { hidden: C, heads, kvHeads, headDim: D, intermediate: F } = cfg;
+      // per token and layer: qkv (dy 3C, x C), out (C, C), up (F, C), down (C, F); the head's logits (64 padded rows) and input
+      const perLayer = (heads + 2 * kvHeads) * D + C + C + heads * D + F + C + C + F;
+      const tokensPerStep = 4 * 8;
+      expect(r.heldBytes).toEqual([4 * tokensPerStep * 2 * perLayer, 4 * tokensPerStep * (2 * perLayer + 64 + C)]);
+      // flushed every 2 of the 4 equal micro-batches: half as much held
+      const half = await PipelineTrainer.create(base(cfg, tokens(cfg.vocabSize, 1600, 5), 2, { microBatches: 4, deferWeightGrads: 2 }));
+      try {
+        expect((await half.trainStep()).heldBytes).toEqual(r.heldBytes!.map((b) => b / 2));
+      } finally {
+        await half.close();
+      }
+      await expect(PipelineTrainer.create(base(cfg, tokens(cfg.vocabSize, 1600, 5), 2, { deferWeightGrads: 0 }))).rejects.toThrow(/deferWeightGrads must be true, false or a number of micro-batches >= 1, got 0/);
+      const off = await PipelineTrainer.create(base(cfg, tokens(cfg.vocabSize, 1600, 5), 2, { microBatches: 4 }));
+      try {
+        expect((await off.trainStep()).heldBytes).toBeUndefined();
+      } finally {
+        await off.close();
+      }
+    } finally {
+      await t.close();
+    }
+  });
 });
 
 describe('dp x pp on 4 CPU devices', () => {
@@ -228,11 +278,23 @@ describe('parallm train --strategy pp|mp', () => {
     const mp = run('--strategy', 'mp', '--devices', 'cpu:0,cpu:1,cpu:2,cpu:3', '--dp', '2', '--steps', '1', '--eval-batches', '1');
     expect(mp.status, mp.stderr).toBe(0);
     expect(mp.stderr).toMatch(/2 pipelines x 2 devices \(mp, layers 0-2@cpu:0 3-5@cpu:1, 1 micro-batch, 1f1b\)/);
+    const dw = run('--strategy', 'pp', '--devices', 'cpu:0,cpu:1', '--micro-batches', '2', '--defer-dw', '--steps', '1', '--eval-batches', '1', '--json');
+    expect(dw.status, dw.stderr).toBe(0);
+    const done = JSON.parse(dw.stdout.trim().split('\n').at(-1)!);
+    expect(done.type).toBe('done');
+    expect(done.deferredBytes).toHaveLength(2);
+    for (const b of done.deferredBytes) expect(b).toBeGreaterThan(0);
+    const dwText = run('--strategy', 'pp', '--devices', 'cpu:0,cpu:1', '--micro-batches', '4', '--defer-dw', '2', '--steps', '1', '--eval-batches', '1');
+    expect(dwText.status, dwText.stderr).toBe(0);
+    expect(dwText.stderr).toMatch(/4 micro-batches, 1f1b, deferred weight gradients \(every 2 micro-batches\)\)/);
+    expect(dwText.stderr).toMatch(/held for deferred weight gradients at most \S+ \S+ \/ \S+ \S+ per device/);
     for (const [args, msg] of [
       [['--strategy', 'pp', '--steps', '1'], /--strategy pp needs --devices/],
       [['--strategy', 'mp', '--devices', 'cpu:0,cpu:1', '--micro-batches', '2', '--steps', '1'], /mp runs one micro-batch/],
       [['--strategy', 'pp', '--devices', 'cpu:0,cpu:1', '--schedule', 'zigzag', '--steps', '1'], /--schedule must be gpipe or 1f1b/],
       [['--strategy', 'dp', '--devices', 'cpu:0,cpu:1', '--micro-batches', '2', '--steps', '1'], /are for --strategy pp/],
+      [['--strategy', 'dp', '--devices', 'cpu:0,cpu:1', '--defer-dw', '--steps', '1'], /--defer-dw is for --strategy pp/],
+      [['--strategy', 'pp', '--devices', 'cpu:0,cpu:1', '--defer-dw', '0', '--steps', '1'], /--defer-dw must be a positive integer, got "0"/],
     ] as const) {
       const bad = run(...args);
       expect(bad.status).not.toBe(0);

@@ -36,7 +36,7 @@ const base = (cfg: ModelConfig, data: TokenData, n: number, extra: Partial<Pipel
 });
 
 async function oneDevice(o: PipelineTrainOptions, batch = o.batch) {
-  const { devices: _d, dp: _p, tp: _t, microBatches: _m, schedule: _s, chunks: _c, dataOrder: _o, placement: _pl, ...rest } = o;
+  const { devices: _d, dp: _p, tp: _t, microBatches: _m, schedule: _s, chunks: _c, dataOrder: _o, placement: _pl, deferWeightGrads: _dw, ...rest } = o;
   const norms: number[] = [];
   const t = await Trainer.create({ ...rest, device: 'cpu:0', batch, onStep: (e) => norms.push(e.gradNorm) });
   const r = await t.run();
@@ -135,6 +135,14 @@ describe('meshes with tp on 4 CPU devices', () => {
     const run = await runTp(o);
     expect(run.t.mesh.toString()).toBe('dp=1,pp=2,tp=2');
     expect(run.t.stages).toHaveLength(2);
+    expectSameRun(run, await oneDevice(o), gpt2x4);
+  });
+
+  it('pp2 x tp2 with deferred weight gradients (deferWeightGrads) = one device', async () => {
+    const data = tokens(gpt2x4.vocabSize, 1600, 21);
+    const o = base(gpt2x4, data, 4, { tp: 2, microBatches: 4, deferWeightGrads: true });
+    const run = await runTp(o);
+    expect(run.t.mesh.toString()).toBe('dp=1,pp=2,tp=2');
     expectSameRun(run, await oneDevice(o), gpt2x4);
   });
 

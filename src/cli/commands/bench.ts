@@ -45,6 +45,7 @@ interface BenchOpts {
   steps?: string;
   scaling?: string;
   schedule?: string;
+  deferDw?: boolean | string;
   bucketMb?: string;
   zero?: string;
   epochs?: string;
@@ -134,6 +135,7 @@ async function generateBench(opts: BenchOpts, device: string, dtype: DType | und
 
 async function trainBench(opts: BenchOpts, device: string, dtype: DType | undefined): Promise<void> {
   if (opts.strategies !== undefined || opts.devices !== undefined || opts.epochs !== undefined) return trainStrategiesBench(opts, dtype);
+  if (opts.deferDw) throw new Error('bench train: --defer-dw is for --strategies mp or pp (one device defers nothing)');
   const gpu = device.startsWith('cuda');
   const model = opts.model ?? (gpu ? 'gpt2' : 'tiny-gpt2');
   const cfg = modelConfig(model);
@@ -176,6 +178,8 @@ async function trainStrategiesBench(opts: BenchOpts, dtype: DType | undefined): 
   const list = (opts.strategies ?? (opts.epochs !== undefined ? '' : TRAIN_STRATEGIES.join(','))).split(',').map((x) => x.trim()).filter(Boolean);
   for (const x of list) if (!(TRAIN_STRATEGIES as readonly string[]).includes(x)) throw new Error(`--strategies: unknown training strategy "${x}": expected ${TRAIN_STRATEGIES.join(', ')}`);
   const strategies = list as TrainStrategy[];
+  if (opts.deferDw && !strategies.some((x) => x === 'mp' || x === 'pp')) throw new Error(`bench train: --defer-dw is for --strategies mp or pp, got ${list.join(',') || 'none'}`);
+  const deferWeightGrads = opts.deferDw === undefined || opts.deferDw === false ? false : opts.deferDw === true ? true : positiveInt('--defer-dw', opts.deferDw)!;
   if (devices.length < 2 && strategies.some((x) => x !== 'single')) throw new Error(`bench train: dp, mp and pp need two or more --devices, got ${devices.join(',')}`);
   const shapes = (opts.shapes ?? (gpu ? '128x128' : '4x32')).split(',');
   if (shapes.length !== 1) throw new Error(`bench train with --strategies takes one --shapes pair (BATCHxSEQ), got "${opts.shapes}"`);
@@ -202,7 +206,7 @@ async function trainStrategiesBench(opts: BenchOpts, dtype: DType | undefined): 
   );
   const results = await runTrainStrategyBench({
     model, devices, dtype: dt, batch, seq, steps, strategies, scaling, microBatches, schedule: opts.schedule as 'gpipe' | '1f1b' | undefined, bucketMiB, zero,
-    chunks: positiveInt('--chunks', opts.chunks),
+    chunks: positiveInt('--chunks', opts.chunks), deferWeightGrads,
     onResult: (r) => out.say(`  ${r.strategy} on ${r.devices.join(',')}: ${r.error ? `failed: ${r.error}` : `${r.tokensPerS.toFixed(0)} tokens/s`}`),
   });
   const epochResults = epochs
@@ -216,14 +220,14 @@ async function trainStrategiesBench(opts: BenchOpts, dtype: DType | undefined): 
       ? [r.strategy, r.devices.join(','), r.globalBatch, '-', 'failed', '-', '-', '-', '-', '-']
       : [
           r.strategy, r.devices.join(','), r.globalBatch, r.microBatches ? `${r.microBatches} ${r.schedule}${r.chunks ? ` x${r.chunks}` : ''}` : '-', r.tokensPerS.toFixed(0), r.stepMs.median.toFixed(1),
-          `${r.stepMs.min.toFixed(1)}–${r.stepMs.max.toFixed(1)}`, r.mfu === undefined ? '-' : `${(r.mfu * 100).toFixed(1)}%`, r.peakBytes.map((b) => bytes(b)).join(' / ') + (r.optimizerBytes ? ` (optimizer state ${r.optimizerBytes.map((b) => bytes(b)).join(' / ')}${r.zero ? ', ZeRO-1' : ''})` : ''),
+          `${r.stepMs.min.toFixed(1)}–${r.stepMs.max.toFixed(1)}`, r.mfu === undefined ? '-' : `${(r.mfu * 100).toFixed(1)}%`, r.peakBytes.map((b) => bytes(b)).join(' / ') + (r.deferredBytes ? ` (deferred dW held ${r.deferredBytes.map((b) => bytes(b)).join(' / ')})` : '') + (r.optimizerBytes ? ` (optimizer state ${r.optimizerBytes.map((b) => bytes(b)).join(' / ')}${r.zero ? ', ZeRO-1' : ''})` : ''),
           `${r.lossFirst.toFixed(3)} → ${r.lossLast.toFixed(3)}`,
         ],
   );
   for (const e of epochResults)
     rows.push([`epochs (${e.devices.length > 1 ? 'dp' : 'single'})`, e.devices.join(','), e.devices.length * batch, '-', (e.tokensPerEpoch / e.spread.median).toFixed(0), `${e.spread.median.toFixed(2)} s/epoch`, `${e.spread.min.toFixed(2)}–${e.spread.max.toFixed(2)} s`, '-', '-', e.seconds.map((x) => x.toFixed(2)).join(' ')]);
   out.emit(
-    { scenario: 'train', model, dtype: dt, devices, batch, seq, steps, strategies, scaling, microBatches, schedule: opts.schedule, bucketMiB, zero, epochs },
+    { scenario: 'train', model, dtype: dt, devices, batch, seq, steps, strategies, scaling, microBatches, schedule: opts.schedule, deferWeightGrads, bucketMiB, zero, epochs },
     devices,
     [...results.map(({ timeline: _t, ...r }) => r), ...epochResults.map((e) => ({ strategy: 'epochs', ...e }))],
     ['strategy', 'devices', 'global batch', 'micro', 'tokens/s', 'ms/step (median)', 'min–max', 'MFU', 'peak memory per device', 'loss first → last / epoch s'],
@@ -338,6 +342,7 @@ export function register(program: Command): void {
     .option('--steps <n>', 'train: timed optimizer steps (default 20 on a GPU, 3 on the CPU)')
     .option('--scaling <s>', 'train --strategies: what dp keeps: weak (the batch per device, default) or strong (the global batch)')
     .option('--schedule <s>', 'train --strategies: pp schedule, gpipe or 1f1b (default)')
+    .option('--defer-dw [n]', 'train --strategies: mp and pp add the weight gradients once per micro-step, one matmul per layer over all its micro-batches (n: also after every n micro-batches); the bytes held show beside the peak memory')
     .option('--zero <n>', 'train --strategies: 1 shards the dp optimizer state over the devices (ZeRO-1; default 0)')
     .option('--bucket-mb <x>', 'train --strategies: dp gradient buckets of x MiB all-reduced during the backward (default 0: once after it)')
     .option('--epochs <n>', 'train: also time n epochs on the Brown corpus on one device and data-parallel on --devices (the seed\'s Figure 4)')

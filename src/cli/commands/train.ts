@@ -6,7 +6,8 @@
 import type { Command } from 'commander';
 import { LoadProgressBar } from '../progress.js';
 import { checkDType } from '../../dtype.js';
-import { optionalNum as num } from '../args.js';
+import { optionalNum as num, positiveInt } from '../args.js';
+import { bytes } from '../format.js';
 import { defaultDevice, parseDevice } from '../../device.js';
 import { launchEnv } from '../../cluster/env.js';
 import { DataParallelTrainer } from '../../train/data-parallel.js';
@@ -29,6 +30,7 @@ interface TrainCliOpts {
   microBatches?: string;
   schedule?: string;
   chunks?: string;
+  deferDw?: boolean | string;
   dtype?: string;
   batch: string;
   seq: string;
@@ -70,6 +72,7 @@ export function register(program: Command): void {
     .option('--micro-batches <n>', 'with --strategy pp: micro-batches per batch (default: one per stage)')
     .option('--schedule <s>', 'with --strategy pp: gpipe (all forwards, then all backwards) or 1f1b (activation memory bounded by the stages; the default)')
     .option('--chunks <n>', 'with --strategy pp: stages per device, interleaved (1f1b then needs micro-batches in multiples of the devices)', '1')
+    .option('--defer-dw [n]', 'with --strategy pp: each stage adds its weight gradients after its last backward of a micro-step, in one matmul per layer over all the micro-batches (fewer, larger matmuls; every micro-batch\'s linear inputs and output gradients held until then: the bytes are in the summary); n: also after every n micro-batches, holding at most n')
     .option('--data-order <o>', 'with --strategy dp: sharded (each device its shard of every epoch) or global (the batches of one device with n x --batch)', 'sharded')
     .option('--zero <n>', 'with --strategy dp: 1 shards the optimizer state (f32 master, AdamW moments) over the devices (ZeRO-1); 0 keeps it whole on each', '0')
     .option('--bucket-mb <x>', 'with --strategy dp: all-reduce the gradient in buckets of x MiB during the backward (0: once after it)', '0')
@@ -110,6 +113,7 @@ export function register(program: Command): void {
       if (!many && o.devices) throw new Error('--devices is for --strategy dp, mp, pp or tp; one device is --device');
       if (!pipeline && (o.microBatches !== undefined || o.schedule !== undefined || o.chunks !== '1' || o.dp !== '1' || o.tp !== '1'))
         throw new Error('--micro-batches, --schedule, --chunks, --dp and --tp are for --strategy pp (or mp)');
+      if (!pipeline && o.deferDw) throw new Error('--defer-dw is for --strategy pp (or mp)');
       if (o.strategy === 'tp' && (o.microBatches !== undefined || o.schedule !== undefined || o.chunks !== '1' || o.tp !== '1'))
         throw new Error('--strategy tp splits one stage over all the --devices (over each --dp share of them): --micro-batches, --schedule, --chunks and --tp are for --strategy pp');
       if (o.strategy === 'mp' && o.microBatches !== undefined && o.microBatches !== '1') throw new Error('--strategy mp runs one micro-batch; for more, use --strategy pp');
@@ -181,6 +185,7 @@ export function register(program: Command): void {
           );
       };
       let r: TrainResult;
+      let held: number[] | null = null; // --defer-dw: per device, the most bytes held for deferred weight gradients
       if (pipeline) {
         const dpN = num('--dp', o.dp, true) ?? 1;
         const t = await PipelineTrainer.create({
@@ -189,6 +194,7 @@ export function register(program: Command): void {
           ...(o.strategy === 'tp' ? { pp: 1 } : { tp: num('--tp', o.tp, true) }),
           microBatches: o.strategy === 'mp' ? 1 : num('--micro-batches', o.microBatches, true),
           schedule: o.schedule as 'gpipe' | '1f1b' | undefined, chunks: num('--chunks', o.chunks, true),
+          ...(o.deferDw ? { deferWeightGrads: o.deferDw === true ? true : positiveInt('--defer-dw', o.deferDw) } : {}),
         });
         try {
           const split = t.stages.map((s) => `${s.start}-${s.end - 1}@${s.device}`).join(' ');
@@ -196,8 +202,9 @@ export function register(program: Command): void {
           const perPipeline = nTp > 1 ? `${nPp} stage${nPp > 1 ? 's' : ''} x ${nTp} tp devices` : `${nPp} devices`;
           const shape = nDp > 1 ? `${nDp} pipelines x ${perPipeline}` : perPipeline;
           const across = t.dist ? `; process ${t.dist.process} of ${t.dist.processes}, global ranks ${t.dist.rankOffset}..${t.dist.rankOffset + t.devices.length - 1} of ${t.dist.world}` : '';
-          header(t.infos[0]!.name, t.infos[0]!.family, t.parameterCount, `${shape} (${o.strategy}, layers ${split}, ${t.microBatches} micro-batch${t.microBatches > 1 ? 'es' : ''}, ${t.schedule}${across})`, t.infos[0]!.dtype, { totalSteps: t.totalSteps, stepsPerEpoch: t.stepsPerEpoch, step: t.step, gradAccum: t.gradAccum, replicas: t.mesh.shape.dp });
+          header(t.infos[0]!.name, t.infos[0]!.family, t.parameterCount, `${shape} (${o.strategy}, layers ${split}, ${t.microBatches} micro-batch${t.microBatches > 1 ? 'es' : ''}, ${t.schedule}${o.deferDw ? `, deferred weight gradients${o.deferDw === true ? '' : ` (every ${o.deferDw} micro-batches)`}` : ''}${across})`, t.infos[0]!.dtype, { totalSteps: t.totalSteps, stepsPerEpoch: t.stepsPerEpoch, step: t.step, gradAccum: t.gradAccum, replicas: t.mesh.shape.dp });
           r = await t.run();
+          held = t.heldBytes;
         } finally {
           endLine();
           await t.close();
@@ -222,7 +229,11 @@ export function register(program: Command): void {
         }
       }
       endLine();
-      if (o.json) out({ type: 'done', steps: r.steps, loss: r.losses[r.losses.length - 1], tokensPerSec: r.tokensPerSec, checkpoint: r.checkpoint });
-      else console.error(`done: ${r.steps} steps, ${Math.round(r.tokensPerSec)} tok/s` + (r.checkpoint ? `, checkpoint ${r.checkpoint}` : ''));
+      if (o.json) out({ type: 'done', steps: r.steps, loss: r.losses[r.losses.length - 1], tokensPerSec: r.tokensPerSec, checkpoint: r.checkpoint, ...(held ? { deferredBytes: held } : {}) });
+      else
+        console.error(
+          `done: ${r.steps} steps, ${Math.round(r.tokensPerSec)} tok/s` + (r.checkpoint ? `, checkpoint ${r.checkpoint}` : '') +
+            (held ? `; held for deferred weight gradients at most ${held.map((b) => bytes(b)).join(' / ')} per device` : ''),
+        );
     });
 }
