@@ -149,7 +149,10 @@ async function trainBench(opts: BenchOpts, device: string, dtype: DType | undefi
     }) ?? (gpu ? [[128, 128], [16, 1024]] : [[4, 64]]);
   for (const [, T] of shapes) if (T > cfg.maxPositions) throw new Error(`bench train: sequence ${T} is longer than ${model}'s context of ${cfg.maxPositions}`);
   const steps = positiveInt('--steps', opts.steps) ?? (gpu ? 20 : 3);
-  const out = output(opts, `train: ${model} ${dt} on ${describeDevice(device)}, batch x seq ${shapes.map(([b, t]) => `${b}x${t}`).join(', ')}, ${steps} timed steps`);
+  // On a GPU the timed steps are one CUDA graph each (src/train/captured-step.ts), except under --profile,
+  // which times each op group and so runs the steps op by op.
+  const how = gpu ? (opts.profile ? ', op by op (--profile times each op group; without it a step is one CUDA graph)' : ', each step one CUDA graph where its memory fits') : '';
+  const out = output(opts, `train: ${model} ${dt} on ${describeDevice(device)}, batch x seq ${shapes.map(([b, t]) => `${b}x${t}`).join(', ')}, ${steps} timed steps${how}`);
   const results = await runTrainBench({
     model, device, dtype: dt, shapes, steps, profile: opts.profile,
     onResult: (r) => {
