@@ -39,6 +39,8 @@ export interface TrainBenchResult {
   /** the loss at the first and the last timed step (it must fall: the steps really train) */
   lossFirst: number;
   lossLast: number;
+  /** whether the timed steps ran as one CUDA graph each (src/train/captured-step.ts) */
+  graph: boolean;
   /** with `profile`: device ms per step by op group, largest first */
   profile?: { name: string; msPerStep: number; share: number; count: number }[];
 }
@@ -126,7 +128,7 @@ export async function runTrainBench(o: TrainBenchOptions = {}): Promise<TrainBen
       }
       const tokensPerS = (B * T) / (ms / 1e3);
       const res: TrainBenchResult = {
-        model, device, dtype, batch: B, seq: T, parameters: params.n, tokensPerS, msPerStep: ms,
+        model, device, dtype, batch: B, seq: T, parameters: params.n, tokensPerS, msPerStep: ms, graph: graph !== null,
         mfu: gpu ? (6 * params.n * tokensPerS) / ((o.peakTflops ?? 989) * 1e12) : undefined,
         peakBytes: memoryStats(device).peakAllocated, lossFirst, lossLast, ...(profile ? { profile } : {}),
       };

@@ -151,3 +151,20 @@ describe('bench train --profile', () => {
     for (const g of r!.profile!) expect(g.msPerStep).toBeGreaterThanOrEqual(0);
   });
 });
+
+describe('bench train: the timed steps as one graph each', () => {
+  it('op by op on a CPU device by default; as graphs (PARALLM_TRAIN_GRAPH=1) with the same losses', async () => {
+    const { runTrainBench } = await import('../../src/bench/train.js');
+    const o = { model: 'tiny-gpt2', device: 'cpu:0', dtype: 'f32' as const, shapes: [[2, 8]] as [number, number][], steps: 3 };
+    const [eager] = await runTrainBench(o);
+    process.env.PARALLM_TRAIN_GRAPH = '1';
+    try {
+      const [graph] = await runTrainBench(o);
+      expect(eager!.graph).toBe(false);
+      expect(graph!.graph).toBe(true);
+      expect([graph!.lossFirst, graph!.lossLast]).toEqual([eager!.lossFirst, eager!.lossLast]);
+    } finally {
+      delete process.env.PARALLM_TRAIN_GRAPH;
+    }
+  });
+});
