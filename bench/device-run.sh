@@ -130,6 +130,11 @@ for p in "${parts[@]}"; do
       # The register GEMV's deeper shapes (matmulGemv 4..6) against the default and a copy, and their tests.
       timeout 200 vitest run test/gpu/decode.gpu.test.ts -t "GEMV" > "$out/gpu-gemv-tests.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-gemv-tests.log"
       timeout 150 node dist/cli/index.js bench kernels --filter gemv copy --json "$out/kernels-gemv.json" 2>&1 | grep -E "gemv|copy" | head -40 ;;
+    pending)
+      # What the third session left unrun on GPUs: the deferred weight gradients' GPU test and the decode
+      # tests with the batch-1 dispatch's K >= 4096 condition; then PP with deferred dW against MP.
+      timeout 300 vitest run test/gpu/train-defer-dw.gpu.test.ts test/gpu/decode.gpu.test.ts > "$out/gpu-pending.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-pending.log" | head -20
+      bash "$0" train-pp-dw ;;
     verify-a)
       # Every GPU test, then the training figures with the step as one CUDA graph: one GPU at 64 and 128 x 128
       # (and where a step's time goes on the host), DP strong and weak scaling, DP across processes.
