@@ -224,8 +224,8 @@ class CpuComm : public Communicator {
     } else {
       float inv = 1.0f / float(world_);
       for (int64_t i = 0; i < n; i++) {
-        float acc = load(sl[0].in, base + i, dt);
-        for (int r = 1; r < world_; r++) acc += load(sl[r].in, base + i, dt);
+        float acc = load_f32(sl[0].in, base + i, dt);
+        for (int r = 1; r < world_; r++) acc += load_f32(sl[r].in, base + i, dt);
         store(out, i, dt, op == ReduceOp::Avg ? acc * inv : acc);
       }
     }
@@ -415,18 +415,9 @@ class CpuComm : public Communicator {
     }
     float* acc = reinterpret_cast<float*>(g_->scratch.data());
     for (int64_t i = lo; i < hi; i++) {
-      float s = load(sl[0].in, i, dt);
-      for (int r = 1; r < world_; r++) s += load(sl[r].in, i, dt);
+      float s = load_f32(sl[0].in, i, dt);
+      for (int r = 1; r < world_; r++) s += load_f32(sl[r].in, i, dt);
       acc[i] = op == ReduceOp::Avg ? s * inv : s;
-    }
-  }
-
-  static float load(const void* p, int64_t i, DType dt) {
-    switch (dt) {
-      case DType::F32: return static_cast<const float*>(p)[i];
-      case DType::BF16: return bf16_to_f32(static_cast<const uint16_t*>(p)[i]);
-      case DType::F16: return f16_to_f32(static_cast<const uint16_t*>(p)[i]);
-      default: return 0;
     }
   }
 

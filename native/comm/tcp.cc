@@ -487,8 +487,8 @@ class TcpComm : public Communicator {
     float inv = 1.0f / float(world_);
     std::vector<float> acc(static_cast<size_t>(m));
     for (int64_t i = 0; i < m; i++) {
-      float s = load(in[0], i, dt);
-      for (int r = 1; r < world_; r++) s += load(in[size_t(r)], i, dt);
+      float s = load_f32(in[0], i, dt);
+      for (int r = 1; r < world_; r++) s += load_f32(in[size_t(r)], i, dt);
       acc[size_t(i)] = op == ReduceOp::Avg ? s * inv : s;
     }
     if (dt == DType::F32) {
@@ -496,14 +496,6 @@ class TcpComm : public Communicator {
     } else {
       uint16_t* o = static_cast<uint16_t*>(out);
       for (int64_t i = 0; i < m; i++) o[i] = dt == DType::BF16 ? f32_to_bf16(acc[size_t(i)]) : f32_to_f16(acc[size_t(i)]);
-    }
-  }
-  static float load(const void* p, int64_t i, DType dt) {
-    switch (dt) {
-      case DType::F32: return static_cast<const float*>(p)[i];
-      case DType::BF16: return bf16_to_f32(static_cast<const uint16_t*>(p)[i]);
-      case DType::F16: return f16_to_f32(static_cast<const uint16_t*>(p)[i]);
-      default: return 0;
     }
   }
 

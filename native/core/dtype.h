@@ -72,4 +72,15 @@ inline uint16_t f32_to_f16(float f) {
   return uint16_t(half);
 }
 
+// Element i of a float buffer (f32, bf16 or f16) as f32: how the CPU communicators (native/comm) read
+// their ranks' inputs to sum them.
+inline float load_f32(const void* p, int64_t i, DType dt) {
+  switch (dt) {
+    case DType::F32: return static_cast<const float*>(p)[i];
+    case DType::BF16: return bf16_to_f32(static_cast<const uint16_t*>(p)[i]);
+    case DType::F16: return f16_to_f32(static_cast<const uint16_t*>(p)[i]);
+    default: return 0;
+  }
+}
+
 }  // namespace parallm

@@ -71,6 +71,8 @@ const unloadModels = (ctx: WorkerContext) => {
   ctx.state.delete('held');
 };
 const comms = (ctx: WorkerContext): Map<MeshAxis, Communicator> => (ctx.state.get('comms') as Map<MeshAxis, Communicator> | undefined) ?? new Map();
+/** The communicator the all-reduce benchmark uses: the pipeline group's, else tp's, else dp's. */
+const benchComm = (ctx: WorkerContext): Communicator | undefined => comms(ctx).get('pp') ?? comms(ctx).get('tp') ?? comms(ctx).get('dp');
 const destroyComms = (ctx: WorkerContext) => {
   for (const c of comms(ctx).values()) c.destroy();
   ctx.state.delete('comms');
@@ -150,7 +152,7 @@ export const handlers: Record<string, Handler> = {
    * latency a graph sees, without the host's launch cost, the same way for every path.
    */
   allReduceBench(a: { bytes: number; iters: number; path?: AllReducePath }, ctx) {
-    const c = comms(ctx).get('pp') ?? comms(ctx).get('tp') ?? comms(ctx).get('dp');
+    const c = benchComm(ctx);
     if (!c) throw new Error('no communicator on this worker: call commInit first');
     const path = a.path ?? 'auto';
     const t = Tensor.empty([Math.floor(a.bytes / 2)], { dtype: 'bf16', device: ctx.device });
@@ -191,7 +193,7 @@ export const handlers: Record<string, Handler> = {
 
   /** '' when this worker's communicator can take the peer all-reduce paths, else why not. */
   peerAllReduce(_a: unknown, ctx) {
-    const c = comms(ctx).get('pp') ?? comms(ctx).get('tp') ?? comms(ctx).get('dp');
+    const c = benchComm(ctx);
     return c ? c.peerAllReduce : 'no communicator on this worker';
   },
 

@@ -33,8 +33,7 @@ import { paramLayout, type FlatParams } from './params.js';
 import { runTrainingColumn, type TrainColumnResult } from './pipeline-column.js';
 import { prepareRun, type RunSetup } from './run-setup.js';
 import { countTargets, TrainStage, type MicroBatch } from './stage.js';
-import type { StepFault } from './worker.js';
-import type { ReplicaOptions } from './worker.js';
+import type { ReplicaInfo, ReplicaOptions, StepFault } from './worker.js';
 
 export interface PipelineInitArgs {
   opts: ReplicaOptions;
@@ -62,17 +61,8 @@ export interface PipelineInitArgs {
   deferWeightGrads?: boolean | number;
 }
 
-export interface PipelineInfo {
-  device: string;
-  step: number;
-  totalSteps: number;
-  stepsPerEpoch: number;
-  losses: number[];
-  /** parameters of this device's stages */
-  n: number;
-  dtype: string;
-  name: string;
-  family: string;
+/** What a device tells the main thread after ppInit: a replica's (`n`: the parameters of its stages), and the data's hash. */
+export interface PipelineInfo extends ReplicaInfo {
   dataHash: string;
 }
 

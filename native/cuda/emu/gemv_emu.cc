@@ -20,6 +20,18 @@ namespace mm = parallm::cuda::mm;
 
 static std::mt19937 rng(2027);
 
+// ||C - ref|| / ||ref|| over the output, infinite if any element is not finite (unwritten: C starts NaN).
+static double rel_error(const std::vector<bf16>& C, const std::vector<double>& ref) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    const double o = __bfloat162float(C[i]);
+    if (!std::isfinite(o)) return INFINITY;
+    num += (o - ref[i]) * (o - ref[i]);
+    den += ref[i] * ref[i];
+  }
+  return std::sqrt(num / den);
+}
+
 // norm: the NORM form (rmsnorm_matmul): X's rows normalized by rstd and the weight nw (reference in
 // float64 from the bf16 inputs; the kernel rounds the normalized rows to bf16, within the bound).
 template <int NW = mm::GEMVP_WARPS, int UC = mm::GEMVP_UC, int P = mm::GEMVP_P>
@@ -59,15 +71,7 @@ static bool one(int M, int N, int K, int grid, bool bias_on, float alpha, float 
       mm::gemv_pipe_kernel<bf16, NW, UC, P>(X.data(), W.data(), bias_on ? B.data() : nullptr, C.data(), M, N, K,
                                             alpha, beta, pair_ok);
   });
-  double num = 0, den = 0;
-  bool finite = true;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    const double o = __bfloat162float(C[i]);
-    if (!std::isfinite(o)) finite = false;
-    num += (o - ref[i]) * (o - ref[i]);
-    den += ref[i] * ref[i];
-  }
-  const double e = finite ? std::sqrt(num / den) : INFINITY;
+  const double e = rel_error(C, ref);
   const bool ok = e <= 1e-2;
   std::printf("  gemv_pipe<%d,%d,%d>%s M%-2d N%-4d K%-5d grid %-3d%s alpha %.2f beta %.2f: rel. error %.2e %s\n", NW, UC, P,
               norm ? " (rmsnorm)" : "", M, N, K, grid, bias_on ? " bias" : "     ", alpha, beta, e, ok ? "ok" : "FAIL");
@@ -102,15 +106,7 @@ static bool swiglu(int M, int F, int K, int grid) {
     mm::gemv_pipe_kernel<bf16, 8, 2, 8, true, true>(X.data(), W.data(), nullptr, C.data(), M, F, K, 1.f, 0.f, 0,
                                                     NW_.data(), eps, mm::gemvp_norm_threads(K));
   });
-  double num = 0, den = 0;
-  bool finite = true;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    const double o = __bfloat162float(C[i]);
-    if (!std::isfinite(o)) finite = false;
-    num += (o - ref[i]) * (o - ref[i]);
-    den += ref[i] * ref[i];
-  }
-  const double e = finite ? std::sqrt(num / den) : INFINITY;
+  const double e = rel_error(C, ref);
   const bool ok = e <= 1e-2;
   std::printf("  gemv_pipe<8,2,8> (rmsnorm, swiglu) M%-2d F%-4d K%-5d grid %-3d: rel. error %.2e %s\n", M, F, K, grid, e,
               ok ? "ok" : "FAIL");
