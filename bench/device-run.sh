@@ -130,6 +130,58 @@ for p in "${parts[@]}"; do
       # The register GEMV's deeper shapes (matmulGemv 4..6) against the default and a copy, and their tests.
       timeout 200 vitest run test/gpu/decode.gpu.test.ts -t "GEMV" > "$out/gpu-gemv-tests.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-gemv-tests.log"
       timeout 150 node dist/cli/index.js bench kernels --filter gemv copy --json "$out/kernels-gemv.json" 2>&1 | grep -E "gemv|copy" | head -40 ;;
+    pdl)
+      # Programmatic dependent launch of the decode GEMVs (native/cuda/pdl.cuh): the decode, tp and peer
+      # all-reduce GPU tests with it on, the GEMVs with it on and off beside a copy, then decode and tp decode
+      # with it on and off (PARALLM_PDL=0), and the cuBLAS GEMV peer with the same L2 rotation.
+      timeout 240 vitest run test/gpu/decode.gpu.test.ts test/gpu/tp.gpu.test.ts test/gpu/peer-allreduce.gpu.test.ts > "$out/gpu-pdl-tests.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-pdl-tests.log" | head -20
+      timeout 150 node dist/cli/index.js bench kernels --filter gemv copy --json "$out/kernels-gemv.json" 2>&1 | grep -E "gemv|copy" | head -60
+      timeout 100 python3 bench/peers/decode_peers.py gemv > "$out/peer-gemv.log" 2>&1; grep ANCHOR "$out/peer-gemv.log" | cut -c1-160
+      for pdl in 1 0; do
+        PARALLM_PDL=$pdl timeout 90 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16 --json "$out/gen-llama-pdl$pdl.json" 2>&1 | tail -2 | sed "s/^/[pdl=$pdl] /"
+        PARALLM_PDL=$pdl timeout 60 node dist/cli/index.js bench generate --model gpt2 --batch 1,16 --json "$out/gen-gpt2-pdl$pdl.json" 2>&1 | tail -2 | sed "s/^/[pdl=$pdl] /"
+      done
+      if [ "$(nvidia-smi -L | wc -l)" -ge 2 ]; then
+        mkdir -p "$out/s"
+        for pdl in 1 0; do
+          PARALLM_PDL=$pdl timeout 150 node dist/cli/index.js bench --model llama-2-7b --strategies single,tp --batch 1 --prompt-tokens 128 --new-tokens 128 --repeats 3 --json "$out/s/llama-tp-b1-pdl$pdl.json" 2>&1 | tail -2 | sed "s/^/[pdl=$pdl] /"
+        done
+      fi ;;
+    gemv-lines)
+      # The pipelined GEMV copying whole 128-byte lines of rows: its tests, the GEMVs beside a copy, decode
+      # and tp decode at batch 1.
+      timeout 200 vitest run test/gpu/decode.gpu.test.ts > "$out/gpu-gemv-tests.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-gemv-tests.log" | head -20
+      timeout 150 node dist/cli/index.js bench kernels --filter gemv copy --json "$out/kernels-gemv.json" 2>&1 | grep -E "gemv|copy" | head -60
+      timeout 90 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16 --json "$out/gen-llama.json" 2>&1 | tail -2
+      timeout 60 node dist/cli/index.js bench generate --model gpt2 --batch 1,16 --json "$out/gen-gpt2.json" 2>&1 | tail -2
+      if [ "$(nvidia-smi -L | wc -l)" -ge 2 ]; then
+        timeout 150 node dist/cli/index.js bench --model llama-2-7b --strategies single,tp --batch 1 --prompt-tokens 128 --new-tokens 128 --repeats 3 2>&1 | tail -2
+      fi ;;
+    l2hint)
+      # The GEMVs' W loads with and without the L2::256B prefetch hint (PARALLM_GEMV_L2HINT), in one call.
+      timeout 200 vitest run test/gpu/decode.gpu.test.ts -t "GEMV|gemv|rmsnorm" > "$out/gpu-gemv-tests.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-gemv-tests.log" | head -20
+      for h in 1 0 1; do
+        PARALLM_GEMV_L2HINT=$h timeout 150 node dist/cli/index.js bench kernels --filter gemv copy --json "$out/kernels-gemv-h$h.json" 2>&1 | grep -E "gemv (1|16)x|gemv-(pipe|reg) 1x|copy" | sed "s/^/[hint=$h] /" | head -40
+      done
+      for h in 1 0; do
+        PARALLM_GEMV_L2HINT=$h timeout 90 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16 2>&1 | tail -2 | sed "s/^/[hint=$h] /"
+      done ;;
+    pp-big)
+      # PP (1F1B, 8 micro-batches) against MP on the LLaMA-2-7B shape at 48 x 512 (6 sequences a micro-batch).
+      mkdir -p "$out/t/pp48"
+      timeout 400 node dist/cli/index.js bench train --model llama-2-7b --devices cuda:0,cuda:1 --strategies mp,pp --micro-batches 8 --shapes ${PP_SHAPE:-48x512} --steps ${PP_STEPS:-4} --out "$out/t/pp48" --json "$out/t/pp48/llama-pp.json" 2>&1 | tail -4 ;;
+    s7-final)
+      # Fourth session, last call: the GEMV tests (every path, the register kernel's two load forms) and the
+      # tp / peer / captured-step tests with PDL, the GEMVs side by side, decode (7B, GPT-2), tp decode at
+      # batch 1, then the compiled-PyTorch 7B peer at batch 1.
+      timeout 200 vitest run test/gpu/decode.gpu.test.ts test/gpu/tp.gpu.test.ts test/gpu/train-graph.gpu.test.ts > "$out/gpu-final.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-final.log" | head -20
+      timeout 100 node dist/cli/index.js bench kernels --filter gemv copy --json "$out/kernels-gemv.json" 2>&1 | grep -E "gemv (1|16)x|gemv-(pipe|reg|reg1) 1x|copy" | head -50
+      timeout 70 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16 --json "$out/gen-llama.json" 2>&1 | tail -2
+      timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1,16 --json "$out/gen-gpt2.json" 2>&1 | tail -2
+      if [ "$(nvidia-smi -L | wc -l)" -ge 2 ]; then
+        timeout 100 node dist/cli/index.js bench --model llama-2-7b --strategies single,tp --batch 1 --prompt-tokens 128 --new-tokens 128 --repeats 3 --json "$out/llama-tp-b1.json" 2>&1 | tail -2
+      fi
+      timeout 120 python3 bench/peers/torch_compile_decode.py llama 1 > "$out/peer-compile.log" 2>&1; grep ANCHOR "$out/peer-compile.log" | cut -c1-200 ;;
     pending)
       # What the third session left unrun on GPUs: the deferred weight gradients' GPU test and the decode
       # tests with the batch-1 dispatch's K >= 4096 condition; then PP with deferred dW against MP.

@@ -135,11 +135,14 @@ export interface NativeTestingHooks {
   /**
    * The GEMV (M <= 16, B^T) kernel: -1 chosen (the default: pipelined), 0 the older register kernel (and
    * rmsnormMatmul as rmsnorm then matmul), 1 pipelined, 2 and 3 pipelined in alternative shapes (for sweeps;
-   * 3 splits K over 16 warps, so its sums round differently).
+   * 3 splits K over 16 warps, so its sums round differently), 4 the register kernel in its single-plain-load
+   * form at every N (by default it takes that form below N = 6144 only; same bits either way).
    */
   matmulGemv(path: number): void;
   /** Key chunks of decode attention: -1 chosen per call (the default), n >= 1 asks for n (capped by the length). */
   attentionDecodeSplits(n: number): void;
+  /** Programmatic dependent launch of the decode GEMVs (sm_90+; on by default, PARALLM_PDL=0 turns it off). */
+  pdl(on: boolean): void;
 }
 
 /** One rank of a communicator (native/comm): collectives over NativeTensors on its device. */
@@ -180,7 +183,7 @@ export const NATIVE_KEYS = [
 ] as const satisfies readonly (keyof NativeBinding)[];
 
 /** Every name of NativeTestingHooks, held to the addon's `testing` object the same way. */
-export const NATIVE_TESTING_KEYS = ['matmulSplitK', 'matmulTmaStore', 'matmulGemv', 'attentionDecodeSplits'] as const satisfies readonly (keyof NativeTestingHooks)[];
+export const NATIVE_TESTING_KEYS = ['matmulSplitK', 'matmulTmaStore', 'matmulGemv', 'attentionDecodeSplits', 'pdl'] as const satisfies readonly (keyof NativeTestingHooks)[];
 
 // A compile error names the keys of T missing from the list L.
 type ListsEvery<T, L extends readonly PropertyKey[]> = [Exclude<keyof T, L[number]>] extends [never] ? true : Exclude<keyof T, L[number]>;

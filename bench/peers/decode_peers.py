@@ -56,12 +56,12 @@ def gemv():
     for m in (1, 16):
         for n, k in ((4096, 4096), (11008, 4096), (4096, 11008), (12288, 4096), (22016, 4096)):
             nbytes = n * k * 2
-            copies = 3 if nbytes < 64 << 20 else 1
+            copies = 3 if nbytes < 192 << 20 else 1  # a copy alone several times L2, else rotate
             x = rnd(m, k)
             ws = [rnd(n, k) for _ in range(copies)]
             out = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
             ms = graph_ms([lambda w=w: torch.mm(x, w.t(), out=out) for w in ws])
-            pairs = 3 if 2 * nbytes < 64 << 20 else 1
+            pairs = 3 if 2 * nbytes < 192 << 20 else 1
             src = [torch.empty(nbytes, device="cuda", dtype=torch.uint8) for _ in range(pairs)]
             dst = [torch.empty(nbytes, device="cuda", dtype=torch.uint8) for _ in range(pairs)]
             cms = graph_ms([lambda a=a, b=b: b.copy_(a) for a, b in zip(src, dst)])
@@ -82,7 +82,7 @@ def attn():
                                  (1, 32, 32, 8192, 128), (1, 32, 32, 32768, 128), (1, 32, 8, 8192, 128),
                                  (4, 32, 8, 16384, 128)):
         nbytes = 2 * b * length * hkv * d * 2
-        copies = 3 if nbytes < 64 << 20 else 1
+        copies = 3 if nbytes < 192 << 20 else 1  # a copy alone several times L2, else rotate
         q = rnd(b, h, 1, d)
         kv = [(rnd(b, hkv, length, d), rnd(b, hkv, length, d)) for _ in range(copies)]
         try:

@@ -34,6 +34,7 @@ __device__ __forceinline__ float silu(float x) { return x / (1.f + expf(-x)); }
 // n elements, N per access; the tail (< N elements) goes one per thread to the first threads.
 template <class T, int N>
 __global__ void gelu_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t n) {
+  pdl_trigger();  // a PDL GEMV after this kernel may start (pdl.cuh)
   using P = Pack<T, N>;
   const int64_t nvec = n / N;
   const int64_t tid = int64_t(blockIdx.x) * blockDim.x + threadIdx.x, stride = int64_t(gridDim.x) * blockDim.x;
@@ -52,6 +53,7 @@ __global__ void gelu_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t 
 template <class T, int N>
 __global__ void silu_gate_kernel(const T* __restrict__ gate, const T* __restrict__ up, T* __restrict__ y, int64_t R,
                                  int64_t F, int64_t in_stride) {
+  pdl_trigger();  // a PDL GEMV after this kernel may start (pdl.cuh)
   using P = Pack<T, N>;
   const int64_t nvec = F / N;
   for (int64_t r = int64_t(blockIdx.y) * blockDim.y + threadIdx.y; r < R; r += int64_t(gridDim.y) * blockDim.y) {

@@ -175,6 +175,7 @@ __device__ __forceinline__ uint4 recv_ll(const PeerRanks& r, const uint4* line, 
 // LL one-shot: n is whole 16-byte packs (the host checks). Slot lines: 32 bytes a pack.
 template <typename T, int W, bool RESIDUAL>
 __global__ void __launch_bounds__(kPeerThreads) ll_kernel(PeerRanks r, const T* buf, T* dst, int64_t n, float scale) {
+  pdl_trigger();  // a PDL GEMV after this kernel may start (pdl.cuh)
   constexpr int E = 16 / sizeof(T);
   const Call c = begin_call(r, n / E);
   const uint32_t value = c.value;
@@ -205,6 +206,7 @@ __global__ void __launch_bounds__(kPeerThreads) ll_kernel(PeerRanks r, const T* 
 
 template <typename T, int W, bool RESIDUAL>
 __global__ void __launch_bounds__(kPeerThreads) one_shot_kernel(PeerRanks r, T* buf, T* dst, int64_t n, float scale) {
+  pdl_trigger();  // a PDL GEMV after this kernel may start (pdl.cuh)
   constexpr int E = 16 / sizeof(T);
   const Call c = begin_call(r, n / E);
   const uint32_t value = c.value;
@@ -247,6 +249,7 @@ __global__ void __launch_bounds__(kPeerThreads) one_shot_kernel(PeerRanks r, T* 
 // n is a multiple of E here (the host checks).
 template <typename T, int W>
 __global__ void __launch_bounds__(kPeerThreads) two_shot_kernel(PeerRanks r, T* buf, int64_t n, float scale) {
+  pdl_trigger();  // a PDL GEMV after this kernel may start (pdl.cuh)
   constexpr int E = 16 / sizeof(T);
   const Call c = begin_call(r, n / E);
   const uint32_t value = c.value;

@@ -190,6 +190,7 @@ decode_split(const T* __restrict__ q, const T* __restrict__ k, const T* __restri
              const int32_t* __restrict__ lens, T* __restrict__ out, float* __restrict__ part_o,
              float* __restrict__ part_ml, int Hq, int Hkv, int D, int64_t qbs, int64_t kvbs, int64_t kvts,
              int max_len, int chunk, int nsplit, int nsub, float sl2) {
+  pdl_trigger();  // a PDL GEMV after this kernel may start (pdl.cuh)
   constexpr int NG = kDecThreads / GS, DW = GS * 8;
   __shared__ float s_acc[NG][HPB][DW];
   __shared__ float s_ml[NG][HPB][2];
@@ -309,6 +310,7 @@ __global__ void __launch_bounds__(128)
 decode_combine(const float* __restrict__ part_o, const float* __restrict__ part_ml,
                const int32_t* __restrict__ lens, T* __restrict__ out, int Hq, int D, int max_len, int chunk,
                int nsplit) {
+  pdl_trigger();  // a PDL GEMV after this kernel may start (pdl.cuh)
   const int64_t row = blockIdx.x;
   const int b = int(row / Hq);
   const int len = min(lens[b], max_len);

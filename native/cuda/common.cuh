@@ -6,6 +6,8 @@
 
 #include <cstdint>
 
+#include "pdl.cuh"
+
 namespace parallm::cuda {
 
 __device__ __forceinline__ float f32(float v) { return v; }

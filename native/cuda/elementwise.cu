@@ -27,6 +27,7 @@ constexpr int64_t kMaxBlocksY = 65535;
 template <class T, int N>
 __global__ void add_rows_kernel(const T* __restrict__ a, const T* __restrict__ b, T* __restrict__ y, int64_t rows,
                                 int64_t period) {
+  pdl_trigger();  // a PDL GEMV after this kernel may start (pdl.cuh)
   using P = Pack<T, N>;
   const int64_t nvec = period / N;
   for (int64_t r = int64_t(blockIdx.y) * blockDim.y + threadIdx.y; r < rows; r += int64_t(gridDim.y) * blockDim.y) {
@@ -47,6 +48,7 @@ __global__ void add_rows_kernel(const T* __restrict__ a, const T* __restrict__ b
 template <class T>
 __global__ void add_mod_kernel(const T* __restrict__ a, const T* __restrict__ b, T* __restrict__ y, int64_t n,
                                int64_t period) {
+  pdl_trigger();  // a PDL GEMV after this kernel may start (pdl.cuh)
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
     y[i] = from_f32<T>(f32(a[i]) + f32(b[i % period]));
 }

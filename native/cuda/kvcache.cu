@@ -30,6 +30,7 @@ template <class W_>
 __global__ void kv_write_kernel(const W_* __restrict__ src, W_* __restrict__ dst, const int32_t* __restrict__ pos,
                                 int B, int T, int64_t W, int64_t sb, int64_t st, int64_t db, int64_t dts,
                                 int64_t max_len) {
+  pdl_trigger();  // a PDL GEMV after this kernel may start (pdl.cuh)
   const int64_t rows = int64_t(B) * T;
   for (int64_t bt = int64_t(blockIdx.y) * blockDim.y + threadIdx.y; bt < rows; bt += int64_t(gridDim.y) * blockDim.y) {
     const int64_t b = bt / T, t = bt % T;
@@ -58,6 +59,7 @@ __global__ void rope_kv_kernel(T* __restrict__ qkv, T* __restrict__ kc, T* __res
                                const int32_t* __restrict__ pos, int B, int Hq, int Hkv, int D, int64_t qs,
                                int rot_dim, float theta, const float* __restrict__ freqs, int64_t kb, int64_t kt,
                                int64_t max_len) {
+  pdl_trigger();  // a PDL GEMV after this kernel may start (pdl.cuh)
   const int half = rot_dim / 2, H = Hq + Hkv;
   const int tid = int(threadIdx.y * blockDim.x + threadIdx.x), nt = int(blockDim.x * blockDim.y);
   const int64_t W = int64_t(Hkv) * D;

@@ -13,6 +13,7 @@
 // rmsnorm_matmul_swiglu likewise with SwiGLU in the epilogue, else rmsnorm_matmul then silu_gate.
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <cstdint>
 #include <mutex>
 
@@ -21,6 +22,7 @@
 
 #include "check.h"
 #include "kernels.h"
+#include "launch.cuh"
 #include "matmul_gemv.cuh"
 #include "matmul_simt.cuh"
 #include "matmul_sm80.cuh"
@@ -30,11 +32,9 @@ namespace parallm::cuda {
 
 // matmul_sm90_splits: -1 chooses the K slices per call (sm90_splits), n >= 1 asks for n.
 void matmul_sm90_splits(int n);
-// matmul_gemv_path: -1 chooses (the register kernel, except the pipelined one for one X row against a
-// large W: see launch_gemv_t; the pipelined one everywhere measured slower on an H200, e.g. 16x4096x11008
-// 0.047 ms against 0.034, and LLaMA-2-7B decode at batch 1 147 tokens/s against 184, bench/RESULTS.md
-// S5-9/S5-10), 0 the register kernel, 1 the pipelined one (with the fused rmsnorm_matmul kernels), 2 and
-// 3 the pipelined one in the alternative shapes of launch_gemv_pipe_any.
+// matmul_gemv_path: -1 chooses (the register kernel, its load form by N: see launch_gemv_t), 0 the
+// same, 1 the pipelined one (with the fused rmsnorm_matmul kernels), 2 and 3 the pipelined one in the
+// alternative shapes of launch_gemv_pipe_any, 4 the register kernel's single-plain-load form at every N.
 void matmul_gemv_path(int n);
 
 namespace {
@@ -42,7 +42,16 @@ namespace {
 std::atomic<int> g_splits{-1};  // test hook: -1 = chosen per call, n = n K slices when possible
 std::atomic<int> g_tma_store{1};  // test hook: 0 = the sm90 epilogue stores C from registers
 std::atomic<int> g_gemv_path{-1};  // test / benchmark hook: see matmul_gemv_path
-bool pipelined_gemv() { return g_gemv_path.load(std::memory_order_relaxed) > 0; }
+bool pipelined_gemv() { const int p = g_gemv_path.load(std::memory_order_relaxed); return p > 0 && p < 4; }
+// The register GEMV's W loads with the L2::256B prefetch hint unless PARALLM_GEMV_L2HINT=0 (ld_w16).
+int gemv_l2hint() {
+  static const int v = [] {
+    const char* e = std::getenv("PARALLM_GEMV_L2HINT");
+    return (e && e[0] == '0') ? 0 : 1;
+  }();
+  return v;
+}
+std::atomic<int> g_pdl{-1};  // PARALLM_PDL / the hook: -1 not read yet, 0 off, 1 on (launch.cuh)
 
 constexpr int kMaxDevices = 64;
 
@@ -216,13 +225,13 @@ void launch_sm90_t(const Args& a, const CUtensorMap& mA, const CUtensorMap& mB) 
   }
 }
 
-template <typename T, int HN, int UNROLL>
+template <typename T, int HN, int UNROLL, bool SEL = true>
 void launch_gemv_v(const Args& a) {
   unsigned blocks = unsigned((a.N + 8 * HN - 1) / (8 * HN));
-  mm::gemv_kernel<T, HN, UNROLL><<<blocks, mm::GEMV_WARPS * 32, 0, a.stream>>>(
-      static_cast<const T*>(a.A), static_cast<const T*>(a.B), static_cast<const T*>(a.bias), static_cast<T*>(a.C),
-      a.M, a.N, a.K, a.alpha, a.beta, a.pair_ok);
-  PARALLM_LAUNCH_CHECK(PARALLM_MM_WHERE(a, "gemv"));
+  PARALLM_CUDA_CHECK(launch_pdl(mm::gemv_kernel<T, HN, UNROLL, SEL>, dim3(blocks), dim3(mm::GEMV_WARPS * 32), 0, a.stream,
+                                static_cast<const T*>(a.A), static_cast<const T*>(a.B), static_cast<const T*>(a.bias),
+                                static_cast<T*>(a.C), a.M, a.N, a.K, a.alpha, a.beta, a.pair_ok, gemv_l2hint()),
+                     PARALLM_MM_WHERE(a, "gemv"));
 }
 
 // The pipelined GEMV: one block per SM at most (its ring fills most of an SM's shared memory), the
@@ -234,11 +243,11 @@ void launch_gemv_pipe(const Args& a, const void* nw = nullptr, float eps = 0.f) 
   set_smem_once<kern>(smem, SWIGLU ? "gemv (rmsnorm, swiglu)" : NORM ? "gemv (rmsnorm)" : "gemv");
   const int ntiles = (a.N + 7) / 8;
   const int grid = std::min(ntiles, device_sms());
-  kern<<<unsigned(grid), NW * 32, smem, a.stream>>>(static_cast<const T*>(a.A), static_cast<const T*>(a.B),
-                                                    static_cast<const T*>(a.bias), static_cast<T*>(a.C), a.M, a.N,
-                                                    a.K, a.alpha, a.beta, a.pair_ok, static_cast<const T*>(nw), eps,
-                                                    mm::gemvp_norm_threads(a.K));
-  PARALLM_LAUNCH_CHECK(PARALLM_MM_WHERE(a, NORM ? "gemv (pipelined, rmsnorm)" : "gemv (pipelined)"));
+  PARALLM_CUDA_CHECK(launch_pdl(kern, dim3(unsigned(grid)), dim3(NW * 32), smem, a.stream, static_cast<const T*>(a.A),
+                                static_cast<const T*>(a.B), static_cast<const T*>(a.bias), static_cast<T*>(a.C), a.M,
+                                a.N, a.K, a.alpha, a.beta, a.pair_ok, static_cast<const T*>(nw), eps,
+                                mm::gemvp_norm_threads(a.K)),
+                     PARALLM_MM_WHERE(a, NORM ? "gemv (pipelined, rmsnorm)" : "gemv (pipelined)"));
 }
 
 // The pipelined GEMV's shape by the hook (matmul_gemv_path): 2 and 3 are alternatives kept for a sweep
@@ -256,21 +265,22 @@ void launch_gemv_pipe_any(const Args& a, const void* nw = nullptr, float eps = 0
 
 template <typename T>
 void launch_gemv_t(const Args& a) {
+  if (g_gemv_path.load(std::memory_order_relaxed) == 4) return launch_gemv_v<T, 1, 4, false>(a);
   if (pipelined_gemv()) return launch_gemv_pipe_any<T>(a);
-  // One X row and a large W: the pipelined kernel (its even split over the SMs and its deep ring pay
-  // off when W is many waves of the register kernel): on an H200 1x22016x4096 0.052 ms against 0.060,
-  // 1x4096x11008 0.032 against 0.035, 1x12288x4096 0.033 against 0.033; at 1x4096x4096 it loses (0.015
-  // against 0.012), and at batch 16 it loses everywhere (bench/RESULTS.md, S6-4). Both add in the same
-  // order, so the choice changes no bits. (Also measured and dropped, S6-4/S6-5: a deeper register
-  // kernel, unroll 8 or 16 (fewer blocks fit an SM), and a row-per-warp kernel with 512-byte loads of one
-  // row and X in shared memory (0.014 ms at 1x4096x4096, 0.035 at 1x11008x4096).)
-  // K >= 4096 as measured: GPT-2's head (1x50257x768) is W-large but K-short, and decode lost 10% with it
-  // there (S6-7).
-  if (g_gemv_path.load(std::memory_order_relaxed) < 0 && a.M == 1 && a.K >= 4096 &&
-      int64_t(a.N) * a.K >= (int64_t(32) << 20) && device_cc() >= 80)
-    return launch_gemv_pipe<T, mm::GEMVP_WARPS, mm::GEMVP_UC, mm::GEMVP_P>(a);
-  // Measured on an H100, 1x11008x4096 bf16 (bench/RESULTS.md): 8 rows x unroll 4 gives 2,391 GB/s;
-  // 16 rows x 4, 2,162 (a 5.2-wave grid, the last wave a fifth full); 8 rows x 8, 1,993 (registers).
+  // The register kernel at every batch. The pipelined one (its even split over the SMs and deep ring)
+  // won at batch 1 against a large W before PDL (S6-4: 1x22016x4096 0.052 ms against 0.060); with PDL and
+  // the register kernel's present load (ld_w16) it lost at every shape (S7-5: 1x11008x4096 0.025 against
+  // 0.032, 1x22016x4096 0.047 against 0.059; bench/RESULTS.md, fourth session). Of the register kernel's
+  // two load forms, the run-time one (SEL) is faster from N = 6144 rows up (S7-6, same call: 1x11008x4096
+  // 0.025 against 0.029, 1x22016x4096 0.047 against 0.056) and slower at N = 4096 (1x4096x4096 0.013
+  // against 0.011; S7-3 against S7-5 also 1x4096x2048 0.006 against 0.008, 1x4096x5504 0.015 against
+  // 0.018). Every choice here adds in the same order, so it changes no bits. (Also measured and dropped,
+  // S6-4/S6-5: a deeper register kernel, unroll 8 or 16 (fewer blocks fit an SM), and a row-per-warp
+  // kernel with 512-byte loads of one row and X in shared memory; S7-4: the pipelined kernel's copies laid
+  // out as whole 128-byte lines.) Measured on an H100, 1x11008x4096 bf16 (bench/RESULTS.md): 8 rows x
+  // unroll 4 gives 2,391 GB/s; 16 rows x 4, 2,162 (a 5.2-wave grid, the last wave a fifth full); 8 rows x
+  // 8, 1,993 (registers).
+  if (a.N < 6144) return launch_gemv_v<T, 1, 4, false>(a);
   launch_gemv_v<T, 1, 4>(a);
 }
 
@@ -397,6 +407,17 @@ void rmsnorm_matmul_swiglu(cudaStream_t stream, DType dt, const void* X, const v
 void matmul_sm90_splits(int n) { g_splits.store(n, std::memory_order_relaxed); }
 void matmul_sm90_tma_store(int on) { g_tma_store.store(on, std::memory_order_relaxed); }
 void matmul_gemv_path(int n) { g_gemv_path.store(n, std::memory_order_relaxed); }
+
+bool pdl_enabled() {
+  int v = g_pdl.load(std::memory_order_relaxed);
+  if (v < 0) {
+    const char* e = std::getenv("PARALLM_PDL");
+    v = (e && e[0] == '0' && !e[1]) ? 0 : 1;
+    g_pdl.store(v, std::memory_order_relaxed);
+  }
+  return v && device_cc() >= 90;
+}
+void set_pdl(int on) { g_pdl.store(on ? 1 : 0, std::memory_order_relaxed); }
 
 void matmul(cudaStream_t stream, DType dt, const void* A, const void* B, const void* bias, void* C, int64_t M,
             int64_t N, int64_t K, bool transA, bool transB, float alpha, float beta) {

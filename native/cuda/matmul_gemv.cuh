@@ -13,6 +13,7 @@
 //     a lane waits only on its own copies (cp.async.wait_group) and no barrier guards the ring;
 //   - a tile's per-warp partial sums meet in shared memory (double-buffered by tile parity, one
 //     __syncthreads a tile) and one warp, in turn, adds them in warp order (deterministic) and stores.
+// Launched with PDL (pdl.cuh, launch_pdl): before its griddepcontrol.wait it only prefetches W into L2.
 // X (at most 16 x K) is read straight from global memory: every tile of a block reads the same K slice
 // of it, so those loads hit L1/L2. Needs K % 8 == 0 and 16-byte aligned X and W, like gemv_kernel.
 //
@@ -96,6 +97,18 @@ gemv_pipe_kernel(const T* __restrict__ X, const T* __restrict__ W, const T* __re
     }
     ptx::cp_async_commit();
   };
+  // PDL (pdl.cuh): let the next GEMV start, and ask L2 for this warp's K slice of its first two tiles
+  // (lane h * 8 + g: row g of set h), the bytes the ring's first items copy, while the kernel before
+  // finishes; then wait for it before the first copy into shared memory and before X.
+  pdl_trigger();
+  if (lane < 8 * H && c0 < c1) {
+    const int h = lane / 8, k0 = c0 * 32, k1 = min(c1 * 32, K);
+    for (int tile = tb; tile < min(tb + 2, te); ++tile) {
+      const int row = tile * 8 + (lane & 7);
+      if (row < N) prefetch_l2(W + (int64_t(h) * N + row) * K + k0, uint32_t(k1 - k0) * uint32_t(sizeof(T)));
+    }
+  }
+  pdl_wait();
 #pragma unroll 1
   for (int j = 0; j < P - 1; ++j) issue(j);
 

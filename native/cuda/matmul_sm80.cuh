@@ -163,11 +163,30 @@ __device__ __forceinline__ uint4 ld_stream16(const void* p) {
                : "l"(p));
   return v;
 }
+// The same, hinting L2 to fetch the whole 256-byte run around p from DRAM.
+__device__ __forceinline__ uint4 ld_stream16_l2_256(const void* p) {
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0,%1,%2,%3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
+}
+// The register GEMV's W load. SEL: chosen per call between the L2::256B-hinted load and the plain one
+// (PARALLM_GEMV_L2HINT=0 picks plain; matmul.cu). The hint itself timed the same either way (S7-5), but
+// this form of the loop streams faster than the single plain load (SEL false) from N = 6144 rows up and
+// slower at N = 4096 (S7-6, same call; launch_gemv_t picks by N). Why is not known: the development
+// machine has no SASS disassembler to compare the two schedules (bench/RESULTS.md, fourth session).
+template <bool SEL>
+__device__ __forceinline__ uint4 ld_w16(const void* p, int hint) {
+  if constexpr (SEL) return hint ? ld_stream16_l2_256(p) : ld_stream16(p);
+  else return ld_stream16(p);
+}
 
-template <typename T, int HN, int UNROLL>
+template <typename T, int HN, int UNROLL, bool SEL = true>
 __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(const T* __restrict__ X, const T* __restrict__ W,
                                                                const T* __restrict__ bias, T* __restrict__ C, int M,
-                                                               int N, int K, float alpha, float beta, int pair_ok) {
+                                                               int N, int K, float alpha, float beta, int pair_ok,
+                                                               int l2hint = 0) {
   __shared__ float red[GEMV_WARPS][HN][4][32];
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int g = lane / 4, t = lane % 4;
@@ -187,6 +206,18 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(const T* __restri
   const T* x0 = X + (int64_t)(xv0 ? g : 0) * K;
   const T* x1 = X + (int64_t)(xv1 ? g + 8 : 0) * K;
 
+  // PDL (pdl.cuh): let the next GEMV start; ask L2 for this warp's first pass of W (lane h*8 + g: row
+  // n0 + 8h + g, UNROLL chunks from c_begin) while the kernel before finishes; then wait for its output.
+  pdl_trigger();
+  if (lane < 8 * HN && c_begin < c_end) {
+    const int h = lane / 8, row = n0 + lane;
+    if (h < HN && row < N) {
+      const int k0 = c_begin * 32, k1 = min(min(c_begin + UNROLL, c_end) * 32, K);
+      prefetch_l2(W + int64_t(row) * K + k0, uint32_t(k1 - k0) * uint32_t(sizeof(T)));
+    }
+  }
+  pdl_wait();
+
   float acc[HN][4] = {};
   const uint4 z = make_uint4(0, 0, 0, 0);
   for (int c = c_begin; c < c_end; c += UNROLL) {
@@ -196,7 +227,7 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(const T* __restri
       int k = (c + u) * 32 + 8 * t;
       bool in = (c + u < c_end) && k < K;  // K % 8 == 0 here: a lane's 8 k are all in or all out
 #pragma unroll
-      for (int h = 0; h < HN; ++h) wr[u][h] = (in && wv[h]) ? ld_stream16(wp[h] + k) : z;
+      for (int h = 0; h < HN; ++h) wr[u][h] = (in && wv[h]) ? ld_w16<SEL>(wp[h] + k, l2hint) : z;
       xr[u][0] = (in && xv0) ? __ldg(reinterpret_cast<const uint4*>(x0 + k)) : z;
       xr[u][1] = (in && xv1) ? __ldg(reinterpret_cast<const uint4*>(x1 + k)) : z;
     }

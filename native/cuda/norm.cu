@@ -48,6 +48,7 @@ __global__ void __launch_bounds__(kMaxThreads) norm_kernel(const T* __restrict__
                                                     const T* __restrict__ beta, T* __restrict__ y,
                                                     float* __restrict__ mean_out, float* __restrict__ rstd_out,
                                                     int64_t R, int64_t C, float eps) {
+  pdl_trigger();  // a PDL GEMV after this kernel may start (pdl.cuh)
   __shared__ float sh[32];
   using P = Pack<T, N>;
   const int64_t nvec = C / N;  // N divides C (N == 1 otherwise)

@@ -35,6 +35,7 @@ namespace parallm::cuda {
 void matmul_sm90_splits(int n);      // benchmark hook (native/cuda/matmul.cu)
 void matmul_sm90_tma_store(int on);  // test hook (native/cuda/matmul.cu)
 void matmul_gemv_path(int n);       // test and benchmark hook (native/cuda/matmul.cu)
+void set_pdl(int on);               // benchmark hook (native/cuda/launch.cuh)
 void attention_decode_splits(int n);  // test and benchmark hook (native/cuda/attention.cu)
 }  // namespace parallm::cuda
 #define ON_CUDA(call) [&](cudaStream_t s) { cuda::call; }
@@ -687,16 +688,29 @@ Napi::Value MatmulTmaStore(const Napi::CallbackInfo& info) {
   });
 }
 
-// Which GEMV kernel M <= 16 takes: -1 chosen (the pipelined one), 0 the older register kernel, 1 the
-// pipelined one, 2 and 3 the pipelined one in alternative shapes (native/cuda/matmul.cu); for tests of
-// each and benchmarks side by side. No-op without CUDA.
+// Which GEMV kernel M <= 16 takes: -1 chosen (the register kernel, its load form by N), 0 the same, 1 the
+// pipelined one, 2 and 3 the pipelined one in alternative shapes, 4 the register kernel's single-plain-load
+// form (native/cuda/matmul.cu); for tests of each and benchmarks side by side. No-op without CUDA.
 Napi::Value MatmulGemv(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     int n = Args(info, "matmulGemv").i32(0, "path");
-    if (n < -1 || n > 3)
-      fail("matmulGemv: expected -1 (automatic), 0 (register kernel), 1 (pipelined) or 2, 3 (its other shapes), got ", n);
+    if (n < -1 || n > 4)
+      fail("matmulGemv: expected -1 (automatic), 0 (register kernel), 1 (pipelined), 2, 3 (its other shapes) or 4 "
+           "(the register kernel with one plain load), got ", n);
 #ifdef PARALLM_WITH_CUDA
     cuda::matmul_gemv_path(n);
+#endif
+    return info.Env().Undefined();
+  });
+}
+
+// Programmatic dependent launch of the decode GEMVs (native/cuda/pdl.cuh): on by default on sm_90+
+// (PARALLM_PDL=0 turns it off); the hook sets it for benchmarks side by side. No-op without CUDA.
+Napi::Value Pdl(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    if (info.Length() < 1 || !info[0].IsBoolean()) fail("pdl: expected a boolean");
+#ifdef PARALLM_WITH_CUDA
+    cuda::set_pdl(info[0].As<Napi::Boolean>().Value() ? 1 : 0);
 #endif
     return info.Env().Undefined();
   });
@@ -758,6 +772,7 @@ Napi::Object testing_hooks(Napi::Env env) {
   export_fn(env, t, "matmulTmaStore", MatmulTmaStore);
   export_fn(env, t, "matmulGemv", MatmulGemv);
   export_fn(env, t, "attentionDecodeSplits", AttentionDecodeSplits);
+  export_fn(env, t, "pdl", Pdl);
   return t;
 }
 

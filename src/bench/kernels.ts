@@ -55,15 +55,21 @@ interface Case {
   setup: () => { run: (i: number) => void; dispose: () => void };
 }
 
+/** Inputs below this rotate among 3 copies in the graphed cases (about 4 times an H200's L2). */
+const L2_SAFE_BYTES = 192 << 20;
+
 /**
+ * `pdl` false: the case runs with programmatic dependent launch off (native.testing.pdl), so the table
+ * shows what PDL gains between back-to-back GEMVs.
  * `gemvPath` (M <= 16, B^T): which GEMV kernel the case forces (native.testing.matmulGemv: 1 the pipelined
- * kernel, named gemv-pipe; 2 and 3 its other shapes, gemv-b and gemv-c; 0 the register kernel, gemv-reg)
+ * kernel, named gemv-pipe; 2 and 3 its other shapes, gemv-b and gemv-c; 0 the register kernel, gemv-reg;
+ * 4 the register kernel in its single-plain-load form at every N, gemv-reg1)
  * while it runs; by default the one
  * the dispatch chooses (the register kernel; the pipelined one at batch 1 against a large W).
  */
-function gemmCase(dev: string, dt: DType, M: number, N: number, K: number, transB: boolean, decode = false, gemvPath?: 0 | 1 | 2 | 3): Case {
+function gemmCase(dev: string, dt: DType, M: number, N: number, K: number, transB: boolean, decode = false, gemvPath?: 0 | 1 | 2 | 3 | 4, pdl = true): Case {
   const gemv = M <= 16;
-  const variant = gemvPath === undefined ? '' : ['-reg', '-pipe', '-b', '-c'][gemvPath]!;
+  const variant = (gemvPath === undefined ? '' : ['-reg', '-pipe', '-b', '-c', '-reg1'][gemvPath]!) + (pdl ? '' : '-nopdl');
   return {
     name: gemv ? `gemv${variant}` : decode ? 'gemm-decode' : 'gemm',
     shape: `${M}x${N}x${K}${transB ? ' (B^T)' : ''}`,
@@ -74,16 +80,19 @@ function gemmCase(dev: string, dt: DType, M: number, N: number, K: number, trans
     copyBytes: gemv && transB ? N * K * (dt === 'f32' ? 4 : 2) : undefined,
     graph: gemv || decode,
     setup: () => {
-      // Rotate among copies of B when it is small enough to live in L2, so the cache is not measured.
-      const copies = N * K * 2 < 64 << 20 ? 3 : 1;
+      // Rotate among copies of B unless one alone is several times L2 (50 MB on an H100/H200), so the cache
+      // is not measured: a 90 MB W read again at once could still find part of itself there.
+      const copies = N * K * 2 < L2_SAFE_BYTES ? 3 : 1;
       const a = rand([M, K], { dtype: dt, device: dev, seed: 1 });
       const bs = Array.from({ length: copies }, (_, i) => rand(transB ? [N, K] : [K, N], { dtype: dt, device: dev, seed: 2 + i }));
       const c = Tensor.empty([M, N], { dtype: dt, device: dev });
       if (gemvPath !== undefined) native.testing.matmulGemv(gemvPath);
+      if (!pdl) native.testing.pdl(false);
       return {
         run: (i) => void ops.matmul(a, bs[i % copies]!, { transB, out: c }),
         dispose: () => {
           if (gemvPath !== undefined) native.testing.matmulGemv(-1);
+          if (!pdl) native.testing.pdl(process.env.PARALLM_PDL !== '0');
           [a, c, ...bs].forEach((t) => t.dispose());
         },
       };
@@ -117,7 +126,7 @@ function decodeCase(dev: string, dt: DType, B: number, H: number, L: number, D: 
     graph: true,
     setup: () => {
       // Rotate among cache copies when one would stay in L2 (50 MB on an H100).
-      const copies = 2 * B * L * Hkv * D * el < 64 << 20 ? 3 : 1;
+      const copies = 2 * B * L * Hkv * D * el < L2_SAFE_BYTES ? 3 : 1;
       const q = rand([B, H, D], { dtype: dt, device: dev, seed: 6 });
       const ks = Array.from({ length: copies }, (_, i) => rand([B, L, Hkv, D], { dtype: dt, device: dev, seed: 7 + 2 * i }));
       const vs = Array.from({ length: copies }, (_, i) => rand([B, L, Hkv, D], { dtype: dt, device: dev, seed: 8 + 2 * i }));
@@ -141,7 +150,7 @@ function copyCase(dev: string, bytes: number, graph = false): Case {
     setup: () => {
       // Rotate among pairs when one pair would stay in L2 (as the GEMV's weights rotate), so a copy of
       // a GEMV's bytes is timed from memory as the GEMV is.
-      const pairs = 2 * bytes < 64 << 20 ? 3 : 1;
+      const pairs = 2 * bytes < L2_SAFE_BYTES ? 3 : 1;
       const n = Math.ceil(bytes / 4); // values do not change a copy's speed
       const a = Array.from({ length: pairs }, () => Tensor.empty([n], { dtype: 'f32', device: dev }));
       const b = Array.from({ length: pairs }, () => Tensor.empty([n], { dtype: 'f32', device: dev }));
@@ -193,8 +202,9 @@ function cases(dev: string, dt: DType, gpu: boolean, quick: boolean): Case[] {
     // weight bytes. (gemv-reg: the register kernel, forced; see native/cuda/matmul.cu's launch_gemv_t.)
     ...(quick ? [[1, 4096, 4096], [1, 11008, 4096], [16, 11008, 4096]] : GEMV_SHAPES).flatMap(([M, N, K]) => [
       gemmCase(dev, dt, M!, N!, K!, true),
+      gemmCase(dev, dt, M!, N!, K!, true, false, undefined, false),
       gemmCase(dev, dt, M!, N!, K!, true, false, 1),
-      ...(quick ? [] : [gemmCase(dev, dt, M!, N!, K!, true, false, 0)]),
+      ...(quick ? [] : [gemmCase(dev, dt, M!, N!, K!, true, false, 0), gemmCase(dev, dt, M!, N!, K!, true, false, 4)]),
     ]),
     // LLaMA-7B decode projections at the batches of a pipeline's micro-batches: qkv, out, gate+up, down.
     ...[64, 128, 256].flatMap((M) => [

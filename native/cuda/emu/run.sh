@@ -10,7 +10,7 @@ cuda=${CUDA_HOME:-/usr/local/cuda}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cp "$here"/../attention_prefill_mma.cuh "$here"/../attention_backward_mma.cuh "$here"/../attention_backward.cuh \
-   "$here"/../common.cuh "$here"/emu.h "$here"/mma_ptx.cuh "$here"/attention_ref.h "$here"/attention_emu.cc "$tmp"/
+   "$here"/../common.cuh "$here"/../pdl.cuh "$here"/emu.h "$here"/mma_ptx.cuh "$here"/attention_ref.h "$here"/attention_emu.cc "$tmp"/
 perl -0pi -e 's/float y;\s*asm\("ex2\.approx\.ftz\.f32 %0, %1;" : "=f"\(y\) : "f"\(x\)\);\s*return y;/return exp2f(x);/' \
   "$tmp"/attention_prefill_mma.cuh
 grep -q 'return exp2f(x);' "$tmp"/attention_prefill_mma.cuh || { echo "run.sh: ex2 patch did not apply" >&2; exit 1; }
@@ -25,7 +25,7 @@ g++ -std=c++20 -O2 -pthread -I"$cuda"/include -I"$tmp" "$tmp"/gemv_emu.cc -o "$t
 # The other training kernels: their .cu files (and reduce.cuh) with launches rewritten (rewrite.py).
 mkdir -p "$tmp"/k/cuda
 ln -s "$here"/../../core "$tmp"/k/core
-cp "$here"/../check.h "$here"/../common.cuh "$here"/../kernels.h "$here"/../rope_common.cuh "$tmp"/k/cuda/
+cp "$here"/../check.h "$here"/../common.cuh "$here"/../pdl.cuh "$here"/../kernels.h "$here"/../rope_common.cuh "$tmp"/k/cuda/
 python3 "$here"/rewrite.py "$here"/../reduce.cuh "$tmp"/k/cuda/reduce.cuh
 objs=()
 pids=()

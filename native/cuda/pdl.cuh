@@ -1,0 +1,44 @@
+// Programmatic dependent launch (PDL, sm_90+), for the decode GEMVs. Back-to-back in a decode graph,
+// each GEMV paid a fixed ~6 µs a call (the third session's S6-4 timings of 1x11008x4096 and 1x22016x4096
+// fit time = bytes / 3.95 TB/s + 6.4 µs; cuBLAS's fit the same ~6 µs): the launch gap, the ramp until the
+// first weights arrive, and the tail of the slowest block. PDL took back 0.2-3 µs of it (S7-3,
+// bench/RESULTS.md, fourth session). A kernel launched with PDL starts while the kernel before it in the stream
+// drains; until griddepcontrol.wait it may only touch what no earlier kernel writes.
+//
+// The contract here, kept by every kernel launched through launch_pdl (native/cuda/launch.cuh):
+//   - before pdl_wait(), read nothing and write nothing in global memory; the one exception is
+//     prefetch_l2, which only asks L2 (the device's point of coherence) for lines: a later load after the
+//     wait sees the last write whatever the prefetch found, so even weights rewritten by the kernel before
+//     (a training step's AdamW, then a batch-1 matmul) stay correct;
+//   - pdl_trigger() may come anywhere: it only lets the next PDL kernel's blocks start early.
+// Kernels that call pdl_trigger() without being PDL-launched are fine too: the trigger does nothing unless
+// the next kernel asked for it. On the host emulation (native/cuda/emu, no __CUDA_ARCH__) all three are
+// no-ops.
+#pragma once
+#include <cstdint>
+
+namespace parallm::cuda {
+
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+// Ask L2 for [p, p + bytes) with one bulk prefetch (p 16-byte aligned, bytes a multiple of 16); no data
+// reaches the SM, so nothing can be stale.
+__device__ __forceinline__ void prefetch_l2(const void* p, uint32_t bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  if (bytes) asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"(bytes) : "memory");
+#else
+  (void)p, (void)bytes;
+#endif
+}
+
+}  // namespace parallm::cuda
