@@ -182,6 +182,21 @@ for p in "${parts[@]}"; do
         timeout 100 node dist/cli/index.js bench --model llama-2-7b --strategies single,tp --batch 1 --prompt-tokens 128 --new-tokens 128 --repeats 3 --json "$out/llama-tp-b1.json" 2>&1 | tail -2
       fi
       timeout 120 python3 bench/peers/torch_compile_decode.py llama 1 > "$out/peer-compile.log" 2>&1; grep ANCHOR "$out/peer-compile.log" | cut -c1-200 ;;
+    next)
+      # What the fourth session left unrun on GPUs: every GPU test (the register GEMV's fused rmsnorm / SwiGLU
+      # forms among them, matmulGemv 5), the GEMVs with the N < 6144 plain-load dispatch beside a copy, then
+      # decode and tp decode at batch 1 with the fused forms off and on (PARALLM_GEMV_FUSE), and the
+      # compiled-PyTorch peer.
+      timeout 330 vitest run test/gpu > "$out/gpu-all.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-all.log" | head -30
+      timeout 120 node dist/cli/index.js bench kernels --filter gemv copy --json "$out/kernels-gemv.json" 2>&1 | grep -E "gemv (1|16)x|gemv-reg1 1x|copy" | head -30
+      for fuse in 0 1; do
+        PARALLM_GEMV_FUSE=$fuse timeout 70 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16 --json "$out/gen-llama-fuse$fuse.json" 2>&1 | tail -2 | sed "s/^/[fuse=$fuse] /"
+        if [ "$(nvidia-smi -L | wc -l)" -ge 2 ]; then
+          PARALLM_GEMV_FUSE=$fuse timeout 100 node dist/cli/index.js bench --model llama-2-7b --strategies single,tp --batch 1 --prompt-tokens 128 --new-tokens 128 --repeats 3 --json "$out/llama-tp-b1-fuse$fuse.json" 2>&1 | tail -2 | sed "s/^/[fuse=$fuse] /"
+        fi
+      done
+      timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1,16 --json "$out/gen-gpt2.json" 2>&1 | tail -2
+      timeout 300 python3 bench/peers/torch_compile_decode.py both 1,16 > "$out/peer-compile.log" 2>&1; grep ANCHOR "$out/peer-compile.log" | cut -c1-200 ;;
     pending)
       # What the third session left unrun on GPUs: the deferred weight gradients' GPU test and the decode
       # tests with the batch-1 dispatch's K >= 4096 condition; then PP with deferred dW against MP.

@@ -34,7 +34,8 @@ namespace parallm::cuda {
 void matmul_sm90_splits(int n);
 // matmul_gemv_path: -1 chooses (the register kernel, its load form by N: see launch_gemv_t), 0 the
 // same, 1 the pipelined one (with the fused rmsnorm_matmul kernels), 2 and 3 the pipelined one in the
-// alternative shapes of launch_gemv_pipe_any, 4 the register kernel's single-plain-load form at every N.
+// alternative shapes of launch_gemv_pipe_any, 4 the register kernel's single-plain-load form at every N,
+// 5 as -1 with the register kernel's fused rmsnorm_matmul(_swiglu) forms (register_fusion).
 void matmul_gemv_path(int n);
 
 namespace {
@@ -42,7 +43,7 @@ namespace {
 std::atomic<int> g_splits{-1};  // test hook: -1 = chosen per call, n = n K slices when possible
 std::atomic<int> g_tma_store{1};  // test hook: 0 = the sm90 epilogue stores C from registers
 std::atomic<int> g_gemv_path{-1};  // test / benchmark hook: see matmul_gemv_path
-bool pipelined_gemv() { const int p = g_gemv_path.load(std::memory_order_relaxed); return p > 0 && p < 4; }
+bool pipelined_gemv() { const int p = g_gemv_path.load(std::memory_order_relaxed); return p >= 1 && p <= 3; }
 // The register GEMV's W loads with the L2::256B prefetch hint unless PARALLM_GEMV_L2HINT=0 (ld_w16).
 int gemv_l2hint() {
   static const int v = [] {
@@ -50,6 +51,20 @@ int gemv_l2hint() {
     return (e && e[0] == '0') ? 0 : 1;
   }();
   return v;
+}
+// The register GEMV with rmsnorm in its prologue (and SwiGLU in its epilogue) for rmsnorm_matmul(_swiglu):
+// on with PARALLM_GEMV_FUSE=1 or matmulGemv(5); off by default until timed on a GPU (it recomputes the
+// rows' rstd in every block: 8 KB of X from L2 a row a block, two barriers a row, hence only a few rows).
+constexpr int64_t kRegisterFusionMaxM = 4;
+bool register_fusion() {
+  const int p = g_gemv_path.load(std::memory_order_relaxed);
+  if (p == 5) return true;
+  if (p != -1) return false;
+  static const bool env = [] {
+    const char* e = std::getenv("PARALLM_GEMV_FUSE");
+    return e && e[0] == '1' && !e[1];
+  }();
+  return env;
 }
 std::atomic<int> g_pdl{-1};  // PARALLM_PDL / the hook: -1 not read yet, 0 off, 1 on (launch.cuh)
 
@@ -225,13 +240,17 @@ void launch_sm90_t(const Args& a, const CUtensorMap& mA, const CUtensorMap& mB) 
   }
 }
 
-template <typename T, int HN, int UNROLL, bool SEL = true>
-void launch_gemv_v(const Args& a) {
-  unsigned blocks = unsigned((a.N + 8 * HN - 1) / (8 * HN));
-  PARALLM_CUDA_CHECK(launch_pdl(mm::gemv_kernel<T, HN, UNROLL, SEL>, dim3(blocks), dim3(mm::GEMV_WARPS * 32), 0, a.stream,
-                                static_cast<const T*>(a.A), static_cast<const T*>(a.B), static_cast<const T*>(a.bias),
-                                static_cast<T*>(a.C), a.M, a.N, a.K, a.alpha, a.beta, a.pair_ok, gemv_l2hint()),
-                     PARALLM_MM_WHERE(a, "gemv"));
+// The register GEMV (matmul_gemv.cuh). NORM / SWIGLU: rmsnorm_matmul's fused forms (norm weight nw, eps);
+// with SWIGLU, a.N is F (C's columns) and W holds 2F rows.
+template <typename T, int HN, int UNROLL, bool SEL = true, bool NORM = false, bool SWIGLU = false>
+void launch_gemv_v(const Args& a, const void* nw = nullptr, float eps = 0.f) {
+  const unsigned blocks = unsigned((a.N + 8 * (SWIGLU ? 1 : HN) - 1) / (8 * (SWIGLU ? 1 : HN)));
+  PARALLM_CUDA_CHECK(launch_pdl(mm::gemv_kernel<T, HN, UNROLL, SEL, NORM, SWIGLU>, dim3(blocks),
+                                dim3(mm::GEMV_WARPS * 32), 0, a.stream, static_cast<const T*>(a.A),
+                                static_cast<const T*>(a.B), static_cast<const T*>(a.bias), static_cast<T*>(a.C), a.M,
+                                a.N, a.K, a.alpha, a.beta, a.pair_ok, gemv_l2hint(), static_cast<const T*>(nw), eps,
+                                mm::gemvp_norm_threads(a.K)),
+                     PARALLM_MM_WHERE(a, SWIGLU ? "gemv (rmsnorm, swiglu)" : NORM ? "gemv (rmsnorm)" : "gemv"));
 }
 
 // The pipelined GEMV: one block per SM at most (its ring fills most of an SM's shared memory), the
@@ -347,13 +366,14 @@ void rmsnorm_matmul(cudaStream_t stream, DType dt, const void* X, const void* no
   if (!X || !norm_w || !B || !C) fail("rmsnorm_matmul: null pointer (M=", M, " N=", N, " K=", K, ")");
   // Fused where the pipelined GEMV runs and norm.cu would take its 16-byte path with at most a block's
   // threads a row (what the kernel reproduces); else rmsnorm into a scratch row block, then matmul.
-  const bool fused = dt == DType::BF16 && M <= 16 && K % 8 == 0 && aligned16(X) && aligned16(B) &&
-                     aligned16(norm_w) && mm::gemvp_norm_threads(K) <= 8 * 32 && device_cc() >= 80 &&
-                     pipelined_gemv();
-  if (fused) {
+  const bool fusable = dt == DType::BF16 && M <= 16 && K % 8 == 0 && aligned16(X) && aligned16(B) &&
+                       aligned16(norm_w) && mm::gemvp_norm_threads(K) <= 8 * 32 && device_cc() >= 80;
+  if (fusable && (pipelined_gemv() || (register_fusion() && M <= kRegisterFusionMaxM))) {
     Args a{stream, dt, X, B, bias, C, int(M), int(N), int(K), false, true, alpha, beta, 0};
     a.pair_ok = (N % 2 == 0) && (reinterpret_cast<uintptr_t>(C) % 4 == 0);
-    return launch_gemv_pipe_any<__nv_bfloat16, true>(a, norm_w, eps);
+    if (pipelined_gemv()) return launch_gemv_pipe_any<__nv_bfloat16, true>(a, norm_w, eps);
+    if (N < 6144) return launch_gemv_v<__nv_bfloat16, 1, 4, false, true>(a, norm_w, eps);  // (launch_gemv_t)
+    return launch_gemv_v<__nv_bfloat16, 1, 4, true, true>(a, norm_w, eps);
   }
   const size_t bytes = size_t(M) * size_t(K) * dtype_size(dt);
   void* h = nullptr;
@@ -383,12 +403,13 @@ void rmsnorm_matmul_swiglu(cudaStream_t stream, DType dt, const void* X, const v
   // Fused on rmsnorm_matmul's conditions (the gate and up halves in one item: 8 warps, items of 2 chunks
   // of each half, 8 deep: the default's 128 KB ring and its K split, hence its sums); else rmsnorm_matmul
   // into a scratch gate+up block, then silu_gate.
-  const bool fused = dt == DType::BF16 && M <= 16 && K % 8 == 0 && aligned16(X) && aligned16(Wgu) &&
-                     aligned16(norm_w) && mm::gemvp_norm_threads(K) <= 8 * 32 && device_cc() >= 80 &&
-                     pipelined_gemv();
-  if (fused) {
+  const bool fusable = dt == DType::BF16 && M <= 16 && K % 8 == 0 && aligned16(X) && aligned16(Wgu) &&
+                       aligned16(norm_w) && mm::gemvp_norm_threads(K) <= 8 * 32 && device_cc() >= 80;
+  if (fusable && (pipelined_gemv() || (register_fusion() && M <= kRegisterFusionMaxM))) {
     Args a{stream, dt, X, Wgu, nullptr, C, int(M), int(F), int(K), false, true, 1.f, 0.f, 0};
-    return launch_gemv_pipe<__nv_bfloat16, 8, 2, 8, true, true>(a, norm_w, eps);
+    if (pipelined_gemv()) return launch_gemv_pipe<__nv_bfloat16, 8, 2, 8, true, true>(a, norm_w, eps);
+    if (2 * F < 6144) return launch_gemv_v<__nv_bfloat16, 2, 4, false, true, true>(a, norm_w, eps);
+    return launch_gemv_v<__nv_bfloat16, 2, 4, true, true, true>(a, norm_w, eps);
   }
   const size_t bytes = size_t(M) * size_t(2 * F) * dtype_size(dt);
   void* gu = nullptr;

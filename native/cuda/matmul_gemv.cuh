@@ -1,37 +1,250 @@
-// Pipelined GEMV for M <= 16 rows of X [M,K] against W [N,K] (transB): the decode projections, bound by
-// streaming W once. The older gemv_kernel (matmul_sm80.cuh) keeps only UNROLL x 16 bytes a lane in flight
-// in registers and its warps live for a few loads each, so an SM has too few bytes in flight to cover
-// the memory latency (bench/RESULTS.md: 65% of the copy rate on an H200). Here:
+// The GEMVs: M <= 16 rows of X [M,K] against W [N,K] (transB), the decode projections, bound by streaming
+// W once. Two kernels add in the same order (the same K split over 8 warps, the same k permutation, the
+// same tensor-core steps), so which one runs changes no bits:
+//
+// gemv_kernel, the register kernel (the default at every batch; launch_gemv_t): a block of 8 warps on 8 *
+// HN W rows, each warp over its own contiguous K range, UNROLL chunks of 32 k loaded into registers
+// before the first multiply; sums meet in shared memory. X is the 16-row A operand of mma.sync (rows >= M
+// zeros), 8 W rows the B operand; a lane loads 8 consecutive k of its W row and of its two X rows, and
+// inside a 32-wide chunk the k order is permuted identically for A and B (lane quad t holds k =
+// 8t..8t+7), which a dot product does not see, so both loads stay 16 bytes.
+//
+// gemv_pipe_kernel, the pipelined kernel (matmulGemv 1..3; it measured slower, bench/RESULTS.md S7-5):
 //   - W goes global -> shared memory by 16-byte cp.async into a per-warp ring of P items (an item is UC
 //     chunks of 32 k for the warp's 8 W rows), P - 1 items in flight per warp, so ~(P-1) * UC * 512
 //     bytes a warp and NW times that an SM without spending registers on them;
 //   - one block per SM (the ring is ~128 KB), each owning a contiguous run of 8-row tiles (the tile
 //     count split evenly over the blocks, so no SM gets a wave more than another); the warps split K and
 //     the ring runs on across the block's tiles, so the stream never drains between tiles;
-//   - each lane copies into shared memory exactly the 16 bytes it later reads (lane quad t of a 32-wide
-//     chunk holds k = 8t..8t+7, the k permutation the older kernel uses for its tensor-core operands), so
-//     a lane waits only on its own copies (cp.async.wait_group) and no barrier guards the ring;
+//   - each lane copies into shared memory exactly the 16 bytes it later reads, so a lane waits only on
+//     its own copies (cp.async.wait_group) and no barrier guards the ring;
 //   - a tile's per-warp partial sums meet in shared memory (double-buffered by tile parity, one
 //     __syncthreads a tile) and one warp, in turn, adds them in warp order (deterministic) and stores.
-// Launched with PDL (pdl.cuh, launch_pdl): before its griddepcontrol.wait it only prefetches W into L2.
-// X (at most 16 x K) is read straight from global memory: every tile of a block reads the same K slice
-// of it, so those loads hit L1/L2. Needs K % 8 == 0 and 16-byte aligned X and W, like gemv_kernel.
+//
+// Both launch with PDL (pdl.cuh, launch_pdl): before griddepcontrol.wait they only prefetch W into L2.
+// X is read straight from global memory (every block reads the same few rows, so those loads hit L1/L2).
+// Both need K % 8 == 0 and 16-byte aligned X and W.
 //
 // NORM (rmsnorm_matmul, 16-bit): X's rows are RMS-normalized on the way in, h = x * rstd * nw rounded to
-// T, so decode's norm needs no launch and no pass of its own. Each block computes the M rows' rstd while
-// its first W copies are in flight, with norm.cu's arrangement for a row (ntx threads, pack v = tid +
-// i * ntx summed in order, warp butterfly, warps summed in order) and its formulas, so h has the bits
-// rmsnorm (16-byte path) writes and the result is the one of rmsnorm then this GEMV.
+// T, so decode's norm needs no launch and no pass of its own. Each block computes the M rows' rstd
+// (gemv_rows_rstd) with norm.cu's arrangement for a row (ntx threads, pack v = tid + i * ntx summed in
+// order, warp butterfly, warps summed in order) and its formulas, so h has the bits rmsnorm (16-byte
+// path) writes and the result is the one of rmsnorm then the GEMV.
 //
-// SWIGLU (rmsnorm_matmul_swiglu): W holds 2N rows, the gate rows then the up rows; an item carries both
-// halves of its tile (rows n and N + n), and the epilogue writes C[M,N] = silu(gate) * up from the two
-// products each rounded to T first, as silu_gate (activation.cu) computes it from a stored gate+up.
+// SWIGLU (rmsnorm_matmul_swiglu): W holds 2N rows, the gate rows then the up rows; a block (register
+// kernel) or an item (pipelined) carries both halves of its rows (n and N + n), and the epilogue writes
+// C[M,N] = silu(gate) * up from the two products each rounded to T first, as silu_gate (activation.cu)
+// computes it from a stored gate+up.
 #pragma once
 #include "matmul_common.cuh"
 #include "mma_ptx.cuh"
 
 namespace parallm::cuda::mm {
 
+// NORM: the rstd of X's M rows into s_rstd[0..M), as norm.cu's rmsnorm computes it (see the top);
+// s_part holds a row sum's warp partials [32]. Every thread of the block calls it (two barriers a row).
+template <typename T>
+__device__ __forceinline__ void gemv_rows_rstd(const T* __restrict__ X, int M, int K, float eps, int ntx,
+                                               float* s_rstd, float* s_part) {
+  const int tid = int(threadIdx.x), lane = tid & 31, warp = tid >> 5, nvec = K / 8, nwarps = ntx / 32;
+  const float inv_c = 1.f / float(K);
+#pragma unroll 1
+  for (int m = 0; m < M; ++m) {
+    float sq = 0.f;
+    if (tid < ntx)
+      for (int v = tid; v < nvec; v += ntx) {
+        const Pack<T, 8> p = *reinterpret_cast<const Pack<T, 8>*>(X + int64_t(m) * K + int64_t(v) * 8);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) {
+          const float a = f32(p.v[e]);
+          sq += a * a;
+        }
+      }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) sq += __shfl_xor_sync(0xffffffffu, sq, o);
+    if (lane == 0 && warp < nwarps) s_part[warp] = sq;
+    __syncthreads();
+    if (tid == 0) {
+      float t = s_part[0];
+      if (nwarps > 1) {
+        t = 0.f;
+        for (int i = 0; i < nwarps; ++i) t += s_part[i];
+      }
+      s_rstd[m] = rsqrtf(t * inv_c + eps);
+    }
+    __syncthreads();
+  }
+}
+
+// NORM: a lane's 8 k of X rows g and g + 8 (xr[0], xr[1]) normalized in place, h = x * rstd * w rounded
+// to T, as norm_kernel writes it ((x - mean) * rstd with mean 0 for RMS, then * w).
+template <typename T>
+__device__ __forceinline__ void gemv_norm_x(uint4 (&xr)[2], const T* __restrict__ nw, float rs0, float rs1) {
+  const Pack<T, 8> wv = *reinterpret_cast<const Pack<T, 8>*>(nw);
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    Pack<T, 8> xe;  // (memcpy, not a cast: the bits change type without aliasing)
+    memcpy(&xe, &xr[r], 16);
+    const float rs = r ? rs1 : rs0;
+#pragma unroll
+    for (int e = 0; e < 8; ++e) {
+      float t = f32(xe.v[e]) * rs;
+      t *= f32(wv.v[e]);
+      xe.v[e] = from_f32<T>(t);
+    }
+    memcpy(&xr[r], &xe, 16);
+  }
+}
+
+// silu_gate's arithmetic (activation.cu): the same expression, so the fused epilogue gives its bits.
+__device__ __forceinline__ float gemvp_silu(float x) { return x / (1.f + expf(-x)); }
+
+// SWIGLU's store: C[row, col] = silu(gate) * up, each product rounded to T first (s[0]: gate, s[1]: up;
+// e: the mma.sync accumulator element, rows g / g + 8, columns col / col + 1).
+template <typename T>
+__device__ __forceinline__ void gemv_store_swiglu(T* __restrict__ C, const float (&s)[2][4], int M, int N, int g,
+                                                  int col) {
+#pragma unroll
+  for (int e = 0; e < 4; ++e) {
+    const int row = g + (e >= 2 ? 8 : 0), cc = col + (e & 1);
+    if (row < M && cc < N) {
+      const float gate = f32(from_f32<T>(s[0][e])), up = f32(from_f32<T>(s[1][e]));
+      C[int64_t(row) * N + cc] = from_f32<T>(gemvp_silu(gate) * up);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The register kernel.
+constexpr int GEMV_WARPS = 8;
+
+// Its W load. SEL: chosen per call between the L2::256B-hinted load and the plain one
+// (PARALLM_GEMV_L2HINT=0 picks plain; matmul.cu). The hint itself timed the same either way (S7-5), but
+// this form of the loop streams faster than the single plain load (SEL false) from N = 6144 rows up and
+// slower at N = 4096 (S7-6, same call; launch_gemv_t picks by N). Why is not known: the development
+// machine has no SASS disassembler to compare the two schedules (bench/RESULTS.md, fourth session).
+template <bool SEL>
+__device__ __forceinline__ uint4 ld_w16(const void* p, int hint) {
+  if constexpr (SEL) return hint ? ptx::ld_stream16_l2_256(p) : ptx::ld_stream16(p);
+  else return ptx::ld_stream16(p);
+}
+
+// The host emulation (native/cuda/emu) runs one block at a time on std::threads: function statics are its
+// shared memory.
+#ifdef PARALLM_GEMV_SMEM
+#define PARALLM_GEMV_SHARED static
+#else
+#define PARALLM_GEMV_SHARED __shared__
+#endif
+
+// HN sets of 8 W rows a block: rows n0 + 8h + g; with SWIGLU (HN = 2) set 0 the gate rows n0 + g and
+// set 1 the up rows N + n0 + g. NORM / SWIGLU as at the top (nw, eps, ntx: rmsnorm's weight, epsilon and
+// threads a row).
+template <typename T, int HN, int UNROLL, bool SEL = true, bool NORM = false, bool SWIGLU = false>
+__global__ void __launch_bounds__(GEMV_WARPS * 32)
+gemv_kernel(const T* __restrict__ X, const T* __restrict__ W, const T* __restrict__ bias, T* __restrict__ C, int M,
+            int N, int K, float alpha, float beta, int pair_ok, int l2hint = 0, const T* __restrict__ nw = nullptr,
+            float eps = 0.f, int ntx = 32) {
+  static_assert(!SWIGLU || HN == 2, "SwiGLU: set 0 the gate rows, set 1 the up rows");
+  PARALLM_GEMV_SHARED float red[GEMV_WARPS][HN][4][32];
+  PARALLM_GEMV_SHARED float s_norm[NORM ? 48 : 1];  // NORM: the rows' rstd [16], a row sum's warp partials [32]
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int g = lane / 4, t = lane % 4;
+  const int n0 = blockIdx.x * 8 * (SWIGLU ? 1 : HN);
+  const int nchunks = (K + 31) / 32;
+  const int per = (nchunks + GEMV_WARPS - 1) / GEMV_WARPS;
+  const int c_begin = warp * per, c_end = min(c_begin + per, nchunks);
+  // Set h's row r (0..7): its column of C, and its row of W.
+  auto col_of = [&](int h, int r) { return SWIGLU ? n0 + r : n0 + 8 * h + r; };
+  auto wrow_of = [&](int h, int r) { return SWIGLU ? h * N + n0 + r : n0 + 8 * h + r; };
+
+  bool wv[HN];
+  const T* wp[HN];
+#pragma unroll
+  for (int h = 0; h < HN; ++h) {
+    wv[h] = col_of(h, g) < N;
+    wp[h] = W + (int64_t)(wv[h] ? wrow_of(h, g) : 0) * K;
+  }
+  const bool xv0 = g < M, xv1 = g + 8 < M;
+  const T* x0 = X + (int64_t)(xv0 ? g : 0) * K;
+  const T* x1 = X + (int64_t)(xv1 ? g + 8 : 0) * K;
+
+  // PDL (pdl.cuh): let the next GEMV start; ask L2 for this warp's first pass of W (lane h*8 + r: set h,
+  // row r, UNROLL chunks from c_begin) while the kernel before finishes; then wait for its output.
+  pdl_trigger();
+  if (lane < 8 * HN && c_begin < c_end) {
+    const int h = lane / 8, r = lane % 8;
+    if (col_of(h, r) < N) {
+      const int k0 = c_begin * 32, k1 = min(min(c_begin + UNROLL, c_end) * 32, K);
+      prefetch_l2(W + int64_t(wrow_of(h, r)) * K + k0, uint32_t(k1 - k0) * uint32_t(sizeof(T)));
+    }
+  }
+  pdl_wait();
+
+  float rs0 = 1.f, rs1 = 1.f;  // NORM: rstd of X rows g and g + 8
+  if constexpr (NORM) {
+    gemv_rows_rstd(X, M, K, eps, ntx, s_norm, s_norm + 16);
+    if (xv0) rs0 = s_norm[g];
+    if (xv1) rs1 = s_norm[g + 8];
+  }
+
+  float acc[HN][4] = {};
+  const uint4 z = make_uint4(0, 0, 0, 0);
+  for (int c = c_begin; c < c_end; c += UNROLL) {
+    uint4 wr[UNROLL][HN], xr[UNROLL][2];
+#pragma unroll
+    for (int u = 0; u < UNROLL; ++u) {
+      int k = (c + u) * 32 + 8 * t;
+      bool in = (c + u < c_end) && k < K;  // K % 8 == 0 here: a lane's 8 k are all in or all out
+#pragma unroll
+      for (int h = 0; h < HN; ++h) wr[u][h] = (in && wv[h]) ? ld_w16<SEL>(wp[h] + k, l2hint) : z;
+      xr[u][0] = (in && xv0) ? __ldg(reinterpret_cast<const uint4*>(x0 + k)) : z;
+      xr[u][1] = (in && xv1) ? __ldg(reinterpret_cast<const uint4*>(x1 + k)) : z;
+      if constexpr (NORM)
+        if (in && (xv0 || xv1)) gemv_norm_x<T>(xr[u], nw + k, rs0, rs1);
+    }
+#pragma unroll
+    for (int u = 0; u < UNROLL; ++u) {
+      uint32_t a0[4] = {xr[u][0].x, xr[u][1].x, xr[u][0].y, xr[u][1].y};
+      uint32_t a1[4] = {xr[u][0].z, xr[u][1].z, xr[u][0].w, xr[u][1].w};
+#pragma unroll
+      for (int h = 0; h < HN; ++h) {
+        ptx::MmaOp<T>::run(acc[h], a0, wr[u][h].x, wr[u][h].y);
+        ptx::MmaOp<T>::run(acc[h], a1, wr[u][h].z, wr[u][h].w);
+      }
+    }
+  }
+#pragma unroll
+  for (int h = 0; h < HN; ++h)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) red[warp][h][i][lane] = acc[h][i];
+  __syncthreads();
+  if constexpr (SWIGLU) {
+    if (threadIdx.x < 32) {
+      float s[2][4] = {};
+      for (int w = 0; w < GEMV_WARPS; ++w)
+#pragma unroll
+        for (int h = 0; h < 2; ++h)
+#pragma unroll
+          for (int i = 0; i < 4; ++i) s[h][i] += red[w][h][i][lane];
+      gemv_store_swiglu(C, s, M, N, g, n0 + 2 * t);
+    }
+  } else if (threadIdx.x < 32 * HN) {
+    const int h = threadIdx.x / 32;
+    float s[4] = {};
+#pragma unroll
+    for (int w = 0; w < GEMV_WARPS; ++w)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) s[i] += red[w][h][i][lane];
+    // c0,c1: X row g, W rows (cols of C) n0 + 8h + 2t, +1; c2,c3: X row g + 8.
+    int col = n0 + 8 * h + 2 * t;
+    store2(C, bias, M, N, g, col, s[0], s[1], alpha, beta, pair_ok);
+    store2(C, bias, M, N, g + 8, col, s[2], s[3], alpha, beta, pair_ok);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The pipelined kernel.
 // Warps a block, chunks (32 k) an item, items in a warp's ring.
 constexpr int GEMVP_WARPS = 8, GEMVP_UC = 4, GEMVP_P = 8;
 
@@ -42,8 +255,6 @@ constexpr size_t gemvp_smem() {
   return size_t(NW) * P * H * UC * 32 * 16 + size_t(2) * NW * H * 4 * 32 * sizeof(float) + 48 * sizeof(float);
 }
 
-// silu_gate's arithmetic (activation.cu): the same expression, so the fused epilogue gives its bits.
-__device__ __forceinline__ float gemvp_silu(float x) { return x / (1.f + expf(-x)); }
 
 // norm.cu's threads for one row of C elements (16-byte packs of 8, kCached = 4 packs a thread in registers).
 inline int gemvp_norm_threads(int64_t C) {
@@ -118,36 +329,8 @@ gemv_pipe_kernel(const T* __restrict__ X, const T* __restrict__ W, const T* __re
   const uint4 z = make_uint4(0, 0, 0, 0);
   float rs0 = 1.f, rs1 = 1.f;  // NORM: rstd of X rows g and g + 8
   if constexpr (NORM) {
-    float* s_rstd = red + 2 * NW * H * 4 * 32;  // [16]
-    float* s_part = s_rstd + 16;             // [32]
-    const int tid = int(threadIdx.x), nvec = K / 8, nwarps = ntx / 32;
-    const float inv_c = 1.f / float(K);
-#pragma unroll 1
-    for (int m = 0; m < M; ++m) {
-      float sq = 0.f;
-      if (tid < ntx)
-        for (int v = tid; v < nvec; v += ntx) {
-          const Pack<T, 8> p = *reinterpret_cast<const Pack<T, 8>*>(X + int64_t(m) * K + int64_t(v) * 8);
-#pragma unroll
-          for (int e = 0; e < 8; ++e) {
-            const float a = f32(p.v[e]);
-            sq += a * a;
-          }
-        }
-#pragma unroll
-      for (int o = 16; o > 0; o >>= 1) sq += __shfl_xor_sync(0xffffffffu, sq, o);
-      if (lane == 0 && warp < nwarps) s_part[warp] = sq;
-      __syncthreads();
-      if (tid == 0) {
-        float t = s_part[0];
-        if (nwarps > 1) {
-          t = 0.f;
-          for (int i = 0; i < nwarps; ++i) t += s_part[i];
-        }
-        s_rstd[m] = rsqrtf(t * inv_c + eps);
-      }
-      __syncthreads();
-    }
+    float* s_rstd = red + 2 * NW * H * 4 * 32;  // [16], then a row sum's warp partials [32]
+    gemv_rows_rstd(X, M, K, eps, ntx, s_rstd, s_rstd + 16);
     if (xv0) rs0 = s_rstd[g];
     if (xv1) rs1 = s_rstd[g + 8];
   }
@@ -165,24 +348,8 @@ gemv_pipe_kernel(const T* __restrict__ X, const T* __restrict__ W, const T* __re
         const bool in = cb + u < c1 && k < K;
         xr[u][0] = (in && xv0) ? __ldg(reinterpret_cast<const uint4*>(x0 + k)) : z;
         xr[u][1] = (in && xv1) ? __ldg(reinterpret_cast<const uint4*>(x1 + k)) : z;
-        if constexpr (NORM) {
-          if (in && (xv0 || xv1)) {
-            const Pack<T, 8> wv = *reinterpret_cast<const Pack<T, 8>*>(nw + k);
-#pragma unroll
-            for (int r = 0; r < 2; ++r) {
-              Pack<T, 8> xe;  // (memcpy, not a cast: the bits change type without aliasing)
-              memcpy(&xe, &xr[u][r], 16);
-              const float rs = r ? rs1 : rs0;
-#pragma unroll
-              for (int e = 0; e < 8; ++e) {
-                float t = f32(xe.v[e]) * rs;  // norm_kernel: (x - mean) * rstd, mean 0 for RMS; then * w
-                t *= f32(wv.v[e]);
-                xe.v[e] = from_f32<T>(t);
-              }
-              memcpy(&xr[u][r], &xe, 16);
-            }
-          }
-        }
+        if constexpr (NORM)
+          if (in && (xv0 || xv1)) gemv_norm_x<T>(xr[u], nw + k, rs0, rs1);
       }
       ptx::cp_async_wait<P - 2>();  // item j's group is complete (P - 1 were in flight, j's the oldest)
       const uint4* src = ring + (j % P) * (H * UC * 32);
@@ -217,14 +384,7 @@ gemv_pipe_kernel(const T* __restrict__ X, const T* __restrict__ W, const T* __re
       // s[.][0], s[.][1]: X row g, W rows (columns of C) tile*8 + 2t, +1; s[.][2], s[.][3]: X row g + 8.
       const int col = tile * 8 + 2 * t;
       if constexpr (SWIGLU) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int row = g + (e >= 2 ? 8 : 0), cc = col + (e & 1);
-          if (row < M && cc < N) {
-            const float gate = f32(from_f32<T>(s[0][e])), up = f32(from_f32<T>(s[1][e]));
-            C[int64_t(row) * N + cc] = from_f32<T>(gemvp_silu(gate) * up);
-          }
-        }
+        gemv_store_swiglu(C, s, M, N, g, col);
       } else {
         store2(C, bias, M, N, g, col, s[0][0], s[0][1], alpha, beta, pair_ok);
         store2(C, bias, M, N, g + 8, col, s[0][2], s[0][3], alpha, beta, pair_ok);

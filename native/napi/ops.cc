@@ -690,13 +690,15 @@ Napi::Value MatmulTmaStore(const Napi::CallbackInfo& info) {
 
 // Which GEMV kernel M <= 16 takes: -1 chosen (the register kernel, its load form by N), 0 the same, 1 the
 // pipelined one, 2 and 3 the pipelined one in alternative shapes, 4 the register kernel's single-plain-load
-// form (native/cuda/matmul.cu); for tests of each and benchmarks side by side. No-op without CUDA.
+// form, 5 as -1 with rmsnorm (and SwiGLU) fused into the register kernel (native/cuda/matmul.cu); for tests
+// of each and benchmarks side by side. No-op without CUDA.
 Napi::Value MatmulGemv(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     int n = Args(info, "matmulGemv").i32(0, "path");
-    if (n < -1 || n > 4)
-      fail("matmulGemv: expected -1 (automatic), 0 (register kernel), 1 (pipelined), 2, 3 (its other shapes) or 4 "
-           "(the register kernel with one plain load), got ", n);
+    if (n < -1 || n > 5)
+      fail("matmulGemv: expected -1 (automatic), 0 (register kernel), 1 (pipelined), 2, 3 (its other shapes), 4 "
+           "(the register kernel with one plain load) or 5 (automatic, rmsnorm fused into the register kernel), got ",
+           n);
 #ifdef PARALLM_WITH_CUDA
     cuda::matmul_gemv_path(n);
 #endif

@@ -390,11 +390,12 @@ export class ParallelModel {
       // A rank that died cannot abort: stop the others' waits too, and wait until every live worker is
       // out of the run (its queue reaches the ping).
       this.commsBroken = true;
-      if (!this.closed) {
-        this.pool.requestStop();
-        await Promise.allSettled(this.devices.map((_, r) => this.pool.call(r, 'ping')));
-        this.pool.clearStop();
-      }
+      // close() during the run: its stop ends each rank in whatever wait it was in ("stopped", or "peer
+      // aborted" from a rank stopped first), so say the one thing that happened.
+      if (this.closed) throw new Error('generate: stopped: the model was closed during the run', { cause: e });
+      this.pool.requestStop();
+      await Promise.allSettled(this.devices.map((_, r) => this.pool.call(r, 'ping')));
+      this.pool.clearStop();
       throw e;
     }
     const byRank = new Map(active.map((r, i) => [off + r, res[i]!]));

@@ -219,7 +219,9 @@ describe.skipIf(gpus === 0)('rmsnormLinear: the norm in the GEMV prologue', () =
       const g = randT([K], 'bf16', dev, s + 1, 0.5, 1.5);
       const w = randT([N, K], 'bf16', dev, s + 2);
       const bias = withBias ? randT([N], 'bf16', dev, s + 3) : undefined;
-      const runs = ([1, 2, 0] as const).map((path) => {
+      // 1, 2: the pipelined kernel's fused form; 0: rmsnorm then the register kernel; 5: the register
+      // kernel's fused form (M <= 4; above, rmsnorm then the register kernel again).
+      const runs = ([1, 2, 0, 5] as const).map((path) => {
         native.testing.matmulGemv(path);
         try {
           const fused = poisoned([M, N], 'bf16', dev);
@@ -238,7 +240,7 @@ describe.skipIf(gpus === 0)('rmsnormLinear: the norm in the GEMV prologue', () =
       for (const [i, o] of all.entries()) {
         let diff = 0;
         for (let j = 0; j < o.length; j++) if (o[j] !== all[1]![j]) diff++;
-        expect(diff, `seed ${s}: output ${i} (fused/apart x pipelined/pipelined b/register) vs rmsnorm + linear`).toBe(0);
+        expect(diff, `seed ${s}: output ${i} (fused/apart x pipelined/pipelined b/register/register fused) vs rmsnorm + linear`).toBe(0);
       }
       const h = rmsnormRefRows(x.v, g.v, M, K, 1e-5);
       expect(relError(all[0]!, matmulRef(h, w.v, bias?.v ?? null, null, M, N, K, false, true)), `seed ${s}`).toBeLessThan(1e-2);
@@ -259,7 +261,7 @@ describe.skipIf(gpus === 0)('rmsnormLinearSwiGLU: norm, gate+up projection and S
       const x = randT([M, K], 'bf16', dev, s, -2, 3);
       const g = randT([K], 'bf16', dev, s + 1, 0.5, 1.5);
       const w = randT([2 * F, K], 'bf16', dev, s + 2, -0.2, 0.2);
-      const outs = ([1, 0] as const).flatMap((path) => {
+      const outs = ([1, 0, 5] as const).flatMap((path) => {
         native.testing.matmulGemv(path);
         try {
           const fused = poisoned([M, F], 'bf16', dev);
@@ -278,7 +280,7 @@ describe.skipIf(gpus === 0)('rmsnormLinearSwiGLU: norm, gate+up projection and S
       for (const [i, o] of outs.entries()) {
         let diff = 0;
         for (let j = 0; j < o.length; j++) if (o[j] !== outs[1]![j]) diff++;
-        expect(diff, `seed ${s}: output ${i} (fused/apart x pipelined/register) vs the ops apart`).toBe(0);
+        expect(diff, `seed ${s}: output ${i} (fused/apart x pipelined/register/register fused) vs the ops apart`).toBe(0);
       }
       const h = rmsnormRefRows(x.v, g.v, M, K, 1e-5);
       const gu = matmulRef(h, w.v, null, null, M, 2 * F, K, false, true);

@@ -1,4 +1,5 @@
-// The pipelined GEMV of native/cuda/matmul_gemv.cuh run on the CPU through emu.h (cp.async copies at
+// The GEMVs of native/cuda/matmul_gemv.cuh (the pipelined and the register kernel, plain, with rmsnorm,
+// with SwiGLU; the register kernel held bit for bit to the pipelined one) run on the CPU through emu.h (cp.async copies at
 // once, mma.sync through the warp's barrier), against a float64 reference on random bf16 inputs, C
 // poisoned (NaN) first: M = 1..16, N not a multiple of 8, K not a multiple of 32, grids of one tile a
 // block and of several (the ring running on across tiles), warps left without a K chunk, bias, alpha and
@@ -6,6 +7,7 @@
 // ordering of a real GPU. Built and run by run.sh; exits non-zero on a failure.
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -63,6 +65,7 @@ static bool one(int M, int N, int K, int grid, bool bias_on, float alpha, float 
       ref[size_t(m) * N + n] = s;
     }
   const int pair_ok = N % 2 == 0;
+  const std::vector<bf16> C0 = C;
   emu_launch(unsigned(grid), NW * 32, [&] {
     if (norm)
       mm::gemv_pipe_kernel<bf16, NW, UC, P, true>(X.data(), W.data(), bias_on ? B.data() : nullptr, C.data(), M, N, K,
@@ -72,9 +75,29 @@ static bool one(int M, int N, int K, int grid, bool bias_on, float alpha, float 
                                             alpha, beta, pair_ok);
   });
   const double e = rel_error(C, ref);
-  const bool ok = e <= 1e-2;
+  bool ok = e <= 1e-2;
   std::printf("  gemv_pipe<%d,%d,%d>%s M%-2d N%-4d K%-5d grid %-3d%s alpha %.2f beta %.2f: rel. error %.2e %s\n", NW, UC, P,
               norm ? " (rmsnorm)" : "", M, N, K, grid, bias_on ? " bias" : "     ", alpha, beta, e, ok ? "ok" : "FAIL");
+  if (NW != mm::GEMV_WARPS) return ok;  // (16 warps split K otherwise: other sums)
+  // The register kernel, both load forms: the pipelined kernel's bits (the same K split and order).
+  for (int sel = 0; sel < 2; ++sel) {
+    std::vector<bf16> R = C0;
+    emu_launch(unsigned((N + 7) / 8), mm::GEMV_WARPS * 32, [&] {
+      const bf16* b = bias_on ? B.data() : nullptr;
+      const int nt = mm::gemvp_norm_threads(K);
+      if (norm && sel) mm::gemv_kernel<bf16, 1, 4, true, true>(X.data(), W.data(), b, R.data(), M, N, K, alpha, beta, pair_ok, 1, NW_.data(), eps, nt);
+      else if (norm) mm::gemv_kernel<bf16, 1, 4, false, true>(X.data(), W.data(), b, R.data(), M, N, K, alpha, beta, pair_ok, 0, NW_.data(), eps, nt);
+      else if (sel) mm::gemv_kernel<bf16, 1, 4, true>(X.data(), W.data(), b, R.data(), M, N, K, alpha, beta, pair_ok, 1);
+      else mm::gemv_kernel<bf16, 1, 4, false>(X.data(), W.data(), b, R.data(), M, N, K, alpha, beta, pair_ok);
+    });
+    size_t diff = 0;
+    for (size_t i = 0; i < R.size(); ++i) diff += std::memcmp(&R[i], &C[i], sizeof(bf16)) != 0;
+    const double er = rel_error(R, ref);
+    const bool okr = er <= 1e-2 && diff == 0;
+    std::printf("  gemv (register, %s load)%s M%-2d N%-4d K%-5d: rel. error %.2e, %zu elements differ from the pipelined kernel %s\n",
+                sel ? "run-time" : "plain", norm ? " (rmsnorm)" : "", M, N, K, er, diff, okr ? "ok" : "FAIL");
+    ok &= okr;
+  }
   return ok;
 }
 
@@ -107,10 +130,22 @@ static bool swiglu(int M, int F, int K, int grid) {
                                                     NW_.data(), eps, mm::gemvp_norm_threads(K));
   });
   const double e = rel_error(C, ref);
-  const bool ok = e <= 1e-2;
+  bool ok = e <= 1e-2;
   std::printf("  gemv_pipe<8,2,8> (rmsnorm, swiglu) M%-2d F%-4d K%-5d grid %-3d: rel. error %.2e %s\n", M, F, K, grid, e,
               ok ? "ok" : "FAIL");
-  return ok;
+  // The register kernel's fused form: a block on 8 gate rows and their 8 up rows; the pipelined bits.
+  std::vector<bf16> R(C.size(), __float2bfloat16_rn(NAN));
+  emu_launch(unsigned((F + 7) / 8), mm::GEMV_WARPS * 32, [&] {
+    mm::gemv_kernel<bf16, 2, 4, true, true, true>(X.data(), W.data(), nullptr, R.data(), M, F, K, 1.f, 0.f, 0, 1,
+                                                  NW_.data(), eps, mm::gemvp_norm_threads(K));
+  });
+  size_t diff = 0;
+  for (size_t i = 0; i < R.size(); ++i) diff += std::memcmp(&R[i], &C[i], sizeof(bf16)) != 0;
+  const double er = rel_error(R, ref);
+  const bool okr = er <= 1e-2 && diff == 0;
+  std::printf("  gemv (register, rmsnorm, swiglu) M%-2d F%-4d K%-5d: rel. error %.2e, %zu elements differ from the pipelined kernel %s\n",
+              M, F, K, er, diff, okr ? "ok" : "FAIL");
+  return ok && okr;
 }
 
 int main() {

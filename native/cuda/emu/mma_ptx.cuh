@@ -10,6 +10,8 @@ inline uint32_t smem_addr(const void* p) { return uint32_t((const unsigned char*
 inline void cp_async16(uint32_t dst, const void* src, int bytes) {
   if (bytes) memcpy(smem_raw + dst, src, 16); else memset(smem_raw + dst, 0, 16);
 }
+inline uint4 ld_stream16(const void* p) { uint4 v; memcpy(&v, p, 16); return v; }
+inline uint4 ld_stream16_l2_256(const void* p) { return ld_stream16(p); }
 inline void cp_async_commit() {}
 template <int N> inline void cp_async_wait() {}
 inline int lane_() { return emu_linear() & 31; }

@@ -1,0 +1,37 @@
+// The decode GEMV kernels themselves (native/cuda/matmul_gemv.cuh: the register kernel and the pipelined
+// one, plain, with rmsnorm in the prologue and with SwiGLU in the epilogue) run on the CPU through the
+// host emulation of native/cuda/emu (gemv_emu.cc), against float64 and the register kernel bit for bit
+// against the pipelined one. Needs g++ and the CUDA headers (the development machine and CI have nvcc);
+// skipped, and says so, where they are missing. The GPU runs them in test/gpu/decode.gpu.test.ts.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { copyFileSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+
+const cuda = process.env.CUDA_HOME ?? '/usr/local/cuda';
+const gxx = spawnSync('g++', ['--version']).status === 0;
+const headers = existsSync(join(cuda, 'include', 'cuda_bf16.h'));
+if (!gxx || !headers) console.warn(`gemv-emu: skipped (${!gxx ? 'no g++' : `no CUDA headers under ${cuda}/include`})`);
+
+describe.skipIf(!gxx || !headers)('the GEMV kernels on the host emulation', () => {
+  it('every form against float64, the register kernel bit for bit against the pipelined one', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'parallm-gemv-emu-'));
+    try {
+      const src = join(import.meta.dirname, '..', '..', 'native', 'cuda');
+      for (const f of ['matmul_gemv.cuh', 'matmul_common.cuh', 'common.cuh', 'pdl.cuh'])
+        copyFileSync(join(src, f), join(dir, f));
+      // The emulator's stand-ins (mma_ptx.cuh among them) are found first on the include path.
+      for (const f of ['gemv_emu.cc', 'emu.h', 'mma_ptx.cuh']) copyFileSync(join(src, 'emu', f), join(dir, f));
+      const exe = join(dir, 'gemv_emu');
+      execFileSync('g++', ['-std=c++20', '-O2', '-pthread', `-I${cuda}/include`, `-I${dir}`, join(dir, 'gemv_emu.cc'), '-o', exe], { stdio: 'pipe' });
+      const run = spawnSync(exe, [], { encoding: 'utf8' });
+      const out = `${run.stdout}${run.stderr}`;
+      expect(out, out).toContain('all passed');
+      expect(run.status, out).toBe(0);
+      expect(out.match(/ ok$/gm)?.length ?? 0, out).toBeGreaterThanOrEqual(38);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 180_000);
+});
