@@ -185,18 +185,33 @@ for p in "${parts[@]}"; do
     next)
       # What the fourth session left unrun on GPUs: every GPU test (the register GEMV's fused rmsnorm / SwiGLU
       # forms among them, matmulGemv 5), the GEMVs with the N < 6144 plain-load dispatch beside a copy, then
-      # decode and tp decode at batch 1 with the fused forms off and on (PARALLM_GEMV_FUSE), and the
-      # compiled-PyTorch peer.
+      # decode with PDL off, on the GEMVs (the default), on every decode kernel (PARALLM_PDL=2), and with the
+      # fused forms (PARALLM_GEMV_FUSE=1). Then next-b.
       timeout 330 vitest run test/gpu > "$out/gpu-all.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-all.log" | head -30
       timeout 120 node dist/cli/index.js bench kernels --filter gemv copy --json "$out/kernels-gemv.json" 2>&1 | grep -E "gemv (1|16)x|gemv-reg1 1x|copy" | head -30
-      for fuse in 0 1; do
-        PARALLM_GEMV_FUSE=$fuse timeout 70 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16 --json "$out/gen-llama-fuse$fuse.json" 2>&1 | tail -2 | sed "s/^/[fuse=$fuse] /"
-        if [ "$(nvidia-smi -L | wc -l)" -ge 2 ]; then
-          PARALLM_GEMV_FUSE=$fuse timeout 100 node dist/cli/index.js bench --model llama-2-7b --strategies single,tp --batch 1 --prompt-tokens 128 --new-tokens 128 --repeats 3 --json "$out/llama-tp-b1-fuse$fuse.json" 2>&1 | tail -2 | sed "s/^/[fuse=$fuse] /"
-        fi
+      for cfg in "PARALLM_PDL=0" "PARALLM_PDL=1" "PARALLM_PDL=2" "PARALLM_GEMV_FUSE=1"; do
+        env $cfg timeout 70 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16 --json "$out/gen-llama-${cfg//=/}.json" 2>&1 | tail -2 | sed "s/^/[$cfg] /"
+        env $cfg timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1,16 --json "$out/gen-gpt2-${cfg//=/}.json" 2>&1 | tail -2 | sed "s/^/[$cfg] /"
       done
-      timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1,16 --json "$out/gen-gpt2.json" 2>&1 | tail -2
+      ;;
+    next-b)
+      # tp decode at batch 1 (the default, PDL on every decode kernel, the fused forms), then the peer.
+      if [ "$(nvidia-smi -L | wc -l)" -ge 2 ]; then
+        for cfg in "PARALLM_PDL=1" "PARALLM_PDL=2" "PARALLM_GEMV_FUSE=1"; do
+          env $cfg timeout 100 node dist/cli/index.js bench --model llama-2-7b --strategies single,tp --batch 1 --prompt-tokens 128 --new-tokens 128 --repeats 3 --json "$out/llama-tp-b1-${cfg//=/}.json" 2>&1 | tail -2 | sed "s/^/[$cfg] /"
+        done
+      fi
       timeout 300 python3 bench/peers/torch_compile_decode.py both 1,16 > "$out/peer-compile.log" 2>&1; grep ANCHOR "$out/peer-compile.log" | cut -c1-200 ;;
+    dp-ctas)
+      # DP strong scaling (issue 12) with NCCL held to fewer CTAs (NCCL_MAX_CTAS, read by NCCL at init): the
+      # gradient buckets have the whole backward to finish in, and every SM NCCL does not take is the
+      # backward's. One GPU and dp at global batch 128, 25 MiB buckets, for each cap.
+      mkdir -p "$out/t"
+      for ctas in default 2 4 8; do
+        if [ $ctas = default ]; then unset NCCL_MAX_CTAS; else export NCCL_MAX_CTAS=$ctas; fi
+        timeout 120 node dist/cli/index.js bench train --devices cuda:0,cuda:1 --strategies single,dp --scaling strong --bucket-mb ${BUCKET_MB:-25} --shapes 128x128 --steps 30 --json "$out/t/strong-ctas-$ctas.json" 2>&1 | tail -2 | sed "s/^/[NCCL_MAX_CTAS=$ctas] /"
+      done
+      unset NCCL_MAX_CTAS ;;
     pending)
       # What the third session left unrun on GPUs: the deferred weight gradients' GPU test and the decode
       # tests with the batch-1 dispatch's K >= 4096 condition; then PP with deferred dW against MP.

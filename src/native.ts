@@ -86,6 +86,7 @@ export interface NativeBinding {
   kvWrite(dst: T, src: T, pos: T, B: number, T: number, W: number, srcB: number, srcT: number, dstB: number, dstT: number, maxLen: number): void;
   rmsnormMatmul(c: T, x: T, normW: T, b: T, bias: T | null, M: number, N: number, K: number, eps: number, alpha: number, beta: number): void;
   rmsnormMatmulSwiglu(c: T, x: T, normW: T, wGateUp: T, M: number, F: number, K: number, eps: number): void;
+  layernormMatmul(c: T, x: T, gamma: T, beta: T, b: T, bias: T | null, M: number, N: number, K: number, eps: number, gelu: boolean): void;
   ropeKvWrite(qkv: T, kCache: T, vCache: T, pos: T, freqs: T | null, B: number, Hq: number, Hkv: number, D: number, qkvStride: number, rotDim: number, theta: number, kvB: number, kvT: number, maxLen: number): void;
   layernorm(y: T, x: T, gamma: T, beta: T, mean: OptT, rstd: OptT, R: number, C: number, eps: number): void;
   rmsnorm(y: T, x: T, w: T, rstd: OptT, R: number, C: number, eps: number): void;
@@ -142,8 +143,11 @@ export interface NativeTestingHooks {
   matmulGemv(path: number): void;
   /** Key chunks of decode attention: -1 chosen per call (the default), n >= 1 asks for n (capped by the length). */
   attentionDecodeSplits(n: number): void;
-  /** Programmatic dependent launch of the decode GEMVs (sm_90+; on by default, PARALLM_PDL=0 turns it off). */
-  pdl(on: boolean): void;
+  /**
+   * Programmatic dependent launch on sm_90+: 0 none, 1 the decode GEMVs (the default), 2 the small decode
+   * kernels too (not yet timed on a GPU). PARALLM_PDL=0|1|2 sets the starting level.
+   */
+  pdl(level: 0 | 1 | 2): void;
 }
 
 /** One rank of a communicator (native/comm): collectives over NativeTensors on its device. */
@@ -176,7 +180,7 @@ export interface NativeComm {
 export const NATIVE_KEYS = [
   'NativeTensor', 'empty', 'devices', 'deviceInfo', 'buildInfo', 'configureCpuDevices', 'synchronize',
   'memoryStats', 'resetPeakMemory', 'emptyCache', 'captureBegin', 'captureEnd', 'eventCreate', 'streamCreate',
-  'setStream', 'matmul', 'attentionPrefill', 'attentionDecode', 'kvWrite', 'ropeKvWrite', 'rmsnormMatmul', 'rmsnormMatmulSwiglu', 'layernorm', 'rmsnorm', 'gelu',
+  'setStream', 'matmul', 'attentionPrefill', 'attentionDecode', 'kvWrite', 'ropeKvWrite', 'rmsnormMatmul', 'rmsnormMatmulSwiglu', 'layernormMatmul', 'layernorm', 'rmsnorm', 'gelu',
   'siluGate', 'rope', 'embedding', 'add', 'cast', 'softmax', 'argmax', 'fillUniform', 'sample', 'sumRows',
   'layernormBackward', 'rmsnormBackward', 'geluBackward', 'siluGateBackward', 'ropeBackward', 'attentionForward',
   'attentionBackward', 'embeddingBackward', 'crossEntropy', 'sumSquares', 'adamw', 'ncclAvailable', 'ncclUniqueId',

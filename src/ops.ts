@@ -138,6 +138,34 @@ export function rmsnormLinear(x: Tensor, normW: Tensor, weight: Tensor, o: Rmsno
 }
 
 /**
+ * layernorm(x, gamma, beta) then a projection (GPT-2's qkv; with `gelu`, its MLP's up projection and
+ * GELU): act(layernorm(x) weight^T + bias), each step rounded to the dtype as the ops apart round it. On a
+ * GPU with PARALLM_GEMV_FUSE=1, for up to 4 rows (decode), one kernel; otherwise the three ops.
+ */
+export function layernormLinear(
+  x: Tensor,
+  gamma: Tensor,
+  beta: Tensor,
+  weight: Tensor,
+  o: { bias?: Tensor; eps?: number; gelu?: boolean; out?: Tensor } = {},
+): Tensor {
+  const op = 'layernormLinear';
+  const { bias, out } = o;
+  const dev = sameDevice(op, { x, gamma, beta, weight, bias });
+  const dt = sameDType(op, { x, gamma, beta, weight, bias }, FLOATS);
+  if (weight.shape.length !== 2) throw new Error(`${op}: weight must be 2-D [out, in], got [${weight.shape.join(', ')}]`);
+  const [N, K] = weight.shape as [number, number];
+  const M = rowsCols(op, x, K);
+  expectShape(op, 'gamma', gamma, [K]);
+  expectShape(op, 'beta', beta, [K]);
+  if (bias) expectShape(op, 'bias', bias, [N]);
+  const c = output(op, out, [...x.shape.slice(0, -1), N], dt, dev);
+  if (c.native === x.native) throw new Error(`${op}: out must not be x`);
+  native.layernormMatmul(c.native, x.native, gamma.native, beta.native, weight.native, bias?.native ?? null, M, N, K, o.eps ?? 1e-5, !!o.gelu);
+  return c;
+}
+
+/**
  * SwiGLU of rmsnorm(x, normW)'s gate+up projection: wGateUp [2F, in] holds the gate rows, then the up
  * rows (LLaMA's fused MLP weight); returns silu(gate) * up [..., F], the two products rounded to the dtype
  * first, as linear then siluGate give it. On a GPU, for up to 16 rows (decode), one kernel.

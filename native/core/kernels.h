@@ -32,6 +32,14 @@ void rmsnorm_matmul(PARALLM_KCTX ctx, DType dt, const void* X, const void* norm_
 void rmsnorm_matmul_swiglu(PARALLM_KCTX ctx, DType dt, const void* X, const void* norm_w, const void* Wgu, void* C,
                            int64_t M, int64_t F, int64_t K, float eps);
 
+// C[M,N] = act(H B^T + bias[N]) with H = layernorm(X [M,K], gamma, beta, eps) rounded to dt as layernorm
+// writes it (B stored [N,K]) and act gelu (GPT-2's tanh form, on the product rounded to dt) or none:
+// GPT-2 decode's norm and the projection after it (qkv; the MLP's up projection with its GELU). On CUDA
+// one launch where the fused GEMV applies (PARALLM_GEMV_FUSE=1, a few rows); the same bits as layernorm,
+// matmul, then gelu. C must not overlap X.
+void layernorm_matmul(PARALLM_KCTX ctx, DType dt, const void* X, const void* gamma, const void* beta, const void* B,
+                      const void* bias, void* C, int64_t M, int64_t N, int64_t K, float eps, bool gelu);
+
 // Causal attention for prefill, flash-style (no score matrix in device memory on the GPU).
 // For batch b, query head h (kv head g = h / (Hq / Hkv)), query i < Tq, key j < Tk:
 //   out[b,i,h,:] = sum_j softmax_j(scale * q[b,i,h,:].k[b,j,g,:]) v[b,j,g,:]  over j <= i + (Tk - Tq)

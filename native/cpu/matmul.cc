@@ -555,6 +555,21 @@ void rmsnorm_matmul(const Ctx& ctx, DType dt, const void* X, const void* norm_w,
   matmul(ctx, dt, h.data(), B, bias, C, M, N, K, false, true, alpha, beta);
 }
 
+// layernorm then matmul (then gelu, in place) through a scratch block of rows (the CUDA backend can fuse
+// them for GPT-2's decode).
+void layernorm_matmul(const Ctx& ctx, DType dt, const void* X, const void* gamma, const void* beta, const void* B,
+                      const void* bias, void* C, int64_t M, int64_t N, int64_t K, float eps, bool gelu_after) {
+  if (dt != DType::F32 && dt != DType::BF16)
+    fail("layernorm_matmul: dtype ", dtype_name(dt), " is not supported (f32, bf16) (M=", M, " N=", N, " K=", K, ")");
+  if (M < 0 || N < 0 || K < 1) fail("layernorm_matmul: bad sizes M=", M, " N=", N, " K=", K);
+  if (M == 0 || N == 0) return;
+  if (!X || !gamma || !beta || !B || !C) fail("layernorm_matmul: null pointer (M=", M, " N=", N, " K=", K, ")");
+  std::vector<float> h(size_t(M) * size_t(K));  // f32 words: room for either dtype, aligned for both
+  layernorm(ctx, dt, X, gamma, beta, h.data(), nullptr, nullptr, M, K, eps);
+  matmul(ctx, dt, h.data(), B, bias, C, M, N, K, false, true, 1.f, 0.f);
+  if (gelu_after) gelu(ctx, dt, C, C, M * N);
+}
+
 // rmsnorm_matmul into a scratch gate+up block, then silu_gate.
 void rmsnorm_matmul_swiglu(const Ctx& ctx, DType dt, const void* X, const void* norm_w, const void* Wgu, void* C,
                            int64_t M, int64_t F, int64_t K, float eps) {

@@ -12,6 +12,7 @@
 
 #include "check.h"
 #include "common.cuh"
+#include "launch.cuh"
 #include "kernels.h"
 
 namespace parallm::cuda {
@@ -21,20 +22,13 @@ constexpr int kThreads = 256;
 constexpr int64_t kMaxBlocks = 1 << 16;
 constexpr int64_t kMaxBlocksY = 65535;
 
-// 0.5 x (1 + tanh(u)) written as x / (1 + e^(-2u)): the same function, without the cancellation of
-// 1 + tanh(u) for negative u (which costs f32 the relative accuracy of gelu's small negative tail).
-__device__ __forceinline__ float gelu_tanh(float x) {
-  const float k = 0.7978845608028654f;  // sqrt(2 / pi)
-  const float u = k * (x + 0.044715f * x * x * x);
-  return x / (1.f + expf(-2.f * u));
-}
 // x / (1 + e^-x); for x -> -inf e^-x overflows to inf and the quotient is -0, as it should be.
 __device__ __forceinline__ float silu(float x) { return x / (1.f + expf(-x)); }
 
 // n elements, N per access; the tail (< N elements) goes one per thread to the first threads.
 template <class T, int N>
 __global__ void gelu_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t n) {
-  pdl_trigger();  // a PDL GEMV after this kernel may start (pdl.cuh)
+  pdl_begin();  // launched with PDL: wait for the kernel before, then let the next start (pdl.cuh)
   using P = Pack<T, N>;
   const int64_t nvec = n / N;
   const int64_t tid = int64_t(blockIdx.x) * blockDim.x + threadIdx.x, stride = int64_t(gridDim.x) * blockDim.x;
@@ -53,7 +47,7 @@ __global__ void gelu_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t 
 template <class T, int N>
 __global__ void silu_gate_kernel(const T* __restrict__ gate, const T* __restrict__ up, T* __restrict__ y, int64_t R,
                                  int64_t F, int64_t in_stride) {
-  pdl_trigger();  // a PDL GEMV after this kernel may start (pdl.cuh)
+  pdl_begin();  // launched with PDL: wait for the kernel before, then let the next start (pdl.cuh)
   using P = Pack<T, N>;
   const int64_t nvec = F / N;
   for (int64_t r = int64_t(blockIdx.y) * blockDim.y + threadIdx.y; r < R; r += int64_t(gridDim.y) * blockDim.y) {
@@ -163,8 +157,9 @@ void gelu_t(cudaStream_t s, const void* x, void* y, int64_t n) {
   auto* yt = static_cast<T*>(y);
   const bool vec = aligned16(x) && aligned16(y);
   const unsigned blocks = unsigned(std::max<int64_t>(1, std::min(cdiv(n / (vec ? V : 1), kThreads), kMaxBlocks)));
-  if (vec) gelu_kernel<T, V><<<blocks, kThreads, 0, s>>>(xt, yt, n);
-  else gelu_kernel<T, 1><<<blocks, kThreads, 0, s>>>(xt, yt, n);
+  PARALLM_CUDA_CHECK(launch_pdl_small(vec ? gelu_kernel<T, V> : gelu_kernel<T, 1>, dim3(blocks), dim3(kThreads), 0, s, xt, yt,
+                                n),
+                     "gelu: launch (n=", n, ")");
 }
 
 template <class T>
@@ -178,8 +173,9 @@ void silu_gate_t(cudaStream_t s, const void* gate, const void* up, void* y, int6
   const int tx = int(std::min<int64_t>(kThreads, std::max<int64_t>(32, cdiv(nvec, 32) * 32)));
   const int ty = kThreads / tx;  // short rows: several per block
   const dim3 grid(unsigned(std::min(cdiv(nvec, tx), kMaxBlocks)), unsigned(std::min(cdiv(R, ty), kMaxBlocksY)));
-  if (vec) silu_gate_kernel<T, V><<<grid, dim3(tx, ty), 0, s>>>(gt, ut, yt, R, F, in_stride);
-  else silu_gate_kernel<T, 1><<<grid, dim3(tx, ty), 0, s>>>(gt, ut, yt, R, F, in_stride);
+  PARALLM_CUDA_CHECK(launch_pdl_small(vec ? silu_gate_kernel<T, V> : silu_gate_kernel<T, 1>, grid, dim3(tx, ty), 0, s, gt, ut,
+                                yt, R, F, in_stride),
+                     "silu_gate: launch (R=", R, " F=", F, ")");
 }
 
 }  // namespace

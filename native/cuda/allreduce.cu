@@ -29,6 +29,7 @@
 #include "allreduce.h"
 #include "check.h"
 #include "common.cuh"
+#include "launch.cuh"
 
 namespace parallm::cuda {
 namespace {
@@ -175,7 +176,7 @@ __device__ __forceinline__ uint4 recv_ll(const PeerRanks& r, const uint4* line, 
 // LL one-shot: n is whole 16-byte packs (the host checks). Slot lines: 32 bytes a pack.
 template <typename T, int W, bool RESIDUAL>
 __global__ void __launch_bounds__(kPeerThreads) ll_kernel(PeerRanks r, const T* buf, T* dst, int64_t n, float scale) {
-  pdl_trigger();  // a PDL GEMV after this kernel may start (pdl.cuh)
+  pdl_begin();  // launched with PDL: wait for the kernel before, then let the next start (pdl.cuh)
   constexpr int E = 16 / sizeof(T);
   const Call c = begin_call(r, n / E);
   const uint32_t value = c.value;
@@ -206,7 +207,7 @@ __global__ void __launch_bounds__(kPeerThreads) ll_kernel(PeerRanks r, const T* 
 
 template <typename T, int W, bool RESIDUAL>
 __global__ void __launch_bounds__(kPeerThreads) one_shot_kernel(PeerRanks r, T* buf, T* dst, int64_t n, float scale) {
-  pdl_trigger();  // a PDL GEMV after this kernel may start (pdl.cuh)
+  pdl_begin();  // launched with PDL: wait for the kernel before, then let the next start (pdl.cuh)
   constexpr int E = 16 / sizeof(T);
   const Call c = begin_call(r, n / E);
   const uint32_t value = c.value;
@@ -249,7 +250,7 @@ __global__ void __launch_bounds__(kPeerThreads) one_shot_kernel(PeerRanks r, T* 
 // n is a multiple of E here (the host checks).
 template <typename T, int W>
 __global__ void __launch_bounds__(kPeerThreads) two_shot_kernel(PeerRanks r, T* buf, int64_t n, float scale) {
-  pdl_trigger();  // a PDL GEMV after this kernel may start (pdl.cuh)
+  pdl_begin();  // launched with PDL: wait for the kernel before, then let the next start (pdl.cuh)
   constexpr int E = 16 / sizeof(T);
   const Call c = begin_call(r, n / E);
   const uint32_t value = c.value;
@@ -300,15 +301,18 @@ template <typename T, int W>
 void launch(const PeerRanks& r, void* buf, void* residual, int64_t n, float scale, PeerAlgo algo, cudaStream_t s) {
   T* b = static_cast<T*>(buf);
   T* res = static_cast<T*>(residual);
-  if (algo == PeerAlgo::LL) {
-    if (res) ll_kernel<T, W, true><<<kPeerBlocks, kPeerThreads, 0, s>>>(r, b, res, n, scale);
-    else ll_kernel<T, W, false><<<kPeerBlocks, kPeerThreads, 0, s>>>(r, b, b, n, scale);
-  } else if (algo == PeerAlgo::OneShot) {
-    if (res) one_shot_kernel<T, W, true><<<kPeerBlocks, kPeerThreads, 0, s>>>(r, b, res, n, scale);
-    else one_shot_kernel<T, W, false><<<kPeerBlocks, kPeerThreads, 0, s>>>(r, b, b, n, scale);
-  } else {
-    two_shot_kernel<T, W><<<kPeerBlocks, kPeerThreads, 0, s>>>(r, b, n, scale);
-  }
+  // (PDL: each kernel waits for the kernel before it first thing, so launch_pdl only hides the launch.)
+  const dim3 grid(kPeerBlocks), block(kPeerThreads);
+  cudaError_t e;
+  if (algo == PeerAlgo::LL)
+    e = res ? launch_pdl_small(ll_kernel<T, W, true>, grid, block, 0, s, r, b, res, n, scale)
+            : launch_pdl_small(ll_kernel<T, W, false>, grid, block, 0, s, r, b, b, n, scale);
+  else if (algo == PeerAlgo::OneShot)
+    e = res ? launch_pdl_small(one_shot_kernel<T, W, true>, grid, block, 0, s, r, b, res, n, scale)
+            : launch_pdl_small(one_shot_kernel<T, W, false>, grid, block, 0, s, r, b, b, n, scale);
+  else
+    e = launch_pdl_small(two_shot_kernel<T, W>, grid, block, 0, s, r, b, n, scale);
+  PARALLM_CUDA_CHECK(e, "peer all-reduce: launch (", n, " elements, ", W, " ranks)");
 }
 
 template <typename T>

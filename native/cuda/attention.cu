@@ -29,6 +29,7 @@
 #include "attention_prefill_mma.cuh"
 #include "check.h"
 #include "common.cuh"
+#include "launch.cuh"
 #include "kernels.h"
 
 namespace parallm::cuda {
@@ -190,7 +191,7 @@ decode_split(const T* __restrict__ q, const T* __restrict__ k, const T* __restri
              const int32_t* __restrict__ lens, T* __restrict__ out, float* __restrict__ part_o,
              float* __restrict__ part_ml, int Hq, int Hkv, int D, int64_t qbs, int64_t kvbs, int64_t kvts,
              int max_len, int chunk, int nsplit, int nsub, float sl2) {
-  pdl_trigger();  // a PDL GEMV after this kernel may start (pdl.cuh)
+  pdl_begin();  // launched with PDL: wait for the kernel before, then let the next start (pdl.cuh)
   constexpr int NG = kDecThreads / GS, DW = GS * 8;
   __shared__ float s_acc[NG][HPB][DW];
   __shared__ float s_ml[NG][HPB][2];
@@ -310,7 +311,7 @@ __global__ void __launch_bounds__(128)
 decode_combine(const float* __restrict__ part_o, const float* __restrict__ part_ml,
                const int32_t* __restrict__ lens, T* __restrict__ out, int Hq, int D, int max_len, int chunk,
                int nsplit) {
-  pdl_trigger();  // a PDL GEMV after this kernel may start (pdl.cuh)
+  pdl_begin();  // launched with PDL: wait for the kernel before, then let the next start (pdl.cuh)
   const int64_t row = blockIdx.x;
   const int b = int(row / Hq);
   const int len = min(lens[b], max_len);
@@ -397,15 +398,16 @@ void decode_launch(cudaStream_t st, bool aligned, const void* q, const void* k, 
   float* part_ml = part ? part + size_t(rows) * nsplit * D : nullptr;
   dim3 grid(nsplit, Hkv * nsub, B);
   auto kern = aligned ? decode_split<T, GS, HPB, true> : decode_split<T, GS, HPB, false>;
-  kern<<<grid, kDecThreads, 0, st>>>(static_cast<const T*>(q), static_cast<const T*>(k), static_cast<const T*>(v),
-                                     lens, static_cast<T*>(out), part_o, part_ml, Hq, Hkv, D, qbs, kvbs, kvts,
-                                     max_len, chunk, nsplit, nsub, sl2);
-  PARALLM_LAUNCH_CHECK("attention_decode B=", B, " Hq=", Hq, " Hkv=", Hkv, " D=", D, " max_len=", max_len,
-                       " splits=", nsplit);
+  PARALLM_CUDA_CHECK(launch_pdl_small(kern, grid, dim3(kDecThreads), 0, st, static_cast<const T*>(q), static_cast<const T*>(k),
+                                static_cast<const T*>(v), lens, static_cast<T*>(out), part_o, part_ml, Hq, Hkv, D, qbs,
+                                kvbs, kvts, max_len, chunk, nsplit, nsub, sl2),
+                     "attention_decode B=", B, " Hq=", Hq, " Hkv=", Hkv, " D=", D, " max_len=", max_len,
+                     " splits=", nsplit);
   if (nsplit > 1) {
-    decode_combine<T><<<unsigned(rows), 128, 0, st>>>(part_o, part_ml, lens, static_cast<T*>(out), Hq, D, max_len,
-                                                      chunk, nsplit);
-    PARALLM_LAUNCH_CHECK("attention_decode combine B=", B, " Hq=", Hq, " D=", D, " splits=", nsplit);
+    PARALLM_CUDA_CHECK(launch_pdl_small(decode_combine<T>, dim3(unsigned(rows)), dim3(128), 0, st,
+                                  static_cast<const float*>(part_o), static_cast<const float*>(part_ml), lens,
+                                  static_cast<T*>(out), Hq, D, max_len, chunk, nsplit),
+                       "attention_decode combine B=", B, " Hq=", Hq, " D=", D, " splits=", nsplit);
     PARALLM_CUDA_CHECK(cudaFreeAsync(part, st), "attention_decode: free workspace");
   }
 }

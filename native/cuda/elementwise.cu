@@ -12,6 +12,7 @@
 
 #include "check.h"
 #include "common.cuh"
+#include "launch.cuh"
 #include "kernels.h"
 #include "reduce.cuh"
 
@@ -27,7 +28,7 @@ constexpr int64_t kMaxBlocksY = 65535;
 template <class T, int N>
 __global__ void add_rows_kernel(const T* __restrict__ a, const T* __restrict__ b, T* __restrict__ y, int64_t rows,
                                 int64_t period) {
-  pdl_trigger();  // a PDL GEMV after this kernel may start (pdl.cuh)
+  pdl_begin();  // launched with PDL: wait for the kernel before, then let the next start (pdl.cuh)
   using P = Pack<T, N>;
   const int64_t nvec = period / N;
   for (int64_t r = int64_t(blockIdx.y) * blockDim.y + threadIdx.y; r < rows; r += int64_t(gridDim.y) * blockDim.y) {
@@ -48,7 +49,7 @@ __global__ void add_rows_kernel(const T* __restrict__ a, const T* __restrict__ b
 template <class T>
 __global__ void add_mod_kernel(const T* __restrict__ a, const T* __restrict__ b, T* __restrict__ y, int64_t n,
                                int64_t period) {
-  pdl_trigger();  // a PDL GEMV after this kernel may start (pdl.cuh)
+  pdl_begin();  // launched with PDL: wait for the kernel before, then let the next start (pdl.cuh)
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
     y[i] = from_f32<T>(f32(a[i]) + f32(b[i % period]));
 }
@@ -59,7 +60,9 @@ void add_t(cudaStream_t s, const void* a, const void* b, void* y, int64_t n, int
   auto* bt = static_cast<const T*>(b);
   auto* yt = static_cast<T*>(y);
   if (n % period != 0) {
-    add_mod_kernel<T><<<unsigned(std::min(cdiv(n, kThreads), kMaxBlocks)), kThreads, 0, s>>>(at, bt, yt, n, period);
+    PARALLM_CUDA_CHECK(launch_pdl_small(add_mod_kernel<T>, dim3(unsigned(std::min(cdiv(n, kThreads), kMaxBlocks))),
+                                  dim3(kThreads), 0, s, at, bt, yt, n, period),
+                       "add: launch (n=", n, " period=", period, ")");
     return;
   }
   const int64_t rows = n / period;
@@ -71,8 +74,9 @@ void add_t(cudaStream_t s, const void* a, const void* b, void* y, int64_t n, int
   const int tx = int(std::min<int64_t>(kThreads, std::max<int64_t>(32, cdiv(nvec, 32) * 32)));
   const int ty = kThreads / tx;
   const dim3 grid(unsigned(std::min(cdiv(nvec, tx), kMaxBlocks)), unsigned(std::min(cdiv(rows, ty), kMaxBlocksY)));
-  if (vec) add_rows_kernel<T, V><<<grid, dim3(tx, ty), 0, s>>>(at, bt, yt, rows, period);
-  else add_rows_kernel<T, 1><<<grid, dim3(tx, ty), 0, s>>>(at, bt, yt, rows, period);
+  PARALLM_CUDA_CHECK(launch_pdl_small(vec ? add_rows_kernel<T, V> : add_rows_kernel<T, 1>, grid, dim3(tx, ty), 0, s, at, bt,
+                                yt, rows, period),
+                     "add: launch (", rows, " rows of ", period, ")");
 }
 
 // Cast n elements, N at a time (the tail that no whole pack covers goes one element per thread).

@@ -10,6 +10,7 @@
 
 #include "check.h"
 #include "common.cuh"
+#include "launch.cuh"
 #include "kernels.h"
 #include "reduce.cuh"
 
@@ -24,7 +25,7 @@ constexpr int64_t kMaxBlocksY = 65535;
 template <class W>
 __global__ void embedding_kernel(const int32_t* __restrict__ ids, const W* __restrict__ table, W* __restrict__ out,
                                  int64_t N, int64_t V, int64_t words) {
-  pdl_trigger();  // a PDL GEMV after this kernel may start (pdl.cuh)
+  pdl_begin();  // launched with PDL: wait for the kernel before, then let the next start (pdl.cuh)
   for (int64_t n = int64_t(blockIdx.y) * blockDim.y + threadIdx.y; n < N; n += int64_t(gridDim.y) * blockDim.y) {
     const int64_t id = ids[n];
     const bool ok = id >= 0 && id < V;
@@ -40,8 +41,9 @@ void launch(cudaStream_t s, const int32_t* ids, const void* table, void* out, in
   const int tx = int(std::min<int64_t>(kThreads, std::max<int64_t>(32, cdiv(words, 32) * 32)));
   const int ty = kThreads / tx;  // short rows: several tokens per block
   const dim3 grid(unsigned(std::min(cdiv(words, tx), kMaxBlocks)), unsigned(std::min(cdiv(N, ty), kMaxBlocksY)));
-  embedding_kernel<W><<<grid, dim3(tx, ty), 0, s>>>(ids, static_cast<const W*>(table), static_cast<W*>(out), N, V,
-                                                    words);
+  PARALLM_CUDA_CHECK(launch_pdl_small(embedding_kernel<W>, grid, dim3(tx, ty), 0, s, ids, static_cast<const W*>(table),
+                                static_cast<W*>(out), N, V, words),
+                     "embedding: launch (N=", N, " V=", V, ")");
 }
 
 // ------------------------------------------------------------------------------------------- backward

@@ -15,6 +15,7 @@
 
 #include "check.h"
 #include "common.cuh"
+#include "launch.cuh"
 #include "kernels.h"
 #include "rope_common.cuh"
 
@@ -30,7 +31,7 @@ template <class W_>
 __global__ void kv_write_kernel(const W_* __restrict__ src, W_* __restrict__ dst, const int32_t* __restrict__ pos,
                                 int B, int T, int64_t W, int64_t sb, int64_t st, int64_t db, int64_t dts,
                                 int64_t max_len) {
-  pdl_trigger();  // a PDL GEMV after this kernel may start (pdl.cuh)
+  pdl_begin();  // launched with PDL: wait for the kernel before, then let the next start (pdl.cuh)
   const int64_t rows = int64_t(B) * T;
   for (int64_t bt = int64_t(blockIdx.y) * blockDim.y + threadIdx.y; bt < rows; bt += int64_t(gridDim.y) * blockDim.y) {
     const int64_t b = bt / T, t = bt % T;
@@ -50,8 +51,9 @@ void launch(cudaStream_t s, const void* src, void* dst, const int32_t* pos, int 
   const int ty = kThreads / tx;
   const dim3 grid(unsigned(std::min(cdiv(W, tx), kMaxBlocks)),
                   unsigned(std::min(cdiv(int64_t(B) * T, ty), kMaxBlocksY)));
-  kv_write_kernel<W_><<<grid, dim3(tx, ty), 0, s>>>(static_cast<const W_*>(src), static_cast<W_*>(dst), pos, B, T, W,
-                                                    sb, st, db, dts, max_len);
+  PARALLM_CUDA_CHECK(launch_pdl_small(kv_write_kernel<W_>, grid, dim3(tx, ty), 0, s, static_cast<const W_*>(src),
+                                static_cast<W_*>(dst), pos, B, T, W, sb, st, db, dts, max_len),
+                     "kv_write: launch (B=", B, " T=", T, " row of ", W, " words)");
 }
 
 template <class T>
@@ -59,7 +61,7 @@ __global__ void rope_kv_kernel(T* __restrict__ qkv, T* __restrict__ kc, T* __res
                                const int32_t* __restrict__ pos, int B, int Hq, int Hkv, int D, int64_t qs,
                                int rot_dim, float theta, const float* __restrict__ freqs, int64_t kb, int64_t kt,
                                int64_t max_len) {
-  pdl_trigger();  // a PDL GEMV after this kernel may start (pdl.cuh)
+  pdl_begin();  // launched with PDL: wait for the kernel before, then let the next start (pdl.cuh)
   const int half = rot_dim / 2, H = Hq + Hkv;
   const int tid = int(threadIdx.y * blockDim.x + threadIdx.x), nt = int(blockDim.x * blockDim.y);
   const int64_t W = int64_t(Hkv) * D;
@@ -94,9 +96,10 @@ void rope_kv_launch(cudaStream_t s, void* qkv, void* kc, void* vc, const int32_t
   // rope.cu's block shape for the rotation; at least 128 threads for the copy.
   const int tx = half > 0 ? std::min(128, (half + 31) / 32 * 32) : 128;
   const int ty = half > 0 ? std::max(1, std::min(H, 256 / tx)) : 1;
-  rope_kv_kernel<T><<<unsigned(std::min<int64_t>(B, kMaxBlocks)), dim3(tx, ty), 0, s>>>(
-      static_cast<T*>(qkv), static_cast<T*>(kc), static_cast<T*>(vc), pos, B, Hq, Hkv, D, qs, rot_dim, theta, freqs,
-      kb, kt, max_len);
+  PARALLM_CUDA_CHECK(launch_pdl_small(rope_kv_kernel<T>, dim3(unsigned(std::min<int64_t>(B, kMaxBlocks))), dim3(tx, ty), 0, s,
+                                static_cast<T*>(qkv), static_cast<T*>(kc), static_cast<T*>(vc), pos, B, Hq, Hkv, D, qs,
+                                rot_dim, theta, freqs, kb, kt, max_len),
+                     "rope_kv_write: launch (B=", B, " Hq=", Hq, " Hkv=", Hkv, " D=", D, ")");
 }
 
 }  // namespace

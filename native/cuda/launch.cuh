@@ -6,16 +6,19 @@
 
 namespace parallm::cuda {
 
-// PDL for the GEMVs that keep pdl.cuh's contract: on for sm_90+ unless PARALLM_PDL=0 or the test /
-// benchmark hook (set_pdl, the addon's testing.pdl) turned it off. Defined in matmul.cu.
-bool pdl_enabled();
-void set_pdl(int on);
+// Which kernels launch with PDL, on sm_90+ (defined in matmul.cu): 1 (the default) the GEMVs, timed on
+// H200s (bench/RESULTS.md, S7-3); 2 also the small decode kernels (launch_pdl_small: norms, rope + KV
+// write, decode attention, adds, activations, the embedding, the peer all-reduce), not yet timed or tested
+// on a GPU; 0 none. PARALLM_PDL=0|1|2, or the test / benchmark hook (set_pdl, the addon's testing.pdl).
+int pdl_level();
+void set_pdl(int level);
+inline bool pdl_enabled() { return pdl_level() >= 1; }
 
-// kern<<<grid, block, smem, stream>>>(args...), with the PDL attribute when pdl_enabled(). The caller
-// checks the returned error (PARALLM_CUDA_CHECK), as it would cudaGetLastError after <<<...>>>.
+// kern<<<grid, block, smem, stream>>>(args...), with the PDL attribute when `on`. The caller checks the
+// returned error (PARALLM_CUDA_CHECK), as it would cudaGetLastError after <<<...>>>.
 template <typename... KArgs, typename... Args>
-cudaError_t launch_pdl(void (*kern)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
-                       Args&&... args) {
+cudaError_t launch_maybe_pdl(bool on, void (*kern)(KArgs...), dim3 grid, dim3 block, size_t smem,
+                             cudaStream_t stream, Args&&... args) {
   cudaLaunchAttribute attr[1] = {};
   attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attr[0].val.programmaticStreamSerializationAllowed = 1;
@@ -25,8 +28,22 @@ cudaError_t launch_pdl(void (*kern)(KArgs...), dim3 grid, dim3 block, size_t sme
   cfg.dynamicSmemBytes = smem;
   cfg.stream = stream;
   cfg.attrs = attr;
-  cfg.numAttrs = pdl_enabled() ? 1 : 0;
+  cfg.numAttrs = on ? 1 : 0;
   return cudaLaunchKernelEx(&cfg, kern, std::forward<Args>(args)...);
+}
+
+// A GEMV (pdl level 1 and up).
+template <typename... KArgs, typename... Args>
+cudaError_t launch_pdl(void (*kern)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                       Args&&... args) {
+  return launch_maybe_pdl(pdl_level() >= 1, kern, grid, block, smem, stream, std::forward<Args>(args)...);
+}
+
+// A small decode kernel that begins with pdl_begin() (pdl level 2).
+template <typename... KArgs, typename... Args>
+cudaError_t launch_pdl_small(void (*kern)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                             Args&&... args) {
+  return launch_maybe_pdl(pdl_level() >= 2, kern, grid, block, smem, stream, std::forward<Args>(args)...);
 }
 
 }  // namespace parallm::cuda

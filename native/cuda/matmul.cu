@@ -35,7 +35,8 @@ void matmul_sm90_splits(int n);
 // matmul_gemv_path: -1 chooses (the register kernel, its load form by N: see launch_gemv_t), 0 the
 // same, 1 the pipelined one (with the fused rmsnorm_matmul kernels), 2 and 3 the pipelined one in the
 // alternative shapes of launch_gemv_pipe_any, 4 the register kernel's single-plain-load form at every N,
-// 5 as -1 with the register kernel's fused rmsnorm_matmul(_swiglu) forms (register_fusion).
+// 5 as -1 with the register kernel's fused rmsnorm_matmul(_swiglu) and layernorm_matmul forms
+// (register_fusion).
 void matmul_gemv_path(int n);
 
 namespace {
@@ -52,7 +53,8 @@ int gemv_l2hint() {
   }();
   return v;
 }
-// The register GEMV with rmsnorm in its prologue (and SwiGLU in its epilogue) for rmsnorm_matmul(_swiglu):
+// The register GEMV with the norm in its prologue (and SwiGLU or GELU in its epilogue) for
+// rmsnorm_matmul(_swiglu) and layernorm_matmul:
 // on with PARALLM_GEMV_FUSE=1 or matmulGemv(5); off by default until timed on a GPU (it recomputes the
 // rows' rstd in every block: 8 KB of X from L2 a row a block, two barriers a row, hence only a few rows).
 constexpr int64_t kRegisterFusionMaxM = 4;
@@ -66,7 +68,7 @@ bool register_fusion() {
   }();
   return env;
 }
-std::atomic<int> g_pdl{-1};  // PARALLM_PDL / the hook: -1 not read yet, 0 off, 1 on (launch.cuh)
+std::atomic<int> g_pdl{-1};  // PARALLM_PDL / the hook: -1 not read yet, else the level (launch.cuh)
 
 constexpr int kMaxDevices = 64;
 
@@ -240,17 +242,23 @@ void launch_sm90_t(const Args& a, const CUtensorMap& mA, const CUtensorMap& mB) 
   }
 }
 
-// The register GEMV (matmul_gemv.cuh). NORM / SWIGLU: rmsnorm_matmul's fused forms (norm weight nw, eps);
-// with SWIGLU, a.N is F (C's columns) and W holds 2F rows.
-template <typename T, int HN, int UNROLL, bool SEL = true, bool NORM = false, bool SWIGLU = false>
-void launch_gemv_v(const Args& a, const void* nw = nullptr, float eps = 0.f) {
-  const unsigned blocks = unsigned((a.N + 8 * (SWIGLU ? 1 : HN) - 1) / (8 * (SWIGLU ? 1 : HN)));
-  PARALLM_CUDA_CHECK(launch_pdl(mm::gemv_kernel<T, HN, UNROLL, SEL, NORM, SWIGLU>, dim3(blocks),
-                                dim3(mm::GEMV_WARPS * 32), 0, a.stream, static_cast<const T*>(a.A),
-                                static_cast<const T*>(a.B), static_cast<const T*>(a.bias), static_cast<T*>(a.C), a.M,
-                                a.N, a.K, a.alpha, a.beta, a.pair_ok, gemv_l2hint(), static_cast<const T*>(nw), eps,
-                                mm::gemvp_norm_threads(a.K)),
-                     PARALLM_MM_WHERE(a, SWIGLU ? "gemv (rmsnorm, swiglu)" : NORM ? "gemv (rmsnorm)" : "gemv"));
+// The register GEMV (matmul_gemv.cuh). NORM (mm::NORM_RMS / NORM_LN) and EPI (mm::EPI_SWIGLU / EPI_GELU):
+// rmsnorm_matmul(_swiglu)'s and layernorm_matmul's fused forms (norm weight nw, LN's bias nb, eps); with
+// EPI_SWIGLU, a.N is F (C's columns) and W holds 2F rows.
+template <typename T, int HN, int UNROLL, bool SEL = true, int NORM = mm::NORM_NONE, int EPI = mm::EPI_STORE>
+void launch_gemv_v(const Args& a, const void* nw = nullptr, float eps = 0.f, const void* nb = nullptr) {
+  constexpr int sets = EPI == mm::EPI_SWIGLU ? 1 : HN;  // 8-row sets of C's columns a block
+  const unsigned blocks = unsigned((a.N + 8 * sets - 1) / (8 * sets));
+  const char* what = EPI == mm::EPI_SWIGLU ? "gemv (rmsnorm, swiglu)"
+                     : NORM == mm::NORM_LN  ? (EPI == mm::EPI_GELU ? "gemv (layernorm, gelu)" : "gemv (layernorm)")
+                     : NORM == mm::NORM_RMS ? "gemv (rmsnorm)"
+                                            : "gemv";
+  PARALLM_CUDA_CHECK(launch_pdl(mm::gemv_kernel<T, HN, UNROLL, SEL, NORM, EPI>, dim3(blocks), dim3(mm::GEMV_WARPS * 32),
+                                0, a.stream, static_cast<const T*>(a.A), static_cast<const T*>(a.B),
+                                static_cast<const T*>(a.bias), static_cast<T*>(a.C), a.M, a.N, a.K, a.alpha, a.beta,
+                                a.pair_ok, gemv_l2hint(), static_cast<const T*>(nw), eps, mm::gemvp_norm_threads(a.K),
+                                static_cast<const T*>(nb)),
+                     PARALLM_MM_WHERE(a, what));
 }
 
 // The pipelined GEMV: one block per SM at most (its ring fills most of an SM's shared memory), the
@@ -372,8 +380,8 @@ void rmsnorm_matmul(cudaStream_t stream, DType dt, const void* X, const void* no
     Args a{stream, dt, X, B, bias, C, int(M), int(N), int(K), false, true, alpha, beta, 0};
     a.pair_ok = (N % 2 == 0) && (reinterpret_cast<uintptr_t>(C) % 4 == 0);
     if (pipelined_gemv()) return launch_gemv_pipe_any<__nv_bfloat16, true>(a, norm_w, eps);
-    if (N < 6144) return launch_gemv_v<__nv_bfloat16, 1, 4, false, true>(a, norm_w, eps);  // (launch_gemv_t)
-    return launch_gemv_v<__nv_bfloat16, 1, 4, true, true>(a, norm_w, eps);
+    if (N < 6144) return launch_gemv_v<__nv_bfloat16, 1, 4, false, mm::NORM_RMS>(a, norm_w, eps);  // (launch_gemv_t)
+    return launch_gemv_v<__nv_bfloat16, 1, 4, true, mm::NORM_RMS>(a, norm_w, eps);
   }
   const size_t bytes = size_t(M) * size_t(K) * dtype_size(dt);
   void* h = nullptr;
@@ -408,8 +416,8 @@ void rmsnorm_matmul_swiglu(cudaStream_t stream, DType dt, const void* X, const v
   if (fusable && (pipelined_gemv() || (register_fusion() && M <= kRegisterFusionMaxM))) {
     Args a{stream, dt, X, Wgu, nullptr, C, int(M), int(F), int(K), false, true, 1.f, 0.f, 0};
     if (pipelined_gemv()) return launch_gemv_pipe<__nv_bfloat16, 8, 2, 8, true, true>(a, norm_w, eps);
-    if (2 * F < 6144) return launch_gemv_v<__nv_bfloat16, 2, 4, false, true, true>(a, norm_w, eps);
-    return launch_gemv_v<__nv_bfloat16, 2, 4, true, true, true>(a, norm_w, eps);
+    if (2 * F < 6144) return launch_gemv_v<__nv_bfloat16, 2, 4, false, mm::NORM_RMS, mm::EPI_SWIGLU>(a, norm_w, eps);
+    return launch_gemv_v<__nv_bfloat16, 2, 4, true, mm::NORM_RMS, mm::EPI_SWIGLU>(a, norm_w, eps);
   }
   const size_t bytes = size_t(M) * size_t(2 * F) * dtype_size(dt);
   void* gu = nullptr;
@@ -425,20 +433,61 @@ void rmsnorm_matmul_swiglu(cudaStream_t stream, DType dt, const void* X, const v
   PARALLM_CUDA_CHECK(cudaFreeAsync(gu, stream), "rmsnorm_matmul_swiglu: scratch free");
 }
 
+void layernorm_matmul(cudaStream_t stream, DType dt, const void* X, const void* gamma, const void* beta,
+                      const void* B, const void* bias, void* C, int64_t M, int64_t N, int64_t K, float eps,
+                      bool gelu_after) {
+  if (dt != DType::F32 && dt != DType::BF16)
+    fail("layernorm_matmul: dtype ", dtype_name(dt), " is not supported (f32, bf16) (M=", M, " N=", N, " K=", K, ")");
+  if (M < 0 || N < 0 || K < 1) fail("layernorm_matmul: bad sizes M=", M, " N=", N, " K=", K);
+  if (M > INT32_MAX || N > INT32_MAX || K > INT32_MAX)
+    fail("layernorm_matmul: sizes M=", M, " N=", N, " K=", K, " exceed the 2^31-1 limit of the CUDA kernels");
+  if (M == 0 || N == 0) return;
+  if (!X || !gamma || !beta || !B || !C) fail("layernorm_matmul: null pointer (M=", M, " N=", N, " K=", K, ")");
+  // Fused in the register GEMV on rmsnorm_matmul's conditions, for the rows the register fusion takes;
+  // else layernorm into a scratch row block, then matmul, then gelu in place.
+  const bool fused = dt == DType::BF16 && M <= kRegisterFusionMaxM && K % 8 == 0 && aligned16(X) && aligned16(B) &&
+                     aligned16(gamma) && aligned16(beta) && mm::gemvp_norm_threads(K) <= 8 * 32 &&
+                     device_cc() >= 80 && register_fusion();
+  if (fused) {
+    Args a{stream, dt, X, B, bias, C, int(M), int(N), int(K), false, true, 1.f, 0.f, 0};
+    a.pair_ok = (N % 2 == 0) && (reinterpret_cast<uintptr_t>(C) % 4 == 0);
+    using bf = __nv_bfloat16;
+    const bool sel = N >= 6144;  // launch_gemv_t's load form
+    if (gelu_after)
+      return sel ? launch_gemv_v<bf, 1, 4, true, mm::NORM_LN, mm::EPI_GELU>(a, gamma, eps, beta)
+                 : launch_gemv_v<bf, 1, 4, false, mm::NORM_LN, mm::EPI_GELU>(a, gamma, eps, beta);
+    return sel ? launch_gemv_v<bf, 1, 4, true, mm::NORM_LN>(a, gamma, eps, beta)
+               : launch_gemv_v<bf, 1, 4, false, mm::NORM_LN>(a, gamma, eps, beta);
+  }
+  const size_t bytes = size_t(M) * size_t(K) * dtype_size(dt);
+  void* h = nullptr;
+  PARALLM_CUDA_CHECK(cudaMallocAsync(&h, bytes, stream), "layernorm_matmul: scratch of ", bytes, " bytes (M=", M,
+                     " K=", K, ")");
+  try {
+    layernorm(stream, dt, X, gamma, beta, h, nullptr, nullptr, M, K, eps);
+    matmul(stream, dt, h, B, bias, C, M, N, K, false, true, 1.f, 0.f);
+    if (gelu_after) gelu(stream, dt, C, C, M * N);
+  } catch (...) {
+    cudaFreeAsync(h, stream);
+    throw;
+  }
+  PARALLM_CUDA_CHECK(cudaFreeAsync(h, stream), "layernorm_matmul: scratch free");
+}
+
 void matmul_sm90_splits(int n) { g_splits.store(n, std::memory_order_relaxed); }
 void matmul_sm90_tma_store(int on) { g_tma_store.store(on, std::memory_order_relaxed); }
 void matmul_gemv_path(int n) { g_gemv_path.store(n, std::memory_order_relaxed); }
 
-bool pdl_enabled() {
+int pdl_level() {
   int v = g_pdl.load(std::memory_order_relaxed);
   if (v < 0) {
     const char* e = std::getenv("PARALLM_PDL");
-    v = (e && e[0] == '0' && !e[1]) ? 0 : 1;
+    v = (e && (e[0] == '0' || e[0] == '2') && !e[1]) ? e[0] - '0' : 1;
     g_pdl.store(v, std::memory_order_relaxed);
   }
-  return v && device_cc() >= 90;
+  return device_cc() >= 90 ? v : 0;
 }
-void set_pdl(int on) { g_pdl.store(on ? 1 : 0, std::memory_order_relaxed); }
+void set_pdl(int level) { g_pdl.store(level < 0 ? 0 : level > 2 ? 2 : level, std::memory_order_relaxed); }
 
 void matmul(cudaStream_t stream, DType dt, const void* A, const void* B, const void* bias, void* C, int64_t M,
             int64_t N, int64_t K, bool transA, bool transB, float alpha, float beta) {

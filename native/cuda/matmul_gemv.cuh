@@ -41,55 +41,79 @@
 
 namespace parallm::cuda::mm {
 
-// NORM: the rstd of X's M rows into s_rstd[0..M), as norm.cu's rmsnorm computes it (see the top);
-// s_part holds a row sum's warp partials [32]. Every thread of the block calls it (two barriers a row).
-template <typename T>
-__device__ __forceinline__ void gemv_rows_rstd(const T* __restrict__ X, int M, int K, float eps, int ntx,
-                                               float* s_rstd, float* s_part) {
+// The norm in a GEMV's prologue: NORM_RMS (rmsnorm) or NORM_LN (layernorm), NORM_NONE without.
+constexpr int NORM_NONE = 0, NORM_RMS = 1, NORM_LN = 2;
+
+// The statistics of X's M rows as norm.cu's norm_kernel computes them (see the top): RMS the rstd into
+// s_rstd[0..M); LN also the mean into s_mean[0..M), from a second pass over the centred values. s_part
+// holds a row sum's warp partials [32]. Every thread of the block calls it (two barriers a pass).
+template <typename T, bool LN>
+__device__ __forceinline__ void gemv_rows_stats(const T* __restrict__ X, int M, int K, float eps, int ntx,
+                                                float* s_mean, float* s_rstd, float* s_part) {
   const int tid = int(threadIdx.x), lane = tid & 31, warp = tid >> 5, nvec = K / 8, nwarps = ntx / 32;
   const float inv_c = 1.f / float(K);
-#pragma unroll 1
-  for (int m = 0; m < M; ++m) {
-    float sq = 0.f;
+  // One pass: the row's sum of a * a (RMS), of a (LN's mean), or of (a - mean)^2, in norm_kernel's order
+  // (pack v = tid + i * ntx, a warp butterfly, the warps' partials in order).
+  auto row_pass = [&](const T* xr, int kind, float mean) {
+    float acc = 0.f;
     if (tid < ntx)
       for (int v = tid; v < nvec; v += ntx) {
-        const Pack<T, 8> p = *reinterpret_cast<const Pack<T, 8>*>(X + int64_t(m) * K + int64_t(v) * 8);
+        const Pack<T, 8> p = *reinterpret_cast<const Pack<T, 8>*>(xr + int64_t(v) * 8);
 #pragma unroll
         for (int e = 0; e < 8; ++e) {
           const float a = f32(p.v[e]);
-          sq += a * a;
+          if (kind == 0) acc += a * a;
+          else if (kind == 1) acc += a;
+          else {
+            const float d = a - mean;
+            acc += d * d;
+          }
         }
       }
 #pragma unroll
-    for (int o = 16; o > 0; o >>= 1) sq += __shfl_xor_sync(0xffffffffu, sq, o);
-    if (lane == 0 && warp < nwarps) s_part[warp] = sq;
+    for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+    if (lane == 0 && warp < nwarps) s_part[warp] = acc;
     __syncthreads();
-    if (tid == 0) {
-      float t = s_part[0];
-      if (nwarps > 1) {
-        t = 0.f;
-        for (int i = 0; i < nwarps; ++i) t += s_part[i];
-      }
-      s_rstd[m] = rsqrtf(t * inv_c + eps);
+    float t = s_part[0];
+    if (nwarps > 1) {
+      t = 0.f;
+      for (int i = 0; i < nwarps; ++i) t += s_part[i];
     }
-    __syncthreads();
+    __syncthreads();  // every thread has read s_part before the next pass writes it
+    return t;
+  };
+#pragma unroll 1
+  for (int m = 0; m < M; ++m) {
+    const T* xr = X + int64_t(m) * K;
+    if constexpr (LN) {
+      const float mean = row_pass(xr, 1, 0.f) * inv_c;
+      const float q = row_pass(xr, 2, mean);
+      if (tid == 0) s_mean[m] = mean, s_rstd[m] = rsqrtf(q * inv_c + eps);
+    } else {
+      const float t = row_pass(xr, 0, 0.f);
+      if (tid == 0) s_rstd[m] = rsqrtf(t * inv_c + eps);
+    }
   }
+  __syncthreads();
 }
 
-// NORM: a lane's 8 k of X rows g and g + 8 (xr[0], xr[1]) normalized in place, h = x * rstd * w rounded
-// to T, as norm_kernel writes it ((x - mean) * rstd with mean 0 for RMS, then * w).
-template <typename T>
-__device__ __forceinline__ void gemv_norm_x(uint4 (&xr)[2], const T* __restrict__ nw, float rs0, float rs1) {
+// NORM: a lane's 8 k of X rows g and g + 8 (xr[0], xr[1]) normalized in place as norm_kernel writes
+// them: t = (x - mean) * rstd (mean 0 for RMS), * w, + b (LN's beta), rounded to T.
+template <typename T, bool LN>
+__device__ __forceinline__ void gemv_norm_x(uint4 (&xr)[2], const T* __restrict__ nw, const T* __restrict__ nb,
+                                            const float (&mean)[2], const float (&rs)[2]) {
   const Pack<T, 8> wv = *reinterpret_cast<const Pack<T, 8>*>(nw);
+  Pack<T, 8> bv;
+  if constexpr (LN) bv = *reinterpret_cast<const Pack<T, 8>*>(nb);
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     Pack<T, 8> xe;  // (memcpy, not a cast: the bits change type without aliasing)
     memcpy(&xe, &xr[r], 16);
-    const float rs = r ? rs1 : rs0;
 #pragma unroll
     for (int e = 0; e < 8; ++e) {
-      float t = f32(xe.v[e]) * rs;
+      float t = (f32(xe.v[e]) - mean[r]) * rs[r];
       t *= f32(wv.v[e]);
+      if constexpr (LN) t += f32(bv.v[e]);
       xe.v[e] = from_f32<T>(t);
     }
     memcpy(&xr[r], &xe, 16);
@@ -110,6 +134,22 @@ __device__ __forceinline__ void gemv_store_swiglu(T* __restrict__ C, const float
     if (row < M && cc < N) {
       const float gate = f32(from_f32<T>(s[0][e])), up = f32(from_f32<T>(s[1][e]));
       C[int64_t(row) * N + cc] = from_f32<T>(gemvp_silu(gate) * up);
+    }
+  }
+}
+
+// GELU's store: C = gelu(s + bias) with s + bias rounded to T first, as linear (store2) then gelu
+// (activation.cu, gelu_tanh in common.cuh) compute it (alpha 1, beta 0).
+template <typename T>
+__device__ __forceinline__ void gemv_store_gelu(T* __restrict__ C, const T* __restrict__ bias, const float (&s)[4],
+                                                int M, int N, int g, int col) {
+#pragma unroll
+  for (int e = 0; e < 4; ++e) {
+    const int row = g + (e >= 2 ? 8 : 0), cc = col + (e & 1);
+    if (row < M && cc < N) {
+      float r = 1.f * s[e];
+      if (bias) r += f32(bias[cc]);
+      C[int64_t(row) * N + cc] = from_f32<T>(gelu_tanh(f32(from_f32<T>(r))));
     }
   }
 }
@@ -137,17 +177,23 @@ __device__ __forceinline__ uint4 ld_w16(const void* p, int hint) {
 #define PARALLM_GEMV_SHARED __shared__
 #endif
 
-// HN sets of 8 W rows a block: rows n0 + 8h + g; with SWIGLU (HN = 2) set 0 the gate rows n0 + g and
-// set 1 the up rows N + n0 + g. NORM / SWIGLU as at the top (nw, eps, ntx: rmsnorm's weight, epsilon and
-// threads a row).
-template <typename T, int HN, int UNROLL, bool SEL = true, bool NORM = false, bool SWIGLU = false>
+// The epilogue: EPI_STORE (alpha, beta, bias: store2), EPI_SWIGLU or EPI_GELU (see the top).
+constexpr int EPI_STORE = 0, EPI_SWIGLU = 1, EPI_GELU = 2;
+
+// HN sets of 8 W rows a block: rows n0 + 8h + g; with EPI_SWIGLU (HN = 2) set 0 the gate rows n0 + g and
+// set 1 the up rows N + n0 + g. NORM as at the top (nw, nb, eps, ntx: the norm's weight, LN's bias,
+// epsilon and threads a row).
+template <typename T, int HN, int UNROLL, bool SEL = true, int NORM = NORM_NONE, int EPI = EPI_STORE>
 __global__ void __launch_bounds__(GEMV_WARPS * 32)
 gemv_kernel(const T* __restrict__ X, const T* __restrict__ W, const T* __restrict__ bias, T* __restrict__ C, int M,
             int N, int K, float alpha, float beta, int pair_ok, int l2hint = 0, const T* __restrict__ nw = nullptr,
-            float eps = 0.f, int ntx = 32) {
+            float eps = 0.f, int ntx = 32, const T* __restrict__ nb = nullptr) {
+  constexpr bool SWIGLU = EPI == EPI_SWIGLU;
   static_assert(!SWIGLU || HN == 2, "SwiGLU: set 0 the gate rows, set 1 the up rows");
+  static_assert(EPI != EPI_GELU || HN == 1, "GELU: one set of rows");
   PARALLM_GEMV_SHARED float red[GEMV_WARPS][HN][4][32];
-  PARALLM_GEMV_SHARED float s_norm[NORM ? 48 : 1];  // NORM: the rows' rstd [16], a row sum's warp partials [32]
+  // NORM: the rows' mean [16] and rstd [16], a row sum's warp partials [32]
+  PARALLM_GEMV_SHARED float s_norm[NORM != NORM_NONE ? 64 : 1];
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int g = lane / 4, t = lane % 4;
   const int n0 = blockIdx.x * 8 * (SWIGLU ? 1 : HN);
@@ -181,11 +227,11 @@ gemv_kernel(const T* __restrict__ X, const T* __restrict__ W, const T* __restric
   }
   pdl_wait();
 
-  float rs0 = 1.f, rs1 = 1.f;  // NORM: rstd of X rows g and g + 8
-  if constexpr (NORM) {
-    gemv_rows_rstd(X, M, K, eps, ntx, s_norm, s_norm + 16);
-    if (xv0) rs0 = s_norm[g];
-    if (xv1) rs1 = s_norm[g + 8];
+  float mean[2] = {0.f, 0.f}, rs[2] = {1.f, 1.f};  // NORM: X rows g and g + 8
+  if constexpr (NORM != NORM_NONE) {
+    gemv_rows_stats<T, NORM == NORM_LN>(X, M, K, eps, ntx, s_norm, s_norm + 16, s_norm + 32);
+    if (xv0) mean[0] = s_norm[g], rs[0] = s_norm[16 + g];
+    if (xv1) mean[1] = s_norm[g + 8], rs[1] = s_norm[16 + g + 8];
   }
 
   float acc[HN][4] = {};
@@ -200,8 +246,8 @@ gemv_kernel(const T* __restrict__ X, const T* __restrict__ W, const T* __restric
       for (int h = 0; h < HN; ++h) wr[u][h] = (in && wv[h]) ? ld_w16<SEL>(wp[h] + k, l2hint) : z;
       xr[u][0] = (in && xv0) ? __ldg(reinterpret_cast<const uint4*>(x0 + k)) : z;
       xr[u][1] = (in && xv1) ? __ldg(reinterpret_cast<const uint4*>(x1 + k)) : z;
-      if constexpr (NORM)
-        if (in && (xv0 || xv1)) gemv_norm_x<T>(xr[u], nw + k, rs0, rs1);
+      if constexpr (NORM != NORM_NONE)
+        if (in && (xv0 || xv1)) gemv_norm_x<T, NORM == NORM_LN>(xr[u], nw + k, nb + k, mean, rs);
     }
 #pragma unroll
     for (int u = 0; u < UNROLL; ++u) {
@@ -238,8 +284,12 @@ gemv_kernel(const T* __restrict__ X, const T* __restrict__ W, const T* __restric
       for (int i = 0; i < 4; ++i) s[i] += red[w][h][i][lane];
     // c0,c1: X row g, W rows (cols of C) n0 + 8h + 2t, +1; c2,c3: X row g + 8.
     int col = n0 + 8 * h + 2 * t;
-    store2(C, bias, M, N, g, col, s[0], s[1], alpha, beta, pair_ok);
-    store2(C, bias, M, N, g + 8, col, s[2], s[3], alpha, beta, pair_ok);
+    if constexpr (EPI == EPI_GELU) {
+      gemv_store_gelu(C, bias, s, M, N, g, col);
+    } else {
+      store2(C, bias, M, N, g, col, s[0], s[1], alpha, beta, pair_ok);
+      store2(C, bias, M, N, g + 8, col, s[2], s[3], alpha, beta, pair_ok);
+    }
   }
 }
 
@@ -330,7 +380,7 @@ gemv_pipe_kernel(const T* __restrict__ X, const T* __restrict__ W, const T* __re
   float rs0 = 1.f, rs1 = 1.f;  // NORM: rstd of X rows g and g + 8
   if constexpr (NORM) {
     float* s_rstd = red + 2 * NW * H * 4 * 32;  // [16], then a row sum's warp partials [32]
-    gemv_rows_rstd(X, M, K, eps, ntx, s_rstd, s_rstd + 16);
+    gemv_rows_stats<T, false>(X, M, K, eps, ntx, nullptr, s_rstd, s_rstd + 16);
     if (xv0) rs0 = s_rstd[g];
     if (xv1) rs1 = s_rstd[g + 8];
   }
@@ -349,7 +399,7 @@ gemv_pipe_kernel(const T* __restrict__ X, const T* __restrict__ W, const T* __re
         xr[u][0] = (in && xv0) ? __ldg(reinterpret_cast<const uint4*>(x0 + k)) : z;
         xr[u][1] = (in && xv1) ? __ldg(reinterpret_cast<const uint4*>(x1 + k)) : z;
         if constexpr (NORM)
-          if (in && (xv0 || xv1)) gemv_norm_x<T>(xr[u], nw + k, rs0, rs1);
+          if (in && (xv0 || xv1)) gemv_norm_x<T, false>(xr[u], nw + k, nullptr, {0.f, 0.f}, {rs0, rs1});
       }
       ptx::cp_async_wait<P - 2>();  // item j's group is complete (P - 1 were in flight, j's the oldest)
       const uint4* src = ring + (j % P) * (H * UC * 32);

@@ -17,6 +17,7 @@
 
 #include "check.h"
 #include "common.cuh"
+#include "launch.cuh"
 #include "kernels.h"
 #include "reduce.cuh"
 
@@ -48,7 +49,7 @@ __global__ void __launch_bounds__(kMaxThreads) norm_kernel(const T* __restrict__
                                                     const T* __restrict__ beta, T* __restrict__ y,
                                                     float* __restrict__ mean_out, float* __restrict__ rstd_out,
                                                     int64_t R, int64_t C, float eps) {
-  pdl_trigger();  // a PDL GEMV after this kernel may start (pdl.cuh)
+  pdl_begin();  // launched with PDL: wait for the kernel before, then let the next start (pdl.cuh)
   __shared__ float sh[32];
   using P = Pack<T, N>;
   const int64_t nvec = C / N;  // N divides C (N == 1 otherwise)
@@ -154,8 +155,9 @@ void launch_norm(cudaStream_t s, const char* op, const T* x, const T* g, const T
   const int tx = int(std::min<int64_t>(kMaxThreads, std::max<int64_t>(32, (want + 31) / 32 * 32)));
   const int ty = std::max(1, 128 / tx);
   const int64_t blocks = std::min<int64_t>((R + ty - 1) / ty, kMaxGrid);
-  norm_kernel<T, N, RMS><<<dim3(unsigned(blocks)), dim3(tx, ty), 0, s>>>(x, g, b, y, mean, rstd, R, C, eps);
-  PARALLM_LAUNCH_CHECK(op, ": launch failed (R=", R, " C=", C, ")");
+  PARALLM_CUDA_CHECK(launch_pdl_small(norm_kernel<T, N, RMS>, dim3(unsigned(blocks)), dim3(tx, ty), 0, s, x, g, b, y, mean, rstd,
+                                R, C, eps),
+                     op, ": launch failed (R=", R, " C=", C, ")");
 }
 
 template <class T, bool RMS>

@@ -1,4 +1,4 @@
-// Programmatic dependent launch (PDL, sm_90+), for the decode GEMVs. Back-to-back in a decode graph,
+// Programmatic dependent launch (PDL, sm_90+), for decode's kernels. Back-to-back in a decode graph,
 // each GEMV paid a fixed ~6 µs a call (the third session's S6-4 timings of 1x11008x4096 and 1x22016x4096
 // fit time = bytes / 3.95 TB/s + 6.4 µs; cuBLAS's fit the same ~6 µs): the launch gap, the ramp until the
 // first weights arrive, and the tail of the slowest block. PDL took back 0.2-3 µs of it (S7-3,
@@ -10,10 +10,13 @@
 //     prefetch_l2, which only asks L2 (the device's point of coherence) for lines: a later load after the
 //     wait sees the last write whatever the prefetch found, so even weights rewritten by the kernel before
 //     (a training step's AdamW, then a batch-1 matmul) stay correct;
-//   - pdl_trigger() may come anywhere: it only lets the next PDL kernel's blocks start early.
-// Kernels that call pdl_trigger() without being PDL-launched are fine too: the trigger does nothing unless
-// the next kernel asked for it. On the host emulation (native/cuda/emu, no __CUDA_ARCH__) all three are
-// no-ops.
+//   - pdl_trigger() may come anywhere: it only lets the next PDL kernel's blocks start early. The next
+//     grid starts only once every block of this one has triggered (so all of them are resident), which
+//     is why blocks parked in a wait can never keep an earlier kernel's blocks off the SMs.
+// The GEMVs prefetch, wait, and trigger at their start; the small decode kernels (norms, rope + KV
+// write, decode attention, adds, activations, the embedding, the peer all-reduce) begin with pdl_begin:
+// for them PDL only hides the launch, and they launch with it only at PARALLM_PDL=2 (launch.cuh). On the host emulation (native/cuda/emu, no __CUDA_ARCH__) all of
+// these are no-ops.
 #pragma once
 #include <cstdint>
 
@@ -29,6 +32,13 @@ __device__ __forceinline__ void pdl_trigger() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 #endif
+}
+
+// The first statement of a small PDL-launched kernel: wait for the kernel before, then let the next one
+// launch (after the wait, so at most one kernel's blocks are parked behind this one).
+__device__ __forceinline__ void pdl_begin() {
+  pdl_wait();
+  pdl_trigger();
 }
 
 // Ask L2 for [p, p + bytes) with one bulk prefetch (p 16-byte aligned, bytes a multiple of 16); no data

@@ -35,7 +35,7 @@ namespace parallm::cuda {
 void matmul_sm90_splits(int n);      // benchmark hook (native/cuda/matmul.cu)
 void matmul_sm90_tma_store(int on);  // test hook (native/cuda/matmul.cu)
 void matmul_gemv_path(int n);       // test and benchmark hook (native/cuda/matmul.cu)
-void set_pdl(int on);               // benchmark hook (native/cuda/launch.cuh)
+void set_pdl(int level);            // benchmark hook (native/cuda/launch.cuh)
 void attention_decode_splits(int n);  // test and benchmark hook (native/cuda/attention.cu)
 }  // namespace parallm::cuda
 #define ON_CUDA(call) [&](cudaStream_t s) { cuda::call; }
@@ -221,6 +221,26 @@ Napi::Value OpRmsnormMatmul(const Napi::CallbackInfo& info) {
     const void* pbias = c.opt(4, "bias", N, dt);
     c.run([=](const cpu::Ctx& x) { cpu::rmsnorm_matmul(x, dt, px, pw, pb, pbias, pc, M, N, K, eps, alpha, beta); },
           ON_CUDA(rmsnorm_matmul(s, dt, px, pw, pb, pbias, pc, M, N, K, eps, alpha, beta)));
+  });
+}
+
+// layernormMatmul(c, x, gamma, beta, b, bias|null, M, N, K, eps, gelu): c = layernorm(x) b^T + bias, then
+// gelu in place when asked
+Napi::Value OpLayernormMatmul(const Napi::CallbackInfo& info) {
+  return op(info, "layernormMatmul", [](OpCall& c) {
+    int64_t M = c.i64(6, "M"), N = c.i64(7, "N"), K = c.i64(8, "K");
+    float eps = c.f32(9, "eps");
+    bool gelu = c.flag(10);
+    if (M < 0 || N < 0 || K < 1) fail("layernormMatmul: bad sizes M=", M, " N=", N, " K=", K);
+    DType dt = c.dtype_of(0, "c");
+    void* pc = c.use(0, "c", c.mul(M, N), dt);
+    const void* px = c.use(1, "x", c.mul(M, K), dt);
+    const void* pg = c.use(2, "gamma", K, dt);
+    const void* pbeta = c.use(3, "beta", K, dt);
+    const void* pb = c.use(4, "b", c.mul(N, K), dt);
+    const void* pbias = c.opt(5, "bias", N, dt);
+    c.run([=](const cpu::Ctx& x) { cpu::layernorm_matmul(x, dt, px, pg, pbeta, pb, pbias, pc, M, N, K, eps, gelu); },
+          ON_CUDA(layernorm_matmul(s, dt, px, pg, pbeta, pb, pbias, pc, M, N, K, eps, gelu)));
   });
 }
 
@@ -706,13 +726,15 @@ Napi::Value MatmulGemv(const Napi::CallbackInfo& info) {
   });
 }
 
-// Programmatic dependent launch of the decode GEMVs (native/cuda/pdl.cuh): on by default on sm_90+
-// (PARALLM_PDL=0 turns it off); the hook sets it for benchmarks side by side. No-op without CUDA.
+// Programmatic dependent launch on sm_90+ (native/cuda/launch.cuh): 0 none, 1 the GEMVs (the default;
+// PARALLM_PDL sets the start), 2 the small decode kernels too; for benchmarks side by side. No-op without
+// CUDA.
 Napi::Value Pdl(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
-    if (info.Length() < 1 || !info[0].IsBoolean()) fail("pdl: expected a boolean");
+    const int level = Args(info, "pdl").i32(0, "level");
+    if (level < 0 || level > 2) fail("pdl: expected 0 (off), 1 (the GEMVs) or 2 (every decode kernel), got ", level);
 #ifdef PARALLM_WITH_CUDA
-    cuda::set_pdl(info[0].As<Napi::Boolean>().Value() ? 1 : 0);
+    cuda::set_pdl(level);
 #endif
     return info.Env().Undefined();
   });
@@ -740,6 +762,7 @@ void export_ops(Napi::Env env, Napi::Object exports) {
   export_fn(env, exports, "kvWrite", OpKvWrite);
   export_fn(env, exports, "ropeKvWrite", OpRopeKvWrite);
   export_fn(env, exports, "rmsnormMatmul", OpRmsnormMatmul);
+  export_fn(env, exports, "layernormMatmul", OpLayernormMatmul);
   export_fn(env, exports, "rmsnormMatmulSwiglu", OpRmsnormMatmulSwiglu);
   export_fn(env, exports, "layernorm", OpLayernorm);
   export_fn(env, exports, "rmsnorm", OpRmsnorm);

@@ -55,11 +55,17 @@ interface Case {
   setup: () => { run: (i: number) => void; dispose: () => void };
 }
 
+/** PARALLM_PDL's level (launch.cuh), to restore after a case run without PDL. */
+function pdlLevelFromEnv(): 0 | 1 | 2 {
+  const v = process.env.PARALLM_PDL;
+  return v === '0' ? 0 : v === '2' ? 2 : 1;
+}
+
 /** Inputs below this rotate among 3 copies in the graphed cases (about 4 times an H200's L2). */
 const L2_SAFE_BYTES = 192 << 20;
 
 /**
- * `pdl` false: the case runs with programmatic dependent launch off (native.testing.pdl), so the table
+ * `pdl` false: the case runs with programmatic dependent launch off (native.testing.pdl(0)), so the table
  * shows what PDL gains between back-to-back GEMVs.
  * `gemvPath` (M <= 16, B^T): which GEMV kernel the case forces (native.testing.matmulGemv: 1 the pipelined
  * kernel, named gemv-pipe; 2 and 3 its other shapes, gemv-b and gemv-c; 0 the register kernel, gemv-reg;
@@ -87,12 +93,12 @@ function gemmCase(dev: string, dt: DType, M: number, N: number, K: number, trans
       const bs = Array.from({ length: copies }, (_, i) => rand(transB ? [N, K] : [K, N], { dtype: dt, device: dev, seed: 2 + i }));
       const c = Tensor.empty([M, N], { dtype: dt, device: dev });
       if (gemvPath !== undefined) native.testing.matmulGemv(gemvPath);
-      if (!pdl) native.testing.pdl(false);
+      if (!pdl) native.testing.pdl(0);
       return {
         run: (i) => void ops.matmul(a, bs[i % copies]!, { transB, out: c }),
         dispose: () => {
           if (gemvPath !== undefined) native.testing.matmulGemv(-1);
-          if (!pdl) native.testing.pdl(process.env.PARALLM_PDL !== '0');
+          if (!pdl) native.testing.pdl(pdlLevelFromEnv());
           [a, c, ...bs].forEach((t) => t.dispose());
         },
       };

@@ -22,6 +22,8 @@
 // next projection (rmsnormLinear; with SwiGLU in the epilogue for the MLP, rmsnormLinearSwiGLU), rope
 // with both cache writes (ropeKvWrite), and, on one device, the residual adds in the out and down
 // projections' epilogue (beta = 1; a tp shard's partial sums are all-reduced first, so it adds apart).
+// GPT-2 likewise runs its LayerNorm with the next projection (layernormLinear; GELU with the up
+// projection's), fused on a GPU only with PARALLM_GEMV_FUSE=1 until measured.
 import type { DType } from '../dtype.js';
 import type { ModelConfig } from '../io/config.js';
 import * as ops from '../ops.js';
@@ -143,7 +145,9 @@ export class Transformer {
       o.dispose();
     }
     let a: Tensor;
-    if (this.cfg.family === 'gpt2') {
+    if (this.cfg.family === 'gpt2' && fused) {
+      a = ops.layernormLinear(x, l.norm2, l.norm2Bias!, l.up, { bias: l.upBias, eps: this.cfg.normEps, gelu: true });
+    } else if (this.cfg.family === 'gpt2') {
       const h = this.norm(x, l.norm2, l.norm2Bias);
       a = ops.linear(h, l.up, l.upBias);
       h.dispose();
@@ -244,11 +248,7 @@ export class Transformer {
     this.w.layers.forEach((l, i) => {
       let qkv: Tensor;
       if (rope) qkv = this.normLinear(x, l.norm1, l.qkv, true, l.qkvBias);
-      else {
-        const h = this.norm(x, l.norm1, l.norm1Bias);
-        qkv = this.qkv(l, h, pos, B, false);
-        h.dispose();
-      }
+      else qkv = ops.layernormLinear(x, l.norm1, l.norm1Bias!, l.qkv, { bias: l.qkvBias, eps: this.cfg.normEps });
       ops.ropeKvWrite(qkv, cache.k[i]!, cache.v[i]!, pos, { batch: B, headsQ: heads, headsKv: kvHeads, headDim: D, maxLen: M, qkvStride: W3, kvStrides, rope });
       const att = ops.attentionDecode(qkv, cache.k[i]!, cache.v[i]!, lens, {
         batch: B, headsQ: heads, headsKv: kvHeads, headDim: D, maxLen: M, qStride: W3, kvStrides,
@@ -265,9 +265,6 @@ export class Transformer {
   logits(x: Tensor): Tensor {
     if (!this.w.head || !this.w.normF) throw new Error('logits: this stage does not hold the head');
     if (this.cfg.family === 'llama') return this.normLinear(x, this.w.normF, this.w.head, true);
-    const h = this.norm(x, this.w.normF, this.w.normFBias);
-    const out = ops.linear(h, this.w.head);
-    h.dispose();
-    return out;
+    return ops.layernormLinear(x, this.w.normF, this.w.normFBias!, this.w.head, { eps: this.cfg.normEps });
   }
 }

@@ -13,13 +13,15 @@ import { native } from '../../src/native.js';
 import { uniformArray } from '../../src/random.js';
 import { poisoned, randT } from '../helpers/cases.js';
 import { expected, fixtures } from '../helpers/models.js';
-import { attentionDecodeRef, matmulRef, relError, rmsnormRef } from '../helpers/reference.js';
+import { attentionDecodeRef, layernormRef, matmulRef, relError, rmsnormRef } from '../helpers/reference.js';
 
 const gpus = cudaDeviceCount();
 const dev = 'cuda:0';
 const seed = () => Math.floor(Math.random() * 1e6);
 
 const rmsnormRefRows = (x: ArrayLike<number>, w: ArrayLike<number>, R: number, C: number, eps: number) => rmsnormRef(x, w, R, C, eps).y;
+const layernormRefRows = (x: ArrayLike<number>, g: ArrayLike<number>, b: ArrayLike<number>, R: number, C: number, eps: number) =>
+  layernormRef(x, g, b, R, C, eps).y;
 
 function finite(o: ArrayLike<number>, what: string): void {
   for (let i = 0; i < o.length; i++) if (!Number.isFinite(o[i]!)) throw new Error(`${what}: element ${i} unwritten (${o[i]})`);
@@ -292,6 +294,53 @@ describe.skipIf(gpus === 0)('rmsnormLinearSwiGLU: norm, gate+up projection and S
         }
       expect(relError(outs[0]!, ref), `seed ${s}`).toBeLessThan(1e-2);
       [x.t, g.t, w.t].forEach((t) => t.dispose());
+    });
+});
+
+describe.skipIf(gpus === 0)('layernormLinear: GPT-2 decode\'s norm, projection and GELU in the GEMV', () => {
+  afterEach(() => native.testing.matmulGemv(-1));
+  // GPT-2's qkv and up projections (K 768: one warp a row's statistics), K 4096 (four warps), and rows past
+  // the fusion (the ops apart again).
+  for (const [M, N, K, gelu] of [
+    [1, 2304, 768, false],
+    [1, 3072, 768, true],
+    [4, 3072, 768, true],
+    [3, 1001, 4096, false],
+    [7, 300, 768, true],
+  ] as const)
+    it(`${M}x${N}x${K}${gelu ? ' +gelu' : ''}: the bits of layernorm, linear${gelu ? ', gelu' : ''}, fused (path 5) or not, and float64`, () => {
+      const s = seed();
+      const x = randT([M, K], 'bf16', dev, s, -2, 3);
+      const g = randT([K], 'bf16', dev, s + 1, 0.5, 1.5);
+      const b = randT([K], 'bf16', dev, s + 2, -0.5, 0.5);
+      const w = randT([N, K], 'bf16', dev, s + 3, -0.2, 0.2);
+      const bias = randT([N], 'bf16', dev, s + 4);
+      const outs = ([0, 5] as const).flatMap((path) => {
+        native.testing.matmulGemv(path);
+        try {
+          const fused = poisoned([M, N], 'bf16', dev);
+          ops.layernormLinear(x.t, g.t, b.t, w.t, { eps: 1e-5, bias: bias.t, gelu, out: fused });
+          const h = ops.layernorm(x.t, g.t, b.t, { eps: 1e-5 });
+          const apart = ops.linear(h, w.t, bias.t);
+          if (gelu) ops.gelu(apart, apart);
+          const r = [fused.toArray() as Float32Array, apart.toArray() as Float32Array];
+          [fused, h, apart].forEach((t) => t.dispose());
+          return r;
+        } finally {
+          native.testing.matmulGemv(-1);
+        }
+      });
+      outs.forEach((o, i) => finite(o, `output ${i}`));
+      for (const [i, o] of outs.entries()) {
+        let diff = 0;
+        for (let j = 0; j < o.length; j++) if (o[j] !== outs[1]![j]) diff++;
+        expect(diff, `seed ${s}: output ${i} (fused/apart x register/register fused) vs the ops apart`).toBe(0);
+      }
+      const h = layernormRefRows(x.v, g.v, b.v, M, K, 1e-5);
+      const y = matmulRef(h, w.v, bias.v, null, M, N, K, false, true);
+      const ref = gelu ? Float64Array.from(y, (v) => 0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v ** 3)))) : y;
+      expect(relError(outs[0]!, ref), `seed ${s}`).toBeLessThan(1e-2);
+      [x.t, g.t, b.t, w.t, bias.t].forEach((t) => t.dispose());
     });
 });
 

@@ -220,6 +220,32 @@ function rmsnormLinear(M: number, N: number, K: number, withBias: boolean): Kern
   };
 }
 
+/**
+ * layernormLinear: c = act(layernorm(x, gamma, beta) W^T + bias) against float64, act GELU or none. As
+ * the ops apart, in bf16 the norm's rows and the product are rounded to bf16 (the reference too).
+ */
+function layernormLinear(M: number, N: number, K: number, gelu: boolean): KernelCase {
+  return {
+    name: `layernormLinear ${M}x${N}x${K}${gelu ? ' +gelu' : ''}`,
+    dtypes: ['f32', 'bf16'],
+    run(device, dt, seed) {
+      const x = randT([M, K], dt, device, seed, -2, 3);
+      const g = randT([K], dt, device, seed + 1, 0.5, 1.5);
+      const b = randT([K], dt, device, seed + 2, -0.5, 0.5);
+      const w = randT([N, K], dt, device, seed + 3);
+      const bias = randT([N], dt, device, seed + 4);
+      const out = poisoned([M, N], dt, device);
+      ops.layernormLinear(x.t, g.t, b.t, w.t, { eps: 1e-5, bias: bias.t, gelu, out });
+      const round = (a: Float64Array) => (dt === 'bf16' ? a.map(roundBf16) : a);
+      const h = round(ref.layernormRef(x.v, g.v, b.v, M, K, 1e-5).y);
+      const y = ref.matmulRef(h, w.v, bias.v, null, M, N, K, false, true);
+      const res = { out: out.toArray(), ref: gelu ? ref.geluRef(round(y)) : y };
+      [x.t, g.t, b.t, w.t, bias.t, out].forEach((t) => t.dispose());
+      return res;
+    },
+  };
+}
+
 /** rmsnormLinearSwiGLU: silu(gate) * up of rmsnorm(x) [gate; up]^T against float64. */
 function rmsnormSwiGLU(M: number, F: number, K: number): KernelCase {
   return {
@@ -463,6 +489,10 @@ export const KERNEL_CASES: KernelCase[] = [
   rmsnormLinear(3, 37, 64, true),
   rmsnormLinear(16, 100, 264, false),
   rmsnormLinear(20, 64, 96, true), // more than 16 rows: rmsnorm then matmul on every backend
+  layernormLinear(1, 5, 8, false),
+  layernormLinear(3, 37, 64, true),
+  layernormLinear(4, 100, 768, true), // GPT-2's width; the rows a fused GPU kernel takes
+  layernormLinear(9, 64, 96, false), // more rows than the fusion takes: the three ops apart on every backend
   rmsnormSwiGLU(1, 8, 64),
   rmsnormSwiGLU(5, 21, 264),
   rmsnormSwiGLU(17, 40, 96), // more than 16 rows: the three steps apart

@@ -315,7 +315,7 @@ describe('fuzz: the raw native binding', () => {
     native.testing.matmulTmaStore(true);
     native.testing.matmulGemv(-1);
     native.testing.attentionDecodeSplits(-1);
-    native.testing.pdl(true);
+    native.testing.pdl(1);
   });
 });
 
@@ -483,6 +483,7 @@ const OPS: [string, fc.Arbitrary<unknown[]>, (...a: never[]) => unknown][] = [
   ['kvWrite', fc.tuple(T, T, T, opt({ batch: size, tokens: size, width: size, maxLen: size, srcStrides: pair, dstStrides: pair })), ops.kvWrite],
   ['rmsnormLinear', fc.tuple(T, T, T, opt({ eps: float, bias: T, alpha: float, beta: float, out: T })), ops.rmsnormLinear],
   ['rmsnormLinearSwiGLU', fc.tuple(T, T, T, opt({ eps: float, out: T })), ops.rmsnormLinearSwiGLU],
+  ['layernormLinear', fc.tuple(T, T, T, T, opt({ eps: float, bias: T, gelu: flag, out: T })), ops.layernormLinear],
   ['ropeKvWrite', fc.tuple(T, T, T, T, opt({ batch: size, headsQ: size, headsKv: size, headDim: size, maxLen: size, qkvStride: stride, kvStrides: pair, rope: opt({ theta: float, rotaryDim: size, freqs: T }) })), ops.ropeKvWrite],
   ['layernorm', fc.tuple(T, T, T, opt({ eps: float, out: T, mean: T, rstd: T })), ops.layernorm],
   ['rmsnorm', fc.tuple(T, T, opt({ eps: float, out: T, rstd: T })), ops.rmsnorm],

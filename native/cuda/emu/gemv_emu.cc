@@ -148,6 +148,53 @@ static bool swiglu(int M, int F, int K, int grid) {
   return ok && okr;
 }
 
+// The register kernel with layernorm in its prologue (GPT-2's qkv and up projections), and GELU after the
+// bias (the up projection): against float64.
+static bool layernorm_gemv(int M, int N, int K, bool gelu, bool bias_on) {
+  std::uniform_real_distribution<float> U(-1, 1);
+  std::vector<bf16> X(size_t(M) * K), W(size_t(N) * K), B(N), C(size_t(M) * N), G(K), Bt(K);
+  for (auto& v : X) v = __float2bfloat16_rn(2.f * U(rng) + 0.5f);  // an offset: the mean matters
+  for (auto& v : W) v = __float2bfloat16_rn(U(rng) * 0.1f);
+  for (auto& v : B) v = __float2bfloat16_rn(U(rng));
+  for (auto& v : G) v = __float2bfloat16_rn(1.f + 0.5f * U(rng));
+  for (auto& v : Bt) v = __float2bfloat16_rn(0.2f * U(rng));
+  for (auto& v : C) v = __float2bfloat16_rn(NAN);
+  const float eps = 1e-5f;
+  std::vector<double> ref(size_t(M) * N);
+  for (int m = 0; m < M; ++m) {
+    double mean = 0, var = 0;
+    for (int k = 0; k < K; ++k) mean += __bfloat162float(X[size_t(m) * K + k]);
+    mean /= K;
+    for (int k = 0; k < K; ++k) var += std::pow(__bfloat162float(X[size_t(m) * K + k]) - mean, 2);
+    const double rstd = 1 / std::sqrt(var / K + eps);
+    for (int n = 0; n < N; ++n) {
+      double s = bias_on ? double(__bfloat162float(B[n])) : 0.;
+      for (int k = 0; k < K; ++k) {
+        const double h = (__bfloat162float(X[size_t(m) * K + k]) - mean) * rstd * __bfloat162float(G[k]) +
+                         __bfloat162float(Bt[k]);
+        s += h * __bfloat162float(W[size_t(n) * K + k]);
+      }
+      if (gelu) s = 0.5 * s * (1 + std::tanh(0.7978845608028654 * (s + 0.044715 * s * s * s)));
+      ref[size_t(m) * N + n] = s;
+    }
+  }
+  emu_launch(unsigned((N + 7) / 8), mm::GEMV_WARPS * 32, [&] {
+    const bf16* b = bias_on ? B.data() : nullptr;
+    const int nt = mm::gemvp_norm_threads(K), pair_ok = N % 2 == 0;
+    if (gelu)
+      mm::gemv_kernel<bf16, 1, 4, true, mm::NORM_LN, mm::EPI_GELU>(X.data(), W.data(), b, C.data(), M, N, K, 1.f, 0.f,
+                                                                   pair_ok, 1, G.data(), eps, nt, Bt.data());
+    else
+      mm::gemv_kernel<bf16, 1, 4, false, mm::NORM_LN>(X.data(), W.data(), b, C.data(), M, N, K, 1.f, 0.f, pair_ok, 0,
+                                                      G.data(), eps, nt, Bt.data());
+  });
+  const double e = rel_error(C, ref);
+  const bool ok = e <= 1e-2;
+  std::printf("  gemv (register, layernorm%s) M%-2d N%-4d K%-5d%s: rel. error %.2e %s\n", gelu ? ", gelu" : "", M, N, K,
+              bias_on ? " bias" : "     ", e, ok ? "ok" : "FAIL");
+  return ok;
+}
+
 int main() {
   bool ok = true;
   ok &= one(1, 64, 4096, 8, false, 1.f, 0.f);    // one tile a block, 16 chunks a warp (4 items)
@@ -166,6 +213,10 @@ int main() {
   ok &= one<16, 4, 4>(1, 24, 8192, 2, true, 1.f, 0.f, true);
   ok &= swiglu(1, 64, 4096, 3);   // several tiles a block
   ok &= swiglu(13, 21, 520, 2);   // F not a multiple of 8 (the up rows start mid-tile), rows 8..12
+  ok &= layernorm_gemv(1, 2304, 768, false, true);  // GPT-2's qkv at batch 1 (32 threads a row)
+  ok &= layernorm_gemv(3, 203, 768, true, true);    // its up projection's GELU; N odd, 3 rows
+  ok &= layernorm_gemv(4, 40, 4096, true, false);   // 128 threads a row (4 warps), no bias
+  ok &= layernorm_gemv(2, 17, 8192, false, true);   // 256 threads a row (every warp)
   std::printf(ok ? "all passed\n" : "FAILED\n");
   return ok ? 0 : 1;
 }

@@ -25,7 +25,7 @@ g++ -std=c++20 -O2 -pthread -I"$cuda"/include -I"$tmp" "$tmp"/gemv_emu.cc -o "$t
 # The other training kernels: their .cu files (and reduce.cuh) with launches rewritten (rewrite.py).
 mkdir -p "$tmp"/k/cuda
 ln -s "$here"/../../core "$tmp"/k/core
-cp "$here"/../check.h "$here"/../common.cuh "$here"/../pdl.cuh "$here"/../kernels.h "$here"/../rope_common.cuh "$tmp"/k/cuda/
+cp "$here"/../check.h "$here"/../common.cuh "$here"/../pdl.cuh "$here"/../kernels.h "$here"/../rope_common.cuh "$here"/launch.cuh "$tmp"/k/cuda/
 python3 "$here"/rewrite.py "$here"/../reduce.cuh "$tmp"/k/cuda/reduce.cuh
 objs=()
 pids=()

@@ -1,0 +1,24 @@
+// Stand-in for ../launch.cuh on the host emulation (found first on its include path): launch_pdl runs the
+// kernel through emu_kernel, as run.sh's rewrite does for <<<...>>> launches; there is no PDL to ask for.
+#pragma once
+#include <utility>
+
+#include "emu.h"
+
+namespace parallm::cuda {
+
+inline int pdl_level() { return 0; }
+inline void set_pdl(int) {}
+inline bool pdl_enabled() { return false; }
+
+template <typename... KArgs, typename... Args>
+cudaError_t launch_pdl(void (*kern)(KArgs...), dim3 grid, dim3 block, size_t, cudaStream_t, Args&&... args) {
+  emu_kernel(EmuDims(grid), EmuDims(block))([&] { kern(KArgs(args)...); });
+  return cudaSuccess;
+}
+template <typename... KArgs, typename... Args>
+cudaError_t launch_pdl_small(void (*kern)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t s, Args&&... args) {
+  return launch_pdl(kern, grid, block, smem, s, std::forward<Args>(args)...);
+}
+
+}  // namespace parallm::cuda
