@@ -55,4 +55,17 @@ describe.skipIf(gpus === 0)('models on the GPU match Hugging Face', () => {
       expect(Array.from(a)).toEqual(Array.from(b));
     }
   });
+
+  it('fillUniform with low = high = +-0 (a memset on the GPU) writes +0 over any contents, like the CPU', () => {
+    for (const dtype of ['f32', 'bf16', 'f16'] as const)
+      for (const low of [0, -0]) {
+        const g = Tensor.full([100003], Number.NaN, { dtype, device: dev });
+        const c = Tensor.full([100003], Number.NaN, { dtype, device: 'cpu:0' });
+        const a = ops.fillUniform(g, { seed: 3, low, high: low }).toArray();
+        const b = ops.fillUniform(c, { seed: 3, low, high: low }).toArray();
+        expect(a.every((v) => Object.is(v, 0)), `${dtype} low ${Object.is(low, -0) ? '-0' : '0'}`).toBe(true);
+        expect(Array.from(a)).toEqual(Array.from(b));
+        [g, c].forEach((t) => t.dispose());
+      }
+  });
 });
