@@ -211,7 +211,9 @@ for p in "${parts[@]}"; do
         if [ $ctas = default ]; then unset NCCL_MAX_CTAS; else export NCCL_MAX_CTAS=$ctas; fi
         timeout 120 node dist/cli/index.js bench train --devices cuda:0,cuda:1 --strategies single,dp --scaling strong --bucket-mb ${BUCKET_MB:-25} --shapes 128x128 --steps 30 --json "$out/t/strong-ctas-$ctas.json" 2>&1 | tail -2 | sed "s/^/[NCCL_MAX_CTAS=$ctas] /"
       done
-      unset NCCL_MAX_CTAS ;;
+      unset NCCL_MAX_CTAS
+      # ZeRO-1 with its reduce-scatter and norm inside the step's graph (half of AdamW leaves each GPU).
+      PARALLM_TRAIN_GRAPH_ZERO=1 timeout 120 node dist/cli/index.js bench train --devices cuda:0,cuda:1 --strategies single,dp --scaling strong --zero 1 --shapes 128x128 --steps 30 --json "$out/t/strong-zero-graph.json" 2>&1 | tail -2 | sed "s/^/[zero, in the graph] /" ;;
     pending)
       # What the third session left unrun on GPUs: the deferred weight gradients' GPU test and the decode
       # tests with the batch-1 dispatch's K >= 4096 condition; then PP with deferred dW against MP.

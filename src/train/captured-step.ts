@@ -5,7 +5,8 @@
 //
 // What the graph holds: zeroing the gradient, every micro-batch's forward and backward (the logits'
 // gradient scaled by the step's dscale), an optional reduction (data parallel's one all-reduce of the
-// gradient after the backward), and the gradient's squared norm. The host then reads the norm, checks the
+// gradient after the backward, or ZeRO-1's reduce-scatter), and the gradient's squared norm (ZeRO-1: its
+// shard's, all-reduced; AdamW on the shard and the all-gather stay eager, after the replay). The host then reads the norm, checks the
 // step, and runs AdamW eagerly (one op): the same device ops in the same order as Trainer's eager step, so
 // the same bits. A batch's ids are written into the graph's own input tensors before each replay.
 //
@@ -69,8 +70,10 @@ export class CapturedStep {
   constructor(
     private readonly stage: TrainStage,
     private readonly params: FlatParams,
-    /** queued after the backward, inside the graph (data parallel's all-reduce of the gradient) */
+    /** queued after the backward, inside the graph (data parallel's all-reduce of the gradient, or ZeRO-1's reduce-scatter) */
     private readonly reduce?: () => void,
+    /** the squared global norm, queued inside the graph (ZeRO-1: its shard's, all-reduced); by default the whole gradient's */
+    private readonly normSqOf: () => Tensor = () => ops.sumSquares(params.grad),
   ) {}
 
   /** One step's device work for these micro-batches; captured on the first call (or a new shape / dscale). */
@@ -109,7 +112,7 @@ export class CapturedStep {
           this.stage.clear();
         }
         this.reduce?.();
-        normSq = ops.sumSquares(this.params.grad);
+        normSq = this.normSqOf();
       });
     } catch (e) {
       losses.forEach((l) => l.dispose());

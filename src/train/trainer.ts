@@ -265,21 +265,30 @@ export class Trainer {
   /**
    * The step's device work as one CUDA graph (src/train/captured-step.ts), where it can be: a CUDA device
    * (data parallel's all-reduce, or its buckets on their own stream, are captured with it), the whole
-   * optimizer state here (not ZeRO), and room for the graph's memory, measured on the first step (which
+   * optimizer state here (ZeRO-1 only with PARALLM_TRAIN_GRAPH_ZERO=1), and room for the graph's memory, measured on the first step (which
    * runs op by op). A capture that fails says so once, and the run goes on op by op. null: this step
    * runs op by op.
    */
   private graphRun(mbs: MicroBatch[], dscale: number): CapturedStepResult | null {
     if (this.captured === undefined) {
       const reduce = this.opts.reduceGradients;
-      const eligible = CapturedStep.wanted(this.params.device) && !this.zero && (!reduce || this.params.device.startsWith('cuda'));
+      const cuda = this.params.device.startsWith('cuda');
+      // ZeRO-1 in the graph: on a GPU with PARALLM_TRAIN_GRAPH_ZERO=1 until its GPU test has run
+      // (test/gpu/train-graph.gpu.test.ts; CPU communicators' collectives cannot be recorded).
+      const zeroOk = !this.zero || (cuda && process.env.PARALLM_TRAIN_GRAPH_ZERO === '1');
+      const eligible = CapturedStep.wanted(this.params.device) && zeroOk && (!reduce || cuda);
       if (!eligible) this.captured = null;
       else if (!this.probe) {
         this.probe = new GraphMemoryProbe(this.params.device);
         this.probe.begin();
         return null;
       } else {
-        this.captured = this.probe.fits() ? new CapturedStep(this.stage, this.params, reduce ? () => reduce(this.params, { inGraph: true }) : undefined) : null;
+        const zero = this.zero;
+        this.captured = !this.probe.fits()
+          ? null
+          : zero
+            ? new CapturedStep(this.stage, this.params, () => zero.reduceGradients(), () => zero.normSqOnDevice())
+            : new CapturedStep(this.stage, this.params, reduce ? () => reduce(this.params, { inGraph: true }) : undefined);
       }
     }
     if (!this.captured) return null;

@@ -65,15 +65,32 @@ export class ZeroOptimizer {
 
   /** The global L2 norm of the mean gradient: each rank's sum of squares over its shard, summed over ranks. */
   gradNorm(): number {
-    const { lo, hi } = this.p.shard;
-    const g = this.p.grad.view(lo, [hi - lo]);
-    const s = ops.sumSquares(g);
+    const s = this.normSqOnDevice();
     try {
-      this.comm.allReduce(s, 'sum');
       return Math.sqrt(s.toArray()[0]!);
     } finally {
-      g.dispose();
       s.dispose();
+    }
+  }
+
+  /**
+   * gradNorm's square as an f32 [1] on the device, queued and not read (so a captured step can hold it:
+   * src/train/captured-step.ts); the caller owns it.
+   */
+  normSqOnDevice(): Tensor {
+    const { lo, hi } = this.p.shard;
+    const g = this.p.grad.view(lo, [hi - lo]);
+    try {
+      const s = ops.sumSquares(g);
+      try {
+        this.comm.allReduce(s, 'sum');
+      } catch (e) {
+        s.dispose();
+        throw e;
+      }
+      return s;
+    } finally {
+      g.dispose();
     }
   }
 

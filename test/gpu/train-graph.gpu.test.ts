@@ -22,6 +22,7 @@ const same = (a: Float32Array, b: Float32Array) => Buffer.from(a.buffer, a.byteO
 
 afterEach(() => {
   delete process.env.PARALLM_TRAIN_GRAPH;
+  delete process.env.PARALLM_TRAIN_GRAPH_ZERO;
 });
 
 async function single(o: TrainOptions, graph: '0' | '1') {
@@ -57,6 +58,28 @@ describe.skipIf(gpus === 0)('the training step as one CUDA graph', () => {
     const o = { model: smallLlama, data: tokens(smallLlama.vocabSize, 4000, seed), devices: ['cuda:0', 'cuda:1'], batch: 4, seq: 16, steps: 6, lr: 3e-3, seed, dtype: 'f32' as const, bucketMiB };
     const runWith = async (graph: '0' | '1') => {
       process.env.PARALLM_TRAIN_GRAPH = graph; // the workers start with a copy of this environment
+      const t = await DataParallelTrainer.create(o);
+      try {
+        return { r: await t.run(), s: await t.replicaStates() };
+      } finally {
+        await t.close();
+      }
+    };
+    const eager = await runWith('0');
+    const graph = await runWith('1');
+    expect(eager.s.map((s) => s.graphSteps)).toEqual([0, 0]);
+    expect(graph.s.map((s) => s.graphSteps), 'steps 2..6 replayed on each replica').toEqual([5, 5]);
+    expect(graph.r.losses, `seed ${seed}`).toEqual(eager.r.losses);
+    for (const k of [0, 1]) expect(same(graph.s[k]!.master, eager.s[k]!.master), `replica ${k} (seed ${seed})`).toBe(true);
+  });
+
+  for (const dtype of ['f32', 'bf16'] as const)
+  it.skipIf(gpus < 2 || !ncclStatus().ok)(`data parallel with ZeRO-1 on cuda:0, cuda:1 [${dtype}] (PARALLM_TRAIN_GRAPH_ZERO=1): the reduce-scatter and the shard's norm inside the graph; losses and replicas bit for bit`, async () => {
+    const seed = newSeed();
+    const o = { model: smallGpt2, data: tokens(smallGpt2.vocabSize, 4000, seed), devices: ['cuda:0', 'cuda:1'], batch: 4, seq: 16, steps: 6, lr: 3e-3, seed, dtype, zero: 1 as const };
+    const runWith = async (graph: '0' | '1') => {
+      process.env.PARALLM_TRAIN_GRAPH = graph; // the workers start with a copy of this environment
+      process.env.PARALLM_TRAIN_GRAPH_ZERO = '1';
       const t = await DataParallelTrainer.create(o);
       try {
         return { r: await t.run(), s: await t.replicaStates() };
