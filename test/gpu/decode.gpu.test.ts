@@ -23,6 +23,32 @@ const rmsnormRefRows = (x: ArrayLike<number>, w: ArrayLike<number>, R: number, C
 const layernormRefRows = (x: ArrayLike<number>, g: ArrayLike<number>, b: ArrayLike<number>, R: number, C: number, eps: number) =>
   layernormRef(x, g, b, R, C, eps).y;
 
+/**
+ * A fused op's output and the same ops apart, on each GEMV path (native.testing.matmulGemv), every output
+ * required equal bit for bit to the second (path paths[0]'s ops apart). `run` returns [fused, apart]
+ * (disposed here). Returns the outputs, fused first, for the float64 check.
+ */
+function samePerPath(paths: readonly number[], what: string, s: number, run: () => [Tensor, Tensor]): Float32Array[] {
+  const outs = paths.flatMap((path) => {
+    native.testing.matmulGemv(path);
+    try {
+      const [fused, apart] = run();
+      const r = [fused.toArray() as Float32Array, apart.toArray() as Float32Array];
+      [fused, apart].forEach((t) => t.dispose());
+      return r;
+    } finally {
+      native.testing.matmulGemv(-1);
+    }
+  });
+  outs.forEach((o, i) => finite(o, `output ${i}`));
+  for (const [i, o] of outs.entries()) {
+    let diff = 0;
+    for (let j = 0; j < o.length; j++) if (o[j] !== outs[1]![j]) diff++;
+    expect(diff, `seed ${s}: output ${i} (fused/apart on paths ${paths.join(', ')}) vs ${what}`).toBe(0);
+  }
+  return outs;
+}
+
 function finite(o: ArrayLike<number>, what: string): void {
   for (let i = 0; i < o.length; i++) if (!Number.isFinite(o[i]!)) throw new Error(`${what}: element ${i} unwritten (${o[i]})`);
 }
@@ -223,27 +249,14 @@ describe.skipIf(gpus === 0)('rmsnormLinear: the norm in the GEMV prologue', () =
       const bias = withBias ? randT([N], 'bf16', dev, s + 3) : undefined;
       // 1, 2: the pipelined kernel's fused form; 0: rmsnorm then the register kernel; 5: the register
       // kernel's fused form (M <= 4; above, rmsnorm then the register kernel again).
-      const runs = ([1, 2, 0, 5] as const).map((path) => {
-        native.testing.matmulGemv(path);
-        try {
-          const fused = poisoned([M, N], 'bf16', dev);
-          ops.rmsnormLinear(x.t, g.t, w.t, { eps: 1e-5, bias: bias?.t, out: fused });
-          const h = ops.rmsnorm(x.t, g.t, { eps: 1e-5 });
-          const apart = ops.linear(h, w.t, bias?.t);
-          const r = [fused.toArray() as Float32Array, apart.toArray() as Float32Array];
-          [fused, h, apart].forEach((t) => t.dispose());
-          return r;
-        } finally {
-          native.testing.matmulGemv(-1);
-        }
+      const all = samePerPath([1, 2, 0, 5], 'rmsnorm + linear', s, () => {
+        const fused = poisoned([M, N], 'bf16', dev);
+        ops.rmsnormLinear(x.t, g.t, w.t, { eps: 1e-5, bias: bias?.t, out: fused });
+        const h = ops.rmsnorm(x.t, g.t, { eps: 1e-5 });
+        const apart = ops.linear(h, w.t, bias?.t);
+        h.dispose();
+        return [fused, apart];
       });
-      const all = runs.flat();
-      all.forEach((o, i) => finite(o, `output ${i}`));
-      for (const [i, o] of all.entries()) {
-        let diff = 0;
-        for (let j = 0; j < o.length; j++) if (o[j] !== all[1]![j]) diff++;
-        expect(diff, `seed ${s}: output ${i} (fused/apart x pipelined/pipelined b/register/register fused) vs rmsnorm + linear`).toBe(0);
-      }
       const h = rmsnormRefRows(x.v, g.v, M, K, 1e-5);
       expect(relError(all[0]!, matmulRef(h, w.v, bias?.v ?? null, null, M, N, K, false, true)), `seed ${s}`).toBeLessThan(1e-2);
       [x.t, g.t, w.t, bias?.t].forEach((t) => t?.dispose());
@@ -263,27 +276,15 @@ describe.skipIf(gpus === 0)('rmsnormLinearSwiGLU: norm, gate+up projection and S
       const x = randT([M, K], 'bf16', dev, s, -2, 3);
       const g = randT([K], 'bf16', dev, s + 1, 0.5, 1.5);
       const w = randT([2 * F, K], 'bf16', dev, s + 2, -0.2, 0.2);
-      const outs = ([1, 0, 5] as const).flatMap((path) => {
-        native.testing.matmulGemv(path);
-        try {
-          const fused = poisoned([M, F], 'bf16', dev);
-          ops.rmsnormLinearSwiGLU(x.t, g.t, w.t, { eps: 1e-5, out: fused });
-          const gu = ops.rmsnormLinear(x.t, g.t, w.t, { eps: 1e-5 });
-          const up = gu.view(F, [gu.numel - F]);
-          const apart = ops.siluGate(gu, up, { rows: M, cols: F, inStride: 2 * F });
-          const r = [fused.toArray() as Float32Array, apart.toArray() as Float32Array];
-          [fused, gu, up, apart].forEach((t) => t.dispose());
-          return r;
-        } finally {
-          native.testing.matmulGemv(-1);
-        }
+      const outs = samePerPath([1, 0, 5], 'the ops apart', s, () => {
+        const fused = poisoned([M, F], 'bf16', dev);
+        ops.rmsnormLinearSwiGLU(x.t, g.t, w.t, { eps: 1e-5, out: fused });
+        const gu = ops.rmsnormLinear(x.t, g.t, w.t, { eps: 1e-5 });
+        const up = gu.view(F, [gu.numel - F]);
+        const apart = ops.siluGate(gu, up, { rows: M, cols: F, inStride: 2 * F });
+        [gu, up].forEach((t) => t.dispose());
+        return [fused, apart];
       });
-      outs.forEach((o, i) => finite(o, `output ${i}`));
-      for (const [i, o] of outs.entries()) {
-        let diff = 0;
-        for (let j = 0; j < o.length; j++) if (o[j] !== outs[1]![j]) diff++;
-        expect(diff, `seed ${s}: output ${i} (fused/apart x pipelined/register/register fused) vs the ops apart`).toBe(0);
-      }
       const h = rmsnormRefRows(x.v, g.v, M, K, 1e-5);
       const gu = matmulRef(h, w.v, null, null, M, 2 * F, K, false, true);
       const ref = new Float64Array(M * F);
@@ -315,27 +316,15 @@ describe.skipIf(gpus === 0)('layernormLinear: GPT-2 decode\'s norm, projection a
       const b = randT([K], 'bf16', dev, s + 2, -0.5, 0.5);
       const w = randT([N, K], 'bf16', dev, s + 3, -0.2, 0.2);
       const bias = randT([N], 'bf16', dev, s + 4);
-      const outs = ([0, 5] as const).flatMap((path) => {
-        native.testing.matmulGemv(path);
-        try {
-          const fused = poisoned([M, N], 'bf16', dev);
-          ops.layernormLinear(x.t, g.t, b.t, w.t, { eps: 1e-5, bias: bias.t, gelu, out: fused });
-          const h = ops.layernorm(x.t, g.t, b.t, { eps: 1e-5 });
-          const apart = ops.linear(h, w.t, bias.t);
-          if (gelu) ops.gelu(apart, apart);
-          const r = [fused.toArray() as Float32Array, apart.toArray() as Float32Array];
-          [fused, h, apart].forEach((t) => t.dispose());
-          return r;
-        } finally {
-          native.testing.matmulGemv(-1);
-        }
+      const outs = samePerPath([0, 5], 'the ops apart', s, () => {
+        const fused = poisoned([M, N], 'bf16', dev);
+        ops.layernormLinear(x.t, g.t, b.t, w.t, { eps: 1e-5, bias: bias.t, gelu, out: fused });
+        const h = ops.layernorm(x.t, g.t, b.t, { eps: 1e-5 });
+        const apart = ops.linear(h, w.t, bias.t);
+        h.dispose();
+        if (gelu) ops.gelu(apart, apart);
+        return [fused, apart];
       });
-      outs.forEach((o, i) => finite(o, `output ${i}`));
-      for (const [i, o] of outs.entries()) {
-        let diff = 0;
-        for (let j = 0; j < o.length; j++) if (o[j] !== outs[1]![j]) diff++;
-        expect(diff, `seed ${s}: output ${i} (fused/apart x register/register fused) vs the ops apart`).toBe(0);
-      }
       const h = layernormRefRows(x.v, g.v, b.v, M, K, 1e-5);
       const y = matmulRef(h, w.v, bias.v, null, M, N, K, false, true);
       const ref = gelu ? Float64Array.from(y, (v) => 0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v ** 3)))) : y;

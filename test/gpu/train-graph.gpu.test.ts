@@ -37,6 +37,17 @@ async function single(o: TrainOptions, graph: '0' | '1') {
   }
 }
 
+/** A data-parallel run with the step captured (graph '1') or op by op ('0'): its losses and replicas. */
+async function dp(o: Parameters<typeof DataParallelTrainer.create>[0], graph: '0' | '1') {
+  process.env.PARALLM_TRAIN_GRAPH = graph; // the workers start with a copy of this environment
+  const t = await DataParallelTrainer.create(o);
+  try {
+    return { r: await t.run(), s: await t.replicaStates() };
+  } finally {
+    await t.close();
+  }
+}
+
 describe.skipIf(gpus === 0)('the training step as one CUDA graph', () => {
   for (const cfg of [smallGpt2, smallLlama] as ModelConfig[])
     for (const dtype of ['bf16', 'f32'] as const)
@@ -56,17 +67,8 @@ describe.skipIf(gpus === 0)('the training step as one CUDA graph', () => {
   it.skipIf(gpus < 2 || !ncclStatus().ok)(`data parallel on cuda:0, cuda:1 [f32]${bucketMiB ? ', gradient buckets on a second stream during the backward' : ''}: NCCL inside the graph; losses and replicas bit for bit`, async () => {
     const seed = newSeed();
     const o = { model: smallLlama, data: tokens(smallLlama.vocabSize, 4000, seed), devices: ['cuda:0', 'cuda:1'], batch: 4, seq: 16, steps: 6, lr: 3e-3, seed, dtype: 'f32' as const, bucketMiB };
-    const runWith = async (graph: '0' | '1') => {
-      process.env.PARALLM_TRAIN_GRAPH = graph; // the workers start with a copy of this environment
-      const t = await DataParallelTrainer.create(o);
-      try {
-        return { r: await t.run(), s: await t.replicaStates() };
-      } finally {
-        await t.close();
-      }
-    };
-    const eager = await runWith('0');
-    const graph = await runWith('1');
+    const eager = await dp(o, '0');
+    const graph = await dp(o, '1');
     expect(eager.s.map((s) => s.graphSteps)).toEqual([0, 0]);
     expect(graph.s.map((s) => s.graphSteps), 'steps 2..6 replayed on each replica').toEqual([5, 5]);
     expect(graph.r.losses, `seed ${seed}`).toEqual(eager.r.losses);
@@ -77,18 +79,9 @@ describe.skipIf(gpus === 0)('the training step as one CUDA graph', () => {
   it.skipIf(gpus < 2 || !ncclStatus().ok)(`data parallel with ZeRO-1 on cuda:0, cuda:1 [${dtype}] (PARALLM_TRAIN_GRAPH_ZERO=1): the reduce-scatter and the shard's norm inside the graph; losses and replicas bit for bit`, async () => {
     const seed = newSeed();
     const o = { model: smallGpt2, data: tokens(smallGpt2.vocabSize, 4000, seed), devices: ['cuda:0', 'cuda:1'], batch: 4, seq: 16, steps: 6, lr: 3e-3, seed, dtype, zero: 1 as const };
-    const runWith = async (graph: '0' | '1') => {
-      process.env.PARALLM_TRAIN_GRAPH = graph; // the workers start with a copy of this environment
-      process.env.PARALLM_TRAIN_GRAPH_ZERO = '1';
-      const t = await DataParallelTrainer.create(o);
-      try {
-        return { r: await t.run(), s: await t.replicaStates() };
-      } finally {
-        await t.close();
-      }
-    };
-    const eager = await runWith('0');
-    const graph = await runWith('1');
+    process.env.PARALLM_TRAIN_GRAPH_ZERO = '1';
+    const eager = await dp(o, '0');
+    const graph = await dp(o, '1');
     expect(eager.s.map((s) => s.graphSteps)).toEqual([0, 0]);
     expect(graph.s.map((s) => s.graphSteps), 'steps 2..6 replayed on each replica').toEqual([5, 5]);
     expect(graph.r.losses, `seed ${seed}`).toEqual(eager.r.losses);
