@@ -157,9 +157,8 @@ void gelu_t(cudaStream_t s, const void* x, void* y, int64_t n) {
   auto* yt = static_cast<T*>(y);
   const bool vec = aligned16(x) && aligned16(y);
   const unsigned blocks = unsigned(std::max<int64_t>(1, std::min(cdiv(n / (vec ? V : 1), kThreads), kMaxBlocks)));
-  PARALLM_CUDA_CHECK(launch_pdl_small(vec ? gelu_kernel<T, V> : gelu_kernel<T, 1>, dim3(blocks), dim3(kThreads), 0, s, xt, yt,
-                                n),
-                     "gelu: launch (n=", n, ")");
+  const auto kern = vec ? gelu_kernel<T, V> : gelu_kernel<T, 1>;
+  PARALLM_CUDA_CHECK(launch_pdl_small(kern, dim3(blocks), dim3(kThreads), 0, s, xt, yt, n), "gelu: launch (n=", n, ")");
 }
 
 template <class T>
@@ -173,8 +172,8 @@ void silu_gate_t(cudaStream_t s, const void* gate, const void* up, void* y, int6
   const int tx = int(std::min<int64_t>(kThreads, std::max<int64_t>(32, cdiv(nvec, 32) * 32)));
   const int ty = kThreads / tx;  // short rows: several per block
   const dim3 grid(unsigned(std::min(cdiv(nvec, tx), kMaxBlocks)), unsigned(std::min(cdiv(R, ty), kMaxBlocksY)));
-  PARALLM_CUDA_CHECK(launch_pdl_small(vec ? silu_gate_kernel<T, V> : silu_gate_kernel<T, 1>, grid, dim3(tx, ty), 0, s, gt, ut,
-                                yt, R, F, in_stride),
+  const auto kern = vec ? silu_gate_kernel<T, V> : silu_gate_kernel<T, 1>;
+  PARALLM_CUDA_CHECK(launch_pdl_small(kern, grid, dim3(tx, ty), 0, s, gt, ut, yt, R, F, in_stride),
                      "silu_gate: launch (R=", R, " F=", F, ")");
 }
 

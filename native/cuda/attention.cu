@@ -398,15 +398,15 @@ void decode_launch(cudaStream_t st, bool aligned, const void* q, const void* k, 
   float* part_ml = part ? part + size_t(rows) * nsplit * D : nullptr;
   dim3 grid(nsplit, Hkv * nsub, B);
   auto kern = aligned ? decode_split<T, GS, HPB, true> : decode_split<T, GS, HPB, false>;
-  PARALLM_CUDA_CHECK(launch_pdl_small(kern, grid, dim3(kDecThreads), 0, st, static_cast<const T*>(q), static_cast<const T*>(k),
-                                static_cast<const T*>(v), lens, static_cast<T*>(out), part_o, part_ml, Hq, Hkv, D, qbs,
-                                kvbs, kvts, max_len, chunk, nsplit, nsub, sl2),
+  PARALLM_CUDA_CHECK(launch_pdl_small(kern, grid, dim3(kDecThreads), 0, st, static_cast<const T*>(q),
+                                      static_cast<const T*>(k), static_cast<const T*>(v), lens, static_cast<T*>(out),
+                                      part_o, part_ml, Hq, Hkv, D, qbs, kvbs, kvts, max_len, chunk, nsplit, nsub, sl2),
                      "attention_decode B=", B, " Hq=", Hq, " Hkv=", Hkv, " D=", D, " max_len=", max_len,
                      " splits=", nsplit);
   if (nsplit > 1) {
     PARALLM_CUDA_CHECK(launch_pdl_small(decode_combine<T>, dim3(unsigned(rows)), dim3(128), 0, st,
-                                  static_cast<const float*>(part_o), static_cast<const float*>(part_ml), lens,
-                                  static_cast<T*>(out), Hq, D, max_len, chunk, nsplit),
+                                        static_cast<const float*>(part_o), static_cast<const float*>(part_ml), lens,
+                                        static_cast<T*>(out), Hq, D, max_len, chunk, nsplit),
                        "attention_decode combine B=", B, " Hq=", Hq, " D=", D, " splits=", nsplit);
     PARALLM_CUDA_CHECK(cudaFreeAsync(part, st), "attention_decode: free workspace");
   }

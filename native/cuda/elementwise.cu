@@ -61,7 +61,7 @@ void add_t(cudaStream_t s, const void* a, const void* b, void* y, int64_t n, int
   auto* yt = static_cast<T*>(y);
   if (n % period != 0) {
     PARALLM_CUDA_CHECK(launch_pdl_small(add_mod_kernel<T>, dim3(unsigned(std::min(cdiv(n, kThreads), kMaxBlocks))),
-                                  dim3(kThreads), 0, s, at, bt, yt, n, period),
+                                        dim3(kThreads), 0, s, at, bt, yt, n, period),
                        "add: launch (n=", n, " period=", period, ")");
     return;
   }
@@ -74,8 +74,8 @@ void add_t(cudaStream_t s, const void* a, const void* b, void* y, int64_t n, int
   const int tx = int(std::min<int64_t>(kThreads, std::max<int64_t>(32, cdiv(nvec, 32) * 32)));
   const int ty = kThreads / tx;
   const dim3 grid(unsigned(std::min(cdiv(nvec, tx), kMaxBlocks)), unsigned(std::min(cdiv(rows, ty), kMaxBlocksY)));
-  PARALLM_CUDA_CHECK(launch_pdl_small(vec ? add_rows_kernel<T, V> : add_rows_kernel<T, 1>, grid, dim3(tx, ty), 0, s, at, bt,
-                                yt, rows, period),
+  const auto kern = vec ? add_rows_kernel<T, V> : add_rows_kernel<T, 1>;
+  PARALLM_CUDA_CHECK(launch_pdl_small(kern, grid, dim3(tx, ty), 0, s, at, bt, yt, rows, period),
                      "add: launch (", rows, " rows of ", period, ")");
 }
 

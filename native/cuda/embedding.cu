@@ -42,7 +42,7 @@ void launch(cudaStream_t s, const int32_t* ids, const void* table, void* out, in
   const int ty = kThreads / tx;  // short rows: several tokens per block
   const dim3 grid(unsigned(std::min(cdiv(words, tx), kMaxBlocks)), unsigned(std::min(cdiv(N, ty), kMaxBlocksY)));
   PARALLM_CUDA_CHECK(launch_pdl_small(embedding_kernel<W>, grid, dim3(tx, ty), 0, s, ids, static_cast<const W*>(table),
-                                static_cast<W*>(out), N, V, words),
+                                      static_cast<W*>(out), N, V, words),
                      "embedding: launch (N=", N, " V=", V, ")");
 }
 

@@ -52,7 +52,7 @@ void launch(cudaStream_t s, const void* src, void* dst, const int32_t* pos, int 
   const dim3 grid(unsigned(std::min(cdiv(W, tx), kMaxBlocks)),
                   unsigned(std::min(cdiv(int64_t(B) * T, ty), kMaxBlocksY)));
   PARALLM_CUDA_CHECK(launch_pdl_small(kv_write_kernel<W_>, grid, dim3(tx, ty), 0, s, static_cast<const W_*>(src),
-                                static_cast<W_*>(dst), pos, B, T, W, sb, st, db, dts, max_len),
+                                      static_cast<W_*>(dst), pos, B, T, W, sb, st, db, dts, max_len),
                      "kv_write: launch (B=", B, " T=", T, " row of ", W, " words)");
 }
 
@@ -96,9 +96,10 @@ void rope_kv_launch(cudaStream_t s, void* qkv, void* kc, void* vc, const int32_t
   // rope.cu's block shape for the rotation; at least 128 threads for the copy.
   const int tx = half > 0 ? std::min(128, (half + 31) / 32 * 32) : 128;
   const int ty = half > 0 ? std::max(1, std::min(H, 256 / tx)) : 1;
-  PARALLM_CUDA_CHECK(launch_pdl_small(rope_kv_kernel<T>, dim3(unsigned(std::min<int64_t>(B, kMaxBlocks))), dim3(tx, ty), 0, s,
-                                static_cast<T*>(qkv), static_cast<T*>(kc), static_cast<T*>(vc), pos, B, Hq, Hkv, D, qs,
-                                rot_dim, theta, freqs, kb, kt, max_len),
+  const dim3 grid(unsigned(std::min<int64_t>(B, kMaxBlocks)));
+  PARALLM_CUDA_CHECK(launch_pdl_small(rope_kv_kernel<T>, grid, dim3(tx, ty), 0, s, static_cast<T*>(qkv),
+                                      static_cast<T*>(kc), static_cast<T*>(vc), pos, B, Hq, Hkv, D, qs, rot_dim, theta,
+                                      freqs, kb, kt, max_len),
                      "rope_kv_write: launch (B=", B, " Hq=", Hq, " Hkv=", Hkv, " D=", D, ")");
 }
 

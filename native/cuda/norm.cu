@@ -155,8 +155,8 @@ void launch_norm(cudaStream_t s, const char* op, const T* x, const T* g, const T
   const int tx = int(std::min<int64_t>(kMaxThreads, std::max<int64_t>(32, (want + 31) / 32 * 32)));
   const int ty = std::max(1, 128 / tx);
   const int64_t blocks = std::min<int64_t>((R + ty - 1) / ty, kMaxGrid);
-  PARALLM_CUDA_CHECK(launch_pdl_small(norm_kernel<T, N, RMS>, dim3(unsigned(blocks)), dim3(tx, ty), 0, s, x, g, b, y, mean, rstd,
-                                R, C, eps),
+  PARALLM_CUDA_CHECK(launch_pdl_small(norm_kernel<T, N, RMS>, dim3(unsigned(blocks)), dim3(tx, ty), 0, s, x, g, b, y,
+                                      mean, rstd, R, C, eps),
                      op, ": launch failed (R=", R, " C=", C, ")");
 }
 
