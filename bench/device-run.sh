@@ -183,25 +183,27 @@ for p in "${parts[@]}"; do
       fi
       timeout 120 python3 bench/peers/torch_compile_decode.py llama 1 > "$out/peer-compile.log" 2>&1; grep ANCHOR "$out/peer-compile.log" | cut -c1-200 ;;
     next)
-      # What the fourth session left unrun on GPUs: every GPU test (the register GEMV's fused rmsnorm / SwiGLU
-      # forms among them, matmulGemv 5), the GEMVs with the N < 6144 plain-load dispatch beside a copy, then
-      # decode with PDL off, on the GEMVs (the default), on every decode kernel (PARALLM_PDL=2), and with the
-      # fused forms (PARALLM_GEMV_FUSE=1). Then next-b.
+      # What the fourth session left unrun on GPUs (three calls: next, next-b, next-c). Here every GPU test
+      # (the register GEMV's fused rmsnorm / SwiGLU / layernorm / GELU forms, matmulGemv 5; ZeRO-1 in the
+      # captured step; the gradient memset), then the GEMVs with the N < 6144 plain-load dispatch beside a
+      # copy.
       timeout 330 vitest run test/gpu > "$out/gpu-all.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-all.log" | head -30
-      timeout 120 node dist/cli/index.js bench kernels --filter gemv copy --json "$out/kernels-gemv.json" 2>&1 | grep -E "gemv (1|16)x|gemv-reg1 1x|copy" | head -30
+      timeout 150 node dist/cli/index.js bench kernels --filter gemv copy --json "$out/kernels-gemv.json" 2>&1 | grep -E "gemv (1|16)x|gemv-reg1 1x|copy" | head -30 ;;
+    next-b)
+      # Decode with PDL off, on the GEMVs (the default), on every decode kernel (PARALLM_PDL=2), and with the
+      # fused norms (PARALLM_GEMV_FUSE=1).
       for cfg in "PARALLM_PDL=0" "PARALLM_PDL=1" "PARALLM_PDL=2" "PARALLM_GEMV_FUSE=1"; do
         env $cfg timeout 70 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16 --json "$out/gen-llama-${cfg//=/}.json" 2>&1 | tail -2 | sed "s/^/[$cfg] /"
         env $cfg timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1,16 --json "$out/gen-gpt2-${cfg//=/}.json" 2>&1 | tail -2 | sed "s/^/[$cfg] /"
-      done
-      ;;
-    next-b)
-      # tp decode at batch 1 (the default, PDL on every decode kernel, the fused forms), then the peer.
+      done ;;
+    next-c)
+      # tp decode at batch 1 (the default, PDL on every decode kernel, the fused norms), then the peer.
       if [ "$(nvidia-smi -L | wc -l)" -ge 2 ]; then
         for cfg in "PARALLM_PDL=1" "PARALLM_PDL=2" "PARALLM_GEMV_FUSE=1"; do
           env $cfg timeout 100 node dist/cli/index.js bench --model llama-2-7b --strategies single,tp --batch 1 --prompt-tokens 128 --new-tokens 128 --repeats 3 --json "$out/llama-tp-b1-${cfg//=/}.json" 2>&1 | tail -2 | sed "s/^/[$cfg] /"
         done
       fi
-      timeout 300 python3 bench/peers/torch_compile_decode.py both 1,16 > "$out/peer-compile.log" 2>&1; grep ANCHOR "$out/peer-compile.log" | cut -c1-200 ;;
+      timeout 240 python3 bench/peers/torch_compile_decode.py both 1,16 > "$out/peer-compile.log" 2>&1; grep ANCHOR "$out/peer-compile.log" | cut -c1-200 ;;
     dp-ctas)
       # DP strong scaling (issue 12) with NCCL held to fewer CTAs (NCCL_MAX_CTAS, read by NCCL at init): the
       # gradient buckets have the whole backward to finish in, and every SM NCCL does not take is the
