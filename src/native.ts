@@ -134,11 +134,12 @@ export interface NativeTestingHooks {
   /** The sm90 matmul stores C through the TMA (true, the default where it applies) or from registers. */
   matmulTmaStore(on: boolean): void;
   /**
-   * The GEMV (M <= 16, B^T) kernel: -1 chosen (the default: pipelined), 0 the older register kernel (and
-   * rmsnormMatmul as rmsnorm then matmul), 1 pipelined, 2 and 3 pipelined in alternative shapes (for sweeps;
-   * 3 splits K over 16 warps, so its sums round differently), 4 the register kernel in its single-plain-load
-   * form at every N (by default it takes that form below N = 6144 only; same bits either way), 5 as -1
-   * with rmsnormLinear(SwiGLU) fused into the register kernel at M <= 4 (PARALLM_GEMV_FUSE=1 does the same).
+   * The GEMV (M <= 16, B^T) kernel: -1 chosen (the default: the register kernel, its load form by N, the
+   * norms apart), 0 the same, 1 pipelined (with rmsnormMatmul fused), 2 and 3 pipelined in alternative shapes
+   * (for sweeps; 3 splits K over 16 warps, so its sums round differently), 4 the register kernel in its
+   * single-plain-load form at every N (by default it takes that form below N = 6144 only; same bits either
+   * way), 5 as -1 with rmsnormLinear(SwiGLU) and layernormLinear fused into the register kernel at M <= 4
+   * (PARALLM_GEMV_FUSE=1 does the same), 6 the register kernel on 16 W rows a block (same bits).
    */
   matmulGemv(path: number): void;
   /** Key chunks of decode attention: -1 chosen per call (the default), n >= 1 asks for n (capped by the length). */

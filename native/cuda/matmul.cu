@@ -36,7 +36,8 @@ void matmul_sm90_splits(int n);
 // same, 1 the pipelined one (with the fused rmsnorm_matmul kernels), 2 and 3 the pipelined one in the
 // alternative shapes of launch_gemv_pipe_any, 4 the register kernel's single-plain-load form at every N,
 // 5 as -1 with the register kernel's fused rmsnorm_matmul(_swiglu) and layernorm_matmul forms
-// (register_fusion).
+// (register_fusion), 6 the register kernel on 16 W rows a block (each block reads X once for twice the W:
+// a candidate at batch 16, where X is 16 rows; the same bits).
 void matmul_gemv_path(int n);
 
 namespace {
@@ -293,6 +294,8 @@ void launch_gemv_pipe_any(const Args& a, const void* nw = nullptr, float eps = 0
 template <typename T>
 void launch_gemv_t(const Args& a) {
   if (g_gemv_path.load(std::memory_order_relaxed) == 4) return launch_gemv_v<T, 1, 4, false>(a);
+  if (g_gemv_path.load(std::memory_order_relaxed) == 6)  // 16 W rows a block: half the X reads a W byte
+    return a.N < 6144 ? launch_gemv_v<T, 2, 4, false>(a) : launch_gemv_v<T, 2, 4>(a);
   if (pipelined_gemv()) return launch_gemv_pipe_any<T>(a);
   // The register kernel at every batch. The pipelined one (its even split over the SMs and deep ring)
   // won at batch 1 against a large W before PDL (S6-4: 1x22016x4096 0.052 ms against 0.060); with PDL and

@@ -710,15 +710,16 @@ Napi::Value MatmulTmaStore(const Napi::CallbackInfo& info) {
 
 // Which GEMV kernel M <= 16 takes: -1 chosen (the register kernel, its load form by N), 0 the same, 1 the
 // pipelined one, 2 and 3 the pipelined one in alternative shapes, 4 the register kernel's single-plain-load
-// form, 5 as -1 with rmsnorm (and SwiGLU) fused into the register kernel (native/cuda/matmul.cu); for tests
-// of each and benchmarks side by side. No-op without CUDA.
+// form, 5 as -1 with the norms (and SwiGLU, GELU) fused into the register kernel, 6 the register kernel on
+// 16 rows a block (native/cuda/matmul.cu); for tests of each and benchmarks side by side. No-op without
+// CUDA.
 Napi::Value MatmulGemv(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     int n = Args(info, "matmulGemv").i32(0, "path");
-    if (n < -1 || n > 5)
+    if (n < -1 || n > 6)
       fail("matmulGemv: expected -1 (automatic), 0 (register kernel), 1 (pipelined), 2, 3 (its other shapes), 4 "
-           "(the register kernel with one plain load) or 5 (automatic, rmsnorm fused into the register kernel), got ",
-           n);
+           "(the register kernel with one plain load), 5 (automatic, norms fused into the register kernel) or 6 "
+           "(the register kernel on 16 rows a block), got ", n);
 #ifdef PARALLM_WITH_CUDA
     cuda::matmul_gemv_path(n);
 #endif

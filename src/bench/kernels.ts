@@ -69,13 +69,14 @@ const L2_SAFE_BYTES = 192 << 20;
  * shows what PDL gains between back-to-back GEMVs.
  * `gemvPath` (M <= 16, B^T): which GEMV kernel the case forces (native.testing.matmulGemv: 1 the pipelined
  * kernel, named gemv-pipe; 2 and 3 its other shapes, gemv-b and gemv-c; 0 the register kernel, gemv-reg;
- * 4 the register kernel in its single-plain-load form at every N, gemv-reg1)
+ * 4 the register kernel in its single-plain-load form at every N, gemv-reg1; 6 it on 16 rows a block,
+ * gemv-reg16)
  * while it runs; by default the one
  * the dispatch chooses (the register kernel; the pipelined one at batch 1 against a large W).
  */
-function gemmCase(dev: string, dt: DType, M: number, N: number, K: number, transB: boolean, decode = false, gemvPath?: 0 | 1 | 2 | 3 | 4, pdl = true): Case {
+function gemmCase(dev: string, dt: DType, M: number, N: number, K: number, transB: boolean, decode = false, gemvPath?: 0 | 1 | 2 | 3 | 4 | 6, pdl = true): Case {
   const gemv = M <= 16;
-  const variant = (gemvPath === undefined ? '' : ['-reg', '-pipe', '-b', '-c', '-reg1'][gemvPath]!) + (pdl ? '' : '-nopdl');
+  const variant = (gemvPath === undefined ? '' : ['-reg', '-pipe', '-b', '-c', '-reg1', '', '-reg16'][gemvPath]!) + (pdl ? '' : '-nopdl');
   return {
     name: gemv ? `gemv${variant}` : decode ? 'gemm-decode' : 'gemm',
     shape: `${M}x${N}x${K}${transB ? ' (B^T)' : ''}`,
@@ -211,6 +212,7 @@ function cases(dev: string, dt: DType, gpu: boolean, quick: boolean): Case[] {
       gemmCase(dev, dt, M!, N!, K!, true, false, undefined, false),
       gemmCase(dev, dt, M!, N!, K!, true, false, 1),
       ...(quick ? [] : [gemmCase(dev, dt, M!, N!, K!, true, false, 0), gemmCase(dev, dt, M!, N!, K!, true, false, 4)]),
+      ...(quick || M! < 16 ? [] : [gemmCase(dev, dt, M!, N!, K!, true, false, 6)]),
     ]),
     // LLaMA-7B decode projections at the batches of a pipeline's micro-batches: qkv, out, gate+up, down.
     ...[64, 128, 256].flatMap((M) => [

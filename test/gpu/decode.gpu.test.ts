@@ -53,8 +53,8 @@ function finite(o: ArrayLike<number>, what: string): void {
   for (let i = 0; i < o.length; i++) if (!Number.isFinite(o[i]!)) throw new Error(`${what}: element ${i} unwritten (${o[i]})`);
 }
 
-/** C = alpha X W^T + beta C0 + bias on GEMV kernel `path` (0 register, 1 pipelined, 2 and 3 its other shapes, 4 register with one plain load); C poisoned when beta == 0. */
-function gemv(path: 0 | 1 | 2 | 3 | 4, M: number, N: number, K: number, s: number, o: { bias?: boolean; alpha?: number; beta?: number; dtype?: 'bf16' | 'f16' } = {}) {
+/** C = alpha X W^T + beta C0 + bias on GEMV kernel `path` (0 register, 1 pipelined, 2 and 3 its other shapes, 4 register with one plain load, 6 register on 16 rows a block); C poisoned when beta == 0. */
+function gemv(path: 0 | 1 | 2 | 3 | 4 | 6, M: number, N: number, K: number, s: number, o: { bias?: boolean; alpha?: number; beta?: number; dtype?: 'bf16' | 'f16' } = {}) {
   const dt = o.dtype ?? 'bf16';
   const { alpha = 1, beta = 0 } = o;
   const a = randT([M, K], dt, dev, s);
@@ -108,12 +108,13 @@ describe.skipIf(gpus === 0)('GEMV, M <= 16 with B^T: the pipelined and the regis
       finite(r.got, `register ${M}x${N}x${K}`);
       const ref = r.ref();
       expect(relError(r.got, ref), `seed ${s}, register`).toBeLessThan(1e-2);
-      for (const path of [1, 2, 3, 4] as const) {
+      for (const path of [1, 2, 3, 4, 6] as const) {
         const p = gemv(path, M, N, K, s);
         finite(p.got, `path ${path} ${M}x${N}x${K}`);
         expect(relError(p.got, ref), `seed ${s}, path ${path}`).toBeLessThan(1e-2);
         if (path === 3) continue; // 16 warps split K: other partial sums
-        // Shapes 1 and 2 split K over the register kernel's 8 warps and add in its order; 4 is that kernel.
+        // Shapes 1 and 2 split K over the register kernel's 8 warps and add in its order; 4 and 6 are that
+        // kernel (one plain load; 16 rows a block).
         let diff = 0;
         for (let i = 0; i < p.got.length; i++) if (p.got[i] !== r.got[i]) diff++;
         expect(diff, `seed ${s}: elements that differ between the register kernel and path ${path}`).toBe(0);
@@ -127,7 +128,7 @@ describe.skipIf(gpus === 0)('GEMV, M <= 16 with B^T: the pipelined and the regis
     [5, 300, 264, { bias: true, dtype: 'f16' }],
   ] as const)
     it(`${M}x${N}x${K} ${JSON.stringify(o)}: the epilogue (bias, alpha, beta, f16) on both kernels`, () => {
-      for (const path of [1, 2, 3, 4, 0] as const) {
+      for (const path of [1, 2, 3, 4, 6, 0] as const) {
         const s = seed();
         const g = gemv(path, M, N, K, s, o);
         finite(g.got, `path ${path}`);
