@@ -22,6 +22,18 @@ describe('op argument checks', () => {
     expect(ops.matmul(z([4, 2, 3]), z([3, 5])).shape).toEqual([4, 2, 5]);
   });
 
+  it('layernormLinear', () => {
+    const x = z([2, 8]), g = z([8]), b = z([8]), w = z([5, 8]);
+    expect(() => ops.layernormLinear(x, g, b, z([5, 7]))).toThrow(/must end in 7|x has/);
+    expect(() => ops.layernormLinear(x, z([7]), b, w)).toThrow(/gamma has shape \[7\], expected \[8\]/);
+    expect(() => ops.layernormLinear(x, g, z([8, 1]), w)).toThrow(/beta has shape \[8, 1\], expected \[8\]/);
+    expect(() => ops.layernormLinear(x, g, b, w, { bias: z([4]) })).toThrow(/bias has shape \[4\], expected \[5\]/);
+    expect(() => ops.layernormLinear(x, g, b, z([5]))).toThrow(/weight must be 2-D/);
+    expect(() => ops.layernormLinear(x, g, b, w, { out: x })).toThrow(/out has shape|out must not be x/);
+    expect(() => ops.layernormLinear(x, g, b, z([5, 8], 'bf16'))).toThrow(/bf16/);
+    expect(ops.layernormLinear(z([3, 2, 8]), g, b, w, { gelu: true }).shape).toEqual([3, 2, 5]);
+  });
+
   it('attention', () => {
     const q = z([1, 4, 4, 8]);
     expect(() => ops.attentionPrefill(q, z([1, 4, 3, 8]), z([1, 4, 3, 8]), { batch: 1, queries: 4, headsQ: 4, headsKv: 3, headDim: 8 })).toThrow(/multiple/);
