@@ -204,6 +204,11 @@ for p in "${parts[@]}"; do
         done
       fi
       timeout 240 python3 bench/peers/torch_compile_decode.py both 1,16 > "$out/peer-compile.log" 2>&1; grep ANCHOR "$out/peer-compile.log" | cut -c1-200 ;;
+    prefill-7b)
+      # Issue 13's last floor: LLaMA-2-7B prefill 32 x 512 on one GPU against PyTorch (cuBLAS + SDPA flash),
+      # the peer's 'single' line (its mp / pp lines need cuda:1 too).
+      timeout 200 node dist/cli/index.js bench --model llama-2-7b --strategies single --devices cuda:0 --batch 32 --prompt-tokens 512 --new-tokens 1 --repeats 3 --json "$out/prefill-7b.json" 2>&1 | tail -3
+      timeout 240 python3 bench/peers/torch_pp_prefill.py prefill > "$out/peer-prefill.log" 2>&1; grep ANCHOR "$out/peer-prefill.log" | cut -c1-200 ;;
     dp-ctas)
       # DP strong scaling (issue 12) with NCCL held to fewer CTAs (NCCL_MAX_CTAS, read by NCCL at init): the
       # gradient buckets have the whole backward to finish in, and every SM NCCL does not take is the
