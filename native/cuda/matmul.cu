@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
+#include <cstring>
 #include <cstdint>
 #include <mutex>
 
@@ -68,6 +69,16 @@ bool register_fusion() {
     return e && e[0] == '1' && !e[1];
   }();
   return env;
+}
+// How much of its W a register GEMV asks L2 for before its PDL wait: the first pass of each warp (the
+// measured default), or with PARALLM_GEMV_PREFETCH=all every byte of a W up to 32 MiB (one L2 holds it),
+// so a GEMV that starts early keeps the memory busy through the kernel boundary. Not yet timed.
+int gemv_prefetch_all(int64_t w_bytes) {
+  static const bool all = [] {
+    const char* e = std::getenv("PARALLM_GEMV_PREFETCH");
+    return e && std::strcmp(e, "all") == 0;
+  }();
+  return all && w_bytes <= (int64_t(32) << 20) ? 1 : 0;
 }
 std::atomic<int> g_pdl{-1};  // PARALLM_PDL / the hook: -1 not read yet, else the level (launch.cuh)
 
@@ -258,7 +269,7 @@ void launch_gemv_v(const Args& a, const void* nw = nullptr, float eps = 0.f, con
                                 0, a.stream, static_cast<const T*>(a.A), static_cast<const T*>(a.B),
                                 static_cast<const T*>(a.bias), static_cast<T*>(a.C), a.M, a.N, a.K, a.alpha, a.beta,
                                 a.pair_ok, gemv_l2hint(), static_cast<const T*>(nw), eps, mm::gemvp_norm_threads(a.K),
-                                static_cast<const T*>(nb)),
+                                static_cast<const T*>(nb), gemv_prefetch_all(int64_t(a.N) * a.K * int64_t(sizeof(T)))),
                      PARALLM_MM_WHERE(a, what));
 }
 
