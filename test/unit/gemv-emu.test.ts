@@ -6,7 +6,8 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 
 const cuda = process.env.CUDA_HOME ?? '/usr/local/cuda';
@@ -18,7 +19,7 @@ describe.skipIf(!gxx || !headers)('the GEMV kernels on the host emulation', () =
   it('every form against float64, the register kernel bit for bit against the pipelined one', () => {
     const dir = mkdtempSync(join(tmpdir(), 'parallm-gemv-emu-'));
     try {
-      const src = join(import.meta.dirname, '..', '..', 'native', 'cuda');
+      const src = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'native', 'cuda');
       for (const f of ['matmul_gemv.cuh', 'matmul_common.cuh', 'common.cuh', 'pdl.cuh'])
         copyFileSync(join(src, f), join(dir, f));
       // The emulator's stand-ins (mma_ptx.cuh among them) are found first on the include path.
