@@ -187,8 +187,8 @@ for p in "${parts[@]}"; do
       # (the register GEMV's fused rmsnorm / SwiGLU / layernorm / GELU forms, matmulGemv 5; ZeRO-1 in the
       # captured step; the gradient memset), then the GEMVs with the N < 6144 plain-load dispatch beside a
       # copy.
-      timeout 330 vitest run test/gpu > "$out/gpu-all.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-all.log" | head -30
-      timeout 150 node dist/cli/index.js bench kernels --filter gemv copy --json "$out/kernels-gemv.json" 2>&1 | grep -E "gemv (1|16)x|gemv-reg1 1x|copy" | head -30 ;;
+      timeout 400 vitest run test/gpu > "$out/gpu-all.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-all.log" | head -30
+      timeout 140 node dist/cli/index.js bench kernels --filter gemv copy --json "$out/kernels-gemv.json" 2>&1 | grep -E "gemv (1|16)x|gemv-reg1 1x|copy" | head -30 ;;
     next-b)
       # The GEMVs asking L2 for all of a W up to 32 MiB before their PDL wait (PARALLM_GEMV_PREFETCH=all;
       # next ran the default), then decode with PDL off, on the GEMVs (the default), on every decode kernel
