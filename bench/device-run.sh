@@ -188,12 +188,13 @@ for p in "${parts[@]}"; do
       # captured step; the gradient memset), then the GEMVs with the N < 6144 plain-load dispatch beside a
       # copy.
       timeout 400 vitest run test/gpu > "$out/gpu-all.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-all.log" | head -30
-      timeout 140 node dist/cli/index.js bench kernels --filter gemv copy --json "$out/kernels-gemv.json" 2>&1 | grep -E "gemv (1|16)x|gemv-reg1 1x|copy" | head -30 ;;
+      # (the table's rows: kernel, shape, ms, GB/s, the copy's GB/s, and the share of it)
+      timeout 140 node dist/cli/index.js bench kernels --filter gemv copy --json "$out/kernels-gemv.json" 2>&1 | grep -E "^(gemv|copy)" | grep -vE "nopdl|pipe" | head -40 ;;
     next-b)
       # The GEMVs asking L2 for all of a W up to 32 MiB before their PDL wait (PARALLM_GEMV_PREFETCH=all;
       # next ran the default), then decode with PDL off, on the GEMVs (the default), on every decode kernel
       # (PARALLM_PDL=2), with the fused norms (PARALLM_GEMV_FUSE=1), and with the whole prefetch.
-      PARALLM_GEMV_PREFETCH=all timeout 150 node dist/cli/index.js bench kernels --filter gemv copy --json "$out/kernels-gemv-pfall.json" 2>&1 | grep -E "gemv (1|16)x|copy" | head -20 | sed "s/^/[prefetch all] /"
+      PARALLM_GEMV_PREFETCH=all timeout 150 node dist/cli/index.js bench kernels --filter gemv copy --json "$out/kernels-gemv-pfall.json" 2>&1 | grep -E "^(gemv|copy) " | head -20 | sed "s/^/[prefetch all] /"
       for cfg in "PARALLM_PDL=0" "PARALLM_PDL=1" "PARALLM_PDL=2" "PARALLM_GEMV_FUSE=1" "PARALLM_GEMV_PREFETCH=all"; do
         env $cfg timeout 70 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16 --json "$out/gen-llama-${cfg//=/}.json" 2>&1 | tail -2 | sed "s/^/[$cfg] /"
         env $cfg timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1,16 --json "$out/gen-gpt2-${cfg//=/}.json" 2>&1 | tail -2 | sed "s/^/[$cfg] /"
