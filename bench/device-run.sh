@@ -198,15 +198,18 @@ for p in "${parts[@]}"; do
       for cfg in "PARALLM_PDL=0" "PARALLM_PDL=1" "PARALLM_PDL=2" "PARALLM_GEMV_FUSE=1" "PARALLM_GEMV_PREFETCH=all"; do
         env $cfg timeout 70 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16 --json "$out/gen-llama-${cfg//=/}.json" 2>&1 | tail -2 | sed "s/^/[$cfg] /"
         env $cfg timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1,16 --json "$out/gen-gpt2-${cfg//=/}.json" 2>&1 | tail -2 | sed "s/^/[$cfg] /"
-      done ;;
+      done
+      # GPT-2's compiled-PyTorch peer in the same call as GPT-2's decode above (7B's is in next-c, beside tp's single line).
+      timeout 150 python3 bench/peers/torch_compile_decode.py gpt2 1,16 > "$out/peer-compile-gpt2.log" 2>&1; grep ANCHOR "$out/peer-compile-gpt2.log" | cut -c1-200 ;;
     next-c)
-      # tp decode at batch 1 (the default, PDL on every decode kernel, the fused norms), then the peer.
+      # tp decode at batch 1 (the default, PDL on every decode kernel, the fused norms), then 7B's compiled
+      # PyTorch peer in the same call as the single-GPU lines.
       if [ "$(nvidia-smi -L | wc -l)" -ge 2 ]; then
         for cfg in "PARALLM_PDL=1" "PARALLM_PDL=2" "PARALLM_GEMV_FUSE=1"; do
-          env $cfg timeout 100 node dist/cli/index.js bench --model llama-2-7b --strategies single,tp --batch 1 --prompt-tokens 128 --new-tokens 128 --repeats 3 --json "$out/llama-tp-b1-${cfg//=/}.json" 2>&1 | tail -2 | sed "s/^/[$cfg] /"
+          env $cfg timeout 90 node dist/cli/index.js bench --model llama-2-7b --strategies single,tp --batch 1 --prompt-tokens 128 --new-tokens 128 --repeats 3 --json "$out/llama-tp-b1-${cfg//=/}.json" 2>&1 | tail -2 | sed "s/^/[$cfg] /"
         done
       fi
-      timeout 240 python3 bench/peers/torch_compile_decode.py both 1,16 > "$out/peer-compile.log" 2>&1; grep ANCHOR "$out/peer-compile.log" | cut -c1-200 ;;
+      timeout 200 python3 bench/peers/torch_compile_decode.py llama 1,16 > "$out/peer-compile.log" 2>&1; grep ANCHOR "$out/peer-compile.log" | cut -c1-200 ;;
     prefill-7b)
       # Issue 13's last floor: LLaMA-2-7B prefill 32 x 512 on one GPU against PyTorch (cuBLAS + SDPA flash),
       # the peer's 'single' line (its mp / pp lines need cuda:1 too).
