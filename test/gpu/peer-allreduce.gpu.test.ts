@@ -12,25 +12,13 @@ import { describe, expect, it } from 'vitest';
 import { cudaDeviceCount } from '../../src/device.js';
 import { packageRoot } from '../../src/native.js';
 import { ncclStatus, newCommId } from '../../src/parallel/comm.js';
+import { workerPrelude } from '../helpers/comm-worker.js';
 
 const WORLD = 2;
 const enabled = cudaDeviceCount() >= WORLD && ncclStatus().ok;
 
-const WORKER = String.raw`
-const { parentPort, workerData: W } = require('node:worker_threads');
-const native = require('node:module').createRequire(W.root + '/package.json')('node-gyp-build')(W.root);
-const dev = 'cuda:' + W.rank;
-const toBf16 = (f) => Uint16Array.from(new Uint32Array(Float32Array.from(f).buffer), (u) => u >>> 16);
-function tensor(dt, f32) {
-  const t = native.empty(dev, dt, [f32.length]);
-  t.writeHost(dt === 'bf16' ? toBf16(f32) : Float32Array.from(f32));
-  return t;
-}
-function read(t) {
-  const b = t.toHost(); // waits for the stream, so for the all-reduce queued on it
-  if (t.dtype === 'bf16') return new Float32Array(Uint32Array.from(new Uint16Array(b), (h) => h << 16).buffer);
-  return new Float32Array(b);
-}
+const WORKER = workerPrelude('cuda') + String.raw`
+const read = readF32;
 const PAD = 8; // the buffer is a view at element 8 of a NaN-filled one with 8 more after it
 function poisonedView(dt, data) {
   const whole = tensor(dt, new Float32Array(data.length + 2 * PAD).fill(NaN));

@@ -7,26 +7,13 @@ import { configureCpuDevices } from '../../src/device.js';
 import { packageRoot } from '../../src/native.js';
 import { Communicator, newCommId } from '../../src/parallel/comm.js';
 import { Tensor } from '../../src/tensor.js';
+import { workerPrelude } from '../helpers/comm-worker.js';
 
 const CPU_DEVICES = 4;
 
 // Workers load the addon directly (they cannot import the TypeScript sources).
-const WORKER = String.raw`
-const { parentPort, workerData: W } = require('node:worker_threads');
-const native = require('node:module').createRequire(W.root + '/package.json')('node-gyp-build')(W.root);
-native.configureCpuDevices(W.cpuDevices);
-const dev = 'cpu:' + W.rank;
-const toBf16 = (f) => Uint16Array.from(new Uint32Array(Float32Array.from(f).buffer), (u) => u >>> 16);
-function tensor(dt, f32) {
-  const t = native.empty(dev, dt, [f32.length]);
-  t.writeHost(dt === 'bf16' ? toBf16(f32) : Float32Array.from(f32));
-  return t;
-}
-function read(t) {
-  const b = t.toHost();
-  if (t.dtype === 'bf16') return Array.from(new Float32Array(Uint32Array.from(new Uint16Array(b), (h) => h << 16).buffer));
-  return Array.from(new Float32Array(b));
-}
+const WORKER = workerPrelude('cpu') + String.raw`
+const read = (t) => Array.from(readF32(t));
 const poisoned = (dt, n) => tensor(dt, new Float32Array(n).fill(NaN));
 function tryOp(fn) { try { fn(); return null; } catch (e) { return e.message; } }
 let c;
