@@ -10,9 +10,9 @@ import type { ModelConfig } from '../../src/io/config.js';
 import { ncclStatus } from '../../src/parallel/comm.js';
 import { CapturedStep } from '../../src/train/captured-step.js';
 import { DataParallelTrainer } from '../../src/train/data-parallel.js';
-import { Trainer, type TrainOptions } from '../../src/train/trainer.js';
+import type { TrainOptions } from '../../src/train/trainer.js';
 import { ensureDist } from '../helpers/dist.js';
-import { smallGpt2, smallLlama, tokens } from '../helpers/train.js';
+import { smallGpt2, smallLlama, tokens, trainSteps } from '../helpers/train.js';
 
 beforeAll(() => ensureDist()); // the DP workers run the compiled dist/
 
@@ -25,17 +25,7 @@ afterEach(() => {
   delete process.env.PARALLM_TRAIN_GRAPH_ZERO;
 });
 
-async function single(o: TrainOptions, graph: '0' | '1') {
-  process.env.PARALLM_TRAIN_GRAPH = graph;
-  const t = await Trainer.create(o);
-  try {
-    const steps = [];
-    for (let i = 0; i < o.steps!; i++) steps.push(t.trainStep());
-    return { steps, master: t.params.hostMaster(), captured: (t as unknown as { captured: unknown }).captured, graphSteps: t.graphSteps };
-  } finally {
-    t.dispose();
-  }
-}
+const single = trainSteps;
 
 /** A data-parallel run with the step captured (graph '1') or op by op ('0'): its losses and replicas. */
 async function dp(o: Parameters<typeof DataParallelTrainer.create>[0], graph: '0' | '1') {
@@ -46,6 +36,16 @@ async function dp(o: Parameters<typeof DataParallelTrainer.create>[0], graph: '0
   } finally {
     await t.close();
   }
+}
+
+/** Data parallel op by op and captured: no replay op by op, 5 of 6 steps replayed, losses and both replicas bit for bit. */
+async function capturedMatchesEager(o: Parameters<typeof DataParallelTrainer.create>[0], seed: number) {
+  const eager = await dp(o, '0');
+  const graph = await dp(o, '1');
+  expect(eager.s.map((s) => s.graphSteps)).toEqual([0, 0]);
+  expect(graph.s.map((s) => s.graphSteps), 'steps 2..6 replayed on each replica').toEqual([5, 5]);
+  expect(graph.r.losses, `seed ${seed}`).toEqual(eager.r.losses);
+  for (const k of [0, 1]) expect(same(graph.s[k]!.master, eager.s[k]!.master), `replica ${k} (seed ${seed})`).toBe(true);
 }
 
 describe.skipIf(gpus === 0)('the training step as one CUDA graph', () => {
@@ -67,12 +67,7 @@ describe.skipIf(gpus === 0)('the training step as one CUDA graph', () => {
   it.skipIf(gpus < 2 || !ncclStatus().ok)(`data parallel on cuda:0, cuda:1 [f32]${bucketMiB ? ', gradient buckets on a second stream during the backward' : ''}: NCCL inside the graph; losses and replicas bit for bit`, async () => {
     const seed = newSeed();
     const o = { model: smallLlama, data: tokens(smallLlama.vocabSize, 4000, seed), devices: ['cuda:0', 'cuda:1'], batch: 4, seq: 16, steps: 6, lr: 3e-3, seed, dtype: 'f32' as const, bucketMiB };
-    const eager = await dp(o, '0');
-    const graph = await dp(o, '1');
-    expect(eager.s.map((s) => s.graphSteps)).toEqual([0, 0]);
-    expect(graph.s.map((s) => s.graphSteps), 'steps 2..6 replayed on each replica').toEqual([5, 5]);
-    expect(graph.r.losses, `seed ${seed}`).toEqual(eager.r.losses);
-    for (const k of [0, 1]) expect(same(graph.s[k]!.master, eager.s[k]!.master), `replica ${k} (seed ${seed})`).toBe(true);
+    await capturedMatchesEager(o, seed);
   });
 
   for (const dtype of ['f32', 'bf16'] as const)
@@ -80,11 +75,6 @@ describe.skipIf(gpus === 0)('the training step as one CUDA graph', () => {
     const seed = newSeed();
     const o = { model: smallGpt2, data: tokens(smallGpt2.vocabSize, 4000, seed), devices: ['cuda:0', 'cuda:1'], batch: 4, seq: 16, steps: 6, lr: 3e-3, seed, dtype, zero: 1 as const };
     process.env.PARALLM_TRAIN_GRAPH_ZERO = '1';
-    const eager = await dp(o, '0');
-    const graph = await dp(o, '1');
-    expect(eager.s.map((s) => s.graphSteps)).toEqual([0, 0]);
-    expect(graph.s.map((s) => s.graphSteps), 'steps 2..6 replayed on each replica').toEqual([5, 5]);
-    expect(graph.r.losses, `seed ${seed}`).toEqual(eager.r.losses);
-    for (const k of [0, 1]) expect(same(graph.s[k]!.master, eager.s[k]!.master), `replica ${k} (seed ${seed})`).toBe(true);
+    await capturedMatchesEager(o, seed);
   });
 });

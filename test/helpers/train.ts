@@ -4,7 +4,7 @@ import type { ModelConfig } from '../../src/io/config.js';
 import { ops } from '../../src/index.js';
 import type { FlatParams } from '../../src/train/params.js';
 import type { MicroBatch } from '../../src/train/stage.js';
-import type { TokenData } from '../../src/train/trainer.js';
+import { Trainer, type TokenData, type TrainOptions } from '../../src/train/trainer.js';
 
 export const smallGpt2: ModelConfig = {
   family: 'gpt2', vocabSize: 61, hidden: 16, layers: 2, heads: 2, kvHeads: 2, headDim: 8, intermediate: 64,
@@ -61,4 +61,20 @@ export function tokens(V: number, n: number, seed: number): TokenData {
     return t;
   };
   return { train: make(n), val: make(Math.floor(n / 4)), id: `random-${V}-${n}-${seed}` };
+}
+
+/**
+ * `opts.steps` steps of a Trainer with its step captured as a graph (PARALLM_TRAIN_GRAPH=1) or op by op
+ * ('0'): each step's result, the weights, the captured step (null when op by op) and the replayed steps.
+ */
+export async function trainSteps(opts: TrainOptions, graph: '0' | '1') {
+  process.env.PARALLM_TRAIN_GRAPH = graph;
+  const t = await Trainer.create(opts);
+  try {
+    const steps = [];
+    for (let i = 0; i < opts.steps!; i++) steps.push(t.trainStep());
+    return { steps, master: t.params.hostMaster(), captured: (t as unknown as { captured: unknown }).captured, graphSteps: t.graphSteps };
+  } finally {
+    t.dispose();
+  }
 }

@@ -11,23 +11,13 @@ import { adamwStep, DEFAULT_ADAMW, gradNorm } from '../../src/train/optim.js';
 import { sumLosses, TrainStage } from '../../src/train/stage.js';
 import { Trainer, type TokenData, type TrainOptions } from '../../src/train/trainer.js';
 import { Tensor } from '../../src/tensor.js';
-import { randomBatch, smallGpt2, smallLlama, tokens } from '../helpers/train.js';
+import { randomBatch, smallGpt2, smallLlama, tokens, trainSteps } from '../helpers/train.js';
 
 const base = (cfg: ModelConfig, data: TokenData, extra: Partial<TrainOptions> = {}): TrainOptions => ({
   model: cfg, data, device: 'cpu:0', batch: 2, seq: 8, steps: 5, lr: 3e-3, warmup: 1, evalEvery: 0, seed: 5, ...extra,
 });
 
-async function run(opts: TrainOptions, graph: '0' | '1') {
-  process.env.PARALLM_TRAIN_GRAPH = graph;
-  const t = await Trainer.create(opts);
-  try {
-    const steps = [];
-    for (let i = 0; i < opts.steps!; i++) steps.push(t.trainStep());
-    return { steps, master: t.params.hostMaster(), captured: (t as unknown as { captured: unknown }).captured, graphSteps: t.graphSteps };
-  } finally {
-    t.dispose();
-  }
-}
+const run = trainSteps;
 
 afterEach(() => {
   delete process.env.PARALLM_TRAIN_GRAPH;
