@@ -10,9 +10,10 @@ namespace parallm::cuda {
 // H200s (bench/RESULTS.md, S7-3); 2 also the small decode kernels (launch_pdl_small: norms, rope + KV
 // write, decode attention, adds, activations, the embedding, the peer all-reduce), not yet timed or tested
 // on a GPU; 0 none. PARALLM_PDL=0|1|2, or the test / benchmark hook (set_pdl, the addon's testing.pdl).
-int pdl_level();
+// pdl_allows(level): PARALLM_PDL is at least `level` and the current device is sm_90+ (the device is
+// asked only then, so a small kernel's launch at the default level costs one atomic load).
+bool pdl_allows(int level);
 void set_pdl(int level);
-inline bool pdl_enabled() { return pdl_level() >= 1; }
 
 // kern<<<grid, block, smem, stream>>>(args...), with the PDL attribute when `on`. The caller checks the
 // returned error (PARALLM_CUDA_CHECK), as it would cudaGetLastError after <<<...>>>.
@@ -36,14 +37,14 @@ cudaError_t launch_maybe_pdl(bool on, void (*kern)(KArgs...), dim3 grid, dim3 bl
 template <typename... KArgs, typename... Args>
 cudaError_t launch_pdl(void (*kern)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
                        Args&&... args) {
-  return launch_maybe_pdl(pdl_level() >= 1, kern, grid, block, smem, stream, std::forward<Args>(args)...);
+  return launch_maybe_pdl(pdl_allows(1), kern, grid, block, smem, stream, std::forward<Args>(args)...);
 }
 
 // A small decode kernel that begins with pdl_begin() (pdl level 2).
 template <typename... KArgs, typename... Args>
 cudaError_t launch_pdl_small(void (*kern)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
                              Args&&... args) {
-  return launch_maybe_pdl(pdl_level() >= 2, kern, grid, block, smem, stream, std::forward<Args>(args)...);
+  return launch_maybe_pdl(pdl_allows(2), kern, grid, block, smem, stream, std::forward<Args>(args)...);
 }
 
 }  // namespace parallm::cuda

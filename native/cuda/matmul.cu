@@ -492,14 +492,14 @@ void matmul_sm90_splits(int n) { g_splits.store(n, std::memory_order_relaxed); }
 void matmul_sm90_tma_store(int on) { g_tma_store.store(on, std::memory_order_relaxed); }
 void matmul_gemv_path(int n) { g_gemv_path.store(n, std::memory_order_relaxed); }
 
-int pdl_level() {
+bool pdl_allows(int level) {
   int v = g_pdl.load(std::memory_order_relaxed);
   if (v < 0) {
     const char* e = std::getenv("PARALLM_PDL");
     v = (e && (e[0] == '0' || e[0] == '2') && !e[1]) ? e[0] - '0' : 1;
     g_pdl.store(v, std::memory_order_relaxed);
   }
-  return device_cc() >= 90 ? v : 0;
+  return v >= level && device_cc() >= 90;
 }
 void set_pdl(int level) { g_pdl.store(level < 0 ? 0 : level > 2 ? 2 : level, std::memory_order_relaxed); }
 

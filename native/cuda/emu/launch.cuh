@@ -7,9 +7,8 @@
 
 namespace parallm::cuda {
 
-inline int pdl_level() { return 0; }
+inline bool pdl_allows(int) { return false; }
 inline void set_pdl(int) {}
-inline bool pdl_enabled() { return false; }
 
 template <typename... KArgs, typename... Args>
 cudaError_t launch_pdl(void (*kern)(KArgs...), dim3 grid, dim3 block, size_t, cudaStream_t, Args&&... args) {
