@@ -61,22 +61,22 @@ function pdlLevelFromEnv(): 0 | 1 | 2 {
   return v === '0' ? 0 : v === '2' ? 2 : 1;
 }
 
+/** The name suffix of a GEMV case forcing matmulGemv(path): 0 the register kernel, 1 the pipelined one, 2
+ * and 3 its other shapes, 4 the register kernel's single-plain-load form at every N, 6 it on 16 rows a block. */
+const GEMV_VARIANT = { 0: '-reg', 1: '-pipe', 2: '-b', 3: '-c', 4: '-reg1', 6: '-reg16' } as const;
+
 /** Inputs below this rotate among 3 copies in the graphed cases (about 4 times an H200's L2). */
 const L2_SAFE_BYTES = 192 << 20;
 
 /**
  * `pdl` false: the case runs with programmatic dependent launch off (native.testing.pdl(0)), so the table
  * shows what PDL gains between back-to-back GEMVs.
- * `gemvPath` (M <= 16, B^T): which GEMV kernel the case forces (native.testing.matmulGemv: 1 the pipelined
- * kernel, named gemv-pipe; 2 and 3 its other shapes, gemv-b and gemv-c; 0 the register kernel, gemv-reg;
- * 4 the register kernel in its single-plain-load form at every N, gemv-reg1; 6 it on 16 rows a block,
- * gemv-reg16)
- * while it runs; by default the one
- * the dispatch chooses (the register kernel; the pipelined one at batch 1 against a large W).
+ * `gemvPath` (M <= 16, B^T): which GEMV kernel the case forces while it runs (native.testing.matmulGemv;
+ * GEMV_VARIANT names each); by default the one the dispatch chooses (the register kernel, its load form by N).
  */
-function gemmCase(dev: string, dt: DType, M: number, N: number, K: number, transB: boolean, decode = false, gemvPath?: 0 | 1 | 2 | 3 | 4 | 6, pdl = true): Case {
+function gemmCase(dev: string, dt: DType, M: number, N: number, K: number, transB: boolean, decode = false, gemvPath?: keyof typeof GEMV_VARIANT, pdl = true): Case {
   const gemv = M <= 16;
-  const variant = (gemvPath === undefined ? '' : ['-reg', '-pipe', '-b', '-c', '-reg1', '', '-reg16'][gemvPath]!) + (pdl ? '' : '-nopdl');
+  const variant = (gemvPath === undefined ? '' : GEMV_VARIANT[gemvPath]) + (pdl ? '' : '-nopdl');
   return {
     name: gemv ? `gemv${variant}` : decode ? 'gemm-decode' : 'gemm',
     shape: `${M}x${N}x${K}${transB ? ' (B^T)' : ''}`,

@@ -6,9 +6,9 @@
 // What the graph holds: zeroing the gradient, every micro-batch's forward and backward (the logits'
 // gradient scaled by the step's dscale), an optional reduction (data parallel's one all-reduce of the
 // gradient after the backward, or ZeRO-1's reduce-scatter), and the gradient's squared norm (ZeRO-1: its
-// shard's, all-reduced; AdamW on the shard and the all-gather stay eager, after the replay). The host then reads the norm, checks the
-// step, and runs AdamW eagerly (one op): the same device ops in the same order as Trainer's eager step, so
-// the same bits. A batch's ids are written into the graph's own input tensors before each replay.
+// shard's, all-reduced). The host then reads the norm, checks the step, and runs AdamW eagerly (one op;
+// ZeRO-1: on its shard, then the all-gather): the same device ops in the same order as Trainer's eager
+// step, so the same bits. A batch's ids are written into the graph's own input tensors before each replay.
 //
 // The graph keeps every tensor its ops touched allocated while it lives (the step's activations stay
 // reserved between steps), and is captured again when the batch shapes or dscale change.
