@@ -273,6 +273,16 @@ void launch_gemv_v(const Args& a, const void* nw = nullptr, float eps = 0.f, con
                      PARALLM_MM_WHERE(a, what));
 }
 
+// The register GEMV in the load form launch_gemv_t's measurements pick for a W of w_rows rows: the
+// run-time one (SEL) from kRunTimeLoadRows up, the single plain load below (same bits either way).
+constexpr int64_t kRunTimeLoadRows = 6144;
+template <typename T, int HN, int NORM = mm::NORM_NONE, int EPI = mm::EPI_STORE>
+void launch_register_gemv(const Args& a, int64_t w_rows, const void* nw = nullptr, float eps = 0.f,
+                          const void* nb = nullptr) {
+  if (w_rows < kRunTimeLoadRows) return launch_gemv_v<T, HN, 4, false, NORM, EPI>(a, nw, eps, nb);
+  launch_gemv_v<T, HN, 4, true, NORM, EPI>(a, nw, eps, nb);
+}
+
 // The pipelined GEMV: one block per SM at most (its ring fills most of an SM's shared memory), the
 // 8-row tiles split evenly over the blocks. NORM: rmsnorm_matmul's fused form (norm weight nw, eps).
 template <typename T, int NW, int UC, int P, bool NORM = false, bool SWIGLU = false>
@@ -306,7 +316,7 @@ template <typename T>
 void launch_gemv_t(const Args& a) {
   if (g_gemv_path.load(std::memory_order_relaxed) == 4) return launch_gemv_v<T, 1, 4, false>(a);
   if (g_gemv_path.load(std::memory_order_relaxed) == 6)  // 16 W rows a block: half the X reads a W byte
-    return a.N < 6144 ? launch_gemv_v<T, 2, 4, false>(a) : launch_gemv_v<T, 2, 4>(a);
+    return launch_register_gemv<T, 2>(a, a.N);
   if (pipelined_gemv()) return launch_gemv_pipe_any<T>(a);
   // The register kernel at every batch. The pipelined one (its even split over the SMs and deep ring)
   // won at batch 1 against a large W before PDL (S6-4: 1x22016x4096 0.052 ms against 0.060); with PDL and
@@ -321,8 +331,7 @@ void launch_gemv_t(const Args& a) {
   // out as whole 128-byte lines.) Measured on an H100, 1x11008x4096 bf16 (bench/RESULTS.md): 8 rows x
   // unroll 4 gives 2,391 GB/s; 16 rows x 4, 2,162 (a 5.2-wave grid, the last wave a fifth full); 8 rows x
   // 8, 1,993 (registers).
-  if (a.N < 6144) return launch_gemv_v<T, 1, 4, false>(a);
-  launch_gemv_v<T, 1, 4>(a);
+  launch_register_gemv<T, 1>(a, a.N);
 }
 
 // Run-time transpose flags -> template instantiations.
@@ -394,8 +403,7 @@ void rmsnorm_matmul(cudaStream_t stream, DType dt, const void* X, const void* no
     Args a{stream, dt, X, B, bias, C, int(M), int(N), int(K), false, true, alpha, beta, 0};
     a.pair_ok = (N % 2 == 0) && (reinterpret_cast<uintptr_t>(C) % 4 == 0);
     if (pipelined_gemv()) return launch_gemv_pipe_any<__nv_bfloat16, true>(a, norm_w, eps);
-    if (N < 6144) return launch_gemv_v<__nv_bfloat16, 1, 4, false, mm::NORM_RMS>(a, norm_w, eps);  // (launch_gemv_t)
-    return launch_gemv_v<__nv_bfloat16, 1, 4, true, mm::NORM_RMS>(a, norm_w, eps);
+    return launch_register_gemv<__nv_bfloat16, 1, mm::NORM_RMS>(a, N, norm_w, eps);
   }
   const size_t bytes = size_t(M) * size_t(K) * dtype_size(dt);
   void* h = nullptr;
@@ -430,8 +438,7 @@ void rmsnorm_matmul_swiglu(cudaStream_t stream, DType dt, const void* X, const v
   if (fusable && (pipelined_gemv() || (register_fusion() && M <= kRegisterFusionMaxM))) {
     Args a{stream, dt, X, Wgu, nullptr, C, int(M), int(F), int(K), false, true, 1.f, 0.f, 0};
     if (pipelined_gemv()) return launch_gemv_pipe<__nv_bfloat16, 8, 2, 8, true, true>(a, norm_w, eps);
-    if (2 * F < 6144) return launch_gemv_v<__nv_bfloat16, 2, 4, false, mm::NORM_RMS, mm::EPI_SWIGLU>(a, norm_w, eps);
-    return launch_gemv_v<__nv_bfloat16, 2, 4, true, mm::NORM_RMS, mm::EPI_SWIGLU>(a, norm_w, eps);
+    return launch_register_gemv<__nv_bfloat16, 2, mm::NORM_RMS, mm::EPI_SWIGLU>(a, 2 * F, norm_w, eps);
   }
   const size_t bytes = size_t(M) * size_t(2 * F) * dtype_size(dt);
   void* gu = nullptr;
@@ -465,13 +472,8 @@ void layernorm_matmul(cudaStream_t stream, DType dt, const void* X, const void* 
   if (fused) {
     Args a{stream, dt, X, B, bias, C, int(M), int(N), int(K), false, true, 1.f, 0.f, 0};
     a.pair_ok = (N % 2 == 0) && (reinterpret_cast<uintptr_t>(C) % 4 == 0);
-    using bf = __nv_bfloat16;
-    const bool sel = N >= 6144;  // launch_gemv_t's load form
-    if (gelu_after)
-      return sel ? launch_gemv_v<bf, 1, 4, true, mm::NORM_LN, mm::EPI_GELU>(a, gamma, eps, beta)
-                 : launch_gemv_v<bf, 1, 4, false, mm::NORM_LN, mm::EPI_GELU>(a, gamma, eps, beta);
-    return sel ? launch_gemv_v<bf, 1, 4, true, mm::NORM_LN>(a, gamma, eps, beta)
-               : launch_gemv_v<bf, 1, 4, false, mm::NORM_LN>(a, gamma, eps, beta);
+    if (gelu_after) return launch_register_gemv<__nv_bfloat16, 1, mm::NORM_LN, mm::EPI_GELU>(a, N, gamma, eps, beta);
+    return launch_register_gemv<__nv_bfloat16, 1, mm::NORM_LN>(a, N, gamma, eps, beta);
   }
   const size_t bytes = size_t(M) * size_t(K) * dtype_size(dt);
   void* h = nullptr;
