@@ -194,6 +194,12 @@ gemv_kernel(const T* __restrict__ X, const T* __restrict__ W, const T* __restric
   PARALLM_GEMV_SHARED float red[GEMV_WARPS][HN][4][32];
   // NORM: the rows' mean [16] and rstd [16], a row sum's warp partials [32]
   PARALLM_GEMV_SHARED float s_norm[NORM != NORM_NONE ? 64 : 1];
+#ifdef PARALLM_GEMV_SMEM
+  // The host emulation: these statics outlive a block and start zeroed, where a GPU's shared memory holds
+  // whatever was there; poison them each block so a read of an unwritten entry shows.
+  if (threadIdx.x == 0) memset(red, 0xff, sizeof red), memset(s_norm, 0xff, sizeof s_norm);
+  __syncthreads();
+#endif
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int g = lane / 4, t = lane % 4;
   const int n0 = blockIdx.x * 8 * (SWIGLU ? 1 : HN);
@@ -231,8 +237,13 @@ gemv_kernel(const T* __restrict__ X, const T* __restrict__ W, const T* __restric
   float mean[2] = {0.f, 0.f}, rs[2] = {1.f, 1.f};  // NORM: X rows g and g + 8
   if constexpr (NORM != NORM_NONE) {
     gemv_rows_stats<T, NORM == NORM_LN>(X, M, K, eps, ntx, s_norm, s_norm + 16, s_norm + 32);
-    if (xv0) mean[0] = s_norm[g], rs[0] = s_norm[16 + g];
-    if (xv1) mean[1] = s_norm[g + 8], rs[1] = s_norm[16 + g + 8];
+    // (s_norm's means are written for LN only: RMS keeps mean 0)
+    if (xv0) rs[0] = s_norm[16 + g];
+    if (xv1) rs[1] = s_norm[16 + g + 8];
+    if constexpr (NORM == NORM_LN) {
+      if (xv0) mean[0] = s_norm[g];
+      if (xv1) mean[1] = s_norm[g + 8];
+    }
   }
 
   float acc[HN][4] = {};
