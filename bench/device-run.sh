@@ -210,6 +210,19 @@ for p in "${parts[@]}"; do
         done
       fi
       timeout 200 python3 bench/peers/torch_compile_decode.py llama 1,16 > "$out/peer-compile.log" 2>&1; grep ANCHOR "$out/peer-compile.log" | cut -c1-200 ;;
+    s8-decode)
+      # Fifth session: the fused-rmsnorm GEMV tests after the s_norm fix (S8-1 failed 5), 1x4096x4096 with
+      # the whole-W prefetch beside the default, decode by setting (PDL level, fused norms), and the
+      # compiled-PyTorch peers (GPT-2, then 7B) in the same call.
+      timeout 150 vitest run test/gpu/decode.gpu.test.ts -t "rmsnormLinear|layernormLinear|GEMV" > "$out/gpu-decode.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-decode.log" | head -20
+      for pf in default all; do
+        PARALLM_GEMV_PREFETCH=$pf timeout 60 node dist/cli/index.js bench kernels --filter "gemv 1x4096x4096" "gemv 1x4096x2048" "copy" 2>&1 | grep -E "^(gemv|copy) " | head -12 | sed "s/^/[prefetch $pf] /"
+      done
+      for cfg in "PARALLM_PDL=1" "PARALLM_PDL=2" "PARALLM_GEMV_FUSE=1"; do
+        env $cfg timeout 70 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16 --json "$out/gen-llama-${cfg// /_}.json" 2>&1 | tail -2 | sed "s/^/[$cfg] /"
+        env $cfg timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1,16 --json "$out/gen-gpt2-${cfg// /_}.json" 2>&1 | tail -2 | sed "s/^/[$cfg] /"
+      done
+      timeout 250 python3 bench/peers/torch_compile_decode.py both 1,16 > "$out/peer-compile.log" 2>&1; grep ANCHOR "$out/peer-compile.log" | cut -c1-200 ;;
     prefill-7b)
       # Issue 13's last floor: LLaMA-2-7B prefill 32 x 512 on one GPU against PyTorch (cuBLAS + SDPA flash),
       # the peer's 'single' line (its mp / pp lines need cuda:1 too).
