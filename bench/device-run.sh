@@ -223,6 +223,15 @@ for p in "${parts[@]}"; do
         env $cfg timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1,16 --json "$out/gen-gpt2-${cfg// /_}.json" 2>&1 | tail -2 | sed "s/^/[$cfg] /"
       done
       timeout 250 python3 bench/peers/torch_compile_decode.py both 1,16 > "$out/peer-compile.log" 2>&1; grep ANCHOR "$out/peer-compile.log" | cut -c1-200 ;;
+    s8-fuse)
+      # The fused-norm GEMVs with every W load of a step issued before the normalization: their tests, their
+      # kernel time against rmsnorm + GEMV (+ siluGate), decode at batch 1 with them on and off.
+      timeout 100 vitest run test/gpu/decode.gpu.test.ts -t "rmsnormLinear|layernormLinear" > "$out/gpu-fuse.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-fuse.log" | head -20
+      timeout 60 node dist/cli/index.js bench kernels --filter gemv-rms "gemv 1x12288x4096" "gemv 1x22016x4096" copy 2>&1 | grep -E "^(gemv|copy)" | head -12
+      for cfg in "PARALLM_GEMV_FUSE=0" "PARALLM_GEMV_FUSE=1"; do
+        env $cfg timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 1 2>&1 | tail -1 | sed "s/^/[$cfg] /"
+        env $cfg timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1 2>&1 | tail -1 | sed "s/^/[$cfg] /"
+      done ;;
     prefill-7b)
       # Issue 13's last floor: LLaMA-2-7B prefill 32 x 512 on one GPU against PyTorch (cuBLAS + SDPA flash),
       # the peer's 'single' line (its mp / pp lines need cuda:1 too).

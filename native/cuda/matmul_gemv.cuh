@@ -258,8 +258,15 @@ gemv_kernel(const T* __restrict__ X, const T* __restrict__ W, const T* __restric
       for (int h = 0; h < HN; ++h) wr[u][h] = (in && wv[h]) ? ld_w16<SEL>(wp[h] + k, l2hint) : z;
       xr[u][0] = (in && xv0) ? __ldg(reinterpret_cast<const uint4*>(x0 + k)) : z;
       xr[u][1] = (in && xv1) ? __ldg(reinterpret_cast<const uint4*>(x1 + k)) : z;
-      if constexpr (NORM != NORM_NONE)
-        if (in && (xv0 || xv1)) gemv_norm_x<T, NORM == NORM_LN>(xr[u], nw + k, nb + k, mean, rs);
+    }
+    // NORM: normalized only after every W load of the step is issued; done in the loop above, each chunk's
+    // arithmetic waited for its X load before the next chunk's W load went out (S8-2: 7B decode 203 -> 141).
+    if constexpr (NORM != NORM_NONE) {
+#pragma unroll
+      for (int u = 0; u < UNROLL; ++u) {
+        const int k = (c + u) * 32 + 8 * t;
+        if ((c + u < c_end) && k < K && (xv0 || xv1)) gemv_norm_x<T, NORM == NORM_LN>(xr[u], nw + k, nb + k, mean, rs);
+      }
     }
 #pragma unroll
     for (int u = 0; u < UNROLL; ++u) {
