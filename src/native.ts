@@ -161,6 +161,8 @@ export interface NativeComm {
   allReduce(t: T, op?: 'sum' | 'avg', path?: 'auto' | 'nccl' | 'peer-ll' | 'peer-one-shot' | 'peer-two-shot'): void;
   /** residual += the sum of t over ranks in one kernel; false (nothing done) where the path cannot. */
   allReduceAdd(t: T, residual: T, path?: 'auto' | 'nccl' | 'peer-ll' | 'peer-one-shot' | 'peer-two-shot'): boolean;
+  /** residual += the sum of t over ranks, then h = rmsnorm(residual, normW, eps), in one kernel; false (nothing done) where the peer path cannot. */
+  allReduceAddNorm(t: T, residual: T, normW: T, h: T, eps: number): boolean;
   broadcast(t: T, root: number): void;
   allGather(out: T, inp: T): void;
   reduceScatter(out: T, inp: T, op?: 'sum' | 'avg'): void;

@@ -540,6 +540,20 @@ class NcclComm : public Communicator {
     return peer_route(w, buf, residual, n, dt, ReduceOp::Sum, path, s);
   }
 
+  bool all_reduce_add_norm(void* buf, void* residual, const void* norm_w, void* h, int64_t rows, int64_t cols, float eps,
+                           DType dt) override {
+    std::string w = where("allReduceAddNorm", rows * cols, dt);
+    const size_t bytes = size_t(rows) * size_t(cols) * dtype_size(dt);
+    auto al = [](const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; };
+    if (!peer_ || (dt != DType::BF16 && dt != DType::F32) || !al(buf) || !al(residual) || !al(norm_w) || !al(h) ||
+        (size_t(cols) * dtype_size(dt)) % 16 != 0 || bytes > kLLAutoBytes || bytes > cuda::kPeerMaxBytes / 2)
+      return false;
+    CUstream_st* s = stream(w);
+    peer_check(w);
+    cuda::peer_all_reduce_norm(peer_ranks_, buf, residual, norm_w, h, rows, cols, eps, dt, s);
+    return true;
+  }
+
   // The peer path for this call, if it takes one (then queued here, returning true). Auto takes LL up
   // to kLLAutoBytes, then one exchange (two ranks, or up to 64 KiB) or two up to 1 MiB, and leaves the
   // rest to NCCL. A residual needs LL or one-shot.

@@ -40,6 +40,14 @@ class Communicator {
     (void)buf, (void)residual, (void)n, (void)dt, (void)path;
     return false;
   }
+  // residual += the all-reduce of buf (rows x cols), then h = rmsnorm(residual, norm_w, eps), in one kernel
+  // where the peer path's LL takes it (decode's tensor-parallel layers): false, having done nothing, where
+  // it cannot (the caller runs all_reduce_add or the all-reduce and the add, then rmsnorm).
+  virtual bool all_reduce_add_norm(void* buf, void* residual, const void* norm_w, void* h, int64_t rows, int64_t cols,
+                                   float eps, DType dt) {
+    (void)buf, (void)residual, (void)norm_w, (void)h, (void)rows, (void)cols, (void)eps, (void)dt;
+    return false;
+  }
   // "" when this communicator can take the peer paths, else why not.
   virtual std::string peer_status() const { return "the peer all-reduce is for CUDA ranks (NCCL communicators)"; }
   // root's n elements into every rank's buf.

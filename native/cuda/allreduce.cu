@@ -26,6 +26,8 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <algorithm>
+
 #include "allreduce.h"
 #include "check.h"
 #include "common.cuh"
@@ -205,6 +207,82 @@ __global__ void __launch_bounds__(kPeerThreads) ll_kernel(PeerRanks r, const T* 
   end_call(r, value);
 }
 
+// LL with the residual add and then RMSNorm of the result (decode's tensor-parallel layers: the row-parallel
+// projection's partial sums, the residual stream x, and the next projection's normalized input h), so
+// the norm needs no launch of its own. A block owns whole rows (row m: block m % kPeerBlocks; the fixed
+// grid still runs every block, so the call counters agree) and sends, sums and adds them as ll_kernel
+// does; then the first ntx threads reread the row's new x and normalize it in norm.cu's arrangement
+// (norm_kernel: pack v = tid + i * ntx summed in order, a warp butterfly, the warps' partials in order,
+// rsqrtf(mean of squares + eps), x * rstd * w rounded), so h has the bits rmsnorm would write.
+template <typename T, int W>
+__global__ void __launch_bounds__(kPeerThreads) ll_norm_kernel(PeerRanks r, const T* buf, T* x, const T* nw, T* h,
+                                                               int rows, int cols, float eps, int ntx) {
+  pdl_begin();  // launched with PDL: wait for the kernel before, then let the next start (pdl.cuh)
+  constexpr int E = 16 / sizeof(T);
+  __shared__ float s_part[kPeerThreads / 32];
+  const Call c = begin_call(r, 0);
+  const uint32_t value = c.value;
+  const int parity = c.parity;
+  const int64_t P = cols / E;  // packs a row
+  const uint4* in = reinterpret_cast<const uint4*>(buf);
+  for (int m = blockIdx.x; m < rows; m += kPeerBlocks)
+    for (int64_t i = m * P + threadIdx.x; i < (m + 1) * P; i += kPeerThreads) {
+      const uint4 v = in[i];
+#pragma unroll
+      for (int q = 0; q < W; q++)
+        if (q != r.rank) {
+          uint4* line = reinterpret_cast<uint4*>(slot(r, q, parity, r.rank, true)) + 2 * i;
+          st_ll(line, v.x, v.y, value);
+          st_ll(line + 1, v.z, v.w, value);
+        }
+    }
+  uint4* xo = reinterpret_cast<uint4*>(x);
+  const int tid = int(threadIdx.x), lane = tid & 31, warp = tid >> 5, nwarps = ntx / 32;
+  const float inv_c = 1.f / float(cols);
+  for (int m = blockIdx.x; m < rows; m += kPeerBlocks) {
+    for (int64_t i = m * P + tid; i < (m + 1) * P; i += kPeerThreads) {
+      float acc[E] = {};
+#pragma unroll
+      for (int q = 0; q < W; q++)
+        add_pack<T>(acc, q == r.rank ? in[i] : recv_ll(r, reinterpret_cast<const uint4*>(slot(r, r.rank, parity, q, true)) + 2 * i, value, q));
+      xo[i] = finish<T, true>(acc, 1.f, xo + i);
+    }
+    __syncthreads();  // the row's new x, written by every thread, is read back below
+    float ss = 0.f;
+    if (tid < ntx)
+      for (int64_t v = tid; v < P; v += ntx) {
+        const uint4 pk = xo[m * P + v];
+        const T* e = reinterpret_cast<const T*>(&pk);
+#pragma unroll
+        for (int j = 0; j < E; j++) {
+          const float a = f32(e[j]);
+          ss += a * a;
+        }
+      }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+    if (lane == 0 && warp < nwarps) s_part[warp] = ss;
+    __syncthreads();
+    float t = s_part[0];
+    if (nwarps > 1) {
+      t = 0.f;
+      for (int i = 0; i < nwarps; ++i) t += s_part[i];
+    }
+    const float rstd = rsqrtf(t * inv_c + eps);
+    for (int64_t v = tid; v < P; v += kPeerThreads) {
+      const uint4 pk = xo[m * P + v], wk = reinterpret_cast<const uint4*>(nw)[v];
+      const T* e = reinterpret_cast<const T*>(&pk);
+      const T* g = reinterpret_cast<const T*>(&wk);
+      float o[E];
+#pragma unroll
+      for (int j = 0; j < E; j++) o[j] = f32(e[j]) * rstd * f32(g[j]);
+      reinterpret_cast<uint4*>(h)[m * P + v] = to_pack<T>(o, 1.f);
+    }
+    __syncthreads();  // s_part is free for the next row
+  }
+  end_call(r, value);
+}
+
 template <typename T, int W, bool RESIDUAL>
 __global__ void __launch_bounds__(kPeerThreads) one_shot_kernel(PeerRanks r, T* buf, T* dst, int64_t n, float scale) {
   pdl_begin();  // launched with PDL: wait for the kernel before, then let the next start (pdl.cuh)
@@ -315,6 +393,34 @@ void launch(const PeerRanks& r, void* buf, void* residual, int64_t n, float scal
   PARALLM_CUDA_CHECK(e, "peer all-reduce: launch (", n, " elements, ", W, " ranks)");
 }
 
+// norm.cu's threads for a row of `cols` elements of E to a 16-byte pack (launch_norm: 4 packs a thread
+// kept in registers, a multiple of 32, 32..512), which sets the order of its sum.
+int norm_threads(int64_t cols, int E) {
+  const int64_t want = (cols + 4 * E - 1) / (4 * E);
+  return int(std::min<int64_t>(512, std::max<int64_t>(32, (want + 31) / 32 * 32)));
+}
+
+template <typename T>
+void launch_norm_world(const PeerRanks& r, const void* buf, void* x, const void* nw, void* h, int rows, int cols,
+                       float eps, cudaStream_t s) {
+  const int ntx = norm_threads(cols, 16 / int(sizeof(T)));
+  auto go = [&](auto kernel) {
+    return launch_pdl_small(kernel, dim3(kPeerBlocks), dim3(kPeerThreads), 0, s, r, static_cast<const T*>(buf),
+                            static_cast<T*>(x), static_cast<const T*>(nw), static_cast<T*>(h), rows, cols, eps, ntx);
+  };
+  cudaError_t e = cudaErrorInvalidValue;
+  switch (r.world) {
+    case 2: e = go(ll_norm_kernel<T, 2>); break;
+    case 3: e = go(ll_norm_kernel<T, 3>); break;
+    case 4: e = go(ll_norm_kernel<T, 4>); break;
+    case 5: e = go(ll_norm_kernel<T, 5>); break;
+    case 6: e = go(ll_norm_kernel<T, 6>); break;
+    case 7: e = go(ll_norm_kernel<T, 7>); break;
+    case 8: e = go(ll_norm_kernel<T, 8>); break;
+  }
+  PARALLM_CUDA_CHECK(e, "peer all-reduce + rmsnorm: launch (", rows, " x ", cols, ", ", r.world, " ranks)");
+}
+
 template <typename T>
 void launch_world(const PeerRanks& r, void* buf, void* residual, int64_t n, float scale, PeerAlgo algo, cudaStream_t s) {
   switch (r.world) {
@@ -358,6 +464,28 @@ void peer_all_reduce(const PeerRanks& r, void* buf, void* residual, int64_t n, D
   }
   PARALLM_LAUNCH_CHECK("peer all-reduce (", how, ") of ", n, " x ", dtype_name(dt), " on rank ", r.rank, " of ",
                        r.world);
+}
+
+void peer_all_reduce_norm(const PeerRanks& r, const void* buf, void* x, const void* nw, void* h, int64_t rows,
+                          int64_t cols, float eps, DType dt, cudaStream_t stream) {
+  const size_t es = dtype_size(dt);
+  if (r.world < 2 || r.world > kPeerMaxRanks)
+    fail("peer all-reduce + rmsnorm: world ", r.world, " is outside 2..", kPeerMaxRanks);
+  if (rows < 0 || cols < 1 || size_t(rows) * size_t(cols) * es > kPeerMaxBytes / 2)
+    fail("peer all-reduce + rmsnorm: ", rows, " x ", cols, " x ", dtype_name(dt), " is more than ", kPeerMaxBytes / 2,
+         " bytes (LL)");
+  if ((size_t(cols) * es) % 16 != 0)
+    fail("peer all-reduce + rmsnorm: a row of ", cols, " x ", dtype_name(dt), " is not a whole number of 16-byte packs");
+  if (!aligned16(buf) || !aligned16(x) || !aligned16(nw) || !aligned16(h))
+    fail("peer all-reduce + rmsnorm: a buffer is not 16-byte aligned (", rows, " x ", cols, ")");
+  if (rows == 0) return;
+  switch (dt) {
+    case DType::F32: launch_norm_world<float>(r, buf, x, nw, h, int(rows), int(cols), eps, stream); break;
+    case DType::BF16: launch_norm_world<__nv_bfloat16>(r, buf, x, nw, h, int(rows), int(cols), eps, stream); break;
+    default: fail("peer all-reduce + rmsnorm: ", dtype_name(dt), " is not f32 or bf16");
+  }
+  PARALLM_LAUNCH_CHECK("peer all-reduce + rmsnorm of ", rows, " x ", cols, " x ", dtype_name(dt), " on rank ", r.rank,
+                       " of ", r.world);
 }
 
 }  // namespace parallm::cuda

@@ -68,4 +68,11 @@ const char* peer_algo_name(PeerAlgo a);
 void peer_all_reduce(const PeerRanks& r, void* buf, void* residual, int64_t n, DType dt, bool avg, PeerAlgo algo,
                      cudaStream_t stream);
 
+// LL, then RMSNorm (decode's tensor-parallel layers): x += the sum over ranks of buf (rows x cols, f32 or
+// bf16, rounded then added as peer_all_reduce's residual form), then h = rmsnorm(x, nw, eps) with the bits
+// norm.cu's rmsnorm writes. rows * cols * size <= kPeerMaxBytes / 2, rows of whole 16-byte packs, every
+// buffer 16-byte aligned. buf is left as it was.
+void peer_all_reduce_norm(const PeerRanks& r, const void* buf, void* x, const void* nw, void* h, int64_t rows,
+                          int64_t cols, float eps, DType dt, cudaStream_t stream);
+
 }  // namespace parallm::cuda

@@ -29,6 +29,7 @@ class NativeComm : public Napi::ObjectWrap<NativeComm> {
     return DefineClass(env, "NativeComm",
                        {InstanceMethod<&NativeComm::AllReduce>("allReduce"),
                         InstanceMethod<&NativeComm::AllReduceAdd>("allReduceAdd"),
+                        InstanceMethod<&NativeComm::AllReduceAddNorm>("allReduceAddNorm"),
                         InstanceMethod<&NativeComm::Broadcast>("broadcast"),
                         InstanceMethod<&NativeComm::AllGather>("allGather"),
                         InstanceMethod<&NativeComm::ReduceScatter>("reduceScatter"),
@@ -88,6 +89,30 @@ class NativeComm : public Napi::ObjectWrap<NativeComm> {
         fail(op, ": residual is ", r->numel(), " x ", dtype_name(r->dtype), " but tensor is ", t->numel(), " x ",
              dtype_name(t->dtype));
       return Napi::Boolean::New(info.Env(), c.all_reduce_add(t->ptr(), r->ptr(), t->numel(), t->dtype, path_arg(info, 2, op)));
+    });
+  }
+  // allReduceAddNorm(t, residual, normW, h, eps): residual += the sum of t over ranks, then h = rmsnorm(residual,
+  // normW, eps), in one kernel; false (nothing done) where the peer path cannot take it. t, residual and h are
+  // [rows, cols] alike, normW [cols].
+  Napi::Value AllReduceAddNorm(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      std::string op = label("allReduceAddNorm");
+      Communicator& c = live(op);
+      NativeTensor* t = tensor(info, 0, op, "tensor");
+      NativeTensor* r = tensor(info, 1, op, "residual");
+      NativeTensor* g = tensor(info, 2, op, "normW");
+      NativeTensor* h = tensor(info, 3, op, "h");
+      const double eps = Args(info, op.c_str()).f64(4, "eps");
+      const int64_t cols = g->numel();
+      for (NativeTensor* o : {r, h, g})
+        if (o->dtype != t->dtype)
+          fail(op, ": dtypes differ (tensor ", dtype_name(t->dtype), ", got ", dtype_name(o->dtype), ")");
+      if (r->numel() != t->numel() || h->numel() != t->numel() || cols < 1 || t->numel() % cols != 0)
+        fail(op, ": tensor ", t->numel(), ", residual ", r->numel(), " and h ", h->numel(),
+             " elements must be equal rows of normW's ", cols);
+      if (!(eps >= 0)) fail(op, ": eps must be >= 0, got ", eps);
+      return Napi::Boolean::New(info.Env(), c.all_reduce_add_norm(t->ptr(), r->ptr(), g->ptr(), h->ptr(), t->numel() / cols,
+                                                                  cols, float(eps), t->dtype));
     });
   }
   static AllReducePath path_arg(const Napi::CallbackInfo& info, size_t i, const std::string& op) {

@@ -107,6 +107,40 @@ function gemmCase(dev: string, dt: DType, M: number, N: number, K: number, trans
   };
 }
 
+/**
+ * Decode's norm and projection at batch 1: rmsnormLinear (or rmsnormLinearSwiGLU with W holding the gate
+ * then the up rows) on the dispatch's default (rmsnorm, then the GEMV, then siluGate: two or three kernels)
+ * or `fused` (matmulGemv(5): the register GEMV with the norm in its prologue and SwiGLU in its epilogue).
+ */
+function normGemvCase(dev: string, N: number, K: number, swiglu: boolean, fused: boolean): Case {
+  return {
+    name: `gemv-rms${swiglu ? '-swiglu' : ''}${fused ? '-fused' : ''}`,
+    shape: `1x${N}x${K} (B^T)`,
+    flops: 2 * N * K,
+    bytes: N * K * 2,
+    copyBytes: N * K * 2,
+    graph: true,
+    setup: () => {
+      const copies = N * K * 2 < L2_SAFE_BYTES ? 3 : 1;
+      const x = rand([1, K], { dtype: 'bf16', device: dev, seed: 1 });
+      const g = rand([K], { dtype: 'bf16', device: dev, seed: 5 });
+      const ws = Array.from({ length: copies }, (_, i) => rand([N, K], { dtype: 'bf16', device: dev, seed: 2 + i }));
+      const c = Tensor.empty([1, swiglu ? N / 2 : N], { dtype: 'bf16', device: dev });
+      if (fused) native.testing.matmulGemv(5);
+      return {
+        run: (i) =>
+          void (swiglu
+            ? ops.rmsnormLinearSwiGLU(x, g, ws[i % copies]!, { out: c })
+            : ops.rmsnormLinear(x, g, ws[i % copies]!, { out: c })),
+        dispose: () => {
+          if (fused) native.testing.matmulGemv(-1);
+          [x, g, c, ...ws].forEach((t) => t.dispose());
+        },
+      };
+    },
+  };
+}
+
 function prefillCase(dev: string, dt: DType, B: number, H: number, T: number, D: number): Case {
   return {
     name: 'attention-prefill',
@@ -214,6 +248,8 @@ function cases(dev: string, dt: DType, gpu: boolean, quick: boolean): Case[] {
       ...(quick ? [] : [gemmCase(dev, dt, M!, N!, K!, true, false, 0), gemmCase(dev, dt, M!, N!, K!, true, false, 4)]),
       ...(quick || M! < 16 ? [] : [gemmCase(dev, dt, M!, N!, K!, true, false, 6)]),
     ]),
+    // Decode's rmsnorm + qkv and rmsnorm + gate/up + SwiGLU at batch 1, apart and fused.
+    ...(quick ? [] : [false, true].flatMap((fused) => [normGemvCase(dev, 12288, 4096, false, fused), normGemvCase(dev, 22016, 4096, true, fused)])),
     // LLaMA-7B decode projections at the batches of a pipeline's micro-batches: qkv, out, gate+up, down.
     ...[64, 128, 256].flatMap((M) => [
       gemmCase(dev, dt, M, 12288, 4096, true, true),

@@ -21,7 +21,8 @@
 // Decode fuses what prefill runs apart (fewer launches a step; the same function): RMSNorm inside the
 // next projection (rmsnormLinear; with SwiGLU in the epilogue for the MLP, rmsnormLinearSwiGLU), rope
 // with both cache writes (ropeKvWrite), and, on one device, the residual adds in the out and down
-// projections' epilogue (beta = 1; a tp shard's partial sums are all-reduced first, so it adds apart).
+// projections' epilogue (beta = 1; a tp shard's partial sums are all-reduced first, so it adds apart, and
+// for LLaMA the all-reduce kernel also writes the next RMSNorm's output: allReduceAddNorm).
 // GPT-2 likewise runs its LayerNorm with the next projection (layernormLinear; GELU with the up
 // projection's), fused on a GPU only with PARALLM_GEMV_FUSE=1 until measured.
 import type { DType } from '../dtype.js';
@@ -136,16 +137,29 @@ export class Transformer {
    * launches a layer fewer; prefill keeps the separate add (the sm90 GEMM stores C through the TMA only
    * when it need not read C), and so does a tp shard (its partial sums are all-reduced before the add).
    */
-  private finishLayer(l: LayerWeights, x: Tensor, att: Tensor, fused = false): void {
+  private finishLayer(l: LayerWeights, x: Tensor, att: Tensor, fused = false, nextNorm?: Tensor): Tensor | null {
     const addInEpilogue = fused && !isSharded(this.w.stage.tp);
+    // A LLaMA tp shard's decode: each all-reduce also writes the next RMSNorm's output (allReduceAddNorm).
+    const normInReduce = fused && !addInEpilogue && this.cfg.family === 'llama';
+    let h2: Tensor | null = null;
     if (addInEpilogue) ops.matmul(att, l.out, { transB: true, bias: l.outBias, beta: 1, out: x });
     else {
       const o = ops.linear(att, l.out, l.outBias);
-      this.reduceAdd(o, x);
+      if (normInReduce) h2 = this.reduceAddNorm(o, x, l.norm2);
+      else this.reduceAdd(o, x);
       o.dispose();
     }
     let a: Tensor;
-    if (this.cfg.family === 'gpt2' && fused) {
+    if (h2) {
+      const F = this.cfg.intermediate;
+      const gu = ops.linear(h2, l.up);
+      h2.dispose();
+      const n = gu.numel / (2 * F);
+      const up = gu.view(F, [gu.numel - F]);
+      a = ops.siluGate(gu, up, { rows: n, cols: F, inStride: 2 * F });
+      up.dispose();
+      gu.dispose();
+    } else if (this.cfg.family === 'gpt2' && fused) {
       a = ops.layernormLinear(x, l.norm2, l.norm2Bias!, l.up, { bias: l.upBias, eps: this.cfg.normEps, gelu: true });
     } else if (this.cfg.family === 'gpt2') {
       const h = this.norm(x, l.norm2, l.norm2Bias);
@@ -163,13 +177,29 @@ export class Transformer {
       up.dispose();
       gu.dispose();
     }
+    let hNext: Tensor | null = null;
     if (addInEpilogue) ops.matmul(a, l.down, { transB: true, bias: l.downBias, beta: 1, out: x });
     else {
       const d = ops.linear(a, l.down, l.downBias);
-      this.reduceAdd(d, x);
+      if (normInReduce && nextNorm) hNext = this.reduceAddNorm(d, x, nextNorm);
+      else this.reduceAdd(d, x);
       d.dispose();
     }
     a.dispose();
+    return hNext;
+  }
+
+  /** reduceAdd for a tp shard, then rmsnorm(x, g): in one kernel where the peer all-reduce takes it. */
+  private reduceAddNorm(t: Tensor, x: Tensor, g: Tensor): Tensor {
+    if (!this.tp) throw new Error(`tensor parallel rank ${this.w.stage.tp?.rank} of ${this.w.stage.tp?.size}: no tp communicator to sum the layer's partial outputs`);
+    const h = Tensor.empty(x.shape, { dtype: x.dtype, device: x.device });
+    try {
+      this.tp.allReduceAddNorm(t, x, g, h, this.cfg.normEps);
+    } catch (e) {
+      h.dispose();
+      throw e;
+    }
+    return h;
   }
 
   /**
@@ -245,9 +275,16 @@ export class Transformer {
     const kvStrides: [number, number] = [M * kvHeads * D, kvHeads * D];
     // Rope of q and k and both cache writes in one launch (three before; GPT-2: the two writes).
     const rope = this.cfg.family === 'llama' ? { theta: this.cfg.ropeTheta, freqs: this.w.ropeFreqs } : undefined;
+    // A LLaMA tp shard: the layer before hands over this layer's normalized input (its down projection's
+    // all-reduce ran the norm too; null for the first layer).
+    let h: Tensor | null = null;
     this.w.layers.forEach((l, i) => {
       let qkv: Tensor;
-      if (rope) qkv = this.normLinear(x, l.norm1, l.qkv, true, l.qkvBias);
+      if (h) {
+        qkv = ops.linear(h, l.qkv, l.qkvBias);
+        h.dispose();
+        h = null;
+      } else if (rope) qkv = this.normLinear(x, l.norm1, l.qkv, true, l.qkvBias);
       else qkv = ops.layernormLinear(x, l.norm1, l.norm1Bias!, l.qkv, { bias: l.qkvBias, eps: this.cfg.normEps });
       ops.ropeKvWrite(qkv, cache.k[i]!, cache.v[i]!, pos, { batch: B, headsQ: heads, headsKv: kvHeads, headDim: D, maxLen: M, qkvStride: W3, kvStrides, rope });
       const att = ops.attentionDecode(qkv, cache.k[i]!, cache.v[i]!, lens, {
@@ -255,7 +292,7 @@ export class Transformer {
       });
       qkv.dispose();
       const att2 = att.reshape([B, heads * D]);
-      this.finishLayer(l, x, att2, true);
+      h = this.finishLayer(l, x, att2, true, this.w.layers[i + 1]?.norm1);
       att2.dispose();
       att.dispose();
     });

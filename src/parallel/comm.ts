@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import { parseDevice } from '../device.js';
 import { native, type NativeComm } from '../native.js';
-import { add } from '../ops.js';
+import { add, rmsnorm } from '../ops.js';
 import type { Tensor } from '../tensor.js';
 
 export type CommKind = 'cpu' | 'tcp' | 'nccl';
@@ -111,6 +111,16 @@ export class Communicator {
     if (this.native.allReduceAdd(t.native, residual.native, path)) return;
     this.allReduce(t, 'sum', path);
     add(residual, t, residual);
+  }
+  /**
+   * allReduceAdd, then h = rmsnorm(residual, normW, { eps }) (t, residual, h: [rows, C] alike, normW [C]):
+   * one kernel where the peer path's LL takes the message (tensor-parallel decode: the norm needs no
+   * launch of its own), else the ops apart; the same bits either way.
+   */
+  allReduceAddNorm(t: Tensor, residual: Tensor, normW: Tensor, h: Tensor, eps: number): void {
+    if (this.native.allReduceAddNorm(t.native, residual.native, normW.native, h.native, eps)) return;
+    this.allReduceAdd(t, residual);
+    rmsnorm(residual, normW, { eps, out: h });
   }
   /** '' when this communicator can take the peer all-reduce paths, else why not (AllReducePath). */
   get peerAllReduce(): string {

@@ -2,7 +2,7 @@
 // and means of fresh random f32 / bf16 buffers by each path (one-shot, two-shot, auto) against a float64
 // reference rounded as the kernel adds (f32 in rank order, then the storage type: so bit for bit), and
 // residual += sum (allReduceAdd, one kernel: the bits of an all-reduce then an add), both
-// ranks the same bits; each buffer a view inside a NaN-poisoned one, whose outside must stay NaN; 48 calls
+// ranks the same bits; the same then rmsnorm (allReduceAddNorm) against the two apart; each buffer a view inside a NaN-poisoned one, whose outside must stay NaN; 48 calls
 // of mixed sizes and paths queued back to back before anything is read (the double-buffered slots and
 // per-block flags under reuse); a captured graph of three all-reduces replayed twice; the paths' refusals;
 // and a rank that never comes: the other's wait ends within its timeout with an error naming it. Skipped
@@ -68,6 +68,26 @@ try {
     c.allReduce(odd, 'sum');
     out.unalignedAuto = read(odd);
     out.errors = errs;
+  } else if (W.mode === 'norm') {
+    // allReduceAddNorm against allReduceAdd (LL) then rmsnorm, each case on fresh copies, h poisoned.
+    for (const k of W.normCases) {
+      const { dt, rows, cols } = k;
+      const g = tensor(dt, W.norm[k.key].g);
+      const run = (fused) => {
+        const t = tensor(dt, W.norm[k.key].t);
+        const x = tensor(dt, W.norm[k.key].x);
+        const h = tensor(dt, new Float32Array(rows * cols).fill(NaN));
+        let took = false;
+        if (fused) took = c.allReduceAddNorm(t, x, g, h, 1e-5);
+        else {
+          c.allReduceAdd(t, x, 'peer-ll');
+          native.rmsnorm(h, x, g, null, rows, cols, 1e-5);
+        }
+        return { took, x: read(x), h: read(h) };
+      };
+      const f = run(true), a = run(false);
+      out[k.key] = { took: f.took, fx: f.x, fh: f.h, ax: a.x, ah: a.h };
+    }
   } else if (W.mode === 'absent') {
     // Rank 0 all-reduces; rank 1 never does, and leaves once rank 0 has its error.
     if (W.rank === 0) {
@@ -183,6 +203,38 @@ describe.skipIf(!enabled)('the peer all-reduce on cuda:0 and cuda:1', () => {
     expect(a.errors['two-shot partial pack']).toMatch(/16-byte packs/);
     expect(a.errors['bad path']).toMatch(/path must be/);
     expect(a.errors['ll too big']).toMatch(/\(LL\) takes .* at most 524288 bytes/);
+  }, 120_000);
+
+  it('allReduceAddNorm: residual += sum, then rmsnorm, in one kernel: the bits of allReduceAdd then rmsnorm, on both ranks', async () => {
+    // Rows over and under the 32 blocks, norm.cu's threads a row from 32 (64 columns) to 256 (f32 4096).
+    const normCases = [
+      { dt: 'bf16', rows: 1, cols: 4096 },
+      { dt: 'bf16', rows: 3, cols: 64 },
+      { dt: 'bf16', rows: 16, cols: 5120 },
+      { dt: 'bf16', rows: 33, cols: 2048 },
+      { dt: 'f32', rows: 2, cols: 4096 },
+      { dt: 'bf16', rows: 64, cols: 4096 }, // 512 KiB: past LL's automatic 256 KiB, so the ops apart
+    ].map((k) => ({ ...k, key: `${k.dt} ${k.rows}x${k.cols}` }));
+    const rnd = (n: number, lo = -4, hi = 4) => Float32Array.from({ length: n }, () => lo + Math.random() * (hi - lo));
+    const round = (dt: string, a: Float32Array) => (dt === 'bf16' ? a.map(bf16Round) : a);
+    // x and g the same on both ranks (tensor parallelism's replicated residual and norm weight), t per rank.
+    const shared = Object.fromEntries(normCases.map((k) => [k.key, { x: round(k.dt, rnd(k.rows * k.cols)), g: round(k.dt, rnd(k.cols, 0.5, 1.5)) }]));
+    const norm = Array.from({ length: WORLD }, () =>
+      Object.fromEntries(normCases.map((k) => [k.key, { ...shared[k.key]!, t: round(k.dt, rnd(k.rows * k.cols)) }])));
+    const res = await run((rank) => ({ mode: 'norm', normCases, norm: norm[rank] }));
+    for (const r of res) expect(r.ok, r.error).toBe(true);
+    for (const k of normCases) {
+      const [a, b] = res.map((r) => r.value[k.key]);
+      expect(a.took, `${k.key}: one kernel`).toBe(k.rows * k.cols * (k.dt === 'f32' ? 4 : 2) <= 256 << 10);
+      for (const [rank, v] of [[0, a], [1, b]] as const) {
+        for (const [what, got, want] of [['x', v.fx, v.ax], ['h', v.fh, v.ah]] as const) {
+          let bad = -1;
+          for (let i = 0; i < got.length && bad < 0; i++) if (!Number.isFinite(got[i]) || got[i] !== want[i]) bad = i;
+          expect(bad, `${k.key} rank ${rank} ${what}: first element off (${bad >= 0 ? `${got[bad]} vs ${want[bad]}` : ''})`).toBe(-1);
+        }
+      }
+      expect(Array.from(a.fh as Float32Array), `${k.key}: both ranks' h`).toEqual(Array.from(b.fh as Float32Array));
+    }
   }, 120_000);
 
   it('a rank that never comes: the waiting rank fails within its timeout, naming it', async () => {

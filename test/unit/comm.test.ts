@@ -7,6 +7,7 @@ import { configureCpuDevices } from '../../src/device.js';
 import { packageRoot } from '../../src/native.js';
 import { Communicator, ncclStatus, newCommId } from '../../src/parallel/comm.js';
 import { Tensor } from '../../src/tensor.js';
+import { rmsnorm } from '../../src/ops.js';
 
 const CPU_DEVICES = 3;
 
@@ -404,6 +405,16 @@ describe('Communicator (TypeScript) on the main thread', () => {
     c.allReduceAdd(t, res);
     expect(Array.from(res.toArray())).toEqual([11, 22]);
     expect(() => c.allReduceAdd(t, Tensor.from([1, 2, 3], [3], { device: 'cpu:1' }))).toThrow(/allReduceAdd on rank 0 of 1 \(cpu:1\): residual is 3 x f32 but tensor is 2 x f32/);
+    // residual += sum, then h = rmsnorm(residual): a CPU communicator runs the ops apart.
+    const x2 = Tensor.from([1, -2, 3, 4], [2, 2], { device: 'cpu:1' });
+    const t2 = Tensor.from([0.5, 0.25, -1, 2], [2, 2], { device: 'cpu:1' });
+    const g2 = Tensor.from([1, 2], [2], { device: 'cpu:1' });
+    const h2 = Tensor.from([NaN, NaN, NaN, NaN], [2, 2], { device: 'cpu:1' });
+    c.allReduceAddNorm(t2, x2, g2, h2, 1e-5);
+    expect(Array.from(x2.toArray())).toEqual([1.5, -1.75, 2, 6]);
+    const want = rmsnorm(Tensor.from([1.5, -1.75, 2, 6], [2, 2], { device: 'cpu:1' }), g2, { eps: 1e-5 });
+    expect(Array.from(h2.toArray())).toEqual(Array.from(want.toArray()));
+    expect(() => c.allReduceAddNorm(t2, x2, Tensor.from([1, 2, 3], [3], { device: 'cpu:1' }), h2, 1e-5)).toThrow(/allReduceAddNorm on rank 0 of 1 \(cpu:1\): tensor 4, residual 4 and h 4 elements must be equal rows of normW's 3/);
     expect(() => c.broadcast(t, 1)).toThrow(/root 1 is not a rank \(0..0\)/);
     expect(() => c.send(t, 0)).toThrow(/send on rank 0 of 1 \(cpu:1, 2 x f32\): peer 0 is not another rank/);
     expect(() => c.allGather(Tensor.zeros([3], { device: 'cpu:1' }), t)).toThrow(/out has 3 elements; it needs world x in = 1 x 2 = 2/);
