@@ -232,6 +232,15 @@ for p in "${parts[@]}"; do
         env $cfg timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 1 2>&1 | tail -1 | sed "s/^/[$cfg] /"
         env $cfg timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1 2>&1 | tail -1 | sed "s/^/[$cfg] /"
       done ;;
+    s8-tp)
+      # allReduceAddNorm (the peer LL all-reduce with the residual add and the next RMSNorm) and tp: their GPU
+      # tests; tp decode at batch 1 against one GPU (default), then with the whole-W prefetch of W <= 32 MiB
+      # (tp's out projection shard is 16 MiB); GPT-2 decode (all its W under 5 MiB but the head) both ways.
+      timeout 200 vitest run test/gpu/peer-allreduce.gpu.test.ts test/gpu/tp.gpu.test.ts > "$out/gpu-tp.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-tp.log" | head -20
+      for pf in default all; do
+        PARALLM_GEMV_PREFETCH=$pf timeout 100 node dist/cli/index.js bench --model llama-2-7b --strategies single,tp --batch 1 --prompt-tokens 128 --new-tokens 128 --repeats 3 --json "$out/tp-b1-$pf.json" 2>&1 | tail -2 | sed "s/^/[prefetch $pf] /"
+        PARALLM_GEMV_PREFETCH=$pf timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1,16 2>&1 | tail -2 | sed "s/^/[prefetch $pf] /"
+      done ;;
     prefill-7b)
       # Issue 13's last floor: LLaMA-2-7B prefill 32 x 512 on one GPU against PyTorch (cuBLAS + SDPA flash),
       # the peer's 'single' line (its mp / pp lines need cuda:1 too).
