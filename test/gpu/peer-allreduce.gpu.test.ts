@@ -79,7 +79,11 @@ try {
         const h = tensor(dt, new Float32Array(rows * cols).fill(NaN));
         let took = false;
         if (fused) took = c.allReduceAddNorm(t, x, g, h, 1e-5);
-        else {
+        if (fused && !took) {
+          // Not taken (nothing done): the ops apart by auto, as Communicator.allReduceAddNorm falls back.
+          c.allReduceAdd(t, x);
+          native.rmsnorm(h, x, g, null, rows, cols, 1e-5);
+        } else if (!fused) {
           c.allReduceAdd(t, x, 'peer-ll');
           native.rmsnorm(h, x, g, null, rows, cols, 1e-5);
         }
