@@ -145,6 +145,14 @@ export interface NativeTestingHooks {
   /** Key chunks of decode attention: -1 chosen per call (the default), n >= 1 asks for n (capped by the length). */
   attentionDecodeSplits(n: number): void;
   /**
+   * The bf16 prefill kernel of attentionPrefill and attentionForward where both apply (D 64 or 128 on
+   * compute capability 9.0, layouts the TMA can express): 0 automatic (PARALLM_ATTN_PREFILL = mma, sm90,
+   * sm90-overlap, sm90-pingpong or sm90-overlap-pingpong, else the wgmma kernel for D 128 and the mma.sync
+   * one for D 64), 1 the mma.sync kernel, 2 the wgmma (sm90) kernel, 3 it with FlashAttention-3's
+   * intra-warpgroup overlap, 4 with its inter-warpgroup ping-pong, 5 with both.
+   */
+  attentionPrefillKernel(kernel: 0 | 1 | 2 | 3 | 4 | 5): void;
+  /**
    * Programmatic dependent launch on sm_90+: 0 none, 1 the decode GEMVs (the default), 2 the small decode
    * kernels too (not yet timed on a GPU). PARALLM_PDL=0|1|2 sets the starting level.
    */
@@ -191,7 +199,7 @@ export const NATIVE_KEYS = [
 ] as const satisfies readonly (keyof NativeBinding)[];
 
 /** Every name of NativeTestingHooks, held to the addon's `testing` object the same way. */
-export const NATIVE_TESTING_KEYS = ['matmulSplitK', 'matmulTmaStore', 'matmulGemv', 'attentionDecodeSplits', 'pdl'] as const satisfies readonly (keyof NativeTestingHooks)[];
+export const NATIVE_TESTING_KEYS = ['matmulSplitK', 'matmulTmaStore', 'matmulGemv', 'attentionDecodeSplits', 'attentionPrefillKernel', 'pdl'] as const satisfies readonly (keyof NativeTestingHooks)[];
 
 // A compile error names the keys of T missing from the list L.
 type ListsEvery<T, L extends readonly PropertyKey[]> = [Exclude<keyof T, L[number]>] extends [never] ? true : Exclude<keyof T, L[number]>;

@@ -2,6 +2,12 @@
 // decode over a KV cache (split-K "flash decoding" with a combine step). Semantics: native/core/kernels.h.
 //
 // Kernels and when each runs:
+//   prefill_sm90<D>     bf16, D = 128 (64 when asked), on compute capability 9.0, layouts the TMA can
+//                       express: wgmma + TMA, a producer warpgroup and two consumer warpgroups of 64 query
+//                       rows (attention_prefill_sm90.cuh). S8-5: 337 TFLOP/s against prefill_mma's 254 at
+//                       B1 H32 T2048 D128 (443 against 293 at T8192); at D = 64 prefill_mma was faster (195
+//                       against 173 at B4 H12 T1024), so it stays there. PARALLM_ATTN_PREFILL and the
+//                       attentionPrefillKernel hook pick a kernel or variant (prefill_choice).
 //   prefill_mma<D, NW>  bf16, D in {64, 128}, 16-byte aligned q/k/v rows: tensor cores (mma.sync
 //                       m16n8k16 + ldmatrix), FlashAttention-2 layout: each warp owns 16 query rows with
 //                       Q in registers, K/V tiles of 64 keys double-buffered in shared memory by cp.async.
@@ -27,6 +33,9 @@
 #include "attention_backward.cuh"
 #include "attention_backward_mma.cuh"
 #include "attention_prefill_mma.cuh"
+#ifdef __CUDACC__  // (the host emulation, native/cuda/emu, compiles this file with g++: no TMA or wgmma)
+#include "attention_prefill_sm90.cuh"
+#endif
 #include "check.h"
 #include "common.cuh"
 #include "launch.cuh"
@@ -42,6 +51,31 @@ constexpr float kLog2e = 1.4426950408889634f;
 int g_decode_blocks_per_sm = 8;  // decode: aim for this many blocks per SM before splitting keys further
 std::atomic<int> g_decode_splits{-1};  // test hook (attention_decode_splits): -1 chosen, n >= 1 n key chunks
 int g_prefill_d128_warps = 4;    // prefill D=128: 4 warps (64 rows, 2 blocks/SM) or 8 warps (128 rows)
+// The bf16 prefill kernel where both apply, as the attentionPrefillKernel hook numbers them: 0 automatic
+// (prefill_sm90 for D = 128, prefill_mma for D = 64), 1 prefill_mma, 2 prefill_sm90, 3 it with the
+// intra-warpgroup overlap, 4 with the ping-pong, 5 with both. g_prefill_env: PARALLM_ATTN_PREFILL (mma,
+// sm90, sm90-overlap, sm90-pingpong, sm90-overlap-pingpong; else automatic), -1 not read yet;
+// g_prefill_kernel: the hook, which wins when not 0.
+std::atomic<int> g_prefill_env{-1};
+std::atomic<int> g_prefill_kernel{0};
+
+// The kernel for head dim D: 0 prefill_mma, else 2..5 as above.
+int prefill_choice(int D) {
+  int v = g_prefill_kernel.load(std::memory_order_relaxed);
+  if (!v) {
+    v = g_prefill_env.load(std::memory_order_relaxed);
+    if (v < 0) {
+      const char* e = std::getenv("PARALLM_ATTN_PREFILL");
+      const char* names[] = {"", "mma", "sm90", "sm90-overlap", "sm90-pingpong", "sm90-overlap-pingpong"};
+      v = 0;
+      for (int i = 1; e && i < 6; ++i)
+        if (std::strcmp(e, names[i]) == 0) v = i;
+      g_prefill_env.store(v, std::memory_order_relaxed);
+    }
+  }
+  if (!v) v = D == 128 ? 2 : 1;
+  return v == 1 ? 0 : v;
+}
 
 // ---------------------------------------------------------------------------------------------------
 // Prefill on CUDA cores. A block of 4 warps owns 16 query rows (4 per warp) of one (b, h); keys come in
@@ -458,6 +492,18 @@ void prefill_any(const char* op, cudaStream_t st, DType dt, const void* q, const
   }
   const bool al = aligned16(q) && aligned16(k) && aligned16(v) && q_bstride % 8 == 0 && q_tstride % 8 == 0 &&
                   kv_bstride % 8 == 0 && kv_tstride % 8 == 0;
+#ifdef __CUDACC__
+  // The sm90 kernel where it is switched on and the TMA can express the layout (else the launch declines).
+  const int sm90 = al && (D == 64 || D == 128) ? prefill_choice(D) : 0;
+  if (sm90 && prefill_sm90_device()) {
+    const bool ovl = sm90 == 3 || sm90 == 5, pp = sm90 >= 4;
+    const bool done = D == 128 ? prefill_sm90_launch<128>(st, ovl, pp, q, k, v, out, lse, B, Tq, Tk, Hq, Hkv, q_bstride,
+                                                          q_tstride, kv_bstride, kv_tstride, sl2)
+                               : prefill_sm90_launch<64>(st, ovl, pp, q, k, v, out, lse, B, Tq, Tk, Hq, Hkv, q_bstride,
+                                                         q_tstride, kv_bstride, kv_tstride, sl2);
+    if (done) return;
+  }
+#endif
   if (al && D == 128) {
     if (g_prefill_d128_warps == 8)
       prefill_mma_launch<128, 8>(st, q, k, v, out, lse, B, Tq, Tk, Hq, Hkv, q_bstride, q_tstride, kv_bstride,
@@ -572,6 +618,7 @@ void backward_dispatch(cudaStream_t st, const void* q, const void* k, const void
 }  // namespace attn_detail
 
 void attention_decode_splits(int n) { attn_detail::g_decode_splits.store(n, std::memory_order_relaxed); }
+void attention_prefill_kernel(int n) { attn_detail::g_prefill_kernel.store(n, std::memory_order_relaxed); }
 
 void attention_prefill(cudaStream_t st, DType dt, const void* q, const void* k, const void* v, void* out, int B,
                        int Tq, int Tk, int Hq, int Hkv, int D, int64_t q_bstride, int64_t q_tstride,

@@ -1,8 +1,7 @@
-// Hopper (sm_90a) building blocks shared by the kernels that use the TMA and wgmma (matmul_sm90.cuh;
-// the FlashAttention-3-class prefill of bench/ATTENTION-NOTES.md next): mbarriers, 2-D TMA loads and
-// stores, bulk-group waits, a warpgroup's named barrier, and the 128-byte-swizzle shared-memory matrix
-// descriptor. They exist only in the sm_90a image (PARALLM_SM90A); other targets compile the callers'
-// empty bodies.
+// Hopper (sm_90a) building blocks shared by the kernels that use the TMA and wgmma (matmul_sm90.cuh,
+// attention_prefill_sm90.cuh): mbarriers, 2-D and 4-D TMA loads, 2-D TMA stores, bulk-group waits, a
+// warpgroup's named barrier, and the 128-byte-swizzle shared-memory matrix descriptor. They exist only in
+// the sm_90a image (PARALLM_SM90A); other targets compile the callers' empty bodies.
 #pragma once
 #include <cuda.h>
 
@@ -39,6 +38,14 @@ __device__ __forceinline__ void tma_load_2d(uint32_t dst, const CUtensorMap* map
   asm volatile(
       "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4}], [%2];" ::"r"(dst),
       "l"(reinterpret_cast<uint64_t>(map)), "r"(bar), "r"(c0), "r"(c1)
+      : "memory");
+}
+// The same through a 4-D map (attention: d, head, token, batch).
+__device__ __forceinline__ void tma_load_4d(uint32_t dst, const CUtensorMap* map, uint32_t bar, int c0, int c1, int c2,
+                                            int c3) {
+  asm volatile(
+      "cp.async.bulk.tensor.4d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4, %5, %6}], [%2];" ::"r"(dst),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(bar), "r"(c0), "r"(c1), "r"(c2), "r"(c3)
       : "memory");
 }
 // Shared -> global through the TMA (a box of C), as one bulk group; the wait forms let the staging buffer

@@ -37,6 +37,7 @@ void matmul_sm90_tma_store(int on);  // test hook (native/cuda/matmul.cu)
 void matmul_gemv_path(int n);       // test and benchmark hook (native/cuda/matmul.cu)
 void set_pdl(int level);            // benchmark hook (native/cuda/launch.cuh)
 void attention_decode_splits(int n);  // test and benchmark hook (native/cuda/attention.cu)
+void attention_prefill_kernel(int n);  // test and benchmark hook (native/cuda/attention.cu)
 }  // namespace parallm::cuda
 #define ON_CUDA(call) [&](cudaStream_t s) { cuda::call; }
 #else
@@ -754,6 +755,24 @@ Napi::Value AttentionDecodeSplits(const Napi::CallbackInfo& info) {
   });
 }
 
+// Which bf16 prefill kernel attentionPrefill and attentionForward take where both apply (D 64 or 128 on
+// compute capability 9.0, layouts the TMA can express): 0 automatic (PARALLM_ATTN_PREFILL, else the wgmma
+// kernel for D 128 and the mma.sync one for D 64), 1 the mma.sync kernel, 2 the wgmma kernel, 3 it with
+// the intra-warpgroup overlap, 4 with the inter-warpgroup ping-pong, 5 with both (native/cuda/attention.cu);
+// for tests of each and benchmarks side by side. No-op without CUDA.
+Napi::Value AttentionPrefillKernel(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    const int n = Args(info, "attentionPrefillKernel").i32(0, "kernel");
+    if (n < 0 || n > 5)
+      fail("attentionPrefillKernel: expected 0 (automatic), 1 (the mma.sync kernel), 2 (the sm90 kernel), 3 (it with the "
+           "intra-warpgroup overlap), 4 (with the ping-pong) or 5 (with both), got ", n);
+#ifdef PARALLM_WITH_CUDA
+    cuda::attention_prefill_kernel(n);
+#endif
+    return info.Env().Undefined();
+  });
+}
+
 }  // namespace
 
 void export_ops(Napi::Env env, Napi::Object exports) {
@@ -798,6 +817,7 @@ Napi::Object testing_hooks(Napi::Env env) {
   export_fn(env, t, "matmulTmaStore", MatmulTmaStore);
   export_fn(env, t, "matmulGemv", MatmulGemv);
   export_fn(env, t, "attentionDecodeSplits", AttentionDecodeSplits);
+  export_fn(env, t, "attentionPrefillKernel", AttentionPrefillKernel);
   export_fn(env, t, "pdl", Pdl);
   return t;
 }

@@ -141,9 +141,15 @@ function normGemvCase(dev: string, N: number, K: number, swiglu: boolean, fused:
   };
 }
 
-function prefillCase(dev: string, dt: DType, B: number, H: number, T: number, D: number): Case {
+/** The name suffix of a prefill case forcing attentionPrefillKernel(kernel): 1 the mma.sync kernel, 2 the
+ * sm90 (wgmma + TMA) one, 3 it with the intra-warpgroup overlap, 4 with the ping-pong, 5 both, where it
+ * applies (bf16, D 64 or 128, compute capability 9.0; elsewhere the mma.sync kernel runs). */
+const PREFILL_VARIANT = { 1: '-mma', 2: '-sm90', 3: '-sm90o', 4: '-sm90p', 5: '-sm90op' } as const;
+
+/** `kernel`: which bf16 prefill kernel the case forces while it runs; by default the one the dispatch chooses. */
+function prefillCase(dev: string, dt: DType, B: number, H: number, T: number, D: number, kernel?: keyof typeof PREFILL_VARIANT): Case {
   return {
-    name: 'attention-prefill',
+    name: `attention-prefill${kernel === undefined ? '' : PREFILL_VARIANT[kernel]}`,
     shape: `B${B} H${H} T${T} D${D} causal`,
     flops: (4 * B * H * T * T * D) / 2,
     setup: () => {
@@ -152,7 +158,14 @@ function prefillCase(dev: string, dt: DType, B: number, H: number, T: number, D:
       const v = rand([B, T, H, D], { dtype: dt, device: dev, seed: 5 });
       const out = Tensor.empty([B, T, H, D], { dtype: dt, device: dev });
       const o = { batch: B, headsQ: H, headsKv: H, headDim: D, queries: T, out };
-      return { run: () => void ops.attentionPrefill(q, k, v, o), dispose: () => [q, k, v, out].forEach((t) => t.dispose()) };
+      if (kernel !== undefined) native.testing.attentionPrefillKernel(kernel);
+      return {
+        run: () => void ops.attentionPrefill(q, k, v, o),
+        dispose: () => {
+          if (kernel !== undefined) native.testing.attentionPrefillKernel(0);
+          [q, k, v, out].forEach((t) => t.dispose());
+        },
+      };
     },
   };
 }
@@ -257,8 +270,15 @@ function cases(dev: string, dt: DType, gpu: boolean, quick: boolean): Case[] {
       gemmCase(dev, dt, M, 22016, 4096, true, true),
       gemmCase(dev, dt, M, 4096, 11008, true, true),
     ]),
-    prefillCase(dev, dt, 1, 32, 2048, 128),
-    prefillCase(dev, dt, 4, 12, 1024, 64),
+    // Prefill as dispatched, then each bf16 kernel forced (the sm90 one falls back off compute capability 9.0).
+    ...([[1, 32, 2048, 128], [1, 32, 8192, 128], [4, 12, 1024, 64]] as const).flatMap(([B, H, T, D]) => [
+      prefillCase(dev, dt, B, H, T, D),
+      prefillCase(dev, dt, B, H, T, D, 1),
+      prefillCase(dev, dt, B, H, T, D, 2),
+      prefillCase(dev, dt, B, H, T, D, 3),
+      prefillCase(dev, dt, B, H, T, D, 4),
+      prefillCase(dev, dt, B, H, T, D, 5),
+    ]),
     decodeCase(dev, dt, 1, 32, 2048, 128),
     decodeCase(dev, dt, 16, 32, 2048, 128),
     decodeCase(dev, dt, 128, 32, 160, 128),
