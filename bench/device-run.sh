@@ -241,6 +241,30 @@ for p in "${parts[@]}"; do
         PARALLM_GEMV_PREFETCH=$pf timeout 100 node dist/cli/index.js bench --model llama-2-7b --strategies single,tp --batch 1 --prompt-tokens 128 --new-tokens 128 --repeats 3 --json "$out/tp-b1-$pf.json" 2>&1 | tail -2 | sed "s/^/[prefetch $pf] /"
         PARALLM_GEMV_PREFETCH=$pf timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1,16 2>&1 | tail -2 | sed "s/^/[prefetch $pf] /"
       done ;;
+    s8-attn)
+      # The sm90 (wgmma + TMA) prefill attention: its GPU test (against float64 and the mma.sync kernel),
+      # the peer all-reduce test again (the fixed fallback case), then every prefill kernel side by side and
+      # SDPA's cuDNN and FlashAttention-2 backends in the same call.
+      timeout 200 vitest run test/gpu/attention-sm90.gpu.test.ts test/gpu/peer-allreduce.gpu.test.ts > "$out/gpu-attn.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-attn.log" | head -30
+      timeout 150 node dist/cli/index.js bench kernels --filter attention-prefill --json "$out/kernels-attn.json" 2>&1 | grep -E "^attention" | head -20
+      timeout 200 python3 bench/peers/attn_peers.py > "$out/peer-attn.log" 2>&1; grep ANCHOR "$out/peer-attn.log" | cut -c1-220 ;;
+    s8-attn2)
+      # The sm90 prefill now the default for D = 128, with its ping-pong variants: every GPU test, every
+      # prefill kernel side by side with SDPA's cuDNN backend in the same call, then issue 13's 7B prefill.
+      timeout 300 vitest run test/gpu > "$out/gpu-all.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-all.log" | head -30
+      timeout 150 node dist/cli/index.js bench kernels --filter attention-prefill --json "$out/kernels-attn.json" 2>&1 | grep -E "^attention" | head -24
+      timeout 100 python3 bench/peers/attn_peers.py > "$out/peer-attn.log" 2>&1; grep ANCHOR "$out/peer-attn.log" | grep -E "cudnn" | cut -c1-220
+      bash "$0" prefill-7b ;;
+    s8-final)
+      # Tensor-parallel decode with allReduceAddNorm at batch 1 and 16 against one GPU. (S8-7 also ran decode
+      # with the norms and projections as separate ops, a measurement switch since removed: no difference.)
+      for b in 1 16; do
+        timeout 100 node dist/cli/index.js bench --model llama-2-7b --strategies single,tp --batch $b --prompt-tokens 128 --new-tokens 128 --repeats 3 --json "$out/tp-b$b.json" 2>&1 | tail -2
+      done ;;
+    s8-strat)
+      # The strategy prefill figures after the sm90 attention became the default for D = 128: one GPU, MP
+      # and PP (8 micro-batches, 1F1B-free prefill schedule) on LLaMA-2-7B 32 x 512.
+      timeout 280 node dist/cli/index.js bench --model llama-2-7b --strategies single,mp,pp --batch 32 --prompt-tokens 512 --new-tokens 2 --micro-batches 8 --repeats 3 --json "$out/prefill-strat.json" 2>&1 | tail -4 ;;
     prefill-7b)
       # Issue 13's last floor: LLaMA-2-7B prefill 32 x 512 on one GPU against PyTorch (cuBLAS + SDPA flash),
       # the peer's 'single' line (its mp / pp lines need cuda:1 too).

@@ -4,7 +4,7 @@ cuda:1, prefill of 32 prompts x 512 tokens, the same work three ways:
   mp      stage 0 runs all 32 prompts, then stage 1 (the seed's model parallelism);
   pp      8 micro-batches of 4 prompts in the clock-cycle schedule: at clock k stage 0 runs
           micro-batch k while stage 1 runs k - 1 (launches are asynchronous, so both GPUs overlap).
-cuBLAS GEMMs, SDPA flash attention, fused qkv and gate+up weights, random bf16 weights.
+cuBLAS GEMMs, SDPA's default attention (and cuDNN's, on one GPU), fused qkv and gate+up weights, random bf16 weights.
 Also, with 'sustain': one 2048 x 22016 x 4096 GEMM (a micro-batch's gate+up) back to back for 2 s on
 one GPU and then on both at once, its TFLOP/s in the first 50 ms against the last second.
 Prints 'ANCHOR {json}' lines. Usage: python3 torch_pp_prefill.py [prefill] [sustain]"""
@@ -80,7 +80,16 @@ def prefill(batch=32, T=512, micro=8):
          pp_over_mp=t_mp / t_pp)
     s1b = [{k: v.to("cuda:0") for k, v in l.items()} for l in s1]
     t_1 = timed(lambda: run_layers(s1b, run_layers(s0, emb[ids], cs0), cs0))
-    emit(what="torch_prefill", strategy="single", batch=batch, prompt=T, ms=t_1 * 1e3, tok_s=tok / t_1)
+    emit(what="torch_prefill", strategy="single", sdpa="default", batch=batch, prompt=T, ms=t_1 * 1e3, tok_s=tok / t_1)
+    # The same on one GPU with SDPA held to its cuDNN backend (the fastest causal attention on Hopper in
+    # attn_peers.py), so the one-GPU peer is cuBLAS + the best SDPA.
+    try:
+        from torch.nn.attention import sdpa_kernel, SDPBackend
+        with sdpa_kernel([SDPBackend.CUDNN_ATTENTION]):
+            t_c = timed(lambda: run_layers(s1b, run_layers(s0, emb[ids], cs0), cs0))
+        emit(what="torch_prefill", strategy="single", sdpa="cudnn", batch=batch, prompt=T, ms=t_c * 1e3, tok_s=tok / t_c)
+    except Exception as e:  # an older torch without the cuDNN backend
+        emit(what="torch_prefill", strategy="single", sdpa="cudnn", error=str(e)[:200])
 
 @torch.no_grad()
 def sustain(M=2048, N=2 * FFN, K=D, seconds=2.0):
