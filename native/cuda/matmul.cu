@@ -261,9 +261,10 @@ template <typename T, int HN, int UNROLL, bool SEL = true, int NORM = mm::NORM_N
 void launch_gemv_v(const Args& a, const void* nw = nullptr, float eps = 0.f, const void* nb = nullptr) {
   constexpr int sets = EPI == mm::EPI_SWIGLU ? 1 : HN;  // 8-row sets of C's columns a block
   const unsigned blocks = unsigned((a.N + 8 * sets - 1) / (8 * sets));
-  const char* what = EPI == mm::EPI_SWIGLU ? "gemv (rmsnorm, swiglu)"
+  const char* what = EPI == mm::EPI_SWIGLU ? (NORM == mm::NORM_RMS ? "gemv (rmsnorm, swiglu)" : "gemv (swiglu)")
                      : NORM == mm::NORM_LN  ? (EPI == mm::EPI_GELU ? "gemv (layernorm, gelu)" : "gemv (layernorm)")
                      : NORM == mm::NORM_RMS ? "gemv (rmsnorm)"
+                     : EPI == mm::EPI_GELU  ? "gemv (gelu)"
                                             : "gemv";
   PARALLM_CUDA_CHECK(launch_pdl(mm::gemv_kernel<T, HN, UNROLL, SEL, NORM, EPI>, dim3(blocks), dim3(mm::GEMV_WARPS * 32),
                                 0, a.stream, static_cast<const T*>(a.A), static_cast<const T*>(a.B),
@@ -281,6 +282,17 @@ void launch_register_gemv(const Args& a, int64_t w_rows, const void* nw = nullpt
                           const void* nb = nullptr) {
   if (w_rows < kRunTimeLoadRows) return launch_gemv_v<T, HN, 4, false, NORM, EPI>(a, nw, eps, nb);
   launch_gemv_v<T, HN, 4, true, NORM, EPI>(a, nw, eps, nb);
+}
+
+// Whether the dispatch's register GEMV takes a bf16 product of M rows of an aligned X (a scratch block)
+// and W [., K] with an activation in its epilogue (EPI_SWIGLU / EPI_GELU, no norm): the conditions of
+// run16's GEMV, the default kernel choice (or the register kernel forced). One launch instead of the
+// product and then silu_gate or gelu over it, with the same bits (the activation reads the rounded
+// product, as those kernels read the stored one).
+bool epilogue_gemv_ok(DType dt, int64_t M, int64_t K, const void* W) {
+  const int path = g_gemv_path.load(std::memory_order_relaxed);
+  return dt == DType::BF16 && M <= 16 && K % 8 == 0 && aligned16(W) && device_cc() >= 80 &&
+         (path == -1 || path == 0 || path == 5);
 }
 
 // The pipelined GEMV: one block per SM at most (its ring fills most of an SM's shared memory), the
@@ -440,6 +452,23 @@ void rmsnorm_matmul_swiglu(cudaStream_t stream, DType dt, const void* X, const v
     if (pipelined_gemv()) return launch_gemv_pipe<__nv_bfloat16, 8, 2, 8, true, true>(a, norm_w, eps);
     return launch_register_gemv<__nv_bfloat16, 2, mm::NORM_RMS, mm::EPI_SWIGLU>(a, 2 * F, norm_w, eps);
   }
+  if (epilogue_gemv_ok(dt, M, K, Wgu)) {
+    // rmsnorm into a scratch block, then the register GEMV with SwiGLU in its epilogue: two launches.
+    const size_t hb = size_t(M) * size_t(K) * dtype_size(dt);
+    void* h = nullptr;
+    PARALLM_CUDA_CHECK(cudaMallocAsync(&h, hb, stream), "rmsnorm_matmul_swiglu: scratch of ", hb, " bytes (M=", M,
+                       " K=", K, ")");
+    try {
+      rmsnorm(stream, dt, X, norm_w, h, nullptr, M, K, eps);
+      Args a{stream, dt, h, Wgu, nullptr, C, int(M), int(F), int(K), false, true, 1.f, 0.f, 0};
+      launch_register_gemv<__nv_bfloat16, 2, mm::NORM_NONE, mm::EPI_SWIGLU>(a, 2 * F);
+    } catch (...) {
+      cudaFreeAsync(h, stream);
+      throw;
+    }
+    PARALLM_CUDA_CHECK(cudaFreeAsync(h, stream), "rmsnorm_matmul_swiglu: scratch free");
+    return;
+  }
   const size_t bytes = size_t(M) * size_t(2 * F) * dtype_size(dt);
   void* gu = nullptr;
   PARALLM_CUDA_CHECK(cudaMallocAsync(&gu, bytes, stream), "rmsnorm_matmul_swiglu: scratch of ", bytes, " bytes (M=", M,
@@ -481,8 +510,14 @@ void layernorm_matmul(cudaStream_t stream, DType dt, const void* X, const void* 
                      " K=", K, ")");
   try {
     layernorm(stream, dt, X, gamma, beta, h, nullptr, nullptr, M, K, eps);
-    matmul(stream, dt, h, B, bias, C, M, N, K, false, true, 1.f, 0.f);
-    if (gelu_after) gelu(stream, dt, C, C, M * N);
+    if (gelu_after && epilogue_gemv_ok(dt, M, K, B)) {  // GELU in the GEMV's epilogue: one launch fewer
+      Args a{stream, dt, h, B, bias, C, int(M), int(N), int(K), false, true, 1.f, 0.f, 0};
+      a.pair_ok = (N % 2 == 0) && (reinterpret_cast<uintptr_t>(C) % 4 == 0);
+      launch_register_gemv<__nv_bfloat16, 1, mm::NORM_NONE, mm::EPI_GELU>(a, N);
+    } else {
+      matmul(stream, dt, h, B, bias, C, M, N, K, false, true, 1.f, 0.f);
+      if (gelu_after) gelu(stream, dt, C, C, M * N);
+    }
   } catch (...) {
     cudaFreeAsync(h, stream);
     throw;

@@ -198,6 +198,46 @@ static bool layernorm_gemv(int M, int N, int K, bool gelu, bool bias_on) {
   return ok;
 }
 
+// The register kernel with an activation in its epilogue and no norm (the unfused rmsnorm_matmul_swiglu
+// and layernorm_matmul after their norm): SwiGLU over W's gate and up rows, or GELU after the bias.
+static bool epilogue_gemv(int M, int N, int K, bool swiglu, bool bias_on, bool sel) {
+  std::uniform_real_distribution<float> U(-1, 1);
+  const int rows = swiglu ? 2 * N : N;
+  std::vector<bf16> X(size_t(M) * K), W(size_t(rows) * K), B(N), C(size_t(M) * N);
+  for (auto& v : X) v = __float2bfloat16_rn(U(rng));
+  for (auto& v : W) v = __float2bfloat16_rn(U(rng) * 0.1f);
+  for (auto& v : B) v = __float2bfloat16_rn(U(rng));
+  for (auto& v : C) v = __float2bfloat16_rn(NAN);
+  std::vector<double> ref(size_t(M) * N);
+  auto dot = [&](int m, int r) {
+    double s = 0;
+    for (int k = 0; k < K; ++k) s += double(__bfloat162float(X[size_t(m) * K + k])) * __bfloat162float(W[size_t(r) * K + k]);
+    return s;
+  };
+  for (int m = 0; m < M; ++m)
+    for (int n = 0; n < N; ++n) {
+      if (swiglu) {
+        const double g = dot(m, n), u = dot(m, N + n);
+        ref[size_t(m) * N + n] = g / (1 + std::exp(-g)) * u;
+      } else {
+        const double s = dot(m, n) + (bias_on ? double(__bfloat162float(B[n])) : 0.);
+        ref[size_t(m) * N + n] = 0.5 * s * (1 + std::tanh(0.7978845608028654 * (s + 0.044715 * s * s * s)));
+      }
+    }
+  emu_launch(unsigned((N + 7) / 8), mm::GEMV_WARPS * 32, [&] {
+    const bf16* b = bias_on ? B.data() : nullptr;
+    if (swiglu && sel) mm::gemv_kernel<bf16, 2, 4, true, mm::NORM_NONE, mm::EPI_SWIGLU>(X.data(), W.data(), nullptr, C.data(), M, N, K, 1.f, 0.f, 0, 1);
+    else if (swiglu) mm::gemv_kernel<bf16, 2, 4, false, mm::NORM_NONE, mm::EPI_SWIGLU>(X.data(), W.data(), nullptr, C.data(), M, N, K, 1.f, 0.f, 0);
+    else if (sel) mm::gemv_kernel<bf16, 1, 4, true, mm::NORM_NONE, mm::EPI_GELU>(X.data(), W.data(), b, C.data(), M, N, K, 1.f, 0.f, N % 2 == 0, 1);
+    else mm::gemv_kernel<bf16, 1, 4, false, mm::NORM_NONE, mm::EPI_GELU>(X.data(), W.data(), b, C.data(), M, N, K, 1.f, 0.f, N % 2 == 0);
+  });
+  const double e = rel_error(C, ref);
+  const bool ok = e <= 1e-2;
+  std::printf("  gemv (register, %s, %s load) M%-2d N%-4d K%-5d%s: rel. error %.2e %s\n", swiglu ? "swiglu" : "gelu",
+              sel ? "run-time" : "plain", M, N, K, bias_on ? " bias" : "     ", e, ok ? "ok" : "FAIL");
+  return ok;
+}
+
 int main() {
   bool ok = true;
   ok &= one(1, 64, 4096, 8, false, 1.f, 0.f);    // one tile a block, 16 chunks a warp (4 items)
@@ -220,6 +260,10 @@ int main() {
   ok &= layernorm_gemv(3, 203, 768, true, true);    // its up projection's GELU; N odd, 3 rows
   ok &= layernorm_gemv(4, 40, 4096, true, false);   // 128 threads a row (4 warps), no bias
   ok &= layernorm_gemv(2, 17, 8192, false, true);   // 256 threads a row (every warp)
+  ok &= epilogue_gemv(1, 64, 4096, true, false, true);    // LLaMA's gate/up at batch 1, run-time load
+  ok &= epilogue_gemv(16, 21, 520, true, false, false);   // 16 rows, F not a multiple of 8, plain load
+  ok &= epilogue_gemv(1, 203, 768, false, true, false);   // GPT-2's up projection: GELU after the bias, N odd
+  ok &= epilogue_gemv(9, 40, 776, false, true, true);     // rows 8..15 partly valid
   std::printf(ok ? "all passed\n" : "FAILED\n");
   return ok ? 0 : 1;
 }
