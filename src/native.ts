@@ -85,8 +85,9 @@ export interface NativeBinding {
   attentionDecode(out: T, q: T, k: T, v: T, lens: T, B: number, Hq: number, Hkv: number, D: number, qB: number, kvB: number, kvT: number, maxLen: number, scale: number): void;
   kvWrite(dst: T, src: T, pos: T, B: number, T: number, W: number, srcB: number, srcT: number, dstB: number, dstT: number, maxLen: number): void;
   rmsnormMatmul(c: T, x: T, normW: T, b: T, bias: T | null, M: number, N: number, K: number, eps: number, alpha: number, beta: number): void;
-  rmsnormMatmulSwiglu(c: T, x: T, normW: T, wGateUp: T, M: number, F: number, K: number, eps: number): void;
-  layernormMatmul(c: T, x: T, gamma: T, beta: T, b: T, bias: T | null, M: number, N: number, K: number, eps: number, gelu: boolean): void;
+  rmsnormMatmulSwiglu(c: T, x: T, normW: T | null, wGateUp: T, M: number, F: number, K: number, eps: number): void;
+  layernormMatmul(c: T, x: T, gamma: T | null, beta: T | null, b: T, bias: T | null, M: number, N: number, K: number, eps: number, gelu: boolean): void;
+  matmulResidualNorm(h: T, r: T, a: T, b: T, bias: T | null, normW: T, normB: T | null, counter: T | null, M: number, N: number, K: number, eps: number): void;
   ropeKvWrite(qkv: T, kCache: T, vCache: T, pos: T, freqs: T | null, B: number, Hq: number, Hkv: number, D: number, qkvStride: number, rotDim: number, theta: number, kvB: number, kvT: number, maxLen: number): void;
   layernorm(y: T, x: T, gamma: T, beta: T, mean: OptT, rstd: OptT, R: number, C: number, eps: number): void;
   rmsnorm(y: T, x: T, w: T, rstd: OptT, R: number, C: number, eps: number): void;
@@ -191,7 +192,7 @@ export interface NativeComm {
 export const NATIVE_KEYS = [
   'NativeTensor', 'empty', 'devices', 'deviceInfo', 'buildInfo', 'configureCpuDevices', 'synchronize',
   'memoryStats', 'resetPeakMemory', 'emptyCache', 'captureBegin', 'captureEnd', 'eventCreate', 'streamCreate',
-  'setStream', 'matmul', 'attentionPrefill', 'attentionDecode', 'kvWrite', 'ropeKvWrite', 'rmsnormMatmul', 'rmsnormMatmulSwiglu', 'layernormMatmul', 'layernorm', 'rmsnorm', 'gelu',
+  'setStream', 'matmul', 'attentionPrefill', 'attentionDecode', 'kvWrite', 'ropeKvWrite', 'rmsnormMatmul', 'rmsnormMatmulSwiglu', 'layernormMatmul', 'matmulResidualNorm', 'layernorm', 'rmsnorm', 'gelu',
   'siluGate', 'rope', 'embedding', 'add', 'cast', 'softmax', 'argmax', 'fillUniform', 'sample', 'sumRows',
   'layernormBackward', 'rmsnormBackward', 'geluBackward', 'siluGateBackward', 'ropeBackward', 'attentionForward',
   'attentionBackward', 'embeddingBackward', 'crossEntropy', 'sumSquares', 'adamw', 'ncclAvailable', 'ncclUniqueId',

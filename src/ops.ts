@@ -166,6 +166,39 @@ export function layernormLinear(
 }
 
 /**
+ * x += a weight^T + bias (the bits of matmul with beta = 1: decode's residual projections, the attention
+ * output and the MLP's down projection), then the norm of x that the next projection reads: rmsnorm(x,
+ * normW), or layernorm(x, normW, normB) with normB; returns it, shaped as x. On a GPU, for up to 16 rows,
+ * one kernel when `counter` is given (an i32 [1] of zero on x's device, which the kernel leaves zero: the
+ * caller keeps one for calls on one stream); else, and on the CPU, the ops apart, with the same bits.
+ */
+export function linearResidualNorm(
+  a: Tensor,
+  weight: Tensor,
+  x: Tensor,
+  normW: Tensor,
+  o: { bias?: Tensor | null; normB?: Tensor; eps?: number; counter?: Tensor; out?: Tensor } = {},
+): Tensor {
+  const op = 'linearResidualNorm';
+  const { bias, normB, counter, out } = o;
+  const dev = sameDevice(op, { a, weight, x, normW, normB, bias, counter });
+  const dt = sameDType(op, { a, weight, x, normW, normB, bias }, FLOATS);
+  if (weight.shape.length !== 2) throw new Error(`${op}: weight must be 2-D [out, in], got [${weight.shape.join(', ')}]`);
+  const [N, K] = weight.shape as [number, number];
+  const M = rowsCols(op, a, K);
+  if (rowsCols(op, x, N) !== M) throw new Error(`${op}: x [${x.shape.join(', ')}] must have a's ${M} rows of ${N}`);
+  expectShape(op, 'normW', normW, [N]);
+  if (normB) expectShape(op, 'normB', normB, [N]);
+  if (bias) expectShape(op, 'bias', bias, [N]);
+  if (counter && (counter.dtype !== 'i32' || counter.numel !== 1)) throw new Error(`${op}: counter must be i32 [1]`);
+  const h = output(op, out, [...x.shape], dt, dev);
+  if (h.native === x.native || h.native === a.native) throw new Error(`${op}: out must not be x or a`);
+  native.matmulResidualNorm(h.native, x.native, a.native, weight.native, bias?.native ?? null, normW.native, normB?.native ?? null,
+    counter?.native ?? null, M, N, K, o.eps ?? 1e-5);
+  return h;
+}
+
+/**
  * SwiGLU of rmsnorm(x, normW)'s gate+up projection: wGateUp [2F, in] holds the gate rows, then the up
  * rows (LLaMA's fused MLP weight); returns silu(gate) * up [..., F], the two products rounded to the dtype
  * first, as linear then siluGate give it. On a GPU, for up to 16 rows (decode), one kernel.
@@ -183,6 +216,46 @@ export function rmsnormLinearSwiGLU(x: Tensor, normW: Tensor, wGateUp: Tensor, o
   const c = output(op, o.out, [...x.shape.slice(0, -1), F], dt, dev);
   if (c.native === x.native) throw new Error(`${op}: out must not be x`);
   native.rmsnormMatmulSwiglu(c.native, x.native, normW.native, wGateUp.native, M, F, K, o.eps ?? 1e-5);
+  return c;
+}
+
+/**
+ * silu(gate) * up of x wGateUp^T (wGateUp [2F, in]: the gate rows, then the up rows), x already
+ * normalized (ops.linearResidualNorm's output): the two products rounded to the dtype first, as linear
+ * then siluGate give it. On a GPU, for up to 16 rows, one GEMV with SwiGLU in its epilogue.
+ */
+export function linearSwiGLU(x: Tensor, wGateUp: Tensor, o: { out?: Tensor } = {}): Tensor {
+  const op = 'linearSwiGLU';
+  const dev = sameDevice(op, { x, wGateUp });
+  const dt = sameDType(op, { x, wGateUp }, FLOATS);
+  if (wGateUp.shape.length !== 2 || wGateUp.shape[0]! % 2)
+    throw new Error(`${op}: wGateUp must be 2-D [2F, in], got [${wGateUp.shape.join(', ')}]`);
+  const [F2, K] = wGateUp.shape as [number, number];
+  const F = F2 / 2;
+  const M = rowsCols(op, x, K);
+  const c = output(op, o.out, [...x.shape.slice(0, -1), F], dt, dev);
+  if (c.native === x.native) throw new Error(`${op}: out must not be x`);
+  native.rmsnormMatmulSwiglu(c.native, x.native, null, wGateUp.native, M, F, K, 0);
+  return c;
+}
+
+/**
+ * gelu(x weight^T + bias), the product rounded to the dtype first (linear then gelu's bits), x already
+ * normalized (GPT-2's MLP up projection after ops.linearResidualNorm). On a GPU, for up to 16 rows, one
+ * GEMV with GELU in its epilogue.
+ */
+export function linearGelu(x: Tensor, weight: Tensor, o: { bias?: Tensor | null; out?: Tensor } = {}): Tensor {
+  const op = 'linearGelu';
+  const { bias, out } = o;
+  const dev = sameDevice(op, { x, weight, bias });
+  const dt = sameDType(op, { x, weight, bias }, FLOATS);
+  if (weight.shape.length !== 2) throw new Error(`${op}: weight must be 2-D [out, in], got [${weight.shape.join(', ')}]`);
+  const [N, K] = weight.shape as [number, number];
+  const M = rowsCols(op, x, K);
+  if (bias) expectShape(op, 'bias', bias, [N]);
+  const c = output(op, out, [...x.shape.slice(0, -1), N], dt, dev);
+  if (c.native === x.native) throw new Error(`${op}: out must not be x`);
+  native.layernormMatmul(c.native, x.native, null, null, weight.native, bias?.native ?? null, M, N, K, 0, true);
   return c;
 }
 

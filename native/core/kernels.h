@@ -28,7 +28,8 @@ void rmsnorm_matmul(PARALLM_KCTX ctx, DType dt, const void* X, const void* norm_
 // C[M,F] = silu(G) * U with G, U = rmsnorm_matmul(X, norm_w, Wgu, eps) split in halves (Wgu [2F,K]: the
 // gate rows, then the up rows), each rounded to dt as stored, then silu_gate's arithmetic: decode's
 // norm, gate+up projection and SwiGLU (on CUDA one launch where the GEMV path applies; the same bits as
-// rmsnorm_matmul then silu_gate). C must not overlap X.
+// rmsnorm_matmul then silu_gate). norm_w null: X is the normalized input already (matmul then silu_gate).
+// C must not overlap X.
 void rmsnorm_matmul_swiglu(PARALLM_KCTX ctx, DType dt, const void* X, const void* norm_w, const void* Wgu, void* C,
                            int64_t M, int64_t F, int64_t K, float eps);
 
@@ -36,9 +37,19 @@ void rmsnorm_matmul_swiglu(PARALLM_KCTX ctx, DType dt, const void* X, const void
 // writes it (B stored [N,K]) and act gelu (GPT-2's tanh form, on the product rounded to dt) or none:
 // GPT-2 decode's norm and the projection after it (qkv; the MLP's up projection with its GELU). On CUDA
 // one launch where the fused GEMV applies (PARALLM_GEMV_FUSE=1, a few rows); the same bits as layernorm,
-// matmul, then gelu. C must not overlap X.
+// matmul, then gelu. gamma and beta null: X is the normalized input already (matmul, then gelu). C must
+// not overlap X.
 void layernorm_matmul(PARALLM_KCTX ctx, DType dt, const void* X, const void* gamma, const void* beta, const void* B,
                       const void* bias, void* C, int64_t M, int64_t N, int64_t K, float eps, bool gelu);
+
+// R[M,N] += A[M,K] B^T + bias[N] (B stored [N,K]; the bits of matmul with beta = 1), then H[M,N] = the norm
+// of R's rows: rmsnorm(R, norm_w, eps), or layernorm(R, norm_w, norm_b, eps) when norm_b is not null (the
+// bits those ops write). Decode's residual projection and the norm that reads the residual next; on CUDA
+// one launch where the register GEMV applies, counting its blocks on `counter` (a u32 on the device, zero,
+// left zero; null: the ops apart). H must not overlap R or A.
+void matmul_residual_norm(PARALLM_KCTX ctx, DType dt, const void* A, const void* B, const void* bias, void* R,
+                          const void* norm_w, const void* norm_b, void* H, uint32_t* counter, int64_t M, int64_t N,
+                          int64_t K, float eps);
 
 // Causal attention for prefill, flash-style (no score matrix in device memory on the GPU).
 // For batch b, query head h (kv head g = h / (Hq / Hkv)), query i < Tq, key j < Tk:

@@ -563,11 +563,30 @@ void layernorm_matmul(const Ctx& ctx, DType dt, const void* X, const void* gamma
     fail("layernorm_matmul: dtype ", dtype_name(dt), " is not supported (f32, bf16) (M=", M, " N=", N, " K=", K, ")");
   if (M < 0 || N < 0 || K < 1) fail("layernorm_matmul: bad sizes M=", M, " N=", N, " K=", K);
   if (M == 0 || N == 0) return;
-  if (!X || !gamma || !beta || !B || !C) fail("layernorm_matmul: null pointer (M=", M, " N=", N, " K=", K, ")");
-  std::vector<float> h(size_t(M) * size_t(K));  // f32 words: room for either dtype, aligned for both
-  layernorm(ctx, dt, X, gamma, beta, h.data(), nullptr, nullptr, M, K, eps);
-  matmul(ctx, dt, h.data(), B, bias, C, M, N, K, false, true, 1.f, 0.f);
+  if (!X || !B || !C || !gamma != !beta) fail("layernorm_matmul: null pointer (M=", M, " N=", N, " K=", K, ")");
+  if (!gamma) {  // X is normalized already
+    matmul(ctx, dt, X, B, bias, C, M, N, K, false, true, 1.f, 0.f);
+  } else {
+    std::vector<float> h(size_t(M) * size_t(K));  // f32 words: room for either dtype, aligned for both
+    layernorm(ctx, dt, X, gamma, beta, h.data(), nullptr, nullptr, M, K, eps);
+    matmul(ctx, dt, h.data(), B, bias, C, M, N, K, false, true, 1.f, 0.f);
+  }
   if (gelu_after) gelu(ctx, dt, C, C, M * N);
+}
+
+// matmul with beta = 1 into the residual, then its norm (the CUDA backend fuses them for decode).
+void matmul_residual_norm(const Ctx& ctx, DType dt, const void* A, const void* B, const void* bias, void* R,
+                          const void* norm_w, const void* norm_b, void* H, uint32_t* counter, int64_t M, int64_t N,
+                          int64_t K, float eps) {
+  (void)counter;
+  if (dt != DType::F32 && dt != DType::BF16)
+    fail("matmul_residual_norm: dtype ", dtype_name(dt), " is not supported (f32, bf16) (M=", M, " N=", N, " K=", K, ")");
+  if (M < 0 || N < 1 || K < 1) fail("matmul_residual_norm: bad sizes M=", M, " N=", N, " K=", K);
+  if (M == 0) return;
+  if (!A || !B || !R || !norm_w || !H) fail("matmul_residual_norm: null pointer (M=", M, " N=", N, " K=", K, ")");
+  matmul(ctx, dt, A, B, bias, R, M, N, K, false, true, 1.f, 1.f);
+  if (norm_b) layernorm(ctx, dt, R, norm_w, norm_b, H, nullptr, nullptr, M, N, eps);
+  else rmsnorm(ctx, dt, R, norm_w, H, nullptr, M, N, eps);
 }
 
 // rmsnorm_matmul into a scratch gate+up block, then silu_gate.
@@ -578,9 +597,10 @@ void rmsnorm_matmul_swiglu(const Ctx& ctx, DType dt, const void* X, const void* 
          ")");
   if (M < 0 || F < 0 || K < 1) fail("rmsnorm_matmul_swiglu: bad sizes M=", M, " F=", F, " K=", K);
   if (M == 0 || F == 0) return;
-  if (!X || !norm_w || !Wgu || !C) fail("rmsnorm_matmul_swiglu: null pointer (M=", M, " F=", F, " K=", K, ")");
+  if (!X || !Wgu || !C) fail("rmsnorm_matmul_swiglu: null pointer (M=", M, " F=", F, " K=", K, ")");
   std::vector<float> gu(size_t(M) * size_t(2 * F));  // f32 words: room for either dtype
-  rmsnorm_matmul(ctx, dt, X, norm_w, Wgu, nullptr, gu.data(), M, 2 * F, K, eps, 1.f, 0.f);
+  if (norm_w) rmsnorm_matmul(ctx, dt, X, norm_w, Wgu, nullptr, gu.data(), M, 2 * F, K, eps, 1.f, 0.f);
+  else matmul(ctx, dt, X, Wgu, nullptr, gu.data(), M, 2 * F, K, false, true, 1.f, 0.f);  // X is normalized already
   const size_t es = dtype_size(dt);
   silu_gate(ctx, dt, gu.data(), reinterpret_cast<const char*>(gu.data()) + size_t(F) * es, C, M, F, 2 * F);
 }

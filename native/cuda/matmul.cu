@@ -257,31 +257,38 @@ void launch_sm90_t(const Args& a, const CUtensorMap& mA, const CUtensorMap& mB) 
 // The register GEMV (matmul_gemv.cuh). NORM (mm::NORM_RMS / NORM_LN) and EPI (mm::EPI_SWIGLU / EPI_GELU):
 // rmsnorm_matmul(_swiglu)'s and layernorm_matmul's fused forms (norm weight nw, LN's bias nb, eps); with
 // EPI_SWIGLU, a.N is F (C's columns) and W holds 2F rows.
-template <typename T, int HN, int UNROLL, bool SEL = true, int NORM = mm::NORM_NONE, int EPI = mm::EPI_STORE>
-void launch_gemv_v(const Args& a, const void* nw = nullptr, float eps = 0.f, const void* nb = nullptr) {
+template <typename T, int HN, int UNROLL, bool SEL = true, int NORM = mm::NORM_NONE, int EPI = mm::EPI_STORE,
+          int POST = mm::NORM_NONE>
+void launch_gemv_v(const Args& a, const void* nw = nullptr, float eps = 0.f, const void* nb = nullptr,
+                   void* hout = nullptr, unsigned* counter = nullptr) {
   constexpr int sets = EPI == mm::EPI_SWIGLU ? 1 : HN;  // 8-row sets of C's columns a block
   const unsigned blocks = unsigned((a.N + 8 * sets - 1) / (8 * sets));
   const char* what = EPI == mm::EPI_SWIGLU ? (NORM == mm::NORM_RMS ? "gemv (rmsnorm, swiglu)" : "gemv (swiglu)")
                      : NORM == mm::NORM_LN  ? (EPI == mm::EPI_GELU ? "gemv (layernorm, gelu)" : "gemv (layernorm)")
                      : NORM == mm::NORM_RMS ? "gemv (rmsnorm)"
                      : EPI == mm::EPI_GELU  ? "gemv (gelu)"
+                     : POST == mm::NORM_RMS ? "gemv (residual, then rmsnorm)"
+                     : POST == mm::NORM_LN  ? "gemv (residual, then layernorm)"
                                             : "gemv";
-  PARALLM_CUDA_CHECK(launch_pdl(mm::gemv_kernel<T, HN, UNROLL, SEL, NORM, EPI>, dim3(blocks), dim3(mm::GEMV_WARPS * 32),
-                                0, a.stream, static_cast<const T*>(a.A), static_cast<const T*>(a.B),
-                                static_cast<const T*>(a.bias), static_cast<T*>(a.C), a.M, a.N, a.K, a.alpha, a.beta,
-                                a.pair_ok, gemv_l2hint(), static_cast<const T*>(nw), eps, mm::gemvp_norm_threads(a.K),
-                                static_cast<const T*>(nb), gemv_prefetch_all(int64_t(a.N) * a.K * int64_t(sizeof(T)))),
+  // The norm's threads a row: the prologue's over K, the post-norm's over N (norm.cu's choice for that row).
+  const int ntx = mm::gemvp_norm_threads(POST != mm::NORM_NONE ? a.N : a.K);
+  PARALLM_CUDA_CHECK(launch_pdl(mm::gemv_kernel<T, HN, UNROLL, SEL, NORM, EPI, POST>, dim3(blocks),
+                                dim3(mm::GEMV_WARPS * 32), 0, a.stream, static_cast<const T*>(a.A),
+                                static_cast<const T*>(a.B), static_cast<const T*>(a.bias), static_cast<T*>(a.C), a.M,
+                                a.N, a.K, a.alpha, a.beta, a.pair_ok, gemv_l2hint(), static_cast<const T*>(nw), eps, ntx,
+                                static_cast<const T*>(nb), gemv_prefetch_all(int64_t(a.N) * a.K * int64_t(sizeof(T))),
+                                static_cast<T*>(hout), counter),
                      PARALLM_MM_WHERE(a, what));
 }
 
 // The register GEMV in the load form launch_gemv_t's measurements pick for a W of w_rows rows: the
 // run-time one (SEL) from kRunTimeLoadRows up, the single plain load below (same bits either way).
 constexpr int64_t kRunTimeLoadRows = 6144;
-template <typename T, int HN, int NORM = mm::NORM_NONE, int EPI = mm::EPI_STORE>
+template <typename T, int HN, int NORM = mm::NORM_NONE, int EPI = mm::EPI_STORE, int POST = mm::NORM_NONE>
 void launch_register_gemv(const Args& a, int64_t w_rows, const void* nw = nullptr, float eps = 0.f,
-                          const void* nb = nullptr) {
-  if (w_rows < kRunTimeLoadRows) return launch_gemv_v<T, HN, 4, false, NORM, EPI>(a, nw, eps, nb);
-  launch_gemv_v<T, HN, 4, true, NORM, EPI>(a, nw, eps, nb);
+                          const void* nb = nullptr, void* hout = nullptr, unsigned* counter = nullptr) {
+  if (w_rows < kRunTimeLoadRows) return launch_gemv_v<T, HN, 4, false, NORM, EPI, POST>(a, nw, eps, nb, hout, counter);
+  launch_gemv_v<T, HN, 4, true, NORM, EPI, POST>(a, nw, eps, nb, hout, counter);
 }
 
 // Whether the dispatch's register GEMV takes a bf16 product of M rows of an aligned X (a scratch block)
@@ -441,7 +448,26 @@ void rmsnorm_matmul_swiglu(cudaStream_t stream, DType dt, const void* X, const v
   if (M > INT32_MAX || 2 * F > INT32_MAX || K > INT32_MAX)
     fail("rmsnorm_matmul_swiglu: sizes M=", M, " F=", F, " K=", K, " exceed the 2^31-1 limit of the CUDA kernels");
   if (M == 0 || F == 0) return;
-  if (!X || !norm_w || !Wgu || !C) fail("rmsnorm_matmul_swiglu: null pointer (M=", M, " F=", F, " K=", K, ")");
+  if (!X || !Wgu || !C) fail("rmsnorm_matmul_swiglu: null pointer (M=", M, " F=", F, " K=", K, ")");
+  if (!norm_w) {  // X is normalized already: the GEMV with SwiGLU in its epilogue, else matmul then silu_gate
+    if (epilogue_gemv_ok(dt, M, K, Wgu) && aligned16(X)) {
+      Args a{stream, dt, X, Wgu, nullptr, C, int(M), int(F), int(K), false, true, 1.f, 0.f, 0};
+      return launch_register_gemv<__nv_bfloat16, 2, mm::NORM_NONE, mm::EPI_SWIGLU>(a, 2 * F);
+    }
+    const size_t bytes = size_t(M) * size_t(2 * F) * dtype_size(dt);
+    void* gu = nullptr;
+    PARALLM_CUDA_CHECK(cudaMallocAsync(&gu, bytes, stream), "rmsnorm_matmul_swiglu: scratch of ", bytes, " bytes (M=", M,
+                       " F=", F, ")");
+    try {
+      matmul(stream, dt, X, Wgu, nullptr, gu, M, 2 * F, K, false, true, 1.f, 0.f);
+      silu_gate(stream, dt, gu, static_cast<char*>(gu) + size_t(F) * dtype_size(dt), C, M, F, 2 * F);
+    } catch (...) {
+      cudaFreeAsync(gu, stream);
+      throw;
+    }
+    PARALLM_CUDA_CHECK(cudaFreeAsync(gu, stream), "rmsnorm_matmul_swiglu: scratch free");
+    return;
+  }
   // Fused on rmsnorm_matmul's conditions (the gate and up halves in one item: 8 warps, items of 2 chunks
   // of each half, 8 deep: the default's 128 KB ring and its K split, hence its sums); else rmsnorm_matmul
   // into a scratch gate+up block, then silu_gate.
@@ -492,7 +518,17 @@ void layernorm_matmul(cudaStream_t stream, DType dt, const void* X, const void* 
   if (M > INT32_MAX || N > INT32_MAX || K > INT32_MAX)
     fail("layernorm_matmul: sizes M=", M, " N=", N, " K=", K, " exceed the 2^31-1 limit of the CUDA kernels");
   if (M == 0 || N == 0) return;
-  if (!X || !gamma || !beta || !B || !C) fail("layernorm_matmul: null pointer (M=", M, " N=", N, " K=", K, ")");
+  if (!X || !B || !C || !gamma != !beta) fail("layernorm_matmul: null pointer (M=", M, " N=", N, " K=", K, ")");
+  if (!gamma) {  // X is normalized already: the GEMV with GELU in its epilogue, else matmul then gelu
+    if (gelu_after && epilogue_gemv_ok(dt, M, K, B) && aligned16(X)) {
+      Args a{stream, dt, X, B, bias, C, int(M), int(N), int(K), false, true, 1.f, 0.f, 0};
+      a.pair_ok = (N % 2 == 0) && (reinterpret_cast<uintptr_t>(C) % 4 == 0);
+      return launch_register_gemv<__nv_bfloat16, 1, mm::NORM_NONE, mm::EPI_GELU>(a, N);
+    }
+    matmul(stream, dt, X, B, bias, C, M, N, K, false, true, 1.f, 0.f);
+    if (gelu_after) gelu(stream, dt, C, C, M * N);
+    return;
+  }
   // Fused in the register GEMV on rmsnorm_matmul's conditions, for the rows the register fusion takes;
   // else layernorm into a scratch row block, then matmul, then gelu in place.
   const bool fused = dt == DType::BF16 && M <= kRegisterFusionMaxM && K % 8 == 0 && aligned16(X) && aligned16(B) &&
@@ -523,6 +559,35 @@ void layernorm_matmul(cudaStream_t stream, DType dt, const void* X, const void* 
     throw;
   }
   PARALLM_CUDA_CHECK(cudaFreeAsync(h, stream), "layernorm_matmul: scratch free");
+}
+
+void matmul_residual_norm(cudaStream_t stream, DType dt, const void* A, const void* B, const void* bias, void* R,
+                          const void* norm_w, const void* norm_b, void* H, uint32_t* counter, int64_t M, int64_t N,
+                          int64_t K, float eps) {
+  if (dt != DType::F32 && dt != DType::BF16)
+    fail("matmul_residual_norm: dtype ", dtype_name(dt), " is not supported (f32, bf16) (M=", M, " N=", N, " K=", K, ")");
+  if (M < 0 || N < 1 || K < 1) fail("matmul_residual_norm: bad sizes M=", M, " N=", N, " K=", K);
+  if (M > INT32_MAX || N > INT32_MAX || K > INT32_MAX)
+    fail("matmul_residual_norm: sizes M=", M, " N=", N, " K=", K, " exceed the 2^31-1 limit of the CUDA kernels");
+  if (M == 0) return;
+  if (!A || !B || !R || !norm_w || !H) fail("matmul_residual_norm: null pointer (M=", M, " N=", N, " K=", K, ")");
+  // One launch where the dispatch's register GEMV takes the product (its post-norm epilogue: the last block
+  // normalizes the rows); else the matmul (beta = 1), then the norm: the same bits either way.
+  const bool fused = counter && epilogue_gemv_ok(dt, M, K, B) && aligned16(A) && aligned16(R) && aligned16(H) &&
+                     aligned16(norm_w) && (!norm_b || aligned16(norm_b)) && N % 8 == 0 &&
+                     mm::gemvp_norm_threads(N) <= mm::GEMV_WARPS * 32;
+  if (fused) {
+    Args a{stream, dt, A, B, bias, R, int(M), int(N), int(K), false, true, 1.f, 1.f, 0};
+    a.pair_ok = (N % 2 == 0) && (reinterpret_cast<uintptr_t>(R) % 4 == 0);
+    if (norm_b)
+      return launch_register_gemv<__nv_bfloat16, 1, mm::NORM_NONE, mm::EPI_STORE, mm::NORM_LN>(a, N, norm_w, eps, norm_b,
+                                                                                                 H, counter);
+    return launch_register_gemv<__nv_bfloat16, 1, mm::NORM_NONE, mm::EPI_STORE, mm::NORM_RMS>(a, N, norm_w, eps, nullptr,
+                                                                                               H, counter);
+  }
+  matmul(stream, dt, A, B, bias, R, M, N, K, false, true, 1.f, 1.f);
+  if (norm_b) layernorm(stream, dt, R, norm_w, norm_b, H, nullptr, nullptr, M, N, eps);
+  else rmsnorm(stream, dt, R, norm_w, H, nullptr, M, N, eps);
 }
 
 void matmul_sm90_splits(int n) { g_splits.store(n, std::memory_order_relaxed); }

@@ -31,6 +31,12 @@
 // order, warp butterfly, warps summed in order) and its formulas, so h has the bits rmsnorm (16-byte
 // path) writes and the result is the one of rmsnorm then the GEMV.
 //
+// POST (matmul_residual_norm, the register kernel): after the store (C = X W^T + bias + C, the residual
+// stream), C's rows normalized into hout (rmsnorm, or layernorm with nb), so the norm that reads the
+// residual next needs no launch of its own. Each block's stores are fenced and counted on `counter`; the
+// last block to finish rereads C past L1 (__ldcg) and normalizes it with norm.cu's arrangement and
+// formulas (gemv_rows_stats, gemv_norm_pack: the bits norm.cu writes), then rearms the counter (0).
+//
 // SWIGLU (rmsnorm_matmul_swiglu): W holds 2N rows, the gate rows then the up rows; a block (register
 // kernel) or an item (pipelined) carries both halves of its rows (n and N + n), and the epilogue writes
 // C[M,N] = silu(gate) * up from the two products each rounded to T first, as silu_gate (activation.cu)
@@ -47,7 +53,7 @@ constexpr int NORM_NONE = 0, NORM_RMS = 1, NORM_LN = 2;
 // The statistics of X's M rows as norm.cu's norm_kernel computes them (see the top): RMS the rstd into
 // s_rstd[0..M); LN also the mean into s_mean[0..M), from a second pass over the centred values. s_part
 // holds a row sum's warp partials [32]. Every thread of the block calls it (two barriers a pass).
-template <typename T, bool LN>
+template <typename T, bool LN, bool CG = false>
 __device__ __forceinline__ void gemv_rows_stats(const T* __restrict__ X, int M, int K, float eps, int ntx,
                                                 float* s_mean, float* s_rstd, float* s_part) {
   const int tid = int(threadIdx.x), lane = tid & 31, warp = tid >> 5, nvec = K / 8, nwarps = ntx / 32;
@@ -58,7 +64,13 @@ __device__ __forceinline__ void gemv_rows_stats(const T* __restrict__ X, int M, 
     float acc = 0.f;
     if (tid < ntx)
       for (int v = tid; v < nvec; v += ntx) {
-        const Pack<T, 8> p = *reinterpret_cast<const Pack<T, 8>*>(xr + int64_t(v) * 8);
+        Pack<T, 8> p;
+        if constexpr (CG) {  // (POST: C as other blocks wrote it, past this SM's L1)
+          const uint4 raw = __ldcg(reinterpret_cast<const uint4*>(xr + int64_t(v) * 8));
+          memcpy(&p, &raw, 16);
+        } else {
+          p = *reinterpret_cast<const Pack<T, 8>*>(xr + int64_t(v) * 8);
+        }
 #pragma unroll
         for (int e = 0; e < 8; ++e) {
           const float a = f32(p.v[e]);
@@ -118,6 +130,26 @@ __device__ __forceinline__ void gemv_norm_x(uint4 (&xr)[2], const T* __restrict_
     }
     memcpy(&xr[r], &xe, 16);
   }
+}
+
+// POST: 8 elements of a row of C (read past L1) normalized into h as norm_kernel writes them.
+template <typename T, bool LN>
+__device__ __forceinline__ void gemv_norm_pack(const T* x, const T* __restrict__ w, const T* __restrict__ b, float mean,
+                                               float rstd, T* __restrict__ h) {
+  const uint4 raw = __ldcg(reinterpret_cast<const uint4*>(x));
+  Pack<T, 8> xe, o;
+  memcpy(&xe, &raw, 16);
+  const Pack<T, 8> wv = *reinterpret_cast<const Pack<T, 8>*>(w);
+  Pack<T, 8> bv;
+  if constexpr (LN) bv = *reinterpret_cast<const Pack<T, 8>*>(b);
+#pragma unroll
+  for (int e = 0; e < 8; ++e) {
+    float t = (f32(xe.v[e]) - mean) * rstd;
+    t *= f32(wv.v[e]);
+    if constexpr (LN) t += f32(bv.v[e]);
+    o.v[e] = from_f32<T>(t);
+  }
+  *reinterpret_cast<Pack<T, 8>*>(h) = o;
 }
 
 // silu_gate's arithmetic (activation.cu): the same expression, so the fused epilogue gives its bits.
@@ -182,18 +214,23 @@ constexpr int EPI_STORE = 0, EPI_SWIGLU = 1, EPI_GELU = 2;
 
 // HN sets of 8 W rows a block: rows n0 + 8h + g; with EPI_SWIGLU (HN = 2) set 0 the gate rows n0 + g and
 // set 1 the up rows N + n0 + g. NORM as at the top (nw, nb, eps, ntx: the norm's weight, LN's bias,
-// epsilon and threads a row).
-template <typename T, int HN, int UNROLL, bool SEL = true, int NORM = NORM_NONE, int EPI = EPI_STORE>
+// epsilon and threads a row). POST (NORM_RMS / NORM_LN, with NORM_NONE and EPI_STORE) as at the top: nw,
+// nb, eps and ntx are then the post-norm's (ntx for a row of N), hout its output, counter the block count.
+template <typename T, int HN, int UNROLL, bool SEL = true, int NORM = NORM_NONE, int EPI = EPI_STORE,
+          int POST = NORM_NONE>
 __global__ void __launch_bounds__(GEMV_WARPS * 32)
 gemv_kernel(const T* __restrict__ X, const T* __restrict__ W, const T* __restrict__ bias, T* __restrict__ C, int M,
             int N, int K, float alpha, float beta, int pair_ok, int l2hint = 0, const T* __restrict__ nw = nullptr,
-            float eps = 0.f, int ntx = 32, const T* __restrict__ nb = nullptr, int pf_all = 0) {
+            float eps = 0.f, int ntx = 32, const T* __restrict__ nb = nullptr, int pf_all = 0,
+            T* __restrict__ hout = nullptr, unsigned* __restrict__ counter = nullptr) {
   constexpr bool SWIGLU = EPI == EPI_SWIGLU;
   static_assert(!SWIGLU || HN == 2, "SwiGLU: set 0 the gate rows, set 1 the up rows");
   static_assert(EPI != EPI_GELU || HN == 1, "GELU: one set of rows");
+  static_assert(POST == NORM_NONE || (NORM == NORM_NONE && EPI == EPI_STORE), "POST: after a plain store only");
   PARALLM_GEMV_SHARED float red[GEMV_WARPS][HN][4][32];
-  // NORM: the rows' mean [16] and rstd [16], a row sum's warp partials [32]
-  PARALLM_GEMV_SHARED float s_norm[NORM != NORM_NONE ? 64 : 1];
+  // NORM / POST: the rows' mean [16] and rstd [16], a row sum's warp partials [32]
+  PARALLM_GEMV_SHARED float s_norm[NORM != NORM_NONE || POST != NORM_NONE ? 64 : 1];
+  PARALLM_GEMV_SHARED int s_last[1];  // POST: this block finished last
 #ifdef PARALLM_GEMV_SMEM
   // The host emulation: these statics outlive a block and start zeroed, where a GPU's shared memory holds
   // whatever was there; poison them each block so a read of an unwritten entry shows.
@@ -308,6 +345,24 @@ gemv_kernel(const T* __restrict__ X, const T* __restrict__ W, const T* __restric
     } else {
       store2(C, bias, M, N, g, col, s[0], s[1], alpha, beta, pair_ok);
       store2(C, bias, M, N, g + 8, col, s[2], s[3], alpha, beta, pair_ok);
+    }
+  }
+  if constexpr (POST != NORM_NONE) {
+    __threadfence();  // this block's stores of C, device-wide, before it is counted
+    __syncthreads();
+    if (threadIdx.x == 0) s_last[0] = atomicAdd(counter, 1u) == gridDim.x - 1;
+    __syncthreads();
+    if (s_last[0]) {
+      __threadfence();
+      gemv_rows_stats<T, POST == NORM_LN, true>(C, M, N, eps, ntx, s_norm, s_norm + 16, s_norm + 32);
+      const int packs = N / 8;
+      for (int i = int(threadIdx.x); i < M * packs; i += int(blockDim.x)) {
+        const int m = i / packs, v = i % packs;
+        const int64_t o = int64_t(m) * N + int64_t(v) * 8;
+        gemv_norm_pack<T, POST == NORM_LN>(C + o, nw + v * 8, nb + v * 8, POST == NORM_LN ? s_norm[m] : 0.f,
+                                           s_norm[16 + m], hout + o);
+      }
+      if (threadIdx.x == 0) *counter = 0u;  // rearmed for the next call (a graph replays it)
     }
   }
 }

@@ -225,8 +225,8 @@ Napi::Value OpRmsnormMatmul(const Napi::CallbackInfo& info) {
   });
 }
 
-// layernormMatmul(c, x, gamma, beta, b, bias|null, M, N, K, eps, gelu): c = layernorm(x) b^T + bias, then
-// gelu in place when asked
+// layernormMatmul(c, x, gamma|null, beta|null, b, bias|null, M, N, K, eps, gelu): c = layernorm(x) b^T + bias
+// (x b^T + bias with gamma and beta null), then gelu in place when asked
 Napi::Value OpLayernormMatmul(const Napi::CallbackInfo& info) {
   return op(info, "layernormMatmul", [](OpCall& c) {
     int64_t M = c.i64(6, "M"), N = c.i64(7, "N"), K = c.i64(8, "K");
@@ -236,8 +236,9 @@ Napi::Value OpLayernormMatmul(const Napi::CallbackInfo& info) {
     DType dt = c.dtype_of(0, "c");
     void* pc = c.use(0, "c", c.mul(M, N), dt);
     const void* px = c.use(1, "x", c.mul(M, K), dt);
-    const void* pg = c.use(2, "gamma", K, dt);
-    const void* pbeta = c.use(3, "beta", K, dt);
+    const void* pg = c.opt(2, "gamma", K, dt);  // gamma and beta null: x is normalized already
+    const void* pbeta = c.opt(3, "beta", K, dt);
+    if (!pg != !pbeta) fail("layernormMatmul: gamma and beta must both be given or both be null");
     const void* pb = c.use(4, "b", c.mul(N, K), dt);
     const void* pbias = c.opt(5, "bias", N, dt);
     c.run([=](const cpu::Ctx& x) { cpu::layernorm_matmul(x, dt, px, pg, pbeta, pb, pbias, pc, M, N, K, eps, gelu); },
@@ -245,7 +246,31 @@ Napi::Value OpLayernormMatmul(const Napi::CallbackInfo& info) {
   });
 }
 
-// rmsnormMatmulSwiglu(c, x, normW, wGateUp, M, F, K, eps): c = silu(gate) * up of rmsnorm(x) wGateUp^T
+// matmulResidualNorm(h, r, a, b, bias|null, normW, normB|null, counter|null, M, N, K, eps): r += a b^T + bias,
+// then h = rmsnorm(r, normW) (layernorm with normB); counter: an i32 [1] zero on the device (the CUDA
+// kernel's block count; null runs the ops apart)
+Napi::Value OpMatmulResidualNorm(const Napi::CallbackInfo& info) {
+  return op(info, "matmulResidualNorm", [](OpCall& c) {
+    int64_t M = c.i64(8, "M"), N = c.i64(9, "N"), K = c.i64(10, "K");
+    float eps = c.f32(11, "eps");
+    if (M < 0 || N < 1 || K < 1) fail("matmulResidualNorm: bad sizes M=", M, " N=", N, " K=", K);
+    DType dt = c.dtype_of(0, "h");
+    void* ph = c.use(0, "h", c.mul(M, N), dt);
+    void* pr = c.use(1, "r", c.mul(M, N), dt);
+    const void* pa = c.use(2, "a", c.mul(M, K), dt);
+    const void* pb = c.use(3, "b", c.mul(N, K), dt);
+    const void* pbias = c.opt(4, "bias", N, dt);
+    const void* pw = c.use(5, "normW", N, dt);
+    const void* pnb = c.opt(6, "normB", N, dt);
+    uint32_t* pcount = c.opt<uint32_t>(7, "counter", 1, DType::I32);
+    if (ph == pr || ph == pa) fail("matmulResidualNorm: h must not be r or a");
+    c.run([=](const cpu::Ctx& x) { cpu::matmul_residual_norm(x, dt, pa, pb, pbias, pr, pw, pnb, ph, pcount, M, N, K, eps); },
+          ON_CUDA(matmul_residual_norm(s, dt, pa, pb, pbias, pr, pw, pnb, ph, pcount, M, N, K, eps)));
+  });
+}
+
+// rmsnormMatmulSwiglu(c, x, normW|null, wGateUp, M, F, K, eps): c = silu(gate) * up of rmsnorm(x) wGateUp^T
+// (of x wGateUp^T with normW null)
 Napi::Value OpRmsnormMatmulSwiglu(const Napi::CallbackInfo& info) {
   return op(info, "rmsnormMatmulSwiglu", [](OpCall& c) {
     int64_t M = c.i64(4, "M"), F = c.i64(5, "F"), K = c.i64(6, "K");
@@ -254,7 +279,7 @@ Napi::Value OpRmsnormMatmulSwiglu(const Napi::CallbackInfo& info) {
     DType dt = c.dtype_of(0, "c");
     void* pc = c.use(0, "c", c.mul(M, F), dt);
     const void* px = c.use(1, "x", c.mul(M, K), dt);
-    const void* pw = c.use(2, "normW", K, dt);
+    const void* pw = c.opt(2, "normW", K, dt);  // null: x is normalized already
     const void* pg = c.use(3, "wGateUp", c.mul(2, F, K), dt);
     c.run([=](const cpu::Ctx& x) { cpu::rmsnorm_matmul_swiglu(x, dt, px, pw, pg, pc, M, F, K, eps); },
           ON_CUDA(rmsnorm_matmul_swiglu(s, dt, px, pw, pg, pc, M, F, K, eps)));
@@ -783,6 +808,7 @@ void export_ops(Napi::Env env, Napi::Object exports) {
   export_fn(env, exports, "ropeKvWrite", OpRopeKvWrite);
   export_fn(env, exports, "rmsnormMatmul", OpRmsnormMatmul);
   export_fn(env, exports, "layernormMatmul", OpLayernormMatmul);
+  export_fn(env, exports, "matmulResidualNorm", OpMatmulResidualNorm);
   export_fn(env, exports, "rmsnormMatmulSwiglu", OpRmsnormMatmulSwiglu);
   export_fn(env, exports, "layernorm", OpLayernorm);
   export_fn(env, exports, "rmsnorm", OpRmsnorm);

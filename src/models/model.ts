@@ -146,6 +146,7 @@ export class Model {
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
+    this.transformer.dispose();
     disposeWeights(this.weights);
   }
 }

@@ -18,13 +18,13 @@
 // A tensor-parallel shard (models/tp.ts) runs the same code on its heads and MLP features (`cfg` is its
 // share's config); the attention output and MLP down projections then give partial sums, which one
 // all-reduce each over the tp group completes (Megatron-LM's two all-reduces a layer).
-// Decode fuses what prefill runs apart (fewer launches a step; the same function): RMSNorm inside the
-// next projection (rmsnormLinear; with SwiGLU in the epilogue for the MLP, rmsnormLinearSwiGLU), rope
-// with both cache writes (ropeKvWrite), and, on one device, the residual adds in the out and down
-// projections' epilogue (beta = 1; a tp shard's partial sums are all-reduced first, so it adds apart, and
-// for LLaMA the all-reduce kernel also writes the next RMSNorm's output: allReduceAddNorm).
-// GPT-2 likewise runs its LayerNorm with the next projection (layernormLinear; GELU with the up
-// projection's), fused on a GPU only with PARALLM_GEMV_FUSE=1 until measured.
+// Decode fuses what prefill runs apart (fewer launches a step; the same bits): rope with both cache
+// writes (ropeKvWrite); on one device, the out and down projections add into the residual in their
+// epilogue and their last block writes the norm that reads it next (linearResidualNorm: the MLP's norm,
+// the next layer's first), and the MLP's up projection applies SwiGLU or GELU in its own epilogue
+// (linearSwiGLU, linearGelu); a tp shard's partial sums are all-reduced first, and for LLaMA that kernel
+// adds the residual and writes the next RMSNorm (allReduceAddNorm). The first layer's norm and the final
+// one run with their projection (rmsnormLinear, layernormLinear).
 import type { DType } from '../dtype.js';
 import type { ModelConfig } from '../io/config.js';
 import * as ops from '../ops.js';
@@ -133,17 +133,25 @@ export class Transformer {
 
   /**
    * x += attention output projection; x += MLP: the rest of a layer after attention. `fused` (decode):
-   * the two projections add into x in their epilogue (beta = 1, one rounding of the f32 sum), two
-   * launches a layer fewer; prefill keeps the separate add (the sm90 GEMM stores C through the TMA only
-   * when it need not read C), and so does a tp shard (its partial sums are all-reduced before the add).
+   * the two projections add into x in their epilogue (beta = 1, one rounding of the f32 sum) and also
+   * write the norm that reads x next (ops.linearResidualNorm: the MLP's, and with `next` that layer's
+   * first), which is returned; prefill keeps the separate add (the sm90 GEMM stores C through the TMA only
+   * when it need not read C), and so does a tp shard (its partial sums are all-reduced before the add; a
+   * LLaMA shard's all-reduce runs the norm instead).
    */
-  private finishLayer(l: LayerWeights, x: Tensor, att: Tensor, fused = false, nextNorm?: Tensor): Tensor | null {
+  private finishLayer(l: LayerWeights, x: Tensor, att: Tensor, fused = false, next?: LayerWeights): Tensor | null {
     const addInEpilogue = fused && !isSharded(this.w.stage.tp);
     // A LLaMA tp shard's decode: each all-reduce also writes the next RMSNorm's output (allReduceAddNorm).
     const normInReduce = fused && !addInEpilogue && this.cfg.family === 'llama';
     let h2: Tensor | null = null;
-    if (addInEpilogue) ops.matmul(att, l.out, { transB: true, bias: l.outBias, beta: 1, out: x });
-    else {
+    const gpt2 = this.cfg.family === 'gpt2';
+    if (addInEpilogue) {
+      // Decode on one device: the MLP's norm in the out projection's kernel (its last block normalizes the
+      // residual), the MLP's activation in the up projection's.
+      h2 = ops.linearResidualNorm(att, l.out, x, l.norm2, {
+        bias: l.outBias, normB: gpt2 ? l.norm2Bias : undefined, eps: this.cfg.normEps, counter: this.blockCounter(x),
+      });
+    } else {
       const o = ops.linear(att, l.out, l.outBias);
       if (normInReduce) h2 = this.reduceAddNorm(o, x, l.norm2);
       else this.reduceAdd(o, x);
@@ -151,15 +159,9 @@ export class Transformer {
     }
     let a: Tensor;
     if (h2) {
-      const F = this.cfg.intermediate;
-      const gu = ops.linear(h2, l.up);
+      a = gpt2 ? ops.linearGelu(h2, l.up, { bias: l.upBias }) : ops.linearSwiGLU(h2, l.up);
       h2.dispose();
-      const n = gu.numel / (2 * F);
-      const up = gu.view(F, [gu.numel - F]);
-      a = ops.siluGate(gu, up, { rows: n, cols: F, inStride: 2 * F });
-      up.dispose();
-      gu.dispose();
-    } else if (this.cfg.family === 'gpt2' && fused) {
+    } else if (gpt2 && fused) {
       a = ops.layernormLinear(x, l.norm2, l.norm2Bias!, l.up, { bias: l.upBias, eps: this.cfg.normEps, gelu: true });
     } else if (this.cfg.family === 'gpt2') {
       const h = this.norm(x, l.norm2, l.norm2Bias);
@@ -178,15 +180,37 @@ export class Transformer {
       gu.dispose();
     }
     let hNext: Tensor | null = null;
-    if (addInEpilogue) ops.matmul(a, l.down, { transB: true, bias: l.downBias, beta: 1, out: x });
+    if (addInEpilogue && next) {
+      // The next layer's norm in the down projection's kernel (the last block normalizes the residual).
+      hNext = ops.linearResidualNorm(a, l.down, x, next.norm1, {
+        bias: l.downBias, normB: gpt2 ? next.norm1Bias : undefined, eps: this.cfg.normEps, counter: this.blockCounter(x),
+      });
+    } else if (addInEpilogue) ops.matmul(a, l.down, { transB: true, bias: l.downBias, beta: 1, out: x });
     else {
       const d = ops.linear(a, l.down, l.downBias);
-      if (normInReduce && nextNorm) hNext = this.reduceAddNorm(d, x, nextNorm);
+      if (normInReduce && next) hNext = this.reduceAddNorm(d, x, next.norm1);
       else this.reduceAdd(d, x);
       d.dispose();
     }
     a.dispose();
     return hNext;
+  }
+
+  /**
+   * The i32 [1] zero a GPU's fused GEMV epilogues count their blocks on (ops.linearResidualNorm); calls on
+   * one stream share it, and each leaves it zero. null on the CPU (the ops apart there).
+   */
+  private counter: Tensor | null = null;
+  private blockCounter(x: Tensor): Tensor | undefined {
+    if (!x.device.startsWith('cuda')) return undefined;
+    this.counter ??= Tensor.zeros([1], { dtype: 'i32', device: x.device });
+    return this.counter;
+  }
+
+  /** Frees what the transformer allocated itself (the block counter); the weights are the model's. */
+  dispose(): void {
+    this.counter?.dispose();
+    this.counter = null;
   }
 
   /** reduceAdd for a tp shard, then rmsnorm(x, g): in one kernel where the peer all-reduce takes it. */
@@ -275,8 +299,8 @@ export class Transformer {
     const kvStrides: [number, number] = [M * kvHeads * D, kvHeads * D];
     // Rope of q and k and both cache writes in one launch (three before; GPT-2: the two writes).
     const rope = this.cfg.family === 'llama' ? { theta: this.cfg.ropeTheta, freqs: this.w.ropeFreqs } : undefined;
-    // A LLaMA tp shard: the layer before hands over this layer's normalized input (its down projection's
-    // all-reduce ran the norm too; null for the first layer).
+    // The layer before hands over this layer's normalized input (its down projection ran the norm too:
+    // in the GEMV's epilogue on one device, in the all-reduce on a LLaMA tp shard; null for the first).
     let h: Tensor | null = null;
     this.w.layers.forEach((l, i) => {
       let qkv: Tensor;
@@ -292,7 +316,7 @@ export class Transformer {
       });
       qkv.dispose();
       const att2 = att.reshape([B, heads * D]);
-      h = this.finishLayer(l, x, att2, true, this.w.layers[i + 1]?.norm1);
+      h = this.finishLayer(l, x, att2, true, this.w.layers[i + 1]);
       att2.dispose();
       att.dispose();
     });

@@ -264,6 +264,115 @@ describe.skipIf(gpus === 0)('rmsnormLinear: the norm in the GEMV prologue', () =
     });
 });
 
+describe.skipIf(gpus === 0)('linearSwiGLU, linearGelu: the activation in the GEMV epilogue', () => {
+  afterEach(() => native.testing.matmulGemv(-1));
+  for (const [M, N, K, gelu] of [
+    [1, 11008, 4096, false],
+    [16, 11008, 4096, false],
+    [3, 21, 64, false],
+    [1, 3072, 768, true],
+    [9, 203, 776, true],
+  ] as const)
+    it(`${gelu ? 'linearGelu' : 'linearSwiGLU'} ${M}x${N}x${K}: the bits of linear then ${gelu ? 'gelu' : 'siluGate'} on the GEMV's settings`, () => {
+      const s = seed();
+      const x = randT([M, K], 'bf16', dev, s, -2, 2);
+      const w = randT([gelu ? N : 2 * N, K], 'bf16', dev, s + 1, -0.2, 0.2);
+      const bias = gelu ? randT([N], 'bf16', dev, s + 2) : undefined;
+      samePerPath([1, -1, 0, 5], 'linear then the activation', s, () => {
+        const fused = poisoned([M, N], 'bf16', dev);
+        let apart: Tensor;
+        if (gelu) {
+          ops.linearGelu(x.t, w.t, { bias: bias!.t, out: fused });
+          apart = ops.linear(x.t, w.t, bias!.t);
+          ops.gelu(apart, apart);
+        } else {
+          ops.linearSwiGLU(x.t, w.t, { out: fused });
+          const gu = ops.linear(x.t, w.t);
+          const up = gu.view(N, [gu.numel - N]);
+          apart = ops.siluGate(gu, up, { rows: M, cols: N, inStride: 2 * N });
+          [gu, up].forEach((t) => t.dispose());
+        }
+        return [fused, apart];
+      });
+      [x.t, w.t, bias?.t].forEach((t) => t?.dispose());
+    });
+});
+
+describe.skipIf(gpus === 0)('linearResidualNorm: the residual projection with the next norm in its epilogue', () => {
+  afterEach(() => native.testing.matmulGemv(-1));
+  // (M, N, K, layernorm): LLaMA-2-7B's down projection at batch 1 and 16, GPT-2's at batch 1 (layernorm),
+  // a partial last 8-row tile, every norm width from one warp (64) to all eight (8192).
+  for (const [M, N, K, ln] of [
+    [1, 4096, 11008, false],
+    [16, 4096, 11008, false],
+    [1, 768, 3072, true],
+    [3, 200, 64, true],
+    [5, 8192, 520, false],
+    [2, 64, 4096, false],
+  ] as const)
+    it(`${M}x${N}x${K}${ln ? ' layernorm' : ''}: x and h bit for bit the matmul then the norm, on the GEMV's settings; a graph of three replayed`, () => {
+      const s = seed();
+      const a = randT([M, K], 'bf16', dev, s, -1, 1);
+      const w = randT([N, K], 'bf16', dev, s + 1, -0.1, 0.1);
+      const bias = randT([N], 'bf16', dev, s + 2);
+      const x0 = randT([M, N], 'bf16', dev, s + 3, -2, 3);
+      const g = randT([N], 'bf16', dev, s + 4, 0.5, 1.5);
+      const b = ln ? randT([N], 'bf16', dev, s + 5, -0.5, 0.5) : undefined;
+      const counter = Tensor.zeros([1], { dtype: 'i32', device: dev });
+      const run = (withCounter: boolean) => {
+        const x = Tensor.from(x0.v, [M, N], { dtype: 'bf16', device: dev });
+        const h = poisoned([M, N], 'bf16', dev);
+        ops.linearResidualNorm(a.t, w.t, x, g.t, { bias: bias.t, normB: b?.t, eps: 1e-5, counter: withCounter ? counter : undefined, out: h });
+        const r = [x.toArray() as Float32Array, h.toArray() as Float32Array];
+        [x, h].forEach((t) => t.dispose());
+        return r;
+      };
+      const same = (p: Float32Array, q: Float32Array, what: string) => {
+        let diff = 0;
+        for (let i = 0; i < p.length; i++) if (!(p[i] === q[i]) || !Number.isFinite(p[i]!)) diff++;
+        expect(diff, `seed ${s}: ${what}`).toBe(0);
+      };
+      const [xa, ha] = run(false); // the matmul (beta = 1), then the norm
+      for (const path of [-1, 0, 5]) {
+        native.testing.matmulGemv(path);
+        const [xf, hf] = run(true);
+        same(xf!, xa!, `x on path ${path}`);
+        same(hf!, ha!, `h on path ${path}`);
+        expect(counter.toArray()[0], `seed ${s}: the counter after path ${path}`).toBe(0);
+      }
+      native.testing.matmulGemv(-1);
+      // Three calls in a graph (one counter, rearmed by each), replayed twice: the eager sequence's bits.
+      const xs = [0, 1, 2].map(() => Tensor.from(x0.v, [M, N], { dtype: 'bf16', device: dev }));
+      const hs = [0, 1, 2].map(() => poisoned([M, N], 'bf16', dev));
+      const graph = capture(dev, () => {
+        for (let i = 0; i < 3; i++) ops.linearResidualNorm(a.t, w.t, xs[i]!, g.t, { bias: bias.t, normB: b?.t, eps: 1e-5, counter, out: hs[i] });
+      });
+      graph.replay();
+      const once = xs.map((x) => x.toArray() as Float32Array);
+      for (const [i, h] of hs.entries()) same(h.toArray() as Float32Array, ha!, `graph call ${i}: h after one replay`);
+      for (const x of once) same(x, xa!, 'graph: x after one replay');
+      graph.replay(); // x += the product again: h is the norm of that
+      const [x2, h2] = (() => {
+        const x = Tensor.from(xa!, [M, N], { dtype: 'bf16', device: dev });
+        const h = poisoned([M, N], 'bf16', dev);
+        ops.linearResidualNorm(a.t, w.t, x, g.t, { bias: bias.t, normB: b?.t, eps: 1e-5, out: h });
+        const r = [x.toArray() as Float32Array, h.toArray() as Float32Array];
+        [x, h].forEach((t) => t.dispose());
+        return r;
+      })();
+      for (const [i, h] of hs.entries()) same(h.toArray() as Float32Array, h2!, `graph call ${i}: h after two replays`);
+      for (const x of xs) same(x.toArray() as Float32Array, x2!, 'graph: x after two replays');
+      expect(counter.toArray()[0], `seed ${s}: the counter after the replays`).toBe(0);
+      graph.dispose();
+      // Against float64.
+      const xr = matmulRef(a.v, w.v, bias.v, x0.v, M, N, K, false, true, 1, 1);
+      expect(relError(xa!, xr), `seed ${s}: x vs float64`).toBeLessThan(1e-2);
+      const hr = ln ? layernormRef(xa!, g.v, b!.v, M, N, 1e-5).y : rmsnormRef(xa!, g.v, M, N, 1e-5).y;
+      expect(relError(ha!, hr), `seed ${s}: h vs float64`).toBeLessThan(1e-2);
+      [a.t, w.t, bias.t, x0.t, g.t, b?.t, counter, ...xs, ...hs].forEach((t) => t?.dispose());
+    });
+});
+
 describe.skipIf(gpus === 0)('rmsnormLinearSwiGLU: norm, gate+up projection and SwiGLU in one kernel', () => {
   afterEach(() => native.testing.matmulGemv(-1));
   for (const [M, F, K] of [

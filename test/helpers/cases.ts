@@ -246,6 +246,71 @@ function layernormLinear(M: number, N: number, K: number, gelu: boolean): Kernel
   };
 }
 
+/**
+ * linearResidualNorm: x += a W^T + bias (rounded once, as matmul with beta = 1), then h = rmsnorm(x) or
+ * layernorm(x) (`ln`) against float64; out is x then h. On CUDA with a counter (the fused GEMV epilogue up
+ * to 16 rows), which must come back zero.
+ */
+function linearResidualNorm(M: number, N: number, K: number, ln: boolean): KernelCase {
+  return {
+    name: `linearResidualNorm ${M}x${N}x${K}${ln ? ' layernorm' : ''}`,
+    dtypes: ['f32', 'bf16'],
+    run(device, dt, seed) {
+      const a = randT([M, K], dt, device, seed, -1, 1);
+      const w = randT([N, K], dt, device, seed + 1);
+      const bias = randT([N], dt, device, seed + 2);
+      const x = randT([M, N], dt, device, seed + 3, -2, 3);
+      const g = randT([N], dt, device, seed + 4, 0.5, 1.5);
+      const b = ln ? randT([N], dt, device, seed + 5, -0.5, 0.5) : undefined;
+      const counter = device.startsWith('cuda') ? Tensor.zeros([1], { dtype: 'i32', device }) : undefined;
+      const h = poisoned([M, N], dt, device);
+      ops.linearResidualNorm(a.t, w.t, x.t, g.t, { bias: bias.t, normB: b?.t, eps: 1e-5, counter, out: h });
+      if (counter && counter.toArray()[0] !== 0) throw new Error(`linearResidualNorm: the block counter was left at ${counter.toArray()[0]}`);
+      const round = (v: Float64Array) => (dt === 'bf16' ? v.map(roundBf16) : v);
+      const xr = round(ref.matmulRef(a.v, w.v, bias.v, x.v, M, N, K, false, true, 1, 1));
+      const hr = ln ? ref.layernormRef(xr, g.v, b!.v, M, N, 1e-5).y : ref.rmsnormRef(xr, g.v, M, N, 1e-5).y;
+      const xo = x.t.toArray() as Float32Array, ho = h.toArray() as Float32Array;
+      const out = new Float32Array(2 * M * N);
+      out.set(xo), out.set(ho, M * N);
+      const want = new Float64Array(2 * M * N);
+      want.set(xr), want.set(hr, M * N);
+      [a.t, w.t, bias.t, x.t, g.t, b?.t, counter, h].forEach((t) => t?.dispose());
+      return { out, ref: want };
+    },
+  };
+}
+
+/** linearSwiGLU (x normalized already) or linearGelu (`gelu`, with a bias) against float64. */
+function linearAct(M: number, N: number, K: number, gelu: boolean): KernelCase {
+  return {
+    name: `${gelu ? 'linearGelu' : 'linearSwiGLU'} ${M}x${N}x${K}`,
+    dtypes: ['f32', 'bf16'],
+    run(device, dt, seed) {
+      const x = randT([M, K], dt, device, seed, -2, 2);
+      const w = randT([gelu ? N : 2 * N, K], dt, device, seed + 1, -0.2, 0.2);
+      const bias = gelu ? randT([N], dt, device, seed + 2) : undefined;
+      const out = poisoned([M, N], dt, device);
+      if (gelu) ops.linearGelu(x.t, w.t, { bias: bias!.t, out });
+      else ops.linearSwiGLU(x.t, w.t, { out });
+      const round = (a: Float64Array) => (dt === 'bf16' ? a.map(roundBf16) : a);
+      let r: Float64Array;
+      if (gelu) r = ref.geluRef(round(ref.matmulRef(x.v, w.v, bias!.v, null, M, N, K, false, true)));
+      else {
+        const gu = round(ref.matmulRef(x.v, w.v, null, null, M, 2 * N, K, false, true));
+        r = new Float64Array(M * N);
+        for (let m = 0; m < M; m++)
+          for (let n = 0; n < N; n++) {
+            const g = gu[m * 2 * N + n]!, u = gu[m * 2 * N + N + n]!;
+            r[m * N + n] = (g / (1 + Math.exp(-g))) * u;
+          }
+      }
+      const res = { out: out.toArray(), ref: r };
+      [x.t, w.t, bias?.t, out].forEach((t) => t?.dispose());
+      return res;
+    },
+  };
+}
+
 /** rmsnormLinearSwiGLU: silu(gate) * up of rmsnorm(x) [gate; up]^T against float64. */
 function rmsnormSwiGLU(M: number, F: number, K: number): KernelCase {
   return {
@@ -493,6 +558,15 @@ export const KERNEL_CASES: KernelCase[] = [
   layernormLinear(3, 37, 64, true),
   layernormLinear(4, 100, 768, true), // GPT-2's width; the rows a fused GPU kernel takes
   layernormLinear(9, 64, 96, false), // more rows than the fusion takes: the three ops apart on every backend
+  linearAct(1, 64, 96, false),
+  linearAct(16, 21, 520, false), // F not a multiple of 8
+  linearAct(3, 203, 768, true),
+  linearAct(20, 40, 64, true), // more than 16 rows: matmul, then the activation, on every backend
+  linearResidualNorm(1, 64, 96, false),
+  linearResidualNorm(3, 4096, 128, false), // 128 threads a row for the norm (LLaMA's width)
+  linearResidualNorm(4, 768, 200, true), // GPT-2's width, layernorm
+  linearResidualNorm(16, 40, 64, true),
+  linearResidualNorm(20, 64, 96, false), // more than 16 rows: the matmul, then the norm, on every backend
   rmsnormSwiGLU(1, 8, 64),
   rmsnormSwiGLU(5, 21, 264),
   rmsnormSwiGLU(17, 40, 96), // more than 16 rows: the three steps apart

@@ -152,7 +152,8 @@ const SIGS: Record<string, string> = {
   kvWrite: 'TTTNNNSSSSN',
   ropeKvWrite: 'TTTTONNNNSNFSSN',
   rmsnormMatmul: 'TTTTONNNFFF',
-  rmsnormMatmulSwiglu: 'TTTTNNNF',
+  rmsnormMatmulSwiglu: 'TTOTNNNF',
+  matmulResidualNorm: 'TTTTOTOONNNF',
   layernorm: 'TTTTOONNF',
   rmsnorm: 'TTTONNF',
   gelu: 'TTN',
@@ -365,6 +366,10 @@ const VALID: Record<string, (r: Rng, d: string) => unknown[]> = {
     const dt = r.pick(['f32', 'bf16']), M = r.int(0, 5), N = r.int(0, 5), K = r.int(1, 9);
     return [fresh(r, d, dt, M * N), fresh(r, d, dt, M * K), fresh(r, d, dt, K), fresh(r, d, dt, N * K), r.f() < 0.5 ? null : fresh(r, d, dt, N), M, N, K, r.pick([1e-5, 0]), r.f() * 2 - 1, r.pick([0, 1])];
   },
+  matmulResidualNorm: (r, d) => {
+    const dt = r.pick(['f32', 'bf16']), M = r.int(0, 5), N = r.int(1, 9), K = r.int(1, 9);
+    return [fresh(r, d, dt, M * N), fresh(r, d, dt, M * N), fresh(r, d, dt, M * K), fresh(r, d, dt, N * K), r.f() < 0.5 ? null : fresh(r, d, dt, N), fresh(r, d, dt, N), r.f() < 0.5 ? null : fresh(r, d, dt, N), null, M, N, K, r.pick([1e-5, 0])];
+  },
   rmsnormMatmulSwiglu: (r, d) => {
     const dt = r.pick(['f32', 'bf16']), M = r.int(0, 5), F = r.int(0, 5), K = r.int(1, 9);
     return [fresh(r, d, dt, M * F), fresh(r, d, dt, M * K), fresh(r, d, dt, K), fresh(r, d, dt, 2 * F * K), M, F, K, r.pick([1e-5, 0])];
@@ -485,6 +490,9 @@ const OPS: [string, fc.Arbitrary<unknown[]>, (...a: never[]) => unknown][] = [
   ['rmsnormLinear', fc.tuple(T, T, T, opt({ eps: float, bias: T, alpha: float, beta: float, out: T })), ops.rmsnormLinear],
   ['rmsnormLinearSwiGLU', fc.tuple(T, T, T, opt({ eps: float, out: T })), ops.rmsnormLinearSwiGLU],
   ['layernormLinear', fc.tuple(T, T, T, T, opt({ eps: float, bias: T, gelu: flag, out: T })), ops.layernormLinear],
+  ['linearSwiGLU', fc.tuple(T, T, opt({ out: T })), ops.linearSwiGLU],
+  ['linearGelu', fc.tuple(T, T, opt({ bias: T, out: T })), ops.linearGelu],
+  ['linearResidualNorm', fc.tuple(T, T, T, T, opt({ bias: T, normB: T, eps: float, counter: T, out: T })), ops.linearResidualNorm],
   ['ropeKvWrite', fc.tuple(T, T, T, T, opt({ batch: size, headsQ: size, headsKv: size, headDim: size, maxLen: size, qkvStride: stride, kvStrides: pair, rope: opt({ theta: float, rotaryDim: size, freqs: T }) })), ops.ropeKvWrite],
   ['layernorm', fc.tuple(T, T, T, opt({ eps: float, out: T, mean: T, rstd: T })), ops.layernorm],
   ['rmsnorm', fc.tuple(T, T, opt({ eps: float, out: T, rstd: T })), ops.rmsnorm],

@@ -30,7 +30,7 @@ describe.skipIf(!gxx || !headers)('the GEMV kernels on the host emulation', () =
       const out = `${run.stdout}${run.stderr}`;
       expect(out, out).toContain('all passed');
       expect(run.status, out).toBe(0);
-      expect(out.match(/ ok$/gm)?.length ?? 0, out).toBeGreaterThanOrEqual(42);
+      expect(out.match(/ ok$/gm)?.length ?? 0, out).toBeGreaterThanOrEqual(46);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -34,6 +34,32 @@ describe('op argument checks', () => {
     expect(ops.layernormLinear(z([3, 2, 8]), g, b, w, { gelu: true }).shape).toEqual([3, 2, 5]);
   });
 
+  it('linearResidualNorm', () => {
+    const a = z([2, 8]), w = z([5, 8]), x = z([2, 5]), g = z([5]);
+    expect(() => ops.linearResidualNorm(a, w, z([2, 4]), g)).toThrow(/must end in 5/);
+    expect(() => ops.linearResidualNorm(a, w, z([3, 5]), g)).toThrow(/must have a's 2 rows of 5/);
+    expect(() => ops.linearResidualNorm(a, w, x, z([4]))).toThrow(/normW has shape \[4\], expected \[5\]/);
+    expect(() => ops.linearResidualNorm(a, w, x, g, { normB: z([6]) })).toThrow(/normB has shape \[6\], expected \[5\]/);
+    expect(() => ops.linearResidualNorm(a, w, x, g, { bias: z([4]) })).toThrow(/bias has shape \[4\], expected \[5\]/);
+    expect(() => ops.linearResidualNorm(a, w, x, g, { counter: z([1]) })).toThrow(/counter must be i32 \[1\]/);
+    expect(() => ops.linearResidualNorm(a, w, x, g, { out: x })).toThrow(/out must not be x or a/);
+    expect(() => ops.linearResidualNorm(a, z([5]), x, g)).toThrow(/weight must be 2-D/);
+    expect(() => ops.linearResidualNorm(a, z([5, 8], 'bf16'), x, g)).toThrow(/bf16/);
+    expect(ops.linearResidualNorm(z([3, 2, 8]), w, z([3, 2, 5]), g, { normB: z([5]) }).shape).toEqual([3, 2, 5]);
+  });
+
+  it('linearSwiGLU, linearGelu', () => {
+    const x = z([2, 8]);
+    expect(() => ops.linearSwiGLU(x, z([5, 8]))).toThrow(/wGateUp must be 2-D \[2F, in\]/);
+    expect(() => ops.linearSwiGLU(x, z([6, 7]))).toThrow(/must end in 7/);
+    expect(() => ops.linearSwiGLU(x, z([6, 8]), { out: x })).toThrow(/out has shape|out must not be x/);
+    expect(ops.linearSwiGLU(z([3, 2, 8]), z([6, 8])).shape).toEqual([3, 2, 3]);
+    expect(() => ops.linearGelu(x, z([5]))).toThrow(/weight must be 2-D/);
+    expect(() => ops.linearGelu(x, z([5, 8]), { bias: z([4]) })).toThrow(/bias has shape \[4\], expected \[5\]/);
+    expect(() => ops.linearGelu(x, z([5, 8], 'bf16'))).toThrow(/bf16/);
+    expect(ops.linearGelu(z([3, 2, 8]), z([5, 8])).shape).toEqual([3, 2, 5]);
+  });
+
   it('attention', () => {
     const q = z([1, 4, 4, 8]);
     expect(() => ops.attentionPrefill(q, z([1, 4, 3, 8]), z([1, 4, 3, 8]), { batch: 1, queries: 4, headsQ: 4, headsKv: 3, headDim: 8 })).toThrow(/multiple/);

@@ -4,6 +4,7 @@
 // through a barrier of the warp. Blocks run one after another. Slow, and for correctness only.
 #pragma once
 #include <algorithm>
+#include <atomic>
 #include <barrier>
 #include <cmath>
 #include <cstdint>
@@ -64,6 +65,9 @@ inline float __shfl_sync(unsigned, float v, int src) {
   return r;
 }
 template <class T> inline T __ldg(const T* p) { return *p; }
+template <class T> inline T __ldcg(const T* p) { return *p; }
+inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
+inline unsigned atomicAdd(unsigned* p, unsigned v) { return std::atomic_ref<unsigned>(*p).fetch_add(v); }
 // (nvcc's cuda_runtime.h takes a kernel itself; the host compiler sees only the const void* form)
 template <class T> inline cudaError_t cudaFuncSetAttribute(T*, cudaFuncAttribute, int) { return cudaSuccess; }
 inline float __log2f(float x) { return std::log2(x); }

@@ -238,6 +238,52 @@ static bool epilogue_gemv(int M, int N, int K, bool swiglu, bool bias_on, bool s
   return ok;
 }
 
+// The register kernel's post-norm (matmul_residual_norm): C += X W^T + bias, then the last block to
+// finish normalizes C's rows into H (rmsnorm, or layernorm with nb); the counter comes back zero.
+static bool post_norm(int M, int N, int K, bool ln, bool sel) {
+  std::uniform_real_distribution<float> U(-1, 1);
+  std::vector<bf16> X(size_t(M) * K), W(size_t(N) * K), B(N), C(size_t(M) * N), H(size_t(M) * N), G(N), Bt(N);
+  for (auto& v : X) v = __float2bfloat16_rn(U(rng));
+  for (auto& v : W) v = __float2bfloat16_rn(U(rng) * 0.1f);
+  for (auto& v : B) v = __float2bfloat16_rn(U(rng));
+  for (auto& v : C) v = __float2bfloat16_rn(2.f * U(rng) + 0.5f);
+  for (auto& v : H) v = __float2bfloat16_rn(NAN);
+  for (auto& v : G) v = __float2bfloat16_rn(1.f + 0.5f * U(rng));
+  for (auto& v : Bt) v = __float2bfloat16_rn(0.2f * U(rng));
+  std::vector<double> xr(size_t(M) * N), hr(size_t(M) * N);
+  for (int m = 0; m < M; ++m) {
+    for (int n = 0; n < N; ++n) {
+      double s = double(__bfloat162float(B[n])) + __bfloat162float(C[size_t(m) * N + n]);
+      for (int k = 0; k < K; ++k) s += double(__bfloat162float(X[size_t(m) * K + k])) * __bfloat162float(W[size_t(n) * K + k]);
+      xr[size_t(m) * N + n] = __bfloat162float(__float2bfloat16_rn(float(s)));
+    }
+    double mean = 0, var = 0;
+    for (int n = 0; n < N; ++n) mean += xr[size_t(m) * N + n];
+    mean = ln ? mean / N : 0.;
+    for (int n = 0; n < N; ++n) var += std::pow(xr[size_t(m) * N + n] - mean, 2);
+    const double rstd = 1 / std::sqrt(var / N + 1e-5);
+    for (int n = 0; n < N; ++n)
+      hr[size_t(m) * N + n] = (xr[size_t(m) * N + n] - mean) * rstd * __bfloat162float(G[n]) + (ln ? __bfloat162float(Bt[n]) : 0.);
+  }
+  unsigned counter = 0;
+  const int nt = mm::gemvp_norm_threads(N), pair_ok = N % 2 == 0;
+  emu_launch(unsigned((N + 7) / 8), mm::GEMV_WARPS * 32, [&] {
+    if (ln && sel)
+      mm::gemv_kernel<bf16, 1, 4, true, mm::NORM_NONE, mm::EPI_STORE, mm::NORM_LN>(X.data(), W.data(), B.data(), C.data(), M, N, K, 1.f, 1.f, pair_ok, 1, G.data(), 1e-5f, nt, Bt.data(), 0, H.data(), &counter);
+    else if (ln)
+      mm::gemv_kernel<bf16, 1, 4, false, mm::NORM_NONE, mm::EPI_STORE, mm::NORM_LN>(X.data(), W.data(), B.data(), C.data(), M, N, K, 1.f, 1.f, pair_ok, 0, G.data(), 1e-5f, nt, Bt.data(), 0, H.data(), &counter);
+    else if (sel)
+      mm::gemv_kernel<bf16, 1, 4, true, mm::NORM_NONE, mm::EPI_STORE, mm::NORM_RMS>(X.data(), W.data(), B.data(), C.data(), M, N, K, 1.f, 1.f, pair_ok, 1, G.data(), 1e-5f, nt, nullptr, 0, H.data(), &counter);
+    else
+      mm::gemv_kernel<bf16, 1, 4, false, mm::NORM_NONE, mm::EPI_STORE, mm::NORM_RMS>(X.data(), W.data(), B.data(), C.data(), M, N, K, 1.f, 1.f, pair_ok, 0, G.data(), 1e-5f, nt, nullptr, 0, H.data(), &counter);
+  });
+  const double ex = rel_error(C, xr), eh = rel_error(H, hr);
+  const bool ok = ex <= 1e-2 && eh <= 1e-2 && counter == 0;
+  std::printf("  gemv (register, residual, then %s, %s load) M%-2d N%-4d K%-5d: rel. error x %.2e, h %.2e, counter %u %s\n",
+              ln ? "layernorm" : "rmsnorm", sel ? "run-time" : "plain", M, N, K, ex, eh, counter, ok ? "ok" : "FAIL");
+  return ok;
+}
+
 int main() {
   bool ok = true;
   ok &= one(1, 64, 4096, 8, false, 1.f, 0.f);    // one tile a block, 16 chunks a warp (4 items)
@@ -264,6 +310,10 @@ int main() {
   ok &= epilogue_gemv(16, 21, 520, true, false, false);   // 16 rows, F not a multiple of 8, plain load
   ok &= epilogue_gemv(1, 203, 768, false, true, false);   // GPT-2's up projection: GELU after the bias, N odd
   ok &= epilogue_gemv(9, 40, 776, false, true, true);     // rows 8..15 partly valid
+  ok &= post_norm(1, 256, 512, false, true);    // 32 blocks, the norm on one warp's threads (32 a row)
+  ok &= post_norm(3, 4096, 64, false, false);   // LLaMA's width: 128 threads a row, 512 blocks
+  ok &= post_norm(16, 768, 96, true, true);     // GPT-2's width, layernorm, 16 rows
+  ok &= post_norm(5, 200, 40, true, false);     // a partial 8-row tile
   std::printf(ok ? "all passed\n" : "FAILED\n");
   return ok ? 0 : 1;
 }
