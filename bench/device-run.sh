@@ -266,12 +266,13 @@ for p in "${parts[@]}"; do
       # and PP (8 micro-batches, 1F1B-free prefill schedule) on LLaMA-2-7B 32 x 512.
       timeout 280 node dist/cli/index.js bench --model llama-2-7b --strategies single,mp,pp --batch 32 --prompt-tokens 512 --new-tokens 2 --micro-batches 8 --repeats 3 --json "$out/prefill-strat.json" 2>&1 | tail -4 ;;
     s8-last)
-      # Decode's activations in the GEMV epilogue and the next norm in the residual projection's epilogue
-      # (linearResidualNorm): every GPU test, decode (7B, GPT-2), GPT-2's compiled-PyTorch peer at batch 1.
-      timeout 200 vitest run test/gpu > "$out/gpu-all.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-all.log" | head -30
-      timeout 50 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16 --json "$out/gen-llama.json" 2>&1 | tail -2
-      timeout 30 node dist/cli/index.js bench generate --model gpt2 --batch 1,16 --json "$out/gen-gpt2.json" 2>&1 | tail -2
-      timeout 70 python3 bench/peers/torch_compile_decode.py gpt2 1 > "$out/peer-compile.log" 2>&1; grep ANCHOR "$out/peer-compile.log" | cut -c1-200 ;;
+      # Decode's activations in the GEMV epilogue and the norms in the residual projections' epilogue
+      # (linearResidualNorm, linearSwiGLU, linearGelu): every GPU test, tp decode at batch 1 against one GPU
+      # (whose decode these speed up), then decode (7B, GPT-2).
+      timeout 150 vitest run test/gpu > "$out/gpu-all.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-all.log" | head -30
+      timeout 80 node dist/cli/index.js bench --model llama-2-7b --strategies single,tp --batch 1 --prompt-tokens 128 --new-tokens 128 --repeats 3 --json "$out/tp-b1.json" 2>&1 | tail -2
+      timeout 45 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16 --json "$out/gen-llama.json" 2>&1 | tail -2
+      timeout 30 node dist/cli/index.js bench generate --model gpt2 --batch 1,16 --json "$out/gen-gpt2.json" 2>&1 | tail -2 ;;
     prefill-7b)
       # Issue 13's last floor: LLaMA-2-7B prefill 32 x 512 on one GPU against PyTorch (cuBLAS + SDPA flash),
       # the peer's 'single' line (its mp / pp lines need cuda:1 too).
