@@ -221,7 +221,11 @@ void capture_begin(int index) {
 void capture_end(int index, CUgraph_st** graph, CUgraphExec_st** exec, size_t* nodes) {
   std::string name = name_of(index);
   cudaStream_t s = cuda_activate({DeviceKind::CUDA, index});
-  PARALLM_CUDA_CHECK(cudaStreamEndCapture(s, graph), "end capture on ", name);
+  const cudaError_t e = cudaStreamEndCapture(s, graph);
+  // A capture an op invalidated also leaves its error as the thread's last one: clear it, or the next
+  // launch's check would report it.
+  if (e != cudaSuccess) cudaGetLastError();
+  PARALLM_CUDA_CHECK(e, "end capture on ", name);
   PARALLM_CUDA_CHECK(cudaGraphGetNodes(*graph, nullptr, nodes), "graph nodes on ", name);
   PARALLM_CUDA_CHECK(cudaGraphInstantiate(exec, *graph, 0), "instantiate graph of ", *nodes, " nodes on ", name);
 }

@@ -20,11 +20,11 @@
 // all-reduce each over the tp group completes (Megatron-LM's two all-reduces a layer).
 // Decode fuses what prefill runs apart (fewer launches a step; the same bits): rope with both cache
 // writes (ropeKvWrite); on one device, the out and down projections add into the residual in their
-// epilogue and their last block writes the norm that reads it next (linearResidualNorm: the MLP's norm,
-// the next layer's first), and the MLP's up projection applies SwiGLU or GELU in its own epilogue
-// (linearSwiGLU, linearGelu); a tp shard's partial sums are all-reduced first, and for LLaMA that kernel
-// adds the residual and writes the next RMSNorm (allReduceAddNorm). The first layer's norm and the final
-// one run with their projection (rmsnormLinear, layernormLinear).
+// epilogue (beta = 1), and each norm runs with the projection after it (rmsnormLinear,
+// rmsnormLinearSwiGLU, layernormLinear; on a GPU the MLP's activation in that GEMV's epilogue) or, with
+// PARALLM_DECODE_NORM_IN_GEMV=1, in the epilogue of the residual projection before it (linearResidualNorm,
+// then linearSwiGLU / linearGelu); a tp shard's partial sums are all-reduced first, and for LLaMA that
+// kernel adds the residual and writes the next RMSNorm (allReduceAddNorm).
 import type { DType } from '../dtype.js';
 import type { ModelConfig } from '../io/config.js';
 import * as ops from '../ops.js';
@@ -78,6 +78,15 @@ export class KvCache {
 }
 
 export class Transformer {
+  /**
+   * PARALLM_DECODE_NORM_IN_GEMV=1 (read when the module loads; tests set it): decode on one device writes
+   * each norm in the epilogue of the residual projection before it (ops.linearResidualNorm) and applies
+   * the MLP's activation in the up projection's (linearSwiGLU, linearGelu). Those ops are held bit for bit
+   * to the ops apart on GPUs (S8-9); the models' decode with them has not yet run on a GPU, so it is off
+   * by default (the same bits either way).
+   */
+  static normInGemv = typeof process !== 'undefined' && process.env.PARALLM_DECODE_NORM_IN_GEMV === '1';
+
   /** the config its layers run with: a tp shard's heads and features, else the model's */
   readonly cfg: ModelConfig;
   /**
@@ -92,6 +101,10 @@ export class Transformer {
     readonly w: ModelWeights,
   ) {
     this.cfg = shardConfig(modelConfig, w.stage.tp);
+    // The block counter of the fused GEMV epilogues (blockCounter), made here: a first decode may run under
+    // graph capture, where a host write (Tensor.zeros) would break the capture.
+    const dev = (w.layers[0]?.qkv ?? w.embed ?? w.head)?.device;
+    if (dev?.startsWith('cuda')) this.counter = Tensor.zeros([1], { dtype: 'i32', device: dev });
   }
 
   /** x += a row-parallel projection's output t, summed over the tp group first (one kernel on the peer path). */
@@ -141,17 +154,19 @@ export class Transformer {
    */
   private finishLayer(l: LayerWeights, x: Tensor, att: Tensor, fused = false, next?: LayerWeights): Tensor | null {
     const addInEpilogue = fused && !isSharded(this.w.stage.tp);
+    const normInGemv = addInEpilogue && Transformer.normInGemv;
     // A LLaMA tp shard's decode: each all-reduce also writes the next RMSNorm's output (allReduceAddNorm).
     const normInReduce = fused && !addInEpilogue && this.cfg.family === 'llama';
     let h2: Tensor | null = null;
     const gpt2 = this.cfg.family === 'gpt2';
-    if (addInEpilogue) {
+    if (normInGemv) {
       // Decode on one device: the MLP's norm in the out projection's kernel (its last block normalizes the
       // residual), the MLP's activation in the up projection's.
       h2 = ops.linearResidualNorm(att, l.out, x, l.norm2, {
         bias: l.outBias, normB: gpt2 ? l.norm2Bias : undefined, eps: this.cfg.normEps, counter: this.blockCounter(x),
       });
-    } else {
+    } else if (addInEpilogue) ops.matmul(att, l.out, { transB: true, bias: l.outBias, beta: 1, out: x });
+    else {
       const o = ops.linear(att, l.out, l.outBias);
       if (normInReduce) h2 = this.reduceAddNorm(o, x, l.norm2);
       else this.reduceAdd(o, x);
@@ -180,7 +195,7 @@ export class Transformer {
       gu.dispose();
     }
     let hNext: Tensor | null = null;
-    if (addInEpilogue && next) {
+    if (normInGemv && next) {
       // The next layer's norm in the down projection's kernel (the last block normalizes the residual).
       hNext = ops.linearResidualNorm(a, l.down, x, next.norm1, {
         bias: l.downBias, normB: gpt2 ? next.norm1Bias : undefined, eps: this.cfg.normEps, counter: this.blockCounter(x),
@@ -202,9 +217,7 @@ export class Transformer {
    */
   private counter: Tensor | null = null;
   private blockCounter(x: Tensor): Tensor | undefined {
-    if (!x.device.startsWith('cuda')) return undefined;
-    this.counter ??= Tensor.zeros([1], { dtype: 'i32', device: x.device });
-    return this.counter;
+    return this.counter && this.counter.device === x.device ? this.counter : undefined;
   }
 
   /** Frees what the transformer allocated itself (the block counter); the weights are the model's. */

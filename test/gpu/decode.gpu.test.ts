@@ -9,6 +9,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { Tensor, capture, cudaDeviceCount, ops } from '../../src/index.js';
 import { generate } from '../../src/engine/generate.js';
 import { Model } from '../../src/models/model.js';
+import { Transformer } from '../../src/models/transformer.js';
 import { native } from '../../src/native.js';
 import { uniformArray } from '../../src/random.js';
 import { poisoned, randT } from '../helpers/cases.js';
@@ -502,10 +503,21 @@ describe.skipIf(gpus === 0)('decode of the tiny models on both GEMV kernels', ()
         runs.push([(await generate(m, [exp.prompts[0]!], o))[0]!.tokens]);
       }
       native.testing.matmulGemv(-1);
+      // The norms in the residual projections' epilogues (Transformer.normInGemv): the same tokens.
+      const was = Transformer.normInGemv;
+      try {
+        Transformer.normInGemv = true;
+        runs.push((await generate(m, exp.prompts, o)).map((g) => g.tokens));
+        runs.push((await generate(m, exp.prompts, { ...o, graph: false })).map((g) => g.tokens));
+      } finally {
+        Transformer.normInGemv = was;
+      }
       expect(runs[3]).toEqual(runs[0]);
       expect(runs[4]).toEqual(runs[1]);
       expect(runs[5]).toEqual(runs[2]);
       expect(runs[1]).toEqual(runs[0]);
+      expect(runs[6], 'norms in the GEMV epilogues, captured').toEqual(runs[0]);
+      expect(runs[7], 'norms in the GEMV epilogues, op by op').toEqual(runs[0]);
       m.dispose();
     });
 });

@@ -5,6 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { Model } from '../../src/models/model.js';
+import { Transformer } from '../../src/models/transformer.js';
 import { generate, generateSteps, streamText } from '../../src/engine/generate.js';
 import { relError } from '../helpers/reference.js';
 import { allLogits, expected, fixtures } from '../helpers/models.js';
@@ -39,6 +40,19 @@ for (const [name, folder] of [
       const a = await generate(m, exp.prompts, { maxTokens: 8, stopTokens: [], graph: false });
       const b = await generate(m, exp.prompts, { maxTokens: 8, stopTokens: [] });
       expect(a).toEqual(b);
+    });
+
+    it('the same tokens with the norms in the GEMV epilogues (Transformer.normInGemv)', async () => {
+      const was = Transformer.normInGemv;
+      try {
+        Transformer.normInGemv = false;
+        const a = await generate(m, exp.prompts, { maxTokens: 8, stopTokens: [] });
+        Transformer.normInGemv = true;
+        const b = await generate(m, exp.prompts, { maxTokens: 8, stopTokens: [] });
+        expect(b).toEqual(a);
+      } finally {
+        Transformer.normInGemv = was;
+      }
     });
 
     it('bf16 logits stay close to f32', () => {
