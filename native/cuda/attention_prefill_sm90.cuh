@@ -515,30 +515,13 @@ inline bool prefill_sm90_device() {
   return ok;
 }
 
-// cuTensorMapEncodeTiled through the runtime's driver entry point (no link against libcuda), as
-// matmul.cu gets it; null where the driver has none (the mma.sync kernel serves then).
-inline PFN_cuTensorMapEncodeTiled_v12000 prefill_tensor_map_encoder() {
-  static PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
-    void* p = nullptr;
-    cudaDriverEntryPointQueryResult q{};
-    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &q) !=
-            cudaSuccess ||
-        q != cudaDriverEntryPointSuccess) {
-      cudaGetLastError();
-      p = nullptr;
-    }
-    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(p);
-  }();
-  return fn;
-}
-
 // x[b, t, hd, d] = x[b * bs + t * ts + hd * D + d] (bf16) as a 4-D map over (d, head, t, b), boxes of
 // 64 d x 1 head x `rows` t x 1 b with the 128-byte swizzle and zero fill past the tensor. A dimension of
 // extent 1 gets a packed stride (its stride is never used, and the caller's may be anything). False
 // where the TMA cannot express the layout (strides must be multiples of 16 bytes below 2^40).
 inline bool prefill_tensor_map(CUtensorMap* map, const void* p, int B, int T, int H, int D, int64_t bs, int64_t ts,
                                int rows) {
-  auto encode = prefill_tensor_map_encoder();
+  auto encode = sm90::tensor_map_encoder();  // (null: the mma.sync kernel serves)
   if (!encode) return false;
   const uint64_t sh = uint64_t(D) * 2;
   if ((T > 1 && ts <= 0) || (B > 1 && bs <= 0)) return false;

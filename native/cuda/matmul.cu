@@ -132,27 +132,12 @@ void set_smem_once(size_t bytes, const char* what) {
   done.fetch_or(bit, std::memory_order_acq_rel);
 }
 
-// cuTensorMapEncodeTiled through the runtime's driver entry point: no link against libcuda.
-PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
-  static PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
-    void* p = nullptr;
-    cudaDriverEntryPointQueryResult q{};
-    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &q) !=
-            cudaSuccess ||
-        q != cudaDriverEntryPointSuccess) {
-      cudaGetLastError();  // clear it: the sm80 path serves instead
-      p = nullptr;
-    }
-    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(p);
-  }();
-  return fn;
-}
 
 // 2-D row-major tensor [outer][inner] of 16-bit elements, boxes of box_inner x box_outer, 128-byte
 // swizzle, zero fill outside the tensor.
 bool make_tensor_map(CUtensorMap* map, DType dt, const void* ptr, uint64_t inner, uint64_t outer,
                      uint32_t box_inner, uint32_t box_outer) {
-  auto encode = tensor_map_encoder();
+  auto encode = sm90::tensor_map_encoder();  // (null: the sm80 path serves instead)
   if (!encode) return false;
   cuuint64_t dims[2] = {inner, outer};
   cuuint64_t strides[1] = {inner * 2};

@@ -1,9 +1,12 @@
 // Hopper (sm_90a) building blocks shared by the kernels that use the TMA and wgmma (matmul_sm90.cuh,
 // attention_prefill_sm90.cuh): mbarriers, 2-D and 4-D TMA loads, 2-D TMA stores, bulk-group waits, a
 // warpgroup's named barrier, and the 128-byte-swizzle shared-memory matrix descriptor. They exist only in
-// the sm_90a image (PARALLM_SM90A); other targets compile the callers' empty bodies.
+// the sm_90a image (PARALLM_SM90A); other targets compile the callers' empty bodies. On the host side: the
+// driver's tensor-map encoder both kernels' launchers use.
 #pragma once
 #include <cuda.h>
+#include <cudaTypedefs.h>
+#include <cuda_runtime.h>
 
 #include <cstdint>
 
@@ -68,5 +71,22 @@ __device__ __forceinline__ uint64_t s90_desc(uint32_t addr, uint32_t lbo, uint32
          (uint64_t((sbo >> 4) & 0x3FFF) << 32) | (1ull << 62);
 }
 #endif
+
+// cuTensorMapEncodeTiled through the runtime's driver entry point (no link against libcuda); null where
+// the driver has none (the callers then take their non-TMA kernels).
+inline PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
+  static PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
+    void* p = nullptr;
+    cudaDriverEntryPointQueryResult q{};
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &q) !=
+            cudaSuccess ||
+        q != cudaDriverEntryPointSuccess) {
+      cudaGetLastError();  // clear it: the next CUDA call must not see this one's error
+      p = nullptr;
+    }
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(p);
+  }();
+  return fn;
+}
 
 }  // namespace parallm::cuda::sm90
