@@ -284,6 +284,9 @@ for p in "${parts[@]}"; do
         PARALLM_DECODE_NORM_IN_GEMV=$v timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16 2>&1 | tail -2 | sed "s/^/[norm in gemv $v] /"
         PARALLM_DECODE_NORM_IN_GEMV=$v timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1,16 2>&1 | tail -2 | sed "s/^/[norm in gemv $v] /"
       done
+      # Decode attention in one kernel (no key split, no combine) at these short contexts: fewer launches.
+      PARALLM_DECODE_SPLITS=1 timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1,16 2>&1 | tail -2 | sed "s/^/[splits 1] /"
+      PARALLM_DECODE_SPLITS=1 timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 1 2>&1 | tail -1 | sed "s/^/[splits 1] /"
       timeout 300 python3 bench/peers/torch_compile_decode.py both 1,16 > "$out/peer-compile.log" 2>&1; grep ANCHOR "$out/peer-compile.log" | cut -c1-200 ;;
     prefill-7b)
       # Issue 13's last floor: LLaMA-2-7B prefill 32 x 512 on one GPU against PyTorch (cuBLAS + SDPA flash),

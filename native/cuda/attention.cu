@@ -49,7 +49,16 @@ constexpr float kLog2e = 1.4426950408889634f;
 
 // Tuning knobs (the scratch harness sweeps them; production uses the defaults).
 int g_decode_blocks_per_sm = 8;  // decode: aim for this many blocks per SM before splitting keys further
-std::atomic<int> g_decode_splits{-1};  // test hook (attention_decode_splits): -1 chosen, n >= 1 n key chunks
+// PARALLM_DECODE_SPLITS=n (a measurement knob): decode attention in n key chunks at most (1: one kernel, no
+// combine), else chosen per call.
+int decode_splits_from_env() {
+  const char* e = std::getenv("PARALLM_DECODE_SPLITS");
+  if (!e) return -1;
+  char* end = nullptr;
+  const long v = std::strtol(e, &end, 10);
+  return end != e && *end == 0 && v >= 1 && v <= 65536 ? int(v) : -1;
+}
+std::atomic<int> g_decode_splits{decode_splits_from_env()};  // and the test hook (attention_decode_splits): -1 chosen
 int g_prefill_d128_warps = 4;    // prefill D=128: 4 warps (64 rows, 2 blocks/SM) or 8 warps (128 rows)
 // The bf16 prefill kernel where both apply, as the attentionPrefillKernel hook numbers them: 0 automatic
 // (prefill_sm90 for D = 128, prefill_mma for D = 64), 1 prefill_mma, 2 prefill_sm90, 3 it with the
