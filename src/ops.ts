@@ -149,19 +149,33 @@ export function layernormLinear(
   weight: Tensor,
   o: { bias?: Tensor; eps?: number; gelu?: boolean; out?: Tensor } = {},
 ): Tensor {
-  const op = 'layernormLinear';
-  const { bias, out } = o;
-  const dev = sameDevice(op, { x, gamma, beta, weight, bias });
-  const dt = sameDType(op, { x, gamma, beta, weight, bias }, FLOATS);
+  return normLinearAct('layernormLinear', x, { gamma, beta }, weight, o.bias, o.eps ?? 1e-5, !!o.gelu, o.out);
+}
+
+/** layernormLinear's checks and call; `norm` null: x is normalized already (linearGelu). */
+function normLinearAct(
+  op: string,
+  x: Tensor,
+  norm: { gamma: Tensor; beta: Tensor } | null,
+  weight: Tensor,
+  bias: Tensor | null | undefined,
+  eps: number,
+  gelu: boolean,
+  out: Tensor | undefined,
+): Tensor {
+  const dev = sameDevice(op, { x, gamma: norm?.gamma, beta: norm?.beta, weight, bias });
+  const dt = sameDType(op, { x, gamma: norm?.gamma, beta: norm?.beta, weight, bias }, FLOATS);
   if (weight.shape.length !== 2) throw new Error(`${op}: weight must be 2-D [out, in], got [${weight.shape.join(', ')}]`);
   const [N, K] = weight.shape as [number, number];
   const M = rowsCols(op, x, K);
-  expectShape(op, 'gamma', gamma, [K]);
-  expectShape(op, 'beta', beta, [K]);
+  if (norm) {
+    expectShape(op, 'gamma', norm.gamma, [K]);
+    expectShape(op, 'beta', norm.beta, [K]);
+  }
   if (bias) expectShape(op, 'bias', bias, [N]);
   const c = output(op, out, [...x.shape.slice(0, -1), N], dt, dev);
   if (c.native === x.native) throw new Error(`${op}: out must not be x`);
-  native.layernormMatmul(c.native, x.native, gamma.native, beta.native, weight.native, bias?.native ?? null, M, N, K, o.eps ?? 1e-5, !!o.gelu);
+  native.layernormMatmul(c.native, x.native, norm?.gamma.native ?? null, norm?.beta.native ?? null, weight.native, bias?.native ?? null, M, N, K, eps, gelu);
   return c;
 }
 
@@ -204,7 +218,11 @@ export function linearResidualNorm(
  * first, as linear then siluGate give it. On a GPU, for up to 16 rows (decode), one kernel.
  */
 export function rmsnormLinearSwiGLU(x: Tensor, normW: Tensor, wGateUp: Tensor, o: { eps?: number; out?: Tensor } = {}): Tensor {
-  const op = 'rmsnormLinearSwiGLU';
+  return normLinearSwiGLU('rmsnormLinearSwiGLU', x, normW, wGateUp, o.eps ?? 1e-5, o.out);
+}
+
+/** rmsnormLinearSwiGLU's checks and call; `normW` null: x is normalized already (linearSwiGLU). */
+function normLinearSwiGLU(op: string, x: Tensor, normW: Tensor | null, wGateUp: Tensor, eps: number, out: Tensor | undefined): Tensor {
   const dev = sameDevice(op, { x, normW, wGateUp });
   const dt = sameDType(op, { x, normW, wGateUp }, FLOATS);
   if (wGateUp.shape.length !== 2 || wGateUp.shape[0]! % 2)
@@ -212,10 +230,10 @@ export function rmsnormLinearSwiGLU(x: Tensor, normW: Tensor, wGateUp: Tensor, o
   const [F2, K] = wGateUp.shape as [number, number];
   const F = F2 / 2;
   const M = rowsCols(op, x, K);
-  expectShape(op, 'normW', normW, [K]);
-  const c = output(op, o.out, [...x.shape.slice(0, -1), F], dt, dev);
+  if (normW) expectShape(op, 'normW', normW, [K]);
+  const c = output(op, out, [...x.shape.slice(0, -1), F], dt, dev);
   if (c.native === x.native) throw new Error(`${op}: out must not be x`);
-  native.rmsnormMatmulSwiglu(c.native, x.native, normW.native, wGateUp.native, M, F, K, o.eps ?? 1e-5);
+  native.rmsnormMatmulSwiglu(c.native, x.native, normW?.native ?? null, wGateUp.native, M, F, K, eps);
   return c;
 }
 
@@ -225,18 +243,7 @@ export function rmsnormLinearSwiGLU(x: Tensor, normW: Tensor, wGateUp: Tensor, o
  * then siluGate give it. On a GPU, for up to 16 rows, one GEMV with SwiGLU in its epilogue.
  */
 export function linearSwiGLU(x: Tensor, wGateUp: Tensor, o: { out?: Tensor } = {}): Tensor {
-  const op = 'linearSwiGLU';
-  const dev = sameDevice(op, { x, wGateUp });
-  const dt = sameDType(op, { x, wGateUp }, FLOATS);
-  if (wGateUp.shape.length !== 2 || wGateUp.shape[0]! % 2)
-    throw new Error(`${op}: wGateUp must be 2-D [2F, in], got [${wGateUp.shape.join(', ')}]`);
-  const [F2, K] = wGateUp.shape as [number, number];
-  const F = F2 / 2;
-  const M = rowsCols(op, x, K);
-  const c = output(op, o.out, [...x.shape.slice(0, -1), F], dt, dev);
-  if (c.native === x.native) throw new Error(`${op}: out must not be x`);
-  native.rmsnormMatmulSwiglu(c.native, x.native, null, wGateUp.native, M, F, K, 0);
-  return c;
+  return normLinearSwiGLU('linearSwiGLU', x, null, wGateUp, 0, o.out);
 }
 
 /**
@@ -245,18 +252,7 @@ export function linearSwiGLU(x: Tensor, wGateUp: Tensor, o: { out?: Tensor } = {
  * GEMV with GELU in its epilogue.
  */
 export function linearGelu(x: Tensor, weight: Tensor, o: { bias?: Tensor | null; out?: Tensor } = {}): Tensor {
-  const op = 'linearGelu';
-  const { bias, out } = o;
-  const dev = sameDevice(op, { x, weight, bias });
-  const dt = sameDType(op, { x, weight, bias }, FLOATS);
-  if (weight.shape.length !== 2) throw new Error(`${op}: weight must be 2-D [out, in], got [${weight.shape.join(', ')}]`);
-  const [N, K] = weight.shape as [number, number];
-  const M = rowsCols(op, x, K);
-  if (bias) expectShape(op, 'bias', bias, [N]);
-  const c = output(op, out, [...x.shape.slice(0, -1), N], dt, dev);
-  if (c.native === x.native) throw new Error(`${op}: out must not be x`);
-  native.layernormMatmul(c.native, x.native, null, null, weight.native, bias?.native ?? null, M, N, K, 0, true);
-  return c;
+  return normLinearAct('linearGelu', x, null, weight, o.bias, 0, true, o.out);
 }
 
 // ------------------------------------------------------------------ attention

@@ -388,6 +388,41 @@ void run16(const Args& a) {
   if (tiles16) launch_sm80<T, true>(a); else launch_sm80<T, false>(a);
 }
 
+// fn(scratch) with `bytes` of stream-ordered scratch (a captured graph gets its own allocation node), freed
+// once fn's launches are queued, or when fn throws; `what...` names the call in an error.
+template <class Fn, class... What>
+void with_scratch(cudaStream_t stream, size_t bytes, Fn&& fn, const What&... what) {
+  void* p = nullptr;
+  PARALLM_CUDA_CHECK(cudaMallocAsync(&p, bytes, stream), what..., ": scratch of ", bytes, " bytes");
+  try {
+    fn(p);
+  } catch (...) {
+    cudaFreeAsync(p, stream);
+    throw;
+  }
+  PARALLM_CUDA_CHECK(cudaFreeAsync(p, stream), what..., ": scratch free");
+}
+
+// C = X B^T + bias, then GELU when asked: in the register GEMV's epilogue where it applies (one launch),
+// else matmul then gelu; the same bits.
+void linear_gelu(cudaStream_t stream, DType dt, const void* X, const void* B, const void* bias, void* C, int64_t M,
+                 int64_t N, int64_t K, bool gelu_after) {
+  if (gelu_after && epilogue_gemv_ok(dt, M, K, B) && aligned16(X)) {
+    Args a{stream, dt, X, B, bias, C, int(M), int(N), int(K), false, true, 1.f, 0.f, 0};
+    a.pair_ok = (N % 2 == 0) && (reinterpret_cast<uintptr_t>(C) % 4 == 0);
+    return launch_register_gemv<__nv_bfloat16, 1, mm::NORM_NONE, mm::EPI_GELU>(a, N);
+  }
+  matmul(stream, dt, X, B, bias, C, M, N, K, false, true, 1.f, 0.f);
+  if (gelu_after) gelu(stream, dt, C, C, M * N);
+}
+
+// C[M, F] = silu(gate) * up of X Wgu^T in the register GEMV's epilogue (X normalized already).
+void launch_gemv_swiglu(cudaStream_t stream, DType dt, const void* X, const void* Wgu, void* C, int64_t M, int64_t F,
+                        int64_t K) {
+  Args a{stream, dt, X, Wgu, nullptr, C, int(M), int(F), int(K), false, true, 1.f, 0.f, 0};
+  launch_register_gemv<__nv_bfloat16, 2, mm::NORM_NONE, mm::EPI_SWIGLU>(a, 2 * F);
+}
+
 }  // namespace
 
 void rmsnorm_matmul(cudaStream_t stream, DType dt, const void* X, const void* norm_w, const void* B, const void* bias,
@@ -409,19 +444,10 @@ void rmsnorm_matmul(cudaStream_t stream, DType dt, const void* X, const void* no
     if (pipelined_gemv()) return launch_gemv_pipe_any<__nv_bfloat16, true>(a, norm_w, eps);
     return launch_register_gemv<__nv_bfloat16, 1, mm::NORM_RMS>(a, N, norm_w, eps);
   }
-  const size_t bytes = size_t(M) * size_t(K) * dtype_size(dt);
-  void* h = nullptr;
-  // Stream-ordered, so a captured graph owns it (as the split-K workspace).
-  PARALLM_CUDA_CHECK(cudaMallocAsync(&h, bytes, stream), "rmsnorm_matmul: scratch of ", bytes, " bytes (M=", M,
-                     " K=", K, ")");
-  try {
+  with_scratch(stream, size_t(M) * size_t(K) * dtype_size(dt), [&](void* h) {
     rmsnorm(stream, dt, X, norm_w, h, nullptr, M, K, eps);
     matmul(stream, dt, h, B, bias, C, M, N, K, false, true, alpha, beta);
-  } catch (...) {
-    cudaFreeAsync(h, stream);
-    throw;
-  }
-  PARALLM_CUDA_CHECK(cudaFreeAsync(h, stream), "rmsnorm_matmul: scratch free");
+  }, "rmsnorm_matmul (M=", M, " K=", K, ")");
 }
 
 void rmsnorm_matmul_swiglu(cudaStream_t stream, DType dt, const void* X, const void* norm_w, const void* Wgu, void* C,
@@ -434,64 +460,31 @@ void rmsnorm_matmul_swiglu(cudaStream_t stream, DType dt, const void* X, const v
     fail("rmsnorm_matmul_swiglu: sizes M=", M, " F=", F, " K=", K, " exceed the 2^31-1 limit of the CUDA kernels");
   if (M == 0 || F == 0) return;
   if (!X || !Wgu || !C) fail("rmsnorm_matmul_swiglu: null pointer (M=", M, " F=", F, " K=", K, ")");
-  if (!norm_w) {  // X is normalized already: the GEMV with SwiGLU in its epilogue, else matmul then silu_gate
-    if (epilogue_gemv_ok(dt, M, K, Wgu) && aligned16(X)) {
+  const bool epi = epilogue_gemv_ok(dt, M, K, Wgu);
+  if (!norm_w) {  // X is normalized already: the GEMV with SwiGLU in its epilogue where it applies
+    if (epi && aligned16(X)) return launch_gemv_swiglu(stream, dt, X, Wgu, C, M, F, K);
+  } else {
+    // Fused on rmsnorm_matmul's conditions (the gate and up halves in one item: 8 warps, items of 2 chunks
+    // of each half, 8 deep: the default's 128 KB ring and its K split, hence its sums).
+    const bool fusable = dt == DType::BF16 && M <= 16 && K % 8 == 0 && aligned16(X) && aligned16(Wgu) &&
+                         aligned16(norm_w) && mm::gemvp_norm_threads(K) <= 8 * 32 && device_cc() >= 80;
+    if (fusable && (pipelined_gemv() || (register_fusion() && M <= kRegisterFusionMaxM))) {
       Args a{stream, dt, X, Wgu, nullptr, C, int(M), int(F), int(K), false, true, 1.f, 0.f, 0};
-      return launch_register_gemv<__nv_bfloat16, 2, mm::NORM_NONE, mm::EPI_SWIGLU>(a, 2 * F);
+      if (pipelined_gemv()) return launch_gemv_pipe<__nv_bfloat16, 8, 2, 8, true, true>(a, norm_w, eps);
+      return launch_register_gemv<__nv_bfloat16, 2, mm::NORM_RMS, mm::EPI_SWIGLU>(a, 2 * F, norm_w, eps);
     }
-    const size_t bytes = size_t(M) * size_t(2 * F) * dtype_size(dt);
-    void* gu = nullptr;
-    PARALLM_CUDA_CHECK(cudaMallocAsync(&gu, bytes, stream), "rmsnorm_matmul_swiglu: scratch of ", bytes, " bytes (M=", M,
-                       " F=", F, ")");
-    try {
-      matmul(stream, dt, X, Wgu, nullptr, gu, M, 2 * F, K, false, true, 1.f, 0.f);
-      silu_gate(stream, dt, gu, static_cast<char*>(gu) + size_t(F) * dtype_size(dt), C, M, F, 2 * F);
-    } catch (...) {
-      cudaFreeAsync(gu, stream);
-      throw;
-    }
-    PARALLM_CUDA_CHECK(cudaFreeAsync(gu, stream), "rmsnorm_matmul_swiglu: scratch free");
-    return;
+    if (epi)  // rmsnorm into a scratch block, then the GEMV with SwiGLU in its epilogue: two launches
+      return with_scratch(stream, size_t(M) * size_t(K) * dtype_size(dt), [&](void* h) {
+        rmsnorm(stream, dt, X, norm_w, h, nullptr, M, K, eps);
+        launch_gemv_swiglu(stream, dt, h, Wgu, C, M, F, K);
+      }, "rmsnorm_matmul_swiglu (M=", M, " K=", K, ")");
   }
-  // Fused on rmsnorm_matmul's conditions (the gate and up halves in one item: 8 warps, items of 2 chunks
-  // of each half, 8 deep: the default's 128 KB ring and its K split, hence its sums); else rmsnorm_matmul
-  // into a scratch gate+up block, then silu_gate.
-  const bool fusable = dt == DType::BF16 && M <= 16 && K % 8 == 0 && aligned16(X) && aligned16(Wgu) &&
-                       aligned16(norm_w) && mm::gemvp_norm_threads(K) <= 8 * 32 && device_cc() >= 80;
-  if (fusable && (pipelined_gemv() || (register_fusion() && M <= kRegisterFusionMaxM))) {
-    Args a{stream, dt, X, Wgu, nullptr, C, int(M), int(F), int(K), false, true, 1.f, 0.f, 0};
-    if (pipelined_gemv()) return launch_gemv_pipe<__nv_bfloat16, 8, 2, 8, true, true>(a, norm_w, eps);
-    return launch_register_gemv<__nv_bfloat16, 2, mm::NORM_RMS, mm::EPI_SWIGLU>(a, 2 * F, norm_w, eps);
-  }
-  if (epilogue_gemv_ok(dt, M, K, Wgu)) {
-    // rmsnorm into a scratch block, then the register GEMV with SwiGLU in its epilogue: two launches.
-    const size_t hb = size_t(M) * size_t(K) * dtype_size(dt);
-    void* h = nullptr;
-    PARALLM_CUDA_CHECK(cudaMallocAsync(&h, hb, stream), "rmsnorm_matmul_swiglu: scratch of ", hb, " bytes (M=", M,
-                       " K=", K, ")");
-    try {
-      rmsnorm(stream, dt, X, norm_w, h, nullptr, M, K, eps);
-      Args a{stream, dt, h, Wgu, nullptr, C, int(M), int(F), int(K), false, true, 1.f, 0.f, 0};
-      launch_register_gemv<__nv_bfloat16, 2, mm::NORM_NONE, mm::EPI_SWIGLU>(a, 2 * F);
-    } catch (...) {
-      cudaFreeAsync(h, stream);
-      throw;
-    }
-    PARALLM_CUDA_CHECK(cudaFreeAsync(h, stream), "rmsnorm_matmul_swiglu: scratch free");
-    return;
-  }
-  const size_t bytes = size_t(M) * size_t(2 * F) * dtype_size(dt);
-  void* gu = nullptr;
-  PARALLM_CUDA_CHECK(cudaMallocAsync(&gu, bytes, stream), "rmsnorm_matmul_swiglu: scratch of ", bytes, " bytes (M=", M,
-                     " F=", F, ")");
-  try {
-    rmsnorm_matmul(stream, dt, X, norm_w, Wgu, nullptr, gu, M, 2 * F, K, eps, 1.f, 0.f);
+  // The ops apart: the (normalized) product into a scratch gate+up block, then silu_gate.
+  with_scratch(stream, size_t(M) * size_t(2 * F) * dtype_size(dt), [&](void* gu) {
+    if (norm_w) rmsnorm_matmul(stream, dt, X, norm_w, Wgu, nullptr, gu, M, 2 * F, K, eps, 1.f, 0.f);
+    else matmul(stream, dt, X, Wgu, nullptr, gu, M, 2 * F, K, false, true, 1.f, 0.f);
     silu_gate(stream, dt, gu, static_cast<char*>(gu) + size_t(F) * dtype_size(dt), C, M, F, 2 * F);
-  } catch (...) {
-    cudaFreeAsync(gu, stream);
-    throw;
-  }
-  PARALLM_CUDA_CHECK(cudaFreeAsync(gu, stream), "rmsnorm_matmul_swiglu: scratch free");
+  }, "rmsnorm_matmul_swiglu (M=", M, " F=", F, ")");
 }
 
 void layernorm_matmul(cudaStream_t stream, DType dt, const void* X, const void* gamma, const void* beta,
@@ -504,16 +497,7 @@ void layernorm_matmul(cudaStream_t stream, DType dt, const void* X, const void* 
     fail("layernorm_matmul: sizes M=", M, " N=", N, " K=", K, " exceed the 2^31-1 limit of the CUDA kernels");
   if (M == 0 || N == 0) return;
   if (!X || !B || !C || !gamma != !beta) fail("layernorm_matmul: null pointer (M=", M, " N=", N, " K=", K, ")");
-  if (!gamma) {  // X is normalized already: the GEMV with GELU in its epilogue, else matmul then gelu
-    if (gelu_after && epilogue_gemv_ok(dt, M, K, B) && aligned16(X)) {
-      Args a{stream, dt, X, B, bias, C, int(M), int(N), int(K), false, true, 1.f, 0.f, 0};
-      a.pair_ok = (N % 2 == 0) && (reinterpret_cast<uintptr_t>(C) % 4 == 0);
-      return launch_register_gemv<__nv_bfloat16, 1, mm::NORM_NONE, mm::EPI_GELU>(a, N);
-    }
-    matmul(stream, dt, X, B, bias, C, M, N, K, false, true, 1.f, 0.f);
-    if (gelu_after) gelu(stream, dt, C, C, M * N);
-    return;
-  }
+  if (!gamma) return linear_gelu(stream, dt, X, B, bias, C, M, N, K, gelu_after);  // X normalized already
   // Fused in the register GEMV on rmsnorm_matmul's conditions, for the rows the register fusion takes;
   // else layernorm into a scratch row block, then matmul, then gelu in place.
   const bool fused = dt == DType::BF16 && M <= kRegisterFusionMaxM && K % 8 == 0 && aligned16(X) && aligned16(B) &&
@@ -525,25 +509,10 @@ void layernorm_matmul(cudaStream_t stream, DType dt, const void* X, const void* 
     if (gelu_after) return launch_register_gemv<__nv_bfloat16, 1, mm::NORM_LN, mm::EPI_GELU>(a, N, gamma, eps, beta);
     return launch_register_gemv<__nv_bfloat16, 1, mm::NORM_LN>(a, N, gamma, eps, beta);
   }
-  const size_t bytes = size_t(M) * size_t(K) * dtype_size(dt);
-  void* h = nullptr;
-  PARALLM_CUDA_CHECK(cudaMallocAsync(&h, bytes, stream), "layernorm_matmul: scratch of ", bytes, " bytes (M=", M,
-                     " K=", K, ")");
-  try {
+  with_scratch(stream, size_t(M) * size_t(K) * dtype_size(dt), [&](void* h) {
     layernorm(stream, dt, X, gamma, beta, h, nullptr, nullptr, M, K, eps);
-    if (gelu_after && epilogue_gemv_ok(dt, M, K, B)) {  // GELU in the GEMV's epilogue: one launch fewer
-      Args a{stream, dt, h, B, bias, C, int(M), int(N), int(K), false, true, 1.f, 0.f, 0};
-      a.pair_ok = (N % 2 == 0) && (reinterpret_cast<uintptr_t>(C) % 4 == 0);
-      launch_register_gemv<__nv_bfloat16, 1, mm::NORM_NONE, mm::EPI_GELU>(a, N);
-    } else {
-      matmul(stream, dt, h, B, bias, C, M, N, K, false, true, 1.f, 0.f);
-      if (gelu_after) gelu(stream, dt, C, C, M * N);
-    }
-  } catch (...) {
-    cudaFreeAsync(h, stream);
-    throw;
-  }
-  PARALLM_CUDA_CHECK(cudaFreeAsync(h, stream), "layernorm_matmul: scratch free");
+    linear_gelu(stream, dt, h, B, bias, C, M, N, K, gelu_after);
+  }, "layernorm_matmul (M=", M, " K=", K, ")");
 }
 
 void matmul_residual_norm(cudaStream_t stream, DType dt, const void* A, const void* B, const void* bias, void* R,
