@@ -273,13 +273,31 @@ for p in "${parts[@]}"; do
       timeout 80 node dist/cli/index.js bench --model llama-2-7b --strategies single,tp --batch 1 --prompt-tokens 128 --new-tokens 128 --repeats 3 --json "$out/tp-b1.json" 2>&1 | tail -2
       timeout 45 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16 --json "$out/gen-llama.json" 2>&1 | tail -2
       timeout 30 node dist/cli/index.js bench generate --model gpt2 --batch 1,16 --json "$out/gen-gpt2.json" 2>&1 | tail -2 ;;
-    next9)
+    one9a)
+      # next9 on one H200 (no x2 lent): every GPU test (two-GPU cases skip), then GPT-2 decode with the norms
+      # in the GEMV epilogues off / on and with one-kernel decode attention.
+      timeout 300 vitest run test/gpu > "$out/gpu-all.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-all.log" | head -30
+      for v in 0 1; do
+        PARALLM_DECODE_NORM_IN_GEMV=$v timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1,16 2>&1 | tail -2 | sed "s/^/[norm in gemv $v] /"
+      done
+      PARALLM_DECODE_SPLITS=1 timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1,16 2>&1 | tail -2 | sed "s/^/[splits 1] /" ;;
+    one9b)
+      # next9's 7B half on one H200 with the compiled-PyTorch peer in the same call.
+      for v in 0 1; do
+        PARALLM_DECODE_NORM_IN_GEMV=$v timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16 2>&1 | tail -2 | sed "s/^/[norm in gemv $v] /"
+      done
+      PARALLM_DECODE_SPLITS=1 timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 1 2>&1 | tail -1 | sed "s/^/[splits 1] /"
+      timeout 330 python3 bench/peers/torch_compile_decode.py both 1,16 > "$out/peer-compile.log" 2>&1; grep ANCHOR "$out/peer-compile.log" | cut -c1-200 ;;
+    next9a)
       # What the fifth session left unrun (S8-9 failed its model tests: the block counter was made under
       # capture; made at load now): every GPU test (the decode tests run the tiny models with
       # Transformer.normInGemv too), tp at batch 1, then decode with and without the norms in the GEMV
       # epilogues, with the compiled-PyTorch peers in the same call.
       timeout 200 vitest run test/gpu > "$out/gpu-all.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-all.log" | head -30
-      timeout 90 node dist/cli/index.js bench --model llama-2-7b --strategies single,tp --batch 1 --prompt-tokens 128 --new-tokens 128 --repeats 3 --json "$out/tp-b1.json" 2>&1 | tail -2
+      timeout 90 node dist/cli/index.js bench --model llama-2-7b --strategies single,tp --batch 1 --prompt-tokens 128 --new-tokens 128 --repeats 3 --json "$out/tp-b1.json" 2>&1 | tail -2 ;;
+    next9b)
+      # next9's decode half (one call cannot hold both): the norm placements and one-kernel decode
+      # attention against the compiled-PyTorch peer.
       for v in 0 1; do
         PARALLM_DECODE_NORM_IN_GEMV=$v timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16 2>&1 | tail -2 | sed "s/^/[norm in gemv $v] /"
         PARALLM_DECODE_NORM_IN_GEMV=$v timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1,16 2>&1 | tail -2 | sed "s/^/[norm in gemv $v] /"

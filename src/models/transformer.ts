@@ -79,13 +79,20 @@ export class KvCache {
 
 export class Transformer {
   /**
-   * PARALLM_DECODE_NORM_IN_GEMV=1 (read when the module loads; tests set it): decode on one device writes
-   * each norm in the epilogue of the residual projection before it (ops.linearResidualNorm) and applies
-   * the MLP's activation in the up projection's (linearSwiGLU, linearGelu). Those ops are held bit for bit
-   * to the ops apart on GPUs (S8-9); the models' decode with them has not yet run on a GPU, so it is off
-   * by default (the same bits either way).
+   * Where decode on one device writes each norm: 'batch1' (the default) in the epilogue of the residual
+   * projection before it (ops.linearResidualNorm, with the MLP's activation in the up projection's:
+   * linearSwiGLU, linearGelu) at batch 1 only, true at every batch, false never (the norm in the next
+   * projection's launch). The epilogue norm is one launch fewer a norm but its last block does the norm
+   * alone: 7B decode at batch 1 gains 3%, GPT-2 is even, and at batch 16 it loses 22% (7B) and 50% (GPT-2)
+   * (S9-2, bench/RESULTS.md). The same bits either way (the ops are held bit for bit on GPUs, S8-9).
+   * PARALLM_DECODE_NORM_IN_GEMV=0|1 (read when the module loads) sets false / true.
    */
-  static normInGemv = typeof process !== 'undefined' && process.env.PARALLM_DECODE_NORM_IN_GEMV === '1';
+  static normInGemv: boolean | 'batch1' = Transformer.normInGemvFromEnv();
+
+  private static normInGemvFromEnv(): boolean | 'batch1' {
+    const v = typeof process !== 'undefined' ? process.env.PARALLM_DECODE_NORM_IN_GEMV : undefined;
+    return v === '1' ? true : v === '0' ? false : 'batch1';
+  }
 
   /** the config its layers run with: a tp shard's heads and features, else the model's */
   readonly cfg: ModelConfig;
@@ -154,7 +161,8 @@ export class Transformer {
    */
   private finishLayer(l: LayerWeights, x: Tensor, att: Tensor, fused = false, next?: LayerWeights): Tensor | null {
     const addInEpilogue = fused && !isSharded(this.w.stage.tp);
-    const normInGemv = addInEpilogue && Transformer.normInGemv;
+    const mode = Transformer.normInGemv;
+    const normInGemv = addInEpilogue && (mode === 'batch1' ? att.shape[0] === 1 : mode);
     // A LLaMA tp shard's decode: each all-reduce also writes the next RMSNorm's output (allReduceAddNorm).
     const normInReduce = fused && !addInEpilogue && this.cfg.family === 'llama';
     let h2: Tensor | null = null;
