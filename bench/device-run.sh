@@ -273,6 +273,21 @@ for p in "${parts[@]}"; do
       timeout 80 node dist/cli/index.js bench --model llama-2-7b --strategies single,tp --batch 1 --prompt-tokens 128 --new-tokens 128 --repeats 3 --json "$out/tp-b1.json" 2>&1 | tail -2
       timeout 45 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16 --json "$out/gen-llama.json" 2>&1 | tail -2
       timeout 30 node dist/cli/index.js bench generate --model gpt2 --batch 1,16 --json "$out/gen-gpt2.json" 2>&1 | tail -2 ;;
+    pf9)
+      # How much of its W a GEMV asks L2 for before its PDL wait (PARALLM_GEMV_PREFETCH=<MiB>, a budget
+      # spread over the warps; unset: each warp's first pass), on the GEMVs of issue 13's floor and 7B's
+      # decode, then 7B and GPT-2 decode at batch 1 with the compiled-PyTorch peer in the same call.
+      for pf in unset 8 12 16 24; do
+        if [ $pf = unset ]; then unset PARALLM_GEMV_PREFETCH; else export PARALLM_GEMV_PREFETCH=$pf; fi
+        timeout 60 node dist/cli/index.js bench kernels --filter "gemv 1x4096x4096" "gemv 1x11008x4096" "gemv 1x4096x2048" "gemv 1x22016x4096" "gemv 1x12288x4096" "copy" 2>&1 | grep -E "^(gemv|copy) " | grep -vE "nopdl|pipe|reg" | head -14 | sed "s/^/[prefetch $pf] /"
+      done
+      for pf in unset 16; do
+        if [ $pf = unset ]; then unset PARALLM_GEMV_PREFETCH; else export PARALLM_GEMV_PREFETCH=$pf; fi
+        timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 1 2>&1 | tail -1 | sed "s/^/[prefetch $pf] /"
+        timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1 2>&1 | tail -1 | sed "s/^/[prefetch $pf] /"
+      done
+      unset PARALLM_GEMV_PREFETCH
+      timeout 250 python3 bench/peers/torch_compile_decode.py both 1 > "$out/peer-compile.log" 2>&1; grep ANCHOR "$out/peer-compile.log" | cut -c1-200 ;;
     one9a)
       # next9 on one H200 (no x2 lent): every GPU test (two-GPU cases skip), then GPT-2 decode with the norms
       # in the GEMV epilogues off / on and with one-kernel decode attention.

@@ -70,15 +70,24 @@ bool register_fusion() {
   }();
   return env;
 }
-// How much of its W a register GEMV asks L2 for before its PDL wait: the first pass of each warp (the
-// measured default), or with PARALLM_GEMV_PREFETCH=all every byte of a W up to 32 MiB (one L2 holds it),
-// so a GEMV that starts early keeps the memory busy through the kernel boundary. Not yet timed.
-int gemv_prefetch_all(int64_t w_bytes) {
-  static const bool all = [] {
+// How much of its W a register GEMV asks L2 for before its PDL wait, in sixteenths of each warp's K range
+// (the kernel's pf16): 0, the first pass of each warp (the measured default); PARALLM_GEMV_PREFETCH=all,
+// every byte of a W up to 32 MiB (one L2 holds it; S8-2: 16 MiB W 86 -> 96% of the copy rate, 32 MiB
+// 82 -> 76%); PARALLM_GEMV_PREFETCH=<MiB>, that many MiB of the W spread over the warps (a share of
+// each warp's range), so the next GEMV keeps the memory busy through the kernel boundary without
+// flooding L2 beside the one still streaming. Not yet timed.
+int gemv_prefetch(int64_t w_bytes) {
+  static const double mib = [] {
     const char* e = std::getenv("PARALLM_GEMV_PREFETCH");
-    return e && std::strcmp(e, "all") == 0;
+    if (!e) return 0.0;
+    if (std::strcmp(e, "all") == 0) return 32.0;
+    char* end = nullptr;
+    const double v = std::strtod(e, &end);
+    return end != e && *end == 0 && v > 0 && v <= 1024 ? v : 0.0;
   }();
-  return all && w_bytes <= (int64_t(32) << 20) ? 1 : 0;
+  if (mib <= 0 || w_bytes <= 0) return 0;
+  if (w_bytes <= int64_t(mib * (1 << 20))) return 16;
+  return std::max(1, int(16.0 * mib * (1 << 20) / double(w_bytes)));
 }
 std::atomic<int> g_pdl{-1};  // PARALLM_PDL / the hook: -1 not read yet, else the level (launch.cuh)
 
@@ -261,7 +270,7 @@ void launch_gemv_v(const Args& a, const void* nw = nullptr, float eps = 0.f, con
                                 dim3(mm::GEMV_WARPS * 32), 0, a.stream, static_cast<const T*>(a.A),
                                 static_cast<const T*>(a.B), static_cast<const T*>(a.bias), static_cast<T*>(a.C), a.M,
                                 a.N, a.K, a.alpha, a.beta, a.pair_ok, gemv_l2hint(), static_cast<const T*>(nw), eps, ntx,
-                                static_cast<const T*>(nb), gemv_prefetch_all(int64_t(a.N) * a.K * int64_t(sizeof(T))),
+                                static_cast<const T*>(nb), gemv_prefetch(int64_t(a.N) * a.K * int64_t(sizeof(T))),
                                 static_cast<T*>(hout), counter),
                      PARALLM_MM_WHERE(a, what));
 }

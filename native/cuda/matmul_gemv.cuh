@@ -221,7 +221,7 @@ template <typename T, int HN, int UNROLL, bool SEL = true, int NORM = NORM_NONE,
 __global__ void __launch_bounds__(GEMV_WARPS * 32)
 gemv_kernel(const T* __restrict__ X, const T* __restrict__ W, const T* __restrict__ bias, T* __restrict__ C, int M,
             int N, int K, float alpha, float beta, int pair_ok, int l2hint = 0, const T* __restrict__ nw = nullptr,
-            float eps = 0.f, int ntx = 32, const T* __restrict__ nb = nullptr, int pf_all = 0,
+            float eps = 0.f, int ntx = 32, const T* __restrict__ nb = nullptr, int pf16 = 0,
             T* __restrict__ hout = nullptr, unsigned* __restrict__ counter = nullptr) {
   constexpr bool SWIGLU = EPI == EPI_SWIGLU;
   static_assert(!SWIGLU || HN == 2, "SwiGLU: set 0 the gate rows, set 1 the up rows");
@@ -259,13 +259,14 @@ gemv_kernel(const T* __restrict__ X, const T* __restrict__ W, const T* __restric
   const T* x1 = X + (int64_t)(xv1 ? g + 8 : 0) * K;
 
   // PDL (pdl.cuh): let the next GEMV start; ask L2 for this warp's first pass of W (lane h*8 + r: set h,
-  // row r, UNROLL chunks from c_begin), or with pf_all its whole K range (a W that L2 holds: launch_gemv_v),
-  // while the kernel before finishes; then wait for its output.
+  // row r, UNROLL chunks from c_begin), or with pf16 > 0 that many sixteenths of its K range if more
+  // (gemv_prefetch in matmul.cu), while the kernel before finishes; then wait for its output.
   pdl_trigger();
   if (lane < 8 * HN && c_begin < c_end) {
     const int h = lane / 8, r = lane % 8;
     if (col_of(h, r) < N) {
-      const int k0 = c_begin * 32, k1 = min((pf_all ? c_end : min(c_begin + UNROLL, c_end)) * 32, K);
+      const int span = max(UNROLL, ((c_end - c_begin) * pf16 + 15) / 16);
+      const int k0 = c_begin * 32, k1 = min(min(c_begin + span, c_end) * 32, K);
       prefetch_l2(W + int64_t(wrow_of(h, r)) * K + k0, uint32_t(k1 - k0) * uint32_t(sizeof(T)));
     }
   }
