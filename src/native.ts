@@ -88,6 +88,8 @@ export interface NativeBinding {
   rmsnormMatmulSwiglu(c: T, x: T, normW: T | null, wGateUp: T, M: number, F: number, K: number, eps: number): void;
   layernormMatmul(c: T, x: T, gamma: T | null, beta: T | null, b: T, bias: T | null, M: number, N: number, K: number, eps: number, gelu: boolean): void;
   matmulResidualNorm(h: T, r: T, a: T, b: T, bias: T | null, normW: T, normB: T | null, counter: T | null, M: number, N: number, K: number, eps: number): void;
+  decodeLayerGpt2(x: T, norm1: T, norm1Bias: T, qkv: T, qkvBias: OptT, out: T, outBias: OptT, norm2: T, norm2Bias: T, up: T, upBias: OptT, down: T, downBias: OptT,
+    kCache: T, vCache: T, pos: T, lens: T, counter: OptT, B: number, C: number, H: number, D: number, kvB: number, kvT: number, maxLen: number, eps: number): void;
   ropeKvWrite(qkv: T, kCache: T, vCache: T, pos: T, freqs: T | null, B: number, Hq: number, Hkv: number, D: number, qkvStride: number, rotDim: number, theta: number, kvB: number, kvT: number, maxLen: number): void;
   layernorm(y: T, x: T, gamma: T, beta: T, mean: OptT, rstd: OptT, R: number, C: number, eps: number): void;
   rmsnorm(y: T, x: T, w: T, rstd: OptT, R: number, C: number, eps: number): void;
@@ -158,6 +160,11 @@ export interface NativeTestingHooks {
    * kernels too (not yet timed on a GPU). PARALLM_PDL=0|1|2 sets the starting level.
    */
   pdl(level: 0 | 1 | 2): void;
+  /**
+   * Blocks of decodeLayerGpt2's persistent cooperative kernel: 0 one a multiprocessor (the default), n >= 1
+   * n (at most what the device holds at once). No-op without CUDA.
+   */
+  decodeLayerGrid(blocks: number): void;
 }
 
 /** One rank of a communicator (native/comm): collectives over NativeTensors on its device. */
@@ -192,7 +199,7 @@ export interface NativeComm {
 export const NATIVE_KEYS = [
   'NativeTensor', 'empty', 'devices', 'deviceInfo', 'buildInfo', 'configureCpuDevices', 'synchronize',
   'memoryStats', 'resetPeakMemory', 'emptyCache', 'captureBegin', 'captureEnd', 'eventCreate', 'streamCreate',
-  'setStream', 'matmul', 'attentionPrefill', 'attentionDecode', 'kvWrite', 'ropeKvWrite', 'rmsnormMatmul', 'rmsnormMatmulSwiglu', 'layernormMatmul', 'matmulResidualNorm', 'layernorm', 'rmsnorm', 'gelu',
+  'setStream', 'matmul', 'attentionPrefill', 'attentionDecode', 'kvWrite', 'ropeKvWrite', 'rmsnormMatmul', 'rmsnormMatmulSwiglu', 'layernormMatmul', 'matmulResidualNorm', 'decodeLayerGpt2', 'layernorm', 'rmsnorm', 'gelu',
   'siluGate', 'rope', 'embedding', 'add', 'cast', 'softmax', 'argmax', 'fillUniform', 'sample', 'sumRows',
   'layernormBackward', 'rmsnormBackward', 'geluBackward', 'siluGateBackward', 'ropeBackward', 'attentionForward',
   'attentionBackward', 'embeddingBackward', 'crossEntropy', 'sumSquares', 'adamw', 'ncclAvailable', 'ncclUniqueId',
@@ -200,7 +207,7 @@ export const NATIVE_KEYS = [
 ] as const satisfies readonly (keyof NativeBinding)[];
 
 /** Every name of NativeTestingHooks, held to the addon's `testing` object the same way. */
-export const NATIVE_TESTING_KEYS = ['matmulSplitK', 'matmulTmaStore', 'matmulGemv', 'attentionDecodeSplits', 'attentionPrefillKernel', 'pdl'] as const satisfies readonly (keyof NativeTestingHooks)[];
+export const NATIVE_TESTING_KEYS = ['matmulSplitK', 'matmulTmaStore', 'matmulGemv', 'attentionDecodeSplits', 'attentionPrefillKernel', 'pdl', 'decodeLayerGrid'] as const satisfies readonly (keyof NativeTestingHooks)[];
 
 // A compile error names the keys of T missing from the list L.
 type ListsEvery<T, L extends readonly PropertyKey[]> = [Exclude<keyof T, L[number]>] extends [never] ? true : Exclude<keyof T, L[number]>;

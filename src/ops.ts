@@ -397,6 +397,113 @@ export function ropeKvWrite(qkv: Tensor, kCache: Tensor, vCache: Tensor, pos: Te
   native.ropeKvWrite(qkv.native, kCache.native, vCache.native, pos.native, freqs?.native ?? null, B, Hq, Hkv, D, qs, rot, o.rope?.theta ?? 10000, kB, kT, maxLen);
 }
 
+/** A GPT-2 layer's weights as decodeLayerGpt2 reads them (the fields of models/weights.ts LayerWeights). */
+export interface Gpt2LayerWeights {
+  norm1: Tensor;
+  norm1Bias?: Tensor;
+  /** [3C, C]: the q rows, the k rows, the v rows */
+  qkv: Tensor;
+  qkvBias?: Tensor;
+  /** [C, C] */
+  out: Tensor;
+  outBias?: Tensor;
+  norm2: Tensor;
+  norm2Bias?: Tensor;
+  /** [4C, C] */
+  up: Tensor;
+  upBias?: Tensor;
+  /** [C, 4C] */
+  down: Tensor;
+  downBias?: Tensor;
+}
+
+export interface DecodeLayerOptions {
+  /** query heads (= KV heads: GPT-2 has no grouped-query attention); C = heads x headDim */
+  heads: number;
+  headDim: number;
+  /** capacity of the caches in tokens */
+  maxLen: number;
+  /** element strides [batch, token] of both caches; default contiguous [B, maxLen, heads, headDim] */
+  kvStrides?: [number, number];
+  /** the layernorms' epsilon (default 1e-5) */
+  eps?: number;
+  /**
+   * An i32 tensor on x's device whose first element is zero (its low 31 bits): the CUDA kernel's grid
+   * barrier counts on it and leaves it as it found it, so one counter serves every call on a stream (the
+   * zero counter of linearResidualNorm serves too). Required on a GPU; unused on the CPU.
+   */
+  counter?: Tensor;
+}
+
+/**
+ * One GPT-2 decode layer, one token per sequence, x [B, C] (the residual stream) updated in place:
+ * defined as the ops apart in this order, each rounding to the dtype as they do:
+ *   qkv = layernormLinear(x, norm1, norm1Bias, qkv, qkvBias);
+ *   ropeKvWrite(qkv, kCache, vCache, pos) (no rotation: k and v into the caches at pos[b]);
+ *   att = attentionDecode(q of qkv, kCache, vCache, lens) (scale 1/sqrt(headDim));
+ *   x += att out^T + outBias (matmul with beta = 1: one f32 sum, one rounding);
+ *   a = layernormLinear(x, norm2, norm2Bias, up, upBias, gelu);  x += a down^T + downBias.
+ * pos, lens: i32 [B] on the device (lens[b] = pos[b] + 1 in decode; a pos outside [0, maxLen) writes
+ * nothing). The CPU runs exactly that composition (f32 or bf16). On a GPU (bf16 only) it is ONE
+ * persistent cooperative kernel (native/cuda/decode_layer.cu), equal to the composition to bf16 rounding
+ * (its sums add in another order), for 1 <= B <= 4, headDim 64 or 128, C <= 1024, cache strides multiples
+ * of 8; other sizes throw an Error naming the op, the device and the sizes (the caller falls back to the
+ * ops apart). Does not apply to a tensor-parallel shard (its projections need an all-reduce between).
+ */
+export function decodeLayerGpt2(x: Tensor, w: Gpt2LayerWeights, kCache: Tensor, vCache: Tensor, pos: Tensor, lens: Tensor, o: DecodeLayerOptions): void {
+  const op = 'decodeLayerGpt2';
+  const { counter } = o;
+  const dev = sameDevice(op, { x, ...w, kCache, vCache, pos, lens, counter });
+  const dt = sameDType(op, { x, ...w, kCache, vCache }, FLOATS);
+  const { heads: H, headDim: D, maxLen } = o;
+  for (const [n, val] of Object.entries({ heads: H, headDim: D, maxLen })) positive(op, n, val);
+  const C = H * D;
+  if (x.shape.length !== 2 || x.shape[1] !== C)
+    throw new Error(`${op}: x must be [B, heads x headDim = ${C}], got [${x.shape.join(', ')}]`);
+  const B = x.shape[0]!;
+  positive(op, 'the batch (x\'s rows)', B);
+  if (!w.norm1Bias || !w.norm2Bias) throw new Error(`${op}: GPT-2's layernorms need their biases (norm1Bias, norm2Bias)`);
+  for (const [n, t] of Object.entries({ norm1: w.norm1, norm1Bias: w.norm1Bias, norm2: w.norm2, norm2Bias: w.norm2Bias, outBias: w.outBias, downBias: w.downBias }))
+    if (t) expectShape(op, n, t, [C]);
+  expectShape(op, 'qkv', w.qkv, [3 * C, C]);
+  if (w.qkvBias) expectShape(op, 'qkvBias', w.qkvBias, [3 * C]);
+  expectShape(op, 'out', w.out, [C, C]);
+  expectShape(op, 'up', w.up, [4 * C, C]);
+  if (w.upBias) expectShape(op, 'upBias', w.upBias, [4 * C]);
+  expectShape(op, 'down', w.down, [C, 4 * C]);
+  for (const [n, t] of Object.entries({ pos, lens })) {
+    if (t.dtype !== 'i32') throw new Error(`${op}: ${n} must be i32, got ${t.dtype}`);
+    expectNumel(op, n, t, B);
+  }
+  const [kB, kT] = o.kvStrides ?? [maxLen * C, C];
+  if (!Number.isInteger(kB) || !Number.isInteger(kT) || kB < 0 || kT < C)
+    throw new Error(`${op}: cache strides [${kB}, ${kT}] must be non-negative integers with the token stride >= heads x headDim = ${C}`);
+  expectNumel(op, 'kCache', kCache, (B - 1) * kB + (maxLen - 1) * kT + C);
+  expectNumel(op, 'vCache', vCache, (B - 1) * kB + (maxLen - 1) * kT + C);
+  if (kCache.native === vCache.native || x.native === kCache.native || x.native === vCache.native)
+    throw new Error(`${op}: x, kCache and vCache must be three tensors`);
+  if (counter && (counter.dtype !== 'i32' || counter.numel < 1)) throw new Error(`${op}: counter must be an i32 tensor of at least one element`);
+  if (dev.startsWith('cuda')) {
+    const sizes = `B=${B} C=${C} heads=${H} headDim=${D} maxLen=${maxLen} cache strides [${kB}, ${kT}] on ${dev}`;
+    if (dt !== 'bf16') throw new Error(`${op}: ${dt} is not supported on a GPU (bf16 only; ${sizes})`);
+    if (!counter) throw new Error(`${op}: a counter (i32, zero, on ${dev}) is required on a GPU (${sizes})`);
+    if (!decodeLayerGpt2Supported(B, H, D, kB, kT))
+      throw new Error(`${op}: unsupported sizes ${sizes} (need 1 <= B <= 4, headDim 64 or 128, C <= 1024, cache strides multiples of 8)`);
+  }
+  native.decodeLayerGpt2(x.native, w.norm1.native, w.norm1Bias.native, w.qkv.native, w.qkvBias?.native ?? null, w.out.native, w.outBias?.native ?? null,
+    w.norm2.native, w.norm2Bias.native, w.up.native, w.upBias?.native ?? null, w.down.native, w.downBias?.native ?? null,
+    kCache.native, vCache.native, pos.native, lens.native, counter?.native ?? null, B, C, H, D, kB, kT, maxLen, o.eps ?? 1e-5);
+}
+
+/**
+ * Whether decodeLayerGpt2 runs as one kernel on a GPU at these sizes (B sequences, `heads` x `headDim`,
+ * cache strides [batch, token] in elements); where false, a GPU call throws and the caller runs the ops apart.
+ */
+export function decodeLayerGpt2Supported(B: number, heads: number, headDim: number, kvBatchStride: number, kvTokenStride: number): boolean {
+  const C = heads * headDim;
+  return B >= 1 && B <= 4 && (headDim === 64 || headDim === 128) && C <= 1024 && kvTokenStride >= C && kvTokenStride % 8 === 0 && kvBatchStride % 8 === 0;
+}
+
 // ------------------------------------------------------------------ norms and activations
 
 function rowsCols(op: string, x: Tensor, C: number): number {

@@ -84,6 +84,33 @@ void rope_kv_write(PARALLM_KCTX ctx, DType dt, void* qkv, void* kc, void* vc, co
                    int Hkv, int D, int64_t qkv_stride, int rot_dim, float theta, const float* freqs,
                    int64_t kv_bstride, int64_t kv_tstride, int64_t max_len);
 
+// One GPT-2 decode layer (one token per sequence, B sequences), defined as the ops apart in this order:
+//   qkv = layernorm_matmul(x, g1, b1, wqkv [3C, C], bqkv)             (rows [B, 3C]: q, k, v; H heads of D)
+//   rope_kv_write(qkv, kc, vc, pos, B, H, H, D, 3C, rot_dim 0, ...)  (k, v into the caches at pos[b])
+//   att = attention_decode(q of qkv, kc, vc, lens, B, H, H, D, scale 1/sqrt(D))                 ([B, C])
+//   x = matmul(att, wout [C, C], bout, x, beta 1)
+//   a = layernorm_matmul(x, g2, b2, wup [4C, C], bup, gelu)                                      ([B, 4C])
+//   x = matmul(a, wdown [C, 4C], bdown, x, beta 1)
+// x [B, C] is updated in place; biases may be null; the caches are [B, max_len, H, D]-like with strides
+// kv_bstride, kv_tstride (elements); pos, lens: int32[B] on the device (lens[b] = pos[b] + 1 in decode).
+// The CPU runs exactly that composition (f32, bf16). CUDA (bf16 only) runs it as ONE persistent
+// cooperative kernel (native/cuda/decode_layer.cu: phases between grid barriers counted on `counter`, a
+// u32 on the device whose low 31 bits are zero, left as found, so a zero counter of matmul_residual_norm
+// serves), equal to the composition to bf16 rounding (its sums run in another order); sizes outside
+// decode_layer_gpt2_supported are an error there.
+void decode_layer_gpt2(PARALLM_KCTX ctx, DType dt, void* x, const void* g1, const void* b1, const void* wqkv,
+                       const void* bqkv, const void* wout, const void* bout, const void* g2, const void* b2,
+                       const void* wup, const void* bup, const void* wdown, const void* bdown, void* kc, void* vc,
+                       const int32_t* pos, const int32_t* lens, uint32_t* counter, int B, int C, int H, int D,
+                       int64_t kv_bstride, int64_t kv_tstride, int max_len, float eps);
+// The sizes the CUDA kernel takes: 1 <= B <= 4, D 64 or 128, C = H D <= 1024 (C % 8 == 0 follows), cache
+// strides multiples of 8 (16-byte rows) with room for a token's C values, max_len >= 1.
+inline bool decode_layer_gpt2_supported(int B, int C, int H, int D, int64_t kv_bstride, int64_t kv_tstride,
+                                        int max_len) {
+  return B >= 1 && B <= 4 && (D == 64 || D == 128) && H >= 1 && int64_t(H) * D == C && C <= 1024 &&
+         kv_tstride >= C && kv_tstride % 8 == 0 && kv_bstride % 8 == 0 && max_len >= 1;
+}
+
 // y = (x - mean) * rstd * gamma + beta per row of C; mean/rstd (f32[R]) written when non-null.
 void layernorm(PARALLM_KCTX ctx, DType dt, const void* x, const void* gamma, const void* beta, void* y,
                float* mean, float* rstd, int64_t R, int64_t C, float eps);

@@ -40,6 +40,40 @@ cudaError_t launch_pdl(void (*kern)(KArgs...), dim3 grid, dim3 block, size_t sme
   return launch_maybe_pdl(pdl_allows(1), kern, grid, block, smem, stream, std::forward<Args>(args)...);
 }
 
+// A cooperative launch (cudaLaunchAttributeCooperative): every block of the grid is resident at once, so
+// the blocks may wait for each other (a grid barrier); the runtime refuses a grid larger than
+// max_coresident_blocks. The attribute is valid for graph kernel nodes, so the launch may be captured.
+template <typename... KArgs, typename... Args>
+cudaError_t launch_cooperative(void (*kern)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                               Args&&... args) {
+  cudaLaunchAttribute attr[1] = {};
+  attr[0].id = cudaLaunchAttributeCooperative;
+  attr[0].val.cooperative = 1;
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  return cudaLaunchKernelEx(&cfg, kern, std::forward<Args>(args)...);
+}
+
+// The most blocks of `kern` (`threads` a block, `smem` bytes of dynamic shared memory) that device `dev`
+// holds at once (the occupancy per multiprocessor times the multiprocessors), into *blocks; 0 when the
+// device cannot launch cooperatively. The caller checks the returned error.
+template <typename... KArgs>
+cudaError_t max_coresident_blocks(void (*kern)(KArgs...), int threads, size_t smem, int dev, int* blocks) {
+  *blocks = 0;
+  int coop = 0, sms = 0, per_sm = 0;
+  cudaError_t e = cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, dev);
+  if (e != cudaSuccess || !coop) return e;
+  if ((e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev)) != cudaSuccess) return e;
+  if ((e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kern, threads, smem)) != cudaSuccess) return e;
+  *blocks = sms * per_sm;
+  return cudaSuccess;
+}
+
 // A small decode kernel that begins with pdl_begin() (pdl level 2).
 template <typename... KArgs, typename... Args>
 cudaError_t launch_pdl_small(void (*kern)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,

@@ -38,6 +38,7 @@ void matmul_gemv_path(int n);       // test and benchmark hook (native/cuda/matm
 void set_pdl(int level);            // benchmark hook (native/cuda/launch.cuh)
 void attention_decode_splits(int n);  // test and benchmark hook (native/cuda/attention.cu)
 void attention_prefill_kernel(int n);  // test and benchmark hook (native/cuda/attention.cu)
+void decode_layer_grid(int n);        // test and benchmark hook (native/cuda/decode_layer.cu)
 }  // namespace parallm::cuda
 #define ON_CUDA(call) [&](cudaStream_t s) { cuda::call; }
 #else
@@ -308,6 +309,51 @@ Napi::Value OpRopeKvWrite(const Napi::CallbackInfo& info) {
     // Positions live on the device: a sequence whose row falls outside the cache writes nothing there.
     c.run([=](const cpu::Ctx& x) { cpu::rope_kv_write(x, dt, pq, pk, pv, pp, B, Hq, Hkv, D, qs, rot, theta, pf, kB, kT, maxLen); },
           ON_CUDA(rope_kv_write(s, dt, pq, pk, pv, pp, B, Hq, Hkv, D, qs, rot, theta, pf, kB, kT, maxLen)));
+  });
+}
+
+// decodeLayerGpt2(x, g1, b1, wqkv, bqkv|null, wout, bout|null, g2, b2, wup, bup|null, wdown, bdown|null, kCache,
+// vCache, pos, lens, counter|null, B, C, H, D, kvB, kvT, maxLen, eps): one GPT-2 decode layer, x updated in
+// place (native/core/kernels.h); counter: an i32 [>= 1] whose low 31 bits are zero, on the device (CUDA's
+// grid barrier; may be null on the CPU)
+Napi::Value OpDecodeLayerGpt2(const Napi::CallbackInfo& info) {
+  return op(info, "decodeLayerGpt2", [](OpCall& c) {
+    int B = c.i32(18, "B"), C = c.i32(19, "C"), H = c.i32(20, "H"), D = c.i32(21, "D");
+    int64_t kB = c.i64(22, "cache batch stride"), kT = c.i64(23, "cache token stride");
+    int maxLen = c.i32(24, "maxLen");
+    float eps = c.f32(25, "eps");
+    if (B < 1 || H < 1 || D < 1 || int64_t(H) * D != C || maxLen < 1 || kT < C)
+      fail("decodeLayerGpt2: bad sizes B=", B, " C=", C, " H=", H, " D=", D, " maxLen=", maxLen,
+           " cache token stride=", kT, " (need C = H x D, token stride >= C)");
+    DType dt = c.dtype_of(0, "x");
+    const int64_t C3 = c.mul(3, C), C4 = c.mul(4, C);
+    void* px = c.use(0, "x", c.mul(B, C), dt);
+    const void* pg1 = c.use(1, "norm1", C, dt);
+    const void* pb1 = c.use(2, "norm1Bias", C, dt);
+    const void* pwq = c.use(3, "qkv", c.mul(C3, C), dt);
+    const void* pbq = c.opt(4, "qkvBias", C3, dt);
+    const void* pwo = c.use(5, "out", c.mul(C, C), dt);
+    const void* pbo = c.opt(6, "outBias", C, dt);
+    const void* pg2 = c.use(7, "norm2", C, dt);
+    const void* pb2 = c.use(8, "norm2Bias", C, dt);
+    const void* pwu = c.use(9, "up", c.mul(C4, C), dt);
+    const void* pbu = c.opt(10, "upBias", C4, dt);
+    const void* pwd = c.use(11, "down", c.mul(C, C4), dt);
+    const void* pbd = c.opt(12, "downBias", C, dt);
+    const int64_t kv = c.strided("kCache and vCache", {{B, kB}, {maxLen, kT}}, C);
+    void* pk = c.use(13, "kCache", kv, dt);
+    void* pv = c.use(14, "vCache", kv, dt);
+    const int32_t* pp = c.use<int32_t>(15, "pos", B, DType::I32);
+    const int32_t* pl = c.use<int32_t>(16, "lens", B, DType::I32);
+    uint32_t* pc = c.opt<uint32_t>(17, "counter", 1, DType::I32);
+    if (px == pk || px == pv || pk == pv) fail("decodeLayerGpt2: x, kCache and vCache must be three tensors");
+    // Positions and lengths live on the device: a pos outside the cache writes nothing there.
+    c.run([=](const cpu::Ctx& x) {
+            cpu::decode_layer_gpt2(x, dt, px, pg1, pb1, pwq, pbq, pwo, pbo, pg2, pb2, pwu, pbu, pwd, pbd, pk, pv, pp,
+                                   pl, pc, B, C, H, D, kB, kT, maxLen, eps);
+          },
+          ON_CUDA(decode_layer_gpt2(s, dt, px, pg1, pb1, pwq, pbq, pwo, pbo, pg2, pb2, pwu, pbu, pwd, pbd, pk, pv, pp,
+                                    pl, pc, B, C, H, D, kB, kT, maxLen, eps)));
   });
 }
 
@@ -798,6 +844,20 @@ Napi::Value AttentionPrefillKernel(const Napi::CallbackInfo& info) {
   });
 }
 
+// Blocks of decodeLayerGpt2's persistent kernel (0: one a multiprocessor, the default; n >= 1: n, at most
+// what fits at once), so tests run its row loops over several chunks a warp and benchmarks try grids.
+// No-op without CUDA.
+Napi::Value DecodeLayerGrid(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    const int n = Args(info, "decodeLayerGrid").i32(0, "blocks");
+    if (n < 0 || n > 65535) fail("decodeLayerGrid: expected 0 (one block a multiprocessor) or 1..65535 blocks, got ", n);
+#ifdef PARALLM_WITH_CUDA
+    cuda::decode_layer_grid(n);
+#endif
+    return info.Env().Undefined();
+  });
+}
+
 }  // namespace
 
 void export_ops(Napi::Env env, Napi::Object exports) {
@@ -809,6 +869,7 @@ void export_ops(Napi::Env env, Napi::Object exports) {
   export_fn(env, exports, "rmsnormMatmul", OpRmsnormMatmul);
   export_fn(env, exports, "layernormMatmul", OpLayernormMatmul);
   export_fn(env, exports, "matmulResidualNorm", OpMatmulResidualNorm);
+  export_fn(env, exports, "decodeLayerGpt2", OpDecodeLayerGpt2);
   export_fn(env, exports, "rmsnormMatmulSwiglu", OpRmsnormMatmulSwiglu);
   export_fn(env, exports, "layernorm", OpLayernorm);
   export_fn(env, exports, "rmsnorm", OpRmsnorm);
@@ -845,6 +906,7 @@ Napi::Object testing_hooks(Napi::Env env) {
   export_fn(env, t, "attentionDecodeSplits", AttentionDecodeSplits);
   export_fn(env, t, "attentionPrefillKernel", AttentionPrefillKernel);
   export_fn(env, t, "pdl", Pdl);
+  export_fn(env, t, "decodeLayerGrid", DecodeLayerGrid);
   return t;
 }
 

@@ -21,9 +21,9 @@
 // Decode fuses what prefill runs apart (fewer launches a step; the same bits): rope with both cache
 // writes (ropeKvWrite); on one device, the out and down projections add into the residual in their
 // epilogue (beta = 1), and each norm runs with the projection after it (rmsnormLinear,
-// rmsnormLinearSwiGLU, layernormLinear; on a GPU the MLP's activation in that GEMV's epilogue) or, with
-// PARALLM_DECODE_NORM_IN_GEMV=1, in the epilogue of the residual projection before it (linearResidualNorm,
-// then linearSwiGLU / linearGelu); a tp shard's partial sums are all-reduced first, and for LLaMA that
+// rmsnormLinearSwiGLU, layernormLinear; on a GPU the MLP's activation in that GEMV's epilogue) or, at
+// batch 1 (Transformer.normInGemv), in the epilogue of the residual projection before it
+// (linearResidualNorm, then linearSwiGLU / linearGelu); a tp shard's partial sums are all-reduced first, and for LLaMA that
 // kernel adds the residual and writes the next RMSNorm (allReduceAddNorm).
 import type { DType } from '../dtype.js';
 import type { ModelConfig } from '../io/config.js';

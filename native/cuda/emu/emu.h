@@ -1,7 +1,9 @@
 // A host emulation of the CUDA execution model, just enough to run this backend's attention kernels on
 // the CPU (no GPU on the development machine): each thread of a block is a std::thread, __syncthreads a
 // barrier of the block, warp collectives (shuffles, ldmatrix, mma.sync in mma_ptx.cuh here) exchange
-// through a barrier of the warp. Blocks run one after another. Slow, and for correctness only.
+// through a barrier of the warp. Blocks run one after another (emu_launch3), or, for a cooperative launch
+// whose blocks wait for each other at a grid barrier, all at once (emu_launch_coop: every thread of every
+// block a std::thread; keep such grids small). Slow, and for correctness only.
 #pragma once
 #include <algorithm>
 #include <atomic>
@@ -14,9 +16,12 @@
 
 #include <cuda_runtime_api.h>
 
+// Kernels compiled for the emulation see PARALLM_EMU (for the few device helpers with no CUDA C++ form).
+#define PARALLM_EMU 1
+
 struct Dim { unsigned x = 0, y = 0, z = 0; };
-inline thread_local Dim threadIdx;
-inline Dim blockIdx, blockDim, gridDim;
+inline thread_local Dim threadIdx, blockIdx;  // (per thread: a cooperative launch runs its blocks at once)
+inline Dim blockDim, gridDim;
 #undef __global__
 #undef __device__
 #undef __host__
@@ -34,7 +39,7 @@ inline Dim blockIdx, blockDim, gridDim;
 #define __shared__
 using std::max;
 using std::min;
-inline std::barrier<>* g_block_bar;
+inline thread_local std::barrier<>* g_block_bar;  // the running block's
 inline void __syncthreads() { g_block_bar->arrive_and_wait(); }
 
 // Shared memory of the running block: the kernels' `extern __shared__` arrays name these.
@@ -44,7 +49,7 @@ alignas(128) inline float sm[232448 / 4];             // the CUDA-core kernels'
 }  // namespace parallm::cuda::attn_detail
 
 struct WarpEx { std::barrier<>* bar; uint32_t addr[32]; uint32_t a[32][4], b[32][2]; float f[32]; };
-inline WarpEx g_warp[32];
+inline thread_local WarpEx* g_warp;  // the running block's warps
 inline int emu_linear() { return int(threadIdx.x + threadIdx.y * blockDim.x); }
 inline float __shfl_xor_sync(unsigned, float v, int m) {
   auto& w = g_warp[emu_linear() >> 5];
@@ -74,6 +79,9 @@ inline float __log2f(float x) { return std::log2(x); }
 inline float rsqrtf(float x) { return 1.f / std::sqrt(x); }
 alignas(128) inline unsigned char emu_dyn_smem[232448];  // `extern __shared__` arrays of the .cu kernels
 
+// The running block's dynamic shared memory (emu_dyn_smem, or the block's own in a cooperative launch).
+inline thread_local unsigned char* emu_block_smem = emu_dyn_smem;
+
 // Run `kernel()` over a grid of blocks (x, y), each of bx * by threads; shared memory poisoned first. A
 // thread that returns leaves its block's and warp's barriers (as exited threads stop counting on a GPU).
 template <class F>
@@ -83,27 +91,69 @@ void emu_launch3(unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by
   blockDim.x = bx, blockDim.y = by, blockDim.z = 1;
   gridDim.x = gx, gridDim.y = gy, gridDim.z = gz;
   const int warps = (threads + 31) / 32;
+  std::vector<WarpEx> wx(static_cast<size_t>(warps));
   for (unsigned bz_ = 0; bz_ < gz; ++bz_)
   for (unsigned by_ = 0; by_ < gy; ++by_)
     for (unsigned bx_ = 0; bx_ < gx; ++bx_) {
-      blockIdx.x = bx_, blockIdx.y = by_, blockIdx.z = bz_;
+      const Dim bi{bx_, by_, bz_};
       std::memset(smem_raw, 0xff, sizeof(smem_raw));
       std::memset(sm, 0xff, sizeof(sm));
       std::memset(emu_dyn_smem, 0xff, sizeof(emu_dyn_smem));
       std::barrier<> bb(threads);
-      g_block_bar = &bb;
-      for (int w = 0; w < warps; ++w) g_warp[w].bar = new std::barrier<>(std::min(32, threads - 32 * w));
+      for (int w = 0; w < warps; ++w) wx[w].bar = new std::barrier<>(std::min(32, threads - 32 * w));
       std::vector<std::thread> th;
       for (int t = 0; t < threads; ++t)
         th.emplace_back([&, t] {
           threadIdx.x = unsigned(t) % bx, threadIdx.y = unsigned(t) / bx, threadIdx.z = 0;
+          blockIdx = bi;
+          g_block_bar = &bb;
+          g_warp = wx.data();
+          emu_block_smem = emu_dyn_smem;
           kernel();
           g_warp[t >> 5].bar->arrive_and_drop();
           bb.arrive_and_drop();
         });
       for (auto& x : th) x.join();
-      for (int w = 0; w < warps; ++w) delete g_warp[w].bar;
+      for (int w = 0; w < warps; ++w) delete wx[w].bar;
     }
+}
+
+// A cooperative launch: gx blocks of bx threads (1-D), all running at once, so a kernel may wait at a grid
+// barrier for the other blocks; each block has its own `smem` bytes of dynamic shared memory
+// (emu_block_smem), poisoned first. Static shared memory (rewrite.py's statics) is NOT per block here:
+// kernels run this way must use dynamic shared memory only.
+template <class F>
+void emu_launch_coop(unsigned gx, unsigned bx, size_t smem, F kernel) {
+  const int threads = int(bx);
+  blockDim.x = bx, blockDim.y = 1, blockDim.z = 1;
+  gridDim.x = gx, gridDim.y = 1, gridDim.z = 1;
+  const int warps = (threads + 31) / 32;
+  std::vector<std::vector<WarpEx>> wx(gx, std::vector<WarpEx>(size_t(warps)));
+  std::vector<std::vector<unsigned char>> mem(gx, std::vector<unsigned char>(smem + 16, 0xff));
+  std::vector<std::barrier<>*> bars(gx);
+  for (unsigned b = 0; b < gx; ++b) {
+    bars[b] = new std::barrier<>(threads);
+    for (int w = 0; w < warps; ++w) wx[b][w].bar = new std::barrier<>(std::min(32, threads - 32 * w));
+  }
+  std::vector<std::thread> th;
+  for (unsigned b = 0; b < gx; ++b)
+    for (int t = 0; t < threads; ++t)
+      th.emplace_back([&, b, t] {
+        threadIdx.x = unsigned(t), threadIdx.y = 0, threadIdx.z = 0;
+        blockIdx = Dim{b, 0, 0};
+        g_block_bar = bars[b];
+        g_warp = wx[b].data();
+        // (16-byte aligned, as the GPU's dynamic shared memory)
+        emu_block_smem = reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(mem[b].data()) + 15) & ~uintptr_t(15));
+        kernel();
+        g_warp[t >> 5].bar->arrive_and_drop();
+        g_block_bar->arrive_and_drop();
+      });
+  for (auto& x : th) x.join();
+  for (unsigned b = 0; b < gx; ++b) {
+    for (int w = 0; w < warps; ++w) delete wx[b][w].bar;
+    delete bars[b];
+  }
 }
 template <class F>
 void emu_launch2(unsigned gx, unsigned gy, unsigned bx, unsigned by, F kernel) { emu_launch3(gx, gy, 1, bx, by, kernel); }

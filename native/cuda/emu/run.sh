@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build and run the host emulation of the attention kernels, the pipelined GEMV and the training kernels
+# Build and run the host emulation of the attention kernels, the pipelined GEMV, the training kernels and the
+# persistent decode layer
 # (emu.h; no GPU needed): copies the kernel headers of native/cuda beside this directory's stand-in
 # mma_ptx.cuh (inline PTX cannot run on a CPU; the one other asm, ex2.approx, becomes exp2f), compiles
 # with g++ and the CUDA headers, runs.
@@ -44,3 +45,13 @@ for p in "${pids[@]}"; do wait "$p" || { echo "run.sh: a kernel file did not com
 g++ -std=c++20 -O2 -pthread -I"$cuda"/include -I"$tmp"/k/cuda -I"$here" "$here"/kernels_emu.cc "$here"/cuda_stubs.cc "${objs[@]}" \
   -o "$tmp"/kernels_emu
 "$tmp"/kernels_emu
+
+# The persistent decode-layer kernel (decode_layer.cu): a cooperative launch, its blocks all at once.
+mkdir -p "$tmp"/dl/cuda
+ln -s "$here"/../../core "$tmp"/dl/core
+cp "$here"/../check.h "$here"/../common.cuh "$here"/../pdl.cuh "$here"/../kernels.h "$here"/launch.cuh "$here"/emu.h \
+   "$here"/decode_layer_emu.cc "$here"/cuda_stubs.cc "$tmp"/dl/cuda/
+cp "$here"/../decode_layer.cu "$tmp"/dl/cuda/decode_layer.cc
+g++ -std=c++20 -O2 -fno-strict-aliasing -pthread -w -I"$cuda"/include -include "$tmp"/dl/cuda/emu.h -I"$tmp"/dl/cuda \
+  "$tmp"/dl/cuda/decode_layer.cc "$tmp"/dl/cuda/decode_layer_emu.cc "$tmp"/dl/cuda/cuda_stubs.cc -o "$tmp"/decode_layer_emu
+"$tmp"/decode_layer_emu
