@@ -273,6 +273,17 @@ for p in "${parts[@]}"; do
       timeout 80 node dist/cli/index.js bench --model llama-2-7b --strategies single,tp --batch 1 --prompt-tokens 128 --new-tokens 128 --repeats 3 --json "$out/tp-b1.json" 2>&1 | tail -2
       timeout 45 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16 --json "$out/gen-llama.json" 2>&1 | tail -2
       timeout 30 node dist/cli/index.js bench generate --model gpt2 --batch 1,16 --json "$out/gen-gpt2.json" 2>&1 | tail -2 ;;
+    layer9)
+      # GPT-2's decode layer as one persistent kernel (ops.decodeLayerGpt2, native/cuda/decode_layer.cu): its
+      # GPU tests first (a hung grid barrier would show here, bounded), the kernel case, GPT-2 decode with
+      # it and without (PARALLM_DECODE_LAYER=0), the compiled-PyTorch peer, then every GPU test.
+      timeout 150 vitest run test/gpu/decode-layer.gpu.test.ts > "$out/gpu-layer.log" 2>&1; grep -E "✓|×|Test Files|Tests |Error" "$out/gpu-layer.log" | head -30
+      timeout 60 node dist/cli/index.js bench kernels --filter decode-layer copy 2>&1 | grep -E "^(decode|copy)" | head -10
+      for v in 0 1; do
+        PARALLM_DECODE_LAYER=$v timeout 50 node dist/cli/index.js bench generate --model gpt2 --batch 1,4,16 2>&1 | tail -3 | sed "s/^/[layer kernel $v] /"
+      done
+      timeout 150 python3 bench/peers/torch_compile_decode.py gpt2 1,4 > "$out/peer-compile.log" 2>&1; grep ANCHOR "$out/peer-compile.log" | cut -c1-200
+      timeout 260 vitest run test/gpu > "$out/gpu-all.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-all.log" | head -30 ;;
     pf9)
       # How much of its W a GEMV asks L2 for before its PDL wait (PARALLM_GEMV_PREFETCH=<MiB>, a budget
       # spread over the warps; unset: each warp's first pass), on the GEMVs of issue 13's floor and 7B's

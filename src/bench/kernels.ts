@@ -195,6 +195,60 @@ function decodeCase(dev: string, dt: DType, B: number, H: number, L: number, D: 
   };
 }
 
+/**
+ * One GPT-2 124M decode layer (C 768, 12 heads of 64, a cache of 1024 tokens holding `L`, B sequences):
+ * `fused` ops.decodeLayerGpt2 (one persistent cooperative kernel: native/cuda/decode_layer.cu), else the
+ * ops Transformer.decodeLayers runs for it on one GPU by default (layernormLinear, ropeKvWrite,
+ * attentionDecode, matmul + residual, layernormLinear + GELU, matmul + residual: 8 kernels). The calls
+ * rotate over 12 layers' weights and caches, as a 12-layer decode step reads them (more than L2 holds).
+ * Bytes: the layer's weights and the cache rows attention reads.
+ */
+function decodeLayerCase(dev: string, B: number, L: number, fused: boolean): Case {
+  const H = 12, D = 64, C = H * D, maxLen = 1024, layers = 12;
+  return {
+    name: `decode-layer-${fused ? 'fused' : 'ops'}`,
+    shape: `gpt2 B${B} len${L}`,
+    bytes: 12 * C * C * 2 + B * 2 * L * C * 2,
+    graph: true,
+    setup: () => {
+      const dt: DType = 'bf16';
+      const ws = 1 / Math.sqrt(C);
+      let seed = 100;
+      const r = (shape: number[], low: number, high: number) => rand(shape, { dtype: dt, device: dev, seed: seed++, low, high });
+      const ls = Array.from({ length: layers }, () => ({
+        w: {
+          norm1: r([C], 0.5, 1.5), norm1Bias: r([C], -0.1, 0.1), qkv: r([3 * C, C], -ws, ws), qkvBias: r([3 * C], -0.1, 0.1),
+          out: r([C, C], -ws, ws), outBias: r([C], -0.1, 0.1), norm2: r([C], 0.5, 1.5), norm2Bias: r([C], -0.1, 0.1),
+          up: r([4 * C, C], -ws, ws), upBias: r([4 * C], -0.1, 0.1), down: r([C, 4 * C], -ws / 2, ws / 2), downBias: r([C], -0.1, 0.1),
+        },
+        k: r([B, maxLen, H, D], -1, 1),
+        v: r([B, maxLen, H, D], -1, 1),
+      }));
+      const x = r([B, C], -1, 1);
+      const pos = Tensor.full([B], L - 1, { dtype: 'i32', device: dev });
+      const lens = Tensor.full([B], L, { dtype: 'i32', device: dev });
+      const counter = Tensor.zeros([1], { dtype: 'i32', device: dev });
+      const shape = { batch: B, headsQ: H, headsKv: H, headDim: D, maxLen, qkvStride: 3 * C };
+      const run = (i: number) => {
+        const { w, k, v } = ls[i % layers]!;
+        if (fused) return ops.decodeLayerGpt2(x, w, k, v, pos, lens, { heads: H, headDim: D, maxLen, counter });
+        const qkv = ops.layernormLinear(x, w.norm1, w.norm1Bias, w.qkv, { bias: w.qkvBias });
+        ops.ropeKvWrite(qkv, k, v, pos, shape);
+        const att = ops.attentionDecode(qkv, k, v, lens, { ...shape, qStride: 3 * C });
+        const att2 = att.reshape([B, C]);
+        ops.matmul(att2, w.out, { transB: true, bias: w.outBias, beta: 1, out: x });
+        const a = ops.layernormLinear(x, w.norm2, w.norm2Bias, w.up, { bias: w.upBias, gelu: true });
+        ops.matmul(a, w.down, { transB: true, bias: w.downBias, beta: 1, out: x });
+        [qkv, att, att2, a].forEach((t) => t.dispose());
+      };
+      return {
+        run,
+        dispose: () => [x, pos, lens, counter, ...ls.flatMap((l) => [l.k, l.v, ...Object.values(l.w)])].forEach((t) => t.dispose()),
+      };
+    },
+  };
+}
+
 function copyCase(dev: string, bytes: number, graph = false): Case {
   return {
     name: 'copy',
@@ -287,6 +341,8 @@ function cases(dev: string, dt: DType, gpu: boolean, quick: boolean): Case[] {
     decodeCase(dev, dt, 1, 32, 32768, 128),
     decodeCase(dev, dt, 1, 32, 8192, 128, 8),
     decodeCase(dev, dt, 4, 32, 16384, 128, 8),
+    // One GPT-2 124M decode layer: the ops apart against the persistent kernel (decodeLayerGpt2).
+    ...([[1, 256], [1, 1024], [4, 256]] as const).flatMap(([B, L]) => [decodeLayerCase(dev, B, L, false), decodeLayerCase(dev, B, L, true)]),
     copyCase(dev, (quick ? 256 : 1024) << 20),
   ];
 }

@@ -89,6 +89,20 @@ export class Transformer {
    */
   static normInGemv: boolean | 'batch1' = Transformer.normInGemvFromEnv();
 
+  /**
+   * GPT-2-family decode on one GPU runs each layer as one kernel (ops.decodeLayerGpt2: a persistent kernel
+   * whose phases meet at grid barriers, so a layer costs one launch instead of nine) where the kernel takes
+   * the sizes (bf16, batch <= 4, ops.decodeLayerGpt2Supported): 'cuda' (the default) there, true on
+   * every device (a CPU device runs the op's definition, the ops apart: for the tests), false never.
+   * PARALLM_DECODE_LAYER=0|1 (read when the module loads) sets false / true.
+   */
+  static decodeLayerKernel: boolean | 'cuda' = Transformer.decodeLayerFromEnv();
+
+  private static decodeLayerFromEnv(): boolean | 'cuda' {
+    const v = typeof process !== 'undefined' ? process.env.PARALLM_DECODE_LAYER : undefined;
+    return v === '1' ? true : v === '0' ? false : 'cuda';
+  }
+
   private static normInGemvFromEnv(): boolean | 'batch1' {
     const v = typeof process !== 'undefined' ? process.env.PARALLM_DECODE_NORM_IN_GEMV : undefined;
     return v === '1' ? true : v === '0' ? false : 'batch1';
@@ -320,6 +334,12 @@ export class Transformer {
     const kvStrides: [number, number] = [M * kvHeads * D, kvHeads * D];
     // Rope of q and k and both cache writes in one launch (three before; GPT-2: the two writes).
     const rope = this.cfg.family === 'llama' ? { theta: this.cfg.ropeTheta, freqs: this.w.ropeFreqs } : undefined;
+    if (this.layerKernel(x, B, kvStrides)) {
+      const counter = this.blockCounter(x);
+      for (const [i, l] of this.w.layers.entries())
+        ops.decodeLayerGpt2(x, l, cache.k[i]!, cache.v[i]!, pos, lens, { heads, headDim: D, maxLen: M, kvStrides, eps: this.cfg.normEps, counter });
+      return;
+    }
     // The layer before hands over this layer's normalized input (its down projection ran the norm too:
     // in the GEMV's epilogue on one device, in the all-reduce on a LLaMA tp shard; null for the first).
     let h: Tensor | null = null;
@@ -341,6 +361,14 @@ export class Transformer {
       att2.dispose();
       att.dispose();
     });
+  }
+
+  /** Whether decodeLayers runs each layer as ops.decodeLayerGpt2 (Transformer.decodeLayerKernel). */
+  private layerKernel(x: Tensor, B: number, kvStrides: [number, number]): boolean {
+    const mode = Transformer.decodeLayerKernel;
+    if (!mode || this.cfg.family !== 'gpt2' || isSharded(this.w.stage.tp) || this.cfg.kvHeads !== this.cfg.heads) return false;
+    if (!x.device.startsWith('cuda')) return mode === true;
+    return x.dtype === 'bf16' && ops.decodeLayerGpt2Supported(B, this.cfg.heads, this.cfg.headDim, kvStrides[0], kvStrides[1]);
   }
 
   /** Logits of hidden states [R, C] (final norm, then the head): [R, V]. */

@@ -494,6 +494,8 @@ const OPS: [string, fc.Arbitrary<unknown[]>, (...a: never[]) => unknown][] = [
   ['linearGelu', fc.tuple(T, T, opt({ bias: T, out: T })), ops.linearGelu],
   ['linearResidualNorm', fc.tuple(T, T, T, T, opt({ bias: T, normB: T, eps: float, counter: T, out: T })), ops.linearResidualNorm],
   ['ropeKvWrite', fc.tuple(T, T, T, T, opt({ batch: size, headsQ: size, headsKv: size, headDim: size, maxLen: size, qkvStride: stride, kvStrides: pair, rope: opt({ theta: float, rotaryDim: size, freqs: T }) })), ops.ropeKvWrite],
+  ['decodeLayerGpt2', fc.tuple(T, fc.record({ norm1: T, norm1Bias: T, qkv: T, qkvBias: T, out: T, outBias: T, norm2: T, norm2Bias: T, up: T, upBias: T, down: T, downBias: T }, { requiredKeys: ['norm1', 'qkv', 'out', 'norm2', 'up', 'down'] }),
+    T, T, T, T, opt({ heads: size, headDim: size, maxLen: size, kvStrides: pair, eps: float, counter: T })), ops.decodeLayerGpt2],
   ['layernorm', fc.tuple(T, T, T, opt({ eps: float, out: T, mean: T, rstd: T })), ops.layernorm],
   ['rmsnorm', fc.tuple(T, T, opt({ eps: float, out: T, rstd: T })), ops.rmsnorm],
   ['gelu', fc.tuple(T, T), ops.gelu],

@@ -60,6 +60,21 @@ for (const [name, folder] of [
       }
     });
 
+    it('the same tokens with each decode layer as one op (Transformer.decodeLayerKernel)', async () => {
+      const was = Transformer.decodeLayerKernel;
+      try {
+        Transformer.decodeLayerKernel = false;
+        const a = await generate(m, exp.prompts, { maxTokens: 8, stopTokens: [] });
+        Transformer.decodeLayerKernel = true; // GPT-2 only: LLaMA's layers keep the ops apart
+        const b = await generate(m, exp.prompts, { maxTokens: 8, stopTokens: [] });
+        expect(b).toEqual(a);
+        const c = await generate(m, exp.prompts, { maxTokens: 8, stopTokens: [], graph: false });
+        expect(c).toEqual(a);
+      } finally {
+        Transformer.decodeLayerKernel = was;
+      }
+    });
+
     it('bf16 logits stay close to f32', () => {
       const mb = Model.load(path.join(fx, folder), { device: 'cpu:0', dtype: 'bf16' });
       expect(relError(allLogits(mb, exp.prompts[0]!), exp.logits[0]!.flat())).toBeLessThan(3e-2);
