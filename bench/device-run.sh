@@ -273,6 +273,23 @@ for p in "${parts[@]}"; do
       timeout 80 node dist/cli/index.js bench --model llama-2-7b --strategies single,tp --batch 1 --prompt-tokens 128 --new-tokens 128 --repeats 3 --json "$out/tp-b1.json" 2>&1 | tail -2
       timeout 45 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16 --json "$out/gen-llama.json" 2>&1 | tail -2
       timeout 30 node dist/cli/index.js bench generate --model gpt2 --batch 1,16 --json "$out/gen-gpt2.json" 2>&1 | tail -2 ;;
+    layer9c)
+      # Where decodeLayerGpt2's time goes (S9-4/S9-5: 34-37 µs a layer, no faster than the ops apart), by
+      # leaving parts out (PARALLM_DECODE_LAYER_SKIP: 1 grid barriers, 2 attention, 4 merge, 8 norms, 16
+      # GEMVs; 30 barriers alone, 31 the launch alone). Results are wrong with a mask: timing only.
+      for m in 0 1 2 4 8 16 30 31; do
+        PARALLM_DECODE_LAYER_SKIP=$m timeout 40 node dist/cli/index.js bench kernels --filter decode-layer-fused 2>&1 | grep -E "^decode" | head -4 | sed "s/^/[skip $m] /"
+      done
+      PARALLM_DECODE_LAYER=1 timeout 50 node dist/cli/index.js bench generate --model gpt2 --batch 1 2>&1 | tail -1 | sed "s/^/[layer kernel] /"
+      timeout 50 node dist/cli/index.js bench generate --model gpt2 --batch 1 2>&1 | tail -1 | sed "s/^/[default] /" ;;
+    layer9b)
+      # layer9 after the merge's loads were grouped (S9-4: the fused layer 34 µs, the ops apart 35).
+      timeout 120 vitest run test/gpu/decode-layer.gpu.test.ts > "$out/gpu-layer.log" 2>&1; grep -E "×|Test Files|Tests |Error" "$out/gpu-layer.log" | head -30
+      timeout 60 node dist/cli/index.js bench kernels --filter decode-layer copy 2>&1 | grep -E "^(decode|copy)" | head -10
+      for v in 0 1; do
+        PARALLM_DECODE_LAYER=$v timeout 50 node dist/cli/index.js bench generate --model gpt2 --batch 1,4,16 2>&1 | tail -3 | sed "s/^/[layer kernel $v] /"
+      done  # (then the default was on; since S9-5 it is off and =1 turns it on)
+      timeout 150 python3 bench/peers/torch_compile_decode.py gpt2 1,4 > "$out/peer-compile.log" 2>&1; grep ANCHOR "$out/peer-compile.log" | cut -c1-200 ;;
     layer9)
       # GPT-2's decode layer as one persistent kernel (ops.decodeLayerGpt2, native/cuda/decode_layer.cu): its
       # GPU tests first (a hung grid barrier would show here, bounded), the kernel case, GPT-2 decode with
@@ -281,7 +298,7 @@ for p in "${parts[@]}"; do
       timeout 60 node dist/cli/index.js bench kernels --filter decode-layer copy 2>&1 | grep -E "^(decode|copy)" | head -10
       for v in 0 1; do
         PARALLM_DECODE_LAYER=$v timeout 50 node dist/cli/index.js bench generate --model gpt2 --batch 1,4,16 2>&1 | tail -3 | sed "s/^/[layer kernel $v] /"
-      done
+      done  # (then the default was on; since S9-5 it is off and =1 turns it on)
       timeout 150 python3 bench/peers/torch_compile_decode.py gpt2 1,4 > "$out/peer-compile.log" 2>&1; grep ANCHOR "$out/peer-compile.log" | cut -c1-200
       timeout 260 vitest run test/gpu > "$out/gpu-all.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-all.log" | head -30 ;;
     pf9)

@@ -43,6 +43,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstdio>
 #include <cstring>
 #include <mutex>
@@ -73,6 +74,7 @@ struct Params {
   float* part;  // workspace: [B, H, nsplit, D + 2] (output, then max and sum)
   int B, C, H, max_len, nsplit;
   int64_t kvb, kvt;
+  int skip;        // PARALLM_DECODE_LAYER_SKIP (measurement only, wrong results): see skip_mask()
   float eps, sl2;  // sl2: 1/sqrt(D) * log2(e) (scores in log2 units, as attention_decode)
 };
 
@@ -162,6 +164,12 @@ __device__ __forceinline__ void grid_barrier(unsigned* bar) {
     __threadfence();  // the other blocks' writes before this block's reads
   }
   __syncthreads();
+}
+
+// The barrier between phases; with skip bit 1 only the block's own (to time the grid barriers' share).
+__device__ __forceinline__ void phase_barrier(const Params& p) {
+  if (p.skip & 1) __syncthreads();
+  else grid_barrier(p.bar);
 }
 
 // Sum of v over the warp (every lane gets it; fixed butterfly order).
@@ -470,13 +478,16 @@ __global__ void __launch_bounds__(kThreads, 1) decode_layer_kernel(const Params 
   const int nwarps = int(gridDim.x) * kWarps, gw = warp * int(gridDim.x) + int(blockIdx.x);
 
   // ---- P1: the qkv rows' first weights in flight, L2 asked for the later phases', then the norm.
+  const bool gemv = !(p.skip & 16), norm = !(p.skip & 8);
   Rows<3, NL> wq;
-  load_rows(wq, p.wqkv, C3, C, gw, nwarps);
-  prefetch_rows(p.wout, C, C, gw, nwarps);
-  prefetch_rows(p.wup, C4, C, gw, nwarps);
-  prefetch_rows(p.wdown, C, C4, gw, nwarps);
-  block_layernorm(p.x, p.g1, p.b1, act, B, C, p.eps, red);
-  gemv_phase(wq, p.wqkv, C3, C, act, B, gw, nwarps, [&](int b, int n, float s) {
+  if (gemv) {
+    load_rows(wq, p.wqkv, C3, C, gw, nwarps);
+    prefetch_rows(p.wout, C, C, gw, nwarps);
+    prefetch_rows(p.wup, C4, C, gw, nwarps);
+    prefetch_rows(p.wdown, C, C4, gw, nwarps);
+  }
+  if (norm) block_layernorm(p.x, p.g1, p.b1, act, B, C, p.eps, red);
+  if (gemv) gemv_phase(wq, p.wqkv, C3, C, act, B, gw, nwarps, [&](int b, int n, float s) {
     const bf16 v = __float2bfloat16_rn(s + bias_of(p.bqkv, n));
     if (n < C) {
       p.q[int64_t(b) * C + n] = v;
@@ -488,10 +499,10 @@ __global__ void __launch_bounds__(kThreads, 1) decode_layer_kernel(const Params 
       }
     }
   });
-  grid_barrier(p.bar);
+  phase_barrier(p);
 
   // ---- P2: attention partials.
-  {
+  if (!(p.skip & 2)) {
     const int items = B * H * p.nsplit;
     for (int it = int(blockIdx.x); it < items; it += int(gridDim.x)) {
       const int split = it % p.nsplit, bh = it / p.nsplit, b = bh / H, h = bh - b * H;
@@ -501,11 +512,11 @@ __global__ void __launch_bounds__(kThreads, 1) decode_layer_kernel(const Params 
     }
   }
   Rows<1, NL> wo;  // the out rows' first weights, before the barrier
-  load_rows(wo, p.wout, C, C, gw, nwarps);
-  grid_barrier(p.bar);
+  if (gemv) load_rows(wo, p.wout, C, C, gw, nwarps);
+  phase_barrier(p);
 
   // ---- P3: merge the partials into att (every block, whole), then x += att Wout^T + bout.
-  {
+  if (!(p.skip & 4)) {
     float* wsp = sm;  // [B][H][nsplit] weights exp2(m - M) / L of each split
     for (int bh = tid; bh < B * H; bh += kThreads) {
       const int b = bh / H;
@@ -533,28 +544,28 @@ __global__ void __launch_bounds__(kThreads, 1) decode_layer_kernel(const Params 
     }
     __syncthreads();
   }
-  gemv_phase(wo, p.wout, C, C, act, B, gw, nwarps, [&](int b, int n, float s) {
+  if (gemv) gemv_phase(wo, p.wout, C, C, act, B, gw, nwarps, [&](int b, int n, float s) {
     bf16* xp = p.x + int64_t(b) * C + n;
     *xp = __float2bfloat16_rn(s + ld_cg_bf(xp) + bias_of(p.bout, n));
   });
   Rows<3, NL> wu;  // the up rows' first weights, before the barrier
-  load_rows(wu, p.wup, C4, C, gw, nwarps);
-  grid_barrier(p.bar);
+  if (gemv) load_rows(wu, p.wup, C4, C, gw, nwarps);
+  phase_barrier(p);
 
   // ---- P4: h2 = layernorm(x), then a = gelu(h2 Wup^T + bup) into the workspace.
-  block_layernorm(p.x, p.g2, p.b2, act, B, C, p.eps, red);
-  gemv_phase(wu, p.wup, C4, C, act, B, gw, nwarps, [&](int b, int n, float s) {
+  if (norm) block_layernorm(p.x, p.g2, p.b2, act, B, C, p.eps, red);
+  if (gemv) gemv_phase(wu, p.wup, C4, C, act, B, gw, nwarps, [&](int b, int n, float s) {
     p.a[int64_t(b) * C4 + n] = __float2bfloat16_rn(gelu_tanh(round_bf(s + bias_of(p.bup, n))));
   });
   Rows<1, 4 * NL> wd;  // the down rows' first weights, before the barrier
-  load_rows(wd, p.wdown, C, C4, gw, nwarps);
-  grid_barrier(p.bar);
+  if (gemv) load_rows(wd, p.wdown, C, C4, gw, nwarps);
+  phase_barrier(p);
 
   // ---- P5: a whole into shared memory, then x += a Wdown^T + bdown.
   for (int i = tid; i < B * C4 / 8; i += kThreads)
     reinterpret_cast<uint4*>(act)[i] = ld_cg16(p.a + int64_t(i) * 8);
   __syncthreads();
-  gemv_phase(wd, p.wdown, C, C4, act, B, gw, nwarps, [&](int b, int n, float s) {
+  if (gemv) gemv_phase(wd, p.wdown, C, C4, act, B, gw, nwarps, [&](int b, int n, float s) {
     bf16* xp = p.x + int64_t(b) * C + n;
     *xp = __float2bfloat16_rn(s + ld_cg_bf(xp) + bias_of(p.bdown, n));
   });
@@ -562,6 +573,17 @@ __global__ void __launch_bounds__(kThreads, 1) decode_layer_kernel(const Params 
 
 // ------------------------------------------------------------------------------------- host side
 std::atomic<int> g_forced_grid{0};  // test hook: blocks of the grid (0: one a multiprocessor)
+
+// PARALLM_DECODE_LAYER_SKIP=<mask>, to place the kernel's time without a profiler by leaving parts out
+// (the results are then wrong; never set it otherwise): 1 the grid barriers (each block syncs alone),
+// 2 the attention partials, 4 their merge, 8 the layernorms, 16 the GEMV phases. Read once.
+int skip_mask() {
+  static const int m = [] {
+    const char* e = std::getenv("PARALLM_DECODE_LAYER_SKIP");
+    return e ? std::max(0, std::min(31, std::atoi(e))) : 0;
+  }();
+  return m;
+}
 
 // Blocks of a kernel that can be co-resident with this much shared memory on device `dev` (asked once).
 struct OccKey {
@@ -656,6 +678,7 @@ void decode_layer_gpt2(cudaStream_t st, DType dt, void* x, const void* g1, const
   p.B = B, p.C = C, p.H = H, p.max_len = max_len;
   p.kvb = kv_bstride, p.kvt = kv_tstride;
   p.eps = eps;
+  p.skip = dl::skip_mask();
   p.sl2 = float(1.0 / std::sqrt(double(D)) * 1.4426950408889634);
   const bool small = C <= 768;
   if (D == 64) small ? dl::launch<64, 3>(st, p, what) : dl::launch<64, 4>(st, p, what);

@@ -90,17 +90,18 @@ export class Transformer {
   static normInGemv: boolean | 'batch1' = Transformer.normInGemvFromEnv();
 
   /**
-   * GPT-2-family decode on one GPU runs each layer as one kernel (ops.decodeLayerGpt2: a persistent kernel
-   * whose phases meet at grid barriers, so a layer costs one launch instead of nine) where the kernel takes
-   * the sizes (bf16, batch <= 4, ops.decodeLayerGpt2Supported): 'cuda' (the default) there, true on
-   * every device (a CPU device runs the op's definition, the ops apart: for the tests), false never.
-   * PARALLM_DECODE_LAYER=0|1 (read when the module loads) sets false / true.
+   * GPT-2-family decode runs each layer as one kernel (ops.decodeLayerGpt2: a persistent kernel whose
+   * phases meet at grid barriers, one launch a layer instead of eight): 'cuda' on a GPU where the kernel
+   * takes the sizes (bf16, batch <= 4, ops.decodeLayerGpt2Supported), true on every device (a CPU device
+   * runs the op's definition, the ops apart: for the tests), false never (the default: measured, the
+   * kernel takes as long as the ops apart, 34 against 35 µs a layer, and GPT-2 decode at batch 1 loses
+   * 1,709 against 1,886 tokens/s; S9-4, bench/RESULTS.md). PARALLM_DECODE_LAYER=1 sets 'cuda', =2 true.
    */
   static decodeLayerKernel: boolean | 'cuda' = Transformer.decodeLayerFromEnv();
 
   private static decodeLayerFromEnv(): boolean | 'cuda' {
     const v = typeof process !== 'undefined' ? process.env.PARALLM_DECODE_LAYER : undefined;
-    return v === '1' ? true : v === '0' ? false : 'cuda';
+    return v === '1' ? 'cuda' : v === '2' ? true : false;
   }
 
   private static normInGemvFromEnv(): boolean | 'batch1' {
