@@ -89,8 +89,7 @@ export interface NativeBinding {
   layernormMatmul(c: T, x: T, gamma: T | null, beta: T | null, b: T, bias: T | null, M: number, N: number, K: number, eps: number, gelu: boolean): void;
   matmulResidualNorm(h: T, r: T, a: T, b: T, bias: T | null, normW: T, normB: T | null, counter: T | null, M: number, N: number, K: number, eps: number): void;
   decodeLayerGpt2(x: T, norm1: T, norm1Bias: T, qkv: T, qkvBias: OptT, out: T, outBias: OptT, norm2: T, norm2Bias: T, up: T, upBias: OptT, down: T, downBias: OptT,
-    kCache: T, vCache: T, pos: T, lens: T, counter: OptT, B: number, C: number, H: number, D: number, kvB: number, kvT: number, maxLen: number, eps: number,
-    nextQkv?: OptT, nextOut?: OptT, nextUp?: OptT, nextDown?: OptT): void;
+    kCache: T, vCache: T, pos: T, lens: T, counter: OptT, B: number, C: number, H: number, D: number, kvB: number, kvT: number, maxLen: number, eps: number): void;
   ropeKvWrite(qkv: T, kCache: T, vCache: T, pos: T, freqs: T | null, B: number, Hq: number, Hkv: number, D: number, qkvStride: number, rotDim: number, theta: number, kvB: number, kvT: number, maxLen: number): void;
   layernorm(y: T, x: T, gamma: T, beta: T, mean: OptT, rstd: OptT, R: number, C: number, eps: number): void;
   rmsnorm(y: T, x: T, w: T, rstd: OptT, R: number, C: number, eps: number): void;

@@ -433,11 +433,6 @@ export interface DecodeLayerOptions {
    * zero counter of linearResidualNorm serves too). Required on a GPU; unused on the CPU.
    */
   counter?: Tensor;
-  /**
-   * The layer that runs next (a hint: the CUDA kernel asks L2 for its four projections while this layer
-   * runs, so that layer's weight loads hit L2 instead of memory; the CPU ignores it). Same shapes and dtype.
-   */
-  next?: Pick<Gpt2LayerWeights, 'qkv' | 'out' | 'up' | 'down'>;
 }
 
 /**
@@ -488,15 +483,6 @@ export function decodeLayerGpt2(x: Tensor, w: Gpt2LayerWeights, kCache: Tensor, 
   if (kCache.native === vCache.native || x.native === kCache.native || x.native === vCache.native)
     throw new Error(`${op}: x, kCache and vCache must be three tensors`);
   if (counter && (counter.dtype !== 'i32' || counter.numel < 1)) throw new Error(`${op}: counter must be an i32 tensor of at least one element`);
-  const nx = o.next;
-  if (nx) {
-    sameDevice(op, { x, nextQkv: nx.qkv, nextOut: nx.out, nextUp: nx.up, nextDown: nx.down });
-    sameDType(op, { x, nextQkv: nx.qkv, nextOut: nx.out, nextUp: nx.up, nextDown: nx.down }, FLOATS);
-    expectShape(op, 'next.qkv', nx.qkv, [3 * C, C]);
-    expectShape(op, 'next.out', nx.out, [C, C]);
-    expectShape(op, 'next.up', nx.up, [4 * C, C]);
-    expectShape(op, 'next.down', nx.down, [C, 4 * C]);
-  }
   if (dev.startsWith('cuda')) {
     const sizes = `B=${B} C=${C} heads=${H} headDim=${D} maxLen=${maxLen} cache strides [${kB}, ${kT}] on ${dev}`;
     if (dt !== 'bf16') throw new Error(`${op}: ${dt} is not supported on a GPU (bf16 only; ${sizes})`);
@@ -506,8 +492,7 @@ export function decodeLayerGpt2(x: Tensor, w: Gpt2LayerWeights, kCache: Tensor, 
   }
   native.decodeLayerGpt2(x.native, w.norm1.native, w.norm1Bias.native, w.qkv.native, w.qkvBias?.native ?? null, w.out.native, w.outBias?.native ?? null,
     w.norm2.native, w.norm2Bias.native, w.up.native, w.upBias?.native ?? null, w.down.native, w.downBias?.native ?? null,
-    kCache.native, vCache.native, pos.native, lens.native, counter?.native ?? null, B, C, H, D, kB, kT, maxLen, o.eps ?? 1e-5,
-    nx?.qkv.native ?? null, nx?.out.native ?? null, nx?.up.native ?? null, nx?.down.native ?? null);
+    kCache.native, vCache.native, pos.native, lens.native, counter?.native ?? null, B, C, H, D, kB, kT, maxLen, o.eps ?? 1e-5);
 }
 
 /**

@@ -102,10 +102,7 @@ void decode_layer_gpt2(PARALLM_KCTX ctx, DType dt, void* x, const void* g1, cons
                        const void* bqkv, const void* wout, const void* bout, const void* g2, const void* b2,
                        const void* wup, const void* bup, const void* wdown, const void* bdown, void* kc, void* vc,
                        const int32_t* pos, const int32_t* lens, uint32_t* counter, int B, int C, int H, int D,
-                       int64_t kv_bstride, int64_t kv_tstride, int max_len, float eps,
-                       const void* const* next = nullptr);
-// (next: null, or the next layer's four projection weights, qkv, out, up, down, of the same shapes: the
-// CUDA kernel asks L2 for them while it runs, so the next layer's loads hit L2; a hint, the CPU ignores it.)
+                       int64_t kv_bstride, int64_t kv_tstride, int max_len, float eps);
 // The sizes the CUDA kernel takes: 1 <= B <= 4, D 64 or 128, C = H D <= 1024 (C % 8 == 0 follows), cache
 // strides multiples of 8 (16-byte rows) with room for a token's C values, max_len >= 1.
 inline bool decode_layer_gpt2_supported(int B, int C, int H, int D, int64_t kv_bstride, int64_t kv_tstride,

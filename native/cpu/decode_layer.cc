@@ -12,9 +12,8 @@ void decode_layer_gpt2(const Ctx& ctx, DType dt, void* x, const void* g1, const 
                        const void* bqkv, const void* wout, const void* bout, const void* g2, const void* b2,
                        const void* wup, const void* bup, const void* wdown, const void* bdown, void* kc, void* vc,
                        const int32_t* pos, const int32_t* lens, uint32_t* counter, int B, int C, int H, int D,
-                       int64_t kv_bstride, int64_t kv_tstride, int max_len, float eps, const void* const* next) {
+                       int64_t kv_bstride, int64_t kv_tstride, int max_len, float eps) {
   (void)counter;  // (the CUDA kernel's grid barrier)
-  (void)next;     // (the CUDA kernel's L2 prefetch of the next layer)
   if (dt != DType::F32 && dt != DType::BF16)
     fail("decode_layer_gpt2: dtype ", dtype_name(dt), " is not supported (f32, bf16) (B=", B, " C=", C, ")");
   if (B < 1 || H < 1 || D < 1 || int64_t(H) * D != C || max_len < 1 || kv_tstride < C)

@@ -74,7 +74,6 @@ struct Params {
   float* part;  // workspace: [B, H, nsplit, D + 2] (output, then max and sum)
   int B, C, H, max_len, nsplit;
   int64_t kvb, kvt;
-  const bf16 *nqkv, *nout, *nup, *ndown;  // the next layer's projections to ask L2 for, or null
   int skip;        // PARALLM_DECODE_LAYER_SKIP (measurement only, wrong results): see skip_mask()
   float eps, sl2;  // sl2: 1/sqrt(D) * log2(e) (scores in log2 units, as attention_decode)
 };
@@ -483,13 +482,9 @@ __global__ void __launch_bounds__(kThreads, 1) decode_layer_kernel(const Params 
   Rows<3, NL> wq;
   if (gemv) {
     load_rows(wq, p.wqkv, C3, C, gw, nwarps);
-    // Without a next layer to ask for, this layer's later phases (else the layer before asked for them,
-    // and asking again here would only compete with the qkv loads above).
-    if (!p.nqkv) {
-      prefetch_rows(p.wout, C, C, gw, nwarps);
-      prefetch_rows(p.wup, C4, C, gw, nwarps);
-      prefetch_rows(p.wdown, C, C4, gw, nwarps);
-    }
+    prefetch_rows(p.wout, C, C, gw, nwarps);
+    prefetch_rows(p.wup, C4, C, gw, nwarps);
+    prefetch_rows(p.wdown, C, C4, gw, nwarps);
   }
   if (norm) block_layernorm(p.x, p.g1, p.b1, act, B, C, p.eps, red);
   if (gemv) gemv_phase(wq, p.wqkv, C3, C, act, B, gw, nwarps, [&](int b, int n, float s) {
@@ -505,15 +500,6 @@ __global__ void __launch_bounds__(kThreads, 1) decode_layer_kernel(const Params 
     }
   });
   phase_barrier(p);
-
-  // The next layer's weights to L2 (14 MB at GPT-2's size, streaming behind this layer's phases, which are
-  // latency-bound: S9-6), once this layer's qkv loads are done.
-  if (p.nqkv && gemv) {
-    prefetch_rows(p.nqkv, C3, C, gw, nwarps);
-    prefetch_rows(p.nout, C, C, gw, nwarps);
-    prefetch_rows(p.nup, C4, C, gw, nwarps);
-    prefetch_rows(p.ndown, C, C4, gw, nwarps);
-  }
 
   // ---- P2: attention partials.
   if (!(p.skip & 2)) {
@@ -667,7 +653,7 @@ void decode_layer_gpt2(cudaStream_t st, DType dt, void* x, const void* g1, const
                        const void* bqkv, const void* wout, const void* bout, const void* g2, const void* b2,
                        const void* wup, const void* bup, const void* wdown, const void* bdown, void* kc, void* vc,
                        const int32_t* pos, const int32_t* lens, uint32_t* counter, int B, int C, int H, int D,
-                       int64_t kv_bstride, int64_t kv_tstride, int max_len, float eps, const void* const* next) {
+                       int64_t kv_bstride, int64_t kv_tstride, int max_len, float eps) {
   char what[160];
   std::snprintf(what, sizeof what, "decode_layer_gpt2 (B=%d C=%d H=%d D=%d max_len=%d)", B, C, H, D, max_len);
   PARALLM_CHECK(dt == DType::BF16, what, ": dtype ", dtype_name(dt), " is not supported on CUDA (bf16)");
@@ -693,10 +679,6 @@ void decode_layer_gpt2(cudaStream_t st, DType dt, void* x, const void* g1, const
   p.kvb = kv_bstride, p.kvt = kv_tstride;
   p.eps = eps;
   p.skip = dl::skip_mask();
-  if (next) {
-    p.nqkv = static_cast<const dl::bf16*>(next[0]), p.nout = static_cast<const dl::bf16*>(next[1]);
-    p.nup = static_cast<const dl::bf16*>(next[2]), p.ndown = static_cast<const dl::bf16*>(next[3]);
-  }
   p.sl2 = float(1.0 / std::sqrt(double(D)) * 1.4426950408889634);
   const bool small = C <= 768;
   if (D == 64) small ? dl::launch<64, 3>(st, p, what) : dl::launch<64, 4>(st, p, what);

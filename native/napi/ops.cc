@@ -347,20 +347,13 @@ Napi::Value OpDecodeLayerGpt2(const Napi::CallbackInfo& info) {
     const int32_t* pl = c.use<int32_t>(16, "lens", B, DType::I32);
     uint32_t* pc = c.opt<uint32_t>(17, "counter", 1, DType::I32);
     if (px == pk || px == pv || pk == pv) fail("decodeLayerGpt2: x, kCache and vCache must be three tensors");
-    // The next layer's projections (26..29, optional, all or none): only asked for in L2 on a GPU.
-    const void* nq = c.opt(26, "next qkv", c.mul(C3, C), dt);
-    const void* no = c.opt(27, "next out", c.mul(C, C), dt);
-    const void* nu = c.opt(28, "next up", c.mul(C4, C), dt);
-    const void* nd = c.opt(29, "next down", c.mul(C, C4), dt);
-    if (!nq != !no || !nq != !nu || !nq != !nd) fail("decodeLayerGpt2: give the next layer's four projections or none");
-    const std::array<const void*, 4> next{nq, no, nu, nd};
     // Positions and lengths live on the device: a pos outside the cache writes nothing there.
     c.run([=](const cpu::Ctx& x) {
             cpu::decode_layer_gpt2(x, dt, px, pg1, pb1, pwq, pbq, pwo, pbo, pg2, pb2, pwu, pbu, pwd, pbd, pk, pv, pp,
-                                   pl, pc, B, C, H, D, kB, kT, maxLen, eps, nq ? next.data() : nullptr);
+                                   pl, pc, B, C, H, D, kB, kT, maxLen, eps);
           },
           ON_CUDA(decode_layer_gpt2(s, dt, px, pg1, pb1, pwq, pbq, pwo, pbo, pg2, pb2, pwu, pbu, pwd, pbd, pk, pv, pp,
-                                    pl, pc, B, C, H, D, kB, kT, maxLen, eps, nq ? next.data() : nullptr)));
+                                    pl, pc, B, C, H, D, kB, kT, maxLen, eps)));
   });
 }
 

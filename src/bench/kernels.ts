@@ -231,7 +231,7 @@ function decodeLayerCase(dev: string, B: number, L: number, fused: boolean): Cas
       const shape = { batch: B, headsQ: H, headsKv: H, headDim: D, maxLen, qkvStride: 3 * C };
       const run = (i: number) => {
         const { w, k, v } = ls[i % layers]!;
-        if (fused) return ops.decodeLayerGpt2(x, w, k, v, pos, lens, { heads: H, headDim: D, maxLen, counter, next: ls[(i + 1) % layers]!.w });
+        if (fused) return ops.decodeLayerGpt2(x, w, k, v, pos, lens, { heads: H, headDim: D, maxLen, counter });
         const qkv = ops.layernormLinear(x, w.norm1, w.norm1Bias, w.qkv, { bias: w.qkvBias });
         ops.ropeKvWrite(qkv, k, v, pos, shape);
         const att = ops.attentionDecode(qkv, k, v, lens, { ...shape, qStride: 3 * C });

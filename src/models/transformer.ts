@@ -337,9 +337,8 @@ export class Transformer {
     const rope = this.cfg.family === 'llama' ? { theta: this.cfg.ropeTheta, freqs: this.w.ropeFreqs } : undefined;
     if (this.layerKernel(x, B, kvStrides)) {
       const counter = this.blockCounter(x);
-      // each layer's kernel asks L2 for the next one's weights (the last asks for its own later phases)
       for (const [i, l] of this.w.layers.entries())
-        ops.decodeLayerGpt2(x, l, cache.k[i]!, cache.v[i]!, pos, lens, { heads, headDim: D, maxLen: M, kvStrides, eps: this.cfg.normEps, counter, next: this.w.layers[i + 1] });
+        ops.decodeLayerGpt2(x, l, cache.k[i]!, cache.v[i]!, pos, lens, { heads, headDim: D, maxLen: M, kvStrides, eps: this.cfg.normEps, counter });
       return;
     }
     // The layer before hands over this layer's normalized input (its down projection ran the norm too:

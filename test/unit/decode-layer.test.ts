@@ -5,7 +5,6 @@
 // decode-layer-emu.test.ts and on a GPU in test/gpu/decode-layer.gpu.test.ts.
 import { describe, expect, it } from 'vitest';
 import { Tensor, ops, type DType } from '../../src/index.js';
-import { native } from '../../src/native.js';
 import { makeLayer, outputs, runApart, runFused, type LayerShape } from '../helpers/decode-layer.js';
 
 const dev = 'cpu:0';
@@ -55,8 +54,7 @@ describe('decodeLayerGpt2 on the CPU: the ops apart', () => {
         inp.w = { ...inp.w, qkvBias: undefined, outBias: undefined, upBias: undefined, downBias: undefined };
       }
       runApart(a, s);
-      // the next layer's weights (a hint for the GPU's L2: nothing changes on the CPU)
-      ops.decodeLayerGpt2(f.x, f.w, f.kCache, f.vCache, f.pos, f.lens, { heads: s.H, headDim: s.D, maxLen: s.maxLen, counter, next: a.w });
+      runFused(f, s, counter);
       expect(Array.from(outputs(f, s).x)).toEqual(Array.from(outputs(a, s).x));
       expect(Array.from(counter.toArray())).toEqual([0]);
     } finally {
@@ -93,13 +91,6 @@ describe('decodeLayerGpt2 argument checks', () => {
       expect(() => ops.decodeLayerGpt2(x, w, k, k, pos, lens, o)).toThrow(/three tensors/);
       expect(() => ops.decodeLayerGpt2(x, w, k, v, pos, lens, { ...o, heads: 0 })).toThrow(/heads must be a positive integer/);
       expect(() => ops.decodeLayerGpt2(x, w, k, v, pos, lens, { ...o, counter: z([1]) })).toThrow(/counter must be an i32/);
-      expect(() => ops.decodeLayerGpt2(x, w, k, v, pos, lens, { ...o, next: { ...w, up: z([127, 32]) } })).toThrow(/next.up has shape \[127, 32\], expected \[128, 32\]/);
-      expect(() => ops.decodeLayerGpt2(x, w, k, v, pos, lens, { ...o, next: { ...w, down: z([32, 128], 'bf16') } })).toThrow(/nextDown is bf16 but x is f32/);
-      // the native surface takes the next layer's four projections or none
-      const n = (t: Tensor | undefined) => t?.native ?? null;
-      expect(() => native.decodeLayerGpt2(x.native, w.norm1.native, w.norm1Bias!.native, w.qkv.native, n(w.qkvBias), w.out.native, n(w.outBias),
-        w.norm2.native, w.norm2Bias!.native, w.up.native, n(w.upBias), w.down.native, n(w.downBias), k.native, v.native, pos.native, lens.native,
-        null, 2, 32, 2, 16, 8 * 32, 32, 8, 1e-5, w.qkv.native, null, null, null)).toThrow(/decodeLayerGpt2: give the next layer's four projections or none/);
       const d = z([32]);
       d.dispose();
       expect(() => ops.decodeLayerGpt2(x, { ...w, norm1: d }, k, v, pos, lens, o)).toThrow(/disposed/);
