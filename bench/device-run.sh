@@ -273,6 +273,15 @@ for p in "${parts[@]}"; do
       timeout 80 node dist/cli/index.js bench --model llama-2-7b --strategies single,tp --batch 1 --prompt-tokens 128 --new-tokens 128 --repeats 3 --json "$out/tp-b1.json" 2>&1 | tail -2
       timeout 45 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16 --json "$out/gen-llama.json" 2>&1 | tail -2
       timeout 30 node dist/cli/index.js bench generate --model gpt2 --batch 1,16 --json "$out/gen-gpt2.json" 2>&1 | tail -2 ;;
+    layer9e)
+      # The layer kernel with each head merged once by its last split and the epilogues' biases and
+      # residuals loaded before the barriers (S9-6's merge and GEMV-phase costs): its GPU tests, the kernel
+      # cases, GPT-2 decode with it and without.
+      timeout 100 vitest run test/gpu/decode-layer.gpu.test.ts > "$out/gpu-layer.log" 2>&1; grep -E "×|Test Files|Tests |Error" "$out/gpu-layer.log" | head -30
+      timeout 40 node dist/cli/index.js bench kernels --filter decode-layer 2>&1 | grep -E "^decode" | head -8
+      for v in 0 1; do
+        PARALLM_DECODE_LAYER=$v timeout 45 node dist/cli/index.js bench generate --model gpt2 --batch 1,4 2>&1 | tail -2 | sed "s/^/[layer kernel $v] /"
+      done ;;
     layer9c)
       # Where decodeLayerGpt2's time goes (S9-4/S9-5: 34-37 µs a layer, no faster than the ops apart), by
       # leaving parts out (PARALLM_DECODE_LAYER_SKIP: 1 grid barriers, 2 attention, 4 merge, 8 norms, 16

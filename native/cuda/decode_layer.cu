@@ -8,9 +8,10 @@
 //   P1  h = layernorm(x; g1, b1) (every block computes it whole, in shared memory: C is small), then the
 //       qkv rows: q into the workspace, k and v straight into the caches at pos[b]   | barrier
 //   P2  attention: items (b, head, key split), a block an item; each writes its partial softmax
-//       (max, sum, unnormalized output) into the workspace                          | barrier
-//   P3  every block merges all partials into att (rounded to bf16, as attention_decode writes it), then
-//       the out rows: x += att Wout^T + bout (one f32 sum, one rounding)             | barrier
+//       (max, sum, unnormalized output) into the workspace, and the last split of a head to finish
+//       (a count a head) merges them into att (rounded to bf16, as attention_decode) | barrier
+//   P3  every block loads att whole, then the out rows: x += att Wout^T + bout (one f32 sum, one
+//       rounding)                                                                    | barrier
 //   P4  h2 = layernorm(x; g2, b2) (every block, whole), then the up rows with GELU into the workspace
 //                                                                                    | barrier
 //   P5  every block loads a = gelu(...) whole into shared memory, then the down rows: x += a Wdown^T + bdown
@@ -62,6 +63,7 @@ constexpr int kThreads = 256, kWarps = kThreads / 32;
 constexpr int kMaxB = 4;        // sequences a launch
 constexpr int kMinChunk = 32;   // keys an attention split holds at least (fewer splits for short contexts)
 constexpr int kAttU = 4;        // keys a group loads at once in P2
+constexpr int kMergeU = 8;      // partials a thread loads at once in the merge of a head
 
 struct Params {
   bf16* x;
@@ -72,6 +74,8 @@ struct Params {
   bf16* q;      // workspace: [B, C]
   bf16* a;      // workspace: [B, 4C]
   float* part;  // workspace: [B, H, nsplit, D + 2] (output, then max and sum)
+  bf16* att;    // workspace: [B, C], the merged attention (by the last split of each head)
+  unsigned* done;  // workspace: [B, H], splits of each head finished (zeroed in P1)
   int B, C, H, max_len, nsplit;
   int64_t kvb, kvt;
   int skip;        // PARALLM_DECODE_LAYER_SKIP (measurement only, wrong results): see skip_mask()
@@ -338,7 +342,17 @@ __device__ __forceinline__ void dot_rows(const Rows<R, NL>& rw, const bf16* act,
 }
 
 // One GEMV phase over rows [0, N) of W [N, K]: `pre` holds the warp's first R rows (loaded before the
-// barrier); later rows are loaded here. epi(b, n, s) for each output, lane r * kMaxB + b storing it.
+// barrier); later rows are loaded here. epi(b, n, s, first) for each output, lane r * kMaxB + b storing
+// it; `first`: row n is of the warp's first R (a lane's Pre values, loaded before the barrier, are its).
+template <int R>
+struct LaneRow {  // the output of the warp's first R rows this lane stores: row n of sequence b
+  int b, n;
+  bool ok;
+  __device__ LaneRow(int gw, int nwarps, int N, int B) {
+    const int lane = int(threadIdx.x) & 31, r = lane / kMaxB;
+    b = lane % kMaxB, n = gw + r * nwarps, ok = r < R && b < B && n < N;
+  }
+};
 template <int R, int NL, class Epi>
 __device__ __forceinline__ void gemv_phase(Rows<R, NL>& pre, const bf16* W, int N, int K, const bf16* act, int B,
                                            int gw, int nwarps, Epi epi) {
@@ -352,7 +366,7 @@ __device__ __forceinline__ void gemv_phase(Rows<R, NL>& pre, const bf16* W, int 
 #pragma unroll
       for (int b = 0; b < kMaxB; ++b) {
         const int n = base + r * nwarps;
-        if (b < B && n < N && lane == r * kMaxB + b) epi(b, n, s[r][b]);
+        if (b < B && n < N && lane == r * kMaxB + b) epi(b, n, s[r][b], c == 0);
       }
   }
 }
@@ -366,6 +380,49 @@ __device__ __forceinline__ void prefetch_rows(const bf16* W, int N, int K, int g
 __device__ __forceinline__ float bias_of(const bf16* b, int n) { return b ? __bfloat162float(b[n]) : 0.f; }
 
 // ------------------------------------------------------------------------------------- attention
+// The merged attention of head h of sequence b, dimension d, from its nv split partials (as
+// attention_decode combines its key splits: weights exp2(m_s - M) / L, then the weighted sum, rounded to
+// bf16 once), into att. The partials come from L2 kMergeU at a time (loads issued together).
+template <int D>
+__device__ void merge_head(const Params& p, int b, int h, int nv, int d) {
+  const float* pp = p.part + (int64_t(b) * p.H + h) * p.nsplit * (D + 2);
+  float M = -INFINITY;
+  for (int s0 = 0; s0 < nv; s0 += kMergeU) {
+    float m[kMergeU];
+#pragma unroll
+    for (int u = 0; u < kMergeU; ++u) m[u] = s0 + u < nv ? ld_cg(pp + (s0 + u) * (D + 2) + D) : -INFINITY;
+#pragma unroll
+    for (int u = 0; u < kMergeU; ++u) M = fmaxf(M, m[u]);
+  }
+  float L = 0.f;
+  for (int s0 = 0; s0 < nv; s0 += kMergeU) {
+    float m[kMergeU], l[kMergeU];
+#pragma unroll
+    for (int u = 0; u < kMergeU; ++u) {
+      const bool ok = s0 + u < nv;
+      m[u] = ok ? ld_cg(pp + (s0 + u) * (D + 2) + D) : -INFINITY;
+      l[u] = ok ? ld_cg(pp + (s0 + u) * (D + 2) + D + 1) : 0.f;
+    }
+#pragma unroll
+    for (int u = 0; u < kMergeU; ++u)
+      if (s0 + u < nv) L += l[u] * exp2f(m[u] - M);
+  }
+  float O = 0.f;
+  for (int s0 = 0; s0 < nv; s0 += kMergeU) {
+    float m[kMergeU], o[kMergeU];
+#pragma unroll
+    for (int u = 0; u < kMergeU; ++u) {
+      const bool ok = s0 + u < nv;
+      m[u] = ok ? ld_cg(pp + (s0 + u) * (D + 2) + D) : -INFINITY;
+      o[u] = ok ? ld_cg(pp + (s0 + u) * (D + 2) + d) : 0.f;
+    }
+#pragma unroll
+    for (int u = 0; u < kMergeU; ++u)
+      if (s0 + u < nv) O += o[u] * (exp2f(m[u] - M) / L);
+  }
+  p.att[int64_t(b) * p.C + h * D + d] = __float2bfloat16_rn(O);
+}
+
 // P2: item (b, h, split) over keys [s0, s1) of the split: groups of GS = D / 8 lanes, a lane 8 dims; a
 // group walks its keys kAttU at a time with an online softmax; the groups merge through shared memory.
 template <int D>
@@ -451,6 +508,18 @@ __device__ void attention_item(const Params& p, int b, int h, int split, int nv,
     out[tid] = O;
     if (tid == 0) out[D] = M, out[D + 1] = L;
   }
+  // The last of the head's nv splits to finish merges them into att (the threadfence-reduction pattern:
+  // each block's partial, then a fence, then its count; the block that counts last sees every partial).
+  int* s_last = reinterpret_cast<int*>(sm + 2048 + 64);  // (after s_acc and s_ml, in the 2048 + 64 + 64)
+  if (tid == 0) {
+    __threadfence();
+    *s_last = atomicAdd(p.done + b * p.H + h, 1u) == unsigned(nv - 1);
+  }
+  __syncthreads();
+  if (*s_last) {
+    __threadfence();
+    if (tid < D) merge_head<D>(p, b, h, nv, tid);
+  }
   __syncthreads();  // (s_acc is reused by the block's next item)
 }
 
@@ -486,9 +555,15 @@ __global__ void __launch_bounds__(kThreads, 1) decode_layer_kernel(const Params 
     prefetch_rows(p.wup, C4, C, gw, nwarps);
     prefetch_rows(p.wdown, C, C4, gw, nwarps);
   }
+  // The epilogues' biases (and residuals) of a lane's first rows are loaded before the phase's barrier,
+  // so after the warp sums only the stores remain (each a dependent load less: S9-6).
+  const LaneRow<3> lq(gw, nwarps, C3, B);
+  const float bq = lq.ok ? bias_of(p.bqkv, lq.n) : 0.f;
+  if (blockIdx.x == 0)  // (P2's split counts; the barrier after P1 orders this before them)
+    for (int i = tid; i < B * H; i += kThreads) p.done[i] = 0u;
   if (norm) block_layernorm(p.x, p.g1, p.b1, act, B, C, p.eps, red);
-  if (gemv) gemv_phase(wq, p.wqkv, C3, C, act, B, gw, nwarps, [&](int b, int n, float s) {
-    const bf16 v = __float2bfloat16_rn(s + bias_of(p.bqkv, n));
+  if (gemv) gemv_phase(wq, p.wqkv, C3, C, act, B, gw, nwarps, [&](int b, int n, float s, bool first) {
+    const bf16 v = __float2bfloat16_rn(s + (first ? bq : bias_of(p.bqkv, n)));
     if (n < C) {
       p.q[int64_t(b) * C + n] = v;
     } else {
@@ -513,61 +588,51 @@ __global__ void __launch_bounds__(kThreads, 1) decode_layer_kernel(const Params 
   }
   Rows<1, NL> wo;  // the out rows' first weights, before the barrier
   if (gemv) load_rows(wo, p.wout, C, C, gw, nwarps);
+  const LaneRow<1> lo(gw, nwarps, C, B);  // (x is not written before P3: its row can be read now)
+  const float bo = lo.ok ? bias_of(p.bout, lo.n) : 0.f, xo = lo.ok ? ld_cg_bf(p.x + int64_t(lo.b) * C + lo.n) : 0.f;
   phase_barrier(p);
 
-  // ---- P3: merge the partials into att (every block, whole), then x += att Wout^T + bout.
+  // ---- P3: att (merged in P2 by each head's last split) whole into shared memory, then
+  // x += att Wout^T + bout.
   if (!(p.skip & 4)) {
-    float* wsp = sm;  // [B][H][nsplit] weights exp2(m - M) / L of each split
-    for (int bh = tid; bh < B * H; bh += kThreads) {
-      const int b = bh / H;
-      const int nv = used_splits(p, seq_len(p, b));
-      const float* pp = p.part + int64_t(bh) * p.nsplit * (D + 2);
-      float M = -INFINITY;
-      for (int s = 0; s < nv; ++s) M = fmaxf(M, ld_cg(pp + s * (D + 2) + D));
-      float L = 0.f;
-      for (int s = 0; s < nv; ++s) {
-        const float w = exp2f(ld_cg(pp + s * (D + 2) + D) - M);
-        L += ld_cg(pp + s * (D + 2) + D + 1) * w;
-        wsp[bh * p.nsplit + s] = w;
-      }
-      for (int s = 0; s < nv; ++s) wsp[bh * p.nsplit + s] /= L;
-    }
-    __syncthreads();
-    for (int idx = tid; idx < B * C; idx += kThreads) {
-      const int b = idx / C, c = idx - b * C, h = c / D, d = c - h * D;
-      const int nv = used_splits(p, seq_len(p, b));
-      const float* pp = p.part + (int64_t(b) * H + h) * p.nsplit * (D + 2) + d;
-      const float* w = wsp + (b * H + h) * p.nsplit;
-      float O = 0.f;
-      for (int s = 0; s < nv; ++s) O += ld_cg(pp + s * (D + 2)) * w[s];
-      act[idx] = __float2bfloat16_rn(nv ? O : 0.f);
+    for (int i = tid; i < B * C / 8; i += kThreads) {
+      const int b = i / (C / 8);
+      reinterpret_cast<uint4*>(act)[i] = used_splits(p, seq_len(p, b)) ? ld_cg16(p.att + int64_t(i) * 8) : uint4{0u, 0u, 0u, 0u};
     }
     __syncthreads();
   }
-  if (gemv) gemv_phase(wo, p.wout, C, C, act, B, gw, nwarps, [&](int b, int n, float s) {
+  // xd: the x this lane writes in its first row, which is the row it adds to again in P5 (the down
+  // projection's rows fall to the lanes as the out projection's: both have C rows).
+  float xd = 0.f;
+  if (gemv) gemv_phase(wo, p.wout, C, C, act, B, gw, nwarps, [&](int b, int n, float s, bool first) {
     bf16* xp = p.x + int64_t(b) * C + n;
-    *xp = __float2bfloat16_rn(s + ld_cg_bf(xp) + bias_of(p.bout, n));
+    const bf16 v = __float2bfloat16_rn(s + (first ? xo : ld_cg_bf(xp)) + (first ? bo : bias_of(p.bout, n)));
+    *xp = v;
+    if (first) xd = __bfloat162float(v);
   });
   Rows<3, NL> wu;  // the up rows' first weights, before the barrier
   if (gemv) load_rows(wu, p.wup, C4, C, gw, nwarps);
+  const LaneRow<3> lu(gw, nwarps, C4, B);
+  const float bu = lu.ok ? bias_of(p.bup, lu.n) : 0.f;
   phase_barrier(p);
 
   // ---- P4: h2 = layernorm(x), then a = gelu(h2 Wup^T + bup) into the workspace.
   if (norm) block_layernorm(p.x, p.g2, p.b2, act, B, C, p.eps, red);
-  if (gemv) gemv_phase(wu, p.wup, C4, C, act, B, gw, nwarps, [&](int b, int n, float s) {
-    p.a[int64_t(b) * C4 + n] = __float2bfloat16_rn(gelu_tanh(round_bf(s + bias_of(p.bup, n))));
+  if (gemv) gemv_phase(wu, p.wup, C4, C, act, B, gw, nwarps, [&](int b, int n, float s, bool first) {
+    p.a[int64_t(b) * C4 + n] = __float2bfloat16_rn(gelu_tanh(round_bf(s + (first ? bu : bias_of(p.bup, n)))));
   });
   Rows<1, 4 * NL> wd;  // the down rows' first weights, before the barrier
   if (gemv) load_rows(wd, p.wdown, C, C4, gw, nwarps);
+  const float bd = lo.ok ? bias_of(p.bdown, lo.n) : 0.f;
   phase_barrier(p);
 
   // ---- P5: a whole into shared memory, then x += a Wdown^T + bdown.
   for (int i = tid; i < B * C4 / 8; i += kThreads)
     reinterpret_cast<uint4*>(act)[i] = ld_cg16(p.a + int64_t(i) * 8);
   __syncthreads();
-  if (gemv) gemv_phase(wd, p.wdown, C, C4, act, B, gw, nwarps, [&](int b, int n, float s) {
+  if (gemv) gemv_phase(wd, p.wdown, C, C4, act, B, gw, nwarps, [&](int b, int n, float s, bool first) {
     bf16* xp = p.x + int64_t(b) * C + n;
-    *xp = __float2bfloat16_rn(s + ld_cg_bf(xp) + bias_of(p.bdown, n));
+    *xp = __float2bfloat16_rn(s + (first ? xd : ld_cg_bf(xp)) + (first ? bd : bias_of(p.bdown, n)));
   });
 }
 
@@ -628,17 +693,19 @@ void launch(cudaStream_t st, Params p, const char* what) {
   // Attention splits: the blocks shared out over the B * H heads (at least kMinChunk keys a split).
   const int by_len = (p.max_len + kMinChunk - 1) / kMinChunk;
   p.nsplit = std::max(1, std::min(grid / (p.B * p.H), by_len));
-  PARALLM_CHECK(p.B * p.H * p.nsplit <= 2048, what, ": ", p.B * p.H * p.nsplit, " attention splits (B x H x "
-                "splits) exceed the merge buffer's 2048");
   // Workspace: q, a, the partials (256-byte aligned parts).
   auto up = [](size_t n) { return (n + 255) & ~size_t(255); };
   const size_t qb = up(size_t(p.B) * p.C * 2), ab = up(size_t(p.B) * 4 * p.C * 2),
-               pb = up(size_t(p.B) * p.H * p.nsplit * (D + 2) * 4);
+               pb = up(size_t(p.B) * p.H * p.nsplit * (D + 2) * 4), tb = up(size_t(p.B) * p.C * 2),
+               db = up(size_t(p.B) * p.H * 4);
   void* ws = nullptr;
-  PARALLM_CUDA_CHECK(cudaMallocAsync(&ws, qb + ab + pb, st), what, ": workspace of ", qb + ab + pb, " bytes");
+  const size_t wsb = qb + ab + pb + tb + db;
+  PARALLM_CUDA_CHECK(cudaMallocAsync(&ws, wsb, st), what, ": workspace of ", wsb, " bytes");
   p.q = static_cast<bf16*>(ws);
   p.a = reinterpret_cast<bf16*>(static_cast<char*>(ws) + qb);
   p.part = reinterpret_cast<float*>(static_cast<char*>(ws) + qb + ab);
+  p.att = reinterpret_cast<bf16*>(static_cast<char*>(ws) + qb + ab + pb);
+  p.done = reinterpret_cast<unsigned*>(static_cast<char*>(ws) + qb + ab + pb + tb);
   const cudaError_t e = launch_cooperative(kern, dim3(unsigned(grid)), dim3(kThreads), smem, st, p);
   const cudaError_t ef = cudaFreeAsync(ws, st);
   PARALLM_CUDA_CHECK(e, what, " (cooperative launch of ", grid, " blocks, ", smem, " bytes of shared memory)");
