@@ -15,22 +15,29 @@ namespace parallm::cuda {
 bool pdl_allows(int level);
 void set_pdl(int level);
 
-// kern<<<grid, block, smem, stream>>>(args...), with the PDL attribute when `on`. The caller checks the
-// returned error (PARALLM_CUDA_CHECK), as it would cudaGetLastError after <<<...>>>.
+// kern<<<grid, block, smem, stream>>>(args...) with launch attribute `attr` (none when null). The caller
+// checks the returned error (PARALLM_CUDA_CHECK), as it would cudaGetLastError after <<<...>>>.
 template <typename... KArgs, typename... Args>
-cudaError_t launch_maybe_pdl(bool on, void (*kern)(KArgs...), dim3 grid, dim3 block, size_t smem,
-                             cudaStream_t stream, Args&&... args) {
-  cudaLaunchAttribute attr[1] = {};
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
+cudaError_t launch_with(cudaLaunchAttribute* attr, void (*kern)(KArgs...), dim3 grid, dim3 block, size_t smem,
+                        cudaStream_t stream, Args&&... args) {
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = grid;
   cfg.blockDim = block;
   cfg.dynamicSmemBytes = smem;
   cfg.stream = stream;
   cfg.attrs = attr;
-  cfg.numAttrs = on ? 1 : 0;
+  cfg.numAttrs = attr ? 1 : 0;
   return cudaLaunchKernelEx(&cfg, kern, std::forward<Args>(args)...);
+}
+
+// With the PDL attribute when `on`.
+template <typename... KArgs, typename... Args>
+cudaError_t launch_maybe_pdl(bool on, void (*kern)(KArgs...), dim3 grid, dim3 block, size_t smem,
+                             cudaStream_t stream, Args&&... args) {
+  cudaLaunchAttribute attr = {};
+  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr.val.programmaticStreamSerializationAllowed = 1;
+  return launch_with(on ? &attr : nullptr, kern, grid, block, smem, stream, std::forward<Args>(args)...);
 }
 
 // A GEMV (pdl level 1 and up).
@@ -46,17 +53,10 @@ cudaError_t launch_pdl(void (*kern)(KArgs...), dim3 grid, dim3 block, size_t sme
 template <typename... KArgs, typename... Args>
 cudaError_t launch_cooperative(void (*kern)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
                                Args&&... args) {
-  cudaLaunchAttribute attr[1] = {};
-  attr[0].id = cudaLaunchAttributeCooperative;
-  attr[0].val.cooperative = 1;
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = grid;
-  cfg.blockDim = block;
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = stream;
-  cfg.attrs = attr;
-  cfg.numAttrs = 1;
-  return cudaLaunchKernelEx(&cfg, kern, std::forward<Args>(args)...);
+  cudaLaunchAttribute attr = {};
+  attr.id = cudaLaunchAttributeCooperative;
+  attr.val.cooperative = 1;
+  return launch_with(&attr, kern, grid, block, smem, stream, std::forward<Args>(args)...);
 }
 
 // The most blocks of `kern` (`threads` a block, `smem` bytes of dynamic shared memory) that device `dev`
