@@ -282,11 +282,6 @@ for p in "${parts[@]}"; do
       for v in 0 1; do
         PARALLM_DECODE_LAYER=$v timeout 45 node dist/cli/index.js bench generate --model gpt2 --batch 1,4 2>&1 | tail -2 | sed "s/^/[layer kernel $v] /"
       done ;;
-    layer9f)
-      # The layer kernel with its layernorms in one reduction and attention splits of one pass of a
-      # block's key groups: its GPU tests and the kernel cases (the session's device time nearly spent).
-      timeout 90 vitest run test/gpu/decode-layer.gpu.test.ts > "$out/gpu-layer.log" 2>&1; grep -E "×|Test Files|Tests |Error" "$out/gpu-layer.log" | head -30
-      timeout 40 node dist/cli/index.js bench kernels --filter decode-layer 2>&1 | grep -E "^decode" | head -8 ;;
     layer9c)
       # Where decodeLayerGpt2's time goes (S9-4/S9-5: 34-37 µs a layer, no faster than the ops apart), by
       # leaving parts out (PARALLM_DECODE_LAYER_SKIP: 1 grid barriers, 2 attention, 4 merge, 8 norms, 16

@@ -61,6 +61,7 @@ using bf16 = __nv_bfloat16;
 
 constexpr int kThreads = 256, kWarps = kThreads / 32;
 constexpr int kMaxB = 4;        // sequences a launch
+constexpr int kMinChunk = 32;   // keys an attention split holds at least (fewer splits for short contexts)
 constexpr int kAttU = 4;        // keys a group loads at once in P2
 constexpr int kMergeU = 8;      // partials a thread loads at once in the merge of a head
 
@@ -76,7 +77,6 @@ struct Params {
   bf16* att;    // workspace: [B, C], the merged attention (by the last split of each head)
   unsigned* done;  // workspace: [B, H], splits of each head finished (zeroed in P1)
   int B, C, H, max_len, nsplit;
-  int min_chunk;  // keys a split holds at least: one pass of the block's key groups (attention_item)
   int64_t kvb, kvt;
   int skip;        // PARALLM_DECODE_LAYER_SKIP (measurement only, wrong results): see skip_mask()
   float eps, sl2;  // sl2: 1/sqrt(D) * log2(e) (scores in log2 units, as attention_decode)
@@ -184,10 +184,8 @@ __device__ __forceinline__ float warp_sum(float v) {
 }
 
 // ------------------------------------------------------------------------------------- layernorm
-// act[b][0..C) = layernorm(x[b]; g, beta, eps) rounded to bf16, for b < B, by the whole block: the sum
-// and the sum of squares in one block reduction (one barrier, where norm.cu's two passes take two: the
-// norms were ~5 µs of a layer, S9-6), var = E[x^2] - mean^2 (x is bf16 and C <= 1024: no cancellation to
-// speak of in f32), rstd = rsqrt(var + eps), ((x - mean) rstd) g + beta.
+// act[b][0..C) = layernorm(x[b]; g, beta, eps) rounded to bf16, for b < B, by the whole block (as norm.cu:
+// mean, then the mean of the centred squares, rstd = rsqrt(var + eps), ((x - mean) rstd) g + beta).
 // red: 2 * kWarps * kMaxB floats. Ends with a __syncthreads (act ready).
 __device__ void block_layernorm(const bf16* x, const bf16* g, const bf16* beta, bf16* act, int B, int C, float eps,
                                 float* red) {
@@ -195,43 +193,73 @@ __device__ void block_layernorm(const bf16* x, const bf16* g, const bf16* beta, 
   const int C8 = C / 8, total = B * C8;
   constexpr int PK = (kMaxB * 1024 / 8 + kThreads - 1) / kThreads;  // packs a thread holds (C <= 1024)
   uint4 xr[PK];
-  float s[kMaxB], q[kMaxB];
+  float s[kMaxB];
 #pragma unroll
-  for (int b = 0; b < kMaxB; ++b) s[b] = 0.f, q[b] = 0.f;
+  for (int b = 0; b < kMaxB; ++b) s[b] = 0.f;
 #pragma unroll
   for (int i = 0; i < PK; ++i) {
     const int p = tid + i * kThreads;
     if (p < total) {
       const int b = p / C8, c8 = p - b * C8;
       xr[i] = ld_cg16(x + int64_t(b) * C + c8 * 8);
+      float t = 0.f;
+      t += lo_bf(xr[i].x) + hi_bf(xr[i].x);
+      t += lo_bf(xr[i].y) + hi_bf(xr[i].y);
+      t += lo_bf(xr[i].z) + hi_bf(xr[i].z);
+      t += lo_bf(xr[i].w) + hi_bf(xr[i].w);
+#pragma unroll
+      for (int bb = 0; bb < kMaxB; ++bb)
+        if (bb == b) s[bb] += t;
+    }
+  }
+  float mean[kMaxB], rstd[kMaxB];
+  const float inv_c = 1.f / float(C);
+#pragma unroll
+  for (int b = 0; b < kMaxB; ++b) {
+    s[b] = warp_sum(s[b]);
+    if (lane == 0) red[warp * kMaxB + b] = s[b];
+  }
+  __syncthreads();
+#pragma unroll
+  for (int b = 0; b < kMaxB; ++b) {
+    float t = 0.f;
+    for (int w = 0; w < kWarps; ++w) t += red[w * kMaxB + b];
+    mean[b] = t * inv_c;
+    s[b] = 0.f;
+  }
+#pragma unroll
+  for (int i = 0; i < PK; ++i) {
+    const int p = tid + i * kThreads;
+    if (p < total) {
+      const int b = p / C8;
+      float m = 0.f;
+#pragma unroll
+      for (int bb = 0; bb < kMaxB; ++bb)
+        if (bb == b) m = mean[bb];
       const unsigned* u = &xr[i].x;
-      float t = 0.f, tt = 0.f;
+      float t = 0.f;
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const float v0 = lo_bf(u[e]), v1 = hi_bf(u[e]);
-        t += v0 + v1;
-        tt += v0 * v0 + v1 * v1;
+        const float d0 = lo_bf(u[e]) - m, d1 = hi_bf(u[e]) - m;
+        t += d0 * d0;
+        t += d1 * d1;
       }
 #pragma unroll
       for (int bb = 0; bb < kMaxB; ++bb)
-        if (bb == b) s[bb] += t, q[bb] += tt;
+        if (bb == b) s[bb] += t;
     }
   }
 #pragma unroll
   for (int b = 0; b < kMaxB; ++b) {
     s[b] = warp_sum(s[b]);
-    q[b] = warp_sum(q[b]);
-    if (lane == 0) red[warp * kMaxB + b] = s[b], red[kWarps * kMaxB + warp * kMaxB + b] = q[b];
+    if (lane == 0) red[kWarps * kMaxB + warp * kMaxB + b] = s[b];
   }
   __syncthreads();
-  float mean[kMaxB], rstd[kMaxB];
-  const float inv_c = 1.f / float(C);
 #pragma unroll
   for (int b = 0; b < kMaxB; ++b) {
-    float t = 0.f, tt = 0.f;
-    for (int w = 0; w < kWarps; ++w) t += red[w * kMaxB + b], tt += red[kWarps * kMaxB + w * kMaxB + b];
-    mean[b] = t * inv_c;
-    rstd[b] = rsqrtf(fmaxf(tt * inv_c - mean[b] * mean[b], 0.f) + eps);
+    float t = 0.f;
+    for (int w = 0; w < kWarps; ++w) t += red[kWarps * kMaxB + w * kMaxB + b];
+    rstd[b] = rsqrtf(t * inv_c + eps);
   }
 #pragma unroll
   for (int i = 0; i < PK; ++i) {
@@ -498,7 +526,7 @@ __device__ void attention_item(const Params& p, int b, int h, int split, int nv,
 // Key splits of sequence b that hold keys (the rest are skipped by P2 and P3 alike).
 __device__ __forceinline__ int used_splits(const Params& p, int len) {
   if (len <= 0) return 0;
-  return min(p.nsplit, (len + p.min_chunk - 1) / p.min_chunk);
+  return min(p.nsplit, (len + kMinChunk - 1) / kMinChunk);
 }
 __device__ __forceinline__ int seq_len(const Params& p, int b) { return min(__ldg(p.lens + b), p.max_len); }
 
@@ -662,11 +690,8 @@ void launch(cudaStream_t st, Params p, const char* what) {
   const int most = resident_blocks(kern, dev, smem, what);
   const int forced = g_forced_grid.load(std::memory_order_relaxed);
   const int grid = forced > 0 ? std::min(forced, most) : std::min(sms, most);
-  // Attention splits: the blocks shared out over the B * H heads, a split at least one pass of a block's
-  // key groups (kThreads / (D / 8) groups of kAttU keys: 128 keys at D 64, 64 at D 128), since a shorter
-  // split costs its block as long and adds a partial to merge (32 keys a split before: S9-8).
-  p.min_chunk = kThreads / (D / 8) * kAttU;
-  const int by_len = (p.max_len + p.min_chunk - 1) / p.min_chunk;
+  // Attention splits: the blocks shared out over the B * H heads (at least kMinChunk keys a split).
+  const int by_len = (p.max_len + kMinChunk - 1) / kMinChunk;
   p.nsplit = std::max(1, std::min(grid / (p.B * p.H), by_len));
   // Workspace: q, a, the partials (256-byte aligned parts).
   auto up = [](size_t n) { return (n + 255) & ~size_t(255); };
