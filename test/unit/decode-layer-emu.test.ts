@@ -36,7 +36,7 @@ describe.skipIf(!gxx || !headers)('the persistent decode-layer kernel on the hos
       const out = `${run.stdout}${run.stderr}`;
       expect(out, out).toContain('all passed');
       expect(run.status, out).toBe(0);
-      expect(out.match(/ ok$/gm)?.length ?? 0, out).toBeGreaterThanOrEqual(7);
+      expect(out.match(/ ok$/gm)?.length ?? 0, out).toBeGreaterThanOrEqual(8);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

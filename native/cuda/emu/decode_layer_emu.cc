@@ -171,6 +171,7 @@ int main() {
   one(4, 1, 128, 48, {5, 47, 20, 31});
   one(2, 3, 64, 130, {129, 64}, 2);
   one(1, 13, 64, 40, {33});  // C = 832: the wider register rows
+  one(1, 2, 64, 600, {520});  // D 64, several splits of a head, merged by the last to finish
   std::printf(all_ok ? "all passed\n" : "FAILURES\n");
   return all_ok ? 0 : 1;
 }
