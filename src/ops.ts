@@ -401,7 +401,7 @@ export function ropeKvWrite(qkv: Tensor, kCache: Tensor, vCache: Tensor, pos: Te
 export interface Gpt2LayerWeights {
   norm1: Tensor;
   norm1Bias?: Tensor;
-  /** [3C, C]: the q rows, the k rows, the v rows */
+  /** [3C, C] (the q rows, the k rows, the v rows) */
   qkv: Tensor;
   qkvBias?: Tensor;
   /** [C, C] */
