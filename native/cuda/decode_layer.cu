@@ -507,14 +507,14 @@ __device__ void attention_item(const Params& p, int b, int h, int split, int nv,
       }
     out[tid] = O;
     if (tid == 0) out[D] = M, out[D + 1] = L;
+    __threadfence();  // (each writer's part of the partial before the count below)
   }
   // The last of the head's nv splits to finish merges them into att (the threadfence-reduction pattern:
-  // each block's partial, then a fence, then its count; the block that counts last sees every partial).
+  // every thread's part of the partial, a fence, a block barrier, then one count; the block that counts
+  // last sees every split's partial whole).
   int* s_last = reinterpret_cast<int*>(sm + 2048 + 64);  // (after s_acc and s_ml, in the 2048 + 64 + 64)
-  if (tid == 0) {
-    __threadfence();
-    *s_last = atomicAdd(p.done + b * p.H + h, 1u) == unsigned(nv - 1);
-  }
+  __syncthreads();
+  if (tid == 0) *s_last = atomicAdd(p.done + b * p.H + h, 1u) == unsigned(nv - 1);
   __syncthreads();
   if (*s_last) {
     __threadfence();
