@@ -274,9 +274,9 @@ for p in "${parts[@]}"; do
       timeout 45 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16 --json "$out/gen-llama.json" 2>&1 | tail -2
       timeout 30 node dist/cli/index.js bench generate --model gpt2 --batch 1,16 --json "$out/gen-gpt2.json" 2>&1 | tail -2 ;;
     layer9e)
-      # The layer kernel with each head merged once by its last split and the epilogues' biases and
-      # residuals loaded before the barriers (S9-6's merge and GEMV-phase costs): its GPU tests, the kernel
-      # cases, GPT-2 decode with it and without.
+      # The layer kernel's GPU tests, its kernel cases and GPT-2 decode with it and without: each change to
+      # decode_layer.cu (S9-5 ran it with the compiled peer too, as layer9b; S9-8 the last-split merge and
+      # the epilogues' loads before the barriers).
       timeout 100 vitest run test/gpu/decode-layer.gpu.test.ts > "$out/gpu-layer.log" 2>&1; grep -E "×|Test Files|Tests |Error" "$out/gpu-layer.log" | head -30
       timeout 40 node dist/cli/index.js bench kernels --filter decode-layer 2>&1 | grep -E "^decode" | head -8
       for v in 0 1; do
@@ -291,14 +291,6 @@ for p in "${parts[@]}"; do
       done
       PARALLM_DECODE_LAYER=1 timeout 50 node dist/cli/index.js bench generate --model gpt2 --batch 1 2>&1 | tail -1 | sed "s/^/[layer kernel] /"
       timeout 50 node dist/cli/index.js bench generate --model gpt2 --batch 1 2>&1 | tail -1 | sed "s/^/[default] /" ;;
-    layer9b)
-      # layer9 after the merge's loads were grouped (S9-4: the fused layer 34 µs, the ops apart 35).
-      timeout 120 vitest run test/gpu/decode-layer.gpu.test.ts > "$out/gpu-layer.log" 2>&1; grep -E "×|Test Files|Tests |Error" "$out/gpu-layer.log" | head -30
-      timeout 60 node dist/cli/index.js bench kernels --filter decode-layer copy 2>&1 | grep -E "^(decode|copy)" | head -10
-      for v in 0 1; do
-        PARALLM_DECODE_LAYER=$v timeout 50 node dist/cli/index.js bench generate --model gpt2 --batch 1,4,16 2>&1 | tail -3 | sed "s/^/[layer kernel $v] /"
-      done  # (then the default was on; since S9-5 it is off and =1 turns it on)
-      timeout 150 python3 bench/peers/torch_compile_decode.py gpt2 1,4 > "$out/peer-compile.log" 2>&1; grep ANCHOR "$out/peer-compile.log" | cut -c1-200 ;;
     layer9)
       # GPT-2's decode layer as one persistent kernel (ops.decodeLayerGpt2, native/cuda/decode_layer.cu): its
       # GPU tests first (a hung grid barrier would show here, bounded), the kernel case, GPT-2 decode with

@@ -383,42 +383,39 @@ __device__ __forceinline__ float bias_of(const bf16* b, int n) { return b ? __bf
 // The merged attention of head h of sequence b, dimension d, from its nv split partials (as
 // attention_decode combines its key splits: weights exp2(m_s - M) / L, then the weighted sum, rounded to
 // bf16 once), into att. The partials come from L2 kMergeU at a time (loads issued together).
+// Field f of the partials of splits s0 .. s0 + kMergeU - 1 (pp: the head's first; f: a dimension, D the
+// max, D + 1 the sum), `none` past the nv splits there are: the loads issued together.
+template <int D>
+__device__ __forceinline__ void load_splits(const float* pp, int s0, int nv, int f, float none, float (&v)[kMergeU]) {
+#pragma unroll
+  for (int u = 0; u < kMergeU; ++u) v[u] = s0 + u < nv ? ld_cg(pp + (s0 + u) * (D + 2) + f) : none;
+}
+
 template <int D>
 __device__ void merge_head(const Params& p, int b, int h, int nv, int d) {
   const float* pp = p.part + (int64_t(b) * p.H + h) * p.nsplit * (D + 2);
+  float m[kMergeU], v[kMergeU];
   float M = -INFINITY;
   for (int s0 = 0; s0 < nv; s0 += kMergeU) {
-    float m[kMergeU];
-#pragma unroll
-    for (int u = 0; u < kMergeU; ++u) m[u] = s0 + u < nv ? ld_cg(pp + (s0 + u) * (D + 2) + D) : -INFINITY;
+    load_splits<D>(pp, s0, nv, D, -INFINITY, m);
 #pragma unroll
     for (int u = 0; u < kMergeU; ++u) M = fmaxf(M, m[u]);
   }
   float L = 0.f;
   for (int s0 = 0; s0 < nv; s0 += kMergeU) {
-    float m[kMergeU], l[kMergeU];
-#pragma unroll
-    for (int u = 0; u < kMergeU; ++u) {
-      const bool ok = s0 + u < nv;
-      m[u] = ok ? ld_cg(pp + (s0 + u) * (D + 2) + D) : -INFINITY;
-      l[u] = ok ? ld_cg(pp + (s0 + u) * (D + 2) + D + 1) : 0.f;
-    }
+    load_splits<D>(pp, s0, nv, D, -INFINITY, m);
+    load_splits<D>(pp, s0, nv, D + 1, 0.f, v);
 #pragma unroll
     for (int u = 0; u < kMergeU; ++u)
-      if (s0 + u < nv) L += l[u] * exp2f(m[u] - M);
+      if (s0 + u < nv) L += v[u] * exp2f(m[u] - M);
   }
   float O = 0.f;
   for (int s0 = 0; s0 < nv; s0 += kMergeU) {
-    float m[kMergeU], o[kMergeU];
-#pragma unroll
-    for (int u = 0; u < kMergeU; ++u) {
-      const bool ok = s0 + u < nv;
-      m[u] = ok ? ld_cg(pp + (s0 + u) * (D + 2) + D) : -INFINITY;
-      o[u] = ok ? ld_cg(pp + (s0 + u) * (D + 2) + d) : 0.f;
-    }
+    load_splits<D>(pp, s0, nv, D, -INFINITY, m);
+    load_splits<D>(pp, s0, nv, d, 0.f, v);
 #pragma unroll
     for (int u = 0; u < kMergeU; ++u)
-      if (s0 + u < nv) O += o[u] * (exp2f(m[u] - M) / L);
+      if (s0 + u < nv) O += v[u] * (exp2f(m[u] - M) / L);
   }
   p.att[int64_t(b) * p.C + h * D + d] = __float2bfloat16_rn(O);
 }
