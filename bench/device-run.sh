@@ -317,6 +317,14 @@ for p in "${parts[@]}"; do
       done
       unset PARALLM_GEMV_PREFETCH
       timeout 250 python3 bench/peers/torch_compile_decode.py both 1 > "$out/peer-compile.log" 2>&1; grep ANCHOR "$out/peer-compile.log" | cut -c1-200 ;;
+    ten-a)
+      # First call of the seventh session on two H200s: every GPU test (the commits S9 left unrun on a GPU:
+      # the layer kernel's split-count fence, load_splits, launch.cuh's config builder; the two-GPU cases),
+      # then DP strong scaling as it stands (buckets; ZeRO-1 in the graph) for the baseline of this session.
+      timeout 330 vitest run test/gpu > "$out/gpu-all.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-all.log" | head -30
+      mkdir -p "$out/t"
+      timeout 100 node dist/cli/index.js bench train --devices cuda:0,cuda:1 --strategies single,dp --scaling strong --bucket-mb 25 --shapes 128x128 --steps 30 --json "$out/t/strong-bucket.json" 2>&1 | tail -2 | sed "s/^/[buckets] /"
+      PARALLM_TRAIN_GRAPH_ZERO=1 timeout 100 node dist/cli/index.js bench train --devices cuda:0,cuda:1 --strategies dp --scaling strong --zero 1 --shapes 128x128 --steps 30 --json "$out/t/strong-zero-graph.json" 2>&1 | tail -1 | sed "s/^/[zero, in the graph] /" ;;
     one9a)
       # next9 on one H200 (no x2 lent): every GPU test (two-GPU cases skip), then GPT-2 decode with the norms
       # in the GEMV epilogues off / on and with one-kernel decode attention.

@@ -268,7 +268,7 @@ __global__ void __launch_bounds__(kPeerThreads) ll_norm_kernel(PeerRanks r, cons
       t = 0.f;
       for (int i = 0; i < nwarps; ++i) t += s_part[i];
     }
-    const float rstd = rsqrtf(t * inv_c + eps);
+    const float rstd = rsqrtf(__fmaf_rn(t, inv_c, eps));  // (norm.cu's rounding)
     for (int64_t v = tid; v < P; v += kPeerThreads) {
       const uint4 pk = xo[m * P + v], wk = reinterpret_cast<const uint4*>(nw)[v];
       const T* e = reinterpret_cast<const T*>(&pk);

@@ -259,7 +259,7 @@ __device__ void block_layernorm(const bf16* x, const bf16* g, const bf16* beta, 
   for (int b = 0; b < kMaxB; ++b) {
     float t = 0.f;
     for (int w = 0; w < kWarps; ++w) t += red[kWarps * kMaxB + w * kMaxB + b];
-    rstd[b] = rsqrtf(t * inv_c + eps);
+    rstd[b] = rsqrtf(__fmaf_rn(t, inv_c, eps));  // (norm.cu's rounding)
   }
 #pragma unroll
   for (int i = 0; i < PK; ++i) {
@@ -280,8 +280,8 @@ __device__ void block_layernorm(const bf16* x, const bf16* g, const bf16* beta, 
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         float t0 = (lo_bf(u[e]) - m) * r, t1 = (hi_bf(u[e]) - m) * r;
-        t0 = t0 * lo_bf(gu[e]) + lo_bf(bu[e]);
-        t1 = t1 * hi_bf(gu[e]) + hi_bf(bu[e]);
+        t0 = __fadd_rn(__fmul_rn(t0, lo_bf(gu[e])), lo_bf(bu[e]));  // (rounded apart, as norm_kernel)
+        t1 = __fadd_rn(__fmul_rn(t1, hi_bf(gu[e])), hi_bf(bu[e]));
         const __nv_bfloat162 pr = __floats2bfloat162_rn(t0, t1);
         ou[e] = *reinterpret_cast<const unsigned*>(&pr);
       }

@@ -100,10 +100,10 @@ __device__ __forceinline__ void gemv_rows_stats(const T* __restrict__ X, int M, 
     if constexpr (LN) {
       const float mean = row_pass(xr, 1, 0.f) * inv_c;
       const float q = row_pass(xr, 2, mean);
-      if (tid == 0) s_mean[m] = mean, s_rstd[m] = rsqrtf(q * inv_c + eps);
+      if (tid == 0) s_mean[m] = mean, s_rstd[m] = rsqrtf(__fmaf_rn(q, inv_c, eps));
     } else {
       const float t = row_pass(xr, 0, 0.f);
-      if (tid == 0) s_rstd[m] = rsqrtf(t * inv_c + eps);
+      if (tid == 0) s_rstd[m] = rsqrtf(__fmaf_rn(t, inv_c, eps));
     }
   }
   __syncthreads();
@@ -124,8 +124,8 @@ __device__ __forceinline__ void gemv_norm_x(uint4 (&xr)[2], const T* __restrict_
 #pragma unroll
     for (int e = 0; e < 8; ++e) {
       float t = (f32(xe.v[e]) - mean[r]) * rs[r];
-      t *= f32(wv.v[e]);
-      if constexpr (LN) t += f32(bv.v[e]);
+      t = __fmul_rn(t, f32(wv.v[e]));  // (rounded apart, as norm_kernel: no fma)
+      if constexpr (LN) t = __fadd_rn(t, f32(bv.v[e]));
       xe.v[e] = from_f32<T>(t);
     }
     memcpy(&xr[r], &xe, 16);
@@ -145,8 +145,8 @@ __device__ __forceinline__ void gemv_norm_pack(const T* x, const T* __restrict__
 #pragma unroll
   for (int e = 0; e < 8; ++e) {
     float t = (f32(xe.v[e]) - mean) * rstd;
-    t *= f32(wv.v[e]);
-    if constexpr (LN) t += f32(bv.v[e]);
+    t = __fmul_rn(t, f32(wv.v[e]));  // (rounded apart, as norm_kernel: no fma)
+    if constexpr (LN) t = __fadd_rn(t, f32(bv.v[e]));
     o.v[e] = from_f32<T>(t);
   }
   *reinterpret_cast<Pack<T, 8>*>(h) = o;

@@ -86,7 +86,7 @@ __global__ void __launch_bounds__(kMaxThreads) norm_kernel(const T* __restrict__
 
     float mean = 0.f, rstd;
     if (RMS) {
-      rstd = rsqrtf(s * inv_c + eps);
+      rstd = rsqrtf(__fmaf_rn(s, inv_c, eps));
     } else {
       // Second pass over the centred values: no cancellation as with E[x^2] - mean^2.
       mean = s * inv_c;
@@ -111,7 +111,7 @@ __global__ void __launch_bounds__(kMaxThreads) norm_kernel(const T* __restrict__
         }
       }
       q = row_sum(q, sh);
-      rstd = rsqrtf(q * inv_c + eps);
+      rstd = rsqrtf(__fmaf_rn(q, inv_c, eps));
     }
     if (live && threadIdx.x == 0) {
       if (mean_out) mean_out[r] = mean;
@@ -126,8 +126,10 @@ __global__ void __launch_bounds__(kMaxThreads) norm_kernel(const T* __restrict__
 #pragma unroll
       for (int j = 0; j < N; ++j) {
         float t = (f32(in.v[j]) - mean) * rstd;
-        if (gamma) t *= f32(g.v[j]);
-        if (!RMS && beta) t += f32(b.v[j]);
+        // (each step rounded apart: the GEMV epilogues and the layer kernel repeat these bits, and the
+        // compiler would fuse t * g + b into an fma where no branch stands between them)
+        if (gamma) t = __fmul_rn(t, f32(g.v[j]));
+        if (!RMS && beta) t = __fadd_rn(t, f32(b.v[j]));
         o.v[j] = from_f32<T>(t);
       }
       *reinterpret_cast<P*>(yr + v * N) = o;

@@ -77,6 +77,10 @@ inline unsigned atomicAdd(unsigned* p, unsigned v) { return std::atomic_ref<unsi
 template <class T> inline cudaError_t cudaFuncSetAttribute(T*, cudaFuncAttribute, int) { return cudaSuccess; }
 inline float __log2f(float x) { return std::log2(x); }
 inline float rsqrtf(float x) { return 1.f / std::sqrt(x); }
+// Rounded as written (the kernels use them where an fma would change the bits).
+inline float __fmaf_rn(float a, float b, float c) { return std::fma(a, b, c); }
+inline float __fmul_rn(float a, float b) { volatile float r = a * b; return r; }
+inline float __fadd_rn(float a, float b) { volatile float r = a + b; return r; }
 alignas(128) inline unsigned char emu_dyn_smem[232448];  // `extern __shared__` arrays of the .cu kernels
 
 // The running block's dynamic shared memory (emu_dyn_smem, or the block's own in a cooperative launch).
