@@ -325,6 +325,21 @@ for p in "${parts[@]}"; do
       mkdir -p "$out/t"
       timeout 100 node dist/cli/index.js bench train --devices cuda:0,cuda:1 --strategies single,dp --scaling strong --bucket-mb 25 --shapes 128x128 --steps 30 --json "$out/t/strong-bucket.json" 2>&1 | tail -2 | sed "s/^/[buckets] /"
       PARALLM_TRAIN_GRAPH_ZERO=1 timeout 100 node dist/cli/index.js bench train --devices cuda:0,cuda:1 --strategies dp --scaling strong --zero 1 --shapes 128x128 --steps 30 --json "$out/t/strong-zero-graph.json" 2>&1 | tail -1 | sed "s/^/[zero, in the graph] /" ;;
+    ten-b)
+      # ZeRO-1 with a slice of every gradient bucket a rank (src/train/zero-layout.ts: reduce-scatters in the
+      # backward, all-gathers waited for by the next forward) and the norms' rounding fix (c6b2a94): every GPU
+      # test, then DP strong scaling (GPT-2, seq 128, global batch 128) against one GPU in the same call.
+      timeout 330 vitest run test/gpu > "$out/gpu-all.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-all.log" | head -30
+      mkdir -p "$out/t"
+      timeout 100 node dist/cli/index.js bench train --devices cuda:0,cuda:1 --strategies single,dp --scaling strong --bucket-mb 25 --shapes 128x128 --steps 30 --json "$out/t/strong-bucket.json" 2>&1 | tail -2 | sed "s/^/[buckets] /"
+      export PARALLM_TRAIN_GRAPH_ZERO=1
+      timeout 100 node dist/cli/index.js bench train --devices cuda:0,cuda:1 --strategies dp --scaling strong --zero 1 --shapes 128x128 --steps 30 --json "$out/t/strong-zero.json" 2>&1 | tail -1 | sed "s/^/[zero, one bucket] /"
+      for mb in ${ZERO_MB:-10 25 50}; do
+        timeout 100 node dist/cli/index.js bench train --devices cuda:0,cuda:1 --strategies dp --scaling strong --zero 1 --bucket-mb $mb --shapes 128x128 --steps 30 --json "$out/t/strong-zero-b$mb.json" 2>&1 | tail -1 | sed "s/^/[zero, $mb MiB buckets] /"
+      done
+      unset PARALLM_TRAIN_GRAPH_ZERO
+      timeout 100 node dist/cli/index.js bench train --devices cuda:0,cuda:1 --strategies single --scaling strong --shapes 128x128 --steps 30 2>&1 | tail -1 | sed "s/^/[single again] /"
+      tar -czf "$out/t.tgz" -C "$out" t && rm -rf "$out/t" ;;
     one9a)
       # next9 on one H200 (no x2 lent): every GPU test (two-GPU cases skip), then GPT-2 decode with the norms
       # in the GEMV epilogues off / on and with one-kernel decode attention.

@@ -72,8 +72,13 @@ export class CapturedStep {
     private readonly params: FlatParams,
     /** queued after the backward, inside the graph (data parallel's all-reduce of the gradient, or ZeRO-1's reduce-scatter) */
     private readonly reduce?: () => void,
-    /** the squared global norm, queued inside the graph (ZeRO-1: its shard's, all-reduced); by default the whole gradient's */
+    /** the squared global norm, queued inside the graph (ZeRO-1: its segments', all-reduced); by default the whole gradient's */
     private readonly normSqOf: () => Tensor = () => ops.sumSquares(params.grad),
+    /**
+     * called first inside the capture (ZeRO-1 marks the weights stale, so the forward's hooks record the
+     * all-gathers of the last step's updates into the graph, and every replay gathers them)
+     */
+    private readonly prologue?: () => void,
   ) {}
 
   /** One step's device work for these micro-batches; captured on the first call (or a new shape / dscale). */
@@ -101,6 +106,7 @@ export class CapturedStep {
     let normSq: Tensor | null = null;
     try {
       this.graph = capture(device, () => {
+        this.prologue?.();
         this.params.zeroGrad();
         try {
           for (const [i, mb] of mbs.entries()) {

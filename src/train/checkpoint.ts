@@ -371,15 +371,26 @@ export function loadOptimizerState(dir: string, p: FlatParams, s: CheckpointStat
   const file = path.join(abs, stageFiles(k, stages.length).optimizer);
   const f = SafetensorsFile.open(file);
   try {
-    // a ZeRO-1 rank's buffers hold its shard only (FlatParams.shard, masterLo): it reads that part
-    for (const [name, t, lo] of [['master', p.master, p.masterLo], ['m', p.m, p.shard.lo], ['v', p.v, p.shard.lo]] as const) {
+    // a ZeRO-1 rank's buffers hold its segments only (FlatParams.segments): it reads those parts
+    for (const [name, t, sharded] of [['master', p.master, p.masterSharded], ['m', p.m, true], ['v', p.v, true]] as const) {
       if (!f.has(name)) throw new Error(`resume: ${file} has no tensor "${name}"`);
       const info = f.info(name);
       if (info.dtype !== 'F32' || info.shape.length !== 1 || info.shape[0] !== wholeN)
         throw new Error(`resume: ${file} "${name}" is ${info.dtype} [${info.shape.join(', ')}], expected F32 [${wholeN}]`);
       const read = new Float32Array(f.readRaw(name).buffer);
       const all = tp ? cutShard(p.cfg, p.stage, read) : read;
-      t.native.writeHost(t.numel === p.n ? all : all.subarray(lo, lo + t.numel));
+      if (!sharded || t.numel === p.n) {
+        t.native.writeHost(all);
+        continue;
+      }
+      for (const g of p.segments) {
+        const part = t.view(g.local, [g.hi - g.lo]);
+        try {
+          part.native.writeHost(all.subarray(g.lo, g.hi));
+        } finally {
+          part.dispose();
+        }
+      }
     }
     const step = f.metadata?.step;
     if (step !== undefined && Number(step) !== s.step) throw new Error(`resume: ${file} is of step ${step} but trainer.json of step ${s.step}`);

@@ -7,7 +7,7 @@
 // of the ranks' losses (every rank counts the same targets: training windows have no ignored ones), rank 0
 // evaluates and writes the checkpoints (the single-device format, plus the world size and data order,
 // which a resume must match). With `zero: 1` (ZeRO-1, src/train/zero.ts) each rank keeps the optimizer
-// state (f32 master, AdamW moments) of its 1/world shard of the parameters only; rank 0 gathers the
+// state (f32 master, AdamW moments) of its 1/world of the parameters only (a slice of every gradient bucket); rank 0 gathers the
 // shards to write the same single-device checkpoint, and a resume reads each rank's shard of it. A rank that fails, a worker that dies and a collective that times out end
 // the run with an error naming the device: the pool rejects the dead rank's call at once, the others'
 // waits end at their stop flags (set on the first failure) or at the communicator's timeout.
@@ -48,8 +48,9 @@ export interface DataParallelOptions extends Omit<TrainOptions, 'device' | 'shar
   bucketMiB?: number;
   /**
    * 1: ZeRO-1, the optimizer state sharded over the ranks (the gradient reduce-scattered, the updated
-   * weights all-gathered every step); needs 2 or more devices, and not with bucketMiB. 0 (default): every
-   * rank holds the whole optimizer state.
+   * weights all-gathered every step, src/train/zero.ts); needs 2 or more devices. With bucketMiB each
+   * rank owns its slice of every bucket, each bucket reduce-scattered as the backward completes it and
+   * all-gathered as the next forward reaches it. 0 (default): every rank holds the whole optimizer state.
    */
   zero?: 0 | 1;
   /** @internal test hook: a rank fails at a step */
@@ -128,7 +129,6 @@ export class DataParallelTrainer {
     const zero = o.zero ?? 0;
     if (zero !== 0 && zero !== 1) throw new Error(`train dp: zero must be 0 or 1 (ZeRO-1: the optimizer state sharded), got ${String(zero)}`);
     if (zero && devices.length < 2) throw new Error(`train dp: zero 1 shards the optimizer state over the devices; it needs 2 or more, got ${devices.join(',')}`);
-    if (zero && bucketMiB > 0) throw new Error(`train dp: zero 1 reduce-scatters the whole gradient after the backward; it does not take bucketMiB (got ${bucketMiB})`);
     // Prepared once here: replicas preparing the same cache folder at once would race. Launched, process
     // 0 prepares before the rendezvous and the others after it, for the same reason across processes.
     let dist: DistWorld | null = o.distributed || null;
@@ -182,6 +182,8 @@ export class DataParallelTrainer {
 
   /** Rank 0's validation loss (every replica holds the same weights and the whole validation set). */
   async evaluate(): Promise<number> {
+    // ZeRO-1: the weights are gathered by the next training forward; rank 0 alone cannot gather them
+    if (this.zero) await this.pool.allOrRootCause('trainGather', () => null);
     return this.pool.call<number>(0, 'trainEvaluate');
   }
 
@@ -205,7 +207,7 @@ export class DataParallelTrainer {
   async replicaStates(): Promise<
     {
       master: Float32Array; m: Float32Array; v: Float32Array; step: number; buckets: { ranges: GradBucket[]; launchOrder: number[] } | null;
-      shard?: { lo: number; hi: number }; weights?: Float32Array | Uint16Array;
+      segments?: readonly { lo: number; hi: number; local: number }[]; weights?: Float32Array | Uint16Array;
       /** steps this replica ran as one CUDA graph (src/train/captured-step.ts) */
       graphSteps: number;
     }[]

@@ -12,7 +12,8 @@
 // compute stream, so NCCL runs beside the remaining backward kernels; finish() waits for that stream.
 //
 // All-reduce 'avg' works element by element, so the buckets give the same values as one all-reduce of the
-// whole buffer (the tests check it bit for bit on CPU devices).
+// whole buffer (the tests check it bit for bit on CPU devices). ZeRO-1 (src/train/zero.ts) reduce-scatters
+// the same buckets instead, each into its ranks' slices (src/train/zero-layout.ts), through `reduce`.
 import type { Communicator } from '../parallel/comm.js';
 import { DeviceEvent, DeviceStream } from '../runtime.js';
 import type { Tensor } from '../tensor.js';
@@ -24,10 +25,15 @@ export interface GradBucket {
   end: number;
   /** the index of the backward event (0: 'head', then one per layer, last: 'embed') after which it is complete */
   ready: number;
+  /** the forward step that first reads its weights (0: the embeddings, 1 + i - start: layer i, then the head) */
+  needed: number;
 }
 
+/** The parts of FlatParams the buckets are cut from. */
+type Layout = Pick<FlatParams, 'layout' | 'stage'>;
+
 /** The backward event index after which entry `e` is final (see TrainStage.onGradsReady). */
-function readyAt(e: ParamEntry, p: FlatParams): number {
+function readyAt(e: ParamEntry, p: Layout): number {
   const { start, end } = p.stage;
   const m = /^layers\.(\d+)\./.exec(e.key);
   if (m) return 1 + (end - 1 - Number(m[1]));
@@ -37,15 +43,25 @@ function readyAt(e: ParamEntry, p: FlatParams): number {
   return 0; // head, normF, normFBias
 }
 
+/** The forward step (TrainStage.beforeForward's order) that first reads entry `e`. */
+function neededAt(e: ParamEntry, p: Layout): number {
+  const { start, end } = p.stage;
+  const m = /^layers\.(\d+)\./.exec(e.key);
+  if (m) return 1 + Number(m[1]) - start;
+  if (e.key === 'embed' || e.key === 'positions') return p.stage.embed ? 0 : 1 + end - start;
+  return 1 + end - start; // head, normF, normFBias
+}
+
 /** Buckets of consecutive whole tensors, each closed once it holds at least `bucketElems` elements. */
-export function gradBuckets(p: FlatParams, bucketElems: number): GradBucket[] {
+export function gradBuckets(p: Layout, bucketElems: number): GradBucket[] {
   if (!Number.isInteger(bucketElems) || bucketElems < 1) throw new Error(`gradBuckets: bucketElems must be a positive integer, got ${bucketElems}`);
   const out: GradBucket[] = [];
   let cur: GradBucket | null = null;
   for (const e of p.layout) {
-    cur ??= { start: e.offset, end: e.offset, ready: 0 };
+    cur ??= { start: e.offset, end: e.offset, ready: 0, needed: Infinity };
     cur.end = e.offset + e.numel;
     cur.ready = Math.max(cur.ready, readyAt(e, p));
+    cur.needed = Math.min(cur.needed, neededAt(e, p));
     if (cur.end - cur.start >= bucketElems) {
       out.push(cur);
       cur = null;
@@ -69,12 +85,15 @@ export class BucketedAllReduce {
   constructor(
     private readonly p: FlatParams,
     private readonly comm: Communicator,
-    bucketElems: number,
+    /** about this many elements a bucket (gradBuckets), or the buckets themselves */
+    buckets: number | readonly GradBucket[],
     /** micro-steps a step: only the last one's backward completes the gradient */
     private readonly accum: number,
+    /** queues bucket i's collective (on the current stream); default: all-reduce 'avg' of its gradient */
+    private readonly reduceBucket?: (i: number) => void,
   ) {
     if (!p.stage.embed || !p.stage.head) throw new Error('BucketedAllReduce: data parallel holds the whole model on every rank');
-    this.buckets = gradBuckets(p, bucketElems);
+    this.buckets = typeof buckets === 'number' ? gradBuckets(p, buckets) : [...buckets];
     this.views = this.buckets.map((b) => p.grad.view(b.start, [b.end - b.start]));
     this.launched = this.buckets.map(() => false);
     const { start, end } = p.stage;
@@ -98,14 +117,19 @@ export class BucketedAllReduce {
       if (this.launched[i] || b.ready > ev) continue;
       this.launched[i] = true;
       this.launchOrder.push(i);
-      if (!this.gpu) this.comm.allReduce(this.views[i]!, 'avg');
+      if (!this.gpu) this.reduce(i);
       else {
         // the bucket's gradients are queued on the compute stream: the comm stream waits for them
         this.gpu.event.record();
         this.gpu.stream.waitEvent(this.gpu.event);
-        this.gpu.stream.use(() => this.comm.allReduce(this.views[i]!, 'avg'));
+        this.gpu.stream.use(() => this.reduce(i));
       }
     }
+  }
+
+  private reduce(i: number): void {
+    if (this.reduceBucket) this.reduceBucket(i);
+    else this.comm.allReduce(this.views[i]!, 'avg');
   }
 
   /**

@@ -11,7 +11,7 @@ import {
 import { isSharded } from '../models/tp.js';
 import type { WeightStore } from '../io/safetensors.js';
 import { Tensor } from '../tensor.js';
-import { FlatParams } from './params.js';
+import { FlatParams, type ZeroSplit } from './params.js';
 
 export interface InitOptions {
   device?: string;
@@ -21,7 +21,7 @@ export interface InitOptions {
   seed?: number;
   stage?: Stage;
   /** ZeRO-1: hold the optimizer state of this rank's shard only (FlatParams) */
-  zero?: { rank: number; world: number };
+  zero?: ZeroSplit;
 }
 
 export interface ModelSource {

@@ -7,8 +7,9 @@
 // is a view into param (and its gradient a view into grad at the same offset). Decayed tensors (matrices,
 // embeddings) come first and the rest (norms, biases) after, so `nDecay` is one offset.
 //
-// ZeRO-1 (src/train/zero.ts): a rank owns the optimizer state of one shard [lo, hi) of the flat buffers
-// only: m and v hold [lo, hi), and so does master when it is a copy apart from the compute weights (bf16,
+// ZeRO-1 (src/train/zero.ts): a rank owns the optimizer state of its segments of the flat buffers only
+// (src/train/zero-layout.ts: slice `rank` of every gradient bucket, or of one bucket [0, n)): m and v hold
+// them one after another, and so does master when it is a copy apart from the compute weights (bf16,
 // f16); in f32 master is the compute weights, so it stays whole. param and grad stay whole.
 import type { DType } from '../dtype.js';
 import type { ModelConfig } from '../io/config.js';
@@ -16,6 +17,8 @@ import * as ops from '../ops.js';
 import { Tensor } from '../tensor.js';
 import { disposeWeights, type LayerWeights, type ModelWeights, type Stage } from '../models/weights.js';
 import { isSharded, tpLayout } from '../models/tp.js';
+import { gradBuckets, type GradBucket } from './grad-buckets.js';
+import { segmentsSize, zeroSegments, type ZeroSegment } from './zero-layout.js';
 
 /** One tensor's place in the flat buffers; `key` names it in ModelWeights ('embed', 'layers.3.qkv', ...). */
 export interface ParamEntry {
@@ -127,12 +130,19 @@ function entryTensor(w: ModelWeights, stage: Stage, key: string): Tensor | undef
 }
 
 /**
- * ZeRO-1's split of n elements over `world` ranks: contiguous shards of floor(n / world), the last rank's
- * also holding the remainder (fewer than world elements), so no buffer is padded.
+ * ZeRO-1's split of n elements over `world` ranks as one bucket: contiguous shards of floor(n / world),
+ * the last rank's also holding the remainder (fewer than world elements), so no buffer is padded.
  */
 export function zeroShard(n: number, rank: number, world: number): { lo: number; hi: number } {
   const per = Math.floor(n / world);
   return { lo: rank * per, hi: rank === world - 1 ? n : (rank + 1) * per };
+}
+
+/** ZeRO-1 for FlatParams: this rank of `world`, the optimizer state split by gradient buckets of about `bucketElems` (0: one bucket). */
+export interface ZeroSplit {
+  rank: number;
+  world: number;
+  bucketElems?: number;
 }
 
 export class FlatParams {
@@ -150,10 +160,15 @@ export class FlatParams {
   readonly weights: ModelWeights;
   /** the gradients, views into grad in the same form */
   readonly grads: ModelWeights;
-  /** the optimizer's part of the flat buffers: [0, n), or a ZeRO-1 rank's shard (m and v hold exactly it) */
-  readonly shard: { lo: number; hi: number };
-  /** the flat index of master's first element: 0, or shard.lo when master holds the shard only */
-  readonly masterLo: number;
+  /**
+   * the optimizer's part of the flat buffers: [0, n), or a ZeRO-1 rank's segments (src/train/zero-layout.ts),
+   * which m and v (and master when masterSharded) hold one after another
+   */
+  readonly segments: readonly ZeroSegment[];
+  /** ZeRO-1: the gradient buckets the segments come from (one [0, n) without bucketElems); null otherwise */
+  readonly zeroBuckets: readonly GradBucket[] | null;
+  /** master holds the segments only (ZeRO-1 with a 16-bit compute copy); else it is whole */
+  readonly masterSharded: boolean;
   private disposed = false;
 
   constructor(
@@ -161,8 +176,8 @@ export class FlatParams {
     readonly stage: Stage,
     readonly device: string,
     readonly dtype: DType,
-    /** ZeRO-1: hold the optimizer state of this rank's shard only (zeroShard) */
-    zero?: { rank: number; world: number },
+    /** ZeRO-1: hold the optimizer state of this rank's segments only */
+    zero?: ZeroSplit,
   ) {
     if (dtype !== 'f32' && dtype !== 'bf16' && dtype !== 'f16') throw new Error(`training: dtype ${dtype} is not f32, bf16 or f16`);
     this.layout = paramLayout(cfg, stage);
@@ -171,9 +186,12 @@ export class FlatParams {
     this.nDecay = this.layout.filter((e) => e.decay).reduce((s, e) => s + e.numel, 0);
     if (zero && !(Number.isInteger(zero.world) && zero.world >= 1 && Number.isInteger(zero.rank) && zero.rank >= 0 && zero.rank < zero.world))
       throw new Error(`training: ZeRO rank ${zero.rank} of world ${zero.world} is not a rank (0 <= rank < world)`);
-    this.shard = zero ? zeroShard(this.n, zero.rank, zero.world) : { lo: 0, hi: this.n };
-    const nShard = this.shard.hi - this.shard.lo;
-    this.masterLo = zero && dtype !== 'f32' ? this.shard.lo : 0;
+    const be = zero?.bucketElems ?? 0;
+    if (zero && !(Number.isInteger(be) && be >= 0)) throw new Error(`training: ZeRO bucketElems must be an integer >= 0, got ${be}`);
+    this.zeroBuckets = zero ? gradBuckets(this, be > 0 ? be : this.n) : null; // (n: one bucket)
+    this.segments = zero ? zeroSegments(this.zeroBuckets!, zero.rank, zero.world) : [{ lo: 0, hi: this.n, local: 0 }];
+    const nShard = segmentsSize(this.segments);
+    this.masterSharded = !!zero && dtype !== 'f32';
     const made: Tensor[] = [];
     const mk = (dt: DType, n = this.n) => {
       const t = Tensor.empty([n], { dtype: dt, device });
@@ -208,33 +226,39 @@ export class FlatParams {
         dst.dispose();
         continue;
       }
-      // a master shard: the compute copy straight from the source, master from the part in the shard
+      // a sharded master: the compute copy straight from the source, master from the parts in its segments
       const dst = this.param!.view(e.offset, e.shape);
       ops.cast(t, this.dtype, dst);
       dst.dispose();
-      const lo = Math.max(e.offset, this.masterLo), hi = Math.min(e.offset + e.numel, this.masterLo + this.master.numel);
-      if (lo >= hi) continue;
-      const flat = t.view(0, [e.numel]);
-      const src = flat.view(lo - e.offset, [hi - lo]);
-      const part = this.master.view(lo - this.masterLo, [hi - lo]);
-      if (t.dtype === 'f32') part.copyFrom(src);
-      else ops.cast(src, 'f32', part);
-      for (const x of [flat, src, part]) x.dispose();
+      for (const g of this.segments) {
+        const lo = Math.max(e.offset, g.lo), hi = Math.min(e.offset + e.numel, g.hi);
+        if (lo >= hi) continue;
+        const flat = t.view(0, [e.numel]);
+        const src = flat.view(lo - e.offset, [hi - lo]);
+        const part = this.master.view(g.local + lo - g.lo, [hi - lo]);
+        if (t.dtype === 'f32') part.copyFrom(src);
+        else ops.cast(src, 'f32', part);
+        for (const x of [flat, src, part]) x.dispose();
+      }
     }
     if (whole) this.syncParam();
   }
 
   /**
-   * The compute copy from master (after master changes outside adamw: init, resume). With a master shard,
-   * only the shard's part of it: the ranks then all-gather the rest (src/train/zero.ts).
+   * The compute copy from master (after master changes outside adamw: init, resume). With a sharded
+   * master, only its segments' part of it: the ranks then all-gather the rest (src/train/zero.ts).
    */
   syncParam(): void {
     if (!this.param) return;
-    if (this.master.numel === this.n) ops.cast(this.master, this.dtype, this.param);
-    else if (this.master.numel) {
-      const part = this.param.view(this.masterLo, [this.master.numel]);
-      ops.cast(this.master, this.dtype, part);
+    if (!this.masterSharded) {
+      ops.cast(this.master, this.dtype, this.param);
+      return;
+    }
+    for (const g of this.segments) {
+      const part = this.param.view(g.lo, [g.hi - g.lo]), from = this.master.view(g.local, [g.hi - g.lo]);
+      ops.cast(from, this.dtype, part);
       part.dispose();
+      from.dispose();
     }
   }
 
@@ -249,7 +273,7 @@ export class FlatParams {
 
   /** A host copy of master (waits for the device). */
   hostMaster(): Float32Array {
-    if (this.master.numel !== this.n) throw new Error(`training: master holds the ZeRO shard [${this.shard.lo}, ${this.shard.hi}) of ${this.n} only; gather it first (src/train/zero.ts)`);
+    if (this.masterSharded) throw new Error(`training: master holds this rank's ZeRO segments (${this.master.numel} of ${this.n} elements) only; gather it first (src/train/zero.ts)`);
     return this.master.toArray() as Float32Array;
   }
 

@@ -233,6 +233,7 @@ export class TrainStage {
     try {
       if (this.isFirst) {
         s.ids = this.deviceIds(mb.onDevice?.inputs, mb.inputs, 'inputs');
+        this.beforeForward?.('embed');
         x = ops.embedding(s.ids, w.embed!);
         if (w.positions) {
           const p = ops.embedding(s.pos, w.positions);
@@ -244,7 +245,8 @@ export class TrainStage {
         if (!input || input.numel !== N * C) throw new Error(`TrainStage.forward: expected an input of [${N}, ${C}] from the stage before`);
         x = Tensor.empty([N, C], { dtype: input.dtype, device: this.device }).copyFrom(input);
       }
-      for (const l of w.layers) {
+      for (const [li, l] of w.layers.entries()) {
+        this.beforeForward?.(this.params.stage.start + li);
         const n1 = this.norm(x, l.norm1, l.norm1Bias, N);
         this.mark('fwd norm');
         const qkv = ops.linear(n1.y, l.qkv, l.qkvBias);
@@ -294,6 +296,7 @@ export class TrainStage {
         else free(s.ids, s.pos);
         return { out: x };
       }
+      this.beforeForward?.('head');
       const nF = this.norm(x, w.normF!, w.normFBias, N);
       this.mark('fwd norm');
       const logits = ops.linear(nF.y, this.paddedHead());
@@ -326,6 +329,13 @@ export class TrainStage {
    * the same order.
    */
   onGradsReady?: (what: 'head' | 'embed' | number) => void;
+
+  /**
+   * Called during forward before it reads each group of weights: 'embed' (first stage), each layer's
+   * index from the first, then 'head' (last stage). ZeRO-1 waits there for the all-gather of the buckets
+   * holding them (src/train/zero.ts), so the gathers of the later layers overlap the earlier ones' forward.
+   */
+  beforeForward?: (what: 'head' | 'embed' | number) => void;
 
   /**
    * Backward of micro-batch `id`: parameter gradients added into params.grad. The last stage starts from

@@ -10,7 +10,7 @@
 // so a resumed run continues with the same losses bit for bit.
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import type { DType } from '../dtype.js';
+import { dtypeSize, type DType } from '../dtype.js';
 import type { ModelConfig } from '../io/config.js';
 import { valBatches, type TrainLoader, type Tokens } from '../data/loader.js';
 import type { DataShard } from './dp-data.js';
@@ -100,10 +100,10 @@ export interface TrainOptions {
   drain?: () => void;
   /**
    * @internal data parallel with ZeRO-1 (src/train/zero.ts): this rank holds the optimizer state of its
-   * shard only; the step reduce-scatters the gradient and all-gathers the weights over `comm` (which
-   * replaces reduceGradients)
+   * segments only; the step reduce-scatters the gradient and all-gathers the weights over `comm` (which
+   * replaces reduceGradients), bucket by bucket during the backward with bucketBytes > 0
    */
-  zero?: { comm: Communicator };
+  zero?: { comm: Communicator; bucketBytes?: number };
 }
 
 export interface StepEvent {
@@ -184,20 +184,27 @@ export class Trainer {
     // From a checkpoint the weights come from its optimizer state; a random init just fills the buffers first.
     const params = await reportingLoad(o.loadProgress, (onProgress) =>
       initParamsAsync(ck ? { ...src, folder: null } : src, {
-        device: o.device, dtype: run.dtype, seed: o.seed ?? 0, onProgress, zero: o.zero ? { rank: o.zero.comm.rank, world: o.zero.comm.world } : undefined,
+        device: o.device, dtype: run.dtype, seed: o.seed ?? 0, onProgress,
+        zero: o.zero ? { rank: o.zero.comm.rank, world: o.zero.comm.world, bucketElems: Math.ceil((o.zero.bucketBytes ?? 0) / dtypeSize(run.dtype)) } : undefined,
       }),
     );
     let zero: ZeroOptimizer | null = null;
     try {
-      if (o.zero) zero = new ZeroOptimizer(params, o.zero.comm);
+      if (o.zero) zero = new ZeroOptimizer(params, o.zero.comm, o.gradAccum ?? 1, (o.zero.bucketBytes ?? 0) > 0);
       if (ck) loadOptimizerState(o.resume!, params, ck);
       // a resumed master shard has refreshed its part of the compute copy only
-      if (ck && zero && params.param) zero.gatherParams();
+      if (ck && zero && params.param) zero.markStale();
     } catch (e) {
       params.dispose();
       throw e;
     }
-    const t = new Trainer(o, src, params, new TrainStage(params), run.loader, run.data, run.totalSteps, run.stepsPerEpoch, zero);
+    const stage = new TrainStage(params);
+    if (zero) {
+      // the reduce-scatters go out during the backward, the all-gathers are waited for during the forward
+      if (zero.bucketed) stage.onGradsReady = zero.bucketed.onGradsReady;
+      stage.beforeForward = zero.beforeForward;
+    }
+    const t = new Trainer(o, src, params, stage, run.loader, run.data, run.totalSteps, run.stepsPerEpoch, zero);
     if (ck) {
       t.step = ck.step;
       t.losses.push(...ck.losses);
@@ -287,7 +294,7 @@ export class Trainer {
         this.captured = !this.probe.fits()
           ? null
           : zero
-            ? new CapturedStep(this.stage, this.params, () => zero.reduceGradients(), () => zero.normSqOnDevice())
+            ? new CapturedStep(this.stage, this.params, () => zero.reduceGradients(true), () => zero.normSqOnDevice(), () => zero.markStale())
             : new CapturedStep(this.stage, this.params, reduce ? () => reduce(this.params, { inGraph: true }) : undefined);
       }
     }
@@ -316,6 +323,8 @@ export class Trainer {
 
   /** The mean loss over the validation windows (the first evalBatches batches of them). */
   evaluate(): number {
+    // (rank 0 evaluates alone: a gather here would wait for ranks that are not gathering)
+    if (this.zero?.isStale) throw new Error(`evaluate on ${this.params.device}: ZeRO-1's weights are a step behind; gather them on every rank first (DataParallelTrainer.evaluate does)`);
     let sum = 0, count = 0, n = 0;
     for (const b of valBatches(this.data.val, { batch: this.opts.batch, seq: this.opts.seq })) {
       if (this.opts.evalBatches !== undefined && n++ >= this.opts.evalBatches) break;
@@ -360,6 +369,7 @@ export class Trainer {
   dispose(): void {
     this.captured?.dispose();
     this.captured = null;
+    this.zero?.dispose();
     this.stage.dispose();
     this.params.dispose();
   }

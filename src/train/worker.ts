@@ -105,11 +105,12 @@ export const handlers: Record<string, Handler> = {
         shard: { rank, world, order: a.order },
         // the seed's average_gradients: one all-reduce of the whole flat gradient after the backward,
         // or the buckets' wait for the reductions they launched during it
-        zero: comm && a.zero ? { comm } : undefined,
+        // (ZeRO-1 reduce-scatters the same buckets: its own BucketedAllReduce, src/train/zero.ts)
+        zero: comm && a.zero ? { comm, bucketBytes: a.bucketBytes } : undefined,
         reduceGradients: comm && !a.zero ? (p, o) => (buckets ? buckets.finish(o?.inGraph) : comm.allReduce(p.grad, 'avg')) : undefined,
         drain: comm ? () => comm.drain() : undefined,
       });
-      if (comm && a.bucketBytes) {
+      if (comm && a.bucketBytes && !a.zero) {
         const p = trainer.params;
         buckets = new BucketedAllReduce(p, comm, Math.max(1, Math.ceil(a.bucketBytes / dtypeSize(p.grad.dtype))), a.opts.gradAccum ?? 1);
         trainer.stage.onGradsReady = buckets.onGradsReady;
@@ -151,6 +152,17 @@ export const handlers: Record<string, Handler> = {
     return replica(ctx).trainer.evaluate();
   },
 
+  /** ZeRO-1: every rank's slices of the updated weights to every rank (all ranks call it, before rank 0 evaluates). */
+  trainGather(_a: unknown, ctx) {
+    const r = replica(ctx);
+    try {
+      r.trainer.zero?.gatherParams();
+    } catch (e) {
+      r.comm?.abort();
+      throw e;
+    }
+  },
+
   /** `losses`: the run's losses as the main thread has them (the mean over ranks), for the checkpoint. */
   // Without ZeRO only rank 0 is called. With it every rank is: each sends its shard of the optimizer
   // state to rank 0, which writes the single-device checkpoint.
@@ -183,7 +195,8 @@ export const handlers: Record<string, Handler> = {
       const whole = r.trainer.zero.gatherToRoot();
       return {
         ...(whole ?? { master: p.master.toArray() as Float32Array, m: p.m.toArray() as Float32Array, v: p.v.toArray() as Float32Array }),
-        step: r.trainer.step, buckets: null, shard: p.shard, weights: (p.param ?? p.master).toArray(), graphSteps: r.trainer.graphSteps,
+        step: r.trainer.step, segments: p.segments, weights: (p.param ?? p.master).toArray(), graphSteps: r.trainer.graphSteps,
+        buckets: r.trainer.zero.bucketed ? { ranges: r.trainer.zero.bucketed.buckets, launchOrder: [...r.trainer.zero.bucketed.launchOrder] } : null,
       };
     }
     return {

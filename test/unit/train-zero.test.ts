@@ -4,7 +4,9 @@
 // (the gradient's mean is the same bit for bit with the CPU communicator; only the global norm is summed
 // in another order, which moves the clipping scale by ~1e-7 relative); every rank holds the same whole
 // weights; each holds 1/world of the optimizer state; a checkpoint is the single-device format and a
-// resume continues the same run; bad option combinations are errors.
+// resume continues the same run; bad option combinations are errors. With bucketMiB each rank owns a slice of
+// every gradient bucket (src/train/zero-layout.ts): the same equivalences, the reduce-scatters launched
+// during the backward, the all-gathers waited for by the forward.
 import { mkdtempSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -12,6 +14,8 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import type { ModelConfig } from '../../src/io/config.js';
 import { DataParallelTrainer, trainDataParallel, type DataParallelOptions } from '../../src/train/data-parallel.js';
 import { paramLayout, zeroShard } from '../../src/train/params.js';
+import { gradBuckets } from '../../src/train/grad-buckets.js';
+import { zeroSegments, type ZeroSegment } from '../../src/train/zero-layout.js';
 import { wholeModel } from '../../src/models/weights.js';
 import { Trainer, type TokenData } from '../../src/train/trainer.js';
 import { ensureDist } from '../helpers/dist.js';
@@ -36,6 +40,22 @@ function maxAbs(a: ArrayLike<number>, b: ArrayLike<number>): number {
   let m = 0;
   for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
   return m;
+}
+
+/** Rank r's segments as the replicas compute them (a 16-bit run's buckets are cut in its own element size). */
+function segmentsOf(cfg: ModelConfig, o: DataParallelOptions, r: number, world: number): ZeroSegment[] {
+  const layout = paramLayout(cfg, wholeModel(cfg));
+  const n = layout[layout.length - 1]!.offset + layout[layout.length - 1]!.numel;
+  const size = o.dtype === 'bf16' || o.dtype === 'f16' ? 2 : 4;
+  const elems = o.bucketMiB ? Math.ceil(Math.round(o.bucketMiB * 2 ** 20) / size) : n;
+  return zeroSegments(gradBuckets({ layout, stage: wholeModel(cfg) }, elems), r, world);
+}
+
+/** A rank's local buffer's elements placed at their flat offsets (the rest NaN). */
+function placed(local: Float32Array, segs: ZeroSegment[], n: number): Float32Array {
+  const all = new Float32Array(n).fill(NaN);
+  for (const g of segs) all.set(local.subarray(g.local, g.local + g.hi - g.lo), g.lo);
+  return all;
 }
 
 async function runDp(o: DataParallelOptions) {
@@ -63,8 +83,12 @@ describe('zeroShard', () => {
 });
 
 describe('ZeRO-1 = non-sharded dp (global data order)', () => {
-  for (const [cfg, n, accum, dtype] of [[smallGpt2, 2, 1, 'f32'], [smallLlama, 3, 2, 'f32'], [smallGpt2, 3, 1, 'bf16']] as const)
-    it(`${cfg.family}, ${n} devices, grad accumulation ${accum}, ${dtype}`, async () => {
+  // bucketMiB: ~600 f32 / ~1200 bf16 elements a bucket: a bucket or more a layer, most with a tail on 3 ranks
+  for (const [cfg, n, accum, dtype, bucketMiB] of [
+    [smallGpt2, 2, 1, 'f32', 0], [smallLlama, 3, 2, 'f32', 0], [smallGpt2, 3, 1, 'bf16', 0],
+    [smallGpt2, 2, 1, 'f32', 2400 / 2 ** 20], [smallLlama, 3, 2, 'f32', 2400 / 2 ** 20], [smallGpt2, 3, 1, 'bf16', 2400 / 2 ** 20],
+  ] as const)
+    it(`${cfg.family}, ${n} devices, grad accumulation ${accum}, ${dtype}${bucketMiB ? ', a slice of every bucket a rank' : ''}`, async () => {
       const layout = paramLayout(cfg, wholeModel(cfg));
       const N = layout[layout.length - 1]!.offset + layout[layout.length - 1]!.numel;
       const nDecay = layout.filter((e) => e.decay).reduce((s, e) => s + e.numel, 0);
@@ -72,7 +96,18 @@ describe('ZeRO-1 = non-sharded dp (global data order)', () => {
       expect(Array.from({ length: n }, (_, r) => zeroShard(N, r, n)).some((s) => s.lo < nDecay && nDecay < s.hi)).toBe(true);
       const data = tokens(cfg.vocabSize, 1600, 11 + n);
       const o = base(cfg, data, n, { gradAccum: accum, dtype });
-      const z = await runDp({ ...o, zero: 1 });
+      const z = await runDp({ ...o, zero: 1, bucketMiB });
+      const segs = Array.from({ length: n }, (_, r) => segmentsOf(cfg, { ...o, bucketMiB }, r, n));
+      if (bucketMiB) {
+        // many buckets: every rank holds a segment of each (fewer when adjacent slices merge), some with a
+        // tail of the last rank's (3 ranks), and the reduce-scatters went in the backward's order on every rank
+        expect(segs[0]!.length).toBeGreaterThan(4);
+        const { ranges, launchOrder } = z.states[0]!.buckets!;
+        expect([...launchOrder].sort((a, b) => a - b)).toEqual(ranges.map((_, i) => i));
+        expect(launchOrder.map((i) => ranges[i]!.ready)).toEqual([...launchOrder.map((i) => ranges[i]!.ready)].sort((a, b) => a - b));
+        for (let k = 1; k < n; k++) expect(z.states[k]!.buckets!.launchOrder).toEqual(launchOrder);
+        if (n === 3) expect(ranges.some((b) => (b.end - b.start) % 3 !== 0)).toBe(true);
+      } else expect(z.states[0]!.buckets).toBeNull();
       const d = await runDp(o);
       expect(z.r.losses).toHaveLength(6);
       expect(z.r.losses[5]!).toBeLessThan(z.r.losses[0]!);
@@ -94,17 +129,26 @@ describe('ZeRO-1 = non-sharded dp (global data order)', () => {
         const [a, b] = [z.states[k]!.weights!, z.states[0]!.weights!];
         expect(a.length).toBe(N);
         expect(Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength)), `weights of rank ${k}`).toBe(true);
-        // the other ranks report their shards
-        const s = zeroShard(N, k, n);
-        expect(z.states[k]!.shard).toEqual(s);
-        expect(z.states[k]!.m).toHaveLength(s.hi - s.lo);
-        expect(maxAbs(z.states[k]!.m, d0.m.subarray(s.lo, s.hi))).toBeLessThan(1e-6);
+        // the other ranks report their segments and hold those moments
+        const s = segs[k]!;
+        expect(z.states[k]!.segments).toEqual(s);
+        if (!bucketMiB) expect(s).toEqual([{ ...zeroShard(N, k, n), local: 0 }]);
+        const size = s.reduce((t, g) => t + g.hi - g.lo, 0);
+        expect(z.states[k]!.m).toHaveLength(size);
+        const mine = placed(z.states[k]!.m, s, N);
+        for (const g of s) expect(maxAbs(mine.subarray(g.lo, g.hi), d0.m.subarray(g.lo, g.hi))).toBeLessThan(1e-6);
       }
+      // the segments of all ranks cover the flat buffers once
+      const owners = new Int32Array(N);
+      for (const s of segs) for (const g of s) for (let i = g.lo; i < g.hi; i++) owners[i] = owners[i]! + 1;
+      expect(owners.every((c) => c === 1)).toBe(true);
       // optimizer state per rank: m and v (f32), plus the master copy (bf16 compute) of the shard only
       const per = dtype === 'f32' ? 8 : 12;
       expect(d.mem.map((m) => m.optimizerBytes)).toEqual(Array(n).fill(per * N));
-      expect(z.mem.map((m) => m.optimizerBytes)).toEqual(Array.from({ length: n }, (_, r) => per * (zeroShard(N, r, n).hi - zeroShard(N, r, n).lo)));
-      for (const m of z.mem) expect(m.optimizerBytes).toBeLessThanOrEqual((per * N) / n + per * n);
+      expect(z.mem.map((m) => m.optimizerBytes)).toEqual(segs.map((s) => per * s.reduce((t, g) => t + g.hi - g.lo, 0)));
+      // 1/world each, but for the tails (fewer than world elements a bucket) the last rank holds
+      const buckets = z.states[0]!.buckets?.ranges.length ?? 1;
+      for (const m of z.mem) expect(m.optimizerBytes).toBeLessThanOrEqual((per * N) / n + per * n * buckets);
     });
 });
 
@@ -112,8 +156,8 @@ describe('ZeRO-1 checkpoints', () => {
   it('rank 0 writes the single-device format; a zero resume continues the same run bit for bit; a non-sharded resume continues it too', async () => {
     const cfg = smallLlama;
     const data = tokens(cfg.vocabSize, 1200, 41);
-    for (const dtype of ['f32', 'bf16'] as const) {
-      const o = base(cfg, data, 2, { zero: 1, dtype });
+    for (const [dtype, bucketMiB] of [['f32', 0], ['bf16', 0], ['bf16', 2400 / 2 ** 20], ['f32', 2400 / 2 ** 20]] as const) {
+      const o = base(cfg, data, 2, { zero: 1, dtype, bucketMiB });
       const ra = await trainDataParallel(o);
       const dir = path.join(tmp(), 'ck');
       const b = await DataParallelTrainer.create(o);
@@ -126,7 +170,7 @@ describe('ZeRO-1 checkpoints', () => {
       const c = await DataParallelTrainer.create({ ...o, model: undefined, resume: dir });
       try {
         expect(c.step).toBe(3);
-        expect((await c.run()).losses, dtype).toEqual(ra.losses);
+        expect((await c.run()).losses, `${dtype} ${bucketMiB ? 'bucketed' : ''}`).toEqual(ra.losses);
       } finally {
         await c.close();
       }
@@ -156,11 +200,10 @@ describe('ZeRO-1 failures', () => {
 });
 
 describe('ZeRO-1 option errors', () => {
-  it('zero must be 0 or 1; needs 2+ devices; not with bucketMiB', async () => {
+  it('zero must be 0 or 1; needs 2+ devices', async () => {
     const data = tokens(smallGpt2.vocabSize, 400, 3);
     await expect(DataParallelTrainer.create(base(smallGpt2, data, 2, { zero: 2 as never }))).rejects.toThrow(/zero must be 0 or 1/);
     await expect(DataParallelTrainer.create(base(smallGpt2, data, 1, { zero: 1 }))).rejects.toThrow(/zero 1 shards the optimizer state over the devices; it needs 2 or more, got cpu:0/);
-    await expect(DataParallelTrainer.create(base(smallGpt2, data, 2, { zero: 1, bucketMiB: 1 }))).rejects.toThrow(/zero 1 .* does not take bucketMiB/);
   });
 
   it('parallm train --strategy dp --zero 1 runs and saves; --zero elsewhere or with another value is refused', async () => {
