@@ -340,6 +340,19 @@ for p in "${parts[@]}"; do
       unset PARALLM_TRAIN_GRAPH_ZERO
       timeout 100 node dist/cli/index.js bench train --devices cuda:0,cuda:1 --strategies single --scaling strong --shapes 128x128 --steps 30 2>&1 | tail -1 | sed "s/^/[single again] /"
       tar -czf "$out/t.tgz" -C "$out" t && rm -rf "$out/t" ;;
+    ten-c)
+      # The bucketed ZeRO-1 GPU tests with buckets small enough to be several (S10-2 had one), then where a DP
+      # step's time goes on the host (PARALLM_TRACE_STEP, each rank's last steps): plain buckets against ZeRO-1
+      # with 25 MiB buckets, and one GPU at 64 sequences (the step DP strong scaling has to match).
+      timeout 150 vitest run test/gpu/train-zero.gpu.test.ts test/gpu/train-graph.gpu.test.ts > "$out/gpu-zero.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-zero.log" | head -20
+      mkdir -p "$out/t"
+      PARALLM_TRACE_STEP=1 timeout 100 node dist/cli/index.js bench train --model gpt2 --shapes 64x128 --steps 30 > "$out/t/trace-single64.log" 2>&1
+      grep "parallm trace" "$out/t/trace-single64.log" | tail -2 | sed "s/^/[single 64] /"; grep -E "^gpt2|single" "$out/t/trace-single64.log" | tail -1
+      PARALLM_TRACE_STEP=1 timeout 100 node dist/cli/index.js bench train --devices cuda:0,cuda:1 --strategies dp --scaling strong --bucket-mb 25 --shapes 128x128 --steps 30 > "$out/t/trace-dp.log" 2>&1
+      grep "parallm trace" "$out/t/trace-dp.log" | tail -3 | sed "s/^/[dp buckets] /"; grep -E "^dp " "$out/t/trace-dp.log" | tail -1
+      PARALLM_TRAIN_GRAPH_ZERO=1 PARALLM_TRACE_STEP=1 timeout 100 node dist/cli/index.js bench train --devices cuda:0,cuda:1 --strategies dp --scaling strong --zero 1 --bucket-mb 25 --shapes 128x128 --steps 30 > "$out/t/trace-zero.log" 2>&1
+      grep "parallm trace" "$out/t/trace-zero.log" | tail -3 | sed "s/^/[dp zero 25] /"; grep -E "^dp " "$out/t/trace-zero.log" | tail -1
+      tar -czf "$out/t.tgz" -C "$out" t && rm -rf "$out/t" ;;
     one9a)
       # next9 on one H200 (no x2 lent): every GPU test (two-GPU cases skip), then GPT-2 decode with the norms
       # in the GEMV epilogues off / on and with one-kernel decode attention.
