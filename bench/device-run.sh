@@ -353,6 +353,22 @@ for p in "${parts[@]}"; do
       PARALLM_TRAIN_GRAPH_ZERO=1 PARALLM_TRACE_STEP=1 timeout 100 node dist/cli/index.js bench train --devices cuda:0,cuda:1 --strategies dp --scaling strong --zero 1 --bucket-mb 25 --shapes 128x128 --steps 30 > "$out/t/trace-zero.log" 2>&1
       grep "parallm trace" "$out/t/trace-zero.log" | tail -3 | sed "s/^/[dp zero 25] /"; grep -E "^dp " "$out/t/trace-zero.log" | tail -1
       tar -czf "$out/t.tgz" -C "$out" t && rm -rf "$out/t" ;;
+    ten-d)
+      # The next DP step requested while one runs (DataParallelTrainer.prefetchStep; S10-3's traces: one GPU
+      # at 64 sequences 17.5 ms, DP 19.0 with ~1 ms outside the workers' steps): the DP GPU tests, then DP
+      # strong scaling with and without it (PARALLM_DP_PREFETCH=0), plain buckets and ZeRO-1, one GPU in the same call.
+      timeout 200 vitest run test/gpu/train-dp.gpu.test.ts test/gpu/train-zero.gpu.test.ts test/gpu/train-graph.gpu.test.ts > "$out/gpu-dp.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-dp.log" | head -20
+      mkdir -p "$out/t"
+      timeout 100 node dist/cli/index.js bench train --devices cuda:0,cuda:1 --strategies single,dp --scaling strong --bucket-mb 25 --shapes 128x128 --steps 30 --json "$out/t/strong-bucket.json" 2>&1 | tail -2 | sed "s/^/[buckets] /"
+      PARALLM_DP_PREFETCH=0 timeout 100 node dist/cli/index.js bench train --devices cuda:0,cuda:1 --strategies dp --scaling strong --bucket-mb 25 --shapes 128x128 --steps 30 2>&1 | tail -1 | sed "s/^/[buckets, no prefetch] /"
+      timeout 100 node dist/cli/index.js bench train --devices cuda:0,cuda:1 --strategies dp --scaling strong --shapes 128x128 --steps 30 --json "$out/t/strong-one.json" 2>&1 | tail -1 | sed "s/^/[one all-reduce] /"
+      export PARALLM_TRAIN_GRAPH_ZERO=1
+      for mb in 0 25 50; do
+        timeout 100 node dist/cli/index.js bench train --devices cuda:0,cuda:1 --strategies dp --scaling strong --zero 1 --bucket-mb $mb --shapes 128x128 --steps 30 --json "$out/t/strong-zero-b$mb.json" 2>&1 | tail -1 | sed "s/^/[zero, $mb MiB buckets] /"
+      done
+      unset PARALLM_TRAIN_GRAPH_ZERO
+      timeout 100 node dist/cli/index.js bench train --devices cuda:0,cuda:1 --strategies single,dp --scaling strong --bucket-mb 25 --shapes 128x128 --steps 30 2>&1 | tail -2 | sed "s/^/[again] /"
+      tar -czf "$out/t.tgz" -C "$out" t && rm -rf "$out/t" ;;
     one9a)
       # next9 on one H200 (no x2 lent): every GPU test (two-GPU cases skip), then GPT-2 decode with the norms
       # in the GEMV epilogues off / on and with one-kernel decode attention.

@@ -253,3 +253,58 @@ describe('gradient buckets all-reduced during the backward (bucketMiB)', () => {
       for (let k = 1; k < n; k++) expect(bucketed.s[k]!.buckets!.launchOrder).toEqual(launchOrder);
     });
 });
+
+describe('the next step prefetched while one runs (prefetchStep)', () => {
+  it('the same losses and weights as one step at a time; reads in between refused; a prefetched failure is reported once', async () => {
+    const cfg = smallGpt2;
+    const o = base(cfg, tokens(cfg.vocabSize, 1200, 51), 2, { dataOrder: 'global', evalEvery: undefined });
+    const steps = async (prefetch: boolean) => {
+      const t = await DataParallelTrainer.create(o);
+      try {
+        const losses: number[] = [];
+        for (let i = 0; i < 5; i++) {
+          const p = t.trainStep();
+          if (prefetch && i < 4) t.prefetchStep();
+          losses.push((await p).loss);
+        }
+        return { losses, master: (await t.replicaStates())[1]!.master, step: t.step };
+      } finally {
+        await t.close();
+      }
+    };
+    const [a, b] = [await steps(false), await steps(true)];
+    expect(b.step).toBe(5);
+    expect(b.losses).toEqual(a.losses);
+    expect(Buffer.from(b.master.buffer).equals(Buffer.from(a.master.buffer))).toBe(true);
+    // an evaluation, a save or a read with a step on its way would see that step's weights
+    const t = await DataParallelTrainer.create(o);
+    try {
+      const p = t.trainStep();
+      t.prefetchStep();
+      await p;
+      await expect(t.evaluate()).rejects.toThrow(/evaluate after prefetchStep\(\): call trainStep first/);
+      await expect(t.memory()).rejects.toThrow(/memory after prefetchStep/);
+      await t.trainStep();
+      expect(t.step).toBe(2);
+      expect(Number.isFinite(await t.evaluate())).toBe(true);
+    } finally {
+      await t.close();
+    }
+    // a rank that throws in a prefetched step: the step that awaits it fails with the root cause
+    const f = await DataParallelTrainer.create({ ...o, fault: { rank: 1, step: 3, kind: 'throw' } });
+    try {
+      const p1 = f.trainStep();
+      f.prefetchStep();
+      await p1;
+      const p2 = f.trainStep();
+      f.prefetchStep();
+      await p2;
+      const p3 = f.trainStep();
+      f.prefetchStep(); // the next step is queued behind the failing one
+      await expect(p3).rejects.toThrow(/stopped at step 3 .*injected fault/);
+      expect(f.step).toBe(2);
+    } finally {
+      await f.close();
+    }
+  });
+});
