@@ -369,6 +369,16 @@ for p in "${parts[@]}"; do
       unset PARALLM_TRAIN_GRAPH_ZERO
       timeout 100 node dist/cli/index.js bench train --devices cuda:0,cuda:1 --strategies single,dp --scaling strong --bucket-mb 25 --shapes 128x128 --steps 30 2>&1 | tail -2 | sed "s/^/[again] /"
       tar -czf "$out/t.tgz" -C "$out" t && rm -rf "$out/t" ;;
+    ten-e)
+      # Where DP strong scaling's extra ~1.3 ms a step goes (one GPU at 64 sequences 17.5 ms, DP 18.7-19.1):
+      # the pool on one GPU (no communication), DP on two with no gradient reduction (PARALLM_DP_SKIP_REDUCE,
+      # timing only), and with it; plus each GPU alone at 64 (the two cards' own speeds).
+      mkdir -p "$out/t"
+      timeout 100 node dist/cli/index.js bench train --devices cuda:0 --strategies single,dp --shapes 64x128 --steps 30 2>&1 | tail -2 | sed "s/^/[one GPU, in process and through the pool] /"
+      timeout 100 node dist/cli/index.js bench train --devices cuda:1 --strategies single --shapes 64x128 --steps 30 2>&1 | tail -1 | sed "s/^/[cuda:1 alone] /"
+      PARALLM_DP_SKIP_REDUCE=1 timeout 100 node dist/cli/index.js bench train --devices cuda:0,cuda:1 --strategies dp --scaling strong --shapes 128x128 --steps 30 2>&1 | tail -1 | sed "s/^/[dp, no reduction] /"
+      timeout 100 node dist/cli/index.js bench train --devices cuda:0,cuda:1 --strategies dp --scaling strong --shapes 128x128 --steps 30 2>&1 | tail -1 | sed "s/^/[dp, one all-reduce] /"
+      PARALLM_TRAIN_GRAPH_ZERO=1 timeout 100 node dist/cli/index.js bench train --devices cuda:0,cuda:1 --strategies dp --scaling strong --zero 1 --shapes 128x128 --steps 30 2>&1 | tail -1 | sed "s/^/[dp, zero 1] /" ;;
     one9a)
       # next9 on one H200 (no x2 lent): every GPU test (two-GPU cases skip), then GPT-2 decode with the norms
       # in the GEMV epilogues off / on and with one-kernel decode attention.

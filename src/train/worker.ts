@@ -17,6 +17,8 @@ import { BucketedAllReduce } from './grad-buckets.js';
 import { Trainer, type TokenData, type TrainOptions } from './trainer.js';
 
 /** The structured-cloneable part of TrainOptions (no callbacks), with the data already prepared. */
+
+const SKIP_REDUCE = process.env.PARALLM_DP_SKIP_REDUCE === '1';
 export type ReplicaOptions = Omit<TrainOptions, 'data' | 'device' | 'shard' | 'reduceGradients' | 'zero' | 'onStep' | 'onEval' | 'onEpoch' | 'onSave' | 'onCheckpointFile'> & {
   data: TokenData | string;
 };
@@ -107,10 +109,12 @@ export const handlers: Record<string, Handler> = {
         // or the buckets' wait for the reductions they launched during it
         // (ZeRO-1 reduce-scatters the same buckets: its own BucketedAllReduce, src/train/zero.ts)
         zero: comm && a.zero ? { comm, bucketBytes: a.bucketBytes } : undefined,
-        reduceGradients: comm && !a.zero ? (p, o) => (buckets ? buckets.finish(o?.inGraph) : comm.allReduce(p.grad, 'avg')) : undefined,
+        // (PARALLM_DP_SKIP_REDUCE=1: no gradient reduction at all, each replica drifts on its own: a timing
+        // knob that tells the communication's cost from the rest of a DP step's; the results are wrong)
+        reduceGradients: comm && !a.zero && !SKIP_REDUCE ? (p, o) => (buckets ? buckets.finish(o?.inGraph) : comm.allReduce(p.grad, 'avg')) : undefined,
         drain: comm ? () => comm.drain() : undefined,
       });
-      if (comm && a.bucketBytes && !a.zero) {
+      if (comm && a.bucketBytes && !a.zero && !SKIP_REDUCE) {
         const p = trainer.params;
         buckets = new BucketedAllReduce(p, comm, Math.max(1, Math.ceil(a.bucketBytes / dtypeSize(p.grad.dtype))), a.opts.gradAccum ?? 1);
         trainer.stage.onGradsReady = buckets.onGradsReady;
