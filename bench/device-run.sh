@@ -357,6 +357,7 @@ for p in "${parts[@]}"; do
       # The next DP step requested while one runs (DataParallelTrainer.prefetchStep; S10-3's traces: one GPU
       # at 64 sequences 17.5 ms, DP 19.0 with ~1 ms outside the workers' steps): the DP GPU tests, then DP
       # strong scaling with and without it (PARALLM_DP_PREFETCH=0), plain buckets and ZeRO-1, one GPU in the same call.
+      # (S10-4: 18.9 against 19.0 ms, no gain; prefetchStep was reverted, PARALLM_DP_PREFETCH is gone)
       timeout 200 vitest run test/gpu/train-dp.gpu.test.ts test/gpu/train-zero.gpu.test.ts test/gpu/train-graph.gpu.test.ts > "$out/gpu-dp.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-dp.log" | head -20
       mkdir -p "$out/t"
       timeout 100 node dist/cli/index.js bench train --devices cuda:0,cuda:1 --strategies single,dp --scaling strong --bucket-mb 25 --shapes 128x128 --steps 30 --json "$out/t/strong-bucket.json" 2>&1 | tail -2 | sed "s/^/[buckets] /"

@@ -119,16 +119,12 @@ export async function runTrainStrategyBench(o: TrainStrategyBenchOptions): Promi
       let schedule: TrainingScheduleName | undefined;
       let params = 0;
       let optimizerBytes: number[] | undefined;
-      // prefetch (data parallel): the next step's request goes out while a step runs, as `parallm train`
-      // does between evaluations (src/train/run-loop.ts), so a step's time is the GPUs' and not a round trip
-      const timeSteps = async (step: () => Promise<{ loss: number }>, resetMemory: () => Promise<void>, peaks: () => Promise<number[]>, prefetch?: () => void) => {
+      const timeSteps = async (step: () => Promise<{ loss: number }>, resetMemory: () => Promise<void>, peaks: () => Promise<number[]>) => {
         for (let i = 0; i < warm; i++) losses.push((await step()).loss);
         await resetMemory();
         for (let i = 0; i < o.steps; i++) {
           const t0 = performance.now();
-          const pending = step();
-          if (i < o.steps - 1) prefetch?.();
-          const r = await pending;
+          const r = await step();
           times.push(performance.now() - t0);
           losses.push(r.loss);
         }
@@ -154,12 +150,11 @@ export async function runTrainStrategyBench(o: TrainStrategyBenchOptions): Promi
         const t = await DataParallelTrainer.create({ ...common, devices: devs, bucketMiB: o.bucketMiB ?? 0, zero: o.zero ?? 0 });
         try {
           params = t.info.n;
-          const prefetch = process.env.PARALLM_DP_PREFETCH === '0' ? undefined : () => t.prefetchStep();
           await timeSteps(() => t.trainStep(), async () => void (await t.memory(true)), async () => {
             const ms = await t.memory();
             optimizerBytes = ms.map((m) => m.optimizerBytes);
             return ms.map((m) => m.peak);
-          }, prefetch);
+          });
         } finally {
           await t.close();
         }

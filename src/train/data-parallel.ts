@@ -66,8 +66,6 @@ export interface DataParallelOptions extends Omit<TrainOptions, 'device' | 'shar
   rendezvousTimeoutMs?: number;
 }
 
-type StepReply = { loss: number; gradNorm: number; lr: number };
-
 // Workers import compiled JS; from the TS sources the pool maps src/*.ts to dist/*.js.
 const WORKER_MODULE = fileURLToPath(new URL(`./worker${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, import.meta.url));
 
@@ -158,39 +156,16 @@ export class DataParallelTrainer {
     return new DataParallelTrainer(o, pool, infos[0]!, dist);
   }
 
-  /** The next step's request, sent to every rank now. */
-  private requestStep(): Promise<StepReply[]> {
-    // the first failure stops the other ranks (their all-reduce waits end at their stop flags); the
-    // error is the root cause, not the "peer aborted" errors it caused
-    const p = this.pool.allOrRootCause<StepReply>('trainStep', () => ({ fault: this.opts.fault }));
-    p.catch(() => {}); // a prefetched step's failure is reported by the trainStep that awaits it
-    return p;
-  }
-  private ahead: Promise<StepReply[]> | null = null;
-
-  /**
-   * Sends the next step's request now, while this one runs: each worker starts it the moment it has
-   * queued this one's AdamW, so the GPUs do not idle for a round trip through this thread between steps
-   * (S10-3: ~1 ms a step at GPT-2's 64 sequences a GPU). Only when the next call is trainStep: an
-   * evaluation, a save or a read in between would see the prefetched step's weights.
-   */
-  prefetchStep(): void {
-    if (!this.closed && !this.ahead) this.ahead = this.requestStep();
-  }
-
-  private noneAhead(what: string): void {
-    if (this.ahead) throw new Error(`train dp: ${what} after prefetchStep(): call trainStep first`);
-  }
-
   /** One step on every rank; the mean of their losses. */
   async trainStep(): Promise<{ loss: number; gradNorm: number; lr: number }> {
     if (this.closed) throw new Error('train dp: this trainer has been closed');
     const step = this.step + 1;
-    let rs: StepReply[];
-    const pending = this.ahead ?? this.requestStep();
-    this.ahead = null;
+    type R = { loss: number; gradNorm: number; lr: number };
+    let rs: R[];
     try {
-      rs = await pending;
+      // the first failure stops the other ranks (their all-reduce waits end at their stop flags); the
+      // error is the root cause, not the "peer aborted" errors it caused
+      rs = await this.pool.allOrRootCause<R>('trainStep', () => ({ fault: this.opts.fault }));
     } catch (e) {
       await this.close();
       // communicator errors name ranks ("waiting for rank 1"): the message says which device each is
@@ -207,7 +182,6 @@ export class DataParallelTrainer {
 
   /** Rank 0's validation loss (every replica holds the same weights and the whole validation set). */
   async evaluate(): Promise<number> {
-    this.noneAhead('evaluate');
     // ZeRO-1: the weights are gathered by the next training forward; rank 0 alone cannot gather them
     if (this.zero) await this.pool.allOrRootCause('trainGather', () => null);
     return this.pool.call<number>(0, 'trainEvaluate');
@@ -218,7 +192,6 @@ export class DataParallelTrainer {
    * shard; launched on several processes, only process 0's rank 0 writes).
    */
   async save(dir: string): Promise<void> {
-    this.noneAhead('save');
     if (this.dist && this.dist.process !== 0) return;
     const args = { dir, losses: this.losses };
     if (this.zero) await this.pool.allOrRootCause('trainSave', () => args);
@@ -239,7 +212,6 @@ export class DataParallelTrainer {
       graphSteps: number;
     }[]
   > {
-    this.noneAhead('replicaStates');
     return this.pool.all('trainState');
   }
 
@@ -253,7 +225,6 @@ export class DataParallelTrainer {
    * state it holds beside the compute weights (FlatParams.optimizerBytes: 1/world of the whole with ZeRO-1).
    */
   async memory(reset = false): Promise<{ device: string; allocated: number; peak: number; optimizerBytes: number }[]> {
-    this.noneAhead('memory');
     const ms = await this.pool.all<{ allocated: number; peakAllocated: number; optimizerBytes: number }>('trainMemory', () => ({ reset }));
     return ms.map((m, r) => ({ device: this.devices[r]!, allocated: m.allocated, peak: m.peakAllocated, optimizerBytes: m.optimizerBytes }));
   }
@@ -266,7 +237,6 @@ export class DataParallelTrainer {
 
   /** Frees the replicas and ends the workers. Idempotent. */
   close(): Promise<void> {
-    this.ahead = null; // (a prefetched step's call is rejected by the pool's close, and swallowed)
     this.closed ??= (async () => {
       await Promise.allSettled([this.pool.all('trainDispose')]);
       await this.pool.close();

@@ -23,8 +23,6 @@ export interface StepDriver {
   /** the checkpoint folder written last */
   readonly lastSaved: string | null;
   trainStep(): StepOutcome | Promise<StepOutcome>;
-  /** Sends the next step on its way while this one runs (DataParallelTrainer: no idle GPU between steps). */
-  prefetchStep?(): void;
   evaluate(): number | Promise<number>;
   save(dir: string): void | Promise<void>;
 }
@@ -44,12 +42,7 @@ export async function runSteps(d: StepDriver): Promise<TrainResult> {
   };
   while (d.step < d.totalSteps) {
     const ts = performance.now();
-    // nothing between this step (s) and the next: the next may start while this one's results come back
-    const s = d.step + 1;
-    const between = s % d.stepsPerEpoch === 0 || (o.evalEvery && s % o.evalEvery === 0) || s >= d.totalSteps || (o.save && o.saveEvery && s % o.saveEvery === 0);
-    const pending = d.trainStep();
-    if (!between) d.prefetchStep?.();
-    const r = await pending;
+    const r = await d.trainStep();
     const now = performance.now();
     const stepMs = now - ts;
     const epoch = Math.floor((d.step - 1) / d.stepsPerEpoch);
