@@ -272,7 +272,7 @@ export class Trainer {
   /**
    * The step's device work as one CUDA graph (src/train/captured-step.ts), where it can be: a CUDA device
    * (data parallel's all-reduce, or its buckets on their own stream, are captured with it), the whole
-   * optimizer state here (ZeRO-1 only with PARALLM_TRAIN_GRAPH_ZERO=1), and room for the graph's memory, measured on the first step (which
+   * optimizer state here or ZeRO-1's (PARALLM_TRAIN_GRAPH_ZERO=0 keeps ZeRO-1 op by op), and room for the graph's memory, measured on the first step (which
    * runs op by op). A capture that fails says so once, and the run goes on op by op. null: this step
    * runs op by op.
    */
@@ -280,9 +280,9 @@ export class Trainer {
     if (this.captured === undefined) {
       const reduce = this.opts.reduceGradients;
       const cuda = this.params.device.startsWith('cuda');
-      // ZeRO-1 in the graph: on a GPU with PARALLM_TRAIN_GRAPH_ZERO=1 until its GPU test has run
-      // (test/gpu/train-graph.gpu.test.ts; CPU communicators' collectives cannot be recorded).
-      const zeroOk = !this.zero || (cuda && process.env.PARALLM_TRAIN_GRAPH_ZERO === '1');
+      // ZeRO-1 in the graph on GPUs (test/gpu/train-graph.gpu.test.ts, S10-2 and S10-4; CPU communicators'
+      // collectives cannot be recorded); PARALLM_TRAIN_GRAPH_ZERO=0 keeps it op by op
+      const zeroOk = !this.zero || (cuda && process.env.PARALLM_TRAIN_GRAPH_ZERO !== '0');
       const eligible = CapturedStep.wanted(this.params.device) && zeroOk && (!reduce || cuda);
       if (!eligible) this.captured = null;
       else if (!this.probe) {

@@ -64,17 +64,16 @@ describe.skipIf(gpus === 0)('the training step as one CUDA graph', () => {
       });
 
   for (const bucketMiB of [0, 0.05])
-  it.skipIf(gpus < 2 || !ncclStatus().ok)(`data parallel on cuda:0, cuda:1 [f32]${bucketMiB ? ', gradient buckets on a second stream during the backward' : ''}: NCCL inside the graph; losses and replicas bit for bit`, async () => {
+  it.skipIf(gpus < 2 || !ncclStatus().ok)(`data parallel on cuda:0, cuda:1 [f32]${bucketMiB ? ', gradient buckets on a second stream during the backward' : ''}: NCCL inside the graph (the default); losses and replicas bit for bit`, async () => {
     const seed = newSeed();
     const o = { model: smallLlama, data: tokens(smallLlama.vocabSize, 4000, seed), devices: ['cuda:0', 'cuda:1'], batch: 4, seq: 16, steps: 6, lr: 3e-3, seed, dtype: 'f32' as const, bucketMiB };
     await capturedMatchesEager(o, seed);
   });
 
   for (const [dtype, bucketMiB] of [['f32', 0], ['bf16', 0], ['f32', 0.005], ['bf16', 0.005]] as const)
-  it.skipIf(gpus < 2 || !ncclStatus().ok)(`data parallel with ZeRO-1 on cuda:0, cuda:1 [${dtype}] (PARALLM_TRAIN_GRAPH_ZERO=1): ${bucketMiB ? 'each bucket reduce-scattered during the backward and all-gathered during the forward, on a second stream' : 'the reduce-scatter and the shard\'s norm'} inside the graph; losses and replicas bit for bit`, async () => {
+  it.skipIf(gpus < 2 || !ncclStatus().ok)(`data parallel with ZeRO-1 on cuda:0, cuda:1 [${dtype}]: ${bucketMiB ? 'each bucket reduce-scattered during the backward and all-gathered during the forward, on a second stream' : 'the reduce-scatter and the shard\'s norm'} inside the graph; losses and replicas bit for bit`, async () => {
     const seed = newSeed();
     const o = { model: smallGpt2, data: tokens(smallGpt2.vocabSize, 4000, seed), devices: ['cuda:0', 'cuda:1'], batch: 4, seq: 16, steps: 6, lr: 3e-3, seed, dtype, zero: 1 as const, bucketMiB };
-    process.env.PARALLM_TRAIN_GRAPH_ZERO = '1';
     await capturedMatchesEager(o, seed);
   });
 });
