@@ -380,18 +380,6 @@ for p in "${parts[@]}"; do
       PARALLM_DP_SKIP_REDUCE=1 timeout 100 node dist/cli/index.js bench train --devices cuda:0,cuda:1 --strategies dp --scaling strong --shapes 128x128 --steps 30 2>&1 | tail -1 | sed "s/^/[dp, no reduction] /"
       timeout 100 node dist/cli/index.js bench train --devices cuda:0,cuda:1 --strategies dp --scaling strong --shapes 128x128 --steps 30 2>&1 | tail -1 | sed "s/^/[dp, one all-reduce] /"
       PARALLM_TRAIN_GRAPH_ZERO=1 timeout 100 node dist/cli/index.js bench train --devices cuda:0,cuda:1 --strategies dp --scaling strong --zero 1 --shapes 128x128 --steps 30 2>&1 | tail -1 | sed "s/^/[dp, zero 1] /" ;;
-    ten-f)
-      # ZeRO-1's update deferred into the next forward (AdamW with its settings in device memory, on the second
-      # stream bucket by bucket before each all-gather, all in the step's graph): every GPU test, then DP
-      # strong scaling with ZeRO-1 (one bucket, 25 and 50 MiB buckets) against one GPU and plain buckets.
-      timeout 330 vitest run test/gpu > "$out/gpu-all.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-all.log" | head -30
-      mkdir -p "$out/t"
-      timeout 100 node dist/cli/index.js bench train --devices cuda:0,cuda:1 --strategies single,dp --scaling strong --bucket-mb 25 --shapes 128x128 --steps 30 --json "$out/t/strong-bucket.json" 2>&1 | tail -2 | sed "s/^/[buckets] /"
-      for mb in 0 25 50 100; do
-        timeout 100 node dist/cli/index.js bench train --devices cuda:0,cuda:1 --strategies dp --scaling strong --zero 1 --bucket-mb $mb --shapes 128x128 --steps 30 --json "$out/t/strong-zero-b$mb.json" 2>&1 | tail -1 | sed "s/^/[zero, $mb MiB buckets] /"
-      done
-      timeout 100 node dist/cli/index.js bench train --devices cuda:0,cuda:1 --strategies single --scaling strong --shapes 128x128 --steps 30 2>&1 | tail -1 | sed "s/^/[single again] /"
-      tar -czf "$out/t.tgz" -C "$out" t && rm -rf "$out/t" ;;
     one9a)
       # next9 on one H200 (no x2 lent): every GPU test (two-GPU cases skip), then GPT-2 decode with the norms
       # in the GEMV epilogues off / on and with one-kernel decode attention.

@@ -117,10 +117,6 @@ export interface NativeBinding {
   crossEntropy(logits: T, targets: T, losses: T, dlogits: OptT, R: number, V: number, ignoreIndex: number, dscale: number, ld: number): void;
   sumSquares(x: T, out: T, n: number): void;
   adamw(master: T, param: OptT, grad: T, m: T, v: T, n: number, nDecay: number, lr: number, beta1: number, beta2: number, eps: number, weightDecay: number, gradScale: number, step: number): void;
-  /** adamw reading its settings (f32 [8], adamwSettings's values) from device memory when it runs */
-  adamwDyn(master: T, param: OptT, grad: T, m: T, v: T, n: number, nDecay: number, settings: T): void;
-  /** the settings adamw computes from its arguments (lr, betas, eps, decay, scale, bias corrections), f32 [8] */
-  adamwSettings(lr: number, beta1: number, beta2: number, eps: number, weightDecay: number, gradScale: number, step: number): Float32Array;
 
   ncclAvailable(): { ok: boolean; version?: number; error?: string };
   ncclUniqueId(): Uint8Array;
@@ -206,7 +202,7 @@ export const NATIVE_KEYS = [
   'setStream', 'matmul', 'attentionPrefill', 'attentionDecode', 'kvWrite', 'ropeKvWrite', 'rmsnormMatmul', 'rmsnormMatmulSwiglu', 'layernormMatmul', 'matmulResidualNorm', 'decodeLayerGpt2', 'layernorm', 'rmsnorm', 'gelu',
   'siluGate', 'rope', 'embedding', 'add', 'cast', 'softmax', 'argmax', 'fillUniform', 'sample', 'sumRows',
   'layernormBackward', 'rmsnormBackward', 'geluBackward', 'siluGateBackward', 'ropeBackward', 'attentionForward',
-  'attentionBackward', 'embeddingBackward', 'crossEntropy', 'sumSquares', 'adamw', 'adamwDyn', 'adamwSettings', 'ncclAvailable', 'ncclUniqueId',
+  'attentionBackward', 'embeddingBackward', 'crossEntropy', 'sumSquares', 'adamw', 'ncclAvailable', 'ncclUniqueId',
   'commCreate', 'testing',
 ] as const satisfies readonly (keyof NativeBinding)[];
 

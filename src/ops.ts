@@ -1052,58 +1052,25 @@ export interface AdamwOptions {
   step: number;
 }
 
-/** adamw with its settings in device memory (writeAdamwSettings), read when it runs: a captured graph's AdamW. */
-export interface AdamwDynOptions {
-  /** elements [0, nDecay) get weight decay */
-  nDecay: number;
-  /** f32 [8] on the tensors' device */
-  settings: Tensor;
-}
-
 /** One fused AdamW update of a flat parameter buffer, in place on master, m, v (and param). */
-export function adamw(t: AdamwTensors, o: AdamwOptions | AdamwDynOptions): void {
+export function adamw(t: AdamwTensors, o: AdamwOptions): void {
   const op = 'adamw';
   const { master, param, grad, m, v } = t;
-  const settings = 'settings' in o ? o.settings : undefined;
-  sameDevice(op, { master, param, grad, m, v, settings });
+  sameDevice(op, { master, param, grad, m, v });
   const dt = sameDType(op, { grad, param }, FLOATS);
   const n = master.numel;
   for (const [name, x] of Object.entries({ master, m, v })) f32Tensor(op, name, x, n);
   if (grad.numel !== n) throw new Error(`${op}: grad has ${grad.numel} elements, master ${n}`);
   if (param && param.numel !== n) throw new Error(`${op}: param has ${param.numel} elements, master ${n}`);
   if (param && param.dtype !== dt) throw new Error(`${op}: param is ${param.dtype} but grad is ${dt}`);
-  const { nDecay } = o;
+  const { nDecay, lr, beta1 = 0.9, beta2 = 0.95, eps = 1e-8, weightDecay = 0.1, gradScale = 1, step } = o;
   if (!Number.isInteger(nDecay) || nDecay < 0 || nDecay > n) throw new Error(`${op}: nDecay must be an integer in [0, ${n}], got ${nDecay}`);
-  if (settings) {
-    f32Tensor(op, 'settings', settings, 8);
-    native.adamwDyn(master.native, param?.native ?? null, grad.native, m.native, v.native, n, nDecay, settings.native);
-    return;
-  }
-  const s = adamwSettingsOf(o as AdamwOptions);
-  native.adamw(master.native, param?.native ?? null, grad.native, m.native, v.native, n, nDecay, s.lr, s.beta1, s.beta2, s.eps, s.weightDecay, s.gradScale, s.step);
-}
-
-/** The step's settings checked, defaults filled (AdamwOptions). */
-function adamwSettingsOf(o: Omit<AdamwOptions, 'nDecay'>) {
-  const op = 'adamw';
-  const { lr, beta1 = 0.9, beta2 = 0.95, eps = 1e-8, weightDecay = 0.1, gradScale = 1, step } = o;
   if (!Number.isInteger(step) || step < 1 || step >= 2 ** 31) throw new Error(`${op}: step must be an integer >= 1, got ${step}`);
   for (const [name, x] of Object.entries({ lr, eps, weightDecay, gradScale }))
     if (!Number.isFinite(x)) throw new Error(`${op}: ${name} must be finite, got ${x}`);
   for (const [name, b] of Object.entries({ beta1, beta2 }))
     if (!(b >= 0 && b < 1)) throw new Error(`${op}: ${name} must be in [0, 1), got ${b}`);
-  return { lr, beta1, beta2, eps, weightDecay, gradScale, step };
-}
-
-/**
- * Writes a step's AdamW settings into `settings` (f32 [8] on the device; stream-ordered, as Tensor.write),
- * for adamw calls given `settings`: they read them when they run, so a captured graph's AdamW applies the
- * settings written before each replay, with the bits adamw computes from the same options.
- */
-export function writeAdamwSettings(settings: Tensor, o: Omit<AdamwOptions, 'nDecay'>): void {
-  f32Tensor('adamw', 'settings', settings, 8);
-  const s = adamwSettingsOf(o);
-  settings.write(native.adamwSettings(s.lr, s.beta1, s.beta2, s.eps, s.weightDecay, s.gradScale, s.step));
+  native.adamw(master.native, param?.native ?? null, grad.native, m.native, v.native, n, nDecay, lr, beta1, beta2, eps, weightDecay, gradScale, step);
 }
 
 export { numelOf };

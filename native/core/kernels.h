@@ -254,8 +254,3 @@ void sum_squares(PARALLM_KCTX ctx, DType dt, const void* x, float* out, int64_t 
 void adamw(PARALLM_KCTX ctx, DType dt, float* master, void* param, const void* grad, float* m, float* v, int64_t n,
            int64_t n_decay, float lr, float beta1, float beta2, float eps, float weight_decay, float grad_scale,
            int step);
-// adamw with its settings read when it runs, from `settings` (f32[8] in the tensors' memory: AdamSettings
-// of native/core/adam.h, as adam_settings computes them), so a captured graph applies the settings written
-// before each replay; the same arithmetic, so the same bits, as adamw with those arguments.
-void adamw_dyn(PARALLM_KCTX ctx, DType dt, float* master, void* param, const void* grad, float* m, float* v,
-               int64_t n, int64_t n_decay, const float* settings);

@@ -5,10 +5,8 @@
 // without -fno-math-errno GCC keeps a branch to libm's sqrtf for errno; matmuls dominate a CPU step.)
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <vector>
 
-#include "core/adam.h"
 #include "kernels.h"
 #include "simd.h"
 
@@ -101,22 +99,13 @@ void adamw(const Ctx& ctx, DType dt, float* master, void* param, const void* gra
   if (n == 0) return;
   if (dt != DType::F32 && dt != DType::BF16) fail("adamw: dtype ", dtype_name(dt), " is not supported (n=", n, ")");
   if (!master || !grad || !m || !v) fail("adamw: null pointer (n=", n, ")");
-  const AdamSettings h = adam_settings(lr, beta1, beta2, eps, weight_decay, grad_scale, step);
-  adamw_dyn(ctx, dt, master, param, grad, m, v, n, n_decay, reinterpret_cast<const float*>(&h));
-}
-
-void adamw_dyn(const Ctx& ctx, DType dt, float* master, void* param, const void* grad, float* m, float* v, int64_t n,
-               int64_t n_decay, const float* settings) {
-  if (n < 0 || n_decay < 0 || n_decay > n) fail("adamw (settings in memory): bad size n=", n, " n_decay=", n_decay);
-  if (n == 0) return;
-  if (dt != DType::F32 && dt != DType::BF16) fail("adamw: dtype ", dtype_name(dt), " is not supported (n=", n, ")");
-  if (!master || !grad || !m || !v || !settings) fail("adamw: null pointer (n=", n, ")");
-  AdamSettings h;
-  std::memcpy(&h, settings, sizeof h);  // read when the op runs (a recorded graph's replay)
+  // Bias corrections in double: b^step for large steps would lose digits in f32 powers.
+  const float bc1 = float(1.0 - std::pow(double(beta1), double(step)));
+  const float bc2 = float(1.0 - std::pow(double(beta2), double(step)));
   const int64_t blocks = (n + 4095) / 4096;
   parallel_rows(ctx, blocks, n * 12, [&](int64_t b0, int64_t b1) {
-    adamw_range(dt, master, param, grad, m, v, b0 * 4096, std::min(n, b1 * 4096), n_decay, h.lr, h.beta1, h.beta2, h.eps,
-                h.weight_decay, h.grad_scale, h.bc1, h.bc2);
+    adamw_range(dt, master, param, grad, m, v, b0 * 4096, std::min(n, b1 * 4096), n_decay, lr, beta1, beta2, eps,
+                weight_decay, grad_scale, bc1, bc2);
   });
 }
 

@@ -14,7 +14,6 @@
 
 #include "check.h"
 #include "common.cuh"
-#include "core/adam.h"
 #include "kernels.h"
 #include "reduce.cuh"
 
@@ -24,21 +23,22 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int64_t kMaxBlocks = 1 << 16;
 
-using AdamHyper = AdamSettings;
+struct AdamHyper {
+  float lr, b1, b2, eps, wd, gs, bc1, bc2;  // bc: 1 - beta^step
+};
 
 __device__ __forceinline__ void adam_one(float& w, float& m, float& v, float g, bool decay, const AdamHyper& h) {
-  g *= h.grad_scale;
-  m = h.beta1 * m + (1.f - h.beta1) * g;
-  v = h.beta2 * v + (1.f - h.beta2) * g * g;
+  g *= h.gs;
+  m = h.b1 * m + (1.f - h.b1) * g;
+  v = h.b2 * v + (1.f - h.b2) * g * g;
   const float mh = m / h.bc1, vh = v / h.bc2;
-  w -= h.lr * (mh / (sqrtf(vh) + h.eps) + (decay ? h.weight_decay * w : 0.f));
+  w -= h.lr * (mh / (sqrtf(vh) + h.eps) + (decay ? h.wd * w : 0.f));
 }
 
 template <class T, int N>
 __global__ void adamw_kernel(float* __restrict__ master, T* __restrict__ param, const T* __restrict__ grad,
                              float* __restrict__ mom, float* __restrict__ var, int64_t n, int64_t n_decay,
-                             AdamHyper h, const AdamHyper* __restrict__ dyn) {
-  if (dyn) h = *dyn;  // adamw_dyn: the settings written before this launch (or a graph's replay)
+                             AdamHyper h) {
   const int64_t nvec = n / N;
   const int64_t tid = int64_t(blockIdx.x) * blockDim.x + threadIdx.x, stride = int64_t(gridDim.x) * blockDim.x;
   for (int64_t q = tid; q < nvec; q += stride) {
@@ -66,15 +66,15 @@ __global__ void adamw_kernel(float* __restrict__ master, T* __restrict__ param, 
 
 template <class T>
 void adamw_t(cudaStream_t s, float* master, void* param, const void* grad, float* m, float* v, int64_t n,
-             int64_t n_decay, const AdamHyper& h, const AdamHyper* dyn) {
+             int64_t n_decay, const AdamHyper& h) {
   constexpr int N = 4;
   const bool vec = aligned16(master) && aligned16(m) && aligned16(v) && aligned_to(grad, sizeof(T) * N) &&
                    (!param || aligned_to(param, sizeof(T) * N));
   const unsigned blocks = unsigned(std::max<int64_t>(1, std::min(cdiv(n / (vec ? N : 1), kThreads), kMaxBlocks)));
   auto* pt = static_cast<T*>(param);
   auto* gt = static_cast<const T*>(grad);
-  if (vec) adamw_kernel<T, N><<<blocks, kThreads, 0, s>>>(master, pt, gt, m, v, n, n_decay, h, dyn);
-  else adamw_kernel<T, 1><<<blocks, kThreads, 0, s>>>(master, pt, gt, m, v, n, n_decay, h, dyn);
+  if (vec) adamw_kernel<T, N><<<blocks, kThreads, 0, s>>>(master, pt, gt, m, v, n, n_decay, h);
+  else adamw_kernel<T, 1><<<blocks, kThreads, 0, s>>>(master, pt, gt, m, v, n, n_decay, h);
 }
 
 // Sum of a block's values (fixed order: warp butterfly, then warps in index order); valid in thread 0.
@@ -140,24 +140,12 @@ void adamw(cudaStream_t s, DType dt, float* master, void* param, const void* gra
   if (step < 1) fail("adamw: step=", step, " must be >= 1 (n=", n, ")");
   if (n == 0) return;
   if (!master || !grad || !m || !v) fail("adamw: null master, grad, m or v (n=", n, ")");
-  const AdamHyper h = adam_settings(lr, beta1, beta2, eps, weight_decay, grad_scale, step);
-  if (dt == DType::F32) adamw_t<float>(s, master, param, grad, m, v, n, n_decay, h, nullptr);
-  else if (dt == DType::BF16) adamw_t<__nv_bfloat16>(s, master, param, grad, m, v, n, n_decay, h, nullptr);
+  AdamHyper h{lr, beta1, beta2, eps, weight_decay, grad_scale,
+              float(1.0 - std::pow(double(beta1), double(step))), float(1.0 - std::pow(double(beta2), double(step)))};
+  if (dt == DType::F32) adamw_t<float>(s, master, param, grad, m, v, n, n_decay, h);
+  else if (dt == DType::BF16) adamw_t<__nv_bfloat16>(s, master, param, grad, m, v, n, n_decay, h);
   else fail("adamw: dtype ", dtype_name(dt), " not supported (f32, bf16) (n=", n, ")");
   PARALLM_LAUNCH_CHECK("adamw: launch failed (n=", n, " n_decay=", n_decay, ")");
-}
-
-void adamw_dyn(cudaStream_t s, DType dt, float* master, void* param, const void* grad, float* m, float* v, int64_t n,
-               int64_t n_decay, const float* settings) {
-  if (n < 0 || n_decay < 0 || n_decay > n) fail("adamw (settings in memory): bad sizes n=", n, " n_decay=", n_decay);
-  if (n == 0) return;
-  if (!master || !grad || !m || !v || !settings) fail("adamw (settings in memory): null master, grad, m, v or settings (n=", n, ")");
-  const auto* dyn = reinterpret_cast<const AdamHyper*>(settings);
-  const AdamHyper unused{};
-  if (dt == DType::F32) adamw_t<float>(s, master, param, grad, m, v, n, n_decay, unused, dyn);
-  else if (dt == DType::BF16) adamw_t<__nv_bfloat16>(s, master, param, grad, m, v, n, n_decay, unused, dyn);
-  else fail("adamw (settings in memory): dtype ", dtype_name(dt), " not supported (f32, bf16) (n=", n, ")");
-  PARALLM_LAUNCH_CHECK("adamw (settings in memory): launch failed (n=", n, " n_decay=", n_decay, ")");
 }
 
 void sum_squares(cudaStream_t s, DType dt, const void* x, float* out, int64_t n) {

@@ -19,11 +19,9 @@
 // a strided access (signed strides) against its tensor. ON_CUDA(call) is the CUDA backend's call with
 // the stream `s` (nothing in a build without CUDA, where a cuda:N tensor cannot exist).
 #include <array>
-#include <cstring>
 #include <initializer_list>
 #include <vector>
 
-#include "core/adam.h"
 #include "core/dispatch.h"
 #include "core/runtime.h"
 #include "cpu/kernels.h"
@@ -756,39 +754,6 @@ Napi::Value OpAdamw(const Napi::CallbackInfo& info) {
   });
 }
 
-// adamwDyn(master, param|null, grad, m, v, n, nDecay, settings): settings f32[8] (adamwSettings's values)
-// on the same device, read when the kernel runs
-Napi::Value OpAdamwDyn(const Napi::CallbackInfo& info) {
-  return op(info, "adamw", [](OpCall& c) {
-    int64_t n = c.i64(5, "n"), nd = c.i64(6, "nDecay");
-    if (n < 0 || nd < 0 || nd > n) fail("adamw: bad sizes n=", n, " nDecay=", nd);
-    DType dt = c.dtype_of(2, "grad");
-    float* pms = c.use<float>(0, "master", n, DType::F32);
-    void* pp = c.opt(1, "param", n, dt);
-    const void* pg = c.use(2, "grad", n, dt);
-    float* pm = c.use<float>(3, "m", n, DType::F32);
-    float* pv = c.use<float>(4, "v", n, DType::F32);
-    const float* ps = c.use<float>(7, "settings", 8, DType::F32);
-    c.run([=](const cpu::Ctx& x) { cpu::adamw_dyn(x, dt, pms, pp, pg, pm, pv, n, nd, ps); },
-          ON_CUDA(adamw_dyn(s, dt, pms, pp, pg, pm, pv, n, nd, ps)));
-  });
-}
-
-// adamwSettings(lr, beta1, beta2, eps, weightDecay, gradScale, step): the f32[8] adamw computes from its
-// arguments (native/core/adam.h), for adamwDyn's settings tensor. Host only.
-Napi::Value AdamwSettings(const Napi::CallbackInfo& info) {
-  return guarded(info.Env(), [&]() -> Napi::Value {
-    Args a(info, "adamwSettings");
-    const int step = a.i32(6, "step");
-    if (step < 1) fail("adamwSettings: step must be >= 1, got ", step);
-    const AdamSettings h = adam_settings(a.f32(0, "lr"), a.f32(1, "beta1"), a.f32(2, "beta2"), a.f32(3, "eps"),
-                                         a.f32(4, "weightDecay"), a.f32(5, "gradScale"), step);
-    Napi::Float32Array out = Napi::Float32Array::New(info.Env(), 8);
-    std::memcpy(out.Data(), &h, sizeof h);
-    return out;
-  });
-}
-
 // ------------------------------------------------------------ testing hooks (the addon's `testing`)
 
 // K slices of the sm90 matmul (-1: chosen per call; 1: split-K off), for benchmarks. No-op without CUDA.
@@ -930,8 +895,6 @@ void export_ops(Napi::Env env, Napi::Object exports) {
   export_fn(env, exports, "embeddingBackward", OpEmbeddingBackward);
   export_fn(env, exports, "crossEntropy", OpCrossEntropy);
   export_fn(env, exports, "sumSquares", OpSumSquares);
-  export_fn(env, exports, "adamwDyn", OpAdamwDyn);
-  export_fn(env, exports, "adamwSettings", AdamwSettings);
   export_fn(env, exports, "adamw", OpAdamw);
 }
 

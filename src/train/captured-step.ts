@@ -3,8 +3,7 @@
 // forward and backward (~600 ops) in ~17 ms, and the device has finished them 1-2 ms later
 // (PARALLM_TRACE_STEP, bench/RESULTS.md S6-5). Captured once, a step is one graph launch.
 //
-// What the graph holds: zeroing the gradient (ZeRO-1: the last step's update, the zeroing and the all-gathers,
-// bucket by bucket as the forward reaches them), every micro-batch's forward and backward (the logits'
+// What the graph holds: zeroing the gradient, every micro-batch's forward and backward (the logits'
 // gradient scaled by the step's dscale), an optional reduction (data parallel's one all-reduce of the
 // gradient after the backward, or ZeRO-1's reduce-scatter), and the gradient's squared norm (ZeRO-1: its
 // shard's, all-reduced). The host then reads the norm, checks the step, and runs AdamW eagerly (one op;
@@ -76,10 +75,10 @@ export class CapturedStep {
     /** the squared global norm, queued inside the graph (ZeRO-1: its segments', all-reduced); by default the whole gradient's */
     private readonly normSqOf: () => Tensor = () => ops.sumSquares(params.grad),
     /**
-     * the step's first work inside the graph; by default zeroing the gradient (ZeRO-1's forward hooks zero
-     * it bucket by bucket after the last step's update has read it: src/train/zero.ts)
+     * called first inside the capture (ZeRO-1 marks the weights stale, so the forward's hooks record the
+     * all-gathers of the last step's updates into the graph, and every replay gathers them)
      */
-    private readonly begin: () => void = () => params.zeroGrad(),
+    private readonly prologue?: () => void,
   ) {}
 
   /** One step's device work for these micro-batches; captured on the first call (or a new shape / dscale). */
@@ -107,7 +106,8 @@ export class CapturedStep {
     let normSq: Tensor | null = null;
     try {
       this.graph = capture(device, () => {
-        this.begin();
+        this.prologue?.();
+        this.params.zeroGrad();
         try {
           for (const [i, mb] of mbs.entries()) {
             const r = this.stage.forward(i, { ...mb, onDevice: { inputs: this.ids[i], targets: this.targets[i] } }, undefined, { dscale, deferLoss: true });

@@ -233,8 +233,7 @@ export class Trainer {
       trace?.push(performance.now());
       norm = Math.sqrt(r.normSq.toArray()[0]!);
     } else {
-      if (this.zero) this.zero.beginStep(); // (with an update pending, the forward zeroes each bucket after it)
-      else this.params.zeroGrad();
+      this.params.zeroGrad();
       const losses: Tensor[] = [];
       try {
         for (const [i, b] of batches.entries()) {
@@ -278,9 +277,6 @@ export class Trainer {
    * runs op by op.
    */
   private graphRun(mbs: MicroBatch[], dscale: number): CapturedStepResult | null {
-    // ZeRO-1's graph runs the last step's update first: a step without one (the first, or one after an
-    // evaluation or a save applied it) runs op by op
-    if (this.zero && !this.zero.updatePending) return null;
     if (this.captured === undefined) {
       const reduce = this.opts.reduceGradients;
       const cuda = this.params.device.startsWith('cuda');
@@ -298,7 +294,7 @@ export class Trainer {
         this.captured = !this.probe.fits()
           ? null
           : zero
-            ? new CapturedStep(this.stage, this.params, () => zero.reduceGradients(true), () => zero.normSqOnDevice(), () => zero.beginStep(true))
+            ? new CapturedStep(this.stage, this.params, () => zero.reduceGradients(true), () => zero.normSqOnDevice(), () => zero.markStale())
             : new CapturedStep(this.stage, this.params, reduce ? () => reduce(this.params, { inGraph: true }) : undefined);
       }
     }

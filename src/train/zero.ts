@@ -5,14 +5,10 @@
 //   backward, each bucket reduce-scattered 'avg' into its ranks' slices as soon as the backward completes
 //   it (BucketedAllReduce with reduceBucket, on a second stream on GPUs; without buckets, the one bucket
 //   after the backward; a bucket's tail of fewer than world elements is all-reduced) -> the global norm
-//   (each rank's sum of squares over its segments, all-reduced) -> the step's AdamW settings written to
-//   the device (ops.writeAdamwSettings) and the update left pending: the next forward's first read
-//   (TrainStage.beforeForward) launches, bucket by bucket in the order the forward reads them, AdamW on
-//   this rank's slice, the bucket's gradient zeroed for the coming backward, and its all-gather, on a
-//   second stream; each layer waits for its own bucket only, so the update and the gathers overlap the
-//   forward of the layers before (FSDP's prefetch, with ZeroRedundancyOptimizer's overlap of the step).
-//   A captured step (src/train/captured-step.ts) holds all of it; reads between steps (evaluation, saves)
-//   apply the pending update first (gatherParams, on every rank).
+//   (each rank's sum of squares over its segments, all-reduced) -> AdamW on each segment -> the weights
+//   are stale on the other ranks until the next forward: its first read (TrainStage.beforeForward)
+//   launches every bucket's all-gather, in the order the forward reads them, on a second stream, and
+//   each layer waits for its bucket only, so the gathers overlap the forward (FSDP's prefetch).
 // With the CPU communicator the mean gradient's elements are bit for bit the non-sharded all-reduce's,
 // and AdamW is elementwise, so only the norm's summation order differs from the non-sharded run.
 import * as ops from '../ops.js';
@@ -35,10 +31,6 @@ export class ZeroOptimizer {
   readonly gatherOrder: readonly number[];
   /** the other ranks' slices of the compute weights are a step behind: gather before reading them */
   private stale = false;
-  /** the last step's update is still to run (AdamW, the gradient zeroed, then the gathers) */
-  private pending = false;
-  /** its AdamW settings, f32 [8] on the device (read when the AdamW kernels run: a graph's replay too) */
-  private readonly settings: Tensor;
   /** gatherOrder's buckets before this one have been waited for since the last launch */
   private waited: number;
   private readonly gpu: { stream: DeviceStream; start: DeviceEvent; done: DeviceEvent[] } | null;
@@ -65,7 +57,6 @@ export class ZeroOptimizer {
     this.gpu = p.device.startsWith('cuda')
       ? { stream: new DeviceStream(p.device), start: new DeviceEvent(p.device), done: this.buckets.map(() => new DeviceEvent(p.device)) }
       : null;
-    this.settings = Tensor.zeros([8], { dtype: 'f32', device: p.device });
   }
 
   /** The compute weights: param, or master itself in f32. */
@@ -147,61 +138,31 @@ export class ZeroOptimizer {
   }
 
   /**
-   * The step's update (as adamwStep, with the global norm's clipping), left pending: its settings are
-   * written to the device now, and the next forward (or gatherParams) runs AdamW on this rank's slice of
-   * each bucket, zeroes the bucket's gradient and gathers it (updateBucket).
+   * AdamW on this rank's segments (as adamwStep, with the global norm's clipping). Weight decay applies
+   * below nDecay: a segment gets nDecay relative to its start. The other ranks' slices of the compute
+   * weights are stale afterwards, until the next forward gathers them (or gatherParams).
    */
   step(step: number, lr: number, h: AdamwHyper, norm: number): void {
-    const gradScale = h.clip > 0 && Number.isFinite(h.clip) && norm > h.clip ? h.clip / norm : 1;
-    ops.writeAdamwSettings(this.settings, { lr, beta1: h.beta1, beta2: h.beta2, eps: h.eps, weightDecay: h.weightDecay, gradScale, step });
-    this.pending = true;
-    this.stale = true;
-  }
-
-  /** Whether the last step's update is still to run (the next forward runs it, or gatherParams). */
-  get updatePending(): boolean {
-    return this.pending;
-  }
-
-  /**
-   * A step's first work, in place of zeroing the gradient: with an update pending the forward's hooks zero
-   * each bucket after its AdamW has read it; without one (the first step, or after gatherParams) the
-   * gradient is zeroed here. `captured`: a graph must hold the update (every replay runs it), so one
-   * cannot be captured without it.
-   */
-  beginStep(captured = false): void {
-    if (this.pending) return;
-    if (captured) throw new Error(`ZeRO-1 on ${this.p.device}: a captured step must begin with a pending update`);
-    this.p.zeroGrad();
-  }
-
-  /** AdamW on this rank's part of bucket i (its segments cut to the bucket; nDecay relative to each), then the bucket's gradient zeroed. */
-  private updateBucket(i: number): void {
     const p = this.p;
-    const b = this.buckets[i]!;
+    const gradScale = h.clip > 0 && Number.isFinite(h.clip) && norm > h.clip ? h.clip / norm : 1;
     for (const seg of p.segments) {
-      const lo = Math.max(seg.lo, b.start), hi = Math.min(seg.hi, b.end);
-      if (lo >= hi) continue;
-      const n = hi - lo, local = seg.local + lo - seg.lo;
+      const n = seg.hi - seg.lo;
       const views = {
-        master: p.master.view(p.masterSharded ? local : lo, [n]),
-        param: p.param ? p.param.view(lo, [n]) : undefined,
-        grad: p.grad.view(lo, [n]),
-        m: p.m.view(local, [n]),
-        v: p.v.view(local, [n]),
+        master: p.master.view(p.masterSharded ? seg.local : seg.lo, [n]),
+        param: p.param ? p.param.view(seg.lo, [n]) : undefined,
+        grad: p.grad.view(seg.lo, [n]),
+        m: p.m.view(seg.local, [n]),
+        v: p.v.view(seg.local, [n]),
       };
       try {
-        ops.adamw(views, { nDecay: Math.min(n, Math.max(0, p.nDecay - lo)), settings: this.settings });
+        ops.adamw(views, {
+          nDecay: Math.min(n, Math.max(0, p.nDecay - seg.lo)), lr, beta1: h.beta1, beta2: h.beta2, eps: h.eps, weightDecay: h.weightDecay, gradScale, step,
+        });
       } finally {
         for (const t of Object.values(views)) t?.dispose();
       }
     }
-    const g = p.grad.view(b.start, [b.end - b.start]);
-    try {
-      ops.fillUniform(g, { low: 0, high: 0 }); // (a memset on GPUs)
-    } finally {
-      g.dispose();
-    }
+    this.stale = true;
   }
 
   /** The other ranks' slices are to be gathered before the next read (after a resume; a captured step's prologue). */
@@ -225,36 +186,27 @@ export class ZeroOptimizer {
     this.waitFor(at);
   };
 
-  /** The pending update applied and the whole compute weights on every rank now (before a save, a read of them, after a resume). */
+  /** The whole compute weights on every rank now (before a save, a read of them, after a resume). */
   gatherParams(): void {
     if (this.stale) this.launchGathers();
     this.waitFor(Infinity);
   }
 
-  /**
-   * Bucket by bucket in gatherOrder: the pending update (updateBucket), then the all-gather of the updated
-   * weights (its tail broadcast from the last rank); on GPUs on the second stream, an event after each.
-   */
+  /** Every bucket's all-gather of the updated weights (its tail broadcast from the last rank), in gatherOrder. */
   private launchGathers(): void {
-    const update = this.pending;
     this.stale = false;
-    this.pending = false;
     this.waited = 0;
-    const one = (i: number) => {
-      if (update) this.updateBucket(i);
-      this.gatherBucket(i);
-    };
     if (!this.gpu) {
-      for (const i of this.gatherOrder) one(i);
+      for (const i of this.gatherOrder) this.gatherBucket(i);
       this.waited = this.buckets.length;
       return;
     }
     const { stream, start, done } = this.gpu;
-    start.record(); // after the last step's backward and norm on the compute stream
+    start.record(); // after AdamW on the compute stream
     stream.waitEvent(start);
     stream.use(() => {
       for (const i of this.gatherOrder) {
-        one(i);
+        this.gatherBucket(i);
         done[i]!.record();
       }
     });
@@ -341,6 +293,5 @@ export class ZeroOptimizer {
 
   dispose(): void {
     this.bucketed?.dispose();
-    this.settings.dispose();
   }
 }

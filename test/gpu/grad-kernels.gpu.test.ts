@@ -7,7 +7,6 @@
 import { describe, expect, it } from 'vitest';
 import { Tensor, cudaDeviceCount, ops, type DType } from '../../src/index.js';
 import { uniformArray } from '../../src/random.js';
-import { adamwSettingsTests } from '../helpers/adamw-settings.js';
 import { relError } from '../helpers/reference.js';
 
 const gpus = cudaDeviceCount();
@@ -431,5 +430,3 @@ describe.skipIf(gpus === 0)('CUDA training kernels match the CPU backend', () =>
           }, { master: 1e-6, m: 1e-6, v: 1e-6, param: TOL[dt] }, n > 1000);
         });
 });
-
-describe.skipIf(gpus === 0)('adamw with its settings in device memory', () => adamwSettingsTests(dev, [1, 10007, 1 << 20]));

@@ -3,14 +3,11 @@
 import { describe, expect, it } from 'vitest';
 import { Tensor, ops, type DType } from '../../src/index.js';
 import { randT } from '../helpers/cases.js';
-import { adamwSettingsTests } from '../helpers/adamw-settings.js';
 import { arr, gradKernelTests, newSeed } from '../helpers/grad-cases.js';
 
 const DEV = 'cpu:0';
 
 gradKernelTests(DEV);
-
-describe('adamw with its settings in memory', () => adamwSettingsTests(DEV, [1, 10007]));
 
 describe('training op argument checks', () => {
   const z = (shape: number[], dtype: DType = 'f32') => Tensor.zeros(shape, { dtype, device: DEV });
