@@ -380,6 +380,10 @@ for p in "${parts[@]}"; do
       PARALLM_DP_SKIP_REDUCE=1 timeout 100 node dist/cli/index.js bench train --devices cuda:0,cuda:1 --strategies dp --scaling strong --shapes 128x128 --steps 30 2>&1 | tail -1 | sed "s/^/[dp, no reduction] /"
       timeout 100 node dist/cli/index.js bench train --devices cuda:0,cuda:1 --strategies dp --scaling strong --shapes 128x128 --steps 30 2>&1 | tail -1 | sed "s/^/[dp, one all-reduce] /"
       PARALLM_TRAIN_GRAPH_ZERO=1 timeout 100 node dist/cli/index.js bench train --devices cuda:0,cuda:1 --strategies dp --scaling strong --zero 1 --shapes 128x128 --steps 30 2>&1 | tail -1 | sed "s/^/[dp, zero 1] /" ;;
+    ten-g)
+      # Where a GPT-2 training step's fixed cost goes (S10-5: one GPU at 64 sequences is ~3.7 ms more than half
+      # of one at 128): device time by op group at 64 and 128 x 128 (--profile: op by op, events only).
+      timeout 150 node dist/cli/index.js bench train --model gpt2 --shapes 64x128,128x128 --steps 6 --profile 2>&1 | tail -70 ;;
     one9a)
       # next9 on one H200 (no x2 lent): every GPU test (two-GPU cases skip), then GPT-2 decode with the norms
       # in the GEMV epilogues off / on and with one-kernel decode attention.
