@@ -386,18 +386,19 @@ for p in "${parts[@]}"; do
       timeout 150 node dist/cli/index.js bench train --model gpt2 --shapes 64x128,128x128 --steps 6 --profile 2>&1 | tail -70 ;;
     ten-h)
       # The GPT-2 layer kernel on 512 threads a block (-DPARALLM_LAYER_THREADS=512: the GEMV phases' rows over
-      # twice the warps; attention on 256 of them) against 256, two addons in one call (.device/l256.txz,
-      # l512.txz): its GPU tests, the kernel case, GPT-2 decode with it and without; then LLaMA-2-7B decode at
+      # twice the warps; attention on 256 of them) against 256, two addons in one call (.device/layers.txz:
+      # l256.node, l512.node, one archive so both fit the carry): its GPU tests, the kernel case, GPT-2 decode with it and without; then LLaMA-2-7B decode at
       # batch 64 (issue 13's unmeasured floor) and GPT-2 at 1 with the compiled-PyTorch peer in the same call.
+      tar -xJf .device/layers.txz -C .device && mkdir -p build/Release
       for v in 256 512; do
-        tar -xJf .device/l$v.txz
+        cp .device/l$v.node build/Release/parallm.node
         timeout 100 vitest run test/gpu/decode-layer.gpu.test.ts > "$out/gpu-layer-$v.log" 2>&1; grep -E "Tests " "$out/gpu-layer-$v.log" | sed "s/^/[$v] /"
         timeout 40 node dist/cli/index.js bench kernels --filter decode-layer 2>&1 | grep -E "^decode" | head -8 | sed "s/^/[$v] /"
         for l in 0 1; do
           PARALLM_DECODE_LAYER=$l timeout 45 node dist/cli/index.js bench generate --model gpt2 --batch 1,4 2>&1 | tail -2 | sed "s/^/[$v, layer kernel $l] /"
         done
       done
-      tar -xJf .device/l256.txz
+      cp .device/l256.node build/Release/parallm.node
       timeout 120 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,64 2>&1 | tail -2 | sed "s/^/[7B] /"
       timeout 240 python3 bench/peers/torch_compile_decode.py llama 1,64 > "$out/peer-compile-7b.log" 2>&1; grep ANCHOR "$out/peer-compile-7b.log" | cut -c1-200
       timeout 100 python3 bench/peers/torch_compile_decode.py gpt2 1 > "$out/peer-compile-gpt2.log" 2>&1; grep ANCHOR "$out/peer-compile-gpt2.log" | cut -c1-200 ;;
