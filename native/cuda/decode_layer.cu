@@ -59,13 +59,7 @@ namespace dl {
 
 using bf16 = __nv_bfloat16;
 
-// Threads a block (one block an SM): 256, or 512 (-DPARALLM_LAYER_THREADS=512: the GEMV phases' rows over
-// twice the warps, each warp's chain of rows shorter).
-#ifndef PARALLM_LAYER_THREADS
-#define PARALLM_LAYER_THREADS 256
-#endif
-constexpr int kThreads = PARALLM_LAYER_THREADS, kWarps = kThreads / 32;
-constexpr int kAttThreads = 256;  // the threads of an attention item (the rest of a larger block idle there)
+constexpr int kThreads = 256, kWarps = kThreads / 32;
 constexpr int kMaxB = 4;        // sequences a launch
 constexpr int kMinChunk = 32;   // keys an attention split holds at least (fewer splits for short contexts)
 constexpr int kAttU = 4;        // keys a group loads at once in P2
@@ -430,7 +424,7 @@ __device__ void merge_head(const Params& p, int b, int h, int nv, int d) {
 // group walks its keys kAttU at a time with an online softmax; the groups merge through shared memory.
 template <int D>
 __device__ void attention_item(const Params& p, int b, int h, int split, int nv, int len, float* sm) {
-  constexpr int GS = D / 8, NG = kAttThreads / GS;
+  constexpr int GS = D / 8, NG = kThreads / GS;
   float* s_acc = sm;             // [NG][D]
   float* s_ml = sm + NG * D;     // [NG][2]
   const int tid = int(threadIdx.x), grp = tid / GS, lig = tid % GS, dim0 = lig * 8;
@@ -448,9 +442,8 @@ __device__ void attention_item(const Params& p, int b, int h, int split, int nv,
   for (int e = 0; e < 8; ++e) acc[e] = 0.f;
   const bf16* kp = p.kc + int64_t(b) * p.kvb + int64_t(h) * D + dim0;
   const bf16* vp = p.vc + int64_t(b) * p.kvb + int64_t(h) * D + dim0;
-  // Every group of the block runs the same trip count (the shuffles need whole warps); warps past
-  // kAttThreads run none.
-  for (int base = s0; tid < kAttThreads && base < s1; base += NG * kAttU) {
+  // Every group of the block runs the same trip count (the shuffles need whole warps).
+  for (int base = s0; base < s1; base += NG * kAttU) {
     const int j0 = base + grp * kAttU;
     uint4 kk[kAttU], vv[kAttU];
 #pragma unroll
@@ -494,11 +487,9 @@ __device__ void attention_item(const Params& p, int b, int h, int split, int nv,
       }
     }
   }
-  if (tid < kAttThreads) {
 #pragma unroll
-    for (int e = 0; e < 8; ++e) s_acc[grp * D + dim0 + e] = acc[e];
-    if (lig == 0) s_ml[2 * grp] = m, s_ml[2 * grp + 1] = l;
-  }
+  for (int e = 0; e < 8; ++e) s_acc[grp * D + dim0 + e] = acc[e];
+  if (lig == 0) s_ml[2 * grp] = m, s_ml[2 * grp + 1] = l;
   __syncthreads();
   float* out = p.part + ((int64_t(b) * p.H + h) * p.nsplit + split) * (D + 2);
   if (tid < D) {

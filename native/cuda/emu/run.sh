@@ -52,6 +52,6 @@ ln -s "$here"/../../core "$tmp"/dl/core
 cp "$here"/../check.h "$here"/../common.cuh "$here"/../pdl.cuh "$here"/../kernels.h "$here"/launch.cuh "$here"/emu.h \
    "$here"/decode_layer_emu.cc "$here"/cuda_stubs.cc "$tmp"/dl/cuda/
 cp "$here"/../decode_layer.cu "$tmp"/dl/cuda/decode_layer.cc
-g++ -std=c++20 -O2 -fno-strict-aliasing -pthread -w ${EMU_LAYER_FLAGS:-} -I"$cuda"/include -include "$tmp"/dl/cuda/emu.h -I"$tmp"/dl/cuda \
+g++ -std=c++20 -O2 -fno-strict-aliasing -pthread -w -I"$cuda"/include -include "$tmp"/dl/cuda/emu.h -I"$tmp"/dl/cuda \
   "$tmp"/dl/cuda/decode_layer.cc "$tmp"/dl/cuda/decode_layer_emu.cc "$tmp"/dl/cuda/cuda_stubs.cc -o "$tmp"/decode_layer_emu
 "$tmp"/decode_layer_emu
