@@ -7,10 +7,11 @@
 // of the ranks' losses (every rank counts the same targets: training windows have no ignored ones), rank 0
 // evaluates and writes the checkpoints (the single-device format, plus the world size and data order,
 // which a resume must match). With `zero: 1` (ZeRO-1, src/train/zero.ts) each rank keeps the optimizer
-// state (f32 master, AdamW moments) of its 1/world of the parameters only (a slice of every gradient bucket); rank 0 gathers the
-// shards to write the same single-device checkpoint, and a resume reads each rank's shard of it. A rank that fails, a worker that dies and a collective that times out end
-// the run with an error naming the device: the pool rejects the dead rank's call at once, the others'
-// waits end at their stop flags (set on the first failure) or at the communicator's timeout.
+// state (f32 master, AdamW moments) of its 1/world of the parameters only (a slice of every gradient
+// bucket); rank 0 gathers the slices to write the same single-device checkpoint, and a resume reads each
+// rank's slices of it. A rank that fails, a worker that dies and a collective that times out end the run
+// with an error naming the device: the pool rejects the dead rank's call at once, the others' waits end
+// at their stop flags (set on the first failure) or at the communicator's timeout.
 //
 // Launched as several processes (`parallm launch`, torchrun, Slurm, mpirun: src/cluster/env.ts), each
 // process's pool holds its own devices and the ranks are global: the processes meet in the rendezvous
