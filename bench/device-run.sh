@@ -402,6 +402,12 @@ for p in "${parts[@]}"; do
       timeout 120 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,64 2>&1 | tail -2 | sed "s/^/[7B] /"
       timeout 240 python3 bench/peers/torch_compile_decode.py llama 1,64 > "$out/peer-compile-7b.log" 2>&1; grep ANCHOR "$out/peer-compile-7b.log" | cut -c1-200
       timeout 100 python3 bench/peers/torch_compile_decode.py gpt2 1 > "$out/peer-compile-gpt2.log" 2>&1; grep ANCHOR "$out/peer-compile-gpt2.log" | cut -c1-200 ;;
+    ten-z)
+      # The session's last call: every GPU test on its last commit, then DP strong scaling as it stands.
+      timeout 330 vitest run test/gpu > "$out/gpu-all.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-all.log" | head -30
+      timeout 100 node dist/cli/index.js bench train --devices cuda:0,cuda:1 --strategies single,dp --scaling strong --bucket-mb 25 --shapes 128x128 --steps 30 2>&1 | tail -2 | sed "s/^/[buckets] /"
+      timeout 100 node dist/cli/index.js bench train --devices cuda:0,cuda:1 --strategies dp --scaling strong --zero 1 --shapes 128x128 --steps 30 2>&1 | tail -1 | sed "s/^/[zero, one bucket] /"
+      timeout 100 node dist/cli/index.js bench train --devices cuda:0,cuda:1 --strategies dp --scaling strong --zero 1 --bucket-mb 50 --shapes 128x128 --steps 30 2>&1 | tail -1 | sed "s/^/[zero, 50 MiB buckets] /" ;;
     one9a)
       # next9 on one H200 (no x2 lent): every GPU test (two-GPU cases skip), then GPT-2 decode with the norms
       # in the GEMV epilogues off / on and with one-kernel decode attention.
