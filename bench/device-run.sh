@@ -408,6 +408,18 @@ for p in "${parts[@]}"; do
       timeout 100 node dist/cli/index.js bench train --devices cuda:0,cuda:1 --strategies single,dp --scaling strong --bucket-mb 25 --shapes 128x128 --steps 30 2>&1 | tail -2 | sed "s/^/[buckets] /"
       timeout 100 node dist/cli/index.js bench train --devices cuda:0,cuda:1 --strategies dp --scaling strong --zero 1 --shapes 128x128 --steps 30 2>&1 | tail -1 | sed "s/^/[zero, one bucket] /"
       timeout 100 node dist/cli/index.js bench train --devices cuda:0,cuda:1 --strategies dp --scaling strong --zero 1 --bucket-mb 50 --shapes 128x128 --steps 30 2>&1 | tail -1 | sed "s/^/[zero, 50 MiB buckets] /" ;;
+    ten-nccl)
+      # DP strong scaling against NCCL's own settings (read at init; the environment of the workers): more
+      # channels (the exposed last bucket moves faster, the overlapped ones take more SMs), the Simple
+      # protocol, ring against tree, and bucket sizes, with one GPU at the start and the end of the call.
+      timeout 60 node dist/cli/index.js bench train --devices cuda:0,cuda:1 --strategies single --scaling strong --shapes 128x128 --steps 30 2>&1 | tail -1 | sed "s/^/[single] /"
+      for cfg in "" "NCCL_MIN_NCHANNELS=16" "NCCL_MIN_NCHANNELS=32" "NCCL_PROTO=Simple" "NCCL_ALGO=Ring" "NCCL_ALGO=Tree" "NCCL_MIN_NCHANNELS=32 NCCL_PROTO=Simple"; do
+        env $cfg timeout 60 node dist/cli/index.js bench train --devices cuda:0,cuda:1 --strategies dp --scaling strong --bucket-mb 25 --shapes 128x128 --steps 30 2>&1 | tail -1 | sed "s/^/[25 MiB ${cfg:-default}] /"
+      done
+      for mb in 10 50 100; do
+        timeout 60 node dist/cli/index.js bench train --devices cuda:0,cuda:1 --strategies dp --scaling strong --bucket-mb $mb --shapes 128x128 --steps 30 2>&1 | tail -1 | sed "s/^/[$mb MiB] /"
+      done
+      timeout 60 node dist/cli/index.js bench train --devices cuda:0,cuda:1 --strategies single --scaling strong --shapes 128x128 --steps 30 2>&1 | tail -1 | sed "s/^/[single again] /" ;;
     one9a)
       # next9 on one H200 (no x2 lent): every GPU test (two-GPU cases skip), then GPT-2 decode with the norms
       # in the GEMV epilogues off / on and with one-kernel decode attention.
