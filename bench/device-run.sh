@@ -420,6 +420,13 @@ for p in "${parts[@]}"; do
         timeout 60 node dist/cli/index.js bench train --devices cuda:0,cuda:1 --strategies dp --scaling strong --bucket-mb $mb --shapes 128x128 --steps 30 2>&1 | tail -1 | sed "s/^/[$mb MiB] /"
       done
       timeout 60 node dist/cli/index.js bench train --devices cuda:0,cuda:1 --strategies single --scaling strong --shapes 128x128 --steps 30 2>&1 | tail -1 | sed "s/^/[single again] /" ;;
+    ten-sk)
+      # The decode GEMMs of LLaMA-7B at batch 64 / 128 / 256 (issue 13's batch-64 floor: 1.07× in S10-8) with
+      # split-K forced to 1..4 slices against the dispatch's choice (a quarter wave of 128 x 256 tiles at
+      # most is cut: qkv's 48 tiles and gate+up's 86 never are), beside a copy of the same bytes.
+      for sk in auto 1 2 3 4; do
+        timeout 60 node dist/cli/index.js bench kernels --filter gemm-decode copy --split-k $sk 2>&1 | grep -E "^(gemm-decode|copy) " | sed "s/^/[split-k $sk] /"
+      done ;;
     one9a)
       # next9 on one H200 (no x2 lent): every GPU test (two-GPU cases skip), then GPT-2 decode with the norms
       # in the GEMV epilogues off / on and with one-kernel decode attention.
