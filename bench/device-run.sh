@@ -420,6 +420,32 @@ for p in "${parts[@]}"; do
         timeout 60 node dist/cli/index.js bench train --devices cuda:0,cuda:1 --strategies dp --scaling strong --bucket-mb $mb --shapes 128x128 --steps 30 2>&1 | tail -1 | sed "s/^/[$mb MiB] /"
       done
       timeout 60 node dist/cli/index.js bench train --devices cuda:0,cuda:1 --strategies single --scaling strong --shapes 128x128 --steps 30 2>&1 | tail -1 | sed "s/^/[single again] /" ;;
+    eleven-a)
+      # The sm90 GEMM's 64-row tile (decode batches of at most 64 rows; the dispatch now sends M <= 64 to it):
+      # its GPU tests, then the decode GEMMs at 64 rows and the batch-16 GEMVs on it against the 128-row tile
+      # and the register GEMV, the K slices chosen and forced; then LLaMA-2-7B decode at batch 1 / 16 / 64 and
+      # batch 16 with its products on the tile (PARALLM_GEMV_TILE=16).
+      timeout 120 vitest run test/gpu/kernels.gpu.test.ts -t "64-row|split-K|tensor-core" > "$out/gpu-tile.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-tile.log" | head -20
+      timeout 90 node dist/cli/index.js bench kernels --filter "gemm-decode 64x" "gemm-decode-t128 64x" "gemv-tile64 16x" "gemv-tile64-t128" "gemv 16x" 2>&1 | grep -E "^(gemm|gemv)" | sed "s/^/[auto] /"
+      for sk in 1 2 3 4 6 8; do
+        timeout 60 node dist/cli/index.js bench kernels --filter "gemm-decode 64x" "gemv-tile64 16x" --split-k $sk 2>&1 | grep -E "^(gemm|gemv)" | sed "s/^/[split-k $sk] /"
+      done
+      timeout 150 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16,64 2>&1 | tail -3 | sed "s/^/[7B] /"
+      PARALLM_GEMV_TILE=16 timeout 80 node dist/cli/index.js bench generate --model llama-2-7b --batch 16 2>&1 | tail -1 | sed "s/^/[7B, b16 on the tile] /" ;;
+    eleven-b)
+      # The 64-row tile with the dispatch's measured rule (S11-1), two H200s: every GPU test, the decode GEMMs
+      # at 16 and 64 rows as dispatched against the register GEMV and the 128-row tile, GPT-2 decode, and
+      # LLaMA-2-7B's decode curve at batch 64 (PP micro-batches of 32 and 16 rows now on the tile).
+      timeout 300 vitest run test/gpu > "$out/gpu-all.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-all.log" | head -30
+      timeout 90 node dist/cli/index.js bench kernels --filter "gemm-decode 64x" "gemm-decode-t128 64x" "gemv 16x" "gemv-reg 16x" 2>&1 | grep -E "^(gemm|gemv)"
+      timeout 60 node dist/cli/index.js bench generate --model gpt2 --batch 1,16 2>&1 | tail -2 | sed "s/^/[gpt2] /"
+      CURVE_BATCHES=64 CURVE_MICRO="2 4" REPEATS=1 bash "$0" curve ;;
+    eleven-c)
+      # The decode GPU tests (two rewritten for the dispatch's tile at 16 rows), then LLaMA-2-7B decode at batch
+      # 1 / 16 / 64 with the compiled-PyTorch peer in the same call (issue 13's floors).
+      timeout 120 vitest run test/gpu/decode.gpu.test.ts > "$out/gpu-decode.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-decode.log" | head -20
+      timeout 130 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16,64 --json "$out/gen-llama.json" 2>&1 | tail -3 | sed "s/^/[7B] /"
+      timeout 420 python3 bench/peers/torch_compile_decode.py llama 1,16,64 > "$out/peer-compile-7b.log" 2>&1; grep ANCHOR "$out/peer-compile-7b.log" | cut -c1-200 ;;
     ten-sk)
       # The decode GEMMs of LLaMA-7B at batch 64 / 128 / 256 (issue 13's batch-64 floor: 1.07× in S10-8) with
       # split-K forced to 1..4 slices against the dispatch's choice (a quarter wave of 128 x 256 tiles at

@@ -136,13 +136,16 @@ export interface NativeTestingHooks {
   matmulSplitK(n: number): void;
   /** The sm90 matmul stores C through the TMA (true, the default where it applies) or from registers. */
   matmulTmaStore(on: boolean): void;
+  /** The sm90 matmul's tile: -1 by M (the default: 64 rows up to M = 64, else 128), 64 or 128 forced. */
+  matmulTileRows(rows: -1 | 64 | 128): void;
   /**
    * The GEMV (M <= 16, B^T) kernel: -1 chosen (the default: the register kernel, its load form by N, the
    * norms apart), 0 the same, 1 pipelined (with rmsnormMatmul fused), 2 and 3 pipelined in alternative shapes
    * (for sweeps; 3 splits K over 16 warps, so its sums round differently), 4 the register kernel in its
    * single-plain-load form at every N (by default it takes that form below N = 6144 only; same bits either
    * way), 5 as -1 with rmsnormLinear(SwiGLU) and layernormLinear fused into the register kernel at M <= 4
-   * (PARALLM_GEMV_FUSE=1 does the same), 6 the register kernel on 16 W rows a block (same bits).
+   * (PARALLM_GEMV_FUSE=1 does the same), 6 the register kernel on 16 W rows a block (same bits), 7 no GEMV
+   * on compute capability 9.0: the sm90 GEMM's 64-row tile takes those products (its sums round differently).
    */
   matmulGemv(path: number): void;
   /** Key chunks of decode attention: -1 chosen per call (the default), n >= 1 asks for n (capped by the length). */
@@ -207,7 +210,7 @@ export const NATIVE_KEYS = [
 ] as const satisfies readonly (keyof NativeBinding)[];
 
 /** Every name of NativeTestingHooks, held to the addon's `testing` object the same way. */
-export const NATIVE_TESTING_KEYS = ['matmulSplitK', 'matmulTmaStore', 'matmulGemv', 'attentionDecodeSplits', 'attentionPrefillKernel', 'pdl', 'decodeLayerGrid'] as const satisfies readonly (keyof NativeTestingHooks)[];
+export const NATIVE_TESTING_KEYS = ['matmulSplitK', 'matmulTmaStore', 'matmulTileRows', 'matmulGemv', 'attentionDecodeSplits', 'attentionPrefillKernel', 'pdl', 'decodeLayerGrid'] as const satisfies readonly (keyof NativeTestingHooks)[];
 
 // A compile error names the keys of T missing from the list L.
 type ListsEvery<T, L extends readonly PropertyKey[]> = [Exclude<keyof T, L[number]>] extends [never] ? true : Exclude<keyof T, L[number]>;

@@ -5,7 +5,8 @@
 //         bandwidth-bound decode case. The pipelined kernel (matmul_gemv.cuh: cp.async ring, one block
 //         per SM) by default; the older register kernel (matmul_sm80.cuh) when the test hook asks.
 //   sm90  16-bit on compute capability exactly 9.0, leading dimensions % 8 == 0 and 16-byte aligned
-//         A and B (what the TMA needs): wgmma + TMA, warp-specialized, persistent (matmul_sm90.cuh).
+//         A and B (what the TMA needs): wgmma + TMA, warp-specialized, persistent (matmul_sm90.cuh);
+//         128-row tiles, or 64-row ones up to M = 64 (decode batches), K sliced where tiles are few.
 //   sm80  16-bit on other sm_80+ devices, or shapes the sm90 path refuses: mma.sync + ldmatrix, with
 //         16-byte cp.async when aligned, element loads otherwise (matmul_sm80.cuh).
 //   simt  f32 (plain f32 FMA: stays exact to ~1e-5, unlike tf32), K == 0, or anything else.
@@ -33,18 +34,22 @@ namespace parallm::cuda {
 
 // matmul_sm90_splits: -1 chooses the K slices per call (sm90_splits), n >= 1 asks for n.
 void matmul_sm90_splits(int n);
+// matmul_sm90_tile_rows: -1 chooses the sm90 tile by M (64 rows up to M = 64, else 128), 64 or 128 forces it.
+void matmul_sm90_tile_rows(int n);
 // matmul_gemv_path: -1 chooses (the register kernel, its load form by N: see launch_gemv_t), 0 the
 // same, 1 the pipelined one (with the fused rmsnorm_matmul kernels), 2 and 3 the pipelined one in the
 // alternative shapes of launch_gemv_pipe_any, 4 the register kernel's single-plain-load form at every N,
 // 5 as -1 with the register kernel's fused rmsnorm_matmul(_swiglu) and layernorm_matmul forms
 // (register_fusion), 6 the register kernel on 16 W rows a block (each block reads X once for twice the W:
-// a candidate at batch 16, where X is 16 rows; the same bits).
+// a candidate at batch 16, where X is 16 rows; the same bits), 7 no GEMV on compute capability 9.0: the
+// sm90 GEMM's 64-row tile takes those products (another candidate at batch 16).
 void matmul_gemv_path(int n);
 
 namespace {
 
 std::atomic<int> g_splits{-1};  // test hook: -1 = chosen per call, n = n K slices when possible
 std::atomic<int> g_tma_store{1};  // test hook: 0 = the sm90 epilogue stores C from registers
+std::atomic<int> g_tile_rows{-1};  // test / benchmark hook: see matmul_sm90_tile_rows
 std::atomic<int> g_gemv_path{-1};  // test / benchmark hook: see matmul_gemv_path
 bool pipelined_gemv() { const int p = g_gemv_path.load(std::memory_order_relaxed); return p >= 1 && p <= 3; }
 // The register GEMV's W loads with the L2::256B prefetch hint unless PARALLM_GEMV_L2HINT=0 (ld_w16).
@@ -88,6 +93,23 @@ int gemv_prefetch(int64_t w_bytes) {
   if (mib <= 0 || w_bytes <= 0) return 0;
   if (w_bytes <= int64_t(mib * (1 << 20))) return 16;
   return std::max(1, int(16.0 * mib * (1 << 20) / double(w_bytes)));
+}
+// Whether a GEMV-sized product (M <= 16, B^T) goes to the sm90 64-row tile on compute capability 9.0
+// instead of the register GEMV. Measured on an H200 (S11-1, graph replays): at M = 16 the tile streams
+// LLaMA-7B's larger weights faster (16x22016x4096 0.049 ms against 0.053, 16x4096x11008 0.027 against
+// 0.033, 16x12288x4096 0.030 against 0.031) but not 16x4096x4096 (0.013 against 0.012), and 7B decode at
+// batch 16 gained 5.5% with every product on it; fewer rows than 16 and K below 4096 (GPT-2's head) were
+// not measured and stay on the GEMV. PARALLM_GEMV_TILE=<rows> moves the row threshold (17: never);
+// matmulGemv(7) sends every product.
+bool gemv_on_tile(int64_t M, int64_t N, int64_t K) {
+  static const int64_t min_rows = [] {
+    const char* e = std::getenv("PARALLM_GEMV_TILE");
+    if (!e) return int64_t(16);
+    char* end = nullptr;
+    const long r = std::strtol(e, &end, 10);
+    return end != e && *end == 0 && r >= 1 && r <= 17 ? int64_t(r) : int64_t(16);
+  }();
+  return M >= min_rows && K >= 4096 && N * K >= (int64_t(1) << 25);
 }
 std::atomic<int> g_pdl{-1};  // PARALLM_PDL / the hook: -1 not read yet, else the level (launch.cuh)
 
@@ -196,6 +218,8 @@ void launch_sm80_t(const Args& a) {
   PARALLM_LAUNCH_CHECK(PARALLM_MM_WHERE(a, "sm80"));
 }
 
+int clamp_splits(int s, int nk, int64_t M, int64_t N);
+
 // How many K slices the sm90 path cuts a GEMM into. A decode-sized GEMM (M up to a few hundred) has
 // too few 128 x 256 tiles to stream the weights from every SM (LLaMA-7B at M = 128: 16 tiles for
 // N = 4096 on 132 SMs); slicing K gives each SM a share of the weight bytes. Measured on an H100
@@ -209,19 +233,51 @@ int sm90_splits(int tiles, int nk, int64_t M, int64_t N) {
   const int sms = device_sms();
   int s = forced >= 1 ? forced : (tiles * 4 > sms ? 1 : sms / tiles);
   if (forced < 1) s = std::min(s, nk / 4);
+  return clamp_splits(s, nk, M, N);
+}
+
+// At most nk slices (none empty), 32, and 64 MiB of f32 partials.
+int clamp_splits(int s, int nk, int64_t M, int64_t N) {
   s = std::min({s, nk, 32});
   while (s > 1 && int64_t(s) * M * N * 4 > (int64_t(64) << 20)) --s;
   return std::max(s, 1);
 }
 
-template <typename T, bool TA, bool TB>
+// K slices for the 64-row tile (decode batches of at most 64 rows), whose tiles are the weight's
+// 256-column strips alone (LLaMA-7B: 16, 43, 48 or 86). Measured on an H200 (bench/RESULTS.md S11-1,
+// M = 16 and 64, 1-8 slices forced): an SM streams fast enough that 48 unsplit tiles beat 96 half-tiles
+// at M = 64 (64x12288x4096 0.031 ms against 0.035: the f32 partials and their reduce cost more than the
+// idle SMs), and at 16 and 64 rows a quarter wave of tiles or less does best in 3-4 slices (64x4096x11008
+// 0.030 in 4, 0.032 in 8); at M = 16 the partials are a quarter as large, and up to half a wave of tiles
+// gains from 2 slices (16x12288x4096 0.030 against 0.032).
+int sm90_splits64(int tiles, int nk, int64_t M, int64_t N) {
+  const int forced = g_splits.load(std::memory_order_relaxed);
+  if (forced >= 1) return clamp_splits(forced, nk, M, N);
+  const int sms = device_sms();
+  int s = 1;
+  if (tiles * 4 <= sms) s = std::min(4, sms / tiles);
+  else if (M <= 16 && tiles * 2 <= sms) s = 2;
+  return clamp_splits(std::min(s, std::max(1, nk / 4)), nk, M, N);
+}
+
+// Which sm90 tile serves M rows: 64 rows up to M = 64 (the tile_rows hook can force either).
+int sm90_consumers(int64_t M) {
+  const int forced = g_tile_rows.load(std::memory_order_relaxed);
+  if (forced == 128) return 2;
+  if (forced == 64) return 1;
+  return M <= 64 ? 1 : 2;
+}
+
+template <typename T, bool TA, bool TB, int CW>
 void launch_sm90_t(const Args& a, const CUtensorMap& mA, const CUtensorMap& mB) {
-  constexpr auto kern = mm::s90_kernel<T, TA, TB>;
-  set_smem_once<kern>(mm::S90_SMEM, "sm90");
-  int tm = (a.M + mm::S90_BM - 1) / mm::S90_BM, tn = (a.N + mm::S90_BN - 1) / mm::S90_BN;
+  using Sh = mm::S90Shape<CW>;
+  constexpr auto kern = mm::s90_kernel<T, TA, TB, CW>;
+  set_smem_once<kern>(Sh::SMEM, CW == 2 ? "sm90" : "sm90 (64-row tile)");
+  int tm = (a.M + Sh::BM - 1) / Sh::BM, tn = (a.N + mm::S90_BN - 1) / mm::S90_BN;
   const int tiles = tm * tn;
   const int nk = (a.K + mm::S90_BK - 1) / mm::S90_BK;
-  const int splits = sm90_splits(tiles, nk, a.M, a.N);
+  const int splits = CW == 2 ? sm90_splits(tiles, nk, a.M, a.N) : sm90_splits64(tiles, nk, a.M, a.N);
+  const char* what = CW == 2 ? "sm90" : "sm90 (64-row tile)";
   // C through the TMA when the kernel writes C itself (no split-K reduce), nothing is read back
   // (beta == 0) and C's rows are whole 16-byte units; its map is encoded only then.
   CUtensorMap mC{};
@@ -234,17 +290,17 @@ void launch_sm90_t(const Args& a, const CUtensorMap& mA, const CUtensorMap& mB) 
   if (splits > 1)
     // Stream-ordered, so a captured graph owns its workspace (as attention_decode's does).
     PARALLM_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&ws), ws_bytes, a.stream),
-                       PARALLM_MM_WHERE(a, "sm90 split-K workspace"), ": ", ws_bytes, " bytes for ", splits, " slices");
-  kern<<<unsigned(grid), 384, mm::S90_SMEM, a.stream>>>(mA, mB, mC, store_tma,
-                                                        static_cast<const T*>(a.bias), static_cast<T*>(a.C), a.M,
-                                                        a.N, a.K, a.alpha, a.beta, tm, tn, a.pair_ok, splits, ws);
-  PARALLM_LAUNCH_CHECK(PARALLM_MM_WHERE(a, "sm90"));
+                       PARALLM_MM_WHERE(a, what), ": split-K workspace of ", ws_bytes, " bytes for ", splits, " slices");
+  kern<<<unsigned(grid), Sh::THREADS, Sh::SMEM, a.stream>>>(mA, mB, mC, store_tma,
+                                                           static_cast<const T*>(a.bias), static_cast<T*>(a.C), a.M,
+                                                           a.N, a.K, a.alpha, a.beta, tm, tn, a.pair_ok, splits, ws);
+  PARALLM_LAUNCH_CHECK(PARALLM_MM_WHERE(a, what));
   if (splits > 1) {
     const int64_t pairs = int64_t(a.M) * ((a.N + 1) / 2);
     mm::splitk_reduce<T><<<unsigned((pairs + 255) / 256), 256, 0, a.stream>>>(
         ws, splits, static_cast<const T*>(a.bias), static_cast<T*>(a.C), a.M, a.N, a.alpha, a.beta, a.pair_ok);
-    PARALLM_LAUNCH_CHECK(PARALLM_MM_WHERE(a, "sm90 split-K reduce"));
-    PARALLM_CUDA_CHECK(cudaFreeAsync(ws, a.stream), PARALLM_MM_WHERE(a, "sm90 split-K workspace free"));
+    PARALLM_LAUNCH_CHECK(PARALLM_MM_WHERE(a, what), " split-K reduce");
+    PARALLM_CUDA_CHECK(cudaFreeAsync(ws, a.stream), PARALLM_MM_WHERE(a, what), ": split-K workspace free");
   }
 }
 
@@ -286,14 +342,14 @@ void launch_register_gemv(const Args& a, int64_t w_rows, const void* nw = nullpt
 }
 
 // Whether the dispatch's register GEMV takes a bf16 product of M rows of an aligned X (a scratch block)
-// and W [., K] with an activation in its epilogue (EPI_SWIGLU / EPI_GELU, no norm): the conditions of
+// and W [N, K] with an activation in its epilogue (EPI_SWIGLU / EPI_GELU, no norm): the conditions of
 // run16's GEMV, the default kernel choice (or the register kernel forced). One launch instead of the
 // product and then silu_gate or gelu over it, with the same bits (the activation reads the rounded
 // product, as those kernels read the stored one).
-bool epilogue_gemv_ok(DType dt, int64_t M, int64_t K, const void* W) {
+bool epilogue_gemv_ok(DType dt, int64_t M, int64_t N, int64_t K, const void* W) {
   const int path = g_gemv_path.load(std::memory_order_relaxed);
   return dt == DType::BF16 && M <= 16 && K % 8 == 0 && aligned16(W) && device_cc() >= 80 &&
-         (path == -1 || path == 0 || path == 5);
+         (path == -1 || path == 0 || path == 5) && !(path == -1 && device_cc() == 90 && gemv_on_tile(M, N, K));
 }
 
 // The pipelined GEMV: one block per SM at most (its ring fills most of an SM's shared memory), the
@@ -366,13 +422,30 @@ void launch_sm80(const Args& a) {
   }
 }
 
-template <typename T>
-void launch_sm90(const Args& a, const CUtensorMap& mA, const CUtensorMap& mB) {
+template <typename T, int CW>
+void launch_sm90_cw(const Args& a, const CUtensorMap& mA, const CUtensorMap& mB) {
   if (a.transA) {
-    if (a.transB) launch_sm90_t<T, true, true>(a, mA, mB); else launch_sm90_t<T, true, false>(a, mA, mB);
+    if (a.transB) launch_sm90_t<T, true, true, CW>(a, mA, mB); else launch_sm90_t<T, true, false, CW>(a, mA, mB);
   } else {
-    if (a.transB) launch_sm90_t<T, false, true>(a, mA, mB); else launch_sm90_t<T, false, false>(a, mA, mB);
+    if (a.transB) launch_sm90_t<T, false, true, CW>(a, mA, mB); else launch_sm90_t<T, false, false, CW>(a, mA, mB);
   }
+}
+
+// The sm90 path, its tile by M (sm90_consumers); false when a TMA map cannot be made (the sm80 path then).
+template <typename T>
+bool try_sm90(const Args& a) {
+  const int cw = sm90_consumers(a.M);
+  const int bm = 64 * cw;
+  CUtensorMap mA, mB;
+  // A: K-major [M][K] in boxes of bm rows x 64 k, or M-major [K][M] in 64 x 64 boxes (cw per tile).
+  // B: K-major [N][K] in boxes of 256 rows x 64 k, or N-major [K][N] in 64 x 64 boxes (four per tile).
+  bool ok = a.transA ? make_tensor_map(&mA, a.dt, a.A, a.M, a.K, 64, 64)
+                     : make_tensor_map(&mA, a.dt, a.A, a.K, a.M, 64, uint32_t(bm));
+  ok = ok && (a.transB ? make_tensor_map(&mB, a.dt, a.B, a.K, a.N, 64, mm::S90_BN)
+                       : make_tensor_map(&mB, a.dt, a.B, a.N, a.K, 64, 64));
+  if (!ok) return false;
+  if (cw == 1) launch_sm90_cw<T, 1>(a, mA, mB); else launch_sm90_cw<T, 2>(a, mA, mB);
+  return true;
 }
 
 template <typename T>
@@ -383,17 +456,11 @@ void run16(const Args& a) {
   const bool tiles16 = lda % 8 == 0 && ldb % 8 == 0 && aligned16(a.A) && aligned16(a.B);
 
   const bool gemv_ok = a.M <= 16 && a.transB && !a.transA && a.K % 8 == 0 && aligned16(a.A) && aligned16(a.B);
-  if (gemv_ok) return launch_gemv_t<T>(a);
-  if (cc == 90 && tiles16) {
-    CUtensorMap mA, mB;
-    // A: K-major [M][K] in boxes of 128 rows x 64 k, or M-major [K][M] in 64 x 64 boxes (two per tile).
-    // B: K-major [N][K] in boxes of 256 rows x 64 k, or N-major [K][N] in 64 x 64 boxes (four per tile).
-    bool ok = a.transA ? make_tensor_map(&mA, a.dt, a.A, a.M, a.K, 64, 64)
-                       : make_tensor_map(&mA, a.dt, a.A, a.K, a.M, 64, mm::S90_BM);
-    ok = ok && (a.transB ? make_tensor_map(&mB, a.dt, a.B, a.K, a.N, 64, mm::S90_BN)
-                         : make_tensor_map(&mB, a.dt, a.B, a.N, a.K, 64, 64));
-    if (ok) return launch_sm90<T>(a, mA, mB);
-  }
+  // matmul_gemv_path 7 or PARALLM_GEMV_TILE: those products on the sm90 64-row tile instead.
+  const int path = g_gemv_path.load(std::memory_order_relaxed);
+  const bool on_tile = (path == 7 || (path == -1 && gemv_on_tile(a.M, a.N, a.K))) && cc == 90 && tiles16;
+  if (gemv_ok && !on_tile) return launch_gemv_t<T>(a);
+  if (cc == 90 && tiles16 && try_sm90<T>(a)) return;
   if (tiles16) launch_sm80<T, true>(a); else launch_sm80<T, false>(a);
 }
 
@@ -416,7 +483,7 @@ void with_scratch(cudaStream_t stream, size_t bytes, Fn&& fn, const What&... wha
 // else matmul then gelu; the same bits.
 void linear_gelu(cudaStream_t stream, DType dt, const void* X, const void* B, const void* bias, void* C, int64_t M,
                  int64_t N, int64_t K, bool gelu_after) {
-  if (gelu_after && epilogue_gemv_ok(dt, M, K, B) && aligned16(X)) {
+  if (gelu_after && epilogue_gemv_ok(dt, M, N, K, B) && aligned16(X)) {
     Args a{stream, dt, X, B, bias, C, int(M), int(N), int(K), false, true, 1.f, 0.f, 0};
     a.pair_ok = (N % 2 == 0) && (reinterpret_cast<uintptr_t>(C) % 4 == 0);
     return launch_register_gemv<__nv_bfloat16, 1, mm::NORM_NONE, mm::EPI_GELU>(a, N);
@@ -469,7 +536,7 @@ void rmsnorm_matmul_swiglu(cudaStream_t stream, DType dt, const void* X, const v
     fail("rmsnorm_matmul_swiglu: sizes M=", M, " F=", F, " K=", K, " exceed the 2^31-1 limit of the CUDA kernels");
   if (M == 0 || F == 0) return;
   if (!X || !Wgu || !C) fail("rmsnorm_matmul_swiglu: null pointer (M=", M, " F=", F, " K=", K, ")");
-  const bool epi = epilogue_gemv_ok(dt, M, K, Wgu);
+  const bool epi = epilogue_gemv_ok(dt, M, 2 * F, K, Wgu);
   if (!norm_w) {  // X is normalized already: the GEMV with SwiGLU in its epilogue where it applies
     if (epi && aligned16(X)) return launch_gemv_swiglu(stream, dt, X, Wgu, C, M, F, K);
   } else {
@@ -536,7 +603,7 @@ void matmul_residual_norm(cudaStream_t stream, DType dt, const void* A, const vo
   if (!A || !B || !R || !norm_w || !H) fail("matmul_residual_norm: null pointer (M=", M, " N=", N, " K=", K, ")");
   // One launch where the dispatch's register GEMV takes the product (its post-norm epilogue: the last block
   // normalizes the rows); else the matmul (beta = 1), then the norm: the same bits either way.
-  const bool fused = counter && epilogue_gemv_ok(dt, M, K, B) && aligned16(A) && aligned16(R) && aligned16(H) &&
+  const bool fused = counter && epilogue_gemv_ok(dt, M, N, K, B) && aligned16(A) && aligned16(R) && aligned16(H) &&
                      aligned16(norm_w) && (!norm_b || aligned16(norm_b)) && N % 8 == 0 &&
                      mm::gemvp_norm_threads(N) <= mm::GEMV_WARPS * 32;
   if (fused) {
@@ -554,6 +621,7 @@ void matmul_residual_norm(cudaStream_t stream, DType dt, const void* A, const vo
 }
 
 void matmul_sm90_splits(int n) { g_splits.store(n, std::memory_order_relaxed); }
+void matmul_sm90_tile_rows(int n) { g_tile_rows.store(n, std::memory_order_relaxed); }
 void matmul_sm90_tma_store(int on) { g_tma_store.store(on, std::memory_order_relaxed); }
 void matmul_gemv_path(int n) { g_gemv_path.store(n, std::memory_order_relaxed); }
 

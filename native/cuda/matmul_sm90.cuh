@@ -1,5 +1,8 @@
-// Hopper (sm_90a) matmul: TMA loads into a 4-stage shared-memory ring, one producer warpgroup and two
-// consumer warpgroups issuing wgmma m64n256k16 (block tile 128 x 256 x 64). Both operands use the
+// Hopper (sm_90a) matmul: TMA loads into a shared-memory ring, one producer warpgroup and CW consumer
+// warpgroups issuing wgmma m64n256k16 (block tile 64·CW x 256 x 64). CW = 2 (128-row tiles, 4 stages)
+// serves every GEMM of more than 64 rows; CW = 1 (64-row tiles, 5 stages) serves decode batches of at
+// most 64 rows, where half of a 128-row tile would be padding: its one consumer issues half the wgmmas a
+// stage, so an SM streams the weights up to twice as fast before the tensor core binds. Both operands use the
 // 128-byte swizzle the TMA writes, K-major or M/N-major as they lie in global memory; wgmma's
 // transpose bits take either, so no transposition pass is needed. Tile edges and the K tail come
 // from the TMA's zero fill. The host launches one block per SM and the blocks stride over the tiles, so
@@ -14,14 +17,22 @@
 
 namespace parallm::cuda::mm {
 
-constexpr int S90_BM = 128, S90_BN = 256, S90_BK = 64, S90_STAGES = 4;
-constexpr int S90_A_BYTES = S90_BM * S90_BK * 2, S90_B_BYTES = S90_BN * S90_BK * 2;
-constexpr int S90_STAGE_BYTES = S90_A_BYTES + S90_B_BYTES;
+constexpr int S90_BN = 256, S90_BK = 64;
+constexpr int S90_B_BYTES = S90_BN * S90_BK * 2;
 constexpr int S90_BOX = 8192;  // one 64 x 64 box of 16-bit elements with 128-byte rows
 // The epilogue's staging: per consumer warpgroup, half its 64 x 256 output (two 64 x 64 boxes).
 constexpr int S90_EPI_BYTES = 2 * S90_BOX;
-// Ring + epilogue staging + room to align both to 1024 bytes (the swizzle atom) + the mbarriers.
-constexpr size_t S90_SMEM = size_t(S90_STAGES) * S90_STAGE_BYTES + 2 * S90_EPI_BYTES + 1024 + 2 * S90_STAGES * 8;
+
+// The block's shape for CW consumer warpgroups. The 64-row tile's stage is 40 KB, so its ring holds a
+// fifth stage in the 227 KB an SM gives a block.
+template <int CW>
+struct S90Shape {
+  static_assert(CW == 1 || CW == 2, "one or two consumer warpgroups");
+  static constexpr int BM = 64 * CW, STAGES = CW == 2 ? 4 : 5, THREADS = 128 * (CW + 1);
+  static constexpr int A_BYTES = BM * S90_BK * 2, STAGE_BYTES = A_BYTES + S90_B_BYTES;
+  // Ring + epilogue staging + room to align both to 1024 bytes (the swizzle atom) + the mbarriers.
+  static constexpr size_t SMEM = size_t(STAGES) * STAGE_BYTES + CW * S90_EPI_BYTES + 1024 + 2 * STAGES * 8;
+};
 
 #ifdef PARALLM_SM90A
 using sm90::bulk_commit;
@@ -38,20 +49,22 @@ using sm90::tma_store_2d;
 using sm90::wg_sync;
 #endif
 
-template <typename T, bool TA, bool TB>
-__global__ void __launch_bounds__(384, 1)
+template <typename T, bool TA, bool TB, int CW>
+__global__ void __launch_bounds__(S90Shape<CW>::THREADS, 1)
     s90_kernel(const __grid_constant__ CUtensorMap tmA, const __grid_constant__ CUtensorMap tmB,
                const __grid_constant__ CUtensorMap tmC, int store_tma, const T* __restrict__ bias,
                T* __restrict__ C, int M, int N, int K, float alpha, float beta, int tiles_m, int tiles_n,
                int pair_ok, int splits, float* __restrict__ ws) {
 #ifdef PARALLM_SM90A
+  using Sh = S90Shape<CW>;
+  constexpr int STAGES = Sh::STAGES, STAGE_BYTES = Sh::STAGE_BYTES, A_BYTES = Sh::A_BYTES, BM = Sh::BM;
   extern __shared__ uint8_t s90_raw[];
   // Align in the shared address space (the swizzle pattern follows shared addresses).
   const uint32_t raw_s = s90_smem(s90_raw);
   uint8_t* ring = s90_raw + ((1024 - (raw_s & 1023)) & 1023);
-  uint8_t* epi = ring + S90_STAGES * S90_STAGE_BYTES;  // 1024-aligned, as the ring's size is
-  uint64_t* full = reinterpret_cast<uint64_t*>(epi + 2 * S90_EPI_BYTES);
-  uint64_t* empty = full + S90_STAGES;
+  uint8_t* epi = ring + STAGES * STAGE_BYTES;  // 1024-aligned, as the ring's size is
+  uint64_t* full = reinterpret_cast<uint64_t*>(epi + CW * S90_EPI_BYTES);
+  uint64_t* empty = full + STAGES;
   const uint32_t ring_s = s90_smem(ring);
 
   const int nk = (K + S90_BK - 1) / S90_BK;
@@ -62,9 +75,9 @@ __global__ void __launch_bounds__(384, 1)
   const int units = tiles * splits;
 
   if (threadIdx.x == 0) {
-    for (int s = 0; s < S90_STAGES; ++s) {
-      mbar_init(s90_smem(&full[s]), 1);   // the producer's expect_tx arrival (+ the TMA bytes)
-      mbar_init(s90_smem(&empty[s]), 8);  // lane 0 of each of the 8 consumer warps
+    for (int s = 0; s < STAGES; ++s) {
+      mbar_init(s90_smem(&full[s]), 1);        // the producer's expect_tx arrival (+ the TMA bytes)
+      mbar_init(s90_smem(&empty[s]), 4 * CW);  // lane 0 of each consumer warp
     }
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
     asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
@@ -74,27 +87,28 @@ __global__ void __launch_bounds__(384, 1)
   // Blocks stride over the tiles (grid = tile count: one tile each; grid = SM count: persistent, and
   // the producer then fills the ring for the next tile while the consumers store the last one).
   if (wg == 0) {
-    // Producer: one thread issues every TMA; the warpgroup gives its registers to the consumers.
-    asm volatile("setmaxnreg.dec.sync.aligned.u32 40;");
+    // Producer: one thread issues every TMA; the warpgroup gives its registers to the consumers (two
+    // consumers need them; one has a whole SM's registers already).
+    if (CW == 2) asm volatile("setmaxnreg.dec.sync.aligned.u32 40;");
     if (threadIdx.x == 0) {
       int s = 0;
       uint32_t ph = 0;
       for (int u = blockIdx.x; u < units; u += gridDim.x) {
         int tm, tn;
         tile_coords<16>(u / splits, tiles_m, tiles_n, tm, tn);
-        const int m0 = tm * S90_BM, n0 = tn * S90_BN;
+        const int m0 = tm * BM, n0 = tn * S90_BN;
         const int sp = u % splits, kb = int(int64_t(sp) * nk / splits), ke = int(int64_t(sp + 1) * nk / splits);
         for (int kt = kb; kt < ke; ++kt) {
           mbar_wait(s90_smem(&empty[s]), ph ^ 1);  // first lap passes at once (fresh barrier)
           const uint32_t fb = s90_smem(&full[s]);
-          mbar_expect_tx(fb, S90_STAGE_BYTES);      // a box counts in full even where it is zero-filled
-          const uint32_t sa = ring_s + s * S90_STAGE_BYTES, sb = sa + S90_A_BYTES;
+          mbar_expect_tx(fb, STAGE_BYTES);          // a box counts in full even where it is zero-filled
+          const uint32_t sa = ring_s + s * STAGE_BYTES, sb = sa + A_BYTES;
           const int k0 = kt * S90_BK;
           if (!TA) {
             tma_load_2d(sa, &tmA, fb, k0, m0);
           } else {
-            tma_load_2d(sa, &tmA, fb, m0, k0);
-            tma_load_2d(sa + S90_BOX, &tmA, fb, m0 + 64, k0);
+#pragma unroll
+            for (int j = 0; j < CW; ++j) tma_load_2d(sa + j * S90_BOX, &tmA, fb, m0 + 64 * j, k0);
           }
           if (TB) {
             tma_load_2d(sb, &tmB, fb, k0, n0);
@@ -102,12 +116,12 @@ __global__ void __launch_bounds__(384, 1)
 #pragma unroll
             for (int j = 0; j < 4; ++j) tma_load_2d(sb + j * S90_BOX, &tmB, fb, n0 + 64 * j, k0);
           }
-          if (++s == S90_STAGES) { s = 0; ph ^= 1; }
+          if (++s == STAGES) { s = 0; ph ^= 1; }
         }
       }
     }
   } else {
-    asm volatile("setmaxnreg.inc.sync.aligned.u32 232;");
+    if (CW == 2) asm volatile("setmaxnreg.inc.sync.aligned.u32 232;");
     const int cw = wg - 1;  // consumer cw owns rows [64 cw, 64 cw + 64) of the block tile
     const int lane = threadIdx.x % 32;
     int s = 0;
@@ -116,15 +130,15 @@ __global__ void __launch_bounds__(384, 1)
     for (int u = blockIdx.x; u < units; u += gridDim.x) {
       int tm, tn;
       tile_coords<16>(u / splits, tiles_m, tiles_n, tm, tn);
-      const int m0 = tm * S90_BM, n0 = tn * S90_BN;
+      const int m0 = tm * BM, n0 = tn * S90_BN;
       const int sp = u % splits, kb = int(int64_t(sp) * nk / splits), ke = int(int64_t(sp + 1) * nk / splits);
 #pragma unroll
       for (int i = 0; i < 128; ++i) acc[i] = 0.f;
       int prev = 0;
       for (int kt = kb; kt < ke; ++kt) {
         mbar_wait(s90_smem(&full[s]), ph);
-        const uint32_t sa = ring_s + s * S90_STAGE_BYTES + cw * S90_BOX;
-        const uint32_t sb = ring_s + s * S90_STAGE_BYTES + S90_A_BYTES;
+        const uint32_t sa = ring_s + s * STAGE_BYTES + cw * S90_BOX;
+        const uint32_t sb = ring_s + s * STAGE_BYTES + A_BYTES;
 #pragma unroll
         for (int i = 0; i < 128; ++i) asm volatile("" : "+f"(acc[i])::"memory");  // order vs the fence
         asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
@@ -142,7 +156,7 @@ __global__ void __launch_bounds__(384, 1)
         asm volatile("wgmma.wait_group.sync.aligned 1;" ::: "memory");
         if (kt > kb && lane == 0) mbar_arrive(s90_smem(&empty[prev]));
         prev = s;
-        if (++s == S90_STAGES) { s = 0; ph ^= 1; }
+        if (++s == STAGES) { s = 0; ph ^= 1; }
       }
       asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
       // The wgmma writes land asynchronously: pin every accumulator after the wait so the compiler

@@ -34,6 +34,7 @@
 namespace parallm::cuda {
 void matmul_sm90_splits(int n);      // benchmark hook (native/cuda/matmul.cu)
 void matmul_sm90_tma_store(int on);  // test hook (native/cuda/matmul.cu)
+void matmul_sm90_tile_rows(int n);   // test / benchmark hook (native/cuda/matmul.cu)
 void matmul_gemv_path(int n);       // test and benchmark hook (native/cuda/matmul.cu)
 void set_pdl(int level);            // benchmark hook (native/cuda/launch.cuh)
 void attention_decode_splits(int n);  // test and benchmark hook (native/cuda/attention.cu)
@@ -780,6 +781,19 @@ Napi::Value MatmulTmaStore(const Napi::CallbackInfo& info) {
   });
 }
 
+// The sm90 matmul's tile: -1 by M (64 rows up to M = 64, else 128), 64 or 128 forced; for tests of both
+// tiles at every M and benchmarks side by side. No-op without CUDA.
+Napi::Value MatmulTileRows(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    int n = Args(info, "matmulTileRows").i32(0, "rows");
+    if (n != -1 && n != 64 && n != 128) fail("matmulTileRows: expected -1 (automatic), 64 or 128, got ", n);
+#ifdef PARALLM_WITH_CUDA
+    cuda::matmul_sm90_tile_rows(n);
+#endif
+    return info.Env().Undefined();
+  });
+}
+
 // Which GEMV kernel M <= 16 takes: -1 chosen (the register kernel, its load form by N), 0 the same, 1 the
 // pipelined one, 2 and 3 the pipelined one in alternative shapes, 4 the register kernel's single-plain-load
 // form, 5 as -1 with the norms (and SwiGLU, GELU) fused into the register kernel, 6 the register kernel on
@@ -788,10 +802,10 @@ Napi::Value MatmulTmaStore(const Napi::CallbackInfo& info) {
 Napi::Value MatmulGemv(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     int n = Args(info, "matmulGemv").i32(0, "path");
-    if (n < -1 || n > 6)
+    if (n < -1 || n > 7)
       fail("matmulGemv: expected -1 (automatic), 0 (register kernel), 1 (pipelined), 2, 3 (its other shapes), 4 "
-           "(the register kernel with one plain load), 5 (automatic, norms fused into the register kernel) or 6 "
-           "(the register kernel on 16 rows a block), got ", n);
+           "(the register kernel with one plain load), 5 (automatic, norms fused into the register kernel), 6 "
+           "(the register kernel on 16 rows a block) or 7 (the sm90 GEMM's 64-row tile), got ", n);
 #ifdef PARALLM_WITH_CUDA
     cuda::matmul_gemv_path(n);
 #endif
@@ -902,6 +916,7 @@ Napi::Object testing_hooks(Napi::Env env) {
   Napi::Object t = Napi::Object::New(env);
   export_fn(env, t, "matmulSplitK", MatmulSplitK);
   export_fn(env, t, "matmulTmaStore", MatmulTmaStore);
+  export_fn(env, t, "matmulTileRows", MatmulTileRows);
   export_fn(env, t, "matmulGemv", MatmulGemv);
   export_fn(env, t, "attentionDecodeSplits", AttentionDecodeSplits);
   export_fn(env, t, "attentionPrefillKernel", AttentionPrefillKernel);

@@ -63,28 +63,40 @@ function pdlLevelFromEnv(): 0 | 1 | 2 {
 
 /** The name suffix of a GEMV case forcing matmulGemv(path): 0 the register kernel, 1 the pipelined one, 2
  * and 3 its other shapes, 4 the register kernel's single-plain-load form at every N, 6 it on 16 rows a block. */
-const GEMV_VARIANT = { 0: '-reg', 1: '-pipe', 2: '-b', 3: '-c', 4: '-reg1', 6: '-reg16' } as const;
+const GEMV_VARIANT = { 0: '-reg', 1: '-pipe', 2: '-b', 3: '-c', 4: '-reg1', 6: '-reg16', 7: '-tile64' } as const;
+
+interface GemmCaseOptions {
+  /** a decode-batch GEMM (judged by its weight bytes too, graph-timed) */
+  decode?: boolean;
+  /** M <= 16, B^T: the GEMV kernel forced while the case runs (native.testing.matmulGemv; GEMV_VARIANT names each) */
+  gemvPath?: keyof typeof GEMV_VARIANT;
+  /** false: programmatic dependent launch off while the case runs */
+  pdl?: boolean;
+  /** the sm90 tile forced while the case runs (native.testing.matmulTileRows) */
+  tileRows?: 64 | 128;
+}
 
 /** Inputs below this rotate among 3 copies in the graphed cases (about 4 times an H200's L2). */
 const L2_SAFE_BYTES = 192 << 20;
 
 /**
- * `pdl` false: the case runs with programmatic dependent launch off (native.testing.pdl(0)), so the table
- * shows what PDL gains between back-to-back GEMVs.
- * `gemvPath` (M <= 16, B^T): which GEMV kernel the case forces while it runs (native.testing.matmulGemv;
- * GEMV_VARIANT names each); by default the one the dispatch chooses (the register kernel, its load form by N).
+ * A matmul case. `pdl` false: the case runs with programmatic dependent launch off (native.testing.pdl(0)),
+ * so the table shows what PDL gains between back-to-back GEMVs. `gemvPath` (M <= 16, B^T): which GEMV kernel
+ * the case forces (by default the one the dispatch chooses: the register kernel, its load form by N).
+ * `tileRows`: the sm90 GEMM's 64- or 128-row tile forced (by default 64 rows up to M = 64).
  */
-function gemmCase(dev: string, dt: DType, M: number, N: number, K: number, transB: boolean, decode = false, gemvPath?: keyof typeof GEMV_VARIANT, pdl = true): Case {
+function gemmCase(dev: string, dt: DType, M: number, N: number, K: number, transB: boolean, opts: GemmCaseOptions = {}): Case {
+  const { decode = false, gemvPath, pdl = true, tileRows } = opts;
   const gemv = M <= 16;
-  const variant = (gemvPath === undefined ? '' : GEMV_VARIANT[gemvPath]) + (pdl ? '' : '-nopdl');
+  const variant = (gemvPath === undefined ? '' : GEMV_VARIANT[gemvPath]) + (pdl ? '' : '-nopdl') + (tileRows ? `-t${tileRows}` : '');
   return {
-    name: gemv ? `gemv${variant}` : decode ? 'gemm-decode' : 'gemm',
+    name: gemv ? `gemv${variant}` : decode ? `gemm-decode${variant}` : 'gemm',
     shape: `${M}x${N}x${K}${transB ? ' (B^T)' : ''}`,
     flops: 2 * M * N * K,
     // GEMV is judged by the weight bytes it must stream; GEMM by arithmetic; a decode-batch GEMM by
     // both (it sits near the ridge: the weights' bytes and M rows of arithmetic take similar time).
     bytes: gemv || decode ? N * K * (dt === 'f32' ? 4 : 2) : undefined,
-    copyBytes: gemv && transB ? N * K * (dt === 'f32' ? 4 : 2) : undefined,
+    copyBytes: (gemv || decode) && transB ? N * K * (dt === 'f32' ? 4 : 2) : undefined,
     graph: gemv || decode,
     setup: () => {
       // Rotate among copies of B unless one alone is several times L2 (50 MB on an H100/H200), so the cache
@@ -95,11 +107,13 @@ function gemmCase(dev: string, dt: DType, M: number, N: number, K: number, trans
       const c = Tensor.empty([M, N], { dtype: dt, device: dev });
       if (gemvPath !== undefined) native.testing.matmulGemv(gemvPath);
       if (!pdl) native.testing.pdl(0);
+      if (tileRows) native.testing.matmulTileRows(tileRows);
       return {
         run: (i) => void ops.matmul(a, bs[i % copies]!, { transB, out: c }),
         dispose: () => {
           if (gemvPath !== undefined) native.testing.matmulGemv(-1);
           if (!pdl) native.testing.pdl(pdlLevelFromEnv());
+          if (tileRows) native.testing.matmulTileRows(-1);
           [a, c, ...bs].forEach((t) => t.dispose());
         },
       };
@@ -310,20 +324,24 @@ function cases(dev: string, dt: DType, gpu: boolean, quick: boolean): Case[] {
     // weight bytes. (gemv-reg: the register kernel, forced; see native/cuda/matmul.cu's launch_gemv_t.)
     ...(quick ? [[1, 4096, 4096], [1, 11008, 4096], [16, 11008, 4096]] : GEMV_SHAPES).flatMap(([M, N, K]) => [
       gemmCase(dev, dt, M!, N!, K!, true),
-      gemmCase(dev, dt, M!, N!, K!, true, false, undefined, false),
-      gemmCase(dev, dt, M!, N!, K!, true, false, 1),
-      ...(quick ? [] : [gemmCase(dev, dt, M!, N!, K!, true, false, 0), gemmCase(dev, dt, M!, N!, K!, true, false, 4)]),
-      ...(quick || M! < 16 ? [] : [gemmCase(dev, dt, M!, N!, K!, true, false, 6)]),
+      gemmCase(dev, dt, M!, N!, K!, true, { pdl: false }),
+      gemmCase(dev, dt, M!, N!, K!, true, { gemvPath: 1 }),
+      ...(quick ? [] : [gemmCase(dev, dt, M!, N!, K!, true, { gemvPath: 0 }), gemmCase(dev, dt, M!, N!, K!, true, { gemvPath: 4 })]),
+      ...(quick || M! < 16 ? [] : [gemmCase(dev, dt, M!, N!, K!, true, { gemvPath: 6 }), gemmCase(dev, dt, M!, N!, K!, true, { gemvPath: 7 })]),
     ]),
     // Decode's rmsnorm + qkv and rmsnorm + gate/up + SwiGLU at batch 1, apart and fused.
     ...(quick ? [] : [false, true].flatMap((fused) => [normGemvCase(dev, 12288, 4096, false, fused), normGemvCase(dev, 22016, 4096, true, fused)])),
-    // LLaMA-7B decode projections at the batches of a pipeline's micro-batches: qkv, out, gate+up, down.
-    ...[64, 128, 256].flatMap((M) => [
-      gemmCase(dev, dt, M, 12288, 4096, true, true),
-      gemmCase(dev, dt, M, 4096, 4096, true, true),
-      gemmCase(dev, dt, M, 22016, 4096, true, true),
-      gemmCase(dev, dt, M, 4096, 11008, true, true),
-    ]),
+    // LLaMA-7B decode projections at the batches of a pipeline's micro-batches: qkv, out, gate+up, down;
+    // at 16 and 64 rows on the 64-row tile (the default at 64) and the 128-row one.
+    ...[16, 64, 128, 256].flatMap((M) =>
+      [[12288, 4096], [4096, 4096], [22016, 4096], [4096, 11008]].flatMap(([N, K]) =>
+        M === 16
+          ? [gemmCase(dev, dt, M, N!, K!, true, { decode: true, gemvPath: 7, tileRows: 128 })]
+          : M === 64
+            ? [gemmCase(dev, dt, M, N!, K!, true, { decode: true }), gemmCase(dev, dt, M, N!, K!, true, { decode: true, tileRows: 128 })]
+            : [gemmCase(dev, dt, M, N!, K!, true, { decode: true })],
+      ),
+    ),
     // Prefill as dispatched, then each bf16 kernel forced (the sm90 one falls back off compute capability 9.0).
     ...([[1, 32, 2048, 128], [1, 32, 8192, 128], [4, 12, 1024, 64]] as const).flatMap(([B, H, T, D]) => [
       prefillCase(dev, dt, B, H, T, D),

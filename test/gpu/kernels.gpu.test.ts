@@ -92,6 +92,102 @@ describe.skipIf(gpus === 0)('sm90 matmul epilogue: C through the TMA', () => {
     });
 });
 
+describe.skipIf(gpus === 0)('sm90 matmul on the 64-row tile (decode batches up to 64 rows)', () => {
+  // Every element against float64, fresh inputs each run: both operand layouts, M below, at and above one
+  // tile (forced: by default M > 64 takes the 128-row tile), tile edges in N and K, bias, alpha, beta, and
+  // the K slices chosen, none, and forced.
+  for (const [M, N, K, ta, tb, splits] of [
+    [1, 1000, 512, false, true, -1],
+    [7, 4104, 1024, false, true, 3],
+    [16, 4096, 4096, false, true, -1],
+    [33, 264, 2048, false, false, 1],
+    [64, 1000, 576, true, true, 2],
+    [48, 512, 4160, true, false, -1],
+    [64, 12288, 256, false, true, 1],
+    [200, 520, 1024, false, true, -1],
+  ] as const)
+    it(`${M}x${N}x${K}${ta ? ' A^T' : ''}${tb ? ' B^T' : ''}, ${splits < 0 ? 'automatic' : splits} slices, bias, alpha 0.5, beta 0.25: every element vs float64`, () => {
+      const seed = Math.floor(Math.random() * 1e6);
+      const a = randT(ta ? [K, M] : [M, K], 'bf16', dev, seed);
+      const b = randT(tb ? [N, K] : [K, N], 'bf16', dev, seed + 1);
+      const bias = randT([N], 'bf16', dev, seed + 2);
+      const c0 = randT([M, N], 'bf16', dev, seed + 3);
+      const out = Tensor.empty([M, N], { dtype: 'bf16', device: dev }).copyFrom(c0.t);
+      native.testing.matmulTileRows(64);
+      native.testing.matmulSplitK(splits);
+      try {
+        ops.matmul(a.t, b.t, { transA: ta, transB: tb, bias: bias.t, alpha: 0.5, beta: 0.25, out });
+      } finally {
+        native.testing.matmulSplitK(-1);
+        native.testing.matmulTileRows(-1);
+      }
+      const o = out.toArray();
+      for (let i = 0; i < o.length; i++) if (!Number.isFinite(o[i]!)) throw new Error(`seed ${seed}: element ${i} unwritten`);
+      const ref = matmulRef(a.v, b.v, bias.v, c0.v, M, N, K, ta, tb, 0.5, 0.25);
+      expect(relError(o, ref), `seed ${seed}`).toBeLessThan(1e-2);
+      [a.t, b.t, bias.t, c0.t, out].forEach((t) => t.dispose());
+    });
+
+  it('gives what the 128-row tile gives, beta 0 (C through the TMA), for the LLaMA-7B decode projections at M = 16 and 64', () => {
+    for (const [M, N, K] of [
+      [64, 12288, 4096],
+      [64, 4096, 11008],
+      [16, 22016, 4096],
+    ] as const) {
+      const seed = Math.floor(Math.random() * 1e6);
+      const a = randT([M, K], 'bf16', dev, seed);
+      const b = randT([N, K], 'bf16', dev, seed + 1);
+      const t64 = poisoned([M, N], 'bf16', dev);
+      const t128 = poisoned([M, N], 'bf16', dev);
+      try {
+        native.testing.matmulGemv(7); // M = 16 to the sm90 path too
+        native.testing.matmulTileRows(64);
+        ops.matmul(a.t, b.t, { transB: true, out: t64 });
+        native.testing.matmulTileRows(128);
+        ops.matmul(a.t, b.t, { transB: true, out: t128 });
+      } finally {
+        native.testing.matmulTileRows(-1);
+        native.testing.matmulGemv(-1);
+      }
+      const o = t64.toArray(), w = t128.toArray();
+      for (let i = 0; i < o.length; i++) if (!Number.isFinite(o[i]!) || !Number.isFinite(w[i]!)) throw new Error(`${M}x${N}x${K} seed ${seed}: element ${i} unwritten`);
+      expect(relError(o, w), `${M}x${N}x${K} seed ${seed}`).toBeLessThan(1e-2);
+      // Sampled rows against float64 as well.
+      for (const r of [0, M - 1]) {
+        const ref = matmulRef(a.v.subarray(r * K, (r + 1) * K), b.v, null, null, 1, N, K, false, true);
+        expect(relError(o.subarray(r * N, (r + 1) * N), ref), `${M}x${N}x${K} row ${r} seed ${seed}`).toBeLessThan(1e-2);
+      }
+      [a.t, b.t, t64, t128].forEach((t) => t.dispose());
+    }
+  });
+
+  it('takes batch-16 products from the GEMV when asked (matmulGemv(7)), in a captured graph with new inputs', () => {
+    const a = randT([16, 4096], 'bf16', dev, 51);
+    const b = randT([11008, 4096], 'bf16', dev, 52);
+    const out = poisoned([16, 11008], 'bf16', dev);
+    native.testing.matmulGemv(7);
+    let g;
+    try {
+      g = capture(dev, () => void ops.matmul(a.t, b.t, { transB: true, out }));
+    } finally {
+      native.testing.matmulGemv(-1);
+    }
+    for (const seed of [53, 54]) {
+      a.t.write(uniformArray(16 * 4096, seed));
+      out.write(new Float32Array(16 * 11008).fill(NaN));
+      const x = a.t.toArray();
+      g.replay();
+      const o = out.toArray();
+      for (const r of [0, 15]) {
+        const ref = matmulRef(x.subarray(r * 4096, (r + 1) * 4096), b.v, null, null, 1, 11008, 4096, false, true);
+        expect(relError(o.subarray(r * 11008, (r + 1) * 11008), ref), `seed ${seed} row ${r}`).toBeLessThan(1e-2);
+      }
+    }
+    g.dispose();
+    [a.t, b.t, out].forEach((t) => t.dispose());
+  });
+});
+
 describe.skipIf(gpus === 0)('split-K matmul (decode batches on the sm90 path)', () => {
   // Every element against float64: an odd N (scalar partials), bias, alpha and beta.
   for (const [M, N, K, splits] of [
