@@ -446,6 +446,18 @@ for p in "${parts[@]}"; do
       timeout 120 vitest run test/gpu/decode.gpu.test.ts > "$out/gpu-decode.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-decode.log" | head -20
       timeout 130 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16,64 --json "$out/gen-llama.json" 2>&1 | tail -3 | sed "s/^/[7B] /"
       timeout 420 python3 bench/peers/torch_compile_decode.py llama 1,16,64 > "$out/peer-compile-7b.log" 2>&1; grep ANCHOR "$out/peer-compile-7b.log" | cut -c1-200 ;;
+    eleven-d)
+      # PDL on the 64-row tile and its split-K reduce (the GEMM's set-up and first weight k-tiles' trip to L2
+      # overlap the kernel before): the kernel and decode GPU tests, the decode GEMMs with and without PDL,
+      # then decode with PDL on the GEMMs (level 1, the default) and on every small decode kernel too (level
+      # 2: never yet run on a GPU, so its decode and model tests first).
+      timeout 150 vitest run test/gpu/kernels.gpu.test.ts test/gpu/decode.gpu.test.ts > "$out/gpu-pdl1.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-pdl1.log" | head -20
+      PARALLM_PDL=2 timeout 150 vitest run test/gpu/decode.gpu.test.ts test/gpu/models.gpu.test.ts test/gpu/families.gpu.test.ts > "$out/gpu-pdl2.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-pdl2.log" | sed "s/^/[pdl 2] /" | head -20
+      timeout 60 node dist/cli/index.js bench kernels --filter "gemm-decode 64x" "gemm-decode-nopdl 64x" "gemv 16x" "gemv-nopdl 16x" 2>&1 | grep -E "^(gemm|gemv)"
+      for l in 1 2; do
+        PARALLM_PDL=$l timeout 100 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16,64 2>&1 | tail -3 | sed "s/^/[7B, pdl $l] /"
+        PARALLM_PDL=$l timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1,16 2>&1 | tail -2 | sed "s/^/[gpt2, pdl $l] /"
+      done ;;
     ten-sk)
       # The decode GEMMs of LLaMA-7B at batch 64 / 128 / 256 (issue 13's batch-64 floor: 1.07× in S10-8) with
       # split-K forced to 1..4 slices against the dispatch's choice (a quarter wave of 128 x 256 tiles at

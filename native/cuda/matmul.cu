@@ -291,15 +291,19 @@ void launch_sm90_t(const Args& a, const CUtensorMap& mA, const CUtensorMap& mB) 
     // Stream-ordered, so a captured graph owns its workspace (as attention_decode's does).
     PARALLM_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&ws), ws_bytes, a.stream),
                        PARALLM_MM_WHERE(a, what), ": split-K workspace of ", ws_bytes, " bytes for ", splits, " slices");
-  kern<<<unsigned(grid), Sh::THREADS, Sh::SMEM, a.stream>>>(mA, mB, mC, store_tma,
-                                                           static_cast<const T*>(a.bias), static_cast<T*>(a.C), a.M,
-                                                           a.N, a.K, a.alpha, a.beta, tm, tn, a.pair_ok, splits, ws);
-  PARALLM_LAUNCH_CHECK(PARALLM_MM_WHERE(a, what));
+  // The 64-row tile (decode) launches with PDL, as the GEMVs do (pdl.cuh): its set-up and the first weight
+  // k-tiles' trip to L2 overlap the kernel before; so does the split-K reduce's launch.
+  const bool pdl = CW == 1 && pdl_allows(1);
+  PARALLM_CUDA_CHECK(launch_maybe_pdl(pdl, kern, dim3(unsigned(grid)), dim3(Sh::THREADS), Sh::SMEM, a.stream, mA, mB, mC,
+                                      store_tma, static_cast<const T*>(a.bias), static_cast<T*>(a.C), a.M, a.N, a.K,
+                                      a.alpha, a.beta, tm, tn, a.pair_ok, splits, ws),
+                     PARALLM_MM_WHERE(a, what));
   if (splits > 1) {
     const int64_t pairs = int64_t(a.M) * ((a.N + 1) / 2);
-    mm::splitk_reduce<T><<<unsigned((pairs + 255) / 256), 256, 0, a.stream>>>(
-        ws, splits, static_cast<const T*>(a.bias), static_cast<T*>(a.C), a.M, a.N, a.alpha, a.beta, a.pair_ok);
-    PARALLM_LAUNCH_CHECK(PARALLM_MM_WHERE(a, what), " split-K reduce");
+    PARALLM_CUDA_CHECK(launch_maybe_pdl(pdl, mm::splitk_reduce<T>, dim3(unsigned((pairs + 255) / 256)), dim3(256), 0,
+                                        a.stream, static_cast<const float*>(ws), splits, static_cast<const T*>(a.bias),
+                                        static_cast<T*>(a.C), a.M, a.N, a.alpha, a.beta, a.pair_ok),
+                       PARALLM_MM_WHERE(a, what), " split-K reduce");
     PARALLM_CUDA_CHECK(cudaFreeAsync(ws, a.stream), PARALLM_MM_WHERE(a, what), ": split-K workspace free");
   }
 }

@@ -6,6 +6,7 @@
 #include <cuda_fp16.h>
 
 #include "common.cuh"
+#include "pdl.cuh"
 
 namespace parallm::cuda::mm {
 
@@ -80,6 +81,7 @@ __device__ __forceinline__ void store_partial(float* w, int64_t M, int64_t N, in
 template <typename T>
 __global__ void splitk_reduce(const float* __restrict__ ws, int splits, const T* __restrict__ bias, T* __restrict__ C,
                               int M, int N, float alpha, float beta, int pair_ok) {
+  pdl_begin();  // launched with PDL after the 64-row tile (launch_sm90_t): the partials are read after the wait
   const int64_t half = (int64_t(N) + 1) / 2;
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= int64_t(M) * half) return;

@@ -13,6 +13,7 @@
 #include <cuda.h>
 #include "matmul_common.cuh"
 #include "matmul_wgmma_op.cuh"
+#include "pdl.cuh"
 #include "sm90_common.cuh"
 
 namespace parallm::cuda::mm {
@@ -45,6 +46,7 @@ using sm90::mbar_wait;
 using sm90::s90_desc;
 using sm90::s90_smem;
 using sm90::tma_load_2d;
+using sm90::tma_prefetch_2d;
 using sm90::tma_store_2d;
 using sm90::wg_sync;
 #endif
@@ -91,6 +93,25 @@ __global__ void __launch_bounds__(S90Shape<CW>::THREADS, 1)
     // consumers need them; one has a whole SM's registers already).
     if (CW == 2) asm volatile("setmaxnreg.dec.sync.aligned.u32 40;");
     if (threadIdx.x == 0) {
+      // Launched with PDL (the 64-row tile, decode): while the kernel before drains, ask L2 for the weight
+      // k-tiles the ring's first lap will load (B is never written by the kernel before in a decode step, but
+      // pdl.cuh's contract allows only L2 prefetches before the wait, so a matmul after AdamW stays correct).
+      if (blockIdx.x < units) {
+        int tm, tn;
+        tile_coords<16>(blockIdx.x / splits, tiles_m, tiles_n, tm, tn);
+        const int n0 = tn * S90_BN, sp = blockIdx.x % splits;
+        const int kb = int(int64_t(sp) * nk / splits), ke = int(int64_t(sp + 1) * nk / splits);
+        for (int kt = kb; kt < ke && kt < kb + STAGES; ++kt) {
+          if (TB) {
+            tma_prefetch_2d(&tmB, kt * S90_BK, n0);
+          } else {
+#pragma unroll
+            for (int j = 0; j < 4; ++j) tma_prefetch_2d(&tmB, n0 + 64 * j, kt * S90_BK);
+          }
+        }
+      }
+      pdl_wait();     // A (the activations) is the kernel before's output
+      pdl_trigger();  // after the wait: at most one kernel parked behind this one
       int s = 0;
       uint32_t ph = 0;
       for (int u = blockIdx.x; u < units; u += gridDim.x) {
@@ -122,6 +143,7 @@ __global__ void __launch_bounds__(S90Shape<CW>::THREADS, 1)
     }
   } else {
     if (CW == 2) asm volatile("setmaxnreg.inc.sync.aligned.u32 232;");
+    pdl_wait();  // the epilogue reads C (beta) and writes C or the partials: after the kernel before completes
     const int cw = wg - 1;  // consumer cw owns rows [64 cw, 64 cw + 64) of the block tile
     const int lane = threadIdx.x % 32;
     int s = 0;
