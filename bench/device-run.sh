@@ -458,6 +458,15 @@ for p in "${parts[@]}"; do
         PARALLM_PDL=$l timeout 100 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16,64 2>&1 | tail -3 | sed "s/^/[7B, pdl $l] /"
         PARALLM_PDL=$l timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1,16 2>&1 | tail -2 | sed "s/^/[gpt2, pdl $l] /"
       done ;;
+    eleven-e)
+      # The session's last kernel code (PDL on the 64-row tile behind PARALLM_PDL_TILE=1, off by default): the
+      # matmul and decode GPU tests, then 7B decode at batch 16 / 64 with the tile's PDL off and on, twice,
+      # alternating (S11-4 had it on against S11-3's off in another call).
+      timeout 140 vitest run test/gpu/kernels.gpu.test.ts -t "64-row|split-K|tensor-core|sm90" > "$out/gpu-mm.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-mm.log" | head -20
+      timeout 100 vitest run test/gpu/decode.gpu.test.ts > "$out/gpu-decode.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-decode.log" | head -20
+      for r in 1 2; do for t in 0 1; do
+        PARALLM_PDL_TILE=$t timeout 70 node dist/cli/index.js bench generate --model llama-2-7b --batch 16,64 2>&1 | tail -2 | sed "s/^/[7B, tile pdl $t, round $r] /"
+      done; done ;;
     ten-sk)
       # The decode GEMMs of LLaMA-7B at batch 64 / 128 / 256 (issue 13's batch-64 floor: 1.07× in S10-8) with
       # split-K forced to 1..4 slices against the dispatch's choice (a quarter wave of 128 x 256 tiles at

@@ -94,6 +94,15 @@ int gemv_prefetch(int64_t w_bytes) {
   if (w_bytes <= int64_t(mib * (1 << 20))) return 16;
   return std::max(1, int(16.0 * mib * (1 << 20) / double(w_bytes)));
 }
+// PARALLM_PDL_TILE=1: the 64-row tile and its split-K reduce launch with PDL (launch_sm90_t).
+bool tile_pdl() {
+  static const bool v = [] {
+    const char* e = std::getenv("PARALLM_PDL_TILE");
+    return e && e[0] == '1' && !e[1];
+  }();
+  return v;
+}
+
 // Whether a GEMV-sized product (M <= 16, B^T) goes to the sm90 64-row tile on compute capability 9.0
 // instead of the register GEMV. Measured on an H200 (S11-1, graph replays): at M = 16 the tile streams
 // LLaMA-7B's larger weights faster (16x22016x4096 0.049 ms against 0.053, 16x4096x11008 0.027 against
@@ -291,9 +300,11 @@ void launch_sm90_t(const Args& a, const CUtensorMap& mA, const CUtensorMap& mB) 
     // Stream-ordered, so a captured graph owns its workspace (as attention_decode's does).
     PARALLM_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&ws), ws_bytes, a.stream),
                        PARALLM_MM_WHERE(a, what), ": split-K workspace of ", ws_bytes, " bytes for ", splits, " slices");
-  // The 64-row tile (decode) launches with PDL, as the GEMVs do (pdl.cuh): its set-up and the first weight
-  // k-tiles' trip to L2 overlap the kernel before; so does the split-K reduce's launch.
-  const bool pdl = CW == 1 && pdl_allows(1);
+  // The 64-row tile (decode) may launch with PDL, as the GEMVs do (pdl.cuh): its set-up and the first weight
+  // k-tiles' trip to L2 overlap the kernel before; so does the split-K reduce's launch. Off unless
+  // PARALLM_PDL_TILE=1: S11-4 measured 7B decode at batch 16 / 64 slower with it (2,915 / 9,362 tokens/s
+  // against S11-3's 3,021 / 9,859, another call).
+  const bool pdl = CW == 1 && tile_pdl() && pdl_allows(1);
   PARALLM_CUDA_CHECK(launch_maybe_pdl(pdl, kern, dim3(unsigned(grid)), dim3(Sh::THREADS), Sh::SMEM, a.stream, mA, mB, mC,
                                       store_tma, static_cast<const T*>(a.bias), static_cast<T*>(a.C), a.M, a.N, a.K,
                                       a.alpha, a.beta, tm, tn, a.pair_ok, splits, ws),
