@@ -36,6 +36,9 @@ namespace parallm::cuda {
 void matmul_sm90_splits(int n);
 // matmul_sm90_tile_rows: -1 chooses the sm90 tile by M (64 rows up to M = 64, else 128), 64 or 128 forces it.
 void matmul_sm90_tile_rows(int n);
+// matmul_sm90_tile_cols: -1 the 64-row tile's columns as PARALLM_TILE_COLS says (256 unless it is 128), 128 or
+// 256 forces them.
+void matmul_sm90_tile_cols(int n);
 // matmul_gemv_path: -1 chooses (the register kernel, its load form by N: see launch_gemv_t), 0 the
 // same, 1 the pipelined one (with the fused rmsnorm_matmul kernels), 2 and 3 the pipelined one in the
 // alternative shapes of launch_gemv_pipe_any, 4 the register kernel's single-plain-load form at every N,
@@ -50,6 +53,7 @@ namespace {
 std::atomic<int> g_splits{-1};  // test hook: -1 = chosen per call, n = n K slices when possible
 std::atomic<int> g_tma_store{1};  // test hook: 0 = the sm90 epilogue stores C from registers
 std::atomic<int> g_tile_rows{-1};  // test / benchmark hook: see matmul_sm90_tile_rows
+std::atomic<int> g_tile_cols{-1};  // test / benchmark hook: see matmul_sm90_tile_cols
 std::atomic<int> g_gemv_path{-1};  // test / benchmark hook: see matmul_gemv_path
 bool pipelined_gemv() { const int p = g_gemv_path.load(std::memory_order_relaxed); return p >= 1 && p <= 3; }
 // The register GEMV's W loads with the L2::256B prefetch hint unless PARALLM_GEMV_L2HINT=0 (ld_w16).
@@ -269,6 +273,19 @@ int sm90_splits64(int tiles, int nk, int64_t M, int64_t N) {
   return clamp_splits(std::min(s, std::max(1, nk / 4)), nk, M, N);
 }
 
+// The 64-row tile's columns: 256 (measured, S11-1), or 128 (twice the tiles for the few 256-column
+// strips of a decode GEMM, so fewer K slices; not yet measured) when the tile_cols hook or
+// PARALLM_TILE_COLS=128 asks.
+int sm90_tile_cols() {
+  const int forced = g_tile_cols.load(std::memory_order_relaxed);
+  if (forced == 128 || forced == 256) return forced;
+  static const int env = [] {
+    const char* e = std::getenv("PARALLM_TILE_COLS");
+    return e && std::strcmp(e, "128") == 0 ? 128 : 256;
+  }();
+  return env;
+}
+
 // Which sm90 tile serves M rows: 64 rows up to M = 64 (the tile_rows hook can force either).
 int sm90_consumers(int64_t M) {
   const int forced = g_tile_rows.load(std::memory_order_relaxed);
@@ -277,16 +294,16 @@ int sm90_consumers(int64_t M) {
   return M <= 64 ? 1 : 2;
 }
 
-template <typename T, bool TA, bool TB, int CW>
+template <typename T, bool TA, bool TB, int CW, int BN>
 void launch_sm90_t(const Args& a, const CUtensorMap& mA, const CUtensorMap& mB) {
-  using Sh = mm::S90Shape<CW>;
-  constexpr auto kern = mm::s90_kernel<T, TA, TB, CW>;
-  set_smem_once<kern>(Sh::SMEM, CW == 2 ? "sm90" : "sm90 (64-row tile)");
-  int tm = (a.M + Sh::BM - 1) / Sh::BM, tn = (a.N + mm::S90_BN - 1) / mm::S90_BN;
+  using Sh = mm::S90Shape<CW, BN>;
+  constexpr auto kern = mm::s90_kernel<T, TA, TB, CW, BN>;
+  const char* what = CW == 2 ? "sm90" : BN == 256 ? "sm90 (64-row tile)" : "sm90 (64 x 128 tile)";
+  set_smem_once<kern>(Sh::SMEM, what);
+  int tm = (a.M + Sh::BM - 1) / Sh::BM, tn = (a.N + BN - 1) / BN;
   const int tiles = tm * tn;
   const int nk = (a.K + mm::S90_BK - 1) / mm::S90_BK;
   const int splits = CW == 2 ? sm90_splits(tiles, nk, a.M, a.N) : sm90_splits64(tiles, nk, a.M, a.N);
-  const char* what = CW == 2 ? "sm90" : "sm90 (64-row tile)";
   // C through the TMA when the kernel writes C itself (no split-K reduce), nothing is read back
   // (beta == 0) and C's rows are whole 16-byte units; its map is encoded only then.
   CUtensorMap mC{};
@@ -437,12 +454,12 @@ void launch_sm80(const Args& a) {
   }
 }
 
-template <typename T, int CW>
+template <typename T, int CW, int BN>
 void launch_sm90_cw(const Args& a, const CUtensorMap& mA, const CUtensorMap& mB) {
   if (a.transA) {
-    if (a.transB) launch_sm90_t<T, true, true, CW>(a, mA, mB); else launch_sm90_t<T, true, false, CW>(a, mA, mB);
+    if (a.transB) launch_sm90_t<T, true, true, CW, BN>(a, mA, mB); else launch_sm90_t<T, true, false, CW, BN>(a, mA, mB);
   } else {
-    if (a.transB) launch_sm90_t<T, false, true, CW>(a, mA, mB); else launch_sm90_t<T, false, false, CW>(a, mA, mB);
+    if (a.transB) launch_sm90_t<T, false, true, CW, BN>(a, mA, mB); else launch_sm90_t<T, false, false, CW, BN>(a, mA, mB);
   }
 }
 
@@ -450,16 +467,18 @@ void launch_sm90_cw(const Args& a, const CUtensorMap& mA, const CUtensorMap& mB)
 template <typename T>
 bool try_sm90(const Args& a) {
   const int cw = sm90_consumers(a.M);
-  const int bm = 64 * cw;
+  const int bm = 64 * cw, bn = cw == 1 ? sm90_tile_cols() : mm::S90_BN;
   CUtensorMap mA, mB;
   // A: K-major [M][K] in boxes of bm rows x 64 k, or M-major [K][M] in 64 x 64 boxes (cw per tile).
-  // B: K-major [N][K] in boxes of 256 rows x 64 k, or N-major [K][N] in 64 x 64 boxes (four per tile).
+  // B: K-major [N][K] in boxes of bn rows x 64 k, or N-major [K][N] in 64 x 64 boxes (bn / 64 per tile).
   bool ok = a.transA ? make_tensor_map(&mA, a.dt, a.A, a.M, a.K, 64, 64)
                      : make_tensor_map(&mA, a.dt, a.A, a.K, a.M, 64, uint32_t(bm));
-  ok = ok && (a.transB ? make_tensor_map(&mB, a.dt, a.B, a.K, a.N, 64, mm::S90_BN)
+  ok = ok && (a.transB ? make_tensor_map(&mB, a.dt, a.B, a.K, a.N, 64, uint32_t(bn))
                        : make_tensor_map(&mB, a.dt, a.B, a.N, a.K, 64, 64));
   if (!ok) return false;
-  if (cw == 1) launch_sm90_cw<T, 1>(a, mA, mB); else launch_sm90_cw<T, 2>(a, mA, mB);
+  if (cw == 2) launch_sm90_cw<T, 2, 256>(a, mA, mB);
+  else if (bn == 128) launch_sm90_cw<T, 1, 128>(a, mA, mB);
+  else launch_sm90_cw<T, 1, 256>(a, mA, mB);
   return true;
 }
 
@@ -637,6 +656,7 @@ void matmul_residual_norm(cudaStream_t stream, DType dt, const void* A, const vo
 
 void matmul_sm90_splits(int n) { g_splits.store(n, std::memory_order_relaxed); }
 void matmul_sm90_tile_rows(int n) { g_tile_rows.store(n, std::memory_order_relaxed); }
+void matmul_sm90_tile_cols(int n) { g_tile_cols.store(n, std::memory_order_relaxed); }
 void matmul_sm90_tma_store(int on) { g_tma_store.store(on, std::memory_order_relaxed); }
 void matmul_gemv_path(int n) { g_gemv_path.store(n, std::memory_order_relaxed); }
 

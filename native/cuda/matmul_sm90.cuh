@@ -1,5 +1,6 @@
 // Hopper (sm_90a) matmul: TMA loads into a shared-memory ring, one producer warpgroup and CW consumer
-// warpgroups issuing wgmma m64n256k16 (block tile 64·CW x 256 x 64). CW = 2 (128-row tiles, 4 stages)
+// warpgroups issuing wgmma m64n256k16 (block tile 64·CW x 256 x 64; m64n128k16 on the 64 x 128 variant,
+// S90Shape). CW = 2 (128-row tiles, 4 stages)
 // serves every GEMM of more than 64 rows; CW = 1 (64-row tiles, 5 stages) serves decode batches of at
 // most 64 rows, where half of a 128-row tile would be padding: its one consumer issues half the wgmmas a
 // stage, so an SM streams the weights up to twice as fast before the tensor core binds. Both operands use the
@@ -19,21 +20,30 @@
 namespace parallm::cuda::mm {
 
 constexpr int S90_BN = 256, S90_BK = 64;
-constexpr int S90_B_BYTES = S90_BN * S90_BK * 2;
 constexpr int S90_BOX = 8192;  // one 64 x 64 box of 16-bit elements with 128-byte rows
-// The epilogue's staging: per consumer warpgroup, half its 64 x 256 output (two 64 x 64 boxes).
+// The epilogue's staging: per consumer warpgroup, 128 columns of its 64-row output at a time (two 64 x 64
+// boxes).
 constexpr int S90_EPI_BYTES = 2 * S90_BOX;
 
-// The block's shape for CW consumer warpgroups. The 64-row tile's stage is 40 KB, so its ring holds a
-// fifth stage in the 227 KB an SM gives a block.
-template <int CW>
+// The block's shape for CW consumer warpgroups and BN columns. The 64-row tile's stage is 40 KB, so its
+// ring holds a fifth stage in the 227 KB an SM gives a block; at 128 columns (twice the tiles for a
+// decode GEMM's few column strips; not yet measured, matmul_sm90_tile_cols) a stage is 24 KB and the
+// ring 8 deep.
+template <int CW, int BN = S90_BN>
 struct S90Shape {
   static_assert(CW == 1 || CW == 2, "one or two consumer warpgroups");
-  static constexpr int BM = 64 * CW, STAGES = CW == 2 ? 4 : 5, THREADS = 128 * (CW + 1);
-  static constexpr int A_BYTES = BM * S90_BK * 2, STAGE_BYTES = A_BYTES + S90_B_BYTES;
+  static_assert(BN == 256 || (BN == 128 && CW == 1), "256 columns, or 128 on the 64-row tile");
+  static constexpr int BM = 64 * CW, THREADS = 128 * (CW + 1), ACC = BN / 2;  // accumulators a thread
+  static constexpr int A_BYTES = BM * S90_BK * 2, B_BYTES = BN * S90_BK * 2, STAGE_BYTES = A_BYTES + B_BYTES;
+  static constexpr int STAGES = CW == 2 ? 4 : BN == 256 ? 5 : 8;
   // Ring + epilogue staging + room to align both to 1024 bytes (the swizzle atom) + the mbarriers.
   static constexpr size_t SMEM = size_t(STAGES) * STAGE_BYTES + CW * S90_EPI_BYTES + 1024 + 2 * STAGES * 8;
 };
+
+// The wgmma of a BN-column tile.
+template <typename T, int TA, int TB, int BN> struct WgmmaN;
+template <typename T, int TA, int TB> struct WgmmaN<T, TA, TB, 256> : Wgmma256<T, TA, TB> {};
+template <typename T, int TA, int TB> struct WgmmaN<T, TA, TB, 128> : Wgmma128<T, TA, TB> {};
 
 #ifdef PARALLM_SM90A
 using sm90::bulk_commit;
@@ -51,15 +61,16 @@ using sm90::tma_store_2d;
 using sm90::wg_sync;
 #endif
 
-template <typename T, bool TA, bool TB, int CW>
-__global__ void __launch_bounds__(S90Shape<CW>::THREADS, 1)
+template <typename T, bool TA, bool TB, int CW, int BN = S90_BN>
+__global__ void __launch_bounds__(S90Shape<CW, BN>::THREADS, 1)
     s90_kernel(const __grid_constant__ CUtensorMap tmA, const __grid_constant__ CUtensorMap tmB,
                const __grid_constant__ CUtensorMap tmC, int store_tma, const T* __restrict__ bias,
                T* __restrict__ C, int M, int N, int K, float alpha, float beta, int tiles_m, int tiles_n,
                int pair_ok, int splits, float* __restrict__ ws) {
 #ifdef PARALLM_SM90A
-  using Sh = S90Shape<CW>;
+  using Sh = S90Shape<CW, BN>;
   constexpr int STAGES = Sh::STAGES, STAGE_BYTES = Sh::STAGE_BYTES, A_BYTES = Sh::A_BYTES, BM = Sh::BM;
+  constexpr int ACC = Sh::ACC;
   extern __shared__ uint8_t s90_raw[];
   // Align in the shared address space (the swizzle pattern follows shared addresses).
   const uint32_t raw_s = s90_smem(s90_raw);
@@ -100,14 +111,14 @@ __global__ void __launch_bounds__(S90Shape<CW>::THREADS, 1)
       if (CW == 1 && blockIdx.x < units) {
         int tm, tn;
         tile_coords<16>(blockIdx.x / splits, tiles_m, tiles_n, tm, tn);
-        const int n0 = tn * S90_BN, sp = blockIdx.x % splits;
+        const int n0 = tn * BN, sp = blockIdx.x % splits;
         const int kb = int(int64_t(sp) * nk / splits), ke = int(int64_t(sp + 1) * nk / splits);
         for (int kt = kb; kt < ke && kt < kb + STAGES; ++kt) {
           if (TB) {
             tma_prefetch_2d(&tmB, kt * S90_BK, n0);
           } else {
 #pragma unroll
-            for (int j = 0; j < 4; ++j) tma_prefetch_2d(&tmB, n0 + 64 * j, kt * S90_BK);
+            for (int j = 0; j < BN / 64; ++j) tma_prefetch_2d(&tmB, n0 + 64 * j, kt * S90_BK);
           }
         }
       }
@@ -118,7 +129,7 @@ __global__ void __launch_bounds__(S90Shape<CW>::THREADS, 1)
       for (int u = blockIdx.x; u < units; u += gridDim.x) {
         int tm, tn;
         tile_coords<16>(u / splits, tiles_m, tiles_n, tm, tn);
-        const int m0 = tm * BM, n0 = tn * S90_BN;
+        const int m0 = tm * BM, n0 = tn * BN;
         const int sp = u % splits, kb = int(int64_t(sp) * nk / splits), ke = int(int64_t(sp + 1) * nk / splits);
         for (int kt = kb; kt < ke; ++kt) {
           mbar_wait(s90_smem(&empty[s]), ph ^ 1);  // first lap passes at once (fresh barrier)
@@ -136,7 +147,7 @@ __global__ void __launch_bounds__(S90Shape<CW>::THREADS, 1)
             tma_load_2d(sb, &tmB, fb, k0, n0);
           } else {
 #pragma unroll
-            for (int j = 0; j < 4; ++j) tma_load_2d(sb + j * S90_BOX, &tmB, fb, n0 + 64 * j, k0);
+            for (int j = 0; j < BN / 64; ++j) tma_load_2d(sb + j * S90_BOX, &tmB, fb, n0 + 64 * j, k0);
           }
           if (++s == STAGES) { s = 0; ph ^= 1; }
         }
@@ -149,21 +160,21 @@ __global__ void __launch_bounds__(S90Shape<CW>::THREADS, 1)
     const int lane = threadIdx.x % 32;
     int s = 0;
     uint32_t ph = 0;
-    float acc[128];
+    float acc[ACC];
     for (int u = blockIdx.x; u < units; u += gridDim.x) {
       int tm, tn;
       tile_coords<16>(u / splits, tiles_m, tiles_n, tm, tn);
-      const int m0 = tm * BM, n0 = tn * S90_BN;
+      const int m0 = tm * BM, n0 = tn * BN;
       const int sp = u % splits, kb = int(int64_t(sp) * nk / splits), ke = int(int64_t(sp + 1) * nk / splits);
 #pragma unroll
-      for (int i = 0; i < 128; ++i) acc[i] = 0.f;
+      for (int i = 0; i < ACC; ++i) acc[i] = 0.f;
       int prev = 0;
       for (int kt = kb; kt < ke; ++kt) {
         mbar_wait(s90_smem(&full[s]), ph);
         const uint32_t sa = ring_s + s * STAGE_BYTES + cw * S90_BOX;
         const uint32_t sb = ring_s + s * STAGE_BYTES + A_BYTES;
 #pragma unroll
-        for (int i = 0; i < 128; ++i) asm volatile("" : "+f"(acc[i])::"memory");  // order vs the fence
+        for (int i = 0; i < ACC; ++i) asm volatile("" : "+f"(acc[i])::"memory");  // order vs the fence
         asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
 #pragma unroll
         for (int kk = 0; kk < S90_BK / 16; ++kk) {
@@ -172,7 +183,7 @@ __global__ void __launch_bounds__(S90Shape<CW>::THREADS, 1)
           uint64_t db = TB ? s90_desc(sb + kk * 32, 16, 1024) : s90_desc(sb + kk * 2048, S90_BOX, 1024);
           // imm-trans: 1 = M/N-major. A is M-major when transposed; B is N-major when NOT transposed
           // (transB means B is stored [N][K], i.e. K-major).
-          Wgmma256<T, TA ? 1 : 0, TB ? 0 : 1>::run(acc, da, db);
+          WgmmaN<T, TA ? 1 : 0, TB ? 0 : 1, BN>::run(acc, da, db);
         }
         asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
         // Keep this stage's wgmmas in flight; the previous stage's are done, so hand its slot back.
@@ -185,7 +196,7 @@ __global__ void __launch_bounds__(S90Shape<CW>::THREADS, 1)
       // The wgmma writes land asynchronously: pin every accumulator after the wait so the compiler
       // cannot hoist an epilogue read above it.
 #pragma unroll
-      for (int i = 0; i < 128; ++i) asm volatile("" : "+f"(acc[i])::"memory");
+      for (int i = 0; i < ACC; ++i) asm volatile("" : "+f"(acc[i])::"memory");
       if (ke > kb && lane == 0) mbar_arrive(s90_smem(&empty[prev]));  // last stage: the producer may go on
 
       // Accumulator layout: warp w of the warpgroup holds rows 16w + lane/4 (+8); value 4j + 2h + c is
@@ -194,8 +205,8 @@ __global__ void __launch_bounds__(S90Shape<CW>::THREADS, 1)
       const int row = m0 + cw * 64 + w * 16 + lane / 4;
       const int colb = n0 + 2 * (lane % 4);
       if (splits == 1 && store_tma) {
-        // Through shared memory and the TMA (beta == 0, N % 8 == 0): each half of the warpgroup's 64 x 256
-        // is written into two swizzled 64 x 64 boxes and stored by one thread, asynchronously, so the
+        // Through shared memory and the TMA (beta == 0, N % 8 == 0): each 128 columns of the warpgroup's
+        // 64 x BN are written into two swizzled 64 x 64 boxes and stored by one thread, asynchronously, so the
         // warpgroup goes on to its next tile's wgmmas while the TMA writes this one (the TMA also clips
         // the tile's edges). Storing straight from registers kept the tensor cores idle for the whole
         // epilogue: 13% of a 4096^3 GEMM.
@@ -204,7 +215,7 @@ __global__ void __launch_bounds__(S90Shape<CW>::THREADS, 1)
         const bool leader = threadIdx.x % 128 == 0;
         const int r0 = w * 16 + lane / 4;  // rows r0 and r0 + 8 of the warpgroup's 64
 #pragma unroll
-        for (int half = 0; half < 2; ++half) {
+        for (int half = 0; half < BN / 128; ++half) {
           if (leader) bulk_wait_read();  // the previous stores from this buffer have read it
           wg_sync(cw);
 #pragma unroll
@@ -234,7 +245,7 @@ __global__ void __launch_bounds__(S90Shape<CW>::THREADS, 1)
         }
       } else if (splits == 1) {
 #pragma unroll
-        for (int j = 0; j < 32; ++j) {
+        for (int j = 0; j < BN / 8; ++j) {
           store2(C, bias, M, N, row, colb + 8 * j, acc[4 * j], acc[4 * j + 1], alpha, beta, pair_ok);
           store2(C, bias, M, N, row + 8, colb + 8 * j, acc[4 * j + 2], acc[4 * j + 3], alpha, beta, pair_ok);
         }
@@ -243,7 +254,7 @@ __global__ void __launch_bounds__(S90Shape<CW>::THREADS, 1)
         // and applies the epilogue (the partials of a decode-sized GEMM stay in L2).
         float* w = ws + int64_t(sp) * M * N;
 #pragma unroll
-        for (int j = 0; j < 32; ++j) {
+        for (int j = 0; j < BN / 8; ++j) {
           store_partial(w, M, N, row, colb + 8 * j, acc[4 * j], acc[4 * j + 1]);
           store_partial(w, M, N, row + 8, colb + 8 * j, acc[4 * j + 2], acc[4 * j + 3]);
         }

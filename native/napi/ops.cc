@@ -35,6 +35,7 @@ namespace parallm::cuda {
 void matmul_sm90_splits(int n);      // benchmark hook (native/cuda/matmul.cu)
 void matmul_sm90_tma_store(int on);  // test hook (native/cuda/matmul.cu)
 void matmul_sm90_tile_rows(int n);   // test / benchmark hook (native/cuda/matmul.cu)
+void matmul_sm90_tile_cols(int n);   // test / benchmark hook (native/cuda/matmul.cu)
 void matmul_gemv_path(int n);       // test and benchmark hook (native/cuda/matmul.cu)
 void set_pdl(int level);            // benchmark hook (native/cuda/launch.cuh)
 void attention_decode_splits(int n);  // test and benchmark hook (native/cuda/attention.cu)
@@ -794,6 +795,19 @@ Napi::Value MatmulTileRows(const Napi::CallbackInfo& info) {
   });
 }
 
+// The sm90 64-row tile's columns: -1 as PARALLM_TILE_COLS says (256 unless 128), 128 or 256 forced; for
+// tests of both and benchmarks side by side. No-op without CUDA.
+Napi::Value MatmulTileCols(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    int n = Args(info, "matmulTileCols").i32(0, "columns");
+    if (n != -1 && n != 128 && n != 256) fail("matmulTileCols: expected -1 (automatic), 128 or 256, got ", n);
+#ifdef PARALLM_WITH_CUDA
+    cuda::matmul_sm90_tile_cols(n);
+#endif
+    return info.Env().Undefined();
+  });
+}
+
 // Which GEMV kernel M <= 16 takes: -1 chosen (the register kernel, its load form by N), 0 the same, 1 the
 // pipelined one, 2 and 3 the pipelined one in alternative shapes, 4 the register kernel's single-plain-load
 // form, 5 as -1 with the norms (and SwiGLU, GELU) fused into the register kernel, 6 the register kernel on
@@ -917,6 +931,7 @@ Napi::Object testing_hooks(Napi::Env env) {
   export_fn(env, t, "matmulSplitK", MatmulSplitK);
   export_fn(env, t, "matmulTmaStore", MatmulTmaStore);
   export_fn(env, t, "matmulTileRows", MatmulTileRows);
+  export_fn(env, t, "matmulTileCols", MatmulTileCols);
   export_fn(env, t, "matmulGemv", MatmulGemv);
   export_fn(env, t, "attentionDecodeSplits", AttentionDecodeSplits);
   export_fn(env, t, "attentionPrefillKernel", AttentionPrefillKernel);
