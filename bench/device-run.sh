@@ -467,19 +467,25 @@ for p in "${parts[@]}"; do
       for r in 1 2; do for t in 0 1; do
         PARALLM_PDL_TILE=$t timeout 70 node dist/cli/index.js bench generate --model llama-2-7b --batch 16,64 2>&1 | tail -2 | sed "s/^/[7B, tile pdl $t, round $r] /"
       done; done ;;
-    tile128)
-      # Written in the eighth session, not yet run: the 64-row tile on 128 columns (twice the tiles for the few
-      # 256-column strips of a decode GEMM, so fewer K slices), its GPU tests, the decode GEMMs at 16 and 64
-      # rows on 128 and 256 columns with the K slices chosen and forced, then 7B decode at batch 16 / 64 with
-      # PARALLM_TILE_COLS=128 and without, alternating.
-      timeout 200 vitest run test/gpu/kernels.gpu.test.ts -t "64-row|64 x 128|64 x 256|split-K" > "$out/gpu-tile128.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-tile128.log" | head -20
-      timeout 120 node dist/cli/index.js bench kernels --filter "gemm-decode 64x" "gemm-decode-n128 64x" "gemv 16x" "gemv-tile64-n128" 2>&1 | grep -E "^(gemm|gemv)" | sed "s/^/[auto] /"
+    tile-a)
+      # Written in the eighth session, not yet run (two options of the 64-row tile, both off by default): 128
+      # columns (PARALLM_TILE_COLS=128: twice the tiles for a decode GEMM's few 256-column strips, so fewer
+      # K slices) and SwiGLU in its epilogue (PARALLM_TILE_SWIGLU=1: the gate+up product and silu_gate in one
+      # launch). Their GPU tests, then the decode GEMMs at 16 and 64 rows on 128 and 256 columns with the K
+      # slices chosen and forced, and decode attention at the batches the tile serves.
+      timeout 200 vitest run test/gpu/kernels.gpu.test.ts -t "64-row|64 x 128|64 x 256|split-K" > "$out/gpu-tile.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-tile.log" | head -20
+      timeout 150 vitest run test/gpu/decode.gpu.test.ts -t "SwiGLU" > "$out/gpu-swiglu.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-swiglu.log" | head -20
+      timeout 120 node dist/cli/index.js bench kernels --filter "gemm-decode 64x" "gemm-decode-n128 64x" "gemv 16x" "gemv-tile64-n128" attention-decode 2>&1 | grep -E "^(gemm|gemv|attention)" | sed "s/^/[auto] /"
       for sk in 1 2 4; do
         timeout 90 node dist/cli/index.js bench kernels --filter "gemm-decode-n128 64x" "gemv-tile64-n128" --split-k $sk 2>&1 | grep -E "^(gemm|gemv)" | sed "s/^/[split-k $sk] /"
-      done
-      for r in 1 2; do for c in 256 128; do
-        PARALLM_TILE_COLS=$c timeout 70 node dist/cli/index.js bench generate --model llama-2-7b --batch 16,64 2>&1 | tail -2 | sed "s/^/[7B, $c columns, round $r] /"
-      done; done ;;
+      done ;;
+    tile-b)
+      # 7B decode at batch 16 / 64 with the tile's options off (the default), 128 columns, SwiGLU in the
+      # epilogue, and both, alternating, ROUNDS times (1); then the compiled-PyTorch peer in the same call.
+      for r in $(seq 1 ${ROUNDS:-1}); do for cfg in "PARALLM_TILE_COLS=256" "PARALLM_TILE_COLS=128" "PARALLM_TILE_SWIGLU=1" "PARALLM_TILE_COLS=128 PARALLM_TILE_SWIGLU=1"; do
+        env $cfg timeout 70 node dist/cli/index.js bench generate --model llama-2-7b --batch 16,64 2>&1 | tail -2 | sed "s/^/[7B, $cfg, round $r] /"
+      done; done
+      timeout 300 python3 bench/peers/torch_compile_decode.py llama 16,64 > "$out/peer-compile-7b.log" 2>&1; grep ANCHOR "$out/peer-compile-7b.log" | cut -c1-200 ;;
     ten-sk)
       # The decode GEMMs of LLaMA-7B at batch 64 / 128 / 256 (issue 13's batch-64 floor: 1.07× in S10-8) with
       # split-K forced to 1..4 slices against the dispatch's choice (a quarter wave of 128 x 256 tiles at

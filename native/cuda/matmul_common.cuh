@@ -97,6 +97,10 @@ __global__ void splitk_reduce(const float* __restrict__ ws, int splits, const T*
   store2(C, bias, M, N, row, col, v0, v1, alpha, beta, pair_ok);
 }
 
+// silu_gate's arithmetic (activation.cu): the same expression, so the fused epilogues (the GEMV's, the
+// sm90 64-row tile's) give its bits.
+__device__ __forceinline__ float gemvp_silu(float x) { return x / (1.f + expf(-x)); }
+
 // Block index -> (tile_m, tile_n), walking GROUP tile-rows at a time so blocks running together share
 // A and B tiles in L2.
 template <int GROUP>

@@ -152,8 +152,6 @@ __device__ __forceinline__ void gemv_norm_pack(const T* x, const T* __restrict__
   *reinterpret_cast<Pack<T, 8>*>(h) = o;
 }
 
-// silu_gate's arithmetic (activation.cu): the same expression, so the fused epilogue gives its bits.
-__device__ __forceinline__ float gemvp_silu(float x) { return x / (1.f + expf(-x)); }
 
 // SWIGLU's store: C[row, col] = silu(gate) * up, each product rounded to T first (s[0]: gate, s[1]: up;
 // e: the mma.sync accumulator element, rows g / g + 8, columns col / col + 1).

@@ -61,7 +61,11 @@ using sm90::tma_store_2d;
 using sm90::wg_sync;
 #endif
 
-template <typename T, bool TA, bool TB, int CW, int BN = S90_BN>
+// SWIGLU (the 64-row tile, B^T, 256 columns, no K slices; PARALLM_TILE_SWIGLU=1, not yet measured): B is
+// W [2N, K], gate rows then up rows, and C [M, N] = silu(gate) * up, each product rounded to T first, as
+// silu_gate (activation.cu) reads them: tile tn loads gate rows [128 tn, +128) and up rows [N + 128 tn,
+// +128) as the B tile's two halves, so its 64 x 128 outputs need no second pass.
+template <typename T, bool TA, bool TB, int CW, int BN = S90_BN, bool SWIGLU = false>
 __global__ void __launch_bounds__(S90Shape<CW, BN>::THREADS, 1)
     s90_kernel(const __grid_constant__ CUtensorMap tmA, const __grid_constant__ CUtensorMap tmB,
                const __grid_constant__ CUtensorMap tmC, int store_tma, const T* __restrict__ bias,
@@ -71,6 +75,9 @@ __global__ void __launch_bounds__(S90Shape<CW, BN>::THREADS, 1)
   using Sh = S90Shape<CW, BN>;
   constexpr int STAGES = Sh::STAGES, STAGE_BYTES = Sh::STAGE_BYTES, A_BYTES = Sh::A_BYTES, BM = Sh::BM;
   constexpr int ACC = Sh::ACC;
+  static_assert(!SWIGLU || (CW == 1 && BN == 256 && TB && !TA), "SwiGLU: the 64-row tile, B^T, 256 columns");
+  // A tile's first column of W (SWIGLU: of the gate rows; the up rows are N further).
+  constexpr int TILE_N = SWIGLU ? BN / 2 : BN;
   extern __shared__ uint8_t s90_raw[];
   // Align in the shared address space (the swizzle pattern follows shared addresses).
   const uint32_t raw_s = s90_smem(s90_raw);
@@ -111,10 +118,13 @@ __global__ void __launch_bounds__(S90Shape<CW, BN>::THREADS, 1)
       if (CW == 1 && blockIdx.x < units) {
         int tm, tn;
         tile_coords<16>(blockIdx.x / splits, tiles_m, tiles_n, tm, tn);
-        const int n0 = tn * BN, sp = blockIdx.x % splits;
+        const int n0 = tn * TILE_N, sp = blockIdx.x % splits;
         const int kb = int(int64_t(sp) * nk / splits), ke = int(int64_t(sp + 1) * nk / splits);
         for (int kt = kb; kt < ke && kt < kb + STAGES; ++kt) {
-          if (TB) {
+          if (SWIGLU) {
+            tma_prefetch_2d(&tmB, kt * S90_BK, n0);
+            tma_prefetch_2d(&tmB, kt * S90_BK, N + n0);
+          } else if (TB) {
             tma_prefetch_2d(&tmB, kt * S90_BK, n0);
           } else {
 #pragma unroll
@@ -129,7 +139,7 @@ __global__ void __launch_bounds__(S90Shape<CW, BN>::THREADS, 1)
       for (int u = blockIdx.x; u < units; u += gridDim.x) {
         int tm, tn;
         tile_coords<16>(u / splits, tiles_m, tiles_n, tm, tn);
-        const int m0 = tm * BM, n0 = tn * BN;
+        const int m0 = tm * BM, n0 = tn * TILE_N;
         const int sp = u % splits, kb = int(int64_t(sp) * nk / splits), ke = int(int64_t(sp + 1) * nk / splits);
         for (int kt = kb; kt < ke; ++kt) {
           mbar_wait(s90_smem(&empty[s]), ph ^ 1);  // first lap passes at once (fresh barrier)
@@ -143,7 +153,10 @@ __global__ void __launch_bounds__(S90Shape<CW, BN>::THREADS, 1)
 #pragma unroll
             for (int j = 0; j < CW; ++j) tma_load_2d(sa + j * S90_BOX, &tmA, fb, m0 + 64 * j, k0);
           }
-          if (TB) {
+          if (SWIGLU) {  // 128-row boxes: the gate half, then the up half (the same swizzle phase: 16 KB apart)
+            tma_load_2d(sb, &tmB, fb, k0, n0);
+            tma_load_2d(sb + (BN / 2) * 128, &tmB, fb, k0, N + n0);
+          } else if (TB) {
             tma_load_2d(sb, &tmB, fb, k0, n0);
           } else {
 #pragma unroll
@@ -164,7 +177,7 @@ __global__ void __launch_bounds__(S90Shape<CW, BN>::THREADS, 1)
     for (int u = blockIdx.x; u < units; u += gridDim.x) {
       int tm, tn;
       tile_coords<16>(u / splits, tiles_m, tiles_n, tm, tn);
-      const int m0 = tm * BM, n0 = tn * BN;
+      const int m0 = tm * BM, n0 = tn * TILE_N;
       const int sp = u % splits, kb = int(int64_t(sp) * nk / splits), ke = int(int64_t(sp + 1) * nk / splits);
 #pragma unroll
       for (int i = 0; i < ACC; ++i) acc[i] = 0.f;
@@ -204,7 +217,22 @@ __global__ void __launch_bounds__(S90Shape<CW, BN>::THREADS, 1)
       const int w = (threadIdx.x % 128) / 32;
       const int row = m0 + cw * 64 + w * 16 + lane / 4;
       const int colb = n0 + 2 * (lane % 4);
-      if (splits == 1 && store_tma) {
+      if constexpr (SWIGLU) {
+        // Accumulator j < 16 holds gate column n0 + 8j + 2(lane % 4) + c, j + 16 the up column of the same.
+#pragma unroll
+        for (int j = 0; j < BN / 16; ++j)
+#pragma unroll
+          for (int h = 0; h < 2; ++h)
+#pragma unroll
+            for (int c = 0; c < 2; ++c) {
+              const int r = row + 8 * h, col = colb + 8 * j + c;
+              if (r < M && col < N) {
+                const float gate = f32(from_f32<T>(acc[4 * j + 2 * h + c]));
+                const float up = f32(from_f32<T>(acc[4 * (j + BN / 16) + 2 * h + c]));
+                C[int64_t(r) * N + col] = from_f32<T>(gemvp_silu(gate) * up);
+              }
+            }
+      } else if (splits == 1 && store_tma) {
         // Through shared memory and the TMA (beta == 0, N % 8 == 0): each 128 columns of the warpgroup's
         // 64 x BN are written into two swizzled 64 x 64 boxes and stored by one thread, asynchronously, so the
         // warpgroup goes on to its next tile's wgmmas while the TMA writes this one (the TMA also clips

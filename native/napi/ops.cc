@@ -36,6 +36,7 @@ void matmul_sm90_splits(int n);      // benchmark hook (native/cuda/matmul.cu)
 void matmul_sm90_tma_store(int on);  // test hook (native/cuda/matmul.cu)
 void matmul_sm90_tile_rows(int n);   // test / benchmark hook (native/cuda/matmul.cu)
 void matmul_sm90_tile_cols(int n);   // test / benchmark hook (native/cuda/matmul.cu)
+void matmul_sm90_tile_swiglu(int on);  // test / benchmark hook (native/cuda/matmul.cu)
 void matmul_gemv_path(int n);       // test and benchmark hook (native/cuda/matmul.cu)
 void set_pdl(int level);            // benchmark hook (native/cuda/launch.cuh)
 void attention_decode_splits(int n);  // test and benchmark hook (native/cuda/attention.cu)
@@ -808,6 +809,20 @@ Napi::Value MatmulTileCols(const Napi::CallbackInfo& info) {
   });
 }
 
+// rmsnormLinearSwiGLU / linearSwiGLU on the sm90 64-row tile with SwiGLU in its epilogue: -1 as
+// PARALLM_TILE_SWIGLU says (off unless 1), 0 off, 1 on where it applies; for tests (the same bits as the ops
+// apart) and benchmarks. No-op without CUDA.
+Napi::Value MatmulTileSwiGLU(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    int n = Args(info, "matmulTileSwiGLU").i32(0, "mode");
+    if (n < -1 || n > 1) fail("matmulTileSwiGLU: expected -1 (automatic), 0 (off) or 1 (on), got ", n);
+#ifdef PARALLM_WITH_CUDA
+    cuda::matmul_sm90_tile_swiglu(n);
+#endif
+    return info.Env().Undefined();
+  });
+}
+
 // Which GEMV kernel M <= 16 takes: -1 chosen (the register kernel, its load form by N), 0 the same, 1 the
 // pipelined one, 2 and 3 the pipelined one in alternative shapes, 4 the register kernel's single-plain-load
 // form, 5 as -1 with the norms (and SwiGLU, GELU) fused into the register kernel, 6 the register kernel on
@@ -932,6 +947,7 @@ Napi::Object testing_hooks(Napi::Env env) {
   export_fn(env, t, "matmulTmaStore", MatmulTmaStore);
   export_fn(env, t, "matmulTileRows", MatmulTileRows);
   export_fn(env, t, "matmulTileCols", MatmulTileCols);
+  export_fn(env, t, "matmulTileSwiGLU", MatmulTileSwiGLU);
   export_fn(env, t, "matmulGemv", MatmulGemv);
   export_fn(env, t, "attentionDecodeSplits", AttentionDecodeSplits);
   export_fn(env, t, "attentionPrefillKernel", AttentionPrefillKernel);
