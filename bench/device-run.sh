@@ -486,6 +486,15 @@ for p in "${parts[@]}"; do
         env $cfg timeout 70 node dist/cli/index.js bench generate --model llama-2-7b --batch 16,64 2>&1 | tail -2 | sed "s/^/[7B, $cfg, round $r] /"
       done; done
       timeout 300 python3 bench/peers/torch_compile_decode.py llama 16,64 > "$out/peer-compile-7b.log" 2>&1; grep ANCHOR "$out/peer-compile-7b.log" | cut -c1-200 ;;
+    train-pdl)
+      # Written in the eighth session, not yet run: every sm90 GEMM launched with PDL (PARALLM_PDL_GEMM=1;
+      # training's ~150 GEMMs a step, each launch and prologue overlapping the kernel before) and the small
+      # kernels too (PARALLM_PDL=2), for DP strong scaling's fixed costs. The training GPU tests with both on,
+      # then one GPU at 128 and DP at 64 a GPU (25 MiB buckets) under each setting, alternating.
+      PARALLM_PDL_GEMM=1 PARALLM_PDL=2 timeout 200 vitest run test/gpu/train*.gpu.test.ts > "$out/gpu-train-pdl.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-train-pdl.log" | head -20
+      for cfg in "PARALLM_PDL=1" "PARALLM_PDL_GEMM=1" "PARALLM_PDL_GEMM=1 PARALLM_PDL=2"; do
+        env $cfg timeout 100 node dist/cli/index.js bench train --devices cuda:0,cuda:1 --strategies single,dp --scaling strong --bucket-mb 25 --shapes 128x128 --steps 30 2>&1 | tail -2 | sed "s/^/[$cfg] /"
+      done ;;
     ten-sk)
       # The decode GEMMs of LLaMA-7B at batch 64 / 128 / 256 (issue 13's batch-64 floor: 1.07× in S10-8) with
       # split-K forced to 1..4 slices against the dispatch's choice (a quarter wave of 128 x 256 tiles at

@@ -102,13 +102,16 @@ int gemv_prefetch(int64_t w_bytes) {
   if (w_bytes <= int64_t(mib * (1 << 20))) return 16;
   return std::max(1, int(16.0 * mib * (1 << 20) / double(w_bytes)));
 }
-// PARALLM_PDL_TILE=1: the 64-row tile and its split-K reduce launch with PDL (launch_sm90_t).
-bool tile_pdl() {
-  static const bool v = [] {
-    const char* e = std::getenv("PARALLM_PDL_TILE");
-    return e && e[0] == '1' && !e[1];
-  }();
-  return v;
+// Which sm90 GEMMs launch with PDL, with their split-K reduce (launch_sm90_t): PARALLM_PDL_TILE=1 the 64-row
+// tile's (S11-5: decode slower with it), PARALLM_PDL_GEMM=1 every one (a candidate for training's ~150 GEMMs
+// a step, where each launch and prologue could overlap the kernel before; not yet measured).
+bool env_on(const char* name) {
+  const char* e = std::getenv(name);
+  return e && e[0] == '1' && !e[1];
+}
+bool sm90_pdl(int cw) {
+  static const bool tile = env_on("PARALLM_PDL_TILE"), all = env_on("PARALLM_PDL_GEMM");
+  return all || (cw == 1 && tile);
 }
 
 // Whether a GEMV-sized product (M <= 16, B^T) goes to the sm90 64-row tile on compute capability 9.0
@@ -321,11 +324,10 @@ void launch_sm90_t(const Args& a, const CUtensorMap& mA, const CUtensorMap& mB) 
     // Stream-ordered, so a captured graph owns its workspace (as attention_decode's does).
     PARALLM_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&ws), ws_bytes, a.stream),
                        PARALLM_MM_WHERE(a, what), ": split-K workspace of ", ws_bytes, " bytes for ", splits, " slices");
-  // The 64-row tile (decode) may launch with PDL, as the GEMVs do (pdl.cuh): its set-up and the first weight
-  // k-tiles' trip to L2 overlap the kernel before; so does the split-K reduce's launch. Off unless
-  // PARALLM_PDL_TILE=1: S11-4 measured 7B decode at batch 16 / 64 slower with it (2,915 / 9,362 tokens/s
-  // against S11-3's 3,021 / 9,859, another call).
-  const bool pdl = CW == 1 && tile_pdl() && pdl_allows(1);
+  // The kernel may launch with PDL, as the GEMVs do (pdl.cuh): its set-up (and on the 64-row tile the first
+  // weight k-tiles' trip to L2) overlaps the kernel before; so does the split-K reduce's launch. Off unless
+  // sm90_pdl says: S11-5 measured 7B decode at batch 64 2-5% slower with it on the 64-row tile.
+  const bool pdl = sm90_pdl(CW) && pdl_allows(1);
   PARALLM_CUDA_CHECK(launch_maybe_pdl(pdl, kern, dim3(unsigned(grid)), dim3(Sh::THREADS), Sh::SMEM, a.stream, mA, mB, mC,
                                       store_tma, static_cast<const T*>(a.bias), static_cast<T*>(a.C), a.M, a.N, a.K,
                                       a.alpha, a.beta, tm, tn, a.pair_ok, splits, ws),

@@ -111,10 +111,10 @@ __global__ void __launch_bounds__(S90Shape<CW, BN>::THREADS, 1)
     // consumers need them; one has a whole SM's registers already).
     if (CW == 2) asm volatile("setmaxnreg.dec.sync.aligned.u32 40;");
     if (threadIdx.x == 0) {
-      // Launched with PDL (the 64-row tile at PARALLM_PDL_TILE=1): while the kernel before drains, ask L2
-      // for the weight k-tiles the ring's first lap will load (B is never written by the kernel before in a
-      // decode step, but pdl.cuh's contract allows only L2 prefetches before the wait, so a matmul after
-      // AdamW stays correct). Without PDL the wait and trigger are no-ops.
+      // Launched with PDL (matmul.cu's sm90_pdl, off by default): on the 64-row tile, while the kernel before
+      // drains, ask L2 for the weight k-tiles the ring's first lap will load (B is never written by the
+      // kernel before in a decode step, but pdl.cuh's contract allows only L2 prefetches before the wait, so
+      // a matmul after AdamW stays correct). Without PDL the wait and trigger are no-ops.
       if (CW == 1 && blockIdx.x < units) {
         int tm, tn;
         tile_coords<16>(blockIdx.x / splits, tiles_m, tiles_n, tm, tn);
