@@ -60,6 +60,18 @@ function samePerPath(paths: readonly number[], what: string, s: number, run: () 
   return outs;
 }
 
+/** silu(h Wg^T) * (h Wu^T) in float64, W [2F, K] holding the gate rows, then the up rows. */
+function swigluRef(h: ArrayLike<number>, w: ArrayLike<number>, M: number, F: number, K: number): Float64Array {
+  const gu = matmulRef(h, w, null, null, M, 2 * F, K, false, true);
+  const ref = new Float64Array(M * F);
+  for (let m = 0; m < M; m++)
+    for (let f = 0; f < F; f++) {
+      const a = gu[m * 2 * F + f]!;
+      ref[m * F + f] = (a / (1 + Math.exp(-a))) * gu[m * 2 * F + F + f]!;
+    }
+  return ref;
+}
+
 function finite(o: ArrayLike<number>, what: string): void {
   for (let i = 0; i < o.length; i++) if (!Number.isFinite(o[i]!)) throw new Error(`${what}: element ${i} unwritten (${o[i]})`);
 }
@@ -413,13 +425,7 @@ describe.skipIf(gpus === 0)('rmsnormLinearSwiGLU: norm, gate+up projection and S
         return [fused, apart];
       });
       const h = rmsnormRefRows(x.v, g.v, M, K, 1e-5);
-      const gu = matmulRef(h, w.v, null, null, M, 2 * F, K, false, true);
-      const ref = new Float64Array(M * F);
-      for (let m = 0; m < M; m++)
-        for (let f = 0; f < F; f++) {
-          const a = gu[m * 2 * F + f]!;
-          ref[m * F + f] = (a / (1 + Math.exp(-a))) * gu[m * 2 * F + F + f]!;
-        }
+      const ref = swigluRef(h, w.v, M, F, K);
       expect(relError(outs[0]!, ref), `seed ${s}`).toBeLessThan(1e-2);
       [x.t, g.t, w.t].forEach((t) => t.dispose());
     });
@@ -460,13 +466,7 @@ describe.skipIf(gpus === 0)('rmsnormLinearSwiGLU / linearSwiGLU on the sm90 64-r
       for (let i = 0; i < fused.length; i++) if (!(fused[i] === apart[i]) || !Number.isFinite(fused[i]!)) diff++;
       expect(diff, `seed ${s}: elements unlike the ops apart (or unwritten)`).toBe(0);
       const h = norm ? rmsnormRefRows(x.v, g.v, M, K, 1e-5) : x.v;
-      const gu = matmulRef(h, w.v, null, null, M, 2 * F, K, false, true);
-      const ref = new Float64Array(M * F);
-      for (let m = 0; m < M; m++)
-        for (let f = 0; f < F; f++) {
-          const a = gu[m * 2 * F + f]!;
-          ref[m * F + f] = (a / (1 + Math.exp(-a))) * gu[m * 2 * F + F + f]!;
-        }
+      const ref = swigluRef(h, w.v, M, F, K);
       expect(relError(fused, ref), `seed ${s}`).toBeLessThan(1e-2);
       [x.t, g.t, w.t].forEach((t) => t.dispose());
     });
