@@ -487,12 +487,14 @@ for p in "${parts[@]}"; do
       done; done
       timeout 300 python3 bench/peers/torch_compile_decode.py llama 16,64 > "$out/peer-compile-7b.log" 2>&1; grep ANCHOR "$out/peer-compile-7b.log" | cut -c1-200 ;;
     train-pdl)
-      # Written in the eighth session, not yet run: every sm90 GEMM launched with PDL (PARALLM_PDL_GEMM=1;
-      # training's ~150 GEMMs a step, each launch and prologue overlapping the kernel before) and the small
-      # kernels too (PARALLM_PDL=2), for DP strong scaling's fixed costs. The training GPU tests with both on,
-      # then one GPU at 128 and DP at 64 a GPU (25 MiB buckets) under each setting, alternating.
-      PARALLM_PDL_GEMM=1 PARALLM_PDL=2 timeout 200 vitest run test/gpu/train*.gpu.test.ts > "$out/gpu-train-pdl.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-train-pdl.log" | head -20
-      for cfg in "PARALLM_PDL=1" "PARALLM_PDL_GEMM=1" "PARALLM_PDL_GEMM=1 PARALLM_PDL=2"; do
+      # Written in the eighth session, not yet run (two GPUs): every sm90 GEMM launched with PDL
+      # (PARALLM_PDL_GEMM=1; training's ~150 GEMMs a step, each launch and prologue overlapping the kernel
+      # before), the small kernels too (PARALLM_PDL=2), and the tied embeddings' gradient in two parts
+      # (PARALLM_DP_TIED_SPLIT=1), for DP strong scaling's fixed and exposed costs. The training GPU tests
+      # with all on (train-dp's tied-split case among them), then one GPU at 128 and DP at 64 a GPU (25 MiB
+      # buckets) under each setting.
+      PARALLM_PDL_GEMM=1 PARALLM_PDL=2 PARALLM_DP_TIED_SPLIT=1 timeout 200 vitest run test/gpu/train*.gpu.test.ts > "$out/gpu-train-pdl.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-train-pdl.log" | head -20
+      for cfg in "PARALLM_PDL=1" "PARALLM_DP_TIED_SPLIT=1" "PARALLM_PDL_GEMM=1" "PARALLM_PDL_GEMM=1 PARALLM_PDL=2 PARALLM_DP_TIED_SPLIT=1"; do
         env $cfg timeout 100 node dist/cli/index.js bench train --devices cuda:0,cuda:1 --strategies single,dp --scaling strong --bucket-mb 25 --shapes 128x128 --steps 30 2>&1 | tail -2 | sed "s/^/[$cfg] /"
       done ;;
     ten-sk)

@@ -113,7 +113,7 @@ export interface NativeBinding {
   ropeBackward(dx: T, pos: T, R: number, H: number, D: number, tstride: number, rotDim: number, theta: number, freqs: T | null): void;
   attentionForward(q: T, k: T, v: T, out: T, lse: T, B: number, T: number, Hq: number, Hkv: number, D: number, qB: number, qT: number, kvB: number, kvT: number, scale: number): void;
   attentionBackward(q: T, k: T, v: T, out: T, dout: T, lse: T, dq: T, dk: T, dv: T, workspace: T, B: number, T: number, Hq: number, Hkv: number, D: number, qB: number, qT: number, kvB: number, kvT: number, scale: number): void;
-  embeddingBackward(ids: T, dout: T, dtable: T, N: number, V: number, C: number): void;
+  embeddingBackward(ids: T, dout: T, dtable: T, N: number, V: number, C: number, scale: number): void;
   crossEntropy(logits: T, targets: T, losses: T, dlogits: OptT, R: number, V: number, ignoreIndex: number, dscale: number, ld: number): void;
   sumSquares(x: T, out: T, n: number): void;
   adamw(master: T, param: OptT, grad: T, m: T, v: T, n: number, nDecay: number, lr: number, beta1: number, beta2: number, eps: number, weightDecay: number, gradScale: number, step: number): void;

@@ -958,9 +958,11 @@ export function attentionBackward(
   }
 }
 
-/** dtable[ids[n], :] += dout[n, :]; ids i32 [...] (N of them; out-of-range ids add nothing), dout [...ids, C] or [N, C], dtable [V, C]. */
-export function embeddingBackward(ids: Tensor, dout: Tensor, dtable: Tensor): void {
+/** dtable[ids[n], :] += scale * dout[n, :] (scale default 1; rows of one id summed in n order, then scaled); ids i32 [...] (N of them; out-of-range ids add nothing), dout [...ids, C] or [N, C], dtable [V, C]. */
+export function embeddingBackward(ids: Tensor, dout: Tensor, dtable: Tensor, o: { scale?: number } = {}): void {
   const op = 'embeddingBackward';
+  const scale = o.scale ?? 1;
+  if (!Number.isFinite(scale)) throw new Error(`${op}: scale must be a finite number, got ${scale}`);
   sameDevice(op, { ids, dout, dtable });
   if (ids.dtype !== 'i32') throw new Error(`${op}: ids must be i32, got ${ids.dtype}`);
   sameDType(op, { dout, dtable }, FLOATS);
@@ -970,7 +972,7 @@ export function embeddingBackward(ids: Tensor, dout: Tensor, dtable: Tensor): vo
   positive(op, 'C', C);
   if (dout.shape[dout.shape.length - 1] !== C || dout.numel !== ids.numel * C)
     throw new Error(`${op}: dout has shape [${dout.shape.join(', ')}], expected [${ids.numel}, ${C}] (ids [${ids.shape.join(', ')}], dtable [${V}, ${C}])`);
-  native.embeddingBackward(ids.native, dout.native, dtable.native, ids.numel, V, C);
+  native.embeddingBackward(ids.native, dout.native, dtable.native, ids.numel, V, C, scale);
 }
 
 export interface CrossEntropyOptions {

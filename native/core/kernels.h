@@ -227,10 +227,10 @@ void attention_backward(PARALLM_KCTX ctx, DType dt, const void* q, const void* k
                         int64_t kv_tstride, float scale);
 inline int64_t attention_backward_workspace(int64_t B, int64_t T, int64_t Hq, int64_t D) { return B * Hq * T * (D + 1); }
 
-// Embedding backward: dtable[ids[n], :] += dout[n, :] for n < N (C columns); ids outside [0, V) add nothing.
-// Deterministic: rows with the same id are summed in n order.
+// Embedding backward: dtable[ids[n], :] += scale * dout[n, :] for n < N (C columns); ids outside [0, V) add
+// nothing. Deterministic: rows with the same id are summed in n order, then scaled once (scale 1: the sum).
 void embedding_backward(PARALLM_KCTX ctx, DType dt, const int32_t* ids, const void* dout, void* dtable, int64_t N,
-                        int64_t V, int64_t C);
+                        int64_t V, int64_t C, float scale = 1.f);
 
 // The classifier, fused: per row r of V logits (row r starts at element r * ld, ld >= V) with target
 // t = targets[r]:

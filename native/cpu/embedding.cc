@@ -33,7 +33,7 @@ namespace {
 template <class E>
 void scatter_rows_t(const std::vector<int64_t>& start, const std::vector<int32_t>& order,
                     const std::vector<int32_t>& touched, const void* doutv, void* dtv, int64_t u0, int64_t u1,
-                    int64_t C, float* acc) {
+                    int64_t C, float scale, float* acc) {
   using T = typename E::T;
   const T* dout = static_cast<const T*>(doutv);
   for (int64_t u = u0; u < u1; u++) {
@@ -44,14 +44,14 @@ void scatter_rows_t(const std::vector<int64_t>& start, const std::vector<int32_t
       for (int64_t c = 0; c < C; c++) acc[c] += E::load(row, c);
     }
     T* dst = static_cast<T*>(dtv) + int64_t(id) * C;
-    for (int64_t c = 0; c < C; c++) E::store(dst, c, E::load(dst, c) + acc[c]);
+    for (int64_t c = 0; c < C; c++) E::store(dst, c, E::load(dst, c) + scale * acc[c]);
   }
 }
 
 }  // namespace
 
 void embedding_backward(const Ctx& ctx, DType dt, const int32_t* ids, const void* dout, void* dtable, int64_t N,
-                        int64_t V, int64_t C) {
+                        int64_t V, int64_t C, float scale) {
   if (N < 0 || V < 0 || C < 0) fail("embedding_backward: negative size N=", N, " V=", V, " C=", C);
   if (N == 0 || C == 0 || V == 0) return;
   if (dt != DType::F32 && dt != DType::BF16)
@@ -76,8 +76,8 @@ void embedding_backward(const Ctx& ctx, DType dt, const int32_t* ids, const void
   const int64_t U = int64_t(touched.size());
   parallel_rows(ctx, U, int64_t(order.size()) * C + U * C * 2, [&](int64_t u0, int64_t u1) {
     std::vector<float> acc(static_cast<size_t>(C));
-    if (dt == DType::F32) scatter_rows_t<F32T>(start, order, touched, dout, dtable, u0, u1, C, acc.data());
-    else scatter_rows_t<BF16T>(start, order, touched, dout, dtable, u0, u1, C, acc.data());
+    if (dt == DType::F32) scatter_rows_t<F32T>(start, order, touched, dout, dtable, u0, u1, C, scale, acc.data());
+    else scatter_rows_t<BF16T>(start, order, touched, dout, dtable, u0, u1, C, scale, acc.data());
   });
 }
 

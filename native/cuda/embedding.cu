@@ -112,7 +112,7 @@ __global__ void emb_sort_global(uint64_t* __restrict__ keys, int64_t half, int64
 // valid ids sums the run's dout rows in n order and adds the sum into dtable once.
 template <class T, int N>
 __global__ void emb_scatter_kernel(const uint64_t* __restrict__ keys, const T* __restrict__ dout,
-                                   T* __restrict__ dtable, int64_t Nrows, int64_t C) {
+                                   T* __restrict__ dtable, int64_t Nrows, int64_t C, float scale) {
   using P = Pack<T, N>;
   const int64_t nvec = C / N;
   const int64_t v = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -149,13 +149,14 @@ __global__ void emb_scatter_kernel(const uint64_t* __restrict__ keys, const T* _
     P* dst = reinterpret_cast<P*>(dtable + int64_t(id) * C) + v;
     P o = *dst;
 #pragma unroll
-    for (int j = 0; j < N; ++j) o.v[j] = from_f32<T>(f32(o.v[j]) + acc[j]);
+    for (int j = 0; j < N; ++j) o.v[j] = from_f32<T>(f32(o.v[j]) + scale * acc[j]);
     *dst = o;
   }
 }
 
 template <class T>
-void emb_scatter(cudaStream_t s, const uint64_t* keys, const void* dout, void* dtable, int64_t N, int64_t C) {
+void emb_scatter(cudaStream_t s, const uint64_t* keys, const void* dout, void* dtable, int64_t N, int64_t C,
+                 float scale) {
   constexpr int W = 16 / sizeof(T);
   const bool vec = C % W == 0 && aligned16(dout) && aligned16(dtable);
   const int64_t nvec = C / (vec ? W : 1);
@@ -165,8 +166,8 @@ void emb_scatter(cudaStream_t s, const uint64_t* keys, const void* dout, void* d
   // (grid x capped: a row longer than kMaxBlocks * tx packs is not expected; checked by the caller)
   auto* dt = static_cast<const T*>(dout);
   auto* tt = static_cast<T*>(dtable);
-  if (vec) emb_scatter_kernel<T, W><<<grid, dim3(tx, ty), 0, s>>>(keys, dt, tt, N, C);
-  else emb_scatter_kernel<T, 1><<<grid, dim3(tx, ty), 0, s>>>(keys, dt, tt, N, C);
+  if (vec) emb_scatter_kernel<T, W><<<grid, dim3(tx, ty), 0, s>>>(keys, dt, tt, N, C, scale);
+  else emb_scatter_kernel<T, 1><<<grid, dim3(tx, ty), 0, s>>>(keys, dt, tt, N, C, scale);
 }
 
 }  // namespace
@@ -189,7 +190,7 @@ void embedding(cudaStream_t s, DType dt, const int32_t* ids, const void* table, 
 }
 
 void embedding_backward(cudaStream_t s, DType dt, const int32_t* ids, const void* dout, void* dtable, int64_t N,
-                        int64_t V, int64_t C) {
+                        int64_t V, int64_t C, float scale) {
   if (N < 0 || V < 0 || C < 0) fail("embedding_backward: negative size N=", N, " V=", V, " C=", C);
   if (dt != DType::F32 && dt != DType::BF16)
     fail("embedding_backward: dtype ", dtype_name(dt), " not supported (f32, bf16) (N=", N, " C=", C, ")");
@@ -216,8 +217,8 @@ void embedding_backward(cudaStream_t s, DType dt, const int32_t* ids, const void
     emb_sort_local<false><<<tiles, kSortThreads, 0, s>>>(keys, k);
     PARALLM_LAUNCH_CHECK("embedding_backward: sort launch failed (N=", N, " k=", k, ")");
   }
-  if (dt == DType::F32) emb_scatter<float>(s, keys, dout, dtable, N, C);
-  else emb_scatter<__nv_bfloat16>(s, keys, dout, dtable, N, C);
+  if (dt == DType::F32) emb_scatter<float>(s, keys, dout, dtable, N, C, scale);
+  else emb_scatter<__nv_bfloat16>(s, keys, dout, dtable, N, C, scale);
   PARALLM_LAUNCH_CHECK("embedding_backward: scatter launch failed (N=", N, " V=", V, " C=", C, ")");
 }
 

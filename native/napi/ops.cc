@@ -19,6 +19,7 @@
 // a strided access (signed strides) against its tensor. ON_CUDA(call) is the CUDA backend's call with
 // the stream `s` (nothing in a build without CUDA, where a cuda:N tensor cannot exist).
 #include <array>
+#include <cmath>
 #include <initializer_list>
 #include <vector>
 
@@ -692,17 +693,19 @@ Napi::Value OpAttentionBackward(const Napi::CallbackInfo& info) {
   });
 }
 
-// embeddingBackward(ids, dout, dtable, N, V, C)
+// embeddingBackward(ids, dout, dtable, N, V, C, scale)
 Napi::Value OpEmbeddingBackward(const Napi::CallbackInfo& info) {
   return op(info, "embeddingBackward", [](OpCall& c) {
     int64_t N = c.i64(3, "N"), V = c.i64(4, "V"), C = c.i64(5, "C");
+    const float scale = c.f32(6, "scale");
+    if (!std::isfinite(scale)) fail("embeddingBackward: scale must be finite, got ", scale);
     if (N < 0 || V < 1 || C < 1) fail("embeddingBackward: bad sizes N=", N, " V=", V, " C=", C);
     DType dt = c.dtype_of(2, "dtable");
     const int32_t* pi = c.use<int32_t>(0, "ids", N, DType::I32);
     const void* pd = c.use(1, "dout", c.mul(N, C), dt);
     void* pt = c.use(2, "dtable", c.mul(V, C), dt);
-    c.run([=](const cpu::Ctx& x) { cpu::embedding_backward(x, dt, pi, pd, pt, N, V, C); },
-          ON_CUDA(embedding_backward(s, dt, pi, pd, pt, N, V, C)));
+    c.run([=](const cpu::Ctx& x) { cpu::embedding_backward(x, dt, pi, pd, pt, N, V, C, scale); },
+          ON_CUDA(embedding_backward(s, dt, pi, pd, pt, N, V, C, scale)));
   });
 }
 

@@ -54,6 +54,13 @@ export interface DataParallelOptions extends Omit<TrainOptions, 'device' | 'shar
    * all-gathered as the next forward reaches it. 0 (default): every rank holds the whole optimizer state.
    */
   zero?: 0 | 1;
+  /**
+   * With bucketMiB and tied embeddings (GPT-2): their gradient reduced in two parts, the head's product's
+   * bucket at once and the lookup's rows gathered at the end (src/train/grad-buckets.ts), so the largest
+   * bucket does not wait for the end of the backward. Default: PARALLM_DP_TIED_SPLIT=1 (off otherwise:
+   * not yet timed on GPUs); ignored without tied embeddings.
+   */
+  tiedGradSplit?: boolean;
   /** @internal test hook: a rank fails at a step */
   fault?: StepFault;
   /**
@@ -70,7 +77,7 @@ export interface DataParallelOptions extends Omit<TrainOptions, 'device' | 'shar
 // Workers import compiled JS; from the TS sources the pool maps src/*.ts to dist/*.js.
 const WORKER_MODULE = fileURLToPath(new URL(`./worker${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, import.meta.url));
 
-const CALLBACKS = ['loadProgress', 'onStep', 'onEval', 'onEpoch', 'onSave', 'devices', 'dataOrder', 'commTimeoutMs', 'callTimeoutMs', 'bucketMiB', 'zero', 'fault', 'distributed', 'rendezvousTimeoutMs'] as const;
+const CALLBACKS = ['loadProgress', 'onStep', 'onEval', 'onEpoch', 'onSave', 'devices', 'dataOrder', 'commTimeoutMs', 'callTimeoutMs', 'bucketMiB', 'zero', 'tiedGradSplit', 'fault', 'distributed', 'rendezvousTimeoutMs'] as const;
 
 export class DataParallelTrainer {
   step: number;
@@ -130,6 +137,9 @@ export class DataParallelTrainer {
     const zero = o.zero ?? 0;
     if (zero !== 0 && zero !== 1) throw new Error(`train dp: zero must be 0 or 1 (ZeRO-1: the optimizer state sharded), got ${String(zero)}`);
     if (zero && devices.length < 2) throw new Error(`train dp: zero 1 shards the optimizer state over the devices; it needs 2 or more, got ${devices.join(',')}`);
+    const tiedSplit = o.tiedGradSplit ?? process.env.PARALLM_DP_TIED_SPLIT === '1';
+    if (typeof tiedSplit !== 'boolean') throw new Error(`train dp: tiedGradSplit must be a boolean, got ${String(tiedSplit)}`);
+    if (o.tiedGradSplit && (!bucketMiB || zero)) throw new Error('train dp: tiedGradSplit needs bucketMiB > 0 and no ZeRO-1 (the embeddings\' bucket goes during the backward)');
     // Prepared once here: replicas preparing the same cache folder at once would race. Launched, process
     // 0 prepares before the rendezvous and the others after it, for the same reason across processes.
     let dist: DistWorld | null = o.distributed || null;
@@ -149,7 +159,7 @@ export class DataParallelTrainer {
       : devices.length > 1 ? { kind, id: newCommId(kind), timeoutMs: commTimeoutMs } : null;
     let infos: ReplicaInfo[];
     try {
-      infos = await pool.all<ReplicaInfo>('trainInit', () => ({ opts, order, comm, bucketBytes: Math.round(bucketMiB * 2 ** 20), zero }) satisfies ReplicaInitArgs);
+      infos = await pool.all<ReplicaInfo>('trainInit', () => ({ opts, order, comm, bucketBytes: Math.round(bucketMiB * 2 ** 20), zero, tiedSplit: tiedSplit && !zero }) satisfies ReplicaInitArgs);
     } catch (e) {
       await pool.close();
       throw e;

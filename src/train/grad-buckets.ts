@@ -14,9 +14,17 @@
 // All-reduce 'avg' works element by element, so the buckets give the same values as one all-reduce of the
 // whole buffer (the tests check it bit for bit on CPU devices). ZeRO-1 (src/train/zero.ts) reduce-scatters
 // the same buckets instead, each into its ranks' slices (src/train/zero-layout.ts), through `reduce`.
+//
+// Tied embeddings in two parts (`tiedSplit`): the embedding matrix's gradient is the head's product, done at
+// the start of the backward, plus the lookup's rows, added at its very end; its bucket (the largest: GPT-2's
+// 38.6 M elements) would wait for the end, exposed. Split, the bucket goes with the head's part at once
+// (ready at 'head'), and the last micro-batch's lookup (its ids and the [tokens, C] gradient, a few MB) is
+// all-gathered at the end and added on every rank, each rank's rows scaled by 1 / world: the same sum,
+// within f32 rounding order, as reducing the whole (the tests check the loss curve against one device).
 import type { Communicator } from '../parallel/comm.js';
+import * as ops from '../ops.js';
 import { DeviceEvent, DeviceStream } from '../runtime.js';
-import type { Tensor } from '../tensor.js';
+import { Tensor } from '../tensor.js';
 import type { FlatParams, ParamEntry } from './params.js';
 
 export interface GradBucket {
@@ -32,14 +40,17 @@ export interface GradBucket {
 /** The parts of FlatParams the buckets are cut from. */
 type Layout = Pick<FlatParams, 'layout' | 'stage'>;
 
-/** The backward event index after which entry `e` is final (see TrainStage.onGradsReady). */
-function readyAt(e: ParamEntry, p: Layout): number {
+/**
+ * The backward event index after which entry `e` is final (see TrainStage.onGradsReady); `embedAtHead`: the
+ * tied embeddings' bucket goes after the head's part (their lookup's part is added after the reductions).
+ */
+function readyAt(e: ParamEntry, p: Layout, embedAtHead = false): number {
   const { start, end } = p.stage;
   const m = /^layers\.(\d+)\./.exec(e.key);
   if (m) return 1 + (end - 1 - Number(m[1]));
   const embedEvent = 1 + (end - start);
   if (e.key === 'positions') return embedEvent;
-  if (e.key === 'embed') return p.stage.embed ? embedEvent : 0; // tied: the head writes it too
+  if (e.key === 'embed') return p.stage.embed && !embedAtHead ? embedEvent : 0; // tied: the head writes it too
   return 0; // head, normF, normFBias
 }
 
@@ -53,14 +64,14 @@ function neededAt(e: ParamEntry, p: Layout): number {
 }
 
 /** Buckets of consecutive whole tensors, each closed once it holds at least `bucketElems` elements. */
-export function gradBuckets(p: Layout, bucketElems: number): GradBucket[] {
+export function gradBuckets(p: Layout, bucketElems: number, o: { embedAtHead?: boolean } = {}): GradBucket[] {
   if (!Number.isInteger(bucketElems) || bucketElems < 1) throw new Error(`gradBuckets: bucketElems must be a positive integer, got ${bucketElems}`);
   const out: GradBucket[] = [];
   let cur: GradBucket | null = null;
   for (const e of p.layout) {
     cur ??= { start: e.offset, end: e.offset, ready: 0, needed: Infinity };
     cur.end = e.offset + e.numel;
-    cur.ready = Math.max(cur.ready, readyAt(e, p));
+    cur.ready = Math.max(cur.ready, readyAt(e, p, o.embedAtHead));
     cur.needed = Math.min(cur.needed, neededAt(e, p));
     if (cur.end - cur.start >= bucketElems) {
       out.push(cur);
@@ -81,6 +92,8 @@ export class BucketedAllReduce {
   private readonly finalEvent: number;
   private micro = 0;
   private readonly gpu: { stream: DeviceStream; event: DeviceEvent; done: DeviceEvent } | null;
+  /** tiedSplit: the embeddings' gradient (a view), and the last micro-batch's lookup copied for the gather */
+  private readonly tied: { grad: Tensor; ids: Tensor | null; dx: Tensor | null; allIds: Tensor | null; allDx: Tensor | null; held: boolean } | null;
 
   constructor(
     private readonly p: FlatParams,
@@ -91,9 +104,14 @@ export class BucketedAllReduce {
     private readonly accum: number,
     /** queues bucket i's collective (on the current stream); default: all-reduce 'avg' of its gradient */
     private readonly reduceBucket?: (i: number) => void,
+    /** tied embeddings' gradient in two parts (see the top); needs tied embeddings and the all-reduce */
+    tiedSplit = false,
   ) {
     if (!p.stage.embed || !p.stage.head) throw new Error('BucketedAllReduce: data parallel holds the whole model on every rank');
-    this.buckets = typeof buckets === 'number' ? gradBuckets(p, buckets) : [...buckets];
+    const embed = p.layout.find((e) => e.key === 'embed');
+    if (tiedSplit && (reduceBucket || !embed || p.layout.some((e) => e.key === 'head')))
+      throw new Error('BucketedAllReduce: the tied gradient split needs tied embeddings and the all-reduce (not ZeRO-1)');
+    this.buckets = typeof buckets === 'number' ? gradBuckets(p, buckets, { embedAtHead: tiedSplit }) : [...buckets];
     this.views = this.buckets.map((b) => p.grad.view(b.start, [b.end - b.start]));
     this.launched = this.buckets.map(() => false);
     const { start, end } = p.stage;
@@ -101,6 +119,46 @@ export class BucketedAllReduce {
     for (let i = start; i < end; i++) this.events.set(i, 1 + (end - 1 - i));
     this.finalEvent = 1 + end - start;
     this.gpu = p.device.startsWith('cuda') ? { stream: new DeviceStream(p.device), event: new DeviceEvent(p.device), done: new DeviceEvent(p.device) } : null;
+    this.tied = tiedSplit ? { grad: p.grad.view(embed!.offset, [...embed!.shape]), ids: null, dx: null, allIds: null, allDx: null, held: false } : null;
+  }
+
+  /**
+   * TrainStage.embedGrad (tiedSplit): on the step's last micro-batch, keeps a copy of the lookup's ids and
+   * gradient for the gather at the 'embed' event and returns true (the stage then adds nothing itself);
+   * otherwise false (the stage adds its rows, which the bucket's reduction carries).
+   */
+  embedLookup = (ids: Tensor, dx: Tensor): boolean => {
+    const t = this.tied;
+    if (!t || this.micro !== this.accum - 1) return false;
+    const n = ids.numel, C = t.grad.shape[1]!, W = this.comm.world;
+    if (t.ids?.numel !== n) {
+      [t.ids, t.dx, t.allIds, t.allDx].forEach((x) => x?.dispose());
+      const dev = this.p.device;
+      t.ids = Tensor.empty([n], { dtype: 'i32', device: dev });
+      t.dx = Tensor.empty([n, C], { dtype: dx.dtype, device: dev });
+      t.allIds = Tensor.empty([W * n], { dtype: 'i32', device: dev });
+      t.allDx = Tensor.empty([W * n, C], { dtype: dx.dtype, device: dev });
+    }
+    // Copies on the compute stream (the stage frees its own tensors next); the gather waits for them.
+    t.ids.copyFrom(ids);
+    t.dx!.copyFrom(dx);
+    t.held = true;
+    return true;
+  };
+
+  /** After every bucket is queued: every rank's lookup gathered and added into the reduced embedding gradient. */
+  private gatherLookup(): void {
+    const t = this.tied!;
+    t.held = false;
+    const run = () => {
+      this.comm.allGather(t.allIds!, t.ids!);
+      this.comm.allGather(t.allDx!, t.dx!);
+      ops.embeddingBackward(t.allIds!, t.allDx!, t.grad, { scale: 1 / this.comm.world });
+    };
+    if (!this.gpu) return run();
+    this.gpu.event.record();
+    this.gpu.stream.waitEvent(this.gpu.event);
+    this.gpu.stream.use(run);
   }
 
   /** TrainStage.onGradsReady. */
@@ -109,6 +167,7 @@ export class BucketedAllReduce {
     if (ev === undefined) throw new Error(`BucketedAllReduce: unknown backward event ${String(what)}`);
     if (ev === 0 && this.micro === 0) this.launchOrder.length = 0;
     if (this.micro === this.accum - 1) this.launchUpTo(ev);
+    if (ev === this.finalEvent && this.tied?.held) this.gatherLookup();
     if (ev === this.finalEvent) this.micro++;
   };
 
@@ -156,9 +215,12 @@ export class BucketedAllReduce {
     this.micro = 0;
     this.launched.fill(false);
     this.launchOrder.length = 0;
+    if (this.tied) this.tied.held = false;
   }
 
   dispose(): void {
     this.views.forEach((v) => v.dispose());
+    const t = this.tied;
+    if (t) [t.grad, t.ids, t.dx, t.allIds, t.allDx].forEach((x) => x?.dispose());
   }
 }

@@ -331,6 +331,13 @@ export class TrainStage {
   onGradsReady?: (what: 'head' | 'embed' | number) => void;
 
   /**
+   * Called on the first stage in place of adding the lookup's rows into the embeddings' gradient, with the
+   * ids and their gradient [tokens, C]; true when it took them (data parallel's tied gradient split,
+   * BucketedAllReduce.embedLookup), false to add them here as usual.
+   */
+  embedGrad?: (ids: Tensor, dx: Tensor) => boolean;
+
+  /**
    * Called during forward before it reads each group of weights: 'embed' (first stage), each layer's
    * index from the first, then 'head' (last stage). ZeRO-1 waits there for the all-gather of the buckets
    * holding them (src/train/zero.ts), so the gathers of the later layers overlap the earlier ones' forward.
@@ -459,7 +466,7 @@ export class TrainStage {
         if (!defer) this.onGradsReady?.(this.params.stage.start + li);
       }
       if (this.isFirst) {
-        ops.embeddingBackward(s.ids!, dx, gw.embed!);
+        if (!this.embedGrad?.(s.ids!, dx)) ops.embeddingBackward(s.ids!, dx, gw.embed!);
         if (gw.positions) ops.embeddingBackward(s.pos, dx, gw.positions);
         this.mark('bwd embed');
         if (!defer) this.onGradsReady?.('embed');

@@ -32,6 +32,8 @@ export interface ReplicaInitArgs {
   bucketBytes?: number;
   /** 1: ZeRO-1, the optimizer state sharded over the ranks (needs comm; not with bucketBytes) */
   zero?: 0 | 1;
+  /** with bucketBytes and tied embeddings: their gradient reduced in two parts (grad-buckets.ts) */
+  tiedSplit?: boolean;
 }
 
 export interface ReplicaInfo {
@@ -116,8 +118,10 @@ export const handlers: Record<string, Handler> = {
       });
       if (comm && a.bucketBytes && !a.zero && !SKIP_REDUCE) {
         const p = trainer.params;
-        buckets = new BucketedAllReduce(p, comm, Math.max(1, Math.ceil(a.bucketBytes / dtypeSize(p.grad.dtype))), a.opts.gradAccum ?? 1);
+        const tied = !!a.tiedSplit && !p.layout.some((e) => e.key === 'head');
+        buckets = new BucketedAllReduce(p, comm, Math.max(1, Math.ceil(a.bucketBytes / dtypeSize(p.grad.dtype))), a.opts.gradAccum ?? 1, undefined, tied);
         trainer.stage.onGradsReady = buckets.onGradsReady;
+        if (tied) trainer.stage.embedGrad = buckets.embedLookup;
       }
     } catch (e) {
       comm?.abort(); // the other ranks' first collective fails at once instead of waiting out the timeout

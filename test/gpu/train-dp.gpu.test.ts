@@ -66,6 +66,30 @@ describe.skipIf(!enabled)('data-parallel training on cuda:0, cuda:1 (NCCL)', () 
     expect(same(bucketed.s[0]!.master, bucketed.s[1]!.master)).toBe(true);
   });
 
+  it('gpt2 [f32]: the tied gradient in two parts (tiedGradSplit, buckets on the second stream, gradient accumulation 2) = one GPU with batch 8; replicas identical', async () => {
+    const seed = newSeed();
+    const cfg = smallGpt2;
+    const o = { model: cfg, data: tokens(cfg.vocabSize, 4000, seed), batch: 2, seq: 16, steps: 8, lr: 3e-3, warmup: 2, seed, dtype: 'f32' as const, gradAccum: 2 };
+    const dp = await DataParallelTrainer.create({ ...o, devices: ['cuda:0', 'cuda:1'], dataOrder: 'global', bucketMiB: 2000 / 2 ** 20, tiedGradSplit: true });
+    let r, states;
+    try {
+      r = await dp.run();
+      states = await dp.replicaStates();
+    } finally {
+      await dp.close();
+    }
+    expect(states[0]!.buckets!.ranges[0]!.ready, 'the embeddings\' bucket goes at the head').toBe(0);
+    const one = await Trainer.create({ ...o, batch: 4, device: 'cuda:0' });
+    const r1 = await one.run();
+    const master1 = one.params.hostMaster();
+    one.dispose();
+    for (let i = 0; i < 8; i++) expect(Math.abs(r.losses[i]! - r1.losses[i]!) / r1.losses[i]!, `step ${i + 1} (seed ${seed})`).toBeLessThan(1e-4);
+    let d = 0;
+    for (let i = 0; i < master1.length; i++) d = Math.max(d, Math.abs(states[0]!.master[i]! - master1[i]!));
+    expect(d, `weights (seed ${seed})`).toBeLessThan(1e-4);
+    expect(same(states[0]!.master, states[1]!.master)).toBe(true);
+  });
+
   it('gpt2 [bf16], sharded data: the loss falls and the replicas stay identical', async () => {
     const seed = newSeed();
     const dp = await DataParallelTrainer.create({

@@ -218,6 +218,11 @@ export function gradKernelTests(DEV: string): void {
         const dtable = randT([V, C], dt, DEV, seed + 1);
         ops.embeddingBackward(ids, dout.t, dtable.t);
         close(arr(dtable.t), g.embeddingBackwardRef(idv, dout.v, V, C, dtable.v), dt, 'dtable', seed);
+        // scaled (data parallel's gathered lookup rows, 1 / world each): the rows of an id summed, then scaled
+        const before = arr(dtable.t);
+        ops.embeddingBackward(ids, dout.t, dtable.t, { scale: 1 / 3 });
+        close(arr(dtable.t), g.embeddingBackwardRef(idv, dout.v, V, C, before, 1 / 3), dt, 'dtable, scale 1/3', seed);
+        expect(() => ops.embeddingBackward(ids, dout.t, dtable.t, { scale: NaN })).toThrow(/scale must be a finite number/);
         free(ids, dout.t, dtable.t);
       });
 

@@ -169,11 +169,11 @@ export function attentionBackwardRef(q: Arr, k: Arr, v: Arr, dout: Arr, a: AttnD
   return { dq, dk, dv };
 }
 
-export function embeddingBackwardRef(ids: Arr, dout: Arr, V: number, C: number, base: Arr): Float64Array {
+export function embeddingBackwardRef(ids: Arr, dout: Arr, V: number, C: number, base: Arr, scale = 1): Float64Array {
   const y = Float64Array.from(base);
   for (let n = 0; n < ids.length; n++) {
     const id = ids[n]!;
-    if (id >= 0 && id < V) for (let c = 0; c < C; c++) y[id * C + c]! += dout[n * C + c]!;
+    if (id >= 0 && id < V) for (let c = 0; c < C; c++) y[id * C + c]! += scale * dout[n * C + c]!;
   }
   return y;
 }

@@ -26,7 +26,7 @@ describe('training ops: size products are overflow-checked', () => {
     expect(() => native.rmsnormBackward(X, X, X, X, Y, Z, big, big)).toThrow(/rmsnormBackward: .*overflows/);
     expect(() => native.siluGateBackward(X, X, X, Y, Z, big, big, big)).toThrow(/siluGateBackward: .*overflows/);
     expect(() => native.ropeBackward(Y, i32(4), big, 2 ** 20, 2 ** 20, 2 ** 40, 2, 1e4)).toThrow(/ropeBackward: .*overflows/);
-    expect(() => native.embeddingBackward(i32(4), X, Y, 0, big, big)).toThrow(/embeddingBackward: .*overflows/);
+    expect(() => native.embeddingBackward(i32(4), X, Y, 0, big, big, 1)).toThrow(/embeddingBackward: .*overflows/);
     expect(() => native.crossEntropy(X, i32(4), Y, Z, big, big, -100, 1, big)).toThrow(/crossEntropy: .*overflows/);
     // attention: out's B x T x Hq x D, and (backward) the workspace's B x Hq x T x (D + 1)
     const m = 2 ** 20, h = 4096;

@@ -73,6 +73,43 @@ describe('dp on n devices with batch b = one device with batch n x b (global dat
     });
 });
 
+describe('dp with the tied embeddings\' gradient in two parts (tiedGradSplit)', () => {
+  for (const [n, accum] of [[2, 1], [3, 2]] as const)
+    it(`gpt2, ${n} devices, grad accumulation ${accum}: one device's curve; the embeddings' bucket goes with the head's part`, async () => {
+      const cfg = smallGpt2;
+      const data = tokens(cfg.vocabSize, 1600, 61 + n);
+      const o = base(cfg, data, n, { dataOrder: 'global', gradAccum: accum, bucketMiB: 1000 / 2 ** 20, tiedGradSplit: true });
+      const dp = await DataParallelTrainer.create(o);
+      let states;
+      let r;
+      try {
+        r = await dp.run();
+        states = await dp.replicaStates();
+      } finally {
+        await dp.close();
+      }
+      const one = await Trainer.create({ ...o, devices: undefined, dataOrder: undefined, bucketMiB: undefined, tiedGradSplit: undefined, device: 'cpu:0', batch: 2 * n } as never);
+      const r1 = await one.run();
+      const master1 = one.params.hostMaster();
+      one.dispose();
+      // the same tolerances as the plain runs above: f32 reduction order only (the lookup's rows are added
+      // after the head's part is averaged, each rank's scaled by 1 / n, instead of both summed then averaged)
+      for (let i = 0; i < 6; i++) expect(Math.abs(r.losses[i]! - r1.losses[i]!), `step ${i + 1}`).toBeLessThan(1e-4 * Math.abs(r1.losses[i]!));
+      expect(maxAbs(states[0]!.master, master1)).toBeLessThan(2e-5);
+      for (let k = 1; k < n; k++) expect(Buffer.from(states[k]!.master.buffer).equals(Buffer.from(states[0]!.master.buffer)), `master of rank ${k}`).toBe(true);
+      const { ranges, launchOrder } = states[0]!.buckets!;
+      expect(ranges[0]!.start).toBe(0); // the embeddings lead the flat layout
+      expect(ranges[0]!.ready).toBe(0); // and their bucket is complete at the head's event
+      expect(launchOrder[0]).toBe(0);
+    });
+
+  it('needs buckets and no ZeRO-1', async () => {
+    const data = tokens(smallGpt2.vocabSize, 400, 3);
+    await expect(DataParallelTrainer.create(base(smallGpt2, data, 2, { tiedGradSplit: true }))).rejects.toThrow(/tiedGradSplit needs bucketMiB > 0 and no ZeRO-1/);
+    await expect(DataParallelTrainer.create(base(smallGpt2, data, 2, { tiedGradSplit: true, bucketMiB: 1, zero: 1 }))).rejects.toThrow(/tiedGradSplit needs/);
+  });
+});
+
 describe('dp with the sharded data order (the seed\'s partition_dataset)', () => {
   it('step 1 loss is the mean of each rank\'s own shard loss; replicas stay identical; progress events', async () => {
     const cfg = smallGpt2, n = 2;
