@@ -9,7 +9,7 @@ import { ncclStatus } from '../../src/parallel/comm.js';
 import { DataParallelTrainer } from '../../src/train/data-parallel.js';
 import { Trainer } from '../../src/train/trainer.js';
 import { ensureDist } from '../helpers/dist.js';
-import { smallGpt2, smallLlama, tokens } from '../helpers/train.js';
+import { runDp, smallGpt2, smallLlama, tokens } from '../helpers/train.js';
 
 // the workers run the compiled dist/
 beforeAll(() => ensureDist());
@@ -20,28 +20,26 @@ const newSeed = () => Math.floor(Math.random() * 1e6);
 
 const same = (a: Float32Array, b: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
 
+/** f32: the dp run's losses within 1e-4 relative of one GPU's, its weights within 1e-4 absolute. */
+function closeToOne(r: { losses: number[] }, master: Float32Array, r1: { losses: number[] }, master1: Float32Array, seed: number) {
+  for (let i = 0; i < r1.losses.length; i++) expect(Math.abs(r.losses[i]! - r1.losses[i]!) / r1.losses[i]!, `step ${i + 1} (seed ${seed})`).toBeLessThan(1e-4);
+  let d = 0;
+  for (let i = 0; i < master1.length; i++) d = Math.max(d, Math.abs(master[i]! - master1[i]!));
+  expect(d, `weights (seed ${seed})`).toBeLessThan(1e-4);
+}
+
 describe.skipIf(!enabled)('data-parallel training on cuda:0, cuda:1 (NCCL)', () => {
   for (const cfg of [smallGpt2, smallLlama] as ModelConfig[])
     it(`${cfg.family} [f32]: 2 x batch 4 = one GPU with batch 8; replicas identical`, async () => {
       const seed = newSeed();
       const data = tokens(cfg.vocabSize, 4000, seed);
       const o = { model: cfg, data, batch: 4, seq: 16, steps: 8, lr: 3e-3, warmup: 2, seed, dtype: 'f32' as const, commTimeoutMs: 60_000 };
-      const dp = await DataParallelTrainer.create({ ...o, devices: ['cuda:0', 'cuda:1'], dataOrder: 'global' });
-      let r, states;
-      try {
-        r = await dp.run();
-        states = await dp.replicaStates();
-      } finally {
-        await dp.close();
-      }
+      const { r, states } = await runDp({ ...o, devices: ['cuda:0', 'cuda:1'], dataOrder: 'global' });
       const one = await Trainer.create({ ...o, batch: 8, device: 'cuda:0' });
       const r1 = await one.run();
       const master1 = one.params.hostMaster();
       one.dispose();
-      for (let i = 0; i < 8; i++) expect(Math.abs(r.losses[i]! - r1.losses[i]!) / r1.losses[i]!, `step ${i + 1} (seed ${seed})`).toBeLessThan(1e-4);
-      let d = 0;
-      for (let i = 0; i < master1.length; i++) d = Math.max(d, Math.abs(states[0]!.master[i]! - master1[i]!));
-      expect(d, `weights (seed ${seed})`).toBeLessThan(1e-4);
+      closeToOne(r, states[0]!.master, r1, master1, seed);
       expect(same(states[0]!.master, states[1]!.master)).toBe(true);
       expect(same(states[0]!.m, states[1]!.m)).toBe(true);
       expect(same(states[0]!.v, states[1]!.v)).toBe(true);
@@ -70,23 +68,13 @@ describe.skipIf(!enabled)('data-parallel training on cuda:0, cuda:1 (NCCL)', () 
     const seed = newSeed();
     const cfg = smallGpt2;
     const o = { model: cfg, data: tokens(cfg.vocabSize, 4000, seed), batch: 2, seq: 16, steps: 8, lr: 3e-3, warmup: 2, seed, dtype: 'f32' as const, gradAccum: 2 };
-    const dp = await DataParallelTrainer.create({ ...o, devices: ['cuda:0', 'cuda:1'], dataOrder: 'global', bucketMiB: 2000 / 2 ** 20, tiedGradSplit: true });
-    let r, states;
-    try {
-      r = await dp.run();
-      states = await dp.replicaStates();
-    } finally {
-      await dp.close();
-    }
+    const { r, states } = await runDp({ ...o, devices: ['cuda:0', 'cuda:1'], dataOrder: 'global', bucketMiB: 2000 / 2 ** 20, tiedGradSplit: true });
     expect(states[0]!.buckets!.ranges[0]!.ready, 'the embeddings\' bucket goes at the head').toBe(0);
     const one = await Trainer.create({ ...o, batch: 4, device: 'cuda:0' });
     const r1 = await one.run();
     const master1 = one.params.hostMaster();
     one.dispose();
-    for (let i = 0; i < 8; i++) expect(Math.abs(r.losses[i]! - r1.losses[i]!) / r1.losses[i]!, `step ${i + 1} (seed ${seed})`).toBeLessThan(1e-4);
-    let d = 0;
-    for (let i = 0; i < master1.length; i++) d = Math.max(d, Math.abs(states[0]!.master[i]! - master1[i]!));
-    expect(d, `weights (seed ${seed})`).toBeLessThan(1e-4);
+    closeToOne(r, states[0]!.master, r1, master1, seed);
     expect(same(states[0]!.master, states[1]!.master)).toBe(true);
   });
 

@@ -2,6 +2,7 @@
 // classifier dominate), random batches, and a seeded wide init for finite differences.
 import type { ModelConfig } from '../../src/io/config.js';
 import { ops } from '../../src/index.js';
+import { DataParallelTrainer, type DataParallelOptions } from '../../src/train/data-parallel.js';
 import type { FlatParams } from '../../src/train/params.js';
 import type { MicroBatch } from '../../src/train/stage.js';
 import { Trainer, type TokenData, type TrainOptions } from '../../src/train/trainer.js';
@@ -76,5 +77,15 @@ export async function trainSteps(opts: TrainOptions, graph: '0' | '1') {
     return { steps, master: t.params.hostMaster(), captured: (t as unknown as { captured: unknown }).captured, graphSteps: t.graphSteps };
   } finally {
     t.dispose();
+  }
+}
+
+/** A data-parallel run to its end: its result and every replica's state (the pool closed either way). */
+export async function runDp(o: DataParallelOptions) {
+  const dp = await DataParallelTrainer.create(o);
+  try {
+    return { r: await dp.run(), states: await dp.replicaStates() };
+  } finally {
+    await dp.close();
   }
 }
