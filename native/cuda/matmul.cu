@@ -60,6 +60,11 @@ std::atomic<int> g_tile_cols{-1};  // test / benchmark hook: see matmul_sm90_til
 std::atomic<int> g_tile_swiglu{-1};  // test / benchmark hook: see matmul_sm90_tile_swiglu
 std::atomic<int> g_gemv_path{-1};  // test / benchmark hook: see matmul_gemv_path
 bool pipelined_gemv() { const int p = g_gemv_path.load(std::memory_order_relaxed); return p >= 1 && p <= 3; }
+// An environment switch that is on when set to exactly "1".
+bool env_on(const char* name) {
+  const char* e = std::getenv(name);
+  return e && e[0] == '1' && !e[1];
+}
 // The register GEMV's W loads with the L2::256B prefetch hint unless PARALLM_GEMV_L2HINT=0 (ld_w16).
 int gemv_l2hint() {
   static const int v = [] {
@@ -77,10 +82,7 @@ bool register_fusion() {
   const int p = g_gemv_path.load(std::memory_order_relaxed);
   if (p == 5) return true;
   if (p != -1) return false;
-  static const bool env = [] {
-    const char* e = std::getenv("PARALLM_GEMV_FUSE");
-    return e && e[0] == '1' && !e[1];
-  }();
+  static const bool env = env_on("PARALLM_GEMV_FUSE");
   return env;
 }
 // How much of its W a register GEMV asks L2 for before its PDL wait, in sixteenths of each warp's K range
@@ -105,10 +107,6 @@ int gemv_prefetch(int64_t w_bytes) {
 // Which sm90 GEMMs launch with PDL, with their split-K reduce (launch_sm90_t): PARALLM_PDL_TILE=1 the 64-row
 // tile's (S11-5: decode slower with it), PARALLM_PDL_GEMM=1 every one (a candidate for training's ~150 GEMMs
 // a step, where each launch and prologue could overlap the kernel before; not yet measured).
-bool env_on(const char* name) {
-  const char* e = std::getenv(name);
-  return e && e[0] == '1' && !e[1];
-}
 bool sm90_pdl(int cw) {
   static const bool tile = env_on("PARALLM_PDL_TILE"), all = env_on("PARALLM_PDL_GEMM");
   return all || (cw == 1 && tile);
@@ -238,7 +236,12 @@ void launch_sm80_t(const Args& a) {
   PARALLM_LAUNCH_CHECK(PARALLM_MM_WHERE(a, "sm80"));
 }
 
-int clamp_splits(int s, int nk, int64_t M, int64_t N);
+// At most nk slices (none empty), 32, and 64 MiB of f32 partials.
+int clamp_splits(int s, int nk, int64_t M, int64_t N) {
+  s = std::min({s, nk, 32});
+  while (s > 1 && int64_t(s) * M * N * 4 > (int64_t(64) << 20)) --s;
+  return std::max(s, 1);
+}
 
 // How many K slices the sm90 path cuts a GEMM into. A decode-sized GEMM (M up to a few hundred) has
 // too few 128 x 256 tiles to stream the weights from every SM (LLaMA-7B at M = 128: 16 tiles for
@@ -254,13 +257,6 @@ int sm90_splits(int tiles, int nk, int64_t M, int64_t N) {
   int s = forced >= 1 ? forced : (tiles * 4 > sms ? 1 : sms / tiles);
   if (forced < 1) s = std::min(s, nk / 4);
   return clamp_splits(s, nk, M, N);
-}
-
-// At most nk slices (none empty), 32, and 64 MiB of f32 partials.
-int clamp_splits(int s, int nk, int64_t M, int64_t N) {
-  s = std::min({s, nk, 32});
-  while (s > 1 && int64_t(s) * M * N * 4 > (int64_t(64) << 20)) --s;
-  return std::max(s, 1);
 }
 
 // K slices for the 64-row tile (decode batches of at most 64 rows), whose tiles are the weight's
@@ -572,14 +568,9 @@ void rmsnorm_matmul(cudaStream_t stream, DType dt, const void* X, const void* no
 // 64-row tile of 256 columns, whole 16-byte rows of W [2F, K] (X is checked by the caller), and no K slices
 // (the epilogue needs the whole sum; the dispatch cuts none at LLaMA-7B's 86 tiles).
 static bool tile_swiglu_ok(DType dt, const void* Wgu, int64_t M, int64_t F, int64_t K) {
-  int on = g_tile_swiglu.load(std::memory_order_relaxed);
-  if (on < 0) {
-    static const int env = [] {
-      const char* e = std::getenv("PARALLM_TILE_SWIGLU");
-      return e && e[0] == '1' && !e[1] ? 1 : 0;
-    }();
-    on = env;
-  }
+  static const bool env = env_on("PARALLM_TILE_SWIGLU");
+  const int hook = g_tile_swiglu.load(std::memory_order_relaxed);
+  const bool on = hook < 0 ? env : hook == 1;
   if (!on || dt != DType::BF16 || device_cc() != 90 || M < 1 || M > 64 || sm90_consumers(M) != 1 ||
       sm90_tile_cols() != 256 || K % 8 != 0 || !aligned16(Wgu) || !sm90::tensor_map_encoder())
     return false;

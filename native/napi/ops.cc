@@ -762,16 +762,27 @@ Napi::Value OpAdamw(const Napi::CallbackInfo& info) {
 
 // ------------------------------------------------------------ testing hooks (the addon's `testing`)
 
-// K slices of the sm90 matmul (-1: chosen per call; 1: split-K off), for benchmarks. No-op without CUDA.
-Napi::Value MatmulSplitK(const Napi::CallbackInfo& info) {
-  return guarded(info.Env(), [&]() -> Napi::Value {
-    int n = Args(info, "matmulSplitK").i32(0, "slices");
-    if (n < -1 || n == 0 || n > 32) fail("matmulSplitK: expected -1 (automatic) or 1..32, got ", n);
+// An integer testing hook: argument 0 read as `what`, refused with "<name>: expected <expected>, got n"
+// unless `ok`, then handed to the CUDA setter (CUDA_SET: none in a build without CUDA).
 #ifdef PARALLM_WITH_CUDA
-    cuda::matmul_sm90_splits(n);
+#define CUDA_SET(setter) [](int n) { cuda::setter(n); }
+#else
+#define CUDA_SET(setter) [](int) {}
 #endif
+template <class Ok, class Set>
+Napi::Value int_hook(const Napi::CallbackInfo& info, const char* name, const char* what, Ok ok, const char* expected, Set set) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    const int n = Args(info, name).i32(0, what);
+    if (!ok(n)) fail(name, ": expected ", expected, ", got ", n);
+    set(n);
     return info.Env().Undefined();
   });
+}
+
+// K slices of the sm90 matmul (-1: chosen per call; 1: split-K off), for benchmarks.
+Napi::Value MatmulSplitK(const Napi::CallbackInfo& info) {
+  return int_hook(info, "matmulSplitK", "slices", [](int n) { return n == -1 || (n >= 1 && n <= 32); },
+                  "-1 (automatic) or 1..32", CUDA_SET(matmul_sm90_splits));
 }
 
 // The sm90 matmul stores C through the TMA (true, the default where it applies) or from registers
@@ -787,122 +798,73 @@ Napi::Value MatmulTmaStore(const Napi::CallbackInfo& info) {
 }
 
 // The sm90 matmul's tile: -1 by M (64 rows up to M = 64, else 128), 64 or 128 forced; for tests of both
-// tiles at every M and benchmarks side by side. No-op without CUDA.
+// tiles at every M and benchmarks side by side.
 Napi::Value MatmulTileRows(const Napi::CallbackInfo& info) {
-  return guarded(info.Env(), [&]() -> Napi::Value {
-    int n = Args(info, "matmulTileRows").i32(0, "rows");
-    if (n != -1 && n != 64 && n != 128) fail("matmulTileRows: expected -1 (automatic), 64 or 128, got ", n);
-#ifdef PARALLM_WITH_CUDA
-    cuda::matmul_sm90_tile_rows(n);
-#endif
-    return info.Env().Undefined();
-  });
+  return int_hook(info, "matmulTileRows", "rows", [](int n) { return n == -1 || n == 64 || n == 128; },
+                  "-1 (automatic), 64 or 128", CUDA_SET(matmul_sm90_tile_rows));
 }
 
 // The sm90 64-row tile's columns: -1 as PARALLM_TILE_COLS says (256 unless 128), 128 or 256 forced; for
-// tests of both and benchmarks side by side. No-op without CUDA.
+// tests of both and benchmarks side by side.
 Napi::Value MatmulTileCols(const Napi::CallbackInfo& info) {
-  return guarded(info.Env(), [&]() -> Napi::Value {
-    int n = Args(info, "matmulTileCols").i32(0, "columns");
-    if (n != -1 && n != 128 && n != 256) fail("matmulTileCols: expected -1 (automatic), 128 or 256, got ", n);
-#ifdef PARALLM_WITH_CUDA
-    cuda::matmul_sm90_tile_cols(n);
-#endif
-    return info.Env().Undefined();
-  });
+  return int_hook(info, "matmulTileCols", "columns", [](int n) { return n == -1 || n == 128 || n == 256; },
+                  "-1 (automatic), 128 or 256", CUDA_SET(matmul_sm90_tile_cols));
 }
 
 // rmsnormLinearSwiGLU / linearSwiGLU on the sm90 64-row tile with SwiGLU in its epilogue: -1 as
 // PARALLM_TILE_SWIGLU says (off unless 1), 0 off, 1 on where it applies; for tests (the same bits as the ops
-// apart) and benchmarks. No-op without CUDA.
+// apart) and benchmarks.
 Napi::Value MatmulTileSwiGLU(const Napi::CallbackInfo& info) {
-  return guarded(info.Env(), [&]() -> Napi::Value {
-    int n = Args(info, "matmulTileSwiGLU").i32(0, "mode");
-    if (n < -1 || n > 1) fail("matmulTileSwiGLU: expected -1 (automatic), 0 (off) or 1 (on), got ", n);
-#ifdef PARALLM_WITH_CUDA
-    cuda::matmul_sm90_tile_swiglu(n);
-#endif
-    return info.Env().Undefined();
-  });
+  return int_hook(info, "matmulTileSwiGLU", "mode", [](int n) { return n >= -1 && n <= 1; },
+                  "-1 (automatic), 0 (off) or 1 (on)", CUDA_SET(matmul_sm90_tile_swiglu));
 }
 
 // Which GEMV kernel M <= 16 takes: -1 chosen (the register kernel, its load form by N), 0 the same, 1 the
 // pipelined one, 2 and 3 the pipelined one in alternative shapes, 4 the register kernel's single-plain-load
 // form, 5 as -1 with the norms (and SwiGLU, GELU) fused into the register kernel, 6 the register kernel on
-// 16 rows a block (native/cuda/matmul.cu); for tests of each and benchmarks side by side. No-op without
-// CUDA.
+// 16 rows a block, 7 the sm90 GEMM's 64-row tile (native/cuda/matmul.cu); for tests of each and benchmarks
+// side by side.
 Napi::Value MatmulGemv(const Napi::CallbackInfo& info) {
-  return guarded(info.Env(), [&]() -> Napi::Value {
-    int n = Args(info, "matmulGemv").i32(0, "path");
-    if (n < -1 || n > 7)
-      fail("matmulGemv: expected -1 (automatic), 0 (register kernel), 1 (pipelined), 2, 3 (its other shapes), 4 "
-           "(the register kernel with one plain load), 5 (automatic, norms fused into the register kernel), 6 "
-           "(the register kernel on 16 rows a block) or 7 (the sm90 GEMM's 64-row tile), got ", n);
-#ifdef PARALLM_WITH_CUDA
-    cuda::matmul_gemv_path(n);
-#endif
-    return info.Env().Undefined();
-  });
+  return int_hook(info, "matmulGemv", "path", [](int n) { return n >= -1 && n <= 7; },
+                  "-1 (automatic), 0 (register kernel), 1 (pipelined), 2, 3 (its other shapes), 4 (the register kernel "
+                  "with one plain load), 5 (automatic, norms fused into the register kernel), 6 (the register kernel on "
+                  "16 rows a block) or 7 (the sm90 GEMM's 64-row tile)",
+                  CUDA_SET(matmul_gemv_path));
 }
 
 // Programmatic dependent launch on sm_90+ (native/cuda/launch.cuh): 0 none, 1 the GEMVs (the default;
-// PARALLM_PDL sets the start), 2 the small decode kernels too; for benchmarks side by side. No-op without
-// CUDA.
+// PARALLM_PDL sets the start), 2 the small decode kernels too; for benchmarks side by side.
 Napi::Value Pdl(const Napi::CallbackInfo& info) {
-  return guarded(info.Env(), [&]() -> Napi::Value {
-    const int level = Args(info, "pdl").i32(0, "level");
-    if (level < 0 || level > 2) fail("pdl: expected 0 (off), 1 (the GEMVs) or 2 (every decode kernel), got ", level);
-#ifdef PARALLM_WITH_CUDA
-    cuda::set_pdl(level);
-#endif
-    return info.Env().Undefined();
-  });
+  return int_hook(info, "pdl", "level", [](int n) { return n >= 0 && n <= 2; },
+                  "0 (off), 1 (the GEMVs) or 2 (every decode kernel)", CUDA_SET(set_pdl));
 }
 
 // Key chunks of decode attention (-1: chosen per call; n >= 1: n, at most one per 32 keys), so tests
-// reach the combine step at any length. No-op without CUDA.
+// reach the combine step at any length.
 Napi::Value AttentionDecodeSplits(const Napi::CallbackInfo& info) {
-  return guarded(info.Env(), [&]() -> Napi::Value {
-    int n = Args(info, "attentionDecodeSplits").i32(0, "splits");
-    if (n < -1 || n == 0 || n > 4096) fail("attentionDecodeSplits: expected -1 (automatic) or 1..4096, got ", n);
-#ifdef PARALLM_WITH_CUDA
-    cuda::attention_decode_splits(n);
-#endif
-    return info.Env().Undefined();
-  });
+  return int_hook(info, "attentionDecodeSplits", "splits", [](int n) { return n == -1 || (n >= 1 && n <= 4096); },
+                  "-1 (automatic) or 1..4096", CUDA_SET(attention_decode_splits));
 }
 
 // Which bf16 prefill kernel attentionPrefill and attentionForward take where both apply (D 64 or 128 on
 // compute capability 9.0, layouts the TMA can express): 0 automatic (PARALLM_ATTN_PREFILL, else the wgmma
 // kernel for D 128 and the mma.sync one for D 64), 1 the mma.sync kernel, 2 the wgmma kernel, 3 it with
 // the intra-warpgroup overlap, 4 with the inter-warpgroup ping-pong, 5 with both (native/cuda/attention.cu);
-// for tests of each and benchmarks side by side. No-op without CUDA.
+// for tests of each and benchmarks side by side.
 Napi::Value AttentionPrefillKernel(const Napi::CallbackInfo& info) {
-  return guarded(info.Env(), [&]() -> Napi::Value {
-    const int n = Args(info, "attentionPrefillKernel").i32(0, "kernel");
-    if (n < 0 || n > 5)
-      fail("attentionPrefillKernel: expected 0 (automatic), 1 (the mma.sync kernel), 2 (the sm90 kernel), 3 (it with the "
-           "intra-warpgroup overlap), 4 (with the ping-pong) or 5 (with both), got ", n);
-#ifdef PARALLM_WITH_CUDA
-    cuda::attention_prefill_kernel(n);
-#endif
-    return info.Env().Undefined();
-  });
+  return int_hook(info, "attentionPrefillKernel", "kernel", [](int n) { return n >= 0 && n <= 5; },
+                  "0 (automatic), 1 (the mma.sync kernel), 2 (the sm90 kernel), 3 (it with the intra-warpgroup "
+                  "overlap), 4 (with the ping-pong) or 5 (with both)",
+                  CUDA_SET(attention_prefill_kernel));
 }
 
 // Blocks of decodeLayerGpt2's persistent kernel (0: one a multiprocessor, the default; n >= 1: n, at most
 // what fits at once), so tests run its row loops over several chunks a warp and benchmarks try grids.
-// No-op without CUDA.
 Napi::Value DecodeLayerGrid(const Napi::CallbackInfo& info) {
-  return guarded(info.Env(), [&]() -> Napi::Value {
-    const int n = Args(info, "decodeLayerGrid").i32(0, "blocks");
-    if (n < 0 || n > 65535) fail("decodeLayerGrid: expected 0 (one block a multiprocessor) or 1..65535 blocks, got ", n);
-#ifdef PARALLM_WITH_CUDA
-    cuda::decode_layer_grid(n);
-#endif
-    return info.Env().Undefined();
-  });
+  return int_hook(info, "decodeLayerGrid", "blocks", [](int n) { return n >= 0 && n <= 65535; },
+                  "0 (one block a multiprocessor) or 1..65535 blocks", CUDA_SET(decode_layer_grid));
 }
+#undef CUDA_SET
 
 }  // namespace
 

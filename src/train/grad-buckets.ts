@@ -109,7 +109,7 @@ export class BucketedAllReduce {
   ) {
     if (!p.stage.embed || !p.stage.head) throw new Error('BucketedAllReduce: data parallel holds the whole model on every rank');
     const embed = p.layout.find((e) => e.key === 'embed');
-    if (tiedSplit && (reduceBucket || !embed || p.layout.some((e) => e.key === 'head')))
+    if (tiedSplit && (reduceBucket || !embed || !p.cfg.tieEmbeddings))
       throw new Error('BucketedAllReduce: the tied gradient split needs tied embeddings and the all-reduce (not ZeRO-1)');
     this.buckets = typeof buckets === 'number' ? gradBuckets(p, buckets, { embedAtHead: tiedSplit }) : [...buckets];
     this.views = this.buckets.map((b) => p.grad.view(b.start, [b.end - b.start]));

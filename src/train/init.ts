@@ -20,7 +20,7 @@ export interface InitOptions {
   /** seed of a preset's (or config's) random init; default 0 */
   seed?: number;
   stage?: Stage;
-  /** ZeRO-1: hold the optimizer state of this rank's shard only (FlatParams) */
+  /** ZeRO-1: hold the optimizer state of this rank's segments only (FlatParams) */
   zero?: ZeroSplit;
 }
 

@@ -129,15 +129,6 @@ function entryTensor(w: ModelWeights, stage: Stage, key: string): Tensor | undef
   return (w as unknown as Record<string, Tensor | undefined>)[key];
 }
 
-/**
- * ZeRO-1's split of n elements over `world` ranks as one bucket: contiguous shards of floor(n / world),
- * the last rank's also holding the remainder (fewer than world elements), so no buffer is padded.
- */
-export function zeroShard(n: number, rank: number, world: number): { lo: number; hi: number } {
-  const per = Math.floor(n / world);
-  return { lo: rank * per, hi: rank === world - 1 ? n : (rank + 1) * per };
-}
-
 /** ZeRO-1 for FlatParams: this rank of `world`, the optimizer state split by gradient buckets of about `bucketElems` (0: one bucket). */
 export interface ZeroSplit {
   rank: number;

@@ -16,9 +16,9 @@ import type { HostOptimizerState } from './checkpoint.js';
 import { BucketedAllReduce } from './grad-buckets.js';
 import { Trainer, type TokenData, type TrainOptions } from './trainer.js';
 
-/** The structured-cloneable part of TrainOptions (no callbacks), with the data already prepared. */
-
 const SKIP_REDUCE = process.env.PARALLM_DP_SKIP_REDUCE === '1';
+
+/** The structured-cloneable part of TrainOptions (no callbacks), with the data already prepared. */
 export type ReplicaOptions = Omit<TrainOptions, 'data' | 'device' | 'shard' | 'reduceGradients' | 'zero' | 'onStep' | 'onEval' | 'onEpoch' | 'onSave' | 'onCheckpointFile'> & {
   data: TokenData | string;
 };
@@ -30,7 +30,7 @@ export interface ReplicaInitArgs {
   comm: { kind: CommKind; id: string | Uint8Array; timeoutMs?: number; rankOffset?: number; world?: number } | null;
   /** > 0: all-reduce the gradient in buckets of about this many bytes during the backward (grad-buckets.ts) */
   bucketBytes?: number;
-  /** 1: ZeRO-1, the optimizer state sharded over the ranks (needs comm; not with bucketBytes) */
+  /** 1: ZeRO-1, the optimizer state sharded over the ranks (needs comm; with bucketBytes, a slice of every bucket) */
   zero?: 0 | 1;
   /** with bucketBytes and tied embeddings: their gradient reduced in two parts (grad-buckets.ts) */
   tiedSplit?: boolean;
@@ -118,7 +118,7 @@ export const handlers: Record<string, Handler> = {
       });
       if (comm && a.bucketBytes && !a.zero && !SKIP_REDUCE) {
         const p = trainer.params;
-        const tied = !!a.tiedSplit && !p.layout.some((e) => e.key === 'head');
+        const tied = !!a.tiedSplit && p.cfg.tieEmbeddings;
         buckets = new BucketedAllReduce(p, comm, Math.max(1, Math.ceil(a.bucketBytes / dtypeSize(p.grad.dtype))), a.opts.gradAccum ?? 1, undefined, tied);
         trainer.stage.onGradsReady = buckets.onGradsReady;
         if (tied) trainer.stage.embedGrad = buckets.embedLookup;

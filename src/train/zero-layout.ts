@@ -10,7 +10,8 @@
 // Local order follows flat order, so the decayed elements (a prefix of the flat buffers: params.ts) are
 // a prefix of each segment's run too, and a segment's decayed count is nDecay - lo clamped.
 //
-// With one bucket [0, n) this is the contiguous split (zeroShard in params.ts).
+// With one bucket [0, n) this is the contiguous split: floor(n / world) a rank, the last rank also the
+// remainder.
 
 /** A bucket of the flat buffers, [start, end). */
 export interface ZeroBucket {

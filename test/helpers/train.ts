@@ -89,3 +89,13 @@ export async function runDp(o: DataParallelOptions) {
     await dp.close();
   }
 }
+
+/**
+ * The contiguous split of n elements over `world` ranks (floor(n / world) each, the last rank also the
+ * remainder): ZeRO-1's one-bucket layout, written out independently of src/train/zero-layout.ts as the
+ * tests' reference for it.
+ */
+export function zeroShard(n: number, rank: number, world: number): { lo: number; hi: number } {
+  const per = Math.floor(n / world);
+  return { lo: rank * per, hi: rank === world - 1 ? n : (rank + 1) * per };
+}

@@ -13,13 +13,13 @@ import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { ModelConfig } from '../../src/io/config.js';
 import { DataParallelTrainer, trainDataParallel, type DataParallelOptions } from '../../src/train/data-parallel.js';
-import { paramLayout, zeroShard } from '../../src/train/params.js';
+import { paramLayout } from '../../src/train/params.js';
 import { gradBuckets } from '../../src/train/grad-buckets.js';
 import { zeroSegments, type ZeroSegment } from '../../src/train/zero-layout.js';
 import { wholeModel } from '../../src/models/weights.js';
 import { Trainer, type TokenData } from '../../src/train/trainer.js';
 import { ensureDist } from '../helpers/dist.js';
-import { rng, smallGpt2, smallLlama, tokens } from '../helpers/train.js';
+import { rng, smallGpt2, smallLlama, tokens, zeroShard } from '../helpers/train.js';
 
 // the workers run the compiled dist/
 beforeAll(() => ensureDist());

@@ -4,7 +4,7 @@
 // order; one bucket is the contiguous zeroShard; the gather order sorts by first use, ties in bucket order.
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { zeroShard } from '../../src/train/params.js';
+import { zeroShard } from '../helpers/train.js';
 import { bucketSplit, gatherOrder, segmentsSize, zeroSegments, type ZeroBucket } from '../../src/train/zero-layout.js';
 
 const bucketsOf = (lens: number[], start = 0): ZeroBucket[] => {
