@@ -486,6 +486,32 @@ for p in "${parts[@]}"; do
         env $cfg timeout 70 node dist/cli/index.js bench generate --model llama-2-7b --batch 16,64 2>&1 | tail -2 | sed "s/^/[7B, $cfg, round $r] /"
       done; done
       timeout 300 python3 bench/peers/torch_compile_decode.py llama 16,64 > "$out/peer-compile-7b.log" 2>&1; grep ANCHOR "$out/peer-compile-7b.log" | cut -c1-200 ;;
+    attn9)
+      # The sm90 prefill attention with no wgmma serialized by ptxas (the ninth session: the overlapped and
+      # ping-pong variants had every wgmma serialized; the softmax's scale now in the exponent's fma): its GPU
+      # test (every variant against float64 and the mma.sync kernel), every prefill variant, and SDPA's cuDNN
+      # and FlashAttention-2 backends in the same call.
+      timeout 200 vitest run test/gpu/attention-sm90.gpu.test.ts > "$out/gpu-attn.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-attn.log" | head -30
+      timeout 150 node dist/cli/index.js bench kernels --filter attention-prefill --json "$out/kernels-attn.json" 2>&1 | grep -E "^attention" | head -24
+      timeout 200 python3 bench/peers/attn_peers.py > "$out/peer-attn.log" 2>&1; grep ANCHOR "$out/peer-attn.log" | cut -c1-220 ;;
+    attn-vars)
+      # Several builds of the sm90 prefill attention (addons in .device/vars.txz, sm_90a only), its prefill
+      # variants timed by each in turn, ROUNDS times (2): where a change to the kernel won or lost.
+      mkdir -p /tmp/vars build/Release && tar -xJf .device/vars.txz -C /tmp/vars
+      for r in $(seq 1 ${ROUNDS:-2}); do for f in /tmp/vars/*.node; do
+        cp "$f" build/Release/parallm.node
+        timeout 100 node dist/cli/index.js bench kernels --filter attention-prefill-sm90 2>&1 | grep -E "^attention" | sed "s/^/[$(basename $f .node) r$r] /"
+      done; done ;;
+    attn-vars2)
+      # The last of .device/vars.txz (sorted) installed: the sm90 attention's GPU test, SDPA's backends, and
+      # GPT-2 training on one GPU with the sm90 kernel at D = 64 (PARALLM_ATTN_PREFILL=sm90) against the
+      # default (prefill_mma there), twice alternating.
+      bash "$0" attn-vars
+      timeout 200 vitest run test/gpu/attention-sm90.gpu.test.ts > "$out/gpu-attn.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-attn.log" | head -30
+      timeout 200 python3 bench/peers/attn_peers.py > "$out/peer-attn.log" 2>&1; grep ANCHOR "$out/peer-attn.log" | grep -E '"s": (2048|8192)|"d": 64' | cut -c1-220
+      for r in 1 2; do for a in default sm90; do
+        PARALLM_ATTN_PREFILL=$a timeout 60 node dist/cli/index.js bench train --model gpt2 --shapes 128x128 --steps 20 2>&1 | grep -E "^gpt2" | tail -1 | sed "s/^/[attn $a, r$r] /"
+      done; done ;;
     train-pdl)
       # Written in the eighth session, not yet run (two GPUs): every sm90 GEMM launched with PDL
       # (PARALLM_PDL_GEMM=1; training's ~150 GEMMs a step, each launch and prologue overlapping the kernel

@@ -160,8 +160,8 @@ export interface NativeTestingHooks {
   /**
    * The bf16 prefill kernel of attentionPrefill and attentionForward where both apply (D 64 or 128 on
    * compute capability 9.0, layouts the TMA can express): 0 automatic (PARALLM_ATTN_PREFILL = mma, sm90,
-   * sm90-overlap, sm90-pingpong or sm90-overlap-pingpong, else the wgmma kernel for D 128 and the mma.sync
-   * one for D 64), 1 the mma.sync kernel, 2 the wgmma (sm90) kernel, 3 it with FlashAttention-3's
+   * sm90-overlap, sm90-pingpong or sm90-overlap-pingpong, else the wgmma kernel with the overlap for D 128
+   * and the mma.sync one for D 64), 1 the mma.sync kernel, 2 the wgmma (sm90) kernel, 3 it with FlashAttention-3's
    * intra-warpgroup overlap, 4 with its inter-warpgroup ping-pong, 5 with both.
    */
   attentionPrefillKernel(kernel: 0 | 1 | 2 | 3 | 4 | 5): void;

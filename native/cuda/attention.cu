@@ -4,10 +4,13 @@
 // Kernels and when each runs:
 //   prefill_sm90<D>     bf16, D = 128 (64 when asked), on compute capability 9.0, layouts the TMA can
 //                       express: wgmma + TMA, a producer warpgroup and two consumer warpgroups of 64 query
-//                       rows (attention_prefill_sm90.cuh). S8-5: 337 TFLOP/s against prefill_mma's 254 at
-//                       B1 H32 T2048 D128 (443 against 293 at T8192); at D = 64 prefill_mma was faster (195
-//                       against 173 at B4 H12 T1024), so it stays there. PARALLM_ATTN_PREFILL and the
-//                       attentionPrefillKernel hook pick a kernel or variant (prefill_choice).
+//                       rows (attention_prefill_sm90.cuh), by default with the intra-warpgroup overlap
+//                       (tile kt's softmax while tile kt-1's P V runs). Ninth session, one H200, TFLOP/s at
+//                       B1 H32 D128 causal T2048 / T8192: 423 / 593 (cuDNN SDPA in that call 341 / 606;
+//                       prefill_mma 255 / 293). At D = 64 it is faster at T1024 (209 against 194) but
+//                       GPT-2's training step at T = 128 was 1% slower with it, so prefill_mma stays
+//                       there. PARALLM_ATTN_PREFILL and the attentionPrefillKernel hook pick a kernel or
+//                       variant (prefill_choice).
 //   prefill_mma<D, NW>  bf16, D in {64, 128}, 16-byte aligned q/k/v rows: tensor cores (mma.sync
 //                       m16n8k16 + ldmatrix), FlashAttention-2 layout: each warp owns 16 query rows with
 //                       Q in registers, K/V tiles of 64 keys double-buffered in shared memory by cp.async.
@@ -61,7 +64,7 @@ int decode_splits_from_env() {
 std::atomic<int> g_decode_splits{decode_splits_from_env()};  // and the test hook (attention_decode_splits): -1 chosen
 int g_prefill_d128_warps = 4;    // prefill D=128: 4 warps (64 rows, 2 blocks/SM) or 8 warps (128 rows)
 // The bf16 prefill kernel where both apply, as the attentionPrefillKernel hook numbers them: 0 automatic
-// (prefill_sm90 for D = 128, prefill_mma for D = 64), 1 prefill_mma, 2 prefill_sm90, 3 it with the
+// (prefill_sm90 with the overlap for D = 128, prefill_mma for D = 64), 1 prefill_mma, 2 prefill_sm90, 3 it with the
 // intra-warpgroup overlap, 4 with the ping-pong, 5 with both. g_prefill_env: PARALLM_ATTN_PREFILL (mma,
 // sm90, sm90-overlap, sm90-pingpong, sm90-overlap-pingpong; else automatic), -1 not read yet;
 // g_prefill_kernel: the hook, which wins when not 0.
@@ -82,7 +85,7 @@ int prefill_choice(int D) {
       g_prefill_env.store(v, std::memory_order_relaxed);
     }
   }
-  if (!v) v = D == 128 ? 2 : 1;
+  if (!v) v = D == 128 ? 3 : 1;
   return v == 1 ? 0 : v;
 }
 
@@ -503,7 +506,8 @@ void prefill_any(const char* op, cudaStream_t st, DType dt, const void* q, const
                   kv_bstride % 8 == 0 && kv_tstride % 8 == 0;
 #ifdef __CUDACC__
   // The sm90 kernel where it is switched on and the TMA can express the layout (else the launch declines).
-  const int sm90 = al && (D == 64 || D == 128) ? prefill_choice(D) : 0;
+  // (Its softmax takes the row maxima of the raw scores, so it needs a positive scale.)
+  const int sm90 = al && (D == 64 || D == 128) && sl2 > 0.f ? prefill_choice(D) : 0;
   if (sm90 && prefill_sm90_device()) {
     const bool ovl = sm90 == 3 || sm90 == 5, pp = sm90 >= 4;
     const bool done = D == 128 ? prefill_sm90_launch<128>(st, ovl, pp, q, k, v, out, lse, B, Tq, Tk, Hq, Hkv, q_bstride,

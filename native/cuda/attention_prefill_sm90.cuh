@@ -57,14 +57,16 @@
 // bytes; S starts as soon as K has landed) and empty_k and empty_v mbarriers (lane 0 of each of the 8
 // consumer warps arrives once its wgmmas reading the K, or the V, have completed: the next K tile loads
 // while this stage's V is still in use); Q has its own barrier. A consumer whose 64 rows see no key of a
-// tile (the block's last tile, for consumer 0: the block's first 64 rows) skips the math but still waits
-// for the tile before it arrives: an early arrival would count toward the previous lap of that stage.
+// tile (the block's last, for consumer 0, where Tk - Tq is not a multiple of 128) computes it anyway,
+// masked to nothing: a branch around a wgmma makes ptxas serialize them all (see the consumer loop).
 //
 // Variants (template flags): OVL, FlashAttention-3's intra-warpgroup overlap (tile kt's softmax running
 // while tile kt-1's P V is in flight), else each tile's S, softmax and P V in turn; PP, FlashAttention-3's
 // inter-warpgroup ping-pong: two named barriers hand the consumers turns at issuing their GEMMs (consumer
-// 0 first), so one's softmax runs while the other's GEMMs keep the tensor cores busy. Not done yet: a
-// persistent grid, and the epilogue through shared memory and the TMA.
+// 0 first), so one's softmax runs while the other's GEMMs keep the tensor cores busy. Until the ninth
+// session both ran with every wgmma serialized by ptxas (branches around them, and P written while a
+// P V was in flight); now no variant has a C7513 / C7518 / C7520 warning (check with -Xptxas -v).
+// Not done yet: a persistent grid, and the epilogue through shared memory and the TMA.
 #pragma once
 #include <cuda.h>
 #include <cuda_bf16.h>
@@ -175,15 +177,70 @@ __device__ __forceinline__ void pin(uint32_t (&x)[N][4]) {
 }
 #endif
 
+// A consumer's online softmax of one tile, in place: sc (S, the thread's two rows) becomes P; m and l
+// (log2 units; l a per-lane partial sum) move on, alpha is the factor O and l take. The scale rides in
+// the exponent's fma, as FlashAttention does. Accumulator x holds row r0 + 8 ((x >> 1) & 1), key n0 +
+// 8 (x >> 2) + 2 t4 + (x & 1). MASK (keys past a row's last, causal, or past Tk) is a template argument
+// so the unmasked tiles (all but the diagonal's and the last) carry no per-element test.
+template <int NS, bool MASK>
+__device__ __forceinline__ void prefill_softmax(float (&sc)[NS], float (&mr)[2], float (&lr)[2], float (&alpha)[2],
+                                                float sl2, int n0, int t4, int r0, int off, int Tk) {
+  auto masked = [&](int x) {
+    const int key = n0 + 8 * (x >> 2) + 2 * t4 + (x & 1), i = r0 + (((x >> 1) & 1) << 3);
+    return key > i + off || key >= Tk;
+  };
+  // The row maxima of the raw scores, scaled once: with sl2 > 0 (the host sends no other scale here)
+  // rounding is monotonic, so max(s) sl2 rounds to the max of the rounded s sl2, bit for bit.
+  float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+  for (int x = 0; x < NS; ++x) {
+    const float v = MASK && masked(x) ? -INFINITY : sc[x];
+    mx[(x >> 1) & 1] = fmaxf(mx[(x >> 1) & 1], v);
+  }
+  float nb[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    mx[r] = fmaxf(mr[r], mx[r] * sl2);
+    mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+    mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+    const float base = mx[r] == -INFINITY ? 0.f : mx[r];  // nothing seen yet: keep zeros, avoid inf - inf
+    alpha[r] = ex2(mr[r] - base);
+    nb[r] = -base;
+    mr[r] = mx[r];
+    lr[r] *= alpha[r];  // per-lane partial sums; the quad is summed once at the end
+  }
+#pragma unroll
+  for (int x = 0; x < NS; x += 2) {  // a pair: one row, two keys
+    const int r = (x >> 1) & 1;
+    float p0 = ex2(fmaf(sc[x], sl2, nb[r])), p1 = ex2(fmaf(sc[x + 1], sl2, nb[r]));
+    if (MASK) {
+      if (masked(x)) p0 = 0.f;
+      if (masked(x + 1)) p1 = 0.f;
+    }
+    lr[r] += p0 + p1;
+    sc[x] = p0, sc[x + 1] = p1;
+  }
+}
+
 // OVL: FlashAttention-3's intra-warpgroup overlap. A consumer issues tile kt's S = Q K^T, then tile
 // kt-1's P V, and runs tile kt's softmax while the P V is in flight (wgmma.wait_group 1 waits for S
-// alone); O is rescaled once that P V has landed. P is double-buffered in registers (the P V in flight
-// still reads the last one). Without OVL each tile's S, softmax and P V run in turn.
+// alone); O is rescaled, and the new P packed to bf16 from S's registers, once that P V has landed
+// (the P V in flight reads the last P). Without OVL each tile's S, softmax and P V run in turn.
 // PP's turns: consumer cw waits on barrier kPpBar + cw (its 128 threads and the other consumer's arrival:
 // 256), then lets the other go on kPpBar + 1 - cw once its GEMMs are issued. (Ids 1 and 2 are wg_sync's.)
 constexpr int kPpBar = 8;
 __device__ __forceinline__ void pp_wait(int cw) { asm volatile("bar.sync %0, 256;" ::"r"(kPpBar + cw) : "memory"); }
 __device__ __forceinline__ void pp_pass(int cw) { asm volatile("bar.arrive %0, 256;" ::"r"(kPpBar + 1 - cw) : "memory"); }
+// The same, and an mbarrier arrival, as predicated instructions (see the consumer loop: no branches).
+__device__ __forceinline__ void pp_wait_if(int cw, bool p) {
+  asm volatile("{\n.reg .pred q;\nsetp.ne.b32 q, %1, 0;\n@q bar.sync %0, 256;\n}\n" ::"r"(kPpBar + cw), "r"(int(p)) : "memory");
+}
+__device__ __forceinline__ void pp_pass_if(int cw, bool p) {
+  asm volatile("{\n.reg .pred q;\nsetp.ne.b32 q, %1, 0;\n@q bar.arrive %0, 256;\n}\n" ::"r"(kPpBar + 1 - cw), "r"(int(p)) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive_if(uint32_t bar, bool p) {
+  asm volatile("{\n.reg .pred q;\nsetp.ne.b32 q, %1, 0;\n@q mbarrier.arrive.shared::cta.b64 _, [%0];\n}\n" ::"r"(bar), "r"(int(p)) : "memory");
+}
 
 template <int D, bool LSE, bool OVL, bool PP>
 __global__ void __launch_bounds__(384, 1)
@@ -266,10 +323,6 @@ prefill_sm90(const __grid_constant__ CUtensorMap tmQ, const __grid_constant__ CU
   for (int i = 0; i < NO; ++i) o[i] = 0.f;
   float mr[2] = {-INFINITY, -INFINITY}, lr[2] = {0.f, 0.f};
 
-  // Does any row of this warpgroup see a key of the tile at n0? Only the block's last tile can fail it,
-  // for consumer 0 (the block's first 64 rows). Warpgroup-uniform, as it must be: a wgmma needs all 128
-  // threads.
-  auto active = [&](int n0) { return n0 <= row_lo + 63 + off; };
   // S = Q K^T for the K tile at sk into sc, issued (the caller fences, commits and waits).
   auto issue_s = [&](float(&sc)[NS], uint32_t sk) {
 #pragma unroll
@@ -293,44 +346,18 @@ prefill_sm90(const __grid_constant__ CUtensorMap tmQ, const __grid_constant__ CU
   // past Tk; the online softmax of the thread's two rows (a row spans the 4 lanes of a quad): the new
   // running max, alpha = the factor O and l take, l += the tile's sum; P as A fragments into pa,
   // a[r] = (p[8kk + 2r], p[8kk + 2r + 1]) (see the top).
-  auto softmax = [&](float(&sc)[NS], int n0, uint32_t(&pa)[KS][4], float(&alpha)[2]) {
-    const bool need_mask = n0 + BN - 1 > row_lo + off || n0 + BN > Tk;
-#pragma unroll
-    for (int j = 0; j < NS / 4; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        float x = sc[4 * j + e] * sl2;
-        if (need_mask) {
-          const int key = n0 + 8 * j + 2 * t4 + (e & 1), i = r0 + ((e >> 1) << 3);
-          if (key > i + off || key >= Tk) x = -INFINITY;
-        }
-        sc[4 * j + e] = x;
-      }
-    float mx[2] = {mr[0], mr[1]};
-#pragma unroll
-    for (int j = 0; j < NS / 4; ++j) {
-      mx[0] = fmaxf(mx[0], fmaxf(sc[4 * j], sc[4 * j + 1]));
-      mx[1] = fmaxf(mx[1], fmaxf(sc[4 * j + 2], sc[4 * j + 3]));
-    }
-    float base[2];
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-      base[r] = mx[r] == -INFINITY ? 0.f : mx[r];  // nothing seen yet: keep zeros, avoid inf - inf
-      alpha[r] = ex2(mr[r] - base[r]);
-      mr[r] = mx[r];
-      lr[r] *= alpha[r];  // per-lane partial sums; the quad is summed once at the end
-    }
+  auto softmax = [&](float(&sc)[NS], int n0, float(&alpha)[2]) {
+    if (n0 + BN - 1 > row_lo + off || n0 + BN > Tk)
+      prefill_softmax<NS, true>(sc, mr, lr, alpha, sl2, n0, t4, r0, off, Tk);
+    else
+      prefill_softmax<NS, false>(sc, mr, lr, alpha, sl2, n0, t4, r0, off, Tk);
+  };
+  // P (in sc) as A fragments: a[r] of k-step kk = (p[8kk + 2r], p[8kk + 2r + 1]) (see the top).
+  auto to_a = [&](const float(&p)[NS], uint32_t(&pa)[KS][4]) {
 #pragma unroll
     for (int kk = 0; kk < KS; ++kk)
 #pragma unroll
-      for (int r = 0; r < 4; ++r) {
-        const int e = 8 * kk + 2 * r;  // row r & 1 of the thread's two
-        const float p0 = ex2(sc[e] - base[r & 1]), p1 = ex2(sc[e + 1] - base[r & 1]);
-        lr[r & 1] += p0 + p1;
-        pa[kk][r] = pack_bf16(p0, p1);
-      }
+      for (int r = 0; r < 4; ++r) pa[kk][r] = pack_bf16(p[8 * kk + 2 * r], p[8 * kk + 2 * r + 1]);
   };
   auto rescale = [&](const float(&alpha)[2]) {
 #pragma unroll
@@ -341,129 +368,112 @@ prefill_sm90(const __grid_constant__ CUtensorMap tmQ, const __grid_constant__ CU
   };
 
   mbar_wait(qbar, 0);
-  // A warp hands a K or V slot back (lane 0 arrives) once its wgmmas reading it have completed, or at
-  // once for a tile it skips, but only after waiting for the tile: an arrival must not count toward the
-  // previous lap of that stage's barrier.
+  // No branch may surround a wgmma or the registers it reads or writes: ptxas then serializes every
+  // wgmma of the kernel (its C7518 / C7520 warnings), which cost the overlapped and ping-pong variants
+  // all they were to win. So every tile is computed: the one a warpgroup can see none of (only the
+  // block's last, for consumer 0, and only where Tk - Tq is not a multiple of 128) masks to P = 0 and
+  // alpha = 1 (tile 0 always has keys for every row), which leaves O and l exact. The lane-0 arrivals
+  // and the ping-pong's one-sided turns are predicated instructions, not branches. A warp hands a K or V
+  // slot back once its wgmmas reading it have completed.
+  const bool lead = lane == 0;
   float sc[NS];
   uint32_t pa[KS][4];
   int s = 0;
   uint32_t ph = 0;
-  // PP: consumer 0 takes the first turn; every turn, skipped tiles included, is taken and passed on by
-  // both consumers alike, so the barriers' counts match (consumer 0 takes one more turn at the end).
-  if constexpr (PP)
-    if (cw == 1) pp_pass(cw);
+  // PP: consumer 0 takes the first turn; every turn is taken and passed on by both consumers alike, so
+  // the barriers' counts match (consumer 0 takes one more turn at the end).
+  if constexpr (PP) pp_pass_if(cw, cw == 1);
   if constexpr (!OVL) {
     for (int kt = 0; kt < nkb; ++kt) {
       const int n0 = kt * BN;
       const uint32_t sk = sKV + s * P::STAGE_BYTES, sv = sk + P::KV_BYTES;
-      const bool act = active(n0);
       mbar_wait(full_k(s), ph);
       if constexpr (PP) pp_wait(cw);
-      if (act) {
-        wgmma_fence();
-        issue_s(sc, sk);
-        wgmma_commit();
-      }
+      wgmma_fence();
+      issue_s(sc, sk);
+      wgmma_commit();
       if constexpr (PP) pp_pass(cw);
-      if (act) {
-        wgmma_wait<0>();
-        pin(sc);
-      }
-      if (lane == 0) mbar_arrive(empty_k(s));
-      if (act) {
-        float alpha[2];
-        softmax(sc, n0, pa, alpha);
-        rescale(alpha);
-      }
-      mbar_wait(full_v(s), ph);
-      if (act) {
-        pin(o);
-        pin(pa);
-        wgmma_fence();
-        issue_pv(pa, sv);
-        wgmma_commit();
-        wgmma_wait<0>();
-        pin(o);
-      }
-      if (lane == 0) mbar_arrive(empty_v(s));
-      if (++s == ST) { s = 0; ph ^= 1; }
-    }
-  } else {
-    // pa holds the P of the previous tile (stage sp, parity php, V at svp) while `pend`: its P V is still
-    // to be issued. Tile 0 is always active; an inactive tile is only ever the last.
-    bool pend = false;
-    int sp = 0;
-    uint32_t php = 0, svp = 0;
-    for (int kt = 0; kt < nkb; ++kt) {
-      const int n0 = kt * BN;
-      const uint32_t sk = sKV + s * P::STAGE_BYTES, sv = sk + P::KV_BYTES;
-      const bool act = active(n0);
-      mbar_wait(full_k(s), ph);
-      if constexpr (PP) pp_wait(cw);
-      if (act || pend) {
-        pin(o);
-        pin(pa);
-        wgmma_fence();
-      }
-      if (act) {
-        issue_s(sc, sk);
-        wgmma_commit();
-      }
-      if (pend) {
-        mbar_wait(full_v(sp), php);
-        issue_pv(pa, svp);
-        wgmma_commit();
-      }
-      if constexpr (PP) pp_pass(cw);
-      uint32_t pn[KS][4];
+      wgmma_wait<0>();
+      pin(sc);
+      mbar_arrive_if(empty_k(s), lead);
       float alpha[2];
-      if (act) {
-        if (pend) wgmma_wait<1>(); else wgmma_wait<0>();  // S has landed (the P V may be in flight)
-        pin(sc);
-        if (lane == 0) mbar_arrive(empty_k(s));
-        softmax(sc, n0, pn, alpha);
-      } else if (lane == 0) {
-        mbar_arrive(empty_k(s));
-      }
-      if (pend) {
-        wgmma_wait<0>();
-        pin(o);
-        pin(pa);  // live until here: the P V in flight reads these registers, so pn must not take them
-        if (lane == 0) mbar_arrive(empty_v(sp));
-      } else if (kt > 0) {  // the previous tile was skipped: hand its V slot back
-        mbar_wait(full_v(sp), php);
-        if (lane == 0) mbar_arrive(empty_v(sp));
-      }
-      if (act) {
-        rescale(alpha);
-#pragma unroll
-        for (int kk = 0; kk < KS; ++kk)
-#pragma unroll
-          for (int r = 0; r < 4; ++r) pa[kk][r] = pn[kk][r];
-      }
-      pend = act;
-      sp = s, php = ph, svp = sv;
-      if (++s == ST) { s = 0; ph ^= 1; }
-    }
-    // The last tile's P V (or, if the warpgroup skipped that tile, its V slot handed back).
-    mbar_wait(full_v(sp), php);
-    if constexpr (PP) pp_wait(cw);
-    if (pend) {
+      softmax(sc, n0, alpha);
+      to_a(sc, pa);
+      rescale(alpha);
+      mbar_wait(full_v(s), ph);
       pin(o);
       pin(pa);
       wgmma_fence();
-      issue_pv(pa, svp);
+      issue_pv(pa, sv);
       wgmma_commit();
-    }
-    if constexpr (PP) pp_pass(cw);
-    if (pend) {
       wgmma_wait<0>();
       pin(o);
+      mbar_arrive_if(empty_v(s), lead);
+      if (++s == ST) { s = 0; ph ^= 1; }
     }
-    if (lane == 0) mbar_arrive(empty_v(sp));
+  } else {
+    // Tile 0 alone (its S and softmax); then, a tile kt at a time, S of kt and P V of kt - 1 are issued
+    // together and kt's softmax runs while that P V is in flight; the last P V after the loop. pa holds
+    // the P of the previous tile (stage sp, parity php, V at svp).
+    mbar_wait(full_k(0), 0);
+    if constexpr (PP) pp_wait(cw);
+    wgmma_fence();
+    issue_s(sc, sKV);
+    wgmma_commit();
+    if constexpr (PP) pp_pass(cw);
+    wgmma_wait<0>();
+    pin(sc);
+    mbar_arrive_if(empty_k(0), lead);
+    {
+      float alpha[2];
+      softmax(sc, 0, alpha);  // O is still zero: no rescale
+      to_a(sc, pa);
+    }
+    int sp = 0;
+    uint32_t php = 0, svp = sKV + P::KV_BYTES;
+    static_assert(ST > 1, "tile 1 is in stage 1");
+    s = 1, ph = 0;
+    for (int kt = 1; kt < nkb; ++kt) {
+      const int n0 = kt * BN;
+      const uint32_t sk = sKV + s * P::STAGE_BYTES, sv = sk + P::KV_BYTES;
+      mbar_wait(full_k(s), ph);
+      mbar_wait(full_v(sp), php);
+      if constexpr (PP) pp_wait(cw);
+      pin(o);
+      pin(pa);
+      wgmma_fence();
+      issue_s(sc, sk);
+      wgmma_commit();
+      issue_pv(pa, svp);
+      wgmma_commit();
+      if constexpr (PP) pp_pass(cw);
+      float alpha[2];
+      wgmma_wait<1>();  // S has landed; the P V may be in flight
+      pin(sc);
+      mbar_arrive_if(empty_k(s), lead);
+      softmax(sc, n0, alpha);
+      wgmma_wait<0>();
+      pin(o);
+      pin(pa);
+      mbar_arrive_if(empty_v(sp), lead);
+      rescale(alpha);
+      to_a(sc, pa);  // after the P V that read the last P has landed
+      sp = s, php = ph, svp = sv;
+      if (++s == ST) { s = 0; ph ^= 1; }
+    }
+    mbar_wait(full_v(sp), php);
+    if constexpr (PP) pp_wait(cw);
+    pin(o);
+    pin(pa);
+    wgmma_fence();
+    issue_pv(pa, svp);
+    wgmma_commit();
+    if constexpr (PP) pp_pass(cw);
+    wgmma_wait<0>();
+    pin(o);
+    mbar_arrive_if(empty_v(sp), lead);
   }
-  if constexpr (PP)
-    if (cw == 0) pp_wait(cw);  // the turn consumer 1 passed last
+  if constexpr (PP) pp_wait_if(cw, cw == 0);  // the turn consumer 1 passed last
 
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
