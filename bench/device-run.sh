@@ -512,6 +512,25 @@ for p in "${parts[@]}"; do
       for r in 1 2; do for a in default sm90; do
         PARALLM_ATTN_PREFILL=$a timeout 60 node dist/cli/index.js bench train --model gpt2 --shapes 128x128 --steps 20 2>&1 | grep -E "^gpt2" | tail -1 | sed "s/^/[attn $a, r$r] /"
       done; done ;;
+    attn-vars3)
+      # As attn-vars2 without the training runs: the builds timed in turn, then the last one's GPU test and
+      # SDPA's backends.
+      bash "$0" attn-vars
+      timeout 200 vitest run test/gpu/attention-sm90.gpu.test.ts > "$out/gpu-attn.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-attn.log" | head -30
+      timeout 200 python3 bench/peers/attn_peers.py > "$out/peer-attn.log" 2>&1; grep ANCHOR "$out/peer-attn.log" | grep -E '"s": (2048|8192)|"d": 64' | grep cudnn | cut -c1-220 ;;
+    final9)
+      # The ninth session's attention (persistent sm90 prefill, the overlap by default for D = 128): its GPU
+      # test and the gradient kernels' (the training forward), the model and family tests (prefill through the default path), the
+      # prefill kernels beside SDPA's cuDNN backend, LLaMA-2-7B prefill 32 x 512 against PyTorch, and GPT-2
+      # training on one GPU with the sm90 kernel at D = 64 against the default (prefill_mma).
+      timeout 250 vitest run test/gpu/attention-sm90.gpu.test.ts test/gpu/models.gpu.test.ts test/gpu/families.gpu.test.ts > "$out/gpu-a.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-a.log" | head -20
+      timeout 120 vitest run test/gpu/grad-kernels.gpu.test.ts > "$out/gpu-k.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-k.log" | head -20
+      timeout 100 node dist/cli/index.js bench kernels --filter attention-prefill --json "$out/kernels-attn.json" 2>&1 | grep -E "^attention" | head -24
+      timeout 150 python3 bench/peers/attn_peers.py > "$out/peer-attn.log" 2>&1; grep ANCHOR "$out/peer-attn.log" | grep -E '"s": (2048|8192)|"d": 64' | grep cudnn | cut -c1-220
+      bash "$0" prefill-7b
+      for a in default sm90; do
+        PARALLM_ATTN_PREFILL=$a timeout 60 node dist/cli/index.js bench train --model gpt2 --shapes 128x128 --steps 20 2>&1 | grep -E "^gpt2" | tail -1 | sed "s/^/[attn $a] /"
+      done ;;
     train-pdl)
       # Written in the eighth session, not yet run (two GPUs): every sm90 GEMM launched with PDL
       # (PARALLM_PDL_GEMM=1; training's ~150 GEMMs a step, each launch and prologue overlapping the kernel

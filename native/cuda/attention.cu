@@ -4,12 +4,12 @@
 // Kernels and when each runs:
 //   prefill_sm90<D>     bf16, D = 128 (64 when asked), on compute capability 9.0, layouts the TMA can
 //                       express: wgmma + TMA, a producer warpgroup and two consumer warpgroups of 64 query
-//                       rows (attention_prefill_sm90.cuh), by default with the intra-warpgroup overlap
-//                       (tile kt's softmax while tile kt-1's P V runs). Ninth session, one H200, TFLOP/s at
-//                       B1 H32 D128 causal T2048 / T8192: 423 / 593 (cuDNN SDPA in that call 341 / 606;
-//                       prefill_mma 255 / 293). At D = 64 it is faster at T1024 (209 against 194) but
-//                       GPT-2's training step at T = 128 was 1% slower with it, so prefill_mma stays
-//                       there. PARALLM_ATTN_PREFILL and the attentionPrefillKernel hook pick a kernel or
+//                       rows, a persistent grid (attention_prefill_sm90.cuh), by default with the
+//                       intra-warpgroup overlap (tile kt's softmax while tile kt-1's P V runs). Ninth
+//                       session, one H200, TFLOP/s at B1 H32 D128 causal T2048 / T8192: 461 / 597 (cuDNN
+//                       SDPA in that call 337 / 597; prefill_mma 255 / 293). D = 64 keeps prefill_mma
+//                       (GPT-2's training step at T = 128 was 1% slower with the non-persistent sm90
+//                       kernel, though it is faster at T1024: 233 against 194). PARALLM_ATTN_PREFILL and the attentionPrefillKernel hook pick a kernel or
 //                       variant (prefill_choice).
 //   prefill_mma<D, NW>  bf16, D in {64, 128}, 16-byte aligned q/k/v rows: tensor cores (mma.sync
 //                       m16n8k16 + ldmatrix), FlashAttention-2 layout: each warp owns 16 query rows with

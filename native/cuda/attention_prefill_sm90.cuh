@@ -1,7 +1,7 @@
 // Hopper (sm_90a) causal prefill for bf16, D = 64 or 128 (included by attention.cu; the plan is
-// bench/ATTENTION-NOTES.md): wgmma + TMA, warp-specialized. A block owns BM = 128 query rows of one
-// (b, h) and runs 3 warpgroups: warpgroup 0 is the producer (one thread issues every TMA load: Q once,
-// then K and V tiles of BN = 128 keys through a ring of STAGES stages), warpgroups 1 and 2 are consumers
+// bench/ATTENTION-NOTES.md): wgmma + TMA, warp-specialized, persistent. A work item is BM = 128 query
+// rows of one (b, h); a block (one a multiprocessor) takes items in turn and runs 3 warpgroups:
+// warpgroup 0 is the producer (one thread issues every TMA load: an item's Q, then its K and V tiles of BN = 128 keys through a ring of STAGES stages), warpgroups 1 and 2 are consumers
 // owning 64 query rows each. Per K/V tile a consumer computes S = Q K^T (wgmma m64n128k16, both operands
 // from shared memory), masks and runs the online softmax on S in registers (log2 units, scale*log2e
 // folded in, ex2.approx), re-packs P to bf16 in registers and accumulates O += P V (wgmma m64nDk16, A = P
@@ -66,12 +66,15 @@
 // 0 first), so one's softmax runs while the other's GEMMs keep the tensor cores busy. Until the ninth
 // session both ran with every wgmma serialized by ptxas (branches around them, and P written while a
 // P V was in flight); now no variant has a C7513 / C7518 / C7520 warning (check with -Xptxas -v).
-// Not done yet: a persistent grid, and the epilogue through shared memory and the TMA.
+// The grid is persistent (the next item's Q and first tiles load while this one's last P V runs and O
+// is stored: S9-8 measured 580 → 597 TFLOP/s at T8192, 423 → 461 at T2048). Not done yet: the epilogue
+// through shared memory and the TMA.
 #pragma once
 #include <cuda.h>
 #include <cuda_bf16.h>
 #include <cudaTypedefs.h>
 
+#include <algorithm>
 #include <atomic>
 #include <type_traits>
 #include <cstdint>
@@ -93,8 +96,9 @@ struct PrefillSm90 {
   static constexpr int Q_BOX = BM * 128, KV_BOX = BN * 128;     // bytes of one box
   static constexpr int Q_BYTES = BOXES * Q_BOX, KV_BYTES = BOXES * KV_BOX;
   static constexpr int STAGE_BYTES = 2 * KV_BYTES;              // K then V
-  // Tiles + room to align them to 1024 bytes (the swizzle atom) + the mbarriers (4 a stage, and Q's).
-  static constexpr size_t SMEM = size_t(Q_BYTES) + size_t(STAGES) * STAGE_BYTES + 1024 + (4 * STAGES + 1) * 8;
+  // Tiles + room to align them to 1024 bytes (the swizzle atom) + the mbarriers (4 a stage, Q's full
+  // and empty).
+  static constexpr size_t SMEM = size_t(Q_BYTES) + size_t(STAGES) * STAGE_BYTES + 1024 + (4 * STAGES + 2) * 8;
 };
 
 #ifdef PARALLM_SM90A
@@ -261,13 +265,15 @@ prefill_sm90(const __grid_constant__ CUtensorMap tmQ, const __grid_constant__ CU
   auto full_v = [&](int s) { return bars + 8u * (ST + s); };
   auto empty_k = [&](int s) { return bars + 8u * (2 * ST + s); };
   auto empty_v = [&](int s) { return bars + 8u * (3 * ST + s); };
-  const uint32_t qbar = bars + 8u * (4 * ST);
+  const uint32_t qbar = bars + 8u * (4 * ST), qempty = qbar + 8u;
 
-  const int bhc = B * Hq;
-  const int mb = nmb - 1 - int(blockIdx.x / bhc);  // heaviest (latest) query tiles first
-  const int bh = int(blockIdx.x % bhc), b = bh / Hq, h = bh % Hq, g = h / (Hq / Hkv);
-  const int off = Tk - Tq, m0 = mb * BM;
-  const int kend = min(Tk, m0 + BM + off), nkb = (kend + BN - 1) / BN;  // keys the block's last row sees
+  // Persistent: the grid is at most one block an SM, and block c takes work items c, 2G - 1 - c, 2G + c,
+  // ... (G blocks; a snake, so each block's sum of tiles comes out even). Item w is query tile
+  // nmb - 1 - w / (B Hq) (the heaviest, latest tiles first) of (b, h) = w % (B Hq). The producer loads
+  // the next item's Q and first K / V tiles while the consumers finish this one's last P V and store O.
+  const int bhc = B * Hq, total = nmb * bhc, G = int(gridDim.x), c = int(blockIdx.x);
+  const int off = Tk - Tq;
+  auto item = [&](int it) { return it * G + ((it & 1) ? G - 1 - c : c); };
   const int wg = threadIdx.x / 128;
 
   if (threadIdx.x == 0) {
@@ -278,6 +284,7 @@ prefill_sm90(const __grid_constant__ CUtensorMap tmQ, const __grid_constant__ CU
       mbar_init(empty_v(s), 8);
     }
     mbar_init(qbar, 1);
+    mbar_init(qempty, 8);  // lane 0 of each consumer warp, once the item's last S has read Q
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
     asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
   }
@@ -289,13 +296,17 @@ prefill_sm90(const __grid_constant__ CUtensorMap tmQ, const __grid_constant__ CU
     // next K tile loads while the consumers still need this stage's V.
     asm volatile("setmaxnreg.dec.sync.aligned.u32 40;");
     if (threadIdx.x == 0) {
-      // Boxes count in full toward expect_tx even where the TMA zero-fills them (rows past Tq or Tk).
-      mbar_expect_tx(qbar, P::Q_BYTES);
-#pragma unroll
-      for (int j = 0; j < BOXES; ++j) tma_load_4d(sQ + j * P::Q_BOX, &tmQ, qbar, 64 * j, h, m0, b);
       int s = 0;
       uint32_t ph = 0;
-      for (int kt = 0; kt < nkb; ++kt) {
+      for (int it = 0, wi = item(0); wi < total; wi = item(++it)) {
+        const int mb = nmb - 1 - wi / bhc, bh = wi % bhc, b = bh / Hq, h = bh % Hq, g = h / (Hq / Hkv);
+        const int m0 = mb * BM, nkb = (min(Tk, m0 + BM + off) + BN - 1) / BN;
+        // Boxes count in full toward expect_tx even where the TMA zero-fills them (rows past Tq or Tk).
+        mbar_wait(qempty, (it & 1) ^ 1);  // the first item passes at once (fresh barrier)
+        mbar_expect_tx(qbar, P::Q_BYTES);
+#pragma unroll
+        for (int j = 0; j < BOXES; ++j) tma_load_4d(sQ + j * P::Q_BOX, &tmQ, qbar, 64 * j, h, m0, b);
+        for (int kt = 0; kt < nkb; ++kt) {
         const uint32_t sk = sKV + s * P::STAGE_BYTES, sv = sk + P::KV_BYTES;
         mbar_wait(empty_k(s), ph ^ 1);  // first lap passes at once (fresh barrier)
         mbar_expect_tx(full_k(s), P::KV_BYTES);
@@ -306,6 +317,7 @@ prefill_sm90(const __grid_constant__ CUtensorMap tmQ, const __grid_constant__ CU
 #pragma unroll
         for (int j = 0; j < BOXES; ++j) tma_load_4d(sv + j * P::KV_BOX, &tmV, full_v(s), 64 * j, g, kt * BN, b);
         if (++s == ST) { s = 0; ph ^= 1; }
+        }
       }
     }
     return;
@@ -314,191 +326,199 @@ prefill_sm90(const __grid_constant__ CUtensorMap tmQ, const __grid_constant__ CU
   asm volatile("setmaxnreg.inc.sync.aligned.u32 232;");
   const int cw = wg - 1;  // consumer cw owns rows [m0 + 64 cw, m0 + 64 cw + 64)
   const int tid = threadIdx.x % 128, w = tid / 32, lane = tid % 32, t4 = lane % 4;
-  const int row_lo = m0 + 64 * cw;
-  const int r0 = row_lo + 16 * w + lane / 4;  // this thread's rows: r0 and r0 + 8
   const uint32_t sq = sQ + cw * 64 * 128;     // the warpgroup's 64 rows in each Q box
-
-  float o[NO];
-#pragma unroll
-  for (int i = 0; i < NO; ++i) o[i] = 0.f;
-  float mr[2] = {-INFINITY, -INFINITY}, lr[2] = {0.f, 0.f};
-
-  // S = Q K^T for the K tile at sk into sc, issued (the caller fences, commits and waits).
-  auto issue_s = [&](float(&sc)[NS], uint32_t sk) {
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
-      // k step of 16 dims: 32 bytes along a 128-byte row of box kk / 4.
-      const uint32_t ko = (kk % 4) * 32;
-      wgmma_ss_n128(sc, s90_desc(sq + (kk / 4) * P::Q_BOX + ko, 16, 1024),
-                    s90_desc(sk + (kk / 4) * P::KV_BOX + ko, 16, 1024), kk > 0);
-    }
-  };
-  // O += P V for the V tile at sv, issued likewise.
-  auto issue_pv = [&](const uint32_t(&pa)[KS][4], uint32_t sv) {
-#pragma unroll
-    for (int kk = 0; kk < KS; ++kk) {
-      // k step of 16 keys: 16 rows of 128 bytes (2048) into box 0; box 1 (d 64..127) is LBO on.
-      const uint64_t dv = s90_desc(sv + kk * 2048, P::KV_BOX, 1024);
-      if constexpr (D == 128) wgmma_rs_n128(o, pa[kk], dv); else wgmma_rs_n64(o, pa[kk], dv);
-    }
-  };
-  // The tile's scores (keys n0..) in log2 units, masked where a key is past the row's last (causal) or
-  // past Tk; the online softmax of the thread's two rows (a row spans the 4 lanes of a quad): the new
-  // running max, alpha = the factor O and l take, l += the tile's sum; P as A fragments into pa,
-  // a[r] = (p[8kk + 2r], p[8kk + 2r + 1]) (see the top).
-  auto softmax = [&](float(&sc)[NS], int n0, float(&alpha)[2]) {
-    if (n0 + BN - 1 > row_lo + off || n0 + BN > Tk)
-      prefill_softmax<NS, true>(sc, mr, lr, alpha, sl2, n0, t4, r0, off, Tk);
-    else
-      prefill_softmax<NS, false>(sc, mr, lr, alpha, sl2, n0, t4, r0, off, Tk);
-  };
-  // P (in sc) as A fragments: a[r] of k-step kk = (p[8kk + 2r], p[8kk + 2r + 1]) (see the top).
-  auto to_a = [&](const float(&p)[NS], uint32_t(&pa)[KS][4]) {
-#pragma unroll
-    for (int kk = 0; kk < KS; ++kk)
-#pragma unroll
-      for (int r = 0; r < 4; ++r) pa[kk][r] = pack_bf16(p[8 * kk + 2 * r], p[8 * kk + 2 * r + 1]);
-  };
-  auto rescale = [&](const float(&alpha)[2]) {
-#pragma unroll
-    for (int j = 0; j < NO / 4; ++j) {
-      o[4 * j] *= alpha[0], o[4 * j + 1] *= alpha[0];
-      o[4 * j + 2] *= alpha[1], o[4 * j + 3] *= alpha[1];
-    }
-  };
-
-  mbar_wait(qbar, 0);
-  // No branch may surround a wgmma or the registers it reads or writes: ptxas then serializes every
-  // wgmma of the kernel (its C7518 / C7520 warnings), which cost the overlapped and ping-pong variants
-  // all they were to win. So every tile is computed: the one a warpgroup can see none of (only the
-  // block's last, for consumer 0, and only where Tk - Tq is not a multiple of 128) masks to P = 0 and
-  // alpha = 1 (tile 0 always has keys for every row), which leaves O and l exact. The lane-0 arrivals
-  // and the ping-pong's one-sided turns are predicated instructions, not branches. A warp hands a K or V
-  // slot back once its wgmmas reading it have completed.
   const bool lead = lane == 0;
-  float sc[NS];
-  uint32_t pa[KS][4];
-  int s = 0;
+  int s = 0;  // the K / V ring's stage and parity run on across items, as the producer's do
   uint32_t ph = 0;
-  // PP: consumer 0 takes the first turn; every turn is taken and passed on by both consumers alike, so
-  // the barriers' counts match (consumer 0 takes one more turn at the end).
-  if constexpr (PP) pp_pass_if(cw, cw == 1);
-  if constexpr (!OVL) {
-    for (int kt = 0; kt < nkb; ++kt) {
-      const int n0 = kt * BN;
-      const uint32_t sk = sKV + s * P::STAGE_BYTES, sv = sk + P::KV_BYTES;
+  for (int it = 0, wi = item(0); wi < total; wi = item(++it)) {
+    const int mb = nmb - 1 - wi / bhc, bh = wi % bhc, b = bh / Hq, h = bh % Hq;
+    const int m0 = mb * BM, nkb = (min(Tk, m0 + BM + off) + BN - 1) / BN;  // keys the block's last row sees
+    const int row_lo = m0 + 64 * cw;
+    const int r0 = row_lo + 16 * w + lane / 4;  // this thread's rows: r0 and r0 + 8
+
+    float o[NO];
+#pragma unroll
+    for (int i = 0; i < NO; ++i) o[i] = 0.f;
+    float mr[2] = {-INFINITY, -INFINITY}, lr[2] = {0.f, 0.f};
+
+    // S = Q K^T for the K tile at sk into sc, issued (the caller fences, commits and waits).
+    auto issue_s = [&](float(&sc)[NS], uint32_t sk) {
+#pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk) {
+        // k step of 16 dims: 32 bytes along a 128-byte row of box kk / 4.
+        const uint32_t ko = (kk % 4) * 32;
+        wgmma_ss_n128(sc, s90_desc(sq + (kk / 4) * P::Q_BOX + ko, 16, 1024),
+                      s90_desc(sk + (kk / 4) * P::KV_BOX + ko, 16, 1024), kk > 0);
+      }
+    };
+    // O += P V for the V tile at sv, issued likewise.
+    auto issue_pv = [&](const uint32_t(&pa)[KS][4], uint32_t sv) {
+#pragma unroll
+      for (int kk = 0; kk < KS; ++kk) {
+        // k step of 16 keys: 16 rows of 128 bytes (2048) into box 0; box 1 (d 64..127) is LBO on.
+        const uint64_t dv = s90_desc(sv + kk * 2048, P::KV_BOX, 1024);
+        if constexpr (D == 128) wgmma_rs_n128(o, pa[kk], dv); else wgmma_rs_n64(o, pa[kk], dv);
+      }
+    };
+    // The tile's scores (keys n0..) in log2 units, masked where a key is past the row's last (causal) or
+    // past Tk; the online softmax of the thread's two rows (a row spans the 4 lanes of a quad): the new
+    // running max, alpha = the factor O and l take, l += the tile's sum; P as A fragments into pa,
+    // a[r] = (p[8kk + 2r], p[8kk + 2r + 1]) (see the top).
+    auto softmax = [&](float(&sc)[NS], int n0, float(&alpha)[2]) {
+      if (n0 + BN - 1 > row_lo + off || n0 + BN > Tk)
+        prefill_softmax<NS, true>(sc, mr, lr, alpha, sl2, n0, t4, r0, off, Tk);
+      else
+        prefill_softmax<NS, false>(sc, mr, lr, alpha, sl2, n0, t4, r0, off, Tk);
+    };
+    // P (in sc) as A fragments: a[r] of k-step kk = (p[8kk + 2r], p[8kk + 2r + 1]) (see the top).
+    auto to_a = [&](const float(&p)[NS], uint32_t(&pa)[KS][4]) {
+#pragma unroll
+      for (int kk = 0; kk < KS; ++kk)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) pa[kk][r] = pack_bf16(p[8 * kk + 2 * r], p[8 * kk + 2 * r + 1]);
+    };
+    auto rescale = [&](const float(&alpha)[2]) {
+#pragma unroll
+      for (int j = 0; j < NO / 4; ++j) {
+        o[4 * j] *= alpha[0], o[4 * j + 1] *= alpha[0];
+        o[4 * j + 2] *= alpha[1], o[4 * j + 3] *= alpha[1];
+      }
+    };
+
+    mbar_wait(qbar, it & 1);
+    // No branch may surround a wgmma or the registers it reads or writes: ptxas then serializes every
+    // wgmma of the kernel (its C7518 / C7520 warnings), which cost the overlapped and ping-pong variants
+    // all they were to win. So every tile is computed: the one a warpgroup can see none of (only the
+    // block's last, for consumer 0, and only where Tk - Tq is not a multiple of 128) masks to P = 0 and
+    // alpha = 1 (tile 0 always has keys for every row), which leaves O and l exact. The lane-0 arrivals
+    // and the ping-pong's one-sided turns are predicated instructions, not branches. A warp hands a K or V
+    // slot back once its wgmmas reading it have completed.
+    float sc[NS];
+    uint32_t pa[KS][4];
+    // PP: consumer 0 takes the first turn; every turn is taken and passed on by both consumers alike, so
+    // the barriers' counts match (consumer 0 takes one more turn at the end).
+    if constexpr (PP) pp_pass_if(cw, cw == 1);
+    if constexpr (!OVL) {
+      for (int kt = 0; kt < nkb; ++kt) {
+        const int n0 = kt * BN;
+        const uint32_t sk = sKV + s * P::STAGE_BYTES, sv = sk + P::KV_BYTES;
+        mbar_wait(full_k(s), ph);
+        if constexpr (PP) pp_wait(cw);
+        wgmma_fence();
+        issue_s(sc, sk);
+        wgmma_commit();
+        if constexpr (PP) pp_pass(cw);
+        wgmma_wait<0>();
+        pin(sc);
+        mbar_arrive_if(empty_k(s), lead);
+        float alpha[2];
+        softmax(sc, n0, alpha);
+        to_a(sc, pa);
+        rescale(alpha);
+        mbar_wait(full_v(s), ph);
+        pin(o);
+        pin(pa);
+        wgmma_fence();
+        issue_pv(pa, sv);
+        wgmma_commit();
+        wgmma_wait<0>();
+        pin(o);
+        mbar_arrive_if(empty_v(s), lead);
+        if (++s == ST) { s = 0; ph ^= 1; }
+      }
+      mbar_arrive_if(qempty, lead);  // every S of the item has read Q
+    } else {
+      // Tile 0 alone (its S and softmax); then, a tile kt at a time, S of kt and P V of kt - 1 are issued
+      // together and kt's softmax runs while that P V is in flight; the last P V after the loop. pa holds
+      // the P of the previous tile (stage sp, parity php, V at svp).
       mbar_wait(full_k(s), ph);
       if constexpr (PP) pp_wait(cw);
       wgmma_fence();
-      issue_s(sc, sk);
+      issue_s(sc, sKV + s * P::STAGE_BYTES);
       wgmma_commit();
       if constexpr (PP) pp_pass(cw);
       wgmma_wait<0>();
       pin(sc);
       mbar_arrive_if(empty_k(s), lead);
-      float alpha[2];
-      softmax(sc, n0, alpha);
-      to_a(sc, pa);
-      rescale(alpha);
-      mbar_wait(full_v(s), ph);
-      pin(o);
-      pin(pa);
-      wgmma_fence();
-      issue_pv(pa, sv);
-      wgmma_commit();
-      wgmma_wait<0>();
-      pin(o);
-      mbar_arrive_if(empty_v(s), lead);
+      {
+        float alpha[2];
+        softmax(sc, 0, alpha);  // O is still zero: no rescale
+        to_a(sc, pa);
+      }
+      int sp = s;
+      uint32_t php = ph, svp = sKV + s * P::STAGE_BYTES + P::KV_BYTES;
       if (++s == ST) { s = 0; ph ^= 1; }
-    }
-  } else {
-    // Tile 0 alone (its S and softmax); then, a tile kt at a time, S of kt and P V of kt - 1 are issued
-    // together and kt's softmax runs while that P V is in flight; the last P V after the loop. pa holds
-    // the P of the previous tile (stage sp, parity php, V at svp).
-    mbar_wait(full_k(0), 0);
-    if constexpr (PP) pp_wait(cw);
-    wgmma_fence();
-    issue_s(sc, sKV);
-    wgmma_commit();
-    if constexpr (PP) pp_pass(cw);
-    wgmma_wait<0>();
-    pin(sc);
-    mbar_arrive_if(empty_k(0), lead);
-    {
-      float alpha[2];
-      softmax(sc, 0, alpha);  // O is still zero: no rescale
-      to_a(sc, pa);
-    }
-    int sp = 0;
-    uint32_t php = 0, svp = sKV + P::KV_BYTES;
-    static_assert(ST > 1, "tile 1 is in stage 1");
-    s = 1, ph = 0;
-    for (int kt = 1; kt < nkb; ++kt) {
-      const int n0 = kt * BN;
-      const uint32_t sk = sKV + s * P::STAGE_BYTES, sv = sk + P::KV_BYTES;
-      mbar_wait(full_k(s), ph);
+      for (int kt = 1; kt < nkb; ++kt) {
+        const int n0 = kt * BN;
+        const uint32_t sk = sKV + s * P::STAGE_BYTES, sv = sk + P::KV_BYTES;
+        mbar_wait(full_k(s), ph);
+        mbar_wait(full_v(sp), php);
+        if constexpr (PP) pp_wait(cw);
+        pin(o);
+        pin(pa);
+        wgmma_fence();
+        issue_s(sc, sk);
+        wgmma_commit();
+        issue_pv(pa, svp);
+        wgmma_commit();
+        if constexpr (PP) pp_pass(cw);
+        float alpha[2];
+        wgmma_wait<1>();  // S has landed; the P V may be in flight
+        pin(sc);
+        mbar_arrive_if(empty_k(s), lead);
+        softmax(sc, n0, alpha);
+        wgmma_wait<0>();
+        pin(o);
+        pin(pa);
+        mbar_arrive_if(empty_v(sp), lead);
+        rescale(alpha);
+        to_a(sc, pa);  // after the P V that read the last P has landed
+        sp = s, php = ph, svp = sv;
+        if (++s == ST) { s = 0; ph ^= 1; }
+      }
+      mbar_arrive_if(qempty, lead);  // every S of the item has read Q
       mbar_wait(full_v(sp), php);
       if constexpr (PP) pp_wait(cw);
       pin(o);
       pin(pa);
       wgmma_fence();
-      issue_s(sc, sk);
-      wgmma_commit();
       issue_pv(pa, svp);
       wgmma_commit();
       if constexpr (PP) pp_pass(cw);
-      float alpha[2];
-      wgmma_wait<1>();  // S has landed; the P V may be in flight
-      pin(sc);
-      mbar_arrive_if(empty_k(s), lead);
-      softmax(sc, n0, alpha);
       wgmma_wait<0>();
       pin(o);
-      pin(pa);
       mbar_arrive_if(empty_v(sp), lead);
-      rescale(alpha);
-      to_a(sc, pa);  // after the P V that read the last P has landed
-      sp = s, php = ph, svp = sv;
-      if (++s == ST) { s = 0; ph ^= 1; }
     }
-    mbar_wait(full_v(sp), php);
-    if constexpr (PP) pp_wait(cw);
-    pin(o);
-    pin(pa);
-    wgmma_fence();
-    issue_pv(pa, svp);
-    wgmma_commit();
-    if constexpr (PP) pp_pass(cw);
-    wgmma_wait<0>();
-    pin(o);
-    mbar_arrive_if(empty_v(sp), lead);
-  }
-  if constexpr (PP) pp_wait_if(cw, cw == 0);  // the turn consumer 1 passed last
+    if constexpr (PP) pp_wait_if(cw, cw == 0);  // the turn consumer 1 passed last
 
 #pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    lr[r] += __shfl_xor_sync(0xffffffffu, lr[r], 1);
-    lr[r] += __shfl_xor_sync(0xffffffffu, lr[r], 2);
-    // Training forward: the natural-log logsumexp of the scaled scores (m and l are in log2 units).
-    if constexpr (LSE) {
-      if (t4 == 0 && r0 + r * 8 < Tq)
-        lse[(int64_t(b) * Hq + h) * Tq + r0 + r * 8] = (mr[r] + __log2f(lr[r])) * 0.6931471805599453f;
+    for (int r = 0; r < 2; ++r) {
+      lr[r] += __shfl_xor_sync(0xffffffffu, lr[r], 1);
+      lr[r] += __shfl_xor_sync(0xffffffffu, lr[r], 2);
+      // Training forward: the natural-log logsumexp of the scaled scores (m and l are in log2 units).
+      if constexpr (LSE) {
+        if (t4 == 0 && r0 + r * 8 < Tq)
+          lse[(int64_t(b) * Hq + h) * Tq + r0 + r * 8] = (mr[r] + __log2f(lr[r])) * 0.6931471805599453f;
+      }
+      lr[r] = 1.f / lr[r];
     }
-    lr[r] = 1.f / lr[r];
-  }
-  // Accumulator j of a row holds dims 8j + 2 t4 (+1): one 4-byte store each.
-  __nv_bfloat16* ob = out + (int64_t(b) * Tq * Hq + h) * D + 2 * t4;
-  const int64_t ors = int64_t(Hq) * D;
+    // Accumulator j of a row holds dims 8j + 2 t4 (+1): one 4-byte store each, packed outside the row
+    // test (a branch reading O, a wgmma operand, would serialize the next item's wgmmas).
+    __nv_bfloat16* ob = out + (int64_t(b) * Tq * Hq + h) * D + 2 * t4;
+    const int64_t ors = int64_t(Hq) * D;
 #pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    const int i = r0 + r * 8;
-    if (i < Tq) {
-      __nv_bfloat16* op = ob + i * ors;
+    for (int r = 0; r < 2; ++r) {
+      const int i = r0 + r * 8;
+      uint32_t packed[NO / 4];
 #pragma unroll
-      for (int j = 0; j < NO / 4; ++j)
-        *reinterpret_cast<uint32_t*>(op + 8 * j) = pack_bf16(o[4 * j + 2 * r] * lr[r], o[4 * j + 2 * r + 1] * lr[r]);
+      for (int j = 0; j < NO / 4; ++j) packed[j] = pack_bf16(o[4 * j + 2 * r] * lr[r], o[4 * j + 2 * r + 1] * lr[r]);
+      if (i < Tq) {
+        __nv_bfloat16* op = ob + i * ors;
+#pragma unroll
+        for (int j = 0; j < NO / 4; ++j) *reinterpret_cast<uint32_t*>(op + 8 * j) = packed[j];
+      }
     }
-  }
+  }  // the block's next work item
 #endif
 }
 
@@ -523,6 +543,24 @@ inline bool prefill_sm90_device() {
   const bool ok = major == 9 && minor == 0;
   if (dev >= 0 && dev < kMax) cache[dev].store(ok ? 1 : 2, std::memory_order_relaxed);
   return ok;
+}
+
+// The multiprocessors of the current device, cached per device (the persistent grid's size).
+inline int prefill_sm90_sms() {
+  constexpr int kMax = 64;
+  static std::atomic<int> cache[kMax];  // 0 = not read yet
+  int dev = 0;
+  PARALLM_CUDA_CHECK(cudaGetDevice(&dev), "attention_prefill: cudaGetDevice");
+  if (dev >= 0 && dev < kMax) {
+    const int v = cache[dev].load(std::memory_order_relaxed);
+    if (v) return v;
+  }
+  int sms = 0;
+  PARALLM_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev),
+                     "attention_prefill: reading the multiprocessor count of device ", dev);
+  sms = std::max(sms, 1);
+  if (dev >= 0 && dev < kMax) cache[dev].store(sms, std::memory_order_relaxed);
+  return sms;
 }
 
 // x[b, t, hd, d] = x[b * bs + t * ts + hd * D + d] (bf16) as a 4-D map over (d, head, t, b), boxes of
@@ -574,7 +612,9 @@ bool prefill_sm90_launch(cudaStream_t st, bool overlap, bool pingpong, const voi
   auto kernel = overlap ? (lse ? pick(T_{}, T_{}) : pick(F_{}, T_{})) : (lse ? pick(T_{}, F_{}) : pick(F_{}, F_{}));
   PARALLM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(K::SMEM)),
                      "attention_prefill (sm90): smem attribute (D=", D, ", ", K::SMEM, " bytes)");
-  kernel<<<unsigned(blocks), K::THREADS, K::SMEM, st>>>(mq, mk, mv, static_cast<__nv_bfloat16*>(out), lse, B, Tq, Tk,
+  // Persistent: a block an SM at most (one fits, by its shared memory), each looping over work items.
+  const int grid = int(std::min<int64_t>(blocks, prefill_sm90_sms()));
+  kernel<<<unsigned(grid), K::THREADS, K::SMEM, st>>>(mq, mk, mv, static_cast<__nv_bfloat16*>(out), lse, B, Tq, Tk,
                                                         Hq, Hkv, sl2, nmb);
   PARALLM_LAUNCH_CHECK("attention_prefill (sm90", overlap ? ", overlapped" : "", pingpong ? ", ping-pong" : "", ") B=", B, " Tq=", Tq, " Tk=", Tk,
                        " Hq=", Hq, " Hkv=", Hkv, " D=", D);

@@ -37,6 +37,10 @@ const SHAPES: Shape[] = [
   { B: 2, Tq: 100, Tk: 300, Hq: 8, Hkv: 2, layout: 'cache' }, // more keys than queries
   { B: 2, Tq: 256, Tk: 320, Hq: 4, Hkv: 4, layout: 'cache' }, // the upper warpgroup sees none of a block's last tile
   { B: 1, Tq: 1, Tk: 257, Hq: 4, Hkv: 1, layout: 'cache' }, // one query over 3 key tiles, the last one key long
+  // More work items (query tiles x heads) than an H200 has multiprocessors: the persistent grid's blocks
+  // take two each, the K / V ring and Q's barriers running on from one item to the next.
+  { B: 2, Tq: 1100, Tk: 1100, Hq: 12, Hkv: 4, layout: 'separate' },
+  { B: 2, Tq: 300, Tk: 450, Hq: 32, Hkv: 8, layout: 'cache' }, // and an upper warpgroup with nothing to see
 ];
 
 const name = (a: Shape, D: number) =>
