@@ -1,5 +1,5 @@
 """PyTorch peer for the pipeline-prefill floor: LLaMA-2-7B shape split 16 + 16 layers over cuda:0 and
-cuda:1, prefill of 32 prompts x 512 tokens, the same work three ways:
+cuda:1 (on one GPU only the single lines), prefill of 32 prompts x 512 tokens, the same work three ways:
   single  all 32 layers on cuda:0;
   mp      stage 0 runs all 32 prompts, then stage 1 (the seed's model parallelism);
   pp      8 micro-batches of 4 prompts in the clock-cycle schedule: at clock k stage 0 runs
@@ -59,25 +59,29 @@ def timed(fn, warmup=2, repeats=5):
 
 @torch.no_grad()
 def prefill(batch=32, T=512, micro=8):
-    s0, s1 = stage("cuda:0", LAYERS // 2, 1), stage("cuda:1", LAYERS // 2, 2)
-    cs0, cs1 = rope_tables(T, "cuda:0"), rope_tables(T, "cuda:1")
+    # With one GPU only the 'single' lines (stage 1's layers made on cuda:0).
+    two = torch.cuda.device_count() > 1
+    d1 = "cuda:1" if two else "cuda:0"
+    s0, s1 = stage("cuda:0", LAYERS // 2, 1), stage(d1, LAYERS // 2, 2)
+    cs0, cs1 = rope_tables(T, "cuda:0"), rope_tables(T, d1)
     emb = (torch.randn(VOCAB, D, device="cuda:0") * 0.02).to(torch.bfloat16)
     ids = torch.randint(0, VOCAB, (batch, T), device="cuda:0")
     def mp():
         x = run_layers(s0, emb[ids], cs0)
-        return run_layers(s1, x.to("cuda:1", non_blocking=True), cs1)
+        return run_layers(s1, x.to(d1, non_blocking=True), cs1)
     def pp():
         mb = batch // micro; outs = []; pending = None
         for k in range(micro + 1):  # clock k: stage 0 takes micro-batch k, stage 1 takes k - 1
             nxt = run_layers(s0, emb[ids[k * mb:(k + 1) * mb]], cs0) if k < micro else None
-            if pending is not None: outs.append(run_layers(s1, pending.to("cuda:1", non_blocking=True), cs1))
+            if pending is not None: outs.append(run_layers(s1, pending.to(d1, non_blocking=True), cs1))
             pending = nxt
         return outs
     tok = batch * T
-    t_mp = timed(mp); t_pp = timed(pp)
-    emit(what="torch_prefill", strategy="mp", batch=batch, prompt=T, ms=t_mp * 1e3, tok_s=tok / t_mp)
-    emit(what="torch_prefill", strategy="pp", batch=batch, prompt=T, micro=micro, ms=t_pp * 1e3, tok_s=tok / t_pp,
-         pp_over_mp=t_mp / t_pp)
+    if two:
+        t_mp = timed(mp); t_pp = timed(pp)
+        emit(what="torch_prefill", strategy="mp", batch=batch, prompt=T, ms=t_mp * 1e3, tok_s=tok / t_mp)
+        emit(what="torch_prefill", strategy="pp", batch=batch, prompt=T, micro=micro, ms=t_pp * 1e3, tok_s=tok / t_pp,
+             pp_over_mp=t_mp / t_pp)
     s1b = [{k: v.to("cuda:0") for k, v in l.items()} for l in s1]
     t_1 = timed(lambda: run_layers(s1b, run_layers(s0, emb[ids], cs0), cs0))
     emit(what="torch_prefill", strategy="single", sdpa="default", batch=batch, prompt=T, ms=t_1 * 1e3, tok_s=tok / t_1)
