@@ -531,6 +531,12 @@ for p in "${parts[@]}"; do
       for a in default sm90; do
         PARALLM_ATTN_PREFILL=$a timeout 60 node dist/cli/index.js bench train --model gpt2 --shapes 128x128 --steps 20 2>&1 | grep -E "^gpt2" | tail -1 | sed "s/^/[attn $a] /"
       done ;;
+    strat9)
+      # The strategy prefill figures after the ninth session's attention (persistent, overlapped sm90 prefill
+      # by default for D = 128): one GPU, MP and PP (8 micro-batches) on LLaMA-2-7B 32 x 512, and the
+      # PyTorch peer's single / mp / pp lines in the same call.
+      timeout 280 node dist/cli/index.js bench --model llama-2-7b --strategies single,mp,pp --batch 32 --prompt-tokens 512 --new-tokens 2 --micro-batches 8 --repeats 3 --json "$out/prefill-strat.json" 2>&1 | tail -4
+      timeout 200 python3 bench/peers/torch_pp_prefill.py prefill > "$out/peer-prefill.log" 2>&1; grep ANCHOR "$out/peer-prefill.log" | cut -c1-200 ;;
     train-pdl)
       # Written in the eighth session, not yet run (two GPUs): every sm90 GEMM launched with PDL
       # (PARALLM_PDL_GEMM=1; training's ~150 GEMMs a step, each launch and prologue overlapping the kernel
