@@ -537,6 +537,30 @@ for p in "${parts[@]}"; do
       # PyTorch peer's single / mp / pp lines in the same call.
       timeout 280 node dist/cli/index.js bench --model llama-2-7b --strategies single,mp,pp --batch 32 --prompt-tokens 512 --new-tokens 2 --micro-batches 8 --repeats 3 --json "$out/prefill-strat.json" 2>&1 | tail -4
       timeout 200 python3 bench/peers/torch_pp_prefill.py prefill > "$out/peer-prefill.log" 2>&1; grep ANCHOR "$out/peer-prefill.log" | cut -c1-200 ;;
+    clu)
+      # The 64-row tile's K slices reduced within a cluster (distributed shared memory; no workspace, no reduce
+      # launch; PARALLM_SPLITK_CLUSTER=0 the reduce kernel as before): the matmul GPU tests (the cluster's bits
+      # against the reduce kernel's) and the tiny models', the decode GEMMs either way, then LLaMA-2-7B decode
+      # at batch 16 / 64 either way and the compiled-PyTorch peer in the same call.
+      timeout 150 vitest run test/gpu/kernels.gpu.test.ts -t "split-K|64-row|64 x 256|sm90|tensor-core" > "$out/gpu-mm.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-mm.log" | head -20
+      timeout 100 vitest run test/gpu/models.gpu.test.ts test/gpu/families.gpu.test.ts > "$out/gpu-models.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-models.log" | head -10
+      for c in 1 0; do
+        PARALLM_SPLITK_CLUSTER=$c timeout 60 node dist/cli/index.js bench kernels --filter "gemm-decode 64x" "gemv 16x" 2>&1 | grep -E "^(gemm|gemv)" | sed "s/^/[cluster $c] /"
+      done
+      for c in 1 0; do
+        PARALLM_SPLITK_CLUSTER=$c timeout 70 node dist/cli/index.js bench generate --model llama-2-7b --batch 16,64 2>&1 | tail -2 | sed "s/^/[7B, cluster $c] /"
+      done
+      timeout 300 python3 bench/peers/torch_compile_decode.py llama 16,64 > "$out/peer-compile-7b.log" 2>&1; grep ANCHOR "$out/peer-compile-7b.log" | cut -c1-200 ;;
+    clu2)
+      # clu's second build (the cluster reduce's remote loads issued 8 pairs at a time; at most 3/4 of the SMs):
+      # its GPU tests, the decode GEMMs with and without it, LLaMA-2-7B decode at batch 64 with and without.
+      timeout 100 vitest run test/gpu/kernels.gpu.test.ts -t "cluster|graph and replays" > "$out/gpu-mm.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-mm.log" | head -20
+      for c in 1 0; do
+        PARALLM_SPLITK_CLUSTER=$c timeout 60 node dist/cli/index.js bench kernels --filter "gemm-decode 64x" "gemv 16x" 2>&1 | grep -E "^(gemm|gemv)" | sed "s/^/[cluster $c] /"
+      done
+      for c in 1 0; do
+        PARALLM_SPLITK_CLUSTER=$c timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 64 2>&1 | tail -1 | sed "s/^/[7B, cluster $c] /"
+      done ;;
     train-pdl)
       # Written in the eighth session, not yet run (two GPUs): every sm90 GEMM launched with PDL
       # (PARALLM_PDL_GEMM=1; training's ~150 GEMMs a step, each launch and prologue overlapping the kernel

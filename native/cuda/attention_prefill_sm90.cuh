@@ -398,19 +398,24 @@ prefill_sm90(const __grid_constant__ CUtensorMap tmQ, const __grid_constant__ CU
     // PP: consumer 0 takes the first turn; every turn is taken and passed on by both consumers alike, so
     // the barriers' counts match (consumer 0 takes one more turn at the end).
     if constexpr (PP) pp_pass_if(cw, cw == 1);
+    // S = Q K^T of the K tile in stage stg (parity par) on its own: issued in this consumer's turn, waited
+    // for, and the K slot handed back.
+    auto s_alone = [&](int stg, uint32_t par) {
+      mbar_wait(full_k(stg), par);
+      if constexpr (PP) pp_wait(cw);
+      wgmma_fence();
+      issue_s(sc, sKV + stg * P::STAGE_BYTES);
+      wgmma_commit();
+      if constexpr (PP) pp_pass(cw);
+      wgmma_wait<0>();
+      pin(sc);
+      mbar_arrive_if(empty_k(stg), lead);
+    };
     if constexpr (!OVL) {
       for (int kt = 0; kt < nkb; ++kt) {
         const int n0 = kt * BN;
-        const uint32_t sk = sKV + s * P::STAGE_BYTES, sv = sk + P::KV_BYTES;
-        mbar_wait(full_k(s), ph);
-        if constexpr (PP) pp_wait(cw);
-        wgmma_fence();
-        issue_s(sc, sk);
-        wgmma_commit();
-        if constexpr (PP) pp_pass(cw);
-        wgmma_wait<0>();
-        pin(sc);
-        mbar_arrive_if(empty_k(s), lead);
+        const uint32_t sv = sKV + s * P::STAGE_BYTES + P::KV_BYTES;
+        s_alone(s, ph);
         float alpha[2];
         softmax(sc, n0, alpha);
         to_a(sc, pa);
@@ -431,15 +436,7 @@ prefill_sm90(const __grid_constant__ CUtensorMap tmQ, const __grid_constant__ CU
       // Tile 0 alone (its S and softmax); then, a tile kt at a time, S of kt and P V of kt - 1 are issued
       // together and kt's softmax runs while that P V is in flight; the last P V after the loop. pa holds
       // the P of the previous tile (stage sp, parity php, V at svp).
-      mbar_wait(full_k(s), ph);
-      if constexpr (PP) pp_wait(cw);
-      wgmma_fence();
-      issue_s(sc, sKV + s * P::STAGE_BYTES);
-      wgmma_commit();
-      if constexpr (PP) pp_pass(cw);
-      wgmma_wait<0>();
-      pin(sc);
-      mbar_arrive_if(empty_k(s), lead);
+      s_alone(s, ph);
       {
         float alpha[2];
         softmax(sc, 0, alpha);  // O is still zero: no rescale

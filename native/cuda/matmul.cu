@@ -39,6 +39,9 @@ void matmul_sm90_tile_rows(int n);
 // matmul_sm90_tile_cols: -1 the 64-row tile's columns as PARALLM_TILE_COLS says (256 unless it is 128), 128 or
 // 256 forces them.
 void matmul_sm90_tile_cols(int n);
+// matmul_sm90_splitk_cluster: -1 as PARALLM_SPLITK_CLUSTER says (off unless 1), 0 the 64-row tile's K slices
+// reduced by splitk_reduce through a global workspace, 1 within a cluster (sm90_cluster_reduce).
+void matmul_sm90_splitk_cluster(int n);
 // matmul_sm90_tile_swiglu: -1 as PARALLM_TILE_SWIGLU says (off unless 1), 0 off, 1 on: rmsnorm_matmul_swiglu's
 // product on the 64-row tile with SwiGLU in its epilogue where it applies (tile_swiglu_ok).
 void matmul_sm90_tile_swiglu(int on);
@@ -57,6 +60,7 @@ std::atomic<int> g_splits{-1};  // test hook: -1 = chosen per call, n = n K slic
 std::atomic<int> g_tma_store{1};  // test hook: 0 = the sm90 epilogue stores C from registers
 std::atomic<int> g_tile_rows{-1};  // test / benchmark hook: see matmul_sm90_tile_rows
 std::atomic<int> g_tile_cols{-1};  // test / benchmark hook: see matmul_sm90_tile_cols
+std::atomic<int> g_splitk_cluster{-1};  // test / benchmark hook: see matmul_sm90_splitk_cluster
 std::atomic<int> g_tile_swiglu{-1};  // test / benchmark hook: see matmul_sm90_tile_swiglu
 std::atomic<int> g_gemv_path{-1};  // test / benchmark hook: see matmul_gemv_path
 bool pipelined_gemv() { const int p = g_gemv_path.load(std::memory_order_relaxed); return p >= 1 && p <= 3; }
@@ -266,14 +270,31 @@ int sm90_splits(int tiles, int nk, int64_t M, int64_t N) {
 // idle SMs), and at 16 and 64 rows a quarter wave of tiles or less does best in 3-4 slices (64x4096x11008
 // 0.030 in 4, 0.032 in 8); at M = 16 the partials are a quarter as large, and up to half a wave of tiles
 // gains from 2 slices (16x12288x4096 0.030 against 0.032).
-int sm90_splits64(int tiles, int nk, int64_t M, int64_t N) {
+//
+// With the slices reduced within a cluster (sm90_cluster_reduce: no workspace, no reduce launch) a
+// slice costs less, so from half a wave of tiles down every GEMM is cut, in up to 4, its blocks at most
+// three quarters of the SMs (a cluster's blocks share a GPC: a full wave of them did not fit at once, S12-11).
+int sm90_splits64(int tiles, int nk, int64_t M, int64_t N, bool cluster) {
   const int forced = g_splits.load(std::memory_order_relaxed);
   if (forced >= 1) return clamp_splits(forced, nk, M, N);
   const int sms = device_sms();
   int s = 1;
-  if (tiles * 4 <= sms) s = std::min(4, sms / tiles);
+  if (cluster && tiles * 2 <= sms) s = std::min(4, std::max(1, (3 * sms / 4) / tiles));
+  else if (tiles * 4 <= sms) s = std::min(4, sms / tiles);
   else if (M <= 16 && tiles * 2 <= sms) s = 2;
   return clamp_splits(std::min(s, std::max(1, nk / 4)), nk, M, N);
+}
+
+// Whether the 64-row tile's K slices may be reduced within a cluster (the hook, else
+// PARALLM_SPLITK_CLUSTER=1; off by default): S12-11 measured its first form correct (the reduce kernel's
+// bits) but slower (7B decode at batch 64 8,631 against 9,553 tokens/s: each thread's remote loads one pair
+// at a time, and 129-block launches in clusters of 3 that a wave could not hold). The loads now go 8 pairs at
+// a time and the rule keeps a quarter of the SMs free; not yet run on a GPU.
+bool sm90_cluster_reduce() {
+  const int forced = g_splitk_cluster.load(std::memory_order_relaxed);
+  if (forced == 0 || forced == 1) return forced == 1;
+  static const bool env = env_on("PARALLM_SPLITK_CLUSTER");
+  return env;
 }
 
 // The 64-row tile's columns: 256 (measured, S11-1), or 128 (twice the tiles for the few 256-column
@@ -306,7 +327,11 @@ void launch_sm90_t(const Args& a, const CUtensorMap& mA, const CUtensorMap& mB) 
   int tm = (a.M + Sh::BM - 1) / Sh::BM, tn = (a.N + BN - 1) / BN;
   const int tiles = tm * tn;
   const int nk = (a.K + mm::S90_BK - 1) / mm::S90_BK;
-  const int splits = CW == 2 ? sm90_splits(tiles, nk, a.M, a.N) : sm90_splits64(tiles, nk, a.M, a.N);
+  const bool cluster_ok = CW == 1 && sm90_cluster_reduce();
+  const int splits = CW == 2 ? sm90_splits(tiles, nk, a.M, a.N) : sm90_splits64(tiles, nk, a.M, a.N, cluster_ok);
+  // The slices reduced within a cluster: one block a unit (so every unit's ring is idle after its
+  // mainloop), at most one wave of them, and a cluster of at most 8 blocks.
+  const bool cluster = cluster_ok && splits > 1 && splits <= 8 && tiles * splits <= device_sms();
   // C through the TMA when the kernel writes C itself (no split-K reduce), nothing is read back
   // (beta == 0) and C's rows are whole 16-byte units; its map is encoded only then.
   CUtensorMap mC{};
@@ -316,6 +341,22 @@ void launch_sm90_t(const Args& a, const CUtensorMap& mA, const CUtensorMap& mB) 
   const int grid = std::min(units, device_sms());  // persistent: one block per SM at most
   float* ws = nullptr;
   const size_t ws_bytes = size_t(splits) * size_t(a.M) * size_t(a.N) * sizeof(float);
+  const bool pdl = sm90_pdl(CW) && pdl_allows(1);
+  if (cluster) {
+    cudaLaunchAttribute attrs[2] = {};
+    attrs[0].id = cudaLaunchAttributeClusterDimension;
+    attrs[0].val.clusterDim.x = unsigned(splits);
+    attrs[0].val.clusterDim.y = 1;
+    attrs[0].val.clusterDim.z = 1;
+    attrs[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attrs[1].val.programmaticStreamSerializationAllowed = 1;
+    PARALLM_CUDA_CHECK(launch_with_attrs(attrs, pdl ? 2 : 1, kern, dim3(unsigned(units)), dim3(Sh::THREADS), Sh::SMEM,
+                                         a.stream, mA, mB, mC, store_tma, static_cast<const T*>(a.bias),
+                                         static_cast<T*>(a.C), a.M, a.N, a.K, a.alpha, a.beta, tm, tn, a.pair_ok, splits,
+                                         static_cast<float*>(nullptr), 1),
+                       PARALLM_MM_WHERE(a, what), " (K in ", splits, " slices reduced within a cluster)");
+    return;
+  }
   if (splits > 1)
     // Stream-ordered, so a captured graph owns its workspace (as attention_decode's does).
     PARALLM_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&ws), ws_bytes, a.stream),
@@ -323,10 +364,9 @@ void launch_sm90_t(const Args& a, const CUtensorMap& mA, const CUtensorMap& mB) 
   // The kernel may launch with PDL, as the GEMVs do (pdl.cuh): its set-up (and on the 64-row tile the first
   // weight k-tiles' trip to L2) overlaps the kernel before; so does the split-K reduce's launch. Off unless
   // sm90_pdl says: S11-5 measured 7B decode at batch 64 2-5% slower with it on the 64-row tile.
-  const bool pdl = sm90_pdl(CW) && pdl_allows(1);
   PARALLM_CUDA_CHECK(launch_maybe_pdl(pdl, kern, dim3(unsigned(grid)), dim3(Sh::THREADS), Sh::SMEM, a.stream, mA, mB, mC,
                                       store_tma, static_cast<const T*>(a.bias), static_cast<T*>(a.C), a.M, a.N, a.K,
-                                      a.alpha, a.beta, tm, tn, a.pair_ok, splits, ws),
+                                      a.alpha, a.beta, tm, tn, a.pair_ok, splits, ws, 0),
                      PARALLM_MM_WHERE(a, what));
   if (splits > 1) {
     const int64_t pairs = int64_t(a.M) * ((a.N + 1) / 2);
@@ -575,7 +615,7 @@ static bool tile_swiglu_ok(DType dt, const void* Wgu, int64_t M, int64_t F, int6
       sm90_tile_cols() != 256 || K % 8 != 0 || !aligned16(Wgu) || !sm90::tensor_map_encoder())
     return false;
   const int64_t tiles = (F + 127) / 128, nk = (K + mm::S90_BK - 1) / mm::S90_BK;
-  return tiles <= INT32_MAX && sm90_splits64(int(tiles), int(nk), M, F) == 1;
+  return tiles <= INT32_MAX && sm90_splits64(int(tiles), int(nk), M, F, sm90_cluster_reduce()) == 1;
 }
 
 // C [M, F] = silu(X Wg^T) * (X Wu^T) on the 64-row tile (tile_swiglu_ok holds; X 16-byte aligned).
@@ -591,7 +631,7 @@ static void launch_tile_swiglu(cudaStream_t stream, const void* X, const void* W
   const int tiles = int((F + 127) / 128);
   kern<<<unsigned(std::min(tiles, device_sms())), Sh::THREADS, Sh::SMEM, stream>>>(
       mA, mB, mC, 0, nullptr, static_cast<__nv_bfloat16*>(C), int(M), int(F), int(K), 1.f, 0.f, 1, tiles, 0, 1,
-      nullptr);
+      nullptr, 0);
   PARALLM_LAUNCH_CHECK("rmsnorm_matmul_swiglu (bf16, M=", M, ", F=", F, ", K=", K, ", sm90 64-row tile, swiglu)");
 }
 
@@ -700,6 +740,7 @@ void matmul_residual_norm(cudaStream_t stream, DType dt, const void* A, const vo
 void matmul_sm90_splits(int n) { g_splits.store(n, std::memory_order_relaxed); }
 void matmul_sm90_tile_rows(int n) { g_tile_rows.store(n, std::memory_order_relaxed); }
 void matmul_sm90_tile_cols(int n) { g_tile_cols.store(n, std::memory_order_relaxed); }
+void matmul_sm90_splitk_cluster(int n) { g_splitk_cluster.store(n, std::memory_order_relaxed); }
 void matmul_sm90_tile_swiglu(int on) { g_tile_swiglu.store(on, std::memory_order_relaxed); }
 void matmul_sm90_tma_store(int on) { g_tma_store.store(on, std::memory_order_relaxed); }
 void matmul_gemv_path(int n) { g_gemv_path.store(n, std::memory_order_relaxed); }

@@ -37,6 +37,7 @@ void matmul_sm90_splits(int n);      // benchmark hook (native/cuda/matmul.cu)
 void matmul_sm90_tma_store(int on);  // test hook (native/cuda/matmul.cu)
 void matmul_sm90_tile_rows(int n);   // test / benchmark hook (native/cuda/matmul.cu)
 void matmul_sm90_tile_cols(int n);   // test / benchmark hook (native/cuda/matmul.cu)
+void matmul_sm90_splitk_cluster(int n);  // test / benchmark hook (native/cuda/matmul.cu)
 void matmul_sm90_tile_swiglu(int on);  // test / benchmark hook (native/cuda/matmul.cu)
 void matmul_gemv_path(int n);       // test and benchmark hook (native/cuda/matmul.cu)
 void set_pdl(int level);            // benchmark hook (native/cuda/launch.cuh)
@@ -811,6 +812,14 @@ Napi::Value MatmulTileCols(const Napi::CallbackInfo& info) {
                   "-1 (automatic), 128 or 256", CUDA_SET(matmul_sm90_tile_cols));
 }
 
+// How the sm90 64-row tile's K slices are reduced: -1 as PARALLM_SPLITK_CLUSTER says (by the reduce kernel
+// unless 1), 0 by a reduce kernel over a global workspace, 1 within a cluster where it applies; for tests (the
+// same bits either way) and benchmarks.
+Napi::Value MatmulSplitKCluster(const Napi::CallbackInfo& info) {
+  return int_hook(info, "matmulSplitKCluster", "mode", [](int n) { return n >= -1 && n <= 1; },
+                  "-1 (automatic), 0 (reduce kernel) or 1 (within a cluster)", CUDA_SET(matmul_sm90_splitk_cluster));
+}
+
 // rmsnormLinearSwiGLU / linearSwiGLU on the sm90 64-row tile with SwiGLU in its epilogue: -1 as
 // PARALLM_TILE_SWIGLU says (off unless 1), 0 off, 1 on where it applies; for tests (the same bits as the ops
 // apart) and benchmarks.
@@ -912,6 +921,7 @@ Napi::Object testing_hooks(Napi::Env env) {
   export_fn(env, t, "matmulTmaStore", MatmulTmaStore);
   export_fn(env, t, "matmulTileRows", MatmulTileRows);
   export_fn(env, t, "matmulTileCols", MatmulTileCols);
+  export_fn(env, t, "matmulSplitKCluster", MatmulSplitKCluster);
   export_fn(env, t, "matmulTileSwiGLU", MatmulTileSwiGLU);
   export_fn(env, t, "matmulGemv", MatmulGemv);
   export_fn(env, t, "attentionDecodeSplits", AttentionDecodeSplits);
