@@ -468,7 +468,7 @@ for p in "${parts[@]}"; do
         PARALLM_PDL_TILE=$t timeout 70 node dist/cli/index.js bench generate --model llama-2-7b --batch 16,64 2>&1 | tail -2 | sed "s/^/[7B, tile pdl $t, round $r] /"
       done; done ;;
     tile-a)
-      # Written in the eighth session, not yet run (two options of the 64-row tile, both off by default): 128
+      # (S12-1; both options were removed after it.) Written in the eighth session, not yet run (two options of the 64-row tile, both off by default): 128
       # columns (PARALLM_TILE_COLS=128: twice the tiles for a decode GEMM's few 256-column strips, so fewer
       # K slices) and SwiGLU in its epilogue (PARALLM_TILE_SWIGLU=1: the gate+up product and silu_gate in one
       # launch). Their GPU tests, then the decode GEMMs at 16 and 64 rows on 128 and 256 columns with the K
@@ -480,7 +480,7 @@ for p in "${parts[@]}"; do
         timeout 90 node dist/cli/index.js bench kernels --filter "gemm-decode-n128 64x" "gemv-tile64-n128" --split-k $sk 2>&1 | grep -E "^(gemm|gemv)" | sed "s/^/[split-k $sk] /"
       done ;;
     tile-b)
-      # 7B decode at batch 16 / 64 with the tile's options off (the default), 128 columns, SwiGLU in the
+      # (S12-2; both options were removed after it.) 7B decode at batch 16 / 64 with the tile's options off (the default), 128 columns, SwiGLU in the
       # epilogue, and both, alternating, ROUNDS times (1); then the compiled-PyTorch peer in the same call.
       for r in $(seq 1 ${ROUNDS:-1}); do for cfg in "PARALLM_TILE_COLS=256" "PARALLM_TILE_COLS=128" "PARALLM_TILE_SWIGLU=1" "PARALLM_TILE_COLS=128 PARALLM_TILE_SWIGLU=1"; do
         env $cfg timeout 70 node dist/cli/index.js bench generate --model llama-2-7b --batch 16,64 2>&1 | tail -2 | sed "s/^/[7B, $cfg, round $r] /"

@@ -36,15 +36,9 @@ namespace parallm::cuda {
 void matmul_sm90_splits(int n);
 // matmul_sm90_tile_rows: -1 chooses the sm90 tile by M (64 rows up to M = 64, else 128), 64 or 128 forces it.
 void matmul_sm90_tile_rows(int n);
-// matmul_sm90_tile_cols: -1 the 64-row tile's columns as PARALLM_TILE_COLS says (256 unless it is 128), 128 or
-// 256 forces them.
-void matmul_sm90_tile_cols(int n);
 // matmul_sm90_splitk_cluster: -1 as PARALLM_SPLITK_CLUSTER says (off unless 1), 0 the 64-row tile's K slices
 // reduced by splitk_reduce through a global workspace, 1 within a cluster (sm90_cluster_reduce).
 void matmul_sm90_splitk_cluster(int n);
-// matmul_sm90_tile_swiglu: -1 as PARALLM_TILE_SWIGLU says (off unless 1), 0 off, 1 on: rmsnorm_matmul_swiglu's
-// product on the 64-row tile with SwiGLU in its epilogue where it applies (tile_swiglu_ok).
-void matmul_sm90_tile_swiglu(int on);
 // matmul_gemv_path: -1 chooses (the register kernel, its load form by N: see launch_gemv_t), 0 the
 // same, 1 the pipelined one (with the fused rmsnorm_matmul kernels), 2 and 3 the pipelined one in the
 // alternative shapes of launch_gemv_pipe_any, 4 the register kernel's single-plain-load form at every N,
@@ -59,9 +53,7 @@ namespace {
 std::atomic<int> g_splits{-1};  // test hook: -1 = chosen per call, n = n K slices when possible
 std::atomic<int> g_tma_store{1};  // test hook: 0 = the sm90 epilogue stores C from registers
 std::atomic<int> g_tile_rows{-1};  // test / benchmark hook: see matmul_sm90_tile_rows
-std::atomic<int> g_tile_cols{-1};  // test / benchmark hook: see matmul_sm90_tile_cols
 std::atomic<int> g_splitk_cluster{-1};  // test / benchmark hook: see matmul_sm90_splitk_cluster
-std::atomic<int> g_tile_swiglu{-1};  // test / benchmark hook: see matmul_sm90_tile_swiglu
 std::atomic<int> g_gemv_path{-1};  // test / benchmark hook: see matmul_gemv_path
 bool pipelined_gemv() { const int p = g_gemv_path.load(std::memory_order_relaxed); return p >= 1 && p <= 3; }
 // An environment switch that is on when set to exactly "1".
@@ -297,19 +289,6 @@ bool sm90_cluster_reduce() {
   return env;
 }
 
-// The 64-row tile's columns: 256 (measured, S11-1), or 128 (twice the tiles for the few 256-column
-// strips of a decode GEMM, so fewer K slices; not yet measured) when the tile_cols hook or
-// PARALLM_TILE_COLS=128 asks.
-int sm90_tile_cols() {
-  const int forced = g_tile_cols.load(std::memory_order_relaxed);
-  if (forced == 128 || forced == 256) return forced;
-  static const int env = [] {
-    const char* e = std::getenv("PARALLM_TILE_COLS");
-    return e && std::strcmp(e, "128") == 0 ? 128 : 256;
-  }();
-  return env;
-}
-
 // Which sm90 tile serves M rows: 64 rows up to M = 64 (the tile_rows hook can force either).
 int sm90_consumers(int64_t M) {
   const int forced = g_tile_rows.load(std::memory_order_relaxed);
@@ -318,13 +297,13 @@ int sm90_consumers(int64_t M) {
   return M <= 64 ? 1 : 2;
 }
 
-template <typename T, bool TA, bool TB, int CW, int BN>
+template <typename T, bool TA, bool TB, int CW>
 void launch_sm90_t(const Args& a, const CUtensorMap& mA, const CUtensorMap& mB) {
-  using Sh = mm::S90Shape<CW, BN>;
-  constexpr auto kern = mm::s90_kernel<T, TA, TB, CW, BN>;
-  const char* what = CW == 2 ? "sm90" : BN == 256 ? "sm90 (64-row tile)" : "sm90 (64 x 128 tile)";
+  using Sh = mm::S90Shape<CW>;
+  constexpr auto kern = mm::s90_kernel<T, TA, TB, CW>;
+  const char* what = CW == 2 ? "sm90" : "sm90 (64-row tile)";
   set_smem_once<kern>(Sh::SMEM, what);
-  int tm = (a.M + Sh::BM - 1) / Sh::BM, tn = (a.N + BN - 1) / BN;
+  int tm = (a.M + Sh::BM - 1) / Sh::BM, tn = (a.N + Sh::BN - 1) / Sh::BN;
   const int tiles = tm * tn;
   const int nk = (a.K + mm::S90_BK - 1) / mm::S90_BK;
   const bool cluster_ok = CW == 1 && sm90_cluster_reduce();
@@ -496,12 +475,12 @@ void launch_sm80(const Args& a) {
   }
 }
 
-template <typename T, int CW, int BN>
+template <typename T, int CW>
 void launch_sm90_cw(const Args& a, const CUtensorMap& mA, const CUtensorMap& mB) {
   if (a.transA) {
-    if (a.transB) launch_sm90_t<T, true, true, CW, BN>(a, mA, mB); else launch_sm90_t<T, true, false, CW, BN>(a, mA, mB);
+    if (a.transB) launch_sm90_t<T, true, true, CW>(a, mA, mB); else launch_sm90_t<T, true, false, CW>(a, mA, mB);
   } else {
-    if (a.transB) launch_sm90_t<T, false, true, CW, BN>(a, mA, mB); else launch_sm90_t<T, false, false, CW, BN>(a, mA, mB);
+    if (a.transB) launch_sm90_t<T, false, true, CW>(a, mA, mB); else launch_sm90_t<T, false, false, CW>(a, mA, mB);
   }
 }
 
@@ -509,7 +488,7 @@ void launch_sm90_cw(const Args& a, const CUtensorMap& mA, const CUtensorMap& mB)
 template <typename T>
 bool try_sm90(const Args& a) {
   const int cw = sm90_consumers(a.M);
-  const int bm = 64 * cw, bn = cw == 1 ? sm90_tile_cols() : mm::S90_BN;
+  const int bm = 64 * cw, bn = mm::S90_BN;
   CUtensorMap mA, mB;
   // A: K-major [M][K] in boxes of bm rows x 64 k, or M-major [K][M] in 64 x 64 boxes (cw per tile).
   // B: K-major [N][K] in boxes of bn rows x 64 k, or N-major [K][N] in 64 x 64 boxes (bn / 64 per tile).
@@ -518,9 +497,8 @@ bool try_sm90(const Args& a) {
   ok = ok && (a.transB ? make_tensor_map(&mB, a.dt, a.B, a.K, a.N, 64, uint32_t(bn))
                        : make_tensor_map(&mB, a.dt, a.B, a.N, a.K, 64, 64));
   if (!ok) return false;
-  if (cw == 2) launch_sm90_cw<T, 2, 256>(a, mA, mB);
-  else if (bn == 128) launch_sm90_cw<T, 1, 128>(a, mA, mB);
-  else launch_sm90_cw<T, 1, 256>(a, mA, mB);
+  if (cw == 2) launch_sm90_cw<T, 2>(a, mA, mB);
+  else launch_sm90_cw<T, 1>(a, mA, mB);
   return true;
 }
 
@@ -602,39 +580,6 @@ void rmsnorm_matmul(cudaStream_t stream, DType dt, const void* X, const void* no
   }, "rmsnorm_matmul (M=", M, " K=", K, ")");
 }
 
-// Whether rmsnorm_matmul_swiglu takes the 64-row tile with SwiGLU in its epilogue (s90_kernel's SWIGLU: one
-// launch, no gate+up block written and read back by silu_gate, the same bits): on (the hook, or
-// PARALLM_TILE_SWIGLU=1; off by default, not yet run on a GPU), compute capability 9.0, bf16, M rows on the
-// 64-row tile of 256 columns, whole 16-byte rows of W [2F, K] (X is checked by the caller), and no K slices
-// (the epilogue needs the whole sum; the dispatch cuts none at LLaMA-7B's 86 tiles).
-static bool tile_swiglu_ok(DType dt, const void* Wgu, int64_t M, int64_t F, int64_t K) {
-  static const bool env = env_on("PARALLM_TILE_SWIGLU");
-  const int hook = g_tile_swiglu.load(std::memory_order_relaxed);
-  const bool on = hook < 0 ? env : hook == 1;
-  if (!on || dt != DType::BF16 || device_cc() != 90 || M < 1 || M > 64 || sm90_consumers(M) != 1 ||
-      sm90_tile_cols() != 256 || K % 8 != 0 || !aligned16(Wgu) || !sm90::tensor_map_encoder())
-    return false;
-  const int64_t tiles = (F + 127) / 128, nk = (K + mm::S90_BK - 1) / mm::S90_BK;
-  return tiles <= INT32_MAX && sm90_splits64(int(tiles), int(nk), M, F, sm90_cluster_reduce()) == 1;
-}
-
-// C [M, F] = silu(X Wg^T) * (X Wu^T) on the 64-row tile (tile_swiglu_ok holds; X 16-byte aligned).
-static void launch_tile_swiglu(cudaStream_t stream, const void* X, const void* Wgu, void* C, int64_t M, int64_t F, int64_t K) {
-  using Sh = mm::S90Shape<1, 256>;
-  constexpr auto kern = mm::s90_kernel<__nv_bfloat16, false, true, 1, 256, true>;
-  set_smem_once<kern>(Sh::SMEM, "sm90 (64-row tile, swiglu)");
-  CUtensorMap mA, mB, mC{};
-  // A: [M][K] in boxes of 64 rows x 64 k; B: W [2F][K] in boxes of 128 rows (a gate or an up half).
-  if (!make_tensor_map(&mA, DType::BF16, X, uint64_t(K), uint64_t(M), 64, 64) ||
-      !make_tensor_map(&mB, DType::BF16, Wgu, uint64_t(K), uint64_t(2 * F), 64, 128))
-    fail("rmsnorm_matmul_swiglu: the 64-row tile's TMA maps were refused (M=", M, " F=", F, " K=", K, ")");
-  const int tiles = int((F + 127) / 128);
-  kern<<<unsigned(std::min(tiles, device_sms())), Sh::THREADS, Sh::SMEM, stream>>>(
-      mA, mB, mC, 0, nullptr, static_cast<__nv_bfloat16*>(C), int(M), int(F), int(K), 1.f, 0.f, 1, tiles, 0, 1,
-      nullptr, 0);
-  PARALLM_LAUNCH_CHECK("rmsnorm_matmul_swiglu (bf16, M=", M, ", F=", F, ", K=", K, ", sm90 64-row tile, swiglu)");
-}
-
 void rmsnorm_matmul_swiglu(cudaStream_t stream, DType dt, const void* X, const void* norm_w, const void* Wgu, void* C,
                            int64_t M, int64_t F, int64_t K, float eps) {
   if (dt != DType::F32 && dt != DType::BF16)
@@ -663,14 +608,6 @@ void rmsnorm_matmul_swiglu(cudaStream_t stream, DType dt, const void* X, const v
         rmsnorm(stream, dt, X, norm_w, h, nullptr, M, K, eps);
         launch_gemv_swiglu(stream, dt, h, Wgu, C, M, F, K);
       }, "rmsnorm_matmul_swiglu (M=", M, " K=", K, ")");
-  }
-  // The 64-row tile with SwiGLU in its epilogue, after rmsnorm into a scratch block when asked.
-  if (tile_swiglu_ok(dt, Wgu, M, F, K) && (norm_w || aligned16(X))) {
-    if (!norm_w) return launch_tile_swiglu(stream, X, Wgu, C, M, F, K);
-    return with_scratch(stream, size_t(M) * size_t(K) * dtype_size(dt), [&](void* h) {
-      rmsnorm(stream, dt, X, norm_w, h, nullptr, M, K, eps);
-      launch_tile_swiglu(stream, h, Wgu, C, M, F, K);
-    }, "rmsnorm_matmul_swiglu (M=", M, " K=", K, ")");
   }
   // The ops apart: the (normalized) product into a scratch gate+up block, then silu_gate.
   with_scratch(stream, size_t(M) * size_t(2 * F) * dtype_size(dt), [&](void* gu) {
@@ -739,9 +676,7 @@ void matmul_residual_norm(cudaStream_t stream, DType dt, const void* A, const vo
 
 void matmul_sm90_splits(int n) { g_splits.store(n, std::memory_order_relaxed); }
 void matmul_sm90_tile_rows(int n) { g_tile_rows.store(n, std::memory_order_relaxed); }
-void matmul_sm90_tile_cols(int n) { g_tile_cols.store(n, std::memory_order_relaxed); }
 void matmul_sm90_splitk_cluster(int n) { g_splitk_cluster.store(n, std::memory_order_relaxed); }
-void matmul_sm90_tile_swiglu(int on) { g_tile_swiglu.store(on, std::memory_order_relaxed); }
 void matmul_sm90_tma_store(int on) { g_tma_store.store(on, std::memory_order_relaxed); }
 void matmul_gemv_path(int n) { g_gemv_path.store(n, std::memory_order_relaxed); }
 

@@ -1,6 +1,5 @@
 // Hopper (sm_90a) matmul: TMA loads into a shared-memory ring, one producer warpgroup and CW consumer
-// warpgroups issuing wgmma m64n256k16 (block tile 64·CW x 256 x 64; m64n128k16 on the 64 x 128 variant,
-// S90Shape). CW = 2 (128-row tiles, 4 stages)
+// warpgroups issuing wgmma m64n256k16 (block tile 64·CW x 256 x 64). CW = 2 (128-row tiles, 4 stages)
 // serves every GEMM of more than 64 rows; CW = 1 (64-row tiles, 5 stages) serves decode batches of at
 // most 64 rows, where half of a 128-row tile would be padding: its one consumer issues half the wgmmas a
 // stage, so an SM streams the weights up to twice as fast before the tensor core binds. Both operands use the
@@ -25,25 +24,20 @@ constexpr int S90_BOX = 8192;  // one 64 x 64 box of 16-bit elements with 128-by
 // boxes).
 constexpr int S90_EPI_BYTES = 2 * S90_BOX;
 
-// The block's shape for CW consumer warpgroups and BN columns. The 64-row tile's stage is 40 KB, so its
-// ring holds a fifth stage in the 227 KB an SM gives a block; at 128 columns (twice the tiles for a
-// decode GEMM's few column strips; not yet measured, matmul_sm90_tile_cols) a stage is 24 KB and the
-// ring 8 deep.
-template <int CW, int BN = S90_BN>
+// The block's shape for CW consumer warpgroups. The 64-row tile's stage is 40 KB, so its ring holds a
+// fifth stage in the 227 KB an SM gives a block. (A 64 x 128 variant, twice the tiles for a decode GEMM's
+// few column strips, and SwiGLU in the 64-row tile's epilogue were measured slower and removed: S12-1,
+// S12-2.)
+template <int CW>
 struct S90Shape {
   static_assert(CW == 1 || CW == 2, "one or two consumer warpgroups");
-  static_assert(BN == 256 || (BN == 128 && CW == 1), "256 columns, or 128 on the 64-row tile");
+  static constexpr int BN = S90_BN;
   static constexpr int BM = 64 * CW, THREADS = 128 * (CW + 1), ACC = BN / 2;  // accumulators a thread
   static constexpr int A_BYTES = BM * S90_BK * 2, B_BYTES = BN * S90_BK * 2, STAGE_BYTES = A_BYTES + B_BYTES;
-  static constexpr int STAGES = CW == 2 ? 4 : BN == 256 ? 5 : 8;
+  static constexpr int STAGES = CW == 2 ? 4 : 5;
   // Ring + epilogue staging + room to align both to 1024 bytes (the swizzle atom) + the mbarriers.
   static constexpr size_t SMEM = size_t(STAGES) * STAGE_BYTES + CW * S90_EPI_BYTES + 1024 + 2 * STAGES * 8;
 };
-
-// The wgmma of a BN-column tile.
-template <typename T, int TA, int TB, int BN> struct WgmmaN;
-template <typename T, int TA, int TB> struct WgmmaN<T, TA, TB, 256> : Wgmma256<T, TA, TB> {};
-template <typename T, int TA, int TB> struct WgmmaN<T, TA, TB, 128> : Wgmma128<T, TA, TB> {};
 
 #ifdef PARALLM_SM90A
 using sm90::bulk_commit;
@@ -76,23 +70,16 @@ __device__ __forceinline__ float2 ld_dsmem_f2(uint32_t addr, int rank) {
 }
 #endif
 
-// SWIGLU (the 64-row tile, B^T, 256 columns, no K slices; PARALLM_TILE_SWIGLU=1, not yet measured): B is
-// W [2N, K], gate rows then up rows, and C [M, N] = silu(gate) * up, each product rounded to T first, as
-// silu_gate (activation.cu) reads them: tile tn loads gate rows [128 tn, +128) and up rows [N + 128 tn,
-// +128) as the B tile's two halves, so its 64 x 128 outputs need no second pass.
-template <typename T, bool TA, bool TB, int CW, int BN = S90_BN, bool SWIGLU = false>
-__global__ void __launch_bounds__(S90Shape<CW, BN>::THREADS, 1)
+template <typename T, bool TA, bool TB, int CW>
+__global__ void __launch_bounds__(S90Shape<CW>::THREADS, 1)
     s90_kernel(const __grid_constant__ CUtensorMap tmA, const __grid_constant__ CUtensorMap tmB,
                const __grid_constant__ CUtensorMap tmC, int store_tma, const T* __restrict__ bias,
                T* __restrict__ C, int M, int N, int K, float alpha, float beta, int tiles_m, int tiles_n,
                int pair_ok, int splits, float* __restrict__ ws, int cluster) {
 #ifdef PARALLM_SM90A
-  using Sh = S90Shape<CW, BN>;
-  constexpr int STAGES = Sh::STAGES, STAGE_BYTES = Sh::STAGE_BYTES, A_BYTES = Sh::A_BYTES, BM = Sh::BM;
+  using Sh = S90Shape<CW>;
+  constexpr int STAGES = Sh::STAGES, STAGE_BYTES = Sh::STAGE_BYTES, A_BYTES = Sh::A_BYTES, BM = Sh::BM, BN = Sh::BN;
   constexpr int ACC = Sh::ACC;
-  static_assert(!SWIGLU || (CW == 1 && BN == 256 && TB && !TA), "SwiGLU: the 64-row tile, B^T, 256 columns");
-  // A tile's first column of W (SWIGLU: of the gate rows; the up rows are N further).
-  constexpr int TILE_N = SWIGLU ? BN / 2 : BN;
   extern __shared__ uint8_t s90_raw[];
   // Align in the shared address space (the swizzle pattern follows shared addresses).
   const uint32_t raw_s = s90_smem(s90_raw);
@@ -133,13 +120,10 @@ __global__ void __launch_bounds__(S90Shape<CW, BN>::THREADS, 1)
       if (CW == 1 && blockIdx.x < units) {
         int tm, tn;
         tile_coords<16>(blockIdx.x / splits, tiles_m, tiles_n, tm, tn);
-        const int n0 = tn * TILE_N, sp = blockIdx.x % splits;
+        const int n0 = tn * BN, sp = blockIdx.x % splits;
         const int kb = int(int64_t(sp) * nk / splits), ke = int(int64_t(sp + 1) * nk / splits);
         for (int kt = kb; kt < ke && kt < kb + STAGES; ++kt) {
-          if (SWIGLU) {
-            tma_prefetch_2d(&tmB, kt * S90_BK, n0);
-            tma_prefetch_2d(&tmB, kt * S90_BK, N + n0);
-          } else if (TB) {
+          if (TB) {
             tma_prefetch_2d(&tmB, kt * S90_BK, n0);
           } else {
 #pragma unroll
@@ -154,7 +138,7 @@ __global__ void __launch_bounds__(S90Shape<CW, BN>::THREADS, 1)
       for (int u = blockIdx.x; u < units; u += gridDim.x) {
         int tm, tn;
         tile_coords<16>(u / splits, tiles_m, tiles_n, tm, tn);
-        const int m0 = tm * BM, n0 = tn * TILE_N;
+        const int m0 = tm * BM, n0 = tn * BN;
         const int sp = u % splits, kb = int(int64_t(sp) * nk / splits), ke = int(int64_t(sp + 1) * nk / splits);
         for (int kt = kb; kt < ke; ++kt) {
           mbar_wait(s90_smem(&empty[s]), ph ^ 1);  // first lap passes at once (fresh barrier)
@@ -168,10 +152,7 @@ __global__ void __launch_bounds__(S90Shape<CW, BN>::THREADS, 1)
 #pragma unroll
             for (int j = 0; j < CW; ++j) tma_load_2d(sa + j * S90_BOX, &tmA, fb, m0 + 64 * j, k0);
           }
-          if (SWIGLU) {  // 128-row boxes: the gate half, then the up half (the same swizzle phase: 16 KB apart)
-            tma_load_2d(sb, &tmB, fb, k0, n0);
-            tma_load_2d(sb + (BN / 2) * 128, &tmB, fb, k0, N + n0);
-          } else if (TB) {
+          if (TB) {
             tma_load_2d(sb, &tmB, fb, k0, n0);
           } else {
 #pragma unroll
@@ -196,7 +177,7 @@ __global__ void __launch_bounds__(S90Shape<CW, BN>::THREADS, 1)
     for (int u = blockIdx.x; u < units; u += gridDim.x) {
       int tm, tn;
       tile_coords<16>(u / splits, tiles_m, tiles_n, tm, tn);
-      const int m0 = tm * BM, n0 = tn * TILE_N;
+      const int m0 = tm * BM, n0 = tn * BN;
       const int sp = u % splits, kb = int(int64_t(sp) * nk / splits), ke = int(int64_t(sp + 1) * nk / splits);
 #pragma unroll
       for (int i = 0; i < ACC; ++i) acc[i] = 0.f;
@@ -215,7 +196,7 @@ __global__ void __launch_bounds__(S90Shape<CW, BN>::THREADS, 1)
           uint64_t db = TB ? s90_desc(sb + kk * 32, 16, 1024) : s90_desc(sb + kk * 2048, S90_BOX, 1024);
           // imm-trans: 1 = M/N-major. A is M-major when transposed; B is N-major when NOT transposed
           // (transB means B is stored [N][K], i.e. K-major).
-          WgmmaN<T, TA ? 1 : 0, TB ? 0 : 1, BN>::run(acc, da, db);
+          Wgmma256<T, TA ? 1 : 0, TB ? 0 : 1>::run(acc, da, db);
         }
         asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
         // Keep this stage's wgmmas in flight; the previous stage's are done, so hand its slot back.
@@ -236,22 +217,7 @@ __global__ void __launch_bounds__(S90Shape<CW, BN>::THREADS, 1)
       const int w = (threadIdx.x % 128) / 32;
       const int row = m0 + cw * 64 + w * 16 + lane / 4;
       const int colb = n0 + 2 * (lane % 4);
-      if constexpr (SWIGLU) {
-        // Accumulator j < 16 holds gate column n0 + 8j + 2(lane % 4) + c, j + 16 the up column of the same.
-#pragma unroll
-        for (int j = 0; j < BN / 16; ++j)
-#pragma unroll
-          for (int h = 0; h < 2; ++h)
-#pragma unroll
-            for (int c = 0; c < 2; ++c) {
-              const int r = row + 8 * h, col = colb + 8 * j + c;
-              if (r < M && col < N) {
-                const float gate = f32(from_f32<T>(acc[4 * j + 2 * h + c]));
-                const float up = f32(from_f32<T>(acc[4 * (j + BN / 16) + 2 * h + c]));
-                C[int64_t(r) * N + col] = from_f32<T>(gemvp_silu(gate) * up);
-              }
-            }
-      } else if (splits == 1 && store_tma) {
+      if (splits == 1 && store_tma) {
         // Through shared memory and the TMA (beta == 0, N % 8 == 0): each 128 columns of the warpgroup's
         // 64 x BN are written into two swizzled 64 x 64 boxes and stored by one thread, asynchronously, so the
         // warpgroup goes on to its next tile's wgmmas while the TMA writes this one (the TMA also clips

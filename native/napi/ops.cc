@@ -36,9 +36,7 @@ namespace parallm::cuda {
 void matmul_sm90_splits(int n);      // benchmark hook (native/cuda/matmul.cu)
 void matmul_sm90_tma_store(int on);  // test hook (native/cuda/matmul.cu)
 void matmul_sm90_tile_rows(int n);   // test / benchmark hook (native/cuda/matmul.cu)
-void matmul_sm90_tile_cols(int n);   // test / benchmark hook (native/cuda/matmul.cu)
 void matmul_sm90_splitk_cluster(int n);  // test / benchmark hook (native/cuda/matmul.cu)
-void matmul_sm90_tile_swiglu(int on);  // test / benchmark hook (native/cuda/matmul.cu)
 void matmul_gemv_path(int n);       // test and benchmark hook (native/cuda/matmul.cu)
 void set_pdl(int level);            // benchmark hook (native/cuda/launch.cuh)
 void attention_decode_splits(int n);  // test and benchmark hook (native/cuda/attention.cu)
@@ -805,27 +803,12 @@ Napi::Value MatmulTileRows(const Napi::CallbackInfo& info) {
                   "-1 (automatic), 64 or 128", CUDA_SET(matmul_sm90_tile_rows));
 }
 
-// The sm90 64-row tile's columns: -1 as PARALLM_TILE_COLS says (256 unless 128), 128 or 256 forced; for
-// tests of both and benchmarks side by side.
-Napi::Value MatmulTileCols(const Napi::CallbackInfo& info) {
-  return int_hook(info, "matmulTileCols", "columns", [](int n) { return n == -1 || n == 128 || n == 256; },
-                  "-1 (automatic), 128 or 256", CUDA_SET(matmul_sm90_tile_cols));
-}
-
 // How the sm90 64-row tile's K slices are reduced: -1 as PARALLM_SPLITK_CLUSTER says (by the reduce kernel
 // unless 1), 0 by a reduce kernel over a global workspace, 1 within a cluster where it applies; for tests (the
 // same bits either way) and benchmarks.
 Napi::Value MatmulSplitKCluster(const Napi::CallbackInfo& info) {
   return int_hook(info, "matmulSplitKCluster", "mode", [](int n) { return n >= -1 && n <= 1; },
                   "-1 (automatic), 0 (reduce kernel) or 1 (within a cluster)", CUDA_SET(matmul_sm90_splitk_cluster));
-}
-
-// rmsnormLinearSwiGLU / linearSwiGLU on the sm90 64-row tile with SwiGLU in its epilogue: -1 as
-// PARALLM_TILE_SWIGLU says (off unless 1), 0 off, 1 on where it applies; for tests (the same bits as the ops
-// apart) and benchmarks.
-Napi::Value MatmulTileSwiGLU(const Napi::CallbackInfo& info) {
-  return int_hook(info, "matmulTileSwiGLU", "mode", [](int n) { return n >= -1 && n <= 1; },
-                  "-1 (automatic), 0 (off) or 1 (on)", CUDA_SET(matmul_sm90_tile_swiglu));
 }
 
 // Which GEMV kernel M <= 16 takes: -1 chosen (the register kernel, its load form by N), 0 the same, 1 the
@@ -920,9 +903,7 @@ Napi::Object testing_hooks(Napi::Env env) {
   export_fn(env, t, "matmulSplitK", MatmulSplitK);
   export_fn(env, t, "matmulTmaStore", MatmulTmaStore);
   export_fn(env, t, "matmulTileRows", MatmulTileRows);
-  export_fn(env, t, "matmulTileCols", MatmulTileCols);
   export_fn(env, t, "matmulSplitKCluster", MatmulSplitKCluster);
-  export_fn(env, t, "matmulTileSwiGLU", MatmulTileSwiGLU);
   export_fn(env, t, "matmulGemv", MatmulGemv);
   export_fn(env, t, "attentionDecodeSplits", AttentionDecodeSplits);
   export_fn(env, t, "attentionPrefillKernel", AttentionPrefillKernel);

@@ -74,8 +74,6 @@ interface GemmCaseOptions {
   pdl?: boolean;
   /** the sm90 tile forced while the case runs (native.testing.matmulTileRows) */
   tileRows?: 64 | 128;
-  /** the 64-row tile's columns forced while the case runs (native.testing.matmulTileCols) */
-  tileCols?: 128 | 256;
 }
 
 /** Inputs below this rotate among 3 copies in the graphed cases (about 4 times an H200's L2). */
@@ -85,14 +83,13 @@ const L2_SAFE_BYTES = 192 << 20;
  * A matmul case. `pdl` false: the case runs with programmatic dependent launch off (native.testing.pdl(0)),
  * so the table shows what PDL gains between back-to-back GEMVs. `gemvPath` (M <= 16, B^T): which GEMV kernel
  * the case forces (by default the one the dispatch chooses: the register kernel, its load form by N).
- * `tileRows`: the sm90 GEMM's 64- or 128-row tile forced (by default 64 rows up to M = 64); `tileCols`: the
- * 64-row tile's 128 or 256 columns forced (by default 256).
+ * `tileRows`: the sm90 GEMM's 64- or 128-row tile forced (by default 64 rows up to M = 64).
  */
 function gemmCase(dev: string, dt: DType, M: number, N: number, K: number, transB: boolean, opts: GemmCaseOptions = {}): Case {
-  const { decode = false, gemvPath, pdl = true, tileRows, tileCols } = opts;
+  const { decode = false, gemvPath, pdl = true, tileRows } = opts;
   const gemv = M <= 16;
   const variant =
-    (gemvPath === undefined ? '' : GEMV_VARIANT[gemvPath]) + (pdl ? '' : '-nopdl') + (tileRows ? `-t${tileRows}` : '') + (tileCols ? `-n${tileCols}` : '');
+    (gemvPath === undefined ? '' : GEMV_VARIANT[gemvPath]) + (pdl ? '' : '-nopdl') + (tileRows ? `-t${tileRows}` : '');
   return {
     name: gemv ? `gemv${variant}` : decode ? `gemm-decode${variant}` : 'gemm',
     shape: `${M}x${N}x${K}${transB ? ' (B^T)' : ''}`,
@@ -112,14 +109,12 @@ function gemmCase(dev: string, dt: DType, M: number, N: number, K: number, trans
       if (gemvPath !== undefined) native.testing.matmulGemv(gemvPath);
       if (!pdl) native.testing.pdl(0);
       if (tileRows) native.testing.matmulTileRows(tileRows);
-      if (tileCols) native.testing.matmulTileCols(tileCols);
       return {
         run: (i) => void ops.matmul(a, bs[i % copies]!, { transB, out: c }),
         dispose: () => {
           if (gemvPath !== undefined) native.testing.matmulGemv(-1);
           if (!pdl) native.testing.pdl(pdlLevelFromEnv());
           if (tileRows) native.testing.matmulTileRows(-1);
-          if (tileCols) native.testing.matmulTileCols(-1);
           [a, c, ...bs].forEach((t) => t.dispose());
         },
       };
@@ -338,19 +333,15 @@ function cases(dev: string, dt: DType, gpu: boolean, quick: boolean): Case[] {
     // Decode's rmsnorm + qkv and rmsnorm + gate/up + SwiGLU at batch 1, apart and fused.
     ...(quick ? [] : [false, true].flatMap((fused) => [normGemvCase(dev, 12288, 4096, false, fused), normGemvCase(dev, 22016, 4096, true, fused)])),
     // LLaMA-7B decode projections at the batches of a pipeline's micro-batches: qkv, out, gate+up, down;
-    // at 16 and 64 rows on the 64-row tile (the default at 64; on 128 columns) and the 128-row one. (The tile
+    // at 16 and 64 rows on the 64-row tile (the default at 64) and the 128-row one. (The tile
     // launches with PDL only at PARALLM_PDL_TILE=1, so a case without PDL would time the default again.)
     ...[16, 64, 128, 256].flatMap((M) =>
       [[12288, 4096], [4096, 4096], [22016, 4096], [4096, 11008]].flatMap(([N, K]) =>
         M === 16
-          ? [
-              gemmCase(dev, dt, M, N!, K!, true, { decode: true, gemvPath: 7, tileCols: 128 }),
-              gemmCase(dev, dt, M, N!, K!, true, { decode: true, gemvPath: 7, tileRows: 128 }),
-            ]
+          ? [gemmCase(dev, dt, M, N!, K!, true, { decode: true, gemvPath: 7, tileRows: 128 })]
           : M === 64
             ? [
                 gemmCase(dev, dt, M, N!, K!, true, { decode: true }),
-                gemmCase(dev, dt, M, N!, K!, true, { decode: true, tileCols: 128 }),
                 gemmCase(dev, dt, M, N!, K!, true, { decode: true, tileRows: 128 }),
               ]
             : [gemmCase(dev, dt, M, N!, K!, true, { decode: true })],
