@@ -75,13 +75,13 @@
 #include <cudaTypedefs.h>
 
 #include <algorithm>
-#include <atomic>
 #include <type_traits>
 #include <cstdint>
 
 #include "attention_prefill_mma.cuh"  // ex2, pack_bf16
 #include "check.h"
 #include "common.cuh"
+#include "device_attr.cuh"
 #include "sm90_common.cuh"
 
 namespace parallm::cuda::attn_detail {
@@ -522,43 +522,8 @@ prefill_sm90(const __grid_constant__ CUtensorMap tmQ, const __grid_constant__ CU
 // ---------------------------------------------------------------------------------------------------
 // Host side.
 
-// Compute capability 9.0 (the sm_90a image runs there only), cached per device.
-inline bool prefill_sm90_device() {
-  constexpr int kMax = 64;
-  static std::atomic<int> cache[kMax];  // 0 = not read yet, 1 = sm_90, 2 = other
-  int dev = 0;
-  PARALLM_CUDA_CHECK(cudaGetDevice(&dev), "attention_prefill: cudaGetDevice");
-  if (dev >= 0 && dev < kMax) {
-    const int v = cache[dev].load(std::memory_order_relaxed);
-    if (v) return v == 1;
-  }
-  int major = 0, minor = 0;
-  PARALLM_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev),
-                     "attention_prefill: reading the compute capability of device ", dev);
-  PARALLM_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev),
-                     "attention_prefill: reading the compute capability of device ", dev);
-  const bool ok = major == 9 && minor == 0;
-  if (dev >= 0 && dev < kMax) cache[dev].store(ok ? 1 : 2, std::memory_order_relaxed);
-  return ok;
-}
-
-// The multiprocessors of the current device, cached per device (the persistent grid's size).
-inline int prefill_sm90_sms() {
-  constexpr int kMax = 64;
-  static std::atomic<int> cache[kMax];  // 0 = not read yet
-  int dev = 0;
-  PARALLM_CUDA_CHECK(cudaGetDevice(&dev), "attention_prefill: cudaGetDevice");
-  if (dev >= 0 && dev < kMax) {
-    const int v = cache[dev].load(std::memory_order_relaxed);
-    if (v) return v;
-  }
-  int sms = 0;
-  PARALLM_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev),
-                     "attention_prefill: reading the multiprocessor count of device ", dev);
-  sms = std::max(sms, 1);
-  if (dev >= 0 && dev < kMax) cache[dev].store(sms, std::memory_order_relaxed);
-  return sms;
-}
+// Compute capability 9.0 (the sm_90a image runs there only).
+inline bool prefill_sm90_device() { return device_cc("attention_prefill") == 90; }
 
 // x[b, t, hd, d] = x[b * bs + t * ts + hd * D + d] (bf16) as a 4-D map over (d, head, t, b), boxes of
 // 64 d x 1 head x `rows` t x 1 b with the 128-byte swizzle and zero fill past the tensor. A dimension of
@@ -610,7 +575,7 @@ bool prefill_sm90_launch(cudaStream_t st, bool overlap, bool pingpong, const voi
   PARALLM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(K::SMEM)),
                      "attention_prefill (sm90): smem attribute (D=", D, ", ", K::SMEM, " bytes)");
   // Persistent: a block an SM at most (one fits, by its shared memory), each looping over work items.
-  const int grid = int(std::min<int64_t>(blocks, prefill_sm90_sms()));
+  const int grid = int(std::min<int64_t>(blocks, device_sms("attention_prefill")));
   kernel<<<unsigned(grid), K::THREADS, K::SMEM, st>>>(mq, mk, mv, static_cast<__nv_bfloat16*>(out), lse, B, Tq, Tk,
                                                         Hq, Hkv, sl2, nmb);
   PARALLM_LAUNCH_CHECK("attention_prefill (sm90", overlap ? ", overlapped" : "", pingpong ? ", ping-pong" : "", ") B=", B, " Tq=", Tq, " Tk=", Tk,

@@ -25,6 +25,7 @@
 #include "check.h"
 #include "kernels.h"
 #include "launch.cuh"
+#include "device_attr.cuh"
 #include "matmul_gemv.cuh"
 #include "matmul_simt.cuh"
 #include "matmul_sm80.cuh"
@@ -127,41 +128,9 @@ bool gemv_on_tile(int64_t M, int64_t N, int64_t K) {
 }
 std::atomic<int> g_pdl{-1};  // PARALLM_PDL / the hook: -1 not read yet, else the level (launch.cuh)
 
-constexpr int kMaxDevices = 64;
-
-// Compute capability of the current device as major*10+minor, cached per device.
-int device_cc() {
-  static std::atomic<int> cache[kMaxDevices];  // 0 = not read yet
-  int dev = 0;
-  PARALLM_CUDA_CHECK(cudaGetDevice(&dev), "matmul: cudaGetDevice");
-  if (dev >= 0 && dev < kMaxDevices) {
-    int v = cache[dev].load(std::memory_order_relaxed);
-    if (v) return v;
-  }
-  int major = 0, minor = 0;
-  PARALLM_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev),
-                     "matmul: reading the compute capability of device ", dev);
-  PARALLM_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev),
-                     "matmul: reading the compute capability of device ", dev);
-  int v = major * 10 + minor;
-  if (dev >= 0 && dev < kMaxDevices) cache[dev].store(v, std::memory_order_relaxed);
-  return v;
-}
-
-int device_sms() {
-  static std::atomic<int> cache[kMaxDevices];
-  int dev = 0;
-  PARALLM_CUDA_CHECK(cudaGetDevice(&dev), "matmul: cudaGetDevice");
-  if (dev >= 0 && dev < kMaxDevices) {
-    int v = cache[dev].load(std::memory_order_relaxed);
-    if (v) return v;
-  }
-  int v = 0;
-  PARALLM_CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev),
-                     "matmul: reading the multiprocessor count of device ", dev);
-  if (dev >= 0 && dev < kMaxDevices) cache[dev].store(v, std::memory_order_relaxed);
-  return v;
-}
+// The current device's (device_attr.cuh), errors naming the matmul.
+int device_cc() { return cuda::device_cc("matmul"); }
+int device_sms() { return cuda::device_sms("matmul"); }
 
 // Raise a kernel's dynamic shared-memory limit once per device (the attribute is per device). The
 // kernel is a template argument so each instantiation keeps its own record.
@@ -320,6 +289,9 @@ void launch_sm90_t(const Args& a, const CUtensorMap& mA, const CUtensorMap& mB) 
   const int grid = std::min(units, device_sms());  // persistent: one block per SM at most
   float* ws = nullptr;
   const size_t ws_bytes = size_t(splits) * size_t(a.M) * size_t(a.N) * sizeof(float);
+  // The kernel may launch with PDL, as the GEMVs do (pdl.cuh): its set-up (and on the 64-row tile the first
+  // weight k-tiles' trip to L2) overlaps the kernel before; so does the split-K reduce's launch. Off unless
+  // sm90_pdl says: S11-5 measured 7B decode at batch 64 2-5% slower with it on the 64-row tile.
   const bool pdl = sm90_pdl(CW) && pdl_allows(1);
   if (cluster) {
     cudaLaunchAttribute attrs[2] = {};
@@ -340,9 +312,6 @@ void launch_sm90_t(const Args& a, const CUtensorMap& mA, const CUtensorMap& mB) 
     // Stream-ordered, so a captured graph owns its workspace (as attention_decode's does).
     PARALLM_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&ws), ws_bytes, a.stream),
                        PARALLM_MM_WHERE(a, what), ": split-K workspace of ", ws_bytes, " bytes for ", splits, " slices");
-  // The kernel may launch with PDL, as the GEMVs do (pdl.cuh): its set-up (and on the 64-row tile the first
-  // weight k-tiles' trip to L2) overlaps the kernel before; so does the split-K reduce's launch. Off unless
-  // sm90_pdl says: S11-5 measured 7B decode at batch 64 2-5% slower with it on the 64-row tile.
   PARALLM_CUDA_CHECK(launch_maybe_pdl(pdl, kern, dim3(unsigned(grid)), dim3(Sh::THREADS), Sh::SMEM, a.stream, mA, mB, mC,
                                       store_tma, static_cast<const T*>(a.bias), static_cast<T*>(a.C), a.M, a.N, a.K,
                                       a.alpha, a.beta, tm, tn, a.pair_ok, splits, ws, 0),

@@ -7,9 +7,8 @@ import { cudaDeviceCount } from '../../src/device.js';
 import type { ModelConfig } from '../../src/io/config.js';
 import { ncclStatus } from '../../src/parallel/comm.js';
 import { DataParallelTrainer } from '../../src/train/data-parallel.js';
-import { Trainer } from '../../src/train/trainer.js';
 import { ensureDist } from '../helpers/dist.js';
-import { runDp, smallGpt2, smallLlama, tokens } from '../helpers/train.js';
+import { runDp, runOne, smallGpt2, smallLlama, tokens } from '../helpers/train.js';
 
 // the workers run the compiled dist/
 beforeAll(() => ensureDist());
@@ -35,10 +34,7 @@ describe.skipIf(!enabled)('data-parallel training on cuda:0, cuda:1 (NCCL)', () 
       const data = tokens(cfg.vocabSize, 4000, seed);
       const o = { model: cfg, data, batch: 4, seq: 16, steps: 8, lr: 3e-3, warmup: 2, seed, dtype: 'f32' as const, commTimeoutMs: 60_000 };
       const { r, states } = await runDp({ ...o, devices: ['cuda:0', 'cuda:1'], dataOrder: 'global' });
-      const one = await Trainer.create({ ...o, batch: 8, device: 'cuda:0' });
-      const r1 = await one.run();
-      const master1 = one.params.hostMaster();
-      one.dispose();
+      const { r1, master1 } = await runOne(o, 8, 'cuda:0');
       closeToOne(r, states[0]!.master, r1, master1, seed);
       expect(same(states[0]!.master, states[1]!.master)).toBe(true);
       expect(same(states[0]!.m, states[1]!.m)).toBe(true);
@@ -70,10 +66,7 @@ describe.skipIf(!enabled)('data-parallel training on cuda:0, cuda:1 (NCCL)', () 
     const o = { model: cfg, data: tokens(cfg.vocabSize, 4000, seed), batch: 2, seq: 16, steps: 8, lr: 3e-3, warmup: 2, seed, dtype: 'f32' as const, gradAccum: 2 };
     const { r, states } = await runDp({ ...o, devices: ['cuda:0', 'cuda:1'], dataOrder: 'global', bucketMiB: 2000 / 2 ** 20, tiedGradSplit: true });
     expect(states[0]!.buckets!.ranges[0]!.ready, 'the embeddings\' bucket goes at the head').toBe(0);
-    const one = await Trainer.create({ ...o, batch: 4, device: 'cuda:0' });
-    const r1 = await one.run();
-    const master1 = one.params.hostMaster();
-    one.dispose();
+    const { r1, master1 } = await runOne(o, 4, 'cuda:0');
     closeToOne(r, states[0]!.master, r1, master1, seed);
     expect(same(states[0]!.master, states[1]!.master)).toBe(true);
   });

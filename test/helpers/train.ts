@@ -81,6 +81,20 @@ export async function trainSteps(opts: TrainOptions, graph: '0' | '1') {
 }
 
 /** A data-parallel run to its end: its result and every replica's state (the pool closed either way). */
+/**
+ * A data-parallel run's options run on one device (`device`) with batch `batch` (the dp-only options
+ * dropped): its result and final master weights, the reference a dp run is held to.
+ */
+export async function runOne(o: Omit<DataParallelOptions, 'devices'> & { devices?: string[] }, batch: number, device: string) {
+  const { devices: _d, dataOrder: _o, bucketMiB: _b, tiedGradSplit: _t, ...rest } = o;
+  const one = await Trainer.create({ ...rest, device, batch } as TrainOptions);
+  try {
+    return { r1: await one.run(), master1: one.params.hostMaster() };
+  } finally {
+    one.dispose();
+  }
+}
+
 export async function runDp(o: DataParallelOptions) {
   const dp = await DataParallelTrainer.create(o);
   try {

@@ -14,7 +14,7 @@ import { initParams } from '../../src/train/init.js';
 import { TrainStage } from '../../src/train/stage.js';
 import { Trainer, type TokenData } from '../../src/train/trainer.js';
 import { ensureDist } from '../helpers/dist.js';
-import { rng, runDp, smallGpt2, smallLlama, tokens } from '../helpers/train.js';
+import { rng, runDp, runOne, smallGpt2, smallLlama, tokens } from '../helpers/train.js';
 
 // the workers run the compiled dist/
 beforeAll(() => ensureDist());
@@ -35,23 +35,13 @@ function maxAbs(a: ArrayLike<number>, b: ArrayLike<number>): number {
   return m;
 }
 
-/** The same run on one device with batch `batch`: its result and final master weights. */
-async function runOne(o: DataParallelOptions, batch: number) {
-  const one = await Trainer.create({ ...o, devices: undefined, dataOrder: undefined, bucketMiB: undefined, tiedGradSplit: undefined, device: 'cpu:0', batch } as never);
-  try {
-    return { r1: await one.run(), master1: one.params.hostMaster() };
-  } finally {
-    one.dispose();
-  }
-}
-
 describe('dp on n devices with batch b = one device with batch n x b (global data order)', () => {
   for (const [cfg, n, accum] of [[smallGpt2, 2, 1], [smallLlama, 3, 2], [smallGpt2, 3, 1]] as const)
     it(`${cfg.family}, ${n} devices, grad accumulation ${accum}`, async () => {
       const data = tokens(cfg.vocabSize, 1600, 5 + n);
       const o = base(cfg, data, n, { dataOrder: 'global', gradAccum: accum });
       const { r, states } = await runDp(o);
-      const { r1, master1 } = await runOne(o, 2 * n);
+      const { r1, master1 } = await runOne(o, 2 * n, 'cpu:0');
       expect(r.losses).toHaveLength(6);
       expect(r.losses[5]!).toBeLessThan(r.losses[0]!);
       // f32 reduction order only: the gradient is summed per rank then averaged, instead of in one kernel
@@ -79,7 +69,7 @@ describe('dp with the tied embeddings\' gradient in two parts (tiedGradSplit)', 
       const data = tokens(cfg.vocabSize, 1600, 61 + n);
       const o = base(cfg, data, n, { dataOrder: 'global', gradAccum: accum, bucketMiB: 1000 / 2 ** 20, tiedGradSplit: true });
       const { r, states } = await runDp(o);
-      const { r1, master1 } = await runOne(o, 2 * n);
+      const { r1, master1 } = await runOne(o, 2 * n, 'cpu:0');
       // the same tolerances as the plain runs above: f32 reduction order only (the lookup's rows are added
       // after the head's part is averaged, each rank's scaled by 1 / n, instead of both summed then averaged)
       for (let i = 0; i < 6; i++) expect(Math.abs(r.losses[i]! - r1.losses[i]!), `step ${i + 1}`).toBeLessThan(1e-4 * Math.abs(r1.losses[i]!));
