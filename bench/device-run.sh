@@ -551,6 +551,68 @@ for p in "${parts[@]}"; do
         PARALLM_SPLITK_CLUSTER=$c timeout 70 node dist/cli/index.js bench generate --model llama-2-7b --batch 16,64 2>&1 | tail -2 | sed "s/^/[7B, cluster $c] /"
       done
       timeout 300 python3 bench/peers/torch_compile_decode.py llama 16,64 > "$out/peer-compile-7b.log" 2>&1; grep ANCHOR "$out/peer-compile-7b.log" | cut -c1-200 ;;
+    ncu-decode)
+      # Every kernel of a few decode steps under Nsight Compute: each kernel timed alone (serialized, no PDL
+      # overlap), its DRAM bytes and grid; clocks and caches left alone. RUNS: model:batch:skip:count (skip
+      # lands past the weights' fill, the warm-up and the timed run's prefill). A CSV a run in $out.
+      ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -1)
+      m=gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,launch__grid_size,launch__block_size
+      for spec in ${NCU_RUNS:-llama-2-7b:1:2500:700 llama-2-7b:16:2500:700 llama-2-7b:64:2500:700 gpt2:1:1300:400}; do
+        IFS=: read -r model b skip count <<< "$spec"
+        timeout 150 "$ncu" --clock-control none --cache-control none --graph-profiling node --metrics $m --csv \
+          --launch-skip $skip --launch-count $count --log-file "$out/ncu-$model-b$b.csv" \
+          node dist/cli/index.js bench generate --model $model --batch $b --new-tokens 16 2>&1 | tail -2 | sed "s/^/[ncu $spec] /"
+        echo "[ncu $spec] $(wc -l < "$out/ncu-$model-b$b.csv") lines"
+      done ;;
+    s13-a)
+      # The session's first call: the host-side device cache (a2dda6c) and the unrolled sum of squares under
+      # their GPU tests; the optimizer kernels against a copy; decode's kernels under ncu; the cluster reduce.
+      timeout 120 vitest run test/gpu/kernels.gpu.test.ts -t "sm90|64-row|split-K|cluster" test/gpu/attention-sm90.gpu.test.ts > "$out/gpu-a.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-a.log" | head -20
+      timeout 90 vitest run test/gpu/grad-kernels.gpu.test.ts -t "sumSquares|adamw" > "$out/gpu-opt.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-opt.log" | head -20
+      timeout 60 node dist/cli/index.js bench kernels --filter sum-squares adamw 2>&1 | grep -E "^(sum|adamw)"
+      bash "$0" ncu-decode
+      bash "$0" clu2 ;;
+    s13-b)
+      # rope_kv_write a block a head (and the GEMV's L2 prefetch ahead, PARALLM_GEMV_PFD): their GPU tests,
+      # the GEMVs at each prefetch distance, 7B and GPT-2 decode with each.
+      timeout 150 vitest run test/gpu/decode.gpu.test.ts > "$out/gpu-decode.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-decode.log" | head -20
+      PARALLM_GEMV_PFD=2 timeout 100 vitest run test/gpu/decode.gpu.test.ts -t "every kernel against|bits of|bit for bit" > "$out/gpu-decode-pfd.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-decode-pfd.log" | head -20
+      for d in 0 1 2 4; do
+        PARALLM_GEMV_PFD=$d timeout 60 node dist/cli/index.js bench kernels --filter "gemv 1x" 2>&1 | grep -E "^gemv " | grep -v -- "-" | sed "s/^/[pfd $d] /"
+      done
+      for d in 0 2 4; do
+        PARALLM_GEMV_PFD=$d timeout 70 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16 2>&1 | tail -2 | sed "s/^/[7B pfd $d] /"
+      done
+      for d in 0 2; do
+        PARALLM_GEMV_PFD=$d timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1 2>&1 | tail -1 | sed "s/^/[gpt2 pfd $d] /"
+      done
+      timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 64 2>&1 | tail -1 | sed "s/^/[7B b64] /" ;;
+    s13-c)
+      # HEAD's addon (OLD90) against this session's (NEW90: rope_kv_write a block a head), both sm_90a only,
+      # alternating: 7B decode at 1 and 16, GPT-2 at 1. Then the N = 4096 GEMVs with every variant at both
+      # load forms (PARALLM_GEMV_SEL_ROWS=4096: the L2-hinted one), 7B batch 1 with it; the rope test.
+      mkdir -p /tmp/vars build/Release && tar -xJf .device/vars.txz -C /tmp/vars
+      for r in 1 2; do for v in OLD90 NEW90; do
+        cp /tmp/vars/$v.node build/Release/parallm.node
+        timeout 70 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16 2>&1 | tail -2 | sed "s/^/[$v r$r 7B] /"
+        timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1 2>&1 | tail -1 | sed "s/^/[$v r$r gpt2] /"
+      done; done
+      for rows in 6144 4096; do
+        PARALLM_GEMV_SEL_ROWS=$rows timeout 60 node dist/cli/index.js bench kernels --filter "gemv 1x4096" "gemv-reg 1x4096" "gemv-pipe 1x4096" "gemv-reg1 1x4096" 2>&1 | grep -E "^gemv" | sed "s/^/[sel from $rows] /"
+      done
+      PARALLM_GEMV_SEL_ROWS=4096 timeout 70 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16 2>&1 | tail -2 | sed "s/^/[NEW90 sel 4096 7B] /"
+      timeout 60 vitest run test/gpu/decode.gpu.test.ts -t "ropeKvWrite" > "$out/gpu-rope.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-rope.log" | head -20 ;;
+    s13-d)
+      # The register GEMV's always-hinted load (SEL 2: 56 registers against the run-time choice's 76, so 4
+      # blocks an SM): PARALLM_GEMV_HINTED unset / low (below 6144 rows) / all. GEMVs, then decode alternating.
+      for h in "" low all; do
+        PARALLM_GEMV_HINTED=$h timeout 60 node dist/cli/index.js bench kernels --filter "gemv 1x" "gemv 16x" 2>&1 | grep -E "^gemv " | sed "s/^/[hinted=$h] /"
+      done
+      for r in 1 2; do for h in "" low all; do
+        PARALLM_GEMV_HINTED=$h timeout 70 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16 2>&1 | tail -2 | sed "s/^/[hinted=$h r$r 7B] /"
+        PARALLM_GEMV_HINTED=$h timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1 2>&1 | tail -1 | sed "s/^/[hinted=$h r$r gpt2] /"
+      done; done
+      PARALLM_GEMV_HINTED=all timeout 100 vitest run test/gpu/decode.gpu.test.ts -t "every kernel against|bits of|bit for bit" > "$out/gpu-hinted.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-hinted.log" | head -20 ;;
     clu2)
       # clu's second build (the cluster reduce's remote loads issued 8 pairs at a time; at most 3/4 of the SMs):
       # its GPU tests, the decode GEMMs with and without it, LLaMA-2-7B decode at batch 64 with and without.

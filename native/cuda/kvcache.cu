@@ -5,8 +5,7 @@
 // positions; a sequence whose rows would fall outside [0, max_len) writes nothing.
 //
 // rope_kv_write: decode's rope of the q and k heads and both cache writes in one launch (three before):
-// a block a sequence, its threads first rotating the pairs (rope.cu's arrangement: x over pairs, y over
-// heads, one sincos per pair), then, after a barrier, copying the rotated k heads and the v heads.
+// a block a head of a sequence, a thread an element (see rope_kv_kernel), the rotation rope.cu applies.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -56,48 +55,49 @@ void launch(cudaStream_t s, const void* src, void* dst, const int32_t* pos, int 
                      "kv_write: launch (B=", B, " T=", T, " row of ", W, " words)");
 }
 
+// A block per (head of the qkv row, sequence), a thread per element u of the head, so no thread waits on
+// another's memory (the first form, a block a sequence looping over heads, spent ~10 µs a layer at every
+// batch in chains of dependent loads and stores: ncu, bench/RESULTS.md S13-1). A q or k head's thread
+// u < half rotates the pair (u, u + half); a k head's threads also store the rotated pair, or (u >=
+// rot_dim) the element, in the k cache; a v head's threads copy their element to the v cache.
 template <class T>
 __global__ void rope_kv_kernel(T* __restrict__ qkv, T* __restrict__ kc, T* __restrict__ vc,
                                const int32_t* __restrict__ pos, int B, int Hq, int Hkv, int D, int64_t qs,
                                int rot_dim, float theta, const float* __restrict__ freqs, int64_t kb, int64_t kt,
                                int64_t max_len) {
   pdl_begin();  // launched with PDL: wait for the kernel before, then let the next start (pdl.cuh)
-  const int half = rot_dim / 2, H = Hq + Hkv;
-  const int tid = int(threadIdx.y * blockDim.x + threadIdx.x), nt = int(blockDim.x * blockDim.y);
-  const int64_t W = int64_t(Hkv) * D;
-  for (int64_t b = blockIdx.x; b < B; b += gridDim.x) {  // (the same trip count for every thread of a block)
-    T* row = qkv + b * qs;
+  const int half = rot_dim / 2, h = int(blockIdx.x);
+  const bool is_k = h >= Hq && h < Hq + Hkv, is_v = h >= Hq + Hkv;
+  for (int64_t b = blockIdx.y; b < B; b += gridDim.y) {  // (the same trip count for every thread of a block)
+    T* head = qkv + b * qs + int64_t(h) * D;
     const int32_t p = pos[b];
-    if (half > 0) {
-      for (int i = int(threadIdx.x); i < half; i += int(blockDim.x)) {
+    const bool store = p >= 0 && int64_t(p) + 1 <= max_len;
+    const int64_t c = b * kb + int64_t(p) * kt + int64_t(h - Hq - (is_v ? Hkv : 0)) * D;  // the cache row's head
+    for (int u = int(threadIdx.x); u < D; u += int(blockDim.x)) {
+      if (is_v) {
+        if (store) vc[c + u] = head[u];
+      } else if (u < half) {
+        const T x1 = head[u], x2 = head[u + half];
         float sn, cs;
-        sincosf(float(p) * rope_freq(freqs, theta, i, rot_dim), &sn, &cs);
-        for (int h = int(threadIdx.y); h < H; h += int(blockDim.y)) rope_pair(row + int64_t(h) * D, i, half, cs, sn);
-      }
-      __syncthreads();  // the k heads other threads rotated are copied below
-    }
-    if (p >= 0 && int64_t(p) + 1 <= max_len) {
-      const T* ks = row + int64_t(Hq) * D;
-      T* kd = kc + b * kb + int64_t(p) * kt;
-      T* vd = vc + b * kb + int64_t(p) * kt;
-      for (int64_t w = tid; w < W; w += nt) {
-        kd[w] = ks[w];
-        vd[w] = ks[W + w];
+        sincosf(float(p) * rope_freq(freqs, theta, u, rot_dim), &sn, &cs);
+        T y1, y2;
+        rope_rotate(f32(x1), f32(x2), cs, sn, y1, y2);
+        head[u] = y1;
+        head[u + half] = y2;
+        if (is_k && store) kc[c + u] = y1, kc[c + u + half] = y2;
+      } else if (u >= rot_dim && is_k && store) {
+        kc[c + u] = head[u];
       }
     }
-    __syncthreads();  // this row's reads are done before the block's threads move on (no reuse; kept simple)
   }
 }
 
 template <class T>
 void rope_kv_launch(cudaStream_t s, void* qkv, void* kc, void* vc, const int32_t* pos, int B, int Hq, int Hkv, int D,
                     int64_t qs, int rot_dim, float theta, const float* freqs, int64_t kb, int64_t kt, int64_t max_len) {
-  const int half = rot_dim / 2, H = Hq + Hkv;
-  // rope.cu's block shape for the rotation; at least 128 threads for the copy.
-  const int tx = half > 0 ? std::min(128, (half + 31) / 32 * 32) : 128;
-  const int ty = half > 0 ? std::max(1, std::min(H, 256 / tx)) : 1;
-  const dim3 grid(unsigned(std::min<int64_t>(B, kMaxBlocks)));
-  PARALLM_CUDA_CHECK(launch_pdl_small(rope_kv_kernel<T>, grid, dim3(tx, ty), 0, s, static_cast<T*>(qkv),
+  const int tx = int(std::min<int64_t>(256, cdiv(D, 32) * 32));
+  const dim3 grid(unsigned(Hq + 2 * Hkv), unsigned(std::min<int64_t>(B, kMaxBlocksY)));
+  PARALLM_CUDA_CHECK(launch_pdl_small(rope_kv_kernel<T>, grid, dim3(tx), 0, s, static_cast<T*>(qkv),
                                       static_cast<T*>(kc), static_cast<T*>(vc), pos, B, Hq, Hkv, D, qs, rot_dim, theta,
                                       freqs, kb, kt, max_len),
                      "rope_kv_write: launch (B=", B, " Hq=", Hq, " Hkv=", Hkv, " D=", D, ")");

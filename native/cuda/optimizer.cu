@@ -90,20 +90,36 @@ __device__ __forceinline__ float block_sum(float v) {
   return t;
 }
 
-// out[blockIdx.x] = sum of squares over this block's grid-stride share (N elements per access).
-template <class T, int N>
+// out[blockIdx.x] = sum of squares over this block's grid-stride share (N elements per access). U loads a
+// thread in flight before their squares are added (one chain of dependent loads read the gradient at a
+// third of the copy rate, S10-7), each into its own accumulator; the accumulators are then added in a
+// fixed order, so the result is still a function of n alone.
+template <class T, int N, int U>
 __global__ void __launch_bounds__(kThreads) sumsq_kernel(const T* __restrict__ x, float* __restrict__ out, int64_t n) {
   const int64_t nvec = n / N;
   const int64_t tid = int64_t(blockIdx.x) * blockDim.x + threadIdx.x, stride = int64_t(gridDim.x) * blockDim.x;
-  float acc = 0.f;
-  for (int64_t q = tid; q < nvec; q += stride) {
+  float acc[U] = {};
+  int64_t q = tid;
+  for (; q + (U - 1) * stride < nvec; q += U * stride) {
+    Pack<T, N> p[U];
+#pragma unroll
+    for (int u = 0; u < U; ++u) p[u] = reinterpret_cast<const Pack<T, N>*>(x)[q + u * stride];
+#pragma unroll
+    for (int u = 0; u < U; ++u)
+#pragma unroll
+      for (int j = 0; j < N; ++j) acc[u] = fmaf(f32(p[u].v[j]), f32(p[u].v[j]), acc[u]);
+  }
+  for (; q < nvec; q += stride) {
     const Pack<T, N> p = reinterpret_cast<const Pack<T, N>*>(x)[q];
 #pragma unroll
-    for (int j = 0; j < N; ++j) acc = fmaf(f32(p.v[j]), f32(p.v[j]), acc);
+    for (int j = 0; j < N; ++j) acc[0] = fmaf(f32(p.v[j]), f32(p.v[j]), acc[0]);
   }
   const int64_t i = nvec * N + tid;
-  if (i < n) acc = fmaf(f32(x[i]), f32(x[i]), acc);
-  const float t = block_sum(acc);
+  if (i < n) acc[0] = fmaf(f32(x[i]), f32(x[i]), acc[0]);
+  float a = acc[0];
+#pragma unroll
+  for (int u = 1; u < U; ++u) a += acc[u];
+  const float t = block_sum(a);
   if (threadIdx.x == 0) out[blockIdx.x] = t;
 }
 
@@ -118,14 +134,14 @@ void sum_squares_t(cudaStream_t s, const void* x, float* out, int64_t n) {
   const int64_t blocks = std::max<int64_t>(1, std::min(cdiv(n / N, int64_t(kThreads) * 8), kSumBlocks));
   auto* xt = static_cast<const T*>(x);
   if (blocks == 1) {
-    if (vec) sumsq_kernel<T, V><<<1, kThreads, 0, s>>>(xt, out, n);
-    else sumsq_kernel<T, 1><<<1, kThreads, 0, s>>>(xt, out, n);
+    if (vec) sumsq_kernel<T, V, 4><<<1, kThreads, 0, s>>>(xt, out, n);
+    else sumsq_kernel<T, 1, 4><<<1, kThreads, 0, s>>>(xt, out, n);
     PARALLM_LAUNCH_CHECK("sum_squares: launch failed (n=", n, ")");
     return;
   }
   Scratch part(s, blocks, "sum_squares");
-  if (vec) sumsq_kernel<T, V><<<unsigned(blocks), kThreads, 0, s>>>(xt, part.p, n);
-  else sumsq_kernel<T, 1><<<unsigned(blocks), kThreads, 0, s>>>(xt, part.p, n);
+  if (vec) sumsq_kernel<T, V, 4><<<unsigned(blocks), kThreads, 0, s>>>(xt, part.p, n);
+  else sumsq_kernel<T, 1, 4><<<unsigned(blocks), kThreads, 0, s>>>(xt, part.p, n);
   PARALLM_LAUNCH_CHECK("sum_squares: launch failed (n=", n, " blocks=", blocks, ")");
   // The partials, added in index order (reduce.cuh's column sum of a [blocks, 1] matrix).
   colsum<float, float>(s, "sum_squares", part.p, out, blocks, 1, false);

@@ -264,6 +264,39 @@ function decodeLayerCase(dev: string, B: number, L: number, fused: boolean): Cas
   };
 }
 
+/**
+ * A training step's optimizer kernels over a flat buffer of n parameters (GPT-2 124M's count by default):
+ * the gradient's squared norm (ops.sumSquares, bytes read) and the fused AdamW update (master, m, v read
+ * and written in f32, the gradient read and the compute copy written in dt). Each is judged against a copy
+ * moving as many bytes.
+ */
+function optimizerCase(dev: string, dt: DType, kind: 'sum-squares' | 'adamw', n: number, gdt: DType = dt): Case {
+  const el = gdt === 'f32' ? 4 : 2;
+  const bytes = kind === 'sum-squares' ? n * el : n * (6 * 4 + 2 * el);
+  return {
+    name: kind,
+    shape: `n=${(n / 1e6).toFixed(1)}M ${gdt}`,
+    bytes,
+    copyBytes: bytes / 2, // a copy reads and writes: the same traffic
+    setup: () => {
+      const grad = rand([n], { dtype: gdt, device: dev, seed: 11 });
+      if (kind === 'sum-squares') {
+        const out = Tensor.empty([1], { dtype: 'f32', device: dev });
+        return { run: () => void ops.sumSquares(grad, out), dispose: () => [grad, out].forEach((t) => t.dispose()) };
+      }
+      const master = rand([n], { dtype: 'f32', device: dev, seed: 12 });
+      const m = Tensor.zeros([n], { dtype: 'f32', device: dev });
+      const v = Tensor.zeros([n], { dtype: 'f32', device: dev });
+      const param = Tensor.empty([n], { dtype: gdt, device: dev });
+      const t = { master, param, grad, m, v };
+      return {
+        run: (i) => ops.adamw(t, { nDecay: n, lr: 1e-4, step: i + 1 }),
+        dispose: () => Object.values(t).forEach((x) => x.dispose()),
+      };
+    },
+  };
+}
+
 function copyCase(dev: string, bytes: number, graph = false): Case {
   return {
     name: 'copy',
@@ -366,6 +399,10 @@ function cases(dev: string, dt: DType, gpu: boolean, quick: boolean): Case[] {
     decodeCase(dev, dt, 4, 32, 16384, 128, 8),
     // One GPT-2 124M decode layer: the ops apart against the persistent kernel (decodeLayerGpt2).
     ...([[1, 256], [1, 1024], [4, 256]] as const).flatMap(([B, L]) => [decodeLayerCase(dev, B, L, false), decodeLayerCase(dev, B, L, true)]),
+    // The optimizer's kernels over GPT-2 124M's parameters (a training step's fixed cost, issue 12).
+    optimizerCase(dev, dt, 'sum-squares', 124_439_808),
+    optimizerCase(dev, dt, 'sum-squares', 124_439_808, 'f32'),
+    optimizerCase(dev, dt, 'adamw', 124_439_808),
     copyCase(dev, (quick ? 256 : 1024) << 20),
   ];
 }

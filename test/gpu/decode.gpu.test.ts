@@ -477,7 +477,8 @@ describe.skipIf(gpus === 0)('ropeKvWrite: the fused decode rope and cache write'
     for (const dt of ['bf16', 'f32'] as const)
       it(`B${B} Hq${Hq} Hkv${Hkv} D${D} rot${rot}${freqs ? ' with a frequency table' : ''} [${dt}]: equals rope + two kvWrites`, () => {
         const maxLen = 40, W3 = (Hq + 2 * Hkv) * D, s = seed();
-        const posv = Array.from({ length: B }, (_, b) => (s + 11 * b) % maxLen);
+        // (B > 2: the first sequence at -1 and the last past the cache: rotated, and written nowhere)
+        const posv = Array.from({ length: B }, (_, b) => (B > 2 && b === 0 ? -1 : B > 2 && b === B - 1 ? maxLen : (s + 11 * b) % maxLen));
         const pos = Tensor.from(posv, [B], { dtype: 'i32', device: dev });
         const f = freqs ? Tensor.from(uniformArray(rot / 2, s + 9, 0.001, 1), [rot / 2], { dtype: 'f32', device: dev }) : undefined;
         const rope = rot ? { theta: 500000, rotaryDim: rot, freqs: f } : undefined;

@@ -390,7 +390,7 @@ describe.skipIf(gpus === 0)('CUDA training kernels match the CPU backend', () =>
         });
 
   // ------------------------------------------------------------------------------------ optimizer
-  for (const n of [1, 5, 1003, 3_000_001])
+  for (const n of [1, 5, 1003, 3_000_001, 20_000_017]) // the last: many unrolled passes a thread
     for (const dt of DTYPES)
       it(`sumSquares n=${n} [${dt}]: vs CPU, float64, and run twice`, () => {
         const seed = Math.floor(Math.random() * 1e6);
