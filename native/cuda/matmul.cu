@@ -329,7 +329,7 @@ void launch_sm90_t(const Args& a, const CUtensorMap& mA, const CUtensorMap& mB) 
 // The register GEMV (matmul_gemv.cuh). NORM (mm::NORM_RMS / NORM_LN) and EPI (mm::EPI_SWIGLU / EPI_GELU):
 // rmsnorm_matmul(_swiglu)'s and layernorm_matmul's fused forms (norm weight nw, LN's bias nb, eps); with
 // EPI_SWIGLU, a.N is F (C's columns) and W holds 2F rows.
-template <typename T, int HN, int UNROLL, bool SEL = true, int NORM = mm::NORM_NONE, int EPI = mm::EPI_STORE,
+template <typename T, int HN, int UNROLL, int SEL = 1, int NORM = mm::NORM_NONE, int EPI = mm::EPI_STORE,
           int POST = mm::NORM_NONE>
 void launch_gemv_v(const Args& a, const void* nw = nullptr, float eps = 0.f, const void* nb = nullptr,
                    void* hout = nullptr, unsigned* counter = nullptr) {
@@ -353,14 +353,17 @@ void launch_gemv_v(const Args& a, const void* nw = nullptr, float eps = 0.f, con
                      PARALLM_MM_WHERE(a, what));
 }
 
-// The register GEMV in the load form launch_gemv_t's measurements pick for a W of w_rows rows: the
-// run-time one (SEL) from kRunTimeLoadRows up, the single plain load below (same bits either way).
+// The register GEMV in the load form launch_gemv_t's measurements pick for a W of w_rows rows (same bits
+// either way): the run-time choice (SEL 1) from kRunTimeLoadRows up, the always-hinted load (SEL 2) below.
+// SEL 2 needs 56 registers to SEL 1's 76, so at N = 4096 all 512 blocks fit one wave (4 an SM): 1x4096x4096
+// 81.6 -> 87.3% of the copy rate, 1x4096x11008 71.2 -> 88.7% (S13-4). At N >= 6144 SEL 2 loses (1x22016x4096
+// 90.5 -> 73.0%: four blocks an SM of hinted loads), and SEL 0, the plain load (path 4), is slower at N = 4096.
 constexpr int64_t kRunTimeLoadRows = 6144;
 template <typename T, int HN, int NORM = mm::NORM_NONE, int EPI = mm::EPI_STORE, int POST = mm::NORM_NONE>
 void launch_register_gemv(const Args& a, int64_t w_rows, const void* nw = nullptr, float eps = 0.f,
                           const void* nb = nullptr, void* hout = nullptr, unsigned* counter = nullptr) {
-  if (w_rows < kRunTimeLoadRows) return launch_gemv_v<T, HN, 4, false, NORM, EPI, POST>(a, nw, eps, nb, hout, counter);
-  launch_gemv_v<T, HN, 4, true, NORM, EPI, POST>(a, nw, eps, nb, hout, counter);
+  if (w_rows < kRunTimeLoadRows) return launch_gemv_v<T, HN, 4, 2, NORM, EPI, POST>(a, nw, eps, nb, hout, counter);
+  launch_gemv_v<T, HN, 4, 1, NORM, EPI, POST>(a, nw, eps, nb, hout, counter);
 }
 
 // Whether the dispatch's register GEMV takes a bf16 product of M rows of an aligned X (a scratch block)
@@ -405,7 +408,7 @@ void launch_gemv_pipe_any(const Args& a, const void* nw = nullptr, float eps = 0
 
 template <typename T>
 void launch_gemv_t(const Args& a) {
-  if (g_gemv_path.load(std::memory_order_relaxed) == 4) return launch_gemv_v<T, 1, 4, false>(a);
+  if (g_gemv_path.load(std::memory_order_relaxed) == 4) return launch_gemv_v<T, 1, 4, 0>(a);
   if (g_gemv_path.load(std::memory_order_relaxed) == 6)  // 16 W rows a block: half the X reads a W byte
     return launch_register_gemv<T, 2>(a, a.N);
   if (pipelined_gemv()) return launch_gemv_pipe_any<T>(a);
@@ -413,10 +416,10 @@ void launch_gemv_t(const Args& a) {
   // won at batch 1 against a large W before PDL (S6-4: 1x22016x4096 0.052 ms against 0.060); with PDL and
   // the register kernel's present load (ld_w16) it lost at every shape (S7-5: 1x11008x4096 0.025 against
   // 0.032, 1x22016x4096 0.047 against 0.059; bench/RESULTS.md, fourth session). Of the register kernel's
-  // two load forms, the run-time one (SEL) is faster from N = 6144 rows up (S7-6, same call: 1x11008x4096
-  // 0.025 against 0.029, 1x22016x4096 0.047 against 0.056) and slower at N = 4096 (1x4096x4096 0.013
-  // against 0.011; S7-3 against S7-5 also 1x4096x2048 0.006 against 0.008, 1x4096x5504 0.015 against
-  // 0.018). Every choice here adds in the same order, so it changes no bits. (Also measured and dropped,
+  // load forms, the run-time one (SEL 1) is faster than the plain load from N = 6144 rows up (S7-6, same
+  // call: 1x11008x4096 0.025 against 0.029, 1x22016x4096 0.047 against 0.056) and slower at N = 4096, where
+  // the always-hinted one (SEL 2) beats both (S13-4; launch_register_gemv). Every choice here adds in the
+  // same order, so it changes no bits. (Also measured and dropped,
   // S6-4/S6-5: a deeper register kernel, unroll 8 or 16 (fewer blocks fit an SM), and a row-per-warp
   // kernel with 512-byte loads of one row and X in shared memory; S7-4: the pipelined kernel's copies laid
   // out as whole 128-byte lines.) Measured on an H100, 1x11008x4096 bf16 (bench/RESULTS.md): 8 rows x

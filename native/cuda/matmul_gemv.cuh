@@ -188,14 +188,15 @@ __device__ __forceinline__ void gemv_store_gelu(T* __restrict__ C, const T* __re
 // The register kernel.
 constexpr int GEMV_WARPS = 8;
 
-// Its W load. SEL: chosen per call between the L2::256B-hinted load and the plain one
-// (PARALLM_GEMV_L2HINT=0 picks plain; matmul.cu). The hint itself timed the same either way (S7-5), but
-// this form of the loop streams faster than the single plain load (SEL false) from N = 6144 rows up and
-// slower at N = 4096 (S7-6, same call; launch_gemv_t picks by N). Why is not known: the development
-// machine has no SASS disassembler to compare the two schedules (bench/RESULTS.md, fourth session).
-template <bool SEL>
+// Its W load. SEL 1: chosen per call between the L2::256B-hinted load and the plain one
+// (PARALLM_GEMV_L2HINT=0 picks plain; matmul.cu); SEL 2: the hinted load always; SEL 0: the plain load
+// always. The run-time choice costs registers (76 against 56 for one set of rows: ptxas -v), which is why
+// it lost to the plain load at N = 4096 (S7-6: three blocks an SM left a second wave of 512) and why SEL 2
+// beats both there (S13-4); launch_register_gemv picks by N.
+template <int SEL>
 __device__ __forceinline__ uint4 ld_w16(const void* p, int hint) {
-  if constexpr (SEL) return hint ? ptx::ld_stream16_l2_256(p) : ptx::ld_stream16(p);
+  if constexpr (SEL == 2) return ptx::ld_stream16_l2_256(p);
+  else if constexpr (SEL == 1) return hint ? ptx::ld_stream16_l2_256(p) : ptx::ld_stream16(p);
   else return ptx::ld_stream16(p);
 }
 
@@ -214,7 +215,7 @@ constexpr int EPI_STORE = 0, EPI_SWIGLU = 1, EPI_GELU = 2;
 // set 1 the up rows N + n0 + g. NORM as at the top (nw, nb, eps, ntx: the norm's weight, LN's bias,
 // epsilon and threads a row). POST (NORM_RMS / NORM_LN, with NORM_NONE and EPI_STORE) as at the top: nw,
 // nb, eps and ntx are then the post-norm's (ntx for a row of N), hout its output, counter the block count.
-template <typename T, int HN, int UNROLL, bool SEL = true, int NORM = NORM_NONE, int EPI = EPI_STORE,
+template <typename T, int HN, int UNROLL, int SEL = 1, int NORM = NORM_NONE, int EPI = EPI_STORE,
           int POST = NORM_NONE>
 __global__ void __launch_bounds__(GEMV_WARPS * 32)
 gemv_kernel(const T* __restrict__ X, const T* __restrict__ W, const T* __restrict__ bias, T* __restrict__ C, int M,
