@@ -623,6 +623,19 @@ for p in "${parts[@]}"; do
       for c in 1 0; do
         PARALLM_SPLITK_CLUSTER=$c timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 64 2>&1 | tail -1 | sed "s/^/[7B, cluster $c] /"
       done ;;
+    s13-e)
+      # Every GPU test on the session's kernels (rope + KV write, the sum of squares, the GEMV's load form),
+      # then the GEMVs against the copy rate (issue 13's GEMV floor).
+      timeout 400 vitest run test/gpu > "$out/gpu-all.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-all.log" | head -40
+      timeout 60 node dist/cli/index.js bench kernels --filter "gemv 1x" 2>&1 | grep -E "^gemv " ;;
+    s13-f)
+      # Decode against the compiled-PyTorch peer in one call: parallm, the peer, parallm again.
+      timeout 90 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16,64 2>&1 | tail -3 | sed "s/^/[7B a] /"
+      timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1 2>&1 | tail -1 | sed "s/^/[gpt2 a] /"
+      timeout 300 python3 bench/peers/torch_compile_decode.py llama 1,16,64 > "$out/peer-compile-7b.log" 2>&1; grep ANCHOR "$out/peer-compile-7b.log" | cut -c1-200
+      timeout 100 python3 bench/peers/torch_compile_decode.py gpt2 1 > "$out/peer-compile-gpt2.log" 2>&1; grep ANCHOR "$out/peer-compile-gpt2.log" | cut -c1-200
+      timeout 90 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16,64 2>&1 | tail -3 | sed "s/^/[7B b] /"
+      timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1 2>&1 | tail -1 | sed "s/^/[gpt2 b] /" ;;
     train-pdl)
       # Written in the eighth session, not yet run (two GPUs): every sm90 GEMM launched with PDL
       # (PARALLM_PDL_GEMM=1; training's ~150 GEMMs a step, each launch and prologue overlapping the kernel
