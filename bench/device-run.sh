@@ -537,20 +537,6 @@ for p in "${parts[@]}"; do
       # PyTorch peer's single / mp / pp lines in the same call.
       timeout 280 node dist/cli/index.js bench --model llama-2-7b --strategies single,mp,pp --batch 32 --prompt-tokens 512 --new-tokens 2 --micro-batches 8 --repeats 3 --json "$out/prefill-strat.json" 2>&1 | tail -4
       timeout 200 python3 bench/peers/torch_pp_prefill.py prefill > "$out/peer-prefill.log" 2>&1; grep ANCHOR "$out/peer-prefill.log" | cut -c1-200 ;;
-    clu)
-      # The 64-row tile's K slices reduced within a cluster (distributed shared memory; no workspace, no reduce
-      # launch; PARALLM_SPLITK_CLUSTER=0 the reduce kernel as before): the matmul GPU tests (the cluster's bits
-      # against the reduce kernel's) and the tiny models', the decode GEMMs either way, then LLaMA-2-7B decode
-      # at batch 16 / 64 either way and the compiled-PyTorch peer in the same call.
-      timeout 150 vitest run test/gpu/kernels.gpu.test.ts -t "split-K|64-row|64 x 256|sm90|tensor-core" > "$out/gpu-mm.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-mm.log" | head -20
-      timeout 100 vitest run test/gpu/models.gpu.test.ts test/gpu/families.gpu.test.ts > "$out/gpu-models.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-models.log" | head -10
-      for c in 1 0; do
-        PARALLM_SPLITK_CLUSTER=$c timeout 60 node dist/cli/index.js bench kernels --filter "gemm-decode 64x" "gemv 16x" 2>&1 | grep -E "^(gemm|gemv)" | sed "s/^/[cluster $c] /"
-      done
-      for c in 1 0; do
-        PARALLM_SPLITK_CLUSTER=$c timeout 70 node dist/cli/index.js bench generate --model llama-2-7b --batch 16,64 2>&1 | tail -2 | sed "s/^/[7B, cluster $c] /"
-      done
-      timeout 300 python3 bench/peers/torch_compile_decode.py llama 16,64 > "$out/peer-compile-7b.log" 2>&1; grep ANCHOR "$out/peer-compile-7b.log" | cut -c1-200 ;;
     ncu-decode)
       # Every kernel of a few decode steps under Nsight Compute: each kernel timed alone (serialized, no PDL
       # overlap), its DRAM bytes and grid; clocks and caches left alone. RUNS: model:batch:skip:count (skip
@@ -566,14 +552,14 @@ for p in "${parts[@]}"; do
       done ;;
     s13-a)
       # The session's first call: the host-side device cache (a2dda6c) and the unrolled sum of squares under
-      # their GPU tests; the optimizer kernels against a copy; decode's kernels under ncu; the cluster reduce.
+      # their GPU tests; the optimizer kernels against a copy; decode's kernels under ncu; the cluster reduce
+      # (its part since removed with the option).
       timeout 120 vitest run test/gpu/kernels.gpu.test.ts -t "sm90|64-row|split-K|cluster" test/gpu/attention-sm90.gpu.test.ts > "$out/gpu-a.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-a.log" | head -20
       timeout 90 vitest run test/gpu/grad-kernels.gpu.test.ts -t "sumSquares|adamw" > "$out/gpu-opt.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-opt.log" | head -20
       timeout 60 node dist/cli/index.js bench kernels --filter sum-squares adamw 2>&1 | grep -E "^(sum|adamw)"
-      bash "$0" ncu-decode
-      bash "$0" clu2 ;;
+      bash "$0" ncu-decode ;;
     s13-b)
-      # rope_kv_write a block a head (and the GEMV's L2 prefetch ahead, PARALLM_GEMV_PFD): their GPU tests,
+      # rope_kv_write a block a head (and the GEMV's L2 prefetch ahead, PARALLM_GEMV_PFD, since removed): their GPU tests,
       # the GEMVs at each prefetch distance, 7B and GPT-2 decode with each.
       timeout 150 vitest run test/gpu/decode.gpu.test.ts > "$out/gpu-decode.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-decode.log" | head -20
       PARALLM_GEMV_PFD=2 timeout 100 vitest run test/gpu/decode.gpu.test.ts -t "every kernel against|bits of|bit for bit" > "$out/gpu-decode-pfd.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-decode-pfd.log" | head -20
@@ -590,7 +576,7 @@ for p in "${parts[@]}"; do
     s13-c)
       # HEAD's addon (OLD90) against this session's (NEW90: rope_kv_write a block a head), both sm_90a only,
       # alternating: 7B decode at 1 and 16, GPT-2 at 1. Then the N = 4096 GEMVs with every variant at both
-      # load forms (PARALLM_GEMV_SEL_ROWS=4096: the L2-hinted one), 7B batch 1 with it; the rope test.
+      # load forms (PARALLM_GEMV_SEL_ROWS=4096: the L2-hinted one; a knob since removed), 7B batch 1 with it; the rope test.
       mkdir -p /tmp/vars build/Release && tar -xJf .device/vars.txz -C /tmp/vars
       for r in 1 2; do for v in OLD90 NEW90; do
         cp /tmp/vars/$v.node build/Release/parallm.node
@@ -604,7 +590,7 @@ for p in "${parts[@]}"; do
       timeout 60 vitest run test/gpu/decode.gpu.test.ts -t "ropeKvWrite" > "$out/gpu-rope.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-rope.log" | head -20 ;;
     s13-d)
       # The register GEMV's always-hinted load (SEL 2: 56 registers against the run-time choice's 76, so 4
-      # blocks an SM): PARALLM_GEMV_HINTED unset / low (below 6144 rows) / all. GEMVs, then decode alternating.
+      # blocks an SM): PARALLM_GEMV_HINTED unset / low (below 6144 rows) / all (a knob since removed: low is the default). GEMVs, then decode alternating.
       for h in "" low all; do
         PARALLM_GEMV_HINTED=$h timeout 60 node dist/cli/index.js bench kernels --filter "gemv 1x" "gemv 16x" 2>&1 | grep -E "^gemv " | sed "s/^/[hinted=$h] /"
       done
@@ -613,16 +599,6 @@ for p in "${parts[@]}"; do
         PARALLM_GEMV_HINTED=$h timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1 2>&1 | tail -1 | sed "s/^/[hinted=$h r$r gpt2] /"
       done; done
       PARALLM_GEMV_HINTED=all timeout 100 vitest run test/gpu/decode.gpu.test.ts -t "every kernel against|bits of|bit for bit" > "$out/gpu-hinted.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-hinted.log" | head -20 ;;
-    clu2)
-      # clu's second build (the cluster reduce's remote loads issued 8 pairs at a time; at most 3/4 of the SMs):
-      # its GPU tests, the decode GEMMs with and without it, LLaMA-2-7B decode at batch 64 with and without.
-      timeout 100 vitest run test/gpu/kernels.gpu.test.ts -t "cluster|graph and replays" > "$out/gpu-mm.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-mm.log" | head -20
-      for c in 1 0; do
-        PARALLM_SPLITK_CLUSTER=$c timeout 60 node dist/cli/index.js bench kernels --filter "gemm-decode 64x" "gemv 16x" 2>&1 | grep -E "^(gemm|gemv)" | sed "s/^/[cluster $c] /"
-      done
-      for c in 1 0; do
-        PARALLM_SPLITK_CLUSTER=$c timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 64 2>&1 | tail -1 | sed "s/^/[7B, cluster $c] /"
-      done ;;
     s13-e)
       # Every GPU test on the session's kernels (rope + KV write, the sum of squares, the GEMV's load form),
       # then the GEMVs against the copy rate (issue 13's GEMV floor).
@@ -636,6 +612,18 @@ for p in "${parts[@]}"; do
       timeout 100 python3 bench/peers/torch_compile_decode.py gpt2 1 > "$out/peer-compile-gpt2.log" 2>&1; grep ANCHOR "$out/peer-compile-gpt2.log" | cut -c1-200
       timeout 90 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16,64 2>&1 | tail -3 | sed "s/^/[7B b] /"
       timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1 2>&1 | tail -1 | sed "s/^/[gpt2 b] /" ;;
+    s14-a)
+      # Written in the tenth session, not yet run: the tile's split-K reduce with the norm in it
+      # (splitk_reduce_norm, reached through linearResidualNorm) and the cluster reduce's removal (the s90
+      # kernels specialised to no cluster). Their GPU tests, then 7B decode at 16 and 64 with the norm in the
+      # residual projections at every batch (PARALLM_DECODE_NORM_IN_GEMV=1) against the default, alternating;
+      # then where batch 64's time goes with it (ncu).
+      timeout 150 vitest run test/gpu/decode.gpu.test.ts test/gpu/kernels.gpu.test.ts -t "linearResidualNorm|sm90|64-row|split-K|tensor-core" > "$out/gpu-s14a.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-s14a.log" | head -20
+      for r in 1 2; do for n in "" 1; do
+        PARALLM_DECODE_NORM_IN_GEMV=$n timeout 70 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16,64 2>&1 | tail -3 | sed "s/^/[norm-in-gemv=$n r$r 7B] /"
+        PARALLM_DECODE_NORM_IN_GEMV=$n timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 16 2>&1 | tail -1 | sed "s/^/[norm-in-gemv=$n r$r gpt2] /"
+      done; done
+      PARALLM_DECODE_NORM_IN_GEMV=1 NCU_RUNS="llama-2-7b:64:2500:700" bash "$0" ncu-decode ;;
     train-pdl)
       # Written in the eighth session, not yet run (two GPUs): every sm90 GEMM launched with PDL
       # (PARALLM_PDL_GEMM=1; training's ~150 GEMMs a step, each launch and prologue overlapping the kernel

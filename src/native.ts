@@ -139,12 +139,6 @@ export interface NativeTestingHooks {
   /** The sm90 matmul's tile: -1 by M (the default: 64 rows up to M = 64, else 128), 64 or 128 forced. */
   matmulTileRows(rows: -1 | 64 | 128): void;
   /**
-   * How the sm90 64-row tile's K slices are reduced: -1 as PARALLM_SPLITK_CLUSTER says (the default: by a reduce
-   * kernel over a global workspace unless it is 1), 0 by that kernel, 1 within a cluster through distributed shared
-   * memory where it applies. The same bits either way.
-   */
-  matmulSplitKCluster(mode: -1 | 0 | 1): void;
-  /**
    * The GEMV (M <= 16, B^T) kernel: -1 chosen (the default: the register kernel, its load form by N, the
    * norms apart), 0 the same, 1 pipelined (with rmsnormMatmul fused), 2 and 3 pipelined in alternative shapes
    * (for sweeps; 3 splits K over 16 warps, so its sums round differently), 4 the register kernel in its
@@ -216,7 +210,7 @@ export const NATIVE_KEYS = [
 ] as const satisfies readonly (keyof NativeBinding)[];
 
 /** Every name of NativeTestingHooks, held to the addon's `testing` object the same way. */
-export const NATIVE_TESTING_KEYS = ['matmulSplitK', 'matmulTmaStore', 'matmulTileRows', 'matmulSplitKCluster', 'matmulGemv', 'attentionDecodeSplits', 'attentionPrefillKernel', 'pdl', 'decodeLayerGrid'] as const satisfies readonly (keyof NativeTestingHooks)[];
+export const NATIVE_TESTING_KEYS = ['matmulSplitK', 'matmulTmaStore', 'matmulTileRows', 'matmulGemv', 'attentionDecodeSplits', 'attentionPrefillKernel', 'pdl', 'decodeLayerGrid'] as const satisfies readonly (keyof NativeTestingHooks)[];
 
 // A compile error names the keys of T missing from the list L.
 type ListsEvery<T, L extends readonly PropertyKey[]> = [Exclude<keyof T, L[number]>] extends [never] ? true : Exclude<keyof T, L[number]>;

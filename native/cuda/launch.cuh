@@ -15,27 +15,19 @@ namespace parallm::cuda {
 bool pdl_allows(int level);
 void set_pdl(int level);
 
-// kern<<<grid, block, smem, stream>>>(args...) with the n launch attributes at attrs (a cluster's
-// dimension, PDL).
+// kern<<<grid, block, smem, stream>>>(args...) with launch attribute `attr` (none when null). The caller
+// checks the returned error (PARALLM_CUDA_CHECK), as it would cudaGetLastError after <<<...>>>.
 template <typename... KArgs, typename... Args>
-cudaError_t launch_with_attrs(cudaLaunchAttribute* attrs, int n, void (*kern)(KArgs...), dim3 grid, dim3 block,
-                              size_t smem, cudaStream_t stream, Args&&... args) {
+cudaError_t launch_with(cudaLaunchAttribute* attr, void (*kern)(KArgs...), dim3 grid, dim3 block, size_t smem,
+                        cudaStream_t stream, Args&&... args) {
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = grid;
   cfg.blockDim = block;
   cfg.dynamicSmemBytes = smem;
   cfg.stream = stream;
-  cfg.attrs = attrs;
-  cfg.numAttrs = unsigned(n);
+  cfg.attrs = attr;
+  cfg.numAttrs = attr ? 1 : 0;
   return cudaLaunchKernelEx(&cfg, kern, std::forward<Args>(args)...);
-}
-
-// The same with launch attribute `attr` (none when null). The caller checks the returned error
-// (PARALLM_CUDA_CHECK), as it would cudaGetLastError after <<<...>>>.
-template <typename... KArgs, typename... Args>
-cudaError_t launch_with(cudaLaunchAttribute* attr, void (*kern)(KArgs...), dim3 grid, dim3 block, size_t smem,
-                        cudaStream_t stream, Args&&... args) {
-  return launch_with_attrs(attr, attr ? 1 : 0, kern, grid, block, smem, stream, std::forward<Args>(args)...);
 }
 
 // With the PDL attribute when `on`.

@@ -18,6 +18,7 @@
 #include <cstring>
 #include <cstdint>
 #include <mutex>
+#include <type_traits>
 
 #include <cuda.h>
 #include <cudaTypedefs.h>
@@ -37,9 +38,6 @@ namespace parallm::cuda {
 void matmul_sm90_splits(int n);
 // matmul_sm90_tile_rows: -1 chooses the sm90 tile by M (64 rows up to M = 64, else 128), 64 or 128 forces it.
 void matmul_sm90_tile_rows(int n);
-// matmul_sm90_splitk_cluster: -1 as PARALLM_SPLITK_CLUSTER says (off unless 1), 0 the 64-row tile's K slices
-// reduced by splitk_reduce through a global workspace, 1 within a cluster (sm90_cluster_reduce).
-void matmul_sm90_splitk_cluster(int n);
 // matmul_gemv_path: -1 chooses (the register kernel, its load form by N: see launch_gemv_t), 0 the
 // same, 1 the pipelined one (with the fused rmsnorm_matmul kernels), 2 and 3 the pipelined one in the
 // alternative shapes of launch_gemv_pipe_any, 4 the register kernel's single-plain-load form at every N,
@@ -54,7 +52,6 @@ namespace {
 std::atomic<int> g_splits{-1};  // test hook: -1 = chosen per call, n = n K slices when possible
 std::atomic<int> g_tma_store{1};  // test hook: 0 = the sm90 epilogue stores C from registers
 std::atomic<int> g_tile_rows{-1};  // test / benchmark hook: see matmul_sm90_tile_rows
-std::atomic<int> g_splitk_cluster{-1};  // test / benchmark hook: see matmul_sm90_splitk_cluster
 std::atomic<int> g_gemv_path{-1};  // test / benchmark hook: see matmul_gemv_path
 bool pipelined_gemv() { const int p = g_gemv_path.load(std::memory_order_relaxed); return p >= 1 && p <= 3; }
 // An environment switch that is on when set to exactly "1".
@@ -164,6 +161,17 @@ bool make_tensor_map(CUtensorMap* map, DType dt, const void* ptr, uint64_t inner
   return r == CUDA_SUCCESS;
 }
 
+// matmul_residual_norm's norm (weight w, layernorm's bias b or null, output h), handed down to the sm90
+// 64-row tile's split-K reduce, which runs it in the same launch (splitk_reduce_norm) and sets done;
+// otherwise the caller runs the norm after the matmul.
+struct PostNorm {
+  const void* w;
+  const void* b;
+  void* h;
+  float eps;
+  mutable bool done = false;
+};
+
 struct Args {
   cudaStream_t stream;
   DType dt;
@@ -175,6 +183,7 @@ struct Args {
   bool transA, transB;
   float alpha, beta;
   int pair_ok;
+  const PostNorm* post = nullptr;
 };
 
 #define PARALLM_MM_WHERE(a, path)                                                                          \
@@ -231,31 +240,14 @@ int sm90_splits(int tiles, int nk, int64_t M, int64_t N) {
 // idle SMs), and at 16 and 64 rows a quarter wave of tiles or less does best in 3-4 slices (64x4096x11008
 // 0.030 in 4, 0.032 in 8); at M = 16 the partials are a quarter as large, and up to half a wave of tiles
 // gains from 2 slices (16x12288x4096 0.030 against 0.032).
-//
-// With the slices reduced within a cluster (sm90_cluster_reduce: no workspace, no reduce launch) a
-// slice costs less, so from half a wave of tiles down every GEMM is cut, in up to 4, its blocks at most
-// three quarters of the SMs (a cluster's blocks share a GPC: a full wave of them did not fit at once, S12-11).
-int sm90_splits64(int tiles, int nk, int64_t M, int64_t N, bool cluster) {
+int sm90_splits64(int tiles, int nk, int64_t M, int64_t N) {
   const int forced = g_splits.load(std::memory_order_relaxed);
   if (forced >= 1) return clamp_splits(forced, nk, M, N);
   const int sms = device_sms();
   int s = 1;
-  if (cluster && tiles * 2 <= sms) s = std::min(4, std::max(1, (3 * sms / 4) / tiles));
-  else if (tiles * 4 <= sms) s = std::min(4, sms / tiles);
+  if (tiles * 4 <= sms) s = std::min(4, sms / tiles);
   else if (M <= 16 && tiles * 2 <= sms) s = 2;
   return clamp_splits(std::min(s, std::max(1, nk / 4)), nk, M, N);
-}
-
-// Whether the 64-row tile's K slices may be reduced within a cluster (the hook, else
-// PARALLM_SPLITK_CLUSTER=1; off by default): S12-11 measured its first form correct (the reduce kernel's
-// bits) but slower (7B decode at batch 64 8,631 against 9,553 tokens/s: each thread's remote loads one pair
-// at a time, and 129-block launches in clusters of 3 that a wave could not hold). The loads now go 8 pairs at
-// a time and the rule keeps a quarter of the SMs free; not yet run on a GPU.
-bool sm90_cluster_reduce() {
-  const int forced = g_splitk_cluster.load(std::memory_order_relaxed);
-  if (forced == 0 || forced == 1) return forced == 1;
-  static const bool env = env_on("PARALLM_SPLITK_CLUSTER");
-  return env;
 }
 
 // Which sm90 tile serves M rows: 64 rows up to M = 64 (the tile_rows hook can force either).
@@ -264,6 +256,14 @@ int sm90_consumers(int64_t M) {
   if (forced == 128) return 2;
   if (forced == 64) return 1;
   return M <= 64 ? 1 : 2;
+}
+
+// Whether the 64-row tile's split-K reduce can also run a.post's norm (splitk_reduce_norm, bf16): rows of
+// whole 16-byte packs, C, h and the norm's weights 16-byte aligned, a norm of at most 512 threads a row.
+bool reduce_norm_ok(const Args& a) {
+  const PostNorm* pn = a.post;
+  return pn && a.dt == DType::BF16 && a.N % 8 == 0 && aligned16(a.C) && aligned16(pn->w) && aligned16(pn->h) &&
+         (!pn->b || aligned16(pn->b)) && mm::gemvp_norm_threads(a.N) <= 512;
 }
 
 template <typename T, bool TA, bool TB, int CW>
@@ -275,11 +275,7 @@ void launch_sm90_t(const Args& a, const CUtensorMap& mA, const CUtensorMap& mB) 
   int tm = (a.M + Sh::BM - 1) / Sh::BM, tn = (a.N + Sh::BN - 1) / Sh::BN;
   const int tiles = tm * tn;
   const int nk = (a.K + mm::S90_BK - 1) / mm::S90_BK;
-  const bool cluster_ok = CW == 1 && sm90_cluster_reduce();
-  const int splits = CW == 2 ? sm90_splits(tiles, nk, a.M, a.N) : sm90_splits64(tiles, nk, a.M, a.N, cluster_ok);
-  // The slices reduced within a cluster: one block a unit (so every unit's ring is idle after its
-  // mainloop), at most one wave of them, and a cluster of at most 8 blocks.
-  const bool cluster = cluster_ok && splits > 1 && splits <= 8 && tiles * splits <= device_sms();
+  const int splits = CW == 2 ? sm90_splits(tiles, nk, a.M, a.N) : sm90_splits64(tiles, nk, a.M, a.N);
   // C through the TMA when the kernel writes C itself (no split-K reduce), nothing is read back
   // (beta == 0) and C's rows are whole 16-byte units; its map is encoded only then.
   CUtensorMap mC{};
@@ -289,39 +285,41 @@ void launch_sm90_t(const Args& a, const CUtensorMap& mA, const CUtensorMap& mB) 
   const int grid = std::min(units, device_sms());  // persistent: one block per SM at most
   float* ws = nullptr;
   const size_t ws_bytes = size_t(splits) * size_t(a.M) * size_t(a.N) * sizeof(float);
-  // The kernel may launch with PDL, as the GEMVs do (pdl.cuh): its set-up (and on the 64-row tile the first
-  // weight k-tiles' trip to L2) overlaps the kernel before; so does the split-K reduce's launch. Off unless
-  // sm90_pdl says: S11-5 measured 7B decode at batch 64 2-5% slower with it on the 64-row tile.
-  const bool pdl = sm90_pdl(CW) && pdl_allows(1);
-  if (cluster) {
-    cudaLaunchAttribute attrs[2] = {};
-    attrs[0].id = cudaLaunchAttributeClusterDimension;
-    attrs[0].val.clusterDim.x = unsigned(splits);
-    attrs[0].val.clusterDim.y = 1;
-    attrs[0].val.clusterDim.z = 1;
-    attrs[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attrs[1].val.programmaticStreamSerializationAllowed = 1;
-    PARALLM_CUDA_CHECK(launch_with_attrs(attrs, pdl ? 2 : 1, kern, dim3(unsigned(units)), dim3(Sh::THREADS), Sh::SMEM,
-                                         a.stream, mA, mB, mC, store_tma, static_cast<const T*>(a.bias),
-                                         static_cast<T*>(a.C), a.M, a.N, a.K, a.alpha, a.beta, tm, tn, a.pair_ok, splits,
-                                         static_cast<float*>(nullptr), 1),
-                       PARALLM_MM_WHERE(a, what), " (K in ", splits, " slices reduced within a cluster)");
-    return;
-  }
   if (splits > 1)
     // Stream-ordered, so a captured graph owns its workspace (as attention_decode's does).
     PARALLM_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&ws), ws_bytes, a.stream),
                        PARALLM_MM_WHERE(a, what), ": split-K workspace of ", ws_bytes, " bytes for ", splits, " slices");
+  // The kernel may launch with PDL, as the GEMVs do (pdl.cuh): its set-up (and on the 64-row tile the first
+  // weight k-tiles' trip to L2) overlaps the kernel before; so does the split-K reduce's launch. Off unless
+  // sm90_pdl says: S11-5 measured 7B decode at batch 64 2-5% slower with it on the 64-row tile.
+  const bool pdl = sm90_pdl(CW) && pdl_allows(1);
   PARALLM_CUDA_CHECK(launch_maybe_pdl(pdl, kern, dim3(unsigned(grid)), dim3(Sh::THREADS), Sh::SMEM, a.stream, mA, mB, mC,
                                       store_tma, static_cast<const T*>(a.bias), static_cast<T*>(a.C), a.M, a.N, a.K,
-                                      a.alpha, a.beta, tm, tn, a.pair_ok, splits, ws, 0),
+                                      a.alpha, a.beta, tm, tn, a.pair_ok, splits, ws),
                      PARALLM_MM_WHERE(a, what));
   if (splits > 1) {
-    const int64_t pairs = int64_t(a.M) * ((a.N + 1) / 2);
-    PARALLM_CUDA_CHECK(launch_maybe_pdl(pdl, mm::splitk_reduce<T>, dim3(unsigned((pairs + 255) / 256)), dim3(256), 0,
-                                        a.stream, static_cast<const float*>(ws), splits, static_cast<const T*>(a.bias),
-                                        static_cast<T*>(a.C), a.M, a.N, a.alpha, a.beta, a.pair_ok),
-                       PARALLM_MM_WHERE(a, what), " split-K reduce");
+    bool reduced = false;
+    if constexpr (CW == 1 && std::is_same_v<T, __nv_bfloat16>) {
+      if (const PostNorm* pn = a.post; reduce_norm_ok(a)) {
+        // A block a row: the slices' sum, the residual and bias stored as splitk_reduce stores them, then the norm.
+        const int ntx = mm::gemvp_norm_threads(a.N);
+        auto k = pn->b ? mm::splitk_reduce_norm<T, true> : mm::splitk_reduce_norm<T, false>;
+        PARALLM_CUDA_CHECK(launch_maybe_pdl(pdl, k, dim3(unsigned(a.M)), dim3(unsigned(std::max(256, ntx))), 0, a.stream,
+                                            static_cast<const float*>(ws), splits, static_cast<const T*>(a.bias),
+                                            static_cast<T*>(a.C), a.M, a.N, a.alpha, a.beta, a.pair_ok,
+                                            static_cast<const T*>(pn->w), static_cast<const T*>(pn->b), pn->eps, ntx,
+                                            static_cast<T*>(pn->h)),
+                           PARALLM_MM_WHERE(a, what), " split-K reduce with the ", pn->b ? "layernorm" : "rmsnorm");
+        pn->done = reduced = true;
+      }
+    }
+    if (!reduced) {
+      const int64_t pairs = int64_t(a.M) * ((a.N + 1) / 2);
+      PARALLM_CUDA_CHECK(launch_maybe_pdl(pdl, mm::splitk_reduce<T>, dim3(unsigned((pairs + 255) / 256)), dim3(256), 0,
+                                          a.stream, static_cast<const float*>(ws), splits, static_cast<const T*>(a.bias),
+                                          static_cast<T*>(a.C), a.M, a.N, a.alpha, a.beta, a.pair_ok),
+                         PARALLM_MM_WHERE(a, what), " split-K reduce");
+    }
     PARALLM_CUDA_CHECK(cudaFreeAsync(ws, a.stream), PARALLM_MM_WHERE(a, what), ": split-K workspace free");
   }
 }
@@ -525,6 +523,37 @@ void launch_gemv_swiglu(cudaStream_t stream, DType dt, const void* X, const void
   launch_register_gemv<__nv_bfloat16, 2, mm::NORM_NONE, mm::EPI_SWIGLU>(a, 2 * F);
 }
 
+// The matmul's checks and dispatch; post: a norm of C the sm90 64-row tile may run in its split-K reduce
+// (matmul_residual_norm), post->done telling the caller whether it did.
+void matmul_with(cudaStream_t stream, DType dt, const void* A, const void* B, const void* bias, void* C, int64_t M,
+                 int64_t N, int64_t K, bool transA, bool transB, float alpha, float beta, const PostNorm* post) {
+  if (dt != DType::F32 && dt != DType::BF16 && dt != DType::F16)
+    fail("matmul: dtype ", dtype_name(dt), " is not supported (f32, bf16, f16)");
+  if (M < 0 || N < 0 || K < 0) fail("matmul: negative size M=", M, " N=", N, " K=", K);
+  constexpr int64_t kMax = INT32_MAX;
+  if (M > kMax || N > kMax || K > kMax)
+    fail("matmul: sizes M=", M, " N=", N, " K=", K, " exceed the 2^31-1 limit of the CUDA kernels");
+  if (M == 0 || N == 0) return;
+  if (!C) fail("matmul: C is null (M=", M, " N=", N, " K=", K, ")");
+  if (K > 0 && (!A || !B)) fail("matmul: A or B is null (M=", M, " N=", N, " K=", K, ")");
+  const int64_t tiles = ((M + 63) / 64) * ((N + 63) / 64);
+  if (tiles > kMax) fail("matmul: M=", M, " N=", N, " needs more blocks than one launch holds");
+
+  Args a{stream, dt, A, B, bias, C, int(M), int(N), int(K), transA, transB, alpha, beta, 0, post};
+  a.pair_ok = (N % 2 == 0) && (reinterpret_cast<uintptr_t>(C) % 4 == 0);
+
+  if (dt == DType::F32 || K == 0) {
+    // K == 0: C = beta*C + bias, which the simt kernel does with an empty k loop (no TMA map of size 0).
+    switch (dt) {
+      case DType::F32: launch_simt<float>(a); break;
+      case DType::BF16: launch_simt<__nv_bfloat16>(a); break;
+      default: launch_simt<__half>(a); break;
+    }
+    return;
+  }
+  if (dt == DType::BF16) run16<__nv_bfloat16>(a); else run16<__half>(a);
+}
+
 }  // namespace
 
 void rmsnorm_matmul(cudaStream_t stream, DType dt, const void* X, const void* norm_w, const void* B, const void* bias,
@@ -627,9 +656,12 @@ void matmul_residual_norm(cudaStream_t stream, DType dt, const void* A, const vo
     fail("matmul_residual_norm: sizes M=", M, " N=", N, " K=", K, " exceed the 2^31-1 limit of the CUDA kernels");
   if (M == 0) return;
   if (!A || !B || !R || !norm_w || !H) fail("matmul_residual_norm: null pointer (M=", M, " N=", N, " K=", K, ")");
-  // One launch where the dispatch's register GEMV takes the product (its post-norm epilogue: the last block
-  // normalizes the rows); else the matmul (beta = 1), then the norm: the same bits either way.
-  const bool fused = counter && epilogue_gemv_ok(dt, M, N, K, B) && aligned16(A) && aligned16(R) && aligned16(H) &&
+  // One launch where the dispatch's register GEMV takes the product of at most kPostNormMaxRows rows (its
+  // post-norm epilogue: the last block normalizes the rows, alone, which at 16 rows cost 7B decode 22%:
+  // S9-2); the sm90 64-row tile's split-K reduce with the norm in it (splitk_reduce_norm) where the tile
+  // cuts K; else the matmul (beta = 1), then the norm. The same bits every way.
+  constexpr int64_t kPostNormMaxRows = 4;
+  const bool fused = counter && M <= kPostNormMaxRows && epilogue_gemv_ok(dt, M, N, K, B) && aligned16(A) && aligned16(R) && aligned16(H) &&
                      aligned16(norm_w) && (!norm_b || aligned16(norm_b)) && N % 8 == 0 &&
                      mm::gemvp_norm_threads(N) <= mm::GEMV_WARPS * 32;
   if (fused) {
@@ -641,14 +673,15 @@ void matmul_residual_norm(cudaStream_t stream, DType dt, const void* A, const vo
     return launch_register_gemv<__nv_bfloat16, 1, mm::NORM_NONE, mm::EPI_STORE, mm::NORM_RMS>(a, N, norm_w, eps, nullptr,
                                                                                                H, counter);
   }
-  matmul(stream, dt, A, B, bias, R, M, N, K, false, true, 1.f, 1.f);
+  const PostNorm post{norm_w, norm_b, H, eps};
+  matmul_with(stream, dt, A, B, bias, R, M, N, K, false, true, 1.f, 1.f, &post);
+  if (post.done) return;
   if (norm_b) layernorm(stream, dt, R, norm_w, norm_b, H, nullptr, nullptr, M, N, eps);
   else rmsnorm(stream, dt, R, norm_w, H, nullptr, M, N, eps);
 }
 
 void matmul_sm90_splits(int n) { g_splits.store(n, std::memory_order_relaxed); }
 void matmul_sm90_tile_rows(int n) { g_tile_rows.store(n, std::memory_order_relaxed); }
-void matmul_sm90_splitk_cluster(int n) { g_splitk_cluster.store(n, std::memory_order_relaxed); }
 void matmul_sm90_tma_store(int on) { g_tma_store.store(on, std::memory_order_relaxed); }
 void matmul_gemv_path(int n) { g_gemv_path.store(n, std::memory_order_relaxed); }
 
@@ -663,33 +696,10 @@ bool pdl_allows(int level) {
 }
 void set_pdl(int level) { g_pdl.store(level < 0 ? 0 : level > 2 ? 2 : level, std::memory_order_relaxed); }
 
+
 void matmul(cudaStream_t stream, DType dt, const void* A, const void* B, const void* bias, void* C, int64_t M,
             int64_t N, int64_t K, bool transA, bool transB, float alpha, float beta) {
-  if (dt != DType::F32 && dt != DType::BF16 && dt != DType::F16)
-    fail("matmul: dtype ", dtype_name(dt), " is not supported (f32, bf16, f16)");
-  if (M < 0 || N < 0 || K < 0) fail("matmul: negative size M=", M, " N=", N, " K=", K);
-  constexpr int64_t kMax = INT32_MAX;
-  if (M > kMax || N > kMax || K > kMax)
-    fail("matmul: sizes M=", M, " N=", N, " K=", K, " exceed the 2^31-1 limit of the CUDA kernels");
-  if (M == 0 || N == 0) return;
-  if (!C) fail("matmul: C is null (M=", M, " N=", N, " K=", K, ")");
-  if (K > 0 && (!A || !B)) fail("matmul: A or B is null (M=", M, " N=", N, " K=", K, ")");
-  const int64_t tiles = ((M + 63) / 64) * ((N + 63) / 64);
-  if (tiles > kMax) fail("matmul: M=", M, " N=", N, " needs more blocks than one launch holds");
-
-  Args a{stream, dt, A, B, bias, C, int(M), int(N), int(K), transA, transB, alpha, beta, 0};
-  a.pair_ok = (N % 2 == 0) && (reinterpret_cast<uintptr_t>(C) % 4 == 0);
-
-  if (dt == DType::F32 || K == 0) {
-    // K == 0: C = beta*C + bias, which the simt kernel does with an empty k loop (no TMA map of size 0).
-    switch (dt) {
-      case DType::F32: launch_simt<float>(a); break;
-      case DType::BF16: launch_simt<__nv_bfloat16>(a); break;
-      default: launch_simt<__half>(a); break;
-    }
-    return;
-  }
-  if (dt == DType::BF16) run16<__nv_bfloat16>(a); else run16<__half>(a);
+  matmul_with(stream, dt, A, B, bias, C, M, N, K, transA, transB, alpha, beta, nullptr);
 }
 
 }  // namespace parallm::cuda

@@ -47,6 +47,14 @@
 
 namespace parallm::cuda::mm {
 
+// The host emulation (native/cuda/emu) runs one block at a time on std::threads: function statics are its
+// shared memory.
+#ifdef PARALLM_GEMV_SMEM
+#define PARALLM_GEMV_SHARED static
+#else
+#define PARALLM_GEMV_SHARED __shared__
+#endif
+
 // The norm in a GEMV's prologue: NORM_RMS (rmsnorm) or NORM_LN (layernorm), NORM_NONE without.
 constexpr int NORM_NONE = 0, NORM_RMS = 1, NORM_LN = 2;
 
@@ -153,6 +161,40 @@ __device__ __forceinline__ void gemv_norm_pack(const T* x, const T* __restrict__
 }
 
 
+// Split K's second pass with the norm that reads C next (matmul_residual_norm on the sm90 64-row tile:
+// launch_sm90_t), a block a row of C: its column pairs summed over the slices and stored as splitk_reduce
+// does (the same bits), then the row's statistics and h as the GEMV's post-norm computes them
+// (gemv_rows_stats, gemv_norm_pack: norm.cu's bits). One launch where decode at batch 16-64 ran two (the
+// reduce, then the norm: ~3.5 + 5 µs, S13-1). 16-bit T, N % 8 == 0, C, h, w and b 16-byte aligned;
+// blockDim.x a multiple of 32, at least ntx (the norm's threads for a row of N, gemvp_norm_threads).
+template <typename T, bool LN>
+__global__ void __launch_bounds__(512)
+splitk_reduce_norm(const float* __restrict__ ws, int splits, const T* __restrict__ bias, T* __restrict__ C, int M,
+                   int N, float alpha, float beta, int pair_ok, const T* __restrict__ w, const T* __restrict__ b,
+                   float eps, int ntx, T* __restrict__ h) {
+  static_assert(sizeof(T) == 2, "16-bit rows: a pack of 8 is one 16-byte load");
+  pdl_begin();  // launched as splitk_reduce is (launch_sm90_t): the partials are read after the wait
+  PARALLM_GEMV_SHARED float s_norm[64];  // the row's mean [0], rstd [16], a row sum's warp partials [32..64)
+  const int64_t row = blockIdx.x, half = (int64_t(N) + 1) / 2, plane = int64_t(M) * N;
+  for (int64_t q = threadIdx.x; q < half; q += blockDim.x) {
+    const int64_t col = 2 * q;
+    const float* p = ws + row * N + col;
+    const bool two = col + 1 < N;
+    float v0 = 0.f, v1 = 0.f;
+    for (int s = 0; s < splits; ++s, p += plane) {
+      v0 += p[0];
+      if (two) v1 += p[1];
+    }
+    store2(C, bias, M, N, row, col, v0, v1, alpha, beta, pair_ok);
+  }
+  __syncthreads();  // the row as the block stored it, before the block reads it back (past L1)
+  T* cr = C + row * N;
+  gemv_rows_stats<T, LN, true>(cr, 1, N, eps, ntx, s_norm, s_norm + 16, s_norm + 32);
+  const float mean = LN ? s_norm[0] : 0.f, rstd = s_norm[16];
+  for (int v = int(threadIdx.x); v < N / 8; v += int(blockDim.x))
+    gemv_norm_pack<T, LN>(cr + int64_t(v) * 8, w + v * 8, LN ? b + v * 8 : nullptr, mean, rstd, h + row * N + int64_t(v) * 8);
+}
+
 // SWIGLU's store: C[row, col] = silu(gate) * up, each product rounded to T first (s[0]: gate, s[1]: up;
 // e: the mma.sync accumulator element, rows g / g + 8, columns col / col + 1).
 template <typename T>
@@ -200,13 +242,6 @@ __device__ __forceinline__ uint4 ld_w16(const void* p, int hint) {
   else return ptx::ld_stream16(p);
 }
 
-// The host emulation (native/cuda/emu) runs one block at a time on std::threads: function statics are its
-// shared memory.
-#ifdef PARALLM_GEMV_SMEM
-#define PARALLM_GEMV_SHARED static
-#else
-#define PARALLM_GEMV_SHARED __shared__
-#endif
 
 // The epilogue: EPI_STORE (alpha, beta, bias: store2), EPI_SWIGLU or EPI_GELU (see the top).
 constexpr int EPI_STORE = 0, EPI_SWIGLU = 1, EPI_GELU = 2;

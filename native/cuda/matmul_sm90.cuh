@@ -53,21 +53,6 @@ using sm90::tma_load_2d;
 using sm90::tma_prefetch_2d;
 using sm90::tma_store_2d;
 using sm90::wg_sync;
-
-// Every thread of every block of the cluster: arrive (release: this block's shared-memory writes become
-// visible to the others) and wait (acquire).
-__device__ __forceinline__ void cluster_sync() {
-  asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;" ::: "memory");
-}
-// Two floats at shared address `addr` of cluster block `rank` (distributed shared memory).
-__device__ __forceinline__ float2 ld_dsmem_f2(uint32_t addr, int rank) {
-  uint32_t ra;
-  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(ra) : "r"(addr), "r"(rank));
-  float2 v;
-  // volatile (kept in order with the cluster barriers) but no memory clobber, so loads in a row overlap
-  asm volatile("ld.shared::cluster.v2.f32 {%0, %1}, [%2];" : "=f"(v.x), "=f"(v.y) : "r"(ra));
-  return v;
-}
 #endif
 
 template <typename T, bool TA, bool TB, int CW>
@@ -75,7 +60,7 @@ __global__ void __launch_bounds__(S90Shape<CW>::THREADS, 1)
     s90_kernel(const __grid_constant__ CUtensorMap tmA, const __grid_constant__ CUtensorMap tmB,
                const __grid_constant__ CUtensorMap tmC, int store_tma, const T* __restrict__ bias,
                T* __restrict__ C, int M, int N, int K, float alpha, float beta, int tiles_m, int tiles_n,
-               int pair_ok, int splits, float* __restrict__ ws, int cluster) {
+               int pair_ok, int splits, float* __restrict__ ws) {
 #ifdef PARALLM_SM90A
   using Sh = S90Shape<CW>;
   constexpr int STAGES = Sh::STAGES, STAGE_BYTES = Sh::STAGE_BYTES, A_BYTES = Sh::A_BYTES, BM = Sh::BM, BN = Sh::BN;
@@ -161,10 +146,6 @@ __global__ void __launch_bounds__(S90Shape<CW>::THREADS, 1)
           if (++s == STAGES) { s = 0; ph ^= 1; }
         }
       }
-    }
-    if (cluster) {  // the consumers' two cluster barriers (the K slices' exchange) count every thread
-      cluster_sync();
-      cluster_sync();
     }
   } else {
     if (CW == 2) asm volatile("setmaxnreg.inc.sync.aligned.u32 232;");
@@ -262,52 +243,6 @@ __global__ void __launch_bounds__(S90Shape<CW>::THREADS, 1)
           store2(C, bias, M, N, row, colb + 8 * j, acc[4 * j], acc[4 * j + 1], alpha, beta, pair_ok);
           store2(C, bias, M, N, row + 8, colb + 8 * j, acc[4 * j + 2], acc[4 * j + 3], alpha, beta, pair_ok);
         }
-      } else if (CW == 1 && cluster) {
-        // Split K within a cluster (PARALLM_SPLITK_CLUSTER=1, off by default: matmul.cu's
-        // sm90_cluster_reduce; one block a slice, the launch's cluster dimension = splits, a block's rank its
-        // slice): the slices' f32 partials meet in shared memory, so no workspace and no reduce
-        // launch. Each block writes its 64 x BN partial into its own ring (idle now: its one unit's loads
-        // have all been consumed), then block r adds every block's rows of slab r (DSMEM) in slice order,
-        // as splitk_reduce does (the same bits), and stores them through store2.
-        constexpr int RS = BN + 8;  // row stride in floats: a warp's 8 rows land on 2 bank groups, not 1
-        float* red = reinterpret_cast<float*>(ring);
-        const int rl = w * 16 + lane / 4, cl = 2 * (lane % 4);
-#pragma unroll
-        for (int j = 0; j < BN / 8; ++j) {
-          *reinterpret_cast<float2*>(red + rl * RS + 8 * j + cl) = make_float2(acc[4 * j], acc[4 * j + 1]);
-          *reinterpret_cast<float2*>(red + (rl + 8) * RS + 8 * j + cl) = make_float2(acc[4 * j + 2], acc[4 * j + 3]);
-        }
-        cluster_sync();  // every slice's partial written
-        const int per = (64 + splits - 1) / splits, r_lo = sp * per, r_hi = min(64, r_lo + per);
-        const uint32_t red_s = s90_smem(red);
-        // UNR column pairs a thread at a time, each slice's UNR loads issued together (a remote load takes
-        // hundreds of cycles; one pair at a time left the whole reduce waiting on them in turn).
-        constexpr int UNR = 8;
-        const int npairs = (r_hi - r_lo) * (BN / 2);
-        for (int p0 = threadIdx.x % 128; p0 < npairs; p0 += 128 * UNR) {
-          uint32_t off[UNR];
-          float2 v[UNR];
-#pragma unroll
-          for (int u = 0; u < UNR; ++u) {
-            const int p = min(p0 + 128 * u, npairs - 1);  // past the slab: a valid address, not stored
-            off[u] = red_s + uint32_t(((r_lo + p / (BN / 2)) * RS + 2 * (p % (BN / 2))) * 4);
-            v[u] = make_float2(0.f, 0.f);
-          }
-          for (int q = 0; q < splits; ++q) {
-            float2 x[UNR];
-#pragma unroll
-            for (int u = 0; u < UNR; ++u) x[u] = ld_dsmem_f2(off[u], q);
-#pragma unroll
-            for (int u = 0; u < UNR; ++u) v[u].x += x[u].x, v[u].y += x[u].y;
-          }
-#pragma unroll
-          for (int u = 0; u < UNR; ++u) {
-            const int p = p0 + 128 * u;
-            if (p < npairs)
-              store2(C, bias, M, N, m0 + r_lo + p / (BN / 2), n0 + 2 * (p % (BN / 2)), v[u].x, v[u].y, alpha, beta, pair_ok);
-          }
-        }
-        cluster_sync();  // no block leaves while another still reads its partial
       } else {
         // Split K: this slice's f32 partial sums go to ws[sp][M][N]; splitk_reduce adds the slices
         // and applies the epilogue (the partials of a decode-sized GEMM stay in L2).

@@ -36,7 +36,6 @@ namespace parallm::cuda {
 void matmul_sm90_splits(int n);      // benchmark hook (native/cuda/matmul.cu)
 void matmul_sm90_tma_store(int on);  // test hook (native/cuda/matmul.cu)
 void matmul_sm90_tile_rows(int n);   // test / benchmark hook (native/cuda/matmul.cu)
-void matmul_sm90_splitk_cluster(int n);  // test / benchmark hook (native/cuda/matmul.cu)
 void matmul_gemv_path(int n);       // test and benchmark hook (native/cuda/matmul.cu)
 void set_pdl(int level);            // benchmark hook (native/cuda/launch.cuh)
 void attention_decode_splits(int n);  // test and benchmark hook (native/cuda/attention.cu)
@@ -803,14 +802,6 @@ Napi::Value MatmulTileRows(const Napi::CallbackInfo& info) {
                   "-1 (automatic), 64 or 128", CUDA_SET(matmul_sm90_tile_rows));
 }
 
-// How the sm90 64-row tile's K slices are reduced: -1 as PARALLM_SPLITK_CLUSTER says (by the reduce kernel
-// unless 1), 0 by a reduce kernel over a global workspace, 1 within a cluster where it applies; for tests (the
-// same bits either way) and benchmarks.
-Napi::Value MatmulSplitKCluster(const Napi::CallbackInfo& info) {
-  return int_hook(info, "matmulSplitKCluster", "mode", [](int n) { return n >= -1 && n <= 1; },
-                  "-1 (automatic), 0 (reduce kernel) or 1 (within a cluster)", CUDA_SET(matmul_sm90_splitk_cluster));
-}
-
 // Which GEMV kernel M <= 16 takes: -1 chosen (the register kernel, its load form by N), 0 the same, 1 the
 // pipelined one, 2 and 3 the pipelined one in alternative shapes, 4 the register kernel's single-plain-load
 // form, 5 as -1 with the norms (and SwiGLU, GELU) fused into the register kernel, 6 the register kernel on
@@ -903,7 +894,6 @@ Napi::Object testing_hooks(Napi::Env env) {
   export_fn(env, t, "matmulSplitK", MatmulSplitK);
   export_fn(env, t, "matmulTmaStore", MatmulTmaStore);
   export_fn(env, t, "matmulTileRows", MatmulTileRows);
-  export_fn(env, t, "matmulSplitKCluster", MatmulSplitKCluster);
   export_fn(env, t, "matmulGemv", MatmulGemv);
   export_fn(env, t, "attentionDecodeSplits", AttentionDecodeSplits);
   export_fn(env, t, "attentionPrefillKernel", AttentionPrefillKernel);

@@ -85,6 +85,9 @@ export class Transformer {
    * projection's launch). The epilogue norm is one launch fewer a norm but its last block does the norm
    * alone: 7B decode at batch 1 gains 3%, GPT-2 is even, and at batch 16 it loses 22% (7B) and 50% (GPT-2)
    * (S9-2, bench/RESULTS.md). The same bits either way (the ops are held bit for bit on GPUs, S8-9).
+   * Since the tenth session the op picks its form by rows: the GEMV's epilogue up to 4 rows, the sm90 64-row
+   * tile's split-K reduce with the norm in it (17-64 rows, and 16 on LLaMA-7B's down projection), else
+   * the matmul then the norm; `true` at batches 16-64 is to be measured with that (S13, not yet on a GPU).
    * PARALLM_DECODE_NORM_IN_GEMV=0|1 (read when the module loads) sets false / true.
    */
   static normInGemv: boolean | 'batch1' = Transformer.normInGemvFromEnv();

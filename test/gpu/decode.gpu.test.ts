@@ -324,10 +324,15 @@ describe.skipIf(gpus === 0)('linearSwiGLU, linearGelu: the activation in the GEM
 describe.skipIf(gpus === 0)('linearResidualNorm: the residual projection with the next norm in its epilogue', () => {
   afterEach(() => native.testing.matmulGemv(-1));
   // (M, N, K, layernorm): LLaMA-2-7B's down projection at batch 1 and 16, GPT-2's at batch 1 (layernorm),
-  // a partial last 8-row tile, every norm width from one warp (64) to all eight (8192).
+  // a partial last 8-row tile, every norm width from one warp (64) to all eight (8192); on an H100/H200 the
+  // sm90 64-row tile with K in slices reduced together with the norm (splitk_reduce_norm): 7B's down
+  // projection at 16 rows and its out and down at 64, GPT-2's down at 64 (layernorm).
   for (const [M, N, K, ln] of [
     [1, 4096, 11008, false],
     [16, 4096, 11008, false],
+    [64, 4096, 4096, false],
+    [64, 4096, 11008, false],
+    [64, 768, 3072, true],
     [1, 768, 3072, true],
     [3, 200, 64, true],
     [5, 8192, 520, false],
@@ -355,18 +360,30 @@ describe.skipIf(gpus === 0)('linearResidualNorm: the residual projection with th
         for (let i = 0; i < p.length; i++) if (!(p[i] === q[i]) || !Number.isFinite(p[i]!)) diff++;
         expect(diff, `seed ${s}: ${what}`).toBe(0);
       };
-      // On each path the matmul (beta = 1) then the norm, against the fused op. Path -1 (the dispatch's
-      // choice: at 16 rows and a large W the sm90 64-row tile, in its own order) is held to its own ops
-      // apart; the forced GEMV paths (0, 5) also to each other, the GEMV kernels adding in one order.
-      const [xa, ha] = run(false); // path -1: also the graph's reference below
+      // The matmul (beta = 1) then the norm, as two ops.
+      const apart = () => {
+        const x = Tensor.from(x0.v, [M, N], { dtype: 'bf16', device: dev });
+        ops.matmul(a.t, w.t, { transB: true, bias: bias.t, beta: 1, out: x });
+        const h = ln ? ops.layernorm(x, g.t, b!.t, { eps: 1e-5 }) : ops.rmsnorm(x, g.t, { eps: 1e-5 });
+        const r = [x.toArray() as Float32Array, h.toArray() as Float32Array];
+        [x, h].forEach((t) => t.dispose());
+        return r;
+      };
+      // On each path the ops apart against the fused op, with the counter and without. Path -1 (the
+      // dispatch's choice: at 16 rows and a large W, and at 17-64 rows, the sm90 64-row tile, in its own
+      // order) is held to its own ops apart; the forced GEMV paths (0, 5) also to each other, the GEMV
+      // kernels adding in one order.
+      const [xa, ha] = apart(); // path -1: also the graph's reference below
       native.testing.matmulGemv(0);
-      const [xg, hg] = run(false);
+      const [xg, hg] = apart();
       for (const path of [-1, 0, 5]) {
         native.testing.matmulGemv(path);
         const [xp, hp] = path === -1 ? [xa!, ha!] : [xg!, hg!];
-        const [xf, hf] = run(true);
-        same(xf!, xp!, `x on path ${path}`);
-        same(hf!, hp!, `h on path ${path}`);
+        for (const withCounter of [true, false]) {
+          const [xf, hf] = run(withCounter);
+          same(xf!, xp!, `x on path ${path}${withCounter ? '' : ' (no counter)'}`);
+          same(hf!, hp!, `h on path ${path}${withCounter ? '' : ' (no counter)'}`);
+        }
         expect(counter.toArray()[0], `seed ${s}: the counter after path ${path}`).toBe(0);
       }
       native.testing.matmulGemv(-1);

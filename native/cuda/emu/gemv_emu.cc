@@ -284,6 +284,46 @@ static bool post_norm(int M, int N, int K, bool ln, bool sel) {
   return ok;
 }
 
+// splitk_reduce_norm (the sm90 tile's K slices reduced with the next norm): C as splitk_reduce stores it,
+// bit for bit, and h against float64 from that C; a block a row, more threads than the norm's.
+static bool reduce_norm(int M, int N, int splits, bool ln, int threads) {
+  std::uniform_real_distribution<float> U(-1, 1);
+  std::vector<float> ws(size_t(splits) * M * N);
+  std::vector<bf16> B(N), C(size_t(M) * N), G(N), Bt(N), H(size_t(M) * N);
+  for (auto& v : ws) v = U(rng);
+  for (auto& v : B) v = __float2bfloat16_rn(U(rng));
+  for (auto& v : C) v = __float2bfloat16_rn(2.f * U(rng) + 0.5f);
+  for (auto& v : G) v = __float2bfloat16_rn(1.f + 0.5f * U(rng));
+  for (auto& v : Bt) v = __float2bfloat16_rn(0.2f * U(rng));
+  for (auto& v : H) v = __float2bfloat16_rn(NAN);
+  std::vector<bf16> C2 = C;
+  const int pair_ok = N % 2 == 0, nt = mm::gemvp_norm_threads(N);
+  const int64_t pairs = int64_t(M) * ((N + 1) / 2);
+  emu_launch(unsigned((pairs + 255) / 256), 256,
+             [&] { mm::splitk_reduce<bf16>(ws.data(), splits, B.data(), C2.data(), M, N, 1.f, 1.f, pair_ok); });
+  emu_launch(unsigned(M), threads, [&] {
+    if (ln) mm::splitk_reduce_norm<bf16, true>(ws.data(), splits, B.data(), C.data(), M, N, 1.f, 1.f, pair_ok, G.data(), Bt.data(), 1e-5f, nt, H.data());
+    else mm::splitk_reduce_norm<bf16, false>(ws.data(), splits, B.data(), C.data(), M, N, 1.f, 1.f, pair_ok, G.data(), nullptr, 1e-5f, nt, H.data());
+  });
+  bool same = true;
+  for (size_t i = 0; i < C.size(); ++i) same &= std::memcmp(&C[i], &C2[i], sizeof(bf16)) == 0;
+  std::vector<double> hr(size_t(M) * N);
+  for (int m = 0; m < M; ++m) {
+    double mean = 0, var = 0;
+    for (int n = 0; n < N; ++n) mean += __bfloat162float(C[size_t(m) * N + n]);
+    mean = ln ? mean / N : 0.;
+    for (int n = 0; n < N; ++n) var += std::pow(__bfloat162float(C[size_t(m) * N + n]) - mean, 2);
+    const double rstd = 1 / std::sqrt(var / N + 1e-5);
+    for (int n = 0; n < N; ++n)
+      hr[size_t(m) * N + n] = (__bfloat162float(C[size_t(m) * N + n]) - mean) * rstd * __bfloat162float(G[n]) + (ln ? __bfloat162float(Bt[n]) : 0.);
+  }
+  const double eh = rel_error(H, hr);
+  const bool ok = same && eh <= 1e-2;
+  std::printf("  splitk_reduce_norm (%s) M%-2d N%-4d %d slices, %d threads: C %s splitk_reduce's, rel. error h %.2e %s\n",
+              ln ? "layernorm" : "rmsnorm", M, N, splits, threads, same ? "=" : "!=", eh, ok ? "ok" : "FAIL");
+  return ok;
+}
+
 int main() {
   bool ok = true;
   ok &= one(1, 64, 4096, 8, false, 1.f, 0.f);    // one tile a block, 16 chunks a warp (4 items)
@@ -314,6 +354,9 @@ int main() {
   ok &= post_norm(3, 4096, 64, false, false);   // LLaMA's width: 128 threads a row, 512 blocks
   ok &= post_norm(16, 768, 96, true, true);     // GPT-2's width, layernorm, 16 rows
   ok &= post_norm(5, 200, 40, true, false);     // a partial 8-row tile
+  ok &= reduce_norm(16, 4096, 2, false, 256);   // LLaMA's width at batch 16: 128 threads a row's norm
+  ok &= reduce_norm(5, 768, 4, true, 128);      // GPT-2's, layernorm (32 threads the norm's)
+  ok &= reduce_norm(3, 8192, 3, false, 256);    // 256 threads the norm's, all of the block
   std::printf(ok ? "all passed\n" : "FAILED\n");
   return ok ? 0 : 1;
 }
