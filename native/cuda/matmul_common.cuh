@@ -77,15 +77,13 @@ __device__ __forceinline__ void store_partial(float* w, int64_t M, int64_t N, in
   if (col + 1 < N) p[1] = v1;
 }
 
-// Split K, second pass: C = alpha * (sum of the slices) + beta * C + bias, a pair of columns a thread.
+// Split K, second pass, for (row, col) and (row, col+1): the slices' partial sums of ws [splits][M][N] added
+// in slice order, then stored as store2 does (C = alpha * sum + beta * C + bias). splitk_reduce and
+// splitk_reduce_norm (matmul_gemv.cuh) both store through it: the same bits.
 template <typename T>
-__global__ void splitk_reduce(const float* __restrict__ ws, int splits, const T* __restrict__ bias, T* __restrict__ C,
-                              int M, int N, float alpha, float beta, int pair_ok) {
-  pdl_begin();  // launched with PDL after the 64-row tile (launch_sm90_t): the partials are read after the wait
-  const int64_t half = (int64_t(N) + 1) / 2;
-  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= int64_t(M) * half) return;
-  const int64_t row = i / half, col = 2 * (i % half);
+__device__ __forceinline__ void splitk_store2(const float* __restrict__ ws, int splits, const T* __restrict__ bias,
+                                              T* __restrict__ C, int M, int N, int64_t row, int64_t col, float alpha,
+                                              float beta, int pair_ok) {
   const int64_t plane = int64_t(M) * N;
   const float* p = ws + row * N + col;
   const bool two = col + 1 < N;
@@ -95,6 +93,17 @@ __global__ void splitk_reduce(const float* __restrict__ ws, int splits, const T*
     if (two) v1 += p[1];
   }
   store2(C, bias, M, N, row, col, v0, v1, alpha, beta, pair_ok);
+}
+
+// Split K, second pass: C = alpha * (sum of the slices) + beta * C + bias, a pair of columns a thread.
+template <typename T>
+__global__ void splitk_reduce(const float* __restrict__ ws, int splits, const T* __restrict__ bias, T* __restrict__ C,
+                              int M, int N, float alpha, float beta, int pair_ok) {
+  pdl_begin();  // launched with PDL after the 64-row tile (launch_sm90_t): the partials are read after the wait
+  const int64_t half = (int64_t(N) + 1) / 2;
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= int64_t(M) * half) return;
+  splitk_store2(ws, splits, bias, C, M, N, i / half, 2 * (i % half), alpha, beta, pair_ok);
 }
 
 // silu_gate's arithmetic (activation.cu): the same expression, so the fused epilogues (the GEMV's, the

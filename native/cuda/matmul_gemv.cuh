@@ -175,18 +175,9 @@ splitk_reduce_norm(const float* __restrict__ ws, int splits, const T* __restrict
   static_assert(sizeof(T) == 2, "16-bit rows: a pack of 8 is one 16-byte load");
   pdl_begin();  // launched as splitk_reduce is (launch_sm90_t): the partials are read after the wait
   PARALLM_GEMV_SHARED float s_norm[64];  // the row's mean [0], rstd [16], a row sum's warp partials [32..64)
-  const int64_t row = blockIdx.x, half = (int64_t(N) + 1) / 2, plane = int64_t(M) * N;
-  for (int64_t q = threadIdx.x; q < half; q += blockDim.x) {
-    const int64_t col = 2 * q;
-    const float* p = ws + row * N + col;
-    const bool two = col + 1 < N;
-    float v0 = 0.f, v1 = 0.f;
-    for (int s = 0; s < splits; ++s, p += plane) {
-      v0 += p[0];
-      if (two) v1 += p[1];
-    }
-    store2(C, bias, M, N, row, col, v0, v1, alpha, beta, pair_ok);
-  }
+  const int64_t row = blockIdx.x, half = (int64_t(N) + 1) / 2;
+  for (int64_t q = threadIdx.x; q < half; q += blockDim.x)
+    splitk_store2(ws, splits, bias, C, M, N, row, 2 * q, alpha, beta, pair_ok);
   __syncthreads();  // the row as the block stored it, before the block reads it back (past L1)
   T* cr = C + row * N;
   gemv_rows_stats<T, LN, true>(cr, 1, N, eps, ntx, s_norm, s_norm + 16, s_norm + 32);

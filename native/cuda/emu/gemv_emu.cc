@@ -1,5 +1,6 @@
 // The GEMVs of native/cuda/matmul_gemv.cuh (the pipelined and the register kernel, plain, with rmsnorm,
-// with SwiGLU; the register kernel held bit for bit to the pipelined one) run on the CPU through emu.h (cp.async copies at
+// with SwiGLU; the register kernel held bit for bit to the pipelined one), and its split-K reduce with the
+// norm (splitk_reduce_norm, held bit for bit to splitk_reduce), run on the CPU through emu.h (cp.async copies at
 // once, mma.sync through the warp's barrier), against a float64 reference on random bf16 inputs, C
 // poisoned (NaN) first: M = 1..16, N not a multiple of 8, K not a multiple of 32, grids of one tile a
 // block and of several (the ring running on across tiles), warps left without a K chunk, bias, alpha and
