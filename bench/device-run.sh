@@ -618,7 +618,9 @@ for p in "${parts[@]}"; do
       # kernels specialised to no cluster). Their GPU tests, then 7B decode at 16 and 64 with the norm in the
       # residual projections at every batch (PARALLM_DECODE_NORM_IN_GEMV=1) against the default, alternating;
       # then where batch 64's time goes with it (ncu).
-      timeout 150 vitest run test/gpu/decode.gpu.test.ts test/gpu/kernels.gpu.test.ts -t "linearResidualNorm|sm90|64-row|split-K|tensor-core" > "$out/gpu-s14a.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-s14a.log" | head -20
+      # Also the argmax cut into chunks (on by default: GPT-2's 50,257 logits took one block 27 µs a step).
+      timeout 150 vitest run test/gpu/decode.gpu.test.ts test/gpu/kernels.gpu.test.ts -t "linearResidualNorm|sm90|64-row|split-K|tensor-core|argmax" > "$out/gpu-s14a.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-s14a.log" | head -20
+      timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1 2>&1 | tail -1 | sed "s/^/[gpt2 b1, chunked argmax] /"
       for r in 1 2; do for n in "" 1; do
         PARALLM_DECODE_NORM_IN_GEMV=$n timeout 70 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16,64 2>&1 | tail -3 | sed "s/^/[norm-in-gemv=$n r$r 7B] /"
         PARALLM_DECODE_NORM_IN_GEMV=$n timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 16 2>&1 | tail -1 | sed "s/^/[norm-in-gemv=$n r$r gpt2] /"

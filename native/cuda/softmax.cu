@@ -126,12 +126,22 @@ struct Best {
   int32_t i;
 };
 __device__ __forceinline__ bool beats(Best a, Best b) {
-  const bool an = isnan(a.v), bn = isnan(b.v);
+  const bool an = std::isnan(a.v), bn = std::isnan(b.v);
   if (an != bn) return bn;
   if (!an && a.v != b.v) return a.v > b.v;
   return a.i < b.i;
 }
 __device__ __forceinline__ Best better(Best a, Best b) { return beats(a, b) ? a : b; }
+
+// Butterfly over a warp on both fields; every lane gets the warp's best.
+__device__ __forceinline__ Best warp_best(Best b) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const Best t{__shfl_xor_sync(0xffffffffu, b.v, o), __shfl_xor_sync(0xffffffffu, b.i, o)};
+    b = better(b, t);
+  }
+  return b;
+}
 
 template <class T, int N>
 __global__ void __launch_bounds__(kMaxThreads) argmax_kernel(const T* __restrict__ x, int32_t* __restrict__ out,
@@ -149,12 +159,7 @@ __global__ void __launch_bounds__(kMaxThreads) argmax_kernel(const T* __restrict
 #pragma unroll
       for (int j = 0; j < N; ++j) b = better(b, Best{f32(p.v[j]), int32_t(v * N + j)});
     }
-    // Butterfly on both fields, then across warps.
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-      const Best t{__shfl_xor_sync(0xffffffffu, b.v, o), __shfl_xor_sync(0xffffffffu, b.i, o)};
-      b = better(b, t);
-    }
+    b = warp_best(b);  // then across warps
     const int nw = blockDim.x >> 5;
     if (nw > 1) {
       Best* row = sh + threadIdx.y * nw;
@@ -165,6 +170,54 @@ __global__ void __launch_bounds__(kMaxThreads) argmax_kernel(const T* __restrict
       for (int i = 1; i < nw; ++i) b = better(b, row[i]);
     }
     if (live && threadIdx.x == 0) out[r] = b.i == INT32_MAX ? 0 : b.i;
+  }
+}
+
+// Long rows (a vocabulary: GPT-2's 50,257 logits took one block 27 µs a decode step, ncu S13-1): each
+// row cut into chunks of kArgChunk, a block a chunk keeping kArgPer loads a thread in flight, its best
+// candidate written to part [R][chunks]; then a warp a row merges the chunks'. `better` is a total
+// order, so any split gives argmax_kernel's answer.
+constexpr int kArgThreads = 256, kArgPer = 16, kArgChunk = kArgThreads * kArgPer;
+constexpr int64_t kArgSplitMin = 4 * kArgChunk;  // shorter rows: argmax_kernel, a block a row
+
+template <class T>
+__global__ void __launch_bounds__(kArgThreads) argmax_chunk_kernel(const T* __restrict__ x, Best* __restrict__ part,
+                                                                   int64_t R, int64_t C, int chunks) {
+  __shared__ Best sh[kArgThreads / 32];
+  const int64_t c0 = int64_t(blockIdx.x) * kArgChunk + threadIdx.x;
+  for (int64_t r = blockIdx.y; r < R; r += gridDim.y) {
+    const T* xr = x + r * C;
+    T v[kArgPer];
+#pragma unroll
+    for (int k = 0; k < kArgPer; ++k) {  // every load issued before the first comparison
+      const int64_t c = c0 + int64_t(k) * kArgThreads;
+      if (c < C) v[k] = xr[c];
+    }
+    Best b{NAN, INT32_MAX};
+#pragma unroll
+    for (int k = 0; k < kArgPer; ++k) {
+      const int64_t c = c0 + int64_t(k) * kArgThreads;
+      if (c < C) b = better(b, Best{f32(v[k]), int32_t(c)});
+    }
+    b = warp_best(b);
+    if ((threadIdx.x & 31) == 0) sh[threadIdx.x >> 5] = b;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      for (int i = 1; i < kArgThreads / 32; ++i) b = better(b, sh[i]);
+      part[r * chunks + blockIdx.x] = b;
+    }
+    __syncthreads();  // sh is read before the next row writes it
+  }
+}
+
+// A warp a row (every lane of a warp on the same row, so the butterfly sees the whole warp).
+__global__ void argmax_merge_kernel(const Best* __restrict__ part, int32_t* __restrict__ out, int64_t R, int chunks) {
+  const int64_t warps = int64_t(gridDim.x) * (blockDim.x / 32);
+  for (int64_t r = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32; r < R; r += warps) {
+    Best b{NAN, INT32_MAX};
+    for (int i = int(threadIdx.x & 31); i < chunks; i += 32) b = better(b, part[r * chunks + i]);
+    b = warp_best(b);
+    if ((threadIdx.x & 31) == 0) out[r] = b.i == INT32_MAX ? 0 : b.i;
   }
 }
 
@@ -204,6 +257,21 @@ template <class T>
 void argmax_t(cudaStream_t s, const void* x, int32_t* out, int64_t R, int64_t C) {
   constexpr int V = 16 / sizeof(T);
   auto* xt = static_cast<const T*>(x);
+  if (C >= kArgSplitMin) {
+    const int chunks = int((C + kArgChunk - 1) / kArgChunk);
+    const size_t bytes = size_t(R) * size_t(chunks) * sizeof(Best);
+    Best* part = nullptr;  // stream-ordered, so a captured graph gets its own allocation node
+    PARALLM_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&part), bytes, s), "argmax: scratch of ", bytes,
+                       " bytes (R=", R, " C=", C, ")");
+    const dim3 grid(unsigned(chunks), unsigned(std::min<int64_t>(R, 65535)));
+    argmax_chunk_kernel<T><<<grid, kArgThreads, 0, s>>>(xt, part, R, C, chunks);
+    PARALLM_LAUNCH_CHECK("argmax: launch failed (R=", R, " C=", C, ", ", chunks, " chunks a row)");
+    const unsigned merge_blocks = unsigned(std::min<int64_t>((R + 3) / 4, kMaxGrid));  // 4 warps a block
+    argmax_merge_kernel<<<merge_blocks, 128, 0, s>>>(part, out, R, chunks);
+    PARALLM_LAUNCH_CHECK("argmax: merge launch failed (R=", R, " C=", C, ", ", chunks, " chunks a row)");
+    PARALLM_CUDA_CHECK(cudaFreeAsync(part, s), "argmax: scratch free (R=", R, " C=", C, ")");
+    return;
+  }
   // One pass, nothing cached: size the block as if each thread kept kCached loads anyway.
   if (C % V == 0 && aligned16(x)) {
     const RowGrid g = row_grid(R, C, V);

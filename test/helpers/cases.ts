@@ -594,7 +594,9 @@ export const KERNEL_CASES: KernelCase[] = [
   softmax(2, 50257),
   argmax(1, 1),
   argmax(5, 33),
-  argmax(3, 50257),
+  argmax(3, 50257), // on a GPU cut into chunks of 4096 and merged (from 16384 on)
+  argmax(2, 16383),
+  argmax(2, 16384),
 ];
 
 /** Sizes that reach the GPU's tensor-core, split-K and vectorized paths (too slow for every CI run). */

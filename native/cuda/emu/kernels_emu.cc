@@ -340,6 +340,30 @@ static void attention(int B, int T, int Hq, int Hkv, int D, bool simt) {
   check((std::string(w) + " dv").c_str(), dt, F(dv), p.dvr);
 }
 
+// argmax (softmax.cu) against the host's first maximum (NaN after every number): rows short enough for a
+// block a row and long enough to be cut into chunks and merged; values on a coarse grid so ties cross chunks.
+static void argmax_rows(DType dt, int64_t R, int64_t C, bool nans) {
+  Buf x(dt, R * C);
+  std::uniform_int_distribution<int> q(-50, 50);
+  for (int64_t i = 0; i < R * C; ++i) x.set(i, nans && i % 7 == 3 ? NAN : float(q(rng)) / 8);
+  std::vector<int32_t> out(R, -1), ref(R);
+  for (int64_t r = 0; r < R; ++r) {
+    int64_t b = -1;
+    for (int64_t c = 0; c < C; ++c) {
+      const float v = x.f[r * C + c];
+      if (std::isnan(v)) continue;
+      if (b < 0 || v > x.f[r * C + b]) b = c;
+    }
+    ref[r] = int32_t(b < 0 ? 0 : b);
+  }
+  pc::argmax(nullptr, dt, x.p(), out.data(), R, C);
+  const bool ok = out == ref;
+  all_ok &= ok;
+  char w[96];
+  std::snprintf(w, sizeof w, "argmax %ldx%ld%s", long(R), long(C), nans ? " with NaNs" : "");
+  std::printf("  %-52s %-4s %s\n", w, dt == DType::BF16 ? "bf16" : "f32", ok ? "ok" : "FAIL");
+}
+
 int main() {
   for (DType dt : {DType::F32, DType::BF16}) {
     std::printf("%s\n", dt == DType::F32 ? "f32" : "bf16");
@@ -366,6 +390,9 @@ int main() {
     cross_entropy(dt, 7, 1001, true, 0, 1024);  // rows padded to 1024 (GPT-2's 50257 in 50304): padding zeroed
     cross_entropy(dt, 6, 1001, false, 0, 1008);
     optimizer(dt, 40003, 30000);
+    argmax_rows(dt, 5, 1000, false);   // a block a row
+    argmax_rows(dt, 3, 50257, false);  // GPT-2's vocabulary: 13 chunks a row, merged
+    argmax_rows(dt, 2, 40000, true);   // chunks, NaNs skipped
   }
   attention<float>(1, 40, 2, 1, 64, false);
   attention<float>(1, 20, 2, 2, 48, false);

@@ -32,7 +32,7 @@ objs=()
 pids=()
 cp "$tmp"/attention_prefill_mma.cuh "$tmp"/attention_backward_mma.cuh "$tmp"/attention_backward.cuh "$here"/mma_ptx.cuh "$here"/emu.h \
    "$tmp"/k/cuda/  # (the patched copies, and the stand-in mma_ptx.cuh)
-for f in norm elementwise activation rope kvcache embedding classifier optimizer attention; do
+for f in norm elementwise activation rope kvcache embedding classifier optimizer softmax attention; do
   python3 "$here"/rewrite.py "$here"/../$f.cu "$tmp"/k/cuda/$f.cc
   perl -0pi -e 's/float y;\s*asm\("ex2\.approx\.ftz\.f32 %0, %1;" : "=f"\(y\) : "f"\(x\)\);\s*return y;/return exp2f(x);/' \
     "$tmp"/k/cuda/$f.cc
