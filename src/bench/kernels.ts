@@ -265,7 +265,7 @@ function decodeLayerCase(dev: string, B: number, L: number, fused: boolean): Cas
 }
 
 /**
- * A training step's optimizer kernels over a flat buffer of n parameters (GPT-2 124M's count by default):
+ * A training step's optimizer kernels over a flat buffer of n parameters (on a GPU GPT-2 124M's count):
  * the gradient's squared norm (ops.sumSquares, bytes read) and the fused AdamW update (master, m, v read
  * and written in f32, the gradient read and the compute copy written in dt). Each is judged against a copy
  * moving as many bytes.
@@ -341,6 +341,8 @@ function cases(dev: string, dt: DType, gpu: boolean, quick: boolean): Case[] {
       gemmCase(dev, dt, 1, quick ? 1024 : 4096, quick ? 1024 : 4096, true),
       prefillCase(dev, dt, 1, quick ? 2 : 8, quick ? 128 : 512, 64),
       decodeCase(dev, dt, 1, 8, quick ? 256 : 1024, 64),
+      optimizerCase(dev, dt, 'sum-squares', quick ? 1 << 20 : 1 << 23),
+      optimizerCase(dev, dt, 'adamw', quick ? 1 << 20 : 1 << 23),
       copyCase(dev, (quick ? 16 : 256) << 20),
     ];
   }

@@ -43,7 +43,7 @@ describe('parallm CLI', () => {
       results: { name: string; ms: number; tflops?: number; gbps?: number }[];
     };
     const names = new Set(out.results.map((r) => r.name));
-    for (const n of ['gemm', 'gemv', 'attention-prefill', 'attention-decode', 'copy']) expect(names).toContain(n);
+    for (const n of ['gemm', 'gemv', 'attention-prefill', 'attention-decode', 'sum-squares', 'adamw', 'copy']) expect(names).toContain(n);
     for (const r of out.results) {
       expect(r.ms).toBeGreaterThan(0);
       expect((r.tflops ?? 0) + (r.gbps ?? 0)).toBeGreaterThan(0);
