@@ -33,6 +33,24 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
   return *reinterpret_cast<uint32_t*>(&t);
 }
 
+// The end of a row pair's online softmax (rows row0 and row0 + 8 of a quad's accumulators): the quad's
+// partial row sums added, the natural-log logsumexp stored (training forward, quad lane 0, rows < Tq; m
+// and l are in log2 units), and l replaced by 1 / l for scaling O. Both prefill kernels end with it.
+template <bool LSE>
+__device__ __forceinline__ void finish_rows(float (&lr)[2], const float (&mr)[2], float* __restrict__ lse,
+                                            int64_t lse_row0, int row0, int Tq, int quad_lane) {
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    lr[r] += __shfl_xor_sync(0xffffffffu, lr[r], 1);
+    lr[r] += __shfl_xor_sync(0xffffffffu, lr[r], 2);
+    if constexpr (LSE) {
+      if (quad_lane == 0 && row0 + r * 8 < Tq) lse[lse_row0 + row0 + r * 8] = (mr[r] + __log2f(lr[r])) * 0.6931471805599453f;
+    }
+    lr[r] = 1.f / lr[r];
+  }
+}
+
+
 template <int D, int NW>
 struct PrefillMma {
   static constexpr int BM = 16 * NW, BN = 64, NT = 32 * NW, CPR = D / 8;
@@ -194,17 +212,7 @@ prefill_mma(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16* __restrict
     __syncthreads();  // this buffer is refilled by the next iteration's copy
   }
 
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    lr[r] += __shfl_xor_sync(0xffffffffu, lr[r], 1);
-    lr[r] += __shfl_xor_sync(0xffffffffu, lr[r], 2);
-    // Training forward: the natural-log logsumexp of the scaled scores (m and l are in log2 units).
-    if constexpr (LSE) {
-      if (ti == 0 && row_a + r * 8 < Tq)
-        lse[(int64_t(b) * Hq + h) * Tq + row_a + r * 8] = (mr[r] + __log2f(lr[r])) * 0.6931471805599453f;
-    }
-    lr[r] = 1.f / lr[r];
-  }
+  finish_rows<LSE>(lr, mr, lse, (int64_t(b) * Hq + h) * Tq, row_a, Tq, ti);
   __nv_bfloat16* ob = out + (int64_t(b) * Tq * Hq + h) * D + 2 * ti;
   const int64_t ors = int64_t(Hq) * D;
 #pragma unroll

@@ -488,17 +488,7 @@ prefill_sm90(const __grid_constant__ CUtensorMap tmQ, const __grid_constant__ CU
     }
     if constexpr (PP) pp_wait_if(cw, cw == 0);  // the turn consumer 1 passed last
 
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      lr[r] += __shfl_xor_sync(0xffffffffu, lr[r], 1);
-      lr[r] += __shfl_xor_sync(0xffffffffu, lr[r], 2);
-      // Training forward: the natural-log logsumexp of the scaled scores (m and l are in log2 units).
-      if constexpr (LSE) {
-        if (t4 == 0 && r0 + r * 8 < Tq)
-          lse[(int64_t(b) * Hq + h) * Tq + r0 + r * 8] = (mr[r] + __log2f(lr[r])) * 0.6931471805599453f;
-      }
-      lr[r] = 1.f / lr[r];
-    }
+    finish_rows<LSE>(lr, mr, lse, (int64_t(b) * Hq + h) * Tq, r0, Tq, t4);
     // Accumulator j of a row holds dims 8j + 2 t4 (+1): one 4-byte store each, packed outside the row
     // test (a branch reading O, a wgmma operand, would serialize the next item's wgmmas).
     __nv_bfloat16* ob = out + (int64_t(b) * Tq * Hq + h) * D + 2 * t4;
