@@ -5,7 +5,7 @@
 // positions; a sequence whose rows would fall outside [0, max_len) writes nothing.
 //
 // rope_kv_write: decode's rope of the q and k heads and both cache writes in one launch (three before):
-// a block a head of a sequence, a thread an element (see rope_kv_kernel), the rotation rope.cu applies.
+// a warp a head of a sequence, its loads in flight together (see rope_kv_kernel), the rotation rope.cu applies.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -55,49 +55,74 @@ void launch(cudaStream_t s, const void* src, void* dst, const int32_t* pos, int 
                      "kv_write: launch (B=", B, " T=", T, " row of ", W, " words)");
 }
 
-// A block per (head of the qkv row, sequence), a thread per element u of the head, so no thread waits on
-// another's memory (the first form, a block a sequence looping over heads, spent ~10 µs a layer at every
-// batch in chains of dependent loads and stores: ncu, bench/RESULTS.md S13-1). A q or k head's thread
-// u < half rotates the pair (u, u + half); a k head's threads also store the rotated pair, or (u >=
-// rot_dim) the element, in the k cache; a v head's threads copy their element to the v cache.
+// A warp per head of a sequence (kRopeWarps heads a block), each lane keeping kRopeInFlight elements' loads
+// in flight before it computes or stores any, so the whole launch is about one memory latency. (A block a
+// sequence looping over heads spent ~10 µs a layer in chains of dependent loads and stores; a block a head
+// with a thread an element, 9.4 µs at batch 64: 786 K threads, three waves of one load each. ncu,
+// bench/RESULTS.md S13-1, S14-1.) A q or k head rotates its pairs (i, i + half), i < half; a k head also
+// stores them, and (k) the unrotated tail [rot_dim, D), in the k cache; a v head copies itself to the v
+// cache. The cache rows are written only for a position inside [0, max_len).
+constexpr int kRopeWarps = 4, kRopeInFlight = 4;
+
 template <class T>
-__global__ void rope_kv_kernel(T* __restrict__ qkv, T* __restrict__ kc, T* __restrict__ vc,
-                               const int32_t* __restrict__ pos, int B, int Hq, int Hkv, int D, int64_t qs,
-                               int rot_dim, float theta, const float* __restrict__ freqs, int64_t kb, int64_t kt,
-                               int64_t max_len) {
+__global__ void __launch_bounds__(kRopeWarps * 32)
+    rope_kv_kernel(T* __restrict__ qkv, T* __restrict__ kc, T* __restrict__ vc, const int32_t* __restrict__ pos, int B,
+                   int Hq, int Hkv, int D, int64_t qs, int rot_dim, float theta, const float* __restrict__ freqs,
+                   int64_t kb, int64_t kt, int64_t max_len) {
   pdl_begin();  // launched with PDL: wait for the kernel before, then let the next start (pdl.cuh)
-  const int half = rot_dim / 2, h = int(blockIdx.x);
+  constexpr int R = kRopeInFlight;
+  const int lane = int(threadIdx.x) & 31, h = int(blockIdx.x) * kRopeWarps + (int(threadIdx.x) >> 5);
+  if (h >= Hq + 2 * Hkv) return;  // (no barriers below)
+  const int half = rot_dim / 2;
   const bool is_k = h >= Hq && h < Hq + Hkv, is_v = h >= Hq + Hkv;
-  for (int64_t b = blockIdx.y; b < B; b += gridDim.y) {  // (the same trip count for every thread of a block)
+  for (int64_t b = blockIdx.y; b < B; b += gridDim.y) {
     T* head = qkv + b * qs + int64_t(h) * D;
     const int32_t p = pos[b];
     const bool store = p >= 0 && int64_t(p) + 1 <= max_len;
     const int64_t c = b * kb + int64_t(p) * kt + int64_t(h - Hq - (is_v ? Hkv : 0)) * D;  // the cache row's head
-    for (int u = int(threadIdx.x); u < D; u += int(blockDim.x)) {
-      if (is_v) {
-        if (store) vc[c + u] = head[u];
-      } else if (u < half) {
-        const T x1 = head[u], x2 = head[u + half];
+    // Elements [lo, hi) of the head copied to the cache row (v: all; k: the unrotated tail).
+    auto copy = [&](T* __restrict__ cache, int lo, int hi) {
+      for (int u0 = lo; u0 < hi; u0 += 32 * R) {
+        T x[R];
+#pragma unroll
+        for (int r = 0; r < R; ++r)
+          if (const int u = u0 + r * 32 + lane; u < hi) x[r] = head[u];
+#pragma unroll
+        for (int r = 0; r < R; ++r)
+          if (const int u = u0 + r * 32 + lane; u < hi) cache[c + u] = x[r];
+      }
+    };
+    if (is_v) {
+      if (store) copy(vc, 0, D);
+      continue;
+    }
+    for (int i0 = 0; i0 < half; i0 += 32 * R) {
+      T x1[R], x2[R];
+#pragma unroll
+      for (int r = 0; r < R; ++r)
+        if (const int i = i0 + r * 32 + lane; i < half) x1[r] = head[i], x2[r] = head[i + half];
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        const int i = i0 + r * 32 + lane;
+        if (i >= half) continue;
         float sn, cs;
-        sincosf(float(p) * rope_freq(freqs, theta, u, rot_dim), &sn, &cs);
+        sincosf(float(p) * rope_freq(freqs, theta, i, rot_dim), &sn, &cs);
         T y1, y2;
-        rope_rotate(f32(x1), f32(x2), cs, sn, y1, y2);
-        head[u] = y1;
-        head[u + half] = y2;
-        if (is_k && store) kc[c + u] = y1, kc[c + u + half] = y2;
-      } else if (u >= rot_dim && is_k && store) {
-        kc[c + u] = head[u];
+        rope_rotate(f32(x1[r]), f32(x2[r]), cs, sn, y1, y2);
+        head[i] = y1;
+        head[i + half] = y2;
+        if (is_k && store) kc[c + i] = y1, kc[c + i + half] = y2;
       }
     }
+    if (is_k && store) copy(kc, rot_dim, D);
   }
 }
 
 template <class T>
 void rope_kv_launch(cudaStream_t s, void* qkv, void* kc, void* vc, const int32_t* pos, int B, int Hq, int Hkv, int D,
                     int64_t qs, int rot_dim, float theta, const float* freqs, int64_t kb, int64_t kt, int64_t max_len) {
-  const int tx = int(std::min<int64_t>(256, cdiv(D, 32) * 32));
-  const dim3 grid(unsigned(Hq + 2 * Hkv), unsigned(std::min<int64_t>(B, kMaxBlocksY)));
-  PARALLM_CUDA_CHECK(launch_pdl_small(rope_kv_kernel<T>, grid, dim3(tx), 0, s, static_cast<T*>(qkv),
+  const dim3 grid(unsigned(cdiv(int64_t(Hq) + 2 * Hkv, kRopeWarps)), unsigned(std::min<int64_t>(B, kMaxBlocksY)));
+  PARALLM_CUDA_CHECK(launch_pdl_small(rope_kv_kernel<T>, grid, dim3(kRopeWarps * 32), 0, s, static_cast<T*>(qkv),
                                       static_cast<T*>(kc), static_cast<T*>(vc), pos, B, Hq, Hkv, D, qs, rot_dim, theta,
                                       freqs, kb, kt, max_len),
                      "rope_kv_write: launch (B=", B, " Hq=", Hq, " Hkv=", Hkv, " D=", D, ")");

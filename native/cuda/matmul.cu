@@ -263,7 +263,7 @@ int sm90_consumers(int64_t M) {
 bool reduce_norm_ok(const Args& a) {
   const PostNorm* pn = a.post;
   return pn && a.dt == DType::BF16 && a.N % 8 == 0 && aligned16(a.C) && aligned16(pn->w) && aligned16(pn->h) &&
-         (!pn->b || aligned16(pn->b)) && mm::gemvp_norm_threads(a.N) <= 512;
+         (!pn->b || aligned16(pn->b)) && a.N <= mm::kReduceNormMax;
 }
 
 template <typename T, bool TA, bool TB, int CW>
@@ -301,10 +301,12 @@ void launch_sm90_t(const Args& a, const CUtensorMap& mA, const CUtensorMap& mB) 
     bool reduced = false;
     if constexpr (CW == 1 && std::is_same_v<T, __nv_bfloat16>) {
       if (const PostNorm* pn = a.post; reduce_norm_ok(a)) {
-        // A block a row: the slices' sum, the residual and bias stored as splitk_reduce stores them, then the norm.
+        // A block a row, a 16-byte pack of it a thread (up to 512): the slices' sum, the residual and bias
+        // stored as splitk_reduce stores them, then the norm.
         const int ntx = mm::gemvp_norm_threads(a.N);
+        const int threads = int(std::max<int64_t>(ntx, std::min<int64_t>(512, (a.N / 8 + 31) / 32 * 32)));
         auto k = pn->b ? mm::splitk_reduce_norm<T, true> : mm::splitk_reduce_norm<T, false>;
-        PARALLM_CUDA_CHECK(launch_maybe_pdl(pdl, k, dim3(unsigned(a.M)), dim3(unsigned(std::max(256, ntx))), 0, a.stream,
+        PARALLM_CUDA_CHECK(launch_maybe_pdl(pdl, k, dim3(unsigned(a.M)), dim3(unsigned(threads)), 0, a.stream,
                                             static_cast<const float*>(ws), splits, static_cast<const T*>(a.bias),
                                             static_cast<T*>(a.C), a.M, a.N, a.alpha, a.beta, a.pair_ok,
                                             static_cast<const T*>(pn->w), static_cast<const T*>(pn->b), pn->eps, ntx,

@@ -26,22 +26,25 @@ template <> struct Pair2<__half> {
 };
 
 // One output element. beta == 0 never reads C (it may hold garbage or NaN).
+// Both return what they stored (as f32; callers other than splitk_reduce_norm drop it).
 template <typename T>
-__device__ __forceinline__ void store1(T* C, const T* bias, int64_t N, int64_t row, int64_t col, float v,
-                                       float alpha, float beta) {
+__device__ __forceinline__ float store1(T* C, const T* bias, int64_t N, int64_t row, int64_t col, float v,
+                                        float alpha, float beta) {
   float r = alpha * v;
   T* c = C + row * N + col;
   if (beta != 0.f) r += beta * f32(*c);
   if (bias) r += f32(bias[col]);
-  *c = from_f32<T>(r);
+  const T o = from_f32<T>(r);
+  *c = o;
+  return f32(o);
 }
 
 // Outputs (row, col) and (row, col+1). pair_ok: N even and C 4-byte aligned, so with col even the
 // pair is one aligned 4-byte word.
 template <typename T>
-__device__ __forceinline__ void store2(T* C, const T* bias, int64_t M, int64_t N, int64_t row, int64_t col,
-                                       float v0, float v1, float alpha, float beta, bool pair_ok) {
-  if (row >= M || col >= N) return;
+__device__ __forceinline__ float2 store2(T* C, const T* bias, int64_t M, int64_t N, int64_t row, int64_t col,
+                                         float v0, float v1, float alpha, float beta, bool pair_ok) {
+  if (row >= M || col >= N) return make_float2(0.f, 0.f);
   if constexpr (sizeof(T) == 2) {
     if (pair_ok) {
       using P = Pair2<T>;
@@ -56,12 +59,13 @@ __device__ __forceinline__ void store2(T* C, const T* bias, int64_t M, int64_t N
         r0 += f32(bias[col]);
         r1 += f32(bias[col + 1]);
       }
-      *c = P::make(r0, r1);
-      return;
+      const typename P::type o = P::make(r0, r1);
+      *c = o;
+      return P::split(o);
     }
   }
-  store1(C, bias, N, row, col, v0, alpha, beta);
-  if (col + 1 < N) store1(C, bias, N, row, col + 1, v1, alpha, beta);
+  const float y0 = store1(C, bias, N, row, col, v0, alpha, beta);
+  return make_float2(y0, col + 1 < N ? store1(C, bias, N, row, col + 1, v1, alpha, beta) : 0.f);
 }
 
 // Split K: f32 partial sums (row, col) and (row, col+1) of one K slice, into w [M][N].
@@ -80,19 +84,56 @@ __device__ __forceinline__ void store_partial(float* w, int64_t M, int64_t N, in
 // Split K, second pass, for (row, col) and (row, col+1): the slices' partial sums of ws [splits][M][N] added
 // in slice order, then stored as store2 does (C = alpha * sum + beta * C + bias). splitk_reduce and
 // splitk_reduce_norm (matmul_gemv.cuh) both store through it: the same bits.
+// Four slices' loads are issued before any is added (in order): a loop of load-then-add waited a memory
+// latency a slice.
 template <typename T>
-__device__ __forceinline__ void splitk_store2(const float* __restrict__ ws, int splits, const T* __restrict__ bias,
-                                              T* __restrict__ C, int M, int N, int64_t row, int64_t col, float alpha,
-                                              float beta, int pair_ok) {
+__device__ __forceinline__ float2 splitk_store2(const float* __restrict__ ws, int splits, const T* __restrict__ bias,
+                                                T* __restrict__ C, int M, int N, int64_t row, int64_t col,
+                                                float alpha, float beta, int pair_ok) {
+  constexpr int F = 4;
   const int64_t plane = int64_t(M) * N;
   const float* p = ws + row * N + col;
   const bool two = col + 1 < N;
   float v0 = 0.f, v1 = 0.f;
-  for (int s = 0; s < splits; ++s, p += plane) {
+  int s = 0;
+  for (; s + F <= splits; s += F, p += F * plane) {
+    float a0[F], a1[F];
+#pragma unroll
+    for (int j = 0; j < F; ++j) a0[j] = p[j * plane], a1[j] = two ? p[j * plane + 1] : 0.f;
+#pragma unroll
+    for (int j = 0; j < F; ++j) {
+      v0 += a0[j];
+      if (two) v1 += a1[j];
+    }
+  }
+  for (; s < splits; ++s, p += plane) {
     v0 += p[0];
     if (two) v1 += p[1];
   }
-  store2(C, bias, M, N, row, col, v0, v1, alpha, beta, pair_ok);
+  return store2(C, bias, M, N, row, col, v0, v1, alpha, beta, pair_ok);
+}
+
+// The slices' sums of 8 columns from ws + off (off % 4 == 0, plane % 4 == 0: 16-byte loads), each added in
+// slice order from 0 as splitk_store2 adds them (the same bits), four slices' loads in flight at a time.
+__device__ __forceinline__ void splitk_sum8(const float* __restrict__ ws, int splits, int64_t plane, int64_t off,
+                                            float (&v)[8]) {
+  constexpr int F = 4;
+#pragma unroll
+  for (int e = 0; e < 8; ++e) v[e] = 0.f;
+  const float* p = ws + off;
+  auto add = [&](const float4& a, const float4& b) {
+    v[0] += a.x, v[1] += a.y, v[2] += a.z, v[3] += a.w, v[4] += b.x, v[5] += b.y, v[6] += b.z, v[7] += b.w;
+  };
+  int s = 0;
+  for (; s + F <= splits; s += F, p += F * plane) {
+    float4 a[F][2];
+#pragma unroll
+    for (int j = 0; j < F; ++j)
+      a[j][0] = *reinterpret_cast<const float4*>(p + j * plane), a[j][1] = *reinterpret_cast<const float4*>(p + j * plane + 4);
+#pragma unroll
+    for (int j = 0; j < F; ++j) add(a[j][0], a[j][1]);
+  }
+  for (; s < splits; ++s, p += plane) add(*reinterpret_cast<const float4*>(p), *reinterpret_cast<const float4*>(p + 4));
 }
 
 // Split K, second pass: C = alpha * (sum of the slices) + beta * C + bias, a pair of columns a thread.

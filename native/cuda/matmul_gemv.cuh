@@ -143,8 +143,11 @@ __device__ __forceinline__ void gemv_norm_x(uint4 (&xr)[2], const T* __restrict_
 // POST: 8 elements of a row of C (read past L1) normalized into h as norm_kernel writes them.
 template <typename T, bool LN>
 __device__ __forceinline__ void gemv_norm_pack(const T* x, const T* __restrict__ w, const T* __restrict__ b, float mean,
-                                               float rstd, T* __restrict__ h) {
-  const uint4 raw = __ldcg(reinterpret_cast<const uint4*>(x));
+                                               float rstd, T* __restrict__ h);
+// The same from the 8 elements' bits in hand (raw).
+template <typename T, bool LN>
+__device__ __forceinline__ void gemv_norm_raw(const uint4& raw, const T* __restrict__ w, const T* __restrict__ b,
+                                              float mean, float rstd, T* __restrict__ h) {
   Pack<T, 8> xe, o;
   memcpy(&xe, &raw, 16);
   const Pack<T, 8> wv = *reinterpret_cast<const Pack<T, 8>*>(w);
@@ -159,14 +162,23 @@ __device__ __forceinline__ void gemv_norm_pack(const T* x, const T* __restrict__
   }
   *reinterpret_cast<Pack<T, 8>*>(h) = o;
 }
+template <typename T, bool LN>
+__device__ __forceinline__ void gemv_norm_pack(const T* x, const T* __restrict__ w, const T* __restrict__ b, float mean,
+                                               float rstd, T* __restrict__ h) {
+  gemv_norm_raw<T, LN>(__ldcg(reinterpret_cast<const uint4*>(x)), w, b, mean, rstd, h);
+}
 
 
 // Split K's second pass with the norm that reads C next (matmul_residual_norm on the sm90 64-row tile:
-// launch_sm90_t), a block a row of C: its column pairs summed over the slices and stored as splitk_reduce
-// does (the same bits), then the row's statistics and h as the GEMV's post-norm computes them
-// (gemv_rows_stats, gemv_norm_pack: norm.cu's bits). One launch where decode at batch 16-64 ran two (the
-// reduce, then the norm: ~3.5 + 5 µs, S13-1). 16-bit T, N % 8 == 0, C, h, w and b 16-byte aligned;
-// blockDim.x a multiple of 32, at least ntx (the norm's threads for a row of N, gemvp_norm_threads).
+// launch_sm90_t), a block a row of C. Its column pairs are summed over the slices and stored as
+// splitk_reduce does (splitk_store2: the same bits), each thread's pairs at once with every load in flight;
+// the stored row also goes to shared memory, from which the row's statistics (gemv_rows_stats, in
+// norm_kernel's order) and h (gemv_norm_raw: norm.cu's bits) are computed. One launch where decode at
+// batch 16-64 ran two (the reduce, then the norm: ~3.5 + 5 µs, S13-1); the first form, which read the row
+// back from memory twice after storing it, took 11.8 µs (S14-1). 16-bit T, N % 8 == 0, N <= kReduceNormMax,
+// C, h, w and b 16-byte aligned; blockDim.x a multiple of 32, at least ntx (the norm's threads for a row of
+// N, gemvp_norm_threads).
+constexpr int kReduceNormMax = 8192;
 template <typename T, bool LN>
 __global__ void __launch_bounds__(512)
 splitk_reduce_norm(const float* __restrict__ ws, int splits, const T* __restrict__ bias, T* __restrict__ C, int M,
@@ -175,15 +187,26 @@ splitk_reduce_norm(const float* __restrict__ ws, int splits, const T* __restrict
   static_assert(sizeof(T) == 2, "16-bit rows: a pack of 8 is one 16-byte load");
   pdl_begin();  // launched as splitk_reduce is (launch_sm90_t): the partials are read after the wait
   PARALLM_GEMV_SHARED float s_norm[64];  // the row's mean [0], rstd [16], a row sum's warp partials [32..64)
-  const int64_t row = blockIdx.x, half = (int64_t(N) + 1) / 2;
-  for (int64_t q = threadIdx.x; q < half; q += blockDim.x)
-    splitk_store2(ws, splits, bias, C, M, N, row, 2 * q, alpha, beta, pair_ok);
-  __syncthreads();  // the row as the block stored it, before the block reads it back (past L1)
-  T* cr = C + row * N;
-  gemv_rows_stats<T, LN, true>(cr, 1, N, eps, ntx, s_norm, s_norm + 16, s_norm + 32);
+  PARALLM_GEMV_SHARED __align__(16) T s_row[kReduceNormMax];  // the row as stored
+  const int64_t row = blockIdx.x;
+  for (int v = int(threadIdx.x); v < N / 8; v += int(blockDim.x)) {
+    float sum[8];
+    splitk_sum8(ws, splits, int64_t(M) * N, row * N + int64_t(v) * 8, sum);
+    float2 y[4];
+#pragma unroll
+    for (int q = 0; q < 4; ++q)
+      y[q] = store2(C, bias, M, N, row, int64_t(v) * 8 + 2 * q, sum[2 * q], sum[2 * q + 1], alpha, beta, pair_ok);
+    Pack<T, 8> o;
+#pragma unroll
+    for (int q = 0; q < 4; ++q) o.v[2 * q] = from_f32<T>(y[q].x), o.v[2 * q + 1] = from_f32<T>(y[q].y);
+    *reinterpret_cast<Pack<T, 8>*>(s_row + v * 8) = o;
+  }
+  __syncthreads();  // the stored row in shared memory before any thread reads another's part
+  gemv_rows_stats<T, LN, false>(s_row, 1, N, eps, ntx, s_norm, s_norm + 16, s_norm + 32);
   const float mean = LN ? s_norm[0] : 0.f, rstd = s_norm[16];
   for (int v = int(threadIdx.x); v < N / 8; v += int(blockDim.x))
-    gemv_norm_pack<T, LN>(cr + int64_t(v) * 8, w + v * 8, LN ? b + v * 8 : nullptr, mean, rstd, h + row * N + int64_t(v) * 8);
+    gemv_norm_raw<T, LN>(*reinterpret_cast<const uint4*>(s_row + v * 8), w + v * 8, LN ? b + v * 8 : nullptr, mean,
+                         rstd, h + row * N + int64_t(v) * 8);
 }
 
 // SWIGLU's store: C[row, col] = silu(gate) * up, each product rounded to T first (s[0]: gate, s[1]: up;

@@ -355,9 +355,10 @@ int main() {
   ok &= post_norm(3, 4096, 64, false, false);   // LLaMA's width: 128 threads a row, 512 blocks
   ok &= post_norm(16, 768, 96, true, true);     // GPT-2's width, layernorm, 16 rows
   ok &= post_norm(5, 200, 40, true, false);     // a partial 8-row tile
-  ok &= reduce_norm(16, 4096, 2, false, 256);   // LLaMA's width at batch 16: 128 threads a row's norm
-  ok &= reduce_norm(5, 768, 4, true, 128);      // GPT-2's, layernorm (32 threads the norm's)
-  ok &= reduce_norm(3, 8192, 3, false, 256);    // 256 threads the norm's, all of the block
+  ok &= reduce_norm(16, 4096, 2, false, 512);   // LLaMA's width at batch 16: a pack a thread, 128 the norm's
+  ok &= reduce_norm(7, 4096, 5, false, 256);    // two packs a thread; four slices' loads at once, then one
+  ok &= reduce_norm(5, 768, 4, true, 96);       // GPT-2's, layernorm (32 threads the norm's)
+  ok &= reduce_norm(3, 8192, 8, false, 512);    // 256 threads the norm's; two packs a thread
   std::printf(ok ? "all passed\n" : "FAILED\n");
   return ok ? 0 : 1;
 }

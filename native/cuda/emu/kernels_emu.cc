@@ -378,6 +378,7 @@ int main() {
     rope_bwd(dt, 6, 3, 64, 32);
     rope_kv(dt, 4, 6, 3, 64, 32, 9);  // partial rotary, a sequence at -1 and one past the cache
     rope_kv(dt, 2, 4, 4, 16, 0, 3);   // no rotation: the two cache writes
+    rope_kv(dt, 3, 5, 1, 320, 64, 7); // 7 heads (a block's last warps idle); a 256-element k tail and 320-element v heads: rounds a lane
     decode(dt, {300, 1, 129}, 300, 8, 2, 64, 5);  // several chunks, one sequence shorter than a chunk
     decode(dt, {77}, 80, 4, 4, 128, 1);            // one chunk: no combine
     decode(dt, {1000}, 1000, 8, 1, 64, -1);        // chosen chunks, 8 query heads a kv head
