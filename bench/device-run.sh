@@ -547,7 +547,7 @@ for p in "${parts[@]}"; do
         IFS=: read -r model b skip count <<< "$spec"
         timeout 150 "$ncu" --clock-control none --cache-control none --graph-profiling node --metrics $m --csv \
           --launch-skip $skip --launch-count $count --log-file "$out/ncu-$model-b$b.csv" \
-          node dist/cli/index.js bench generate --model $model --batch $b --new-tokens 16 2>&1 | tail -2 | sed "s/^/[ncu $spec] /"
+          node ${NCU_CLI:-dist/cli/index.js} bench generate --model $model --batch $b --new-tokens 16 2>&1 | tail -2 | sed "s/^/[ncu $spec] /"
         echo "[ncu $spec] $(wc -l < "$out/ncu-$model-b$b.csv") lines"
       done ;;
     s13-a)
@@ -781,6 +781,32 @@ for p in "${parts[@]}"; do
       timeout 150 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16 --json "$out/gen-llama.json" 2>&1 | tail -4
       timeout 90 node dist/cli/index.js bench generate --model gpt2 --batch 1,16 --json "$out/gen-gpt2.json" 2>&1 | tail -4
       timeout 300 python3 bench/peers/torch_compile_decode.py both 1,16 > "$out/peer-compile.log" 2>&1; grep ANCHOR "$out/peer-compile.log" | cut -c1-200 ;;
+    s14-b)
+      # rope_kv_write a warp a head with its loads in flight (9.4 µs at batch 64 as a block a head, S14-1), the
+      # split-K reduce's slices loaded four at a time, splitk_reduce_norm from shared memory (11.8 µs, S14-1):
+      # their GPU tests; then 7B decode at 1/16/64, the last commit's addon (.device/old.txz) against this one,
+      # each with PARALLM_DECODE_NORM_IN_GEMV unset and 1, alternating; then where batch 64's time goes.
+      timeout 150 vitest run test/gpu/decode.gpu.test.ts test/gpu/kernels.gpu.test.ts -t "rope|KV|kvWrite|linearResidualNorm|64-row|split-K|every kernel against|bit for bit" > "$out/gpu-s14b.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-s14b.log" | head -20
+      mkdir -p /tmp/ab/old /tmp/ab/new && tar -xJf .device/old.txz -C /tmp/ab/old && cp build/Release/parallm.node /tmp/ab/new/
+      for r in 1 2; do for b in old new; do cp /tmp/ab/$b/build/Release/parallm.node build/Release/ 2>/dev/null || cp /tmp/ab/$b/parallm.node build/Release/; for n in "" 1; do
+        PARALLM_DECODE_NORM_IN_GEMV=$n timeout 70 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16,64 2>&1 | tail -3 | sed "s/^/[$b norm-in-gemv=$n r$r 7B] /"
+      done; timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1,16 2>&1 | tail -2 | sed "s/^/[$b r$r gpt2] /"; done; done
+      cp /tmp/ab/new/parallm.node build/Release/
+      PARALLM_DECODE_NORM_IN_GEMV=1 NCU_RUNS="llama-2-7b:64:2500:700 llama-2-7b:16:2500:700" bash "$0" ncu-decode ;;
+    s14-c)
+      # Decode's rope frequencies as a table (Transformer.ropeTable: the double pow per element made
+      # rope_kv_write 7.5 µs at batch 64, S14-2): the decode, model and family GPU tests; 7B and GPT-2 decode,
+      # the last commit (its dist in .device/old/dist, its addon in .device/old.txz) against this tree, with
+      # PARALLM_DECODE_NORM_IN_GEMV unset and 1, alternating; GPT-2 batch 1 under ncu with each.
+      timeout 200 vitest run test/gpu/decode.gpu.test.ts test/gpu/models.gpu.test.ts test/gpu/families.gpu.test.ts > "$out/gpu-s14c.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-s14c.log" | head -20
+      tar -xJf .device/old.txz -C .device/old && cp package.json .device/old/
+      for r in 1 2; do for b in old new; do
+        [ $b = old ] && cli=.device/old/dist/cli/index.js || cli=dist/cli/index.js
+        for n in "" 1; do
+          PARALLM_DECODE_NORM_IN_GEMV=$n timeout 70 node $cli bench generate --model llama-2-7b --batch 1,16,64 2>&1 | tail -3 | sed "s/^/[$b norm-in-gemv=$n r$r 7B] /"
+        done; timeout 40 node $cli bench generate --model gpt2 --batch 1,16 2>&1 | tail -2 | sed "s/^/[$b r$r gpt2] /"; done; done
+      NCU_RUNS="gpt2:1:1300:400" bash "$0" ncu-decode; mv "$out/ncu-gpt2-b1.csv" "$out/ncu-gpt2-b1-new.csv"
+      NCU_CLI=.device/old/dist/cli/index.js NCU_RUNS="gpt2:1:1300:400" bash "$0" ncu-decode; mv "$out/ncu-gpt2-b1.csv" "$out/ncu-gpt2-b1-old.csv" ;;
     strategies) bash "$0" prefill curve dp pack ;;
     compare)
       # The build from before a restructuring (unpacked from .device/old.tgz: its dist/ and addon) against

@@ -31,6 +31,17 @@ export function ropeFrequencies(cfg: ModelConfig, rotDim = cfg.headDim): Float32
   return out;
 }
 
+/**
+ * Plain RoPE's inverse frequencies theta^(-2i/rotDim), each computed in double and rounded to f32 as the
+ * kernels compute them without a table (rope_common.cuh rope_freq): decode passes it on a GPU so the fused
+ * rope + KV write loads a frequency instead of computing a double pow per element (S14-1).
+ */
+export function plainRopeFrequencies(theta: number, rotDim: number): Float32Array {
+  const out = new Float32Array(rotDim / 2);
+  for (let i = 0; i < out.length; i++) out[i] = Math.pow(theta, (-2 * i) / rotDim);
+  return out;
+}
+
 /** The table on `device` (f32 [headDim / 2]), or undefined for plain RoPE. The caller owns it. */
 export function ropeFrequencyTensor(cfg: ModelConfig, device: string): Tensor | undefined {
   const f = ropeFrequencies(cfg);

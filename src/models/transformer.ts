@@ -21,8 +21,8 @@
 // Decode fuses what prefill runs apart (fewer launches a step; the same bits): rope with both cache
 // writes (ropeKvWrite); on one device, the out and down projections add into the residual in their
 // epilogue (beta = 1), and each norm runs with the projection after it (rmsnormLinear,
-// rmsnormLinearSwiGLU, layernormLinear; on a GPU the MLP's activation in that GEMV's epilogue) or, at
-// batch 1 (Transformer.normInGemv), in the epilogue of the residual projection before it
+// rmsnormLinearSwiGLU, layernormLinear; on a GPU the MLP's activation in that GEMV's epilogue) or (by
+// default, Transformer.normInGemv) in the epilogue of the residual projection before it
 // (linearResidualNorm, then linearSwiGLU / linearGelu); a tp shard's partial sums are all-reduced first, and for LLaMA that
 // kernel adds the residual and writes the next RMSNorm (allReduceAddNorm).
 import type { DType } from '../dtype.js';
@@ -30,6 +30,7 @@ import type { ModelConfig } from '../io/config.js';
 import * as ops from '../ops.js';
 import type { Communicator } from '../parallel/comm.js';
 import { Tensor } from '../tensor.js';
+import { plainRopeFrequencies } from './rope.js';
 import { isSharded, shardConfig } from './tp.js';
 import type { LayerWeights, ModelWeights } from './weights.js';
 
@@ -79,18 +80,21 @@ export class KvCache {
 
 export class Transformer {
   /**
-   * Where decode on one device writes each norm: 'batch1' (the default) in the epilogue of the residual
-   * projection before it (ops.linearResidualNorm, with the MLP's activation in the up projection's:
-   * linearSwiGLU, linearGelu) at batch 1 only, true at every batch, false never (the norm in the next
-   * projection's launch). The epilogue norm is one launch fewer a norm but its last block does the norm
+   * Where decode on one device writes each norm: in the epilogue of the residual projection before it
+   * (ops.linearResidualNorm, with the MLP's activation in the up projection's: linearSwiGLU, linearGelu)
+   * at 1 and 16-64 rows ('auto', the default), at batch 1 only ('batch1'), at every batch (true), or never
+   * (false: the norm in the next projection's launch). The epilogue norm is one launch fewer a norm but its last block does the norm
    * alone: 7B decode at batch 1 gains 3%, GPT-2 is even, and at batch 16 it loses 22% (7B) and 50% (GPT-2)
    * (S9-2, bench/RESULTS.md). The same bits either way (the ops are held bit for bit on GPUs, S8-9).
    * Since the tenth session the op picks its form by rows: the GEMV's epilogue up to 4 rows, the sm90 64-row
    * tile's split-K reduce with the norm in it (17-64 rows, and 16 on LLaMA-7B's down projection), else
-   * the matmul then the norm; `true` at batches 16-64 is to be measured with that (S13, not yet on a GPU).
-   * PARALLM_DECODE_NORM_IN_GEMV=0|1 (read when the module loads) sets false / true.
+   * the matmul then the norm. With that reduce reading its row once (S14-2), the epilogue norm gains at
+   * batch 16 and 64 too: 7B 2,933 / 2,929 → 3,025 / 2,992 and 9,662 / 9,696 → 9,807 / 9,807 tokens/s (S14-3;
+   * the first form of the reduce lost 4% at 64, S14-1). So 'auto' (the default) takes it where measured to
+   * gain, at 1 and at 16-64 rows. PARALLM_DECODE_NORM_IN_GEMV=0|1|batch1 sets false / true / 'batch1'
+   * (read when the module loads).
    */
-  static normInGemv: boolean | 'batch1' = Transformer.normInGemvFromEnv();
+  static normInGemv: boolean | 'batch1' | 'auto' = Transformer.normInGemvFromEnv();
 
   /**
    * GPT-2-family decode runs each layer as one kernel (ops.decodeLayerGpt2: a persistent kernel whose
@@ -107,9 +111,9 @@ export class Transformer {
     return v === '1' ? 'cuda' : v === '2' ? true : false;
   }
 
-  private static normInGemvFromEnv(): boolean | 'batch1' {
+  private static normInGemvFromEnv(): boolean | 'batch1' | 'auto' {
     const v = typeof process !== 'undefined' ? process.env.PARALLM_DECODE_NORM_IN_GEMV : undefined;
-    return v === '1' ? true : v === '0' ? false : 'batch1';
+    return v === '1' ? true : v === '0' ? false : v === 'batch1' ? 'batch1' : 'auto';
   }
 
   /** the config its layers run with: a tp shard's heads and features, else the model's */
@@ -129,7 +133,14 @@ export class Transformer {
     // The block counter of the fused GEMV epilogues (blockCounter), made here: a first decode may run under
     // graph capture, where a host write (Tensor.zeros) would break the capture.
     const dev = (w.layers[0]?.qkv ?? w.embed ?? w.head)?.device;
-    if (dev?.startsWith('cuda')) this.counter = Tensor.zeros([1], { dtype: 'i32', device: dev });
+    if (dev?.startsWith('cuda')) {
+      this.counter = Tensor.zeros([1], { dtype: 'i32', device: dev });
+      // Decode's rope frequencies as a table (LLaMA 3's scaled ones already are one): made here for the same reason.
+      if (modelConfig.family === 'llama' && !w.ropeFreqs && w.layers.length) {
+        const f = plainRopeFrequencies(this.cfg.ropeTheta, this.cfg.headDim);
+        this.ropeTable = Tensor.from(f, [f.length], { dtype: 'f32', device: dev });
+      }
+    }
   }
 
   /** x += a row-parallel projection's output t, summed over the tp group first (one kernel on the peer path). */
@@ -180,7 +191,8 @@ export class Transformer {
   private finishLayer(l: LayerWeights, x: Tensor, att: Tensor, fused = false, next?: LayerWeights): Tensor | null {
     const addInEpilogue = fused && !isSharded(this.w.stage.tp);
     const mode = Transformer.normInGemv;
-    const normInGemv = addInEpilogue && (mode === 'batch1' ? att.shape[0] === 1 : mode);
+    const rows = att.shape[0]!;
+    const normInGemv = addInEpilogue && (mode === 'batch1' ? rows === 1 : mode === 'auto' ? rows === 1 || (rows >= 16 && rows <= 64) : mode);
     // A LLaMA tp shard's decode: each all-reduce also writes the next RMSNorm's output (allReduceAddNorm).
     const normInReduce = fused && !addInEpilogue && this.cfg.family === 'llama';
     let h2: Tensor | null = null;
@@ -242,14 +254,16 @@ export class Transformer {
    * one stream share it, and each leaves it zero. null on the CPU (the ops apart there).
    */
   private counter: Tensor | null = null;
+  private ropeTable: Tensor | null = null;
   private blockCounter(x: Tensor): Tensor | undefined {
     return this.counter && this.counter.device === x.device ? this.counter : undefined;
   }
 
-  /** Frees what the transformer allocated itself (the block counter); the weights are the model's. */
+  /** Frees what the transformer allocated itself (the block counter, the rope table); the weights are the model's. */
   dispose(): void {
     this.counter?.dispose();
-    this.counter = null;
+    this.ropeTable?.dispose();
+    this.counter = this.ropeTable = null;
   }
 
   /** reduceAdd for a tp shard, then rmsnorm(x, g): in one kernel where the peer all-reduce takes it. */
@@ -337,7 +351,7 @@ export class Transformer {
     const M = cache.maxLen;
     const kvStrides: [number, number] = [M * kvHeads * D, kvHeads * D];
     // Rope of q and k and both cache writes in one launch (three before; GPT-2: the two writes).
-    const rope = this.cfg.family === 'llama' ? { theta: this.cfg.ropeTheta, freqs: this.w.ropeFreqs } : undefined;
+    const rope = this.cfg.family === 'llama' ? { theta: this.cfg.ropeTheta, freqs: this.w.ropeFreqs ?? this.ropeTable ?? undefined } : undefined;
     if (this.layerKernel(x, B, kvStrides)) {
       const counter = this.blockCounter(x);
       for (const [i, l] of this.w.layers.entries())

@@ -50,11 +50,13 @@ for (const [name, folder] of [
         Transformer.normInGemv = true;
         const b = await generate(m, exp.prompts, { maxTokens: 8, stopTokens: [] });
         expect(b).toEqual(a);
-        // the default: in the epilogue at batch 1 only (one prompt here, the batch apart above)
-        Transformer.normInGemv = 'batch1';
-        const one = await generate(m, exp.prompts.slice(0, 1), { maxTokens: 8, stopTokens: [] });
-        expect(one).toEqual(a.slice(0, 1));
-        expect(await generate(m, exp.prompts, { maxTokens: 8, stopTokens: [] })).toEqual(a);
+        // in the epilogue at batch 1 only (one prompt here, the batch apart above), then by rows (the default)
+        for (const mode of ['batch1', 'auto'] as const) {
+          Transformer.normInGemv = mode;
+          const one = await generate(m, exp.prompts.slice(0, 1), { maxTokens: 8, stopTokens: [] });
+          expect(one).toEqual(a.slice(0, 1));
+          expect(await generate(m, exp.prompts, { maxTokens: 8, stopTokens: [] })).toEqual(a);
+        }
       } finally {
         Transformer.normInGemv = was;
       }
