@@ -807,6 +807,29 @@ for p in "${parts[@]}"; do
         done; timeout 40 node $cli bench generate --model gpt2 --batch 1,16 2>&1 | tail -2 | sed "s/^/[$b r$r gpt2] /"; done; done
       NCU_RUNS="gpt2:1:1300:400" bash "$0" ncu-decode; mv "$out/ncu-gpt2-b1.csv" "$out/ncu-gpt2-b1-new.csv"
       NCU_CLI=.device/old/dist/cli/index.js NCU_RUNS="gpt2:1:1300:400" bash "$0" ncu-decode; mv "$out/ncu-gpt2-b1.csv" "$out/ncu-gpt2-b1-old.csv" ;;
+    s14-d)
+      # Two H200s, this session's last build: every GPU test; then the strategy figures decode touches, the
+      # session's first commit (.device/old: dist, the sm_90a addon in old.txz) against this build, alternating:
+      # DP generation (GPT-2, 512 prompts, 64 per device) and PP decode (LLaMA-2-7B, batch 256, 2 micro-batches).
+      timeout 280 vitest run test/gpu > "$out/gpu-all.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-all.log" | head -30
+      mkdir -p .device/old && tar -xJf .device/old.txz -C .device/old && cp package.json .device/old/ && cp -r assets .device/old/
+      for r in 1 2; do for b in old new; do
+        [ $b = old ] && cli=.device/old/dist/cli/index.js || cli=dist/cli/index.js
+        timeout 150 node $cli bench --model gpt2 --strategies single,dp --prompts 512 --batch 64 --repeats 2 2>&1 | tail -3 | sed "s/^/[$b r$r dp] /"
+        timeout 150 node $cli bench --model llama-2-7b --strategies pp --batch 256 --prompt-tokens 128 --new-tokens 64 --micro-batches 2 --repeats 2 2>&1 | tail -2 | sed "s/^/[$b r$r pp-decode] /"
+      done; done ;;
+    s14-e)
+      # Decode against compiled PyTorch (s13-f), then the prefill strategies (one GPU, MP, PP with 8
+      # micro-batches; LLaMA-2-7B 32 x 512) on this build.
+      bash "$0" s13-f
+      timeout 200 node dist/cli/index.js bench --model llama-2-7b --strategies single,mp,pp --batch 32 --prompt-tokens 512 --new-tokens 2 --micro-batches 8 --repeats 3 2>&1 | tail -4 ;;
+    s14-f)
+      # 7B decode at batch 64 against compiled PyTorch twice more in one call (S14-5 met the floor once):
+      # parallm, the peer, parallm, the peer, parallm.
+      for r in 1 2 3; do
+        timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 64 2>&1 | tail -1 | sed "s/^/[7B b64 r$r] /"
+        [ $r = 3 ] || { timeout 150 python3 bench/peers/torch_compile_decode.py llama 64 > "$out/peer-b64-$r.log" 2>&1; grep ANCHOR "$out/peer-b64-$r.log" | cut -c1-200; }
+      done ;;
     strategies) bash "$0" prefill curve dp pack ;;
     compare)
       # The build from before a restructuring (unpacked from .device/old.tgz: its dist/ and addon) against
