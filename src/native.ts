@@ -82,7 +82,7 @@ export interface NativeBinding {
 
   matmul(c: T, a: T, b: T, bias: OptT, M: number, N: number, K: number, transA: boolean, transB: boolean, alpha: number, beta: number): void;
   attentionPrefill(out: T, q: T, k: T, v: T, B: number, Tq: number, Tk: number, Hq: number, Hkv: number, D: number, qB: number, qT: number, kvB: number, kvT: number, scale: number): void;
-  attentionDecode(out: T, q: T, k: T, v: T, lens: T, B: number, Hq: number, Hkv: number, D: number, qB: number, kvB: number, kvT: number, maxLen: number, scale: number): void;
+  attentionDecode(out: T, q: T, k: T, v: T, lens: T, B: number, Hq: number, Hkv: number, D: number, qB: number, kvB: number, kvT: number, maxLen: number, scale: number, counter?: T | null): void;
   kvWrite(dst: T, src: T, pos: T, B: number, T: number, W: number, srcB: number, srcT: number, dstB: number, dstT: number, maxLen: number): void;
   rmsnormMatmul(c: T, x: T, normW: T, b: T, bias: T | null, M: number, N: number, K: number, eps: number, alpha: number, beta: number): void;
   rmsnormMatmulSwiglu(c: T, x: T, normW: T | null, wGateUp: T, M: number, F: number, K: number, eps: number): void;

@@ -306,14 +306,22 @@ export interface DecodeOptions extends AttentionShape {
   /** element strides [batch, token] of the caches; default [maxLen * Hkv * D, Hkv * D] */
   kvStrides?: [number, number];
   out?: Tensor;
+  /**
+   * i32 [>= batch * headsQ] of zeros on q's device, which the op leaves zero: on a GPU the split kernel's
+   * last block of each head group then merges the key chunks (one launch fewer; the same bits). Made
+   * before a graph capture (KvCache.counter), as the host may not write during one. Ignored on a CPU.
+   */
+  counter?: Tensor;
 }
 
 /** One query per sequence over a KV cache of lens[b] tokens (lens: i32 [B] on the device): out [B, Hq, D]. */
 export function attentionDecode(q: Tensor, kCache: Tensor, vCache: Tensor, lens: Tensor, o: DecodeOptions): Tensor {
   const op = 'attentionDecode';
-  const dev = sameDevice(op, { q, kCache, vCache, lens });
+  const dev = sameDevice(op, { q, kCache, vCache, lens, counter: o.counter });
   const dt = sameDType(op, { q, kCache, vCache }, FLOATS);
   const { batch: B, headsQ: Hq, headsKv: Hkv, headDim: D, maxLen } = o;
+  if (o.counter && (o.counter.dtype !== 'i32' || o.counter.numel < B * Hq))
+    throw new Error(`${op}: counter must be i32 with at least batch x headsQ = ${B * Hq} elements, got ${o.counter.dtype} [${o.counter.shape.join(', ')}]`);
   for (const [n, val] of Object.entries({ batch: B, headsQ: Hq, headsKv: Hkv, headDim: D, maxLen })) positive(op, n, val);
   if (Hq % Hkv) throw new Error(`${op}: headsQ (${Hq}) must be a multiple of headsKv (${Hkv})`);
   if (lens.dtype !== 'i32') throw new Error(`${op}: lens must be i32, got ${lens.dtype}`);
@@ -324,7 +332,7 @@ export function attentionDecode(q: Tensor, kCache: Tensor, vCache: Tensor, lens:
   expectNumel(op, 'kCache', kCache, (B - 1) * kB + (maxLen - 1) * kT + Hkv * D);
   expectNumel(op, 'vCache', vCache, (B - 1) * kB + (maxLen - 1) * kT + Hkv * D);
   const out = output(op, o.out, [B, Hq, D], dt, dev);
-  native.attentionDecode(out.native, q.native, kCache.native, vCache.native, lens.native, B, Hq, Hkv, D, qS, kB, kT, maxLen, o.scale ?? 1 / Math.sqrt(D));
+  native.attentionDecode(out.native, q.native, kCache.native, vCache.native, lens.native, B, Hq, Hkv, D, qS, kB, kT, maxLen, o.scale ?? 1 / Math.sqrt(D), o.counter?.native ?? null);
   return out;
 }
 

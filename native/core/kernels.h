@@ -63,9 +63,11 @@ void attention_prefill(PARALLM_KCTX ctx, DType dt, const void* q, const void* k,
 // Decode: one query per sequence over a KV cache. q[b,h,d] = q[b*q_bstride + h*D + d]; cache rows
 // k[b,j,g,d] = k[b*kv_bstride + j*kv_tstride + g*D + d] for j < lens[b] (lens: int32[B] in device memory,
 // so a captured graph replays with new lengths; 1 <= lens[b] <= max_len). out contiguous [B, Hq, D].
+// counter (optional): B*Hq zeros in device memory, left zero: on CUDA the key chunks are then merged by the
+// split kernel's last block (no combine launch; the same bits). The CPU backend ignores it.
 void attention_decode(PARALLM_KCTX ctx, DType dt, const void* q, const void* k, const void* v,
                       const int32_t* lens, void* out, int B, int Hq, int Hkv, int D, int64_t q_bstride,
-                      int64_t kv_bstride, int64_t kv_tstride, int max_len, float scale);
+                      int64_t kv_bstride, int64_t kv_tstride, int max_len, float scale, uint32_t* counter = nullptr);
 
 // Write T new rows per sequence into a cache of max_len rows at positions pos[b] (int32[B], device):
 // dst[b*dst_bstride + (pos[b]+t)*dst_tstride + w] = src[b*src_bstride + t*src_tstride + w], w < W.

@@ -223,7 +223,7 @@ void attention_forward(const Ctx& ctx, DType dt, const void* q, const void* k, c
 
 void attention_decode(const Ctx& ctx, DType dt, const void* q, const void* k, const void* v, const int32_t* lens,
                       void* out, int B, int Hq, int Hkv, int D, int64_t q_bstride, int64_t kv_bstride,
-                      int64_t kv_tstride, int max_len, float scale) {
+                      int64_t kv_tstride, int max_len, float scale, uint32_t*) {
   if (B < 0 || Hq < 0 || Hkv < 0 || D < 0 || max_len < 0)
     fail("attention_decode: negative size B=", B, " Hq=", Hq, " Hkv=", Hkv, " D=", D, " max_len=", max_len);
   if (B == 0) return;

@@ -17,7 +17,9 @@
 //   prefill_simt<T>     f32 (accurate), and bf16 for any other D <= 256 or unaligned layouts: CUDA cores.
 //   decode_split<T,GS>  one block per (key chunk, kv head, sequence); a block serves every query head of
 //                       its kv head so the cache is read once; 16-byte loads. decode_combine merges the
-//                       chunks' partial softmax states when there is more than one chunk.
+//                       chunks' partial softmax states when there is more than one chunk; given a counter
+//                       (the decode's, per KV cache), the split kernel's last block of each head group
+//                       merges them instead, one launch fewer a layer.
 //   attention_forward   the prefill kernels with Tq == Tk, each also writing its rows' logsumexp.
 //   attention_backward  delta = rowsum(dout * out), then dK/dV per key tile, then dQ per query tile: on
 //                       tensor cores (attention_backward_mma.cuh) for bf16, D in {64, 128}, 16-byte aligned
@@ -231,16 +233,34 @@ __device__ __forceinline__ float fast_exp2(float x) {
   return y;
 }
 
+// Element d of row `row`'s output from its first nv chunks' partial states (nv >= 1): the chunks' maximum
+// M, then L and O summed in chunk order, O / L. Read past L1 (the split kernel's last block reads what
+// other blocks wrote); the roundings spelled out, so decode_combine and that block give the same bits.
+__device__ __forceinline__ float merge_chunks(const float* __restrict__ part_o, const float* __restrict__ part_ml,
+                                              int64_t row, int nsplit, int nv, int D, int d) {
+  const float* ml = part_ml + row * nsplit * 2;
+  float M = -INFINITY;
+  for (int s = 0; s < nv; ++s) M = fmaxf(M, __ldcg(ml + 2 * s));
+  float L = 0.f, O = 0.f;
+  for (int s = 0; s < nv; ++s) {
+    const float w = fast_exp2(__fsub_rn(__ldcg(ml + 2 * s), M));
+    L = __fmaf_rn(__ldcg(ml + 2 * s + 1), w, L);
+    O = __fmaf_rn(__ldcg(part_o + (row * nsplit + s) * D + d), w, O);
+  }
+  return __fdiv_rn(O, L);
+}
+
 template <typename T, int GS, int HPB, bool ALIGNED>
 __global__ void __launch_bounds__(kDecThreads)
 decode_split(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
              const int32_t* __restrict__ lens, T* __restrict__ out, float* __restrict__ part_o,
              float* __restrict__ part_ml, int Hq, int Hkv, int D, int64_t qbs, int64_t kvbs, int64_t kvts,
-             int max_len, int chunk, int nsplit, int nsub, float sl2) {
+             int max_len, int chunk, int nsplit, int nsub, float sl2, unsigned* __restrict__ counter) {
   pdl_begin();  // launched with PDL: wait for the kernel before, then let the next start (pdl.cuh)
   constexpr int NG = kDecThreads / GS, DW = GS * 8;
   __shared__ float s_acc[NG][HPB][DW];
   __shared__ float s_ml[NG][HPB][2];
+  __shared__ int s_last[1];  // (an array: the host emulation makes block-scope shared arrays its shared memory)
   const int split = blockIdx.x, b = blockIdx.z;
   const int g = blockIdx.y / nsub, sub = blockIdx.y - g * nsub;
   const int G = Hq / Hkv, h0 = g * G + sub * HPB, nh = min(HPB, G - sub * HPB);
@@ -256,7 +276,9 @@ decode_split(const T* __restrict__ q, const T* __restrict__ k, const T* __restri
   const int len = min(lens[b], max_len);
   const int s0 = split * chunk, s1 = min(len, s0 + chunk);
   if (s0 >= s1) {
-    if (len <= 0 && split == 0 && nsplit == 1)  // (lens >= 1 by contract; keep the output defined)
+    // (lens >= 1 by contract; keep the output defined: decode_combine writes zeros, and so does this
+    // without it)
+    if (len <= 0 && split == 0 && (nsplit == 1 || counter))
       for (int idx = tid; idx < nh * D; idx += kDecThreads)
         out[(int64_t(b) * Hq + h0 + idx / D) * D + idx % D] = from_f32<T>(0.f);
     return;
@@ -349,6 +371,23 @@ decode_split(const T* __restrict__ q, const T* __restrict__ k, const T* __restri
       if (d == 0) part_ml[(row * nsplit + split) * 2] = M, part_ml[(row * nsplit + split) * 2 + 1] = L;
     }
   }
+  if (nsplit == 1 || !counter) return;
+  // With a counter: the last of the nv blocks of this (sequence, head group) to finish merges the chunks'
+  // partial states as decode_combine would (merge_chunks: the same bits), then rearms its counter. nv
+  // counts the chunks that hold keys, the blocks that got this far.
+  __threadfence();  // this block's partials, device-wide, before it is counted
+  __syncthreads();
+  const int nv = min(nsplit, (len + chunk - 1) / chunk);
+  unsigned* cnt = counter + int64_t(b) * gridDim.y + blockIdx.y;
+  if (tid == 0) s_last[0] = atomicAdd(cnt, 1u) == unsigned(nv - 1);
+  __syncthreads();
+  if (!s_last[0]) return;
+  __threadfence();
+  for (int idx = tid; idx < nh * D; idx += kDecThreads) {
+    const int64_t row = int64_t(b) * Hq + h0 + idx / D;
+    out[row * D + idx % D] = from_f32<T>(merge_chunks(part_o, part_ml, row, nsplit, nv, D, idx % D));
+  }
+  if (tid == 0) *cnt = 0u;  // rearmed for the next call (a graph replays it)
 }
 
 // One block per (b, h): merges the chunks that held keys (those starting below lens[b]).
@@ -362,18 +401,8 @@ decode_combine(const float* __restrict__ part_o, const float* __restrict__ part_
   const int b = int(row / Hq);
   const int len = min(lens[b], max_len);
   const int nv = len <= 0 ? 0 : min(nsplit, (len + chunk - 1) / chunk);
-  const float* ml = part_ml + row * nsplit * 2;
-  float M = -INFINITY;
-  for (int s = 0; s < nv; ++s) M = fmaxf(M, ml[2 * s]);
-  for (int d = threadIdx.x; d < D; d += blockDim.x) {
-    float L = 0.f, O = 0.f;
-    for (int s = 0; s < nv; ++s) {
-      float w = fast_exp2(ml[2 * s] - M);
-      L += ml[2 * s + 1] * w;
-      O += part_o[(row * nsplit + s) * D + d] * w;
-    }
-    out[row * D + d] = from_f32<T>(nv ? O / L : 0.f);
-  }
+  for (int d = threadIdx.x; d < D; d += blockDim.x)
+    out[row * D + d] = from_f32<T>(nv ? merge_chunks(part_o, part_ml, row, nsplit, nv, D, d) : 0.f);
 }
 
 template <typename T>
@@ -414,7 +443,7 @@ void prefill_mma_launch(cudaStream_t st, const void* q, const void* k, const voi
 template <typename T, int GS, int HPB>
 void decode_launch(cudaStream_t st, bool aligned, const void* q, const void* k, const void* v, const int32_t* lens,
                    void* out, int B, int Hq, int Hkv, int D, int64_t qbs, int64_t kvbs, int64_t kvts, int max_len,
-                   float sl2) {
+                   float sl2, unsigned* counter) {
   const int G = Hq / Hkv, nsub = (G + HPB - 1) / HPB;
   const int64_t groups = int64_t(B) * Hkv * nsub;
   PARALLM_CHECK(int64_t(Hkv) * nsub <= 65535 && B <= 65535, "attention_decode: B=", B, " Hkv=", Hkv,
@@ -446,10 +475,13 @@ void decode_launch(cudaStream_t st, bool aligned, const void* q, const void* k, 
   auto kern = aligned ? decode_split<T, GS, HPB, true> : decode_split<T, GS, HPB, false>;
   PARALLM_CUDA_CHECK(launch_pdl_small(kern, grid, dim3(kDecThreads), 0, st, static_cast<const T*>(q),
                                       static_cast<const T*>(k), static_cast<const T*>(v), lens, static_cast<T*>(out),
-                                      part_o, part_ml, Hq, Hkv, D, qbs, kvbs, kvts, max_len, chunk, nsplit, nsub, sl2),
+                                      part_o, part_ml, Hq, Hkv, D, qbs, kvbs, kvts, max_len, chunk, nsplit, nsub, sl2,
+                                      counter),
                      "attention_decode B=", B, " Hq=", Hq, " Hkv=", Hkv, " D=", D, " max_len=", max_len,
                      " splits=", nsplit);
-  if (nsplit > 1) {
+  if (nsplit > 1 && counter) {  // (the split kernel's last block a head group merged the chunks)
+    PARALLM_CUDA_CHECK(cudaFreeAsync(part, st), "attention_decode: free workspace");
+  } else if (nsplit > 1) {
     PARALLM_CUDA_CHECK(launch_pdl_small(decode_combine<T>, dim3(unsigned(rows)), dim3(128), 0, st,
                                         static_cast<const float*>(part_o), static_cast<const float*>(part_ml), lens,
                                         static_cast<T*>(out), Hq, D, max_len, chunk, nsplit),
@@ -463,26 +495,26 @@ void decode_launch(cudaStream_t st, bool aligned, const void* q, const void* k, 
 template <typename T, int GS>
 void decode_heads(cudaStream_t st, bool aligned, const void* q, const void* k, const void* v, const int32_t* lens,
                   void* out, int B, int Hq, int Hkv, int D, int64_t qbs, int64_t kvbs, int64_t kvts, int max_len,
-                  float sl2) {
+                  float sl2, unsigned* counter) {
   const int G = Hq / Hkv;
   if (G == 1)
-    decode_launch<T, GS, 1>(st, aligned, q, k, v, lens, out, B, Hq, Hkv, D, qbs, kvbs, kvts, max_len, sl2);
+    decode_launch<T, GS, 1>(st, aligned, q, k, v, lens, out, B, Hq, Hkv, D, qbs, kvbs, kvts, max_len, sl2, counter);
   else if (G == 2)
-    decode_launch<T, GS, 2>(st, aligned, q, k, v, lens, out, B, Hq, Hkv, D, qbs, kvbs, kvts, max_len, sl2);
+    decode_launch<T, GS, 2>(st, aligned, q, k, v, lens, out, B, Hq, Hkv, D, qbs, kvbs, kvts, max_len, sl2, counter);
   else
-    decode_launch<T, GS, 4>(st, aligned, q, k, v, lens, out, B, Hq, Hkv, D, qbs, kvbs, kvts, max_len, sl2);
+    decode_launch<T, GS, 4>(st, aligned, q, k, v, lens, out, B, Hq, Hkv, D, qbs, kvbs, kvts, max_len, sl2, counter);
 }
 
 template <typename T>
 void decode_dispatch(cudaStream_t st, bool aligned, const void* q, const void* k, const void* v,
                      const int32_t* lens, void* out, int B, int Hq, int Hkv, int D, int64_t qbs, int64_t kvbs,
-                     int64_t kvts, int max_len, float sl2) {
+                     int64_t kvts, int max_len, float sl2, unsigned* counter) {
   if (D <= 64)
-    decode_heads<T, 8>(st, aligned, q, k, v, lens, out, B, Hq, Hkv, D, qbs, kvbs, kvts, max_len, sl2);
+    decode_heads<T, 8>(st, aligned, q, k, v, lens, out, B, Hq, Hkv, D, qbs, kvbs, kvts, max_len, sl2, counter);
   else if (D <= 128)
-    decode_heads<T, 16>(st, aligned, q, k, v, lens, out, B, Hq, Hkv, D, qbs, kvbs, kvts, max_len, sl2);
+    decode_heads<T, 16>(st, aligned, q, k, v, lens, out, B, Hq, Hkv, D, qbs, kvbs, kvts, max_len, sl2, counter);
   else
-    decode_heads<T, 32>(st, aligned, q, k, v, lens, out, B, Hq, Hkv, D, qbs, kvbs, kvts, max_len, sl2);
+    decode_heads<T, 32>(st, aligned, q, k, v, lens, out, B, Hq, Hkv, D, qbs, kvbs, kvts, max_len, sl2, counter);
 }
 
 // attention_prefill, and attention_forward (Tq == Tk, lse written): the op names its errors.
@@ -650,7 +682,7 @@ void attention_forward(cudaStream_t st, DType dt, const void* q, const void* k, 
 
 void attention_decode(cudaStream_t st, DType dt, const void* q, const void* k, const void* v, const int32_t* lens,
                       void* out, int B, int Hq, int Hkv, int D, int64_t q_bstride, int64_t kv_bstride,
-                      int64_t kv_tstride, int max_len, float scale) {
+                      int64_t kv_tstride, int max_len, float scale, uint32_t* counter) {
   using namespace attn_detail;
   PARALLM_CHECK(dt == DType::F32 || dt == DType::BF16, "attention_decode: dtype ", dtype_name(dt),
                 " not supported (f32, bf16)");
@@ -665,10 +697,10 @@ void attention_decode(cudaStream_t st, DType dt, const void* q, const void* k, c
                   kv_bstride % vec == 0 && kv_tstride % vec == 0;
   if (dt == DType::BF16)
     decode_dispatch<bf16>(st, al, q, k, v, lens, out, B, Hq, Hkv, D, q_bstride, kv_bstride, kv_tstride, max_len,
-                          sl2);
+                          sl2, counter);
   else
     decode_dispatch<float>(st, al, q, k, v, lens, out, B, Hq, Hkv, D, q_bstride, kv_bstride, kv_tstride, max_len,
-                           sl2);
+                           sl2, counter);
 }
 
 void attention_backward(cudaStream_t st, DType dt, const void* q, const void* k, const void* v, const void* out,

@@ -171,7 +171,8 @@ Napi::Value OpAttentionPrefill(const Napi::CallbackInfo& info) {
   });
 }
 
-// attentionDecode(out, q, k, v, lens, B, Hq, Hkv, D, qB, kvB, kvT, maxLen, scale)
+// attentionDecode(out, q, k, v, lens, B, Hq, Hkv, D, qB, kvB, kvT, maxLen, scale, counter|null): counter an
+// i32 [>= B*Hq] of zeros on the device (the CUDA split kernel's last blocks merge the key chunks and rearm it)
 Napi::Value OpAttentionDecode(const Napi::CallbackInfo& info) {
   return op(info, "attentionDecode", [](OpCall& c) {
     int B = c.i32(5, "B"), Hq = c.i32(6, "Hq"), Hkv = c.i32(7, "Hkv"), D = c.i32(8, "D");
@@ -187,8 +188,9 @@ Napi::Value OpAttentionDecode(const Napi::CallbackInfo& info) {
     const void* pk = c.use(2, "k", kv, dt);
     const void* pv = c.use(3, "v", kv, dt);
     const int32_t* pl = c.use<int32_t>(4, "lens", B, DType::I32);
+    uint32_t* pc = c.opt<uint32_t>(14, "counter", c.mul(B, Hq), DType::I32);
     c.run([=](const cpu::Ctx& x) { cpu::attention_decode(x, dt, pq, pk, pv, pl, po, B, Hq, Hkv, D, qB, kB, kT, maxLen, scale); },
-          ON_CUDA(attention_decode(s, dt, pq, pk, pv, pl, po, B, Hq, Hkv, D, qB, kB, kT, maxLen, scale)));
+          ON_CUDA(attention_decode(s, dt, pq, pk, pv, pl, po, B, Hq, Hkv, D, qB, kB, kT, maxLen, scale, pc)));
   });
 }
 

@@ -38,6 +38,11 @@ import type { LayerWeights, ModelWeights } from './weights.js';
 export class KvCache {
   readonly k: Tensor[] = [];
   readonly v: Tensor[] = [];
+  /**
+   * On a GPU, decode attention's counters (ops.attentionDecode's `counter`: i32 [batch x heads] zeros,
+   * rearmed by each launch), made with the cache so a captured step never writes them from the host.
+   */
+  readonly counter: Tensor | null = null;
   /** `views`: tensors over another cache's memory (see slice). */
   constructor(
     readonly cfg: ModelConfig,
@@ -46,11 +51,12 @@ export class KvCache {
     device: string,
     dtype: DType,
     layers = cfg.layers,
-    views?: { k: Tensor[]; v: Tensor[] },
+    views?: { k: Tensor[]; v: Tensor[]; counter: Tensor | null },
   ) {
     if (views) {
       this.k = views.k;
       this.v = views.v;
+      this.counter = views.counter;
       return;
     }
     const shape = [batch, maxLen, cfg.kvHeads, cfg.headDim];
@@ -59,6 +65,7 @@ export class KvCache {
         this.k.push(Tensor.empty(shape, { dtype, device }));
         this.v.push(Tensor.empty(shape, { dtype, device }));
       }
+      if (device.startsWith('cuda') && layers > 0) this.counter = Tensor.zeros([batch * cfg.heads], { dtype: 'i32', device });
     } catch (e) {
       this.dispose();
       throw e;
@@ -71,10 +78,13 @@ export class KvCache {
     const shape = [n, this.maxLen, this.cfg.kvHeads, this.cfg.headDim];
     const k = this.k.map((t) => t.view(b0 * per, shape));
     const v = this.v.map((t) => t.view(b0 * per, shape));
-    return new KvCache(this.cfg, n, this.maxLen, '', 'f32', k.length, { k, v });
+    const H = this.cfg.heads;
+    const counter = this.counter ? this.counter.view(b0 * H, [n * H]) : null;
+    return new KvCache(this.cfg, n, this.maxLen, '', 'f32', k.length, { k, v, counter });
   }
   dispose(): void {
     for (const t of [...this.k, ...this.v]) t.dispose();
+    this.counter?.dispose();
   }
 }
 
@@ -371,7 +381,7 @@ export class Transformer {
       else qkv = ops.layernormLinear(x, l.norm1, l.norm1Bias!, l.qkv, { bias: l.qkvBias, eps: this.cfg.normEps });
       ops.ropeKvWrite(qkv, cache.k[i]!, cache.v[i]!, pos, { batch: B, headsQ: heads, headsKv: kvHeads, headDim: D, maxLen: M, qkvStride: W3, kvStrides, rope });
       const att = ops.attentionDecode(qkv, cache.k[i]!, cache.v[i]!, lens, {
-        batch: B, headsQ: heads, headsKv: kvHeads, headDim: D, maxLen: M, qStride: W3, kvStrides,
+        batch: B, headsQ: heads, headsKv: kvHeads, headDim: D, maxLen: M, qStride: W3, kvStrides, counter: cache.counter ?? undefined,
       });
       qkv.dispose();
       const att2 = att.reshape([B, heads * D]);

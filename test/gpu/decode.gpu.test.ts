@@ -9,6 +9,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { Tensor, capture, cudaDeviceCount, ops } from '../../src/index.js';
 import { generate } from '../../src/engine/generate.js';
 import { Model } from '../../src/models/model.js';
+import { plainRopeFrequencies } from '../../src/models/rope.js';
 import { Transformer } from '../../src/models/transformer.js';
 import { native } from '../../src/native.js';
 import { uniformArray } from '../../src/random.js';
@@ -215,9 +216,23 @@ describe.skipIf(gpus === 0)('decode attention over long contexts, split over the
       const v = randT([B, maxLen, Hkv, D], dt, device, s + 2);
       const L = Tensor.from(lens, [B], { dtype: 'i32', device });
       const out = poisoned([B, Hq, D], dt, device);
-      ops.attentionDecode(q.t, k.t, v.t, L, { batch: B, headsQ: Hq, headsKv: Hkv, headDim: D, maxLen, out });
+      const shape = { batch: B, headsQ: Hq, headsKv: Hkv, headDim: D, maxLen };
+      ops.attentionDecode(q.t, k.t, v.t, L, { ...shape, out });
       const o = out.toArray() as Float32Array;
       const r = device === dev ? attentionDecodeRef(q.v, k.v, v.v, lens, B, Hq, Hkv, D, Hq * D, maxLen * Hkv * D, Hkv * D, 1 / Math.sqrt(D)) : undefined;
+      if (device === dev) {
+        // With a counter the split kernel's last block of each head group merges the chunks: the same
+        // bits, and the counters left at zero.
+        const counter = Tensor.zeros([B * Hq], { dtype: 'i32', device });
+        const out2 = poisoned([B, Hq, D], dt, device);
+        ops.attentionDecode(q.t, k.t, v.t, L, { ...shape, out: out2, counter });
+        const o2 = out2.toArray() as Float32Array;
+        let diff = 0;
+        for (let i = 0; i < o.length; i++) if (!(o[i] === o2[i])) diff++;
+        expect(diff, `seed ${s}: elements the merge in the split kernel changes`).toBe(0);
+        expect(Array.from(counter.toArray()).every((x) => x === 0), `seed ${s}: counters rearmed`).toBe(true);
+        [counter, out2].forEach((t) => t.dispose());
+      }
       [q.t, k.t, v.t, L, out].forEach((t) => t.dispose());
       return { o, r };
     };
@@ -247,10 +262,36 @@ describe.skipIf(gpus === 0)('decode attention over long contexts, split over the
     [[8191, 5000], 8192, 8, 2, 64],
   ] as const)
     for (const splits of [-1, 1, 2, 7, 64])
-      it(`lens [${lens.join(',')}] of ${maxLen}, Hq ${Hq} Hkv ${Hkv} D ${D}, ${splits < 0 ? 'chosen' : splits} key chunks: vs float64 and the CPU`, () => {
+      it(`lens [${lens.join(',')}] of ${maxLen}, Hq ${Hq} Hkv ${Hkv} D ${D}, ${splits < 0 ? 'chosen' : splits} key chunks: vs float64 and the CPU; with a counter, the same bits`, () => {
         decodeCase([...lens], maxLen, Hq, Hkv, D, splits, 'bf16');
         if (maxLen <= 1024) decodeCase([...lens], maxLen, Hq, Hkv, D, splits, 'f32');
       });
+
+  it('with a counter, in a graph of three calls replayed twice: the eager bits each time, the counters rearmed', () => {
+    const lens = [3000, 17, 1], B = 3, maxLen = 3000, Hq = 16, Hkv = 4, D = 128, s = seed();
+    const shape = { batch: B, headsQ: Hq, headsKv: Hkv, headDim: D, maxLen };
+    const q = randT([B, Hq, D], 'bf16', dev, s), k = randT([B, maxLen, Hkv, D], 'bf16', dev, s + 1), v = randT([B, maxLen, Hkv, D], 'bf16', dev, s + 2);
+    const L = Tensor.from(lens, [B], { dtype: 'i32', device: dev });
+    const want = ops.attentionDecode(q.t, k.t, v.t, L, shape);
+    const w = want.toArray() as Float32Array;
+    const counter = Tensor.zeros([B * Hq], { dtype: 'i32', device: dev });
+    const outs = [0, 1, 2].map(() => poisoned([B, Hq, D], 'bf16', dev));
+    const graph = capture(dev, () => {
+      for (const out of outs) ops.attentionDecode(q.t, k.t, v.t, L, { ...shape, out, counter });
+    });
+    for (let r = 0; r < 2; r++) {
+      graph.replay();
+      for (const [i, out] of outs.entries()) {
+        const o = out.toArray() as Float32Array;
+        let diff = 0;
+        for (let j = 0; j < o.length; j++) if (!(o[j] === w[j])) diff++;
+        expect(diff, `seed ${s}: replay ${r}, call ${i}`).toBe(0);
+      }
+      expect(Array.from(counter.toArray()).every((x) => x === 0), `seed ${s}: counters after replay ${r}`).toBe(true);
+    }
+    graph.dispose();
+    [q.t, k.t, v.t, L, want, counter, ...outs].forEach((t) => t.dispose());
+  });
 });
 
 describe.skipIf(gpus === 0)('rmsnormLinear: the norm in the GEMV prologue', () => {
@@ -490,6 +531,7 @@ describe.skipIf(gpus === 0)('ropeKvWrite: the fused decode rope and cache write'
     [16, 32, 8, 128, 128, true],
     [5, 12, 12, 64, 0, false],
     [3, 8, 2, 80, 64, false],
+    [3, 5, 1, 320, 64, false], // 7 heads: the last block's fourth warp idle; a 256-element k tail
   ] as const)
     for (const dt of ['bf16', 'f32'] as const)
       it(`B${B} Hq${Hq} Hkv${Hkv} D${D} rot${rot}${freqs ? ' with a frequency table' : ''} [${dt}]: equals rope + two kvWrites`, () => {
@@ -526,6 +568,30 @@ describe.skipIf(gpus === 0)('ropeKvWrite: the fused decode rope and cache write'
         }
         [pos, f].forEach((t) => t?.dispose());
       });
+
+  // Decode passes plain RoPE's frequencies as a table (Transformer.ropeTable): the bits of theta's.
+  for (const dt of ['bf16', 'f32'] as const)
+    it(`the plain table (plainRopeFrequencies) gives theta's bits [${dt}]`, () => {
+      const B = 16, Hq = 32, Hkv = 8, D = 128, maxLen = 300, W3 = (Hq + 2 * Hkv) * D, s = seed(), theta = 10000;
+      const pos = Tensor.from(Array.from({ length: B }, (_, b) => (s + 17 * b) % maxLen), [B], { dtype: 'i32', device: dev });
+      const f = Tensor.from(plainRopeFrequencies(theta, D), [D / 2], { dtype: 'f32', device: dev });
+      const outs = [undefined, f].map((freqs) => {
+        const qkv = randT([B, W3], dt, dev, s).t;
+        const kc = Tensor.zeros([B, maxLen, Hkv, D], { dtype: dt, device: dev });
+        const vc = Tensor.zeros([B, maxLen, Hkv, D], { dtype: dt, device: dev });
+        ops.ropeKvWrite(qkv, kc, vc, pos, { batch: B, headsQ: Hq, headsKv: Hkv, headDim: D, maxLen, rope: { theta, freqs } });
+        const r = [qkv, kc].map((t) => t.toArray() as Float32Array);
+        [qkv, kc, vc].forEach((t) => t.dispose());
+        return r;
+      });
+      for (const i of [0, 1]) {
+        const [a, b] = [outs[0]![i]!, outs[1]![i]!];
+        let diff = 0;
+        for (let j = 0; j < a.length; j++) if (a[j] !== b[j]) diff++;
+        expect(diff, `seed ${s}: ${i ? 'k cache' : 'qkv'} elements that differ`).toBe(0);
+      }
+      [pos, f].forEach((t) => t.dispose());
+    });
 });
 
 describe.skipIf(gpus === 0)('decode of the tiny models on both GEMV kernels', () => {

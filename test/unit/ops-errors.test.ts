@@ -66,6 +66,13 @@ describe('op argument checks', () => {
     expect(() => ops.attentionPrefill(q, z([1, 2, 4, 8]), z([1, 2, 4, 8]), { batch: 1, queries: 4, keys: 2, headsQ: 4, headsKv: 4, headDim: 8 })).toThrow(/keys \(2\) < queries/);
     expect(() => ops.attentionPrefill(q, z([1, 4, 4, 4]), z([1, 4, 4, 8]), { batch: 1, queries: 4, headsQ: 4, headsKv: 4, headDim: 8 })).toThrow(/k has 64 elements, needs 128/);
     expect(() => ops.attentionDecode(z([1, 4, 8]), z([1, 4, 4, 8]), z([1, 4, 4, 8]), z([1]), { batch: 1, headsQ: 4, headsKv: 4, headDim: 8, maxLen: 4 })).toThrow(/lens must be i32/);
+    const dec = { batch: 1, headsQ: 4, headsKv: 4, headDim: 8, maxLen: 4 };
+    expect(() => ops.attentionDecode(z([1, 4, 8]), z([1, 4, 4, 8]), z([1, 4, 4, 8]), z([1], 'i32'), { ...dec, counter: z([4]) })).toThrow(/counter must be i32 with at least batch x headsQ = 4/);
+    expect(() => ops.attentionDecode(z([1, 4, 8]), z([1, 4, 4, 8]), z([1, 4, 4, 8]), z([1], 'i32'), { ...dec, counter: z([3], 'i32') })).toThrow(/counter must be i32/);
+    // (a CPU device ignores a well-formed counter, and leaves it at zero)
+    const lens = Tensor.from([3], [1], { dtype: 'i32', device: 'cpu:0' }), counter = z([4], 'i32');
+    expect(ops.attentionDecode(z([1, 4, 8]), z([1, 4, 4, 8]), z([1, 4, 4, 8]), lens, { ...dec, counter }).shape).toEqual([1, 4, 8]);
+    expect(Array.from(counter.toArray())).toEqual([0, 0, 0, 0]);
   });
 
   it('norms, activations, embedding, add, sampling', () => {

@@ -3,7 +3,9 @@
 // reach the kernels' several paths (multi-chunk column sums, several rows a block, the sort's global
 // stages, ignored rows, in place). Built and run by run.sh; exits non-zero on a failure.
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <cstdio>
 #include <functional>
 #include <random>
@@ -309,10 +311,24 @@ static void decode(DType dt, std::vector<int32_t> lens, int L, int Hq, int Hkv, 
   pc::attention_decode_splits(splits);
   pc::attention_decode(nullptr, dt, q.p(), k.p(), v.p(), lens.data(), out.p(), B, Hq, Hkv, D, int64_t(Hq) * D,
                        int64_t(L) * Hkv * D, int64_t(Hkv) * D, L, float(scale));
-  pc::attention_decode_splits(-1);
   char w[96];
   std::snprintf(w, sizeof w, "attention_decode B%d L%d Hq%d Hkv%d D%d splits %d", B, L, Hq, Hkv, D, splits);
   check(w, dt, out.get(), ref);
+  // With a counter: the split kernel's last block of each head group merges the chunks (no combine
+  // launch): the same bits as the combine, and every counter back at zero.
+  Buf out2(dt, out.f.size());
+  out2.poison();
+  std::vector<uint32_t> cnt(size_t(B) * Hq, 0u);
+  pc::attention_decode(nullptr, dt, q.p(), k.p(), v.p(), lens.data(), out2.p(), B, Hq, Hkv, D, int64_t(Hq) * D,
+                       int64_t(L) * Hkv * D, int64_t(Hkv) * D, L, float(scale), cnt.data());
+  pc::attention_decode_splits(-1);
+  const std::vector<float> a = out.get(), c = out2.get();
+  bool same = true, rearmed = true;
+  for (size_t i = 0; i < a.size(); ++i) same &= std::memcmp(&a[i], &c[i], sizeof(float)) == 0;
+  for (uint32_t x : cnt) rearmed &= x == 0u;
+  all_ok &= same && rearmed;
+  std::printf("  %-52s %-4s %s, counters %s %s\n", "  ... the chunks merged by the last block", dt == DType::BF16 ? "bf16" : "f32",
+              same ? "= the combine's" : "!= the combine's", rearmed ? "rearmed" : "NOT rearmed", same && rearmed ? "ok" : "FAIL");
 }
 
 template <class E>
