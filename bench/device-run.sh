@@ -830,6 +830,25 @@ for p in "${parts[@]}"; do
         timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 64 2>&1 | tail -1 | sed "s/^/[7B b64 r$r] /"
         [ $r = 3 ] || { timeout 150 python3 bench/peers/torch_compile_decode.py llama 64 > "$out/peer-b64-$r.log" 2>&1; grep ANCHOR "$out/peer-b64-$r.log" | cut -c1-200; }
       done ;;
+    s14-g)
+      # Decode attention's chunks merged by the split kernel's last block (KvCache.counter): its GPU tests and
+      # the decode paths' (models, families); then 7B and GPT-2 decode, 1a47725 (.device/old: dist, its
+      # sm_90a addon in old.txz) against this build, alternating.
+      timeout 200 vitest run test/gpu/decode.gpu.test.ts test/gpu/models.gpu.test.ts test/gpu/families.gpu.test.ts > "$out/gpu-s14g.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-s14g.log" | head -20
+      mkdir -p .device/old && tar -xJf .device/old.txz -C .device/old && cp package.json .device/old/ && cp -r assets .device/old/
+      for r in 1 2; do for b in old new; do
+        [ $b = old ] && cli=.device/old/dist/cli/index.js || cli=dist/cli/index.js
+        timeout 60 node $cli bench generate --model llama-2-7b --batch 1,16 2>&1 | tail -2 | sed "s/^/[$b r$r 7B] /"
+        timeout 40 node $cli bench generate --model gpt2 --batch 1,16 2>&1 | tail -2 | sed "s/^/[$b r$r gpt2] /"
+      done; done ;;
+    s14-h)
+      # Batch 1 against compiled PyTorch with the chunks merged in the split kernel: parallm, the peers, parallm.
+      timeout 40 node dist/cli/index.js bench generate --model llama-2-7b --batch 1 2>&1 | tail -1 | sed "s/^/[7B a] /"
+      timeout 30 node dist/cli/index.js bench generate --model gpt2 --batch 1 2>&1 | tail -1 | sed "s/^/[gpt2 a] /"
+      timeout 100 python3 bench/peers/torch_compile_decode.py gpt2 1 > "$out/peer-gpt2.log" 2>&1; grep ANCHOR "$out/peer-gpt2.log" | cut -c1-200
+      timeout 30 node dist/cli/index.js bench generate --model gpt2 --batch 1 2>&1 | tail -1 | sed "s/^/[gpt2 b] /"
+      timeout 120 python3 bench/peers/torch_compile_decode.py llama 1 > "$out/peer-7b.log" 2>&1; grep ANCHOR "$out/peer-7b.log" | cut -c1-200
+      timeout 40 node dist/cli/index.js bench generate --model llama-2-7b --batch 1 2>&1 | tail -1 | sed "s/^/[7B b] /" ;;
     strategies) bash "$0" prefill curve dp pack ;;
     compare)
       # The build from before a restructuring (unpacked from .device/old.tgz: its dist/ and addon) against

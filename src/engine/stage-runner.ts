@@ -208,7 +208,7 @@ export class StageRunner {
       x?.dispose();
       throw e;
     } finally {
-      kv.k.concat(kv.v).forEach((v) => v.dispose());
+      kv.dispose();
       zeros.dispose();
     }
   }
@@ -264,7 +264,7 @@ export class StageRunner {
   dispose(): void {
     for (const sl of this.slots.values()) {
       sl.graph?.dispose();
-      sl.kv.k.concat(sl.kv.v).forEach((t) => t.dispose());
+      sl.kv.dispose();
       for (const t of [sl.ids, sl.seq, sl.x, sl.pos, sl.lens, sl.xOut, sl.out]) t?.dispose();
     }
     this.slots.clear();

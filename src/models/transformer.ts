@@ -39,8 +39,10 @@ export class KvCache {
   readonly k: Tensor[] = [];
   readonly v: Tensor[] = [];
   /**
-   * On a GPU, decode attention's counters (ops.attentionDecode's `counter`: i32 [batch x heads] zeros,
-   * rearmed by each launch), made with the cache so a captured step never writes them from the host.
+   * Decode attention's counters (ops.attentionDecode's `counter`: i32 [batch x heads] zeros, rearmed by
+   * each launch; a GPU merges the key chunks with them), made with the cache so a captured step never
+   * writes them from the host. A CPU device ignores them (made there too, so CI runs the plumbing:
+   * pipeline slices, tp shards' heads).
    */
   readonly counter: Tensor | null = null;
   /** `views`: tensors over another cache's memory (see slice). */
@@ -65,7 +67,7 @@ export class KvCache {
         this.k.push(Tensor.empty(shape, { dtype, device }));
         this.v.push(Tensor.empty(shape, { dtype, device }));
       }
-      if (device.startsWith('cuda') && layers > 0) this.counter = Tensor.zeros([batch * cfg.heads], { dtype: 'i32', device });
+      if (layers > 0) this.counter = Tensor.zeros([batch * cfg.heads], { dtype: 'i32', device });
     } catch (e) {
       this.dispose();
       throw e;
