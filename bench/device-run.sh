@@ -849,6 +849,15 @@ for p in "${parts[@]}"; do
       timeout 30 node dist/cli/index.js bench generate --model gpt2 --batch 1 2>&1 | tail -1 | sed "s/^/[gpt2 b] /"
       timeout 120 python3 bench/peers/torch_compile_decode.py llama 1 > "$out/peer-7b.log" 2>&1; grep ANCHOR "$out/peer-7b.log" | cut -c1-200
       timeout 40 node dist/cli/index.js bench generate --model llama-2-7b --batch 1 2>&1 | tail -1 | sed "s/^/[7B b] /" ;;
+    s15-a)
+      # The next session's first call (two H200s): every GPU test on the eleventh session's last commit
+      # (decode attention's chunks merged in the split kernel with KvCache.counter, also in pipeline
+      # micro-batches and tp shards, not yet run there); PP decode and DP generation; where GPT-2 batch 1's
+      # and 7B batch 16's time goes now (ncu).
+      timeout 280 vitest run test/gpu > "$out/gpu-all.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-all.log" | head -30
+      timeout 150 node dist/cli/index.js bench --model gpt2 --strategies single,dp --prompts 512 --batch 64 --repeats 2 2>&1 | tail -3 | sed "s/^/[dp] /"
+      timeout 150 node dist/cli/index.js bench --model llama-2-7b --strategies pp --batch 256 --prompt-tokens 128 --new-tokens 64 --micro-batches 2 --repeats 2 2>&1 | tail -2 | sed "s/^/[pp-decode] /"
+      NCU_RUNS="gpt2:1:1300:400 llama-2-7b:16:2500:700" bash "$0" ncu-decode ;;
     strategies) bash "$0" prefill curve dp pack ;;
     compare)
       # The build from before a restructuring (unpacked from .device/old.tgz: its dist/ and addon) against
