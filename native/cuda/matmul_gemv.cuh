@@ -259,6 +259,9 @@ __device__ __forceinline__ uint4 ld_w16(const void* p, int hint) {
 
 // The epilogue: EPI_STORE (alpha, beta, bias: store2), EPI_SWIGLU or EPI_GELU (see the top).
 constexpr int EPI_STORE = 0, EPI_SWIGLU = 1, EPI_GELU = 2;
+// POST LN: the most elements of C (M * N) its last block holds in shared memory (8 KB of bf16: GPT-2's rows
+// up to 5 of 768); more are read from L2 for each pass.
+constexpr int kPostRows = 4096;
 
 // HN sets of 8 W rows a block: rows n0 + 8h + g; with EPI_SWIGLU (HN = 2) set 0 the gate rows n0 + g and
 // set 1 the up rows N + n0 + g. NORM as at the top (nw, nb, eps, ntx: the norm's weight, LN's bias,
@@ -279,6 +282,8 @@ gemv_kernel(const T* __restrict__ X, const T* __restrict__ W, const T* __restric
   // NORM / POST: the rows' mean [16] and rstd [16], a row sum's warp partials [32]
   PARALLM_GEMV_SHARED float s_norm[NORM != NORM_NONE || POST != NORM_NONE ? 64 : 1];
   PARALLM_GEMV_SHARED int s_last[1];  // POST: this block finished last
+  // POST LN: C's rows read once by the last block (when M * N <= kPostRows), for the statistics and h
+  PARALLM_GEMV_SHARED __align__(16) T s_rows[POST == NORM_LN ? kPostRows : 8];
 #ifdef PARALLM_GEMV_SMEM
   // The host emulation: these statics outlive a block and start zeroed, where a GPU's shared memory holds
   // whatever was there; poison them each block so a read of an unwritten entry shows.
@@ -403,13 +408,29 @@ gemv_kernel(const T* __restrict__ X, const T* __restrict__ W, const T* __restric
     __syncthreads();
     if (s_last[0]) {
       __threadfence();
-      gemv_rows_stats<T, POST == NORM_LN, true>(C, M, N, eps, ntx, s_norm, s_norm + 16, s_norm + 32);
       const int packs = N / 8;
-      for (int i = int(threadIdx.x); i < M * packs; i += int(blockDim.x)) {
-        const int m = i / packs, v = i % packs;
-        const int64_t o = int64_t(m) * N + int64_t(v) * 8;
-        gemv_norm_pack<T, POST == NORM_LN>(C + o, nw + v * 8, nb + v * 8, POST == NORM_LN ? s_norm[m] : 0.f,
-                                           s_norm[16 + m], hout + o);
+      if (POST == NORM_LN && M * N <= kPostRows) {
+        // C's rows into shared memory with one read (all packs in flight), then LN's two statistics passes
+        // and h from there: one trip to L2 where reading C for each pass took three, each waiting on the
+        // last. The same values in the same order: the same bits. (RMS, one pass fewer, keeps the reads:
+        // its kernels are LLaMA's batch-1 projections, whose code this would change untimed.)
+        for (int i = int(threadIdx.x); i < M * packs; i += int(blockDim.x))
+          *reinterpret_cast<uint4*>(s_rows + i * 8) = __ldcg(reinterpret_cast<const uint4*>(C + int64_t(i) * 8));
+        __syncthreads();
+        gemv_rows_stats<T, POST == NORM_LN, false>(s_rows, M, N, eps, ntx, s_norm, s_norm + 16, s_norm + 32);
+        for (int i = int(threadIdx.x); i < M * packs; i += int(blockDim.x)) {
+          const int m = i / packs, v = i % packs;
+          gemv_norm_raw<T, POST == NORM_LN>(*reinterpret_cast<const uint4*>(s_rows + i * 8), nw + v * 8, nb + v * 8,
+                                            POST == NORM_LN ? s_norm[m] : 0.f, s_norm[16 + m], hout + int64_t(i) * 8);
+        }
+      } else {
+        gemv_rows_stats<T, POST == NORM_LN, true>(C, M, N, eps, ntx, s_norm, s_norm + 16, s_norm + 32);
+        for (int i = int(threadIdx.x); i < M * packs; i += int(blockDim.x)) {
+          const int m = i / packs, v = i % packs;
+          const int64_t o = int64_t(m) * N + int64_t(v) * 8;
+          gemv_norm_pack<T, POST == NORM_LN>(C + o, nw + v * 8, nb + v * 8, POST == NORM_LN ? s_norm[m] : 0.f,
+                                             s_norm[16 + m], hout + o);
+        }
       }
       if (threadIdx.x == 0) *counter = 0u;  // rearmed for the next call (a graph replays it)
     }

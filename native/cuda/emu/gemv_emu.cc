@@ -241,6 +241,17 @@ static bool epilogue_gemv(int M, int N, int K, bool swiglu, bool bias_on, bool s
 
 // The register kernel's post-norm (matmul_residual_norm): C += X W^T + bias, then the last block to
 // finish normalizes C's rows into H (rmsnorm, or layernorm with nb); the counter comes back zero.
+// The post-norm read back from C, pass by pass (gemv_rows_stats over C, gemv_norm_pack): one block.
+template <bool LN>
+static void norm_from_c(const bf16* C, int M, int N, int nt, const bf16* G, const bf16* Bt, bf16* H) {
+  static float s_norm[64];
+  mm::gemv_rows_stats<bf16, LN, true>(C, M, N, 1e-5f, nt, s_norm, s_norm + 16, s_norm + 32);
+  const int packs = N / 8;
+  for (int i = int(threadIdx.x); i < M * packs; i += int(blockDim.x)) {
+    const int m = i / packs, v = i % packs;
+    mm::gemv_norm_pack<bf16, LN>(C + size_t(i) * 8, G + v * 8, LN ? Bt + v * 8 : nullptr, LN ? s_norm[m] : 0.f, s_norm[16 + m], H + size_t(i) * 8);
+  }
+}
 static bool post_norm(int M, int N, int K, bool ln, bool sel) {
   std::uniform_real_distribution<float> U(-1, 1);
   std::vector<bf16> X(size_t(M) * K), W(size_t(N) * K), B(N), C(size_t(M) * N), H(size_t(M) * N), G(N), Bt(N);
@@ -279,9 +290,18 @@ static bool post_norm(int M, int N, int K, bool ln, bool sel) {
       mm::gemv_kernel<bf16, 1, 4, false, mm::NORM_NONE, mm::EPI_STORE, mm::NORM_RMS>(X.data(), W.data(), B.data(), C.data(), M, N, K, 1.f, 1.f, pair_ok, 0, G.data(), 1e-5f, nt, nullptr, 0, H.data(), &counter);
   });
   const double ex = rel_error(C, xr), eh = rel_error(H, hr);
-  const bool ok = ex <= 1e-2 && eh <= 1e-2 && counter == 0;
-  std::printf("  gemv (register, residual, then %s, %s load) M%-2d N%-4d K%-5d: rel. error x %.2e, h %.2e, counter %u %s\n",
-              ln ? "layernorm" : "rmsnorm", sel ? "run-time" : "plain", M, N, K, ex, eh, counter, ok ? "ok" : "FAIL");
+  // h bit for bit as the norm computes it from C read back (the epilogue's form for M * N > kPostRows:
+  // gemv_rows_stats over C, gemv_norm_pack), whichever form the kernel took.
+  std::vector<bf16> H2(H.size(), __float2bfloat16_rn(NAN));
+  emu_launch(1u, mm::GEMV_WARPS * 32, [&] {
+    if (ln) norm_from_c<true>(C.data(), M, N, nt, G.data(), Bt.data(), H2.data());
+    else norm_from_c<false>(C.data(), M, N, nt, G.data(), nullptr, H2.data());
+  });
+  bool same = true;
+  for (size_t i = 0; i < H.size(); ++i) same &= std::memcmp(&H[i], &H2[i], sizeof(bf16)) == 0;
+  const bool ok = ex <= 1e-2 && eh <= 1e-2 && counter == 0 && same;
+  std::printf("  gemv (register, residual, then %s, %s load) M%-2d N%-4d K%-5d: rel. error x %.2e, h %.2e (%s the norm from C), counter %u %s\n",
+              ln ? "layernorm" : "rmsnorm", sel ? "run-time" : "plain", M, N, K, ex, eh, same ? "=" : "!=", counter, ok ? "ok" : "FAIL");
   return ok;
 }
 
@@ -355,6 +375,10 @@ int main() {
   ok &= post_norm(3, 4096, 64, false, false);   // LLaMA's width: 128 threads a row, 512 blocks
   ok &= post_norm(16, 768, 96, true, true);     // GPT-2's width, layernorm, 16 rows
   ok &= post_norm(5, 200, 40, true, false);     // a partial 8-row tile
+  // (layernorm's rows through shared memory up to M * N = kPostRows; 16 x 768 above reads C from L2)
+  ok &= post_norm(1, 768, 3072, true, false);   // GPT-2's down projection at batch 1
+  ok &= post_norm(4, 768, 768, true, true);     // GPT-2's out projection at batch 4
+  ok &= post_norm(1, 4096, 64, true, false);    // kPostRows exactly
   ok &= reduce_norm(16, 4096, 2, false, 512);   // LLaMA's width at batch 16: a pack a thread, 128 the norm's
   ok &= reduce_norm(7, 4096, 5, false, 256);    // two packs a thread; four slices' loads at once, then one
   ok &= reduce_norm(5, 768, 4, true, 96);       // GPT-2's, layernorm (32 threads the norm's)
