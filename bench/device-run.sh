@@ -852,12 +852,24 @@ for p in "${parts[@]}"; do
     s15-a)
       # The next session's first call (two H200s): every GPU test on the eleventh session's last commit
       # (decode attention's chunks merged in the split kernel with KvCache.counter, also in pipeline
-      # micro-batches and tp shards, not yet run there); PP decode and DP generation; where GPT-2 batch 1's
-      # and 7B batch 16's time goes now (ncu).
+      # micro-batches and tp shards, not yet run there; the GEMV post-layernorm from shared memory, not yet
+      # run at all); PP decode and DP generation; where GPT-2 batch 1's and 7B batch 16's time goes (ncu).
+      # Then s15-b.
       timeout 280 vitest run test/gpu > "$out/gpu-all.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-all.log" | head -30
       timeout 150 node dist/cli/index.js bench --model gpt2 --strategies single,dp --prompts 512 --batch 64 --repeats 2 2>&1 | tail -3 | sed "s/^/[dp] /"
       timeout 150 node dist/cli/index.js bench --model llama-2-7b --strategies pp --batch 256 --prompt-tokens 128 --new-tokens 64 --micro-batches 2 --repeats 2 2>&1 | tail -2 | sed "s/^/[pp-decode] /"
       NCU_RUNS="gpt2:1:1300:400 llama-2-7b:16:2500:700" bash "$0" ncu-decode ;;
+    s15-b)
+      # The GEMV post-layernorm from shared memory (written after the eleventh session's device time, not yet
+      # on a GPU): its bits (linearResidualNorm against matmul then layernorm), then GPT-2 decode, c41e813's
+      # addon (.device/old.txz, sm_90a) against this one, alternating.
+      timeout 120 vitest run test/gpu/decode.gpu.test.ts -t "linearResidualNorm|layernormLinear|tiny models" > "$out/gpu-s15b.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-s15b.log" | head -20
+      mkdir -p /tmp/ab/old && tar -xJf .device/old.txz -C /tmp/ab/old && cp build/Release/parallm.node /tmp/ab/new.node
+      for r in 1 2; do for b in old new; do
+        [ $b = old ] && cp /tmp/ab/old/build/Release/parallm.node build/Release/ || cp /tmp/ab/new.node build/Release/parallm.node
+        timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1,4 2>&1 | tail -2 | sed "s/^/[$b r$r gpt2] /"
+      done; done
+      cp /tmp/ab/new.node build/Release/parallm.node ;;
     strategies) bash "$0" prefill curve dp pack ;;
     compare)
       # The build from before a restructuring (unpacked from .device/old.tgz: its dist/ and addon) against
