@@ -862,7 +862,7 @@ for p in "${parts[@]}"; do
     s15-b)
       # The GEMV post-layernorm from shared memory (written after the eleventh session's device time, not yet
       # on a GPU): its bits (linearResidualNorm against matmul then layernorm), then GPT-2 decode, c41e813's
-      # addon (.device/old.txz, sm_90a) against this one, alternating.
+      # addon (built into .device/old.txz first: sm_90a, as in the eleventh session) against this one, alternating.
       timeout 120 vitest run test/gpu/decode.gpu.test.ts -t "linearResidualNorm|layernormLinear|tiny models" > "$out/gpu-s15b.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-s15b.log" | head -20
       mkdir -p /tmp/ab/old && tar -xJf .device/old.txz -C /tmp/ab/old && cp build/Release/parallm.node /tmp/ab/new.node
       for r in 1 2; do for b in old new; do
