@@ -259,7 +259,8 @@ int sm90_consumers(int64_t M) {
 }
 
 // Whether the 64-row tile's split-K reduce can also run a.post's norm (splitk_reduce_norm, bf16): rows of
-// whole 16-byte packs, C, h and the norm's weights 16-byte aligned, a norm of at most 512 threads a row.
+// whole 16-byte packs, at most kReduceNormMax columns (its row buffer in shared memory), C, h and the
+// norm's weights 16-byte aligned.
 bool reduce_norm_ok(const Args& a) {
   const PostNorm* pn = a.post;
   return pn && a.dt == DType::BF16 && a.N % 8 == 0 && aligned16(a.C) && aligned16(pn->w) && aligned16(pn->h) &&
@@ -697,7 +698,6 @@ bool pdl_allows(int level) {
   return v >= level && device_cc() >= 90;
 }
 void set_pdl(int level) { g_pdl.store(level < 0 ? 0 : level > 2 ? 2 : level, std::memory_order_relaxed); }
-
 
 void matmul(cudaStream_t stream, DType dt, const void* A, const void* B, const void* bias, void* C, int64_t M,
             int64_t N, int64_t K, bool transA, bool transB, float alpha, float beta) {

@@ -82,12 +82,12 @@ __device__ __forceinline__ void store_partial(float* w, int64_t M, int64_t N, in
 }
 
 // Split K, second pass, for (row, col) and (row, col+1): the slices' partial sums of ws [splits][M][N] added
-// in slice order, then stored as store2 does (C = alpha * sum + beta * C + bias). splitk_reduce and
-// splitk_reduce_norm (matmul_gemv.cuh) both store through it: the same bits.
-// Four slices' loads are issued before any is added (in order): a loop of load-then-add waited a memory
-// latency a slice.
+// in slice order from 0, then stored through store2 (C = alpha * sum + beta * C + bias). Four slices' loads
+// are issued before any is added (in order): a loop of load-then-add waited a memory latency a slice.
+// splitk_reduce_norm (matmul_gemv.cuh) sums 8 columns at once in the same order (splitk_sum8) and stores
+// through store2 too: the same bits.
 template <typename T>
-__device__ __forceinline__ float2 splitk_store2(const float* __restrict__ ws, int splits, const T* __restrict__ bias,
+__device__ __forceinline__ void splitk_store2(const float* __restrict__ ws, int splits, const T* __restrict__ bias,
                                                 T* __restrict__ C, int M, int N, int64_t row, int64_t col,
                                                 float alpha, float beta, int pair_ok) {
   constexpr int F = 4;
@@ -110,7 +110,7 @@ __device__ __forceinline__ float2 splitk_store2(const float* __restrict__ ws, in
     v0 += p[0];
     if (two) v1 += p[1];
   }
-  return store2(C, bias, M, N, row, col, v0, v1, alpha, beta, pair_ok);
+  store2(C, bias, M, N, row, col, v0, v1, alpha, beta, pair_ok);
 }
 
 // The slices' sums of 8 columns from ws + off (off % 4 == 0, plane % 4 == 0: 16-byte loads), each added in
