@@ -870,6 +870,40 @@ for p in "${parts[@]}"; do
         timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1,4 2>&1 | tail -2 | sed "s/^/[$b r$r gpt2] /"
       done; done
       cp /tmp/ab/new.node build/Release/parallm.node ;;
+    s15-c)
+      # Decode's rope + KV write folded into the split attention kernel (ops.ropeKvAttentionDecode, the
+      # default; PARALLM_DECODE_FUSED_ATTN=0 runs the two launches): every GPU test (the decode path of
+      # pipelines and tp shards changed too), then decode with and without it, alternating.
+      timeout 280 vitest run test/gpu > "$out/gpu-all.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-all.log" | head -30
+      bash "$0" fused-ab ;;
+    s15-e)
+      # The fused form held to the plain form's registers at one head a block (S15-3: 80 registers cost 7B
+      # batch 64 3%): its GPU tests, then decode with and without it, alternating.
+      timeout 150 vitest run test/gpu/decode.gpu.test.ts -t "ropeKvAttentionDecode|tiny models" > "$out/gpu-s15e.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-s15e.log" | head -20
+      bash "$0" fused-ab ;;
+    s15-f)
+      # The fused form without rope (kFresh) its own kernel, taken by default only where nothing rotates
+      # (GPT-2): its GPU tests and the models' (every mode the same tokens), then GPT-2 decode with and
+      # without it, three rounds alternating, and one 7B run (the two launches either way).
+      timeout 200 vitest run test/gpu/decode.gpu.test.ts test/gpu/models.gpu.test.ts test/gpu/families.gpu.test.ts > "$out/gpu-s15f.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-s15f.log" | head -20
+      for r in 1 2 3; do for b in apart fused; do
+        [ $b = apart ] && export PARALLM_DECODE_FUSED_ATTN=0 || unset PARALLM_DECODE_FUSED_ATTN
+        timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1,4,16 2>&1 | tail -3 | sed "s/^/[$b r$r gpt2] /"
+      done; done; unset PARALLM_DECODE_FUSED_ATTN
+      timeout 90 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16,64 2>&1 | tail -3 | sed "s/^/[default 7B] /" ;;
+    fused-ab)
+      for r in 1 2; do for b in apart fused; do
+        [ $b = apart ] && export PARALLM_DECODE_FUSED_ATTN=0 || unset PARALLM_DECODE_FUSED_ATTN
+        timeout 90 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16,64 2>&1 | tail -3 | sed "s/^/[$b r$r 7B] /"
+        timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1,16 2>&1 | tail -2 | sed "s/^/[$b r$r gpt2] /"
+      done; done; unset PARALLM_DECODE_FUSED_ATTN ;;
+    s15-d)
+      # Decode against compiled PyTorch after s15-c: parallm, the peer, parallm at 7B batch 1, 16, 64 and GPT-2 batch 1.
+      for m in "llama-2-7b 1" "llama-2-7b 16" "llama-2-7b 64" "gpt2 1"; do set -- $m
+        timeout 60 node dist/cli/index.js bench generate --model $1 --batch $2 2>&1 | tail -1 | sed "s/^/[$1 b$2 a] /"
+        timeout 150 python3 bench/peers/torch_compile_decode.py ${1%%-*} $2 > "$out/peer-$1-$2.log" 2>&1; grep ANCHOR "$out/peer-$1-$2.log" | cut -c1-200
+        timeout 60 node dist/cli/index.js bench generate --model $1 --batch $2 2>&1 | tail -1 | sed "s/^/[$1 b$2 b] /"
+      done ;;
     strategies) bash "$0" prefill curve dp pack ;;
     compare)
       # The build from before a restructuring (unpacked from .device/old.tgz: its dist/ and addon) against

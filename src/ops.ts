@@ -405,6 +405,53 @@ export function ropeKvWrite(qkv: Tensor, kCache: Tensor, vCache: Tensor, pos: Te
   native.ropeKvWrite(qkv.native, kCache.native, vCache.native, pos.native, freqs?.native ?? null, B, Hq, Hkv, D, qs, rot, o.rope?.theta ?? 10000, kB, kT, maxLen);
 }
 
+export interface RopeKvAttentionDecodeOptions extends RopeKvWriteOptions {
+  /** softmax scale; default 1/sqrt(headDim) */
+  scale?: number;
+  out?: Tensor;
+  /** as attentionDecode's `counter` */
+  counter?: Tensor;
+}
+
+/**
+ * Decode's rope, KV-cache write and attention for one new token per sequence: ropeKvWrite on a copy of
+ * qkv's rows, then attentionDecode of their q heads over the caches for lens[b] tokens (out [B, Hq, D]).
+ * qkv is only read (its q and k heads are not rotated in place, unlike ropeKvWrite). On a GPU one launch
+ * with the bits of the two ops; on a CPU the two ops on a copy. pos, lens: i32 [B] on the device.
+ */
+export function ropeKvAttentionDecode(qkv: Tensor, kCache: Tensor, vCache: Tensor, pos: Tensor, lens: Tensor, o: RopeKvAttentionDecodeOptions): Tensor {
+  const op = 'ropeKvAttentionDecode';
+  const dev = sameDevice(op, { qkv, kCache, vCache, pos, lens, freqs: o.rope?.freqs, counter: o.counter });
+  const dt = sameDType(op, { qkv, kCache, vCache }, FLOATS);
+  const { batch: B, headsQ: Hq, headsKv: Hkv, headDim: D, maxLen } = o;
+  for (const [n, val] of Object.entries({ batch: B, headsQ: Hq, headsKv: Hkv, headDim: D, maxLen })) positive(op, n, val);
+  if (Hq % Hkv) throw new Error(`${op}: headsQ (${Hq}) must be a multiple of headsKv (${Hkv})`);
+  for (const [n, t] of Object.entries({ pos, lens })) {
+    if (t.dtype !== 'i32') throw new Error(`${op}: ${n} must be i32, got ${t.dtype}`);
+    expectNumel(op, n, t, B);
+  }
+  if (o.counter && (o.counter.dtype !== 'i32' || o.counter.numel < B * Hq))
+    throw new Error(`${op}: counter must be i32 with at least batch x headsQ = ${B * Hq} elements, got ${o.counter.dtype} [${o.counter.shape.join(', ')}]`);
+  const row = (Hq + 2 * Hkv) * D;
+  const qs = o.qkvStride ?? row;
+  if (qs < row) throw new Error(`${op}: qkvStride ${qs} < (headsQ + 2 headsKv) x headDim = ${row}`);
+  const [kB, kT] = o.kvStrides ?? [maxLen * Hkv * D, Hkv * D];
+  if (kT < Hkv * D) throw new Error(`${op}: cache token stride ${kT} < headsKv x headDim = ${Hkv * D}`);
+  expectNumel(op, 'qkv', qkv, (B - 1) * qs + row);
+  expectNumel(op, 'kCache', kCache, (B - 1) * kB + (maxLen - 1) * kT + Hkv * D);
+  expectNumel(op, 'vCache', vCache, (B - 1) * kB + (maxLen - 1) * kT + Hkv * D);
+  let rot = 0;
+  let freqs: Tensor | undefined;
+  if (o.rope) {
+    rot = o.rope.rotaryDim ?? D;
+    if (rot % 2 || rot > D || rot < 2) throw new Error(`${op}: rotaryDim ${rot} must be even and <= headDim ${D}`);
+    freqs = ropeFreqs(op, { heads: Hq + Hkv, headDim: D, ...o.rope }, rot);
+  }
+  const out = output(op, o.out, [B, Hq, D], dt, dev);
+  native.ropeKvAttentionDecode(out.native, qkv.native, kCache.native, vCache.native, pos.native, lens.native, freqs?.native ?? null, o.counter?.native ?? null, B, Hq, Hkv, D, qs, rot, o.rope?.theta ?? 10000, kB, kT, maxLen, o.scale ?? 1 / Math.sqrt(D));
+  return out;
+}
+
 /** A GPT-2 layer's weights as decodeLayerGpt2 reads them (the fields of models/weights.ts LayerWeights). */
 export interface Gpt2LayerWeights {
   norm1: Tensor;

@@ -86,6 +86,16 @@ void rope_kv_write(PARALLM_KCTX ctx, DType dt, void* qkv, void* kc, void* vc, co
                    int Hkv, int D, int64_t qkv_stride, int rot_dim, float theta, const float* freqs,
                    int64_t kv_bstride, int64_t kv_tstride, int64_t max_len);
 
+// Decode's rope, cache write and attention for one new token a sequence, defined as
+//   rope_kv_write(copy of qkv, kc, vc, pos, ..., rot_dim, theta, freqs, kv strides, max_len)
+//   attention_decode(q heads of that copy, kc, vc, lens, ..., q_bstride = qkv_stride, max_len, scale, counter)
+// with qkv itself left as it is (only read). On CUDA one launch (decode_split's FRESH form: the same bits as
+// the two launches); the CPU runs that composition on a copy of the rows.
+void rope_kv_attention_decode(PARALLM_KCTX ctx, DType dt, const void* qkv, void* kc, void* vc, const int32_t* pos,
+                              const int32_t* lens, void* out, int B, int Hq, int Hkv, int D, int64_t qkv_stride,
+                              int rot_dim, float theta, const float* freqs, int64_t kv_bstride, int64_t kv_tstride,
+                              int max_len, float scale, uint32_t* counter = nullptr);
+
 // One GPT-2 decode layer (one token per sequence, B sequences), defined as the ops apart in this order:
 //   qkv = layernorm_matmul(x, g1, b1, wqkv [3C, C], bqkv)             (rows [B, 3C]: q, k, v; H heads of D)
 //   rope_kv_write(qkv, kc, vc, pos, B, H, H, D, 3C, rot_dim 0, ...)  (k, v into the caches at pos[b])

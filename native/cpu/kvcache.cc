@@ -1,6 +1,8 @@
 // kv_write: copy T new rows per sequence into a cache at that sequence's position (row memcpy).
 // rope_kv_write: decode's rope and the two cache writes, as those three calls (the CUDA backend fuses them).
+// rope_kv_attention_decode: rope_kv_write on a copy of the rows, then attention_decode (CUDA: one launch).
 #include <cstring>
+#include <vector>
 
 #include "kernels.h"
 #include "simd.h"
@@ -45,6 +47,28 @@ void rope_kv_write(const Ctx& ctx, DType dt, void* qkv, void* kc, void* vc, cons
            max_len);
   kv_write(ctx, dt, row + (int64_t(Hq) * D + W) * es, vc, pos, B, 1, W, qkv_stride, qkv_stride, kv_bstride,
            kv_tstride, max_len);
+}
+
+void rope_kv_attention_decode(const Ctx& ctx, DType dt, const void* qkv, void* kc, void* vc, const int32_t* pos,
+                              const int32_t* lens, void* out, int B, int Hq, int Hkv, int D, int64_t qkv_stride,
+                              int rot_dim, float theta, const float* freqs, int64_t kv_bstride, int64_t kv_tstride,
+                              int max_len, float scale, uint32_t* counter) {
+  if (B < 0 || Hq < 1 || Hkv < 1 || D < 1 || rot_dim < 0 || qkv_stride < int64_t(Hq + 2 * Hkv) * D)
+    fail("rope_kv_attention_decode: bad sizes B=", B, " Hq=", Hq, " Hkv=", Hkv, " D=", D, " rot_dim=", rot_dim,
+         " qkv_stride=", qkv_stride);
+  if (B == 0) return;
+  if (dt != DType::F32 && dt != DType::BF16)
+    fail("rope_kv_attention_decode: dtype ", dtype_name(dt), " is not supported (B=", B, " D=", D, ")");
+  if (!qkv) fail("rope_kv_attention_decode: null qkv (B=", B, ")");
+  // The rows copied contiguously (qkv is only read), rotated and written to the caches there.
+  const int64_t W3 = int64_t(Hq + 2 * Hkv) * D, es = int64_t(dtype_size(dt));
+  std::vector<char> rows(size_t(B * W3 * es));
+  for (int b = 0; b < B; ++b)
+    std::memcpy(rows.data() + b * W3 * es, static_cast<const char*>(qkv) + b * qkv_stride * es, size_t(W3 * es));
+  rope_kv_write(ctx, dt, rows.data(), kc, vc, pos, B, Hq, Hkv, D, W3, rot_dim, theta, freqs, kv_bstride, kv_tstride,
+                max_len);
+  attention_decode(ctx, dt, rows.data(), kc, vc, lens, out, B, Hq, Hkv, D, W3, kv_bstride, kv_tstride, max_len, scale,
+                   counter);
 }
 
 }  // namespace parallm::cpu

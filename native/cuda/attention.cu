@@ -19,7 +19,9 @@
 //                       its kv head so the cache is read once; 16-byte loads. decode_combine merges the
 //                       chunks' partial softmax states when there is more than one chunk; given a counter
 //                       (the decode's, per KV cache), the split kernel's last block of each head group
-//                       merges them instead, one launch fewer a layer.
+//                       merges them instead, one launch fewer a layer. Its FRESH form
+//                       (rope_kv_attention_decode) also rotates the new token's q and k heads and writes
+//                       its k and v rows into the caches: rope_kv_write's launch folded in.
 //   attention_forward   the prefill kernels with Tq == Tk, each also writing its rows' logsumexp.
 //   attention_backward  delta = rowsum(dout * out), then dK/dV per key tile, then dQ per query tile: on
 //                       tensor cores (attention_backward_mma.cuh) for bf16, D in {64, 128}, 16-byte aligned
@@ -45,6 +47,7 @@
 #include "common.cuh"
 #include "launch.cuh"
 #include "kernels.h"
+#include "rope_common.cuh"
 
 namespace parallm::cuda {
 namespace attn_detail {
@@ -225,7 +228,60 @@ struct Raw8 {
     }
   }
   __device__ __forceinline__ float operator[](int i) const { return f32(reinterpret_cast<const T*>(u)[i]); }
+  template <bool ALIGNED>
+  __device__ __forceinline__ void store(T* p, int nvalid) const {
+    if constexpr (ALIGNED) {
+#pragma unroll
+      for (int i = 0; i < W; ++i) reinterpret_cast<uint4*>(p)[i] = u[i];
+    } else {
+      const T* e = reinterpret_cast<const T*>(u);
+#pragma unroll
+      for (int i = 0; i < 8; ++i)
+        if (i < nvalid) p[i] = e[i];
+    }
+  }
 };
+
+// The FRESH form's new token (rope_kv_attention_decode): its q, k and v heads are the rows of qkv (the
+// kernel's q, q_bstride its stride: Hq q heads, Hkv k heads, Hkv v heads), at position pos[b]; the caches
+// get its k and v rows there (kc, vc: the kernel's k and v, writable).
+template <typename T>
+struct DecodeFresh {
+  const int32_t* pos;
+  const float* freqs;  // rope's inverse frequencies (null: from theta)
+  T* kc;
+  T* vc;
+  float theta;
+  int rot_dim;  // 0: no rotation (GPT-2)
+};
+
+// The elements a thread's 8 dims of a head pair with under rope (d + half below half, d - half from half to
+// rot_dim; zero past rot_dim): one 16-byte pack when the pairs' packs line up, else element by element.
+template <typename T, bool ALIGNED>
+__device__ __forceinline__ void load_partner(Raw8<T>& r, const T* head, int dim0, int nvalid, bool ok, int rot_dim) {
+  const int half = rot_dim / 2;
+  if (ALIGNED && half % 8 == 0) {
+    r.template load<true>(head + (dim0 < half ? dim0 + half : dim0 - half), ok && dim0 < rot_dim, 8);
+    return;
+  }
+  T* e = reinterpret_cast<T*>(r.u);
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    const int d = dim0 + i;
+    e[i] = (ok && i < nvalid && d < rot_dim) ? head[d < half ? d + half : d - half] : from_f32<T>(0.f);
+  }
+}
+
+// Element e (dim d = dim0 + e < rot_dim) of a head rotated as rope_kv_kernel (kvcache.cu) rotates it:
+// rope_rotate of the pair with the same cos and sin, rounded to T, so the fused kernel sees the bits
+// rope_kv_write stores. partner holds the element d pairs with.
+template <typename T>
+__device__ __forceinline__ void rope_elem(Raw8<T>& r, const Raw8<T>& partner, int e, bool lo, float cs, float sn) {
+  const float x = r[e], y = partner[e];
+  T y1, y2;
+  rope_rotate(lo ? x : y, lo ? y : x, cs, sn, y1, y2);
+  reinterpret_cast<T*>(r.u)[e] = lo ? y1 : y2;
+}
 
 __device__ __forceinline__ float fast_exp2(float x) {
   float y;
@@ -250,12 +306,22 @@ __device__ __forceinline__ float merge_chunks(const float* __restrict__ part_o, 
   return __fdiv_rn(O, L);
 }
 
-template <typename T, int GS, int HPB, bool ALIGNED>
+// FRESH (DecodeFresh; kFresh without rope, kFreshRope with it): q is the new token's qkv rows; the q heads
+// and the k head are rotated in registers, the block of the chunk holding pos[b] (its first head block)
+// writes the k and v rows into the caches, and every block whose chunk holds pos[b] uses those rows in place
+// of the cache's (another block may not have written them yet): the bits of rope_kv_write then this
+// kernel. qkv itself is left as it is. The rotation has its own form: its sincosf (the reduction of large
+// arguments) takes 80 registers at one head a block where the plain form takes 56, and held to 64 it
+// spilled; 7B decode lost 1.5-4.7% with it against the two launches (S15-3, S15-5), GPT-2 (no rotation)
+// gains 3-10%.
+constexpr int kFresh = 1, kFreshRope = 2;
+template <typename T, int GS, int HPB, bool ALIGNED, int FRESH>
 __global__ void __launch_bounds__(kDecThreads)
 decode_split(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
              const int32_t* __restrict__ lens, T* __restrict__ out, float* __restrict__ part_o,
              float* __restrict__ part_ml, int Hq, int Hkv, int D, int64_t qbs, int64_t kvbs, int64_t kvts,
-             int max_len, int chunk, int nsplit, int nsub, float sl2, unsigned* __restrict__ counter) {
+             int max_len, int chunk, int nsplit, int nsub, float sl2, unsigned* __restrict__ counter,
+             DecodeFresh<T> fr) {
   pdl_begin();  // launched with PDL: wait for the kernel before, then let the next start (pdl.cuh)
   constexpr int NG = kDecThreads / GS, DW = GS * 8;
   __shared__ float s_acc[NG][HPB][DW];
@@ -273,6 +339,50 @@ decode_split(const T* __restrict__ q, const T* __restrict__ k, const T* __restri
 #pragma unroll
   for (int i = 0; i < HPB; ++i)
     qraw[i].template load<ALIGNED>(q + b * qbs + int64_t(h0 + (i < nh ? i : 0)) * D + dim0, active && i < nh, nvalid);
+  // FRESH: the new token's position, and its k and v rows (this block's kv head) with the partners of q's
+  // and k's rotated dims, loaded with q.
+  int fresh_at = -1;  // the key replaced by the new token's k and v (-1: none in this block)
+  Raw8<T> knew, vnew;
+  if constexpr (FRESH != 0) {
+    const T* row = q + b * qbs;
+    const T* kh = row + int64_t(Hq + g) * D;
+    knew.template load<ALIGNED>(kh + dim0, active, nvalid);
+    vnew.template load<ALIGNED>(row + int64_t(Hq + Hkv + g) * D + dim0, active, nvalid);
+    const int p = fr.pos[b];
+    if (FRESH == kFreshRope) {
+      Raw8<T> qpart[HPB], kpart;
+#pragma unroll
+      for (int i = 0; i < HPB; ++i)
+        load_partner<T, ALIGNED>(qpart[i], row + int64_t(h0 + (i < nh ? i : 0)) * D, dim0, nvalid, active && i < nh,
+                                 fr.rot_dim);
+      load_partner<T, ALIGNED>(kpart, kh, dim0, nvalid, active, fr.rot_dim);
+      // Each dim's pair at p: rope_kv_kernel's sincosf argument, so the same cos and sin; applied to every
+      // head at once (one dim's cos and sin live at a time).
+      const int half = fr.rot_dim / 2;
+      if (active) {
+#pragma unroll
+        for (int e = 0; e < 8; ++e) {
+          const int d = dim0 + e;
+          if (d >= fr.rot_dim) continue;
+          float sn, cs;
+          sincosf(float(p) * rope_freq(fr.freqs, fr.theta, d < half ? d : d - half, fr.rot_dim), &sn, &cs);
+#pragma unroll
+          for (int i = 0; i < HPB; ++i) rope_elem(qraw[i], qpart[i], e, d < half, cs, sn);
+          rope_elem(knew, kpart, e, d < half, cs, sn);
+        }
+      }
+    }
+    if (p >= 0 && p < max_len) {
+      // One block of the head group writes the rows: the first of the chunk holding p (it exists even when
+      // p is past lens[b], where no block reads it).
+      if (sub == 0 && split == p / chunk && grp == 0 && active) {
+        const int64_t c = b * kvbs + int64_t(p) * kvts + int64_t(g) * D + dim0;
+        knew.template store<ALIGNED>(fr.kc + c, nvalid);
+        vnew.template store<ALIGNED>(fr.vc + c, nvalid);
+      }
+      fresh_at = p;
+    }
+  }
   const int len = min(lens[b], max_len);
   const int s0 = split * chunk, s1 = min(len, s0 + chunk);
   if (s0 >= s1) {
@@ -309,6 +419,9 @@ decode_split(const T* __restrict__ q, const T* __restrict__ k, const T* __restri
       bool ok = active && j0 + u < s1;
       kk[u].template load<ALIGNED>(kp + int64_t(j0 + u) * kvts, ok, nvalid);
       vv[u].template load<ALIGNED>(vp + int64_t(j0 + u) * kvts, ok, nvalid);
+      if constexpr (FRESH != 0) {
+        if (j0 + u == fresh_at) kk[u] = knew, vv[u] = vnew;
+      }
     }
 #pragma unroll
     for (int i = 0; i < HPB; ++i) {
@@ -443,7 +556,7 @@ void prefill_mma_launch(cudaStream_t st, const void* q, const void* k, const voi
 template <typename T, int GS, int HPB>
 void decode_launch(cudaStream_t st, bool aligned, const void* q, const void* k, const void* v, const int32_t* lens,
                    void* out, int B, int Hq, int Hkv, int D, int64_t qbs, int64_t kvbs, int64_t kvts, int max_len,
-                   float sl2, unsigned* counter) {
+                   float sl2, unsigned* counter, const DecodeFresh<T>* fr) {
   const int G = Hq / Hkv, nsub = (G + HPB - 1) / HPB;
   const int64_t groups = int64_t(B) * Hkv * nsub;
   PARALLM_CHECK(int64_t(Hkv) * nsub <= 65535 && B <= 65535, "attention_decode: B=", B, " Hkv=", Hkv,
@@ -472,11 +585,14 @@ void decode_launch(cudaStream_t st, bool aligned, const void* q, const void* k, 
   float* part_o = part;
   float* part_ml = part ? part + size_t(rows) * nsplit * D : nullptr;
   dim3 grid(nsplit, Hkv * nsub, B);
-  auto kern = aligned ? decode_split<T, GS, HPB, true> : decode_split<T, GS, HPB, false>;
+  auto kern = !fr                ? (aligned ? decode_split<T, GS, HPB, true, 0> : decode_split<T, GS, HPB, false, 0>)
+              : fr->rot_dim == 0 ? (aligned ? decode_split<T, GS, HPB, true, kFresh> : decode_split<T, GS, HPB, false, kFresh>)
+                                 : (aligned ? decode_split<T, GS, HPB, true, kFreshRope>
+                                            : decode_split<T, GS, HPB, false, kFreshRope>);
   PARALLM_CUDA_CHECK(launch_pdl_small(kern, grid, dim3(kDecThreads), 0, st, static_cast<const T*>(q),
                                       static_cast<const T*>(k), static_cast<const T*>(v), lens, static_cast<T*>(out),
                                       part_o, part_ml, Hq, Hkv, D, qbs, kvbs, kvts, max_len, chunk, nsplit, nsub, sl2,
-                                      counter),
+                                      counter, fr ? *fr : DecodeFresh<T>{}),
                      "attention_decode B=", B, " Hq=", Hq, " Hkv=", Hkv, " D=", D, " max_len=", max_len,
                      " splits=", nsplit);
   if (nsplit > 1 && counter) {  // (the split kernel's last block a head group merged the chunks)
@@ -495,26 +611,26 @@ void decode_launch(cudaStream_t st, bool aligned, const void* q, const void* k, 
 template <typename T, int GS>
 void decode_heads(cudaStream_t st, bool aligned, const void* q, const void* k, const void* v, const int32_t* lens,
                   void* out, int B, int Hq, int Hkv, int D, int64_t qbs, int64_t kvbs, int64_t kvts, int max_len,
-                  float sl2, unsigned* counter) {
+                  float sl2, unsigned* counter, const DecodeFresh<T>* fr) {
   const int G = Hq / Hkv;
   if (G == 1)
-    decode_launch<T, GS, 1>(st, aligned, q, k, v, lens, out, B, Hq, Hkv, D, qbs, kvbs, kvts, max_len, sl2, counter);
+    decode_launch<T, GS, 1>(st, aligned, q, k, v, lens, out, B, Hq, Hkv, D, qbs, kvbs, kvts, max_len, sl2, counter, fr);
   else if (G == 2)
-    decode_launch<T, GS, 2>(st, aligned, q, k, v, lens, out, B, Hq, Hkv, D, qbs, kvbs, kvts, max_len, sl2, counter);
+    decode_launch<T, GS, 2>(st, aligned, q, k, v, lens, out, B, Hq, Hkv, D, qbs, kvbs, kvts, max_len, sl2, counter, fr);
   else
-    decode_launch<T, GS, 4>(st, aligned, q, k, v, lens, out, B, Hq, Hkv, D, qbs, kvbs, kvts, max_len, sl2, counter);
+    decode_launch<T, GS, 4>(st, aligned, q, k, v, lens, out, B, Hq, Hkv, D, qbs, kvbs, kvts, max_len, sl2, counter, fr);
 }
 
 template <typename T>
 void decode_dispatch(cudaStream_t st, bool aligned, const void* q, const void* k, const void* v,
                      const int32_t* lens, void* out, int B, int Hq, int Hkv, int D, int64_t qbs, int64_t kvbs,
-                     int64_t kvts, int max_len, float sl2, unsigned* counter) {
+                     int64_t kvts, int max_len, float sl2, unsigned* counter, const DecodeFresh<T>* fr = nullptr) {
   if (D <= 64)
-    decode_heads<T, 8>(st, aligned, q, k, v, lens, out, B, Hq, Hkv, D, qbs, kvbs, kvts, max_len, sl2, counter);
+    decode_heads<T, 8>(st, aligned, q, k, v, lens, out, B, Hq, Hkv, D, qbs, kvbs, kvts, max_len, sl2, counter, fr);
   else if (D <= 128)
-    decode_heads<T, 16>(st, aligned, q, k, v, lens, out, B, Hq, Hkv, D, qbs, kvbs, kvts, max_len, sl2, counter);
+    decode_heads<T, 16>(st, aligned, q, k, v, lens, out, B, Hq, Hkv, D, qbs, kvbs, kvts, max_len, sl2, counter, fr);
   else
-    decode_heads<T, 32>(st, aligned, q, k, v, lens, out, B, Hq, Hkv, D, qbs, kvbs, kvts, max_len, sl2, counter);
+    decode_heads<T, 32>(st, aligned, q, k, v, lens, out, B, Hq, Hkv, D, qbs, kvbs, kvts, max_len, sl2, counter, fr);
 }
 
 // attention_prefill, and attention_forward (Tq == Tk, lse written): the op names its errors.
@@ -701,6 +817,38 @@ void attention_decode(cudaStream_t st, DType dt, const void* q, const void* k, c
   else
     decode_dispatch<float>(st, al, q, k, v, lens, out, B, Hq, Hkv, D, q_bstride, kv_bstride, kv_tstride, max_len,
                            sl2, counter);
+}
+
+void rope_kv_attention_decode(cudaStream_t st, DType dt, const void* qkv, void* kc, void* vc, const int32_t* pos,
+                              const int32_t* lens, void* out, int B, int Hq, int Hkv, int D, int64_t qkv_stride,
+                              int rot_dim, float theta, const float* freqs, int64_t kv_bstride, int64_t kv_tstride,
+                              int max_len, float scale, uint32_t* counter) {
+  using namespace attn_detail;
+  PARALLM_CHECK(dt == DType::F32 || dt == DType::BF16, "rope_kv_attention_decode: dtype ", dtype_name(dt),
+                " not supported (f32, bf16)");
+  PARALLM_CHECK(B >= 0 && Hq > 0 && Hkv > 0 && Hq % Hkv == 0 && D > 0 && D <= 256 && max_len >= 1 && rot_dim >= 0 &&
+                    rot_dim <= D && rot_dim % 2 == 0 && qkv_stride >= int64_t(Hq + 2 * Hkv) * D &&
+                    kv_tstride >= int64_t(Hkv) * D,
+                "rope_kv_attention_decode: bad sizes B=", B, " Hq=", Hq, " Hkv=", Hkv, " D=", D, " max_len=", max_len,
+                " rot_dim=", rot_dim, " qkv_stride=", qkv_stride, " cache token stride=", kv_tstride,
+                " (need Hq a multiple of Hkv, 0 < D <= 256, an even rot_dim <= D)");
+  if (rot_dim > 0 && !freqs && !(theta > 0.f))
+    fail("rope_kv_attention_decode: theta=", theta, " must be positive (B=", B, " D=", D, ")");
+  if (B == 0) return;
+  PARALLM_CHECK(qkv && kc && vc && pos && lens && out, "rope_kv_attention_decode: null pointer (B=", B, ")");
+  const float sl2 = scale * kLog2e;
+  const int64_t vec = dt == DType::BF16 ? 8 : 4;  // elements per 16 bytes
+  const bool al = aligned16(qkv) && aligned16(kc) && aligned16(vc) && D % 8 == 0 && qkv_stride % vec == 0 &&
+                  kv_bstride % vec == 0 && kv_tstride % vec == 0;
+  if (dt == DType::BF16) {
+    const DecodeFresh<bf16> fr{pos, freqs, static_cast<bf16*>(kc), static_cast<bf16*>(vc), theta, rot_dim};
+    decode_dispatch<bf16>(st, al, qkv, kc, vc, lens, out, B, Hq, Hkv, D, qkv_stride, kv_bstride, kv_tstride, max_len,
+                          sl2, counter, &fr);
+  } else {
+    const DecodeFresh<float> fr{pos, freqs, static_cast<float*>(kc), static_cast<float*>(vc), theta, rot_dim};
+    decode_dispatch<float>(st, al, qkv, kc, vc, lens, out, B, Hq, Hkv, D, qkv_stride, kv_bstride, kv_tstride, max_len,
+                           sl2, counter, &fr);
+  }
 }
 
 void attention_backward(cudaStream_t st, DType dt, const void* q, const void* k, const void* v, const void* out,

@@ -316,6 +316,42 @@ Napi::Value OpRopeKvWrite(const Napi::CallbackInfo& info) {
   });
 }
 
+// ropeKvAttentionDecode(out, qkv, kCache, vCache, pos, lens, freqs|null, counter|null, B, Hq, Hkv, D, qkvStride,
+// rotDim, theta, kvB, kvT, maxLen, scale): ropeKvWrite on a copy of qkv's rows, then attentionDecode of its q
+// heads (qkv only read; CUDA: one launch)
+Napi::Value OpRopeKvAttentionDecode(const Napi::CallbackInfo& info) {
+  return op(info, "ropeKvAttentionDecode", [](OpCall& c) {
+    int B = c.i32(8, "B"), Hq = c.i32(9, "Hq"), Hkv = c.i32(10, "Hkv"), D = c.i32(11, "D");
+    int64_t qs = c.i64(12, "qkv stride");
+    int rot = c.i32(13, "rotDim");
+    float theta = c.f32(14, "theta");
+    int64_t kB = c.i64(15, "cache batch stride"), kT = c.i64(16, "cache token stride");
+    int maxLen = c.i32(17, "maxLen");
+    float scale = c.f32(18, "scale");
+    if (B < 1 || Hq < 1 || Hkv < 1 || Hq % Hkv || D < 1 || maxLen < 1 || rot < 0 || rot > D || rot % 2 ||
+        qs < c.mul(Hq + int64_t(2) * Hkv, D) || kT < c.mul(Hkv, D))
+      fail("ropeKvAttentionDecode: bad sizes B=", B, " Hq=", Hq, " Hkv=", Hkv, " D=", D, " qkvStride=", qs,
+           " rotDim=", rot, " cache token stride=", kT, " maxLen=", maxLen);
+    DType dt = c.dtype_of(0, "out");
+    int64_t kv = c.strided("kCache and vCache", {{B, kB}, {maxLen, kT}}, c.mul(Hkv, D));
+    void* po = c.use(0, "out", c.mul(B, Hq, D), dt);
+    const void* pq = c.use(1, "qkv", c.strided("qkv", {{B, qs}}, c.mul(Hq + int64_t(2) * Hkv, D)), dt);
+    void* pk = c.use(2, "kCache", kv, dt);
+    void* pv = c.use(3, "vCache", kv, dt);
+    const int32_t* pp = c.use<int32_t>(4, "pos", B, DType::I32);
+    const int32_t* pl = c.use<int32_t>(5, "lens", B, DType::I32);
+    const float* pf = rot ? c.opt<float>(6, "freqs", rot / 2, DType::F32) : nullptr;
+    if (!rot && c.has_value(6)) fail("ropeKvAttentionDecode: freqs given with rotDim 0 (no rotation)");
+    uint32_t* pc = c.opt<uint32_t>(7, "counter", c.mul(B, Hq), DType::I32);
+    c.run([=](const cpu::Ctx& x) {
+            cpu::rope_kv_attention_decode(x, dt, pq, pk, pv, pp, pl, po, B, Hq, Hkv, D, qs, rot, theta, pf, kB, kT, maxLen,
+                                          scale);
+          },
+          ON_CUDA(rope_kv_attention_decode(s, dt, pq, pk, pv, pp, pl, po, B, Hq, Hkv, D, qs, rot, theta, pf, kB, kT,
+                                           maxLen, scale, pc)));
+  });
+}
+
 // decodeLayerGpt2(x, g1, b1, wqkv, bqkv|null, wout, bout|null, g2, b2, wup, bup|null, wdown, bdown|null, kCache,
 // vCache, pos, lens, counter|null, B, C, H, D, kvB, kvT, maxLen, eps): one GPT-2 decode layer, x updated in
 // place (native/core/kernels.h); counter: an i32 [>= 1] whose low 31 bits are zero, on the device (CUDA's
@@ -857,6 +893,7 @@ void export_ops(Napi::Env env, Napi::Object exports) {
   export_fn(env, exports, "matmul", OpMatmul);
   export_fn(env, exports, "attentionPrefill", OpAttentionPrefill);
   export_fn(env, exports, "attentionDecode", OpAttentionDecode);
+  export_fn(env, exports, "ropeKvAttentionDecode", OpRopeKvAttentionDecode);
   export_fn(env, exports, "kvWrite", OpKvWrite);
   export_fn(env, exports, "ropeKvWrite", OpRopeKvWrite);
   export_fn(env, exports, "rmsnormMatmul", OpRmsnormMatmul);

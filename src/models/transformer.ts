@@ -19,7 +19,7 @@
 // share's config); the attention output and MLP down projections then give partial sums, which one
 // all-reduce each over the tp group completes (Megatron-LM's two all-reduces a layer).
 // Decode fuses what prefill runs apart (fewer launches a step; the same bits): rope with both cache
-// writes (ropeKvWrite); on one device, the out and down projections add into the residual in their
+// writes and the attention (ropeKvAttentionDecode); on one device, the out and down projections add into the residual in their
 // epilogue (beta = 1), and each norm runs with the projection after it (rmsnormLinear,
 // rmsnormLinearSwiGLU, layernormLinear; on a GPU the MLP's activation in that GEMV's epilogue) or (by
 // default, Transformer.normInGemv) in the epilogue of the residual projection before it
@@ -117,6 +117,21 @@ export class Transformer {
    * 1,709 against 1,886 tokens/s; S9-4, bench/RESULTS.md). PARALLM_DECODE_LAYER=1 sets 'cuda', =2 true.
    */
   static decodeLayerKernel: boolean | 'cuda' = Transformer.decodeLayerFromEnv();
+
+  /**
+   * Decode's rope, KV-cache write and attention as one op (ops.ropeKvAttentionDecode: on a GPU one launch,
+   * the split attention kernel writing the new token's cache rows itself, and rotating its q and k), else
+   * ropeKvWrite then attentionDecode (two launches a layer); the same bits either way. 'auto' (the default)
+   * fuses where nothing rotates (GPT-2): there it gains 3-10% at batch 1 and 16, while with the rotation in
+   * the kernel 7B decode lost 1.5-4.7% at batch 1-64 (S15-3, S15-5, bench/RESULTS.md).
+   * PARALLM_DECODE_FUSED_ATTN=0|1 sets false / true (read when the module loads).
+   */
+  static fusedDecodeAttention: boolean | 'auto' = Transformer.fusedAttentionFromEnv();
+
+  private static fusedAttentionFromEnv(): boolean | 'auto' {
+    const v = typeof process !== 'undefined' ? process.env.PARALLM_DECODE_FUSED_ATTN : undefined;
+    return v === '0' ? false : v === '1' ? true : 'auto';
+  }
 
   private static decodeLayerFromEnv(): boolean | 'cuda' {
     const v = typeof process !== 'undefined' ? process.env.PARALLM_DECODE_LAYER : undefined;
@@ -381,10 +396,15 @@ export class Transformer {
         h = null;
       } else if (rope) qkv = this.normLinear(x, l.norm1, l.qkv, true, l.qkvBias);
       else qkv = ops.layernormLinear(x, l.norm1, l.norm1Bias!, l.qkv, { bias: l.qkvBias, eps: this.cfg.normEps });
-      ops.ropeKvWrite(qkv, cache.k[i]!, cache.v[i]!, pos, { batch: B, headsQ: heads, headsKv: kvHeads, headDim: D, maxLen: M, qkvStride: W3, kvStrides, rope });
-      const att = ops.attentionDecode(qkv, cache.k[i]!, cache.v[i]!, lens, {
-        batch: B, headsQ: heads, headsKv: kvHeads, headDim: D, maxLen: M, qStride: W3, kvStrides, counter: cache.counter ?? undefined,
-      });
+      const shape = { batch: B, headsQ: heads, headsKv: kvHeads, headDim: D, maxLen: M, kvStrides, counter: cache.counter ?? undefined };
+      let att: Tensor;
+      const fused = Transformer.fusedDecodeAttention;
+      if (fused === true || (fused === 'auto' && !rope)) {
+        att = ops.ropeKvAttentionDecode(qkv, cache.k[i]!, cache.v[i]!, pos, lens, { ...shape, qkvStride: W3, rope });
+      } else {
+        ops.ropeKvWrite(qkv, cache.k[i]!, cache.v[i]!, pos, { ...shape, qkvStride: W3, rope });
+        att = ops.attentionDecode(qkv, cache.k[i]!, cache.v[i]!, lens, { ...shape, qStride: W3 });
+      }
       qkv.dispose();
       const att2 = att.reshape([B, heads * D]);
       h = this.finishLayer(l, x, att2, true, this.w.layers[i + 1]);

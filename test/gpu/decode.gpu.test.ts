@@ -1,8 +1,8 @@
 // The decode-speed kernels on a GPU (skipped without one): the two GEMV kernels (M <= 16, B^T: the
 // pipelined one of native/cuda/matmul_gemv.cuh and the older register kernel) against float64 on fresh
 // random inputs with the output poisoned, and against each other (same summation order, so the same
-// bits); rmsnormLinear, rmsnormLinearSwiGLU and ropeKvWrite against the launches they replace (bit for
-// bit); decode attention over contexts 1..8192 with several key-chunk counts, grouped-query heads,
+// bits); rmsnormLinear, rmsnormLinearSwiGLU, ropeKvWrite and ropeKvAttentionDecode against the launches
+// they replace (bit for bit); decode attention over contexts 1..8192 with several key-chunk counts, grouped-query heads,
 // against float64 and the CPU backend; greedy generation of the tiny models on both GEMV kernels.
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -16,6 +16,7 @@ import { uniformArray } from '../../src/random.js';
 import { poisoned, randT } from '../helpers/cases.js';
 import { expected, fixtures } from '../helpers/models.js';
 import { attentionDecodeRef, layernormRef, matmulRef, relError, rmsnormRef } from '../helpers/reference.js';
+import { differing, fusedDecode, fusedDecodeCases } from '../helpers/rope-kv-attention.js';
 
 const gpus = cudaDeviceCount();
 const dev = 'cuda:0';
@@ -594,10 +595,73 @@ describe.skipIf(gpus === 0)('ropeKvWrite: the fused decode rope and cache write'
     });
 });
 
+describe.skipIf(gpus === 0)('ropeKvAttentionDecode: rope, cache write and attention in one launch', () => {
+  afterEach(() => native.testing.attentionDecodeSplits(-1));
+  // The split kernel's FRESH form against ropeKvWrite then attentionDecode on the GPU (the same bits: the
+  // rotation is rope_common.cuh's), at several chunk counts with and without a counter; and the output
+  // against the CPU backend's (the same definition, its own arithmetic).
+  const big = [
+    { name: 'LLaMA-2-7B shape, batch 2, 300 keys', Hq: 32, Hkv: 32, D: 128, rot: 128, table: true, maxLen: 320, pos: [299, 150], lens: [300, 151] },
+    { name: 'GQA 32/8, 2,000 keys, the new key mid-context', Hq: 32, Hkv: 8, D: 128, rot: 128, maxLen: 2048, pos: [1999, 700], lens: [2000, 1500] },
+    { name: 'GPT-2 shape, batch 3', Hq: 12, Hkv: 12, D: 64, rot: 0, maxLen: 256, pos: [0, 130, 255], lens: [1, 131, 256] },
+  ];
+  for (const c of [...fusedDecodeCases, ...big])
+    for (const dt of ['bf16', 'f32'] as const)
+      for (const splits of [-1, 1, 3])
+        it(`${c.name} [${dt}], ${splits < 0 ? 'chosen' : splits} key chunks: the bits of the two ops, with and without a counter; the CPU's output`, () => {
+          const s = seed();
+          native.testing.attentionDecodeSplits(splits);
+          for (const counter of [false, true]) {
+            const r = fusedDecode(dev, dt, c, s, counter);
+            for (const [i, what] of ['output', 'k cache', 'v cache'].entries()) {
+              finite(r.fused[i]!, what);
+              expect(differing(r.fused[i]!, r.apart[i]!), `seed ${s}${counter ? ' (counter)' : ''}: ${what} elements that differ`).toBe(0);
+            }
+            expect(differing(r.fused[3]!, r.qkv), `seed ${s}: qkv changed`).toBe(0);
+            if (!counter && splits === -1) {
+              native.testing.attentionDecodeSplits(-1);
+              const cpu = fusedDecode('cpu:0', dt, c, s);
+              expect(relError(r.fused[0]!, cpu.fused[0]!), `seed ${s}: output vs the CPU`).toBeLessThan(dt === 'f32' ? 1e-5 : 2e-2);
+              for (const i of [1, 2]) expect(relError(r.fused[i]!, cpu.fused[i]!), `seed ${s}: cache ${i} vs the CPU`).toBeLessThan(dt === 'f32' ? 1e-6 : 1e-2);
+              native.testing.attentionDecodeSplits(splits);
+            }
+          }
+        });
+
+  it('in a graph of two layers replayed with new positions: the eager bits each replay', () => {
+    const B = 2, Hq = 8, Hkv = 8, D = 128, maxLen = 64, W3 = (Hq + 2 * Hkv) * D, s = seed();
+    const shape = { batch: B, headsQ: Hq, headsKv: Hkv, headDim: D, maxLen, rope: { theta: 10000 } };
+    const qkv = [0, 1].map((l) => randT([B, W3], 'bf16', dev, s + l).t);
+    const fresh = () => [0, 1].map((l) => [randT([B, maxLen, Hkv, D], 'bf16', dev, s + 10 + l).t, randT([B, maxLen, Hkv, D], 'bf16', dev, s + 20 + l).t]);
+    const caches = fresh(), ref = fresh();
+    const pos = Tensor.from([3, 10], [B], { dtype: 'i32', device: dev }), lens = Tensor.from([4, 11], [B], { dtype: 'i32', device: dev });
+    const counter = Tensor.zeros([B * Hq], { dtype: 'i32', device: dev });
+    const outs = [0, 1].map(() => poisoned([B, Hq, D], 'bf16', dev));
+    const graph = capture(dev, () => {
+      for (const l of [0, 1]) ops.ropeKvAttentionDecode(qkv[l]!, caches[l]![0]!, caches[l]![1]!, pos, lens, { ...shape, out: outs[l], counter });
+    });
+    for (const [step, p] of [[3, 10], [4, 11], [20, 63]].entries()) {
+      pos.write(p);
+      lens.write(p.map((x) => x + 1));
+      graph.replay();
+      for (const l of [0, 1]) {
+        const want = ops.ropeKvAttentionDecode(qkv[l]!, ref[l]![0]!, ref[l]![1]!, pos, lens, shape);
+        expect(differing(outs[l]!.toArray() as Float32Array, want.toArray() as Float32Array), `seed ${s}: step ${step} layer ${l}`).toBe(0);
+        for (const kv of [0, 1])
+          expect(differing(caches[l]![kv]!.toArray() as Float32Array, ref[l]![kv]!.toArray() as Float32Array), `seed ${s}: step ${step} layer ${l} cache ${kv}`).toBe(0);
+        want.dispose();
+      }
+      expect(Array.from(counter.toArray()).every((x) => x === 0), `seed ${s}: counters after step ${step}`).toBe(true);
+    }
+    graph.dispose();
+    [...qkv, ...caches.flat(), ...ref.flat(), pos, lens, counter, ...outs].forEach((t) => t.dispose());
+  });
+});
+
 describe.skipIf(gpus === 0)('decode of the tiny models on both GEMV kernels', () => {
   afterEach(() => native.testing.matmulGemv(-1));
   for (const name of ['tiny-gpt2', 'tiny-llama'] as const)
-    it(`${name} bf16: the same greedy tokens, captured and not, alone and batched`, async () => {
+    it(`${name} bf16: the same greedy tokens, captured and not, alone and batched, the attention fused or not`, async () => {
       const exp = expected[name]!;
       const m = Model.load(path.join(fixtures, name), { device: dev, dtype: 'bf16' });
       const o = { maxTokens: exp.new_tokens, stopTokens: [] as number[] };
@@ -618,6 +682,18 @@ describe.skipIf(gpus === 0)('decode of the tiny models on both GEMV kernels', ()
       } finally {
         Transformer.normInGemv = was;
       }
+      // Rope, cache write and attention in one launch (ops.ropeKvAttentionDecode) or two: the same tokens.
+      const fusedWas = Transformer.fusedDecodeAttention;
+      try {
+        for (const f of [true, false]) {
+          Transformer.fusedDecodeAttention = f;
+          runs.push((await generate(m, exp.prompts, o)).map((g) => g.tokens));
+        }
+      } finally {
+        Transformer.fusedDecodeAttention = fusedWas;
+      }
+      expect(runs[8], 'rope, cache write and attention fused').toEqual(runs[0]);
+      expect(runs[9], 'rope and cache write, then attention').toEqual(runs[0]);
       expect(runs[3]).toEqual(runs[0]);
       expect(runs[4]).toEqual(runs[1]);
       expect(runs[5]).toEqual(runs[2]);

@@ -151,6 +151,7 @@ const SIGS: Record<string, string> = {
   attentionDecode: 'TTTTTNNNNSSSNF',
   kvWrite: 'TTTNNNSSSSN',
   ropeKvWrite: 'TTTTONNNNSNFSSN',
+  ropeKvAttentionDecode: 'TTTTTTOONNNNSNFSSNF',
   rmsnormMatmul: 'TTTTONNNFFF',
   rmsnormMatmulSwiglu: 'TTOTNNNF',
   matmulResidualNorm: 'TTTTOTOONNNF',
@@ -382,6 +383,15 @@ const VALID: Record<string, (r: Rng, d: string) => unknown[]> = {
     const freqs = rot && r.f() < 0.3 ? fresh(r, d, 'f32', rot / 2) : null;
     return [fresh(r, d, dt, B * W3), fresh(r, d, dt, B * L * Hkv * D), fresh(r, d, dt, B * L * Hkv * D), pos, freqs, B, Hq, Hkv, D, W3, rot, r.pick([10000, 0, -1]), L * Hkv * D, Hkv * D, L];
   },
+  ropeKvAttentionDecode: (r, d) => {
+    const dt = r.pick(['f32', 'bf16']), B = r.int(1, 3), Hkv = r.int(1, 2), Hq = Hkv * r.int(1, 2), D = 2 * r.int(1, 4), L = r.int(1, 4);
+    const rot = r.pick([0, D, 2]), W3 = (Hq + 2 * Hkv) * D;
+    const pos = fresh(r, d, 'i32', B, () => (r.f() < 0.8 ? r.int(0, L - 1) : r.pick([-1, L, -(2 ** 31), 2 ** 31 - 1])));
+    const lens = fresh(r, d, 'i32', B, () => (r.f() < 0.9 ? r.int(1, L) : r.pick([0, -1, L + 1, 2 ** 31 - 1])));
+    const freqs = rot && r.f() < 0.3 ? fresh(r, d, 'f32', rot / 2) : null;
+    const counter = r.f() < 0.3 ? fresh(r, d, 'i32', B * Hq, () => 0) : null;
+    return [fresh(r, d, dt, B * Hq * D), fresh(r, d, dt, B * W3), fresh(r, d, dt, B * L * Hkv * D), fresh(r, d, dt, B * L * Hkv * D), pos, lens, freqs, counter, B, Hq, Hkv, D, W3, rot, r.pick([10000, 0, -1]), L * Hkv * D, Hkv * D, L, r.f()];
+  },
   layernorm: (r, d) => {
     const dt = r.pick(['f32', 'bf16']), R = r.int(0, 4), C = r.int(1, 9);
     return [fresh(r, d, dt, R * C), fresh(r, d, dt, R * C), fresh(r, d, dt, C), fresh(r, d, dt, C), r.f() < 0.5 ? null : fresh(r, d, 'f32', R), r.f() < 0.5 ? null : fresh(r, d, 'f32', R), R, C, r.pick([1e-5, 0, -1])];
@@ -495,6 +505,7 @@ const OPS: [string, fc.Arbitrary<unknown[]>, (...a: never[]) => unknown][] = [
   ['linearGelu', fc.tuple(T, T, opt({ bias: T, out: T })), ops.linearGelu],
   ['linearResidualNorm', fc.tuple(T, T, T, T, opt({ bias: T, normB: T, eps: float, counter: T, out: T })), ops.linearResidualNorm],
   ['ropeKvWrite', fc.tuple(T, T, T, T, opt({ batch: size, headsQ: size, headsKv: size, headDim: size, maxLen: size, qkvStride: stride, kvStrides: pair, rope: opt({ theta: float, rotaryDim: size, freqs: T }) })), ops.ropeKvWrite],
+  ['ropeKvAttentionDecode', fc.tuple(T, T, T, T, T, opt({ batch: size, headsQ: size, headsKv: size, headDim: size, maxLen: size, qkvStride: stride, kvStrides: pair, scale: float, counter: T, out: T, rope: opt({ theta: float, rotaryDim: size, freqs: T }) })), ops.ropeKvAttentionDecode],
   ['decodeLayerGpt2', fc.tuple(T, fc.record({ norm1: T, norm1Bias: T, qkv: T, qkvBias: T, out: T, outBias: T, norm2: T, norm2Bias: T, up: T, upBias: T, down: T, downBias: T }, { requiredKeys: ['norm1', 'qkv', 'out', 'norm2', 'up', 'down'] }),
     T, T, T, T, opt({ heads: size, headDim: size, maxLen: size, kvStrides: pair, eps: float, counter: T })), ops.decodeLayerGpt2],
   ['layernorm', fc.tuple(T, T, T, opt({ eps: float, out: T, mean: T, rstd: T })), ops.layernorm],

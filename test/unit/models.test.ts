@@ -62,6 +62,21 @@ for (const [name, folder] of [
       }
     });
 
+    it('the same tokens with rope, cache write and attention as one op or two (Transformer.fusedDecodeAttention)', async () => {
+      const was = Transformer.fusedDecodeAttention;
+      try {
+        const runs = [];
+        for (const mode of [false, true, 'auto'] as const) {
+          Transformer.fusedDecodeAttention = mode;
+          runs.push(await generate(m, exp.prompts, { maxTokens: 8, stopTokens: [] }));
+        }
+        expect(runs[1]).toEqual(runs[0]);
+        expect(runs[2]).toEqual(runs[0]);
+      } finally {
+        Transformer.fusedDecodeAttention = was;
+      }
+    });
+
     it('the same tokens with each decode layer as one op (Transformer.decodeLayerKernel)', async () => {
       const was = Transformer.decodeLayerKernel;
       try {

@@ -331,6 +331,46 @@ static void decode(DType dt, std::vector<int32_t> lens, int L, int Hq, int Hkv, 
               same ? "= the combine's" : "!= the combine's", rearmed ? "rearmed" : "NOT rearmed", same && rearmed ? "ok" : "FAIL");
 }
 
+// rope_kv_attention_decode (decode_split's FRESH form) bit for bit against rope_kv_write on a copy of qkv,
+// then attention_decode: the output and both caches; qkv left as it was. Positions mid-context, at the end,
+// past lens, outside the cache; forced chunk counts, with and without a counter.
+static void fused_decode(DType dt, std::vector<int32_t> pos, std::vector<int32_t> lens, int L, int Hq, int Hkv, int D,
+                         int rot, int splits, bool counter) {
+  const int B = int(pos.size());
+  const int64_t st = int64_t(Hq + 2 * Hkv) * D + 8, W = int64_t(Hkv) * D;
+  Buf qkv(dt, B * st), kc(dt, size_t(B) * L * W), vc(dt, size_t(B) * L * W), out(dt, size_t(B) * Hq * D);
+  Buf qkv2 = qkv, kc2 = kc, vc2 = vc, out2 = out;
+  out.poison(), out2.poison();
+  const std::vector<float> q0 = qkv.get();
+  const float scale = 1 / std::sqrt(float(D));
+  std::vector<uint32_t> cnt(size_t(B) * Hq, 0u), cnt2 = cnt;
+  pc::attention_decode_splits(splits);
+  pc::rope_kv_attention_decode(nullptr, dt, qkv.p(), kc.p(), vc.p(), pos.data(), lens.data(), out.p(), B, Hq, Hkv, D, st,
+                               rot, 10000.f, nullptr, L * W, W, L, scale, counter ? cnt.data() : nullptr);
+  pc::rope_kv_write(nullptr, dt, qkv2.p(), kc2.p(), vc2.p(), pos.data(), B, Hq, Hkv, D, st, rot, 10000.f, nullptr, L * W, W, L);
+  pc::attention_decode(nullptr, dt, qkv2.p(), kc2.p(), vc2.p(), lens.data(), out2.p(), B, Hq, Hkv, D, st, L * W, W, L, scale,
+                       counter ? cnt2.data() : nullptr);
+  pc::attention_decode_splits(-1);
+  auto same = [](const std::vector<float>& a, const std::vector<float>& b) {
+    if (a.size() != b.size()) return false;
+    for (size_t i = 0; i < a.size(); ++i)
+      if (std::memcmp(&a[i], &b[i], sizeof(float)) != 0) return false;
+    return true;
+  };
+  bool finite = true;
+  for (float x : out.get()) finite &= std::isfinite(x);
+  bool rearmed = true;
+  for (uint32_t x : cnt) rearmed &= x == 0u;
+  const bool ok = finite && rearmed && same(out.get(), out2.get()) && same(kc.get(), kc2.get()) &&
+                  same(vc.get(), vc2.get()) && same(qkv.get(), q0);
+  all_ok &= ok;
+  char w[112];
+  std::snprintf(w, sizeof w, "rope_kv_attention_decode B%d L%d Hq%d Hkv%d D%d rot%d splits %d%s", B, L, Hq, Hkv, D, rot,
+                splits, counter ? " +counter" : "");
+  std::printf("  %-52s %-4s %s\n", w, dt == DType::BF16 ? "bf16" : "f32",
+              ok ? "ok (= rope_kv_write + attention_decode)" : "FAIL (bits differ, unwritten, or qkv changed)");
+}
+
 template <class E>
 static void attention(int B, int T, int Hq, int Hkv, int D, bool simt) {
   const DType dt = sizeof(E) == 4 ? DType::F32 : DType::BF16;
@@ -398,6 +438,11 @@ int main() {
     decode(dt, {300, 1, 129}, 300, 8, 2, 64, 5);  // several chunks, one sequence shorter than a chunk
     decode(dt, {77}, 80, 4, 4, 128, 1);            // one chunk: no combine
     decode(dt, {1000}, 1000, 8, 1, 64, -1);        // chosen chunks, 8 query heads a kv head
+    fused_decode(dt, {5, 40, 25}, {30, 41, 20}, 48, 4, 4, 64, 64, 3, true);  // the new key mid-context, last, past lens
+    fused_decode(dt, {-1, 48, 30}, {9, 48, 31}, 48, 8, 2, 128, 128, -1, true);  // outside the cache; GQA
+    fused_decode(dt, {100}, {101}, 120, 6, 1, 80, 32, 4, false);  // two head blocks a kv head, partial rotation, combine
+    fused_decode(dt, {7, 0}, {8, 1}, 9, 3, 3, 20, 12, 2, true);     // unaligned heads, pairs across packs
+    fused_decode(dt, {16}, {17}, 17, 3, 3, 64, 0, 1, false);       // no rotation (GPT-2), one chunk
     embedding_bwd(dt, 5000, 40, 24);  // the sort's global stages
     embedding_bwd(dt, 300, 1000, 5);
     cross_entropy(dt, 11, 1001, false);
