@@ -891,6 +891,20 @@ for p in "${parts[@]}"; do
         timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1,4,16 2>&1 | tail -3 | sed "s/^/[$b r$r gpt2] /"
       done; done; unset PARALLM_DECODE_FUSED_ATTN
       timeout 90 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16,64 2>&1 | tail -3 | sed "s/^/[default 7B] /" ;;
+    s15-g)
+      # The fused attention for one block a kv head (the new rows written before the keys are read; the
+      # rotating form held to 64 registers) and the register GEMV's deep form (12 chunks a pass on grids of
+      # at most one block an SM): their GPU tests, then 7B decode fused (PARALLM_DECODE_FUSED_ATTN=1)
+      # against the default (two launches), and GPT-2 with the deep form against without
+      # (PARALLM_GEMV_DEEP=0), alternating. (S15-8: neither gained; the deep form was removed after it, so
+      # PARALLM_GEMV_DEEP no longer exists.)
+      timeout 200 vitest run test/gpu/decode.gpu.test.ts test/gpu/models.gpu.test.ts test/gpu/families.gpu.test.ts > "$out/gpu-s15g.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-s15g.log" | head -20
+      for r in 1 2; do for b in base new; do
+        [ $b = new ] && export PARALLM_DECODE_FUSED_ATTN=1 || export PARALLM_GEMV_DEEP=0
+        timeout 90 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16,64 2>&1 | tail -3 | sed "s/^/[$b r$r 7B] /"
+        timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1,4,16 2>&1 | tail -3 | sed "s/^/[$b r$r gpt2] /"
+        unset PARALLM_DECODE_FUSED_ATTN PARALLM_GEMV_DEEP
+      done; done ;;
     fused-ab)
       for r in 1 2; do for b in apart fused; do
         [ $b = apart ] && export PARALLM_DECODE_FUSED_ATTN=0 || unset PARALLM_DECODE_FUSED_ATTN

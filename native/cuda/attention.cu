@@ -306,17 +306,20 @@ __device__ __forceinline__ float merge_chunks(const float* __restrict__ part_o, 
   return __fdiv_rn(O, L);
 }
 
-// FRESH (DecodeFresh; kFresh without rope, kFreshRope with it): q is the new token's qkv rows; the q heads
-// and the k head are rotated in registers, the block of the chunk holding pos[b] (its first head block)
-// writes the k and v rows into the caches, and every block whose chunk holds pos[b] uses those rows in place
-// of the cache's (another block may not have written them yet): the bits of rope_kv_write then this
-// kernel. qkv itself is left as it is. The rotation has its own form: its sincosf (the reduction of large
-// arguments) takes 80 registers at one head a block where the plain form takes 56, and held to 64 it
-// spilled; 7B decode lost 1.5-4.7% with it against the two launches (S15-3, S15-5), GPT-2 (no rotation)
-// gains 3-10%.
+// FRESH (DecodeFresh; kFresh without rope, kFreshRope with it), for one block a kv head (nsub == 1, at most
+// four q heads a kv head: the host runs the two launches on a copy of the rows otherwise): q is the new
+// token's qkv rows; the q heads and the k head are rotated in registers, the block of the chunk holding
+// pos[b] writes the k and v rows into the caches before its keys are read (the only block that reads that
+// row), so the loop is the plain form's: the bits of rope_kv_write then this kernel. qkv is left as it is.
+// (A first form had every block of the chunk use the new rows from registers in place of the cache's, for
+// any number of blocks a kv head: 80 registers against the plain form's 56 at one head a block, and 7B
+// decode lost 1.5-4.7% against the two launches: S15-3, S15-5.)
 constexpr int kFresh = 1, kFreshRope = 2;
+// At one head a block the rotating form is held to 64 registers (8 blocks an SM; the plain form's 56-61
+// give 8-9): unbounded, the rows and partners in flight in its prologue took 72 (kFresh takes 63).
+constexpr int kFreshBlocks = 8;
 template <typename T, int GS, int HPB, bool ALIGNED, int FRESH>
-__global__ void __launch_bounds__(kDecThreads)
+__global__ void __launch_bounds__(kDecThreads, FRESH == kFreshRope && HPB == 1 ? kFreshBlocks : 0)
 decode_split(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
              const int32_t* __restrict__ lens, T* __restrict__ out, float* __restrict__ part_o,
              float* __restrict__ part_ml, int Hq, int Hkv, int D, int64_t qbs, int64_t kvbs, int64_t kvts,
@@ -341,9 +344,8 @@ decode_split(const T* __restrict__ q, const T* __restrict__ k, const T* __restri
     qraw[i].template load<ALIGNED>(q + b * qbs + int64_t(h0 + (i < nh ? i : 0)) * D + dim0, active && i < nh, nvalid);
   // FRESH: the new token's position, and its k and v rows (this block's kv head) with the partners of q's
   // and k's rotated dims, loaded with q.
-  int fresh_at = -1;  // the key replaced by the new token's k and v (-1: none in this block)
-  Raw8<T> knew, vnew;
   if constexpr (FRESH != 0) {
+    Raw8<T> knew, vnew;
     const T* row = q + b * qbs;
     const T* kh = row + int64_t(Hq + g) * D;
     knew.template load<ALIGNED>(kh + dim0, active, nvalid);
@@ -372,16 +374,15 @@ decode_split(const T* __restrict__ q, const T* __restrict__ k, const T* __restri
         }
       }
     }
-    if (p >= 0 && p < max_len) {
-      // One block of the head group writes the rows: the first of the chunk holding p (it exists even when
-      // p is past lens[b], where no block reads it).
-      if (sub == 0 && split == p / chunk && grp == 0 && active) {
-        const int64_t c = b * kvbs + int64_t(p) * kvts + int64_t(g) * D + dim0;
-        knew.template store<ALIGNED>(fr.kc + c, nvalid);
-        vnew.template store<ALIGNED>(fr.vc + c, nvalid);
-      }
-      fresh_at = p;
+    // The block of the chunk holding p writes the rows (it exists even when p is past lens[b], where
+    // nothing reads them), visible to its threads' loads below after the barrier: no other block reads
+    // that row, and this one has not read it.
+    if (p >= 0 && p < max_len && split == p / chunk && grp == 0 && active) {
+      const int64_t c = b * kvbs + int64_t(p) * kvts + int64_t(g) * D + dim0;
+      knew.template store<ALIGNED>(fr.kc + c, nvalid);
+      vnew.template store<ALIGNED>(fr.vc + c, nvalid);
     }
+    __syncthreads();
   }
   const int len = min(lens[b], max_len);
   const int s0 = split * chunk, s1 = min(len, s0 + chunk);
@@ -419,9 +420,6 @@ decode_split(const T* __restrict__ q, const T* __restrict__ k, const T* __restri
       bool ok = active && j0 + u < s1;
       kk[u].template load<ALIGNED>(kp + int64_t(j0 + u) * kvts, ok, nvalid);
       vv[u].template load<ALIGNED>(vp + int64_t(j0 + u) * kvts, ok, nvalid);
-      if constexpr (FRESH != 0) {
-        if (j0 + u == fresh_at) kk[u] = knew, vv[u] = vnew;
-      }
     }
 #pragma unroll
     for (int i = 0; i < HPB; ++i) {
@@ -836,6 +834,22 @@ void rope_kv_attention_decode(cudaStream_t st, DType dt, const void* qkv, void* 
     fail("rope_kv_attention_decode: theta=", theta, " must be positive (B=", B, " D=", D, ")");
   if (B == 0) return;
   PARALLM_CHECK(qkv && kc && vc && pos && lens && out, "rope_kv_attention_decode: null pointer (B=", B, ")");
+  if (Hq / Hkv > 4) {
+    // More than one block a kv head (decode_heads): each would read the new rows before one has written
+    // them. The two launches, on a copy of the rows (qkv is only read).
+    const int64_t W3 = int64_t(Hq + 2 * Hkv) * D, es = int64_t(dtype_size(dt));
+    void* rows = nullptr;
+    const size_t bytes = size_t(B) * size_t(W3 * es);
+    PARALLM_CUDA_CHECK(cudaMallocAsync(&rows, bytes, st), "rope_kv_attention_decode: copy of the rows, ", bytes,
+                       " bytes (B=", B, " Hq=", Hq, " Hkv=", Hkv, " D=", D, ")");
+    PARALLM_CUDA_CHECK(cudaMemcpy2DAsync(rows, size_t(W3 * es), qkv, size_t(qkv_stride * es), size_t(W3 * es), size_t(B),
+                                         cudaMemcpyDeviceToDevice, st),
+                       "rope_kv_attention_decode: copy of the rows (B=", B, ")");
+    rope_kv_write(st, dt, rows, kc, vc, pos, B, Hq, Hkv, D, W3, rot_dim, theta, freqs, kv_bstride, kv_tstride, max_len);
+    attention_decode(st, dt, rows, kc, vc, lens, out, B, Hq, Hkv, D, W3, kv_bstride, kv_tstride, max_len, scale, counter);
+    PARALLM_CUDA_CHECK(cudaFreeAsync(rows, st), "rope_kv_attention_decode: free the copy (B=", B, ")");
+    return;
+  }
   const float sl2 = scale * kLog2e;
   const int64_t vec = dt == DType::BF16 ? 8 : 4;  // elements per 16 bytes
   const bool al = aligned16(qkv) && aligned16(kc) && aligned16(vc) && D % 8 == 0 && qkv_stride % vec == 0 &&

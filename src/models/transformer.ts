@@ -122,8 +122,9 @@ export class Transformer {
    * Decode's rope, KV-cache write and attention as one op (ops.ropeKvAttentionDecode: on a GPU one launch,
    * the split attention kernel writing the new token's cache rows itself, and rotating its q and k), else
    * ropeKvWrite then attentionDecode (two launches a layer); the same bits either way. 'auto' (the default)
-   * fuses where nothing rotates (GPT-2): there it gains 3-10% at batch 1 and 16, while with the rotation in
-   * the kernel 7B decode lost 1.5-4.7% at batch 1-64 (S15-3, S15-5, bench/RESULTS.md).
+   * fuses where nothing rotates (GPT-2): there it gains 1-2.5% at batch 1-16 (S15-6), while with the
+   * rotation in the kernel 7B decode loses 1.1-1.6% at batch 16 and 64 and is even at 1 (S15-8; a first form
+   * lost 1.5-4.7%: S15-3, S15-5; bench/RESULTS.md).
    * PARALLM_DECODE_FUSED_ATTN=0|1 sets false / true (read when the module loads).
    */
   static fusedDecodeAttention: boolean | 'auto' = Transformer.fusedAttentionFromEnv();
