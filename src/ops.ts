@@ -383,6 +383,13 @@ export function ropeKvWrite(qkv: Tensor, kCache: Tensor, vCache: Tensor, pos: Te
   const op = 'ropeKvWrite';
   sameDevice(op, { qkv, kCache, vCache, pos, freqs: o.rope?.freqs });
   sameDType(op, { qkv, kCache, vCache }, FLOATS);
+  const { qs, kB, kT, rot, freqs } = ropeKvShape(op, qkv, kCache, vCache, pos, o);
+  const { batch: B, headsQ: Hq, headsKv: Hkv, headDim: D, maxLen } = o;
+  native.ropeKvWrite(qkv.native, kCache.native, vCache.native, pos.native, freqs?.native ?? null, B, Hq, Hkv, D, qs, rot, o.rope?.theta ?? 10000, kB, kT, maxLen);
+}
+
+/** The checks ropeKvWrite and ropeKvAttentionDecode share: sizes, pos, strides, rows and the rotation. */
+function ropeKvShape(op: string, qkv: Tensor, kCache: Tensor, vCache: Tensor, pos: Tensor, o: RopeKvWriteOptions) {
   const { batch: B, headsQ: Hq, headsKv: Hkv, headDim: D, maxLen } = o;
   for (const [n, val] of Object.entries({ batch: B, headsQ: Hq, headsKv: Hkv, headDim: D, maxLen })) positive(op, n, val);
   if (pos.dtype !== 'i32') throw new Error(`${op}: pos must be i32, got ${pos.dtype}`);
@@ -402,7 +409,7 @@ export function ropeKvWrite(qkv: Tensor, kCache: Tensor, vCache: Tensor, pos: Te
     if (rot % 2 || rot > D || rot < 2) throw new Error(`${op}: rotaryDim ${rot} must be even and <= headDim ${D}`);
     freqs = ropeFreqs(op, { heads: Hq + Hkv, headDim: D, ...o.rope }, rot);
   }
-  native.ropeKvWrite(qkv.native, kCache.native, vCache.native, pos.native, freqs?.native ?? null, B, Hq, Hkv, D, qs, rot, o.rope?.theta ?? 10000, kB, kT, maxLen);
+  return { qs, kB, kT, rot, freqs };
 }
 
 export interface RopeKvAttentionDecodeOptions extends RopeKvWriteOptions {
@@ -423,30 +430,13 @@ export function ropeKvAttentionDecode(qkv: Tensor, kCache: Tensor, vCache: Tenso
   const op = 'ropeKvAttentionDecode';
   const dev = sameDevice(op, { qkv, kCache, vCache, pos, lens, freqs: o.rope?.freqs, counter: o.counter });
   const dt = sameDType(op, { qkv, kCache, vCache }, FLOATS);
+  const { qs, kB, kT, rot, freqs } = ropeKvShape(op, qkv, kCache, vCache, pos, o);
   const { batch: B, headsQ: Hq, headsKv: Hkv, headDim: D, maxLen } = o;
-  for (const [n, val] of Object.entries({ batch: B, headsQ: Hq, headsKv: Hkv, headDim: D, maxLen })) positive(op, n, val);
   if (Hq % Hkv) throw new Error(`${op}: headsQ (${Hq}) must be a multiple of headsKv (${Hkv})`);
-  for (const [n, t] of Object.entries({ pos, lens })) {
-    if (t.dtype !== 'i32') throw new Error(`${op}: ${n} must be i32, got ${t.dtype}`);
-    expectNumel(op, n, t, B);
-  }
+  if (lens.dtype !== 'i32') throw new Error(`${op}: lens must be i32, got ${lens.dtype}`);
+  expectNumel(op, 'lens', lens, B);
   if (o.counter && (o.counter.dtype !== 'i32' || o.counter.numel < B * Hq))
     throw new Error(`${op}: counter must be i32 with at least batch x headsQ = ${B * Hq} elements, got ${o.counter.dtype} [${o.counter.shape.join(', ')}]`);
-  const row = (Hq + 2 * Hkv) * D;
-  const qs = o.qkvStride ?? row;
-  if (qs < row) throw new Error(`${op}: qkvStride ${qs} < (headsQ + 2 headsKv) x headDim = ${row}`);
-  const [kB, kT] = o.kvStrides ?? [maxLen * Hkv * D, Hkv * D];
-  if (kT < Hkv * D) throw new Error(`${op}: cache token stride ${kT} < headsKv x headDim = ${Hkv * D}`);
-  expectNumel(op, 'qkv', qkv, (B - 1) * qs + row);
-  expectNumel(op, 'kCache', kCache, (B - 1) * kB + (maxLen - 1) * kT + Hkv * D);
-  expectNumel(op, 'vCache', vCache, (B - 1) * kB + (maxLen - 1) * kT + Hkv * D);
-  let rot = 0;
-  let freqs: Tensor | undefined;
-  if (o.rope) {
-    rot = o.rope.rotaryDim ?? D;
-    if (rot % 2 || rot > D || rot < 2) throw new Error(`${op}: rotaryDim ${rot} must be even and <= headDim ${D}`);
-    freqs = ropeFreqs(op, { heads: Hq + Hkv, headDim: D, ...o.rope }, rot);
-  }
   const out = output(op, o.out, [B, Hq, D], dt, dev);
   native.ropeKvAttentionDecode(out.native, qkv.native, kCache.native, vCache.native, pos.native, lens.native, freqs?.native ?? null, o.counter?.native ?? null, B, Hq, Hkv, D, qs, rot, o.rope?.theta ?? 10000, kB, kT, maxLen, o.scale ?? 1 / Math.sqrt(D));
   return out;
