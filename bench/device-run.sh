@@ -905,6 +905,16 @@ for p in "${parts[@]}"; do
         timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1,4,16 2>&1 | tail -3 | sed "s/^/[$b r$r gpt2] /"
         unset PARALLM_DECODE_FUSED_ATTN PARALLM_GEMV_DEEP
       done; done ;;
+    s15-h)
+      # The session's last call (two H200s): every GPU test on its last commit, then 7B decode with the
+      # rotating fused attention (each pair's sincosf once a block into shared memory, where every thread
+      # took its own dims': 16 times a head's) against the two launches, alternating.
+      timeout 280 vitest run test/gpu > "$out/gpu-all.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-all.log" | head -30
+      for r in 1 2; do for b in apart fused; do
+        [ $b = fused ] && export PARALLM_DECODE_FUSED_ATTN=1
+        timeout 90 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16,64 2>&1 | tail -3 | sed "s/^/[$b r$r 7B] /"
+        unset PARALLM_DECODE_FUSED_ATTN
+      done; done ;;
     fused-ab)
       for r in 1 2; do for b in apart fused; do
         [ $b = apart ] && export PARALLM_DECODE_FUSED_ATTN=0 || unset PARALLM_DECODE_FUSED_ATTN

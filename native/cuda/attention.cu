@@ -315,6 +315,7 @@ __device__ __forceinline__ float merge_chunks(const float* __restrict__ part_o, 
 // any number of blocks a kv head: 80 registers against the plain form's 56 at one head a block, and 7B
 // decode lost 1.5-4.7% against the two launches: S15-3, S15-5.)
 constexpr int kFresh = 1, kFreshRope = 2;
+constexpr int kRopeMaxPairs = 128;  // rot_dim / 2 for D <= 256
 // At one head a block the rotating form is held to 64 registers (8 blocks an SM; the plain form's 56-61
 // give 8-9): unbounded, the rows and partners in flight in its prologue took 72 (kFresh takes 63).
 constexpr int kFreshBlocks = 8;
@@ -330,6 +331,7 @@ decode_split(const T* __restrict__ q, const T* __restrict__ k, const T* __restri
   __shared__ float s_acc[NG][HPB][DW];
   __shared__ float s_ml[NG][HPB][2];
   __shared__ int s_last[1];  // (an array: the host emulation makes block-scope shared arrays its shared memory)
+  __shared__ float s_rope[FRESH == kFreshRope ? 2 * kRopeMaxPairs : 1];  // the rotating form's cos, then sin
   const int split = blockIdx.x, b = blockIdx.z;
   const int g = blockIdx.y / nsub, sub = blockIdx.y - g * nsub;
   const int G = Hq / Hkv, h0 = g * G + sub * HPB, nh = min(HPB, G - sub * HPB);
@@ -358,18 +360,22 @@ decode_split(const T* __restrict__ q, const T* __restrict__ k, const T* __restri
         load_partner<T, ALIGNED>(qpart[i], row + int64_t(h0 + (i < nh ? i : 0)) * D, dim0, nvalid, active && i < nh,
                                  fr.rot_dim);
       load_partner<T, ALIGNED>(kpart, kh, dim0, nvalid, active, fr.rot_dim);
-      // Each dim's pair at p: rope_kv_kernel's sincosf argument, so the same cos and sin; applied to every
-      // head at once (one dim's cos and sin live at a time).
+      // Each pair's angle at p once a block (rope_kv_kernel's sincosf argument, so the same cos and sin) into
+      // shared memory, where every thread computing its own dims' took 16 times the sincosf a head needs
+      // (each group, both halves); then every head rotated with them.
       const int half = fr.rot_dim / 2;
+      for (int i = tid; i < half; i += kDecThreads)
+        sincosf(float(p) * rope_freq(fr.freqs, fr.theta, i, fr.rot_dim), &s_rope[kRopeMaxPairs + i], &s_rope[i]);
+      __syncthreads();
       if (active) {
 #pragma unroll
         for (int e = 0; e < 8; ++e) {
           const int d = dim0 + e;
           if (d >= fr.rot_dim) continue;
-          float sn, cs;
-          sincosf(float(p) * rope_freq(fr.freqs, fr.theta, d < half ? d : d - half, fr.rot_dim), &sn, &cs);
+          const int i = d < half ? d : d - half;
+          const float cs = s_rope[i], sn = s_rope[kRopeMaxPairs + i];
 #pragma unroll
-          for (int i = 0; i < HPB; ++i) rope_elem(qraw[i], qpart[i], e, d < half, cs, sn);
+          for (int h = 0; h < HPB; ++h) rope_elem(qraw[h], qpart[h], e, d < half, cs, sn);
           rope_elem(knew, kpart, e, d < half, cs, sn);
         }
       }

@@ -123,8 +123,8 @@ export class Transformer {
    * the split attention kernel writing the new token's cache rows itself, and rotating its q and k), else
    * ropeKvWrite then attentionDecode (two launches a layer); the same bits either way. 'auto' (the default)
    * fuses where nothing rotates (GPT-2): there it gains 1-2.5% at batch 1-16 (S15-6), while with the
-   * rotation in the kernel 7B decode loses 1.1-1.6% at batch 16 and 64 and is even at 1 (S15-8; a first form
-   * lost 1.5-4.7%: S15-3, S15-5; bench/RESULTS.md).
+   * rotation in the kernel 7B decode loses 0.8-1.6% at batch 16 and 64 and is even at 1 (S15-8, S15-9;
+   * earlier forms lost up to 4.7%: S15-3, S15-5; bench/RESULTS.md).
    * PARALLM_DECODE_FUSED_ATTN=0|1 sets false / true (read when the module loads).
    */
   static fusedDecodeAttention: boolean | 'auto' = Transformer.fusedAttentionFromEnv();
