@@ -915,6 +915,14 @@ for p in "${parts[@]}"; do
         timeout 90 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16,64 2>&1 | tail -3 | sed "s/^/[$b r$r 7B] /"
         unset PARALLM_DECODE_FUSED_ATTN
       done; done ;;
+    s15-i)
+      # The strategy figures after the fused attention became GPT-2's default (issue 13's rule): DP
+      # generation (GPT-2) and 7B PP decode; then GPT-2 batch 1 against compiled PyTorch.
+      timeout 100 node dist/cli/index.js bench --model gpt2 --strategies single,dp --prompts 512 --batch 64 --repeats 2 2>&1 | tail -3 | sed "s/^/[dp] /"
+      timeout 120 node dist/cli/index.js bench --model llama-2-7b --strategies pp --batch 256 --prompt-tokens 128 --new-tokens 64 --micro-batches 2 --repeats 2 2>&1 | tail -2 | sed "s/^/[pp-decode] /"
+      timeout 25 node dist/cli/index.js bench generate --model gpt2 --batch 1 2>&1 | tail -1 | sed "s/^/[gpt2 a] /"
+      timeout 80 python3 bench/peers/torch_compile_decode.py gpt2 1 > "$out/peer-gpt2.log" 2>&1; grep ANCHOR "$out/peer-gpt2.log" | cut -c1-200
+      timeout 25 node dist/cli/index.js bench generate --model gpt2 --batch 1 2>&1 | tail -1 | sed "s/^/[gpt2 b] /" ;;
     fused-ab)
       for r in 1 2; do for b in apart fused; do
         [ $b = apart ] && export PARALLM_DECODE_FUSED_ATTN=0 || unset PARALLM_DECODE_FUSED_ATTN
