@@ -4,7 +4,8 @@
 # (emu.h; no GPU needed): copies the kernel headers of native/cuda beside this directory's stand-in
 # mma_ptx.cuh (inline PTX cannot run on a CPU; the one other asm, ex2.approx, becomes exp2f), compiles
 # with g++ and the CUDA headers, runs.
-#   bash native/cuda/emu/run.sh [kernels]   (a few minutes on 2 cores; `kernels`: skip attention)
+#   bash native/cuda/emu/run.sh [kernels|training]   (a few minutes on 2 cores; `kernels`: skip the attention
+#   stage; `training`: only the stage of the .cu files rewritten by rewrite.py, as test/unit/kernels-emu.test.ts runs it)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cuda=${CUDA_HOME:-/usr/local/cuda}
@@ -15,13 +16,15 @@ cp "$here"/../attention_prefill_mma.cuh "$here"/../attention_backward_mma.cuh "$
 perl -0pi -e 's/float y;\s*asm\("ex2\.approx\.ftz\.f32 %0, %1;" : "=f"\(y\) : "f"\(x\)\);\s*return y;/return exp2f(x);/' \
   "$tmp"/attention_prefill_mma.cuh
 grep -q 'return exp2f(x);' "$tmp"/attention_prefill_mma.cuh || { echo "run.sh: ex2 patch did not apply" >&2; exit 1; }
-[ "${1:-}" = kernels ] || g++ -std=c++20 -O2 -pthread -I"$cuda"/include -include "$tmp"/emu.h -I"$tmp" "$tmp"/attention_emu.cc -o "$tmp"/attention_emu
-[ "${1:-}" = kernels ] || "$tmp"/attention_emu
+[ -n "${1:-}" ] || g++ -std=c++20 -O2 -pthread -I"$cuda"/include -include "$tmp"/emu.h -I"$tmp" "$tmp"/attention_emu.cc -o "$tmp"/attention_emu
+[ -n "${1:-}" ] || "$tmp"/attention_emu
 
 # The pipelined GEMV (matmul_gemv.cuh) beside the stand-in mma_ptx.cuh.
-cp "$here"/../matmul_gemv.cuh "$here"/../matmul_common.cuh "$here"/gemv_emu.cc "$tmp"/
-g++ -std=c++20 -O2 -pthread -I"$cuda"/include -I"$tmp" "$tmp"/gemv_emu.cc -o "$tmp"/gemv_emu
-"$tmp"/gemv_emu
+if [ "${1:-}" != training ]; then
+  cp "$here"/../matmul_gemv.cuh "$here"/../matmul_common.cuh "$here"/gemv_emu.cc "$tmp"/
+  g++ -std=c++20 -O2 -pthread -I"$cuda"/include -I"$tmp" "$tmp"/gemv_emu.cc -o "$tmp"/gemv_emu
+  "$tmp"/gemv_emu
+fi
 
 # The other training kernels: their .cu files (and reduce.cuh) with launches rewritten (rewrite.py).
 mkdir -p "$tmp"/k/cuda
@@ -47,6 +50,7 @@ g++ -std=c++20 -O2 -pthread -I"$cuda"/include -I"$tmp"/k/cuda -I"$here" "$here"/
 "$tmp"/kernels_emu
 
 # The persistent decode-layer kernel (decode_layer.cu): a cooperative launch, its blocks all at once.
+[ "${1:-}" = training ] && exit 0
 mkdir -p "$tmp"/dl/cuda
 ln -s "$here"/../../core "$tmp"/dl/core
 cp "$here"/../check.h "$here"/../common.cuh "$here"/../pdl.cuh "$here"/../kernels.h "$here"/launch.cuh "$here"/emu.h \

@@ -1,0 +1,30 @@
+// The CUDA kernels of native/cuda's op files (norms, activations, rope and the KV cache, embeddings, the
+// classifier, the optimizer, softmax, decode attention with its fused rope + cache-write form) run on the CPU
+// through the host emulation of native/cuda/emu (run.sh's `training` stage: the .cu files rewritten by
+// rewrite.py, kernels_emu.cc), against float64 and, where the CUDA code promises it, bit for bit against the
+// launches they replace. Needs g++, python3 and the CUDA headers (the development machine and CI have them);
+// skipped, and says so, where they are missing. The GPU runs the same kernels in test/gpu.
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+
+const cuda = process.env.CUDA_HOME ?? '/usr/local/cuda';
+const have = (cmd: string) => spawnSync(cmd, ['--version']).status === 0;
+const tools = have('g++') && have('python3') && existsSync(join(cuda, 'include', 'cuda_bf16.h'));
+if (!tools) console.warn('kernels-emu: skipped (needs g++, python3 and the CUDA headers)');
+
+describe.skipIf(!tools)('the op kernels on the host emulation', () => {
+  it('every kernel against float64; the fused decode attention bit for bit against rope_kv_write + attention_decode', () => {
+    const script = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'native', 'cuda', 'emu', 'run.sh');
+    const run = spawnSync('bash', [script, 'training'], { encoding: 'utf8' });
+    const out = `${run.stdout}${run.stderr}`;
+    expect(out, out).toContain('all passed');
+    expect(run.status, out).toBe(0);
+    expect(out.match(/ FAIL/g), out).toBeNull();
+    // f32 and bf16 of each fused case: the new token mid-context / last / past lens / outside the cache,
+    // GQA, two head blocks a kv head (the copy), partial and odd rotations, no rotation
+    expect(out.match(/rope_kv_attention_decode .* ok \(= rope_kv_write \+ attention_decode\)/g)?.length ?? 0, out).toBe(10);
+  }, 600_000);
+});
