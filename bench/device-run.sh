@@ -923,6 +923,16 @@ for p in "${parts[@]}"; do
       timeout 25 node dist/cli/index.js bench generate --model gpt2 --batch 1 2>&1 | tail -1 | sed "s/^/[gpt2 a] /"
       timeout 80 python3 bench/peers/torch_compile_decode.py gpt2 1 > "$out/peer-gpt2.log" 2>&1; grep ANCHOR "$out/peer-gpt2.log" | cut -c1-200
       timeout 25 node dist/cli/index.js bench generate --model gpt2 --batch 1 2>&1 | tail -1 | sed "s/^/[gpt2 b] /" ;;
+    s15-j)
+      # The register GEMV's persistent form (GPT-2's head: 6,283 one-pass blocks in ~16 waves before): the
+      # GEMV and tiny-model GPU tests, then GPT-2 decode with and without it (PARALLM_GEMV_PERSIST=0), alternating.
+      # (S15-11: 1.7-2.5% slower; the persistent form was removed, so PARALLM_GEMV_PERSIST no longer exists.)
+      timeout 120 vitest run test/gpu/decode.gpu.test.ts -t "GEMV, M <= 16|tiny models" > "$out/gpu-s15j.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-s15j.log" | head -20
+      for r in 1 2 3; do for b in off on; do
+        [ $b = off ] && export PARALLM_GEMV_PERSIST=0
+        timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1,16 2>&1 | tail -2 | sed "s/^/[$b r$r gpt2] /"
+        unset PARALLM_GEMV_PERSIST
+      done; done ;;
     fused-ab)
       for r in 1 2; do for b in apart fused; do
         [ $b = apart ] && export PARALLM_DECODE_FUSED_ATTN=0 || unset PARALLM_DECODE_FUSED_ATTN
