@@ -353,7 +353,7 @@ decode_split(const T* __restrict__ q, const T* __restrict__ k, const T* __restri
     knew.template load<ALIGNED>(kh + dim0, active, nvalid);
     vnew.template load<ALIGNED>(row + int64_t(Hq + Hkv + g) * D + dim0, active, nvalid);
     const int p = fr.pos[b];
-    if (FRESH == kFreshRope) {
+    if constexpr (FRESH == kFreshRope) {
       Raw8<T> qpart[HPB], kpart;
 #pragma unroll
       for (int i = 0; i < HPB; ++i)

@@ -19,8 +19,9 @@
 // share's config); the attention output and MLP down projections then give partial sums, which one
 // all-reduce each over the tp group completes (Megatron-LM's two all-reduces a layer).
 // Decode fuses what prefill runs apart (fewer launches a step; the same bits): rope with both cache
-// writes and the attention (ropeKvAttentionDecode); on one device, the out and down projections add into the residual in their
-// epilogue (beta = 1), and each norm runs with the projection after it (rmsnormLinear,
+// writes (ropeKvWrite), and for GPT-2 the attention too (ropeKvAttentionDecode); on one device, the out
+// and down projections add into the residual in their epilogue (beta = 1), and each norm runs with the
+// projection after it (rmsnormLinear,
 // rmsnormLinearSwiGLU, layernormLinear; on a GPU the MLP's activation in that GEMV's epilogue) or (by
 // default, Transformer.normInGemv) in the epilogue of the residual projection before it
 // (linearResidualNorm, then linearSwiGLU / linearGelu); a tp shard's partial sums are all-reduced first, and for LLaMA that
@@ -378,8 +379,11 @@ export class Transformer {
     const W3 = (heads + 2 * kvHeads) * D;
     const M = cache.maxLen;
     const kvStrides: [number, number] = [M * kvHeads * D, kvHeads * D];
-    // Rope of q and k and both cache writes in one launch (three before; GPT-2: the two writes).
+    // Rope of q and k and both cache writes in one launch (three before; GPT-2: the two writes), or with the
+    // attention in that launch too (Transformer.fusedDecodeAttention).
     const rope = this.cfg.family === 'llama' ? { theta: this.cfg.ropeTheta, freqs: this.w.ropeFreqs ?? this.ropeTable ?? undefined } : undefined;
+    const fusedMode = Transformer.fusedDecodeAttention;
+    const fusedAttention = fusedMode === true || (fusedMode === 'auto' && !rope);
     if (this.layerKernel(x, B, kvStrides)) {
       const counter = this.blockCounter(x);
       for (const [i, l] of this.w.layers.entries())
@@ -397,14 +401,14 @@ export class Transformer {
         h = null;
       } else if (rope) qkv = this.normLinear(x, l.norm1, l.qkv, true, l.qkvBias);
       else qkv = ops.layernormLinear(x, l.norm1, l.norm1Bias!, l.qkv, { bias: l.qkvBias, eps: this.cfg.normEps });
-      const shape = { batch: B, headsQ: heads, headsKv: kvHeads, headDim: D, maxLen: M, kvStrides, counter: cache.counter ?? undefined };
+      const shape = { batch: B, headsQ: heads, headsKv: kvHeads, headDim: D, maxLen: M, kvStrides };
+      const counter = cache.counter ?? undefined;
       let att: Tensor;
-      const fused = Transformer.fusedDecodeAttention;
-      if (fused === true || (fused === 'auto' && !rope)) {
-        att = ops.ropeKvAttentionDecode(qkv, cache.k[i]!, cache.v[i]!, pos, lens, { ...shape, qkvStride: W3, rope });
+      if (fusedAttention) {
+        att = ops.ropeKvAttentionDecode(qkv, cache.k[i]!, cache.v[i]!, pos, lens, { ...shape, qkvStride: W3, rope, counter });
       } else {
         ops.ropeKvWrite(qkv, cache.k[i]!, cache.v[i]!, pos, { ...shape, qkvStride: W3, rope });
-        att = ops.attentionDecode(qkv, cache.k[i]!, cache.v[i]!, lens, { ...shape, qStride: W3 });
+        att = ops.attentionDecode(qkv, cache.k[i]!, cache.v[i]!, lens, { ...shape, qStride: W3, counter });
       }
       qkv.dispose();
       const att2 = att.reshape([B, heads * D]);
