@@ -946,6 +946,36 @@ for p in "${parts[@]}"; do
         timeout 150 python3 bench/peers/torch_compile_decode.py ${1%%-*} $2 > "$out/peer-$1-$2.log" 2>&1; grep ANCHOR "$out/peer-$1-$2.log" | cut -c1-200
         timeout 60 node dist/cli/index.js bench generate --model $1 --batch $2 2>&1 | tail -1 | sed "s/^/[$1 b$2 b] /"
       done ;;
+    s16-a)
+      # Where the decode step's time goes as replayed (PARALLM_DECODE_SKIP, timing only: the tokens are wrong):
+      # 7B at batch 16 and 64 with rope + KV write and/or attention left out, alternating with the full step;
+      # GPT-2 at batch 1 and 16 with the two launches (not the fused op) and attention left out.
+      for r in 1 2; do for sk in none rope attn rope,attn; do
+        PARALLM_DECODE_SKIP=$([ $sk = none ] || echo $sk) timeout 150 node dist/cli/index.js bench generate --model llama-2-7b --batch 16,64 2>&1 | tail -2 | sed "s/^/[7b skip=$sk r$r] /"
+      done; done
+      for sk in none attn; do
+        PARALLM_DECODE_FUSED_ATTN=0 PARALLM_DECODE_SKIP=$([ $sk = none ] || echo $sk) timeout 60 node dist/cli/index.js bench generate --model gpt2 --batch 1,16 2>&1 | tail -2 | sed "s/^/[gpt2 two-launch skip=$sk] /"
+      done ;;
+    s16-b)
+      # Decode attention's key chunks (PARALLM_DECODE_SPLITS, default chosen by the cache's length) at batch 16 and
+      # 64, and batch 1's step with rope + KV write and attention left out (timing only).
+      for r in 1 2; do for sp in auto 1 2 4 8; do
+        PARALLM_DECODE_SPLITS=$([ $sp = auto ] || echo $sp) timeout 150 node dist/cli/index.js bench generate --model llama-2-7b --batch 16,64 2>&1 | tail -2 | sed "s/^/[7b splits=$sp r$r] /"
+      done; done
+      for sk in none rope attn rope,attn; do
+        PARALLM_DECODE_SKIP=$([ $sk = none ] || echo $sk) timeout 150 node dist/cli/index.js bench generate --model llama-2-7b --batch 1 2>&1 | tail -1 | sed "s/^/[7b b1 skip=$sk] /"
+      done ;;
+    s16-c)
+      # Decode attention's L2 hint (PARALLM_DECODE_PREFETCH=<MiB>: the projections after it, out then up then
+      # down, while they fit): its GPU tests, then decode with and without it, alternating. (S16-3: no gain;
+      # the hint was removed, so this part now times the same code four ways.)
+      timeout 200 vitest run test/gpu/decode.gpu.test.ts -t "L2 prefetch|tiny models|graph of two layers|with a counter, in a graph" > "$out/gpu-prefetch.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-prefetch.log" | head -20
+      for r in 1 2; do for mb in 0 40; do
+        PARALLM_DECODE_PREFETCH=$mb PARALLM_DECODE_PREFETCH_ROWS=16 timeout 150 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,4,16 2>&1 | tail -3 | sed "s/^/[7b pf=$mb r$r] /"
+      done; done
+      for r in 1 2; do for mb in 0 2 16; do
+        PARALLM_DECODE_PREFETCH=$mb PARALLM_DECODE_PREFETCH_ROWS=16 timeout 60 node dist/cli/index.js bench generate --model gpt2 --batch 1,4,16 2>&1 | tail -3 | sed "s/^/[gpt2 pf=$mb r$r] /"
+      done; done ;;
     strategies) bash "$0" prefill curve dp pack ;;
     compare)
       # The build from before a restructuring (unpacked from .device/old.tgz: its dist/ and addon) against

@@ -130,6 +130,16 @@ export class Transformer {
    */
   static fusedDecodeAttention: boolean | 'auto' = Transformer.fusedAttentionFromEnv();
 
+  /**
+   * A timing knob, never for results: PARALLM_DECODE_SKIP=rope,attn leaves decode's rope + KV write and/or
+   * its attention out (the attention's output is then an unwritten tensor), so `bench generate` measures
+   * what each costs inside the step as replayed, where a kernel timed alone (ncu) pays cold caches and no
+   * overlap. The tokens are wrong with it set.
+   */
+  static readonly decodeSkip: ReadonlySet<string> = new Set(
+    (typeof process !== 'undefined' ? process.env.PARALLM_DECODE_SKIP ?? '' : '').split(',').filter((s) => s === 'rope' || s === 'attn'),
+  );
+
   private static fusedAttentionFromEnv(): boolean | 'auto' {
     const v = typeof process !== 'undefined' ? process.env.PARALLM_DECODE_FUSED_ATTN : undefined;
     return v === '0' ? false : v === '1' ? true : 'auto';
@@ -404,7 +414,14 @@ export class Transformer {
       const shape = { batch: B, headsQ: heads, headsKv: kvHeads, headDim: D, maxLen: M, kvStrides };
       const counter = cache.counter ?? undefined;
       let att: Tensor;
-      if (fusedAttention) {
+      const skip = Transformer.decodeSkip;
+      if (skip.size > 0 && !fusedAttention) {
+        // PARALLM_DECODE_SKIP (timing only: see decodeSkip)
+        if (!skip.has('rope')) ops.ropeKvWrite(qkv, cache.k[i]!, cache.v[i]!, pos, { ...shape, qkvStride: W3, rope });
+        att = skip.has('attn')
+          ? Tensor.empty([B, heads * D], { dtype: qkv.dtype, device: qkv.device })
+          : ops.attentionDecode(qkv, cache.k[i]!, cache.v[i]!, lens, { ...shape, qStride: W3, counter });
+      } else if (fusedAttention) {
         att = ops.ropeKvAttentionDecode(qkv, cache.k[i]!, cache.v[i]!, pos, lens, { ...shape, qkvStride: W3, rope, counter });
       } else {
         ops.ropeKvWrite(qkv, cache.k[i]!, cache.v[i]!, pos, { ...shape, qkvStride: W3, rope });
