@@ -976,6 +976,12 @@ for p in "${parts[@]}"; do
       for r in 1 2; do for mb in 0 2 16; do
         PARALLM_DECODE_PREFETCH=$mb PARALLM_DECODE_PREFETCH_ROWS=16 timeout 60 node dist/cli/index.js bench generate --model gpt2 --batch 1,4,16 2>&1 | tail -3 | sed "s/^/[gpt2 pf=$mb r$r] /"
       done; done ;;
+    s16-d)
+      # PDL beyond the GEMVs on today's decode (S11-4/S11-5 measured it before the tenth-twelfth sessions' kernels):
+      # the small kernels (PARALLM_PDL=2), the 64-row tile and its reduce (PARALLM_PDL_TILE=1), both; alternating.
+      for r in 1 2; do for v in "" "PARALLM_PDL=2" "PARALLM_PDL_TILE=1" "PARALLM_PDL=2 PARALLM_PDL_TILE=1"; do
+        env $v timeout 150 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16,64 2>&1 | tail -3 | sed "s/^/[7b ${v:-default} r$r] /"
+      done; done ;;
     strategies) bash "$0" prefill curve dp pack ;;
     compare)
       # The build from before a restructuring (unpacked from .device/old.tgz: its dist/ and addon) against
