@@ -132,7 +132,7 @@ export class Transformer {
 
   /**
    * A timing knob, never for results: PARALLM_DECODE_SKIP=rope,attn leaves decode's rope + KV write and/or
-   * its attention out (the attention's output is then an unwritten tensor), so `bench generate` measures
+   * its attention out where they run as two launches (the attention's output is then an unwritten tensor), so `bench generate` measures
    * what each costs inside the step as replayed, where a kernel timed alone (ncu) pays cold caches and no
    * overlap. The tokens are wrong with it set.
    */
@@ -414,18 +414,15 @@ export class Transformer {
       const shape = { batch: B, headsQ: heads, headsKv: kvHeads, headDim: D, maxLen: M, kvStrides };
       const counter = cache.counter ?? undefined;
       let att: Tensor;
-      const skip = Transformer.decodeSkip;
-      if (skip.size > 0 && !fusedAttention) {
-        // PARALLM_DECODE_SKIP (timing only: see decodeSkip)
+      if (fusedAttention) {
+        att = ops.ropeKvAttentionDecode(qkv, cache.k[i]!, cache.v[i]!, pos, lens, { ...shape, qkvStride: W3, rope, counter });
+      } else {
+        // (PARALLM_DECODE_SKIP leaves either out: timing only, see decodeSkip)
+        const skip = Transformer.decodeSkip;
         if (!skip.has('rope')) ops.ropeKvWrite(qkv, cache.k[i]!, cache.v[i]!, pos, { ...shape, qkvStride: W3, rope });
         att = skip.has('attn')
           ? Tensor.empty([B, heads * D], { dtype: qkv.dtype, device: qkv.device })
           : ops.attentionDecode(qkv, cache.k[i]!, cache.v[i]!, lens, { ...shape, qStride: W3, counter });
-      } else if (fusedAttention) {
-        att = ops.ropeKvAttentionDecode(qkv, cache.k[i]!, cache.v[i]!, pos, lens, { ...shape, qkvStride: W3, rope, counter });
-      } else {
-        ops.ropeKvWrite(qkv, cache.k[i]!, cache.v[i]!, pos, { ...shape, qkvStride: W3, rope });
-        att = ops.attentionDecode(qkv, cache.k[i]!, cache.v[i]!, lens, { ...shape, qStride: W3, counter });
       }
       qkv.dispose();
       const att2 = att.reshape([B, heads * D]);
