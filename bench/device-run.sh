@@ -982,6 +982,26 @@ for p in "${parts[@]}"; do
       for r in 1 2; do for v in "" "PARALLM_PDL=2" "PARALLM_PDL_TILE=1" "PARALLM_PDL=2 PARALLM_PDL_TILE=1"; do
         env $v timeout 150 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16,64 2>&1 | tail -3 | sed "s/^/[7b ${v:-default} r$r] /"
       done; done ;;
+    s17-a)
+      # A training step's host part against its graph (PARALLM_TRAIN_GAPS, a timing probe): GPT-2 at 64 and 128
+      # sequences on one GPU, the full step, the graph with the batch written before each replay, and the
+      # graph replayed back to back.
+      PARALLM_TRAIN_GAPS=1 timeout 200 node dist/cli/index.js bench train --model gpt2 --shapes 64x128,128x128 --steps 20 2>&1 | grep -E "gaps|tokens/s" ;;
+    s17-b)
+      # The rotating fused decode attention as a cos/sin table would run it (PARALLM_DECODE_ROPE_EMU=1, timing
+      # only: the tokens are wrong), against the fused form with sincosf and the two launches; alternating.
+      # (S17-2: the probe was removed after it; the variable now changes nothing.)
+      for r in 1 2; do for v in "PARALLM_DECODE_FUSED_ATTN=0" "PARALLM_DECODE_FUSED_ATTN=1" "PARALLM_DECODE_FUSED_ATTN=1 PARALLM_DECODE_ROPE_EMU=1"; do
+        env $v timeout 150 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16,64 2>&1 | tail -3 | sed "s/^/[7b $v r$r] /"
+      done; done ;;
+    s17-c)
+      # The sm90 tile's producer issuing k-tiles in pairs (PARALLM_TILE_PAIRS=1: 256 contiguous bytes of each W
+      # row a visit instead of 128), against the default: the decode GEMMs beside a copy, then 7B decode;
+      # alternating. (S17-3: no gain; the probe was removed, so this now times the same code twice.)
+      for r in 1 2; do for v in "" "PARALLM_TILE_PAIRS=1"; do
+        env $v timeout 60 node dist/cli/index.js bench kernels --filter gemm-decode gemv-tile64 copy 2>&1 | grep -E "^(gemm-decode|gemv|copy)" | sed "s/^/[k ${v:-default} r$r] /"
+        env $v timeout 150 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16,64 2>&1 | tail -3 | sed "s/^/[7b ${v:-default} r$r] /"
+      done; done ;;
     strategies) bash "$0" prefill curve dp pack ;;
     compare)
       # The build from before a restructuring (unpacked from .device/old.tgz: its dist/ and addon) against

@@ -46,6 +46,7 @@ export interface TrainBenchResult {
 }
 
 const TRACE_STEP = !!process.env.PARALLM_TRACE_STEP;
+const TRAIN_GAPS = process.env.PARALLM_TRAIN_GAPS === '1';
 
 export async function runTrainBench(o: TrainBenchOptions = {}): Promise<TrainBenchResult[]> {
   const device = parseDevice(o.device ?? defaultDevice());
@@ -116,6 +117,22 @@ export async function runTrainBench(o: TrainBenchOptions = {}): Promise<TrainBen
       }
       synchronize(device);
       const ms = (performance.now() - t0) / steps;
+      // PARALLM_TRAIN_GAPS=1 (a timing probe): the same graph replayed without the norm's read and AdamW (the
+      // batch still written before each replay, which waits for the device), then back to back with nothing
+      // between; the differences are what the host's part of a step and AdamW add to the graph's own time.
+      const g = graph as CapturedStep | null;
+      if (TRAIN_GAPS && g) {
+        const time = (fn: () => void) => {
+          synchronize(device);
+          const s = performance.now();
+          for (let i = 0; i < steps; i++) fn();
+          synchronize(device);
+          return (performance.now() - s) / steps;
+        };
+        const written = time(() => void g.run([mb], 1 / count));
+        const raw = time(() => g.replayOnly());
+        console.error(`[parallm gaps] ${B}x${T}: a step ${ms.toFixed(3)} ms; the graph with the batch written before each replay ${written.toFixed(3)} ms; replayed back to back ${raw.toFixed(3)} ms`);
+      }
       let profile: TrainBenchResult['profile'];
       if (o.profile) {
         const p = (stage.profiler = new OpProfiler(device));

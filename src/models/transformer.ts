@@ -123,9 +123,10 @@ export class Transformer {
    * Decode's rope, KV-cache write and attention as one op (ops.ropeKvAttentionDecode: on a GPU one launch,
    * the split attention kernel writing the new token's cache rows itself, and rotating its q and k), else
    * ropeKvWrite then attentionDecode (two launches a layer); the same bits either way. 'auto' (the default)
-   * fuses where nothing rotates (GPT-2): there it gains 1-2.5% at batch 1-16 (S15-6), while with the
-   * rotation in the kernel 7B decode loses 0.8-1.6% at batch 16 and 64 and is even at 1 (S15-8, S15-9;
-   * earlier forms lost up to 4.7%: S15-3, S15-5; bench/RESULTS.md).
+   * fuses where nothing rotates (GPT-2): there it gains 1-2.5% at batch 1-16 (S15-6); with the rotation in
+   * the kernel (LLaMA) only at batch 1, where 7B decode gains 0.8-1.9% (S17-2), while at 16 and 64 it is even
+   * today (S17-2) and lost 0.8-1.6% on earlier kernels (S15-8, S15-9; earlier forms lost up to 4.7%: S15-3,
+   * S15-5; bench/RESULTS.md).
    * PARALLM_DECODE_FUSED_ATTN=0|1 sets false / true (read when the module loads).
    */
   static fusedDecodeAttention: boolean | 'auto' = Transformer.fusedAttentionFromEnv();
@@ -393,7 +394,7 @@ export class Transformer {
     // attention in that launch too (Transformer.fusedDecodeAttention).
     const rope = this.cfg.family === 'llama' ? { theta: this.cfg.ropeTheta, freqs: this.w.ropeFreqs ?? this.ropeTable ?? undefined } : undefined;
     const fusedMode = Transformer.fusedDecodeAttention;
-    const fusedAttention = fusedMode === true || (fusedMode === 'auto' && !rope);
+    const fusedAttention = fusedMode === true || (fusedMode === 'auto' && (!rope || B === 1));
     if (this.layerKernel(x, B, kvStrides)) {
       const counter = this.blockCounter(x);
       for (const [i, l] of this.w.layers.entries())

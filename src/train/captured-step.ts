@@ -95,6 +95,16 @@ export class CapturedStep {
     return this.out!;
   }
 
+  /**
+   * The last captured step again, on the inputs as they stand (no host write, no read, so successive calls
+   * queue back to back): for benchmarks that time the graph apart from the host's part of a step
+   * (PARALLM_TRAIN_GAPS, src/bench/train.ts).
+   */
+  replayOnly(): void {
+    if (!this.graph) throw new Error('CapturedStep.replayOnly: nothing captured yet');
+    this.graph.replay();
+  }
+
   private capture(mbs: MicroBatch[], key: string, dscale: number): void {
     this.dispose();
     const device = this.params.device;
