@@ -1002,6 +1002,18 @@ for p in "${parts[@]}"; do
         env $v timeout 60 node dist/cli/index.js bench kernels --filter gemm-decode gemv-tile64 copy 2>&1 | grep -E "^(gemm-decode|gemv|copy)" | sed "s/^/[k ${v:-default} r$r] /"
         env $v timeout 150 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16,64 2>&1 | tail -3 | sed "s/^/[7b ${v:-default} r$r] /"
       done; done ;;
+    s17-d)
+      # The sm90 wave rule for K slices (training's weight gradients; PARALLM_SPLITK_WAVE=0 leaves them whole):
+      # its GPU tests and the training GPU tests, then GPT-2 training with and without it, alternating, and the
+      # op groups of each.
+      timeout 200 vitest run test/gpu/kernels.gpu.test.ts -t "wave rule|split-K|tensor-core|64-row" > "$out/gpu-s17d-kernels.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-s17d-kernels.log" | head -20
+      timeout 300 vitest run test/gpu/train.gpu.test.ts test/gpu/grad-references.gpu.test.ts test/gpu/train-graph.gpu.test.ts test/gpu/grad-kernels.gpu.test.ts test/gpu/train-defer-dw.gpu.test.ts > "$out/gpu-s17d-train.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-s17d-train.log" | head -20
+      for r in 1 2; do for v in "PARALLM_SPLITK_WAVE=0" "PARALLM_SPLITK_WAVE=1"; do
+        env $v timeout 120 node dist/cli/index.js bench train --model gpt2 --shapes 64x128,128x128 --steps 30 2>&1 | grep -E "^gpt2" | sed "s/^/[$v r$r] /"
+      done; done
+      for v in "PARALLM_SPLITK_WAVE=0" "PARALLM_SPLITK_WAVE=1"; do
+        env $v timeout 120 node dist/cli/index.js bench train --model gpt2 --shapes 64x128,128x128 --steps 20 --profile 2>&1 | grep -E "tokens/s|dW|dX|adamw" | sed "s/^/[$v profile] /"
+      done ;;
     strategies) bash "$0" prefill curve dp pack ;;
     compare)
       # The build from before a restructuring (unpacked from .device/old.tgz: its dist/ and addon) against

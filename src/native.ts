@@ -135,6 +135,11 @@ export interface NativeBinding {
 export interface NativeTestingHooks {
   /** K slices of the sm90 matmul: -1 chosen per call (the default), 1 split-K off, up to 32. */
   matmulSplitK(n: number): void;
+  /**
+   * The K slices the sm90 matmul's wave rule (native/core/split_rule.h) gives a compute-bound GEMM of `tiles`
+   * 128 x 256 tiles and `kTiles` k-tiles of 64, M x N, on `sms` SMs: a pure function, in every build.
+   */
+  matmulWaveSplits(tiles: number, kTiles: number, M: number, N: number, sms: number): number;
   /** The sm90 matmul stores C through the TMA (true, the default where it applies) or from registers. */
   matmulTmaStore(on: boolean): void;
   /** The sm90 matmul's tile: -1 by M (the default: 64 rows up to M = 64, else 128), 64 or 128 forced. */
@@ -211,7 +216,7 @@ export const NATIVE_KEYS = [
 ] as const satisfies readonly (keyof NativeBinding)[];
 
 /** Every name of NativeTestingHooks, held to the addon's `testing` object the same way. */
-export const NATIVE_TESTING_KEYS = ['matmulSplitK', 'matmulTmaStore', 'matmulTileRows', 'matmulGemv', 'attentionDecodeSplits', 'attentionPrefillKernel', 'pdl', 'decodeLayerGrid'] as const satisfies readonly (keyof NativeTestingHooks)[];
+export const NATIVE_TESTING_KEYS = ['matmulSplitK', 'matmulWaveSplits', 'matmulTmaStore', 'matmulTileRows', 'matmulGemv', 'attentionDecodeSplits', 'attentionPrefillKernel', 'pdl', 'decodeLayerGrid'] as const satisfies readonly (keyof NativeTestingHooks)[];
 
 // A compile error names the keys of T missing from the list L.
 type ListsEvery<T, L extends readonly PropertyKey[]> = [Exclude<keyof T, L[number]>] extends [never] ? true : Exclude<keyof T, L[number]>;

@@ -24,6 +24,7 @@
 #include <cudaTypedefs.h>
 
 #include "check.h"
+#include "core/split_rule.h"
 #include "kernels.h"
 #include "launch.cuh"
 #include "device_attr.cuh"
@@ -210,6 +211,16 @@ void launch_sm80_t(const Args& a) {
   PARALLM_LAUNCH_CHECK(PARALLM_MM_WHERE(a, "sm80"));
 }
 
+// sm90_splits' wave rule (core/split_rule.h) on unless PARALLM_SPLITK_WAVE=0 (those GEMMs whole, as before
+// S17-4: for comparisons).
+bool wave_splits_on() {
+  static const bool on = [] {
+    const char* e = std::getenv("PARALLM_SPLITK_WAVE");
+    return !(e && std::strcmp(e, "0") == 0);
+  }();
+  return on;
+}
+
 // At most nk slices (none empty), 32, and 64 MiB of f32 partials.
 int clamp_splits(int s, int nk, int64_t M, int64_t N) {
   s = std::min({s, nk, 32});
@@ -225,9 +236,16 @@ int clamp_splits(int s, int nk, int64_t M, int64_t N) {
 // Slices get at least four k-tiles (256 of K) and their f32 partials at most 64 MiB.
 // (A stream-K version that also evened out the last wave of large GEMMs was tried and measured: it lost
 // more to its fix-up pass than it gained; see bench/RESULTS.md.)
+//
+// Past a quarter wave, a compute-bound GEMM with fewer tiles than SMs and a long K is cut by sm90_wave_splits
+// (core/split_rule.h): training's weight gradients (M and N a layer's features, K the batch's tokens) have
+// 54-72 tiles of 128 x 256 (GPT-2), so without slices 45-60% of the SMs idle through the whole K (S17-4: those
+// dW products ran at 290-410 TFLOP/s where the layers' dX products reach 600-700).
 int sm90_splits(int tiles, int nk, int64_t M, int64_t N) {
   const int forced = g_splits.load(std::memory_order_relaxed);
   const int sms = device_sms();
+  if (forced < 1 && tiles * 4 > sms && tiles < sms && M >= 512 && N >= 512 && nk >= 64 && wave_splits_on())
+    return clamp_splits(parallm::sm90_wave_splits(tiles, nk, M, N, sms), nk, M, N);
   int s = forced >= 1 ? forced : (tiles * 4 > sms ? 1 : sms / tiles);
   if (forced < 1) s = std::min(s, nk / 4);
   return clamp_splits(s, nk, M, N);

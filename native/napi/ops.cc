@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "core/dispatch.h"
+#include "core/split_rule.h"
 #include "core/runtime.h"
 #include "cpu/kernels.h"
 #include "napi/args.h"
@@ -815,6 +816,20 @@ Napi::Value int_hook(const Napi::CallbackInfo& info, const char* name, const cha
   });
 }
 
+// The slices sm90_splits' wave rule picks for a GEMM of `tiles` 128 x 256 tiles and nk k-tiles of 64, M x N,
+// on `sms` SMs (core/split_rule.h): a pure function, so the CPU build's tests hold the rule to its cases.
+Napi::Value MatmulWaveSplits(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    const Args a(info, "matmulWaveSplits");
+    const int tiles = a.i32(0, "tiles"), nk = a.i32(1, "k-tiles"), sms = a.i32(4, "SMs");
+    const int64_t M = a.i64(2, "M"), N = a.i64(3, "N");
+    if (tiles < 1 || nk < 1 || M < 1 || N < 1 || sms < 1)
+      fail("matmulWaveSplits: expected positive sizes, got tiles=", tiles, " k-tiles=", nk, " M=", M, " N=", N,
+           " SMs=", sms);
+    return Napi::Number::New(info.Env(), sm90_wave_splits(tiles, nk, M, N, sms));
+  });
+}
+
 // K slices of the sm90 matmul (-1: chosen per call; 1: split-K off), for benchmarks.
 Napi::Value MatmulSplitK(const Napi::CallbackInfo& info) {
   return int_hook(info, "matmulSplitK", "slices", [](int n) { return n == -1 || (n >= 1 && n <= 32); },
@@ -931,6 +946,7 @@ void export_ops(Napi::Env env, Napi::Object exports) {
 Napi::Object testing_hooks(Napi::Env env) {
   Napi::Object t = Napi::Object::New(env);
   export_fn(env, t, "matmulSplitK", MatmulSplitK);
+  export_fn(env, t, "matmulWaveSplits", MatmulWaveSplits);
   export_fn(env, t, "matmulTmaStore", MatmulTmaStore);
   export_fn(env, t, "matmulTileRows", MatmulTileRows);
   export_fn(env, t, "matmulGemv", MatmulGemv);

@@ -188,6 +188,45 @@ describe.skipIf(gpus === 0)('sm90 matmul on the 64-row tile (decode batches up t
   });
 });
 
+describe.skipIf(gpus === 0)('split-K matmul for weight gradients (the sm90 wave rule)', () => {
+  // A weight gradient's product: A^T (dY as [tokens, out features]), B as it lies (X [tokens, in features]), K the
+  // tokens, accumulated into C (beta 1, as a second micro-batch adds to the gradient). 36-54 tiles of 128 x 256:
+  // past a quarter wave, so sm90_wave_splits cuts K. Sampled rows against float64 on fresh inputs, the output
+  // poisoned first; and the whole product within bf16 rounding of the same product left in one slice.
+  for (const [M, N, K] of [
+    [1536, 768, 4096],
+    [2304, 768, 8192],
+  ] as const)
+    it(`${M}x${N}x${K} A^T, beta 1: sampled rows vs float64, and the unsplit product`, () => {
+      const seed = Math.floor(Math.random() * 1e6);
+      const a = randT([K, M], 'bf16', dev, seed);
+      const b = randT([K, N], 'bf16', dev, seed + 1);
+      const c0 = randT([M, N], 'bf16', dev, seed + 2);
+      const cut = poisoned([M, N], 'bf16', dev).copyFrom(c0.t);
+      const whole = poisoned([M, N], 'bf16', dev).copyFrom(c0.t);
+      ops.matmul(a.t, b.t, { transA: true, beta: 1, out: cut });
+      native.testing.matmulSplitK(1);
+      try {
+        ops.matmul(a.t, b.t, { transA: true, beta: 1, out: whole });
+      } finally {
+        native.testing.matmulSplitK(-1);
+      }
+      const o = cut.toArray(), w = whole.toArray();
+      for (let i = 0; i < o.length; i++) if (!Number.isFinite(o[i]!)) throw new Error(`seed ${seed}: element ${i} unwritten`);
+      for (const r of [0, 1, M >> 1, M - 1]) {
+        const ref = new Float64Array(N);
+        for (let n = 0; n < N; n++) {
+          let s = 0;
+          for (let k = 0; k < K; k++) s += a.v[k * M + r]! * b.v[k * N + n]!;
+          ref[n] = s + c0.v[r * N + n]!;
+        }
+        expect(relError(o.subarray(r * N, (r + 1) * N), ref), `seed ${seed} row ${r}`).toBeLessThan(1e-2);
+      }
+      expect(relError(o, w), `seed ${seed} vs one slice`).toBeLessThan(1e-2);
+      [a.t, b.t, c0.t, cut, whole].forEach((t) => t.dispose());
+    });
+});
+
 describe.skipIf(gpus === 0)('split-K matmul (decode batches on the sm90 path)', () => {
   // Every element against float64: an odd N (scalar partials), bias, alpha and beta.
   for (const [M, N, K, splits] of [
