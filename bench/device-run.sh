@@ -1014,6 +1014,12 @@ for p in "${parts[@]}"; do
       for v in "PARALLM_SPLITK_WAVE=0" "PARALLM_SPLITK_WAVE=1"; do
         env $v timeout 120 node dist/cli/index.js bench train --model gpt2 --shapes 64x128,128x128 --steps 20 --profile 2>&1 | grep -E "tokens/s|dW|dX|adamw" | sed "s/^/[$v profile] /"
       done ;;
+    s17-e)
+      # GPT-2's weight-gradient products (bench kernels' gemm-dw cases) with the K slices the wave rule picks
+      # (auto) and forced to 1-6, to calibrate the rule.
+      for sk in auto 1 2 3 4 5 6; do
+        timeout 90 node dist/cli/index.js bench kernels --filter gemm-dw --split-k $sk 2>&1 | grep -E "^gemm-dw" | sed "s/^/[split-k $sk] /"
+      done ;;
     strategies) bash "$0" prefill curve dp pack ;;
     compare)
       # The build from before a restructuring (unpacked from .device/old.tgz: its dist/ and addon) against

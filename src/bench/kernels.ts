@@ -74,6 +74,8 @@ interface GemmCaseOptions {
   pdl?: boolean;
   /** the sm90 tile forced while the case runs (native.testing.matmulTileRows) */
   tileRows?: 64 | 128;
+  /** a weight gradient's product: A^T ([K, M], K the tokens), B as it lies ([K, N]) */
+  transA?: boolean;
 }
 
 /** Inputs below this rotate among 3 copies in the graphed cases (about 4 times an H200's L2). */
@@ -86,13 +88,13 @@ const L2_SAFE_BYTES = 192 << 20;
  * `tileRows`: the sm90 GEMM's 64- or 128-row tile forced (by default 64 rows up to M = 64).
  */
 function gemmCase(dev: string, dt: DType, M: number, N: number, K: number, transB: boolean, opts: GemmCaseOptions = {}): Case {
-  const { decode = false, gemvPath, pdl = true, tileRows } = opts;
-  const gemv = M <= 16;
+  const { decode = false, gemvPath, pdl = true, tileRows, transA = false } = opts;
+  const gemv = M <= 16 && !transA;
   const variant =
     (gemvPath === undefined ? '' : GEMV_VARIANT[gemvPath]) + (pdl ? '' : '-nopdl') + (tileRows ? `-t${tileRows}` : '');
   return {
-    name: gemv ? `gemv${variant}` : decode ? `gemm-decode${variant}` : 'gemm',
-    shape: `${M}x${N}x${K}${transB ? ' (B^T)' : ''}`,
+    name: gemv ? `gemv${variant}` : decode ? `gemm-decode${variant}` : transA ? 'gemm-dw' : 'gemm',
+    shape: `${M}x${N}x${K}${transA ? ' (A^T)' : ''}${transB ? ' (B^T)' : ''}`,
     flops: 2 * M * N * K,
     // GEMV is judged by the weight bytes it must stream; GEMM by arithmetic; a decode-batch GEMM by
     // both (it sits near the ridge: the weights' bytes and M rows of arithmetic take similar time).
@@ -103,14 +105,14 @@ function gemmCase(dev: string, dt: DType, M: number, N: number, K: number, trans
       // Rotate among copies of B unless one alone is several times L2 (50 MB on an H100/H200), so the cache
       // is not measured: a 90 MB W read again at once could still find part of itself there.
       const copies = N * K * 2 < L2_SAFE_BYTES ? 3 : 1;
-      const a = rand([M, K], { dtype: dt, device: dev, seed: 1 });
+      const a = rand(transA ? [K, M] : [M, K], { dtype: dt, device: dev, seed: 1 });
       const bs = Array.from({ length: copies }, (_, i) => rand(transB ? [N, K] : [K, N], { dtype: dt, device: dev, seed: 2 + i }));
       const c = Tensor.empty([M, N], { dtype: dt, device: dev });
       if (gemvPath !== undefined) native.testing.matmulGemv(gemvPath);
       if (!pdl) native.testing.pdl(0);
       if (tileRows) native.testing.matmulTileRows(tileRows);
       return {
-        run: (i) => void ops.matmul(a, bs[i % copies]!, { transB, out: c }),
+        run: (i) => void ops.matmul(a, bs[i % copies]!, { transA, transB, out: c }),
         dispose: () => {
           if (gemvPath !== undefined) native.testing.matmulGemv(-1);
           if (!pdl) native.testing.pdl(pdlLevelFromEnv());
@@ -354,6 +356,9 @@ function cases(dev: string, dt: DType, gpu: boolean, quick: boolean): Case[] {
     gemmCase(dev, dt, 16384, 768, 3072, false), // GPT-2 MLP down
     gemmCase(dev, dt, 4096, 4096, 4096, true), // LLaMA-7B attention projection, 4096 tokens
     gemmCase(dev, dt, 4096, 11008, 4096, true), // LLaMA-7B MLP up
+    // GPT-2's weight gradients at 128 and 64 sequences of 128 (dY^T X: out x in features, K the tokens): fewer
+    // 128 x 256 tiles than SMs, cut in K slices by the wave rule (native/core/split_rule.h).
+    ...(quick ? [] : [16384, 8192].flatMap((T) => [[2304, 768], [3072, 768], [768, 3072], [768, 768]].map(([M, N]) => gemmCase(dev, dt, M!, N!, T, false, { transA: true })))),
     gemmCase(dev, dt, 4096, 4096, 11008, true), // LLaMA-7B MLP down
     // GEMV (decode at batch 1 and 16): LLaMA-7B's projections (out, MLP up, MLP down, qkv, gate+up), the
     // kernel the dispatch chooses (see launch_gemv_t) and the pipelined one, each next to a copy of its
