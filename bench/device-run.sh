@@ -1020,6 +1020,22 @@ for p in "${parts[@]}"; do
       for sk in auto 1 2 3 4 5 6; do
         timeout 90 node dist/cli/index.js bench kernels --filter gemm-dw --split-k $sk 2>&1 | grep -E "^gemm-dw" | sed "s/^/[split-k $sk] /"
       done ;;
+    s17-f)
+      # Norm backward with each row's packs kept in registers (one memory latency a row; S17-6): the addon in
+      # build/Release (NEW) against build/old/parallm.node (OLD, the same tree before it). NEW's gradient-kernel and
+      # training GPU tests, then GPT-2 training on each, alternating, and the op groups of each. (S17-6: not kept;
+      # the part needs an addon at build/old/parallm.node.)
+      mkdir -p build/new && cp build/Release/parallm.node build/new/parallm.node
+      timeout 300 vitest run test/gpu/grad-kernels.gpu.test.ts test/gpu/train.gpu.test.ts test/gpu/grad-references.gpu.test.ts test/gpu/train-graph.gpu.test.ts > "$out/gpu-s17f.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-s17f.log" | head -20
+      for r in 1 2; do for b in old new; do
+        cp build/$b/parallm.node build/Release/parallm.node
+        timeout 120 node dist/cli/index.js bench train --model gpt2 --shapes 64x128,128x128 --steps 30 2>&1 | grep -E "^gpt2" | sed "s/^/[$b r$r] /"
+      done; done
+      for b in old new; do
+        cp build/$b/parallm.node build/Release/parallm.node
+        timeout 120 node dist/cli/index.js bench train --model gpt2 --shapes 64x128,128x128 --steps 20 --profile 2>&1 | grep -E "tokens/s|norm" | sed "s/^/[$b profile] /"
+      done
+      cp build/new/parallm.node build/Release/parallm.node ;;
     strategies) bash "$0" prefill curve dp pack ;;
     compare)
       # The build from before a restructuring (unpacked from .device/old.tgz: its dist/ and addon) against
