@@ -19,7 +19,8 @@
 // share's config); the attention output and MLP down projections then give partial sums, which one
 // all-reduce each over the tp group completes (Megatron-LM's two all-reduces a layer).
 // Decode fuses what prefill runs apart (fewer launches a step; the same bits): rope with both cache
-// writes (ropeKvWrite), and for GPT-2 the attention too (ropeKvAttentionDecode); on one device, the out
+// writes (ropeKvWrite), and the attention too where that gains (ropeKvAttentionDecode: GPT-2, and LLaMA at
+// batch 1; Transformer.fusedDecodeAttention); on one device, the out
 // and down projections add into the residual in their epilogue (beta = 1), and each norm runs with the
 // projection after it (rmsnormLinear,
 // rmsnormLinearSwiGLU, layernormLinear; on a GPU the MLP's activation in that GEMV's epilogue) or (by

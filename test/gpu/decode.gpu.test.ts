@@ -113,7 +113,7 @@ describe.skipIf(gpus === 0)('GEMV, M <= 16 with B^T: the pipelined and the regis
     [2, 7, 24],
     [3, 203, 1000],
     [4, 50257, 768],
-    [1, 50257, 768], // GPT-2's head: the persistent register kernel (6,283 row sets, one pass a warp)
+    [1, 50257, 768], // GPT-2's head at batch 1 (6,283 row sets, one pass a warp)
     [5, 1000, 776],
     [6, 4097, 520],
     [7, 64, 4104],
