@@ -1036,6 +1036,54 @@ for p in "${parts[@]}"; do
         timeout 120 node dist/cli/index.js bench train --model gpt2 --shapes 64x128,128x128 --steps 20 --profile 2>&1 | grep -E "tokens/s|norm" | sed "s/^/[$b profile] /"
       done
       cp build/new/parallm.node build/Release/parallm.node ;;
+    s18-a)
+      # The W-as-A tile (matmul_sm90_wtile.cuh; matmulWTile / PARALLM_WTILE): its GPU tests, decode's GPU tests with
+      # every product of at most 64 rows on it (PARALLM_WTILE=2), then the decode GEMMs and GEMVs on it beside the
+      # 64-row tile, the register GEMV and a copy of the weight bytes, and its K slices forced 1-4.
+      timeout 200 vitest run test/gpu/kernels.gpu.test.ts -t "W-as-A" > "$out/gpu-s18a-wtile.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-s18a-wtile.log" | head -20
+      PARALLM_WTILE=2 timeout 300 vitest run test/gpu/decode.gpu.test.ts test/gpu/models.gpu.test.ts > "$out/gpu-s18a-decode.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-s18a-decode.log" | head -20
+      timeout 120 node dist/cli/index.js bench kernels --filter "gemv 1x" "gemv 16x" "gemv-wtile" "gemv-tile64" gemm-decode copy 2>&1 | grep -E "^(gemm-decode|gemv|copy)" | grep -v -E "nopdl|pipe|reg" | sed "s/^/[k] /"
+      for sk in 1 2 3 4; do
+        timeout 60 node dist/cli/index.js bench kernels --filter wtile --split-k $sk 2>&1 | grep -E "wtile" | sed "s/^/[split-k $sk] /"
+      done ;;
+    s18-b)
+      # 7B and GPT-2 decode with the W-as-A tile off (default), on the 64-row tile's products (1) and on every product
+      # of at most 64 rows (2), alternating, then compiled PyTorch.
+      for r in 1 2; do for v in 0 1 2; do
+        PARALLM_WTILE=$v timeout 150 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16,64 2>&1 | tail -3 | sed "s/^/[7b wtile=$v r$r] /"
+      done; done
+      for v in 0 2; do
+        PARALLM_WTILE=$v timeout 90 node dist/cli/index.js bench generate --model gpt2 --batch 1,16 2>&1 | tail -2 | sed "s/^/[gpt2 wtile=$v] /"
+      done
+      timeout 240 python3 bench/peers/torch_compile_decode.py llama 1,16,64 > "$out/peer-compile.log" 2>&1; grep ANCHOR "$out/peer-compile.log" | cut -c1-200 ;;
+    s18-c)
+      # The W-as-A tile with four accumulator sets (S18-2): its GPU tests; the decode GEMMs and GEMVs on it beside the
+      # 64-row tile, the register GEMV and a copy of the weight bytes; 7B decode with it off, on the 64-row tile's
+      # products, and on every product of at most 64 rows.
+      timeout 200 vitest run test/gpu/kernels.gpu.test.ts -t "W-as-A" > "$out/gpu-s18c-wtile.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-s18c-wtile.log" | head -20
+      timeout 150 node dist/cli/index.js bench kernels --filter "gemv 1x" "gemv 16x" "gemv-wtile" "gemv-tile64" gemm-decode copy > "$out/kernels-s18c.log" 2>&1
+      grep -E "^(gemm-decode|gemv|copy)" "$out/kernels-s18c.log" | grep -v -E "nopdl|pipe|reg|t128" | grep -E " (1|16|64)x(4096|11008|12288|22016)x(4096|11008) " | sed "s/^/[k] /"
+      for v in 0 1 2; do
+        PARALLM_WTILE=$v timeout 150 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16,64 2>&1 | tail -3 | sed "s/^/[7b wtile=$v] /"
+      done ;;
+    s18-d)
+      # The W-as-A tile as the dispatch's choice at 9-16 rows (S18-3): the decode, model and W-as-A GPU tests on
+      # that default, then 7B and GPT-2 decode with it and without (PARALLM_WTILE=0).
+      timeout 330 vitest run test/gpu/decode.gpu.test.ts test/gpu/models.gpu.test.ts > "$out/gpu-s18d.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-s18d.log" | head -30
+      timeout 120 vitest run test/gpu/kernels.gpu.test.ts -t "W-as-A|tensor-core matmul|64-row tile" > "$out/gpu-s18d-k.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-s18d-k.log" | head -30
+      for r in 1; do for v in "" 0; do
+        env ${v:+PARALLM_WTILE=$v} timeout 100 node dist/cli/index.js bench generate --model llama-2-7b --batch 8,16 2>&1 | tail -2 | sed "s/^/[7b wtile=${v:-auto} r$r] /"
+        env ${v:+PARALLM_WTILE=$v} timeout 60 node dist/cli/index.js bench generate --model gpt2 --batch 16 2>&1 | tail -1 | sed "s/^/[gpt2 wtile=${v:-auto} r$r] /"
+      done; done ;;
+    s18-e)
+      # The W-as-A tile's default narrowed to 7B-sized products (K >= 4096, N x K >= 2^24) of 9-16 rows (S18-4): the
+      # decode and model GPU tests, 7B and GPT-2 decode at batch 16 with it and without, then compiled PyTorch.
+      timeout 250 vitest run test/gpu/decode.gpu.test.ts test/gpu/models.gpu.test.ts > "$out/gpu-s18e.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-s18e.log" | head -30
+      for v in "" 0 ""; do
+        env ${v:+PARALLM_WTILE=$v} timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 16 2>&1 | tail -1 | sed "s/^/[7b wtile=${v:-auto}] /"
+        env ${v:+PARALLM_WTILE=$v} timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 16 2>&1 | tail -1 | sed "s/^/[gpt2 wtile=${v:-auto}] /"
+      done
+      timeout 200 python3 bench/peers/torch_compile_decode.py llama 16 > "$out/peer-compile.log" 2>&1; grep ANCHOR "$out/peer-compile.log" | cut -c1-200 ;;
     strategies) bash "$0" prefill curve dp pack ;;
     compare)
       # The build from before a restructuring (unpacked from .device/old.tgz: its dist/ and addon) against

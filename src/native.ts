@@ -145,6 +145,12 @@ export interface NativeTestingHooks {
   /** The sm90 matmul's tile: -1 by M (the default: 64 rows up to M = 64, else 128), 64 or 128 forced. */
   matmulTileRows(rows: -1 | 64 | 128): void;
   /**
+   * Which products the sm90 W-as-A tile takes (the weight as the wgmma's A operand, X's few rows as B): -1 the
+   * dispatch's choice (PARALLM_WTILE's setting where set, else products of 9-16 rows with K >= 4096 and N x K >= 2^24), 0 none, 1 those of
+   * at most 64 rows the 64-row tile would take, 2 also the GEMV's. No-op without CUDA.
+   */
+  matmulWTile(mode: -1 | 0 | 1 | 2): void;
+  /**
    * The GEMV (M <= 16, B^T) kernel: -1 chosen (the default: the register kernel, its load form by N, the
    * norms apart), 0 the same, 1 pipelined (with rmsnormMatmul fused), 2 and 3 pipelined in alternative shapes
    * (for sweeps; 3 splits K over 16 warps, so its sums round differently), 4 the register kernel in its
@@ -216,7 +222,7 @@ export const NATIVE_KEYS = [
 ] as const satisfies readonly (keyof NativeBinding)[];
 
 /** Every name of NativeTestingHooks, held to the addon's `testing` object the same way. */
-export const NATIVE_TESTING_KEYS = ['matmulSplitK', 'matmulWaveSplits', 'matmulTmaStore', 'matmulTileRows', 'matmulGemv', 'attentionDecodeSplits', 'attentionPrefillKernel', 'pdl', 'decodeLayerGrid'] as const satisfies readonly (keyof NativeTestingHooks)[];
+export const NATIVE_TESTING_KEYS = ['matmulSplitK', 'matmulWaveSplits', 'matmulTmaStore', 'matmulTileRows', 'matmulWTile', 'matmulGemv', 'attentionDecodeSplits', 'attentionPrefillKernel', 'pdl', 'decodeLayerGrid'] as const satisfies readonly (keyof NativeTestingHooks)[];
 
 // A compile error names the keys of T missing from the list L.
 type ListsEvery<T, L extends readonly PropertyKey[]> = [Exclude<keyof T, L[number]>] extends [never] ? true : Exclude<keyof T, L[number]>;

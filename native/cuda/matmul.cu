@@ -2,11 +2,13 @@
 //
 // Paths, chosen per call on the host:
 //   gemv  16-bit, M <= 16, transB, !transA, K % 8 == 0, A and B 16-byte aligned (sm_80+): weight-
-//         bandwidth-bound decode case. The pipelined kernel (matmul_gemv.cuh: cp.async ring, one block
-//         per SM) by default; the older register kernel (matmul_sm80.cuh) when the test hook asks.
+//         bandwidth-bound decode case: the register kernel (matmul_gemv.cuh; launch_gemv_t), or the
+//         pipelined one (cp.async ring, one block per SM) when the test hook asks.
 //   sm90  16-bit on compute capability exactly 9.0, leading dimensions % 8 == 0 and 16-byte aligned
 //         A and B (what the TMA needs): wgmma + TMA, warp-specialized, persistent (matmul_sm90.cuh);
 //         128-row tiles, or 64-row ones up to M = 64 (decode batches), K sliced where tiles are few.
+//   wtile 16-bit on compute capability 9.0, transB, !transA, M <= 64: the weight as the wgmma's A operand and X's
+//         few rows as B (matmul_sm90_wtile.cuh); by default 7B-sized products of 9-16 rows (wtile_level).
 //   sm80  16-bit on other sm_80+ devices, or shapes the sm90 path refuses: mma.sync + ldmatrix, with
 //         16-byte cp.async when aligned, element loads otherwise (matmul_sm80.cuh).
 //   simt  f32 (plain f32 FMA: stays exact to ~1e-5, unlike tf32), K == 0, or anything else.
@@ -32,6 +34,7 @@
 #include "matmul_simt.cuh"
 #include "matmul_sm80.cuh"
 #include "matmul_sm90.cuh"
+#include "matmul_sm90_wtile.cuh"
 
 namespace parallm::cuda {
 
@@ -47,6 +50,10 @@ void matmul_sm90_tile_rows(int n);
 // a candidate at batch 16, where X is 16 rows; the same bits), 7 no GEMV on compute capability 9.0: the
 // sm90 GEMM's 64-row tile takes those products (another candidate at batch 16).
 void matmul_gemv_path(int n);
+// matmul_sm90_wtile: which products the W-as-A tile (matmul_sm90_wtile.cuh) takes on compute capability 9.0:
+// -1 PARALLM_WTILE's setting, or unset the dispatch's choice (wtile_level), 0 none, 1 those of M <= 64 rows
+// (transB, !transA) that would go to the 64-row tile, 2 also the GEMV's (M <= 16).
+void matmul_sm90_wtile(int mode);
 
 namespace {
 
@@ -54,6 +61,27 @@ std::atomic<int> g_splits{-1};  // test hook: -1 = chosen per call, n = n K slic
 std::atomic<int> g_tma_store{1};  // test hook: 0 = the sm90 epilogue stores C from registers
 std::atomic<int> g_tile_rows{-1};  // test / benchmark hook: see matmul_sm90_tile_rows
 std::atomic<int> g_gemv_path{-1};  // test / benchmark hook: see matmul_gemv_path
+std::atomic<int> g_wtile{-1};      // test / benchmark hook: see matmul_sm90_wtile
+// Which products of M rows the W-as-A tile takes (matmul_sm90_wtile.cuh; on compute capability 9.0, 16-bit,
+// transB, !transA, M <= 64): 0 none, 1 the 64-row tile's, 2 also the GEMV's. The hook's or PARALLM_WTILE's
+// setting (0, 1, 2) where given; otherwise, where the dispatch chooses the GEMV kernel too (matmulGemv -1),
+// every product of 9-16 rows with K >= 4096 and a weight of at least 4096 x 4096: 7B decode at batch 16 +6-8%
+// with it (S18-2, S18-3, bench/RESULTS.md; the out projection's K slices then take the next norm in their
+// reduce). GPT-2's (K 768 and 3072) lost 5.8% at batch 16 on it (S18-3), and at batch 64 7B lost 5.5% (its
+// m64n64 wgmmas stream qkv and gate+up slower than the 64-row tile), so those stay where they were.
+int wtile_level(int64_t M, int64_t N, int64_t K) {
+  int v = g_wtile.load(std::memory_order_relaxed);
+  if (v < 0) {
+    static const int env = [] {
+      const char* e = std::getenv("PARALLM_WTILE");
+      return (e && e[0] >= '0' && e[0] <= '2' && !e[1]) ? e[0] - '0' : -1;
+    }();
+    v = env;
+  }
+  if (v >= 0) return v;
+  const bool large = K >= 4096 && N * K >= (int64_t(1) << 24);
+  return g_gemv_path.load(std::memory_order_relaxed) == -1 && M >= 9 && M <= 16 && large ? 2 : 0;
+}
 bool pipelined_gemv() { const int p = g_gemv_path.load(std::memory_order_relaxed); return p >= 1 && p <= 3; }
 // An environment switch that is on when set to exactly "1".
 bool env_on(const char* name) {
@@ -285,6 +313,37 @@ bool reduce_norm_ok(const Args& a) {
          (!pn->b || aligned16(pn->b)) && a.N <= mm::kReduceNormMax;
 }
 
+// The second pass of a split-K product (ws [splits][M][N] of f32 partials, freed here): splitk_reduce, or with
+// NORM_OK and a.post's norm possible there, splitk_reduce_norm (post->done set).
+template <typename T, bool NORM_OK>
+void reduce_slices(const Args& a, float* ws, int splits, bool pdl, const char* what) {
+  bool reduced = false;
+  if constexpr (NORM_OK && std::is_same_v<T, __nv_bfloat16>) {
+    if (const PostNorm* pn = a.post; reduce_norm_ok(a)) {
+      // A block a row, a 16-byte pack of it a thread (up to 512): the slices' sum, the residual and bias
+      // stored as splitk_reduce stores them, then the norm.
+      const int ntx = mm::gemvp_norm_threads(a.N);
+      const int threads = int(std::max<int64_t>(ntx, std::min<int64_t>(512, (a.N / 8 + 31) / 32 * 32)));
+      auto k = pn->b ? mm::splitk_reduce_norm<T, true> : mm::splitk_reduce_norm<T, false>;
+      PARALLM_CUDA_CHECK(launch_maybe_pdl(pdl, k, dim3(unsigned(a.M)), dim3(unsigned(threads)), 0, a.stream,
+                                          static_cast<const float*>(ws), splits, static_cast<const T*>(a.bias),
+                                          static_cast<T*>(a.C), a.M, a.N, a.alpha, a.beta, a.pair_ok,
+                                          static_cast<const T*>(pn->w), static_cast<const T*>(pn->b), pn->eps, ntx,
+                                          static_cast<T*>(pn->h)),
+                         PARALLM_MM_WHERE(a, what), " split-K reduce with the ", pn->b ? "layernorm" : "rmsnorm");
+      pn->done = reduced = true;
+    }
+  }
+  if (!reduced) {
+    const int64_t pairs = int64_t(a.M) * ((a.N + 1) / 2);
+    PARALLM_CUDA_CHECK(launch_maybe_pdl(pdl, mm::splitk_reduce<T>, dim3(unsigned((pairs + 255) / 256)), dim3(256), 0,
+                                        a.stream, static_cast<const float*>(ws), splits, static_cast<const T*>(a.bias),
+                                        static_cast<T*>(a.C), a.M, a.N, a.alpha, a.beta, a.pair_ok),
+                       PARALLM_MM_WHERE(a, what), " split-K reduce");
+  }
+  PARALLM_CUDA_CHECK(cudaFreeAsync(ws, a.stream), PARALLM_MM_WHERE(a, what), ": split-K workspace free");
+}
+
 template <typename T, bool TA, bool TB, int CW>
 void launch_sm90_t(const Args& a, const CUtensorMap& mA, const CUtensorMap& mB) {
   using Sh = mm::S90Shape<CW>;
@@ -316,33 +375,7 @@ void launch_sm90_t(const Args& a, const CUtensorMap& mA, const CUtensorMap& mB) 
                                       store_tma, static_cast<const T*>(a.bias), static_cast<T*>(a.C), a.M, a.N, a.K,
                                       a.alpha, a.beta, tm, tn, a.pair_ok, splits, ws),
                      PARALLM_MM_WHERE(a, what));
-  if (splits > 1) {
-    bool reduced = false;
-    if constexpr (CW == 1 && std::is_same_v<T, __nv_bfloat16>) {
-      if (const PostNorm* pn = a.post; reduce_norm_ok(a)) {
-        // A block a row, a 16-byte pack of it a thread (up to 512): the slices' sum, the residual and bias
-        // stored as splitk_reduce stores them, then the norm.
-        const int ntx = mm::gemvp_norm_threads(a.N);
-        const int threads = int(std::max<int64_t>(ntx, std::min<int64_t>(512, (a.N / 8 + 31) / 32 * 32)));
-        auto k = pn->b ? mm::splitk_reduce_norm<T, true> : mm::splitk_reduce_norm<T, false>;
-        PARALLM_CUDA_CHECK(launch_maybe_pdl(pdl, k, dim3(unsigned(a.M)), dim3(unsigned(threads)), 0, a.stream,
-                                            static_cast<const float*>(ws), splits, static_cast<const T*>(a.bias),
-                                            static_cast<T*>(a.C), a.M, a.N, a.alpha, a.beta, a.pair_ok,
-                                            static_cast<const T*>(pn->w), static_cast<const T*>(pn->b), pn->eps, ntx,
-                                            static_cast<T*>(pn->h)),
-                           PARALLM_MM_WHERE(a, what), " split-K reduce with the ", pn->b ? "layernorm" : "rmsnorm");
-        pn->done = reduced = true;
-      }
-    }
-    if (!reduced) {
-      const int64_t pairs = int64_t(a.M) * ((a.N + 1) / 2);
-      PARALLM_CUDA_CHECK(launch_maybe_pdl(pdl, mm::splitk_reduce<T>, dim3(unsigned((pairs + 255) / 256)), dim3(256), 0,
-                                          a.stream, static_cast<const float*>(ws), splits, static_cast<const T*>(a.bias),
-                                          static_cast<T*>(a.C), a.M, a.N, a.alpha, a.beta, a.pair_ok),
-                         PARALLM_MM_WHERE(a, what), " split-K reduce");
-    }
-    PARALLM_CUDA_CHECK(cudaFreeAsync(ws, a.stream), PARALLM_MM_WHERE(a, what), ": split-K workspace free");
-  }
+  if (splits > 1) reduce_slices<T, CW == 1>(a, ws, splits, pdl, what);
 }
 
 // The register GEMV (matmul_gemv.cuh). NORM (mm::NORM_RMS / NORM_LN) and EPI (mm::EPI_SWIGLU / EPI_GELU):
@@ -392,8 +425,10 @@ void launch_register_gemv(const Args& a, int64_t w_rows, const void* nw = nullpt
 // product, as those kernels read the stored one).
 bool epilogue_gemv_ok(DType dt, int64_t M, int64_t N, int64_t K, const void* W) {
   const int path = g_gemv_path.load(std::memory_order_relaxed);
+  // (Not where the W-as-A tile takes the plain product: the fused form must give the bits of the ops apart.)
   return dt == DType::BF16 && M <= 16 && K % 8 == 0 && aligned16(W) && device_cc() >= 80 &&
-         (path == -1 || path == 0 || path == 5) && !(path == -1 && device_cc() == 90 && gemv_on_tile(M, N, K));
+         (path == -1 || path == 0 || path == 5) && !(path == -1 && device_cc() == 90 && gemv_on_tile(M, N, K)) &&
+         !(device_cc() == 90 && wtile_level(M, N, K) >= 2);
 }
 
 // The pipelined GEMV: one block per SM at most (its ring fills most of an SM's shared memory), the
@@ -493,6 +528,66 @@ bool try_sm90(const Args& a) {
   return true;
 }
 
+// K slices for the W-as-A tile: with t tiles of 128 weight rows, the s in 1..4 (slices of at least four
+// k-tiles) that takes the fewest rounds of the grid per unit of work, ceil(t s / SMs) / s, a slice count
+// above 1 charged 0.15 of a round for its partials and reduce (LLaMA-7B: qkv's 96 tiles whole, gate+up's 172
+// in 3, out's and down's 32 in 4). Timed only through 7B's products and decode (S18-1 … S18-4); matmulSplitK
+// forces a count.
+int sm90w_splits(int tiles, int nk, int64_t M, int64_t N) {
+  const int forced = g_splits.load(std::memory_order_relaxed);
+  if (forced >= 1) return clamp_splits(forced, nk, M, N);
+  const int sms = device_sms();
+  int best = 1;
+  double best_cost = 1e30;
+  for (int s = 1; s <= 4 && (s == 1 || s <= nk / 4); ++s) {
+    const double cost = double((int64_t(tiles) * s + sms - 1) / sms) / s + (s > 1 ? 0.15 : 0.0);
+    if (cost < best_cost - 1e-9) best = s, best_cost = cost;
+  }
+  return clamp_splits(best, nk, M, N);
+}
+
+template <typename T, int NX>
+void launch_sm90w_t(const Args& a, const CUtensorMap& mW, const CUtensorMap& mX) {
+  using Sh = mm::WShape<NX>;
+  constexpr auto kern = mm::s90w_kernel<T, NX>;
+  const char* what = "sm90 (W-as-A tile)";
+  set_smem_once<kern>(Sh::SMEM, what);
+  const int tiles = (a.N + Sh::BW - 1) / Sh::BW;
+  const int nk = (a.K + mm::S90_BK - 1) / mm::S90_BK;
+  const int splits = sm90w_splits(tiles, nk, a.M, a.N);
+  const int units = tiles * splits;
+  const int grid = std::min(units, device_sms());
+  float* ws = nullptr;
+  const size_t ws_bytes = size_t(splits) * size_t(a.M) * size_t(a.N) * sizeof(float);
+  if (splits > 1)
+    PARALLM_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&ws), ws_bytes, a.stream),
+                       PARALLM_MM_WHERE(a, what), ": split-K workspace of ", ws_bytes, " bytes for ", splits, " slices");
+  const bool pdl = sm90_pdl(1) && pdl_allows(1);
+  PARALLM_CUDA_CHECK(launch_maybe_pdl(pdl, kern, dim3(unsigned(grid)), dim3(Sh::THREADS), Sh::SMEM, a.stream, mW, mX,
+                                      static_cast<const T*>(a.bias), static_cast<T*>(a.C), a.M, a.N, a.K, a.alpha,
+                                      a.beta, tiles, splits, ws),
+                     PARALLM_MM_WHERE(a, what));
+  if (splits > 1) reduce_slices<T, true>(a, ws, splits, pdl, what);
+}
+
+// The W-as-A tile for X [M][K] (M <= 64) and W [N][K] (transB), X's rows padded to the next of 8, 16, 32, 64;
+// false when a TMA map cannot be made.
+template <typename T>
+bool try_sm90w(const Args& a) {
+  const int nx = a.M <= 8 ? 8 : a.M <= 16 ? 16 : a.M <= 32 ? 32 : 64;
+  CUtensorMap mW, mX;
+  if (!make_tensor_map(&mW, a.dt, a.B, a.K, a.N, 64, uint32_t(mm::WShape<16>::BW)) ||
+      !make_tensor_map(&mX, a.dt, a.A, a.K, a.M, 64, uint32_t(nx)))
+    return false;
+  switch (nx) {
+    case 8: launch_sm90w_t<T, 8>(a, mW, mX); break;
+    case 16: launch_sm90w_t<T, 16>(a, mW, mX); break;
+    case 32: launch_sm90w_t<T, 32>(a, mW, mX); break;
+    default: launch_sm90w_t<T, 64>(a, mW, mX); break;
+  }
+  return true;
+}
+
 template <typename T>
 void run16(const Args& a) {
   const int cc = device_cc();
@@ -504,7 +599,10 @@ void run16(const Args& a) {
   // matmul_gemv_path 7 or PARALLM_GEMV_TILE: those products on the sm90 64-row tile instead.
   const int path = g_gemv_path.load(std::memory_order_relaxed);
   const bool on_tile = (path == 7 || (path == -1 && gemv_on_tile(a.M, a.N, a.K))) && cc == 90 && tiles16;
-  if (gemv_ok && !on_tile) return launch_gemv_t<T>(a);
+  // matmulWTile / PARALLM_WTILE: the W-as-A tile for the 64-row tile's products (1), and the GEMV's (2).
+  const int wt = cc == 90 && tiles16 && a.transB && !a.transA && a.M <= 64 ? wtile_level(a.M, a.N, a.K) : 0;
+  if (gemv_ok && !on_tile && wt < 2) return launch_gemv_t<T>(a);
+  if (wt >= 1 && try_sm90w<T>(a)) return;
   if (cc == 90 && tiles16 && try_sm90<T>(a)) return;
   if (tiles16) launch_sm80<T, true>(a); else launch_sm80<T, false>(a);
 }
@@ -705,6 +803,7 @@ void matmul_sm90_splits(int n) { g_splits.store(n, std::memory_order_relaxed); }
 void matmul_sm90_tile_rows(int n) { g_tile_rows.store(n, std::memory_order_relaxed); }
 void matmul_sm90_tma_store(int on) { g_tma_store.store(on, std::memory_order_relaxed); }
 void matmul_gemv_path(int n) { g_gemv_path.store(n, std::memory_order_relaxed); }
+void matmul_sm90_wtile(int mode) { g_wtile.store(mode, std::memory_order_relaxed); }
 
 bool pdl_allows(int level) {
   int v = g_pdl.load(std::memory_order_relaxed);

@@ -38,6 +38,7 @@ void matmul_sm90_splits(int n);      // benchmark hook (native/cuda/matmul.cu)
 void matmul_sm90_tma_store(int on);  // test hook (native/cuda/matmul.cu)
 void matmul_sm90_tile_rows(int n);   // test / benchmark hook (native/cuda/matmul.cu)
 void matmul_gemv_path(int n);       // test and benchmark hook (native/cuda/matmul.cu)
+void matmul_sm90_wtile(int mode);   // test and benchmark hook (native/cuda/matmul.cu)
 void set_pdl(int level);            // benchmark hook (native/cuda/launch.cuh)
 void attention_decode_splits(int n);  // test and benchmark hook (native/cuda/attention.cu)
 void attention_prefill_kernel(int n);  // test and benchmark hook (native/cuda/attention.cu)
@@ -855,6 +856,15 @@ Napi::Value MatmulTileRows(const Napi::CallbackInfo& info) {
                   "-1 (automatic), 64 or 128", CUDA_SET(matmul_sm90_tile_rows));
 }
 
+// Which products the sm90 W-as-A tile takes (native/cuda/matmul_sm90_wtile.cuh): -1 the dispatch's choice
+// (PARALLM_WTILE's setting where set, else products of 9-16 rows, K >= 4096, N x K >= 2^24), 0 none, 1 those of at most 64 rows the 64-row
+// tile would take, 2 also the GEMV's; for tests and benchmarks.
+Napi::Value MatmulWTile(const Napi::CallbackInfo& info) {
+  return int_hook(info, "matmulWTile", "mode", [](int n) { return n >= -1 && n <= 2; },
+                  "-1 (automatic), 0 (off), 1 (the 64-row tile's products) or 2 (also the GEMV's)",
+                  CUDA_SET(matmul_sm90_wtile));
+}
+
 // Which GEMV kernel M <= 16 takes: -1 chosen (the register kernel, its load form by N), 0 the same, 1 the
 // pipelined one, 2 and 3 the pipelined one in alternative shapes, 4 the register kernel's single-plain-load
 // form, 5 as -1 with the norms (and SwiGLU, GELU) fused into the register kernel, 6 the register kernel on
@@ -949,6 +959,7 @@ Napi::Object testing_hooks(Napi::Env env) {
   export_fn(env, t, "matmulWaveSplits", MatmulWaveSplits);
   export_fn(env, t, "matmulTmaStore", MatmulTmaStore);
   export_fn(env, t, "matmulTileRows", MatmulTileRows);
+  export_fn(env, t, "matmulWTile", MatmulWTile);
   export_fn(env, t, "matmulGemv", MatmulGemv);
   export_fn(env, t, "attentionDecodeSplits", AttentionDecodeSplits);
   export_fn(env, t, "attentionPrefillKernel", AttentionPrefillKernel);

@@ -74,6 +74,8 @@ interface GemmCaseOptions {
   pdl?: boolean;
   /** the sm90 tile forced while the case runs (native.testing.matmulTileRows) */
   tileRows?: 64 | 128;
+  /** the W-as-A tile while the case runs (native.testing.matmulWTile: 1 the tile's products, 2 also the GEMV's) */
+  wtile?: 1 | 2;
   /** a weight gradient's product: A^T ([K, M], K the tokens), B as it lies ([K, N]) */
   transA?: boolean;
 }
@@ -88,10 +90,10 @@ const L2_SAFE_BYTES = 192 << 20;
  * `tileRows`: the sm90 GEMM's 64- or 128-row tile forced (by default 64 rows up to M = 64).
  */
 function gemmCase(dev: string, dt: DType, M: number, N: number, K: number, transB: boolean, opts: GemmCaseOptions = {}): Case {
-  const { decode = false, gemvPath, pdl = true, tileRows, transA = false } = opts;
+  const { decode = false, gemvPath, pdl = true, tileRows, wtile, transA = false } = opts;
   const gemv = M <= 16 && !transA;
   const variant =
-    (gemvPath === undefined ? '' : GEMV_VARIANT[gemvPath]) + (pdl ? '' : '-nopdl') + (tileRows ? `-t${tileRows}` : '');
+    (gemvPath === undefined ? '' : GEMV_VARIANT[gemvPath]) + (pdl ? '' : '-nopdl') + (tileRows ? `-t${tileRows}` : '') + (wtile ? '-wtile' : '');
   return {
     name: gemv ? `gemv${variant}` : decode ? `gemm-decode${variant}` : transA ? 'gemm-dw' : 'gemm',
     shape: `${M}x${N}x${K}${transA ? ' (A^T)' : ''}${transB ? ' (B^T)' : ''}`,
@@ -111,12 +113,14 @@ function gemmCase(dev: string, dt: DType, M: number, N: number, K: number, trans
       if (gemvPath !== undefined) native.testing.matmulGemv(gemvPath);
       if (!pdl) native.testing.pdl(0);
       if (tileRows) native.testing.matmulTileRows(tileRows);
+      if (wtile) native.testing.matmulWTile(wtile);
       return {
         run: (i) => void ops.matmul(a, bs[i % copies]!, { transA, transB, out: c }),
         dispose: () => {
           if (gemvPath !== undefined) native.testing.matmulGemv(-1);
           if (!pdl) native.testing.pdl(pdlLevelFromEnv());
           if (tileRows) native.testing.matmulTileRows(-1);
+          if (wtile) native.testing.matmulWTile(-1);
           [a, c, ...bs].forEach((t) => t.dispose());
         },
       };
@@ -369,6 +373,7 @@ function cases(dev: string, dt: DType, gpu: boolean, quick: boolean): Case[] {
       gemmCase(dev, dt, M!, N!, K!, true, { gemvPath: 1 }),
       ...(quick ? [] : [gemmCase(dev, dt, M!, N!, K!, true, { gemvPath: 0 }), gemmCase(dev, dt, M!, N!, K!, true, { gemvPath: 4 })]),
       ...(quick || M! < 16 ? [] : [gemmCase(dev, dt, M!, N!, K!, true, { gemvPath: 6 }), gemmCase(dev, dt, M!, N!, K!, true, { gemvPath: 7 })]),
+      gemmCase(dev, dt, M!, N!, K!, true, { wtile: 2 }), // the weight as the wgmma's A operand
     ]),
     // Decode's rmsnorm + qkv and rmsnorm + gate/up + SwiGLU at batch 1, apart and fused.
     ...(quick ? [] : [false, true].flatMap((fused) => [normGemvCase(dev, 12288, 4096, false, fused), normGemvCase(dev, 22016, 4096, true, fused)])),
@@ -383,6 +388,7 @@ function cases(dev: string, dt: DType, gpu: boolean, quick: boolean): Case[] {
             ? [
                 gemmCase(dev, dt, M, N!, K!, true, { decode: true }),
                 gemmCase(dev, dt, M, N!, K!, true, { decode: true, tileRows: 128 }),
+                gemmCase(dev, dt, M, N!, K!, true, { decode: true, wtile: 1 }),
               ]
             : [gemmCase(dev, dt, M, N!, K!, true, { decode: true })],
       ),

@@ -188,6 +188,113 @@ describe.skipIf(gpus === 0)('sm90 matmul on the 64-row tile (decode batches up t
   });
 });
 
+describe.skipIf(gpus === 0)('sm90 matmul with the weight as the A operand (the W-as-A tile, matmulWTile)', () => {
+  // (M, N, K, K slices, dtype): X's rows padded to 8 (1, 5, 8), 16 (16), 32 (17, 32) and 64 (33, 64); a partial
+  // last 128-row tile of W and 64-row block (1000, 4104, 264), a K tail (576, 4160), slices chosen and forced.
+  for (const [M, N, K, splits, dt] of [
+    [1, 1000, 512, -1, 'bf16'],
+    [5, 4104, 1024, 3, 'bf16'],
+    [8, 264, 4160, -1, 'bf16'],
+    [16, 4096, 4096, -1, 'bf16'],
+    [16, 4096, 4096, 1, 'f16'],
+    [17, 1000, 576, 2, 'bf16'],
+    [32, 520, 1024, -1, 'bf16'],
+    [33, 2056, 2048, 4, 'bf16'],
+    [64, 12288, 256, 1, 'bf16'],
+    [64, 1000, 4096, -1, 'bf16'],
+  ] as const)
+    it(`${M}x${N}x${K} B^T ${dt}, ${splits < 0 ? 'automatic' : splits} slices, bias, alpha 0.5, beta 0.25: every element vs float64`, () => {
+      const seed = Math.floor(Math.random() * 1e6);
+      const a = randT([M, K], dt, dev, seed);
+      const b = randT([N, K], dt, dev, seed + 1);
+      const bias = randT([N], dt, dev, seed + 2);
+      const c0 = randT([M, N], dt, dev, seed + 3);
+      const out = Tensor.empty([M, N], { dtype: dt, device: dev }).copyFrom(c0.t);
+      native.testing.matmulWTile(2);
+      native.testing.matmulSplitK(splits);
+      try {
+        ops.matmul(a.t, b.t, { transB: true, bias: bias.t, alpha: 0.5, beta: 0.25, out });
+      } finally {
+        native.testing.matmulSplitK(-1);
+        native.testing.matmulWTile(-1);
+      }
+      const o = out.toArray();
+      for (let i = 0; i < o.length; i++) if (!Number.isFinite(o[i]!)) throw new Error(`seed ${seed}: element ${i} unwritten`);
+      const ref = matmulRef(a.v, b.v, bias.v, c0.v, M, N, K, false, true, 0.5, 0.25);
+      expect(relError(o, ref), `seed ${seed}`).toBeLessThan(1e-2);
+      [a.t, b.t, bias.t, c0.t, out].forEach((t) => t.dispose());
+    });
+
+  it('gives what the 64-row tile gives for the LLaMA-7B decode projections at M = 16 and 64 (beta 0 and 1)', () => {
+    for (const [M, N, K, beta] of [
+      [16, 12288, 4096, 0],
+      [16, 22016, 4096, 0],
+      [16, 4096, 11008, 1],
+      [64, 4096, 4096, 1],
+      [64, 12288, 4096, 0],
+    ] as const) {
+      const seed = Math.floor(Math.random() * 1e6);
+      const a = randT([M, K], 'bf16', dev, seed);
+      const b = randT([N, K], 'bf16', dev, seed + 1);
+      const c0 = randT([M, N], 'bf16', dev, seed + 2);
+      const tw = Tensor.empty([M, N], { dtype: 'bf16', device: dev }).copyFrom(c0.t);
+      const t64 = Tensor.empty([M, N], { dtype: 'bf16', device: dev }).copyFrom(c0.t);
+      try {
+        native.testing.matmulGemv(7); // M = 16 to the sm90 path
+        native.testing.matmulTileRows(64);
+        ops.matmul(a.t, b.t, { transB: true, beta, out: t64 });
+        native.testing.matmulWTile(1);
+        ops.matmul(a.t, b.t, { transB: true, beta, out: tw });
+      } finally {
+        native.testing.matmulWTile(-1);
+        native.testing.matmulTileRows(-1);
+        native.testing.matmulGemv(-1);
+      }
+      const o = tw.toArray(), w = t64.toArray();
+      for (let i = 0; i < o.length; i++) if (!Number.isFinite(o[i]!)) throw new Error(`${M}x${N}x${K} seed ${seed}: element ${i} unwritten`);
+      expect(relError(o, w), `${M}x${N}x${K} seed ${seed}`).toBeLessThan(1e-2);
+      for (const r of [0, M - 1]) {
+        const ref = matmulRef(a.v.subarray(r * K, (r + 1) * K), b.v, null, beta ? c0.v.subarray(r * N, (r + 1) * N) : null, 1, N, K, false, true, 1, beta);
+        expect(relError(o.subarray(r * N, (r + 1) * N), ref), `${M}x${N}x${K} row ${r} seed ${seed}`).toBeLessThan(1e-2);
+      }
+      [a.t, b.t, c0.t, tw, t64].forEach((t) => t.dispose());
+    }
+  });
+
+  it('is captured into a graph (split K: its workspace and reduce too) and replays with new inputs', () => {
+    for (const [M, N, K] of [
+      [16, 4096, 11008],
+      [64, 12288, 4096],
+    ] as const) {
+      const a = randT([M, K], 'bf16', dev, 61);
+      const b = randT([N, K], 'bf16', dev, 62);
+      const out = poisoned([M, N], 'bf16', dev);
+      native.testing.matmulWTile(1);
+      native.testing.matmulGemv(7);
+      let g;
+      try {
+        g = capture(dev, () => void ops.matmul(a.t, b.t, { transB: true, out }));
+      } finally {
+        native.testing.matmulGemv(-1);
+        native.testing.matmulWTile(-1);
+      }
+      for (const seed of [63, 64]) {
+        a.t.write(uniformArray(M * K, seed));
+        out.write(new Float32Array(M * N).fill(NaN));
+        const x = a.t.toArray();
+        g.replay();
+        const o = out.toArray();
+        for (const r of [0, M - 1]) {
+          const ref = matmulRef(x.subarray(r * K, (r + 1) * K), b.v, null, null, 1, N, K, false, true);
+          expect(relError(o.subarray(r * N, (r + 1) * N), ref), `${M}x${N}x${K} seed ${seed} row ${r}`).toBeLessThan(1e-2);
+        }
+      }
+      g.dispose();
+      [a.t, b.t, out].forEach((t) => t.dispose());
+    }
+  });
+});
+
 describe.skipIf(gpus === 0)('split-K matmul for weight gradients (the sm90 wave rule)', () => {
   // A weight gradient's product: A^T (dY as [tokens, out features]), B as it lies (X [tokens, in features]), K the
   // tokens, accumulated into C (beta 1, as a second micro-batch adds to the gradient). 36-54 tiles of 128 x 256:

@@ -307,7 +307,7 @@ describe('fuzz: the raw native binding', () => {
 
   it('testing hooks with fuzzed arguments', () => {
     fc.assert(
-      fc.property(fc.constantFrom('matmulSplitK', 'matmulTmaStore', 'matmulTileRows', 'matmulGemv', 'attentionDecodeSplits', 'attentionPrefillKernel', 'pdl'), fc.oneof(size, foreign), (name, x) => {
+      fc.property(fc.constantFrom('matmulSplitK', 'matmulTmaStore', 'matmulTileRows', 'matmulWTile', 'matmulGemv', 'attentionDecodeSplits', 'attentionPrefillKernel', 'pdl'), fc.oneof(size, foreign), (name, x) => {
         calls++;
         attempt(name, () => (native.testing as unknown as Record<string, (x: unknown) => void>)[name]!(x));
       }),
@@ -316,6 +316,7 @@ describe('fuzz: the raw native binding', () => {
     native.testing.matmulSplitK(-1);
     native.testing.matmulTmaStore(true);
     native.testing.matmulTileRows(-1);
+    native.testing.matmulWTile(-1);
     native.testing.matmulGemv(-1);
     native.testing.attentionDecodeSplits(-1);
     native.testing.attentionPrefillKernel(0);
