@@ -24,6 +24,30 @@ function check(c: KernelCase, dt: 'f32' | 'bf16' | 'f16' | 'i32') {
 }
 
 
+/**
+ * C = 0.5 A' B' + 0.25 C0 + bias on fresh inputs with `hooks` set (and undone after), every element against
+ * float64 and none left unwritten: the sm90 tiles' tests.
+ */
+function everyElement(M: number, N: number, K: number, ta: boolean, tb: boolean, dt: 'bf16' | 'f16', hooks: { set: () => void; undo: () => void }) {
+  const seed = Math.floor(Math.random() * 1e6);
+  const a = randT(ta ? [K, M] : [M, K], dt, dev, seed);
+  const b = randT(tb ? [N, K] : [K, N], dt, dev, seed + 1);
+  const bias = randT([N], dt, dev, seed + 2);
+  const c0 = randT([M, N], dt, dev, seed + 3);
+  const out = Tensor.empty([M, N], { dtype: dt, device: dev }).copyFrom(c0.t);
+  hooks.set();
+  try {
+    ops.matmul(a.t, b.t, { transA: ta, transB: tb, bias: bias.t, alpha: 0.5, beta: 0.25, out });
+  } finally {
+    hooks.undo();
+  }
+  const o = out.toArray();
+  for (let i = 0; i < o.length; i++) if (!Number.isFinite(o[i]!)) throw new Error(`seed ${seed}: element ${i} unwritten`);
+  const ref = matmulRef(a.v, b.v, bias.v, c0.v, M, N, K, ta, tb, 0.5, 0.25);
+  expect(relError(o, ref), `seed ${seed}`).toBeLessThan(1e-2);
+  [a.t, b.t, bias.t, c0.t, out].forEach((t) => t.dispose());
+}
+
 describe.skipIf(gpus === 0)('CUDA kernels match the CPU backend and float64 references', () => {
   for (const c of [...KERNEL_CASES, ...GPU_LARGE_CASES])
     for (const dt of c.dtypes) it(`${c.name} [${dt}]`, () => check(c, dt));
@@ -106,27 +130,11 @@ describe.skipIf(gpus === 0)('sm90 matmul on the 64-row tile (decode batches up t
     [64, 12288, 256, false, true, 1],
     [200, 520, 1024, false, true, -1],
   ] as const)
-    it(`${M}x${N}x${K}${ta ? ' A^T' : ''}${tb ? ' B^T' : ''} on 64 x 256, ${splits < 0 ? 'automatic' : splits} slices, bias, alpha 0.5, beta 0.25: every element vs float64`, () => {
-      const seed = Math.floor(Math.random() * 1e6);
-      const a = randT(ta ? [K, M] : [M, K], 'bf16', dev, seed);
-      const b = randT(tb ? [N, K] : [K, N], 'bf16', dev, seed + 1);
-      const bias = randT([N], 'bf16', dev, seed + 2);
-      const c0 = randT([M, N], 'bf16', dev, seed + 3);
-      const out = Tensor.empty([M, N], { dtype: 'bf16', device: dev }).copyFrom(c0.t);
-      native.testing.matmulTileRows(64);
-      native.testing.matmulSplitK(splits);
-      try {
-        ops.matmul(a.t, b.t, { transA: ta, transB: tb, bias: bias.t, alpha: 0.5, beta: 0.25, out });
-      } finally {
-        native.testing.matmulSplitK(-1);
-        native.testing.matmulTileRows(-1);
-      }
-      const o = out.toArray();
-      for (let i = 0; i < o.length; i++) if (!Number.isFinite(o[i]!)) throw new Error(`seed ${seed}: element ${i} unwritten`);
-      const ref = matmulRef(a.v, b.v, bias.v, c0.v, M, N, K, ta, tb, 0.5, 0.25);
-      expect(relError(o, ref), `seed ${seed}`).toBeLessThan(1e-2);
-      [a.t, b.t, bias.t, c0.t, out].forEach((t) => t.dispose());
-    });
+    it(`${M}x${N}x${K}${ta ? ' A^T' : ''}${tb ? ' B^T' : ''} on 64 x 256, ${splits < 0 ? 'automatic' : splits} slices, bias, alpha 0.5, beta 0.25: every element vs float64`, () =>
+      everyElement(M, N, K, ta, tb, 'bf16', {
+        set: () => (native.testing.matmulTileRows(64), native.testing.matmulSplitK(splits)),
+        undo: () => (native.testing.matmulSplitK(-1), native.testing.matmulTileRows(-1)),
+      }));
 
   it(`on 64 x 256 gives what the 128-row tile gives, beta 0 (C through the TMA), for the LLaMA-7B decode projections at M = 16 and 64`, () => {
     for (const [M, N, K] of [
@@ -203,27 +211,11 @@ describe.skipIf(gpus === 0)('sm90 matmul with the weight as the A operand (the W
     [64, 12288, 256, 1, 'bf16'],
     [64, 1000, 4096, -1, 'bf16'],
   ] as const)
-    it(`${M}x${N}x${K} B^T ${dt}, ${splits < 0 ? 'automatic' : splits} slices, bias, alpha 0.5, beta 0.25: every element vs float64`, () => {
-      const seed = Math.floor(Math.random() * 1e6);
-      const a = randT([M, K], dt, dev, seed);
-      const b = randT([N, K], dt, dev, seed + 1);
-      const bias = randT([N], dt, dev, seed + 2);
-      const c0 = randT([M, N], dt, dev, seed + 3);
-      const out = Tensor.empty([M, N], { dtype: dt, device: dev }).copyFrom(c0.t);
-      native.testing.matmulWTile(2);
-      native.testing.matmulSplitK(splits);
-      try {
-        ops.matmul(a.t, b.t, { transB: true, bias: bias.t, alpha: 0.5, beta: 0.25, out });
-      } finally {
-        native.testing.matmulSplitK(-1);
-        native.testing.matmulWTile(-1);
-      }
-      const o = out.toArray();
-      for (let i = 0; i < o.length; i++) if (!Number.isFinite(o[i]!)) throw new Error(`seed ${seed}: element ${i} unwritten`);
-      const ref = matmulRef(a.v, b.v, bias.v, c0.v, M, N, K, false, true, 0.5, 0.25);
-      expect(relError(o, ref), `seed ${seed}`).toBeLessThan(1e-2);
-      [a.t, b.t, bias.t, c0.t, out].forEach((t) => t.dispose());
-    });
+    it(`${M}x${N}x${K} B^T ${dt}, ${splits < 0 ? 'automatic' : splits} slices, bias, alpha 0.5, beta 0.25: every element vs float64`, () =>
+      everyElement(M, N, K, false, true, dt, {
+        set: () => (native.testing.matmulWTile(2), native.testing.matmulSplitK(splits)),
+        undo: () => (native.testing.matmulSplitK(-1), native.testing.matmulWTile(-1)),
+      }));
 
   it('gives what the 64-row tile gives for the LLaMA-7B decode projections at M = 16 and 64 (beta 0 and 1)', () => {
     for (const [M, N, K, beta] of [
