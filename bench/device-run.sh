@@ -1084,6 +1084,90 @@ for p in "${parts[@]}"; do
         env ${v:+PARALLM_WTILE=$v} timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 16 2>&1 | tail -1 | sed "s/^/[gpt2 wtile=${v:-auto}] /"
       done
       timeout 200 python3 bench/peers/torch_compile_decode.py llama 16 > "$out/peer-compile.log" 2>&1; grep ANCHOR "$out/peer-compile.log" | cut -c1-200 ;;
+    s19-a)
+      # Sixteenth session: the W-as-A tile's GPU tests with PDL and its first lap asked of L2 (PARALLM_PDL_WTILE=1);
+      # its 16-row products as dispatched, under each timing probe (PARALLM_WTILE_PROBE=1: no wgmma, 2: no weight
+      # loads; a build with PARALLM_PROBES) and with PDL; 7B decode at batch 16 with PDL_WTILE unset, 1 and 2.
+      # (Since removed: PARALLM_PDL_WTILE, PARALLM_WTILE_GROUP and PARALLM_PDL_TILE=1|2; the tiles launch with PDL
+      # by default, without prefetch, PARALLM_PDL_TILE=0 turning it off: matmul.cu's sm90_pdl.)
+      PARALLM_PDL_WTILE=1 timeout 200 vitest run test/gpu/kernels.gpu.test.ts -t "W-as-A" > "$out/gpu-s19a-wtile.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-s19a-wtile.log" | head -20
+      for v in "" PARALLM_WTILE_PROBE=1 PARALLM_WTILE_PROBE=2 PARALLM_PDL_WTILE=1 PARALLM_PDL_WTILE=2; do
+        env $v timeout 100 node dist/cli/index.js bench kernels --filter "gemv-wtile 16x" copy > "$out/kernels-s19a-${v:-default}.log" 2>&1
+        grep -E "wtile|^copy" "$out/kernels-s19a-${v:-default}.log" | sed "s/^/[k ${v:-default}] /"
+      done
+      for v in "" PARALLM_PDL_WTILE=1 PARALLM_PDL_WTILE=2 "" PARALLM_PDL_WTILE=1; do
+        env $v timeout 80 node dist/cli/index.js bench generate --model llama-2-7b --batch 16 2>&1 | tail -1 | sed "s/^/[7b b16 ${v:-default}] /"
+      done ;;
+    s19-b)
+      # The W-as-A tile's producer issuing 1, 2 or 4 k-tiles at a time (PARALLM_WTILE_GROUP): its GPU tests at 1 and 4,
+      # its 16-row products at each; the decode GEMMs at 64 rows with the 64-row tile's PDL off, bare (PARALLM_PDL_TILE=2)
+      # and with its L2 prefetch (1); 7B decode at 16 and 64 with each, alternating.
+      for v in "" PARALLM_WTILE_GROUP=4; do
+        env $v timeout 200 vitest run test/gpu/kernels.gpu.test.ts -t "W-as-A" > "$out/gpu-s19b-wtile-${v:-default}.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-s19b-wtile-${v:-default}.log" | sed "s/^/[${v:-default}] /" | head -20
+      done
+      for v in "" PARALLM_WTILE_GROUP=2 PARALLM_WTILE_GROUP=4; do
+        env $v timeout 100 node dist/cli/index.js bench kernels --filter "gemv-wtile 16x" copy 2>&1 | grep -E "^gemv-wtile|^copy" | sed "s/^/[k ${v:-default}] /"
+      done
+      for v in "" PARALLM_PDL_TILE=2 PARALLM_PDL_TILE=1; do
+        env $v timeout 100 node dist/cli/index.js bench kernels --filter "gemm-decode 64x" copy 2>&1 | grep -E "^gemm-decode|^copy" | sed "s/^/[k ${v:-default}] /"
+      done
+      for r in 1 2; do
+        for v in "" PARALLM_PDL_WTILE=2 "PARALLM_PDL_WTILE=2 PARALLM_WTILE_GROUP=4"; do
+          env $v timeout 80 node dist/cli/index.js bench generate --model llama-2-7b --batch 16 2>&1 | tail -1 | sed "s/^/[7b b16 ${v:-default}] /"
+        done
+        for v in "" PARALLM_PDL_TILE=2 PARALLM_PDL_TILE=1; do
+          env $v timeout 80 node dist/cli/index.js bench generate --model llama-2-7b --batch 64 2>&1 | tail -1 | sed "s/^/[7b b64 ${v:-default}] /"
+        done
+      done ;;
+    s19-c)
+      # The sm90 tiles with PDL by default (no prefetch): the sm90 kernels' and decode's GPU tests; 7B decode at batch
+      # 1 with the register GEMV's pre-wait L2 prefetch (default) and without (PARALLM_GEMV_PREFETCH=none), alternating.
+      timeout 150 vitest run test/gpu/kernels.gpu.test.ts -t "W-as-A|tensor-core matmul|64-row tile|sm90|split" > "$out/gpu-s19c-k.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-s19c-k.log" | head -20
+      timeout 300 vitest run test/gpu/decode.gpu.test.ts test/gpu/models.gpu.test.ts > "$out/gpu-s19c-decode.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-s19c-decode.log" | head -20
+      for r in 1 2; do for v in "" PARALLM_GEMV_PREFETCH=none; do
+        env $v timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 1 2>&1 | tail -1 | sed "s/^/[7b b1 ${v:-default}] /"
+      done; done ;;
+    s19-d)
+      # The register GEMV without its pre-wait L2 prefetch by default (PARALLM_GEMV_PREFETCH=first: the old default):
+      # the GEMV floors' products and GPT-2 at batch 1 with each, then 7B decode at 1, 16 and 64 and GPT-2 at 1 on this
+      # session's defaults beside compiled PyTorch in the same call.
+      for v in "" PARALLM_GEMV_PREFETCH=first; do
+        env $v timeout 60 node dist/cli/index.js bench kernels --filter "gemv 1x4096x4096" "gemv 1x11008x4096" "gemv 1x4096x11008" copy 2>&1 | grep -E "^(gemv|copy) " | sed "s/^/[k ${v:-default}] /"
+      done
+      for r in 1 2; do for v in "" PARALLM_GEMV_PREFETCH=first; do
+        env $v timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1 2>&1 | tail -1 | sed "s/^/[gpt2 b1 ${v:-default}] /"
+      done; done
+      timeout 120 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16,64 2>&1 | tail -3 | sed "s/^/[7b] /"
+      timeout 300 python3 bench/peers/torch_compile_decode.py llama 1,16,64 > "$out/peer-compile.log" 2>&1; grep ANCHOR "$out/peer-compile.log" | cut -c1-200
+      timeout 120 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16,64 2>&1 | tail -3 | sed "s/^/[7b after] /" ;;
+    s19-e)
+      # The register GEMV's trigger at its start (default) or after its wait (PARALLM_GEMV_TRIGGER_LATE=1), with and
+      # without its pre-wait L2 prefetch (PARALLM_GEMV_PREFETCH=first / default none): the GEMV floors' products, then
+      # 7B and GPT-2 decode at batch 1.
+      for v in "" PARALLM_GEMV_TRIGGER_LATE=1 "PARALLM_GEMV_TRIGGER_LATE=1 PARALLM_GEMV_PREFETCH=first" PARALLM_GEMV_PREFETCH=first; do
+        env $v timeout 60 node dist/cli/index.js bench kernels --filter "gemv 1x4096x4096" "gemv 1x11008x4096" copy 2>&1 | grep -E "^(gemv|copy) " | sed "s/^/[k ${v:-default}] /"
+      done
+      for r in 1 2; do for v in "" PARALLM_GEMV_TRIGGER_LATE=1 "PARALLM_GEMV_TRIGGER_LATE=1 PARALLM_GEMV_PREFETCH=first"; do
+        env $v timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1 2>&1 | tail -1 | sed "s/^/[gpt2 b1 ${v:-default}] /"
+        env $v timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 1 2>&1 | tail -1 | sed "s/^/[7b b1 ${v:-default}] /"
+      done; done ;;
+    s19-f)
+      # This session's final native code (the sm90 tiles with PDL, the register GEMV without its prefetch and with its
+      # trigger after the wait): every GPU test file (those needing two GPUs skip on one), then GPT-2 decode at batch 1
+      # with the GEMV's trigger late (default) and early (PARALLM_GEMV_TRIGGER_LATE=0), alternating, and 7B decode.
+      timeout 450 vitest run test/gpu > "$out/gpu-s19f.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-s19f.log" | head -30
+      for r in 1 2 3; do for v in "" PARALLM_GEMV_TRIGGER_LATE=0; do
+        env $v timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1 2>&1 | tail -1 | sed "s/^/[gpt2 b1 ${v:-default}] /"
+      done; done
+      timeout 120 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16,64 2>&1 | tail -3 | sed "s/^/[7b] /" ;;
+    s19-g)
+      # Compiled PyTorch beside parallm in one call, again: GPT-2 at batch 1 and 7B at batch 16 and 1.
+      timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1 2>&1 | tail -1 | sed "s/^/[gpt2] /"
+      timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16 2>&1 | tail -2 | sed "s/^/[7b] /"
+      timeout 100 python3 bench/peers/torch_compile_decode.py gpt2 1 > "$out/peer-compile-gpt2.log" 2>&1; grep ANCHOR "$out/peer-compile-gpt2.log" | cut -c1-200
+      timeout 170 python3 bench/peers/torch_compile_decode.py llama 1,16 > "$out/peer-compile.log" 2>&1; grep ANCHOR "$out/peer-compile.log" | cut -c1-200
+      timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1 2>&1 | tail -1 | sed "s/^/[gpt2 after] /"
+      timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16 2>&1 | tail -2 | sed "s/^/[7b after] /" ;;
     strategies) bash "$0" prefill curve dp pack ;;
     compare)
       # The build from before a restructuring (unpacked from .device/old.tgz: its dist/ and addon) against

@@ -108,30 +108,49 @@ bool register_fusion() {
   static const bool env = env_on("PARALLM_GEMV_FUSE");
   return env;
 }
-// How much of its W a register GEMV asks L2 for before its PDL wait, in sixteenths of each warp's K range
-// (the kernel's pf16): 0, the first pass of each warp (the measured default); PARALLM_GEMV_PREFETCH=all,
-// every byte of a W up to 32 MiB (one L2 holds it; S8-2: 16 MiB W 86 -> 96% of the copy rate, 32 MiB
-// 82 -> 76%); PARALLM_GEMV_PREFETCH=<MiB>, that many MiB of the W spread over the warps (a share of
-// each warp's range), so the next GEMV keeps the memory busy through the kernel boundary without
-// flooding L2 beside the one still streaming. Not yet timed.
+// How much of its W a register GEMV asks L2 for before its PDL wait (the kernel's pf16): by default nothing
+// (-1): S19-3 measured 7B decode at batch 1 4.7-5.0% faster without the prefetch of each warp's first pass that
+// had been the default since the fourth session (the sm90 tiles' likewise lost, S19-1, S19-2).
+// PARALLM_GEMV_PREFETCH=first, that first pass (0); =all, every byte of a W up to 32 MiB (one L2 holds it; S8-2:
+// 16 MiB W 86 -> 96% of the copy rate, 32 MiB 82 -> 76%); =<MiB>, that many MiB of the W spread over the warps
+// (pf16 sixteenths of each warp's K range).
 int gemv_prefetch(int64_t w_bytes) {
   static const double mib = [] {
     const char* e = std::getenv("PARALLM_GEMV_PREFETCH");
-    if (!e) return 0.0;
+    if (!e) return -1.0;
+    if (std::strcmp(e, "first") == 0) return 0.0;
     if (std::strcmp(e, "all") == 0) return 32.0;
     char* end = nullptr;
     const double v = std::strtod(e, &end);
-    return end != e && *end == 0 && v > 0 && v <= 1024 ? v : 0.0;
+    return end != e && *end == 0 && v > 0 && v <= 1024 ? v : -1.0;
   }();
-  if (mib <= 0 || w_bytes <= 0) return 0;
+  if (mib < 0) return -1;
+  if (mib == 0 || w_bytes <= 0) return 0;
   if (w_bytes <= int64_t(mib * (1 << 20))) return 16;
   return std::max(1, int(16.0 * mib * (1 << 20) / double(w_bytes)));
 }
-// Which sm90 GEMMs launch with PDL, with their split-K reduce (launch_sm90_t): PARALLM_PDL_TILE=1 the 64-row
-// tile's (S11-5: decode slower with it), PARALLM_PDL_GEMM=1 every one (a candidate for training's ~150 GEMMs
-// a step, where each launch and prologue could overlap the kernel before; not yet measured).
+// The register GEMV lets the next kernel launch after its PDL wait (as the sm90 tiles and the small kernels do: at
+// most one kernel parked behind it); PARALLM_GEMV_TRIGGER_LATE=0, at its start, as before the sixteenth session
+// (even in every comparison: the GEMV kernels and 7B decode in S19-5, GPT-2 decode at batch 1 in S19-6).
+int gemv_late_trigger() {
+  static const int v = [] {
+    const char* e = std::getenv("PARALLM_GEMV_TRIGGER_LATE");
+    return (e && e[0] == '0' && !e[1]) ? 0 : 1;
+  }();
+  return v;
+}
+// Which sm90 GEMMs launch with PDL, with their split-K reduce (launch_sm90_t, launch_sm90w_t): by default the
+// 64-row tile's and the W-as-A tile's, decode's products (S19-1, S19-2: 7B decode at batch 64 +3.3-4.1%, at
+// batch 16 +1.8-2.4%); PARALLM_PDL_TILE=0 neither; PARALLM_PDL_GEMM=1 also the 128-row tile's (a candidate for
+// training's ~150 GEMMs a step, not yet measured). Before the wait they touch no global memory: an L2
+// prefetch of the first stages' weights there lost (the W-as-A tile 5% in decode, S19-1; the 64-row tile's,
+// which S11-5 had measured 2-5% slower with PDL, gave +0.5% where the bare launch gave +3.6%, S19-2).
 bool sm90_pdl(int cw) {
-  static const bool tile = env_on("PARALLM_PDL_TILE"), all = env_on("PARALLM_PDL_GEMM");
+  static const bool tile = [] {
+    const char* e = std::getenv("PARALLM_PDL_TILE");
+    return !(e && e[0] == '0' && !e[1]);
+  }();
+  static const bool all = env_on("PARALLM_PDL_GEMM");
   return all || (cw == 1 && tile);
 }
 
@@ -367,9 +386,8 @@ void launch_sm90_t(const Args& a, const CUtensorMap& mA, const CUtensorMap& mB) 
     // Stream-ordered, so a captured graph owns its workspace (as attention_decode's does).
     PARALLM_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&ws), ws_bytes, a.stream),
                        PARALLM_MM_WHERE(a, what), ": split-K workspace of ", ws_bytes, " bytes for ", splits, " slices");
-  // The kernel may launch with PDL, as the GEMVs do (pdl.cuh): its set-up (and on the 64-row tile the first
-  // weight k-tiles' trip to L2) overlaps the kernel before; so does the split-K reduce's launch. Off unless
-  // sm90_pdl says: S11-5 measured 7B decode at batch 64 2-5% slower with it on the 64-row tile.
+  // The kernel may launch with PDL, as the GEMVs do (pdl.cuh): its launch and set-up overlap the kernel before;
+  // so does the split-K reduce's launch. By sm90_pdl: the 64-row tile's by default.
   const bool pdl = sm90_pdl(CW) && pdl_allows(1);
   PARALLM_CUDA_CHECK(launch_maybe_pdl(pdl, kern, dim3(unsigned(grid)), dim3(Sh::THREADS), Sh::SMEM, a.stream, mA, mB, mC,
                                       store_tma, static_cast<const T*>(a.bias), static_cast<T*>(a.C), a.M, a.N, a.K,
@@ -401,7 +419,7 @@ void launch_gemv_v(const Args& a, const void* nw = nullptr, float eps = 0.f, con
                                 static_cast<const T*>(a.B), static_cast<const T*>(a.bias), static_cast<T*>(a.C), a.M,
                                 a.N, a.K, a.alpha, a.beta, a.pair_ok, gemv_l2hint(), static_cast<const T*>(nw), eps, ntx,
                                 static_cast<const T*>(nb), gemv_prefetch(int64_t(a.N) * a.K * int64_t(sizeof(T))),
-                                static_cast<T*>(hout), counter),
+                                static_cast<T*>(hout), counter, gemv_late_trigger()),
                      PARALLM_MM_WHERE(a, what));
 }
 
@@ -546,12 +564,31 @@ int sm90w_splits(int tiles, int nk, int64_t M, int64_t N) {
   return clamp_splits(best, nk, M, N);
 }
 
+#ifdef PARALLM_PROBES
+// PARALLM_WTILE_PROBE=1|2: the W-as-A tile's timing probes (s90w_kernel's PROBE; wrong results), built only with
+// PARALLM_PROBES.
+int wtile_probe() {
+  static const int v = [] {
+    const char* e = std::getenv("PARALLM_WTILE_PROBE");
+    return (e && (e[0] == '1' || e[0] == '2') && !e[1]) ? e[0] - '0' : 0;
+  }();
+  return v;
+}
+#endif
+
 template <typename T, int NX>
 void launch_sm90w_t(const Args& a, const CUtensorMap& mW, const CUtensorMap& mX) {
   using Sh = mm::WShape<NX>;
+#ifdef PARALLM_PROBES
+  const int probe = wtile_probe();
+  const auto kern = probe == 1 ? mm::s90w_kernel<T, NX, 1> : probe == 2 ? mm::s90w_kernel<T, NX, 2> : mm::s90w_kernel<T, NX>;
+  set_smem_once<mm::s90w_kernel<T, NX, 1>>(Sh::SMEM, "sm90 (W-as-A tile, probe 1)");
+  set_smem_once<mm::s90w_kernel<T, NX, 2>>(Sh::SMEM, "sm90 (W-as-A tile, probe 2)");
+#else
   constexpr auto kern = mm::s90w_kernel<T, NX>;
+#endif
   const char* what = "sm90 (W-as-A tile)";
-  set_smem_once<kern>(Sh::SMEM, what);
+  set_smem_once<mm::s90w_kernel<T, NX>>(Sh::SMEM, what);
   const int tiles = (a.N + Sh::BW - 1) / Sh::BW;
   const int nk = (a.K + mm::S90_BK - 1) / mm::S90_BK;
   const int splits = sm90w_splits(tiles, nk, a.M, a.N);

@@ -21,7 +21,8 @@
 //   - a tile's per-warp partial sums meet in shared memory (double-buffered by tile parity, one
 //     __syncthreads a tile) and one warp, in turn, adds them in warp order (deterministic) and stores.
 //
-// Both launch with PDL (pdl.cuh, launch_pdl): before griddepcontrol.wait they only prefetch W into L2.
+// Both launch with PDL (pdl.cuh, launch_pdl): before griddepcontrol.wait they at most prefetch W into L2 (the
+// register kernel by default not: matmul.cu's gemv_prefetch).
 // X is read straight from global memory (every block reads the same few rows, so those loads hit L1/L2).
 // Both need K % 8 == 0 and 16-byte aligned X and W.
 //
@@ -273,7 +274,7 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
 gemv_kernel(const T* __restrict__ X, const T* __restrict__ W, const T* __restrict__ bias, T* __restrict__ C, int M,
             int N, int K, float alpha, float beta, int pair_ok, int l2hint = 0, const T* __restrict__ nw = nullptr,
             float eps = 0.f, int ntx = 32, const T* __restrict__ nb = nullptr, int pf16 = 0,
-            T* __restrict__ hout = nullptr, unsigned* __restrict__ counter = nullptr) {
+            T* __restrict__ hout = nullptr, unsigned* __restrict__ counter = nullptr, int late_trigger = 0) {
   constexpr bool SWIGLU = EPI == EPI_SWIGLU;
   static_assert(!SWIGLU || HN == 2, "SwiGLU: set 0 the gate rows, set 1 the up rows");
   static_assert(EPI != EPI_GELU || HN == 1, "GELU: one set of rows");
@@ -311,11 +312,12 @@ gemv_kernel(const T* __restrict__ X, const T* __restrict__ W, const T* __restric
   const T* x0 = X + (int64_t)(xv0 ? g : 0) * K;
   const T* x1 = X + (int64_t)(xv1 ? g + 8 : 0) * K;
 
-  // PDL (pdl.cuh): let the next GEMV start; ask L2 for this warp's first pass of W (lane h*8 + r: set h,
-  // row r, UNROLL chunks from c_begin), or with pf16 > 0 that many sixteenths of its K range if more
-  // (gemv_prefetch in matmul.cu), while the kernel before finishes; then wait for its output.
-  pdl_trigger();
-  if (lane < 8 * HN && c_begin < c_end) {
+  // PDL (pdl.cuh): let the next kernel start (at once, or with late_trigger after the wait); with pf16 >= 0 ask L2
+  // for this warp's first pass of W (lane h*8 + r: set h, row r, UNROLL chunks from c_begin), or that many
+  // sixteenths of its K range if more (gemv_prefetch in matmul.cu: none by default), while the kernel before
+  // finishes; then wait for its output.
+  if (!late_trigger) pdl_trigger();
+  if (pf16 >= 0 && lane < 8 * HN && c_begin < c_end) {  // (pf16 -1: none)
     const int h = lane / 8, r = lane % 8;
     if (col_of(h, r) < N) {
       const int span = max(UNROLL, ((c_end - c_begin) * pf16 + 15) / 16);
@@ -324,6 +326,7 @@ gemv_kernel(const T* __restrict__ X, const T* __restrict__ W, const T* __restric
     }
   }
   pdl_wait();
+  if (late_trigger) pdl_trigger();
 
   float mean[2] = {0.f, 0.f}, rs[2] = {1.f, 1.f};  // NORM: X rows g and g + 8
   if constexpr (NORM != NORM_NONE) {

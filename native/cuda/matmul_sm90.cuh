@@ -50,7 +50,6 @@ using sm90::mbar_wait;
 using sm90::s90_desc;
 using sm90::s90_smem;
 using sm90::tma_load_2d;
-using sm90::tma_prefetch_2d;
 using sm90::tma_store_2d;
 using sm90::wg_sync;
 #endif
@@ -98,24 +97,6 @@ __global__ void __launch_bounds__(S90Shape<CW>::THREADS, 1)
     // consumers need them; one has a whole SM's registers already).
     if (CW == 2) asm volatile("setmaxnreg.dec.sync.aligned.u32 40;");
     if (threadIdx.x == 0) {
-      // Launched with PDL (matmul.cu's sm90_pdl, off by default): on the 64-row tile, while the kernel before
-      // drains, ask L2 for the weight k-tiles the ring's first lap will load (B is never written by the
-      // kernel before in a decode step, but pdl.cuh's contract allows only L2 prefetches before the wait, so
-      // a matmul after AdamW stays correct). Without PDL the wait and trigger are no-ops.
-      if (CW == 1 && blockIdx.x < units) {
-        int tm, tn;
-        tile_coords<16>(blockIdx.x / splits, tiles_m, tiles_n, tm, tn);
-        const int n0 = tn * BN, sp = blockIdx.x % splits;
-        const int kb = int(int64_t(sp) * nk / splits), ke = int(int64_t(sp + 1) * nk / splits);
-        for (int kt = kb; kt < ke && kt < kb + STAGES; ++kt) {
-          if (TB) {
-            tma_prefetch_2d(&tmB, kt * S90_BK, n0);
-          } else {
-#pragma unroll
-            for (int j = 0; j < BN / 64; ++j) tma_prefetch_2d(&tmB, n0 + 64 * j, kt * S90_BK);
-          }
-        }
-      }
       pdl_wait();     // A (the activations) is the kernel before's output
       pdl_trigger();  // after the wait: at most one kernel parked behind this one
       int s = 0;

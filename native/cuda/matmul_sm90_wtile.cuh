@@ -35,7 +35,11 @@ struct WShape {
   static constexpr size_t SMEM = size_t(STAGES) * STAGE_BYTES + 1024 + 2 * STAGES * 8;
 };
 
-template <typename T, int NX>
+// PROBE (timing only, instantiated where matmul.cu is built with PARALLM_PROBES): 1 the consumers skip the
+// wgmmas (the ring's streaming alone), 2 the producer loads no weight box (the consumers' work alone); the
+// results are then wrong. S19-1: at 16 rows the first runs at 70-86% of the copy rate (the kernel 68-84%), the
+// second at 121-174%: the weight stream, not the wgmmas, bounds it.
+template <typename T, int NX, int PROBE = 0>
 __global__ void __launch_bounds__(WShape<NX>::THREADS, 1)
     s90w_kernel(const __grid_constant__ CUtensorMap tmW, const __grid_constant__ CUtensorMap tmX,
                 const T* __restrict__ bias, T* __restrict__ C, int M, int N, int K, float alpha, float beta,
@@ -77,9 +81,9 @@ __global__ void __launch_bounds__(WShape<NX>::THREADS, 1)
         for (int kt = kb; kt < ke; ++kt) {
           sm90::mbar_wait(sm90::s90_smem(&empty[s]), ph ^ 1);  // the first lap passes at once
           const uint32_t fb = sm90::s90_smem(&full[s]);
-          sm90::mbar_expect_tx(fb, STAGE_BYTES);  // a box counts in full even where it is zero-filled
-          const uint32_t sw = ring_s + s * STAGE_BYTES;
-          sm90::tma_load_2d(sw, &tmW, fb, kt * S90_BK, n0);
+          sm90::mbar_expect_tx(fb, PROBE == 2 ? STAGE_BYTES - W_BYTES : STAGE_BYTES);  // a box counts in full
+          const uint32_t sw = ring_s + s * STAGE_BYTES;                                   // even where zero-filled
+          if (PROBE != 2) sm90::tma_load_2d(sw, &tmW, fb, kt * S90_BK, n0);
           sm90::tma_load_2d(sw + W_BYTES, &tmX, fb, kt * S90_BK, 0);
           if (++s == STAGES) s = 0, ph ^= 1;
         }
@@ -115,7 +119,8 @@ __global__ void __launch_bounds__(WShape<NX>::THREADS, 1)
         asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
 #pragma unroll
         for (int kk = 0; kk < S90_BK / 16; ++kk)
-          WgmmaK<T, NX>::run(acc[kk], sm90::s90_desc(sw + kk * 32, 16, 1024), sm90::s90_desc(sx + kk * 32, 16, 1024));
+          if (PROBE != 1)
+            WgmmaK<T, NX>::run(acc[kk], sm90::s90_desc(sw + kk * 32, 16, 1024), sm90::s90_desc(sx + kk * 32, 16, 1024));
         asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
         asm volatile("wgmma.wait_group.sync.aligned 1;" ::: "memory");  // the previous stage's are done
         if (kt > kb && lane == 0) sm90::mbar_arrive(sm90::s90_smem(&empty[prev]));

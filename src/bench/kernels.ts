@@ -378,8 +378,8 @@ function cases(dev: string, dt: DType, gpu: boolean, quick: boolean): Case[] {
     // Decode's rmsnorm + qkv and rmsnorm + gate/up + SwiGLU at batch 1, apart and fused.
     ...(quick ? [] : [false, true].flatMap((fused) => [normGemvCase(dev, 12288, 4096, false, fused), normGemvCase(dev, 22016, 4096, true, fused)])),
     // LLaMA-7B decode projections at the batches of a pipeline's micro-batches: qkv, out, gate+up, down;
-    // at 16 and 64 rows on the 64-row tile (the default at 64) and the 128-row one. (The tile
-    // launches with PDL only at PARALLM_PDL_TILE=1, so a case without PDL would time the default again.)
+    // at 16 and 64 rows on the 64-row tile (the default at 64) and the 128-row one. (The 64-row tile launches
+    // with PDL unless PARALLM_PDL_TILE=0: matmul.cu's sm90_pdl.)
     ...[16, 64, 128, 256].flatMap((M) =>
       [[12288, 4096], [4096, 4096], [22016, 4096], [4096, 11008]].flatMap(([N, K]) =>
         M === 16
