@@ -1168,6 +1168,14 @@ for p in "${parts[@]}"; do
       timeout 170 python3 bench/peers/torch_compile_decode.py llama 1,16 > "$out/peer-compile.log" 2>&1; grep ANCHOR "$out/peer-compile.log" | cut -c1-200
       timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1 2>&1 | tail -1 | sed "s/^/[gpt2 after] /"
       timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16 2>&1 | tail -2 | sed "s/^/[7b after] /" ;;
+    s19-h)
+      # SwiGLU in the gate+up product's split-K reduce (splitk_reduce_swiglu; PARALLM_REDUCE_SWIGLU=1): linearSwiGLU's
+      # GPU tests (16x11008x4096 takes it: the W-as-A tile's three slices) and the W-as-A tile's with it on; 7B decode at
+      # batch 16 without and with it, alternating.
+      PARALLM_REDUCE_SWIGLU=1 timeout 100 vitest run test/gpu/decode.gpu.test.ts test/gpu/kernels.gpu.test.ts -t "linearSwiGLU|W-as-A" > "$out/gpu-s19h.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-s19h.log" | head -20
+      for r in 1 2; do for v in "" PARALLM_REDUCE_SWIGLU=1; do
+        env $v timeout 40 node dist/cli/index.js bench generate --model llama-2-7b --batch 16 2>&1 | tail -1 | sed "s/^/[7b b16 ${v:-default}] /"
+      done; done ;;
     strategies) bash "$0" prefill curve dp pack ;;
     compare)
       # The build from before a restructuring (unpacked from .device/old.tgz: its dist/ and addon) against

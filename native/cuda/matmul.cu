@@ -220,6 +220,13 @@ struct PostNorm {
   mutable bool done = false;
 };
 
+// A gate+up product's SwiGLU for its split-K reduce (splitk_reduce_swiglu): y [M][N/2] = silu(gate) * up, done
+// set when the reduce wrote it (the product itself is then never stored).
+struct PostSwiGLU {
+  void* y;
+  mutable bool done = false;
+};
+
 struct Args {
   cudaStream_t stream;
   DType dt;
@@ -232,6 +239,7 @@ struct Args {
   float alpha, beta;
   int pair_ok;
   const PostNorm* post = nullptr;
+  const PostSwiGLU* swiglu = nullptr;
 };
 
 #define PARALLM_MM_WHERE(a, path)                                                                          \
@@ -332,8 +340,16 @@ bool reduce_norm_ok(const Args& a) {
          (!pn->b || aligned16(pn->b)) && a.N <= mm::kReduceNormMax;
 }
 
+// SwiGLU in the split-K reduce of a gate+up product (splitk_reduce_swiglu, rmsnorm_matmul_swiglu's ops apart): on
+// with PARALLM_REDUCE_SWIGLU=1. Being timed (DECODE-NOTES, sixteenth session).
+bool reduce_swiglu_on() {
+  static const bool v = env_on("PARALLM_REDUCE_SWIGLU");
+  return v;
+}
+
 // The second pass of a split-K product (ws [splits][M][N] of f32 partials, freed here): splitk_reduce, or with
-// NORM_OK and a.post's norm possible there, splitk_reduce_norm (post->done set).
+// NORM_OK and a.post's norm possible there, splitk_reduce_norm (post->done set), or with a.swiglu,
+// splitk_reduce_swiglu (swiglu->done set).
 template <typename T, bool NORM_OK>
 void reduce_slices(const Args& a, float* ws, int splits, bool pdl, const char* what) {
   bool reduced = false;
@@ -352,6 +368,15 @@ void reduce_slices(const Args& a, float* ws, int splits, bool pdl, const char* w
                          PARALLM_MM_WHERE(a, what), " split-K reduce with the ", pn->b ? "layernorm" : "rmsnorm");
       pn->done = reduced = true;
     }
+  }
+  if (const PostSwiGLU* sg = a.swiglu; !reduced && sg && reduce_swiglu_on() && a.N % 2 == 0 && a.alpha == 1.f &&
+                                        a.beta == 0.f && !a.bias) {
+    const int F = a.N / 2;
+    const int64_t pairs = int64_t(a.M) * ((F + 1) / 2);
+    PARALLM_CUDA_CHECK(launch_maybe_pdl(pdl, mm::splitk_reduce_swiglu<T>, dim3(unsigned((pairs + 255) / 256)), dim3(256),
+                                        0, a.stream, static_cast<const float*>(ws), splits, static_cast<T*>(sg->y), a.M, F),
+                       PARALLM_MM_WHERE(a, what), " split-K reduce with SwiGLU");
+    sg->done = reduced = true;
   }
   if (!reduced) {
     const int64_t pairs = int64_t(a.M) * ((a.N + 1) / 2);
@@ -682,7 +707,8 @@ void launch_gemv_swiglu(cudaStream_t stream, DType dt, const void* X, const void
 // The matmul's checks and dispatch; post: a norm of C the sm90 64-row tile may run in its split-K reduce
 // (matmul_residual_norm), post->done telling the caller whether it did.
 void matmul_with(cudaStream_t stream, DType dt, const void* A, const void* B, const void* bias, void* C, int64_t M,
-                 int64_t N, int64_t K, bool transA, bool transB, float alpha, float beta, const PostNorm* post) {
+                 int64_t N, int64_t K, bool transA, bool transB, float alpha, float beta, const PostNorm* post,
+                 const PostSwiGLU* swiglu = nullptr) {
   if (dt != DType::F32 && dt != DType::BF16 && dt != DType::F16)
     fail("matmul: dtype ", dtype_name(dt), " is not supported (f32, bf16, f16)");
   if (M < 0 || N < 0 || K < 0) fail("matmul: negative size M=", M, " N=", N, " K=", K);
@@ -695,7 +721,7 @@ void matmul_with(cudaStream_t stream, DType dt, const void* A, const void* B, co
   const int64_t tiles = ((M + 63) / 64) * ((N + 63) / 64);
   if (tiles > kMax) fail("matmul: M=", M, " N=", N, " needs more blocks than one launch holds");
 
-  Args a{stream, dt, A, B, bias, C, int(M), int(N), int(K), transA, transB, alpha, beta, 0, post};
+  Args a{stream, dt, A, B, bias, C, int(M), int(N), int(K), transA, transB, alpha, beta, 0, post, swiglu};
   a.pair_ok = (N % 2 == 0) && (reinterpret_cast<uintptr_t>(C) % 4 == 0);
 
   if (dt == DType::F32 || K == 0) {
@@ -766,11 +792,13 @@ void rmsnorm_matmul_swiglu(cudaStream_t stream, DType dt, const void* X, const v
         launch_gemv_swiglu(stream, dt, h, Wgu, C, M, F, K);
       }, "rmsnorm_matmul_swiglu (M=", M, " K=", K, ")");
   }
-  // The ops apart: the (normalized) product into a scratch gate+up block, then silu_gate.
+  // The ops apart: the (normalized) product into a scratch gate+up block, then silu_gate, unless the product's
+  // split-K reduce wrote C with SwiGLU in it (the same bits).
   with_scratch(stream, size_t(M) * size_t(2 * F) * dtype_size(dt), [&](void* gu) {
+    const PostSwiGLU sg{C};
     if (norm_w) rmsnorm_matmul(stream, dt, X, norm_w, Wgu, nullptr, gu, M, 2 * F, K, eps, 1.f, 0.f);
-    else matmul(stream, dt, X, Wgu, nullptr, gu, M, 2 * F, K, false, true, 1.f, 0.f);
-    silu_gate(stream, dt, gu, static_cast<char*>(gu) + size_t(F) * dtype_size(dt), C, M, F, 2 * F);
+    else matmul_with(stream, dt, X, Wgu, nullptr, gu, M, 2 * F, K, false, true, 1.f, 0.f, nullptr, &sg);
+    if (!sg.done) silu_gate(stream, dt, gu, static_cast<char*>(gu) + size_t(F) * dtype_size(dt), C, M, F, 2 * F);
   }, "rmsnorm_matmul_swiglu (M=", M, " F=", F, ")");
 }
 

@@ -151,6 +151,46 @@ __global__ void splitk_reduce(const float* __restrict__ ws, int splits, const T*
 // sm90 64-row tile's) give its bits.
 __device__ __forceinline__ float gemvp_silu(float x) { return x / (1.f + expf(-x)); }
 
+// Split K, second pass of a gate+up product (ws [splits][M][2F]: the gate's F columns, then the up's) with SwiGLU:
+// y [M][F] = silu(gate) * up, gate and up each summed in slice order from 0 and rounded to T as splitk_reduce
+// stores them (alpha 1, beta 0, no bias: the host's condition), then silu_gate's arithmetic on the rounded values
+// (gemvp_silu): the bits of splitk_reduce then silu_gate, in one launch and without the [M][2F] store. A pair of
+// columns a thread; four slices' loads in flight before any is added, as splitk_store2 does.
+template <typename T>
+__global__ void splitk_reduce_swiglu(const float* __restrict__ ws, int splits, T* __restrict__ y, int M, int F) {
+  pdl_begin();  // launched as splitk_reduce is: the partials are read after the wait
+  const int64_t half = (int64_t(F) + 1) / 2;
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= int64_t(M) * half) return;
+  const int64_t row = i / half, col = 2 * (i % half), N = 2 * int64_t(F), plane = int64_t(M) * N;
+  const bool two = col + 1 < F;
+  const float* p = ws + row * N + col;
+  float v[4] = {0.f, 0.f, 0.f, 0.f};  // gate col, gate col + 1, up col, up col + 1
+  auto add = [&](const float* q) {
+    v[0] += q[0], v[2] += q[F];
+    if (two) v[1] += q[1], v[3] += q[F + 1];
+  };
+  constexpr int B = 4;
+  int s = 0;
+  for (; s + B <= splits; s += B, p += B * plane) {
+    float a[B][4];
+#pragma unroll
+    for (int j = 0; j < B; ++j) {
+      const float* q = p + j * plane;
+      a[j][0] = q[0], a[j][2] = q[F], a[j][1] = two ? q[1] : 0.f, a[j][3] = two ? q[F + 1] : 0.f;
+    }
+#pragma unroll
+    for (int j = 0; j < B; ++j) {
+      v[0] += a[j][0], v[2] += a[j][2];
+      if (two) v[1] += a[j][1], v[3] += a[j][3];
+    }
+  }
+  for (; s < splits; ++s, p += plane) add(p);
+  T* o = y + row * F + col;
+  o[0] = from_f32<T>(gemvp_silu(f32(from_f32<T>(v[0]))) * f32(from_f32<T>(v[2])));
+  if (two) o[1] = from_f32<T>(gemvp_silu(f32(from_f32<T>(v[1]))) * f32(from_f32<T>(v[3])));
+}
+
 // Block index -> (tile_m, tile_n), walking GROUP tile-rows at a time so blocks running together share
 // A and B tiles in L2.
 template <int GROUP>

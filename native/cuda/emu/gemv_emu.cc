@@ -345,6 +345,30 @@ static bool reduce_norm(int M, int N, int splits, bool ln, int threads) {
   return ok;
 }
 
+// splitk_reduce_swiglu (a gate+up product's K slices reduced with SwiGLU): y bit for bit as splitk_reduce (alpha 1,
+// beta 0, no bias) then silu_gate's arithmetic on the stored gate and up.
+static bool reduce_swiglu(int M, int F, int splits) {
+  std::uniform_real_distribution<float> U(-1, 1);
+  const int N = 2 * F;
+  std::vector<float> ws(size_t(splits) * M * N);
+  for (auto& v : ws) v = 3.f * U(rng);
+  std::vector<bf16> GU(size_t(M) * N, __float2bfloat16_rn(NAN)), Y(size_t(M) * F, __float2bfloat16_rn(NAN));
+  emu_launch(unsigned((int64_t(M) * F + 255) / 256), 256,
+             [&] { mm::splitk_reduce<bf16>(ws.data(), splits, nullptr, GU.data(), M, N, 1.f, 0.f, 1); });
+  emu_launch(unsigned((int64_t(M) * ((F + 1) / 2) + 255) / 256), 256,
+             [&] { mm::splitk_reduce_swiglu<bf16>(ws.data(), splits, Y.data(), M, F); });
+  bool same = true;
+  for (int m = 0; m < M; ++m)
+    for (int f = 0; f < F; ++f) {
+      const float g = __bfloat162float(GU[size_t(m) * N + f]), u = __bfloat162float(GU[size_t(m) * N + F + f]);
+      const bf16 want = __float2bfloat16_rn(mm::gemvp_silu(g) * u);
+      same &= std::memcmp(&want, &Y[size_t(m) * F + f], sizeof(bf16)) == 0;
+    }
+  std::printf("  splitk_reduce_swiglu M%-2d F%-5d %d slices: y %s splitk_reduce then silu_gate %s\n", M, F, splits,
+              same ? "=" : "!=", same ? "ok" : "FAIL");
+  return same;
+}
+
 int main() {
   bool ok = true;
   ok &= one(1, 64, 4096, 8, false, 1.f, 0.f);    // one tile a block, 16 chunks a warp (4 items)
@@ -383,6 +407,9 @@ int main() {
   ok &= reduce_norm(7, 4096, 5, false, 256);    // two packs a thread; four slices' loads at once, then one
   ok &= reduce_norm(5, 768, 4, true, 96);       // GPT-2's, layernorm (32 threads the norm's)
   ok &= reduce_norm(3, 8192, 8, false, 512);    // 256 threads the norm's; two packs a thread
+  ok &= reduce_swiglu(16, 11008, 3);   // LLaMA-7B's gate+up at batch 16 in the W-as-A tile's three slices
+  ok &= reduce_swiglu(5, 21, 5);        // F odd (the last thread one column), four slices' loads then one
+  ok &= reduce_swiglu(2, 64, 8);        // two batches of four slices
   std::printf(ok ? "all passed\n" : "FAILED\n");
   return ok ? 0 : 1;
 }
