@@ -144,7 +144,7 @@ int gemv_late_trigger() {
 // batch 16 +1.8-2.4%); PARALLM_PDL_TILE=0 neither; PARALLM_PDL_GEMM=1 also the 128-row tile's (a candidate for
 // training's ~150 GEMMs a step, not yet measured). Before the wait they touch no global memory: an L2
 // prefetch of the first stages' weights there lost (the W-as-A tile 5% in decode, S19-1; the 64-row tile's,
-// which S11-5 had measured 2-5% slower with PDL, gave +0.5% where the bare launch gave +3.6%, S19-2).
+// which S11-5 had measured 2-5% slower with PDL, gave +0.4-0.6% where the bare launch gave +3.3-4.1%, S19-2).
 bool sm90_pdl(int cw) {
   static const bool tile = [] {
     const char* e = std::getenv("PARALLM_PDL_TILE");

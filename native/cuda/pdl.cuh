@@ -13,12 +13,13 @@
 //   - pdl_trigger() may come anywhere: it only lets the next PDL kernel's blocks start early. The next
 //     grid starts only once every block of this one has triggered (so all of them are resident), which
 //     is why blocks parked in a wait can never keep an earlier kernel's blocks off the SMs.
-// The pipelined GEMV prefetches, waits, and triggers at its start; the register GEMV waits, then triggers (no
-// prefetch by default: matmul.cu's gemv_prefetch, gemv_late_trigger); the sm90 tiles (the 64-row and W-as-A, matmul.cu's
-// sm90_pdl) wait, then trigger, with no prefetch (theirs lost, S19-1, S19-2); the small decode kernels (norms, rope + KV
-// write, decode attention, adds, activations, the embedding, the peer all-reduce) begin with pdl_begin:
-// for them PDL only hides the launch, and they launch with it only at PARALLM_PDL=2 (launch.cuh). On the host emulation (native/cuda/emu, no __CUDA_ARCH__) all of
-// these are no-ops.
+// Who does what: the pipelined GEMV triggers, prefetches and waits at its start; the register GEMV waits, then
+// triggers, and by default prefetches nothing (matmul.cu's gemv_prefetch and gemv_late_trigger); the sm90 64-row
+// and W-as-A tiles (matmul.cu's sm90_pdl) wait, then trigger, with no prefetch (prefetches there cost decode 3-13%,
+// S19-1 ... S19-4); the small decode kernels (norms, rope + KV write, decode attention, adds, activations, the
+// embedding, the peer all-reduce, the split-K reduces) begin with pdl_begin: for them PDL only hides the launch, and
+// they launch with it only at PARALLM_PDL=2 (launch.cuh; the reduces with their tile). On the host emulation
+// (native/cuda/emu, no __CUDA_ARCH__) all of these are no-ops.
 #pragma once
 #include <cstdint>
 
