@@ -1176,6 +1176,18 @@ for p in "${parts[@]}"; do
       for r in 1 2; do for v in "" PARALLM_REDUCE_SWIGLU=1; do
         env $v timeout 40 node dist/cli/index.js bench generate --model llama-2-7b --batch 16 2>&1 | tail -1 | sed "s/^/[7b b16 ${v:-default}] /"
       done; done ;;
+    s19-i)
+      # Written for the next session: PDL's other switches again now that no decode kernel prefetches before its wait
+      # (S19-1 ... S19-4). Decode's small kernels with PDL too (PARALLM_PDL=2; S8-2 had it within noise), GPT-2 and 7B
+      # at batch 1, alternating; then training's GEMMs on the 128-row tile with PDL (PARALLM_PDL_GEMM=1, never timed):
+      # GPT-2 training steps on one GPU without and with it, alternating.
+      for r in 1 2; do for v in "" PARALLM_PDL=2; do
+        env $v timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1 2>&1 | tail -1 | sed "s/^/[gpt2 b1 ${v:-default}] /"
+        env $v timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 1 2>&1 | tail -1 | sed "s/^/[7b b1 ${v:-default}] /"
+      done; done
+      for r in 1 2; do for v in "" PARALLM_PDL_GEMM=1; do
+        env $v timeout 90 node dist/cli/index.js bench train --model gpt2 --shapes 64x128,128x128 --steps 20 2>&1 | tail -2 | sed "s/^/[train ${v:-default}] /"
+      done; done ;;
     strategies) bash "$0" prefill curve dp pack ;;
     compare)
       # The build from before a restructuring (unpacked from .device/old.tgz: its dist/ and addon) against
