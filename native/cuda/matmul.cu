@@ -88,6 +88,11 @@ bool env_on(const char* name) {
   const char* e = std::getenv(name);
   return e && e[0] == '1' && !e[1];
 }
+// A switch that is on unless set to exactly "0".
+bool env_not_off(const char* name) {
+  const char* e = std::getenv(name);
+  return !(e && e[0] == '0' && !e[1]);
+}
 // The register GEMV's W loads with the L2::256B prefetch hint unless PARALLM_GEMV_L2HINT=0 (ld_w16).
 int gemv_l2hint() {
   static const int v = [] {
@@ -133,10 +138,7 @@ int gemv_prefetch(int64_t w_bytes) {
 // most one kernel parked behind it); PARALLM_GEMV_TRIGGER_LATE=0, at its start, as before the sixteenth session
 // (even in every comparison: the GEMV kernels and 7B decode in S19-5, GPT-2 decode at batch 1 in S19-6).
 int gemv_late_trigger() {
-  static const int v = [] {
-    const char* e = std::getenv("PARALLM_GEMV_TRIGGER_LATE");
-    return (e && e[0] == '0' && !e[1]) ? 0 : 1;
-  }();
+  static const int v = env_not_off("PARALLM_GEMV_TRIGGER_LATE") ? 1 : 0;
   return v;
 }
 // Which sm90 GEMMs launch with PDL, with their split-K reduce (launch_sm90_t, launch_sm90w_t): by default the
@@ -146,10 +148,7 @@ int gemv_late_trigger() {
 // prefetch of the first stages' weights there lost (the W-as-A tile 5% in decode, S19-1; the 64-row tile's,
 // which S11-5 had measured 2-5% slower with PDL, gave +0.4-0.6% where the bare launch gave +3.3-4.1%, S19-2).
 bool sm90_pdl(int cw) {
-  static const bool tile = [] {
-    const char* e = std::getenv("PARALLM_PDL_TILE");
-    return !(e && e[0] == '0' && !e[1]);
-  }();
+  static const bool tile = env_not_off("PARALLM_PDL_TILE");
   static const bool all = env_on("PARALLM_PDL_GEMM");
   return all || (cw == 1 && tile);
 }

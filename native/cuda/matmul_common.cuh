@@ -86,15 +86,13 @@ __device__ __forceinline__ void store_partial(float* w, int64_t M, int64_t N, in
 // are issued before any is added (in order): a loop of load-then-add waited a memory latency a slice.
 // splitk_reduce_norm (matmul_gemv.cuh) sums 8 columns at once in the same order (splitk_sum8) and stores
 // through store2 too: the same bits.
-template <typename T>
-__device__ __forceinline__ void splitk_store2(const float* __restrict__ ws, int splits, const T* __restrict__ bias,
-                                                T* __restrict__ C, int M, int N, int64_t row, int64_t col,
-                                                float alpha, float beta, int pair_ok) {
+// The sums themselves (splitk_sum2): of ws [s][row][col] and, when two, [s][row][col + 1] over the slices s.
+__device__ __forceinline__ void splitk_sum2(const float* __restrict__ ws, int splits, int M, int N, int64_t row,
+                                            int64_t col, bool two, float& v0, float& v1) {
   constexpr int F = 4;
   const int64_t plane = int64_t(M) * N;
   const float* p = ws + row * N + col;
-  const bool two = col + 1 < N;
-  float v0 = 0.f, v1 = 0.f;
+  v0 = 0.f, v1 = 0.f;
   int s = 0;
   for (; s + F <= splits; s += F, p += F * plane) {
     float a0[F], a1[F];
@@ -110,6 +108,13 @@ __device__ __forceinline__ void splitk_store2(const float* __restrict__ ws, int 
     v0 += p[0];
     if (two) v1 += p[1];
   }
+}
+template <typename T>
+__device__ __forceinline__ void splitk_store2(const float* __restrict__ ws, int splits, const T* __restrict__ bias,
+                                                T* __restrict__ C, int M, int N, int64_t row, int64_t col,
+                                                float alpha, float beta, int pair_ok) {
+  float v0, v1;
+  splitk_sum2(ws, splits, M, N, row, col, col + 1 < N, v0, v1);
   store2(C, bias, M, N, row, col, v0, v1, alpha, beta, pair_ok);
 }
 
@@ -152,43 +157,24 @@ __global__ void splitk_reduce(const float* __restrict__ ws, int splits, const T*
 __device__ __forceinline__ float gemvp_silu(float x) { return x / (1.f + expf(-x)); }
 
 // Split K, second pass of a gate+up product (ws [splits][M][2F]: the gate's F columns, then the up's) with SwiGLU:
-// y [M][F] = silu(gate) * up, gate and up each summed in slice order from 0 and rounded to T as splitk_reduce
-// stores them (alpha 1, beta 0, no bias: the host's condition), then silu_gate's arithmetic on the rounded values
-// (gemvp_silu): the bits of splitk_reduce then silu_gate, in one launch and without the [M][2F] store. A pair of
-// columns a thread; four slices' loads in flight before any is added, as splitk_store2 does.
+// y [M][F] = silu(gate) * up, gate and up each summed as splitk_store2 sums them (splitk_sum2) and rounded to T as
+// splitk_reduce stores them (alpha 1, beta 0, no bias: the host's condition), then silu_gate's arithmetic on the
+// rounded values (gemvp_silu): the bits of splitk_reduce then silu_gate, in one launch and without the [M][2F]
+// store. A pair of columns a thread.
 template <typename T>
 __global__ void splitk_reduce_swiglu(const float* __restrict__ ws, int splits, T* __restrict__ y, int M, int F) {
   pdl_begin();  // launched as splitk_reduce is: the partials are read after the wait
   const int64_t half = (int64_t(F) + 1) / 2;
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= int64_t(M) * half) return;
-  const int64_t row = i / half, col = 2 * (i % half), N = 2 * int64_t(F), plane = int64_t(M) * N;
+  const int64_t row = i / half, col = 2 * (i % half);
   const bool two = col + 1 < F;
-  const float* p = ws + row * N + col;
-  float v[4] = {0.f, 0.f, 0.f, 0.f};  // gate col, gate col + 1, up col, up col + 1
-  auto add = [&](const float* q) {
-    v[0] += q[0], v[2] += q[F];
-    if (two) v[1] += q[1], v[3] += q[F + 1];
-  };
-  constexpr int B = 4;
-  int s = 0;
-  for (; s + B <= splits; s += B, p += B * plane) {
-    float a[B][4];
-#pragma unroll
-    for (int j = 0; j < B; ++j) {
-      const float* q = p + j * plane;
-      a[j][0] = q[0], a[j][2] = q[F], a[j][1] = two ? q[1] : 0.f, a[j][3] = two ? q[F + 1] : 0.f;
-    }
-#pragma unroll
-    for (int j = 0; j < B; ++j) {
-      v[0] += a[j][0], v[2] += a[j][2];
-      if (two) v[1] += a[j][1], v[3] += a[j][3];
-    }
-  }
-  for (; s < splits; ++s, p += plane) add(p);
+  float g0, g1, u0, u1;
+  splitk_sum2(ws, splits, M, 2 * F, row, col, two, g0, g1);
+  splitk_sum2(ws, splits, M, 2 * F, row, F + col, two, u0, u1);
   T* o = y + row * F + col;
-  o[0] = from_f32<T>(gemvp_silu(f32(from_f32<T>(v[0]))) * f32(from_f32<T>(v[2])));
-  if (two) o[1] = from_f32<T>(gemvp_silu(f32(from_f32<T>(v[1]))) * f32(from_f32<T>(v[3])));
+  o[0] = from_f32<T>(gemvp_silu(f32(from_f32<T>(g0))) * f32(from_f32<T>(u0)));
+  if (two) o[1] = from_f32<T>(gemvp_silu(f32(from_f32<T>(g1))) * f32(from_f32<T>(u1)));
 }
 
 // Block index -> (tile_m, tile_n), walking GROUP tile-rows at a time so blocks running together share
