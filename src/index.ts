@@ -18,7 +18,7 @@ export {
   type DeviceInfo,
   type MemoryStats,
 } from './device.js';
-export { DeviceEvent, DeviceStream, Graph, capture } from './runtime.js';
+export { DeviceEvent, DeviceStream, Graph, capture, withFrozenWeights } from './runtime.js';
 export * as ops from './ops.js';
 export { Model, type LoadOptions, type AsyncLoadOptions } from './models/model.js';
 export { isAbortError, type LoadControl, type LoadProgress } from './models/load-steps.js';

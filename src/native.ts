@@ -79,6 +79,8 @@ export interface NativeBinding {
   eventCreate(device: string): NativeEvent;
   streamCreate(device: string): NativeStream;
   setStream(device: string, stream: NativeStream | null): void;
+  /** Decode's frozen-weights setting on the calling thread (runtime.ts's withFrozenWeights); returns the one before. */
+  frozenWeights(on: boolean): boolean;
 
   matmul(c: T, a: T, b: T, bias: OptT, M: number, N: number, K: number, transA: boolean, transB: boolean, alpha: number, beta: number): void;
   attentionPrefill(out: T, q: T, k: T, v: T, B: number, Tq: number, Tk: number, Hq: number, Hkv: number, D: number, qB: number, qT: number, kvB: number, kvT: number, scale: number): void;
@@ -214,7 +216,7 @@ export interface NativeComm {
 export const NATIVE_KEYS = [
   'NativeTensor', 'empty', 'devices', 'deviceInfo', 'buildInfo', 'configureCpuDevices', 'synchronize',
   'memoryStats', 'resetPeakMemory', 'emptyCache', 'captureBegin', 'captureEnd', 'eventCreate', 'streamCreate',
-  'setStream', 'matmul', 'attentionPrefill', 'attentionDecode', 'kvWrite', 'ropeKvWrite', 'ropeKvAttentionDecode', 'rmsnormMatmul', 'rmsnormMatmulSwiglu', 'layernormMatmul', 'matmulResidualNorm', 'decodeLayerGpt2', 'layernorm', 'rmsnorm', 'gelu',
+  'setStream', 'frozenWeights', 'matmul', 'attentionPrefill', 'attentionDecode', 'kvWrite', 'ropeKvWrite', 'ropeKvAttentionDecode', 'rmsnormMatmul', 'rmsnormMatmulSwiglu', 'layernormMatmul', 'matmulResidualNorm', 'decodeLayerGpt2', 'layernorm', 'rmsnorm', 'gelu',
   'siluGate', 'rope', 'embedding', 'add', 'cast', 'softmax', 'argmax', 'fillUniform', 'sample', 'sumRows',
   'layernormBackward', 'rmsnormBackward', 'geluBackward', 'siluGateBackward', 'ropeBackward', 'attentionForward',
   'attentionBackward', 'embeddingBackward', 'crossEntropy', 'sumSquares', 'adamw', 'ncclAvailable', 'ncclUniqueId',

@@ -62,6 +62,20 @@ export class DeviceStream {
   }
 }
 
+/**
+ * Run `fn` with the calling thread's ops told that none of its kernels writes a matrix they multiply by (decode:
+ * only activations and caches change), so a GEMV may read its weights while the kernel before it drains
+ * (native/cuda/matmul.cu's gemv_wpre; nothing changes on a CPU device). Nests: the setting before comes back.
+ */
+export function withFrozenWeights<T>(fn: () => T): T {
+  const before = native.frozenWeights(true);
+  try {
+    return fn();
+  } finally {
+    native.frozenWeights(before);
+  }
+}
+
 /** Ops captured once, replayed many times on the same memory. */
 export class Graph {
   /** @internal */ readonly native: NativeGraph;

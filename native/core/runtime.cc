@@ -242,4 +242,14 @@ void event_wait_current(Event& e) {
   if (e.dev.is_cuda()) cuda_backend::stream_wait_event(e.dev.index, cuda_activate(e.dev), e.ev);
 }
 
+namespace {
+thread_local bool t_frozen_weights = false;
+}
+bool set_frozen_weights(bool on) {
+  const bool was = t_frozen_weights;
+  t_frozen_weights = on;
+  return was;
+}
+bool frozen_weights() { return t_frozen_weights; }
+
 }  // namespace parallm

@@ -26,6 +26,7 @@
 #include <cudaTypedefs.h>
 
 #include "check.h"
+#include "core/runtime.h"
 #include "core/split_rule.h"
 #include "kernels.h"
 #include "launch.cuh"
@@ -133,6 +134,16 @@ int gemv_prefetch(int64_t w_bytes) {
   if (mib == 0 || w_bytes <= 0) return 0;
   if (w_bytes <= int64_t(mib * (1 << 20))) return 16;
   return std::max(1, int(16.0 * mib * (1 << 20) / double(w_bytes)));
+}
+// Decode's frozen weights (core/runtime.h's frozen_weights, on this thread: ops.withFrozenWeights): while set, the
+// register GEMV loads its first pass of W into registers before its PDL wait (the kernel's WPRE), streaming weights
+// while the kernel before drains (DECODE-NOTES, thirteenth session). That reads W outside pdl.cuh's contract,
+// which is why it takes the caller's word: within decode no kernel writes a weight, and the only kernel a PDL
+// launch can overlap is the one just before it (every kernel here triggers after its own wait), itself decode's.
+// S20-5: 7B decode at batch 1 +3.5%, GPT-2 +10-15%. PARALLM_GEMV_WPRE=0 keeps it off even then.
+int gemv_wpre() {
+  static const bool allowed = env_not_off("PARALLM_GEMV_WPRE");
+  return allowed && frozen_weights() ? 1 : 0;
 }
 // The register GEMV lets the next kernel launch after its PDL wait (as the sm90 tiles and the small kernels do: at
 // most one kernel parked behind it); PARALLM_GEMV_TRIGGER_LATE=0, at its start, as before the sixteenth session
@@ -438,7 +449,9 @@ void launch_gemv_v(const Args& a, const void* nw = nullptr, float eps = 0.f, con
                                             : "gemv";
   // The norm's threads a row: the prologue's over K, the post-norm's over N (norm.cu's choice for that row).
   const int ntx = mm::gemvp_norm_threads(POST != mm::NORM_NONE ? a.N : a.K);
-  PARALLM_CUDA_CHECK(launch_pdl(mm::gemv_kernel<T, HN, UNROLL, SEL, NORM, EPI, POST>, dim3(blocks),
+  PARALLM_CUDA_CHECK(launch_pdl(gemv_wpre() ? mm::gemv_kernel<T, HN, UNROLL, SEL, NORM, EPI, POST, true>
+                                              : mm::gemv_kernel<T, HN, UNROLL, SEL, NORM, EPI, POST, false>,
+                                dim3(blocks),
                                 dim3(mm::GEMV_WARPS * 32), 0, a.stream, static_cast<const T*>(a.A),
                                 static_cast<const T*>(a.B), static_cast<const T*>(a.bias), static_cast<T*>(a.C), a.M,
                                 a.N, a.K, a.alpha, a.beta, a.pair_ok, gemv_l2hint(), static_cast<const T*>(nw), eps, ntx,

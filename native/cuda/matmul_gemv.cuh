@@ -22,7 +22,8 @@
 //     __syncthreads a tile) and one warp, in turn, adds them in warp order (deterministic) and stores.
 //
 // Both launch with PDL (pdl.cuh, launch_pdl): before griddepcontrol.wait they at most prefetch W into L2 (the
-// register kernel by default not: matmul.cu's gemv_prefetch).
+// register kernel by default not: matmul.cu's gemv_prefetch), except the register kernel's WPRE instance, which
+// decode's frozen weights launch: it loads its first pass of W before the wait (matmul.cu's gemv_wpre).
 // X is read straight from global memory (every block reads the same few rows, so those loads hit L1/L2).
 // Both need K % 8 == 0 and 16-byte aligned X and W.
 //
@@ -269,7 +270,7 @@ constexpr int kPostRows = 4096;
 // epsilon and threads a row). POST (NORM_RMS / NORM_LN, with NORM_NONE and EPI_STORE) as at the top: nw,
 // nb, eps and ntx are then the post-norm's (ntx for a row of N), hout its output, counter the block count.
 template <typename T, int HN, int UNROLL, int SEL = 1, int NORM = NORM_NONE, int EPI = EPI_STORE,
-          int POST = NORM_NONE>
+          int POST = NORM_NONE, bool WPRE = false>
 __global__ void __launch_bounds__(GEMV_WARPS * 32)
 gemv_kernel(const T* __restrict__ X, const T* __restrict__ W, const T* __restrict__ bias, T* __restrict__ C, int M,
             int N, int K, float alpha, float beta, int pair_ok, int l2hint = 0, const T* __restrict__ nw = nullptr,
@@ -312,6 +313,19 @@ gemv_kernel(const T* __restrict__ X, const T* __restrict__ W, const T* __restric
   const T* x0 = X + (int64_t)(xv0 ? g : 0) * K;
   const T* x1 = X + (int64_t)(xv1 ? g + 8 : 0) * K;
 
+  // WPRE (decode's frozen weights: matmul.cu's gemv_wpre): this warp's first pass of W into registers (w0) before
+  // the PDL wait, outside pdl.cuh's contract on the caller's word that the kernel it can overlap writes no weight.
+  const uint4 z = make_uint4(0, 0, 0, 0);
+  [[maybe_unused]] uint4 w0[WPRE ? UNROLL : 1][HN];
+  if constexpr (WPRE) {
+#pragma unroll
+    for (int u = 0; u < UNROLL; ++u) {
+      const int k = (c_begin + u) * 32 + 8 * t;
+      const bool in = (c_begin + u < c_end) && k < K;
+#pragma unroll
+      for (int h = 0; h < HN; ++h) w0[u][h] = (in && wv[h]) ? ld_w16<SEL>(wp[h] + k, l2hint) : z;
+    }
+  }
   // PDL (pdl.cuh): let the next kernel start (at once, or with late_trigger after the wait); with pf16 >= 0 ask L2
   // for this warp's first pass of W (lane h*8 + r: set h, row r, UNROLL chunks from c_begin), or that many
   // sixteenths of its K range if more (gemv_prefetch in matmul.cu: none by default), while the kernel before
@@ -341,19 +355,9 @@ gemv_kernel(const T* __restrict__ X, const T* __restrict__ W, const T* __restric
   }
 
   float acc[HN][4] = {};
-  const uint4 z = make_uint4(0, 0, 0, 0);
-  for (int c = c_begin; c < c_end; c += UNROLL) {
-    uint4 wr[UNROLL][HN], xr[UNROLL][2];
-#pragma unroll
-    for (int u = 0; u < UNROLL; ++u) {
-      int k = (c + u) * 32 + 8 * t;
-      bool in = (c + u < c_end) && k < K;  // K % 8 == 0 here: a lane's 8 k are all in or all out
-#pragma unroll
-      for (int h = 0; h < HN; ++h) wr[u][h] = (in && wv[h]) ? ld_w16<SEL>(wp[h] + k, l2hint) : z;
-      xr[u][0] = (in && xv0) ? __ldg(reinterpret_cast<const uint4*>(x0 + k)) : z;
-      xr[u][1] = (in && xv1) ? __ldg(reinterpret_cast<const uint4*>(x1 + k)) : z;
-    }
-    // NORM: normalized only after every W load of the step is issued; done in the loop above, each chunk's
+  // One pass: UNROLL chunks from c of W (wr) and X (xr) into the warp's sums.
+  auto pass = [&](int c, const uint4 (&wr)[UNROLL][HN], uint4 (&xr)[UNROLL][2]) {
+    // NORM: normalized only after every W load of the step is issued; done in the loads' loop, each chunk's
     // arithmetic waited for its X load before the next chunk's W load went out (S8-2: 7B decode 203 -> 141).
     if constexpr (NORM != NORM_NONE) {
 #pragma unroll
@@ -372,6 +376,34 @@ gemv_kernel(const T* __restrict__ X, const T* __restrict__ W, const T* __restric
         ptx::MmaOp<T>::run(acc[h], a1, wr[u][h].z, wr[u][h].w);
       }
     }
+  };
+  int c_next = c_begin;
+  if constexpr (WPRE) {  // the first pass, its W loaded before the wait
+    if (c_next < c_end) {
+      uint4 xr[UNROLL][2];
+#pragma unroll
+      for (int u = 0; u < UNROLL; ++u) {
+        const int k = (c_next + u) * 32 + 8 * t;
+        const bool in = (c_next + u < c_end) && k < K;
+        xr[u][0] = (in && xv0) ? __ldg(reinterpret_cast<const uint4*>(x0 + k)) : z;
+        xr[u][1] = (in && xv1) ? __ldg(reinterpret_cast<const uint4*>(x1 + k)) : z;
+      }
+      pass(c_next, w0, xr);
+      c_next += UNROLL;
+    }
+  }
+  for (int c = c_next; c < c_end; c += UNROLL) {
+    uint4 wr[UNROLL][HN], xr[UNROLL][2];
+#pragma unroll
+    for (int u = 0; u < UNROLL; ++u) {
+      int k = (c + u) * 32 + 8 * t;
+      bool in = (c + u < c_end) && k < K;  // K % 8 == 0 here: a lane's 8 k are all in or all out
+#pragma unroll
+      for (int h = 0; h < HN; ++h) wr[u][h] = (in && wv[h]) ? ld_w16<SEL>(wp[h] + k, l2hint) : z;
+      xr[u][0] = (in && xv0) ? __ldg(reinterpret_cast<const uint4*>(x0 + k)) : z;
+      xr[u][1] = (in && xv1) ? __ldg(reinterpret_cast<const uint4*>(x1 + k)) : z;
+    }
+    pass(c, wr, xr);
   }
 #pragma unroll
   for (int h = 0; h < HN; ++h)

@@ -10,11 +10,15 @@
 //     prefetch_l2, which only asks L2 (the device's point of coherence) for lines: a later load after the
 //     wait sees the last write whatever the prefetch found, so even weights rewritten by the kernel before
 //     (a training step's AdamW, then a batch-1 matmul) stay correct;
+//   - the one exception taken on the caller's word: under decode's frozen weights (core/runtime.h's
+//     frozen_weights, set by src/runtime.ts's withFrozenWeights) the register GEMV loads its first pass of W
+//     before the wait (its WPRE form, matmul.cu's gemv_wpre). A PDL launch overlaps only the kernel just
+//     before it (every kernel here triggers after its own wait), and no decode kernel writes a weight;
 //   - pdl_trigger() may come anywhere: it only lets the next PDL kernel's blocks start early. The next
 //     grid starts only once every block of this one has triggered (so all of them are resident), which
 //     is why blocks parked in a wait can never keep an earlier kernel's blocks off the SMs.
-// Who does what: the pipelined GEMV triggers, prefetches and waits at its start; the register GEMV waits, then
-// triggers, and by default prefetches nothing (matmul.cu's gemv_prefetch and gemv_late_trigger); the sm90 64-row
+// Who does what: the pipelined GEMV triggers, prefetches and waits at its start; the register GEMV waits (in
+// decode after loading its first weights), then triggers, and by default prefetches nothing (matmul.cu's gemv_prefetch and gemv_late_trigger); the sm90 64-row
 // and W-as-A tiles (matmul.cu's sm90_pdl) wait, then trigger, with no prefetch (prefetches there cost decode 3-13%,
 // S19-1 ... S19-4); the small decode kernels (norms, rope + KV write, decode attention, adds, activations, the
 // embedding, the peer all-reduce, the split-K reduces) begin with pdl_begin: for them PDL only hides the launch, and

@@ -88,6 +88,11 @@ class Args {
   double f64(size_t i, const char* name) const { return number(i, name); }
   float f32(size_t i, const char* name) const { return float(number(i, name)); }
   bool flag(size_t i) const { return i < info_.Length() && info_[i].ToBoolean(); }
+  // A boolean that must be given as one (flag() takes any value's truth).
+  bool boolean(size_t i, const char* name) const {
+    if (i >= info_.Length() || !info_[i].IsBoolean()) fail(op, ": ", name, " must be a boolean, got ", type_of(i));
+    return info_[i].As<Napi::Boolean>().Value();
+  }
   std::string str(size_t i, const char* name) const {
     if (i >= info_.Length() || !info_[i].IsString()) fail(op, ": ", name, " must be a string");
     return info_[i].As<Napi::String>().Utf8Value();

@@ -296,6 +296,14 @@ Napi::Value SetStream(const Napi::CallbackInfo& info) {
   });
 }
 
+// frozenWeights(on): decode's frozen-weights setting on this thread (core/runtime.h); returns the one before.
+Napi::Value FrozenWeights(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    const bool on = Args(info, "frozenWeights").boolean(0, "on");
+    return Napi::Boolean::New(info.Env(), set_frozen_weights(on));
+  });
+}
+
 }  // namespace
 
 void export_runtime(Napi::Env env, Napi::Object exports, Constructors& c) {
@@ -316,6 +324,7 @@ void export_runtime(Napi::Env env, Napi::Object exports, Constructors& c) {
   export_fn(env, exports, "eventCreate", EventCreate);
   export_fn(env, exports, "streamCreate", StreamCreate);
   export_fn(env, exports, "setStream", SetStream);
+  export_fn(env, exports, "frozenWeights", FrozenWeights);
 }
 
 }  // namespace parallm::napi

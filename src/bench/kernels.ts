@@ -6,7 +6,7 @@ import { defaultDevice, parseDevice, deviceInfo, emptyCache } from '../device.js
 import * as ops from '../ops.js';
 import { rand } from '../random.js';
 import { native } from '../native.js';
-import { capture } from '../runtime.js';
+import { capture, withFrozenWeights } from '../runtime.js';
 import { Tensor } from '../tensor.js';
 import { timeOnDevice, type Timing } from './stats.js';
 
@@ -114,8 +114,11 @@ function gemmCase(dev: string, dt: DType, M: number, N: number, K: number, trans
       if (!pdl) native.testing.pdl(0);
       if (tileRows) native.testing.matmulTileRows(tileRows);
       if (wtile) native.testing.matmulWTile(wtile);
+      // GEMVs and decode GEMMs as decode runs them: under its frozen weights (nothing here writes a B), which lets
+      // the register GEMV load its first weights before its PDL wait (runtime.ts's withFrozenWeights).
+      const mm = (i: number) => void ops.matmul(a, bs[i % copies]!, { transA, transB, out: c });
       return {
-        run: (i) => void ops.matmul(a, bs[i % copies]!, { transA, transB, out: c }),
+        run: gemv || decode ? (i) => withFrozenWeights(() => mm(i)) : mm,
         dispose: () => {
           if (gemvPath !== undefined) native.testing.matmulGemv(-1);
           if (!pdl) native.testing.pdl(pdlLevelFromEnv());

@@ -10,7 +10,7 @@
 import type { Model } from '../models/model.js';
 import { KvCache } from '../models/transformer.js';
 import * as ops from '../ops.js';
-import { capture, type Graph } from '../runtime.js';
+import { capture, withFrozenWeights, type Graph } from '../runtime.js';
 import { Tensor } from '../tensor.js';
 import type { Sampling } from './sampling.js';
 
@@ -240,7 +240,12 @@ export class StageRunner {
     return this.model.transformer;
   }
 
+  // Decode writes no weight: its GEMVs may start reading theirs while the kernel before drains (withFrozenWeights).
   private decodeBody(sl: Slot, n: number): void {
+    withFrozenWeights(() => this.decodeOps(sl, n));
+  }
+
+  private decodeOps(sl: Slot, n: number): void {
     const { tf } = this;
     const x = this.first ? tf.embed(sl.ids, sl.pos) : sl.x;
     tf.decodeLayers(x, sl.kv, sl.pos, sl.lens, n);

@@ -31,6 +31,7 @@ import type { DType } from '../dtype.js';
 import type { ModelConfig } from '../io/config.js';
 import * as ops from '../ops.js';
 import type { Communicator } from '../parallel/comm.js';
+import { withFrozenWeights } from '../runtime.js';
 import { Tensor } from '../tensor.js';
 import { plainRopeFrequencies } from './rope.js';
 import { isSharded, shardConfig } from './tp.js';
@@ -378,11 +379,13 @@ export class Transformer {
    * Returns logits [B, V].
    */
   decode(cache: KvCache, ids: Tensor, pos: Tensor, lens: Tensor, B: number): Tensor {
-    const x = this.embed(ids, pos);
-    this.decodeLayers(x, cache, pos, lens, B);
-    const logits = this.logits(x);
-    x.dispose();
-    return logits;
+    return withFrozenWeights(() => {
+      const x = this.embed(ids, pos);
+      this.decodeLayers(x, cache, pos, lens, B);
+      const logits = this.logits(x);
+      x.dispose();
+      return logits;
+    });
   }
 
   /** This stage's layers over one token per sequence, x [B, C] updated in place. */

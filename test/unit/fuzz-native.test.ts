@@ -103,6 +103,7 @@ beforeAll(() => {
 
 afterAll(() => {
   for (const r of restore) r();
+  native.frozenWeights(false); // (the fuzzer may have left decode's setting on for this thread)
   console.log(`fuzz-native: ${calls} native calls (${RUNS} runs per property); ${returned} attempts returned normally`);
 });
 
@@ -178,6 +179,7 @@ const SIGS: Record<string, string> = {
   eventCreate: 'D',
   streamCreate: 'D',
   setStream: 'DX',
+  frozenWeights: 'B',
   ncclAvailable: '',
   ncclUniqueId: '',
 };

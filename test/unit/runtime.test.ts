@@ -1,6 +1,8 @@
-// Capture and replay, events and streams, on a CPU device: the same API a GPU serves with CUDA graphs.
+// Capture and replay, events and streams, on a CPU device: the same API a GPU serves with CUDA graphs; and
+// decode's frozen-weights setting (withFrozenWeights).
 import { describe, expect, it } from 'vitest';
-import { DeviceEvent, DeviceStream, Tensor, capture, ops, synchronize } from '../../src/index.js';
+import { DeviceEvent, DeviceStream, Tensor, capture, ops, synchronize, withFrozenWeights } from '../../src/index.js';
+import { native } from '../../src/native.js';
 
 describe('capture and replay (CPU)', () => {
   it('records without running, replays on the same memory with new inputs', () => {
@@ -53,5 +55,32 @@ describe('events and streams (CPU)', () => {
     e.wait();
     expect(() => new DeviceEvent('cpu:0').wait()).toThrow(/wait on an event that was never recorded \(cpu:0\)/);
     synchronize('cpu:0');
+  });
+});
+
+describe('withFrozenWeights', () => {
+  it('sets the calling thread\'s setting for fn only, nests, and restores it after a throw', () => {
+    const state = () => {
+      const was = native.frozenWeights(false); // (read by setting, then put back)
+      native.frozenWeights(was);
+      return was;
+    };
+    expect(state()).toBe(false);
+    expect(withFrozenWeights(() => [state(), withFrozenWeights(() => state()), state()])).toEqual([true, true, true]);
+    expect(state()).toBe(false);
+    expect(() => withFrozenWeights(() => { throw new Error('inside'); })).toThrow('inside');
+    expect(state()).toBe(false);
+    // Decode's ops give the same results under it (it only lets a GPU's GEMV read weights early).
+    const x = Tensor.from([1, 2, 3, 4], [1, 4], { device: 'cpu:0' });
+    const w = Tensor.from([1, 0, 0, 1, 2, 2, 2, 2], [2, 4], { device: 'cpu:0' });
+    const a = ops.linear(x, w);
+    const b = withFrozenWeights(() => ops.linear(x, w));
+    expect(Array.from(b.toArray())).toEqual(Array.from(a.toArray()));
+    [x, w, a, b].forEach((t) => t.dispose());
+  });
+
+  it('the native setter takes only a boolean', () => {
+    expect(() => (native.frozenWeights as (v: unknown) => boolean)(1)).toThrow(/frozenWeights: on must be a boolean, got a number/);
+    expect(() => (native.frozenWeights as (v?: unknown) => boolean)()).toThrow(/got undefined/);
   });
 });

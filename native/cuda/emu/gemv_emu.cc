@@ -80,14 +80,19 @@ static bool one(int M, int N, int K, int grid, bool bias_on, float alpha, float 
   std::printf("  gemv_pipe<%d,%d,%d>%s M%-2d N%-4d K%-5d grid %-3d%s alpha %.2f beta %.2f: rel. error %.2e %s\n", NW, UC, P,
               norm ? " (rmsnorm)" : "", M, N, K, grid, bias_on ? " bias" : "     ", alpha, beta, e, ok ? "ok" : "FAIL");
   if (NW != mm::GEMV_WARPS) return ok;  // (16 warps split K otherwise: other sums)
-  // The register kernel, both load forms (and, plain, on 16 rows a block): the pipelined kernel's bits
-  // (the same K split and order).
-  for (int sel = 0; sel < (norm ? 2 : 3); ++sel) {
+  // The register kernel, both load forms (and, plain, on 16 rows a block; and the run-time form with its first
+  // pass loaded before the PDL wait, WPRE): the pipelined kernel's bits (the same K split and order).
+  for (int sel = 0; sel < 4; ++sel) {
+    if (norm && sel == 2) continue;
     std::vector<bf16> R = C0;
     emu_launch(unsigned(sel == 2 ? (N + 15) / 16 : (N + 7) / 8), mm::GEMV_WARPS * 32, [&] {
       const bf16* b = bias_on ? B.data() : nullptr;
       const int nt = mm::gemvp_norm_threads(K);
-      if (sel == 2) mm::gemv_kernel<bf16, 2, 4, false>(X.data(), W.data(), b, R.data(), M, N, K, alpha, beta, pair_ok);
+      constexpr int kNone = mm::NORM_NONE, kStore = mm::EPI_STORE;
+      if (sel == 3 && norm)
+        mm::gemv_kernel<bf16, 1, 4, 1, mm::NORM_RMS, kStore, kNone, true>(X.data(), W.data(), b, R.data(), M, N, K, alpha, beta, pair_ok, 1, NW_.data(), eps, nt);
+      else if (sel == 3) mm::gemv_kernel<bf16, 1, 4, 1, kNone, kStore, kNone, true>(X.data(), W.data(), b, R.data(), M, N, K, alpha, beta, pair_ok, 1);
+      else if (sel == 2) mm::gemv_kernel<bf16, 2, 4, false>(X.data(), W.data(), b, R.data(), M, N, K, alpha, beta, pair_ok);
       else if (norm && sel) mm::gemv_kernel<bf16, 1, 4, true, true>(X.data(), W.data(), b, R.data(), M, N, K, alpha, beta, pair_ok, 1, NW_.data(), eps, nt);
       else if (norm) mm::gemv_kernel<bf16, 1, 4, false, true>(X.data(), W.data(), b, R.data(), M, N, K, alpha, beta, pair_ok, 0, NW_.data(), eps, nt);
       else if (sel) mm::gemv_kernel<bf16, 1, 4, true>(X.data(), W.data(), b, R.data(), M, N, K, alpha, beta, pair_ok, 1);
@@ -98,7 +103,7 @@ static bool one(int M, int N, int K, int grid, bool bias_on, float alpha, float 
     const double er = rel_error(R, ref);
     const bool okr = er <= 1e-2 && diff == 0;
     std::printf("  gemv (register, %s load)%s M%-2d N%-4d K%-5d: rel. error %.2e, %zu elements differ from the pipelined kernel %s\n",
-                sel == 2 ? "16 rows a block, plain" : sel ? "run-time" : "plain", norm ? " (rmsnorm)" : "", M, N, K, er,
+                sel == 3 ? "run-time, first pass before the wait" : sel == 2 ? "16 rows a block, plain" : sel ? "run-time" : "plain", norm ? " (rmsnorm)" : "", M, N, K, er,
                 diff, okr ? "ok" : "FAIL");
     ok &= okr;
   }
