@@ -1188,6 +1188,95 @@ for p in "${parts[@]}"; do
       for r in 1 2; do for v in "" PARALLM_PDL_GEMM=1; do
         env $v timeout 90 node dist/cli/index.js bench train --model gpt2 --shapes 64x128,128x128 --steps 20 2>&1 | tail -2 | sed "s/^/[train ${v:-default}] /"
       done; done ;;
+    s20-a)
+      # (Since removed: PARALLM_GEMV_PREFETCH=wave and PARALLM_TILE_WPRE; PARALLM_GEMV_WPRE=1 here meant the run-time
+      # preload of that build in every GEMV. Now the preload is the WPRE instance, taken under decode's frozen weights
+      # only, and PARALLM_GEMV_WPRE=0 turns it off.)
+      # Seventeenth session, first call: the code written after S19-6 (the SwiGLU reduce behind PARALLM_REDUCE_SWIGLU=1,
+      # splitk_sum2) under its GPU tests; the register GEMV's prefetch in the first wave's blocks only
+      # (PARALLM_GEMV_PREFETCH=wave), its first pass of W loaded before its PDL wait (PARALLM_GEMV_WPRE=1) and GPT-2's
+      # persistent layer without its L2 prefetch (PARALLM_DECODE_LAYER_SKIP=32) under theirs; then the GEMV floors'
+      # products with each GEMV setting.
+      PARALLM_REDUCE_SWIGLU=1 timeout 100 vitest run test/gpu/decode.gpu.test.ts test/gpu/kernels.gpu.test.ts -t "linearSwiGLU|W-as-A" > "$out/gpu-s20a-swiglu.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-s20a-swiglu.log" | sed "s/^/[swiglu] /" | head -20
+      for v in wave wpre; do  # (decode.gpu.test.ts needs more than 100 s: these printed nothing in S20-1; s20-b runs them)
+        [ $v = wave ] && e=PARALLM_GEMV_PREFETCH=wave || e=PARALLM_GEMV_WPRE=1
+        env $e timeout 100 vitest run test/gpu/decode.gpu.test.ts > "$out/gpu-s20a-$v.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-s20a-$v.log" | sed "s/^/[$e] /" | head -20
+      done
+      PARALLM_DECODE_LAYER_SKIP=32 timeout 80 vitest run test/gpu/decode-layer.gpu.test.ts > "$out/gpu-s20a-layer.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-s20a-layer.log" | sed "s/^/[layer32] /" | head -20
+      for v in "" PARALLM_GEMV_PREFETCH=wave PARALLM_GEMV_PREFETCH=first PARALLM_GEMV_WPRE=1; do
+        env $v timeout 60 node dist/cli/index.js bench kernels --filter "gemv 1x4096x4096" "gemv 1x11008x4096" copy 2>&1 | grep -E "^(gemv|copy) " | sed "s/^/[k ${v:-default}] /"
+      done ;;
+    s20-b)
+      # decode.gpu.test.ts under the two GEMV settings of s20-a (with time to finish); then decode with each setting of
+      # s20-a, alternating: GPT-2 and 7B at batch 1, 7B at batch 16 with the SwiGLU reduce.
+      for v in wpre wave; do
+        [ $v = wave ] && e=PARALLM_GEMV_PREFETCH=wave || e=PARALLM_GEMV_WPRE=1
+        env $e timeout 150 vitest run test/gpu/decode.gpu.test.ts > "$out/gpu-s20b-$v.log" 2>&1; grep -E "×|Test Files|Tests |Duration" "$out/gpu-s20b-$v.log" | sed "s/^/[$e] /" | head -20
+      done
+      for r in 1 2; do
+        for v in "" PARALLM_GEMV_PREFETCH=wave PARALLM_GEMV_WPRE=1 PARALLM_DECODE_LAYER=1 "PARALLM_DECODE_LAYER=1 PARALLM_DECODE_LAYER_SKIP=32"; do
+          env $v timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1 2>&1 | tail -1 | sed "s/^/[gpt2 b1 ${v:-default}] /"
+        done
+        for v in "" PARALLM_GEMV_PREFETCH=wave PARALLM_GEMV_WPRE=1; do
+          env $v timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 1 2>&1 | tail -1 | sed "s/^/[7b b1 ${v:-default}] /"
+        done
+        for v in "" PARALLM_REDUCE_SWIGLU=1; do
+          env $v timeout 40 node dist/cli/index.js bench generate --model llama-2-7b --batch 16 2>&1 | tail -1 | sed "s/^/[7b b16 ${v:-default}] /"
+        done
+      done ;;
+    s20-c)
+      # The register GEMV's first pass loaded before its wait (PARALLM_GEMV_WPRE=1) pays only where the kernel before
+      # lets it start early: decode attention does so at PARALLM_PDL=2 (pdl_begin), not at the default level 1.
+      # decode.gpu.test.ts under both (168 tests; 100-150 s were too few in S20-1, S20-2), then GPT-2 and 7B decode at
+      # batch 1 with each of the four, alternating.
+      PARALLM_GEMV_WPRE=1 PARALLM_PDL=2 timeout 280 vitest run test/gpu/decode.gpu.test.ts > "$out/gpu-s20c.log" 2>&1; echo "vitest rc=$?"; grep -E "×|Test Files|Tests |Duration" "$out/gpu-s20c.log" | head -20
+      for r in 1 2; do
+        for v in "" PARALLM_PDL=2 PARALLM_GEMV_WPRE=1 "PARALLM_PDL=2 PARALLM_GEMV_WPRE=1"; do
+          env $v timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1 2>&1 | tail -1 | sed "s/^/[gpt2 b1 ${v:-default}] /"
+          env $v timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 1 2>&1 | tail -1 | sed "s/^/[7b b1 ${v:-default}] /"
+        done
+      done ;;
+    s20-d)
+      # The sm90 tiles' first lap of weight boxes issued before their PDL wait (PARALLM_TILE_WPRE=1): the tiles' GPU
+      # tests with it (and the GEMV's, PDL=2); then 7B decode at 16 and 64 with it, with PDL=2 too, and GPT-2 / 7B at
+      # batch 1 with the GEMV's (PARALLM_GEMV_WPRE=1 PARALLM_PDL=2), alternating, three rounds.
+      PARALLM_TILE_WPRE=1 PARALLM_GEMV_WPRE=1 PARALLM_PDL=2 timeout 200 vitest run test/gpu/kernels.gpu.test.ts -t "W-as-A|64-row tile|sm90|split|tensor-core matmul" > "$out/gpu-s20d.log" 2>&1; echo "vitest rc=$?"; grep -E "×|Test Files|Tests |Duration" "$out/gpu-s20d.log" | head -20
+      for r in 1 2 3; do
+        for v in "" PARALLM_TILE_WPRE=1 "PARALLM_TILE_WPRE=1 PARALLM_PDL=2"; do
+          env $v timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 16,64 2>&1 | tail -2 | sed "s/^/[7b ${v:-default}] /"
+        done
+        for v in "" "PARALLM_GEMV_WPRE=1 PARALLM_PDL=2"; do
+          env $v timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1 2>&1 | tail -1 | sed "s/^/[gpt2 b1 ${v:-default}] /"
+          env $v timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 1 2>&1 | tail -1 | sed "s/^/[7b b1 ${v:-default}] /"
+        done
+      done ;;
+    s20-e)
+      # Decode's frozen weights (withFrozenWeights: the register GEMV's first pass of W before its PDL wait, the kernel's
+      # WPRE instance), the default in decode now: every GPU test file; GPT-2 and 7B at batch 1 with it and without
+      # (PARALLM_GEMV_WPRE=0), alternating; compiled PyTorch at batch 1 in the same call.
+      timeout 330 vitest run test/gpu > "$out/gpu-s20e.log" 2>&1; echo "vitest rc=$?"; grep -E "×|Test Files|Tests |Duration" "$out/gpu-s20e.log" | head -30
+      for r in 1 2 3; do for v in "" PARALLM_GEMV_WPRE=0; do
+        env $v timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1 2>&1 | tail -1 | sed "s/^/[gpt2 b1 ${v:-default}] /"
+        env $v timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 1 2>&1 | tail -1 | sed "s/^/[7b b1 ${v:-default}] /"
+      done; done
+      timeout 100 python3 bench/peers/torch_compile_decode.py gpt2 1 > "$out/peer-compile-gpt2.log" 2>&1; grep ANCHOR "$out/peer-compile-gpt2.log" | cut -c1-200
+      timeout 130 python3 bench/peers/torch_compile_decode.py llama 1 > "$out/peer-compile.log" 2>&1; grep ANCHOR "$out/peer-compile.log" | cut -c1-200
+      timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1 2>&1 | tail -1 | sed "s/^/[gpt2 after] /"
+      timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 1 2>&1 | tail -1 | sed "s/^/[7b after] /" ;;
+    s20-f)
+      # The batch-1 ratios again, in a second call: parallm, compiled PyTorch, parallm (GPT-2, then 7B).
+      timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1 2>&1 | tail -1 | sed "s/^/[gpt2] /"
+      timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 1 2>&1 | tail -1 | sed "s/^/[7b] /"
+      timeout 90 python3 bench/peers/torch_compile_decode.py gpt2 1 > "$out/peer-compile-gpt2.log" 2>&1; grep ANCHOR "$out/peer-compile-gpt2.log" | cut -c1-200
+      timeout 120 python3 bench/peers/torch_compile_decode.py llama 1 > "$out/peer-compile.log" 2>&1; grep ANCHOR "$out/peer-compile.log" | cut -c1-200
+      timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1 2>&1 | tail -1 | sed "s/^/[gpt2 after] /"
+      timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 1 2>&1 | tail -1 | sed "s/^/[7b after] /" ;;
+    s20-g)
+      # bench kernels' GEMVs now run under decode's frozen weights, as decode does: the GEMV floors' products with the
+      # preload (default) and without (PARALLM_GEMV_WPRE=0), twice, alternating.
+      for r in 1 2; do for v in "" PARALLM_GEMV_WPRE=0; do
+        env $v timeout 60 node dist/cli/index.js bench kernels --filter "gemv 1x4096x4096" "gemv 1x11008x4096" copy 2>&1 | grep -E "^(gemv|copy) " | sed "s/^/[k ${v:-default}] /"
+      done; done ;;
     strategies) bash "$0" prefill curve dp pack ;;
     compare)
       # The build from before a restructuring (unpacked from .device/old.tgz: its dist/ and addon) against
