@@ -1277,6 +1277,15 @@ for p in "${parts[@]}"; do
       for r in 1 2; do for v in "" PARALLM_GEMV_WPRE=0; do
         env $v timeout 60 node dist/cli/index.js bench kernels --filter "gemv 1x4096x4096" "gemv 1x11008x4096" copy 2>&1 | grep -E "^(gemv|copy) " | sed "s/^/[k ${v:-default}] /"
       done; done ;;
+    s20-h)
+      # Written for the next session: bench generate now also reports decode by the median step (its 8th column), as
+      # the compiled-PyTorch peer times its steps; GPT-2 at 1 and 7B at 1, 16 and 64 beside the peer, before and after.
+      timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1 2>&1 | tail -1 | sed "s/^/[gpt2] /"
+      timeout 90 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16,64 2>&1 | tail -3 | sed "s/^/[7b] /"
+      timeout 90 python3 bench/peers/torch_compile_decode.py gpt2 1 > "$out/peer-compile-gpt2.log" 2>&1; grep ANCHOR "$out/peer-compile-gpt2.log" | cut -c1-200
+      timeout 300 python3 bench/peers/torch_compile_decode.py llama 1,16,64 > "$out/peer-compile.log" 2>&1; grep ANCHOR "$out/peer-compile.log" | cut -c1-200
+      timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1 2>&1 | tail -1 | sed "s/^/[gpt2 after] /"
+      timeout 90 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16,64 2>&1 | tail -3 | sed "s/^/[7b after] /" ;;
     strategies) bash "$0" prefill curve dp pack ;;
     compare)
       # The build from before a restructuring (unpacked from .device/old.tgz: its dist/ and addon) against

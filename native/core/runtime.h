@@ -90,15 +90,16 @@ struct Stream;
 std::shared_ptr<Stream> stream_create(DeviceId d);
 void stream_set_current(DeviceId d, Stream* s);  // nullptr: the device's default stream
 
-// Decode's frozen weights, on the calling thread (ops.withFrozenWeights in src/ops): while set, the ops it
-// enqueues may read the matrices they multiply by before the kernel before them has finished (native/cuda/
-// matmul.cu's gemv_wpre), on the caller's word that no kernel of that work writes one. Returns the previous
-// setting.
-bool set_frozen_weights(bool on);
-bool frozen_weights();
 void stream_synchronize(Stream& s);
 void stream_wait_event(Stream& s, Event& e);
 // The device's current stream waits for e (the join after work forked onto another stream; CPU: nothing).
 void event_wait_current(Event& e);
+
+// Decode's frozen weights, on the calling thread (withFrozenWeights in src/runtime.ts): while set, the ops it
+// enqueues may read the matrices they multiply by before the kernel before them has finished (native/cuda/
+// matmul.cu's gemv_wpre), on the caller's word that no kernel of that work writes one. set_ returns the previous
+// setting.
+bool set_frozen_weights(bool on);
+bool frozen_weights();
 
 }  // namespace parallm

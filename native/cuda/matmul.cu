@@ -135,12 +135,12 @@ int gemv_prefetch(int64_t w_bytes) {
   if (w_bytes <= int64_t(mib * (1 << 20))) return 16;
   return std::max(1, int(16.0 * mib * (1 << 20) / double(w_bytes)));
 }
-// Decode's frozen weights (core/runtime.h's frozen_weights, on this thread: ops.withFrozenWeights): while set, the
-// register GEMV loads its first pass of W into registers before its PDL wait (the kernel's WPRE), streaming weights
-// while the kernel before drains (DECODE-NOTES, thirteenth session). That reads W outside pdl.cuh's contract,
-// which is why it takes the caller's word: within decode no kernel writes a weight, and the only kernel a PDL
-// launch can overlap is the one just before it (every kernel here triggers after its own wait), itself decode's.
-// S20-5: 7B decode at batch 1 +3.5%, GPT-2 +10-15%. PARALLM_GEMV_WPRE=0 keeps it off even then.
+// Decode's frozen weights (core/runtime.h's frozen_weights, on this thread: src/runtime.ts's withFrozenWeights):
+// the register GEMV then loads its first pass of W into registers before its PDL wait (the kernel's WPRE),
+// streaming weights while the kernel before drains (DECODE-NOTES, thirteenth session). That reads W outside
+// pdl.cuh's contract, which is why it takes the caller's word: within decode no kernel writes a weight, and the
+// only kernel a PDL launch can overlap is the one just before it (every kernel here triggers after its own wait),
+// itself decode's. S20-5: 7B decode at batch 1 +3.5%, GPT-2 +10-15%. PARALLM_GEMV_WPRE=0 keeps it off even then.
 int gemv_wpre() {
   static const bool allowed = env_not_off("PARALLM_GEMV_WPRE");
   return allowed && frozen_weights() ? 1 : 0;

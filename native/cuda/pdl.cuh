@@ -6,24 +6,25 @@
 // drains; until griddepcontrol.wait it may only touch what no earlier kernel writes.
 //
 // The contract here, kept by every kernel launched through launch_pdl (native/cuda/launch.cuh):
-//   - before pdl_wait(), read nothing and write nothing in global memory; the one exception is
+//   - before pdl_wait(), read nothing and write nothing in global memory, with two exceptions. One is
 //     prefetch_l2, which only asks L2 (the device's point of coherence) for lines: a later load after the
 //     wait sees the last write whatever the prefetch found, so even weights rewritten by the kernel before
-//     (a training step's AdamW, then a batch-1 matmul) stay correct;
-//   - the one exception taken on the caller's word: under decode's frozen weights (core/runtime.h's
-//     frozen_weights, set by src/runtime.ts's withFrozenWeights) the register GEMV loads its first pass of W
-//     before the wait (its WPRE form, matmul.cu's gemv_wpre). A PDL launch overlaps only the kernel just
-//     before it (every kernel here triggers after its own wait), and no decode kernel writes a weight;
+//     (a training step's AdamW, then a batch-1 matmul) stay correct. The other is taken on the caller's
+//     word: under decode's frozen weights (core/runtime.h's frozen_weights, set by src/runtime.ts's
+//     withFrozenWeights) the register GEMV loads its first pass of W before the wait (its WPRE instance,
+//     matmul.cu's gemv_wpre). A PDL launch overlaps only the kernel just before it (every kernel here
+//     triggers after its own wait), and no decode kernel writes a weight;
 //   - pdl_trigger() may come anywhere: it only lets the next PDL kernel's blocks start early. The next
 //     grid starts only once every block of this one has triggered (so all of them are resident), which
 //     is why blocks parked in a wait can never keep an earlier kernel's blocks off the SMs.
 // Who does what: the pipelined GEMV triggers, prefetches and waits at its start; the register GEMV waits (in
-// decode after loading its first weights), then triggers, and by default prefetches nothing (matmul.cu's gemv_prefetch and gemv_late_trigger); the sm90 64-row
-// and W-as-A tiles (matmul.cu's sm90_pdl) wait, then trigger, with no prefetch (prefetches there cost decode 3-13%,
-// S19-1 ... S19-4); the small decode kernels (norms, rope + KV write, decode attention, adds, activations, the
-// embedding, the peer all-reduce, the split-K reduces) begin with pdl_begin: for them PDL only hides the launch, and
-// they launch with it only at PARALLM_PDL=2 (launch.cuh; the reduces with their tile). On the host emulation
-// (native/cuda/emu, no __CUDA_ARCH__) all of these are no-ops.
+// decode after loading its first weights), then triggers, and by default prefetches nothing (matmul.cu's
+// gemv_prefetch, gemv_late_trigger and gemv_wpre); the sm90 64-row and W-as-A tiles (matmul.cu's sm90_pdl) wait,
+// then trigger, with no prefetch (prefetches there cost decode 3-13%, S19-1 ... S19-4; their first weights loaded
+// before the wait gained nothing, S20-4); the small decode kernels (norms, rope + KV write, decode attention, adds,
+// activations, the embedding, the peer all-reduce, the split-K reduces) begin with pdl_begin: for them PDL only
+// hides the launch, and they launch with it only at PARALLM_PDL=2 (launch.cuh; the reduces with their tile). On
+// the host emulation (native/cuda/emu, no __CUDA_ARCH__) all of these are no-ops.
 #pragma once
 #include <cstdint>
 

@@ -7,6 +7,7 @@ import { generateSteps, type GenerationTimes } from '../engine/generate.js';
 import { reportingLoad, type LoadReporter } from '../models/load-steps.js';
 import { Model } from '../models/model.js';
 import { rng } from '../random.js';
+import { median } from './stats.js';
 
 export interface GenerateBenchOptions {
   model: string;
@@ -33,12 +34,19 @@ export interface GenerateBenchResult {
   /** steady-state decode: batch x steps / time */
   decodeTokensPerS: number;
   msPerStep: number;
+  /**
+   * The same by the median step (each step's decode and the read of its tokens, as the compiled-PyTorch peer
+   * bench/peers/torch_compile_decode.py times its steps): batch / median step time. Host hiccups between steps
+   * (a yield to the event loop, a collection) count in decodeTokensPerS, not here.
+   */
+  medianDecodeTokensPerS: number;
+  medianMsPerStep: number;
   weightBytes: number;
   peakBytes: number;
 }
 
 async function run(m: Model, prompts: number[][], newTokens: number): Promise<GenerationTimes> {
-  const times: GenerationTimes = { prefillMs: 0, decodeMs: 0, decodeSteps: 0 };
+  const times: GenerationTimes = { prefillMs: 0, decodeMs: 0, decodeSteps: 0, stepMs: [] };
   for await (const _ of generateSteps(m, prompts, { maxTokens: newTokens, stopTokens: [] }, times));
   return times;
 }
@@ -57,6 +65,7 @@ export async function runGenerateBench(opts: GenerateBenchOptions): Promise<Gene
       synchronize(device);
       resetPeakMemory(device);
       const t = await run(m, prompts, N);
+      const med = t.stepMs?.length ? median(t.stepMs) : 0;
       const res: GenerateBenchResult = {
         model: m.name,
         device,
@@ -68,6 +77,8 @@ export async function runGenerateBench(opts: GenerateBenchOptions): Promise<Gene
         prefillTokensPerS: (B * P) / (t.prefillMs / 1e3),
         decodeTokensPerS: t.decodeSteps ? (B * t.decodeSteps) / (t.decodeMs / 1e3) : 0,
         msPerStep: t.decodeSteps ? t.decodeMs / t.decodeSteps : 0,
+        medianDecodeTokensPerS: med > 0 ? B / (med / 1e3) : 0,
+        medianMsPerStep: med,
         weightBytes: m.weightBytes,
         peakBytes: memoryStats(device).peakAllocated,
       };

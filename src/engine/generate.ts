@@ -58,6 +58,8 @@ export interface GenerationTimes {
   /** decode steps after the first (the first captures the graph) */
   decodeMs: number;
   decodeSteps: number;
+  /** when given (an array), each of those steps' own time: its decode and the read of its tokens (a sync) */
+  stepMs?: number[];
 }
 
 /**
@@ -149,10 +151,14 @@ export async function* generateSteps(model: Model, prompts: number[][], opts: Ge
       // Step s feeds the token sampled at step s - 1 (the runner copies each step's ids back itself; the
       // prefill's come from here) and samples the next.
       if (s === 1) runner.inputBuffer(0, s).copyFrom(last);
+      const ts = performance.now();
       last = runner.decode(0, s);
       tokens = Array.from(last.toArray());
       if (s === 1) t1 = performance.now();
-      else steps++;
+      else {
+        steps++;
+        times?.stepMs?.push(performance.now() - ts);
+      }
       if (opts.yieldToLoop !== false) await yieldIfDue();
       yield emit(s);
     }

@@ -128,8 +128,8 @@ async function generateBench(opts: BenchOpts, device: string, dtype: DType | und
     { scenario: 'generate', model, dtype: dt, device, batches, promptTokens, newTokens },
     [device],
     results,
-    ['model', 'dtype', 'batch', 'prefill tok/s', 'TTFT ms', 'decode tok/s', 'ms/step', 'weights', 'peak memory'],
-    results.map((r) => [r.model, r.dtype, r.batch, r.prefillTokensPerS.toFixed(0), r.ttftMs.toFixed(1), r.decodeTokensPerS.toFixed(1), r.msPerStep.toFixed(2), bytes(r.weightBytes), bytes(r.peakBytes)]),
+    ['model', 'dtype', 'batch', 'prefill tok/s', 'TTFT ms', 'decode tok/s', 'ms/step', 'decode tok/s (median step)', 'weights', 'peak memory'],
+    results.map((r) => [r.model, r.dtype, r.batch, r.prefillTokensPerS.toFixed(0), r.ttftMs.toFixed(1), r.decodeTokensPerS.toFixed(1), r.msPerStep.toFixed(2), r.medianDecodeTokensPerS.toFixed(1), bytes(r.weightBytes), bytes(r.peakBytes)]),
   );
 }
 
