@@ -1286,6 +1286,14 @@ for p in "${parts[@]}"; do
       timeout 300 python3 bench/peers/torch_compile_decode.py llama 1,16,64 > "$out/peer-compile.log" 2>&1; grep ANCHOR "$out/peer-compile.log" | cut -c1-200
       timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1 2>&1 | tail -1 | sed "s/^/[gpt2 after] /"
       timeout 90 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16,64 2>&1 | tail -3 | sed "s/^/[7b after] /" ;;
+    s20-i)
+      # Written for the next session: decode attention's PRE form (PARALLM_ATTN_PRE=1: the plain fused form loads its
+      # first keys below pos before its PDL wait, under decode's frozen weights), never run on a GPU: decode's and the
+      # fused attention's GPU tests with it, then GPT-2 decode at batch 1 (and 16) without and with it, alternating.
+      PARALLM_ATTN_PRE=1 timeout 250 vitest run test/gpu/decode.gpu.test.ts test/gpu/models.gpu.test.ts > "$out/gpu-s20i.log" 2>&1; echo "vitest rc=$?"; grep -E "×|Test Files|Tests |Duration" "$out/gpu-s20i.log" | head -20
+      for r in 1 2 3; do for v in "" PARALLM_ATTN_PRE=1; do
+        env $v timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1,16 2>&1 | tail -2 | sed "s/^/[gpt2 ${v:-default}] /"
+      done; done ;;
     strategies) bash "$0" prefill curve dp pack ;;
     compare)
       # The build from before a restructuring (unpacked from .device/old.tgz: its dist/ and addon) against

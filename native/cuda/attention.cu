@@ -36,6 +36,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 
 #include "attention_backward.cuh"
 #include "attention_backward_mma.cuh"
@@ -45,6 +46,7 @@
 #endif
 #include "check.h"
 #include "common.cuh"
+#include "../core/runtime.h"
 #include "launch.cuh"
 #include "kernels.h"
 #include "rope_common.cuh"
@@ -67,6 +69,19 @@ int decode_splits_from_env() {
   return end != e && *end == 0 && v >= 1 && v <= 65536 ? int(v) : -1;
 }
 std::atomic<int> g_decode_splits{decode_splits_from_env()};  // and the test hook (attention_decode_splits): -1 chosen
+// decode_split's PRE form (the plain FRESH one, bf16): the test hook attention_decode_pre (1 on, 0 off, -1 by the
+// rule), else PARALLM_ATTN_PRE=1 under decode's frozen weights (core/runtime.h). Off by default: not yet timed on a
+// GPU (DECODE-NOTES, seventeenth session).
+std::atomic<int> g_attn_pre{-1};
+bool attn_pre() {
+  const int h = g_attn_pre.load(std::memory_order_relaxed);
+  if (h >= 0) return h == 1;
+  static const bool env = [] {
+    const char* e = std::getenv("PARALLM_ATTN_PRE");
+    return e && e[0] == '1' && !e[1];
+  }();
+  return env && frozen_weights();
+}
 int g_prefill_d128_warps = 4;    // prefill D=128: 4 warps (64 rows, 2 blocks/SM) or 8 warps (128 rows)
 // The bf16 prefill kernel where both apply, as the attentionPrefillKernel hook numbers them: 0 automatic
 // (prefill_sm90 with the overlap for D = 128, prefill_mma for D = 64), 1 prefill_mma, 2 prefill_sm90, 3 it with the
@@ -319,14 +334,60 @@ constexpr int kRopeMaxPairs = 128;  // rot_dim / 2 for D <= 256
 // At one head a block the rotating form is held to 64 registers (8 blocks an SM; the plain form's 56-61
 // give 8-9): unbounded, the rows and partners in flight in its prologue took 72 (kFresh takes 63).
 constexpr int kFreshBlocks = 8;
-template <typename T, int GS, int HPB, bool ALIGNED, int FRESH>
+// One step of decode_split's loop: the kDecU keys from j0 (kk, vv; those at s1 and past score -inf) into each
+// head's running max m, sum l and output acc.
+template <typename T, int GS, int HPB>
+__device__ __forceinline__ void decode_keys(const float (&qr)[HPB][8], float (&m)[HPB], float (&l)[HPB],
+                                            float (&acc)[HPB][8], const Raw8<T> (&kk)[kDecU],
+                                            const Raw8<T> (&vv)[kDecU], int j0, int s1, int nh) {
+#pragma unroll
+  for (int i = 0; i < HPB; ++i) {
+    if (i >= nh) break;
+    float s[kDecU];
+#pragma unroll
+    for (int u = 0; u < kDecU; ++u) {
+      float d = 0.f;
+#pragma unroll
+      for (int e = 0; e < 8; ++e) d = fmaf(qr[i][e], kk[u][e], d);
+#pragma unroll
+      for (int o = GS / 2; o; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
+      s[u] = j0 + u < s1 ? d : -INFINITY;
+    }
+    if (j0 >= s1) continue;  // no shuffles past this point
+    float mx = s[0];
+#pragma unroll
+    for (int u = 1; u < kDecU; ++u) mx = fmaxf(mx, s[u]);
+    const float mn = fmaxf(m[i], mx);  // finite: key j0 < s1 is real
+    const float alpha = fast_exp2(m[i] - mn);
+    m[i] = mn;
+    float ps = 0.f, p[kDecU];
+#pragma unroll
+    for (int u = 0; u < kDecU; ++u) ps += (p[u] = fast_exp2(s[u] - mn));
+    l[i] = l[i] * alpha + ps;
+#pragma unroll
+    for (int e = 0; e < 8; ++e) {
+      float a = acc[i][e] * alpha;
+#pragma unroll
+      for (int u = 0; u < kDecU; ++u) a = fmaf(p[u], vv[u][e], a);
+      acc[i][e] = a;
+    }
+  }
+}
+
+// PRE (the plain FRESH form only; attn_pre in this file, under decode's frozen weights): the block's first keys
+// and values, those below pos[b], are loaded before the PDL wait. This kernel writes row pos[b] itself and the
+// kernel before (the qkv projection) writes no cache row, so the rows below it are the last step's, finished
+// before this step began; lens and pos are the step's inputs, written before it. Outside pdl.cuh's contract on
+// the caller's word, as the GEMV's WPRE (matmul.cu's gemv_wpre). The loop then runs the same sums: the same bits.
+template <typename T, int GS, int HPB, bool ALIGNED, int FRESH, bool PRE = false>
 __global__ void __launch_bounds__(kDecThreads, FRESH == kFreshRope && HPB == 1 ? kFreshBlocks : 0)
 decode_split(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
              const int32_t* __restrict__ lens, T* __restrict__ out, float* __restrict__ part_o,
              float* __restrict__ part_ml, int Hq, int Hkv, int D, int64_t qbs, int64_t kvbs, int64_t kvts,
              int max_len, int chunk, int nsplit, int nsub, float sl2, unsigned* __restrict__ counter,
              DecodeFresh<T> fr) {
-  pdl_begin();  // launched with PDL: wait for the kernel before, then let the next start (pdl.cuh)
+  static_assert(!PRE || FRESH == kFresh, "PRE: the plain FRESH form (the rotating one is held to 64 registers)");
+  if constexpr (!PRE) pdl_begin();  // launched with PDL: wait for the kernel before, then let the next start (pdl.cuh)
   constexpr int NG = kDecThreads / GS, DW = GS * 8;
   __shared__ float s_acc[NG][HPB][DW];
   __shared__ float s_ml[NG][HPB][2];
@@ -338,6 +399,24 @@ decode_split(const T* __restrict__ q, const T* __restrict__ k, const T* __restri
   const int tid = threadIdx.x, grp = tid / GS, lig = tid % GS, dim0 = lig * 8;
   const bool active = dim0 < D;
   const int nvalid = D - dim0;
+  // PRE: this group's first kDecU keys and values below pos[b] (old) before the wait; the rest of the chunk after.
+  [[maybe_unused]] Raw8<T> kk0[PRE ? kDecU : 1], vv0[PRE ? kDecU : 1];
+  [[maybe_unused]] int old = 0;
+  if constexpr (PRE) {
+    const T* kp = k + b * kvbs + int64_t(g) * D + dim0;
+    const T* vp = v + b * kvbs + int64_t(g) * D + dim0;
+    const int lenp = min(lens[b], max_len);
+    old = min(lenp, fr.pos[b]);
+    const int j0 = split * chunk + grp * kDecU, s1p = min(min(lenp, split * chunk + chunk), old);
+#pragma unroll
+    for (int u = 0; u < kDecU; ++u) {
+      const bool ok = active && j0 + u < s1p;
+      kk0[u].template load<ALIGNED>(kp + int64_t(j0 + u) * kvts, ok, nvalid);
+      vv0[u].template load<ALIGNED>(vp + int64_t(j0 + u) * kvts, ok, nvalid);
+    }
+    pdl_wait();
+    pdl_trigger();
+  }
   // q is loaded before the length is known: the two reads overlap (a block's chain of dependent reads,
   // lens -> q -> first keys, is most of its time at the short chunks flash-decoding gives each block).
   Raw8<T> qraw[HPB];
@@ -418,7 +497,20 @@ decode_split(const T* __restrict__ q, const T* __restrict__ k, const T* __restri
   const T* vp = v + b * kvbs + int64_t(g) * D + dim0;
   // Every group of a warp runs the same trip count (the shuffles below need the whole warp); a group past
   // the end scores -inf and skips its update.
-  for (int base = s0; base < s1; base += NG * kDecU) {
+  int first = s0;
+  if constexpr (PRE) {  // the first step: its keys below old came before the wait, the others (row pos[b]) now
+    const int j0 = s0 + grp * kDecU;
+#pragma unroll
+    for (int u = 0; u < kDecU; ++u) {
+      if (j0 + u < old) continue;
+      const bool ok = active && j0 + u < s1;
+      kk0[u].template load<ALIGNED>(kp + int64_t(j0 + u) * kvts, ok, nvalid);
+      vv0[u].template load<ALIGNED>(vp + int64_t(j0 + u) * kvts, ok, nvalid);
+    }
+    decode_keys<T, GS, HPB>(qr, m, l, acc, kk0, vv0, j0, s1, nh);
+    first += NG * kDecU;
+  }
+  for (int base = first; base < s1; base += NG * kDecU) {
     const int j0 = base + grp * kDecU;
     Raw8<T> kk[kDecU], vv[kDecU];
 #pragma unroll
@@ -427,38 +519,7 @@ decode_split(const T* __restrict__ q, const T* __restrict__ k, const T* __restri
       kk[u].template load<ALIGNED>(kp + int64_t(j0 + u) * kvts, ok, nvalid);
       vv[u].template load<ALIGNED>(vp + int64_t(j0 + u) * kvts, ok, nvalid);
     }
-#pragma unroll
-    for (int i = 0; i < HPB; ++i) {
-      if (i >= nh) break;
-      float s[kDecU];
-#pragma unroll
-      for (int u = 0; u < kDecU; ++u) {
-        float d = 0.f;
-#pragma unroll
-        for (int e = 0; e < 8; ++e) d = fmaf(qr[i][e], kk[u][e], d);
-#pragma unroll
-        for (int o = GS / 2; o; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
-        s[u] = j0 + u < s1 ? d : -INFINITY;
-      }
-      if (j0 >= s1) continue;  // no shuffles past this point
-      float mx = s[0];
-#pragma unroll
-      for (int u = 1; u < kDecU; ++u) mx = fmaxf(mx, s[u]);
-      const float mn = fmaxf(m[i], mx);  // finite: key j0 < s1 is real
-      const float alpha = fast_exp2(m[i] - mn);
-      m[i] = mn;
-      float ps = 0.f, p[kDecU];
-#pragma unroll
-      for (int u = 0; u < kDecU; ++u) ps += (p[u] = fast_exp2(s[u] - mn));
-      l[i] = l[i] * alpha + ps;
-#pragma unroll
-      for (int e = 0; e < 8; ++e) {
-        float a = acc[i][e] * alpha;
-#pragma unroll
-        for (int u = 0; u < kDecU; ++u) a = fmaf(p[u], vv[u][e], a);
-        acc[i][e] = a;
-      }
-    }
+    decode_keys<T, GS, HPB>(qr, m, l, acc, kk, vv, j0, s1, nh);
   }
   // Merge the block's groups. A group that saw no key has m = -inf, l = 0 and weighs nothing.
 #pragma unroll
@@ -593,10 +654,24 @@ void decode_launch(cudaStream_t st, bool aligned, const void* q, const void* k, 
               : fr->rot_dim == 0 ? (aligned ? decode_split<T, GS, HPB, true, kFresh> : decode_split<T, GS, HPB, false, kFresh>)
                                  : (aligned ? decode_split<T, GS, HPB, true, kFreshRope>
                                             : decode_split<T, GS, HPB, false, kFreshRope>);
-  PARALLM_CUDA_CHECK(launch_pdl_small(kern, grid, dim3(kDecThreads), 0, st, static_cast<const T*>(q),
-                                      static_cast<const T*>(k), static_cast<const T*>(v), lens, static_cast<T*>(out),
-                                      part_o, part_ml, Hq, Hkv, D, qbs, kvbs, kvts, max_len, chunk, nsplit, nsub, sl2,
-                                      counter, fr ? *fr : DecodeFresh<T>{}),
+  // The PRE form loads before its wait, so it launches with PDL wherever the GEMVs do (launch_pdl), not only at
+  // PARALLM_PDL=2 as the small kernels (launch_pdl_small).
+  bool pre = false;
+  if constexpr (std::is_same_v<T, bf16>) {
+    if (fr && fr->rot_dim == 0 && attn_pre()) {
+      pre = true;
+      kern = aligned ? decode_split<T, GS, HPB, true, kFresh, true> : decode_split<T, GS, HPB, false, kFresh, true>;
+    }
+  }
+  const DecodeFresh<T> fresh = fr ? *fr : DecodeFresh<T>{};
+  PARALLM_CUDA_CHECK((pre ? launch_pdl(kern, grid, dim3(kDecThreads), 0, st, static_cast<const T*>(q),
+                                        static_cast<const T*>(k), static_cast<const T*>(v), lens, static_cast<T*>(out),
+                                        part_o, part_ml, Hq, Hkv, D, qbs, kvbs, kvts, max_len, chunk, nsplit, nsub,
+                                        sl2, counter, fresh)
+                          : launch_pdl_small(kern, grid, dim3(kDecThreads), 0, st, static_cast<const T*>(q),
+                                             static_cast<const T*>(k), static_cast<const T*>(v), lens,
+                                             static_cast<T*>(out), part_o, part_ml, Hq, Hkv, D, qbs, kvbs, kvts,
+                                             max_len, chunk, nsplit, nsub, sl2, counter, fresh)),
                      "attention_decode B=", B, " Hq=", Hq, " Hkv=", Hkv, " D=", D, " max_len=", max_len,
                      " splits=", nsplit);
   if (nsplit > 1 && counter) {  // (the split kernel's last block a head group merged the chunks)
@@ -783,6 +858,7 @@ void backward_dispatch(cudaStream_t st, const void* q, const void* k, const void
 }  // namespace attn_detail
 
 void attention_decode_splits(int n) { attn_detail::g_decode_splits.store(n, std::memory_order_relaxed); }
+void attention_decode_pre(int n) { attn_detail::g_attn_pre.store(n, std::memory_order_relaxed); }
 void attention_prefill_kernel(int n) { attn_detail::g_prefill_kernel.store(n, std::memory_order_relaxed); }
 
 void attention_prefill(cudaStream_t st, DType dt, const void* q, const void* k, const void* v, void* out, int B,

@@ -2,7 +2,7 @@
 // attentionDecode), on one device, same inputs: the CPU test (test/unit/rope-kv-attention.test.ts) and
 // the GPU test (test/gpu/decode.gpu.test.ts) hold the outputs and both caches to the same bits.
 import type { DType } from '../../src/dtype.js';
-import { Tensor, ops } from '../../src/index.js';
+import { Tensor, ops, withFrozenWeights } from '../../src/index.js';
 import { uniformArray } from '../../src/random.js';
 import { poisoned, randT } from './cases.js';
 
@@ -47,7 +47,8 @@ export function fusedDecode(device: string, dt: DType, c: FusedDecodeCase, seed:
     const vc = randT([B, maxLen, Hkv, D], dt, device, seed + 2).t;
     const out = poisoned([B, Hq, D], dt, device);
     const cnt = counter ? Tensor.zeros([B * Hq], { dtype: 'i32', device }) : undefined;
-    if (fused) ops.ropeKvAttentionDecode(qkv, kc, vc, pos, lens, { ...shape, qkvStride: qs, rope, out, counter: cnt });
+    // (the fused op as decode runs it, under frozen weights: with PARALLM_ATTN_PRE=1 a GPU runs decode_split's PRE form)
+    if (fused) withFrozenWeights(() => ops.ropeKvAttentionDecode(qkv, kc, vc, pos, lens, { ...shape, qkvStride: qs, rope, out, counter: cnt }));
     else {
       ops.ropeKvWrite(qkv, kc, vc, pos, { ...shape, qkvStride: qs, rope });
       ops.attentionDecode(qkv, kc, vc, lens, { ...shape, qStride: qs, out, counter: cnt });

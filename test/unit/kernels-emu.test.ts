@@ -25,6 +25,8 @@ describe.skipIf(!tools)('the op kernels on the host emulation', () => {
     expect(out.match(/ FAIL/g), out).toBeNull();
     // f32 and bf16 of each fused case: the new token mid-context / last / past lens / outside the cache,
     // GQA, two head blocks a kv head (the copy), partial and odd rotations, no rotation
-    expect(out.match(/rope_kv_attention_decode .* ok \(= rope_kv_write \+ attention_decode\)/g)?.length ?? 0, out).toBe(10);
+    expect(out.match(/rope_kv_attention_decode .* ok \(= rope_kv_write \+ attention_decode(; PRE too)?\)/g)?.length ?? 0, out).toBe(18);
+    // decode_split's PRE form (first keys before the PDL wait), bf16 without rotation, on the fused kernel's shapes
+    expect(out.match(/rope_kv_attention_decode .* bf16 ok \(= rope_kv_write \+ attention_decode; PRE too\)/g)?.length ?? 0, out).toBe(4);
   }, 600_000);
 });

@@ -20,3 +20,9 @@ const char* cudaGetErrorName(cudaError_t) { return "cudaErrorEmulated"; }
 const char* cudaGetErrorString(cudaError_t) { return "emulated"; }
 cudaError_t cudaGetDevice(int* d) { *d = 0; return cudaSuccess; }
 cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr a, int) { *v = a == cudaDevAttrMultiProcessorCount ? 132 : 0; return cudaSuccess; }
+
+// core/runtime.h's decode setting, which attention.cu's attn_pre reads (the emulation forces the PRE form
+// through its test hook instead).
+namespace parallm {
+bool frozen_weights() { return false; }
+}  // namespace parallm
