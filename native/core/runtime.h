@@ -89,7 +89,6 @@ double event_elapsed_ms(Event& start, Event& end);
 struct Stream;
 std::shared_ptr<Stream> stream_create(DeviceId d);
 void stream_set_current(DeviceId d, Stream* s);  // nullptr: the device's default stream
-
 void stream_synchronize(Stream& s);
 void stream_wait_event(Stream& s, Event& e);
 // The device's current stream waits for e (the join after work forked onto another stream; CPU: nothing).

@@ -654,7 +654,7 @@ void decode_launch(cudaStream_t st, bool aligned, const void* q, const void* k, 
               : fr->rot_dim == 0 ? (aligned ? decode_split<T, GS, HPB, true, kFresh> : decode_split<T, GS, HPB, false, kFresh>)
                                  : (aligned ? decode_split<T, GS, HPB, true, kFreshRope>
                                             : decode_split<T, GS, HPB, false, kFreshRope>);
-  // The PRE form loads before its wait, so it launches with PDL wherever the GEMVs do (launch_pdl), not only at
+  // The PRE form loads before its wait, so it launches with PDL wherever the GEMVs do (level 1), not only at
   // PARALLM_PDL=2 as the small kernels (launch_pdl_small).
   bool pre = false;
   if constexpr (std::is_same_v<T, bf16>) {
@@ -663,15 +663,10 @@ void decode_launch(cudaStream_t st, bool aligned, const void* q, const void* k, 
       kern = aligned ? decode_split<T, GS, HPB, true, kFresh, true> : decode_split<T, GS, HPB, false, kFresh, true>;
     }
   }
-  const DecodeFresh<T> fresh = fr ? *fr : DecodeFresh<T>{};
-  PARALLM_CUDA_CHECK((pre ? launch_pdl(kern, grid, dim3(kDecThreads), 0, st, static_cast<const T*>(q),
-                                        static_cast<const T*>(k), static_cast<const T*>(v), lens, static_cast<T*>(out),
-                                        part_o, part_ml, Hq, Hkv, D, qbs, kvbs, kvts, max_len, chunk, nsplit, nsub,
-                                        sl2, counter, fresh)
-                          : launch_pdl_small(kern, grid, dim3(kDecThreads), 0, st, static_cast<const T*>(q),
-                                             static_cast<const T*>(k), static_cast<const T*>(v), lens,
-                                             static_cast<T*>(out), part_o, part_ml, Hq, Hkv, D, qbs, kvbs, kvts,
-                                             max_len, chunk, nsplit, nsub, sl2, counter, fresh)),
+  PARALLM_CUDA_CHECK(launch_maybe_pdl(pdl_allows(pre ? 1 : 2), kern, grid, dim3(kDecThreads), 0, st,
+                                      static_cast<const T*>(q), static_cast<const T*>(k), static_cast<const T*>(v),
+                                      lens, static_cast<T*>(out), part_o, part_ml, Hq, Hkv, D, qbs, kvbs, kvts, max_len,
+                                      chunk, nsplit, nsub, sl2, counter, fr ? *fr : DecodeFresh<T>{}),
                      "attention_decode B=", B, " Hq=", Hq, " Hkv=", Hkv, " D=", D, " max_len=", max_len,
                      " splits=", nsplit);
   if (nsplit > 1 && counter) {  // (the split kernel's last block a head group merged the chunks)

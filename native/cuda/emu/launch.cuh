@@ -16,6 +16,11 @@ cudaError_t launch_pdl(void (*kern)(KArgs...), dim3 grid, dim3 block, size_t, cu
   return cudaSuccess;
 }
 template <typename... KArgs, typename... Args>
+cudaError_t launch_maybe_pdl(bool, void (*kern)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
+                             Args&&... args) {
+  return launch_pdl(kern, grid, block, smem, s, std::forward<Args>(args)...);
+}
+template <typename... KArgs, typename... Args>
 cudaError_t launch_pdl_small(void (*kern)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
                              Args&&... args) {
   return launch_pdl(kern, grid, block, smem, s, std::forward<Args>(args)...);
