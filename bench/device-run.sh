@@ -1294,6 +1294,33 @@ for p in "${parts[@]}"; do
       for r in 1 2 3; do for v in "" PARALLM_ATTN_PRE=1; do
         env $v timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1,16 2>&1 | tail -2 | sed "s/^/[gpt2 ${v:-default}] /"
       done; done ;;
+    s21-a)
+      # Eighteenth session's first call: s20-i (decode attention's PRE form under its GPU tests, GPT-2 A/B), then
+      # 7B decode at batch 16 and GPT-2 at batch 1 kernel by kernel under ncu, for where the step's time goes now.
+      bash "$0" s20-i
+      NCU_RUNS="llama-2-7b:16:2500:700 gpt2:1:1300:400" bash "$0" ncu-decode ;;
+    s21-b)
+      # Decode attention's PRE form on by default, and two forms timed against it (their code since removed): the
+      # plain kernel's PRE after rope_kv_write, told the row it writes (on by default in that build; PARALLM_ATTN_PRE=0
+      # off), and the register GEMV for 16-row products wider than deep (PARALLM_WTILE_WIDE=0). Decode A/B, then the
+      # GPU tests under each (both cut by their limits: the test file had grown).
+      for r in 1 2; do for v in "" PARALLM_ATTN_PRE=0 PARALLM_WTILE_WIDE=0; do
+        env $v timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 16,64 2>&1 | tail -2 | sed "s/^/[7b ${v:-default}] /"
+      done; done
+      for v in "" PARALLM_ATTN_PRE=0; do
+        env $v timeout 30 node dist/cli/index.js bench generate --model gpt2 --batch 1 2>&1 | tail -1 | sed "s/^/[gpt2 ${v:-default}] /"
+      done ;;
+    s21-c)
+      # The session's final native code: every single-GPU test, then GPT-2 at batch 1 beside compiled PyTorch.
+      timeout 340 vitest run test/gpu > "$out/gpu-all.log" 2>&1; echo "vitest rc=$?"; grep -E "×|Test Files|Tests |Duration" "$out/gpu-all.log" | head -20
+      timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1 2>&1 | tail -1 | sed "s/^/[gpt2] /"
+      timeout 90 python3 bench/peers/torch_compile_decode.py gpt2 1 > "$out/peer-compile-gpt2.log" 2>&1; grep ANCHOR "$out/peer-compile-gpt2.log" | cut -c1-200
+      timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1 2>&1 | tail -1 | sed "s/^/[gpt2 after] /" ;;
+    s21-d)
+      # 7B at 1, 16 and 64 beside compiled PyTorch, before and after, by the whole run and by the median step.
+      timeout 90 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16,64 2>&1 | tail -3 | sed "s/^/[7b] /"
+      timeout 330 python3 bench/peers/torch_compile_decode.py llama 1,16,64 > "$out/peer-compile.log" 2>&1; grep ANCHOR "$out/peer-compile.log" | cut -c1-200
+      timeout 90 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16,64 2>&1 | tail -3 | sed "s/^/[7b after] /" ;;
     strategies) bash "$0" prefill curve dp pack ;;
     compare)
       # The build from before a restructuring (unpacked from .device/old.tgz: its dist/ and addon) against

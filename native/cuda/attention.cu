@@ -70,17 +70,17 @@ int decode_splits_from_env() {
 }
 std::atomic<int> g_decode_splits{decode_splits_from_env()};  // and the test hook (attention_decode_splits): -1 chosen
 // decode_split's PRE form (the plain FRESH one, bf16): the test hook attention_decode_pre (1 on, 0 off, -1 by the
-// rule), else PARALLM_ATTN_PRE=1 under decode's frozen weights (core/runtime.h). Off by default: not yet timed on a
-// GPU (DECODE-NOTES, seventeenth session).
+// rule), else under decode's frozen weights (core/runtime.h) unless PARALLM_ATTN_PRE=0. GPT-2 decode, where it runs
+// at every batch: +3-8% at batch 1, +2-4% at 16 (S21-1, S21-2, bench/RESULTS.md).
 std::atomic<int> g_attn_pre{-1};
 bool attn_pre() {
   const int h = g_attn_pre.load(std::memory_order_relaxed);
   if (h >= 0) return h == 1;
-  static const bool env = [] {
+  static const bool off = [] {
     const char* e = std::getenv("PARALLM_ATTN_PRE");
-    return e && e[0] == '1' && !e[1];
+    return e && e[0] == '0' && !e[1];
   }();
-  return env && frozen_weights();
+  return !off && frozen_weights();
 }
 int g_prefill_d128_warps = 4;    // prefill D=128: 4 warps (64 rows, 2 blocks/SM) or 8 warps (128 rows)
 // The bf16 prefill kernel where both apply, as the attentionPrefillKernel hook numbers them: 0 automatic

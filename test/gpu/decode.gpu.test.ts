@@ -617,6 +617,8 @@ describe.skipIf(gpus === 0)('ropeKvAttentionDecode: rope, cache write and attent
             for (const [i, what] of ['output', 'k cache', 'v cache'].entries()) {
               finite(r.fused[i]!, what);
               expect(differing(r.fused[i]!, r.apart[i]!), `seed ${s}${counter ? ' (counter)' : ''}: ${what} elements that differ`).toBe(0);
+              // (and outside frozen weights: never the PRE form)
+              expect(differing(r.fusedThawed[i]!, r.apart[i]!), `seed ${s}${counter ? ' (counter)' : ''}: ${what} elements that differ, not frozen`).toBe(0);
             }
             expect(differing(r.fused[3]!, r.qkv), `seed ${s}: qkv changed`).toBe(0);
             if (!counter && splits === -1) {

@@ -1,6 +1,7 @@
 // ops.ropeKvAttentionDecode against what it is defined as (ropeKvWrite on a copy of qkv's rows, then
-// attentionDecode), on one device, same inputs: the CPU test (test/unit/rope-kv-attention.test.ts) and
-// the GPU test (test/gpu/decode.gpu.test.ts) hold the outputs and both caches to the same bits.
+// attentionDecode), on one device, same inputs, in and out of decode's frozen weights: the CPU test
+// (test/unit/rope-kv-attention.test.ts) and the GPU test (test/gpu/decode.gpu.test.ts) hold the outputs and both
+// caches to the same bits.
 import type { DType } from '../../src/dtype.js';
 import { Tensor, ops, withFrozenWeights } from '../../src/index.js';
 import { uniformArray } from '../../src/random.js';
@@ -27,6 +28,8 @@ export interface FusedDecodeResult {
   /** [out, k cache, v cache, qkv after] of the fused op, then of the ops apart (qkv: the rotated copy) */
   fused: Float32Array[];
   apart: Float32Array[];
+  /** the fused op outside decode's frozen weights (on a GPU never decode_split's PRE form) */
+  fusedThawed: Float32Array[];
   /** qkv before either */
   qkv: Float32Array;
 }
@@ -41,25 +44,30 @@ export function fusedDecode(device: string, dt: DType, c: FusedDecodeCase, seed:
   const freqs = c.rot && c.table ? Tensor.from(uniformArray(c.rot / 2, seed + 9, 0.001, 1), [c.rot / 2], { dtype: 'f32', device }) : undefined;
   const rope = c.rot ? { theta: 500000, rotaryDim: c.rot, freqs } : undefined;
   const shape = { batch: B, headsQ: Hq, headsKv: Hkv, headDim: D, maxLen };
-  const run = (fused: boolean) => {
+  const run = (fused: boolean, frozen: boolean) => {
     const qkv = randT([B, qs], dt, device, seed).t;
     const kc = randT([B, maxLen, Hkv, D], dt, device, seed + 1).t;
     const vc = randT([B, maxLen, Hkv, D], dt, device, seed + 2).t;
     const out = poisoned([B, Hq, D], dt, device);
     const cnt = counter ? Tensor.zeros([B * Hq], { dtype: 'i32', device }) : undefined;
-    // (the fused op as decode runs it, under frozen weights: with PARALLM_ATTN_PRE=1 a GPU runs decode_split's PRE form)
-    if (fused) withFrozenWeights(() => ops.ropeKvAttentionDecode(qkv, kc, vc, pos, lens, { ...shape, qkvStride: qs, rope, out, counter: cnt }));
-    else {
-      ops.ropeKvWrite(qkv, kc, vc, pos, { ...shape, qkvStride: qs, rope });
-      ops.attentionDecode(qkv, kc, vc, lens, { ...shape, qStride: qs, out, counter: cnt });
-    }
+    // (the fused op as decode runs it, under frozen weights: a GPU then runs decode_split's PRE form where it applies,
+    // unless PARALLM_ATTN_PRE=0)
+    const go = () => {
+      if (fused) ops.ropeKvAttentionDecode(qkv, kc, vc, pos, lens, { ...shape, qkvStride: qs, rope, out, counter: cnt });
+      else {
+        ops.ropeKvWrite(qkv, kc, vc, pos, { ...shape, qkvStride: qs, rope });
+        ops.attentionDecode(qkv, kc, vc, lens, { ...shape, qStride: qs, out, counter: cnt });
+      }
+    };
+    if (frozen) withFrozenWeights(go);
+    else go();
     const r = [out, kc, vc, qkv].map((t) => t.toArray() as Float32Array);
-    if (cnt && !Array.from(cnt.toArray()).every((x) => x === 0)) throw new Error(`seed ${seed}: counters not rearmed (${fused ? 'fused' : 'apart'})`);
+    if (cnt && !Array.from(cnt.toArray()).every((x) => x === 0)) throw new Error(`seed ${seed}: counters not rearmed (${fused ? 'fused' : 'apart'}${frozen ? ', frozen' : ''})`);
     [qkv, kc, vc, out, cnt].forEach((t) => t?.dispose());
     return r;
   };
   const qkv0 = randT([B, qs], dt, device, seed);
-  const res = { fused: run(true), apart: run(false), qkv: qkv0.v };
+  const res = { fused: run(true, true), apart: run(false, false), fusedThawed: run(true, false), qkv: qkv0.v };
   [qkv0.t, pos, lens, freqs].forEach((t) => t?.dispose());
   return res;
 }

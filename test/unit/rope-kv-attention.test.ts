@@ -13,6 +13,7 @@ describe('ropeKvAttentionDecode on the CPU', () => {
         for (const [i, what] of ['output', 'k cache', 'v cache'].entries()) {
           expect(r.fused[i]!.every(Number.isFinite), `${what} written`).toBe(true);
           expect(differing(r.fused[i]!, r.apart[i]!), `${what}: elements that differ`).toBe(0);
+          expect(differing(r.fusedThawed[i]!, r.apart[i]!), `${what}: elements that differ (not frozen)`).toBe(0);
         }
         expect(differing(r.fused[3]!, r.qkv), 'qkv changed by the fused op').toBe(0);
         // (the apart path rotates its copy in place: a case with rotation shows it, so the check above bites)
