@@ -1321,6 +1321,22 @@ for p in "${parts[@]}"; do
       timeout 90 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16,64 2>&1 | tail -3 | sed "s/^/[7b] /"
       timeout 330 python3 bench/peers/torch_compile_decode.py llama 1,16,64 > "$out/peer-compile.log" 2>&1; grep ANCHOR "$out/peer-compile.log" | cut -c1-200
       timeout 90 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16,64 2>&1 | tail -3 | sed "s/^/[7b after] /" ;;
+    s21-e)
+      # The register GEMV in one pass of 12 chunks a warp where its blocks fit one wave (PARALLM_GEMV_ONEPASS=1: GPT-2's
+      # down projection, 96 blocks, K 3072 in 3 passes of 4 until now): GPT-2 decode A/B, then the GEMV GPU tests with it.
+      for r in 1 2 3; do for v in "" PARALLM_GEMV_ONEPASS=1; do
+        env $v timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1,16 2>&1 | tail -2 | sed "s/^/[gpt2 ${v:-default}] /"
+      done; done
+      PARALLM_GEMV_ONEPASS=1 timeout 150 vitest run test/gpu/decode.gpu.test.ts -t "every kernel against float64|x and h bit for bit|tiny models" > "$out/gpu-s21e.log" 2>&1; echo "vitest rc=$?"; grep -E "×|Test Files|Tests |Duration" "$out/gpu-s21e.log" | head -20 ;;
+    s21-f)
+      # The one-pass GEMV on by default: every single-GPU test, GPT-2 at batch 1 with and without it (=0), alternating,
+      # then beside compiled PyTorch.
+      timeout 300 vitest run test/gpu > "$out/gpu-all.log" 2>&1; echo "vitest rc=$?"; grep -E "×|Test Files|Tests |Duration" "$out/gpu-all.log" | head -20
+      for r in 1 2 3 4 5; do for v in "" PARALLM_GEMV_ONEPASS=0; do
+        env $v timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1,16 2>&1 | tail -2 | sed "s/^/[gpt2 ${v:-default}] /"
+      done; done
+      timeout 90 python3 bench/peers/torch_compile_decode.py gpt2 1 > "$out/peer-compile-gpt2.log" 2>&1; grep ANCHOR "$out/peer-compile-gpt2.log" | cut -c1-200
+      timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1 2>&1 | tail -1 | sed "s/^/[gpt2 after] /" ;;
     strategies) bash "$0" prefill curve dp pack ;;
     compare)
       # The build from before a restructuring (unpacked from .device/old.tgz: its dist/ and addon) against

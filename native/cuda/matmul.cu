@@ -466,9 +466,25 @@ void launch_gemv_v(const Args& a, const void* nw = nullptr, float eps = 0.f, con
 // 81.6 -> 87.3% of the copy rate, 1x4096x11008 71.2 -> 88.7% (S13-4). At N >= 6144 SEL 2 loses (1x22016x4096
 // 90.5 -> 73.0%: four blocks an SM of hinted loads), and SEL 0, the plain load (path 4), is slower at N = 4096.
 constexpr int64_t kRunTimeLoadRows = 6144;
+// A plain or post-norm product whose blocks all fit one wave with one block an SM (GPT-2's down projection: 96
+// blocks of 8 rows, K 3072, each warp 12 chunks in 3 passes of 4) loads each warp's whole K range in one pass of
+// 12 (gemv_kernel's UNROLL; under frozen weights all of it before the PDL wait), so the chain of dependent passes
+// is paid once; 128 registers, which a grid this short can afford. The chunks are summed in the same order: the
+// same bits. GPT-2 decode at batch 1 +6% (S21-5, S21-6, bench/RESULTS.md); PARALLM_GEMV_ONEPASS=0 keeps it off.
+// (Larger grids keep unroll 4: deeper unrolls lost there, fewer blocks fitting an SM: S6-4, S6-5.)
+constexpr int kOnePassUnroll = 12;
+bool gemv_one_pass(const Args& a, int64_t blocks) {
+  static const bool on = env_not_off("PARALLM_GEMV_ONEPASS");
+  const int64_t per = ((int64_t(a.K) + 31) / 32 + mm::GEMV_WARPS - 1) / mm::GEMV_WARPS;
+  return on && blocks <= device_sms() && per > 4 && per <= kOnePassUnroll;
+}
 template <typename T, int HN, int NORM = mm::NORM_NONE, int EPI = mm::EPI_STORE, int POST = mm::NORM_NONE>
 void launch_register_gemv(const Args& a, int64_t w_rows, const void* nw = nullptr, float eps = 0.f,
                           const void* nb = nullptr, void* hout = nullptr, unsigned* counter = nullptr) {
+  if constexpr (HN == 1 && NORM == mm::NORM_NONE && EPI == mm::EPI_STORE) {
+    if (w_rows < kRunTimeLoadRows && gemv_one_pass(a, (int64_t(a.N) + 7) / 8))
+      return launch_gemv_v<T, 1, kOnePassUnroll, 2, NORM, EPI, POST>(a, nw, eps, nb, hout, counter);
+  }
   if (w_rows < kRunTimeLoadRows) return launch_gemv_v<T, HN, 4, 2, NORM, EPI, POST>(a, nw, eps, nb, hout, counter);
   launch_gemv_v<T, HN, 4, 1, NORM, EPI, POST>(a, nw, eps, nb, hout, counter);
 }

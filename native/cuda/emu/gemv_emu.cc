@@ -82,14 +82,18 @@ static bool one(int M, int N, int K, int grid, bool bias_on, float alpha, float 
   if (NW != mm::GEMV_WARPS) return ok;  // (16 warps split K otherwise: other sums)
   // The register kernel, both load forms (and, plain, on 16 rows a block; and the run-time form with its first
   // pass loaded before the PDL wait, WPRE): the pipelined kernel's bits (the same K split and order).
-  for (int sel = 0; sel < 4; ++sel) {
-    if (norm && sel == 2) continue;
+  // sel 4 and 5: the plain product in one pass of 12 chunks a warp (matmul.cu's gemv_one_pass), loaded after and
+  // before the PDL wait.
+  for (int sel = 0; sel < 6; ++sel) {
+    if (norm && (sel == 2 || sel >= 4)) continue;
     std::vector<bf16> R = C0;
     emu_launch(unsigned(sel == 2 ? (N + 15) / 16 : (N + 7) / 8), mm::GEMV_WARPS * 32, [&] {
       const bf16* b = bias_on ? B.data() : nullptr;
       const int nt = mm::gemvp_norm_threads(K);
       constexpr int kNone = mm::NORM_NONE, kStore = mm::EPI_STORE;
-      if (sel == 3 && norm)
+      if (sel == 5) mm::gemv_kernel<bf16, 1, 12, 2, kNone, kStore, kNone, true>(X.data(), W.data(), b, R.data(), M, N, K, alpha, beta, pair_ok);
+      else if (sel == 4) mm::gemv_kernel<bf16, 1, 12, 2>(X.data(), W.data(), b, R.data(), M, N, K, alpha, beta, pair_ok);
+      else if (sel == 3 && norm)
         mm::gemv_kernel<bf16, 1, 4, 1, mm::NORM_RMS, kStore, kNone, true>(X.data(), W.data(), b, R.data(), M, N, K, alpha, beta, pair_ok, 1, NW_.data(), eps, nt);
       else if (sel == 3) mm::gemv_kernel<bf16, 1, 4, 1, kNone, kStore, kNone, true>(X.data(), W.data(), b, R.data(), M, N, K, alpha, beta, pair_ok, 1);
       else if (sel == 2) mm::gemv_kernel<bf16, 2, 4, false>(X.data(), W.data(), b, R.data(), M, N, K, alpha, beta, pair_ok);
@@ -103,7 +107,9 @@ static bool one(int M, int N, int K, int grid, bool bias_on, float alpha, float 
     const double er = rel_error(R, ref);
     const bool okr = er <= 1e-2 && diff == 0;
     std::printf("  gemv (register, %s load)%s M%-2d N%-4d K%-5d: rel. error %.2e, %zu elements differ from the pipelined kernel %s\n",
-                sel == 3 ? "run-time, first pass before the wait" : sel == 2 ? "16 rows a block, plain" : sel ? "run-time" : "plain", norm ? " (rmsnorm)" : "", M, N, K, er,
+                sel == 5 ? "hinted, one pass of 12, first pass before the wait" : sel == 4 ? "hinted, one pass of 12"
+                : sel == 3 ? "run-time, first pass before the wait" : sel == 2 ? "16 rows a block, plain" : sel ? "run-time" : "plain",
+                norm ? " (rmsnorm)" : "", M, N, K, er,
                 diff, okr ? "ok" : "FAIL");
     ok &= okr;
   }
@@ -282,6 +288,7 @@ static bool post_norm(int M, int N, int K, bool ln, bool sel) {
     for (int n = 0; n < N; ++n)
       hr[size_t(m) * N + n] = (xr[size_t(m) * N + n] - mean) * rstd * __bfloat162float(G[n]) + (ln ? __bfloat162float(Bt[n]) : 0.);
   }
+  const std::vector<bf16> C0 = C;
   unsigned counter = 0;
   const int nt = mm::gemvp_norm_threads(N), pair_ok = N % 2 == 0;
   emu_launch(unsigned((N + 7) / 8), mm::GEMV_WARPS * 32, [&] {
@@ -294,6 +301,19 @@ static bool post_norm(int M, int N, int K, bool ln, bool sel) {
     else
       mm::gemv_kernel<bf16, 1, 4, false, mm::NORM_NONE, mm::EPI_STORE, mm::NORM_RMS>(X.data(), W.data(), B.data(), C.data(), M, N, K, 1.f, 1.f, pair_ok, 0, G.data(), 1e-5f, nt, nullptr, 0, H.data(), &counter);
   });
+  // The same in one pass of 12 chunks a warp with them loaded before the PDL wait (matmul.cu's gemv_one_pass, GPT-2's
+  // down projection): C and h bit for bit.
+  std::vector<bf16> C3 = C0, H3(H.size(), __float2bfloat16_rn(NAN));
+  unsigned counter3 = 0;
+  emu_launch(unsigned((N + 7) / 8), mm::GEMV_WARPS * 32, [&] {
+    if (ln)
+      mm::gemv_kernel<bf16, 1, 12, 2, mm::NORM_NONE, mm::EPI_STORE, mm::NORM_LN, true>(X.data(), W.data(), B.data(), C3.data(), M, N, K, 1.f, 1.f, pair_ok, 0, G.data(), 1e-5f, nt, Bt.data(), 0, H3.data(), &counter3);
+    else
+      mm::gemv_kernel<bf16, 1, 12, 2, mm::NORM_NONE, mm::EPI_STORE, mm::NORM_RMS, true>(X.data(), W.data(), B.data(), C3.data(), M, N, K, 1.f, 1.f, pair_ok, 0, G.data(), 1e-5f, nt, nullptr, 0, H3.data(), &counter3);
+  });
+  bool same12 = counter3 == 0;
+  for (size_t i = 0; i < C.size(); ++i) same12 &= std::memcmp(&C[i], &C3[i], sizeof(bf16)) == 0;
+  for (size_t i = 0; i < H.size(); ++i) same12 &= std::memcmp(&H[i], &H3[i], sizeof(bf16)) == 0;
   const double ex = rel_error(C, xr), eh = rel_error(H, hr);
   // h bit for bit as the norm computes it from C read back (the epilogue's form for M * N > kPostRows:
   // gemv_rows_stats over C, gemv_norm_pack), whichever form the kernel took.
@@ -304,9 +324,10 @@ static bool post_norm(int M, int N, int K, bool ln, bool sel) {
   });
   bool same = true;
   for (size_t i = 0; i < H.size(); ++i) same &= std::memcmp(&H[i], &H2[i], sizeof(bf16)) == 0;
-  const bool ok = ex <= 1e-2 && eh <= 1e-2 && counter == 0 && same;
-  std::printf("  gemv (register, residual, then %s, %s load) M%-2d N%-4d K%-5d: rel. error x %.2e, h %.2e (%s the norm from C), counter %u %s\n",
-              ln ? "layernorm" : "rmsnorm", sel ? "run-time" : "plain", M, N, K, ex, eh, same ? "=" : "!=", counter, ok ? "ok" : "FAIL");
+  const bool ok = ex <= 1e-2 && eh <= 1e-2 && counter == 0 && same && same12;
+  std::printf("  gemv (register, residual, then %s, %s load) M%-2d N%-4d K%-5d: rel. error x %.2e, h %.2e (%s the norm from C), counter %u, one pass of 12 %s %s\n",
+              ln ? "layernorm" : "rmsnorm", sel ? "run-time" : "plain", M, N, K, ex, eh, same ? "=" : "!=", counter,
+              same12 ? "the same bits" : "DIFFERS", ok ? "ok" : "FAIL");
   return ok;
 }
 
