@@ -470,7 +470,7 @@ constexpr int64_t kRunTimeLoadRows = 6144;
 // blocks of 8 rows, K 3072, each warp 12 chunks in 3 passes of 4) loads each warp's whole K range in one pass of
 // 12 (gemv_kernel's UNROLL; under frozen weights all of it before the PDL wait), so the chain of dependent passes
 // is paid once; 128 registers, which a grid this short can afford. The chunks are summed in the same order: the
-// same bits. GPT-2 decode at batch 1 +6% (S21-5, S21-6, bench/RESULTS.md); PARALLM_GEMV_ONEPASS=0 keeps it off.
+// same bits. GPT-2 decode at batch 1 +2-6% (S21-5 … S21-7, bench/RESULTS.md); PARALLM_GEMV_ONEPASS=0 keeps it off.
 // (Larger grids keep unroll 4: deeper unrolls lost there, fewer blocks fitting an SM: S6-4, S6-5.)
 constexpr int kOnePassUnroll = 12;
 bool gemv_one_pass(const Args& a, int64_t blocks) {
