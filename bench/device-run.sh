@@ -1337,6 +1337,13 @@ for p in "${parts[@]}"; do
       done; done
       timeout 90 python3 bench/peers/torch_compile_decode.py gpt2 1 > "$out/peer-compile-gpt2.log" 2>&1; grep ANCHOR "$out/peer-compile-gpt2.log" | cut -c1-200
       timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1 2>&1 | tail -1 | sed "s/^/[gpt2 after] /" ;;
+    s22-b)
+      # Written in the eighteenth session for the next: the W-as-A tile's K slices at 16 rows (S21-1: 7B's out projection
+      # at 59% of the copy rate in 4 slices, then a reduce with the norm), graph-timed at each forced count beside a copy
+      # of the same bytes; no build needed.
+      for k in auto 1 2 3 4 6 8; do
+        timeout 120 node dist/cli/index.js bench kernels --filter 16x4096x4096 16x4096x11008 16x12288x4096 16x22016x4096 --split-k $k 2>&1 | grep -E "^ +[a-z].*16x" | sed "s/^/[split-k $k] /"
+      done ;;
     strategies) bash "$0" prefill curve dp pack ;;
     compare)
       # The build from before a restructuring (unpacked from .device/old.tgz: its dist/ and addon) against
