@@ -141,9 +141,9 @@ int gemv_prefetch(int64_t w_bytes) {
 // pdl.cuh's contract, which is why it takes the caller's word: within decode no kernel writes a weight, and the
 // only kernel a PDL launch can overlap is the one just before it (every kernel here triggers after its own wait),
 // itself decode's. S20-5: 7B decode at batch 1 +3.5%, GPT-2 +10-15%. PARALLM_GEMV_WPRE=0 keeps it off even then.
-int gemv_wpre() {
+bool gemv_wpre() {
   static const bool allowed = env_not_off("PARALLM_GEMV_WPRE");
-  return allowed && frozen_weights() ? 1 : 0;
+  return allowed && frozen_weights();
 }
 // The register GEMV lets the next kernel launch after its PDL wait (as the sm90 tiles and the small kernels do: at
 // most one kernel parked behind it); PARALLM_GEMV_TRIGGER_LATE=0, at its start, as before the sixteenth session

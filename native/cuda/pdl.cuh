@@ -12,8 +12,10 @@
 //     (a training step's AdamW, then a batch-1 matmul) stay correct. The other is taken on the caller's
 //     word: under decode's frozen weights (core/runtime.h's frozen_weights, set by src/runtime.ts's
 //     withFrozenWeights) the register GEMV loads its first pass of W before the wait (its WPRE instance,
-//     matmul.cu's gemv_wpre). A PDL launch overlaps only the kernel just before it (every kernel here
-//     triggers after its own wait), and no decode kernel writes a weight;
+//     matmul.cu's gemv_wpre), and the plain fused decode attention its first cached keys below the new
+//     position (decode_split's PRE instance, attention.cu's attn_pre). A PDL launch overlaps only the kernel
+//     just before it (every kernel here triggers after its own wait), no decode kernel writes a weight, and
+//     the one before that attention (the qkv projection) writes no cache row;
 //   - pdl_trigger() may come anywhere: it only lets the next PDL kernel's blocks start early. The next
 //     grid starts only once every block of this one has triggered (so all of them are resident), which
 //     is why blocks parked in a wait can never keep an earlier kernel's blocks off the SMs.
@@ -23,7 +25,8 @@
 // then trigger, with no prefetch (prefetches there cost decode 3-13%, S19-1 ... S19-4; their first weights loaded
 // before the wait gained nothing, S20-4); the small decode kernels (norms, rope + KV write, decode attention, adds,
 // activations, the embedding, the peer all-reduce, the split-K reduces) begin with pdl_begin: for them PDL only
-// hides the launch, and they launch with it only at PARALLM_PDL=2 (launch.cuh; the reduces with their tile). On
+// hides the launch, and they launch with it only at PARALLM_PDL=2 (launch.cuh; the reduces with their tile),
+// except decode attention's PRE instance, which loads before its wait and so launches with it at level 1. On
 // the host emulation (native/cuda/emu, no __CUDA_ARCH__) all of these are no-ops.
 #pragma once
 #include <cstdint>
