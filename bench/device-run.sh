@@ -1344,6 +1344,51 @@ for p in "${parts[@]}"; do
       for k in auto 1 2 3 4 6 8; do
         timeout 120 node dist/cli/index.js bench kernels --filter 16x4096x4096 16x4096x11008 16x12288x4096 16x22016x4096 --split-k $k 2>&1 | grep -E "^ +[a-z].*16x" | sed "s/^/[split-k $k] /"
       done ;;
+    s22-c)
+      # (Its knobs are on the branch wip/s22-experiments only: measured even or worse, S22-3, and removed.)
+      # Nineteenth session: the W-as-A tile with a shallower ring (PARALLM_WTILE_RING, KiB) so its blocks can start
+      # beside the kernel before, its first lap of weight boxes before the PDL wait under frozen weights
+      # (PARALLM_WTILE_PRE=1), and one L1 / shared split for every kernel (PARALLM_CARVEOUT=100). The W-as-A GPU
+      # tests under the first two, then 7B decode at batch 16 under each, alternating with the default.
+      PARALLM_WTILE_PRE=1 PARALLM_WTILE_RING=64 timeout 200 vitest run test/gpu/kernels.gpu.test.ts -t "W-as-A" > "$out/gpu-s22c.log" 2>&1; echo "vitest rc=$?"; grep -E "×|Test Files|Tests " "$out/gpu-s22c.log" | head -20
+      for v in "" "PARALLM_WTILE_RING=96" "PARALLM_WTILE_RING=96 PARALLM_WTILE_PRE=1" "PARALLM_WTILE_RING=96 PARALLM_WTILE_PRE=1 PARALLM_CARVEOUT=100" \
+               "" "PARALLM_WTILE_PRE=1" "PARALLM_WTILE_RING=64 PARALLM_WTILE_PRE=1 PARALLM_CARVEOUT=100" "PARALLM_CARVEOUT=100"; do
+        env $v timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 16 2>&1 | tail -1 | sed "s/^/[7b b16 ${v:-default}] /"
+      done
+      for r in 1 2; do
+        timeout 60 node dist/cli/index.js bench kernels --filter "gemv 1x4096x4096" "gemv 1x11008x4096" 2>&1 | grep -E "^gemv " | sed "s/^/[k$r] /"
+      done ;;
+    s22-d)
+      # (PARALLM_DECODE_L2PF is on the branch wip/s22-experiments only: it lost, S22-6, and was removed.)
+      # Nineteenth session: decode attention's cache rows read with ld.global.cs (evicted first), and the out
+      # projection's weight asked of L2 while the attention runs (PARALLM_DECODE_L2PF=<parts>,<fraction>: S22's
+      # PARALLM_DECODE_SKIP=attn put decode attention at ~12% of 7B's batch-16 step, at ~2.6 TB/s). The GPU tests of
+      # both, then the build before (.device/old.tgz) against this one, and this one under each prefetch.
+      timeout 200 vitest run test/gpu/decode.gpu.test.ts > "$out/gpu-s22d.log" 2>&1; echo "vitest rc=$?"; grep -E "×|Test Files|Tests |Duration" "$out/gpu-s22d.log" | head -20
+      timeout 100 vitest run test/gpu/kernels.gpu.test.ts -t "l2Prefetch|decode attention|attention_decode|rope" > "$out/gpu-s22d-k.log" 2>&1; echo "vitest rc=$?"; grep -E "×|Test Files|Tests |Duration" "$out/gpu-s22d-k.log" | head -20
+      mkdir -p /tmp/old && tar -xzf .device/old.tgz -C /tmp/old && ln -sfn "$PWD/node_modules" /tmp/old/node_modules
+      for r in 1 2; do for b in old new; do
+        [ $b = old ] && cli=/tmp/old/dist/cli/index.js || cli=dist/cli/index.js
+        timeout 40 node $cli bench generate --model gpt2 --batch 1,16 2>&1 | tail -2 | sed "s/^/[gpt2 $b] /"
+        timeout 60 node $cli bench generate --model llama-2-7b --batch 1,16 2>&1 | tail -2 | sed "s/^/[7b $b] /"
+      done; done
+      for r in 1 2; do for v in "" 1,1 4,0.5 4,0.25 1,0.5; do
+        env ${v:+PARALLM_DECODE_L2PF=$v} timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16 2>&1 | tail -2 | sed "s/^/[7b l2pf=${v:-none}] /"
+      done; done ;;
+    s22-e)
+      # (-DPARALLM_GEMV_EVICT_FIRST is on the branch wip/s22-experiments only: even, S22-10, and removed.)
+      # Nineteenth session, last call: every single-GPU test on main's build (decode attention's cache rows read with
+      # ld.global.cs); then that build against one whose GEMV marks its weight lines evict-first in L2 (.device/b.txz:
+      # the same sources built with -DPARALLM_GEMV_EVICT_FIRST), alternating, and that one's GEMV tests.
+      timeout 260 vitest run test/gpu > "$out/gpu-s22e.log" 2>&1; echo "vitest rc=$?"; grep -E "×|Test Files|Tests |Duration" "$out/gpu-s22e.log" | head -30
+      mkdir -p /tmp/b && cp -r dist package.json assets /tmp/b/ && tar -xJf .device/b.txz -C /tmp/b && ln -sfn "$PWD/node_modules" /tmp/b/node_modules
+      for r in 1 2; do for b in main evict; do
+        [ $b = main ] && cli=dist/cli/index.js || cli=/tmp/b/dist/cli/index.js
+        timeout 40 node $cli bench generate --model gpt2 --batch 1,16 2>&1 | tail -2 | sed "s/^/[gpt2 $b] /"
+        timeout 60 node $cli bench generate --model llama-2-7b --batch 1,16 2>&1 | tail -2 | sed "s/^/[7b $b] /"
+      done; done
+      cp /tmp/b/build/Release/parallm.node build/Release/parallm.node  # (last: this call's main build is done with)
+      timeout 60 vitest run test/gpu/kernels.gpu.test.ts -t "GEMV|gemv" > "$out/gpu-s22e-b.log" 2>&1; echo "vitest (evict) rc=$?"; grep -E "×|Test Files|Tests " "$out/gpu-s22e-b.log" | head ;;
     strategies) bash "$0" prefill curve dp pack ;;
     compare)
       # The build from before a restructuring (unpacked from .device/old.tgz: its dist/ and addon) against

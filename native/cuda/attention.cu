@@ -231,11 +231,17 @@ template <typename T>
 struct Raw8 {
   static constexpr int W = sizeof(T) == 2 ? 1 : 2;
   uint4 u[W];
-  template <bool ALIGNED>
+  // STREAM: data read once (decode's cached keys and values, each row once a step): ld.global.cs, cached to be
+  // evicted first, where the read-only path (__ldg) held the rows like any other line. S22-8 (bench/RESULTS.md):
+  // 7B decode at batch 1 +4%, GPT-2 at batch 16 +6-13%, the rest even; the same values, so the same bits.
+  template <bool ALIGNED, bool STREAM = false>
   __device__ __forceinline__ void load(const T* p, bool ok, int nvalid) {
     if constexpr (ALIGNED) {
 #pragma unroll
-      for (int i = 0; i < W; ++i) u[i] = ok ? __ldg(reinterpret_cast<const uint4*>(p) + i) : make_uint4(0, 0, 0, 0);
+      for (int i = 0; i < W; ++i) {
+        const uint4* a = reinterpret_cast<const uint4*>(p) + i;
+        u[i] = !ok ? make_uint4(0, 0, 0, 0) : STREAM ? __ldcs(a) : __ldg(a);
+      }
     } else {
       T* e = reinterpret_cast<T*>(u);
 #pragma unroll
@@ -411,8 +417,8 @@ decode_split(const T* __restrict__ q, const T* __restrict__ k, const T* __restri
 #pragma unroll
     for (int u = 0; u < kDecU; ++u) {
       const bool ok = active && j0 + u < s1p;
-      kk0[u].template load<ALIGNED>(kp + int64_t(j0 + u) * kvts, ok, nvalid);
-      vv0[u].template load<ALIGNED>(vp + int64_t(j0 + u) * kvts, ok, nvalid);
+      kk0[u].template load<ALIGNED, true>(kp + int64_t(j0 + u) * kvts, ok, nvalid);
+      vv0[u].template load<ALIGNED, true>(vp + int64_t(j0 + u) * kvts, ok, nvalid);
     }
     pdl_wait();
     pdl_trigger();
@@ -504,8 +510,8 @@ decode_split(const T* __restrict__ q, const T* __restrict__ k, const T* __restri
     for (int u = 0; u < kDecU; ++u) {
       if (j0 + u < old) continue;
       const bool ok = active && j0 + u < s1;
-      kk0[u].template load<ALIGNED>(kp + int64_t(j0 + u) * kvts, ok, nvalid);
-      vv0[u].template load<ALIGNED>(vp + int64_t(j0 + u) * kvts, ok, nvalid);
+      kk0[u].template load<ALIGNED, true>(kp + int64_t(j0 + u) * kvts, ok, nvalid);
+      vv0[u].template load<ALIGNED, true>(vp + int64_t(j0 + u) * kvts, ok, nvalid);
     }
     decode_keys<T, GS, HPB>(qr, m, l, acc, kk0, vv0, j0, s1, nh);
     first += NG * kDecU;
@@ -516,8 +522,8 @@ decode_split(const T* __restrict__ q, const T* __restrict__ k, const T* __restri
 #pragma unroll
     for (int u = 0; u < kDecU; ++u) {
       bool ok = active && j0 + u < s1;
-      kk[u].template load<ALIGNED>(kp + int64_t(j0 + u) * kvts, ok, nvalid);
-      vv[u].template load<ALIGNED>(vp + int64_t(j0 + u) * kvts, ok, nvalid);
+      kk[u].template load<ALIGNED, true>(kp + int64_t(j0 + u) * kvts, ok, nvalid);
+      vv[u].template load<ALIGNED, true>(vp + int64_t(j0 + u) * kvts, ok, nvalid);
     }
     decode_keys<T, GS, HPB>(qr, m, l, acc, kk, vv, j0, s1, nh);
   }

@@ -71,6 +71,7 @@ inline float __shfl_sync(unsigned, float v, int src) {
 }
 template <class T> inline T __ldg(const T* p) { return *p; }
 template <class T> inline T __ldcg(const T* p) { return *p; }
+template <class T> inline T __ldcs(const T* p) { return *p; }
 inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
 inline unsigned atomicAdd(unsigned* p, unsigned v) { return std::atomic_ref<unsigned>(*p).fetch_add(v); }
 // (nvcc's cuda_runtime.h takes a kernel itself; the host compiler sees only the const void* form)
