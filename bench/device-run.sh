@@ -1389,6 +1389,17 @@ for p in "${parts[@]}"; do
       done; done
       cp /tmp/b/build/Release/parallm.node build/Release/parallm.node  # (last: this call's main build is done with)
       timeout 60 vitest run test/gpu/kernels.gpu.test.ts -t "GEMV|gemv" > "$out/gpu-s22e-b.log" 2>&1; echo "vitest (evict) rc=$?"; grep -E "×|Test Files|Tests " "$out/gpu-s22e-b.log" | head ;;
+    s23-b)
+      # Written in the nineteenth session for the next: 7B decode against compiled PyTorch with the peer run twice at
+      # batch 1 and 16 (S22-7 and S22-9 found it at 172.1 and 201.3 at batch 1 on the same machine kind), parallm
+      # before, between and after: the floors' ratios with the peer's own spread beside them.
+      for b in 1 16; do timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch $b 2>&1 | tail -1 | sed "s/^/[7b b$b, before] /"; done
+      for r in 1 2; do
+        for b in 1 16; do
+          timeout 200 python3 bench/peers/torch_compile_decode.py llama $b > "$out/peer-s23b-$r-$b.log" 2>&1; grep ANCHOR "$out/peer-s23b-$r-$b.log" | cut -c1-200
+        done
+        for b in 1 16; do timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch $b 2>&1 | tail -1 | sed "s/^/[7b b$b, after peer round $r] /"; done
+      done ;;
     strategies) bash "$0" prefill curve dp pack ;;
     compare)
       # The build from before a restructuring (unpacked from .device/old.tgz: its dist/ and addon) against
