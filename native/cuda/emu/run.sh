@@ -1,16 +1,35 @@
 #!/usr/bin/env bash
-# Build and run the host emulation of the attention kernels, the pipelined GEMV, the training kernels and the
-# persistent decode layer
+# Build and run the host emulation of the Hopper matmul tiles, the attention kernels, the pipelined GEMV, the
+# training kernels and the persistent decode layer
 # (emu.h; no GPU needed): copies the kernel headers of native/cuda beside this directory's stand-in
 # mma_ptx.cuh (inline PTX cannot run on a CPU; the one other asm, ex2.approx, becomes exp2f), compiles
 # with g++ and the CUDA headers, runs.
-#   bash native/cuda/emu/run.sh [kernels|training]   (a few minutes on 2 cores; `kernels`: skip the attention
-#   stage; `training`: only the stage of the .cu files rewritten by rewrite.py, as test/unit/kernels-emu.test.ts runs it)
+#   bash native/cuda/emu/run.sh [kernels|training|tiles]   (a few minutes on 2 cores; `kernels`: skip the attention
+#   and tiles stages; `training`: only the stage of the .cu files rewritten by rewrite.py, as
+#   test/unit/kernels-emu.test.ts runs it; `tiles`: only the Hopper matmul tiles, as test/unit/tiles-emu.test.ts does)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cuda=${CUDA_HOME:-/usr/local/cuda}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+
+# The Hopper matmul tiles (matmul_sm90.cuh, matmul_sm90_wtile.cuh) beside the stand-ins sm90_common.cuh and
+# matmul_wgmma_op.cuh; their PTX-only asm statements (fences, wgmma fence / commit / wait, setmaxnreg, the empty
+# asm that pins accumulators: ordering and register hints the emulation has no use for) become empty statements. `tiles`: only this stage.
+if [ -z "${1:-}" ] || [ "${1:-}" = tiles ]; then
+  mkdir -p "$tmp"/t
+  cp "$here"/../matmul_sm90.cuh "$here"/../matmul_sm90_wtile.cuh "$here"/../matmul_common.cuh "$here"/../common.cuh \
+     "$here"/../pdl.cuh "$here"/emu.h "$here"/sm90_common.cuh "$here"/matmul_wgmma_op.cuh "$here"/tiles_emu.cc "$tmp"/t/
+  perl -0pi -e 's/asm volatile\("(?:fence|wgmma|setmaxnreg)\.[^"]*"(?:\s*:::\s*"memory")?\);/;/g;
+                s/asm volatile\(""\s*:\s*"\+f"\([^;]*?\)\s*::\s*"memory"\);/;/g' \
+    "$tmp"/t/matmul_sm90.cuh "$tmp"/t/matmul_sm90_wtile.cuh
+  if grep -n 'asm volatile("[^"]' "$tmp"/t/matmul_sm90.cuh "$tmp"/t/matmul_sm90_wtile.cuh; then
+    echo "run.sh: a PTX asm statement above has no emulated form" >&2; exit 1
+  fi
+  g++ -std=c++20 -O2 -pthread -Wno-psabi -I"$cuda"/include -I"$tmp"/t "$tmp"/t/tiles_emu.cc -o "$tmp"/t/tiles_emu
+  "$tmp"/t/tiles_emu
+  [ "${1:-}" = tiles ] && exit 0
+fi
 cp "$here"/../attention_prefill_mma.cuh "$here"/../attention_backward_mma.cuh "$here"/../attention_backward.cuh \
    "$here"/../common.cuh "$here"/../pdl.cuh "$here"/emu.h "$here"/mma_ptx.cuh "$here"/attention_ref.h "$here"/attention_emu.cc "$tmp"/
 perl -0pi -e 's/float y;\s*asm\("ex2\.approx\.ftz\.f32 %0, %1;" : "=f"\(y\) : "f"\(x\)\);\s*return y;/return exp2f(x);/' \
