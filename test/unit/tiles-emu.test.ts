@@ -1,9 +1,10 @@
 // The Hopper matmul tiles themselves (native/cuda/matmul_sm90.cuh: the 64- and 128-row tiles with every
-// transpose and the TMA store of C; matmul_sm90_wtile.cuh: the W-as-A tile decode takes at 9-64 rows) run on the
+// transpose and the TMA store of C; matmul_sm90_wtile.cuh: the W-as-A tile decode takes at 9-64 rows), and the
+// Hopper prefill attention (attention_prefill_sm90.cuh, with its register-A wgmmas and ping-pong barriers), run on the
 // CPU through the host emulation of native/cuda/emu (run.sh's `tiles` stage: tiles_emu.cc beside the stand-ins
 // sm90_common.cuh, for mbarriers and the TMA with its 128-byte swizzle, and matmul_wgmma_op.cuh, for the wgmmas'
 // shared-memory descriptors), against float64 with C poisoned first: tile edges, K tails, K slices through
-// splitk_reduce, grids smaller than the work. Needs g++, perl and the CUDA headers (the development machine and
+// splitk_reduce, grids smaller than the work. Needs g++, perl, python3 and the CUDA headers (the development machine and
 // CI have them); skipped, and says so, where they are missing. The GPU runs the same kernels in
 // test/gpu/kernels.gpu.test.ts and decode.gpu.test.ts.
 import { spawnSync } from 'node:child_process';
@@ -14,11 +15,11 @@ import { describe, expect, it } from 'vitest';
 
 const cuda = process.env.CUDA_HOME ?? '/usr/local/cuda';
 const have = (cmd: string) => spawnSync(cmd, ['--version']).status === 0;
-const tools = have('g++') && have('perl') && existsSync(join(cuda, 'include', 'cuda.h'));
-if (!tools) console.warn('tiles-emu: skipped (needs g++, perl and the CUDA headers)');
+const tools = have('g++') && have('perl') && have('python3') && existsSync(join(cuda, 'include', 'cuda.h'));
+if (!tools) console.warn('tiles-emu: skipped (needs g++, perl, python3 and the CUDA headers)');
 
-describe.skipIf(!tools)('the sm90 matmul tiles on the host emulation', () => {
-  it('the W-as-A, 64-row and 128-row tiles against float64', () => {
+describe.skipIf(!tools)('the sm90 matmul tiles and prefill attention on the host emulation', () => {
+  it('the W-as-A, 64-row and 128-row tiles and the prefill attention against float64', () => {
     const script = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'native', 'cuda', 'emu', 'run.sh');
     const run = spawnSync('bash', [script, 'tiles'], { encoding: 'utf8' });
     const out = `${run.stdout}${run.stderr}`;
@@ -29,5 +30,7 @@ describe.skipIf(!tools)('the sm90 matmul tiles on the host emulation', () => {
     // every transpose of the 64- and 128-row tiles, three of them storing C through the TMA
     expect(out.match(/-row tile, .* ok$/gm)?.length ?? 0, out).toBe(8);
     expect(out.match(/C by the TMA .* ok$/gm)?.length ?? 0, out).toBe(3);
+    // the Hopper prefill attention: plain, overlapped, with the ping-pong, and at D 64, against float64 (out and lse)
+    expect(out.match(/prefill_sm90 .* ok$/gm)?.length ?? 0, out).toBe(4);
   }, 300_000);
 });

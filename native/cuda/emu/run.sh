@@ -1,21 +1,23 @@
 #!/usr/bin/env bash
-# Build and run the host emulation of the Hopper matmul tiles, the attention kernels, the pipelined GEMV, the
-# training kernels and the persistent decode layer
+# Build and run the host emulation of the Hopper matmul tiles and prefill attention, the attention kernels, the
+# pipelined GEMV, the training kernels and the persistent decode layer
 # (emu.h; no GPU needed): copies the kernel headers of native/cuda beside this directory's stand-in
 # mma_ptx.cuh (inline PTX cannot run on a CPU; the one other asm, ex2.approx, becomes exp2f), compiles
 # with g++ and the CUDA headers, runs.
 #   bash native/cuda/emu/run.sh [kernels|training|tiles]   (a few minutes on 2 cores; `kernels`: skip the attention
 #   and tiles stages; `training`: only the stage of the .cu files rewritten by rewrite.py, as
-#   test/unit/kernels-emu.test.ts runs it; `tiles`: only the Hopper matmul tiles, as test/unit/tiles-emu.test.ts does)
+#   test/unit/kernels-emu.test.ts runs it; `tiles`: only the Hopper matmul tiles and prefill attention, as
+#   test/unit/tiles-emu.test.ts does)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cuda=${CUDA_HOME:-/usr/local/cuda}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-# The Hopper matmul tiles (matmul_sm90.cuh, matmul_sm90_wtile.cuh) beside the stand-ins sm90_common.cuh and
-# matmul_wgmma_op.cuh; their PTX-only asm statements (fences, wgmma fence / commit / wait, setmaxnreg, the empty
-# asm that pins accumulators: ordering and register hints the emulation has no use for) become empty statements. `tiles`: only this stage.
+# The Hopper matmul tiles (matmul_sm90.cuh, matmul_sm90_wtile.cuh), then the Hopper prefill attention, beside the
+# stand-ins sm90_common.cuh and matmul_wgmma_op.cuh; their PTX-only asm statements (fences, wgmma fence / commit /
+# wait, setmaxnreg, the empty asm that pins accumulators: ordering and register hints the emulation has no use
+# for) become empty statements. `tiles`: only this stage.
 if [ -z "${1:-}" ] || [ "${1:-}" = tiles ]; then
   mkdir -p "$tmp"/t
   cp "$here"/../matmul_sm90.cuh "$here"/../matmul_sm90_wtile.cuh "$here"/../matmul_common.cuh "$here"/../common.cuh \
@@ -28,6 +30,27 @@ if [ -z "${1:-}" ] || [ "${1:-}" = tiles ]; then
   fi
   g++ -std=c++20 -O2 -pthread -Wno-psabi -I"$cuda"/include -I"$tmp"/t "$tmp"/t/tiles_emu.cc -o "$tmp"/t/tiles_emu
   "$tmp"/t/tiles_emu
+  # The Hopper prefill attention: its PTX helpers (the wgmmas, the ping-pong's named barriers, the predicated
+  # arrival) spliced out for attn90_ops_emu.h and attn90_sync_emu.h; its launch and shared array as rewrite.py
+  # makes them; ex2 as exp2f.
+  mkdir -p "$tmp"/a/cuda
+  ln -s "$here"/../../core "$tmp"/a/core
+  cp "$here"/../attention_prefill_sm90.cuh "$here"/../attention_prefill_mma.cuh "$here"/../common.cuh "$here"/../pdl.cuh \
+     "$here"/../check.h "$here"/../device_attr.cuh "$here"/emu.h "$here"/sm90_common.cuh "$here"/matmul_wgmma_op.cuh \
+     "$here"/mma_ptx.cuh "$here"/attention_ref.h "$here"/attn90_ops_emu.h "$here"/attn90_sync_emu.h "$here"/attn90_emu.cc \
+     "$here"/cuda_stubs.cc "$tmp"/a/cuda/
+  cd "$tmp"/a/cuda
+  perl -0pi -e 's/float y;\s*asm\("ex2\.approx\.ftz\.f32 %0, %1;" : "=f"\(y\) : "f"\(x\)\);\s*return y;/return exp2f(x);/' attention_prefill_mma.cuh
+  perl -0pi -e 's{// The wgmma shapes this kernel uses.*?\n(#endif\n\n// A consumer.s online softmax)}{#include "attn90_ops_emu.h"\n$1}s or die "run.sh: the wgmma helpers were not found\n";
+                s{(constexpr int kPpBar = 8;\n).*?void mbar_arrive_if\(.*?\n\}\n}{$1#include "attn90_sync_emu.h"\n}s or die "run.sh: the ping-pong helpers were not found\n";
+                s/asm volatile\("(?:fence|setmaxnreg)\.[^"]*"(?:\s*:::\s*"memory")?\);/;/g' attention_prefill_sm90.cuh
+  python3 "$here"/rewrite.py attention_prefill_sm90.cuh attention_prefill_sm90.cuh
+  if grep -n 'asm volatile("[^"]' attention_prefill_sm90.cuh; then
+    echo "run.sh: a PTX asm statement above has no emulated form" >&2; exit 1
+  fi
+  g++ -std=c++20 -O2 -pthread -Wno-psabi -I"$cuda"/include -I. attn90_emu.cc cuda_stubs.cc -o attn90_emu
+  ./attn90_emu
+  cd "$here"
   [ "${1:-}" = tiles ] && exit 0
 fi
 cp "$here"/../attention_prefill_mma.cuh "$here"/../attention_backward_mma.cuh "$here"/../attention_backward.cuh \

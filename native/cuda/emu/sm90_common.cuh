@@ -15,6 +15,7 @@
 // called).
 #pragma once
 #include <cuda.h>
+#include <cudaTypedefs.h>
 
 #include <barrier>
 #include <condition_variable>
@@ -38,7 +39,10 @@ alignas(1024) inline unsigned char s90_raw[232448];  // the tiles' `extern __sha
 
 namespace parallm::cuda::sm90 {
 
-inline unsigned char* emu_s90() { return parallm::cuda::mm::s90_raw; }
+// The running block's shared memory: mm::s90_raw (the matmul tiles), or the kernel's own array where run.sh's
+// rewrite made it a pointer (emu_s90_base set to it: the prefill attention's, into emu_dyn_smem).
+inline unsigned char* emu_s90_base = parallm::cuda::mm::s90_raw;
+inline unsigned char* emu_s90() { return emu_s90_base; }
 inline uint32_t s90_smem(const void* p) { return uint32_t(static_cast<const unsigned char*>(p) - emu_s90()); }
 
 inline std::atomic<int> emu_sm90_errors{0};
@@ -133,6 +137,41 @@ inline void tma_load_2d(uint32_t dst, const CUtensorMap* map, uint32_t bar, int 
       }
   emu_complete_tx(bar, e.box_inner * e.box_outer * e.esize);  // a box counts in full, zero-filled or not
 }
+// A 4-D tensor (the prefill attention's d, head, token, batch: element strides 1, then s[0..2] bytes) and its
+// box (b[0] of d, 128 bytes, by b[2] tokens; the head and batch boxes 1), in a CUtensorMap's bytes.
+struct EmuTensorMap4 {
+  unsigned char* base;
+  uint64_t dims[4], strides[3];
+  uint32_t box[4], esize;
+};
+static_assert(sizeof(EmuTensorMap4) <= sizeof(CUtensorMap));
+inline void emu_encode_4d(CUtensorMap* map, const void* p, const uint64_t (&dims)[4], const uint64_t (&strides)[3],
+                          const uint32_t (&box)[4], uint32_t esize = 2) {
+  std::memset(map, 0, sizeof *map);
+  EmuTensorMap4 e{static_cast<unsigned char*>(const_cast<void*>(p)), {}, {}, {}, esize};
+  for (int i = 0; i < 4; ++i) e.dims[i] = dims[i], e.box[i] = box[i];
+  for (int i = 0; i < 3; ++i) e.strides[i] = strides[i];
+  std::memcpy(map, &e, sizeof e);
+}
+inline void tma_load_4d(uint32_t dst, const CUtensorMap* map, uint32_t bar, int c0, int c1, int c2, int c3) {
+  EmuTensorMap4 e;
+  std::memcpy(&e, map, sizeof e);
+  if (e.box[0] * e.esize != 128 || e.box[1] != 1 || e.box[3] != 1) emu_sm90_error("a 4-D TMA box the emulation does not take", dst);
+  else if (dst % 1024) emu_sm90_error("a swizzled box not 1024-byte aligned", dst);
+  else
+    for (uint32_t r = 0; r < e.box[2]; ++r)
+      for (uint32_t c = 0; c < e.box[0]; ++c) {
+        const int64_t x = int64_t(c0) + c, h = c1, t = int64_t(c2) + r, b = c3;
+        unsigned char* d = emu_s90() + emu_swz128(dst + r * 128 + c * e.esize);
+        if (x >= 0 && h >= 0 && t >= 0 && b >= 0 && uint64_t(x) < e.dims[0] && uint64_t(h) < e.dims[1] &&
+            uint64_t(t) < e.dims[2] && uint64_t(b) < e.dims[3])
+          std::memcpy(d, e.base + uint64_t(x) * e.esize + uint64_t(h) * e.strides[0] + uint64_t(t) * e.strides[1] +
+                             uint64_t(b) * e.strides[2], e.esize);
+        else
+          std::memset(d, 0, e.esize);
+      }
+  emu_complete_tx(bar, e.box[0] * e.box[1] * e.box[2] * e.box[3] * e.esize);
+}
 inline void tma_store_2d(const CUtensorMap* map, uint32_t src, int c0, int c1) {
   EmuTensorMap e;
   std::memcpy(&e, map, sizeof e);
@@ -156,5 +195,8 @@ inline uint64_t s90_desc(uint32_t addr, uint32_t lbo, uint32_t sbo) {
   return uint64_t((addr & 0x3FFFF) >> 4) | (uint64_t((lbo >> 4) & 0x3FFF) << 16) |
          (uint64_t((sbo >> 4) & 0x3FFF) << 32) | (1ull << 62);
 }
+
+// (The host's encoder: none here, so the launchers' own map builders decline and tests encode with the above.)
+inline PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() { return nullptr; }
 
 }  // namespace parallm::cuda::sm90
