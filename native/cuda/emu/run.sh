@@ -14,20 +14,29 @@ cuda=${CUDA_HOME:-/usr/local/cuda}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
+# ex2.approx as exp2f in the files given (the one asm the kernels' arithmetic uses).
+ex2_as_exp2f() {
+  perl -0pi -e 's/float y;\s*asm\("ex2\.approx\.ftz\.f32 %0, %1;" : "=f"\(y\) : "f"\(x\)\);\s*return y;/return exp2f(x);/' "$@"
+}
+# The PTX-only asm statements of the sm90 kernels given (fences, wgmma fence / commit / wait, setmaxnreg, the empty
+# asm that pins accumulators: ordering and register hints the emulation has no use for) as empty statements; any
+# other asm left is an error.
+strip_ptx() {
+  perl -0pi -e 's/asm volatile\("(?:fence|wgmma|setmaxnreg)\.[^"]*"(?:\s*:::\s*"memory")?\);/;/g;
+                s/asm volatile\(""\s*:\s*"\+f"\([^;]*?\)\s*::\s*"memory"\);/;/g' "$@"
+  if grep -n 'asm volatile("[^"]' "$@"; then
+    echo "run.sh: a PTX asm statement above has no emulated form" >&2; exit 1
+  fi
+}
+
 # The Hopper matmul tiles (matmul_sm90.cuh, matmul_sm90_wtile.cuh), then the Hopper prefill attention, beside the
-# stand-ins sm90_common.cuh and matmul_wgmma_op.cuh; their PTX-only asm statements (fences, wgmma fence / commit /
-# wait, setmaxnreg, the empty asm that pins accumulators: ordering and register hints the emulation has no use
-# for) become empty statements. `tiles`: only this stage.
+# stand-ins sm90_common.cuh and matmul_wgmma_op.cuh, their PTX-only asm stripped (strip_ptx). `tiles`: only this
+# stage.
 if [ -z "${1:-}" ] || [ "${1:-}" = tiles ]; then
   mkdir -p "$tmp"/t
   cp "$here"/../matmul_sm90.cuh "$here"/../matmul_sm90_wtile.cuh "$here"/../matmul_common.cuh "$here"/../common.cuh \
      "$here"/../pdl.cuh "$here"/emu.h "$here"/sm90_common.cuh "$here"/matmul_wgmma_op.cuh "$here"/tiles_emu.cc "$tmp"/t/
-  perl -0pi -e 's/asm volatile\("(?:fence|wgmma|setmaxnreg)\.[^"]*"(?:\s*:::\s*"memory")?\);/;/g;
-                s/asm volatile\(""\s*:\s*"\+f"\([^;]*?\)\s*::\s*"memory"\);/;/g' \
-    "$tmp"/t/matmul_sm90.cuh "$tmp"/t/matmul_sm90_wtile.cuh
-  if grep -n 'asm volatile("[^"]' "$tmp"/t/matmul_sm90.cuh "$tmp"/t/matmul_sm90_wtile.cuh; then
-    echo "run.sh: a PTX asm statement above has no emulated form" >&2; exit 1
-  fi
+  strip_ptx "$tmp"/t/matmul_sm90.cuh "$tmp"/t/matmul_sm90_wtile.cuh
   g++ -std=c++20 -O2 -pthread -Wno-psabi -I"$cuda"/include -I"$tmp"/t "$tmp"/t/tiles_emu.cc -o "$tmp"/t/tiles_emu
   "$tmp"/t/tiles_emu
   # The Hopper prefill attention: its PTX helpers (the wgmmas, the ping-pong's named barriers, the predicated
@@ -40,14 +49,11 @@ if [ -z "${1:-}" ] || [ "${1:-}" = tiles ]; then
      "$here"/mma_ptx.cuh "$here"/attention_ref.h "$here"/attn90_ops_emu.h "$here"/attn90_sync_emu.h "$here"/attn90_emu.cc \
      "$here"/cuda_stubs.cc "$tmp"/a/cuda/
   cd "$tmp"/a/cuda
-  perl -0pi -e 's/float y;\s*asm\("ex2\.approx\.ftz\.f32 %0, %1;" : "=f"\(y\) : "f"\(x\)\);\s*return y;/return exp2f(x);/' attention_prefill_mma.cuh
+  ex2_as_exp2f attention_prefill_mma.cuh
   perl -0pi -e 's{// The wgmma shapes this kernel uses.*?\n(#endif\n\n// A consumer.s online softmax)}{#include "attn90_ops_emu.h"\n$1}s or die "run.sh: the wgmma helpers were not found\n";
-                s{(constexpr int kPpBar = 8;\n).*?void mbar_arrive_if\(.*?\n\}\n}{$1#include "attn90_sync_emu.h"\n}s or die "run.sh: the ping-pong helpers were not found\n";
-                s/asm volatile\("(?:fence|setmaxnreg)\.[^"]*"(?:\s*:::\s*"memory")?\);/;/g' attention_prefill_sm90.cuh
+                s{(constexpr int kPpBar = 8;\n).*?void mbar_arrive_if\(.*?\n\}\n}{$1#include "attn90_sync_emu.h"\n}s or die "run.sh: the ping-pong helpers were not found\n";' attention_prefill_sm90.cuh
   python3 "$here"/rewrite.py attention_prefill_sm90.cuh attention_prefill_sm90.cuh
-  if grep -n 'asm volatile("[^"]' attention_prefill_sm90.cuh; then
-    echo "run.sh: a PTX asm statement above has no emulated form" >&2; exit 1
-  fi
+  strip_ptx attention_prefill_sm90.cuh
   g++ -std=c++20 -O2 -pthread -Wno-psabi -I"$cuda"/include -I. attn90_emu.cc cuda_stubs.cc -o attn90_emu
   ./attn90_emu
   cd "$here"
@@ -55,8 +61,7 @@ if [ -z "${1:-}" ] || [ "${1:-}" = tiles ]; then
 fi
 cp "$here"/../attention_prefill_mma.cuh "$here"/../attention_backward_mma.cuh "$here"/../attention_backward.cuh \
    "$here"/../common.cuh "$here"/../pdl.cuh "$here"/emu.h "$here"/mma_ptx.cuh "$here"/attention_ref.h "$here"/attention_emu.cc "$tmp"/
-perl -0pi -e 's/float y;\s*asm\("ex2\.approx\.ftz\.f32 %0, %1;" : "=f"\(y\) : "f"\(x\)\);\s*return y;/return exp2f(x);/' \
-  "$tmp"/attention_prefill_mma.cuh
+ex2_as_exp2f "$tmp"/attention_prefill_mma.cuh
 grep -q 'return exp2f(x);' "$tmp"/attention_prefill_mma.cuh || { echo "run.sh: ex2 patch did not apply" >&2; exit 1; }
 [ -n "${1:-}" ] || g++ -std=c++20 -O2 -pthread -I"$cuda"/include -include "$tmp"/emu.h -I"$tmp" "$tmp"/attention_emu.cc -o "$tmp"/attention_emu
 [ -n "${1:-}" ] || "$tmp"/attention_emu
@@ -79,8 +84,7 @@ cp "$tmp"/attention_prefill_mma.cuh "$tmp"/attention_backward_mma.cuh "$tmp"/att
    "$tmp"/k/cuda/  # (the patched copies, and the stand-in mma_ptx.cuh)
 for f in norm elementwise activation rope kvcache embedding classifier optimizer softmax attention; do
   python3 "$here"/rewrite.py "$here"/../$f.cu "$tmp"/k/cuda/$f.cc
-  perl -0pi -e 's/float y;\s*asm\("ex2\.approx\.ftz\.f32 %0, %1;" : "=f"\(y\) : "f"\(x\)\);\s*return y;/return exp2f(x);/' \
-    "$tmp"/k/cuda/$f.cc
+  ex2_as_exp2f "$tmp"/k/cuda/$f.cc
   # (-fno-strict-aliasing: kernels read packed registers through element pointers, as nvcc allows)
   g++ -std=c++20 -O2 -fno-strict-aliasing -pthread -w -I"$cuda"/include -include "$tmp"/k/cuda/emu.h -c "$tmp"/k/cuda/$f.cc -o "$tmp"/k/$f.o &
   pids+=($!)
