@@ -1400,6 +1400,18 @@ for p in "${parts[@]}"; do
         done
         for b in 1 16; do timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch $b 2>&1 | tail -1 | sed "s/^/[7b b$b, after peer round $r] /"; done
       done ;;
+    s23-c)
+      # Written in the nineteenth session for the next (branch wip/gemv-xs): the one-row GEMV with X's row in shared
+      # memory and unroll 8 (PARALLM_GEMV_XS=1: twice the weight bytes in flight a warp at the same registers, 62-64
+      # with the pre-wait pass; S22-3 left 1x4096x4096 at 81% of the copy rate under every other switch). Its GPU
+      # tests (the GEMV kernels, and decode at batch 1 where qkv, out and down take it), then bench kernels and decode
+      # at batch 1 with it and without, alternating.
+      PARALLM_GEMV_XS=1 timeout 240 vitest run test/gpu/kernels.gpu.test.ts test/gpu/decode.gpu.test.ts -t "GEMV|gemv|decode|tiny" > "$out/gpu-s23c.log" 2>&1; echo "vitest rc=$?"; grep -E "×|Test Files|Tests |Duration" "$out/gpu-s23c.log" | head -20
+      for r in 1 2 3; do for v in "" PARALLM_GEMV_XS=1; do
+        env $v timeout 60 node dist/cli/index.js bench kernels --filter "gemv 1x4096x4096" "gemv 1x11008x4096" "gemv 1x12288x4096" 2>&1 | grep -E "^gemv " | sed "s/^/[k ${v:-default}] /"
+        env $v timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 1 2>&1 | tail -1 | sed "s/^/[7b ${v:-default}] /"
+        env $v timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1 2>&1 | tail -1 | sed "s/^/[gpt2 ${v:-default}] /"
+      done; done ;;
     strategies) bash "$0" prefill curve dp pack ;;
     compare)
       # The build from before a restructuring (unpacked from .device/old.tgz: its dist/ and addon) against
