@@ -1400,6 +1400,30 @@ for p in "${parts[@]}"; do
         done
         for b in 1 16; do timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch $b 2>&1 | tail -1 | sed "s/^/[7b b$b, after peer round $r] /"; done
       done ;;
+    s24-b)
+      # Twenty-first session: every single-GPU test with GEMV-xs on (it met the GEMV floor in s24-a: 94.6% of the
+      # copy rate at 1x4096x4096), then 7B decode against compiled PyTorch at batch 1 and 16, parallm around the peer.
+      PARALLM_GEMV_XS=1 timeout 290 vitest run test/gpu > "$out/gpu-s24b.log" 2>&1; echo "vitest (xs) rc=$?"; grep -E "×|Test Files|Tests |Duration" "$out/gpu-s24b.log" | head -30
+      PARALLM_GEMV_XS=1 timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16 2>&1 | tail -2 | sed "s/^/[7b xs, before] /"
+      for b in 1 16; do
+        timeout 150 python3 bench/peers/torch_compile_decode.py llama $b > "$out/peer-s24b-$b.log" 2>&1; grep ANCHOR "$out/peer-s24b-$b.log" | cut -c1-200
+      done
+      PARALLM_GEMV_XS=1 timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16 2>&1 | tail -2 | sed "s/^/[7b xs, after] /"
+      timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16 2>&1 | tail -2 | sed "s/^/[7b default, after] /"
+      PARALLM_GEMV_XS=1 timeout 60 node dist/cli/index.js bench kernels --filter "gemv 1x4096x4096" 2>&1 | grep -E "^gemv " | sed "s/^/[k xs] /" ;;
+    s23-c)
+      # Written in the nineteenth session for the next (branch wip/gemv-xs): the one-row GEMV with X's row in shared
+      # memory and unroll 8 (PARALLM_GEMV_XS=1: twice the weight bytes in flight a warp at the same registers, 62-64
+      # with the pre-wait pass; S22-3 left 1x4096x4096 at 81% of the copy rate under every other switch). Its GPU
+      # tests (the GEMV kernels, and decode at batch 1 where qkv, out and down take it), then bench kernels and decode
+      # at batch 1 with it and without, alternating.
+      PARALLM_GEMV_XS=1 timeout 120 vitest run test/gpu/kernels.gpu.test.ts -t "GEMV|gemv" > "$out/gpu-s23c-k.log" 2>&1; echo "vitest rc=$?"; grep -E "×|Test Files|Tests |Duration" "$out/gpu-s23c-k.log" | head -20
+      PARALLM_GEMV_XS=1 timeout 220 vitest run test/gpu/decode.gpu.test.ts > "$out/gpu-s23c.log" 2>&1; echo "vitest rc=$?"; grep -E "×|Test Files|Tests |Duration" "$out/gpu-s23c.log" | head -20
+      for r in 1 2 3; do for v in "" PARALLM_GEMV_XS=1; do
+        env $v timeout 60 node dist/cli/index.js bench kernels --filter "gemv 1x4096x4096" "gemv 1x11008x4096" "gemv 1x12288x4096" 2>&1 | grep -E "^gemv " | sed "s/^/[k ${v:-default}] /"
+        env $v timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 1 2>&1 | tail -1 | sed "s/^/[7b ${v:-default}] /"
+        env $v timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1 2>&1 | tail -1 | sed "s/^/[gpt2 ${v:-default}] /"
+      done; done ;;
     strategies) bash "$0" prefill curve dp pack ;;
     compare)
       # The build from before a restructuring (unpacked from .device/old.tgz: its dist/ and addon) against

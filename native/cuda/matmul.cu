@@ -435,7 +435,7 @@ void launch_sm90_t(const Args& a, const CUtensorMap& mA, const CUtensorMap& mB) 
 // rmsnorm_matmul(_swiglu)'s and layernorm_matmul's fused forms (norm weight nw, LN's bias nb, eps); with
 // EPI_SWIGLU, a.N is F (C's columns) and W holds 2F rows.
 template <typename T, int HN, int UNROLL, int SEL = 1, int NORM = mm::NORM_NONE, int EPI = mm::EPI_STORE,
-          int POST = mm::NORM_NONE>
+          int POST = mm::NORM_NONE, bool XS = false>
 void launch_gemv_v(const Args& a, const void* nw = nullptr, float eps = 0.f, const void* nb = nullptr,
                    void* hout = nullptr, unsigned* counter = nullptr) {
   constexpr int sets = EPI == mm::EPI_SWIGLU ? 1 : HN;  // 8-row sets of C's columns a block
@@ -449,8 +449,8 @@ void launch_gemv_v(const Args& a, const void* nw = nullptr, float eps = 0.f, con
                                             : "gemv";
   // The norm's threads a row: the prologue's over K, the post-norm's over N (norm.cu's choice for that row).
   const int ntx = mm::gemvp_norm_threads(POST != mm::NORM_NONE ? a.N : a.K);
-  PARALLM_CUDA_CHECK(launch_pdl(gemv_wpre() ? mm::gemv_kernel<T, HN, UNROLL, SEL, NORM, EPI, POST, true>
-                                              : mm::gemv_kernel<T, HN, UNROLL, SEL, NORM, EPI, POST, false>,
+  PARALLM_CUDA_CHECK(launch_pdl(gemv_wpre() ? mm::gemv_kernel<T, HN, UNROLL, SEL, NORM, EPI, POST, true, XS>
+                                              : mm::gemv_kernel<T, HN, UNROLL, SEL, NORM, EPI, POST, false, XS>,
                                 dim3(blocks),
                                 dim3(mm::GEMV_WARPS * 32), 0, a.stream, static_cast<const T*>(a.A),
                                 static_cast<const T*>(a.B), static_cast<const T*>(a.bias), static_cast<T*>(a.C), a.M,
@@ -478,12 +478,24 @@ bool gemv_one_pass(const Args& a, int64_t blocks) {
   const int64_t per = ((int64_t(a.K) + 31) / 32 + mm::GEMV_WARPS - 1) / mm::GEMV_WARPS;
   return on && blocks <= device_sms() && per > 4 && per <= kOnePassUnroll;
 }
+// A one-row plain or post-norm product with K <= mm::kXsMaxK takes gemv_kernel's XS form (X's row in shared
+// memory, so unroll 8 fits the registers unroll 4 takes: twice the W bytes in flight a warp; the same bits).
+// S24 (bench/RESULTS.md): 1x4096x4096 at 94.6% of the copy rate against 81.3%. PARALLM_GEMV_XS=0 turns it off.
+constexpr int kXsUnroll = 8;
+bool gemv_xs(const Args& a) {
+  static const bool on = env_not_off("PARALLM_GEMV_XS");
+  return on && a.M == 1 && a.K <= mm::kXsMaxK;
+}
 template <typename T, int HN, int NORM = mm::NORM_NONE, int EPI = mm::EPI_STORE, int POST = mm::NORM_NONE>
 void launch_register_gemv(const Args& a, int64_t w_rows, const void* nw = nullptr, float eps = 0.f,
                           const void* nb = nullptr, void* hout = nullptr, unsigned* counter = nullptr) {
   if constexpr (HN == 1 && NORM == mm::NORM_NONE && EPI == mm::EPI_STORE) {
     if (w_rows < kRunTimeLoadRows && gemv_one_pass(a, (int64_t(a.N) + 7) / 8))
       return launch_gemv_v<T, 1, kOnePassUnroll, 2, NORM, EPI, POST>(a, nw, eps, nb, hout, counter);
+    if (gemv_xs(a)) {
+      if (w_rows < kRunTimeLoadRows) return launch_gemv_v<T, 1, kXsUnroll, 2, NORM, EPI, POST, true>(a, nw, eps, nb, hout, counter);
+      return launch_gemv_v<T, 1, kXsUnroll, 1, NORM, EPI, POST, true>(a, nw, eps, nb, hout, counter);
+    }
   }
   if (w_rows < kRunTimeLoadRows) return launch_gemv_v<T, HN, 4, 2, NORM, EPI, POST>(a, nw, eps, nb, hout, counter);
   launch_gemv_v<T, HN, 4, 1, NORM, EPI, POST>(a, nw, eps, nb, hout, counter);

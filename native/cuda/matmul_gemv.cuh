@@ -269,8 +269,13 @@ constexpr int kPostRows = 4096;
 // set 1 the up rows N + n0 + g. NORM as at the top (nw, nb, eps, ntx: the norm's weight, LN's bias,
 // epsilon and threads a row). POST (NORM_RMS / NORM_LN, with NORM_NONE and EPI_STORE) as at the top: nw,
 // nb, eps and ntx are then the post-norm's (ntx for a row of N), hout its output, counter the block count.
+// XS (one row of X, HN == 1, no prologue norm or activation; K <= kXsMaxK): X's row is staged in shared memory once
+// after the PDL wait and each chunk's X read from there at its arithmetic, so a pass holds only W's chunks in
+// registers: unroll 8 at the registers unroll 4 takes otherwise, twice the bytes in flight (matmul.cu's gemv_xs).
+// The same products in the same order: the same bits.
+constexpr int kXsMaxK = 11008;
 template <typename T, int HN, int UNROLL, int SEL = 1, int NORM = NORM_NONE, int EPI = EPI_STORE,
-          int POST = NORM_NONE, bool WPRE = false>
+          int POST = NORM_NONE, bool WPRE = false, bool XS = false>
 __global__ void __launch_bounds__(GEMV_WARPS * 32)
 gemv_kernel(const T* __restrict__ X, const T* __restrict__ W, const T* __restrict__ bias, T* __restrict__ C, int M,
             int N, int K, float alpha, float beta, int pair_ok, int l2hint = 0, const T* __restrict__ nw = nullptr,
@@ -280,6 +285,8 @@ gemv_kernel(const T* __restrict__ X, const T* __restrict__ W, const T* __restric
   static_assert(!SWIGLU || HN == 2, "SwiGLU: set 0 the gate rows, set 1 the up rows");
   static_assert(EPI != EPI_GELU || HN == 1, "GELU: one set of rows");
   static_assert(POST == NORM_NONE || (NORM == NORM_NONE && EPI == EPI_STORE), "POST: after a plain store only");
+  static_assert(!XS || (HN == 1 && NORM == NORM_NONE && EPI == EPI_STORE), "XS: one set of rows, a plain product");
+  PARALLM_GEMV_SHARED __align__(16) T s_x[XS ? kXsMaxK : 8];  // XS: X's row (M == 1)
   PARALLM_GEMV_SHARED float red[GEMV_WARPS][HN][4][32];
   // NORM / POST: the rows' mean [16] and rstd [16], a row sum's warp partials [32]
   PARALLM_GEMV_SHARED float s_norm[NORM != NORM_NONE || POST != NORM_NONE ? 64 : 1];
@@ -341,6 +348,11 @@ gemv_kernel(const T* __restrict__ X, const T* __restrict__ W, const T* __restric
   }
   pdl_wait();
   if (late_trigger) pdl_trigger();
+  if constexpr (XS) {
+    for (int i = int(threadIdx.x) * 8; i < K; i += int(blockDim.x) * 8)
+      *reinterpret_cast<uint4*>(s_x + i) = __ldg(reinterpret_cast<const uint4*>(X + i));
+    __syncthreads();
+  }
 
   float mean[2] = {0.f, 0.f}, rs[2] = {1.f, 1.f};  // NORM: X rows g and g + 8
   if constexpr (NORM != NORM_NONE) {
@@ -385,8 +397,13 @@ gemv_kernel(const T* __restrict__ X, const T* __restrict__ W, const T* __restric
       for (int u = 0; u < UNROLL; ++u) {
         const int k = (c_next + u) * 32 + 8 * t;
         const bool in = (c_next + u < c_end) && k < K;
-        xr[u][0] = (in && xv0) ? __ldg(reinterpret_cast<const uint4*>(x0 + k)) : z;
-        xr[u][1] = (in && xv1) ? __ldg(reinterpret_cast<const uint4*>(x1 + k)) : z;
+        if constexpr (XS) {
+          xr[u][0] = (in && xv0) ? *reinterpret_cast<const uint4*>(s_x + k) : z;
+          xr[u][1] = z;
+        } else {
+          xr[u][0] = (in && xv0) ? __ldg(reinterpret_cast<const uint4*>(x0 + k)) : z;
+          xr[u][1] = (in && xv1) ? __ldg(reinterpret_cast<const uint4*>(x1 + k)) : z;
+        }
       }
       pass(c_next, w0, xr);
       c_next += UNROLL;
@@ -400,8 +417,18 @@ gemv_kernel(const T* __restrict__ X, const T* __restrict__ W, const T* __restric
       bool in = (c + u < c_end) && k < K;  // K % 8 == 0 here: a lane's 8 k are all in or all out
 #pragma unroll
       for (int h = 0; h < HN; ++h) wr[u][h] = (in && wv[h]) ? ld_w16<SEL>(wp[h] + k, l2hint) : z;
-      xr[u][0] = (in && xv0) ? __ldg(reinterpret_cast<const uint4*>(x0 + k)) : z;
-      xr[u][1] = (in && xv1) ? __ldg(reinterpret_cast<const uint4*>(x1 + k)) : z;
+      if constexpr (!XS) {
+        xr[u][0] = (in && xv0) ? __ldg(reinterpret_cast<const uint4*>(x0 + k)) : z;
+        xr[u][1] = (in && xv1) ? __ldg(reinterpret_cast<const uint4*>(x1 + k)) : z;
+      }
+    }
+    if constexpr (XS) {  // (after every W load of the pass is out: X from shared memory, row 0 only)
+#pragma unroll
+      for (int u = 0; u < UNROLL; ++u) {
+        const int k = (c + u) * 32 + 8 * t;
+        xr[u][0] = ((c + u < c_end) && k < K && xv0) ? *reinterpret_cast<const uint4*>(s_x + k) : z;
+        xr[u][1] = z;
+      }
     }
     pass(c, wr, xr);
   }

@@ -84,14 +84,19 @@ static bool one(int M, int N, int K, int grid, bool bias_on, float alpha, float 
   // pass loaded before the PDL wait, WPRE): the pipelined kernel's bits (the same K split and order).
   // sel 4 and 5: the plain product in one pass of 12 chunks a warp (matmul.cu's gemv_one_pass), loaded after and
   // before the PDL wait.
-  for (int sel = 0; sel < 6; ++sel) {
+  // sel 6 and 7 (one row of X): X's row in shared memory, unroll 8 (matmul.cu's gemv_xs), loaded after and before
+  // the PDL wait.
+  for (int sel = 0; sel < 8; ++sel) {
     if (norm && (sel == 2 || sel >= 4)) continue;
+    if (sel >= 6 && (M != 1 || K > mm::kXsMaxK)) continue;
     std::vector<bf16> R = C0;
     emu_launch(unsigned(sel == 2 ? (N + 15) / 16 : (N + 7) / 8), mm::GEMV_WARPS * 32, [&] {
       const bf16* b = bias_on ? B.data() : nullptr;
       const int nt = mm::gemvp_norm_threads(K);
       constexpr int kNone = mm::NORM_NONE, kStore = mm::EPI_STORE;
-      if (sel == 5) mm::gemv_kernel<bf16, 1, 12, 2, kNone, kStore, kNone, true>(X.data(), W.data(), b, R.data(), M, N, K, alpha, beta, pair_ok);
+      if (sel == 7) mm::gemv_kernel<bf16, 1, 8, 2, kNone, kStore, kNone, true, true>(X.data(), W.data(), b, R.data(), M, N, K, alpha, beta, pair_ok);
+      else if (sel == 6) mm::gemv_kernel<bf16, 1, 8, 2, kNone, kStore, kNone, false, true>(X.data(), W.data(), b, R.data(), M, N, K, alpha, beta, pair_ok);
+      else if (sel == 5) mm::gemv_kernel<bf16, 1, 12, 2, kNone, kStore, kNone, true>(X.data(), W.data(), b, R.data(), M, N, K, alpha, beta, pair_ok);
       else if (sel == 4) mm::gemv_kernel<bf16, 1, 12, 2>(X.data(), W.data(), b, R.data(), M, N, K, alpha, beta, pair_ok);
       else if (sel == 3 && norm)
         mm::gemv_kernel<bf16, 1, 4, 1, mm::NORM_RMS, kStore, kNone, true>(X.data(), W.data(), b, R.data(), M, N, K, alpha, beta, pair_ok, 1, NW_.data(), eps, nt);
@@ -107,7 +112,9 @@ static bool one(int M, int N, int K, int grid, bool bias_on, float alpha, float 
     const double er = rel_error(R, ref);
     const bool okr = er <= 1e-2 && diff == 0;
     std::printf("  gemv (register, %s load)%s M%-2d N%-4d K%-5d: rel. error %.2e, %zu elements differ from the pipelined kernel %s\n",
-                sel == 5 ? "hinted, one pass of 12, first pass before the wait" : sel == 4 ? "hinted, one pass of 12"
+                sel == 7 ? "hinted, X in shared memory, unroll 8, first pass before the wait"
+                : sel == 6 ? "hinted, X in shared memory, unroll 8"
+                : sel == 5 ? "hinted, one pass of 12, first pass before the wait" : sel == 4 ? "hinted, one pass of 12"
                 : sel == 3 ? "run-time, first pass before the wait" : sel == 2 ? "16 rows a block, plain" : sel ? "run-time" : "plain",
                 norm ? " (rmsnorm)" : "", M, N, K, er,
                 diff, okr ? "ok" : "FAIL");
@@ -314,6 +321,22 @@ static bool post_norm(int M, int N, int K, bool ln, bool sel) {
   bool same12 = counter3 == 0;
   for (size_t i = 0; i < C.size(); ++i) same12 &= std::memcmp(&C[i], &C3[i], sizeof(bf16)) == 0;
   for (size_t i = 0; i < H.size(); ++i) same12 &= std::memcmp(&H[i], &H3[i], sizeof(bf16)) == 0;
+  // One row of X: the XS form (X's row in shared memory, unroll 8, loaded before the wait; matmul.cu's gemv_xs).
+  if (M == 1 && K <= mm::kXsMaxK) {
+    std::vector<bf16> C4 = C0, H4(H.size(), __float2bfloat16_rn(NAN));
+    unsigned counter4 = 0;
+    emu_launch(unsigned((N + 7) / 8), mm::GEMV_WARPS * 32, [&] {
+      if (ln)
+        mm::gemv_kernel<bf16, 1, 8, 2, mm::NORM_NONE, mm::EPI_STORE, mm::NORM_LN, true, true>(X.data(), W.data(), B.data(), C4.data(), M, N, K, 1.f, 1.f, pair_ok, 0, G.data(), 1e-5f, nt, Bt.data(), 0, H4.data(), &counter4);
+      else
+        mm::gemv_kernel<bf16, 1, 8, 2, mm::NORM_NONE, mm::EPI_STORE, mm::NORM_RMS, true, true>(X.data(), W.data(), B.data(), C4.data(), M, N, K, 1.f, 1.f, pair_ok, 0, G.data(), 1e-5f, nt, nullptr, 0, H4.data(), &counter4);
+    });
+    bool same_xs = counter4 == 0;
+    for (size_t i = 0; i < C.size(); ++i) same_xs &= std::memcmp(&C[i], &C4[i], sizeof(bf16)) == 0;
+    for (size_t i = 0; i < H.size(); ++i) same_xs &= std::memcmp(&H[i], &H4[i], sizeof(bf16)) == 0;
+    std::printf("  ... X in shared memory, unroll 8: %s\n", same_xs ? "the same bits" : "DIFFERS");
+    same12 &= same_xs;
+  }
   const double ex = rel_error(C, xr), eh = rel_error(H, hr);
   // h bit for bit as the norm computes it from C read back (the epilogue's form for M * N > kPostRows:
   // gemv_rows_stats over C, gemv_norm_pack), whichever form the kernel took.
