@@ -165,6 +165,32 @@ function normGemvCase(dev: string, N: number, K: number, swiglu: boolean, fused:
   };
 }
 
+/**
+ * Decode's gate + up projection at batch 1 as the model runs it (linearSwiGLU: the row already normalized by
+ * the projection before it, SwiGLU in the GEMV's epilogue; W holds the gate then the up rows), so a layer's
+ * four one-row products can be timed apart: qkv and out by `gemv`, down by `gemv 1x4096x11008`.
+ */
+function swigluGemvCase(dev: string, N: number, K: number): Case {
+  return {
+    name: 'gemv-swiglu',
+    shape: `1x${N}x${K} (B^T)`,
+    flops: 2 * N * K,
+    bytes: N * K * 2,
+    copyBytes: N * K * 2,
+    graph: true,
+    setup: () => {
+      const copies = N * K * 2 < L2_SAFE_BYTES ? 3 : 1;
+      const x = rand([1, K], { dtype: 'bf16', device: dev, seed: 1 });
+      const ws = Array.from({ length: copies }, (_, i) => rand([N, K], { dtype: 'bf16', device: dev, seed: 2 + i }));
+      const c = Tensor.empty([1, N / 2], { dtype: 'bf16', device: dev });
+      return {
+        run: (i) => void ops.linearSwiGLU(x, ws[i % copies]!, { out: c }),
+        dispose: () => [x, c, ...ws].forEach((t) => t.dispose()),
+      };
+    },
+  };
+}
+
 /** The name suffix of a prefill case forcing attentionPrefillKernel(kernel): 1 the mma.sync kernel, 2 the
  * sm90 (wgmma + TMA) one, 3 it with the intra-warpgroup overlap, 4 with the ping-pong, 5 both, where it
  * applies (bf16, D 64 or 128, compute capability 9.0; elsewhere the mma.sync kernel runs). */
@@ -380,6 +406,8 @@ function cases(dev: string, dt: DType, gpu: boolean, quick: boolean): Case[] {
     ]),
     // Decode's rmsnorm + qkv and rmsnorm + gate/up + SwiGLU at batch 1, apart and fused.
     ...(quick ? [] : [false, true].flatMap((fused) => [normGemvCase(dev, 12288, 4096, false, fused), normGemvCase(dev, 22016, 4096, true, fused)])),
+    // ... and the gate + up product as batch-1 decode takes it (the norm written before it).
+    ...(quick ? [] : [swigluGemvCase(dev, 22016, 4096)]),
     // LLaMA-7B decode projections at the batches of a pipeline's micro-batches: qkv, out, gate+up, down;
     // at 16 and 64 rows on the 64-row tile (the default at 64) and the 128-row one. (The 64-row tile launches
     // with PDL unless PARALLM_PDL_TILE=0: matmul.cu's sm90_pdl.)
