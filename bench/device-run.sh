@@ -1404,11 +1404,12 @@ for p in "${parts[@]}"; do
       # Written in the twenty-first session for the next: where 7B's batch-1 step goes. The layer's four one-row
       # products alone (qkv 1x12288x4096, out 1x4096x4096, gate+up with SwiGLU 1x22016x4096, down 1x4096x11008;
       # 32 layers of them against the ~4.0 ms step), then decode without rope + KV write and/or attention
-      # (PARALLM_DECODE_SKIP: timing only), alternating, three rounds.
+      # (PARALLM_DECODE_SKIP: timing only; it acts where they are two launches, so with the fused batch-1 launch
+      # off, PARALLM_DECODE_FUSED_ATTN=0), alternating, three rounds.
       for r in 1 2; do
         timeout 90 node dist/cli/index.js bench kernels --filter "gemv 1x12288x4096" "gemv 1x4096x4096" "gemv 1x4096x11008" "gemv-swiglu 1x22016x4096" "gemv 1x22016x4096" 2>&1 | grep -E "^gemv" | sed "s/^/[k r$r] /"
       done
-      for r in 1 2 3; do for v in "" PARALLM_DECODE_SKIP=rope PARALLM_DECODE_SKIP=attn PARALLM_DECODE_SKIP=rope,attn; do
+      for r in 1 2 3; do for v in "" PARALLM_DECODE_FUSED_ATTN=0 "PARALLM_DECODE_FUSED_ATTN=0 PARALLM_DECODE_SKIP=rope" "PARALLM_DECODE_FUSED_ATTN=0 PARALLM_DECODE_SKIP=attn" "PARALLM_DECODE_FUSED_ATTN=0 PARALLM_DECODE_SKIP=rope,attn"; do
         env $v timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 1 2>&1 | tail -1 | sed "s/^/[7b b1 ${v:-default}] /"
       done; done ;;
     s24-b)
