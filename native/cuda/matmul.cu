@@ -483,13 +483,10 @@ bool gemv_one_pass(const Args& a, int64_t blocks) {
 // bits). S24 (bench/RESULTS.md): 1x4096x4096 at 94.6% of the copy rate against 81.3%, 1x11008x4096 94.6 against
 // 87.8. GPT-2's rows (K 768, 3072) keep the unroll-4 form: its batch-1 decode was 2% slower on XS, within the
 // rounds' spread, so unshown either way. PARALLM_GEMV_XS=0 turns it off, =1 takes it at every K up to kXsMaxK.
-constexpr int kXsUnroll = 8;
+constexpr int kXsUnroll = 8, kXsMinK = 4096;
 bool gemv_xs(const Args& a) {
-  static const int v = [] {
-    const char* e = std::getenv("PARALLM_GEMV_XS");
-    return e && (e[0] == '0' || e[0] == '1') && !e[1] ? e[0] - '0' : -1;
-  }();
-  return v != 0 && a.M == 1 && a.K <= mm::kXsMaxK && (v == 1 || a.K >= 4096);
+  static const bool off = !env_not_off("PARALLM_GEMV_XS"), every_k = env_on("PARALLM_GEMV_XS");
+  return !off && a.M == 1 && a.K <= mm::kXsMaxK && (every_k || a.K >= kXsMinK);
 }
 template <typename T, int HN, int NORM = mm::NORM_NONE, int EPI = mm::EPI_STORE, int POST = mm::NORM_NONE>
 void launch_register_gemv(const Args& a, int64_t w_rows, const void* nw = nullptr, float eps = 0.f,

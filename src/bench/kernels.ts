@@ -132,13 +132,17 @@ function gemmCase(dev: string, dt: DType, M: number, N: number, K: number, trans
 }
 
 /**
- * Decode's norm and projection at batch 1: rmsnormLinear (or rmsnormLinearSwiGLU with W holding the gate
- * then the up rows) on the dispatch's default (rmsnorm, then the GEMV, then siluGate: two or three kernels)
- * or `fused` (matmulGemv(5): the register GEMV with the norm in its prologue and SwiGLU in its epilogue).
+ * Decode's projections at batch 1 around a norm: rmsnormLinear (or rmsnormLinearSwiGLU with W holding the gate
+ * then the up rows) on the dispatch's default (`apart`: rmsnorm, then the GEMV, then siluGate: two or three
+ * kernels) or `fused` (matmulGemv(5): the register GEMV with the norm in its prologue and SwiGLU in its
+ * epilogue); or `prenormed`, the gate + up product as batch-1 decode runs it (linearSwiGLU: the row normalized
+ * by the projection before it, SwiGLU in the GEMV's epilogue), so a layer's four one-row products can be timed
+ * apart (qkv and out by `gemv`, down by `gemv 1x4096x11008`).
  */
-function normGemvCase(dev: string, N: number, K: number, swiglu: boolean, fused: boolean): Case {
+function normGemvCase(dev: string, N: number, K: number, swiglu: boolean, form: 'apart' | 'fused' | 'prenormed'): Case {
+  const fused = form === 'fused';
   return {
-    name: `gemv-rms${swiglu ? '-swiglu' : ''}${fused ? '-fused' : ''}`,
+    name: form === 'prenormed' ? 'gemv-swiglu' : `gemv-rms${swiglu ? '-swiglu' : ''}${fused ? '-fused' : ''}`,
     shape: `1x${N}x${K} (B^T)`,
     flops: 2 * N * K,
     bytes: N * K * 2,
@@ -151,41 +155,17 @@ function normGemvCase(dev: string, N: number, K: number, swiglu: boolean, fused:
       const ws = Array.from({ length: copies }, (_, i) => rand([N, K], { dtype: 'bf16', device: dev, seed: 2 + i }));
       const c = Tensor.empty([1, swiglu ? N / 2 : N], { dtype: 'bf16', device: dev });
       if (fused) native.testing.matmulGemv(5);
+      const run = (w: Tensor) => {
+        if (form === 'prenormed') ops.linearSwiGLU(x, w, { out: c });
+        else if (swiglu) ops.rmsnormLinearSwiGLU(x, g, w, { out: c });
+        else ops.rmsnormLinear(x, g, w, { out: c });
+      };
       return {
-        run: (i) =>
-          void (swiglu
-            ? ops.rmsnormLinearSwiGLU(x, g, ws[i % copies]!, { out: c })
-            : ops.rmsnormLinear(x, g, ws[i % copies]!, { out: c })),
+        run: (i) => run(ws[i % copies]!),
         dispose: () => {
           if (fused) native.testing.matmulGemv(-1);
           [x, g, c, ...ws].forEach((t) => t.dispose());
         },
-      };
-    },
-  };
-}
-
-/**
- * Decode's gate + up projection at batch 1 as the model runs it (linearSwiGLU: the row already normalized by
- * the projection before it, SwiGLU in the GEMV's epilogue; W holds the gate then the up rows), so a layer's
- * four one-row products can be timed apart: qkv and out by `gemv`, down by `gemv 1x4096x11008`.
- */
-function swigluGemvCase(dev: string, N: number, K: number): Case {
-  return {
-    name: 'gemv-swiglu',
-    shape: `1x${N}x${K} (B^T)`,
-    flops: 2 * N * K,
-    bytes: N * K * 2,
-    copyBytes: N * K * 2,
-    graph: true,
-    setup: () => {
-      const copies = N * K * 2 < L2_SAFE_BYTES ? 3 : 1;
-      const x = rand([1, K], { dtype: 'bf16', device: dev, seed: 1 });
-      const ws = Array.from({ length: copies }, (_, i) => rand([N, K], { dtype: 'bf16', device: dev, seed: 2 + i }));
-      const c = Tensor.empty([1, N / 2], { dtype: 'bf16', device: dev });
-      return {
-        run: (i) => void ops.linearSwiGLU(x, ws[i % copies]!, { out: c }),
-        dispose: () => [x, c, ...ws].forEach((t) => t.dispose()),
       };
     },
   };
@@ -405,9 +385,9 @@ function cases(dev: string, dt: DType, gpu: boolean, quick: boolean): Case[] {
       gemmCase(dev, dt, M!, N!, K!, true, { wtile: 2 }), // the weight as the wgmma's A operand
     ]),
     // Decode's rmsnorm + qkv and rmsnorm + gate/up + SwiGLU at batch 1, apart and fused.
-    ...(quick ? [] : [false, true].flatMap((fused) => [normGemvCase(dev, 12288, 4096, false, fused), normGemvCase(dev, 22016, 4096, true, fused)])),
+    ...(quick ? [] : (['apart', 'fused'] as const).flatMap((f) => [normGemvCase(dev, 12288, 4096, false, f), normGemvCase(dev, 22016, 4096, true, f)])),
     // ... and the gate + up product as batch-1 decode takes it (the norm written before it).
-    ...(quick ? [] : [swigluGemvCase(dev, 22016, 4096)]),
+    ...(quick ? [] : [normGemvCase(dev, 22016, 4096, true, 'prenormed')]),
     // LLaMA-7B decode projections at the batches of a pipeline's micro-batches: qkv, out, gate+up, down;
     // at 16 and 64 rows on the 64-row tile (the default at 64) and the 128-row one. (The 64-row tile launches
     // with PDL unless PARALLM_PDL_TILE=0: matmul.cu's sm90_pdl.)
