@@ -1400,6 +1400,26 @@ for p in "${parts[@]}"; do
         done
         for b in 1 16; do timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch $b 2>&1 | tail -1 | sed "s/^/[7b b$b, after peer round $r] /"; done
       done ;;
+    s26-a)
+      # Twenty-second session: decode one step ahead (generate enqueues step s + 1 before it waits for step s's
+      # tokens; PARALLM_DECODE_AHEAD=0 the step-at-a-time loop) and the rotating fused attention's PRE form (7B
+      # batch 1; PARALLM_ATTN_PRE_ROPE=0 without). Their GPU tests: decode (the fused attention against the two
+      # launches, PRE now on for LLaMA's rows), models (the tokens either way, readBegin's ordering), DP generate,
+      # and the one-row GEMV cases (the new 1x4100x11008 edge among them).
+      timeout 240 vitest run test/gpu/decode.gpu.test.ts > "$out/gpu-s26a-d.log" 2>&1; echo "vitest decode rc=$?"; grep -E "×|Test Files|Tests |Duration" "$out/gpu-s26a-d.log" | head -20
+      timeout 150 vitest run test/gpu/models.gpu.test.ts test/gpu/parallel.gpu.test.ts > "$out/gpu-s26a.log" 2>&1; echo "vitest models+parallel rc=$?"; grep -E "×|Test Files|Tests |Duration" "$out/gpu-s26a.log" | head -20
+      timeout 100 vitest run test/gpu/kernels.gpu.test.ts -t "GEMV|gemv" > "$out/gpu-s26a-k.log" 2>&1; echo "vitest gemv rc=$?"; grep -E "×|Test Files|Tests " "$out/gpu-s26a-k.log" | head -10 ;;
+    s26-b)
+      # Then both ways, alternating: GPT-2 and 7B at batch 1 and 16 ahead or not, 7B batch 1 with and without the
+      # PRE form; then the compiled-PyTorch peer at 7B batch 1 and 16 with parallm after it.
+      for r in 1 2 3; do for v in "" PARALLM_DECODE_AHEAD=0 PARALLM_ATTN_PRE_ROPE=0; do
+        [ -n "$v" ] && [ "$v" != PARALLM_DECODE_AHEAD=0 ] || env $v timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1,16 2>&1 | tail -2 | sed "s/^/[gpt2 ${v:-default}] /"
+        env $v timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16 2>&1 | tail -2 | sed "s/^/[7b ${v:-default}] /"
+      done; done
+      for b in 1 16; do
+        timeout 150 python3 bench/peers/torch_compile_decode.py llama $b > "$out/peer-s26b-$b.log" 2>&1; grep ANCHOR "$out/peer-s26b-$b.log" | cut -c1-200
+      done
+      timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16 2>&1 | tail -2 | sed "s/^/[7b default, after the peer] /" ;;
     s25-b)
       # Written in the twenty-first session for the next: where 7B's batch-1 step goes. The layer's four one-row
       # products alone (qkv 1x12288x4096, out 1x4096x4096, gate+up with SwiGLU 1x22016x4096, down 1x4096x11008;

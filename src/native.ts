@@ -14,9 +14,16 @@ export interface NativeTensor {
   readonly disposed: boolean;
   dispose(): void;
   toHost(): ArrayBuffer;
+  /** Begin a read to the host (CUDA: queued on the current stream after the work before it); wait() for it. */
+  readBegin(): NativeHostRead;
   writeHost(data: ArrayBufferView): void;
   copyFrom(src: NativeTensor): void;
   view(elementOffset: number, shape: number[]): NativeTensor;
+}
+
+/** A read begun by NativeTensor.readBegin: wait() blocks until the copy is done and returns the bytes, once. */
+export interface NativeHostRead {
+  wait(): ArrayBuffer;
 }
 
 export interface NativeGraph {

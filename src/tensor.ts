@@ -90,6 +90,18 @@ export class Tensor {
     return decode(this.native.toHost(), this.dtype);
   }
 
+  /**
+   * Begin reading the values to the host without waiting: on a GPU the copy is queued behind the work
+   * already enqueued, so more work can be enqueued before `wait()` blocks for these values (decode's next
+   * step while this step's tokens come back). `wait()` returns what toArray would have, once.
+   */
+  readBegin(): { wait(): Float32Array | Int32Array } {
+    this.assertAlive('readBegin');
+    const r = this.native.readBegin();
+    const dtype = this.dtype;
+    return { wait: () => decode(r.wait(), dtype) };
+  }
+
   /** The raw host bytes of the tensor. */
   toBuffer(): ArrayBuffer {
     this.assertAlive('toBuffer');

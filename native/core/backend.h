@@ -57,6 +57,12 @@ void copy_from_host(int index, void* dst, const void* src, size_t bytes);
 void copy_to_host(int index, void* dst, const void* src, size_t bytes);
 void copy_device(int index, void* dst, const void* src, size_t bytes);
 void copy_peer(int dst_index, void* dst, int src_index, const void* src, size_t bytes);
+// A read to the host in two halves (core/runtime.h's read_begin): the copy into a pinned staging buffer of
+// the process's pool and an event after it (returns the buffer, *ev the event); read_wait waits for the
+// event and copies the bytes out; read_release (never throws) waits too, then returns both to the pool.
+void* read_begin(int index, const void* src, size_t bytes, CUevent_st** ev);
+void read_wait(int index, void* pinned, size_t bytes, CUevent_st* ev, void* dst);
+void read_release(int index, void* pinned, size_t bytes, CUevent_st* ev) noexcept;
 void synchronize(int index);
 void capture_begin(int index);
 void capture_end(int index, CUgraph_st** graph, CUgraphExec_st** exec, size_t* nodes);

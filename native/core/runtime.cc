@@ -1,6 +1,7 @@
 // The device runtime over the backends (core/backend.h): each call picks the backend of the device's
 // kind; what is common (range checks, capture bookkeeping, graphs, events and streams as objects) is here.
 #include "runtime.h"
+#include "host_read.h"
 
 #include <chrono>
 #include <cstring>
@@ -85,6 +86,40 @@ void copy_to_host(void* dst, const Block& src, size_t src_off, size_t bytes) {
   if (src.dev.is_cuda()) return cuda_backend::copy_to_host(src.dev.index, dst, from, bytes);
   std::memcpy(dst, from, bytes);
 }
+
+struct HostRead {
+  DeviceId dev;
+  size_t bytes = 0;
+  bool taken = false;
+  std::vector<char> data;  // CPU
+  void* pinned = nullptr;  // CUDA: the staging buffer and the event after the copy into it
+  CUevent_st* ev = nullptr;
+  ~HostRead() {
+    if (pinned) cuda_backend::read_release(dev.index, pinned, bytes, ev);
+  }
+};
+
+std::shared_ptr<HostRead> read_begin(const Block& src, size_t src_off, size_t bytes) {
+  check_range(src, src_off, bytes, "read to host");
+  auto r = std::make_shared<HostRead>();
+  r->dev = src.dev;
+  r->bytes = bytes;
+  if (!bytes) return r;
+  const char* from = static_cast<const char*>(src.ptr) + src_off;
+  if (src.dev.is_cuda()) r->pinned = cuda_backend::read_begin(src.dev.index, from, bytes, &r->ev);
+  else r->data.assign(from, from + bytes);
+  return r;
+}
+
+void read_finish(HostRead& r, void* dst) {
+  if (r.taken) fail("read of ", r.bytes, " bytes from ", r.dev.str(), ": already finished");
+  r.taken = true;
+  if (!r.bytes) return;
+  if (r.pinned) cuda_backend::read_wait(r.dev.index, r.pinned, r.bytes, r.ev, dst);
+  else std::memcpy(dst, r.data.data(), r.bytes);
+}
+
+size_t read_bytes(const HostRead& r) { return r.bytes; }
 
 void copy_between(const Block& dst, size_t dst_off, const Block& src, size_t src_off, size_t bytes) {
   check_range(dst, dst_off, bytes, "copy");

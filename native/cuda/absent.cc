@@ -28,6 +28,9 @@ void copy_from_host(int index, void*, const void*, size_t) { absent(index); }
 void copy_to_host(int index, void*, const void*, size_t) { absent(index); }
 void copy_device(int index, void*, const void*, size_t) { absent(index); }
 void copy_peer(int dst_index, void*, int, const void*, size_t) { absent(dst_index); }
+void* read_begin(int index, const void*, size_t, CUevent_st**) { absent(index); }
+void read_wait(int index, void*, size_t, CUevent_st*, void*) { absent(index); }
+void read_release(int, void*, size_t, CUevent_st*) noexcept {}
 void synchronize(int index) { absent(index); }
 void capture_begin(int index) { absent(index); }
 void capture_end(int index, CUgraph_st**, CUgraphExec_st**, size_t*) { absent(index); }

@@ -82,6 +82,14 @@ bool attn_pre() {
   }();
   return !off && frozen_weights();
 }
+// The rotating FRESH form's PRE too (LLaMA's batch-1 decode), unless PARALLM_ATTN_PRE_ROPE=0 (a measurement knob).
+bool attn_pre_rope() {
+  static const bool off = [] {
+    const char* e = std::getenv("PARALLM_ATTN_PRE_ROPE");
+    return e && e[0] == '0' && !e[1];
+  }();
+  return !off;
+}
 int g_prefill_d128_warps = 4;    // prefill D=128: 4 warps (64 rows, 2 blocks/SM) or 8 warps (128 rows)
 // The bf16 prefill kernel where both apply, as the attentionPrefillKernel hook numbers them: 0 automatic
 // (prefill_sm90 with the overlap for D = 128, prefill_mma for D = 64), 1 prefill_mma, 2 prefill_sm90, 3 it with the
@@ -338,8 +346,10 @@ __device__ __forceinline__ float merge_chunks(const float* __restrict__ part_o, 
 constexpr int kFresh = 1, kFreshRope = 2;
 constexpr int kRopeMaxPairs = 128;  // rot_dim / 2 for D <= 256
 // At one head a block the rotating form is held to 64 registers (8 blocks an SM; the plain form's 56-61
-// give 8-9): unbounded, the rows and partners in flight in its prologue took 72 (kFresh takes 63).
-constexpr int kFreshBlocks = 8;
+// give 8-9): unbounded, the rows and partners in flight in its prologue took 72 (kFresh takes 63). Its PRE
+// form holds the first keys and values too, so it is held to 4 blocks an SM (128 registers): it runs at batch 1
+// (Transformer.fusedDecodeAttention), where 7B's grid is two blocks an SM.
+constexpr int kFreshBlocks = 8, kFreshPreBlocks = 4;
 // One step of decode_split's loop: the kDecU keys from j0 (kk, vv; those at s1 and past score -inf) into each
 // head's running max m, sum l and output acc.
 template <typename T, int GS, int HPB>
@@ -380,19 +390,20 @@ __device__ __forceinline__ void decode_keys(const float (&qr)[HPB][8], float (&m
   }
 }
 
-// PRE (the plain FRESH form only; attn_pre in this file, under decode's frozen weights): the block's first keys
-// and values, those below pos[b], are loaded before the PDL wait. This kernel writes row pos[b] itself and the
-// kernel before (the qkv projection) writes no cache row, so the rows below it are the last step's, finished
-// before this step began; lens and pos are the step's inputs, written before it. Outside pdl.cuh's contract on
-// the caller's word, as the GEMV's WPRE (matmul.cu's gemv_wpre). The loop then runs the same sums: the same bits.
+// PRE (the FRESH forms; attn_pre in this file, under decode's frozen weights): the block's first keys and
+// values, those below pos[b], are loaded before the PDL wait, and the rotating form's angles at pos[b] computed.
+// This kernel writes row pos[b] itself and the kernel before (the qkv projection) writes no cache row, so the rows
+// below it are the last step's, finished before this step began; lens and pos are the step's inputs, written
+// before it, and the rope frequencies a table made once. Outside pdl.cuh's contract on the caller's word, as the
+// GEMV's WPRE (matmul.cu's gemv_wpre). The loop then runs the same sums: the same bits.
 template <typename T, int GS, int HPB, bool ALIGNED, int FRESH, bool PRE = false>
-__global__ void __launch_bounds__(kDecThreads, FRESH == kFreshRope && HPB == 1 ? kFreshBlocks : 0)
+__global__ void __launch_bounds__(kDecThreads, FRESH == kFreshRope && HPB == 1 ? (PRE ? kFreshPreBlocks : kFreshBlocks) : 0)
 decode_split(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
              const int32_t* __restrict__ lens, T* __restrict__ out, float* __restrict__ part_o,
              float* __restrict__ part_ml, int Hq, int Hkv, int D, int64_t qbs, int64_t kvbs, int64_t kvts,
              int max_len, int chunk, int nsplit, int nsub, float sl2, unsigned* __restrict__ counter,
              DecodeFresh<T> fr) {
-  static_assert(!PRE || FRESH == kFresh, "PRE: the plain FRESH form (the rotating one is held to 64 registers)");
+  static_assert(!PRE || FRESH != 0, "PRE: the FRESH forms (the new row is this kernel's to write)");
   if constexpr (!PRE) pdl_begin();  // launched with PDL: wait for the kernel before, then let the next start (pdl.cuh)
   constexpr int NG = kDecThreads / GS, DW = GS * 8;
   __shared__ float s_acc[NG][HPB][DW];
@@ -420,6 +431,9 @@ decode_split(const T* __restrict__ q, const T* __restrict__ k, const T* __restri
       kk0[u].template load<ALIGNED, true>(kp + int64_t(j0 + u) * kvts, ok, nvalid);
       vv0[u].template load<ALIGNED, true>(vp + int64_t(j0 + u) * kvts, ok, nvalid);
     }
+    if constexpr (FRESH == kFreshRope)  // the angles (below, where the form is not PRE), made visible there
+      for (int i = tid; i < fr.rot_dim / 2; i += kDecThreads)
+        sincosf(float(fr.pos[b]) * rope_freq(fr.freqs, fr.theta, i, fr.rot_dim), &s_rope[kRopeMaxPairs + i], &s_rope[i]);
     pdl_wait();
     pdl_trigger();
   }
@@ -449,8 +463,9 @@ decode_split(const T* __restrict__ q, const T* __restrict__ k, const T* __restri
       // shared memory, where every thread computing its own dims' took 16 times the sincosf a head needs
       // (each group, both halves); then every head rotated with them.
       const int half = fr.rot_dim / 2;
-      for (int i = tid; i < half; i += kDecThreads)
-        sincosf(float(p) * rope_freq(fr.freqs, fr.theta, i, fr.rot_dim), &s_rope[kRopeMaxPairs + i], &s_rope[i]);
+      if constexpr (!PRE)
+        for (int i = tid; i < half; i += kDecThreads)
+          sincosf(float(p) * rope_freq(fr.freqs, fr.theta, i, fr.rot_dim), &s_rope[kRopeMaxPairs + i], &s_rope[i]);
       __syncthreads();
       if (active) {
 #pragma unroll
@@ -667,6 +682,9 @@ void decode_launch(cudaStream_t st, bool aligned, const void* q, const void* k, 
     if (fr && fr->rot_dim == 0 && attn_pre()) {
       pre = true;
       kern = aligned ? decode_split<T, GS, HPB, true, kFresh, true> : decode_split<T, GS, HPB, false, kFresh, true>;
+    } else if (fr && attn_pre() && attn_pre_rope()) {
+      pre = true;
+      kern = aligned ? decode_split<T, GS, HPB, true, kFreshRope, true> : decode_split<T, GS, HPB, false, kFreshRope, true>;
     }
   }
   PARALLM_CUDA_CHECK(launch_maybe_pdl(pdl_allows(pre ? 1 : 2), kern, grid, dim3(kDecThreads), 0, st,

@@ -4,8 +4,10 @@
 #include <cuda_runtime_api.h>
 #include <dlfcn.h>
 
+#include <cstring>
 #include <memory>
 #include <mutex>
+#include <vector>
 
 #include "../core/backend.h"
 #include "../core/errors.h"
@@ -178,6 +180,90 @@ void copy_to_host(int index, void* dst, const void* src, size_t bytes) {
   PARALLM_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, s), "copy of ", bytes,
                      " bytes from ", name_of(index), " to host");
   PARALLM_CUDA_CHECK(cudaStreamSynchronize(s), "copy of ", bytes, " bytes from ", name_of(index), " to host");
+}
+
+// read_begin's staging buffers and events, kept for reuse: a decode step reads its sampled ids back every
+// step, and cudaMallocHost takes far longer than the step. Buffers are pooled by their rounded size (the
+// pool of the process: pinned memory serves every device), events by device.
+namespace {
+struct ReadPool {
+  std::mutex mu;
+  std::vector<std::pair<size_t, void*>> buffers;
+  std::vector<std::pair<int, cudaEvent_t>> events;
+};
+ReadPool& read_pool() {
+  static ReadPool* p = new ReadPool();  // never destroyed: releases can come from finalizers at exit
+  return *p;
+}
+size_t read_rounded(size_t bytes) {
+  size_t r = 256;
+  while (r < bytes) r *= 2;
+  return r;
+}
+}  // namespace
+
+void* read_begin(int index, const void* src, size_t bytes, CUevent_st** ev) {
+  cudaStream_t s = cuda_activate({DeviceKind::CUDA, index});
+  const size_t cap = read_rounded(bytes);
+  void* buf = nullptr;
+  cudaEvent_t e = nullptr;
+  {
+    ReadPool& p = read_pool();
+    std::lock_guard<std::mutex> lock(p.mu);
+    for (size_t i = 0; i < p.buffers.size(); ++i)
+      if (p.buffers[i].first == cap) {
+        buf = p.buffers[i].second;
+        p.buffers.erase(p.buffers.begin() + i);
+        break;
+      }
+    for (size_t i = 0; i < p.events.size(); ++i)
+      if (p.events[i].first == index) {
+        e = p.events[i].second;
+        p.events.erase(p.events.begin() + i);
+        break;
+      }
+  }
+  try {
+    if (!buf)
+      PARALLM_CUDA_CHECK(cudaMallocHost(&buf, cap), "read of ", bytes, " bytes from ", name_of(index),
+                         ": pinned staging buffer of ", cap, " bytes");
+    if (!e)
+      PARALLM_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "read of ", bytes, " bytes from ",
+                         name_of(index), ": event");
+    PARALLM_CUDA_CHECK(cudaMemcpyAsync(buf, src, bytes, cudaMemcpyDeviceToHost, s), "read of ", bytes, " bytes from ",
+                       name_of(index), " to host");
+    PARALLM_CUDA_CHECK(cudaEventRecord(e, s), "read of ", bytes, " bytes from ", name_of(index), ": event record");
+  } catch (...) {
+    if (buf) cudaFreeHost(buf);
+    if (e) cudaEventDestroy(e);
+    throw;
+  }
+  *ev = e;
+  return buf;
+}
+
+void read_wait(int index, void* pinned, size_t bytes, CUevent_st* ev, void* dst) {
+  PARALLM_CUDA_CHECK(cudaEventSynchronize(ev), "read of ", bytes, " bytes from ", name_of(index), " to host");
+  std::memcpy(dst, pinned, bytes);
+}
+
+void read_release(int index, void* pinned, size_t bytes, CUevent_st* ev) noexcept {
+  // The copy may still be running (a read dropped unfinished): the buffer is reused only once it is done.
+  if (cudaEventSynchronize(ev) != cudaSuccess) {
+    cudaGetLastError();
+    cudaFreeHost(pinned);
+    cudaEventDestroy(ev);
+    return;
+  }
+  try {
+    ReadPool& p = read_pool();
+    std::lock_guard<std::mutex> lock(p.mu);
+    p.buffers.emplace_back(read_rounded(bytes), pinned);
+    p.events.emplace_back(index, ev);
+  } catch (...) {
+    cudaFreeHost(pinned);
+    cudaEventDestroy(ev);
+  }
 }
 
 void copy_device(int index, void* dst, const void* src, size_t bytes) {

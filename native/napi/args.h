@@ -17,7 +17,7 @@ namespace parallm::napi {
 
 // The constructors of the wrapped classes, one set per env (each worker thread has its own).
 struct Constructors {
-  Napi::FunctionReference tensor, graph, event, stream, comm;
+  Napi::FunctionReference tensor, graph, event, stream, comm, hostRead;
 };
 inline Constructors& ctors(Napi::Env env) { return *env.GetInstanceData<Constructors>(); }
 

@@ -13,6 +13,7 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   env.SetInstanceData<Constructors>(c);  // freed with the env
   c->tensor = Napi::Persistent(NativeTensor::Init(env));
   exports.Set("NativeTensor", c->tensor.Value());
+  c->hostRead = Napi::Persistent(NativeHostRead::Init(env));
   export_runtime(env, exports, *c);
   export_ops(env, exports);
   export_comm(env, exports, *c);

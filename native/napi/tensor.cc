@@ -9,6 +9,7 @@ Napi::Function NativeTensor::Init(Napi::Env env) {
                       InstanceAccessor<&NativeTensor::Shape>("shape"), InstanceAccessor<&NativeTensor::Nbytes>("nbytes"),
                       InstanceAccessor<&NativeTensor::Disposed>("disposed"),
                       InstanceMethod<&NativeTensor::Dispose>("dispose"), InstanceMethod<&NativeTensor::ToHost>("toHost"),
+                      InstanceMethod<&NativeTensor::ReadBegin>("readBegin"),
                       InstanceMethod<&NativeTensor::WriteHost>("writeHost"),
                       InstanceMethod<&NativeTensor::CopyFrom>("copyFrom"), InstanceMethod<&NativeTensor::View>("view")});
 }
@@ -61,6 +62,32 @@ Napi::Value NativeTensor::ToHost(const Napi::CallbackInfo& info) {
            " is capturing (its ops run when the graph replays)");
     Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(info.Env(), nbytes());
     copy_to_host(ab.Data(), b, offset, nbytes());
+    return ab;
+  });
+}
+
+Napi::Value NativeTensor::ReadBegin(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    const Block& b = live("readBegin");
+    if (capturing(dev))
+      fail("readBegin: cannot read a tensor of ", dev.str(), " back while ", dev.str(),
+           " is capturing (its ops run when the graph replays)");
+    Napi::Object obj = ctors(info.Env()).hostRead.New({});
+    NativeHostRead::Unwrap(obj)->r = read_begin(b, offset, nbytes());
+    return obj;
+  });
+}
+
+Napi::Function NativeHostRead::Init(Napi::Env env) {
+  return DefineClass(env, "NativeHostRead", {InstanceMethod<&NativeHostRead::Wait>("wait")});
+}
+
+Napi::Value NativeHostRead::Wait(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    if (!r) fail("wait: this read has no bytes left (wait() returns them once)");
+    Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(info.Env(), read_bytes(*r));
+    read_finish(*r, ab.Data());
+    r.reset();  // the staging buffer goes back to its pool now, not when the collector runs
     return ab;
   });
 }

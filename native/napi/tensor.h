@@ -4,6 +4,7 @@
 
 #include <vector>
 
+#include "core/host_read.h"
 #include "core/runtime.h"
 #include "napi/args.h"
 
@@ -43,9 +44,24 @@ class NativeTensor : public Napi::ObjectWrap<NativeTensor> {
   Napi::Value Disposed(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);
   Napi::Value ToHost(const Napi::CallbackInfo& info);
+  Napi::Value ReadBegin(const Napi::CallbackInfo& info);
   Napi::Value WriteHost(const Napi::CallbackInfo& info);
   Napi::Value CopyFrom(const Napi::CallbackInfo& info);
   Napi::Value View(const Napi::CallbackInfo& info);
+};
+
+// A read to the host begun by NativeTensor.readBegin (core/runtime.h's read_begin): wait() returns its bytes
+// (an ArrayBuffer) once the copy is done, and only once.
+class NativeHostRead : public Napi::ObjectWrap<NativeHostRead> {
+ public:
+  static constexpr const char* kWhat = "a host read";
+  static Napi::FunctionReference& ctor(Constructors& c) { return c.hostRead; }
+  static Napi::Function Init(Napi::Env env);
+  explicit NativeHostRead(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeHostRead>(info) {}
+  std::shared_ptr<HostRead> r;
+
+ private:
+  Napi::Value Wait(const Napi::CallbackInfo& info);
 };
 
 // A live tensor at argument i of an op (`name` in its errors), or nullptr for null / undefined (opt_).

@@ -36,6 +36,15 @@ export interface GenerateOptions extends SamplingOptions {
    * time at every step (its event loop also serves the pool's message port).
    */
   yieldToLoop?: boolean;
+  /**
+   * enqueue each decode step before waiting for the last one's tokens (default: on a GPU), so the device
+   * never idles while the host reads tokens back, checks for stops and launches the next step. The tokens
+   * are the same: a step feeds itself the ids it sampled, on the device. When every sequence has stopped,
+   * the step already enqueued is waited for and its tokens dropped. On the CPU the step runs when enqueued,
+   * so there it only delays the tokens (off by default; tests turn it on to check the same tokens come out).
+   * PARALLM_DECODE_AHEAD=0 in the environment turns the GPU's default off.
+   */
+  ahead?: boolean;
 }
 
 export interface StepEvent {
@@ -58,7 +67,10 @@ export interface GenerationTimes {
   /** decode steps after the first (the first captures the graph) */
   decodeMs: number;
   decodeSteps: number;
-  /** when given (an array), each of those steps' own time: its decode and the read of its tokens (a sync) */
+  /**
+   * when given (an array), each of those steps' own time: from the tokens of the step before to its own
+   * (with GenerateOptions.ahead, the step was enqueued before those earlier tokens were waited for)
+   */
   stepMs?: number[];
 }
 
@@ -110,6 +122,10 @@ async function yieldIfDue(): Promise<void> {
   lastYield = performance.now();
 }
 
+// PARALLM_DECODE_AHEAD=0 turns GenerateOptions.ahead's default off on a GPU (a measurement knob: bench/RESULTS.md
+// times decode both ways).
+const aheadFromEnv = typeof process === 'undefined' || process.env.PARALLM_DECODE_AHEAD !== '0';
+
 /**
  * Generate for a batch of token-id prompts, yielding each step's new tokens. Each prompt gets what it
  * would get alone (greedy); a sampled token's draw depends on the seed, the sequence's index and the
@@ -122,16 +138,17 @@ export async function* generateSteps(model: Model, prompts: number[][], opts: Ge
   checkPrompts(model, prompts, maxTokens);
   const sampling = resolveSampling(opts);
   const B = prompts.length;
+  const ahead = opts.ahead ?? (model.device.startsWith('cuda') && aheadFromEnv);
   const stop = new Set(opts.stopTokens);
   const run = new RunInputs(model.device, prompts, [B], maxTokens, { first: true, last: true }, opts.sequenceIds);
   let runner: StageRunner | undefined;
   let prefilled: Tensor | undefined; // the ids sampled after prefill: ours to free (decode outputs are the runner's)
+  let next: { wait(): Float32Array | Int32Array } | undefined; // the step enqueued ahead, its ids' read begun
   try {
     runner = new StageRunner(model, run, sampling, { first: true, last: true, graph: opts.graph });
     const t0 = performance.now();
     prefilled = runner.prefill(0);
-    let last = prefilled;
-    let tokens = Array.from(last.toArray());
+    let tokens = Array.from(prefilled.toArray());
     if (times) times.prefillMs = performance.now() - t0;
     const done = new Array<boolean>(B).fill(false);
     const emit = (step: number): StepEvent => {
@@ -146,19 +163,27 @@ export async function* generateSteps(model: Model, prompts: number[][], opts: Ge
     // Steady-state decode time: from the end of step 1 (which captures the graph) to the last step.
     let t1 = performance.now();
     let steps = 0;
+    // Step s feeds the token sampled at step s - 1 (the runner copies each step's ids back itself, inside
+    // the step; the prefill's come from here) and samples the next: so step s + 1 can be enqueued before
+    // step s's ids are read (ahead), its read queued between them.
+    const r = runner;
+    const enqueue = (s: number) => r.decode(0, s).readBegin();
+    if (maxTokens > 1) r.inputBuffer(0, 1).copyFrom(prefilled);
+    let tPrev = t1;
     for (let s = 1; s < maxTokens && done.some((d) => !d); s++) {
       if (opts.shouldStop?.()) throw new Error(`generate on ${model.device}: stopped (close() or terminate())`);
-      // Step s feeds the token sampled at step s - 1 (the runner copies each step's ids back itself; the
-      // prefill's come from here) and samples the next.
-      if (s === 1) runner.inputBuffer(0, s).copyFrom(last);
-      const ts = performance.now();
-      last = runner.decode(0, s);
-      tokens = Array.from(last.toArray());
-      if (s === 1) t1 = performance.now();
+      if (!next) tPrev = performance.now();
+      const read = next ?? enqueue(s);
+      next = undefined;
+      if (ahead && s + 1 < maxTokens) next = enqueue(s + 1);
+      tokens = Array.from(read.wait());
+      const now = performance.now();
+      if (s === 1) t1 = now;
       else {
         steps++;
-        times?.stepMs?.push(performance.now() - ts);
+        times?.stepMs?.push(now - tPrev);
       }
+      tPrev = now;
       if (opts.yieldToLoop !== false) await yieldIfDue();
       yield emit(s);
     }
@@ -167,6 +192,13 @@ export async function* generateSteps(model: Model, prompts: number[][], opts: Ge
       times.decodeSteps = steps;
     }
   } finally {
+    // A step enqueued ahead and not needed (every sequence stopped, or an error or a stop ended the loop):
+    // let it finish before the runner's buffers and graph go.
+    try {
+      next?.wait();
+    } catch {
+      // (the error that ended the generation, if any, is the one to report)
+    }
     prefilled?.dispose();
     runner?.dispose();
     run.dispose();

@@ -48,6 +48,40 @@ describe.skipIf(gpus === 0)('models on the GPU match Hugging Face', () => {
     c.dispose();
   });
 
+  it('decode one step ahead gives the tokens of a step at a time: greedy, sampled, op by op, with stops', async () => {
+    const m = Model.load(path.join(fx, 'tiny-llama'), { device: dev, dtype: 'bf16' });
+    const ps = expected['tiny-llama']!.prompts;
+    for (const o of [{}, { temperature: 0.8, topK: 40, seed: 5 }, { graph: false }]) {
+      const run = (prompts: number[][], extra: object) => generate(m, prompts, { maxTokens: 12, stopTokens: [], ...o, ...extra });
+      const a = await run(ps, { ahead: false });
+      expect(await run(ps, { ahead: true })).toEqual(a);
+      // One sequence stopping at its fourth token: the step enqueued past it is dropped.
+      const stop = a[0]!.tokens[3]!;
+      const alone = await run([ps[0]!], { stopTokens: [stop], ahead: false });
+      expect(alone[0]!.finish).toBe('stop-token');
+      expect(await run([ps[0]!], { stopTokens: [stop], ahead: true })).toEqual(alone);
+    }
+    m.dispose();
+  });
+
+  it('readBegin reads what the work enqueued before it wrote, not what comes after', () => {
+    const n = 1 << 20;
+    const src = ops.fillUniform(Tensor.empty([n], { device: dev }), { seed: 3, low: -4, high: 4 });
+    const y = Tensor.full([n], Number.NaN, { device: dev });
+    ops.gelu(src, y);
+    const r = y.readBegin();
+    ops.fillUniform(y, { seed: 4, low: 10, high: 11 }); // enqueued after the read: must not show in it
+    const onCpu = src.to('cpu:0');
+    const wantT = ops.gelu(onCpu);
+    const want = wantT.toArray();
+    const got = r.wait();
+    let worst = 0;
+    for (let i = 0; i < n; i++) worst = Math.max(worst, Math.abs(got[i]! - want[i]!) / (1 + Math.abs(want[i]!)));
+    expect(worst).toBeLessThan(1e-5);
+    expect(Math.min(...y.toArray().subarray(0, 1000))).toBeGreaterThanOrEqual(10);
+    for (const t of [src, y, onCpu, wantT]) t.dispose();
+  });
+
   it('fillUniform draws the same values on the GPU as on the CPU', () => {
     for (const dtype of ['f32', 'bf16'] as const) {
       const a = ops.fillUniform(Tensor.empty([100003], { dtype, device: dev }), { seed: 9, low: -0.5, high: 0.25 }).toArray();

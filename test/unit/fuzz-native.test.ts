@@ -211,7 +211,7 @@ describe('fuzz: the raw native binding', () => {
 
   it('tensor, event, stream and graph methods with fuzzed arguments', () => {
     const method = fc.oneof(
-      fc.tuple(tensor, fc.constantFrom('toHost', 'copyFrom', 'writeHost', 'view', 'dispose'), foreign, tensor, size, shape),
+      fc.tuple(tensor, fc.constantFrom('toHost', 'readBegin', 'copyFrom', 'writeHost', 'view', 'dispose'), foreign, tensor, size, shape),
       fc.tuple(fc.constant(null), fc.constantFrom('elapsedMs', 'waitEvent', 'synchronize', 'record', 'replay', 'ops'), foreign, tensor, size, shape),
     );
     fc.assert(
@@ -239,6 +239,7 @@ describe('fuzz: the raw native binding', () => {
           if (m === 'dispose') return; // keep the pool alive; disposed ones are disposed
         }
         if (m === 'toHost') attempt(m, () => t.toHost());
+        else if (m === 'readBegin') attempt(m, () => t.readBegin().wait());
         else if (m === 'copyFrom') attempt(m, () => t.copyFrom((which ? t2 : x) as NativeTensor));
         else if (m === 'writeHost') {
           const bytes = typeof n === 'number' && n >= 0 && n <= 512 ? Math.floor(n) : t.disposed ? 0 : t.nbytes;

@@ -351,9 +351,9 @@ static void fused_decode(DType dt, std::vector<int32_t> pos, std::vector<int32_t
   pc::rope_kv_write(nullptr, dt, qkv2.p(), kc2.p(), vc2.p(), pos.data(), B, Hq, Hkv, D, st, rot, 10000.f, nullptr, L * W, W, L);
   pc::attention_decode(nullptr, dt, qkv2.p(), kc2.p(), vc2.p(), lens.data(), out2.p(), B, Hq, Hkv, D, st, L * W, W, L, scale,
                        counter ? cnt2.data() : nullptr);
-  // The PRE form (bf16 without rotation: the first keys below pos loaded before the PDL wait): the same bits.
-  // (Past four q heads a kv head the host runs the two launches instead of the fused kernel: nothing to hold.)
-  const bool pre = dt == DType::BF16 && rot == 0 && Hq / Hkv <= 4;
+  // The PRE form (bf16: the first keys below pos loaded, and the angles at pos computed, before the PDL wait):
+  // the same bits. (Past four q heads a kv head the host runs the two launches instead of the fused kernel.)
+  const bool pre = dt == DType::BF16 && Hq / Hkv <= 4;
   if (pre) {
     std::vector<uint32_t> cnt3(cnt.size(), 0u);
     pc::attention_decode_pre(1);
