@@ -1420,6 +1420,13 @@ for p in "${parts[@]}"; do
         timeout 150 python3 bench/peers/torch_compile_decode.py llama $b > "$out/peer-s26b-$b.log" 2>&1; grep ANCHOR "$out/peer-s26b-$b.log" | cut -c1-200
       done
       timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16 2>&1 | tail -2 | sed "s/^/[7b default, after the peer] /" ;;
+    s26-c)
+      # The fused rope + attention at batch 16 again, now with its PRE form (S17-2: even without it), against the
+      # default (rope + KV write, then the attention); and the one-row GEMV edge case's test.
+      timeout 100 vitest run test/gpu/kernels.gpu.test.ts -t "1x4100x11008" > "$out/gpu-s26c-k.log" 2>&1; echo "vitest 1x4100x11008 rc=$?"; grep -E "×|Test Files|Tests " "$out/gpu-s26c-k.log" | head -10
+      for r in 1 2 3; do for v in "" PARALLM_DECODE_FUSED_ATTN=1 "PARALLM_DECODE_FUSED_ATTN=1 PARALLM_ATTN_PRE_ROPE=0"; do
+        env $v timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 16,64 2>&1 | tail -2 | sed "s/^/[7b ${v:-default}] /"
+      done; done ;;
     s25-b)
       # Written in the twenty-first session for the next: where 7B's batch-1 step goes. The layer's four one-row
       # products alone (qkv 1x12288x4096, out 1x4096x4096, gate+up with SwiGLU 1x22016x4096, down 1x4096x11008;
