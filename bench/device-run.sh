@@ -1427,6 +1427,12 @@ for p in "${parts[@]}"; do
       for r in 1 2 3; do for v in "" PARALLM_DECODE_FUSED_ATTN=1 "PARALLM_DECODE_FUSED_ATTN=1 PARALLM_ATTN_PRE_ROPE=0"; do
         env $v timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 16,64 2>&1 | tail -2 | sed "s/^/[7b ${v:-default}] /"
       done; done ;;
+    s26-d)
+      # What the rope + KV write launch costs inside 7B's batch-16 and 64 steps (PARALLM_DECODE_SKIP=rope: timing
+      # only, the tokens are wrong): the most a fusion of it into the qkv product's split-K reduce can gain.
+      for r in 1 2 3; do for v in "" PARALLM_DECODE_SKIP=rope PARALLM_DECODE_SKIP=attn; do
+        env $v timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 16,64 2>&1 | tail -2 | sed "s/^/[7b ${v:-default}] /"
+      done; done ;;
     s25-b)
       # Written in the twenty-first session for the next: where 7B's batch-1 step goes. The layer's four one-row
       # products alone (qkv 1x12288x4096, out 1x4096x4096, gate+up with SwiGLU 1x22016x4096, down 1x4096x11008;
