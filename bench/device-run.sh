@@ -1433,6 +1433,12 @@ for p in "${parts[@]}"; do
       for r in 1 2 3; do for v in "" PARALLM_DECODE_SKIP=rope PARALLM_DECODE_SKIP=attn; do
         env $v timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 16,64 2>&1 | tail -2 | sed "s/^/[7b ${v:-default}] /"
       done; done ;;
+    s26-e)
+      # The session's final build (decode ahead; the rotating fused attention's PRE at batch 1 only): every
+      # single-GPU test, then the decode figures once.
+      timeout 430 vitest run test/gpu > "$out/gpu-s26e.log" 2>&1; echo "vitest rc=$?"; grep -E "×|Test Files|Tests |Duration" "$out/gpu-s26e.log" | head -30
+      timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1,16 2>&1 | tail -2 | sed "s/^/[gpt2] /"
+      timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16,64 2>&1 | tail -3 | sed "s/^/[7b] /" ;;
     s25-b)
       # Written in the twenty-first session for the next: where 7B's batch-1 step goes. The layer's four one-row
       # products alone (qkv 1x12288x4096, out 1x4096x4096, gate+up with SwiGLU 1x22016x4096, down 1x4096x11008;

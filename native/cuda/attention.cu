@@ -82,7 +82,9 @@ bool attn_pre() {
   }();
   return !off && frozen_weights();
 }
-// The rotating FRESH form's PRE too (LLaMA's batch-1 decode), unless PARALLM_ATTN_PRE_ROPE=0 (a measurement knob).
+// The rotating FRESH form's PRE too at batch 1 (LLaMA's fused decode attention: +0.2-0.3% at 7B, S25-3), unless
+// PARALLM_ATTN_PRE_ROPE=0 (a measurement knob). Not at larger batches, where the fused form runs only when asked
+// (PARALLM_DECODE_FUSED_ATTN=1): there its 4 blocks an SM cost 7B 1.1% at 16 and 0.7% at 64 (S25-5).
 bool attn_pre_rope() {
   static const bool off = [] {
     const char* e = std::getenv("PARALLM_ATTN_PRE_ROPE");
@@ -348,7 +350,7 @@ constexpr int kRopeMaxPairs = 128;  // rot_dim / 2 for D <= 256
 // At one head a block the rotating form is held to 64 registers (8 blocks an SM; the plain form's 56-61
 // give 8-9): unbounded, the rows and partners in flight in its prologue took 72 (kFresh takes 63). Its PRE
 // form holds the first keys and values too, so it is held to 4 blocks an SM (128 registers): it runs at batch 1
-// (Transformer.fusedDecodeAttention), where 7B's grid is two blocks an SM.
+// only (attn_pre_rope), where 7B's grid is two blocks an SM.
 constexpr int kFreshBlocks = 8, kFreshPreBlocks = 4;
 // One step of decode_split's loop: the kDecU keys from j0 (kk, vv; those at s1 and past score -inf) into each
 // head's running max m, sum l and output acc.
@@ -682,7 +684,7 @@ void decode_launch(cudaStream_t st, bool aligned, const void* q, const void* k, 
     if (fr && fr->rot_dim == 0 && attn_pre()) {
       pre = true;
       kern = aligned ? decode_split<T, GS, HPB, true, kFresh, true> : decode_split<T, GS, HPB, false, kFresh, true>;
-    } else if (fr && attn_pre() && attn_pre_rope()) {
+    } else if (fr && B == 1 && attn_pre() && attn_pre_rope()) {
       pre = true;
       kern = aligned ? decode_split<T, GS, HPB, true, kFreshRope, true> : decode_split<T, GS, HPB, false, kFreshRope, true>;
     }

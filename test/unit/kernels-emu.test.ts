@@ -25,7 +25,7 @@ describe.skipIf(!tools)('the op kernels on the host emulation', () => {
     expect(out.match(/ FAIL/g), out).toBeNull();
     // f32 and bf16 of each fused case: the new token mid-context / last / past lens / outside the cache,
     // GQA, two head blocks a kv head (the copy), partial and odd rotations, no rotation
-    expect(out.match(/rope_kv_attention_decode .* ok \(= rope_kv_write \+ attention_decode(; PRE too)?\)/g)?.length ?? 0, out).toBe(18);
+    expect(out.match(/rope_kv_attention_decode .* ok \(= rope_kv_write \+ attention_decode(; PRE too)?\)/g)?.length ?? 0, out).toBe(24);
     // decode_split's PRE form (first keys, and the rotation's angles, before the PDL wait), bf16 at up to four q
     // heads a kv head, on the fused kernel's shapes: four without rotation, three with it
     expect(out.match(/rope_kv_attention_decode .* bf16 ok \(= rope_kv_write \+ attention_decode; PRE too\)/g)?.length ?? 0, out).toBe(7);

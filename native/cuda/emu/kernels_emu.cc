@@ -351,9 +351,10 @@ static void fused_decode(DType dt, std::vector<int32_t> pos, std::vector<int32_t
   pc::rope_kv_write(nullptr, dt, qkv2.p(), kc2.p(), vc2.p(), pos.data(), B, Hq, Hkv, D, st, rot, 10000.f, nullptr, L * W, W, L);
   pc::attention_decode(nullptr, dt, qkv2.p(), kc2.p(), vc2.p(), lens.data(), out2.p(), B, Hq, Hkv, D, st, L * W, W, L, scale,
                        counter ? cnt2.data() : nullptr);
-  // The PRE form (bf16: the first keys below pos loaded, and the angles at pos computed, before the PDL wait):
-  // the same bits. (Past four q heads a kv head the host runs the two launches instead of the fused kernel.)
-  const bool pre = dt == DType::BF16 && Hq / Hkv <= 4;
+  // The PRE form (bf16: the first keys below pos loaded, and with rotation the angles at pos computed, before the
+  // PDL wait; the rotating form's at batch 1 only, attention.cu's attn_pre_rope): the same bits. (Past four q heads
+  // a kv head the host runs the two launches instead of the fused kernel.)
+  const bool pre = dt == DType::BF16 && Hq / Hkv <= 4 && (rot == 0 || B == 1);
   if (pre) {
     std::vector<uint32_t> cnt3(cnt.size(), 0u);
     pc::attention_decode_pre(1);
@@ -455,6 +456,10 @@ int main() {
     fused_decode(dt, {-1, 48, 30}, {9, 48, 31}, 48, 8, 2, 128, 128, -1, true);  // outside the cache; GQA
     fused_decode(dt, {100}, {101}, 120, 6, 1, 80, 32, 4, false);  // two head blocks a kv head, partial rotation, combine
     fused_decode(dt, {7, 0}, {8, 1}, 9, 3, 3, 20, 12, 2, true);     // unaligned heads, pairs across packs
+    // One sequence (bf16: the rotating form's PRE): the new key mid-chunk, GQA at the cache's end, unaligned heads.
+    fused_decode(dt, {30}, {31}, 48, 4, 4, 64, 64, 3, true);
+    fused_decode(dt, {47}, {48}, 48, 8, 2, 128, 128, -1, true);
+    fused_decode(dt, {7}, {8}, 9, 3, 3, 20, 12, 2, false);
     fused_decode(dt, {16}, {17}, 17, 3, 3, 64, 0, 1, false);       // no rotation (GPT-2), one chunk
     // Without rotation, with the PRE form too: the new key in the first step of a chunk and later, mid-context,
     // past lens, outside the cache; chunks; GQA; unaligned heads.
