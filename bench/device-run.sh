@@ -1439,6 +1439,19 @@ for p in "${parts[@]}"; do
       timeout 430 vitest run test/gpu > "$out/gpu-s26e.log" 2>&1; echo "vitest rc=$?"; grep -E "×|Test Files|Tests |Duration" "$out/gpu-s26e.log" | head -30
       timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1,16 2>&1 | tail -2 | sed "s/^/[gpt2] /"
       timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16,64 2>&1 | tail -3 | sed "s/^/[7b] /" ;;
+    s26-f)
+      # 7B's batch-16 attention (~6 us a layer over its bytes, S25-6): the chunks merged by decode_combine's launch
+      # instead of the split kernel's last block (PARALLM_DECODE_ATTN_COUNTER=0), and the key-chunk count forced
+      # (PARALLM_DECODE_SPLITS), three rounds alternating.
+      for r in 1 2 3; do for v in "" PARALLM_DECODE_ATTN_COUNTER=0 PARALLM_DECODE_SPLITS=2 "PARALLM_DECODE_SPLITS=2 PARALLM_DECODE_ATTN_COUNTER=0" PARALLM_DECODE_SPLITS=1; do
+        env $v timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 16,64 2>&1 | tail -2 | sed "s/^/[7b ${v:-default}] /"
+      done; done ;;
+    s26-g)
+      # The plain decode attention with two steps' loads in flight a group (PARALLM_DECODE_ATTN_PIPE=1, a switch of
+      # that build, since removed: S25-9 measured it slower), 7B at 16 and 64, three rounds alternating.
+      for r in 1 2 3; do for v in "" PARALLM_DECODE_ATTN_PIPE=1; do
+        env $v timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 16,64 2>&1 | tail -2 | sed "s/^/[7b ${v:-default}] /"
+      done; done ;;
     s25-b)
       # Written in the twenty-first session for the next: where 7B's batch-1 step goes. The layer's four one-row
       # products alone (qkv 1x12288x4096, out 1x4096x4096, gate+up with SwiGLU 1x22016x4096, down 1x4096x11008;

@@ -143,6 +143,13 @@ export class Transformer {
     (typeof process !== 'undefined' ? process.env.PARALLM_DECODE_SKIP ?? '' : '').split(',').filter((s) => s === 'rope' || s === 'attn'),
   );
 
+  /**
+   * Whether decode attention's chunks are merged by the split kernel's last block a head group (the cache's
+   * counter; one launch a layer fewer) rather than by decode_combine's launch; the same bits either way.
+   * PARALLM_DECODE_ATTN_COUNTER=0 sets false (a measurement knob, read when the module loads).
+   */
+  static attentionCounter: boolean = typeof process === 'undefined' || process.env.PARALLM_DECODE_ATTN_COUNTER !== '0';
+
   private static fusedAttentionFromEnv(): boolean | 'auto' {
     const v = typeof process !== 'undefined' ? process.env.PARALLM_DECODE_FUSED_ATTN : undefined;
     return v === '0' ? false : v === '1' ? true : 'auto';
@@ -417,7 +424,7 @@ export class Transformer {
       } else if (rope) qkv = this.normLinear(x, l.norm1, l.qkv, true, l.qkvBias);
       else qkv = ops.layernormLinear(x, l.norm1, l.norm1Bias!, l.qkv, { bias: l.qkvBias, eps: this.cfg.normEps });
       const shape = { batch: B, headsQ: heads, headsKv: kvHeads, headDim: D, maxLen: M, kvStrides };
-      const counter = cache.counter ?? undefined;
+      const counter = Transformer.attentionCounter ? (cache.counter ?? undefined) : undefined;
       let att: Tensor;
       if (fusedAttention) {
         att = ops.ropeKvAttentionDecode(qkv, cache.k[i]!, cache.v[i]!, pos, lens, { ...shape, qkvStride: W3, rope, counter });
