@@ -1452,6 +1452,20 @@ for p in "${parts[@]}"; do
       for r in 1 2 3; do for v in "" PARALLM_DECODE_ATTN_PIPE=1; do
         env $v timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 16,64 2>&1 | tail -2 | sed "s/^/[7b ${v:-default}] /"
       done; done ;;
+    s26-i)
+      # The qkv projection's split-K reduce doing decode's rope + KV write (linearRopeKvWrite; S25-6: the rope
+      # launch ~2.8 us a layer at batch 16). Its tests first (decode: the new op against linear then ropeKvWrite
+      # bit for bit, and LLaMA decode through it), then 7B at 16 and 64 with it and without
+      # (PARALLM_DECODE_ROPE_IN_PROJECTION=0), three rounds alternating.
+      timeout 240 vitest run test/gpu/decode.gpu.test.ts test/gpu/models.gpu.test.ts > "$out/gpu-s26i.log" 2>&1; echo "vitest decode+models rc=$?"; grep -E "×|Test Files|Tests |Duration" "$out/gpu-s26i.log" | head -20
+      for r in 1 2 3; do for v in "" PARALLM_DECODE_ROPE_IN_PROJECTION=0; do
+        env $v timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 16,64 2>&1 | tail -2 | sed "s/^/[7b ${v:-default}] /"
+      done; done ;;
+    s26-j)
+      # The session's last build against compiled PyTorch at 7B batch 16, parallm before and after the peer.
+      timeout 30 node dist/cli/index.js bench generate --model llama-2-7b --batch 16 2>&1 | tail -1 | sed "s/^/[7b before] /"
+      timeout 110 python3 bench/peers/torch_compile_decode.py llama 16 > "$out/peer-s26j.log" 2>&1; grep ANCHOR "$out/peer-s26j.log" | cut -c1-200
+      timeout 30 node dist/cli/index.js bench generate --model llama-2-7b --batch 16 2>&1 | tail -1 | sed "s/^/[7b after] /" ;;
     s25-b)
       # Written in the twenty-first session for the next: where 7B's batch-1 step goes. The layer's four one-row
       # products alone (qkv 1x12288x4096, out 1x4096x4096, gate+up with SwiGLU 1x22016x4096, down 1x4096x11008;

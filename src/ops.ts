@@ -388,6 +388,47 @@ export function ropeKvWrite(qkv: Tensor, kCache: Tensor, vCache: Tensor, pos: Te
   native.ropeKvWrite(qkv.native, kCache.native, vCache.native, pos.native, freqs?.native ?? null, B, Hq, Hkv, D, qs, rot, o.rope?.theta ?? 10000, kB, kT, maxLen);
 }
 
+/**
+ * Decode's qkv projection with its rope and KV-cache write: qkv = linear(x, weight, bias) (x [B, in], weight
+ * [(Hq + 2 Hkv) D, in]), then ropeKvWrite(qkv, kCache, vCache, pos, o). Returns qkv [B, (Hq + 2 Hkv) D] (its q and
+ * k heads rotated). On a GPU, where the product is cut in K slices (the W-as-A tile at 9-16 rows), the slices'
+ * sum and the rope are one launch; the same values as the two ops.
+ */
+export function linearRopeKvWrite(
+  x: Tensor,
+  weight: Tensor,
+  kCache: Tensor,
+  vCache: Tensor,
+  pos: Tensor,
+  o: Omit<RopeKvWriteOptions, 'qkvStride'> & { bias?: Tensor | null; out?: Tensor },
+): Tensor {
+  const op = 'linearRopeKvWrite';
+  const { bias, out } = o;
+  const dev = sameDevice(op, { x, weight, bias, kCache, vCache, pos, freqs: o.rope?.freqs });
+  const dt = sameDType(op, { x, weight, bias, kCache, vCache }, FLOATS);
+  if (weight.shape.length !== 2) throw new Error(`${op}: weight must be 2-D [out, in], got [${weight.shape.join(', ')}]`);
+  const [N, K] = weight.shape as [number, number];
+  const { batch: B, headsQ: Hq, headsKv: Hkv, headDim: D, maxLen } = o;
+  for (const [n, val] of Object.entries({ batch: B, headsQ: Hq, headsKv: Hkv, headDim: D })) positive(op, n, val);
+  if (N !== (Hq + 2 * Hkv) * D) throw new Error(`${op}: weight has ${N} rows, not (headsQ + 2 headsKv) x headDim = ${(Hq + 2 * Hkv) * D}`);
+  const M = rowsCols(op, x, K);
+  if (M !== B) throw new Error(`${op}: x has ${M} rows for a batch of ${B}`);
+  if (bias) expectShape(op, 'bias', bias, [N]);
+  const c = output(op, out, [B, N], dt, dev);
+  let shape: ReturnType<typeof ropeKvShape>;
+  try {
+    if (c.native === x.native) throw new Error(`${op}: out must not be x`);
+    shape = ropeKvShape(op, c, kCache, vCache, pos, { ...o, qkvStride: N });
+  } catch (e) {
+    if (!out) c.dispose();
+    throw e;
+  }
+  const { kB, kT, rot, freqs } = shape;
+  native.matmulRopeKvWrite(c.native, x.native, weight.native, bias?.native ?? null, kCache.native, vCache.native, pos.native, freqs?.native ?? null,
+    B, K, Hq, Hkv, D, rot, o.rope?.theta ?? 10000, kB, kT, maxLen);
+  return c;
+}
+
 /** The checks ropeKvWrite and ropeKvAttentionDecode share: sizes, pos, strides, rows and the rotation. */
 function ropeKvShape(op: string, qkv: Tensor, kCache: Tensor, vCache: Tensor, pos: Tensor, o: RopeKvWriteOptions) {
   const { batch: B, headsQ: Hq, headsKv: Hkv, headDim: D, maxLen } = o;

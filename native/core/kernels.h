@@ -86,6 +86,16 @@ void rope_kv_write(PARALLM_KCTX ctx, DType dt, void* qkv, void* kc, void* vc, co
                    int Hkv, int D, int64_t qkv_stride, int rot_dim, float theta, const float* freqs,
                    int64_t kv_bstride, int64_t kv_tstride, int64_t max_len);
 
+// Decode's qkv projection with its rope and cache write, defined as
+//   matmul(X [M,K], W [N,K] transposed, bias, qkv [M,N]) with N = (Hq + 2 Hkv) D (qkv dense, alpha 1, beta 0)
+//   rope_kv_write(qkv, kc, vc, pos, B = M, Hq, Hkv, D, qkv_stride = N, rot_dim, theta, freqs, kv strides, max_len)
+// On CUDA, where the product is cut in K slices, their sum and the rope are one launch (the same bits as the two
+// calls); otherwise, and on the CPU, the two calls.
+void matmul_rope_kv_write(PARALLM_KCTX ctx, DType dt, const void* X, const void* W, const void* bias, void* qkv,
+                          void* kc, void* vc, const int32_t* pos, int64_t M, int64_t K, int Hq, int Hkv, int D,
+                          int rot_dim, float theta, const float* freqs, int64_t kv_bstride, int64_t kv_tstride,
+                          int64_t max_len);
+
 // Decode's rope, cache write and attention for one new token a sequence, defined as
 //   rope_kv_write(copy of qkv, kc, vc, pos, ..., rot_dim, theta, freqs, kv strides, max_len)
 //   attention_decode(q heads of that copy, kc, vc, lens, ..., q_bstride = qkv_stride, max_len, scale, counter)

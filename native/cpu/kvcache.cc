@@ -1,6 +1,8 @@
 // kv_write: copy T new rows per sequence into a cache at that sequence's position (row memcpy).
 // rope_kv_write: decode's rope and the two cache writes, as those three calls (the CUDA backend fuses them).
 // rope_kv_attention_decode: rope_kv_write on a copy of the rows, then attention_decode (CUDA: one launch).
+// matmul_rope_kv_write: matmul, then rope_kv_write (CUDA: the product's split-K reduce does the rope).
+#include <cstdint>
 #include <cstring>
 #include <vector>
 
@@ -30,6 +32,16 @@ void kv_write(const Ctx& ctx, DType dt, const void* src, void* dst, const int32_
                   row);
     }
   });
+}
+
+void matmul_rope_kv_write(const Ctx& ctx, DType dt, const void* X, const void* W, const void* bias, void* qkv, void* kc,
+                          void* vc, const int32_t* pos, int64_t M, int64_t K, int Hq, int Hkv, int D, int rot_dim,
+                          float theta, const float* freqs, int64_t kv_bstride, int64_t kv_tstride, int64_t max_len) {
+  if (M < 0 || M > INT32_MAX || K < 1 || Hq < 1 || Hkv < 1 || D < 1)
+    fail("matmul_rope_kv_write: bad sizes M=", M, " K=", K, " Hq=", Hq, " Hkv=", Hkv, " D=", D);
+  const int64_t N = int64_t(Hq + 2 * Hkv) * D;
+  matmul(ctx, dt, X, W, bias, qkv, M, N, K, false, true, 1.f, 0.f);
+  rope_kv_write(ctx, dt, qkv, kc, vc, pos, int(M), Hq, Hkv, D, N, rot_dim, theta, freqs, kv_bstride, kv_tstride, max_len);
 }
 
 void rope_kv_write(const Ctx& ctx, DType dt, void* qkv, void* kc, void* vc, const int32_t* pos, int B, int Hq, int Hkv,

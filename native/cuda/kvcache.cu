@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include "check.h"
 #include "common.cuh"
@@ -118,6 +119,54 @@ __global__ void __launch_bounds__(kRopeWarps * 32)
   }
 }
 
+// The qkv product's split-K second pass with rope_kv_write folded in (matmul_rope_kv_write, through matmul.cu's
+// reduce_slices): each element of qkv summed over the slices of ws [splits][B][N] in slice order and rounded as
+// splitk_reduce stores it (its alpha 1, beta 0: round(sum + bias)), then rotated and written to the caches from
+// those rounded values as rope_kv_kernel does: the bits of splitk_reduce then rope_kv_write, one launch where
+// there were two (the rope launch cost 7B's batch-16 step ~2.8 µs a layer, S25-6). A thread an element of a row;
+// a q or k head's thread d < half rotates the pair (d, d + half), the partner's thread returning at once.
+template <class T>
+__global__ void splitk_rope_kv_kernel(const float* __restrict__ ws, int splits, const T* __restrict__ bias,
+                                      T* __restrict__ qkv, T* __restrict__ kc, T* __restrict__ vc,
+                                      const int32_t* __restrict__ pos, int B, int Hq, int Hkv, int D, int rot_dim,
+                                      float theta, const float* __restrict__ freqs, int64_t kb, int64_t kt,
+                                      int64_t max_len) {
+  pdl_begin();  // launched as splitk_reduce is, after the product: the partials are read after the wait
+  const int64_t N = int64_t(Hq + 2 * Hkv) * D, plane = int64_t(B) * N;
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= plane) return;
+  const int64_t b = i / N, col = i - b * N;
+  const int h = int(col / D), d = int(col - int64_t(h) * D), half = rot_dim / 2;
+  const bool is_v = h >= Hq + Hkv, is_k = h >= Hq && !is_v, rotated = !is_v && d < rot_dim;
+  if (rotated && d >= half) return;
+  // Column c's value as splitk_reduce stores it: the slices added in order from 0 (splitk_sum2's order).
+  auto stored = [&](int64_t c) {
+    const float* p = ws + b * N + c;
+    float v = 0.f;
+    for (int s = 0; s < splits; ++s) v += p[s * plane];
+    return from_f32<T>(bias ? v + f32(bias[c]) : v);
+  };
+  const int32_t p = pos[b];
+  const bool store = p >= 0 && int64_t(p) + 1 <= max_len;
+  T* row = qkv + b * N;
+  const int64_t c = b * kb + int64_t(p) * kt + int64_t(h - Hq - (is_v ? Hkv : 0)) * D;  // the cache row's head
+  if (!rotated) {
+    const T y = stored(col);
+    row[col] = y;
+    if (store && is_v) vc[c + d] = y;
+    if (store && is_k) kc[c + d] = y;
+    return;
+  }
+  const T x1 = stored(col), x2 = stored(col + half);
+  float sn, cs;
+  sincosf(float(p) * rope_freq(freqs, theta, d, rot_dim), &sn, &cs);
+  T y1, y2;
+  rope_rotate(f32(x1), f32(x2), cs, sn, y1, y2);
+  row[col] = y1;
+  row[col + half] = y2;
+  if (is_k && store) kc[c + d] = y1, kc[c + d + half] = y2;
+}
+
 template <class T>
 void rope_kv_launch(cudaStream_t s, void* qkv, void* kc, void* vc, const int32_t* pos, int B, int Hq, int Hkv, int D,
                     int64_t qs, int rot_dim, float theta, const float* freqs, int64_t kb, int64_t kt, int64_t max_len) {
@@ -152,6 +201,25 @@ void rope_kv_write(cudaStream_t s, DType dt, void* qkv, void* kc, void* vc, cons
     fail("rope_kv_write: dtype ", dtype_name(dt), " not supported (f32, bf16) (B=", B, " Hq=", Hq, ")");
   PARALLM_LAUNCH_CHECK("rope_kv_write: launch failed (B=", B, " Hq=", Hq, " Hkv=", Hkv, " D=", D, " rot_dim=",
                        rot_dim, ")");
+}
+
+// splitk_rope_kv_kernel's launch, for matmul.cu's reduce_slices (declared there): qkv [B][(Hq + 2 Hkv) D] dense, ws
+// its product's f32 partials; sizes checked by matmul_rope_kv_write before the product ran. pdl: as the product.
+void splitk_rope_kv_write(cudaStream_t s, DType dt, const float* ws, int splits, const void* bias, void* qkv, void* kc,
+                          void* vc, const int32_t* pos, int B, int Hq, int Hkv, int D, int rot_dim, float theta,
+                          const float* freqs, int64_t kv_bstride, int64_t kv_tstride, int64_t max_len, bool pdl) {
+  const int64_t n = int64_t(B) * (Hq + 2 * Hkv) * D;
+  const dim3 grid(unsigned(cdiv(n, kThreads)));
+  auto go = [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    return launch_maybe_pdl(pdl, splitk_rope_kv_kernel<T>, grid, dim3(kThreads), 0, s, ws, splits,
+                            static_cast<const T*>(bias), static_cast<T*>(qkv), static_cast<T*>(kc), static_cast<T*>(vc),
+                            pos, B, Hq, Hkv, D, rot_dim, theta, freqs, kv_bstride, kv_tstride, max_len);
+  };
+  if (dt != DType::F32 && dt != DType::BF16) fail("matmul_rope_kv_write: dtype ", dtype_name(dt), " not supported (f32, bf16)");
+  PARALLM_CUDA_CHECK(dt == DType::F32 ? go(static_cast<float*>(nullptr)) : go(static_cast<__nv_bfloat16*>(nullptr)),
+                     "matmul_rope_kv_write: split-K reduce with the rope (B=", B, " Hq=", Hq, " Hkv=", Hkv, " D=", D,
+                     " splits=", splits, ")");
 }
 
 void kv_write(cudaStream_t s, DType dt, const void* src, void* dst, const int32_t* pos, int B, int T, int64_t W,

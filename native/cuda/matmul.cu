@@ -56,6 +56,11 @@ void matmul_gemv_path(int n);
 // (transB, !transA) that would go to the 64-row tile, 2 also the GEMV's (M <= 16).
 void matmul_sm90_wtile(int mode);
 
+// The qkv product's split-K reduce with its rope and cache write (kvcache.cu; PostRopeKv below).
+void splitk_rope_kv_write(cudaStream_t s, DType dt, const float* ws, int splits, const void* bias, void* qkv, void* kc,
+                          void* vc, const int32_t* pos, int B, int Hq, int Hkv, int D, int rot_dim, float theta,
+                          const float* freqs, int64_t kv_bstride, int64_t kv_tstride, int64_t max_len, bool pdl);
+
 namespace {
 
 std::atomic<int> g_splits{-1};  // test hook: -1 = chosen per call, n = n K slices when possible
@@ -237,6 +242,20 @@ struct PostSwiGLU {
   mutable bool done = false;
 };
 
+// A qkv product's rope and cache write for its split-K reduce (matmul_rope_kv_write): splitk_rope_kv_write (kvcache.cu)
+// sums the slices, rotates and writes the caches in one launch and sets done; otherwise the caller runs
+// rope_kv_write after the product.
+struct PostRopeKv {
+  void* kc;
+  void* vc;
+  const int32_t* pos;
+  const float* freqs;
+  int Hq, Hkv, D, rot_dim;
+  float theta;
+  int64_t kb, kt, max_len;
+  mutable bool done = false;
+};
+
 struct Args {
   cudaStream_t stream;
   DType dt;
@@ -250,6 +269,7 @@ struct Args {
   int pair_ok;
   const PostNorm* post = nullptr;
   const PostSwiGLU* swiglu = nullptr;
+  const PostRopeKv* rope = nullptr;
 };
 
 #define PARALLM_MM_WHERE(a, path)                                                                          \
@@ -387,6 +407,12 @@ void reduce_slices(const Args& a, float* ws, int splits, bool pdl, const char* w
                                         0, a.stream, static_cast<const float*>(ws), splits, static_cast<T*>(sg->y), a.M, F),
                        PARALLM_MM_WHERE(a, what), " split-K reduce with SwiGLU");
     sg->done = reduced = true;
+  }
+  if (const PostRopeKv* rk = a.rope; !reduced && rk && a.alpha == 1.f && a.beta == 0.f &&
+                                      int64_t(a.N) == int64_t(rk->Hq + 2 * rk->Hkv) * rk->D) {
+    splitk_rope_kv_write(a.stream, a.dt, static_cast<const float*>(ws), splits, a.bias, a.C, rk->kc, rk->vc, rk->pos, a.M,
+                         rk->Hq, rk->Hkv, rk->D, rk->rot_dim, rk->theta, rk->freqs, rk->kb, rk->kt, rk->max_len, pdl);
+    rk->done = reduced = true;
   }
   if (!reduced) {
     const int64_t pairs = int64_t(a.M) * ((a.N + 1) / 2);
@@ -750,7 +776,7 @@ void launch_gemv_swiglu(cudaStream_t stream, DType dt, const void* X, const void
 // (matmul_residual_norm), post->done telling the caller whether it did.
 void matmul_with(cudaStream_t stream, DType dt, const void* A, const void* B, const void* bias, void* C, int64_t M,
                  int64_t N, int64_t K, bool transA, bool transB, float alpha, float beta, const PostNorm* post,
-                 const PostSwiGLU* swiglu = nullptr) {
+                 const PostSwiGLU* swiglu = nullptr, const PostRopeKv* rope = nullptr) {
   if (dt != DType::F32 && dt != DType::BF16 && dt != DType::F16)
     fail("matmul: dtype ", dtype_name(dt), " is not supported (f32, bf16, f16)");
   if (M < 0 || N < 0 || K < 0) fail("matmul: negative size M=", M, " N=", N, " K=", K);
@@ -763,7 +789,7 @@ void matmul_with(cudaStream_t stream, DType dt, const void* A, const void* B, co
   const int64_t tiles = ((M + 63) / 64) * ((N + 63) / 64);
   if (tiles > kMax) fail("matmul: M=", M, " N=", N, " needs more blocks than one launch holds");
 
-  Args a{stream, dt, A, B, bias, C, int(M), int(N), int(K), transA, transB, alpha, beta, 0, post, swiglu};
+  Args a{stream, dt, A, B, bias, C, int(M), int(N), int(K), transA, transB, alpha, beta, 0, post, swiglu, rope};
   a.pair_ok = (N % 2 == 0) && (reinterpret_cast<uintptr_t>(C) % 4 == 0);
 
   if (dt == DType::F32 || K == 0) {
@@ -926,6 +952,26 @@ void set_pdl(int level) { g_pdl.store(level < 0 ? 0 : level > 2 ? 2 : level, std
 void matmul(cudaStream_t stream, DType dt, const void* A, const void* B, const void* bias, void* C, int64_t M,
             int64_t N, int64_t K, bool transA, bool transB, float alpha, float beta) {
   matmul_with(stream, dt, A, B, bias, C, M, N, K, transA, transB, alpha, beta, nullptr);
+}
+
+void matmul_rope_kv_write(cudaStream_t stream, DType dt, const void* X, const void* W, const void* bias, void* qkv,
+                          void* kc, void* vc, const int32_t* pos, int64_t M, int64_t K, int Hq, int Hkv, int D,
+                          int rot_dim, float theta, const float* freqs, int64_t kv_bstride, int64_t kv_tstride,
+                          int64_t max_len) {
+  // rope_kv_write's checks first: the reduce that may take its place runs without them.
+  if (M < 0 || M > INT32_MAX || K < 1 || Hq < 1 || Hkv < 1 || D < 1 || kv_bstride < 0 || kv_tstride < 0 ||
+      max_len < 1 || rot_dim < 0 || rot_dim % 2 != 0 || rot_dim > D)
+    fail("matmul_rope_kv_write: bad sizes M=", M, " K=", K, " Hq=", Hq, " Hkv=", Hkv, " D=", D, " rot_dim=", rot_dim,
+         " kv strides ", kv_bstride, "/", kv_tstride, " max_len=", max_len);
+  if (rot_dim > 0 && !freqs && !(theta > 0.f)) fail("matmul_rope_kv_write: theta=", theta, " must be positive");
+  if (dt != DType::F32 && dt != DType::BF16) fail("matmul_rope_kv_write: dtype ", dtype_name(dt), " not supported (f32, bf16)");
+  if (M == 0) return;
+  if (!qkv || !kc || !vc || !pos) fail("matmul_rope_kv_write: null pointer (M=", M, " Hq=", Hq, " Hkv=", Hkv, ")");
+  const int64_t N = int64_t(Hq + 2 * Hkv) * D;
+  const PostRopeKv rk{kc, vc, pos, freqs, Hq, Hkv, D, rot_dim, theta, kv_bstride, kv_tstride, max_len};
+  matmul_with(stream, dt, X, W, bias, qkv, M, N, K, false, true, 1.f, 0.f, nullptr, nullptr, &rk);
+  if (!rk.done) rope_kv_write(stream, dt, qkv, kc, vc, pos, int(M), Hq, Hkv, D, N, rot_dim, theta, freqs, kv_bstride,
+                              kv_tstride, max_len);
 }
 
 }  // namespace parallm::cuda

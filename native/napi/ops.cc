@@ -318,6 +318,37 @@ Napi::Value OpRopeKvWrite(const Napi::CallbackInfo& info) {
   });
 }
 
+// matmulRopeKvWrite(qkv, x, w, bias|null, kCache, vCache, pos, freqs|null, M, K, Hq, Hkv, D, rotDim, theta, kvB, kvT,
+// maxLen): qkv [M, (Hq + 2 Hkv) D] = x [M, K] w^T + bias, then ropeKvWrite of it (qkv dense)
+Napi::Value OpMatmulRopeKvWrite(const Napi::CallbackInfo& info) {
+  return op(info, "matmulRopeKvWrite", [](OpCall& c) {
+    int64_t M = c.i64(8, "M"), K = c.i64(9, "K");
+    int Hq = c.i32(10, "Hq"), Hkv = c.i32(11, "Hkv"), D = c.i32(12, "D"), rot = c.i32(13, "rotDim");
+    float theta = c.f32(14, "theta");
+    int64_t kB = c.i64(15, "cache batch stride"), kT = c.i64(16, "cache token stride"), maxLen = c.i64(17, "maxLen");
+    if (M < 1 || M > INT32_MAX || K < 1 || Hq < 1 || Hkv < 1 || D < 1 || maxLen < 1 || rot < 0 || rot > D || rot % 2 ||
+        kT < c.mul(Hkv, D))
+      fail("matmulRopeKvWrite: bad sizes M=", M, " K=", K, " Hq=", Hq, " Hkv=", Hkv, " D=", D, " rotDim=", rot,
+           " cache token stride=", kT, " maxLen=", maxLen);
+    DType dt = c.dtype_of(0, "qkv");
+    if (dt != DType::F32 && dt != DType::BF16) fail("matmulRopeKvWrite: dtype must be f32 or bf16, got ", dtype_name(dt));
+    const int64_t N = c.mul(Hq + int64_t(2) * Hkv, D);
+    void* pq = c.use(0, "qkv", c.mul(M, N), dt);
+    const void* px = c.use(1, "x", c.mul(M, K), dt);
+    const void* pw = c.use(2, "w", c.mul(N, K), dt);
+    const void* pb = c.opt(3, "bias", N, dt);
+    void* pk = c.use(4, "kCache", c.strided("kCache", {{M, kB}, {maxLen, kT}}, c.mul(Hkv, D)), dt);
+    void* pv = c.use(5, "vCache", c.strided("vCache", {{M, kB}, {maxLen, kT}}, c.mul(Hkv, D)), dt);
+    const int32_t* pp = c.use<int32_t>(6, "pos", M, DType::I32);
+    const float* pf = rot ? c.opt<float>(7, "freqs", rot / 2, DType::F32) : nullptr;
+    if (!rot && c.has_value(7)) fail("matmulRopeKvWrite: freqs given with rotDim 0 (no rotation)");
+    c.run([=](const cpu::Ctx& x) {
+            cpu::matmul_rope_kv_write(x, dt, px, pw, pb, pq, pk, pv, pp, M, K, Hq, Hkv, D, rot, theta, pf, kB, kT, maxLen);
+          },
+          ON_CUDA(matmul_rope_kv_write(s, dt, px, pw, pb, pq, pk, pv, pp, M, K, Hq, Hkv, D, rot, theta, pf, kB, kT, maxLen)));
+  });
+}
+
 // ropeKvAttentionDecode(out, qkv, kCache, vCache, pos, lens, freqs|null, counter|null, B, Hq, Hkv, D, qkvStride,
 // rotDim, theta, kvB, kvT, maxLen, scale): ropeKvWrite on a copy of qkv's rows, then attentionDecode of its q
 // heads (qkv only read; CUDA: one launch)
@@ -921,6 +952,7 @@ void export_ops(Napi::Env env, Napi::Object exports) {
   export_fn(env, exports, "ropeKvAttentionDecode", OpRopeKvAttentionDecode);
   export_fn(env, exports, "kvWrite", OpKvWrite);
   export_fn(env, exports, "ropeKvWrite", OpRopeKvWrite);
+  export_fn(env, exports, "matmulRopeKvWrite", OpMatmulRopeKvWrite);
   export_fn(env, exports, "rmsnormMatmul", OpRmsnormMatmul);
   export_fn(env, exports, "layernormMatmul", OpLayernormMatmul);
   export_fn(env, exports, "matmulResidualNorm", OpMatmulResidualNorm);

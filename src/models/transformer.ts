@@ -144,6 +144,14 @@ export class Transformer {
   );
 
   /**
+   * Decode's rope + KV write with the qkv projection (ops.linearRopeKvWrite) where they run apart from the
+   * attention and the projection's input comes normalized from the layer before: on a GPU, where the product is
+   * cut in K slices (7B at batch 16), in its split-K reduce: one launch a layer fewer, the same bits; 7B batch 16
+   * +0.8% (S25-10, bench/RESULTS.md). PARALLM_DECODE_ROPE_IN_PROJECTION=0 sets false (read when the module loads).
+   */
+  static ropeInProjection: boolean = typeof process === 'undefined' || process.env.PARALLM_DECODE_ROPE_IN_PROJECTION !== '0';
+
+  /**
    * Whether decode attention's chunks are merged by the split kernel's last block a head group (the cache's
    * counter; one launch a layer fewer) rather than by decode_combine's launch; the same bits either way.
    * PARALLM_DECODE_ATTN_COUNTER=0 sets false (a measurement knob, read when the module loads).
@@ -415,23 +423,30 @@ export class Transformer {
     // The layer before hands over this layer's normalized input (its down projection ran the norm too:
     // in the GEMV's epilogue on one device, in the all-reduce on a LLaMA tp shard; null for the first).
     let h: Tensor | null = null;
+    const skip = Transformer.decodeSkip;
     this.w.layers.forEach((l, i) => {
+      const shape = { batch: B, headsQ: heads, headsKv: kvHeads, headDim: D, maxLen: M, kvStrides };
       let qkv: Tensor;
-      if (h) {
+      // The rope and cache write with the projection (linearRopeKvWrite: on a GPU in its split-K reduce) where
+      // the attention does not take them and the input is normalized already.
+      const ropeInProjection = !fusedAttention && !!h && Transformer.ropeInProjection && !skip.has('rope');
+      if (h && ropeInProjection) {
+        qkv = ops.linearRopeKvWrite(h, l.qkv, cache.k[i]!, cache.v[i]!, pos, { ...shape, rope, bias: l.qkvBias });
+        h.dispose();
+        h = null;
+      } else if (h) {
         qkv = ops.linear(h, l.qkv, l.qkvBias);
         h.dispose();
         h = null;
       } else if (rope) qkv = this.normLinear(x, l.norm1, l.qkv, true, l.qkvBias);
       else qkv = ops.layernormLinear(x, l.norm1, l.norm1Bias!, l.qkv, { bias: l.qkvBias, eps: this.cfg.normEps });
-      const shape = { batch: B, headsQ: heads, headsKv: kvHeads, headDim: D, maxLen: M, kvStrides };
       const counter = Transformer.attentionCounter ? (cache.counter ?? undefined) : undefined;
       let att: Tensor;
       if (fusedAttention) {
         att = ops.ropeKvAttentionDecode(qkv, cache.k[i]!, cache.v[i]!, pos, lens, { ...shape, qkvStride: W3, rope, counter });
       } else {
         // (PARALLM_DECODE_SKIP leaves either out: timing only, see decodeSkip)
-        const skip = Transformer.decodeSkip;
-        if (!skip.has('rope')) ops.ropeKvWrite(qkv, cache.k[i]!, cache.v[i]!, pos, { ...shape, qkvStride: W3, rope });
+        if (!skip.has('rope') && !ropeInProjection) ops.ropeKvWrite(qkv, cache.k[i]!, cache.v[i]!, pos, { ...shape, qkvStride: W3, rope });
         att = skip.has('attn')
           ? Tensor.empty([B, heads * D], { dtype: qkv.dtype, device: qkv.device })
           : ops.attentionDecode(qkv, cache.k[i]!, cache.v[i]!, lens, { ...shape, qStride: W3, counter });

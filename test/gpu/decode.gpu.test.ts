@@ -596,6 +596,60 @@ describe.skipIf(gpus === 0)('ropeKvWrite: the fused decode rope and cache write'
     });
 });
 
+describe.skipIf(gpus === 0)('linearRopeKvWrite: the qkv projection with its rope and cache write', () => {
+  afterEach(() => {
+    native.testing.matmulSplitK(-1);
+    native.testing.matmulWTile(-1);
+  });
+  // linear then ropeKvWrite on the same inputs: the same bits, where the product's split-K reduce does the rope
+  // (the W-as-A tile's slices, forced or chosen: 7B's batch-16 qkv) and where it does not (one slice, the GEMV).
+  for (const [B, K, Hq, Hkv, D, rot, wtile, splits, bias] of [
+    [16, 4096, 32, 32, 128, 128, -1, -1, false], // 7B at batch 16, the dispatch's choice (the W-as-A tile, sliced)
+    [16, 4096, 32, 8, 128, 128, 2, 3, true],
+    [9, 1024, 12, 4, 64, 32, 2, 4, true], // partial rotation, GQA
+    [5, 512, 6, 3, 80, 64, 2, 2, false],
+    [3, 256, 4, 4, 64, 0, 2, 3, false], // no rotation: the cache writes alone
+    [12, 2048, 8, 8, 128, 128, 2, 1, false], // one slice: no reduce, rope_kv_write after
+    [1, 4096, 32, 32, 128, 128, -1, -1, false], // the GEMV: rope_kv_write after
+  ] as const)
+    it(`B${B} K${K} Hq${Hq} Hkv${Hkv} D${D} rot${rot} wtile ${wtile} splits ${splits}${bias ? ', bias' : ''} [bf16]: equals linear then ropeKvWrite`, () => {
+      const maxLen = 48, N = (Hq + 2 * Hkv) * D, s = seed(), dt = 'bf16';
+      native.testing.matmulWTile(wtile);
+      native.testing.matmulSplitK(splits);
+      // (B > 2: the first sequence at -1 and the last past the cache: rotated, and written nowhere)
+      const posv = Array.from({ length: B }, (_, b) => (B > 2 && b === 0 ? -1 : B > 2 && b === B - 1 ? maxLen : (s + 7 * b) % maxLen));
+      const pos = Tensor.from(posv, [B], { dtype: 'i32', device: dev });
+      const x = randT([B, K], dt, dev, s).t;
+      const w = randT([N, K], dt, dev, s + 1, -0.05, 0.05).t;
+      const bv = bias ? randT([N], dt, dev, s + 2).t : undefined;
+      const rope = rot ? { theta: 10000, rotaryDim: rot } : undefined;
+      const shape = { batch: B, headsQ: Hq, headsKv: Hkv, headDim: D, maxLen };
+      const outs = [true, false].map((fused) => {
+        const kc = randT([B, maxLen, Hkv, D], dt, dev, s + 3).t;
+        const vc = randT([B, maxLen, Hkv, D], dt, dev, s + 4).t;
+        let qkv: Tensor;
+        if (fused) {
+          qkv = Tensor.full([B, N], Number.NaN, { dtype: dt, device: dev });
+          ops.linearRopeKvWrite(x, w, kc, vc, pos, { ...shape, rope, bias: bv, out: qkv });
+        } else {
+          qkv = ops.linear(x, w, bv);
+          ops.ropeKvWrite(qkv, kc, vc, pos, { ...shape, rope });
+        }
+        const r = [qkv, kc, vc].map((t) => t.toArray() as Float32Array);
+        [qkv, kc, vc].forEach((t) => t.dispose());
+        return r;
+      });
+      for (const [i, name] of ['qkv', 'k cache', 'v cache'].entries()) {
+        const [a, b] = [outs[0]![i]!, outs[1]![i]!];
+        finite(a, name);
+        let diff = 0;
+        for (let j = 0; j < a.length; j++) if (a[j] !== b[j]) diff++;
+        expect(diff, `seed ${s}: ${name} elements that differ`).toBe(0);
+      }
+      [pos, x, w, bv].forEach((t) => t?.dispose());
+    });
+});
+
 describe.skipIf(gpus === 0)('ropeKvAttentionDecode: rope, cache write and attention in one launch', () => {
   afterEach(() => native.testing.attentionDecodeSplits(-1));
   // The split kernel's FRESH form against ropeKvWrite then attentionDecode on the GPU (the same bits: the

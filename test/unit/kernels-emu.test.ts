@@ -30,5 +30,7 @@ describe.skipIf(!tools)('the op kernels on the host emulation', () => {
     // heads a kv head, on the fused kernel's shapes: four without rotation, three with it
     expect(out.match(/rope_kv_attention_decode .* bf16 ok \(= rope_kv_write \+ attention_decode; PRE too\)/g)?.length ?? 0, out).toBe(7);
     expect(out.match(/rope_kv_attention_decode .* rot(?!0 )\d+ .* bf16 ok \(= rope_kv_write \+ attention_decode; PRE too\)/g)?.length ?? 0, out).toBe(3);
+    // matmul_rope_kv_write's split-K reduce with the rope: the bits of splitk_reduce then rope_kv_write (f32, bf16)
+    expect(out.match(/splitk_rope_kv_write .* ok \(= splitk_reduce \+ rope_kv_write\)/g)?.length ?? 0, out).toBe(6);
   }, 600_000);
 });

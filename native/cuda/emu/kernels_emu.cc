@@ -202,6 +202,41 @@ static void rope_kv(DType dt, int B, int Hq, int Hkv, int D, int rot, int L) {
               same ? "ok" : "FAIL (bits differ)");
 }
 
+namespace parallm::cuda {  // matmul_rope_kv_write's split-K reduce with the rope (kvcache.cu)
+void splitk_rope_kv_write(cudaStream_t s, DType dt, const float* ws, int splits, const void* bias, void* qkv, void* kc,
+                          void* vc, const int32_t* pos, int B, int Hq, int Hkv, int D, int rot_dim, float theta,
+                          const float* freqs, int64_t kv_bstride, int64_t kv_tstride, int64_t max_len, bool pdl);
+}
+
+// splitk_rope_kv_write against splitk_reduce's values (the slices added in order, + bias, rounded: computed here)
+// then rope_kv_write: the same bits for qkv and both caches.
+static void splitk_rope_kv(DType dt, int B, int Hq, int Hkv, int D, int rot, int L, int splits, bool bias) {
+  const int64_t N = int64_t(Hq + 2 * Hkv) * D, W = int64_t(Hkv) * D;
+  std::vector<float> ws(size_t(splits) * B * N);
+  std::uniform_real_distribution<float> U(-2, 2);
+  for (float& x : ws) x = U(rng);
+  Buf bv(dt, N), qkv(dt, B * N), kc(dt, B * L * W), vc(dt, B * L * W);
+  Buf qkv2 = qkv, kc2 = kc, vc2 = vc;
+  qkv.poison();
+  std::vector<int32_t> pos(B);
+  for (int b = 0; b < B; ++b) pos[b] = b == 0 && B > 2 ? -1 : b == B - 1 && B > 1 ? L : int32_t((b * 5 + 2) % L);
+  for (int64_t i = 0; i < int64_t(B) * N; ++i) {
+    float v = 0.f;
+    for (int s = 0; s < splits; ++s) v += ws[size_t(s) * B * N + i];
+    qkv2.set(size_t(i), bias ? v + float(bv[size_t(i % N)]) : v);
+  }
+  pc::rope_kv_write(nullptr, dt, qkv2.p(), kc2.p(), vc2.p(), pos.data(), B, Hq, Hkv, D, N, rot, 10000.f, nullptr, L * W, W, L);
+  pc::splitk_rope_kv_write(nullptr, dt, ws.data(), splits, bias ? bv.p() : nullptr, qkv.p(), kc.p(), vc.p(), pos.data(), B,
+                           Hq, Hkv, D, rot, 10000.f, nullptr, L * W, W, L, false);
+  const bool same = qkv.get() == qkv2.get() && kc.get() == kc2.get() && vc.get() == vc2.get();
+  all_ok &= same;
+  char w[112];
+  std::snprintf(w, sizeof w, "splitk_rope_kv_write B%d Hq%d Hkv%d D%d rot%d splits %d%s", B, Hq, Hkv, D, rot, splits,
+                bias ? " bias" : "");
+  std::printf("  %-52s %-4s %s\n", w, dt == DType::BF16 ? "bf16" : "f32",
+              same ? "ok (= splitk_reduce + rope_kv_write)" : "FAIL (bits differ)");
+}
+
 static void embedding_bwd(DType dt, int64_t N, int64_t V, int64_t C) {
   Buf dout(dt, N * C), table(dt, V * C);
   std::vector<int32_t> ids(N);
@@ -449,6 +484,9 @@ int main() {
     rope_kv(dt, 4, 6, 3, 64, 32, 9);  // partial rotary, a sequence at -1 and one past the cache
     rope_kv(dt, 2, 4, 4, 16, 0, 3);   // no rotation: the two cache writes
     rope_kv(dt, 3, 5, 1, 320, 64, 7); // 7 heads (a block's last warps idle); a 256-element k tail and 320-element v heads: rounds a lane
+    splitk_rope_kv(dt, 4, 4, 2, 32, 32, 9, 3, true);  // a sequence at -1 and one past the cache; GQA
+    splitk_rope_kv(dt, 2, 3, 3, 24, 8, 5, 5, false);  // partial rotation, five slices (one past splitk_sum2's group of 4)
+    splitk_rope_kv(dt, 3, 2, 1, 16, 0, 4, 2, true);   // no rotation: the cache writes alone
     decode(dt, {300, 1, 129}, 300, 8, 2, 64, 5);  // several chunks, one sequence shorter than a chunk
     decode(dt, {77}, 80, 4, 4, 128, 1);            // one chunk: no combine
     decode(dt, {1000}, 1000, 8, 1, 64, -1);        // chosen chunks, 8 query heads a kv head
