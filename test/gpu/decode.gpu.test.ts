@@ -526,6 +526,17 @@ describe.skipIf(gpus === 0)('layernormLinear: GPT-2 decode\'s norm, projection a
     });
 });
 
+/** A fused op's qkv rows, k cache and v cache (outs[0]) against the ops apart's (outs[1]): written, and bit for bit. */
+function sameRowsAndCaches(outs: Float32Array[][], s: number): void {
+  for (const [i, name] of ['qkv', 'k cache', 'v cache'].entries()) {
+    const [a, b] = [outs[0]![i]!, outs[1]![i]!];
+    finite(a, name);
+    let diff = 0;
+    for (let j = 0; j < a.length; j++) if (a[j] !== b[j]) diff++;
+    expect(diff, `seed ${s}: ${name} elements that differ`).toBe(0);
+  }
+}
+
 describe.skipIf(gpus === 0)('ropeKvWrite: the fused decode rope and cache write', () => {
   // The three launches it replaces, on the same inputs: the same bits (rope_common.cuh is shared).
   for (const [B, Hq, Hkv, D, rot, freqs] of [
@@ -561,13 +572,7 @@ describe.skipIf(gpus === 0)('ropeKvWrite: the fused decode rope and cache write'
           [qkv, kc, vc].forEach((t) => t.dispose());
           return r;
         });
-        for (const [i, name] of ['qkv', 'k cache', 'v cache'].entries()) {
-          const [a, b] = [outs[0]![i]!, outs[1]![i]!];
-          finite(a, name);
-          let diff = 0;
-          for (let j = 0; j < a.length; j++) if (a[j] !== b[j]) diff++;
-          expect(diff, `seed ${s}: ${name} elements that differ`).toBe(0);
-        }
+        sameRowsAndCaches(outs, s);
         [pos, f].forEach((t) => t?.dispose());
       });
 
@@ -639,13 +644,7 @@ describe.skipIf(gpus === 0)('linearRopeKvWrite: the qkv projection with its rope
         [qkv, kc, vc].forEach((t) => t.dispose());
         return r;
       });
-      for (const [i, name] of ['qkv', 'k cache', 'v cache'].entries()) {
-        const [a, b] = [outs[0]![i]!, outs[1]![i]!];
-        finite(a, name);
-        let diff = 0;
-        for (let j = 0; j < a.length; j++) if (a[j] !== b[j]) diff++;
-        expect(diff, `seed ${s}: ${name} elements that differ`).toBe(0);
-      }
+      sameRowsAndCaches(outs, s);
       [pos, x, w, bv].forEach((t) => t?.dispose());
     });
 });
