@@ -409,28 +409,24 @@ export function linearRopeKvWrite(
   if (weight.shape.length !== 2) throw new Error(`${op}: weight must be 2-D [out, in], got [${weight.shape.join(', ')}]`);
   const [N, K] = weight.shape as [number, number];
   const { batch: B, headsQ: Hq, headsKv: Hkv, headDim: D, maxLen } = o;
-  for (const [n, val] of Object.entries({ batch: B, headsQ: Hq, headsKv: Hkv, headDim: D })) positive(op, n, val);
-  if (N !== (Hq + 2 * Hkv) * D) throw new Error(`${op}: weight has ${N} rows, not (headsQ + 2 headsKv) x headDim = ${(Hq + 2 * Hkv) * D}`);
   const M = rowsCols(op, x, K);
   if (M !== B) throw new Error(`${op}: x has ${M} rows for a batch of ${B}`);
+  // (qkv is this op's output, made below at the size the checks ask for)
+  const { kB, kT, rot, freqs } = ropeKvShape(op, null, kCache, vCache, pos, o);
+  if (N !== (Hq + 2 * Hkv) * D) throw new Error(`${op}: weight has ${N} rows, not (headsQ + 2 headsKv) x headDim = ${(Hq + 2 * Hkv) * D}`);
   if (bias) expectShape(op, 'bias', bias, [N]);
+  if (out && out.native === x.native) throw new Error(`${op}: out must not be x`);
   const c = output(op, out, [B, N], dt, dev);
-  let shape: ReturnType<typeof ropeKvShape>;
-  try {
-    if (c.native === x.native) throw new Error(`${op}: out must not be x`);
-    shape = ropeKvShape(op, c, kCache, vCache, pos, { ...o, qkvStride: N });
-  } catch (e) {
-    if (!out) c.dispose();
-    throw e;
-  }
-  const { kB, kT, rot, freqs } = shape;
   native.matmulRopeKvWrite(c.native, x.native, weight.native, bias?.native ?? null, kCache.native, vCache.native, pos.native, freqs?.native ?? null,
     B, K, Hq, Hkv, D, rot, o.rope?.theta ?? 10000, kB, kT, maxLen);
   return c;
 }
 
-/** The checks ropeKvWrite and ropeKvAttentionDecode share: sizes, pos, strides, rows and the rotation. */
-function ropeKvShape(op: string, qkv: Tensor, kCache: Tensor, vCache: Tensor, pos: Tensor, o: RopeKvWriteOptions) {
+/**
+ * The checks ropeKvWrite, ropeKvAttentionDecode and linearRopeKvWrite share: sizes, pos, strides, rows and the
+ * rotation (qkv null: the op makes it).
+ */
+function ropeKvShape(op: string, qkv: Tensor | null, kCache: Tensor, vCache: Tensor, pos: Tensor, o: RopeKvWriteOptions) {
   const { batch: B, headsQ: Hq, headsKv: Hkv, headDim: D, maxLen } = o;
   for (const [n, val] of Object.entries({ batch: B, headsQ: Hq, headsKv: Hkv, headDim: D, maxLen })) positive(op, n, val);
   if (pos.dtype !== 'i32') throw new Error(`${op}: pos must be i32, got ${pos.dtype}`);
@@ -440,7 +436,7 @@ function ropeKvShape(op: string, qkv: Tensor, kCache: Tensor, vCache: Tensor, po
   if (qs < row) throw new Error(`${op}: qkvStride ${qs} < (headsQ + 2 headsKv) x headDim = ${row}`);
   const [kB, kT] = o.kvStrides ?? [maxLen * Hkv * D, Hkv * D];
   if (kT < Hkv * D) throw new Error(`${op}: cache token stride ${kT} < headsKv x headDim = ${Hkv * D}`);
-  expectNumel(op, 'qkv', qkv, (B - 1) * qs + row);
+  if (qkv) expectNumel(op, 'qkv', qkv, (B - 1) * qs + row);
   expectNumel(op, 'kCache', kCache, (B - 1) * kB + (maxLen - 1) * kT + Hkv * D);
   expectNumel(op, 'vCache', vCache, (B - 1) * kB + (maxLen - 1) * kT + Hkv * D);
   let rot = 0;

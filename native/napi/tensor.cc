@@ -56,10 +56,7 @@ Napi::Value NativeTensor::Dispose(const Napi::CallbackInfo& info) {
 Napi::Value NativeTensor::ToHost(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     const Block& b = live("toHost");
-    // While capturing, ops are recorded, not run: the values read would be whatever the memory held.
-    if (capturing(dev))
-      fail("toHost: cannot read a tensor of ", dev.str(), " back while ", dev.str(),
-           " is capturing (its ops run when the graph replays)");
+    not_capturing("toHost");
     Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(info.Env(), nbytes());
     copy_to_host(ab.Data(), b, offset, nbytes());
     return ab;
@@ -69,9 +66,7 @@ Napi::Value NativeTensor::ToHost(const Napi::CallbackInfo& info) {
 Napi::Value NativeTensor::ReadBegin(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     const Block& b = live("readBegin");
-    if (capturing(dev))
-      fail("readBegin: cannot read a tensor of ", dev.str(), " back while ", dev.str(),
-           " is capturing (its ops run when the graph replays)");
+    not_capturing("readBegin");
     Napi::Object obj = ctors(info.Env()).hostRead.New({});
     NativeHostRead::Unwrap(obj)->r = read_begin(b, offset, nbytes());
     return obj;

@@ -35,6 +35,13 @@ class NativeTensor : public Napi::ObjectWrap<NativeTensor> {
     if (!block) fail(op, ": tensor has been disposed");
     return *block;
   }
+  // A read back is an error while the device captures: ops are recorded then, not run, so the values read
+  // would be whatever the memory held.
+  void not_capturing(const char* op) const {
+    if (capturing(dev))
+      fail(op, ": cannot read a tensor of ", dev.str(), " back while ", dev.str(),
+           " is capturing (its ops run when the graph replays)");
+  }
 
  private:
   Napi::Value Device(const Napi::CallbackInfo& info);
