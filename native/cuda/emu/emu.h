@@ -1,5 +1,6 @@
 // A host emulation of the CUDA execution model, just enough to run this backend's attention kernels on
-// the CPU (no GPU on the development machine): each thread of a block is a std::thread, __syncthreads a
+// the CPU (no GPU on the development machine): each thread of a block is a std::thread (a pool's, reused from
+// block to block: EmuPool), __syncthreads a
 // barrier of the block, warp collectives (shuffles, ldmatrix, mma.sync in mma_ptx.cuh here) exchange
 // through a barrier of the warp. Blocks run one after another (emu_launch3), or, for a cooperative launch
 // whose blocks wait for each other at a grid barrier, all at once (emu_launch_coop: every thread of every
@@ -89,6 +90,57 @@ alignas(128) inline unsigned char emu_dyn_smem[232448];  // `extern __shared__` 
 // The running block's dynamic shared memory (emu_dyn_smem, or the block's own in a cooperative launch).
 inline thread_local unsigned char* emu_block_smem = emu_dyn_smem;
 
+// The threads that run blocks one after another (emu_launch3): created once and reused, since creating and
+// joining a block's 256 std::threads took ~15 ms a block, most of the emulation's time (60 us a thread on the
+// 2-core development machine). run(threads, job) runs job(t) on threads t = 0 .. threads - 1 at once and returns
+// when all have returned; the pool grows to the largest block asked for. Every worker, run or not, answers each
+// run before the next is set up, so a run's job and size are never read while the next one's are written.
+class EmuPool {
+ public:
+  static EmuPool& get() {
+    static EmuPool pool;
+    return pool;
+  }
+  template <class Job>
+  void run(int threads, Job& job) {
+    while (int(workers_.size()) < threads) {  // (a new worker waits for the generation after this one: this run)
+      const int t = int(workers_.size());
+      workers_.emplace_back([this, t, g = gen_.load()] { loop(t, g); });
+    }
+    fn_ = [](void* j, int t) { (*static_cast<Job*>(j))(t); };
+    job_ = &job;
+    active_ = threads;
+    left_.store(int(workers_.size()));
+    gen_.fetch_add(1);
+    gen_.notify_all();
+    for (int n = left_.load(); n != 0; n = left_.load()) left_.wait(n);
+  }
+  ~EmuPool() {
+    stop_ = true;
+    gen_.fetch_add(1);
+    gen_.notify_all();
+    for (auto& w : workers_) w.join();
+  }
+
+ private:
+  void loop(int t, unsigned seen) {
+    for (;;) {
+      gen_.wait(seen);
+      ++seen;  // (the next run waits for this one's answer, so generations come one at a time)
+      if (stop_) return;
+      if (t < active_) fn_(job_, t);
+      if (left_.fetch_sub(1) == 1) left_.notify_one();
+    }
+  }
+  std::vector<std::thread> workers_;
+  std::atomic<unsigned> gen_{0};
+  std::atomic<int> left_{0};
+  int active_ = 0;
+  bool stop_ = false;
+  void (*fn_)(void*, int) = nullptr;
+  void* job_ = nullptr;
+};
+
 // Run `kernel()` over a grid of blocks (x, y), each of bx * by threads; shared memory poisoned first. A
 // thread that returns leaves its block's and warp's barriers (as exited threads stop counting on a GPU).
 template <class F>
@@ -108,19 +160,17 @@ void emu_launch3(unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by
       std::memset(emu_dyn_smem, 0xff, sizeof(emu_dyn_smem));
       std::barrier<> bb(threads);
       for (int w = 0; w < warps; ++w) wx[w].bar = new std::barrier<>(std::min(32, threads - 32 * w));
-      std::vector<std::thread> th;
-      for (int t = 0; t < threads; ++t)
-        th.emplace_back([&, t] {
-          threadIdx.x = unsigned(t) % bx, threadIdx.y = unsigned(t) / bx, threadIdx.z = 0;
-          blockIdx = bi;
-          g_block_bar = &bb;
-          g_warp = wx.data();
-          emu_block_smem = emu_dyn_smem;
-          kernel();
-          g_warp[t >> 5].bar->arrive_and_drop();
-          bb.arrive_and_drop();
-        });
-      for (auto& x : th) x.join();
+      auto job = [&](int t) {
+        threadIdx.x = unsigned(t) % bx, threadIdx.y = unsigned(t) / bx, threadIdx.z = 0;
+        blockIdx = bi;
+        g_block_bar = &bb;
+        g_warp = wx.data();
+        emu_block_smem = emu_dyn_smem;
+        kernel();
+        g_warp[t >> 5].bar->arrive_and_drop();
+        bb.arrive_and_drop();
+      };
+      EmuPool::get().run(threads, job);
       for (int w = 0; w < warps; ++w) delete wx[w].bar;
     }
 }
