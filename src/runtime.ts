@@ -65,7 +65,9 @@ export class DeviceStream {
 /**
  * Run `fn` with the calling thread's ops told that none of its kernels writes a matrix they multiply by (decode:
  * only activations and caches change), so a GEMV may read its weights while the kernel before it drains
- * (native/cuda/matmul.cu's gemv_wpre; nothing changes on a CPU device). Nests: the setting before comes back.
+ * (native/cuda/matmul.cu's gemv_wpre), and that a decode attention's kernel before it writes no cached row below
+ * the new token's (pos = lens - 1), so the attention may read those rows early (native/cuda/attention.cu's attn_pre).
+ * Nothing changes on a CPU device. Nests: the setting before comes back.
  */
 export function withFrozenWeights<T>(fn: () => T): T {
   const before = native.frozenWeights(true);

@@ -92,6 +92,17 @@ bool attn_pre_rope() {
   }();
   return !off;
 }
+// The plain form's PRE too (no FRESH row: the kernel before wrote row lens[b] - 1 and no other, decode's contract
+// lens = pos + 1: the qkv projection's split-K reduce with the rope in it, linearRopeKvWrite, or rope_kv_write),
+// under decode's frozen weights unless PARALLM_ATTN_PRE_PLAIN=0: 7B at batch 16 +0.6-0.9% (S26-2, S26-4,
+// bench/RESULTS.md), the same bits.
+bool attn_pre_plain() {
+  static const bool off = [] {
+    const char* e = std::getenv("PARALLM_ATTN_PRE_PLAIN");
+    return e && e[0] == '0' && !e[1];
+  }();
+  return !off && attn_pre();
+}
 int g_prefill_d128_warps = 4;    // prefill D=128: 4 warps (64 rows, 2 blocks/SM) or 8 warps (128 rows)
 // The bf16 prefill kernel where both apply, as the attentionPrefillKernel hook numbers them: 0 automatic
 // (prefill_sm90 with the overlap for D = 128, prefill_mma for D = 64), 1 prefill_mma, 2 prefill_sm90, 3 it with the
@@ -396,8 +407,10 @@ __device__ __forceinline__ void decode_keys(const float (&qr)[HPB][8], float (&m
 // values, those below pos[b], are loaded before the PDL wait, and the rotating form's angles at pos[b] computed.
 // This kernel writes row pos[b] itself and the kernel before (the qkv projection) writes no cache row, so the rows
 // below it are the last step's, finished before this step began; lens and pos are the step's inputs, written
-// before it, and the rope frequencies a table made once. Outside pdl.cuh's contract on the caller's word, as the
-// GEMV's WPRE (matmul.cu's gemv_wpre). The loop then runs the same sums: the same bits.
+// before it, and the rope frequencies a table made once. The plain form's PRE (attn_pre_plain) loads those below
+// lens[b] - 1 (= pos[b]), the row the kernel before wrote (linearRopeKvWrite's reduce, or rope_kv_write). Outside
+// pdl.cuh's contract on the caller's word, as the GEMV's WPRE (matmul.cu's gemv_wpre). The loop then runs the same
+// sums: the same bits.
 template <typename T, int GS, int HPB, bool ALIGNED, int FRESH, bool PRE = false>
 __global__ void __launch_bounds__(kDecThreads, FRESH == kFreshRope && HPB == 1 ? (PRE ? kFreshPreBlocks : kFreshBlocks) : 0)
 decode_split(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
@@ -405,7 +418,6 @@ decode_split(const T* __restrict__ q, const T* __restrict__ k, const T* __restri
              float* __restrict__ part_ml, int Hq, int Hkv, int D, int64_t qbs, int64_t kvbs, int64_t kvts,
              int max_len, int chunk, int nsplit, int nsub, float sl2, unsigned* __restrict__ counter,
              DecodeFresh<T> fr) {
-  static_assert(!PRE || FRESH != 0, "PRE: the FRESH forms (the new row is this kernel's to write)");
   if constexpr (!PRE) pdl_begin();  // launched with PDL: wait for the kernel before, then let the next start (pdl.cuh)
   constexpr int NG = kDecThreads / GS, DW = GS * 8;
   __shared__ float s_acc[NG][HPB][DW];
@@ -425,7 +437,7 @@ decode_split(const T* __restrict__ q, const T* __restrict__ k, const T* __restri
     const T* kp = k + b * kvbs + int64_t(g) * D + dim0;
     const T* vp = v + b * kvbs + int64_t(g) * D + dim0;
     const int lenp = min(lens[b], max_len);
-    old = min(lenp, fr.pos[b]);
+    old = FRESH != 0 ? min(lenp, fr.pos[b]) : lenp - 1;
     const int j0 = split * chunk + grp * kDecU, s1p = min(min(lenp, split * chunk + chunk), old);
 #pragma unroll
     for (int u = 0; u < kDecU; ++u) {
@@ -687,6 +699,9 @@ void decode_launch(cudaStream_t st, bool aligned, const void* q, const void* k, 
     } else if (fr && B == 1 && attn_pre() && attn_pre_rope()) {
       pre = true;
       kern = aligned ? decode_split<T, GS, HPB, true, kFreshRope, true> : decode_split<T, GS, HPB, false, kFreshRope, true>;
+    } else if (!fr && attn_pre_plain()) {
+      pre = true;
+      kern = aligned ? decode_split<T, GS, HPB, true, 0, true> : decode_split<T, GS, HPB, false, 0, true>;
     }
   }
   PARALLM_CUDA_CHECK(launch_maybe_pdl(pdl_allows(pre ? 1 : 2), kern, grid, dim3(kDecThreads), 0, st,
