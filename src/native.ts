@@ -167,7 +167,10 @@ export interface NativeTestingHooks {
    * single-plain-load form at every N (by default it takes that form below N = 6144 only; same bits either
    * way), 5 as -1 with rmsnormLinear(SwiGLU) and layernormLinear fused into the register kernel at M <= 4
    * (PARALLM_GEMV_FUSE=1 does the same), 6 the register kernel on 16 W rows a block (same bits), 7 no GEMV
-   * on compute capability 9.0: the sm90 GEMM's 64-row tile takes those products (its sums round differently).
+   * on compute capability 9.0: the sm90 GEMM's 64-row tile takes those products (its sums round differently),
+   * 8 and 9 the register kernel on 32 W rows a block (unroll 4, 2; linearSwiGLU's on 2 gate and 2 up sets), the
+   * same bits as 0: faster than the W-as-A tile on the kernel benchmark at 16 rows, slower in decode (bench/RESULTS.md
+   * S26-1, S26-4).
    */
   matmulGemv(path: number): void;
   /** Key chunks of decode attention: -1 chosen per call (the default), n >= 1 asks for n (capped by the length). */

@@ -49,7 +49,8 @@ void matmul_sm90_tile_rows(int n);
 // 5 as -1 with the register kernel's fused rmsnorm_matmul(_swiglu) and layernorm_matmul forms
 // (register_fusion), 6 the register kernel on 16 W rows a block (each block reads X once for twice the W:
 // a candidate at batch 16, where X is 16 rows; the same bits), 7 no GEMV on compute capability 9.0: the
-// sm90 GEMM's 64-row tile takes those products (another candidate at batch 16).
+// sm90 GEMM's 64-row tile takes those products (another candidate at batch 16), 8 and 9 the register kernel on 32
+// W rows a block (launch_wide_gemv; unroll 4, 2), linearSwiGLU's too.
 void matmul_gemv_path(int n);
 // matmul_sm90_wtile: which products the W-as-A tile (matmul_sm90_wtile.cuh) takes on compute capability 9.0:
 // -1 PARALLM_WTILE's setting, or unset the dispatch's choice (wtile_level), 0 none, 1 those of M <= 64 rows
@@ -87,6 +88,15 @@ int wtile_level(int64_t M, int64_t N, int64_t K) {
   if (v >= 0) return v;
   const bool large = K >= 4096 && N * K >= (int64_t(1) << 24);
   return g_gemv_path.load(std::memory_order_relaxed) == -1 && M >= 9 && M <= 16 && large ? 2 : 0;
+}
+// The hook's paths 8 and 9 (matmul_gemv_path): the register GEMV on 32 W rows a block (launch_wide_gemv), and
+// linearSwiGLU's on 2 gate and 2 up sets. On the kernel benchmark it beat the W-as-A tile at every 7B shape of 16
+// rows (S26-1, bench/RESULTS.md: 83-90% of the copy rate against 69-84% with the reduce), and in 7B's batch-16
+// decode, with the norms and the rope apart, it lost 5% (S26-4, as PARALLM_GEMV_WIDE=1, since removed): so a
+// benchmark and test form only.
+bool wide_gemv() {
+  const int p = g_gemv_path.load(std::memory_order_relaxed);
+  return p == 8 || p == 9;
 }
 bool pipelined_gemv() { const int p = g_gemv_path.load(std::memory_order_relaxed); return p >= 1 && p <= 3; }
 // An environment switch that is on when set to exactly "1".
@@ -464,7 +474,7 @@ template <typename T, int HN, int UNROLL, int SEL = 1, int NORM = mm::NORM_NONE,
           int POST = mm::NORM_NONE, bool XS = false>
 void launch_gemv_v(const Args& a, const void* nw = nullptr, float eps = 0.f, const void* nb = nullptr,
                    void* hout = nullptr, unsigned* counter = nullptr) {
-  constexpr int sets = EPI == mm::EPI_SWIGLU ? 1 : HN;  // 8-row sets of C's columns a block
+  constexpr int sets = EPI == mm::EPI_SWIGLU ? HN / 2 : HN;  // 8-row sets of C's columns a block
   const unsigned blocks = unsigned((a.N + 8 * sets - 1) / (8 * sets));
   const char* what = EPI == mm::EPI_SWIGLU ? (NORM == mm::NORM_RMS ? "gemv (rmsnorm, swiglu)" : "gemv (swiglu)")
                      : NORM == mm::NORM_LN  ? (EPI == mm::EPI_GELU ? "gemv (layernorm, gelu)" : "gemv (layernorm)")
@@ -538,7 +548,8 @@ bool epilogue_gemv_ok(DType dt, int64_t M, int64_t N, int64_t K, const void* W) 
   const int path = g_gemv_path.load(std::memory_order_relaxed);
   // (Not where the W-as-A tile takes the plain product: the fused form must give the bits of the ops apart.)
   return dt == DType::BF16 && M <= 16 && K % 8 == 0 && aligned16(W) && device_cc() >= 80 &&
-         (path == -1 || path == 0 || path == 5) && !(path == -1 && device_cc() == 90 && gemv_on_tile(M, N, K)) &&
+         (path == -1 || path == 0 || path == 5 || path == 8 || path == 9) &&
+         !(path == -1 && device_cc() == 90 && gemv_on_tile(M, N, K)) &&
          !(device_cc() == 90 && wtile_level(M, N, K) >= 2);
 }
 
@@ -571,11 +582,23 @@ void launch_gemv_pipe_any(const Args& a, const void* nw = nullptr, float eps = 0
   }
 }
 
+// The register kernel on 32 W rows a block (matmul_gemv_path 8: 4 sets of 8, unroll 4; 9: unroll 2; wide_gemv):
+// X's two 16-byte loads a lane a chunk serve 4 W loads where the default's serve one, and no K slices (so no
+// reduce launch). The same sums in the same order: the same bits. (64 rows a block, unroll 2, was slower at every
+// 7B shape: S26-1.)
+template <typename T>
+void launch_wide_gemv(const Args& a, int path) {
+  const bool hinted = a.N < kRunTimeLoadRows;  // the load form launch_register_gemv picks by N
+  if (path == 8) return hinted ? launch_gemv_v<T, 4, 4, 2>(a) : launch_gemv_v<T, 4, 4, 1>(a);
+  return hinted ? launch_gemv_v<T, 4, 2, 2>(a) : launch_gemv_v<T, 4, 2, 1>(a);
+}
+
 template <typename T>
 void launch_gemv_t(const Args& a) {
   if (g_gemv_path.load(std::memory_order_relaxed) == 4) return launch_gemv_v<T, 1, 4, 0>(a);
   if (g_gemv_path.load(std::memory_order_relaxed) == 6)  // 16 W rows a block: half the X reads a W byte
     return launch_register_gemv<T, 2>(a, a.N);
+  if (const int p = g_gemv_path.load(std::memory_order_relaxed); p == 8 || p == 9) return launch_wide_gemv<T>(a, p);
   if (pipelined_gemv()) return launch_gemv_pipe_any<T>(a);
   // The register kernel at every batch. The pipelined one (its even split over the SMs and deep ring)
   // won at batch 1 against a large W before PDL (S6-4: 1x22016x4096 0.052 ms against 0.060); with PDL and
@@ -769,6 +792,8 @@ void linear_gelu(cudaStream_t stream, DType dt, const void* X, const void* B, co
 void launch_gemv_swiglu(cudaStream_t stream, DType dt, const void* X, const void* Wgu, void* C, int64_t M, int64_t F,
                         int64_t K) {
   Args a{stream, dt, X, Wgu, nullptr, C, int(M), int(F), int(K), false, true, 1.f, 0.f, 0};
+  // (wide_gemv: 2 gate and 2 up sets a block, unroll 2, the faster form at 16x22016x4096 in S26-1; the same sums)
+  if (wide_gemv()) return launch_gemv_v<__nv_bfloat16, 4, 2, 1, mm::NORM_NONE, mm::EPI_SWIGLU>(a);
   launch_register_gemv<__nv_bfloat16, 2, mm::NORM_NONE, mm::EPI_SWIGLU>(a, 2 * F);
 }
 

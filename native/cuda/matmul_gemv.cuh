@@ -265,8 +265,8 @@ constexpr int EPI_STORE = 0, EPI_SWIGLU = 1, EPI_GELU = 2;
 // up to 5 of 768); more are read from L2 for each pass.
 constexpr int kPostRows = 4096;
 
-// HN sets of 8 W rows a block: rows n0 + 8h + g; with EPI_SWIGLU (HN = 2) set 0 the gate rows n0 + g and
-// set 1 the up rows N + n0 + g. NORM as at the top (nw, nb, eps, ntx: the norm's weight, LN's bias,
+// HN sets of 8 W rows a block: rows n0 + 8h + g; with EPI_SWIGLU (HN = 2S) sets h < S the gate rows n0 + 8h + g
+// and sets S + h the up rows N + n0 + 8h + g. NORM as at the top (nw, nb, eps, ntx: the norm's weight, LN's bias,
 // epsilon and threads a row). POST (NORM_RMS / NORM_LN, with NORM_NONE and EPI_STORE) as at the top: nw,
 // nb, eps and ntx are then the post-norm's (ntx for a row of N), hout its output, counter the block count.
 // XS (one row of X, HN == 1, no prologue norm or activation; K <= kXsMaxK): X's row is staged in shared memory once
@@ -282,7 +282,8 @@ gemv_kernel(const T* __restrict__ X, const T* __restrict__ W, const T* __restric
             float eps = 0.f, int ntx = 32, const T* __restrict__ nb = nullptr, int pf16 = 0,
             T* __restrict__ hout = nullptr, unsigned* __restrict__ counter = nullptr, int late_trigger = 0) {
   constexpr bool SWIGLU = EPI == EPI_SWIGLU;
-  static_assert(!SWIGLU || HN == 2, "SwiGLU: set 0 the gate rows, set 1 the up rows");
+  static_assert(!SWIGLU || HN % 2 == 0, "SwiGLU: sets [0, HN/2) the gate rows, [HN/2, HN) the up rows");
+  constexpr int S = SWIGLU ? HN / 2 : HN;  // 8-row sets of C's columns a block
   static_assert(EPI != EPI_GELU || HN == 1, "GELU: one set of rows");
   static_assert(POST == NORM_NONE || (NORM == NORM_NONE && EPI == EPI_STORE), "POST: after a plain store only");
   static_assert(!XS || (HN == 1 && NORM == NORM_NONE && EPI == EPI_STORE), "XS: one set of rows, a plain product");
@@ -301,13 +302,13 @@ gemv_kernel(const T* __restrict__ X, const T* __restrict__ W, const T* __restric
 #endif
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int g = lane / 4, t = lane % 4;
-  const int n0 = blockIdx.x * 8 * (SWIGLU ? 1 : HN);
+  const int n0 = blockIdx.x * 8 * S;
   const int nchunks = (K + 31) / 32;
   const int per = (nchunks + GEMV_WARPS - 1) / GEMV_WARPS;
   const int c_begin = warp * per, c_end = min(c_begin + per, nchunks);
   // Set h's row r (0..7): its column of C, and its row of W.
-  auto col_of = [&](int h, int r) { return SWIGLU ? n0 + r : n0 + 8 * h + r; };
-  auto wrow_of = [&](int h, int r) { return SWIGLU ? h * N + n0 + r : n0 + 8 * h + r; };
+  auto col_of = [&](int h, int r) { return n0 + 8 * (h % S) + r; };
+  auto wrow_of = [&](int h, int r) { return (h / S) * N + n0 + 8 * (h % S) + r; };
 
   bool wv[HN];
   const T* wp[HN];
@@ -438,14 +439,15 @@ gemv_kernel(const T* __restrict__ X, const T* __restrict__ W, const T* __restric
     for (int i = 0; i < 4; ++i) red[warp][h][i][lane] = acc[h][i];
   __syncthreads();
   if constexpr (SWIGLU) {
-    if (threadIdx.x < 32) {
+    if (threadIdx.x < 32 * S) {  // warp hs: gate set hs with up set S + hs
+      const int hs = threadIdx.x / 32;
       float s[2][4] = {};
       for (int w = 0; w < GEMV_WARPS; ++w)
 #pragma unroll
-        for (int h = 0; h < 2; ++h)
+        for (int u = 0; u < 2; ++u)
 #pragma unroll
-          for (int i = 0; i < 4; ++i) s[h][i] += red[w][h][i][lane];
-      gemv_store_swiglu(C, s, M, N, g, n0 + 2 * t);
+          for (int i = 0; i < 4; ++i) s[u][i] += red[w][u * S + hs][i][lane];
+      gemv_store_swiglu(C, s, M, N, g, n0 + 8 * hs + 2 * t);
     }
   } else if (threadIdx.x < 32 * HN) {
     const int h = threadIdx.x / 32;

@@ -899,13 +899,13 @@ Napi::Value MatmulWTile(const Napi::CallbackInfo& info) {
 // Which GEMV kernel M <= 16 takes: -1 chosen (the register kernel, its load form by N), 0 the same, 1 the
 // pipelined one, 2 and 3 the pipelined one in alternative shapes, 4 the register kernel's single-plain-load
 // form, 5 as -1 with the norms (and SwiGLU, GELU) fused into the register kernel, 6 the register kernel on
-// 16 rows a block, 7 the sm90 GEMM's 64-row tile (native/cuda/matmul.cu); for tests of each and benchmarks
-// side by side.
+// 16 rows a block, 7 the sm90 GEMM's 64-row tile, 8 and 9 the register kernel on 32 rows a block
+// (native/cuda/matmul.cu's launch_wide_gemv); for tests of each and benchmarks side by side.
 Napi::Value MatmulGemv(const Napi::CallbackInfo& info) {
-  return int_hook(info, "matmulGemv", "path", [](int n) { return n >= -1 && n <= 7; },
+  return int_hook(info, "matmulGemv", "path", [](int n) { return n >= -1 && n <= 9; },
                   "-1 (automatic), 0 (register kernel), 1 (pipelined), 2, 3 (its other shapes), 4 (the register kernel "
                   "with one plain load), 5 (automatic, norms fused into the register kernel), 6 (the register kernel on "
-                  "16 rows a block) or 7 (the sm90 GEMM's 64-row tile)",
+                  "16 rows a block), 7 (the sm90 GEMM's 64-row tile) or 8, 9 (32 rows a block, unroll 4 or 2)",
                   CUDA_SET(matmul_gemv_path));
 }
 

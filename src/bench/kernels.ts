@@ -62,8 +62,9 @@ function pdlLevelFromEnv(): 0 | 1 | 2 {
 }
 
 /** The name suffix of a GEMV case forcing matmulGemv(path): 0 the register kernel, 1 the pipelined one, 2
- * and 3 its other shapes, 4 the register kernel's single-plain-load form at every N, 6 it on 16 rows a block. */
-const GEMV_VARIANT = { 0: '-reg', 1: '-pipe', 2: '-b', 3: '-c', 4: '-reg1', 6: '-reg16', 7: '-tile64' } as const;
+ * and 3 its other shapes, 4 the register kernel's single-plain-load form at every N, 6 it on 16 rows a block, 8 and 9
+ * on 32 (unroll 4, 2). */
+const GEMV_VARIANT = { 0: '-reg', 1: '-pipe', 2: '-b', 3: '-c', 4: '-reg1', 6: '-reg16', 7: '-tile64', 8: '-reg32', 9: '-reg32u2' } as const;
 
 interface GemmCaseOptions {
   /** a decode-batch GEMM (judged by its weight bytes too, graph-timed) */
@@ -381,7 +382,7 @@ function cases(dev: string, dt: DType, gpu: boolean, quick: boolean): Case[] {
       gemmCase(dev, dt, M!, N!, K!, true, { pdl: false }),
       gemmCase(dev, dt, M!, N!, K!, true, { gemvPath: 1 }),
       ...(quick ? [] : [gemmCase(dev, dt, M!, N!, K!, true, { gemvPath: 0 }), gemmCase(dev, dt, M!, N!, K!, true, { gemvPath: 4 })]),
-      ...(quick || M! < 16 ? [] : [gemmCase(dev, dt, M!, N!, K!, true, { gemvPath: 6 }), gemmCase(dev, dt, M!, N!, K!, true, { gemvPath: 7 })]),
+      ...(quick || M! < 16 ? [] : ([6, 7, 8, 9] as const).map((p) => gemmCase(dev, dt, M!, N!, K!, true, { gemvPath: p }))),
       gemmCase(dev, dt, M!, N!, K!, true, { wtile: 2 }), // the weight as the wgmma's A operand
     ]),
     // Decode's rmsnorm + qkv and rmsnorm + gate/up + SwiGLU at batch 1, apart and fused.

@@ -83,6 +83,47 @@ describe.skipIf(gpus === 0)('CUDA kernels match the CPU backend and float64 refe
       for (let i = 0; i < o.length; i++) if (!Number.isFinite(o[i]!)) throw new Error(`element ${i} unwritten`);
       [a.t, b.t, out].forEach((t) => t.dispose());
     });
+
+  // The register GEMV on 32 W rows a block (matmulGemv 8 and 9): the bits of the register kernel on 8 (path 0: the
+  // same sums in the same order) and float64, with edge row sets (N not a multiple of 32), a K tail inside a chunk
+  // (K % 32 != 0) and fewer rows of X than 16.
+  for (const [M, N, K] of [
+    [16, 4100, 4096],
+    [13, 1000, 1000],
+    [1, 264, 11008],
+    [16, 12288, 4096],
+  ] as const)
+    it(`bf16 GEMV ${M}x${N}x${K} B^T on 32 rows a block: the bits of 8 rows a block, and float64`, () => {
+      const a = randT([M, K], 'bf16', dev, 61);
+      const b = randT([N, K], 'bf16', dev, 62);
+      const bias = randT([N], 'bf16', dev, 63);
+      const c0 = randT([M, N], 'bf16', dev, 64);
+      const run = (path: number) => {
+        const out = poisoned([M, N], 'bf16', dev).copyFrom(c0.t);
+        native.testing.matmulGemv(path);
+        try {
+          ops.matmul(a.t, b.t, { transB: true, bias: bias.t, alpha: 0.5, beta: 0.25, out });
+        } finally {
+          native.testing.matmulGemv(-1);
+        }
+        const o = out.toArray();
+        out.dispose();
+        return o;
+      };
+      const base = run(0);
+      const ref = matmulRef(a.v, b.v, bias.v, c0.v, M, N, K, false, true, 0.5, 0.25);
+      expect(relError(base, ref)).toBeLessThan(1e-2);
+      for (const path of [8, 9]) {
+        const o = run(path);
+        let differ = 0;
+        for (let i = 0; i < o.length; i++) {
+          if (!Number.isFinite(o[i]!)) throw new Error(`path ${path}: element ${i} unwritten`);
+          if (o[i] !== base[i]) differ++;
+        }
+        expect(differ, `path ${path}: elements that differ from path 0`).toBe(0);
+      }
+      [a.t, b.t, bias.t, c0.t].forEach((t) => t.dispose());
+    });
 });
 
 describe.skipIf(gpus === 0)('sm90 matmul epilogue: C through the TMA', () => {

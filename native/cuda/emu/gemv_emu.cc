@@ -257,6 +257,54 @@ static bool epilogue_gemv(int M, int N, int K, bool swiglu, bool bias_on, bool s
   return ok;
 }
 
+// The register kernel on 32 W rows a block (matmul.cu's launch_wide_gemv: HN 4, unroll 4 and 2; with SwiGLU 2 gate
+// and 2 up sets, unroll 2): the bits of 8 rows a block (8 gate + 8 up with SwiGLU), every element written.
+static bool wide(int M, int N, int K, bool swiglu) {
+  std::uniform_real_distribution<float> U(-1, 1);
+  const int rows = swiglu ? 2 * N : N;
+  std::vector<bf16> X(size_t(M) * K), W(size_t(rows) * K), B(N), C0(size_t(M) * N);
+  for (auto& v : X) v = __float2bfloat16_rn(U(rng));
+  for (auto& v : W) v = __float2bfloat16_rn(U(rng) * 0.1f);
+  for (auto& v : B) v = __float2bfloat16_rn(U(rng));
+  for (auto& v : C0) v = __float2bfloat16_rn(U(rng));
+  const float beta = swiglu ? 0.f : 0.5f;
+  const bf16* b = swiglu ? nullptr : B.data();
+  const int pair_ok = N % 2 == 0;
+  // rows_a_block: the launch's 8-row sets of C a block; kern: the instance, on C (poisoned unless beta reads it).
+  auto run = [&](int sets, auto kern) {
+    std::vector<bf16> C = C0;
+    if (beta == 0.f)
+      for (auto& v : C) v = __float2bfloat16_rn(NAN);
+    emu_launch(unsigned((N + 8 * sets - 1) / (8 * sets)), mm::GEMV_WARPS * 32,
+               [&] { kern(X.data(), W.data(), b, C.data(), M, N, K, 1.f, beta, pair_ok, 0, nullptr, 0.f, 32, nullptr, 0, nullptr, nullptr, 0); });
+    return C;
+  };
+  std::vector<bf16> base;
+  std::vector<std::pair<const char*, std::vector<bf16>>> forms;
+  if (swiglu) {
+    base = run(1, mm::gemv_kernel<bf16, 2, 4, 0, mm::NORM_NONE, mm::EPI_SWIGLU>);
+    forms.emplace_back("2 gate + 2 up sets a block, unroll 2", run(2, mm::gemv_kernel<bf16, 4, 2, 0, mm::NORM_NONE, mm::EPI_SWIGLU>));
+  } else {
+    base = run(1, mm::gemv_kernel<bf16, 1, 4, 0>);
+    forms.emplace_back("32 rows a block, unroll 4", run(4, mm::gemv_kernel<bf16, 4, 4, 0>));
+    forms.emplace_back("32 rows a block, unroll 2", run(4, mm::gemv_kernel<bf16, 4, 2, 0>));
+  }
+  bool all = true;
+  for (const auto& v : base) all &= !std::isnan(__bfloat162float(v));
+  for (auto& [name, C] : forms) {
+    size_t differ = 0, unwritten = 0;
+    for (size_t i = 0; i < C.size(); ++i) {
+      if (std::isnan(__bfloat162float(C[i]))) ++unwritten;
+      if (std::memcmp(&C[i], &base[i], sizeof(bf16)) != 0) ++differ;
+    }
+    const bool ok = all && differ == 0 && unwritten == 0;
+    std::printf("  gemv (register, %s%s) M%-2d N%-5d K%-5d: %zu differ from the 8-row form, %zu unwritten %s\n",
+                name, swiglu ? ", swiglu" : "", M, N, K, differ, unwritten, ok ? "ok" : "FAIL");
+    all &= ok;
+  }
+  return all;
+}
+
 // The register kernel's post-norm (matmul_residual_norm): C += X W^T + bias, then the last block to
 // finish normalizes C's rows into H (rmsnorm, or layernorm with nb); the counter comes back zero.
 // The post-norm read back from C, pass by pass (gemv_rows_stats over C, gemv_norm_pack): one block.
@@ -444,6 +492,10 @@ int main() {
   ok &= epilogue_gemv(16, 21, 520, true, false, false);   // 16 rows, F not a multiple of 8, plain load
   ok &= epilogue_gemv(1, 203, 768, false, true, false);   // GPT-2's up projection: GELU after the bias, N odd
   ok &= epilogue_gemv(9, 40, 776, false, true, true);     // rows 8..15 partly valid
+  ok &= wide(16, 292, 1000, false);    // edge sets (N not a multiple of 32), K % 32 != 0, beta reads C
+  ok &= wide(13, 264, 4096, false);    // rows 8..12; a last block with one set of its four in
+  ok &= wide(16, 1000, 520, true);     // SwiGLU: F not a multiple of 16 (an up set past the end)
+  ok &= wide(1, 21, 776, true);        // one row; F inside a block's first gate set
   ok &= post_norm(1, 256, 512, false, true);    // 32 blocks, the norm on one warp's threads (32 a row)
   ok &= post_norm(3, 4096, 64, false, false);   // LLaMA's width: 128 threads a row, 512 blocks
   ok &= post_norm(16, 768, 96, true, true);     // GPT-2's width, layernorm, 16 rows
