@@ -1466,6 +1466,42 @@ for p in "${parts[@]}"; do
       timeout 30 node dist/cli/index.js bench generate --model llama-2-7b --batch 16 2>&1 | tail -1 | sed "s/^/[7b before] /"
       timeout 110 python3 bench/peers/torch_compile_decode.py llama 16 > "$out/peer-s26j.log" 2>&1; grep ANCHOR "$out/peer-s26j.log" | cut -c1-200
       timeout 30 node dist/cli/index.js bench generate --model llama-2-7b --batch 16 2>&1 | tail -1 | sed "s/^/[7b after] /" ;;
+    s27-a)
+      # Twenty-third session, main with two candidates for 7B at batch 16, defaults unchanged: every single-GPU test
+      # (the new GEMV paths 8-10 against path 0 bit for bit among them), then the 16-row products on each GEMV
+      # form: the W-as-A tile with its reduce (default), the register kernel on 8 / 16 / 32 / 64 W rows a block (64:
+      # path 10 of that build, since removed, so its filters now match nothing).
+      timeout 430 vitest run test/gpu > "$out/gpu-s27a.log" 2>&1; echo "vitest rc=$?"; grep -E "×|Test Files|Tests |Duration" "$out/gpu-s27a.log" | head -30
+      timeout 150 node dist/cli/index.js bench kernels --filter "gemv 16x4096x4096" "gemv-reg 16x4096x4096" "gemv-reg16 16x4096x4096" "gemv-reg32 16x4096x4096" "gemv-reg32u2 16x4096x4096" "gemv-reg64u2 16x4096x4096" "gemv 16x4096x11008" "gemv-reg 16x4096x11008" "gemv-reg16 16x4096x11008" "gemv-reg32 16x4096x11008" "gemv-reg32u2 16x4096x11008" "gemv-reg64u2 16x4096x11008" "gemv 16x12288x4096" "gemv-reg32 16x12288x4096" "gemv-reg32u2 16x12288x4096" "gemv-reg64u2 16x12288x4096" "gemv 16x22016x4096" "gemv-reg32 16x22016x4096" "gemv-reg32u2 16x22016x4096" "gemv-reg64u2 16x22016x4096" 2>&1 | grep -E "16x(4096|12288|22016)" | head -60 ;;
+    s27-b)
+      # Two candidates for 7B at batch 16, off by default: the plain decode attention's PRE form after the qkv
+      # reduce (PARALLM_ATTN_PRE_PLAIN=1: the rows below lens - 1 loaded before the PDL wait, the kernel launched
+      # with PDL) and the products of 9-16 rows on the register GEMV on 32 W rows a block instead of the W-as-A tile
+      # (PARALLM_GEMV_WIDE=1, a switch of that build, since removed: S26-2/S26-4 measured it slower; the norms and
+      # the rope then ran apart). Decode and models tests with both on, then 7B at 16 in five settings, three rounds
+      # alternating.
+      PARALLM_ATTN_PRE_PLAIN=1 PARALLM_GEMV_WIDE=1 timeout 240 vitest run test/gpu/decode.gpu.test.ts test/gpu/models.gpu.test.ts > "$out/gpu-s27b.log" 2>&1; echo "vitest decode+models rc=$?"; grep -E "×|Test Files|Tests |Duration" "$out/gpu-s27b.log" | head -20
+      for r in 1 2 3; do for v in "" PARALLM_GEMV_WIDE=1 PARALLM_ATTN_PRE_PLAIN=1 "PARALLM_GEMV_WIDE=1 PARALLM_ATTN_PRE_PLAIN=1" "PARALLM_GEMV_WIDE=1 PARALLM_PDL=2"; do
+        env $v timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 16 2>&1 | tail -1 | sed "s/^/[7b ${v:-default}] /"
+      done; done ;;
+    s27-c)
+      # PARALLM_GEMV_WIDE's SwiGLU product on its own grid (S26-3's ncu: twice the blocks, half of them idle, 71 us
+      # for gate+up; the switch since removed): its tests, then 7B at 16 in four settings, three rounds alternating.
+      PARALLM_GEMV_WIDE=1 timeout 120 vitest run test/gpu/decode.gpu.test.ts -t "linearSwiGLU|LLaMA" > "$out/gpu-s27c.log" 2>&1; echo "vitest rc=$?"; grep -E "×|Test Files|Tests |Duration" "$out/gpu-s27c.log" | head -20
+      for r in 1 2 3; do for v in "" PARALLM_GEMV_WIDE=1 PARALLM_ATTN_PRE_PLAIN=1 "PARALLM_GEMV_WIDE=1 PARALLM_ATTN_PRE_PLAIN=1"; do
+        env $v timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 16 2>&1 | tail -1 | sed "s/^/[7b ${v:-default}] /"
+      done; done ;;
+    s27-e)
+      # The twenty-third session's final build (the plain decode attention's PRE form on by default; matmulGemv 8, 9):
+      # every single-GPU test; 7B at 16 and 64 with and without the PRE form, two rounds; the decode figures; the
+      # compiled-PyTorch peer at 7B batch 16 with parallm before and after it.
+      timeout 430 vitest run test/gpu > "$out/gpu-s27e.log" 2>&1; echo "vitest rc=$?"; grep -E "×|Test Files|Tests |Duration" "$out/gpu-s27e.log" | head -30
+      for r in 1 2; do for v in "" PARALLM_ATTN_PRE_PLAIN=0; do
+        env $v timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 16,64 2>&1 | tail -2 | sed "s/^/[7b ${v:-default}] /"
+      done; done
+      timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1,16 2>&1 | tail -2 | sed "s/^/[gpt2] /"
+      timeout 40 node dist/cli/index.js bench generate --model llama-2-7b --batch 1 2>&1 | tail -1 | sed "s/^/[7b] /"
+      bash "$0" s26-j ;;
     s25-b)
       # Written in the twenty-first session for the next: where 7B's batch-1 step goes. The layer's four one-row
       # products alone (qkv 1x12288x4096, out 1x4096x4096, gate+up with SwiGLU 1x22016x4096, down 1x4096x11008;
