@@ -548,7 +548,7 @@ bool epilogue_gemv_ok(DType dt, int64_t M, int64_t N, int64_t K, const void* W) 
   const int path = g_gemv_path.load(std::memory_order_relaxed);
   // (Not where the W-as-A tile takes the plain product: the fused form must give the bits of the ops apart.)
   return dt == DType::BF16 && M <= 16 && K % 8 == 0 && aligned16(W) && device_cc() >= 80 &&
-         (path == -1 || path == 0 || path == 5 || path == 8 || path == 9) &&
+         (path == -1 || path == 0 || path == 5 || wide_gemv()) &&
          !(path == -1 && device_cc() == 90 && gemv_on_tile(M, N, K)) &&
          !(device_cc() == 90 && wtile_level(M, N, K) >= 2);
 }
@@ -598,7 +598,7 @@ void launch_gemv_t(const Args& a) {
   if (g_gemv_path.load(std::memory_order_relaxed) == 4) return launch_gemv_v<T, 1, 4, 0>(a);
   if (g_gemv_path.load(std::memory_order_relaxed) == 6)  // 16 W rows a block: half the X reads a W byte
     return launch_register_gemv<T, 2>(a, a.N);
-  if (const int p = g_gemv_path.load(std::memory_order_relaxed); p == 8 || p == 9) return launch_wide_gemv<T>(a, p);
+  if (wide_gemv()) return launch_wide_gemv<T>(a, g_gemv_path.load(std::memory_order_relaxed));
   if (pipelined_gemv()) return launch_gemv_pipe_any<T>(a);
   // The register kernel at every batch. The pipelined one (its even split over the SMs and deep ring)
   // won at batch 1 against a large W before PDL (S6-4: 1x22016x4096 0.052 ms against 0.060); with PDL and

@@ -1,10 +1,10 @@
 // A host emulation of the CUDA execution model, just enough to run this backend's attention kernels on
 // the CPU (no GPU on the development machine): each thread of a block is a std::thread (a pool's, reused from
-// block to block: EmuPool), __syncthreads a
-// barrier of the block, warp collectives (shuffles, ldmatrix, mma.sync in mma_ptx.cuh here) exchange
-// through a barrier of the warp. Blocks run one after another (emu_launch3), or, for a cooperative launch
-// whose blocks wait for each other at a grid barrier, all at once (emu_launch_coop: every thread of every
-// block a std::thread; keep such grids small). Slow, and for correctness only.
+// block to block: EmuPool), __syncthreads a barrier of the block, warp collectives (shuffles, ldmatrix,
+// mma.sync in mma_ptx.cuh here) exchange through a barrier of the warp. Blocks run one after another
+// (emu_launch3), or, for a cooperative launch whose blocks wait for each other at a grid barrier, all at once
+// (emu_launch_coop: every thread of every block a std::thread; keep such grids small). Slow, and for correctness
+// only.
 #pragma once
 #include <algorithm>
 #include <atomic>

@@ -270,7 +270,7 @@ static bool wide(int M, int N, int K, bool swiglu) {
   const float beta = swiglu ? 0.f : 0.5f;
   const bf16* b = swiglu ? nullptr : B.data();
   const int pair_ok = N % 2 == 0;
-  // rows_a_block: the launch's 8-row sets of C a block; kern: the instance, on C (poisoned unless beta reads it).
+  // sets: the launch's 8-row sets of C a block; kern: the instance, on a copy of C0 (poisoned unless beta reads it).
   auto run = [&](int sets, auto kern) {
     std::vector<bf16> C = C0;
     if (beta == 0.f)
