@@ -665,9 +665,13 @@ void decode_launch(cudaStream_t st, bool aligned, const void* q, const void* k, 
   PARALLM_CUDA_CHECK(cudaGetDevice(&dev), "attention_decode: cudaGetDevice");
   PARALLM_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev),
                      "attention_decode: SM count");
-  // Split the keys only as far as needed to fill the GPU; a chunk is at least one block step of keys.
+  // Split the keys only as far as needed to fill the GPU; a chunk is at least one block step of keys. Not at all
+  // where the (sequence, head group) blocks alone come to three an SM or more: on one chunk 7B at batch 16 (512
+  // groups) gained 1.9-2.1% against the three the fill target chose, GPT-2 at 64 (768) 6.6% against two (S27-4, S27-5,
+  // bench/RESULTS.md), the chunks' partial states, their counter and the last block's merge all gone; 7B at 12 (384
+  // groups, under three an SM) lost 0.3% on it, so keeps the fill target's three.
   constexpr int step = (kDecThreads / GS) * kDecU;
-  const int64_t target = int64_t(sms) * g_decode_blocks_per_sm;
+  const int64_t target = groups >= 3 * int64_t(sms) ? groups : int64_t(sms) * g_decode_blocks_per_sm;
   const int forced = g_decode_splits.load(std::memory_order_relaxed);
   int nsplit = int(std::min<int64_t>(forced >= 1 ? forced : (target + groups - 1) / groups, (max_len + step - 1) / step));
   nsplit = std::max(nsplit, 1);
