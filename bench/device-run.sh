@@ -1466,6 +1466,77 @@ for p in "${parts[@]}"; do
       timeout 30 node dist/cli/index.js bench generate --model llama-2-7b --batch 16 2>&1 | tail -1 | sed "s/^/[7b before] /"
       timeout 110 python3 bench/peers/torch_compile_decode.py llama 16 > "$out/peer-s26j.log" 2>&1; grep ANCHOR "$out/peer-s26j.log" | cut -c1-200
       timeout 30 node dist/cli/index.js bench generate --model llama-2-7b --batch 16 2>&1 | tail -1 | sed "s/^/[7b after] /" ;;
+    s28-f)
+      # The final rule (one key chunk from three (sequence, head group) blocks an SM): 7B at 12 (three chunks again)
+      # and 16, GPT-2 at 16 on 1, 2 and the chosen 6 chunks (for the rule's next step), then the compiled-PyTorch
+      # peer at 7B batch 16 with parallm before and after it.
+      timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 12,16 2>&1 | tail -2 | sed "s/^/[7b] /"
+      for v in "" PARALLM_DECODE_SPLITS=1 PARALLM_DECODE_SPLITS=2; do
+        env $v timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 16 2>&1 | tail -1 | sed "s/^/[gpt2 ${v:-default}] /"
+      done
+      bash "$0" s26-j ;;
+    s28-e)
+      # The twenty-fourth session's final build (decode attention in one key chunk where its (sequence, head group)
+      # blocks come to two an SM; the split-K reduces' last slices loaded at once; gate+up's reduce on 8 columns a
+      # thread): every single-GPU test; the old chunk counts forced (PARALLM_DECODE_SPLITS) against the new rule where
+      # it changes them (7B at 16 and 12: 3 before; GPT-2 at 64: 2), two rounds alternating; then the compiled-PyTorch
+      # peer at 7B batch 16 with parallm before and after it.
+      timeout 300 vitest run test/gpu > "$out/gpu-s28e.log" 2>&1; echo "vitest rc=$?"; grep -E "×|Test Files|Tests |Duration" "$out/gpu-s28e.log" | head -30
+      for r in 1 2; do for v in "" PARALLM_DECODE_SPLITS=3; do
+        env $v timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 12,16 2>&1 | tail -2 | sed "s/^/[7b ${v:-default}] /"
+      done; for v in "" PARALLM_DECODE_SPLITS=2; do
+        env $v timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 64 2>&1 | tail -1 | sed "s/^/[gpt2 ${v:-default}] /"
+      done; done
+      bash "$0" s26-j ;;
+    s28-d)
+      # The split-K reduces triggering the next launch before their wait (PARALLM_REDUCE_EARLY=1, a knob of that build,
+      # since removed: even in S27-4): the decode tests
+      # under it, then 7B at 16 and 64 with and without, three rounds alternating. Decode attention's key chunks at
+      # 7B batch 16 again (PARALLM_DECODE_SPLITS; 3 chosen: 1,536 blocks of 128 threads, more than one wave once the
+      # third chunk holds keys), two rounds alternating; then the compiled-PyTorch peer at batch 1 with parallm
+      # before and after it.
+      PARALLM_REDUCE_EARLY=1 timeout 200 vitest run test/gpu/decode.gpu.test.ts > "$out/gpu-s28d.log" 2>&1; echo "vitest decode (early) rc=$?"; grep -E "×|Test Files|Tests |Duration" "$out/gpu-s28d.log" | head -20
+      for r in 1 2 3; do for v in "" PARALLM_REDUCE_EARLY=1; do
+        env $v timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 16,64 2>&1 | tail -2 | sed "s/^/[7b ${v:-default}] /"
+      done; done
+      for r in 1 2; do for v in "" PARALLM_DECODE_SPLITS=1 PARALLM_DECODE_SPLITS=2 PARALLM_DECODE_SPLITS=4; do
+        env $v timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 16 2>&1 | tail -1 | sed "s/^/[7b ${v:-default}] /"
+      done; done
+      timeout 30 node dist/cli/index.js bench generate --model llama-2-7b --batch 1 2>&1 | tail -1 | sed "s/^/[7b b1 before] /"
+      timeout 150 python3 bench/peers/torch_compile_decode.py llama 1 > "$out/peer-s28d.log" 2>&1; grep ANCHOR "$out/peer-s28d.log" | cut -c1-200
+      timeout 30 node dist/cli/index.js bench generate --model llama-2-7b --batch 1 2>&1 | tail -1 | sed "s/^/[7b b1 after] /" ;;
+    s28-c)
+      # The split-K reduces' last group of slices loaded at once (splitk_sum2 / splitk_sum8: gate+up's three slices
+      # were three latencies) and the gate+up reduce on 8 columns a thread (splitk_reduce_swiglu8): every single-GPU
+      # test, then 7B at 16 and 64, the build before (.device/old.txz, sm_90a) against this one, three rounds
+      # alternating, with what the gate+up reduce still costs (PARALLM_SKIP=gateup-reduce, timing only).
+      timeout 300 vitest run test/gpu > "$out/gpu-s28c.log" 2>&1; echo "vitest rc=$?"; grep -E "×|Test Files|Tests |Duration" "$out/gpu-s28c.log" | head -30
+      mkdir -p /tmp/ab/old && tar -xJf .device/old.txz -C /tmp/ab/old && cp build/Release/parallm.node /tmp/ab/new.node
+      for r in 1 2 3; do for b in old new; do
+        [ $b = old ] && cp /tmp/ab/old/build/Release/parallm.node build/Release/ || cp /tmp/ab/new.node build/Release/parallm.node
+        timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 16,64 2>&1 | tail -2 | sed "s/^/[$b r$r 7b] /"
+      done
+        PARALLM_SKIP=gateup-reduce timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 16 2>&1 | tail -1 | sed "s/^/[new r$r 7b skip gateup-reduce] /"
+      done
+      cp /tmp/ab/new.node build/Release/parallm.node ;;
+    s28-b)
+      # Twenty-fourth session: what each of 7B's batch-16 products and split-K reduces costs inside the step as
+      # replayed (PARALLM_SKIP, a timing knob: the W-as-A tile's launch or its reduce left out; the tokens are wrong),
+      # against the attention's (PARALLM_DECODE_SKIP=attn), two rounds alternating; then the compiled-PyTorch peer at
+      # batch 16 with parallm before and after it.
+      for r in 1 2; do for v in "" PARALLM_SKIP=reduce PARALLM_SKIP=qkv PARALLM_SKIP=out PARALLM_SKIP=gateup PARALLM_SKIP=down PARALLM_SKIP=qkv-reduce PARALLM_SKIP=out-reduce PARALLM_SKIP=gateup-reduce PARALLM_SKIP=down-reduce PARALLM_DECODE_SKIP=attn; do
+        env $v timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 16 2>&1 | tail -1 | sed "s/^/[7b ${v:-default}] /"
+      done; done
+      bash "$0" s26-j ;;
+    s28-a)
+      # Twenty-fourth session: which of 7B's batch-16 products gain on the register GEMV on 32 W rows a block where
+      # they add no launch (PARALLM_WIDE, a measurement knob of that build, since removed: S27-1 measured every form
+      # slower; "swiglu" dropped gate+up's reduce; "rope", "out" and "down" put the rope or the norm back in a launch). Decode and models tests with every product on
+      # it, then 7B at 16 in five settings, three rounds alternating.
+      PARALLM_WIDE=swiglu,rope,out,down timeout 240 vitest run test/gpu/decode.gpu.test.ts test/gpu/models.gpu.test.ts > "$out/gpu-s28a.log" 2>&1; echo "vitest decode+models (wide) rc=$?"; grep -E "×|Test Files|Tests |Duration" "$out/gpu-s28a.log" | head -20
+      for r in 1 2 3; do for v in "" PARALLM_WIDE=swiglu PARALLM_WIDE=swiglu,rope PARALLM_WIDE=swiglu,out PARALLM_WIDE=swiglu,down; do
+        env $v timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 16 2>&1 | tail -1 | sed "s/^/[7b ${v:-default}] /"
+      done; done ;;
     s27-a)
       # Twenty-third session, main with two candidates for 7B at batch 16, defaults unchanged: every single-GPU test
       # (the new GEMV paths 8-10 against path 0 bit for bit among them), then the 16-row products on each GEMV

@@ -20,6 +20,7 @@
 #include <cstring>
 #include <cstdint>
 #include <mutex>
+#include <string>
 #include <type_traits>
 
 #include <cuda.h>
@@ -412,10 +413,19 @@ void reduce_slices(const Args& a, float* ws, int splits, bool pdl, const char* w
   if (const PostSwiGLU* sg = a.swiglu; !reduced && sg && reduce_swiglu_on() && a.N % 2 == 0 && a.alpha == 1.f &&
                                         a.beta == 0.f && !a.bias) {
     const int F = a.N / 2;
-    const int64_t pairs = int64_t(a.M) * ((F + 1) / 2);
-    PARALLM_CUDA_CHECK(launch_maybe_pdl(pdl, mm::splitk_reduce_swiglu<T>, dim3(unsigned((pairs + 255) / 256)), dim3(256),
-                                        0, a.stream, static_cast<const float*>(ws), splits, static_cast<T*>(sg->y), a.M, F),
-                       PARALLM_MM_WHERE(a, what), " split-K reduce with SwiGLU");
+    if (F % 8 == 0 && aligned16(sg->y)) {  // 8 columns a thread (splitk_reduce_swiglu8: the same bits)
+      const int64_t packs = int64_t(a.M) * (F / 8);
+      PARALLM_CUDA_CHECK(launch_maybe_pdl(pdl, mm::splitk_reduce_swiglu8<T>, dim3(unsigned((packs + 255) / 256)),
+                                          dim3(256), 0, a.stream, static_cast<const float*>(ws), splits,
+                                          static_cast<T*>(sg->y), a.M, F),
+                         PARALLM_MM_WHERE(a, what), " split-K reduce with SwiGLU");
+    } else {
+      const int64_t pairs = int64_t(a.M) * ((F + 1) / 2);
+      PARALLM_CUDA_CHECK(launch_maybe_pdl(pdl, mm::splitk_reduce_swiglu<T>, dim3(unsigned((pairs + 255) / 256)),
+                                          dim3(256), 0, a.stream, static_cast<const float*>(ws), splits,
+                                          static_cast<T*>(sg->y), a.M, F),
+                         PARALLM_MM_WHERE(a, what), " split-K reduce with SwiGLU");
+    }
     sg->done = reduced = true;
   }
   if (const PostRopeKv* rk = a.rope; !reduced && rk && a.alpha == 1.f && a.beta == 0.f &&
@@ -692,6 +702,23 @@ int wtile_probe() {
 }
 #endif
 
+// PARALLM_SKIP (a timing knob, never for results; comma-separated): leaves W-as-A tile launches or their split-K
+// reduces out, so `bench generate` measures what each costs inside decode's step as replayed (Nsight Compute times
+// kernels one at a time, with no overlap: S26-3; Nsight Systems is not on the device machine, S26-7). A product is
+// named by what its reduce carries: "qkv" (the rope), "gateup" (SwiGLU), "out" and "down" (the norm; down's K is
+// the larger); "<name>-reduce" or "reduce" (every one) skips the reduce, and a skipped reduce's norm, SwiGLU or
+// rope counts as done. Outputs are left unwritten: the tokens are wrong with it set.
+bool wtile_skip(const Args& a, bool reduce) {
+  static const std::string env = [] {
+    const char* e = std::getenv("PARALLM_SKIP");
+    return "," + std::string(e ? e : "") + ",";
+  }();
+  if (env.size() == 2) return false;
+  const char* name = a.rope ? "qkv" : a.swiglu ? "gateup" : a.post ? (a.K > a.N ? "down" : "out") : "other";
+  const std::string key = "," + std::string(name) + (reduce ? "-reduce," : ",");
+  return env.find(key) != std::string::npos || (reduce && env.find(",reduce,") != std::string::npos);
+}
+
 template <typename T, int NX>
 void launch_sm90w_t(const Args& a, const CUtensorMap& mW, const CUtensorMap& mX) {
   using Sh = mm::WShape<NX>;
@@ -716,10 +743,18 @@ void launch_sm90w_t(const Args& a, const CUtensorMap& mW, const CUtensorMap& mX)
     PARALLM_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&ws), ws_bytes, a.stream),
                        PARALLM_MM_WHERE(a, what), ": split-K workspace of ", ws_bytes, " bytes for ", splits, " slices");
   const bool pdl = sm90_pdl(1) && pdl_allows(1);
-  PARALLM_CUDA_CHECK(launch_maybe_pdl(pdl, kern, dim3(unsigned(grid)), dim3(Sh::THREADS), Sh::SMEM, a.stream, mW, mX,
-                                      static_cast<const T*>(a.bias), static_cast<T*>(a.C), a.M, a.N, a.K, a.alpha,
-                                      a.beta, tiles, splits, ws),
-                     PARALLM_MM_WHERE(a, what));
+  if (!wtile_skip(a, false))
+    PARALLM_CUDA_CHECK(launch_maybe_pdl(pdl, kern, dim3(unsigned(grid)), dim3(Sh::THREADS), Sh::SMEM, a.stream, mW, mX,
+                                        static_cast<const T*>(a.bias), static_cast<T*>(a.C), a.M, a.N, a.K, a.alpha,
+                                        a.beta, tiles, splits, ws),
+                       PARALLM_MM_WHERE(a, what));
+  if (splits > 1 && wtile_skip(a, true)) {  // (timing only: the reduce and what it carries left out)
+    if (a.post) a.post->done = true;
+    if (a.swiglu) a.swiglu->done = true;
+    if (a.rope) a.rope->done = true;
+    PARALLM_CUDA_CHECK(cudaFreeAsync(ws, a.stream), PARALLM_MM_WHERE(a, what), ": split-K workspace free");
+    return;
+  }
   if (splits > 1) reduce_slices<T, true>(a, ws, splits, pdl, what);
 }
 

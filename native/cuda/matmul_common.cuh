@@ -83,7 +83,10 @@ __device__ __forceinline__ void store_partial(float* w, int64_t M, int64_t N, in
 
 // Split K, second pass, for (row, col) and (row, col+1): the slices' partial sums of ws [splits][M][N] added
 // in slice order from 0, then stored through store2 (C = alpha * sum + beta * C + bias). Four slices' loads
-// are issued before any is added (in order): a loop of load-then-add waited a memory latency a slice.
+// are issued before any is added (in order): a loop of load-then-add waited a memory latency a slice. A last
+// group of fewer than four is loaded at once too (guarded, not padded with zeros: -0 + 0 would change a bit);
+// the W-as-A tile cuts 7B's gate+up product in three slices, which the loop that followed the groups of four
+// loaded one latency at a time (S27-3: with splitk_reduce_swiglu8, +0.25%).
 // splitk_reduce_norm (matmul_gemv.cuh) sums 8 columns at once in the same order (splitk_sum8) and stores
 // through store2 too: the same bits.
 // The sums themselves (splitk_sum2): of ws [s][row][col] and, when two, [s][row][col + 1] over the slices s.
@@ -93,20 +96,17 @@ __device__ __forceinline__ void splitk_sum2(const float* __restrict__ ws, int sp
   const int64_t plane = int64_t(M) * N;
   const float* p = ws + row * N + col;
   v0 = 0.f, v1 = 0.f;
-  int s = 0;
-  for (; s + F <= splits; s += F, p += F * plane) {
+  for (int s = 0; s < splits; s += F, p += F * plane) {
     float a0[F], a1[F];
 #pragma unroll
-    for (int j = 0; j < F; ++j) a0[j] = p[j * plane], a1[j] = two ? p[j * plane + 1] : 0.f;
+    for (int j = 0; j < F; ++j)
+      if (s + j < splits) a0[j] = p[j * plane], a1[j] = two ? p[j * plane + 1] : 0.f;
 #pragma unroll
     for (int j = 0; j < F; ++j) {
+      if (s + j >= splits) break;
       v0 += a0[j];
       if (two) v1 += a1[j];
     }
-  }
-  for (; s < splits; ++s, p += plane) {
-    v0 += p[0];
-    if (two) v1 += p[1];
   }
 }
 template <typename T>
@@ -119,7 +119,8 @@ __device__ __forceinline__ void splitk_store2(const float* __restrict__ ws, int 
 }
 
 // The slices' sums of 8 columns from ws + off (off % 4 == 0, plane % 4 == 0: 16-byte loads), each added in
-// slice order from 0 as splitk_store2 adds them (the same bits), four slices' loads in flight at a time.
+// slice order from 0 as splitk_store2 adds them (the same bits), four slices' loads in flight at a time (a last
+// group of fewer too, as splitk_sum2's).
 __device__ __forceinline__ void splitk_sum8(const float* __restrict__ ws, int splits, int64_t plane, int64_t off,
                                             float (&v)[8]) {
   constexpr int F = 4;
@@ -129,16 +130,18 @@ __device__ __forceinline__ void splitk_sum8(const float* __restrict__ ws, int sp
   auto add = [&](const float4& a, const float4& b) {
     v[0] += a.x, v[1] += a.y, v[2] += a.z, v[3] += a.w, v[4] += b.x, v[5] += b.y, v[6] += b.z, v[7] += b.w;
   };
-  int s = 0;
-  for (; s + F <= splits; s += F, p += F * plane) {
+  for (int s = 0; s < splits; s += F, p += F * plane) {
     float4 a[F][2];
 #pragma unroll
     for (int j = 0; j < F; ++j)
-      a[j][0] = *reinterpret_cast<const float4*>(p + j * plane), a[j][1] = *reinterpret_cast<const float4*>(p + j * plane + 4);
+      if (s + j < splits)
+        a[j][0] = *reinterpret_cast<const float4*>(p + j * plane), a[j][1] = *reinterpret_cast<const float4*>(p + j * plane + 4);
 #pragma unroll
-    for (int j = 0; j < F; ++j) add(a[j][0], a[j][1]);
+    for (int j = 0; j < F; ++j) {
+      if (s + j >= splits) break;
+      add(a[j][0], a[j][1]);
+    }
   }
-  for (; s < splits; ++s, p += plane) add(*reinterpret_cast<const float4*>(p), *reinterpret_cast<const float4*>(p + 4));
 }
 
 // Split K, second pass: C = alpha * (sum of the slices) + beta * C + bias, a pair of columns a thread.
@@ -175,6 +178,27 @@ __global__ void splitk_reduce_swiglu(const float* __restrict__ ws, int splits, T
   T* o = y + row * F + col;
   o[0] = from_f32<T>(gemvp_silu(f32(from_f32<T>(g0))) * f32(from_f32<T>(u0)));
   if (two) o[1] = from_f32<T>(gemvp_silu(f32(from_f32<T>(g1))) * f32(from_f32<T>(u1)));
+}
+
+// splitk_reduce_swiglu on 8 columns a thread (F % 8 == 0, y 16-byte aligned; ws is cudaMallocAsync's): 16-byte loads
+// of the slices (splitk_sum8: the same sums) and one 16-byte store, a quarter of the threads. At 7B's batch 16 (16 x
+// 11008, three slices) that is 86 blocks where the pair form launched 344; with the three slices' loads at once,
+// +0.25% (S27-3, bench/RESULTS.md: the reduce's cost is mostly the launch between two tiles). The same bits as
+// splitk_reduce_swiglu.
+template <typename T>
+__global__ void splitk_reduce_swiglu8(const float* __restrict__ ws, int splits, T* __restrict__ y, int M, int F) {
+  pdl_begin();  // launched as splitk_reduce is: the partials are read after the wait
+  const int64_t per = F / 8;
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= int64_t(M) * per) return;
+  const int64_t row = i / per, col = 8 * (i % per), plane = int64_t(M) * 2 * F;
+  float g[8], u[8];
+  splitk_sum8(ws, splits, plane, row * 2 * F + col, g);
+  splitk_sum8(ws, splits, plane, row * 2 * F + F + col, u);
+  Pack<T, 8> o;
+#pragma unroll
+  for (int e = 0; e < 8; ++e) o.v[e] = from_f32<T>(gemvp_silu(f32(from_f32<T>(g[e]))) * f32(from_f32<T>(u[e])));
+  *reinterpret_cast<Pack<T, 8>*>(y + row * F + col) = o;
 }
 
 // Block index -> (tile_m, tile_n), walking GROUP tile-rows at a time so blocks running together share

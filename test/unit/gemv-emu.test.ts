@@ -37,6 +37,8 @@ describe.skipIf(!gxx || !headers)('the GEMV kernels on the host emulation', () =
       // The register kernel on 32 W rows a block (matmul.cu's launch_wide_gemv): the bits of 8, every element.
       expect(out.match(/rows a block.* 0 differ .* 0 unwritten ok$/gm)?.length ?? 0, out).toBe(4);
       expect(out.match(/sets a block, unroll 2, swiglu.* 0 differ .* 0 unwritten ok$/gm)?.length ?? 0, out).toBe(2);
+      // The gate+up reduce with SwiGLU on 8 columns a thread (splitk_reduce_swiglu8): splitk_reduce's bits then silu_gate's.
+      expect(out.match(/8 a thread = ok$/gm)?.length ?? 0, out).toBe(3);
       // The plain and post-norm products in one pass of 12 chunks a warp (matmul.cu's gemv_one_pass): the same bits.
       expect(out.match(/one pass of 12.* ok$/gm)?.length ?? 0, out).toBeGreaterThanOrEqual(20);
     } finally {

@@ -454,16 +454,24 @@ static bool reduce_swiglu(int M, int F, int splits) {
              [&] { mm::splitk_reduce<bf16>(ws.data(), splits, nullptr, GU.data(), M, N, 1.f, 0.f, 1); });
   emu_launch(unsigned((int64_t(M) * ((F + 1) / 2) + 255) / 256), 256,
              [&] { mm::splitk_reduce_swiglu<bf16>(ws.data(), splits, Y.data(), M, F); });
-  bool same = true;
+  // The 8-column form where it applies (F % 8 == 0), into its own output.
+  const bool eight = F % 8 == 0;
+  std::vector<bf16> Y8(size_t(M) * F, __float2bfloat16_rn(NAN));
+  if (eight)
+    emu_launch(unsigned((int64_t(M) * (F / 8) + 255) / 256), 256,
+               [&] { mm::splitk_reduce_swiglu8<bf16>(ws.data(), splits, Y8.data(), M, F); });
+  bool same = true, same8 = true;
   for (int m = 0; m < M; ++m)
     for (int f = 0; f < F; ++f) {
       const float g = __bfloat162float(GU[size_t(m) * N + f]), u = __bfloat162float(GU[size_t(m) * N + F + f]);
       const bf16 want = __float2bfloat16_rn(mm::gemvp_silu(g) * u);
       same &= std::memcmp(&want, &Y[size_t(m) * F + f], sizeof(bf16)) == 0;
+      if (eight) same8 &= std::memcmp(&want, &Y8[size_t(m) * F + f], sizeof(bf16)) == 0;
     }
-  std::printf("  splitk_reduce_swiglu M%-2d F%-5d %d slices: y %s splitk_reduce then silu_gate %s\n", M, F, splits,
-              same ? "=" : "!=", same ? "ok" : "FAIL");
-  return same;
+  std::printf("  splitk_reduce_swiglu M%-2d F%-5d %d slices: y %s splitk_reduce then silu_gate%s %s\n", M, F, splits,
+              same ? "=" : "!=", eight ? (same8 ? "; 8 a thread =" : "; 8 a thread !=") : "",
+              same && same8 ? "ok" : "FAIL");
+  return same && same8;
 }
 
 int main() {
@@ -511,6 +519,7 @@ int main() {
   ok &= reduce_swiglu(16, 11008, 3);   // LLaMA-7B's gate+up at batch 16 in the W-as-A tile's three slices
   ok &= reduce_swiglu(5, 21, 5);        // F odd (the last thread one column), four slices' loads then one
   ok &= reduce_swiglu(2, 64, 8);        // two batches of four slices
+  ok &= reduce_swiglu(3, 24, 7);        // four slices' loads then three at once, 8 a thread
   std::printf(ok ? "all passed\n" : "FAILED\n");
   return ok ? 0 : 1;
 }
