@@ -1528,6 +1528,19 @@ for p in "${parts[@]}"; do
         env $v timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 16 2>&1 | tail -1 | sed "s/^/[7b ${v:-default}] /"
       done; done
       bash "$0" s26-j ;;
+    s29-a)
+      # Written in the twenty-fourth session for the next (main as it stands, nothing new to build): the pipelined
+      # GEMV (gemv_pipe_kernel: 8-row tiles split evenly over one block an SM, no K slices, so no reduce) at the four
+      # 16-row 7B products against the W-as-A tile with its reduce (the default) and the 32-row register GEMV, never
+      # timed at 16 rows since the second session; GPT-2 at 16 on one and six (chosen) key chunks, two more rounds
+      # (S27-6's one round: +3.7% on one); 7B at 16 with decode attention left out (its cost in one chunk).
+      timeout 150 node dist/cli/index.js bench kernels --filter "gemv 16x4096x4096" "gemv-pipe 16x4096x4096" "gemv-reg32 16x4096x4096" "gemv 16x4096x11008" "gemv-pipe 16x4096x11008" "gemv-reg32 16x4096x11008" "gemv 16x12288x4096" "gemv-pipe 16x12288x4096" "gemv-reg32 16x12288x4096" "gemv 16x22016x4096" "gemv-pipe 16x22016x4096" "gemv-reg32u2 16x22016x4096" 2>&1 | grep -E "16x(4096|12288|22016)" | head -40
+      for r in 1 2; do for v in "" PARALLM_DECODE_SPLITS=1 PARALLM_DECODE_SPLITS=2; do
+        env $v timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 4,8,16 2>&1 | tail -3 | sed "s/^/[gpt2 ${v:-default} r$r] /"
+      done; done
+      for v in "" PARALLM_DECODE_SKIP=attn; do
+        env $v timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 16 2>&1 | tail -1 | sed "s/^/[7b ${v:-default}] /"
+      done ;;
     s28-a)
       # Twenty-fourth session: which of 7B's batch-16 products gain on the register GEMV on 32 W rows a block where
       # they add no launch (PARALLM_WIDE, a measurement knob of that build, since removed: S27-1 measured every form
