@@ -1532,7 +1532,7 @@ for p in "${parts[@]}"; do
       # Written in the twenty-fourth session for the next (main as it stands, nothing new to build): the pipelined
       # GEMV (gemv_pipe_kernel: 8-row tiles split evenly over one block an SM, no K slices, so no reduce) at the four
       # 16-row 7B products against the W-as-A tile with its reduce (the default) and the 32-row register GEMV, never
-      # timed at 16 rows since the second session; GPT-2 at 16 on one and six (chosen) key chunks, two more rounds
+      # timed at 16 rows since the second session; GPT-2 at 16 on one and four (chosen) key chunks, two more rounds
       # (S27-6's one round: +3.7% on one); 7B at 16 with decode attention left out (its cost in one chunk).
       timeout 150 node dist/cli/index.js bench kernels --filter "gemv 16x4096x4096" "gemv-pipe 16x4096x4096" "gemv-reg32 16x4096x4096" "gemv 16x4096x11008" "gemv-pipe 16x4096x11008" "gemv-reg32 16x4096x11008" "gemv 16x12288x4096" "gemv-pipe 16x12288x4096" "gemv-reg32 16x12288x4096" "gemv 16x22016x4096" "gemv-pipe 16x22016x4096" "gemv-reg32u2 16x22016x4096" 2>&1 | grep -E "16x(4096|12288|22016)" | head -40
       for r in 1 2; do for v in "" PARALLM_DECODE_SPLITS=1 PARALLM_DECODE_SPLITS=2; do

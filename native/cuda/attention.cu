@@ -59,6 +59,10 @@ constexpr float kLog2e = 1.4426950408889634f;
 
 // Tuning knobs (the scratch harness sweeps them; production uses the defaults).
 int g_decode_blocks_per_sm = 8;  // decode: aim for this many blocks per SM before splitting keys further
+struct DecodeChunks {
+  int n, keys;  // chunks, and keys a chunk
+};
+DecodeChunks decode_chunks(int64_t groups, int sms, int max_len, int step, int forced);
 // PARALLM_DECODE_SPLITS=n (a measurement knob): decode attention in n key chunks at most (1: one kernel, no
 // combine), else chosen per call.
 int decode_splits_from_env() {
@@ -653,6 +657,23 @@ void prefill_mma_launch(cudaStream_t st, const void* q, const void* k, const voi
                        " D=", D);
 }
 
+// Decode attention's key chunks, and the keys a chunk (a multiple of step, the keys a block step), for `groups`
+// (sequence, head group) blocks over a cache of max_len on `sms` SMs; `forced` >= 1 asks for that many at most
+// (PARALLM_DECODE_SPLITS, the attention_decode_splits hook). Split only as far as needed to fill the GPU, and not
+// at all where the groups alone come to three blocks an SM or more: on one chunk 7B at batch 16 (512 groups) gained
+// 1.9-2.1% against the three the fill target chose, GPT-2 at 64 (768) 6.6% against two (S27-4, S27-5,
+// bench/RESULTS.md), the chunks' partial states, their counter and the last block's merge all gone; 7B at 12 (384
+// groups, under three an SM) lost 0.35% on it, so keeps the fill target's three. The host emulation checks the
+// choices (kernels_emu.cc).
+DecodeChunks decode_chunks(int64_t groups, int sms, int max_len, int step, int forced) {
+  const int64_t target = groups >= 3 * int64_t(sms) ? groups : int64_t(sms) * g_decode_blocks_per_sm;
+  int nsplit = int(std::min<int64_t>(forced >= 1 ? forced : (target + groups - 1) / groups, (max_len + step - 1) / step));
+  nsplit = std::max(nsplit, 1);
+  int chunk = (max_len + nsplit - 1) / nsplit;
+  chunk = (chunk + step - 1) / step * step;
+  return {(max_len + chunk - 1) / chunk, chunk};
+}
+
 template <typename T, int GS, int HPB>
 void decode_launch(cudaStream_t st, bool aligned, const void* q, const void* k, const void* v, const int32_t* lens,
                    void* out, int B, int Hq, int Hkv, int D, int64_t qbs, int64_t kvbs, int64_t kvts, int max_len,
@@ -665,19 +686,9 @@ void decode_launch(cudaStream_t st, bool aligned, const void* q, const void* k, 
   PARALLM_CUDA_CHECK(cudaGetDevice(&dev), "attention_decode: cudaGetDevice");
   PARALLM_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev),
                      "attention_decode: SM count");
-  // Split the keys only as far as needed to fill the GPU; a chunk is at least one block step of keys. Not at all
-  // where the (sequence, head group) blocks alone come to three an SM or more: on one chunk 7B at batch 16 (512
-  // groups) gained 1.9-2.1% against the three the fill target chose, GPT-2 at 64 (768) 6.6% against two (S27-4, S27-5,
-  // bench/RESULTS.md), the chunks' partial states, their counter and the last block's merge all gone; 7B at 12 (384
-  // groups, under three an SM) lost 0.3% on it, so keeps the fill target's three.
-  constexpr int step = (kDecThreads / GS) * kDecU;
-  const int64_t target = groups >= 3 * int64_t(sms) ? groups : int64_t(sms) * g_decode_blocks_per_sm;
-  const int forced = g_decode_splits.load(std::memory_order_relaxed);
-  int nsplit = int(std::min<int64_t>(forced >= 1 ? forced : (target + groups - 1) / groups, (max_len + step - 1) / step));
-  nsplit = std::max(nsplit, 1);
-  int chunk = (max_len + nsplit - 1) / nsplit;
-  chunk = (chunk + step - 1) / step * step;
-  nsplit = (max_len + chunk - 1) / chunk;
+  const DecodeChunks dc = decode_chunks(groups, sms, max_len, (kDecThreads / GS) * kDecU,
+                                       g_decode_splits.load(std::memory_order_relaxed));
+  const int nsplit = dc.n, chunk = dc.keys;
 
   float* part = nullptr;
   const int64_t rows = int64_t(B) * Hq;

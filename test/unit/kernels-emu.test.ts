@@ -32,5 +32,8 @@ describe.skipIf(!tools)('the op kernels on the host emulation', () => {
     expect(out.match(/rope_kv_attention_decode .* rot(?!0 )\d+ .* bf16 ok \(= rope_kv_write \+ attention_decode; PRE too\)/g)?.length ?? 0, out).toBe(3);
     // matmul_rope_kv_write's split-K reduce with the rope: the bits of splitk_reduce then rope_kv_write (f32, bf16)
     expect(out.match(/splitk_rope_kv_write .* ok \(= splitk_reduce \+ rope_kv_write\)/g)?.length ?? 0, out).toBe(6);
+    // decode attention's key chunks as its launch chooses them (attention.cu's decode_chunks): one from three
+    // (sequence, head group) blocks an SM, the fill target below, a forced count, at decode's shapes
+    expect(out.match(/decode_chunks .* ok$/gm)?.length ?? 0, out).toBe(9);
   }, 600_000);
 });

@@ -317,6 +317,39 @@ static void optimizer(DType dt, int64_t n, int64_t n_decay) {
 namespace parallm::cuda {
 void attention_decode_splits(int n);  // the test hooks (attention.cu)
 void attention_decode_pre(int n);
+namespace attn_detail {
+struct DecodeChunks {
+  int n, keys;
+};
+DecodeChunks decode_chunks(int64_t groups, int sms, int max_len, int step, int forced);
+}  // namespace attn_detail
+}
+
+// decode_chunks, the rule decode attention's launch takes its key chunks from, at decode's shapes on 132 SMs
+// (7B: 32 kv heads, D 128, 32 keys a block step; GPT-2: 12, D 64, 64 keys): one chunk from three (sequence, head
+// group) blocks an SM (S27-4, S27-5 in bench/RESULTS.md), else as many as fill 8 blocks an SM, at most a step's
+// keys each; a forced count caps it. Each chunk whole steps of keys, and together they cover the cache.
+static void decode_chunk_rule() {
+  struct Want {
+    const char* what;
+    int64_t groups;
+    int max_len, step, forced, n;
+  };
+  const Want cases[] = {
+      {"7B batch 1", 32, 256, 32, -1, 8},     {"7B batch 12", 384, 256, 32, -1, 3},
+      {"7B batch 13", 416, 256, 32, -1, 1},   {"7B batch 16", 512, 256, 32, -1, 1},
+      {"7B batch 64", 2048, 256, 32, -1, 1},  {"GPT-2 batch 16", 192, 256, 64, -1, 4},
+      {"GPT-2 batch 64", 768, 256, 64, -1, 1}, {"7B batch 16, 3 forced", 512, 256, 32, 3, 3},
+      {"7B batch 1, 4096 keys", 32, 4096, 32, -1, 32},
+  };
+  for (const Want& c : cases) {
+    const auto dc = pc::attn_detail::decode_chunks(c.groups, 132, c.max_len, c.step, c.forced);
+    const bool ok = dc.n == c.n && dc.keys % c.step == 0 && int64_t(dc.n) * dc.keys >= c.max_len &&
+                    int64_t(dc.n - 1) * dc.keys < c.max_len;
+    all_ok &= ok;
+    std::printf("  decode_chunks %-24s %5lld groups: %2d chunks of %4d keys (want %2d) %s\n", c.what,
+                static_cast<long long>(c.groups), dc.n, dc.keys, c.n, ok ? "ok" : "FAIL");
+  }
 }
 
 // attention_decode (flash-decoding: key chunks over blocks, then the combine) against float64, at a
@@ -470,6 +503,7 @@ static void argmax_rows(DType dt, int64_t R, int64_t C, bool nans) {
 }
 
 int main() {
+  decode_chunk_rule();
   for (DType dt : {DType::F32, DType::BF16}) {
     std::printf("%s\n", dt == DType::F32 ? "f32" : "bf16");
     sum_rows(dt, 7, 5, false);
