@@ -413,19 +413,13 @@ void reduce_slices(const Args& a, float* ws, int splits, bool pdl, const char* w
   if (const PostSwiGLU* sg = a.swiglu; !reduced && sg && reduce_swiglu_on() && a.N % 2 == 0 && a.alpha == 1.f &&
                                         a.beta == 0.f && !a.bias) {
     const int F = a.N / 2;
-    if (F % 8 == 0 && aligned16(sg->y)) {  // 8 columns a thread (splitk_reduce_swiglu8: the same bits)
-      const int64_t packs = int64_t(a.M) * (F / 8);
-      PARALLM_CUDA_CHECK(launch_maybe_pdl(pdl, mm::splitk_reduce_swiglu8<T>, dim3(unsigned((packs + 255) / 256)),
-                                          dim3(256), 0, a.stream, static_cast<const float*>(ws), splits,
-                                          static_cast<T*>(sg->y), a.M, F),
-                         PARALLM_MM_WHERE(a, what), " split-K reduce with SwiGLU");
-    } else {
-      const int64_t pairs = int64_t(a.M) * ((F + 1) / 2);
-      PARALLM_CUDA_CHECK(launch_maybe_pdl(pdl, mm::splitk_reduce_swiglu<T>, dim3(unsigned((pairs + 255) / 256)),
-                                          dim3(256), 0, a.stream, static_cast<const float*>(ws), splits,
-                                          static_cast<T*>(sg->y), a.M, F),
-                         PARALLM_MM_WHERE(a, what), " split-K reduce with SwiGLU");
-    }
+    // 8 columns a thread where they are whole 16-byte packs (splitk_reduce_swiglu8), else a pair: the same bits.
+    const bool eight = F % 8 == 0 && aligned16(sg->y);
+    const int64_t threads = int64_t(a.M) * (eight ? F / 8 : (F + 1) / 2);
+    PARALLM_CUDA_CHECK(launch_maybe_pdl(pdl, eight ? mm::splitk_reduce_swiglu8<T> : mm::splitk_reduce_swiglu<T>,
+                                        dim3(unsigned((threads + 255) / 256)), dim3(256), 0, a.stream,
+                                        static_cast<const float*>(ws), splits, static_cast<T*>(sg->y), a.M, F),
+                       PARALLM_MM_WHERE(a, what), " split-K reduce with SwiGLU");
     sg->done = reduced = true;
   }
   if (const PostRopeKv* rk = a.rope; !reduced && rk && a.alpha == 1.f && a.beta == 0.f &&
