@@ -1528,6 +1528,42 @@ for p in "${parts[@]}"; do
         env $v timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 16 2>&1 | tail -1 | sed "s/^/[7b ${v:-default}] /"
       done; done
       bash "$0" s26-j ;;
+    s30-c)
+      # The session's final build (the SUM form only as PRE, else the two launches; GPT-2's keys in one chunk where a
+      # group's cache is 64 KiB or less): every single-GPU test; 7B at 16 with and without the SUM form, two rounds;
+      # the decode figures; the compiled-PyTorch peer at 7B batch 16 with parallm before and after it.
+      timeout 430 vitest run test/gpu > "$out/gpu-s30c.log" 2>&1; echo "vitest rc=$?"; grep -E "×|Test Files|Tests |Duration" "$out/gpu-s30c.log" | head -30
+      for r in 1 2; do for v in "" PARALLM_DECODE_ATTN_IN_PROJECTION=0; do
+        env $v timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 16 2>&1 | tail -1 | sed "s/^/[7b ${v:-default} r$r] /"
+      done; done
+      timeout 60 node dist/cli/index.js bench generate --model gpt2 --batch 1,16,64 2>&1 | tail -3 | sed "s/^/[gpt2] /"
+      timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,64 2>&1 | tail -2 | sed "s/^/[7b] /"
+      bash "$0" s26-j ;;
+    s30-b)
+      # The SUM form with the block's rows summed into shared memory first (sum_rows: every slice's load in flight
+      # at once; S30-1's per-thread sums lost 2-4%): its tests, 7B at 16 in three settings, two rounds; GPT-2 at 1-2
+      # on one chunk against the chosen four, two more rounds (S30-1's batch-1 run was noisy: mean -12%, median +5%).
+      timeout 200 vitest run test/gpu/decode.gpu.test.ts -t "linearRopeKvAttentionDecode|LLaMA" > "$out/gpu-s30b.log" 2>&1; echo "vitest rc=$?"; grep -E "×|Test Files|Tests |Duration" "$out/gpu-s30b.log" | head -20
+      for r in 1 2; do for v in "" PARALLM_DECODE_ATTN_IN_PROJECTION=0 PARALLM_ATTN_PRE_SUM=0; do
+        env $v timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 16 2>&1 | tail -1 | sed "s/^/[7b ${v:-default} r$r] /"
+      done; done
+      for r in 1 2; do for v in "" PARALLM_DECODE_SPLITS=1; do
+        env $v timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1,2 2>&1 | tail -2 | sed "s/^/[gpt2 ${v:-default} r$r] /"
+      done; done ;;
+    s30-a)
+      # Twenty-fifth session: the qkv product's split-K slices summed by decode attention itself
+      # (linearRopeKvAttentionDecode; on by default, PARALLM_DECODE_ATTN_IN_PROJECTION=0 the reduce + attention
+      # apart, PARALLM_ATTN_PRE_SUM=0 its form without PRE): its GPU tests with the decode and model tests, then 7B
+      # at 16 in three settings, two rounds alternating; then one key chunk against the chosen count where no
+      # figure has said yet (GPT-2 at 1-2, 7B at 1-8).
+      timeout 240 vitest run test/gpu/decode.gpu.test.ts test/gpu/models.gpu.test.ts > "$out/gpu-s30a.log" 2>&1; echo "vitest decode+models rc=$?"; grep -E "×|Test Files|Tests |Duration" "$out/gpu-s30a.log" | head -20
+      for r in 1 2; do for v in "" PARALLM_DECODE_ATTN_IN_PROJECTION=0 PARALLM_ATTN_PRE_SUM=0; do
+        env $v timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 16 2>&1 | tail -1 | sed "s/^/[7b ${v:-default} r$r] /"
+      done; done
+      for v in "" PARALLM_DECODE_SPLITS=1; do
+        env $v timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1,2 2>&1 | tail -2 | sed "s/^/[gpt2 ${v:-default}] /"
+        env $v timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,4,8 2>&1 | tail -3 | sed "s/^/[7b ${v:-default}] /"
+      done ;;
     s29-a)
       # Written in the twenty-fourth session for the next (main as it stands, nothing new to build): the pipelined
       # GEMV (gemv_pipe_kernel: 8-row tiles split evenly over one block an SM, no K slices, so no reduce) at the four

@@ -101,6 +101,7 @@ export interface NativeBinding {
     kCache: T, vCache: T, pos: T, lens: T, counter: OptT, B: number, C: number, H: number, D: number, kvB: number, kvT: number, maxLen: number, eps: number): void;
   ropeKvWrite(qkv: T, kCache: T, vCache: T, pos: T, freqs: T | null, B: number, Hq: number, Hkv: number, D: number, qkvStride: number, rotDim: number, theta: number, kvB: number, kvT: number, maxLen: number): void;
   matmulRopeKvWrite(qkv: T, x: T, w: T, bias: T | null, kCache: T, vCache: T, pos: T, freqs: T | null, M: number, K: number, Hq: number, Hkv: number, D: number, rotDim: number, theta: number, kvB: number, kvT: number, maxLen: number): void;
+  matmulRopeKvAttentionDecode(out: T, qkv: T, x: T, w: T, bias: T | null, kCache: T, vCache: T, pos: T, lens: T, freqs: T | null, counter: T | null, M: number, K: number, Hq: number, Hkv: number, D: number, rotDim: number, theta: number, kvB: number, kvT: number, maxLen: number, scale: number): void;
   ropeKvAttentionDecode(out: T, qkv: T, kCache: T, vCache: T, pos: T, lens: T, freqs: T | null, counter: T | null, B: number, Hq: number, Hkv: number, D: number, qkvStride: number, rotDim: number, theta: number, kvB: number, kvT: number, maxLen: number, scale: number): void;
   layernorm(y: T, x: T, gamma: T, beta: T, mean: OptT, rstd: OptT, R: number, C: number, eps: number): void;
   rmsnorm(y: T, x: T, w: T, rstd: OptT, R: number, C: number, eps: number): void;
@@ -227,7 +228,7 @@ export interface NativeComm {
 export const NATIVE_KEYS = [
   'NativeTensor', 'empty', 'devices', 'deviceInfo', 'buildInfo', 'configureCpuDevices', 'synchronize',
   'memoryStats', 'resetPeakMemory', 'emptyCache', 'captureBegin', 'captureEnd', 'eventCreate', 'streamCreate',
-  'setStream', 'frozenWeights', 'matmul', 'attentionPrefill', 'attentionDecode', 'kvWrite', 'ropeKvWrite', 'matmulRopeKvWrite', 'ropeKvAttentionDecode', 'rmsnormMatmul', 'rmsnormMatmulSwiglu', 'layernormMatmul', 'matmulResidualNorm', 'decodeLayerGpt2', 'layernorm', 'rmsnorm', 'gelu',
+  'setStream', 'frozenWeights', 'matmul', 'attentionPrefill', 'attentionDecode', 'kvWrite', 'ropeKvWrite', 'matmulRopeKvWrite', 'matmulRopeKvAttentionDecode', 'ropeKvAttentionDecode', 'rmsnormMatmul', 'rmsnormMatmulSwiglu', 'layernormMatmul', 'matmulResidualNorm', 'decodeLayerGpt2', 'layernorm', 'rmsnorm', 'gelu',
   'siluGate', 'rope', 'embedding', 'add', 'cast', 'softmax', 'argmax', 'fillUniform', 'sample', 'sumRows',
   'layernormBackward', 'rmsnormBackward', 'geluBackward', 'siluGateBackward', 'ropeBackward', 'attentionForward',
   'attentionBackward', 'embeddingBackward', 'crossEntropy', 'sumSquares', 'adamw', 'ncclAvailable', 'ncclUniqueId',

@@ -423,6 +423,51 @@ export function linearRopeKvWrite(
 }
 
 /**
+ * Decode's qkv projection, rope, KV-cache write and attention for one new token per sequence:
+ * linearRopeKvWrite(x, weight, kCache, vCache, pos, o), then attentionDecode of its q heads over the caches for
+ * lens[b] tokens. Returns out [B, Hq, D]. On a GPU, where the product is cut in K slices (the W-as-A tile at 9-16
+ * rows), the attention kernel sums the slices, rotates and writes the caches itself: one launch where the reduce
+ * and the attention took two, the same bits as the ops apart. pos, lens: i32 [B] on the device.
+ */
+export function linearRopeKvAttentionDecode(
+  x: Tensor,
+  weight: Tensor,
+  kCache: Tensor,
+  vCache: Tensor,
+  pos: Tensor,
+  lens: Tensor,
+  o: Omit<RopeKvAttentionDecodeOptions, 'qkvStride'> & { bias?: Tensor | null },
+): Tensor {
+  const op = 'linearRopeKvAttentionDecode';
+  const { bias } = o;
+  const dev = sameDevice(op, { x, weight, bias, kCache, vCache, pos, lens, freqs: o.rope?.freqs, counter: o.counter });
+  const dt = sameDType(op, { x, weight, bias, kCache, vCache }, FLOATS);
+  if (weight.shape.length !== 2) throw new Error(`${op}: weight must be 2-D [out, in], got [${weight.shape.join(', ')}]`);
+  const [N, K] = weight.shape as [number, number];
+  const { batch: B, headsQ: Hq, headsKv: Hkv, headDim: D, maxLen } = o;
+  const M = rowsCols(op, x, K);
+  if (M !== B) throw new Error(`${op}: x has ${M} rows for a batch of ${B}`);
+  const { kB, kT, rot, freqs } = ropeKvShape(op, null, kCache, vCache, pos, o);
+  if (N !== (Hq + 2 * Hkv) * D) throw new Error(`${op}: weight has ${N} rows, not (headsQ + 2 headsKv) x headDim = ${(Hq + 2 * Hkv) * D}`);
+  if (Hq % Hkv) throw new Error(`${op}: headsQ (${Hq}) must be a multiple of headsKv (${Hkv})`);
+  if (bias) expectShape(op, 'bias', bias, [N]);
+  if (lens.dtype !== 'i32') throw new Error(`${op}: lens must be i32, got ${lens.dtype}`);
+  expectNumel(op, 'lens', lens, B);
+  if (o.counter && (o.counter.dtype !== 'i32' || o.counter.numel < B * Hq))
+    throw new Error(`${op}: counter must be i32 with at least batch x headsQ = ${B * Hq} elements, got ${o.counter.dtype} [${o.counter.shape.join(', ')}]`);
+  const out = output(op, o.out, [B, Hq, D], dt, dev);
+  const qkv = Tensor.empty([B, N], { dtype: dt, device: dev });  // scratch (unwritten where the GPU fuses)
+  try {
+    native.matmulRopeKvAttentionDecode(out.native, qkv.native, x.native, weight.native, bias?.native ?? null, kCache.native, vCache.native,
+      pos.native, lens.native, freqs?.native ?? null, o.counter?.native ?? null, B, K, Hq, Hkv, D, rot, o.rope?.theta ?? 10000, kB, kT,
+      maxLen, o.scale ?? 1 / Math.sqrt(D));
+  } finally {
+    qkv.dispose();
+  }
+  return out;
+}
+
+/**
  * The checks ropeKvWrite, ropeKvAttentionDecode and linearRopeKvWrite share: sizes, pos, strides, rows and the
  * rotation (qkv null: the op makes it).
  */

@@ -96,6 +96,19 @@ void matmul_rope_kv_write(PARALLM_KCTX ctx, DType dt, const void* X, const void*
                           int rot_dim, float theta, const float* freqs, int64_t kv_bstride, int64_t kv_tstride,
                           int64_t max_len);
 
+// Decode's qkv projection, rope, cache write and attention for one new token a sequence, defined as
+//   matmul_rope_kv_write(X, W, bias, qkv, kc, vc, pos, M, K, Hq, Hkv, D, rot_dim, theta, freqs, kv strides, max_len)
+//   attention_decode(q heads of qkv, kc, vc, lens, out, B = M, Hq, Hkv, D, q_bstride = (Hq + 2 Hkv) D, kv strides,
+//                    max_len, scale, counter)
+// qkv [M, (Hq + 2 Hkv) D] is scratch: its contents are unspecified after the call. On CUDA, where the product is cut
+// in K slices, the attention kernel sums them, rotates and writes the caches itself (one launch where the reduce and
+// the attention took two; the same bits); otherwise, and on the CPU, the ops it is defined as.
+void matmul_rope_kv_attention_decode(PARALLM_KCTX ctx, DType dt, const void* X, const void* W, const void* bias,
+                                     void* qkv, void* kc, void* vc, const int32_t* pos, const int32_t* lens, void* out,
+                                     int64_t M, int64_t K, int Hq, int Hkv, int D, int rot_dim, float theta,
+                                     const float* freqs, int64_t kv_bstride, int64_t kv_tstride, int max_len, float scale,
+                                     uint32_t* counter = nullptr);
+
 // Decode's rope, cache write and attention for one new token a sequence, defined as
 //   rope_kv_write(copy of qkv, kc, vc, pos, ..., rot_dim, theta, freqs, kv strides, max_len)
 //   attention_decode(q heads of that copy, kc, vc, lens, ..., q_bstride = qkv_stride, max_len, scale, counter)

@@ -2,6 +2,7 @@
 // rope_kv_write: decode's rope and the two cache writes, as those three calls (the CUDA backend fuses them).
 // rope_kv_attention_decode: rope_kv_write on a copy of the rows, then attention_decode (CUDA: one launch).
 // matmul_rope_kv_write: matmul, then rope_kv_write (CUDA: the product's split-K reduce does the rope).
+// matmul_rope_kv_attention_decode: matmul_rope_kv_write, then attention_decode (CUDA: the attention sums the slices).
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -42,6 +43,19 @@ void matmul_rope_kv_write(const Ctx& ctx, DType dt, const void* X, const void* W
   const int64_t N = int64_t(Hq + 2 * Hkv) * D;
   matmul(ctx, dt, X, W, bias, qkv, M, N, K, false, true, 1.f, 0.f);
   rope_kv_write(ctx, dt, qkv, kc, vc, pos, int(M), Hq, Hkv, D, N, rot_dim, theta, freqs, kv_bstride, kv_tstride, max_len);
+}
+
+void matmul_rope_kv_attention_decode(const Ctx& ctx, DType dt, const void* X, const void* W, const void* bias, void* qkv,
+                                     void* kc, void* vc, const int32_t* pos, const int32_t* lens, void* out, int64_t M,
+                                     int64_t K, int Hq, int Hkv, int D, int rot_dim, float theta, const float* freqs,
+                                     int64_t kv_bstride, int64_t kv_tstride, int max_len, float scale, uint32_t* counter) {
+  if (M < 0 || M > INT32_MAX || K < 1 || Hq < 1 || Hkv < 1 || D < 1)
+    fail("matmul_rope_kv_attention_decode: bad sizes M=", M, " K=", K, " Hq=", Hq, " Hkv=", Hkv, " D=", D);
+  const int64_t N = int64_t(Hq + 2 * Hkv) * D;
+  matmul_rope_kv_write(ctx, dt, X, W, bias, qkv, kc, vc, pos, M, K, Hq, Hkv, D, rot_dim, theta, freqs, kv_bstride,
+                       kv_tstride, max_len);
+  attention_decode(ctx, dt, qkv, kc, vc, lens, out, int(M), Hq, Hkv, D, N, kv_bstride, kv_tstride, max_len, scale,
+                   counter);
 }
 
 void rope_kv_write(const Ctx& ctx, DType dt, void* qkv, void* kc, void* vc, const int32_t* pos, int B, int Hq, int Hkv,

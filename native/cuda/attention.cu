@@ -62,7 +62,7 @@ int g_decode_blocks_per_sm = 8;  // decode: aim for this many blocks per SM befo
 struct DecodeChunks {
   int n, keys;  // chunks, and keys a chunk
 };
-DecodeChunks decode_chunks(int64_t groups, int sms, int max_len, int step, int forced);
+DecodeChunks decode_chunks(int64_t groups, int sms, int max_len, int step, int forced, int64_t group_bytes);
 // PARALLM_DECODE_SPLITS=n (a measurement knob): decode attention in n key chunks at most (1: one kernel, no
 // combine), else chosen per call.
 int decode_splits_from_env() {
@@ -299,7 +299,51 @@ struct DecodeFresh {
   T* vc;
   float theta;
   int rot_dim;  // 0: no rotation (GPT-2)
+  // The kFreshRopeSum form (splitk_rope_kv_attention_decode): the rows are the qkv product's f32 partials
+  // ws [splits][B][n] (n = (Hq + 2 Hkv) D, plane = B n), summed here with the bias instead of by a reduce launch.
+  const float* ws = nullptr;
+  const T* bias = nullptr;
+  int splits = 0;
+  int64_t n = 0, plane = 0;
 };
+
+// The SUM form's rows: this block's q heads (slots 0 .. nh - 1), k head (slot HPB) and v head (slot HPB + 1) of row
+// b of the qkv product into s_row, each element as splitk_reduce stores it (and kvcache.cu's splitk_rope_kv_kernel
+// reads it): the f32 slices added in order from 0, then the bias, rounded to T. Four elements a thread, every slice's
+// load in flight at once (a thread summing its own 8 dims and their partners from the slices made a chain of ~40 L2
+// loads: 7B at batch 16 2-4% slower than the reduce launch, S29-2). D % 8 == 0 (the host's condition).
+template <typename T, int HPB>
+__device__ __forceinline__ void sum_rows(T* s_row, const DecodeFresh<T>& fr, int b, int h0, int nh, int g, int Hq,
+                                         int Hkv, int D) {
+  const int per = D / 4, packs = (nh + 2) * per;
+  for (int idx = threadIdx.x; idx < packs; idx += blockDim.x) {
+    const int seg = idx / per, e0 = (idx - seg * per) * 4;
+    const int64_t col = int64_t(seg < nh ? h0 + seg : seg == nh ? Hq + g : Hq + Hkv + g) * D + e0;
+    const float* p = fr.ws + int64_t(b) * fr.n + col;  // written by the kernel before: past L1
+    float4 x[4];
+#pragma unroll
+    for (int s = 0; s < 4; ++s)
+      if (s < fr.splits) x[s] = __ldcg(reinterpret_cast<const float4*>(p + s * fr.plane));
+    float v[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+    for (int s = 0; s < 4; ++s)
+      if (s < fr.splits) v[0] += x[s].x, v[1] += x[s].y, v[2] += x[s].z, v[3] += x[s].w;
+    for (int s = 4; s < fr.splits; ++s) {
+      const float4 y = __ldcg(reinterpret_cast<const float4*>(p + s * fr.plane));
+      v[0] += y.x, v[1] += y.y, v[2] += y.z, v[3] += y.w;
+    }
+    T* dst = s_row + (seg < nh ? seg : seg == nh ? HPB : HPB + 1) * D + e0;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) dst[i] = from_f32<T>(fr.bias ? v[i] + f32(fr.bias[col + i]) : v[i]);
+  }
+}
+
+// 8 elements of a row in shared memory (16-byte aligned) as Raw8's aligned load gives them; zeros where !ok.
+template <typename T>
+__device__ __forceinline__ void load_shared8(Raw8<T>& r, const T* p, bool ok) {
+#pragma unroll
+  for (int i = 0; i < Raw8<T>::W; ++i) r.u[i] = ok ? reinterpret_cast<const uint4*>(p)[i] : make_uint4(0, 0, 0, 0);
+}
 
 // The elements a thread's 8 dims of a head pair with under rope (d + half below half, d - half from half to
 // rot_dim; zero past rot_dim): one 16-byte pack when the pairs' packs line up, else element by element.
@@ -360,7 +404,10 @@ __device__ __forceinline__ float merge_chunks(const float* __restrict__ part_o, 
 // (A first form had every block of the chunk use the new rows from registers in place of the cache's, for
 // any number of blocks a kv head: 80 registers against the plain form's 56 at one head a block, and 7B
 // decode lost 1.5-4.7% against the two launches: S15-3, S15-5.)
-constexpr int kFresh = 1, kFreshRope = 2;
+// kFreshRopeSum: kFreshRope with the rows summed from the qkv product's split-K partials (sum_rows), so the
+// bits of splitk_rope_kv_write then the plain form, one launch where there were two (bf16, D % 8 == 0, rot_dim / 2
+// a multiple of 8; splitk_rope_kv_attention_decode).
+constexpr int kFresh = 1, kFreshRope = 2, kFreshRopeSum = 3;
 constexpr int kRopeMaxPairs = 128;  // rot_dim / 2 for D <= 256
 // At one head a block the rotating form is held to 64 registers (8 blocks an SM; the plain form's 56-61
 // give 8-9): unbounded, the rows and partners in flight in its prologue took 72 (kFresh takes 63). Its PRE
@@ -416,7 +463,7 @@ __device__ __forceinline__ void decode_keys(const float (&qr)[HPB][8], float (&m
 // pdl.cuh's contract on the caller's word, as the GEMV's WPRE (matmul.cu's gemv_wpre). The loop then runs the same
 // sums: the same bits.
 template <typename T, int GS, int HPB, bool ALIGNED, int FRESH, bool PRE = false>
-__global__ void __launch_bounds__(kDecThreads, FRESH == kFreshRope && HPB == 1 ? (PRE ? kFreshPreBlocks : kFreshBlocks) : 0)
+__global__ void __launch_bounds__(kDecThreads, FRESH >= kFreshRope && HPB == 1 ? (PRE ? kFreshPreBlocks : kFreshBlocks) : 0)
 decode_split(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
              const int32_t* __restrict__ lens, T* __restrict__ out, float* __restrict__ part_o,
              float* __restrict__ part_ml, int Hq, int Hkv, int D, int64_t qbs, int64_t kvbs, int64_t kvts,
@@ -427,7 +474,7 @@ decode_split(const T* __restrict__ q, const T* __restrict__ k, const T* __restri
   __shared__ float s_acc[NG][HPB][DW];
   __shared__ float s_ml[NG][HPB][2];
   __shared__ int s_last[1];  // (an array: the host emulation makes block-scope shared arrays its shared memory)
-  __shared__ float s_rope[FRESH == kFreshRope ? 2 * kRopeMaxPairs : 1];  // the rotating form's cos, then sin
+  __shared__ float s_rope[FRESH >= kFreshRope ? 2 * kRopeMaxPairs : 1];  // the rotating forms' cos, then sin
   const int split = blockIdx.x, b = blockIdx.z;
   const int g = blockIdx.y / nsub, sub = blockIdx.y - g * nsub;
   const int G = Hq / Hkv, h0 = g * G + sub * HPB, nh = min(HPB, G - sub * HPB);
@@ -449,7 +496,7 @@ decode_split(const T* __restrict__ q, const T* __restrict__ k, const T* __restri
       kk0[u].template load<ALIGNED, true>(kp + int64_t(j0 + u) * kvts, ok, nvalid);
       vv0[u].template load<ALIGNED, true>(vp + int64_t(j0 + u) * kvts, ok, nvalid);
     }
-    if constexpr (FRESH == kFreshRope)  // the angles (below, where the form is not PRE), made visible there
+    if constexpr (FRESH >= kFreshRope)  // the angles (below, where the form is not PRE), made visible there
       for (int i = tid; i < fr.rot_dim / 2; i += kDecThreads)
         sincosf(float(fr.pos[b]) * rope_freq(fr.freqs, fr.theta, i, fr.rot_dim), &s_rope[kRopeMaxPairs + i], &s_rope[i]);
     pdl_wait();
@@ -457,30 +504,50 @@ decode_split(const T* __restrict__ q, const T* __restrict__ k, const T* __restri
   }
   // q is loaded before the length is known: the two reads overlap (a block's chain of dependent reads,
   // lens -> q -> first keys, is most of its time at the short chunks flash-decoding gives each block).
+  // (the SUM form's rows come from fr.ws, not q: summed into s_row first)
+  constexpr bool SUM = FRESH == kFreshRopeSum;
+  __shared__ uint4 s_row16[SUM ? (HPB + 2) * 256 * sizeof(T) / 16 : 1];  // (uint4: 16-byte aligned rows)
+  T* s_row = reinterpret_cast<T*>(s_row16);
+  if constexpr (SUM) {
+    sum_rows<T, HPB>(s_row, fr, b, h0, nh, g, Hq, Hkv, D);
+    __syncthreads();
+  }
   Raw8<T> qraw[HPB];
 #pragma unroll
-  for (int i = 0; i < HPB; ++i)
-    qraw[i].template load<ALIGNED>(q + b * qbs + int64_t(h0 + (i < nh ? i : 0)) * D + dim0, active && i < nh, nvalid);
+  for (int i = 0; i < HPB; ++i) {
+    if constexpr (SUM) load_shared8(qraw[i], s_row + i * D + dim0, active && i < nh);
+    else qraw[i].template load<ALIGNED>(q + b * qbs + int64_t(h0 + (i < nh ? i : 0)) * D + dim0, active && i < nh, nvalid);
+  }
   // FRESH: the new token's position, and its k and v rows (this block's kv head) with the partners of q's
   // and k's rotated dims, loaded with q.
   if constexpr (FRESH != 0) {
     Raw8<T> knew, vnew;
-    const T* row = q + b * qbs;
-    const T* kh = row + int64_t(Hq + g) * D;
-    knew.template load<ALIGNED>(kh + dim0, active, nvalid);
-    vnew.template load<ALIGNED>(row + int64_t(Hq + Hkv + g) * D + dim0, active, nvalid);
+    const int64_t koff = int64_t(Hq + g) * D, voff = int64_t(Hq + Hkv + g) * D;
+    if constexpr (SUM) {
+      load_shared8(knew, s_row + HPB * D + dim0, active);
+      load_shared8(vnew, s_row + (HPB + 1) * D + dim0, active);
+    } else {
+      knew.template load<ALIGNED>(q + b * qbs + koff + dim0, active, nvalid);
+      vnew.template load<ALIGNED>(q + b * qbs + voff + dim0, active, nvalid);
+    }
     const int p = fr.pos[b];
-    if constexpr (FRESH == kFreshRope) {
+    if constexpr (FRESH >= kFreshRope) {
       Raw8<T> qpart[HPB], kpart;
+      // The partners (load_partner's; the SUM form's packs line up: rot_dim / 2 % 8 == 0). head: the head's first
+      // element in q's row, slot: its slot in s_row.
+      const int half = fr.rot_dim / 2;
+      auto partner = [&](Raw8<T>& r, int64_t head, int slot, bool ok) {
+        if constexpr (SUM)
+          load_shared8(r, s_row + slot * D + (dim0 < half ? dim0 + half : dim0 - half), ok && dim0 < fr.rot_dim);
+        else
+          load_partner<T, ALIGNED>(r, q + b * qbs + head, dim0, nvalid, ok, fr.rot_dim);
+      };
 #pragma unroll
-      for (int i = 0; i < HPB; ++i)
-        load_partner<T, ALIGNED>(qpart[i], row + int64_t(h0 + (i < nh ? i : 0)) * D, dim0, nvalid, active && i < nh,
-                                 fr.rot_dim);
-      load_partner<T, ALIGNED>(kpart, kh, dim0, nvalid, active, fr.rot_dim);
+      for (int i = 0; i < HPB; ++i) partner(qpart[i], int64_t(h0 + (i < nh ? i : 0)) * D, i, active && i < nh);
+      partner(kpart, koff, HPB, active);
       // Each pair's angle at p once a block (rope_kv_kernel's sincosf argument, so the same cos and sin) into
       // shared memory, where every thread computing its own dims' took 16 times the sincosf a head needs
       // (each group, both halves); then every head rotated with them.
-      const int half = fr.rot_dim / 2;
       if constexpr (!PRE)
         for (int i = tid; i < half; i += kDecThreads)
           sincosf(float(p) * rope_freq(fr.freqs, fr.theta, i, fr.rot_dim), &s_rope[kRopeMaxPairs + i], &s_rope[i]);
@@ -663,10 +730,13 @@ void prefill_mma_launch(cudaStream_t st, const void* q, const void* k, const voi
 // at all where the groups alone come to three blocks an SM or more: on one chunk 7B at batch 16 (512 groups) gained
 // 1.9-2.1% against the three the fill target chose, GPT-2 at 64 (768) 6.6% against two (S27-4, S27-5,
 // bench/RESULTS.md), the chunks' partial states, their counter and the last block's merge all gone; 7B at 12 (384
-// groups, under three an SM) lost 0.35% on it, so keeps the fill target's three. The host emulation checks the
-// choices (kernels_emu.cc).
-DecodeChunks decode_chunks(int64_t groups, int sms, int max_len, int step, int forced) {
-  const int64_t target = groups >= 3 * int64_t(sms) ? groups : int64_t(sms) * g_decode_blocks_per_sm;
+// groups, under three an SM) lost 0.35% on it, so keeps the fill target's three. Nor where a group's whole cache
+// (max_len rows of its k and v heads: group_bytes) is 64 KiB or less: GPT-2 at 256 keys (D 64) ran faster on one chunk
+// at every batch measured, 1 (+5.2%), 2 (+2.4%), 4, 8 and 16 (+2.6-3.7%) (S29-1, S29-3, bench/RESULTS.md), where 7B at 256 (128 KiB)
+// lost 1.2-1.5% on it at 1 and 8 and was even at 4. The host emulation checks the choices (kernels_emu.cc).
+DecodeChunks decode_chunks(int64_t groups, int sms, int max_len, int step, int forced, int64_t group_bytes) {
+  const bool whole = groups >= 3 * int64_t(sms) || group_bytes <= 64 * 1024;
+  const int64_t target = whole ? groups : int64_t(sms) * g_decode_blocks_per_sm;
   int nsplit = int(std::min<int64_t>(forced >= 1 ? forced : (target + groups - 1) / groups, (max_len + step - 1) / step));
   nsplit = std::max(nsplit, 1);
   int chunk = (max_len + nsplit - 1) / nsplit;
@@ -674,21 +744,36 @@ DecodeChunks decode_chunks(int64_t groups, int sms, int max_len, int step, int f
   return {(max_len + chunk - 1) / chunk, chunk};
 }
 
-template <typename T, int GS, int HPB>
-void decode_launch(cudaStream_t st, bool aligned, const void* q, const void* k, const void* v, const int32_t* lens,
-                   void* out, int B, int Hq, int Hkv, int D, int64_t qbs, int64_t kvbs, int64_t kvts, int max_len,
-                   float sl2, unsigned* counter, const DecodeFresh<T>* fr) {
-  const int G = Hq / Hkv, nsub = (G + HPB - 1) / HPB;
+// Decode attention's grid for B sequences: the (sequence, head group) blocks of HPB query heads, the SMs, and the key
+// chunks decode_chunks gives them (kv heads of D elements of elem bytes; GS threads a key).
+struct DecodeGrid {
+  int64_t groups;
+  int nsub, sms;
+  DecodeChunks dc;
+};
+DecodeGrid decode_grid(int B, int Hq, int Hkv, int D, int max_len, int GS, int HPB, size_t elem) {
+  const int nsub = (Hq / Hkv + HPB - 1) / HPB;
   const int64_t groups = int64_t(B) * Hkv * nsub;
-  PARALLM_CHECK(int64_t(Hkv) * nsub <= 65535 && B <= 65535, "attention_decode: B=", B, " Hkv=", Hkv,
-                " exceed the grid");
   int dev = 0, sms = 0;
   PARALLM_CUDA_CHECK(cudaGetDevice(&dev), "attention_decode: cudaGetDevice");
   PARALLM_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev),
                      "attention_decode: SM count");
   const DecodeChunks dc = decode_chunks(groups, sms, max_len, (kDecThreads / GS) * kDecU,
-                                       g_decode_splits.load(std::memory_order_relaxed));
-  const int nsplit = dc.n, chunk = dc.keys;
+                                       g_decode_splits.load(std::memory_order_relaxed),
+                                       int64_t(max_len) * D * 2 * int64_t(elem));
+  return {groups, nsub, sms, dc};
+}
+int decode_gs(int D) { return D <= 64 ? 8 : D <= 128 ? 16 : 32; }  // decode_dispatch's group size
+
+template <typename T, int GS, int HPB>
+void decode_launch(cudaStream_t st, bool aligned, const void* q, const void* k, const void* v, const int32_t* lens,
+                   void* out, int B, int Hq, int Hkv, int D, int64_t qbs, int64_t kvbs, int64_t kvts, int max_len,
+                   float sl2, unsigned* counter, const DecodeFresh<T>* fr) {
+  const DecodeGrid dg = decode_grid(B, Hq, Hkv, D, max_len, GS, HPB, sizeof(T));
+  const int nsub = dg.nsub;
+  PARALLM_CHECK(int64_t(Hkv) * nsub <= 65535 && B <= 65535, "attention_decode: B=", B, " Hkv=", Hkv,
+                " exceed the grid");
+  const int nsplit = dg.dc.n, chunk = dg.dc.keys;
 
   float* part = nullptr;
   const int64_t rows = int64_t(B) * Hq;
@@ -708,7 +793,10 @@ void decode_launch(cudaStream_t st, bool aligned, const void* q, const void* k, 
   // PARALLM_PDL=2 as the small kernels (launch_pdl_small).
   bool pre = false;
   if constexpr (std::is_same_v<T, bf16>) {
-    if (fr && fr->rot_dim == 0 && attn_pre()) {
+    if (fr && fr->ws) {  // (splitk_rope_kv_attention_decode: aligned, rotating, PRE: sum_form_applies)
+      pre = true;
+      kern = decode_split<T, GS, HPB, true, kFreshRopeSum, true>;
+    } else if (fr && fr->rot_dim == 0 && attn_pre()) {
       pre = true;
       kern = aligned ? decode_split<T, GS, HPB, true, kFresh, true> : decode_split<T, GS, HPB, false, kFresh, true>;
     } else if (fr && B == 1 && attn_pre() && attn_pre_rope()) {
@@ -996,6 +1084,39 @@ void rope_kv_attention_decode(cudaStream_t st, DType dt, const void* qkv, void* 
     decode_dispatch<float>(st, al, qkv, kc, vc, lens, out, B, Hq, Hkv, D, qkv_stride, kv_bstride, kv_tstride, max_len,
                            sl2, counter, &fr);
   }
+}
+
+// The qkv product's split-K partials straight into decode attention (matmul.cu's reduce_slices, for
+// matmul_rope_kv_attention_decode): decode_split's kFreshRopeSum form adds the slices, rotates, writes the caches
+// and attends in one launch, where splitk_rope_kv_write and attention_decode took two (the reduce's launch cost 7B's
+// batch-16 step ~2 us a layer, S29-1); the same bits. false, with nothing launched, where that form does not
+// apply: the caller then runs the two. ws [splits][B][(Hq + 2 Hkv) D]; sizes checked by the caller.
+bool splitk_rope_kv_attention_decode(cudaStream_t st, DType dt, const float* ws, int splits, const void* bias, void* kc,
+                                     void* vc, const int32_t* pos, const int32_t* lens, void* out, int B, int Hq, int Hkv,
+                                     int D, int rot_dim, float theta, const float* freqs, int64_t kv_bstride,
+                                     int64_t kv_tstride, int max_len, float scale, uint32_t* counter) {
+  using namespace attn_detail;
+  // bf16 in whole 16-byte packs, each rotated pair's packs lined up (sum_rows, load_shared8), one block a kv head
+  // (FRESH).
+  if (dt != DType::BF16 || D % 8 != 0 || D > 256 || rot_dim <= 0 || rot_dim > D || (rot_dim / 2) % 8 != 0 ||
+      Hq % Hkv != 0 || Hq / Hkv > 4 || !aligned16(kc) || !aligned16(vc) || kv_bstride % 8 != 0 || kv_tstride % 8 != 0 ||
+      (!freqs && !(theta > 0.f)) || splits < 1 || B < 1 || B > 65535)
+    return false;
+  // Only in its PRE form (its first keys loaded before the PDL wait, under decode's frozen weights), with every block
+  // resident at that form's bound of 4 an SM: without it, 7B at batch 16 lost 4.5% against the two launches, where
+  // with it it gained 0.8% (S29-2, S29-3).
+  const int G = Hq / Hkv, hpb = G == 1 ? 1 : G == 2 ? 2 : 4;
+  const DecodeGrid dg = decode_grid(B, Hq, Hkv, D, max_len, decode_gs(D), hpb, sizeof(bf16));
+  if (!attn_pre() || dg.groups * dg.dc.n > int64_t(kFreshPreBlocks) * dg.sms) return false;
+  DecodeFresh<bf16> fr{pos, freqs, static_cast<bf16*>(kc), static_cast<bf16*>(vc), theta, rot_dim};
+  fr.ws = ws;
+  fr.bias = static_cast<const bf16*>(bias);
+  fr.splits = splits;
+  fr.n = int64_t(Hq + 2 * Hkv) * D;
+  fr.plane = int64_t(B) * fr.n;
+  decode_dispatch<bf16>(st, true, nullptr, kc, vc, lens, out, B, Hq, Hkv, D, fr.n, kv_bstride, kv_tstride, max_len,
+                        scale * kLog2e, counter, &fr);
+  return true;
 }
 
 void attention_backward(cudaStream_t st, DType dt, const void* q, const void* k, const void* v, const void* out,

@@ -62,6 +62,11 @@ void matmul_sm90_wtile(int mode);
 void splitk_rope_kv_write(cudaStream_t s, DType dt, const float* ws, int splits, const void* bias, void* qkv, void* kc,
                           void* vc, const int32_t* pos, int B, int Hq, int Hkv, int D, int rot_dim, float theta,
                           const float* freqs, int64_t kv_bstride, int64_t kv_tstride, int64_t max_len, bool pdl);
+// ... and with the attention after it too (attention.cu; false where its fused form does not apply).
+bool splitk_rope_kv_attention_decode(cudaStream_t st, DType dt, const float* ws, int splits, const void* bias, void* kc,
+                                     void* vc, const int32_t* pos, const int32_t* lens, void* out, int B, int Hq, int Hkv,
+                                     int D, int rot_dim, float theta, const float* freqs, int64_t kv_bstride,
+                                     int64_t kv_tstride, int max_len, float scale, uint32_t* counter);
 
 namespace {
 
@@ -265,6 +270,13 @@ struct PostRopeKv {
   float theta;
   int64_t kb, kt, max_len;
   mutable bool done = false;
+  // matmul_rope_kv_attention_decode's attention (att set): splitk_rope_kv_attention_decode runs it from the slices
+  // where it can, and sets attn_done; otherwise the caller runs attention_decode after.
+  const int32_t* lens = nullptr;
+  void* att = nullptr;
+  uint32_t* counter = nullptr;
+  float scale = 0.f;
+  mutable bool attn_done = false;
 };
 
 struct Args {
@@ -424,8 +436,13 @@ void reduce_slices(const Args& a, float* ws, int splits, bool pdl, const char* w
   }
   if (const PostRopeKv* rk = a.rope; !reduced && rk && a.alpha == 1.f && a.beta == 0.f &&
                                       int64_t(a.N) == int64_t(rk->Hq + 2 * rk->Hkv) * rk->D) {
-    splitk_rope_kv_write(a.stream, a.dt, static_cast<const float*>(ws), splits, a.bias, a.C, rk->kc, rk->vc, rk->pos, a.M,
-                         rk->Hq, rk->Hkv, rk->D, rk->rot_dim, rk->theta, rk->freqs, rk->kb, rk->kt, rk->max_len, pdl);
+    if (rk->att && splitk_rope_kv_attention_decode(a.stream, a.dt, ws, splits, a.bias, rk->kc, rk->vc, rk->pos, rk->lens,
+                                                   rk->att, a.M, rk->Hq, rk->Hkv, rk->D, rk->rot_dim, rk->theta, rk->freqs,
+                                                   rk->kb, rk->kt, int(rk->max_len), rk->scale, rk->counter))
+      rk->attn_done = true;
+    else
+      splitk_rope_kv_write(a.stream, a.dt, static_cast<const float*>(ws), splits, a.bias, a.C, rk->kc, rk->vc, rk->pos,
+                           a.M, rk->Hq, rk->Hkv, rk->D, rk->rot_dim, rk->theta, rk->freqs, rk->kb, rk->kt, rk->max_len, pdl);
     rk->done = reduced = true;
   }
   if (!reduced) {
@@ -1026,6 +1043,34 @@ void matmul_rope_kv_write(cudaStream_t stream, DType dt, const void* X, const vo
   matmul_with(stream, dt, X, W, bias, qkv, M, N, K, false, true, 1.f, 0.f, nullptr, nullptr, &rk);
   if (!rk.done) rope_kv_write(stream, dt, qkv, kc, vc, pos, int(M), Hq, Hkv, D, N, rot_dim, theta, freqs, kv_bstride,
                               kv_tstride, max_len);
+}
+
+void matmul_rope_kv_attention_decode(cudaStream_t stream, DType dt, const void* X, const void* W, const void* bias,
+                                     void* qkv, void* kc, void* vc, const int32_t* pos, const int32_t* lens, void* out,
+                                     int64_t M, int64_t K, int Hq, int Hkv, int D, int rot_dim, float theta,
+                                     const float* freqs, int64_t kv_bstride, int64_t kv_tstride, int max_len, float scale,
+                                     uint32_t* counter) {
+  // The checks of the ops it stands for first: the fused attention that may take their place runs without them.
+  if (M < 0 || M > 65535 || K < 1 || Hq < 1 || Hkv < 1 || Hq % Hkv != 0 || D < 1 || D > 256 || kv_bstride < 0 ||
+      kv_tstride < int64_t(Hkv) * D || max_len < 1 || rot_dim < 0 || rot_dim % 2 != 0 || rot_dim > D)
+    fail("matmul_rope_kv_attention_decode: bad sizes M=", M, " K=", K, " Hq=", Hq, " Hkv=", Hkv, " D=", D, " rot_dim=",
+         rot_dim, " kv strides ", kv_bstride, "/", kv_tstride, " max_len=", max_len,
+         " (need Hq a multiple of Hkv, 0 < D <= 256, an even rot_dim <= D)");
+  if (rot_dim > 0 && !freqs && !(theta > 0.f))
+    fail("matmul_rope_kv_attention_decode: theta=", theta, " must be positive");
+  if (dt != DType::F32 && dt != DType::BF16)
+    fail("matmul_rope_kv_attention_decode: dtype ", dtype_name(dt), " not supported (f32, bf16)");
+  if (M == 0) return;
+  if (!qkv || !kc || !vc || !pos || !lens || !out)
+    fail("matmul_rope_kv_attention_decode: null pointer (M=", M, " Hq=", Hq, " Hkv=", Hkv, ")");
+  const int64_t N = int64_t(Hq + 2 * Hkv) * D;
+  PostRopeKv rk{kc, vc, pos, freqs, Hq, Hkv, D, rot_dim, theta, kv_bstride, kv_tstride, max_len};
+  rk.lens = lens, rk.att = out, rk.counter = counter, rk.scale = scale;
+  matmul_with(stream, dt, X, W, bias, qkv, M, N, K, false, true, 1.f, 0.f, nullptr, nullptr, &rk);
+  if (!rk.done) rope_kv_write(stream, dt, qkv, kc, vc, pos, int(M), Hq, Hkv, D, N, rot_dim, theta, freqs, kv_bstride,
+                              kv_tstride, max_len);
+  if (!rk.attn_done) attention_decode(stream, dt, qkv, kc, vc, lens, out, int(M), Hq, Hkv, D, N, kv_bstride, kv_tstride,
+                                      max_len, scale, counter);
 }
 
 }  // namespace parallm::cuda

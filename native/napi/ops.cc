@@ -349,6 +349,47 @@ Napi::Value OpMatmulRopeKvWrite(const Napi::CallbackInfo& info) {
   });
 }
 
+// matmulRopeKvAttentionDecode(out, qkv, x, w, bias|null, kCache, vCache, pos, lens, freqs|null, counter|null, M, K, Hq,
+// Hkv, D, rotDim, theta, kvB, kvT, maxLen, scale): matmulRopeKvWrite into qkv (scratch, left unspecified), then
+// attentionDecode of its q heads into out [M, Hq, D]
+Napi::Value OpMatmulRopeKvAttentionDecode(const Napi::CallbackInfo& info) {
+  return op(info, "matmulRopeKvAttentionDecode", [](OpCall& c) {
+    int64_t M = c.i64(11, "M"), K = c.i64(12, "K");
+    int Hq = c.i32(13, "Hq"), Hkv = c.i32(14, "Hkv"), D = c.i32(15, "D"), rot = c.i32(16, "rotDim");
+    float theta = c.f32(17, "theta");
+    int64_t kB = c.i64(18, "cache batch stride"), kT = c.i64(19, "cache token stride");
+    int maxLen = c.i32(20, "maxLen");
+    float scale = c.f32(21, "scale");
+    if (M < 1 || M > 65535 || K < 1 || Hq < 1 || Hkv < 1 || Hq % Hkv || D < 1 || D > 256 || maxLen < 1 || rot < 0 ||
+        rot > D || rot % 2 || kT < c.mul(Hkv, D))
+      fail("matmulRopeKvAttentionDecode: bad sizes M=", M, " K=", K, " Hq=", Hq, " Hkv=", Hkv, " D=", D, " rotDim=", rot,
+           " cache token stride=", kT, " maxLen=", maxLen, " (need Hq a multiple of Hkv, D <= 256)");
+    DType dt = c.dtype_of(0, "out");
+    if (dt != DType::F32 && dt != DType::BF16)
+      fail("matmulRopeKvAttentionDecode: dtype must be f32 or bf16, got ", dtype_name(dt));
+    const int64_t N = c.mul(Hq + int64_t(2) * Hkv, D);
+    const int64_t kv = c.strided("kCache and vCache", {{M, kB}, {maxLen, kT}}, c.mul(Hkv, D));
+    void* po = c.use(0, "out", c.mul(M, Hq, D), dt);
+    void* pq = c.use(1, "qkv", c.mul(M, N), dt);
+    const void* px = c.use(2, "x", c.mul(M, K), dt);
+    const void* pw = c.use(3, "w", c.mul(N, K), dt);
+    const void* pb = c.opt(4, "bias", N, dt);
+    void* pk = c.use(5, "kCache", kv, dt);
+    void* pv = c.use(6, "vCache", kv, dt);
+    const int32_t* pp = c.use<int32_t>(7, "pos", M, DType::I32);
+    const int32_t* pl = c.use<int32_t>(8, "lens", M, DType::I32);
+    const float* pf = rot ? c.opt<float>(9, "freqs", rot / 2, DType::F32) : nullptr;
+    if (!rot && c.has_value(9)) fail("matmulRopeKvAttentionDecode: freqs given with rotDim 0 (no rotation)");
+    uint32_t* pc = c.opt<uint32_t>(10, "counter", c.mul(M, Hq), DType::I32);
+    c.run([=](const cpu::Ctx& x) {
+            cpu::matmul_rope_kv_attention_decode(x, dt, px, pw, pb, pq, pk, pv, pp, pl, po, M, K, Hq, Hkv, D, rot, theta,
+                                                 pf, kB, kT, maxLen, scale, pc);
+          },
+          ON_CUDA(matmul_rope_kv_attention_decode(s, dt, px, pw, pb, pq, pk, pv, pp, pl, po, M, K, Hq, Hkv, D, rot, theta,
+                                                  pf, kB, kT, maxLen, scale, pc)));
+  });
+}
+
 // ropeKvAttentionDecode(out, qkv, kCache, vCache, pos, lens, freqs|null, counter|null, B, Hq, Hkv, D, qkvStride,
 // rotDim, theta, kvB, kvT, maxLen, scale): ropeKvWrite on a copy of qkv's rows, then attentionDecode of its q
 // heads (qkv only read; CUDA: one launch)
@@ -953,6 +994,7 @@ void export_ops(Napi::Env env, Napi::Object exports) {
   export_fn(env, exports, "kvWrite", OpKvWrite);
   export_fn(env, exports, "ropeKvWrite", OpRopeKvWrite);
   export_fn(env, exports, "matmulRopeKvWrite", OpMatmulRopeKvWrite);
+  export_fn(env, exports, "matmulRopeKvAttentionDecode", OpMatmulRopeKvAttentionDecode);
   export_fn(env, exports, "rmsnormMatmul", OpRmsnormMatmul);
   export_fn(env, exports, "layernormMatmul", OpLayernormMatmul);
   export_fn(env, exports, "matmulResidualNorm", OpMatmulResidualNorm);

@@ -152,6 +152,14 @@ export class Transformer {
   static ropeInProjection: boolean = typeof process === 'undefined' || process.env.PARALLM_DECODE_ROPE_IN_PROJECTION !== '0';
 
   /**
+   * Where the rope + KV write go with the qkv projection (ropeInProjection), the attention too
+   * (ops.linearRopeKvAttentionDecode): on a GPU, where the product is cut in K slices, the attention kernel sums
+   * them itself, so the split-K reduce's launch goes; the same bits. PARALLM_DECODE_ATTN_IN_PROJECTION=0 sets false
+   * (read when the module loads).
+   */
+  static attentionInProjection: boolean = typeof process === 'undefined' || process.env.PARALLM_DECODE_ATTN_IN_PROJECTION !== '0';
+
+  /**
    * Whether decode attention's chunks are merged by the split kernel's last block a head group (the cache's
    * counter; one launch a layer fewer) rather than by decode_combine's launch; the same bits either way.
    * PARALLM_DECODE_ATTN_COUNTER=0 sets false (a measurement knob, read when the module loads).
@@ -430,6 +438,16 @@ export class Transformer {
       // The rope and cache write with the projection (linearRopeKvWrite: on a GPU in its split-K reduce) where
       // the attention does not take them and the input is normalized already.
       const ropeInProjection = !fusedAttention && !!h && Transformer.ropeInProjection && !skip.has('rope');
+      const counter = Transformer.attentionCounter ? (cache.counter ?? undefined) : undefined;
+      if (h && ropeInProjection && Transformer.attentionInProjection && !skip.has('attn')) {
+        const att = ops.linearRopeKvAttentionDecode(h, l.qkv, cache.k[i]!, cache.v[i]!, pos, lens, { ...shape, rope, bias: l.qkvBias, counter });
+        h.dispose();
+        const att2 = att.reshape([B, heads * D]);
+        h = this.finishLayer(l, x, att2, true, this.w.layers[i + 1]);
+        att2.dispose();
+        att.dispose();
+        return;
+      }
       if (h && ropeInProjection) {
         qkv = ops.linearRopeKvWrite(h, l.qkv, cache.k[i]!, cache.v[i]!, pos, { ...shape, rope, bias: l.qkvBias });
         h.dispose();
@@ -440,7 +458,6 @@ export class Transformer {
         h = null;
       } else if (rope) qkv = this.normLinear(x, l.norm1, l.qkv, true, l.qkvBias);
       else qkv = ops.layernormLinear(x, l.norm1, l.norm1Bias!, l.qkv, { bias: l.qkvBias, eps: this.cfg.normEps });
-      const counter = Transformer.attentionCounter ? (cache.counter ?? undefined) : undefined;
       let att: Tensor;
       if (fusedAttention) {
         att = ops.ropeKvAttentionDecode(qkv, cache.k[i]!, cache.v[i]!, pos, lens, { ...shape, qkvStride: W3, rope, counter });

@@ -6,7 +6,7 @@
 // against float64 and the CPU backend; greedy generation of the tiny models on both GEMV kernels.
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { Tensor, capture, cudaDeviceCount, ops } from '../../src/index.js';
+import { Tensor, capture, cudaDeviceCount, ops, withFrozenWeights } from '../../src/index.js';
 import { generate } from '../../src/engine/generate.js';
 import { Model } from '../../src/models/model.js';
 import { plainRopeFrequencies } from '../../src/models/rope.js';
@@ -647,6 +647,72 @@ describe.skipIf(gpus === 0)('linearRopeKvWrite: the qkv projection with its rope
       });
       sameRowsAndCaches(outs, s);
       [pos, x, w, bv].forEach((t) => t?.dispose());
+    });
+});
+
+describe.skipIf(gpus === 0)('linearRopeKvAttentionDecode: the qkv projection, rope, cache write and attention', () => {
+  afterEach(() => {
+    native.testing.matmulSplitK(-1);
+    native.testing.matmulWTile(-1);
+    native.testing.attentionDecodeSplits(-1);
+  });
+  // linearRopeKvWrite then attentionDecode on the same inputs: the same bits where the attention kernel sums the
+  // product's K slices itself (the W-as-A tile's slices, forced or chosen: 7B's batch-16 qkv), in and out of decode's
+  // frozen weights (its PRE form), one key chunk or several; and where it does not (one slice, the GEMV, rotated
+  // pairs across 16-byte packs): the ops apart.
+  for (const [B, K, Hq, Hkv, D, rot, wtile, splits, chunks, bias] of [
+    [16, 4096, 32, 32, 128, 128, -1, -1, -1, false], // 7B at batch 16, the dispatch's choice (sliced, one chunk)
+    [16, 4096, 32, 8, 128, 128, 2, 3, 3, true], // GQA, a bias, three chunks merged by the counter
+    [9, 1024, 12, 4, 64, 32, 2, 4, -1, true], // partial rotation
+    [5, 512, 6, 3, 80, 16, 2, 2, 2, false], // (D 80: the packs line up at rot 16)
+    [4, 512, 4, 4, 64, 8, 2, 3, -1, false], // pairs across packs: the ops apart
+    [12, 2048, 8, 8, 128, 128, 2, 1, -1, false], // one slice: no reduce, the ops apart
+    [1, 4096, 32, 32, 128, 128, -1, -1, -1, false], // the GEMV: the ops apart
+  ] as const)
+    it(`B${B} K${K} Hq${Hq} Hkv${Hkv} D${D} rot${rot} wtile ${wtile} splits ${splits} chunks ${chunks}${bias ? ', bias' : ''} [bf16]: equals linearRopeKvWrite then attentionDecode`, () => {
+      const maxLen = 48, N = (Hq + 2 * Hkv) * D, s = seed(), dt = 'bf16';
+      native.testing.matmulWTile(wtile);
+      native.testing.matmulSplitK(splits);
+      native.testing.attentionDecodeSplits(chunks);
+      // (B > 2: the first sequence at -1 and the last past the cache: written nowhere; lens from pos + 1, some past)
+      const posv = Array.from({ length: B }, (_, b) => (B > 2 && b === 0 ? -1 : B > 2 && b === B - 1 ? maxLen : (s + 7 * b) % maxLen));
+      const lensv = posv.map((p, b) => (p < 0 || p >= maxLen ? 1 + ((s + b) % maxLen) : b % 3 === 2 ? Math.max(1, p) : p + 1));
+      const pos = Tensor.from(posv, [B], { dtype: 'i32', device: dev });
+      const lens = Tensor.from(lensv, [B], { dtype: 'i32', device: dev });
+      const counter = Tensor.zeros([B * Hq], { dtype: 'i32', device: dev });
+      const x = randT([B, K], dt, dev, s).t;
+      const w = randT([N, K], dt, dev, s + 1, -0.05, 0.05).t;
+      const bv = bias ? randT([N], dt, dev, s + 2).t : undefined;
+      const rope = { theta: 10000, rotaryDim: rot };
+      const shape = { batch: B, headsQ: Hq, headsKv: Hkv, headDim: D, maxLen };
+      const run = (fused: boolean, frozen: boolean) => {
+        const kc = randT([B, maxLen, Hkv, D], dt, dev, s + 3).t;
+        const vc = randT([B, maxLen, Hkv, D], dt, dev, s + 4).t;
+        const go = () => {
+          if (fused) {
+            const out = Tensor.full([B, Hq, D], Number.NaN, { dtype: dt, device: dev });
+            ops.linearRopeKvAttentionDecode(x, w, kc, vc, pos, lens, { ...shape, rope, bias: bv, counter, out });
+            return out;
+          }
+          const qkv = ops.linearRopeKvWrite(x, w, kc, vc, pos, { ...shape, rope, bias: bv });
+          const out = ops.attentionDecode(qkv, kc, vc, lens, { ...shape, qStride: N, counter });
+          qkv.dispose();
+          return out;
+        };
+        const out = frozen ? withFrozenWeights(go) : go();
+        const r = [out, kc, vc].map((t) => t.toArray() as Float32Array);
+        [out, kc, vc].forEach((t) => t.dispose());
+        return r;
+      };
+      const apart = run(false, false);
+      finite(apart[0]!, 'output');
+      for (const frozen of [false, true]) {
+        const fused = run(true, frozen);
+        for (const [i, what] of ['output', 'k cache', 'v cache'].entries())
+          expect(differing(fused[i]!, apart[i]!), `seed ${s}${frozen ? ' (frozen)' : ''}: ${what} elements that differ`).toBe(0);
+      }
+      expect(Array.from(counter.toArray()).every((v) => v === 0), 'counters rearmed').toBe(true);
+      [pos, lens, counter, x, w, bv].forEach((t) => t?.dispose());
     });
 });
 

@@ -321,29 +321,32 @@ namespace attn_detail {
 struct DecodeChunks {
   int n, keys;
 };
-DecodeChunks decode_chunks(int64_t groups, int sms, int max_len, int step, int forced);
+DecodeChunks decode_chunks(int64_t groups, int sms, int max_len, int step, int forced, int64_t group_bytes);
 }  // namespace attn_detail
 }
 
 // decode_chunks, the rule decode attention's launch takes its key chunks from, at decode's shapes on 132 SMs
-// (7B: 32 kv heads, D 128, 32 keys a block step; GPT-2: 12, D 64, 64 keys): one chunk from three (sequence, head
-// group) blocks an SM (S27-4, S27-5 in bench/RESULTS.md), else as many as fill 8 blocks an SM, at most a step's
-// keys each; a forced count caps it. Each chunk whole steps of keys, and together they cover the cache.
+// (7B: 32 kv heads, D 128, 32 keys a block step; GPT-2: 12, D 64, 64 keys; bf16): one chunk from three (sequence, head
+// group) blocks an SM (S27-4, S27-5 in bench/RESULTS.md) or where a group's cache is 64 KiB or less (GPT-2 at 256
+// keys: S29-1, S29-3), else as many as fill 8 blocks an SM, at most a step's keys each; a forced count caps it. Each
+// chunk whole steps of keys, and together they cover the cache.
 static void decode_chunk_rule() {
   struct Want {
     const char* what;
     int64_t groups;
-    int max_len, step, forced, n;
+    int max_len, step, D, forced, n;
   };
   const Want cases[] = {
-      {"7B batch 1", 32, 256, 32, -1, 8},     {"7B batch 12", 384, 256, 32, -1, 3},
-      {"7B batch 13", 416, 256, 32, -1, 1},   {"7B batch 16", 512, 256, 32, -1, 1},
-      {"7B batch 64", 2048, 256, 32, -1, 1},  {"GPT-2 batch 16", 192, 256, 64, -1, 4},
-      {"GPT-2 batch 64", 768, 256, 64, -1, 1}, {"7B batch 16, 3 forced", 512, 256, 32, 3, 3},
-      {"7B batch 1, 4096 keys", 32, 4096, 32, -1, 32},
+      {"7B batch 1", 32, 256, 32, 128, -1, 8},      {"7B batch 12", 384, 256, 32, 128, -1, 3},
+      {"7B batch 13", 416, 256, 32, 128, -1, 1},    {"7B batch 16", 512, 256, 32, 128, -1, 1},
+      {"7B batch 64", 2048, 256, 32, 128, -1, 1},   {"GPT-2 batch 1", 12, 256, 64, 64, -1, 1},
+      {"GPT-2 batch 16", 192, 256, 64, 64, -1, 1},  {"GPT-2 batch 64", 768, 256, 64, 64, -1, 1},
+      {"GPT-2 batch 1, 257 keys", 12, 257, 64, 64, -1, 5}, {"GPT-2 batch 16, 1024 keys", 192, 1024, 64, 64, -1, 6},
+      {"7B batch 16, 3 forced", 512, 256, 32, 128, 3, 3}, {"7B batch 1, 4096 keys", 32, 4096, 32, 128, -1, 32},
   };
   for (const Want& c : cases) {
-    const auto dc = pc::attn_detail::decode_chunks(c.groups, 132, c.max_len, c.step, c.forced);
+    const auto dc = pc::attn_detail::decode_chunks(c.groups, 132, c.max_len, c.step, c.forced,
+                                                   int64_t(c.max_len) * c.D * 2 * 2);
     const bool ok = dc.n == c.n && dc.keys % c.step == 0 && int64_t(dc.n) * dc.keys >= c.max_len &&
                     int64_t(dc.n - 1) * dc.keys < c.max_len;
     all_ok &= ok;
@@ -453,6 +456,72 @@ static void fused_decode(DType dt, std::vector<int32_t> pos, std::vector<int32_t
                  : "FAIL (bits differ, unwritten, or qkv changed)");
 }
 
+namespace parallm::cuda {  // the qkv product's split-K partials into decode attention (attention.cu)
+bool splitk_rope_kv_attention_decode(cudaStream_t st, DType dt, const float* ws, int splits, const void* bias, void* kc,
+                                     void* vc, const int32_t* pos, const int32_t* lens, void* out, int B, int Hq, int Hkv,
+                                     int D, int rot_dim, float theta, const float* freqs, int64_t kv_bstride,
+                                     int64_t kv_tstride, int max_len, float scale, uint32_t* counter);
+}
+
+// splitk_rope_kv_attention_decode (decode_split's kFreshRopeSum form: the slices summed in the attention kernel)
+// bit for bit against splitk_rope_kv_write then attention_decode: the output and both caches, with and without
+// the PRE form; and where the form does not apply (pairs across packs), false with nothing written.
+static void splitk_attention(std::vector<int32_t> pos, std::vector<int32_t> lens, int L, int Hq, int Hkv, int D, int rot,
+                             int splits, int chunks, bool bias, bool counter) {
+  const DType dt = DType::BF16;
+  const int B = int(pos.size());
+  const int64_t N = int64_t(Hq + 2 * Hkv) * D, W = int64_t(Hkv) * D;
+  std::vector<float> ws(size_t(splits) * B * N);
+  std::uniform_real_distribution<float> U(-2, 2);
+  for (float& x : ws) x = U(rng);
+  Buf bv(dt, N), kc(dt, size_t(B) * L * W), vc(dt, size_t(B) * L * W), out(dt, size_t(B) * Hq * D), qkv2(dt, size_t(B) * N);
+  Buf kc2 = kc, vc2 = vc, out2 = out, kc3 = kc, vc3 = vc, out3 = out;
+  out.poison(), out2.poison(), out3.poison(), qkv2.poison();
+  const std::vector<float> kc0 = kc.get(), vc0 = vc.get();
+  const float scale = 1 / std::sqrt(float(D));
+  std::vector<uint32_t> cnt(size_t(B) * Hq, 0u), cnt2 = cnt, cnt3 = cnt;
+  const void* pb = bias ? bv.p() : nullptr;
+  pc::attention_decode_splits(chunks);
+  pc::splitk_rope_kv_write(nullptr, dt, ws.data(), splits, pb, qkv2.p(), kc2.p(), vc2.p(), pos.data(), B, Hq, Hkv, D, rot,
+                           10000.f, nullptr, L * W, W, L, false);
+  pc::attention_decode(nullptr, dt, qkv2.p(), kc2.p(), vc2.p(), lens.data(), out2.p(), B, Hq, Hkv, D, N, L * W, W, L, scale,
+                       counter ? cnt2.data() : nullptr);
+  const bool applies = pc::splitk_rope_kv_attention_decode(nullptr, dt, ws.data(), splits, pb, kc.p(), vc.p(), pos.data(),
+                                                           lens.data(), out.p(), B, Hq, Hkv, D, rot, 10000.f, nullptr, L * W,
+                                                           W, L, scale, counter ? cnt.data() : nullptr);
+  pc::attention_decode_pre(1);
+  const bool applies3 = pc::splitk_rope_kv_attention_decode(nullptr, dt, ws.data(), splits, pb, kc3.p(), vc3.p(),
+                                                            pos.data(), lens.data(), out3.p(), B, Hq, Hkv, D, rot, 10000.f,
+                                                            nullptr, L * W, W, L, scale, counter ? cnt3.data() : nullptr);
+  pc::attention_decode_pre(-1);
+  pc::attention_decode_splits(-1);
+  auto same = [](const std::vector<float>& a, const std::vector<float>& b) {
+    if (a.size() != b.size()) return false;
+    for (size_t i = 0; i < a.size(); ++i)
+      if (std::memcmp(&a[i], &b[i], sizeof(float)) != 0) return false;
+    return true;
+  };
+  // (taken only in its PRE form: outside it, false with nothing launched)
+  const bool want = (rot / 2) % 8 == 0 && rot > 0 && D % 8 == 0 && Hq / Hkv <= 4;
+  bool ok = !applies && applies3 == want, rearmed = true;
+  for (uint32_t x : cnt) rearmed &= x == 0u;
+  for (uint32_t x : cnt3) rearmed &= x == 0u;
+  // outside PRE nothing launched: the output still poisoned, the caches as they were
+  ok &= std::isnan(out.get()[0]) && same(kc.get(), kc0) && same(vc.get(), vc0);
+  if (want)
+    ok &= rearmed && same(out3.get(), out2.get()) && same(kc3.get(), kc2.get()) && same(vc3.get(), vc2.get());
+  else
+    ok &= std::isnan(out3.get()[0]) && same(kc3.get(), kc0) && same(vc3.get(), vc0);
+  all_ok &= ok;
+  char w[112];
+  std::snprintf(w, sizeof w, "splitk_rope_kv_attention_decode B%d L%d Hq%d Hkv%d D%d rot%d splits %d chunks %d%s%s", B, L,
+                Hq, Hkv, D, rot, splits, chunks, bias ? " bias" : "", counter ? " +counter" : "");
+  std::printf("  %-52s %-4s %s\n", w, "bf16",
+              !ok     ? "FAIL (bits differ, unwritten, or taken where it does not apply)"
+              : want ? "ok (PRE: = splitk_rope_kv_write + attention_decode; else not taken)"
+                     : "ok (does not apply: nothing launched)");
+}
+
 template <class E>
 static void attention(int B, int T, int Hq, int Hkv, int D, bool simt) {
   const DType dt = sizeof(E) == 4 ? DType::F32 : DType::BF16;
@@ -539,6 +608,15 @@ int main() {
     fused_decode(dt, {0, 63, 17}, {1, 64, 18}, 64, 8, 2, 128, 0, 4, true);
     fused_decode(dt, {100}, {101}, 120, 6, 1, 80, 0, -1, false);
     fused_decode(dt, {7, 3}, {8, 4}, 9, 3, 3, 20, 0, 2, true);
+    if (dt == DType::BF16) {
+      // The new key mid-context, at the cache's end, past lens, outside the cache; one chunk and several (the
+      // counter's merge and the combine); GQA; a bias; five slices; partial rotation; pairs across packs (not taken).
+      splitk_attention({5, 40, 25, -1}, {30, 41, 20, 9}, 48, 4, 4, 64, 64, 4, 1, true, false);
+      splitk_attention({0, 63, 17}, {1, 64, 18}, 64, 8, 2, 128, 128, 3, 3, false, true);
+      splitk_attention({100}, {101}, 120, 8, 2, 128, 128, 5, -1, true, false);
+      splitk_attention({30, 7}, {31, 8}, 48, 4, 4, 64, 32, 2, 2, false, false);
+      splitk_attention({7}, {8}, 9, 3, 3, 24, 8, 2, 1, false, false);
+    }
     embedding_bwd(dt, 5000, 40, 24);  // the sort's global stages
     embedding_bwd(dt, 300, 1000, 5);
     cross_entropy(dt, 11, 1001, false);
