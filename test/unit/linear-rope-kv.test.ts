@@ -108,9 +108,10 @@ describe('linearRopeKvAttentionDecode', () => {
     const op = ops.linearRopeKvAttentionDecode;
     expect(() => op(x, Tensor.zeros([15, 8], { device: dev }), kc, vc, pos, lens, shape)).toThrow(/weight has 15 rows, not .* = 16/);
     expect(() => op(x, w, kc, vc, pos, lens, { ...shape, batch: 3 })).toThrow(/x has 2 rows for a batch of 3/);
-    expect(() => op(x, w, kc, vc, pos, Tensor.from([1, 2, 3], [3], { dtype: 'i32', device: dev }), shape)).toThrow(/lens/);
+    expect(() => op(x, w, kc, vc, pos, Tensor.from([1], [1], { dtype: 'i32', device: dev }), shape)).toThrow(/lens/);
     expect(() => op(x, w, kc, vc, pos, Tensor.from([1, 2], [2], { device: dev }), shape)).toThrow(/lens must be i32/);
-    expect(() => op(x, Tensor.zeros([20, 8], { device: dev }), kc, vc, pos, lens, { ...shape, headsQ: 3 })).toThrow(/kCache|multiple of headsKv/);
+    const kc2 = Tensor.zeros([2, 4, 2, 4], { device: dev }), vc2 = Tensor.zeros([2, 4, 2, 4], { device: dev });
+    expect(() => op(x, Tensor.zeros([28, 8], { device: dev }), kc2, vc2, pos, lens, { ...shape, headsQ: 3, headsKv: 2 })).toThrow(/headsQ \(3\) must be a multiple of headsKv \(2\)/);
     expect(() => op(x, w, kc, vc, pos, lens, { ...shape, counter: Tensor.zeros([3], { dtype: 'i32', device: dev }) })).toThrow(/counter/);
     expect(() => op(x, w, kc, vc, pos, lens, { ...shape, rope: { rotaryDim: 3 } })).toThrow(/rotaryDim 3/);
   });
