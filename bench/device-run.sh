@@ -1528,6 +1528,25 @@ for p in "${parts[@]}"; do
         env $v timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 16 2>&1 | tail -1 | sed "s/^/[7b ${v:-default}] /"
       done; done
       bash "$0" s26-j ;;
+    s30-e)
+      # The session's final build against compiled PyTorch at each of issue 13's decode floors in one call: parallm's
+      # figures, then the peer at 7B batch 16, 64 and 1 and GPT-2 batch 1 (its compile apart), parallm at 16 again.
+      timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16,64 2>&1 | tail -3 | sed "s/^/[7b] /"
+      timeout 30 node dist/cli/index.js bench generate --model gpt2 --batch 1 2>&1 | tail -1 | sed "s/^/[gpt2] /"
+      for c in "llama 16:100" "llama 64:110" "llama 1:95" "gpt2 1:70"; do
+        timeout "${c#*:}" python3 bench/peers/torch_compile_decode.py ${c%:*} > "$out/peer-s30e.log" 2>&1; grep ANCHOR "$out/peer-s30e.log" | cut -c1-200
+      done
+      timeout 30 node dist/cli/index.js bench generate --model llama-2-7b --batch 16 2>&1 | tail -1 | sed "s/^/[7b after] /" ;;
+    s30-d)
+      # SwiGLU in gate+up's split-K reduce on by default (PARALLM_REDUCE_SWIGLU=0 the reduce then silu_gate, as
+      # before: off by default since S20-2, so S27-3's 8-column form never ran in decode; S29-5's kernel timeline
+      # showed silu_gate's launch and gap): every single-GPU test; 7B at 16 and 64 with and without it, two rounds;
+      # the compiled-PyTorch peer at batch 16 with parallm before and after it.
+      timeout 430 vitest run test/gpu > "$out/gpu-s30d.log" 2>&1; echo "vitest rc=$?"; grep -E "×|Test Files|Tests |Duration" "$out/gpu-s30d.log" | head -30
+      for r in 1 2; do for v in "" PARALLM_REDUCE_SWIGLU=0; do
+        env $v timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 16,64 2>&1 | tail -2 | sed "s/^/[7b ${v:-default} r$r] /"
+      done; done
+      bash "$0" s26-j ;;
     s30-c)
       # The session's final build (the SUM form only as PRE, else the two launches; GPT-2's keys in one chunk where a
       # group's cache is 64 KiB or less): every single-GPU test; 7B at 16 with and without the SUM form, two rounds;

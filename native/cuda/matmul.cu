@@ -393,10 +393,12 @@ bool reduce_norm_ok(const Args& a) {
          (!pn->b || aligned16(pn->b)) && a.N <= mm::kReduceNormMax;
 }
 
-// SwiGLU in the split-K reduce of a gate+up product (splitk_reduce_swiglu, rmsnorm_matmul_swiglu's ops apart): on
-// with PARALLM_REDUCE_SWIGLU=1. Being timed (DECODE-NOTES, sixteenth session).
+// SwiGLU in the split-K reduce of a gate+up product (splitk_reduce_swiglu, rmsnorm_matmul_swiglu's ops apart; the same
+// bits): silu_gate's launch goes. Off with PARALLM_REDUCE_SWIGLU=0. It had been off by default since the sixteenth
+// session (S20-2: even, in its first pair form), so the 8-column form (S27-3) never ran in decode; the kernel timeline
+// of 7B's batch-16 step (S29-5, a PARALLM_TRACE build) showed silu_gate's launch and its gap at ~2.7 us a layer.
 bool reduce_swiglu_on() {
-  static const bool v = env_on("PARALLM_REDUCE_SWIGLU");
+  static const bool v = env_not_off("PARALLM_REDUCE_SWIGLU");
   return v;
 }
 

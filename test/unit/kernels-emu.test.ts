@@ -1,5 +1,5 @@
 // The CUDA kernels of native/cuda's op files (norms, activations, rope and the KV cache, embeddings, the
-// classifier, the optimizer, softmax, decode attention with its fused rope + cache-write form) run on the CPU
+// classifier, the optimizer, softmax, decode attention with its fused rope + cache-write and split-K forms) run on the CPU
 // through the host emulation of native/cuda/emu (run.sh's `training` stage: the .cu files rewritten by
 // rewrite.py, kernels_emu.cc), against float64 and, where the CUDA code promises it, bit for bit against the
 // launches they replace. Needs g++, python3 and the CUDA headers (the development machine and CI have them);
@@ -33,7 +33,12 @@ describe.skipIf(!tools)('the op kernels on the host emulation', () => {
     // matmul_rope_kv_write's split-K reduce with the rope: the bits of splitk_reduce then rope_kv_write (f32, bf16)
     expect(out.match(/splitk_rope_kv_write .* ok \(= splitk_reduce \+ rope_kv_write\)/g)?.length ?? 0, out).toBe(6);
     // decode attention's key chunks as its launch chooses them (attention.cu's decode_chunks): one from three
-    // (sequence, head group) blocks an SM, the fill target below, a forced count, at decode's shapes
-    expect(out.match(/decode_chunks .* ok$/gm)?.length ?? 0, out).toBe(9);
+    // (sequence, head group) blocks an SM or from a group's cache of 64 KiB or less, the fill target below, a
+    // forced count, at decode's shapes
+    expect(out.match(/decode_chunks .* ok$/gm)?.length ?? 0, out).toBe(12);
+    // decode attention summing the qkv product's K slices itself (splitk_rope_kv_attention_decode, PRE only): the
+    // bits of splitk_rope_kv_write then attention_decode in four shapes, not taken where pairs cross packs
+    expect(out.match(/splitk_rope_kv_attention_decode .* ok \(PRE: = splitk_rope_kv_write \+ attention_decode; else not taken\)/g)?.length ?? 0, out).toBe(4);
+    expect(out.match(/splitk_rope_kv_attention_decode .* ok \(does not apply: nothing launched\)/g)?.length ?? 0, out).toBe(1);
   }, 600_000);
 });
