@@ -15,8 +15,8 @@
 // Cost inside the kernel: thread 0 reads the timer and writes three shared words, then one __syncthreads (the
 // scope is the kernel's first statement, so every thread reaches it); at exit each thread adds one to a shared
 // count and the last one out writes the record (so the end is the block's last thread, not thread 0, which in
-// the sm90 tiles is the TMA producer and done long before the consumers). 32 bytes of static shared memory
-// (the sm90 64-row tile's 230 KB ring leaves ~2 KB). pdl_wait() also keeps the earliest return of
+// the sm90 tiles is the TMA producer and done long before the consumers). 24 bytes of static shared memory
+// (the sm90 64-row tile's 230 KB ring leaves ~2 KB) and a few registers (kvcache.cu's kernels: +0 to +8). pdl_wait() also keeps the earliest return of
 // griddepcontrol.wait in that shared block (one lane a warp); a kernel that never waits records t_wait 0.
 #pragma once
 #include <cstdint>
@@ -99,7 +99,7 @@ __device__ __forceinline__ TraceBlock& trace_block() {
 __device__ __forceinline__ unsigned long long trace_now() {
   unsigned long long t = 0;
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t)::"memory");  // (memory: not moved above the kernel's stores)
 #endif
   return t;
 }
