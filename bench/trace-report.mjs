@@ -3,11 +3,13 @@
 // writes to $PARALLM_TRACE_OUT (a row a block: tu,gridid,tag,tag_name,smid,t_begin,t_wait,t_end, ns) grouped into
 // launches, ordered by their first block's start, and the last complete step printed launch by launch, then per
 // kernel family. Usage:
-//   node bench/trace-report.mjs trace.csv [--from I --to J] [--mean] [--split-gap US]
+//   node bench/trace-report.mjs trace.csv [--from I --to J] [--mean] [--split-gap US] [--csv FILE]
 // --from/--to: a range of launch indexes (as printed) instead of the last complete step. A step runs from an
-// embedding launch to the sampling launches (argmax / sample) before the next embedding; without two embeddings,
-// from after one sampling group to the end of the next. --mean: each number the mean over every complete step with
-// the same launches as the one chosen (%globaltimer may tick coarsely: the report prints its step when >= 0.5 µs).
+// embedding launch to the sampling launches (argmax / sample) before the next embedding; without embeddings (a
+// pipeline stage after the first), from after one sampling group to the end of the next.
+// --mean: each number the mean over every complete step with the same launches as the one chosen (%globaltimer may
+// tick coarsely: the report prints its step when >= 0.5 µs).
+// --csv FILE: the blocks of the launches printed, as a trace CSV of their own (a whole trace can be hundreds of MB).
 //
 // A launch is the blocks of one %gridid (and .cu file and tag). gridid numbers launches in a CUDA context, graph
 // replays included; should one ever come back, its blocks are split where one begins more than --split-gap µs
@@ -18,7 +20,7 @@
 // griddepcontrol.wait returned; '-' where no block waited), end (last block's end), dur (end - start), gap (start -
 // the previous launch's end; negative: they overlap, as PDL allows), ramp (last block's start - first's), tail (last
 // block's end - first block's end), blocks and the SMs they ran on.
-import { closeSync, openSync, readSync } from 'node:fs';
+import { closeSync, openSync, readSync, writeFileSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 
 const SAMPLING = new Set(['argmax', 'sample']);
@@ -88,7 +90,7 @@ export function parseTraceFile(file) {
 
 /**
  * Launches from block records, ordered by start: { key, tu, gridid, tag, blocks, sms, start, end, waitFirst,
- * waitLast (null: no block waited), lastStart, firstEnd }. Also returns how many gridids held more than one launch.
+ * waitLast (null: no block waited), lastStart, firstEnd, records (its blocks) }. Also returns how many gridids held more than one launch.
  */
 export function groupLaunches(records, { splitGapNs = 50_000 } = {}) {
   const byKey = new Map();
@@ -107,11 +109,12 @@ export function groupLaunches(records, { splitGapNs = 50_000 } = {}) {
     for (const r of list) {
       if (!cur || r.tBegin > cur.end + splitGapNs) {
         cur = { key, tu: r.tu, gridid: r.gridid, tag: r.tagName, blocks: 0, smSet: new Set(), start: r.tBegin, end: r.tEnd,
-                waitFirst: null, waitLast: null, lastStart: r.tBegin, firstEnd: r.tEnd };
+                waitFirst: null, waitLast: null, lastStart: r.tBegin, firstEnd: r.tEnd, records: [] };
         launches.push(cur);
         parts++;
       }
       cur.blocks++;
+      cur.records.push(r);
       cur.smSet.add(r.smid);
       cur.end = Math.max(cur.end, r.tEnd);
       cur.firstEnd = Math.min(cur.firstEnd, r.tEnd);
@@ -135,7 +138,7 @@ export function groupLaunches(records, { splitGapNs = 50_000 } = {}) {
 export function findSteps(launches) {
   const emb = launches.flatMap((l, i) => (l.tag === 'embedding' ? [i] : []));
   const steps = [];
-  if (emb.length >= 2) {
+  if (emb.length) {
     for (let k = 0; k < emb.length; k++) {
       const from = emb[k];
       const next = k + 1 < emb.length ? emb[k + 1] : launches.length;
@@ -232,6 +235,13 @@ export function meanReport(reps) {
   return { ...last, rows, perTag, ...totals, steps: reps.length };
 }
 
+/** The block records of launches from..to as a trace CSV of their own (the input's times). */
+export function stepCsv(launches, from, to) {
+  const recs = launches.slice(from, to + 1).flatMap((l) => l.records).sort((a, b) => a.tBegin - b.tBegin);
+  const rows = recs.map((r) => [r.tu, r.gridid, r.tag, r.tagName, r.smid, r.tBegin, r.tWait ?? '', r.tEnd].join(','));
+  return ['tu,gridid,tag,tag_name,smid,t_begin,t_wait,t_end', ...rows, ''].join('\n');
+}
+
 /** The smallest positive step between the trace's timestamps (the timer's tick, or near it). */
 export function timerStep(records) {
   const ts = new Float64Array(records.length * 2);
@@ -275,7 +285,7 @@ export function formatReport(rep, { launches, reused, steps, timer }) {
 }
 
 function main(argv) {
-  const args = { file: null, from: null, to: null, splitGapUs: 50, mean: false };
+  const args = { file: null, from: null, to: null, splitGapUs: 50, mean: false, csv: null };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const val = () => {
@@ -287,10 +297,11 @@ function main(argv) {
     else if (a === '--to') args.to = val();
     else if (a === '--split-gap') args.splitGapUs = val();
     else if (a === '--mean') args.mean = true;
+    else if (a === '--csv') args.csv = argv[++i];
     else if (!args.file && !a.startsWith('--')) args.file = a;
     else throw new Error(`unknown argument ${a}`);
   }
-  if (!args.file) throw new Error('usage: node bench/trace-report.mjs trace.csv [--from I --to J] [--mean] [--split-gap US]');
+  if (!args.file) throw new Error('usage: node bench/trace-report.mjs trace.csv [--from I --to J] [--mean] [--split-gap US] [--csv FILE]');
   const records = parseTraceFile(args.file);
   if (!records.length) throw new Error(`${args.file}: no block records`);
   const { launches, reused } = groupLaunches(records, { splitGapNs: args.splitGapUs * 1e3 });
@@ -309,6 +320,7 @@ function main(argv) {
     rep = meanReport(steps.filter(([a, b]) => sig(a, b) === want && a !== from).map(([a, b]) => stepReport(launches, a, b)).concat([rep]));
   }
   console.log(formatReport(rep, { launches, reused, steps, timer: timerStep(records) }));
+  if (args.csv) writeFileSync(args.csv, stepCsv(launches, rep.from, rep.to));
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {

@@ -65,6 +65,15 @@ describe('trace-report', () => {
     const last = tr.stepReport(launches, 4, 6);
     expect(last.rows.map((r: { start: number }) => r.start)).toEqual([0, 1200, 4100]);
     expect(last).toMatchObject({ span: 4600, gapBefore: 93500 });
+    // (--csv: the step's blocks alone, a trace of their own)
+    const csv = tr.stepCsv(launches, 4, 6);
+    expect(csv.trim().split('\n')).toEqual([
+      'tu,gridid,tag,tag_name,smid,t_begin,t_wait,t_end',
+      'embedding.cu,20,0,embedding,0,100000,,101000',
+      'matmul.cu,21,5,tile_w,2,101200,101300,104000',
+      'softmax.cu,22,17,argmax,0,104100,104200,104600',
+    ]);
+    expect(tr.findSteps(tr.groupLaunches(tr.parseTrace(csv)).launches)).toEqual([[0, 2]]);
   });
 
   it('averages steps with the same launches (--mean)', () => {
