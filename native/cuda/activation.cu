@@ -28,6 +28,7 @@ __device__ __forceinline__ float silu(float x) { return x / (1.f + expf(-x)); }
 // n elements, N per access; the tail (< N elements) goes one per thread to the first threads.
 template <class T, int N>
 __global__ void gelu_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t n) {
+  PARALLM_TRACE_SCOPE(Activation);
   pdl_begin();  // launched with PDL: wait for the kernel before, then let the next start (pdl.cuh)
   using P = Pack<T, N>;
   const int64_t nvec = n / N;
@@ -47,6 +48,7 @@ __global__ void gelu_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t 
 template <class T, int N>
 __global__ void silu_gate_kernel(const T* __restrict__ gate, const T* __restrict__ up, T* __restrict__ y, int64_t R,
                                  int64_t F, int64_t in_stride) {
+  PARALLM_TRACE_SCOPE(Activation);
   pdl_begin();  // launched with PDL: wait for the kernel before, then let the next start (pdl.cuh)
   using P = Pack<T, N>;
   const int64_t nvec = F / N;

@@ -178,6 +178,7 @@ __device__ __forceinline__ uint4 recv_ll(const PeerRanks& r, const uint4* line, 
 // LL one-shot: n is whole 16-byte packs (the host checks). Slot lines: 32 bytes a pack.
 template <typename T, int W, bool RESIDUAL>
 __global__ void __launch_bounds__(kPeerThreads) ll_kernel(PeerRanks r, const T* buf, T* dst, int64_t n, float scale) {
+  PARALLM_TRACE_SCOPE(AllReduce);
   pdl_begin();  // launched with PDL: wait for the kernel before, then let the next start (pdl.cuh)
   constexpr int E = 16 / sizeof(T);
   const Call c = begin_call(r, n / E);
@@ -217,6 +218,7 @@ __global__ void __launch_bounds__(kPeerThreads) ll_kernel(PeerRanks r, const T* 
 template <typename T, int W>
 __global__ void __launch_bounds__(kPeerThreads) ll_norm_kernel(PeerRanks r, const T* buf, T* x, const T* nw, T* h,
                                                                int rows, int cols, float eps, int ntx) {
+  PARALLM_TRACE_SCOPE(AllReduce);
   pdl_begin();  // launched with PDL: wait for the kernel before, then let the next start (pdl.cuh)
   constexpr int E = 16 / sizeof(T);
   __shared__ float s_part[kPeerThreads / 32];
@@ -285,6 +287,7 @@ __global__ void __launch_bounds__(kPeerThreads) ll_norm_kernel(PeerRanks r, cons
 
 template <typename T, int W, bool RESIDUAL>
 __global__ void __launch_bounds__(kPeerThreads) one_shot_kernel(PeerRanks r, T* buf, T* dst, int64_t n, float scale) {
+  PARALLM_TRACE_SCOPE(AllReduce);
   pdl_begin();  // launched with PDL: wait for the kernel before, then let the next start (pdl.cuh)
   constexpr int E = 16 / sizeof(T);
   const Call c = begin_call(r, n / E);
@@ -328,6 +331,7 @@ __global__ void __launch_bounds__(kPeerThreads) one_shot_kernel(PeerRanks r, T* 
 // n is a multiple of E here (the host checks).
 template <typename T, int W>
 __global__ void __launch_bounds__(kPeerThreads) two_shot_kernel(PeerRanks r, T* buf, int64_t n, float scale) {
+  PARALLM_TRACE_SCOPE(AllReduce);
   pdl_begin();  // launched with PDL: wait for the kernel before, then let the next start (pdl.cuh)
   constexpr int E = 16 / sizeof(T);
   const Call c = begin_call(r, n / E);

@@ -469,6 +469,7 @@ decode_split(const T* __restrict__ q, const T* __restrict__ k, const T* __restri
              float* __restrict__ part_ml, int Hq, int Hkv, int D, int64_t qbs, int64_t kvbs, int64_t kvts,
              int max_len, int chunk, int nsplit, int nsub, float sl2, unsigned* __restrict__ counter,
              DecodeFresh<T> fr) {
+  PARALLM_TRACE_SCOPE(AttnSplit);
   if constexpr (!PRE) pdl_begin();  // launched with PDL: wait for the kernel before, then let the next start (pdl.cuh)
   constexpr int NG = kDecThreads / GS, DW = GS * 8;
   __shared__ float s_acc[NG][HPB][DW];
@@ -680,6 +681,7 @@ __global__ void __launch_bounds__(128)
 decode_combine(const float* __restrict__ part_o, const float* __restrict__ part_ml,
                const int32_t* __restrict__ lens, T* __restrict__ out, int Hq, int D, int max_len, int chunk,
                int nsplit) {
+  PARALLM_TRACE_SCOPE(AttnCombine);
   pdl_begin();  // launched with PDL: wait for the kernel before, then let the next start (pdl.cuh)
   const int64_t row = blockIdx.x;
   const int b = int(row / Hq);

@@ -28,6 +28,7 @@ constexpr int64_t kMaxBlocksY = 65535;
 template <class T, int N>
 __global__ void add_rows_kernel(const T* __restrict__ a, const T* __restrict__ b, T* __restrict__ y, int64_t rows,
                                 int64_t period) {
+  PARALLM_TRACE_SCOPE(Add);
   pdl_begin();  // launched with PDL: wait for the kernel before, then let the next start (pdl.cuh)
   using P = Pack<T, N>;
   const int64_t nvec = period / N;
@@ -49,6 +50,7 @@ __global__ void add_rows_kernel(const T* __restrict__ a, const T* __restrict__ b
 template <class T>
 __global__ void add_mod_kernel(const T* __restrict__ a, const T* __restrict__ b, T* __restrict__ y, int64_t n,
                                int64_t period) {
+  PARALLM_TRACE_SCOPE(Add);
   pdl_begin();  // launched with PDL: wait for the kernel before, then let the next start (pdl.cuh)
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
     y[i] = from_f32<T>(f32(a[i]) + f32(b[i % period]));

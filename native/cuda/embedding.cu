@@ -25,6 +25,7 @@ constexpr int64_t kMaxBlocksY = 65535;
 template <class W>
 __global__ void embedding_kernel(const int32_t* __restrict__ ids, const W* __restrict__ table, W* __restrict__ out,
                                  int64_t N, int64_t V, int64_t words) {
+  PARALLM_TRACE_SCOPE(Embedding);
   pdl_begin();  // launched with PDL: wait for the kernel before, then let the next start (pdl.cuh)
   for (int64_t n = int64_t(blockIdx.y) * blockDim.y + threadIdx.y; n < N; n += int64_t(gridDim.y) * blockDim.y) {
     const int64_t id = ids[n];

@@ -31,6 +31,7 @@ template <class W_>
 __global__ void kv_write_kernel(const W_* __restrict__ src, W_* __restrict__ dst, const int32_t* __restrict__ pos,
                                 int B, int T, int64_t W, int64_t sb, int64_t st, int64_t db, int64_t dts,
                                 int64_t max_len) {
+  PARALLM_TRACE_SCOPE(KvWrite);
   pdl_begin();  // launched with PDL: wait for the kernel before, then let the next start (pdl.cuh)
   const int64_t rows = int64_t(B) * T;
   for (int64_t bt = int64_t(blockIdx.y) * blockDim.y + threadIdx.y; bt < rows; bt += int64_t(gridDim.y) * blockDim.y) {
@@ -70,6 +71,7 @@ __global__ void __launch_bounds__(kRopeWarps * 32)
     rope_kv_kernel(T* __restrict__ qkv, T* __restrict__ kc, T* __restrict__ vc, const int32_t* __restrict__ pos, int B,
                    int Hq, int Hkv, int D, int64_t qs, int rot_dim, float theta, const float* __restrict__ freqs,
                    int64_t kb, int64_t kt, int64_t max_len) {
+  PARALLM_TRACE_SCOPE(RopeKv);
   pdl_begin();  // launched with PDL: wait for the kernel before, then let the next start (pdl.cuh)
   constexpr int R = kRopeInFlight;
   const int lane = int(threadIdx.x) & 31, h = int(blockIdx.x) * kRopeWarps + (int(threadIdx.x) >> 5);
@@ -131,6 +133,7 @@ __global__ void splitk_rope_kv_kernel(const float* __restrict__ ws, int splits, 
                                       const int32_t* __restrict__ pos, int B, int Hq, int Hkv, int D, int rot_dim,
                                       float theta, const float* __restrict__ freqs, int64_t kb, int64_t kt,
                                       int64_t max_len) {
+  PARALLM_TRACE_SCOPE(ReduceRopeKv);
   pdl_begin();  // launched as splitk_reduce is, after the product: the partials are read after the wait
   const int64_t N = int64_t(Hq + 2 * Hkv) * D, plane = int64_t(B) * N;
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;

@@ -148,6 +148,7 @@ __device__ __forceinline__ void splitk_sum8(const float* __restrict__ ws, int sp
 template <typename T>
 __global__ void splitk_reduce(const float* __restrict__ ws, int splits, const T* __restrict__ bias, T* __restrict__ C,
                               int M, int N, float alpha, float beta, int pair_ok) {
+  PARALLM_TRACE_SCOPE(Reduce);
   pdl_begin();  // launched with PDL after the 64-row tile (launch_sm90_t): the partials are read after the wait
   const int64_t half = (int64_t(N) + 1) / 2;
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -166,6 +167,7 @@ __device__ __forceinline__ float gemvp_silu(float x) { return x / (1.f + expf(-x
 // store. A pair of columns a thread.
 template <typename T>
 __global__ void splitk_reduce_swiglu(const float* __restrict__ ws, int splits, T* __restrict__ y, int M, int F) {
+  PARALLM_TRACE_SCOPE(ReduceSwiGLU);
   pdl_begin();  // launched as splitk_reduce is: the partials are read after the wait
   const int64_t half = (int64_t(F) + 1) / 2;
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -187,6 +189,7 @@ __global__ void splitk_reduce_swiglu(const float* __restrict__ ws, int splits, T
 // splitk_reduce_swiglu.
 template <typename T>
 __global__ void splitk_reduce_swiglu8(const float* __restrict__ ws, int splits, T* __restrict__ y, int M, int F) {
+  PARALLM_TRACE_SCOPE(ReduceSwiGLU);
   pdl_begin();  // launched as splitk_reduce is: the partials are read after the wait
   const int64_t per = F / 8;
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;

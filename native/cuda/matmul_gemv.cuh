@@ -186,6 +186,7 @@ __global__ void __launch_bounds__(512)
 splitk_reduce_norm(const float* __restrict__ ws, int splits, const T* __restrict__ bias, T* __restrict__ C, int M,
                    int N, float alpha, float beta, int pair_ok, const T* __restrict__ w, const T* __restrict__ b,
                    float eps, int ntx, T* __restrict__ h) {
+  PARALLM_TRACE_SCOPE(ReduceNorm);
   static_assert(sizeof(T) == 2, "16-bit rows: a pack of 8 is one 16-byte load");
   pdl_begin();  // launched as splitk_reduce is (launch_sm90_t): the partials are read after the wait
   PARALLM_GEMV_SHARED float s_norm[64];  // the row's mean [0], rstd [16], a row sum's warp partials [32..64)
@@ -281,6 +282,7 @@ gemv_kernel(const T* __restrict__ X, const T* __restrict__ W, const T* __restric
             int N, int K, float alpha, float beta, int pair_ok, int l2hint = 0, const T* __restrict__ nw = nullptr,
             float eps = 0.f, int ntx = 32, const T* __restrict__ nb = nullptr, int pf16 = 0,
             T* __restrict__ hout = nullptr, unsigned* __restrict__ counter = nullptr, int late_trigger = 0) {
+  PARALLM_TRACE_SCOPE(Gemv);
   constexpr bool SWIGLU = EPI == EPI_SWIGLU;
   static_assert(!SWIGLU || HN % 2 == 0, "SwiGLU: sets [0, HN/2) the gate rows, [HN/2, HN) the up rows");
   constexpr int S = SWIGLU ? HN / 2 : HN;  // 8-row sets of C's columns a block
@@ -525,6 +527,7 @@ __global__ void __launch_bounds__(NW * 32, 1)
 gemv_pipe_kernel(const T* __restrict__ X, const T* __restrict__ W, const T* __restrict__ bias, T* __restrict__ C,
                  int M, int N, int K, float alpha, float beta, int pair_ok, const T* __restrict__ nw = nullptr,
                  float eps = 0.f, int ntx = 32) {
+  PARALLM_TRACE_SCOPE(GemvPipe);
   static_assert(P >= 2, "the ring needs a slot in use and one filling");
   constexpr int H = SWIGLU ? 2 : 1;  // row sets an item: gate and up
 #ifdef PARALLM_GEMV_SMEM

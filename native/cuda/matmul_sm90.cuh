@@ -61,6 +61,7 @@ __global__ void __launch_bounds__(S90Shape<CW>::THREADS, 1)
                T* __restrict__ C, int M, int N, int K, float alpha, float beta, int tiles_m, int tiles_n,
                int pair_ok, int splits, float* __restrict__ ws) {
 #ifdef PARALLM_SM90A
+  PARALLM_TRACE_SCOPE(Tile64);
   using Sh = S90Shape<CW>;
   constexpr int STAGES = Sh::STAGES, STAGE_BYTES = Sh::STAGE_BYTES, A_BYTES = Sh::A_BYTES, BM = Sh::BM, BN = Sh::BN;
   constexpr int ACC = Sh::ACC;

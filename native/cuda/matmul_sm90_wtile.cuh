@@ -45,6 +45,7 @@ __global__ void __launch_bounds__(WShape<NX>::THREADS, 1)
                 const T* __restrict__ bias, T* __restrict__ C, int M, int N, int K, float alpha, float beta,
                 int tiles, int splits, float* __restrict__ ws) {
 #ifdef PARALLM_SM90A
+  PARALLM_TRACE_SCOPE(TileW);
   using Sh = WShape<NX>;
   constexpr int STAGES = Sh::STAGES, STAGE_BYTES = Sh::STAGE_BYTES, W_BYTES = Sh::W_BYTES, BW = Sh::BW;
   constexpr int ACC = Sh::ACC;

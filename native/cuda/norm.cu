@@ -49,6 +49,7 @@ __global__ void __launch_bounds__(kMaxThreads) norm_kernel(const T* __restrict__
                                                     const T* __restrict__ beta, T* __restrict__ y,
                                                     float* __restrict__ mean_out, float* __restrict__ rstd_out,
                                                     int64_t R, int64_t C, float eps) {
+  PARALLM_TRACE_SCOPE(Norm);
   pdl_begin();  // launched with PDL: wait for the kernel before, then let the next start (pdl.cuh)
   __shared__ float sh[32];
   using P = Pack<T, N>;

@@ -31,11 +31,22 @@
 #pragma once
 #include <cstdint>
 
+// The kernel timeline of a measurement build (trace.cuh: PARALLM_TRACE_SCOPE, and pdl_wait's time). Without
+// PARALLM_TRACE the scope is nothing and this file the same code (the host emulation copies it alone).
+#ifdef PARALLM_TRACE
+#include "trace.cuh"
+#else
+#define PARALLM_TRACE_SCOPE(tag)
+#endif
+
 namespace parallm::cuda {
 
 __device__ __forceinline__ void pdl_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;" ::: "memory");
+#ifdef PARALLM_TRACE
+  trace_waited();
+#endif
 #endif
 }
 

@@ -27,6 +27,7 @@ constexpr int64_t kMaxBlocks = 1 << 16;
 template <class T, bool INV>
 __global__ void rope_kernel(T* __restrict__ x, const int32_t* __restrict__ pos, int64_t R, int H, int D,
                             int64_t tstride, int rot_dim, float theta, const float* __restrict__ freqs) {
+  PARALLM_TRACE_SCOPE(Rope);
   const int half = rot_dim / 2;
   for (int64_t r = blockIdx.x; r < R; r += gridDim.x) {
     const float p = float(pos[r]);

@@ -144,6 +144,17 @@ int device_count() {
 
 void check(int index) { cuda_device(index); }
 
+#ifdef PARALLM_TRACE
+// The devices opened so far (cuda_device), for the kernel timeline's dump (trace.cc).
+std::vector<int> opened_devices() {
+  std::lock_guard<std::mutex> lock(g_cuda_mu);
+  std::vector<int> v;
+  for (size_t i = 0; i < g_cuda.size(); i++)
+    if (g_cuda[i]) v.push_back(int(i));
+  return v;
+}
+#endif
+
 DeviceInfo info(int index) {
   CudaDevice& dev = cuda_device(index);
   DeviceInfo info;

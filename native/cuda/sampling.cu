@@ -102,6 +102,7 @@ __global__ void __launch_bounds__(kThreads)
     sample_kernel(const T* __restrict__ logits, int32_t* __restrict__ out, int64_t R, int V, float temperature,
                   int top_k, float top_p, uint64_t seed, const int32_t* __restrict__ offsets,
                   const int32_t* __restrict__ rows) {
+  PARALLM_TRACE_SCOPE(Sample);
   extern __shared__ float cache[];  // CACHED: x, then p (or -1 for tokens outside the top-k set)
   __shared__ float shf[kWarps];
   __shared__ double shd[kWarps];

@@ -146,6 +146,7 @@ __device__ __forceinline__ Best warp_best(Best b) {
 template <class T, int N>
 __global__ void __launch_bounds__(kMaxThreads) argmax_kernel(const T* __restrict__ x, int32_t* __restrict__ out,
                                                              int64_t R, int64_t C) {
+  PARALLM_TRACE_SCOPE(Argmax);
   __shared__ Best sh[32];
   using P = Pack<T, N>;
   const int64_t nvec = C / N;
@@ -183,6 +184,7 @@ constexpr int64_t kArgSplitMin = 4 * kArgChunk;  // shorter rows: argmax_kernel,
 template <class T>
 __global__ void __launch_bounds__(kArgThreads) argmax_chunk_kernel(const T* __restrict__ x, Best* __restrict__ part,
                                                                    int64_t R, int64_t C, int chunks) {
+  PARALLM_TRACE_SCOPE(Argmax);
   __shared__ Best sh[kArgThreads / 32];
   const int64_t c0 = int64_t(blockIdx.x) * kArgChunk + threadIdx.x;
   for (int64_t r = blockIdx.y; r < R; r += gridDim.y) {
@@ -212,6 +214,7 @@ __global__ void __launch_bounds__(kArgThreads) argmax_chunk_kernel(const T* __re
 
 // A warp a row (every lane of a warp on the same row, so the butterfly sees the whole warp).
 __global__ void argmax_merge_kernel(const Best* __restrict__ part, int32_t* __restrict__ out, int64_t R, int chunks) {
+  PARALLM_TRACE_SCOPE(Argmax);
   const int64_t warps = int64_t(gridDim.x) * (blockDim.x / 32);
   for (int64_t r = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32; r < R; r += warps) {
     Best b{NAN, INT32_MAX};

@@ -5,6 +5,11 @@
 #include "napi/args.h"
 #include "napi/surface.h"
 #include "napi/tensor.h"
+#if defined(PARALLM_TRACE) && defined(PARALLM_WITH_CUDA)
+#include <cstdio>
+
+#include "cuda/trace.cuh"
+#endif
 
 namespace parallm::napi {
 
@@ -19,6 +24,12 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   export_comm(env, exports, *c);
   // Hooks for tests and benchmarks only, apart from the public surface (src/native.ts NativeTestingHooks).
   exports.Set("testing", testing_hooks(env));
+#if defined(PARALLM_TRACE) && defined(PARALLM_WITH_CUDA)
+  // A measurement build: the kernel timeline to $PARALLM_TRACE_OUT as this env goes (cuda/trace.cuh). Cleanup
+  // hooks run when the event loop ends, not on process.exit().
+  if (napi_add_env_cleanup_hook(env, [](void*) { parallm::cuda::trace_dump(); }, nullptr) != napi_ok)
+    std::fprintf(stderr, "parallm trace: napi_add_env_cleanup_hook failed: no trace will be written\n");
+#endif
   return exports;
 }
 
