@@ -406,15 +406,9 @@ export function linearRopeKvWrite(
   const { bias, out } = o;
   const dev = sameDevice(op, { x, weight, bias, kCache, vCache, pos, freqs: o.rope?.freqs });
   const dt = sameDType(op, { x, weight, bias, kCache, vCache }, FLOATS);
-  if (weight.shape.length !== 2) throw new Error(`${op}: weight must be 2-D [out, in], got [${weight.shape.join(', ')}]`);
-  const [N, K] = weight.shape as [number, number];
   const { batch: B, headsQ: Hq, headsKv: Hkv, headDim: D, maxLen } = o;
-  const M = rowsCols(op, x, K);
-  if (M !== B) throw new Error(`${op}: x has ${M} rows for a batch of ${B}`);
   // (qkv is this op's output, made below at the size the checks ask for)
-  const { kB, kT, rot, freqs } = ropeKvShape(op, null, kCache, vCache, pos, o);
-  if (N !== (Hq + 2 * Hkv) * D) throw new Error(`${op}: weight has ${N} rows, not (headsQ + 2 headsKv) x headDim = ${(Hq + 2 * Hkv) * D}`);
-  if (bias) expectShape(op, 'bias', bias, [N]);
+  const { N, K, kB, kT, rot, freqs } = qkvProjectionShape(op, x, weight, kCache, vCache, pos, o);
   if (out && out.native === x.native) throw new Error(`${op}: out must not be x`);
   const c = output(op, out, [B, N], dt, dev);
   native.matmulRopeKvWrite(c.native, x.native, weight.native, bias?.native ?? null, kCache.native, vCache.native, pos.native, freqs?.native ?? null,
@@ -439,18 +433,11 @@ export function linearRopeKvAttentionDecode(
   o: Omit<RopeKvAttentionDecodeOptions, 'qkvStride'> & { bias?: Tensor | null },
 ): Tensor {
   const op = 'linearRopeKvAttentionDecode';
-  const { bias } = o;
-  const dev = sameDevice(op, { x, weight, bias, kCache, vCache, pos, lens, freqs: o.rope?.freqs, counter: o.counter });
-  const dt = sameDType(op, { x, weight, bias, kCache, vCache }, FLOATS);
-  if (weight.shape.length !== 2) throw new Error(`${op}: weight must be 2-D [out, in], got [${weight.shape.join(', ')}]`);
-  const [N, K] = weight.shape as [number, number];
+  const dev = sameDevice(op, { x, weight, bias: o.bias, kCache, vCache, pos, lens, freqs: o.rope?.freqs, counter: o.counter });
+  const dt = sameDType(op, { x, weight, bias: o.bias, kCache, vCache }, FLOATS);
   const { batch: B, headsQ: Hq, headsKv: Hkv, headDim: D, maxLen } = o;
-  const M = rowsCols(op, x, K);
-  if (M !== B) throw new Error(`${op}: x has ${M} rows for a batch of ${B}`);
-  const { kB, kT, rot, freqs } = ropeKvShape(op, null, kCache, vCache, pos, o);
-  if (N !== (Hq + 2 * Hkv) * D) throw new Error(`${op}: weight has ${N} rows, not (headsQ + 2 headsKv) x headDim = ${(Hq + 2 * Hkv) * D}`);
+  const { N, K, kB, kT, rot, freqs } = qkvProjectionShape(op, x, weight, kCache, vCache, pos, o);
   if (Hq % Hkv) throw new Error(`${op}: headsQ (${Hq}) must be a multiple of headsKv (${Hkv})`);
-  if (bias) expectShape(op, 'bias', bias, [N]);
   if (lens.dtype !== 'i32') throw new Error(`${op}: lens must be i32, got ${lens.dtype}`);
   expectNumel(op, 'lens', lens, B);
   if (o.counter && (o.counter.dtype !== 'i32' || o.counter.numel < B * Hq))
@@ -458,13 +445,29 @@ export function linearRopeKvAttentionDecode(
   const out = output(op, o.out, [B, Hq, D], dt, dev);
   const qkv = Tensor.empty([B, N], { dtype: dt, device: dev });  // scratch (unwritten where the GPU fuses)
   try {
-    native.matmulRopeKvAttentionDecode(out.native, qkv.native, x.native, weight.native, bias?.native ?? null, kCache.native, vCache.native,
+    native.matmulRopeKvAttentionDecode(out.native, qkv.native, x.native, weight.native, o.bias?.native ?? null, kCache.native, vCache.native,
       pos.native, lens.native, freqs?.native ?? null, o.counter?.native ?? null, B, K, Hq, Hkv, D, rot, o.rope?.theta ?? 10000, kB, kT,
       maxLen, o.scale ?? 1 / Math.sqrt(D));
   } finally {
     qkv.dispose();
   }
   return out;
+}
+
+/**
+ * The checks of the ops with the qkv projection in them (linearRopeKvWrite, linearRopeKvAttentionDecode): weight
+ * [(Hq + 2 Hkv) D, K], x [B, K], the bias [N], then ropeKvShape's.
+ */
+function qkvProjectionShape(op: string, x: Tensor, weight: Tensor, kCache: Tensor, vCache: Tensor, pos: Tensor, o: RopeKvWriteOptions & { bias?: Tensor | null }) {
+  if (weight.shape.length !== 2) throw new Error(`${op}: weight must be 2-D [out, in], got [${weight.shape.join(', ')}]`);
+  const [N, K] = weight.shape as [number, number];
+  const { batch: B, headsQ: Hq, headsKv: Hkv, headDim: D } = o;
+  const M = rowsCols(op, x, K);
+  if (M !== B) throw new Error(`${op}: x has ${M} rows for a batch of ${B}`);
+  const shape = ropeKvShape(op, null, kCache, vCache, pos, o);
+  if (N !== (Hq + 2 * Hkv) * D) throw new Error(`${op}: weight has ${N} rows, not (headsQ + 2 headsKv) x headDim = ${(Hq + 2 * Hkv) * D}`);
+  if (o.bias) expectShape(op, 'bias', o.bias, [N]);
+  return { N, K, ...shape };
 }
 
 /**

@@ -117,53 +117,30 @@ describe('linearRopeKvAttentionDecode', () => {
   });
 });
 
-describe('decode with the attention in the qkv projection (Transformer.attentionInProjection)', () => {
-  const was = Transformer.attentionInProjection;
-  afterEach(() => {
-    Transformer.attentionInProjection = was;
-  });
+// Decode with each of the two switches on and off: the same tokens (the attention in the projection needs the rope
+// there, and the projection takes the rope only where the attention does not: the fused attention is forced off).
+for (const key of ['ropeInProjection', 'attentionInProjection'] as const)
+  describe(`decode with Transformer.${key}`, () => {
+    const was = Transformer[key];
+    afterEach(() => {
+      Transformer[key] = was;
+    });
 
-  it('gives the tokens of the ops apart', async () => {
-    const m = Model.load('tiny-llama', { device: dev, dtype: 'f32' });
-    const fusedWas = Transformer.fusedDecodeAttention;
-    try {
-      Transformer.fusedDecodeAttention = false;
-      const prompts = [[5, 9, 17, 3], [250, 1], [7, 7, 7]];
-      const run = async (on: boolean) => {
-        Transformer.attentionInProjection = on;
-        return generate(m, prompts, { maxTokens: 6, stopTokens: [], temperature: 0.7, seed: 3 });
-      };
-      const off = await run(false);
-      expect(await run(true)).toEqual(off);
-    } finally {
-      Transformer.fusedDecodeAttention = fusedWas;
-      m.dispose();
-    }
+    it('gives the tokens of the ops apart', async () => {
+      const m = Model.load('tiny-llama', { device: dev, dtype: 'f32' });
+      const fusedWas = Transformer.fusedDecodeAttention;
+      try {
+        Transformer.fusedDecodeAttention = false;
+        const prompts = [[5, 9, 17, 3], [250, 1], [7, 7, 7]];
+        const run = async (on: boolean) => {
+          Transformer[key] = on;
+          return generate(m, prompts, { maxTokens: 6, stopTokens: [], temperature: 0.7, seed: 3 });
+        };
+        const off = await run(false);
+        expect(await run(true)).toEqual(off);
+      } finally {
+        Transformer.fusedDecodeAttention = fusedWas;
+        m.dispose();
+      }
+    });
   });
-});
-
-describe('decode with the rope in the qkv projection (Transformer.ropeInProjection)', () => {
-  const was = Transformer.ropeInProjection;
-  afterEach(() => {
-    Transformer.ropeInProjection = was;
-  });
-
-  it('gives the tokens of the ops apart, fused attention or not', async () => {
-    const m = Model.load('tiny-llama', { device: dev, dtype: 'f32' });
-    const fusedWas = Transformer.fusedDecodeAttention;
-    try {
-      // The projection takes the rope only where the attention does not (two launches): force that form.
-      Transformer.fusedDecodeAttention = false;
-      const prompts = [[5, 9, 17, 3], [250, 1], [7, 7, 7]];
-      const run = async (on: boolean) => {
-        Transformer.ropeInProjection = on;
-        return generate(m, prompts, { maxTokens: 6, stopTokens: [], temperature: 0.7, seed: 3 });
-      };
-      const off = await run(false);
-      expect(await run(true)).toEqual(off);
-    } finally {
-      Transformer.fusedDecodeAttention = fusedWas;
-      m.dispose();
-    }
-  });
-});

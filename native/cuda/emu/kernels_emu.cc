@@ -403,6 +403,14 @@ static void decode(DType dt, std::vector<int32_t> lens, int L, int Hq, int Hkv, 
               same ? "= the combine's" : "!= the combine's", rearmed ? "rearmed" : "NOT rearmed", same && rearmed ? "ok" : "FAIL");
 }
 
+// Whether two outputs hold the same bits (NaNs included).
+static bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i)
+    if (std::memcmp(&a[i], &b[i], sizeof(float)) != 0) return false;
+  return true;
+}
+
 // rope_kv_attention_decode (decode_split's FRESH form) bit for bit against rope_kv_write on a copy of qkv,
 // then attention_decode: the output and both caches; qkv left as it was. Positions mid-context, at the end,
 // past lens, outside the cache; forced chunk counts, with and without a counter.
@@ -434,12 +442,7 @@ static void fused_decode(DType dt, std::vector<int32_t> pos, std::vector<int32_t
     pc::attention_decode_pre(-1);
   }
   pc::attention_decode_splits(-1);
-  auto same = [](const std::vector<float>& a, const std::vector<float>& b) {
-    if (a.size() != b.size()) return false;
-    for (size_t i = 0; i < a.size(); ++i)
-      if (std::memcmp(&a[i], &b[i], sizeof(float)) != 0) return false;
-    return true;
-  };
+  const auto same = same_bits;
   bool finite = true;
   for (float x : out.get()) finite &= std::isfinite(x);
   bool rearmed = true;
@@ -495,12 +498,7 @@ static void splitk_attention(std::vector<int32_t> pos, std::vector<int32_t> lens
                                                             nullptr, L * W, W, L, scale, counter ? cnt3.data() : nullptr);
   pc::attention_decode_pre(-1);
   pc::attention_decode_splits(-1);
-  auto same = [](const std::vector<float>& a, const std::vector<float>& b) {
-    if (a.size() != b.size()) return false;
-    for (size_t i = 0; i < a.size(); ++i)
-      if (std::memcmp(&a[i], &b[i], sizeof(float)) != 0) return false;
-    return true;
-  };
+  const auto same = same_bits;
   // (taken only in its PRE form: outside it, false with nothing launched)
   const bool want = (rot / 2) % 8 == 0 && rot > 0 && D % 8 == 0 && Hq / Hkv <= 4;
   bool ok = !applies && applies3 == want, rearmed = true;
