@@ -437,11 +437,7 @@ export function linearRopeKvAttentionDecode(
   const dt = sameDType(op, { x, weight, bias: o.bias, kCache, vCache }, FLOATS);
   const { batch: B, headsQ: Hq, headsKv: Hkv, headDim: D, maxLen } = o;
   const { N, K, kB, kT, rot, freqs } = qkvProjectionShape(op, x, weight, kCache, vCache, pos, o);
-  if (Hq % Hkv) throw new Error(`${op}: headsQ (${Hq}) must be a multiple of headsKv (${Hkv})`);
-  if (lens.dtype !== 'i32') throw new Error(`${op}: lens must be i32, got ${lens.dtype}`);
-  expectNumel(op, 'lens', lens, B);
-  if (o.counter && (o.counter.dtype !== 'i32' || o.counter.numel < B * Hq))
-    throw new Error(`${op}: counter must be i32 with at least batch x headsQ = ${B * Hq} elements, got ${o.counter.dtype} [${o.counter.shape.join(', ')}]`);
+  attentionArgs(op, lens, o);
   const out = output(op, o.out, [B, Hq, D], dt, dev);
   const qkv = Tensor.empty([B, N], { dtype: dt, device: dev });  // scratch (unwritten where the GPU fuses)
   try {
@@ -452,6 +448,16 @@ export function linearRopeKvAttentionDecode(
     qkv.dispose();
   }
   return out;
+}
+
+/** The checks of the ops with decode attention after the rope (ropeKvAttentionDecode, linearRopeKvAttentionDecode). */
+function attentionArgs(op: string, lens: Tensor, o: RopeKvAttentionDecodeOptions): void {
+  const { batch: B, headsQ: Hq, headsKv: Hkv } = o;
+  if (Hq % Hkv) throw new Error(`${op}: headsQ (${Hq}) must be a multiple of headsKv (${Hkv})`);
+  if (lens.dtype !== 'i32') throw new Error(`${op}: lens must be i32, got ${lens.dtype}`);
+  expectNumel(op, 'lens', lens, B);
+  if (o.counter && (o.counter.dtype !== 'i32' || o.counter.numel < B * Hq))
+    throw new Error(`${op}: counter must be i32 with at least batch x headsQ = ${B * Hq} elements, got ${o.counter.dtype} [${o.counter.shape.join(', ')}]`);
 }
 
 /**
@@ -517,11 +523,7 @@ export function ropeKvAttentionDecode(qkv: Tensor, kCache: Tensor, vCache: Tenso
   const dt = sameDType(op, { qkv, kCache, vCache }, FLOATS);
   const { qs, kB, kT, rot, freqs } = ropeKvShape(op, qkv, kCache, vCache, pos, o);
   const { batch: B, headsQ: Hq, headsKv: Hkv, headDim: D, maxLen } = o;
-  if (Hq % Hkv) throw new Error(`${op}: headsQ (${Hq}) must be a multiple of headsKv (${Hkv})`);
-  if (lens.dtype !== 'i32') throw new Error(`${op}: lens must be i32, got ${lens.dtype}`);
-  expectNumel(op, 'lens', lens, B);
-  if (o.counter && (o.counter.dtype !== 'i32' || o.counter.numel < B * Hq))
-    throw new Error(`${op}: counter must be i32 with at least batch x headsQ = ${B * Hq} elements, got ${o.counter.dtype} [${o.counter.shape.join(', ')}]`);
+  attentionArgs(op, lens, o);
   const out = output(op, o.out, [B, Hq, D], dt, dev);
   native.ropeKvAttentionDecode(out.native, qkv.native, kCache.native, vCache.native, pos.native, lens.native, freqs?.native ?? null, o.counter?.native ?? null, B, Hq, Hkv, D, qs, rot, o.rope?.theta ?? 10000, kB, kT, maxLen, o.scale ?? 1 / Math.sqrt(D));
   return out;
