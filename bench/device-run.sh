@@ -1528,6 +1528,44 @@ for p in "${parts[@]}"; do
         env $v timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 16 2>&1 | tail -1 | sed "s/^/[7b ${v:-default}] /"
       done; done
       bash "$0" s26-j ;;
+    s31-d)
+      # The final build: the capture's shared workspaces (every slot) with only near-full-grid tiles launched early
+      # (matmul.cu's tile_pdl; S31-3's timelines: partial grids launched early ran 4-6 µs longer): every single-GPU
+      # test, then 7B at 1, 16, 64 and GPT-2 at 1 with and without the shared workspaces, and with every tile early
+      # (PARALLM_PDL_PARTIAL_TILE=1), two rounds alternating.
+      timeout 300 vitest run test/gpu > "$out/gpu-s31d.log" 2>&1; echo "vitest rc=$?"; grep -E "×|Test Files|Tests |Duration" "$out/gpu-s31d.log" | head -30
+      for r in 1 2; do for v in "" PARALLM_CAPTURE_WORKSPACE=0 PARALLM_PDL_PARTIAL_TILE=1; do
+        env $v timeout 90 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16,64 2>&1 | tail -3 | sed "s/^/[7b ${v:-default} r$r] /"
+      done; done
+      timeout 30 node dist/cli/index.js bench generate --model gpt2 --batch 1 2>&1 | tail -1 | sed "s/^/[gpt2] /" ;;
+    s31-c)
+      # The kernel timelines (a PARALLM_TRACE build, .device/trace.txz) of 7B's step at batch 64 and 16 with every slot
+      # of the capture's workspaces shared (the default) and with the split-K partials alone (S31-2: batch 64 lost
+      # 3.6% once the scratch was shared too, batch 16 gained 0.7%); each report the mean over the rings' steps.
+      mkdir -p /tmp/tr && tar -xJf .device/trace.txz -C /tmp/tr && cp /tmp/tr/build/Release/parallm.node build/Release/parallm.node
+      for b in 64 16; do for v in "" PARALLM_CAPTURE_WORKSPACE=splitk; do
+        tag="b$b-${v#PARALLM_CAPTURE_WORKSPACE=}"; tag=${tag%-}
+        env $v PARALLM_TRACE_OUT=/tmp/trace.csv timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch $b 2>&1 | tail -1 | sed "s/^/[trace $tag] /"
+        timeout 90 node bench/trace-report.mjs /tmp/trace.csv --mean > "$out/report-$tag.txt" 2>&1; echo "report $tag rc=$?"; rm -f /tmp/trace.csv
+      done; done ;;
+    s31-b)
+      # Which of the capture's shared slots costs 7B batch 64 (S31-1: -4.2% with all, +1.4% at 16, +2.6% at 1):
+      # PARALLM_CAPTURE_WORKSPACE naming the slots shared, two rounds alternating.
+      for r in 1 2; do for v in "" PARALLM_CAPTURE_WORKSPACE=0 PARALLM_CAPTURE_WORKSPACE=splitk PARALLM_CAPTURE_WORKSPACE=attn,rows,argmax,layer,scratch PARALLM_CAPTURE_WORKSPACE=splitk,scratch PARALLM_CAPTURE_WORKSPACE=splitk,attn; do
+        env $v timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 16,64 2>&1 | tail -2 | sed "s/^/[7b ${v:-default} r$r] /"
+      done; done ;;
+    s31-a)
+      # Twenty-sixth session: the capture's shared workspaces (native/cuda/workspace.h: a graph's split-K partials,
+      # attention partials, argmax winners and scratch in buffers its capture allocates once, so no allocation or free
+      # node stands between two kernels and every W-as-A tile may launch with PDL; PARALLM_CAPTURE_WORKSPACE=0 the
+      # allocation and free per call, as before) and the largest shared-memory carveout on every PDL launch
+      # (PARALLM_CARVEOUT_MAX=1, a trial): the decode and model GPU tests, then 7B at 1, 16, 64 and GPT-2 at 1, 16 in
+      # the three settings, two rounds alternating.
+      timeout 240 vitest run test/gpu/decode.gpu.test.ts test/gpu/models.gpu.test.ts > "$out/gpu-s31a.log" 2>&1; echo "vitest decode+models rc=$?"; grep -E "×|Test Files|Tests |Duration" "$out/gpu-s31a.log" | head -20
+      for r in 1 2; do for v in "" PARALLM_CAPTURE_WORKSPACE=0 PARALLM_CARVEOUT_MAX=1; do
+        env $v timeout 90 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16,64 2>&1 | tail -3 | sed "s/^/[7b ${v:-default} r$r] /"
+        env $v timeout 40 node dist/cli/index.js bench generate --model gpt2 --batch 1,16 2>&1 | tail -2 | sed "s/^/[gpt2 ${v:-default} r$r] /"
+      done; done ;;
     s30-e)
       # The session's final build against compiled PyTorch at each of issue 13's decode floors in one call: parallm's
       # figures, then the peer at 7B batch 16, 64 and 1 and GPT-2 batch 1 (its compile apart), parallm at 16 again.

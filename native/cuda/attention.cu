@@ -50,6 +50,7 @@
 #include "launch.cuh"
 #include "kernels.h"
 #include "rope_common.cuh"
+#include "workspace.h"
 
 namespace parallm::cuda {
 namespace attn_detail {
@@ -777,13 +778,11 @@ void decode_launch(cudaStream_t st, bool aligned, const void* q, const void* k, 
                 " exceed the grid");
   const int nsplit = dg.dc.n, chunk = dg.dc.keys;
 
-  float* part = nullptr;
   const int64_t rows = int64_t(B) * Hq;
   const size_t part_bytes = nsplit > 1 ? sizeof(float) * size_t(rows) * nsplit * (D + 2) : 0;
-  if (nsplit > 1)  // stream-ordered, so a captured graph gets its own allocation node
-    PARALLM_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&part), part_bytes, st),
-                       "attention_decode: workspace of ", part_bytes, " bytes (B=", B, " Hq=", Hq, " D=", D,
-                       " splits=", nsplit, ")");
+  const Workspace w = workspace_acquire(st, kWsAttnPartials, part_bytes, "attention_decode (B=", B, " Hq=", Hq, " D=", D,
+                                        " splits=", nsplit, ")");
+  float* part = static_cast<float*>(w.p);
   float* part_o = part;
   float* part_ml = part ? part + size_t(rows) * nsplit * D : nullptr;
   dim3 grid(nsplit, Hkv * nsub, B);
@@ -816,13 +815,13 @@ void decode_launch(cudaStream_t st, bool aligned, const void* q, const void* k, 
                      "attention_decode B=", B, " Hq=", Hq, " Hkv=", Hkv, " D=", D, " max_len=", max_len,
                      " splits=", nsplit);
   if (nsplit > 1 && counter) {  // (the split kernel's last block a head group merged the chunks)
-    PARALLM_CUDA_CHECK(cudaFreeAsync(part, st), "attention_decode: free workspace");
+    PARALLM_CUDA_CHECK(workspace_release(st, w), "attention_decode: free workspace");
   } else if (nsplit > 1) {
     PARALLM_CUDA_CHECK(launch_pdl_small(decode_combine<T>, dim3(unsigned(rows)), dim3(128), 0, st,
                                         static_cast<const float*>(part_o), static_cast<const float*>(part_ml), lens,
                                         static_cast<T*>(out), Hq, D, max_len, chunk, nsplit),
                        "attention_decode combine B=", B, " Hq=", Hq, " D=", D, " splits=", nsplit);
-    PARALLM_CUDA_CHECK(cudaFreeAsync(part, st), "attention_decode: free workspace");
+    PARALLM_CUDA_CHECK(workspace_release(st, w), "attention_decode: free workspace");
   }
 }
 
@@ -1061,16 +1060,16 @@ void rope_kv_attention_decode(cudaStream_t st, DType dt, const void* qkv, void* 
     // More than one block a kv head (decode_heads): each would read the new rows before one has written
     // them. The two launches, on a copy of the rows (qkv is only read).
     const int64_t W3 = int64_t(Hq + 2 * Hkv) * D, es = int64_t(dtype_size(dt));
-    void* rows = nullptr;
     const size_t bytes = size_t(B) * size_t(W3 * es);
-    PARALLM_CUDA_CHECK(cudaMallocAsync(&rows, bytes, st), "rope_kv_attention_decode: copy of the rows, ", bytes,
-                       " bytes (B=", B, " Hq=", Hq, " Hkv=", Hkv, " D=", D, ")");
+    const Workspace w = workspace_acquire(st, kWsAttnRows, bytes, "rope_kv_attention_decode: copy of the rows (B=", B,
+                                          " Hq=", Hq, " Hkv=", Hkv, " D=", D, ")");
+    void* rows = w.p;
     PARALLM_CUDA_CHECK(cudaMemcpy2DAsync(rows, size_t(W3 * es), qkv, size_t(qkv_stride * es), size_t(W3 * es), size_t(B),
                                          cudaMemcpyDeviceToDevice, st),
                        "rope_kv_attention_decode: copy of the rows (B=", B, ")");
     rope_kv_write(st, dt, rows, kc, vc, pos, B, Hq, Hkv, D, W3, rot_dim, theta, freqs, kv_bstride, kv_tstride, max_len);
     attention_decode(st, dt, rows, kc, vc, lens, out, B, Hq, Hkv, D, W3, kv_bstride, kv_tstride, max_len, scale, counter);
-    PARALLM_CUDA_CHECK(cudaFreeAsync(rows, st), "rope_kv_attention_decode: free the copy (B=", B, ")");
+    PARALLM_CUDA_CHECK(workspace_release(st, w), "rope_kv_attention_decode: free the copy (B=", B, ")");
     return;
   }
   const float sl2 = scale * kLog2e;

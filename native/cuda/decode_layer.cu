@@ -53,6 +53,7 @@
 #include "common.cuh"
 #include "kernels.h"
 #include "launch.cuh"
+#include "workspace.h"
 
 namespace parallm::cuda {
 namespace dl {
@@ -698,16 +699,16 @@ void launch(cudaStream_t st, Params p, const char* what) {
   const size_t qb = up(size_t(p.B) * p.C * 2), ab = up(size_t(p.B) * 4 * p.C * 2),
                pb = up(size_t(p.B) * p.H * p.nsplit * (D + 2) * 4), tb = up(size_t(p.B) * p.C * 2),
                db = up(size_t(p.B) * p.H * 4);
-  void* ws = nullptr;
   const size_t wsb = qb + ab + pb + tb + db;
-  PARALLM_CUDA_CHECK(cudaMallocAsync(&ws, wsb, st), what, ": workspace of ", wsb, " bytes");
+  const Workspace w = workspace_acquire(st, kWsDecodeLayer, wsb, what);
+  void* ws = w.p;
   p.q = static_cast<bf16*>(ws);
   p.a = reinterpret_cast<bf16*>(static_cast<char*>(ws) + qb);
   p.part = reinterpret_cast<float*>(static_cast<char*>(ws) + qb + ab);
   p.att = reinterpret_cast<bf16*>(static_cast<char*>(ws) + qb + ab + pb);
   p.done = reinterpret_cast<unsigned*>(static_cast<char*>(ws) + qb + ab + pb + tb);
   const cudaError_t e = launch_cooperative(kern, dim3(unsigned(grid)), dim3(kThreads), smem, st, p);
-  const cudaError_t ef = cudaFreeAsync(ws, st);
+  const cudaError_t ef = workspace_release(st, w);
   PARALLM_CUDA_CHECK(e, what, " (cooperative launch of ", grid, " blocks, ", smem, " bytes of shared memory)");
   PARALLM_CUDA_CHECK(ef, what, ": free workspace");
 }

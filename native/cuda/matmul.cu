@@ -37,6 +37,7 @@
 #include "matmul_sm80.cuh"
 #include "matmul_sm90.cuh"
 #include "matmul_sm90_wtile.cuh"
+#include "workspace.h"
 
 namespace parallm::cuda {
 
@@ -183,6 +184,17 @@ bool sm90_pdl(int cw) {
   static const bool tile = env_not_off("PARALLM_PDL_TILE");
   static const bool all = env_on("PARALLM_PDL_GEMM");
   return all || (cw == 1 && tile);
+}
+// Whether a tile of `grid` blocks (at most one an SM) itself launches with PDL, its split-K reduce launching with it
+// either way: only where the grid takes nearly every SM (7/8 of them). Launched early, a partial grid's blocks land on
+// whichever SMs free first, not spread over the GPCs as a launch on idle SMs spreads them: 7B's batch-64 64-row tiles
+// (48-86 blocks on 132 SMs) each ran 4-6 µs longer after their wait once nothing kept them from launching early
+// (S31-3, the capture's shared workspaces: workspace.h), where the W-as-A tiles of batch 16 (128-132 blocks) gained.
+// PARALLM_PDL_PARTIAL_TILE=1 launches every tile early (a timing knob).
+int device_sms();
+bool tile_pdl(int grid) {
+  static const bool partial = env_on("PARALLM_PDL_PARTIAL_TILE");
+  return partial || int64_t(grid) * 8 >= int64_t(device_sms()) * 7;
 }
 
 // Whether a GEMV-sized product (M <= 16, B^T) goes to the sm90 64-row tile on compute capability 9.0
@@ -406,7 +418,8 @@ bool reduce_swiglu_on() {
 // NORM_OK and a.post's norm possible there, splitk_reduce_norm (post->done set), or with a.swiglu,
 // splitk_reduce_swiglu (swiglu->done set).
 template <typename T, bool NORM_OK>
-void reduce_slices(const Args& a, float* ws, int splits, bool pdl, const char* what) {
+void reduce_slices(const Args& a, const Workspace& w, int splits, bool pdl, const char* what) {
+  const float* ws = static_cast<const float*>(w.p);
   bool reduced = false;
   if constexpr (NORM_OK && std::is_same_v<T, __nv_bfloat16>) {
     if (const PostNorm* pn = a.post; reduce_norm_ok(a)) {
@@ -454,7 +467,7 @@ void reduce_slices(const Args& a, float* ws, int splits, bool pdl, const char* w
                                         static_cast<T*>(a.C), a.M, a.N, a.alpha, a.beta, a.pair_ok),
                        PARALLM_MM_WHERE(a, what), " split-K reduce");
   }
-  PARALLM_CUDA_CHECK(cudaFreeAsync(ws, a.stream), PARALLM_MM_WHERE(a, what), ": split-K workspace free");
+  PARALLM_CUDA_CHECK(workspace_release(a.stream, w), PARALLM_MM_WHERE(a, what), ": split-K workspace free");
 }
 
 template <typename T, bool TA, bool TB, int CW>
@@ -474,20 +487,19 @@ void launch_sm90_t(const Args& a, const CUtensorMap& mA, const CUtensorMap& mB) 
                         g_tma_store.load(std::memory_order_relaxed) && make_tensor_map(&mC, a.dt, a.C, a.N, a.M, 64, 64);
   const int units = tiles * splits;
   const int grid = std::min(units, device_sms());  // persistent: one block per SM at most
-  float* ws = nullptr;
-  const size_t ws_bytes = size_t(splits) * size_t(a.M) * size_t(a.N) * sizeof(float);
-  if (splits > 1)
-    // Stream-ordered, so a captured graph owns its workspace (as attention_decode's does).
-    PARALLM_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&ws), ws_bytes, a.stream),
-                       PARALLM_MM_WHERE(a, what), ": split-K workspace of ", ws_bytes, " bytes for ", splits, " slices");
+  // A captured graph owns its workspace, one buffer its split-K products share (workspace.h).
+  const size_t ws_bytes = splits > 1 ? size_t(splits) * size_t(a.M) * size_t(a.N) * sizeof(float) : 0;
+  const Workspace w = workspace_acquire(a.stream, kWsSplitK, ws_bytes, PARALLM_MM_WHERE(a, what), ": split-K for ",
+                                        splits, " slices");
+  float* ws = static_cast<float*>(w.p);
   // The kernel may launch with PDL, as the GEMVs do (pdl.cuh): its launch and set-up overlap the kernel before;
   // so does the split-K reduce's launch. By sm90_pdl: the 64-row tile's by default.
   const bool pdl = sm90_pdl(CW) && pdl_allows(1);
-  PARALLM_CUDA_CHECK(launch_maybe_pdl(pdl, kern, dim3(unsigned(grid)), dim3(Sh::THREADS), Sh::SMEM, a.stream, mA, mB, mC,
+  PARALLM_CUDA_CHECK(launch_maybe_pdl(pdl && tile_pdl(grid), kern, dim3(unsigned(grid)), dim3(Sh::THREADS), Sh::SMEM, a.stream, mA, mB, mC,
                                       store_tma, static_cast<const T*>(a.bias), static_cast<T*>(a.C), a.M, a.N, a.K,
                                       a.alpha, a.beta, tm, tn, a.pair_ok, splits, ws),
                      PARALLM_MM_WHERE(a, what));
-  if (splits > 1) reduce_slices<T, CW == 1>(a, ws, splits, pdl, what);
+  if (splits > 1) reduce_slices<T, CW == 1>(a, w, splits, pdl, what);
 }
 
 // The register GEMV (matmul_gemv.cuh). NORM (mm::NORM_RMS / NORM_LN) and EPI (mm::EPI_SWIGLU / EPI_GELU):
@@ -750,14 +762,13 @@ void launch_sm90w_t(const Args& a, const CUtensorMap& mW, const CUtensorMap& mX)
   const int splits = sm90w_splits(tiles, nk, a.M, a.N);
   const int units = tiles * splits;
   const int grid = std::min(units, device_sms());
-  float* ws = nullptr;
-  const size_t ws_bytes = size_t(splits) * size_t(a.M) * size_t(a.N) * sizeof(float);
-  if (splits > 1)
-    PARALLM_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&ws), ws_bytes, a.stream),
-                       PARALLM_MM_WHERE(a, what), ": split-K workspace of ", ws_bytes, " bytes for ", splits, " slices");
+  const size_t ws_bytes = splits > 1 ? size_t(splits) * size_t(a.M) * size_t(a.N) * sizeof(float) : 0;
+  const Workspace w = workspace_acquire(a.stream, kWsSplitK, ws_bytes, PARALLM_MM_WHERE(a, what), ": split-K for ",
+                                        splits, " slices");
+  float* ws = static_cast<float*>(w.p);
   const bool pdl = sm90_pdl(1) && pdl_allows(1);
   if (!wtile_skip(a, false))
-    PARALLM_CUDA_CHECK(launch_maybe_pdl(pdl, kern, dim3(unsigned(grid)), dim3(Sh::THREADS), Sh::SMEM, a.stream, mW, mX,
+    PARALLM_CUDA_CHECK(launch_maybe_pdl(pdl && tile_pdl(grid), kern, dim3(unsigned(grid)), dim3(Sh::THREADS), Sh::SMEM, a.stream, mW, mX,
                                         static_cast<const T*>(a.bias), static_cast<T*>(a.C), a.M, a.N, a.K, a.alpha,
                                         a.beta, tiles, splits, ws),
                        PARALLM_MM_WHERE(a, what));
@@ -765,10 +776,10 @@ void launch_sm90w_t(const Args& a, const CUtensorMap& mW, const CUtensorMap& mX)
     if (a.post) a.post->done = true;
     if (a.swiglu) a.swiglu->done = true;
     if (a.rope) a.rope->done = true;
-    PARALLM_CUDA_CHECK(cudaFreeAsync(ws, a.stream), PARALLM_MM_WHERE(a, what), ": split-K workspace free");
+    PARALLM_CUDA_CHECK(workspace_release(a.stream, w), PARALLM_MM_WHERE(a, what), ": split-K workspace free");
     return;
   }
-  if (splits > 1) reduce_slices<T, true>(a, ws, splits, pdl, what);
+  if (splits > 1) reduce_slices<T, true>(a, w, splits, pdl, what);
 }
 
 // The W-as-A tile for X [M][K] (M <= 64) and W [N][K] (transB), X's rows padded to the next of 8, 16, 32, 64;
@@ -808,19 +819,25 @@ void run16(const Args& a) {
   if (tiles16) launch_sm80<T, true>(a); else launch_sm80<T, false>(a);
 }
 
-// fn(scratch) with `bytes` of stream-ordered scratch (a captured graph gets its own allocation node), freed
-// once fn's launches are queued, or when fn throws; `what...` names the call in an error.
+// fn(scratch) with `bytes` of scratch (workspace.h: stream-ordered, or under a capture the capture's buffer for
+// this nesting depth), freed once fn's launches are queued, or when fn throws; `what...` names the call in an error.
+thread_local int t_scratch_depth = 0;
 template <class Fn, class... What>
 void with_scratch(cudaStream_t stream, size_t bytes, Fn&& fn, const What&... what) {
-  void* p = nullptr;
-  PARALLM_CUDA_CHECK(cudaMallocAsync(&p, bytes, stream), what..., ": scratch of ", bytes, " bytes");
+  const int slot = kWsScratch + t_scratch_depth;
+  const Workspace w = workspace_acquire(stream, slot < kWsSlots ? slot : kWsSlots, bytes, what..., " (scratch)");
+  struct Depth {
+    Depth() { ++t_scratch_depth; }
+    ~Depth() { --t_scratch_depth; }
+  };
   try {
-    fn(p);
+    Depth d;
+    fn(w.p);
   } catch (...) {
-    cudaFreeAsync(p, stream);
+    workspace_release(stream, w);
     throw;
   }
-  PARALLM_CUDA_CHECK(cudaFreeAsync(p, stream), what..., ": scratch free");
+  PARALLM_CUDA_CHECK(workspace_release(stream, w), what..., ": scratch free");
 }
 
 // C = X B^T + bias, then GELU when asked: in the register GEMV's epilogue where it applies (one launch),

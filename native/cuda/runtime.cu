@@ -12,6 +12,7 @@
 #include "../core/backend.h"
 #include "../core/errors.h"
 #include "check.h"
+#include "workspace.h"
 
 namespace parallm {
 
@@ -318,6 +319,7 @@ void capture_begin(int index) {
 void capture_end(int index, CUgraph_st** graph, CUgraphExec_st** exec, size_t* nodes) {
   std::string name = name_of(index);
   cudaStream_t s = cuda_activate({DeviceKind::CUDA, index});
+  cuda::capture_workspaces_free(s);  // (the graph owns the workspaces its kernels shared: workspace.h)
   const cudaError_t e = cudaStreamEndCapture(s, graph);
   // A capture an op invalidated also leaves its error as the thread's last one: clear it, or the next
   // launch's check would report it.

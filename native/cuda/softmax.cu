@@ -13,6 +13,7 @@
 #include "check.h"
 #include "common.cuh"
 #include "kernels.h"
+#include "workspace.h"
 
 namespace parallm::cuda {
 namespace {
@@ -263,16 +264,15 @@ void argmax_t(cudaStream_t s, const void* x, int32_t* out, int64_t R, int64_t C)
   if (C >= kArgSplitMin) {
     const int chunks = int((C + kArgChunk - 1) / kArgChunk);
     const size_t bytes = size_t(R) * size_t(chunks) * sizeof(Best);
-    Best* part = nullptr;  // stream-ordered, so a captured graph gets its own allocation node
-    PARALLM_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&part), bytes, s), "argmax: scratch of ", bytes,
-                       " bytes (R=", R, " C=", C, ")");
+    const Workspace w = workspace_acquire(s, kWsArgmax, bytes, "argmax (R=", R, " C=", C, ")");
+    Best* part = static_cast<Best*>(w.p);
     const dim3 grid(unsigned(chunks), unsigned(std::min<int64_t>(R, 65535)));
     argmax_chunk_kernel<T><<<grid, kArgThreads, 0, s>>>(xt, part, R, C, chunks);
     PARALLM_LAUNCH_CHECK("argmax: launch failed (R=", R, " C=", C, ", ", chunks, " chunks a row)");
     const unsigned merge_blocks = unsigned(std::min<int64_t>((R + 3) / 4, kMaxGrid));  // 4 warps a block
     argmax_merge_kernel<<<merge_blocks, 128, 0, s>>>(part, out, R, chunks);
     PARALLM_LAUNCH_CHECK("argmax: merge launch failed (R=", R, " C=", C, ", ", chunks, " chunks a row)");
-    PARALLM_CUDA_CHECK(cudaFreeAsync(part, s), "argmax: scratch free (R=", R, " C=", C, ")");
+    PARALLM_CUDA_CHECK(workspace_release(s, w), "argmax: scratch free (R=", R, " C=", C, ")");
     return;
   }
   // One pass, nothing cached: size the block as if each thread kept kCached loads anyway.

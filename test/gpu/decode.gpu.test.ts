@@ -826,3 +826,66 @@ describe.skipIf(gpus === 0)('decode of the tiny models on both GEMV kernels', ()
       m.dispose();
     });
 });
+
+describe.skipIf(gpus === 0)("a captured graph's shared workspaces (native/cuda/workspace.h)", () => {
+  afterEach(() => native.testing.attentionDecodeSplits(-1));
+
+  // Under a capture, the split-K products share one buffer of partials, decode attention's chunk partials another,
+  // argmax's winners another, and nested scratch (rmsnormLinearSwiGLU's gate+up block, then its norm's rows) one a
+  // depth: allocated at first use, grown when a larger product comes (12288 then 22016 columns), freed at the
+  // capture's end. The replays, each with fresh inputs, must give the bits of the same ops run uncaptured (each call
+  // its own allocation), so no product read partials another one wrote.
+  it('split-K products, nested scratch, chunked decode attention and argmax replay with the bits of the ops uncaptured', () => {
+    const s = seed();
+    const M = 16, K = 4096, V = 32000;
+    const x = randT([M, K], 'bf16', dev, s);
+    const w1 = randT([12288, K], 'bf16', dev, s + 1, -0.05, 0.05);
+    const w2 = randT([22016, K], 'bf16', dev, s + 2, -0.05, 0.05);
+    const w3 = randT([K, 12288], 'bf16', dev, s + 3, -0.05, 0.05);
+    const g = randT([K], 'bf16', dev, s + 4, 0.5, 1.5);
+    const wv = randT([V, K], 'bf16', dev, s + 5, -0.05, 0.05);
+    const [B, Hq, Hkv, D, maxLen] = [M, 32, 8, 128, 1024];
+    const kc = randT([B, maxLen, Hkv, D], 'bf16', dev, s + 6);
+    const vc = randT([B, maxLen, Hkv, D], 'bf16', dev, s + 7);
+    const L = Tensor.from(Array.from({ length: B }, (_, i) => 1 + ((i * 97) % maxLen)), [B], { dtype: 'i32', device: dev });
+    const outs = {
+      y1: poisoned([M, 12288], 'bf16', dev),
+      y2: poisoned([M, 22016], 'bf16', dev),
+      y3: poisoned([M, K], 'bf16', dev),
+      sw: poisoned([M, 11008], 'bf16', dev),
+      att: poisoned([B, Hq, D], 'bf16', dev),
+      logits: poisoned([M, V], 'bf16', dev),
+      ids: poisoned([M], 'i32', dev),
+    };
+    const step = () => {
+      ops.matmul(x.t, w1.t, { transB: true, out: outs.y1 });
+      ops.matmul(x.t, w2.t, { transB: true, out: outs.y2 }); // a larger buffer of partials
+      ops.matmul(outs.y1, w3.t, { transB: true, out: outs.y3 }); // the first product's output, K cut again
+      ops.rmsnormLinearSwiGLU(outs.y3, g.t, w2.t, { eps: 1e-5, out: outs.sw });
+      const q = outs.y1.view(0, [B, Hq, D]);
+      ops.attentionDecode(q, kc.t, vc.t, L, { batch: B, headsQ: Hq, headsKv: Hkv, headDim: D, maxLen, out: outs.att });
+      q.dispose();
+      ops.matmul(outs.y3, wv.t, { transB: true, out: outs.logits });
+      ops.argmax(outs.logits, outs.ids);
+    };
+    const read = () => Object.values(outs).map((t) => t.toArray());
+    native.testing.attentionDecodeSplits(4);
+    const graph = capture(dev, step);
+    for (const r of [0, 1]) {
+      x.t.write(uniformArray(M * K, s + 10 + r, -1, 1));
+      Object.values(outs).forEach((t) => t.write(new Array(t.numel).fill(t.dtype === 'i32' ? -123456789 : NaN)));
+      graph.replay();
+      const replayed = read();
+      step();
+      const eager = read();
+      for (const [i, name] of Object.keys(outs).entries()) {
+        finite(replayed[i]!, `replay ${r}: ${name}`);
+        let diff = 0;
+        for (let j = 0; j < eager[i]!.length; j++) if (replayed[i]![j] !== eager[i]![j]) diff++;
+        expect(diff, `seed ${s}, replay ${r}: ${name} elements differing from the uncaptured ops`).toBe(0);
+      }
+    }
+    graph.dispose();
+    [x.t, w1.t, w2.t, w3.t, g.t, wv.t, kc.t, vc.t, L, ...Object.values(outs)].forEach((t) => t.dispose());
+  });
+});

@@ -26,7 +26,7 @@ describe.skipIf(!gxx || !headers)('the persistent decode-layer kernel on the hos
       const k = join(dir, 'cuda');
       mkdirSync(k);
       symlinkSync(join(native, 'core'), join(dir, 'core'));
-      for (const f of ['check.h', 'common.cuh', 'pdl.cuh', 'kernels.h']) copyFileSync(join(src, f), join(k, f));
+      for (const f of ['check.h', 'common.cuh', 'pdl.cuh', 'kernels.h', 'workspace.h']) copyFileSync(join(src, f), join(k, f));
       for (const f of ['launch.cuh', 'emu.h', 'decode_layer_emu.cc', 'cuda_stubs.cc']) copyFileSync(join(src, 'emu', f), join(k, f));
       copyFileSync(join(src, 'decode_layer.cu'), join(k, 'decode_layer.cc'));
       const exe = join(dir, 'decode_layer_emu');

@@ -26,3 +26,9 @@ cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr a, int) { *v = a == cu
 namespace parallm {
 bool frozen_weights() { return false; }
 }  // namespace parallm
+
+// workspace.h's captured buffers: the emulation never captures, so every call allocates its own.
+namespace parallm::cuda {
+void* capture_workspace(cudaStream_t, int, size_t, const char*) { return nullptr; }
+void capture_workspaces_free(cudaStream_t) {}
+}  // namespace parallm::cuda

@@ -76,7 +76,8 @@ fi
 # The other training kernels: their .cu files (and reduce.cuh) with launches rewritten (rewrite.py).
 mkdir -p "$tmp"/k/cuda
 ln -s "$here"/../../core "$tmp"/k/core
-cp "$here"/../check.h "$here"/../common.cuh "$here"/../pdl.cuh "$here"/../kernels.h "$here"/../rope_common.cuh "$here"/launch.cuh "$tmp"/k/cuda/
+cp "$here"/../check.h "$here"/../common.cuh "$here"/../pdl.cuh "$here"/../kernels.h "$here"/../rope_common.cuh "$here"/../workspace.h \
+   "$here"/launch.cuh "$tmp"/k/cuda/
 python3 "$here"/rewrite.py "$here"/../reduce.cuh "$tmp"/k/cuda/reduce.cuh
 objs=()
 pids=()
@@ -99,8 +100,8 @@ g++ -std=c++20 -O2 -pthread -I"$cuda"/include -I"$tmp"/k/cuda -I"$here" "$here"/
 [ "${1:-}" = training ] && exit 0
 mkdir -p "$tmp"/dl/cuda
 ln -s "$here"/../../core "$tmp"/dl/core
-cp "$here"/../check.h "$here"/../common.cuh "$here"/../pdl.cuh "$here"/../kernels.h "$here"/launch.cuh "$here"/emu.h \
-   "$here"/decode_layer_emu.cc "$here"/cuda_stubs.cc "$tmp"/dl/cuda/
+cp "$here"/../check.h "$here"/../common.cuh "$here"/../pdl.cuh "$here"/../kernels.h "$here"/../workspace.h "$here"/launch.cuh \
+   "$here"/emu.h "$here"/decode_layer_emu.cc "$here"/cuda_stubs.cc "$tmp"/dl/cuda/
 cp "$here"/../decode_layer.cu "$tmp"/dl/cuda/decode_layer.cc
 g++ -std=c++20 -O2 -fno-strict-aliasing -pthread -w -I"$cuda"/include -include "$tmp"/dl/cuda/emu.h -I"$tmp"/dl/cuda \
   "$tmp"/dl/cuda/decode_layer.cc "$tmp"/dl/cuda/decode_layer_emu.cc "$tmp"/dl/cuda/cuda_stubs.cc -o "$tmp"/decode_layer_emu
