@@ -1528,6 +1528,17 @@ for p in "${parts[@]}"; do
         env $v timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 16 2>&1 | tail -1 | sed "s/^/[7b ${v:-default}] /"
       done; done
       bash "$0" s26-j ;;
+    s31-e)
+      # s31-d cut to the device time left: every single-GPU test on the final build, 7B at 1, 16, 64, batch 64 without
+      # the shared workspaces and with every tile early, GPT-2 at 1, then the compiled-PyTorch peer at 7B batch 16 with
+      # parallm before and after it.
+      timeout 300 vitest run test/gpu > "$out/gpu-s31e.log" 2>&1; echo "vitest rc=$?"; grep -E "×|Test Files|Tests |Duration" "$out/gpu-s31e.log" | head -30
+      timeout 90 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16,64 2>&1 | tail -3 | sed "s/^/[7b default] /"
+      for v in PARALLM_CAPTURE_WORKSPACE=0 PARALLM_PDL_PARTIAL_TILE=1; do
+        env $v timeout 40 node dist/cli/index.js bench generate --model llama-2-7b --batch 64 2>&1 | tail -1 | sed "s/^/[7b $v] /"
+      done
+      timeout 30 node dist/cli/index.js bench generate --model gpt2 --batch 1 2>&1 | tail -1 | sed "s/^/[gpt2] /"
+      bash "$0" s26-j ;;
     s31-d)
       # The final build: the capture's shared workspaces (every slot) with only near-full-grid tiles launched early
       # (matmul.cu's tile_pdl; S31-3's timelines: partial grids launched early ran 4-6 µs longer): every single-GPU
