@@ -414,9 +414,9 @@ bool reduce_swiglu_on() {
   return v;
 }
 
-// The second pass of a split-K product (ws [splits][M][N] of f32 partials, freed here): splitk_reduce, or with
-// NORM_OK and a.post's norm possible there, splitk_reduce_norm (post->done set), or with a.swiglu,
-// splitk_reduce_swiglu (swiglu->done set).
+// The second pass of a split-K product (w: ws [splits][M][N] of f32 partials, released here: workspace.h):
+// splitk_reduce, or with NORM_OK and a.post's norm possible there, splitk_reduce_norm (post->done set), or with
+// a.swiglu, splitk_reduce_swiglu (swiglu->done set).
 template <typename T, bool NORM_OK>
 void reduce_slices(const Args& a, const Workspace& w, int splits, bool pdl, const char* what) {
   const float* ws = static_cast<const float*>(w.p);

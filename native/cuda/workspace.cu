@@ -48,30 +48,32 @@ size_t rounded(size_t bytes) {
 
 }  // namespace
 
-void* capture_workspace(cudaStream_t st, int slot, size_t bytes, const char* op) {
-  if (!bytes || slot < 0 || slot >= kWsSlots || !enabled(slot)) return nullptr;
+cudaError_t capture_workspace(cudaStream_t st, int slot, size_t bytes, void** p, bool* captured) {
+  *captured = false;
+  if (!bytes || slot < 0 || slot >= kWsSlots || !enabled(slot)) return cudaSuccess;
   cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
   unsigned long long id = 0;
   if (cudaStreamGetCaptureInfo(st, &cs, &id) != cudaSuccess) {
     cudaGetLastError();  // (the caller's own allocation then reports what is wrong with the stream)
-    return nullptr;
+    return cudaSuccess;
   }
-  if (cs != cudaStreamCaptureStatusActive) return nullptr;
+  if (cs != cudaStreamCaptureStatusActive) return cudaSuccess;
+  *captured = true;
   std::lock_guard<std::mutex> lock(g_mu);
   Held* h = nullptr;
   for (Held& x : g_held)
     if (x.capture == id && x.stream == st && x.slot == slot) h = &x;
-  if (h && bytes <= h->bytes) return h->p;
+  if (h && bytes <= h->bytes) return *p = h->p, cudaSuccess;
   const size_t want = rounded(bytes);
-  void* p = nullptr;
-  PARALLM_CUDA_CHECK(cudaMallocAsync(&p, want, st), op, ": captured workspace of ", want, " bytes (slot ", slot, ")");
+  const cudaError_t e = cudaMallocAsync(p, want, st);
+  if (e != cudaSuccess) return e;
   if (h) {
     g_retired.push_back(*h);
-    h->p = p, h->bytes = want;
+    h->p = *p, h->bytes = want;
   } else {
-    g_held.push_back({id, st, slot, p, want});
+    g_held.push_back({id, st, slot, *p, want});
   }
-  return p;
+  return cudaSuccess;
 }
 
 void capture_workspaces_free(cudaStream_t origin) {

@@ -34,9 +34,10 @@ enum WsSlot : int {
   kWsSlots = 12,
 };
 
-// The capture's buffer of at least `bytes` for (stream, slot), allocated (stream-ordered, inside the capture) at
-// the first call or when a larger one is asked; null when `st` is not capturing or the switch is off.
-void* capture_workspace(cudaStream_t st, int slot, size_t bytes, const char* op);
+// Into *p the capture's buffer of at least `bytes` for (stream, slot), allocated (stream-ordered, inside the capture)
+// at the first call or when a larger one is asked; *captured false (and nothing done) when `st` is not capturing or
+// the slot is not shared. Returns the allocation's error.
+cudaError_t capture_workspace(cudaStream_t st, int slot, size_t bytes, void** p, bool* captured);
 // Frees (stream-ordered on `origin`, the stream the capture began on, after every forked stream joined it) each
 // buffer capture_workspace gave the capture `origin` is in; before cudaStreamEndCapture. Errors are left for
 // cudaStreamEndCapture to report.
@@ -47,14 +48,19 @@ struct Workspace {
   bool owned = false;  // allocated for this call alone: workspace_release frees it
 };
 
-// `bytes` of scratch on `st` for slot `slot` (none when 0); `what...` names the call in an error.
+// `bytes` of scratch on `st` for slot `slot` (none when 0); `what...` names the call in an error, with the device.
 template <class... What>
 Workspace workspace_acquire(cudaStream_t st, int slot, size_t bytes, const What&... what) {
   Workspace w;
   if (!bytes) return w;
-  if ((w.p = capture_workspace(st, slot, bytes, "workspace"))) return w;
-  PARALLM_CUDA_CHECK(cudaMallocAsync(&w.p, bytes, st), what..., ": workspace of ", bytes, " bytes");
-  w.owned = true;
+  bool captured = false;
+  cudaError_t e = capture_workspace(st, slot, bytes, &w.p, &captured);
+  if (!captured) e = cudaMallocAsync(&w.p, bytes, st), w.owned = true;
+  if (e != cudaSuccess) {
+    int dev = -1;
+    cudaGetDevice(&dev);
+    PARALLM_CUDA_CHECK(e, what..., ": ", captured ? "the captured " : "", "workspace of ", bytes, " bytes on cuda:", dev);
+  }
   return w;
 }
 

@@ -29,6 +29,6 @@ bool frozen_weights() { return false; }
 
 // workspace.h's captured buffers: the emulation never captures, so every call allocates its own.
 namespace parallm::cuda {
-void* capture_workspace(cudaStream_t, int, size_t, const char*) { return nullptr; }
+cudaError_t capture_workspace(cudaStream_t, int, size_t, void**, bool* captured) { *captured = false; return cudaSuccess; }
 void capture_workspaces_free(cudaStream_t) {}
 }  // namespace parallm::cuda
