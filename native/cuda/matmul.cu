@@ -414,6 +414,13 @@ bool reduce_swiglu_on() {
   return v;
 }
 
+// A split-K product's f32 partials ws [splits][M][N] (none at one slice): under a capture the buffer its split-K
+// products share, else its own (workspace.h); reduce_slices releases it.
+Workspace splitk_workspace(const Args& a, int splits, const char* what) {
+  const size_t bytes = splits > 1 ? size_t(splits) * size_t(a.M) * size_t(a.N) * sizeof(float) : 0;
+  return workspace_acquire(a.stream, kWsSplitK, bytes, PARALLM_MM_WHERE(a, what), ": split-K for ", splits, " slices");
+}
+
 // The second pass of a split-K product (w: ws [splits][M][N] of f32 partials, released here: workspace.h):
 // splitk_reduce, or with NORM_OK and a.post's norm possible there, splitk_reduce_norm (post->done set), or with
 // a.swiglu, splitk_reduce_swiglu (swiglu->done set).
@@ -487,17 +494,15 @@ void launch_sm90_t(const Args& a, const CUtensorMap& mA, const CUtensorMap& mB) 
                         g_tma_store.load(std::memory_order_relaxed) && make_tensor_map(&mC, a.dt, a.C, a.N, a.M, 64, 64);
   const int units = tiles * splits;
   const int grid = std::min(units, device_sms());  // persistent: one block per SM at most
-  // A captured graph owns its workspace, one buffer its split-K products share (workspace.h).
-  const size_t ws_bytes = splits > 1 ? size_t(splits) * size_t(a.M) * size_t(a.N) * sizeof(float) : 0;
-  const Workspace w = workspace_acquire(a.stream, kWsSplitK, ws_bytes, PARALLM_MM_WHERE(a, what), ": split-K for ",
-                                        splits, " slices");
+  const Workspace w = splitk_workspace(a, splits, what);
   float* ws = static_cast<float*>(w.p);
   // The kernel may launch with PDL, as the GEMVs do (pdl.cuh): its launch and set-up overlap the kernel before;
   // so does the split-K reduce's launch. By sm90_pdl: the 64-row tile's by default.
   const bool pdl = sm90_pdl(CW) && pdl_allows(1);
-  PARALLM_CUDA_CHECK(launch_maybe_pdl(pdl && tile_pdl(grid), kern, dim3(unsigned(grid)), dim3(Sh::THREADS), Sh::SMEM, a.stream, mA, mB, mC,
-                                      store_tma, static_cast<const T*>(a.bias), static_cast<T*>(a.C), a.M, a.N, a.K,
-                                      a.alpha, a.beta, tm, tn, a.pair_ok, splits, ws),
+  PARALLM_CUDA_CHECK(launch_maybe_pdl(pdl && tile_pdl(grid), kern, dim3(unsigned(grid)), dim3(Sh::THREADS), Sh::SMEM,
+                                      a.stream, mA, mB, mC, store_tma, static_cast<const T*>(a.bias),
+                                      static_cast<T*>(a.C), a.M, a.N, a.K, a.alpha, a.beta, tm, tn, a.pair_ok, splits,
+                                      ws),
                      PARALLM_MM_WHERE(a, what));
   if (splits > 1) reduce_slices<T, CW == 1>(a, w, splits, pdl, what);
 }
@@ -762,15 +767,13 @@ void launch_sm90w_t(const Args& a, const CUtensorMap& mW, const CUtensorMap& mX)
   const int splits = sm90w_splits(tiles, nk, a.M, a.N);
   const int units = tiles * splits;
   const int grid = std::min(units, device_sms());
-  const size_t ws_bytes = splits > 1 ? size_t(splits) * size_t(a.M) * size_t(a.N) * sizeof(float) : 0;
-  const Workspace w = workspace_acquire(a.stream, kWsSplitK, ws_bytes, PARALLM_MM_WHERE(a, what), ": split-K for ",
-                                        splits, " slices");
+  const Workspace w = splitk_workspace(a, splits, what);
   float* ws = static_cast<float*>(w.p);
   const bool pdl = sm90_pdl(1) && pdl_allows(1);
   if (!wtile_skip(a, false))
-    PARALLM_CUDA_CHECK(launch_maybe_pdl(pdl && tile_pdl(grid), kern, dim3(unsigned(grid)), dim3(Sh::THREADS), Sh::SMEM, a.stream, mW, mX,
-                                        static_cast<const T*>(a.bias), static_cast<T*>(a.C), a.M, a.N, a.K, a.alpha,
-                                        a.beta, tiles, splits, ws),
+    PARALLM_CUDA_CHECK(launch_maybe_pdl(pdl && tile_pdl(grid), kern, dim3(unsigned(grid)), dim3(Sh::THREADS), Sh::SMEM,
+                                        a.stream, mW, mX, static_cast<const T*>(a.bias), static_cast<T*>(a.C), a.M,
+                                        a.N, a.K, a.alpha, a.beta, tiles, splits, ws),
                        PARALLM_MM_WHERE(a, what));
   if (splits > 1 && wtile_skip(a, true)) {  // (timing only: the reduce and what it carries left out)
     if (a.post) a.post->done = true;
@@ -824,8 +827,8 @@ void run16(const Args& a) {
 thread_local int t_scratch_depth = 0;
 template <class Fn, class... What>
 void with_scratch(cudaStream_t stream, size_t bytes, Fn&& fn, const What&... what) {
-  const int slot = kWsScratch + t_scratch_depth;
-  const Workspace w = workspace_acquire(stream, slot < kWsSlots ? slot : kWsSlots, bytes, what..., " (scratch)");
+  // (past the last slot, capture_workspace declines: the call allocates its own)
+  const Workspace w = workspace_acquire(stream, kWsScratch + t_scratch_depth, bytes, what..., " (scratch)");
   struct Depth {
     Depth() { ++t_scratch_depth; }
     ~Depth() { --t_scratch_depth; }
