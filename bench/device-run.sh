@@ -1528,6 +1528,46 @@ for p in "${parts[@]}"; do
         env $v timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 16 2>&1 | tail -1 | sed "s/^/[7b ${v:-default}] /"
       done; done
       bash "$0" s26-j ;;
+    s32-c)
+      # The 192-column tile against 256 on single products (PARALLM_TILE192=0: 256 always; =all: 192 always) at 8,192
+      # rows (GPT-2's linears at 64 sequences) and the dW products; GPT-2 generation at batch 64 (a prefill of 8,192
+      # rows) and LLaMA-1B training, each with the rule and with 256 only.
+      for v in "" PARALLM_TILE192=0 PARALLM_TILE192=all; do
+        env $v timeout 90 node dist/cli/index.js bench kernels --filter "gemm 8192x" "gemm 16384x" gemm-dw 2>&1 | grep -E "^ +gemm" | sed "s/^/[kernels ${v:-auto}] /"
+      done
+      for r in 1 2; do for v in "" PARALLM_TILE192=0; do
+        env $v timeout 60 node dist/cli/index.js bench generate --model gpt2 --batch 64 2>&1 | tail -1 | sed "s/^/[gpt2 gen ${v:-auto} r$r] /"
+        env $v timeout 120 node dist/cli/index.js bench train --model llama-1b --shapes 16x1024 --steps 10 2>&1 | tail -1 | sed "s/^/[llama-1b train ${v:-auto} r$r] /"
+      done; done ;;
+    s32-b)
+      # The 128-row tile 192 columns wide where its tiles fill the last round better (matmul.cu's sm90_width;
+      # PARALLM_TILE192=0 keeps 256): its kernel tests, the training and model GPU tests, GPT-2's dW products both ways,
+      # GPT-2 training at 64 and 128 sequences both ways (two rounds, alternating), and the op groups with it.
+      timeout 240 vitest run test/gpu/kernels.gpu.test.ts -t "192|weight-gradient|split-K|sm90|tensor-core|64-row" > "$out/gpu-s32b.log" 2>&1; echo "vitest kernels rc=$?"; grep -E "×|Test Files|Tests |Duration" "$out/gpu-s32b.log" | head -30
+      timeout 300 vitest run test/gpu/train.gpu.test.ts test/gpu/grad-references.gpu.test.ts test/gpu/train-graph.gpu.test.ts test/gpu/grad-kernels.gpu.test.ts test/gpu/models.gpu.test.ts > "$out/gpu-s32b-train.log" 2>&1; echo "vitest train+models rc=$?"; grep -E "×|Test Files|Tests |Duration" "$out/gpu-s32b-train.log" | head -30
+      for v in "" PARALLM_TILE192=0; do
+        env $v timeout 60 node dist/cli/index.js bench kernels --filter gemm-dw 2>&1 | grep -E "^ +gemm-dw" | sed "s/^/[dw ${v:-auto}] /"
+      done
+      for r in 1 2; do for v in "" PARALLM_TILE192=0; do
+        env $v timeout 90 node dist/cli/index.js bench train --model gpt2 --shapes 64x128,128x128 --steps 30 2>&1 | tail -2 | sed "s/^/[train ${v:-auto} r$r] /"
+      done; done
+      timeout 120 node dist/cli/index.js bench train --model gpt2 --shapes 64x128,128x128 --steps 20 --profile 2>&1 | tail -90 > "$out/train-profile-s32b.log"; echo "profile rc=$?"
+      PARALLM_TILE192=0 timeout 120 node dist/cli/index.js bench train --model gpt2 --shapes 64x128 --steps 20 --profile 2>&1 | tail -40 > "$out/train-profile-s32b-256.log"; echo "profile 256 rc=$?" ;;
+    s32-a)
+      # Twenty-seventh session: stream-K for the 128-row sm90 tile's weight-gradient products (matmul.cu's
+      # sm90_streamk, reverted after this call: bench/RESULTS.md S32-1; PARALLM_STREAMK=0 the wave rule's K slices, as
+      # before): its kernel tests and the training GPU
+      # tests, GPT-2's dW products both ways, GPT-2 training at 64 and 128 sequences both ways (two rounds,
+      # alternating), and the op groups with stream-K.
+      timeout 240 vitest run test/gpu/kernels.gpu.test.ts -t "stream-K|weight-gradient|split-K|sm90|tensor-core|64-row" > "$out/gpu-s32a.log" 2>&1; echo "vitest kernels rc=$?"; grep -E "×|Test Files|Tests |Duration" "$out/gpu-s32a.log" | head -30
+      timeout 300 vitest run test/gpu/train.gpu.test.ts test/gpu/grad-references.gpu.test.ts test/gpu/train-graph.gpu.test.ts test/gpu/grad-kernels.gpu.test.ts > "$out/gpu-s32a-train.log" 2>&1; echo "vitest train rc=$?"; grep -E "×|Test Files|Tests |Duration" "$out/gpu-s32a-train.log" | head -30
+      for v in "" PARALLM_STREAMK=0; do
+        env $v timeout 60 node dist/cli/index.js bench kernels --filter gemm-dw 2>&1 | grep -E "gemm-dw" | sed "s/^/[dw ${v:-streamk}] /"
+      done
+      for r in 1 2; do for v in "" PARALLM_STREAMK=0; do
+        env $v timeout 90 node dist/cli/index.js bench train --model gpt2 --shapes 64x128,128x128 --steps 30 2>&1 | tail -3 | sed "s/^/[train ${v:-streamk} r$r] /"
+      done; done
+      timeout 120 node dist/cli/index.js bench train --model gpt2 --shapes 64x128,128x128 --steps 20 --profile 2>&1 | tail -90 > "$out/train-profile-s32.log"; echo "profile rc=$?" ;;
     s31-e)
       # s31-d cut to the device time left: every single-GPU test on the final build, 7B at 1, 16, 64, batch 64 without
       # the shared workspaces and with every tile early, GPT-2 at 1, then the compiled-PyTorch peer at 7B batch 16 with

@@ -156,6 +156,17 @@ export interface NativeTestingHooks {
   /** The sm90 matmul's tile: -1 by M (the default: 64 rows up to M = 64, else 128), 64 or 128 forced. */
   matmulTileRows(rows: -1 | 64 | 128): void;
   /**
+   * The 128-row sm90 tile's width: -1 by the product (the default: matmulTileWidth's rule; PARALLM_TILE192=0 keeps
+   * 256, =all takes 192), 192 or 256 forced.
+   */
+  matmulTileCols(cols: -1 | 192 | 256): void;
+  /**
+   * The width (192 or 256 columns) the sm90 matmul gives the 128-row tile of an M x N product of `kTiles` k-tiles of
+   * 64 on `sms` SMs, cut in s256 or s192 K slices at each width (native/core/split_rule.h): a pure function, in every
+   * build.
+   */
+  matmulTileWidth(M: number, N: number, kTiles: number, sms: number, s256: number, s192: number): number;
+  /**
    * Which products the sm90 W-as-A tile takes (the weight as the wgmma's A operand, X's few rows as B): -1 the
    * dispatch's choice (PARALLM_WTILE's setting where set, else products of 9-16 rows with K >= 4096 and N x K >= 2^24), 0 none, 1 those of
    * at most 64 rows the 64-row tile would take, 2 also the GEMV's. No-op without CUDA.
@@ -236,7 +247,7 @@ export const NATIVE_KEYS = [
 ] as const satisfies readonly (keyof NativeBinding)[];
 
 /** Every name of NativeTestingHooks, held to the addon's `testing` object the same way. */
-export const NATIVE_TESTING_KEYS = ['matmulSplitK', 'matmulWaveSplits', 'matmulTmaStore', 'matmulTileRows', 'matmulWTile', 'matmulGemv', 'attentionDecodeSplits', 'attentionPrefillKernel', 'pdl', 'decodeLayerGrid'] as const satisfies readonly (keyof NativeTestingHooks)[];
+export const NATIVE_TESTING_KEYS = ['matmulSplitK', 'matmulWaveSplits', 'matmulTmaStore', 'matmulTileRows', 'matmulTileCols', 'matmulTileWidth', 'matmulWTile', 'matmulGemv', 'attentionDecodeSplits', 'attentionPrefillKernel', 'pdl', 'decodeLayerGrid'] as const satisfies readonly (keyof NativeTestingHooks)[];
 
 // A compile error names the keys of T missing from the list L.
 type ListsEvery<T, L extends readonly PropertyKey[]> = [Exclude<keyof T, L[number]>] extends [never] ? true : Exclude<keyof T, L[number]>;

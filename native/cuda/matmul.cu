@@ -45,6 +45,8 @@ namespace parallm::cuda {
 void matmul_sm90_splits(int n);
 // matmul_sm90_tile_rows: -1 chooses the sm90 tile by M (64 rows up to M = 64, else 128), 64 or 128 forces it.
 void matmul_sm90_tile_rows(int n);
+// matmul_sm90_tile_cols: -1 chooses the 128-row tile's width per product (sm90_width), 192 or 256 forces it.
+void matmul_sm90_tile_cols(int n);
 // matmul_gemv_path: -1 chooses (the register kernel, its load form by N: see launch_gemv_t), 0 the
 // same, 1 the pipelined one (with the fused rmsnorm_matmul kernels), 2 and 3 the pipelined one in the
 // alternative shapes of launch_gemv_pipe_any, 4 the register kernel's single-plain-load form at every N,
@@ -74,6 +76,7 @@ namespace {
 std::atomic<int> g_splits{-1};  // test hook: -1 = chosen per call, n = n K slices when possible
 std::atomic<int> g_tma_store{1};  // test hook: 0 = the sm90 epilogue stores C from registers
 std::atomic<int> g_tile_rows{-1};  // test / benchmark hook: see matmul_sm90_tile_rows
+std::atomic<int> g_tile_cols{-1};  // test / benchmark hook: see matmul_sm90_tile_cols
 std::atomic<int> g_gemv_path{-1};  // test / benchmark hook: see matmul_gemv_path
 std::atomic<int> g_wtile{-1};      // test / benchmark hook: see matmul_sm90_wtile
 // Which products of M rows the W-as-A tile takes (matmul_sm90_wtile.cuh; on compute capability 9.0, 16-bit,
@@ -396,6 +399,23 @@ int sm90_consumers(int64_t M) {
   return M <= 64 ? 1 : 2;
 }
 
+// The 128-row tile's width for a product: 192 or 256 columns by sm90_tile_width (core/split_rule.h), each width's K
+// slices as sm90_splits gives them. The matmulTileCols hook forces one; PARALLM_TILE192=0 keeps 256, =all takes 192
+// for every product (benchmarks: each width of one product side by side).
+int sm90_width(const Args& a) {
+  static const int mode = [] {
+    const char* e = std::getenv("PARALLM_TILE192");
+    return !e ? 1 : std::strcmp(e, "0") == 0 ? 0 : std::strcmp(e, "all") == 0 ? 2 : 1;
+  }();
+  const int forced = g_tile_cols.load(std::memory_order_relaxed);
+  if (forced == 192 || forced == 256) return forced;
+  if (mode != 1) return mode == 2 ? 192 : 256;
+  const int nk = (a.K + mm::S90_BK - 1) / mm::S90_BK, tm = (a.M + 127) / 128;
+  const int t256 = tm * ((a.N + 255) / 256), t192 = tm * ((a.N + 191) / 192);
+  return parallm::sm90_tile_width(a.M, a.N, nk, device_sms(), sm90_splits(t256, nk, a.M, a.N),
+                                  sm90_splits(t192, nk, a.M, a.N));
+}
+
 // Whether the 64-row tile's split-K reduce can also run a.post's norm (splitk_reduce_norm, bf16): rows of
 // whole 16-byte packs, at most kReduceNormMax columns (its row buffer in shared memory), C, h and the
 // norm's weights 16-byte aligned.
@@ -477,11 +497,11 @@ void reduce_slices(const Args& a, const Workspace& w, int splits, bool pdl, cons
   PARALLM_CUDA_CHECK(workspace_release(a.stream, w), PARALLM_MM_WHERE(a, what), ": split-K workspace free");
 }
 
-template <typename T, bool TA, bool TB, int CW>
+template <typename T, bool TA, bool TB, int CW, int BN>
 void launch_sm90_t(const Args& a, const CUtensorMap& mA, const CUtensorMap& mB) {
-  using Sh = mm::S90Shape<CW>;
-  constexpr auto kern = mm::s90_kernel<T, TA, TB, CW>;
-  const char* what = CW == 2 ? "sm90" : "sm90 (64-row tile)";
+  using Sh = mm::S90Shape<CW, BN>;
+  constexpr auto kern = mm::s90_kernel<T, TA, TB, CW, BN>;
+  const char* what = CW == 1 ? "sm90 (64-row tile)" : BN == 192 ? "sm90 (128 x 192 tile)" : "sm90";
   set_smem_once<kern>(Sh::SMEM, what);
   int tm = (a.M + Sh::BM - 1) / Sh::BM, tn = (a.N + Sh::BN - 1) / Sh::BN;
   const int tiles = tm * tn;
@@ -675,12 +695,14 @@ void launch_sm80(const Args& a) {
   }
 }
 
-template <typename T, int CW>
+template <typename T, int CW, int BN = mm::S90_BN>
 void launch_sm90_cw(const Args& a, const CUtensorMap& mA, const CUtensorMap& mB) {
   if (a.transA) {
-    if (a.transB) launch_sm90_t<T, true, true, CW>(a, mA, mB); else launch_sm90_t<T, true, false, CW>(a, mA, mB);
+    if (a.transB) launch_sm90_t<T, true, true, CW, BN>(a, mA, mB);
+    else launch_sm90_t<T, true, false, CW, BN>(a, mA, mB);
   } else {
-    if (a.transB) launch_sm90_t<T, false, true, CW>(a, mA, mB); else launch_sm90_t<T, false, false, CW>(a, mA, mB);
+    if (a.transB) launch_sm90_t<T, false, true, CW, BN>(a, mA, mB);
+    else launch_sm90_t<T, false, false, CW, BN>(a, mA, mB);
   }
 }
 
@@ -688,7 +710,7 @@ void launch_sm90_cw(const Args& a, const CUtensorMap& mA, const CUtensorMap& mB)
 template <typename T>
 bool try_sm90(const Args& a) {
   const int cw = sm90_consumers(a.M);
-  const int bm = 64 * cw, bn = mm::S90_BN;
+  const int bm = 64 * cw, bn = cw == 2 ? sm90_width(a) : mm::S90_BN;
   CUtensorMap mA, mB;
   // A: K-major [M][K] in boxes of bm rows x 64 k, or M-major [K][M] in 64 x 64 boxes (cw per tile).
   // B: K-major [N][K] in boxes of bn rows x 64 k, or N-major [K][N] in 64 x 64 boxes (bn / 64 per tile).
@@ -697,7 +719,8 @@ bool try_sm90(const Args& a) {
   ok = ok && (a.transB ? make_tensor_map(&mB, a.dt, a.B, a.K, a.N, 64, uint32_t(bn))
                        : make_tensor_map(&mB, a.dt, a.B, a.N, a.K, 64, 64));
   if (!ok) return false;
-  if (cw == 2) launch_sm90_cw<T, 2>(a, mA, mB);
+  if (cw == 2 && bn == 192) launch_sm90_cw<T, 2, 192>(a, mA, mB);
+  else if (cw == 2) launch_sm90_cw<T, 2>(a, mA, mB);
   else launch_sm90_cw<T, 1>(a, mA, mB);
   return true;
 }
@@ -1027,6 +1050,7 @@ void matmul_residual_norm(cudaStream_t stream, DType dt, const void* A, const vo
 
 void matmul_sm90_splits(int n) { g_splits.store(n, std::memory_order_relaxed); }
 void matmul_sm90_tile_rows(int n) { g_tile_rows.store(n, std::memory_order_relaxed); }
+void matmul_sm90_tile_cols(int n) { g_tile_cols.store(n, std::memory_order_relaxed); }
 void matmul_sm90_tma_store(int on) { g_tma_store.store(on, std::memory_order_relaxed); }
 void matmul_gemv_path(int n) { g_gemv_path.store(n, std::memory_order_relaxed); }
 void matmul_sm90_wtile(int mode) { g_wtile.store(mode, std::memory_order_relaxed); }

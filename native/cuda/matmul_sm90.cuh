@@ -1,8 +1,8 @@
 // Hopper (sm_90a) matmul: TMA loads into a shared-memory ring, one producer warpgroup and CW consumer
-// warpgroups issuing wgmma m64n256k16 (block tile 64·CW x 256 x 64). CW = 2 (128-row tiles, 4 stages)
-// serves every GEMM of more than 64 rows; CW = 1 (64-row tiles, 5 stages) serves decode batches of at
-// most 64 rows, where half of a 128-row tile would be padding: its one consumer issues half the wgmmas a
-// stage, so an SM streams the weights up to twice as fast before the tensor core binds. Both operands use the
+// warpgroups issuing wgmma m64n256k16 (block tile 64·CW x 256 x 64; or m64n192k16, 128 x 192 x 64: S90Shape).
+// CW = 2 (128-row tiles, 4 stages) serves every GEMM of more than 64 rows; CW = 1 (64-row tiles, 5 stages)
+// serves decode batches of at most 64 rows, where half of a 128-row tile would be padding: its one consumer
+// issues half the wgmmas a stage, so an SM streams the weights up to twice as fast before the tensor core binds. Both operands use the
 // 128-byte swizzle the TMA writes, K-major or M/N-major as they lie in global memory; wgmma's
 // transpose bits take either, so no transposition pass is needed. Tile edges and the K tail come
 // from the TMA's zero fill. The host launches one block per SM and the blocks stride over the tiles, so
@@ -24,14 +24,17 @@ constexpr int S90_BOX = 8192;  // one 64 x 64 box of 16-bit elements with 128-by
 // boxes).
 constexpr int S90_EPI_BYTES = 2 * S90_BOX;
 
-// The block's shape for CW consumer warpgroups. The 64-row tile's stage is 40 KB, so its ring holds a
-// fifth stage in the 227 KB an SM gives a block. (A 64 x 128 variant, twice the tiles for a decode GEMM's
+// The block's shape for CW consumer warpgroups and BN columns. The 64-row tile's stage is 40 KB, so its ring
+// holds a fifth stage in the 227 KB an SM gives a block. (A 64 x 128 variant, twice the tiles for a decode GEMM's
 // few column strips, and SwiGLU in the 64-row tile's epilogue were measured slower and removed: S12-1,
-// S12-2.)
-template <int CW>
+// S12-2.) The 128-row tile also comes 192 columns wide (m64n192k16, four stages still: a fifth does not fit beside
+// the epilogue's staging): matmul.cu's sm90_width takes it where its tiles fill the SMs' last round better, e.g.
+// N = 768 at 8,192 rows, 256 tiles of 192 in two rounds where 192 tiles of 256 also took two.
+template <int CW, int BN_ = S90_BN>
 struct S90Shape {
   static_assert(CW == 1 || CW == 2, "one or two consumer warpgroups");
-  static constexpr int BN = S90_BN;
+  static_assert(BN_ == 256 || (BN_ == 192 && CW == 2), "256 columns, or 192 for the 128-row tile");
+  static constexpr int BN = BN_;
   static constexpr int BM = 64 * CW, THREADS = 128 * (CW + 1), ACC = BN / 2;  // accumulators a thread
   static constexpr int A_BYTES = BM * S90_BK * 2, B_BYTES = BN * S90_BK * 2, STAGE_BYTES = A_BYTES + B_BYTES;
   static constexpr int STAGES = CW == 2 ? 4 : 5;
@@ -54,15 +57,20 @@ using sm90::tma_store_2d;
 using sm90::wg_sync;
 #endif
 
-template <typename T, bool TA, bool TB, int CW>
-__global__ void __launch_bounds__(S90Shape<CW>::THREADS, 1)
+// The tile's wgmma: m64n256k16 or m64n192k16.
+template <typename T, int BN, int TA, int TB> struct S90Mma;
+template <typename T, int TA, int TB> struct S90Mma<T, 256, TA, TB> : Wgmma256<T, TA, TB> {};
+template <typename T, int TA, int TB> struct S90Mma<T, 192, TA, TB> : Wgmma192<T, TA, TB> {};
+
+template <typename T, bool TA, bool TB, int CW, int BN_ = S90_BN>
+__global__ void __launch_bounds__(S90Shape<CW, BN_>::THREADS, 1)
     s90_kernel(const __grid_constant__ CUtensorMap tmA, const __grid_constant__ CUtensorMap tmB,
                const __grid_constant__ CUtensorMap tmC, int store_tma, const T* __restrict__ bias,
                T* __restrict__ C, int M, int N, int K, float alpha, float beta, int tiles_m, int tiles_n,
                int pair_ok, int splits, float* __restrict__ ws) {
 #ifdef PARALLM_SM90A
   PARALLM_TRACE_SCOPE(Tile64);
-  using Sh = S90Shape<CW>;
+  using Sh = S90Shape<CW, BN_>;
   constexpr int STAGES = Sh::STAGES, STAGE_BYTES = Sh::STAGE_BYTES, A_BYTES = Sh::A_BYTES, BM = Sh::BM, BN = Sh::BN;
   constexpr int ACC = Sh::ACC;
   extern __shared__ uint8_t s90_raw[];
@@ -159,7 +167,7 @@ __global__ void __launch_bounds__(S90Shape<CW>::THREADS, 1)
           uint64_t db = TB ? s90_desc(sb + kk * 32, 16, 1024) : s90_desc(sb + kk * 2048, S90_BOX, 1024);
           // imm-trans: 1 = M/N-major. A is M-major when transposed; B is N-major when NOT transposed
           // (transB means B is stored [N][K], i.e. K-major).
-          Wgmma256<T, TA ? 1 : 0, TB ? 0 : 1>::run(acc, da, db);
+          S90Mma<T, BN, TA ? 1 : 0, TB ? 0 : 1>::run(acc, da, db);
         }
         asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
         // Keep this stage's wgmmas in flight; the previous stage's are done, so hand its slot back.
@@ -191,11 +199,12 @@ __global__ void __launch_bounds__(S90Shape<CW>::THREADS, 1)
         const bool leader = threadIdx.x % 128 == 0;
         const int r0 = w * 16 + lane / 4;  // rows r0 and r0 + 8 of the warpgroup's 64
 #pragma unroll
-        for (int half = 0; half < BN / 128; ++half) {
+        for (int half = 0; half < (BN + 127) / 128; ++half) {
+          const int cols = BN - 128 * half < 128 ? 64 : 128;  // (192 columns: 128, then one box of 64)
           if (leader) bulk_wait_read();  // the previous stores from this buffer have read it
           wg_sync(cw);
 #pragma unroll
-          for (int jj = 0; jj < 16; ++jj) {
+          for (int jj = 0; jj < cols / 8; ++jj) {
             const int j = half * 16 + jj;
             const int col = colb + 8 * j;
             float b0 = 0.f, b1 = 0.f;
@@ -215,7 +224,7 @@ __global__ void __launch_bounds__(S90Shape<CW>::THREADS, 1)
           if (leader) {
             const int c0 = n0 + half * 128, r = m0 + cw * 64;
             tma_store_2d(&tmC, s90_smem(eb), c0, r);
-            tma_store_2d(&tmC, s90_smem(eb + S90_BOX), c0 + 64, r);
+            if (cols == 128) tma_store_2d(&tmC, s90_smem(eb + S90_BOX), c0 + 64, r);
             bulk_commit();
           }
         }

@@ -37,6 +37,7 @@ namespace parallm::cuda {
 void matmul_sm90_splits(int n);      // benchmark hook (native/cuda/matmul.cu)
 void matmul_sm90_tma_store(int on);  // test hook (native/cuda/matmul.cu)
 void matmul_sm90_tile_rows(int n);   // test / benchmark hook (native/cuda/matmul.cu)
+void matmul_sm90_tile_cols(int n);   // test / benchmark hook (native/cuda/matmul.cu)
 void matmul_gemv_path(int n);       // test and benchmark hook (native/cuda/matmul.cu)
 void matmul_sm90_wtile(int mode);   // test and benchmark hook (native/cuda/matmul.cu)
 void set_pdl(int level);            // benchmark hook (native/cuda/launch.cuh)
@@ -903,6 +904,20 @@ Napi::Value MatmulWaveSplits(const Napi::CallbackInfo& info) {
   });
 }
 
+// The width sm90_tile_width gives the 128-row tile of an M x N product of nk k-tiles on `sms` SMs, with s256 and s192
+// K slices for each width (core/split_rule.h): a pure function, so the CPU build's tests hold the rule to its cases.
+Napi::Value MatmulTileWidth(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    const Args a(info, "matmulTileWidth");
+    const int64_t M = a.i64(0, "M"), N = a.i64(1, "N");
+    const int nk = a.i32(2, "k-tiles"), sms = a.i32(3, "SMs"), s256 = a.i32(4, "slices at 256"), s192 = a.i32(5, "slices at 192");
+    if (M < 1 || N < 1 || nk < 1 || sms < 1 || s256 < 1 || s192 < 1)
+      fail("matmulTileWidth: expected positive sizes, got M=", M, " N=", N, " k-tiles=", nk, " SMs=", sms, " slices ", s256,
+           " and ", s192);
+    return Napi::Number::New(info.Env(), sm90_tile_width(M, N, nk, sms, s256, s192));
+  });
+}
+
 // K slices of the sm90 matmul (-1: chosen per call; 1: split-K off), for benchmarks.
 Napi::Value MatmulSplitK(const Napi::CallbackInfo& info) {
   return int_hook(info, "matmulSplitK", "slices", [](int n) { return n == -1 || (n >= 1 && n <= 32); },
@@ -919,6 +934,13 @@ Napi::Value MatmulTmaStore(const Napi::CallbackInfo& info) {
 #endif
     return info.Env().Undefined();
   });
+}
+
+// The 128-row tile's width: -1 by the product (sm90_tile_width), 192 or 256 forced; for tests of both widths and
+// benchmarks side by side. No-op without CUDA.
+Napi::Value MatmulTileCols(const Napi::CallbackInfo& info) {
+  return int_hook(info, "matmulTileCols", "columns", [](int n) { return n == -1 || n == 192 || n == 256; },
+                  "-1 (automatic), 192 or 256", CUDA_SET(matmul_sm90_tile_cols));
 }
 
 // The sm90 matmul's tile: -1 by M (64 rows up to M = 64, else 128), 64 or 128 forced; for tests of both
@@ -1031,6 +1053,8 @@ Napi::Object testing_hooks(Napi::Env env) {
   Napi::Object t = Napi::Object::New(env);
   export_fn(env, t, "matmulSplitK", MatmulSplitK);
   export_fn(env, t, "matmulWaveSplits", MatmulWaveSplits);
+  export_fn(env, t, "matmulTileWidth", MatmulTileWidth);
+  export_fn(env, t, "matmulTileCols", MatmulTileCols);
   export_fn(env, t, "matmulTmaStore", MatmulTmaStore);
   export_fn(env, t, "matmulTileRows", MatmulTileRows);
   export_fn(env, t, "matmulWTile", MatmulWTile);

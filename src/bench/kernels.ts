@@ -368,6 +368,10 @@ function cases(dev: string, dt: DType, gpu: boolean, quick: boolean): Case[] {
     gemmCase(dev, dt, big, big, big, true),
     gemmCase(dev, dt, 16384, 3072, 768, false), // GPT-2 MLP up, training batch
     gemmCase(dev, dt, 16384, 768, 3072, false), // GPT-2 MLP down
+    // GPT-2's linears at 64 sequences of 128 (x W^T): N = 768 takes the 192-column tile (matmul.cu's sm90_width), qkv not.
+    gemmCase(dev, dt, 8192, 768, 3072, true),
+    gemmCase(dev, dt, 8192, 768, 768, true),
+    gemmCase(dev, dt, 8192, 2304, 768, true),
     gemmCase(dev, dt, 4096, 4096, 4096, true), // LLaMA-7B attention projection, 4096 tokens
     gemmCase(dev, dt, 4096, 11008, 4096, true), // LLaMA-7B MLP up
     // GPT-2's weight gradients at 128 and 64 sequences of 128 (dY^T X: out x in features, K the tokens): fewer

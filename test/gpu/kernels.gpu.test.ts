@@ -331,39 +331,121 @@ describe.skipIf(gpus === 0)('sm90 matmul with the weight as the A operand (the W
   });
 });
 
-describe.skipIf(gpus === 0)('split-K matmul for weight gradients (the sm90 wave rule)', () => {
+/**
+ * Rows `rows` of C = A'B' + beta C0 (A as [K, M] when ta) against float64, from the inputs' host copies: the check
+ * for products too large to hold whole to float64 in a test.
+ */
+function expectRows(o: Float32Array, a: Float32Array, b: Float32Array, c0: Float32Array | null, M: number, N: number,
+  K: number, ta: boolean, tb: boolean, beta: number, rows: number[], what: string) {
+  for (const r of rows) {
+    const row = ta ? Float64Array.from({ length: K }, (_, k) => a[k * M + r]!) : a.subarray(r * K, (r + 1) * K);
+    const ref = matmulRef(row, b, null, c0 ? c0.subarray(r * N, (r + 1) * N) : null, 1, N, K, false, tb, 1, beta);
+    expect(relError(o.subarray(r * N, (r + 1) * N), ref), `${what} row ${r}`).toBeLessThan(1e-2);
+  }
+}
+
+describe.skipIf(gpus === 0)('weight-gradient products (the sm90 dispatch: the wave rule\'s K slices, the 192-column tile)', () => {
   // A weight gradient's product: A^T (dY as [tokens, out features]), B as it lies (X [tokens, in features]), K the
-  // tokens, accumulated into C (beta 1, as a second micro-batch adds to the gradient). 36-54 tiles of 128 x 256:
-  // past a quarter wave, so sm90_wave_splits cuts K. Sampled rows against float64 on fresh inputs, the output
-  // poisoned first; and the whole product within bf16 rounding of the same product left in one slice.
+  // tokens, accumulated into C (beta 1, as a second micro-batch adds to the gradient). 36-72 tiles of 128 x 256:
+  // past a quarter wave, so sm90_wave_splits cuts K, or (up and down at 8,192 tokens) 96 tiles 192 wide. Sampled
+  // rows against float64 on fresh inputs, the output poisoned first; the whole product within bf16 rounding of the
+  // same product in one slice of 256-wide tiles, and the same bits when run again.
   for (const [M, N, K] of [
     [1536, 768, 4096],
     [2304, 768, 8192],
+    [3072, 768, 8192],
+    [768, 3072, 8192],
+    [768, 3072, 16384],
   ] as const)
-    it(`${M}x${N}x${K} A^T, beta 1: sampled rows vs float64, and the unsplit product`, () => {
+    it(`${M}x${N}x${K} A^T, beta 1: sampled rows vs float64, the plain product, the same bits again`, () => {
       const seed = Math.floor(Math.random() * 1e6);
       const a = randT([K, M], 'bf16', dev, seed);
       const b = randT([K, N], 'bf16', dev, seed + 1);
       const c0 = randT([M, N], 'bf16', dev, seed + 2);
       const cut = poisoned([M, N], 'bf16', dev).copyFrom(c0.t);
+      const again = poisoned([M, N], 'bf16', dev).copyFrom(c0.t);
       const whole = poisoned([M, N], 'bf16', dev).copyFrom(c0.t);
       ops.matmul(a.t, b.t, { transA: true, beta: 1, out: cut });
+      ops.matmul(a.t, b.t, { transA: true, beta: 1, out: again });
       native.testing.matmulSplitK(1);
+      native.testing.matmulTileCols(256);
       try {
         ops.matmul(a.t, b.t, { transA: true, beta: 1, out: whole });
       } finally {
+        native.testing.matmulTileCols(-1);
         native.testing.matmulSplitK(-1);
       }
       const o = cut.toArray(), w = whole.toArray();
       for (let i = 0; i < o.length; i++) if (!Number.isFinite(o[i]!)) throw new Error(`seed ${seed}: element ${i} unwritten`);
-      for (const r of [0, 1, M >> 1, M - 1]) {
-        // row r of dY^T X: column r of A (as a 1 x K row) against B, plus C's row
-        const col = Float64Array.from({ length: K }, (_, k) => a.v[k * M + r]!);
-        const ref = matmulRef(col, b.v, null, c0.v.subarray(r * N, (r + 1) * N), 1, N, K, false, false, 1, 1);
-        expect(relError(o.subarray(r * N, (r + 1) * N), ref), `seed ${seed} row ${r}`).toBeLessThan(1e-2);
-      }
+      expectRows(o, a.v, b.v, c0.v, M, N, K, true, false, 1, [0, 1, M >> 1, M - 1], `seed ${seed}`);
       expect(relError(o, w), `seed ${seed} vs one slice`).toBeLessThan(1e-2);
-      [a.t, b.t, c0.t, cut, whole].forEach((t) => t.dispose());
+      expect(Buffer.compare(Buffer.from(again.toArray().buffer), Buffer.from(o.buffer)), `seed ${seed}: run again`).toBe(0);
+      [a.t, b.t, c0.t, cut, again, whole].forEach((t) => t.dispose());
+    });
+});
+
+describe.skipIf(gpus === 0)('the 128 x 192 sm90 tile (m64n192k16)', () => {
+  const cols192 = { set: () => native.testing.matmulTileCols(192), undo: () => native.testing.matmulTileCols(-1) };
+  // Forced on every 128-row product: every element against float64 (bias, alpha 0.5, beta 0.25): edge tiles and a K
+  // tail, each transposition (B K-major in one 192-row box, or N-major in three 64-column boxes), both 16-bit types.
+  for (const [M, N, K, ta, tb, dt] of [
+    [1000, 1000, 1000, false, false, 'f16'],
+    [1000, 1000, 1000, true, true, 'bf16'],
+    [130, 400, 136, false, true, 'bf16'],
+    [256, 384, 200, true, false, 'bf16'],
+    [129, 192, 4096, false, true, 'f16'],
+  ] as const)
+    it(`${M}x${N}x${K}${ta ? ' A^T' : ''}${tb ? ' B^T' : ''} [${dt}]: every element vs float64`, () =>
+      everyElement(M, N, K, ta, tb, dt, cols192));
+
+  it('split in K slices, and C through the TMA (beta 0): every element vs float64', () => {
+    for (const [M, N, K, splits] of [
+      [256, 576, 2048, 3],
+      [300, 768, 1024, 1],
+    ] as const) {
+      const seed = Math.floor(Math.random() * 1e6);
+      const a = randT([M, K], 'bf16', dev, seed);
+      const b = randT([N, K], 'bf16', dev, seed + 1);
+      const out = poisoned([M, N], 'bf16', dev);
+      cols192.set();
+      native.testing.matmulSplitK(splits);
+      try {
+        ops.matmul(a.t, b.t, { transB: true, out });
+      } finally {
+        native.testing.matmulSplitK(-1);
+        cols192.undo();
+      }
+      const o = out.toArray();
+      for (let i = 0; i < o.length; i++) if (!Number.isFinite(o[i]!)) throw new Error(`${M}x${N}x${K} seed ${seed}: element ${i} unwritten`);
+      expect(relError(o, matmulRef(a.v, b.v, null, null, M, N, K, false, true)), `${M}x${N}x${K} seed ${seed}`).toBeLessThan(1e-2);
+      [a.t, b.t, out].forEach((t) => t.dispose());
+    }
+  });
+
+  // The dispatch's own choice on GPT-2's N = 768 products at 8,192 rows (the down projection's forward, the qkv
+  // product's dX): sampled rows against float64, and within bf16 rounding of the 256-wide tile's product.
+  for (const [M, N, K] of [
+    [8192, 768, 3072],
+    [8192, 768, 2304],
+  ] as const)
+    it(`${M}x${N}x${K} B^T as dispatched: sampled rows vs float64 and the 256-wide tile`, () => {
+      const seed = Math.floor(Math.random() * 1e6);
+      const a = randT([M, K], 'bf16', dev, seed);
+      const b = randT([N, K], 'bf16', dev, seed + 1);
+      const o192 = poisoned([M, N], 'bf16', dev);
+      const o256 = poisoned([M, N], 'bf16', dev);
+      ops.matmul(a.t, b.t, { transB: true, out: o192 });
+      native.testing.matmulTileCols(256);
+      try {
+        ops.matmul(a.t, b.t, { transB: true, out: o256 });
+      } finally {
+        native.testing.matmulTileCols(-1);
+      }
+      const o = o192.toArray();
+      for (let i = 0; i < o.length; i++) if (!Number.isFinite(o[i]!)) throw new Error(`seed ${seed}: element ${i} unwritten`);
+      expectRows(o, a.v, b.v, null, M, N, K, false, true, 0, [0, 127, 128, 4000, M - 1], `seed ${seed}`);
+      expect(relError(o, o256.toArray()), `seed ${seed} vs 256 wide`).toBeLessThan(1e-2);
+      [a.t, b.t, o192, o256].forEach((t) => t.dispose());
     });
 });
 

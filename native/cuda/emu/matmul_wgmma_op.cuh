@@ -53,6 +53,11 @@ struct Wgmma256 {
   static void run(float (&d)[128], uint64_t da, uint64_t db) { emu_wgmma<T, 256, TA, TB>(d, da, db); }
 };
 
+template <typename T, int TA, int TB>
+struct Wgmma192 {
+  static void run(float (&d)[96], uint64_t da, uint64_t db) { emu_wgmma<T, 192, TA, TB>(d, da, db); }
+};
+
 template <typename T, int N>
 struct WgmmaK {
   static_assert(N == 8 || N == 16 || N == 32 || N == 64, "m64nNk16: N of 8, 16, 32 or 64");

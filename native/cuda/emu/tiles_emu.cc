@@ -3,8 +3,9 @@
 // stand-ins sm90_common.cuh (mbarriers, TMA loads and stores with the 128-byte swizzle) and
 // matmul_wgmma_op.cuh (the wgmmas from shared-memory descriptors), against a float64 reference on random
 // bf16 inputs, C poisoned (NaN) first where beta is 0: tile edges in M and N, a K tail the TMA zero-fills,
-// K slices with their f32 partials added by splitk_reduce, grids smaller than the work (the blocks stride and
-// the ring runs on across units), bias, alpha and beta, and the TMA store of C. The emulation checks the
+// K slices with their f32 partials added by splitk_reduce, the 128-row tile 256 and 192 columns wide, grids
+// smaller than the work (the blocks stride and the ring runs on across units), bias, alpha and beta, and the TMA
+// store of C. The emulation checks the
 // indexing, the ring's and the mbarriers' bookkeeping (an arrival with none pending is an error) and that
 // the descriptors read what the TMA wrote; it cannot see timing or a real GPU's memory ordering, and its sums
 // within a k16 step are in k order, so it is held to float64, not to a GPU's bits.
@@ -120,9 +121,9 @@ static bool wtile(int M, int N, int K, int splits, int grid, bool bias_on, float
 
 // The 64-row (CW 1) and 128-row (CW 2) tiles, as matmul.cu's try_sm90 and launch_sm90_t launch them; store_tma:
 // C through shared memory and the TMA (the host's condition: one slice, beta 0, N % 8 == 0).
-template <bool TA, bool TB, int CW>
+template <bool TA, bool TB, int CW, int BN = 256>
 static bool tile(int M, int N, int K, int splits, int grid, bool bias_on, float alpha, float beta, bool store_tma) {
-  using Sh = mm::S90Shape<CW>;
+  using Sh = mm::S90Shape<CW, BN>;
   Problem p = make(M, N, K, TA, TB, bias_on, alpha, beta);
   CUtensorMap mA, mB, mC;
   if (TA) sm90::emu_encode_2d(&mA, p.A.data(), uint64_t(M), uint64_t(K), 64, 64);
@@ -136,12 +137,12 @@ static bool tile(int M, int N, int K, int splits, int grid, bool bias_on, float 
   std::vector<float> ws(splits > 1 ? size_t(splits) * M * N : 0, NAN);
   const int pair_ok = N % 2 == 0;
   emu_launch(unsigned(grid), Sh::THREADS, [&] {
-    mm::s90_kernel<bf16, TA, TB, CW>(mA, mB, mC, store_tma, p.bias.empty() ? nullptr : p.bias.data(), p.C.data(), M, N,
+    mm::s90_kernel<bf16, TA, TB, CW, BN>(mA, mB, mC, store_tma, p.bias.empty() ? nullptr : p.bias.data(), p.C.data(), M, N,
                                      K, alpha, beta, tm, tn, pair_ok, splits, splits > 1 ? ws.data() : nullptr);
   });
   if (splits > 1) reduce(p, ws, splits, alpha, beta);
-  char what[64];
-  std::snprintf(what, sizeof what, "%d-row tile, A%s B%s%s", 64 * CW, TA ? "^T" : "  ", TB ? "^T" : "  ",
+  char what[80];
+  std::snprintf(what, sizeof what, "%d x %d tile, A%s B%s%s", 64 * CW, BN, TA ? "^T" : "  ", TB ? "^T" : "  ",
                 store_tma ? ", C by the TMA" : "");
   return report(what, p, splits, grid, bias_on, alpha, beta);
 }
@@ -157,7 +158,7 @@ int main() {
   ok &= wtile(27, 256, 512, 1, 2, true, 2.f, 0.5f);      // X padded to 32; beta in the tile's own epilogue
   ok &= wtile(64, 128, 320, 2, 1, false, 1.f, 0.f);      // 64 rows: X padded to 64
   ok &= wtile(40, 300, 136, 1, 3, false, 1.f, 0.f);      // 40 rows padded to 64; K tail of 8
-  std::printf("The 64- and 128-row tiles (matmul_sm90.cuh):\n");
+  std::printf("The 64- and 128-row tiles, 256 and 192 columns (matmul_sm90.cuh):\n");
   ok &= tile<false, true, 1>(16, 256, 192, 1, 1, false, 1.f, 0.f, false);  // decode's 64-row tile, C from registers
   ok &= tile<false, true, 1>(37, 520, 200, 1, 2, true, 1.f, 0.f, true);    // C by the TMA, edges clipped
   ok &= tile<false, true, 1>(64, 300, 1000, 3, 2, false, 1.f, 0.5f, false);  // slices, beta; N not a multiple of 8
@@ -166,6 +167,11 @@ int main() {
   ok &= tile<true, true, 2>(96, 256, 128, 2, 2, false, 1.f, 0.f, false);   // A [K][M]: M-major boxes; slices
   ok &= tile<true, false, 1>(56, 136, 72, 1, 1, true, 0.5f, 0.f, true);    // both transposed, C by the TMA
   ok &= tile<true, false, 2>(192, 512, 64, 1, 3, false, 1.f, 0.25f, false);  // 2 x 2 tiles on 3 blocks, beta
+  // The 192-column form (m64n192k16; B's K-major box 192 rows, or three 64-column boxes; C's last 64 columns a box).
+  ok &= tile<false, true, 2, 192>(130, 400, 136, 1, 2, true, 1.f, 0.f, true);    // 2 x 3 tiles, edges; C by the TMA
+  ok &= tile<false, false, 2, 192>(256, 384, 200, 2, 3, false, 1.f, 0.f, false);  // B [K][N]; slices
+  ok &= tile<true, false, 2, 192>(200, 192, 128, 1, 1, true, 0.5f, 0.25f, false); // dW's form: A^T, beta
+  ok &= tile<true, true, 2, 192>(128, 200, 72, 1, 2, false, 1.f, 0.f, true);     // both transposed, N's edge by the TMA
   std::printf(ok ? "all passed\n" : "FAILED\n");
   return ok ? 0 : 1;
 }
