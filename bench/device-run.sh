@@ -1528,6 +1528,18 @@ for p in "${parts[@]}"; do
         env $v timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 16 2>&1 | tail -1 | sed "s/^/[7b ${v:-default}] /"
       done; done
       bash "$0" s26-j ;;
+    s32-d)
+      # The one-kernel attention backward for T <= 128 (attention.cu's bwd_short_mma; PARALLM_ATTN_BWD_SHORT=0 the
+      # three kernels): the attention and training GPU tests, GPT-2 training at 64 and 128 sequences both ways (two
+      # rounds, alternating), and the op groups at 128 with it.
+      timeout 240 vitest run test/gpu/grad-kernels.gpu.test.ts -t "attention" > "$out/gpu-s32d-attn.log" 2>&1; echo "vitest attention rc=$?"; grep -E "×|Test Files|Tests |Duration" "$out/gpu-s32d-attn.log" | head -30
+      timeout 300 vitest run test/gpu/train.gpu.test.ts test/gpu/grad-references.gpu.test.ts test/gpu/train-graph.gpu.test.ts > "$out/gpu-s32d-train.log" 2>&1; echo "vitest train rc=$?"; grep -E "×|Test Files|Tests |Duration" "$out/gpu-s32d-train.log" | head -30
+      for r in 1 2; do for v in "" PARALLM_ATTN_BWD_SHORT=0; do
+        env $v timeout 90 node dist/cli/index.js bench train --model gpt2 --shapes 64x128,128x128 --steps 30 2>&1 | tail -2 | sed "s/^/[train ${v:-short} r$r] /"
+      done; done
+      for v in "" PARALLM_ATTN_BWD_SHORT=0; do
+        env $v timeout 120 node dist/cli/index.js bench train --model gpt2 --shapes 128x128 --steps 20 --profile 2>&1 | grep -E "bwd attention|tokens/s" | sed "s/^/[profile ${v:-short}] /"
+      done ;;
     s32-c)
       # The 192-column tile against 256 on single products (PARALLM_TILE192=0: 256 always; =all: 192 always) at 8,192
       # rows (GPT-2's linears at 64 sequences) and the dW products; GPT-2 generation at batch 64 (a prefill of 8,192

@@ -26,7 +26,8 @@
 //   attention_backward  delta = rowsum(dout * out), then dK/dV per key tile, then dQ per query tile: on
 //                       tensor cores (attention_backward_mma.cuh) for bf16, D in {64, 128}, 16-byte aligned
 //                       rows; else on CUDA cores (attention_backward.cuh). PARALLM_ATTN_BWD=simt in the
-//                       environment forces the CUDA-core kernels (the GPU tests compare the two).
+//                       environment forces the CUDA-core kernels (the GPU tests compare the two). At T <= 128,
+//                       D 64 and as many kv heads as query heads, all three in one kernel (bwd_short_mma).
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -959,6 +960,28 @@ void backward_mma_launch(cudaStream_t st, const void* q, const void* k, const vo
   PARALLM_LAUNCH_CHECK("attention_backward (mma dq) B=", B, " T=", T, " Hq=", Hq, " Hkv=", Hkv, " D=", D);
 }
 
+// The one-kernel backward for short sequences (bwd_short_mma: T <= 128, D 64, a kv head a query head). On unless
+// PARALLM_ATTN_BWD_SHORT=0 (the three kernels then, for comparisons; read at each call, as PARALLM_ATTN_BWD is, so
+// the GPU tests hold both paths to the CPU).
+bool backward_short_on() {
+  const char* e = std::getenv("PARALLM_ATTN_BWD_SHORT");
+  return !(e && std::strcmp(e, "0") == 0);
+}
+
+void backward_short_launch(cudaStream_t st, const void* q, const void* k, const void* v, const void* out,
+                           const void* dout, const float* lse, void* dq, void* dk, void* dv, int B, int T, int H,
+                           int64_t qbs, int64_t qts, int64_t kvbs, int64_t kvts, float scale) {
+  constexpr size_t smem = BwdShortMma<64>::SMEM;
+  PARALLM_CUDA_CHECK(cudaFuncSetAttribute(bwd_short_mma<64>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)),
+                     "attention_backward: smem attribute (short, ", smem, " bytes)");
+  PARALLM_CHECK(int64_t(B) * H < (int64_t(1) << 31), "attention_backward: B*H=", int64_t(B) * H, " too large");
+  bwd_short_mma<64><<<unsigned(int64_t(B) * H), kShortBwdThreads, smem, st>>>(
+      static_cast<const bf16*>(q), static_cast<const bf16*>(k), static_cast<const bf16*>(v),
+      static_cast<const bf16*>(out), static_cast<const bf16*>(dout), lse, static_cast<bf16*>(dq),
+      static_cast<bf16*>(dk), static_cast<bf16*>(dv), T, H, qbs, qts, kvbs, kvts, scale);
+  PARALLM_LAUNCH_CHECK("attention_backward (short, one kernel) B=", B, " T=", T, " H=", H, " D=64");
+}
+
 bool backward_simt_forced() {
   const char* e = std::getenv("PARALLM_ATTN_BWD");
   return e && std::strcmp(e, "simt") == 0;
@@ -972,6 +995,11 @@ void backward_dispatch(cudaStream_t st, const void* q, const void* k, const void
     const bool al = aligned16(q) && aligned16(k) && aligned16(v) && aligned16(dout) && aligned16(dq) &&
                     aligned16(dk) && aligned16(dv) && qbs % 8 == 0 && qts % 8 == 0 && kvbs % 8 == 0 &&
                     kvts % 8 == 0;
+    if (al && D == 64 && T <= kShortBwdT && Hq == Hkv && aligned16(out) && !backward_simt_forced() &&
+        backward_short_on()) {
+      backward_short_launch(st, q, k, v, out, dout, lse, dq, dk, dv, B, T, Hq, qbs, qts, kvbs, kvts, scale);
+      return;
+    }
     if (al && (D == 64 || D == 128) && !backward_simt_forced()) {
       const int64_t rows = int64_t(B) * T * Hq;
       PARALLM_CHECK(cdiv(rows, 8) < (int64_t(1) << 31), "attention_backward: B*T*Hq=", rows, " too large");

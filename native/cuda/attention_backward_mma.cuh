@@ -12,13 +12,21 @@
 //   bwd_dq_mma<D, BN>    one block (4 warps) per (64 queries, q head, sequence); warp w owns queries
 //     16w..16w+15 with Q and dO fragments in registers; key tiles of BN double-buffered:
 //       S = Q K^T, dP = dO V^T, dS = P (dP - delta), dQ += dS K.
+//   bwd_short_mma<D>     T <= 128 and a kv head for each query head (GPT-2 at sequence 128): one block (8 warps)
+//     a (head, sequence) does all three, reading Q, K, V, dO and O once: delta = rowsum(dO O) in its prologue; warp
+//     w owns keys 16w..16w+15 and walks the query chunks of 16 at or after them (S^T, dP^T, dV += P^T dO, dK +=
+//     dS^T Q, as bwd_dkdv_mma does), leaving dS^T in shared memory; then owns queries 16w..16w+15, dQ = dS K over
+//     the key chunks up to its own (dS^T read transposed by ldmatrix). One launch where there were three, and
+//     each head's tensors read once where the dK/dV and dQ kernels each read them.
 // P and dS are rounded to bf16 as the products' operands (as FlashAttention-2 does); sums are f32.
 #pragma once
 #include <cuda_bf16.h>
 
 #include <cstdint>
+#include <cstring>
 
 #include "attention_prefill_mma.cuh"
+#include "common.cuh"
 
 namespace parallm::cuda::attn_detail {
 
@@ -298,6 +306,178 @@ bwd_dq_mma(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16* __restrict_
 #pragma unroll
     for (int n = 0; n < ND; ++n)
       *reinterpret_cast<uint32_t*>(qr + n * 8) = pack_bf16(acc[n][2 * r] * scale, acc[n][2 * r + 1] * scale);
+  }
+}
+
+constexpr int kShortBwdThreads = 256, kShortBwdT = 128;
+template <int D>
+struct BwdShortMma {
+  // Q, K, V, dO [128][D], dS^T [128 keys][128 queries] (bf16, 16-byte chunks swizzled by row), lse and delta.
+  static constexpr size_t SMEM = size_t(4 * kShortBwdT * D) * 2 + size_t(kShortBwdT * kShortBwdT) * 2 +
+                                 2 * kShortBwdT * sizeof(float);
+};
+
+template <int D>
+__global__ void __launch_bounds__(kShortBwdThreads, 2)
+bwd_short_mma(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16* __restrict__ k,
+              const __nv_bfloat16* __restrict__ v, const __nv_bfloat16* __restrict__ out,
+              const __nv_bfloat16* __restrict__ dout, const float* __restrict__ lse, __nv_bfloat16* __restrict__ dq,
+              __nv_bfloat16* __restrict__ dk, __nv_bfloat16* __restrict__ dv, int T, int H, int64_t qbs, int64_t qts,
+              int64_t kvbs, int64_t kvts, float scale) {
+  constexpr int NT = kShortBwdThreads, TT = kShortBwdT, KS = D / 16, ND = D / 8;
+  constexpr uint32_t TILE = TT * D * 2;
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  const uint32_t sQ = smem_addr(smem_raw), sK = sQ + TILE, sV = sK + TILE, sdO = sV + TILE, sS = sdO + TILE;
+  unsigned char* const pS = smem_raw + 4 * TILE;  // dS^T, written through a pointer
+  float* sL = reinterpret_cast<float*>(smem_raw + 4 * TILE + TT * TT * 2);
+  float* sDl = sL + TT;
+
+  const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
+  const int b = int(blockIdx.x / H), h = int(blockIdx.x % H);
+  const int64_t orow = int64_t(H) * D;
+  load_tile<D, TT, NT>(sQ, q + b * qbs + int64_t(h) * D, qts, 0, T, tid);
+  load_tile<D, TT, NT>(sK, k + b * kvbs + int64_t(h) * D, kvts, 0, T, tid);
+  load_tile<D, TT, NT>(sV, v + b * kvbs + int64_t(h) * D, kvts, 0, T, tid);
+  load_tile<D, TT, NT>(sdO, dout + int64_t(b) * T * orow + int64_t(h) * D, orow, 0, T, tid);
+  cp_async_commit();
+  {
+    // delta = rowsum(dO O) and lse (log2 units), two threads a row, while the copies land; rows past T 0.
+    const int r = tid >> 1, half = tid & 1;
+    float acc = 0.f;
+    if (r < T) {
+      const int64_t at = (int64_t(b) * T + r) * orow + int64_t(h) * D + half * (D / 2);
+#pragma unroll
+      for (int c = 0; c < D / 16; ++c) {
+        const uint4 ov = *reinterpret_cast<const uint4*>(out + at + c * 8);
+        const uint4 gv = *reinterpret_cast<const uint4*>(dout + at + c * 8);
+        __nv_bfloat16 o8[8], g8[8];
+        memcpy(o8, &ov, 16);  // (not a cast: the host emulation's compiler keeps the aliasing rules)
+        memcpy(g8, &gv, 16);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) acc += f32(o8[e]) * f32(g8[e]);
+      }
+    }
+    acc += __shfl_xor_sync(0xffffffffu, acc, 1);
+    if (half == 0) {
+      sDl[r] = acc;
+      sL[r] = r < T ? lse[(int64_t(b) * H + h) * T + r] * kBwdLog2e : 0.f;
+    }
+  }
+  cp_async_wait<0>();
+  __syncthreads();
+
+  const int l7 = lane & 7, gi = lane >> 2, ti = lane & 3;
+  const uint32_t a_row = (w * 16 + (lane & 15)) * D * 2;  // A: this warp's 16 rows
+  const int a_c = lane >> 4;
+  const uint32_t b_row = (l7 + ((lane >> 4) << 3)) * D * 2;  // B from rows as n
+  const int b_c = (lane >> 3) & 1;
+  const uint32_t t_row = (l7 + (((lane >> 3) & 1) << 3)) * D * 2;  // B from rows as k (ldmatrix.trans)
+  const int t_c = lane >> 4;
+  const float sl2 = scale * kBwdLog2e;
+  const int nc = (T + 15) / 16;  // chunks of 16 rows
+
+  if (w < nc) {  // keys 16w..16w+15: dK and dV
+    const int ja = w * 16 + gi;  // this lane's key rows: ja and ja + 8
+    uint32_t kf[KS][4], vf[KS][4];
+#pragma unroll
+    for (int ks = 0; ks < KS; ++ks) {
+      ldsm_x4(kf[ks], sK + a_row + (((ks * 2 + a_c) ^ l7) << 4));
+      ldsm_x4(vf[ks], sV + a_row + (((ks * 2 + a_c) ^ l7) << 4));
+    }
+    float akk[ND][4], avv[ND][4];
+#pragma unroll
+    for (int n = 0; n < ND; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) akk[n][e] = avv[n][e] = 0.f;
+    for (int c = w; c < nc; ++c) {
+      const uint32_t qb = sQ + c * 16 * D * 2, ob = sdO + c * 16 * D * 2;
+      float s[2][4], dp[2][4];
+#pragma unroll
+      for (int n = 0; n < 2; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[n][e] = dp[n][e] = 0.f;
+#pragma unroll
+      for (int ks = 0; ks < KS; ++ks) {
+        uint32_t x[4], y[4];
+        ldsm_x4(x, qb + b_row + (((ks * 2 + b_c) ^ l7) << 4));
+        ldsm_x4(y, ob + b_row + (((ks * 2 + b_c) ^ l7) << 4));
+        mma_bf16(s[0], kf[ks], x[0], x[1]);
+        mma_bf16(s[1], kf[ks], x[2], x[3]);
+        mma_bf16(dp[0], vf[ks], y[0], y[1]);
+        mma_bf16(dp[1], vf[ks], y[2], y[3]);
+      }
+      // P^T and dS^T re-packed as A operands (rows: keys; k: this chunk's 16 queries); dS^T also to shared memory
+      // for the dQ pass, row = key, 16-byte chunk (query / 8) XOR (key & 7).
+      uint32_t pa[4], da[4];
+#pragma unroll
+      for (int n = 0; n < 2; ++n) {
+        float p[4], d[4];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int i = c * 16 + n * 8 + 2 * ti + (e & 1), j = ja + ((e >> 1) << 3);
+          p[e] = (i < T && j <= i) ? ex2(s[n][e] * sl2 - sL[i]) : 0.f;
+          d[e] = p[e] * (dp[n][e] - sDl[i]);
+        }
+        pa[n * 2 + 0] = pack_bf16(p[0], p[1]);
+        pa[n * 2 + 1] = pack_bf16(p[2], p[3]);
+        da[n * 2 + 0] = pack_bf16(d[0], d[1]);
+        da[n * 2 + 1] = pack_bf16(d[2], d[3]);
+        const uint32_t col = ((uint32_t(c * 2 + n) ^ uint32_t(gi)) << 4) + 4 * ti;  // (ja & 7 == (ja + 8) & 7 == gi)
+        *reinterpret_cast<uint32_t*>(pS + ja * TT * 2 + col) = da[n * 2 + 0];
+        *reinterpret_cast<uint32_t*>(pS + (ja + 8) * TT * 2 + col) = da[n * 2 + 1];
+      }
+#pragma unroll
+      for (int dq2 = 0; dq2 < ND / 2; ++dq2) {
+        uint32_t x[4], y[4];
+        ldsm_x4_t(x, ob + t_row + (((dq2 * 2 + t_c) ^ l7) << 4));
+        ldsm_x4_t(y, qb + t_row + (((dq2 * 2 + t_c) ^ l7) << 4));
+        mma_bf16(avv[2 * dq2], pa, x[0], x[1]);
+        mma_bf16(avv[2 * dq2 + 1], pa, x[2], x[3]);
+        mma_bf16(akk[2 * dq2], da, y[0], y[1]);
+        mma_bf16(akk[2 * dq2 + 1], da, y[2], y[3]);
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int j = ja + r * 8;
+      if (j >= T) continue;
+      __nv_bfloat16* kr = dk + b * kvbs + int64_t(j) * kvts + int64_t(h) * D + 2 * ti;
+      __nv_bfloat16* vr = dv + b * kvbs + int64_t(j) * kvts + int64_t(h) * D + 2 * ti;
+#pragma unroll
+      for (int n = 0; n < ND; ++n) {
+        *reinterpret_cast<uint32_t*>(kr + n * 8) = pack_bf16(akk[n][2 * r] * scale, akk[n][2 * r + 1] * scale);
+        *reinterpret_cast<uint32_t*>(vr + n * 8) = pack_bf16(avv[n][2 * r], avv[n][2 * r + 1]);
+      }
+    }
+  }
+  __syncthreads();  // every dS^T chunk written
+
+  if (w < nc) {  // queries 16w..16w+15: dQ = dS K over the key chunks up to theirs (later keys' dS is 0)
+    const uint32_t s_row = uint32_t(l7 + ((lane >> 4) << 3)) * TT * 2;  // A from dS^T: rows keys, chunks queries
+    const int s_c = w * 2 + ((lane >> 3) & 1);
+    float acc[ND][4];
+#pragma unroll
+    for (int n = 0; n < ND; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
+    for (int kc = 0; kc <= w; ++kc) {
+      uint32_t a[4];
+      ldsm_x4_t(a, sS + kc * 16 * TT * 2 + s_row + ((uint32_t(s_c) ^ uint32_t(l7)) << 4));
+#pragma unroll
+      for (int dq2 = 0; dq2 < ND / 2; ++dq2) {
+        uint32_t x[4];
+        ldsm_x4_t(x, sK + kc * 16 * D * 2 + t_row + (((dq2 * 2 + t_c) ^ l7) << 4));
+        mma_bf16(acc[2 * dq2], a, x[0], x[1]);
+        mma_bf16(acc[2 * dq2 + 1], a, x[2], x[3]);
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int i = w * 16 + gi + r * 8;
+      if (i >= T) continue;
+      __nv_bfloat16* qr = dq + b * qbs + int64_t(i) * qts + int64_t(h) * D + 2 * ti;
+#pragma unroll
+      for (int n = 0; n < ND; ++n)
+        *reinterpret_cast<uint32_t*>(qr + n * 8) = pack_bf16(acc[n][2 * r] * scale, acc[n][2 * r + 1] * scale);
+    }
   }
 }
 

@@ -224,7 +224,12 @@ describe.skipIf(gpus === 0)('CUDA training kernels match the CPU backend', () =>
     { B: 2, T: 96, Hq: 6, Hkv: 2, D: 64, fused: true }, // q, k, v (and dq, dk, dv) as views of one buffer
     { B: 1, T: 200, Hq: 8, Hkv: 2, D: 128, fused: true },
     { B: 1, T: 33, Hq: 2, Hkv: 1, D: 48, fused: false }, // a head dim off the tensor-core paths
+    // bf16 at T <= 128, D 64, as many kv heads as query heads: the one-kernel backward (bwd_short_mma)
+    { B: 3, T: 128, Hq: 4, Hkv: 4, D: 64, fused: true }, // GPT-2's layout at sequence 128
+    { B: 2, T: 70, Hq: 3, Hkv: 3, D: 64, fused: false }, // a ragged last chunk
+    { B: 2, T: 16, Hq: 2, Hkv: 2, D: 64, fused: false }, // one chunk
   ];
+  const shortPath = (a: AttnShape) => a.D === 64 && a.T <= 128 && a.Hq === a.Hkv;
   const attnName = (a: AttnShape) => `B${a.B} T${a.T} Hq${a.Hq} Hkv${a.Hkv} D${a.D}${a.fused ? ' fused qkv' : ''}`;
 
   /**
@@ -308,6 +313,15 @@ describe.skipIf(gpus === 0)('CUDA training kernels match the CPU backend', () =>
         attentionBackwardCase(a, dt));
       // bf16 takes the tensor-core kernels where D is 64 or 128; the CUDA-core ones are forced by the
       // environment (read at each call), so both paths are held to the CPU.
+      if (dt === 'bf16' && shortPath(a))
+        it(`attentionBackward ${attnName(a)} [bf16], three kernels (PARALLM_ATTN_BWD_SHORT=0)`, () => {
+          process.env.PARALLM_ATTN_BWD_SHORT = '0';
+          try {
+            attentionBackwardCase(a, dt);
+          } finally {
+            delete process.env.PARALLM_ATTN_BWD_SHORT;
+          }
+        });
       if (dt === 'bf16' && (D === 64 || D === 128))
         it(`attentionBackward ${attnName(a)} [bf16], CUDA-core path (PARALLM_ATTN_BWD=simt)`, () => {
           process.env.PARALLM_ATTN_BWD = 'simt';

@@ -51,6 +51,23 @@ bool mma_case(int B, int T, int Hq, int Hkv) {
   return ok;
 }
 
+// The one-kernel backward for short sequences (bwd_short_mma: T <= 128, D 64, Hq == Hkv), on the Problem's own
+// out (delta computed in the kernel from it).
+bool short_case(int B, int T, int H) {
+  std::printf("tensor cores, one kernel (bf16) D64 B%d T%d H%d\n", B, T, H);
+  Problem<bf16> p(B, T, H, H, 64, unsigned(B * 104729 + T * 13 + H));
+  const bf16 nan = fromf<bf16>(NAN);
+  std::vector<bf16> dq(p.q.size(), nan), dk(p.k.size(), nan), dv(p.k.size(), nan);
+  emu_launch(B * H, kShortBwdThreads, [&] {
+    bwd_short_mma<64>(p.q.data(), p.k.data(), p.v.data(), p.out.data(), p.dout.data(), p.lse.data(), dq.data(),
+                      dk.data(), dv.data(), T, H, p.qbs(), p.qts(), p.kvbs(), p.kvts(), float(p.scale));
+  });
+  bool ok = verdict("bwd_short_mma dq", relerr(F(dq), p.dqr), 1e-2);
+  ok &= verdict("bwd_short_mma dk", relerr(F(dk), p.dkr), 1e-2);
+  ok &= verdict("bwd_short_mma dv", relerr(F(dv), p.dvr), 1e-2);
+  return ok;
+}
+
 template <class E, int DM>
 bool simt_case(int B, int T, int Hq, int Hkv, int D) {
   std::printf("CUDA cores (%s) D%d B%d T%d Hq%d Hkv%d\n", sizeof(E) == 4 ? "f32" : "bf16", D, B, T, Hq, Hkv);
@@ -75,6 +92,9 @@ bool simt_case(int B, int T, int Hq, int Hkv, int D) {
 
 int main() {
   bool ok = true;
+  ok &= short_case(1, 128, 2);  // every warp's keys and queries
+  ok &= short_case(2, 70, 3);   // a ragged last chunk; warps past it idle
+  ok &= short_case(1, 16, 1);   // one chunk
   ok &= mma_case<64, 64, 64>(1, 70, 2, 1);
   ok &= mma_case<64, 64, 64>(2, 130, 4, 2);
   ok &= mma_case<128, 32, 32>(1, 77, 2, 2);
