@@ -1528,6 +1528,15 @@ for p in "${parts[@]}"; do
         env $v timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 16 2>&1 | tail -1 | sed "s/^/[7b ${v:-default}] /"
       done; done
       bash "$0" s26-j ;;
+    s32-e)
+      # The session's final build: every single-GPU test; GPT-2 training at 64 and 128 sequences and the PyTorch peer
+      # (the seed's recipe) at 128 in the same call; decode figures (7B at 1, 16, 64; GPT-2 at 1) as a check that the
+      # matmul dispatch's new width left them alone.
+      timeout 330 vitest run test/gpu > "$out/gpu-s32e.log" 2>&1; echo "vitest rc=$?"; grep -E "×|Test Files|Tests |Duration" "$out/gpu-s32e.log" | head -30
+      timeout 90 node dist/cli/index.js bench train --model gpt2 --shapes 64x128,128x128 --steps 30 2>&1 | tail -2 | sed "s/^/[train] /"
+      timeout 150 python3 bench/peers/torch_train.py 128x128 > "$out/peer-train.log" 2>&1; grep ANCHOR "$out/peer-train.log" | cut -c1-200
+      timeout 90 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16,64 2>&1 | tail -3 | sed "s/^/[7b] /"
+      timeout 30 node dist/cli/index.js bench generate --model gpt2 --batch 1 2>&1 | tail -1 | sed "s/^/[gpt2] /" ;;
     s32-d)
       # The one-kernel attention backward for T <= 128 (attention.cu's bwd_short_mma; PARALLM_ATTN_BWD_SHORT=0 the
       # three kernels): the attention and training GPU tests, GPT-2 training at 64 and 128 sequences both ways (two

@@ -910,10 +910,11 @@ Napi::Value MatmulTileWidth(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     const Args a(info, "matmulTileWidth");
     const int64_t M = a.i64(0, "M"), N = a.i64(1, "N");
-    const int nk = a.i32(2, "k-tiles"), sms = a.i32(3, "SMs"), s256 = a.i32(4, "slices at 256"), s192 = a.i32(5, "slices at 192");
+    const int nk = a.i32(2, "k-tiles"), sms = a.i32(3, "SMs");
+    const int s256 = a.i32(4, "slices at 256"), s192 = a.i32(5, "slices at 192");
     if (M < 1 || N < 1 || nk < 1 || sms < 1 || s256 < 1 || s192 < 1)
-      fail("matmulTileWidth: expected positive sizes, got M=", M, " N=", N, " k-tiles=", nk, " SMs=", sms, " slices ", s256,
-           " and ", s192);
+      fail("matmulTileWidth: expected positive sizes, got M=", M, " N=", N, " k-tiles=", nk, " SMs=", sms, " slices ",
+           s256, " and ", s192);
     return Napi::Number::New(info.Env(), sm90_tile_width(M, N, nk, sms, s256, s192));
   });
 }
