@@ -1,5 +1,5 @@
-// The Hopper matmul tiles themselves (native/cuda/matmul_sm90.cuh: the 64- and 128-row tiles with every
-// transpose and the TMA store of C; matmul_sm90_wtile.cuh: the W-as-A tile decode takes at 9-64 rows), and the
+// The Hopper matmul tiles themselves (native/cuda/matmul_sm90.cuh: the 64- and 128-row tiles, the latter 256 and 192
+// columns wide, with every transpose and the TMA store of C; matmul_sm90_wtile.cuh: the W-as-A tile decode takes at 9-64 rows), and the
 // Hopper prefill attention (attention_prefill_sm90.cuh, with its register-A wgmmas and ping-pong barriers), run on the
 // CPU through the host emulation of native/cuda/emu (run.sh's `tiles` stage: tiles_emu.cc beside the stand-ins
 // sm90_common.cuh, for mbarriers and the TMA with its 128-byte swizzle, and matmul_wgmma_op.cuh, for the wgmmas'
@@ -19,7 +19,7 @@ const tools = have('g++') && have('perl') && have('python3') && existsSync(join(
 if (!tools) console.warn('tiles-emu: skipped (needs g++, perl, python3 and the CUDA headers)');
 
 describe.skipIf(!tools)('the sm90 matmul tiles and prefill attention on the host emulation', () => {
-  it('the W-as-A, 64-row and 128-row tiles and the prefill attention against float64', () => {
+  it('the W-as-A, 64-row and 128-row (256 and 192 wide) tiles and the prefill attention against float64', () => {
     const script = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'native', 'cuda', 'emu', 'run.sh');
     const run = spawnSync('bash', [script, 'tiles'], { encoding: 'utf8' });
     const out = `${run.stdout}${run.stderr}`;
@@ -27,9 +27,10 @@ describe.skipIf(!tools)('the sm90 matmul tiles and prefill attention on the host
     expect(run.status, out).toBe(0);
     expect(out.match(/ FAIL/g), out).toBeNull();
     expect(out.match(/W-as-A tile .* ok$/gm)?.length ?? 0, out).toBe(8);
-    // every transpose of the 64- and 128-row tiles, three of them storing C through the TMA
-    expect(out.match(/-row tile, .* ok$/gm)?.length ?? 0, out).toBe(8);
-    expect(out.match(/C by the TMA .* ok$/gm)?.length ?? 0, out).toBe(3);
+    // every transpose of the 64- and 128-row tiles and of the 128 x 192 one, five of them storing C through the TMA
+    expect(out.match(/\d+ x 256 tile, .* ok$/gm)?.length ?? 0, out).toBe(8);
+    expect(out.match(/128 x 192 tile, .* ok$/gm)?.length ?? 0, out).toBe(4);
+    expect(out.match(/C by the TMA .* ok$/gm)?.length ?? 0, out).toBe(5);
     // the Hopper prefill attention: plain, overlapped, with the ping-pong, and at D 64, against float64 (out and lse)
     expect(out.match(/prefill_sm90 .* ok$/gm)?.length ?? 0, out).toBe(4);
   }, 300_000);

@@ -4,10 +4,11 @@
 # (emu.h; no GPU needed): copies the kernel headers of native/cuda beside this directory's stand-in
 # mma_ptx.cuh (inline PTX cannot run on a CPU; the one other asm, ex2.approx, becomes exp2f), compiles
 # with g++ and the CUDA headers, runs.
-#   bash native/cuda/emu/run.sh [kernels|training|tiles]   (a few minutes on 2 cores; `kernels`: skip the attention
-#   and tiles stages; `training`: only the stage of the .cu files rewritten by rewrite.py, as
+#   bash native/cuda/emu/run.sh [kernels|training|tiles|attention]   (a few minutes on 2 cores; `kernels`: skip the
+#   attention and tiles stages; `training`: only the stage of the .cu files rewritten by rewrite.py, as
 #   test/unit/kernels-emu.test.ts runs it; `tiles`: only the Hopper matmul tiles and prefill attention, as
-#   test/unit/tiles-emu.test.ts does)
+#   test/unit/tiles-emu.test.ts does; `attention`: only the mma.sync prefill and the attention backward kernels, as
+#   test/unit/attention-emu.test.ts does)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cuda=${CUDA_HOME:-/usr/local/cuda}
@@ -63,8 +64,11 @@ cp "$here"/../attention_prefill_mma.cuh "$here"/../attention_backward_mma.cuh "$
    "$here"/../common.cuh "$here"/../pdl.cuh "$here"/emu.h "$here"/mma_ptx.cuh "$here"/attention_ref.h "$here"/attention_emu.cc "$tmp"/
 ex2_as_exp2f "$tmp"/attention_prefill_mma.cuh
 grep -q 'return exp2f(x);' "$tmp"/attention_prefill_mma.cuh || { echo "run.sh: ex2 patch did not apply" >&2; exit 1; }
-[ -n "${1:-}" ] || g++ -std=c++20 -O2 -pthread -I"$cuda"/include -include "$tmp"/emu.h -I"$tmp" "$tmp"/attention_emu.cc -o "$tmp"/attention_emu
-[ -n "${1:-}" ] || "$tmp"/attention_emu
+if [ -z "${1:-}" ] || [ "${1:-}" = attention ]; then
+  g++ -std=c++20 -O2 -pthread -I"$cuda"/include -include "$tmp"/emu.h -I"$tmp" "$tmp"/attention_emu.cc -o "$tmp"/attention_emu
+  "$tmp"/attention_emu
+  [ "${1:-}" = attention ] && exit 0
+fi
 
 # The pipelined GEMV (matmul_gemv.cuh) beside the stand-in mma_ptx.cuh.
 if [ "${1:-}" != training ]; then
