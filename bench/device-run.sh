@@ -1528,6 +1528,28 @@ for p in "${parts[@]}"; do
         env $v timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 16 2>&1 | tail -1 | sed "s/^/[7b ${v:-default}] /"
       done; done
       bash "$0" s26-j ;;
+    s32-g)
+      # The layernorm backward's block count (PARALLM_NORM_BWD_BLOCKS, a knob of that call's build only, removed after it:
+      # bench/RESULTS.md S32-6; 512 in norm.cu): GPT-2 training at 64 and 128 sequences with 512, 1024 and 2048 blocks,
+      # two rounds alternating; then the norm's GPU tests with 2048.
+      for r in 1 2; do for n in 512 1024 2048; do
+        PARALLM_NORM_BWD_BLOCKS=$n timeout 90 node dist/cli/index.js bench train --model gpt2 --shapes 64x128,128x128 --steps 30 2>&1 | tail -2 | sed "s/^/[train blocks=$n r$r] /"
+      done; done
+      PARALLM_NORM_BWD_BLOCKS=2048 timeout 200 vitest run test/gpu/grad-kernels.gpu.test.ts -t "norm" > "$out/gpu-s32g.log" 2>&1; echo "vitest norm (2048) rc=$?"; grep -E "×|Test Files|Tests " "$out/gpu-s32g.log" | head -10 ;;
+    s32-f)
+      # Every kernel of GPT-2's training steps at 128 x 128 under Nsight Compute (op by op, PARALLM_TRAIN_GRAPH=0; each
+      # kernel timed alone; 2 warm-up and 2 timed steps), and the one-kernel attention backward's sections.
+      ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -1)
+      m=gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,launch__grid_size,launch__block_size
+      PARALLM_TRAIN_GRAPH=0 timeout 240 "$ncu" --clock-control none --cache-control none --metrics $m --csv \
+        --launch-count 8000 --log-file "$out/ncu-train.csv" \
+        node dist/cli/index.js bench train --model gpt2 --shapes 128x128 --steps 2 2>&1 | tail -1 | sed "s/^/[ncu train] /"
+      echo "[ncu train] $(wc -l < "$out/ncu-train.csv") lines"
+      PARALLM_TRAIN_GRAPH=0 timeout 120 "$ncu" --clock-control none --kernel-name regex:bwd_short_mma --launch-skip 24 \
+        --launch-count 1 --section SpeedOfLight --section Occupancy --section WarpStateStats --section LaunchStats \
+        --section MemoryWorkloadAnalysis --log-file "$out/ncu-bwd-short.txt" \
+        node dist/cli/index.js bench train --model gpt2 --shapes 128x128 --steps 2 2>&1 | tail -1 | sed "s/^/[ncu short] /"
+      grep -E "Duration|Throughput|Occupancy|Registers|Stall|Warp Cycles|Eligible|Issued" "$out/ncu-bwd-short.txt" | head -40 ;;
     s32-e)
       # The session's final build: every single-GPU test; GPT-2 training at 64 and 128 sequences and the PyTorch peer
       # (the seed's recipe) at 128 in the same call; decode figures (7B at 1, 16, 64; GPT-2 at 1) as a check that the
