@@ -1528,6 +1528,12 @@ for p in "${parts[@]}"; do
         env $v timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 16 2>&1 | tail -1 | sed "s/^/[7b ${v:-default}] /"
       done; done
       bash "$0" s26-j ;;
+    s32-h)
+      # Review: the attention backward kernels' stores through one helper (store_rows; the same bits): their GPU tests
+      # and the training tests.
+      timeout 240 vitest run test/gpu/grad-kernels.gpu.test.ts -t "attention" > "$out/gpu-s32h-attn.log" 2>&1; echo "vitest attention rc=$?"; grep -E "×|Test Files|Tests " "$out/gpu-s32h-attn.log" | head -20
+      timeout 300 vitest run test/gpu/train.gpu.test.ts test/gpu/grad-references.gpu.test.ts test/gpu/train-graph.gpu.test.ts > "$out/gpu-s32h-train.log" 2>&1; echo "vitest train rc=$?"; grep -E "×|Test Files|Tests " "$out/gpu-s32h-train.log" | head -20
+      timeout 90 node dist/cli/index.js bench train --model gpt2 --shapes 128x128 --steps 30 2>&1 | tail -1 | sed "s/^/[train] /" ;;
     s32-g)
       # The layernorm backward's block count (PARALLM_NORM_BWD_BLOCKS, a knob of that call's build only, removed after it:
       # bench/RESULTS.md S32-6; 512 in norm.cu): GPT-2 training at 64 and 128 sequences with 512, 1024 and 2048 blocks,

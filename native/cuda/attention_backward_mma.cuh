@@ -44,6 +44,23 @@ struct BwdDqMma {
   static constexpr size_t SMEM = size_t(2 * BM + 4 * BN) * D * 2;  // Q, dO, 2x(K, V)
 };
 
+// A warp's 16 rows of f32 accumulators (this lane's rows r0 and r0 + 8; value 2r + c of fragment n is column
+// 8n + 2 ti + c) times mul, stored as bf16 pairs at base + row * stride; rows at or past T are skipped. Every
+// kernel here ends with it (dK, dV, dQ).
+template <int ND>
+__device__ __forceinline__ void store_rows(__nv_bfloat16* base, int64_t stride, int r0, int T, int ti,
+                                           const float (&acc)[ND][4], float mul) {
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int row = r0 + r * 8;
+    if (row >= T) continue;
+    __nv_bfloat16* p = base + int64_t(row) * stride + 2 * ti;
+#pragma unroll
+    for (int n = 0; n < ND; ++n)
+      *reinterpret_cast<uint32_t*>(p + n * 8) = pack_bf16(acc[n][2 * r] * mul, acc[n][2 * r + 1] * mul);
+  }
+}
+
 template <int D, int BM>
 __global__ void __launch_bounds__(kMmaBwdThreads)
 bwd_dkdv_mma(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16* __restrict__ k,
@@ -170,18 +187,8 @@ bwd_dkdv_mma(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16* __restric
     __syncthreads();  // this buffer is refilled by the next iteration's copy
   }
 
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    const int j = ja + r * 8;
-    if (j >= T) continue;
-    __nv_bfloat16* kr = dk + b * kvbs + int64_t(j) * kvts + int64_t(g) * D + 2 * ti;
-    __nv_bfloat16* vr = dv + b * kvbs + int64_t(j) * kvts + int64_t(g) * D + 2 * ti;
-#pragma unroll
-    for (int n = 0; n < ND; ++n) {
-      *reinterpret_cast<uint32_t*>(kr + n * 8) = pack_bf16(akk[n][2 * r] * scale, akk[n][2 * r + 1] * scale);
-      *reinterpret_cast<uint32_t*>(vr + n * 8) = pack_bf16(avv[n][2 * r], avv[n][2 * r + 1]);
-    }
-  }
+  store_rows(dk + b * kvbs + int64_t(g) * D, kvts, ja, T, ti, akk, scale);
+  store_rows(dv + b * kvbs + int64_t(g) * D, kvts, ja, T, ti, avv, 1.f);
 }
 
 template <int D, int BN>
@@ -298,15 +305,7 @@ bwd_dq_mma(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16* __restrict_
     __syncthreads();  // this buffer is refilled by the next iteration's copy
   }
 
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    const int i = row_a + r * 8;
-    if (i >= T) continue;
-    __nv_bfloat16* qr = dq + b * qbs + int64_t(i) * qts + int64_t(h) * D + 2 * ti;
-#pragma unroll
-    for (int n = 0; n < ND; ++n)
-      *reinterpret_cast<uint32_t*>(qr + n * 8) = pack_bf16(acc[n][2 * r] * scale, acc[n][2 * r + 1] * scale);
-  }
+  store_rows(dq + b * qbs + int64_t(h) * D, qts, row_a, T, ti, acc, scale);
 }
 
 constexpr int kShortBwdThreads = 256, kShortBwdT = 128;
@@ -437,18 +436,8 @@ bwd_short_mma(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16* __restri
         mma_bf16(akk[2 * dq2 + 1], da, y[2], y[3]);
       }
     }
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      const int j = ja + r * 8;
-      if (j >= T) continue;
-      __nv_bfloat16* kr = dk + b * kvbs + int64_t(j) * kvts + int64_t(h) * D + 2 * ti;
-      __nv_bfloat16* vr = dv + b * kvbs + int64_t(j) * kvts + int64_t(h) * D + 2 * ti;
-#pragma unroll
-      for (int n = 0; n < ND; ++n) {
-        *reinterpret_cast<uint32_t*>(kr + n * 8) = pack_bf16(akk[n][2 * r] * scale, akk[n][2 * r + 1] * scale);
-        *reinterpret_cast<uint32_t*>(vr + n * 8) = pack_bf16(avv[n][2 * r], avv[n][2 * r + 1]);
-      }
-    }
+    store_rows(dk + b * kvbs + int64_t(h) * D, kvts, ja, T, ti, akk, scale);
+    store_rows(dv + b * kvbs + int64_t(h) * D, kvts, ja, T, ti, avv, 1.f);
   }
   __syncthreads();  // every dS^T chunk written
 
@@ -469,15 +458,7 @@ bwd_short_mma(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16* __restri
         mma_bf16(acc[2 * dq2 + 1], a, x[2], x[3]);
       }
     }
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      const int i = w * 16 + gi + r * 8;
-      if (i >= T) continue;
-      __nv_bfloat16* qr = dq + b * qbs + int64_t(i) * qts + int64_t(h) * D + 2 * ti;
-#pragma unroll
-      for (int n = 0; n < ND; ++n)
-        *reinterpret_cast<uint32_t*>(qr + n * 8) = pack_bf16(acc[n][2 * r] * scale, acc[n][2 * r + 1] * scale);
-    }
+    store_rows(dq + b * qbs + int64_t(h) * D, qts, w * 16 + gi, T, ti, acc, scale);
   }
 }
 
