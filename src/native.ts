@@ -118,9 +118,10 @@ export interface NativeBinding {
   sample(out: T, logits: T, offsets: OptT, rows: OptT, R: number, V: number, temperature: number, topK: number, topP: number, seedHi: number, seedLo: number): void;
   // training ops (native/core/kernels.h, section "training"); arguments in the kernel's order
   sumRows(x: T, out: T, R: number, C: number, accumulate: boolean): void;
-  layernormBackward(dy: T, x: T, gamma: T, mean: T, rstd: T, dx: T, dgamma: T, dbeta: T, R: number, C: number): void;
+  layernormBackward(dy: T, x: T, gamma: T, mean: T, rstd: T, dx: T, dgamma: T, dbeta: T, R: number, C: number, dxSum?: T, dxSumAccumulate?: boolean): void;
   rmsnormBackward(dy: T, x: T, w: T, rstd: T, dx: T, dw: T, R: number, C: number): void;
   geluBackward(x: T, dy: T, dx: T, n: number): void;
+  geluBackwardBias(x: T, dy: T, dx: T, dbias: T, R: number, C: number, accumulate: boolean): void;
   siluGateBackward(gate: T, up: T, dy: T, dgate: T, dup: T, R: number, F: number, inStride: number): void;
   ropeBackward(dx: T, pos: T, R: number, H: number, D: number, tstride: number, rotDim: number, theta: number, freqs: T | null): void;
   attentionForward(q: T, k: T, v: T, out: T, lse: T, B: number, T: number, Hq: number, Hkv: number, D: number, qB: number, qT: number, kvB: number, kvT: number, scale: number): void;
@@ -241,7 +242,7 @@ export const NATIVE_KEYS = [
   'memoryStats', 'resetPeakMemory', 'emptyCache', 'captureBegin', 'captureEnd', 'eventCreate', 'streamCreate',
   'setStream', 'frozenWeights', 'matmul', 'attentionPrefill', 'attentionDecode', 'kvWrite', 'ropeKvWrite', 'matmulRopeKvWrite', 'matmulRopeKvAttentionDecode', 'ropeKvAttentionDecode', 'rmsnormMatmul', 'rmsnormMatmulSwiglu', 'layernormMatmul', 'matmulResidualNorm', 'decodeLayerGpt2', 'layernorm', 'rmsnorm', 'gelu',
   'siluGate', 'rope', 'embedding', 'add', 'cast', 'softmax', 'argmax', 'fillUniform', 'sample', 'sumRows',
-  'layernormBackward', 'rmsnormBackward', 'geluBackward', 'siluGateBackward', 'ropeBackward', 'attentionForward',
+  'layernormBackward', 'rmsnormBackward', 'geluBackward', 'geluBackwardBias', 'siluGateBackward', 'ropeBackward', 'attentionForward',
   'attentionBackward', 'embeddingBackward', 'crossEntropy', 'sumSquares', 'adamw', 'ncclAvailable', 'ncclUniqueId',
   'commCreate', 'testing',
 ] as const satisfies readonly (keyof NativeBinding)[];

@@ -926,12 +926,19 @@ export function sumRows(x: Tensor, o: { out?: Tensor; accumulate?: boolean } = {
   return y;
 }
 
-/** LayerNorm backward (mean, rstd: f32 [R] from `layernorm`): dx, dgamma, dbeta += their gradients. */
-export function layernormBackward(dy: Tensor, x: Tensor, gamma: Tensor, mean: Tensor, rstd: Tensor, g: { dx: Tensor; dgamma: Tensor; dbeta: Tensor }): void {
+/**
+ * LayerNorm backward (mean, rstd: f32 [R] from `layernorm`): dx, dgamma, dbeta += their gradients. With `dxSum`
+ * ([C]), also dxSum (+)= the rows' sum of the dx it leaves (dxSumAccumulate: +=): the gradient of the bias of
+ * the linear layer whose output the normed stream adds, in the same pass (sumRows(dx) within f32 order).
+ */
+export function layernormBackward(
+  dy: Tensor, x: Tensor, gamma: Tensor, mean: Tensor, rstd: Tensor,
+  g: { dx: Tensor; dgamma: Tensor; dbeta: Tensor; dxSum?: Tensor; dxSumAccumulate?: boolean },
+): void {
   const op = 'layernormBackward';
-  const { dx, dgamma, dbeta } = g;
-  sameDevice(op, { dy, x, gamma, mean, rstd, dx, dgamma, dbeta });
-  sameDType(op, { dy, x, gamma, dx, dgamma, dbeta }, FLOATS);
+  const { dx, dgamma, dbeta, dxSum } = g;
+  sameDevice(op, { dy, x, gamma, mean, rstd, dx, dgamma, dbeta, dxSum });
+  sameDType(op, { dy, x, gamma, dx, dgamma, dbeta, dxSum }, FLOATS);
   if (gamma.shape.length !== 1) throw new Error(`${op}: gamma must be 1-D`);
   const C = gamma.shape[0]!;
   positive(op, 'columns', C);
@@ -940,9 +947,12 @@ export function layernormBackward(dy: Tensor, x: Tensor, gamma: Tensor, mean: Te
   expectShape(op, 'dx', dx, x.shape);
   expectShape(op, 'dgamma', dgamma, [C]);
   expectShape(op, 'dbeta', dbeta, [C]);
+  if (dxSum) expectShape(op, 'dxSum', dxSum, [C]);
+  else if (g.dxSumAccumulate) throw new Error(`${op}: dxSumAccumulate needs a dxSum to add into`);
   f32Tensor(op, 'mean', mean, R);
   f32Tensor(op, 'rstd', rstd, R);
-  native.layernormBackward(dy.native, x.native, gamma.native, mean.native, rstd.native, dx.native, dgamma.native, dbeta.native, R, C);
+  if (dxSum) native.layernormBackward(dy.native, x.native, gamma.native, mean.native, rstd.native, dx.native, dgamma.native, dbeta.native, R, C, dxSum.native, g.dxSumAccumulate ?? false);
+  else native.layernormBackward(dy.native, x.native, gamma.native, mean.native, rstd.native, dx.native, dgamma.native, dbeta.native, R, C);
 }
 
 /** RMSNorm backward (rstd: f32 [R] from `rmsnorm`): dx, dw += their gradients. */
@@ -962,14 +972,26 @@ export function rmsnormBackward(dy: Tensor, x: Tensor, weight: Tensor, rstd: Ten
   native.rmsnormBackward(dy.native, x.native, weight.native, rstd.native, dx.native, dw.native, R, C);
 }
 
-/** dx = dy * gelu'(x) (tanh form); `out` may be dy itself. */
-export function geluBackward(x: Tensor, dy: Tensor, out?: Tensor): Tensor {
+/**
+ * dx = dy * gelu'(x) (tanh form); `out` may be dy itself. With `biasGrad` ([C], C the last dimension of x),
+ * also the gradient of the bias added before the GELU, biasGrad (+)= the rows' sum of dx (accumulate: +=),
+ * in the same pass over dx (sumRows(dx) within f32 order).
+ */
+export function geluBackward(x: Tensor, dy: Tensor, out?: Tensor, o: { biasGrad?: Tensor; accumulate?: boolean } = {}): Tensor {
   const op = 'geluBackward';
-  const dev = sameDevice(op, { x, dy });
-  const dt = sameDType(op, { x, dy }, FLOATS);
+  const dev = sameDevice(op, { x, dy, biasGrad: o.biasGrad });
+  const dt = sameDType(op, { x, dy, biasGrad: o.biasGrad }, FLOATS);
   expectShape(op, 'dy', dy, x.shape);
+  if (o.accumulate && !o.biasGrad) throw new Error(`${op}: accumulate needs a biasGrad to add into`);
   const dx = output(op, out, x.shape, dt, dev);
-  native.geluBackward(x.native, dy.native, dx.native, x.numel);
+  if (!o.biasGrad) {
+    native.geluBackward(x.native, dy.native, dx.native, x.numel);
+    return dx;
+  }
+  const C = x.shape[x.shape.length - 1] ?? 1;
+  positive(op, 'columns', C);
+  expectShape(op, 'biasGrad', o.biasGrad, [C]);
+  native.geluBackwardBias(x.native, dy.native, dx.native, o.biasGrad.native, x.numel / C, C, o.accumulate ?? false);
   return dx;
 }
 

@@ -225,6 +225,13 @@ void layernorm_backward(PARALLM_KCTX ctx, DType dt, const void* dy, const void* 
                         const float* mean, const float* rstd, void* dx, void* dgamma, void* dbeta, int64_t R,
                         int64_t C);
 
+// layernorm_backward, and dsum[c] (+)= sum_r dx[r,c] over the dx it leaves, as stored (dsum_accumulate: +=):
+// in training the gradient of the bias of the linear layer whose output the normed stream adds (GPT-2's
+// attention-out and MLP-down projections), with no second read of dx. A null dsum: layernorm_backward alone.
+void layernorm_backward_dsum(PARALLM_KCTX ctx, DType dt, const void* dy, const void* x, const void* gamma,
+                             const float* mean, const float* rstd, void* dx, void* dgamma, void* dbeta, void* dsum,
+                             bool dsum_accumulate, int64_t R, int64_t C);
+
 // RMSNorm backward, with rstd (f32[R]) saved by the forward; xhat = x * rstd:
 //   dw[c] += sum_r dy[r,c] xhat[r,c]
 //   g = dy * w;  dx[r,c] += rstd[r] * (g[r,c] - xhat[r,c] * mean_c(g[r,:] xhat[r,:]))
@@ -233,6 +240,11 @@ void rmsnorm_backward(PARALLM_KCTX ctx, DType dt, const void* dy, const void* x,
 
 // dx = dy * gelu'(x) (the tanh form's exact derivative), n elements; dx may be dy (in place).
 void gelu_backward(PARALLM_KCTX ctx, DType dt, const void* x, const void* dy, void* dx, int64_t n);
+
+// gelu_backward over x, dy, dx [R, C] and the bias gradient dbias[c] (+)= sum_r dx[r,c] (dx as stored; what
+// sum_rows of dx gives, within f32 order), in one pass over dx: the up projection's bias in training.
+void gelu_backward_bias(PARALLM_KCTX ctx, DType dt, const void* x, const void* dy, void* dx, void* dbias, int64_t R,
+                        int64_t C, bool accumulate);
 
 // Backward of silu_gate: with s = sigmoid(gate), y = gate s up, dy contiguous [R, F]:
 //   dgate[r*in_stride + f] = dy up s (1 + gate (1 - s));  dup[r*in_stride + f] = dy gate s  (both =)

@@ -135,6 +135,16 @@ void gelu_backward(const Ctx& ctx, DType dt, const void* x, const void* dy, void
   });
 }
 
+// The two ops in turn: the same bits as gelu_backward, then sum_rows of dx.
+void gelu_backward_bias(const Ctx& ctx, DType dt, const void* x, const void* dy, void* dx, void* dbias, int64_t R,
+                        int64_t C, bool accumulate) {
+  if (R < 0 || C < 1) fail("gelu_backward: bad sizes R=", R, " C=", C, " (with the bias gradient)");
+  if (R > INT64_MAX / C) fail("gelu_backward: R*C overflows (R=", R, " C=", C, ")");
+  if (!dbias) fail("gelu_backward: null bias gradient (R=", R, " C=", C, ")");
+  gelu_backward(ctx, dt, x, dy, dx, R * C);
+  sum_rows(ctx, dt, dx, dbias, R, C, accumulate);
+}
+
 void silu_gate_backward(const Ctx& ctx, DType dt, const void* gate, const void* up, const void* dy, void* dgate,
                         void* dup, int64_t R, int64_t F, int64_t in_stride) {
   if (R < 0 || F < 0 || in_stride < F)

@@ -269,6 +269,14 @@ void layernorm_backward(const Ctx& ctx, DType dt, const void* dy, const void* x,
   });
 }
 
+// The two ops in turn: layernorm_backward's bits, then sum_rows of the dx it left.
+void layernorm_backward_dsum(const Ctx& ctx, DType dt, const void* dy, const void* x, const void* gamma,
+                             const float* mean, const float* rstd, void* dx, void* dgamma, void* dbeta, void* dsum,
+                             bool dsum_accumulate, int64_t R, int64_t C) {
+  layernorm_backward(ctx, dt, dy, x, gamma, mean, rstd, dx, dgamma, dbeta, R, C);
+  if (dsum && C > 0) sum_rows(ctx, dt, dx, dsum, R, C, dsum_accumulate);
+}
+
 void rmsnorm_backward(const Ctx& ctx, DType dt, const void* dy, const void* x, const void* w, const float* rstd,
                       void* dx, void* dw, int64_t R, int64_t C) {
   if (R < 0 || C < 0) fail("rmsnorm_backward: negative size R=", R, " C=", C);

@@ -14,6 +14,7 @@
 #include "common.cuh"
 #include "launch.cuh"
 #include "kernels.h"
+#include "reduce.cuh"
 
 namespace parallm::cuda {
 namespace {
@@ -93,6 +94,48 @@ __global__ void gelu_bwd_kernel(const T* __restrict__ x, const T* dy, T* dx, int
   if (i < n) dx[i] = from_f32<T>(f32(dy[i]) * gelu_grad(f32(x[i])));
 }
 
+// gelu_backward over [R, C] with the first pass of the bias gradient's column sum (sum_rows of dx), so dx
+// is not read again: the blocks tile [R, C] as reduce.cuh's colsum_kernel does (kColX column packs x 8 row
+// lanes, a chunk of rows_per rows a block row), store each dx pack, and add it as stored into their f32
+// partial row; colsum_n then sums the partial rows in chunk order. Two rows a lane in flight.
+template <class T, int N>
+__global__ void __launch_bounds__(kColX * 8) gelu_bwd_colsum_kernel(const T* __restrict__ x, const T* dy, T* dx,
+                                                                    float* __restrict__ part, int64_t R, int64_t C,
+                                                                    int64_t rows_per) {
+  __shared__ float sh[8][kColX * N];
+  using P = Pack<T, N>;
+  const int64_t nvec = C / N;
+  const int64_t v = int64_t(blockIdx.x) * kColX + threadIdx.x;
+  const int64_t r0 = int64_t(blockIdx.y) * rows_per, r1 = R < r0 + rows_per ? R : r0 + rows_per;
+  float acc[N];
+#pragma unroll
+  for (int j = 0; j < N; ++j) acc[j] = 0.f;
+  if (v < nvec)
+    for (int64_t r = r0 + threadIdx.y; r < r1; r += 16) {
+      const bool two = r + 8 < r1;
+      const int64_t o0 = r * C + v * N, o1 = two ? o0 + 8 * C : o0;
+      const P x0 = *reinterpret_cast<const P*>(x + o0), d0 = *reinterpret_cast<const P*>(dy + o0);
+      const P x1 = *reinterpret_cast<const P*>(x + o1), d1 = *reinterpret_cast<const P*>(dy + o1);
+      P q0, q1;
+#pragma unroll
+      for (int j = 0; j < N; ++j) {
+        q0.v[j] = from_f32<T>(f32(d0.v[j]) * gelu_grad(f32(x0.v[j])));
+        q1.v[j] = from_f32<T>(f32(d1.v[j]) * gelu_grad(f32(x1.v[j])));
+        acc[j] += f32(q0.v[j]);
+      }
+      *reinterpret_cast<P*>(dx + o0) = q0;
+      if (two) {
+#pragma unroll
+        for (int j = 0; j < N; ++j) acc[j] += f32(q1.v[j]);
+        *reinterpret_cast<P*>(dx + o1) = q1;
+      }
+    }
+  float t[N];
+  if (!combine_lanes<N, 8>(acc, sh, v < nvec, t)) return;
+#pragma unroll
+  for (int j = 0; j < N; ++j) part[int64_t(blockIdx.y) * C + v * N + j] = t[j];
+}
+
 // dgate = dy up s (1 + gate (1 - s)), dup = dy gate s; dgate/dup may alias gate/up (same element).
 template <class T, int N>
 __global__ void silu_gate_bwd_kernel(const T* gate, const T* up, const T* __restrict__ dy, T* dgate, T* dup, int64_t R,
@@ -131,6 +174,29 @@ void gelu_bwd_t(cudaStream_t s, const void* x, const void* dy, void* dx, int64_t
   auto* dxt = static_cast<T*>(dx);
   if (vec) gelu_bwd_kernel<T, V><<<blocks, kThreads, 0, s>>>(xt, dyt, dxt, n);
   else gelu_bwd_kernel<T, 1><<<blocks, kThreads, 0, s>>>(xt, dyt, dxt, n);
+}
+
+// About 1024 blocks: chunks of at least 16 rows; their partial rows (chunks x C floats) summed by colsum_n.
+template <class T>
+void gelu_bwd_bias_t(cudaStream_t s, const void* x, const void* dy, void* dx, void* dbias, int64_t R, int64_t C,
+                     bool accumulate) {
+  constexpr int V = 16 / sizeof(T);
+  const bool vec = C % V == 0 && aligned16(x) && aligned16(dy) && aligned16(dx);
+  const int64_t col_blocks = cdiv(C / (vec ? V : 1), kColX);
+  int64_t chunks = std::min<int64_t>(std::max<int64_t>(1, 1024 / col_blocks), cdiv(R, 16));
+  chunks = std::min<int64_t>(chunks, kMaxBlocksY);
+  const int64_t rows_per = cdiv(R, chunks);
+  chunks = cdiv(R, rows_per);
+  Scratch part(s, chunks * C, "gelu_backward");
+  const dim3 grid{unsigned(col_blocks), unsigned(chunks)}, block{kColX, 8};
+  auto* xt = static_cast<const T*>(x);
+  auto* dyt = static_cast<const T*>(dy);
+  auto* dxt = static_cast<T*>(dx);
+  if (vec) gelu_bwd_colsum_kernel<T, V><<<grid, block, 0, s>>>(xt, dyt, dxt, part.p, R, C, rows_per);
+  else gelu_bwd_colsum_kernel<T, 1><<<grid, block, 0, s>>>(xt, dyt, dxt, part.p, R, C, rows_per);
+  PARALLM_LAUNCH_CHECK("gelu_backward: launch with the bias gradient failed (R=", R, " C=", C, " chunks=", chunks, ")");
+  T* db = static_cast<T*>(dbias);
+  colsum_n<float, T>(s, "gelu_backward (bias gradient)", part.p, 0, ColOut<T>{{db, db, db}, accumulate ? 1u : 0u}, 1, chunks, C);
 }
 
 template <class T>
@@ -211,6 +277,22 @@ void gelu_backward(cudaStream_t s, DType dt, const void* x, const void* dy, void
   else if (dt == DType::BF16) gelu_bwd_t<__nv_bfloat16>(s, x, dy, dx, n);
   else fail("gelu_backward: dtype ", dtype_name(dt), " not supported (f32, bf16) (n=", n, ")");
   PARALLM_LAUNCH_CHECK("gelu_backward: launch failed (n=", n, ")");
+}
+
+void gelu_backward_bias(cudaStream_t s, DType dt, const void* x, const void* dy, void* dx, void* dbias, int64_t R,
+                        int64_t C, bool accumulate) {
+  if (R < 0 || C < 1) fail("gelu_backward: bad sizes R=", R, " C=", C, " (with the bias gradient)");
+  if (R > INT64_MAX / C) fail("gelu_backward: R*C overflows (R=", R, " C=", C, ")");
+  if (!dbias || (R > 0 && (!x || !dy || !dx))) fail("gelu_backward: null pointer (R=", R, " C=", C, ")");
+  if (dt != DType::F32 && dt != DType::BF16)
+    fail("gelu_backward: dtype ", dtype_name(dt), " not supported (f32, bf16) (R=", R, " C=", C, ")");
+  if (R == 0) {  // an empty sum: the bias gradient is zero (or unchanged)
+    if (!accumulate)
+      PARALLM_CUDA_CHECK(cudaMemsetAsync(dbias, 0, size_t(C) * dtype_size(dt), s), "gelu_backward: zero fill (C=", C, ")");
+    return;
+  }
+  if (dt == DType::F32) gelu_bwd_bias_t<float>(s, x, dy, dx, dbias, R, C, accumulate);
+  else gelu_bwd_bias_t<__nv_bfloat16>(s, x, dy, dx, dbias, R, C, accumulate);
 }
 
 void silu_gate_backward(cudaStream_t s, DType dt, const void* gate, const void* up, const void* dy, void* dgate,

@@ -193,8 +193,9 @@ constexpr int64_t kBwdBlocks = 512;   // blocks at most: partial rows written, t
 
 // LN: dx += rstd (g - mean(g) - xhat mean(g xhat)), g = dy gamma; dgamma += dy xhat, dbeta += dy.
 // RMS: dx += rstd (g - xhat mean(g xhat)), g = dy w; dw += dy xhat. P packs of N columns per thread.
-// part: [2][gridDim.x][C] f32 (RMS: [1][gridDim.x][C]).
-template <class T, int N, int P, bool RMS>
+// DS (LN only): also dsum += the rows' sum of the dx left (as stored), a third partial.
+// part: [NP][gridDim.x][C] f32, NP = 1 (RMS), 2 (LN) or 3 (LN with DS).
+template <class T, int N, int P, bool RMS, bool DS>
 __global__ void __launch_bounds__(kBwdThreads)
 norm_bwd_kernel(const T* __restrict__ dy, const T* __restrict__ x, const T* __restrict__ gamma,
                 const float* __restrict__ mean, const float* __restrict__ rstd, T* __restrict__ dx,
@@ -204,11 +205,16 @@ norm_bwd_kernel(const T* __restrict__ dy, const T* __restrict__ x, const T* __re
   using Pk = Pack<T, N>;
   const int64_t nvec = C / N;
   const float inv_c = 1.f / float(C);
-  float pg[P][N], pb[P][N];
+  static_assert(!(RMS && DS), "the dx sums are LN's (a bias beside the norm's)");
+  constexpr int NP = RMS ? 1 : DS ? 3 : 2;
+  float pg[P][N], pb[P][N], pd[DS ? P : 1][N];
 #pragma unroll
   for (int k = 0; k < P; ++k)
 #pragma unroll
-    for (int j = 0; j < N; ++j) pg[k][j] = pb[k][j] = 0.f;
+    for (int j = 0; j < N; ++j) {
+      pg[k][j] = pb[k][j] = 0.f;
+      if (DS) pd[DS ? k : 0][j] = 0.f;
+    }
 
   for (int64_t base = int64_t(blockIdx.x) * blockDim.y; base < R; base += int64_t(gridDim.x) * blockDim.y) {
     const int64_t r = base + threadIdx.y;
@@ -248,6 +254,7 @@ norm_bwd_kernel(const T* __restrict__ dy, const T* __restrict__ x, const T* __re
         for (int j = 0; j < N; ++j) {
           const float xh = (f32(b.v[j]) - mu) * rs, g = f32(a.v[j]) * f32(w.v[j]);
           o.v[j] = from_f32<T>(f32(o.v[j]) + rs * (g - m1 - xh * m2));
+          if (DS) pd[DS ? k : 0][j] += f32(o.v[j]);
         }
         *reinterpret_cast<Pk*>(dx + ro + v * N) = o;
       }
@@ -257,6 +264,7 @@ norm_bwd_kernel(const T* __restrict__ dy, const T* __restrict__ x, const T* __re
   // One partial row per block; the block's row lanes (threadIdx.y) are added in lane order.
   float* pgo = part + int64_t(blockIdx.x) * C;
   float* pbo = part + (int64_t(gridDim.x) + blockIdx.x) * C;
+  float* pdo = part + (2 * int64_t(gridDim.x) + blockIdx.x) * C;
   if (blockDim.y == 1) {
 #pragma unroll
     for (int k = 0; k < P; ++k) {
@@ -266,6 +274,7 @@ norm_bwd_kernel(const T* __restrict__ dy, const T* __restrict__ x, const T* __re
         for (int j = 0; j < N; ++j) {
           pgo[v * N + j] = pg[k][j];
           if (!RMS) pbo[v * N + j] = pb[k][j];
+          if (DS) pdo[v * N + j] = pd[DS ? k : 0][j];
         }
     }
     return;
@@ -281,6 +290,7 @@ norm_bwd_kernel(const T* __restrict__ dy, const T* __restrict__ x, const T* __re
             const int64_t c = v * N + j;
             comb[c] = y == 0 ? pg[k][j] : comb[c] + pg[k][j];
             if (!RMS) comb[C + c] = y == 0 ? pb[k][j] : comb[C + c] + pb[k][j];
+            if (DS) comb[2 * C + c] = y == 0 ? pd[DS ? k : 0][j] : comb[2 * C + c] + pd[DS ? k : 0][j];
           }
       }
     }
@@ -290,33 +300,40 @@ norm_bwd_kernel(const T* __restrict__ dy, const T* __restrict__ x, const T* __re
   for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
     pgo[c] = comb[c];
     if (!RMS) pbo[c] = comb[C + c];
+    if (DS) pdo[c] = comb[2 * C + c];
   }
+  (void)NP;
 }
 
+// The norm's parameter gradients (+=) and, with ds, the dx sums ((+)= by ds_acc): one column-sum launch for all.
 template <class T, int N, int P, bool RMS>
 void launch_norm_bwd(cudaStream_t s, const char* op, const T* dy, const T* x, const T* g, const float* mean,
-                     const float* rstd, T* dx, T* dg, T* db, int64_t R, int64_t C, int tx) {
+                     const float* rstd, T* dx, T* dg, T* db, T* ds, bool ds_acc, int64_t R, int64_t C, int tx) {
   const int ty = std::max(1, 128 / tx);
   const int64_t blocks = std::min<int64_t>(cdiv(R, ty), kBwdBlocks);
-  const size_t smem = ty > 1 ? sizeof(float) * 2 * size_t(C) : 0;  // ty > 1 only for C <= 128 packs
-  Scratch part(s, (RMS ? 1 : 2) * blocks * C, op);
-  norm_bwd_kernel<T, N, P, RMS><<<unsigned(blocks), dim3(tx, ty), smem, s>>>(dy, x, g, mean, rstd, dx, part.p, R, C);
+  const int np = RMS ? 1 : ds ? 3 : 2;
+  const size_t smem = ty > 1 ? sizeof(float) * np * size_t(C) : 0;  // ty > 1 only for C <= 128 packs
+  Scratch part(s, np * blocks * C, op);
+  const dim3 grid{unsigned(blocks)}, block{unsigned(tx), unsigned(ty)};
+  if (RMS || !ds) norm_bwd_kernel<T, N, P, RMS, false><<<grid, block, smem, s>>>(dy, x, g, mean, rstd, dx, part.p, R, C);
+  else norm_bwd_kernel<T, N, P, RMS, !RMS><<<grid, block, smem, s>>>(dy, x, g, mean, rstd, dx, part.p, R, C);
   PARALLM_LAUNCH_CHECK(op, ": launch failed (R=", R, " C=", C, " blocks=", blocks, ")");
-  colsum<float, T>(s, op, part.p, dg, blocks, C, true);
-  if (!RMS) colsum<float, T>(s, op, part.p + blocks * C, db, blocks, C, true);
+  const ColOut<T> out{{dg, RMS ? dg : db, ds ? ds : dg}, ds_acc ? 7u : 3u};
+  colsum_n<float, T>(s, op, part.p, blocks * C, out, np, blocks, C);
 }
 
 template <class T, int N, bool RMS>
 void dispatch_norm_bwd_packs(cudaStream_t s, const char* op, const T* dy, const T* x, const T* g,
-                             const float* mean, const float* rstd, T* dx, T* dg, T* db, int64_t R, int64_t C) {
+                             const float* mean, const float* rstd, T* dx, T* dg, T* db, T* ds, bool ds_acc, int64_t R,
+                             int64_t C) {
   const int64_t nvec = C / N;
   // Two packs a thread when the row allows, up to kBwdThreads threads a row, then more packs a thread.
   const int tx = int(std::min<int64_t>(kBwdThreads, std::max<int64_t>(32, cdiv(cdiv(nvec, 2), 32) * 32)));
   const int64_t packs = cdiv(nvec, tx);
-  if (packs <= 1) launch_norm_bwd<T, N, 1, RMS>(s, op, dy, x, g, mean, rstd, dx, dg, db, R, C, tx);
-  else if (packs <= 2) launch_norm_bwd<T, N, 2, RMS>(s, op, dy, x, g, mean, rstd, dx, dg, db, R, C, tx);
-  else if (packs <= 4) launch_norm_bwd<T, N, 4, RMS>(s, op, dy, x, g, mean, rstd, dx, dg, db, R, C, tx);
-  else if (packs <= 8) launch_norm_bwd<T, N, 8, RMS>(s, op, dy, x, g, mean, rstd, dx, dg, db, R, C, tx);
+  if (packs <= 1) launch_norm_bwd<T, N, 1, RMS>(s, op, dy, x, g, mean, rstd, dx, dg, db, ds, ds_acc, R, C, tx);
+  else if (packs <= 2) launch_norm_bwd<T, N, 2, RMS>(s, op, dy, x, g, mean, rstd, dx, dg, db, ds, ds_acc, R, C, tx);
+  else if (packs <= 4) launch_norm_bwd<T, N, 4, RMS>(s, op, dy, x, g, mean, rstd, dx, dg, db, ds, ds_acc, R, C, tx);
+  else if (packs <= 8) launch_norm_bwd<T, N, 8, RMS>(s, op, dy, x, g, mean, rstd, dx, dg, db, ds, ds_acc, R, C, tx);
   else
     fail(op, ": row of C=", C, " too long for the backward kernel (at most ", int64_t(kBwdThreads) * 8 * N,
          " elements of ", sizeof(T) == 4 ? "f32" : "bf16", ", R=", R, ")");
@@ -324,7 +341,8 @@ void dispatch_norm_bwd_packs(cudaStream_t s, const char* op, const T* dy, const 
 
 template <class T, bool RMS>
 void dispatch_norm_bwd(cudaStream_t s, const char* op, const void* dy, const void* x, const void* g,
-                       const float* mean, const float* rstd, void* dx, void* dg, void* db, int64_t R, int64_t C) {
+                       const float* mean, const float* rstd, void* dx, void* dg, void* db, void* ds, bool ds_acc, int64_t R,
+              int64_t C) {
   constexpr int V = 16 / sizeof(T);
   const bool vec = C % V == 0 && aligned16(dy) && aligned16(x) && aligned16(g) && aligned16(dx);
   auto* dyt = static_cast<const T*>(dy);
@@ -333,19 +351,23 @@ void dispatch_norm_bwd(cudaStream_t s, const char* op, const void* dy, const voi
   auto* dxt = static_cast<T*>(dx);
   auto* dgt = static_cast<T*>(dg);
   auto* dbt = static_cast<T*>(db);
-  if (vec) dispatch_norm_bwd_packs<T, V, RMS>(s, op, dyt, xt, gt, mean, rstd, dxt, dgt, dbt, R, C);
-  else dispatch_norm_bwd_packs<T, 1, RMS>(s, op, dyt, xt, gt, mean, rstd, dxt, dgt, dbt, R, C);
+  auto* dst = static_cast<T*>(ds);
+  if (vec) dispatch_norm_bwd_packs<T, V, RMS>(s, op, dyt, xt, gt, mean, rstd, dxt, dgt, dbt, dst, ds_acc, R, C);
+  else dispatch_norm_bwd_packs<T, 1, RMS>(s, op, dyt, xt, gt, mean, rstd, dxt, dgt, dbt, dst, ds_acc, R, C);
 }
 
 template <bool RMS>
 void norm_bwd(cudaStream_t s, const char* op, DType dt, const void* dy, const void* x, const void* g,
-              const float* mean, const float* rstd, void* dx, void* dg, void* db, int64_t R, int64_t C) {
+              const float* mean, const float* rstd, void* dx, void* dg, void* db, void* ds, bool ds_acc, int64_t R,
+              int64_t C) {
   check_rows(op, R, C);
+  if (R == 0 && ds && !ds_acc && C > 0)  // no rows: nothing to add, but the dx sums are an empty sum's zeros
+    PARALLM_CUDA_CHECK(cudaMemsetAsync(ds, 0, size_t(C) * dtype_size(dt), s), op, ": zero fill (C=", C, ")");
   if (R == 0 || C == 0) return;  // no rows: nothing to add
   if (!dy || !x || !g || !rstd || !dx || !dg || (!RMS && (!mean || !db)))
     fail(op, ": null input or output (R=", R, " C=", C, ")");
-  if (dt == DType::F32) dispatch_norm_bwd<float, RMS>(s, op, dy, x, g, mean, rstd, dx, dg, db, R, C);
-  else if (dt == DType::BF16) dispatch_norm_bwd<__nv_bfloat16, RMS>(s, op, dy, x, g, mean, rstd, dx, dg, db, R, C);
+  if (dt == DType::F32) dispatch_norm_bwd<float, RMS>(s, op, dy, x, g, mean, rstd, dx, dg, db, ds, ds_acc, R, C);
+  else if (dt == DType::BF16) dispatch_norm_bwd<__nv_bfloat16, RMS>(s, op, dy, x, g, mean, rstd, dx, dg, db, ds, ds_acc, R, C);
   else fail(op, ": dtype ", dtype_name(dt), " not supported (f32, bf16) (R=", R, " C=", C, ")");
 }
 
@@ -363,12 +385,18 @@ void rmsnorm(cudaStream_t s, DType dt, const void* x, const void* w, void* y, fl
 
 void layernorm_backward(cudaStream_t s, DType dt, const void* dy, const void* x, const void* gamma, const float* mean,
                         const float* rstd, void* dx, void* dgamma, void* dbeta, int64_t R, int64_t C) {
-  norm_bwd<false>(s, "layernorm_backward", dt, dy, x, gamma, mean, rstd, dx, dgamma, dbeta, R, C);
+  norm_bwd<false>(s, "layernorm_backward", dt, dy, x, gamma, mean, rstd, dx, dgamma, dbeta, nullptr, false, R, C);
+}
+
+void layernorm_backward_dsum(cudaStream_t s, DType dt, const void* dy, const void* x, const void* gamma,
+                             const float* mean, const float* rstd, void* dx, void* dgamma, void* dbeta, void* dsum,
+                             bool dsum_accumulate, int64_t R, int64_t C) {
+  norm_bwd<false>(s, "layernorm_backward", dt, dy, x, gamma, mean, rstd, dx, dgamma, dbeta, dsum, dsum_accumulate, R, C);
 }
 
 void rmsnorm_backward(cudaStream_t s, DType dt, const void* dy, const void* x, const void* w, const float* rstd,
                       void* dx, void* dw, int64_t R, int64_t C) {
-  norm_bwd<true>(s, "rmsnorm_backward", dt, dy, x, w, nullptr, rstd, dx, dw, nullptr, R, C);
+  norm_bwd<true>(s, "rmsnorm_backward", dt, dy, x, w, nullptr, rstd, dx, dw, nullptr, nullptr, false, R, C);
 }
 
 }  // namespace parallm::cuda

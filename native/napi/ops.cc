@@ -674,7 +674,7 @@ Napi::Value OpSumRows(const Napi::CallbackInfo& info) {
   });
 }
 
-// layernormBackward(dy, x, gamma, mean, rstd, dx, dgamma, dbeta, R, C)
+// layernormBackward(dy, x, gamma, mean, rstd, dx, dgamma, dbeta, R, C[, dxSum, accumulate])
 Napi::Value OpLayernormBackward(const Napi::CallbackInfo& info) {
   return op(info, "layernormBackward", [](OpCall& c) {
     int64_t R = c.i64(8, "R"), C = c.i64(9, "C");
@@ -689,8 +689,10 @@ Napi::Value OpLayernormBackward(const Napi::CallbackInfo& info) {
     void* pdx = c.use(5, "dx", n, dt);
     void* pdg = c.use(6, "dgamma", C, dt);
     void* pdb = c.use(7, "dbeta", C, dt);
-    c.run([=](const cpu::Ctx& x) { cpu::layernorm_backward(x, dt, pdy, px, pg, pm, pr, pdx, pdg, pdb, R, C); },
-          ON_CUDA(layernorm_backward(s, dt, pdy, px, pg, pm, pr, pdx, pdg, pdb, R, C)));
+    void* pds = c.opt(10, "dxSum", C, dt);  // with it, the rows' sum of the dx left
+    bool acc = pds && c.flag(11);
+    c.run([=](const cpu::Ctx& x) { cpu::layernorm_backward_dsum(x, dt, pdy, px, pg, pm, pr, pdx, pdg, pdb, pds, acc, R, C); },
+          ON_CUDA(layernorm_backward_dsum(s, dt, pdy, px, pg, pm, pr, pdx, pdg, pdb, pds, acc, R, C)));
   });
 }
 
@@ -723,6 +725,23 @@ Napi::Value OpGeluBackward(const Napi::CallbackInfo& info) {
     void* pdx = c.use(2, "dx", n, dt);
     c.run([=](const cpu::Ctx& x) { cpu::gelu_backward(x, dt, px, pdy, pdx, n); },
           ON_CUDA(gelu_backward(s, dt, px, pdy, pdx, n)));
+  });
+}
+
+// geluBackwardBias(x, dy, dx, dbias, R, C, accumulate)
+Napi::Value OpGeluBackwardBias(const Napi::CallbackInfo& info) {
+  return op(info, "geluBackward", [](OpCall& c) {
+    int64_t R = c.i64(4, "R"), C = c.i64(5, "C");
+    bool acc = c.flag(6);
+    if (R < 0 || C < 1) fail("geluBackward: bad sizes R=", R, " C=", C, " (with the bias gradient)");
+    DType dt = c.dtype_of(0, "x");
+    int64_t n = c.mul(R, C);
+    const void* px = c.use(0, "x", n, dt);
+    const void* pdy = c.use(1, "dy", n, dt);
+    void* pdx = c.use(2, "dx", n, dt);
+    void* pdb = c.use(3, "biasGrad", C, dt);
+    c.run([=](const cpu::Ctx& x) { cpu::gelu_backward_bias(x, dt, px, pdy, pdx, pdb, R, C, acc); },
+          ON_CUDA(gelu_backward_bias(s, dt, px, pdy, pdx, pdb, R, C, acc)));
   });
 }
 
@@ -1040,6 +1059,7 @@ void export_ops(Napi::Env env, Napi::Object exports) {
   export_fn(env, exports, "layernormBackward", OpLayernormBackward);
   export_fn(env, exports, "rmsnormBackward", OpRmsnormBackward);
   export_fn(env, exports, "geluBackward", OpGeluBackward);
+  export_fn(env, exports, "geluBackwardBias", OpGeluBackwardBias);
   export_fn(env, exports, "siluGateBackward", OpSiluGateBackward);
   export_fn(env, exports, "ropeBackward", OpRopeBackward);
   export_fn(env, exports, "attentionForward", OpAttentionForward);

@@ -260,7 +260,22 @@ export class FlatParams {
 
   zeroGrad(): void {
     ops.fillUniform(this.grad, { low: 0, high: 0 });
+    this.zeroed.clear();
+    for (const e of this.layout) this.zeroed.add(entryTensor(this.grads, this.stage, e.key)!);
+    if (this.grads.head) this.zeroed.add(this.grads.head);
   }
+
+  /**
+   * True the first time it is asked for a gradient view of `grads` since zeroGrad: that gradient still holds
+   * zeros, so its writer may store its sum instead of adding it (TrainStage's weight gradients: one matmul
+   * straight into the gradient, no scratch and add). Every later call for it says false. A writer that adds
+   * into a gradient must ask too (the tied head and embedding are one view), so no store comes after an add.
+   */
+  takeZeroed(g: Tensor): boolean {
+    if (process.env.PARALLM_X_STORE === '0') return false; // EXPERIMENT (s33-a)
+    return this.zeroed.delete(g);
+  }
+  private readonly zeroed = new Set<Tensor>();
 
   /** A host copy of master (waits for the device). */
   hostMaster(): Float32Array {

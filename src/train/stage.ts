@@ -195,9 +195,22 @@ export class TrainStage {
     return { y: ops.rmsnorm(x, g, { eps: this.cfg.normEps, rstd }), rstd };
   }
 
-  private normBackward(dy: Tensor, x: Tensor, g: Tensor, mean: Tensor | undefined, rstd: Tensor, dx: Tensor, dg: Tensor, db: Tensor | undefined): void {
-    if (this.cfg.family === 'gpt2') ops.layernormBackward(dy, x, g, mean!, rstd, { dx, dgamma: dg, dbeta: db! });
-    else ops.rmsnormBackward(dy, x, g, rstd, { dx, dw: dg });
+  /**
+   * The norm's backward: dx += its input gradient, its parameters' gradients added. With `sumInto` (LayerNorm),
+   * also the rows' sum of the dx it leaves into that bias gradient (the linear layer below whose output the
+   * stream adds), in the same pass; returns the bias gradient so summed, if any.
+   */
+  private normBackward(dy: Tensor, x: Tensor, g: Tensor, mean: Tensor | undefined, rstd: Tensor, dx: Tensor, dg: Tensor, db: Tensor | undefined, sumInto?: Tensor): Tensor | undefined {
+    this.params.takeZeroed(dg); // the norms' kernels add their parameter gradients
+    if (db) this.params.takeZeroed(db);
+    if (this.cfg.family !== 'gpt2') {
+      ops.rmsnormBackward(dy, x, g, rstd, { dx, dw: dg });
+      return undefined;
+    }
+    if (process.env.PARALLM_X_NSUM === '0') sumInto = undefined; // EXPERIMENT (s33-b)
+    const sum = sumInto ? { dxSum: sumInto, dxSumAccumulate: !this.params.takeZeroed(sumInto) } : {};
+    ops.layernormBackward(dy, x, g, mean!, rstd, { dx, dgamma: dg, dbeta: db!, ...sum });
+    return sumInto;
   }
 
   /** Throws unless mb's sizes fit each other and the model, and (first stage) every input id is in the vocabulary. */
@@ -384,10 +397,13 @@ export class TrainStage {
     };
     const paramGrads = (key: string, li: number, dy: Tensor, x: Tensor, gw: Tensor, gb: Tensor | undefined, residual: boolean): void => {
       if (!defer) return this.paramGrads(dy, x, gw, gb);
-      if (gb) ops.sumRows(dy, { out: gb, accumulate: true });
+      if (gb) this.biasGrad(dy, gb);
       dW(`${li}.${key}`, this.params.stage.start + li, dy, x, gw, residual);
     };
     let dx: Tensor | null = null;
+    // the bias gradient the last norm backward summed dx into (the next linear layer down's), so not again
+    let summed: Tensor | undefined;
+    const unsummed = (gb: Tensor | undefined) => (gb === summed ? undefined : gb);
     try {
       // dx: the gradient of the residual stream, updated in place from the top down.
       if (this.isLast) {
@@ -395,17 +411,10 @@ export class TrainStage {
         const head = this.paddedHead(false);
         const dhF = keep(ops.matmul(dl, head));
         if (defer) dW('head', 'head', dl, s.hF!, gw.head!, false);
-        else if (head === w.head) ops.matmul(dl, s.hF!, { transA: true, beta: 1, out: gw.head! });
-        else {
-          // dW over the padded rows into a scratch, then its first V rows into the gradient
-          this.dheadPad ??= Tensor.empty(head.shape, { dtype: dt, device: this.device });
-          ops.matmul(dl, s.hF!, { transA: true, out: this.dheadPad });
-          const rows = keep(this.dheadPad.view(0, [...gw.head!.shape]));
-          ops.add(gw.head!, rows, gw.head!);
-        }
+        else this.headGrad(dl, s.hF!, gw.head!);
         this.mark('bwd head matmul');
         dx = ops.fillUniform(Tensor.empty([N, C], opt), { low: 0, high: 0 });
-        this.normBackward(dhF, s.xLast, w.normF!, s.meanF, s.rstdF!, dx, gw.normF!, gw.normFBias);
+        summed = this.normBackward(dhF, s.xLast, w.normF!, s.meanF, s.rstdF!, dx, gw.normF!, gw.normFBias, gw.layers.at(-1)?.downBias);
         this.mark('bwd norm');
         if (!defer) this.onGradsReady?.('head');
       } else {
@@ -416,13 +425,18 @@ export class TrainStage {
       for (let li = s.layers.length - 1; li >= 0; li--) {
         const a = s.layers[li]!, l = w.layers[li]!, gl = gwLayers[li]!;
         // MLP: x_{l+1} = x_mid + g Wdown^T
-        paramGrads('down', li, dx, a.g, gl.down, gl.downBias, true); // dx changes below: a copy is held
+        paramGrads('down', li, dx, a.g, gl.down, unsummed(gl.downBias), true); // dx changes below: a copy is held
         this.mark('bwd down dW');
         const dg = keep(ops.matmul(dx, l.down));
         this.mark('bwd down dX');
         let da: Tensor;
-        if (gpt2) da = ops.geluBackward(a.a, dg, dg);
-        else {
+        let upBias = gl.upBias; // (GPT-2: its gradient summed in the GELU backward's pass, not again below)
+        if (gpt2 && process.env.PARALLM_X_GELU === '0') da = ops.geluBackward(a.a, dg, dg), upBias = gl.upBias; // EXPERIMENT (s33-a)
+        else if (gpt2) {
+          const o = upBias ? { biasGrad: upBias, accumulate: !this.params.takeZeroed(upBias) } : {};
+          da = ops.geluBackward(a.a, dg, dg, o);
+          upBias = undefined;
+        } else {
           const F = this.local.intermediate;
           da = keep(Tensor.empty([N, 2 * F], opt));
           const up = keep(a.a.view(F, [N * 2 * F - F]));
@@ -430,15 +444,15 @@ export class TrainStage {
           ops.siluGateBackward(a.a, up, dg, { dgate: da, dup, rows: N, cols: F, inStride: 2 * F });
         }
         this.mark('bwd activation');
-        paramGrads('up', li, da, a.h2, gl.up, gl.upBias, false);
+        paramGrads('up', li, da, a.h2, gl.up, upBias, false);
         this.mark('bwd up dW');
         const dh2 = keep(ops.matmul(da, l.up));
         this.mark('bwd up dX');
         if (this.tp) this.reduceInputGrad(dh2); // each rank's features' share of the input gradient
-        this.normBackward(dh2, a.xMid, l.norm2, a.mean2, a.rstd2, dx, gl.norm2, gl.norm2Bias);
+        summed = this.normBackward(dh2, a.xMid, l.norm2, a.mean2, a.rstd2, dx, gl.norm2, gl.norm2Bias, gl.outBias);
         this.mark('bwd norm');
         // attention: x_mid = x_l + att Wo^T
-        paramGrads('out', li, dx, a.att, gl.out, gl.outBias, true);
+        paramGrads('out', li, dx, a.att, gl.out, unsummed(gl.outBias), true);
         this.mark('bwd out dW');
         const datt = keep(keep(ops.matmul(dx, l.out)).reshape([B, T, heads, D]));
         this.mark('bwd out dX');
@@ -460,14 +474,15 @@ export class TrainStage {
         const dh1 = keep(ops.matmul(dqkv, l.qkv));
         this.mark('bwd qkv dX');
         if (this.tp) this.reduceInputGrad(dh1); // each rank's heads' share of the input gradient
-        this.normBackward(dh1, a.x, l.norm1, a.mean1, a.rstd1, dx, gl.norm1, gl.norm1Bias);
+        summed = this.normBackward(dh1, a.x, l.norm1, a.mean1, a.rstd1, dx, gl.norm1, gl.norm1Bias, gwLayers[li - 1]?.downBias);
         this.mark('bwd norm');
         tmp.splice(0).forEach((t) => t.dispose());
         if (!defer) this.onGradsReady?.(this.params.stage.start + li);
       }
       if (this.isFirst) {
+        this.params.takeZeroed(gw.embed!); // the lookups add (into the tied head's gradient too)
         if (!this.embedGrad?.(s.ids!, dx)) ops.embeddingBackward(s.ids!, dx, gw.embed!);
-        if (gw.positions) ops.embeddingBackward(s.pos, dx, gw.positions);
+        if (gw.positions) this.params.takeZeroed(gw.positions), ops.embeddingBackward(s.pos, dx, gw.positions);
         this.mark('bwd embed');
         if (!defer) this.onGradsReady?.('embed');
         dx.dispose();
@@ -509,14 +524,7 @@ export class TrainStage {
         const bytes = f(d.dy) + f(d.x);
         const dy = this.rows(d.dy), x = this.rows(d.x);
         try {
-          if (key === 'head' && d.out.shape[0] !== dy.shape[1]) {
-            // the padded head: dW over the padded rows into a scratch, then its first V rows (as backward does)
-            this.dheadPad ??= Tensor.empty([dy.shape[1]!, x.shape[1]!], { dtype: dt, device: this.device });
-            ops.matmul(dy, x, { transA: true, out: this.dheadPad });
-            const rows = this.dheadPad.view(0, [...d.out.shape]);
-            ops.add(d.out, rows, d.out);
-            rows.dispose();
-          } else if (key === 'head') ops.matmul(dy, x, { transA: true, beta: 1, out: d.out }); // as backward does (no head-sized scratch)
+          if (key === 'head') this.headGrad(dy, x, d.out);
           else this.weightGrad(dy, x, d.out);
           this.mark(key === 'head' ? 'bwd head matmul' : `bwd ${key.slice(key.indexOf('.') + 1)} dW`);
         } finally {
@@ -623,7 +631,35 @@ export class TrainStage {
   /** A linear layer's parameter gradients, summed over the step's micro-batches: weight (weightGrad), bias. */
   private paramGrads(dy: Tensor, x: Tensor, gw: Tensor, gb: Tensor | undefined): void {
     this.weightGrad(dy, x, gw);
-    if (gb) ops.sumRows(dy, { out: gb, accumulate: true });
+    if (gb) this.biasGrad(dy, gb);
+  }
+
+  /** A bias's gradient, the rows' sum of dy: stored when the gradient still holds zeros, else added. */
+  private biasGrad(dy: Tensor, gb: Tensor): void {
+    ops.sumRows(dy, { out: gb, accumulate: !this.params.takeZeroed(gb) });
+  }
+
+  /**
+   * The head's weight gradient, out (+)= dy^T x. With a padded vocabulary (paddedHead) the product over the
+   * padded rows goes to a scratch, then its first V rows into the gradient. Stored, not added, when the
+   * gradient still holds zeros (FlatParams.takeZeroed); the unpadded head adds in the matmul's epilogue
+   * (beta = 1) rather than through a head-sized scratch.
+   */
+  private headGrad(dy: Tensor, x: Tensor, out: Tensor): void {
+    const store = this.params.takeZeroed(out);
+    if (out.shape[0] === dy.shape[1]) {
+      ops.matmul(dy, x, { transA: true, beta: store ? 0 : 1, out });
+      return;
+    }
+    this.dheadPad ??= Tensor.empty([dy.shape[1]!, x.shape[1]!], { dtype: out.dtype, device: this.device });
+    ops.matmul(dy, x, { transA: true, out: this.dheadPad });
+    const rows = this.dheadPad.view(0, [...out.shape]);
+    try {
+      if (store) out.copyFrom(rows);
+      else ops.add(out, rows, out);
+    } finally {
+      rows.dispose();
+    }
   }
 
   /**
@@ -633,6 +669,10 @@ export class TrainStage {
    * which holds the tensor cores idle when the token count (K) is small.
    */
   private weightGrad(dy: Tensor, x: Tensor, out: Tensor): void {
+    if (this.params.takeZeroed(out)) {
+      ops.matmul(dy, x, { transA: true, out }); // the first sum since zeroGrad: stored, nothing to add to
+      return;
+    }
     if (!DW_SCRATCH || !this.device.startsWith('cuda')) {
       ops.matmul(dy, x, { transA: true, beta: 1, out });
       return;

@@ -103,25 +103,30 @@ describe.skipIf(gpus === 0)('CUDA training kernels match the CPU backend', () =>
     return { mean, rstd };
   }
 
-  for (const [R, C] of [[3, 50], [64, 771], [1000, 768], [257, 2048], [17, 4104]] as const)
+  for (const [R, C] of [[3, 50], [64, 771], [1000, 768], [257, 2048], [17, 4104], [8192, 768]] as const) // (8192: the most blocks' partials)
     for (const dt of DTYPES) {
-      it(`layernormBackward ${R}x${C} [${dt}]`, () => {
-        const seed = Math.floor(Math.random() * 1e6);
-        compare((d) => {
-          const s = scope();
-          const x = s.from(vals(R * C, seed, -2, 3), [R, C], dt, d);
-          const { mean, rstd } = normStats(x.toArray() as Float32Array, R, C, false);
-          const dy = s.from(vals(R * C, seed + 1), [R, C], dt, d);
-          const gamma = s.from(vals(C, seed + 2, 0.5, 1.5), [C], dt, d);
-          const dx = s.from(vals(R * C, seed + 3), [R, C], dt, d);
-          const dgamma = s.from(vals(C, seed + 4), [C], dt, d);
-          const dbeta = s.from(vals(C, seed + 5), [C], dt, d);
-          ops.layernormBackward(dy, x, gamma, s.from(mean, [R], 'f32', d), s.from(rstd, [R], 'f32', d), { dx, dgamma, dbeta });
-          const r = { dx: dx.toArray(), dgamma: dgamma.toArray(), dbeta: dbeta.toArray() };
-          s.dispose();
-          return r;
-        }, TOL[dt], R === 1000);
-      });
+      // with the dx sums (GPT-2's out and down biases), stored or added by shape
+      for (const sums of [false, true])
+        it(`layernormBackward ${R}x${C}${sums ? ' with the dx sums' : ''} [${dt}]`, () => {
+          const seed = Math.floor(Math.random() * 1e6);
+          const accumulate = R % 2 === 0;
+          compare((d) => {
+            const s = scope();
+            const x = s.from(vals(R * C, seed, -2, 3), [R, C], dt, d);
+            const { mean, rstd } = normStats(x.toArray() as Float32Array, R, C, false);
+            const dy = s.from(vals(R * C, seed + 1), [R, C], dt, d);
+            const gamma = s.from(vals(C, seed + 2, 0.5, 1.5), [C], dt, d);
+            const dx = s.from(vals(R * C, seed + 3), [R, C], dt, d);
+            const dgamma = s.from(vals(C, seed + 4), [C], dt, d);
+            const dbeta = s.from(vals(C, seed + 5), [C], dt, d);
+            const dxSum = !sums ? undefined : accumulate ? s.from(vals(C, seed + 6), [C], dt, d) : s.poison([C], dt, d);
+            ops.layernormBackward(dy, x, gamma, s.from(mean, [R], 'f32', d), s.from(rstd, [R], 'f32', d), { dx, dgamma, dbeta, dxSum, dxSumAccumulate: sums && accumulate });
+            const r: Outs = { dx: dx.toArray(), dgamma: dgamma.toArray(), dbeta: dbeta.toArray() };
+            if (dxSum) r.dxSum = dxSum.toArray();
+            s.dispose();
+            return r;
+          }, TOL[dt], R >= 1000);
+        });
       it(`rmsnormBackward ${R}x${C} [${dt}]`, () => {
         const seed = Math.floor(Math.random() * 1e6);
         compare((d) => {
@@ -156,6 +161,24 @@ describe.skipIf(gpus === 0)('CUDA training kernels match the CPU backend', () =>
             s.dispose();
             return r;
           }, TOL[dt]);
+        });
+
+  // with the bias gradient (GPT-2's up projection): one pass writing dx and its column partials
+  for (const [R, C] of [[8192, 3072], [700, 136], [301, 13], [5, 768]] as const)
+    for (const dt of DTYPES)
+      for (const accumulate of [false, true])
+        it(`geluBackward ${R}x${C} with the bias gradient${accumulate ? ' added' : ''} [${dt}]`, () => {
+          const seed = Math.floor(Math.random() * 1e6);
+          compare((d) => {
+            const s = scope();
+            const x = s.from(vals(R * C, seed, -6, 6), [R, C], dt, d);
+            const dy = s.from(vals(R * C, seed + 1), [R, C], dt, d);
+            const db = accumulate ? s.from(vals(C, seed + 2), [C], dt, d) : s.poison([C], dt, d);
+            ops.geluBackward(x, dy, dy, { biasGrad: db, accumulate });
+            const r = { dx: dy.toArray(), dbias: db.toArray() };
+            s.dispose();
+            return r;
+          }, TOL[dt], R >= 700);
         });
 
   for (const [R, F, fused] of [[3, 7, false], [129, 1000, true], [64, 2816, true], [5, 8, false]] as const)
@@ -352,7 +375,7 @@ describe.skipIf(gpus === 0)('CUDA training kernels match the CPU backend', () =>
       });
 
   // ------------------------------------------------------------------------------------- classifier
-  for (const [R, V] of [[1, 2], [37, 1001], [64, 50304], [16, 50257]] as const)
+  for (const [R, V] of [[1, 2], [37, 1001], [64, 50304], [16, 50257], [600, 50304]] as const) // (600: more rows than blocks)
     for (const dt of DTYPES)
       for (const mode of ['loss only', 'separate', 'inplace'] as const)
         it(`crossEntropy ${R}x${V} ${mode} [${dt}]: ignored rows, out-of-range targets`, () => {

@@ -37,6 +37,62 @@ describe('training op argument checks', () => {
   });
 });
 
+describe('geluBackward with the bias gradient', () => {
+  for (const dt of ['f32', 'bf16'] as const)
+    for (const accumulate of [false, true])
+      it(`= geluBackward, then sumRows of dx${accumulate ? ' added' : ''} [${dt}]`, () => {
+        const seed = newSeed(), R = 37, C = 24;
+        const x = randT([R, C], dt, DEV, seed, -6, 6).t, dy = randT([R, C], dt, DEV, seed + 1).t;
+        const b0 = randT([C], dt, DEV, seed + 2).t;
+        const want = ops.geluBackward(x, dy);
+        const wantB = Tensor.empty([C], { dtype: dt, device: DEV }).copyFrom(b0);
+        ops.sumRows(want, { out: wantB, accumulate });
+        const db = Tensor.empty([C], { dtype: dt, device: DEV }).copyFrom(b0);
+        const got = ops.geluBackward(x, dy, dy, { biasGrad: db, accumulate }); // in place, as training runs it
+        expect(got).toBe(dy);
+        expect(arr(got)).toEqual(arr(want));
+        expect(arr(db)).toEqual(arr(wantB));
+        for (const t of [x, dy, b0, want, wantB, db]) t.dispose();
+      });
+  it('checks its arguments', () => {
+    const z = (shape: number[], dtype: DType = 'f32') => Tensor.zeros(shape, { dtype, device: DEV });
+    expect(() => ops.geluBackward(z([2, 4]), z([2, 4]), undefined, { accumulate: true })).toThrow(/geluBackward: accumulate needs a biasGrad/);
+    expect(() => ops.geluBackward(z([2, 4]), z([2, 4]), undefined, { biasGrad: z([2]) })).toThrow(/geluBackward: biasGrad has shape \[2\], expected \[4\]/);
+    expect(() => ops.geluBackward(z([2, 4]), z([2, 4]), undefined, { biasGrad: z([4], 'bf16') })).toThrow(/geluBackward: biasGrad is bf16/);
+  });
+});
+
+describe('layernormBackward with the dx sums', () => {
+  for (const dt of ['f32', 'bf16'] as const)
+    for (const accumulate of [false, true])
+      it(`= layernormBackward, then sumRows of dx${accumulate ? ' added' : ''} [${dt}]`, () => {
+        const seed = newSeed(), R = 29, C = 40;
+        const mk = (shape: number[], k: number, lo = -1, hi = 1) => randT(shape, dt, DEV, seed + k, lo, hi).t;
+        const x = mk([R, C], 0, -2, 3), dy = mk([R, C], 1), gamma = mk([C], 2, 0.5, 1.5);
+        const mean = Tensor.empty([R], { dtype: 'f32', device: DEV }), rstd = Tensor.empty([R], { dtype: 'f32', device: DEV });
+        ops.layernorm(x, gamma, mk([C], 3), { mean, rstd }).dispose();
+        const run = (fused: boolean) => {
+          const dx = mk([R, C], 4), dgamma = mk([C], 5), dbeta = mk([C], 6), dxSum = mk([C], 7);
+          const o = { dx, dgamma, dbeta };
+          if (fused) ops.layernormBackward(dy, x, gamma, mean, rstd, { ...o, dxSum, dxSumAccumulate: accumulate });
+          else {
+            ops.layernormBackward(dy, x, gamma, mean, rstd, o);
+            ops.sumRows(dx, { out: dxSum, accumulate });
+          }
+          const r = [dx, dgamma, dbeta, dxSum].map(arr);
+          [dx, dgamma, dbeta, dxSum].forEach((t) => t.dispose());
+          return r;
+        };
+        expect(run(true)).toEqual(run(false));
+      });
+  it('checks its arguments', () => {
+    const z = (shape: number[]) => Tensor.zeros(shape, { dtype: 'f32', device: DEV });
+    const g = { dx: z([2, 4]), dgamma: z([4]), dbeta: z([4]) };
+    expect(() => ops.layernormBackward(z([2, 4]), z([2, 4]), z([4]), z([2]), z([2]), { ...g, dxSum: z([3]) })).toThrow(/layernormBackward: dxSum has shape \[3\], expected \[4\]/);
+    expect(() => ops.layernormBackward(z([2, 4]), z([2, 4]), z([4]), z([2]), z([2]), { ...g, dxSumAccumulate: true })).toThrow(/dxSumAccumulate needs a dxSum/);
+  });
+});
+
 describe('crossEntropy over padded rows (vocab < row length)', () => {
   for (const dt of ['f32', 'bf16'] as const)
     for (const [R, V, L] of [[7, 61, 64], [5, 1001, 1024], [3, 50257, 50304]] as const)

@@ -77,7 +77,8 @@ static void sum_rows(DType dt, int64_t R, int64_t C, bool acc) {
   check(w, dt, out.get(), ref);
 }
 
-static void norm_bwd(DType dt, int64_t R, int64_t C, bool rms) {
+// dsum: 0 none, 1 layernorm_backward_dsum storing the dx sums, 2 adding them.
+static void norm_bwd(DType dt, int64_t R, int64_t C, bool rms, int dsum = 0) {
   Buf x(dt, R * C, -2, 3), dy(dt, R * C), g(dt, C, 0.5, 1.5), dx(dt, R * C), dg(dt, C), db(dt, C);
   std::vector<float> mean(R), rstd(R);
   for (int64_t r = 0; r < R; ++r) {
@@ -103,12 +104,24 @@ static void norm_bwd(DType dt, int64_t R, int64_t C, bool rms) {
     }
   }
   char w[96];
-  std::snprintf(w, sizeof w, "%s_backward %ldx%ld", rms ? "rmsnorm" : "layernorm", long(R), long(C));
+  std::snprintf(w, sizeof w, "%s_backward %ldx%ld%s", rms ? "rmsnorm" : "layernorm", long(R), long(C),
+                dsum == 0 ? "" : dsum == 1 ? " + dx sums" : " + dx sums added");
+  Buf ds(dt, C);
+  std::vector<double> rds(C);
+  for (int64_t c = 0; c < C; ++c) rds[c] = dsum == 2 ? ds[c] : 0;
+  if (dsum == 1) ds.poison();
   if (rms) pc::rmsnorm_backward(nullptr, dt, dy.p(), x.p(), g.p(), rstd.data(), dx.p(), dg.p(), R, C);
+  else if (dsum) pc::layernorm_backward_dsum(nullptr, dt, dy.p(), x.p(), g.p(), mean.data(), rstd.data(), dx.p(), dg.p(), db.p(), ds.p(), dsum == 2, R, C);
   else pc::layernorm_backward(nullptr, dt, dy.p(), x.p(), g.p(), mean.data(), rstd.data(), dx.p(), dg.p(), db.p(), R, C);
   check((std::string(w) + " dx").c_str(), dt, dx.get(), rdx);
   check((std::string(w) + (rms ? " dw" : " dgamma")).c_str(), dt, dg.get(), rdg);
   if (!rms) check((std::string(w) + " dbeta").c_str(), dt, db.get(), rdb);
+  if (dsum) {  // the sums of the dx left, as stored
+    const std::vector<float> got = dx.get();
+    for (int64_t r = 0; r < R; ++r)
+      for (int64_t c = 0; c < C; ++c) rds[c] += got[r * C + c];
+    check((std::string(w) + " dsum").c_str(), dt, ds.get(), rds);
+  }
 }
 
 static void gelu_silu(DType dt, int64_t n, int64_t R, int64_t F) {
@@ -135,6 +148,27 @@ static void gelu_silu(DType dt, int64_t n, int64_t R, int64_t F) {
   char* dp = static_cast<char*>(grad.p());
   pc::silu_gate_backward(nullptr, dt, gp, gp + F * es, d.p(), dp, dp + F * es, R, F, 2 * F);
   check("silu_gate_backward (halves of [R, 2F])", dt, grad.get(), rg);
+}
+
+// gelu_backward with the bias gradient: dx against float64, dbias against the sum of dx as stored.
+static void gelu_bias(DType dt, int64_t R, int64_t C, bool acc) {
+  Buf x(dt, R * C, -6, 6), dy(dt, R * C), db(dt, C);
+  std::vector<double> ref(R * C), rdb(C);
+  for (int64_t i = 0; i < R * C; ++i) {
+    const double k = std::sqrt(2 / M_PI), a = x[i], u = k * (a + 0.044715 * a * a * a), t = std::tanh(u);
+    ref[i] = dy[i] * (0.5 * (1 + t) + 0.5 * a * (1 - t * t) * k * (1 + 3 * 0.044715 * a * a));
+  }
+  for (int64_t c = 0; c < C; ++c) rdb[c] = acc ? db[c] : 0;
+  if (!acc) db.poison();
+  pc::gelu_backward_bias(nullptr, dt, x.p(), dy.p(), dy.p(), db.p(), R, C, acc);  // in place
+  const std::vector<float> dx = dy.get();
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t c = 0; c < C; ++c) rdb[c] += dx[r * C + c];
+  char w[96];
+  std::snprintf(w, sizeof w, "gelu_backward %ldx%ld + bias%s: dx", long(R), long(C), acc ? " (accumulate)" : "");
+  check(w, dt, dx, ref);
+  std::snprintf(w, sizeof w, "gelu_backward %ldx%ld + bias%s: dbias", long(R), long(C), acc ? " (accumulate)" : "");
+  check(w, dt, db.get(), rdb);
 }
 
 static void rope_bwd(DType dt, int64_t R, int H, int D, int rot) {
@@ -575,12 +609,22 @@ int main() {
     std::printf("%s\n", dt == DType::F32 ? "f32" : "bf16");
     sum_rows(dt, 7, 5, false);
     sum_rows(dt, 300, 771, true);
-    sum_rows(dt, 700, 64, false);
+    sum_rows(dt, 700, 64, false);    // one launch of 32 row lanes (<= kColShortRows)
+    sum_rows(dt, 1500, 136, true);   // two launches: chunks of rows, then their partials
+    sum_rows(dt, 1030, 24, false);   // two launches, one element an access
     norm_bwd(dt, 37, 48, false);   // several rows a block
     norm_bwd(dt, 9, 771, false);   // unaligned rows: one element an access
     norm_bwd(dt, 5, 4104, true);   // several packs a thread
     norm_bwd(dt, 600, 96, false);  // more rows than blocks
+    norm_bwd(dt, 4100, 64, false); // 512 blocks: dgamma and dbeta summed in one launch of 32 row lanes
+    norm_bwd(dt, 4100, 40, true);  // the same for rmsnorm's dw alone, one element an access
+    norm_bwd(dt, 4100, 64, false, 1);  // with the dx sums: three partials summed in one launch
+    norm_bwd(dt, 37, 48, false, 2);    // several rows a block (shared-memory combine of three partials), added
+    norm_bwd(dt, 9, 771, false, 1);    // one element an access
     gelu_silu(dt, 1003, 5, 24);
+    gelu_bias(dt, 700, 136, false);  // chunks of rows, two a lane; an odd row count
+    gelu_bias(dt, 37, 24, true);     // one chunk of rows
+    gelu_bias(dt, 301, 13, false);   // one element an access
     rope_bwd(dt, 6, 3, 64, 32);
     rope_kv(dt, 4, 6, 3, 64, 32, 9);  // partial rotary, a sequence at -1 and one past the cache
     rope_kv(dt, 2, 4, 4, 16, 0, 3);   // no rotation: the two cache writes
@@ -623,6 +667,7 @@ int main() {
     cross_entropy(dt, 5, 1001, false, 1);  // gradient rows at another alignment: one element an access
     cross_entropy(dt, 7, 1001, true, 0, 1024);  // rows padded to 1024 (GPT-2's 50257 in 50304): padding zeroed
     cross_entropy(dt, 6, 1001, false, 0, 1008);
+    cross_entropy(dt, 300, 9003, true, 0, 9024);  // more rows than blocks (a grid of SMs), several loads in flight
     optimizer(dt, 40003, 30000);
     argmax_rows(dt, 5, 1000, false);   // a block a row
     argmax_rows(dt, 3, 50257, false);  // GPT-2's vocabulary: 13 chunks a row, merged
