@@ -1539,16 +1539,16 @@ for p in "${parts[@]}"; do
       # build, two rounds alternating; then the cross-entropy configurations.
       tar -xJf .device/old.txz -C /tmp && ln -sfn "$PWD/node_modules" /tmp/old/node_modules
       timeout 240 vitest run test/gpu/grad-kernels.gpu.test.ts -t "sumRows|Backward [0-9]|crossEntropy|sumSquares" > "$out/gpu-s33a-k.log" 2>&1; echo "vitest kernels rc=$?"; grep -E "×|Test Files|Tests " "$out/gpu-s33a-k.log" | head -20
-      for c in 512x1 512x2; do  # (the configurations a default may take after this call)
+      for c in 512x2; do  # (the configuration a default may take after this call)
         PARALLM_CE=$c timeout 100 vitest run test/gpu/grad-kernels.gpu.test.ts -t "crossEntropy" > "$out/gpu-s33a-ce-$c.log" 2>&1; echo "vitest ce=$c rc=$?"; grep -E "×|Tests " "$out/gpu-s33a-ce-$c.log" | head -5
       done
       for r in 1 2; do
         (cd /tmp/old && timeout 90 node dist/cli/index.js bench train --model gpt2 --shapes 64x128,128x128 --steps 30 2>&1 | tail -2 | sed "s/^/[train old r$r] /")
         timeout 90 node dist/cli/index.js bench train --model gpt2 --shapes 64x128,128x128 --steps 30 2>&1 | tail -2 | sed "s/^/[train new r$r] /"
       done
-      # (this call's knobs, removed after it: PARALLM_X_STORE=0 adds every gradient as before; PARALLM_X_GELU=0 sums the
-      # up bias's gradient apart, as before; PARALLM_X_NSUM=0 the out and down biases')
-      for v in PARALLM_X_STORE=0 PARALLM_X_GELU=0 PARALLM_X_NSUM=0; do
+      # (PARALLM_GRAD_STORE=0 adds every gradient as before; PARALLM_BIAS_IN_GELU=0 sums the up bias's gradient apart,
+      # as before; PARALLM_BIAS_IN_NORM=0 the out and down biases')
+      for v in PARALLM_GRAD_STORE=0 PARALLM_BIAS_IN_GELU=0 PARALLM_BIAS_IN_NORM=0; do
         env $v timeout 90 node dist/cli/index.js bench train --model gpt2 --shapes 64x128,128x128 --steps 30 2>&1 | tail -2 | sed "s/^/[train $v] /"
       done
       for c in 512x1 512x2; do

@@ -20,6 +20,10 @@ import { isSharded, tpLayout } from '../models/tp.js';
 import { gradBuckets, type GradBucket } from './grad-buckets.js';
 import { segmentsSize, zeroSegments, type ZeroSegment } from './zero-layout.js';
 
+// The first write of a gradient after zeroGrad stores it (takeZeroed); PARALLM_GRAD_STORE=0 adds every write, as
+// before it, for measuring the difference (bench/RESULTS.md S33-1).
+const STORE_FIRST = process.env.PARALLM_GRAD_STORE !== '0';
+
 /** One tensor's place in the flat buffers; `key` names it in ModelWeights ('embed', 'layers.3.qkv', ...). */
 export interface ParamEntry {
   readonly key: string;
@@ -272,7 +276,7 @@ export class FlatParams {
    * into a gradient must ask too (the tied head and embedding are one view), so no store comes after an add.
    */
   takeZeroed(g: Tensor): boolean {
-    if (process.env.PARALLM_X_STORE === '0') return false; // EXPERIMENT (s33-a)
+    if (!STORE_FIRST) return false;
     return this.zeroed.delete(g);
   }
   private readonly zeroed = new Set<Tensor>();

@@ -25,6 +25,10 @@ export const IGNORE_INDEX = -100;
 // On by default on GPUs (measured S5-8: the weight-gradient matmuls of the 7B shape at 2,048 tokens 25-30%
 // faster); PARALLM_DW_SCRATCH=0 turns it off.
 const DW_SCRATCH = process.env.PARALLM_DW_SCRATCH !== '0';
+// Bias gradients summed in the pass that writes their dy (GPT-2's up bias in the GELU backward, the out and down
+// biases in the layernorm backward); =0 sums them apart with sumRows, as before, for measuring (S33-1).
+const BIAS_IN_GELU = process.env.PARALLM_BIAS_IN_GELU !== '0';
+const BIAS_IN_NORM = process.env.PARALLM_BIAS_IN_NORM !== '0';
 
 /** One micro-batch: `batch` rows of `seq` tokens, row-major. Targets may hold IGNORE_INDEX (padding). */
 export interface MicroBatch {
@@ -207,7 +211,7 @@ export class TrainStage {
       ops.rmsnormBackward(dy, x, g, rstd, { dx, dw: dg });
       return undefined;
     }
-    if (process.env.PARALLM_X_NSUM === '0') sumInto = undefined; // EXPERIMENT (s33-b)
+    if (!BIAS_IN_NORM) sumInto = undefined;
     const sum = sumInto ? { dxSum: sumInto, dxSumAccumulate: !this.params.takeZeroed(sumInto) } : {};
     ops.layernormBackward(dy, x, g, mean!, rstd, { dx, dgamma: dg, dbeta: db!, ...sum });
     return sumInto;
@@ -431,7 +435,7 @@ export class TrainStage {
         this.mark('bwd down dX');
         let da: Tensor;
         let upBias = gl.upBias; // (GPT-2: its gradient summed in the GELU backward's pass, not again below)
-        if (gpt2 && process.env.PARALLM_X_GELU === '0') da = ops.geluBackward(a.a, dg, dg), upBias = gl.upBias; // EXPERIMENT (s33-a)
+        if (gpt2 && !BIAS_IN_GELU) da = ops.geluBackward(a.a, dg, dg), upBias = gl.upBias;
         else if (gpt2) {
           const o = upBias ? { biasGrad: upBias, accumulate: !this.params.takeZeroed(upBias) } : {};
           da = ops.geluBackward(a.a, dg, dg, o);
