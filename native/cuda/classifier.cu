@@ -12,12 +12,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
 
 #include "check.h"
 #include "common.cuh"
-#include "device_attr.cuh"
 #include "kernels.h"
 
 namespace parallm::cuda {
@@ -54,7 +51,7 @@ __device__ __forceinline__ void block_merge(float& m, float& s, float* sh) {
 // bytes (GPT-2's V = 50257): its packs start at the first aligned element; the < N elements before them
 // and after the last whole pack go one per thread. dlogits rows have the logits rows' alignment (the
 // caller checks), so one split serves both.
-template <class T, int N, int U>
+template <class T, int N>
 __global__ void __launch_bounds__(512) cross_entropy_kernel(const T* logits, const int32_t* __restrict__ targets,
                                                             float* __restrict__ losses, T* dlogits, int64_t R,
                                                             int64_t V, int64_t ld, int ignore_index, float dscale) {
@@ -85,23 +82,14 @@ __global__ void __launch_bounds__(512) cross_entropy_kernel(const T* logits, con
       continue;
     }
     float m = -INFINITY, s = 0.f;
-    for (int64_t v0 = threadIdx.x; v0 < nvec; v0 += U * blockDim.x) {
-      P p[U];  // U packs in flight before their math
+    for (int64_t v = threadIdx.x; v < nvec; v += blockDim.x) {
+      const P p = xp[v];
+      float pm = f32(p.v[0]);
 #pragma unroll
-      for (int u = 0; u < U; ++u)
-        if (v0 + u * blockDim.x < nvec) p[u] = xp[v0 + u * blockDim.x];
-      float pm = -INFINITY;
-#pragma unroll
-      for (int u = 0; u < U; ++u)
-        if (v0 + u * blockDim.x < nvec)
-#pragma unroll
-          for (int j = 0; j < N; ++j) pm = fmaxf(pm, f32(p[u].v[j]));
+      for (int j = 1; j < N; ++j) pm = fmaxf(pm, f32(p.v[j]));
       float ps = 0.f;
 #pragma unroll
-      for (int u = 0; u < U; ++u)
-        if (v0 + u * blockDim.x < nvec)
-#pragma unroll
-          for (int j = 0; j < N; ++j) ps += expf(f32(p[u].v[j]) - pm);
+      for (int j = 0; j < N; ++j) ps += expf(f32(p.v[j]) - pm);
       merge(m, s, pm, ps);
     }
     for (int64_t e = threadIdx.x; e < nscalar; e += blockDim.x) merge(m, s, f32(x[sidx(e)]), 1.f);
@@ -110,23 +98,15 @@ __global__ void __launch_bounds__(512) cross_entropy_kernel(const T* logits, con
     const float lse = m + logf(s);
     if (threadIdx.x == 0 && losses) losses[r] = lse - xt;
     if (!dx) continue;
-    for (int64_t v0 = threadIdx.x; v0 < nvec; v0 += U * blockDim.x) {
-      P p[U];
+    for (int64_t v = threadIdx.x; v < nvec; v += blockDim.x) {
+      const P p = xp[v];
+      P o;
 #pragma unroll
-      for (int u = 0; u < U; ++u)
-        if (v0 + u * blockDim.x < nvec) p[u] = xp[v0 + u * blockDim.x];
-#pragma unroll
-      for (int u = 0; u < U; ++u) {
-        const int64_t v = v0 + u * blockDim.x;
-        if (v >= nvec) continue;
-        P o;
-#pragma unroll
-        for (int j = 0; j < N; ++j) {
-          const float pr = expf(f32(p[u].v[j]) - lse);
-          o.v[j] = from_f32<T>(dscale * (head + v * N + j == t ? pr - 1.f : pr));
-        }
-        dp[v] = o;
+      for (int j = 0; j < N; ++j) {
+        const float pr = expf(f32(p.v[j]) - lse);
+        o.v[j] = from_f32<T>(dscale * (head + v * N + j == t ? pr - 1.f : pr));
       }
+      dp[v] = o;
     }
     for (int64_t e = threadIdx.x; e < nscalar; e += blockDim.x) {
       const int64_t i = sidx(e);
@@ -144,18 +124,12 @@ void cross_entropy_t(cudaStream_t s, const void* logits, const int32_t* targets,
   const auto a = reinterpret_cast<uintptr_t>(logits), d = reinterpret_cast<uintptr_t>(dlogits);
   const bool vec = a % sizeof(T) == 0 && (!dlogits || (d - a) % 16 == 0);
   const int64_t nvec = V / (vec ? W : 1);
-  int threads = nvec >= 4096 ? 512 : nvec >= 1024 ? 256 : 128;
-  unsigned blocks = unsigned(std::min(R, kMaxGrid));
-  static const char* cfg = std::getenv("PARALLM_CE");  // EXPERIMENT: <threads>x<blocks an SM>
-  int ct = 0, cb = 0;
-  if (cfg && std::sscanf(cfg, "%dx%d", &ct, &cb) == 2 && ct >= 32 && ct <= 512 && cb >= 1) {
-    threads = std::min<int64_t>(ct, std::max<int64_t>(32, cdiv(nvec, 32) * 32));
-    blocks = unsigned(std::min<int64_t>(R, int64_t(device_sms("cross_entropy")) * cb));
-  }
+  const int threads = nvec >= 4096 ? 512 : nvec >= 1024 ? 256 : 128;
+  const unsigned blocks = unsigned(std::min(R, kMaxGrid));
   auto* lt = static_cast<const T*>(logits);
   auto* dt = static_cast<T*>(dlogits);
-  if (vec) cross_entropy_kernel<T, W, 16 / W><<<blocks, threads, 0, s>>>(lt, targets, losses, dt, R, V, ld, ignore_index, dscale);
-  else cross_entropy_kernel<T, 1, 1><<<blocks, threads, 0, s>>>(lt, targets, losses, dt, R, V, ld, ignore_index, dscale);
+  if (vec) cross_entropy_kernel<T, W><<<blocks, threads, 0, s>>>(lt, targets, losses, dt, R, V, ld, ignore_index, dscale);
+  else cross_entropy_kernel<T, 1><<<blocks, threads, 0, s>>>(lt, targets, losses, dt, R, V, ld, ignore_index, dscale);
 }
 
 }  // namespace

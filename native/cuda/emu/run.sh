@@ -80,7 +80,7 @@ fi
 # The other training kernels: their .cu files (and reduce.cuh) with launches rewritten (rewrite.py).
 mkdir -p "$tmp"/k/cuda
 ln -s "$here"/../../core "$tmp"/k/core
-cp "$here"/../check.h "$here"/../common.cuh "$here"/../device_attr.cuh "$here"/../pdl.cuh "$here"/../kernels.h "$here"/../rope_common.cuh "$here"/../workspace.h \
+cp "$here"/../check.h "$here"/../common.cuh "$here"/../pdl.cuh "$here"/../kernels.h "$here"/../rope_common.cuh "$here"/../workspace.h \
    "$here"/launch.cuh "$tmp"/k/cuda/
 python3 "$here"/rewrite.py "$here"/../reduce.cuh "$tmp"/k/cuda/reduce.cuh
 objs=()
