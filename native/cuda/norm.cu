@@ -206,7 +206,6 @@ norm_bwd_kernel(const T* __restrict__ dy, const T* __restrict__ x, const T* __re
   const int64_t nvec = C / N;
   const float inv_c = 1.f / float(C);
   static_assert(!(RMS && DS), "the dx sums are LN's (a bias beside the norm's)");
-  constexpr int NP = RMS ? 1 : DS ? 3 : 2;
   float pg[P][N], pb[P][N], pd[DS ? P : 1][N];
 #pragma unroll
   for (int k = 0; k < P; ++k)
@@ -302,7 +301,6 @@ norm_bwd_kernel(const T* __restrict__ dy, const T* __restrict__ x, const T* __re
     if (!RMS) pbo[c] = comb[C + c];
     if (DS) pdo[c] = comb[2 * C + c];
   }
-  (void)NP;
 }
 
 // The norm's parameter gradients (+=) and, with ds, the dx sums ((+)= by ds_acc): one column-sum launch for all.
@@ -341,8 +339,8 @@ void dispatch_norm_bwd_packs(cudaStream_t s, const char* op, const T* dy, const 
 
 template <class T, bool RMS>
 void dispatch_norm_bwd(cudaStream_t s, const char* op, const void* dy, const void* x, const void* g,
-                       const float* mean, const float* rstd, void* dx, void* dg, void* db, void* ds, bool ds_acc, int64_t R,
-              int64_t C) {
+                       const float* mean, const float* rstd, void* dx, void* dg, void* db, void* ds, bool ds_acc,
+                       int64_t R, int64_t C) {
   constexpr int V = 16 / sizeof(T);
   const bool vec = C % V == 0 && aligned16(dy) && aligned16(x) && aligned16(g) && aligned16(dx);
   auto* dyt = static_cast<const T*>(dy);

@@ -2,8 +2,8 @@
 // matrix is summed over R, never with float atomics: a short one (<= kColShortRows rows) in one launch,
 // a long one in two. Launch 1 gives each block a slice of columns and a chunk of rows and writes one f32
 // partial row per chunk; launch 2 sums the partial rows in chunk order. The chunking depends on R and C
-// only, so every run adds in the same order. Two sums of one shape (a layernorm's dgamma and dbeta) share
-// each launch (colsum_n).
+// only, so every run adds in the same order. Up to three sums of one shape (a layernorm's dgamma, dbeta and
+// dx sums) share each launch (colsum_n).
 //
 // Also: a stream-ordered scratch buffer (cudaMallocAsync, so a captured graph gets its own allocation
 // node), as attention_decode takes its split partials.

@@ -434,12 +434,11 @@ export class TrainStage {
         const dg = keep(ops.matmul(dx, l.down));
         this.mark('bwd down dX');
         let da: Tensor;
-        let upBias = gl.upBias; // (GPT-2: its gradient summed in the GELU backward's pass, not again below)
-        if (gpt2 && !BIAS_IN_GELU) da = ops.geluBackward(a.a, dg, dg), upBias = gl.upBias;
-        else if (gpt2) {
-          const o = upBias ? { biasGrad: upBias, accumulate: !this.params.takeZeroed(upBias) } : {};
-          da = ops.geluBackward(a.a, dg, dg, o);
-          upBias = undefined;
+        let upBias = gl.upBias; // summed by paramGrads below, unless the GELU backward's pass sums it
+        if (gpt2) {
+          const fused = BIAS_IN_GELU && upBias ? { biasGrad: upBias, accumulate: !this.params.takeZeroed(upBias) } : undefined;
+          da = ops.geluBackward(a.a, dg, dg, fused);
+          if (fused) upBias = undefined;
         } else {
           const F = this.local.intermediate;
           da = keep(Tensor.empty([N, 2 * F], opt));
@@ -486,7 +485,10 @@ export class TrainStage {
       if (this.isFirst) {
         this.params.takeZeroed(gw.embed!); // the lookups add (into the tied head's gradient too)
         if (!this.embedGrad?.(s.ids!, dx)) ops.embeddingBackward(s.ids!, dx, gw.embed!);
-        if (gw.positions) this.params.takeZeroed(gw.positions), ops.embeddingBackward(s.pos, dx, gw.positions);
+        if (gw.positions) {
+          this.params.takeZeroed(gw.positions);
+          ops.embeddingBackward(s.pos, dx, gw.positions);
+        }
         this.mark('bwd embed');
         if (!defer) this.onGradsReady?.('embed');
         dx.dispose();
@@ -518,7 +520,6 @@ export class TrainStage {
   flushWeightGrads(): void {
     if (!this.deferred.size && !this.readyOwed) return;
     this.readyOwed = false;
-    const dt = this.params.dtype;
     const f = (ts: Tensor[]) => ts.reduce((b, t) => b + t.nbytes, 0);
     let group: 'head' | number | null = null;
     try {
