@@ -951,8 +951,7 @@ export function layernormBackward(
   else if (g.dxSumAccumulate) throw new Error(`${op}: dxSumAccumulate needs a dxSum to add into`);
   f32Tensor(op, 'mean', mean, R);
   f32Tensor(op, 'rstd', rstd, R);
-  if (dxSum) native.layernormBackward(dy.native, x.native, gamma.native, mean.native, rstd.native, dx.native, dgamma.native, dbeta.native, R, C, dxSum.native, g.dxSumAccumulate ?? false);
-  else native.layernormBackward(dy.native, x.native, gamma.native, mean.native, rstd.native, dx.native, dgamma.native, dbeta.native, R, C);
+  native.layernormBackward(dy.native, x.native, gamma.native, mean.native, rstd.native, dx.native, dgamma.native, dbeta.native, R, C, dxSum?.native, g.dxSumAccumulate ?? false);
 }
 
 /** RMSNorm backward (rstd: f32 [R] from `rmsnorm`): dx, dw += their gradients. */

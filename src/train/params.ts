@@ -21,7 +21,7 @@ import { gradBuckets, type GradBucket } from './grad-buckets.js';
 import { segmentsSize, zeroSegments, type ZeroSegment } from './zero-layout.js';
 
 // The first write of a gradient after zeroGrad stores it (takeZeroed); PARALLM_GRAD_STORE=0 adds every write, as
-// before it, for measuring the difference (bench/RESULTS.md S33-1).
+// before it, for measuring the difference (bench/device-run.sh s33-a; not yet measured).
 const STORE_FIRST = process.env.PARALLM_GRAD_STORE !== '0';
 
 /** One tensor's place in the flat buffers; `key` names it in ModelWeights ('embed', 'layers.3.qkv', ...). */
