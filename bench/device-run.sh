@@ -1528,6 +1528,98 @@ for p in "${parts[@]}"; do
         env $v timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 16 2>&1 | tail -1 | sed "s/^/[7b ${v:-default}] /"
       done; done
       bash "$0" s26-j ;;
+    s35-a)
+      # The twenty-ninth session's last build, not yet on a GPU: the 128-row tile's strided loop as before and its drawn
+      # form a second instantiation (DRAWN); hold.cu's expiry check; bench kernels --busy-sms (one call before the hold:
+      # s34-c/d's held runs hung, likely each case's first launch waiting for the holding kernel, lazy module loading).
+      # The schedule's and the sm90 GPU tests; GPT-2 training strided (the default) / drawn / drawn-after-own, two rounds;
+      # the GEMMs beside 16 and 32 held SMs each way; the training tests.
+      timeout 200 vitest run test/gpu/matmul-schedule.gpu.test.ts test/gpu/kernels.gpu.test.ts -t "drawn|sm90|192|weight-gradient|split-K|64-row|W-as-A|tensor-core|graph" > "$out/gpu-s35a-k.log" 2>&1; echo "vitest kernels rc=$?"; grep -E "×|Test Files|Tests " "$out/gpu-s35a-k.log" | head -20
+      for r in 1 2; do
+        for sch in strided drawn drawn-after-own; do
+          PARALLM_GEMM_SCHEDULE=$sch timeout 90 node dist/cli/index.js bench train --model gpt2 --shapes 64x128,128x128 --steps 30 2>&1 | tail -2 | sed "s/^/[train $sch r$r] /"
+        done
+      done
+      f="8192x768x3072 16384x3072x768 3072x768x8192 8192x2304x768"
+      for b in 0 16 32; do
+        for sch in strided drawn drawn-after-own; do
+          a=""; [ $b -gt 0 ] && a="--busy-sms $b"
+          PARALLM_GEMM_SCHEDULE=$sch timeout 60 node dist/cli/index.js bench kernels --filter $f $a 2>&1 | grep -E "^gemm|rror" | sed "s/^/[k $sch busy$b] /" | cut -c1-150
+        done
+      done
+      timeout 200 vitest run test/gpu/train.gpu.test.ts test/gpu/grad-references.gpu.test.ts test/gpu/train-graph.gpu.test.ts > "$out/gpu-s35a-train.log" 2>&1; echo "vitest train rc=$?"; grep -E "×|Test Files|Tests " "$out/gpu-s35a-train.log" | head -20 ;;
+    s35-dp)
+      # Two GPUs (nvidia-h200-x2): issue 12's DP strong-scaling floor with each tile schedule (does drawing help the GEMMs
+      # that share the GPU with NCCL?), two rounds alternating, one GPU in the same runs.
+      for r in 1 2; do
+        for sch in strided drawn drawn-after-own; do
+          PARALLM_GEMM_SCHEDULE=$sch timeout 120 node dist/cli/index.js bench train --devices cuda:0,cuda:1 --strategies single,dp --scaling strong --bucket-mb 25 --shapes 128x128 --steps 30 2>&1 | tail -3 | sed "s/^/[dp $sch r$r] /"
+        done
+      done ;;
+    s34-d)
+      # s34-c's held-SM GEMMs again (bench kernels' timing no longer waits on every stream: s34-c's waited out the holding
+      # kernel's 30 s): beside 16 and 32 SMs held, strided, drawn, drawn after each block's own first unit.
+      f="8192x768x3072 16384x3072x768 3072x768x8192 8192x2304x768"
+      for b in 16 32; do
+        for sch in strided drawn drawn-after-own; do
+          PARALLM_GEMM_SCHEDULE=$sch timeout 40 node dist/cli/index.js bench kernels --filter $f --busy-sms $b 2>&1 | grep -E "^gemm|rror" | sed "s/^/[k $sch busy$b] /" | cut -c1-150
+        done
+      done ;;
+    s34-c)
+      # s34-b's GEMMs again with the filters right (a case a word: no case matched two), alone and beside 16 and 32 SMs
+      # held by another stream's kernel: strided, drawn, and drawn after each block's own first unit (drawn-after-own:
+      # no atomic before a block's first loads); then GPT-2 training at 64 and 128 the three ways.
+      f="8192x768x3072 8192x2304x768 16384x3072x768 3072x768x8192 2304x768x16384 4096x4096x4096"
+      for b in 0 16 32; do
+        for sch in strided drawn drawn-after-own; do
+          a=""; [ $b -gt 0 ] && a="--busy-sms $b"
+          PARALLM_GEMM_SCHEDULE=$sch timeout 60 node dist/cli/index.js bench kernels --filter $f $a 2>/dev/null | grep -E "^gemm" | sed "s/^/[k $sch busy$b] /" | cut -c1-140
+        done
+      done
+      for sch in strided drawn drawn-after-own; do
+        PARALLM_GEMM_SCHEDULE=$sch timeout 90 node dist/cli/index.js bench train --model gpt2 --shapes 64x128,128x128 --steps 30 2>&1 | tail -2 | sed "s/^/[train $sch] /"
+      done ;;
+    s34-b)
+      # The sm90 tile's blocks drawing their tiles from a counter (matmul.cu's tile_counter; PARALLM_GEMM_SCHEDULE=strided
+      # the old striding): its GPU tests and the sm90 ones; GEMMs alone and beside 16 SMs held by another stream's
+      # kernel (--busy-sms, as NCCL's blocks hold them in DP training), drawn and strided; GPT-2 training at 64 and 128
+      # both ways, two rounds alternating; decode both ways (the first draw sits before each tile's first load); the
+      # training GPU tests.
+      timeout 200 vitest run test/gpu/matmul-schedule.gpu.test.ts test/gpu/kernels.gpu.test.ts -t "drawn|sm90|192|weight-gradient|split-K|64-row|W-as-A|tensor-core|graph" > "$out/gpu-s34b-k.log" 2>&1; echo "vitest kernels rc=$?"; grep -E "×|Test Files|Tests " "$out/gpu-s34b-k.log" | head -20
+      f="gemm 8192x gemm 16384x3072 gemm-dw 3072x768x8192 gemm-dw 2304x768x16384 gemm 4096x4096x4096"
+      for b in 0 16; do
+        for sch in drawn strided; do
+          a=""; [ $b -gt 0 ] && a="--busy-sms $b"
+          PARALLM_GEMM_SCHEDULE=$sch timeout 60 node dist/cli/index.js bench kernels --filter $f $a 2>/dev/null | grep -E "^ *gemm" | sed "s/^/[k $sch busy$b] /"
+        done
+      done
+      for r in 1 2; do
+        for sch in drawn strided; do
+          PARALLM_GEMM_SCHEDULE=$sch timeout 90 node dist/cli/index.js bench train --model gpt2 --shapes 64x128,128x128 --steps 30 2>&1 | tail -2 | sed "s/^/[train $sch r$r] /"
+        done
+      done
+      for sch in drawn strided; do
+        PARALLM_GEMM_SCHEDULE=$sch timeout 100 node dist/cli/index.js bench generate --model llama-2-7b --batch 1,16,64 2>&1 | tail -3 | sed "s/^/[7b $sch] /"
+        PARALLM_GEMM_SCHEDULE=$sch timeout 30 node dist/cli/index.js bench generate --model gpt2 --batch 1 2>&1 | tail -1 | sed "s/^/[gpt2 $sch] /"
+      done
+      timeout 200 vitest run test/gpu/train.gpu.test.ts test/gpu/grad-references.gpu.test.ts test/gpu/train-graph.gpu.test.ts > "$out/gpu-s34b-train.log" 2>&1; echo "vitest train rc=$?"; grep -E "×|Test Files|Tests " "$out/gpu-s34b-train.log" | head -20 ;;
+    s34-a)
+      # Twenty-ninth session: every kernel of GPT-2's op-by-op training steps at 64 x 128 and 128 x 128 under Nsight
+      # Compute (PARALLM_TRAIN_GRAPH=0, each kernel timed alone, 2 steps after the warm-up), to set the kernels' sum
+      # against the graph step's time at each shape (what does not halve with the batch: launches and gaps, or
+      # kernels); the graph steps and the PyTorch peer (the seed's recipe) at 128 in the same call.
+      ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -1)
+      m=gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,launch__grid_size,launch__block_size
+      for s in 64 128; do
+        PARALLM_TRAIN_GRAPH=0 timeout 200 "$ncu" --clock-control none --cache-control none --metrics $m --csv \
+          --launch-count 8000 --log-file "$out/ncu-train-$s.csv" \
+          node dist/cli/index.js bench train --model gpt2 --shapes ${s}x128 --steps 2 2>&1 | tail -1 | sed "s/^/[ncu train $s] /"
+        echo "[ncu train $s] $(wc -l < "$out/ncu-train-$s.csv") lines"
+      done
+      for r in 1 2; do
+        timeout 90 node dist/cli/index.js bench train --model gpt2 --shapes 64x128,128x128 --steps 30 2>&1 | tail -2 | sed "s/^/[train r$r] /"
+      done
+      timeout 150 python3 bench/peers/torch_train.py 128x128 > "$out/peer-train.log" 2>&1; grep ANCHOR "$out/peer-train.log" | cut -c1-200 ;;
     s33-a)
       # Twenty-eighth session: gradients stored, not added, on their first write after zeroGrad (FlatParams.takeZeroed:
       # no dW scratch and add); the norms' dgamma and dbeta summed in one launch (reduce.cuh's colsum_n, a short sum in

@@ -206,6 +206,20 @@ export interface NativeTestingHooks {
    * n (at most what the device holds at once). No-op without CUDA.
    */
   decodeLayerGrid(blocks: number): void;
+  /**
+   * How the 128-row sm90 tile's blocks take their tiles: -1 PARALLM_GEMM_SCHEDULE's setting (unset: strided), 0 strided
+   * (block b takes b, b + grid, ...), 1 drawn from a counter, so blocks that start late (their SMs held by another
+   * stream's kernel) take fewer, 2 drawn after each block's own first. The same bits each way. No-op without CUDA.
+   */
+  matmulSchedule(mode: -1 | 0 | 1 | 2): void;
+  /**
+   * `blocks` SMs of cuda:`device` taken by a spinning kernel on a stream of its own, as NCCL's blocks take them beside
+   * the backward in data-parallel training; back once they all run. Until releaseSms(device), or 30 s. Throws without
+   * CUDA.
+   */
+  holdSms(device: number, blocks: number): void;
+  /** Ends holdSms's kernel on cuda:`device` and waits for it (nothing when none is held). */
+  releaseSms(device: number): void;
 }
 
 /** One rank of a communicator (native/comm): collectives over NativeTensors on its device. */
@@ -248,7 +262,7 @@ export const NATIVE_KEYS = [
 ] as const satisfies readonly (keyof NativeBinding)[];
 
 /** Every name of NativeTestingHooks, held to the addon's `testing` object the same way. */
-export const NATIVE_TESTING_KEYS = ['matmulSplitK', 'matmulWaveSplits', 'matmulTmaStore', 'matmulTileRows', 'matmulTileCols', 'matmulTileWidth', 'matmulWTile', 'matmulGemv', 'attentionDecodeSplits', 'attentionPrefillKernel', 'pdl', 'decodeLayerGrid'] as const satisfies readonly (keyof NativeTestingHooks)[];
+export const NATIVE_TESTING_KEYS = ['matmulSplitK', 'matmulWaveSplits', 'matmulTmaStore', 'matmulTileRows', 'matmulTileCols', 'matmulTileWidth', 'matmulWTile', 'matmulGemv', 'attentionDecodeSplits', 'attentionPrefillKernel', 'pdl', 'decodeLayerGrid', 'matmulSchedule', 'holdSms', 'releaseSms'] as const satisfies readonly (keyof NativeTestingHooks)[];
 
 // A compile error names the keys of T missing from the list L.
 type ListsEvery<T, L extends readonly PropertyKey[]> = [Exclude<keyof T, L[number]>] extends [never] ? true : Exclude<keyof T, L[number]>;

@@ -22,6 +22,7 @@
 #include <mutex>
 #include <string>
 #include <type_traits>
+#include <unordered_map>
 
 #include <cuda.h>
 #include <cudaTypedefs.h>
@@ -60,6 +61,10 @@ void matmul_gemv_path(int n);
 // -1 PARALLM_WTILE's setting, or unset the dispatch's choice (wtile_level), 0 none, 1 those of M <= 64 rows
 // (transB, !transA) that would go to the 64-row tile, 2 also the GEMV's (M <= 16).
 void matmul_sm90_wtile(int mode);
+// matmul_sm90_schedule: how the 128-row sm90 tile's blocks take their units: -1 PARALLM_GEMM_SCHEDULE's setting
+// (unset: strided), 0 strided (block b: b, b + grid, ...), 1 drawn from a counter (tile_counter), 2 drawn after each
+// block's own first.
+void matmul_sm90_schedule(int mode);
 
 // The qkv product's split-K reduce with its rope and cache write (kvcache.cu; PostRopeKv below).
 void splitk_rope_kv_write(cudaStream_t s, DType dt, const float* ws, int splits, const void* bias, void* qkv, void* kc,
@@ -218,6 +223,51 @@ bool gemv_on_tile(int64_t M, int64_t N, int64_t K) {
   return M >= min_rows && K >= 4096 && N * K >= (int64_t(1) << 25);
 }
 std::atomic<int> g_pdl{-1};  // PARALLM_PDL / the hook: -1 not read yet, else the level (launch.cuh)
+std::atomic<int> g_schedule{-1};  // test / benchmark hook: see matmul_sm90_schedule
+
+// The sm90 tile's unit counter for a launch on stream `st` (matmul_sm90.cuh: the blocks draw their units from it
+// and the last block rearms it), or nullptr: the blocks stride instead. Why drawn: a persistent grid of one block an
+// SM whose blocks own fixed shares runs as long as its latest block, and a block waits for its SM while another
+// stream's kernel holds it (NCCL's all-reduce of a bucket beside the backward in data-parallel training, a pipeline
+// stage's send or recv); drawn, the blocks that run take the late one's tiles. One counter a stream: a stream's
+// kernels run in order, and a tile launched with PDL draws only after its griddepcontrol.wait, when the kernel
+// before has ended (and rearmed it), so no two launches draw from one counter at once. (A graph replays on the
+// stream it was captured on: runtime.cu's capture.) Allocated and zeroed at a stream's first sm90 launch outside a
+// graph capture; inside one, until then, the blocks stride. Off by default: on one H200 GPT-2 training lost 2.1% drawn
+// and 0.8% drawn after each block's own first unit (S34-3, bench/RESULTS.md), and what it gains beside NCCL is not yet
+// measured (two GPUs): PARALLM_GEMM_SCHEDULE=drawn (or the hook's 1) draws, =drawn-after-own too, each block's first
+// unit its own (no atomic before its first loads).
+unsigned* tile_counter(cudaStream_t st) {
+  static const int from_env = [] {
+    const char* e = std::getenv("PARALLM_GEMM_SCHEDULE");
+    return e && (std::strcmp(e, "drawn") == 0 || std::strcmp(e, "drawn-after-own") == 0) ? 1 : 0;
+  }();
+  const int hook = g_schedule.load(std::memory_order_relaxed);
+  if ((hook == -1 ? from_env : hook) == 0) return nullptr;
+  static std::mutex mu;
+  static std::unordered_map<cudaStream_t, unsigned*> counters;  // never freed: 8 bytes a stream
+  std::lock_guard<std::mutex> lock(mu);
+  if (auto it = counters.find(st); it != counters.end()) return it->second;
+  cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+  PARALLM_CUDA_CHECK(cudaStreamIsCapturing(st, &cs), "matmul: cudaStreamIsCapturing");
+  if (cs != cudaStreamCaptureStatusNone) return nullptr;  // no allocation inside a capture: strided
+  int dev = -1;
+  cudaGetDevice(&dev);
+  void* p = nullptr;
+  PARALLM_CUDA_CHECK(cudaMalloc(&p, 2 * sizeof(unsigned)), "matmul: the tile counter (8 bytes) on cuda:", dev);
+  PARALLM_CUDA_CHECK(cudaMemsetAsync(p, 0, 2 * sizeof(unsigned), st), "matmul: zeroing the tile counter on cuda:", dev);
+  return counters[st] = static_cast<unsigned*>(p);
+}
+// Drawn tiles with each block's first its own (the kernel's first_own): the hook's 2, or unset
+// PARALLM_GEMM_SCHEDULE=drawn-after-own.
+int tile_first_own() {
+  static const int from_env = [] {
+    const char* e = std::getenv("PARALLM_GEMM_SCHEDULE");
+    return e && std::strcmp(e, "drawn-after-own") == 0 ? 1 : 0;
+  }();
+  const int hook = g_schedule.load(std::memory_order_relaxed);
+  return hook == -1 ? from_env : hook == 2 ? 1 : 0;
+}
 
 // The current device's (device_attr.cuh), errors naming the matmul.
 int device_cc() { return cuda::device_cc("matmul"); }
@@ -500,9 +550,7 @@ void reduce_slices(const Args& a, const Workspace& w, int splits, bool pdl, cons
 template <typename T, bool TA, bool TB, int CW, int BN>
 void launch_sm90_t(const Args& a, const CUtensorMap& mA, const CUtensorMap& mB) {
   using Sh = mm::S90Shape<CW, BN>;
-  constexpr auto kern = mm::s90_kernel<T, TA, TB, CW, BN>;
   const char* what = CW == 1 ? "sm90 (64-row tile)" : BN == 192 ? "sm90 (128 x 192 tile)" : "sm90";
-  set_smem_once<kern>(Sh::SMEM, what);
   int tm = (a.M + Sh::BM - 1) / Sh::BM, tn = (a.N + Sh::BN - 1) / Sh::BN;
   const int tiles = tm * tn;
   const int nk = (a.K + mm::S90_BK - 1) / mm::S90_BK;
@@ -519,11 +567,25 @@ void launch_sm90_t(const Args& a, const CUtensorMap& mA, const CUtensorMap& mB) 
   // The kernel may launch with PDL, as the GEMVs do (pdl.cuh): its launch and set-up overlap the kernel before;
   // so does the split-K reduce's launch. By sm90_pdl: the 64-row tile's by default.
   const bool pdl = sm90_pdl(CW) && pdl_allows(1);
-  PARALLM_CUDA_CHECK(launch_maybe_pdl(pdl && tile_pdl(grid), kern, dim3(unsigned(grid)), dim3(Sh::THREADS), Sh::SMEM,
-                                      a.stream, mA, mB, mC, store_tma, static_cast<const T*>(a.bias),
-                                      static_cast<T*>(a.C), a.M, a.N, a.K, a.alpha, a.beta, tm, tn, a.pair_ok, splits,
-                                      ws),
-                     PARALLM_MM_WHERE(a, what));
+  // The 128-row tile's blocks draw their tiles where asked (tile_counter); the 64-row tile's (decode) stride.
+  unsigned* sched = CW == 2 ? tile_counter(a.stream) : nullptr;
+  const auto launch = [&](auto drawn) {
+    constexpr bool D = decltype(drawn)::value;
+    constexpr auto kern = mm::s90_kernel<T, TA, TB, CW, BN, D>;
+    constexpr size_t smem = D ? Sh::SMEM_DRAWN : Sh::SMEM;
+    set_smem_once<kern>(smem, what);
+    PARALLM_CUDA_CHECK(launch_maybe_pdl(pdl && tile_pdl(grid), kern, dim3(unsigned(grid)), dim3(Sh::THREADS), smem,
+                                        a.stream, mA, mB, mC, store_tma, static_cast<const T*>(a.bias),
+                                        static_cast<T*>(a.C), a.M, a.N, a.K, a.alpha, a.beta, tm, tn, a.pair_ok, splits,
+                                        ws, sched, tile_first_own()),
+                       PARALLM_MM_WHERE(a, what));
+  };
+  if constexpr (CW == 2) {
+    if (sched) launch(std::true_type{});
+    else launch(std::false_type{});
+  } else {
+    launch(std::false_type{});
+  }
   if (splits > 1) reduce_slices<T, CW == 1>(a, w, splits, pdl, what);
 }
 
@@ -1054,6 +1116,7 @@ void matmul_sm90_tile_cols(int n) { g_tile_cols.store(n, std::memory_order_relax
 void matmul_sm90_tma_store(int on) { g_tma_store.store(on, std::memory_order_relaxed); }
 void matmul_gemv_path(int n) { g_gemv_path.store(n, std::memory_order_relaxed); }
 void matmul_sm90_wtile(int mode) { g_wtile.store(mode, std::memory_order_relaxed); }
+void matmul_sm90_schedule(int mode) { g_schedule.store(mode, std::memory_order_relaxed); }
 
 bool pdl_allows(int level) {
   int v = g_pdl.load(std::memory_order_relaxed);

@@ -5,10 +5,14 @@
 // issues half the wgmmas a stage, so an SM streams the weights up to twice as fast before the tensor core binds. Both operands use the
 // 128-byte swizzle the TMA writes, K-major or M/N-major as they lie in global memory; wgmma's
 // transpose bits take either, so no transposition pass is needed. Tile edges and the K tail come
-// from the TMA's zero fill. The host launches one block per SM and the blocks stride over the tiles, so
+// from the TMA's zero fill. The host launches one block per SM and the blocks go over the tiles, so
 // the producer fills the ring for the next tile while the consumers store the last one (1-6% over one
-// block per tile on an H100). Device code exists only in the sm_90a image; other targets get empty
-// bodies (the host launches this kernel only on compute capability 9.0).
+// block per tile on an H100). Block b takes tiles b, b + grid, ...; or (DRAWN, the 128-row tile only, when asked:
+// matmul.cu's tile_counter) each block's producer draws the next one from a counter, so a block that starts late
+// (its SM held by another stream's kernel, as NCCL's all-reduce beside data-parallel training's backward holds
+// 16-32 SMs) takes fewer tiles instead of running its fixed share after everyone else.
+// Device code exists only in the sm_90a image; other targets get empty bodies (the host launches this kernel
+// only on compute capability 9.0).
 #pragma once
 #include <cuda.h>
 #include "matmul_common.cuh"
@@ -38,8 +42,10 @@ struct S90Shape {
   static constexpr int BM = 64 * CW, THREADS = 128 * (CW + 1), ACC = BN / 2;  // accumulators a thread
   static constexpr int A_BYTES = BM * S90_BK * 2, B_BYTES = BN * S90_BK * 2, STAGE_BYTES = A_BYTES + B_BYTES;
   static constexpr int STAGES = CW == 2 ? 4 : 5;
-  // Ring + epilogue staging + room to align both to 1024 bytes (the swizzle atom) + the mbarriers.
+  // Ring + epilogue staging + room to align both to 1024 bytes (the swizzle atom) + the mbarriers; drawn units,
+  // also each stage's unit index (the first stage of a unit tells the consumers which unit it is).
   static constexpr size_t SMEM = size_t(STAGES) * STAGE_BYTES + CW * S90_EPI_BYTES + 1024 + 2 * STAGES * 8;
+  static constexpr size_t SMEM_DRAWN = SMEM + STAGES * 4;
 };
 
 #ifdef PARALLM_SM90A
@@ -62,12 +68,14 @@ template <typename T, int BN, int TA, int TB> struct S90Mma;
 template <typename T, int TA, int TB> struct S90Mma<T, 256, TA, TB> : Wgmma256<T, TA, TB> {};
 template <typename T, int TA, int TB> struct S90Mma<T, 192, TA, TB> : Wgmma192<T, TA, TB> {};
 
-template <typename T, bool TA, bool TB, int CW, int BN_ = S90_BN>
+// DRAWN: the blocks draw their units from `sched` (two counters: the next unit, the blocks done), which the last
+// block rearms; first_own: each block's first unit its own (b) and the counter deals out the rest from grid on.
+template <typename T, bool TA, bool TB, int CW, int BN_ = S90_BN, bool DRAWN = false>
 __global__ void __launch_bounds__(S90Shape<CW, BN_>::THREADS, 1)
     s90_kernel(const __grid_constant__ CUtensorMap tmA, const __grid_constant__ CUtensorMap tmB,
                const __grid_constant__ CUtensorMap tmC, int store_tma, const T* __restrict__ bias,
                T* __restrict__ C, int M, int N, int K, float alpha, float beta, int tiles_m, int tiles_n,
-               int pair_ok, int splits, float* __restrict__ ws) {
+               int pair_ok, int splits, float* __restrict__ ws, unsigned* __restrict__ sched, int first_own) {
 #ifdef PARALLM_SM90A
   PARALLM_TRACE_SCOPE(Tile64);
   using Sh = S90Shape<CW, BN_>;
@@ -80,6 +88,7 @@ __global__ void __launch_bounds__(S90Shape<CW, BN_>::THREADS, 1)
   uint8_t* epi = ring + STAGES * STAGE_BYTES;  // 1024-aligned, as the ring's size is
   uint64_t* full = reinterpret_cast<uint64_t*>(epi + CW * S90_EPI_BYTES);
   uint64_t* empty = full + STAGES;
+  int* unit_of = reinterpret_cast<int*>(empty + STAGES);  // DRAWN: the unit whose first k-tile stage s holds
   const uint32_t ring_s = s90_smem(ring);
 
   const int nk = (K + S90_BK - 1) / S90_BK;
@@ -99,8 +108,10 @@ __global__ void __launch_bounds__(S90Shape<CW, BN_>::THREADS, 1)
   }
   __syncthreads();
 
-  // Blocks stride over the tiles (grid = tile count: one tile each; grid = SM count: persistent, and
-  // the producer then fills the ring for the next tile while the consumers store the last one).
+  // Blocks go over the units (grid = tile count: one each; grid = SM count: persistent, and the producer then
+  // fills the ring for the next unit while the consumers store the last one). DRAWN: the producer writes each
+  // unit's index beside its first stage; after the last, a stage holding `units` and no data ends the consumers'
+  // loop.
   if (wg == 0) {
     // Producer: one thread issues every TMA; the warpgroup gives its registers to the consumers (two
     // consumers need them; one has a whole SM's registers already).
@@ -108,15 +119,30 @@ __global__ void __launch_bounds__(S90Shape<CW, BN_>::THREADS, 1)
     if (threadIdx.x == 0) {
       pdl_wait();     // A (the activations) is the kernel before's output
       pdl_trigger();  // after the wait: at most one kernel parked behind this one
+      // DRAWN: the first draw after the wait (the stream's kernel before, which drew from the same counter, has
+      // then rearmed it), then each next one a unit ahead, so the atomic's latency hides behind a unit's loads.
+      const unsigned base = DRAWN && first_own ? gridDim.x : 0u;
+      unsigned next = DRAWN && !first_own ? atomicAdd(sched, 1u) : blockIdx.x;
       int s = 0;
       uint32_t ph = 0;
-      for (int u = blockIdx.x; u < units; u += gridDim.x) {
+      for (;;) {
+        const int u = next < unsigned(units) ? int(next) : units;
+        if (u == units) {
+          if constexpr (DRAWN) {
+            mbar_wait(s90_smem(&empty[s]), ph ^ 1);
+            unit_of[s] = units;
+            mbar_arrive(s90_smem(&full[s]));  // no bytes: the phase completes on this arrival
+          }
+          break;
+        }
+        next = DRAWN ? base + atomicAdd(sched, 1u) : next + gridDim.x;
         int tm, tn;
         tile_coords<16>(u / splits, tiles_m, tiles_n, tm, tn);
         const int m0 = tm * BM, n0 = tn * BN;
         const int sp = u % splits, kb = int(int64_t(sp) * nk / splits), ke = int(int64_t(sp + 1) * nk / splits);
         for (int kt = kb; kt < ke; ++kt) {
           mbar_wait(s90_smem(&empty[s]), ph ^ 1);  // first lap passes at once (fresh barrier)
+          if (DRAWN && kt == kb) unit_of[s] = u;   // published by the arrival below (release), read after the wait
           const uint32_t fb = s90_smem(&full[s]);
           mbar_expect_tx(fb, STAGE_BYTES);          // a box counts in full even where it is zero-filled
           const uint32_t sa = ring_s + s * STAGE_BYTES, sb = sa + A_BYTES;
@@ -136,6 +162,12 @@ __global__ void __launch_bounds__(S90Shape<CW, BN_>::THREADS, 1)
           if (++s == STAGES) { s = 0; ph ^= 1; }
         }
       }
+      // Every block draws past the end once: the last to do so rearms the counter for the stream's next launch
+      // (every draw of this launch is done by then).
+      if (DRAWN && atomicAdd(sched + 1, 1u) == gridDim.x - 1) {
+        atomicExch(sched, 0u);
+        atomicExch(sched + 1, 0u);
+      }
     }
   } else {
     if (CW == 2) asm volatile("setmaxnreg.inc.sync.aligned.u32 232;");
@@ -145,7 +177,13 @@ __global__ void __launch_bounds__(S90Shape<CW, BN_>::THREADS, 1)
     int s = 0;
     uint32_t ph = 0;
     float acc[ACC];
-    for (int u = blockIdx.x; u < units; u += gridDim.x) {
+    for (int v = blockIdx.x;; v += gridDim.x) {
+      int u = v;
+      if constexpr (DRAWN) {
+        mbar_wait(s90_smem(&full[s]), ph);  // the unit's first stage, or the end
+        u = unit_of[s];
+      }
+      if (u >= units) break;
       int tm, tn;
       tile_coords<16>(u / splits, tiles_m, tiles_n, tm, tn);
       const int m0 = tm * BM, n0 = tn * BN;
@@ -154,7 +192,7 @@ __global__ void __launch_bounds__(S90Shape<CW, BN_>::THREADS, 1)
       for (int i = 0; i < ACC; ++i) acc[i] = 0.f;
       int prev = 0;
       for (int kt = kb; kt < ke; ++kt) {
-        mbar_wait(s90_smem(&full[s]), ph);
+        if (!DRAWN || kt > kb) mbar_wait(s90_smem(&full[s]), ph);
         const uint32_t sa = ring_s + s * STAGE_BYTES + cw * S90_BOX;
         const uint32_t sb = ring_s + s * STAGE_BYTES + A_BYTES;
 #pragma unroll

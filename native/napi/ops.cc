@@ -44,6 +44,9 @@ void set_pdl(int level);            // benchmark hook (native/cuda/launch.cuh)
 void attention_decode_splits(int n);  // test and benchmark hook (native/cuda/attention.cu)
 void attention_prefill_kernel(int n);  // test and benchmark hook (native/cuda/attention.cu)
 void decode_layer_grid(int n);        // test and benchmark hook (native/cuda/decode_layer.cu)
+void matmul_sm90_schedule(int mode);  // test and benchmark hook (native/cuda/matmul.cu)
+void hold_sms(int device, int blocks);  // test and benchmark hook (native/cuda/hold.cu)
+void release_sms(int device);           // test and benchmark hook (native/cuda/hold.cu)
 }  // namespace parallm::cuda
 #define ON_CUDA(call) [&](cudaStream_t s) { cuda::call; }
 #else
@@ -992,6 +995,43 @@ Napi::Value MatmulGemv(const Napi::CallbackInfo& info) {
                   CUDA_SET(matmul_gemv_path));
 }
 
+// How the 128-row sm90 tile's blocks take their tiles: -1 PARALLM_GEMM_SCHEDULE's setting (unset: strided), 0 strided
+// (block b: b, b + grid, ...), 1 drawn from a counter (native/cuda/matmul.cu's tile_counter), 2 drawn after each
+// block's own first; for tests of each and benchmarks side by side. No-op without CUDA.
+Napi::Value MatmulSchedule(const Napi::CallbackInfo& info) {
+  return int_hook(info, "matmulSchedule", "mode", [](int n) { return n >= -1 && n <= 2; },
+                  "-1 (automatic), 0 (strided), 1 (drawn) or 2 (drawn after its own)", CUDA_SET(matmul_sm90_schedule));
+}
+
+// holdSms(device, blocks): `blocks` SMs of cuda:<device> taken by a spinning kernel on a stream of its own until
+// releaseSms(device) (or 30 s), as NCCL's blocks take them beside the backward in data-parallel training
+// (native/cuda/hold.cu); back once they all run. For tests and benchmarks of kernels beside such work. Without
+// CUDA: an error.
+Napi::Value HoldSms(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    const Args a(info, "holdSms");
+    const int device = a.i32(0, "device"), blocks = a.i32(1, "blocks");
+#ifdef PARALLM_WITH_CUDA
+    cuda::hold_sms(device, blocks);
+#else
+    fail("holdSms: this build has no CUDA (device ", device, ", ", blocks, " blocks)");
+#endif
+    return info.Env().Undefined();
+  });
+}
+
+Napi::Value ReleaseSms(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    const int device = Args(info, "releaseSms").i32(0, "device");
+#ifdef PARALLM_WITH_CUDA
+    cuda::release_sms(device);
+#else
+    (void)device;
+#endif
+    return info.Env().Undefined();
+  });
+}
+
 // Programmatic dependent launch on sm_90+ (native/cuda/launch.cuh): 0 none, 1 the GEMVs (the default;
 // PARALLM_PDL sets the start), 2 the small decode kernels too; for benchmarks side by side.
 Napi::Value Pdl(const Napi::CallbackInfo& info) {
@@ -1084,6 +1124,9 @@ Napi::Object testing_hooks(Napi::Env env) {
   export_fn(env, t, "attentionPrefillKernel", AttentionPrefillKernel);
   export_fn(env, t, "pdl", Pdl);
   export_fn(env, t, "decodeLayerGrid", DecodeLayerGrid);
+  export_fn(env, t, "matmulSchedule", MatmulSchedule);
+  export_fn(env, t, "holdSms", HoldSms);
+  export_fn(env, t, "releaseSms", ReleaseSms);
   return t;
 }
 

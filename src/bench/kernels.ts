@@ -21,6 +21,11 @@ export interface KernelBenchOptions {
   filter?: string[];
   /** K slices of the sm90 matmul: 'auto' (default) or a count (1 turns split-K off) */
   splitK?: 'auto' | number;
+  /**
+   * GPU: this many SMs held by a spinning kernel on another stream while each case is timed (native.testing.holdSms),
+   * as NCCL's blocks hold them beside data-parallel training's backward: what a kernel loses when it shares the GPU.
+   */
+  busySms?: number;
   onResult?: (r: KernelBenchResult) => void;
 }
 
@@ -438,18 +443,33 @@ function cases(dev: string, dt: DType, gpu: boolean, quick: boolean): Case[] {
 
 const GRAPH_CALLS = 24; // a multiple of the 3 rotating input copies
 
-/** Median time of one call of the case: plain calls, or (graphed) replays of GRAPH_CALLS captured calls. */
-function timeCase(dev: string, c: Case, graphed: boolean, runs: number): Timing {
+/**
+ * Median time of one call of the case: plain calls, or (graphed) replays of GRAPH_CALLS captured calls; with `busy`
+ * SMs of the GPU held by another stream's kernel while it is timed (native.testing.holdSms), after one call without
+ * (a kernel's first launch may wait for every running kernel, the holding one too: lazy module loading).
+ */
+function timeCase(dev: string, c: Case, graphed: boolean, runs: number, busy = 0): Timing {
   const gpu = dev.startsWith('cuda');
   const { run, dispose } = c.setup();
+  const timed = (fn: (i: number) => void, warmup: number): Timing => {
+    if (!busy) return timeOnDevice(dev, fn, warmup, runs);
+    const index = Number(dev.slice('cuda:'.length));
+    fn(0);
+    native.testing.holdSms(index, busy);
+    try {
+      return timeOnDevice(dev, fn, warmup, runs);
+    } finally {
+      native.testing.releaseSms(index); // (throws where the hold ran out before the timing ended)
+    }
+  };
   try {
-    if (!graphed) return timeOnDevice(dev, run, gpu ? 5 : 1, runs);
+    if (!graphed) return timed(run, gpu ? 5 : 1);
     run(0); // first call outside the capture (kernel attributes, allocator pools)
     const g = capture(dev, () => {
       for (let i = 0; i < GRAPH_CALLS; i++) run(i);
     });
     try {
-      const t = timeOnDevice(dev, () => g.replay(), 3, runs);
+      const t = timed(() => g.replay(), 3);
       return { ...t, medianMs: t.medianMs / GRAPH_CALLS, minMs: t.minMs / GRAPH_CALLS, maxMs: t.maxMs / GRAPH_CALLS };
     } finally {
       g.dispose();
@@ -465,15 +485,17 @@ export function runKernelBench(opts: KernelBenchOptions = {}): KernelBenchResult
   const dt: DType = opts.dtype ?? (gpu ? 'bf16' : 'f32');
   const runs = opts.runs ?? (opts.quick ? 5 : gpu ? 30 : 7);
   const results: KernelBenchResult[] = [];
+  const busy = opts.busySms ?? 0;
+  if (busy && (!gpu || !Number.isInteger(busy) || busy < 1)) throw new Error(`bench kernels: busySms needs a GPU and a positive integer, got ${busy} on ${dev}`);
   // The split-K hook is process-wide: put it back even when a case throws.
   if (opts.splitK !== undefined) native.testing.matmulSplitK(opts.splitK === 'auto' ? -1 : opts.splitK);
   try {
     for (const c of cases(dev, dt, gpu, !!opts.quick)) {
       if (opts.filter?.length && !opts.filter.some((f) => `${c.name} ${c.shape}`.includes(f))) continue;
       const graphed = gpu && !!c.graph;
-      const t = timeCase(dev, c, graphed, runs);
+      const t = timeCase(dev, c, graphed, runs, busy);
       const s = t.medianMs / 1e3;
-      const r: KernelBenchResult = { name: c.name, shape: c.shape, dtype: c.name === 'copy' ? 'f32' : dt, device: dev, ms: t.medianMs };
+      const r: KernelBenchResult = { name: c.name, shape: busy ? `${c.shape}, ${busy} SMs held` : c.shape, dtype: c.name === 'copy' ? 'f32' : dt, device: dev, ms: t.medianMs };
       if (c.flops) r.tflops = c.flops / s / 1e12;
       if (c.bytes) r.gbps = c.bytes / s / 1e9;
       if (graphed) r.graphed = true;

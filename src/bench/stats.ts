@@ -1,6 +1,5 @@
 // Timing on a device: warm up, then time each run with device events and keep the median.
 import { DeviceEvent } from '../runtime.js';
-import { synchronize } from '../device.js';
 
 export interface Timing {
   medianMs: number;
@@ -20,10 +19,18 @@ export function median(xs: number[]): number {
  * so a kernel shorter than the host's launch cost is measured as the device runs it, queued up, rather
  * than as the host feeds it. `inner` is chosen from a first timing so a sample lasts about 1 ms.
  */
+/**
+ * Waits for the work queued on the device's current stream: not the whole device, which would also wait for other
+ * streams' kernels (bench kernels --busy-sms holds SMs with one while a case is timed).
+ */
+function settle(device: string): void {
+  new DeviceEvent(device).record().synchronize();
+}
+
 export function timeOnDevice(device: string, fn: (run: number) => void, warmup = 3, runs = 20): Timing {
   let call = 0;
   for (let i = 0; i < warmup; i++) fn(call++);
-  synchronize(device);
+  settle(device);
   const probe = [new DeviceEvent(device), new DeviceEvent(device)];
   probe[0]!.record();
   fn(call++);
@@ -37,7 +44,7 @@ export function timeOnDevice(device: string, fn: (run: number) => void, warmup =
     for (let j = 0; j < inner; j++) fn(call++);
     ends[i]!.record();
   }
-  synchronize(device);
+  settle(device);
   const ms = starts.map((s, i) => s.elapsedMs(ends[i]!) / inner);
   return { medianMs: median(ms), minMs: Math.min(...ms), maxMs: Math.max(...ms), runs };
 }

@@ -283,4 +283,10 @@ describe('parallm CLI', () => {
       /unknown device "cuda:9"/,
     );
   });
+
+  it('refuses --busy-sms off a GPU and when it is not a positive integer', () => {
+    const run = (args: string[]) => () => execFileSync(process.execPath, [cli, 'bench', 'kernels', '--device', 'cpu:0', '--quick', ...args], { encoding: 'utf8', stdio: 'pipe' });
+    expect(run(['--busy-sms', '16'])).toThrow(/--busy-sms: holds SMs of a GPU; cpu:0 is not one/);
+    expect(run(['--busy-sms', '0'])).toThrow(/--busy-sms must be a positive integer, got "0"/);
+  });
 });

@@ -310,12 +310,21 @@ describe('fuzz: the raw native binding', () => {
 
   it('testing hooks with fuzzed arguments', () => {
     fc.assert(
-      fc.property(fc.constantFrom('matmulSplitK', 'matmulTmaStore', 'matmulTileRows', 'matmulWTile', 'matmulGemv', 'attentionDecodeSplits', 'attentionPrefillKernel', 'pdl'), fc.oneof(size, foreign), (name, x) => {
+      fc.property(fc.constantFrom('matmulSplitK', 'matmulTmaStore', 'matmulTileRows', 'matmulWTile', 'matmulGemv', 'attentionDecodeSplits', 'attentionPrefillKernel', 'pdl', 'matmulSchedule', 'releaseSms'), fc.oneof(size, foreign), (name, x) => {
         calls++;
         attempt(name, () => (native.testing as unknown as Record<string, (x: unknown) => void>)[name]!(x));
       }),
       { numRuns: Math.ceil(RUNS / 3) },
     );
+    fc.assert(
+      fc.property(fc.oneof(size, foreign), fc.oneof(size, foreign), (d, b) => {
+        calls++;
+        attempt('holdSms', () => native.testing.holdSms(d as number, b as number));
+        attempt('releaseSms', () => native.testing.releaseSms(d as number));
+      }),
+      { numRuns: Math.ceil(RUNS / 6) },
+    );
+    native.testing.matmulSchedule(-1);
     native.testing.matmulSplitK(-1);
     native.testing.matmulTmaStore(true);
     native.testing.matmulTileRows(-1);

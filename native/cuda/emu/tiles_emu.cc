@@ -120,9 +120,12 @@ static bool wtile(int M, int N, int K, int splits, int grid, bool bias_on, float
 }
 
 // The 64-row (CW 1) and 128-row (CW 2) tiles, as matmul.cu's try_sm90 and launch_sm90_t launch them; store_tma:
-// C through shared memory and the TMA (the host's condition: one slice, beta 0, N % 8 == 0).
+// C through shared memory and the TMA (the host's condition: one slice, beta 0, N % 8 == 0). The 128-row tile's cases
+// also with the blocks drawing their units from a counter (matmul.cu's tile_counter), from the first or after each
+// block's own first, the counter rearmed (zero) after.
 template <bool TA, bool TB, int CW, int BN = 256>
-static bool tile(int M, int N, int K, int splits, int grid, bool bias_on, float alpha, float beta, bool store_tma) {
+static bool tile_once(int M, int N, int K, int splits, int grid, bool bias_on, float alpha, float beta, bool store_tma,
+                      bool drawn, int first_own) {
   using Sh = mm::S90Shape<CW, BN>;
   Problem p = make(M, N, K, TA, TB, bias_on, alpha, beta);
   CUtensorMap mA, mB, mC;
@@ -136,15 +139,36 @@ static bool tile(int M, int N, int K, int splits, int grid, bool bias_on, float 
   const int tm = (M + Sh::BM - 1) / Sh::BM, tn = (N + Sh::BN - 1) / Sh::BN;
   std::vector<float> ws(splits > 1 ? size_t(splits) * M * N : 0, NAN);
   const int pair_ok = N % 2 == 0;
+  unsigned counter[2] = {0, 0};
   emu_launch(unsigned(grid), Sh::THREADS, [&] {
-    mm::s90_kernel<bf16, TA, TB, CW, BN>(mA, mB, mC, store_tma, p.bias.empty() ? nullptr : p.bias.data(), p.C.data(), M, N,
-                                     K, alpha, beta, tm, tn, pair_ok, splits, splits > 1 ? ws.data() : nullptr);
+    const bf16* bias = p.bias.empty() ? nullptr : p.bias.data();
+    float* w = splits > 1 ? ws.data() : nullptr;
+    if (drawn)
+      mm::s90_kernel<bf16, TA, TB, CW, BN, true>(mA, mB, mC, store_tma, bias, p.C.data(), M, N, K, alpha, beta, tm, tn,
+                                                 pair_ok, splits, w, counter, first_own);
+    else
+      mm::s90_kernel<bf16, TA, TB, CW, BN, false>(mA, mB, mC, store_tma, bias, p.C.data(), M, N, K, alpha, beta, tm, tn,
+                                                  pair_ok, splits, w, nullptr, 0);
   });
   if (splits > 1) reduce(p, ws, splits, alpha, beta);
-  char what[80];
-  std::snprintf(what, sizeof what, "%d x %d tile, A%s B%s%s", 64 * CW, BN, TA ? "^T" : "  ", TB ? "^T" : "  ",
-                store_tma ? ", C by the TMA" : "");
-  return report(what, p, splits, grid, bias_on, alpha, beta);
+  char what[96];
+  std::snprintf(what, sizeof what, "%d x %d tile, A%s B%s%s%s", 64 * CW, BN, TA ? "^T" : "  ", TB ? "^T" : "  ",
+                store_tma ? ", C by the TMA" : "", !drawn ? ", units strided" : first_own ? ", units drawn after its own" : ", units drawn");
+  bool ok = report(what, p, splits, grid, bias_on, alpha, beta);
+  if (counter[0] || counter[1]) {
+    std::printf("  FAILED: the tile counter was left at {%u, %u}, not rearmed\n", counter[0], counter[1]);
+    ok = false;
+  }
+  return ok;
+}
+template <bool TA, bool TB, int CW, int BN = 256>
+static bool tile(int M, int N, int K, int splits, int grid, bool bias_on, float alpha, float beta, bool store_tma) {
+  bool ok = tile_once<TA, TB, CW, BN>(M, N, K, splits, grid, bias_on, alpha, beta, store_tma, false, 0);
+  if constexpr (CW == 2) {  // (the 64-row tile always strides: matmul.cu)
+    ok &= tile_once<TA, TB, CW, BN>(M, N, K, splits, grid, bias_on, alpha, beta, store_tma, true, 0);
+    ok &= tile_once<TA, TB, CW, BN>(M, N, K, splits, grid, bias_on, alpha, beta, store_tma, true, 1);
+  }
+  return ok;
 }
 
 int main() {

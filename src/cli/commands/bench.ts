@@ -30,6 +30,7 @@ interface BenchOpts {
   format?: string;
   filter?: string[];
   splitK?: string;
+  busySms?: string;
   model?: string;
   batch?: string;
   promptTokens?: string;
@@ -100,7 +101,9 @@ function kernels(opts: BenchOpts, device: string, dtype: DType | undefined): voi
   const runs = positiveInt('--runs', opts.runs);
   const splitK = opts.splitK === undefined || opts.splitK === 'auto' ? undefined : positiveInt('--split-k', opts.splitK);
   const out = output(opts, `kernels on ${describeDevice(device)}, ${dt}, ${opts.quick ? 'quick shapes' : 'full shapes'}${runs ? `, ${runs} timed run${runs > 1 ? 's' : ''} each` : ''}${opts.filter?.length ? `, only ${opts.filter.join(' / ')}` : ''}`);
-  const results = runKernelBench({ device, dtype: dt, quick: opts.quick, runs, filter: opts.filter, splitK, onResult: (r) => out.say(`  ${r.name} ${r.shape}: ${r.ms.toFixed(3)} ms`) });
+  const busySms = positiveInt('--busy-sms', opts.busySms);
+  if (busySms !== undefined && !gpu) throw new Error(`--busy-sms: holds SMs of a GPU; ${device} is not one`);
+  const results = runKernelBench({ device, dtype: dt, quick: opts.quick, runs, filter: opts.filter, splitK, busySms, onResult: (r) => out.say(`  ${r.name} ${r.shape}: ${r.ms.toFixed(3)} ms`) });
   out.emit(
     { scenario: 'kernels', device, dtype: dt, quick: !!opts.quick },
     [device],
@@ -330,6 +333,7 @@ export function register(program: Command): void {
     .option('--runs <n>', 'kernels, comm: timed runs per case (median reported)')
     .option('--filter <text...>', 'kernels: only cases whose name or shape contains the text')
     .option('--split-k <n>', 'kernels: K slices of the Hopper matmul (default auto; 1 turns split-K off)')
+    .option('--busy-sms <n>', 'kernels (GPU): hold this many SMs with a spinning kernel on another stream while each case is timed, as NCCL holds them beside data-parallel training')
     .option('--model <name>', 'strategies, generate, train: a preset (gpt2, llama-2-7b, ...) or a model folder (default gpt2 on a GPU; on the CPU tiny-llama for strategies, tiny-gpt2 otherwise)')
     .option('--batch <list>', 'generate: batch sizes, comma-separated (default 1,16); strategies: the batch (default 64 on GPUs, 8 on the CPU)')
     .option('--prompt-tokens <n>', 'generate, strategies: prompt length (default 128 on GPUs; generate 128, strategies 32 on the CPU)')
