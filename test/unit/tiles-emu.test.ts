@@ -27,10 +27,14 @@ describe.skipIf(!tools)('the sm90 matmul tiles and prefill attention on the host
     expect(run.status, out).toBe(0);
     expect(out.match(/ FAIL/g), out).toBeNull();
     expect(out.match(/W-as-A tile .* ok$/gm)?.length ?? 0, out).toBe(8);
-    // every transpose of the 64- and 128-row tiles and of the 128 x 192 one, five of them storing C through the TMA
-    expect(out.match(/\d+ x 256 tile, .* ok$/gm)?.length ?? 0, out).toBe(8);
-    expect(out.match(/128 x 192 tile, .* ok$/gm)?.length ?? 0, out).toBe(4);
-    expect(out.match(/C by the TMA .* ok$/gm)?.length ?? 0, out).toBe(5);
+    // every transpose of the 64- and 128-row tiles and of the 128 x 192 one (12 cases), five of them storing C through
+    // the TMA; the 8 of 128 rows also with their units drawn from a counter, and drawn after each block's own first
+    expect(out.match(/\d+ x 256 tile, .* ok$/gm)?.length ?? 0, out).toBe(16);
+    expect(out.match(/128 x 192 tile, .* ok$/gm)?.length ?? 0, out).toBe(12);
+    expect(out.match(/C by the TMA.* ok$/gm)?.length ?? 0, out).toBe(11);
+    expect(out.match(/units strided .* ok$/gm)?.length ?? 0, out).toBe(12);
+    expect(out.match(/units drawn M.* ok$/gm)?.length ?? 0, out).toBe(8);
+    expect(out.match(/units drawn after its own .* ok$/gm)?.length ?? 0, out).toBe(8);
     // the Hopper prefill attention: plain, overlapped, with the ping-pong, and at D 64, against float64 (out and lse)
     expect(out.match(/prefill_sm90 .* ok$/gm)?.length ?? 0, out).toBe(4);
   }, 300_000);
