@@ -13,7 +13,7 @@ parts=("$@")
 nvidia-smi -L
 for p in "${parts[@]}"; do
   case "$p" in
-    tests) timeout 200 vitest run test/gpu > "$out/gpu-tests.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-tests.log" ;;
+    tests) timeout 500 vitest run test/gpu > "$out/gpu-tests.log" 2>&1; grep -E "×|Test Files|Tests " "$out/gpu-tests.log" ;;
     kernels) timeout 200 node dist/cli/index.js bench kernels --json "$out/kernels.json" 2>&1 | tail -17 ;;
     generate)
       timeout 90 node dist/cli/index.js bench generate --model gpt2 --batch 1,16,64 --json "$out/gen-gpt2.json" 2>&1 | tail -4
@@ -1550,12 +1550,18 @@ for p in "${parts[@]}"; do
       timeout 200 vitest run test/gpu/train.gpu.test.ts test/gpu/grad-references.gpu.test.ts test/gpu/train-graph.gpu.test.ts > "$out/gpu-s35a-train.log" 2>&1; echo "vitest train rc=$?"; grep -E "×|Test Files|Tests " "$out/gpu-s35a-train.log" | head -20 ;;
     s35-dp)
       # Two GPUs (nvidia-h200-x2): issue 12's DP strong-scaling floor with each tile schedule (does drawing help the GEMMs
-      # that share the GPU with NCCL?), two rounds alternating, one GPU in the same runs.
-      for r in 1 2; do
-        for sch in strided drawn drawn-after-own; do
-          PARALLM_GEMM_SCHEDULE=$sch timeout 120 node dist/cli/index.js bench train --devices cuda:0,cuda:1 --strategies single,dp --scaling strong --bucket-mb 25 --shapes 128x128 --steps 30 2>&1 | tail -3 | sed "s/^/[dp $sch r$r] /"
-        done
+      # that share the GPU with NCCL?), one GPU in the same runs; then strided again (the call's drift).
+      for sch in strided drawn drawn-after-own strided; do
+        PARALLM_GEMM_SCHEDULE=$sch timeout 120 node dist/cli/index.js bench train --devices cuda:0,cuda:1 --strategies single,dp --scaling strong --bucket-mb 25 --shapes 128x128 --steps 30 2>&1 | tail -3 | sed "s/^/[dp $sch] /"
       done ;;
+    s35-strat)
+      # Two GPUs: issue 13's rule, the strategy figures re-measured after the kernel changes since they were last taken
+      # (S14-4 … S14-6): DP generation (GPT-2, 512 prompts, 64 a device), PP decode (LLaMA-2-7B, batch 256, two
+      # micro-batches), the prefill strategies (LLaMA-2-7B 32 x 512: one GPU, MP, PP with 8 micro-batches). (Every GPU
+      # test on two GPUs: the `tests` part, a call of its own.)
+      timeout 150 node dist/cli/index.js bench --model gpt2 --strategies single,dp --prompts 512 --batch 64 --repeats 2 2>&1 | tail -3 | sed "s/^/[dp] /"
+      timeout 150 node dist/cli/index.js bench --model llama-2-7b --strategies pp --batch 256 --prompt-tokens 128 --new-tokens 64 --micro-batches 2 --repeats 2 2>&1 | tail -2 | sed "s/^/[pp-decode] /"
+      timeout 200 node dist/cli/index.js bench --model llama-2-7b --strategies single,mp,pp --batch 32 --prompt-tokens 512 --new-tokens 2 --micro-batches 8 --repeats 3 2>&1 | tail -4 | sed "s/^/[prefill] /" ;;
     s34-d)
       # s34-c's held-SM GEMMs again (bench kernels' timing no longer waits on every stream: s34-c's waited out the holding
       # kernel's 30 s): beside 16 and 32 SMs held, strided, drawn, drawn after each block's own first unit.
