@@ -26,7 +26,8 @@ export const IGNORE_INDEX = -100;
 // faster); PARALLM_DW_SCRATCH=0 turns it off.
 const DW_SCRATCH = process.env.PARALLM_DW_SCRATCH !== '0';
 // Bias gradients summed in the pass that writes their dy (GPT-2's up bias in the GELU backward, the out and down
-// biases in the layernorm backward); =0 sums them apart with sumRows, as before, for measuring (device-run s33-a).
+// biases in the layernorm backward); =0 sums them apart with sumRows, as before, for measuring (S34-1,
+// bench/RESULTS.md).
 const BIAS_IN_GELU = process.env.PARALLM_BIAS_IN_GELU !== '0';
 const BIAS_IN_NORM = process.env.PARALLM_BIAS_IN_NORM !== '0';
 
