@@ -1528,6 +1528,18 @@ for p in "${parts[@]}"; do
         env $v timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 16 2>&1 | tail -1 | sed "s/^/[7b ${v:-default}] /"
       done; done
       bash "$0" s26-j ;;
+    s35-b)
+      # S35-1's GEMMs beside held SMs ran 3-30x slower than alone, far more than the late blocks' extra round would
+      # cost (at most 2x): is it the GEMMs or the hold? The copy (a grid that is not persistent) as the control; held
+      # counts 2, 8, 16; strided and drawn; lazy module loading off (EAGER) once.
+      f="8192x2304x768 16384x3072x768 copy"
+      for b in 0 2 8 16; do
+        for sch in strided drawn; do
+          a=""; [ $b -gt 0 ] && a="--busy-sms $b"
+          PARALLM_GEMM_SCHEDULE=$sch timeout 60 node dist/cli/index.js bench kernels --filter $f $a 2>&1 | grep -E "^gemm|^copy|rror" | sed "s/^/[k $sch busy$b] /" | cut -c1-150
+        done
+      done
+      CUDA_MODULE_LOADING=EAGER PARALLM_GEMM_SCHEDULE=strided timeout 60 node dist/cli/index.js bench kernels --filter $f --busy-sms 16 2>&1 | grep -E "^gemm|^copy|rror" | sed "s/^/[k eager strided busy16] /" | cut -c1-150 ;;
     s35-a)
       # The twenty-ninth session's last build, not yet on a GPU: the 128-row tile's strided loop as before and its drawn
       # form a second instantiation (DRAWN); hold.cu's expiry check; bench kernels --busy-sms (one call before the hold:
