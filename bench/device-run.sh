@@ -1528,6 +1528,35 @@ for p in "${parts[@]}"; do
         env $v timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 16 2>&1 | tail -1 | sed "s/^/[7b ${v:-default}] /"
       done; done
       bash "$0" s26-j ;;
+    s35-d)
+      # The backward's matmuls drawing while buckets reduce (PARALLM_DP_DRAW, src/train/grad-buckets.ts), rehearsed on
+      # one GPU (bench train --rehearse-dp SMS:GBPS: each 25 MiB bucket launched when DP launches it, a kernel holding
+      # SMS SMs for bytes / GBPS on the buckets' stream; no bytes move). GPU tests first (the thread's schedule, busySms,
+      # the rehearsal's losses bit for bit); then GPT-2 at 64 x 128 (a rank's share of DP's strong scaling) plain and
+      # rehearsed at 16 SMs with each policy, two rounds; then 32 SMs.
+      timeout 200 vitest run test/gpu/matmul-schedule.gpu.test.ts test/gpu/bench.gpu.test.ts > "$out/gpu-s35d.log" 2>&1; echo "vitest rc=$?"; grep -E "×|✗|FAIL|Test Files|Tests " "$out/gpu-s35d.log" | head -20
+      for r in 1 2; do
+        timeout 90 node dist/cli/index.js bench train --model gpt2 --shapes 64x128 --steps 30 2>&1 | tail -1 | sed "s/^/[plain r$r] /"
+        for d in off launch backward; do
+          PARALLM_DP_DRAW=$d timeout 90 node dist/cli/index.js bench train --model gpt2 --shapes 64x128 --steps 30 --rehearse-dp 16:330 2>&1 | tail -1 | sed "s/^/[rehearse16 $d r$r] /"
+        done
+      done
+      for d in off launch backward; do
+        PARALLM_DP_DRAW=$d timeout 90 node dist/cli/index.js bench train --model gpt2 --shapes 64x128 --steps 30 --rehearse-dp 32:330 2>&1 | tail -1 | sed "s/^/[rehearse32 $d] /"
+      done ;;
+    s35-c)
+      # S35-2: the copy lost too beside held SMs, but cudaMemcpy's own grid may be persistent. Controls whose grids are
+      # not: AdamW (grid-stride over 8.4 M) and prefill attention (512 blocks); and the holding blocks reading the
+      # host's flag every 2 us (the default) against every 500 us (PARALLM_HOLD_POLL_US).
+      f="8192x2304x768 16384x3072x768 adamw T2048"
+      for b in 0 16; do
+        for poll in 2 500; do
+          [ $b -eq 0 ] && [ $poll -eq 500 ] && continue
+          a=""; [ $b -gt 0 ] && a="--busy-sms $b"
+          PARALLM_HOLD_POLL_US=$poll timeout 60 node dist/cli/index.js bench kernels --filter $f $a 2>&1 | grep -E "^gemm|^adamw|^attention|rror" | sed "s/^/[k strided busy$b poll$poll] /" | cut -c1-150
+        done
+      done
+      PARALLM_HOLD_POLL_US=500 PARALLM_GEMM_SCHEDULE=drawn timeout 60 node dist/cli/index.js bench kernels --filter $f --busy-sms 16 2>&1 | grep -E "^gemm|^adamw|^attention|rror" | sed "s/^/[k drawn busy16 poll500] /" | cut -c1-150 ;;
     s35-b)
       # S35-1's GEMMs beside held SMs ran 3-30x slower than alone, far more than the late blocks' extra round would
       # cost (at most 2x): is it the GEMMs or the hold? The copy (a grid that is not persistent) as the control; held
@@ -1565,6 +1594,12 @@ for p in "${parts[@]}"; do
       # that share the GPU with NCCL?), one GPU in the same runs; then strided again (the call's drift).
       for sch in strided drawn drawn-after-own strided; do
         PARALLM_GEMM_SCHEDULE=$sch timeout 120 node dist/cli/index.js bench train --devices cuda:0,cuda:1 --strategies single,dp --scaling strong --bucket-mb 25 --shapes 128x128 --steps 30 2>&1 | tail -3 | sed "s/^/[dp $sch] /"
+      done
+      # Fewer NCCL channels hold fewer SMs beside the backward's GEMMs (S10-10 tried only more: 16, 32).
+      for ch in 2 4 8; do
+        for sch in strided drawn; do
+          NCCL_MAX_NCHANNELS=$ch PARALLM_GEMM_SCHEDULE=$sch timeout 120 node dist/cli/index.js bench train --devices cuda:0,cuda:1 --strategies dp --scaling strong --bucket-mb 25 --shapes 128x128 --steps 30 2>&1 | tail -1 | sed "s/^/[dp $sch ch$ch] /"
+        done
       done ;;
     s35-strat)
       # Two GPUs: issue 13's rule, the strategy figures re-measured after the kernel changes since they were last taken

@@ -130,6 +130,11 @@ export interface NativeBinding {
   crossEntropy(logits: T, targets: T, losses: T, dlogits: OptT, R: number, V: number, ignoreIndex: number, dscale: number, ld: number): void;
   sumSquares(x: T, out: T, n: number): void;
   adamw(master: T, param: OptT, grad: T, m: T, v: T, n: number, nDecay: number, lr: number, beta1: number, beta2: number, eps: number, weightDecay: number, gradScale: number, step: number): void;
+  /**
+   * How the calling thread's next Hopper matmuls (the 128-row sm90 tile) take their tiles: the modes of
+   * testing.matmulSchedule, -1 as the process's setting. A graph keeps what its capture saw. No-op without CUDA.
+   */
+  matmulThreadSchedule(mode: -1 | 0 | 1 | 2): void;
 
   ncclAvailable(): { ok: boolean; version?: number; error?: string };
   ncclUniqueId(): Uint8Array;
@@ -220,6 +225,11 @@ export interface NativeTestingHooks {
   holdSms(device: number, blocks: number): void;
   /** Ends holdSms's kernel on cuda:`device` and waits for it (nothing when none is held). */
   releaseSms(device: number): void;
+  /**
+   * `blocks` SMs of a CUDA device held for `microseconds` by a kernel queued on its current stream (a graph being
+   * captured holds it): bench train's rehearsal of a data-parallel rank's gradient reductions. Throws on a CPU device.
+   */
+  busySms(device: string, blocks: number, microseconds: number): void;
 }
 
 /** One rank of a communicator (native/comm): collectives over NativeTensors on its device. */
@@ -257,12 +267,12 @@ export const NATIVE_KEYS = [
   'setStream', 'frozenWeights', 'matmul', 'attentionPrefill', 'attentionDecode', 'kvWrite', 'ropeKvWrite', 'matmulRopeKvWrite', 'matmulRopeKvAttentionDecode', 'ropeKvAttentionDecode', 'rmsnormMatmul', 'rmsnormMatmulSwiglu', 'layernormMatmul', 'matmulResidualNorm', 'decodeLayerGpt2', 'layernorm', 'rmsnorm', 'gelu',
   'siluGate', 'rope', 'embedding', 'add', 'cast', 'softmax', 'argmax', 'fillUniform', 'sample', 'sumRows',
   'layernormBackward', 'rmsnormBackward', 'geluBackward', 'geluBackwardBias', 'siluGateBackward', 'ropeBackward', 'attentionForward',
-  'attentionBackward', 'embeddingBackward', 'crossEntropy', 'sumSquares', 'adamw', 'ncclAvailable', 'ncclUniqueId',
+  'attentionBackward', 'embeddingBackward', 'crossEntropy', 'sumSquares', 'adamw', 'matmulThreadSchedule', 'ncclAvailable', 'ncclUniqueId',
   'commCreate', 'testing',
 ] as const satisfies readonly (keyof NativeBinding)[];
 
 /** Every name of NativeTestingHooks, held to the addon's `testing` object the same way. */
-export const NATIVE_TESTING_KEYS = ['matmulSplitK', 'matmulWaveSplits', 'matmulTmaStore', 'matmulTileRows', 'matmulTileCols', 'matmulTileWidth', 'matmulWTile', 'matmulGemv', 'attentionDecodeSplits', 'attentionPrefillKernel', 'pdl', 'decodeLayerGrid', 'matmulSchedule', 'holdSms', 'releaseSms'] as const satisfies readonly (keyof NativeTestingHooks)[];
+export const NATIVE_TESTING_KEYS = ['matmulSplitK', 'matmulWaveSplits', 'matmulTmaStore', 'matmulTileRows', 'matmulTileCols', 'matmulTileWidth', 'matmulWTile', 'matmulGemv', 'attentionDecodeSplits', 'attentionPrefillKernel', 'pdl', 'decodeLayerGrid', 'matmulSchedule', 'holdSms', 'releaseSms', 'busySms'] as const satisfies readonly (keyof NativeTestingHooks)[];
 
 // A compile error names the keys of T missing from the list L.
 type ListsEvery<T, L extends readonly PropertyKey[]> = [Exclude<keyof T, L[number]>] extends [never] ? true : Exclude<keyof T, L[number]>;

@@ -3,11 +3,14 @@
 // 16-32 SMs, and a persistent grid of one block an SM (the sm90 matmul) must not wait for them (its drawn units:
 // matmul_sm90.cuh). Each block takes a whole SM (all of the shared memory a block may have, so no other kernel's
 // block fits beside it), marks itself started in host-mapped memory and spins until the host's release flag (or
-// 30 s) passes.
+// 30 s) passes. busy_sms: the same blocks for a fixed time, queued on a stream (a graph can hold it): bench train's
+// rehearsal of a data-parallel rank's gradient reductions on one GPU (src/bench/train.ts).
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <mutex>
 #include <thread>
 
@@ -19,17 +22,28 @@ namespace parallm::cuda {
 namespace {
 
 // flags[0]: the host's release; flags[1]: set by a block that ended at max_ns instead; flags[2 + b]: block b started.
-__global__ void hold_kernel(volatile int* flags, unsigned long long max_ns) {
+__global__ void hold_kernel(volatile int* flags, unsigned long long max_ns, unsigned poll_ns) {
   if (threadIdx.x != 0) return;
   unsigned long long t0, t;
   asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
   flags[2 + blockIdx.x] = 1;
   __threadfence_system();
   do {
-    __nanosleep(2000);
+    __nanosleep(poll_ns);
     asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
   } while (!flags[0] && t - t0 < max_ns);
   if (!flags[0]) flags[1] = 1;
+}
+
+// busy_sms' kernel: each block holds its SM (all of its shared memory) for `ns` of the global timer, reading nothing.
+__global__ void busy_kernel(unsigned long long ns) {
+  if (threadIdx.x != 0) return;
+  unsigned long long t0, t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
+  do {
+    __nanosleep(1000);
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  } while (t - t0 < ns);
 }
 
 struct Hold {
@@ -64,7 +78,12 @@ void hold_sms(int device, int blocks) {
                      "holdSms: ", smem, " bytes of shared memory a block");
   volatile int* flags = h.host;
   for (int i = 0; i < 2 + blocks; ++i) flags[i] = 0;
-  hold_kernel<<<blocks, 32, size_t(smem), h.stream>>>(h.dev, 30'000'000'000ull);
+  // How often each block reads the host's flag, µs (PARALLM_HOLD_POLL_US, 1 to 1000; 500 by default): read every 2 µs
+  // by 16 blocks, the host memory slowed every kernel beside them 1.3-20x (the copy, AdamW and attention as well as
+  // the matmuls; bench/RESULTS.md S35-2), which every 500 µs it did not.
+  const char* poll = std::getenv("PARALLM_HOLD_POLL_US");
+  const unsigned poll_ns = 1000u * unsigned(std::clamp(poll ? std::atoi(poll) : 500, 1, 1000));
+  hold_kernel<<<blocks, 32, size_t(smem), h.stream>>>(h.dev, 30'000'000'000ull, poll_ns);
   PARALLM_CUDA_CHECK(cudaGetLastError(), "holdSms: launching ", blocks, " blocks of ", smem, " bytes on cuda:", device);
   h.blocks = blocks;
   // Back once every block runs (what the caller launches next finds those SMs taken), or fail after 5 s.
@@ -94,6 +113,25 @@ void release_sms(int device) {
   // A hold that outlived its 30 s let go of its SMs before the release: what ran meanwhile did not run beside them
   // (a kernel's first launch can wait for every running kernel: lazy module loading), so say so.
   if (flags[1]) fail("releaseSms: the ", held, " SMs held on cuda:", device, " were let go at the 30 s limit, before the release");
+}
+
+void busy_sms(cudaStream_t s, int device, int blocks, double microseconds) {
+  if (device < 0 || device >= kMaxDevices) fail("busySms: no device cuda:", device);
+  const int sms = device_sms("busySms");
+  if (blocks < 1 || blocks >= sms || !(microseconds >= 0 && microseconds <= 1e6))
+    fail("busySms: expected 1 to ", sms - 1, " SMs for 0 to 1e6 us on cuda:", device, ", got ", blocks, " for ", microseconds);
+  // The kernel's shared-memory limit raised once a device (outside any capture, where the first call comes eagerly).
+  static std::atomic<int> raised[kMaxDevices];
+  int smem = raised[device].load(std::memory_order_acquire);
+  if (!smem) {
+    PARALLM_CUDA_CHECK(cudaDeviceGetAttribute(&smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, device),
+                       "busySms: the shared memory a block may have on cuda:", device);
+    PARALLM_CUDA_CHECK(cudaFuncSetAttribute(busy_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem),
+                       "busySms: ", smem, " bytes of shared memory a block");
+    raised[device].store(smem, std::memory_order_release);
+  }
+  busy_kernel<<<blocks, 32, size_t(smem), s>>>((unsigned long long)(microseconds * 1e3));
+  PARALLM_CUDA_CHECK(cudaGetLastError(), "busySms: launching ", blocks, " blocks of ", smem, " bytes on cuda:", device);
 }
 
 }  // namespace parallm::cuda

@@ -47,6 +47,8 @@ void decode_layer_grid(int n);        // test and benchmark hook (native/cuda/de
 void matmul_sm90_schedule(int mode);  // test and benchmark hook (native/cuda/matmul.cu)
 void hold_sms(int device, int blocks);  // test and benchmark hook (native/cuda/hold.cu)
 void release_sms(int device);           // test and benchmark hook (native/cuda/hold.cu)
+void busy_sms(cudaStream_t s, int device, int blocks, double microseconds);  // benchmark hook (native/cuda/hold.cu)
+void matmul_sm90_thread_schedule(int mode);  // native/cuda/matmul.cu
 }  // namespace parallm::cuda
 #define ON_CUDA(call) [&](cudaStream_t s) { cuda::call; }
 #else
@@ -1032,6 +1034,25 @@ Napi::Value ReleaseSms(const Napi::CallbackInfo& info) {
   });
 }
 
+// busySms(device, blocks, microseconds): `blocks` SMs of a CUDA device held for that long by a kernel queued on its
+// current stream (native/cuda/hold.cu's busy_sms; a graph being captured holds it): bench train's rehearsal of a
+// data-parallel rank's gradient reductions on one GPU. A CPU device, or no CUDA: an error.
+Napi::Value BusySms(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    const Args a(info, "busySms");
+    const DeviceId d = a.device(0);
+    const int blocks = a.i32(1, "blocks");
+    const double us = a.f64(2, "microseconds");
+    if (!d.is_cuda()) fail("busySms: holds SMs of a CUDA device, got ", d.str());
+#ifdef PARALLM_WITH_CUDA
+    cuda::busy_sms(cuda_activate(d), d.index, blocks, us);
+#else
+    fail("busySms: this build has no CUDA (", d.str(), ", ", blocks, " blocks, ", us, " us)");
+#endif
+    return info.Env().Undefined();
+  });
+}
+
 // Programmatic dependent launch on sm_90+ (native/cuda/launch.cuh): 0 none, 1 the GEMVs (the default;
 // PARALLM_PDL sets the start), 2 the small decode kernels too; for benchmarks side by side.
 Napi::Value Pdl(const Napi::CallbackInfo& info) {
@@ -1063,6 +1084,15 @@ Napi::Value AttentionPrefillKernel(const Napi::CallbackInfo& info) {
 Napi::Value DecodeLayerGrid(const Napi::CallbackInfo& info) {
   return int_hook(info, "decodeLayerGrid", "blocks", [](int n) { return n >= 0 && n <= 65535; },
                   "0 (one block a multiprocessor) or 1..65535 blocks", CUDA_SET(decode_layer_grid));
+}
+
+// How the 128-row sm90 tile's blocks take their tiles in the calling thread's next launches (the modes of
+// testing.matmulSchedule; -1: as the process's setting), for a data-parallel rank whose gradient buckets reduce
+// beside its backward (src/train/grad-buckets.ts). No-op without CUDA.
+Napi::Value MatmulThreadSchedule(const Napi::CallbackInfo& info) {
+  return int_hook(info, "matmulThreadSchedule", "mode", [](int n) { return n >= -1 && n <= 2; },
+                  "-1 (the process's setting), 0 (strided), 1 (drawn) or 2 (drawn after its own)",
+                  CUDA_SET(matmul_sm90_thread_schedule));
 }
 #undef CUDA_SET
 
@@ -1108,6 +1138,7 @@ void export_ops(Napi::Env env, Napi::Object exports) {
   export_fn(env, exports, "crossEntropy", OpCrossEntropy);
   export_fn(env, exports, "sumSquares", OpSumSquares);
   export_fn(env, exports, "adamw", OpAdamw);
+  export_fn(env, exports, "matmulThreadSchedule", MatmulThreadSchedule);
 }
 
 Napi::Object testing_hooks(Napi::Env env) {
@@ -1127,6 +1158,7 @@ Napi::Object testing_hooks(Napi::Env env) {
   export_fn(env, t, "matmulSchedule", MatmulSchedule);
   export_fn(env, t, "holdSms", HoldSms);
   export_fn(env, t, "releaseSms", ReleaseSms);
+  export_fn(env, t, "busySms", BusySms);
   return t;
 }
 

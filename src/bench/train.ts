@@ -1,10 +1,15 @@
 // `parallm bench train`: training throughput on one device at fixed shapes (random token batches, so the
 // figure is the engine's, not the data loader's): tokens/s, time per optimizer step, model FLOPs
 // utilization (6 · parameters · tokens/s, over the device's peak) and peak memory.
-import { defaultDevice, memoryStats, parseDevice, resetPeakMemory, synchronize } from '../device.js';
+import { defaultDevice, deviceInfo, memoryStats, parseDevice, resetPeakMemory, synchronize } from '../device.js';
 import type { DType } from '../dtype.js';
 import { rng } from '../random.js';
+import { dtypeSize } from '../dtype.js';
+import { native } from '../native.js';
+import { DeviceEvent } from '../runtime.js';
 import { CapturedStep, GraphMemoryProbe } from '../train/captured-step.js';
+import { BucketedAllReduce, drawPolicyFromEnv, type DrawPolicy } from '../train/grad-buckets.js';
+import type { FlatParams } from '../train/params.js';
 import { initParams, resolveModel } from '../train/init.js';
 import { adamwStep, DEFAULT_ADAMW, gradNorm } from '../train/optim.js';
 import { OpProfiler } from '../train/profile.js';
@@ -21,7 +26,24 @@ export interface TrainBenchOptions {
   peakTflops?: number;
   /** also time each op group over 3 more steps (device events; TrainStage.profiler) */
   profile?: boolean;
+  /** GPU: the step of a data-parallel rank rehearsed on this device alone (see DpRehearsal) */
+  rehearseDp?: DpRehearsal;
   onResult?: (r: TrainBenchResult) => void;
+}
+
+/**
+ * A data-parallel rank's step on one GPU: the gradient cut into buckets as DP cuts it (src/train/grad-buckets.ts),
+ * each launched when DP would launch it, on a second stream, where a kernel holds `sms` SMs for as long as NCCL would
+ * take to all-reduce the bucket at `gbps` (bytes / time; two H200s: ~330 GB/s for 16 MiB to 1 GiB, bench/RESULTS.md
+ * S6-2). It shows what the reductions' occupancy costs the backward beside them, and what the draw policy wins back,
+ * where no second GPU is at hand; it moves no bytes, so the figures are not DP's.
+ */
+export interface DpRehearsal {
+  sms: number;
+  gbps: number;
+  bucketMiB: number;
+  /** default: PARALLM_DP_DRAW's, as DP's */
+  draw?: DrawPolicy;
 }
 
 export interface TrainBenchResult {
@@ -41,6 +63,8 @@ export interface TrainBenchResult {
   lossLast: number;
   /** whether the timed steps ran as one CUDA graph each (src/train/captured-step.ts) */
   graph: boolean;
+  /** with rehearseDp: what was rehearsed (the draw policy in force) */
+  rehearsal?: Required<DpRehearsal> & { buckets: number };
   /** with `profile`: device ms per step by op group, largest first */
   profile?: { name: string; msPerStep: number; share: number; count: number }[];
 }
@@ -62,7 +86,10 @@ export async function runTrainBench(o: TrainBenchOptions = {}): Promise<TrainBen
     const params = initParams(src, { device, dtype });
     const stage = new TrainStage(params);
     let graph: CapturedStep | null = null;
+    let rehearsal: BucketedAllReduce | null = null;
     try {
+      const reh = o.rehearseDp ? (rehearsal = rehearse(params, o.rehearseDp)) : null;
+      if (reh) stage.onGradsReady = reh.onGradsReady;
       const r = rng(B * 31 + T);
       const toks = () => Int32Array.from({ length: B * T }, () => Math.floor(r() * src.cfg.vocabSize));
       // One fixed batch, trained on repeatedly: the loss must fall, which shows the steps do real work.
@@ -89,12 +116,13 @@ export async function runTrainBench(o: TrainBenchOptions = {}): Promise<TrainBen
           const f = stage.forward(0, mb, undefined, { deferLoss: true }); // read at the end, as Trainer does
           stage.backward(0);
           stage.clear();
+          reh?.finish();
           issued = performance.now();
           norm = gradNorm(params);
           prof?.mark('grad norm');
           loss = sumLosses(f.losses!) / f.count!;
           f.losses!.dispose();
-          if (i === 1 && probe?.fits()) graph = new CapturedStep(stage, params);
+          if (i === 1 && probe?.fits()) graph = new CapturedStep(stage, params, reh ? () => reh.finish(true) : undefined);
         }
         const normRead = performance.now();
         adamwStep(params, i, 3e-4, DEFAULT_ADAMW, norm); // the train CLI's default rate
@@ -148,14 +176,42 @@ export async function runTrainBench(o: TrainBenchOptions = {}): Promise<TrainBen
         model, device, dtype, batch: B, seq: T, parameters: params.n, tokensPerS, msPerStep: ms, graph: graph !== null,
         mfu: gpu ? (6 * params.n * tokensPerS) / ((o.peakTflops ?? 989) * 1e12) : undefined,
         peakBytes: memoryStats(device).peakAllocated, lossFirst, lossLast, ...(profile ? { profile } : {}),
+        ...(reh ? { rehearsal: { ...o.rehearseDp!, draw: reh.draw, buckets: reh.buckets.length } } : {}),
       };
       out.push(res);
       o.onResult?.(res);
     } finally {
+      (rehearsal as BucketedAllReduce | null)?.reset(); // (set inside the try)
+      (rehearsal as BucketedAllReduce | null)?.dispose();
       (graph as CapturedStep | null)?.dispose(); // (set inside step)
       stage.dispose();
       params.dispose();
     }
   }
   return out;
+}
+
+/** DpRehearsal's buckets: DP's, each "reduced" by native.testing.busySms on the buckets' stream. */
+function rehearse(p: FlatParams, r: DpRehearsal): BucketedAllReduce {
+  const { device } = p;
+  if (!device.startsWith('cuda')) throw new Error(`bench train: the DP rehearsal holds SMs of a GPU; ${device} is not one`);
+  const sms = deviceInfo(device).multiprocessors ?? 0;
+  if (!Number.isInteger(r.sms) || r.sms < 1 || r.sms >= sms) throw new Error(`bench train: the DP rehearsal holds 1 to ${sms - 1} SMs of ${device}, got ${r.sms}`);
+  if (!(r.gbps > 0) || !(r.bucketMiB > 0)) throw new Error(`bench train: the DP rehearsal needs a rate and a bucket size above 0, got ${r.gbps} GB/s, ${r.bucketMiB} MiB`);
+  const el = dtypeSize(p.grad.dtype);
+  const comm = {
+    world: 2,
+    allReduce: () => {
+      throw new Error('the DP rehearsal reduces nothing');
+    },
+    allGather: () => {
+      throw new Error('the DP rehearsal gathers nothing');
+    },
+    drain: () => new DeviceEvent(device).record().synchronize(), // (on the buckets' stream: BucketedAllReduce.finish)
+  };
+  const b: BucketedAllReduce = new BucketedAllReduce(p, comm, Math.max(1, Math.ceil((r.bucketMiB * 2 ** 20) / el)), 1, (i) => {
+    const { start, end } = b.buckets[i]!;
+    native.testing.busySms(device, r.sms, ((end - start) * el) / (r.gbps * 1e3)); // bytes / (GB/s) in µs
+  }, false, r.draw ?? drawPolicyFromEnv());
+  return b;
 }

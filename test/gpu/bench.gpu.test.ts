@@ -27,6 +27,21 @@ describe.skipIf(gpus < 1)('bench metadata on a GPU', () => {
   });
 });
 
+describe.skipIf(gpus < 1)('bench train --rehearse-dp on one GPU', () => {
+  it('GPT-2 at 16 x 128: the rehearsal (its buckets\' kernels in the step\'s graph) and its matmuls drawing leave the losses bit for bit', async () => {
+    const { runTrainBench } = await import('../../src/bench/train.js');
+    const o = { model: 'gpt2', device: 'cuda:0', dtype: 'bf16' as const, shapes: [[16, 128]] as [number, number][], steps: 3 };
+    const [plain] = await runTrainBench(o);
+    for (const draw of ['off', 'launch', 'backward'] as const) {
+      const [r] = await runTrainBench({ ...o, rehearseDp: { sms: 16, gbps: 330, bucketMiB: 25, draw } });
+      expect(r!.graph, draw).toBe(true);
+      expect(r!.rehearsal, draw).toMatchObject({ sms: 16, gbps: 330, bucketMiB: 25, draw });
+      expect(r!.rehearsal!.buckets, draw).toBeGreaterThan(5); // GPT-2's 124 M bf16 gradients in 25 MiB
+      expect([r!.lossFirst, r!.lossLast], draw).toEqual([plain!.lossFirst, plain!.lossLast]);
+    }
+  });
+});
+
 describe.skipIf(gpus < 2 || !ncclStatus().ok)('bench strategies on two GPUs', () => {
   it('runs mp and pp with min/median/max and draws their charts', async () => {
     const out = path.join(tmp, 'charts');

@@ -5,6 +5,7 @@
 // next output unwritten); and replayed from a captured graph. Skipped where there is no GPU.
 import { afterEach, describe, expect, it } from 'vitest';
 import { Tensor, capture, cudaDeviceCount, deviceInfo, ops } from '../../src/index.js';
+import { DeviceEvent } from '../../src/runtime.js';
 import { native } from '../../src/native.js';
 import { uniformArray } from '../../src/random.js';
 import { poisoned, randT } from '../helpers/cases.js';
@@ -115,6 +116,47 @@ describe.skipIf(gpus === 0)('sm90 matmul: tiles drawn from a counter', () => {
     g.dispose();
     out.dispose();
     x.dispose();
+  });
+
+  it('a thread\'s schedule (ops.matmulSchedule) over the process\'s: the same bits each way; a bad name refused', () => {
+    const [M, N, K] = [8192, 768, 3072];
+    const x = inputs(M, N, K, false, true);
+    const want = product(x.a.t, x.b.t, M, N, false, true, 0);
+    native.testing.matmulSchedule(0);
+    try {
+      for (const s of ['drawn', 'drawn-after-own', 'strided', 'default'] as const) {
+        ops.matmulSchedule(s);
+        const out = poisoned([M, N], 'bf16', dev);
+        ops.matmul(x.a.t, x.b.t, { transB: true, out });
+        expect(same(out.toArray() as Float32Array, want), `${s}, seed ${x.seed}`).toBe(true);
+        out.dispose();
+      }
+    } finally {
+      ops.matmulSchedule('default');
+      native.testing.matmulSchedule(-1);
+    }
+    expect(() => ops.matmulSchedule('random' as never)).toThrow(/matmulSchedule: expected default, strided, drawn, drawn-after-own, got random/);
+    x.dispose();
+  });
+
+  it('busySms holds its SMs for the time asked, from a captured graph too; refuses a CPU device, no SMs, every SM', () => {
+    const sms = deviceInfo(dev).multiprocessors ?? 132;
+    expect(() => native.testing.busySms('cpu:0', 4, 10)).toThrow(/busySms: holds SMs of a CUDA device, got cpu:0/);
+    expect(() => native.testing.busySms(dev, 0, 10)).toThrow(/busySms: expected 1 to/);
+    expect(() => native.testing.busySms(dev, sms, 10)).toThrow(/busySms: expected 1 to/);
+    expect(() => native.testing.busySms(dev, 4, 2e6)).toThrow(/busySms: expected 1 to/);
+    const held = (fn: () => void) => {
+      const [t0, t1] = [new DeviceEvent(dev), new DeviceEvent(dev)];
+      t0.record();
+      fn();
+      t1.record();
+      t1.synchronize();
+      return t0.elapsedMs(t1);
+    };
+    expect(held(() => native.testing.busySms(dev, 16, 2000))).toBeGreaterThanOrEqual(1.9);
+    const g = capture(dev, () => native.testing.busySms(dev, 16, 2000));
+    expect(held(() => g.replay())).toBeGreaterThanOrEqual(1.9);
+    g.dispose();
   });
 
   it('holdSms refuses no SMs, every SM, and a second hold; releaseSms without a hold does nothing', () => {

@@ -9,7 +9,8 @@ import { defaultDevice, ensureCpuDevices, parseDevice } from '../../device.js';
 import { describeDevice, runKernelBench } from '../../bench/kernels.js';
 import { runGenerateBench } from '../../bench/generate.js';
 import { benchMeta } from '../../bench/meta.js';
-import { runTrainBench } from '../../bench/train.js';
+import { runTrainBench, type DpRehearsal } from '../../bench/train.js';
+import { drawPolicyFromEnv } from '../../train/grad-buckets.js';
 import { runEpochBench, runTrainStrategyBench, TRAIN_STRATEGIES, writeTrainCharts, type TrainStrategy } from '../../bench/train-strategies.js';
 import { defaultBenchDevices, describePlan, planDevices, planStrategyBench, runStrategyBench, writeStrategyCharts } from '../../bench/strategies.js';
 import { modelConfig } from '../../models/source.js';
@@ -48,6 +49,7 @@ interface BenchOpts {
   schedule?: string;
   deferDw?: boolean | string;
   bucketMb?: string;
+  rehearseDp?: string;
   zero?: string;
   epochs?: string;
   brownFiles?: string;
@@ -152,19 +154,21 @@ async function trainBench(opts: BenchOpts, device: string, dtype: DType | undefi
     }) ?? (gpu ? [[128, 128], [16, 1024]] : [[4, 64]]);
   for (const [, T] of shapes) if (T > cfg.maxPositions) throw new Error(`bench train: sequence ${T} is longer than ${model}'s context of ${cfg.maxPositions}`);
   const steps = positiveInt('--steps', opts.steps) ?? (gpu ? 20 : 3);
+  const rehearseDp = rehearsal(opts, device);
   // On a GPU the timed steps are one CUDA graph each (src/train/captured-step.ts), except under --profile,
   // which times each op group and so runs the steps op by op.
   const how = gpu ? (opts.profile ? ', op by op (--profile times each op group; without it a step is one CUDA graph)' : ', each step one CUDA graph where its memory fits') : '';
-  const out = output(opts, `train: ${model} ${dt} on ${describeDevice(device)}, batch x seq ${shapes.map(([b, t]) => `${b}x${t}`).join(', ')}, ${steps} timed steps${how}`);
+  const rh = rehearseDp ? `; a DP rank rehearsed: ${rehearseDp.bucketMiB} MiB buckets each holding ${rehearseDp.sms} SMs as long as ${rehearseDp.gbps} GB/s takes, matmuls drawing: ${rehearseDp.draw}` : '';
+  const out = output(opts, `train: ${model} ${dt} on ${describeDevice(device)}, batch x seq ${shapes.map(([b, t]) => `${b}x${t}`).join(', ')}, ${steps} timed steps${how}${rh}`);
   const results = await runTrainBench({
-    model, device, dtype: dt, shapes, steps, profile: opts.profile,
+    model, device, dtype: dt, shapes, steps, profile: opts.profile, rehearseDp,
     onResult: (r) => {
       out.say(`  ${r.batch} x ${r.seq}: ${r.tokensPerS.toFixed(0)} tokens/s`);
       for (const g of r.profile ?? []) out.say(`    ${g.name.padEnd(28)} ${g.msPerStep.toFixed(3).padStart(9)} ms/step  ${(g.share * 100).toFixed(1).padStart(5)}%  x${g.count}`);
     },
   });
   out.emit(
-    { scenario: 'train', model, dtype: dt, device, shapes: shapes.map(([batch, seq]) => ({ batch, seq })), steps },
+    { scenario: 'train', model, dtype: dt, device, shapes: shapes.map(([batch, seq]) => ({ batch, seq })), steps, ...(rehearseDp ? { rehearseDp } : {}) },
     [device],
     results,
     ['model', 'dtype', 'batch', 'seq', 'tokens/s', 'ms/step', 'MFU', 'peak memory', 'loss first → last'],
@@ -172,8 +176,20 @@ async function trainBench(opts: BenchOpts, device: string, dtype: DType | undefi
   );
 }
 
+/** --rehearse-dp SMS:GBPS (one GPU): DpRehearsal, its buckets --bucket-mb (default 25), its draw policy PARALLM_DP_DRAW's. */
+function rehearsal(opts: BenchOpts, device: string): Required<DpRehearsal> | undefined {
+  if (opts.rehearseDp === undefined) return undefined;
+  const m = /^(\d+):(\d+(?:\.\d+)?)$/.exec(opts.rehearseDp.trim());
+  if (!m || Number(m[1]) < 1 || !(Number(m[2]) > 0)) throw new Error(`--rehearse-dp must be SMS:GBPS, e.g. 16:330, got "${opts.rehearseDp}"`);
+  if (!device.startsWith('cuda')) throw new Error(`--rehearse-dp holds SMs of a GPU; ${device} is not one`);
+  const bucketMiB = opts.bucketMb === undefined ? 25 : Number(opts.bucketMb);
+  if (!(bucketMiB > 0 && Number.isFinite(bucketMiB))) throw new Error(`--bucket-mb with --rehearse-dp must be a number above 0, got "${opts.bucketMb}"`);
+  return { sms: Number(m[1]), gbps: Number(m[2]), bucketMiB, draw: drawPolicyFromEnv() };
+}
+
 /** `bench train --strategies ... --devices ...`: training under each strategy, and epochs on the corpus. */
 async function trainStrategiesBench(opts: BenchOpts, dtype: DType | undefined): Promise<void> {
+  if (opts.rehearseDp !== undefined) throw new Error('--rehearse-dp rehearses data parallelism on one GPU: it takes no --strategies, --devices or --epochs');
   const devices = deviceList(opts.devices);
   const dup = devices.find((d, i) => devices.indexOf(d) !== i);
   if (dup) throw new Error(`bench train: device ${dup} is listed twice in --devices`);
@@ -351,7 +367,8 @@ export function register(program: Command): void {
     .option('--schedule <s>', 'train --strategies: pp schedule, gpipe or 1f1b (default)')
     .option('--defer-dw [n]', 'train --strategies: mp and pp add the weight gradients once per micro-step, one matmul per layer over all its micro-batches (n: also after every n micro-batches); the bytes held show beside the peak memory')
     .option('--zero <n>', 'train --strategies: 1 shards the dp optimizer state over the devices (ZeRO-1; default 0)')
-    .option('--bucket-mb <x>', 'train --strategies: dp gradient buckets of x MiB all-reduced during the backward (default 0: once after it)')
+    .option('--bucket-mb <x>', 'train --strategies: dp gradient buckets of x MiB all-reduced during the backward (default 0: once after it); train --rehearse-dp: the rehearsed buckets (default 25)')
+    .option('--rehearse-dp <sms:gbps>', 'train (one GPU): a data-parallel rank\'s step rehearsed: the gradient in --bucket-mb buckets (default 25), each launched when dp launches it beside the backward, a kernel holding SMS SMs for as long as all-reducing it at GBPS GB/s takes (NCCL\'s occupancy without a second GPU; no bytes move)')
     .option('--epochs <n>', 'train: also time n epochs on the Brown corpus on one device and data-parallel on --devices (the seed\'s Figure 4)')
     .option('--profile', 'train (one device): also the device time of each op group of a step (forward, backward, optimizer)')
     .option('--brown-files <ids>', 'train --epochs: only these Brown files, comma-separated')
