@@ -1528,12 +1528,22 @@ for p in "${parts[@]}"; do
         env $v timeout 60 node dist/cli/index.js bench generate --model llama-2-7b --batch 16 2>&1 | tail -1 | sed "s/^/[7b ${v:-default}] /"
       done; done
       bash "$0" s26-j ;;
+    s35-e)
+      # The session's last build (the draw policy taken out again, S35-3): its GPU tests; then the rehearsal as NCCL with
+      # fewer channels would hold the GPU (fewer SMs, each bucket longer if the rate falls with them: NCCL_MAX_NCHANNELS,
+      # s35-dp's question on two GPUs), GPT-2 at 64 x 128.
+      timeout 240 vitest run test/gpu/matmul-schedule.gpu.test.ts test/gpu/bench.gpu.test.ts test/gpu/train.gpu.test.ts test/gpu/train-graph.gpu.test.ts test/gpu/grad-references.gpu.test.ts > "$out/gpu-s35e.log" 2>&1; echo "vitest rc=$?"; grep -E "×|✗|FAIL|Test Files|Tests " "$out/gpu-s35e.log" | head -20
+      timeout 90 node dist/cli/index.js bench train --model gpt2 --shapes 64x128 --steps 30 2>&1 | tail -1 | sed "s/^/[plain] /"
+      for a in 16:330 8:330 8:165 4:165 4:83 32:330 16:330; do
+        timeout 90 node dist/cli/index.js bench train --model gpt2 --shapes 64x128 --steps 30 --rehearse-dp $a 2>&1 | tail -1 | sed "s/^/[rehearse $a] /"
+      done ;;
     s35-d)
       # The backward's matmuls drawing while buckets reduce (PARALLM_DP_DRAW, src/train/grad-buckets.ts), rehearsed on
       # one GPU (bench train --rehearse-dp SMS:GBPS: each 25 MiB bucket launched when DP launches it, a kernel holding
       # SMS SMs for bytes / GBPS on the buckets' stream; no bytes move). GPU tests first (the thread's schedule, busySms,
       # the rehearsal's losses bit for bit); then GPT-2 at 64 x 128 (a rank's share of DP's strong scaling) plain and
-      # rehearsed at 16 SMs with each policy, two rounds; then 32 SMs.
+      # rehearsed at 16 SMs with each policy, two rounds; then 32 SMs. (The policy was taken out after this call, S35-3:
+      # PARALLM_DP_DRAW is read no more.)
       timeout 200 vitest run test/gpu/matmul-schedule.gpu.test.ts test/gpu/bench.gpu.test.ts > "$out/gpu-s35d.log" 2>&1; echo "vitest rc=$?"; grep -E "×|✗|FAIL|Test Files|Tests " "$out/gpu-s35d.log" | head -20
       for r in 1 2; do
         timeout 90 node dist/cli/index.js bench train --model gpt2 --shapes 64x128 --steps 30 2>&1 | tail -1 | sed "s/^/[plain r$r] /"
@@ -1543,6 +1553,10 @@ for p in "${parts[@]}"; do
       done
       for d in off launch backward; do
         PARALLM_DP_DRAW=$d timeout 90 node dist/cli/index.js bench train --model gpt2 --shapes 64x128 --steps 30 --rehearse-dp 32:330 2>&1 | tail -1 | sed "s/^/[rehearse32 $d] /"
+      done
+      # weak scaling's share (128 a GPU)
+      for d in off launch backward; do
+        PARALLM_DP_DRAW=$d timeout 90 node dist/cli/index.js bench train --model gpt2 --shapes 128x128 --steps 30 --rehearse-dp 16:330 2>&1 | tail -1 | sed "s/^/[rehearse16 128x128 $d] /"
       done ;;
     s35-c)
       # S35-2: the copy lost too beside held SMs, but cudaMemcpy's own grid may be persistent. Controls whose grids are

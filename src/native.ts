@@ -130,11 +130,6 @@ export interface NativeBinding {
   crossEntropy(logits: T, targets: T, losses: T, dlogits: OptT, R: number, V: number, ignoreIndex: number, dscale: number, ld: number): void;
   sumSquares(x: T, out: T, n: number): void;
   adamw(master: T, param: OptT, grad: T, m: T, v: T, n: number, nDecay: number, lr: number, beta1: number, beta2: number, eps: number, weightDecay: number, gradScale: number, step: number): void;
-  /**
-   * How the calling thread's next Hopper matmuls (the 128-row sm90 tile) take their tiles: the modes of
-   * testing.matmulSchedule, -1 as the process's setting. A graph keeps what its capture saw. No-op without CUDA.
-   */
-  matmulThreadSchedule(mode: -1 | 0 | 1 | 2): void;
 
   ncclAvailable(): { ok: boolean; version?: number; error?: string };
   ncclUniqueId(): Uint8Array;
@@ -267,7 +262,7 @@ export const NATIVE_KEYS = [
   'setStream', 'frozenWeights', 'matmul', 'attentionPrefill', 'attentionDecode', 'kvWrite', 'ropeKvWrite', 'matmulRopeKvWrite', 'matmulRopeKvAttentionDecode', 'ropeKvAttentionDecode', 'rmsnormMatmul', 'rmsnormMatmulSwiglu', 'layernormMatmul', 'matmulResidualNorm', 'decodeLayerGpt2', 'layernorm', 'rmsnorm', 'gelu',
   'siluGate', 'rope', 'embedding', 'add', 'cast', 'softmax', 'argmax', 'fillUniform', 'sample', 'sumRows',
   'layernormBackward', 'rmsnormBackward', 'geluBackward', 'geluBackwardBias', 'siluGateBackward', 'ropeBackward', 'attentionForward',
-  'attentionBackward', 'embeddingBackward', 'crossEntropy', 'sumSquares', 'adamw', 'matmulThreadSchedule', 'ncclAvailable', 'ncclUniqueId',
+  'attentionBackward', 'embeddingBackward', 'crossEntropy', 'sumSquares', 'adamw', 'ncclAvailable', 'ncclUniqueId',
   'commCreate', 'testing',
 ] as const satisfies readonly (keyof NativeBinding)[];
 

@@ -101,22 +101,6 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
   return c;
 }
 
-/**
- * How the Hopper matmul's blocks take their tiles in this thread's next launches (the 128-row tile, one block an SM):
- * 'strided' (block b owns tiles b, b + grid, ...), 'drawn' (each block draws its next tile from a counter, so blocks
- * that start late, their SMs held by another stream's kernel such as NCCL's, take fewer: bench/RESULTS.md S35-2) or
- * 'drawn-after-own' (each block's first tile its own); 'default' the process's setting (PARALLM_GEMM_SCHEDULE, else
- * strided). The same results each way. A thread's setting is its own (a data-parallel rank's worker thread); a captured
- * graph keeps the one its capture saw. No effect off compute capability 9.0 or on the CPU.
- */
-export type MatmulSchedule = 'default' | 'strided' | 'drawn' | 'drawn-after-own';
-const SCHEDULE_MODE = { default: -1, strided: 0, drawn: 1, 'drawn-after-own': 2 } as const;
-export function matmulSchedule(s: MatmulSchedule): void {
-  const mode = Object.hasOwn(SCHEDULE_MODE, s) ? SCHEDULE_MODE[s] : undefined;
-  if (mode === undefined) throw new Error(`matmulSchedule: expected ${Object.keys(SCHEDULE_MODE).join(', ')}, got ${String(s)}`);
-  native.matmulThreadSchedule(mode);
-}
-
 /** x [..., in] . W^T + bias, with W [out, in] as stored by torch. */
 export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null, out?: Tensor): Tensor {
   return matmul(x, weight, { transB: true, bias, out });

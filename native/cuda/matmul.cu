@@ -65,10 +65,6 @@ void matmul_sm90_wtile(int mode);
 // (unset: strided), 0 strided (block b: b, b + grid, ...), 1 drawn from a counter (tile_counter), 2 drawn after each
 // block's own first.
 void matmul_sm90_schedule(int mode);
-// matmul_sm90_thread_schedule: the same for the calling thread's launches only (a data-parallel rank's worker thread
-// draws while its gradient buckets reduce beside its backward: src/train/grad-buckets.ts), over the hook's; -1 none.
-// A graph keeps the schedule its capture saw.
-void matmul_sm90_thread_schedule(int mode);
 
 // The qkv product's split-K reduce with its rope and cache write (kvcache.cu; PostRopeKv below).
 void splitk_rope_kv_write(cudaStream_t s, DType dt, const float* ws, int splits, const void* bias, void* qkv, void* kc,
@@ -228,9 +224,6 @@ bool gemv_on_tile(int64_t M, int64_t N, int64_t K) {
 }
 std::atomic<int> g_pdl{-1};  // PARALLM_PDL / the hook: -1 not read yet, else the level (launch.cuh)
 std::atomic<int> g_schedule{-1};  // test / benchmark hook: see matmul_sm90_schedule
-thread_local int t_schedule = -1;  // this thread's launches (matmul_sm90_thread_schedule); -1: g_schedule's
-// The schedule in force for this thread's next launch: its own, else the hook's, else -1 (the environment's).
-int schedule_now() { return t_schedule != -1 ? t_schedule : g_schedule.load(std::memory_order_relaxed); }
 
 // The sm90 tile's unit counter for a launch on stream `st` (matmul_sm90.cuh: the blocks draw their units from it
 // and the last block rearms it), or nullptr: the blocks stride instead. Why drawn: a persistent grid of one block an
@@ -240,16 +233,18 @@ int schedule_now() { return t_schedule != -1 ? t_schedule : g_schedule.load(std:
 // kernels run in order, and a tile launched with PDL draws only after its griddepcontrol.wait, when the kernel
 // before has ended (and rearmed it), so no two launches draw from one counter at once. (A graph replays on the
 // stream it was captured on: runtime.cu's capture.) Allocated and zeroed at a stream's first sm90 launch outside a
-// graph capture; inside one, until then, the blocks stride. Off by default: on one H200 GPT-2 training lost 2.1% drawn
-// and 0.8% drawn after each block's own first unit (S34-3, bench/RESULTS.md), and what it gains beside NCCL is not yet
-// measured (two GPUs): PARALLM_GEMM_SCHEDULE=drawn (or the hook's 1) draws, =drawn-after-own too, each block's first
-// unit its own (no atomic before its first loads).
+// graph capture; inside one, until then, the blocks stride. Off by default: on one H200 GPT-2 training lost 1-2% drawn
+// or drawn after each block's own first unit (S34-3, S35-1, bench/RESULTS.md); beside 16 held SMs a product takes
+// 1.02-1.15x its time alone drawn against 1.5-1.8x strided (S35-2), but a data-parallel rank's step rehearsed on one
+// GPU lost 0.5-2.7% more drawing while its buckets reduce than striding (S35-3: most of what the reductions' SMs cost
+// is theirs, whatever the schedule). PARALLM_GEMM_SCHEDULE=drawn (or the hook's 1) draws, =drawn-after-own too, each
+// block's first unit its own (no atomic before its first loads).
 unsigned* tile_counter(cudaStream_t st) {
   static const int from_env = [] {
     const char* e = std::getenv("PARALLM_GEMM_SCHEDULE");
     return e && (std::strcmp(e, "drawn") == 0 || std::strcmp(e, "drawn-after-own") == 0) ? 1 : 0;
   }();
-  const int hook = schedule_now();
+  const int hook = g_schedule.load(std::memory_order_relaxed);
   if ((hook == -1 ? from_env : hook) == 0) return nullptr;
   static std::mutex mu;
   static std::unordered_map<cudaStream_t, unsigned*> counters;  // never freed: 8 bytes a stream
@@ -272,7 +267,7 @@ int tile_first_own() {
     const char* e = std::getenv("PARALLM_GEMM_SCHEDULE");
     return e && std::strcmp(e, "drawn-after-own") == 0 ? 1 : 0;
   }();
-  const int hook = schedule_now();
+  const int hook = g_schedule.load(std::memory_order_relaxed);
   return hook == -1 ? from_env : hook == 2 ? 1 : 0;
 }
 
@@ -1124,7 +1119,6 @@ void matmul_sm90_tma_store(int on) { g_tma_store.store(on, std::memory_order_rel
 void matmul_gemv_path(int n) { g_gemv_path.store(n, std::memory_order_relaxed); }
 void matmul_sm90_wtile(int mode) { g_wtile.store(mode, std::memory_order_relaxed); }
 void matmul_sm90_schedule(int mode) { g_schedule.store(mode, std::memory_order_relaxed); }
-void matmul_sm90_thread_schedule(int mode) { t_schedule = mode; }
 
 bool pdl_allows(int level) {
   int v = g_pdl.load(std::memory_order_relaxed);

@@ -48,7 +48,6 @@ void matmul_sm90_schedule(int mode);  // test and benchmark hook (native/cuda/ma
 void hold_sms(int device, int blocks);  // test and benchmark hook (native/cuda/hold.cu)
 void release_sms(int device);           // test and benchmark hook (native/cuda/hold.cu)
 void busy_sms(cudaStream_t s, int device, int blocks, double microseconds);  // benchmark hook (native/cuda/hold.cu)
-void matmul_sm90_thread_schedule(int mode);  // native/cuda/matmul.cu
 }  // namespace parallm::cuda
 #define ON_CUDA(call) [&](cudaStream_t s) { cuda::call; }
 #else
@@ -1086,14 +1085,6 @@ Napi::Value DecodeLayerGrid(const Napi::CallbackInfo& info) {
                   "0 (one block a multiprocessor) or 1..65535 blocks", CUDA_SET(decode_layer_grid));
 }
 
-// How the 128-row sm90 tile's blocks take their tiles in the calling thread's next launches (the modes of
-// testing.matmulSchedule; -1: as the process's setting), for a data-parallel rank whose gradient buckets reduce
-// beside its backward (src/train/grad-buckets.ts). No-op without CUDA.
-Napi::Value MatmulThreadSchedule(const Napi::CallbackInfo& info) {
-  return int_hook(info, "matmulThreadSchedule", "mode", [](int n) { return n >= -1 && n <= 2; },
-                  "-1 (the process's setting), 0 (strided), 1 (drawn) or 2 (drawn after its own)",
-                  CUDA_SET(matmul_sm90_thread_schedule));
-}
 #undef CUDA_SET
 
 }  // namespace
@@ -1138,7 +1129,6 @@ void export_ops(Napi::Env env, Napi::Object exports) {
   export_fn(env, exports, "crossEntropy", OpCrossEntropy);
   export_fn(env, exports, "sumSquares", OpSumSquares);
   export_fn(env, exports, "adamw", OpAdamw);
-  export_fn(env, exports, "matmulThreadSchedule", MatmulThreadSchedule);
 }
 
 Napi::Object testing_hooks(Napi::Env env) {

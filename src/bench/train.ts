@@ -8,7 +8,7 @@ import { dtypeSize } from '../dtype.js';
 import { native } from '../native.js';
 import { DeviceEvent } from '../runtime.js';
 import { CapturedStep, GraphMemoryProbe } from '../train/captured-step.js';
-import { BucketedAllReduce, drawPolicyFromEnv, type DrawPolicy } from '../train/grad-buckets.js';
+import { BucketedAllReduce, type BucketComm } from '../train/grad-buckets.js';
 import type { FlatParams } from '../train/params.js';
 import { initParams, resolveModel } from '../train/init.js';
 import { adamwStep, DEFAULT_ADAMW, gradNorm } from '../train/optim.js';
@@ -35,15 +35,13 @@ export interface TrainBenchOptions {
  * A data-parallel rank's step on one GPU: the gradient cut into buckets as DP cuts it (src/train/grad-buckets.ts),
  * each launched when DP would launch it, on a second stream, where a kernel holds `sms` SMs for as long as NCCL would
  * take to all-reduce the bucket at `gbps` (bytes / time; two H200s: ~330 GB/s for 16 MiB to 1 GiB, bench/RESULTS.md
- * S6-2). It shows what the reductions' occupancy costs the backward beside them, and what the draw policy wins back,
- * where no second GPU is at hand; it moves no bytes, so the figures are not DP's.
+ * S6-2). It shows what the reductions' occupancy of the GPU costs the backward beside them where no second GPU is at
+ * hand (S35-3); it moves no bytes, so the figures are not DP's.
  */
 export interface DpRehearsal {
   sms: number;
   gbps: number;
   bucketMiB: number;
-  /** default: PARALLM_DP_DRAW's, as DP's */
-  draw?: DrawPolicy;
 }
 
 export interface TrainBenchResult {
@@ -63,8 +61,8 @@ export interface TrainBenchResult {
   lossLast: number;
   /** whether the timed steps ran as one CUDA graph each (src/train/captured-step.ts) */
   graph: boolean;
-  /** with rehearseDp: what was rehearsed (the draw policy in force) */
-  rehearsal?: Required<DpRehearsal> & { buckets: number };
+  /** with rehearseDp: what was rehearsed, and into how many buckets */
+  rehearsal?: DpRehearsal & { buckets: number };
   /** with `profile`: device ms per step by op group, largest first */
   profile?: { name: string; msPerStep: number; share: number; count: number }[];
 }
@@ -176,7 +174,7 @@ export async function runTrainBench(o: TrainBenchOptions = {}): Promise<TrainBen
         model, device, dtype, batch: B, seq: T, parameters: params.n, tokensPerS, msPerStep: ms, graph: graph !== null,
         mfu: gpu ? (6 * params.n * tokensPerS) / ((o.peakTflops ?? 989) * 1e12) : undefined,
         peakBytes: memoryStats(device).peakAllocated, lossFirst, lossLast, ...(profile ? { profile } : {}),
-        ...(reh ? { rehearsal: { ...o.rehearseDp!, draw: reh.draw, buckets: reh.buckets.length } } : {}),
+        ...(reh ? { rehearsal: { ...o.rehearseDp!, buckets: reh.buckets.length } } : {}),
       };
       out.push(res);
       o.onResult?.(res);
@@ -199,7 +197,9 @@ function rehearse(p: FlatParams, r: DpRehearsal): BucketedAllReduce {
   if (!Number.isInteger(r.sms) || r.sms < 1 || r.sms >= sms) throw new Error(`bench train: the DP rehearsal holds 1 to ${sms - 1} SMs of ${device}, got ${r.sms}`);
   if (!(r.gbps > 0) || !(r.bucketMiB > 0)) throw new Error(`bench train: the DP rehearsal needs a rate and a bucket size above 0, got ${r.gbps} GB/s, ${r.bucketMiB} MiB`);
   const el = dtypeSize(p.grad.dtype);
-  const comm = {
+  const bucketUs = (r.bucketMiB * 2 ** 20) / (r.gbps * 1e3);
+  if (bucketUs > 1e6) throw new Error(`bench train: the DP rehearsal holds SMs up to a second a bucket; ${r.bucketMiB} MiB at ${r.gbps} GB/s would take ${(bucketUs / 1e6).toFixed(1)} s`);
+  const comm: BucketComm = {
     world: 2,
     allReduce: () => {
       throw new Error('the DP rehearsal reduces nothing');
@@ -212,6 +212,6 @@ function rehearse(p: FlatParams, r: DpRehearsal): BucketedAllReduce {
   const b: BucketedAllReduce = new BucketedAllReduce(p, comm, Math.max(1, Math.ceil((r.bucketMiB * 2 ** 20) / el)), 1, (i) => {
     const { start, end } = b.buckets[i]!;
     native.testing.busySms(device, r.sms, ((end - start) * el) / (r.gbps * 1e3)); // bytes / (GB/s) in µs
-  }, false, r.draw ?? drawPolicyFromEnv());
+  });
   return b;
 }

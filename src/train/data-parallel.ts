@@ -26,7 +26,7 @@ import { rendezvous, type DistWorld } from '../cluster/rendezvous.js';
 import { newCommId, type CommKind } from '../parallel/comm.js';
 import { DevicePool } from '../parallel/pool.js';
 import type { DataShard } from './dp-data.js';
-import { drawPolicyFromEnv, type GradBucket } from './grad-buckets.js';
+import type { GradBucket } from './grad-buckets.js';
 import { runSteps } from './run-loop.js';
 import { prepareTrainData } from './run-setup.js';
 import type { EvalEvent, TrainOptions, TrainResult } from './trainer.js';
@@ -128,7 +128,6 @@ export class DataParallelTrainer {
     const devices = o.devices.map((d) => parseDevice(d));
     const kinds = new Set(devices.map((d) => (d.startsWith('cuda') ? 'nccl' : 'cpu')));
     if (kinds.size > 1) throw new Error(`train dp: devices ${devices.join(',')} mix CPU and CUDA: use one kind`);
-    drawPolicyFromEnv(); // a bad PARALLM_DP_DRAW is an error here, before any worker starts (read again by each rank's buckets)
     const order = o.dataOrder ?? 'sharded';
     if (order !== 'sharded' && order !== 'global') throw new Error(`train dp: dataOrder must be 'sharded' or 'global', got ${String(order)}`);
     const commTimeoutMs = o.commTimeoutMs ?? 60_000;

@@ -21,13 +21,6 @@
 // (ready at 'head'), and the last micro-batch's lookup (its ids and the [tokens, C] gradient, a few MB) is
 // all-gathered at the end and added on every rank, each rank's rows scaled by 1 / world: the same sum,
 // within f32 rounding order, as reducing the whole (the tests check the loss curve against one device).
-//
-// While a bucket reduces, NCCL's blocks hold SMs beside the backward, and the Hopper matmul is a grid of one block an
-// SM whose blocks own fixed tiles: a block whose SM is held starts late and runs its whole share after the others
-// (one GPU beside 16 held SMs: GPT-2's products 1.5-1.8x slower, bench/RESULTS.md S35-2). Drawing their tiles from a
-// counter (ops.matmulSchedule), the blocks that run take the late ones' (1.02-1.15x), but drawing costs ~1-2% where
-// nothing else runs. `draw` says which matmuls draw: 'launch' those issued after an event that launched a bucket, up
-// to the next event that launched none; 'backward' all from the first launch to finish(); 'off' none.
 import type { Communicator } from '../parallel/comm.js';
 import * as ops from '../ops.js';
 import { DeviceEvent, DeviceStream } from '../runtime.js';
@@ -44,18 +37,7 @@ export interface GradBucket {
   needed: number;
 }
 
-/** Which of the backward's matmuls draw their tiles while buckets reduce beside them (see the top). */
-export type DrawPolicy = 'off' | 'launch' | 'backward';
-export const DRAW_POLICIES: readonly DrawPolicy[] = ['off', 'launch', 'backward'];
-
-/** PARALLM_DP_DRAW's policy, else 'off' (the default until two GPUs measure it: issue 12). */
-export function drawPolicyFromEnv(env: string | undefined = process.env.PARALLM_DP_DRAW): DrawPolicy {
-  if (env === undefined || env === '') return 'off';
-  if (!(DRAW_POLICIES as readonly string[]).includes(env)) throw new Error(`PARALLM_DP_DRAW: expected ${DRAW_POLICIES.join(', ')}, got "${env}"`);
-  return env as DrawPolicy;
-}
-
-/** What BucketedAllReduce asks of its communicator (bench train's rehearsal brings its own). */
+/** What BucketedAllReduce asks of its communicator (bench train's rehearsal of DP on one GPU brings its own). */
 export type BucketComm = Pick<Communicator, 'world' | 'allReduce' | 'allGather' | 'drain'>;
 
 /** The parts of FlatParams the buckets are cut from. */
@@ -112,8 +94,6 @@ export class BucketedAllReduce {
   private readonly events: Map<string | number, number>;
   private readonly finalEvent: number;
   private micro = 0;
-  /** whether this thread's matmuls draw now (draw policy) */
-  private drawing = false;
   private readonly gpu: { stream: DeviceStream; event: DeviceEvent; done: DeviceEvent } | null;
   /** tiedSplit: the embeddings' gradient (a view), and the last micro-batch's lookup copied for the gather */
   private readonly tied: { grad: Tensor; ids: Tensor | null; dx: Tensor | null; allIds: Tensor | null; allDx: Tensor | null; held: boolean } | null;
@@ -129,8 +109,6 @@ export class BucketedAllReduce {
     private readonly reduceBucket?: (i: number) => void,
     /** tied embeddings' gradient in two parts (see the top); needs tied embeddings and the all-reduce */
     tiedSplit = false,
-    /** which of the backward's matmuls draw their tiles while buckets reduce (see the top) */
-    readonly draw: DrawPolicy = drawPolicyFromEnv(),
   ) {
     if (!p.stage.embed || !p.stage.head) throw new Error('BucketedAllReduce: data parallel holds the whole model on every rank');
     const embed = p.layout.find((e) => e.key === 'embed');
@@ -191,12 +169,7 @@ export class BucketedAllReduce {
     const ev = this.events.get(what);
     if (ev === undefined) throw new Error(`BucketedAllReduce: unknown backward event ${String(what)}`);
     if (ev === 0 && this.micro === 0) this.launchOrder.length = 0;
-    if (this.micro === this.accum - 1) {
-      const before = this.launchOrder.length;
-      this.launchUpTo(ev);
-      if (this.launchOrder.length > before) this.setDrawing(this.draw !== 'off');
-      else if (this.draw === 'launch') this.setDrawing(false);
-    }
+    if (this.micro === this.accum - 1) this.launchUpTo(ev);
     if (ev === this.finalEvent && this.tied?.held) this.gatherLookup();
     if (ev === this.finalEvent) this.micro++;
   };
@@ -216,17 +189,6 @@ export class BucketedAllReduce {
     }
   }
 
-  /** Whether this thread's matmuls draw their tiles now (the draw policy's state; tests read it). */
-  get drawingNow(): boolean {
-    return this.drawing;
-  }
-
-  private setDrawing(on: boolean): void {
-    if (on === this.drawing) return;
-    this.drawing = on;
-    ops.matmulSchedule(on ? 'drawn' : 'default'); // (no effect on a CPU device)
-  }
-
   private reduce(i: number): void {
     if (this.reduceBucket) this.reduceBucket(i);
     else this.comm.allReduce(this.views[i]!, 'avg');
@@ -240,7 +202,6 @@ export class BucketedAllReduce {
   finish(onDevice = false): void {
     if (this.micro !== this.accum) throw new Error(`BucketedAllReduce: ${this.micro} backward passes this step, expected ${this.accum}`);
     this.launchUpTo(Infinity);
-    this.setDrawing(false);
     if (this.gpu && onDevice) {
       this.gpu.stream.use(() => this.gpu!.done.record());
       this.gpu.done.wait();
@@ -254,7 +215,6 @@ export class BucketedAllReduce {
 
   /** Starts the next step's bookkeeping afresh (a step that failed half way). */
   reset(): void {
-    this.setDrawing(false);
     this.micro = 0;
     this.launched.fill(false);
     this.launchOrder.length = 0;

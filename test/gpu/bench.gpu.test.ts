@@ -28,17 +28,20 @@ describe.skipIf(gpus < 1)('bench metadata on a GPU', () => {
 });
 
 describe.skipIf(gpus < 1)('bench train --rehearse-dp on one GPU', () => {
-  it('GPT-2 at 16 x 128: the rehearsal (its buckets\' kernels in the step\'s graph) and its matmuls drawing leave the losses bit for bit', async () => {
+  it('GPT-2 at 16 x 128: the rehearsal (its buckets\' kernels in the step\'s graph) leaves the losses bit for bit', async () => {
     const { runTrainBench } = await import('../../src/bench/train.js');
     const o = { model: 'gpt2', device: 'cuda:0', dtype: 'bf16' as const, shapes: [[16, 128]] as [number, number][], steps: 3 };
     const [plain] = await runTrainBench(o);
-    for (const draw of ['off', 'launch', 'backward'] as const) {
-      const [r] = await runTrainBench({ ...o, rehearseDp: { sms: 16, gbps: 330, bucketMiB: 25, draw } });
-      expect(r!.graph, draw).toBe(true);
-      expect(r!.rehearsal, draw).toMatchObject({ sms: 16, gbps: 330, bucketMiB: 25, draw });
-      expect(r!.rehearsal!.buckets, draw).toBeGreaterThan(5); // GPT-2's 124 M bf16 gradients in 25 MiB
-      expect([r!.lossFirst, r!.lossLast], draw).toEqual([plain!.lossFirst, plain!.lossLast]);
-    }
+    const [r] = await runTrainBench({ ...o, rehearseDp: { sms: 16, gbps: 330, bucketMiB: 25 } });
+    expect(r!.graph).toBe(true);
+    expect(r!.rehearsal).toMatchObject({ sms: 16, gbps: 330, bucketMiB: 25 });
+    expect(r!.rehearsal!.buckets).toBeGreaterThan(5); // GPT-2's 124 M bf16 gradients in 25 MiB
+    expect([r!.lossFirst, r!.lossLast]).toEqual([plain!.lossFirst, plain!.lossLast]);
+    // at 5 GB/s the buckets' kernels (one after another on their stream, waited for by the step) take at least
+    // 2 bytes a parameter / 5 GB/s a step: they are in the graph and held for their time
+    const [slow] = await runTrainBench({ ...o, rehearseDp: { sms: 16, gbps: 5, bucketMiB: 25 } });
+    expect(slow!.msPerStep).toBeGreaterThan((0.95 * 2 * slow!.parameters) / 5e6);
+    expect([slow!.lossFirst, slow!.lossLast]).toEqual([plain!.lossFirst, plain!.lossLast]);
   });
 });
 

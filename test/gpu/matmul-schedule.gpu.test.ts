@@ -118,27 +118,6 @@ describe.skipIf(gpus === 0)('sm90 matmul: tiles drawn from a counter', () => {
     x.dispose();
   });
 
-  it('a thread\'s schedule (ops.matmulSchedule) over the process\'s: the same bits each way; a bad name refused', () => {
-    const [M, N, K] = [8192, 768, 3072];
-    const x = inputs(M, N, K, false, true);
-    const want = product(x.a.t, x.b.t, M, N, false, true, 0);
-    native.testing.matmulSchedule(0);
-    try {
-      for (const s of ['drawn', 'drawn-after-own', 'strided', 'default'] as const) {
-        ops.matmulSchedule(s);
-        const out = poisoned([M, N], 'bf16', dev);
-        ops.matmul(x.a.t, x.b.t, { transB: true, out });
-        expect(same(out.toArray() as Float32Array, want), `${s}, seed ${x.seed}`).toBe(true);
-        out.dispose();
-      }
-    } finally {
-      ops.matmulSchedule('default');
-      native.testing.matmulSchedule(-1);
-    }
-    expect(() => ops.matmulSchedule('random' as never)).toThrow(/matmulSchedule: expected default, strided, drawn, drawn-after-own, got random/);
-    x.dispose();
-  });
-
   it('busySms holds its SMs for the time asked, from a captured graph too; refuses a CPU device, no SMs, every SM', () => {
     const sms = deviceInfo(dev).multiprocessors ?? 132;
     expect(() => native.testing.busySms('cpu:0', 4, 10)).toThrow(/busySms: holds SMs of a CUDA device, got cpu:0/);

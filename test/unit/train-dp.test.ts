@@ -10,7 +10,6 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import type { ModelConfig } from '../../src/io/config.js';
 import { TrainLoader } from '../../src/data/loader.js';
 import { DataParallelTrainer, trainDataParallel, type DataParallelOptions } from '../../src/train/data-parallel.js';
-import { BucketedAllReduce, drawPolicyFromEnv, type BucketComm, type DrawPolicy } from '../../src/train/grad-buckets.js';
 import { initParams } from '../../src/train/init.js';
 import { TrainStage } from '../../src/train/stage.js';
 import { Trainer, type TokenData } from '../../src/train/trainer.js';
@@ -268,66 +267,4 @@ describe('gradient buckets all-reduced during the backward (bucketMiB)', () => {
       expect(ranges[0]!.ready).toBe(cfg.layers + 1); // the embeddings' bucket (offset 0) waits for the last event
       for (let k = 1; k < n; k++) expect(bucketed.s[k]!.buckets!.launchOrder).toEqual(launchOrder);
     });
-});
-
-describe('the draw policy: which backward matmuls draw their tiles while buckets reduce', () => {
-  const comm = { world: 1, allReduce: () => {}, allGather: () => {}, drain: () => {} } as unknown as BucketComm;
-  const cfg = { ...smallLlama, layers: 3 };
-  const events = ['head', 2, 1, 0, 'embed'] as const; // TrainStage.onGradsReady's order, event indices 0..4
-
-  for (const draw of ['off', 'launch', 'backward'] as DrawPolicy[])
-    it(`${draw}: drawing after each event as the launches say, and never after finish`, () => {
-      const p = initParams({ cfg, folder: null, name: 'x' }, { device: 'cpu:0', dtype: 'f32', seed: 3 });
-      const reduced: number[] = [];
-      const b = new BucketedAllReduce(p, comm, 2000, 1, (i) => reduced.push(i), false, draw);
-      try {
-        // events that complete some bucket, and events that complete none (what 'launch' turns off at)
-        const launches = events.map((_, ev) => b.buckets.some((x) => x.ready === ev));
-        expect(launches).toContain(true);
-        expect(launches).toContain(false);
-        for (let step = 0; step < 2; step++) {
-          const seen = events.map((e) => {
-            b.onGradsReady(e);
-            return b.drawingNow;
-          });
-          const want = launches.map((l, ev) => (draw === 'off' ? false : draw === 'launch' ? l : launches.slice(0, ev + 1).some(Boolean)));
-          expect(seen, `step ${step}`).toEqual(want);
-          b.finish();
-          expect(b.drawingNow).toBe(false);
-        }
-        expect([...reduced].sort((x, y) => x - y)).toEqual([...b.buckets.keys(), ...b.buckets.keys()].sort((x, y) => x - y));
-        // a step that failed half way leaves no thread drawing
-        b.onGradsReady('head');
-        b.onGradsReady(2);
-        b.reset();
-        expect(b.drawingNow).toBe(false);
-      } finally {
-        b.dispose();
-        p.dispose();
-      }
-    });
-
-  it('with gradient accumulation only the last micro-batch, which launches, draws', () => {
-    const p = initParams({ cfg, folder: null, name: 'x' }, { device: 'cpu:0', dtype: 'f32', seed: 3 });
-    const b = new BucketedAllReduce(p, comm, 2000, 2, () => {}, false, 'backward');
-    try {
-      const first = events.map((e) => (b.onGradsReady(e), b.drawingNow));
-      expect(first.every((d) => !d)).toBe(true);
-      const second = events.map((e) => (b.onGradsReady(e), b.drawingNow));
-      expect(second[second.length - 1]).toBe(true);
-      b.finish();
-      expect(b.drawingNow).toBe(false);
-    } finally {
-      b.dispose();
-      p.dispose();
-    }
-  });
-
-  it('PARALLM_DP_DRAW: off by default, a policy by name, anything else an error naming the choices', () => {
-    expect(drawPolicyFromEnv(undefined)).toBe('off');
-    expect(drawPolicyFromEnv('')).toBe('off');
-    expect(drawPolicyFromEnv('launch')).toBe('launch');
-    expect(drawPolicyFromEnv('backward')).toBe('backward');
-    expect(() => drawPolicyFromEnv('drawn')).toThrow(/PARALLM_DP_DRAW: expected off, launch, backward, got "drawn"/);
-  });
 });

@@ -10,7 +10,6 @@ import { describeDevice, runKernelBench } from '../../bench/kernels.js';
 import { runGenerateBench } from '../../bench/generate.js';
 import { benchMeta } from '../../bench/meta.js';
 import { runTrainBench, type DpRehearsal } from '../../bench/train.js';
-import { drawPolicyFromEnv } from '../../train/grad-buckets.js';
 import { runEpochBench, runTrainStrategyBench, TRAIN_STRATEGIES, writeTrainCharts, type TrainStrategy } from '../../bench/train-strategies.js';
 import { defaultBenchDevices, describePlan, planDevices, planStrategyBench, runStrategyBench, writeStrategyCharts } from '../../bench/strategies.js';
 import { modelConfig } from '../../models/source.js';
@@ -158,7 +157,7 @@ async function trainBench(opts: BenchOpts, device: string, dtype: DType | undefi
   // On a GPU the timed steps are one CUDA graph each (src/train/captured-step.ts), except under --profile,
   // which times each op group and so runs the steps op by op.
   const how = gpu ? (opts.profile ? ', op by op (--profile times each op group; without it a step is one CUDA graph)' : ', each step one CUDA graph where its memory fits') : '';
-  const rh = rehearseDp ? `; a DP rank rehearsed: ${rehearseDp.bucketMiB} MiB buckets each holding ${rehearseDp.sms} SMs as long as ${rehearseDp.gbps} GB/s takes, matmuls drawing: ${rehearseDp.draw}` : '';
+  const rh = rehearseDp ? `; a DP rank rehearsed: ${rehearseDp.bucketMiB} MiB buckets each holding ${rehearseDp.sms} SMs as long as ${rehearseDp.gbps} GB/s takes` : '';
   const out = output(opts, `train: ${model} ${dt} on ${describeDevice(device)}, batch x seq ${shapes.map(([b, t]) => `${b}x${t}`).join(', ')}, ${steps} timed steps${how}${rh}`);
   const results = await runTrainBench({
     model, device, dtype: dt, shapes, steps, profile: opts.profile, rehearseDp,
@@ -176,15 +175,15 @@ async function trainBench(opts: BenchOpts, device: string, dtype: DType | undefi
   );
 }
 
-/** --rehearse-dp SMS:GBPS (one GPU): DpRehearsal, its buckets --bucket-mb (default 25), its draw policy PARALLM_DP_DRAW's. */
-function rehearsal(opts: BenchOpts, device: string): Required<DpRehearsal> | undefined {
+/** --rehearse-dp SMS:GBPS (one GPU): DpRehearsal, its buckets --bucket-mb (default 25). */
+function rehearsal(opts: BenchOpts, device: string): DpRehearsal | undefined {
   if (opts.rehearseDp === undefined) return undefined;
   const m = /^(\d+):(\d+(?:\.\d+)?)$/.exec(opts.rehearseDp.trim());
   if (!m || Number(m[1]) < 1 || !(Number(m[2]) > 0)) throw new Error(`--rehearse-dp must be SMS:GBPS, e.g. 16:330, got "${opts.rehearseDp}"`);
   if (!device.startsWith('cuda')) throw new Error(`--rehearse-dp holds SMs of a GPU; ${device} is not one`);
   const bucketMiB = opts.bucketMb === undefined ? 25 : Number(opts.bucketMb);
   if (!(bucketMiB > 0 && Number.isFinite(bucketMiB))) throw new Error(`--bucket-mb with --rehearse-dp must be a number above 0, got "${opts.bucketMb}"`);
-  return { sms: Number(m[1]), gbps: Number(m[2]), bucketMiB, draw: drawPolicyFromEnv() };
+  return { sms: Number(m[1]), gbps: Number(m[2]), bucketMiB };
 }
 
 /** `bench train --strategies ... --devices ...`: training under each strategy, and epochs on the corpus. */
