@@ -1084,7 +1084,6 @@ Napi::Value DecodeLayerGrid(const Napi::CallbackInfo& info) {
   return int_hook(info, "decodeLayerGrid", "blocks", [](int n) { return n >= 0 && n <= 65535; },
                   "0 (one block a multiprocessor) or 1..65535 blocks", CUDA_SET(decode_layer_grid));
 }
-
 #undef CUDA_SET
 
 }  // namespace

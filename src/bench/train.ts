@@ -2,9 +2,8 @@
 // figure is the engine's, not the data loader's): tokens/s, time per optimizer step, model FLOPs
 // utilization (6 · parameters · tokens/s, over the device's peak) and peak memory.
 import { defaultDevice, deviceInfo, memoryStats, parseDevice, resetPeakMemory, synchronize } from '../device.js';
-import type { DType } from '../dtype.js';
+import { dtypeSize, type DType } from '../dtype.js';
 import { rng } from '../random.js';
-import { dtypeSize } from '../dtype.js';
 import { native } from '../native.js';
 import { DeviceEvent } from '../runtime.js';
 import { CapturedStep, GraphMemoryProbe } from '../train/captured-step.js';
