@@ -15,11 +15,6 @@ export function median(xs: number[]): number {
 }
 
 /**
- * Median time of one call of `fn`. Each timed sample is `inner` calls back to back between two events,
- * so a kernel shorter than the host's launch cost is measured as the device runs it, queued up, rather
- * than as the host feeds it. `inner` is chosen from a first timing so a sample lasts about 1 ms.
- */
-/**
  * Waits for the work queued on the device's current stream: not the whole device, which would also wait for other
  * streams' kernels (bench kernels --busy-sms holds SMs with one while a case is timed).
  */
@@ -27,6 +22,11 @@ function settle(device: string): void {
   new DeviceEvent(device).record().synchronize();
 }
 
+/**
+ * Median time of one call of `fn`. Each timed sample is `inner` calls back to back between two events,
+ * so a kernel shorter than the host's launch cost is measured as the device runs it, queued up, rather
+ * than as the host feeds it. `inner` is chosen from a first timing so a sample lasts about 1 ms.
+ */
 export function timeOnDevice(device: string, fn: (run: number) => void, warmup = 3, runs = 20): Timing {
   let call = 0;
   for (let i = 0; i < warmup; i++) fn(call++);

@@ -321,6 +321,7 @@ describe('fuzz: the raw native binding', () => {
         calls++;
         attempt('holdSms', () => native.testing.holdSms(d as number, b as number));
         attempt('releaseSms', () => native.testing.releaseSms(d as number));
+        attempt('busySms', () => native.testing.busySms(d as unknown as string, b as number, d as number));
       }),
       { numRuns: Math.ceil(RUNS / 6) },
     );
